@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The one definition of every map, key, value and constant that the BPF
+ * programs and userspace share. Both sides include this file; nothing in it
+ * may be written a second time elsewhere.
+ *
+ * Byte order: addresses and ports in keys and values are kept in network
+ * order, the order in which bpf_sock_addr hands them to the programs, so the
+ * kernel never converts on the hot path. Userspace converts once, when it
+ * compiles a policy.
+ */
+#ifndef DMSC_SHARED_H
+#define DMSC_SHARED_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Bumped whenever a map's key or value layout changes: pins live under
+ * DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION, so an incompatible datapath is
+ * never adopted by mistake. */
+#define DMSC_LAYOUT_VERSION "1"
+#define DMSC_PIN_ROOT "/sys/fs/bpf/dmsc"
+
+/* Map names: the pin file names too. */
+#define DMSC_MAP_SERVICES "dmsc_services"
+#define DMSC_MAP_BACKENDS "dmsc_backends"
+#define DMSC_MAP_SVC_META "dmsc_svc_meta"
+#define DMSC_MAP_SVC_STATS "dmsc_svc_stats"
+#define DMSC_MAP_BE_STATS "dmsc_be_stats"
+#define DMSC_MAP_REASONS "dmsc_reasons"
+#define DMSC_MAP_SOCK_VIP "dmsc_sock_vip"
+#define DMSC_MAP_INSTALL "dmsc_install"
+
+/* Default capacities; dmscctl install can change them. Id 0 is reserved in
+ * both id spaces, so that an uninitialised slot is recognisable. */
+#define DMSC_DEFAULT_MAX_SERVICES 16384
+#define DMSC_DEFAULT_MAX_BACKENDS 65536
+
+/* Slots per service. A power of two, so the kernel picks a slot with a mask;
+ * it bounds the split's precision to 1/DMSC_SLOTS of the total weight. */
+#define DMSC_SLOTS 128
+#define DMSC_SLOT_MASK (DMSC_SLOTS - 1)
+#define DMSC_WEIGHT_MAX 10000
+#define DMSC_NAME_MAX 64
+#define DMSC_CGROUP_PATH_MAX 256
+
+enum dmsc_proto {
+	DMSC_PROTO_TCP = 6,  /* IPPROTO_TCP */
+	DMSC_PROTO_UDP = 17, /* IPPROTO_UDP */
+};
+
+/* dmsc_services: HASH, BPF_F_NO_PREALLOC. The whole slot table sits in the
+ * value, so a service's backend set or weights change by one update of one
+ * element: readers see the old value or the new one, never a mix (hash map
+ * updates replace the element and free the old one after an RCU grace
+ * period). */
+struct dmsc_svc_key {
+	__u32 vip;  /* network order */
+	__u16 port; /* network order */
+	__u8 proto; /* enum dmsc_proto */
+	__u8 pad;   /* always zero */
+};
+
+enum dmsc_svc_flags {
+	/* Every weight is 0: connect() is refused. */
+	DMSC_SVC_F_NO_BACKEND = 1u << 0,
+};
+
+struct dmsc_svc {
+	__u32 id;    /* 1..max_services; index into dmsc_svc_stats */
+	__u32 flags; /* enum dmsc_svc_flags */
+	__u32 slot[DMSC_SLOTS]; /* backend ids; 0 = empty (counted) */
+};
+
+/* dmsc_backends: ARRAY indexed by backend id. An id names one immutable
+ * address:port of one service; userspace never rewrites a live id in place. */
+struct dmsc_backend {
+	__u32 addr;   /* network order */
+	__u16 port;   /* network order */
+	__u16 pad;    /* always zero */
+	__u32 svc_id; /* owning service */
+};
+
+/* dmsc_svc_meta: ARRAY indexed by service id, read by userspace only, so
+ * that `show` and the next apply know what the kernel holds: the name, and
+ * every backend id the service owns with its weight (a weight-0 backend
+ * has no slot, so the slot table alone cannot tell). */
+#define DMSC_BACKENDS_PER_SERVICE_MAX DMSC_SLOTS
+struct dmsc_svc_meta {
+	char name[DMSC_NAME_MAX];
+	__u32 n_backends;
+	__u32 backend_id[DMSC_BACKENDS_PER_SERVICE_MAX];
+	__u32 weight[DMSC_BACKENDS_PER_SERVICE_MAX];
+};
+
+/* dmsc_svc_stats: PERCPU_ARRAY indexed by service id. */
+struct dmsc_svc_stats {
+	__u64 connections;         /* connect() translated to a backend */
+	__u64 refused_no_backend;  /* every weight 0: connect() refused */
+};
+
+/* dmsc_be_stats: PERCPU_ARRAY indexed by backend id. */
+struct dmsc_be_stats {
+	__u64 connections;
+};
+
+/* dmsc_reasons: PERCPU_ARRAY indexed by enum dmsc_reason. Fail-open paths
+ * and other events that belong to no service. */
+enum dmsc_reason {
+	DMSC_R_SLOT_EMPTY = 0,      /* slot held id 0: left untranslated */
+	DMSC_R_BACKEND_MISSING,     /* slot's id not in dmsc_backends */
+	DMSC_R_SOCK_STORAGE_FULL,   /* translated, VIP not recorded */
+	DMSC_R_PEER_REWRITTEN,      /* getpeername answered with a VIP */
+	DMSC_R_MAX,
+};
+
+/* dmsc_sock_vip: SK_STORAGE. Per socket, what connect() translated, so that
+ * getpeername() answers with the VIP for the socket's whole life. */
+struct dmsc_sock_vip {
+	__u32 vip;     /* network order */
+	__u32 backend; /* network order */
+	__u16 vport;   /* network order */
+	__u16 bport;   /* network order */
+	__u32 svc_id;
+	__u32 backend_id;
+};
+
+/* dmsc_install: ARRAY with one element, written once by dmscctl install. */
+struct dmsc_install {
+	char cgroup_path[DMSC_CGROUP_PATH_MAX]; /* relative to the cgroup2 mount */
+	__u64 cgroup_id;
+	__u64 installed_at; /* seconds since the epoch */
+	__u32 max_services;
+	__u32 max_backends;
+};
+
+/* The kernel picks a slot with one random number; shared so the unit tests
+ * check the same index arithmetic. */
+static inline __u32 dmsc_slot_index(__u32 random)
+{
+	return random & DMSC_SLOT_MASK;
+}
+
+#endif /* DMSC_SHARED_H */

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Socket-level load balancing through a VIP, on the running kernel: real
+# programs attached to a test cgroup, real connections between network
+# namespaces, curl and dmsc-probe as clients.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/../.." && pwd)
+. "$TOP/tests/lib/assert.sh"
+. "$TOP/tests/lib/netns.sh"
+t_need_root
+
+BIN=${BIN:-$TOP/build}
+CTL=$BIN/dmscctl
+SRV=$BIN/tools/dmsc-testsrv
+PROBE=$BIN/tools/dmsc-probe
+P=dl4$$
+T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-l4.XXXXXX")
+VIP=198.19.0.10
+HTTP_VIP=198.19.0.11
+
+cleanup() {
+	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
+	dmsc_net_cleanup
+	dmsc_cgroup_cleanup
+	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+# A private BPF filesystem: the test's pins can never meet another's.
+mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || { t_fail "mount bpffs"; t_summary; exit 1; }
+export DMSC_PIN_DIR=$T/bpffs/dmsc
+
+dmsc_net_init "$P" || exit 1
+dmsc_net_host c 198.18.0.2/16 || exit 1
+dmsc_net_host b1 198.18.1.2/16 || exit 1
+dmsc_net_host b2 198.18.1.3/16 || exit 1
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+CHILD=$(dmsc_cgroup_make "$P/mesh/child") || exit 1
+OUTSIDE=$(dmsc_cgroup_make "$P/outside") || exit 1
+
+for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
+	IFS=: read -r host addr name <<<"$b"
+	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
+		--max-seconds 300 >"$T/$host-id.out" 2>&1 &
+	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
+		--max-seconds 300 >"$T/$host-http.out" 2>&1 &
+done
+for f in b1-id b2-id b1-http b2-http; do
+	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
+done
+
+# policy WEIGHT_V1 WEIGHT_V2 > file
+policy() {
+	cat <<EOF
+{ "services": [
+  { "name": "reviews", "vip": "$VIP", "port": 9080,
+    "backends": [
+      { "address": "198.18.1.2", "port": 9080, "weight": $1, "labels": { "version": "v1" } },
+      { "address": "198.18.1.3", "port": 9080, "weight": $2, "labels": { "version": "v2" } } ] },
+  { "name": "web", "vip": "$HTTP_VIP", "port": 80,
+    "backends": [
+      { "address": "198.18.1.2", "port": 8080 },
+      { "address": "198.18.1.3", "port": 8080 } ] } ] }
+EOF
+}
+
+# probe CGROUP ARGS...: dmsc-probe from host c inside CGROUP, JSON out.
+probe() {
+	local cg=$1
+	shift
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PROBE" --json --max-seconds 60 "$@"
+}
+
+t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
+t_check "status shows both hooks attached" \
+	bash -c "'$CTL' status -o json | jq -e '[.hooks[].attached] == [true, true] and .installed' >/dev/null"
+policy 80 20 >"$T/p8020.json"
+t_check "apply an 80/20 policy" "$CTL" apply "$T/p8020.json"
+
+# 1. The split of 2000 connections.
+probe "$MESH" --connect "$VIP:9080" --count 2000 --parallel 8 >"$T/split.json"
+ok=$(jq .ok "$T/split.json")
+t_eq "2000 connections through the VIP all succeed" "$ok" 2000
+v1=$(jq '.backends.v1 // 0' "$T/split.json")
+t_range "v1 share of 2000 connections is 80% +- 3" "$(awk -v n="$v1" 'BEGIN { printf "%.2f", n / 20 }')" 77 83
+t_eq "getpeername() answers with the VIP on every connection" \
+	"$(jq .peer_is_target "$T/split.json")" 2000
+stats=$("$CTL" stats -o json)
+t_eq "stats count the 2000 connections of reviews" \
+	"$(jq '.services[] | select(.name == "reviews") | .connections' <<<"$stats")" 2000
+t_eq "stats count v1's connections per backend" \
+	"$(jq '.services[] | select(.name == "reviews") | .backends[0].connections' <<<"$stats")" "$v1"
+t_eq "show services reports the slot shares" \
+	"$("$CTL" show services -o json | jq -c '[.services[] | select(.name == "reviews") | .backends[].slots]')" \
+	"[102,26]"
+
+# 2. curl, a client nobody here wrote, through an HTTP VIP.
+got=$(dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 5 "http://$HTTP_VIP/")
+[[ $got == v1 || $got == v2 ]] && t_ok "curl through a VIP reaches a backend ($got)" ||
+	t_fail "curl through a VIP: got '$got'"
+seen=$(for i in $(seq 1 40); do
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 5 "http://$HTTP_VIP/"
+done | sort -u | tr '\n' ' ')
+t_eq "40 curl requests reach both equal-weight backends" "$seen" "v1 v2 "
+
+# 3. A child cgroup of the mesh cgroup is in the mesh.
+probe "$CHILD" --connect "$VIP:9080" --count 50 >"$T/child.json"
+t_eq "a child cgroup's connections are translated" "$(jq .ok "$T/child.json")" 50
+
+# 4. What is not a VIP, or not in the mesh, is untouched.
+probe "$MESH" --connect "198.18.1.3:9080" --count 50 >"$T/direct.json"
+t_eq "a direct connection to a backend is not rewritten" \
+	"$(jq -c '[.ok, .peer_is_target, .backends.v2]' "$T/direct.json")" "[50,50,50]"
+probe "$MESH" --connect "$VIP:9999" --count 5 >"$T/otherport.json"
+t_eq "a VIP address on another port is not translated (ENETUNREACH)" \
+	"$(jq -c '[.ok, .errors.ENETUNREACH]' "$T/otherport.json")" "[0,5]"
+probe "$OUTSIDE" --connect "$VIP:9080" --count 20 >"$T/outside.json"
+t_eq "a process outside the mesh cgroup is not translated (ENETUNREACH)" \
+	"$(jq -c '[.ok, .errors.ENETUNREACH]' "$T/outside.json")" "[0,20]"
+
+# 5. Weight 0 drains: no new connections, an established one keeps working.
+policy 0 100 >"$T/p0100.json"
+policy 100 0 >"$T/p1000.json"
+"$CTL" apply "$T/p0100.json" >/dev/null
+probe "$MESH" --connect "$VIP:9080" --hold-seconds 4 --interval-ms 100 >"$T/hold.json" &
+HOLD=$!
+sleep 1
+t_check "apply weight 0 for v2 while a connection to v2 is open" "$CTL" apply "$T/p1000.json"
+probe "$MESH" --connect "$VIP:9080" --count 300 --parallel 4 >"$T/drained.json"
+t_eq "a drained backend gets no new connection" \
+	"$(jq -c '[.ok, (.backends.v2 // 0)]' "$T/drained.json")" "[300,0]"
+wait "$HOLD"
+hold_rc=$?
+t_eq "the established connection to the drained backend keeps working" \
+	"$hold_rc:$(jq -c '[.name, .errors, .peer_is_target]' "$T/hold.json")" '0:["v2",0,1]'
+
+# 6. Every weight 0: the service refuses new connections.
+policy 0 0 >"$T/p00.json"
+"$CTL" apply "$T/p00.json" >/dev/null
+probe "$MESH" --connect "$VIP:9080" --count 10 >"$T/refused.json"
+t_eq "a service with every weight 0 refuses connect() with EPERM" \
+	"$(jq -c '[.ok, .errors.EPERM]' "$T/refused.json")" "[0,10]"
+t_eq "refusals are counted" \
+	"$("$CTL" stats -o json | jq '.services[] | select(.name == "reviews") | .refused_no_backend')" 10
+
+# 7. An invalid policy leaves the datapath exactly as it was.
+"$CTL" apply "$T/p8020.json" >/dev/null
+before=$("$CTL" show services -o json)
+printf '{ "services": [ { "name": "reviews", "vip": "%s", "port": 9080, "backends": [ { "address": "198.18.1.300", "port": 9080 } ] } ] }\n' \
+	"$VIP" >"$T/bad.json"
+"$CTL" apply "$T/bad.json" >"$T/bad.out" 2>&1
+rc=$?
+t_check "apply of an invalid policy exits non-zero" test "$rc" -ne 0
+t_check "the error names the field" grep -q 'services\[0\].backends\[0\].address' "$T/bad.out"
+printf '{ "services": [ \n' >"$T/syntax.json"
+"$CTL" apply "$T/syntax.json" >/dev/null 2>&1
+t_check "apply of broken JSON exits non-zero" test $? -ne 0
+t_eq "the datapath is unchanged after failed applies" "$("$CTL" show services -o json)" "$before"
+probe "$MESH" --connect "$VIP:9080" --count 400 --parallel 4 >"$T/after.json"
+t_range "connections still split 80/20 after failed applies" \
+	"$(jq '(.backends.v1 // 0) / 4' "$T/after.json")" 73 87
+
+# 8. The datapath outlives dmscctl and goes away with uninstall.
+t_check "uninstall" "$CTL" uninstall
+# (progs.debug and maps.debug are the kernel's own, in every bpffs mount.)
+t_check "no pins are left" test ! -e "$DMSC_PIN_DIR"
+probe "$MESH" --connect "$VIP:9080" --count 5 >"$T/gone.json"
+t_eq "after uninstall the VIP is not translated" "$(jq .ok "$T/gone.json")" 0
+
+t_summary

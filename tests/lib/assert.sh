@@ -1,0 +1,52 @@
+# shellcheck shell=bash
+# assert.sh: TAP-like reporting for the shell test suites. Source it.
+# Each check prints "ok - WHAT" or "not ok - WHAT" (with the reason);
+# t_summary prints "N passed, M failed" and returns non-zero on a failure.
+
+T_PASSED=0
+T_FAILED=0
+
+t_ok() {
+	T_PASSED=$((T_PASSED + 1))
+	echo "ok - $*"
+}
+
+t_fail() {
+	T_FAILED=$((T_FAILED + 1))
+	echo "not ok - $*"
+}
+
+# t_check WHAT CMD...: passes when CMD exits 0.
+t_check() {
+	local what=$1
+	shift
+	if "$@"; then t_ok "$what"; else t_fail "$what"; fi
+}
+
+# t_eq WHAT GOT WANT
+t_eq() {
+	if [[ "$2" == "$3" ]]; then t_ok "$1"; else t_fail "$1: got '$2', want '$3'"; fi
+}
+
+# t_range WHAT GOT LO HI: LO <= GOT <= HI, numbers (decimals allowed).
+t_range() {
+	if awk -v g="$2" -v lo="$3" -v hi="$4" 'BEGIN { exit !(g != "" && g >= lo && g <= hi) }'; then
+		t_ok "$1 ($2 in [$3, $4])"
+	else
+		t_fail "$1: $2 not in [$3, $4]"
+	fi
+}
+
+t_summary() {
+	echo "${T_PASSED} passed, ${T_FAILED} failed"
+	[[ $T_FAILED -eq 0 ]]
+}
+
+# t_need_root: a kernel suite without root cannot run; say so and exit 77
+# (skipped), which the runner reports as skipped, never as passed.
+t_need_root() {
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "skip - needs root to load BPF programs"
+		exit 77
+	fi
+}

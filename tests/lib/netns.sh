@@ -1,0 +1,402 @@
+# shellcheck shell=bash
+# netns.sh: test hosts in network namespaces, and test cgroups, for the dmsc
+# kernel tests and the demo. Source it; do not run it.
+#
+# Topology (all in namespaces; nothing is created in the caller's namespace):
+#
+#   ${P}hub   one namespace holding bridge br0 (no address). Every host's veth
+#             peer is a port of br0, so all hosts share one L2 segment.
+#   ${P}NAME  one namespace per host: lo up, eth0 (the other end of the veth,
+#             named ${P}vN in the hub), the given addresses, and exactly one
+#             route besides the connected ones: 198.18.0.0/16 dev eth0.
+#
+# Addresses: hosts take addresses in 198.18.0.0/16 only, with a prefix length
+# of 16 to 32. Use /16 (e.g. 198.18.0.2/16, 198.18.1.2/16): any two hosts then
+# reach each other directly by ARP over br0. A longer prefix works too, since
+# the 198.18.0.0/16 route is on-link. 198.19.0.0/16 is left for VIPs and is
+# routed nowhere, and there is no default route, so a connect() to a VIP that
+# dmsc did not translate fails at once with ENETUNREACH instead of leaving the
+# machine (DESIGN.md, "Tests and the network").
+#
+# Names: P is the prefix given to dmsc_net_init (e.g. "dmsct$$"), at most 12
+# characters of [A-Za-z0-9_-] starting with a letter. Namespaces are "${P}hub" and "${P}NAME"; the only
+# links with a global-looking name are the hub-side veth ends "${P}v1",
+# "${P}v2"..., and they too live inside ${P}hub. Inside a host the link is eth0.
+#
+# Cgroups: dmsc_cgroup_make NAME makes <cgroup2 mount>/dmsc-test/NAME. Give NAME
+# something unique too (e.g. "${P}client") when tests may run side by side.
+#
+# Bookkeeping is kept in a state directory (not in shell variables), so that
+# functions called in a command substitution, e.g. cg=$(dmsc_cgroup_make c),
+# are still cleaned up. One `trap dmsc_net_cleanup EXIT` removes everything.
+#
+# Every function returns 0 on success and non-zero with a message on stderr on
+# failure; none relies on the caller's set -e, all are set -u safe.
+
+DMSC_NET_PREFIX=${DMSC_NET_PREFIX-}
+DMSC_NET_STATE=${DMSC_NET_STATE-}
+DMSC_NET_KILL_WAIT_TENTHS=${DMSC_NET_KILL_WAIT_TENTHS-30} # bounded waits: 3 s
+DMSC_NET_CG_BASE=dmsc-test
+
+dmsc__err() {
+	echo "netns.sh: $*" >&2
+}
+
+dmsc__need_init() {
+	if [[ -z "${DMSC_NET_PREFIX}" || -z "${DMSC_NET_STATE}" || ! -d "${DMSC_NET_STATE}" ]]; then
+		dmsc__err "${FUNCNAME[1]}: call dmsc_net_init PREFIX first"
+		return 1
+	fi
+}
+
+# dmsc__record FILE LINE: appends LINE to the state file once.
+dmsc__record() {
+	local file="${DMSC_NET_STATE}/$1"
+	if [[ -f "$file" ]] && grep -qxF -- "$2" "$file"; then
+		return 0
+	fi
+	printf '%s\n' "$2" >>"$file"
+}
+
+dmsc__ns_exists() {
+	[[ -e "/run/netns/$1" ]]
+}
+
+# dmsc_net_init PREFIX
+dmsc_net_init() {
+	local prefix="${1-}"
+	if [[ ! "$prefix" =~ ^[A-Za-z][A-Za-z0-9_-]{0,11}$ ]]; then
+		dmsc__err "dmsc_net_init: prefix \"$prefix\": a letter, then up to 11 of [A-Za-z0-9_-]"
+		return 1
+	fi
+	if [[ -n "${DMSC_NET_STATE}" && -d "${DMSC_NET_STATE}" ]]; then
+		if [[ "$prefix" != "${DMSC_NET_PREFIX}" ]]; then
+			dmsc__err "dmsc_net_init: already initialised with prefix ${DMSC_NET_PREFIX}"
+			return 1
+		fi
+		return 0
+	fi
+	DMSC_NET_STATE=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-net.${prefix}.XXXXXX") || {
+		dmsc__err "dmsc_net_init: cannot make a state directory"
+		return 1
+	}
+	DMSC_NET_PREFIX=$prefix
+	printf '%s\n' "$prefix" >"${DMSC_NET_STATE}/prefix"
+	: >"${DMSC_NET_STATE}/netns"
+	: >"${DMSC_NET_STATE}/cgroups"
+	echo 0 >"${DMSC_NET_STATE}/links"
+}
+
+# dmsc_net_hub: namespace ${P}hub with bridge br0 up.
+dmsc_net_hub() {
+	dmsc__need_init || return 1
+	local hub="${DMSC_NET_PREFIX}hub"
+	if ! dmsc__ns_exists "$hub"; then
+		# recorded before it exists, so a half-made hub is cleaned up too
+		dmsc__record netns "$hub" || return 1
+		ip netns add "$hub" || {
+			dmsc__err "dmsc_net_hub: ip netns add $hub failed"
+			return 1
+		}
+	fi
+	ip -n "$hub" link set lo up || return 1
+	if ! ip -n "$hub" link show br0 >/dev/null 2>&1; then
+		ip -n "$hub" link add br0 type bridge || {
+			dmsc__err "dmsc_net_hub: cannot add bridge br0 in $hub"
+			return 1
+		}
+	fi
+	ip -n "$hub" link set br0 up || return 1
+}
+
+# dmsc__check_addr ADDR/PLEN: 198.18.0.0/16 only, prefix length 16..32.
+dmsc__check_addr() {
+	local a="$1" ip plen o
+	if [[ ! "$a" =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})/([0-9]{1,2})$ ]]; then
+		dmsc__err "address \"$a\": expected A.B.C.D/PLEN"
+		return 1
+	fi
+	for o in 1 2 3 4; do
+		if ((10#${BASH_REMATCH[o]} > 255)); then
+			dmsc__err "address \"$a\": octet out of range"
+			return 1
+		fi
+	done
+	ip="${BASH_REMATCH[1]}.${BASH_REMATCH[2]}"
+	plen=$((10#${BASH_REMATCH[5]}))
+	if [[ "$ip" != "198.18" ]]; then
+		dmsc__err "address \"$a\": test hosts use 198.18.0.0/16 only (198.19/16 is for VIPs)"
+		return 1
+	fi
+	if ((plen < 16 || plen > 32)); then
+		dmsc__err "address \"$a\": prefix length must be 16..32, so that 198.19/16 stays unrouted"
+		return 1
+	fi
+}
+
+# dmsc_net_host NAME ADDR/PLEN [ADDR/PLEN...]
+dmsc_net_host() {
+	dmsc__need_init || return 1
+	local name="${1-}" hub="${DMSC_NET_PREFIX}hub" ns link n a
+	if [[ ! "$name" =~ ^[A-Za-z0-9_-]{1,32}$ || "$name" == hub ]]; then
+		dmsc__err "dmsc_net_host: host name \"$name\": [A-Za-z0-9_-], not \"hub\""
+		return 1
+	fi
+	shift
+	if (($# == 0)); then
+		dmsc__err "dmsc_net_host $name: at least one ADDR/PLEN"
+		return 1
+	fi
+	for a in "$@"; do
+		dmsc__check_addr "$a" || return 1
+	done
+	dmsc_net_hub || return 1
+	ns="${DMSC_NET_PREFIX}${name}"
+	if ! dmsc__ns_exists "$ns"; then
+		dmsc__record netns "$ns" || return 1
+		ip netns add "$ns" || {
+			dmsc__err "dmsc_net_host: ip netns add $ns failed"
+			return 1
+		}
+	fi
+	ip -n "$ns" link set lo up || return 1
+	if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
+		n=$(($(cat "${DMSC_NET_STATE}/links") + 1))
+		echo "$n" >"${DMSC_NET_STATE}/links"
+		link="${DMSC_NET_PREFIX}v${n}"
+		if ((${#link} > 15)); then
+			dmsc__err "dmsc_net_host $name: link name $link longer than 15: shorten the prefix"
+			return 1
+		fi
+		# Both ends are made inside namespaces: nothing appears, even for a
+		# moment, in the caller's namespace.
+		ip -n "$hub" link add "$link" type veth peer name eth0 netns "$ns" || {
+			dmsc__err "dmsc_net_host $name: cannot create veth $link/eth0"
+			return 1
+		}
+		ip -n "$hub" link set "$link" master br0 || return 1
+		ip -n "$hub" link set "$link" up || return 1
+	fi
+	for a in "$@"; do
+		ip -n "$ns" addr replace "$a" dev eth0 || {
+			dmsc__err "dmsc_net_host $name: cannot add $a"
+			return 1
+		}
+	done
+	ip -n "$ns" link set eth0 up || return 1
+	ip -n "$ns" route replace 198.18.0.0/16 dev eth0 || {
+		dmsc__err "dmsc_net_host $name: cannot add the route 198.18.0.0/16"
+		return 1
+	}
+	# belt and braces: a default route must never exist in a test host
+	if [[ -n "$(ip -n "$ns" route show default 2>/dev/null)" ]]; then
+		dmsc__err "dmsc_net_host $name: $ns has a default route"
+		return 1
+	fi
+}
+
+# dmsc_net_exec NAME cmd...: runs cmd in host NAME (or "hub").
+dmsc_net_exec() {
+	dmsc__need_init || return 1
+	local ns="${DMSC_NET_PREFIX}${1-}"
+	if [[ -z "${1-}" ]] || ! dmsc__ns_exists "$ns"; then
+		dmsc__err "dmsc_net_exec: no host \"${1-}\""
+		return 1
+	fi
+	shift
+	ip netns exec "$ns" "$@"
+}
+
+# dmsc__kill_pids pid...: TERM, a bounded wait, then KILL.
+dmsc__kill_pids() {
+	local pid left i
+	local -a pids=()
+	for pid in "$@"; do
+		# never the calling shell or its parents' subshell
+		[[ "$pid" == "$$" || "$pid" == "${BASHPID}" ]] && continue
+		pids+=("$pid")
+	done
+	((${#pids[@]} == 0)) && return 0
+	kill -TERM "${pids[@]}" 2>/dev/null
+	for ((i = 0; i < DMSC_NET_KILL_WAIT_TENTHS; i++)); do
+		left=0
+		for pid in "${pids[@]}"; do
+			kill -0 "$pid" 2>/dev/null && left=1 && break
+		done
+		((left == 0)) && return 0
+		sleep 0.1
+	done
+	kill -KILL "${pids[@]}" 2>/dev/null
+	return 0
+}
+
+# dmsc_net_cleanup: kills what runs in our namespaces, deletes them and their
+# links, removes our cgroups. Safe to call twice and from a trap.
+dmsc_net_cleanup() {
+	local state="${DMSC_NET_STATE-}" ns hub link
+	local -a all=() pids=()
+	[[ -n "$state" && -d "$state" ]] || return 0
+	dmsc_cgroup_cleanup
+	if [[ -f "$state/netns" ]]; then
+		mapfile -t all <"$state/netns"
+	fi
+	for ns in "${all[@]}"; do
+		dmsc__ns_exists "$ns" || continue
+		mapfile -t -O "${#pids[@]}" pids < <(ip netns pids "$ns" 2>/dev/null)
+	done
+	dmsc__kill_pids "${pids[@]}"
+	hub="${DMSC_NET_PREFIX}hub"
+	if dmsc__ns_exists "$hub"; then
+		# deleting one end of a veth deletes both
+		while read -r link; do
+			[[ "$link" == "${DMSC_NET_PREFIX}v"* ]] || continue
+			ip -n "$hub" link del "$link" 2>/dev/null
+		done < <(ip -n "$hub" -o link show type veth 2>/dev/null |
+			sed -n 's/^[0-9]*: \([^:@]*\).*/\1/p')
+	fi
+	for ns in "${all[@]}"; do
+		dmsc__ns_exists "$ns" && ip netns del "$ns" 2>/dev/null
+	done
+	rm -rf -- "$state"
+	DMSC_NET_STATE=
+	return 0
+}
+
+# dmsc_cgroup2_mount: prints the cgroup2 mount point.
+dmsc_cgroup2_mount() {
+	local mnt type
+	while read -r _ mnt type _; do
+		if [[ "$type" == cgroup2 ]]; then
+			printf '%s\n' "$mnt"
+			return 0
+		fi
+	done </proc/mounts
+	dmsc__err "dmsc_cgroup2_mount: no cgroup2 mount in /proc/mounts"
+	return 1
+}
+
+# dmsc_cgroup_make NAME: makes <cgroup2>/dmsc-test/NAME and prints its path.
+dmsc_cgroup_make() {
+	dmsc__need_init || return 1
+	local name="${1-}" root path
+	if [[ ! "$name" =~ ^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$ || "/$name/" == */../* || "/$name/" == */./* ]]; then
+		dmsc__err "dmsc_cgroup_make: name \"$name\": relative path of [A-Za-z0-9_.-] parts"
+		return 1
+	fi
+	root=$(dmsc_cgroup2_mount) || return 1
+	path="$root/${DMSC_NET_CG_BASE}/$name"
+	dmsc__record cgroups "$path" || return 1
+	mkdir -p -- "$path" || {
+		dmsc__err "dmsc_cgroup_make: cannot make $path"
+		return 1
+	}
+	printf '%s\n' "$path"
+}
+
+# dmsc__cgroup_procs DIR: every pid in DIR and below.
+dmsc__cgroup_procs() {
+	find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null
+}
+
+dmsc__cgroup_populated() {
+	[[ -n "$(dmsc__cgroup_procs "$1")" ]]
+}
+
+# dmsc_cgroup_cleanup: kills what is left in our cgroups (never moves it
+# anywhere, least of all to the root), then removes them deepest first.
+dmsc_cgroup_cleanup() {
+	local state="${DMSC_NET_STATE-}" root base path dir i
+	local -a all=() dirs=() pids=()
+	[[ -n "$state" && -f "$state/cgroups" ]] || return 0
+	mapfile -t all <"$state/cgroups"
+	((${#all[@]} == 0)) && return 0
+	root=$(dmsc_cgroup2_mount 2>/dev/null) || return 0
+	base="$root/${DMSC_NET_CG_BASE}"
+	for path in "${all[@]}"; do
+		[[ -d "$path" && "$path" == "$base/"* ]] || continue
+		if dmsc__cgroup_populated "$path"; then
+			# cgroup.kill (5.14+) kills the whole subtree at once, also
+			# processes forking while we read cgroup.procs
+			if [[ -w "$path/cgroup.kill" ]]; then
+				echo 1 >"$path/cgroup.kill" 2>/dev/null
+			fi
+			mapfile -t -O 0 pids < <(dmsc__cgroup_procs "$path")
+			dmsc__kill_pids "${pids[@]}"
+			for ((i = 0; i < DMSC_NET_KILL_WAIT_TENTHS; i++)); do
+				dmsc__cgroup_populated "$path" || break
+				sleep 0.1
+			done
+		fi
+		# every directory from the deepest up, not above dmsc-test
+		while read -r dir; do
+			dirs+=("$dir")
+		done < <(find "$path" -depth -type d 2>/dev/null)
+		dir=$(dirname -- "$path")
+		while [[ "$dir" == "$base/"* ]]; do
+			dirs+=("$dir")
+			dir=$(dirname -- "$dir")
+		done
+	done
+	# deepest first over all of them, so a shared parent goes after its children
+	while IFS= read -r dir; do
+		[[ -d "$dir" ]] && rmdir -- "$dir" 2>/dev/null
+	done < <(printf '%s\n' "${dirs[@]}" | awk -F/ 'NF { print NF "\t" $0 }' |
+		sort -u -t $'\t' -k1,1nr -k2 | cut -f2-)
+	for path in "${all[@]}"; do
+		[[ -d "$path" ]] && dmsc__err "dmsc_cgroup_cleanup: $path is still there (busy?)"
+	done
+	[[ -d "$base" ]] && rmdir -- "$base" 2>/dev/null
+	: >"$state/cgroups"
+	return 0
+}
+
+# dmsc_run_in_cgroup CGPATH cmd...: runs cmd (a program or a shell function,
+# e.g. dmsc_net_exec) in a child that first joins CGPATH. Join the cgroup
+# before entering a namespace: `ip netns exec` remounts /sys, hiding the
+# cgroup2 mount, so do `dmsc_run_in_cgroup "$cg" dmsc_net_exec c prog...`.
+dmsc_run_in_cgroup() {
+	local cg="${1-}"
+	if [[ -z "$cg" || ! -w "$cg/cgroup.procs" ]]; then
+		dmsc__err "dmsc_run_in_cgroup: \"$cg\" is not a cgroup we can join"
+		return 1
+	fi
+	shift
+	if (($# == 0)); then
+		dmsc__err "dmsc_run_in_cgroup: no command"
+		return 1
+	fi
+	# The child gets the caller's stderr back through fd 3; this shell's own
+	# stderr is /dev/null while it waits, so that its "Killed" notice does not
+	# litter test logs when dmsc_cgroup_cleanup kills the child.
+	{
+		(
+			exec 2>&3 3>&-
+			echo "$BASHPID" >"$cg/cgroup.procs" || {
+				dmsc__err "dmsc_run_in_cgroup: cannot join $cg"
+				exit 125
+			}
+			if declare -F -- "$1" >/dev/null; then
+				"$@"
+			else
+				exec "$@"
+			fi
+		)
+	} 3>&2 2>/dev/null
+}
+
+# dmsc_wait_ready FILE SECONDS: waits until FILE has a line "ready".
+dmsc_wait_ready() {
+	local file="${1-}" secs="${2-}" i
+	if [[ -z "$file" || ! "$secs" =~ ^[0-9]+$ ]]; then
+		dmsc__err "dmsc_wait_ready FILE SECONDS"
+		return 1
+	fi
+	for ((i = 0; i < secs * 20; i++)); do
+		if [[ -f "$file" ]] && grep -qx ready -- "$file" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	dmsc__err "dmsc_wait_ready: no \"ready\" in $file after ${secs}s"
+	return 1
+}

@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* Weight-to-slot math: the same inline code userspace uses to build every
+ * slot table, and the index arithmetic the kernel uses to pick a slot. */
+#include <stdlib.h>
+
+#include <criterion/criterion.h>
+
+#include "dmsc/slots.h"
+
+/* Every backend's share of slots is within one slot of its weight share,
+ * the counts fill the table exactly, and the layout matches the counts. */
+static void check_weights(const __u32 *w, __u32 n)
+{
+	__u32 counts[DMSC_BACKENDS_PER_SERVICE_MAX], ids[DMSC_BACKENDS_PER_SERVICE_MAX];
+	__u32 slot[DMSC_SLOTS], seen[DMSC_BACKENDS_PER_SERVICE_MAX + 1] = { 0 };
+	__u64 total = 0, sum = 0;
+	__u32 i;
+
+	for (i = 0; i < n; i++) {
+		total += w[i];
+		ids[i] = i + 1;
+	}
+	cr_assert_eq(dmsc_slot_counts(w, n, counts), total);
+	for (i = 0; i < n; i++) {
+		double want = (double)w[i] * DMSC_SLOTS / (double)total;
+
+		sum += counts[i];
+		cr_assert(counts[i] + 1.0 > want && counts[i] - 1.0 < want,
+			  "backend %u weight %u: %u slots, want %.2f", i, w[i], counts[i], want);
+		if (w[i] == 0)
+			cr_assert_eq(counts[i], 0, "a weight-0 backend got a slot");
+	}
+	cr_assert_eq(sum, DMSC_SLOTS);
+	dmsc_slot_layout(counts, ids, n, slot);
+	for (i = 0; i < DMSC_SLOTS; i++) {
+		cr_assert(slot[i] >= 1 && slot[i] <= n, "slot %u holds id %u", i, slot[i]);
+		seen[slot[i]]++;
+	}
+	for (i = 0; i < n; i++)
+		cr_assert_eq(seen[i + 1], counts[i], "backend %u: layout %u, counts %u", i,
+			     seen[i + 1], counts[i]);
+}
+
+Test(slots, eighty_twenty)
+{
+	__u32 w[] = { 80, 20 }, counts[2];
+
+	check_weights(w, 2);
+	dmsc_slot_counts(w, 2, counts);
+	/* 128 * 0.8 = 102.4: largest remainder gives 102 and 26. */
+	cr_assert_eq(counts[0], 102);
+	cr_assert_eq(counts[1], 26);
+}
+
+Test(slots, equal_thirds_ties_go_to_lower_index)
+{
+	__u32 w[] = { 1, 1, 1 }, counts[3];
+
+	check_weights(w, 3);
+	dmsc_slot_counts(w, 3, counts);
+	cr_assert_eq(counts[0], 43);
+	cr_assert_eq(counts[1], 43);
+	cr_assert_eq(counts[2], 42);
+}
+
+Test(slots, zero_weight_drains)
+{
+	__u32 w[] = { 0, 100, 0 }, counts[3];
+
+	check_weights(w, 3);
+	dmsc_slot_counts(w, 3, counts);
+	cr_assert_eq(counts[1], DMSC_SLOTS);
+}
+
+Test(slots, all_zero_means_no_backend)
+{
+	__u32 w[] = { 0, 0 }, counts[2] = { 7, 7 };
+
+	cr_assert_eq(dmsc_slot_counts(w, 2, counts), 0);
+	cr_assert_eq(counts[0], 0);
+	cr_assert_eq(counts[1], 0);
+}
+
+Test(slots, extreme_ratio_keeps_small_backend)
+{
+	/* 1 in 10001 is below one slot's worth: it may get 0 or 1 slot, but
+	 * never more, and the big one gets the rest. */
+	__u32 w[] = { DMSC_WEIGHT_MAX, 1 };
+
+	check_weights(w, 2);
+}
+
+Test(slots, as_many_backends_as_slots)
+{
+	__u32 w[DMSC_BACKENDS_PER_SERVICE_MAX], i;
+
+	for (i = 0; i < DMSC_BACKENDS_PER_SERVICE_MAX; i++)
+		w[i] = 1;
+	check_weights(w, DMSC_BACKENDS_PER_SERVICE_MAX);
+}
+
+Test(slots, random_weights)
+{
+	__u32 w[DMSC_BACKENDS_PER_SERVICE_MAX], round, n, i;
+
+	srand(12345);
+	for (round = 0; round < 2000; round++) {
+		n = 1 + (__u32)rand() % 16;
+		for (i = 0; i < n; i++)
+			w[i] = (__u32)rand() % (DMSC_WEIGHT_MAX + 1);
+		w[0] += 1; /* at least one non-zero weight */
+		check_weights(w, n);
+	}
+}
+
+Test(slots, interleaved_layout_spreads_backends)
+{
+	__u32 w[] = { 50, 50 }, counts[2], ids[] = { 1, 2 }, slot[DMSC_SLOTS], i;
+
+	dmsc_slot_counts(w, 2, counts);
+	dmsc_slot_layout(counts, ids, 2, slot);
+	/* Equal weights alternate instead of filling halves. */
+	for (i = 0; i + 1 < DMSC_SLOTS; i++)
+		cr_assert_neq(slot[i], slot[i + 1], "slots %u and %u both hold %u", i, i + 1,
+			      slot[i]);
+}
+
+Test(slots, index_is_masked)
+{
+	cr_assert_eq(dmsc_slot_index(0), 0);
+	cr_assert_eq(dmsc_slot_index(DMSC_SLOTS), 0);
+	cr_assert_eq(dmsc_slot_index(DMSC_SLOTS + 5), 5);
+	cr_assert_eq(dmsc_slot_index(0xffffffffu), DMSC_SLOTS - 1);
+}

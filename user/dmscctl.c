@@ -1,0 +1,638 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmscctl: check and apply policies, install the datapath, inspect it.
+ * Every command prints text for people, or JSON with `-o json`.
+ * Exit codes: 0 done, 1 failed (the reason is printed), 2 usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "datapath.h"
+#include "log.h"
+#include "policy.h"
+#include "state.h"
+
+#define EXIT_USAGE 2
+
+struct opts {
+	bool json;
+	bool dry_run;
+	const char *pin_dir;
+	const char *cgroup;
+	unsigned int max_services;
+	unsigned int max_backends;
+};
+
+static const char usage_text[] =
+	"usage: dmscctl [options] COMMAND [ARGS]\n"
+	"\n"
+	"commands:\n"
+	"  check FILE               validate a policy (no privileges needed)\n"
+	"  apply FILE               validate, compile and write only what changed\n"
+	"  diff FILE                show what apply would change (same as apply --dry-run)\n"
+	"  show services            VIPs, backends, weights and the slot share each got\n"
+	"  stats                    connections and fail-open reasons per service and backend\n"
+	"  install --cgroup PATH    load, attach to the cgroup and pin the datapath\n"
+	"  uninstall                detach and remove every pin\n"
+	"  status                   what is installed, where, and how full it is\n"
+	"\n"
+	"options:\n"
+	"  -o, --output text|json   output format (default text)\n"
+	"      --dry-run            apply: plan and print, write nothing\n"
+	"      --cgroup PATH        install: cgroup v2 path, absolute or relative to the\n"
+	"                           cgroup2 mount; its processes and their children are\n"
+	"                           in the mesh\n"
+	"      --max-services N     install: service capacity (default %u)\n"
+	"      --max-backends N     install: backend capacity (default %u)\n"
+	"      --pin-dir DIR        where the datapath is pinned (default $DMSC_PIN_DIR or\n"
+	"                           %s)\n"
+	"  -v, --verbose            also print debug messages (libbpf's too)\n"
+	"  -h, --help               this text\n";
+
+static void usage(FILE *f)
+{
+	fprintf(f, usage_text, DMSC_DEFAULT_MAX_SERVICES - 1, DMSC_DEFAULT_MAX_BACKENDS - 1,
+		DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
+}
+
+static void print_json(struct json_object *o)
+{
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+								 JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+static void json_add(struct json_object *o, const char *k, struct json_object *v)
+{
+	json_object_object_add(o, k, v);
+}
+
+/* Loads and validates; prints every problem. Returns 0, or 1 (exit code). */
+static int load_policy(const char *file, const struct opts *o, struct dmsc_policy *p,
+		       struct json_object *report)
+{
+	struct dmsc_policy_errors errs = { 0 };
+	struct json_object *arr;
+	char line[1024];
+	size_t i;
+	int err;
+
+	err = dmsc_policy_load_file(file, p, &errs);
+	if (!err)
+		return 0;
+	arr = json_object_new_array();
+	for (i = 0; i < errs.count; i++) {
+		struct json_object *e = json_object_new_object();
+
+		dmsc_policy_error_format(&errs.items[i], line, sizeof(line));
+		if (!o->json)
+			fprintf(stderr, "%s: %s\n", file, line);
+		json_add(e, "path", json_object_new_string(errs.items[i].path));
+		json_add(e, "message", json_object_new_string(errs.items[i].message));
+		json_object_array_add(arr, e);
+	}
+	if (errs.count == 0 && !o->json)
+		fprintf(stderr, "%s: %s\n", file, strerror(-err));
+	if (!o->json)
+		fprintf(stderr, "%s: %zu problem%s; nothing was applied\n", file, errs.count,
+			errs.count == 1 ? "" : "s");
+	json_add(report, "valid", json_object_new_boolean(false));
+	json_add(report, "errors", arr);
+	dmsc_policy_errors_free(&errs);
+	return 1;
+}
+
+static int cmd_check(const char *file, const struct opts *o)
+{
+	struct json_object *report = json_object_new_object();
+	struct dmsc_policy p = { 0 };
+	char why[512];
+	const char *unsupported;
+	size_t i, n_backends = 0;
+	int rc;
+
+	json_add(report, "file", json_object_new_string(file));
+	rc = load_policy(file, o, &p, report);
+	if (rc)
+		goto out;
+	for (i = 0; i < p.n_services; i++)
+		n_backends += p.services[i].n_backends;
+	unsupported = dmsc_policy_unsupported(&p, why, sizeof(why));
+	json_add(report, "valid", json_object_new_boolean(true));
+	json_add(report, "services", json_object_new_int64((int64_t)p.n_services));
+	json_add(report, "backends", json_object_new_int64((int64_t)n_backends));
+	if (unsupported)
+		json_add(report, "unsupported", json_object_new_string(unsupported));
+	if (!o->json) {
+		printf("%s: valid: %zu service%s, %zu backend%s\n", file, p.n_services,
+		       p.n_services == 1 ? "" : "s", n_backends, n_backends == 1 ? "" : "s");
+		if (unsupported)
+			printf("%s: note: %s; apply will refuse it\n", file, unsupported);
+	}
+	dmsc_policy_free(&p);
+out:
+	if (o->json)
+		print_json(report);
+	json_object_put(report);
+	return rc;
+}
+
+static int cmd_apply(const char *file, const struct opts *o)
+{
+	struct json_object *report = json_object_new_object(), *arr;
+	struct dmsc_apply_result res = { 0 };
+	struct dmsc_datapath dp;
+	struct dmsc_policy p = { 0 };
+	struct timespec t0, t1;
+	char why[512];
+	bool opened = false;
+	size_t i;
+	int rc = 1, err;
+
+	json_add(report, "file", json_object_new_string(file));
+	json_add(report, "dry_run", json_object_new_boolean(o->dry_run));
+	if (load_policy(file, o, &p, report))
+		goto out;
+	if (dmsc_policy_unsupported(&p, why, sizeof(why))) {
+		pr_warn("%s: %s; nothing was applied\n", file, why);
+		json_add(report, "error", json_object_new_string(why));
+		goto out;
+	}
+	if (dmsc_require_root(o->dry_run ? "diff" : "apply"))
+		goto out;
+	err = dmsc_datapath_open(&dp, o->pin_dir, true);
+	if (err == -ENOENT)
+		pr_warn("dmsc is not installed at %s: run `dmscctl install --cgroup PATH` first\n",
+			o->pin_dir);
+	if (err) {
+		json_add(report, "error", json_object_new_string(strerror(-err)));
+		goto out;
+	}
+	opened = true;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	err = dmsc_apply(&dp, &p, o->dry_run, &res);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (err) {
+		pr_warn("%s: apply failed: %s; the datapath is as it was%s\n", file, strerror(-err),
+			res.rolled_back ? " (rolled back)" : "");
+		json_add(report, "error", json_object_new_string(strerror(-err)));
+		goto out;
+	}
+	rc = 0;
+	arr = json_object_new_array();
+	for (i = 0; i < res.n_changes; i++) {
+		struct json_object *c = json_object_new_object();
+
+		json_add(c, "op", json_object_new_string(dmsc_change_op_name(res.changes[i].op)));
+		json_add(c, "service", json_object_new_string(res.changes[i].service));
+		json_add(c, "detail", json_object_new_string(res.changes[i].detail));
+		json_object_array_add(arr, c);
+		if (!o->json)
+			printf("%c %s: %s\n", "+~-"[res.changes[i].op], res.changes[i].service,
+			       res.changes[i].detail);
+	}
+	json_add(report, "changes", arr);
+	json_add(report, "services", json_object_new_int64((int64_t)res.n_services));
+	json_add(report, "entries_written", json_object_new_int64((int64_t)res.entries_written));
+	json_add(report, "seconds", json_object_new_double((double)(t1.tv_sec - t0.tv_sec) +
+							     (double)(t1.tv_nsec - t0.tv_nsec) / 1e9));
+	if (!o->json)
+		printf("%s%zu change%s, %zu map entr%s %s, %zu service%s in the policy\n",
+		       o->dry_run ? "dry run: " : "", res.n_changes, res.n_changes == 1 ? "" : "s",
+		       res.entries_written, res.entries_written == 1 ? "y" : "ies",
+		       o->dry_run ? "to write" : "written", res.n_services,
+		       res.n_services == 1 ? "" : "s");
+out:
+	if (o->json)
+		print_json(report);
+	json_object_put(report);
+	dmsc_apply_result_free(&res);
+	dmsc_policy_free(&p);
+	if (opened)
+		dmsc_datapath_close(&dp);
+	return rc;
+}
+
+/* Opens the datapath for reading, with the message a user needs when it
+ * is not there. Returns 0 or the exit code. */
+static int open_ro(struct dmsc_datapath *dp, const struct opts *o, const char *what)
+{
+	int err;
+
+	if (dmsc_require_root(what))
+		return 1;
+	err = dmsc_datapath_open(dp, o->pin_dir, false);
+	if (err == -ENOENT)
+		pr_warn("dmsc is not installed at %s: run `dmscctl install --cgroup PATH` first\n",
+			o->pin_dir);
+	return err ? 1 : 0;
+}
+
+static struct json_object *backend_json(const struct dmsc_state_svc *s, size_t i, char *ap,
+					size_t aplen)
+{
+	struct json_object *b = json_object_new_object();
+
+	dmsc_format_addr_port(s->be[i].addr, s->be[i].port, ap, aplen);
+	json_add(b, "id", json_object_new_int64(s->meta.backend_id[i]));
+	json_add(b, "address", json_object_new_string(ap));
+	json_add(b, "weight", json_object_new_int64(s->meta.weight[i]));
+	return b;
+}
+
+static int cmd_show_services(const struct opts *o)
+{
+	struct json_object *arr = json_object_new_array();
+	struct dmsc_datapath dp;
+	struct dmsc_state st;
+	char key[48], ap[32];
+	size_t i, j;
+	int rc;
+
+	rc = open_ro(&dp, o, "show");
+	if (rc)
+		goto out_put;
+	if (dmsc_state_read(&dp, &st)) {
+		rc = 1;
+		goto out;
+	}
+	if (!o->json && st.n_svcs == 0)
+		printf("no services: apply a policy with `dmscctl apply FILE`\n");
+	for (i = 0; i < st.n_svcs; i++) {
+		const struct dmsc_state_svc *s = &st.svcs[i];
+		struct json_object *js = json_object_new_object(), *bes = json_object_new_array();
+
+		dmsc_format_svc_key(&s->key, key, sizeof(key));
+		json_add(js, "name", json_object_new_string(s->meta.name));
+		json_add(js, "id", json_object_new_int64(s->svc.id));
+		json_add(js, "vip", json_object_new_string(key));
+		json_add(js, "refuses_connections",
+			 json_object_new_boolean(s->svc.flags & DMSC_SVC_F_NO_BACKEND));
+		if (!o->json)
+			printf("%s  %s%s\n", s->meta.name, key,
+			       s->svc.flags & DMSC_SVC_F_NO_BACKEND
+				       ? "  (every weight is 0: new connections refused)"
+				       : "");
+		for (j = 0; j < s->meta.n_backends; j++) {
+			struct json_object *b = backend_json(s, j, ap, sizeof(ap));
+
+			json_add(b, "slots", json_object_new_int64(s->be_slots[j]));
+			json_add(b, "share", json_object_new_double((double)s->be_slots[j] / DMSC_SLOTS));
+			json_object_array_add(bes, b);
+			if (!o->json)
+				printf("  -> %-21s weight %-5u slots %3u/%u (%.1f%%)\n", ap,
+				       s->meta.weight[j], s->be_slots[j], DMSC_SLOTS,
+				       100.0 * s->be_slots[j] / DMSC_SLOTS);
+		}
+		json_add(js, "backends", bes);
+		json_object_array_add(arr, js);
+	}
+	dmsc_state_free(&st);
+out:
+	dmsc_datapath_close(&dp);
+out_put:
+	if (o->json && !rc) {
+		struct json_object *top = json_object_new_object();
+
+		json_add(top, "services", json_object_get(arr));
+		print_json(top);
+		json_object_put(top);
+	}
+	json_object_put(arr);
+	return rc;
+}
+
+static const char *const reason_names[DMSC_R_MAX] = {
+	[DMSC_R_SLOT_EMPTY] = "slot_empty",
+	[DMSC_R_BACKEND_MISSING] = "backend_missing",
+	[DMSC_R_SOCK_STORAGE_FULL] = "sock_storage_full",
+	[DMSC_R_PEER_REWRITTEN] = "peer_rewritten",
+};
+
+static int cmd_stats(const struct opts *o)
+{
+	struct json_object *top = json_object_new_object(), *arr = json_object_new_array();
+	struct json_object *reasons = json_object_new_object();
+	struct dmsc_datapath dp;
+	struct dmsc_state st;
+	char key[48], ap[32];
+	size_t i, j;
+	int rc;
+
+	json_add(top, "services", arr);
+	json_add(top, "reasons", reasons);
+	rc = open_ro(&dp, o, "stats");
+	if (rc)
+		goto out_put;
+	if (dmsc_state_read(&dp, &st)) {
+		rc = 1;
+		goto out;
+	}
+	if (!o->json)
+		printf("%-24s %-24s %12s %12s\n", "SERVICE", "VIP", "CONNECTIONS", "REFUSED");
+	for (i = 0; i < st.n_svcs; i++) {
+		const struct dmsc_state_svc *s = &st.svcs[i];
+		struct json_object *js = json_object_new_object(), *bes = json_object_new_array();
+		struct dmsc_svc_stats ss;
+
+		dmsc_percpu_sum(&dp, DMSC_M_SVC_STATS, s->svc.id, &ss, sizeof(ss));
+		dmsc_format_svc_key(&s->key, key, sizeof(key));
+		json_add(js, "name", json_object_new_string(s->meta.name));
+		json_add(js, "vip", json_object_new_string(key));
+		json_add(js, "connections", json_object_new_int64((int64_t)ss.connections));
+		json_add(js, "refused_no_backend",
+			 json_object_new_int64((int64_t)ss.refused_no_backend));
+		if (!o->json)
+			printf("%-24s %-24s %12llu %12llu\n", s->meta.name, key,
+			       (unsigned long long)ss.connections,
+			       (unsigned long long)ss.refused_no_backend);
+		for (j = 0; j < s->meta.n_backends; j++) {
+			struct json_object *b = backend_json(s, j, ap, sizeof(ap));
+			struct dmsc_be_stats bs;
+
+			dmsc_percpu_sum(&dp, DMSC_M_BE_STATS, s->meta.backend_id[j], &bs,
+					sizeof(bs));
+			json_add(b, "connections", json_object_new_int64((int64_t)bs.connections));
+			json_object_array_add(bes, b);
+			if (!o->json)
+				printf("  -> %-45s %12llu\n", ap,
+				       (unsigned long long)bs.connections);
+		}
+		json_add(js, "backends", bes);
+		json_object_array_add(arr, js);
+	}
+	if (!o->json)
+		printf("datapath events:");
+	for (i = 0; i < DMSC_R_MAX; i++) {
+		__u64 n = 0;
+
+		dmsc_percpu_sum(&dp, DMSC_M_REASONS, (__u32)i, &n, sizeof(n));
+		json_add(reasons, reason_names[i], json_object_new_int64((int64_t)n));
+		if (!o->json)
+			printf(" %s=%llu", reason_names[i], (unsigned long long)n);
+	}
+	if (!o->json)
+		printf("\n");
+	dmsc_state_free(&st);
+out:
+	dmsc_datapath_close(&dp);
+out_put:
+	if (o->json && !rc)
+		print_json(top);
+	json_object_put(top);
+	return rc;
+}
+
+static int cmd_install(const struct opts *o)
+{
+	struct dmsc_install_opts io = { .cgroup = o->cgroup,
+					.max_services = o->max_services ? o->max_services + 1 : 0,
+					.max_backends = o->max_backends ? o->max_backends + 1 : 0 };
+	struct dmsc_install_result res;
+	int err;
+
+	if (!o->cgroup) {
+		pr_warn("install needs --cgroup PATH: the cgroup v2 whose processes are in the "
+			"mesh\n");
+		return EXIT_USAGE;
+	}
+	if (dmsc_require_root("install"))
+		return 1;
+	err = dmsc_install(o->pin_dir, &io, &res);
+	if (err) {
+		pr_warn("install failed: %s\n", strerror(-err));
+		return 1;
+	}
+	if (o->json) {
+		struct json_object *r = json_object_new_object();
+
+		json_add(r, "pin_dir", json_object_new_string(o->pin_dir));
+		json_add(r, "cgroup", json_object_new_string(res.cgroup_path));
+		json_add(r, "adopted", json_object_new_boolean(res.adopted));
+		json_add(r, "hooks", json_object_new_int((int)res.n_links));
+		print_json(r);
+		json_object_put(r);
+	} else {
+		printf("%s dmsc on cgroup %s: %u hooks, pinned at %s\n",
+		       res.adopted ? "updated programs in place of" : "installed", res.cgroup_path,
+		       res.n_links, o->pin_dir);
+	}
+	return 0;
+}
+
+static int cmd_uninstall(const struct opts *o)
+{
+	bool was = false;
+	int err;
+
+	if (dmsc_require_root("uninstall"))
+		return 1;
+	err = dmsc_uninstall(o->pin_dir, &was);
+	if (o->json) {
+		struct json_object *r = json_object_new_object();
+
+		json_add(r, "pin_dir", json_object_new_string(o->pin_dir));
+		json_add(r, "removed", json_object_new_boolean(was));
+		if (err)
+			json_add(r, "error", json_object_new_string(strerror(-err)));
+		print_json(r);
+		json_object_put(r);
+	} else if (!err) {
+		printf(was ? "uninstalled dmsc from %s\n" : "nothing installed at %s\n", o->pin_dir);
+	}
+	return err ? 1 : 0;
+}
+
+static int cmd_status(const struct opts *o)
+{
+	struct json_object *r = json_object_new_object(), *hooks = json_object_new_array();
+	struct dmsc_link_info links[8];
+	struct dmsc_datapath dp;
+	struct dmsc_state st = { 0 };
+	struct utsname u;
+	char when[64];
+	size_t i, n, used_be = 0;
+	int err;
+
+	if (dmsc_require_root("status")) {
+		json_object_put(r);
+		json_object_put(hooks);
+		return 1;
+	}
+	uname(&u);
+	json_add(r, "kernel", json_object_new_string(u.release));
+	json_add(r, "pin_dir", json_object_new_string(o->pin_dir));
+	err = dmsc_datapath_open(&dp, o->pin_dir, false);
+	json_add(r, "installed", json_object_new_boolean(err == 0));
+	if (err) {
+		if (!o->json)
+			printf("dmsc is not installed at %s (kernel %s)\n", o->pin_dir, u.release);
+		json_object_put(hooks);
+		goto out;
+	}
+	n = (size_t)dmsc_datapath_links(o->pin_dir, links, 8);
+	if (dmsc_state_read(&dp, &st) == 0)
+		for (i = 0; i < st.n_svcs; i++)
+			used_be += st.svcs[i].meta.n_backends;
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ",
+		 gmtime(&(time_t){ (time_t)dp.install.installed_at }));
+	json_add(r, "cgroup", json_object_new_string(dp.install.cgroup_path));
+	json_add(r, "cgroup_id", json_object_new_int64((int64_t)dp.install.cgroup_id));
+	json_add(r, "installed_at", json_object_new_string(when));
+	json_add(r, "services", json_object_new_int64((int64_t)st.n_svcs));
+	json_add(r, "services_capacity", json_object_new_int64(dp.max_services - 1));
+	json_add(r, "backends", json_object_new_int64((int64_t)used_be));
+	json_add(r, "backends_capacity", json_object_new_int64(dp.max_backends - 1));
+	if (!o->json) {
+		printf("installed at %s on cgroup %s (id %llu) since %s, kernel %s\n", o->pin_dir,
+		       dp.install.cgroup_path, (unsigned long long)dp.install.cgroup_id, when,
+		       u.release);
+		printf("services %zu of %u, backends %zu of %u\n", st.n_svcs, dp.max_services - 1,
+		       used_be, dp.max_backends - 1);
+	}
+	for (i = 0; i < n; i++) {
+		struct json_object *h = json_object_new_object();
+		bool ok = links[i].present && links[i].cgroup_id == dp.install.cgroup_id;
+
+		json_add(h, "hook", json_object_new_string(links[i].hook->hook));
+		json_add(h, "program", json_object_new_string(links[i].hook->prog));
+		json_add(h, "attached", json_object_new_boolean(ok));
+		json_add(h, "link_id", json_object_new_int64(links[i].link_id));
+		json_add(h, "prog_id", json_object_new_int64(links[i].prog_id));
+		json_object_array_add(hooks, h);
+		if (!o->json)
+			printf("  %-22s %s (link %u, prog %u)\n", links[i].hook->hook,
+			       ok ? "attached" : "NOT ATTACHED", links[i].link_id, links[i].prog_id);
+	}
+	json_add(r, "hooks", hooks);
+	dmsc_state_free(&st);
+	dmsc_datapath_close(&dp);
+out:
+	if (o->json)
+		print_json(r);
+	json_object_put(r);
+	return 0;
+}
+
+static int parse_count(const char *flag, const char *arg, unsigned int *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (errno || *end || end == arg || v < 1 || v > 4000000) {
+		pr_warn("%s: \"%s\" is not a count from 1 to 4000000\n", flag, arg);
+		return -EINVAL;
+	}
+	*out = (unsigned int)v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_DRY_RUN = 256, OPT_CGROUP, OPT_MAX_SVC, OPT_MAX_BE, OPT_PIN_DIR };
+	static const struct option longopts[] = {
+		{ "output", required_argument, NULL, 'o' },
+		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+		{ "cgroup", required_argument, NULL, OPT_CGROUP },
+		{ "max-services", required_argument, NULL, OPT_MAX_SVC },
+		{ "max-backends", required_argument, NULL, OPT_MAX_BE },
+		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct opts o = { 0 };
+	enum dmsc_log_level level = DMSC_LOG_INFO;
+	const char *cmd;
+	int c;
+
+	dmsc_log_init("dmscctl", level);
+	while ((c = getopt_long(argc, argv, "o:vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
+				pr_warn("-o: \"%s\" is not an output format (text, json)\n", optarg);
+				return EXIT_USAGE;
+			}
+			o.json = strcmp(optarg, "json") == 0;
+			break;
+		case OPT_DRY_RUN:
+			o.dry_run = true;
+			break;
+		case OPT_CGROUP:
+			o.cgroup = optarg;
+			break;
+		case OPT_MAX_SVC:
+			if (parse_count("--max-services", optarg, &o.max_services))
+				return EXIT_USAGE;
+			break;
+		case OPT_MAX_BE:
+			if (parse_count("--max-backends", optarg, &o.max_backends))
+				return EXIT_USAGE;
+			break;
+		case OPT_PIN_DIR:
+			o.pin_dir = optarg;
+			break;
+		case 'v':
+			level = DMSC_LOG_DEBUG;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	dmsc_log_init("dmscctl", level);
+	if (!o.pin_dir)
+		o.pin_dir = dmsc_pin_dir();
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	cmd = argv[optind++];
+	argc -= optind;
+	argv += optind;
+
+	if ((!strcmp(cmd, "check") || !strcmp(cmd, "apply") || !strcmp(cmd, "diff"))) {
+		if (argc != 1) {
+			pr_warn("%s takes one policy file (or - for standard input)\n", cmd);
+			return EXIT_USAGE;
+		}
+		if (!strcmp(cmd, "check"))
+			return cmd_check(argv[0], &o);
+		if (!strcmp(cmd, "diff"))
+			o.dry_run = true;
+		return cmd_apply(argv[0], &o);
+	}
+	if (!strcmp(cmd, "show")) {
+		if (argc != 1 || strcmp(argv[0], "services")) {
+			pr_warn("show takes one of: services\n");
+			return EXIT_USAGE;
+		}
+		return cmd_show_services(&o);
+	}
+	if (argc != 0) {
+		pr_warn("%s takes no arguments, got \"%s\"\n", cmd, argv[0]);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(cmd, "stats"))
+		return cmd_stats(&o);
+	if (!strcmp(cmd, "install"))
+		return cmd_install(&o);
+	if (!strcmp(cmd, "uninstall"))
+		return cmd_uninstall(&o);
+	if (!strcmp(cmd, "status"))
+		return cmd_status(&o);
+	pr_warn("unknown command \"%s\"; `dmscctl --help` lists them\n", cmd);
+	return EXIT_USAGE;
+}

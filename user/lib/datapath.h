@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The pinned datapath: maps and links under one versioned directory of the
+ * BPF filesystem. They are the single source of truth; every program reads
+ * and writes them through this interface.
+ */
+#ifndef DMSC_DATAPATH_H
+#define DMSC_DATAPATH_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dmsc/shared.h"
+
+enum dmsc_map_id {
+	DMSC_M_SERVICES,
+	DMSC_M_BACKENDS,
+	DMSC_M_SVC_META,
+	DMSC_M_SVC_STATS,
+	DMSC_M_BE_STATS,
+	DMSC_M_REASONS,
+	DMSC_M_SOCK_VIP,
+	DMSC_M_INSTALL,
+	DMSC_M_COUNT,
+};
+
+extern const char *const dmsc_map_names[DMSC_M_COUNT];
+
+/* One attached program: the skeleton's program name is the link's pin
+ * name. */
+struct dmsc_hook {
+	const char *prog;
+	const char *hook;     /* as a user reads it: "cgroup/connect4" */
+	const char *min_linux; /* first kernel that has the hook */
+};
+
+extern const struct dmsc_hook dmsc_hooks[];
+extern const size_t dmsc_n_hooks;
+
+struct dmsc_datapath {
+	char pin_dir[PATH_MAX];
+	int dir_fd; /* flock()ed while the datapath is written */
+	int fd[DMSC_M_COUNT];
+	struct dmsc_install install;
+	unsigned int max_services; /* capacity: ids 1..max_services - 1 */
+	unsigned int max_backends;
+	int nr_cpus;
+};
+
+struct dmsc_install_opts {
+	const char *cgroup; /* absolute, or relative to the cgroup2 mount */
+	unsigned int max_services; /* 0: default, or what is pinned */
+	unsigned int max_backends;
+};
+
+struct dmsc_install_result {
+	char cgroup_path[DMSC_CGROUP_PATH_MAX];
+	bool adopted;      /* pins existed: programs replaced in place */
+	unsigned int n_links;
+};
+
+/* $DMSC_PIN_DIR, else DMSC_PIN_ROOT/vDMSC_LAYOUT_VERSION. */
+const char *dmsc_pin_dir(void);
+
+/* 0 when running with the privileges to change the datapath, else prints
+ * a message naming `what` and returns -EPERM. */
+int dmsc_require_root(const char *what);
+
+/* The cgroup2 mount point, read from /proc/mounts (hybrid hosts mount it
+ * at /sys/fs/cgroup/unified). */
+int dmsc_cgroup2_mount(char *buf, size_t len);
+
+/* Turns a cgroup argument into its absolute path and its path relative to
+ * the cgroup2 mount; the cgroup must exist. */
+int dmsc_cgroup_resolve(const char *arg, char *abs, size_t abs_len, char *rel, size_t rel_len);
+
+int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
+		 struct dmsc_install_result *res);
+
+/* Removes every pin; the programs detach when their last link goes.
+ * *was_installed tells whether there was anything to remove. */
+int dmsc_uninstall(const char *pin_dir, bool *was_installed);
+
+/* Opens the pinned maps. lock: take the datapath's writer lock (serialises
+ * apply against apply, install and uninstall). -ENOENT: not installed. */
+int dmsc_datapath_open(struct dmsc_datapath *dp, const char *pin_dir, bool lock);
+void dmsc_datapath_close(struct dmsc_datapath *dp);
+
+/* Link ids and program ids of the attached hooks, for status. */
+struct dmsc_link_info {
+	const struct dmsc_hook *hook;
+	bool present;
+	unsigned int link_id;
+	unsigned int prog_id;
+	unsigned long long cgroup_id;
+};
+int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t n);
+
+/* Sums a per-CPU array element into out (value_size bytes of __u64s). */
+int dmsc_percpu_sum(const struct dmsc_datapath *dp, enum dmsc_map_id m, __u32 key, void *out,
+		    size_t value_size);
+
+#endif /* DMSC_DATAPATH_H */

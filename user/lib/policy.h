@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Policy version 1: parsing and whole-document validation. Nothing here
+ * touches the kernel; `dmscctl check` runs it without privileges.
+ */
+#ifndef DMSC_POLICY_H
+#define DMSC_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dmsc/shared.h"
+
+enum dmsc_policy_proto {
+	DMSC_POLICY_TCP,
+	DMSC_POLICY_UDP,
+	DMSC_POLICY_HTTP,
+};
+
+enum dmsc_accelerate {
+	DMSC_ACCEL_AUTO,
+	DMSC_ACCEL_ON,
+	DMSC_ACCEL_OFF,
+};
+
+struct dmsc_label {
+	char *key;
+	char *value;
+};
+
+struct dmsc_policy_backend {
+	uint32_t addr; /* network order */
+	uint16_t port; /* host order */
+	uint32_t weight;
+	struct dmsc_label *labels;
+	size_t n_labels;
+};
+
+/* A field that is absent has its has_* flag false. */
+struct dmsc_rate_limit {
+	bool has_connections_per_second, has_burst, has_bytes_per_second,
+		has_requests_per_second;
+	uint64_t connections_per_second;
+	uint64_t burst;
+	uint64_t bytes_per_second;
+	uint64_t requests_per_second;
+};
+
+struct dmsc_route_match {
+	char *path_prefix; /* NULL when absent */
+	char *path;        /* exact path; NULL when absent */
+	char *method;      /* NULL when absent */
+	struct dmsc_label *headers;
+	size_t n_headers;
+};
+
+struct dmsc_route {
+	struct dmsc_route_match match;
+	struct dmsc_label *selector; /* "backends": label selector */
+	size_t n_selector;
+	bool has_timeout_ms, has_retries;
+	uint32_t timeout_ms;
+	uint32_t retries;
+};
+
+struct dmsc_policy_service {
+	char *name;
+	uint32_t vip;  /* network order */
+	uint16_t port; /* host order */
+	enum dmsc_policy_proto protocol;
+	struct dmsc_policy_backend *backends;
+	size_t n_backends;
+	bool has_rate_limit;
+	struct dmsc_rate_limit rate_limit;
+	bool has_allow_from; /* absent: everyone may connect */
+	char **allow_from;
+	size_t n_allow_from;
+	enum dmsc_accelerate accelerate;
+	struct dmsc_route *routes;
+	size_t n_routes;
+};
+
+struct dmsc_policy {
+	struct dmsc_policy_service *services;
+	size_t n_services;
+};
+
+/* One problem found in a document: its JSON path ("services[2].port") and a
+ * sentence that names what is wrong. */
+struct dmsc_policy_error {
+	char path[256];
+	char message[512];
+};
+
+struct dmsc_policy_errors {
+	struct dmsc_policy_error *items;
+	size_t count;
+	size_t cap;
+};
+
+/* Largest document accepted, in bytes. */
+#define DMSC_POLICY_FILE_MAX (64u << 20)
+/* Errors recorded per document; past it one last error (path "") says how
+ * many more were found, so a huge broken file cannot exhaust memory. */
+#define DMSC_POLICY_ERRORS_MAX 1000
+
+/*
+ * Parses and validates a whole document. On success returns 0 and fills
+ * *out, which the caller frees with dmsc_policy_free(). On a document that
+ * is not valid returns -EINVAL and records every problem in errs (freed with
+ * dmsc_policy_errors_free()); *out is left empty. Other negative errnos are
+ * for failures that are not the document's fault (out of memory).
+ * *out is overwritten (pass an empty one); errs must be zeroed before its
+ * first use and is emptied by every call, so one errs can serve many calls.
+ * Messages never contain `source` (a file name, "<stdin>"): the caller
+ * prints it before each formatted error, `FILE: PATH: message`.
+ */
+int dmsc_policy_parse(const char *text, size_t len, const char *source,
+		      struct dmsc_policy *out, struct dmsc_policy_errors *errs);
+
+/* Reads a file ("-": stdin) and parses it; a file that cannot be read, or
+ * that is larger than DMSC_POLICY_FILE_MAX, is one error whose path is empty
+ * and whose message says what failed and why ("cannot open: No such file or
+ * directory"; the caller names the file), returned as a negative errno. */
+int dmsc_policy_load_file(const char *file, struct dmsc_policy *out,
+			  struct dmsc_policy_errors *errs);
+
+void dmsc_policy_free(struct dmsc_policy *p);
+void dmsc_policy_errors_free(struct dmsc_policy_errors *errs);
+
+/* "services[2].port: 70000 is not a port (1-65535)"; an error whose path is
+ * empty (syntax errors, files) is its message alone. */
+void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size_t len);
+
+/* Features that parse and validate but that this build does not enforce
+ * yet: returns NULL when the policy uses none, else a sentence naming the
+ * first such field with its path. */
+const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size_t len);
+
+const char *dmsc_policy_proto_name(enum dmsc_policy_proto p);
+
+#endif /* DMSC_POLICY_H */

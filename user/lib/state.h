@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * What the pinned maps hold, read back into memory, and the apply that
+ * turns a policy into the few map writes that differ from it.
+ */
+#ifndef DMSC_STATE_H
+#define DMSC_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "datapath.h"
+#include "policy.h"
+
+/* One service as the kernel holds it. */
+struct dmsc_state_svc {
+	struct dmsc_svc_key key;
+	struct dmsc_svc svc;
+	struct dmsc_svc_meta meta;
+	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX]; /* meta.backend_id order */
+	unsigned int be_slots[DMSC_BACKENDS_PER_SERVICE_MAX];  /* slots each really got */
+};
+
+struct dmsc_state {
+	struct dmsc_state_svc *svcs;
+	size_t n_svcs;
+};
+
+/* Reads every service, its meta and backends; services sorted by name. */
+int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st);
+void dmsc_state_free(struct dmsc_state *st);
+
+enum dmsc_change_op {
+	DMSC_CHANGE_ADD,
+	DMSC_CHANGE_UPDATE,
+	DMSC_CHANGE_REMOVE,
+};
+
+struct dmsc_change {
+	enum dmsc_change_op op;
+	char service[DMSC_NAME_MAX];
+	char detail[512];
+};
+
+struct dmsc_apply_result {
+	struct dmsc_change *changes;
+	size_t n_changes;
+	size_t entries_written; /* map elements written or deleted */
+	size_t n_services;      /* in the policy */
+	bool rolled_back;
+};
+
+/*
+ * Makes the datapath hold exactly the policy, writing only what differs.
+ * Per service the order is: new backend entries, meta, then the one service
+ * element that switches the slot table, then the removed backends; so a
+ * connect() sees either the old table or the new one, each complete.
+ * The whole apply is checked against capacity before the first write, and
+ * a write that fails rolls back every write before it.
+ * dry_run: plan and report, write nothing. dp must be opened with lock.
+ */
+int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool dry_run,
+	       struct dmsc_apply_result *res);
+void dmsc_apply_result_free(struct dmsc_apply_result *res);
+
+const char *dmsc_change_op_name(enum dmsc_change_op op);
+
+/* "198.19.0.10:9080/tcp" */
+void dmsc_format_svc_key(const struct dmsc_svc_key *k, char *buf, size_t len);
+void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len);
+
+#endif /* DMSC_STATE_H */
