@@ -2,7 +2,7 @@
 # builds and runs every test; `make demo` runs the demo.
 .DELETE_ON_ERROR:
 .SECONDARY:
-.PHONY: all deps test test-unit test-kernel demo bench clean format
+.PHONY: all deps test test-unit demo bench clean format
 
 BUILD     ?= build
 CC        ?= gcc
@@ -72,9 +72,6 @@ test:
 
 test-unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
-
-test-kernel: all
-	tests/kernel/run.sh
 
 demo:
 	scripts/install-deps.sh --if-missing

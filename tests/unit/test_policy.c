@@ -95,8 +95,7 @@ static void check_errors_len(const char *text, size_t len, const struct want *wa
 	cr_expect_eq(err, -EINVAL, "parse returned %d for %s", err, text);
 	cr_expect_eq(p.n_services, 0);
 	cr_expect_null(p.services);
-	cr_assert_eq(errs.count, n, "%s\nwants %zu errors, got %zu:\n%s", text, n, errs.count,
-		     all);
+	cr_assert_eq(errs.count, n, "%s\nwants %zu errors, got %zu:\n%s", text, n, errs.count, all);
 	for (i = 0; i < n; i++) {
 		cr_expect_str_eq(errs.items[i].path, want[i].path, "%s\npath: got `%s`, want `%s`",
 				 text, errs.items[i].path, want[i].path);
@@ -215,19 +214,19 @@ Test(policy_syntax, empty_and_truncated_documents)
 Test(policy_syntax, not_json)
 {
 	CHECK_CASES(
-		{"{'services': []} x",
-		 {"", "line 1, column 18: JSON syntax error: unexpected character"}},
-		{"{'services': [],}",
-		 {"", "line 1, column 17: JSON syntax error: unexpected character"}},
-		{"{services: []}",
-		 {"", "line 1, column 2: JSON syntax error: quoted object property name expected"}},
-		{"{'services' []}",
-		 {"", "line 1, column 13: JSON syntax error: object property name separator ':' "
-		      "expected"}},
-		{"// comment\n{'services': []}",
-		 {"", "line 1, column 1: JSON syntax error: unexpected character"}},
-		{"{'services': [1 2]}",
-		 {"", "line 1, column 17: JSON syntax error: array value separator ',' expected"}});
+	    {"{'services': []} x",
+	     {"", "line 1, column 18: JSON syntax error: unexpected character"}},
+	    {"{'services': [],}",
+	     {"", "line 1, column 17: JSON syntax error: unexpected character"}},
+	    {"{services: []}",
+	     {"", "line 1, column 2: JSON syntax error: quoted object property name expected"}},
+	    {"{'services' []}",
+	     {"", "line 1, column 13: JSON syntax error: object property name separator ':' "
+		  "expected"}},
+	    {"// comment\n{'services': []}",
+	     {"", "line 1, column 1: JSON syntax error: unexpected character"}},
+	    {"{'services': [1 2]}",
+	     {"", "line 1, column 17: JSON syntax error: array value separator ',' expected"}});
 }
 
 Test(policy_syntax, columns_count_characters_not_bytes)
@@ -246,8 +245,7 @@ Test(policy_syntax, nul_byte_anywhere)
 {
 	static const char after[] = "{\"services\": []}\0 trailing";
 	static const char in_string[] = "{\"services\": [\"a\0b\"]}";
-	const struct want at_17 = {"",
-				   "line 1, column 17: JSON syntax error: unexpected NUL byte"};
+	const struct want at_17 = {"", "line 1, column 17: JSON syntax error: unexpected NUL byte"};
 
 	check_errors_len(after, sizeof(after) - 1, &at_17, 1);
 	check_errors_len(in_string, sizeof(in_string) - 1, &at_17, 1);
@@ -309,12 +307,12 @@ Test(policy_service, name)
 {
 	char *long_name = NULL;
 
-	CHECK_CASES({NAMED("'a b'"), {"services[0].name", "\"a b\" " BAD_NAME}},
-		    {NAMED("''"), {"services[0].name", "\"\" " BAD_NAME}},
-		    {NAMED("'caf\xc3\xa9'"), {"services[0].name", "\"caf\xc3\xa9\" " BAD_NAME}},
-		    {NAMED("5"), {"services[0].name", "expected a string, got integer 5"}},
-		    {NAMED("'a\\u0000b'"),
-		     {"services[0].name", "\"a\\u0000b\" contains a NUL character"}});
+	CHECK_CASES(
+	    {NAMED("'a b'"), {"services[0].name", "\"a b\" " BAD_NAME}},
+	    {NAMED("''"), {"services[0].name", "\"\" " BAD_NAME}},
+	    {NAMED("'caf\xc3\xa9'"), {"services[0].name", "\"caf\xc3\xa9\" " BAD_NAME}},
+	    {NAMED("5"), {"services[0].name", "expected a string, got integer 5"}},
+	    {NAMED("'a\\u0000b'"), {"services[0].name", "\"a\\u0000b\" contains a NUL character"}});
 	cr_assert(asprintf(&long_name, NAMED("'%s'"), run('n', 64)) > 0);
 	EXPECT_ERRORS(long_name, {"services[0].name", "\"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"
 						      "nnnnnnnnnnnnnnnnnnnnnnnn\" " BAD_NAME});
@@ -323,7 +321,8 @@ Test(policy_service, name)
 
 Test(policy_service, names_are_unique)
 {
-	EXPECT_ERRORS(DOC(SVC() "," "{'name':'web','vip':'198.19.0.2','port':80," ONE_BACKEND "}"),
+	EXPECT_ERRORS(DOC(SVC() ","
+				"{'name':'web','vip':'198.19.0.2','port':80," ONE_BACKEND "}"),
 		      {"services[1].name", "\"web\" is already used by services[0]"});
 }
 
@@ -332,71 +331,75 @@ Test(policy_service, names_are_unique)
 Test(policy_service, vip)
 {
 	CHECK_CASES(
-		{AT_VIP("'10.0.0.300'"), {"services[0].vip", "\"10.0.0.300\" is not an IPv4 address"}},
-		{AT_VIP("'010.0.0.1'"), {"services[0].vip", "\"010.0.0.1\" is not an IPv4 address"}},
-		{AT_VIP("'10.1'"), {"services[0].vip", "\"10.1\" is not an IPv4 address"}},
-		{AT_VIP("' 10.0.0.1'"), {"services[0].vip", "\" 10.0.0.1\" is not an IPv4 address"}},
-		{AT_VIP("'fe80::1'"), {"services[0].vip", "\"fe80::1\" is not an IPv4 address"}},
-		{AT_VIP("'0.0.0.0'"),
-		 {"services[0].vip", "\"0.0.0.0\" is the unspecified address; a service" UNICAST}},
-		{AT_VIP("'255.255.255.255'"),
-		 {"services[0].vip",
-		  "\"255.255.255.255\" is the broadcast address; a service" UNICAST}},
-		{AT_VIP("'224.0.0.1'"),
-		 {"services[0].vip", "\"224.0.0.1\" is a multicast address; a service" UNICAST}},
-		{AT_VIP("'239.255.255.255'"),
-		 {"services[0].vip",
-		  "\"239.255.255.255\" is a multicast address; a service" UNICAST}},
-		{AT_VIP("3323134721"), {"services[0].vip",
-					"expected a string, got integer 3323134721"}});
+	    {AT_VIP("'10.0.0.300'"), {"services[0].vip", "\"10.0.0.300\" is not an IPv4 address"}},
+	    {AT_VIP("'010.0.0.1'"), {"services[0].vip", "\"010.0.0.1\" is not an IPv4 address"}},
+	    {AT_VIP("'10.1'"), {"services[0].vip", "\"10.1\" is not an IPv4 address"}},
+	    {AT_VIP("' 10.0.0.1'"), {"services[0].vip", "\" 10.0.0.1\" is not an IPv4 address"}},
+	    {AT_VIP("'fe80::1'"), {"services[0].vip", "\"fe80::1\" is not an IPv4 address"}},
+	    {AT_VIP("'0.0.0.0'"),
+	     {"services[0].vip", "\"0.0.0.0\" is the unspecified address; a service" UNICAST}},
+	    {AT_VIP("'255.255.255.255'"),
+	     {"services[0].vip",
+	      "\"255.255.255.255\" is the broadcast address; a service" UNICAST}},
+	    {AT_VIP("'224.0.0.1'"),
+	     {"services[0].vip", "\"224.0.0.1\" is a multicast address; a service" UNICAST}},
+	    {AT_VIP("'239.255.255.255'"),
+	     {"services[0].vip", "\"239.255.255.255\" is a multicast address; a service" UNICAST}},
+	    {AT_VIP("3323134721"),
+	     {"services[0].vip", "expected a string, got integer 3323134721"}});
 }
 
 #define NOT_A_PORT "is not a port (1-65535)"
 
 Test(policy_service, port)
 {
-	CHECK_CASES({AT_PORT("'80'"), {"services[0].port", "expected an integer, got string \"80\""}},
-		    {AT_PORT("80.0"), {"services[0].port", "expected an integer, got number 80.0"}},
-		    {AT_PORT("8e1"), {"services[0].port", "expected an integer, got number 8e1"}},
-		    {AT_PORT("true"), {"services[0].port", "expected an integer, got boolean true"}},
-		    {AT_PORT("null"), {"services[0].port", "expected an integer, got null"}},
-		    {AT_PORT("0"), {"services[0].port", "0 " NOT_A_PORT}},
-		    {AT_PORT("65536"), {"services[0].port", "65536 " NOT_A_PORT}},
-		    {AT_PORT("-1"), {"services[0].port", "-1 " NOT_A_PORT}},
-		    {AT_PORT("99999999999999999999"),
-		     {"services[0].port", "a number this large " NOT_A_PORT}},
-		    {AT_PORT("-99999999999999999999"),
-		     {"services[0].port", "a number this small " NOT_A_PORT}});
+	CHECK_CASES(
+	    {AT_PORT("'80'"), {"services[0].port", "expected an integer, got string \"80\""}},
+	    {AT_PORT("80.0"), {"services[0].port", "expected an integer, got number 80.0"}},
+	    {AT_PORT("8e1"), {"services[0].port", "expected an integer, got number 8e1"}},
+	    {AT_PORT("true"), {"services[0].port", "expected an integer, got boolean true"}},
+	    {AT_PORT("null"), {"services[0].port", "expected an integer, got null"}},
+	    {AT_PORT("0"), {"services[0].port", "0 " NOT_A_PORT}},
+	    {AT_PORT("65536"), {"services[0].port", "65536 " NOT_A_PORT}},
+	    {AT_PORT("-1"), {"services[0].port", "-1 " NOT_A_PORT}},
+	    {AT_PORT("99999999999999999999"),
+	     {"services[0].port", "a number this large " NOT_A_PORT}},
+	    {AT_PORT("-99999999999999999999"),
+	     {"services[0].port", "a number this small " NOT_A_PORT}});
 }
 
 Test(policy_service, protocol_and_accelerate)
 {
-	CHECK_CASES({DOC(SVC(",'protocol':'sctp'")),
-		     {"services[0].protocol", "\"sctp\" is not a protocol (tcp, udp, http)"}},
-		    {DOC(SVC(",'protocol':'TCP'")),
-		     {"services[0].protocol", "\"TCP\" is not a protocol (tcp, udp, http)"}},
-		    {DOC(SVC(",'protocol':6")),
-		     {"services[0].protocol", "expected a string, got integer 6"}},
-		    {DOC(SVC(",'accelerate':'fast'")),
-		     {"services[0].accelerate",
-		      "\"fast\" is not an accelerate mode (auto, on, off)"}},
-		    {DOC(SVC(",'accelerate':true")),
-		     {"services[0].accelerate", "expected a string, got boolean true"}});
+	CHECK_CASES(
+	    {DOC(SVC(",'protocol':'sctp'")),
+	     {"services[0].protocol", "\"sctp\" is not a protocol (tcp, udp, http)"}},
+	    {DOC(SVC(",'protocol':'TCP'")),
+	     {"services[0].protocol", "\"TCP\" is not a protocol (tcp, udp, http)"}},
+	    {DOC(SVC(",'protocol':6")),
+	     {"services[0].protocol", "expected a string, got integer 6"}},
+	    {DOC(SVC(",'accelerate':'fast'")),
+	     {"services[0].accelerate", "\"fast\" is not an accelerate mode (auto, on, off)"}},
+	    {DOC(SVC(",'accelerate':true")),
+	     {"services[0].accelerate", "expected a string, got boolean true"}});
 }
 
 Test(policy_service, vip_port_protocol_is_unique)
 {
-	CHECK_CASES({DOC(SVC() "," "{'name':'b'," VIP_PORT "," ONE_BACKEND "}"),
+	CHECK_CASES({DOC(SVC() ","
+			       "{'name':'b'," VIP_PORT "," ONE_BACKEND "}"),
 		     {"services[1]", "198.19.0.1:80/tcp is already used by services[0] \"web\""}},
 		    {DOC(SVC(",'protocol':'udp'") ","
-			 "{'name':'b'," VIP_PORT ",'protocol':'udp'," ONE_BACKEND "}"),
+						  "{'name':'b'," VIP_PORT
+						  ",'protocol':'udp'," ONE_BACKEND "}"),
 		     {"services[1]", "198.19.0.1:80/udp is already used by services[0] \"web\""}},
 		    /* http goes through the kernel's TCP key too. */
-		    {DOC(SVC() "," "{'name':'b'," VIP_PORT ",'protocol':'http'," ONE_BACKEND "}"),
+		    {DOC(SVC() ","
+			       "{'name':'b'," VIP_PORT ",'protocol':'http'," ONE_BACKEND "}"),
 		     {"services[1]", "198.19.0.1:80/http is already used by services[0] \"web\" "
 				     "as tcp (tcp and http share the kernel's TCP key)"}});
 	/* The first service's name is invalid: it is left out. */
-	EXPECT_ERRORS(DOC("{'name':'-?'," VIP_PORT "," ONE_BACKEND "}" ","
+	EXPECT_ERRORS(DOC("{'name':'-?'," VIP_PORT "," ONE_BACKEND "}"
+			  ","
 			  "{'name':'b'," VIP_PORT "," ONE_BACKEND "}"),
 		      {"services[0].name", "\"-?\" " BAD_NAME},
 		      {"services[1]", "198.19.0.1:80/tcp is already used by services[0]"});
@@ -408,12 +411,11 @@ Test(policy_backends, list)
 {
 	char *too_many = backends_doc(DMSC_BACKENDS_PER_SERVICE_MAX + 1);
 
-	CHECK_CASES({WITH_BACKENDS("[]"),
-		     {"services[0].backends", "a service needs at least one backend"}},
-		    {WITH_BACKENDS("{}"),
-		     {"services[0].backends", "expected an array, got an object"}},
-		    {WITH_BACKENDS("['198.18.0.1:80']"),
-		     {"services[0].backends[0]", "expected an object, got string \"198.18.0.1:80\""}});
+	CHECK_CASES(
+	    {WITH_BACKENDS("[]"), {"services[0].backends", "a service needs at least one backend"}},
+	    {WITH_BACKENDS("{}"), {"services[0].backends", "expected an array, got an object"}},
+	    {WITH_BACKENDS("['198.18.0.1:80']"),
+	     {"services[0].backends[0]", "expected an object, got string \"198.18.0.1:80\""}});
 	EXPECT_ERRORS(too_many, {"services[0].backends", "129 backends, at most 128 per service"});
 	free(too_many);
 }
@@ -421,45 +423,46 @@ Test(policy_backends, list)
 Test(policy_backends, fields)
 {
 	CHECK_CASES(
-		{WITH_BACKENDS("[{'port':80}]"),
-		 {"services[0].backends[0].address", "required field is missing"}},
-		{WITH_BACKENDS("[{'address':'198.18.0.1'}]"),
-		 {"services[0].backends[0].port", "required field is missing"}},
-		{WITH_BACKENDS("[{'address':'198.18.0.256','port':80}]"),
-		 {"services[0].backends[0].address", "\"198.18.0.256\" is not an IPv4 address"}},
-		{WITH_BACKENDS("[{'address':'0.0.0.0','port':80}]"),
-		 {"services[0].backends[0].address",
-		  "\"0.0.0.0\" is the unspecified address; a backend" UNICAST}},
-		{WITH_BACKENDS("[{'address':'198.18.0.1','port':70000}]"),
-		 {"services[0].backends[0].port", "70000 " NOT_A_PORT}},
-		{BACKEND(",'weight':10001"),
-		 {"services[0].backends[0].weight", "10001 is not a weight (0-10000)"}},
-		{BACKEND(",'weight':-1"),
-		 {"services[0].backends[0].weight", "-1 is not a weight (0-10000)"}},
-		{BACKEND(",'weight':'1'"),
-		 {"services[0].backends[0].weight", "expected an integer, got string \"1\""}},
-		{BACKEND(",'weight':0.5"),
-		 {"services[0].backends[0].weight", "expected an integer, got number 0.5"}},
-		{BACKEND(",'host':'a'"),
-		 {"services[0].backends[0].host",
-		  "unknown field \"host\" (allowed: address, port, weight, labels)"}});
+	    {WITH_BACKENDS("[{'port':80}]"),
+	     {"services[0].backends[0].address", "required field is missing"}},
+	    {WITH_BACKENDS("[{'address':'198.18.0.1'}]"),
+	     {"services[0].backends[0].port", "required field is missing"}},
+	    {WITH_BACKENDS("[{'address':'198.18.0.256','port':80}]"),
+	     {"services[0].backends[0].address", "\"198.18.0.256\" is not an IPv4 address"}},
+	    {WITH_BACKENDS("[{'address':'0.0.0.0','port':80}]"),
+	     {"services[0].backends[0].address",
+	      "\"0.0.0.0\" is the unspecified address; a backend" UNICAST}},
+	    {WITH_BACKENDS("[{'address':'198.18.0.1','port':70000}]"),
+	     {"services[0].backends[0].port", "70000 " NOT_A_PORT}},
+	    {BACKEND(",'weight':10001"),
+	     {"services[0].backends[0].weight", "10001 is not a weight (0-10000)"}},
+	    {BACKEND(",'weight':-1"),
+	     {"services[0].backends[0].weight", "-1 is not a weight (0-10000)"}},
+	    {BACKEND(",'weight':'1'"),
+	     {"services[0].backends[0].weight", "expected an integer, got string \"1\""}},
+	    {BACKEND(",'weight':0.5"),
+	     {"services[0].backends[0].weight", "expected an integer, got number 0.5"}},
+	    {BACKEND(",'host':'a'"),
+	     {"services[0].backends[0].host",
+	      "unknown field \"host\" (allowed: address, port, weight, labels)"}});
 }
 
 Test(policy_backends, labels)
 {
 	char *long_key = NULL, *long_value = NULL;
 
-	CHECK_CASES({BACKEND(",'labels':['v1']"),
-		     {"services[0].backends[0].labels", "expected an object, got an array"}},
-		    {BACKEND(",'labels':{'version':1}"),
-		     {"services[0].backends[0].labels.version", "expected a string, got integer 1"}},
-		    {BACKEND(",'labels':{'':'x'}"),
-		     {"services[0].backends[0].labels[\"\"]",
-		      "a label key must be 1 to 63 bytes long, not 0"}});
+	CHECK_CASES(
+	    {BACKEND(",'labels':['v1']"),
+	     {"services[0].backends[0].labels", "expected an object, got an array"}},
+	    {BACKEND(",'labels':{'version':1}"),
+	     {"services[0].backends[0].labels.version", "expected a string, got integer 1"}},
+	    {BACKEND(",'labels':{'':'x'}"),
+	     {"services[0].backends[0].labels[\"\"]",
+	      "a label key must be 1 to 63 bytes long, not 0"}});
 	cr_assert(asprintf(&long_key, BACKEND(",'labels':{'%s':'x'}"), run('k', 64)) > 0);
 	cr_assert(asprintf(&long_value, BACKEND(",'labels':{'k':'%s'}"), run('v', 64)) > 0);
 	EXPECT_ERRORS(long_key, {"services[0].backends[0].labels.kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
-						"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk",
+				 "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk",
 				 "a label key must be 1 to 63 bytes long, not 64"});
 	EXPECT_ERRORS(long_value, {"services[0].backends[0].labels.k",
 				   "a label value must be at most 63 bytes long, not 64"});
@@ -469,10 +472,11 @@ Test(policy_backends, labels)
 
 Test(policy_backends, address_and_port_are_unique_in_a_service)
 {
-	EXPECT_ERRORS(WITH_BACKENDS("[{'address':'198.18.0.1','port':80},"
-				    "{'address':'198.18.0.1','port':81},"
-				    "{'address':'198.18.0.1','port':80,'weight':5}]"),
-		      {"services[0].backends[2]", "198.18.0.1:80 is already listed as backends[0]"});
+	EXPECT_ERRORS(
+	    WITH_BACKENDS("[{'address':'198.18.0.1','port':80},"
+			  "{'address':'198.18.0.1','port':81},"
+			  "{'address':'198.18.0.1','port':80,'weight':5}]"),
+	    {"services[0].backends[2]", "198.18.0.1:80 is already listed as backends[0]"});
 }
 
 /* ---- rate_limit, allow_from ------------------------------------------ */
@@ -482,19 +486,18 @@ Test(policy_backends, address_and_port_are_unique_in_a_service)
 
 Test(policy_rate_limit, values)
 {
-	CHECK_CASES(
-		{RATE("100"), {RL, "expected an object, got integer 100"}},
-		{RATE("{'connections_per_second':0}"),
-		 {RL ".connections_per_second", "0 is not a rate (1 or more)"}},
-		{RATE("{'bytes_per_second':-5}"),
-		 {RL ".bytes_per_second", "-5 is not a rate (1 or more)"}},
-		{RATE("{'connections_per_second':1.5}"),
-		 {RL ".connections_per_second", "expected an integer, got number 1.5"}},
-		{RATE("{'connections_per_second':1,'burst':-1}"),
-		 {RL ".burst", "-1 is not a burst size (0 or more)"}},
-		{RATE("{'rps':1}"),
-		 {RL ".rps", "unknown field \"rps\" (allowed: connections_per_second, burst, "
-			     "bytes_per_second, requests_per_second)"}});
+	CHECK_CASES({RATE("100"), {RL, "expected an object, got integer 100"}},
+		    {RATE("{'connections_per_second':0}"),
+		     {RL ".connections_per_second", "0 is not a rate (1 or more)"}},
+		    {RATE("{'bytes_per_second':-5}"),
+		     {RL ".bytes_per_second", "-5 is not a rate (1 or more)"}},
+		    {RATE("{'connections_per_second':1.5}"),
+		     {RL ".connections_per_second", "expected an integer, got number 1.5"}},
+		    {RATE("{'connections_per_second':1,'burst':-1}"),
+		     {RL ".burst", "-1 is not a burst size (0 or more)"}},
+		    {RATE("{'rps':1}"),
+		     {RL ".rps", "unknown field \"rps\" (allowed: connections_per_second, burst, "
+				 "bytes_per_second, requests_per_second)"}});
 }
 
 Test(policy_rate_limit, burst_needs_a_rate)
@@ -519,29 +522,30 @@ Test(policy_allow_from, paths)
 	char *too_long = NULL;
 
 	CHECK_CASES(
-		{ALLOW("'shop.slice'"),
-		 {"services[0].allow_from", "expected an array, got string \"shop.slice\""}},
-		{ALLOW("[1]"), {"services[0].allow_from[0]", "expected a string, got integer 1"}},
-		{ALLOW("['']"), {"services[0].allow_from[0]", "\"\"" NOT_CGROUP "it is empty"}},
-		{ALLOW("['/shop.slice']"),
-		 {"services[0].allow_from[0]",
-		  "\"/shop.slice\"" NOT_CGROUP
-		  "it must be relative to the cgroup2 root, without a leading \"/\""}},
-		{ALLOW("['a/../b']"),
-		 {"services[0].allow_from[0]", "\"a/../b\"" NOT_CGROUP "it has a \"..\" component"}},
-		{ALLOW("['..']"),
-		 {"services[0].allow_from[0]", "\"..\"" NOT_CGROUP "it has a \"..\" component"}},
-		{ALLOW("['./a']"),
-		 {"services[0].allow_from[0]", "\"./a\"" NOT_CGROUP "it has a \".\" component"}},
-		{ALLOW("['a//b']"),
-		 {"services[0].allow_from[0]", "\"a//b\"" NOT_CGROUP "it has an empty component"}},
-		{ALLOW("['a/']"),
-		 {"services[0].allow_from[0]", "\"a/\"" NOT_CGROUP "it has an empty component"}});
-	cr_assert(asprintf(&too_long, ALLOW("['ok.slice', '%s']"),
-			   run('c', DMSC_CGROUP_PATH_MAX)) > 0);
-	EXPECT_ERRORS(too_long, {"services[0].allow_from[1]",
-				 "\"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
-				 "...\"" NOT_CGROUP "it is 256 bytes long, at most 255"});
+	    {ALLOW("'shop.slice'"),
+	     {"services[0].allow_from", "expected an array, got string \"shop.slice\""}},
+	    {ALLOW("[1]"), {"services[0].allow_from[0]", "expected a string, got integer 1"}},
+	    {ALLOW("['']"), {"services[0].allow_from[0]", "\"\"" NOT_CGROUP "it is empty"}},
+	    {ALLOW("['/shop.slice']"),
+	     {"services[0].allow_from[0]",
+	      "\"/shop.slice\"" NOT_CGROUP
+	      "it must be relative to the cgroup2 root, without a leading \"/\""}},
+	    {ALLOW("['a/../b']"),
+	     {"services[0].allow_from[0]", "\"a/../b\"" NOT_CGROUP "it has a \"..\" component"}},
+	    {ALLOW("['..']"),
+	     {"services[0].allow_from[0]", "\"..\"" NOT_CGROUP "it has a \"..\" component"}},
+	    {ALLOW("['./a']"),
+	     {"services[0].allow_from[0]", "\"./a\"" NOT_CGROUP "it has a \".\" component"}},
+	    {ALLOW("['a//b']"),
+	     {"services[0].allow_from[0]", "\"a//b\"" NOT_CGROUP "it has an empty component"}},
+	    {ALLOW("['a/']"),
+	     {"services[0].allow_from[0]", "\"a/\"" NOT_CGROUP "it has an empty component"}});
+	cr_assert(asprintf(&too_long, ALLOW("['ok.slice', '%s']"), run('c', DMSC_CGROUP_PATH_MAX)) >
+		  0);
+	EXPECT_ERRORS(too_long,
+		      {"services[0].allow_from[1]",
+		       "\"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+		       "...\"" NOT_CGROUP "it is 256 bytes long, at most 255"});
 	free(too_long);
 }
 
@@ -562,40 +566,40 @@ Test(policy_routes, http_only)
 Test(policy_routes, match)
 {
 	CHECK_CASES(
-		{ROUTE("{}"), {R0 ".match", "required field is missing"}},
-		{ROUTE("'/api'"), {R0, "expected an object, got string \"/api\""}},
-		{ROUTE("{'match':{'path_prefix':'api/'}}"),
-		 {R0 ".match.path_prefix", "\"api/\" must start with \"/\""}},
-		{ROUTE("{'match':{'path':''}}"), {R0 ".match.path", "\"\" must start with \"/\""}},
-		{ROUTE("{'match':{'path':'/a','path_prefix':'/'}}"),
-		 {R0 ".match", "\"path\" and \"path_prefix\" cannot both be set"}},
-		{ROUTE("{'match':{'method':'get'}}"),
-		 {R0 ".match.method", "\"get\" is not an HTTP method (GET, HEAD, POST, PUT, "
-				      "DELETE, PATCH, OPTIONS, CONNECT, TRACE)"}},
-		{ROUTE("{'match':{'headers':{'x canary':'yes'}}}"),
-		 {R0 ".match.headers[\"x canary\"]",
-		  "\"x canary\" is not a valid header name (letters, digits and "
-		  "!#$%&'*+-.^_`|~)"}},
-		{ROUTE("{'match':{'headers':{'x-canary':true}}}"),
-		 {R0 ".match.headers.x-canary", "expected a string, got boolean true"}},
-		{ROUTE("{'match':{'host':'a'}}"),
-		 {R0 ".match.host",
-		  "unknown field \"host\" (allowed: path_prefix, path, method, headers)"}});
+	    {ROUTE("{}"), {R0 ".match", "required field is missing"}},
+	    {ROUTE("'/api'"), {R0, "expected an object, got string \"/api\""}},
+	    {ROUTE("{'match':{'path_prefix':'api/'}}"),
+	     {R0 ".match.path_prefix", "\"api/\" must start with \"/\""}},
+	    {ROUTE("{'match':{'path':''}}"), {R0 ".match.path", "\"\" must start with \"/\""}},
+	    {ROUTE("{'match':{'path':'/a','path_prefix':'/'}}"),
+	     {R0 ".match", "\"path\" and \"path_prefix\" cannot both be set"}},
+	    {ROUTE("{'match':{'method':'get'}}"),
+	     {R0 ".match.method", "\"get\" is not an HTTP method (GET, HEAD, POST, PUT, "
+				  "DELETE, PATCH, OPTIONS, CONNECT, TRACE)"}},
+	    {ROUTE("{'match':{'headers':{'x canary':'yes'}}}"),
+	     {R0 ".match.headers[\"x canary\"]",
+	      "\"x canary\" is not a valid header name (letters, digits and "
+	      "!#$%&'*+-.^_`|~)"}},
+	    {ROUTE("{'match':{'headers':{'x-canary':true}}}"),
+	     {R0 ".match.headers.x-canary", "expected a string, got boolean true"}},
+	    {ROUTE("{'match':{'host':'a'}}"),
+	     {R0 ".match.host",
+	      "unknown field \"host\" (allowed: path_prefix, path, method, headers)"}});
 }
 
 Test(policy_routes, target)
 {
-	CHECK_CASES({ROUTE("{'match':{},'timeout_ms':0}"),
-		     {R0 ".timeout_ms", "0 is not a timeout in milliseconds (1-3600000)"}},
-		    {ROUTE("{'match':{},'timeout_ms':3600001}"),
-		     {R0 ".timeout_ms", "3600001 is not a timeout in milliseconds (1-3600000)"}},
-		    {ROUTE("{'match':{},'retries':11}"),
-		     {R0 ".retries", "11 is not a retry count (0-10)"}},
-		    {ROUTE("{'match':{},'backends':'v2'}"),
-		     {R0 ".backends", "expected an object, got string \"v2\""}},
-		    {ROUTE("{'match':{},'weight':1}"),
-		     {R0 ".weight",
-		      "unknown field \"weight\" (allowed: match, backends, timeout_ms, retries)"}});
+	CHECK_CASES(
+	    {ROUTE("{'match':{},'timeout_ms':0}"),
+	     {R0 ".timeout_ms", "0 is not a timeout in milliseconds (1-3600000)"}},
+	    {ROUTE("{'match':{},'timeout_ms':3600001}"),
+	     {R0 ".timeout_ms", "3600001 is not a timeout in milliseconds (1-3600000)"}},
+	    {ROUTE("{'match':{},'retries':11}"), {R0 ".retries", "11 is not a retry count (0-10)"}},
+	    {ROUTE("{'match':{},'backends':'v2'}"),
+	     {R0 ".backends", "expected an object, got string \"v2\""}},
+	    {ROUTE("{'match':{},'weight':1}"),
+	     {R0 ".weight",
+	      "unknown field \"weight\" (allowed: match, backends, timeout_ms, retries)"}});
 }
 
 Test(policy_routes, selector_must_match_a_backend)
@@ -615,30 +619,30 @@ Test(policy_routes, selector_must_match_a_backend)
 Test(policy_errors, every_problem_is_collected_in_order)
 {
 	EXPECT_ERRORS(
-		"{'services':["
-		"{'name':'a b','vip':'10.0.0.300','port':'80','protocol':'sctp','x':1,"
-		"'backends':[{'address':'198.18.0.1','port':0,'weight':20000}]},"
-		"{'name':'ok','vip':'198.19.0.9','port':53,'protocol':'udp',"
-		"'backends':[{'address':'198.18.0.9','port':53}],"
-		"'rate_limit':{'burst':1},'allow_from':['/'],'accelerate':'yes'}],"
-		"'extra':true}",
-		{"extra", "unknown field \"extra\" (allowed: services)"},
-		{"services[0].x",
-		 "unknown field \"x\" (allowed: name, vip, port, protocol, backends, rate_limit, "
-		 "allow_from, accelerate, routes)"},
-		{"services[0].name", "\"a b\" " BAD_NAME},
-		{"services[0].vip", "\"10.0.0.300\" is not an IPv4 address"},
-		{"services[0].port", "expected an integer, got string \"80\""},
-		{"services[0].protocol", "\"sctp\" is not a protocol (tcp, udp, http)"},
-		{"services[0].backends[0].port", "0 " NOT_A_PORT},
-		{"services[0].backends[0].weight", "20000 is not a weight (0-10000)"},
-		{"services[1].rate_limit.burst",
-		 "a burst needs a rate: set connections_per_second, bytes_per_second or "
-		 "requests_per_second"},
-		{"services[1].allow_from[0]",
-		 "\"/\"" NOT_CGROUP "it must be relative to the cgroup2 root, without a leading "
-		 "\"/\""},
-		{"services[1].accelerate", "\"yes\" is not an accelerate mode (auto, on, off)"});
+	    "{'services':["
+	    "{'name':'a b','vip':'10.0.0.300','port':'80','protocol':'sctp','x':1,"
+	    "'backends':[{'address':'198.18.0.1','port':0,'weight':20000}]},"
+	    "{'name':'ok','vip':'198.19.0.9','port':53,'protocol':'udp',"
+	    "'backends':[{'address':'198.18.0.9','port':53}],"
+	    "'rate_limit':{'burst':1},'allow_from':['/'],'accelerate':'yes'}],"
+	    "'extra':true}",
+	    {"extra", "unknown field \"extra\" (allowed: services)"},
+	    {"services[0].x",
+	     "unknown field \"x\" (allowed: name, vip, port, protocol, backends, rate_limit, "
+	     "allow_from, accelerate, routes)"},
+	    {"services[0].name", "\"a b\" " BAD_NAME},
+	    {"services[0].vip", "\"10.0.0.300\" is not an IPv4 address"},
+	    {"services[0].port", "expected an integer, got string \"80\""},
+	    {"services[0].protocol", "\"sctp\" is not a protocol (tcp, udp, http)"},
+	    {"services[0].backends[0].port", "0 " NOT_A_PORT},
+	    {"services[0].backends[0].weight", "20000 is not a weight (0-10000)"},
+	    {"services[1].rate_limit.burst",
+	     "a burst needs a rate: set connections_per_second, bytes_per_second or "
+	     "requests_per_second"},
+	    {"services[1].allow_from[0]",
+	     "\"/\"" NOT_CGROUP "it must be relative to the cgroup2 root, without a leading "
+	     "\"/\""},
+	    {"services[1].accelerate", "\"yes\" is not an accelerate mode (auto, on, off)"});
 }
 
 Test(policy_errors, list_is_capped)
@@ -696,30 +700,30 @@ Test(policy_errors, format)
 /* DESIGN.md's example, with "protocol": "http": as printed there ("tcp")
  * it uses requests_per_second and routes, which are http only. */
 static const char design_example[] =
-	"{\n"
-	"  'services': [\n"
-	"    {\n"
-	"      'name': 'reviews',\n"
-	"      'vip': '198.19.0.10', 'port': 9080,\n"
-	"      'protocol': '%s',\n"
-	"      'backends': [\n"
-	"        { 'address': '198.18.1.2', 'port': 9080, 'weight': 80, 'labels': { "
-	"'version': 'v1' } },\n"
-	"        { 'address': '198.18.1.3', 'port': 9080, 'weight': 20, 'labels': { "
-	"'version': 'v2' } }\n"
-	"      ],\n"
-	"      'rate_limit': { 'connections_per_second': 100, 'burst': 20,\n"
-	"                      'bytes_per_second': 1048576, 'requests_per_second': 50 },\n"
-	"      'allow_from': [ 'shop.slice/frontend.service' ],\n"
-	"      'accelerate': 'auto',\n"
-	"      'routes': [\n"
-	"        { 'match': { 'path_prefix': '/api/', 'method': 'GET', 'headers': { "
-	"'x-canary': 'yes' } },\n"
-	"          'backends': { 'version': 'v2' }, 'timeout_ms': 2000, 'retries': 2 }\n"
-	"      ]\n"
-	"    }\n"
-	"  ]\n"
-	"}\n";
+    "{\n"
+    "  'services': [\n"
+    "    {\n"
+    "      'name': 'reviews',\n"
+    "      'vip': '198.19.0.10', 'port': 9080,\n"
+    "      'protocol': '%s',\n"
+    "      'backends': [\n"
+    "        { 'address': '198.18.1.2', 'port': 9080, 'weight': 80, 'labels': { "
+    "'version': 'v1' } },\n"
+    "        { 'address': '198.18.1.3', 'port': 9080, 'weight': 20, 'labels': { "
+    "'version': 'v2' } }\n"
+    "      ],\n"
+    "      'rate_limit': { 'connections_per_second': 100, 'burst': 20,\n"
+    "                      'bytes_per_second': 1048576, 'requests_per_second': 50 },\n"
+    "      'allow_from': [ 'shop.slice/frontend.service' ],\n"
+    "      'accelerate': 'auto',\n"
+    "      'routes': [\n"
+    "        { 'match': { 'path_prefix': '/api/', 'method': 'GET', 'headers': { "
+    "'x-canary': 'yes' } },\n"
+    "          'backends': { 'version': 'v2' }, 'timeout_ms': 2000, 'retries': 2 }\n"
+    "      ]\n"
+    "    }\n"
+    "  ]\n"
+    "}\n";
 
 static void expect_label(const struct dmsc_label *l, const char *key, const char *value)
 {
@@ -783,11 +787,12 @@ Test(policy_good, design_example_as_printed_is_not_tcp)
 	char *doc = NULL;
 
 	cr_assert(asprintf(&doc, design_example, "tcp") > 0);
-	EXPECT_ERRORS(doc,
-		      {"services[0].rate_limit.requests_per_second",
-		       "only allowed when protocol is \"http\" (this service's protocol is \"tcp\")"},
-		      {"services[0].routes",
-		       "only allowed when protocol is \"http\" (this service's protocol is \"tcp\")"});
+	EXPECT_ERRORS(
+	    doc,
+	    {"services[0].rate_limit.requests_per_second",
+	     "only allowed when protocol is \"http\" (this service's protocol is \"tcp\")"},
+	    {"services[0].routes",
+	     "only allowed when protocol is \"http\" (this service's protocol is \"tcp\")"});
 	free(doc);
 }
 
@@ -864,7 +869,9 @@ Test(policy_good, tcp_and_udp_may_share_a_vip_and_port)
 {
 	struct dmsc_policy p;
 
-	parse_ok(DOC(SVC() "," "{'name':'dns'," VIP_PORT ",'protocol':'udp'," ONE_BACKEND "}"), &p);
+	parse_ok(DOC(SVC() ","
+			   "{'name':'dns'," VIP_PORT ",'protocol':'udp'," ONE_BACKEND "}"),
+		 &p);
 	cr_assert_eq(p.n_services, 2);
 	cr_expect_eq(p.services[1].protocol, DMSC_POLICY_UDP);
 	dmsc_policy_free(&p);
@@ -907,16 +914,17 @@ Test(policy_unsupported, features_this_build_does_not_enforce)
 	expect_unsupported(DOC(SVC()), NULL);
 	expect_unsupported(DOC(SVC(",'protocol':'tcp','accelerate':'off'")), NULL);
 	expect_unsupported(DOC(SVC(",'accelerate':'auto'")), NULL);
-	expect_unsupported(DOC(SVC(",'protocol':'udp'")),
-			   "services[0].protocol: \"udp\" is" LATER);
+	expect_unsupported(DOC(SVC(",'protocol':'udp'")), "services[0].protocol: \"udp\" is" LATER);
 	expect_unsupported(DOC(HTTP_SVC()), "services[0].protocol: \"http\" is" LATER);
 	expect_unsupported(DOC(SVC(",'rate_limit':{'connections_per_second':5}")),
 			   "services[0].rate_limit:" LATER);
 	expect_unsupported(DOC(SVC(",'allow_from':[]")), "services[0].allow_from:" LATER);
-	expect_unsupported(DOC(SVC(",'accelerate':'on'")), "services[0].accelerate: \"on\" is" LATER);
+	expect_unsupported(DOC(SVC(",'accelerate':'on'")),
+			   "services[0].accelerate: \"on\" is" LATER);
 	/* The first use is named. */
-	expect_unsupported(DOC(SVC() "," "{'name':'b','vip':'198.19.0.2','port':80," ONE_BACKEND
-				      ",'rate_limit':{},'accelerate':'on'}"),
+	expect_unsupported(DOC(SVC() ","
+				     "{'name':'b','vip':'198.19.0.2','port':80," ONE_BACKEND
+				     ",'rate_limit':{},'accelerate':'on'}"),
 			   "services[1].rate_limit:" LATER);
 }
 
@@ -1018,8 +1026,9 @@ Test(policy_file, good_and_bad_files)
 
 Test(policy_file, dash_reads_stdin)
 {
-	char *good = write_file("stdin.json", DOC(SVC() "," "{'name':'b'," VIP_PORT
-							     ",'protocol':'udp'," ONE_BACKEND "}"));
+	char *good = write_file("stdin.json", DOC(SVC() ","
+							"{'name':'b'," VIP_PORT
+							",'protocol':'udp'," ONE_BACKEND "}"));
 	struct dmsc_policy_errors errs = {0};
 	struct dmsc_policy p;
 	int fd = open(good, O_RDONLY);

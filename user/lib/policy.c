@@ -39,14 +39,12 @@
 
 #define NAME_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 /* RFC 9110 tchar: what an HTTP field name is made of. */
-#define TOKEN_CHARS                                                                                \
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
+#define TOKEN_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
 
 static const char *const policy_fields[] = {"services", NULL};
-static const char *const service_fields[] = {"name",	   "vip",	 "port",
-					     "protocol",   "backends",	 "rate_limit",
-					     "allow_from", "accelerate", "routes",
-					     NULL};
+static const char *const service_fields[] = {"name",	 "vip",	       "port",	     "protocol",
+					     "backends", "rate_limit", "allow_from", "accelerate",
+					     "routes",	 NULL};
 static const char *const backend_fields[] = {"address", "port", "weight", "labels", NULL};
 static const char *const rate_limit_fields[] = {"connections_per_second", "burst",
 						"bytes_per_second", "requests_per_second", NULL};
@@ -54,19 +52,19 @@ static const char *const route_fields[] = {"match", "backends", "timeout_ms", "r
 static const char *const match_fields[] = {"path_prefix", "path", "method", "headers", NULL};
 
 static const char *const proto_names[] = {
-	[DMSC_POLICY_TCP] = "tcp",
-	[DMSC_POLICY_UDP] = "udp",
-	[DMSC_POLICY_HTTP] = "http",
-	NULL,
+    [DMSC_POLICY_TCP] = "tcp",
+    [DMSC_POLICY_UDP] = "udp",
+    [DMSC_POLICY_HTTP] = "http",
+    NULL,
 };
 static const char *const accelerate_names[] = {
-	[DMSC_ACCEL_AUTO] = "auto",
-	[DMSC_ACCEL_ON] = "on",
-	[DMSC_ACCEL_OFF] = "off",
-	NULL,
+    [DMSC_ACCEL_AUTO] = "auto",
+    [DMSC_ACCEL_ON] = "on",
+    [DMSC_ACCEL_OFF] = "off",
+    NULL,
 };
-static const char *const http_methods[] = {"GET",     "HEAD",    "POST",  "PUT", "DELETE",
-					   "PATCH",   "OPTIONS", "CONNECT", "TRACE", NULL};
+static const char *const http_methods[] = {"GET",   "HEAD",    "POST",	  "PUT",   "DELETE",
+					   "PATCH", "OPTIONS", "CONNECT", "TRACE", NULL};
 
 struct int_rule {
 	int64_t min, max; /* max INT64_MAX: no upper bound */
@@ -82,7 +80,7 @@ static const struct int_rule retries_rule = {0, RETRIES_MAX, "a retry count"};
 
 /* Keys and values of a string-to-string object. */
 struct map_rule {
-	const char *key_what;   /* "label key" */
+	const char *key_what;	/* "label key" */
 	const char *value_what; /* "label value" */
 	size_t key_max;		/* 0: any length, but keys must be HTTP tokens */
 	size_t value_max;	/* 0: any length */
@@ -486,8 +484,7 @@ static int parse_name(struct ctx *c, const char *path, struct json_object *v, ch
 	return *out ? 0 : -ENOMEM;
 }
 
-static int check_map_key(struct ctx *c, const char *path, const char *key,
-			 const struct map_rule *r)
+static int check_map_key(struct ctx *c, const char *path, const char *key, const struct map_rule *r)
 {
 	size_t len = strlen(key);
 	char q[QUOTED_LEN];
@@ -502,8 +499,7 @@ static int check_map_key(struct ctx *c, const char *path, const char *key,
 	}
 	if (len >= 1 && len <= r->key_max)
 		return 0;
-	report(c, path, "a %s must be 1 to %zu bytes long, not %zu", r->key_what, r->key_max,
-	       len);
+	report(c, path, "a %s must be 1 to %zu bytes long, not %zu", r->key_what, r->key_max, len);
 	return -EINVAL;
 }
 
@@ -622,7 +618,8 @@ static int http_only(struct ctx *c, const char *path, const struct dmsc_policy_s
 	 * noise. */
 	if (!proto_ok || svc->protocol == DMSC_POLICY_HTTP)
 		return 0;
-	report(c, path, "only allowed when protocol is \"http\" (this service's protocol is \"%s\")",
+	report(c, path,
+	       "only allowed when protocol is \"http\" (this service's protocol is \"%s\")",
 	       proto_word(svc));
 	return -EINVAL;
 }
@@ -641,18 +638,17 @@ static int parse_rate_limit(struct ctx *c, const char *path, struct json_object 
 	if (check_fields(c, v, path, rate_limit_fields))
 		err = -EINVAL;
 	if (int_member(c, v, path, "connections_per_second", &rate_rule, &i,
-			  &rl->has_connections_per_second))
+		       &rl->has_connections_per_second))
 		err = -EINVAL;
 	rl->connections_per_second = rl->has_connections_per_second ? (uint64_t)i : 0;
 	if (int_member(c, v, path, "burst", &burst_rule, &i, &rl->has_burst))
 		err = -EINVAL;
 	rl->burst = rl->has_burst ? (uint64_t)i : 0;
-	if (int_member(c, v, path, "bytes_per_second", &rate_rule, &i,
-			  &rl->has_bytes_per_second))
+	if (int_member(c, v, path, "bytes_per_second", &rate_rule, &i, &rl->has_bytes_per_second))
 		err = -EINVAL;
 	rl->bytes_per_second = rl->has_bytes_per_second ? (uint64_t)i : 0;
 	if (int_member(c, v, path, "requests_per_second", &rate_rule, &i,
-			  &rl->has_requests_per_second))
+		       &rl->has_requests_per_second))
 		err = -EINVAL;
 	rl->requests_per_second = rl->has_requests_per_second ? (uint64_t)i : 0;
 
@@ -825,12 +821,11 @@ static int parse_match(struct ctx *c, const char *path, struct json_object *v,
 		return -EINVAL;
 	if (check_fields(c, v, path, match_fields))
 		err = -EINVAL;
-	if (!member(c, v, path, "path_prefix", false, p, &f))
-		if (parse_url_path(c, p, f, &m->path_prefix))
-			err = -EINVAL;
-	if (!member(c, v, path, "path", false, p, &f))
-		if (parse_url_path(c, p, f, &m->path))
-			err = -EINVAL;
+	if (!member(c, v, path, "path_prefix", false, p, &f) &&
+	    parse_url_path(c, p, f, &m->path_prefix))
+		err = -EINVAL;
+	if (!member(c, v, path, "path", false, p, &f) && parse_url_path(c, p, f, &m->path))
+		err = -EINVAL;
 	if (json_object_object_get_ex(v, "path_prefix", NULL) &&
 	    json_object_object_get_ex(v, "path", NULL)) {
 		report(c, path, "\"path\" and \"path_prefix\" cannot both be set");
@@ -842,14 +837,15 @@ static int parse_match(struct ctx *c, const char *path, struct json_object *v,
 		else
 			m->method = dup_str(c, http_methods[method]);
 	}
-	if (!member(c, v, path, "headers", false, p, &f))
-		if (parse_string_map(c, p, f, &header_rule, &m->headers, &m->n_headers))
-			err = -EINVAL;
+	if (!member(c, v, path, "headers", false, p, &f) &&
+	    parse_string_map(c, p, f, &header_rule, &m->headers, &m->n_headers))
+		err = -EINVAL;
 	return err;
 }
 
 static int parse_route(struct ctx *c, const char *path, struct json_object *v,
-		       const struct dmsc_policy_service *svc, bool backends_ok, struct dmsc_route *r)
+		       const struct dmsc_policy_service *svc, bool backends_ok,
+		       struct dmsc_route *r)
 {
 	char p[PATH_LEN], sel[512];
 	struct json_object *f;
@@ -899,7 +895,7 @@ static int parse_routes(struct ctx *c, const char *path, struct json_object *v,
 	for (i = 0; i < svc->n_routes; i++) {
 		path_index(p, path, i);
 		if (parse_route(c, p, json_object_array_get_idx(v, i), svc, backends_ok,
-				   &svc->routes[i]))
+				&svc->routes[i]))
 			err = -EINVAL;
 	}
 	return err;
@@ -986,8 +982,7 @@ static void parse_service(struct ctx *c, const char *path, struct json_object *v
 	check_fields(c, v, path, service_fields);
 	if (!member(c, v, path, "name", true, p, &f) && !parse_name(c, p, f, &svc->name))
 		check_unique_name(c, p, seen, svc, idx);
-	if (member(c, v, path, "vip", true, p, &f) ||
-	    parse_ipv4(c, p, f, "a service", &svc->vip))
+	if (member(c, v, path, "vip", true, p, &f) || parse_ipv4(c, p, f, "a service", &svc->vip))
 		key_ok = false;
 	if (member(c, v, path, "port", true, p, &f) || parse_int(c, p, f, &port_rule, &i))
 		key_ok = false;
@@ -1098,6 +1093,14 @@ static int tokenize(struct ctx *c, const char *text, size_t len, struct json_obj
 		report_syntax(c, text, pos, json_tokener_error_desc(jerr));
 		return -EINVAL;
 	}
+	/* Strict mode reports anything but white space after the document;
+	 * should a json-c version stop early instead, say so too. */
+	if (pos < len) {
+		json_object_put(*root);
+		*root = NULL;
+		report_syntax(c, text, pos, "unexpected character");
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -1121,7 +1124,10 @@ int dmsc_policy_parse(const char *text, size_t len, const char *source, struct d
 		report(&c, "", "the document is larger than %u MiB", DMSC_POLICY_FILE_MAX >> 20);
 		goto cleanup;
 	}
-	if (!tokenize(&c, text ? text : "", len, &root))
+	err = tokenize(&c, text ? text : "", len, &root);
+	if (err == -ENOMEM)
+		c.err = err;
+	else if (!err)
 		parse_policy(&c, root, out);
 	json_object_put(root);
 	if (c.dropped && !c.err)
@@ -1209,11 +1215,17 @@ int dmsc_policy_load_file(const char *file, struct dmsc_policy *out,
 	/* The document's own errors are recorded already. */
 	failed = NULL;
 cleanup:
-	if (err == -EFBIG && failed)
-		err = errors_add(errs, "", "the file is larger than %u MiB",
-				 DMSC_POLICY_FILE_MAX >> 20) ?: err;
-	else if (err && err != -ENOMEM && failed)
-		err = errors_add(errs, "", "%s: %s", failed, strerror(-err)) ?: err;
+	if (err && err != -ENOMEM && failed) {
+		int add_err;
+
+		if (err == -EFBIG)
+			add_err = errors_add(errs, "", "the file is larger than %u MiB",
+					     DMSC_POLICY_FILE_MAX >> 20);
+		else
+			add_err = errors_add(errs, "", "%s: %s", failed, strerror(-err));
+		if (add_err)
+			err = add_err;
+	}
 	free(text);
 	if (fd >= 0 && !use_stdin)
 		close(fd);

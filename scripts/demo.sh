@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The dmsc demo: test hosts in network namespaces, dmsc installed on a demo
+# cgroup, connections through a VIP split by weight inside the kernel, a
+# live weight change, a drain. Everything it makes is removed at the end,
+# also on Ctrl-C. Nothing leaves the machine: hosts use 198.18.0.0/16,
+# VIPs 198.19.0.0/16, and the client has no default route.
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+. "$TOP/tests/lib/netns.sh"
+
+BIN=${BIN:-$TOP/build}
+CTL=$BIN/dmscctl
+SRV=$BIN/tools/dmsc-testsrv
+PROBE=$BIN/tools/dmsc-probe
+POLICY=$TOP/policies/reviews.json
+CONNECTIONS=${DEMO_CONNECTIONS:-2000}
+P=dmscdemo$$
+P=${P:0:12}
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "demo: needs root (it loads BPF programs and makes network namespaces): sudo make demo" >&2
+	exit 1
+fi
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-demo.XXXXXX")
+cleanup() {
+	echo
+	echo "== cleaning up"
+	"$CTL" uninstall >/dev/null 2>&1
+	dmsc_net_cleanup
+	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
+	rm -rf "$T"
+	echo "   removed the demo's namespaces, cgroup, programs and pins"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { printf '\n== %s\n' "$*"; }
+die() {
+	echo "demo: $*" >&2
+	exit 1
+}
+
+# The demo pins into a BPF filesystem of its own, so that it can never touch
+# a dmsc that is installed on this host for real.
+mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || die "cannot mount a BPF filesystem"
+export DMSC_PIN_DIR=$T/bpffs/dmsc
+
+step "1/6 test hosts in network namespaces"
+dmsc_net_init "$P" || die "netns setup"
+dmsc_net_host client 198.18.0.2/16 || die "host client"
+dmsc_net_host node1 198.18.1.2/16 || die "host node1"
+dmsc_net_host node2 198.18.1.3/16 || die "host node2"
+dmsc_net_host node3 198.18.1.4/16 || die "host node3"
+start() { # host name mode addr:port
+	dmsc_net_exec "$1" "$SRV" --name "$2" --mode "$3" --listen "$4" --max-seconds 600 \
+		>"$T/$2-$3.out" 2>&1 &
+	dmsc_wait_ready "$T/$2-$3.out" 10 || die "backend $2 did not start"
+}
+start node1 reviews-v1 id 198.18.1.2:9080
+start node2 reviews-v2 id 198.18.1.3:9080
+start node1 ratings-1 http 198.18.1.2:8080
+start node2 ratings-2 http 198.18.1.3:8080
+start node3 ratings-3 http 198.18.1.4:8080
+echo "   client 198.18.0.2 (no default route: an untranslated VIP cannot leave)"
+echo "   node1  198.18.1.2  reviews-v1 :9080, ratings-1 :8080"
+echo "   node2  198.18.1.3  reviews-v2 :9080, ratings-2 :8080"
+echo "   node3  198.18.1.4  ratings-3 :8080"
+
+step "2/6 install dmsc on the demo cgroup"
+CG=$(dmsc_cgroup_make "$P/shop") || die "cgroup"
+"$CTL" install --cgroup "$CG" || die "install failed"
+"$CTL" status
+
+step "3/6 apply $(basename "$POLICY")"
+"$CTL" apply "$POLICY" || die "apply failed"
+"$CTL" show services
+
+# drive N LABEL: N connections from the client, inside the demo cgroup, in
+# batches so that progress shows; leaves the merged JSON in $T/LABEL.json.
+drive() {
+	local n=$1 label=$2 batch=250 done=0 k
+	: >"$T/$label.parts"
+	while ((done < n)); do
+		k=$((n - done < batch ? n - done : batch))
+		dmsc_run_in_cgroup "$CG" dmsc_net_exec client "$PROBE" --connect 198.19.0.10:9080 \
+			--count "$k" --parallel 8 --max-seconds 60 --json >>"$T/$label.parts" ||
+			die "probe failed"
+		done=$((done + k))
+		# Progress on a terminal; one line when the output is a log.
+		[[ -t 1 ]] && printf '\r   %d/%d connections' "$done" "$n"
+	done
+	[[ -t 1 ]] && echo || echo "   $n connections"
+	jq -s '{ok: (map(.ok) | add), failed: (map(.failed) | add),
+		peer_is_target: (map(.peer_is_target) | add),
+		backends: (map(.backends) | reduce .[] as $b ({}; reduce ($b | keys[]) as $k (.; .[$k] += $b[$k]))),
+		errors: (map(.errors) | reduce .[] as $e ({}; reduce ($e | keys[]) as $k (.; .[$k] += $e[$k])))}' \
+		"$T/$label.parts" >"$T/$label.json"
+}
+
+# table LABEL: configured weight next to the observed share.
+table() {
+	local label=$1
+	"$CTL" show services -o json >"$T/show.json"
+	printf '   %-12s %-18s %8s %10s %10s %10s\n' backend address weight configured "slot share" observed
+	jq -r --slurpfile r "$T/$label.json" '
+		.services[] | select(.name == "reviews") |
+		(.backends | map(.weight) | add) as $total |
+		.backends | to_entries[] |
+		"reviews-v\(.key + 1)\t\(.value.address)\t\(.value.weight)\t\(if $total > 0 then 100 * .value.weight / $total else 0 end)\t\(100 * .value.share)\t\(100 * (($r[0].backends["reviews-v\(.key + 1)"] // 0) / ([$r[0].ok, 1] | max)))"' \
+		"$T/show.json" |
+		while IFS=$'\t' read -r name addr w conf slot obs; do
+			printf '   %-12s %-18s %8s %9.1f%% %9.1f%% %9.1f%%\n' "$name" "$addr" "$w" "$conf" "$slot" "$obs"
+		done
+	jq -r '"   \(.ok) connected, \(.failed) failed, getpeername() showed the VIP on \(.peer_is_target)" +
+		(if (.errors | length) > 0 then ", errors: \(.errors)" else "" end)' "$T/$label.json"
+}
+
+step "4/6 $CONNECTIONS connections to reviews 198.19.0.10:9080, split in the kernel"
+drive "$CONNECTIONS" split
+table split
+echo "   ratings 198.19.0.11:80, 30 requests with curl:"
+for i in $(seq 1 30); do
+	dmsc_run_in_cgroup "$CG" dmsc_net_exec client curl -sS --max-time 5 http://198.19.0.11/
+done | sort | uniq -c | sed 's/^/     /'
+
+step "5/6 live change: reviews to 50/50, only the changed entries are written"
+jq '.services[0].backends[0].weight = 50 | .services[0].backends[1].weight = 50' "$POLICY" >"$T/5050.json"
+"$CTL" apply "$T/5050.json"
+drive $((CONNECTIONS / 2)) half
+table half
+
+step "6/6 drain reviews-v2 (weight 0), then refuse everything (all weights 0)"
+jq '.services[0].backends[1].weight = 0' "$POLICY" >"$T/drain.json"
+"$CTL" apply "$T/drain.json"
+drive 500 drain
+table drain
+jq '.services[0].backends[0].weight = 0 | .services[0].backends[1].weight = 0' "$POLICY" >"$T/zero.json"
+"$CTL" apply "$T/zero.json"
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client "$PROBE" --connect 198.19.0.10:9080 --count 20 --json |
+	jq -r '"   20 connections: \(.ok) connected, refused: \(.errors)"'
+
+echo
+"$CTL" stats

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests (Criterion), then the kernel suites.
+# Prints one closing line "N passed, M failed[, K skipped]" over everything
+# and exits non-zero if anything failed.
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+cd "$TOP" || exit 1
+BUILD=${BUILD:-build}
+
+passed=0 failed=0 skipped=0
+
+echo "== unit tests"
+"$BUILD/unit-tests" --jobs 2 2>&1 | tee "$BUILD/unit-tests.log"
+unit_rc=${PIPESTATUS[0]}
+syn=$(grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$BUILD/unit-tests.log" | tail -n 1)
+if [[ -z $syn ]]; then
+	echo "unit tests printed no synthesis line"
+	failed=$((failed + 1))
+else
+	read -r tested pass fail crash < <(sed 's/[^0-9]\+/ /g' <<<"$syn")
+	passed=$((passed + pass))
+	failed=$((failed + fail + crash))
+	# Criterion counts a skipped test as tested, neither passing nor failing.
+	skipped=$((skipped + tested - pass - fail - crash))
+	[[ $unit_rc -ne 0 && $((fail + crash)) -eq 0 ]] && failed=$((failed + 1))
+fi
+
+for suite in tests/kernel/test_*.sh; do
+	echo "== $suite"
+	"$suite" 2>&1 | tee "$BUILD/suite.log"
+	rc=${PIPESTATUS[0]}
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$BUILD/suite.log" | tail -n 1)
+	if [[ $rc -eq 77 ]]; then
+		skipped=$((skipped + 1))
+		continue
+	fi
+	if [[ -z $line ]]; then
+		echo "$suite ended (exit $rc) without a summary line"
+		failed=$((failed + 1))
+		continue
+	fi
+	read -r p _ f _ <<<"$line"
+	passed=$((passed + p))
+	failed=$((failed + f))
+	[[ $rc -ne 0 && $f -eq 0 ]] && failed=$((failed + 1))
+done
+
+echo "== all suites"
+echo "${passed} passed, ${failed} failed, ${skipped} skipped"
+[[ $failed -eq 0 ]]
