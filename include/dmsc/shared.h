@@ -65,6 +65,19 @@ struct dmsc_svc_key {
 enum dmsc_svc_flags {
 	/* Every weight is 0: connect() is refused. */
 	DMSC_SVC_F_NO_BACKEND = 1u << 0,
+	/* accelerate: "off" / "on" (neither: "auto"). The compiler also sets
+	 * ACCEL_OFF for a service with a bytes_per_second limit: the same-host
+	 * fast path would carry its bytes past the programs that police them. */
+	DMSC_SVC_F_ACCEL_OFF = 1u << 1,
+	DMSC_SVC_F_ACCEL_ON = 1u << 2,
+	/* rate_limit.connections_per_second is set. */
+	DMSC_SVC_F_CONN_LIMIT = 1u << 3,
+	/* rate_limit.bytes_per_second is set. */
+	DMSC_SVC_F_BYTES_LIMIT = 1u << 4,
+	/* allow_from is present: only the listed cgroups may connect. */
+	DMSC_SVC_F_ALLOW_LIST = 1u << 5,
+	/* protocol "http": connections are handed to dmsc-l7. */
+	DMSC_SVC_F_L7 = 1u << 6,
 };
 
 struct dmsc_svc {
