@@ -146,6 +146,10 @@ struct dmsc_install {
 	__u64 installed_at; /* seconds since the epoch */
 	__u32 max_services;
 	__u32 max_backends;
+	/* Bumped by every writer after it changed the other maps, so that a
+	 * process that mirrors them in memory (dmscd) knows when to read
+	 * them again. */
+	__u64 generation;
 };
 
 /* The kernel picks a slot with one random number; shared so the unit tests

@@ -11,6 +11,7 @@
 #include "dmsc/slots.h"
 #include "log.h"
 #include "state.h"
+#include "state_internal.h"
 
 void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len)
 {
@@ -124,40 +125,6 @@ void dmsc_state_free(struct dmsc_state *st)
 
 /* ---- apply ---------------------------------------------------------- */
 
-/* One write, remembered so that a failure later can put it back. */
-struct undo {
-	enum dmsc_map_id map;
-	union {
-		__u32 id;
-		struct dmsc_svc_key svc;
-	} key;
-	bool existed;
-	void *old;
-};
-
-struct plan_svc {
-	const struct dmsc_policy_service *want; /* NULL: remove */
-	const struct dmsc_state_svc *cur;       /* NULL: add */
-	struct dmsc_svc_key key;
-	struct dmsc_svc svc;
-	struct dmsc_svc_meta meta;
-	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
-	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
-	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
-	size_t n_drop;
-};
-
-struct apply_ctx {
-	const struct dmsc_datapath *dp;
-	struct dmsc_apply_result *res;
-	bool dry_run;
-	struct undo *undo;
-	size_t n_undo, cap_undo;
-	unsigned char *svc_used; /* by id */
-	unsigned char *be_used;
-	__u32 next_svc, next_be;  /* where the free-id search resumes */
-};
-
 static size_t value_size(enum dmsc_map_id m)
 {
 	switch (m) {
@@ -196,7 +163,7 @@ static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	return 0;
 }
 
-static int put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
+int dmsc_apply_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
 {
 	int err;
 
@@ -215,13 +182,13 @@ static int put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const v
 }
 
 /* Arrays cannot lose an element: their "delete" writes zeros. */
-static int drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
+int dmsc_apply_drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 {
 	static const char zeros[sizeof(struct dmsc_svc_meta)];
 	int err;
 
 	if (m != DMSC_M_SERVICES)
-		return put(c, m, key, zeros);
+		return dmsc_apply_put(c, m, key, zeros);
 	c->res->entries_written++;
 	if (c->dry_run)
 		return 0;
@@ -236,7 +203,7 @@ static int drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	return 0;
 }
 
-static void rollback(struct apply_ctx *c)
+void dmsc_apply_rollback(struct apply_ctx *c)
 {
 	size_t i;
 
@@ -258,7 +225,7 @@ static void rollback(struct apply_ctx *c)
 
 /* Statistics of an id that is given up start from zero for its next
  * owner. Not undone: counters of a removed id mean nothing. */
-static void zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t vs)
+void dmsc_apply_zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t vs)
 {
 	size_t stride = (vs + 7) & ~(size_t)7;
 	void *zeros;
@@ -272,7 +239,7 @@ static void zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t
 	free(zeros);
 }
 
-static __u32 alloc_id(unsigned char *used, __u32 max, __u32 *next)
+__u32 dmsc_alloc_id(unsigned char *used, __u32 max, __u32 *next)
 {
 	__u32 n, id;
 
@@ -297,7 +264,7 @@ static void change(struct apply_ctx *c, enum dmsc_change_op op, const char *name
 	snprintf(ch->detail, sizeof(ch->detail), "%s", detail);
 }
 
-static void policy_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
+void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
 {
 	memset(k, 0, sizeof(*k));
 	k->vip = w->vip;
@@ -320,7 +287,7 @@ append(char *buf, size_t len, const char *fmt, ...)
 
 /* Fills p from its policy service, reusing the current backend ids of the
  * same address:port. Describes the difference in detail. */
-static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_t dlen)
+int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, size_t dlen)
 {
 	const struct dmsc_policy_service *w = p->want;
 	const struct dmsc_state_svc *cur = p->cur;
@@ -329,7 +296,7 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	char ap[32];
 	size_t i, j;
 
-	p->svc.id = cur ? cur->svc.id : alloc_id(c->svc_used, c->dp->max_services, &c->next_svc);
+	p->svc.id = cur ? cur->svc.id : dmsc_alloc_id(c->svc_used, c->dp->max_services, &c->next_svc);
 	if (!p->svc.id)
 		return -ENOSPC;
 	snprintf(p->meta.name, sizeof(p->meta.name), "%s", w->name);
@@ -359,7 +326,7 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 			}
 		}
 		if (!id) {
-			id = alloc_id(c->be_used, c->dp->max_backends, &c->next_be);
+			id = dmsc_alloc_id(c->be_used, c->dp->max_backends, &c->next_be);
 			if (!id)
 				return -ENOSPC;
 			p->be_new[i] = true;
@@ -403,7 +370,7 @@ static void mark_used(struct apply_ctx *c, const struct dmsc_state *st)
 	}
 }
 
-static int write_one(struct apply_ctx *c, const struct plan_svc *p)
+int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 {
 	size_t i;
 	int err;
@@ -411,45 +378,45 @@ static int write_one(struct apply_ctx *c, const struct plan_svc *p)
 	for (i = 0; i < p->meta.n_backends; i++) {
 		if (!p->be_new[i])
 			continue;
-		err = put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i], &p->be[i]);
+		err = dmsc_apply_put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i], &p->be[i]);
 		if (err)
 			return err;
 	}
 	if (!p->cur || memcmp(&p->cur->meta, &p->meta, sizeof(p->meta)) != 0) {
-		err = put(c, DMSC_M_SVC_META, &p->svc.id, &p->meta);
+		err = dmsc_apply_put(c, DMSC_M_SVC_META, &p->svc.id, &p->meta);
 		if (err)
 			return err;
 	}
 	if (!p->cur || memcmp(&p->cur->svc, &p->svc, sizeof(p->svc)) != 0) {
-		err = put(c, DMSC_M_SERVICES, &p->key, &p->svc);
+		err = dmsc_apply_put(c, DMSC_M_SERVICES, &p->key, &p->svc);
 		if (err)
 			return err;
 	}
 	for (i = 0; i < p->n_drop; i++) {
-		err = drop(c, DMSC_M_BACKENDS, &p->drop_be[i]);
+		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &p->drop_be[i]);
 		if (err)
 			return err;
-		zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
+		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
 	}
 	return 0;
 }
 
-static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s)
+int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s)
 {
 	__u32 id = s->svc.id;
 	size_t i;
 	int err;
 
 	/* The service first: no connect() can reach a backend after it. */
-	err = drop(c, DMSC_M_SERVICES, &s->key);
+	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &s->key);
 	if (!err)
-		err = drop(c, DMSC_M_SVC_META, &id);
+		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
 	for (i = 0; !err && i < s->meta.n_backends; i++) {
-		err = drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
-		zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
+		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
+		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
 	}
 	if (!err)
-		zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+		dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
 	return err;
 }
 
@@ -515,9 +482,9 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	 * here, with the datapath untouched. */
 	for (i = 0; i < p->n_services; i++) {
 		plan[i].want = &p->services[i];
-		policy_key(plan[i].want, &plan[i].key);
+		dmsc_policy_svc_key(plan[i].want, &plan[i].key);
 		plan[i].cur = find_cur(&st, &plan[i].key, matched);
-		err = plan_one(&c, &plan[i], detail, sizeof(detail));
+		err = dmsc_plan_service(&c, &plan[i], detail, sizeof(detail));
 		if (err) {
 			pr_warn("not enough room in the datapath for services[%zu] (%s): every "
 				"service or backend id is taken (capacity %u services, %u "
@@ -538,7 +505,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	}
 
 	for (i = 0; i < p->n_services; i++) {
-		err = write_one(&c, &plan[i]);
+		err = dmsc_plan_write(&c, &plan[i]);
 		if (err)
 			goto fail;
 	}
@@ -547,7 +514,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 			continue;
 		dmsc_format_svc_key(&st.svcs[i].key, keybuf, sizeof(keybuf));
 		change(&c, DMSC_CHANGE_REMOVE, st.svcs[i].meta.name, keybuf);
-		err = remove_one(&c, &st.svcs[i]);
+		err = dmsc_plan_remove(&c, &st.svcs[i]);
 		if (err)
 			goto fail;
 	}
@@ -555,11 +522,11 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	goto out;
 fail:
 	pr_warn("apply failed after %zu writes: rolling back\n", c.n_undo);
-	rollback(&c);
+	dmsc_apply_rollback(&c);
 out:
-	for (i = 0; i < c.n_undo; i++)
-		free(c.undo[i].old);
-	free(c.undo);
+	if (!dry_run && c.n_undo)
+		dmsc_datapath_bump_generation(dp);
+	dmsc_apply_ctx_release(&c);
 	free(c.svc_used);
 	free(c.be_used);
 	free(matched);
@@ -572,4 +539,15 @@ void dmsc_apply_result_free(struct dmsc_apply_result *res)
 {
 	free(res->changes);
 	memset(res, 0, sizeof(*res));
+}
+
+void dmsc_apply_ctx_release(struct apply_ctx *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_undo; i++)
+		free(c->undo[i].old);
+	free(c->undo);
+	c->undo = NULL;
+	c->n_undo = c->cap_undo = 0;
 }
