@@ -703,13 +703,19 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 				goto fatal;
 			ms = &m->svcs[m->n];
 			memset(ms, 0, sizeof(*ms));
+			ms->pass = m->pass;
+			err = mirror_set(ms, &ch->plan, fp[ch->pi]);
+			if (err)
+				goto fatal;
 			m->n++;
+			/* Indexed by its key, so after mirror_set(). */
 			if (m->index_cap < 2 * (m->n + 1))
 				err = index_rebuild(m, m->n * 2);
 			else
 				index_insert(m, m->n - 1);
 			if (err)
 				goto fatal;
+			continue;
 		} else {
 			ms = &m->svcs[ch->mi];
 			if (ch->same) {
