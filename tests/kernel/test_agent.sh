@@ -118,7 +118,7 @@ metrics_url() {
 
 # metric NAME-AND-LABELS: the value of one series from dmscd's endpoint.
 metric() {
-	curl -sS --max-time 5 "$(metrics_url)" | awk -v k="$1" '$1 == k { print $2 }'
+	curl -sS --max-time 30 "$(metrics_url)" | awk -v k="$1" '$1 == k { print $2 }'
 }
 
 # apply_file CONTENT-FILE: puts it in place and waits for dmscd's next
@@ -182,7 +182,7 @@ t_eq "1000 connections through the VIP succeed" "$(jq .ok "$T/split.json")" 1000
 t_range "v1 gets 80% +- 4 of them" "$(jq '(.backends.v1 // 0) / 10' "$T/split.json")" 76 84
 
 # ---- 2. metrics, checked strictly --------------------------------------
-curl -sS --max-time 5 "$(metrics_url)" >"$T/metrics.txt"
+curl -sS --max-time 30 "$(metrics_url)" >"$T/metrics.txt"
 t_check "metrics are served on a loopback address" grep -q '^http://127\.0\.0\.1:' <<<"$(metrics_url)"
 awk -f "$PROMCHECK" "$T/metrics.txt" >"$T/promcheck.out" 2>&1
 t_check "the metrics pass the strict text-format check" test $? -eq 0
