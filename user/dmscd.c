@@ -112,7 +112,7 @@ static void apply_policy(struct agent *ag, const char *why)
 	struct dmsc_msgs msgs = { 0 };
 	struct dmsc_datapath dp;
 	double t0, t1, t2, t3;
-	uint64_t *fp = NULL;
+	struct dmsc_svc_digest *digests = NULL;
 	char buf[512];
 	size_t i;
 	int err;
@@ -134,14 +134,13 @@ static void apply_policy(struct agent *ag, const char *why)
 		ag->stats.applies[DMSC_APPLY_INVALID]++;
 		goto out;
 	}
-	fp = calloc(set.policy.n_services ? set.policy.n_services : 1, sizeof(*fp));
-	if (!fp) {
+	digests = calloc(set.policy.n_services ? set.policy.n_services : 1, sizeof(*digests));
+	if (!digests) {
 		pr_warn("%s: out of memory\n", ag->policy);
 		ag->stats.applies[DMSC_APPLY_FAILED]++;
 		goto out;
 	}
-	for (i = 0; i < set.policy.n_services; i++)
-		fp[i] = dmsc_policy_service_fp(&set.policy.services[i]);
+	dmsc_policy_digests(&set.policy, digests);
 	t1 = mono_seconds();
 
 	err = dmsc_datapath_open(&dp, ag->pin_dir, true);
@@ -153,7 +152,7 @@ static void apply_policy(struct agent *ag, const char *why)
 		goto out;
 	}
 	t2 = mono_seconds();
-	err = dmsc_mirror_apply(&ag->mirror, &dp, &set.policy, fp, false, &res);
+	err = dmsc_mirror_apply(&ag->mirror, &dp, &set.policy, digests, false, &res);
 	t3 = mono_seconds();
 	dmsc_datapath_close(&dp);
 	if (err) {
@@ -177,7 +176,7 @@ static void apply_policy(struct agent *ag, const char *why)
 	ag->stats.policy_services = res.n_services;
 	ag->stats.last_apply_time = wall_seconds();
 out:
-	free(fp);
+	free(digests);
 	dmsc_apply_result_free(&res);
 	dmsc_policy_set_free(&set);
 	dmsc_msgs_free(&msgs);

@@ -96,18 +96,17 @@ static void make_policy(struct dmsc_policy *p, size_t n, size_t nb)
 static size_t mapply(const struct dmsc_policy *p, bool dry_run, size_t *changes)
 {
 	struct dmsc_apply_result res;
-	uint64_t *fp = calloc(p->n_services + 1, sizeof(*fp));
-	size_t i, written;
+	struct dmsc_svc_digest *d = calloc(p->n_services + 1, sizeof(*d));
+	size_t written;
 
-	cr_assert_not_null(fp);
-	for (i = 0; i < p->n_services; i++)
-		fp[i] = dmsc_policy_service_fp(&p->services[i]);
-	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, p, fp, dry_run, &res), 0);
+	cr_assert_not_null(d);
+	dmsc_policy_digests(p, d);
+	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, p, d, dry_run, &res), 0);
 	written = res.entries_written;
 	if (changes)
 		*changes = res.n_changes;
 	dmsc_apply_result_free(&res);
-	free(fp);
+	free(d);
 	return written;
 }
 
@@ -136,7 +135,7 @@ static void assert_maps_hold(const struct dmsc_policy *p)
 		cr_assert_eq(a->flags, b->flags);
 		cr_assert_eq(a->n_be, b->n_be);
 		cr_assert_eq(memcmp(a->be, b->be, a->n_be * sizeof(*a->be)), 0);
-		cr_assert_not(b->stale);
+		cr_assert_not(fresh.hot[b - fresh.svcs].stale);
 	}
 	dmsc_mirror_free(&fresh);
 }
@@ -266,8 +265,7 @@ Test(mirror, failed_write_rolls_back_and_the_mirror_stays_right)
 	struct dmsc_state before, after;
 	struct bpf_map_info info;
 	__u32 len = sizeof(info);
-	uint64_t fp[8];
-	size_t i;
+	struct dmsc_svc_digest d[8];
 	int rw_fd;
 
 	make_policy(&p, 4, 2);
@@ -278,9 +276,8 @@ Test(mirror, failed_write_rolls_back_and_the_mirror_stays_right)
 	cr_assert_eq(bpf_obj_get_info_by_fd(dp.fd[DMSC_M_SVC_META], &info, &len), 0);
 	rw_fd = dp.fd[DMSC_M_SVC_META];
 	dp.fd[DMSC_M_SVC_META] = bpf_map_get_fd_by_id_opts(info.id, &ro);
-	for (i = 0; i < q.n_services; i++)
-		fp[i] = dmsc_policy_service_fp(&q.services[i]);
-	cr_assert_neq(dmsc_mirror_apply(&mir, &dp, &q, fp, false, &res), 0);
+	dmsc_policy_digests(&q, d);
+	cr_assert_neq(dmsc_mirror_apply(&mir, &dp, &q, d, false, &res), 0);
 	cr_assert(res.rolled_back);
 	dmsc_apply_result_free(&res);
 	close(dp.fd[DMSC_M_SVC_META]);
@@ -305,15 +302,15 @@ Test(mirror, removed_backends_are_cleared_after_the_delay)
 	struct dmsc_backend be;
 	__u32 gone;
 	size_t changes;
-	uint64_t fp;
+	struct dmsc_svc_digest d;
 
 	mir.drop_delay_ms = 60000;
 	make_policy(&p, 1, 3);
 	mapply(&p, false, NULL);
 	gone = mir.svcs[0].be[2].id;
 	p.services[0].n_backends = 2;
-	fp = dmsc_policy_service_fp(&p.services[0]);
-	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, &p, &fp, false, &res), 0);
+	dmsc_policy_digests(&p, &d);
+	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, &p, &d, false, &res), 0);
 	cr_assert_eq(res.entries_written, 3, "service, meta, and the deferred drop");
 	cr_assert_eq(res.entries_deferred, 1);
 	dmsc_apply_result_free(&res);
@@ -334,14 +331,15 @@ Test(mirror, over_capacity_is_refused_before_any_write)
 {
 	struct dmsc_policy p = { 0 };
 	struct dmsc_apply_result res;
-	uint64_t *fp;
+	struct dmsc_svc_digest *d;
 
 	make_policy(&p, M_MAX_SERVICES, 1);
-	fp = calloc(p.n_services, sizeof(*fp));
-	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, &p, fp, false, &res), -ENOSPC);
+	d = calloc(p.n_services, sizeof(*d));
+	dmsc_policy_digests(&p, d);
+	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, &p, d, false, &res), -ENOSPC);
 	dmsc_apply_result_free(&res);
 	cr_assert_eq(mir.n, 0);
-	free(fp);
+	free(d);
 	dmsc_policy_free(&p);
 }
 

@@ -117,6 +117,18 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 	return h ? h : 1;
 }
 
+void dmsc_policy_digests(const struct dmsc_policy *p, struct dmsc_svc_digest *d)
+{
+	size_t i;
+
+	for (i = 0; i < p->n_services; i++) {
+		dmsc_policy_svc_key(&p->services[i], &d[i].key);
+		d[i].n_backends = (__u32)p->services[i].n_backends;
+		d[i].pad = 0;
+		d[i].fp = dmsc_policy_service_fp(&p->services[i]);
+	}
+}
+
 /* ---- index ---------------------------------------------------------- */
 
 static size_t key_hash(const struct dmsc_svc_key *k)
@@ -129,14 +141,15 @@ static size_t key_hash(const struct dmsc_svc_key *k)
 	return (size_t)h;
 }
 
+/* Keys are built zeroed (pad too), so the bytes compare. */
 static bool key_eq(const struct dmsc_svc_key *a, const struct dmsc_svc_key *b)
 {
-	return a->vip == b->vip && a->port == b->port && a->proto == b->proto;
+	return memcmp(a, b, sizeof(*a)) == 0;
 }
 
 static void index_insert(struct dmsc_mirror *m, size_t idx)
 {
-	size_t mask = m->index_cap - 1, h = key_hash(&m->svcs[idx].key) & mask;
+	size_t mask = m->index_cap - 1, h = key_hash(&m->hot[idx].d.key) & mask;
 
 	while (m->index[h])
 		h = (h + 1) & mask;
@@ -171,7 +184,7 @@ static long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k
 		return -1;
 	mask = m->index_cap - 1;
 	for (h = key_hash(k) & mask; m->index[h]; h = (h + 1) & mask)
-		if (key_eq(&m->svcs[m->index[h] - 1].key, k))
+		if (key_eq(&m->hot[m->index[h] - 1].d.key, k))
 			return (long)m->index[h] - 1;
 	return -1;
 }
@@ -189,6 +202,7 @@ const struct dmsc_mirror_svc *dmsc_mirror_find(const struct dmsc_mirror *m,
 static int grow_svcs(struct dmsc_mirror *m, size_t want)
 {
 	struct dmsc_mirror_svc *grown;
+	struct dmsc_mirror_hot *hot;
 	size_t cap = m->cap ? m->cap : 64;
 
 	if (want <= m->cap)
@@ -199,6 +213,10 @@ static int grow_svcs(struct dmsc_mirror *m, size_t want)
 	if (!grown)
 		return -ENOMEM;
 	m->svcs = grown;
+	hot = realloc(m->hot, cap * sizeof(*m->hot));
+	if (!hot)
+		return -ENOMEM;
+	m->hot = hot;
 	m->cap = cap;
 	return 0;
 }
@@ -218,7 +236,8 @@ static void slot_table(const struct dmsc_mirror_svc *ms, struct dmsc_svc *svc)
 }
 
 /* What dmsc_state_read() would have read for this service. */
-static void materialize(const struct dmsc_mirror_svc *ms, struct dmsc_state_svc *s)
+static void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot *hot,
+			struct dmsc_state_svc *s)
 {
 	__u32 i;
 
@@ -227,7 +246,7 @@ static void materialize(const struct dmsc_mirror_svc *ms, struct dmsc_state_svc 
 	s->svc.id = ms->id;
 	s->svc.flags = ms->flags;
 	slot_table(ms, &s->svc);
-	if (ms->stale)
+	if (hot->stale)
 		s->svc.slot[0] = UINT32_MAX; /* never equal to a compiled table */
 	snprintf(s->meta.name, sizeof(s->meta.name), "%s", ms->name);
 	s->meta.n_backends = ms->n_be;
@@ -250,6 +269,7 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		    const struct dmsc_svc_key *key)
 {
 	struct dmsc_mirror_svc *ms = &m->svcs[m->n];
+	struct dmsc_mirror_hot *hot = &m->hot[m->n];
 	struct dmsc_svc svc, want;
 	struct dmsc_svc_meta meta;
 	struct dmsc_backend be;
@@ -258,7 +278,9 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &svc))
 		return -errno;
 	memset(ms, 0, sizeof(*ms));
+	memset(hot, 0, sizeof(*hot));
 	ms->key = *key;
+	hot->d.key = *key;
 	ms->id = svc.id;
 	ms->flags = svc.flags;
 	id = svc.id;
@@ -267,7 +289,7 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		memset(&meta, 0, sizeof(meta));
 	if (meta.n_backends > DMSC_BACKENDS_PER_SERVICE_MAX) {
 		meta.n_backends = 0;
-		ms->stale = true;
+		hot->stale = true;
 	}
 	snprintf(ms->name, sizeof(ms->name), "%.*s", (int)sizeof(meta.name) - 1, meta.name);
 	ms->n_be = meta.n_backends;
@@ -289,7 +311,7 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	 * the next apply rewrites such a service. */
 	slot_table(ms, &want);
 	if (memcmp(want.slot, svc.slot, sizeof(want.slot)) != 0)
-		ms->stale = true;
+		hot->stale = true;
 	mark(m->svc_used, m->max_services, ms->id, 1);
 	for (i = 0; i < DMSC_SLOTS; i++)
 		mark(m->be_used, m->max_backends, svc.slot[i], 1);
@@ -313,6 +335,7 @@ void dmsc_mirror_free(struct dmsc_mirror *m)
 
 	free_svcs(m);
 	free(m->svcs);
+	free(m->hot);
 	free(m->index);
 	free(m->svc_used);
 	free(m->be_used);
@@ -374,9 +397,9 @@ void dmsc_mirror_forget(struct dmsc_mirror *m, bool stale)
 	size_t i;
 
 	for (i = 0; i < m->n; i++) {
-		m->svcs[i].fp = 0;
+		m->hot[i].d.fp = 0;
 		if (stale)
-			m->svcs[i].stale = true;
+			m->hot[i].stale = true;
 	}
 }
 
@@ -462,7 +485,8 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 	return err;
 }
 
-static int mirror_set(struct dmsc_mirror_svc *ms, const struct plan_svc *p, uint64_t fp)
+static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
+		      const struct plan_svc *p, uint64_t fp)
 {
 	struct dmsc_mirror_be *be = ms->be;
 	__u32 i, n = p->meta.n_backends;
@@ -477,8 +501,9 @@ static int mirror_set(struct dmsc_mirror_svc *ms, const struct plan_svc *p, uint
 	ms->id = p->svc.id;
 	ms->flags = p->svc.flags;
 	ms->n_be = n;
-	ms->stale = false;
-	ms->fp = fp;
+	hot->d.key = p->key;
+	hot->d.fp = fp;
+	hot->stale = 0;
 	snprintf(ms->name, sizeof(ms->name), "%s", p->meta.name);
 	for (i = 0; i < n; i++) {
 		be[i].id = p->meta.backend_id[i];
@@ -504,38 +529,59 @@ static int in_step(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 }
 
 /* The mirror in the policy's order, without the removed services. */
-static int reorder(struct dmsc_mirror *m, const struct dmsc_policy *p)
+static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_t n)
 {
-	struct dmsc_mirror_svc *ordered;
-	struct dmsc_svc_key k;
-	size_t i;
+	size_t cap = n ? n : 1, i;
+	struct dmsc_mirror_svc *ordered = calloc(cap, sizeof(*ordered));
+	struct dmsc_mirror_hot *hot = calloc(cap, sizeof(*hot));
 	long j;
 
-	ordered = calloc(p->n_services ? p->n_services : 1, sizeof(*ordered));
-	if (!ordered)
+	if (!ordered || !hot) {
+		free(ordered);
+		free(hot);
 		return -ENOMEM;
-	for (i = 0; i < p->n_services; i++) {
-		dmsc_policy_svc_key(&p->services[i], &k);
-		j = index_find(m, &k);
+	}
+	for (i = 0; i < n; i++) {
+		j = index_find(m, &d[i].key);
 		if (j < 0) { /* cannot happen: every policy service is in */
 			free(ordered);
+			free(hot);
 			return -EINVAL;
 		}
 		ordered[i] = m->svcs[j];
+		hot[i] = m->hot[j];
 		m->svcs[j].be = NULL;
 	}
 	free_svcs(m);
 	free(m->svcs);
+	free(m->hot);
 	m->svcs = ordered;
-	m->n = m->cap = p->n_services;
-	if (!m->cap) {
-		m->cap = 1;
-	}
+	m->hot = hot;
+	m->n = n;
+	m->cap = cap;
 	return index_rebuild(m, m->n);
 }
 
+static size_t total_backends(const struct dmsc_policy *p, const struct dmsc_svc_digest *d)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < p->n_services; i++)
+		n += d[i].n_backends;
+	return n;
+}
+
+static int capacity_error(const struct dmsc_policy *p, const struct dmsc_svc_digest *d,
+			  const struct dmsc_datapath *dp)
+{
+	pr_warn("the policy has %zu services and %zu backends; this datapath holds at most %u "
+		"and %u (set with `dmscctl install --max-services N --max-backends N`)\n",
+		p->n_services, total_backends(p, d), dp->max_services - 1, dp->max_backends - 1);
+	return -ENOSPC;
+}
+
 int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
-		      const struct dmsc_policy *p, const uint64_t *fp, bool dry_run,
+		      const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
 		      struct dmsc_apply_result *res)
 {
 	struct apply_ctx c = { .dp = dp, .res = res, .dry_run = dry_run };
@@ -548,15 +594,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 
 	memset(res, 0, sizeof(*res));
 	res->n_services = p->n_services;
-	for (i = 0; i < p->n_services; i++)
-		n_backends += p->services[i].n_backends;
-	if (p->n_services >= dp->max_services || n_backends >= dp->max_backends) {
-		pr_warn("the policy has %zu services and %zu backends; this datapath holds at "
-			"most %u and %u (set with `dmscctl install --max-services N "
-			"--max-backends N`)\n",
-			p->n_services, n_backends, dp->max_services - 1, dp->max_backends - 1);
-		return -ENOSPC;
-	}
+	if (p->n_services >= dp->max_services)
+		return capacity_error(p, d, dp);
 	err = in_step(m, dp);
 	if (err)
 		return err;
@@ -569,31 +608,32 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	/* Plan: one pass over the policy; a service whose fingerprint is the
 	 * one last written costs a comparison, nothing more. */
 	for (i = 0; i < p->n_services; i++) {
-		const struct dmsc_policy_service *w = &p->services[i];
-		struct dmsc_svc_key k;
+		const struct dmsc_policy_service *w;
+		const struct dmsc_svc_key *k = &d[i].key;
 		struct mchange *ch;
 		long mi;
 
-		dmsc_policy_svc_key(w, &k);
-		if (i < m->n && key_eq(&m->svcs[i].key, &k))
+		/* Counted here, not in a pass of its own: the loop is the cost. */
+		n_backends += d[i].n_backends;
+		if (i < m->n && key_eq(&m->hot[i].d.key, k))
 			mi = (long)i;
 		else
-			mi = index_find(m, &k);
+			mi = index_find(m, k);
 		if (mi >= 0) {
-			struct dmsc_mirror_svc *ms = &m->svcs[mi];
+			struct dmsc_mirror_hot *hot = &m->hot[mi];
 
-			if (ms->pass == m->pass) {
+			if (hot->pass == m->pass) {
 				pr_warn("services[%zu] (%s): a second service with the key of "
 					"%s\n",
-					i, w->name, ms->name);
+					i, p->services[i].name, m->svcs[mi].name);
 				err = -EINVAL;
 				goto undo_ids;
 			}
-			ms->pass = m->pass;
+			hot->pass = m->pass;
 			seen++;
 			if ((size_t)mi != i)
 				aligned = false;
-			if (ms->fp && ms->fp == fp[i] && !ms->stale)
+			if (hot->d.fp && hot->d.fp == d[i].fp && !hot->stale)
 				continue;
 		} else if (i != m->n + n_new++) {
 			aligned = false;
@@ -604,12 +644,13 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			err = -ENOMEM;
 			goto undo_ids;
 		}
+		w = &p->services[i];
 		ch->mi = mi;
 		ch->pi = i;
 		ch->plan.want = w;
-		ch->plan.key = k;
+		ch->plan.key = *k;
 		if (mi >= 0) {
-			materialize(&m->svcs[mi], &ch->cur);
+			materialize(&m->svcs[mi], &m->hot[mi], &ch->cur);
 			ch->plan.cur = &ch->cur;
 		}
 		err = dmsc_plan_service(&c, &ch->plan, detail, sizeof(detail));
@@ -619,7 +660,9 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			if (ch->plan.be_new[j])
 				err = ptrs_push(&new_be_ids,
 						(void *)(uintptr_t)ch->plan.meta.backend_id[j]);
-		if (err == -ENOSPC)
+		if (err == -ENOSPC && total_backends(p, d) >= dp->max_backends)
+			err = capacity_error(p, d, dp);
+		else if (err == -ENOSPC)
 			pr_warn("not enough room in the datapath for services[%zu] (%s): every "
 				"service or backend id is taken (capacity %u services, %u "
 				"backends)\n",
@@ -627,7 +670,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (err)
 			goto undo_ids;
 		if (mi < 0) {
-			dmsc_format_svc_key(&k, keybuf, sizeof(keybuf));
+			dmsc_format_svc_key(k, keybuf, sizeof(keybuf));
 			snprintf(detail, sizeof(detail), "%s, %zu backend%s", keybuf, w->n_backends,
 				 w->n_backends == 1 ? "" : "s");
 			err = change_push(res, &changes_cap, DMSC_CHANGE_ADD, w->name, detail);
@@ -641,9 +684,13 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (err)
 			goto undo_ids;
 	}
+	if (n_backends >= dp->max_backends) {
+		err = capacity_error(p, d, dp);
+		goto undo_ids;
+	}
 	if (seen < m->n) {
 		for (i = 0; i < m->n; i++) {
-			if (m->svcs[i].pass == m->pass)
+			if (m->hot[i].pass == m->pass)
 				continue;
 			err = ptrs_push(&removed, (void *)(uintptr_t)i);
 			dmsc_format_svc_key(&m->svcs[i].key, keybuf, sizeof(keybuf));
@@ -673,14 +720,15 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			goto fail;
 	}
 	for (i = 0; i < removed.n; i++) {
-		const struct dmsc_mirror_svc *ms = &m->svcs[(uintptr_t)removed.v[i]];
+		size_t ri = (uintptr_t)removed.v[i];
+		const struct dmsc_mirror_svc *ms = &m->svcs[ri];
 		struct dmsc_state_svc s;
 
 		if (m->drop_delay_ms) {
 			err = remove_deferred(&c, ms);
 			res->entries_deferred += ms->n_be;
 		} else {
-			materialize(ms, &s);
+			materialize(ms, &m->hot[ri], &s);
 			err = dmsc_plan_remove(&c, &s);
 		}
 		if (err)
@@ -703,8 +751,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 				goto fatal;
 			ms = &m->svcs[m->n];
 			memset(ms, 0, sizeof(*ms));
-			ms->pass = m->pass;
-			err = mirror_set(ms, &ch->plan, fp[ch->pi]);
+			m->hot[m->n].pass = m->pass;
+			err = mirror_set(ms, &m->hot[m->n], &ch->plan, d[ch->pi].fp);
 			if (err)
 				goto fatal;
 			m->n++;
@@ -719,12 +767,12 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		} else {
 			ms = &m->svcs[ch->mi];
 			if (ch->same) {
-				ms->fp = fp[ch->pi];
+				m->hot[ch->mi].d.fp = d[ch->pi].fp;
+				m->hot[ch->mi].stale = 0;
 				continue;
 			}
 		}
-		ms->pass = m->pass;
-		err = mirror_set(ms, &ch->plan, fp[ch->pi]);
+		err = mirror_set(ms, &m->hot[ch->mi], &ch->plan, d[ch->pi].fp);
 		if (err)
 			goto fatal;
 		for (j = 0; j < ch->plan.n_drop; j++) {
@@ -750,7 +798,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		}
 	}
 	if (removed.n || !aligned) {
-		err = reorder(m, p);
+		err = reorder(m, d, p->n_services);
 		if (err)
 			goto fatal;
 	}

@@ -35,14 +35,28 @@ struct dmsc_mirror_be {
 	__u16 pad;
 };
 
-struct dmsc_mirror_svc {
+/* What the apply's diff compares per service: its key and the fingerprint
+ * of its policy text. Computed for a policy with the parse (compile step),
+ * so that the diff walks two arrays of these and nothing else. */
+struct dmsc_svc_digest {
 	struct dmsc_svc_key key;
+	__u32 n_backends; /* for the capacity check */
+	__u32 pad;
+	uint64_t fp; /* 0: unknown */
+};
+
+/* Per service, what the diff touches; svcs[i] and hot[i] are one service. */
+struct dmsc_mirror_hot {
+	struct dmsc_svc_digest d;
+	__u32 pass;  /* the apply that last saw it in the policy */
+	__u32 stale; /* the kernel's slot table is not what meta implies */
+};
+
+struct dmsc_mirror_svc {
+	struct dmsc_svc_key key; /* == hot[i].d.key */
 	__u32 id;
 	__u32 flags;
 	__u32 n_be;
-	__u32 pass;     /* the apply that last saw it in the policy */
-	bool stale;     /* the kernel's slot table is not what meta implies */
-	uint64_t fp;    /* fingerprint of the policy service; 0: unknown */
 	char name[DMSC_NAME_MAX];
 	struct dmsc_mirror_be *be;
 };
@@ -56,6 +70,7 @@ struct dmsc_pending_drop {
 
 struct dmsc_mirror {
 	struct dmsc_mirror_svc *svcs; /* in the order of the last policy */
+	struct dmsc_mirror_hot *hot;  /* parallel to svcs */
 	size_t n, cap;
 	__u32 *index; /* open addressing: svcs index + 1; 0 empty */
 	size_t index_cap;
@@ -76,6 +91,8 @@ struct dmsc_mirror {
 
 /* Fingerprint of one policy service: FNV-1a over every field. Never 0. */
 uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s);
+/* Key and fingerprint of every service of p into d[0..n_services). */
+void dmsc_policy_digests(const struct dmsc_policy *p, struct dmsc_svc_digest *d);
 
 /* Reads the maps into m (freeing what m held). */
 int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp);
@@ -88,12 +105,12 @@ const struct dmsc_mirror_svc *dmsc_mirror_find(const struct dmsc_mirror *m,
 
 /*
  * dmsc_apply() against the mirror: the same plan, the same order of writes,
- * the same rollback, the same result. fp: one fingerprint per policy
- * service (dmsc_policy_service_fp), computed by the caller with the parse.
+ * the same rollback, the same result. d: one digest per policy service
+ * (dmsc_policy_digests), computed by the caller with the parse.
  * dp must be opened with the lock. On success the mirror holds the policy.
  */
 int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
-		      const struct dmsc_policy *p, const uint64_t *fp, bool dry_run,
+		      const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
 		      struct dmsc_apply_result *res);
 
 /* Zeroes pending backend entries that are due (all of them with force).
