@@ -123,8 +123,6 @@ void dmsc_policy_digests(const struct dmsc_policy *p, struct dmsc_svc_digest *d)
 
 	for (i = 0; i < p->n_services; i++) {
 		dmsc_policy_svc_key(&p->services[i], &d[i].key);
-		d[i].n_backends = (__u32)p->services[i].n_backends;
-		d[i].pad = 0;
 		d[i].fp = dmsc_policy_service_fp(&p->services[i]);
 	}
 }
@@ -149,7 +147,7 @@ static bool key_eq(const struct dmsc_svc_key *a, const struct dmsc_svc_key *b)
 
 static void index_insert(struct dmsc_mirror *m, size_t idx)
 {
-	size_t mask = m->index_cap - 1, h = key_hash(&m->hot[idx].d.key) & mask;
+	size_t mask = m->index_cap - 1, h = key_hash(&m->dig[idx].key) & mask;
 
 	while (m->index[h])
 		h = (h + 1) & mask;
@@ -184,7 +182,7 @@ static long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k
 		return -1;
 	mask = m->index_cap - 1;
 	for (h = key_hash(k) & mask; m->index[h]; h = (h + 1) & mask)
-		if (key_eq(&m->hot[m->index[h] - 1].d.key, k))
+		if (key_eq(&m->dig[m->index[h] - 1].key, k))
 			return (long)m->index[h] - 1;
 	return -1;
 }
@@ -203,6 +201,7 @@ static int grow_svcs(struct dmsc_mirror *m, size_t want)
 {
 	struct dmsc_mirror_svc *grown;
 	struct dmsc_mirror_hot *hot;
+	struct dmsc_svc_digest *dig;
 	size_t cap = m->cap ? m->cap : 64;
 
 	if (want <= m->cap)
@@ -217,6 +216,10 @@ static int grow_svcs(struct dmsc_mirror *m, size_t want)
 	if (!hot)
 		return -ENOMEM;
 	m->hot = hot;
+	dig = realloc(m->dig, cap * sizeof(*m->dig));
+	if (!dig)
+		return -ENOMEM;
+	m->dig = dig;
 	m->cap = cap;
 	return 0;
 }
@@ -280,7 +283,8 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	memset(ms, 0, sizeof(*ms));
 	memset(hot, 0, sizeof(*hot));
 	ms->key = *key;
-	hot->d.key = *key;
+	m->dig[m->n].key = *key;
+	m->dig[m->n].fp = 0;
 	ms->id = svc.id;
 	ms->flags = svc.flags;
 	id = svc.id;
@@ -336,6 +340,7 @@ void dmsc_mirror_free(struct dmsc_mirror *m)
 	free_svcs(m);
 	free(m->svcs);
 	free(m->hot);
+	free(m->dig);
 	free(m->index);
 	free(m->svc_used);
 	free(m->be_used);
@@ -397,7 +402,7 @@ void dmsc_mirror_forget(struct dmsc_mirror *m, bool stale)
 	size_t i;
 
 	for (i = 0; i < m->n; i++) {
-		m->hot[i].d.fp = 0;
+		m->dig[i].fp = 0;
 		if (stale)
 			m->hot[i].stale = true;
 	}
@@ -486,7 +491,7 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 }
 
 static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
-		      const struct plan_svc *p, uint64_t fp)
+		      struct dmsc_svc_digest *dig, const struct plan_svc *p, uint64_t fp)
 {
 	struct dmsc_mirror_be *be = ms->be;
 	__u32 i, n = p->meta.n_backends;
@@ -501,8 +506,8 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 	ms->id = p->svc.id;
 	ms->flags = p->svc.flags;
 	ms->n_be = n;
-	hot->d.key = p->key;
-	hot->d.fp = fp;
+	dig->key = p->key;
+	dig->fp = fp;
 	hot->stale = 0;
 	snprintf(ms->name, sizeof(ms->name), "%s", p->meta.name);
 	for (i = 0; i < n; i++) {
@@ -534,11 +539,13 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 	size_t cap = n ? n : 1, i;
 	struct dmsc_mirror_svc *ordered = calloc(cap, sizeof(*ordered));
 	struct dmsc_mirror_hot *hot = calloc(cap, sizeof(*hot));
+	struct dmsc_svc_digest *dig = calloc(cap, sizeof(*dig));
 	long j;
 
-	if (!ordered || !hot) {
+	if (!ordered || !hot || !dig) {
 		free(ordered);
 		free(hot);
+		free(dig);
 		return -ENOMEM;
 	}
 	for (i = 0; i < n; i++) {
@@ -546,38 +553,53 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 		if (j < 0) { /* cannot happen: every policy service is in */
 			free(ordered);
 			free(hot);
+			free(dig);
 			return -EINVAL;
 		}
 		ordered[i] = m->svcs[j];
 		hot[i] = m->hot[j];
+		dig[i] = m->dig[j];
 		m->svcs[j].be = NULL;
 	}
 	free_svcs(m);
 	free(m->svcs);
 	free(m->hot);
+	free(m->dig);
 	m->svcs = ordered;
 	m->hot = hot;
+	m->dig = dig;
 	m->n = n;
 	m->cap = cap;
 	return index_rebuild(m, m->n);
 }
 
-static size_t total_backends(const struct dmsc_policy *p, const struct dmsc_svc_digest *d)
+static size_t total_backends(const struct dmsc_policy *p)
 {
 	size_t i, n = 0;
 
 	for (i = 0; i < p->n_services; i++)
-		n += d[i].n_backends;
+		n += p->services[i].n_backends;
 	return n;
 }
 
-static int capacity_error(const struct dmsc_policy *p, const struct dmsc_svc_digest *d,
-			  const struct dmsc_datapath *dp)
+static int capacity_error(const struct dmsc_policy *p, const struct dmsc_datapath *dp)
 {
 	pr_warn("the policy has %zu services and %zu backends; this datapath holds at most %u "
 		"and %u (set with `dmscctl install --max-services N --max-backends N`)\n",
-		p->n_services, total_backends(p, d), dp->max_services - 1, dp->max_backends - 1);
+		p->n_services, total_backends(p), dp->max_services - 1, dp->max_backends - 1);
 	return -ENOSPC;
+}
+
+/* Services compared a run at a time: memcmp over contiguous digests. */
+#define DIGEST_RUN 64
+
+/* Mirror entry j was matched by the policy in this pass: by its key
+ * through the index (pass), or in place (same key at the same position;
+ * keys are unique in a valid policy). */
+static bool matched(const struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_t n_pol,
+		    size_t j)
+{
+	return m->hot[j].pass == m->pass || (j < n_pol && key_eq(&m->dig[j].key, &d[j].key));
 }
 
 int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
@@ -586,16 +608,17 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 {
 	struct apply_ctx c = { .dp = dp, .res = res, .dry_run = dry_run };
 	struct ptrs changed = { 0 }, removed = { 0 }, new_svc_ids = { 0 }, new_be_ids = { 0 };
-	size_t i, j, n_backends = 0, seen = 0, n_new = 0, changes_cap = 0;
+	size_t i, j, seen = 0, n_new = 0, changes_cap = 0, lim, n_pol = p->n_services;
+	long be_delta = 0;
 	bool aligned = true;
 	char detail[512], keybuf[48];
 	int64_t due = dmsc_now_ms() + m->drop_delay_ms;
 	int err;
 
 	memset(res, 0, sizeof(*res));
-	res->n_services = p->n_services;
-	if (p->n_services >= dp->max_services)
-		return capacity_error(p, d, dp);
+	res->n_services = n_pol;
+	if (n_pol >= dp->max_services)
+		return capacity_error(p, dp);
 	err = in_step(m, dp);
 	if (err)
 		return err;
@@ -604,36 +627,46 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	c.next_svc = m->next_svc;
 	c.next_be = m->next_be;
 	m->pass++;
+	lim = n_pol < m->n ? n_pol : m->n;
 
-	/* Plan: one pass over the policy; a service whose fingerprint is the
-	 * one last written costs a comparison, nothing more. */
-	for (i = 0; i < p->n_services; i++) {
+	/* Plan: one pass over the policy's digests against the mirror's. A
+	 * service in place whose fingerprint is the one last written costs a
+	 * comparison of 16 bytes, made a run of services at a time. */
+	for (i = 0; i < n_pol; i++) {
 		const struct dmsc_policy_service *w;
-		const struct dmsc_svc_key *k = &d[i].key;
+		const struct dmsc_svc_key *k;
 		struct mchange *ch;
 		long mi;
 
-		/* Counted here, not in a pass of its own: the loop is the cost. */
-		n_backends += d[i].n_backends;
-		if (i < m->n && key_eq(&m->hot[i].d.key, k))
+		while (i + DIGEST_RUN <= lim &&
+		       memcmp(&m->dig[i], &d[i], DIGEST_RUN * sizeof(*d)) == 0) {
+			i += DIGEST_RUN;
+			seen += DIGEST_RUN;
+		}
+		if (i < lim && memcmp(&m->dig[i], &d[i], sizeof(*d)) == 0) {
+			seen++;
+			continue; /* fingerprints are never 0: known and equal */
+		}
+		if (i >= n_pol)
+			break;
+		k = &d[i].key;
+		if (i < m->n && key_eq(&m->dig[i].key, k))
 			mi = (long)i;
 		else
 			mi = index_find(m, k);
 		if (mi >= 0) {
-			struct dmsc_mirror_hot *hot = &m->hot[mi];
-
-			if (hot->pass == m->pass) {
+			if (matched(m, d, n_pol, (size_t)mi) && (size_t)mi != i) {
 				pr_warn("services[%zu] (%s): a second service with the key of "
 					"%s\n",
 					i, p->services[i].name, m->svcs[mi].name);
 				err = -EINVAL;
 				goto undo_ids;
 			}
-			hot->pass = m->pass;
+			m->hot[mi].pass = m->pass;
 			seen++;
 			if ((size_t)mi != i)
 				aligned = false;
-			if (hot->d.fp && hot->d.fp == d[i].fp && !hot->stale)
+			if (m->dig[mi].fp && m->dig[mi].fp == d[i].fp && !m->hot[mi].stale)
 				continue;
 		} else if (i != m->n + n_new++) {
 			aligned = false;
@@ -645,6 +678,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			goto undo_ids;
 		}
 		w = &p->services[i];
+		be_delta += (long)w->n_backends - (mi >= 0 ? (long)m->svcs[mi].n_be : 0);
 		ch->mi = mi;
 		ch->pi = i;
 		ch->plan.want = w;
@@ -660,8 +694,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			if (ch->plan.be_new[j])
 				err = ptrs_push(&new_be_ids,
 						(void *)(uintptr_t)ch->plan.meta.backend_id[j]);
-		if (err == -ENOSPC && total_backends(p, d) >= dp->max_backends)
-			err = capacity_error(p, d, dp);
+		if (err == -ENOSPC && total_backends(p) >= dp->max_backends)
+			err = capacity_error(p, dp);
 		else if (err == -ENOSPC)
 			pr_warn("not enough room in the datapath for services[%zu] (%s): every "
 				"service or backend id is taken (capacity %u services, %u "
@@ -684,14 +718,11 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (err)
 			goto undo_ids;
 	}
-	if (n_backends >= dp->max_backends) {
-		err = capacity_error(p, d, dp);
-		goto undo_ids;
-	}
 	if (seen < m->n) {
 		for (i = 0; i < m->n; i++) {
-			if (m->hot[i].pass == m->pass)
+			if (matched(m, d, n_pol, i))
 				continue;
+			be_delta -= (long)m->svcs[i].n_be;
 			err = ptrs_push(&removed, (void *)(uintptr_t)i);
 			dmsc_format_svc_key(&m->svcs[i].key, keybuf, sizeof(keybuf));
 			if (!err)
@@ -700,6 +731,10 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			if (err)
 				goto undo_ids;
 		}
+	}
+	if ((long)m->n_backends + be_delta >= (long)dp->max_backends) {
+		err = capacity_error(p, dp);
+		goto undo_ids;
 	}
 
 	/* Write: the same steps, in the same order, as dmsc_apply(). Backends
@@ -752,7 +787,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			ms = &m->svcs[m->n];
 			memset(ms, 0, sizeof(*ms));
 			m->hot[m->n].pass = m->pass;
-			err = mirror_set(ms, &m->hot[m->n], &ch->plan, d[ch->pi].fp);
+			err = mirror_set(ms, &m->hot[m->n], &m->dig[m->n], &ch->plan, d[ch->pi].fp);
 			if (err)
 				goto fatal;
 			m->n++;
@@ -767,12 +802,12 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		} else {
 			ms = &m->svcs[ch->mi];
 			if (ch->same) {
-				m->hot[ch->mi].d.fp = d[ch->pi].fp;
+				m->dig[ch->mi].fp = d[ch->pi].fp;
 				m->hot[ch->mi].stale = 0;
 				continue;
 			}
 		}
-		err = mirror_set(ms, &m->hot[ch->mi], &ch->plan, d[ch->pi].fp);
+		err = mirror_set(ms, &m->hot[ch->mi], &m->dig[ch->mi], &ch->plan, d[ch->pi].fp);
 		if (err)
 			goto fatal;
 		for (j = 0; j < ch->plan.n_drop; j++) {
@@ -802,7 +837,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (err)
 			goto fatal;
 	}
-	m->n_backends = n_backends;
+	m->n_backends = (size_t)((long)m->n_backends + be_delta);
 	if (c.n_undo) {
 		if (dmsc_datapath_bump_generation(dp) == 0)
 			m->generation++;
@@ -854,7 +889,8 @@ int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *d
 
 	if (!m->n_drops)
 		return 0;
-	if (!m->loaded || dmsc_datapath_generation(dp, &gen) || gen != m->generation) {
+	if (!m->loaded || dmsc_datapath_generation(dp, &gen) || gen != m->generation ||
+	    dmsc_map_id(dp->fd[DMSC_M_SERVICES]) != m->services_map_id) {
 		/* Another writer may have given these ids to new backends. */
 		pr_debug("the datapath changed under %zu pending backend removals: left to the "
 			 "next read of the maps\n",

@@ -40,20 +40,17 @@ struct dmsc_mirror_be {
  * so that the diff walks two arrays of these and nothing else. */
 struct dmsc_svc_digest {
 	struct dmsc_svc_key key;
-	__u32 n_backends; /* for the capacity check */
-	__u32 pad;
 	uint64_t fp; /* 0: unknown */
 };
 
-/* Per service, what the diff touches; svcs[i] and hot[i] are one service. */
+/* Per service, what only the slow path (a service that changed) reads. */
 struct dmsc_mirror_hot {
-	struct dmsc_svc_digest d;
-	__u32 pass;  /* the apply that last saw it in the policy */
+	__u32 pass;  /* the apply that matched it by its key (index) */
 	__u32 stale; /* the kernel's slot table is not what meta implies */
 };
 
 struct dmsc_mirror_svc {
-	struct dmsc_svc_key key; /* == hot[i].d.key */
+	struct dmsc_svc_key key; /* == dig[i].key */
 	__u32 id;
 	__u32 flags;
 	__u32 n_be;
@@ -70,6 +67,7 @@ struct dmsc_pending_drop {
 
 struct dmsc_mirror {
 	struct dmsc_mirror_svc *svcs; /* in the order of the last policy */
+	struct dmsc_svc_digest *dig;  /* parallel to svcs: what the diff compares */
 	struct dmsc_mirror_hot *hot;  /* parallel to svcs */
 	size_t n, cap;
 	__u32 *index; /* open addressing: svcs index + 1; 0 empty */
