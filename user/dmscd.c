@@ -536,8 +536,10 @@ int main(int argc, char **argv)
 		}
 		if (pfd[1].revents & POLLIN)
 			read_inotify(&ag);
-		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN))
+		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN)) {
 			dmsc_httpd_serve(ag.http_fd, metrics_handler, &ag);
+			malloc_trim(0); /* the page is built whole, then freed */
+		}
 		now = dmsc_now_ms();
 		if (running && dmsc_debounce_take(&ag.debounce, now))
 			apply_policy(&ag, "changed");

@@ -55,6 +55,46 @@ void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...)
 	}
 }
 
+void dmsc_buf_append(struct dmsc_buf *b, const char *s, size_t len)
+{
+	size_t cap;
+	char *grown;
+
+	if (b->failed)
+		return;
+	if (b->cap - b->len <= len) {
+		cap = b->cap ? b->cap : 4096;
+		while (cap - b->len <= len)
+			cap *= 2;
+		grown = realloc(b->p, cap);
+		if (!grown) {
+			b->failed = true;
+			return;
+		}
+		b->p = grown;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, len);
+	b->len += len;
+	b->p[b->len] = '\0';
+}
+
+/* Appends s with each character of `special` replaced by its escape. */
+static void append_escaped(struct dmsc_buf *b, const char *s, const char *special)
+{
+	size_t run;
+
+	while (*s) {
+		run = strcspn(s, special);
+		dmsc_buf_append(b, s, run);
+		s += run;
+		if (!*s)
+			break;
+		dmsc_buf_append(b, *s == '\n' ? "\\n" : *s == '"' ? "\\\"" : "\\\\", 2);
+		s++;
+	}
+}
+
 void dmsc_buf_free(struct dmsc_buf *b)
 {
 	free(b->p);
@@ -63,35 +103,15 @@ void dmsc_buf_free(struct dmsc_buf *b)
 
 void dmsc_prom_family(struct dmsc_buf *b, const char *name, const char *type, const char *help)
 {
-	const char *c;
-
 	/* HELP text escapes \ and newline (not "). */
 	dmsc_buf_printf(b, "# HELP %s ", name);
-	for (c = help; *c; c++) {
-		if (*c == '\\')
-			dmsc_buf_printf(b, "\\\\");
-		else if (*c == '\n')
-			dmsc_buf_printf(b, "\\n");
-		else
-			dmsc_buf_printf(b, "%c", *c);
-	}
+	append_escaped(b, help, "\\\n");
 	dmsc_buf_printf(b, "\n# TYPE %s %s\n", name, type);
 }
 
 void dmsc_prom_label_value(struct dmsc_buf *b, const char *v)
 {
-	const char *c;
-
-	for (c = v; *c; c++) {
-		if (*c == '\\')
-			dmsc_buf_printf(b, "\\\\");
-		else if (*c == '"')
-			dmsc_buf_printf(b, "\\\"");
-		else if (*c == '\n')
-			dmsc_buf_printf(b, "\\n");
-		else
-			dmsc_buf_printf(b, "%c", *c);
-	}
+	append_escaped(b, v, "\\\"\n");
 }
 
 static void labels(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l,
@@ -99,16 +119,17 @@ static void labels(struct dmsc_buf *b, const char *name, const struct dmsc_prom_
 {
 	size_t i;
 
-	dmsc_buf_printf(b, "%s", name);
+	dmsc_buf_append(b, name, strlen(name));
 	if (!n)
 		return;
-	dmsc_buf_printf(b, "{");
 	for (i = 0; i < n; i++) {
-		dmsc_buf_printf(b, "%s%s=\"", i ? "," : "", l[i].name);
+		dmsc_buf_append(b, i ? "," : "{", 1);
+		dmsc_buf_append(b, l[i].name, strlen(l[i].name));
+		dmsc_buf_append(b, "=\"", 2);
 		dmsc_prom_label_value(b, l[i].value);
-		dmsc_buf_printf(b, "\"");
+		dmsc_buf_append(b, "\"", 1);
 	}
-	dmsc_buf_printf(b, "}");
+	dmsc_buf_append(b, "}", 1);
 }
 
 void dmsc_prom_sample(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l,

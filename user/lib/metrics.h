@@ -20,6 +20,7 @@ struct dmsc_buf {
 };
 
 void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dmsc_buf_append(struct dmsc_buf *b, const char *s, size_t len);
 void dmsc_buf_free(struct dmsc_buf *b);
 
 struct dmsc_prom_label {

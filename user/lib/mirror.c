@@ -12,6 +12,14 @@
 #include "mirror.h"
 #include "state_internal.h"
 
+int64_t dmsc_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t dmsc_now_ms(void)
 {
 	struct timespec ts;
@@ -613,6 +621,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	bool aligned = true;
 	char detail[512], keybuf[48];
 	int64_t due = dmsc_now_ms() + m->drop_delay_ms;
+	int64_t t0 = dmsc_now_us(), t_plan = 0, t_write = 0;
 	int err;
 
 	memset(res, 0, sizeof(*res));
@@ -737,6 +746,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		goto undo_ids;
 	}
 
+	t_plan = dmsc_now_us();
 	/* Write: the same steps, in the same order, as dmsc_apply(). Backends
 	 * that lose their last reference wait in m->drops when delayed. */
 	for (i = 0; i < changed.n; i++) {
@@ -773,6 +783,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	if (dry_run)
 		goto undo_ids;
 
+	t_write = dmsc_now_us();
 	/* The maps hold the policy: so does the mirror from here on. */
 	m->next_svc = c.next_svc;
 	m->next_be = c.next_be;
@@ -838,6 +849,10 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			goto fatal;
 	}
 	m->n_backends = (size_t)((long)m->n_backends + be_delta);
+	pr_debug("mirror apply: plan %lld us (%zu changed, %zu removed, %s), write %lld us, "
+		 "mirror %lld us\n",
+		 (long long)(t_plan - t0), changed.n, removed.n, aligned ? "in order" : "reordered",
+		 (long long)(t_write - t_plan), (long long)(dmsc_now_us() - t_write));
 	if (c.n_undo) {
 		if (dmsc_datapath_bump_generation(dp) == 0)
 			m->generation++;

@@ -119,5 +119,6 @@ int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *d
 int dmsc_mirror_next_drop_ms(const struct dmsc_mirror *m, int64_t now_ms);
 
 int64_t dmsc_now_ms(void);
+int64_t dmsc_now_us(void);
 
 #endif /* DMSC_MIRROR_H */
