@@ -56,29 +56,29 @@ struct agent {
 };
 
 static const char usage_text[] =
-	"usage: dmscd --policy FILE|DIR [--cgroup PATH] [options]\n"
-	"\n"
-	"  --policy FILE|DIR      the policy: one JSON file, or a directory whose *.json\n"
-	"                         files are merged (a service defined twice is an error)\n"
-	"  --cgroup PATH          the cgroup v2 whose processes are in the mesh; may be\n"
-	"                         left out when the datapath is installed already\n"
-	"  --interface IF         accepted for the TC hooks (repeatable); this build has\n"
-	"                         none, so it is only checked to exist\n"
-	"  --metrics ADDR:PORT    Prometheus metrics at http://ADDR:PORT/metrics\n"
-	"                         (default " DEFAULT_METRICS "; port 0 picks one; off)\n"
-	"  --debounce-ms N        apply once the policy was quiet N ms (default %d)\n"
-	"  --debounce-max-ms N    ...or N ms after the first change (default %d)\n"
-	"  --drop-delay-ms N      zero a removed backend's entry N ms after no slot table\n"
-	"                         names it, so that no connect() in flight misses it\n"
-	"                         (default %d)\n"
-	"  --max-services N       install: service capacity\n"
-	"  --max-backends N       install: backend capacity\n"
-	"  --pin-dir DIR          where the datapath is pinned (default $DMSC_PIN_DIR or\n"
-	"                         %s)\n"
-	"  -v, --verbose          debug messages\n"
-	"  -h, --help             this text\n"
-	"\n"
-	"SIGTERM/SIGINT: exit, leaving the datapath running. SIGHUP: apply now.\n";
+    "usage: dmscd --policy FILE|DIR [--cgroup PATH] [options]\n"
+    "\n"
+    "  --policy FILE|DIR      the policy: one JSON file, or a directory whose *.json\n"
+    "                         files are merged (a service defined twice is an error)\n"
+    "  --cgroup PATH          the cgroup v2 whose processes are in the mesh; may be\n"
+    "                         left out when the datapath is installed already\n"
+    "  --interface IF         accepted for the TC hooks (repeatable); this build has\n"
+    "                         none, so it is only checked to exist\n"
+    "  --metrics ADDR:PORT    Prometheus metrics at http://ADDR:PORT/metrics\n"
+    "                         (default " DEFAULT_METRICS "; port 0 picks one; off)\n"
+    "  --debounce-ms N        apply once the policy was quiet N ms (default %d)\n"
+    "  --debounce-max-ms N    ...or N ms after the first change (default %d)\n"
+    "  --drop-delay-ms N      zero a removed backend's entry N ms after no slot table\n"
+    "                         names it, so that no connect() in flight misses it\n"
+    "                         (default %d)\n"
+    "  --max-services N       install: service capacity\n"
+    "  --max-backends N       install: backend capacity\n"
+    "  --pin-dir DIR          where the datapath is pinned (default $DMSC_PIN_DIR or\n"
+    "                         %s)\n"
+    "  -v, --verbose          debug messages\n"
+    "  -h, --help             this text\n"
+    "\n"
+    "SIGTERM/SIGINT: exit, leaving the datapath running. SIGHUP: apply now.\n";
 
 static void usage(FILE *f)
 {
@@ -107,9 +107,9 @@ static double mono_seconds(void)
  * leaves the datapath as it is. */
 static void apply_policy(struct agent *ag, const char *why)
 {
-	struct dmsc_apply_result res = { 0 };
-	struct dmsc_policy_set set = { 0 };
-	struct dmsc_msgs msgs = { 0 };
+	struct dmsc_apply_result res = {0};
+	struct dmsc_policy_set set = {0};
+	struct dmsc_msgs msgs = {0};
 	struct dmsc_datapath dp;
 	double t0, t1, t2, t3;
 	struct dmsc_svc_digest *digests = NULL;
@@ -279,8 +279,7 @@ static int setup_watch(struct agent *ag)
 	 * new one over it, which a watch on the old inode would miss. */
 	ag->watch_wd = inotify_add_watch(ag->inotify_fd, ag->watch_dir,
 					 IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM |
-						 IN_CREATE | IN_DELETE | IN_DELETE_SELF |
-						 IN_MOVE_SELF);
+					     IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF);
 	if (ag->watch_wd < 0) {
 		err = -errno;
 		pr_warn("cannot watch %s: %s\n", ag->watch_dir, strerror(-err));
@@ -308,9 +307,9 @@ static int parse_uint(const char *flag, const char *arg, unsigned int max, unsig
 static int install(const struct agent *ag, const char *cgroup, unsigned int max_svc,
 		   unsigned int max_be)
 {
-	struct dmsc_install_opts io = { .cgroup = cgroup,
-					.max_services = max_svc ? max_svc + 1 : 0,
-					.max_backends = max_be ? max_be + 1 : 0 };
+	struct dmsc_install_opts io = {.cgroup = cgroup,
+				       .max_services = max_svc ? max_svc + 1 : 0,
+				       .max_backends = max_be ? max_be + 1 : 0};
 	struct dmsc_link_info before[8], after[8];
 	struct dmsc_install_result res;
 	struct dmsc_datapath dp;
@@ -364,21 +363,21 @@ int main(int argc, char **argv)
 		OPT_PIN_DIR,
 	};
 	static const struct option longopts[] = {
-		{ "policy", required_argument, NULL, OPT_POLICY },
-		{ "cgroup", required_argument, NULL, OPT_CGROUP },
-		{ "interface", required_argument, NULL, OPT_IF },
-		{ "metrics", required_argument, NULL, OPT_METRICS },
-		{ "debounce-ms", required_argument, NULL, OPT_DEBOUNCE },
-		{ "debounce-max-ms", required_argument, NULL, OPT_DEBOUNCE_MAX },
-		{ "drop-delay-ms", required_argument, NULL, OPT_DROP_DELAY },
-		{ "max-services", required_argument, NULL, OPT_MAX_SVC },
-		{ "max-backends", required_argument, NULL, OPT_MAX_BE },
-		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"policy", required_argument, NULL, OPT_POLICY},
+	    {"cgroup", required_argument, NULL, OPT_CGROUP},
+	    {"interface", required_argument, NULL, OPT_IF},
+	    {"metrics", required_argument, NULL, OPT_METRICS},
+	    {"debounce-ms", required_argument, NULL, OPT_DEBOUNCE},
+	    {"debounce-max-ms", required_argument, NULL, OPT_DEBOUNCE_MAX},
+	    {"drop-delay-ms", required_argument, NULL, OPT_DROP_DELAY},
+	    {"max-services", required_argument, NULL, OPT_MAX_SVC},
+	    {"max-backends", required_argument, NULL, OPT_MAX_BE},
+	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct agent ag = { .inotify_fd = -1, .signal_fd = -1, .http_fd = -1 };
+	struct agent ag = {.inotify_fd = -1, .signal_fd = -1, .http_fd = -1};
 	const char *cgroup = NULL, *metrics = DEFAULT_METRICS, *ifs[MAX_INTERFACES];
 	unsigned int debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
 	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS, max_svc = 0, max_be = 0;
@@ -505,9 +504,9 @@ int main(int argc, char **argv)
 
 	while (running) {
 		struct pollfd pfd[3] = {
-			{ .fd = ag.signal_fd, .events = POLLIN },
-			{ .fd = ag.inotify_fd, .events = POLLIN },
-			{ .fd = ag.http_fd, .events = POLLIN },
+		    {.fd = ag.signal_fd, .events = POLLIN},
+		    {.fd = ag.inotify_fd, .events = POLLIN},
+		    {.fd = ag.http_fd, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -528,8 +527,9 @@ int main(int argc, char **argv)
 					dmsc_debounce_event(&ag.debounce, dmsc_now_ms());
 					ag.debounce.first_ms -= ag.debounce.max_ms;
 				} else {
-					pr_info("%s: exiting; the datapath keeps running as it is\n",
-						strsignal((int)si.ssi_signo));
+					pr_info(
+					    "%s: exiting; the datapath keeps running as it is\n",
+					    strsignal((int)si.ssi_signo));
 					running = false;
 				}
 			}

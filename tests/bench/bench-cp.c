@@ -61,10 +61,11 @@ static void policy_text(struct dmsc_buf *b, size_t n, size_t weight_of, unsigned
 		unsigned hi = (unsigned)(i / 256 % 256), lo = (unsigned)(i % 256);
 		unsigned page = (unsigned)(i / 65536);
 
-		dmsc_buf_printf(b,
-				"%s{ \"name\": \"svc-%zu\", \"vip\": \"198.19.%u.%u\", \"port\": %u, "
-				"\"backends\": [",
-				i ? ",\n" : "", i, hi, lo, 80 + page);
+		dmsc_buf_printf(
+		    b,
+		    "%s{ \"name\": \"svc-%zu\", \"vip\": \"198.19.%u.%u\", \"port\": %u, "
+		    "\"backends\": [",
+		    i ? ",\n" : "", i, hi, lo, 80 + page);
 		for (k = 0; k < BACKENDS_PER_SERVICE; k++)
 			dmsc_buf_printf(b,
 					"%s{ \"address\": \"198.18.%u.%u\", \"port\": %zu, "
@@ -83,7 +84,7 @@ struct rig {
 
 static int rig_open(struct rig *r, unsigned max_svc, unsigned max_be)
 {
-	struct dmsc_install rec = { 0 };
+	struct dmsc_install rec = {0};
 	__u32 zero = 0;
 	int err;
 
@@ -118,10 +119,10 @@ static int rig_open(struct rig *r, unsigned max_svc, unsigned max_be)
 
 struct step {
 	const char *name;
-	double ms;       /* median over the runs */
+	double ms; /* median over the runs */
 	double ms_max;
-	size_t entries;  /* of the median run */
-	double prep_ms;  /* compile (fingerprints) for this step */
+	size_t entries; /* of the median run */
+	double prep_ms; /* compile (fingerprints) for this step */
 	int runs;
 };
 
@@ -166,7 +167,7 @@ static int full_rewrite(struct rig *r, const struct dmsc_mirror *m, double *ms, 
 	struct dmsc_svc svc;
 	struct dmsc_backend be;
 	__u32 ids[DMSC_BACKENDS_PER_SERVICE_MAX], w[DMSC_BACKENDS_PER_SERVICE_MAX],
-		counts[DMSC_BACKENDS_PER_SERVICE_MAX];
+	    counts[DMSC_BACKENDS_PER_SERVICE_MAX];
 	double t0 = now_ms();
 	size_t i, j, n = 0;
 
@@ -180,9 +181,8 @@ static int full_rewrite(struct rig *r, const struct dmsc_mirror *m, double *ms, 
 		for (j = 0; j < ms->n_be; j++) {
 			ids[j] = meta.backend_id[j] = ms->be[j].id;
 			w[j] = meta.weight[j] = ms->be[j].weight;
-			be = (struct dmsc_backend){ .addr = ms->be[j].addr,
-						    .port = ms->be[j].port,
-						    .svc_id = ms->id };
+			be = (struct dmsc_backend){
+			    .addr = ms->be[j].addr, .port = ms->be[j].port, .svc_id = ms->id};
 			if (bpf_map_update_elem(r->dp.fd[DMSC_M_BACKENDS], &ids[j], &be, BPF_ANY))
 				return -errno;
 			n++;
@@ -219,10 +219,10 @@ static void finish_step(struct step *s, double *ms, size_t *entries, int runs)
 
 static int bench_size(size_t n, struct size_result *out)
 {
-	struct dmsc_policy_errors errs = { 0 };
-	struct dmsc_policy p = { 0 };
-	struct dmsc_mirror m = { 0 };
-	struct dmsc_buf text = { 0 };
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0};
+	struct dmsc_mirror m = {0};
+	struct dmsc_buf text = {0};
 	struct rig r;
 	double t0, ms[REPEATS];
 	size_t entries[REPEATS], i;
@@ -238,8 +238,9 @@ static int bench_size(size_t n, struct size_result *out)
 		max_be *= 2;
 	err = rig_open(&r, max_svc, max_be);
 	if (err) {
-		fprintf(stderr, "bench-cp: cannot load the BPF object (%u services, %u backends): "
-				"%s\n",
+		fprintf(stderr,
+			"bench-cp: cannot load the BPF object (%u services, %u backends): "
+			"%s\n",
 			max_svc, max_be, strerror(-err));
 		goto out;
 	}
@@ -359,7 +360,7 @@ out:
 
 static int write_policy(size_t n, const char *file, unsigned weight)
 {
-	struct dmsc_buf text = { 0 };
+	struct dmsc_buf text = {0};
 	FILE *f;
 	int err = 0;
 
@@ -377,7 +378,7 @@ static int write_policy(size_t n, const char *file, unsigned weight)
 
 int main(int argc, char **argv)
 {
-	size_t sizes[MAX_SIZES] = { 1000, 10000, 100000 }, n_sizes = 3, i, j;
+	size_t sizes[MAX_SIZES] = {1000, 10000, 100000}, n_sizes = 3, i, j;
 	struct size_result res[MAX_SIZES];
 	const char *json = NULL;
 	FILE *f;
@@ -438,19 +439,21 @@ int main(int argc, char **argv)
 		}
 		fprintf(f, "{ \"backends_per_service\": %d, \"sizes\": [", BACKENDS_PER_SERVICE);
 		for (i = 0; i < n_sizes; i++) {
-			fprintf(f,
-				"%s\n  { \"services\": %zu, \"parse_ms\": %.3f, \"fingerprint_ms\": "
-				"%.3f, \"steps\": [",
-				i ? "," : "", res[i].services, res[i].parse_ms, res[i].fp_ms);
+			fprintf(
+			    f,
+			    "%s\n  { \"services\": %zu, \"parse_ms\": %.3f, \"fingerprint_ms\": "
+			    "%.3f, \"steps\": [",
+			    i ? "," : "", res[i].services, res[i].parse_ms, res[i].fp_ms);
 			for (j = 0; j < res[i].n_steps; j++) {
 				const struct step *s = &res[i].steps[j];
 
-				fprintf(f,
-					"%s\n    { \"step\": \"%s\", \"apply_ms\": %.4f, "
-					"\"apply_ms_max\": %.4f, \"runs\": %d, \"entries_written\": "
-					"%zu, \"fingerprint_ms\": %.3f }",
-					j ? "," : "", s->name, s->ms, s->ms_max, s->runs, s->entries,
-					s->prep_ms);
+				fprintf(
+				    f,
+				    "%s\n    { \"step\": \"%s\", \"apply_ms\": %.4f, "
+				    "\"apply_ms_max\": %.4f, \"runs\": %d, \"entries_written\": "
+				    "%zu, \"fingerprint_ms\": %.3f }",
+				    j ? "," : "", s->name, s->ms, s->ms_max, s->runs, s->entries,
+				    s->prep_ms);
 			}
 			fprintf(f, " ] }");
 		}

@@ -11,10 +11,10 @@
 #include "state.h"
 
 const char *const dmsc_reason_names[DMSC_R_MAX] = {
-	[DMSC_R_SLOT_EMPTY] = "slot_empty",
-	[DMSC_R_BACKEND_MISSING] = "backend_missing",
-	[DMSC_R_SOCK_STORAGE_FULL] = "sock_storage_full",
-	[DMSC_R_PEER_REWRITTEN] = "peer_rewritten",
+    [DMSC_R_SLOT_EMPTY] = "slot_empty",
+    [DMSC_R_BACKEND_MISSING] = "backend_missing",
+    [DMSC_R_SOCK_STORAGE_FULL] = "sock_storage_full",
+    [DMSC_R_PEER_REWRITTEN] = "peer_rewritten",
 };
 
 void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...)
@@ -114,8 +114,7 @@ void dmsc_prom_label_value(struct dmsc_buf *b, const char *v)
 	append_escaped(b, v, "\\\"\n");
 }
 
-static void labels(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l,
-		   size_t n)
+static void labels(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l, size_t n)
 {
 	size_t i;
 
@@ -179,7 +178,7 @@ void dmsc_prom_histogram(struct dmsc_buf *b, const char *name, const char *help,
 	dmsc_prom_family(b, name, "histogram", help);
 	snprintf(metric, sizeof(metric), "%s_bucket", name);
 	for (i = 0; i <= h->n_bounds; i++) {
-		struct dmsc_prom_label l = { "le", le };
+		struct dmsc_prom_label l = {"le", le};
 
 		cum += h->counts[i];
 		if (i < h->n_bounds)
@@ -194,9 +193,8 @@ void dmsc_prom_histogram(struct dmsc_buf *b, const char *name, const char *help,
 	dmsc_prom_sample(b, metric, NULL, 0, h->count);
 }
 
-static const double apply_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-				       0.01,   0.025,   0.05,   0.1,   0.25,   1,
-				       2.5,    10 };
+static const double apply_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+				      0.025,  0.05,    0.1,    0.25,  1,      2.5,   10};
 
 void dmsc_agent_stats_init(struct dmsc_agent_stats *a)
 {
@@ -216,18 +214,17 @@ struct counter_row {
 	const char *name;
 	const char *help;
 	enum row_scope scope;
-	size_t offset;      /* of the __u64 in dmsc_svc_stats / dmsc_be_stats */
+	size_t offset;	    /* of the __u64 in dmsc_svc_stats / dmsc_be_stats */
 	const char *reason; /* a "reason" label, or NULL */
 };
 
 static const struct counter_row counter_rows[] = {
-	{ "dmsc_service_connections_total",
-	  "Connections to the service VIP translated to a backend.", PER_SERVICE,
-	  offsetof(struct dmsc_svc_stats, connections), NULL },
-	{ "dmsc_service_refused_total", "Connections to the service VIP refused, by reason.",
-	  PER_SERVICE, offsetof(struct dmsc_svc_stats, refused_no_backend), "no_backend" },
-	{ "dmsc_backend_connections_total", "Connections translated to the backend.",
-	  PER_BACKEND, offsetof(struct dmsc_be_stats, connections), NULL },
+    {"dmsc_service_connections_total", "Connections to the service VIP translated to a backend.",
+     PER_SERVICE, offsetof(struct dmsc_svc_stats, connections), NULL},
+    {"dmsc_service_refused_total", "Connections to the service VIP refused, by reason.",
+     PER_SERVICE, offsetof(struct dmsc_svc_stats, refused_no_backend), "no_backend"},
+    {"dmsc_backend_connections_total", "Connections translated to the backend.", PER_BACKEND,
+     offsetof(struct dmsc_be_stats, connections), NULL},
 };
 
 #define N_ROWS (sizeof(counter_rows) / sizeof(counter_rows[0]))
@@ -271,12 +268,12 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			dmsc_prom_family(b, row->name, "counter", row->help);
 		for (i = 0, k = 0; i < m->n; i++) {
 			const struct dmsc_mirror_svc *ms = &m->svcs[i];
-			struct dmsc_prom_label l[3] = { { "service", ms->name }, { "vip", vip } };
+			struct dmsc_prom_label l[3] = {{"service", ms->name}, {"vip", vip}};
 
 			dmsc_format_svc_key(&ms->key, vip, sizeof(vip));
 			if (row->scope == PER_SERVICE) {
 				if (row->reason)
-					l[2] = (struct dmsc_prom_label){ "reason", row->reason };
+					l[2] = (struct dmsc_prom_label){"reason", row->reason};
 				dmsc_prom_sample(b, row->name, l, row->reason ? 3 : 2,
 						 field(&ss[i], row->offset));
 				continue;
@@ -284,7 +281,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			for (j = 0; j < ms->n_be; j++, k++) {
 				dmsc_format_addr_port(ms->be[j].addr, ms->be[j].port, be,
 						      sizeof(be));
-				l[2] = (struct dmsc_prom_label){ "backend", be };
+				l[2] = (struct dmsc_prom_label){"backend", be};
 				dmsc_prom_sample(b, row->name, l, 3, field(&bs[k], row->offset));
 			}
 		}
@@ -294,7 +291,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			 "Datapath events that belong to no service: fail-open paths and "
 			 "getpeername() rewrites, by reason.");
 	for (i = 0; i < DMSC_R_MAX; i++) {
-		struct dmsc_prom_label l = { "reason", dmsc_reason_names[i] };
+		struct dmsc_prom_label l = {"reason", dmsc_reason_names[i]};
 		__u64 v = 0;
 
 		dmsc_percpu_sum(dp, DMSC_M_REASONS, (__u32)i, &v, sizeof(v));
@@ -304,7 +301,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	dmsc_prom_family(b, "dmsc_map_entries", "gauge",
 			 "Entries in use in a datapath map (ids in use for the array maps).");
 	{
-		struct dmsc_prom_label l = { "map", DMSC_MAP_SERVICES };
+		struct dmsc_prom_label l = {"map", DMSC_MAP_SERVICES};
 
 		dmsc_prom_sample(b, "dmsc_map_entries", &l, 1, m->n);
 		l.value = DMSC_MAP_BACKENDS;
@@ -313,7 +310,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	dmsc_prom_family(b, "dmsc_map_capacity", "gauge",
 			 "Entries a datapath map can hold (set at install).");
 	{
-		struct dmsc_prom_label l = { "map", DMSC_MAP_SERVICES };
+		struct dmsc_prom_label l = {"map", DMSC_MAP_SERVICES};
 
 		dmsc_prom_sample(b, "dmsc_map_capacity", &l, 1, dp->max_services - 1);
 		l.value = DMSC_MAP_BACKENDS;
@@ -324,11 +321,10 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			 "Policy applies by result: ok, failed (rolled back), invalid (the "
 			 "policy did not validate; nothing written).");
 	{
-		static const char *const names[DMSC_APPLY_OUTCOMES] = { "ok", "failed",
-									"invalid" };
+		static const char *const names[DMSC_APPLY_OUTCOMES] = {"ok", "failed", "invalid"};
 
 		for (i = 0; i < DMSC_APPLY_OUTCOMES; i++) {
-			struct dmsc_prom_label l = { "result", names[i] };
+			struct dmsc_prom_label l = {"result", names[i]};
 
 			dmsc_prom_sample(b, "dmsc_apply_total", &l, 1, a->applies[i]);
 		}

@@ -97,9 +97,9 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 	h = fnv_u64(h, s->has_rate_limit);
 	if (s->has_rate_limit) {
 		h = fnv_u64(h, (uint64_t)rl->has_connections_per_second << 3 |
-				       (uint64_t)rl->has_burst << 2 |
-				       (uint64_t)rl->has_bytes_per_second << 1 |
-				       (uint64_t)rl->has_requests_per_second);
+				   (uint64_t)rl->has_burst << 2 |
+				   (uint64_t)rl->has_bytes_per_second << 1 |
+				   (uint64_t)rl->has_requests_per_second);
 		h = fnv_u64(h, rl->connections_per_second);
 		h = fnv_u64(h, rl->burst);
 		h = fnv_u64(h, rl->bytes_per_second);
@@ -235,7 +235,7 @@ static int grow_svcs(struct dmsc_mirror *m, size_t want)
 static void slot_table(const struct dmsc_mirror_svc *ms, struct dmsc_svc *svc)
 {
 	__u32 ids[DMSC_BACKENDS_PER_SERVICE_MAX], w[DMSC_BACKENDS_PER_SERVICE_MAX],
-		counts[DMSC_BACKENDS_PER_SERVICE_MAX];
+	    counts[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 i;
 
 	for (i = 0; i < ms->n_be; i++) {
@@ -614,8 +614,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		      const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
 		      struct dmsc_apply_result *res)
 {
-	struct apply_ctx c = { .dp = dp, .res = res, .dry_run = dry_run };
-	struct ptrs changed = { 0 }, removed = { 0 }, new_svc_ids = { 0 }, new_be_ids = { 0 };
+	struct apply_ctx c = {.dp = dp, .res = res, .dry_run = dry_run};
+	struct ptrs changed = {0}, removed = {0}, new_svc_ids = {0}, new_be_ids = {0};
 	size_t i, j, seen = 0, n_new = 0, changes_cap = 0, lim, n_pol = p->n_services;
 	long be_delta = 0;
 	bool aligned = true;

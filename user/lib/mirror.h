@@ -76,7 +76,7 @@ struct dmsc_mirror {
 	__u32 max_services, max_backends;
 	__u32 next_svc, next_be;
 	size_t n_backends;
-	__u64 generation;      /* of the install record when last in step */
+	__u64 generation; /* of the install record when last in step */
 	unsigned int services_map_id;
 	__u32 pass;
 	/* Removed backends wait this long before their entry is zeroed

@@ -22,7 +22,7 @@ struct undo {
 
 struct plan_svc {
 	const struct dmsc_policy_service *want; /* NULL: remove */
-	const struct dmsc_state_svc *cur;       /* NULL: add */
+	const struct dmsc_state_svc *cur;	/* NULL: add */
 	struct dmsc_svc_key key;
 	struct dmsc_svc svc;
 	struct dmsc_svc_meta meta;
@@ -40,7 +40,7 @@ struct apply_ctx {
 	size_t n_undo, cap_undo;
 	unsigned char *svc_used; /* by id */
 	unsigned char *be_used;
-	__u32 next_svc, next_be;  /* where the free-id search resumes */
+	__u32 next_svc, next_be; /* where the free-id search resumes */
 };
 
 /* One map write (or delete) with its undo record; counted in
