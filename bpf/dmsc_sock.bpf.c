@@ -4,82 +4,59 @@
  * backend picked by weight, cgroup/getpeername4 answers with the VIP again.
  *
  * Everything here fails open: a missing entry means "no translation", and
- * the reason is counted in dmsc_reasons. The only refusal is deliberate: a
- * service whose every weight is 0.
+ * the reason is counted in dmsc_reasons. Refusals are deliberate and
+ * counted per service: a caller outside allow_from, a service over its
+ * connection rate, a service whose every weight is 0.
+ *
+ * cgroup_skb programs on the same cgroup count each translated socket's
+ * bytes and police them against the service's byte limit.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "dmsc/shared.h"
+#include "dmsc_maps.bpf.h"
 
 /* Return codes of cgroup sock_addr programs. */
 #define SOCK_ADDR_REFUSE 0 /* connect() fails with EPERM */
 #define SOCK_ADDR_PASS 1
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, struct dmsc_svc_key);
-	__type(value, struct dmsc_svc);
-} dmsc_services SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct dmsc_backend);
-} dmsc_backends SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_svc_meta);
-} dmsc_svc_meta SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_svc_stats);
-} dmsc_svc_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct dmsc_be_stats);
-} dmsc_be_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_R_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} dmsc_reasons SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct dmsc_sock_vip);
-} dmsc_sock_vip SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dmsc_install);
-} dmsc_install SEC(".maps");
-
-static __always_inline void count_reason(__u32 reason)
+/* Is the calling task's cgroup, or one of its ancestors, on the service's
+ * allow list? bpf_get_current_ancestor_cgroup_id needs Linux 5.7. */
+static __always_inline int caller_allowed(__u32 svc_id)
 {
-	__u64 *n = bpf_map_lookup_elem(&dmsc_reasons, &reason);
+	struct dmsc_allow_key k = { .svc_id = svc_id };
+	int level;
 
-	if (n)
-		*n += 1;
+	for (level = 0; level < DMSC_CGROUP_LEVELS_MAX; level++) {
+		k.cgroup_id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!k.cgroup_id)
+			break; /* past the caller's own cgroup */
+		if (bpf_map_lookup_elem(&dmsc_allow, &k))
+			return 1;
+	}
+	return 0;
+}
+
+/* One token of the service's connection bucket; a missing entry fails
+ * open (counted). */
+static __always_inline int conn_token(__u32 svc_id)
+{
+	struct dmsc_limits *l = bpf_map_lookup_elem(&dmsc_limits, &svc_id);
+	__u64 now;
+	int ok;
+
+	if (!l) {
+		count_reason(DMSC_R_LIMITS_MISSING);
+		return 1;
+	}
+	if (!l->conn_rate)
+		return 1;
+	now = bpf_ktime_get_ns();
+	bpf_spin_lock(&l->lock);
+	ok = dmsc_tb_take(&l->conn, now, l->conn_rate, l->conn_depth, 1);
+	bpf_spin_unlock(&l->lock);
+	return ok;
 }
 
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */
@@ -102,11 +79,23 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	if (!svc)
 		return SOCK_ADDR_PASS; /* not a VIP: untouched */
 	svc_id = svc->id;
+	ss = svc_stats(svc_id);
 
+	/* Access before the rate: a caller that may not connect must not
+	 * use up the tokens of those that may. */
+	if ((svc->flags & DMSC_SVC_F_ALLOW_LIST) && !caller_allowed(svc_id)) {
+		if (ss)
+			ss->refused_access += 1;
+		return SOCK_ADDR_REFUSE;
+	}
 	if (svc->flags & DMSC_SVC_F_NO_BACKEND) {
-		ss = bpf_map_lookup_elem(&dmsc_svc_stats, &svc_id);
 		if (ss)
 			ss->refused_no_backend += 1;
+		return SOCK_ADDR_REFUSE;
+	}
+	if ((svc->flags & DMSC_SVC_F_CONN_LIMIT) && !conn_token(svc_id)) {
+		if (ss)
+			ss->refused_rate += 1;
 		return SOCK_ADDR_REFUSE;
 	}
 
@@ -139,7 +128,6 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	ctx->user_ip4 = be->addr;
 	ctx->user_port = be->port;
 
-	ss = bpf_map_lookup_elem(&dmsc_svc_stats, &svc_id);
 	if (ss)
 		ss->connections += 1;
 	bs = bpf_map_lookup_elem(&dmsc_be_stats, &backend_id);
@@ -172,6 +160,64 @@ int sock4_getpeername(struct bpf_sock_addr *ctx)
 	ctx->user_port = rec->vport;
 	count_reason(DMSC_R_PEER_REWRITTEN);
 	return SOCK_ADDR_PASS;
+}
+
+/* Return codes of cgroup_skb programs. On egress, bit 1 asks for congestion
+ * notification (Linux 5.3): TCP then shrinks its window as for ECN instead
+ * of waiting for a loss, so a policed flow slows down smoothly. */
+#define SKB_DROP 0
+#define SKB_PASS 1
+#define SKB_DROP_CN 2
+
+/* The service of a packet's socket, from the record connect() left. */
+static __always_inline struct dmsc_sock_vip *skb_record(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return NULL;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+}
+
+static __always_inline int skb_account(struct __sk_buff *skb, int towards)
+{
+	struct dmsc_sock_vip *rec = skb_record(skb);
+	struct dmsc_svc_stats *ss;
+	__u32 svc_id;
+	int ok;
+
+	if (!rec)
+		return 1;
+	svc_id = rec->svc_id;
+	ok = police_bytes(svc_id, skb->len, towards);
+	ss = svc_stats(svc_id);
+	if (ss) {
+		if (towards) {
+			ss->bytes_to += ok ? skb->len : 0;
+			ss->policed_to += !ok;
+		} else {
+			ss->bytes_from += ok ? skb->len : 0;
+			ss->policed_from += !ok;
+		}
+	}
+	return ok;
+}
+
+/* Packets a mesh client sends towards a service. */
+SEC("cgroup_skb/egress")
+int skb_egress(struct __sk_buff *skb)
+{
+	return skb_account(skb, 1) ? SKB_PASS : SKB_DROP_CN;
+}
+
+/* Packets a service sends back to a mesh client. */
+SEC("cgroup_skb/ingress")
+int skb_ingress(struct __sk_buff *skb)
+{
+	return skb_account(skb, 0) ? SKB_PASS : SKB_DROP;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -13,8 +13,11 @@
 #define DMSC_SHARED_H
 
 #ifndef __VMLINUX_H__
+#include <linux/bpf.h> /* struct bpf_spin_lock */
 #include <linux/types.h>
 #endif
+
+#include "bucket.h"
 
 /* Bumped whenever a map's key or value layout changes: pins live under
  * DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION, so an incompatible datapath is
@@ -31,6 +34,9 @@
 #define DMSC_MAP_REASONS "dmsc_reasons"
 #define DMSC_MAP_SOCK_VIP "dmsc_sock_vip"
 #define DMSC_MAP_INSTALL "dmsc_install"
+#define DMSC_MAP_LIMITS "dmsc_limits"
+#define DMSC_MAP_ALLOW "dmsc_allow"
+#define DMSC_MAP_BE_INDEX "dmsc_be_index"
 
 /* Default capacities; dmscctl install can change them. Id 0 is reserved in
  * both id spaces, so that an uninitialised slot is recognisable. */
@@ -107,11 +113,60 @@ struct dmsc_svc_meta {
 	__u32 weight[DMSC_BACKENDS_PER_SERVICE_MAX];
 };
 
-/* dmsc_svc_stats: PERCPU_ARRAY indexed by service id. */
+/* dmsc_svc_stats: PERCPU_ARRAY indexed by service id. "to" is the
+ * direction from clients to the service, "from" the replies. */
 struct dmsc_svc_stats {
-	__u64 connections;         /* connect() translated to a backend */
-	__u64 refused_no_backend;  /* every weight 0: connect() refused */
+	__u64 connections;        /* connect() translated to a backend */
+	__u64 refused_no_backend; /* every weight 0: connect() refused */
+	__u64 refused_rate;       /* over connections_per_second */
+	__u64 refused_access;     /* caller's cgroup not in allow_from */
+	__u64 bytes_to;           /* by mesh clients' sockets (cgroup_skb) */
+	__u64 bytes_from;
+	__u64 policed_to;         /* packets dropped over bytes_per_second */
+	__u64 policed_from;
+	__u64 tc_bytes;           /* arriving on --interface for a backend */
+	__u64 tc_policed;
 };
+
+/* dmsc_limits: ARRAY indexed by service id; all zero = no limit. Userspace
+ * writes the whole element with BPF_F_LOCK when a limit changes, which also
+ * refills the buckets (last_ns = 0 means "start full"). */
+struct dmsc_limits {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 conn_rate; /* connections per second; 0: unlimited */
+	__u64 conn_depth;
+	__u64 byte_rate; /* bytes per second, each direction; 0: unlimited */
+	__u64 byte_depth;
+	struct dmsc_tb conn;
+	struct dmsc_tb to;
+	struct dmsc_tb from;
+};
+
+/* dmsc_allow: HASH, (service, cgroup id) -> the rule's path. The kernel
+ * checks the caller's cgroup and each of its ancestors, so a listed cgroup
+ * covers its descendants. A path that does not exist yet is kept under an
+ * id with DMSC_ALLOW_UNRESOLVED set, which no cgroup has, so that an
+ * unresolved rule never opens the service to anyone. */
+struct dmsc_allow_key {
+	__u32 svc_id;
+	__u32 pad;
+	__u64 cgroup_id;
+};
+
+struct dmsc_allow_rule {
+	char path[DMSC_CGROUP_PATH_MAX];
+};
+
+#define DMSC_ALLOW_UNRESOLVED (1ull << 63)
+/* Ancestor levels checked; cgroup trees deeper than this are not matched
+ * below it (cgroup.max.depth is unlimited, but real trees are shallow). */
+#define DMSC_CGROUP_LEVELS_MAX 32
+
+/* dmsc_be_index: HASH, a backend's address:port:proto (the key layout of
+ * dmsc_svc_key) -> service id, for the services with a byte limit: TC on
+ * the interfaces polices traffic that arrives for a local backend. */
+#define DMSC_IFACES_MAX 8
 
 /* dmsc_be_stats: PERCPU_ARRAY indexed by backend id. */
 struct dmsc_be_stats {
@@ -125,6 +180,8 @@ enum dmsc_reason {
 	DMSC_R_BACKEND_MISSING,     /* slot's id not in dmsc_backends */
 	DMSC_R_SOCK_STORAGE_FULL,   /* translated, VIP not recorded */
 	DMSC_R_PEER_REWRITTEN,      /* getpeername answered with a VIP */
+	DMSC_R_LIMITS_MISSING,      /* service id not in dmsc_limits: unlimited */
+	DMSC_R_TC_MALFORMED,        /* TC saw a packet it could not parse: passed */
 	DMSC_R_MAX,
 };
 
@@ -146,6 +203,9 @@ struct dmsc_install {
 	__u64 installed_at; /* seconds since the epoch */
 	__u32 max_services;
 	__u32 max_backends;
+	__u32 n_ifaces; /* --interface: TC ingress programs */
+	__u32 ifindex[DMSC_IFACES_MAX];
+	char ifname[DMSC_IFACES_MAX][16];
 };
 
 /* The kernel picks a slot with one random number; shared so the unit tests

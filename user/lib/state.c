@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,57 @@ static int svc_by_name(const void *a, const void *b)
 	return strncmp(x->meta.name, y->meta.name, sizeof(x->meta.name));
 }
 
+static int allow_cmp(const void *a, const void *b)
+{
+	const struct dmsc_allow_key *x = a, *y = b;
+
+	if (x->svc_id != y->svc_id)
+		return x->svc_id < y->svc_id ? -1 : 1;
+	if (x->cgroup_id != y->cgroup_id)
+		return x->cgroup_id < y->cgroup_id ? -1 : 1;
+	return 0;
+}
+
+static int be_index_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct dmsc_svc_key));
+}
+
+/* Every element of a hash map, as an array of entries of entry_size bytes:
+ * the key at offset 0, the value right after it (both sides lay their
+ * entries out so). */
+static int read_entries(int fd, size_t key_size, size_t value_size, size_t entry_size,
+			void **out, size_t *n)
+{
+	char key[64], next[64];
+	size_t cap = 0;
+	char *arr = NULL, *grown;
+	void *prev = NULL;
+
+	*out = NULL;
+	*n = 0;
+	while (bpf_map_get_next_key(fd, prev, next) == 0) {
+		memcpy(key, next, key_size);
+		prev = key;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			grown = realloc(arr, cap * entry_size);
+			if (!grown) {
+				free(arr);
+				return -ENOMEM;
+			}
+			arr = grown;
+		}
+		memset(arr + *n * entry_size, 0, entry_size);
+		memcpy(arr + *n * entry_size, key, key_size);
+		if (bpf_map_lookup_elem(fd, key, arr + *n * entry_size + key_size) == 0)
+			(*n)++;
+	}
+	(void)value_size;
+	*out = arr;
+	return 0;
+}
+
 static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *key,
 		    struct dmsc_state_svc *s)
 {
@@ -63,6 +116,12 @@ static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *k
 		memset(&s->meta, 0, sizeof(s->meta));
 	if (s->meta.n_backends > DMSC_BACKENDS_PER_SERVICE_MAX)
 		s->meta.n_backends = 0;
+	id = s->svc.id;
+	if (id >= dp->max_services ||
+	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_LIMITS], &id, &s->limits, BPF_F_LOCK))
+		memset(&s->limits, 0, sizeof(s->limits));
+	/* The lock word is not copied; keep it zero so that states compare. */
+	memset(&s->limits.lock, 0, sizeof(s->limits.lock));
 	for (i = 0; i < s->meta.n_backends; i++) {
 		id = s->meta.backend_id[i];
 		if (id == 0 || id >= dp->max_backends ||
@@ -109,9 +168,27 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 	}
 	if (st->n_svcs)
 		qsort(st->svcs, st->n_svcs, sizeof(*st->svcs), svc_by_name);
+	err = read_entries(dp->fd[DMSC_M_ALLOW], sizeof(struct dmsc_allow_key),
+			   sizeof(struct dmsc_allow_rule), sizeof(struct dmsc_allow_entry),
+			   (void **)&st->allow, &st->n_allow);
+	if (err)
+		goto fail_other;
+	err = read_entries(dp->fd[DMSC_M_BE_INDEX], sizeof(struct dmsc_svc_key), sizeof(__u32),
+			   sizeof(struct dmsc_be_index_entry), (void **)&st->be_index,
+			   &st->n_be_index);
+	if (err)
+		goto fail_other;
+	if (st->n_allow)
+		qsort(st->allow, st->n_allow, sizeof(*st->allow), allow_cmp);
+	if (st->n_be_index)
+		qsort(st->be_index, st->n_be_index, sizeof(*st->be_index), be_index_cmp);
 	return 0;
 fail:
 	pr_warn("cannot read %s: %s\n", DMSC_MAP_SERVICES, strerror(-err));
+	dmsc_state_free(st);
+	return err;
+fail_other:
+	pr_warn("cannot read the access and backend index maps: %s\n", strerror(-err));
 	dmsc_state_free(st);
 	return err;
 }
@@ -119,7 +196,25 @@ fail:
 void dmsc_state_free(struct dmsc_state *st)
 {
 	free(st->svcs);
+	free(st->allow);
+	free(st->be_index);
 	memset(st, 0, sizeof(*st));
+}
+
+const struct dmsc_allow_entry *dmsc_state_allow(const struct dmsc_state *st, __u32 svc_id,
+						size_t *n)
+{
+	size_t i, first = st->n_allow;
+
+	*n = 0;
+	for (i = 0; i < st->n_allow; i++) {
+		if (st->allow[i].key.svc_id != svc_id)
+			continue;
+		if (first == st->n_allow)
+			first = i;
+		(*n)++;
+	}
+	return *n ? &st->allow[first] : NULL;
 }
 
 /* ---- apply ---------------------------------------------------------- */
@@ -130,6 +225,7 @@ struct undo {
 	union {
 		__u32 id;
 		struct dmsc_svc_key svc;
+		struct dmsc_allow_key allow;
 	} key;
 	bool existed;
 	void *old;
@@ -141,6 +237,7 @@ struct plan_svc {
 	struct dmsc_svc_key key;
 	struct dmsc_svc svc;
 	struct dmsc_svc_meta meta;
+	struct dmsc_limits limits;
 	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
 	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
@@ -156,6 +253,13 @@ struct apply_ctx {
 	unsigned char *svc_used; /* by id */
 	unsigned char *be_used;
 	__u32 next_svc, next_be;  /* where the free-id search resumes */
+	const struct dmsc_state *st;
+	char cg_root[PATH_MAX];
+	/* What dmsc_allow and dmsc_be_index must hold, sorted by key. */
+	struct dmsc_allow_entry *allow;
+	size_t n_allow, cap_allow;
+	struct dmsc_be_index_entry *be_index;
+	size_t n_be_index;
 };
 
 static size_t value_size(enum dmsc_map_id m)
@@ -167,9 +271,41 @@ static size_t value_size(enum dmsc_map_id m)
 		return sizeof(struct dmsc_backend);
 	case DMSC_M_SVC_META:
 		return sizeof(struct dmsc_svc_meta);
+	case DMSC_M_LIMITS:
+		return sizeof(struct dmsc_limits);
+	case DMSC_M_ALLOW:
+		return sizeof(struct dmsc_allow_rule);
+	case DMSC_M_BE_INDEX:
+		return sizeof(__u32);
 	default:
 		return 0;
 	}
+}
+
+static size_t key_size(enum dmsc_map_id m)
+{
+	switch (m) {
+	case DMSC_M_SERVICES:
+	case DMSC_M_BE_INDEX:
+		return sizeof(struct dmsc_svc_key);
+	case DMSC_M_ALLOW:
+		return sizeof(struct dmsc_allow_key);
+	default:
+		return sizeof(__u32);
+	}
+}
+
+/* Hash maps lose an element on delete; arrays are "deleted" with zeros. */
+static bool is_hash(enum dmsc_map_id m)
+{
+	return m == DMSC_M_SERVICES || m == DMSC_M_ALLOW || m == DMSC_M_BE_INDEX;
+}
+
+/* dmsc_limits elements hold a spin lock: userspace reads and writes them
+ * under it, so the kernel never sees half a bucket. */
+static __u64 elem_flags(enum dmsc_map_id m)
+{
+	return m == DMSC_M_LIMITS ? BPF_F_LOCK : BPF_ANY;
 }
 
 static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
@@ -187,11 +323,11 @@ static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	u = &c->undo[c->n_undo];
 	memset(u, 0, sizeof(*u));
 	u->map = m;
-	memcpy(&u->key, key, m == DMSC_M_SERVICES ? sizeof(u->key.svc) : sizeof(u->key.id));
-	u->old = malloc(vs);
+	memcpy(&u->key, key, key_size(m));
+	u->old = calloc(1, vs);
 	if (!u->old)
 		return -ENOMEM;
-	u->existed = bpf_map_lookup_elem(c->dp->fd[m], key, u->old) == 0;
+	u->existed = bpf_map_lookup_elem_flags(c->dp->fd[m], key, u->old, elem_flags(m)) == 0;
 	c->n_undo++;
 	return 0;
 }
@@ -206,7 +342,7 @@ static int put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const v
 	err = undo_push(c, m, key);
 	if (err)
 		return err;
-	if (bpf_map_update_elem(c->dp->fd[m], key, val, BPF_ANY)) {
+	if (bpf_map_update_elem(c->dp->fd[m], key, val, elem_flags(m))) {
 		err = -errno;
 		pr_warn("cannot write %s: %s\n", dmsc_map_names[m], strerror(-err));
 		return err;
@@ -214,13 +350,12 @@ static int put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const v
 	return 0;
 }
 
-/* Arrays cannot lose an element: their "delete" writes zeros. */
 static int drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 {
 	static const char zeros[sizeof(struct dmsc_svc_meta)];
 	int err;
 
-	if (m != DMSC_M_SERVICES)
+	if (!is_hash(m))
 		return put(c, m, key, zeros);
 	c->res->entries_written++;
 	if (c->dry_run)
@@ -244,13 +379,13 @@ static void rollback(struct apply_ctx *c)
 		struct undo *u = &c->undo[i];
 		int fd = c->dp->fd[u->map];
 
-		if (u->existed)
-			bpf_map_update_elem(fd, &u->key, u->old, BPF_ANY);
-		else if (u->map == DMSC_M_SERVICES)
+		if (u->existed) {
+			bpf_map_update_elem(fd, &u->key, u->old, elem_flags(u->map));
+		} else if (is_hash(u->map)) {
 			bpf_map_delete_elem(fd, &u->key);
-		else {
+		} else {
 			memset(u->old, 0, value_size(u->map));
-			bpf_map_update_elem(fd, &u->key, u->old, BPF_ANY);
+			bpf_map_update_elem(fd, &u->key, u->old, elem_flags(u->map));
 		}
 	}
 	c->res->rolled_back = true;
@@ -318,6 +453,190 @@ append(char *buf, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The kernel-side limits of a service: rates and bucket depths, the
+ * buckets themselves empty (a changed limit starts with full buckets). */
+static void plan_limits(struct plan_svc *p)
+{
+	const struct dmsc_policy_service *w = p->want;
+	const struct dmsc_rate_limit *rl = &w->rate_limit;
+
+	memset(&p->limits, 0, sizeof(p->limits));
+	if (w->accelerate == DMSC_ACCEL_OFF)
+		p->svc.flags |= DMSC_SVC_F_ACCEL_OFF;
+	if (w->accelerate == DMSC_ACCEL_ON)
+		p->svc.flags |= DMSC_SVC_F_ACCEL_ON;
+	if (w->protocol == DMSC_POLICY_HTTP)
+		p->svc.flags |= DMSC_SVC_F_L7;
+	if (w->has_allow_from)
+		p->svc.flags |= DMSC_SVC_F_ALLOW_LIST;
+	if (!w->has_rate_limit)
+		return;
+	if (rl->has_connections_per_second) {
+		p->svc.flags |= DMSC_SVC_F_CONN_LIMIT;
+		p->limits.conn_rate = rl->connections_per_second;
+		/* burst: connections at once on top of the rate; absent, one
+		 * second's worth; never less than one. */
+		p->limits.conn_depth = rl->has_burst ? rl->burst : rl->connections_per_second;
+		if (p->limits.conn_depth == 0)
+			p->limits.conn_depth = 1;
+	}
+	if (rl->has_bytes_per_second) {
+		/* Flows of a byte-limited service stay on the path that polices
+		 * them: never on the same-host fast path (DESIGN decision 6). */
+		p->svc.flags |= DMSC_SVC_F_BYTES_LIMIT | DMSC_SVC_F_ACCEL_OFF;
+		p->svc.flags &= ~(__u32)DMSC_SVC_F_ACCEL_ON;
+		p->limits.byte_rate = rl->bytes_per_second;
+		/* Absent: 100 ms worth, at least one GSO packet. */
+		p->limits.byte_depth = rl->has_bytes_burst ? rl->bytes_burst
+							   : rl->bytes_per_second / 10;
+		if (p->limits.byte_depth < DMSC_BYTES_BURST_MIN)
+			p->limits.byte_depth = DMSC_BYTES_BURST_MIN;
+		if (p->limits.byte_depth > DMSC_TB_DEPTH_MAX)
+			p->limits.byte_depth = DMSC_TB_DEPTH_MAX;
+	}
+}
+
+static bool limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limits *b)
+{
+	return a->conn_rate == b->conn_rate && a->conn_depth == b->conn_depth &&
+	       a->byte_rate == b->byte_rate && a->byte_depth == b->byte_depth;
+}
+
+static struct dmsc_allow_entry *allow_add(struct apply_ctx *c)
+{
+	struct dmsc_allow_entry *grown;
+
+	if (c->n_allow == c->cap_allow) {
+		c->cap_allow = c->cap_allow ? c->cap_allow * 2 : 64;
+		grown = realloc(c->allow, c->cap_allow * sizeof(*c->allow));
+		if (!grown)
+			return NULL;
+		c->allow = grown;
+	}
+	memset(&c->allow[c->n_allow], 0, sizeof(c->allow[0]));
+	return &c->allow[c->n_allow++];
+}
+
+/* Resolves each allow_from path to its cgroup id now; a path with no
+ * cgroup yet gets an id that no cgroup has (DMSC_ALLOW_UNRESOLVED), so the
+ * service stays closed to everyone else until it appears and the policy is
+ * applied again (dmscd does that by itself). */
+static int plan_allow(struct apply_ctx *c, struct plan_svc *p)
+{
+	const struct dmsc_policy_service *w = p->want;
+	char path[PATH_MAX + DMSC_CGROUP_PATH_MAX + 2];
+	struct stat st;
+	size_t i;
+
+	if (!w->has_allow_from)
+		return 0;
+	if (!c->cg_root[0] && dmsc_cgroup2_mount(c->cg_root, sizeof(c->cg_root)))
+		return -ENOENT;
+	for (i = 0; i < w->n_allow_from; i++) {
+		struct dmsc_allow_entry *e = allow_add(c);
+
+		if (!e)
+			return -ENOMEM;
+		e->key.svc_id = p->svc.id;
+		snprintf(e->rule.path, sizeof(e->rule.path), "%s", w->allow_from[i]);
+		if (snprintf(path, sizeof(path), "%s/%s", c->cg_root, w->allow_from[i]) <
+			    (int)sizeof(path) &&
+		    stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+			e->key.cgroup_id = st.st_ino; /* the cgroup id on cgroup2 */
+		} else {
+			e->key.cgroup_id = DMSC_ALLOW_UNRESOLVED | i;
+			c->res->unresolved++;
+		}
+	}
+	return 0;
+}
+
+/* Did the rules planned for svc_id (from index `from` on) change against
+ * what the maps hold? */
+static bool allow_changed(const struct apply_ctx *c, __u32 svc_id, size_t from)
+{
+	size_t n_cur, i, j;
+	const struct dmsc_allow_entry *cur = dmsc_state_allow(c->st, svc_id, &n_cur);
+
+	if (n_cur != c->n_allow - from)
+		return true;
+	for (i = from; i < c->n_allow; i++) {
+		for (j = 0; j < n_cur; j++)
+			if (!memcmp(&cur[j], &c->allow[i], sizeof(cur[j])))
+				break;
+		if (j == n_cur)
+			return true;
+	}
+	return false;
+}
+
+/* Backends of a byte-limited service, for TC on the interfaces. */
+static int plan_be_index(struct apply_ctx *c, struct plan_svc *p)
+{
+	size_t i;
+
+	if (!(p->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
+		return 0;
+	for (i = 0; i < p->meta.n_backends; i++) {
+		struct dmsc_be_index_entry *e = &c->be_index[c->n_be_index++];
+
+		memset(e, 0, sizeof(*e));
+		e->key.vip = p->be[i].addr;
+		e->key.port = p->be[i].port;
+		e->key.proto = p->key.proto;
+		e->svc_id = p->svc.id;
+	}
+	return 0;
+}
+
+/* Writes what a sorted wanted list has and the maps do not (adds=true), or
+ * deletes what the maps have and the list does not (adds=false). */
+static int sync_sorted(struct apply_ctx *c, enum dmsc_map_id m, const void *want, size_t n_want,
+		       const void *have, size_t n_have, size_t entry_size,
+		       int (*cmp)(const void *, const void *), bool adds)
+{
+	size_t i = 0, j = 0, ks = key_size(m);
+	const char *w = want, *h = have;
+	int err = 0, order;
+
+	while (!err && (i < n_want || j < n_have)) {
+		if (i == n_want)
+			order = 1;
+		else if (j == n_have)
+			order = -1;
+		else
+			order = cmp(w + i * entry_size, h + j * entry_size);
+		if (order < 0) { /* only wanted */
+			if (adds)
+				err = put(c, m, w + i * entry_size, w + i * entry_size + ks);
+			i++;
+		} else if (order > 0) { /* only held */
+			if (!adds)
+				err = drop(c, m, h + j * entry_size);
+			j++;
+		} else {
+			if (adds && memcmp(w + i * entry_size, h + j * entry_size, entry_size))
+				err = put(c, m, w + i * entry_size, w + i * entry_size + ks);
+			i++;
+			j++;
+		}
+	}
+	return err;
+}
+
+static int sync_tables(struct apply_ctx *c, bool adds)
+{
+	int err;
+
+	err = sync_sorted(c, DMSC_M_ALLOW, c->allow, c->n_allow, c->st->allow, c->st->n_allow,
+			  sizeof(struct dmsc_allow_entry), allow_cmp, adds);
+	if (!err)
+		err = sync_sorted(c, DMSC_M_BE_INDEX, c->be_index, c->n_be_index,
+				  c->st->be_index, c->st->n_be_index,
+				  sizeof(struct dmsc_be_index_entry), be_index_cmp, adds);
+	return err;
+}
+
 /* Fills p from its policy service, reusing the current backend ids of the
  * same address:port. Describes the difference in detail. */
 static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_t dlen)
@@ -328,6 +647,7 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	bool kept[DMSC_BACKENDS_PER_SERVICE_MAX] = { false };
 	char ap[32];
 	size_t i, j;
+	int err;
 
 	p->svc.id = cur ? cur->svc.id : alloc_id(c->svc_used, c->dp->max_services, &c->next_svc);
 	if (!p->svc.id)
@@ -376,6 +696,18 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	}
 	if (dmsc_slot_counts(weight, (__u32)w->n_backends, counts) == 0)
 		p->svc.flags |= DMSC_SVC_F_NO_BACKEND;
+	plan_limits(p);
+	if (cur && !limits_cfg_equal(&cur->limits, &p->limits))
+		append(detail, dlen, "limits changed; ");
+	i = c->n_allow;
+	err = plan_allow(c, p);
+	if (err)
+		return err;
+	if (cur && allow_changed(c, p->svc.id, i))
+		append(detail, dlen, "allow_from changed; ");
+	err = plan_be_index(c, p);
+	if (err)
+		return err;
 	dmsc_slot_layout(counts, p->meta.backend_id, (__u32)w->n_backends, p->svc.slot);
 	i = strlen(detail);
 	if (i >= 2 && detail[i - 2] == ';')
@@ -415,6 +747,12 @@ static int write_one(struct apply_ctx *c, const struct plan_svc *p)
 		if (err)
 			return err;
 	}
+	if (p->cur ? !limits_cfg_equal(&p->cur->limits, &p->limits)
+		   : p->limits.conn_rate || p->limits.byte_rate) {
+		err = put(c, DMSC_M_LIMITS, &p->svc.id, &p->limits);
+		if (err)
+			return err;
+	}
 	if (!p->cur || memcmp(&p->cur->meta, &p->meta, sizeof(p->meta)) != 0) {
 		err = put(c, DMSC_M_SVC_META, &p->svc.id, &p->meta);
 		if (err)
@@ -448,6 +786,12 @@ static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s)
 		err = drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
 		zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
 	}
+	if (!err && (s->limits.conn_rate || s->limits.byte_rate)) {
+		struct dmsc_limits none;
+
+		memset(&none, 0, sizeof(none));
+		err = put(c, DMSC_M_LIMITS, &id, &none);
+	}
 	if (!err)
 		zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
 	return err;
@@ -476,6 +820,19 @@ static size_t count_new_backends(const struct dmsc_policy *p)
 	return n;
 }
 
+static bool dmsc_allow_capacity_exceeded(const struct dmsc_datapath *dp, size_t n)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(dp->fd[DMSC_M_ALLOW], &info, &len) || n <= info.max_entries)
+		return false;
+	pr_warn("the policy has %zu allow_from rules; this datapath holds at most %u\n", n,
+		info.max_entries);
+	return true;
+}
+
 int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool dry_run,
 	       struct dmsc_apply_result *res)
 {
@@ -500,12 +857,14 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	err = dmsc_state_read(dp, &st);
 	if (err)
 		return err;
+	c.st = &st;
 	c.svc_used = calloc(dp->max_services, 1);
 	c.be_used = calloc(dp->max_backends, 1);
+	c.be_index = calloc(n_backends + 1, sizeof(*c.be_index));
 	matched = calloc(st.n_svcs + 1, 1);
 	plan = calloc(p->n_services + 1, sizeof(*plan));
 	res->changes = calloc(p->n_services + st.n_svcs + 1, sizeof(*res->changes));
-	if (!c.svc_used || !c.be_used || !matched || !plan || !res->changes) {
+	if (!c.svc_used || !c.be_used || !c.be_index || !matched || !plan || !res->changes) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -518,25 +877,40 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		policy_key(plan[i].want, &plan[i].key);
 		plan[i].cur = find_cur(&st, &plan[i].key, matched);
 		err = plan_one(&c, &plan[i], detail, sizeof(detail));
-		if (err) {
+		if (err == -ENOSPC)
 			pr_warn("not enough room in the datapath for services[%zu] (%s): every "
 				"service or backend id is taken (capacity %u services, %u "
 				"backends)\n",
 				i, p->services[i].name, dp->max_services - 1, dp->max_backends - 1);
+		if (err)
 			goto out;
-		}
 		if (!plan[i].cur) {
 			dmsc_format_svc_key(&plan[i].key, keybuf, sizeof(keybuf));
 			snprintf(detail, sizeof(detail), "%s, %zu backend%s", keybuf,
 				 plan[i].want->n_backends, plan[i].want->n_backends == 1 ? "" : "s");
 			change(&c, DMSC_CHANGE_ADD, plan[i].want->name, detail);
 		} else if (memcmp(&plan[i].cur->svc, &plan[i].svc, sizeof(plan[i].svc)) ||
-			   memcmp(&plan[i].cur->meta, &plan[i].meta, sizeof(plan[i].meta))) {
+			   memcmp(&plan[i].cur->meta, &plan[i].meta, sizeof(plan[i].meta)) ||
+			   !limits_cfg_equal(&plan[i].cur->limits, &plan[i].limits) || detail[0]) {
 			change(&c, DMSC_CHANGE_UPDATE, plan[i].want->name,
 			       detail[0] ? detail : "slot table rebuilt");
 		}
 	}
 
+	if (c.n_allow)
+		qsort(c.allow, c.n_allow, sizeof(*c.allow), allow_cmp);
+	if (c.n_be_index)
+		qsort(c.be_index, c.n_be_index, sizeof(*c.be_index), be_index_cmp);
+	if (dmsc_allow_capacity_exceeded(dp, c.n_allow)) {
+		err = -ENOSPC;
+		goto out;
+	}
+
+	/* Rules and index entries go in before the services that use them
+	 * and come out after. */
+	err = sync_tables(&c, true);
+	if (err)
+		goto fail;
 	for (i = 0; i < p->n_services; i++) {
 		err = write_one(&c, &plan[i]);
 		if (err)
@@ -551,7 +925,9 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		if (err)
 			goto fail;
 	}
-	err = 0;
+	err = sync_tables(&c, false);
+	if (err)
+		goto fail;
 	goto out;
 fail:
 	pr_warn("apply failed after %zu writes: rolling back\n", c.n_undo);
@@ -562,6 +938,8 @@ out:
 	free(c.undo);
 	free(c.svc_used);
 	free(c.be_used);
+	free(c.allow);
+	free(c.be_index);
 	free(matched);
 	free(plan);
 	dmsc_state_free(&st);
