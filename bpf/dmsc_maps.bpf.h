@@ -104,28 +104,36 @@ static __always_inline struct dmsc_svc_stats *svc_stats(__u32 svc_id)
 	return bpf_map_lookup_elem(&dmsc_svc_stats, &svc_id);
 }
 
-/* Polices `bytes` against one of a service's byte buckets. Returns 1 to
- * pass, 0 to drop. No limit (or no entry: counted) passes. */
-static __always_inline int police_bytes(__u32 svc_id, __u64 bytes, int towards)
+enum dmsc_bucket_id {
+	DMSC_BUCKET_TO,    /* mesh clients towards the service */
+	DMSC_BUCKET_FROM,  /* the service back to mesh clients */
+	DMSC_BUCKET_IFACE, /* arriving on an --interface for a local backend */
+};
+
+/* Polices `bytes` against one of a service's byte buckets: returns an
+ * enum dmsc_tb_verdict. No limit (or no entry: counted) passes. */
+static __always_inline int police_bytes(__u32 svc_id, __u64 bytes, enum dmsc_bucket_id which)
 {
 	struct dmsc_limits *l = bpf_map_lookup_elem(&dmsc_limits, &svc_id);
 	__u64 now;
-	int ok;
+	int verdict;
 
 	if (!l) {
 		count_reason(DMSC_R_LIMITS_MISSING);
-		return 1;
+		return DMSC_TB_PASS;
 	}
 	if (!l->byte_rate)
-		return 1;
+		return DMSC_TB_PASS;
 	now = bpf_ktime_get_ns();
 	bpf_spin_lock(&l->lock);
-	if (towards)
-		ok = dmsc_tb_take(&l->to, now, l->byte_rate, l->byte_depth, bytes);
+	if (which == DMSC_BUCKET_TO)
+		verdict = dmsc_tb_police(&l->to, now, l->byte_rate, l->byte_depth, bytes);
+	else if (which == DMSC_BUCKET_FROM)
+		verdict = dmsc_tb_police(&l->from, now, l->byte_rate, l->byte_depth, bytes);
 	else
-		ok = dmsc_tb_take(&l->from, now, l->byte_rate, l->byte_depth, bytes);
+		verdict = dmsc_tb_police(&l->iface, now, l->byte_rate, l->byte_depth, bytes);
 	bpf_spin_unlock(&l->lock);
-	return ok;
+	return verdict;
 }
 
 #endif /* DMSC_MAPS_BPF_H */

@@ -2,8 +2,8 @@
 /*
  * TC ingress on the interfaces named at install: traffic that arrives from
  * other hosts for a local backend of a service with a byte limit is
- * policed against the service's "to" bucket, the one that mesh clients on
- * this host use too, so the limit holds for the sum.
+ * policed against the service's interface bucket (see struct dmsc_limits
+ * for why it is not the mesh clients' bucket).
  *
  * Anything this program does not fully understand passes untouched: IPv6,
  * ARP, fragments after the first, truncated or malformed headers. Only
@@ -66,7 +66,7 @@ int tc_ingress(struct __sk_buff *skb)
 	svc_id = bpf_map_lookup_elem(&dmsc_be_index, &key);
 	if (!svc_id)
 		return TC_ACT_OK;
-	ok = police_bytes(*svc_id, skb->len, 1);
+	ok = police_bytes(*svc_id, skb->len, DMSC_BUCKET_IFACE) != DMSC_TB_DROP;
 	ss = svc_stats(*svc_id);
 	if (ss) {
 		ss->tc_bytes += ok ? skb->len : 0;

@@ -141,6 +141,11 @@ struct dmsc_limits {
 	struct dmsc_tb conn;
 	struct dmsc_tb to;
 	struct dmsc_tb from;
+	/* TC on --interface has a bucket of its own: traffic of local mesh
+	 * clients that crosses it was policed once already (by "to") and must
+	 * not pay twice, while remote clients' traffic is policed only here.
+	 * Their sum at the interface stays within the rate. */
+	struct dmsc_tb iface;
 };
 
 /* dmsc_allow: HASH, (service, cgroup id) -> the rule's path. The kernel
