@@ -59,6 +59,40 @@ static __always_inline int conn_token(__u32 svc_id)
 	return ok;
 }
 
+/* Is the slot table a UDP socket picked its backend from still the one in
+ * force? If the service changed (a backend drained, removed, reweighted),
+ * the flow picks again. */
+static __always_inline int table_unchanged(struct bpf_sock_addr *ctx,
+					   const struct dmsc_sock_vip *rec)
+{
+	struct dmsc_svc_key key = {};
+	struct dmsc_svc *svc;
+
+	key.vip = ctx->user_ip4;
+	key.port = (__u16)ctx->user_port;
+	key.proto = DMSC_PROTO_UDP;
+	svc = bpf_map_lookup_elem(&dmsc_services, &key);
+	return svc && svc->id == rec->svc_id && svc->table_hash == rec->table_hash;
+}
+
+/* Shows the VIP in place of the backend that connect() or sendmsg() chose,
+ * for getpeername() and for recvmsg()'s source address. */
+static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct dmsc_sock_vip *rec;
+
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, 0);
+	if (!rec)
+		return SOCK_ADDR_PASS;
+	/* Only the peer dmsc chose is the one to hide. */
+	if (rec->backend != ctx->user_ip4 || rec->bport != (__u16)ctx->user_port)
+		return SOCK_ADDR_PASS;
+	ctx->user_ip4 = rec->vip;
+	ctx->user_port = rec->vport;
+	count_reason(DMSC_R_PEER_REWRITTEN);
+	return SOCK_ADDR_PASS;
+}
+
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto)
 {
@@ -121,6 +155,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		rec->bport = be->port;
 		rec->svc_id = svc_id;
 		rec->backend_id = backend_id;
+		rec->table_hash = svc->table_hash;
 	} else {
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);
 	}
@@ -136,30 +171,64 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	return SOCK_ADDR_PASS;
 }
 
+/* The service protocol of a socket: stream sockets are TCP services,
+ * datagram sockets UDP services; anything else (raw) is never a VIP. */
+static __always_inline __u8 sock_proto(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type == SOCK_STREAM)
+		return DMSC_PROTO_TCP;
+	if (ctx->type == SOCK_DGRAM)
+		return DMSC_PROTO_UDP;
+	return 0;
+}
+
 SEC("cgroup/connect4")
 int sock4_connect(struct bpf_sock_addr *ctx)
 {
-	if (ctx->type != SOCK_STREAM)
+	__u8 proto = sock_proto(ctx);
+
+	if (!proto)
 		return SOCK_ADDR_PASS;
-	return sock4_xlate_fwd(ctx, DMSC_PROTO_TCP);
+	return sock4_xlate_fwd(ctx, proto);
+}
+
+/*
+ * Unconnected UDP: each sendto() a VIP is translated. A socket keeps the
+ * backend it was given for that VIP (one VIP per socket is remembered), so
+ * that its datagrams and the replies stay one flow; the backend is picked
+ * again only when the socket moves to another VIP or its backend left the
+ * service. sendmsg4 needs Linux 4.18.
+ */
+SEC("cgroup/sendmsg4")
+int sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	struct dmsc_sock_vip *rec;
+
+	if (ctx->type != SOCK_DGRAM)
+		return SOCK_ADDR_PASS;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, 0);
+	if (rec && rec->vip == ctx->user_ip4 && rec->vport == (__u16)ctx->user_port &&
+	    table_unchanged(ctx, rec)) {
+		ctx->user_ip4 = rec->backend;
+		ctx->user_port = rec->bport;
+		return SOCK_ADDR_PASS;
+	}
+	return sock4_xlate_fwd(ctx, DMSC_PROTO_UDP);
+}
+
+/* Replies to an unconnected UDP socket come from the backend: show the VIP
+ * it sent to instead. recvmsg4 needs Linux 5.2. */
+SEC("cgroup/recvmsg4")
+int sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_rev(ctx);
 }
 
 /* getpeername4 needs Linux 5.8. */
 SEC("cgroup/getpeername4")
 int sock4_getpeername(struct bpf_sock_addr *ctx)
 {
-	struct dmsc_sock_vip *rec;
-
-	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, 0);
-	if (!rec)
-		return SOCK_ADDR_PASS;
-	/* Only the peer connect() chose is the one to hide. */
-	if (rec->backend != ctx->user_ip4 || rec->bport != (__u16)ctx->user_port)
-		return SOCK_ADDR_PASS;
-	ctx->user_ip4 = rec->vip;
-	ctx->user_port = rec->vport;
-	count_reason(DMSC_R_PEER_REWRITTEN);
-	return SOCK_ADDR_PASS;
+	return sock4_xlate_rev(ctx);
 }
 
 /* Return codes of cgroup_skb programs. On egress, bit 1 asks for congestion

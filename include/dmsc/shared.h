@@ -89,8 +89,23 @@ enum dmsc_svc_flags {
 struct dmsc_svc {
 	__u32 id;    /* 1..max_services; index into dmsc_svc_stats */
 	__u32 flags; /* enum dmsc_svc_flags */
+	/* A hash of slot[], so that a socket can tell in one comparison
+	 * whether the table it picked from is still the one in force. */
+	__u32 table_hash;
 	__u32 slot[DMSC_SLOTS]; /* backend ids; 0 = empty (counted) */
 };
+
+/* FNV-1a over the slot table; never 0, which means "no table". */
+static inline __u32 dmsc_table_hash(const __u32 *slot)
+{
+	__u32 h = 2166136261u, i;
+
+	for (i = 0; i < DMSC_SLOTS; i++) {
+		h ^= slot[i];
+		h *= 16777619u;
+	}
+	return h ? h : 1;
+}
 
 /* dmsc_backends: ARRAY indexed by backend id. An id names one immutable
  * address:port of one service; userspace never rewrites a live id in place. */
@@ -199,6 +214,8 @@ struct dmsc_sock_vip {
 	__u16 bport;   /* network order */
 	__u32 svc_id;
 	__u32 backend_id;
+	__u32 table_hash; /* of the slot table the backend was picked from */
+	__u32 pad;
 };
 
 /* dmsc_install: ARRAY with one element, written once by dmscctl install. */

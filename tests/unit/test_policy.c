@@ -920,7 +920,7 @@ Test(policy_unsupported, features_this_build_does_not_enforce)
 	expect_unsupported(DOC(SVC()), NULL);
 	expect_unsupported(DOC(SVC(",'protocol':'tcp','accelerate':'off'")), NULL);
 	expect_unsupported(DOC(SVC(",'accelerate':'auto'")), NULL);
-	expect_unsupported(DOC(SVC(",'protocol':'udp'")), "services[0].protocol: \"udp\" is" LATER);
+	expect_unsupported(DOC(SVC(",'protocol':'udp'")), NULL);
 	expect_unsupported(DOC(HTTP_SVC()), "services[0].protocol: \"http\" is" LATER);
 	expect_unsupported(DOC(SVC(",'rate_limit':{'connections_per_second':5}")), NULL);
 	expect_unsupported(DOC(SVC(",'rate_limit':{'bytes_per_second':65536,'bytes_burst':65536}")),

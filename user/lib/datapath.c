@@ -49,6 +49,8 @@ static const struct {
 const struct dmsc_hook dmsc_hooks[] = {
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_connect", "cgroup/connect4", "4.17" },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_getpeername", "cgroup/getpeername4", "5.8" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_sendmsg", "cgroup/sendmsg4", "4.18" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_recvmsg", "cgroup/recvmsg4", "5.2" },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_egress", "cgroup_skb/egress", "4.10" },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_ingress", "cgroup_skb/ingress", "4.10" },
 	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "tc_ingress", "tc/ingress", "4.1" },

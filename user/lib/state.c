@@ -709,6 +709,7 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	if (err)
 		return err;
 	dmsc_slot_layout(counts, p->meta.backend_id, (__u32)w->n_backends, p->svc.slot);
+	p->svc.table_hash = dmsc_table_hash(p->svc.slot);
 	i = strlen(detail);
 	if (i >= 2 && detail[i - 2] == ';')
 		detail[i - 2] = '\0';
