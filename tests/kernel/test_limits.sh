@@ -104,6 +104,7 @@ t_check "apply a policy with limits and allow_from" test $? -eq 0
 probe "$MESH" --connect 198.19.0.20:9080 --count 5000000 --parallel 4 --max-seconds 3 \
 	--timeout-ms 1000 >"$T/rate.json"
 ok=$(jq .ok "$T/rate.json")
+echo "# probe: $(jq -c "{ok, failed, errors, elapsed_ms, time_limit_hit}" "$T/rate.json")"
 secs=$(jq '.elapsed_ms / 1000' "$T/rate.json")
 want=$(awk -v r=$RATE -v s="$secs" -v b=$BURST 'BEGIN { printf "%.1f", r * s + b }')
 t_range "connections through a $RATE/s burst $BURST limit in ${secs}s: $ok (want $want +-10%)" \

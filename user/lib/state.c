@@ -242,6 +242,12 @@ struct plan_svc {
 	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
 	size_t n_drop;
+	/* The service's allow rules: what the maps hold (given by the
+	 * caller with cur) and what the policy wants (planned, owned). */
+	const struct dmsc_allow_entry *cur_allow;
+	size_t n_cur_allow;
+	struct dmsc_allow_entry *allow;
+	size_t n_allow;
 };
 
 struct apply_ctx {
@@ -253,13 +259,7 @@ struct apply_ctx {
 	unsigned char *svc_used; /* by id */
 	unsigned char *be_used;
 	__u32 next_svc, next_be;  /* where the free-id search resumes */
-	const struct dmsc_state *st;
 	char cg_root[PATH_MAX];
-	/* What dmsc_allow and dmsc_be_index must hold, sorted by key. */
-	struct dmsc_allow_entry *allow;
-	size_t n_allow, cap_allow;
-	struct dmsc_be_index_entry *be_index;
-	size_t n_be_index;
 };
 
 static size_t value_size(enum dmsc_map_id m)
@@ -502,21 +502,6 @@ static bool limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limi
 	       a->byte_rate == b->byte_rate && a->byte_depth == b->byte_depth;
 }
 
-static struct dmsc_allow_entry *allow_add(struct apply_ctx *c)
-{
-	struct dmsc_allow_entry *grown;
-
-	if (c->n_allow == c->cap_allow) {
-		c->cap_allow = c->cap_allow ? c->cap_allow * 2 : 64;
-		grown = realloc(c->allow, c->cap_allow * sizeof(*c->allow));
-		if (!grown)
-			return NULL;
-		c->allow = grown;
-	}
-	memset(&c->allow[c->n_allow], 0, sizeof(c->allow[0]));
-	return &c->allow[c->n_allow++];
-}
-
 /* Resolves each allow_from path to its cgroup id now; a path with no
  * cgroup yet gets an id that no cgroup has (DMSC_ALLOW_UNRESOLVED), so the
  * service stays closed to everyone else until it appears and the policy is
@@ -528,15 +513,16 @@ static int plan_allow(struct apply_ctx *c, struct plan_svc *p)
 	struct stat st;
 	size_t i;
 
-	if (!w->has_allow_from)
+	if (!w->has_allow_from || !w->n_allow_from)
 		return 0;
 	if (!c->cg_root[0] && dmsc_cgroup2_mount(c->cg_root, sizeof(c->cg_root)))
 		return -ENOENT;
+	p->allow = calloc(w->n_allow_from, sizeof(*p->allow));
+	if (!p->allow)
+		return -ENOMEM;
 	for (i = 0; i < w->n_allow_from; i++) {
-		struct dmsc_allow_entry *e = allow_add(c);
+		struct dmsc_allow_entry *e = &p->allow[p->n_allow++];
 
-		if (!e)
-			return -ENOMEM;
 		e->key.svc_id = p->svc.id;
 		snprintf(e->rule.path, sizeof(e->rule.path), "%s", w->allow_from[i]);
 		if (snprintf(path, sizeof(path), "%s/%s", c->cg_root, w->allow_from[i]) <
@@ -548,93 +534,129 @@ static int plan_allow(struct apply_ctx *c, struct plan_svc *p)
 			c->res->unresolved++;
 		}
 	}
+	/* The same cgroup listed twice is one rule. */
+	qsort(p->allow, p->n_allow, sizeof(*p->allow), allow_cmp);
+	for (i = 1; i < p->n_allow;) {
+		if (allow_cmp(&p->allow[i - 1], &p->allow[i]) == 0) {
+			memmove(&p->allow[i], &p->allow[i + 1],
+				(p->n_allow - i - 1) * sizeof(*p->allow));
+			p->n_allow--;
+		} else {
+			i++;
+		}
+	}
 	return 0;
 }
 
-/* Did the rules planned for svc_id (from index `from` on) change against
- * what the maps hold? */
-static bool allow_changed(const struct apply_ctx *c, __u32 svc_id, size_t from)
+static const struct dmsc_allow_entry *find_allow(const struct dmsc_allow_entry *a, size_t n,
+						 const struct dmsc_allow_key *k)
 {
-	size_t n_cur, i, j;
-	const struct dmsc_allow_entry *cur = dmsc_state_allow(c->st, svc_id, &n_cur);
-
-	if (n_cur != c->n_allow - from)
-		return true;
-	for (i = from; i < c->n_allow; i++) {
-		for (j = 0; j < n_cur; j++)
-			if (!memcmp(&cur[j], &c->allow[i], sizeof(cur[j])))
-				break;
-		if (j == n_cur)
-			return true;
-	}
-	return false;
+	return bsearch(k, a, n, sizeof(*a), allow_cmp);
 }
 
-/* Backends of a byte-limited service, for TC on the interfaces. */
-static int plan_be_index(struct apply_ctx *c, struct plan_svc *p)
+static bool allow_changed(const struct plan_svc *p)
+{
+	return p->n_allow != p->n_cur_allow ||
+	       (p->n_allow && memcmp(p->allow, p->cur_allow, p->n_allow * sizeof(*p->allow)));
+}
+
+/* Rules the policy wants and the maps lack (or hold with another path). */
+static int allow_adds(struct apply_ctx *c, const struct plan_svc *p)
 {
 	size_t i;
+	int err;
+
+	for (i = 0; i < p->n_allow; i++) {
+		const struct dmsc_allow_entry *have =
+			find_allow(p->cur_allow, p->n_cur_allow, &p->allow[i].key);
+
+		if (have && !memcmp(have, &p->allow[i], sizeof(*have)))
+			continue;
+		err = put(c, DMSC_M_ALLOW, &p->allow[i].key, &p->allow[i].rule);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Rules the maps hold and the policy no longer wants. */
+static int allow_drops(struct apply_ctx *c, const struct plan_svc *p)
+{
+	size_t i;
+	int err;
+
+	for (i = 0; i < p->n_cur_allow; i++) {
+		if (find_allow(p->allow, p->n_allow, &p->cur_allow[i].key))
+			continue;
+		err = drop(c, DMSC_M_ALLOW, &p->cur_allow[i].key);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void be_index_key(struct dmsc_svc_key *k, const struct dmsc_backend *be, __u8 proto)
+{
+	memset(k, 0, sizeof(*k));
+	k->vip = be->addr;
+	k->port = be->port;
+	k->proto = proto;
+}
+
+/* A byte-limited service indexes its backends for TC; a backend shared by
+ * two such services is indexed under the one written last. */
+static int be_index_adds(struct apply_ctx *c, const struct plan_svc *p)
+{
+	bool had = p->cur && (p->cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT);
+	struct dmsc_svc_key k;
+	size_t i, j;
+	int err;
 
 	if (!(p->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
 		return 0;
 	for (i = 0; i < p->meta.n_backends; i++) {
-		struct dmsc_be_index_entry *e = &c->be_index[c->n_be_index++];
-
-		memset(e, 0, sizeof(*e));
-		e->key.vip = p->be[i].addr;
-		e->key.port = p->be[i].port;
-		e->key.proto = p->key.proto;
-		e->svc_id = p->svc.id;
+		for (j = 0; had && j < p->cur->meta.n_backends; j++)
+			if (p->cur->be[j].addr == p->be[i].addr &&
+			    p->cur->be[j].port == p->be[i].port)
+				break;
+		if (had && j < p->cur->meta.n_backends)
+			continue; /* indexed already */
+		be_index_key(&k, &p->be[i], p->key.proto);
+		err = put(c, DMSC_M_BE_INDEX, &k, &p->svc.id);
+		if (err)
+			return err;
 	}
 	return 0;
 }
 
-/* Writes what a sorted wanted list has and the maps do not (adds=true), or
- * deletes what the maps have and the list does not (adds=false). */
-static int sync_sorted(struct apply_ctx *c, enum dmsc_map_id m, const void *want, size_t n_want,
-		       const void *have, size_t n_have, size_t entry_size,
-		       int (*cmp)(const void *, const void *), bool adds)
+/* Removes index entries of `cur`'s backends that `p` (NULL: the service
+ * goes) no longer indexes, if they still name this service. */
+static int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
+			  const struct plan_svc *p)
 {
-	size_t i = 0, j = 0, ks = key_size(m);
-	const char *w = want, *h = have;
-	int err = 0, order;
-
-	while (!err && (i < n_want || j < n_have)) {
-		if (i == n_want)
-			order = 1;
-		else if (j == n_have)
-			order = -1;
-		else
-			order = cmp(w + i * entry_size, h + j * entry_size);
-		if (order < 0) { /* only wanted */
-			if (adds)
-				err = put(c, m, w + i * entry_size, w + i * entry_size + ks);
-			i++;
-		} else if (order > 0) { /* only held */
-			if (!adds)
-				err = drop(c, m, h + j * entry_size);
-			j++;
-		} else {
-			if (adds && memcmp(w + i * entry_size, h + j * entry_size, entry_size))
-				err = put(c, m, w + i * entry_size, w + i * entry_size + ks);
-			i++;
-			j++;
-		}
-	}
-	return err;
-}
-
-static int sync_tables(struct apply_ctx *c, bool adds)
-{
+	bool keep_any = p && (p->svc.flags & DMSC_SVC_F_BYTES_LIMIT);
+	struct dmsc_svc_key k;
+	__u32 owner;
+	size_t i, j;
 	int err;
 
-	err = sync_sorted(c, DMSC_M_ALLOW, c->allow, c->n_allow, c->st->allow, c->st->n_allow,
-			  sizeof(struct dmsc_allow_entry), allow_cmp, adds);
-	if (!err)
-		err = sync_sorted(c, DMSC_M_BE_INDEX, c->be_index, c->n_be_index,
-				  c->st->be_index, c->st->n_be_index,
-				  sizeof(struct dmsc_be_index_entry), be_index_cmp, adds);
-	return err;
+	if (!cur || !(cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
+		return 0;
+	for (i = 0; i < cur->meta.n_backends; i++) {
+		for (j = 0; keep_any && j < p->meta.n_backends; j++)
+			if (p->be[j].addr == cur->be[i].addr && p->be[j].port == cur->be[i].port)
+				break;
+		if (keep_any && j < p->meta.n_backends)
+			continue;
+		be_index_key(&k, &cur->be[i], cur->key.proto);
+		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BE_INDEX], &k, &owner) ||
+		    owner != cur->svc.id)
+			continue;
+		err = drop(c, DMSC_M_BE_INDEX, &k);
+		if (err)
+			return err;
+	}
+	return 0;
 }
 
 /* Fills p from its policy service, reusing the current backend ids of the
@@ -699,15 +721,11 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	plan_limits(p);
 	if (cur && !limits_cfg_equal(&cur->limits, &p->limits))
 		append(detail, dlen, "limits changed; ");
-	i = c->n_allow;
 	err = plan_allow(c, p);
 	if (err)
 		return err;
-	if (cur && allow_changed(c, p->svc.id, i))
+	if (cur && allow_changed(p))
 		append(detail, dlen, "allow_from changed; ");
-	err = plan_be_index(c, p);
-	if (err)
-		return err;
 	dmsc_slot_layout(counts, p->meta.backend_id, (__u32)w->n_backends, p->svc.slot);
 	p->svc.table_hash = dmsc_table_hash(p->svc.slot);
 	i = strlen(detail);
@@ -748,6 +766,13 @@ static int write_one(struct apply_ctx *c, const struct plan_svc *p)
 		if (err)
 			return err;
 	}
+	/* Rules and index entries go in before the service element that
+	 * uses them, and come out after it. */
+	err = allow_adds(c, p);
+	if (!err)
+		err = be_index_adds(c, p);
+	if (err)
+		return err;
 	if (p->cur ? !limits_cfg_equal(&p->cur->limits, &p->limits)
 		   : p->limits.conn_rate || p->limits.byte_rate) {
 		err = put(c, DMSC_M_LIMITS, &p->svc.id, &p->limits);
@@ -770,10 +795,14 @@ static int write_one(struct apply_ctx *c, const struct plan_svc *p)
 			return err;
 		zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
 	}
-	return 0;
+	err = allow_drops(c, p);
+	if (!err)
+		err = be_index_drops(c, p->cur, p);
+	return err;
 }
 
-static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s)
+static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s,
+		      const struct dmsc_allow_entry *rules, size_t n_rules)
 {
 	__u32 id = s->svc.id;
 	size_t i;
@@ -793,6 +822,10 @@ static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s)
 		memset(&none, 0, sizeof(none));
 		err = put(c, DMSC_M_LIMITS, &id, &none);
 	}
+	for (i = 0; !err && i < n_rules; i++)
+		err = drop(c, DMSC_M_ALLOW, &rules[i].key);
+	if (!err)
+		err = be_index_drops(c, s, NULL);
 	if (!err)
 		zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
 	return err;
@@ -841,8 +874,9 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	struct dmsc_state st = { 0 };
 	unsigned char *matched = NULL;
 	struct plan_svc *plan = NULL;
+	const struct dmsc_allow_entry *rules;
 	char detail[512], keybuf[48];
-	size_t i, n_backends;
+	size_t i, n, n_backends, n_rules;
 	int err;
 
 	memset(res, 0, sizeof(*res));
@@ -858,14 +892,12 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	err = dmsc_state_read(dp, &st);
 	if (err)
 		return err;
-	c.st = &st;
 	c.svc_used = calloc(dp->max_services, 1);
 	c.be_used = calloc(dp->max_backends, 1);
-	c.be_index = calloc(n_backends + 1, sizeof(*c.be_index));
 	matched = calloc(st.n_svcs + 1, 1);
 	plan = calloc(p->n_services + 1, sizeof(*plan));
 	res->changes = calloc(p->n_services + st.n_svcs + 1, sizeof(*res->changes));
-	if (!c.svc_used || !c.be_used || !c.be_index || !matched || !plan || !res->changes) {
+	if (!c.svc_used || !c.be_used || !matched || !plan || !res->changes) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -877,6 +909,9 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		plan[i].want = &p->services[i];
 		policy_key(plan[i].want, &plan[i].key);
 		plan[i].cur = find_cur(&st, &plan[i].key, matched);
+		if (plan[i].cur)
+			plan[i].cur_allow =
+				dmsc_state_allow(&st, plan[i].cur->svc.id, &plan[i].n_cur_allow);
 		err = plan_one(&c, &plan[i], detail, sizeof(detail));
 		if (err == -ENOSPC)
 			pr_warn("not enough room in the datapath for services[%zu] (%s): every "
@@ -898,20 +933,13 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		}
 	}
 
-	if (c.n_allow)
-		qsort(c.allow, c.n_allow, sizeof(*c.allow), allow_cmp);
-	if (c.n_be_index)
-		qsort(c.be_index, c.n_be_index, sizeof(*c.be_index), be_index_cmp);
-	if (dmsc_allow_capacity_exceeded(dp, c.n_allow)) {
+	for (i = 0, n_rules = 0; i < p->n_services; i++)
+		n_rules += plan[i].n_allow;
+	if (dmsc_allow_capacity_exceeded(dp, n_rules)) {
 		err = -ENOSPC;
 		goto out;
 	}
 
-	/* Rules and index entries go in before the services that use them
-	 * and come out after. */
-	err = sync_tables(&c, true);
-	if (err)
-		goto fail;
 	for (i = 0; i < p->n_services; i++) {
 		err = write_one(&c, &plan[i]);
 		if (err)
@@ -922,13 +950,11 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 			continue;
 		dmsc_format_svc_key(&st.svcs[i].key, keybuf, sizeof(keybuf));
 		change(&c, DMSC_CHANGE_REMOVE, st.svcs[i].meta.name, keybuf);
-		err = remove_one(&c, &st.svcs[i]);
+		rules = dmsc_state_allow(&st, st.svcs[i].svc.id, &n);
+		err = remove_one(&c, &st.svcs[i], rules, n);
 		if (err)
 			goto fail;
 	}
-	err = sync_tables(&c, false);
-	if (err)
-		goto fail;
 	goto out;
 fail:
 	pr_warn("apply failed after %zu writes: rolling back\n", c.n_undo);
@@ -939,8 +965,8 @@ out:
 	free(c.undo);
 	free(c.svc_used);
 	free(c.be_used);
-	free(c.allow);
-	free(c.be_index);
+	for (i = 0; plan && i < p->n_services; i++)
+		free(plan[i].allow);
 	free(matched);
 	free(plan);
 	dmsc_state_free(&st);
