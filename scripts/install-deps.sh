@@ -8,7 +8,7 @@ PACKAGES=(
 	# build
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
 	# tests
-	libcriterion-dev iproute2 curl procps psmisc jq
+	libcriterion-dev iproute2 curl procps psmisc jq iperf3 util-linux
 )
 
 missing=()

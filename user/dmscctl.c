@@ -14,6 +14,7 @@
 
 #include <json-c/json.h>
 
+#include "counters.h"
 #include "datapath.h"
 #include "log.h"
 #include "policy.h"
@@ -28,6 +29,8 @@ struct opts {
 	const char *cgroup;
 	unsigned int max_services;
 	unsigned int max_backends;
+	const char *ifaces[DMSC_IFACES_MAX];
+	size_t n_ifaces;
 };
 
 static const char usage_text[] =
@@ -38,6 +41,7 @@ static const char usage_text[] =
 	"  apply FILE               validate, compile and write only what changed\n"
 	"  diff FILE                show what apply would change (same as apply --dry-run)\n"
 	"  show services            VIPs, backends, weights and the slot share each got\n"
+	"  show access              allow_from rules and the cgroups they resolved to\n"
 	"  stats                    connections and fail-open reasons per service and backend\n"
 	"  install --cgroup PATH    load, attach to the cgroup and pin the datapath\n"
 	"  uninstall                detach and remove every pin\n"
@@ -51,6 +55,9 @@ static const char usage_text[] =
 	"                           in the mesh\n"
 	"      --max-services N     install: service capacity (default %u)\n"
 	"      --max-backends N     install: backend capacity (default %u)\n"
+	"      --interface IF       install: police traffic arriving on IF for local\n"
+	"                           backends of byte-limited services (TC ingress;\n"
+	"                           repeat for more, up to 8)\n"
 	"      --pin-dir DIR        where the datapath is pinned (default $DMSC_PIN_DIR or\n"
 	"                           %s)\n"
 	"  -v, --verbose            also print debug messages (libbpf's too)\n"
@@ -308,13 +315,6 @@ out_put:
 	return rc;
 }
 
-static const char *const reason_names[DMSC_R_MAX] = {
-	[DMSC_R_SLOT_EMPTY] = "slot_empty",
-	[DMSC_R_BACKEND_MISSING] = "backend_missing",
-	[DMSC_R_SOCK_STORAGE_FULL] = "sock_storage_full",
-	[DMSC_R_PEER_REWRITTEN] = "peer_rewritten",
-};
-
 static int cmd_stats(const struct opts *o)
 {
 	struct json_object *top = json_object_new_object(), *arr = json_object_new_array();
@@ -334,8 +334,6 @@ static int cmd_stats(const struct opts *o)
 		rc = 1;
 		goto out;
 	}
-	if (!o->json)
-		printf("%-24s %-24s %12s %12s\n", "SERVICE", "VIP", "CONNECTIONS", "REFUSED");
 	for (i = 0; i < st.n_svcs; i++) {
 		const struct dmsc_state_svc *s = &st.svcs[i];
 		struct json_object *js = json_object_new_object(), *bes = json_object_new_array();
@@ -345,13 +343,16 @@ static int cmd_stats(const struct opts *o)
 		dmsc_format_svc_key(&s->key, key, sizeof(key));
 		json_add(js, "name", json_object_new_string(s->meta.name));
 		json_add(js, "vip", json_object_new_string(key));
-		json_add(js, "connections", json_object_new_int64((int64_t)ss.connections));
-		json_add(js, "refused_no_backend",
-			 json_object_new_int64((int64_t)ss.refused_no_backend));
 		if (!o->json)
-			printf("%-24s %-24s %12llu %12llu\n", s->meta.name, key,
-			       (unsigned long long)ss.connections,
-			       (unsigned long long)ss.refused_no_backend);
+			printf("%s  %s\n", s->meta.name, key);
+		/* Text shows the counters that moved; JSON shows them all. */
+		for (j = 0; j < dmsc_n_svc_counters; j++) {
+			unsigned long long v = dmsc_counter_get(&ss, &dmsc_svc_counters[j]);
+
+			json_add(js, dmsc_svc_counters[j].name, json_object_new_int64((int64_t)v));
+			if (!o->json && (v || j == 0))
+				printf("  %-20s %14llu\n", dmsc_svc_counters[j].name, v);
+		}
 		for (j = 0; j < s->meta.n_backends; j++) {
 			struct json_object *b = backend_json(s, j, ap, sizeof(ap));
 			struct dmsc_be_stats bs;
@@ -361,7 +362,7 @@ static int cmd_stats(const struct opts *o)
 			json_add(b, "connections", json_object_new_int64((int64_t)bs.connections));
 			json_object_array_add(bes, b);
 			if (!o->json)
-				printf("  -> %-45s %12llu\n", ap,
+				printf("  -> %-21s connections %10llu\n", ap,
 				       (unsigned long long)bs.connections);
 		}
 		json_add(js, "backends", bes);
@@ -373,9 +374,9 @@ static int cmd_stats(const struct opts *o)
 		__u64 n = 0;
 
 		dmsc_percpu_sum(&dp, DMSC_M_REASONS, (__u32)i, &n, sizeof(n));
-		json_add(reasons, reason_names[i], json_object_new_int64((int64_t)n));
+		json_add(reasons, dmsc_reason_names[i], json_object_new_int64((int64_t)n));
 		if (!o->json)
-			printf(" %s=%llu", reason_names[i], (unsigned long long)n);
+			printf(" %s=%llu", dmsc_reason_names[i], (unsigned long long)n);
 	}
 	if (!o->json)
 		printf("\n");
@@ -389,11 +390,80 @@ out_put:
 	return rc;
 }
 
+static int cmd_show_access(const struct opts *o)
+{
+	struct json_object *arr = json_object_new_array();
+	struct dmsc_datapath dp;
+	struct dmsc_state st;
+	char key[48];
+	size_t i, j, n;
+	int rc;
+
+	rc = open_ro(&dp, o, "show");
+	if (rc)
+		goto out_put;
+	if (dmsc_state_read(&dp, &st)) {
+		rc = 1;
+		goto out;
+	}
+	for (i = 0; i < st.n_svcs; i++) {
+		const struct dmsc_state_svc *s = &st.svcs[i];
+		const struct dmsc_allow_entry *rules = dmsc_state_allow(&st, s->svc.id, &n);
+		bool listed = s->svc.flags & DMSC_SVC_F_ALLOW_LIST;
+		struct json_object *js = json_object_new_object(), *jr = json_object_new_array();
+
+		dmsc_format_svc_key(&s->key, key, sizeof(key));
+		json_add(js, "name", json_object_new_string(s->meta.name));
+		json_add(js, "vip", json_object_new_string(key));
+		json_add(js, "open_to_all", json_object_new_boolean(!listed));
+		if (!o->json)
+			printf("%s  %s: %s\n", s->meta.name, key,
+			       !listed ? "open to every cgroup in the mesh"
+			       : n	 ? "only these cgroups and their descendants"
+					 : "closed to everyone (allow_from is empty)");
+		for (j = 0; j < n; j++) {
+			struct json_object *r = json_object_new_object();
+			bool resolved = !(rules[j].key.cgroup_id & DMSC_ALLOW_UNRESOLVED);
+
+			json_add(r, "cgroup", json_object_new_string(rules[j].rule.path));
+			json_add(r, "resolved", json_object_new_boolean(resolved));
+			if (resolved)
+				json_add(r, "cgroup_id",
+					 json_object_new_int64((int64_t)rules[j].key.cgroup_id));
+			json_object_array_add(jr, r);
+			if (!o->json && resolved)
+				printf("  allow %s (cgroup id %llu)\n", rules[j].rule.path,
+				       (unsigned long long)rules[j].key.cgroup_id);
+			else if (!o->json)
+				printf("  allow %s (does not exist yet: nobody matches it until it "
+				       "appears and the policy is applied again)\n",
+				       rules[j].rule.path);
+		}
+		json_add(js, "allow", jr);
+		json_object_array_add(arr, js);
+	}
+	dmsc_state_free(&st);
+out:
+	dmsc_datapath_close(&dp);
+out_put:
+	if (o->json && !rc) {
+		struct json_object *top = json_object_new_object();
+
+		json_add(top, "services", json_object_get(arr));
+		print_json(top);
+		json_object_put(top);
+	}
+	json_object_put(arr);
+	return rc;
+}
+
 static int cmd_install(const struct opts *o)
 {
 	struct dmsc_install_opts io = { .cgroup = o->cgroup,
 					.max_services = o->max_services ? o->max_services + 1 : 0,
-					.max_backends = o->max_backends ? o->max_backends + 1 : 0 };
+					.max_backends = o->max_backends ? o->max_backends + 1 : 0,
+					.ifaces = o->ifaces,
+					.n_ifaces = o->n_ifaces };
 	struct dmsc_install_result res;
 	int err;
 
@@ -416,12 +486,13 @@ static int cmd_install(const struct opts *o)
 		json_add(r, "cgroup", json_object_new_string(res.cgroup_path));
 		json_add(r, "adopted", json_object_new_boolean(res.adopted));
 		json_add(r, "hooks", json_object_new_int((int)res.n_links));
+		json_add(r, "interfaces", json_object_new_int((int)res.n_ifaces));
 		print_json(r);
 		json_object_put(r);
 	} else {
-		printf("%s dmsc on cgroup %s: %u hooks, pinned at %s\n",
+		printf("%s dmsc on cgroup %s: %u hooks, %u interface%s, pinned at %s\n",
 		       res.adopted ? "updated programs in place of" : "installed", res.cgroup_path,
-		       res.n_links, o->pin_dir);
+		       res.n_links, res.n_ifaces, res.n_ifaces == 1 ? "" : "s", o->pin_dir);
 	}
 	return 0;
 }
@@ -451,8 +522,8 @@ static int cmd_uninstall(const struct opts *o)
 
 static int cmd_status(const struct opts *o)
 {
-	struct json_object *r = json_object_new_object(), *hooks = json_object_new_array();
-	struct dmsc_link_info links[8];
+	struct json_object *r = json_object_new_object(), *hooks = json_object_new_array(), *ifaces;
+	struct dmsc_link_info links[16];
 	struct dmsc_datapath dp;
 	struct dmsc_state st = { 0 };
 	struct utsname u;
@@ -476,7 +547,7 @@ static int cmd_status(const struct opts *o)
 		json_object_put(hooks);
 		goto out;
 	}
-	n = (size_t)dmsc_datapath_links(o->pin_dir, links, 8);
+	n = (size_t)dmsc_datapath_links(o->pin_dir, links, 16);
 	if (dmsc_state_read(&dp, &st) == 0)
 		for (i = 0; i < st.n_svcs; i++)
 			used_be += st.svcs[i].meta.n_backends;
@@ -497,9 +568,12 @@ static int cmd_status(const struct opts *o)
 		       used_be, dp.max_backends - 1);
 	}
 	for (i = 0; i < n; i++) {
-		struct json_object *h = json_object_new_object();
+		struct json_object *h;
 		bool ok = links[i].present && links[i].cgroup_id == dp.install.cgroup_id;
 
+		if (links[i].hook->attach != DMSC_ATTACH_CGROUP)
+			continue;
+		h = json_object_new_object();
 		json_add(h, "hook", json_object_new_string(links[i].hook->hook));
 		json_add(h, "program", json_object_new_string(links[i].hook->prog));
 		json_add(h, "attached", json_object_new_boolean(ok));
@@ -511,6 +585,14 @@ static int cmd_status(const struct opts *o)
 			       ok ? "attached" : "NOT ATTACHED", links[i].link_id, links[i].prog_id);
 	}
 	json_add(r, "hooks", hooks);
+	ifaces = json_object_new_array();
+	for (i = 0; i < dp.install.n_ifaces && i < DMSC_IFACES_MAX; i++) {
+		json_object_array_add(ifaces, json_object_new_string(dp.install.ifname[i]));
+		if (!o->json)
+			printf("  %-22s on %s (ifindex %u)\n", "tc/ingress", dp.install.ifname[i],
+			       dp.install.ifindex[i]);
+	}
+	json_add(r, "interfaces", ifaces);
 	dmsc_state_free(&st);
 	dmsc_datapath_close(&dp);
 out:
@@ -537,7 +619,7 @@ static int parse_count(const char *flag, const char *arg, unsigned int *out)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_DRY_RUN = 256, OPT_CGROUP, OPT_MAX_SVC, OPT_MAX_BE, OPT_PIN_DIR };
+	enum { OPT_DRY_RUN = 256, OPT_CGROUP, OPT_MAX_SVC, OPT_MAX_BE, OPT_PIN_DIR, OPT_IFACE };
 	static const struct option longopts[] = {
 		{ "output", required_argument, NULL, 'o' },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
@@ -545,6 +627,7 @@ int main(int argc, char **argv)
 		{ "max-services", required_argument, NULL, OPT_MAX_SVC },
 		{ "max-backends", required_argument, NULL, OPT_MAX_BE },
 		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
+		{ "interface", required_argument, NULL, OPT_IFACE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -581,6 +664,13 @@ int main(int argc, char **argv)
 		case OPT_PIN_DIR:
 			o.pin_dir = optarg;
 			break;
+		case OPT_IFACE:
+			if (o.n_ifaces == DMSC_IFACES_MAX) {
+				pr_warn("--interface: at most %d interfaces\n", DMSC_IFACES_MAX);
+				return EXIT_USAGE;
+			}
+			o.ifaces[o.n_ifaces++] = optarg;
+			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;
 			break;
@@ -615,11 +705,12 @@ int main(int argc, char **argv)
 		return cmd_apply(argv[0], &o);
 	}
 	if (!strcmp(cmd, "show")) {
-		if (argc != 1 || strcmp(argv[0], "services")) {
-			pr_warn("show takes one of: services\n");
-			return EXIT_USAGE;
-		}
-		return cmd_show_services(&o);
+		if (argc == 1 && !strcmp(argv[0], "services"))
+			return cmd_show_services(&o);
+		if (argc == 1 && !strcmp(argv[0], "access"))
+			return cmd_show_access(&o);
+		pr_warn("show takes one of: services, access\n");
+		return EXIT_USAGE;
 	}
 	if (argc != 0) {
 		pr_warn("%s takes no arguments, got \"%s\"\n", cmd, argv[0]);

@@ -53,7 +53,13 @@ struct agent {
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
 	int inotify_fd, watch_wd, signal_fd, http_fd;
+	/* allow_from paths with no cgroup yet: applied again until they
+	 * resolve (dmsc_apply_result.unresolved). */
+	int64_t retry_at_ms; /* 0: none */
+	size_t unresolved;
 };
+
+#define UNRESOLVED_RETRY_MS 2000
 
 static const char usage_text[] =
     "usage: dmscd --policy FILE|DIR [--cgroup PATH] [options]\n"
@@ -62,8 +68,8 @@ static const char usage_text[] =
     "                         files are merged (a service defined twice is an error)\n"
     "  --cgroup PATH          the cgroup v2 whose processes are in the mesh; may be\n"
     "                         left out when the datapath is installed already\n"
-    "  --interface IF         accepted for the TC hooks (repeatable); this build has\n"
-    "                         none, so it is only checked to exist\n"
+    "  --interface IF         also police byte limits on traffic arriving on IF (TC\n"
+    "                         ingress; repeatable; kept by later installs)\n"
     "  --metrics ADDR:PORT    Prometheus metrics at http://ADDR:PORT/metrics\n"
     "                         (default " DEFAULT_METRICS "; port 0 picks one; off)\n"
     "  --debounce-ms N        apply once the policy was quiet N ms (default %d)\n"
@@ -117,6 +123,7 @@ static void apply_policy(struct agent *ag, const char *why)
 	size_t i;
 	int err;
 
+	ag->retry_at_ms = 0;
 	t0 = mono_seconds();
 	err = dmsc_policy_set_load(ag->policy, &set, &msgs);
 	if (err) {
@@ -164,12 +171,20 @@ static void apply_policy(struct agent *ag, const char *why)
 	for (i = 0; i < res.n_changes; i++)
 		pr_info("%s %s: %s\n", dmsc_change_op_name(res.changes[i].op),
 			res.changes[i].service, res.changes[i].detail);
-	pr_info("applied %s (%s): %zu service%s, %zu change%s, %zu map entr%s written "
-		"(%zu deferred) in %.3f ms; parse and compile %.1f ms\n",
-		ag->policy, why, res.n_services, res.n_services == 1 ? "" : "s", res.n_changes,
-		res.n_changes == 1 ? "" : "s", res.entries_written,
-		res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
-		(t1 - t0) * 1e3);
+	if (res.unresolved && res.unresolved != ag->unresolved)
+		pr_info("%zu allow_from path%s with no cgroup yet (no one matches them): applying "
+			"again every %d ms until they exist\n",
+			res.unresolved, res.unresolved == 1 ? "" : "s", UNRESOLVED_RETRY_MS);
+	ag->unresolved = res.unresolved;
+	ag->retry_at_ms = res.unresolved ? dmsc_now_ms() + UNRESOLVED_RETRY_MS : 0;
+	/* A retry that changed nothing is not worth a line. */
+	dmsc_log(res.n_changes || strcmp(why, "retry") ? DMSC_LOG_INFO : DMSC_LOG_DEBUG,
+		 "applied %s (%s): %zu service%s, %zu change%s, %zu map entr%s written "
+		 "(%zu deferred) in %.3f ms; parse and compile %.1f ms\n",
+		 ag->policy, why, res.n_services, res.n_services == 1 ? "" : "s", res.n_changes,
+		 res.n_changes == 1 ? "" : "s", res.entries_written,
+		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
+		 (t1 - t0) * 1e3);
 	ag->stats.applies[DMSC_APPLY_OK]++;
 	ag->stats.entries_written += res.entries_written;
 	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
@@ -305,11 +320,13 @@ static int parse_uint(const char *flag, const char *arg, unsigned int max, unsig
 
 /* Installs, or adopts and replaces the programs in place; says which. */
 static int install(const struct agent *ag, const char *cgroup, unsigned int max_svc,
-		   unsigned int max_be)
+		   unsigned int max_be, const char *const *ifs, size_t n_ifs)
 {
 	struct dmsc_install_opts io = {.cgroup = cgroup,
 				       .max_services = max_svc ? max_svc + 1 : 0,
-				       .max_backends = max_be ? max_be + 1 : 0};
+				       .max_backends = max_be ? max_be + 1 : 0,
+				       .ifaces = ifs,
+				       .n_ifaces = n_ifs};
 	struct dmsc_link_info before[8], after[8];
 	struct dmsc_install_result res;
 	struct dmsc_datapath dp;
@@ -382,7 +399,7 @@ int main(int argc, char **argv)
 	unsigned int debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
 	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS, max_svc = 0, max_be = 0;
 	enum dmsc_log_level level = DMSC_LOG_INFO;
-	size_t n_ifs = 0, i;
+	size_t n_ifs = 0;
 	char bound[64];
 	sigset_t sigs;
 	bool running = true;
@@ -454,15 +471,6 @@ int main(int argc, char **argv)
 		ag.pin_dir = dmsc_pin_dir();
 	if (dmsc_require_root("dmscd"))
 		return 1;
-	for (i = 0; i < n_ifs; i++) {
-		if (!if_nametoindex(ifs[i])) {
-			pr_warn("--interface %s: %s\n", ifs[i], strerror(errno));
-			return 1;
-		}
-		pr_info("--interface %s: this build has no TC programs; nothing is attached to "
-			"it\n",
-			ifs[i]);
-	}
 	dmsc_agent_stats_init(&ag.stats);
 	ag.stats.start_time = wall_seconds();
 	dmsc_debounce_init(&ag.debounce, (int)debounce, (int)debounce_max);
@@ -479,7 +487,7 @@ int main(int argc, char **argv)
 		pr_warn("signalfd: %s\n", strerror(errno));
 		goto out;
 	}
-	if (install(&ag, cgroup, max_svc, max_be))
+	if (install(&ag, cgroup, max_svc, max_be, ifs, n_ifs))
 		goto out;
 	if (setup_watch(&ag))
 		goto out;
@@ -511,9 +519,13 @@ int main(int argc, char **argv)
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
 		int drop = dmsc_mirror_next_drop_ms(&ag.mirror, now);
+		int retry =
+		    ag.retry_at_ms ? (int)(ag.retry_at_ms > now ? ag.retry_at_ms - now : 0) : -1;
 
 		if (drop >= 0 && (wait < 0 || drop < wait))
 			wait = drop;
+		if (retry >= 0 && (wait < 0 || retry < wait))
+			wait = retry;
 		if (poll(pfd, ag.http_fd >= 0 ? 3 : 2, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
@@ -543,6 +555,8 @@ int main(int argc, char **argv)
 		now = dmsc_now_ms();
 		if (running && dmsc_debounce_take(&ag.debounce, now))
 			apply_policy(&ag, "changed");
+		else if (running && ag.retry_at_ms && dmsc_now_ms() >= ag.retry_at_ms)
+			apply_policy(&ag, "retry");
 		if (dmsc_mirror_next_drop_ms(&ag.mirror, dmsc_now_ms()) == 0)
 			flush_drops(&ag, false);
 	}

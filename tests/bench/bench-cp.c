@@ -97,6 +97,8 @@ static int rig_open(struct rig *r, unsigned max_svc, unsigned max_be)
 	bpf_map__set_max_entries(r->skel->maps.dmsc_svc_stats, max_svc);
 	bpf_map__set_max_entries(r->skel->maps.dmsc_backends, max_be);
 	bpf_map__set_max_entries(r->skel->maps.dmsc_be_stats, max_be);
+	bpf_map__set_max_entries(r->skel->maps.dmsc_limits, max_svc);
+	bpf_map__set_max_entries(r->skel->maps.dmsc_be_index, max_be);
 	err = dmsc_sock__load(r->skel);
 	if (err)
 		return err;
@@ -109,6 +111,9 @@ static int rig_open(struct rig *r, unsigned max_svc, unsigned max_be)
 	r->dp.fd[DMSC_M_REASONS] = bpf_map__fd(r->skel->maps.dmsc_reasons);
 	r->dp.fd[DMSC_M_SOCK_VIP] = bpf_map__fd(r->skel->maps.dmsc_sock_vip);
 	r->dp.fd[DMSC_M_INSTALL] = bpf_map__fd(r->skel->maps.dmsc_install);
+	r->dp.fd[DMSC_M_LIMITS] = bpf_map__fd(r->skel->maps.dmsc_limits);
+	r->dp.fd[DMSC_M_ALLOW] = bpf_map__fd(r->skel->maps.dmsc_allow);
+	r->dp.fd[DMSC_M_BE_INDEX] = bpf_map__fd(r->skel->maps.dmsc_be_index);
 	r->dp.max_services = max_svc;
 	r->dp.max_backends = max_be;
 	r->dp.nr_cpus = libbpf_num_possible_cpus();

@@ -15,8 +15,11 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <net/if.h>
+
 #include "datapath.h"
 #include "dmsc_sock.skel.h"
+#include "dmsc_tc.skel.h"
 #include "log.h"
 
 #ifndef BPF_FS_MAGIC
@@ -28,13 +31,36 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 	[DMSC_M_SVC_META] = DMSC_MAP_SVC_META,	 [DMSC_M_SVC_STATS] = DMSC_MAP_SVC_STATS,
 	[DMSC_M_BE_STATS] = DMSC_MAP_BE_STATS,	 [DMSC_M_REASONS] = DMSC_MAP_REASONS,
 	[DMSC_M_SOCK_VIP] = DMSC_MAP_SOCK_VIP,	 [DMSC_M_INSTALL] = DMSC_MAP_INSTALL,
+	[DMSC_M_LIMITS] = DMSC_MAP_LIMITS,	 [DMSC_M_ALLOW] = DMSC_MAP_ALLOW,
+	[DMSC_M_BE_INDEX] = DMSC_MAP_BE_INDEX,
 };
 
+/* The BPF objects, embedded in the programs by their skeletons. Each
+ * defines every map (bpf/dmsc_maps.bpf.h); pinning makes them one set. */
+static const struct {
+	const char *name;
+	const void *(*elf)(size_t *size);
+} objects[] = {
+	[DMSC_OBJ_SOCK] = { "dmsc_sock", dmsc_sock__elf_bytes },
+	[DMSC_OBJ_TC] = { "dmsc_tc", dmsc_tc__elf_bytes },
+};
+#define N_OBJECTS (sizeof(objects) / sizeof(objects[0]))
+
 const struct dmsc_hook dmsc_hooks[] = {
-	{ "sock4_connect", "cgroup/connect4", "4.17" },
-	{ "sock4_getpeername", "cgroup/getpeername4", "5.8" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_connect", "cgroup/connect4", "4.17" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_getpeername", "cgroup/getpeername4", "5.8" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_sendmsg", "cgroup/sendmsg4", "4.18" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_recvmsg", "cgroup/recvmsg4", "5.2" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_egress", "cgroup_skb/egress", "4.10" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_ingress", "cgroup_skb/ingress", "4.10" },
+	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "tc_ingress", "tc/ingress", "4.1" },
 };
 const size_t dmsc_n_hooks = sizeof(dmsc_hooks) / sizeof(dmsc_hooks[0]);
+
+/* Legacy TC attachment (clsact + cls_bpf, works on every supported
+ * kernel); these are not links, so uninstall removes them by handle. */
+#define DMSC_TC_HANDLE 0xd75c
+#define DMSC_TC_PRIORITY 0xd75c
 
 const char *dmsc_pin_dir(void)
 {
@@ -231,56 +257,174 @@ static unsigned int pinned_max_entries(const char *pin_dir, const char *map)
 	return max;
 }
 
-static int size_maps(struct dmsc_sock *skel, const char *pin_dir,
+static int size_maps(struct bpf_object *obj, const char *pin_dir,
 		     const struct dmsc_install_opts *opts, struct dmsc_install *rec)
 {
-	struct {
-		struct bpf_map *map;
-		unsigned int want;
-		__u32 *out;
+	static const struct {
+		const char *map;
+		bool backends; /* sized by max_backends, else max_services */
 	} sized[] = {
-		{ skel->maps.dmsc_services, opts->max_services, &rec->max_services },
-		{ skel->maps.dmsc_svc_meta, opts->max_services, NULL },
-		{ skel->maps.dmsc_svc_stats, opts->max_services, NULL },
-		{ skel->maps.dmsc_backends, opts->max_backends, &rec->max_backends },
-		{ skel->maps.dmsc_be_stats, opts->max_backends, NULL },
+		{ DMSC_MAP_SERVICES, false },  { DMSC_MAP_SVC_META, false },
+		{ DMSC_MAP_SVC_STATS, false }, { DMSC_MAP_LIMITS, false },
+		{ DMSC_MAP_BACKENDS, true },   { DMSC_MAP_BE_STATS, true },
+		{ DMSC_MAP_BE_INDEX, true },
 	};
 	size_t i;
 	int err;
 
 	for (i = 0; i < sizeof(sized) / sizeof(sized[0]); i++) {
-		const char *name = bpf_map__name(sized[i].map);
-		unsigned int pinned = pinned_max_entries(pin_dir, name);
-		unsigned int size = sized[i].want ? sized[i].want : bpf_map__max_entries(sized[i].map);
+		struct bpf_map *map = bpf_object__find_map_by_name(obj, sized[i].map);
+		unsigned int want = sized[i].backends ? opts->max_backends : opts->max_services;
+		unsigned int pinned = pinned_max_entries(pin_dir, sized[i].map);
+		unsigned int size;
 
-		if (pinned && sized[i].want && sized[i].want != pinned) {
+		if (!map)
+			return -ENOENT;
+		size = want ? want : bpf_map__max_entries(map);
+		if (pinned && want && want != pinned) {
 			pr_warn("map %s is pinned with %u entries; changing its capacity to %u needs "
 				"`dmscctl uninstall` first\n",
-				name, pinned, sized[i].want);
+				sized[i].map, pinned, want);
 			return -EEXIST;
 		}
 		if (pinned)
 			size = pinned;
 		if (size < 2) {
-			pr_warn("capacity of %s must be at least 2 (id 0 is reserved)\n", name);
+			pr_warn("capacity of %s must be at least 2 (id 0 is reserved)\n", sized[i].map);
 			return -EINVAL;
 		}
-		err = bpf_map__set_max_entries(sized[i].map, size);
+		err = bpf_map__set_max_entries(map, size);
 		if (err)
 			return err;
-		if (sized[i].out)
-			*sized[i].out = size;
+		if (strcmp(sized[i].map, DMSC_MAP_SERVICES) == 0)
+			rec->max_services = size;
+		if (strcmp(sized[i].map, DMSC_MAP_BACKENDS) == 0)
+			rec->max_backends = size;
 	}
 	return 0;
 }
 
+/* Opens, sizes, pins and loads one object; maps already pinned are reused. */
+static int load_object(size_t idx, const char *pin_dir, const struct dmsc_install_opts *opts,
+		       struct dmsc_install *rec, struct bpf_object **out)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = objects[idx].name);
+	char path[PATH_MAX];
+	struct bpf_object *obj;
+	struct bpf_map *map;
+	const void *elf;
+	size_t size;
+	int err;
+
+	elf = objects[idx].elf(&size);
+	obj = bpf_object__open_mem(elf, size, &oo);
+	if (!obj) {
+		err = -errno;
+		pr_warn("cannot open BPF object %s: %s\n", objects[idx].name, strerror(-err));
+		return err;
+	}
+	err = size_maps(obj, pin_dir, opts, rec);
+	if (err)
+		goto fail;
+	bpf_object__for_each_map(map, obj)
+	{
+		pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
+		err = bpf_map__set_pin_path(map, path);
+		if (err)
+			goto fail;
+	}
+	err = bpf_object__load(obj);
+	if (err) {
+		pr_warn("cannot load BPF object %s: %s (a pinned map from an incompatible build "
+			"makes this fail: `dmscctl uninstall` removes it)\n",
+			objects[idx].name, strerror(-err));
+		goto fail;
+	}
+	*out = obj;
+	return 0;
+fail:
+	bpf_object__close(obj);
+	return err;
+}
+
+static int tc_attach(int prog_fd, unsigned int ifindex, const char *ifname)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = (int)ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, to, .handle = DMSC_TC_HANDLE, .priority = DMSC_TC_PRIORITY,
+		    .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE);
+	int err;
+
+	err = bpf_tc_hook_create(&hook);
+	if (err && err != -EEXIST) {
+		pr_warn("cannot add a clsact qdisc to %s: %s\n", ifname, strerror(-err));
+		return err;
+	}
+	err = bpf_tc_attach(&hook, &to);
+	if (err)
+		pr_warn("cannot attach the TC program to %s: %s\n", ifname, strerror(-err));
+	return err;
+}
+
+/* Removes our filter (by handle and priority) from an interface that still
+ * exists in this network namespace; the clsact qdisc stays, others may use
+ * it. */
+static void tc_detach(unsigned int ifindex)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = (int)ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, to, .handle = DMSC_TC_HANDLE, .priority = DMSC_TC_PRIORITY);
+
+	bpf_tc_detach(&hook, &to);
+}
+
 static int remove_pins(const char *dir, bool *removed);
+
+/* The interfaces for TC: those recorded by an earlier install (adopting
+ * keeps them) plus those named now, resolved in this network namespace. */
+static int record_ifaces(struct bpf_object *obj, const struct dmsc_install_opts *opts,
+			 struct dmsc_install *rec)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, DMSC_MAP_INSTALL);
+	struct dmsc_install old;
+	__u32 zero = 0, k;
+	size_t i;
+
+	memset(&old, 0, sizeof(old));
+	if (map && bpf_map_lookup_elem(bpf_map__fd(map), &zero, &old) == 0 &&
+	    old.n_ifaces <= DMSC_IFACES_MAX) {
+		rec->n_ifaces = old.n_ifaces;
+		memcpy(rec->ifindex, old.ifindex, sizeof(rec->ifindex));
+		memcpy(rec->ifname, old.ifname, sizeof(rec->ifname));
+	}
+	for (i = 0; i < opts->n_ifaces; i++) {
+		unsigned int idx = if_nametoindex(opts->ifaces[i]);
+
+		if (!idx) {
+			pr_warn("--interface %s: no such interface in this network namespace\n",
+				opts->ifaces[i]);
+			return -ENODEV;
+		}
+		for (k = 0; k < rec->n_ifaces; k++)
+			if (rec->ifindex[k] == idx)
+				break;
+		if (k < rec->n_ifaces)
+			continue;
+		if (rec->n_ifaces == DMSC_IFACES_MAX) {
+			pr_warn("--interface %s: at most %d interfaces\n", opts->ifaces[i],
+				DMSC_IFACES_MAX);
+			return -E2BIG;
+		}
+		rec->ifindex[rec->n_ifaces] = idx;
+		snprintf(rec->ifname[rec->n_ifaces], sizeof(rec->ifname[0]), "%s", opts->ifaces[i]);
+		rec->n_ifaces++;
+	}
+	return 0;
+}
 
 int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 		 struct dmsc_install_result *res)
 {
 	char cg_abs[PATH_MAX], path[PATH_MAX];
-	struct dmsc_sock *skel = NULL;
+	struct bpf_object *objs[N_OBJECTS] = { NULL };
 	struct dmsc_install rec;
 	struct stat cg_st;
 	struct bpf_map *map;
@@ -350,40 +494,35 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	}
 
 	fresh = pinned_max_entries(pin_dir, DMSC_MAP_SERVICES) == 0;
-	skel = dmsc_sock__open();
-	if (!skel) {
-		err = -errno;
-		pr_warn("cannot open the BPF object: %s\n", strerror(-err));
-		goto out;
-	}
-	err = size_maps(skel, pin_dir, opts, &rec);
-	if (err)
-		goto out;
-	bpf_object__for_each_map(map, skel->obj)
-	{
-		pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
-		err = bpf_map__set_pin_path(map, path);
+	for (i = 0; i < N_OBJECTS; i++) {
+		err = load_object(i, pin_dir, opts, &rec, &objs[i]);
 		if (err)
 			goto out;
 	}
-	err = dmsc_sock__load(skel);
-	if (err) {
-		pr_warn("cannot load the BPF programs: %s (a pinned map from an incompatible "
-			"build makes this fail: `dmscctl uninstall` removes it)\n",
-			strerror(-err));
+	err = record_ifaces(objs[DMSC_OBJ_SOCK], opts, &rec);
+	if (err)
 		goto out;
-	}
 
 	for (i = 0; i < dmsc_n_hooks; i++) {
 		const struct dmsc_hook *h = &dmsc_hooks[i];
-		struct bpf_program *prog = bpf_object__find_program_by_name(skel->obj, h->prog);
+		struct bpf_program *prog = bpf_object__find_program_by_name(objs[h->object], h->prog);
 		struct bpf_link *link;
+		unsigned int k;
 		int fd;
 
 		if (!prog) {
 			err = -ENOENT;
 			pr_warn("program %s is missing from the BPF object\n", h->prog);
 			goto out;
+		}
+		if (h->attach == DMSC_ATTACH_TC_INGRESS) {
+			for (k = 0; k < rec.n_ifaces; k++) {
+				err = tc_attach(bpf_program__fd(prog), rec.ifindex[k], rec.ifname[k]);
+				if (err)
+					goto out;
+				res->n_ifaces++;
+			}
+			continue;
 		}
 		fd = link_get(pin_dir, h);
 		if (fd >= 0) {
@@ -419,15 +558,16 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	}
 
 	rec.installed_at = (__u64)time(NULL);
-	{
+	map = bpf_object__find_map_by_name(objs[DMSC_OBJ_SOCK], DMSC_MAP_INSTALL);
+	if (map) {
 		struct dmsc_install prev;
 
 		/* A reinstall counts as a change for whoever mirrors the maps. */
-		if (bpf_map_lookup_elem(bpf_map__fd(skel->maps.dmsc_install), &zero, &prev) == 0)
+		if (bpf_map_lookup_elem(bpf_map__fd(map), &zero, &prev) == 0)
 			rec.generation = prev.generation + 1;
 	}
-	if (bpf_map_update_elem(bpf_map__fd(skel->maps.dmsc_install), &zero, &rec, BPF_ANY)) {
-		err = -errno;
+	if (!map || bpf_map_update_elem(bpf_map__fd(map), &zero, &rec, BPF_ANY)) {
+		err = map ? -errno : -ENOENT;
 		pr_warn("cannot record the installation in %s: %s\n", DMSC_MAP_INSTALL,
 			strerror(-err));
 		goto out;
@@ -440,7 +580,8 @@ out:
 
 		remove_pins(pin_dir, &removed);
 	}
-	dmsc_sock__destroy(skel);
+	for (i = 0; i < N_OBJECTS; i++)
+		bpf_object__close(objs[i]);
 	if (lock_fd >= 0)
 		close(lock_fd);
 	if (cg_fd >= 0)
@@ -474,7 +615,7 @@ static int remove_pins(const char *dir, bool *removed)
 int dmsc_uninstall(const char *pin_dir, bool *was_installed)
 {
 	char path[PATH_MAX];
-	int lock_fd = -1, err;
+	int lock_fd = -1, err, fd;
 
 	*was_installed = false;
 	err = lock_dir(pin_dir, &lock_fd);
@@ -484,7 +625,23 @@ int dmsc_uninstall(const char *pin_dir, bool *was_installed)
 		pr_warn("cannot lock %s: %s\n", pin_dir, strerror(-err));
 		return err;
 	}
-	/* Links first: the hooks go away before the maps they read. */
+	/* TC filters first, then links: the hooks go away before the maps
+	 * they read. An interface of another network namespace is not found
+	 * here; its filter goes away with the interface. */
+	pin_path(path, sizeof(path), pin_dir, "maps", DMSC_MAP_INSTALL);
+	fd = bpf_obj_get(path);
+	if (fd >= 0) {
+		struct dmsc_install rec;
+		__u32 zero = 0, k;
+		char name[IF_NAMESIZE];
+
+		if (bpf_map_lookup_elem(fd, &zero, &rec) == 0)
+			for (k = 0; k < rec.n_ifaces && k < DMSC_IFACES_MAX; k++)
+				if (if_indextoname(rec.ifindex[k], name) &&
+				    strncmp(name, rec.ifname[k], sizeof(rec.ifname[k])) == 0)
+					tc_detach(rec.ifindex[k]);
+		close(fd);
+	}
 	err = remove_pins(pin_dir, was_installed);
 	if (err)
 		pr_warn("cannot remove every pin under %s: %s\n", pin_dir, strerror(-err));

@@ -22,7 +22,20 @@ enum dmsc_map_id {
 	DMSC_M_REASONS,
 	DMSC_M_SOCK_VIP,
 	DMSC_M_INSTALL,
+	DMSC_M_LIMITS,
+	DMSC_M_ALLOW,
+	DMSC_M_BE_INDEX,
 	DMSC_M_COUNT,
+};
+
+enum dmsc_object_id {
+	DMSC_OBJ_SOCK, /* bpf/dmsc_sock.bpf.c */
+	DMSC_OBJ_TC,   /* bpf/dmsc_tc.bpf.c */
+};
+
+enum dmsc_attach {
+	DMSC_ATTACH_CGROUP,     /* a link on the install cgroup, pinned */
+	DMSC_ATTACH_TC_INGRESS, /* a filter on each --interface */
 };
 
 extern const char *const dmsc_map_names[DMSC_M_COUNT];
@@ -30,6 +43,8 @@ extern const char *const dmsc_map_names[DMSC_M_COUNT];
 /* One attached program: the skeleton's program name is the link's pin
  * name. */
 struct dmsc_hook {
+	enum dmsc_object_id object;
+	enum dmsc_attach attach;
 	const char *prog;
 	const char *hook;     /* as a user reads it: "cgroup/connect4" */
 	const char *min_linux; /* first kernel that has the hook */
@@ -52,12 +67,15 @@ struct dmsc_install_opts {
 	const char *cgroup; /* absolute, or relative to the cgroup2 mount */
 	unsigned int max_services; /* 0: default, or what is pinned */
 	unsigned int max_backends;
+	const char *const *ifaces; /* TC ingress on these, in this netns */
+	size_t n_ifaces;
 };
 
 struct dmsc_install_result {
 	char cgroup_path[DMSC_CGROUP_PATH_MAX];
 	bool adopted;      /* pins existed: programs replaced in place */
 	unsigned int n_links;
+	unsigned int n_ifaces;
 };
 
 /* $DMSC_PIN_DIR, else DMSC_PIN_ROOT/vDMSC_LAYOUT_VERSION. */

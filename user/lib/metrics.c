@@ -7,15 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "counters.h"
 #include "metrics.h"
 #include "state.h"
-
-const char *const dmsc_reason_names[DMSC_R_MAX] = {
-    [DMSC_R_SLOT_EMPTY] = "slot_empty",
-    [DMSC_R_BACKEND_MISSING] = "backend_missing",
-    [DMSC_R_SOCK_STORAGE_FULL] = "sock_storage_full",
-    [DMSC_R_PEER_REWRITTEN] = "peer_rewritten",
-};
 
 void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...)
 {
@@ -214,17 +208,35 @@ struct counter_row {
 	const char *name;
 	const char *help;
 	enum row_scope scope;
-	size_t offset;	    /* of the __u64 in dmsc_svc_stats / dmsc_be_stats */
-	const char *reason; /* a "reason" label, or NULL */
+	size_t offset;	   /* of the __u64 in dmsc_svc_stats / dmsc_be_stats */
+	const char *label; /* an extra label ("reason", "direction"), or NULL */
+	const char *value;
 };
 
+#define SVC_ROW(metric, field, label, value, help)                                                 \
+	{                                                                                          \
+		metric, help, PER_SERVICE, offsetof(struct dmsc_svc_stats, field), label, value    \
+	}
+
 static const struct counter_row counter_rows[] = {
-    {"dmsc_service_connections_total", "Connections to the service VIP translated to a backend.",
-     PER_SERVICE, offsetof(struct dmsc_svc_stats, connections), NULL},
-    {"dmsc_service_refused_total", "Connections to the service VIP refused, by reason.",
-     PER_SERVICE, offsetof(struct dmsc_svc_stats, refused_no_backend), "no_backend"},
+    SVC_ROW("dmsc_service_connections_total", connections, NULL, NULL,
+	    "Connections to the service VIP translated to a backend."),
+    SVC_ROW("dmsc_service_refused_total", refused_no_backend, "reason", "no_backend",
+	    "Connections to the service VIP refused, by reason."),
+    SVC_ROW("dmsc_service_refused_total", refused_rate, "reason", "rate_limit", ""),
+    SVC_ROW("dmsc_service_refused_total", refused_access, "reason", "access", ""),
+    SVC_ROW("dmsc_service_bytes_total", bytes_to, "direction", "to_service",
+	    "Bytes of mesh clients' connections to the service, by direction."),
+    SVC_ROW("dmsc_service_bytes_total", bytes_from, "direction", "from_service", ""),
+    SVC_ROW("dmsc_service_policed_packets_total", policed_to, "direction", "to_service",
+	    "Packets dropped over the service's bytes_per_second, by direction."),
+    SVC_ROW("dmsc_service_policed_packets_total", policed_from, "direction", "from_service", ""),
+    SVC_ROW("dmsc_service_interface_bytes_total", tc_bytes, NULL, NULL,
+	    "Bytes arriving on --interface for a local backend of the service."),
+    SVC_ROW("dmsc_service_interface_policed_packets_total", tc_policed, NULL, NULL,
+	    "Packets arriving on --interface dropped over bytes_per_second."),
     {"dmsc_backend_connections_total", "Connections translated to the backend.", PER_BACKEND,
-     offsetof(struct dmsc_be_stats, connections), NULL},
+     offsetof(struct dmsc_be_stats, connections), NULL, NULL},
 };
 
 #define N_ROWS (sizeof(counter_rows) / sizeof(counter_rows[0]))
@@ -272,9 +284,9 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 
 			dmsc_format_svc_key(&ms->key, vip, sizeof(vip));
 			if (row->scope == PER_SERVICE) {
-				if (row->reason)
-					l[2] = (struct dmsc_prom_label){"reason", row->reason};
-				dmsc_prom_sample(b, row->name, l, row->reason ? 3 : 2,
+				if (row->label)
+					l[2] = (struct dmsc_prom_label){row->label, row->value};
+				dmsc_prom_sample(b, row->name, l, row->label ? 3 : 2,
 						 field(&ss[i], row->offset));
 				continue;
 			}

@@ -72,8 +72,6 @@ struct dmsc_agent_stats {
 
 void dmsc_agent_stats_init(struct dmsc_agent_stats *a);
 
-extern const char *const dmsc_reason_names[DMSC_R_MAX];
-
 /* Every metric: per service and backend counters from the maps (named by
  * the mirror), datapath events, map usage and capacity, and the agent's
  * own counters. */

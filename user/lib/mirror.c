@@ -96,13 +96,15 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 	}
 	h = fnv_u64(h, s->has_rate_limit);
 	if (s->has_rate_limit) {
-		h = fnv_u64(h, (uint64_t)rl->has_connections_per_second << 3 |
-				   (uint64_t)rl->has_burst << 2 |
-				   (uint64_t)rl->has_bytes_per_second << 1 |
+		h = fnv_u64(h, (uint64_t)rl->has_connections_per_second << 4 |
+				   (uint64_t)rl->has_burst << 3 |
+				   (uint64_t)rl->has_bytes_per_second << 2 |
+				   (uint64_t)rl->has_bytes_burst << 1 |
 				   (uint64_t)rl->has_requests_per_second);
 		h = fnv_u64(h, rl->connections_per_second);
 		h = fnv_u64(h, rl->burst);
 		h = fnv_u64(h, rl->bytes_per_second);
+		h = fnv_u64(h, rl->bytes_burst);
 		h = fnv_u64(h, rl->requests_per_second);
 	}
 	h = fnv_u64(h, s->has_allow_from);
@@ -259,6 +261,13 @@ static void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirr
 	slot_table(ms, &s->svc);
 	if (hot->stale)
 		s->svc.slot[0] = UINT32_MAX; /* never equal to a compiled table */
+	s->svc.table_hash = dmsc_table_hash(s->svc.slot);
+	if (ms->limits) {
+		s->limits.conn_rate = ms->limits->conn_rate;
+		s->limits.conn_depth = ms->limits->conn_depth;
+		s->limits.byte_rate = ms->limits->byte_rate;
+		s->limits.byte_depth = ms->limits->byte_depth;
+	}
 	snprintf(s->meta.name, sizeof(s->meta.name), "%s", ms->name);
 	s->meta.n_backends = ms->n_be;
 	for (i = 0; i < ms->n_be; i++) {
@@ -282,6 +291,7 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	struct dmsc_mirror_svc *ms = &m->svcs[m->n];
 	struct dmsc_mirror_hot *hot = &m->hot[m->n];
 	struct dmsc_svc svc, want;
+	struct dmsc_limits lim;
 	struct dmsc_svc_meta meta;
 	struct dmsc_backend be;
 	__u32 i, id;
@@ -322,8 +332,19 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	/* After an interrupted writer the table may not be what meta says:
 	 * the next apply rewrites such a service. */
 	slot_table(ms, &want);
-	if (memcmp(want.slot, svc.slot, sizeof(want.slot)) != 0)
+	if (memcmp(want.slot, svc.slot, sizeof(want.slot)) != 0 ||
+	    svc.table_hash != dmsc_table_hash(svc.slot))
 		hot->stale = true;
+	id = ms->id;
+	if (id && id < dp->max_services &&
+	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_LIMITS], &id, &lim, BPF_F_LOCK) == 0 &&
+	    (lim.conn_rate || lim.byte_rate || lim.conn_depth || lim.byte_depth)) {
+		ms->limits = malloc(sizeof(*ms->limits));
+		if (!ms->limits)
+			return -ENOMEM;
+		*ms->limits = (struct dmsc_mirror_limits){lim.conn_rate, lim.conn_depth,
+							  lim.byte_rate, lim.byte_depth};
+	}
 	mark(m->svc_used, m->max_services, ms->id, 1);
 	for (i = 0; i < DMSC_SLOTS; i++)
 		mark(m->be_used, m->max_backends, svc.slot[i], 1);
@@ -336,8 +357,11 @@ static void free_svcs(struct dmsc_mirror *m)
 {
 	size_t i;
 
-	for (i = 0; i < m->n; i++)
+	for (i = 0; i < m->n; i++) {
 		free(m->svcs[i].be);
+		free(m->svcs[i].limits);
+		free(m->svcs[i].allow);
+	}
 	m->n = 0;
 }
 
@@ -356,6 +380,61 @@ void dmsc_mirror_free(struct dmsc_mirror *m)
 	delay = m->drop_delay_ms;
 	memset(m, 0, sizeof(*m));
 	m->drop_delay_ms = delay;
+}
+
+static int allow_by_cgroup(const void *a, const void *b)
+{
+	const struct dmsc_allow_entry *x = a, *y = b;
+
+	if (x->key.cgroup_id != y->key.cgroup_id)
+		return x->key.cgroup_id < y->key.cgroup_id ? -1 : 1;
+	return 0;
+}
+
+/* The allow rules, each to the service that owns it, sorted as the apply
+ * sorts them (by cgroup id within a service). */
+static int load_allow(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
+{
+	struct dmsc_allow_key key, next;
+	struct dmsc_allow_entry e, *grown;
+	__u32 *by_id;
+	void *prev = NULL;
+	size_t i;
+	int err = 0;
+
+	by_id = calloc(dp->max_services, sizeof(*by_id));
+	if (!by_id)
+		return -ENOMEM;
+	for (i = 0; i < m->n; i++)
+		if (m->svcs[i].id < dp->max_services)
+			by_id[m->svcs[i].id] = (__u32)i + 1;
+	while (bpf_map_get_next_key(dp->fd[DMSC_M_ALLOW], prev, &next) == 0) {
+		struct dmsc_mirror_svc *ms;
+
+		key = next;
+		prev = &key;
+		memset(&e, 0, sizeof(e));
+		e.key = key;
+		if (bpf_map_lookup_elem(dp->fd[DMSC_M_ALLOW], &key, &e.rule))
+			continue;
+		if (key.svc_id >= dp->max_services || !by_id[key.svc_id])
+			continue; /* a rule of no service: the next apply leaves it */
+		ms = &m->svcs[by_id[key.svc_id] - 1];
+		grown = realloc(ms->allow, (ms->n_allow + 1) * sizeof(*ms->allow));
+		if (!grown) {
+			err = -ENOMEM;
+			break;
+		}
+		ms->allow = grown;
+		ms->allow[ms->n_allow++] = e;
+		m->n_allow++;
+	}
+	for (i = 0; i < m->n; i++)
+		if (m->svcs[i].n_allow > 1)
+			qsort(m->svcs[i].allow, m->svcs[i].n_allow, sizeof(*m->svcs[i].allow),
+			      allow_by_cgroup);
+	free(by_id);
+	return err;
 }
 
 int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
@@ -394,6 +473,9 @@ int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 		err = -errno;
 		goto fail;
 	}
+	err = load_allow(m, dp);
+	if (err)
+		goto fail;
 	err = index_rebuild(m, m->n);
 	if (err)
 		goto fail;
@@ -485,24 +567,62 @@ static int pend_drop(struct dmsc_mirror *m, __u32 id, int64_t due)
 
 /* Removes a service with its backends left for later: the service element
  * first, so no new connect() finds it, then its meta. */
-static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms)
+static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms,
+			   const struct dmsc_state_svc *s)
 {
-	__u32 id = ms->id;
+	__u32 id = ms->id, i;
 	int err;
 
+	/* dmsc_plan_remove()'s order, the backends left out. */
 	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &ms->key);
 	if (!err)
 		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
+	if (!err && ms->limits) {
+		struct dmsc_limits none;
+
+		memset(&none, 0, sizeof(none));
+		err = dmsc_apply_put(c, DMSC_M_LIMITS, &id, &none);
+	}
+	for (i = 0; !err && i < ms->n_allow; i++)
+		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &ms->allow[i].key);
+	if (!err)
+		err = dmsc_plan_be_index_drops(c, s, NULL);
 	if (!err)
 		dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
 	return err;
 }
 
-static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
-		      struct dmsc_svc_digest *dig, const struct plan_svc *p, uint64_t fp)
+/* ms becomes what p wrote; it takes p's allow rules. */
+static int mirror_set(struct dmsc_mirror *m, struct dmsc_mirror_svc *ms,
+		      struct dmsc_mirror_hot *hot, struct dmsc_svc_digest *dig, struct plan_svc *p,
+		      uint64_t fp)
 {
+	const struct dmsc_limits *l = &p->limits;
 	struct dmsc_mirror_be *be = ms->be;
 	__u32 i, n = p->meta.n_backends;
+	bool unresolved = false;
+
+	if (l->conn_rate || l->conn_depth || l->byte_rate || l->byte_depth) {
+		if (!ms->limits)
+			ms->limits = malloc(sizeof(*ms->limits));
+		if (!ms->limits)
+			return -ENOMEM;
+		*ms->limits = (struct dmsc_mirror_limits){l->conn_rate, l->conn_depth, l->byte_rate,
+							  l->byte_depth};
+	} else {
+		free(ms->limits);
+		ms->limits = NULL;
+	}
+	m->n_allow -= ms->n_allow;
+	free(ms->allow);
+	ms->allow = p->allow;
+	ms->n_allow = (__u32)p->n_allow;
+	m->n_allow += ms->n_allow;
+	p->allow = NULL;
+	p->n_allow = 0;
+	for (i = 0; i < ms->n_allow; i++)
+		if (ms->allow[i].key.cgroup_id & DMSC_ALLOW_UNRESOLVED)
+			unresolved = true;
 
 	if (!be || n > ms->n_be) {
 		be = realloc(ms->be, (n ? n : 1) * sizeof(*be));
@@ -515,7 +635,9 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 	ms->flags = p->svc.flags;
 	ms->n_be = n;
 	dig->key = p->key;
-	dig->fp = fp;
+	/* A rule whose cgroup did not exist yet is resolved again by the
+	 * next apply: no fingerprint lets it skip the service. */
+	dig->fp = unresolved ? 0 : fp;
 	hot->stale = 0;
 	snprintf(ms->name, sizeof(ms->name), "%s", p->meta.name);
 	for (i = 0; i < n; i++) {
@@ -567,7 +689,10 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 		ordered[i] = m->svcs[j];
 		hot[i] = m->hot[j];
 		dig[i] = m->dig[j];
+		/* Moved: free_svcs() below must not free what it points to. */
 		m->svcs[j].be = NULL;
+		m->svcs[j].limits = NULL;
+		m->svcs[j].allow = NULL;
 	}
 	free_svcs(m);
 	free(m->svcs);
@@ -617,7 +742,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	struct apply_ctx c = {.dp = dp, .res = res, .dry_run = dry_run};
 	struct ptrs changed = {0}, removed = {0}, new_svc_ids = {0}, new_be_ids = {0};
 	size_t i, j, seen = 0, n_new = 0, changes_cap = 0, lim, n_pol = p->n_services;
-	long be_delta = 0;
+	long be_delta = 0, allow_delta = 0;
 	bool aligned = true;
 	char detail[512], keybuf[48];
 	int64_t due = dmsc_now_ms() + m->drop_delay_ms;
@@ -695,8 +820,11 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (mi >= 0) {
 			materialize(&m->svcs[mi], &m->hot[mi], &ch->cur);
 			ch->plan.cur = &ch->cur;
+			ch->plan.cur_allow = m->svcs[mi].allow;
+			ch->plan.n_cur_allow = m->svcs[mi].n_allow;
 		}
 		err = dmsc_plan_service(&c, &ch->plan, detail, sizeof(detail));
+		allow_delta += (long)ch->plan.n_allow - (long)ch->plan.n_cur_allow;
 		if (!err && mi < 0)
 			err = ptrs_push(&new_svc_ids, (void *)(uintptr_t)ch->plan.svc.id);
 		for (j = 0; !err && j < ch->plan.meta.n_backends; j++)
@@ -718,7 +846,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 				 w->n_backends == 1 ? "" : "s");
 			err = change_push(res, &changes_cap, DMSC_CHANGE_ADD, w->name, detail);
 		} else if (memcmp(&ch->cur.svc, &ch->plan.svc, sizeof(ch->cur.svc)) ||
-			   memcmp(&ch->cur.meta, &ch->plan.meta, sizeof(ch->cur.meta))) {
+			   memcmp(&ch->cur.meta, &ch->plan.meta, sizeof(ch->cur.meta)) ||
+			   !dmsc_limits_cfg_equal(&ch->cur.limits, &ch->plan.limits) || detail[0]) {
 			err = change_push(res, &changes_cap, DMSC_CHANGE_UPDATE, w->name,
 					  detail[0] ? detail : "slot table rebuilt");
 		} else {
@@ -732,6 +861,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			if (matched(m, d, n_pol, i))
 				continue;
 			be_delta -= (long)m->svcs[i].n_be;
+			allow_delta -= (long)m->svcs[i].n_allow;
 			err = ptrs_push(&removed, (void *)(uintptr_t)i);
 			dmsc_format_svc_key(&m->svcs[i].key, keybuf, sizeof(keybuf));
 			if (!err)
@@ -743,6 +873,11 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	}
 	if ((long)m->n_backends + be_delta >= (long)dp->max_backends) {
 		err = capacity_error(p, dp);
+		goto undo_ids;
+	}
+	if (allow_delta > 0 &&
+	    dmsc_allow_capacity_exceeded(dp, (size_t)((long)m->n_allow + allow_delta))) {
+		err = -ENOSPC;
 		goto undo_ids;
 	}
 
@@ -769,12 +904,12 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		const struct dmsc_mirror_svc *ms = &m->svcs[ri];
 		struct dmsc_state_svc s;
 
+		materialize(ms, &m->hot[ri], &s);
 		if (m->drop_delay_ms) {
-			err = remove_deferred(&c, ms);
+			err = remove_deferred(&c, ms, &s);
 			res->entries_deferred += ms->n_be;
 		} else {
-			materialize(ms, &m->hot[ri], &s);
-			err = dmsc_plan_remove(&c, &s);
+			err = dmsc_plan_remove(&c, &s, ms->allow, ms->n_allow);
 		}
 		if (err)
 			goto fail;
@@ -798,7 +933,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			ms = &m->svcs[m->n];
 			memset(ms, 0, sizeof(*ms));
 			m->hot[m->n].pass = m->pass;
-			err = mirror_set(ms, &m->hot[m->n], &m->dig[m->n], &ch->plan, d[ch->pi].fp);
+			err = mirror_set(m, ms, &m->hot[m->n], &m->dig[m->n], &ch->plan,
+					 d[ch->pi].fp);
 			if (err)
 				goto fatal;
 			m->n++;
@@ -813,12 +949,16 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		} else {
 			ms = &m->svcs[ch->mi];
 			if (ch->same) {
-				m->dig[ch->mi].fp = d[ch->pi].fp;
-				m->hot[ch->mi].stale = 0;
+				/* Nothing to write; what is written is known now.
+				 * (Unresolved rules keep it unknown.) */
+				err = mirror_set(m, ms, &m->hot[ch->mi], &m->dig[ch->mi], &ch->plan,
+						 d[ch->pi].fp);
+				if (err)
+					goto fatal;
 				continue;
 			}
 		}
-		err = mirror_set(ms, &m->hot[ch->mi], &m->dig[ch->mi], &ch->plan, d[ch->pi].fp);
+		err = mirror_set(m, ms, &m->hot[ch->mi], &m->dig[ch->mi], &ch->plan, d[ch->pi].fp);
 		if (err)
 			goto fatal;
 		for (j = 0; j < ch->plan.n_drop; j++) {
@@ -834,6 +974,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		struct dmsc_mirror_svc *ms = &m->svcs[(uintptr_t)removed.v[i]];
 
 		mark(m->svc_used, m->max_services, ms->id, 0);
+		m->n_allow -= ms->n_allow;
 		for (j = 0; j < ms->n_be; j++) {
 			if (m->drop_delay_ms)
 				err = pend_drop(m, ms->be[j].id, due);
@@ -884,8 +1025,10 @@ undo_ids:
 		m->pass++; /* the marks of this pass mean nothing */
 out:
 	dmsc_apply_ctx_release(&c);
-	for (i = 0; i < changed.n; i++)
+	for (i = 0; i < changed.n; i++) {
+		free(((struct mchange *)changed.v[i])->plan.allow);
 		free(changed.v[i]);
+	}
 	free(changed.v);
 	free(removed.v);
 	free(new_svc_ids.v);

@@ -49,13 +49,22 @@ struct dmsc_mirror_hot {
 	__u32 stale; /* the kernel's slot table is not what meta implies */
 };
 
+/* The configured part of struct dmsc_limits (the buckets are the
+ * kernel's). */
+struct dmsc_mirror_limits {
+	__u64 conn_rate, conn_depth, byte_rate, byte_depth;
+};
+
 struct dmsc_mirror_svc {
 	struct dmsc_svc_key key; /* == dig[i].key */
 	__u32 id;
 	__u32 flags;
 	__u32 n_be;
+	__u32 n_allow;
 	char name[DMSC_NAME_MAX];
 	struct dmsc_mirror_be *be;
+	struct dmsc_mirror_limits *limits; /* NULL: no limit */
+	struct dmsc_allow_entry *allow;	   /* sorted as the apply sorts them */
 };
 
 /* A backend id that no service references any more, zeroed in the map
@@ -76,6 +85,7 @@ struct dmsc_mirror {
 	__u32 max_services, max_backends;
 	__u32 next_svc, next_be;
 	size_t n_backends;
+	size_t n_allow;	  /* allow rules of every service */
 	__u64 generation; /* of the install record when last in step */
 	unsigned int services_map_id;
 	__u32 pass;

@@ -15,6 +15,7 @@ struct undo {
 	union {
 		__u32 id;
 		struct dmsc_svc_key svc;
+		struct dmsc_allow_key allow;
 	} key;
 	bool existed;
 	void *old;
@@ -26,10 +27,17 @@ struct plan_svc {
 	struct dmsc_svc_key key;
 	struct dmsc_svc svc;
 	struct dmsc_svc_meta meta;
+	struct dmsc_limits limits;
 	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
 	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
 	size_t n_drop;
+	/* The service's allow rules: what the maps hold (given by the
+	 * caller with cur) and what the policy wants (planned, owned). */
+	const struct dmsc_allow_entry *cur_allow;
+	size_t n_cur_allow;
+	struct dmsc_allow_entry *allow;
+	size_t n_allow;
 };
 
 struct apply_ctx {
@@ -41,6 +49,7 @@ struct apply_ctx {
 	unsigned char *svc_used; /* by id */
 	unsigned char *be_used;
 	__u32 next_svc, next_be; /* where the free-id search resumes */
+	char cg_root[PATH_MAX];
 };
 
 /* One map write (or delete) with its undo record; counted in
@@ -63,7 +72,18 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 /* New backends, meta, the service element (the atomic flip), then the
  * backends the service dropped. */
 int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p);
-/* The service element first, then its meta and backends. */
-int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s);
+/* The service element first, then its meta, backends, limits, allow
+ * rules (rules: the service's, n_rules of them) and backend index. */
+int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
+		     const struct dmsc_allow_entry *rules, size_t n_rules);
+
+/* Backend index entries of cur that p (NULL: the service goes) drops. */
+int dmsc_plan_be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
+			     const struct plan_svc *p);
+/* The configured part of two limits (rates, depths) is equal. */
+bool dmsc_limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limits *b);
+
+/* n allow rules do not fit the allow map: says so, returns true. */
+bool dmsc_allow_capacity_exceeded(const struct dmsc_datapath *dp, size_t n);
 
 #endif /* DMSC_STATE_INTERNAL_H */
