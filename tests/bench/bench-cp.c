@@ -196,6 +196,7 @@ static int full_rewrite(struct rig *r, const struct dmsc_mirror *m, double *ms, 
 		svc.flags = ms->flags;
 		dmsc_slot_counts(w, ms->n_be, counts);
 		dmsc_slot_layout(counts, ids, ms->n_be, svc.slot);
+		svc.table_hash = dmsc_table_hash(svc.slot);
 		if (bpf_map_update_elem(r->dp.fd[DMSC_M_SVC_META], &svc.id, &meta, BPF_ANY) ||
 		    bpf_map_update_elem(r->dp.fd[DMSC_M_SERVICES], &ms->key, &svc, BPF_ANY))
 			return -errno;
