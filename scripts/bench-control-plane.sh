@@ -50,7 +50,7 @@ wait_line() {
 
 echo "== dmscd: resident memory (VmRSS after the first apply, after 3 changes of one weight, after a"
 echo "   metrics scrape; VmHWM: peak, during the JSON parse), median apply of the 3 changes, scrape time"
-printf '%9s %10s %13s %13s %10s %17s %15s %10s\n' services "rss kB" "after changes" "after scrape" "peak kB" "parse+compile ms" "change: apply" "scrape s"
+printf '%9s %10s %13s %13s %10s %17s %15s %13s %10s\n' services "rss kB" "after changes" "after scrape" "peak kB" "parse+compile ms" "change: apply" "(its cpu)" "scrape s"
 rss_json=""
 for n in $RSS_SIZES; do
 	"$BUILD/bench-cp" --write-policy "$n" "$T/p.json" || exit 1
@@ -77,7 +77,9 @@ for n in $RSS_SIZES; do
 	sleep 1
 	rss2=$(awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status")
 	line=$(grep -E '^dmscd: applied ' "$log" | tail -n 1)
-	apply_ms=$(grep -E '^dmscd: applied ' "$log" | tail -n 3 | sed -nE 's/.* in ([0-9.]+) ms; parse.*/\1/p' |
+	apply_ms=$(grep -E '^dmscd: applied ' "$log" | tail -n 3 | sed -nE 's/.* in ([0-9.]+) ms \(cpu.*/\1/p' |
+		sort -g | sed -n 2p)
+	cpu_ms=$(grep -E '^dmscd: applied ' "$log" | tail -n 3 | sed -nE 's/.*\(cpu ([0-9.]+) ms\).*/\1/p' |
 		sort -g | sed -n 2p)
 	parse_ms=$(sed -nE 's/.*parse and compile ([0-9.]+) ms.*/\1/p' <<<"$line")
 	written=$(sed -nE 's/.* ([0-9]+) map entr(y|ies) written.*/\1/p' <<<"$line")
@@ -86,11 +88,11 @@ for n in $RSS_SIZES; do
 	lines=$(wc -l <"$T/metrics.txt")
 	rss3=$(awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status")
 	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$DPID/status")
-	printf '%9s %10s %13s %13s %10s %17s %12s ms %10s (%s entries written; %s metric lines)\n' \
-		"$n" "$rss1" "$rss2" "$rss3" "$hwm" "$parse_ms" "$apply_ms" "$scrape" "$written" "$lines"
+	printf '%9s %10s %13s %13s %10s %17s %12s ms %10s ms %10s (%s entries written; %s metric lines)\n' \
+		"$n" "$rss1" "$rss2" "$rss3" "$hwm" "$parse_ms" "$apply_ms" "$cpu_ms" "$scrape" "$written" "$lines"
 	kill -TERM "$DPID" && wait "$DPID"
 	DPID=
-	rss_json+="${rss_json:+,}{\"services\":$n,\"rss_kb\":$rss1,\"rss_kb_after_change\":$rss2,\"rss_kb_after_scrape\":$rss3,\"peak_kb\":$hwm,\"change_apply_ms\":$apply_ms,\"change_parse_ms\":$parse_ms,\"change_entries_written\":$written,\"scrape_seconds\":$scrape,\"metric_lines\":$lines}"
+	rss_json+="${rss_json:+,}{\"services\":$n,\"rss_kb\":$rss1,\"rss_kb_after_change\":$rss2,\"rss_kb_after_scrape\":$rss3,\"peak_kb\":$hwm,\"change_apply_ms\":$apply_ms,\"change_apply_cpu_ms\":$cpu_ms,\"change_parse_ms\":$parse_ms,\"change_entries_written\":$written,\"scrape_seconds\":$scrape,\"metric_lines\":$lines}"
 done
 
 jq --argjson rss "[$rss_json]" '. + { dmscd_memory: $rss }' "$BUILD/bench-cp.json" >"$OUT"
