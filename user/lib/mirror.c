@@ -743,6 +743,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	struct ptrs changed = {0}, removed = {0}, new_svc_ids = {0}, new_be_ids = {0};
 	size_t i, j, seen = 0, n_new = 0, changes_cap = 0, lim, n_pol = p->n_services;
 	long be_delta = 0, allow_delta = 0;
+	size_t n_runs = 0, n_single = 0;
 	bool aligned = true;
 	char detail[512], keybuf[48];
 	int64_t due = dmsc_now_ms() + m->drop_delay_ms;
@@ -776,9 +777,11 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		       memcmp(&m->dig[i], &d[i], DIGEST_RUN * sizeof(*d)) == 0) {
 			i += DIGEST_RUN;
 			seen += DIGEST_RUN;
+			n_runs++;
 		}
 		if (i < lim && memcmp(&m->dig[i], &d[i], sizeof(*d)) == 0) {
 			seen++;
+			n_single++;
 			continue; /* fingerprints are never 0: known and equal */
 		}
 		if (i >= n_pol)
@@ -990,9 +993,10 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			goto fatal;
 	}
 	m->n_backends = (size_t)((long)m->n_backends + be_delta);
-	pr_debug("mirror apply: plan %lld us (%zu changed, %zu removed, %s), write %lld us, "
-		 "mirror %lld us\n",
-		 (long long)(t_plan - t0), changed.n, removed.n, aligned ? "in order" : "reordered",
+	pr_debug("mirror apply: plan %lld us (%zu runs and %zu single services unchanged, %zu "
+		 "changed, %zu removed, %s), write %lld us, mirror %lld us\n",
+		 (long long)(t_plan - t0), n_runs, n_single, changed.n, removed.n,
+		 aligned ? "in order" : "reordered",
 		 (long long)(t_write - t_plan), (long long)(dmsc_now_us() - t_write));
 	if (c.n_undo) {
 		if (dmsc_datapath_bump_generation(dp) == 0)
