@@ -65,6 +65,14 @@ $(BUILD)/unit-tests: $(UNIT_SRCS) $(BUILD)/libdmsc.a $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(BUILD)/libdmsc.a \
 		-lcriterion $(LIBS) -o $@
 
+$(BUILD)/bench-cp: tests/bench/bench-cp.c $(BUILD)/libdmsc.a $(HEADERS)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc.a $(LIBS) -o $@
+
+# Benchmarks print figures (and write JSON under build/); they never pass or
+# fail on them. One line per benchmark.
+bench: all $(BUILD)/bench-cp
+	scripts/bench-control-plane.sh
+
 test:
 	scripts/install-deps.sh --if-missing
 	$(MAKE) all $(BUILD)/unit-tests

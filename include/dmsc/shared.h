@@ -228,6 +228,10 @@ struct dmsc_install {
 	__u32 n_ifaces; /* --interface: TC ingress programs */
 	__u32 ifindex[DMSC_IFACES_MAX];
 	char ifname[DMSC_IFACES_MAX][16];
+	/* Bumped by every writer after it changed the other maps, so that a
+	 * process that mirrors them in memory (dmscd) knows when to read
+	 * them again. */
+	__u64 generation;
 };
 
 /* The kernel picks a slot with one random number; shared so the unit tests

@@ -559,6 +559,13 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 
 	rec.installed_at = (__u64)time(NULL);
 	map = bpf_object__find_map_by_name(objs[DMSC_OBJ_SOCK], DMSC_MAP_INSTALL);
+	if (map) {
+		struct dmsc_install prev;
+
+		/* A reinstall counts as a change for whoever mirrors the maps. */
+		if (bpf_map_lookup_elem(bpf_map__fd(map), &zero, &prev) == 0)
+			rec.generation = prev.generation + 1;
+	}
 	if (!map || bpf_map_update_elem(bpf_map__fd(map), &zero, &rec, BPF_ANY)) {
 		err = map ? -errno : -ENOENT;
 		pr_warn("cannot record the installation in %s: %s\n", DMSC_MAP_INSTALL,
@@ -778,4 +785,40 @@ int dmsc_percpu_sum(const struct dmsc_datapath *dp, enum dmsc_map_id m, __u32 ke
 out:
 	free(all);
 	return err;
+}
+
+int dmsc_datapath_generation(const struct dmsc_datapath *dp, __u64 *gen)
+{
+	struct dmsc_install rec;
+	__u32 zero = 0;
+
+	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
+		return -errno;
+	*gen = rec.generation;
+	return 0;
+}
+
+int dmsc_datapath_bump_generation(const struct dmsc_datapath *dp)
+{
+	struct dmsc_install rec;
+	__u32 zero = 0;
+
+	/* Writers hold the lock, so read-modify-write is safe. */
+	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
+		return -errno;
+	rec.generation++;
+	if (bpf_map_update_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+unsigned int dmsc_map_id(int fd)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return 0;
+	return info.id;
 }

@@ -119,4 +119,12 @@ int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t 
 int dmsc_percpu_sum(const struct dmsc_datapath *dp, enum dmsc_map_id m, __u32 key, void *out,
 		    size_t value_size);
 
+/* The install record's generation, bumped by every writer after a change
+ * (callers hold the lock for the bump). */
+int dmsc_datapath_generation(const struct dmsc_datapath *dp, __u64 *gen);
+int dmsc_datapath_bump_generation(const struct dmsc_datapath *dp);
+
+/* The kernel's id of a map (0 on error): a reinstall gives new ids. */
+unsigned int dmsc_map_id(int fd);
+
 #endif /* DMSC_DATAPATH_H */

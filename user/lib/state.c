@@ -13,6 +13,7 @@
 #include "dmsc/slots.h"
 #include "log.h"
 #include "state.h"
+#include "state_internal.h"
 
 void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len)
 {
@@ -101,6 +102,18 @@ static int read_entries(int fd, size_t key_size, size_t value_size, size_t entry
 	return 0;
 }
 
+int dmsc_read_allow(const struct dmsc_datapath *dp, struct dmsc_allow_entry **out, size_t *n)
+{
+	int err;
+
+	err = read_entries(dp->fd[DMSC_M_ALLOW], sizeof(struct dmsc_allow_key),
+			   sizeof(struct dmsc_allow_rule), sizeof(struct dmsc_allow_entry),
+			   (void **)out, n);
+	if (!err && *n)
+		qsort(*out, *n, sizeof(**out), allow_cmp);
+	return err;
+}
+
 static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *key,
 		    struct dmsc_state_svc *s)
 {
@@ -168,9 +181,7 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 	}
 	if (st->n_svcs)
 		qsort(st->svcs, st->n_svcs, sizeof(*st->svcs), svc_by_name);
-	err = read_entries(dp->fd[DMSC_M_ALLOW], sizeof(struct dmsc_allow_key),
-			   sizeof(struct dmsc_allow_rule), sizeof(struct dmsc_allow_entry),
-			   (void **)&st->allow, &st->n_allow);
+	err = dmsc_read_allow(dp, &st->allow, &st->n_allow);
 	if (err)
 		goto fail_other;
 	err = read_entries(dp->fd[DMSC_M_BE_INDEX], sizeof(struct dmsc_svc_key), sizeof(__u32),
@@ -178,8 +189,6 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 			   &st->n_be_index);
 	if (err)
 		goto fail_other;
-	if (st->n_allow)
-		qsort(st->allow, st->n_allow, sizeof(*st->allow), allow_cmp);
 	if (st->n_be_index)
 		qsort(st->be_index, st->n_be_index, sizeof(*st->be_index), be_index_cmp);
 	return 0;
@@ -218,49 +227,6 @@ const struct dmsc_allow_entry *dmsc_state_allow(const struct dmsc_state *st, __u
 }
 
 /* ---- apply ---------------------------------------------------------- */
-
-/* One write, remembered so that a failure later can put it back. */
-struct undo {
-	enum dmsc_map_id map;
-	union {
-		__u32 id;
-		struct dmsc_svc_key svc;
-		struct dmsc_allow_key allow;
-	} key;
-	bool existed;
-	void *old;
-};
-
-struct plan_svc {
-	const struct dmsc_policy_service *want; /* NULL: remove */
-	const struct dmsc_state_svc *cur;       /* NULL: add */
-	struct dmsc_svc_key key;
-	struct dmsc_svc svc;
-	struct dmsc_svc_meta meta;
-	struct dmsc_limits limits;
-	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
-	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
-	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
-	size_t n_drop;
-	/* The service's allow rules: what the maps hold (given by the
-	 * caller with cur) and what the policy wants (planned, owned). */
-	const struct dmsc_allow_entry *cur_allow;
-	size_t n_cur_allow;
-	struct dmsc_allow_entry *allow;
-	size_t n_allow;
-};
-
-struct apply_ctx {
-	const struct dmsc_datapath *dp;
-	struct dmsc_apply_result *res;
-	bool dry_run;
-	struct undo *undo;
-	size_t n_undo, cap_undo;
-	unsigned char *svc_used; /* by id */
-	unsigned char *be_used;
-	__u32 next_svc, next_be;  /* where the free-id search resumes */
-	char cg_root[PATH_MAX];
-};
 
 static size_t value_size(enum dmsc_map_id m)
 {
@@ -332,7 +298,7 @@ static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	return 0;
 }
 
-static int put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
+int dmsc_apply_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
 {
 	int err;
 
@@ -350,13 +316,13 @@ static int put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const v
 	return 0;
 }
 
-static int drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
+int dmsc_apply_drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 {
 	static const char zeros[sizeof(struct dmsc_svc_meta)];
 	int err;
 
 	if (!is_hash(m))
-		return put(c, m, key, zeros);
+		return dmsc_apply_put(c, m, key, zeros);
 	c->res->entries_written++;
 	if (c->dry_run)
 		return 0;
@@ -371,7 +337,7 @@ static int drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	return 0;
 }
 
-static void rollback(struct apply_ctx *c)
+void dmsc_apply_rollback(struct apply_ctx *c)
 {
 	size_t i;
 
@@ -393,7 +359,7 @@ static void rollback(struct apply_ctx *c)
 
 /* Statistics of an id that is given up start from zero for its next
  * owner. Not undone: counters of a removed id mean nothing. */
-static void zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t vs)
+void dmsc_apply_zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t vs)
 {
 	size_t stride = (vs + 7) & ~(size_t)7;
 	void *zeros;
@@ -407,7 +373,7 @@ static void zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t
 	free(zeros);
 }
 
-static __u32 alloc_id(unsigned char *used, __u32 max, __u32 *next)
+__u32 dmsc_alloc_id(unsigned char *used, __u32 max, __u32 *next)
 {
 	__u32 n, id;
 
@@ -432,7 +398,7 @@ static void change(struct apply_ctx *c, enum dmsc_change_op op, const char *name
 	snprintf(ch->detail, sizeof(ch->detail), "%s", detail);
 }
 
-static void policy_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
+void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
 {
 	memset(k, 0, sizeof(*k));
 	k->vip = w->vip;
@@ -572,7 +538,7 @@ static int allow_adds(struct apply_ctx *c, const struct plan_svc *p)
 
 		if (have && !memcmp(have, &p->allow[i], sizeof(*have)))
 			continue;
-		err = put(c, DMSC_M_ALLOW, &p->allow[i].key, &p->allow[i].rule);
+		err = dmsc_apply_put(c, DMSC_M_ALLOW, &p->allow[i].key, &p->allow[i].rule);
 		if (err)
 			return err;
 	}
@@ -588,7 +554,7 @@ static int allow_drops(struct apply_ctx *c, const struct plan_svc *p)
 	for (i = 0; i < p->n_cur_allow; i++) {
 		if (find_allow(p->allow, p->n_allow, &p->cur_allow[i].key))
 			continue;
-		err = drop(c, DMSC_M_ALLOW, &p->cur_allow[i].key);
+		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &p->cur_allow[i].key);
 		if (err)
 			return err;
 	}
@@ -622,7 +588,7 @@ static int be_index_adds(struct apply_ctx *c, const struct plan_svc *p)
 		if (had && j < p->cur->meta.n_backends)
 			continue; /* indexed already */
 		be_index_key(&k, &p->be[i], p->key.proto);
-		err = put(c, DMSC_M_BE_INDEX, &k, &p->svc.id);
+		err = dmsc_apply_put(c, DMSC_M_BE_INDEX, &k, &p->svc.id);
 		if (err)
 			return err;
 	}
@@ -652,7 +618,7 @@ static int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BE_INDEX], &k, &owner) ||
 		    owner != cur->svc.id)
 			continue;
-		err = drop(c, DMSC_M_BE_INDEX, &k);
+		err = dmsc_apply_drop(c, DMSC_M_BE_INDEX, &k);
 		if (err)
 			return err;
 	}
@@ -661,7 +627,7 @@ static int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 
 /* Fills p from its policy service, reusing the current backend ids of the
  * same address:port. Describes the difference in detail. */
-static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_t dlen)
+int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, size_t dlen)
 {
 	const struct dmsc_policy_service *w = p->want;
 	const struct dmsc_state_svc *cur = p->cur;
@@ -671,7 +637,7 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	size_t i, j;
 	int err;
 
-	p->svc.id = cur ? cur->svc.id : alloc_id(c->svc_used, c->dp->max_services, &c->next_svc);
+	p->svc.id = cur ? cur->svc.id : dmsc_alloc_id(c->svc_used, c->dp->max_services, &c->next_svc);
 	if (!p->svc.id)
 		return -ENOSPC;
 	snprintf(p->meta.name, sizeof(p->meta.name), "%s", w->name);
@@ -701,7 +667,7 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 			}
 		}
 		if (!id) {
-			id = alloc_id(c->be_used, c->dp->max_backends, &c->next_be);
+			id = dmsc_alloc_id(c->be_used, c->dp->max_backends, &c->next_be);
 			if (!id)
 				return -ENOSPC;
 			p->be_new[i] = true;
@@ -754,7 +720,7 @@ static void mark_used(struct apply_ctx *c, const struct dmsc_state *st)
 	}
 }
 
-static int write_one(struct apply_ctx *c, const struct plan_svc *p)
+int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 {
 	size_t i;
 	int err;
@@ -762,7 +728,7 @@ static int write_one(struct apply_ctx *c, const struct plan_svc *p)
 	for (i = 0; i < p->meta.n_backends; i++) {
 		if (!p->be_new[i])
 			continue;
-		err = put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i], &p->be[i]);
+		err = dmsc_apply_put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i], &p->be[i]);
 		if (err)
 			return err;
 	}
@@ -775,25 +741,25 @@ static int write_one(struct apply_ctx *c, const struct plan_svc *p)
 		return err;
 	if (p->cur ? !limits_cfg_equal(&p->cur->limits, &p->limits)
 		   : p->limits.conn_rate || p->limits.byte_rate) {
-		err = put(c, DMSC_M_LIMITS, &p->svc.id, &p->limits);
+		err = dmsc_apply_put(c, DMSC_M_LIMITS, &p->svc.id, &p->limits);
 		if (err)
 			return err;
 	}
 	if (!p->cur || memcmp(&p->cur->meta, &p->meta, sizeof(p->meta)) != 0) {
-		err = put(c, DMSC_M_SVC_META, &p->svc.id, &p->meta);
+		err = dmsc_apply_put(c, DMSC_M_SVC_META, &p->svc.id, &p->meta);
 		if (err)
 			return err;
 	}
 	if (!p->cur || memcmp(&p->cur->svc, &p->svc, sizeof(p->svc)) != 0) {
-		err = put(c, DMSC_M_SERVICES, &p->key, &p->svc);
+		err = dmsc_apply_put(c, DMSC_M_SERVICES, &p->key, &p->svc);
 		if (err)
 			return err;
 	}
 	for (i = 0; i < p->n_drop; i++) {
-		err = drop(c, DMSC_M_BACKENDS, &p->drop_be[i]);
+		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &p->drop_be[i]);
 		if (err)
 			return err;
-		zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
+		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
 	}
 	err = allow_drops(c, p);
 	if (!err)
@@ -801,7 +767,7 @@ static int write_one(struct apply_ctx *c, const struct plan_svc *p)
 	return err;
 }
 
-static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s,
+int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 		      const struct dmsc_allow_entry *rules, size_t n_rules)
 {
 	__u32 id = s->svc.id;
@@ -809,25 +775,25 @@ static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s,
 	int err;
 
 	/* The service first: no connect() can reach a backend after it. */
-	err = drop(c, DMSC_M_SERVICES, &s->key);
+	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &s->key);
 	if (!err)
-		err = drop(c, DMSC_M_SVC_META, &id);
+		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
 	for (i = 0; !err && i < s->meta.n_backends; i++) {
-		err = drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
-		zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
+		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
+		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
 	}
 	if (!err && (s->limits.conn_rate || s->limits.byte_rate)) {
 		struct dmsc_limits none;
 
 		memset(&none, 0, sizeof(none));
-		err = put(c, DMSC_M_LIMITS, &id, &none);
+		err = dmsc_apply_put(c, DMSC_M_LIMITS, &id, &none);
 	}
 	for (i = 0; !err && i < n_rules; i++)
-		err = drop(c, DMSC_M_ALLOW, &rules[i].key);
+		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &rules[i].key);
 	if (!err)
 		err = be_index_drops(c, s, NULL);
 	if (!err)
-		zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+		dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
 	return err;
 }
 
@@ -907,12 +873,12 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	 * here, with the datapath untouched. */
 	for (i = 0; i < p->n_services; i++) {
 		plan[i].want = &p->services[i];
-		policy_key(plan[i].want, &plan[i].key);
+		dmsc_policy_svc_key(plan[i].want, &plan[i].key);
 		plan[i].cur = find_cur(&st, &plan[i].key, matched);
 		if (plan[i].cur)
 			plan[i].cur_allow =
 				dmsc_state_allow(&st, plan[i].cur->svc.id, &plan[i].n_cur_allow);
-		err = plan_one(&c, &plan[i], detail, sizeof(detail));
+		err = dmsc_plan_service(&c, &plan[i], detail, sizeof(detail));
 		if (err == -ENOSPC)
 			pr_warn("not enough room in the datapath for services[%zu] (%s): every "
 				"service or backend id is taken (capacity %u services, %u "
@@ -941,7 +907,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	}
 
 	for (i = 0; i < p->n_services; i++) {
-		err = write_one(&c, &plan[i]);
+		err = dmsc_plan_write(&c, &plan[i]);
 		if (err)
 			goto fail;
 	}
@@ -951,18 +917,18 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		dmsc_format_svc_key(&st.svcs[i].key, keybuf, sizeof(keybuf));
 		change(&c, DMSC_CHANGE_REMOVE, st.svcs[i].meta.name, keybuf);
 		rules = dmsc_state_allow(&st, st.svcs[i].svc.id, &n);
-		err = remove_one(&c, &st.svcs[i], rules, n);
+		err = dmsc_plan_remove(&c, &st.svcs[i], rules, n);
 		if (err)
 			goto fail;
 	}
 	goto out;
 fail:
 	pr_warn("apply failed after %zu writes: rolling back\n", c.n_undo);
-	rollback(&c);
+	dmsc_apply_rollback(&c);
 out:
-	for (i = 0; i < c.n_undo; i++)
-		free(c.undo[i].old);
-	free(c.undo);
+	if (!dry_run && c.n_undo)
+		dmsc_datapath_bump_generation(dp);
+	dmsc_apply_ctx_release(&c);
 	free(c.svc_used);
 	free(c.be_used);
 	for (i = 0; plan && i < p->n_services; i++)
@@ -971,6 +937,22 @@ out:
 	free(plan);
 	dmsc_state_free(&st);
 	return err;
+}
+
+int dmsc_plan_be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *s)
+{
+	return be_index_drops(c, s, NULL);
+}
+
+void dmsc_apply_ctx_release(struct apply_ctx *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_undo; i++)
+		free(c->undo[i].old);
+	free(c->undo);
+	c->undo = NULL;
+	c->n_undo = c->cap_undo = 0;
 }
 
 void dmsc_apply_result_free(struct dmsc_apply_result *res)

@@ -65,6 +65,7 @@ struct dmsc_apply_result {
 	struct dmsc_change *changes;
 	size_t n_changes;
 	size_t entries_written; /* map elements written or deleted */
+	size_t entries_deferred; /* of those, left for later (dmsc_mirror_apply) */
 	size_t n_services;      /* in the policy */
 	size_t unresolved;      /* allow_from paths with no cgroup yet */
 	bool rolled_back;
