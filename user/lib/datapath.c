@@ -17,6 +17,7 @@
 
 #include "datapath.h"
 #include "dmsc_sock.skel.h"
+#include "feature.h"
 #include "log.h"
 
 #ifndef BPF_FS_MAGIC
@@ -281,6 +282,7 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 {
 	char cg_abs[PATH_MAX], path[PATH_MAX];
 	struct dmsc_sock *skel = NULL;
+	struct dmsc_features features;
 	struct dmsc_install rec;
 	struct stat cg_st;
 	struct bpf_map *map;
@@ -356,6 +358,11 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 		pr_warn("cannot open the BPF object: %s\n", strerror(-err));
 		goto out;
 	}
+	/* What this kernel lacks: a fallback turns a program off, a missing
+	 * required feature stops here with its name and Linux version. */
+	err = dmsc_features_prepare(skel->obj, &features);
+	if (err)
+		goto out;
 	err = size_maps(skel, pin_dir, opts, &rec);
 	if (err)
 		goto out;
@@ -385,6 +392,8 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 			pr_warn("program %s is missing from the BPF object\n", h->prog);
 			goto out;
 		}
+		if (!bpf_program__autoload(prog))
+			continue; /* its hook is missing here: see dmsc_features_prepare */
 		fd = link_get(pin_dir, h);
 		if (fd >= 0) {
 			/* Adopt: swap the program under the pinned link, so
