@@ -5,9 +5,8 @@
 #   1. the feature probe: dmscctl features -o json > OUT/features.json
 #   2. each kernel suite: OUT/NAME.log, its "N passed, M failed" line and
 #      exit code in OUT/NAME.rc (77: skipped)
-#   3. the verifier figures of every program: dmsc installed on a cgroup of
-#      its own in a private bpffs, `bpftool prog show` per attached program,
-#      OUT/verifier.json
+#   3. the verifier's figures of every program: dmscctl verifier -o json >
+#      OUT/verifier.json (instructions processed, states, xlated/jited size)
 # The runner (scripts/test-kernels.sh) reads OUT/; this prints progress only.
 set -u
 OUT=${1:?usage: guest.sh OUT_DIR [SUITE...]}
@@ -17,17 +16,6 @@ BIN=${BIN:-$TOP/build}
 SUITES=("$@")
 [[ ${#SUITES[@]} -eq 0 ]] && SUITES=("$TOP/tests/kernel/test_l4.sh")
 export TMPDIR=${TMPDIR:-/tmp}
-W=$(mktemp -d "$TMPDIR/dmsc-matrix.XXXXXX")
-CG=
-
-cleanup() {
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$BIN/dmscctl" uninstall >/dev/null 2>&1
-	mountpoint -q "$W/bpffs" 2>/dev/null && umount "$W/bpffs"
-	[[ -n $CG && -d $CG ]] && rmdir "$CG" 2>/dev/null
-	rm -rf "$W"
-}
-trap cleanup EXIT
-
 uname -r >"$OUT/kernel"
 # virtme-ng's init does not always mount cgroup2; a guest has nothing else on it.
 if ! grep -q ' cgroup2 ' /proc/mounts; then
@@ -49,21 +37,9 @@ for suite in "${SUITES[@]}"; do
 	grep -E '^(not ok|[0-9]+ passed)' "$OUT/$name.log" | sed 's/^/  /'
 done
 
-# Verifier figures: what the kernel reports for each attached program.
-mkdir -p "$W/bpffs" && mount -t bpf bpf "$W/bpffs" || exit 0
-export DMSC_PIN_DIR=$W/bpffs/dmsc
-root=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
-CG=$root/dmsc-matrix-$$
-mkdir -p "$CG"
-if "$BIN/dmscctl" install --cgroup "$CG" >"$OUT/install.log" 2>&1; then
-	"$BIN/dmscctl" status -o json >"$OUT/status.json" 2>&1
-	echo '[' >"$OUT/verifier.json"
-	sep=
-	for id in $(jq -r '.hooks[].prog_id' "$OUT/status.json"); do
-		printf '%s' "$sep" >>"$OUT/verifier.json"
-		bpftool -j prog show id "$id" >>"$OUT/verifier.json"
-		sep=,
-	done
-	echo ']' >>"$OUT/verifier.json"
-fi
+# The verifier's figures for every program (what veristat would print):
+# loaded privately, nothing attached or pinned.
+"$BIN/dmscctl" -o json verifier >"$OUT/verifier.json" 2>"$OUT/verifier.err"
+echo $? >"$OUT/verifier.rc"
+"$BIN/dmscctl" verifier 2>&1 | sed 's/^/  /'
 exit 0
