@@ -8,7 +8,7 @@
 # even apt-get update) when everything is there.
 set -euo pipefail
 
-BOOKWORM_PACKAGES=(qemu-system-x86 busybox-static udev kmod cpio zstd)
+BOOKWORM_PACKAGES=(qemu-system-x86 busybox-static udev kmod cpio zstd file)
 TRIXIE_PACKAGE=virtme-ng
 SOURCES=/etc/apt/sources.list.d/dmsc-trixie.sources
 PIN=/etc/apt/preferences.d/dmsc-trixie
