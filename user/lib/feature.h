@@ -97,7 +97,6 @@ struct dmsc_verifier_stats {
 	unsigned int xlated_bytes;
 	unsigned int jited_bytes;
 	unsigned int insns; /* instructions in the object, before loading */
-	double load_ms;
 	char error[160];
 };
 
