@@ -16,6 +16,7 @@
 
 #include "counters.h"
 #include "datapath.h"
+#include "feature.h"
 #include "log.h"
 #include "policy.h"
 #include "state.h"
@@ -45,7 +46,11 @@ static const char usage_text[] =
 	"  stats                    connections and fail-open reasons per service and backend\n"
 	"  install --cgroup PATH    load, attach to the cgroup and pin the datapath\n"
 	"  uninstall                detach and remove every pin\n"
-	"  status                   what is installed, where, and how full it is\n"
+	"  status                   what is installed, where, how full, and what the\n"
+	"                           kernel offers (features)\n"
+	"  features                 probe the kernel's hooks and helpers that dmsc needs\n"
+	"  verifier                 load every program (nothing attached) and print the\n"
+	"                           verifier's figures: instructions processed, states\n"
 	"\n"
 	"options:\n"
 	"  -o, --output text|json   output format (default text)\n"
@@ -520,10 +525,144 @@ static int cmd_uninstall(const struct opts *o)
 	return err ? 1 : 0;
 }
 
+/* The features section of status and the output of `features`. */
+static struct json_object *features_json(const struct dmsc_features *fs)
+{
+	struct json_object *arr = json_object_new_array();
+	size_t i;
+
+	for (i = 0; i < fs->n; i++) {
+		const struct dmsc_feature_result *r = &fs->r[i];
+		struct json_object *f = json_object_new_object();
+
+		json_add(f, "name", json_object_new_string(r->f.name));
+		json_add(f, "kind", json_object_new_string(dmsc_feature_kind_name(r->f.kind)));
+		json_add(f, "present", json_object_new_boolean(r->present));
+		json_add(f, "required", json_object_new_boolean(r->f.fallback == NULL));
+		json_add(f, "min_linux", json_object_new_string(r->f.min_linux));
+		if (r->f.fallback)
+			json_add(f, "fallback", json_object_new_string(r->f.fallback));
+		if (r->detail[0])
+			json_add(f, "detail", json_object_new_string(r->detail));
+		json_object_array_add(arr, f);
+	}
+	return arr;
+}
+
+static void features_text(const struct dmsc_features *fs)
+{
+	size_t i;
+
+	printf("features (%zu probed, %zu required missing, %zu optional missing):\n", fs->n,
+	       fs->n_missing_required, fs->n_missing_optional);
+	for (i = 0; i < fs->n; i++) {
+		const struct dmsc_feature_result *r = &fs->r[i];
+
+		printf("  %-40s %-7s Linux %-5s %s", r->f.name, r->present ? "yes" : "MISSING",
+		       r->f.min_linux, r->f.fallback ? "optional" : "required");
+		if (!r->present && r->f.fallback)
+			printf(": %s", r->f.fallback);
+		if (r->detail[0])
+			printf(" (%s)", r->detail);
+		printf("\n");
+	}
+}
+
+static int cmd_features(const struct opts *o)
+{
+	struct dmsc_features fs;
+	struct utsname u;
+	int err;
+
+	if (dmsc_require_root("features"))
+		return 1;
+	uname(&u);
+	err = dmsc_features_probe(&fs);
+	if (o->json) {
+		struct json_object *r = json_object_new_object();
+
+		json_add(r, "kernel", json_object_new_string(u.release));
+		json_add(r, "usable", json_object_new_boolean(!err && !fs.n_missing_required));
+		json_add(r, "features", features_json(&fs));
+		print_json(r);
+		json_object_put(r);
+	} else {
+		printf("kernel %s: dmsc %s\n", u.release,
+		       fs.n_missing_required ? "CANNOT run here" : "can run here");
+		features_text(&fs);
+	}
+	return err || fs.n_missing_required ? 1 : 0;
+}
+
+static int cmd_verifier(const struct opts *o)
+{
+	struct dmsc_verifier_stats st[DMSC_VERIFIER_MAX];
+	struct json_object *arr;
+	struct utsname u;
+	int n, i, failed = 0;
+
+	if (dmsc_require_root("verifier"))
+		return 1;
+	uname(&u);
+	n = dmsc_verifier_report(st, DMSC_VERIFIER_MAX);
+	if (n < 0)
+		return 1;
+	arr = json_object_new_array();
+	if (!o->json)
+		printf("%-20s %-22s %6s %9s %6s %6s %8s %7s %6s\n", "program", "section", "insns",
+		       "processed", "states", "peak", "verified", "xlated", "jited");
+	for (i = 0; i < n; i++) {
+		struct json_object *p = json_object_new_object();
+
+		json_add(p, "program", json_object_new_string(st[i].prog));
+		json_add(p, "section", json_object_new_string(st[i].sec));
+		json_add(p, "loaded", json_object_new_boolean(st[i].loaded));
+		json_add(p, "insns", json_object_new_int64(st[i].insns));
+		json_add(p, "processed_insns", json_object_new_int64(st[i].processed_insns));
+		json_add(p, "total_states", json_object_new_int64(st[i].total_states));
+		json_add(p, "peak_states", json_object_new_int64(st[i].peak_states));
+		json_add(p, "max_states_per_insn", json_object_new_int64(st[i].max_states_per_insn));
+		json_add(p, "verified_insns", json_object_new_int64(st[i].verified_insns));
+		json_add(p, "xlated_bytes", json_object_new_int64(st[i].xlated_bytes));
+		json_add(p, "jited_bytes", json_object_new_int64(st[i].jited_bytes));
+		if (st[i].error[0])
+			json_add(p, "error", json_object_new_string(st[i].error));
+		json_object_array_add(arr, p);
+		if (!st[i].loaded && strncmp(st[i].error, "not loaded", 10) != 0)
+			failed++;
+		if (!o->json) {
+			char verified[16] = "n/a"; /* the kernel reports it from 5.16 */
+
+			if (st[i].verified_insns)
+				snprintf(verified, sizeof(verified), "%u", st[i].verified_insns);
+			if (st[i].loaded)
+				printf("%-20s %-22s %6u %9u %6u %6u %8s %7u %6u\n", st[i].prog, st[i].sec,
+				       st[i].insns, st[i].processed_insns, st[i].total_states,
+				       st[i].peak_states, verified, st[i].xlated_bytes,
+				       st[i].jited_bytes);
+			else
+				printf("%-20s %-22s %6u %s\n", st[i].prog, st[i].sec, st[i].insns,
+				       st[i].error);
+		}
+	}
+	if (o->json) {
+		struct json_object *r = json_object_new_object();
+
+		json_add(r, "kernel", json_object_new_string(u.release));
+		json_add(r, "programs", arr);
+		print_json(r);
+		json_object_put(r);
+	} else {
+		json_object_put(arr);
+	}
+	return failed ? 1 : 0;
+}
+
 static int cmd_status(const struct opts *o)
 {
 	struct json_object *r = json_object_new_object(), *hooks = json_object_new_array(), *ifaces;
 	struct dmsc_link_info links[16];
+	struct dmsc_features fs;
 	struct dmsc_datapath dp;
 	struct dmsc_state st = { 0 };
 	struct utsname u;
@@ -539,11 +678,15 @@ static int cmd_status(const struct opts *o)
 	uname(&u);
 	json_add(r, "kernel", json_object_new_string(u.release));
 	json_add(r, "pin_dir", json_object_new_string(o->pin_dir));
+	dmsc_features_probe(&fs);
+	json_add(r, "features", features_json(&fs));
 	err = dmsc_datapath_open(&dp, o->pin_dir, false);
 	json_add(r, "installed", json_object_new_boolean(err == 0));
 	if (err) {
-		if (!o->json)
+		if (!o->json) {
 			printf("dmsc is not installed at %s (kernel %s)\n", o->pin_dir, u.release);
+			features_text(&fs);
+		}
 		json_object_put(hooks);
 		goto out;
 	}
@@ -570,6 +713,8 @@ static int cmd_status(const struct opts *o)
 	for (i = 0; i < n; i++) {
 		struct json_object *h;
 		bool ok = links[i].present && links[i].cgroup_id == dp.install.cgroup_id;
+		const struct dmsc_feature_result *feat;
+		bool skipped;
 
 		if (links[i].hook->attach != DMSC_ATTACH_CGROUP)
 			continue;
@@ -579,11 +724,20 @@ static int cmd_status(const struct opts *o)
 		json_add(h, "attached", json_object_new_boolean(ok));
 		json_add(h, "link_id", json_object_new_int64(links[i].link_id));
 		json_add(h, "prog_id", json_object_new_int64(links[i].prog_id));
+		feat = dmsc_features_find(&fs, links[i].hook->hook);
+		skipped = !ok && feat && !feat->present && feat->f.fallback;
+		if (skipped)
+			json_add(h, "skipped", json_object_new_string(feat->f.fallback));
 		json_object_array_add(hooks, h);
-		if (!o->json)
+		if (!o->json && skipped)
+			printf("  %-22s not attached: this kernel lacks it (Linux %s): %s\n",
+			       links[i].hook->hook, feat->f.min_linux, feat->f.fallback);
+		else if (!o->json)
 			printf("  %-22s %s (link %u, prog %u)\n", links[i].hook->hook,
 			       ok ? "attached" : "NOT ATTACHED", links[i].link_id, links[i].prog_id);
 	}
+	if (!o->json)
+		features_text(&fs);
 	json_add(r, "hooks", hooks);
 	ifaces = json_object_new_array();
 	for (i = 0; i < dp.install.n_ifaces && i < DMSC_IFACES_MAX; i++) {
@@ -724,6 +878,10 @@ int main(int argc, char **argv)
 		return cmd_uninstall(&o);
 	if (!strcmp(cmd, "status"))
 		return cmd_status(&o);
+	if (!strcmp(cmd, "features"))
+		return cmd_features(&o);
+	if (!strcmp(cmd, "verifier"))
+		return cmd_verifier(&o);
 	pr_warn("unknown command \"%s\"; `dmscctl --help` lists them\n", cmd);
 	return EXIT_USAGE;
 }

@@ -123,9 +123,18 @@ t_eq "a process outside the mesh cgroup is not translated (ENETUNREACH)" \
 policy 0 100 >"$T/p0100.json"
 policy 100 0 >"$T/p1000.json"
 "$CTL" apply "$T/p0100.json" >/dev/null
+v2_connections() {
+	"$CTL" stats -o json | jq '.services[] | select(.name == "reviews") | .backends[1].connections'
+}
+v2_before=$(v2_connections)
 probe "$MESH" --connect "$VIP:9080" --hold-seconds 4 --interval-ms 100 >"$T/hold.json" &
 HOLD=$!
-sleep 1
+# Drain only once the held connection is made (the stats count it at
+# connect()): a fixed sleep is too short in a slow (TCG) guest. Bounded: 30 s.
+for ((i = 0; i < 300; i++)); do
+	[[ $(v2_connections) -gt $v2_before ]] && break
+	sleep 0.1
+done
 t_check "apply weight 0 for v2 while a connection to v2 is open" "$CTL" apply "$T/p1000.json"
 probe "$MESH" --connect "$VIP:9080" --count 300 --parallel 4 >"$T/drained.json"
 t_eq "a drained backend gets no new connection" \

@@ -20,6 +20,7 @@
 #include "datapath.h"
 #include "dmsc_sock.skel.h"
 #include "dmsc_tc.skel.h"
+#include "feature.h"
 #include "log.h"
 
 #ifndef BPF_FS_MAGIC
@@ -37,14 +38,12 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 
 /* The BPF objects, embedded in the programs by their skeletons. Each
  * defines every map (bpf/dmsc_maps.bpf.h); pinning makes them one set. */
-static const struct {
-	const char *name;
-	const void *(*elf)(size_t *size);
-} objects[] = {
+const struct dmsc_bpf_object dmsc_objects[] = {
 	[DMSC_OBJ_SOCK] = { "dmsc_sock", dmsc_sock__elf_bytes },
 	[DMSC_OBJ_TC] = { "dmsc_tc", dmsc_tc__elf_bytes },
 };
-#define N_OBJECTS (sizeof(objects) / sizeof(objects[0]))
+#define N_OBJECTS (sizeof(dmsc_objects) / sizeof(dmsc_objects[0]))
+const size_t dmsc_n_objects = N_OBJECTS;
 
 const struct dmsc_hook dmsc_hooks[] = {
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_connect", "cgroup/connect4", "4.17" },
@@ -53,7 +52,7 @@ const struct dmsc_hook dmsc_hooks[] = {
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_recvmsg", "cgroup/recvmsg4", "5.2" },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_egress", "cgroup_skb/egress", "4.10" },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_ingress", "cgroup_skb/ingress", "4.10" },
-	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "tc_ingress", "tc/ingress", "4.1" },
+	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "tc_ingress", "tc", "4.1" },
 };
 const size_t dmsc_n_hooks = sizeof(dmsc_hooks) / sizeof(dmsc_hooks[0]);
 
@@ -306,9 +305,10 @@ static int size_maps(struct bpf_object *obj, const char *pin_dir,
 
 /* Opens, sizes, pins and loads one object; maps already pinned are reused. */
 static int load_object(size_t idx, const char *pin_dir, const struct dmsc_install_opts *opts,
-		       struct dmsc_install *rec, struct bpf_object **out)
+		       const struct dmsc_features *features, struct dmsc_install *rec,
+		       struct bpf_object **out)
 {
-	LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = objects[idx].name);
+	LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = dmsc_objects[idx].name);
 	char path[PATH_MAX];
 	struct bpf_object *obj;
 	struct bpf_map *map;
@@ -316,13 +316,16 @@ static int load_object(size_t idx, const char *pin_dir, const struct dmsc_instal
 	size_t size;
 	int err;
 
-	elf = objects[idx].elf(&size);
+	elf = dmsc_objects[idx].elf(&size);
 	obj = bpf_object__open_mem(elf, size, &oo);
 	if (!obj) {
 		err = -errno;
-		pr_warn("cannot open BPF object %s: %s\n", objects[idx].name, strerror(-err));
+		pr_warn("cannot open BPF object %s: %s\n", dmsc_objects[idx].name, strerror(-err));
 		return err;
 	}
+	/* Programs whose hook this kernel lacks are not loaded (their
+	 * feature has a fallback; a missing required one stopped install). */
+	dmsc_features_disable(obj, features);
 	err = size_maps(obj, pin_dir, opts, rec);
 	if (err)
 		goto fail;
@@ -337,7 +340,7 @@ static int load_object(size_t idx, const char *pin_dir, const struct dmsc_instal
 	if (err) {
 		pr_warn("cannot load BPF object %s: %s (a pinned map from an incompatible build "
 			"makes this fail: `dmscctl uninstall` removes it)\n",
-			objects[idx].name, strerror(-err));
+			dmsc_objects[idx].name, strerror(-err));
 		goto fail;
 	}
 	*out = obj;
@@ -425,6 +428,7 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 {
 	char cg_abs[PATH_MAX], path[PATH_MAX];
 	struct bpf_object *objs[N_OBJECTS] = { NULL };
+	struct dmsc_features features;
 	struct dmsc_install rec;
 	struct stat cg_st;
 	struct bpf_map *map;
@@ -494,8 +498,13 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	}
 
 	fresh = pinned_max_entries(pin_dir, DMSC_MAP_SERVICES) == 0;
+	/* What this kernel lacks: a fallback turns a program off, a missing
+	 * required feature stops here with its name and Linux version. */
+	err = dmsc_features_check(&features);
+	if (err)
+		goto out;
 	for (i = 0; i < N_OBJECTS; i++) {
-		err = load_object(i, pin_dir, opts, &rec, &objs[i]);
+		err = load_object(i, pin_dir, opts, &features, &rec, &objs[i]);
 		if (err)
 			goto out;
 	}
@@ -515,6 +524,8 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 			pr_warn("program %s is missing from the BPF object\n", h->prog);
 			goto out;
 		}
+		if (!bpf_program__autoload(prog))
+			continue; /* its hook is missing here: see dmsc_features_check */
 		if (h->attach == DMSC_ATTACH_TC_INGRESS) {
 			for (k = 0; k < rec.n_ifaces; k++) {
 				err = tc_attach(bpf_program__fd(prog), rec.ifindex[k], rec.ifname[k]);

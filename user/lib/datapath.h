@@ -33,6 +33,13 @@ enum dmsc_object_id {
 	DMSC_OBJ_TC,   /* bpf/dmsc_tc.bpf.c */
 };
 
+struct dmsc_bpf_object {
+	const char *name;
+	const void *(*elf)(size_t *size); /* the skeleton's embedded ELF */
+};
+extern const struct dmsc_bpf_object dmsc_objects[];
+extern const size_t dmsc_n_objects;
+
 enum dmsc_attach {
 	DMSC_ATTACH_CGROUP,     /* a link on the install cgroup, pinned */
 	DMSC_ATTACH_TC_INGRESS, /* a filter on each --interface */

@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "state.h"
 
+
 void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -208,35 +209,37 @@ struct counter_row {
 	const char *name;
 	const char *help;
 	enum row_scope scope;
-	size_t offset;	   /* of the __u64 in dmsc_svc_stats / dmsc_be_stats */
-	const char *label; /* an extra label ("reason", "direction"), or NULL */
+	size_t offset;     /* of the __u64 in dmsc_svc_stats / dmsc_be_stats */
+	const char *label; /* one more label, or NULL */
 	const char *value;
 };
 
-#define SVC_ROW(metric, field, label, value, help)                                                 \
-	{                                                                                          \
-		metric, help, PER_SERVICE, offsetof(struct dmsc_svc_stats, field), label, value    \
-	}
+#define SVC_ROW(name, help, field, label, value)                                                  \
+	{ name, help, PER_SERVICE, offsetof(struct dmsc_svc_stats, field), label, value }
 
 static const struct counter_row counter_rows[] = {
-    SVC_ROW("dmsc_service_connections_total", connections, NULL, NULL,
-	    "Connections to the service VIP translated to a backend."),
-    SVC_ROW("dmsc_service_refused_total", refused_no_backend, "reason", "no_backend",
-	    "Connections to the service VIP refused, by reason."),
-    SVC_ROW("dmsc_service_refused_total", refused_rate, "reason", "rate_limit", ""),
-    SVC_ROW("dmsc_service_refused_total", refused_access, "reason", "access", ""),
-    SVC_ROW("dmsc_service_bytes_total", bytes_to, "direction", "to_service",
-	    "Bytes of mesh clients' connections to the service, by direction."),
-    SVC_ROW("dmsc_service_bytes_total", bytes_from, "direction", "from_service", ""),
-    SVC_ROW("dmsc_service_policed_packets_total", policed_to, "direction", "to_service",
-	    "Packets dropped over the service's bytes_per_second, by direction."),
-    SVC_ROW("dmsc_service_policed_packets_total", policed_from, "direction", "from_service", ""),
-    SVC_ROW("dmsc_service_interface_bytes_total", tc_bytes, NULL, NULL,
-	    "Bytes arriving on --interface for a local backend of the service."),
-    SVC_ROW("dmsc_service_interface_policed_packets_total", tc_policed, NULL, NULL,
-	    "Packets arriving on --interface dropped over bytes_per_second."),
-    {"dmsc_backend_connections_total", "Connections translated to the backend.", PER_BACKEND,
-     offsetof(struct dmsc_be_stats, connections), NULL, NULL},
+	SVC_ROW("dmsc_service_connections_total",
+		"Connections to the service VIP translated to a backend.", connections, NULL, NULL),
+	SVC_ROW("dmsc_service_refused_total", "Connections to the service VIP refused, by reason.",
+		refused_no_backend, "reason", "no_backend"),
+	SVC_ROW("dmsc_service_refused_total", NULL, refused_rate, "reason", "rate"),
+	SVC_ROW("dmsc_service_refused_total", NULL, refused_access, "reason", "access"),
+	SVC_ROW("dmsc_service_bytes_total",
+		"Bytes of mesh clients' connections to the service, by direction (to: sent "
+		"to the service, from: received from it).",
+		bytes_to, "direction", "to"),
+	SVC_ROW("dmsc_service_bytes_total", NULL, bytes_from, "direction", "from"),
+	SVC_ROW("dmsc_service_policed_packets_total",
+		"Packets dropped over the service's bytes_per_second, by where (to, from: "
+		"mesh clients' sockets; interface: TC on --interface).",
+		policed_to, "where", "to"),
+	SVC_ROW("dmsc_service_policed_packets_total", NULL, policed_from, "where", "from"),
+	SVC_ROW("dmsc_service_policed_packets_total", NULL, tc_policed, "where", "interface"),
+	SVC_ROW("dmsc_service_interface_bytes_total",
+		"Bytes arriving on an --interface for a local backend of the service.", tc_bytes,
+		NULL, NULL),
+	{ "dmsc_backend_connections_total", "Connections translated to the backend.",
+	  PER_BACKEND, offsetof(struct dmsc_be_stats, connections), NULL, NULL },
 };
 
 #define N_ROWS (sizeof(counter_rows) / sizeof(counter_rows[0]))
@@ -285,7 +288,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			dmsc_format_svc_key(&ms->key, vip, sizeof(vip));
 			if (row->scope == PER_SERVICE) {
 				if (row->label)
-					l[2] = (struct dmsc_prom_label){row->label, row->value};
+					l[2] = (struct dmsc_prom_label){ row->label, row->value };
 				dmsc_prom_sample(b, row->name, l, row->label ? 3 : 2,
 						 field(&ss[i], row->offset));
 				continue;

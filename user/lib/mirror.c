@@ -12,14 +12,6 @@
 #include "mirror.h"
 #include "state_internal.h"
 
-int64_t dmsc_now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 int64_t dmsc_now_ms(void)
 {
 	struct timespec ts;
@@ -97,10 +89,10 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 	h = fnv_u64(h, s->has_rate_limit);
 	if (s->has_rate_limit) {
 		h = fnv_u64(h, (uint64_t)rl->has_connections_per_second << 4 |
-				   (uint64_t)rl->has_burst << 3 |
-				   (uint64_t)rl->has_bytes_per_second << 2 |
-				   (uint64_t)rl->has_bytes_burst << 1 |
-				   (uint64_t)rl->has_requests_per_second);
+				       (uint64_t)rl->has_burst << 3 |
+				       (uint64_t)rl->has_bytes_per_second << 2 |
+				       (uint64_t)rl->has_bytes_burst << 1 |
+				       (uint64_t)rl->has_requests_per_second);
 		h = fnv_u64(h, rl->connections_per_second);
 		h = fnv_u64(h, rl->burst);
 		h = fnv_u64(h, rl->bytes_per_second);
@@ -237,7 +229,7 @@ static int grow_svcs(struct dmsc_mirror *m, size_t want)
 static void slot_table(const struct dmsc_mirror_svc *ms, struct dmsc_svc *svc)
 {
 	__u32 ids[DMSC_BACKENDS_PER_SERVICE_MAX], w[DMSC_BACKENDS_PER_SERVICE_MAX],
-	    counts[DMSC_BACKENDS_PER_SERVICE_MAX];
+		counts[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 i;
 
 	for (i = 0; i < ms->n_be; i++) {
@@ -259,15 +251,10 @@ static void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirr
 	s->svc.id = ms->id;
 	s->svc.flags = ms->flags;
 	slot_table(ms, &s->svc);
+	s->svc.table_hash = dmsc_table_hash(s->svc.slot);
 	if (hot->stale)
 		s->svc.slot[0] = UINT32_MAX; /* never equal to a compiled table */
-	s->svc.table_hash = dmsc_table_hash(s->svc.slot);
-	if (ms->limits) {
-		s->limits.conn_rate = ms->limits->conn_rate;
-		s->limits.conn_depth = ms->limits->conn_depth;
-		s->limits.byte_rate = ms->limits->byte_rate;
-		s->limits.byte_depth = ms->limits->byte_depth;
-	}
+	s->limits = ms->limits;
 	snprintf(s->meta.name, sizeof(s->meta.name), "%s", ms->name);
 	s->meta.n_backends = ms->n_be;
 	for (i = 0; i < ms->n_be; i++) {
@@ -277,6 +264,51 @@ static void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirr
 		s->be[i].port = ms->be[i].port;
 		s->be[i].svc_id = ms->id;
 	}
+}
+
+/* The buckets move with traffic; only the configuration is mirrored. */
+static void limits_config_only(struct dmsc_limits *l)
+{
+	memset(&l->lock, 0, sizeof(l->lock));
+	memset(&l->conn, 0, sizeof(l->conn));
+	memset(&l->to, 0, sizeof(l->to));
+	memset(&l->from, 0, sizeof(l->from));
+	memset(&l->iface, 0, sizeof(l->iface));
+}
+
+/* Copies a service's rules out of a sorted array of every rule. */
+static int take_rules(struct dmsc_mirror_svc *ms, const struct dmsc_allow_entry *all, size_t n)
+{
+	size_t i, first = n, count = 0;
+
+	for (i = 0; i < n; i++)
+		if (all[i].key.svc_id == ms->id) {
+			if (first == n)
+				first = i;
+			count++;
+		}
+	free(ms->allow);
+	ms->allow = NULL;
+	ms->n_allow = 0;
+	if (!count)
+		return 0;
+	ms->allow = malloc(count * sizeof(*ms->allow));
+	if (!ms->allow)
+		return -ENOMEM;
+	memcpy(ms->allow, &all[first], count * sizeof(*ms->allow));
+	ms->n_allow = count;
+	return 0;
+}
+
+/* Does any rule wait for a cgroup that did not exist? */
+static bool has_unresolved(const struct dmsc_allow_entry *a, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (a[i].key.cgroup_id & DMSC_ALLOW_UNRESOLVED)
+			return true;
+	return false;
 }
 
 static void mark(unsigned char *used, __u32 max, __u32 id, unsigned char v)
@@ -291,7 +323,6 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	struct dmsc_mirror_svc *ms = &m->svcs[m->n];
 	struct dmsc_mirror_hot *hot = &m->hot[m->n];
 	struct dmsc_svc svc, want;
-	struct dmsc_limits lim;
 	struct dmsc_svc_meta meta;
 	struct dmsc_backend be;
 	__u32 i, id;
@@ -306,6 +337,11 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	ms->id = svc.id;
 	ms->flags = svc.flags;
 	id = svc.id;
+	if (id < dp->max_services &&
+	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_LIMITS], &id, &ms->limits, BPF_F_LOCK) == 0)
+		limits_config_only(&ms->limits);
+	else
+		memset(&ms->limits, 0, sizeof(ms->limits));
 	if (id == 0 || id >= dp->max_services ||
 	    bpf_map_lookup_elem(dp->fd[DMSC_M_SVC_META], &id, &meta))
 		memset(&meta, 0, sizeof(meta));
@@ -332,19 +368,8 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	/* After an interrupted writer the table may not be what meta says:
 	 * the next apply rewrites such a service. */
 	slot_table(ms, &want);
-	if (memcmp(want.slot, svc.slot, sizeof(want.slot)) != 0 ||
-	    svc.table_hash != dmsc_table_hash(svc.slot))
+	if (memcmp(want.slot, svc.slot, sizeof(want.slot)) != 0)
 		hot->stale = true;
-	id = ms->id;
-	if (id && id < dp->max_services &&
-	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_LIMITS], &id, &lim, BPF_F_LOCK) == 0 &&
-	    (lim.conn_rate || lim.byte_rate || lim.conn_depth || lim.byte_depth)) {
-		ms->limits = malloc(sizeof(*ms->limits));
-		if (!ms->limits)
-			return -ENOMEM;
-		*ms->limits = (struct dmsc_mirror_limits){lim.conn_rate, lim.conn_depth,
-							  lim.byte_rate, lim.byte_depth};
-	}
 	mark(m->svc_used, m->max_services, ms->id, 1);
 	for (i = 0; i < DMSC_SLOTS; i++)
 		mark(m->be_used, m->max_backends, svc.slot[i], 1);
@@ -359,7 +384,6 @@ static void free_svcs(struct dmsc_mirror *m)
 
 	for (i = 0; i < m->n; i++) {
 		free(m->svcs[i].be);
-		free(m->svcs[i].limits);
 		free(m->svcs[i].allow);
 	}
 	m->n = 0;
@@ -382,64 +406,11 @@ void dmsc_mirror_free(struct dmsc_mirror *m)
 	m->drop_delay_ms = delay;
 }
 
-static int allow_by_cgroup(const void *a, const void *b)
-{
-	const struct dmsc_allow_entry *x = a, *y = b;
-
-	if (x->key.cgroup_id != y->key.cgroup_id)
-		return x->key.cgroup_id < y->key.cgroup_id ? -1 : 1;
-	return 0;
-}
-
-/* The allow rules, each to the service that owns it, sorted as the apply
- * sorts them (by cgroup id within a service). */
-static int load_allow(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
-{
-	struct dmsc_allow_key key, next;
-	struct dmsc_allow_entry e, *grown;
-	__u32 *by_id;
-	void *prev = NULL;
-	size_t i;
-	int err = 0;
-
-	by_id = calloc(dp->max_services, sizeof(*by_id));
-	if (!by_id)
-		return -ENOMEM;
-	for (i = 0; i < m->n; i++)
-		if (m->svcs[i].id < dp->max_services)
-			by_id[m->svcs[i].id] = (__u32)i + 1;
-	while (bpf_map_get_next_key(dp->fd[DMSC_M_ALLOW], prev, &next) == 0) {
-		struct dmsc_mirror_svc *ms;
-
-		key = next;
-		prev = &key;
-		memset(&e, 0, sizeof(e));
-		e.key = key;
-		if (bpf_map_lookup_elem(dp->fd[DMSC_M_ALLOW], &key, &e.rule))
-			continue;
-		if (key.svc_id >= dp->max_services || !by_id[key.svc_id])
-			continue; /* a rule of no service: the next apply leaves it */
-		ms = &m->svcs[by_id[key.svc_id] - 1];
-		grown = realloc(ms->allow, (ms->n_allow + 1) * sizeof(*ms->allow));
-		if (!grown) {
-			err = -ENOMEM;
-			break;
-		}
-		ms->allow = grown;
-		ms->allow[ms->n_allow++] = e;
-		m->n_allow++;
-	}
-	for (i = 0; i < m->n; i++)
-		if (m->svcs[i].n_allow > 1)
-			qsort(m->svcs[i].allow, m->svcs[i].n_allow, sizeof(*m->svcs[i].allow),
-			      allow_by_cgroup);
-	free(by_id);
-	return err;
-}
-
 int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 {
+	struct dmsc_allow_entry *rules = NULL;
 	struct dmsc_svc_key key, next;
+	size_t i, n_rules = 0;
 	void *prev = NULL;
 	int err;
 
@@ -473,7 +444,15 @@ int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 		err = -errno;
 		goto fail;
 	}
-	err = load_allow(m, dp);
+	err = dmsc_read_allow(dp, &rules, &n_rules);
+	for (i = 0; !err && i < m->n; i++) {
+		err = take_rules(&m->svcs[i], rules, n_rules);
+		/* A rule still waiting for its cgroup: plan the service again
+		 * at the next apply, which resolves it once the cgroup exists. */
+		if (!err && has_unresolved(m->svcs[i].allow, m->svcs[i].n_allow))
+			m->dig[i].fp = 0;
+	}
+	free(rules);
 	if (err)
 		goto fail;
 	err = index_rebuild(m, m->n);
@@ -567,17 +546,16 @@ static int pend_drop(struct dmsc_mirror *m, __u32 id, int64_t due)
 
 /* Removes a service with its backends left for later: the service element
  * first, so no new connect() finds it, then its meta. */
-static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms,
-			   const struct dmsc_state_svc *s)
+static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms)
 {
-	__u32 id = ms->id, i;
+	__u32 id = ms->id;
+	size_t i;
 	int err;
 
-	/* dmsc_plan_remove()'s order, the backends left out. */
 	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &ms->key);
 	if (!err)
 		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
-	if (!err && ms->limits) {
+	if (!err && (ms->limits.conn_rate || ms->limits.byte_rate)) {
 		struct dmsc_limits none;
 
 		memset(&none, 0, sizeof(none));
@@ -585,44 +563,22 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 	}
 	for (i = 0; !err && i < ms->n_allow; i++)
 		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &ms->allow[i].key);
-	if (!err)
-		err = dmsc_plan_be_index_drops(c, s, NULL);
+	if (!err && (ms->flags & DMSC_SVC_F_BYTES_LIMIT)) {
+		struct dmsc_state_svc s;
+
+		materialize(ms, &(struct dmsc_mirror_hot){ 0 }, &s);
+		err = dmsc_plan_be_index_drops(c, &s);
+	}
 	if (!err)
 		dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
 	return err;
 }
 
-/* ms becomes what p wrote; it takes p's allow rules. */
-static int mirror_set(struct dmsc_mirror *m, struct dmsc_mirror_svc *ms,
-		      struct dmsc_mirror_hot *hot, struct dmsc_svc_digest *dig, struct plan_svc *p,
-		      uint64_t fp)
+static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
+		      struct dmsc_svc_digest *dig, const struct plan_svc *p, uint64_t fp)
 {
-	const struct dmsc_limits *l = &p->limits;
 	struct dmsc_mirror_be *be = ms->be;
 	__u32 i, n = p->meta.n_backends;
-	bool unresolved = false;
-
-	if (l->conn_rate || l->conn_depth || l->byte_rate || l->byte_depth) {
-		if (!ms->limits)
-			ms->limits = malloc(sizeof(*ms->limits));
-		if (!ms->limits)
-			return -ENOMEM;
-		*ms->limits = (struct dmsc_mirror_limits){l->conn_rate, l->conn_depth, l->byte_rate,
-							  l->byte_depth};
-	} else {
-		free(ms->limits);
-		ms->limits = NULL;
-	}
-	m->n_allow -= ms->n_allow;
-	free(ms->allow);
-	ms->allow = p->allow;
-	ms->n_allow = (__u32)p->n_allow;
-	m->n_allow += ms->n_allow;
-	p->allow = NULL;
-	p->n_allow = 0;
-	for (i = 0; i < ms->n_allow; i++)
-		if (ms->allow[i].key.cgroup_id & DMSC_ALLOW_UNRESOLVED)
-			unresolved = true;
 
 	if (!be || n > ms->n_be) {
 		be = realloc(ms->be, (n ? n : 1) * sizeof(*be));
@@ -634,10 +590,21 @@ static int mirror_set(struct dmsc_mirror *m, struct dmsc_mirror_svc *ms,
 	ms->id = p->svc.id;
 	ms->flags = p->svc.flags;
 	ms->n_be = n;
+	ms->limits = p->limits;
+	limits_config_only(&ms->limits);
+	free(ms->allow);
+	ms->allow = NULL;
+	ms->n_allow = 0;
+	if (p->n_allow) {
+		ms->allow = malloc(p->n_allow * sizeof(*ms->allow));
+		if (!ms->allow)
+			return -ENOMEM;
+		memcpy(ms->allow, p->allow, p->n_allow * sizeof(*ms->allow));
+		ms->n_allow = p->n_allow;
+	}
 	dig->key = p->key;
-	/* A rule whose cgroup did not exist yet is resolved again by the
-	 * next apply: no fingerprint lets it skip the service. */
-	dig->fp = unresolved ? 0 : fp;
+	/* Unknown while a rule waits for its cgroup: planned again next time. */
+	dig->fp = has_unresolved(p->allow, p->n_allow) ? 0 : fp;
 	hot->stale = 0;
 	snprintf(ms->name, sizeof(ms->name), "%s", p->meta.name);
 	for (i = 0; i < n; i++) {
@@ -691,8 +658,8 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 		dig[i] = m->dig[j];
 		/* Moved: free_svcs() below must not free what it points to. */
 		m->svcs[j].be = NULL;
-		m->svcs[j].limits = NULL;
 		m->svcs[j].allow = NULL;
+		m->svcs[j].n_allow = 0;
 	}
 	free_svcs(m);
 	free(m->svcs);
@@ -739,15 +706,13 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		      const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
 		      struct dmsc_apply_result *res)
 {
-	struct apply_ctx c = {.dp = dp, .res = res, .dry_run = dry_run};
-	struct ptrs changed = {0}, removed = {0}, new_svc_ids = {0}, new_be_ids = {0};
+	struct apply_ctx c = { .dp = dp, .res = res, .dry_run = dry_run };
+	struct ptrs changed = { 0 }, removed = { 0 }, new_svc_ids = { 0 }, new_be_ids = { 0 };
 	size_t i, j, seen = 0, n_new = 0, changes_cap = 0, lim, n_pol = p->n_services;
-	long be_delta = 0, allow_delta = 0;
-	size_t n_runs = 0, n_single = 0;
+	long be_delta = 0;
 	bool aligned = true;
 	char detail[512], keybuf[48];
 	int64_t due = dmsc_now_ms() + m->drop_delay_ms;
-	int64_t t0 = dmsc_now_us(), t_plan = 0, t_write = 0;
 	int err;
 
 	memset(res, 0, sizeof(*res));
@@ -777,11 +742,9 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		       memcmp(&m->dig[i], &d[i], DIGEST_RUN * sizeof(*d)) == 0) {
 			i += DIGEST_RUN;
 			seen += DIGEST_RUN;
-			n_runs++;
 		}
 		if (i < lim && memcmp(&m->dig[i], &d[i], sizeof(*d)) == 0) {
 			seen++;
-			n_single++;
 			continue; /* fingerprints are never 0: known and equal */
 		}
 		if (i >= n_pol)
@@ -827,7 +790,6 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			ch->plan.n_cur_allow = m->svcs[mi].n_allow;
 		}
 		err = dmsc_plan_service(&c, &ch->plan, detail, sizeof(detail));
-		allow_delta += (long)ch->plan.n_allow - (long)ch->plan.n_cur_allow;
 		if (!err && mi < 0)
 			err = ptrs_push(&new_svc_ids, (void *)(uintptr_t)ch->plan.svc.id);
 		for (j = 0; !err && j < ch->plan.meta.n_backends; j++)
@@ -850,7 +812,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			err = change_push(res, &changes_cap, DMSC_CHANGE_ADD, w->name, detail);
 		} else if (memcmp(&ch->cur.svc, &ch->plan.svc, sizeof(ch->cur.svc)) ||
 			   memcmp(&ch->cur.meta, &ch->plan.meta, sizeof(ch->cur.meta)) ||
-			   !dmsc_limits_cfg_equal(&ch->cur.limits, &ch->plan.limits) || detail[0]) {
+			   detail[0]) {
 			err = change_push(res, &changes_cap, DMSC_CHANGE_UPDATE, w->name,
 					  detail[0] ? detail : "slot table rebuilt");
 		} else {
@@ -864,7 +826,6 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			if (matched(m, d, n_pol, i))
 				continue;
 			be_delta -= (long)m->svcs[i].n_be;
-			allow_delta -= (long)m->svcs[i].n_allow;
 			err = ptrs_push(&removed, (void *)(uintptr_t)i);
 			dmsc_format_svc_key(&m->svcs[i].key, keybuf, sizeof(keybuf));
 			if (!err)
@@ -878,13 +839,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		err = capacity_error(p, dp);
 		goto undo_ids;
 	}
-	if (allow_delta > 0 &&
-	    dmsc_allow_capacity_exceeded(dp, (size_t)((long)m->n_allow + allow_delta))) {
-		err = -ENOSPC;
-		goto undo_ids;
-	}
 
-	t_plan = dmsc_now_us();
 	/* Write: the same steps, in the same order, as dmsc_apply(). Backends
 	 * that lose their last reference wait in m->drops when delayed. */
 	for (i = 0; i < changed.n; i++) {
@@ -907,11 +862,11 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		const struct dmsc_mirror_svc *ms = &m->svcs[ri];
 		struct dmsc_state_svc s;
 
-		materialize(ms, &m->hot[ri], &s);
 		if (m->drop_delay_ms) {
-			err = remove_deferred(&c, ms, &s);
+			err = remove_deferred(&c, ms);
 			res->entries_deferred += ms->n_be;
 		} else {
+			materialize(ms, &m->hot[ri], &s);
 			err = dmsc_plan_remove(&c, &s, ms->allow, ms->n_allow);
 		}
 		if (err)
@@ -921,7 +876,6 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	if (dry_run)
 		goto undo_ids;
 
-	t_write = dmsc_now_us();
 	/* The maps hold the policy: so does the mirror from here on. */
 	m->next_svc = c.next_svc;
 	m->next_be = c.next_be;
@@ -936,8 +890,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			ms = &m->svcs[m->n];
 			memset(ms, 0, sizeof(*ms));
 			m->hot[m->n].pass = m->pass;
-			err = mirror_set(m, ms, &m->hot[m->n], &m->dig[m->n], &ch->plan,
-					 d[ch->pi].fp);
+			err = mirror_set(ms, &m->hot[m->n], &m->dig[m->n], &ch->plan, d[ch->pi].fp);
 			if (err)
 				goto fatal;
 			m->n++;
@@ -952,16 +905,12 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		} else {
 			ms = &m->svcs[ch->mi];
 			if (ch->same) {
-				/* Nothing to write; what is written is known now.
-				 * (Unresolved rules keep it unknown.) */
-				err = mirror_set(m, ms, &m->hot[ch->mi], &m->dig[ch->mi], &ch->plan,
-						 d[ch->pi].fp);
-				if (err)
-					goto fatal;
+				m->dig[ch->mi].fp = d[ch->pi].fp;
+				m->hot[ch->mi].stale = 0;
 				continue;
 			}
 		}
-		err = mirror_set(m, ms, &m->hot[ch->mi], &m->dig[ch->mi], &ch->plan, d[ch->pi].fp);
+		err = mirror_set(ms, &m->hot[ch->mi], &m->dig[ch->mi], &ch->plan, d[ch->pi].fp);
 		if (err)
 			goto fatal;
 		for (j = 0; j < ch->plan.n_drop; j++) {
@@ -977,7 +926,6 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		struct dmsc_mirror_svc *ms = &m->svcs[(uintptr_t)removed.v[i]];
 
 		mark(m->svc_used, m->max_services, ms->id, 0);
-		m->n_allow -= ms->n_allow;
 		for (j = 0; j < ms->n_be; j++) {
 			if (m->drop_delay_ms)
 				err = pend_drop(m, ms->be[j].id, due);
@@ -993,11 +941,6 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			goto fatal;
 	}
 	m->n_backends = (size_t)((long)m->n_backends + be_delta);
-	pr_debug("mirror apply: plan %lld us (%zu runs and %zu single services unchanged, %zu "
-		 "changed, %zu removed, %s), write %lld us, mirror %lld us\n",
-		 (long long)(t_plan - t0), n_runs, n_single, changed.n, removed.n,
-		 aligned ? "in order" : "reordered",
-		 (long long)(t_write - t_plan), (long long)(dmsc_now_us() - t_write));
 	if (c.n_undo) {
 		if (dmsc_datapath_bump_generation(dp) == 0)
 			m->generation++;
@@ -1030,6 +973,7 @@ undo_ids:
 out:
 	dmsc_apply_ctx_release(&c);
 	for (i = 0; i < changed.n; i++) {
+		/* The rules dmsc_plan_service() allocated (mirror_set copied them). */
 		free(((struct mchange *)changed.v[i])->plan.allow);
 		free(changed.v[i]);
 	}

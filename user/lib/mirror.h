@@ -49,22 +49,16 @@ struct dmsc_mirror_hot {
 	__u32 stale; /* the kernel's slot table is not what meta implies */
 };
 
-/* The configured part of struct dmsc_limits (the buckets are the
- * kernel's). */
-struct dmsc_mirror_limits {
-	__u64 conn_rate, conn_depth, byte_rate, byte_depth;
-};
-
 struct dmsc_mirror_svc {
 	struct dmsc_svc_key key; /* == dig[i].key */
 	__u32 id;
 	__u32 flags;
 	__u32 n_be;
-	__u32 n_allow;
 	char name[DMSC_NAME_MAX];
 	struct dmsc_mirror_be *be;
-	struct dmsc_mirror_limits *limits; /* NULL: no limit */
-	struct dmsc_allow_entry *allow;	   /* sorted as the apply sorts them */
+	struct dmsc_limits limits;      /* the configuration part only */
+	struct dmsc_allow_entry *allow; /* its rules, sorted by key */
+	size_t n_allow;
 };
 
 /* A backend id that no service references any more, zeroed in the map
@@ -85,8 +79,7 @@ struct dmsc_mirror {
 	__u32 max_services, max_backends;
 	__u32 next_svc, next_be;
 	size_t n_backends;
-	size_t n_allow;	  /* allow rules of every service */
-	__u64 generation; /* of the install record when last in step */
+	__u64 generation;      /* of the install record when last in step */
 	unsigned int services_map_id;
 	__u32 pass;
 	/* Removed backends wait this long before their entry is zeroed
@@ -129,6 +122,5 @@ int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *d
 int dmsc_mirror_next_drop_ms(const struct dmsc_mirror *m, int64_t now_ms);
 
 int64_t dmsc_now_ms(void);
-int64_t dmsc_now_us(void);
 
 #endif /* DMSC_MIRROR_H */

@@ -102,6 +102,18 @@ static int read_entries(int fd, size_t key_size, size_t value_size, size_t entry
 	return 0;
 }
 
+int dmsc_read_allow(const struct dmsc_datapath *dp, struct dmsc_allow_entry **out, size_t *n)
+{
+	int err;
+
+	err = read_entries(dp->fd[DMSC_M_ALLOW], sizeof(struct dmsc_allow_key),
+			   sizeof(struct dmsc_allow_rule), sizeof(struct dmsc_allow_entry),
+			   (void **)out, n);
+	if (!err && *n)
+		qsort(*out, *n, sizeof(**out), allow_cmp);
+	return err;
+}
+
 static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *key,
 		    struct dmsc_state_svc *s)
 {
@@ -169,9 +181,7 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 	}
 	if (st->n_svcs)
 		qsort(st->svcs, st->n_svcs, sizeof(*st->svcs), svc_by_name);
-	err = read_entries(dp->fd[DMSC_M_ALLOW], sizeof(struct dmsc_allow_key),
-			   sizeof(struct dmsc_allow_rule), sizeof(struct dmsc_allow_entry),
-			   (void **)&st->allow, &st->n_allow);
+	err = dmsc_read_allow(dp, &st->allow, &st->n_allow);
 	if (err)
 		goto fail_other;
 	err = read_entries(dp->fd[DMSC_M_BE_INDEX], sizeof(struct dmsc_svc_key), sizeof(__u32),
@@ -179,8 +189,6 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 			   &st->n_be_index);
 	if (err)
 		goto fail_other;
-	if (st->n_allow)
-		qsort(st->allow, st->n_allow, sizeof(*st->allow), allow_cmp);
 	if (st->n_be_index)
 		qsort(st->be_index, st->n_be_index, sizeof(*st->be_index), be_index_cmp);
 	return 0;
@@ -454,7 +462,7 @@ static void plan_limits(struct plan_svc *p)
 	}
 }
 
-bool dmsc_limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limits *b)
+static bool limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limits *b)
 {
 	return a->conn_rate == b->conn_rate && a->conn_depth == b->conn_depth &&
 	       a->byte_rate == b->byte_rate && a->byte_depth == b->byte_depth;
@@ -589,7 +597,7 @@ static int be_index_adds(struct apply_ctx *c, const struct plan_svc *p)
 
 /* Removes index entries of `cur`'s backends that `p` (NULL: the service
  * goes) no longer indexes, if they still name this service. */
-int dmsc_plan_be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
+static int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 			  const struct plan_svc *p)
 {
 	bool keep_any = p && (p->svc.flags & DMSC_SVC_F_BYTES_LIMIT);
@@ -677,7 +685,7 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 	if (dmsc_slot_counts(weight, (__u32)w->n_backends, counts) == 0)
 		p->svc.flags |= DMSC_SVC_F_NO_BACKEND;
 	plan_limits(p);
-	if (cur && !dmsc_limits_cfg_equal(&cur->limits, &p->limits))
+	if (cur && !limits_cfg_equal(&cur->limits, &p->limits))
 		append(detail, dlen, "limits changed; ");
 	err = plan_allow(c, p);
 	if (err)
@@ -731,7 +739,7 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 		err = be_index_adds(c, p);
 	if (err)
 		return err;
-	if (p->cur ? !dmsc_limits_cfg_equal(&p->cur->limits, &p->limits)
+	if (p->cur ? !limits_cfg_equal(&p->cur->limits, &p->limits)
 		   : p->limits.conn_rate || p->limits.byte_rate) {
 		err = dmsc_apply_put(c, DMSC_M_LIMITS, &p->svc.id, &p->limits);
 		if (err)
@@ -755,7 +763,7 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 	}
 	err = allow_drops(c, p);
 	if (!err)
-		err = dmsc_plan_be_index_drops(c, p->cur, p);
+		err = be_index_drops(c, p->cur, p);
 	return err;
 }
 
@@ -783,7 +791,7 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 	for (i = 0; !err && i < n_rules; i++)
 		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &rules[i].key);
 	if (!err)
-		err = dmsc_plan_be_index_drops(c, s, NULL);
+		err = be_index_drops(c, s, NULL);
 	if (!err)
 		dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
 	return err;
@@ -812,7 +820,7 @@ static size_t count_new_backends(const struct dmsc_policy *p)
 	return n;
 }
 
-bool dmsc_allow_capacity_exceeded(const struct dmsc_datapath *dp, size_t n)
+static bool dmsc_allow_capacity_exceeded(const struct dmsc_datapath *dp, size_t n)
 {
 	struct bpf_map_info info;
 	__u32 len = sizeof(info);
@@ -885,7 +893,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 			change(&c, DMSC_CHANGE_ADD, plan[i].want->name, detail);
 		} else if (memcmp(&plan[i].cur->svc, &plan[i].svc, sizeof(plan[i].svc)) ||
 			   memcmp(&plan[i].cur->meta, &plan[i].meta, sizeof(plan[i].meta)) ||
-			   !dmsc_limits_cfg_equal(&plan[i].cur->limits, &plan[i].limits) || detail[0]) {
+			   !limits_cfg_equal(&plan[i].cur->limits, &plan[i].limits) || detail[0]) {
 			change(&c, DMSC_CHANGE_UPDATE, plan[i].want->name,
 			       detail[0] ? detail : "slot table rebuilt");
 		}
@@ -931,10 +939,9 @@ out:
 	return err;
 }
 
-void dmsc_apply_result_free(struct dmsc_apply_result *res)
+int dmsc_plan_be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *s)
 {
-	free(res->changes);
-	memset(res, 0, sizeof(*res));
+	return be_index_drops(c, s, NULL);
 }
 
 void dmsc_apply_ctx_release(struct apply_ctx *c)
@@ -946,4 +953,10 @@ void dmsc_apply_ctx_release(struct apply_ctx *c)
 	free(c->undo);
 	c->undo = NULL;
 	c->n_undo = c->cap_undo = 0;
+}
+
+void dmsc_apply_result_free(struct dmsc_apply_result *res)
+{
+	free(res->changes);
+	memset(res, 0, sizeof(*res));
 }

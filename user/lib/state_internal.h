@@ -7,6 +7,8 @@
 #ifndef DMSC_STATE_INTERNAL_H
 #define DMSC_STATE_INTERNAL_H
 
+#include <limits.h>
+
 #include "state.h"
 
 /* One write, remembered so that a failure later can put it back. */
@@ -23,7 +25,7 @@ struct undo {
 
 struct plan_svc {
 	const struct dmsc_policy_service *want; /* NULL: remove */
-	const struct dmsc_state_svc *cur;	/* NULL: add */
+	const struct dmsc_state_svc *cur;       /* NULL: add */
 	struct dmsc_svc_key key;
 	struct dmsc_svc svc;
 	struct dmsc_svc_meta meta;
@@ -48,7 +50,7 @@ struct apply_ctx {
 	size_t n_undo, cap_undo;
 	unsigned char *svc_used; /* by id */
 	unsigned char *be_used;
-	__u32 next_svc, next_be; /* where the free-id search resumes */
+	__u32 next_svc, next_be;  /* where the free-id search resumes */
 	char cg_root[PATH_MAX];
 };
 
@@ -62,6 +64,12 @@ void dmsc_apply_zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, si
 /* Frees the undo records (after success or rollback). */
 void dmsc_apply_ctx_release(struct apply_ctx *c);
 
+/* Removes the backend index entries of a service that goes. */
+int dmsc_plan_be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *s);
+
+/* Every allow rule the maps hold, sorted by (service, cgroup). */
+int dmsc_read_allow(const struct dmsc_datapath *dp, struct dmsc_allow_entry **out, size_t *n);
+
 /* A free id in 1..max-1, marked used; 0 when every id is taken. */
 __u32 dmsc_alloc_id(unsigned char *used, __u32 max, __u32 *next);
 void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k);
@@ -72,18 +80,9 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 /* New backends, meta, the service element (the atomic flip), then the
  * backends the service dropped. */
 int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p);
-/* The service element first, then its meta, backends, limits, allow
- * rules (rules: the service's, n_rules of them) and backend index. */
+/* The service element first, then its meta, backends, limits, its allow
+ * rules (given: what the maps hold for it) and backend index entries. */
 int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 		     const struct dmsc_allow_entry *rules, size_t n_rules);
-
-/* Backend index entries of cur that p (NULL: the service goes) drops. */
-int dmsc_plan_be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
-			     const struct plan_svc *p);
-/* The configured part of two limits (rates, depths) is equal. */
-bool dmsc_limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limits *b);
-
-/* n allow rules do not fit the allow map: says so, returns true. */
-bool dmsc_allow_capacity_exceeded(const struct dmsc_datapath *dp, size_t n);
 
 #endif /* DMSC_STATE_INTERNAL_H */
