@@ -4,35 +4,11 @@
 # (cross-namespace and same-host) and at an interface for remote clients,
 # allow_from by cgroup. Clients: dmsc-probe and iperf3.
 set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-. "$TOP/tests/lib/assert.sh"
-. "$TOP/tests/lib/netns.sh"
-t_need_root
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+dmsc_suite_begin limits dlim$$
 command -v iperf3 >/dev/null || { echo "skip - iperf3 is not installed (scripts/install-deps.sh)"; exit 77; }
-
-BIN=${BIN:-$TOP/build}
-CTL=$BIN/dmscctl
-SRV=$BIN/tools/dmsc-testsrv
-PROBE=$BIN/tools/dmsc-probe
-P=dlim$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-limits.XXXXXX")
 RATE=50 BURST=10     # connections per second, and at once
 BYTES=2500000        # bytes per second: 20 Mbit/s
-
-cleanup() {
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || { t_fail "mount bpffs"; t_summary; exit 1; }
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-
-dmsc_net_init "$P" || exit 1
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host b1 198.18.1.2/16 || exit 1
 dmsc_net_host r 198.18.2.2/16 || exit 1

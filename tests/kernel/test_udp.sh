@@ -3,32 +3,10 @@
 # socket and sticky, replies shown as coming from the VIP (recvmsg4),
 # connected UDP (connect4 + getpeername4), and what must stay untouched.
 set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-. "$TOP/tests/lib/assert.sh"
-. "$TOP/tests/lib/netns.sh"
-t_need_root
-
-BIN=${BIN:-$TOP/build}
-CTL=$BIN/dmscctl
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+dmsc_suite_begin udp dudp$$
 UDP=$BIN/tools/dmsc-udp
-P=dudp$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-udp.XXXXXX")
 VIP=198.19.0.30
-
-cleanup() {
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || { t_fail "mount bpffs"; t_summary; exit 1; }
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-
-dmsc_net_init "$P" || exit 1
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host b1 198.18.1.2/16 || exit 1
 dmsc_net_host b2 198.18.1.3/16 || exit 1

@@ -517,7 +517,7 @@ static int plan_allow(struct apply_ctx *c, struct plan_svc *p)
 static const struct dmsc_allow_entry *find_allow(const struct dmsc_allow_entry *a, size_t n,
 						 const struct dmsc_allow_key *k)
 {
-	return bsearch(k, a, n, sizeof(*a), allow_cmp);
+	return n ? bsearch(k, a, n, sizeof(*a), allow_cmp) : NULL;
 }
 
 static bool allow_changed(const struct plan_svc *p)
