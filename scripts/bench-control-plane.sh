@@ -48,33 +48,51 @@ wait_line() {
 	return 1
 }
 
-echo "== dmscd resident memory (VmRSS after the first apply, after one change; VmHWM: peak)"
-printf '%9s %12s %12s %12s %14s %18s\n' services "rss kB" "rss kB after" "peak kB" "parse+compile ms" "one change: apply ms"
+echo "== dmscd: resident memory (VmRSS after the first apply, after 3 changes of one weight, after a"
+echo "   metrics scrape; VmHWM: peak, during the JSON parse), median apply of the 3 changes, scrape time"
+printf '%9s %10s %13s %13s %10s %17s %15s %13s %10s\n' services "rss kB" "after changes" "after scrape" "peak kB" "parse+compile ms" "change: apply" "(its cpu)" "scrape s"
 rss_json=""
 for n in $RSS_SIZES; do
 	"$BUILD/bench-cp" --write-policy "$n" "$T/p.json" || exit 1
-	"$BUILD/bench-cp" --write-policy "$n" "$T/p2.json" --weight 7 || exit 1
+	for w in 7 8 9; do
+		"$BUILD/bench-cp" --write-policy "$n" "$T/p$w.json" --weight "$w" || exit 1
+	done
 	DMSC_PIN_DIR=$T/bpffs/dmsc "$BUILD/dmscctl" uninstall >/dev/null 2>&1
 	log=$T/dmscd-$n.log
-	"$BUILD/dmscd" --cgroup "$CG" --policy "$T/p.json" --metrics off \
+	"$BUILD/dmscd" --cgroup "$CG" --policy "$T/p.json" --metrics 127.0.0.1:0 \
 		--max-services $((n + n / 4 + 16)) --max-backends $((4 * n + n + 64)) >"$log" 2>&1 &
 	DPID=$!
 	if ! wait_line "$log" '^dmscd: applied ' 1 300; then
 		echo "dmscd did not apply $n services:"; tail -n 5 "$log"; exit 1
 	fi
+	sleep 1 # the summary line is logged before the parse's memory is given back
 	rss1=$(awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status")
-	cp "$T/p2.json" "$T/p.json.new" && mv "$T/p.json.new" "$T/p.json"
-	wait_line "$log" '^dmscd: applied ' 2 300 || { echo "no second apply"; exit 1; }
+	# Three changes of one weight; the median apply time of the three.
+	k=1
+	for w in 7 8 9; do
+		k=$((k + 1))
+		cp "$T/p$w.json" "$T/p.json.new" && mv "$T/p.json.new" "$T/p.json"
+		wait_line "$log" '^dmscd: applied ' $k 300 || { echo "no apply of weight $w"; exit 1; }
+	done
+	sleep 1
 	rss2=$(awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status")
-	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$DPID/status")
 	line=$(grep -E '^dmscd: applied ' "$log" | tail -n 1)
-	apply_ms=$(sed -nE 's/.* in ([0-9.]+) ms; parse.*/\1/p' <<<"$line")
+	apply_ms=$(grep -E '^dmscd: applied ' "$log" | tail -n 3 | sed -nE 's/.* in ([0-9.]+) ms \(cpu.*/\1/p' |
+		sort -g | sed -n 2p)
+	cpu_ms=$(grep -E '^dmscd: applied ' "$log" | tail -n 3 | sed -nE 's/.*\(cpu ([0-9.]+) ms\).*/\1/p' |
+		sort -g | sed -n 2p)
 	parse_ms=$(sed -nE 's/.*parse and compile ([0-9.]+) ms.*/\1/p' <<<"$line")
 	written=$(sed -nE 's/.* ([0-9]+) map entr(y|ies) written.*/\1/p' <<<"$line")
-	printf '%9s %12s %12s %12s %14s %18s (%s entries)\n' "$n" "$rss1" "$rss2" "$hwm" "$parse_ms" "$apply_ms" "$written"
+	url=$(grep -o 'http://[0-9.:]*/metrics' "$log" | tail -n 1)
+	scrape=$(curl -sS -o "$T/metrics.txt" -w '%{time_total}' --max-time 120 "$url")
+	lines=$(wc -l <"$T/metrics.txt")
+	rss3=$(awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status")
+	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$DPID/status")
+	printf '%9s %10s %13s %13s %10s %17s %12s ms %10s ms %10s (%s entries written; %s metric lines)\n' \
+		"$n" "$rss1" "$rss2" "$rss3" "$hwm" "$parse_ms" "$apply_ms" "$cpu_ms" "$scrape" "$written" "$lines"
 	kill -TERM "$DPID" && wait "$DPID"
 	DPID=
-	rss_json+="${rss_json:+,}{\"services\":$n,\"rss_kb\":$rss1,\"rss_kb_after_change\":$rss2,\"peak_kb\":$hwm,\"change_apply_ms\":$apply_ms,\"change_parse_ms\":$parse_ms,\"change_entries_written\":$written}"
+	rss_json+="${rss_json:+,}{\"services\":$n,\"rss_kb\":$rss1,\"rss_kb_after_change\":$rss2,\"rss_kb_after_scrape\":$rss3,\"peak_kb\":$hwm,\"change_apply_ms\":$apply_ms,\"change_apply_cpu_ms\":$cpu_ms,\"change_parse_ms\":$parse_ms,\"change_entries_written\":$written,\"scrape_seconds\":$scrape,\"metric_lines\":$lines}"
 done
 
 jq --argjson rss "[$rss_json]" '. + { dmscd_memory: $rss }' "$BUILD/bench-cp.json" >"$OUT"

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -53,32 +54,38 @@ struct agent {
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
 	int inotify_fd, watch_wd, signal_fd, http_fd;
+	/* allow_from paths with no cgroup yet: applied again until they
+	 * resolve (dmsc_apply_result.unresolved). */
+	int64_t retry_at_ms; /* 0: none */
+	size_t unresolved;
 };
 
+#define UNRESOLVED_RETRY_MS 2000
+
 static const char usage_text[] =
-	"usage: dmscd --policy FILE|DIR [--cgroup PATH] [options]\n"
-	"\n"
-	"  --policy FILE|DIR      the policy: one JSON file, or a directory whose *.json\n"
-	"                         files are merged (a service defined twice is an error)\n"
-	"  --cgroup PATH          the cgroup v2 whose processes are in the mesh; may be\n"
-	"                         left out when the datapath is installed already\n"
-	"  --interface IF         accepted for the TC hooks (repeatable); this build has\n"
-	"                         none, so it is only checked to exist\n"
-	"  --metrics ADDR:PORT    Prometheus metrics at http://ADDR:PORT/metrics\n"
-	"                         (default " DEFAULT_METRICS "; port 0 picks one; off)\n"
-	"  --debounce-ms N        apply once the policy was quiet N ms (default %d)\n"
-	"  --debounce-max-ms N    ...or N ms after the first change (default %d)\n"
-	"  --drop-delay-ms N      zero a removed backend's entry N ms after no slot table\n"
-	"                         names it, so that no connect() in flight misses it\n"
-	"                         (default %d)\n"
-	"  --max-services N       install: service capacity\n"
-	"  --max-backends N       install: backend capacity\n"
-	"  --pin-dir DIR          where the datapath is pinned (default $DMSC_PIN_DIR or\n"
-	"                         %s)\n"
-	"  -v, --verbose          debug messages\n"
-	"  -h, --help             this text\n"
-	"\n"
-	"SIGTERM/SIGINT: exit, leaving the datapath running. SIGHUP: apply now.\n";
+    "usage: dmscd --policy FILE|DIR [--cgroup PATH] [options]\n"
+    "\n"
+    "  --policy FILE|DIR      the policy: one JSON file, or a directory whose *.json\n"
+    "                         files are merged (a service defined twice is an error)\n"
+    "  --cgroup PATH          the cgroup v2 whose processes are in the mesh; may be\n"
+    "                         left out when the datapath is installed already\n"
+    "  --interface IF         also police byte limits on traffic arriving on IF (TC\n"
+    "                         ingress; repeatable; kept by later installs)\n"
+    "  --metrics ADDR:PORT    Prometheus metrics at http://ADDR:PORT/metrics\n"
+    "                         (default " DEFAULT_METRICS "; port 0 picks one; off)\n"
+    "  --debounce-ms N        apply once the policy was quiet N ms (default %d)\n"
+    "  --debounce-max-ms N    ...or N ms after the first change (default %d)\n"
+    "  --drop-delay-ms N      zero a removed backend's entry N ms after no slot table\n"
+    "                         names it, so that no connect() in flight misses it\n"
+    "                         (default %d)\n"
+    "  --max-services N       install: service capacity\n"
+    "  --max-backends N       install: backend capacity\n"
+    "  --pin-dir DIR          where the datapath is pinned (default $DMSC_PIN_DIR or\n"
+    "                         %s)\n"
+    "  -v, --verbose          debug messages\n"
+    "  -h, --help             this text\n"
+    "\n"
+    "SIGTERM/SIGINT: exit, leaving the datapath running. SIGHUP: apply now.\n";
 
 static void usage(FILE *f)
 {
@@ -102,21 +109,33 @@ static double mono_seconds(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* CPU time of this thread: an apply's own cost, without the time other
+ * processes had the CPU meanwhile. */
+static double cpu_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* Parses, validates, compiles and applies the policy; logs one line per
  * change applied and one summary line. A policy that does not validate
  * leaves the datapath as it is. */
 static void apply_policy(struct agent *ag, const char *why)
 {
-	struct dmsc_apply_result res = { 0 };
-	struct dmsc_policy_set set = { 0 };
-	struct dmsc_msgs msgs = { 0 };
+	struct dmsc_apply_result res = {0};
+	struct dmsc_policy_set set = {0};
+	struct dmsc_msgs msgs = {0};
 	struct dmsc_datapath dp;
-	double t0, t1, t2, t3;
+	double t0, t1, t2, t3, c2, c3;
+	struct rusage ru2, ru3;
 	struct dmsc_svc_digest *digests = NULL;
 	char buf[512];
 	size_t i;
 	int err;
 
+	ag->retry_at_ms = 0;
 	t0 = mono_seconds();
 	err = dmsc_policy_set_load(ag->policy, &set, &msgs);
 	if (err) {
@@ -151,9 +170,16 @@ static void apply_policy(struct agent *ag, const char *why)
 		ag->stats.applies[DMSC_APPLY_FAILED]++;
 		goto out;
 	}
+	getrusage(RUSAGE_THREAD, &ru2);
 	t2 = mono_seconds();
+	c2 = cpu_seconds();
 	err = dmsc_mirror_apply(&ag->mirror, &dp, &set.policy, digests, false, &res);
 	t3 = mono_seconds();
+	c3 = cpu_seconds();
+	getrusage(RUSAGE_THREAD, &ru3);
+	pr_debug("apply: %ld minor page faults, %ld context switches\n",
+		 ru3.ru_minflt - ru2.ru_minflt,
+		 ru3.ru_nivcsw - ru2.ru_nivcsw + ru3.ru_nvcsw - ru2.ru_nvcsw);
 	dmsc_datapath_close(&dp);
 	if (err) {
 		pr_warn("%s: apply failed: %s; the datapath is as it was%s\n", ag->policy,
@@ -164,12 +190,20 @@ static void apply_policy(struct agent *ag, const char *why)
 	for (i = 0; i < res.n_changes; i++)
 		pr_info("%s %s: %s\n", dmsc_change_op_name(res.changes[i].op),
 			res.changes[i].service, res.changes[i].detail);
-	pr_info("applied %s (%s): %zu service%s, %zu change%s, %zu map entr%s written "
-		"(%zu deferred) in %.3f ms; parse and compile %.1f ms\n",
-		ag->policy, why, res.n_services, res.n_services == 1 ? "" : "s", res.n_changes,
-		res.n_changes == 1 ? "" : "s", res.entries_written,
-		res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
-		(t1 - t0) * 1e3);
+	if (res.unresolved && res.unresolved != ag->unresolved)
+		pr_info("%zu allow_from path%s with no cgroup yet (no one matches them): applying "
+			"again every %d ms until they exist\n",
+			res.unresolved, res.unresolved == 1 ? "" : "s", UNRESOLVED_RETRY_MS);
+	ag->unresolved = res.unresolved;
+	ag->retry_at_ms = res.unresolved ? dmsc_now_ms() + UNRESOLVED_RETRY_MS : 0;
+	/* A retry that changed nothing is not worth a line. */
+	dmsc_log(res.n_changes || strcmp(why, "retry") ? DMSC_LOG_INFO : DMSC_LOG_DEBUG,
+		 "applied %s (%s): %zu service%s, %zu change%s, %zu map entr%s written "
+		 "(%zu deferred) in %.3f ms (cpu %.3f ms); parse and compile %.1f ms\n",
+		 ag->policy, why, res.n_services, res.n_services == 1 ? "" : "s", res.n_changes,
+		 res.n_changes == 1 ? "" : "s", res.entries_written,
+		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
+		 (c3 - c2) * 1e3, (t1 - t0) * 1e3);
 	ag->stats.applies[DMSC_APPLY_OK]++;
 	ag->stats.entries_written += res.entries_written;
 	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
@@ -279,8 +313,7 @@ static int setup_watch(struct agent *ag)
 	 * new one over it, which a watch on the old inode would miss. */
 	ag->watch_wd = inotify_add_watch(ag->inotify_fd, ag->watch_dir,
 					 IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM |
-						 IN_CREATE | IN_DELETE | IN_DELETE_SELF |
-						 IN_MOVE_SELF);
+					     IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF);
 	if (ag->watch_wd < 0) {
 		err = -errno;
 		pr_warn("cannot watch %s: %s\n", ag->watch_dir, strerror(-err));
@@ -306,11 +339,13 @@ static int parse_uint(const char *flag, const char *arg, unsigned int max, unsig
 
 /* Installs, or adopts and replaces the programs in place; says which. */
 static int install(const struct agent *ag, const char *cgroup, unsigned int max_svc,
-		   unsigned int max_be)
+		   unsigned int max_be, const char *const *ifs, size_t n_ifs)
 {
-	struct dmsc_install_opts io = { .cgroup = cgroup,
-					.max_services = max_svc ? max_svc + 1 : 0,
-					.max_backends = max_be ? max_be + 1 : 0 };
+	struct dmsc_install_opts io = {.cgroup = cgroup,
+				       .max_services = max_svc ? max_svc + 1 : 0,
+				       .max_backends = max_be ? max_be + 1 : 0,
+				       .ifaces = ifs,
+				       .n_ifaces = n_ifs};
 	struct dmsc_link_info before[8], after[8];
 	struct dmsc_install_result res;
 	struct dmsc_datapath dp;
@@ -364,26 +399,26 @@ int main(int argc, char **argv)
 		OPT_PIN_DIR,
 	};
 	static const struct option longopts[] = {
-		{ "policy", required_argument, NULL, OPT_POLICY },
-		{ "cgroup", required_argument, NULL, OPT_CGROUP },
-		{ "interface", required_argument, NULL, OPT_IF },
-		{ "metrics", required_argument, NULL, OPT_METRICS },
-		{ "debounce-ms", required_argument, NULL, OPT_DEBOUNCE },
-		{ "debounce-max-ms", required_argument, NULL, OPT_DEBOUNCE_MAX },
-		{ "drop-delay-ms", required_argument, NULL, OPT_DROP_DELAY },
-		{ "max-services", required_argument, NULL, OPT_MAX_SVC },
-		{ "max-backends", required_argument, NULL, OPT_MAX_BE },
-		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"policy", required_argument, NULL, OPT_POLICY},
+	    {"cgroup", required_argument, NULL, OPT_CGROUP},
+	    {"interface", required_argument, NULL, OPT_IF},
+	    {"metrics", required_argument, NULL, OPT_METRICS},
+	    {"debounce-ms", required_argument, NULL, OPT_DEBOUNCE},
+	    {"debounce-max-ms", required_argument, NULL, OPT_DEBOUNCE_MAX},
+	    {"drop-delay-ms", required_argument, NULL, OPT_DROP_DELAY},
+	    {"max-services", required_argument, NULL, OPT_MAX_SVC},
+	    {"max-backends", required_argument, NULL, OPT_MAX_BE},
+	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct agent ag = { .inotify_fd = -1, .signal_fd = -1, .http_fd = -1 };
+	struct agent ag = {.inotify_fd = -1, .signal_fd = -1, .http_fd = -1};
 	const char *cgroup = NULL, *metrics = DEFAULT_METRICS, *ifs[MAX_INTERFACES];
 	unsigned int debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
 	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS, max_svc = 0, max_be = 0;
 	enum dmsc_log_level level = DMSC_LOG_INFO;
-	size_t n_ifs = 0, i;
+	size_t n_ifs = 0;
 	char bound[64];
 	sigset_t sigs;
 	bool running = true;
@@ -455,15 +490,6 @@ int main(int argc, char **argv)
 		ag.pin_dir = dmsc_pin_dir();
 	if (dmsc_require_root("dmscd"))
 		return 1;
-	for (i = 0; i < n_ifs; i++) {
-		if (!if_nametoindex(ifs[i])) {
-			pr_warn("--interface %s: %s\n", ifs[i], strerror(errno));
-			return 1;
-		}
-		pr_info("--interface %s: this build has no TC programs; nothing is attached to "
-			"it\n",
-			ifs[i]);
-	}
 	dmsc_agent_stats_init(&ag.stats);
 	ag.stats.start_time = wall_seconds();
 	dmsc_debounce_init(&ag.debounce, (int)debounce, (int)debounce_max);
@@ -480,7 +506,7 @@ int main(int argc, char **argv)
 		pr_warn("signalfd: %s\n", strerror(errno));
 		goto out;
 	}
-	if (install(&ag, cgroup, max_svc, max_be))
+	if (install(&ag, cgroup, max_svc, max_be, ifs, n_ifs))
 		goto out;
 	if (setup_watch(&ag))
 		goto out;
@@ -505,16 +531,20 @@ int main(int argc, char **argv)
 
 	while (running) {
 		struct pollfd pfd[3] = {
-			{ .fd = ag.signal_fd, .events = POLLIN },
-			{ .fd = ag.inotify_fd, .events = POLLIN },
-			{ .fd = ag.http_fd, .events = POLLIN },
+		    {.fd = ag.signal_fd, .events = POLLIN},
+		    {.fd = ag.inotify_fd, .events = POLLIN},
+		    {.fd = ag.http_fd, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
 		int drop = dmsc_mirror_next_drop_ms(&ag.mirror, now);
+		int retry =
+		    ag.retry_at_ms ? (int)(ag.retry_at_ms > now ? ag.retry_at_ms - now : 0) : -1;
 
 		if (drop >= 0 && (wait < 0 || drop < wait))
 			wait = drop;
+		if (retry >= 0 && (wait < 0 || retry < wait))
+			wait = retry;
 		if (poll(pfd, ag.http_fd >= 0 ? 3 : 2, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
@@ -528,19 +558,24 @@ int main(int argc, char **argv)
 					dmsc_debounce_event(&ag.debounce, dmsc_now_ms());
 					ag.debounce.first_ms -= ag.debounce.max_ms;
 				} else {
-					pr_info("%s: exiting; the datapath keeps running as it is\n",
-						strsignal((int)si.ssi_signo));
+					pr_info(
+					    "%s: exiting; the datapath keeps running as it is\n",
+					    strsignal((int)si.ssi_signo));
 					running = false;
 				}
 			}
 		}
 		if (pfd[1].revents & POLLIN)
 			read_inotify(&ag);
-		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN))
+		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN)) {
 			dmsc_httpd_serve(ag.http_fd, metrics_handler, &ag);
+			malloc_trim(0); /* the page is built whole, then freed */
+		}
 		now = dmsc_now_ms();
 		if (running && dmsc_debounce_take(&ag.debounce, now))
 			apply_policy(&ag, "changed");
+		else if (running && ag.retry_at_ms && dmsc_now_ms() >= ag.retry_at_ms)
+			apply_policy(&ag, "retry");
 		if (dmsc_mirror_next_drop_ms(&ag.mirror, dmsc_now_ms()) == 0)
 			flush_drops(&ag, false);
 	}

@@ -41,6 +41,23 @@
 #define REPEATS 5
 #define MAX_SIZES 8
 
+/* --cold: before each timed change, walk this much memory, as dmscd's
+ * JSON parse does, so the change is timed with cold caches. */
+static size_t cold_bytes;
+static char *cold_buf;
+
+static void make_cold(void)
+{
+	size_t i;
+
+	if (!cold_bytes)
+		return;
+	if (!cold_buf)
+		cold_buf = malloc(cold_bytes);
+	for (i = 0; cold_buf && i < cold_bytes; i += 64)
+		cold_buf[i] = (char)i;
+}
+
 static double now_ms(void)
 {
 	struct timespec ts;
@@ -61,10 +78,11 @@ static void policy_text(struct dmsc_buf *b, size_t n, size_t weight_of, unsigned
 		unsigned hi = (unsigned)(i / 256 % 256), lo = (unsigned)(i % 256);
 		unsigned page = (unsigned)(i / 65536);
 
-		dmsc_buf_printf(b,
-				"%s{ \"name\": \"svc-%zu\", \"vip\": \"198.19.%u.%u\", \"port\": %u, "
-				"\"backends\": [",
-				i ? ",\n" : "", i, hi, lo, 80 + page);
+		dmsc_buf_printf(
+		    b,
+		    "%s{ \"name\": \"svc-%zu\", \"vip\": \"198.19.%u.%u\", \"port\": %u, "
+		    "\"backends\": [",
+		    i ? ",\n" : "", i, hi, lo, 80 + page);
 		for (k = 0; k < BACKENDS_PER_SERVICE; k++)
 			dmsc_buf_printf(b,
 					"%s{ \"address\": \"198.18.%u.%u\", \"port\": %zu, "
@@ -83,7 +101,7 @@ struct rig {
 
 static int rig_open(struct rig *r, unsigned max_svc, unsigned max_be)
 {
-	struct dmsc_install rec = { 0 };
+	struct dmsc_install rec = {0};
 	__u32 zero = 0;
 	int err;
 
@@ -96,6 +114,8 @@ static int rig_open(struct rig *r, unsigned max_svc, unsigned max_be)
 	bpf_map__set_max_entries(r->skel->maps.dmsc_svc_stats, max_svc);
 	bpf_map__set_max_entries(r->skel->maps.dmsc_backends, max_be);
 	bpf_map__set_max_entries(r->skel->maps.dmsc_be_stats, max_be);
+	bpf_map__set_max_entries(r->skel->maps.dmsc_limits, max_svc);
+	bpf_map__set_max_entries(r->skel->maps.dmsc_be_index, max_be);
 	err = dmsc_sock__load(r->skel);
 	if (err)
 		return err;
@@ -108,6 +128,9 @@ static int rig_open(struct rig *r, unsigned max_svc, unsigned max_be)
 	r->dp.fd[DMSC_M_REASONS] = bpf_map__fd(r->skel->maps.dmsc_reasons);
 	r->dp.fd[DMSC_M_SOCK_VIP] = bpf_map__fd(r->skel->maps.dmsc_sock_vip);
 	r->dp.fd[DMSC_M_INSTALL] = bpf_map__fd(r->skel->maps.dmsc_install);
+	r->dp.fd[DMSC_M_LIMITS] = bpf_map__fd(r->skel->maps.dmsc_limits);
+	r->dp.fd[DMSC_M_ALLOW] = bpf_map__fd(r->skel->maps.dmsc_allow);
+	r->dp.fd[DMSC_M_BE_INDEX] = bpf_map__fd(r->skel->maps.dmsc_be_index);
 	r->dp.max_services = max_svc;
 	r->dp.max_backends = max_be;
 	r->dp.nr_cpus = libbpf_num_possible_cpus();
@@ -118,10 +141,10 @@ static int rig_open(struct rig *r, unsigned max_svc, unsigned max_be)
 
 struct step {
 	const char *name;
-	double ms;       /* median over the runs */
+	double ms; /* median over the runs */
 	double ms_max;
-	size_t entries;  /* of the median run */
-	double prep_ms;  /* compile (fingerprints) for this step */
+	size_t entries; /* of the median run */
+	double prep_ms; /* compile (fingerprints) for this step */
 	int runs;
 };
 
@@ -166,7 +189,7 @@ static int full_rewrite(struct rig *r, const struct dmsc_mirror *m, double *ms, 
 	struct dmsc_svc svc;
 	struct dmsc_backend be;
 	__u32 ids[DMSC_BACKENDS_PER_SERVICE_MAX], w[DMSC_BACKENDS_PER_SERVICE_MAX],
-		counts[DMSC_BACKENDS_PER_SERVICE_MAX];
+	    counts[DMSC_BACKENDS_PER_SERVICE_MAX];
 	double t0 = now_ms();
 	size_t i, j, n = 0;
 
@@ -180,9 +203,8 @@ static int full_rewrite(struct rig *r, const struct dmsc_mirror *m, double *ms, 
 		for (j = 0; j < ms->n_be; j++) {
 			ids[j] = meta.backend_id[j] = ms->be[j].id;
 			w[j] = meta.weight[j] = ms->be[j].weight;
-			be = (struct dmsc_backend){ .addr = ms->be[j].addr,
-						    .port = ms->be[j].port,
-						    .svc_id = ms->id };
+			be = (struct dmsc_backend){
+			    .addr = ms->be[j].addr, .port = ms->be[j].port, .svc_id = ms->id};
 			if (bpf_map_update_elem(r->dp.fd[DMSC_M_BACKENDS], &ids[j], &be, BPF_ANY))
 				return -errno;
 			n++;
@@ -191,6 +213,7 @@ static int full_rewrite(struct rig *r, const struct dmsc_mirror *m, double *ms, 
 		svc.flags = ms->flags;
 		dmsc_slot_counts(w, ms->n_be, counts);
 		dmsc_slot_layout(counts, ids, ms->n_be, svc.slot);
+		svc.table_hash = dmsc_table_hash(svc.slot);
 		if (bpf_map_update_elem(r->dp.fd[DMSC_M_SVC_META], &svc.id, &meta, BPF_ANY) ||
 		    bpf_map_update_elem(r->dp.fd[DMSC_M_SERVICES], &ms->key, &svc, BPF_ANY))
 			return -errno;
@@ -219,10 +242,10 @@ static void finish_step(struct step *s, double *ms, size_t *entries, int runs)
 
 static int bench_size(size_t n, struct size_result *out)
 {
-	struct dmsc_policy_errors errs = { 0 };
-	struct dmsc_policy p = { 0 };
-	struct dmsc_mirror m = { 0 };
-	struct dmsc_buf text = { 0 };
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0};
+	struct dmsc_mirror m = {0};
+	struct dmsc_buf text = {0};
 	struct rig r;
 	double t0, ms[REPEATS];
 	size_t entries[REPEATS], i;
@@ -238,8 +261,9 @@ static int bench_size(size_t n, struct size_result *out)
 		max_be *= 2;
 	err = rig_open(&r, max_svc, max_be);
 	if (err) {
-		fprintf(stderr, "bench-cp: cannot load the BPF object (%u services, %u backends): "
-				"%s\n",
+		fprintf(stderr,
+			"bench-cp: cannot load the BPF object (%u services, %u backends): "
+			"%s\n",
 			max_svc, max_be, strerror(-err));
 		goto out;
 	}
@@ -282,6 +306,7 @@ static int bench_size(size_t n, struct size_result *out)
 		t0 = now_ms();
 		fingerprints(&p, fp);
 		out->steps[1].prep_ms += (now_ms() - t0) / REPEATS;
+		make_cold();
 		err = timed_apply(&r, &m, &p, fp, &ms[i], &entries[i]);
 		if (err)
 			goto out;
@@ -359,7 +384,7 @@ out:
 
 static int write_policy(size_t n, const char *file, unsigned weight)
 {
-	struct dmsc_buf text = { 0 };
+	struct dmsc_buf text = {0};
 	FILE *f;
 	int err = 0;
 
@@ -377,7 +402,7 @@ static int write_policy(size_t n, const char *file, unsigned weight)
 
 int main(int argc, char **argv)
 {
-	size_t sizes[MAX_SIZES] = { 1000, 10000, 100000 }, n_sizes = 3, i, j;
+	size_t sizes[MAX_SIZES] = {1000, 10000, 100000}, n_sizes = 3, i, j;
 	struct size_result res[MAX_SIZES];
 	const char *json = NULL;
 	FILE *f;
@@ -391,6 +416,8 @@ int main(int argc, char **argv)
 			if (a + 4 < argc && !strcmp(argv[a + 3], "--weight"))
 				w = (unsigned)strtoul(argv[a + 4], NULL, 10);
 			return write_policy(strtoul(argv[a + 1], NULL, 10), argv[a + 2], w);
+		} else if (!strcmp(argv[a], "--cold")) {
+			cold_bytes = (size_t)512 << 20;
 		} else if (!strcmp(argv[a], "--json") && a + 1 < argc) {
 			json = argv[++a];
 		} else if (!strcmp(argv[a], "--sizes") && a + 1 < argc) {
@@ -399,7 +426,7 @@ int main(int argc, char **argv)
 			for (n_sizes = 0; (tok = strsep(&s, ",")) && n_sizes < MAX_SIZES;)
 				sizes[n_sizes++] = strtoul(tok, NULL, 10);
 		} else {
-			fprintf(stderr, "usage: bench-cp [--sizes N,N,...] [--json FILE]\n"
+			fprintf(stderr, "usage: bench-cp [--sizes N,N,...] [--cold] [--json FILE]\n"
 					"       bench-cp --write-policy N FILE [--weight W]\n");
 			return 2;
 		}
@@ -438,19 +465,21 @@ int main(int argc, char **argv)
 		}
 		fprintf(f, "{ \"backends_per_service\": %d, \"sizes\": [", BACKENDS_PER_SERVICE);
 		for (i = 0; i < n_sizes; i++) {
-			fprintf(f,
-				"%s\n  { \"services\": %zu, \"parse_ms\": %.3f, \"fingerprint_ms\": "
-				"%.3f, \"steps\": [",
-				i ? "," : "", res[i].services, res[i].parse_ms, res[i].fp_ms);
+			fprintf(
+			    f,
+			    "%s\n  { \"services\": %zu, \"parse_ms\": %.3f, \"fingerprint_ms\": "
+			    "%.3f, \"steps\": [",
+			    i ? "," : "", res[i].services, res[i].parse_ms, res[i].fp_ms);
 			for (j = 0; j < res[i].n_steps; j++) {
 				const struct step *s = &res[i].steps[j];
 
-				fprintf(f,
-					"%s\n    { \"step\": \"%s\", \"apply_ms\": %.4f, "
-					"\"apply_ms_max\": %.4f, \"runs\": %d, \"entries_written\": "
-					"%zu, \"fingerprint_ms\": %.3f }",
-					j ? "," : "", s->name, s->ms, s->ms_max, s->runs, s->entries,
-					s->prep_ms);
+				fprintf(
+				    f,
+				    "%s\n    { \"step\": \"%s\", \"apply_ms\": %.4f, "
+				    "\"apply_ms_max\": %.4f, \"runs\": %d, \"entries_written\": "
+				    "%zu, \"fingerprint_ms\": %.3f }",
+				    j ? "," : "", s->name, s->ms, s->ms_max, s->runs, s->entries,
+				    s->prep_ms);
 			}
 			fprintf(f, " ] }");
 		}

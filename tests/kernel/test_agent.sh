@@ -316,6 +316,23 @@ apply_file "$T/p8020.json"
 t_eq "the last writer's policy is what the maps hold" \
 	"$("$CTL" show services -o json | jq -c '[.services[0].backends[].slots]')" "[102,26]"
 
+# ---- 7b. allow_from a cgroup that does not exist yet: dmscd resolves it later --
+late_rel=dmsc-test/$P/mesh/late
+printf '{ "services": [ %s, { "name": "web", "vip": "198.19.0.11", "port": 80, "allow_from": [ "%s" ], "backends": [ { "address": "198.18.1.2", "port": 9080 } ] } ] }\n' \
+	"$(reviews_policy "198.18.1.2:80 198.18.1.3:20" | sed -e 's/^{ "services": \[ //' -e 's/ \] }$//')" \
+	"$late_rel" >"$T/late.json"
+apply_file "$T/late.json"
+t_check "an allow_from path with no cgroup yet is reported" grep -q 'allow_from path with no cgroup yet' "$LOG"
+probe --connect "198.19.0.11:80" --count 5 >"$T/late-closed.json"
+t_eq "...and nobody may connect meanwhile (EPERM)" "$(jq -c '[.ok, .errors.EPERM]' "$T/late-closed.json")" "[0,5]"
+n_before=$(nlines "$LOG" 'update web: allow_from changed')
+LATE=$(dmsc_cgroup_make "$P/mesh/late") || exit 1
+wait_count "$LOG" 'update web: allow_from changed' $((n_before + 1)) 10
+t_check "once the cgroup exists, dmscd applies the rule by itself" test "$(nlines "$LOG" 'update web: allow_from changed')" -gt "$n_before"
+got=$(dmsc_run_in_cgroup "$LATE" dmsc_net_exec c "$PROBE" --json --max-seconds 20 --connect 198.19.0.11:80 --count 5 | jq .ok)
+t_eq "a process in that cgroup may connect now" "$got" 5
+apply_file "$T/p8020.json"
+
 # ---- 8. a directory of policies --------------------------------------------
 stop_dmscd TERM
 mkdir -p "$T/dir"

@@ -70,22 +70,22 @@ Test(policy_dir, entries)
 
 static void parse(const char *text, struct dmsc_policy *p)
 {
-	struct dmsc_policy_errors errs = { 0 };
+	struct dmsc_policy_errors errs = {0};
 
 	cr_assert_eq(dmsc_policy_parse(text, strlen(text), "t", p, &errs), 0);
 	dmsc_policy_errors_free(&errs);
 }
 
-#define SVC(name, vip)                                                                 \
-	"{ \"name\": \"" name "\", \"vip\": \"" vip "\", \"port\": 80, \"backends\": [ " \
+#define SVC(name, vip)                                                                             \
+	"{ \"name\": \"" name "\", \"vip\": \"" vip "\", \"port\": 80, \"backends\": [ "           \
 	"{ \"address\": \"198.18.1.2\", \"port\": 80 } ] }"
 
 Test(policy_dir, merge_keeps_file_order_and_origin)
 {
-	struct dmsc_policy parts[2] = { 0 };
-	const char *names[] = { "a.json", "b.json" };
+	struct dmsc_policy parts[2] = {0};
+	const char *names[] = {"a.json", "b.json"};
 	struct dmsc_policy_set set;
-	struct dmsc_msgs msgs = { 0 };
+	struct dmsc_msgs msgs = {0};
 
 	parse("{ \"services\": [ " SVC("x", "198.19.0.1") ", " SVC("y", "198.19.0.2") " ] }",
 	      &parts[0]);
@@ -103,15 +103,15 @@ Test(policy_dir, merge_keeps_file_order_and_origin)
 
 Test(policy_dir, duplicates_across_files_name_both_files)
 {
-	struct dmsc_policy parts[2] = { 0 };
-	const char *names[] = { "a.json", "b.json" };
+	struct dmsc_policy parts[2] = {0};
+	const char *names[] = {"a.json", "b.json"};
 	struct dmsc_policy_set set;
-	struct dmsc_msgs msgs = { 0 };
+	struct dmsc_msgs msgs = {0};
 
 	parse("{ \"services\": [ " SVC("x", "198.19.0.1") ", " SVC("y", "198.19.0.2") " ] }",
 	      &parts[0]);
 	parse("{ \"services\": [ " SVC("q", "198.19.0.9") ", " SVC("x", "198.19.0.3") ", " SVC(
-		      "w", "198.19.0.2") " ] }",
+		  "w", "198.19.0.2") " ] }",
 	      &parts[1]);
 	cr_assert_eq(dmsc_policy_set_merge(parts, names, 2, &set, &msgs), -EINVAL);
 	cr_assert_eq(msgs.n, 2);
@@ -131,7 +131,7 @@ Test(policy_dir, load_a_directory)
 {
 	char dir[] = "/tmp/dmsc-unit-dir.XXXXXX", path[256];
 	struct dmsc_policy_set set;
-	struct dmsc_msgs msgs = { 0 };
+	struct dmsc_msgs msgs = {0};
 	FILE *f;
 
 	cr_assert_not_null(mkdtemp(dir));
@@ -183,8 +183,8 @@ static const char *text(struct dmsc_buf *b)
 
 Test(prom, label_values_are_escaped)
 {
-	struct dmsc_buf b = { 0 };
-	struct dmsc_prom_label l[] = { { "service", "a\"b\\c\nd" }, { "vip", "1.2.3.4:80/tcp" } };
+	struct dmsc_buf b = {0};
+	struct dmsc_prom_label l[] = {{"service", "a\"b\\c\nd"}, {"vip", "1.2.3.4:80/tcp"}};
 
 	dmsc_prom_sample(&b, "dmsc_x_total", l, 2, 42);
 	cr_assert_str_eq(text(&b),
@@ -194,16 +194,17 @@ Test(prom, label_values_are_escaped)
 
 Test(prom, help_escapes_backslash_and_newline_only)
 {
-	struct dmsc_buf b = { 0 };
+	struct dmsc_buf b = {0};
 
 	dmsc_prom_family(&b, "dmsc_y", "gauge", "a \"quoted\" \\ and\nmore");
-	cr_assert_str_eq(text(&b), "# HELP dmsc_y a \"quoted\" \\\\ and\\nmore\n# TYPE dmsc_y gauge\n");
+	cr_assert_str_eq(text(&b),
+			 "# HELP dmsc_y a \"quoted\" \\\\ and\\nmore\n# TYPE dmsc_y gauge\n");
 	dmsc_buf_free(&b);
 }
 
 Test(prom, values)
 {
-	struct dmsc_buf b = { 0 };
+	struct dmsc_buf b = {0};
 
 	dmsc_prom_sample(&b, "a", NULL, 0, 18446744073709551615ull);
 	dmsc_prom_sample_f(&b, "b", NULL, 0, 0.5);
@@ -214,9 +215,9 @@ Test(prom, values)
 
 Test(prom, histogram_is_cumulative)
 {
-	static const double bounds[] = { 1, 2, 4 };
+	static const double bounds[] = {1, 2, 4};
 	struct dmsc_histogram h;
-	struct dmsc_buf b = { 0 };
+	struct dmsc_buf b = {0};
 
 	dmsc_histogram_init(&h, bounds, 3);
 	dmsc_histogram_observe(&h, 0.5);
@@ -237,7 +238,7 @@ Test(prom, histogram_is_cumulative)
 
 Test(prom, a_large_buffer_grows)
 {
-	struct dmsc_buf b = { 0 };
+	struct dmsc_buf b = {0};
 	int i;
 
 	for (i = 0; i < 10000; i++)

@@ -40,6 +40,7 @@ static void setup(void)
 	bpf_map__set_max_entries(skel->maps.dmsc_svc_stats, M_MAX_SERVICES);
 	bpf_map__set_max_entries(skel->maps.dmsc_backends, M_MAX_BACKENDS);
 	bpf_map__set_max_entries(skel->maps.dmsc_be_stats, M_MAX_BACKENDS);
+	bpf_map__set_max_entries(skel->maps.dmsc_limits, M_MAX_SERVICES);
 	cr_assert_eq(dmsc_sock__load(skel), 0, "load: %s", strerror(errno));
 	memset(&dp, 0, sizeof(dp));
 	dp.dir_fd = -1;
@@ -51,6 +52,9 @@ static void setup(void)
 	dp.fd[DMSC_M_REASONS] = bpf_map__fd(skel->maps.dmsc_reasons);
 	dp.fd[DMSC_M_SOCK_VIP] = bpf_map__fd(skel->maps.dmsc_sock_vip);
 	dp.fd[DMSC_M_INSTALL] = bpf_map__fd(skel->maps.dmsc_install);
+	dp.fd[DMSC_M_LIMITS] = bpf_map__fd(skel->maps.dmsc_limits);
+	dp.fd[DMSC_M_ALLOW] = bpf_map__fd(skel->maps.dmsc_allow);
+	dp.fd[DMSC_M_BE_INDEX] = bpf_map__fd(skel->maps.dmsc_be_index);
 	dp.max_services = M_MAX_SERVICES;
 	dp.max_backends = M_MAX_BACKENDS;
 	dp.nr_cpus = libbpf_num_possible_cpus();
@@ -382,6 +386,8 @@ Test(fingerprint, every_field_counts)
 	CHANGED(s.rate_limit.connections_per_second = 5, s.rate_limit.connections_per_second = 0);
 	CHANGED(s.rate_limit.burst = 5, s.rate_limit.burst = 0);
 	CHANGED(s.rate_limit.bytes_per_second = 5, s.rate_limit.bytes_per_second = 0);
+	CHANGED(s.rate_limit.has_bytes_burst = true, s.rate_limit.has_bytes_burst = false);
+	CHANGED(s.rate_limit.bytes_burst = 5, s.rate_limit.bytes_burst = 0);
 	CHANGED(s.rate_limit.requests_per_second = 5, s.rate_limit.requests_per_second = 0);
 	CHANGED(s.has_allow_from = true, s.has_allow_from = false);
 	CHANGED((s.allow_from = allow, s.n_allow_from = 1), (s.allow_from = NULL, s.n_allow_from = 0));
@@ -401,4 +407,54 @@ Test(fingerprint, every_field_counts)
 	CHANGED(route.has_retries = true, route.has_retries = false);
 	CHANGED(route.retries = 5, route.retries = 0);
 #undef CHANGED
+}
+
+/* Limits and allow rules (paths with no cgroup: unresolved) go through the
+ * mirror as through dmsc_apply, survive a re-read, and leave with them. */
+Test(mirror, limits_and_allow_rules)
+{
+	static char *paths[] = { "dmsc-test/no-such-cgroup-a", "dmsc-test/no-such-cgroup-b" };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_allow_key k, next;
+	size_t changes, j, rules = 0;
+	long i;
+
+	make_policy(&p, 3, 2);
+	p.services[1].has_rate_limit = true;
+	p.services[1].rate_limit.has_connections_per_second = true;
+	p.services[1].rate_limit.connections_per_second = 50;
+	p.services[1].rate_limit.has_bytes_per_second = true;
+	p.services[1].rate_limit.bytes_per_second = 1 << 20;
+	p.services[2].has_allow_from = true;
+	p.services[2].allow_from = paths;
+	p.services[2].n_allow_from = 2;
+	mapply(&p, false, &changes);
+	cr_assert_eq(changes, 3);
+	assert_maps_hold(&p);
+	cr_assert_eq(mir.svcs[1].limits.conn_rate, 50);
+	cr_assert_eq(mir.svcs[2].n_allow, 2);
+	cr_assert_eq(mir.dig[2].fp, 0, "unresolved rules: the next apply looks again");
+	cr_assert_eq(mapply(&p, false, &changes), 0, "nothing to write while still unresolved");
+	/* Adopted: a mirror read from the maps has them too. */
+	dmsc_mirror_free(&mir);
+	cr_assert_eq(dmsc_mirror_load(&mir, &dp), 0);
+	for (j = 0; j < mir.n; j++)
+		rules += mir.svcs[j].n_allow;
+	cr_assert_eq(rules, 2);
+	cr_assert_eq(mapply(&p, false, &changes), 0);
+	/* The limit changes: the limits element, and nothing else. */
+	p.services[1].rate_limit.connections_per_second = 70;
+	cr_assert_eq(mapply(&p, false, &changes), 1);
+	assert_maps_hold(&p);
+	/* Limits and rules removed from the policy go from the maps. */
+	p.services[2].allow_from = NULL;
+	p.services[2].n_allow_from = 0;
+	p.services[2].has_allow_from = false;
+	p.services[1].has_rate_limit = false;
+	cr_assert_gt(mapply(&p, false, &changes), 0);
+	assert_maps_hold(&p);
+	for (i = 0; bpf_map_get_next_key(dp.fd[DMSC_M_ALLOW], i ? &k : NULL, &next) == 0; i++)
+		k = next;
+	cr_assert_eq(i, 0, "no allow rule left");
+	dmsc_policy_free(&p);
 }

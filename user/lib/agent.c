@@ -107,7 +107,7 @@ static size_t report_dups(const struct dmsc_policy_set *set, struct dup_ref *ref
 	for (i = 1; i < n; i++) {
 		const struct dup_ref *a = &refs[i - 1], *b = &refs[i];
 
-		if (key ? by_key(&(struct dup_ref){ 0, a->s }, &(struct dup_ref){ 0, b->s }) != 0
+		if (key ? by_key(&(struct dup_ref){0, a->s}, &(struct dup_ref){0, b->s}) != 0
 			: strcmp(a->s->name, b->s->name) != 0)
 			continue;
 		found++;
@@ -118,8 +118,8 @@ static size_t report_dups(const struct dmsc_policy_set *set, struct dup_ref *ref
 			dmsc_msgs_add(msgs,
 				      "%s: services[%zu]: %s:%u/%s is also the address of "
 				      "services[%zu] (%s) in %s",
-				      set->files[set->svc_file[b->svc]], local_index(set, b->svc), vip,
-				      b->s->port, dmsc_policy_proto_name(b->s->protocol),
+				      set->files[set->svc_file[b->svc]], local_index(set, b->svc),
+				      vip, b->s->port, dmsc_policy_proto_name(b->s->protocol),
 				      local_index(set, a->svc), a->s->name,
 				      set->files[set->svc_file[a->svc]]);
 		} else {
@@ -169,7 +169,7 @@ int dmsc_policy_set_merge(struct dmsc_policy *parts, const char *const *names, s
 	/* Within one file the parser rejects duplicates already, so any pair
 	 * found here spans two files. */
 	for (i = 0; i < total; i++)
-		refs[i] = (struct dup_ref){ i, &out->policy.services[i] };
+		refs[i] = (struct dup_ref){i, &out->policy.services[i]};
 	dups = report_dups(out, refs, total, false, msgs);
 	dups += report_dups(out, refs, total, true, msgs);
 	free(refs);
@@ -205,7 +205,7 @@ static void add_errors(struct dmsc_msgs *msgs, const char *file,
 
 int dmsc_policy_set_load(const char *path, struct dmsc_policy_set *out, struct dmsc_msgs *msgs)
 {
-	struct dmsc_policy_errors errs = { 0 };
+	struct dmsc_policy_errors errs = {0};
 	struct dmsc_policy *parts = NULL;
 	char **names = NULL, full[4096];
 	size_t n = 0, cap = 0, i;
@@ -216,7 +216,7 @@ int dmsc_policy_set_load(const char *path, struct dmsc_policy_set *out, struct d
 
 	memset(out, 0, sizeof(*out));
 	if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
-		struct dmsc_policy one = { 0 };
+		struct dmsc_policy one = {0};
 
 		err = dmsc_policy_load_file(path, &one, &errs);
 		if (err) {
@@ -281,7 +281,8 @@ int dmsc_policy_set_load(const char *path, struct dmsc_policy_set *out, struct d
 			bad++;
 		}
 	}
-	err = bad ? -EINVAL : dmsc_policy_set_merge(parts, (const char *const *)names, n, out, msgs);
+	err =
+	    bad ? -EINVAL : dmsc_policy_set_merge(parts, (const char *const *)names, n, out, msgs);
 out:
 	dmsc_policy_errors_free(&errs);
 	for (i = 0; i < n; i++) {

@@ -25,7 +25,7 @@ void dmsc_msgs_free(struct dmsc_msgs *m);
 /* A policy and where each of its services came from. */
 struct dmsc_policy_set {
 	struct dmsc_policy policy;
-	char **files;     /* the files read, in the order merged */
+	char **files; /* the files read, in the order merged */
 	size_t n_files;
 	size_t *svc_file; /* per service: index into files */
 };

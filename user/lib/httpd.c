@@ -17,7 +17,7 @@
 
 int dmsc_httpd_listen(const char *addr_port, char *bound, size_t bound_len)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct sockaddr_in sa = {.sin_family = AF_INET};
 	socklen_t slen = sizeof(sa);
 	char host[64], *colon, *end, a[INET_ADDRSTRLEN];
 	unsigned long port;
@@ -88,7 +88,7 @@ int dmsc_httpd_parse_request(const char *req, size_t len, char *path, size_t pat
 /* Waits for fd to be ready for events until deadline; 0 ready. */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
-	struct pollfd p = { .fd = fd, .events = events };
+	struct pollfd p = {.fd = fd, .events = events};
 	int64_t left = deadline - dmsc_now_ms();
 
 	if (left <= 0)
@@ -135,7 +135,7 @@ void dmsc_httpd_serve(int listen_fd, dmsc_httpd_handler handler, void *ctx)
 {
 	char req[DMSC_HTTPD_REQUEST_MAX], path[1024], head[256];
 	int64_t deadline = dmsc_now_ms() + DMSC_HTTPD_TIMEOUT_MS;
-	struct dmsc_buf body = { 0 };
+	struct dmsc_buf body = {0};
 	size_t len = 0;
 	int fd, status, head_only = 0;
 

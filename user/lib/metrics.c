@@ -50,6 +50,46 @@ void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...)
 	}
 }
 
+void dmsc_buf_append(struct dmsc_buf *b, const char *s, size_t len)
+{
+	size_t cap;
+	char *grown;
+
+	if (b->failed)
+		return;
+	if (b->cap - b->len <= len) {
+		cap = b->cap ? b->cap : 4096;
+		while (cap - b->len <= len)
+			cap *= 2;
+		grown = realloc(b->p, cap);
+		if (!grown) {
+			b->failed = true;
+			return;
+		}
+		b->p = grown;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, len);
+	b->len += len;
+	b->p[b->len] = '\0';
+}
+
+/* Appends s with each character of `special` replaced by its escape. */
+static void append_escaped(struct dmsc_buf *b, const char *s, const char *special)
+{
+	size_t run;
+
+	while (*s) {
+		run = strcspn(s, special);
+		dmsc_buf_append(b, s, run);
+		s += run;
+		if (!*s)
+			break;
+		dmsc_buf_append(b, *s == '\n' ? "\\n" : *s == '"' ? "\\\"" : "\\\\", 2);
+		s++;
+	}
+}
+
 void dmsc_buf_free(struct dmsc_buf *b)
 {
 	free(b->p);
@@ -58,52 +98,32 @@ void dmsc_buf_free(struct dmsc_buf *b)
 
 void dmsc_prom_family(struct dmsc_buf *b, const char *name, const char *type, const char *help)
 {
-	const char *c;
-
 	/* HELP text escapes \ and newline (not "). */
 	dmsc_buf_printf(b, "# HELP %s ", name);
-	for (c = help; *c; c++) {
-		if (*c == '\\')
-			dmsc_buf_printf(b, "\\\\");
-		else if (*c == '\n')
-			dmsc_buf_printf(b, "\\n");
-		else
-			dmsc_buf_printf(b, "%c", *c);
-	}
+	append_escaped(b, help, "\\\n");
 	dmsc_buf_printf(b, "\n# TYPE %s %s\n", name, type);
 }
 
 void dmsc_prom_label_value(struct dmsc_buf *b, const char *v)
 {
-	const char *c;
-
-	for (c = v; *c; c++) {
-		if (*c == '\\')
-			dmsc_buf_printf(b, "\\\\");
-		else if (*c == '"')
-			dmsc_buf_printf(b, "\\\"");
-		else if (*c == '\n')
-			dmsc_buf_printf(b, "\\n");
-		else
-			dmsc_buf_printf(b, "%c", *c);
-	}
+	append_escaped(b, v, "\\\"\n");
 }
 
-static void labels(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l,
-		   size_t n)
+static void labels(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l, size_t n)
 {
 	size_t i;
 
-	dmsc_buf_printf(b, "%s", name);
+	dmsc_buf_append(b, name, strlen(name));
 	if (!n)
 		return;
-	dmsc_buf_printf(b, "{");
 	for (i = 0; i < n; i++) {
-		dmsc_buf_printf(b, "%s%s=\"", i ? "," : "", l[i].name);
+		dmsc_buf_append(b, i ? "," : "{", 1);
+		dmsc_buf_append(b, l[i].name, strlen(l[i].name));
+		dmsc_buf_append(b, "=\"", 2);
 		dmsc_prom_label_value(b, l[i].value);
-		dmsc_buf_printf(b, "\"");
+		dmsc_buf_append(b, "\"", 1);
 	}
-	dmsc_buf_printf(b, "}");
+	dmsc_buf_append(b, "}", 1);
 }
 
 void dmsc_prom_sample(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l,
@@ -153,7 +173,7 @@ void dmsc_prom_histogram(struct dmsc_buf *b, const char *name, const char *help,
 	dmsc_prom_family(b, name, "histogram", help);
 	snprintf(metric, sizeof(metric), "%s_bucket", name);
 	for (i = 0; i <= h->n_bounds; i++) {
-		struct dmsc_prom_label l = { "le", le };
+		struct dmsc_prom_label l = {"le", le};
 
 		cum += h->counts[i];
 		if (i < h->n_bounds)
@@ -168,9 +188,8 @@ void dmsc_prom_histogram(struct dmsc_buf *b, const char *name, const char *help,
 	dmsc_prom_sample(b, metric, NULL, 0, h->count);
 }
 
-static const double apply_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-				       0.01,   0.025,   0.05,   0.1,   0.25,   1,
-				       2.5,    10 };
+static const double apply_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+				      0.025,  0.05,    0.1,    0.25,  1,      2.5,   10};
 
 void dmsc_agent_stats_init(struct dmsc_agent_stats *a)
 {
@@ -264,7 +283,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			dmsc_prom_family(b, row->name, "counter", row->help);
 		for (i = 0, k = 0; i < m->n; i++) {
 			const struct dmsc_mirror_svc *ms = &m->svcs[i];
-			struct dmsc_prom_label l[3] = { { "service", ms->name }, { "vip", vip } };
+			struct dmsc_prom_label l[3] = {{"service", ms->name}, {"vip", vip}};
 
 			dmsc_format_svc_key(&ms->key, vip, sizeof(vip));
 			if (row->scope == PER_SERVICE) {
@@ -277,7 +296,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			for (j = 0; j < ms->n_be; j++, k++) {
 				dmsc_format_addr_port(ms->be[j].addr, ms->be[j].port, be,
 						      sizeof(be));
-				l[2] = (struct dmsc_prom_label){ "backend", be };
+				l[2] = (struct dmsc_prom_label){"backend", be};
 				dmsc_prom_sample(b, row->name, l, 3, field(&bs[k], row->offset));
 			}
 		}
@@ -287,7 +306,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			 "Datapath events that belong to no service: fail-open paths and "
 			 "getpeername() rewrites, by reason.");
 	for (i = 0; i < DMSC_R_MAX; i++) {
-		struct dmsc_prom_label l = { "reason", dmsc_reason_names[i] };
+		struct dmsc_prom_label l = {"reason", dmsc_reason_names[i]};
 		__u64 v = 0;
 
 		dmsc_percpu_sum(dp, DMSC_M_REASONS, (__u32)i, &v, sizeof(v));
@@ -297,7 +316,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	dmsc_prom_family(b, "dmsc_map_entries", "gauge",
 			 "Entries in use in a datapath map (ids in use for the array maps).");
 	{
-		struct dmsc_prom_label l = { "map", DMSC_MAP_SERVICES };
+		struct dmsc_prom_label l = {"map", DMSC_MAP_SERVICES};
 
 		dmsc_prom_sample(b, "dmsc_map_entries", &l, 1, m->n);
 		l.value = DMSC_MAP_BACKENDS;
@@ -306,7 +325,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	dmsc_prom_family(b, "dmsc_map_capacity", "gauge",
 			 "Entries a datapath map can hold (set at install).");
 	{
-		struct dmsc_prom_label l = { "map", DMSC_MAP_SERVICES };
+		struct dmsc_prom_label l = {"map", DMSC_MAP_SERVICES};
 
 		dmsc_prom_sample(b, "dmsc_map_capacity", &l, 1, dp->max_services - 1);
 		l.value = DMSC_MAP_BACKENDS;
@@ -317,11 +336,10 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			 "Policy applies by result: ok, failed (rolled back), invalid (the "
 			 "policy did not validate; nothing written).");
 	{
-		static const char *const names[DMSC_APPLY_OUTCOMES] = { "ok", "failed",
-									"invalid" };
+		static const char *const names[DMSC_APPLY_OUTCOMES] = {"ok", "failed", "invalid"};
 
 		for (i = 0; i < DMSC_APPLY_OUTCOMES; i++) {
-			struct dmsc_prom_label l = { "result", names[i] };
+			struct dmsc_prom_label l = {"result", names[i]};
 
 			dmsc_prom_sample(b, "dmsc_apply_total", &l, 1, a->applies[i]);
 		}

@@ -19,7 +19,9 @@ struct dmsc_buf {
 	bool failed; /* out of memory: the text is incomplete */
 };
 
-void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void dmsc_buf_append(struct dmsc_buf *b, const char *s, size_t len);
 void dmsc_buf_free(struct dmsc_buf *b);
 
 struct dmsc_prom_label {
@@ -64,7 +66,7 @@ struct dmsc_agent_stats {
 	uint64_t entries_written;
 	struct dmsc_histogram apply_seconds;
 	size_t policy_services;
-	double start_time;      /* seconds since the epoch */
+	double start_time;	/* seconds since the epoch */
 	double last_apply_time; /* of the last successful apply; 0: none */
 };
 

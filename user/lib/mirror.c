@@ -88,13 +88,15 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 	}
 	h = fnv_u64(h, s->has_rate_limit);
 	if (s->has_rate_limit) {
-		h = fnv_u64(h, (uint64_t)rl->has_connections_per_second << 3 |
-				       (uint64_t)rl->has_burst << 2 |
-				       (uint64_t)rl->has_bytes_per_second << 1 |
+		h = fnv_u64(h, (uint64_t)rl->has_connections_per_second << 4 |
+				       (uint64_t)rl->has_burst << 3 |
+				       (uint64_t)rl->has_bytes_per_second << 2 |
+				       (uint64_t)rl->has_bytes_burst << 1 |
 				       (uint64_t)rl->has_requests_per_second);
 		h = fnv_u64(h, rl->connections_per_second);
 		h = fnv_u64(h, rl->burst);
 		h = fnv_u64(h, rl->bytes_per_second);
+		h = fnv_u64(h, rl->bytes_burst);
 		h = fnv_u64(h, rl->requests_per_second);
 	}
 	h = fnv_u64(h, s->has_allow_from);
@@ -654,7 +656,10 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 		ordered[i] = m->svcs[j];
 		hot[i] = m->hot[j];
 		dig[i] = m->dig[j];
+		/* Moved: free_svcs() below must not free what it points to. */
 		m->svcs[j].be = NULL;
+		m->svcs[j].allow = NULL;
+		m->svcs[j].n_allow = 0;
 	}
 	free_svcs(m);
 	free(m->svcs);
@@ -967,8 +972,11 @@ undo_ids:
 		m->pass++; /* the marks of this pass mean nothing */
 out:
 	dmsc_apply_ctx_release(&c);
-	for (i = 0; i < changed.n; i++)
+	for (i = 0; i < changed.n; i++) {
+		/* The rules dmsc_plan_service() allocated (mirror_set copied them). */
+		free(((struct mchange *)changed.v[i])->plan.allow);
 		free(changed.v[i]);
+	}
 	free(changed.v);
 	free(removed.v);
 	free(new_svc_ids.v);
