@@ -6,45 +6,24 @@
 # file that changes nothing, directory policies, serialisation with
 # dmscctl, the capacity check, and the metrics endpoint checked strictly.
 set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-. "$TOP/tests/lib/assert.sh"
-. "$TOP/tests/lib/netns.sh"
-t_need_root
-
-BIN=${BIN:-$TOP/build}
-CTL=$BIN/dmscctl
-DMSCD=$BIN/dmscd
-SRV=$BIN/tools/dmsc-testsrv
-PROBE=$BIN/tools/dmsc-probe
-PROMCHECK=$TOP/tests/lib/promcheck.awk
-P=dag$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-agent.XXXXXX")
-VIP=198.19.0.10
-POL=$T/policy.json
-LOG=$T/dmscd.log
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 DPID=
 LOADPIDS=()
-
-cleanup() {
+# Stops dmscd and the load before the common cleanup (kernel.sh).
+suite_cleanup() {
 	local p
+	[[ -n ${KEEP_LOG:-} && -f ${LOG:-} ]] && cp "$LOG" "$KEEP_LOG"
 	for p in "${LOADPIDS[@]}" $DPID; do
 		kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
 }
-trap cleanup EXIT
-[[ -n ${KEEP_LOG:-} ]] && trap 'cp "$LOG" "$KEEP_LOG"; cleanup' EXIT
-
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || { t_fail "mount bpffs"; t_summary; exit 1; }
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-
-dmsc_net_init "$P" || exit 1
+dmsc_suite_begin agent dag$$
+DMSCD=$BIN/dmscd
+PROMCHECK=$TOP/tests/lib/promcheck.awk
+VIP=198.19.0.10
+POL=$T/policy.json
+LOG=$T/dmscd.log
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host b1 198.18.1.2/16 || exit 1
 dmsc_net_host b2 198.18.1.3/16 || exit 1
