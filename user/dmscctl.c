@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -22,6 +24,8 @@
 #include "state.h"
 
 #define EXIT_USAGE 2
+/* A policy this large takes a second or more to read: say so first. */
+#define BIG_POLICY_BYTES (4 << 20)
 
 struct opts {
 	bool json;
@@ -91,10 +95,15 @@ static int load_policy(const char *file, const struct opts *o, struct dmsc_polic
 {
 	struct dmsc_policy_errors errs = { 0 };
 	struct json_object *arr;
+	struct stat st;
 	char line[1024];
 	size_t i;
 	int err;
 
+	if (!o->json && isatty(STDERR_FILENO) && stat(file, &st) == 0 &&
+	    st.st_size > BIG_POLICY_BYTES)
+		fprintf(stderr, "reading and checking %s (%lld MB)...\n", file,
+			(long long)st.st_size >> 20);
 	err = dmsc_policy_load_file(file, p, &errs);
 	if (!err)
 		return 0;
@@ -155,6 +164,15 @@ out:
 	return rc;
 }
 
+/* Progress of a long apply on a terminal: one line, rewritten. */
+static void show_progress(const char *phase, size_t done, size_t total, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "\r%s: %zu of %zu services%s", phase, done, total,
+		done == total ? "\n" : "");
+	fflush(stderr);
+}
+
 static int cmd_apply(const char *file, const struct opts *o)
 {
 	struct json_object *report = json_object_new_object(), *arr;
@@ -187,6 +205,8 @@ static int cmd_apply(const char *file, const struct opts *o)
 		goto out;
 	}
 	opened = true;
+	if (!o->json && isatty(STDERR_FILENO))
+		dmsc_apply_set_progress(show_progress, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	err = dmsc_apply(&dp, &p, o->dry_run, &res);
 	clock_gettime(CLOCK_MONOTONIC, &t1);

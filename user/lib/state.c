@@ -213,17 +213,21 @@ void dmsc_state_free(struct dmsc_state *st)
 const struct dmsc_allow_entry *dmsc_state_allow(const struct dmsc_state *st, __u32 svc_id,
 						size_t *n)
 {
-	size_t i, first = st->n_allow;
+	size_t lo = 0, hi = st->n_allow, end;
 
-	*n = 0;
-	for (i = 0; i < st->n_allow; i++) {
-		if (st->allow[i].key.svc_id != svc_id)
-			continue;
-		if (first == st->n_allow)
-			first = i;
-		(*n)++;
+	/* st->allow is sorted by service id first: the first rule of svc_id. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (st->allow[mid].key.svc_id < svc_id)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	return *n ? &st->allow[first] : NULL;
+	for (end = lo; end < st->n_allow && st->allow[end].key.svc_id == svc_id; end++)
+		;
+	*n = end - lo;
+	return *n ? &st->allow[lo] : NULL;
 }
 
 /* ---- apply ---------------------------------------------------------- */
@@ -797,18 +801,47 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 	return err;
 }
 
-static const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
-					     const struct dmsc_svc_key *k, unsigned char *matched)
+/* The services the maps hold, ordered by key, for find_cur. */
+static int by_key(const void *a, const void *b)
 {
+	const struct dmsc_state_svc *const *x = a, *const *y = b;
+
+	return memcmp(&(*x)->key, &(*y)->key, sizeof((*x)->key));
+}
+
+static const struct dmsc_state_svc **key_index(const struct dmsc_state *st)
+{
+	const struct dmsc_state_svc **idx = calloc(st->n_svcs + 1, sizeof(*idx));
 	size_t i;
 
-	/* Linear: fine for dmscctl's one-shot apply; dmscd keeps an index. */
+	if (!idx)
+		return NULL;
 	for (i = 0; i < st->n_svcs; i++)
-		if (!matched[i] && memcmp(&st->svcs[i].key, k, sizeof(*k)) == 0) {
-			matched[i] = 1;
-			return &st->svcs[i];
-		}
-	return NULL;
+		idx[i] = &st->svcs[i];
+	if (st->n_svcs)
+		qsort(idx, st->n_svcs, sizeof(*idx), by_key);
+	return idx;
+}
+
+static const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
+					     const struct dmsc_state_svc **idx,
+					     const struct dmsc_svc_key *k, unsigned char *matched)
+{
+	struct dmsc_state_svc probe;
+	const struct dmsc_state_svc *pp = &probe, **hit;
+	size_t i;
+
+	if (!st->n_svcs)
+		return NULL;
+	probe.key = *k;
+	hit = bsearch(&pp, idx, st->n_svcs, sizeof(*idx), by_key);
+	if (!hit)
+		return NULL;
+	i = (size_t)(*hit - st->svcs);
+	if (matched[i])
+		return NULL; /* keys are unique: the policy validator sees to it */
+	matched[i] = 1;
+	return *hit;
 }
 
 static size_t count_new_backends(const struct dmsc_policy *p)
@@ -833,6 +866,22 @@ static bool dmsc_allow_capacity_exceeded(const struct dmsc_datapath *dp, size_t 
 	return true;
 }
 
+static dmsc_progress_fn progress_fn;
+static void *progress_arg;
+#define PROGRESS_EVERY 4096
+
+void dmsc_apply_set_progress(dmsc_progress_fn fn, void *arg)
+{
+	progress_fn = fn;
+	progress_arg = arg;
+}
+
+static void progress(const char *phase, size_t done, size_t total)
+{
+	if (progress_fn && total >= PROGRESS_EVERY && (done % PROGRESS_EVERY == 0 || done == total))
+		progress_fn(phase, done, total, progress_arg);
+}
+
 int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool dry_run,
 	       struct dmsc_apply_result *res)
 {
@@ -840,6 +889,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	struct dmsc_state st = { 0 };
 	unsigned char *matched = NULL;
 	struct plan_svc *plan = NULL;
+	const struct dmsc_state_svc **idx = NULL;
 	const struct dmsc_allow_entry *rules;
 	char detail[512], keybuf[48];
 	size_t i, n, n_backends, n_rules;
@@ -863,7 +913,8 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	matched = calloc(st.n_svcs + 1, 1);
 	plan = calloc(p->n_services + 1, sizeof(*plan));
 	res->changes = calloc(p->n_services + st.n_svcs + 1, sizeof(*res->changes));
-	if (!c.svc_used || !c.be_used || !matched || !plan || !res->changes) {
+	idx = key_index(&st);
+	if (!c.svc_used || !c.be_used || !matched || !plan || !res->changes || !idx) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -874,11 +925,12 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	for (i = 0; i < p->n_services; i++) {
 		plan[i].want = &p->services[i];
 		dmsc_policy_svc_key(plan[i].want, &plan[i].key);
-		plan[i].cur = find_cur(&st, &plan[i].key, matched);
+		plan[i].cur = find_cur(&st, idx, &plan[i].key, matched);
 		if (plan[i].cur)
 			plan[i].cur_allow =
 				dmsc_state_allow(&st, plan[i].cur->svc.id, &plan[i].n_cur_allow);
 		err = dmsc_plan_service(&c, &plan[i], detail, sizeof(detail));
+		progress("planning", i + 1, p->n_services);
 		if (err == -ENOSPC)
 			pr_warn("not enough room in the datapath for services[%zu] (%s): every "
 				"service or backend id is taken (capacity %u services, %u "
@@ -910,6 +962,8 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		err = dmsc_plan_write(&c, &plan[i]);
 		if (err)
 			goto fail;
+		if (!dry_run)
+			progress("writing", i + 1, p->n_services);
 	}
 	for (i = 0; i < st.n_svcs; i++) {
 		if (matched[i])
@@ -933,6 +987,7 @@ out:
 	free(c.be_used);
 	for (i = 0; plan && i < p->n_services; i++)
 		free(plan[i].allow);
+	free(idx);
 	free(matched);
 	free(plan);
 	dmsc_state_free(&st);

@@ -84,6 +84,12 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	       struct dmsc_apply_result *res);
 void dmsc_apply_result_free(struct dmsc_apply_result *res);
 
+/* Long applies report progress: fn(done, total, arg) is called every few
+ * thousand services while dmsc_apply plans and writes, and once at the end
+ * (done == total). NULL (the default) reports nothing. */
+typedef void (*dmsc_progress_fn)(const char *phase, size_t done, size_t total, void *arg);
+void dmsc_apply_set_progress(dmsc_progress_fn fn, void *arg);
+
 const char *dmsc_change_op_name(enum dmsc_change_op op);
 
 /* "198.19.0.10:9080/tcp" */
