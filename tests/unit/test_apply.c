@@ -16,7 +16,7 @@
 #include <bpf/libbpf.h>
 #include <criterion/criterion.h>
 
-#include "dmsc_sock.skel.h"
+#include "fixture.h"
 #include "state.h"
 
 #define T_MAX_SERVICES 2048
@@ -28,36 +28,7 @@ static char cgroup_made[PATH_MAX + 64]; /* removed by teardown, also on failure 
 
 static void setup(void)
 {
-	int i;
-
-	if (geteuid() != 0)
-		cr_skip_test("needs root to load BPF maps");
-	skel = dmsc_sock__open();
-	cr_assert_not_null(skel);
-	bpf_map__set_max_entries(skel->maps.dmsc_services, T_MAX_SERVICES);
-	bpf_map__set_max_entries(skel->maps.dmsc_svc_meta, T_MAX_SERVICES);
-	bpf_map__set_max_entries(skel->maps.dmsc_svc_stats, T_MAX_SERVICES);
-	bpf_map__set_max_entries(skel->maps.dmsc_backends, T_MAX_BACKENDS);
-	bpf_map__set_max_entries(skel->maps.dmsc_be_stats, T_MAX_BACKENDS);
-	cr_assert_eq(dmsc_sock__load(skel), 0, "load: %s", strerror(errno));
-	memset(&dp, 0, sizeof(dp));
-	dp.dir_fd = -1;
-	dp.fd[DMSC_M_SERVICES] = bpf_map__fd(skel->maps.dmsc_services);
-	dp.fd[DMSC_M_BACKENDS] = bpf_map__fd(skel->maps.dmsc_backends);
-	dp.fd[DMSC_M_SVC_META] = bpf_map__fd(skel->maps.dmsc_svc_meta);
-	dp.fd[DMSC_M_SVC_STATS] = bpf_map__fd(skel->maps.dmsc_svc_stats);
-	dp.fd[DMSC_M_BE_STATS] = bpf_map__fd(skel->maps.dmsc_be_stats);
-	dp.fd[DMSC_M_REASONS] = bpf_map__fd(skel->maps.dmsc_reasons);
-	dp.fd[DMSC_M_SOCK_VIP] = bpf_map__fd(skel->maps.dmsc_sock_vip);
-	dp.fd[DMSC_M_INSTALL] = bpf_map__fd(skel->maps.dmsc_install);
-	dp.fd[DMSC_M_LIMITS] = bpf_map__fd(skel->maps.dmsc_limits);
-	dp.fd[DMSC_M_ALLOW] = bpf_map__fd(skel->maps.dmsc_allow);
-	dp.fd[DMSC_M_BE_INDEX] = bpf_map__fd(skel->maps.dmsc_be_index);
-	dp.max_services = T_MAX_SERVICES;
-	dp.max_backends = T_MAX_BACKENDS;
-	dp.nr_cpus = libbpf_num_possible_cpus();
-	for (i = 0; i < DMSC_M_COUNT; i++)
-		cr_assert_gt(dp.fd[i], 2, "map %d has an fd", i);
+	fixture_load(&skel, &dp, T_MAX_SERVICES, T_MAX_BACKENDS);
 }
 
 static void teardown(void)

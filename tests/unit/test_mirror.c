@@ -15,7 +15,7 @@
 #include <bpf/libbpf.h>
 #include <criterion/criterion.h>
 
-#include "dmsc_sock.skel.h"
+#include "fixture.h"
 #include "mirror.h"
 #include "state.h"
 
@@ -31,33 +31,7 @@ static void setup(void)
 	__u32 zero = 0;
 	struct dmsc_install rec = { 0 };
 
-	if (geteuid() != 0)
-		cr_skip_test("needs root to load BPF maps");
-	skel = dmsc_sock__open();
-	cr_assert_not_null(skel);
-	bpf_map__set_max_entries(skel->maps.dmsc_services, M_MAX_SERVICES);
-	bpf_map__set_max_entries(skel->maps.dmsc_svc_meta, M_MAX_SERVICES);
-	bpf_map__set_max_entries(skel->maps.dmsc_svc_stats, M_MAX_SERVICES);
-	bpf_map__set_max_entries(skel->maps.dmsc_backends, M_MAX_BACKENDS);
-	bpf_map__set_max_entries(skel->maps.dmsc_be_stats, M_MAX_BACKENDS);
-	bpf_map__set_max_entries(skel->maps.dmsc_limits, M_MAX_SERVICES);
-	cr_assert_eq(dmsc_sock__load(skel), 0, "load: %s", strerror(errno));
-	memset(&dp, 0, sizeof(dp));
-	dp.dir_fd = -1;
-	dp.fd[DMSC_M_SERVICES] = bpf_map__fd(skel->maps.dmsc_services);
-	dp.fd[DMSC_M_BACKENDS] = bpf_map__fd(skel->maps.dmsc_backends);
-	dp.fd[DMSC_M_SVC_META] = bpf_map__fd(skel->maps.dmsc_svc_meta);
-	dp.fd[DMSC_M_SVC_STATS] = bpf_map__fd(skel->maps.dmsc_svc_stats);
-	dp.fd[DMSC_M_BE_STATS] = bpf_map__fd(skel->maps.dmsc_be_stats);
-	dp.fd[DMSC_M_REASONS] = bpf_map__fd(skel->maps.dmsc_reasons);
-	dp.fd[DMSC_M_SOCK_VIP] = bpf_map__fd(skel->maps.dmsc_sock_vip);
-	dp.fd[DMSC_M_INSTALL] = bpf_map__fd(skel->maps.dmsc_install);
-	dp.fd[DMSC_M_LIMITS] = bpf_map__fd(skel->maps.dmsc_limits);
-	dp.fd[DMSC_M_ALLOW] = bpf_map__fd(skel->maps.dmsc_allow);
-	dp.fd[DMSC_M_BE_INDEX] = bpf_map__fd(skel->maps.dmsc_be_index);
-	dp.max_services = M_MAX_SERVICES;
-	dp.max_backends = M_MAX_BACKENDS;
-	dp.nr_cpus = libbpf_num_possible_cpus();
+	fixture_load(&skel, &dp, M_MAX_SERVICES, M_MAX_BACKENDS);
 	cr_assert_eq(bpf_map_update_elem(dp.fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY), 0);
 	memset(&mir, 0, sizeof(mir));
 }
