@@ -74,12 +74,67 @@ struct {
 	__type(value, struct dmsc_install);
 } dmsc_install SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dmsc_l7_conf);
+} dmsc_l7_conf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DMSC_L7_HANDOFF_MAX);
+	__type(key, struct dmsc_l7_handoff_key);
+	__type(value, struct dmsc_l7_handoff);
+} dmsc_l7_handoff SEC(".maps");
+
 static __always_inline void count_reason(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&dmsc_reasons, &reason);
 
 	if (n)
 		*n += 1;
+}
+
+/*
+ * Sends the connection to dmsc-l7 instead of a backend. The socket-storage
+ * record names the helper as the "backend", so getpeername4 answers with the
+ * VIP, and sockops (sock4_l7_established) finds the record to publish the
+ * handoff. Returns false when no helper is registered: the caller balances
+ * at L4 instead (fail open).
+ */
+static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
+					     const struct dmsc_svc_key *key, __u32 svc_id)
+{
+	struct dmsc_l7_conf *conf;
+	struct dmsc_sock_vip *rec;
+	struct dmsc_svc_stats *ss;
+	__u32 zero = 0;
+
+	conf = bpf_map_lookup_elem(&dmsc_l7_conf, &zero);
+	if (!conf || !conf->addr || !conf->port) {
+		count_reason(DMSC_R_L7_NO_HELPER);
+		return false;
+	}
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!rec) {
+		/* Without the record the helper could not learn the service:
+		 * better an L4 connection than one the helper must refuse. */
+		count_reason(DMSC_R_SOCK_STORAGE_FULL);
+		return false;
+	}
+	rec->vip = key->vip;
+	rec->vport = key->port;
+	rec->backend = conf->addr;
+	rec->bport = conf->port;
+	rec->svc_id = svc_id;
+	rec->backend_id = 0; /* 0: the helper, not a backend */
+	ctx->user_ip4 = conf->addr;
+	ctx->user_port = conf->port;
+	ss = bpf_map_lookup_elem(&dmsc_svc_stats, &svc_id);
+	if (ss)
+		ss->connections += 1;
+	return true;
 }
 
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */
@@ -102,6 +157,12 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	if (!svc)
 		return SOCK_ADDR_PASS; /* not a VIP: untouched */
 	svc_id = svc->id;
+
+	/* protocol http: the helper decides per request. Its own sockets
+	 * (marked) are never handed back to it. */
+	if ((svc->flags & DMSC_SVC_F_L7) && ctx->sk->mark != DMSC_L7_SOCK_MARK &&
+	    sock4_l7_handoff(ctx, &key, svc_id))
+		return SOCK_ADDR_PASS;
 
 	if (svc->flags & DMSC_SVC_F_NO_BACKEND) {
 		ss = bpf_map_lookup_elem(&dmsc_svc_stats, &svc_id);
@@ -172,6 +233,46 @@ int sock4_getpeername(struct bpf_sock_addr *ctx)
 	ctx->user_port = rec->vport;
 	count_reason(DMSC_R_PEER_REWRITTEN);
 	return SOCK_ADDR_PASS;
+}
+
+/*
+ * sockops on the mesh cgroup: when a connection handed to dmsc-l7 is
+ * established (client side), publish its service under the 4-tuple the
+ * helper will see (see dmsc_l7_handoff in shared.h). bpf_sock_ops.sk and
+ * bpf_sk_storage_get from sockops need Linux 5.10.
+ */
+SEC("sockops")
+int sock4_l7_established(struct bpf_sock_ops *skops)
+{
+	struct dmsc_l7_handoff_key key = {};
+	struct dmsc_l7_handoff val = {};
+	struct dmsc_sock_vip *rec;
+	struct bpf_sock *sk;
+
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || skops->family != 2 /* AF_INET */)
+		return 1;
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+	if (!rec || rec->backend_id != 0)
+		return 1; /* not translated, or translated to a backend (L4) */
+	/* remote_port: network order in the upper 16 bits; local_port: host
+	 * order (DESIGN.md, known pitfalls). */
+	key.client_addr = skops->local_ip4;
+	key.client_port = bpf_htons((__u16)skops->local_port);
+	key.helper_addr = skops->remote_ip4;
+	key.helper_port = (__u16)(skops->remote_port >> 16);
+	if (key.helper_addr != rec->backend || key.helper_port != rec->bport)
+		return 1;
+	val.vip = rec->vip;
+	val.vport = rec->vport;
+	val.svc_id = rec->svc_id;
+	if (bpf_map_update_elem(&dmsc_l7_handoff, &key, &val, BPF_ANY))
+		count_reason(DMSC_R_L7_HANDOFF_FULL);
+	else
+		count_reason(DMSC_R_L7_HANDOFF);
+	return 1;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -313,6 +313,9 @@ static const char *const reason_names[DMSC_R_MAX] = {
 	[DMSC_R_BACKEND_MISSING] = "backend_missing",
 	[DMSC_R_SOCK_STORAGE_FULL] = "sock_storage_full",
 	[DMSC_R_PEER_REWRITTEN] = "peer_rewritten",
+	[DMSC_R_L7_NO_HELPER] = "l7_no_helper",
+	[DMSC_R_L7_HANDOFF] = "l7_handoff",
+	[DMSC_R_L7_HANDOFF_FULL] = "l7_handoff_full",
 };
 
 static int cmd_stats(const struct opts *o)

@@ -28,11 +28,13 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 	[DMSC_M_SVC_META] = DMSC_MAP_SVC_META,	 [DMSC_M_SVC_STATS] = DMSC_MAP_SVC_STATS,
 	[DMSC_M_BE_STATS] = DMSC_MAP_BE_STATS,	 [DMSC_M_REASONS] = DMSC_MAP_REASONS,
 	[DMSC_M_SOCK_VIP] = DMSC_MAP_SOCK_VIP,	 [DMSC_M_INSTALL] = DMSC_MAP_INSTALL,
+	[DMSC_M_L7_CONF] = DMSC_MAP_L7_CONF,	 [DMSC_M_L7_HANDOFF] = DMSC_MAP_L7_HANDOFF,
 };
 
 const struct dmsc_hook dmsc_hooks[] = {
 	{ "sock4_connect", "cgroup/connect4", "4.17" },
 	{ "sock4_getpeername", "cgroup/getpeername4", "5.8" },
+	{ "sock4_l7_established", "sockops", "5.10" },
 };
 const size_t dmsc_n_hooks = sizeof(dmsc_hooks) / sizeof(dmsc_hooks[0]);
 

@@ -1305,16 +1305,20 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 		const struct dmsc_policy_service *s = &p->services[i];
 		char field[64];
 
-		if (s->protocol != DMSC_POLICY_TCP)
+		/* protocol http, routes and requests_per_second (+ burst) are
+		 * enforced by dmsc-l7. */
+		bool http_limit_only = s->protocol == DMSC_POLICY_HTTP &&
+				       !s->rate_limit.has_connections_per_second &&
+				       !s->rate_limit.has_bytes_per_second;
+
+		if (s->protocol == DMSC_POLICY_UDP)
 			snprintf(field, sizeof(field), "protocol: \"%s\" is", proto_word(s));
-		else if (s->has_rate_limit)
+		else if (s->has_rate_limit && !http_limit_only)
 			snprintf(field, sizeof(field), "rate_limit:");
 		else if (s->has_allow_from)
 			snprintf(field, sizeof(field), "allow_from:");
 		else if (s->accelerate == DMSC_ACCEL_ON)
 			snprintf(field, sizeof(field), "accelerate: \"on\" is");
-		else if (s->n_routes)
-			snprintf(field, sizeof(field), "routes:");
 		else
 			continue;
 		if (!buf || !len)

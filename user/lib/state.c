@@ -376,6 +376,10 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	}
 	if (dmsc_slot_counts(weight, (__u32)w->n_backends, counts) == 0)
 		p->svc.flags |= DMSC_SVC_F_NO_BACKEND;
+	/* http: connect4 hands connections to dmsc-l7; the slot table stays,
+	 * for L4 balancing while no helper is registered (fail open). */
+	if (w->protocol == DMSC_POLICY_HTTP)
+		p->svc.flags |= DMSC_SVC_F_L7;
 	dmsc_slot_layout(counts, p->meta.backend_id, (__u32)w->n_backends, p->svc.slot);
 	i = strlen(detail);
 	if (i >= 2 && detail[i - 2] == ';')
