@@ -55,6 +55,9 @@ $(BUILD)/lib/%.o: user/lib/%.c $(HEADERS) $(SKELS) | $(BUILD)/lib
 $(BUILD)/libdmsc.a: $(LIB_OBJS)
 	ar rcs $@ $^
 
+# dmsc-l7: Node's http_parser (Debian's libhttp-parser-dev) and threads.
+$(BUILD)/dmsc-l7: LIBS += -lhttp_parser -lpthread
+
 $(BUILD)/%: user/%.c $(BUILD)/libdmsc.a $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc.a $(LIBS) -o $@
 
