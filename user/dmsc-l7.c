@@ -79,6 +79,10 @@
 #define SWEEP_MS 100
 #define POOL_MAX 256 /* idle keep-alive backend connections per worker */
 #define LISTEN_BACKLOG 4096
+/* After an answer that closes the connection, its input is read and
+ * dropped this long (after shutdown(SHUT_WR)) so that unread request bytes
+ * do not turn our close into a reset that destroys the answer. */
+#define LINGER_MS 2000
 
 static struct {
 	struct sockaddr_in listen;
@@ -228,6 +232,7 @@ struct conn {
 	uint64_t up_deadline; /* backend side, ns; 0: none */
 	uint32_t timeout_ms;
 	uint32_t cev, uev; /* what epoll watches */
+	bool lingering;    /* answered and shut down; dropping input until EOF */
 	bool dead;         /* freed after the current batch of events */
 	struct conn *dead_next;
 };
@@ -357,7 +362,7 @@ static void conn_update(struct conn *c)
 	uint32_t cw = 0, uw = 0;
 
 	if (c->cfd >= 0) {
-		if (c->cin_len < CIN_SIZE && !c->cin_eof)
+		if ((c->cin_len < CIN_SIZE || c->lingering) && !c->cin_eof)
 			cw |= EPOLLIN;
 		if (buf_pending(&c->cout))
 			cw |= EPOLLOUT;
@@ -527,6 +532,7 @@ static const char *reason_phrase(int status)
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
 	default: return "Error";
 	}
 }
@@ -666,6 +672,8 @@ static int on_req_headers(http_parser *p)
 		c->local_status = 400;
 	if (p->upgrade || p->method == HTTP_CONNECT)
 		c->local_status = 501;
+	if (p->http_major != 1)
+		c->local_status = 505;
 	c->req_chunked = (p->flags & F_CHUNKED) != 0;
 	c->paused_head = true;
 	http_parser_pause(p, 1);
@@ -1222,6 +1230,15 @@ static void client_parse(struct conn *c)
 
 static void client_read(struct conn *c)
 {
+	while (c->lingering && !c->cin_eof) {
+		char sink[4096];
+		ssize_t n = recv(c->cfd, sink, sizeof(sink), 0);
+
+		if (n == 0)
+			c->cin_eof = true;
+		if (n <= 0)
+			return;
+	}
 	while (c->cin_len < CIN_SIZE) {
 		ssize_t n = recv(c->cfd, c->cin + c->cin_len, CIN_SIZE - c->cin_len, 0);
 
@@ -1262,8 +1279,17 @@ static void conn_step(struct conn *c)
 		conn_close_client(c);
 	}
 	if (c->cfd >= 0 && c->close_after && !buf_pending(&c->cout) &&
-	    (c->state == S_IDLE || c->resp_done))
-		conn_close_client(c);
+	    (c->state == S_IDLE || c->resp_done)) {
+		if (c->cin_eof) {
+			conn_close_client(c);
+		} else if (!c->lingering) {
+			upstream_close(c, false);
+			shutdown(c->cfd, SHUT_WR);
+			c->lingering = true;
+			c->cin_len = c->cin_off = 0;
+			c->deadline = now_ns() + LINGER_MS * 1000000ull;
+		}
+	}
 	if (c->cfd < 0) {
 		conn_free(c);
 		return;
@@ -1401,7 +1427,9 @@ static void sweep(struct worker *w, uint64_t now)
 				conn_close_client(c);
 			}
 		} else if (c->deadline && now >= c->deadline) {
-			if (c->state == S_HEAD)
+			if (c->lingering)
+				conn_close_client(c);
+			else if (c->state == S_HEAD)
 				reject(c, 408); /* slowloris: the head took too long */
 			else if (c->state == S_IDLE)
 				conn_close_client(c); /* idle, or a reader that stalled */

@@ -4,9 +4,14 @@
  *
  *   dmsc-testsrv --listen ADDR:PORT [--listen ADDR:PORT ...] --name NAME
  *                [--mode http|echo|id|sink] [--max-seconds N] [--verbose]
+ *                [--status CODE] [--delay-ms N] [--log-requests]
  *
  * Modes:
  *   http  answers every HTTP/1.x request with "200 OK" and the body "NAME\n";
+ *         --status CODE answers CODE instead (the body stays "NAME\n"),
+ *         --delay-ms N waits N ms before each answer (blocking the whole
+ *         server: a slow backend, for timeout tests), --log-requests prints
+ *         "request METHOD TARGET" on stdout for each request;
  *         keep-alive by default for HTTP/1.1, close for HTTP/1.0 or when the
  *         request says "Connection: close".
  *   id    sends "NAME\n" on accept, then echoes until the peer closes, so that
@@ -77,6 +82,9 @@ static struct {
 	const char *name;
 	size_t name_len;
 	bool verbose;
+	bool log_requests;
+	unsigned long status;
+	unsigned long delay_ms;
 	int epfd;
 	int spare_fd; /* released on EMFILE so a pending connection can be refused */
 	unsigned long active;
@@ -253,6 +261,17 @@ static void http_respond(struct conn *c, int status, const char *reason, bool ke
 	size_t body_len = status == 200 ? srv.name_len : strlen(reason);
 	int n;
 
+	if (status == 200 && srv.status) {
+		status = (int)srv.status;
+		reason = "Test";
+	}
+	if (srv.delay_ms) {
+		struct timespec ts = { (time_t)(srv.delay_ms / 1000),
+				       (long)(srv.delay_ms % 1000) * 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+
 	n = snprintf(head, sizeof(head),
 		     "HTTP/1.1 %d %s\r\n"
 		     "Content-Type: text/plain\r\n"
@@ -315,6 +334,10 @@ static void http_handle_head(struct conn *c, const char *head, size_t head_len)
 		return;
 	}
 	http10 = sp2[8] == '0';
+	if (srv.log_requests) {
+		printf("request %.*s %.*s\n", (int)(sp1 - head), head, (int)(sp2 - sp1 - 1), sp1 + 1);
+		fflush(stdout);
+	}
 	keep_alive = !http10;
 
 	for (p = line_end + 2; p < head + head_len;) {
@@ -598,6 +621,9 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 		} else if (!strcmp(a, "--verbose")) {
 			srv.verbose = true;
 			continue;
+		} else if (!strcmp(a, "--log-requests")) {
+			srv.log_requests = true;
+			continue;
 		}
 		if (!v) {
 			fprintf(stderr, "dmsc-testsrv: %s: unknown option or missing value\n", a);
@@ -641,6 +667,16 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 			else {
 				fprintf(stderr,
 					"dmsc-testsrv: --mode \"%s\": http, echo, id or sink\n", v);
+				return -EINVAL;
+			}
+		} else if (!strcmp(a, "--status")) {
+			if (parse_ulong(v, 100, 599, &srv.status)) {
+				fprintf(stderr, "dmsc-testsrv: --status \"%s\": 100 to 599\n", v);
+				return -EINVAL;
+			}
+		} else if (!strcmp(a, "--delay-ms")) {
+			if (parse_ulong(v, 0, 60000, &srv.delay_ms)) {
+				fprintf(stderr, "dmsc-testsrv: --delay-ms \"%s\": 0 to 60000\n", v);
 				return -EINVAL;
 			}
 		} else if (!strcmp(a, "--max-seconds")) {
