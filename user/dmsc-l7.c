@@ -581,6 +581,8 @@ static int on_req_begin(http_parser *p)
 	c->in_value = false;
 	c->local_status = 0;
 	c->req_done = c->req_chunked = false;
+	c->resp_started = c->resp_done = false;
+	c->status = 0;
 	c->deadline = now_ns() + (uint64_t)opt.head_ms * 1000000;
 	return 0;
 }
@@ -653,6 +655,11 @@ static int on_req_headers(http_parser *p)
 	for (i = 0; i < c->n_hdrs; i++) {
 		const struct hdr *h = &c->hdrs[i];
 
+		/* RFC 9112 5.1: no whitespace between a field name and the
+		 * colon; a server must reject it (the parser lets it pass) */
+		if (memchr(c->head + h->name_off, ' ', h->name_len) ||
+		    memchr(c->head + h->name_off, '\t', h->name_len))
+			c->local_status = 400;
 		if (hdr_is(c, h, "host"))
 			n_host++;
 		else if (hdr_is(c, h, "content-length"))

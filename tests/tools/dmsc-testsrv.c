@@ -4,14 +4,16 @@
  *
  *   dmsc-testsrv --listen ADDR:PORT [--listen ADDR:PORT ...] --name NAME
  *                [--mode http|echo|id|sink] [--max-seconds N] [--verbose]
- *                [--status CODE] [--delay-ms N] [--log-requests]
+ *                [--status CODE] [--delay-ms N] [--log-requests] [--truncate]
  *
  * Modes:
  *   http  answers every HTTP/1.x request with "200 OK" and the body "NAME\n";
  *         --status CODE answers CODE instead (the body stays "NAME\n"),
  *         --delay-ms N waits N ms before each answer (blocking the whole
  *         server: a slow backend, for timeout tests), --log-requests prints
- *         "request METHOD TARGET" on stdout for each request;
+ *         "request METHOD TARGET" on stdout for each request, --truncate
+ *         announces 100 bytes more than it sends and closes (a backend that
+ *         dies mid-response);
  *         keep-alive by default for HTTP/1.1, close for HTTP/1.0 or when the
  *         request says "Connection: close".
  *   id    sends "NAME\n" on accept, then echoes until the peer closes, so that
@@ -72,6 +74,8 @@ struct conn {
 	uint32_t events;  /* what epoll currently watches */
 	size_t in_len;	  /* http: bytes of the request head(s) buffered */
 	size_t body_left; /* http: request body bytes still to discard */
+	bool chunked_body; /* http: discarding a chunked body */
+	bool chunk_trailers; /* past the last chunk: lines until an empty one */
 	size_t out_off, out_len;
 	char *in; /* http only, HTTP_HEAD_MAX bytes */
 	char out[OUT_BUF_SIZE];
@@ -83,6 +87,7 @@ static struct {
 	size_t name_len;
 	bool verbose;
 	bool log_requests;
+	bool truncate;
 	unsigned long status;
 	unsigned long delay_ms;
 	int epfd;
@@ -278,12 +283,13 @@ static void http_respond(struct conn *c, int status, const char *reason, bool ke
 		     "Content-Length: %zu\r\n"
 		     "Connection: %s\r\n"
 		     "\r\n",
-		     status, reason, body_len + 1, keep_alive ? "keep-alive" : "close");
+		     status, reason, body_len + 1 + (srv.truncate ? 100 : 0),
+		     keep_alive ? "keep-alive" : "close");
 	/* head + body fit: name is at most MAX_NAME_LEN, the buffer holds 64 KiB */
 	conn_queue(c, head, (size_t)n);
 	conn_queue(c, body, body_len);
 	conn_queue(c, "\n", 1);
-	if (!keep_alive)
+	if (!keep_alive || srv.truncate)
 		c->close_after = true;
 }
 
@@ -312,9 +318,7 @@ static bool header_has_token(const char *v, size_t len, const char *token)
 
 /*
  * Parses one request head of HEAD_LEN bytes (ending in the blank line) and
- * queues the answer. Bodies announced with Content-Length are discarded;
- * chunked bodies are not supported, so such a request is answered and the
- * connection closed.
+ * queues the answer. Bodies (Content-Length or chunked) are discarded.
  */
 static void http_handle_head(struct conn *c, const char *head, size_t head_len)
 {
@@ -385,7 +389,9 @@ static void http_handle_head(struct conn *c, const char *head, size_t head_len)
 		return;
 	}
 	c->body_left = (size_t)content_length;
-	http_respond(c, 200, "OK", keep_alive && !chunked);
+	c->chunked_body = chunked;
+	c->chunk_trailers = false;
+	http_respond(c, 200, "OK", keep_alive);
 }
 
 /* Consumes complete requests from the input buffer. */
@@ -398,6 +404,29 @@ static void http_process(struct conn *c)
 		size_t avail = c->in_len - used;
 		char *end;
 
+		if (c->chunked_body && c->body_left == 0) {
+			/* a chunk-size line, or a trailer line after the last chunk */
+			char *eol = memmem(start, avail, "\r\n", 2);
+			unsigned long long size;
+
+			if (!eol) {
+				if (avail >= HTTP_HEAD_MAX)
+					c->close_after = true;
+				break;
+			}
+			used += (size_t)(eol + 2 - start);
+			if (c->chunk_trailers) {
+				if (eol == start)
+					c->chunked_body = false; /* the empty line: done */
+				continue;
+			}
+			size = strtoull(start, NULL, 16);
+			if (size == 0)
+				c->chunk_trailers = true;
+			else
+				c->body_left = (size_t)size + 2; /* data and its CRLF */
+			continue;
+		}
 		if (c->body_left > 0) {
 			size_t skip = avail < c->body_left ? avail : c->body_left;
 
@@ -620,6 +649,9 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 			exit(0);
 		} else if (!strcmp(a, "--verbose")) {
 			srv.verbose = true;
+			continue;
+		} else if (!strcmp(a, "--truncate")) {
+			srv.truncate = true;
 			continue;
 		} else if (!strcmp(a, "--log-requests")) {
 			srv.log_requests = true;
