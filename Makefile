@@ -81,6 +81,9 @@ demo:
 	$(MAKE) all
 	scripts/demo.sh
 
+bench: all
+	scripts/bench-l7.sh
+
 clean:
 	rm -rf $(BUILD)
 

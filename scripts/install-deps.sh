@@ -7,8 +7,11 @@ set -euo pipefail
 PACKAGES=(
 	# build
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
+	libhttp-parser-dev
 	# tests
-	libcriterion-dev iproute2 curl procps psmisc jq
+	libcriterion-dev iproute2 curl procps psmisc jq wrk
+	# benchmarks (make bench): dmsc-l7 against HAProxy and nginx
+	haproxy nginx-light
 )
 
 missing=()
