@@ -226,6 +226,7 @@ struct conn {
 	bool up_reused;   /* ufd came from the idle pool */
 	bool resp_head, resp_done, resp_started, resp_interim;
 	bool up_reusable;
+	bool u_reg;       /* ufd is in epoll (added lazily, after a first write) */
 	int status;
 	uint64_t t_req;       /* head parsed, ns */
 	uint64_t deadline;    /* client side, ns; 0: none */
@@ -346,6 +347,8 @@ static void buf_reset(struct buf *b)
 	}
 }
 
+static void conn_close_client(struct conn *c);
+
 /* ---- epoll ------------------------------------------------------------- */
 static void ep_set(struct worker *w, int fd, struct ep *e, uint32_t *cur, uint32_t want)
 {
@@ -375,6 +378,17 @@ static void conn_update(struct conn *c)
 			uw |= EPOLLOUT;
 		if (!c->connecting && buf_pending(&c->cout) < OUT_HIGH && c->uin_len < UIN_SIZE)
 			uw |= EPOLLIN;
+		if (!c->u_reg) {
+			struct epoll_event ev = { .events = uw, .data.ptr = &c->uep };
+
+			if (epoll_ctl(c->w->epfd, EPOLL_CTL_ADD, c->ufd, &ev) < 0) {
+				/* out of kernel memory: give up on this client */
+				conn_close_client(c);
+				return;
+			}
+			c->u_reg = true;
+			c->uev = uw;
+		}
 		ep_set(c->w, c->ufd, &c->uep, &c->uev, uw);
 	}
 }
@@ -466,7 +480,8 @@ static void upstream_close(struct conn *c, bool reuse)
 	if (reuse && !draining && w->n_pool < POOL_MAX && c->backend >= 0) {
 		const struct dmsc_policy_backend *b = &c->svc->src->backends[c->backend];
 
-		epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
+		if (c->u_reg)
+			epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
 		w->pool[w->n_pool].fd = c->ufd;
 		w->pool[w->n_pool].addr = b->addr;
 		w->pool[w->n_pool].port = htons(b->port);
@@ -476,6 +491,7 @@ static void upstream_close(struct conn *c, bool reuse)
 	}
 	c->ufd = -1;
 	c->uev = 0;
+	c->u_reg = false;
 	c->connecting = false;
 	c->up_deadline = 0;
 }
@@ -925,7 +941,6 @@ static void upstream_start(struct conn *c)
 	const struct dmsc_l7_route *route = c->route >= 0 ? &c->svc->routes[c->route] : NULL;
 	const struct dmsc_policy_backend *b;
 	struct sockaddr_in sa = { .sin_family = AF_INET };
-	struct epoll_event ev;
 	int idx, fd, one = 1;
 	uint32_t mark = DMSC_L7_SOCK_MARK;
 
@@ -970,14 +985,12 @@ static void upstream_start(struct conn *c)
 			c->connecting = true;
 		}
 	}
+	/* Not in epoll yet: conn_step writes the request first and
+	 * conn_update adds the fd with what is left to wait for, which saves
+	 * an epoll_ctl per request on a pooled connection. */
 	c->ufd = fd;
-	c->uev = EPOLLOUT | EPOLLIN;
-	ev.events = c->uev;
-	ev.data.ptr = &c->uep;
-	if (epoll_ctl(c->w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		upstream_failed(c, false, 502);
-		return;
-	}
+	c->uev = 0;
+	c->u_reg = false;
 }
 
 static void upstream_write(struct conn *c)
@@ -1036,7 +1049,7 @@ static void client_write(struct conn *c);
 static void upstream_read(struct conn *c)
 {
 	for (;;) {
-		size_t parsed, fwd;
+		size_t parsed, fwd, room;
 		ssize_t n;
 		enum http_errno e;
 
@@ -1047,7 +1060,8 @@ static void upstream_read(struct conn *c)
 			}
 			break;
 		}
-		n = recv(c->ufd, c->uin + c->uin_len, UIN_SIZE - c->uin_len, 0);
+		room = UIN_SIZE - c->uin_len;
+		n = recv(c->ufd, c->uin + c->uin_len, room, 0);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
@@ -1124,8 +1138,8 @@ static void upstream_read(struct conn *c)
 			return;
 		}
 		c->uin_len = 0;
-		if (buf_pending(&c->cout) >= OUT_HIGH)
-			break;
+		if (buf_pending(&c->cout) >= OUT_HIGH || (size_t)n < room)
+			break; /* full, or drained most likely: epoll says if not */
 	}
 }
 
@@ -1247,7 +1261,8 @@ static void client_read(struct conn *c)
 			return;
 	}
 	while (c->cin_len < CIN_SIZE) {
-		ssize_t n = recv(c->cfd, c->cin + c->cin_len, CIN_SIZE - c->cin_len, 0);
+		size_t room = CIN_SIZE - c->cin_len;
+		ssize_t n = recv(c->cfd, c->cin + c->cin_len, room, 0);
 
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
@@ -1262,6 +1277,8 @@ static void client_read(struct conn *c)
 		c->cin_len += (size_t)n;
 		if (c->state == S_IDLE)
 			c->deadline = now_ns() + (uint64_t)opt.head_ms * 1000000;
+		if ((size_t)n < room)
+			break; /* drained, most likely: epoll says if not */
 	}
 }
 
