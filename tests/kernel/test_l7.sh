@@ -109,6 +109,14 @@ EOF
 t_check "install on the test cgroup (3 hooks, sockops included)" "$CTL" install --cgroup "$MESH"
 t_check "apply a policy with http services" "$CTL" apply "$T/policy.json"
 
+# Before any helper registered: http services are balanced at L4 (fail open).
+got=$(dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 5 "http://$WEB/v2/x")
+[[ $got == v1 || $got == v2 || $got == v3 ]] &&
+	t_ok "no helper yet: an http VIP is balanced at L4 ($got)" ||
+	t_fail "no helper yet: curl through the VIP got '$got'"
+t_check "no helper yet: counted as l7_no_helper" \
+	bash -c "'$CTL' stats -o json | jq -e '.reasons.l7_no_helper >= 1' >/dev/null"
+
 start_helper() {
 	# ip netns exec execs the helper: $! is the helper itself
 	ip netns exec "${P}n" "$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 2 \
@@ -343,6 +351,8 @@ rc=$?
 L7PID=
 t_eq "SIGTERM: the in-flight request is answered" "$(jq -c .bodies "$T/drain.json")" '{"slow":1}'
 t_eq "SIGTERM: the helper exits 0 after draining" "$rc" 0
+t_check "stats count the handoffs sockops published" \
+	bash -c "'$CTL' stats -o json | jq -e '.reasons.l7_handoff >= 50 and .reasons.l7_handoff_full == 0' >/dev/null"
 
 t_check "uninstall" "$CTL" uninstall
 t_summary

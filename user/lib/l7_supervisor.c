@@ -9,6 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <limits.h>
+
+#include <bpf/bpf.h>
+
+#include "dmsc/shared.h"
 #include "l7_supervisor.h"
 #include "log.h"
 
@@ -191,4 +196,26 @@ const char *dmsc_l7_sup_state_name(enum dmsc_l7_sup_state st)
 		return "backoff";
 	}
 	return "?";
+}
+
+int dmsc_l7_unregister(const char *pin_dir)
+{
+	struct dmsc_l7_conf none = { 0 };
+	char path[PATH_MAX];
+	__u32 zero = 0;
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_CONF);
+	fd = bpf_obj_get(path);
+	if (fd < 0) {
+		err = -errno;
+		pr_warn("cannot open %s: %s\n", path, strerror(-err));
+		return err;
+	}
+	if (bpf_map_update_elem(fd, &zero, &none, BPF_ANY)) {
+		err = -errno;
+		pr_warn("cannot clear %s: %s\n", path, strerror(-err));
+	}
+	close(fd);
+	return err;
 }

@@ -71,4 +71,12 @@ int dmsc_l7_metrics_append(const char *metrics_file, FILE *out);
 
 const char *dmsc_l7_sup_state_name(enum dmsc_l7_sup_state st);
 
+/* For a helper stopped for good (not restarted): clears its address from
+ * the datapath's dmsc_l7_conf, so connect4 balances http services at L4
+ * again instead of sending them to a closed port. A helper that exits
+ * leaves its registration on purpose: the next one (restarted by the
+ * supervisor, on the same address) takes over without a window in which
+ * requests bypass routes and limits. 0 or a negative errno. */
+int dmsc_l7_unregister(const char *pin_dir);
+
 #endif /* DMSC_L7_SUPERVISOR_H */
