@@ -791,9 +791,10 @@ static void client_parse(struct conn *c);
 
 static bool hop_by_hop(const struct conn *c, const struct hdr *h)
 {
+	/* "expect": the helper answers 100-continue itself (dispatch) */
 	static const char *const names[] = { "connection", "keep-alive", "proxy-connection",
 					     "te", "transfer-encoding", "content-length",
-					     "upgrade", "trailer", NULL };
+					     "upgrade", "trailer", "expect", NULL };
 	size_t i;
 
 	for (i = 0; names[i]; i++)
@@ -901,6 +902,18 @@ static void dispatch(struct conn *c)
 		return;
 	}
 	c->state = S_UPSTREAM;
+	/* Expect: 100-continue (RFC 9110 10.1.1): the helper streams the body
+	 * as it comes, so it says "continue" at once rather than making the
+	 * client wait for the backend's (or for its own timer). */
+	if (!c->req_done && (c->req_chunked || c->rp.content_length > 0) &&
+	    c->rp.http_minor >= 1) {
+		for (i = 0; i < c->n_hdrs; i++)
+			if (hdr_is(c, &c->hdrs[i], "expect") && c->hdrs[i].val_len == 12 &&
+			    !strncasecmp(c->head + c->hdrs[i].val_off, "100-continue", 12)) {
+				buf_add(&c->cout, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+				break;
+			}
+	}
 	upstream_start(c);
 }
 
