@@ -94,39 +94,39 @@ static struct {
 	int ready_fd;
 	bool no_register;
 	uint32_t max_header_bytes; /* request line + headers: past it 431 */
-	uint32_t max_headers;      /* header fields: past it 431 */
-	uint32_t max_target;       /* request target: past it 414 */
-	uint32_t idle_ms;          /* keep-alive idle, between requests */
-	uint32_t head_ms;          /* a whole request head (slowloris): 408 */
-	uint32_t io_ms;            /* no progress on a body or a write */
+	uint32_t max_headers;	   /* header fields: past it 431 */
+	uint32_t max_target;	   /* request target: past it 414 */
+	uint32_t idle_ms;	   /* keep-alive idle, between requests */
+	uint32_t head_ms;	   /* a whole request head (slowloris): 408 */
+	uint32_t io_ms;		   /* no progress on a body or a write */
 	uint32_t default_timeout_ms;
 	uint32_t default_retries;
 	uint32_t drain_ms;
 	uint32_t max_conns; /* per worker */
 } opt = {
-	.ready_fd = -1,
-	.max_header_bytes = 8192,
-	.max_headers = 64,
-	.max_target = 4096,
-	.idle_ms = 60000,
-	.head_ms = 10000,
-	.io_ms = 30000,
-	.default_timeout_ms = 15000,
-	.default_retries = 1,
-	.drain_ms = 10000,
-	.max_conns = 16384,
+    .ready_fd = -1,
+    .max_header_bytes = 8192,
+    .max_headers = 64,
+    .max_target = 4096,
+    .idle_ms = 60000,
+    .head_ms = 10000,
+    .io_ms = 30000,
+    .default_timeout_ms = 15000,
+    .default_retries = 1,
+    .drain_ms = 10000,
+    .max_conns = 16384,
 };
 
 /* ---- metrics ----------------------------------------------------------- */
-static const int status_codes[] = { 100, 200, 201, 202, 204, 206, 301, 302, 304, 307, 308,
-				    400, 401, 403, 404, 405, 408, 409, 413, 414, 429, 431,
-				    500, 501, 502, 503, 504 };
+static const int status_codes[] = {100, 200, 201, 202, 204, 206, 301, 302, 304,
+				   307, 308, 400, 401, 403, 404, 405, 408, 409,
+				   413, 414, 429, 431, 500, 501, 502, 503, 504};
 #define N_CODES (sizeof(status_codes) / sizeof(status_codes[0]))
 #define CODE_OTHER N_CODES
 /* Latency buckets, seconds; a request's latency is from its head parsed to
  * its response complete. */
-static const double hist_le[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-				  0.1,    0.25,  0.5,    1,     2.5,  5,     10 };
+static const double hist_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+				 0.1,	 0.25,	0.5,	1,     2.5,  5,	    10};
 #define N_HIST (sizeof(hist_le) / sizeof(hist_le[0]))
 
 struct route_metrics {
@@ -140,7 +140,7 @@ struct route_metrics {
  * (relaxed atomics: counters, not invariants). */
 struct metrics {
 	struct route_metrics *rm; /* [svc][route + 1]; slot 0 is "no route" */
-	size_t *rm_base;          /* per service: first index in rm */
+	size_t *rm_base;	  /* per service: first index in rm */
 	uint64_t accepted, no_handoff, unknown_service, over_capacity;
 };
 
@@ -167,8 +167,8 @@ struct ep {
 };
 
 enum cstate {
-	S_IDLE,     /* between requests */
-	S_HEAD,     /* a request head is arriving */
+	S_IDLE,	    /* between requests */
+	S_HEAD,	    /* a request head is arriving */
 	S_LOCAL,    /* answering it ourselves; its body is read and dropped */
 	S_UPSTREAM, /* forwarding it */
 };
@@ -221,20 +221,20 @@ struct conn {
 	uint32_t retries_left;
 	uint32_t attempts;
 	bool idempotent, is_head, client_keepalive, close_after;
-	bool retain;      /* uout still holds the whole request from offset 0 */
-	bool connecting;  /* ufd: connect() in progress */
-	bool up_reused;   /* ufd came from the idle pool */
+	bool retain;	 /* uout still holds the whole request from offset 0 */
+	bool connecting; /* ufd: connect() in progress */
+	bool up_reused;	 /* ufd came from the idle pool */
 	bool resp_head, resp_done, resp_started, resp_interim;
 	bool up_reusable;
-	bool u_reg;       /* ufd is in epoll (added lazily, after a first write) */
+	bool u_reg; /* ufd is in epoll (added lazily, after a first write) */
 	int status;
-	uint64_t t_req;       /* head parsed, ns */
+	uint64_t t_req;	      /* head parsed, ns */
 	uint64_t deadline;    /* client side, ns; 0: none */
 	uint64_t up_deadline; /* backend side, ns; 0: none */
 	uint32_t timeout_ms;
 	uint32_t cev, uev; /* what epoll watches */
-	bool lingering;    /* answered and shut down; dropping input until EOF */
-	bool dead;         /* freed after the current batch of events */
+	bool lingering;	   /* answered and shut down; dropping input until EOF */
+	bool dead;	   /* freed after the current batch of events */
 	struct conn *dead_next;
 };
 
@@ -278,7 +278,7 @@ static uint32_t rnd(struct worker *w)
 	return (uint32_t)((w->rng * 2685821657736338717ull) >> 32);
 }
 
-#define CONTAINER(ptr, field) ((struct conn *)((char *)(ptr) - offsetof(struct conn, field)))
+#define CONTAINER(ptr, field) ((struct conn *)((char *)(ptr)-offsetof(struct conn, field)))
 
 /* ---- buffers ----------------------------------------------------------- */
 static int buf_reserve(struct buf *b, size_t more)
@@ -352,7 +352,7 @@ static void conn_close_client(struct conn *c);
 /* ---- epoll ------------------------------------------------------------- */
 static void ep_set(struct worker *w, int fd, struct ep *e, uint32_t *cur, uint32_t want)
 {
-	struct epoll_event ev = { .events = want, .data.ptr = e };
+	struct epoll_event ev = {.events = want, .data.ptr = e};
 
 	if (fd < 0 || *cur == want)
 		return;
@@ -379,7 +379,7 @@ static void conn_update(struct conn *c)
 		if (!c->connecting && buf_pending(&c->cout) < OUT_HIGH && c->uin_len < UIN_SIZE)
 			uw |= EPOLLIN;
 		if (!c->u_reg) {
-			struct epoll_event ev = { .events = uw, .data.ptr = &c->uep };
+			struct epoll_event ev = {.events = uw, .data.ptr = &c->uep};
 
 			if (epoll_ctl(c->w->epfd, EPOLL_CTL_ADD, c->ufd, &ev) < 0) {
 				/* out of kernel memory: give up on this client */
@@ -529,7 +529,7 @@ static void conn_reap(struct worker *w)
 	while ((c = w->dead)) {
 		w->dead = c->dead_next;
 		free(c->cout.p);
-	free(c->uout.p);
+		free(c->uout.p);
 		free(c->head);
 		free(c->hdrs);
 		free(c);
@@ -539,17 +539,28 @@ static void conn_reap(struct worker *w)
 static const char *reason_phrase(int status)
 {
 	switch (status) {
-	case 400: return "Bad Request";
-	case 408: return "Request Timeout";
-	case 414: return "URI Too Long";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 501: return "Not Implemented";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	case 505: return "HTTP Version Not Supported";
-	default: return "Error";
+	case 400:
+		return "Bad Request";
+	case 408:
+		return "Request Timeout";
+	case 414:
+		return "URI Too Long";
+	case 429:
+		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 501:
+		return "Not Implemented";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	case 505:
+		return "HTTP Version Not Supported";
+	default:
+		return "Error";
 	}
 }
 
@@ -732,13 +743,13 @@ static int on_req_done(http_parser *p)
 }
 
 static const http_parser_settings req_settings = {
-	.on_message_begin = on_req_begin,
-	.on_url = on_req_url,
-	.on_header_field = on_req_field,
-	.on_header_value = on_req_value,
-	.on_headers_complete = on_req_headers,
-	.on_body = on_req_body,
-	.on_message_complete = on_req_done,
+    .on_message_begin = on_req_begin,
+    .on_url = on_req_url,
+    .on_header_field = on_req_field,
+    .on_header_value = on_req_value,
+    .on_headers_complete = on_req_headers,
+    .on_body = on_req_body,
+    .on_message_complete = on_req_done,
 };
 
 /* ---- the response parser's callbacks ----------------------------------- */
@@ -779,9 +790,9 @@ static int on_resp_done(http_parser *p)
 }
 
 static const http_parser_settings resp_settings = {
-	.on_message_begin = on_resp_begin,
-	.on_headers_complete = on_resp_headers,
-	.on_message_complete = on_resp_done,
+    .on_message_begin = on_resp_begin,
+    .on_headers_complete = on_resp_headers,
+    .on_message_complete = on_resp_done,
 };
 
 /* ---- the backend side --------------------------------------------------- */
@@ -792,9 +803,9 @@ static void client_parse(struct conn *c);
 static bool hop_by_hop(const struct conn *c, const struct hdr *h)
 {
 	/* "expect": the helper answers 100-continue itself (dispatch) */
-	static const char *const names[] = { "connection", "keep-alive", "proxy-connection",
-					     "te", "transfer-encoding", "content-length",
-					     "upgrade", "trailer", "expect", NULL };
+	static const char *const names[] = {
+	    "connection",     "keep-alive", "proxy-connection", "te",	  "transfer-encoding",
+	    "content-length", "upgrade",    "trailer",		"expect", NULL};
 	size_t i;
 
 	for (i = 0; names[i]; i++)
@@ -826,7 +837,8 @@ static int build_upstream_head(struct conn *c)
 	if (!err && c->req_chunked)
 		err = buf_add(b, "Transfer-Encoding: chunked\r\n", 28);
 	else if (!err && (c->rp.flags & F_CONTENTLENGTH))
-		err = buf_fmt(b, "Content-Length: %llu\r\n", (unsigned long long)c->rp.content_length);
+		err = buf_fmt(b, "Content-Length: %llu\r\n",
+			      (unsigned long long)c->rp.content_length);
 	err = err ?: buf_add(b, "Connection: keep-alive\r\n\r\n", 26);
 	return err;
 }
@@ -842,7 +854,7 @@ static bool method_idempotent(unsigned int m)
 static void dispatch(struct conn *c)
 {
 	struct dmsc_l7_header hv[256];
-	struct dmsc_l7_request req = { 0 };
+	struct dmsc_l7_request req = {0};
 	const struct dmsc_l7_route *route = NULL;
 	const char *method = http_method_str((enum http_method)c->rp.method);
 	uint64_t now = now_ns(), wait;
@@ -905,8 +917,7 @@ static void dispatch(struct conn *c)
 	/* Expect: 100-continue (RFC 9110 10.1.1): the helper streams the body
 	 * as it comes, so it says "continue" at once rather than making the
 	 * client wait for the backend's (or for its own timer). */
-	if (!c->req_done && (c->req_chunked || c->rp.content_length > 0) &&
-	    c->rp.http_minor >= 1) {
+	if (!c->req_done && (c->req_chunked || c->rp.content_length > 0) && c->rp.http_minor >= 1) {
 		for (i = 0; i < c->n_hdrs; i++)
 			if (hdr_is(c, &c->hdrs[i], "expect") && c->hdrs[i].val_len == 12 &&
 			    !strncasecmp(c->head + c->hdrs[i].val_off, "100-continue", 12)) {
@@ -953,7 +964,7 @@ static void upstream_start(struct conn *c)
 {
 	const struct dmsc_l7_route *route = c->route >= 0 ? &c->svc->routes[c->route] : NULL;
 	const struct dmsc_policy_backend *b;
-	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct sockaddr_in sa = {.sin_family = AF_INET};
 	int idx, fd, one = 1;
 	uint32_t mark = DMSC_L7_SOCK_MARK;
 
@@ -1102,8 +1113,8 @@ static void upstream_read(struct conn *c)
 			upstream_failed(c, false, 502);
 			return;
 		}
-		c->up_deadline = c->resp_head ? now_ns() + (uint64_t)opt.io_ms * 1000000
-					      : c->up_deadline;
+		c->up_deadline =
+		    c->resp_head ? now_ns() + (uint64_t)opt.io_ms * 1000000 : c->up_deadline;
 		/* parse the new bytes; forward everything parsed once the head
 		 * has been judged */
 		parsed = c->uin_len;
@@ -1549,7 +1560,8 @@ static void *worker_main(void *arg)
 					continue;
 				if (c->connecting && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 					upstream_on_connected(c);
-				if (c->ufd >= 0 && !c->connecting && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+				if (c->ufd >= 0 && !c->connecting &&
+				    (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 					upstream_read(c);
 			}
 			if (!c->dead)
@@ -1601,19 +1613,23 @@ static void metrics_write(void)
 
 				for (wi = 0; wi < opt.workers; wi++)
 					sum += __atomic_load_n(
-						&workers[wi].m.rm[workers[wi].m.rm_base[s] + r].code[k],
-						__ATOMIC_RELAXED);
+					    &workers[wi].m.rm[workers[wi].m.rm_base[s] + r].code[k],
+					    __ATOMIC_RELAXED);
 				if (!sum)
 					continue;
 				if (k < N_CODES)
-					fprintf(f, "dmsc_l7_requests_total{service=\"%s\",route=\"%s\","
-						   "code=\"%d\"} %llu\n",
-						cfg.svcs[s].src->name, route, status_codes[k],
-						(unsigned long long)sum);
+					fprintf(
+					    f,
+					    "dmsc_l7_requests_total{service=\"%s\",route=\"%s\","
+					    "code=\"%d\"} %llu\n",
+					    cfg.svcs[s].src->name, route, status_codes[k],
+					    (unsigned long long)sum);
 				else
-					fprintf(f, "dmsc_l7_requests_total{service=\"%s\",route=\"%s\","
-						   "code=\"other\"} %llu\n",
-						cfg.svcs[s].src->name, route, (unsigned long long)sum);
+					fprintf(
+					    f,
+					    "dmsc_l7_requests_total{service=\"%s\",route=\"%s\","
+					    "code=\"other\"} %llu\n",
+					    cfg.svcs[s].src->name, route, (unsigned long long)sum);
 			}
 		}
 	fprintf(f, "# HELP dmsc_l7_request_duration_seconds From request head parsed to "
@@ -1627,28 +1643,37 @@ static void metrics_write(void)
 			for (i = 0; i <= N_HIST; i++) {
 				for (wi = 0; wi < opt.workers; wi++)
 					cum += __atomic_load_n(
-						&workers[wi].m.rm[workers[wi].m.rm_base[s] + r].hist[i],
-						__ATOMIC_RELAXED);
+					    &workers[wi].m.rm[workers[wi].m.rm_base[s] + r].hist[i],
+					    __ATOMIC_RELAXED);
 				if (i < N_HIST)
-					fprintf(f, "dmsc_l7_request_duration_seconds_bucket{service=\"%s\","
-						   "route=\"%s\",le=\"%g\"} %llu\n",
+					fprintf(f,
+						"dmsc_l7_request_duration_seconds_bucket{service="
+						"\"%s\","
+						"route=\"%s\",le=\"%g\"} %llu\n",
 						cfg.svcs[s].src->name, route, hist_le[i],
 						(unsigned long long)cum);
 				else
-					fprintf(f, "dmsc_l7_request_duration_seconds_bucket{service=\"%s\","
-						   "route=\"%s\",le=\"+Inf\"} %llu\n",
-						cfg.svcs[s].src->name, route, (unsigned long long)cum);
+					fprintf(f,
+						"dmsc_l7_request_duration_seconds_bucket{service="
+						"\"%s\","
+						"route=\"%s\",le=\"+Inf\"} %llu\n",
+						cfg.svcs[s].src->name, route,
+						(unsigned long long)cum);
 			}
 			for (wi = 0; wi < opt.workers; wi++) {
 				struct route_metrics *m =
-					&workers[wi].m.rm[workers[wi].m.rm_base[s] + r];
+				    &workers[wi].m.rm[workers[wi].m.rm_base[s] + r];
 
 				sum_ns += __atomic_load_n(&m->sum_ns, __ATOMIC_RELAXED);
 				retries += __atomic_load_n(&m->retries, __ATOMIC_RELAXED);
 			}
-			fprintf(f, "dmsc_l7_request_duration_seconds_sum{service=\"%s\",route=\"%s\"} %.6f\n",
+			fprintf(f,
+				"dmsc_l7_request_duration_seconds_sum{service=\"%s\",route=\"%s\"} "
+				"%.6f\n",
 				cfg.svcs[s].src->name, route, (double)sum_ns / 1e9);
-			fprintf(f, "dmsc_l7_request_duration_seconds_count{service=\"%s\",route=\"%s\"} %llu\n",
+			fprintf(f,
+				"dmsc_l7_request_duration_seconds_count{service=\"%s\",route=\"%"
+				"s\"} %llu\n",
 				cfg.svcs[s].src->name, route, (unsigned long long)cum);
 			fprintf(f, "dmsc_l7_retries_total{service=\"%s\",route=\"%s\"} %llu\n",
 				cfg.svcs[s].src->name, route, (unsigned long long)retries);
@@ -1662,14 +1687,15 @@ static void metrics_write(void)
 			unk += __atomic_load_n(&workers[wi].m.unknown_service, __ATOMIC_RELAXED);
 			over += __atomic_load_n(&workers[wi].m.over_capacity, __ATOMIC_RELAXED);
 		}
-		fprintf(f, "# TYPE dmsc_l7_connections_total counter\n"
-			   "dmsc_l7_connections_total %llu\n"
-			   "# HELP dmsc_l7_refused_connections_total Closed at accept: no handoff "
-			   "record, a service the policy lacks, or over capacity.\n"
-			   "# TYPE dmsc_l7_refused_connections_total counter\n"
-			   "dmsc_l7_refused_connections_total{reason=\"no_handoff\"} %llu\n"
-			   "dmsc_l7_refused_connections_total{reason=\"unknown_service\"} %llu\n"
-			   "dmsc_l7_refused_connections_total{reason=\"over_capacity\"} %llu\n",
+		fprintf(f,
+			"# TYPE dmsc_l7_connections_total counter\n"
+			"dmsc_l7_connections_total %llu\n"
+			"# HELP dmsc_l7_refused_connections_total Closed at accept: no handoff "
+			"record, a service the policy lacks, or over capacity.\n"
+			"# TYPE dmsc_l7_refused_connections_total counter\n"
+			"dmsc_l7_refused_connections_total{reason=\"no_handoff\"} %llu\n"
+			"dmsc_l7_refused_connections_total{reason=\"unknown_service\"} %llu\n"
+			"dmsc_l7_refused_connections_total{reason=\"over_capacity\"} %llu\n",
 			(unsigned long long)acc, (unsigned long long)noh, (unsigned long long)unk,
 			(unsigned long long)over);
 	}
@@ -1725,16 +1751,16 @@ static int parse_args(int argc, char **argv)
 		uint32_t *val;
 		uint32_t min, max;
 	} nums[] = {
-		{ "--max-header-bytes", &opt.max_header_bytes, 256, 1 << 20 },
-		{ "--max-headers", &opt.max_headers, 1, 1024 },
-		{ "--max-target", &opt.max_target, 16, 1 << 20 },
-		{ "--idle-timeout-ms", &opt.idle_ms, 1, 86400000 },
-		{ "--head-timeout-ms", &opt.head_ms, 1, 86400000 },
-		{ "--io-timeout-ms", &opt.io_ms, 1, 86400000 },
-		{ "--default-timeout-ms", &opt.default_timeout_ms, 1, 86400000 },
-		{ "--default-retries", &opt.default_retries, 0, 10 },
-		{ "--drain-ms", &opt.drain_ms, 0, 3600000 },
-		{ "--max-conns", &opt.max_conns, 1, 1 << 24 },
+	    {"--max-header-bytes", &opt.max_header_bytes, 256, 1 << 20},
+	    {"--max-headers", &opt.max_headers, 1, 1024},
+	    {"--max-target", &opt.max_target, 16, 1 << 20},
+	    {"--idle-timeout-ms", &opt.idle_ms, 1, 86400000},
+	    {"--head-timeout-ms", &opt.head_ms, 1, 86400000},
+	    {"--io-timeout-ms", &opt.io_ms, 1, 86400000},
+	    {"--default-timeout-ms", &opt.default_timeout_ms, 1, 86400000},
+	    {"--default-retries", &opt.default_retries, 0, 10},
+	    {"--drain-ms", &opt.drain_ms, 0, 3600000},
+	    {"--max-conns", &opt.max_conns, 1, 1 << 24},
 	};
 	uint32_t u;
 	size_t k;
@@ -1780,8 +1806,10 @@ static int parse_args(int argc, char **argv)
 			opt.listen.sin_port = htons((uint16_t)u);
 			if (inet_pton(AF_INET, host, &opt.listen.sin_addr) != 1 ||
 			    opt.listen.sin_addr.s_addr == INADDR_ANY) {
-				fprintf(stderr, "dmsc-l7: --listen \"%s\": a concrete IPv4 address "
-						"(connect4 redirects to it)\n", v);
+				fprintf(stderr,
+					"dmsc-l7: --listen \"%s\": a concrete IPv4 address "
+					"(connect4 redirects to it)\n",
+					v);
 				return -EINVAL;
 			}
 		} else if (!strcmp(a, "--policy")) {
@@ -1800,7 +1828,8 @@ static int parse_args(int argc, char **argv)
 			opt.workers = (int)u;
 		} else if (!strcmp(a, "--ready-fd")) {
 			if (parse_u32(v, 0, INT_MAX, &u)) {
-				fprintf(stderr, "dmsc-l7: --ready-fd \"%s\": a file descriptor\n", v);
+				fprintf(stderr, "dmsc-l7: --ready-fd \"%s\": a file descriptor\n",
+					v);
 				return -EINVAL;
 			}
 			opt.ready_fd = (int)u;
@@ -1818,8 +1847,8 @@ static int parse_args(int argc, char **argv)
 
 static int load_policy(void)
 {
-	struct dmsc_policy_errors errs = { 0 };
-	struct dmsc_policy p = { 0 };
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0};
 	char line[1024];
 	size_t i, k;
 	int err;
@@ -1861,7 +1890,8 @@ static int open_maps(const char *pin_dir, int *conf_fd)
 	handoff_fd = bpf_obj_get(path);
 	if (handoff_fd < 0) {
 		pr_warn("cannot open %s: %s (is dmsc installed there, by a build with the "
-			"L7 handoff?)\n", path, strerror(errno));
+			"L7 handoff?)\n",
+			path, strerror(errno));
 		return -errno;
 	}
 	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_CONF);
@@ -1875,7 +1905,7 @@ static int open_maps(const char *pin_dir, int *conf_fd)
 
 int main(int argc, char **argv)
 {
-	struct dmsc_l7_conf conf = { 0 };
+	struct dmsc_l7_conf conf = {0};
 	struct rlimit rl;
 	sigset_t mask;
 	__u32 zero = 0;
@@ -1908,10 +1938,10 @@ int main(int argc, char **argv)
 	if (open_maps(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), &conf_fd))
 		return 1;
 	if (opt.access_log) {
-		access_fd = strcmp(opt.access_log, "-") == 0
-				    ? dup(STDERR_FILENO)
-				    : open(opt.access_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-					   0640);
+		access_fd =
+		    strcmp(opt.access_log, "-") == 0
+			? dup(STDERR_FILENO)
+			: open(opt.access_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 		if (access_fd < 0) {
 			pr_warn("cannot open the access log %s: %s\n", opt.access_log,
 				strerror(errno));
@@ -1924,7 +1954,7 @@ int main(int argc, char **argv)
 		return 1;
 	for (i = 0; i < opt.workers; i++) {
 		struct worker *w = &workers[i];
-		struct epoll_event ev = { .events = EPOLLIN };
+		struct epoll_event ev = {.events = EPOLLIN};
 
 		w->id = i;
 		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
@@ -1974,12 +2004,13 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (opt.ready_fd >= 0) {
 		if (write(opt.ready_fd, "ready\n", 6) != 6)
-			pr_warn("cannot write to --ready-fd %d: %s\n", opt.ready_fd, strerror(errno));
+			pr_warn("cannot write to --ready-fd %d: %s\n", opt.ready_fd,
+				strerror(errno));
 		close(opt.ready_fd);
 	}
 
 	for (;;) {
-		struct timespec one_s = { 1, 0 };
+		struct timespec one_s = {1, 0};
 
 		sig = sigtimedwait(&mask, NULL, &one_s);
 		if (sig == SIGTERM || sig == SIGINT)

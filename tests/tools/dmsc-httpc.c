@@ -46,8 +46,7 @@ static int n_headers;
 static unsigned long count = 1, conns = 1, pipeline = 1, body_bytes, timeout_ms = 5000, slow_ms;
 static bool chunked;
 
-static unsigned long status_n[600], retry_after, errors, reconnects, answered, sent,
-	peer_is_target;
+static unsigned long status_n[600], retry_after, errors, reconnects, answered, sent, peer_is_target;
 static struct {
 	char name[64];
 	unsigned long n;
@@ -65,7 +64,7 @@ static int parse_ulong(const char *s, unsigned long max, unsigned long *out)
 
 static int dial(void)
 {
-	struct timeval tv = { (time_t)(timeout_ms / 1000), (long)(timeout_ms % 1000) * 1000 };
+	struct timeval tv = {(time_t)(timeout_ms / 1000), (long)(timeout_ms % 1000) * 1000};
 	struct sockaddr_in peer;
 	socklen_t len = sizeof(peer);
 	int fd, one = 1;
@@ -365,7 +364,7 @@ static int run_raw(void)
 		return 0;
 	}
 	if (slow_ms) {
-		struct timespec ts = { (time_t)(slow_ms / 1000), (long)(slow_ms % 1000) * 1000000 };
+		struct timespec ts = {(time_t)(slow_ms / 1000), (long)(slow_ms % 1000) * 1000000};
 
 		for (i = 0; i < (size_t)st.st_size && !send_error; i++) {
 			if (send_all(fd, data + i, 1))
@@ -411,18 +410,19 @@ static int run_raw(void)
 	printf("{\"connected\":true,\"statuses\":[");
 	for (i = 0; i < (size_t)n_st; i++)
 		printf("%s%d", i ? "," : "", statuses[i]);
-	printf("],\"closed\":%s,\"send_error\":%s,\"elapsed_ms\":%.0f}\n", closed ? "true" : "false",
-	       send_error ? "true" : "false", now_ms() - t0);
+	printf("],\"closed\":%s,\"send_error\":%s,\"elapsed_ms\":%.0f}\n",
+	       closed ? "true" : "false", send_error ? "true" : "false", now_ms() - t0);
 	free(data);
 	return 0;
 }
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: dmsc-httpc --connect ADDR:PORT [--count N] [--conns K] [--pipeline D]\n"
-		   "                  [--method M] [--path P] [--header 'N: v']... [--body-bytes N]\n"
-		   "                  [--chunked] [--timeout-ms N]\n"
-		   "       dmsc-httpc --connect ADDR:PORT --raw FILE [--slow-ms N] [--timeout-ms N]\n");
+	fprintf(
+	    f, "usage: dmsc-httpc --connect ADDR:PORT [--count N] [--conns K] [--pipeline D]\n"
+	       "                  [--method M] [--path P] [--header 'N: v']... [--body-bytes N]\n"
+	       "                  [--chunked] [--timeout-ms N]\n"
+	       "       dmsc-httpc --connect ADDR:PORT --raw FILE [--slow-ms N] [--timeout-ms N]\n");
 }
 
 int main(int argc, char **argv)
@@ -486,7 +486,8 @@ int main(int argc, char **argv)
 			bad = 1;
 		}
 		if (bad) {
-			fprintf(stderr, "dmsc-httpc: %s \"%s\": bad value or unknown option\n", a, v);
+			fprintf(stderr, "dmsc-httpc: %s \"%s\": bad value or unknown option\n", a,
+				v);
 			return 2;
 		}
 	}

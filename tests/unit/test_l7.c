@@ -13,35 +13,35 @@
 #include "policy.h"
 
 static const char policy_doc[] =
-	"{ \"services\": ["
-	"  { \"name\": \"tcp\", \"vip\": \"198.19.0.1\", \"port\": 80,"
-	"    \"backends\": [ { \"address\": \"198.18.1.9\", \"port\": 80 } ] },"
-	"  { \"name\": \"web\", \"vip\": \"198.19.0.2\", \"port\": 80, \"protocol\": \"http\","
-	"    \"rate_limit\": { \"requests_per_second\": 10, \"burst\": 5 },"
-	"    \"backends\": ["
-	"      { \"address\": \"198.18.1.2\", \"port\": 80, \"weight\": 80,"
-	"        \"labels\": { \"version\": \"v1\", \"pool\": \"main\" } },"
-	"      { \"address\": \"198.18.1.3\", \"port\": 80, \"weight\": 20,"
-	"        \"labels\": { \"version\": \"v2\", \"pool\": \"main\" } },"
-	"      { \"address\": \"198.18.1.4\", \"port\": 80, \"weight\": 0,"
-	"        \"labels\": { \"version\": \"v3\" } } ],"
-	"    \"routes\": ["
-	"      { \"match\": { \"path_prefix\": \"/api/\", \"method\": \"GET\","
-	"                     \"headers\": { \"x-canary\": \"yes\" } },"
-	"        \"backends\": { \"version\": \"v2\" }, \"timeout_ms\": 250, \"retries\": 3 },"
-	"      { \"match\": { \"path\": \"/exact\" }, \"backends\": { \"version\": \"v1\" } },"
-	"      { \"match\": { \"path_prefix\": \"/drained\" }, \"backends\": { \"version\": \"v3\" } },"
-	"      { \"match\": { \"path_prefix\": \"/api/\" }, \"backends\": { \"pool\": \"main\" } } ] },"
-	"  { \"name\": \"other\", \"vip\": \"198.19.0.1\", \"port\": 8080, \"protocol\": \"http\","
-	"    \"backends\": [ { \"address\": \"198.18.1.5\", \"port\": 80 } ] } ] }";
+    "{ \"services\": ["
+    "  { \"name\": \"tcp\", \"vip\": \"198.19.0.1\", \"port\": 80,"
+    "    \"backends\": [ { \"address\": \"198.18.1.9\", \"port\": 80 } ] },"
+    "  { \"name\": \"web\", \"vip\": \"198.19.0.2\", \"port\": 80, \"protocol\": \"http\","
+    "    \"rate_limit\": { \"requests_per_second\": 10, \"burst\": 5 },"
+    "    \"backends\": ["
+    "      { \"address\": \"198.18.1.2\", \"port\": 80, \"weight\": 80,"
+    "        \"labels\": { \"version\": \"v1\", \"pool\": \"main\" } },"
+    "      { \"address\": \"198.18.1.3\", \"port\": 80, \"weight\": 20,"
+    "        \"labels\": { \"version\": \"v2\", \"pool\": \"main\" } },"
+    "      { \"address\": \"198.18.1.4\", \"port\": 80, \"weight\": 0,"
+    "        \"labels\": { \"version\": \"v3\" } } ],"
+    "    \"routes\": ["
+    "      { \"match\": { \"path_prefix\": \"/api/\", \"method\": \"GET\","
+    "                     \"headers\": { \"x-canary\": \"yes\" } },"
+    "        \"backends\": { \"version\": \"v2\" }, \"timeout_ms\": 250, \"retries\": 3 },"
+    "      { \"match\": { \"path\": \"/exact\" }, \"backends\": { \"version\": \"v1\" } },"
+    "      { \"match\": { \"path_prefix\": \"/drained\" }, \"backends\": { \"version\": \"v3\" } },"
+    "      { \"match\": { \"path_prefix\": \"/api/\" }, \"backends\": { \"pool\": \"main\" } } ] },"
+    "  { \"name\": \"other\", \"vip\": \"198.19.0.1\", \"port\": 8080, \"protocol\": \"http\","
+    "    \"backends\": [ { \"address\": \"198.18.1.5\", \"port\": 80 } ] } ] }";
 
 static struct dmsc_l7_config cfg;
 static const struct dmsc_l7_service *web;
 
 static void setup(void)
 {
-	struct dmsc_policy_errors errs = { 0 };
-	struct dmsc_policy p = { 0 };
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0};
 
 	cr_assert_eq(dmsc_policy_parse(policy_doc, strlen(policy_doc), "t", &p, &errs), 0);
 	dmsc_policy_errors_free(&errs);
@@ -58,9 +58,8 @@ static void teardown(void)
 /* match METHOD PATH [NAME VALUE]: the route index */
 static int match(const char *method, const char *target, const char *hname, const char *hval)
 {
-	struct dmsc_l7_header h = { hname, hval, hname ? strlen(hname) : 0,
-				    hval ? strlen(hval) : 0 };
-	struct dmsc_l7_request r = { 0 };
+	struct dmsc_l7_header h = {hname, hval, hname ? strlen(hname) : 0, hval ? strlen(hval) : 0};
+	struct dmsc_l7_request r = {0};
 
 	r.method = method;
 	r.method_len = strlen(method);
@@ -76,8 +75,8 @@ Test(l7_route, only_http_services_are_compiled_and_found_by_vip_port)
 {
 	cr_expect_eq(cfg.n_svcs, 2);
 	cr_expect_null(dmsc_l7_service_find(&cfg, inet_addr("198.19.0.1"), htons(80)));
-	cr_expect_str_eq(dmsc_l7_service_find(&cfg, inet_addr("198.19.0.1"), htons(8080))->src->name,
-			 "other");
+	cr_expect_str_eq(
+	    dmsc_l7_service_find(&cfg, inet_addr("198.19.0.1"), htons(8080))->src->name, "other");
 	cr_expect_null(dmsc_l7_service_find(&cfg, inet_addr("198.19.0.2"), htons(81)));
 }
 
@@ -164,7 +163,7 @@ Test(l7_route, selectors_keep_weights)
 
 Test(l7_route, pick_follows_weights_over_random_numbers)
 {
-	unsigned count[3] = { 0 };
+	unsigned count[3] = {0};
 	uint32_t r;
 
 	for (r = 0; r < 128 * 100; r++)

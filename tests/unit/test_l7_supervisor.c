@@ -18,8 +18,8 @@ static uint64_t ms(void)
 }
 
 /* Polls until state is reached or max_ms pass. */
-static enum dmsc_l7_sup_state poll_until(struct dmsc_l7_supervisor *s,
-					 enum dmsc_l7_sup_state want, unsigned max_ms)
+static enum dmsc_l7_sup_state poll_until(struct dmsc_l7_supervisor *s, enum dmsc_l7_sup_state want,
+					 unsigned max_ms)
 {
 	uint64_t end = ms() + max_ms;
 	enum dmsc_l7_sup_state st;
@@ -35,11 +35,12 @@ static enum dmsc_l7_sup_state poll_until(struct dmsc_l7_supervisor *s,
 
 Test(l7_supervisor, ready_then_drained_by_sigterm)
 {
-	/* bash: dash cannot redirect to fds above 9. "$2" is the ready fd; TERM makes it exit 0 like a drained helper */
-	const char *argv[] = { "/bin/bash", "-c",
-			       "trap 'exit 0' TERM; eval \"echo ready >&$2\"; "
-			       "i=0; while [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; exit 1",
-			       "sh", NULL };
+	/* bash: dash cannot redirect to fds above 9. "$2" is the ready fd; TERM makes it exit 0
+	 * like a drained helper */
+	const char *argv[] = {"/bin/bash", "-c",
+			      "trap 'exit 0' TERM; eval \"echo ready >&$2\"; "
+			      "i=0; while [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; exit 1",
+			      "sh", NULL};
 	struct dmsc_l7_supervisor s;
 
 	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
@@ -53,7 +54,7 @@ Test(l7_supervisor, ready_then_drained_by_sigterm)
 
 Test(l7_supervisor, a_dying_helper_is_restarted_with_backoff)
 {
-	const char *argv[] = { "/bin/sh", "-c", "exit 1", "sh", NULL };
+	const char *argv[] = {"/bin/sh", "-c", "exit 1", "sh", NULL};
 	struct dmsc_l7_supervisor s;
 
 	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
@@ -68,7 +69,7 @@ Test(l7_supervisor, a_dying_helper_is_restarted_with_backoff)
 
 Test(l7_supervisor, usage_errors_back_off_at_the_maximum)
 {
-	const char *argv[] = { "/bin/sh", "-c", "exit 2", "sh", NULL };
+	const char *argv[] = {"/bin/sh", "-c", "exit 2", "sh", NULL};
 	struct dmsc_l7_supervisor s;
 
 	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);

@@ -19,7 +19,7 @@
 #define DMSC_L7_BUCKET_MAX 1000000000ull
 
 struct dmsc_l7_bucket {
-	uint64_t rate;     /* tokens per second, 1..DMSC_L7_BUCKET_MAX */
+	uint64_t rate;	   /* tokens per second, 1..DMSC_L7_BUCKET_MAX */
 	uint64_t capacity; /* nano-tokens: burst * 1e9 */
 	uint64_t tokens;   /* nano-tokens */
 	uint64_t last_ns;  /* clock of the last refill */

@@ -224,10 +224,10 @@ void dmsc_l7_config_free(struct dmsc_l7_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
-const struct dmsc_l7_service *dmsc_l7_service_find(const struct dmsc_l7_config *cfg,
-						   uint32_t vip, uint16_t vport)
+const struct dmsc_l7_service *dmsc_l7_service_find(const struct dmsc_l7_config *cfg, uint32_t vip,
+						   uint16_t vport)
 {
-	struct dmsc_l7_service key = { .vip = vip, .vport = vport };
+	struct dmsc_l7_service key = {.vip = vip, .vport = vport};
 
 	if (!cfg->n_svcs)
 		return NULL;

@@ -21,7 +21,7 @@
 struct dmsc_l7_pick {
 	uint16_t slot[DMSC_SLOTS];
 	uint32_t n_backends; /* that the selector matched, weight 0 included */
-	bool empty;          /* no backend with a weight above 0 */
+	bool empty;	     /* no backend with a weight above 0 */
 };
 
 struct dmsc_l7_route {
@@ -34,7 +34,7 @@ struct dmsc_l7_route {
 
 struct dmsc_l7_service {
 	const struct dmsc_policy_service *src;
-	uint32_t vip;   /* network order */
+	uint32_t vip;	/* network order */
 	uint16_t vport; /* network order */
 	struct dmsc_l7_route *routes;
 	size_t n_routes;
@@ -69,8 +69,8 @@ int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy)
 void dmsc_l7_config_free(struct dmsc_l7_config *cfg);
 
 /* The http service at vip:port (network order), or NULL. */
-const struct dmsc_l7_service *dmsc_l7_service_find(const struct dmsc_l7_config *cfg,
-						   uint32_t vip, uint16_t vport);
+const struct dmsc_l7_service *dmsc_l7_service_find(const struct dmsc_l7_config *cfg, uint32_t vip,
+						   uint16_t vport);
 
 /* Index of the first route whose match holds, or -1. */
 int dmsc_l7_route_match(const struct dmsc_l7_service *svc, const struct dmsc_l7_request *req);

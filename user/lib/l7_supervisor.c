@@ -115,8 +115,8 @@ enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t n
 				WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
 				s->backoff_ms);
 			s->backoff_ms = s->backoff_ms * 2 > DMSC_L7_SUP_BACKOFF_MAX_MS
-						? DMSC_L7_SUP_BACKOFF_MAX_MS
-						: s->backoff_ms * 2;
+					    ? DMSC_L7_SUP_BACKOFF_MAX_MS
+					    : s->backoff_ms * 2;
 			s->state = DMSC_L7_SUP_BACKOFF;
 		}
 	}
@@ -136,7 +136,7 @@ int dmsc_l7_sup_fd(const struct dmsc_l7_supervisor *s)
 
 int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
 {
-	struct timespec tick = { 0, 10 * 1000000 };
+	struct timespec tick = {0, 10 * 1000000};
 	unsigned int waited;
 	int status = 0;
 	pid_t r = 0;
@@ -200,7 +200,7 @@ const char *dmsc_l7_sup_state_name(enum dmsc_l7_sup_state st)
 
 int dmsc_l7_unregister(const char *pin_dir)
 {
-	struct dmsc_l7_conf none = { 0 };
+	struct dmsc_l7_conf none = {0};
 	char path[PATH_MAX];
 	__u32 zero = 0;
 	int fd, err = 0;

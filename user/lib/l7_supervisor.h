@@ -29,7 +29,7 @@ enum dmsc_l7_sup_state {
 	DMSC_L7_SUP_STOPPED,  /* not started, or stopped on purpose */
 	DMSC_L7_SUP_STARTING, /* running, "ready" not seen yet */
 	DMSC_L7_SUP_READY,
-	DMSC_L7_SUP_BACKOFF,  /* died; restarts at next_start_ms */
+	DMSC_L7_SUP_BACKOFF, /* died; restarts at next_start_ms */
 };
 
 struct dmsc_l7_supervisor {
@@ -41,7 +41,7 @@ struct dmsc_l7_supervisor {
 	int ready_fd; /* read end; -1 when none */
 	unsigned int restarts;
 	unsigned int backoff_ms;
-	int last_status;   /* wait status of the last exit, -1: none */
+	int last_status; /* wait status of the last exit, -1: none */
 	uint64_t started_ms;
 	uint64_t next_start_ms;
 };
