@@ -1027,8 +1027,12 @@ static void upstream_write(struct conn *c)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
-			/* the request may have reached it: retry only if it is
-			 * safe to send twice (idempotent), else 502 */
+			/* A pooled connection the backend closed meanwhile (the
+			 * keep-alive race): only idempotent requests use those,
+			 * and such a retry does not spend the route's retries.
+			 * A fresh connection that fails here: 502. */
+			if (c->idempotent && c->up_reused)
+				c->retries_left++;
 			upstream_failed(c, c->idempotent && c->up_reused, 502);
 			return;
 		}
