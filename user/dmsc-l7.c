@@ -564,6 +564,15 @@ static const char *reason_phrase(int status)
 	}
 }
 
+/* Answering before the request's body is in: the rest is read and dropped
+ * to keep the connection, unless it is large or of unknown length. */
+static bool body_left_large(const struct conn *c)
+{
+	/* content_length is ULLONG_MAX when the request has none */
+	return !c->req_done && (c->req_chunked || ((c->rp.flags & F_CONTENTLENGTH) &&
+						   c->rp.content_length > RETAIN_MAX));
+}
+
 /* Queues a response of our own; close: "Connection: close" and close after. */
 static void respond_local(struct conn *c, int status, bool close, uint64_t retry_after_s)
 {
@@ -917,7 +926,9 @@ static void dispatch(struct conn *c)
 	/* Expect: 100-continue (RFC 9110 10.1.1): the helper streams the body
 	 * as it comes, so it says "continue" at once rather than making the
 	 * client wait for the backend's (or for its own timer). */
-	if (!c->req_done && (c->req_chunked || c->rp.content_length > 0) && c->rp.http_minor >= 1) {
+	if (!c->req_done &&
+	    (c->req_chunked || ((c->rp.flags & F_CONTENTLENGTH) && c->rp.content_length > 0)) &&
+	    c->rp.http_minor >= 1) {
 		for (i = 0; i < c->n_hdrs; i++)
 			if (hdr_is(c, &c->hdrs[i], "expect") && c->hdrs[i].val_len == 12 &&
 			    !strncasecmp(c->head + c->hdrs[i].val_off, "100-continue", 12)) {
@@ -957,7 +968,7 @@ static void upstream_failed(struct conn *c, bool may_retry, int status)
 		conn_close_client(c);
 		return;
 	}
-	respond_local(c, status, !c->req_done, 0);
+	respond_local(c, status, body_left_large(c), 0);
 }
 
 static void upstream_start(struct conn *c)
@@ -1473,7 +1484,7 @@ static void sweep(struct worker *w, uint64_t now)
 			if (!c->resp_started) {
 				/* no answer within the route's timeout_ms */
 				upstream_close(c, false);
-				respond_local(c, 504, !c->req_done, 0);
+				respond_local(c, 504, body_left_large(c), 0);
 			} else {
 				/* a response that stalled mid-way: close */
 				conn_close_client(c);

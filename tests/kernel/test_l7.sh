@@ -25,6 +25,7 @@ RETRY=198.19.0.22
 POST=198.19.0.23
 LIMITED=198.19.0.24
 DIES=198.19.0.25
+LOOP=198.19.0.26
 # wrk's 30 s load; L7_LOAD_SECONDS=0 skips it (counted as skipped, not passed)
 LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
 L7PID=
@@ -103,7 +104,9 @@ cat >"$T/policy.json" <<EOF
     "rate_limit": { "requests_per_second": 1, "burst": 50 },
     "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
   { "name": "diesvc", "vip": "$DIES", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.8", "port": 8080 } ] } ] }
+    "backends": [ { "address": "198.18.1.8", "port": 8080 } ] },
+  { "name": "loop", "vip": "$LOOP", "port": 80, "protocol": "http",
+    "backends": [ { "address": "$LOOP", "port": 80 } ] } ] }
 EOF
 
 t_check "install on the test cgroup (3 hooks, sockops included)" "$CTL" install --cgroup "$MESH"
@@ -118,8 +121,12 @@ t_check "no helper yet: counted as l7_no_helper" \
 	bash -c "'$CTL' stats -o json | jq -e '.reasons.l7_no_helper >= 1' >/dev/null"
 
 start_helper() {
-	# ip netns exec execs the helper: $! is the helper itself
-	ip netns exec "${P}n" "$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 2 \
+	# The helper runs inside the mesh cgroup, the harder case: its own
+	# connections pass connect4 too (the "loop" service checks they are
+	# never handed back). bash joins the cgroup and execs ip, which execs
+	# the helper: $! is the helper itself.
+	bash -c 'echo $$ >"$1/cgroup.procs" && exec ip netns exec "$2" "${@:3}"' _ "$MESH" "${P}n" \
+		"$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 2 \
 		--head-timeout-ms 1000 --default-retries 0 --drain-ms 5000 \
 		--metrics-file "$T/metrics.prom" --access-log "$T/access.log" \
 		>"$T/l7.out" 2>"$T/l7.err" &
@@ -317,6 +324,17 @@ printf 'GET /d HTTP/1.1\r\nHost: x\r\n\r\n' >"$T/die.txt"
 got=$(httpc "$DIES" --raw "$T/die.txt" --timeout-ms 3000 | jq -c '[.statuses, .closed, .elapsed_ms < 2500]')
 t_eq "a backend dying mid-response: the client sees no complete answer and a close" "$got" "[[],true,true]"
 t_check "dmsc-l7 still running after a backend died mid-response" alive
+
+# 9b. No loop: "loop" has its own VIP as its backend. The helper's socket
+#     (SO_MARK) is not handed back to it; connect4 balances it at L4 to the
+#     VIP address itself, which is routed nowhere: 502 at once. Without the
+#     mark every hop would come back to the helper until it ran out of fds.
+before=$("$CTL" stats -o json | jq .reasons.l7_handoff)
+got=$(httpc "$LOOP" --path / --count 3 --timeout-ms 3000 | jq -c .status)
+after=$("$CTL" stats -o json | jq .reasons.l7_handoff)
+t_eq "a service whose backend is its own VIP: 502, no loop" "$got" '{"502":3}'
+t_eq "... and only the client's connection was handed to the helper" "$((after - before))" 1
+t_check "dmsc-l7 still running after the loop attempt" alive
 
 # 10. Metrics and access log.
 sleep 1.2
