@@ -2,6 +2,7 @@
 /* The dmsc-l7 supervisor, with a shell standing in for the helper: it is
  * given --ready-fd N like the real one. Every wait is bounded. */
 #include <errno.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +51,35 @@ Test(l7_supervisor, ready_then_drained_by_sigterm)
 	cr_expect_eq(dmsc_l7_sup_stop(&s, 3000), 0);
 	cr_expect_eq(s.state, DMSC_L7_SUP_STOPPED);
 	cr_expect_eq(s.restarts, 0);
+}
+
+Test(l7_supervisor, replace_drains_the_old_one_once_the_new_one_is_ready)
+{
+	const char *argv[] = {"/bin/bash", "-c",
+			      "trap 'exit 0' TERM; eval \"echo ready >&$2\"; "
+			      "i=0; while [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; exit 1",
+			      "sh", NULL};
+	struct dmsc_l7_supervisor s;
+	pid_t first;
+	int status = 0;
+
+	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
+	cr_assert_eq(dmsc_l7_sup_start(&s, ms()), 0);
+	cr_assert_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
+	first = s.pid;
+	cr_assert_eq(dmsc_l7_sup_replace(&s, argv, ms()), 0);
+	cr_expect_eq(s.old_pid, first);
+	cr_expect_neq(s.pid, first);
+	cr_expect_eq(dmsc_l7_sup_replace(&s, argv, ms()), -EBUSY, "one hand-over at a time");
+	cr_expect_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
+	/* the old one got SIGTERM and exits 0; poll reaps it */
+	for (int i = 0; i < 300 && s.old_pid > 0; i++) {
+		dmsc_l7_sup_poll(&s, ms());
+		usleep(10000);
+	}
+	cr_expect_eq(s.old_pid, -1, "the old helper was reaped");
+	cr_expect_eq(waitpid(first, &status, WNOHANG), -1, "no zombie left");
+	cr_expect_eq(dmsc_l7_sup_stop(&s, 3000), 0);
 }
 
 Test(l7_supervisor, a_dying_helper_is_restarted_with_backoff)

@@ -30,6 +30,7 @@ int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv)
 	}
 	s->argc = n;
 	s->pid = -1;
+	s->old_pid = -1;
 	s->ready_fd = -1;
 	s->last_status = -1;
 	s->backoff_ms = DMSC_L7_SUP_BACKOFF_MIN_MS;
@@ -95,8 +96,16 @@ enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t n
 		if (n > 0 && memmem(buf, (size_t)n, "ready", 5)) {
 			s->state = DMSC_L7_SUP_READY;
 			ready_close(s);
+			if (s->old_pid > 0) {
+				/* the new one serves: the old one drains */
+				kill(s->old_pid, SIGTERM);
+				pr_info("dmsc-l7 (pid %d) replaced by pid %d: draining\n",
+					(int)s->old_pid, (int)s->pid);
+			}
 		}
 	}
+	if (s->old_pid > 0 && waitpid(s->old_pid, &status, WNOHANG) == s->old_pid)
+		s->old_pid = -1;
 	if (s->pid > 0) {
 		r = waitpid(s->pid, &status, WNOHANG);
 		if (r == s->pid) {
@@ -129,6 +138,36 @@ enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t n
 	return s->state;
 }
 
+int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, uint64_t now_ms)
+{
+	const char *copy[DMSC_L7_SUP_ARGS_MAX + 3];
+	int n = 0, err;
+
+	if (s->old_pid > 0)
+		return -EBUSY; /* one hand-over at a time */
+	while (argv[n]) {
+		if (n == DMSC_L7_SUP_ARGS_MAX)
+			return -E2BIG;
+		copy[n] = argv[n];
+		n++;
+	}
+	memcpy(s->argv, copy, (size_t)n * sizeof(copy[0]));
+	s->argv[n] = NULL;
+	s->argc = n;
+	if (s->pid <= 0) /* nothing running: a plain start */
+		return dmsc_l7_sup_start(s, now_ms);
+	s->old_pid = s->pid;
+	s->pid = -1;
+	ready_close(s);
+	err = dmsc_l7_sup_start(s, now_ms);
+	if (err) {
+		s->pid = s->old_pid; /* keep the running one */
+		s->old_pid = -1;
+		s->state = DMSC_L7_SUP_READY;
+	}
+	return err;
+}
+
 int dmsc_l7_sup_fd(const struct dmsc_l7_supervisor *s)
 {
 	return s->ready_fd;
@@ -143,6 +182,21 @@ int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
 
 	ready_close(s);
 	s->state = DMSC_L7_SUP_STOPPED;
+	if (s->old_pid > 0) {
+		kill(s->old_pid, SIGTERM);
+		for (waited = 0; waited <= timeout_ms; waited += 10) {
+			r = waitpid(s->old_pid, &status, WNOHANG);
+			if (r == s->old_pid || r < 0)
+				break;
+			nanosleep(&tick, NULL);
+		}
+		if (r != s->old_pid) {
+			kill(s->old_pid, SIGKILL);
+			waitpid(s->old_pid, &status, 0);
+		}
+		s->old_pid = -1;
+		r = 0;
+	}
 	if (s->pid <= 0)
 		return 0;
 	kill(s->pid, SIGTERM);

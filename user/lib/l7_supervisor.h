@@ -38,7 +38,8 @@ struct dmsc_l7_supervisor {
 	char ready_arg[16];
 	enum dmsc_l7_sup_state state;
 	pid_t pid;
-	int ready_fd; /* read end; -1 when none */
+	pid_t old_pid; /* replaced helper, told to drain once pid is ready */
+	int ready_fd;  /* read end; -1 when none */
 	unsigned int restarts;
 	unsigned int backoff_ms;
 	int last_status; /* wait status of the last exit, -1: none */
@@ -56,6 +57,15 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms);
 /* Reaps an exit, notices "ready", restarts after the back-off. Returns the
  * state after the call. now_ms: a monotonic clock in milliseconds. */
 enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t now_ms);
+
+/*
+ * A new policy (or binary): starts a second helper beside the running one
+ * (both listen on the same address with SO_REUSEPORT) and, once the new one
+ * is ready, sends the old one SIGTERM so that it drains; dmsc_l7_sup_poll
+ * does the hand-over and reaps the old one. No connection is refused and
+ * none is cut. argv may change (new --policy). 0 or a negative errno.
+ */
+int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, uint64_t now_ms);
 
 /* The fd to watch for readiness (-1 when none), for the agent's epoll. */
 int dmsc_l7_sup_fd(const struct dmsc_l7_supervisor *s);
