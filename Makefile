@@ -82,6 +82,7 @@ demo:
 	scripts/demo.sh
 
 bench: all
+	scripts/install-deps.sh --if-missing --bench
 	scripts/bench-l7.sh
 
 clean:
