@@ -257,6 +257,7 @@ struct worker {
 	int n_pool;
 	struct metrics m;
 	bool listening;
+	bool accept_paused; /* out of fds: listener out of epoll until the next sweep */
 };
 
 static struct worker *workers;
@@ -1454,8 +1455,18 @@ static void accept_batch(struct worker *w)
 
 	for (i = 0; i < 64; i++) {
 		fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			/* Out of descriptors: the level-triggered listener would
+			 * wake us at once, for ever. Stop watching it until the
+			 * next sweep; the backlog waits meanwhile. */
+			if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			     errno == ENOMEM) &&
+			    !w->accept_paused) {
+				epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
+				w->accept_paused = true;
+			}
 			return;
+		}
 		accept_one(w, fd);
 	}
 }
@@ -1466,7 +1477,8 @@ static void stop_listening(struct worker *w)
 		return;
 	/* take what is queued already, then close: nothing is reset */
 	accept_batch(w);
-	epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
+	if (!w->accept_paused)
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
 	close(w->lfd);
 	w->lfd = -1;
 	w->listening = false;
@@ -1588,6 +1600,12 @@ static void *worker_main(void *arg)
 			drain_end = now + (uint64_t)opt.drain_ms * 1000000;
 		}
 		if (now >= next_sweep || draining) {
+			if (w->accept_paused && w->listening) {
+				struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->lep};
+
+				if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &ev) == 0)
+					w->accept_paused = false;
+			}
 			sweep(w, now);
 			next_sweep = now + SWEEP_MS * 1000000ull;
 		}

@@ -255,6 +255,11 @@ post_seen=$(($(grep -c '^request POST' "$T/s503.out") - before))
 n503=$(jq '.status."503" // 0' "$T/post503.json")
 t_range "a POST answered 503 is not retried: clients see 503s" "$n503" 5 35
 t_eq "each POST reached the 503 backend once: its count equals the 503s seen" "$post_seen" "$n503"
+sleep 0.2
+t_eq "access log: every POST to postsvc took exactly 1 attempt" \
+	"$(grep -c '"POST /p" .* attempts=1 ' "$T/access.log")" 40
+t_check "access log: GETs answered 503 were retried (attempts=2 seen)" \
+	grep -q '"GET /g" status=200 backend=198.18.1.3:8080 attempts=2 ' "$T/access.log"
 
 # 7. Bad input: each answered as documented, the helper stays up.
 # hostile NAME EXPECTED-STATUSES-JSON FILE-CONTENT(printf format)
