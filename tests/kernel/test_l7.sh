@@ -358,7 +358,7 @@ t_check "access log: a line per request, with route and status" \
 # 11. Load: wrk for LOAD_SECONDS, no errors, no memory growth.
 if [[ $LOAD_SECONDS -gt 0 ]] && command -v wrk >/dev/null; then
 	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c timeout $((LOAD_SECONDS + 20)) \
-		wrk -t 2 -c 32 -d "${LOAD_SECONDS}s" "http://$WEB/split/load" >"$T/wrk.out" 2>&1 &
+		wrk -t 2 -c 128 -d "${LOAD_SECONDS}s" "http://$WEB/split/load" >"$T/wrk.out" 2>&1 &
 	WRK=$!
 	sleep $((LOAD_SECONDS / 3))
 	rss1=$(rss_kb)
