@@ -160,7 +160,7 @@ run() {
 	dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" timeout $((SECS + 30)) \
 		wrk -t 2 -c "$CONNS" -d "${SECS}s" --latency "$url" >"$out" 2>&1
 	c1=$(cpu_ticks "$pid")
-	awk -v name="$name" -v cpu="$(((c1 - c0)))" -v hz="$HZ" -v secs="$SECS" \
+	awk -v name="$name" -v cpu="$((c1 - c0))" -v hz="$HZ" -v secs="$SECS" \
 		-v p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")" \
 		-v p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")" '
 		/requests in/ { reqs = $1 }

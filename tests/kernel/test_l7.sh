@@ -114,9 +114,11 @@ t_check "apply a policy with http services" "$CTL" apply "$T/policy.json"
 
 # Before any helper registered: http services are balanced at L4 (fail open).
 got=$(dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 5 "http://$WEB/v2/x")
-[[ $got == v1 || $got == v2 || $got == v3 ]] &&
-	t_ok "no helper yet: an http VIP is balanced at L4 ($got)" ||
+if [[ $got == v1 || $got == v2 || $got == v3 ]]; then
+	t_ok "no helper yet: an http VIP is balanced at L4 ($got)"
+else
 	t_fail "no helper yet: curl through the VIP got '$got'"
+fi
 t_check "no helper yet: counted as l7_no_helper" \
 	bash -c "'$CTL' stats -o json | jq -e '.reasons.l7_no_helper >= 1' >/dev/null"
 
