@@ -26,6 +26,7 @@ POST=198.19.0.23
 LIMITED=198.19.0.24
 DIES=198.19.0.25
 LOOP=198.19.0.26
+BIG=198.19.0.27
 # wrk's 30 s load; L7_LOAD_SECONDS=0 skips it (counted as skipped, not passed)
 LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
 L7PID=
@@ -47,7 +48,7 @@ dmsc_net_init "$P" || exit 1
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host n 198.18.0.1/16 || exit 1
 i=2
-for h in b1 b2 b3 slow s503 refused dies; do
+for h in b1 b2 b3 slow s503 refused dies big; do
 	dmsc_net_host "$h" "198.18.1.$i/16" || exit 1
 	i=$((i + 1))
 done
@@ -66,8 +67,9 @@ backend v3 b3 198.18.1.4
 backend slow slow 198.18.1.5 --delay-ms 2000
 backend s503 s503 198.18.1.6 --status 503 --log-requests
 backend dies dies 198.18.1.8 --truncate
+backend big big 198.18.1.9 --response-bytes 20000000
 # "refused" (198.18.1.7) runs nothing: connections to it are refused.
-for f in v1 v2 v3 slow s503 dies; do
+for f in v1 v2 v3 slow s503 dies big; do
 	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
 done
 
@@ -106,7 +108,9 @@ cat >"$T/policy.json" <<EOF
   { "name": "diesvc", "vip": "$DIES", "port": 80, "protocol": "http",
     "backends": [ { "address": "198.18.1.8", "port": 8080 } ] },
   { "name": "loop", "vip": "$LOOP", "port": 80, "protocol": "http",
-    "backends": [ { "address": "$LOOP", "port": 80 } ] } ] }
+    "backends": [ { "address": "$LOOP", "port": 80 } ] },
+  { "name": "bigsvc", "vip": "$BIG", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.9", "port": 8080 } ] } ] }
 EOF
 
 t_check "install on the test cgroup (3 hooks, sockops included)" "$CTL" install --cgroup "$MESH"
@@ -216,6 +220,12 @@ t_eq "Expect: 100-continue: the body is sent and v2 answers" "$got" v2
 t_range "Expect: 100-continue answered at once, not after curl's 1 s wait (ms)" "$ms" 0 900
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$L7PID/status"; }
 t_range "helper RSS after a 20 MB body stays small (kB)" "$(rss_kb)" 1 65536
+rss0=$(rss_kb)
+got=$(curl_c -o /dev/null -o /dev/null -w '%{http_code} %{size_download} %{num_connects},' \
+	"http://$BIG/big" "http://$BIG/again")
+t_eq "two 20 MB responses on one connection stream through whole" "$got" \
+	"200 20000004 1,200 20000004 0,"
+t_range "... without buffering them: RSS grew by less than 4 MB (kB)" "$(($(rss_kb) - rss0))" -65536 4096
 
 # 4. Request limit: 1/s, burst 50.
 t0=$(date +%s%N)

@@ -5,6 +5,7 @@
  *   dmsc-testsrv --listen ADDR:PORT [--listen ADDR:PORT ...] --name NAME
  *                [--mode http|echo|id|sink] [--max-seconds N] [--verbose]
  *                [--status CODE] [--delay-ms N] [--log-requests] [--truncate]
+ *                [--response-bytes N]
  *
  * Modes:
  *   http  answers every HTTP/1.x request with "200 OK" and the body "NAME\n";
@@ -13,7 +14,8 @@
  *         server: a slow backend, for timeout tests), --log-requests prints
  *         "request METHOD TARGET" on stdout for each request, --truncate
  *         announces 100 bytes more than it sends and closes (a backend that
- *         dies mid-response);
+ *         dies mid-response), --response-bytes N adds N bytes of 'x' after
+ *         "NAME\n" (a large response, generated as the peer reads it);
  *         keep-alive by default for HTTP/1.1, close for HTTP/1.0 or when the
  *         request says "Connection: close".
  *   id    sends "NAME\n" on accept, then echoes until the peer closes, so that
@@ -74,6 +76,7 @@ struct conn {
 	uint32_t events;  /* what epoll currently watches */
 	size_t in_len;	  /* http: bytes of the request head(s) buffered */
 	size_t body_left; /* http: request body bytes still to discard */
+	size_t gen_left;  /* http: --response-bytes still to generate */
 	bool chunked_body; /* http: discarding a chunked body */
 	bool chunk_trailers; /* past the last chunk: lines until an empty one */
 	size_t out_off, out_len;
@@ -88,6 +91,7 @@ static struct {
 	bool verbose;
 	bool log_requests;
 	bool truncate;
+	unsigned long response_bytes;
 	unsigned long status;
 	unsigned long delay_ms;
 	int epfd;
@@ -283,14 +287,35 @@ static void http_respond(struct conn *c, int status, const char *reason, bool ke
 		     "Content-Length: %zu\r\n"
 		     "Connection: %s\r\n"
 		     "\r\n",
-		     status, reason, body_len + 1 + (srv.truncate ? 100 : 0),
+		     status, reason,
+		     body_len + 1 + (srv.truncate ? 100 : 0) + srv.response_bytes,
 		     keep_alive ? "keep-alive" : "close");
 	/* head + body fit: name is at most MAX_NAME_LEN, the buffer holds 64 KiB */
 	conn_queue(c, head, (size_t)n);
 	conn_queue(c, body, body_len);
 	conn_queue(c, "\n", 1);
+	c->gen_left = srv.response_bytes;
 	if (!keep_alive || srv.truncate)
 		c->close_after = true;
+}
+
+/* Generates as much of a --response-bytes body as the buffer holds. */
+static void conn_fill(struct conn *c)
+{
+	static char xs[4096];
+
+	if (!xs[0])
+		memset(xs, 'x', sizeof(xs));
+	while (c->gen_left > 0 && conn_out_room(c) > 0) {
+		size_t n = conn_out_room(c);
+
+		if (n > sizeof(xs))
+			n = sizeof(xs);
+		if (n > c->gen_left)
+			n = c->gen_left;
+		conn_queue(c, xs, n);
+		c->gen_left -= n;
+	}
 }
 
 /* Does a comma-separated header value contain TOKEN (case-insensitive)? */
@@ -437,7 +462,7 @@ static void http_process(struct conn *c)
 			continue;
 		}
 		/* one answer at a time must fit; pipelined requests wait for room */
-		if (conn_out_room(c) < 1024 + MAX_NAME_LEN)
+		if (conn_out_room(c) < 1024 + MAX_NAME_LEN || c->gen_left > 0)
 			break;
 		end = memmem(start, avail, "\r\n\r\n", 4);
 		if (!end) {
@@ -537,9 +562,15 @@ static void conn_step(struct conn *c)
 	uint32_t events = 0;
 	int err;
 
-	err = conn_flush(c);
-	if (err < 0)
-		goto close;
+	/* bounded: each round either empties the buffer or stops on EAGAIN */
+	for (;;) {
+		conn_fill(c);
+		err = conn_flush(c);
+		if (err < 0)
+			goto close;
+		if (c->gen_left == 0 || c->out_len > 0)
+			break;
+	}
 	if (srv.mode == MODE_HTTP && !c->close_after && c->in_len > 0) {
 		/* output drained: pipelined requests waiting for room can go now */
 		http_process(c);
@@ -547,7 +578,7 @@ static void conn_step(struct conn *c)
 		if (err < 0)
 			goto close;
 	}
-	if (c->out_len == 0 && (c->close_after || c->peer_eof))
+	if (c->out_len == 0 && c->gen_left == 0 && (c->close_after || c->peer_eof))
 		goto close;
 	if (c->out_len > 0)
 		events |= EPOLLOUT;
@@ -704,6 +735,11 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 		} else if (!strcmp(a, "--status")) {
 			if (parse_ulong(v, 100, 599, &srv.status)) {
 				fprintf(stderr, "dmsc-testsrv: --status \"%s\": 100 to 599\n", v);
+				return -EINVAL;
+			}
+		} else if (!strcmp(a, "--response-bytes")) {
+			if (parse_ulong(v, 0, 1ul << 34, &srv.response_bytes)) {
+				fprintf(stderr, "dmsc-testsrv: --response-bytes \"%s\": 0 to 2^34\n", v);
 				return -EINVAL;
 			}
 		} else if (!strcmp(a, "--delay-ms")) {
