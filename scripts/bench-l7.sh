@@ -8,14 +8,16 @@
 # Prints a table and writes $BUILD/bench-l7.json. Figures only: nothing here
 # passes or fails on speed. Machines are shared and noisy: compare the rows
 # of one run, as ratios. BENCH_SECONDS (default 10) per proxy and round,
-# BENCH_ROUNDS (default 2) rounds in alternating order, BENCH_CONNS (32).
+# BENCH_ROUNDS (default 2) rounds in alternating order, BENCH_CONNS: the
+# wrk connection counts to run, default "4 32" (4: latency with the machine
+# mostly idle; 32: throughput and CPU cost under load).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/netns.sh"
 BUILD=${BUILD:-$TOP/build}
 SECS=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-2}
-CONNS=${BENCH_CONNS:-32}
+CONNS_LIST=${BENCH_CONNS:-4 32}
 P=bl7$$
 T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-l7.XXXXXX")
 VIP=198.19.0.30
@@ -150,17 +152,17 @@ to_ms() {
 		else print "nan" }'
 }
 
-# run NAME URL PID ROUND
+# run NAME URL PID ROUND  (CONNS: the connection count)
 run() {
 	local name=$1 url=$2 pid=$3 round=$4 c0 c1 out
-	out=$T/wrk-$name-$round.txt
+	out=$T/wrk-$name-$round-$CONNS.txt
 	# warm-up: connections and pools, not measured
 	dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" wrk -t 2 -c "$CONNS" -d 2s "$url" >/dev/null 2>&1
 	c0=$(cpu_ticks "$pid")
 	dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" timeout $((SECS + 30)) \
 		wrk -t 2 -c "$CONNS" -d "${SECS}s" --latency "$url" >"$out" 2>&1
 	c1=$(cpu_ticks "$pid")
-	awk -v name="$name" -v cpu="$((c1 - c0))" -v hz="$HZ" -v secs="$SECS" \
+	awk -v name="$name" -v cpu="$((c1 - c0))" -v hz="$HZ" -v secs="$SECS" -v conns="$CONNS" \
 		-v p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")" \
 		-v p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")" '
 		/requests in/ { reqs = $1 }
@@ -168,40 +170,42 @@ run() {
 		/Socket errors/ { errs = $0 }
 		END {
 			cpus = cpu / hz
-			printf "%s %d %.1f %.3f %.3f %.2f %.0f %d\n", name, reqs, reqs / secs, p50, p99, cpus,
-				(cpus > 0 ? reqs / cpus : 0), non2xx + (errs != "" ? 1 : 0)
+			printf "%s %d %.1f %.3f %.3f %.2f %.0f %d %d\n", name, reqs, reqs / secs, p50, p99, cpus,
+				(cpus > 0 ? reqs / cpus : 0), non2xx + (errs != "" ? 1 : 0), conns
 		}' "$out" >>"$T/results.txt"
 }
 
-echo "bench-l7: ${ROUNDS} round(s) of ${SECS}s per proxy, wrk -t2 -c${CONNS}, GET /api/x (weighted 75:25)"
-for ((r = 1; r <= ROUNDS; r++)); do
-	if ((r % 2)); then order="dmsc-l7 haproxy nginx"; else order="nginx haproxy dmsc-l7"; fi
-	for name in $order; do
-		case $name in
-		dmsc-l7) run dmsc-l7 "http://$VIP/api/x" "$L7" "$r" ;;
-		haproxy) run haproxy "http://198.18.0.1:15002/api/x" "$HAP" "$r" ;;
-		nginx) run nginx "http://198.18.0.1:15003/api/x" "$NGX" "$r" ;;
-		esac
+for CONNS in $CONNS_LIST; do
+	echo "bench-l7: ${ROUNDS} round(s) of ${SECS}s per proxy, wrk -t2 -c${CONNS}, GET /api/x (weighted 75:25)"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		if ((r % 2)); then order="dmsc-l7 haproxy nginx"; else order="nginx haproxy dmsc-l7"; fi
+		for name in $order; do
+			case $name in
+			dmsc-l7) run dmsc-l7 "http://$VIP/api/x" "$L7" "$r" ;;
+			haproxy) run haproxy "http://198.18.0.1:15002/api/x" "$HAP" "$r" ;;
+			nginx) run nginx "http://198.18.0.1:15003/api/x" "$NGX" "$r" ;;
+			esac
+		done
 	done
+	# average the rounds per proxy
+	awk -v conns="$CONNS" '
+		$9 != conns { next }
+		{ n[$1]++; req[$1] += $2; rps[$1] += $3; p50[$1] += $4; p99[$1] += $5; cpu[$1] += $6; eff[$1] += $7; bad[$1] += $8 }
+		END {
+			printf "%-9s %6s %10s %9s %9s %12s %16s %7s\n", "proxy", "conns", "req/s", "p50 ms", "p99 ms", "CPU s/run", "req/CPU-second", "errors"
+			split("dmsc-l7 haproxy nginx", order, " ")
+			for (i = 1; i <= 3; i++) { k = order[i]; if (!n[k]) continue
+				printf "%-9s %6d %10.0f %9.3f %9.3f %12.2f %16.0f %7d\n", k, conns, rps[k] / n[k], p50[k] / n[k], p99[k] / n[k], cpu[k] / n[k], eff[k] / n[k], bad[k] }
+			if (n["haproxy"] && eff["haproxy"] > 0)
+				printf "dmsc-l7 / haproxy: req per CPU-second x%.2f, p99 x%.2f\n", eff["dmsc-l7"] / eff["haproxy"], (p99["dmsc-l7"] / n["dmsc-l7"]) / (p99["haproxy"] / n["haproxy"])
+			if (n["nginx"] && eff["nginx"] > 0)
+				printf "dmsc-l7 / nginx:   req per CPU-second x%.2f, p99 x%.2f\n", eff["dmsc-l7"] / eff["nginx"], (p99["dmsc-l7"] / n["dmsc-l7"]) / (p99["nginx"] / n["nginx"])
+		}' "$T/results.txt"
 done
 
-# average the rounds per proxy
-awk '
-	{ n[$1]++; req[$1] += $2; rps[$1] += $3; p50[$1] += $4; p99[$1] += $5; cpu[$1] += $6; eff[$1] += $7; bad[$1] += $8 }
-	END {
-		printf "%-9s %10s %9s %9s %12s %16s %7s\n", "proxy", "req/s", "p50 ms", "p99 ms", "CPU s/run", "req/CPU-second", "errors"
-		split("dmsc-l7 haproxy nginx", order, " ")
-		for (i = 1; i <= 3; i++) { k = order[i]; if (!n[k]) continue
-			printf "%-9s %10.0f %9.3f %9.3f %12.2f %16.0f %7d\n", k, rps[k] / n[k], p50[k] / n[k], p99[k] / n[k], cpu[k] / n[k], eff[k] / n[k], bad[k] }
-		if (n["haproxy"] && eff["haproxy"] > 0)
-			printf "dmsc-l7 / haproxy: req per CPU-second x%.2f, p99 x%.2f\n", eff["dmsc-l7"] / eff["haproxy"], (p99["dmsc-l7"] / n["dmsc-l7"]) / (p99["haproxy"] / n["haproxy"])
-		if (n["nginx"] && eff["nginx"] > 0)
-			printf "dmsc-l7 / nginx:   req per CPU-second x%.2f, p99 x%.2f\n", eff["dmsc-l7"] / eff["nginx"], (p99["dmsc-l7"] / n["dmsc-l7"]) / (p99["nginx"] / n["nginx"])
-	}' "$T/results.txt" | tee "$T/table.txt"
-
 mkdir -p "$BUILD"
-awk -v secs="$SECS" -v conns="$CONNS" '
-	BEGIN { printf "{\"seconds\":%d,\"connections\":%d,\"runs\":[", secs, conns }
-	{ printf "%s{\"proxy\":\"%s\",\"requests\":%d,\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"cpu_s\":%.2f,\"req_per_cpu_s\":%.0f,\"errors\":%d}", (NR > 1 ? "," : ""), $1, $2, $3, $4, $5, $6, $7, $8 }
+awk -v secs="$SECS" '
+	BEGIN { printf "{\"seconds\":%d,\"runs\":[", secs }
+	{ printf "%s{\"proxy\":\"%s\",\"connections\":%d,\"requests\":%d,\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"cpu_s\":%.2f,\"req_per_cpu_s\":%.0f,\"errors\":%d}", (NR > 1 ? "," : ""), $1, $9, $2, $3, $4, $5, $6, $7, $8 }
 	END { print "]}" }' "$T/results.txt" >"$BUILD/bench-l7.json"
 echo "bench-l7: wrote $BUILD/bench-l7.json"
