@@ -55,6 +55,9 @@ $(BUILD)/lib/%.o: user/lib/%.c $(HEADERS) $(SKELS) | $(BUILD)/lib
 $(BUILD)/libdmsc.a: $(LIB_OBJS)
 	ar rcs $@ $^
 
+# dmsc-l7: Node's http_parser (Debian's libhttp-parser-dev) and threads.
+$(BUILD)/dmsc-l7: LIBS += -lhttp_parser -lpthread
+
 $(BUILD)/%: user/%.c $(BUILD)/libdmsc.a $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc.a $(LIBS) -o $@
 
@@ -70,8 +73,12 @@ $(BUILD)/bench-cp: tests/bench/bench-cp.c $(BUILD)/libdmsc.a $(HEADERS)
 
 # Benchmarks print figures (and write JSON under build/); they never pass or
 # fail on them. One line per benchmark.
+# Benchmarks print figures (and write JSON to build/); they never fail on
+# speed. One line per benchmark.
 bench: all $(BUILD)/bench-cp
+	scripts/install-deps.sh --if-missing --bench
 	scripts/bench-control-plane.sh
+	scripts/bench-l7.sh
 
 test:
 	scripts/install-deps.sh --if-missing

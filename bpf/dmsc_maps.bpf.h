@@ -91,6 +91,20 @@ struct {
 	__type(value, __u32);
 } dmsc_be_index SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dmsc_l7_conf);
+} dmsc_l7_conf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DMSC_L7_HANDOFF_MAX);
+	__type(key, struct dmsc_l7_handoff_key);
+	__type(value, struct dmsc_l7_handoff);
+} dmsc_l7_handoff SEC(".maps");
+
 static __always_inline void count_reason(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&dmsc_reasons, &reason);

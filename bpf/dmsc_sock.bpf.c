@@ -93,6 +93,47 @@ static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
 	return SOCK_ADDR_PASS;
 }
 
+/*
+ * Sends the connection to dmsc-l7 instead of a backend. The socket-storage
+ * record names the helper as the "backend", so getpeername4 answers with the
+ * VIP, and sockops (sock4_l7_established) finds the record to publish the
+ * handoff. Returns false when no helper is registered: the caller balances
+ * at L4 instead (fail open).
+ */
+static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
+					     const struct dmsc_svc_key *key, __u32 svc_id)
+{
+	struct dmsc_l7_conf *conf;
+	struct dmsc_sock_vip *rec;
+	struct dmsc_svc_stats *ss;
+	__u32 zero = 0;
+
+	conf = bpf_map_lookup_elem(&dmsc_l7_conf, &zero);
+	if (!conf || !conf->addr || !conf->port) {
+		count_reason(DMSC_R_L7_NO_HELPER);
+		return false;
+	}
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!rec) {
+		/* Without the record the helper could not learn the service:
+		 * better an L4 connection than one the helper must refuse. */
+		count_reason(DMSC_R_SOCK_STORAGE_FULL);
+		return false;
+	}
+	rec->vip = key->vip;
+	rec->vport = key->port;
+	rec->backend = conf->addr;
+	rec->bport = conf->port;
+	rec->svc_id = svc_id;
+	rec->backend_id = 0; /* 0: the helper, not a backend */
+	ctx->user_ip4 = conf->addr;
+	ctx->user_port = conf->port;
+	ss = svc_stats(svc_id);
+	if (ss)
+		ss->connections += 1;
+	return true;
+}
+
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto)
 {
@@ -103,6 +144,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	struct dmsc_sock_vip *rec;
 	struct dmsc_svc *svc;
 	__u32 backend_id, svc_id;
+	bool l7;
 
 	key.vip = ctx->user_ip4;
 	/* user_port is network order in the low 16 bits of a u32. */
@@ -115,14 +157,17 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	svc_id = svc->id;
 	ss = svc_stats(svc_id);
 
-	/* Access before the rate: a caller that may not connect must not
-	 * use up the tokens of those that may. */
+	/* Access before anything else: a caller that may not connect must not
+	 * use up the tokens of those that may, nor reach the helper. */
 	if ((svc->flags & DMSC_SVC_F_ALLOW_LIST) && !caller_allowed(svc_id)) {
 		if (ss)
 			ss->refused_access += 1;
 		return SOCK_ADDR_REFUSE;
 	}
-	if (svc->flags & DMSC_SVC_F_NO_BACKEND) {
+	/* protocol http: the helper decides per request. Its own sockets
+	 * (marked) are never handed back to it. */
+	l7 = (svc->flags & DMSC_SVC_F_L7) && ctx->sk->mark != DMSC_L7_SOCK_MARK;
+	if (!l7 && (svc->flags & DMSC_SVC_F_NO_BACKEND)) {
 		if (ss)
 			ss->refused_no_backend += 1;
 		return SOCK_ADDR_REFUSE;
@@ -130,6 +175,14 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	if ((svc->flags & DMSC_SVC_F_CONN_LIMIT) && !conn_token(svc_id)) {
 		if (ss)
 			ss->refused_rate += 1;
+		return SOCK_ADDR_REFUSE;
+	}
+	if (l7 && sock4_l7_handoff(ctx, &key, svc_id))
+		return SOCK_ADDR_PASS;
+	/* No helper: an http service is balanced at L4 (fail open). */
+	if (svc->flags & DMSC_SVC_F_NO_BACKEND) {
+		if (ss)
+			ss->refused_no_backend += 1;
 		return SOCK_ADDR_REFUSE;
 	}
 
@@ -300,6 +353,46 @@ SEC("cgroup_skb/ingress")
 int skb_ingress(struct __sk_buff *skb)
 {
 	return skb_account(skb, 0) == DMSC_TB_DROP ? SKB_DROP : SKB_PASS;
+}
+
+/*
+ * sockops on the mesh cgroup: when a connection handed to dmsc-l7 is
+ * established (client side), publish its service under the 4-tuple the
+ * helper will see (see dmsc_l7_handoff in shared.h). bpf_sock_ops.sk and
+ * bpf_sk_storage_get from sockops need Linux 5.10.
+ */
+SEC("sockops")
+int sock4_l7_established(struct bpf_sock_ops *skops)
+{
+	struct dmsc_l7_handoff_key key = {};
+	struct dmsc_l7_handoff val = {};
+	struct dmsc_sock_vip *rec;
+	struct bpf_sock *sk;
+
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || skops->family != 2 /* AF_INET */)
+		return 1;
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+	if (!rec || rec->backend_id != 0)
+		return 1; /* not translated, or translated to a backend (L4) */
+	/* remote_port: network order in the upper 16 bits; local_port: host
+	 * order (DESIGN.md, known pitfalls). */
+	key.client_addr = skops->local_ip4;
+	key.client_port = bpf_htons((__u16)skops->local_port);
+	key.helper_addr = skops->remote_ip4;
+	key.helper_port = (__u16)(skops->remote_port >> 16);
+	if (key.helper_addr != rec->backend || key.helper_port != rec->bport)
+		return 1;
+	val.vip = rec->vip;
+	val.vport = rec->vport;
+	val.svc_id = rec->svc_id;
+	if (bpf_map_update_elem(&dmsc_l7_handoff, &key, &val, BPF_ANY))
+		count_reason(DMSC_R_L7_HANDOFF_FULL);
+	else
+		count_reason(DMSC_R_L7_HANDOFF);
+	return 1;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -2,17 +2,33 @@
 # Installs every build and test dependency of dmsc from Debian's archive.
 # Idempotent. --if-missing: do nothing (not even apt-get update) when every
 # package is already there, which is what `make test` and `make demo` use.
+# --bench: also what `make bench` compares against (HAProxy, nginx); their
+# packages would start system services on :80, so they are installed with
+# service starts disabled (policy-rc.d), and the benchmark runs its own
+# instances in a network namespace.
 set -euo pipefail
 
 PACKAGES=(
 	# build
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
+	libhttp-parser-dev
 	# tests
-	libcriterion-dev iproute2 curl procps psmisc jq iperf3 util-linux
+	libcriterion-dev iproute2 curl procps psmisc jq iperf3 util-linux wrk
 	# sanitizers and fuzzing: libFuzzer and the ASan/UBSan runtimes come with
 	# clang (libclang-rt-14-dev), valgrind for memcheck
 	libclang-rt-14-dev valgrind
 )
+BENCH_PACKAGES=(haproxy nginx-light)
+
+if_missing=false bench=false
+for arg in "$@"; do
+	case $arg in
+	--if-missing) if_missing=true ;;
+	--bench) bench=true ;;
+	*) echo "usage: install-deps.sh [--if-missing] [--bench]" >&2; exit 2 ;;
+	esac
+done
+$bench && PACKAGES+=("${BENCH_PACKAGES[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -21,7 +37,7 @@ for p in "${PACKAGES[@]}"; do
 	fi
 done
 
-if [[ ${1:-} == --if-missing && ${#missing[@]} -eq 0 ]]; then
+if $if_missing && [[ ${#missing[@]} -eq 0 ]]; then
 	exit 0
 fi
 
@@ -37,5 +53,13 @@ fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
+policy_rc=
+if $bench && [[ ! -e /usr/sbin/policy-rc.d ]]; then
+	# 101: "action not allowed": the packages install, their services stay down
+	policy_rc=/usr/sbin/policy-rc.d
+	printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
+	chmod 755 "$policy_rc"
+	trap 'rm -f "$policy_rc"' EXIT
+fi
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 echo "install-deps: done"

@@ -37,6 +37,8 @@
 #define DMSC_MAP_LIMITS "dmsc_limits"
 #define DMSC_MAP_ALLOW "dmsc_allow"
 #define DMSC_MAP_BE_INDEX "dmsc_be_index"
+#define DMSC_MAP_L7_CONF "dmsc_l7_conf"
+#define DMSC_MAP_L7_HANDOFF "dmsc_l7_handoff"
 
 /* Default capacities; dmscctl install can change them. Id 0 is reserved in
  * both id spaces, so that an uninitialised slot is recognisable. */
@@ -202,6 +204,9 @@ enum dmsc_reason {
 	DMSC_R_PEER_REWRITTEN,      /* getpeername answered with a VIP */
 	DMSC_R_LIMITS_MISSING,      /* service id not in dmsc_limits: unlimited */
 	DMSC_R_TC_MALFORMED,        /* TC saw a packet it could not parse: passed */
+	DMSC_R_L7_NO_HELPER,        /* http service, no dmsc-l7 registered: L4 */
+	DMSC_R_L7_HANDOFF,          /* connection handed to dmsc-l7 */
+	DMSC_R_L7_HANDOFF_FULL,     /* handoff record not written (map full) */
 	DMSC_R_MAX,
 };
 
@@ -233,6 +238,62 @@ struct dmsc_install {
 	 * them again. */
 	__u64 generation;
 };
+
+/*
+ * Handoff to dmsc-l7, the per-host HTTP helper.
+ *
+ * dmsc_l7_conf: ARRAY with one element, written by dmsc-l7 once its
+ * listeners are bound: where cgroup/connect4 sends connections to services
+ * flagged DMSC_SVC_F_L7. addr 0 means no helper: such services are balanced
+ * at L4 like tcp ones (fail open, counted as DMSC_R_L7_NO_HELPER).
+ */
+struct dmsc_l7_conf {
+	__u32 addr; /* network order */
+	__u16 port; /* network order */
+	__u16 pad;  /* always zero */
+};
+
+/*
+ * dmsc_l7_handoff: LRU_HASH. How the helper learns a connection's service.
+ *
+ * connect4 cannot know the client's source port (it is chosen after the
+ * hook), so the record is written by sockops at ACTIVE_ESTABLISHED, on the
+ * client's socket, from the socket-storage record connect4 left. The key is
+ * the 4-tuple exactly as the helper's accept() sees it (peer = client,
+ * local = helper): the helper's own TCP stack guarantees that tuple is
+ * unique among its live connections, whichever network namespace each
+ * client is in (no NAT sits between a client and the helper; with NAT the
+ * tuple would differ and the helper would refuse the connection, never
+ * misroute it). No netns cookie in the key: the two ends of the connection
+ * live in different namespaces and must build the same key.
+ *
+ * Ordering: the client runs ACTIVE_ESTABLISHED_CB while it processes the
+ * SYN-ACK, before it sends the final ACK, so the record exists before the
+ * helper's accept() can return the connection. The helper deletes the
+ * record at accept. LRU, because a record whose connection the helper never
+ * accepted (reset, full backlog) has nobody to delete it: it ages out, and
+ * a later connection with the same tuple overwrites it.
+ */
+struct dmsc_l7_handoff_key {
+	__u32 client_addr; /* network order */
+	__u32 helper_addr; /* network order */
+	__u16 client_port; /* network order */
+	__u16 helper_port; /* network order */
+};
+
+struct dmsc_l7_handoff {
+	__u32 vip;   /* network order */
+	__u16 vport; /* network order */
+	__u16 pad;   /* always zero */
+	__u32 svc_id;
+};
+
+#define DMSC_L7_HANDOFF_MAX 65536
+
+/* SO_MARK on every socket dmsc-l7 opens to a backend. connect4 never hands
+ * such a socket to the helper again, so a backend address that is itself an
+ * http VIP cannot make the helper loop through itself. ("dmsc" in ASCII.) */
+#define DMSC_L7_SOCK_MARK 0x646d7363u
 
 /* The kernel picks a slot with one random number; shared so the unit tests
  * check the same index arithmetic. */

@@ -4,9 +4,18 @@
  *
  *   dmsc-testsrv --listen ADDR:PORT [--listen ADDR:PORT ...] --name NAME
  *                [--mode http|echo|id|sink] [--max-seconds N] [--verbose]
+ *                [--status CODE] [--delay-ms N] [--log-requests] [--truncate]
+ *                [--response-bytes N]
  *
  * Modes:
  *   http  answers every HTTP/1.x request with "200 OK" and the body "NAME\n";
+ *         --status CODE answers CODE instead (the body stays "NAME\n"),
+ *         --delay-ms N waits N ms before each answer (blocking the whole
+ *         server: a slow backend, for timeout tests), --log-requests prints
+ *         "request METHOD TARGET" on stdout for each request, --truncate
+ *         announces 100 bytes more than it sends and closes (a backend that
+ *         dies mid-response), --response-bytes N adds N bytes of 'x' after
+ *         "NAME\n" (a large response, generated as the peer reads it);
  *         keep-alive by default for HTTP/1.1, close for HTTP/1.0 or when the
  *         request says "Connection: close".
  *   id    sends "NAME\n" on accept, then echoes until the peer closes, so that
@@ -67,6 +76,9 @@ struct conn {
 	uint32_t events;  /* what epoll currently watches */
 	size_t in_len;	  /* http: bytes of the request head(s) buffered */
 	size_t body_left; /* http: request body bytes still to discard */
+	size_t gen_left;  /* http: --response-bytes still to generate */
+	bool chunked_body; /* http: discarding a chunked body */
+	bool chunk_trailers; /* past the last chunk: lines until an empty one */
 	size_t out_off, out_len;
 	char *in; /* http only, HTTP_HEAD_MAX bytes */
 	char out[OUT_BUF_SIZE];
@@ -77,6 +89,11 @@ static struct {
 	const char *name;
 	size_t name_len;
 	bool verbose;
+	bool log_requests;
+	bool truncate;
+	unsigned long response_bytes;
+	unsigned long status;
+	unsigned long delay_ms;
 	int epfd;
 	int spare_fd; /* released on EMFILE so a pending connection can be refused */
 	unsigned long active;
@@ -253,19 +270,52 @@ static void http_respond(struct conn *c, int status, const char *reason, bool ke
 	size_t body_len = status == 200 ? srv.name_len : strlen(reason);
 	int n;
 
+	if (status == 200 && srv.status) {
+		status = (int)srv.status;
+		reason = "Test";
+	}
+	if (srv.delay_ms) {
+		struct timespec ts = { (time_t)(srv.delay_ms / 1000),
+				       (long)(srv.delay_ms % 1000) * 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+
 	n = snprintf(head, sizeof(head),
 		     "HTTP/1.1 %d %s\r\n"
 		     "Content-Type: text/plain\r\n"
 		     "Content-Length: %zu\r\n"
 		     "Connection: %s\r\n"
 		     "\r\n",
-		     status, reason, body_len + 1, keep_alive ? "keep-alive" : "close");
+		     status, reason,
+		     body_len + 1 + (srv.truncate ? 100 : 0) + srv.response_bytes,
+		     keep_alive ? "keep-alive" : "close");
 	/* head + body fit: name is at most MAX_NAME_LEN, the buffer holds 64 KiB */
 	conn_queue(c, head, (size_t)n);
 	conn_queue(c, body, body_len);
 	conn_queue(c, "\n", 1);
-	if (!keep_alive)
+	c->gen_left = srv.response_bytes;
+	if (!keep_alive || srv.truncate)
 		c->close_after = true;
+}
+
+/* Generates as much of a --response-bytes body as the buffer holds. */
+static void conn_fill(struct conn *c)
+{
+	static char xs[4096];
+
+	if (!xs[0])
+		memset(xs, 'x', sizeof(xs));
+	while (c->gen_left > 0 && conn_out_room(c) > 0) {
+		size_t n = conn_out_room(c);
+
+		if (n > sizeof(xs))
+			n = sizeof(xs);
+		if (n > c->gen_left)
+			n = c->gen_left;
+		conn_queue(c, xs, n);
+		c->gen_left -= n;
+	}
 }
 
 /* Does a comma-separated header value contain TOKEN (case-insensitive)? */
@@ -293,9 +343,7 @@ static bool header_has_token(const char *v, size_t len, const char *token)
 
 /*
  * Parses one request head of HEAD_LEN bytes (ending in the blank line) and
- * queues the answer. Bodies announced with Content-Length are discarded;
- * chunked bodies are not supported, so such a request is answered and the
- * connection closed.
+ * queues the answer. Bodies (Content-Length or chunked) are discarded.
  */
 static void http_handle_head(struct conn *c, const char *head, size_t head_len)
 {
@@ -315,6 +363,10 @@ static void http_handle_head(struct conn *c, const char *head, size_t head_len)
 		return;
 	}
 	http10 = sp2[8] == '0';
+	if (srv.log_requests) {
+		printf("request %.*s %.*s\n", (int)(sp1 - head), head, (int)(sp2 - sp1 - 1), sp1 + 1);
+		fflush(stdout);
+	}
 	keep_alive = !http10;
 
 	for (p = line_end + 2; p < head + head_len;) {
@@ -362,7 +414,9 @@ static void http_handle_head(struct conn *c, const char *head, size_t head_len)
 		return;
 	}
 	c->body_left = (size_t)content_length;
-	http_respond(c, 200, "OK", keep_alive && !chunked);
+	c->chunked_body = chunked;
+	c->chunk_trailers = false;
+	http_respond(c, 200, "OK", keep_alive);
 }
 
 /* Consumes complete requests from the input buffer. */
@@ -375,6 +429,29 @@ static void http_process(struct conn *c)
 		size_t avail = c->in_len - used;
 		char *end;
 
+		if (c->chunked_body && c->body_left == 0) {
+			/* a chunk-size line, or a trailer line after the last chunk */
+			char *eol = memmem(start, avail, "\r\n", 2);
+			unsigned long long size;
+
+			if (!eol) {
+				if (avail >= HTTP_HEAD_MAX)
+					c->close_after = true;
+				break;
+			}
+			used += (size_t)(eol + 2 - start);
+			if (c->chunk_trailers) {
+				if (eol == start)
+					c->chunked_body = false; /* the empty line: done */
+				continue;
+			}
+			size = strtoull(start, NULL, 16);
+			if (size == 0)
+				c->chunk_trailers = true;
+			else
+				c->body_left = (size_t)size + 2; /* data and its CRLF */
+			continue;
+		}
 		if (c->body_left > 0) {
 			size_t skip = avail < c->body_left ? avail : c->body_left;
 
@@ -385,7 +462,7 @@ static void http_process(struct conn *c)
 			continue;
 		}
 		/* one answer at a time must fit; pipelined requests wait for room */
-		if (conn_out_room(c) < 1024 + MAX_NAME_LEN)
+		if (conn_out_room(c) < 1024 + MAX_NAME_LEN || c->gen_left > 0)
 			break;
 		end = memmem(start, avail, "\r\n\r\n", 4);
 		if (!end) {
@@ -485,9 +562,15 @@ static void conn_step(struct conn *c)
 	uint32_t events = 0;
 	int err;
 
-	err = conn_flush(c);
-	if (err < 0)
-		goto close;
+	/* bounded: each round either empties the buffer or stops on EAGAIN */
+	for (;;) {
+		conn_fill(c);
+		err = conn_flush(c);
+		if (err < 0)
+			goto close;
+		if (c->gen_left == 0 || c->out_len > 0)
+			break;
+	}
 	if (srv.mode == MODE_HTTP && !c->close_after && c->in_len > 0) {
 		/* output drained: pipelined requests waiting for room can go now */
 		http_process(c);
@@ -495,7 +578,7 @@ static void conn_step(struct conn *c)
 		if (err < 0)
 			goto close;
 	}
-	if (c->out_len == 0 && (c->close_after || c->peer_eof))
+	if (c->out_len == 0 && c->gen_left == 0 && (c->close_after || c->peer_eof))
 		goto close;
 	if (c->out_len > 0)
 		events |= EPOLLOUT;
@@ -598,6 +681,12 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 		} else if (!strcmp(a, "--verbose")) {
 			srv.verbose = true;
 			continue;
+		} else if (!strcmp(a, "--truncate")) {
+			srv.truncate = true;
+			continue;
+		} else if (!strcmp(a, "--log-requests")) {
+			srv.log_requests = true;
+			continue;
 		}
 		if (!v) {
 			fprintf(stderr, "dmsc-testsrv: %s: unknown option or missing value\n", a);
@@ -641,6 +730,21 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 			else {
 				fprintf(stderr,
 					"dmsc-testsrv: --mode \"%s\": http, echo, id or sink\n", v);
+				return -EINVAL;
+			}
+		} else if (!strcmp(a, "--status")) {
+			if (parse_ulong(v, 100, 599, &srv.status)) {
+				fprintf(stderr, "dmsc-testsrv: --status \"%s\": 100 to 599\n", v);
+				return -EINVAL;
+			}
+		} else if (!strcmp(a, "--response-bytes")) {
+			if (parse_ulong(v, 0, 1ul << 34, &srv.response_bytes)) {
+				fprintf(stderr, "dmsc-testsrv: --response-bytes \"%s\": 0 to 2^34\n", v);
+				return -EINVAL;
+			}
+		} else if (!strcmp(a, "--delay-ms")) {
+			if (parse_ulong(v, 0, 60000, &srv.delay_ms)) {
+				fprintf(stderr, "dmsc-testsrv: --delay-ms \"%s\": 0 to 60000\n", v);
 				return -EINVAL;
 			}
 		} else if (!strcmp(a, "--max-seconds")) {

@@ -921,7 +921,15 @@ Test(policy_unsupported, features_this_build_does_not_enforce)
 	expect_unsupported(DOC(SVC(",'protocol':'tcp','accelerate':'off'")), NULL);
 	expect_unsupported(DOC(SVC(",'accelerate':'auto'")), NULL);
 	expect_unsupported(DOC(SVC(",'protocol':'udp'")), NULL);
-	expect_unsupported(DOC(HTTP_SVC()), "services[0].protocol: \"http\" is" LATER);
+	/* dmsc-l7 enforces http, routes and requests_per_second + burst. */
+	expect_unsupported(DOC(HTTP_SVC()), NULL);
+	expect_unsupported(
+		DOC(HTTP_SVC(",'rate_limit':{'requests_per_second':5,'burst':2},"
+			     "'routes':[{'match':{'path_prefix':'/a'},'timeout_ms':100,'retries':1}]")),
+		NULL);
+	expect_unsupported(DOC(HTTP_SVC(",'rate_limit':{'requests_per_second':5,"
+					"'connections_per_second':5}")),
+			   NULL);
 	expect_unsupported(DOC(SVC(",'rate_limit':{'connections_per_second':5}")), NULL);
 	expect_unsupported(DOC(SVC(",'rate_limit':{'bytes_per_second':65536,'bytes_burst':65536}")),
 			   NULL);

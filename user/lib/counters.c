@@ -26,4 +26,7 @@ const char *const dmsc_reason_names[DMSC_R_MAX] = {
 	[DMSC_R_PEER_REWRITTEN] = "peer_rewritten",
 	[DMSC_R_LIMITS_MISSING] = "limits_missing",
 	[DMSC_R_TC_MALFORMED] = "tc_malformed",
+	[DMSC_R_L7_NO_HELPER] = "l7_no_helper",
+	[DMSC_R_L7_HANDOFF] = "l7_handoff",
+	[DMSC_R_L7_HANDOFF_FULL] = "l7_handoff_full",
 };

@@ -34,6 +34,7 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 	[DMSC_M_SOCK_VIP] = DMSC_MAP_SOCK_VIP,	 [DMSC_M_INSTALL] = DMSC_MAP_INSTALL,
 	[DMSC_M_LIMITS] = DMSC_MAP_LIMITS,	 [DMSC_M_ALLOW] = DMSC_MAP_ALLOW,
 	[DMSC_M_BE_INDEX] = DMSC_MAP_BE_INDEX,
+	[DMSC_M_L7_CONF] = DMSC_MAP_L7_CONF,	 [DMSC_M_L7_HANDOFF] = DMSC_MAP_L7_HANDOFF,
 };
 
 /* The BPF objects, embedded in the programs by their skeletons. Each
@@ -53,6 +54,7 @@ const struct dmsc_hook dmsc_hooks[] = {
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_egress", "cgroup_skb/egress", "4.10" },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_ingress", "cgroup_skb/ingress", "4.10" },
 	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "tc_ingress", "tc", "4.1" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_l7_established", "sockops", "5.10" },
 };
 const size_t dmsc_n_hooks = sizeof(dmsc_hooks) / sizeof(dmsc_hooks[0]);
 

@@ -25,6 +25,8 @@ enum dmsc_map_id {
 	DMSC_M_LIMITS,
 	DMSC_M_ALLOW,
 	DMSC_M_BE_INDEX,
+	DMSC_M_L7_CONF,
+	DMSC_M_L7_HANDOFF,
 	DMSC_M_COUNT,
 };
 

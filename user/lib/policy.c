@@ -1321,14 +1321,8 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 		const struct dmsc_policy_service *s = &p->services[i];
 		char field[64];
 
-		if (s->protocol == DMSC_POLICY_HTTP)
-			snprintf(field, sizeof(field), "protocol: \"%s\" is", proto_word(s));
-		else if (s->rate_limit.has_requests_per_second)
-			snprintf(field, sizeof(field), "rate_limit.requests_per_second:");
-		else if (s->accelerate == DMSC_ACCEL_ON)
+		if (s->accelerate == DMSC_ACCEL_ON)
 			snprintf(field, sizeof(field), "accelerate: \"on\" is");
-		else if (s->n_routes)
-			snprintf(field, sizeof(field), "routes:");
 		else
 			continue;
 		if (!buf || !len)

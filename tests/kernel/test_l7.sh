@@ -1,0 +1,436 @@
+#!/usr/bin/env bash
+# dmsc-l7, the HTTP helper, on the running kernel: connect4 hands http
+# services' connections to the helper (in a "node" namespace on the test
+# bridge), sockops publishes each connection's service, the helper routes
+# every request on its own. Clients (curl, dmsc-httpc, wrk) run in a client
+# namespace without a default route, inside the mesh cgroup.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/../.." && pwd)
+. "$TOP/tests/lib/assert.sh"
+. "$TOP/tests/lib/netns.sh"
+t_need_root
+
+BIN=${BIN:-$TOP/build}
+CTL=$BIN/dmscctl
+L7=$BIN/dmsc-l7
+SRV=$BIN/tools/dmsc-testsrv
+HTTPC=$BIN/tools/dmsc-httpc
+P=dl7$$
+T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-l7.XXXXXX")
+HELPER=198.18.0.1:15001
+WEB=198.19.0.20
+SLOW=198.19.0.21
+RETRY=198.19.0.22
+POST=198.19.0.23
+LIMITED=198.19.0.24
+DIES=198.19.0.25
+LOOP=198.19.0.26
+BIG=198.19.0.27
+# wrk's 30 s load; L7_LOAD_SECONDS=0 skips it (counted as skipped, not passed)
+LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
+L7PID=
+
+cleanup() {
+	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null
+	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
+	dmsc_net_cleanup
+	dmsc_cgroup_cleanup
+	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || { t_fail "mount bpffs"; t_summary; exit 1; }
+export DMSC_PIN_DIR=$T/bpffs/dmsc
+
+dmsc_net_init "$P" || exit 1
+dmsc_net_host c 198.18.0.2/16 || exit 1
+dmsc_net_host n 198.18.0.1/16 || exit 1
+i=2
+for h in b1 b2 b3 slow s503 refused dies big; do
+	dmsc_net_host "$h" "198.18.1.$i/16" || exit 1
+	i=$((i + 1))
+done
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+
+# backends: NAME HOST ADDR EXTRA...
+backend() {
+	local name=$1 host=$2 addr=$3
+	shift 3
+	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
+		--max-seconds 600 "$@" >"$T/$name.out" 2>&1 &
+}
+backend v1 b1 198.18.1.2
+backend v2 b2 198.18.1.3
+backend v3 b3 198.18.1.4
+backend slow slow 198.18.1.5 --delay-ms 2000
+backend s503 s503 198.18.1.6 --status 503 --log-requests
+backend dies dies 198.18.1.8 --truncate
+backend big big 198.18.1.9 --response-bytes 20000000
+# "refused" (198.18.1.7) runs nothing: connections to it are refused.
+for f in v1 v2 v3 slow s503 dies big; do
+	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
+done
+
+cat >"$T/policy.json" <<EOF
+{ "services": [
+  { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.2", "port": 8080, "weight": 75, "labels": { "version": "v1", "pool": "main" } },
+      { "address": "198.18.1.3", "port": 8080, "weight": 25, "labels": { "version": "v2", "pool": "main" } },
+      { "address": "198.18.1.4", "port": 8080, "weight": 10, "labels": { "version": "v3" } } ],
+    "routes": [
+      { "match": { "path_prefix": "/v2/" }, "backends": { "version": "v2" } },
+      { "match": { "path": "/exact", "method": "DELETE" }, "backends": { "version": "v3" } },
+      { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } }, "backends": { "version": "v3" } },
+      { "match": { "path_prefix": "/split/" }, "backends": { "pool": "main" } } ] },
+  { "name": "slowsvc", "vip": "$SLOW", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.5", "port": 8080 } ],
+    "routes": [
+      { "match": { "path_prefix": "/patient" }, "timeout_ms": 6000 },
+      { "match": { "path_prefix": "/" }, "timeout_ms": 500, "retries": 0 } ] },
+  { "name": "retrysvc", "vip": "$RETRY", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.7", "port": 8080 },
+      { "address": "198.18.1.2", "port": 8080 } ],
+    "routes": [
+      { "match": { "path_prefix": "/noretry" }, "retries": 0 },
+      { "match": { "path_prefix": "/" }, "retries": 2 } ] },
+  { "name": "postsvc", "vip": "$POST", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.6", "port": 8080 },
+      { "address": "198.18.1.3", "port": 8080 } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "retries": 3 } ] },
+  { "name": "limited", "vip": "$LIMITED", "port": 80, "protocol": "http",
+    "rate_limit": { "requests_per_second": 1, "burst": 50 },
+    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
+  { "name": "diesvc", "vip": "$DIES", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.8", "port": 8080 } ] },
+  { "name": "loop", "vip": "$LOOP", "port": 80, "protocol": "http",
+    "backends": [ { "address": "$LOOP", "port": 80 } ] },
+  { "name": "bigsvc", "vip": "$BIG", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.9", "port": 8080 } ] } ] }
+EOF
+
+t_check "install on the test cgroup (3 hooks, sockops included)" "$CTL" install --cgroup "$MESH"
+t_check "apply a policy with http services" "$CTL" apply "$T/policy.json"
+
+# Before any helper registered: http services are balanced at L4 (fail open).
+got=$(dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 5 "http://$WEB/v2/x")
+if [[ $got == v1 || $got == v2 || $got == v3 ]]; then
+	t_ok "no helper yet: an http VIP is balanced at L4 ($got)"
+else
+	t_fail "no helper yet: curl through the VIP got '$got'"
+fi
+t_check "no helper yet: counted as l7_no_helper" \
+	bash -c "'$CTL' stats -o json | jq -e '.reasons.l7_no_helper >= 1' >/dev/null"
+
+start_helper() {
+	# The helper runs inside the mesh cgroup, the harder case: its own
+	# connections pass connect4 too (the "loop" service checks they are
+	# never handed back). bash joins the cgroup and execs ip, which execs
+	# the helper: $! is the helper itself.
+	bash -c 'echo $$ >"$1/cgroup.procs" && exec ip netns exec "$2" "${@:3}"' _ "$MESH" "${P}n" \
+		"$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 2 \
+		--head-timeout-ms 1000 --default-retries 0 --drain-ms 5000 \
+		--metrics-file "$T/metrics.prom" --access-log "$T/access.log" \
+		>"$T/l7.out" 2>"$T/l7.err" &
+	L7PID=$!
+	dmsc_wait_ready "$T/l7.out" 10
+}
+start_helper || { t_fail "dmsc-l7 ready"; cat "$T/l7.err"; t_summary; exit 1; }
+t_ok "dmsc-l7 starts and says ready"
+
+# httpc VIP ARGS...: dmsc-httpc from the client, in the mesh cgroup.
+httpc() {
+	local vip=$1
+	shift
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$HTTPC" --connect "$vip:80" "$@"
+}
+curl_c() {
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 5 "$@"
+}
+alive() {
+	kill -0 "$L7PID" 2>/dev/null
+}
+
+# 1. Routing, with curl.
+t_eq "curl: /v2/ prefix goes to v2" "$(curl_c "http://$WEB/v2/page")" v2
+t_eq "curl: exact path + method DELETE goes to v3" "$(curl_c -X DELETE "http://$WEB/exact")" v3
+t_eq "curl: header x-canary: yes goes to v3" "$(curl_c -H 'x-canary: yes' "http://$WEB/any")" v3
+curl_c -o /dev/null "http://$WEB/exact"
+sleep 0.2 # the access log line is written once the response is complete
+t_check "curl: /exact with GET does not take the DELETE route (access log: route=-1)" \
+	grep -q '"GET /exact" status=200' "$T/access.log"
+t_check "curl: ... and it is logged without a route" \
+	bash -c "! grep '\"GET /exact\"' '$T/access.log' | grep -qv 'route=-1'"
+t_eq "curl: a header with another value does not match" \
+	"$(curl_c -H 'x-canary: no' "http://$WEB/v2/x")" v2
+t_eq "curl: first match wins (/v2/ before the canary header)" \
+	"$(curl_c -H 'x-canary: yes' "http://$WEB/v2/x")" v2
+
+# 2. Routing with our client, getpeername, keep-alive.
+httpc "$WEB" --path /v2/a --count 50 --conns 5 >"$T/v2.json"
+t_eq "httpc: 50 requests to /v2/ all answered by v2" "$(jq -c '[.status."200", .bodies.v2]' "$T/v2.json")" "[50,50]"
+t_eq "getpeername() shows the VIP, not the helper" "$(jq .peer_is_target "$T/v2.json")" 5
+httpc "$WEB" --path /split/a --count 2000 --conns 4 >"$T/split.json"
+t_eq "2000 requests through a route answered 200" "$(jq '.status."200"' "$T/split.json")" 2000
+t_range "route {pool: main}: v1 share is 75% +- 3 (weights kept)" \
+	"$(jq '(.bodies.v1 // 0) / 20' "$T/split.json")" 72 78
+t_eq "route {pool: main}: v3 is never chosen" "$(jq '.bodies.v3 // 0' "$T/split.json")" 0
+httpc "$WEB" --path /other --count 2000 --conns 4 >"$T/noroute.json"
+t_range "no route: v3 share is 10/110 = 9.1% +- 3 (all backends)" \
+	"$(jq '(.bodies.v3 // 0) / 20' "$T/noroute.json")" 6.1 12.1
+# keep-alive: one connection, requests alternating between routes
+{
+	for i in $(seq 1 10); do
+		printf 'GET /v2/k HTTP/1.1\r\nHost: x\r\n\r\n'
+		printf 'GET /k HTTP/1.1\r\nHost: x\r\nx-canary: yes\r\n\r\n'
+	done
+	printf 'GET /v2/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+} >"$T/pipelined.txt"
+httpc "$WEB" --raw "$T/pipelined.txt" >"$T/pipelined.json"
+t_eq "pipelined on one connection: 21 requests, 21 answers" \
+	"$(jq -c '[(.statuses | length), (.statuses | map(select(. == 200)) | length), .closed]' "$T/pipelined.json")" "[21,21,true]"
+curl_c -H 'x-canary: yes' "http://$WEB/k" "http://$WEB/v2/k" "http://$WEB/k" -H 'x-canary: yes' \
+	-w '%{num_connects}\n' -o /dev/null -o /dev/null -o /dev/null >"$T/curl-ka.txt" 2>&1
+t_eq "curl: 3 requests on 1 keep-alive connection (connects: 1 0 0)" \
+	"$(tr '\n' ' ' <"$T/curl-ka.txt")" "1 0 0 "
+httpc "$WEB" --path /v2/p --pipeline 8 --count 64 --conns 1 >"$T/pipe8.json"
+t_eq "httpc: 64 requests pipelined 8 deep on one connection, all v2" \
+	"$(jq -c '[.bodies.v2, .reconnects]' "$T/pipe8.json")" "[64,0]"
+# each request on a keep-alive connection is routed on its own: the raw
+# file alternates, so the answers must alternate v2, v3, v2, ...
+printf 'GET /v2/a HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\nx-canary: yes\r\n\r\nGET /v2/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >"$T/alt.txt"
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c bash -c "exec 3<>/dev/tcp/$WEB/80; cat '$T/alt.txt' >&3; timeout 5 cat <&3" >"$T/alt.out" 2>&1
+t_eq "keep-alive: answers alternate v2 v3 v2 on one connection" \
+	"$(grep -a -E '^v[0-9]' "$T/alt.out" | tr -d '\r' | tr '\n' ' ')" "v2 v3 v2 "
+
+# 3. Bodies: large Content-Length and chunked, streamed.
+httpc "$WEB" --method POST --path /v2/upload --body-bytes 20000000 >"$T/bigpost.json"
+t_eq "a 20 MB POST body streams through to v2" "$(jq -c '[.status."200", .bodies.v2]' "$T/bigpost.json")" "[1,1]"
+httpc "$WEB" --method POST --path /v2/chunked --body-bytes 300000 --chunked >"$T/chunked.json"
+t_eq "a chunked POST body is forwarded (v2 answers)" "$(jq '.bodies.v2' "$T/chunked.json")" 1
+head -c 300000 /dev/zero >"$T/body.bin"
+t0=$(date +%s%N)
+got=$(curl_c -H 'Expect: 100-continue' --data-binary "@$T/body.bin" "http://$WEB/v2/expect")
+ms=$((($(date +%s%N) - t0) / 1000000))
+t_eq "Expect: 100-continue: the body is sent and v2 answers" "$got" v2
+t_range "Expect: 100-continue answered at once, not after curl's 1 s wait (ms)" "$ms" 0 900
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$L7PID/status"; }
+t_range "helper RSS after a 20 MB body stays small (kB)" "$(rss_kb)" 1 65536
+rss0=$(rss_kb)
+got=$(curl_c -o /dev/null -o /dev/null -w '%{http_code} %{size_download} %{num_connects},' \
+	"http://$BIG/big" "http://$BIG/again")
+t_eq "two 20 MB responses on one connection stream through whole" "$got" \
+	"200 20000004 1,200 20000004 0,"
+t_range "... without buffering them: RSS grew by less than 4 MB (kB)" "$(($(rss_kb) - rss0))" -65536 4096
+
+# 4. Request limit: 1/s, burst 50.
+t0=$(date +%s%N)
+httpc "$LIMITED" --count 200 --conns 1 >"$T/limited.json"
+secs=$(awk -v ns="$(($(date +%s%N) - t0))" 'BEGIN { printf "%.3f", ns / 1e9 }')
+# expected: the burst (50) plus 1 per second of the run, within 10%
+want=$(awk -v s="$secs" 'BEGIN { print 50 + s }')
+t_range "requests_per_second 1 burst 50: 200s among 200 requests in ${secs}s within 10% of $want" \
+	"$(jq '.status."200" // 0' "$T/limited.json")" \
+	"$(awk -v w="$want" 'BEGIN { print w * 0.9 }')" "$(awk -v w="$want" 'BEGIN { print w * 1.1 }')"
+t_eq "every other request is answered 429" \
+	"$(jq '(.status."200" // 0) + (.status."429" // 0)' "$T/limited.json")" 200
+t_eq "every 429 carries Retry-After" \
+	"$(jq '.retry_after == .status."429"' "$T/limited.json")" true
+t_eq "429s keep the connection (no reconnects)" "$(jq .reconnects "$T/limited.json")" 0
+
+# 5. Timeout: a backend slower (2 s) than the route's timeout_ms (500).
+t0=$(date +%s%N)
+httpc "$SLOW" --path /x --count 1 >"$T/slow.json"
+ms=$((($(date +%s%N) - t0) / 1000000))
+t_eq "a slow backend past timeout_ms is answered 504" "$(jq -c .status "$T/slow.json")" '{"504":1}'
+t_range "the 504 comes after about 500 ms (ms, incl. tools)" "$ms" 450 1900
+t_eq "a route with a longer timeout waits for the slow backend" \
+	"$(httpc "$SLOW" --path /patient --count 1 | jq -c .bodies)" '{"slow":1}'
+
+# 6. Retries.
+httpc "$RETRY" --path /r --count 60 --conns 6 >"$T/retry.json"
+t_eq "retries: 2: every request succeeds although one backend refuses" \
+	"$(jq -c '[.status."200", .bodies.v1]' "$T/retry.json")" "[60,60]"
+httpc "$RETRY" --path /noretry --count 60 --conns 6 >"$T/noretry.json"
+t_range "retries: 0: about half fail with 502 (so the retry above did the work)" \
+	"$(jq '.status."502" // 0' "$T/noretry.json")" 10 50
+httpc "$POST" --path /g --count 40 --conns 4 >"$T/get503.json"
+t_eq "an idempotent GET answered 503 is retried on the other backend" \
+	"$(jq -c '[.status."200", .bodies.v2]' "$T/get503.json")" "[40,40]"
+before=$(grep -c '^request POST' "$T/s503.out")
+httpc "$POST" --method POST --path /p --count 40 --conns 4 >"$T/post503.json"
+post_seen=$(($(grep -c '^request POST' "$T/s503.out") - before))
+n503=$(jq '.status."503" // 0' "$T/post503.json")
+t_range "a POST answered 503 is not retried: clients see 503s" "$n503" 5 35
+t_eq "each POST reached the 503 backend once: its count equals the 503s seen" "$post_seen" "$n503"
+sleep 0.2
+t_eq "access log: every POST to postsvc took exactly 1 attempt" \
+	"$(grep -c '"POST /p" .* attempts=1 ' "$T/access.log")" 40
+t_check "access log: GETs answered 503 were retried (attempts=2 seen)" \
+	grep -q '"GET /g" status=200 backend=198.18.1.3:8080 attempts=2 ' "$T/access.log"
+
+# 7. Bad input: each answered as documented, the helper stays up.
+# hostile NAME EXPECTED-STATUSES-JSON FILE-CONTENT(printf format)
+hostile() {
+	local name=$1 want=$2 fmt=$3 got
+	# shellcheck disable=SC2059
+	printf "$fmt" >"$T/h.txt"
+	got=$(httpc "$WEB" --raw "$T/h.txt" --timeout-ms 4000 | jq -c '[.statuses, .closed]')
+	t_eq "bad input: $name -> $want, closed" "$got" "[$want,true]"
+	alive || t_fail "the helper died on: $name"
+}
+big=$(head -c 9000 /dev/zero | tr '\0' a)
+many=$(for i in $(seq 1 100); do printf 'X-H%d: v\\r\\n' "$i"; done)
+long=$(head -c 5000 /dev/zero | tr '\0' b)
+hostile "header larger than 8 KiB" "[431]" "GET / HTTP/1.1\r\nHost: x\r\nX-Big: $big\r\n\r\n"
+hostile "100 header fields" "[431]" "GET / HTTP/1.1\r\nHost: x\r\n$many\r\n"
+hostile "request target of 5000 bytes" "[414]" "GET /$long HTTP/1.1\r\nHost: x\r\n\r\n"
+hostile "Content-Length and Transfer-Encoding (CL.TE smuggling)" "[400]" \
+	"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG"
+hostile "Transfer-Encoding then Content-Length (TE.CL smuggling)" "[400]" \
+	"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-length: 4\r\n\r\n5c\r\nGPOST / HTTP/1.1\r\n\r\n0\r\n\r\n"
+hostile "Transfer-Encoding twice" "[400]" \
+	"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+hostile "Transfer-Encoding: gzip, chunked" "[400]" \
+	"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+hostile "Transfer-Encoding: xchunked" "[400]" \
+	"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"
+hostile "two different Content-Length" "[400]" \
+	"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"
+hostile "negative Content-Length" "[400]" "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"
+hostile "Content-Length not a number" "[400]" "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"
+hostile "chunk size not hex" "[400]" "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+hostile "chunk size overflowing 64 bits" "[400]" \
+	"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\nabc\r\n0\r\n\r\n"
+hostile "NUL in a header name" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nX-\0A: b\r\n\r\n"
+hostile "NUL in a header value" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nX-A: b\0c\r\n\r\n"
+hostile "NUL in the request target" "[400]" "GET /a\0b HTTP/1.1\r\nHost: x\r\n\r\n"
+hostile "unknown method" "[400]" "GETT / HTTP/1.1\r\nHost: x\r\n\r\n"
+hostile "lower-case method" "[400]" "get / HTTP/1.1\r\nHost: x\r\n\r\n"
+hostile "HTTP/2.0 in an HTTP/1 request line" "[505]" "GET / HTTP/2.0\r\nHost: x\r\n\r\n"
+hostile "HTTP/1.1 without Host" "[400]" "GET / HTTP/1.1\r\nX-A: b\r\n\r\n"
+hostile "two Host headers" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"
+hostile "header line without a colon" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n"
+hostile "space before the colon" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"
+hostile "CONNECT" "[501]" "CONNECT 198.18.1.2:8080 HTTP/1.1\r\nHost: 198.18.1.2:8080\r\n\r\n"
+hostile "Upgrade: websocket" "[501]" "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+hostile "a TLS ClientHello" "[400]" '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03'
+hostile "request line, then silence (head timeout)" "[408]" "GET / HTTP/1.1\r\n"
+hostile "a good request, then a bad one pipelined" "[200,400]" \
+	"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+printf 'GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n\r\n' >"$T/slowloris.txt"
+got=$(httpc "$WEB" --raw "$T/slowloris.txt" --slow-ms 100 --timeout-ms 4000 | jq -c '[.statuses, .closed]')
+t_eq "bad input: slowloris (1 byte / 100 ms, head timeout 1 s) -> [408], closed" "$got" "[[408],true]"
+# Mutations: 60 copies of a valid pipelined pair (a chunked POST, a GET),
+# each with 4 random bytes overwritten, 10 at a time. Whatever the parser
+# makes of them, the answers must be among the documented ones.
+printf 'POST /v2/m HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /split/m?q=1 HTTP/1.1\r\nHost: x\r\nx-canary: yes\r\nConnection: close\r\n\r\n' >"$T/fuzz-base.txt"
+size=$(stat -c %s "$T/fuzz-base.txt")
+RANDOM=$$
+echo "# mutation seed $$"
+for batch in 0 1 2 3 4 5; do
+	fuzz_pids=()
+	for j in 0 1 2 3 4 5 6 7 8 9; do
+		f=$T/fuzz-$batch-$j.txt
+		cp "$T/fuzz-base.txt" "$f"
+		for k in 1 2 3 4; do
+			printf "\\x$(printf %02x $((RANDOM % 256)))" |
+				dd of="$f" bs=1 seek=$((RANDOM % size)) conv=notrunc status=none
+		done
+		httpc "$WEB" --raw "$f" --timeout-ms 1500 >"$f.json" &
+		fuzz_pids+=($!)
+	done
+	wait "${fuzz_pids[@]}" # only these: backends and the helper run in the background too
+done
+bad=$(cat "$T"/fuzz-*.json | jq -c '.statuses[] | select(. as $s | [200,400,408,414,431,501,505] | index($s) | not)' | sort -u | tr '\n' ' ')
+t_eq "60 mutated requests: every answer is a documented one (200 400 408 414 431 501 505)" "$bad" ""
+# (no answer at all is legitimate: a mutated length makes the helper wait
+# for body bytes that never come, until --io-timeout-ms)
+t_eq "60 mutated requests: each connected" \
+	"$(cat "$T"/fuzz-*.json | jq -s 'map(select(.connected)) | length')" 60
+t_check "the helper is up after the mutated requests" alive
+got=$(httpc "$WEB" --path /v2/ok --count 5 | jq -c .bodies)
+t_eq "after every bad input the helper is up and serves the next client" "$got" '{"v2":5}'
+t_check "dmsc-l7 process still running" alive
+
+# 8. A connection that did not come through a VIP has no handoff: refused.
+printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >"$T/direct.txt"
+got=$(dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$HTTPC" --connect "$HELPER" --raw "$T/direct.txt" |
+	jq -c '[.statuses, .closed]')
+t_eq "a direct connection to the helper (no handoff record) is closed unanswered" "$got" "[[],true]"
+
+# 9. A backend that dies mid-response (announces 100 bytes more than it
+#    sends, then closes): the client's connection is closed, not left hanging.
+printf 'GET /d HTTP/1.1\r\nHost: x\r\n\r\n' >"$T/die.txt"
+got=$(httpc "$DIES" --raw "$T/die.txt" --timeout-ms 3000 | jq -c '[.statuses, .closed, .elapsed_ms < 2500]')
+t_eq "a backend dying mid-response: the client sees no complete answer and a close" "$got" "[[],true,true]"
+t_check "dmsc-l7 still running after a backend died mid-response" alive
+
+# 9b. No loop: "loop" has its own VIP as its backend. The helper's socket
+#     (SO_MARK) is not handed back to it; connect4 balances it at L4 to the
+#     VIP address itself, which is routed nowhere: 502 at once. Without the
+#     mark every hop would come back to the helper until it ran out of fds.
+before=$("$CTL" stats -o json | jq .reasons.l7_handoff)
+got=$(httpc "$LOOP" --path / --count 3 --timeout-ms 3000 | jq -c .status)
+after=$("$CTL" stats -o json | jq .reasons.l7_handoff)
+t_eq "a service whose backend is its own VIP: 502, no loop" "$got" '{"502":3}'
+t_eq "... and only the client's connection was handed to the helper" "$((after - before))" 1
+t_check "dmsc-l7 still running after the loop attempt" alive
+
+# 10. Metrics and access log.
+sleep 1.2
+prom=$(cat "$T/metrics.prom" 2>/dev/null)
+t_check "metrics: per service, route and code" \
+	grep -q '^dmsc_l7_requests_total{service="web",route="0",code="200"} [0-9]' <<<"$prom"
+t_check "metrics: 429s of the limited service are counted" \
+	grep -q '^dmsc_l7_requests_total{service="limited",route="none",code="429"} [0-9]' <<<"$prom"
+# route 3 ({pool: main}) served the 2000 requests of the split test (and
+# a few mutated ones): the +Inf bucket counts them all, _count equals it
+inf=$(awk '/^dmsc_l7_request_duration_seconds_bucket\{service="web",route="3",le="\+Inf"\}/ { print $2 }' <<<"$prom")
+t_range "metrics: latency histogram, +Inf bucket of route 3" "${inf:-0}" 2000 2100
+t_check "metrics: histogram _count equals the +Inf bucket" \
+	grep -q "^dmsc_l7_request_duration_seconds_count{service=\"web\",route=\"3\"} ${inf:-x}\$" <<<"$prom"
+t_check "metrics: a direct connection counted as no_handoff" \
+	grep -q '^dmsc_l7_refused_connections_total{reason="no_handoff"} 1$' <<<"$prom"
+t_check "access log: a line per request, with route and status" \
+	grep -q 'service=web route=0 "GET /v2/a" status=200 backend=198.18.1.3:8080' "$T/access.log"
+
+# 11. Load: wrk for LOAD_SECONDS, no errors, no memory growth.
+if [[ $LOAD_SECONDS -gt 0 ]] && command -v wrk >/dev/null; then
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c timeout $((LOAD_SECONDS + 20)) \
+		wrk -t 2 -c 128 -d "${LOAD_SECONDS}s" "http://$WEB/split/load" >"$T/wrk.out" 2>&1 &
+	WRK=$!
+	sleep $((LOAD_SECONDS / 3))
+	rss1=$(rss_kb)
+	wait "$WRK"
+	rss2=$(rss_kb)
+	reqs=$(awk '/requests in/ { print $1 }' "$T/wrk.out")
+	t_range "wrk ${LOAD_SECONDS}s: requests served" "${reqs:-0}" 1000 1000000000
+	t_check "wrk: no non-2xx responses" bash -c "! grep -q 'Non-2xx' '$T/wrk.out'"
+	t_check "wrk: no socket errors" bash -c "! grep -q 'Socket errors' '$T/wrk.out'"
+	t_range "RSS growth from ${LOAD_SECONDS}/3 s to the end (kB)" "$((rss2 - rss1))" -100000 1024
+	t_check "dmsc-l7 still running after the load" alive
+else
+	echo "skip - wrk load (L7_LOAD_SECONDS=0 or no wrk)"
+fi
+
+# 12. SIGTERM drains: an in-flight request finishes, the helper exits 0.
+httpc "$SLOW" --path /patient --count 1 >"$T/drain.json" &
+CL=$!
+sleep 0.5
+kill -TERM "$L7PID"
+wait "$CL"
+wait "$L7PID"
+rc=$?
+L7PID=
+t_eq "SIGTERM: the in-flight request is answered" "$(jq -c .bodies "$T/drain.json")" '{"slow":1}'
+t_eq "SIGTERM: the helper exits 0 after draining" "$rc" 0
+t_check "stats count the handoffs sockops published" \
+	bash -c "'$CTL' stats -o json | jq -e '.reasons.l7_handoff >= 50 and .reasons.l7_handoff_full == 0' >/dev/null"
+
+t_check "uninstall" "$CTL" uninstall
+t_summary

@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* dmsc-l7's pure parts: route matching (first match wins), label selectors
+ * with weights, the backend pick used by retries, request-target paths, and
+ * the request token bucket driven by a fake clock. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "l7_bucket.h"
+#include "l7_route.h"
+#include "policy.h"
+
+static const char policy_doc[] =
+    "{ \"services\": ["
+    "  { \"name\": \"tcp\", \"vip\": \"198.19.0.1\", \"port\": 80,"
+    "    \"backends\": [ { \"address\": \"198.18.1.9\", \"port\": 80 } ] },"
+    "  { \"name\": \"web\", \"vip\": \"198.19.0.2\", \"port\": 80, \"protocol\": \"http\","
+    "    \"rate_limit\": { \"requests_per_second\": 10, \"burst\": 5 },"
+    "    \"backends\": ["
+    "      { \"address\": \"198.18.1.2\", \"port\": 80, \"weight\": 80,"
+    "        \"labels\": { \"version\": \"v1\", \"pool\": \"main\" } },"
+    "      { \"address\": \"198.18.1.3\", \"port\": 80, \"weight\": 20,"
+    "        \"labels\": { \"version\": \"v2\", \"pool\": \"main\" } },"
+    "      { \"address\": \"198.18.1.4\", \"port\": 80, \"weight\": 0,"
+    "        \"labels\": { \"version\": \"v3\" } } ],"
+    "    \"routes\": ["
+    "      { \"match\": { \"path_prefix\": \"/api/\", \"method\": \"GET\","
+    "                     \"headers\": { \"x-canary\": \"yes\" } },"
+    "        \"backends\": { \"version\": \"v2\" }, \"timeout_ms\": 250, \"retries\": 3 },"
+    "      { \"match\": { \"path\": \"/exact\" }, \"backends\": { \"version\": \"v1\" } },"
+    "      { \"match\": { \"path_prefix\": \"/drained\" }, \"backends\": { \"version\": \"v3\" } },"
+    "      { \"match\": { \"path_prefix\": \"/api/\" }, \"backends\": { \"pool\": \"main\" } } ] },"
+    "  { \"name\": \"other\", \"vip\": \"198.19.0.1\", \"port\": 8080, \"protocol\": \"http\","
+    "    \"backends\": [ { \"address\": \"198.18.1.5\", \"port\": 80 } ] } ] }";
+
+static struct dmsc_l7_config cfg;
+static const struct dmsc_l7_service *web;
+
+static void setup(void)
+{
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0};
+
+	cr_assert_eq(dmsc_policy_parse(policy_doc, strlen(policy_doc), "t", &p, &errs), 0);
+	dmsc_policy_errors_free(&errs);
+	cr_assert_eq(dmsc_l7_config_build(&cfg, &p), 0);
+	web = dmsc_l7_service_find(&cfg, inet_addr("198.19.0.2"), htons(80));
+	cr_assert_not_null(web);
+}
+
+static void teardown(void)
+{
+	dmsc_l7_config_free(&cfg);
+}
+
+/* match METHOD PATH [NAME VALUE]: the route index */
+static int match(const char *method, const char *target, const char *hname, const char *hval)
+{
+	struct dmsc_l7_header h = {hname, hval, hname ? strlen(hname) : 0, hval ? strlen(hval) : 0};
+	struct dmsc_l7_request r = {0};
+
+	r.method = method;
+	r.method_len = strlen(method);
+	dmsc_l7_target_path(target, strlen(target), &r.path, &r.path_len);
+	r.headers = &h;
+	r.n_headers = hname ? 1 : 0;
+	return dmsc_l7_route_match(web, &r);
+}
+
+TestSuite(l7_route, .init = setup, .fini = teardown);
+
+Test(l7_route, only_http_services_are_compiled_and_found_by_vip_port)
+{
+	cr_expect_eq(cfg.n_svcs, 2);
+	cr_expect_null(dmsc_l7_service_find(&cfg, inet_addr("198.19.0.1"), htons(80)));
+	cr_expect_str_eq(
+	    dmsc_l7_service_find(&cfg, inet_addr("198.19.0.1"), htons(8080))->src->name, "other");
+	cr_expect_null(dmsc_l7_service_find(&cfg, inet_addr("198.19.0.2"), htons(81)));
+}
+
+Test(l7_route, first_match_wins_on_prefix_method_and_header)
+{
+	cr_expect_eq(match("GET", "/api/x", "x-canary", "yes"), 0);
+	cr_expect_eq(match("GET", "/api/x", "X-Canary", "yes"), 0, "header names ignore case");
+	cr_expect_eq(match("GET", "/api/x", "x-canary", "YES"), 3, "values are exact");
+	cr_expect_eq(match("POST", "/api/x", "x-canary", "yes"), 3, "method differs");
+	cr_expect_eq(match("get", "/api/x", "x-canary", "yes"), 3, "methods are case-sensitive");
+	cr_expect_eq(match("GET", "/api/x", NULL, NULL), 3);
+	cr_expect_eq(match("GET", "/api", NULL, NULL), -1, "a prefix is not matched by less");
+	cr_expect_eq(match("GET", "/other", NULL, NULL), -1);
+}
+
+Test(l7_route, exact_path_ignores_the_query_but_not_more)
+{
+	cr_expect_eq(match("GET", "/exact", NULL, NULL), 1);
+	cr_expect_eq(match("PUT", "/exact?a=b", NULL, NULL), 1);
+	cr_expect_eq(match("GET", "/exact/", NULL, NULL), -1);
+	cr_expect_eq(match("GET", "/exactly", NULL, NULL), -1);
+	cr_expect_eq(match("GET", "http://host:80/exact?q", NULL, NULL), 1, "absolute form");
+}
+
+Test(l7_route, target_paths)
+{
+	const char *p;
+	size_t n;
+
+	dmsc_l7_target_path("/a/b?c=d#e", 10, &p, &n);
+	cr_expect_eq(n, 4);
+	cr_expect_eq(memcmp(p, "/a/b", 4), 0);
+	dmsc_l7_target_path("http://h", 8, &p, &n);
+	cr_expect_eq(n, 1);
+	cr_expect_eq(p[0], '/');
+	dmsc_l7_target_path("*", 1, &p, &n);
+	cr_expect_eq(n, 1);
+	cr_expect_eq(p[0], '*');
+}
+
+Test(l7_route, route_settings_are_carried)
+{
+	cr_expect_eq(web->n_routes, 4);
+	cr_expect(web->routes[0].has_timeout_ms && web->routes[0].timeout_ms == 250);
+	cr_expect(web->routes[0].has_retries && web->routes[0].retries == 3);
+	cr_expect(!web->routes[1].has_timeout_ms && !web->routes[1].has_retries);
+	cr_expect(web->has_request_limit);
+	cr_expect_eq(web->requests_per_second, 10);
+	cr_expect_eq(web->burst, 5);
+}
+
+static void shares(const struct dmsc_l7_pick *pick, unsigned out[4])
+{
+	unsigned s;
+
+	memset(out, 0, 4 * sizeof(unsigned));
+	for (s = 0; s < DMSC_SLOTS; s++) {
+		cr_assert_lt(pick->slot[s], 4);
+		out[pick->slot[s]]++;
+	}
+}
+
+Test(l7_route, selectors_keep_weights)
+{
+	unsigned n[4];
+
+	/* service: 80/20/0 -> 102 + 26 slots (largest remainder), v3 none */
+	shares(&web->pick, n);
+	cr_expect_eq(n[1], 102);
+	cr_expect_eq(n[2], 26);
+	cr_expect_eq(n[3], 0);
+	cr_expect_eq(web->pick.n_backends, 3);
+	/* {version: v2}: all slots to v2 */
+	shares(&web->routes[0].pick, n);
+	cr_expect_eq(n[2], DMSC_SLOTS);
+	/* {pool: main}: v1 and v2 with their weights */
+	shares(&web->routes[3].pick, n);
+	cr_expect_eq(n[1] + n[2], DMSC_SLOTS);
+	cr_expect_eq(n[1], 102);
+	/* {version: v3}: a backend of weight 0 only: empty (503) */
+	cr_expect(web->routes[2].pick.empty);
+	cr_expect_eq(dmsc_l7_pick_backend(&web->routes[2].pick, 7, 0), -1);
+}
+
+Test(l7_route, pick_follows_weights_over_random_numbers)
+{
+	unsigned count[3] = {0};
+	uint32_t r;
+
+	for (r = 0; r < 128 * 100; r++)
+		count[dmsc_l7_pick_backend(&web->pick, r * 2654435761u, 0)]++;
+	cr_expect_eq(count[0], 102 * 100);
+	cr_expect_eq(count[1], 26 * 100);
+	cr_expect_eq(count[2], 0);
+}
+
+Test(l7_route, a_retry_skips_tried_backends_while_others_are_left)
+{
+	uint32_t r;
+
+	for (r = 0; r < 1000; r++) {
+		cr_assert_eq(dmsc_l7_pick_backend(&web->pick, r, 1u << 0), 1);
+		cr_assert_eq(dmsc_l7_pick_backend(&web->pick, r, 1u << 1), 0);
+		/* all tried: any backend with slots again, never -1 */
+		cr_assert_geq(dmsc_l7_pick_backend(&web->pick, r, 3), 0);
+	}
+}
+
+Test(l7_route, empty_selector_means_every_backend)
+{
+	struct dmsc_l7_pick pick;
+	unsigned n[4];
+
+	dmsc_l7_pick_build(&pick, web->src, NULL, 0);
+	shares(&pick, n);
+	cr_expect_eq(n[1], 102);
+	cr_expect_eq(pick.n_backends, 3);
+}
+
+/* ---- the request bucket ---------------------------------------------- */
+#define SEC 1000000000ull
+
+Test(l7_bucket, burst_then_rate)
+{
+	struct dmsc_l7_bucket b;
+	uint64_t t = 5 * SEC;
+	int i, passed = 0;
+
+	dmsc_l7_bucket_init(&b, 10, 5, t);
+	for (i = 0; i < 20; i++)
+		passed += dmsc_l7_bucket_take(&b, t) == 0;
+	cr_expect_eq(passed, 5, "a full bucket lets the burst through at once");
+	/* 1 s later: 10 more, not 15 */
+	t += SEC;
+	for (i = 0, passed = 0; i < 20; i++)
+		passed += dmsc_l7_bucket_take(&b, t) == 0;
+	cr_expect_eq(passed, 5, "refill is capped at the burst");
+	/* 100 ms: one token */
+	t += SEC / 10;
+	cr_expect_eq(dmsc_l7_bucket_take(&b, t), 0);
+	cr_expect_neq(dmsc_l7_bucket_take(&b, t), 0);
+}
+
+Test(l7_bucket, wait_and_retry_after)
+{
+	struct dmsc_l7_bucket b;
+	uint64_t wait;
+
+	dmsc_l7_bucket_init(&b, 1, 1, 0);
+	cr_expect_eq(dmsc_l7_bucket_take(&b, 0), 0);
+	wait = dmsc_l7_bucket_take(&b, SEC / 4);
+	cr_expect_eq(wait, 3 * SEC / 4);
+	cr_expect_eq(dmsc_l7_retry_after_s(wait), 1);
+	cr_expect_eq(dmsc_l7_retry_after_s(1), 1, "never 0");
+	cr_expect_eq(dmsc_l7_retry_after_s(SEC + 1), 2, "rounded up");
+	cr_expect_eq(dmsc_l7_bucket_take(&b, SEC), 0, "a token after exactly 1 s");
+}
+
+Test(l7_bucket, exact_over_a_long_run)
+{
+	struct dmsc_l7_bucket b;
+	uint64_t t;
+	unsigned passed = 0;
+
+	/* 8/s with burst 1, asked every ms for 10 s: the first, then one per
+	 * 125 ms: 1 + 80 pass, none lost to rounding */
+	dmsc_l7_bucket_init(&b, 8, 1, 0);
+	for (t = 0; t <= 10 * SEC; t += SEC / 1000)
+		passed += dmsc_l7_bucket_take(&b, t) == 0;
+	cr_expect_eq(passed, 81);
+	/* 7/s: a token every 142.9 ms, asked at whole ms: each waits 143 ms
+	 * (a full bucket of 1 holds no more), so 1 + 69 */
+	dmsc_l7_bucket_init(&b, 7, 1, 0);
+	for (t = 0, passed = 0; t <= 10 * SEC; t += SEC / 1000)
+		passed += dmsc_l7_bucket_take(&b, t) == 0;
+	cr_expect_eq(passed, 70);
+}
+
+Test(l7_bucket, extremes_do_not_overflow)
+{
+	struct dmsc_l7_bucket b;
+
+	dmsc_l7_bucket_init(&b, UINT64_MAX, UINT64_MAX, 0);
+	cr_expect_eq(b.rate, DMSC_L7_BUCKET_MAX);
+	cr_expect_eq(dmsc_l7_bucket_take(&b, UINT64_MAX), 0, "a huge gap fills, no wrap");
+	dmsc_l7_bucket_init(&b, 1, 0, 10 * SEC);
+	cr_expect_eq(b.capacity, DMSC_L7_NANO, "burst 0 means one second's worth");
+	cr_expect_eq(dmsc_l7_bucket_take(&b, 10 * SEC), 0);
+	cr_expect_neq(dmsc_l7_bucket_take(&b, 5 * SEC), 0, "a clock going back refills nothing");
+}

@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dmsc/slots.h"
+#include "l7_route.h"
+
+static bool backend_selected(const struct dmsc_policy_backend *b, const struct dmsc_label *sel,
+			     size_t n)
+{
+	size_t i, j;
+
+	for (i = 0; i < n; i++) {
+		bool found = false;
+
+		for (j = 0; j < b->n_labels && !found; j++)
+			found = strcmp(b->labels[j].key, sel[i].key) == 0 &&
+				strcmp(b->labels[j].value, sel[i].value) == 0;
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_service *svc,
+			const struct dmsc_label *selector, size_t n)
+{
+	__u32 weight[DMSC_BACKENDS_PER_SERVICE_MAX], counts[DMSC_BACKENDS_PER_SERVICE_MAX];
+	__u32 ids[DMSC_BACKENDS_PER_SERVICE_MAX], slot[DMSC_SLOTS];
+	__u32 k = 0;
+	size_t i;
+
+	memset(pick, 0, sizeof(*pick));
+	for (i = 0; i < svc->n_backends && k < DMSC_BACKENDS_PER_SERVICE_MAX; i++) {
+		if (!backend_selected(&svc->backends[i], selector, n))
+			continue;
+		weight[k] = svc->backends[i].weight;
+		ids[k] = (__u32)i + 1;
+		k++;
+	}
+	pick->n_backends = k;
+	if (dmsc_slot_counts(weight, k, counts) == 0) {
+		pick->empty = true;
+		return;
+	}
+	dmsc_slot_layout(counts, ids, k, slot);
+	for (i = 0; i < DMSC_SLOTS; i++)
+		pick->slot[i] = (uint16_t)slot[i];
+}
+
+int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t tried)
+{
+	uint32_t start = dmsc_slot_index(r), i;
+	int first = -1;
+
+	if (pick->empty)
+		return -1;
+	/* Bounded: one walk over the table from a random slot. */
+	for (i = 0; i < DMSC_SLOTS; i++) {
+		uint16_t id = pick->slot[(start + i) & DMSC_SLOT_MASK];
+		int idx;
+
+		if (!id)
+			continue;
+		idx = id - 1;
+		if (first < 0)
+			first = idx;
+		if (idx >= 64 || !(tried & (1ull << idx)))
+			return idx;
+	}
+	return first; /* every backend tried: go round again */
+}
+
+void dmsc_l7_target_path(const char *url, size_t len, const char **path, size_t *path_len)
+{
+	const char *p = url, *end = url + len, *q;
+
+	if (len >= 7 && (strncasecmp(url, "http://", 7) == 0 ||
+			 (len >= 8 && strncasecmp(url, "https://", 8) == 0))) {
+		p = memchr(url, ':', len) + 3;
+		q = memchr(p, '/', (size_t)(end - p));
+		if (!q) {
+			*path = "/";
+			*path_len = 1;
+			return;
+		}
+		p = q;
+	}
+	q = memchr(p, '?', (size_t)(end - p));
+	if (q)
+		end = q;
+	q = memchr(p, '#', (size_t)(end - p));
+	if (q)
+		end = q;
+	*path = p;
+	*path_len = (size_t)(end - p);
+}
+
+static bool header_present(const struct dmsc_l7_request *req, const struct dmsc_label *want)
+{
+	size_t nlen = strlen(want->key), vlen = strlen(want->value), i;
+
+	for (i = 0; i < req->n_headers; i++) {
+		const struct dmsc_l7_header *h = &req->headers[i];
+
+		/* names are case-insensitive (RFC 9110, 5.1), values exact */
+		if (h->name_len == nlen && strncasecmp(h->name, want->key, nlen) == 0 &&
+		    h->value_len == vlen && memcmp(h->value, want->value, vlen) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool route_matches(const struct dmsc_route_match *m, const struct dmsc_l7_request *req)
+{
+	size_t i, n;
+
+	if (m->path) {
+		n = strlen(m->path);
+		if (req->path_len != n || memcmp(req->path, m->path, n) != 0)
+			return false;
+	}
+	if (m->path_prefix) {
+		n = strlen(m->path_prefix);
+		if (req->path_len < n || memcmp(req->path, m->path_prefix, n) != 0)
+			return false;
+	}
+	if (m->method) {
+		/* methods are case-sensitive (RFC 9110, 9.1) */
+		n = strlen(m->method);
+		if (req->method_len != n || memcmp(req->method, m->method, n) != 0)
+			return false;
+	}
+	for (i = 0; i < m->n_headers; i++)
+		if (!header_present(req, &m->headers[i]))
+			return false;
+	return true;
+}
+
+int dmsc_l7_route_match(const struct dmsc_l7_service *svc, const struct dmsc_l7_request *req)
+{
+	size_t i;
+
+	for (i = 0; i < svc->n_routes; i++)
+		if (route_matches(&svc->routes[i].src->match, req))
+			return (int)i;
+	return -1;
+}
+
+static int svc_cmp(const void *a, const void *b)
+{
+	const struct dmsc_l7_service *x = a, *y = b;
+
+	if (x->vip != y->vip)
+		return x->vip < y->vip ? -1 : 1;
+	if (x->vport != y->vport)
+		return x->vport < y->vport ? -1 : 1;
+	return 0;
+}
+
+int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy)
+{
+	size_t i, j, n = 0;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->policy = *policy;
+	memset(policy, 0, sizeof(*policy));
+	cfg->svcs = calloc(cfg->policy.n_services + 1, sizeof(*cfg->svcs));
+	if (!cfg->svcs)
+		goto nomem;
+	for (i = 0; i < cfg->policy.n_services; i++) {
+		const struct dmsc_policy_service *ps = &cfg->policy.services[i];
+		struct dmsc_l7_service *s = &cfg->svcs[n];
+
+		if (ps->protocol != DMSC_POLICY_HTTP)
+			continue;
+		n++;
+		cfg->n_svcs = n;
+		s->src = ps;
+		s->vip = ps->vip;
+		s->vport = htons(ps->port);
+		dmsc_l7_pick_build(&s->pick, ps, NULL, 0);
+		if (ps->has_rate_limit && ps->rate_limit.has_requests_per_second) {
+			s->has_request_limit = true;
+			s->requests_per_second = ps->rate_limit.requests_per_second;
+			s->burst = ps->rate_limit.has_burst ? ps->rate_limit.burst : 0;
+		}
+		s->routes = calloc(ps->n_routes + 1, sizeof(*s->routes));
+		if (!s->routes)
+			goto nomem;
+		s->n_routes = ps->n_routes;
+		for (j = 0; j < ps->n_routes; j++) {
+			const struct dmsc_route *r = &ps->routes[j];
+			struct dmsc_l7_route *lr = &s->routes[j];
+
+			lr->src = r;
+			/* no selector: the route uses every backend */
+			dmsc_l7_pick_build(&lr->pick, ps, r->selector, r->n_selector);
+			lr->has_timeout_ms = r->has_timeout_ms;
+			lr->timeout_ms = r->timeout_ms;
+			lr->has_retries = r->has_retries;
+			lr->retries = r->retries;
+		}
+	}
+	if (n > 1)
+		qsort(cfg->svcs, n, sizeof(*cfg->svcs), svc_cmp);
+	return 0;
+nomem:
+	dmsc_l7_config_free(cfg);
+	return -ENOMEM;
+}
+
+void dmsc_l7_config_free(struct dmsc_l7_config *cfg)
+{
+	size_t i;
+
+	for (i = 0; cfg->svcs && i < cfg->n_svcs; i++)
+		free(cfg->svcs[i].routes);
+	free(cfg->svcs);
+	dmsc_policy_free(&cfg->policy);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+const struct dmsc_l7_service *dmsc_l7_service_find(const struct dmsc_l7_config *cfg, uint32_t vip,
+						   uint16_t vport)
+{
+	struct dmsc_l7_service key = {.vip = vip, .vport = vport};
+
+	if (!cfg->n_svcs)
+		return NULL;
+	return bsearch(&key, cfg->svcs, cfg->n_svcs, sizeof(key), svc_cmp);
+}

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * dmsc-l7's routing tables, compiled from a policy: per http service, its
+ * routes in policy order (first match wins) and, per route and for the
+ * service as a whole, a weighted slot table of backends built with the same
+ * largest-remainder math as the kernel's (include/dmsc/slots.h). Pure: no
+ * I/O, no clock, no kernel; the unit tests run it as is.
+ */
+#ifndef DMSC_L7_ROUTE_H
+#define DMSC_L7_ROUTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dmsc/shared.h"
+#include "policy.h"
+
+/* Backends of one route's selector, by weight. slot[] holds an index into
+ * the service's backends plus one; 0 is an empty slot (every weight 0). */
+struct dmsc_l7_pick {
+	uint16_t slot[DMSC_SLOTS];
+	uint32_t n_backends; /* that the selector matched, weight 0 included */
+	bool empty;	     /* no backend with a weight above 0 */
+};
+
+struct dmsc_l7_route {
+	const struct dmsc_route *src; /* match, in the policy */
+	struct dmsc_l7_pick pick;
+	bool has_timeout_ms, has_retries;
+	uint32_t timeout_ms;
+	uint32_t retries;
+};
+
+struct dmsc_l7_service {
+	const struct dmsc_policy_service *src;
+	uint32_t vip;	/* network order */
+	uint16_t vport; /* network order */
+	struct dmsc_l7_route *routes;
+	size_t n_routes;
+	struct dmsc_l7_pick pick; /* no route matched: every backend */
+	bool has_request_limit;
+	uint64_t requests_per_second, burst;
+};
+
+/* Owns the policy it was built from. */
+struct dmsc_l7_config {
+	struct dmsc_policy policy;
+	struct dmsc_l7_service *svcs; /* protocol http only, sorted by vip:port */
+	size_t n_svcs;
+};
+
+/* One request as the matcher sees it: views into the parser's buffers,
+ * nothing NUL-terminated. */
+struct dmsc_l7_header {
+	const char *name, *value;
+	size_t name_len, value_len;
+};
+
+struct dmsc_l7_request {
+	const char *method, *path; /* path: without the query */
+	size_t method_len, path_len;
+	const struct dmsc_l7_header *headers;
+	size_t n_headers;
+};
+
+/* Takes the policy (moved: *policy is emptied). 0 or -ENOMEM. */
+int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy);
+void dmsc_l7_config_free(struct dmsc_l7_config *cfg);
+
+/* The http service at vip:port (network order), or NULL. */
+const struct dmsc_l7_service *dmsc_l7_service_find(const struct dmsc_l7_config *cfg, uint32_t vip,
+						   uint16_t vport);
+
+/* Index of the first route whose match holds, or -1. */
+int dmsc_l7_route_match(const struct dmsc_l7_service *svc, const struct dmsc_l7_request *req);
+
+/* Fills pick from the backends of svc that carry every label of the
+ * selector (n == 0: all of them), weights kept. */
+void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_service *svc,
+			const struct dmsc_label *selector, size_t n);
+
+/*
+ * A backend index of svc, chosen by weight with the random number r;
+ * backends whose bit is set in `tried` (indexes 0..63) are skipped when
+ * another one is left, so that a retry goes elsewhere. -1: empty pick.
+ */
+int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t tried);
+
+/* The path of a request target: origin-form "/p?q" -> "/p"; absolute-form
+ * "http://host/p?q" -> "/p"; "*" and anything else -> itself. */
+void dmsc_l7_target_path(const char *url, size_t len, const char **path, size_t *path_len);
+
+#endif /* DMSC_L7_ROUTE_H */

@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <limits.h>
+
+#include <bpf/bpf.h>
+
+#include "dmsc/shared.h"
+#include "l7_supervisor.h"
+#include "log.h"
+
+int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv)
+{
+	int n = 0;
+
+	memset(s, 0, sizeof(*s));
+	while (argv[n]) {
+		if (n == DMSC_L7_SUP_ARGS_MAX)
+			return -E2BIG;
+		s->argv[n] = argv[n];
+		n++;
+	}
+	s->argc = n;
+	s->pid = -1;
+	s->old_pid = -1;
+	s->ready_fd = -1;
+	s->last_status = -1;
+	s->backoff_ms = DMSC_L7_SUP_BACKOFF_MIN_MS;
+	s->state = DMSC_L7_SUP_STOPPED;
+	return 0;
+}
+
+int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
+{
+	int p[2], err;
+	pid_t pid;
+
+	if (s->pid > 0)
+		return -EALREADY;
+	/* The write end must survive exec in the child only. */
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		err = -errno;
+		close(p[0]);
+		close(p[1]);
+		return err;
+	}
+	if (pid == 0) {
+		int fd = fcntl(p[1], F_DUPFD, 3); /* a copy without O_CLOEXEC */
+
+		if (fd < 0)
+			_exit(127);
+		snprintf(s->ready_arg, sizeof(s->ready_arg), "%d", fd);
+		s->argv[s->argc] = "--ready-fd";
+		s->argv[s->argc + 1] = s->ready_arg;
+		s->argv[s->argc + 2] = NULL;
+		execv(s->argv[0], (char *const *)s->argv);
+		_exit(127);
+	}
+	close(p[1]);
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	s->ready_fd = p[0];
+	s->pid = pid;
+	s->started_ms = now_ms;
+	s->state = DMSC_L7_SUP_STARTING;
+	pr_info("dmsc-l7 started (pid %d)\n", (int)pid);
+	return 0;
+}
+
+static void ready_close(struct dmsc_l7_supervisor *s)
+{
+	if (s->ready_fd >= 0)
+		close(s->ready_fd);
+	s->ready_fd = -1;
+}
+
+enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t now_ms)
+{
+	int status;
+	pid_t r;
+
+	if (s->state == DMSC_L7_SUP_STARTING && s->ready_fd >= 0) {
+		char buf[16];
+		ssize_t n = read(s->ready_fd, buf, sizeof(buf));
+
+		if (n > 0 && memmem(buf, (size_t)n, "ready", 5)) {
+			s->state = DMSC_L7_SUP_READY;
+			ready_close(s);
+			if (s->old_pid > 0) {
+				/* the new one serves: the old one drains */
+				kill(s->old_pid, SIGTERM);
+				pr_info("dmsc-l7 (pid %d) replaced by pid %d: draining\n",
+					(int)s->old_pid, (int)s->pid);
+			}
+		}
+	}
+	if (s->old_pid > 0 && waitpid(s->old_pid, &status, WNOHANG) == s->old_pid)
+		s->old_pid = -1;
+	if (s->pid > 0) {
+		r = waitpid(s->pid, &status, WNOHANG);
+		if (r == s->pid) {
+			bool usage = WIFEXITED(status) && WEXITSTATUS(status) == 2;
+
+			s->last_status = status;
+			s->pid = -1;
+			ready_close(s);
+			if (now_ms - s->started_ms >= DMSC_L7_SUP_STABLE_MS)
+				s->backoff_ms = DMSC_L7_SUP_BACKOFF_MIN_MS;
+			if (usage)
+				s->backoff_ms = DMSC_L7_SUP_BACKOFF_MAX_MS;
+			s->next_start_ms = now_ms + s->backoff_ms;
+			pr_warn("dmsc-l7 (pid %d) %s %d; restarting in %u ms\n", (int)r,
+				WIFEXITED(status) ? "exited with" : "was killed by signal",
+				WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+				s->backoff_ms);
+			s->backoff_ms = s->backoff_ms * 2 > DMSC_L7_SUP_BACKOFF_MAX_MS
+					    ? DMSC_L7_SUP_BACKOFF_MAX_MS
+					    : s->backoff_ms * 2;
+			s->state = DMSC_L7_SUP_BACKOFF;
+		}
+	}
+	if (s->state == DMSC_L7_SUP_BACKOFF && now_ms >= s->next_start_ms) {
+		if (dmsc_l7_sup_start(s, now_ms) == 0)
+			s->restarts++;
+		else
+			s->next_start_ms = now_ms + s->backoff_ms;
+	}
+	return s->state;
+}
+
+int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, uint64_t now_ms)
+{
+	const char *copy[DMSC_L7_SUP_ARGS_MAX + 3];
+	int n = 0, err;
+
+	if (s->old_pid > 0)
+		return -EBUSY; /* one hand-over at a time */
+	while (argv[n]) {
+		if (n == DMSC_L7_SUP_ARGS_MAX)
+			return -E2BIG;
+		copy[n] = argv[n];
+		n++;
+	}
+	memcpy(s->argv, copy, (size_t)n * sizeof(copy[0]));
+	s->argv[n] = NULL;
+	s->argc = n;
+	if (s->pid <= 0) /* nothing running: a plain start */
+		return dmsc_l7_sup_start(s, now_ms);
+	s->old_pid = s->pid;
+	s->pid = -1;
+	ready_close(s);
+	err = dmsc_l7_sup_start(s, now_ms);
+	if (err) {
+		s->pid = s->old_pid; /* keep the running one */
+		s->old_pid = -1;
+		s->state = DMSC_L7_SUP_READY;
+	}
+	return err;
+}
+
+int dmsc_l7_sup_fd(const struct dmsc_l7_supervisor *s)
+{
+	return s->ready_fd;
+}
+
+int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
+{
+	struct timespec tick = {0, 10 * 1000000};
+	unsigned int waited;
+	int status = 0;
+	pid_t r = 0;
+
+	ready_close(s);
+	s->state = DMSC_L7_SUP_STOPPED;
+	if (s->old_pid > 0) {
+		kill(s->old_pid, SIGTERM);
+		for (waited = 0; waited <= timeout_ms; waited += 10) {
+			r = waitpid(s->old_pid, &status, WNOHANG);
+			if (r == s->old_pid || r < 0)
+				break;
+			nanosleep(&tick, NULL);
+		}
+		if (r != s->old_pid) {
+			kill(s->old_pid, SIGKILL);
+			waitpid(s->old_pid, &status, 0);
+		}
+		s->old_pid = -1;
+		r = 0;
+	}
+	if (s->pid <= 0)
+		return 0;
+	kill(s->pid, SIGTERM);
+	for (waited = 0; waited <= timeout_ms; waited += 10) {
+		r = waitpid(s->pid, &status, WNOHANG);
+		if (r == s->pid || r < 0)
+			break;
+		nanosleep(&tick, NULL);
+	}
+	if (r != s->pid) {
+		pr_warn("dmsc-l7 (pid %d) did not drain within %u ms: killing it\n", (int)s->pid,
+			timeout_ms);
+		kill(s->pid, SIGKILL);
+		waitpid(s->pid, &status, 0);
+	}
+	s->pid = -1;
+	s->last_status = status;
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	return -EINTR;
+}
+
+int dmsc_l7_metrics_append(const char *metrics_file, FILE *out)
+{
+	char buf[8192];
+	size_t n;
+	FILE *f;
+
+	f = fopen(metrics_file, "r");
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		if (fwrite(buf, 1, n, out) != n) {
+			fclose(f);
+			return -EIO;
+		}
+	fclose(f);
+	return 0;
+}
+
+const char *dmsc_l7_sup_state_name(enum dmsc_l7_sup_state st)
+{
+	switch (st) {
+	case DMSC_L7_SUP_STOPPED:
+		return "stopped";
+	case DMSC_L7_SUP_STARTING:
+		return "starting";
+	case DMSC_L7_SUP_READY:
+		return "ready";
+	case DMSC_L7_SUP_BACKOFF:
+		return "backoff";
+	}
+	return "?";
+}
+
+int dmsc_l7_unregister(const char *pin_dir)
+{
+	struct dmsc_l7_conf none = {0};
+	char path[PATH_MAX];
+	__u32 zero = 0;
+	int fd, err = 0;
+
+	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_CONF);
+	fd = bpf_obj_get(path);
+	if (fd < 0) {
+		err = -errno;
+		pr_warn("cannot open %s: %s\n", path, strerror(-err));
+		return err;
+	}
+	if (bpf_map_update_elem(fd, &zero, &none, BPF_ANY)) {
+		err = -errno;
+		pr_warn("cannot clear %s: %s\n", path, strerror(-err));
+	}
+	close(fd);
+	return err;
+}

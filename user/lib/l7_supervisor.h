@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Starting, watching and restarting dmsc-l7, for dmscd. Nothing here blocks
+ * except dmsc_l7_sup_stop (bounded): the agent calls dmsc_l7_sup_poll from
+ * its event loop (on SIGCHLD, on the ready fd becoming readable, or on a
+ * timer) and the supervisor restarts a helper that died, with exponential
+ * back-off, so a helper that cannot start does not spin.
+ *
+ * The helper is told to write "ready\n" to an inherited pipe (--ready-fd);
+ * until it has, it is "starting". Its exit codes: 0 drained (asked to stop),
+ * 1 failed, 2 usage (a configuration error: restarting cannot fix it, so the
+ * back-off goes straight to its maximum).
+ */
+#ifndef DMSC_L7_SUPERVISOR_H
+#define DMSC_L7_SUPERVISOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define DMSC_L7_SUP_ARGS_MAX 32
+#define DMSC_L7_SUP_BACKOFF_MIN_MS 100
+#define DMSC_L7_SUP_BACKOFF_MAX_MS 30000
+/* A helper that ran this long resets the back-off. */
+#define DMSC_L7_SUP_STABLE_MS 60000
+
+enum dmsc_l7_sup_state {
+	DMSC_L7_SUP_STOPPED,  /* not started, or stopped on purpose */
+	DMSC_L7_SUP_STARTING, /* running, "ready" not seen yet */
+	DMSC_L7_SUP_READY,
+	DMSC_L7_SUP_BACKOFF, /* died; restarts at next_start_ms */
+};
+
+struct dmsc_l7_supervisor {
+	const char *argv[DMSC_L7_SUP_ARGS_MAX + 3]; /* + --ready-fd N + NULL */
+	int argc;
+	char ready_arg[16];
+	enum dmsc_l7_sup_state state;
+	pid_t pid;
+	pid_t old_pid; /* replaced helper, told to drain once pid is ready */
+	int ready_fd;  /* read end; -1 when none */
+	unsigned int restarts;
+	unsigned int backoff_ms;
+	int last_status; /* wait status of the last exit, -1: none */
+	uint64_t started_ms;
+	uint64_t next_start_ms;
+};
+
+/* argv: the helper and its arguments (copied as pointers: they must live as
+ * long as the supervisor), without --ready-fd. 0 or -E2BIG. */
+int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv);
+
+/* Starts the helper now. 0 or a negative errno (fork, pipe). */
+int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms);
+
+/* Reaps an exit, notices "ready", restarts after the back-off. Returns the
+ * state after the call. now_ms: a monotonic clock in milliseconds. */
+enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t now_ms);
+
+/*
+ * A new policy (or binary): starts a second helper beside the running one
+ * (both listen on the same address with SO_REUSEPORT) and, once the new one
+ * is ready, sends the old one SIGTERM so that it drains; dmsc_l7_sup_poll
+ * does the hand-over and reaps the old one. No connection is refused and
+ * none is cut. argv may change (new --policy). 0 or a negative errno.
+ */
+int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, uint64_t now_ms);
+
+/* The fd to watch for readiness (-1 when none), for the agent's epoll. */
+int dmsc_l7_sup_fd(const struct dmsc_l7_supervisor *s);
+
+/* SIGTERM (the helper drains), waits up to timeout_ms, then SIGKILL.
+ * Returns the helper's exit code (0: drained), or a negative errno. */
+int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms);
+
+/* Copies the helper's Prometheus text (its --metrics-file) into out, so the
+ * agent's own metrics output includes it. A missing file is not an error
+ * (the helper writes its first one a second after start). */
+int dmsc_l7_metrics_append(const char *metrics_file, FILE *out);
+
+const char *dmsc_l7_sup_state_name(enum dmsc_l7_sup_state st);
+
+/* For a helper stopped for good (not restarted): clears its address from
+ * the datapath's dmsc_l7_conf, so connect4 balances http services at L4
+ * again instead of sending them to a closed port. A helper that exits
+ * leaves its registration on purpose: the next one (restarted by the
+ * supervisor, on the same address) takes over without a window in which
+ * requests bypass routes and limits. 0 or a negative errno. */
+int dmsc_l7_unregister(const char *pin_dir);
+
+#endif /* DMSC_L7_SUPERVISOR_H */
