@@ -31,6 +31,7 @@
 #include "agent.h"
 #include "datapath.h"
 #include "httpd.h"
+#include "l7_supervisor.h"
 #include "log.h"
 #include "metrics.h"
 #include "mirror.h"
@@ -54,6 +55,11 @@ struct agent {
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
 	int inotify_fd, watch_wd, signal_fd, http_fd;
+	/* dmsc-l7 for protocol http services, when --l7-listen is given. */
+	bool l7;
+	struct dmsc_l7_supervisor l7_sup;
+	const char *l7_argv[16];
+	char l7_metrics[PATH_MAX];
 	/* allow_from paths with no cgroup yet: applied again until they
 	 * resolve (dmsc_apply_result.unresolved). */
 	int64_t retry_at_ms; /* 0: none */
@@ -61,6 +67,9 @@ struct agent {
 };
 
 #define UNRESOLVED_RETRY_MS 2000
+
+#define L7_POLL_MS 1000
+#define L7_STOP_MS 12000 /* the helper's own drain bound is 10 s */
 
 static const char usage_text[] =
     "usage: dmscd --policy FILE|DIR [--cgroup PATH] [options]\n"
@@ -205,6 +214,10 @@ static void apply_policy(struct agent *ag, const char *why)
 		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
 		 (c3 - c2) * 1e3, (t1 - t0) * 1e3);
 	ag->stats.applies[DMSC_APPLY_OK]++;
+	/* The helper reads the policy itself: a new one replaces it, without
+	 * refusing or cutting a connection (dmsc_l7_sup_replace). */
+	if (ag->l7 && res.n_changes && ag->l7_sup.state != DMSC_L7_SUP_STOPPED)
+		dmsc_l7_sup_replace(&ag->l7_sup, ag->l7_argv, (uint64_t)dmsc_now_ms());
 	ag->stats.entries_written += res.entries_written;
 	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
 	ag->stats.policy_services = res.n_services;
@@ -233,6 +246,76 @@ static void flush_drops(struct agent *ag, bool force)
 		pr_debug("cleared %d removed backend entr%s\n", n, n == 1 ? "y" : "ies");
 }
 
+/* dmsc-l7's own families (per service, route and code, latency histograms),
+ * from the file it rewrites every second. */
+static int append_l7_metrics(const struct agent *ag, struct dmsc_buf *body)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	int err;
+
+	if (!f)
+		return -errno;
+	err = dmsc_l7_metrics_append(ag->l7_metrics, f);
+	fclose(f);
+	if (!err && len)
+		dmsc_buf_printf(body, "%.*s", (int)len, text);
+	free(text);
+	return err;
+}
+
+/* Builds the helper's command line and starts it under supervision. */
+static int l7_start(struct agent *ag, const char *bin, const char *listen)
+{
+	int n = 0;
+
+	if (ag->policy_is_dir) {
+		pr_warn("--l7-listen needs --policy FILE: dmsc-l7 reads one policy file\n");
+		return -EINVAL;
+	}
+	snprintf(ag->l7_metrics, sizeof(ag->l7_metrics), "/run/dmsc/dmsc-l7.%d.prom",
+		 (int)getpid());
+	if (mkdir("/run/dmsc", 0755) && errno != EEXIST) {
+		pr_warn("cannot create /run/dmsc: %s\n", strerror(errno));
+		return -errno;
+	}
+	ag->l7_argv[n++] = bin;
+	ag->l7_argv[n++] = "--listen";
+	ag->l7_argv[n++] = listen;
+	ag->l7_argv[n++] = "--policy";
+	ag->l7_argv[n++] = ag->policy;
+	ag->l7_argv[n++] = "--pin-dir";
+	ag->l7_argv[n++] = ag->pin_dir;
+	ag->l7_argv[n++] = "--metrics-file";
+	ag->l7_argv[n++] = ag->l7_metrics;
+	ag->l7_argv[n] = NULL;
+	if (dmsc_l7_sup_init(&ag->l7_sup, ag->l7_argv))
+		return -E2BIG;
+	ag->l7 = true;
+	pr_info("starting %s on %s for http services\n", bin, listen);
+	return dmsc_l7_sup_start(&ag->l7_sup, (uint64_t)dmsc_now_ms());
+}
+
+/* Where dmsc-l7 is: beside this dmscd, unless --l7-binary says. */
+static void l7_default_binary(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash;
+
+	if (n <= 0) {
+		snprintf(buf, len, "dmsc-l7");
+		return;
+	}
+	self[n] = '\0';
+	slash = strrchr(self, '/');
+	if (slash)
+		*slash = '\0';
+	if (snprintf(buf, len, "%.*s/dmsc-l7", (int)(len > 9 ? len - 9 : 0), self) >= (int)len)
+		snprintf(buf, len, "dmsc-l7");
+}
+
 static int metrics_handler(const char *path, struct dmsc_buf *body, void *ctx)
 {
 	struct agent *ag = ctx;
@@ -255,6 +338,8 @@ static int metrics_handler(const char *path, struct dmsc_buf *body, void *ctx)
 		dmsc_mirror_load(&ag->mirror, &dp);
 	err = dmsc_metrics_render(body, &ag->mirror, &dp, &ag->stats);
 	dmsc_datapath_close(&dp);
+	if (!err && ag->l7)
+		err = append_l7_metrics(ag, body);
 	return err ? 500 : 200;
 }
 
@@ -397,6 +482,8 @@ int main(int argc, char **argv)
 		OPT_MAX_SVC,
 		OPT_MAX_BE,
 		OPT_PIN_DIR,
+		OPT_L7_LISTEN,
+		OPT_L7_BINARY,
 	};
 	static const struct option longopts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -409,6 +496,8 @@ int main(int argc, char **argv)
 	    {"max-services", required_argument, NULL, OPT_MAX_SVC},
 	    {"max-backends", required_argument, NULL, OPT_MAX_BE},
 	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
+	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
+	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -419,7 +508,8 @@ int main(int argc, char **argv)
 	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS, max_svc = 0, max_be = 0;
 	enum dmsc_log_level level = DMSC_LOG_INFO;
 	size_t n_ifs = 0;
-	char bound[64];
+	const char *l7_listen = NULL;
+	char bound[64], l7_bin[PATH_MAX] = "";
 	sigset_t sigs;
 	bool running = true;
 	int c, rc = 1;
@@ -465,6 +555,12 @@ int main(int argc, char **argv)
 			break;
 		case OPT_PIN_DIR:
 			ag.pin_dir = optarg;
+			break;
+		case OPT_L7_LISTEN:
+			l7_listen = optarg;
+			break;
+		case OPT_L7_BINARY:
+			snprintf(l7_bin, sizeof(l7_bin), "%s", optarg);
 			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;
@@ -528,12 +624,20 @@ int main(int argc, char **argv)
 	}
 	pr_info("watching %s%s\n", ag.policy, ag.policy_is_dir ? " (a directory of *.json)" : "");
 	apply_policy(&ag, "start");
+	if (l7_listen) {
+		if (!l7_bin[0])
+			l7_default_binary(l7_bin, sizeof(l7_bin));
+		if (l7_start(&ag, l7_bin, l7_listen))
+			goto out;
+	}
 
 	while (running) {
-		struct pollfd pfd[3] = {
+		/* poll() passes over the entries whose fd is -1. */
+		struct pollfd pfd[4] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.inotify_fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
+		    {.fd = ag.l7 ? dmsc_l7_sup_fd(&ag.l7_sup) : -1, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -545,7 +649,11 @@ int main(int argc, char **argv)
 			wait = drop;
 		if (retry >= 0 && (wait < 0 || retry < wait))
 			wait = retry;
-		if (poll(pfd, ag.http_fd >= 0 ? 3 : 2, wait) < 0 && errno != EINTR) {
+		/* The helper: reaped, noticed ready, restarted after its
+		 * back-off; looked at every second at least. */
+		if (ag.l7 && (wait < 0 || wait > L7_POLL_MS))
+			wait = L7_POLL_MS;
+		if (poll(pfd, 4, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}
@@ -578,6 +686,8 @@ int main(int argc, char **argv)
 			apply_policy(&ag, "retry");
 		if (dmsc_mirror_next_drop_ms(&ag.mirror, dmsc_now_ms()) == 0)
 			flush_drops(&ag, false);
+		if (ag.l7)
+			dmsc_l7_sup_poll(&ag.l7_sup, (uint64_t)dmsc_now_ms());
 	}
 	/* Removed backends still waiting: their delay is short; wait it out
 	 * rather than leave entries behind. */
@@ -590,6 +700,13 @@ int main(int argc, char **argv)
 	}
 	rc = 0;
 out:
+	/* The helper drains and goes; http services fall back to L4 balancing
+	 * until the next dmscd starts one (fail open, not a closed port). */
+	if (ag.l7) {
+		dmsc_l7_sup_stop(&ag.l7_sup, L7_STOP_MS);
+		dmsc_l7_unregister(ag.pin_dir);
+		unlink(ag.l7_metrics);
+	}
 	dmsc_mirror_free(&ag.mirror);
 	if (ag.http_fd >= 0)
 		close(ag.http_fd);

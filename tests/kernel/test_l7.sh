@@ -31,8 +31,10 @@ BIG=198.19.0.27
 LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
 L7PID=
 
+DPID=
 cleanup() {
 	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null
+	[[ -n $DPID ]] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
 	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
 	dmsc_net_cleanup
 	dmsc_cgroup_cleanup
@@ -431,6 +433,41 @@ t_eq "SIGTERM: the in-flight request is answered" "$(jq -c .bodies "$T/drain.jso
 t_eq "SIGTERM: the helper exits 0 after draining" "$rc" 0
 t_check "stats count the handoffs sockops published" \
 	bash -c "'$CTL' stats -o json | jq -e '.reasons.l7_handoff >= 50 and .reasons.l7_handoff_full == 0' >/dev/null"
+
+# 13. dmscd starts, watches and restarts the helper (--l7-listen), and
+# exports its metrics. dmscd runs in the node namespace, so that the helper
+# it starts listens there; outside the mesh cgroup.
+l7_pids() { pgrep -f -- "--metrics-file /run/dmsc/dmsc-l7.$DPID.prom"; }
+routes_work() { # bounded: 10 s
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[[ $(curl_c "http://$WEB/v2/page" 2>/dev/null) == v2 ]] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+nsenter --net="/run/netns/${P}n" "$BIN/dmscd" --policy "$T/policy.json" --l7-listen "$HELPER" \
+	--metrics 127.0.0.1:19464 --debounce-ms 100 >"$T/dmscd.log" 2>&1 &
+DPID=$!
+t_check "dmscd starts dmsc-l7 and routing works through it" routes_work
+first=$(l7_pids | head -n 1)
+t_check "dmscd's helper is running" test -n "$first"
+[[ -n $first ]] && kill -KILL "$first"
+sleep 0.3
+t_check "a helper killed with SIGKILL is restarted and routes again" routes_work
+second=$(l7_pids | head -n 1)
+t_check "...as a new process" test -n "$second" -a "$second" != "$first"
+sleep 1.5 # the helper rewrites its metrics file every second
+t_check "dmscd's metrics include the helper's (dmsc_l7_requests_total)" \
+	bash -c "nsenter --net='/run/netns/${P}n' curl -sS --max-time 5 http://127.0.0.1:19464/metrics | grep -q '^dmsc_l7_requests_total'"
+kill -TERM "$DPID"
+wait "$DPID"
+t_eq "SIGTERM: dmscd exits 0" "$?" 0
+DPID=
+t_check "...and its helper is gone" bash -c "! kill -0 '${second:-0}' 2>/dev/null"
+got=$(curl_c "http://$WEB/v2/page")
+[[ $got == v1 || $got == v2 || $got == v3 ]] && t_ok "with the helper gone, http falls back to L4 ($got)" ||
+	t_fail "with the helper gone, curl got '$got'"
 
 t_check "uninstall" "$CTL" uninstall
 t_summary
