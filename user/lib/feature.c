@@ -90,7 +90,8 @@ static int probe_load(const char *sec, int helper, char *log, size_t log_size)
 
 	err = libbpf_prog_type_by_name(sec, &type, &attach);
 	if (err) {
-		snprintf(log, log_size, "libbpf %s does not know the section", libbpf_version_string());
+		snprintf(log, log_size, "libbpf %s does not know the section %s",
+			 libbpf_version_string(), sec);
 		return err;
 	}
 	if (helper >= 0)
@@ -154,6 +155,8 @@ void dmsc_feature_probe(const struct dmsc_feature *feature, struct dmsc_feature_
 		r->present = fd >= 0;
 		if (fd >= 0)
 			close(fd);
+		else if (fd == -ESRCH) /* libbpf does not know the section */
+			first_line(r->detail, sizeof(r->detail), log);
 		else
 			snprintf(r->detail, sizeof(r->detail), "loading a %s program: %s", f->sec,
 				 strerror(-fd));
