@@ -22,7 +22,7 @@
 static const struct dmsc_feature feature_table[] = {
 	{ "cgroup/connect4", DMSC_FEAT_HOOK, "cgroup/connect4", 0, "4.17", NULL, NULL },
 	{ "cgroup/getpeername4", DMSC_FEAT_HOOK, "cgroup/getpeername4", 0, "5.8",
-	  "not attached: getpeername() on a translated socket shows the backend, not the VIP",
+	  "getpeername() on a translated socket shows the backend, not the VIP",
 	  "sock4_getpeername" },
 	{ "bpf_link for cgroup hooks", DMSC_FEAT_LINK, "cgroup/connect4", 0, "5.7", NULL, NULL },
 	{ "sk_storage map", DMSC_FEAT_MAP, NULL, BPF_MAP_TYPE_SK_STORAGE, "5.2", NULL, NULL },
@@ -289,8 +289,8 @@ int dmsc_features_prepare(struct bpf_object *obj, struct dmsc_features *out)
 				r->detail[0] ? ": " : "", r->detail);
 			continue;
 		}
-		pr_info("this kernel lacks %s (Linux %s and later): %s\n", r->f.name,
-			r->f.min_linux, r->f.fallback);
+		pr_info("this kernel lacks %s (Linux %s and later): %s%s\n", r->f.name,
+			r->f.min_linux, r->f.prog ? "not loaded; " : "", r->f.fallback);
 		prog = r->f.prog ? bpf_object__find_program_by_name(obj, r->f.prog) : NULL;
 		if (prog)
 			bpf_program__set_autoload(prog, false);
