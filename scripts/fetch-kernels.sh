@@ -17,7 +17,7 @@ TOP=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=$(dmsc_kernel_cache)
 
 fetch_one() {
-	local name=$1 suites=$2 apt dir deb pkg ver line
+	local name=$1 suites=$2 apt dir deb pkg ver
 	apt=$CACHE/apt/$name
 	mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/debs"
 	: >"$apt/sources.list"

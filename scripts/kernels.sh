@@ -17,5 +17,5 @@ dmsc_kernel_suites() {
 }
 
 dmsc_kernel_cache() {
-	echo "${DMSC_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dmsc-kernels}"
+	echo "${DMSC_KERNEL_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/dmsc-kernels}"
 }

@@ -750,7 +750,7 @@ static int cmd_status(const struct opts *o)
 			json_add(h, "skipped", json_object_new_string(feat->f.fallback));
 		json_object_array_add(hooks, h);
 		if (!o->json && skipped)
-			printf("  %-22s not attached: this kernel lacks it (Linux %s): %s\n",
+			printf("  %-22s skipped, this kernel lacks it (Linux %s): %s\n",
 			       links[i].hook->hook, feat->f.min_linux, feat->f.fallback);
 		else if (!o->json)
 			printf("  %-22s %s (link %u, prog %u)\n", links[i].hook->hook,

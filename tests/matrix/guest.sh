@@ -12,7 +12,7 @@ set -u
 OUT=${1:?usage: guest.sh OUT_DIR [SUITE...]}
 shift
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=${BIN:-$TOP/build}
+export BIN=${BIN:-$TOP/build}
 SUITES=("$@")
 [[ ${#SUITES[@]} -eq 0 ]] && SUITES=("$TOP/tests/kernel/test_l4.sh")
 export TMPDIR=${TMPDIR:-/tmp}
@@ -31,7 +31,7 @@ for suite in "${SUITES[@]}"; do
 	name=$(basename "$suite" .sh)
 	echo "== $name on $(uname -r)"
 	t0=$(date +%s)
-	BIN=$BIN DMSC_TOOLS=$BIN/tools "$suite" >"$OUT/$name.log" 2>&1
+	DMSC_TOOLS=$BIN/tools "$suite" >"$OUT/$name.log" 2>&1
 	echo $? >"$OUT/$name.rc"
 	echo $(($(date +%s) - t0)) >"$OUT/$name.seconds"
 	grep -E '^(not ok|[0-9]+ passed)' "$OUT/$name.log" | sed 's/^/  /'

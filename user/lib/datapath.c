@@ -592,6 +592,12 @@ out:
 		bool removed;
 
 		remove_pins(pin_dir, &removed);
+		/* and no empty directories (rmdir leaves a non-empty one) */
+		snprintf(path, sizeof(path), "%s/links", pin_dir);
+		rmdir(path);
+		snprintf(path, sizeof(path), "%s/maps", pin_dir);
+		rmdir(path);
+		rmdir(pin_dir);
 	}
 	for (i = 0; i < N_OBJECTS; i++)
 		bpf_object__close(objs[i]);

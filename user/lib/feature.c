@@ -22,7 +22,7 @@
 static const struct dmsc_feature feature_table[] = {
 	{ "cgroup/connect4", DMSC_FEAT_HOOK, "cgroup/connect4", 0, "4.17", NULL, NULL },
 	{ "cgroup/getpeername4", DMSC_FEAT_HOOK, "cgroup/getpeername4", 0, "5.8",
-	  "not attached: getpeername() on a translated socket shows the backend, not the VIP",
+	  "getpeername() on a translated socket shows the backend, not the VIP",
 	  "sock4_getpeername" },
 	{ "bpf_link for cgroup hooks", DMSC_FEAT_LINK, "cgroup/connect4", 0, "5.7", NULL, NULL },
 	{ "sk_storage map", DMSC_FEAT_MAP, NULL, BPF_MAP_TYPE_SK_STORAGE, "5.2", NULL, NULL },
@@ -83,7 +83,8 @@ static int probe_load(const char *sec, int helper, char *log, size_t log_size)
 
 	err = libbpf_prog_type_by_name(sec, &type, &attach);
 	if (err) {
-		snprintf(log, log_size, "libbpf %s does not know the section", libbpf_version_string());
+		snprintf(log, log_size, "libbpf %s does not know the section %s",
+			 libbpf_version_string(), sec);
 		return err;
 	}
 	if (helper >= 0)
@@ -147,6 +148,8 @@ void dmsc_feature_probe(const struct dmsc_feature *feature, struct dmsc_feature_
 		r->present = fd >= 0;
 		if (fd >= 0)
 			close(fd);
+		else if (fd == -ESRCH) /* libbpf does not know the section */
+			first_line(r->detail, sizeof(r->detail), log);
 		else
 			snprintf(r->detail, sizeof(r->detail), "loading a %s program: %s", f->sec,
 				 strerror(-fd));
@@ -278,8 +281,8 @@ int dmsc_features_check(struct dmsc_features *out)
 				r->detail[0] ? ": " : "", r->detail);
 			continue;
 		}
-		pr_info("this kernel lacks %s (Linux %s and later): %s\n", r->f.name,
-			r->f.min_linux, r->f.fallback);
+		pr_info("this kernel lacks %s (Linux %s and later): %s%s\n", r->f.name,
+			r->f.min_linux, r->f.prog ? "not loaded; " : "", r->f.fallback);
 	}
 	return out->n_missing_required ? -EOPNOTSUPP : 0;
 }
