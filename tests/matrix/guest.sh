@@ -17,9 +17,11 @@ SUITES=("$@")
 [[ ${#SUITES[@]} -eq 0 ]] && SUITES=("$TOP/tests/kernel/test_l4.sh")
 export TMPDIR=${TMPDIR:-/tmp}
 uname -r >"$OUT/kernel"
-# virtme-ng's init does not always mount cgroup2; a guest has nothing else on it.
+# virtme-ng's init does not always mount cgroup2; a guest (a throwaway VM)
+# has nothing else on it. The suites still attach only to cgroups they make.
+GUEST_CGROUP2=/sys/fs/cgroup
 if ! grep -q ' cgroup2 ' /proc/mounts; then
-	mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "guest: cannot mount cgroup2" >&2
+	mount -t cgroup2 cgroup2 "$GUEST_CGROUP2" || echo "guest: cannot mount cgroup2" >&2
 fi
 mkdir -p /run/netns
 
