@@ -174,4 +174,7 @@ int sock4_getpeername(struct bpf_sock_addr *ctx)
 	return SOCK_ADDR_PASS;
 }
 
+/* The same-host fast path (sockops + sk_msg) lives in its own file. */
+#include "dmsc_fastpath.bpf.h"
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -148,6 +148,77 @@ struct dmsc_install {
 	__u32 max_backends;
 };
 
+/* ---- Same-host fast path (sockops + sk_msg), bpf/dmsc_fastpath.bpf.h ----
+ *
+ * sockops registers both ends of a connection whose peer is a socket of this
+ * host in the mesh cgroup; sk_msg hands each message to the peer socket. The
+ * two ends find each other through dmsc_fp_pending, keyed by what both can
+ * compute: the 4-tuple and both initial sequence numbers. That key is
+ * unambiguous across network namespaces (a loopback or private 4-tuple
+ * repeats per netns; 64 random bits of ISN do not) and fails safe behind
+ * NAT (the ends see different tuples: never paired, never redirected). */
+#define DMSC_MAP_FP_SOCKS "dmsc_fp_socks"
+#define DMSC_MAP_FP_PENDING "dmsc_fp_pending"
+#define DMSC_MAP_FP_SOCK "dmsc_fp_sock"
+#define DMSC_MAP_FP_STATS "dmsc_fp_stats"
+#define DMSC_FP_SOCKS_MAX 65536
+#define DMSC_FP_PENDING_MAX 16384
+
+/* dmsc_fp_pending: LRU_HASH. Written by the active end at ACTIVE_ESTABLISHED,
+ * completed by the passive end, deleted by the active end at its first
+ * message or close. Forgetting an entry only means "not redirected". */
+struct dmsc_fp_conn_key {
+	__u32 client_ip;   /* network order */
+	__u32 server_ip;   /* network order */
+	__u16 client_port; /* network order */
+	__u16 server_port; /* network order */
+	__u32 client_seq;  /* client ISN + 1, as the kernel holds it */
+	__u32 server_seq;  /* server ISN + 1 */
+};
+
+struct dmsc_fp_pending {
+	__u64 client_cookie; /* socket cookie: the sockhash key */
+	__u64 server_cookie; /* 0 until the passive end registered */
+	__u32 svc_id;        /* the VIP's service, 0 for a direct connection */
+	__u32 svc_flags;     /* enum dmsc_svc_flags at connect time */
+};
+
+/* Per socket, sticky. A socket decides once, at its first message, and a
+ * socket that has sent a byte on the normal stack never redirects: bytes of
+ * one direction all take one path, so they cannot be reordered. */
+enum dmsc_fp_mode {
+	DMSC_FP_UNDECIDED = 0,
+	DMSC_FP_REDIRECT, /* every message to the peer socket */
+	DMSC_FP_STACK,    /* every message on the normal TCP/IP stack */
+};
+
+/* dmsc_fp_sock: SK_STORAGE. */
+struct dmsc_fp_sock {
+	struct dmsc_fp_conn_key conn;
+	__u64 peer_cookie; /* 0: no peer known (yet) */
+	__u32 svc_id;
+	__u32 svc_flags;
+	__u8 mode;   /* enum dmsc_fp_mode */
+	__u8 active; /* the connecting end */
+	__u16 pad;   /* always zero */
+	__u32 pad2;  /* always zero */
+};
+
+/* dmsc_fp_stats: PERCPU_ARRAY indexed by service id; index 0 counts
+ * connections that did not go through a VIP. The sum over all is global. */
+struct dmsc_fp_stats {
+	__u64 registered;       /* sockets put in the sockhash */
+	__u64 paired;           /* connections whose both ends registered */
+	__u64 redirected_msgs;  /* handed to the peer socket */
+	__u64 redirected_bytes;
+	__u64 stack_msgs;       /* registered, sent on the normal stack */
+	__u64 stack_bytes;
+	__u64 miss;             /* redirect target gone: fell back to the stack */
+	__u64 late_peer;        /* first message before the peer registered */
+	__u64 accel_off;        /* not registered: accelerate off or a byte limit */
+	__u64 register_failed;  /* sockhash or storage full: not registered */
+};
+
 /* The kernel picks a slot with one random number; shared so the unit tests
  * check the same index arithmetic. */
 static inline __u32 dmsc_slot_index(__u32 random)

@@ -47,6 +47,10 @@ static void setup(void)
 	dp.fd[DMSC_M_REASONS] = bpf_map__fd(skel->maps.dmsc_reasons);
 	dp.fd[DMSC_M_SOCK_VIP] = bpf_map__fd(skel->maps.dmsc_sock_vip);
 	dp.fd[DMSC_M_INSTALL] = bpf_map__fd(skel->maps.dmsc_install);
+	dp.fd[DMSC_M_FP_SOCKS] = bpf_map__fd(skel->maps.dmsc_fp_socks);
+	dp.fd[DMSC_M_FP_PENDING] = bpf_map__fd(skel->maps.dmsc_fp_pending);
+	dp.fd[DMSC_M_FP_SOCK] = bpf_map__fd(skel->maps.dmsc_fp_sock);
+	dp.fd[DMSC_M_FP_STATS] = bpf_map__fd(skel->maps.dmsc_fp_stats);
 	dp.max_services = T_MAX_SERVICES;
 	dp.max_backends = T_MAX_BACKENDS;
 	dp.nr_cpus = libbpf_num_possible_cpus();
@@ -253,6 +257,32 @@ Test(apply, all_weights_zero_flags_the_service)
 	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
 	cr_assert(st.svcs[0].svc.flags & DMSC_SVC_F_NO_BACKEND);
 	dmsc_state_free(&st);
+	dmsc_policy_free(&p);
+}
+
+/* accelerate: on/off/auto becomes the service flags the fast path reads,
+ * and changing it is an update of the one service element. */
+Test(apply, accelerate_sets_the_service_flags)
+{
+	static const __u32 w[] = { 1 };
+	static const enum dmsc_accelerate modes[] = { DMSC_ACCEL_ON, DMSC_ACCEL_OFF,
+						      DMSC_ACCEL_AUTO };
+	static const __u32 want[] = { DMSC_SVC_F_ACCEL_ON, DMSC_SVC_F_ACCEL_OFF, 0 };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_state st;
+	size_t i, changes;
+
+	make_policy(&p, 1, 1, w);
+	apply(&p, false, NULL); /* auto */
+	for (i = 0; i < 3; i++) {
+		p.services[0].accelerate = modes[i];
+		cr_assert_eq(apply(&p, false, &changes), 1, "mode %zu: one write", i);
+		cr_assert_eq(changes, 1);
+		cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+		cr_assert_eq(st.svcs[0].svc.flags & (DMSC_SVC_F_ACCEL_ON | DMSC_SVC_F_ACCEL_OFF),
+			     want[i], "mode %zu", i);
+		dmsc_state_free(&st);
+	}
 	dmsc_policy_free(&p);
 }
 

@@ -28,11 +28,16 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 	[DMSC_M_SVC_META] = DMSC_MAP_SVC_META,	 [DMSC_M_SVC_STATS] = DMSC_MAP_SVC_STATS,
 	[DMSC_M_BE_STATS] = DMSC_MAP_BE_STATS,	 [DMSC_M_REASONS] = DMSC_MAP_REASONS,
 	[DMSC_M_SOCK_VIP] = DMSC_MAP_SOCK_VIP,	 [DMSC_M_INSTALL] = DMSC_MAP_INSTALL,
+	[DMSC_M_FP_SOCKS] = DMSC_MAP_FP_SOCKS,	 [DMSC_M_FP_PENDING] = DMSC_MAP_FP_PENDING,
+	[DMSC_M_FP_SOCK] = DMSC_MAP_FP_SOCK,	 [DMSC_M_FP_STATS] = DMSC_MAP_FP_STATS,
 };
 
 const struct dmsc_hook dmsc_hooks[] = {
-	{ "sock4_connect", "cgroup/connect4", "4.17" },
-	{ "sock4_getpeername", "cgroup/getpeername4", "5.8" },
+	{ "sock4_connect", "cgroup/connect4", "4.17", DMSC_ATTACH_CGROUP, false },
+	{ "sock4_getpeername", "cgroup/getpeername4", "5.8", DMSC_ATTACH_CGROUP, false },
+	/* The fast path: sockops on the cgroup, sk_msg on the sockhash. */
+	{ "sock4_fp_sockops", "cgroup/sockops", "4.13", DMSC_ATTACH_CGROUP, true },
+	{ "sock4_fp_msg", "sk_msg", "5.8", DMSC_ATTACH_SOCKHASH, true },
 };
 const size_t dmsc_n_hooks = sizeof(dmsc_hooks) / sizeof(dmsc_hooks[0]);
 
@@ -244,6 +249,7 @@ static int size_maps(struct dmsc_sock *skel, const char *pin_dir,
 		{ skel->maps.dmsc_svc_stats, opts->max_services, NULL },
 		{ skel->maps.dmsc_backends, opts->max_backends, &rec->max_backends },
 		{ skel->maps.dmsc_be_stats, opts->max_backends, NULL },
+		{ skel->maps.dmsc_fp_stats, opts->max_services, NULL },
 	};
 	size_t i;
 	int err;
@@ -276,6 +282,89 @@ static int size_maps(struct dmsc_sock *skel, const char *pin_dir,
 
 static int remove_pins(const char *dir, bool *removed);
 
+/* Without sk_msg links (before 6.10) the program is attached to the map
+ * itself, and pinned beside the links so that status can find it; it stays
+ * attached as long as the pinned sockhash lives. */
+static void pin_prog_path(char *buf, size_t len, const char *pin_dir, const struct dmsc_hook *h)
+{
+	snprintf(buf, len, "%s/links/%s.prog", pin_dir, h->prog);
+}
+
+static void sockhash_prog_info(const char *pin_dir, const struct dmsc_hook *h,
+			       struct dmsc_link_info *out)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+	char path[PATH_MAX];
+	int fd;
+
+	pin_prog_path(path, sizeof(path), pin_dir, h);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
+		out->present = true;
+		out->prog_pin = true;
+		out->prog_id = info.id;
+	}
+	close(fd);
+}
+
+/* sk_msg on the sockhash: a pinned bpf_link where the kernel has them for
+ * sockmaps (Linux 6.10), else bpf_prog_attach to the map. An existing link
+ * gets the new program in place. */
+static int attach_sockhash(const char *pin_dir, const struct dmsc_hook *h,
+			   struct bpf_program *prog, int map_fd, struct dmsc_install_result *res)
+{
+	char path[PATH_MAX];
+	int fd, err;
+
+	fd = link_get(pin_dir, h);
+	if (fd >= 0) {
+		err = bpf_link_update(fd, bpf_program__fd(prog), NULL) ? -errno : 0;
+		close(fd);
+		if (err)
+			pr_warn("cannot replace program %s in place: %s\n", h->prog, strerror(-err));
+		else
+			snprintf(res->fastpath_note, sizeof(res->fastpath_note),
+				 "sk_msg attached by a bpf_link");
+		res->adopted = true;
+		return err;
+	}
+	fd = bpf_link_create(bpf_program__fd(prog), map_fd, BPF_SK_MSG_VERDICT, NULL);
+	if (fd >= 0) {
+		pin_path(path, sizeof(path), pin_dir, "links", h->prog);
+		err = bpf_obj_pin(fd, path) ? -errno : 0;
+		close(fd);
+		if (err) {
+			pr_warn("cannot pin link %s: %s\n", path, strerror(-err));
+			return err;
+		}
+		snprintf(res->fastpath_note, sizeof(res->fastpath_note),
+			 "sk_msg attached by a bpf_link");
+		return 0;
+	}
+	pr_debug("no sk_msg link (%s; Linux 6.10+): attaching to the map\n", strerror(errno));
+	/* Replaces a program attached before, if any. */
+	if (bpf_prog_attach(bpf_program__fd(prog), map_fd, BPF_SK_MSG_VERDICT, 0)) {
+		err = -errno;
+		pr_warn("cannot attach %s to %s: %s (the hook needs Linux %s)\n", h->hook,
+			DMSC_MAP_FP_SOCKS, strerror(-err), h->min_linux);
+		return err;
+	}
+	pin_prog_path(path, sizeof(path), pin_dir, h);
+	unlink(path);
+	if (bpf_program__pin(prog, path)) {
+		err = -errno;
+		pr_warn("cannot pin program %s: %s\n", path, strerror(-err));
+		return err;
+	}
+	snprintf(res->fastpath_note, sizeof(res->fastpath_note),
+		 "sk_msg attached to the sockhash (no sk_msg links before Linux 6.10)");
+	return 0;
+}
+
 int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 		 struct dmsc_install_result *res)
 {
@@ -285,7 +374,7 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	struct stat cg_st;
 	struct bpf_map *map;
 	int cg_fd = -1, lock_fd = -1, err;
-	bool fresh = false;
+	bool fresh = false, with_fp = true;
 	__u32 zero = 0;
 	size_t i;
 
@@ -334,8 +423,11 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	 * silently take the mesh away from the processes it serves. */
 	for (i = 0; i < dmsc_n_hooks; i++) {
 		unsigned long long id = 0;
-		int fd = link_get(pin_dir, &dmsc_hooks[i]);
+		int fd;
 
+		if (dmsc_hooks[i].attach != DMSC_ATTACH_CGROUP)
+			continue;
+		fd = link_get(pin_dir, &dmsc_hooks[i]);
 		if (fd < 0)
 			continue;
 		err = link_cgroup_id(fd, &id);
@@ -350,29 +442,52 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	}
 
 	fresh = pinned_max_entries(pin_dir, DMSC_MAP_SERVICES) == 0;
-	skel = dmsc_sock__open();
-	if (!skel) {
-		err = -errno;
-		pr_warn("cannot open the BPF object: %s\n", strerror(-err));
-		goto out;
-	}
-	err = size_maps(skel, pin_dir, opts, &rec);
-	if (err)
-		goto out;
-	bpf_object__for_each_map(map, skel->obj)
-	{
-		pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
-		err = bpf_map__set_pin_path(map, path);
+	/* First with the fast path; a kernel that refuses its programs gets
+	 * the rest of the datapath without it (DESIGN.md decision 8). */
+	for (with_fp = true;; with_fp = false) {
+		skel = dmsc_sock__open();
+		if (!skel) {
+			err = -errno;
+			pr_warn("cannot open the BPF object: %s\n", strerror(-err));
+			goto out;
+		}
+		err = size_maps(skel, pin_dir, opts, &rec);
 		if (err)
 			goto out;
+		bpf_object__for_each_map(map, skel->obj)
+		{
+			pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
+			err = bpf_map__set_pin_path(map, path);
+			if (err)
+				goto out;
+		}
+		for (i = 0; !with_fp && i < dmsc_n_hooks; i++) {
+			struct bpf_program *prog;
+
+			if (!dmsc_hooks[i].fastpath)
+				continue;
+			prog = bpf_object__find_program_by_name(skel->obj, dmsc_hooks[i].prog);
+			if (prog)
+				bpf_program__set_autoload(prog, false);
+		}
+		err = dmsc_sock__load(skel);
+		if (!err || !with_fp)
+			break;
+		pr_warn("cannot load the fast path programs (sockops, sk_msg): %s; loading "
+			"the datapath without the same-host fast path\n",
+			strerror(-err));
+		snprintf(res->fastpath_note, sizeof(res->fastpath_note),
+			 "disabled: the kernel refused its programs (%s)", strerror(-err));
+		dmsc_sock__destroy(skel);
+		skel = NULL;
 	}
-	err = dmsc_sock__load(skel);
 	if (err) {
 		pr_warn("cannot load the BPF programs: %s (a pinned map from an incompatible "
 			"build makes this fail: `dmscctl uninstall` removes it)\n",
 			strerror(-err));
 		goto out;
 	}
+	res->fastpath = with_fp;
 
 	for (i = 0; i < dmsc_n_hooks; i++) {
 		const struct dmsc_hook *h = &dmsc_hooks[i];
@@ -384,6 +499,22 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 			err = -ENOENT;
 			pr_warn("program %s is missing from the BPF object\n", h->prog);
 			goto out;
+		}
+		if (h->fastpath && !with_fp) {
+			/* Not loaded: an old pin would keep an old program. */
+			pin_path(path, sizeof(path), pin_dir, "links", h->prog);
+			unlink(path);
+			pin_prog_path(path, sizeof(path), pin_dir, h);
+			unlink(path);
+			continue;
+		}
+		if (h->attach == DMSC_ATTACH_SOCKHASH) {
+			err = attach_sockhash(pin_dir, h, prog, bpf_map__fd(skel->maps.dmsc_fp_socks),
+					      res);
+			if (err)
+				goto out;
+			res->n_links++;
+			continue;
 		}
 		fd = link_get(pin_dir, h);
 		if (fd >= 0) {
@@ -449,6 +580,13 @@ static int remove_pins(const char *dir, bool *removed)
 
 	for (i = 0; i < dmsc_n_hooks; i++) {
 		pin_path(path, sizeof(path), dir, "links", dmsc_hooks[i].prog);
+		if (unlink(path) == 0)
+			*removed = true;
+		else if (errno != ENOENT)
+			err = -errno;
+		if (dmsc_hooks[i].attach != DMSC_ATTACH_SOCKHASH)
+			continue;
+		pin_prog_path(path, sizeof(path), dir, &dmsc_hooks[i]);
 		if (unlink(path) == 0)
 			*removed = true;
 		else if (errno != ENOENT)
@@ -581,6 +719,10 @@ int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t 
 
 		memset(&out[i], 0, sizeof(out[i]));
 		out[i].hook = &dmsc_hooks[i];
+		if (fd < 0 && dmsc_hooks[i].attach == DMSC_ATTACH_SOCKHASH) {
+			sockhash_prog_info(pin_dir, &dmsc_hooks[i], &out[i]);
+			continue;
+		}
 		if (fd < 0)
 			continue;
 		memset(&info, 0, sizeof(info));
@@ -588,7 +730,8 @@ int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t 
 			out[i].present = true;
 			out[i].link_id = info.id;
 			out[i].prog_id = info.prog_id;
-			out[i].cgroup_id = info.cgroup.cgroup_id;
+			if (dmsc_hooks[i].attach == DMSC_ATTACH_CGROUP)
+				out[i].cgroup_id = info.cgroup.cgroup_id;
 		}
 		close(fd);
 	}

@@ -22,6 +22,10 @@ enum dmsc_map_id {
 	DMSC_M_REASONS,
 	DMSC_M_SOCK_VIP,
 	DMSC_M_INSTALL,
+	DMSC_M_FP_SOCKS,
+	DMSC_M_FP_PENDING,
+	DMSC_M_FP_SOCK,
+	DMSC_M_FP_STATS,
 	DMSC_M_COUNT,
 };
 
@@ -29,10 +33,17 @@ extern const char *const dmsc_map_names[DMSC_M_COUNT];
 
 /* One attached program: the skeleton's program name is the link's pin
  * name. */
+enum dmsc_attach {
+	DMSC_ATTACH_CGROUP,   /* a cgroup link on the install cgroup */
+	DMSC_ATTACH_SOCKHASH, /* sk_msg on dmsc_fp_socks: a link (6.10+) or a pinned program */
+};
+
 struct dmsc_hook {
 	const char *prog;
 	const char *hook;     /* as a user reads it: "cgroup/connect4" */
 	const char *min_linux; /* first kernel that has the hook */
+	enum dmsc_attach attach;
+	bool fastpath; /* optional: the same-host fast path, left out where the kernel refuses it */
 };
 
 extern const struct dmsc_hook dmsc_hooks[];
@@ -58,6 +69,8 @@ struct dmsc_install_result {
 	char cgroup_path[DMSC_CGROUP_PATH_MAX];
 	bool adopted;      /* pins existed: programs replaced in place */
 	unsigned int n_links;
+	bool fastpath;     /* the same-host fast path is attached */
+	char fastpath_note[160]; /* why not, or how sk_msg is attached */
 };
 
 /* $DMSC_PIN_DIR, else DMSC_PIN_ROOT/vDMSC_LAYOUT_VERSION. */
@@ -94,6 +107,7 @@ struct dmsc_link_info {
 	unsigned int link_id;
 	unsigned int prog_id;
 	unsigned long long cgroup_id;
+	bool prog_pin; /* sockhash hook attached without a link (kernel < 6.10) */
 };
 int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t n);
 

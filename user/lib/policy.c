@@ -1311,8 +1311,6 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 			snprintf(field, sizeof(field), "rate_limit:");
 		else if (s->has_allow_from)
 			snprintf(field, sizeof(field), "allow_from:");
-		else if (s->accelerate == DMSC_ACCEL_ON)
-			snprintf(field, sizeof(field), "accelerate: \"on\" is");
 		else if (s->n_routes)
 			snprintf(field, sizeof(field), "routes:");
 		else

@@ -376,6 +376,16 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	}
 	if (dmsc_slot_counts(weight, (__u32)w->n_backends, counts) == 0)
 		p->svc.flags |= DMSC_SVC_F_NO_BACKEND;
+	/* The same-host fast path: "auto" sets neither flag. */
+	if (w->accelerate == DMSC_ACCEL_OFF)
+		p->svc.flags |= DMSC_SVC_F_ACCEL_OFF;
+	else if (w->accelerate == DMSC_ACCEL_ON)
+		p->svc.flags |= DMSC_SVC_F_ACCEL_ON;
+	if (cur && (cur->svc.flags ^ p->svc.flags) & (DMSC_SVC_F_ACCEL_OFF | DMSC_SVC_F_ACCEL_ON))
+		append(detail, dlen, "accelerate %s; ",
+		       w->accelerate == DMSC_ACCEL_OFF ? "off"
+		       : w->accelerate == DMSC_ACCEL_ON	 ? "on"
+							 : "auto");
 	dmsc_slot_layout(counts, p->meta.backend_id, (__u32)w->n_backends, p->svc.slot);
 	i = strlen(detail);
 	if (i >= 2 && detail[i - 2] == ';')

@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Same-host fast path: sockops registers both ends of a connection whose
+ * peer is a socket of this host in the mesh cgroup, sk_msg hands each
+ * message straight to the peer socket's receive queue.
+ *
+ * Included by dmsc_sock.bpf.c (one object, so the fast path reads the
+ * services and the per-socket VIP record that connect4 writes without a
+ * second copy of their definitions). Nothing else in that file depends on
+ * this one.
+ *
+ * Rules, each for a bug other projects shipped:
+ * - A miss never drops: bpf_msg_redirect_hash() answers SK_DROP when the
+ *   peer is not in the sockhash, and an sk_msg SK_DROP fails the sender's
+ *   write with EACCES. Every path here returns SK_PASS.
+ * - Keys are built once, from values both ends read in the same byte order
+ *   (the 4-tuple in network order, the sequence numbers as the kernel keeps
+ *   them), with every byte of padding zeroed.
+ * - The decision is sticky per socket: a socket decides at its first message
+ *   and keeps that for its life, so one direction's bytes all take one path
+ *   and cannot be reordered. A socket whose peer registered too late (after
+ *   it had sent on the normal stack) stays on the stack.
+ *
+ * Kernel versions: sockops and sockhash 4.18, bpf_sk_storage_get in sockops
+ * 5.3 (bpf_sock_ops.sk), in sk_msg 5.8 (sk_msg_md.sk). dmsc's minimum is
+ * 5.10; on a kernel that refuses these programs, install loads the rest of
+ * the datapath without them and says so.
+ */
+#ifndef DMSC_FASTPATH_BPF_H
+#define DMSC_FASTPATH_BPF_H
+
+/* sk_msg verdicts. */
+#define FP_SK_PASS 1
+
+#define FP_AF_INET 2
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, DMSC_FP_SOCKS_MAX);
+	__type(key, __u64); /* socket cookie */
+	__type(value, __u64);
+} dmsc_fp_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DMSC_FP_PENDING_MAX);
+	__type(key, struct dmsc_fp_conn_key);
+	__type(value, struct dmsc_fp_pending);
+} dmsc_fp_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct dmsc_fp_sock);
+} dmsc_fp_sock SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct dmsc_fp_stats);
+} dmsc_fp_stats SEC(".maps");
+
+static __always_inline struct dmsc_fp_stats *fp_stats(__u32 svc_id)
+{
+	struct dmsc_fp_stats *st = bpf_map_lookup_elem(&dmsc_fp_stats, &svc_id);
+
+	if (!st) {
+		svc_id = 0; /* an id past the array: count it as global */
+		st = bpf_map_lookup_elem(&dmsc_fp_stats, &svc_id);
+	}
+	return st;
+}
+
+/* remote_port: the 16-bit network-order port, which the kernel puts in the
+ * upper half of the u32 on little-endian hosts and in the lower half on
+ * big-endian ones. A port is never 0, so the half that is set is the port. */
+static __always_inline __u16 fp_remote_port(__u32 remote_port)
+{
+	return remote_port > 0xffff ? (__u16)(remote_port >> 16) : (__u16)remote_port;
+}
+
+/* What connect4 recorded for a socket that connected to a VIP: the service
+ * and its flags now. 0 and 0 for a direct connection. */
+static __always_inline void fp_service_of(struct bpf_sock_ops *ops, __u32 *svc_id, __u32 *flags)
+{
+	struct dmsc_svc_key key = {};
+	struct dmsc_sock_vip *rec;
+	struct bpf_sock *sk = ops->sk;
+	struct dmsc_svc *svc;
+
+	*svc_id = 0;
+	*flags = 0;
+	if (!sk)
+		return;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+	if (!rec)
+		return;
+	key.vip = rec->vip;
+	key.port = rec->vport;
+	key.proto = DMSC_PROTO_TCP;
+	svc = bpf_map_lookup_elem(&dmsc_services, &key);
+	if (!svc || svc->id != rec->svc_id)
+		return; /* the service went away since connect(): default */
+	*svc_id = svc->id;
+	*flags = svc->flags;
+}
+
+/* Byte limits are policed outside sockets; a redirected flow would pass
+ * them by, so such a service is never accelerated (DESIGN.md decision 6). */
+static __always_inline bool fp_accel_allowed(__u32 flags)
+{
+	return !(flags & (DMSC_SVC_F_ACCEL_OFF | DMSC_SVC_F_BYTES_LIMIT));
+}
+
+static __always_inline int fp_register_self(struct bpf_sock_ops *ops, __u64 cookie,
+					    struct dmsc_fp_stats *st)
+{
+	/* BPF_NOEXIST: a socket is registered once. */
+	if (bpf_sock_hash_update(ops, &dmsc_fp_socks, &cookie, BPF_NOEXIST)) {
+		if (st)
+			st->register_failed += 1;
+		return -1;
+	}
+	if (st)
+		st->registered += 1;
+	return 0;
+}
+
+/* The connecting end, at ACTIVE_ESTABLISHED (before connect() returns, so
+ * before the application can write). */
+static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
+{
+	struct dmsc_fp_pending pend = {};
+	struct dmsc_fp_conn_key conn = {};
+	struct dmsc_fp_stats *st;
+	struct dmsc_fp_sock *me;
+	struct bpf_sock *sk;
+	__u32 svc_id, flags;
+	__u64 cookie;
+
+	fp_service_of(ops, &svc_id, &flags);
+	st = fp_stats(svc_id);
+	if (!fp_accel_allowed(flags)) {
+		if (st)
+			st->accel_off += 1;
+		return;
+	}
+	conn.client_ip = ops->local_ip4;
+	conn.client_port = bpf_htons((__u16)ops->local_port); /* host order in ctx */
+	conn.server_ip = ops->remote_ip4;
+	conn.server_port = fp_remote_port(ops->remote_port);
+	conn.client_seq = ops->snd_nxt;
+	conn.server_seq = ops->rcv_nxt;
+
+	sk = ops->sk;
+	if (!sk)
+		return;
+	me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!me) {
+		if (st)
+			st->register_failed += 1;
+		return;
+	}
+	cookie = bpf_get_socket_cookie(ops);
+	/* In the sockhash before the peer can learn our cookie: the peer may
+	 * redirect to us as soon as it has it. */
+	if (fp_register_self(ops, cookie, st))
+		return;
+	me->conn = conn;
+	me->svc_id = svc_id;
+	me->svc_flags = flags;
+	me->active = 1;
+	me->mode = DMSC_FP_UNDECIDED;
+	me->peer_cookie = 0;
+
+	pend.client_cookie = cookie;
+	pend.svc_id = svc_id;
+	pend.svc_flags = flags;
+	bpf_map_update_elem(&dmsc_fp_pending, &conn, &pend, BPF_ANY);
+	/* To drop the pending entry if the socket closes before it writes. */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* The accepted end, at PASSIVE_ESTABLISHED: registers only when the
+ * connecting end is a registered socket of this host. */
+static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
+{
+	struct dmsc_fp_conn_key conn = {};
+	struct dmsc_fp_pending *pend;
+	struct dmsc_fp_stats *st;
+	struct dmsc_fp_sock *me;
+	struct bpf_sock *sk;
+	__u64 cookie;
+
+	conn.client_ip = ops->remote_ip4;
+	conn.client_port = fp_remote_port(ops->remote_port);
+	conn.server_ip = ops->local_ip4;
+	conn.server_port = bpf_htons((__u16)ops->local_port);
+	conn.client_seq = ops->rcv_nxt;
+	conn.server_seq = ops->snd_nxt;
+
+	pend = bpf_map_lookup_elem(&dmsc_fp_pending, &conn);
+	sk = ops->sk;
+	if (!pend || !sk)
+		return; /* the peer is not a local mesh socket: plain TCP */
+	st = fp_stats(pend->svc_id);
+	me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!me) {
+		if (st)
+			st->register_failed += 1;
+		return;
+	}
+	cookie = bpf_get_socket_cookie(ops);
+	if (fp_register_self(ops, cookie, st))
+		return;
+	me->conn = conn;
+	me->svc_id = pend->svc_id;
+	me->svc_flags = pend->svc_flags;
+	me->active = 0;
+	me->mode = DMSC_FP_UNDECIDED;
+	me->peer_cookie = pend->client_cookie;
+	/* Published last: the client may redirect to us from now on. */
+	pend->server_cookie = cookie;
+	if (st)
+		st->paired += 1;
+}
+
+SEC("sockops")
+int sock4_fp_sockops(struct bpf_sock_ops *ops)
+{
+	struct dmsc_fp_sock *me;
+	struct bpf_sock *sk;
+
+	if (ops->family != FP_AF_INET)
+		return 1;
+	switch (ops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		sock4_fp_active(ops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		sock4_fp_passive(ops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		/* args[1] is the new state. The sockhash entry goes by itself
+		 * (the kernel unlinks a closing socket); the pending one is
+		 * ours to remove. */
+		sk = ops->sk;
+		if (ops->args[1] != BPF_TCP_CLOSE || !sk)
+			break;
+		me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0);
+		if (me && me->active && me->mode == DMSC_FP_UNDECIDED)
+			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
+		break;
+	default:
+		break;
+	}
+	return 1;
+}
+
+/* The first message of a socket decides for its whole life. */
+static __always_inline void fp_decide(struct dmsc_fp_sock *me, struct dmsc_fp_stats *st)
+{
+	struct dmsc_fp_pending *pend;
+
+	if (me->active) {
+		pend = bpf_map_lookup_elem(&dmsc_fp_pending, &me->conn);
+		if (pend && pend->server_cookie)
+			me->peer_cookie = pend->server_cookie;
+		if (pend)
+			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
+	}
+	if (me->peer_cookie) {
+		me->mode = DMSC_FP_REDIRECT;
+	} else {
+		me->mode = DMSC_FP_STACK;
+		if (st)
+			st->late_peer += 1;
+	}
+}
+
+SEC("sk_msg")
+int sock4_fp_msg(struct sk_msg_md *msg)
+{
+	struct dmsc_fp_stats *st;
+	struct dmsc_fp_sock *me;
+	struct bpf_sock *sk = msg->sk;
+	__u32 size = msg->size;
+	__u64 peer;
+
+	if (!sk)
+		return FP_SK_PASS;
+	me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0);
+	if (!me) {
+		st = fp_stats(0);
+		if (st)
+			st->miss += 1;
+		return FP_SK_PASS;
+	}
+	st = fp_stats(me->svc_id);
+	if (me->mode == DMSC_FP_UNDECIDED)
+		fp_decide(me, st);
+	if (me->mode == DMSC_FP_REDIRECT) {
+		peer = me->peer_cookie;
+		if (bpf_msg_redirect_hash(msg, &dmsc_fp_socks, &peer, BPF_F_INGRESS) ==
+		    FP_SK_PASS) {
+			if (st) {
+				st->redirected_msgs += 1;
+				st->redirected_bytes += size;
+			}
+			return FP_SK_PASS;
+		}
+		/* The peer left the sockhash: it closed. Its remaining
+		 * bytes were queued before; what follows goes where TCP
+		 * sends it (to a closed socket: a reset, as without dmsc). */
+		me->mode = DMSC_FP_STACK;
+		if (st)
+			st->miss += 1;
+	}
+	if (st) {
+		st->stack_msgs += 1;
+		st->stack_bytes += size;
+	}
+	return FP_SK_PASS;
+}
+
+#endif /* DMSC_FASTPATH_BPF_H */
