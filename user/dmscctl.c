@@ -315,6 +315,45 @@ static const char *const reason_names[DMSC_R_MAX] = {
 	[DMSC_R_PEER_REWRITTEN] = "peer_rewritten",
 };
 
+/* The fast path's counters, in struct dmsc_fp_stats order. */
+static const char *const fp_stat_names[] = {
+	"registered", "paired",	   "redirected_msgs", "redirected_bytes", "stack_msgs",
+	"stack_bytes", "miss",	   "late_peer",	      "accel_off",	  "register_failed",
+};
+#define FP_N_STATS (sizeof(struct dmsc_fp_stats) / sizeof(__u64))
+_Static_assert(sizeof(fp_stat_names) / sizeof(fp_stat_names[0]) == FP_N_STATS,
+	       "a name for every fast path counter");
+
+static struct json_object *fp_stats_json(const struct dmsc_fp_stats *fs)
+{
+	struct json_object *j = json_object_new_object();
+	const __u64 *v = (const __u64 *)fs;
+	size_t k;
+
+	for (k = 0; k < FP_N_STATS; k++)
+		json_add(j, fp_stat_names[k], json_object_new_int64((int64_t)v[k]));
+	return j;
+}
+
+static void fp_stats_add(struct dmsc_fp_stats *sum, const struct dmsc_fp_stats *fs)
+{
+	__u64 *a = (__u64 *)sum;
+	const __u64 *b = (const __u64 *)fs;
+	size_t k;
+
+	for (k = 0; k < FP_N_STATS; k++)
+		a[k] += b[k];
+}
+
+static void fp_stats_print(const char *who, const struct dmsc_fp_stats *fs)
+{
+	printf("  %-22s %10llu %10llu %12llu %14llu %10llu %8llu %8llu %8llu\n", who,
+	       (unsigned long long)fs->paired, (unsigned long long)fs->registered,
+	       (unsigned long long)fs->redirected_msgs, (unsigned long long)fs->redirected_bytes,
+	       (unsigned long long)fs->stack_msgs, (unsigned long long)fs->miss,
+	       (unsigned long long)fs->late_peer, (unsigned long long)fs->accel_off);
+}
+
 static int cmd_stats(const struct opts *o)
 {
 	struct json_object *top = json_object_new_object(), *arr = json_object_new_array();
@@ -325,8 +364,12 @@ static int cmd_stats(const struct opts *o)
 	size_t i, j;
 	int rc;
 
+	struct json_object *fp = json_object_new_object();
+	struct dmsc_fp_stats fs, fp_total = { 0 };
+
 	json_add(top, "services", arr);
 	json_add(top, "reasons", reasons);
+	json_add(top, "fastpath", fp);
 	rc = open_ro(&dp, o, "stats");
 	if (rc)
 		goto out_put;
@@ -365,7 +408,30 @@ static int cmd_stats(const struct opts *o)
 				       (unsigned long long)bs.connections);
 		}
 		json_add(js, "backends", bes);
+		dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, s->svc.id, &fs, sizeof(fs));
+		fp_stats_add(&fp_total, &fs);
+		json_add(js, "fastpath", fp_stats_json(&fs));
 		json_object_array_add(arr, js);
+	}
+	/* Id 0: connections between mesh sockets that used no VIP. */
+	dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, 0, &fs, sizeof(fs));
+	fp_stats_add(&fp_total, &fs);
+	json_add(fp, "direct", fp_stats_json(&fs));
+	json_add(fp, "total", fp_stats_json(&fp_total));
+	if (!o->json) {
+		printf("same-host fast path:\n  %-22s %10s %10s %12s %14s %10s %8s %8s %8s\n", "",
+		       "PAIRED", "SOCKETS", "REDIR_MSGS", "REDIR_BYTES", "STACK_MSGS", "MISSES",
+		       "LATE", "OFF");
+		for (i = 0; i < st.n_svcs; i++) {
+			dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, st.svcs[i].svc.id, &fs, sizeof(fs));
+			fp_stats_print(st.svcs[i].meta.name, &fs);
+		}
+		dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, 0, &fs, sizeof(fs));
+		fp_stats_print("(direct, no VIP)", &fs);
+		fp_stats_print("(total)", &fp_total);
+		printf("  stack_bytes=%llu register_failed=%llu\n",
+		       (unsigned long long)fp_total.stack_bytes,
+		       (unsigned long long)fp_total.register_failed);
 	}
 	if (!o->json)
 		printf("datapath events:");
@@ -416,12 +482,17 @@ static int cmd_install(const struct opts *o)
 		json_add(r, "cgroup", json_object_new_string(res.cgroup_path));
 		json_add(r, "adopted", json_object_new_boolean(res.adopted));
 		json_add(r, "hooks", json_object_new_int((int)res.n_links));
+		json_add(r, "fastpath", json_object_new_boolean(res.fastpath));
+		json_add(r, "fastpath_note", json_object_new_string(res.fastpath_note));
 		print_json(r);
 		json_object_put(r);
 	} else {
 		printf("%s dmsc on cgroup %s: %u hooks, pinned at %s\n",
 		       res.adopted ? "updated programs in place of" : "installed", res.cgroup_path,
 		       res.n_links, o->pin_dir);
+		printf("same-host fast path: %s\n",
+		       res.fastpath ? (res.fastpath_note[0] ? res.fastpath_note : "on")
+				    : res.fastpath_note);
 	}
 	return 0;
 }
@@ -498,11 +569,13 @@ static int cmd_status(const struct opts *o)
 	}
 	for (i = 0; i < n; i++) {
 		struct json_object *h = json_object_new_object();
-		bool ok = links[i].present && links[i].cgroup_id == dp.install.cgroup_id;
+		bool ok = links[i].present && (links[i].hook->attach != DMSC_ATTACH_CGROUP ||
+					       links[i].cgroup_id == dp.install.cgroup_id);
 
 		json_add(h, "hook", json_object_new_string(links[i].hook->hook));
 		json_add(h, "program", json_object_new_string(links[i].hook->prog));
 		json_add(h, "attached", json_object_new_boolean(ok));
+		json_add(h, "fastpath", json_object_new_boolean(links[i].hook->fastpath));
 		json_add(h, "link_id", json_object_new_int64(links[i].link_id));
 		json_add(h, "prog_id", json_object_new_int64(links[i].prog_id));
 		json_object_array_add(hooks, h);
