@@ -276,7 +276,7 @@ static __always_inline void fp_decide(struct dmsc_fp_sock *me, struct dmsc_fp_st
 	} else {
 		me->mode = DMSC_FP_STACK;
 		if (st)
-			st->late_peer += 1;
+			st->no_peer += 1;
 	}
 }
 

@@ -12,6 +12,7 @@
 #include <sys/utsname.h>
 #include <time.h>
 
+#include <bpf/bpf.h>
 #include <json-c/json.h>
 
 #include "datapath.h"
@@ -318,7 +319,7 @@ static const char *const reason_names[DMSC_R_MAX] = {
 /* The fast path's counters, in struct dmsc_fp_stats order. */
 static const char *const fp_stat_names[] = {
 	"registered", "paired",	   "redirected_msgs", "redirected_bytes", "stack_msgs",
-	"stack_bytes", "miss",	   "late_peer",	      "accel_off",	  "register_failed",
+	"stack_bytes", "miss",	   "no_peer",	      "accel_off",	  "register_failed",
 };
 #define FP_N_STATS (sizeof(struct dmsc_fp_stats) / sizeof(__u64))
 _Static_assert(sizeof(fp_stat_names) / sizeof(fp_stat_names[0]) == FP_N_STATS,
@@ -351,7 +352,7 @@ static void fp_stats_print(const char *who, const struct dmsc_fp_stats *fs)
 	       (unsigned long long)fs->paired, (unsigned long long)fs->registered,
 	       (unsigned long long)fs->redirected_msgs, (unsigned long long)fs->redirected_bytes,
 	       (unsigned long long)fs->stack_msgs, (unsigned long long)fs->miss,
-	       (unsigned long long)fs->late_peer, (unsigned long long)fs->accel_off);
+	       (unsigned long long)fs->no_peer, (unsigned long long)fs->accel_off);
 }
 
 static int cmd_stats(const struct opts *o)
@@ -421,7 +422,7 @@ static int cmd_stats(const struct opts *o)
 	if (!o->json) {
 		printf("same-host fast path:\n  %-22s %10s %10s %12s %14s %10s %8s %8s %8s\n", "",
 		       "PAIRED", "SOCKETS", "REDIR_MSGS", "REDIR_BYTES", "STACK_MSGS", "MISSES",
-		       "LATE", "OFF");
+		       "NOPEER", "OFF");
 		for (i = 0; i < st.n_svcs; i++) {
 			dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, st.svcs[i].svc.id, &fs, sizeof(fs));
 			fp_stats_print(st.svcs[i].meta.name, &fs);
@@ -520,6 +521,23 @@ static int cmd_uninstall(const struct opts *o)
 	return err ? 1 : 0;
 }
 
+/* Elements of a hash-like map (the sockhash: one per registered socket). */
+static long long count_keys(int fd, size_t key_size)
+{
+	char key[64], next[64];
+	long long n = 0;
+	void *prev = NULL;
+
+	if (key_size > sizeof(key))
+		return -1;
+	while (bpf_map_get_next_key(fd, prev, next) == 0 && n < 100000000) {
+		memcpy(key, next, key_size);
+		prev = key;
+		n++;
+	}
+	return n;
+}
+
 static int cmd_status(const struct opts *o)
 {
 	struct json_object *r = json_object_new_object(), *hooks = json_object_new_array();
@@ -529,6 +547,7 @@ static int cmd_status(const struct opts *o)
 	struct utsname u;
 	char when[64];
 	size_t i, n, used_be = 0;
+	long long fp_socks, fp_pending;
 	int err;
 
 	if (dmsc_require_root("status")) {
@@ -560,12 +579,18 @@ static int cmd_status(const struct opts *o)
 	json_add(r, "services_capacity", json_object_new_int64(dp.max_services - 1));
 	json_add(r, "backends", json_object_new_int64((int64_t)used_be));
 	json_add(r, "backends_capacity", json_object_new_int64(dp.max_backends - 1));
+	fp_socks = count_keys(dp.fd[DMSC_M_FP_SOCKS], sizeof(__u64));
+	fp_pending = count_keys(dp.fd[DMSC_M_FP_PENDING], sizeof(struct dmsc_fp_conn_key));
+	json_add(r, "fastpath_sockets", json_object_new_int64(fp_socks));
+	json_add(r, "fastpath_pending", json_object_new_int64(fp_pending));
 	if (!o->json) {
 		printf("installed at %s on cgroup %s (id %llu) since %s, kernel %s\n", o->pin_dir,
 		       dp.install.cgroup_path, (unsigned long long)dp.install.cgroup_id, when,
 		       u.release);
 		printf("services %zu of %u, backends %zu of %u\n", st.n_svcs, dp.max_services - 1,
 		       used_be, dp.max_backends - 1);
+		printf("fast path: %lld sockets registered, %lld connections pending\n", fp_socks,
+		       fp_pending);
 	}
 	for (i = 0; i < n; i++) {
 		struct json_object *h = json_object_new_object();

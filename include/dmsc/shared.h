@@ -214,7 +214,7 @@ struct dmsc_fp_stats {
 	__u64 stack_msgs;       /* registered, sent on the normal stack */
 	__u64 stack_bytes;
 	__u64 miss;             /* redirect target gone: fell back to the stack */
-	__u64 late_peer;        /* first message before the peer registered */
+	__u64 no_peer;        /* first message found no peer: not local, not in the mesh, or too late */
 	__u64 accel_off;        /* not registered: accelerate off or a byte limit */
 	__u64 register_failed;  /* sockhash or storage full: not registered */
 };

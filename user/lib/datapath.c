@@ -287,7 +287,8 @@ static int remove_pins(const char *dir, bool *removed);
  * attached as long as the pinned sockhash lives. */
 static void pin_prog_path(char *buf, size_t len, const char *pin_dir, const struct dmsc_hook *h)
 {
-	snprintf(buf, len, "%s/links/%s.prog", pin_dir, h->prog);
+	/* bpffs refuses names with a dot. */
+	snprintf(buf, len, "%s/links/%s_prog", pin_dir, h->prog);
 }
 
 static void sockhash_prog_info(const char *pin_dir, const struct dmsc_hook *h,
