@@ -29,10 +29,19 @@
 #ifndef DMSC_FASTPATH_BPF_H
 #define DMSC_FASTPATH_BPF_H
 
+#include <bpf/bpf_core_read.h>
+
+/* The most a reader may have unread before its writer leaves the fast path;
+ * set at load time. 0: no bound. */
+const volatile __u32 fp_backlog_max = DMSC_FP_BACKLOG_MAX;
+
 /* sk_msg verdicts. */
 #define FP_SK_PASS 1
 
 #define FP_AF_INET 2
+#define FP_AF_INET6 10
+/* SK_USER_DATA_NOCOPY | SK_USER_DATA_BPF | SK_USER_DATA_PSOCK */
+#define FP_SK_USER_DATA_FLAGS 7UL
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -174,8 +183,10 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	me->active = 1;
 	me->mode = DMSC_FP_UNDECIDED;
 	me->peer_cookie = 0;
+	me->peer_sk = 0;
 
 	pend.client_cookie = cookie;
+	pend.client_sk = (__u64)(unsigned long)sk;
 	pend.svc_id = svc_id;
 	pend.svc_flags = flags;
 	bpf_map_update_elem(&dmsc_fp_pending, &conn, &pend, BPF_ANY);
@@ -221,10 +232,24 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 	me->active = 0;
 	me->mode = DMSC_FP_UNDECIDED;
 	me->peer_cookie = pend->client_cookie;
+	me->peer_sk = pend->client_sk;
+	pend->server_sk = (__u64)(unsigned long)sk;
 	/* Published last: the client may redirect to us from now on. */
 	pend->server_cookie = cookie;
 	if (st)
 		st->paired += 1;
+}
+
+/* IPv4, or IPv4 on an IPv6 socket (a server listening on [::] accepts
+ * IPv4 clients as ::ffff:a.b.c.d): local_ip4 and remote_ip4 hold the IPv4
+ * addresses in both cases. */
+static __always_inline bool fp_is_ipv4(struct bpf_sock_ops *ops)
+{
+	if (ops->family == FP_AF_INET)
+		return true;
+	return ops->family == FP_AF_INET6 && ops->remote_ip6[0] == 0 && ops->remote_ip6[1] == 0 &&
+	       ops->remote_ip6[2] == bpf_htonl(0xffff) && ops->local_ip6[0] == 0 &&
+	       ops->local_ip6[1] == 0 && ops->local_ip6[2] == bpf_htonl(0xffff);
 }
 
 SEC("sockops")
@@ -233,7 +258,7 @@ int sock4_fp_sockops(struct bpf_sock_ops *ops)
 	struct dmsc_fp_sock *me;
 	struct bpf_sock *sk;
 
-	if (ops->family != FP_AF_INET)
+	if (!fp_is_ipv4(ops))
 		return 1;
 	switch (ops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
@@ -259,6 +284,41 @@ int sock4_fp_sockops(struct bpf_sock_ops *ops)
 	return 1;
 }
 
+/* Bytes redirected to the peer that it has not read yet. The kernel does
+ * not bound a socket's ingress_msg queue: without this a writer runs ahead
+ * of a slow reader by hundreds of MiB, all charged to the host's TCP memory
+ * (a plain TCP connection stops at the receive window).
+ *
+ * The count is the peer's psock->msg_tot_len (Linux 6.x; where the kernel
+ * has no such field the guard is off, counted in backlog_unknown). sk_msg
+ * cannot hold a reference to the peer (no bpf_sk_release there), so the peer
+ * is known by its address, recorded at registration, and read with
+ * bpf_probe_read_kernel: a freed peer reads as a fault or as memory whose
+ * psock does not point back at it, and either means "no backlog known".
+ * The answer only ever moves a writer off the fast path, which is safe at
+ * any time; it never decides ordering. */
+static __always_inline __u32 fp_peer_backlog(__u64 peer_sk, bool *known)
+{
+	struct sk_psock *psock;
+	struct sock *sk = (struct sock *)peer_sk;
+	struct sock *back = NULL;
+	void *ud = NULL;
+	__u32 len = 0;
+
+	*known = bpf_core_field_exists(struct sk_psock, msg_tot_len);
+	if (!*known)
+		return 0;
+	if (!sk || bpf_core_read(&ud, sizeof(ud), &sk->sk_user_data))
+		return 0;
+	/* The low bits of sk_user_data are flags (SK_USER_DATA_*). */
+	psock = (struct sk_psock *)((unsigned long)ud & ~FP_SK_USER_DATA_FLAGS);
+	if (!psock || bpf_core_read(&back, sizeof(back), &psock->sk) || back != sk)
+		return 0;
+	if (bpf_core_read(&len, sizeof(len), &psock->msg_tot_len))
+		return 0;
+	return len;
+}
+
 /* The first message of a socket decides for its whole life. */
 static __always_inline void fp_decide(struct dmsc_fp_sock *me, struct dmsc_fp_stats *st)
 {
@@ -266,8 +326,10 @@ static __always_inline void fp_decide(struct dmsc_fp_sock *me, struct dmsc_fp_st
 
 	if (me->active) {
 		pend = bpf_map_lookup_elem(&dmsc_fp_pending, &me->conn);
-		if (pend && pend->server_cookie)
+		if (pend && pend->server_cookie) {
 			me->peer_cookie = pend->server_cookie;
+			me->peer_sk = pend->server_sk;
+		}
 		if (pend)
 			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
 	}
@@ -278,6 +340,37 @@ static __always_inline void fp_decide(struct dmsc_fp_sock *me, struct dmsc_fp_st
 		if (st)
 			st->no_peer += 1;
 	}
+}
+
+/* Whether a redirecting writer must leave the fast path for good, before
+ * this message. Safe to switch this way only: redirected bytes are queued
+ * at the reader before the write returns, and the reader drains that queue
+ * before it reads what came on the stack, so nothing is reordered. */
+static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
+					  struct dmsc_fp_stats *st)
+{
+	bool known = false;
+	__u32 backlog;
+
+	if (!fp_backlog_max)
+		return false;
+	backlog = fp_peer_backlog(me->peer_sk, &known);
+	if (known && backlog > fp_backlog_max) {
+		/* A slow reader: TCP's window holds the writer back now. */
+		if (st)
+			st->backlog_fallback += 1;
+		return true;
+	}
+	if (!known && !(me->svc_flags & DMSC_SVC_F_ACCEL_ON) && size >= DMSC_FP_BULK_MSG) {
+		/* auto without a way to bound the reader's queue: bulk is
+		 * left to TCP; accelerate "on" takes that risk. */
+		if (st) {
+			st->backlog_unknown += 1;
+			st->bulk_fallback += 1;
+		}
+		return true;
+	}
+	return false;
 }
 
 SEC("sk_msg")
@@ -303,6 +396,10 @@ int sock4_fp_msg(struct sk_msg_md *msg)
 		fp_decide(me, st);
 	if (me->mode == DMSC_FP_REDIRECT) {
 		peer = me->peer_cookie;
+		if (fp_must_leave(me, size, st)) {
+			me->mode = DMSC_FP_STACK;
+			goto stack;
+		}
 		if (bpf_msg_redirect_hash(msg, &dmsc_fp_socks, &peer, BPF_F_INGRESS) ==
 		    FP_SK_PASS) {
 			if (st) {
@@ -318,6 +415,7 @@ int sock4_fp_msg(struct sk_msg_md *msg)
 		if (st)
 			st->miss += 1;
 	}
+stack:
 	if (st) {
 		st->stack_msgs += 1;
 		st->stack_bytes += size;

@@ -320,6 +320,7 @@ static const char *const reason_names[DMSC_R_MAX] = {
 static const char *const fp_stat_names[] = {
 	"registered", "paired",	   "redirected_msgs", "redirected_bytes", "stack_msgs",
 	"stack_bytes", "miss",	   "no_peer",	      "accel_off",	  "register_failed",
+	"backlog_fallback", "backlog_unknown", "bulk_fallback",
 };
 #define FP_N_STATS (sizeof(struct dmsc_fp_stats) / sizeof(__u64))
 _Static_assert(sizeof(fp_stat_names) / sizeof(fp_stat_names[0]) == FP_N_STATS,
@@ -430,9 +431,12 @@ static int cmd_stats(const struct opts *o)
 		dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, 0, &fs, sizeof(fs));
 		fp_stats_print("(direct, no VIP)", &fs);
 		fp_stats_print("(total)", &fp_total);
-		printf("  stack_bytes=%llu register_failed=%llu\n",
+		printf("  stack_bytes=%llu register_failed=%llu backlog_fallback=%llu "
+		       "backlog_unknown=%llu\n",
 		       (unsigned long long)fp_total.stack_bytes,
-		       (unsigned long long)fp_total.register_failed);
+		       (unsigned long long)fp_total.register_failed,
+		       (unsigned long long)fp_total.backlog_fallback,
+		       (unsigned long long)fp_total.backlog_unknown);
 	}
 	if (!o->json)
 		printf("datapath events:");

@@ -163,6 +163,15 @@ struct dmsc_install {
 #define DMSC_MAP_FP_STATS "dmsc_fp_stats"
 #define DMSC_FP_SOCKS_MAX 65536
 #define DMSC_FP_PENDING_MAX 16384
+/* Unread redirected bytes at which a writer leaves the fast path. Plain TCP
+ * lets a writer run ahead by its send buffer and the receive window (up to
+ * 4 + 6 MiB with Linux's defaults); a little more, so that a reader that is
+ * only descheduled for a moment does not cost a bulk flow its fast path. */
+#define DMSC_FP_BACKLOG_MAX (16u << 20)
+/* accelerate "auto" on a kernel that cannot tell a reader's backlog: a
+ * message this large is bulk, and bulk without flow control is not
+ * redirected (the writer leaves the fast path). */
+#define DMSC_FP_BULK_MSG (64u << 10)
 
 /* dmsc_fp_pending: LRU_HASH. Written by the active end at ACTIVE_ESTABLISHED,
  * completed by the passive end, deleted by the active end at its first
@@ -179,6 +188,8 @@ struct dmsc_fp_conn_key {
 struct dmsc_fp_pending {
 	__u64 client_cookie; /* socket cookie: the sockhash key */
 	__u64 server_cookie; /* 0 until the passive end registered */
+	__u64 client_sk;     /* kernel addresses of both sockets, for the */
+	__u64 server_sk;     /* backlog guard only (see fp_peer_backlog) */
 	__u32 svc_id;        /* the VIP's service, 0 for a direct connection */
 	__u32 svc_flags;     /* enum dmsc_svc_flags at connect time */
 };
@@ -196,6 +207,7 @@ enum dmsc_fp_mode {
 struct dmsc_fp_sock {
 	struct dmsc_fp_conn_key conn;
 	__u64 peer_cookie; /* 0: no peer known (yet) */
+	__u64 peer_sk;     /* the peer's kernel address: backlog guard only */
 	__u32 svc_id;
 	__u32 svc_flags;
 	__u8 mode;   /* enum dmsc_fp_mode */
@@ -217,6 +229,9 @@ struct dmsc_fp_stats {
 	__u64 no_peer;        /* first message found no peer: not local, not in the mesh, or too late */
 	__u64 accel_off;        /* not registered: accelerate off or a byte limit */
 	__u64 register_failed;  /* sockhash or storage full: not registered */
+	__u64 backlog_fallback; /* the reader fell behind: the writer left the fast path */
+	__u64 backlog_unknown;  /* the kernel cannot tell the reader's backlog */
+	__u64 bulk_fallback;    /* auto, backlog unknown: a bulk message left the fast path */
 };
 
 /* The kernel picks a slot with one random number; shared so the unit tests

@@ -2,7 +2,8 @@
 /*
  * dmsc-stream: byte-exact data integrity over TCP, for the fast path tests.
  *
- *   dmsc-stream server --listen ADDR:PORT [--close-after N] [--max-seconds S]
+ *   dmsc-stream server --listen ADDR:PORT [--close-after N] [--stall-ms N]
+ *               [--max-seconds S]
  *   dmsc-stream client --connect ADDR:PORT [--conns N] [--count M]
  *               [--bytes B] [--back-bytes B] [--seed S] [--max-write W]
  *               [--rst-after N] [--no-read] [--max-seconds S]
@@ -26,7 +27,8 @@
  * Edge cases: --rst-after N (client) resets the connection (SO_LINGER 0)
  * after writing N bytes; --no-read (client) closes right after writing,
  * without reading, while its bytes may still be in flight; --close-after N
- * (server) closes after reading N bytes; --corrupt-at N (client) flips one
+ * (server) closes after reading N bytes; --stall-ms N (server) reads
+ * nothing for N ms after the header, a slow reader; --corrupt-at N (client) flips one
  * bit of byte N it sends, to show that the checker sees it. Every wait is bounded by
  * --max-seconds (default 60): a hang is reported, never waited out.
  * Plain libc and pthreads.
@@ -66,7 +68,7 @@ struct hdr {
 static struct {
 	struct sockaddr_in addr;
 	unsigned conns, count, max_seconds;
-	uint64_t bytes, back_bytes, seed, rst_after, close_after, corrupt_at;
+	uint64_t bytes, back_bytes, seed, rst_after, close_after, corrupt_at, stall_ms;
 	uint32_t max_write;
 	bool no_read;
 	pthread_mutex_t lock;
@@ -313,6 +315,8 @@ static void *serve_conn(void *arg)
 		pthread_mutex_unlock(&cfg.lock);
 		goto out_free;
 	}
+	if (cfg.stall_ms) /* a slow reader: the writer fills what it may */
+		usleep((useconds_t)(cfg.stall_ms * 1000));
 	pattern_init(&s.rx, h.seed, h.conn, 0);
 	pattern_init(&s.tx, h.seed, h.conn, 1);
 	s.rx_total = h.c2s;
@@ -511,7 +515,7 @@ static int run_client(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: dmsc-stream server --listen ADDR:PORT [--close-after N] "
+	fprintf(f, "usage: dmsc-stream server --listen ADDR:PORT [--close-after N] [--stall-ms N] "
 		   "[--max-seconds S]\n"
 		   "       dmsc-stream client --connect ADDR:PORT [--conns N] [--count M] "
 		   "[--bytes B] [--back-bytes B]\n"
@@ -606,6 +610,8 @@ int main(int argc, char **argv)
 			cfg.rst_after = v;
 		else if (!strcmp(o, "--corrupt-at") && !server)
 			cfg.corrupt_at = v + 1; /* 0 stays "off" */
+		else if (!strcmp(o, "--stall-ms") && server && v <= 60000)
+			cfg.stall_ms = v;
 		else if (!strcmp(o, "--close-after"))
 			cfg.close_after = v;
 		else if (!strcmp(o, "--max-seconds") && v >= 1 && v <= 3600)

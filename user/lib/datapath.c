@@ -457,6 +457,10 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 			goto out;
 		bpf_object__for_each_map(map, skel->obj)
 		{
+			/* .rodata holds load-time settings: not state, and
+			 * bpffs refuses its dotted name. */
+			if (bpf_map__is_internal(map))
+				continue;
 			pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
 			err = bpf_map__set_pin_path(map, path);
 			if (err)

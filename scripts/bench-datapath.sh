@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# make bench: the same-host datapath, side by side, in one run.
+#
+# Two workloads in different network namespaces of this host (c: client,
+# 198.18.0.2; s: server, 198.18.1.2) talk four ways:
+#   a  direct TCP, no dmsc (client outside the mesh cgroup)
+#   b  through a dmsc VIP with the same-host fast path (both in the mesh)
+#   c  through one HAProxy TCP hop (in the server's namespace)
+#   d  through two HAProxy hops (one in each namespace: a sidecar pair)
+# For each: request/response round-trip p50/p99 at 64 B and 1 KiB (sockperf
+# ping-pong, full RTT), bulk throughput (iperf3), and CPU time per request
+# (every process of the benchmark runs in one cgroup; its cpu.stat usage
+# over the ping-pong run divided by the round trips).
+#
+# The four ways run interleaved, ROUNDS times; each figure is the median of
+# its rounds. It prints a table of absolute figures and of ratios to (a),
+# writes the same as JSON, draws a PNG chart, and never fails on speed: a
+# missed goal is printed, the exit code only says whether the benchmark ran.
+#
+# Environment: ROUNDS (3), RR_SECONDS (3), BULK_SECONDS (3), OUT (build/bench),
+# BIN (build).
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+. "$TOP/tests/lib/netns.sh"
+
+ROUNDS=${ROUNDS:-3}
+RR_SECONDS=${RR_SECONDS:-3}
+BULK_SECONDS=${BULK_SECONDS:-3}
+BIN=${BIN:-$TOP/build}
+OUT=${OUT:-$TOP/build/bench}
+CTL=$BIN/dmscctl
+P=dbn$$
+T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench.XXXXXX")
+S_ADDR=198.18.1.2
+VIP_RR=198.19.0.30 VIP_BULK=198.19.0.31
+RR_PORT=11111 BULK_PORT=5201 HOP_OFFSET=10000
+
+die() {
+	echo "bench: $*" >&2
+	exit 1
+}
+[[ $(id -u) -eq 0 ]] || die "needs root (network namespaces, BPF)"
+for tool in sockperf iperf3 haproxy jq gnuplot; do
+	command -v "$tool" >/dev/null || die "$tool is missing: run scripts/install-deps.sh"
+done
+[[ -x $CTL ]] || die "$CTL is missing: run make"
+
+cleanup() {
+	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
+	dmsc_net_cleanup
+	dmsc_cgroup_cleanup
+	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$OUT" "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || die "cannot mount a BPF filesystem"
+export DMSC_PIN_DIR=$T/bpffs/dmsc
+
+dmsc_net_init "$P" || exit 1
+dmsc_net_host c 198.18.0.2/16 || exit 1
+dmsc_net_host s "$S_ADDR/16" || exit 1
+BENCH=$(dmsc_cgroup_make "$P/bench") || exit 1
+MESH=$(dmsc_cgroup_make "$P/bench/mesh") || exit 1
+PLAIN=$(dmsc_cgroup_make "$P/bench/plain") || exit 1
+
+run() { # CGROUP HOST cmd...
+	local cg=$1 host=$2
+	shift 2
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec "$host" "$@"
+}
+
+"$CTL" install --cgroup "$MESH" >"$T/install.out" || die "dmscctl install failed"
+FASTPATH_NOTE=$(sed -n 's/^same-host fast path: //p' "$T/install.out")
+cat >"$T/policy.json" <<EOF
+{ "services": [
+  { "name": "bench-rr", "vip": "$VIP_RR", "port": $RR_PORT,
+    "backends": [ { "address": "$S_ADDR", "port": $RR_PORT } ] },
+  { "name": "bench-bulk", "vip": "$VIP_BULK", "port": $BULK_PORT,
+    "backends": [ { "address": "$S_ADDR", "port": $BULK_PORT } ] } ] }
+EOF
+"$CTL" apply "$T/policy.json" >/dev/null || die "dmscctl apply failed"
+
+# The servers are in the mesh cgroup (so (b) pairs with them) and listen on
+# every address of their namespace (so the proxies reach them on loopback).
+# A client outside the mesh is never paired with them: (a), (c), (d) are
+# plain TCP.
+run "$MESH" s timeout 3600 sockperf sr --tcp -i 0.0.0.0 -p $RR_PORT >"$T/sockperf-sr.out" 2>&1 &
+run "$MESH" s timeout 3600 iperf3 -s -p $BULK_PORT >"$T/iperf3-s.out" 2>&1 &
+
+haproxy_cfg() { # FILE BIND_ADDR TARGET_ADDR TARGET_OFFSET
+	cat >"$1" <<EOF
+global
+	maxconn 4096
+	nbthread 1
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 120s
+	timeout server 120s
+listen rr
+	bind $2:$((RR_PORT + HOP_OFFSET))
+	server s $3:$((RR_PORT + $4))
+listen bulk
+	bind $2:$((BULK_PORT + HOP_OFFSET))
+	server s $3:$((BULK_PORT + $4))
+EOF
+}
+# Server side hop: 198.18.1.2:2xxxx -> 127.0.0.1:server. Client side hop
+# (the sidecar pair's first half): 127.0.0.1:2xxxx -> 198.18.1.2:2xxxx.
+haproxy_cfg "$T/hop-s.cfg" "$S_ADDR" 127.0.0.1 0
+haproxy_cfg "$T/hop-c.cfg" 127.0.0.1 "$S_ADDR" $HOP_OFFSET
+run "$PLAIN" s timeout 3600 haproxy -db -f "$T/hop-s.cfg" >"$T/hop-s.out" 2>&1 &
+run "$PLAIN" c timeout 3600 haproxy -db -f "$T/hop-c.cfg" >"$T/hop-c.out" 2>&1 &
+sleep 1
+
+# way -> cgroup of the client, address of the request/response and bulk ports
+declare -A WAY_CG=([a]=$PLAIN [b]=$MESH [c]=$PLAIN [d]=$PLAIN)
+declare -A WAY_RR=([a]=$S_ADDR:$RR_PORT [b]=$VIP_RR:$RR_PORT
+	[c]=$S_ADDR:$((RR_PORT + HOP_OFFSET)) [d]=127.0.0.1:$((RR_PORT + HOP_OFFSET)))
+declare -A WAY_BULK=([a]=$S_ADDR:$BULK_PORT [b]=$VIP_BULK:$BULK_PORT
+	[c]=$S_ADDR:$((BULK_PORT + HOP_OFFSET)) [d]=127.0.0.1:$((BULK_PORT + HOP_OFFSET)))
+declare -A WAY_NAME=([a]="direct TCP" [b]="dmsc fast path" [c]="1 HAProxy hop" [d]="2 HAProxy hops")
+WAYS=(a b c d)
+
+cpu_usec() { sed -n 's/^usage_usec //p' "$BENCH/cpu.stat"; }
+
+# rr WAY SIZE: one ping-pong run; appends "way size p50 p99 avg cpu_us_per_req"
+rr() {
+	local way=$1 size=$2 addr=${WAY_RR[$1]} u0 u1 out n
+	u0=$(cpu_usec)
+	out=$(run "${WAY_CG[$way]}" c timeout $((RR_SECONDS + 20)) sockperf pp --tcp \
+		-i "${addr%:*}" -p "${addr#*:}" -t "$RR_SECONDS" -m "$size" --full-rtt 2>&1)
+	u1=$(cpu_usec)
+	n=$(sed -n 's/.*\[Total Run\].*ReceivedMessages=\([0-9]*\).*/\1/p' <<<"$out")
+	awk -v way="$way" -v size="$size" -v n="${n:-0}" -v cpu=$((u1 - u0)) '
+		/percentile 50.000/ { p50 = $NF }
+		/percentile 99.000/ { p99 = $NF }
+		/avg-rtt=/ { sub(/.*avg-rtt=/, ""); sub(/ .*/, ""); avg = $0 }
+		END { if (p50 == "" || n == 0) { print way, size, "nan nan nan nan"; exit }
+		      printf "%s %s %s %s %s %.3f\n", way, size, p50, p99, avg, cpu / n }' \
+		<<<"$out" >>"$T/rr.txt"
+}
+
+# bulk WAY: one iperf3 run; appends "way gbit_per_s"
+bulk() {
+	local way=$1 addr=${WAY_BULK[$1]} gbps
+	gbps=$(run "${WAY_CG[$way]}" c timeout $((BULK_SECONDS + 20)) iperf3 -c "${addr%:*}" \
+		-p "${addr#*:}" -t "$BULK_SECONDS" -J 2>/dev/null |
+		jq -r '.end.sum_received.bits_per_second / 1e6 | round / 1000' 2>/dev/null)
+	echo "$way ${gbps:-nan}" >>"$T/bulk.txt"
+}
+
+: >"$T/rr.txt"
+: >"$T/bulk.txt"
+echo "bench: $ROUNDS rounds of 4 ways x (ping-pong 64 B, 1 KiB: ${RR_SECONDS}s each; iperf3: ${BULK_SECONDS}s)"
+for ((r = 1; r <= ROUNDS; r++)); do
+	for way in "${WAYS[@]}"; do
+		printf '  round %d/%d: %s\n' "$r" "$ROUNDS" "${WAY_NAME[$way]}"
+		rr "$way" 64
+		rr "$way" 1024
+		bulk "$way"
+	done
+done
+
+# Medians per way and size.
+median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A M
+for way in "${WAYS[@]}"; do
+	for size in 64 1024; do
+		M[$way,p50,$size]=$(awk -v w="$way" -v s="$size" '$1 == w && $2 == s && $3 != "nan" { print $3 }' "$T/rr.txt" | median)
+		M[$way,p99,$size]=$(awk -v w="$way" -v s="$size" '$1 == w && $2 == s && $4 != "nan" { print $4 }' "$T/rr.txt" | median)
+		M[$way,cpu,$size]=$(awk -v w="$way" -v s="$size" '$1 == w && $2 == s && $6 != "nan" { print $6 }' "$T/rr.txt" | median)
+	done
+	M[$way,bulk]=$(awk -v w="$way" '$1 == w && $2 != "nan" { print $2 }' "$T/bulk.txt" | median)
+done
+
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y + 0 == 0 || x == "nan" || y == "nan") print "nan"; else printf "%.2f", x / y }'; }
+
+KERNEL=$(uname -r)
+STATS=$("$CTL" stats -o json | jq -c '[.services[] | {name, fastpath: (.fastpath | {paired, redirected_msgs, redirected_bytes, stack_msgs, no_peer, miss})}]')
+{
+	echo "dmsc datapath benchmark, kernel $KERNEL, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "fast path: ${FASTPATH_NOTE:-unknown}; medians of $ROUNDS interleaved rounds"
+	echo
+	printf '%-16s %9s %9s %9s %9s %10s %10s %10s\n' "" "p50 64B" "p99 64B" "p50 1KiB" "p99 1KiB" \
+		"bulk" "CPU/req" "CPU/req"
+	printf '%-16s %9s %9s %9s %9s %10s %10s %10s\n' "" "us" "us" "us" "us" "Gbit/s" "64B us" "1KiB us"
+	for way in "${WAYS[@]}"; do
+		printf '%-16s %9s %9s %9s %9s %10s %10s %10s\n' "(${way}) ${WAY_NAME[$way]}" \
+			"${M[$way,p50,64]}" "${M[$way,p99,64]}" "${M[$way,p50,1024]}" "${M[$way,p99,1024]}" \
+			"${M[$way,bulk]}" "${M[$way,cpu,64]}" "${M[$way,cpu,1024]}"
+	done
+	echo
+	echo "ratio to (a) direct TCP (latency, CPU: lower is better; bulk: higher is better)"
+	for way in "${WAYS[@]}"; do
+		printf '%-16s %9s %9s %9s %9s %10s %10s %10s\n' "(${way}) ${WAY_NAME[$way]}" \
+			"$(ratio "${M[$way,p50,64]}" "${M[a,p50,64]}")" "$(ratio "${M[$way,p99,64]}" "${M[a,p99,64]}")" \
+			"$(ratio "${M[$way,p50,1024]}" "${M[a,p50,1024]}")" "$(ratio "${M[$way,p99,1024]}" "${M[a,p99,1024]}")" \
+			"$(ratio "${M[$way,bulk]}" "${M[a,bulk]}")" \
+			"$(ratio "${M[$way,cpu,64]}" "${M[a,cpu,64]}")" "$(ratio "${M[$way,cpu,1024]}" "${M[a,cpu,1024]}")"
+	done
+	echo
+	goal() { # TEXT OK
+		printf '  %-66s %s\n' "$1" "$([[ $2 == 1 ]] && echo met || echo MISSED)"
+	}
+	le() { awk -v x="$1" -v y="$2" 'BEGIN { print (x != "nan" && y != "nan" && x <= y) ? 1 : 0 }'; }
+	echo "goals (never asserted: a benchmark on a shared machine is a measurement, not a test)"
+	for s in 64 1024; do
+		for q in p50 p99; do
+			goal "$q ${s} B through dmsc <= 0.8 x direct TCP" \
+				"$(le "${M[b,$q,$s]}" "$(awk -v y="${M[a,$q,$s]}" 'BEGIN { print y * 0.8 }')")"
+			goal "$q ${s} B through dmsc at least 2 x better than two HAProxy hops" \
+				"$(le "$(awk -v x="${M[b,$q,$s]}" 'BEGIN { print x * 2 }')" "${M[d,$q,$s]}")"
+		done
+	done
+	goal "bulk through dmsc >= 1.0 x direct TCP" "$(le "${M[a,bulk]}" "${M[b,bulk]}")"
+	goal "bulk through dmsc at least 2 x two HAProxy hops" \
+		"$(le "$(awk -v x="${M[d,bulk]}" 'BEGIN { print x * 2 }')" "${M[b,bulk]}")"
+	echo
+	echo "fast path counters: $STATS"
+} | tee "$OUT/bench.txt"
+
+# JSON: the same figures.
+{
+	for way in "${WAYS[@]}"; do
+		jq -n --arg way "$way" --arg name "${WAY_NAME[$way]}" \
+			--arg p50_64 "${M[$way,p50,64]}" --arg p99_64 "${M[$way,p99,64]}" \
+			--arg p50_1k "${M[$way,p50,1024]}" --arg p99_1k "${M[$way,p99,1024]}" \
+			--arg bulk "${M[$way,bulk]}" --arg cpu64 "${M[$way,cpu,64]}" --arg cpu1k "${M[$way,cpu,1024]}" \
+			'def n: if . == "nan" then null else tonumber end;
+			 {way: $way, name: $name,
+			  rr_64: {p50_us: ($p50_64 | n), p99_us: ($p99_64 | n), cpu_us_per_req: ($cpu64 | n)},
+			  rr_1024: {p50_us: ($p50_1k | n), p99_us: ($p99_1k | n), cpu_us_per_req: ($cpu1k | n)},
+			  bulk_gbit_s: ($bulk | n)}'
+	done
+} | jq -s --arg kernel "$KERNEL" --arg note "${FASTPATH_NOTE:-}" --argjson rounds "$ROUNDS" \
+	--argjson stats "$STATS" --rawfile rr "$T/rr.txt" --rawfile bulk "$T/bulk.txt" \
+	'. as $w | ($w[0]) as $a |
+	 def r(x; y): if x == null or y == null or y == 0 then null else ((x / y) * 100 | round) / 100 end;
+	 {kernel: $kernel, fastpath: $note, rounds: $rounds, ways: $w,
+	  ratios_to_direct: [$w[] | {way, name,
+	    rr_64_p50: r(.rr_64.p50_us; $a.rr_64.p50_us), rr_64_p99: r(.rr_64.p99_us; $a.rr_64.p99_us),
+	    rr_1024_p50: r(.rr_1024.p50_us; $a.rr_1024.p50_us), rr_1024_p99: r(.rr_1024.p99_us; $a.rr_1024.p99_us),
+	    bulk: r(.bulk_gbit_s; $a.bulk_gbit_s),
+	    cpu_64: r(.rr_64.cpu_us_per_req; $a.rr_64.cpu_us_per_req),
+	    cpu_1024: r(.rr_1024.cpu_us_per_req; $a.rr_1024.cpu_us_per_req)}],
+	  fastpath_counters: $stats,
+	  raw: {rr: ($rr | split("\n") | map(select(length > 0))), bulk: ($bulk | split("\n") | map(select(length > 0)))}}' \
+	>"$OUT/bench.json"
+
+# PNG: four panels, one bar per way.
+for way in "${WAYS[@]}"; do
+	printf '"%s" %s %s %s %s %s %s\n' "${WAY_NAME[$way]}" "${M[$way,p50,64]}" "${M[$way,p99,64]}" \
+		"${M[$way,p50,1024]}" "${M[$way,p99,1024]}" "${M[$way,bulk]}" "${M[$way,cpu,64]}"
+done >"$T/chart.dat"
+gnuplot <<EOF 2>"$T/gnuplot.err" || echo "bench: gnuplot failed: $(cat "$T/gnuplot.err")" >&2
+set terminal pngcairo size 1400,900 font ",10"
+set output "$OUT/bench.png"
+set datafile missing "nan"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set grid ytics
+set yrange [0:*]
+set xtics rotate by -15
+set key top left
+set multiplot layout 2,2 title "dmsc same-host datapath, kernel $KERNEL (medians of $ROUNDS rounds)"
+set title "Round trip, 64 B (us, lower is better)"
+plot "$T/chart.dat" using 2:xtic(1) title "p50", "" using 3 title "p99"
+set title "Round trip, 1 KiB (us, lower is better)"
+plot "$T/chart.dat" using 4:xtic(1) title "p50", "" using 5 title "p99"
+set title "Bulk throughput, iperf3 (Gbit/s, higher is better)"
+plot "$T/chart.dat" using 6:xtic(1) title "Gbit/s"
+set title "CPU time per 64 B request (us, lower is better)"
+plot "$T/chart.dat" using 7:xtic(1) title "CPU us/request"
+unset multiplot
+EOF
+echo "bench: wrote $OUT/bench.txt, $OUT/bench.json, $OUT/bench.png"
