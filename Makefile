@@ -73,6 +73,14 @@ test:
 test-unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
+# The same-host datapath side by side: direct TCP, dmsc, one and two HAProxy
+# hops. Prints figures and ratios, writes build/bench/bench.{txt,json,png};
+# never fails on speed.
+bench:
+	scripts/install-deps.sh --if-missing
+	$(MAKE) all
+	scripts/bench-datapath.sh
+
 demo:
 	scripts/install-deps.sh --if-missing
 	$(MAKE) all

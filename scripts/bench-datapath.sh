@@ -143,13 +143,18 @@ rr() {
 		<<<"$out" >>"$T/rr.txt"
 }
 
-# bulk WAY: one iperf3 run; appends "way gbit_per_s"
+# bulk WAY [FILE]: one iperf3 run; appends "way gbit_per_s cpu_ms_per_GB"
 bulk() {
-	local way=$1 addr=${WAY_BULK[$1]} gbps
-	gbps=$(run "${WAY_CG[$way]}" c timeout $((BULK_SECONDS + 20)) iperf3 -c "${addr%:*}" \
+	local way=$1 addr=${WAY_BULK[$1]} file=${2:-$T/bulk.txt} u0 u1 res
+	u0=$(cpu_usec)
+	res=$(run "${WAY_CG[$way]}" c timeout $((BULK_SECONDS + 20)) iperf3 -c "${addr%:*}" \
 		-p "${addr#*:}" -t "$BULK_SECONDS" -J 2>/dev/null |
-		jq -r '.end.sum_received.bits_per_second / 1e6 | round / 1000' 2>/dev/null)
-	echo "$way ${gbps:-nan}" >>"$T/bulk.txt"
+		jq -r '"\(.end.sum_received.bits_per_second / 1e6 | round / 1000) \(.end.sum_received.bytes)"' 2>/dev/null)
+	u1=$(cpu_usec)
+	awk -v way="$way" -v cpu=$((u1 - u0)) -v res="${res:-nan 0}" 'BEGIN {
+		split(res, r, " ")
+		if (r[1] == "nan" || r[2] + 0 == 0) { print way, "nan nan"; exit }
+		printf "%s %s %.1f\n", way, r[1], cpu / 1000 / (r[2] / 1e9) }' >>"$file"
 }
 
 : >"$T/rr.txt"
@@ -174,33 +179,58 @@ for way in "${WAYS[@]}"; do
 		M[$way,cpu,$size]=$(awk -v w="$way" -v s="$size" '$1 == w && $2 == s && $6 != "nan" { print $6 }' "$T/rr.txt" | median)
 	done
 	M[$way,bulk]=$(awk -v w="$way" '$1 == w && $2 != "nan" { print $2 }' "$T/bulk.txt" | median)
+	M[$way,bulkcpu]=$(awk -v w="$way" '$1 == w && $3 != "nan" { print $3 }' "$T/bulk.txt" | median)
 done
+
+# Bulk once more with the reader's backlog unbounded (DMSC_FP_BACKLOG_MAX=0):
+# what the fast path gives bulk when nothing sends a writer back to TCP, at
+# the price of an unbounded queue at a slow reader. Not the default.
+STATS_DEFAULT=$("$CTL" stats -o json | jq -c '[.services[] | {name, fastpath: (.fastpath | {paired, redirected_msgs, redirected_bytes, stack_msgs, no_peer, miss, backlog_fallback})}]')
+if DMSC_FP_BACKLOG_MAX=0 "$CTL" install --cgroup "$MESH" >/dev/null 2>&1; then
+	: >"$T/bulk0.txt"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		printf '  round %d/%d: bulk, direct and fast path with an unbounded backlog\n' "$r" "$ROUNDS"
+		bulk a "$T/bulk0.txt"
+		bulk b "$T/bulk0.txt"
+	done
+	for way in a b; do
+		M[$way,bulk0]=$(awk -v w="$way" '$1 == w && $2 != "nan" { print $2 }' "$T/bulk0.txt" | median)
+		M[$way,bulk0cpu]=$(awk -v w="$way" '$1 == w && $3 != "nan" { print $3 }' "$T/bulk0.txt" | median)
+	done
+else
+	M[a,bulk0]=nan M[b,bulk0]=nan M[a,bulk0cpu]=nan M[b,bulk0cpu]=nan
+fi
 
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y + 0 == 0 || x == "nan" || y == "nan") print "nan"; else printf "%.2f", x / y }'; }
 
 KERNEL=$(uname -r)
-STATS=$("$CTL" stats -o json | jq -c '[.services[] | {name, fastpath: (.fastpath | {paired, redirected_msgs, redirected_bytes, stack_msgs, no_peer, miss})}]')
+STATS=$STATS_DEFAULT
 {
 	echo "dmsc datapath benchmark, kernel $KERNEL, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	echo "fast path: ${FASTPATH_NOTE:-unknown}; medians of $ROUNDS interleaved rounds"
 	echo
-	printf '%-16s %9s %9s %9s %9s %10s %10s %10s\n' "" "p50 64B" "p99 64B" "p50 1KiB" "p99 1KiB" \
-		"bulk" "CPU/req" "CPU/req"
-	printf '%-16s %9s %9s %9s %9s %10s %10s %10s\n' "" "us" "us" "us" "us" "Gbit/s" "64B us" "1KiB us"
+	printf '%-19s %8s %8s %8s %8s %8s %8s %8s %9s\n' "" "p50 64B" "p99 64B" "p50 1KiB" "p99 1KiB" \
+		"bulk" "CPU/req" "CPU/req" "bulk CPU"
+	printf '%-19s %8s %8s %8s %8s %8s %8s %8s %9s\n' "" "us" "us" "us" "us" "Gbit/s" "64B us" "1KiB us" "ms/GB"
 	for way in "${WAYS[@]}"; do
-		printf '%-16s %9s %9s %9s %9s %10s %10s %10s\n' "(${way}) ${WAY_NAME[$way]}" \
+		printf '%-19s %8s %8s %8s %8s %8s %8s %8s %9s\n' "(${way}) ${WAY_NAME[$way]}" \
 			"${M[$way,p50,64]}" "${M[$way,p99,64]}" "${M[$way,p50,1024]}" "${M[$way,p99,1024]}" \
-			"${M[$way,bulk]}" "${M[$way,cpu,64]}" "${M[$way,cpu,1024]}"
+			"${M[$way,bulk]}" "${M[$way,cpu,64]}" "${M[$way,cpu,1024]}" "${M[$way,bulkcpu]}"
 	done
 	echo
 	echo "ratio to (a) direct TCP (latency, CPU: lower is better; bulk: higher is better)"
 	for way in "${WAYS[@]}"; do
-		printf '%-16s %9s %9s %9s %9s %10s %10s %10s\n' "(${way}) ${WAY_NAME[$way]}" \
+		printf '%-19s %8s %8s %8s %8s %8s %8s %8s %9s\n' "(${way}) ${WAY_NAME[$way]}" \
 			"$(ratio "${M[$way,p50,64]}" "${M[a,p50,64]}")" "$(ratio "${M[$way,p99,64]}" "${M[a,p99,64]}")" \
 			"$(ratio "${M[$way,p50,1024]}" "${M[a,p50,1024]}")" "$(ratio "${M[$way,p99,1024]}" "${M[a,p99,1024]}")" \
 			"$(ratio "${M[$way,bulk]}" "${M[a,bulk]}")" \
-			"$(ratio "${M[$way,cpu,64]}" "${M[a,cpu,64]}")" "$(ratio "${M[$way,cpu,1024]}" "${M[a,cpu,1024]}")"
+			"$(ratio "${M[$way,cpu,64]}" "${M[a,cpu,64]}")" "$(ratio "${M[$way,cpu,1024]}" "${M[a,cpu,1024]}")" \
+			"$(ratio "${M[$way,bulkcpu]}" "${M[a,bulkcpu]}")"
 	done
+	echo
+	echo "bulk with the reader's backlog unbounded (DMSC_FP_BACKLOG_MAX=0, not the default), $ROUNDS more rounds:"
+	printf '  direct TCP %s Gbit/s (%s ms CPU/GB), fast path %s Gbit/s (%s ms CPU/GB): ratio %s\n' \
+		"${M[a,bulk0]}" "${M[a,bulk0cpu]}" "${M[b,bulk0]}" "${M[b,bulk0cpu]}" "$(ratio "${M[b,bulk0]}" "${M[a,bulk0]}")"
 	echo
 	goal() { # TEXT OK
 		printf '  %-66s %s\n' "$1" "$([[ $2 == 1 ]] && echo met || echo MISSED)"
@@ -228,25 +258,29 @@ STATS=$("$CTL" stats -o json | jq -c '[.services[] | {name, fastpath: (.fastpath
 		jq -n --arg way "$way" --arg name "${WAY_NAME[$way]}" \
 			--arg p50_64 "${M[$way,p50,64]}" --arg p99_64 "${M[$way,p99,64]}" \
 			--arg p50_1k "${M[$way,p50,1024]}" --arg p99_1k "${M[$way,p99,1024]}" \
-			--arg bulk "${M[$way,bulk]}" --arg cpu64 "${M[$way,cpu,64]}" --arg cpu1k "${M[$way,cpu,1024]}" \
+			--arg bulk "${M[$way,bulk]}" --arg bulkcpu "${M[$way,bulkcpu]}" --arg cpu64 "${M[$way,cpu,64]}" --arg cpu1k "${M[$way,cpu,1024]}" \
 			'def n: if . == "nan" then null else tonumber end;
 			 {way: $way, name: $name,
 			  rr_64: {p50_us: ($p50_64 | n), p99_us: ($p99_64 | n), cpu_us_per_req: ($cpu64 | n)},
 			  rr_1024: {p50_us: ($p50_1k | n), p99_us: ($p99_1k | n), cpu_us_per_req: ($cpu1k | n)},
-			  bulk_gbit_s: ($bulk | n)}'
+			  bulk_gbit_s: ($bulk | n), bulk_cpu_ms_per_gb: ($bulkcpu | n)}'
 	done
 } | jq -s --arg kernel "$KERNEL" --arg note "${FASTPATH_NOTE:-}" --argjson rounds "$ROUNDS" \
-	--argjson stats "$STATS" --rawfile rr "$T/rr.txt" --rawfile bulk "$T/bulk.txt" \
+	--argjson stats "$STATS" --arg b0a "${M[a,bulk0]}" --arg b0b "${M[b,bulk0]}" \
+	--arg b0acpu "${M[a,bulk0cpu]}" --arg b0bcpu "${M[b,bulk0cpu]}" --rawfile rr "$T/rr.txt" --rawfile bulk "$T/bulk.txt" \
 	'. as $w | ($w[0]) as $a |
 	 def r(x; y): if x == null or y == null or y == 0 then null else ((x / y) * 100 | round) / 100 end;
 	 {kernel: $kernel, fastpath: $note, rounds: $rounds, ways: $w,
 	  ratios_to_direct: [$w[] | {way, name,
 	    rr_64_p50: r(.rr_64.p50_us; $a.rr_64.p50_us), rr_64_p99: r(.rr_64.p99_us; $a.rr_64.p99_us),
 	    rr_1024_p50: r(.rr_1024.p50_us; $a.rr_1024.p50_us), rr_1024_p99: r(.rr_1024.p99_us; $a.rr_1024.p99_us),
-	    bulk: r(.bulk_gbit_s; $a.bulk_gbit_s),
+	    bulk: r(.bulk_gbit_s; $a.bulk_gbit_s), bulk_cpu: r(.bulk_cpu_ms_per_gb; $a.bulk_cpu_ms_per_gb),
 	    cpu_64: r(.rr_64.cpu_us_per_req; $a.rr_64.cpu_us_per_req),
 	    cpu_1024: r(.rr_1024.cpu_us_per_req; $a.rr_1024.cpu_us_per_req)}],
 	  fastpath_counters: $stats,
+	  bulk_unbounded_backlog: ({direct_gbit_s: $b0a, fastpath_gbit_s: $b0b,
+	    direct_cpu_ms_per_gb: $b0acpu, fastpath_cpu_ms_per_gb: $b0bcpu}
+	    | map_values(if . == "nan" then null else tonumber end)),
 	  raw: {rr: ($rr | split("\n") | map(select(length > 0))), bulk: ($bulk | split("\n") | map(select(length > 0)))}}' \
 	>"$OUT/bench.json"
 
@@ -268,10 +302,14 @@ set yrange [0:*]
 set xtics rotate by -15
 set key top left
 set multiplot layout 2,2 title "dmsc same-host datapath, kernel $KERNEL (medians of $ROUNDS rounds)"
-set title "Round trip, 64 B (us, lower is better)"
+set logscale y
+set yrange [1:*]
+set title "Round trip, 64 B (us, log scale, lower is better)"
 plot "$T/chart.dat" using 2:xtic(1) title "p50", "" using 3 title "p99"
-set title "Round trip, 1 KiB (us, lower is better)"
+set title "Round trip, 1 KiB (us, log scale, lower is better)"
 plot "$T/chart.dat" using 4:xtic(1) title "p50", "" using 5 title "p99"
+unset logscale y
+set yrange [0:*]
 set title "Bulk throughput, iperf3 (Gbit/s, higher is better)"
 plot "$T/chart.dat" using 6:xtic(1) title "Gbit/s"
 set title "CPU time per 64 B request (us, lower is better)"

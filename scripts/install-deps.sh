@@ -9,6 +9,8 @@ PACKAGES=(
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
 	# tests
 	libcriterion-dev iproute2 curl procps psmisc jq
+	# fast path tests and make bench
+	iperf3 sockperf haproxy gnuplot-nox
 )
 
 missing=()

@@ -282,6 +282,28 @@ static int size_maps(struct dmsc_sock *skel, const char *pin_dir,
 
 static int remove_pins(const char *dir, bool *removed);
 
+/* $DMSC_FP_BACKLOG_MAX: the unread bytes a reader may have before its writer
+ * leaves the fast path (default DMSC_FP_BACKLOG_MAX; 0: unbounded, which
+ * only a benchmark should want). */
+static int fastpath_settings(struct dmsc_sock *skel)
+{
+	const char *env = getenv("DMSC_FP_BACKLOG_MAX");
+	unsigned long long v;
+	char *end;
+
+	if (!env || !*env)
+		return 0;
+	errno = 0;
+	v = strtoull(env, &end, 10);
+	if (errno || *end || v > 0xffffffffull) {
+		pr_warn("DMSC_FP_BACKLOG_MAX: \"%s\" is not a byte count (0 to 4294967295)\n", env);
+		return -EINVAL;
+	}
+	skel->rodata->fp_backlog_max = (__u32)v;
+	pr_info("fast path: a reader may have %llu unread bytes%s\n", v, v ? "" : " (unbounded)");
+	return 0;
+}
+
 /* Without sk_msg links (before 6.10) the program is attached to the map
  * itself, and pinned beside the links so that status can find it; it stays
  * attached as long as the pinned sockhash lives. */
@@ -453,6 +475,9 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 			goto out;
 		}
 		err = size_maps(skel, pin_dir, opts, &rec);
+		if (err)
+			goto out;
+		err = fastpath_settings(skel);
 		if (err)
 			goto out;
 		bpf_object__for_each_map(map, skel->obj)
