@@ -91,10 +91,10 @@ static __always_inline __u16 fp_remote_port(__u32 remote_port)
 }
 
 /* What connect4 recorded for a socket that connected to a VIP: the service
- * and its flags now. 0 and 0 for a direct connection. */
-static __always_inline void fp_service_of(struct bpf_sock_ops *ops, __u32 *svc_id, __u32 *flags)
+ * and its flags now. Zeros for a direct connection. */
+static __always_inline void fp_service_of(struct bpf_sock_ops *ops, struct dmsc_svc_key *key,
+					  __u32 *svc_id, __u32 *flags)
 {
-	struct dmsc_svc_key key = {};
 	struct dmsc_sock_vip *rec;
 	struct bpf_sock *sk = ops->sk;
 	struct dmsc_svc *svc;
@@ -106,12 +106,15 @@ static __always_inline void fp_service_of(struct bpf_sock_ops *ops, __u32 *svc_i
 	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
 	if (!rec)
 		return;
-	key.vip = rec->vip;
-	key.port = rec->vport;
-	key.proto = DMSC_PROTO_TCP;
-	svc = bpf_map_lookup_elem(&dmsc_services, &key);
-	if (!svc || svc->id != rec->svc_id)
-		return; /* the service went away since connect(): default */
+	key->vip = rec->vip;
+	key->port = rec->vport;
+	key->proto = DMSC_PROTO_TCP;
+	svc = bpf_map_lookup_elem(&dmsc_services, key);
+	if (!svc || svc->id != rec->svc_id) {
+		/* the service went away since connect(): a direct connection */
+		__builtin_memset(key, 0, sizeof(*key));
+		return;
+	}
 	*svc_id = svc->id;
 	*flags = svc->flags;
 }
@@ -143,13 +146,14 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 {
 	struct dmsc_fp_pending pend = {};
 	struct dmsc_fp_conn_key conn = {};
+	struct dmsc_svc_key svc_key = {};
 	struct dmsc_fp_stats *st;
 	struct dmsc_fp_sock *me;
 	struct bpf_sock *sk;
 	__u32 svc_id, flags;
 	__u64 cookie;
 
-	fp_service_of(ops, &svc_id, &flags);
+	fp_service_of(ops, &svc_key, &svc_id, &flags);
 	st = fp_stats(svc_id);
 	if (!fp_accel_allowed(flags)) {
 		if (st)
@@ -178,6 +182,7 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	if (fp_register_self(ops, cookie, st))
 		return;
 	me->conn = conn;
+	me->svc_key = svc_key;
 	me->svc_id = svc_id;
 	me->svc_flags = flags;
 	me->active = 1;
@@ -187,6 +192,7 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 
 	pend.client_cookie = cookie;
 	pend.client_sk = (__u64)(unsigned long)sk;
+	pend.svc_key = svc_key;
 	pend.svc_id = svc_id;
 	pend.svc_flags = flags;
 	bpf_map_update_elem(&dmsc_fp_pending, &conn, &pend, BPF_ANY);
@@ -227,6 +233,7 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 	if (fp_register_self(ops, cookie, st))
 		return;
 	me->conn = conn;
+	me->svc_key = pend->svc_key;
 	me->svc_id = pend->svc_id;
 	me->svc_flags = pend->svc_flags;
 	me->active = 0;
@@ -349,9 +356,20 @@ static __always_inline void fp_decide(struct dmsc_fp_sock *me, struct dmsc_fp_st
 static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
 					  struct dmsc_fp_stats *st)
 {
+	struct dmsc_svc *svc;
 	bool known = false;
 	__u32 backlog;
 
+	/* Decision 6: a service that is now accelerate off or byte-limited
+	 * takes its established flows off the fast path too. */
+	if (me->svc_id) {
+		svc = bpf_map_lookup_elem(&dmsc_services, &me->svc_key);
+		if (svc && svc->id == me->svc_id && !fp_accel_allowed(svc->flags)) {
+			if (st)
+				st->policy_fallback += 1;
+			return true;
+		}
+	}
 	if (!fp_backlog_max)
 		return false;
 	backlog = fp_peer_backlog(me->peer_sk, &known);

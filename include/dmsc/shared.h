@@ -190,7 +190,8 @@ struct dmsc_fp_pending {
 	__u64 server_cookie; /* 0 until the passive end registered */
 	__u64 client_sk;     /* kernel addresses of both sockets, for the */
 	__u64 server_sk;     /* backlog guard only (see fp_peer_backlog) */
-	__u32 svc_id;        /* the VIP's service, 0 for a direct connection */
+	struct dmsc_svc_key svc_key; /* the VIP's service; all zero for a direct connection */
+	__u32 svc_id;        /* 0 for a direct connection */
 	__u32 svc_flags;     /* enum dmsc_svc_flags at connect time */
 };
 
@@ -208,6 +209,7 @@ struct dmsc_fp_sock {
 	struct dmsc_fp_conn_key conn;
 	__u64 peer_cookie; /* 0: no peer known (yet) */
 	__u64 peer_sk;     /* the peer's kernel address: backlog guard only */
+	struct dmsc_svc_key svc_key; /* to see the service's flags change */
 	__u32 svc_id;
 	__u32 svc_flags;
 	__u8 mode;   /* enum dmsc_fp_mode */
@@ -232,6 +234,7 @@ struct dmsc_fp_stats {
 	__u64 backlog_fallback; /* the reader fell behind: the writer left the fast path */
 	__u64 backlog_unknown;  /* the kernel cannot tell the reader's backlog */
 	__u64 bulk_fallback;    /* auto, backlog unknown: a bulk message left the fast path */
+	__u64 policy_fallback;  /* the service became accelerate off or byte-limited */
 };
 
 /* The kernel picks a slot with one random number; shared so the unit tests

@@ -58,11 +58,12 @@ mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7001 --close-after $MiB 
 	>"$T/s7001.out" 2>&1 &
 mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7002 --stall-ms 2000 --max-seconds 600 \
 	>"$T/s7002.out" 2>&1 &
+mesh_run "$MESH" s "$SRV" --name s --mode id --listen 198.18.1.2:9080 --max-seconds 600 >"$T/id.out" 2>&1 &
 mesh_run "$MESH" s "$SRV" --name s --mode http --listen 198.18.1.2:8080 --max-seconds 600 >"$T/http.out" 2>&1 &
 # On [::]: the accepted sockets are IPv6 ones carrying IPv4 (::ffff:a.b.c.d).
 mesh_run "$MESH" s timeout 600 iperf3 -s -p 5201 >"$T/iperf3s.out" 2>&1 &
 mesh_run "$OUTSIDE" r "$STREAM" server --listen 198.18.1.3:7000 --max-seconds 600 >"$T/r7000.out" 2>&1 &
-for f in s7000 s7001 s7002 http r7000; do
+for f in s7000 s7001 s7002 id http r7000; do
 	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "server $f ready"; t_summary; exit 1; }
 done
 
@@ -79,7 +80,8 @@ svc() { # NAME VIP PORT BACKEND BPORT [ACCEL]
 	svc perf 198.19.0.24 5201 198.18.1.2 5201; echo ,
 	svc remote 198.19.0.25 7000 198.18.1.3 7000; echo ,
 	svc closer 198.19.0.26 7001 198.18.1.2 7001; echo ,
-	svc slow 198.19.0.27 7002 198.18.1.2 7002
+	svc slow 198.19.0.27 7002 198.18.1.2 7002; echo ,
+	svc hold 198.19.0.28 9080 198.18.1.2 9080
 	echo '] }'
 } >"$T/policy.json"
 
@@ -240,6 +242,21 @@ for ((i = 0; i < 20; i++)); do
 done
 t_eq "20 curl requests through the fast path" "$ok" 20
 t_range "curl's requests and answers were redirected" "$(fp web redirected_msgs)" 40 100000
+
+# 10b. A service turned accelerate off while a connection is redirected
+#      (DESIGN.md decision 6: limits hold for established flows too): its
+#      ends leave the fast path at their next message, without a lost byte.
+mesh_run "$MESH" c "$BIN/tools/dmsc-probe" --connect 198.19.0.28:9080 --hold-seconds 4 \
+	--interval-ms 50 --json >"$T/hold.json" &
+HOLD=$!
+sleep 1.5
+jq '.services |= map(if .name == "hold" then . + {accelerate: "off"} else . end)' "$T/policy.json" >"$T/policy-off.json"
+t_check "apply accelerate off to a service with a live redirected connection" "$CTL" apply "$T/policy-off.json"
+wait "$HOLD"
+t_eq "the held connection kept working across the switch" \
+	"$?:$(jq -c '[.errors, .name]' "$T/hold.json")" '0:[0,"s"]'
+t_eq "both ends left the fast path for the policy, after redirecting" \
+	"$(fp hold policy_fallback):$(jq -n --argjson r "$(fp hold redirected_msgs)" --argjson s "$(fp hold stack_msgs)" '$r > 0 and $s > 0')" "2:true"
 
 # 11. No leaked sockhash entry: once every connection is closed, the
 #     sockhash and the pending table are empty.
