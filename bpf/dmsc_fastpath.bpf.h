@@ -34,12 +34,20 @@
 /* The most a reader may have unread before its writer leaves the fast path;
  * set at load time. 0: no bound. */
 const volatile __u32 fp_backlog_max = DMSC_FP_BACKLOG_MAX;
+/* Experiments only (scripts/bench-fastpath-variants.sh): apply a redirect
+ * verdict to this many bytes without running the program again, or cork
+ * (hold messages until this many bytes are queued). 0: off, the default.
+ * Cork would hold a small request for ever: never for real traffic. */
+const volatile __u32 fp_apply_bytes = 0;
+const volatile __u32 fp_cork_bytes = 0;
 
 /* sk_msg verdicts. */
 #define FP_SK_PASS 1
 
 #define FP_AF_INET 2
 #define FP_AF_INET6 10
+/* How many bytes a "stack" verdict covers before the program runs again. */
+#define FP_STACK_APPLY_BYTES (1u << 30)
 /* SK_USER_DATA_NOCOPY | SK_USER_DATA_BPF | SK_USER_DATA_PSOCK */
 #define FP_SK_USER_DATA_FLAGS 7UL
 
@@ -418,6 +426,10 @@ int sock4_fp_msg(struct sk_msg_md *msg)
 			me->mode = DMSC_FP_STACK;
 			goto stack;
 		}
+		if (fp_cork_bytes)
+			bpf_msg_cork_bytes(msg, fp_cork_bytes);
+		if (fp_apply_bytes)
+			bpf_msg_apply_bytes(msg, fp_apply_bytes);
 		if (bpf_msg_redirect_hash(msg, &dmsc_fp_socks, &peer, BPF_F_INGRESS) ==
 		    FP_SK_PASS) {
 			if (st) {
@@ -438,6 +450,11 @@ stack:
 		st->stack_msgs += 1;
 		st->stack_bytes += size;
 	}
+	/* On the stack for good: let the verdict stand for the next bytes
+	 * without running this program for each write (the socket stays in
+	 * the sockhash; taking it out would take its own unread redirected
+	 * bytes with it on some kernels). */
+	bpf_msg_apply_bytes(msg, FP_STACK_APPLY_BYTES);
 	return FP_SK_PASS;
 }
 

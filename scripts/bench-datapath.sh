@@ -19,6 +19,13 @@
 #
 # Environment: ROUNDS (3), RR_SECONDS (3), BULK_SECONDS (3), OUT (build/bench),
 # BIN (build).
+#
+# --variants: instead, the study behind the fast path's bulk policy: iperf3
+# with 16 KiB, 128 KiB and 1 MiB writes, direct TCP next to the fast path as
+# shipped (16 MiB reader backlog bound), unbounded, unbounded with
+# apply_bytes 1 MiB, and unbounded with cork 64 KiB (bulk only: cork would
+# hold a 64 B request for ever), plus the 64 B round trip where it applies.
+# Writes build/bench/variants.txt.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/netns.sh"
@@ -157,6 +164,69 @@ bulk() {
 		printf "%s %s %.1f\n", way, r[1], cpu / 1000 / (r[2] / 1e9) }' >>"$file"
 }
 
+median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# iperf3 with write size LEN for WAY; prints "gbit cpu_ms_per_GB"
+bulk_len() {
+	local way=$1 len=$2 addr=${WAY_BULK[$1]} u0 u1 res
+	u0=$(cpu_usec)
+	res=$(run "${WAY_CG[$way]}" c timeout $((BULK_SECONDS + 20)) iperf3 -c "${addr%:*}" \
+		-p "${addr#*:}" -t "$BULK_SECONDS" -l "$len" -J 2>/dev/null |
+		jq -r '"\(.end.sum_received.bits_per_second / 1e6 | round / 1000) \(.end.sum_received.bytes)"' 2>/dev/null)
+	u1=$(cpu_usec)
+	awk -v cpu=$((u1 - u0)) -v res="${res:-nan 0}" 'BEGIN { split(res, r, " ")
+		if (r[1] == "nan" || r[2] + 0 == 0) { print "nan nan"; exit }
+		printf "%s %.0f\n", r[1], cpu / 1000 / (r[2] / 1e9) }'
+}
+
+if [[ ${1:-} == --variants ]]; then
+	VROUNDS=${ROUNDS:-2}
+	{
+		echo "fast path variants, kernel $(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ); medians of $VROUNDS rounds, ${BULK_SECONDS}s iperf3 runs"
+		printf '%-34s %6s %9s %9s %6s %9s %9s %8s %8s\n' variant write "direct" "fastpath" ratio \
+			"direct" "fastpath" "p50 64B" "p50 64B"
+		printf '%-34s %6s %9s %9s %6s %9s %9s %8s %8s\n' "" "" "Gbit/s" "Gbit/s" "" "ms CPU/GB" "ms CPU/GB" "direct" "fastpath"
+	} | tee "$OUT/variants.txt"
+	for variant in "shipped: backlog bound 16 MiB|" \
+		"bound 1 MiB: bulk falls back at once|DMSC_FP_BACKLOG_MAX=1048576" \
+		"unbounded backlog|DMSC_FP_BACKLOG_MAX=0" \
+		"unbounded + apply_bytes 1 MiB|DMSC_FP_BACKLOG_MAX=0 DMSC_FP_APPLY_BYTES=1048576" \
+		"unbounded + cork 64 KiB|DMSC_FP_BACKLOG_MAX=0 DMSC_FP_CORK_BYTES=65536"; do
+		name=${variant%%|*} envs=${variant#*|}
+		env $envs "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || { echo "bench: install $name failed" >&2; continue; }
+		p50a=nan p50b=nan
+		if [[ $envs != *CORK* ]]; then
+			: >"$T/rr.txt"
+			for ((r = 1; r <= VROUNDS; r++)); do rr a 64; rr b 64; done
+			mv "$T/rr.txt" "$T/rr.keep" 2>/dev/null
+		fi
+		for len in 16K 128K 1M; do
+			: >"$T/v.txt"
+			for ((r = 1; r <= VROUNDS; r++)); do
+				echo "a $(bulk_len a "$len")" >>"$T/v.txt"
+				echo "b $(bulk_len b "$len")" >>"$T/v.txt"
+			done
+			ga=$(awk '$1 == "a" && $2 != "nan" { print $2 }' "$T/v.txt" | median)
+			gb=$(awk '$1 == "b" && $2 != "nan" { print $2 }' "$T/v.txt" | median)
+			ca=$(awk '$1 == "a" && $3 != "nan" { print $3 }' "$T/v.txt" | median)
+			cb=$(awk '$1 == "b" && $3 != "nan" { print $3 }' "$T/v.txt" | median)
+			if [[ $len == 16K && -f $T/rr.keep ]]; then
+				p50a=$(awk '$1 == "a" && $3 != "nan" { print $3 }' "$T/rr.keep" | median)
+				p50b=$(awk '$1 == "b" && $3 != "nan" { print $3 }' "$T/rr.keep" | median)
+				rm -f "$T/rr.keep"
+			fi
+			printf '%-34s %6s %9s %9s %6s %9s %9s %8s %8s\n' "$name" "$len" "$ga" "$gb" \
+				"$(awk -v x="$gb" -v y="$ga" 'BEGIN { if (y + 0 == 0 || x == "nan") print "nan"; else printf "%.2f", x / y }')" \
+				"$ca" "$cb" "$p50a" "$p50b" | tee -a "$OUT/variants.txt"
+			p50a="" p50b=""
+		done
+		"$CTL" stats -o json | jq -c '[.services[] | select(.name == "bench-bulk") | .fastpath | {redirected_bytes, stack_bytes, backlog_fallback}]' |
+			sed 's/^/  counters so far: /' | tee -a "$OUT/variants.txt"
+	done
+	echo "bench: wrote $OUT/variants.txt"
+	exit 0
+fi
+
 : >"$T/rr.txt"
 : >"$T/bulk.txt"
 echo "bench: $ROUNDS rounds of 4 ways x (ping-pong 64 B, 1 KiB: ${RR_SECONDS}s each; iperf3: ${BULK_SECONDS}s)"
@@ -170,7 +240,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # Medians per way and size.
-median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 declare -A M
 for way in "${WAYS[@]}"; do
 	for size in 64 1024; do

@@ -282,25 +282,54 @@ static int size_maps(struct dmsc_sock *skel, const char *pin_dir,
 
 static int remove_pins(const char *dir, bool *removed);
 
-/* $DMSC_FP_BACKLOG_MAX: the unread bytes a reader may have before its writer
- * leaves the fast path (default DMSC_FP_BACKLOG_MAX; 0: unbounded, which
- * only a benchmark should want). */
-static int fastpath_settings(struct dmsc_sock *skel)
+static int env_u32(const char *name, __u32 *out, bool *set)
 {
-	const char *env = getenv("DMSC_FP_BACKLOG_MAX");
+	const char *env = getenv(name);
 	unsigned long long v;
 	char *end;
 
+	*set = false;
 	if (!env || !*env)
 		return 0;
 	errno = 0;
 	v = strtoull(env, &end, 10);
 	if (errno || *end || v > 0xffffffffull) {
-		pr_warn("DMSC_FP_BACKLOG_MAX: \"%s\" is not a byte count (0 to 4294967295)\n", env);
+		pr_warn("%s: \"%s\" is not a byte count (0 to 4294967295)\n", name, env);
 		return -EINVAL;
 	}
-	skel->rodata->fp_backlog_max = (__u32)v;
-	pr_info("fast path: a reader may have %llu unread bytes%s\n", v, v ? "" : " (unbounded)");
+	*out = (__u32)v;
+	*set = true;
+	return 0;
+}
+
+/* $DMSC_FP_BACKLOG_MAX: the unread bytes a reader may have before its writer
+ * leaves the fast path (default DMSC_FP_BACKLOG_MAX; 0: unbounded, which
+ * only a benchmark should want). $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES:
+ * experiments of scripts/bench-fastpath-variants.sh, off by default. */
+static int fastpath_settings(struct dmsc_sock *skel)
+{
+	struct {
+		const char *env;
+		volatile __u32 *var;
+	} knobs[] = {
+		{ "DMSC_FP_BACKLOG_MAX", (volatile __u32 *)&skel->rodata->fp_backlog_max },
+		{ "DMSC_FP_APPLY_BYTES", (volatile __u32 *)&skel->rodata->fp_apply_bytes },
+		{ "DMSC_FP_CORK_BYTES", (volatile __u32 *)&skel->rodata->fp_cork_bytes },
+	};
+	size_t i;
+	bool set;
+	__u32 v;
+	int err;
+
+	for (i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
+		err = env_u32(knobs[i].env, &v, &set);
+		if (err)
+			return err;
+		if (!set)
+			continue;
+		*knobs[i].var = v;
+		pr_info("fast path: %s=%u\n", knobs[i].env, v);
+	}
 	return 0;
 }
 
