@@ -225,7 +225,10 @@ struct dmsc_fp_stats {
 	__u64 paired;           /* connections whose both ends registered */
 	__u64 redirected_msgs;  /* handed to the peer socket */
 	__u64 redirected_bytes;
-	__u64 stack_msgs;       /* registered, sent on the normal stack */
+	/* Verdicts "normal stack" for a registered socket. Such a verdict
+	 * stands for the socket's next 1 GiB without the program running again,
+	 * so these count mostly each socket's first write there. */
+	__u64 stack_msgs;
 	__u64 stack_bytes;
 	__u64 miss;             /* redirect target gone: fell back to the stack */
 	__u64 no_peer;        /* first message found no peer: not local, not in the mesh, or too late */
