@@ -79,6 +79,28 @@ struct {
 	__type(value, struct dmsc_fp_stats);
 } dmsc_fp_stats SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct dmsc_fp_svc);
+} dmsc_fp_svc SEC(".maps");
+
+/* auto: did this service run bulk (a reader fell behind) lately? */
+static __always_inline bool fp_svc_ran_bulk(__u32 svc_id, __u32 flags)
+{
+	struct dmsc_fp_svc *fs;
+	__u64 seen;
+
+	if (!svc_id || (flags & DMSC_SVC_F_ACCEL_ON))
+		return false;
+	fs = bpf_map_lookup_elem(&dmsc_fp_svc, &svc_id);
+	if (!fs)
+		return false;
+	seen = fs->bulk_seen_ns;
+	return seen && bpf_ktime_get_ns() - seen < DMSC_FP_BULK_HOLD_NS;
+}
+
 static __always_inline struct dmsc_fp_stats *fp_stats(__u32 svc_id)
 {
 	struct dmsc_fp_stats *st = bpf_map_lookup_elem(&dmsc_fp_stats, &svc_id);
@@ -166,6 +188,12 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	if (!fp_accel_allowed(flags)) {
 		if (st)
 			st->accel_off += 1;
+		return;
+	}
+	if (fp_svc_ran_bulk(svc_id, flags)) {
+		/* Plain TCP from the start: exactly the kernel's own path. */
+		if (st)
+			st->bulk_skip += 1;
 		return;
 	}
 	conn.client_ip = ops->local_ip4;
@@ -382,7 +410,12 @@ static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
 		return false;
 	backlog = fp_peer_backlog(me->peer_sk, &known);
 	if (known && backlog > fp_backlog_max) {
-		/* A slow reader: TCP's window holds the writer back now. */
+		/* A slow reader: TCP's window holds the writer back now, and
+		 * the service's next connections stay off (auto). */
+		struct dmsc_fp_svc *fs = bpf_map_lookup_elem(&dmsc_fp_svc, &me->svc_id);
+
+		if (fs && me->svc_id)
+			fs->bulk_seen_ns = bpf_ktime_get_ns();
 		if (st)
 			st->backlog_fallback += 1;
 		return true;

@@ -189,6 +189,7 @@ if [[ ${1:-} == --variants ]]; then
 	} | tee "$OUT/variants.txt"
 	for variant in "shipped: backlog bound 16 MiB|" \
 		"bound 1 MiB: bulk falls back at once|DMSC_FP_BACKLOG_MAX=1048576" \
+		"bound 64 MiB|DMSC_FP_BACKLOG_MAX=67108864" \
 		"unbounded backlog|DMSC_FP_BACKLOG_MAX=0" \
 		"unbounded + apply_bytes 1 MiB|DMSC_FP_BACKLOG_MAX=0 DMSC_FP_APPLY_BYTES=1048576" \
 		"unbounded + cork 64 KiB|DMSC_FP_BACKLOG_MAX=0 DMSC_FP_CORK_BYTES=65536"; do

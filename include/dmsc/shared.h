@@ -161,6 +161,7 @@ struct dmsc_install {
 #define DMSC_MAP_FP_PENDING "dmsc_fp_pending"
 #define DMSC_MAP_FP_SOCK "dmsc_fp_sock"
 #define DMSC_MAP_FP_STATS "dmsc_fp_stats"
+#define DMSC_MAP_FP_SVC "dmsc_fp_svc"
 #define DMSC_FP_SOCKS_MAX 65536
 #define DMSC_FP_PENDING_MAX 16384
 /* Unread redirected bytes at which a writer leaves the fast path. Plain TCP
@@ -172,6 +173,12 @@ struct dmsc_install {
  * message this large is bulk, and bulk without flow control is not
  * redirected (the writer leaves the fast path). */
 #define DMSC_FP_BULK_MSG (64u << 10)
+/* accelerate "auto": after a writer of a service left the fast path for a
+ * reader that fell behind (bulk), new connections of that service are not
+ * accelerated for this long. Bulk gains nothing once it has to leave (it
+ * then runs slower on the stack than a socket that never joined), and the
+ * kernel cannot hold a writer back on the fast path. */
+#define DMSC_FP_BULK_HOLD_NS (60ull * 1000000000ull)
 
 /* dmsc_fp_pending: LRU_HASH. Written by the active end at ACTIVE_ESTABLISHED,
  * completed by the passive end, deleted by the active end at its first
@@ -238,6 +245,12 @@ struct dmsc_fp_stats {
 	__u64 backlog_unknown;  /* the kernel cannot tell the reader's backlog */
 	__u64 bulk_fallback;    /* auto, backlog unknown: a bulk message left the fast path */
 	__u64 policy_fallback;  /* the service became accelerate off or byte-limited */
+	__u64 bulk_skip;        /* auto: not registered, the service ran bulk lately */
+};
+
+/* dmsc_fp_svc: ARRAY indexed by service id: what the fast path learned. */
+struct dmsc_fp_svc {
+	__u64 bulk_seen_ns; /* bpf_ktime_get_ns() of the last backlog fallback; 0: never */
 };
 
 /* The kernel picks a slot with one random number; shared so the unit tests

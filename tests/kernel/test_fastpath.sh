@@ -73,7 +73,9 @@ svc() { # NAME VIP PORT BACKEND BPORT [ACCEL]
 }
 {
 	echo '{ "services": ['
-	svc stream 198.19.0.20 7000 198.18.1.2 7000; echo ,
+	# "on": the edge cases below are about the fast path's mechanics, and
+	# "auto" would take a service off it after a bulk flow (tested apart).
+	svc stream 198.19.0.20 7000 198.18.1.2 7000 on; echo ,
 	svc off 198.19.0.21 7000 198.18.1.2 7000 off; echo ,
 	svc on 198.19.0.22 7000 198.18.1.2 7000 on; echo ,
 	svc web 198.19.0.23 80 198.18.1.2 8080; echo ,
@@ -188,6 +190,16 @@ t_eq "slow reader: both writers left the fast path" "$(fp slow backlog_fallback)
 t_range "slow reader: each writer ran ahead about DMSC_FP_BACKLOG_MAX (16 MiB), not more (redirected MiB)" \
 	"$(($(fp slow redirected_bytes) / MiB))" 30 36
 t_range "slow reader: then the writers' verdicts sent them to the stack" "$(fp slow stack_msgs)" 2 100000
+# auto learned that this service runs bulk: its next connection is plain TCP
+# from the start (no sockmap at all), and still byte-exact.
+reg0=$(fp slow registered)
+n0=$(lines "$T/s7002.out")
+mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.27:7002 --bytes 8M --back-bytes 1M \
+	--seed 18 >"$T/slow2.json"
+t_eq "auto after bulk: the next connection is ok" "$(jq -c '[.ok, .failed]' "$T/slow2.json")" "[1,0]"
+t_eq "auto after bulk: the server got every byte" "$(server_check "$T/s7002.out" "$n0" 1)" "[1,1]"
+t_eq "auto after bulk: the next connection was not registered (bulk_skip)" \
+	"$(($(fp slow registered) - reg0)):$(fp slow bulk_skip)" "0:1"
 
 # 7. Many short connections in a row.
 n0=$(lines "$T/s7000.out")

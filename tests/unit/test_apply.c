@@ -51,6 +51,7 @@ static void setup(void)
 	dp.fd[DMSC_M_FP_PENDING] = bpf_map__fd(skel->maps.dmsc_fp_pending);
 	dp.fd[DMSC_M_FP_SOCK] = bpf_map__fd(skel->maps.dmsc_fp_sock);
 	dp.fd[DMSC_M_FP_STATS] = bpf_map__fd(skel->maps.dmsc_fp_stats);
+	dp.fd[DMSC_M_FP_SVC] = bpf_map__fd(skel->maps.dmsc_fp_svc);
 	dp.max_services = T_MAX_SERVICES;
 	dp.max_backends = T_MAX_BACKENDS;
 	dp.nr_cpus = libbpf_num_possible_cpus();

@@ -30,6 +30,7 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 	[DMSC_M_SOCK_VIP] = DMSC_MAP_SOCK_VIP,	 [DMSC_M_INSTALL] = DMSC_MAP_INSTALL,
 	[DMSC_M_FP_SOCKS] = DMSC_MAP_FP_SOCKS,	 [DMSC_M_FP_PENDING] = DMSC_MAP_FP_PENDING,
 	[DMSC_M_FP_SOCK] = DMSC_MAP_FP_SOCK,	 [DMSC_M_FP_STATS] = DMSC_MAP_FP_STATS,
+	[DMSC_M_FP_SVC] = DMSC_MAP_FP_SVC,
 };
 
 const struct dmsc_hook dmsc_hooks[] = {
@@ -250,6 +251,7 @@ static int size_maps(struct dmsc_sock *skel, const char *pin_dir,
 		{ skel->maps.dmsc_backends, opts->max_backends, &rec->max_backends },
 		{ skel->maps.dmsc_be_stats, opts->max_backends, NULL },
 		{ skel->maps.dmsc_fp_stats, opts->max_services, NULL },
+		{ skel->maps.dmsc_fp_svc, opts->max_services, NULL },
 	};
 	size_t i;
 	int err;

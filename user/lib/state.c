@@ -458,8 +458,13 @@ static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s)
 		err = drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
 		zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
 	}
-	if (!err)
+	if (!err) {
 		zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+		zero_stats(c, DMSC_M_FP_STATS, id, sizeof(struct dmsc_fp_stats));
+		if (!c->dry_run) /* a plain array: one value */
+			bpf_map_update_elem(c->dp->fd[DMSC_M_FP_SVC], &id,
+					    &(struct dmsc_fp_svc){ 0 }, BPF_ANY);
+	}
 	return err;
 }
 
