@@ -72,8 +72,12 @@ static struct {
 	uint32_t max_write;
 	bool no_read;
 	pthread_mutex_t lock;
-} cfg = { .conns = 1, .count = 1, .max_seconds = 60, .seed = 1, .max_write = MAX_WRITE_DEFAULT,
-	  .lock = PTHREAD_MUTEX_INITIALIZER };
+} cfg = {.conns = 1,
+	 .count = 1,
+	 .max_seconds = 60,
+	 .seed = 1,
+	 .max_write = MAX_WRITE_DEFAULT,
+	 .lock = PTHREAD_MUTEX_INITIALIZER};
 
 static double now(void)
 {
@@ -187,7 +191,7 @@ static const char *errname(int e)
 static void pump(int fd, struct stream_state *s, double deadline, uint64_t stop_tx_at,
 		 uint64_t stop_rx_at, bool read_side)
 {
-	struct pollfd pfd = { .fd = fd };
+	struct pollfd pfd = {.fd = fd};
 	ssize_t n;
 
 	for (;;) {
@@ -222,7 +226,8 @@ static void pump(int fd, struct stream_state *s, double deadline, uint64_t stop_
 				if (s->first_bad < 0 && s->got + (uint64_t)n > s->rx_total)
 					s->first_bad = (long long)s->rx_total; /* more than sent */
 				if (s->first_bad < 0)
-					s->first_bad = pattern_check(&s->rx, s->got, s->rbuf, (size_t)n);
+					s->first_bad =
+					    pattern_check(&s->rx, s->got, s->rbuf, (size_t)n);
 				s->got += (uint64_t)n;
 			}
 		}
@@ -278,7 +283,7 @@ static void stream_free(struct stream_state *s)
 
 static bool read_full(int fd, void *buf, size_t len, double deadline)
 {
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
 	size_t got = 0;
 	ssize_t n;
 
@@ -353,7 +358,7 @@ static int run_server(void)
 	printf("ready\n");
 	fflush(stdout);
 	while (now() < end) {
-		struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+		struct pollfd pfd = {.fd = lfd, .events = POLLIN};
 		pthread_t t;
 		int fd;
 
@@ -384,8 +389,8 @@ static void run_one(uint32_t conn, struct result *r)
 {
 	double deadline = now() + cfg.max_seconds;
 	struct stream_state s;
-	struct linger lg = { 1, 0 };
-	struct hdr h = { .magic = HDR_MAGIC, .conn = conn, .seed = cfg.seed };
+	struct linger lg = {1, 0};
+	struct hdr h = {.magic = HDR_MAGIC, .conn = conn, .seed = cfg.seed};
 	int fd;
 
 	memset(r, 0, sizeof(*r));
@@ -424,9 +429,10 @@ static void run_one(uint32_t conn, struct result *r)
 	r->got = s.got;
 	r->first_bad = s.first_bad;
 	r->error = s.error;
-	r->ok = !s.error[0] && s.first_bad < 0 &&
-		s.sent == (cfg.rst_after && cfg.rst_after < s.tx_total ? cfg.rst_after : s.tx_total) &&
-		(cfg.no_read || cfg.rst_after || (s.eof && s.got == s.rx_total));
+	r->ok =
+	    !s.error[0] && s.first_bad < 0 &&
+	    s.sent == (cfg.rst_after && cfg.rst_after < s.tx_total ? cfg.rst_after : s.tx_total) &&
+	    (cfg.no_read || cfg.rst_after || (s.eof && s.got == s.rx_total));
 out:
 	if (fd >= 0)
 		close(fd);
@@ -619,7 +625,7 @@ int main(int argc, char **argv)
 		else
 			goto bad;
 		continue;
-bad:
+	bad:
 		fprintf(stderr, "dmsc-stream: bad option %s %s\n", o, a ? a : "");
 		usage(stderr);
 		return 2;
