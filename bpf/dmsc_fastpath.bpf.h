@@ -170,6 +170,14 @@ static __always_inline int fp_register_self(struct bpf_sock_ops *ops, __u64 cook
 	return 0;
 }
 
+/* Data that moved before the connection was established (TCP Fast Open
+ * carries it in the SYN) went on the stack: such a connection must never
+ * start redirecting. The handshake itself acks one byte (the SYN). */
+static __always_inline bool fp_data_moved(struct bpf_sock_ops *ops)
+{
+	return ops->bytes_received > 0 || ops->bytes_acked > 1;
+}
+
 /* The connecting end, at ACTIVE_ESTABLISHED (before connect() returns, so
  * before the application can write). */
 static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
@@ -188,6 +196,11 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	if (!fp_accel_allowed(flags)) {
 		if (st)
 			st->accel_off += 1;
+		return;
+	}
+	if (fp_data_moved(ops)) {
+		if (st)
+			st->early_data += 1;
 		return;
 	}
 	if (fp_svc_ran_bulk(svc_id, flags)) {
@@ -259,6 +272,11 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 	if (!pend || !sk)
 		return; /* the peer is not a local mesh socket: plain TCP */
 	st = fp_stats(pend->svc_id);
+	if (fp_data_moved(ops)) {
+		if (st)
+			st->early_data += 1;
+		return;
+	}
 	me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!me) {
 		if (st)

@@ -83,7 +83,8 @@ svc() { # NAME VIP PORT BACKEND BPORT [ACCEL]
 	svc remote 198.19.0.25 7000 198.18.1.3 7000; echo ,
 	svc closer 198.19.0.26 7001 198.18.1.2 7001; echo ,
 	svc slow 198.19.0.27 7002 198.18.1.2 7002; echo ,
-	svc hold 198.19.0.28 9080 198.18.1.2 9080
+	svc hold 198.19.0.28 9080 198.18.1.2 9080; echo ,
+	svc tfo 198.19.0.29 7000 198.18.1.2 7000 on
 	echo '] }'
 } >"$T/policy.json"
 
@@ -200,6 +201,17 @@ t_eq "auto after bulk: the next connection is ok" "$(jq -c '[.ok, .failed]' "$T/
 t_eq "auto after bulk: the server got every byte" "$(server_check "$T/s7002.out" "$n0" 1)" "[1,1]"
 t_eq "auto after bulk: the next connection was not registered (bulk_skip)" \
 	"$(($(fp slow registered) - reg0)):$(fp slow bulk_skip)" "0:1"
+
+# 6c. TCP Fast Open: bytes that rode in the SYN went on the stack before
+#     either end was established, so such a connection is never registered.
+dmsc_net_exec c sysctl -qw net.ipv4.tcp_fastopen=3 && dmsc_net_exec s sysctl -qw net.ipv4.tcp_fastopen=3
+n0=$(lines "$T/s7000.out")
+mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.29:7000 --fastopen --count 3 --bytes 2M \
+	--back-bytes 2M --seed 19 >"$T/tfo.json"
+t_eq "TCP Fast Open: 3 connections in a row ok" "$(jq -c '[.ok, .failed]' "$T/tfo.json")" "[3,0]"
+t_eq "TCP Fast Open: the server got every byte" "$(server_check "$T/s7000.out" "$n0" 3)" "[3,3]"
+t_eq "TCP Fast Open: the 2 with data in the SYN were not registered, the first was paired" \
+	"$(fp tfo early_data):$(fp tfo paired)" "2:1"
 
 # 7. Many short connections in a row.
 n0=$(lines "$T/s7000.out")

@@ -28,8 +28,9 @@
  * after writing N bytes; --no-read (client) closes right after writing,
  * without reading, while its bytes may still be in flight; --close-after N
  * (server) closes after reading N bytes; --stall-ms N (server) reads
- * nothing for N ms after the header, a slow reader; --corrupt-at N (client) flips one
- * bit of byte N it sends, to show that the checker sees it. Every wait is bounded by
+ * nothing for N ms after the header, a slow reader; --fastopen (client)
+ * sends the header with TCP Fast Open (in the SYN, given a cookie); --corrupt-at N (client) flips
+ * one bit of byte N it sends, to show that the checker sees it. Every wait is bounded by
  * --max-seconds (default 60): a hang is reported, never waited out.
  * Plain libc and pthreads.
  */
@@ -70,7 +71,7 @@ static struct {
 	unsigned conns, count, max_seconds;
 	uint64_t bytes, back_bytes, seed, rst_after, close_after, corrupt_at, stall_ms;
 	uint32_t max_write;
-	bool no_read;
+	bool no_read, fastopen;
 	pthread_mutex_t lock;
 } cfg = {.conns = 1,
 	 .count = 1,
@@ -347,10 +348,11 @@ out:
 static int run_server(void)
 {
 	double end = now() + cfg.max_seconds;
-	int lfd, one = 1;
+	int lfd, one = 1, qlen = 64;
 
 	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    setsockopt(lfd, IPPROTO_TCP, TCP_FASTOPEN, &qlen, sizeof(qlen)) ||
 	    bind(lfd, (struct sockaddr *)&cfg.addr, sizeof(cfg.addr)) || listen(lfd, 1024)) {
 		perror("dmsc-stream: listen");
 		return 1;
@@ -402,11 +404,18 @@ static void run_one(uint32_t conn, struct result *r)
 	h.c2s = cfg.bytes;
 	h.s2c = cfg.back_bytes;
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&cfg.addr, sizeof(cfg.addr))) {
+	if (fd >= 0 && cfg.fastopen) {
+		/* TCP Fast Open: the header rides in the SYN once the
+		 * client has a cookie (the first connection fetches it). */
+		if (sendto(fd, &h, sizeof(h), MSG_FASTOPEN | MSG_NOSIGNAL,
+			   (struct sockaddr *)&cfg.addr, sizeof(cfg.addr)) != (ssize_t)sizeof(h)) {
+			r->error = errname(errno);
+			goto out;
+		}
+	} else if (fd < 0 || connect(fd, (struct sockaddr *)&cfg.addr, sizeof(cfg.addr))) {
 		r->error = errname(errno);
 		goto out;
-	}
-	if (send(fd, &h, sizeof(h), MSG_NOSIGNAL) != (ssize_t)sizeof(h)) {
+	} else if (send(fd, &h, sizeof(h), MSG_NOSIGNAL) != (ssize_t)sizeof(h)) {
 		r->error = errname(errno);
 		goto out;
 	}
@@ -526,7 +535,7 @@ static void usage(FILE *f)
 		   "       dmsc-stream client --connect ADDR:PORT [--conns N] [--count M] "
 		   "[--bytes B] [--back-bytes B]\n"
 		   "                   [--seed S] [--max-write W] [--rst-after N] [--no-read] "
-		   "[--max-seconds S]\n");
+		   "[--fastopen] [--max-seconds S]\n");
 }
 
 static bool parse_addr(const char *s, struct sockaddr_in *a)
@@ -585,6 +594,10 @@ int main(int argc, char **argv)
 
 		if (!strcmp(o, "--no-read")) {
 			cfg.no_read = true;
+			continue;
+		}
+		if (!strcmp(o, "--fastopen")) {
+			cfg.fastopen = true;
 			continue;
 		}
 		if (!a) {
