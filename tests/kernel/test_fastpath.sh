@@ -84,7 +84,8 @@ svc() { # NAME VIP PORT BACKEND BPORT [ACCEL]
 	svc closer 198.19.0.26 7001 198.18.1.2 7001; echo ,
 	svc slow 198.19.0.27 7002 198.18.1.2 7002; echo ,
 	svc hold 198.19.0.28 9080 198.18.1.2 9080; echo ,
-	svc tfo 198.19.0.29 7000 198.18.1.2 7000 on
+	svc tfo 198.19.0.29 7000 198.18.1.2 7000 on; echo ,
+	svc slowon 198.19.0.30 7002 198.18.1.2 7002 on
 	echo '] }'
 } >"$T/policy.json"
 
@@ -297,7 +298,33 @@ t_eq "no registration failed" "$("$CTL" stats -o json | jq .fastpath.total.regis
 
 "$CTL" stats >"$T/stats.txt" && sed -n '/fast path/,/stack_bytes/p' "$T/stats.txt"
 
+# 12. Uninstall while redirected bytes wait unread at a reader: the reader
+#     still gets every one (the kernel keeps a registered socket's queue).
+n0=$(lines "$T/s7002.out")
+red0=$(fp slowon redirected_bytes)
+mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.30:7002 --bytes 2M --no-read --seed 20 \
+	>"$T/uninst.json"
+t_eq "2 MiB (and the 32-byte header) redirected to a reader that has not read yet" \
+	"$(jq .ok "$T/uninst.json"):$(($(fp slowon redirected_bytes) - red0))" "1:$((2 * MiB + 32))"
 t_check "uninstall" "$CTL" uninstall
 t_check "no pins are left" test ! -e "$DMSC_PIN_DIR"
+t_eq "after uninstall the reader got every byte, in order" "$(server_check "$T/s7002.out" "$n0" 1)" "[1,1]"
+
+# 13. Without the fast path (what install does on a kernel that refuses its
+#     programs): the rest of the datapath works, nothing is registered.
+DMSC_NO_FASTPATH=1 "$CTL" install --cgroup "$MESH" -o json >"$T/install-nofp.json"
+t_eq "install without the fast path says so" \
+	"$(jq -c '[.fastpath, .hooks, (.fastpath_note | test("disabled"))]' "$T/install-nofp.json")" '[false,2,true]'
+t_check "status shows the fast path hooks not attached" bash -c \
+	"'$CTL' status -o json | jq -e '[.hooks[] | select(.fastpath) | .attached] == [false, false]' >/dev/null"
+"$CTL" apply "$T/policy.json" >/dev/null
+n0=$(lines "$T/s7000.out")
+mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.20:7000 --conns 2 --bytes 8M --back-bytes 8M \
+	>"$T/nofp.json"
+t_eq "without the fast path: VIP data ok" "$(jq -c '[.ok, .failed]' "$T/nofp.json")" "[2,0]"
+t_eq "without the fast path: the server got every byte" "$(server_check "$T/s7000.out" "$n0" 2)" "[2,2]"
+t_eq "without the fast path: nothing registered" "$(fp stream registered)" 0
+t_check "uninstall again" "$CTL" uninstall
+t_check "no pins are left again" test ! -e "$DMSC_PIN_DIR"
 
 t_summary
