@@ -2,7 +2,7 @@
 # builds and runs every test; `make demo` runs the demo.
 .DELETE_ON_ERROR:
 .SECONDARY:
-.PHONY: all deps test test-unit demo bench clean format
+.PHONY: all deps test test-unit test-kernels fuzz fuzz-build asan demo bench clean format
 
 BUILD     ?= build
 CC        ?= gcc
@@ -65,21 +65,92 @@ $(BUILD)/unit-tests: $(UNIT_SRCS) $(BUILD)/libdmsc.a $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(BUILD)/libdmsc.a \
 		-lcriterion $(LIBS) -o $@
 
+$(BUILD)/bench-cp: tests/bench/bench-cp.c $(BUILD)/libdmsc.a $(HEADERS)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc.a $(LIBS) -o $@
+
+# Benchmarks print figures (and write JSON under build/); they never pass or
+# fail on them. One line per benchmark.
+# bench-datapath: the same-host datapath side by side (direct TCP, dmsc, one
+# and two HAProxy hops), build/bench/bench.{txt,json,png}.
+bench: all $(BUILD)/bench-cp
+	scripts/install-deps.sh --if-missing
+	scripts/bench-control-plane.sh
+	scripts/bench-datapath.sh
+
 test:
 	scripts/install-deps.sh --if-missing
 	$(MAKE) all $(BUILD)/unit-tests
+	$(MAKE) asan fuzz-build
 	scripts/run-tests.sh
+
+# ---- kernel matrix (scripts/test-kernels.sh): the kernel suites inside
+# virtme-ng guests booted from Debian's kernels, plus the running kernel.
+# KERNELS: a subset, e.g. `make test-kernels KERNELS="host 5.10"`.
+KERNELS ?=
+test-kernels:
+	scripts/install-deps.sh --if-missing
+	scripts/install-matrix-deps.sh --if-missing
+	$(MAKE) all
+	scripts/test-kernels.sh $(KERNELS)
+
+# ---- sanitizers: the library, dmscctl and the unit tests built again with
+# ASan and UBSan into build-asan/ (scripts/run-tests.sh runs them).
+ASAN_BUILD  := build-asan
+ASAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+ASAN_OBJS   := $(patsubst user/lib/%.c,$(ASAN_BUILD)/lib/%.o,$(LIB_SRCS))
+
+asan: $(ASAN_BUILD)/dmscctl $(ASAN_BUILD)/unit-tests
+
+$(ASAN_BUILD)/lib:
+	mkdir -p $@
+
+$(ASAN_BUILD)/lib/%.o: user/lib/%.c $(HEADERS) $(SKELS) | $(ASAN_BUILD)/lib
+	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) -c $< -o $@
+
+$(ASAN_BUILD)/libdmsc.a: $(ASAN_OBJS)
+	ar rcs $@ $^
+
+$(ASAN_BUILD)/dmscctl: user/dmscctl.c $(ASAN_BUILD)/libdmsc.a $(HEADERS)
+	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $< $(ASAN_BUILD)/libdmsc.a $(LIBS) -o $@
+
+$(ASAN_BUILD)/unit-tests: $(UNIT_SRCS) $(ASAN_BUILD)/libdmsc.a $(HEADERS)
+	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(ASAN_BUILD)/libdmsc.a \
+		-lcriterion $(LIBS) -o $@
+
+# ---- fuzzing (libFuzzer, clang): one harness per input parser,
+# tests/fuzz/fuzz_NAME.c, linked with FUZZ_SRCS_NAME. Seeds are in
+# tests/fuzz/corpus/NAME/, inputs that once crashed in
+# tests/fuzz/regressions/NAME/ (run by every `make test`), a dictionary in
+# tests/fuzz/NAME.dict if there is one.
+# Slot for dmsc-l7: add tests/fuzz/fuzz_http.c (LLVMFuzzerTestOneInput over
+# the HTTP request parser), FUZZ_SRCS_http := <its sources>, seeds in
+# tests/fuzz/corpus/http/; nothing else changes.
+FUZZ_BUILD    := build-fuzz
+FUZZ_SECONDS  ?= 600
+FUZZ_CC       ?= clang
+FUZZ_FLAGS    := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer
+FUZZ_SRCS_policy := user/lib/policy.c
+FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS     := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
+
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_BUILD):
+	mkdir -p $@
+
+.SECONDEXPANSION:
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRCS_$$*) $(HEADERS) | $(FUZZ_BUILD)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(WARN) $(CPPFLAGS) $< $(FUZZ_SRCS_$*) \
+		$(shell pkg-config --libs json-c 2>/dev/null || echo -ljson-c) -o $@
+
+# The long run: every harness for FUZZ_SECONDS, corpus kept in build-fuzz/.
+fuzz: fuzz-build
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
 test-unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
-
-# The same-host datapath side by side: direct TCP, dmsc, one and two HAProxy
-# hops. Prints figures and ratios, writes build/bench/bench.{txt,json,png};
-# never fails on speed.
-bench:
-	scripts/install-deps.sh --if-missing
-	$(MAKE) all
-	scripts/bench-datapath.sh
 
 demo:
 	scripts/install-deps.sh --if-missing
@@ -87,7 +158,7 @@ demo:
 	scripts/demo.sh
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
 format:
 	clang-format -i $(wildcard bpf/*.c user/*.c user/lib/*.c user/lib/*.h include/dmsc/*.h tests/unit/*.c tests/tools/*.c)

@@ -51,40 +51,7 @@ const volatile __u32 fp_cork_bytes = 0;
 /* SK_USER_DATA_NOCOPY | SK_USER_DATA_BPF | SK_USER_DATA_PSOCK */
 #define FP_SK_USER_DATA_FLAGS 7UL
 
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, DMSC_FP_SOCKS_MAX);
-	__type(key, __u64); /* socket cookie */
-	__type(value, __u64);
-} dmsc_fp_socks SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, DMSC_FP_PENDING_MAX);
-	__type(key, struct dmsc_fp_conn_key);
-	__type(value, struct dmsc_fp_pending);
-} dmsc_fp_pending SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct dmsc_fp_sock);
-} dmsc_fp_sock SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_fp_stats);
-} dmsc_fp_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_fp_svc);
-} dmsc_fp_svc SEC(".maps");
+/* Its maps are in dmsc_maps.bpf.h, with every other map. */
 
 /* auto: did this service run bulk (a reader fell behind) lately? */
 static __always_inline bool fp_svc_ran_bulk(__u32 svc_id, __u32 flags)

@@ -4,82 +4,93 @@
  * backend picked by weight, cgroup/getpeername4 answers with the VIP again.
  *
  * Everything here fails open: a missing entry means "no translation", and
- * the reason is counted in dmsc_reasons. The only refusal is deliberate: a
- * service whose every weight is 0.
+ * the reason is counted in dmsc_reasons. Refusals are deliberate and
+ * counted per service: a caller outside allow_from, a service over its
+ * connection rate, a service whose every weight is 0.
+ *
+ * cgroup_skb programs on the same cgroup count each translated socket's
+ * bytes and police them against the service's byte limit.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "dmsc/shared.h"
+#include "dmsc_maps.bpf.h"
 
 /* Return codes of cgroup sock_addr programs. */
 #define SOCK_ADDR_REFUSE 0 /* connect() fails with EPERM */
 #define SOCK_ADDR_PASS 1
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, struct dmsc_svc_key);
-	__type(value, struct dmsc_svc);
-} dmsc_services SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct dmsc_backend);
-} dmsc_backends SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_svc_meta);
-} dmsc_svc_meta SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_svc_stats);
-} dmsc_svc_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct dmsc_be_stats);
-} dmsc_be_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_R_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} dmsc_reasons SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct dmsc_sock_vip);
-} dmsc_sock_vip SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dmsc_install);
-} dmsc_install SEC(".maps");
-
-static __always_inline void count_reason(__u32 reason)
+/* Is the calling task's cgroup, or one of its ancestors, on the service's
+ * allow list? bpf_get_current_ancestor_cgroup_id needs Linux 5.7. */
+static __always_inline int caller_allowed(__u32 svc_id)
 {
-	__u64 *n = bpf_map_lookup_elem(&dmsc_reasons, &reason);
+	struct dmsc_allow_key k = { .svc_id = svc_id };
+	int level;
 
-	if (n)
-		*n += 1;
+	for (level = 0; level < DMSC_CGROUP_LEVELS_MAX; level++) {
+		k.cgroup_id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!k.cgroup_id)
+			break; /* past the caller's own cgroup */
+		if (bpf_map_lookup_elem(&dmsc_allow, &k))
+			return 1;
+	}
+	return 0;
+}
+
+/* One token of the service's connection bucket; a missing entry fails
+ * open (counted). */
+static __always_inline int conn_token(__u32 svc_id)
+{
+	struct dmsc_limits *l = bpf_map_lookup_elem(&dmsc_limits, &svc_id);
+	__u64 now;
+	int ok;
+
+	if (!l) {
+		count_reason(DMSC_R_LIMITS_MISSING);
+		return 1;
+	}
+	if (!l->conn_rate)
+		return 1;
+	now = bpf_ktime_get_ns();
+	bpf_spin_lock(&l->lock);
+	ok = dmsc_tb_take(&l->conn, now, l->conn_rate, l->conn_depth, 1);
+	bpf_spin_unlock(&l->lock);
+	return ok;
+}
+
+/* Is the slot table a UDP socket picked its backend from still the one in
+ * force? If the service changed (a backend drained, removed, reweighted),
+ * the flow picks again. */
+static __always_inline int table_unchanged(struct bpf_sock_addr *ctx,
+					   const struct dmsc_sock_vip *rec)
+{
+	struct dmsc_svc_key key = {};
+	struct dmsc_svc *svc;
+
+	key.vip = ctx->user_ip4;
+	key.port = (__u16)ctx->user_port;
+	key.proto = DMSC_PROTO_UDP;
+	svc = bpf_map_lookup_elem(&dmsc_services, &key);
+	return svc && svc->id == rec->svc_id && svc->table_hash == rec->table_hash;
+}
+
+/* Shows the VIP in place of the backend that connect() or sendmsg() chose,
+ * for getpeername() and for recvmsg()'s source address. */
+static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct dmsc_sock_vip *rec;
+
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, 0);
+	if (!rec)
+		return SOCK_ADDR_PASS;
+	/* Only the peer dmsc chose is the one to hide. */
+	if (rec->backend != ctx->user_ip4 || rec->bport != (__u16)ctx->user_port)
+		return SOCK_ADDR_PASS;
+	ctx->user_ip4 = rec->vip;
+	ctx->user_port = rec->vport;
+	count_reason(DMSC_R_PEER_REWRITTEN);
+	return SOCK_ADDR_PASS;
 }
 
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */
@@ -102,11 +113,23 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	if (!svc)
 		return SOCK_ADDR_PASS; /* not a VIP: untouched */
 	svc_id = svc->id;
+	ss = svc_stats(svc_id);
 
+	/* Access before the rate: a caller that may not connect must not
+	 * use up the tokens of those that may. */
+	if ((svc->flags & DMSC_SVC_F_ALLOW_LIST) && !caller_allowed(svc_id)) {
+		if (ss)
+			ss->refused_access += 1;
+		return SOCK_ADDR_REFUSE;
+	}
 	if (svc->flags & DMSC_SVC_F_NO_BACKEND) {
-		ss = bpf_map_lookup_elem(&dmsc_svc_stats, &svc_id);
 		if (ss)
 			ss->refused_no_backend += 1;
+		return SOCK_ADDR_REFUSE;
+	}
+	if ((svc->flags & DMSC_SVC_F_CONN_LIMIT) && !conn_token(svc_id)) {
+		if (ss)
+			ss->refused_rate += 1;
 		return SOCK_ADDR_REFUSE;
 	}
 
@@ -132,6 +155,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		rec->bport = be->port;
 		rec->svc_id = svc_id;
 		rec->backend_id = backend_id;
+		rec->table_hash = svc->table_hash;
 	} else {
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);
 	}
@@ -139,7 +163,6 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	ctx->user_ip4 = be->addr;
 	ctx->user_port = be->port;
 
-	ss = bpf_map_lookup_elem(&dmsc_svc_stats, &svc_id);
 	if (ss)
 		ss->connections += 1;
 	bs = bpf_map_lookup_elem(&dmsc_be_stats, &backend_id);
@@ -148,30 +171,135 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	return SOCK_ADDR_PASS;
 }
 
+/* The service protocol of a socket: stream sockets are TCP services,
+ * datagram sockets UDP services; anything else (raw) is never a VIP. */
+static __always_inline __u8 sock_proto(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type == SOCK_STREAM)
+		return DMSC_PROTO_TCP;
+	if (ctx->type == SOCK_DGRAM)
+		return DMSC_PROTO_UDP;
+	return 0;
+}
+
 SEC("cgroup/connect4")
 int sock4_connect(struct bpf_sock_addr *ctx)
 {
-	if (ctx->type != SOCK_STREAM)
+	__u8 proto = sock_proto(ctx);
+
+	if (!proto)
 		return SOCK_ADDR_PASS;
-	return sock4_xlate_fwd(ctx, DMSC_PROTO_TCP);
+	return sock4_xlate_fwd(ctx, proto);
+}
+
+/*
+ * Unconnected UDP: each sendto() a VIP is translated. A socket keeps the
+ * backend it was given for that VIP (one VIP per socket is remembered), so
+ * that its datagrams and the replies stay one flow; the backend is picked
+ * again only when the socket moves to another VIP or its backend left the
+ * service. sendmsg4 needs Linux 4.18.
+ */
+SEC("cgroup/sendmsg4")
+int sock4_sendmsg(struct bpf_sock_addr *ctx)
+{
+	struct dmsc_sock_vip *rec;
+
+	if (ctx->type != SOCK_DGRAM)
+		return SOCK_ADDR_PASS;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, 0);
+	if (rec && rec->vip == ctx->user_ip4 && rec->vport == (__u16)ctx->user_port &&
+	    table_unchanged(ctx, rec)) {
+		ctx->user_ip4 = rec->backend;
+		ctx->user_port = rec->bport;
+		return SOCK_ADDR_PASS;
+	}
+	return sock4_xlate_fwd(ctx, DMSC_PROTO_UDP);
+}
+
+/* Replies to an unconnected UDP socket come from the backend: show the VIP
+ * it sent to instead. recvmsg4 needs Linux 5.2. */
+SEC("cgroup/recvmsg4")
+int sock4_recvmsg(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_rev(ctx);
 }
 
 /* getpeername4 needs Linux 5.8. */
 SEC("cgroup/getpeername4")
 int sock4_getpeername(struct bpf_sock_addr *ctx)
 {
-	struct dmsc_sock_vip *rec;
+	return sock4_xlate_rev(ctx);
+}
 
-	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, 0);
+/* Return codes of cgroup_skb programs. On egress, bit 1 asks for congestion
+ * notification (Linux 5.3): TCP then shrinks its window as it would for
+ * ECN, without a loss, so a policed flow settles at the rate instead of
+ * oscillating through drops and retransmissions. Ingress has no such bit:
+ * a packet over the limit there can only be dropped. */
+#define SKB_DROP 0
+#define SKB_PASS 1
+#define SKB_DROP_CN 2
+#define SKB_PASS_CN 3
+
+/* The service of a packet's socket, from the record connect() left. */
+static __always_inline struct dmsc_sock_vip *skb_record(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return NULL;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+}
+
+/* Returns an enum dmsc_tb_verdict. */
+static __always_inline int skb_account(struct __sk_buff *skb, int towards)
+{
+	struct dmsc_sock_vip *rec = skb_record(skb);
+	struct dmsc_svc_stats *ss;
+	__u32 svc_id;
+	int verdict, ok;
+
 	if (!rec)
-		return SOCK_ADDR_PASS;
-	/* Only the peer connect() chose is the one to hide. */
-	if (rec->backend != ctx->user_ip4 || rec->bport != (__u16)ctx->user_port)
-		return SOCK_ADDR_PASS;
-	ctx->user_ip4 = rec->vip;
-	ctx->user_port = rec->vport;
-	count_reason(DMSC_R_PEER_REWRITTEN);
-	return SOCK_ADDR_PASS;
+		return DMSC_TB_PASS;
+	svc_id = rec->svc_id;
+	verdict = police_bytes(svc_id, skb->len, towards ? DMSC_BUCKET_TO : DMSC_BUCKET_FROM);
+	ok = verdict != DMSC_TB_DROP;
+	ss = svc_stats(svc_id);
+	if (ss) {
+		if (towards) {
+			ss->bytes_to += ok ? skb->len : 0;
+			ss->policed_to += !ok;
+		} else {
+			ss->bytes_from += ok ? skb->len : 0;
+			ss->policed_from += !ok;
+		}
+	}
+	return verdict;
+}
+
+/* Packets a mesh client sends towards a service. */
+SEC("cgroup_skb/egress")
+int skb_egress(struct __sk_buff *skb)
+{
+	switch (skb_account(skb, 1)) {
+	case DMSC_TB_PASS:
+		return SKB_PASS;
+	case DMSC_TB_PASS_OVER:
+		return SKB_PASS_CN;
+	default:
+		return SKB_DROP_CN;
+	}
+}
+
+/* Packets a service sends back to a mesh client. In debt the packet still
+ * passes: the sender is not ours to notify, so only the floor drops. */
+SEC("cgroup_skb/ingress")
+int skb_ingress(struct __sk_buff *skb)
+{
+	return skb_account(skb, 0) == DMSC_TB_DROP ? SKB_DROP : SKB_PASS;
 }
 
 /* The same-host fast path (sockops + sk_msg) lives in its own file. */

@@ -46,7 +46,7 @@ die() {
 mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || die "cannot mount a BPF filesystem"
 export DMSC_PIN_DIR=$T/bpffs/dmsc
 
-step "1/6 test hosts in network namespaces"
+step "1/7 test hosts in network namespaces"
 dmsc_net_init "$P" || die "netns setup"
 dmsc_net_host client 198.18.0.2/16 || die "host client"
 dmsc_net_host node1 198.18.1.2/16 || die "host node1"
@@ -59,20 +59,21 @@ start() { # host name mode addr:port
 }
 start node1 reviews-v1 id 198.18.1.2:9080
 start node2 reviews-v2 id 198.18.1.3:9080
+dmsc_net_exec node3 timeout 600 iperf3 -s -B 198.18.1.4 -p 5201 >/dev/null 2>&1 &
 start node1 ratings-1 http 198.18.1.2:8080
 start node2 ratings-2 http 198.18.1.3:8080
 start node3 ratings-3 http 198.18.1.4:8080
 echo "   client 198.18.0.2 (no default route: an untranslated VIP cannot leave)"
 echo "   node1  198.18.1.2  reviews-v1 :9080, ratings-1 :8080"
 echo "   node2  198.18.1.3  reviews-v2 :9080, ratings-2 :8080"
-echo "   node3  198.18.1.4  ratings-3 :8080"
+echo "   node3  198.18.1.4  ratings-3 :8080, downloads (iperf3) :5201"
 
-step "2/6 install dmsc on the demo cgroup"
+step "2/7 install dmsc on the demo cgroup"
 CG=$(dmsc_cgroup_make "$P/shop") || die "cgroup"
 "$CTL" install --cgroup "$CG" || die "install failed"
 "$CTL" status
 
-step "3/6 apply $(basename "$POLICY")"
+step "3/7 apply $(basename "$POLICY")"
 "$CTL" apply "$POLICY" || die "apply failed"
 "$CTL" show services
 
@@ -116,7 +117,7 @@ table() {
 		(if (.errors | length) > 0 then ", errors: \(.errors)" else "" end)' "$T/$label.json"
 }
 
-step "4/6 $CONNECTIONS connections to reviews 198.19.0.10:9080, split in the kernel"
+step "4/7 $CONNECTIONS connections to reviews 198.19.0.10:9080, split in the kernel"
 drive "$CONNECTIONS" split
 table split
 echo "   ratings 198.19.0.11:80, 30 requests with curl:"
@@ -124,13 +125,13 @@ for i in $(seq 1 30); do
 	dmsc_run_in_cgroup "$CG" dmsc_net_exec client curl -sS --max-time 5 http://198.19.0.11/
 done | sort | uniq -c | sed 's/^/     /'
 
-step "5/6 live change: reviews to 50/50, only the changed entries are written"
+step "5/7 live change: reviews to 50/50, only the changed entries are written"
 jq '.services[0].backends[0].weight = 50 | .services[0].backends[1].weight = 50' "$POLICY" >"$T/5050.json"
 "$CTL" apply "$T/5050.json"
 drive $((CONNECTIONS / 2)) half
 table half
 
-step "6/6 drain reviews-v2 (weight 0), then refuse everything (all weights 0)"
+step "6/7 drain reviews-v2 (weight 0), then refuse everything (all weights 0)"
 jq '.services[0].backends[1].weight = 0' "$POLICY" >"$T/drain.json"
 "$CTL" apply "$T/drain.json"
 drive 500 drain
@@ -139,6 +140,20 @@ jq '.services[0].backends[0].weight = 0 | .services[0].backends[1].weight = 0' "
 "$CTL" apply "$T/zero.json"
 dmsc_run_in_cgroup "$CG" dmsc_net_exec client "$PROBE" --connect 198.19.0.10:9080 --count 20 --json |
 	jq -r '"   20 connections: \(.ok) connected, refused: \(.errors)"'
+
+step "7/7 limits in the kernel: 50 connections/s (burst 10) on reviews, 2.5 MB/s on downloads"
+jq '.services[0].rate_limit = {"connections_per_second": 50, "burst": 10} |
+    .services += [{"name": "downloads", "vip": "198.19.0.12", "port": 5201,
+                   "backends": [{"address": "198.18.1.4", "port": 5201}],
+                   "rate_limit": {"bytes_per_second": 2500000}}]' "$POLICY" >"$T/limits.json"
+"$CTL" apply "$T/limits.json"
+echo "   a client opening connections to reviews as fast as it can for 3 s:"
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client "$PROBE" --connect 198.19.0.10:9080 \
+	--count 1000000 --parallel 4 --max-seconds 3 --timeout-ms 1000 --json |
+	jq -r '"   \(.ok) connected in \(.elapsed_ms / 1000) s (limit: 50/s x \(.elapsed_ms / 1000) s + burst 10 = \(50 * .elapsed_ms / 1000 + 10 | floor)), \(.errors.EPERM // 0) refused at connect() with EPERM"'
+echo "   iperf3 to downloads for 4 s (the first second, the allowed burst, left out):"
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 iperf3 -c 198.19.0.12 -p 5201 -t 4 -O 1 -J |
+	jq -r '"   goodput \(.end.sum_received.bits_per_second / 8 | floor) B/s against a limit of 2500000 B/s (\(.end.sum_received.bits_per_second / 8 / 25000 | floor)%)"'
 
 echo
 "$CTL" stats

@@ -8,9 +8,12 @@ PACKAGES=(
 	# build
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
 	# tests
-	libcriterion-dev iproute2 curl procps psmisc jq
-	# fast path tests and make bench
-	iperf3 sockperf haproxy gnuplot-nox
+	libcriterion-dev iproute2 curl procps psmisc jq iperf3 util-linux
+	# sanitizers and fuzzing: libFuzzer and the ASan/UBSan runtimes come with
+	# clang (libclang-rt-14-dev), valgrind for memcheck
+	libclang-rt-14-dev valgrind
+	# the fast path's tests and make bench (iperf3 is above)
+	sockperf haproxy gnuplot-nox
 )
 
 missing=()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests (Criterion), then the kernel suites.
+# The whole test suite: unit tests (Criterion), the kernel suites on the
+# running kernel, the sanitizer suite, and a bounded fuzzing run.
 # Prints one closing line "N passed, M failed[, K skipped]" over everything
 # and exits non-zero if anything failed.
 set -u
@@ -25,25 +26,48 @@ else
 	[[ $unit_rc -ne 0 && $((fail + crash)) -eq 0 ]] && failed=$((failed + 1))
 fi
 
-for suite in tests/kernel/test_*.sh; do
-	echo "== $suite"
-	"$suite" 2>&1 | tee "$BUILD/suite.log"
+# run_suite NAME CMD...: one suite that prints "N passed, M failed" last
+# and exits 77 when it cannot run (counted as skipped, never as passed).
+run_suite() {
+	local name=$1 rc line p f
+	shift
+	echo "== $name"
+	"$@" 2>&1 | tee "$BUILD/suite.log"
 	rc=${PIPESTATUS[0]}
 	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$BUILD/suite.log" | tail -n 1)
 	if [[ $rc -eq 77 ]]; then
 		skipped=$((skipped + 1))
-		continue
+		return
 	fi
 	if [[ -z $line ]]; then
-		echo "$suite ended (exit $rc) without a summary line"
+		echo "$name ended (exit $rc) without a summary line"
 		failed=$((failed + 1))
-		continue
+		return
 	fi
 	read -r p _ f _ <<<"$line"
 	passed=$((passed + p))
 	failed=$((failed + f))
 	[[ $rc -ne 0 && $f -eq 0 ]] && failed=$((failed + 1))
+}
+
+for suite in tests/kernel/test_*.sh; do
+	run_suite "$suite" "$suite"
 done
+
+# Sanitizers: unit tests and dmscctl under ASan+UBSan, valgrind (make asan).
+for suite in tests/sanitize/test_*.sh; do
+	run_suite "$suite" "$suite"
+done
+
+# Fuzzing, bounded: each harness FUZZ_TEST_SECONDS (make fuzz-build; the
+# long run is `make fuzz`), after its regression inputs.
+mapfile -t fuzz_names < <(for f in tests/fuzz/fuzz_*.c; do
+	[[ -e $f ]] && basename "$f" .c | sed 's/^fuzz_//'
+done)
+if [[ ${#fuzz_names[@]} -gt 0 ]]; then
+	run_suite "fuzzing, ${FUZZ_TEST_SECONDS:-30} s per harness" \
+		scripts/fuzz.sh "${FUZZ_TEST_SECONDS:-30}" "${fuzz_names[@]}"
+fi
 
 echo "== all suites"
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"

@@ -9,18 +9,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <bpf/bpf.h>
 #include <json-c/json.h>
 
+#include "counters.h"
 #include "datapath.h"
+#include "feature.h"
 #include "log.h"
 #include "policy.h"
 #include "state.h"
 
 #define EXIT_USAGE 2
+/* A policy this large takes a second or more to read: say so first. */
+#define BIG_POLICY_BYTES (4 << 20)
 
 struct opts {
 	bool json;
@@ -29,6 +35,8 @@ struct opts {
 	const char *cgroup;
 	unsigned int max_services;
 	unsigned int max_backends;
+	const char *ifaces[DMSC_IFACES_MAX];
+	size_t n_ifaces;
 };
 
 static const char usage_text[] =
@@ -39,10 +47,15 @@ static const char usage_text[] =
 	"  apply FILE               validate, compile and write only what changed\n"
 	"  diff FILE                show what apply would change (same as apply --dry-run)\n"
 	"  show services            VIPs, backends, weights and the slot share each got\n"
+	"  show access              allow_from rules and the cgroups they resolved to\n"
 	"  stats                    connections and fail-open reasons per service and backend\n"
 	"  install --cgroup PATH    load, attach to the cgroup and pin the datapath\n"
 	"  uninstall                detach and remove every pin\n"
-	"  status                   what is installed, where, and how full it is\n"
+	"  status                   what is installed, where, how full, and what the\n"
+	"                           kernel offers (features)\n"
+	"  features                 probe the kernel's hooks and helpers that dmsc needs\n"
+	"  verifier                 load every program (nothing attached) and print the\n"
+	"                           verifier's figures: instructions processed, states\n"
 	"\n"
 	"options:\n"
 	"  -o, --output text|json   output format (default text)\n"
@@ -52,6 +65,9 @@ static const char usage_text[] =
 	"                           in the mesh\n"
 	"      --max-services N     install: service capacity (default %u)\n"
 	"      --max-backends N     install: backend capacity (default %u)\n"
+	"      --interface IF       install: police traffic arriving on IF for local\n"
+	"                           backends of byte-limited services (TC ingress;\n"
+	"                           repeat for more, up to 8)\n"
 	"      --pin-dir DIR        where the datapath is pinned (default $DMSC_PIN_DIR or\n"
 	"                           %s)\n"
 	"  -v, --verbose            also print debug messages (libbpf's too)\n"
@@ -80,10 +96,15 @@ static int load_policy(const char *file, const struct opts *o, struct dmsc_polic
 {
 	struct dmsc_policy_errors errs = { 0 };
 	struct json_object *arr;
+	struct stat st;
 	char line[1024];
 	size_t i;
 	int err;
 
+	if (!o->json && isatty(STDERR_FILENO) && stat(file, &st) == 0 &&
+	    st.st_size > BIG_POLICY_BYTES)
+		fprintf(stderr, "reading and checking %s (%lld MB)...\n", file,
+			(long long)st.st_size >> 20);
 	err = dmsc_policy_load_file(file, p, &errs);
 	if (!err)
 		return 0;
@@ -144,6 +165,15 @@ out:
 	return rc;
 }
 
+/* Progress of a long apply on a terminal: one line, rewritten. */
+static void show_progress(const char *phase, size_t done, size_t total, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "\r%s: %zu of %zu services%s", phase, done, total,
+		done == total ? "\n" : "");
+	fflush(stderr);
+}
+
 static int cmd_apply(const char *file, const struct opts *o)
 {
 	struct json_object *report = json_object_new_object(), *arr;
@@ -176,6 +206,8 @@ static int cmd_apply(const char *file, const struct opts *o)
 		goto out;
 	}
 	opened = true;
+	if (!o->json && isatty(STDERR_FILENO))
+		dmsc_apply_set_progress(show_progress, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	err = dmsc_apply(&dp, &p, o->dry_run, &res);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -309,13 +341,6 @@ out_put:
 	return rc;
 }
 
-static const char *const reason_names[DMSC_R_MAX] = {
-	[DMSC_R_SLOT_EMPTY] = "slot_empty",
-	[DMSC_R_BACKEND_MISSING] = "backend_missing",
-	[DMSC_R_SOCK_STORAGE_FULL] = "sock_storage_full",
-	[DMSC_R_PEER_REWRITTEN] = "peer_rewritten",
-};
-
 /* The fast path's counters, in struct dmsc_fp_stats order. */
 static const char *const fp_stat_names[] = {
 	"registered", "paired",	   "redirected_msgs", "redirected_bytes", "stack_msgs",
@@ -380,8 +405,6 @@ static int cmd_stats(const struct opts *o)
 		rc = 1;
 		goto out;
 	}
-	if (!o->json)
-		printf("%-24s %-24s %12s %12s\n", "SERVICE", "VIP", "CONNECTIONS", "REFUSED");
 	for (i = 0; i < st.n_svcs; i++) {
 		const struct dmsc_state_svc *s = &st.svcs[i];
 		struct json_object *js = json_object_new_object(), *bes = json_object_new_array();
@@ -391,13 +414,16 @@ static int cmd_stats(const struct opts *o)
 		dmsc_format_svc_key(&s->key, key, sizeof(key));
 		json_add(js, "name", json_object_new_string(s->meta.name));
 		json_add(js, "vip", json_object_new_string(key));
-		json_add(js, "connections", json_object_new_int64((int64_t)ss.connections));
-		json_add(js, "refused_no_backend",
-			 json_object_new_int64((int64_t)ss.refused_no_backend));
 		if (!o->json)
-			printf("%-24s %-24s %12llu %12llu\n", s->meta.name, key,
-			       (unsigned long long)ss.connections,
-			       (unsigned long long)ss.refused_no_backend);
+			printf("%s  %s\n", s->meta.name, key);
+		/* Text shows the counters that moved; JSON shows them all. */
+		for (j = 0; j < dmsc_n_svc_counters; j++) {
+			unsigned long long v = dmsc_counter_get(&ss, &dmsc_svc_counters[j]);
+
+			json_add(js, dmsc_svc_counters[j].name, json_object_new_int64((int64_t)v));
+			if (!o->json && (v || j == 0))
+				printf("  %-20s %14llu\n", dmsc_svc_counters[j].name, v);
+		}
 		for (j = 0; j < s->meta.n_backends; j++) {
 			struct json_object *b = backend_json(s, j, ap, sizeof(ap));
 			struct dmsc_be_stats bs;
@@ -407,7 +433,7 @@ static int cmd_stats(const struct opts *o)
 			json_add(b, "connections", json_object_new_int64((int64_t)bs.connections));
 			json_object_array_add(bes, b);
 			if (!o->json)
-				printf("  -> %-45s %12llu\n", ap,
+				printf("  -> %-21s connections %10llu\n", ap,
 				       (unsigned long long)bs.connections);
 		}
 		json_add(js, "backends", bes);
@@ -445,9 +471,9 @@ static int cmd_stats(const struct opts *o)
 		__u64 n = 0;
 
 		dmsc_percpu_sum(&dp, DMSC_M_REASONS, (__u32)i, &n, sizeof(n));
-		json_add(reasons, reason_names[i], json_object_new_int64((int64_t)n));
+		json_add(reasons, dmsc_reason_names[i], json_object_new_int64((int64_t)n));
 		if (!o->json)
-			printf(" %s=%llu", reason_names[i], (unsigned long long)n);
+			printf(" %s=%llu", dmsc_reason_names[i], (unsigned long long)n);
 	}
 	if (!o->json)
 		printf("\n");
@@ -461,11 +487,80 @@ out_put:
 	return rc;
 }
 
+static int cmd_show_access(const struct opts *o)
+{
+	struct json_object *arr = json_object_new_array();
+	struct dmsc_datapath dp;
+	struct dmsc_state st;
+	char key[48];
+	size_t i, j, n;
+	int rc;
+
+	rc = open_ro(&dp, o, "show");
+	if (rc)
+		goto out_put;
+	if (dmsc_state_read(&dp, &st)) {
+		rc = 1;
+		goto out;
+	}
+	for (i = 0; i < st.n_svcs; i++) {
+		const struct dmsc_state_svc *s = &st.svcs[i];
+		const struct dmsc_allow_entry *rules = dmsc_state_allow(&st, s->svc.id, &n);
+		bool listed = s->svc.flags & DMSC_SVC_F_ALLOW_LIST;
+		struct json_object *js = json_object_new_object(), *jr = json_object_new_array();
+
+		dmsc_format_svc_key(&s->key, key, sizeof(key));
+		json_add(js, "name", json_object_new_string(s->meta.name));
+		json_add(js, "vip", json_object_new_string(key));
+		json_add(js, "open_to_all", json_object_new_boolean(!listed));
+		if (!o->json)
+			printf("%s  %s: %s\n", s->meta.name, key,
+			       !listed ? "open to every cgroup in the mesh"
+			       : n	 ? "only these cgroups and their descendants"
+					 : "closed to everyone (allow_from is empty)");
+		for (j = 0; j < n; j++) {
+			struct json_object *r = json_object_new_object();
+			bool resolved = !(rules[j].key.cgroup_id & DMSC_ALLOW_UNRESOLVED);
+
+			json_add(r, "cgroup", json_object_new_string(rules[j].rule.path));
+			json_add(r, "resolved", json_object_new_boolean(resolved));
+			if (resolved)
+				json_add(r, "cgroup_id",
+					 json_object_new_int64((int64_t)rules[j].key.cgroup_id));
+			json_object_array_add(jr, r);
+			if (!o->json && resolved)
+				printf("  allow %s (cgroup id %llu)\n", rules[j].rule.path,
+				       (unsigned long long)rules[j].key.cgroup_id);
+			else if (!o->json)
+				printf("  allow %s (does not exist yet: nobody matches it until it "
+				       "appears and the policy is applied again)\n",
+				       rules[j].rule.path);
+		}
+		json_add(js, "allow", jr);
+		json_object_array_add(arr, js);
+	}
+	dmsc_state_free(&st);
+out:
+	dmsc_datapath_close(&dp);
+out_put:
+	if (o->json && !rc) {
+		struct json_object *top = json_object_new_object();
+
+		json_add(top, "services", json_object_get(arr));
+		print_json(top);
+		json_object_put(top);
+	}
+	json_object_put(arr);
+	return rc;
+}
+
 static int cmd_install(const struct opts *o)
 {
 	struct dmsc_install_opts io = { .cgroup = o->cgroup,
 					.max_services = o->max_services ? o->max_services + 1 : 0,
-					.max_backends = o->max_backends ? o->max_backends + 1 : 0 };
+					.max_backends = o->max_backends ? o->max_backends + 1 : 0,
+					.ifaces = o->ifaces,
+					.n_ifaces = o->n_ifaces };
 	struct dmsc_install_result res;
 	int err;
 
@@ -488,14 +583,15 @@ static int cmd_install(const struct opts *o)
 		json_add(r, "cgroup", json_object_new_string(res.cgroup_path));
 		json_add(r, "adopted", json_object_new_boolean(res.adopted));
 		json_add(r, "hooks", json_object_new_int((int)res.n_links));
+		json_add(r, "interfaces", json_object_new_int((int)res.n_ifaces));
 		json_add(r, "fastpath", json_object_new_boolean(res.fastpath));
 		json_add(r, "fastpath_note", json_object_new_string(res.fastpath_note));
 		print_json(r);
 		json_object_put(r);
 	} else {
-		printf("%s dmsc on cgroup %s: %u hooks, pinned at %s\n",
+		printf("%s dmsc on cgroup %s: %u hooks, %u interface%s, pinned at %s\n",
 		       res.adopted ? "updated programs in place of" : "installed", res.cgroup_path,
-		       res.n_links, o->pin_dir);
+		       res.n_links, res.n_ifaces, res.n_ifaces == 1 ? "" : "s", o->pin_dir);
 		printf("same-host fast path: %s\n",
 		       res.fastpath ? (res.fastpath_note[0] ? res.fastpath_note : "on")
 				    : res.fastpath_note);
@@ -526,6 +622,139 @@ static int cmd_uninstall(const struct opts *o)
 	return err ? 1 : 0;
 }
 
+/* The features section of status and the output of `features`. */
+static struct json_object *features_json(const struct dmsc_features *fs)
+{
+	struct json_object *arr = json_object_new_array();
+	size_t i;
+
+	for (i = 0; i < fs->n; i++) {
+		const struct dmsc_feature_result *r = &fs->r[i];
+		struct json_object *f = json_object_new_object();
+
+		json_add(f, "name", json_object_new_string(r->f.name));
+		json_add(f, "kind", json_object_new_string(dmsc_feature_kind_name(r->f.kind)));
+		json_add(f, "present", json_object_new_boolean(r->present));
+		json_add(f, "required", json_object_new_boolean(r->f.fallback == NULL));
+		json_add(f, "min_linux", json_object_new_string(r->f.min_linux));
+		if (r->f.fallback)
+			json_add(f, "fallback", json_object_new_string(r->f.fallback));
+		if (r->detail[0])
+			json_add(f, "detail", json_object_new_string(r->detail));
+		json_object_array_add(arr, f);
+	}
+	return arr;
+}
+
+static void features_text(const struct dmsc_features *fs)
+{
+	size_t i;
+
+	printf("features (%zu probed, %zu required missing, %zu optional missing):\n", fs->n,
+	       fs->n_missing_required, fs->n_missing_optional);
+	for (i = 0; i < fs->n; i++) {
+		const struct dmsc_feature_result *r = &fs->r[i];
+
+		printf("  %-40s %-7s Linux %-5s %s", r->f.name, r->present ? "yes" : "MISSING",
+		       r->f.min_linux, r->f.fallback ? "optional" : "required");
+		if (!r->present && r->f.fallback)
+			printf(": %s", r->f.fallback);
+		if (r->detail[0])
+			printf(" (%s)", r->detail);
+		printf("\n");
+	}
+}
+
+static int cmd_features(const struct opts *o)
+{
+	struct dmsc_features fs;
+	struct utsname u;
+	int err;
+
+	if (dmsc_require_root("features"))
+		return 1;
+	uname(&u);
+	err = dmsc_features_probe(&fs);
+	if (o->json) {
+		struct json_object *r = json_object_new_object();
+
+		json_add(r, "kernel", json_object_new_string(u.release));
+		json_add(r, "usable", json_object_new_boolean(!err && !fs.n_missing_required));
+		json_add(r, "features", features_json(&fs));
+		print_json(r);
+		json_object_put(r);
+	} else {
+		printf("kernel %s: dmsc %s\n", u.release,
+		       fs.n_missing_required ? "CANNOT run here" : "can run here");
+		features_text(&fs);
+	}
+	return err || fs.n_missing_required ? 1 : 0;
+}
+
+static int cmd_verifier(const struct opts *o)
+{
+	struct dmsc_verifier_stats st[DMSC_VERIFIER_MAX];
+	struct json_object *arr;
+	struct utsname u;
+	int n, i, failed = 0;
+
+	if (dmsc_require_root("verifier"))
+		return 1;
+	uname(&u);
+	n = dmsc_verifier_report(st, DMSC_VERIFIER_MAX);
+	if (n < 0)
+		return 1;
+	arr = json_object_new_array();
+	if (!o->json)
+		printf("%-20s %-22s %6s %9s %6s %6s %8s %7s %6s\n", "program", "section", "insns",
+		       "processed", "states", "peak", "verified", "xlated", "jited");
+	for (i = 0; i < n; i++) {
+		struct json_object *p = json_object_new_object();
+
+		json_add(p, "program", json_object_new_string(st[i].prog));
+		json_add(p, "section", json_object_new_string(st[i].sec));
+		json_add(p, "loaded", json_object_new_boolean(st[i].loaded));
+		json_add(p, "insns", json_object_new_int64(st[i].insns));
+		json_add(p, "processed_insns", json_object_new_int64(st[i].processed_insns));
+		json_add(p, "total_states", json_object_new_int64(st[i].total_states));
+		json_add(p, "peak_states", json_object_new_int64(st[i].peak_states));
+		json_add(p, "max_states_per_insn", json_object_new_int64(st[i].max_states_per_insn));
+		json_add(p, "verified_insns", json_object_new_int64(st[i].verified_insns));
+		json_add(p, "xlated_bytes", json_object_new_int64(st[i].xlated_bytes));
+		json_add(p, "jited_bytes", json_object_new_int64(st[i].jited_bytes));
+		if (st[i].error[0])
+			json_add(p, "error", json_object_new_string(st[i].error));
+		json_object_array_add(arr, p);
+		if (!st[i].loaded && strncmp(st[i].error, "not loaded", 10) != 0)
+			failed++;
+		if (!o->json) {
+			char verified[16] = "n/a"; /* the kernel reports it from 5.16 */
+
+			if (st[i].verified_insns)
+				snprintf(verified, sizeof(verified), "%u", st[i].verified_insns);
+			if (st[i].loaded)
+				printf("%-20s %-22s %6u %9u %6u %6u %8s %7u %6u\n", st[i].prog, st[i].sec,
+				       st[i].insns, st[i].processed_insns, st[i].total_states,
+				       st[i].peak_states, verified, st[i].xlated_bytes,
+				       st[i].jited_bytes);
+			else
+				printf("%-20s %-22s %6u %s\n", st[i].prog, st[i].sec, st[i].insns,
+				       st[i].error);
+		}
+	}
+	if (o->json) {
+		struct json_object *r = json_object_new_object();
+
+		json_add(r, "kernel", json_object_new_string(u.release));
+		json_add(r, "programs", arr);
+		print_json(r);
+		json_object_put(r);
+	} else {
+		json_object_put(arr);
+	}
+	return failed ? 1 : 0;
+}
+
 /* Elements of a hash-like map (the sockhash: one per registered socket). */
 static long long count_keys(int fd, size_t key_size)
 {
@@ -545,8 +774,9 @@ static long long count_keys(int fd, size_t key_size)
 
 static int cmd_status(const struct opts *o)
 {
-	struct json_object *r = json_object_new_object(), *hooks = json_object_new_array();
-	struct dmsc_link_info links[8];
+	struct json_object *r = json_object_new_object(), *hooks = json_object_new_array(), *ifaces;
+	struct dmsc_link_info links[16];
+	struct dmsc_features fs;
 	struct dmsc_datapath dp;
 	struct dmsc_state st = { 0 };
 	struct utsname u;
@@ -563,15 +793,19 @@ static int cmd_status(const struct opts *o)
 	uname(&u);
 	json_add(r, "kernel", json_object_new_string(u.release));
 	json_add(r, "pin_dir", json_object_new_string(o->pin_dir));
+	dmsc_features_probe(&fs);
+	json_add(r, "features", features_json(&fs));
 	err = dmsc_datapath_open(&dp, o->pin_dir, false);
 	json_add(r, "installed", json_object_new_boolean(err == 0));
 	if (err) {
-		if (!o->json)
+		if (!o->json) {
 			printf("dmsc is not installed at %s (kernel %s)\n", o->pin_dir, u.release);
+			features_text(&fs);
+		}
 		json_object_put(hooks);
 		goto out;
 	}
-	n = (size_t)dmsc_datapath_links(o->pin_dir, links, 8);
+	n = (size_t)dmsc_datapath_links(o->pin_dir, links, 16);
 	if (dmsc_state_read(&dp, &st) == 0)
 		for (i = 0; i < st.n_svcs; i++)
 			used_be += st.svcs[i].meta.n_backends;
@@ -598,22 +832,45 @@ static int cmd_status(const struct opts *o)
 		       fp_pending);
 	}
 	for (i = 0; i < n; i++) {
-		struct json_object *h = json_object_new_object();
-		bool ok = links[i].present && (links[i].hook->attach != DMSC_ATTACH_CGROUP ||
+		struct json_object *h;
+		/* sk_msg sits on the sockhash, not on the cgroup. */
+		bool ok = links[i].present && (links[i].hook->attach == DMSC_ATTACH_SOCKHASH ||
 					       links[i].cgroup_id == dp.install.cgroup_id);
+		const struct dmsc_feature_result *feat;
+		bool skipped;
 
+		if (links[i].hook->attach == DMSC_ATTACH_TC_INGRESS)
+			continue;
+		h = json_object_new_object();
 		json_add(h, "hook", json_object_new_string(links[i].hook->hook));
 		json_add(h, "program", json_object_new_string(links[i].hook->prog));
 		json_add(h, "attached", json_object_new_boolean(ok));
 		json_add(h, "fastpath", json_object_new_boolean(links[i].hook->fastpath));
 		json_add(h, "link_id", json_object_new_int64(links[i].link_id));
 		json_add(h, "prog_id", json_object_new_int64(links[i].prog_id));
+		feat = dmsc_features_find(&fs, links[i].hook->hook);
+		skipped = !ok && feat && !feat->present && feat->f.fallback;
+		if (skipped)
+			json_add(h, "skipped", json_object_new_string(feat->f.fallback));
 		json_object_array_add(hooks, h);
-		if (!o->json)
+		if (!o->json && skipped)
+			printf("  %-22s not attached: this kernel lacks it (Linux %s): %s\n",
+			       links[i].hook->hook, feat->f.min_linux, feat->f.fallback);
+		else if (!o->json)
 			printf("  %-22s %s (link %u, prog %u)\n", links[i].hook->hook,
 			       ok ? "attached" : "NOT ATTACHED", links[i].link_id, links[i].prog_id);
 	}
+	if (!o->json)
+		features_text(&fs);
 	json_add(r, "hooks", hooks);
+	ifaces = json_object_new_array();
+	for (i = 0; i < dp.install.n_ifaces && i < DMSC_IFACES_MAX; i++) {
+		json_object_array_add(ifaces, json_object_new_string(dp.install.ifname[i]));
+		if (!o->json)
+			printf("  %-22s on %s (ifindex %u)\n", "tc/ingress", dp.install.ifname[i],
+			       dp.install.ifindex[i]);
+	}
+	json_add(r, "interfaces", ifaces);
 	dmsc_state_free(&st);
 	dmsc_datapath_close(&dp);
 out:
@@ -640,7 +897,7 @@ static int parse_count(const char *flag, const char *arg, unsigned int *out)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_DRY_RUN = 256, OPT_CGROUP, OPT_MAX_SVC, OPT_MAX_BE, OPT_PIN_DIR };
+	enum { OPT_DRY_RUN = 256, OPT_CGROUP, OPT_MAX_SVC, OPT_MAX_BE, OPT_PIN_DIR, OPT_IFACE };
 	static const struct option longopts[] = {
 		{ "output", required_argument, NULL, 'o' },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
@@ -648,6 +905,7 @@ int main(int argc, char **argv)
 		{ "max-services", required_argument, NULL, OPT_MAX_SVC },
 		{ "max-backends", required_argument, NULL, OPT_MAX_BE },
 		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
+		{ "interface", required_argument, NULL, OPT_IFACE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -684,6 +942,13 @@ int main(int argc, char **argv)
 		case OPT_PIN_DIR:
 			o.pin_dir = optarg;
 			break;
+		case OPT_IFACE:
+			if (o.n_ifaces == DMSC_IFACES_MAX) {
+				pr_warn("--interface: at most %d interfaces\n", DMSC_IFACES_MAX);
+				return EXIT_USAGE;
+			}
+			o.ifaces[o.n_ifaces++] = optarg;
+			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;
 			break;
@@ -718,11 +983,12 @@ int main(int argc, char **argv)
 		return cmd_apply(argv[0], &o);
 	}
 	if (!strcmp(cmd, "show")) {
-		if (argc != 1 || strcmp(argv[0], "services")) {
-			pr_warn("show takes one of: services\n");
-			return EXIT_USAGE;
-		}
-		return cmd_show_services(&o);
+		if (argc == 1 && !strcmp(argv[0], "services"))
+			return cmd_show_services(&o);
+		if (argc == 1 && !strcmp(argv[0], "access"))
+			return cmd_show_access(&o);
+		pr_warn("show takes one of: services, access\n");
+		return EXIT_USAGE;
 	}
 	if (argc != 0) {
 		pr_warn("%s takes no arguments, got \"%s\"\n", cmd, argv[0]);
@@ -736,6 +1002,10 @@ int main(int argc, char **argv)
 		return cmd_uninstall(&o);
 	if (!strcmp(cmd, "status"))
 		return cmd_status(&o);
+	if (!strcmp(cmd, "features"))
+		return cmd_features(&o);
+	if (!strcmp(cmd, "verifier"))
+		return cmd_verifier(&o);
 	pr_warn("unknown command \"%s\"; `dmscctl --help` lists them\n", cmd);
 	return EXIT_USAGE;
 }

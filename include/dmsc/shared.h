@@ -13,8 +13,11 @@
 #define DMSC_SHARED_H
 
 #ifndef __VMLINUX_H__
+#include <linux/bpf.h> /* struct bpf_spin_lock */
 #include <linux/types.h>
 #endif
+
+#include "bucket.h"
 
 /* Bumped whenever a map's key or value layout changes: pins live under
  * DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION, so an incompatible datapath is
@@ -31,6 +34,9 @@
 #define DMSC_MAP_REASONS "dmsc_reasons"
 #define DMSC_MAP_SOCK_VIP "dmsc_sock_vip"
 #define DMSC_MAP_INSTALL "dmsc_install"
+#define DMSC_MAP_LIMITS "dmsc_limits"
+#define DMSC_MAP_ALLOW "dmsc_allow"
+#define DMSC_MAP_BE_INDEX "dmsc_be_index"
 
 /* Default capacities; dmscctl install can change them. Id 0 is reserved in
  * both id spaces, so that an uninitialised slot is recognisable. */
@@ -83,8 +89,23 @@ enum dmsc_svc_flags {
 struct dmsc_svc {
 	__u32 id;    /* 1..max_services; index into dmsc_svc_stats */
 	__u32 flags; /* enum dmsc_svc_flags */
+	/* A hash of slot[], so that a socket can tell in one comparison
+	 * whether the table it picked from is still the one in force. */
+	__u32 table_hash;
 	__u32 slot[DMSC_SLOTS]; /* backend ids; 0 = empty (counted) */
 };
+
+/* FNV-1a over the slot table; never 0, which means "no table". */
+static inline __u32 dmsc_table_hash(const __u32 *slot)
+{
+	__u32 h = 2166136261u, i;
+
+	for (i = 0; i < DMSC_SLOTS; i++) {
+		h ^= slot[i];
+		h *= 16777619u;
+	}
+	return h ? h : 1;
+}
 
 /* dmsc_backends: ARRAY indexed by backend id. An id names one immutable
  * address:port of one service; userspace never rewrites a live id in place. */
@@ -107,11 +128,65 @@ struct dmsc_svc_meta {
 	__u32 weight[DMSC_BACKENDS_PER_SERVICE_MAX];
 };
 
-/* dmsc_svc_stats: PERCPU_ARRAY indexed by service id. */
+/* dmsc_svc_stats: PERCPU_ARRAY indexed by service id. "to" is the
+ * direction from clients to the service, "from" the replies. */
 struct dmsc_svc_stats {
-	__u64 connections;         /* connect() translated to a backend */
-	__u64 refused_no_backend;  /* every weight 0: connect() refused */
+	__u64 connections;        /* connect() translated to a backend */
+	__u64 refused_no_backend; /* every weight 0: connect() refused */
+	__u64 refused_rate;       /* over connections_per_second */
+	__u64 refused_access;     /* caller's cgroup not in allow_from */
+	__u64 bytes_to;           /* by mesh clients' sockets (cgroup_skb) */
+	__u64 bytes_from;
+	__u64 policed_to;         /* packets dropped over bytes_per_second */
+	__u64 policed_from;
+	__u64 tc_bytes;           /* arriving on --interface for a backend */
+	__u64 tc_policed;
 };
+
+/* dmsc_limits: ARRAY indexed by service id; all zero = no limit. Userspace
+ * writes the whole element with BPF_F_LOCK when a limit changes, which also
+ * refills the buckets (last_ns = 0 means "start full"). */
+struct dmsc_limits {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 conn_rate; /* connections per second; 0: unlimited */
+	__u64 conn_depth;
+	__u64 byte_rate; /* bytes per second, each direction; 0: unlimited */
+	__u64 byte_depth;
+	struct dmsc_tb conn;
+	struct dmsc_tb to;
+	struct dmsc_tb from;
+	/* TC on --interface has a bucket of its own: traffic of local mesh
+	 * clients that crosses it was policed once already (by "to") and must
+	 * not pay twice, while remote clients' traffic is policed only here.
+	 * Their sum at the interface stays within the rate. */
+	struct dmsc_tb iface;
+};
+
+/* dmsc_allow: HASH, (service, cgroup id) -> the rule's path. The kernel
+ * checks the caller's cgroup and each of its ancestors, so a listed cgroup
+ * covers its descendants. A path that does not exist yet is kept under an
+ * id with DMSC_ALLOW_UNRESOLVED set, which no cgroup has, so that an
+ * unresolved rule never opens the service to anyone. */
+struct dmsc_allow_key {
+	__u32 svc_id;
+	__u32 pad;
+	__u64 cgroup_id;
+};
+
+struct dmsc_allow_rule {
+	char path[DMSC_CGROUP_PATH_MAX];
+};
+
+#define DMSC_ALLOW_UNRESOLVED (1ull << 63)
+/* Ancestor levels checked; cgroup trees deeper than this are not matched
+ * below it (cgroup.max.depth is unlimited, but real trees are shallow). */
+#define DMSC_CGROUP_LEVELS_MAX 32
+
+/* dmsc_be_index: HASH, a backend's address:port:proto (the key layout of
+ * dmsc_svc_key) -> service id, for the services with a byte limit: TC on
+ * the interfaces polices traffic that arrives for a local backend. */
+#define DMSC_IFACES_MAX 8
 
 /* dmsc_be_stats: PERCPU_ARRAY indexed by backend id. */
 struct dmsc_be_stats {
@@ -125,6 +200,8 @@ enum dmsc_reason {
 	DMSC_R_BACKEND_MISSING,     /* slot's id not in dmsc_backends */
 	DMSC_R_SOCK_STORAGE_FULL,   /* translated, VIP not recorded */
 	DMSC_R_PEER_REWRITTEN,      /* getpeername answered with a VIP */
+	DMSC_R_LIMITS_MISSING,      /* service id not in dmsc_limits: unlimited */
+	DMSC_R_TC_MALFORMED,        /* TC saw a packet it could not parse: passed */
 	DMSC_R_MAX,
 };
 
@@ -137,6 +214,8 @@ struct dmsc_sock_vip {
 	__u16 bport;   /* network order */
 	__u32 svc_id;
 	__u32 backend_id;
+	__u32 table_hash; /* of the slot table the backend was picked from */
+	__u32 pad;
 };
 
 /* dmsc_install: ARRAY with one element, written once by dmscctl install. */
@@ -146,6 +225,13 @@ struct dmsc_install {
 	__u64 installed_at; /* seconds since the epoch */
 	__u32 max_services;
 	__u32 max_backends;
+	__u32 n_ifaces; /* --interface: TC ingress programs */
+	__u32 ifindex[DMSC_IFACES_MAX];
+	char ifname[DMSC_IFACES_MAX][16];
+	/* Bumped by every writer after it changed the other maps, so that a
+	 * process that mirrors them in memory (dmscd) knows when to read
+	 * them again. */
+	__u64 generation;
 };
 
 /* ---- Same-host fast path (sockops + sk_msg), bpf/dmsc_fastpath.bpf.h ----

@@ -3,35 +3,10 @@
 # programs attached to a test cgroup, real connections between network
 # namespaces, curl and dmsc-probe as clients.
 set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-. "$TOP/tests/lib/assert.sh"
-. "$TOP/tests/lib/netns.sh"
-t_need_root
-
-BIN=${BIN:-$TOP/build}
-CTL=$BIN/dmscctl
-SRV=$BIN/tools/dmsc-testsrv
-PROBE=$BIN/tools/dmsc-probe
-P=dl4$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-l4.XXXXXX")
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+dmsc_suite_begin l4 dl4$$
 VIP=198.19.0.10
 HTTP_VIP=198.19.0.11
-
-cleanup() {
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-# A private BPF filesystem: the test's pins can never meet another's.
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || { t_fail "mount bpffs"; t_summary; exit 1; }
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-
-dmsc_net_init "$P" || exit 1
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host b1 198.18.1.2/16 || exit 1
 dmsc_net_host b2 198.18.1.3/16 || exit 1
@@ -73,8 +48,8 @@ probe() {
 }
 
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
-t_check "status shows both hooks attached" \
-	bash -c "'$CTL' status -o json | jq -e '[.hooks[] | select(.fastpath | not) | .attached] == [true, true] and .installed' >/dev/null"
+t_check "status shows every hook attached" \
+	bash -c "'$CTL' status -o json | jq -e '(.hooks | length) >= 2 and ([.hooks[].attached] | all) and .installed' >/dev/null"
 policy 80 20 >"$T/p8020.json"
 t_check "apply an 80/20 policy" "$CTL" apply "$T/p8020.json"
 
@@ -123,9 +98,18 @@ t_eq "a process outside the mesh cgroup is not translated (ENETUNREACH)" \
 policy 0 100 >"$T/p0100.json"
 policy 100 0 >"$T/p1000.json"
 "$CTL" apply "$T/p0100.json" >/dev/null
+v2_connections() {
+	"$CTL" stats -o json | jq '.services[] | select(.name == "reviews") | .backends[1].connections'
+}
+v2_before=$(v2_connections)
 probe "$MESH" --connect "$VIP:9080" --hold-seconds 4 --interval-ms 100 >"$T/hold.json" &
 HOLD=$!
-sleep 1
+# Drain only once the held connection is made (the stats count it at
+# connect()): a fixed sleep is too short in a slow (TCG) guest. Bounded: 30 s.
+for ((i = 0; i < 300; i++)); do
+	[[ $(v2_connections) -gt $v2_before ]] && break
+	sleep 0.1
+done
 t_check "apply weight 0 for v2 while a connection to v2 is open" "$CTL" apply "$T/p1000.json"
 probe "$MESH" --connect "$VIP:9080" --count 300 --parallel 4 >"$T/drained.json"
 t_eq "a drained backend gets no new connection" \

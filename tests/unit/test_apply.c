@@ -6,6 +6,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,7 +16,7 @@
 #include <bpf/libbpf.h>
 #include <criterion/criterion.h>
 
-#include "dmsc_sock.skel.h"
+#include "fixture.h"
 #include "state.h"
 
 #define T_MAX_SERVICES 2048
@@ -22,45 +24,18 @@
 
 static struct dmsc_sock *skel;
 static struct dmsc_datapath dp;
+static char cgroup_made[PATH_MAX + 64]; /* removed by teardown, also on failure */
 
 static void setup(void)
 {
-	int i;
-
-	if (geteuid() != 0)
-		cr_skip_test("needs root to load BPF maps");
-	skel = dmsc_sock__open();
-	cr_assert_not_null(skel);
-	bpf_map__set_max_entries(skel->maps.dmsc_services, T_MAX_SERVICES);
-	bpf_map__set_max_entries(skel->maps.dmsc_svc_meta, T_MAX_SERVICES);
-	bpf_map__set_max_entries(skel->maps.dmsc_svc_stats, T_MAX_SERVICES);
-	bpf_map__set_max_entries(skel->maps.dmsc_backends, T_MAX_BACKENDS);
-	bpf_map__set_max_entries(skel->maps.dmsc_be_stats, T_MAX_BACKENDS);
-	cr_assert_eq(dmsc_sock__load(skel), 0, "load: %s", strerror(errno));
-	memset(&dp, 0, sizeof(dp));
-	dp.dir_fd = -1;
-	dp.fd[DMSC_M_SERVICES] = bpf_map__fd(skel->maps.dmsc_services);
-	dp.fd[DMSC_M_BACKENDS] = bpf_map__fd(skel->maps.dmsc_backends);
-	dp.fd[DMSC_M_SVC_META] = bpf_map__fd(skel->maps.dmsc_svc_meta);
-	dp.fd[DMSC_M_SVC_STATS] = bpf_map__fd(skel->maps.dmsc_svc_stats);
-	dp.fd[DMSC_M_BE_STATS] = bpf_map__fd(skel->maps.dmsc_be_stats);
-	dp.fd[DMSC_M_REASONS] = bpf_map__fd(skel->maps.dmsc_reasons);
-	dp.fd[DMSC_M_SOCK_VIP] = bpf_map__fd(skel->maps.dmsc_sock_vip);
-	dp.fd[DMSC_M_INSTALL] = bpf_map__fd(skel->maps.dmsc_install);
-	dp.fd[DMSC_M_FP_SOCKS] = bpf_map__fd(skel->maps.dmsc_fp_socks);
-	dp.fd[DMSC_M_FP_PENDING] = bpf_map__fd(skel->maps.dmsc_fp_pending);
-	dp.fd[DMSC_M_FP_SOCK] = bpf_map__fd(skel->maps.dmsc_fp_sock);
-	dp.fd[DMSC_M_FP_STATS] = bpf_map__fd(skel->maps.dmsc_fp_stats);
-	dp.fd[DMSC_M_FP_SVC] = bpf_map__fd(skel->maps.dmsc_fp_svc);
-	dp.max_services = T_MAX_SERVICES;
-	dp.max_backends = T_MAX_BACKENDS;
-	dp.nr_cpus = libbpf_num_possible_cpus();
-	for (i = 0; i < DMSC_M_COUNT; i++)
-		cr_assert_geq(dp.fd[i], 0);
+	fixture_load(&skel, &dp, T_MAX_SERVICES, T_MAX_BACKENDS);
 }
 
 static void teardown(void)
 {
+	if (cgroup_made[0])
+		rmdir(cgroup_made);
+	cgroup_made[0] = '\0';
 	dmsc_sock__destroy(skel);
 	skel = NULL;
 }
@@ -247,20 +222,6 @@ Test(apply, removed_service_leaves_no_entry)
 	dmsc_policy_free(&p);
 }
 
-Test(apply, all_weights_zero_flags_the_service)
-{
-	static const __u32 w[] = { 0, 0 };
-	struct dmsc_policy p = { 0 };
-	struct dmsc_state st;
-
-	make_policy(&p, 1, 2, w);
-	apply(&p, false, NULL);
-	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
-	cr_assert(st.svcs[0].svc.flags & DMSC_SVC_F_NO_BACKEND);
-	dmsc_state_free(&st);
-	dmsc_policy_free(&p);
-}
-
 /* accelerate: on/off/auto becomes the service flags the fast path reads,
  * and changing it is an update of the one service element. */
 Test(apply, accelerate_sets_the_service_flags)
@@ -284,6 +245,20 @@ Test(apply, accelerate_sets_the_service_flags)
 			     want[i], "mode %zu", i);
 		dmsc_state_free(&st);
 	}
+	dmsc_policy_free(&p);
+}
+
+Test(apply, all_weights_zero_flags_the_service)
+{
+	static const __u32 w[] = { 0, 0 };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_state st;
+
+	make_policy(&p, 1, 2, w);
+	apply(&p, false, NULL);
+	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	cr_assert(st.svcs[0].svc.flags & DMSC_SVC_F_NO_BACKEND);
+	dmsc_state_free(&st);
 	dmsc_policy_free(&p);
 }
 
@@ -340,4 +315,95 @@ Test(apply, failed_write_rolls_back_everything)
 	dmsc_state_free(&after);
 	dmsc_policy_free(&p);
 	dmsc_policy_free(&q);
+}
+
+Test(apply, limits_flags_and_backend_index)
+{
+	static const __u32 w[] = { 1, 1 };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_state st;
+	size_t changes;
+
+	make_policy(&p, 2, 2, w);
+	p.services[1].has_rate_limit = true;
+	p.services[1].rate_limit.has_connections_per_second = true;
+	p.services[1].rate_limit.connections_per_second = 100;
+	p.services[1].rate_limit.has_burst = true;
+	p.services[1].rate_limit.burst = 20;
+	p.services[1].rate_limit.has_bytes_per_second = true;
+	p.services[1].rate_limit.bytes_per_second = 1000000;
+	/* Per service 4 entries; service 1 also its limits and 2 index
+	 * entries. */
+	cr_assert_eq(apply(&p, false, &changes), 2 * 4 + 1 + 2);
+	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	cr_assert_eq(st.n_be_index, 2);
+	cr_assert_eq(st.svcs[1].limits.conn_rate, 100);
+	cr_assert_eq(st.svcs[1].limits.conn_depth, 20);
+	cr_assert_eq(st.svcs[1].limits.byte_rate, 1000000);
+	cr_assert_eq(st.svcs[1].limits.byte_depth, 100000, "default: 100 ms worth");
+	cr_assert(st.svcs[1].svc.flags & DMSC_SVC_F_CONN_LIMIT);
+	cr_assert(st.svcs[1].svc.flags & DMSC_SVC_F_BYTES_LIMIT);
+	cr_assert(st.svcs[1].svc.flags & DMSC_SVC_F_ACCEL_OFF, "byte limits stay off the fast path");
+	cr_assert_eq(st.svcs[0].limits.conn_rate, 0);
+	cr_assert_eq(st.be_index[0].svc_id, st.svcs[1].svc.id);
+	dmsc_state_free(&st);
+	cr_assert_eq(apply(&p, false, &changes), 0, "nothing changed");
+	/* Dropping the limits: the service flips, limits zeroed, index out. */
+	p.services[1].has_rate_limit = false;
+	cr_assert_eq(apply(&p, false, &changes), 1 + 1 + 2);
+	cr_assert_eq(changes, 1);
+	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	cr_assert_eq(st.n_be_index, 0);
+	cr_assert_eq(st.svcs[1].limits.conn_rate, 0);
+	cr_assert_eq(st.svcs[1].svc.flags & (DMSC_SVC_F_CONN_LIMIT | DMSC_SVC_F_BYTES_LIMIT), 0);
+	dmsc_state_free(&st);
+	dmsc_policy_free(&p);
+}
+
+Test(apply, allow_rules_resolve_cgroups_and_keep_unknown_ones_closed)
+{
+	static const __u32 w[] = { 1 };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_apply_result res;
+	const struct dmsc_allow_entry *rules;
+	char mnt[PATH_MAX], rel[64];
+	char *abs = cgroup_made;
+	struct dmsc_state st;
+	struct stat sb;
+	size_t n;
+
+	cr_assert_eq(dmsc_cgroup2_mount(mnt, sizeof(mnt)), 0);
+	snprintf(rel, sizeof(rel), "dmsc-unit-%d", (int)getpid());
+	snprintf(cgroup_made, sizeof(cgroup_made), "%s/%s", mnt, rel);
+	cr_assert_eq(mkdir(abs, 0755), 0, "mkdir %s: %s", abs, strerror(errno));
+	cr_assert_eq(stat(abs, &sb), 0);
+
+	make_policy(&p, 1, 1, w);
+	p.services[0].has_allow_from = true;
+	p.services[0].n_allow_from = 2;
+	p.services[0].allow_from = calloc(2, sizeof(char *));
+	p.services[0].allow_from[0] = strdup(rel);
+	p.services[0].allow_from[1] = strdup("dmsc-unit-does-not-exist/x");
+	cr_assert_eq(dmsc_apply(&dp, &p, false, &res), 0);
+	cr_assert_eq(res.unresolved, 1);
+	dmsc_apply_result_free(&res);
+	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	cr_assert(st.svcs[0].svc.flags & DMSC_SVC_F_ALLOW_LIST);
+	rules = dmsc_state_allow(&st, st.svcs[0].svc.id, &n);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(rules[0].key.cgroup_id, (__u64)sb.st_ino);
+	cr_assert_str_eq(rules[0].rule.path, rel);
+	cr_assert(rules[1].key.cgroup_id & DMSC_ALLOW_UNRESOLVED);
+	cr_assert_str_eq(rules[1].rule.path, "dmsc-unit-does-not-exist/x");
+	dmsc_state_free(&st);
+	cr_assert_eq(apply(&p, false, NULL), 0, "same rules: nothing written");
+	/* Without allow_from the service opens and the rules go. */
+	p.services[0].has_allow_from = false;
+	cr_assert_eq(apply(&p, false, NULL), 1 + 2);
+	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	cr_assert_eq(st.n_allow, 0);
+	cr_assert_eq(st.svcs[0].svc.flags & DMSC_SVC_F_ALLOW_LIST, 0);
+	dmsc_state_free(&st);
+	p.services[0].has_allow_from = true;
+	dmsc_policy_free(&p);
 }

@@ -488,16 +488,22 @@ Test(policy_rate_limit, values)
 {
 	CHECK_CASES({RATE("100"), {RL, "expected an object, got integer 100"}},
 		    {RATE("{'connections_per_second':0}"),
-		     {RL ".connections_per_second", "0 is not a rate (1 or more)"}},
+		     {RL ".connections_per_second", "0 is not a rate (1-100000000000)"}},
 		    {RATE("{'bytes_per_second':-5}"),
-		     {RL ".bytes_per_second", "-5 is not a rate (1 or more)"}},
+		     {RL ".bytes_per_second", "-5 is not a rate (1-100000000000)"}},
 		    {RATE("{'connections_per_second':1.5}"),
 		     {RL ".connections_per_second", "expected an integer, got number 1.5"}},
 		    {RATE("{'connections_per_second':1,'burst':-1}"),
-		     {RL ".burst", "-1 is not a burst size (0 or more)"}},
+		     {RL ".burst", "-1 is not a burst size (0-1000000000)"}},
 		    {RATE("{'rps':1}"),
 		     {RL ".rps", "unknown field \"rps\" (allowed: connections_per_second, burst, "
-				 "bytes_per_second, requests_per_second)"}});
+				 "bytes_per_second, bytes_burst, requests_per_second)"}},
+		    {RATE("{'connections_per_second':100000000001}"),
+		     {RL ".connections_per_second", "100000000001 is not a rate (1-100000000000)"}},
+		    {RATE("{'bytes_per_second':1000000,'bytes_burst':1500}"),
+		     {RL ".bytes_burst", "1500 is not a byte burst size (65536-1000000000)"}},
+		    {RATE("{'connections_per_second':5,'bytes_burst':70000}"),
+		     {RL ".bytes_burst", "a byte burst needs bytes_per_second"}});
 }
 
 Test(policy_rate_limit, burst_needs_a_rate)
@@ -914,17 +920,18 @@ Test(policy_unsupported, features_this_build_does_not_enforce)
 	expect_unsupported(DOC(SVC()), NULL);
 	expect_unsupported(DOC(SVC(",'protocol':'tcp','accelerate':'off'")), NULL);
 	expect_unsupported(DOC(SVC(",'accelerate':'auto'")), NULL);
-	expect_unsupported(DOC(SVC(",'protocol':'udp'")), "services[0].protocol: \"udp\" is" LATER);
+	expect_unsupported(DOC(SVC(",'protocol':'udp'")), NULL);
 	expect_unsupported(DOC(HTTP_SVC()), "services[0].protocol: \"http\" is" LATER);
-	expect_unsupported(DOC(SVC(",'rate_limit':{'connections_per_second':5}")),
-			   "services[0].rate_limit:" LATER);
-	expect_unsupported(DOC(SVC(",'allow_from':[]")), "services[0].allow_from:" LATER);
+	expect_unsupported(DOC(SVC(",'rate_limit':{'connections_per_second':5}")), NULL);
+	expect_unsupported(DOC(SVC(",'rate_limit':{'bytes_per_second':65536,'bytes_burst':65536}")),
+			   NULL);
+	expect_unsupported(DOC(SVC(",'allow_from':[]")), NULL);
 	expect_unsupported(DOC(SVC(",'accelerate':'on'")), NULL);
 	/* The first use is named. */
 	expect_unsupported(DOC(SVC() ","
 				     "{'name':'b','vip':'198.19.0.2','port':80," ONE_BACKEND
-				     ",'rate_limit':{},'accelerate':'on'}"),
-			   "services[1].rate_limit:" LATER);
+				     ",'rate_limit':{},'accelerate':'on','protocol':'http'}"),
+			   "services[1].protocol: \"http\" is" LATER);
 }
 
 Test(policy_unsupported, proto_names)

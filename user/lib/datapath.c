@@ -13,10 +13,15 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
+
+#include <net/if.h>
 
 #include "datapath.h"
 #include "dmsc_sock.skel.h"
+#include "dmsc_tc.skel.h"
+#include "feature.h"
 #include "log.h"
 
 #ifndef BPF_FS_MAGIC
@@ -28,19 +33,40 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 	[DMSC_M_SVC_META] = DMSC_MAP_SVC_META,	 [DMSC_M_SVC_STATS] = DMSC_MAP_SVC_STATS,
 	[DMSC_M_BE_STATS] = DMSC_MAP_BE_STATS,	 [DMSC_M_REASONS] = DMSC_MAP_REASONS,
 	[DMSC_M_SOCK_VIP] = DMSC_MAP_SOCK_VIP,	 [DMSC_M_INSTALL] = DMSC_MAP_INSTALL,
-	[DMSC_M_FP_SOCKS] = DMSC_MAP_FP_SOCKS,	 [DMSC_M_FP_PENDING] = DMSC_MAP_FP_PENDING,
-	[DMSC_M_FP_SOCK] = DMSC_MAP_FP_SOCK,	 [DMSC_M_FP_STATS] = DMSC_MAP_FP_STATS,
-	[DMSC_M_FP_SVC] = DMSC_MAP_FP_SVC,
+	[DMSC_M_LIMITS] = DMSC_MAP_LIMITS,	 [DMSC_M_ALLOW] = DMSC_MAP_ALLOW,
+	[DMSC_M_BE_INDEX] = DMSC_MAP_BE_INDEX,	 [DMSC_M_FP_SOCKS] = DMSC_MAP_FP_SOCKS,
+	[DMSC_M_FP_PENDING] = DMSC_MAP_FP_PENDING, [DMSC_M_FP_SOCK] = DMSC_MAP_FP_SOCK,
+	[DMSC_M_FP_STATS] = DMSC_MAP_FP_STATS,	 [DMSC_M_FP_SVC] = DMSC_MAP_FP_SVC,
 };
 
+/* The BPF objects, embedded in the programs by their skeletons. Each
+ * defines every map (bpf/dmsc_maps.bpf.h); pinning makes them one set. */
+const struct dmsc_bpf_object dmsc_objects[] = {
+	[DMSC_OBJ_SOCK] = { "dmsc_sock", dmsc_sock__elf_bytes },
+	[DMSC_OBJ_TC] = { "dmsc_tc", dmsc_tc__elf_bytes },
+};
+#define N_OBJECTS (sizeof(dmsc_objects) / sizeof(dmsc_objects[0]))
+const size_t dmsc_n_objects = N_OBJECTS;
+
 const struct dmsc_hook dmsc_hooks[] = {
-	{ "sock4_connect", "cgroup/connect4", "4.17", DMSC_ATTACH_CGROUP, false },
-	{ "sock4_getpeername", "cgroup/getpeername4", "5.8", DMSC_ATTACH_CGROUP, false },
-	/* The fast path: sockops on the cgroup, sk_msg on the sockhash. */
-	{ "sock4_fp_sockops", "cgroup/sockops", "4.13", DMSC_ATTACH_CGROUP, true },
-	{ "sock4_fp_msg", "sk_msg", "5.8", DMSC_ATTACH_SOCKHASH, true },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_connect", "cgroup/connect4", "4.17", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_getpeername", "cgroup/getpeername4", "5.8", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_sendmsg", "cgroup/sendmsg4", "4.18", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_recvmsg", "cgroup/recvmsg4", "5.2", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_egress", "cgroup_skb/egress", "4.10", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_ingress", "cgroup_skb/ingress", "4.10", false },
+	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "tc_ingress", "tc", "4.1", false },
+	/* The same-host fast path: sockops on the cgroup, sk_msg on the
+	 * sockhash. Optional (feature.c has their fallback rows). */
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_fp_sockops", "sockops", "4.13", true },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_SOCKHASH, "sock4_fp_msg", "sk_msg", "5.8", true },
 };
 const size_t dmsc_n_hooks = sizeof(dmsc_hooks) / sizeof(dmsc_hooks[0]);
+
+/* Legacy TC attachment (clsact + cls_bpf, works on every supported
+ * kernel); these are not links, so uninstall removes them by handle. */
+#define DMSC_TC_HANDLE 0xd75c
+#define DMSC_TC_PRIORITY 0xd75c
 
 const char *dmsc_pin_dir(void)
 {
@@ -237,103 +263,251 @@ static unsigned int pinned_max_entries(const char *pin_dir, const char *map)
 	return max;
 }
 
-static int size_maps(struct dmsc_sock *skel, const char *pin_dir,
+static int size_maps(struct bpf_object *obj, const char *pin_dir,
 		     const struct dmsc_install_opts *opts, struct dmsc_install *rec)
 {
-	struct {
-		struct bpf_map *map;
-		unsigned int want;
-		__u32 *out;
+	static const struct {
+		const char *map;
+		bool backends; /* sized by max_backends, else max_services */
 	} sized[] = {
-		{ skel->maps.dmsc_services, opts->max_services, &rec->max_services },
-		{ skel->maps.dmsc_svc_meta, opts->max_services, NULL },
-		{ skel->maps.dmsc_svc_stats, opts->max_services, NULL },
-		{ skel->maps.dmsc_backends, opts->max_backends, &rec->max_backends },
-		{ skel->maps.dmsc_be_stats, opts->max_backends, NULL },
-		{ skel->maps.dmsc_fp_stats, opts->max_services, NULL },
-		{ skel->maps.dmsc_fp_svc, opts->max_services, NULL },
+		{ DMSC_MAP_SERVICES, false },  { DMSC_MAP_SVC_META, false },
+		{ DMSC_MAP_SVC_STATS, false }, { DMSC_MAP_LIMITS, false },
+		{ DMSC_MAP_BACKENDS, true },   { DMSC_MAP_BE_STATS, true },
+		{ DMSC_MAP_BE_INDEX, true },   { DMSC_MAP_FP_STATS, false },
+		{ DMSC_MAP_FP_SVC, false },
 	};
 	size_t i;
 	int err;
 
 	for (i = 0; i < sizeof(sized) / sizeof(sized[0]); i++) {
-		const char *name = bpf_map__name(sized[i].map);
-		unsigned int pinned = pinned_max_entries(pin_dir, name);
-		unsigned int size = sized[i].want ? sized[i].want : bpf_map__max_entries(sized[i].map);
+		struct bpf_map *map = bpf_object__find_map_by_name(obj, sized[i].map);
+		unsigned int want = sized[i].backends ? opts->max_backends : opts->max_services;
+		unsigned int pinned = pinned_max_entries(pin_dir, sized[i].map);
+		unsigned int size;
 
-		if (pinned && sized[i].want && sized[i].want != pinned) {
+		if (!map)
+			return -ENOENT;
+		size = want ? want : bpf_map__max_entries(map);
+		if (pinned && want && want != pinned) {
 			pr_warn("map %s is pinned with %u entries; changing its capacity to %u needs "
 				"`dmscctl uninstall` first\n",
-				name, pinned, sized[i].want);
+				sized[i].map, pinned, want);
 			return -EEXIST;
 		}
 		if (pinned)
 			size = pinned;
 		if (size < 2) {
-			pr_warn("capacity of %s must be at least 2 (id 0 is reserved)\n", name);
+			pr_warn("capacity of %s must be at least 2 (id 0 is reserved)\n", sized[i].map);
 			return -EINVAL;
 		}
-		err = bpf_map__set_max_entries(sized[i].map, size);
+		err = bpf_map__set_max_entries(map, size);
 		if (err)
 			return err;
-		if (sized[i].out)
-			*sized[i].out = size;
+		if (strcmp(sized[i].map, DMSC_MAP_SERVICES) == 0)
+			rec->max_services = size;
+		if (strcmp(sized[i].map, DMSC_MAP_BACKENDS) == 0)
+			rec->max_backends = size;
 	}
 	return 0;
 }
 
-static int remove_pins(const char *dir, bool *removed);
-
-static int env_u32(const char *name, __u32 *out, bool *set)
+/* Sets a `const volatile __u32` of an object's .rodata (between open and
+ * load); -ENOENT when the object has no such variable. */
+static int set_rodata_u32(struct bpf_object *obj, const char *name, __u32 v)
 {
-	const char *env = getenv(name);
-	unsigned long long v;
-	char *end;
+	const struct btf *btf = bpf_object__btf(obj);
+	struct bpf_map *map, *rodata = NULL;
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	const void *data = NULL;
+	size_t size = 0;
+	char *copy;
+	int id, err;
+	__u16 i;
 
-	*set = false;
-	if (!env || !*env)
-		return 0;
-	errno = 0;
-	v = strtoull(env, &end, 10);
-	if (errno || *end || v > 0xffffffffull) {
-		pr_warn("%s: \"%s\" is not a byte count (0 to 4294967295)\n", name, env);
-		return -EINVAL;
+	bpf_object__for_each_map(map, obj)
+	{
+		const char *n = bpf_map__name(map);
+		size_t len = strlen(n);
+
+		if (bpf_map__is_internal(map) && len >= 7 && !strcmp(n + len - 7, ".rodata")) {
+			rodata = map;
+			data = bpf_map__initial_value(map, &size);
+		}
 	}
-	*out = (__u32)v;
-	*set = true;
-	return 0;
+	id = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -ENOENT;
+	if (!data || id < 0)
+		return -ENOENT;
+	sec = btf__type_by_id(btf, (__u32)id);
+	vs = btf_var_secinfos(sec);
+	for (i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *var = btf__type_by_id(btf, vs->type);
+
+		if (strcmp(btf__name_by_offset(btf, var->name_off), name) != 0)
+			continue;
+		if (vs->size != sizeof(v) || vs->offset + sizeof(v) > size)
+			return -EINVAL;
+		/* libbpf 1.1 hands out the initial value read-only. */
+		copy = malloc(size);
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, data, size);
+		memcpy(copy + vs->offset, &v, sizeof(v));
+		err = bpf_map__set_initial_value(rodata, copy, size);
+		free(copy);
+		return err;
+	}
+	return -ENOENT;
 }
 
 /* $DMSC_FP_BACKLOG_MAX: the unread bytes a reader may have before its writer
  * leaves the fast path (default DMSC_FP_BACKLOG_MAX; 0: unbounded, which
  * only a benchmark should want). $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES:
- * experiments of scripts/bench-fastpath-variants.sh, off by default. */
-static int fastpath_settings(struct dmsc_sock *skel)
+ * experiments of scripts/bench-datapath.sh --variants, off by default. */
+static int fastpath_settings(struct bpf_object *obj)
 {
-	struct {
-		const char *env;
-		volatile __u32 *var;
+	static const struct {
+		const char *env, *var;
 	} knobs[] = {
-		{ "DMSC_FP_BACKLOG_MAX", (volatile __u32 *)&skel->rodata->fp_backlog_max },
-		{ "DMSC_FP_APPLY_BYTES", (volatile __u32 *)&skel->rodata->fp_apply_bytes },
-		{ "DMSC_FP_CORK_BYTES", (volatile __u32 *)&skel->rodata->fp_cork_bytes },
+		{ "DMSC_FP_BACKLOG_MAX", "fp_backlog_max" },
+		{ "DMSC_FP_APPLY_BYTES", "fp_apply_bytes" },
+		{ "DMSC_FP_CORK_BYTES", "fp_cork_bytes" },
 	};
+	unsigned long long v;
+	const char *env;
+	char *end;
 	size_t i;
-	bool set;
-	__u32 v;
 	int err;
 
 	for (i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
-		err = env_u32(knobs[i].env, &v, &set);
+		env = getenv(knobs[i].env);
+		if (!env || !*env)
+			continue;
+		errno = 0;
+		v = strtoull(env, &end, 10);
+		if (errno || *end || v > 0xffffffffull) {
+			pr_warn("%s: \"%s\" is not a byte count (0 to 4294967295)\n", knobs[i].env,
+				env);
+			return -EINVAL;
+		}
+		err = set_rodata_u32(obj, knobs[i].var, (__u32)v);
+		if (err == -ENOENT)
+			continue; /* not this object's setting */
 		if (err)
 			return err;
-		if (!set)
-			continue;
-		*knobs[i].var = v;
-		pr_info("fast path: %s=%u\n", knobs[i].env, v);
+		pr_info("fast path: %s=%llu\n", knobs[i].env, v);
 	}
 	return 0;
 }
+
+/* The fast path is both its programs or neither: sockops without sk_msg
+ * would put sockets in the sockhash for nothing. */
+static void fastpath_all_or_none(struct bpf_object *obj)
+{
+	struct bpf_program *prog;
+	bool off = false;
+	size_t i;
+
+	for (i = 0; i < dmsc_n_hooks; i++) {
+		if (!dmsc_hooks[i].fastpath)
+			continue;
+		prog = bpf_object__find_program_by_name(obj, dmsc_hooks[i].prog);
+		if (prog && !bpf_program__autoload(prog))
+			off = true;
+	}
+	for (i = 0; off && i < dmsc_n_hooks; i++) {
+		if (!dmsc_hooks[i].fastpath)
+			continue;
+		prog = bpf_object__find_program_by_name(obj, dmsc_hooks[i].prog);
+		if (prog)
+			bpf_program__set_autoload(prog, false);
+	}
+}
+
+/* Opens, sizes, pins and loads one object; maps already pinned are reused. */
+static int load_object(size_t idx, const char *pin_dir, const struct dmsc_install_opts *opts,
+		       const struct dmsc_features *features, struct dmsc_install *rec,
+		       struct bpf_object **out)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = dmsc_objects[idx].name);
+	char path[PATH_MAX];
+	struct bpf_object *obj;
+	struct bpf_map *map;
+	const void *elf;
+	size_t size;
+	int err;
+
+	elf = dmsc_objects[idx].elf(&size);
+	obj = bpf_object__open_mem(elf, size, &oo);
+	if (!obj) {
+		err = -errno;
+		pr_warn("cannot open BPF object %s: %s\n", dmsc_objects[idx].name, strerror(-err));
+		return err;
+	}
+	/* Programs whose hook this kernel lacks are not loaded (their
+	 * feature has a fallback; a missing required one stopped install). */
+	dmsc_features_disable(obj, features);
+	fastpath_all_or_none(obj);
+	err = size_maps(obj, pin_dir, opts, rec);
+	if (!err)
+		err = fastpath_settings(obj);
+	if (err)
+		goto fail;
+	bpf_object__for_each_map(map, obj)
+	{
+		/* .rodata holds load-time settings: not state, and bpffs
+		 * refuses its dotted name. */
+		if (bpf_map__is_internal(map))
+			continue;
+		pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
+		err = bpf_map__set_pin_path(map, path);
+		if (err)
+			goto fail;
+	}
+	err = bpf_object__load(obj);
+	if (err) {
+		pr_warn("cannot load BPF object %s: %s (a pinned map from an incompatible build "
+			"makes this fail: `dmscctl uninstall` removes it)\n",
+			dmsc_objects[idx].name, strerror(-err));
+		goto fail;
+	}
+	*out = obj;
+	return 0;
+fail:
+	bpf_object__close(obj);
+	return err;
+}
+
+static int tc_attach(int prog_fd, unsigned int ifindex, const char *ifname)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = (int)ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, to, .handle = DMSC_TC_HANDLE, .priority = DMSC_TC_PRIORITY,
+		    .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE);
+	int err;
+
+	err = bpf_tc_hook_create(&hook);
+	if (err && err != -EEXIST) {
+		pr_warn("cannot add a clsact qdisc to %s: %s\n", ifname, strerror(-err));
+		return err;
+	}
+	err = bpf_tc_attach(&hook, &to);
+	if (err)
+		pr_warn("cannot attach the TC program to %s: %s\n", ifname, strerror(-err));
+	return err;
+}
+
+/* Removes our filter (by handle and priority) from an interface that still
+ * exists in this network namespace; the clsact qdisc stays, others may use
+ * it. */
+static void tc_detach(unsigned int ifindex)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = (int)ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, to, .handle = DMSC_TC_HANDLE, .priority = DMSC_TC_PRIORITY);
+
+	bpf_tc_detach(&hook, &to);
+}
+
+static int remove_pins(const char *dir, bool *removed);
 
 /* Without sk_msg links (before 6.10) the program is attached to the map
  * itself, and pinned beside the links so that status can find it; it stays
@@ -419,16 +593,60 @@ static int attach_sockhash(const char *pin_dir, const struct dmsc_hook *h,
 	return 0;
 }
 
+
+/* The interfaces for TC: those recorded by an earlier install (adopting
+ * keeps them) plus those named now, resolved in this network namespace. */
+static int record_ifaces(struct bpf_object *obj, const struct dmsc_install_opts *opts,
+			 struct dmsc_install *rec)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(obj, DMSC_MAP_INSTALL);
+	struct dmsc_install old;
+	__u32 zero = 0, k;
+	size_t i;
+
+	memset(&old, 0, sizeof(old));
+	if (map && bpf_map_lookup_elem(bpf_map__fd(map), &zero, &old) == 0 &&
+	    old.n_ifaces <= DMSC_IFACES_MAX) {
+		rec->n_ifaces = old.n_ifaces;
+		memcpy(rec->ifindex, old.ifindex, sizeof(rec->ifindex));
+		memcpy(rec->ifname, old.ifname, sizeof(rec->ifname));
+	}
+	for (i = 0; i < opts->n_ifaces; i++) {
+		unsigned int idx = if_nametoindex(opts->ifaces[i]);
+
+		if (!idx) {
+			pr_warn("--interface %s: no such interface in this network namespace\n",
+				opts->ifaces[i]);
+			return -ENODEV;
+		}
+		for (k = 0; k < rec->n_ifaces; k++)
+			if (rec->ifindex[k] == idx)
+				break;
+		if (k < rec->n_ifaces)
+			continue;
+		if (rec->n_ifaces == DMSC_IFACES_MAX) {
+			pr_warn("--interface %s: at most %d interfaces\n", opts->ifaces[i],
+				DMSC_IFACES_MAX);
+			return -E2BIG;
+		}
+		rec->ifindex[rec->n_ifaces] = idx;
+		snprintf(rec->ifname[rec->n_ifaces], sizeof(rec->ifname[0]), "%s", opts->ifaces[i]);
+		rec->n_ifaces++;
+	}
+	return 0;
+}
+
 int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 		 struct dmsc_install_result *res)
 {
 	char cg_abs[PATH_MAX], path[PATH_MAX];
-	struct dmsc_sock *skel = NULL;
+	struct bpf_object *objs[N_OBJECTS] = { NULL };
+	struct dmsc_features features;
 	struct dmsc_install rec;
 	struct stat cg_st;
 	struct bpf_map *map;
 	int cg_fd = -1, lock_fd = -1, err;
-	bool fresh = false, with_fp = true;
+	bool fresh = false;
 	__u32 zero = 0;
 	size_t i;
 
@@ -496,70 +714,25 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	}
 
 	fresh = pinned_max_entries(pin_dir, DMSC_MAP_SERVICES) == 0;
-	/* First with the fast path; a kernel that refuses its programs gets
-	 * the rest of the datapath without it (DESIGN.md decision 8).
-	 * DMSC_NO_FASTPATH=1 takes that second way at once (and lets the
-	 * tests walk it on any kernel). */
-	with_fp = !getenv("DMSC_NO_FASTPATH") || strcmp(getenv("DMSC_NO_FASTPATH"), "1");
-	if (!with_fp)
-		snprintf(res->fastpath_note, sizeof(res->fastpath_note),
-			 "disabled by DMSC_NO_FASTPATH=1");
-	for (;; with_fp = false) {
-		skel = dmsc_sock__open();
-		if (!skel) {
-			err = -errno;
-			pr_warn("cannot open the BPF object: %s\n", strerror(-err));
-			goto out;
-		}
-		err = size_maps(skel, pin_dir, opts, &rec);
-		if (err)
-			goto out;
-		err = fastpath_settings(skel);
-		if (err)
-			goto out;
-		bpf_object__for_each_map(map, skel->obj)
-		{
-			/* .rodata holds load-time settings: not state, and
-			 * bpffs refuses its dotted name. */
-			if (bpf_map__is_internal(map))
-				continue;
-			pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
-			err = bpf_map__set_pin_path(map, path);
-			if (err)
-				goto out;
-		}
-		for (i = 0; !with_fp && i < dmsc_n_hooks; i++) {
-			struct bpf_program *prog;
-
-			if (!dmsc_hooks[i].fastpath)
-				continue;
-			prog = bpf_object__find_program_by_name(skel->obj, dmsc_hooks[i].prog);
-			if (prog)
-				bpf_program__set_autoload(prog, false);
-		}
-		err = dmsc_sock__load(skel);
-		if (!err || !with_fp)
-			break;
-		pr_warn("cannot load the fast path programs (sockops, sk_msg): %s; loading "
-			"the datapath without the same-host fast path\n",
-			strerror(-err));
-		snprintf(res->fastpath_note, sizeof(res->fastpath_note),
-			 "disabled: the kernel refused its programs (%s)", strerror(-err));
-		dmsc_sock__destroy(skel);
-		skel = NULL;
-	}
-	if (err) {
-		pr_warn("cannot load the BPF programs: %s (a pinned map from an incompatible "
-			"build makes this fail: `dmscctl uninstall` removes it)\n",
-			strerror(-err));
+	/* What this kernel lacks: a fallback turns a program off, a missing
+	 * required feature stops here with its name and Linux version. */
+	err = dmsc_features_check(&features);
+	if (err)
 		goto out;
+	for (i = 0; i < N_OBJECTS; i++) {
+		err = load_object(i, pin_dir, opts, &features, &rec, &objs[i]);
+		if (err)
+			goto out;
 	}
-	res->fastpath = with_fp;
+	err = record_ifaces(objs[DMSC_OBJ_SOCK], opts, &rec);
+	if (err)
+		goto out;
 
 	for (i = 0; i < dmsc_n_hooks; i++) {
 		const struct dmsc_hook *h = &dmsc_hooks[i];
-		struct bpf_program *prog = bpf_object__find_program_by_name(skel->obj, h->prog);
+		struct bpf_program *prog = bpf_object__find_program_by_name(objs[h->object], h->prog);
 		struct bpf_link *link;
+		unsigned int k;
 		int fd;
 
 		if (!prog) {
@@ -567,20 +740,35 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 			pr_warn("program %s is missing from the BPF object\n", h->prog);
 			goto out;
 		}
-		if (h->fastpath && !with_fp) {
-			/* Not loaded: an old pin would keep an old program. */
+		if (!bpf_program__autoload(prog)) {
+			/* Its hook is missing here (dmsc_features_check). An old
+			 * pin would keep an old program attached. */
 			pin_path(path, sizeof(path), pin_dir, "links", h->prog);
 			unlink(path);
 			pin_prog_path(path, sizeof(path), pin_dir, h);
 			unlink(path);
+			if (h->fastpath)
+				snprintf(res->fastpath_note, sizeof(res->fastpath_note),
+					 "disabled: this kernel lacks a feature it needs "
+					 "(`dmscctl features`)");
 			continue;
 		}
 		if (h->attach == DMSC_ATTACH_SOCKHASH) {
-			err = attach_sockhash(pin_dir, h, prog, bpf_map__fd(skel->maps.dmsc_fp_socks),
-					      res);
+			map = bpf_object__find_map_by_name(objs[h->object], DMSC_MAP_FP_SOCKS);
+			err = map ? attach_sockhash(pin_dir, h, prog, bpf_map__fd(map), res) : -ENOENT;
 			if (err)
 				goto out;
+			res->fastpath = true;
 			res->n_links++;
+			continue;
+		}
+		if (h->attach == DMSC_ATTACH_TC_INGRESS) {
+			for (k = 0; k < rec.n_ifaces; k++) {
+				err = tc_attach(bpf_program__fd(prog), rec.ifindex[k], rec.ifname[k]);
+				if (err)
+					goto out;
+				res->n_ifaces++;
+			}
 			continue;
 		}
 		fd = link_get(pin_dir, h);
@@ -617,8 +805,16 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	}
 
 	rec.installed_at = (__u64)time(NULL);
-	if (bpf_map_update_elem(bpf_map__fd(skel->maps.dmsc_install), &zero, &rec, BPF_ANY)) {
-		err = -errno;
+	map = bpf_object__find_map_by_name(objs[DMSC_OBJ_SOCK], DMSC_MAP_INSTALL);
+	if (map) {
+		struct dmsc_install prev;
+
+		/* A reinstall counts as a change for whoever mirrors the maps. */
+		if (bpf_map_lookup_elem(bpf_map__fd(map), &zero, &prev) == 0)
+			rec.generation = prev.generation + 1;
+	}
+	if (!map || bpf_map_update_elem(bpf_map__fd(map), &zero, &rec, BPF_ANY)) {
+		err = map ? -errno : -ENOENT;
 		pr_warn("cannot record the installation in %s: %s\n", DMSC_MAP_INSTALL,
 			strerror(-err));
 		goto out;
@@ -631,7 +827,8 @@ out:
 
 		remove_pins(pin_dir, &removed);
 	}
-	dmsc_sock__destroy(skel);
+	for (i = 0; i < N_OBJECTS; i++)
+		bpf_object__close(objs[i]);
 	if (lock_fd >= 0)
 		close(lock_fd);
 	if (cg_fd >= 0)
@@ -672,7 +869,7 @@ static int remove_pins(const char *dir, bool *removed)
 int dmsc_uninstall(const char *pin_dir, bool *was_installed)
 {
 	char path[PATH_MAX];
-	int lock_fd = -1, err;
+	int lock_fd = -1, err, fd;
 
 	*was_installed = false;
 	err = lock_dir(pin_dir, &lock_fd);
@@ -682,7 +879,23 @@ int dmsc_uninstall(const char *pin_dir, bool *was_installed)
 		pr_warn("cannot lock %s: %s\n", pin_dir, strerror(-err));
 		return err;
 	}
-	/* Links first: the hooks go away before the maps they read. */
+	/* TC filters first, then links: the hooks go away before the maps
+	 * they read. An interface of another network namespace is not found
+	 * here; its filter goes away with the interface. */
+	pin_path(path, sizeof(path), pin_dir, "maps", DMSC_MAP_INSTALL);
+	fd = bpf_obj_get(path);
+	if (fd >= 0) {
+		struct dmsc_install rec;
+		__u32 zero = 0, k;
+		char name[IF_NAMESIZE];
+
+		if (bpf_map_lookup_elem(fd, &zero, &rec) == 0)
+			for (k = 0; k < rec.n_ifaces && k < DMSC_IFACES_MAX; k++)
+				if (if_indextoname(rec.ifindex[k], name) &&
+				    strncmp(name, rec.ifname[k], sizeof(rec.ifname[k])) == 0)
+					tc_detach(rec.ifindex[k]);
+		close(fd);
+	}
 	err = remove_pins(pin_dir, was_installed);
 	if (err)
 		pr_warn("cannot remove every pin under %s: %s\n", pin_dir, strerror(-err));
@@ -831,4 +1044,40 @@ int dmsc_percpu_sum(const struct dmsc_datapath *dp, enum dmsc_map_id m, __u32 ke
 out:
 	free(all);
 	return err;
+}
+
+int dmsc_datapath_generation(const struct dmsc_datapath *dp, __u64 *gen)
+{
+	struct dmsc_install rec;
+	__u32 zero = 0;
+
+	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
+		return -errno;
+	*gen = rec.generation;
+	return 0;
+}
+
+int dmsc_datapath_bump_generation(const struct dmsc_datapath *dp)
+{
+	struct dmsc_install rec;
+	__u32 zero = 0;
+
+	/* Writers hold the lock, so read-modify-write is safe. */
+	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
+		return -errno;
+	rec.generation++;
+	if (bpf_map_update_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+unsigned int dmsc_map_id(int fd)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		return 0;
+	return info.id;
 }

@@ -22,6 +22,9 @@ enum dmsc_map_id {
 	DMSC_M_REASONS,
 	DMSC_M_SOCK_VIP,
 	DMSC_M_INSTALL,
+	DMSC_M_LIMITS,
+	DMSC_M_ALLOW,
+	DMSC_M_BE_INDEX,
 	DMSC_M_FP_SOCKS,
 	DMSC_M_FP_PENDING,
 	DMSC_M_FP_SOCK,
@@ -30,21 +33,35 @@ enum dmsc_map_id {
 	DMSC_M_COUNT,
 };
 
+enum dmsc_object_id {
+	DMSC_OBJ_SOCK, /* bpf/dmsc_sock.bpf.c */
+	DMSC_OBJ_TC,   /* bpf/dmsc_tc.bpf.c */
+};
+
+struct dmsc_bpf_object {
+	const char *name;
+	const void *(*elf)(size_t *size); /* the skeleton's embedded ELF */
+};
+extern const struct dmsc_bpf_object dmsc_objects[];
+extern const size_t dmsc_n_objects;
+
+enum dmsc_attach {
+	DMSC_ATTACH_CGROUP,     /* a link on the install cgroup, pinned */
+	DMSC_ATTACH_TC_INGRESS, /* a filter on each --interface */
+	DMSC_ATTACH_SOCKHASH,   /* sk_msg on dmsc_fp_socks: a link (6.10+) or a pinned program */
+};
+
 extern const char *const dmsc_map_names[DMSC_M_COUNT];
 
 /* One attached program: the skeleton's program name is the link's pin
  * name. */
-enum dmsc_attach {
-	DMSC_ATTACH_CGROUP,   /* a cgroup link on the install cgroup */
-	DMSC_ATTACH_SOCKHASH, /* sk_msg on dmsc_fp_socks: a link (6.10+) or a pinned program */
-};
-
 struct dmsc_hook {
+	enum dmsc_object_id object;
+	enum dmsc_attach attach;
 	const char *prog;
 	const char *hook;     /* as a user reads it: "cgroup/connect4" */
 	const char *min_linux; /* first kernel that has the hook */
-	enum dmsc_attach attach;
-	bool fastpath; /* optional: the same-host fast path, left out where the kernel refuses it */
+	bool fastpath; /* the same-host fast path: both its hooks, or neither */
 };
 
 extern const struct dmsc_hook dmsc_hooks[];
@@ -64,12 +81,15 @@ struct dmsc_install_opts {
 	const char *cgroup; /* absolute, or relative to the cgroup2 mount */
 	unsigned int max_services; /* 0: default, or what is pinned */
 	unsigned int max_backends;
+	const char *const *ifaces; /* TC ingress on these, in this netns */
+	size_t n_ifaces;
 };
 
 struct dmsc_install_result {
 	char cgroup_path[DMSC_CGROUP_PATH_MAX];
 	bool adopted;      /* pins existed: programs replaced in place */
 	unsigned int n_links;
+	unsigned int n_ifaces;
 	bool fastpath;     /* the same-host fast path is attached */
 	char fastpath_note[160]; /* why not, or how sk_msg is attached */
 };
@@ -115,5 +135,13 @@ int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t 
 /* Sums a per-CPU array element into out (value_size bytes of __u64s). */
 int dmsc_percpu_sum(const struct dmsc_datapath *dp, enum dmsc_map_id m, __u32 key, void *out,
 		    size_t value_size);
+
+/* The install record's generation, bumped by every writer after a change
+ * (callers hold the lock for the bump). */
+int dmsc_datapath_generation(const struct dmsc_datapath *dp, __u64 *gen);
+int dmsc_datapath_bump_generation(const struct dmsc_datapath *dp);
+
+/* The kernel's id of a map (0 on error): a reinstall gives new ids. */
+unsigned int dmsc_map_id(int fd);
 
 #endif /* DMSC_DATAPATH_H */

@@ -47,7 +47,8 @@ static const char *const service_fields[] = {"name",	 "vip",	       "port",	    
 					     "routes",	 NULL};
 static const char *const backend_fields[] = {"address", "port", "weight", "labels", NULL};
 static const char *const rate_limit_fields[] = {"connections_per_second", "burst",
-						"bytes_per_second", "requests_per_second", NULL};
+						"bytes_per_second", "bytes_burst",
+						"requests_per_second", NULL};
 static const char *const route_fields[] = {"match", "backends", "timeout_ms", "retries", NULL};
 static const char *const match_fields[] = {"path_prefix", "path", "method", "headers", NULL};
 
@@ -73,8 +74,14 @@ struct int_rule {
 
 static const struct int_rule port_rule = {1, 65535, "a port"};
 static const struct int_rule weight_rule = {0, DMSC_WEIGHT_MAX, "a weight"};
-static const struct int_rule rate_rule = {1, INT64_MAX, "a rate"};
-static const struct int_rule burst_rule = {0, INT64_MAX, "a burst size"};
+/* Bounds that keep the kernel's token arithmetic inside 64 bits
+ * (include/dmsc/bucket.h). */
+static const struct int_rule rate_rule = {1, DMSC_TB_RATE_MAX, "a rate"};
+static const struct int_rule burst_rule = {0, DMSC_TB_DEPTH_MAX, "a burst size"};
+/* A byte bucket shallower than the largest (GSO) packet would never pass
+ * it. */
+static const struct int_rule bytes_burst_rule = {DMSC_BYTES_BURST_MIN, DMSC_TB_DEPTH_MAX,
+						 "a byte burst size"};
 static const struct int_rule timeout_rule = {1, TIMEOUT_MS_MAX, "a timeout in milliseconds"};
 static const struct int_rule retries_rule = {0, RETRIES_MAX, "a retry count"};
 
@@ -647,6 +654,15 @@ static int parse_rate_limit(struct ctx *c, const char *path, struct json_object 
 	if (int_member(c, v, path, "bytes_per_second", &rate_rule, &i, &rl->has_bytes_per_second))
 		err = -EINVAL;
 	rl->bytes_per_second = rl->has_bytes_per_second ? (uint64_t)i : 0;
+	if (int_member(c, v, path, "bytes_burst", &bytes_burst_rule, &i, &rl->has_bytes_burst))
+		err = -EINVAL;
+	rl->bytes_burst = rl->has_bytes_burst ? (uint64_t)i : 0;
+	if (json_object_object_get_ex(v, "bytes_burst", NULL) &&
+	    !json_object_object_get_ex(v, "bytes_per_second", NULL)) {
+		path_key(p, path, "bytes_burst");
+		report(c, p, "a byte burst needs bytes_per_second");
+		err = -EINVAL;
+	}
 	if (int_member(c, v, path, "requests_per_second", &rate_rule, &i,
 		       &rl->has_requests_per_second))
 		err = -EINVAL;
@@ -1305,12 +1321,10 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 		const struct dmsc_policy_service *s = &p->services[i];
 		char field[64];
 
-		if (s->protocol != DMSC_POLICY_TCP)
+		if (s->protocol == DMSC_POLICY_HTTP)
 			snprintf(field, sizeof(field), "protocol: \"%s\" is", proto_word(s));
-		else if (s->has_rate_limit)
-			snprintf(field, sizeof(field), "rate_limit:");
-		else if (s->has_allow_from)
-			snprintf(field, sizeof(field), "allow_from:");
+		else if (s->rate_limit.has_requests_per_second)
+			snprintf(field, sizeof(field), "rate_limit.requests_per_second:");
 		else if (s->n_routes)
 			snprintf(field, sizeof(field), "routes:");
 		else

@@ -12,6 +12,9 @@
 
 #include "dmsc/shared.h"
 
+/* The smallest byte bucket: one 64 KiB GSO packet must fit. */
+#define DMSC_BYTES_BURST_MIN 65536
+
 enum dmsc_policy_proto {
 	DMSC_POLICY_TCP,
 	DMSC_POLICY_UDP,
@@ -39,11 +42,12 @@ struct dmsc_policy_backend {
 
 /* A field that is absent has its has_* flag false. */
 struct dmsc_rate_limit {
-	bool has_connections_per_second, has_burst, has_bytes_per_second,
+	bool has_connections_per_second, has_burst, has_bytes_per_second, has_bytes_burst,
 		has_requests_per_second;
 	uint64_t connections_per_second;
-	uint64_t burst;
+	uint64_t burst; /* connections and requests */
 	uint64_t bytes_per_second;
+	uint64_t bytes_burst;
 	uint64_t requests_per_second;
 };
 

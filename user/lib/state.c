@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 #include "dmsc/slots.h"
 #include "log.h"
 #include "state.h"
+#include "state_internal.h"
 
 void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len)
 {
@@ -48,6 +51,69 @@ static int svc_by_name(const void *a, const void *b)
 	return strncmp(x->meta.name, y->meta.name, sizeof(x->meta.name));
 }
 
+static int allow_cmp(const void *a, const void *b)
+{
+	const struct dmsc_allow_key *x = a, *y = b;
+
+	if (x->svc_id != y->svc_id)
+		return x->svc_id < y->svc_id ? -1 : 1;
+	if (x->cgroup_id != y->cgroup_id)
+		return x->cgroup_id < y->cgroup_id ? -1 : 1;
+	return 0;
+}
+
+static int be_index_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct dmsc_svc_key));
+}
+
+/* Every element of a hash map, as an array of entries of entry_size bytes:
+ * the key at offset 0, the value right after it (both sides lay their
+ * entries out so). */
+static int read_entries(int fd, size_t key_size, size_t value_size, size_t entry_size,
+			void **out, size_t *n)
+{
+	char key[64], next[64];
+	size_t cap = 0;
+	char *arr = NULL, *grown;
+	void *prev = NULL;
+
+	*out = NULL;
+	*n = 0;
+	while (bpf_map_get_next_key(fd, prev, next) == 0) {
+		memcpy(key, next, key_size);
+		prev = key;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 64;
+			grown = realloc(arr, cap * entry_size);
+			if (!grown) {
+				free(arr);
+				return -ENOMEM;
+			}
+			arr = grown;
+		}
+		memset(arr + *n * entry_size, 0, entry_size);
+		memcpy(arr + *n * entry_size, key, key_size);
+		if (bpf_map_lookup_elem(fd, key, arr + *n * entry_size + key_size) == 0)
+			(*n)++;
+	}
+	(void)value_size;
+	*out = arr;
+	return 0;
+}
+
+int dmsc_read_allow(const struct dmsc_datapath *dp, struct dmsc_allow_entry **out, size_t *n)
+{
+	int err;
+
+	err = read_entries(dp->fd[DMSC_M_ALLOW], sizeof(struct dmsc_allow_key),
+			   sizeof(struct dmsc_allow_rule), sizeof(struct dmsc_allow_entry),
+			   (void **)out, n);
+	if (!err && *n)
+		qsort(*out, *n, sizeof(**out), allow_cmp);
+	return err;
+}
+
 static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *key,
 		    struct dmsc_state_svc *s)
 {
@@ -63,6 +129,12 @@ static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *k
 		memset(&s->meta, 0, sizeof(s->meta));
 	if (s->meta.n_backends > DMSC_BACKENDS_PER_SERVICE_MAX)
 		s->meta.n_backends = 0;
+	id = s->svc.id;
+	if (id >= dp->max_services ||
+	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_LIMITS], &id, &s->limits, BPF_F_LOCK))
+		memset(&s->limits, 0, sizeof(s->limits));
+	/* The lock word is not copied; keep it zero so that states compare. */
+	memset(&s->limits.lock, 0, sizeof(s->limits.lock));
 	for (i = 0; i < s->meta.n_backends; i++) {
 		id = s->meta.backend_id[i];
 		if (id == 0 || id >= dp->max_backends ||
@@ -109,9 +181,23 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 	}
 	if (st->n_svcs)
 		qsort(st->svcs, st->n_svcs, sizeof(*st->svcs), svc_by_name);
+	err = dmsc_read_allow(dp, &st->allow, &st->n_allow);
+	if (err)
+		goto fail_other;
+	err = read_entries(dp->fd[DMSC_M_BE_INDEX], sizeof(struct dmsc_svc_key), sizeof(__u32),
+			   sizeof(struct dmsc_be_index_entry), (void **)&st->be_index,
+			   &st->n_be_index);
+	if (err)
+		goto fail_other;
+	if (st->n_be_index)
+		qsort(st->be_index, st->n_be_index, sizeof(*st->be_index), be_index_cmp);
 	return 0;
 fail:
 	pr_warn("cannot read %s: %s\n", DMSC_MAP_SERVICES, strerror(-err));
+	dmsc_state_free(st);
+	return err;
+fail_other:
+	pr_warn("cannot read the access and backend index maps: %s\n", strerror(-err));
 	dmsc_state_free(st);
 	return err;
 }
@@ -119,44 +205,32 @@ fail:
 void dmsc_state_free(struct dmsc_state *st)
 {
 	free(st->svcs);
+	free(st->allow);
+	free(st->be_index);
 	memset(st, 0, sizeof(*st));
 }
 
+const struct dmsc_allow_entry *dmsc_state_allow(const struct dmsc_state *st, __u32 svc_id,
+						size_t *n)
+{
+	size_t lo = 0, hi = st->n_allow, end;
+
+	/* st->allow is sorted by service id first: the first rule of svc_id. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (st->allow[mid].key.svc_id < svc_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (end = lo; end < st->n_allow && st->allow[end].key.svc_id == svc_id; end++)
+		;
+	*n = end - lo;
+	return *n ? &st->allow[lo] : NULL;
+}
+
 /* ---- apply ---------------------------------------------------------- */
-
-/* One write, remembered so that a failure later can put it back. */
-struct undo {
-	enum dmsc_map_id map;
-	union {
-		__u32 id;
-		struct dmsc_svc_key svc;
-	} key;
-	bool existed;
-	void *old;
-};
-
-struct plan_svc {
-	const struct dmsc_policy_service *want; /* NULL: remove */
-	const struct dmsc_state_svc *cur;       /* NULL: add */
-	struct dmsc_svc_key key;
-	struct dmsc_svc svc;
-	struct dmsc_svc_meta meta;
-	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
-	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
-	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
-	size_t n_drop;
-};
-
-struct apply_ctx {
-	const struct dmsc_datapath *dp;
-	struct dmsc_apply_result *res;
-	bool dry_run;
-	struct undo *undo;
-	size_t n_undo, cap_undo;
-	unsigned char *svc_used; /* by id */
-	unsigned char *be_used;
-	__u32 next_svc, next_be;  /* where the free-id search resumes */
-};
 
 static size_t value_size(enum dmsc_map_id m)
 {
@@ -167,9 +241,41 @@ static size_t value_size(enum dmsc_map_id m)
 		return sizeof(struct dmsc_backend);
 	case DMSC_M_SVC_META:
 		return sizeof(struct dmsc_svc_meta);
+	case DMSC_M_LIMITS:
+		return sizeof(struct dmsc_limits);
+	case DMSC_M_ALLOW:
+		return sizeof(struct dmsc_allow_rule);
+	case DMSC_M_BE_INDEX:
+		return sizeof(__u32);
 	default:
 		return 0;
 	}
+}
+
+static size_t key_size(enum dmsc_map_id m)
+{
+	switch (m) {
+	case DMSC_M_SERVICES:
+	case DMSC_M_BE_INDEX:
+		return sizeof(struct dmsc_svc_key);
+	case DMSC_M_ALLOW:
+		return sizeof(struct dmsc_allow_key);
+	default:
+		return sizeof(__u32);
+	}
+}
+
+/* Hash maps lose an element on delete; arrays are "deleted" with zeros. */
+static bool is_hash(enum dmsc_map_id m)
+{
+	return m == DMSC_M_SERVICES || m == DMSC_M_ALLOW || m == DMSC_M_BE_INDEX;
+}
+
+/* dmsc_limits elements hold a spin lock: userspace reads and writes them
+ * under it, so the kernel never sees half a bucket. */
+static __u64 elem_flags(enum dmsc_map_id m)
+{
+	return m == DMSC_M_LIMITS ? BPF_F_LOCK : BPF_ANY;
 }
 
 static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
@@ -187,16 +293,16 @@ static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	u = &c->undo[c->n_undo];
 	memset(u, 0, sizeof(*u));
 	u->map = m;
-	memcpy(&u->key, key, m == DMSC_M_SERVICES ? sizeof(u->key.svc) : sizeof(u->key.id));
-	u->old = malloc(vs);
+	memcpy(&u->key, key, key_size(m));
+	u->old = calloc(1, vs);
 	if (!u->old)
 		return -ENOMEM;
-	u->existed = bpf_map_lookup_elem(c->dp->fd[m], key, u->old) == 0;
+	u->existed = bpf_map_lookup_elem_flags(c->dp->fd[m], key, u->old, elem_flags(m)) == 0;
 	c->n_undo++;
 	return 0;
 }
 
-static int put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
+int dmsc_apply_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
 {
 	int err;
 
@@ -206,7 +312,7 @@ static int put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const v
 	err = undo_push(c, m, key);
 	if (err)
 		return err;
-	if (bpf_map_update_elem(c->dp->fd[m], key, val, BPF_ANY)) {
+	if (bpf_map_update_elem(c->dp->fd[m], key, val, elem_flags(m))) {
 		err = -errno;
 		pr_warn("cannot write %s: %s\n", dmsc_map_names[m], strerror(-err));
 		return err;
@@ -214,14 +320,13 @@ static int put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const v
 	return 0;
 }
 
-/* Arrays cannot lose an element: their "delete" writes zeros. */
-static int drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
+int dmsc_apply_drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 {
 	static const char zeros[sizeof(struct dmsc_svc_meta)];
 	int err;
 
-	if (m != DMSC_M_SERVICES)
-		return put(c, m, key, zeros);
+	if (!is_hash(m))
+		return dmsc_apply_put(c, m, key, zeros);
 	c->res->entries_written++;
 	if (c->dry_run)
 		return 0;
@@ -236,7 +341,7 @@ static int drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	return 0;
 }
 
-static void rollback(struct apply_ctx *c)
+void dmsc_apply_rollback(struct apply_ctx *c)
 {
 	size_t i;
 
@@ -244,13 +349,13 @@ static void rollback(struct apply_ctx *c)
 		struct undo *u = &c->undo[i];
 		int fd = c->dp->fd[u->map];
 
-		if (u->existed)
-			bpf_map_update_elem(fd, &u->key, u->old, BPF_ANY);
-		else if (u->map == DMSC_M_SERVICES)
+		if (u->existed) {
+			bpf_map_update_elem(fd, &u->key, u->old, elem_flags(u->map));
+		} else if (is_hash(u->map)) {
 			bpf_map_delete_elem(fd, &u->key);
-		else {
+		} else {
 			memset(u->old, 0, value_size(u->map));
-			bpf_map_update_elem(fd, &u->key, u->old, BPF_ANY);
+			bpf_map_update_elem(fd, &u->key, u->old, elem_flags(u->map));
 		}
 	}
 	c->res->rolled_back = true;
@@ -258,7 +363,7 @@ static void rollback(struct apply_ctx *c)
 
 /* Statistics of an id that is given up start from zero for its next
  * owner. Not undone: counters of a removed id mean nothing. */
-static void zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t vs)
+void dmsc_apply_zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t vs)
 {
 	size_t stride = (vs + 7) & ~(size_t)7;
 	void *zeros;
@@ -272,7 +377,7 @@ static void zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t
 	free(zeros);
 }
 
-static __u32 alloc_id(unsigned char *used, __u32 max, __u32 *next)
+__u32 dmsc_alloc_id(unsigned char *used, __u32 max, __u32 *next)
 {
 	__u32 n, id;
 
@@ -297,7 +402,7 @@ static void change(struct apply_ctx *c, enum dmsc_change_op op, const char *name
 	snprintf(ch->detail, sizeof(ch->detail), "%s", detail);
 }
 
-static void policy_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
+void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
 {
 	memset(k, 0, sizeof(*k));
 	k->vip = w->vip;
@@ -318,9 +423,215 @@ append(char *buf, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The kernel-side limits of a service: rates and bucket depths, the
+ * buckets themselves empty (a changed limit starts with full buckets). */
+static void plan_limits(struct plan_svc *p)
+{
+	const struct dmsc_policy_service *w = p->want;
+	const struct dmsc_rate_limit *rl = &w->rate_limit;
+
+	memset(&p->limits, 0, sizeof(p->limits));
+	if (w->accelerate == DMSC_ACCEL_OFF)
+		p->svc.flags |= DMSC_SVC_F_ACCEL_OFF;
+	if (w->accelerate == DMSC_ACCEL_ON)
+		p->svc.flags |= DMSC_SVC_F_ACCEL_ON;
+	if (w->protocol == DMSC_POLICY_HTTP)
+		p->svc.flags |= DMSC_SVC_F_L7;
+	if (w->has_allow_from)
+		p->svc.flags |= DMSC_SVC_F_ALLOW_LIST;
+	if (!w->has_rate_limit)
+		return;
+	if (rl->has_connections_per_second) {
+		p->svc.flags |= DMSC_SVC_F_CONN_LIMIT;
+		p->limits.conn_rate = rl->connections_per_second;
+		/* burst: connections at once on top of the rate; absent, one
+		 * second's worth; never less than one. */
+		p->limits.conn_depth = rl->has_burst ? rl->burst : rl->connections_per_second;
+		if (p->limits.conn_depth == 0)
+			p->limits.conn_depth = 1;
+	}
+	if (rl->has_bytes_per_second) {
+		/* Flows of a byte-limited service stay on the path that polices
+		 * them: never on the same-host fast path (DESIGN decision 6). */
+		p->svc.flags |= DMSC_SVC_F_BYTES_LIMIT | DMSC_SVC_F_ACCEL_OFF;
+		p->svc.flags &= ~(__u32)DMSC_SVC_F_ACCEL_ON;
+		p->limits.byte_rate = rl->bytes_per_second;
+		/* Absent: 100 ms worth, at least one GSO packet. */
+		p->limits.byte_depth = rl->has_bytes_burst ? rl->bytes_burst
+							   : rl->bytes_per_second / 10;
+		if (p->limits.byte_depth < DMSC_BYTES_BURST_MIN)
+			p->limits.byte_depth = DMSC_BYTES_BURST_MIN;
+		if (p->limits.byte_depth > DMSC_TB_DEPTH_MAX)
+			p->limits.byte_depth = DMSC_TB_DEPTH_MAX;
+	}
+}
+
+static bool limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limits *b)
+{
+	return a->conn_rate == b->conn_rate && a->conn_depth == b->conn_depth &&
+	       a->byte_rate == b->byte_rate && a->byte_depth == b->byte_depth;
+}
+
+/* Resolves each allow_from path to its cgroup id now; a path with no
+ * cgroup yet gets an id that no cgroup has (DMSC_ALLOW_UNRESOLVED), so the
+ * service stays closed to everyone else until it appears and the policy is
+ * applied again (dmscd does that by itself). */
+static int plan_allow(struct apply_ctx *c, struct plan_svc *p)
+{
+	const struct dmsc_policy_service *w = p->want;
+	char path[PATH_MAX + DMSC_CGROUP_PATH_MAX + 2];
+	struct stat st;
+	size_t i;
+
+	if (!w->has_allow_from || !w->n_allow_from)
+		return 0;
+	if (!c->cg_root[0] && dmsc_cgroup2_mount(c->cg_root, sizeof(c->cg_root)))
+		return -ENOENT;
+	p->allow = calloc(w->n_allow_from, sizeof(*p->allow));
+	if (!p->allow)
+		return -ENOMEM;
+	for (i = 0; i < w->n_allow_from; i++) {
+		struct dmsc_allow_entry *e = &p->allow[p->n_allow++];
+
+		e->key.svc_id = p->svc.id;
+		snprintf(e->rule.path, sizeof(e->rule.path), "%s", w->allow_from[i]);
+		if (snprintf(path, sizeof(path), "%s/%s", c->cg_root, w->allow_from[i]) <
+			    (int)sizeof(path) &&
+		    stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+			e->key.cgroup_id = st.st_ino; /* the cgroup id on cgroup2 */
+		} else {
+			e->key.cgroup_id = DMSC_ALLOW_UNRESOLVED | i;
+			c->res->unresolved++;
+		}
+	}
+	/* The same cgroup listed twice is one rule. */
+	qsort(p->allow, p->n_allow, sizeof(*p->allow), allow_cmp);
+	for (i = 1; i < p->n_allow;) {
+		if (allow_cmp(&p->allow[i - 1], &p->allow[i]) == 0) {
+			memmove(&p->allow[i], &p->allow[i + 1],
+				(p->n_allow - i - 1) * sizeof(*p->allow));
+			p->n_allow--;
+		} else {
+			i++;
+		}
+	}
+	return 0;
+}
+
+static const struct dmsc_allow_entry *find_allow(const struct dmsc_allow_entry *a, size_t n,
+						 const struct dmsc_allow_key *k)
+{
+	return n ? bsearch(k, a, n, sizeof(*a), allow_cmp) : NULL;
+}
+
+static bool allow_changed(const struct plan_svc *p)
+{
+	return p->n_allow != p->n_cur_allow ||
+	       (p->n_allow && memcmp(p->allow, p->cur_allow, p->n_allow * sizeof(*p->allow)));
+}
+
+/* Rules the policy wants and the maps lack (or hold with another path). */
+static int allow_adds(struct apply_ctx *c, const struct plan_svc *p)
+{
+	size_t i;
+	int err;
+
+	for (i = 0; i < p->n_allow; i++) {
+		const struct dmsc_allow_entry *have =
+			find_allow(p->cur_allow, p->n_cur_allow, &p->allow[i].key);
+
+		if (have && !memcmp(have, &p->allow[i], sizeof(*have)))
+			continue;
+		err = dmsc_apply_put(c, DMSC_M_ALLOW, &p->allow[i].key, &p->allow[i].rule);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Rules the maps hold and the policy no longer wants. */
+static int allow_drops(struct apply_ctx *c, const struct plan_svc *p)
+{
+	size_t i;
+	int err;
+
+	for (i = 0; i < p->n_cur_allow; i++) {
+		if (find_allow(p->allow, p->n_allow, &p->cur_allow[i].key))
+			continue;
+		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &p->cur_allow[i].key);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void be_index_key(struct dmsc_svc_key *k, const struct dmsc_backend *be, __u8 proto)
+{
+	memset(k, 0, sizeof(*k));
+	k->vip = be->addr;
+	k->port = be->port;
+	k->proto = proto;
+}
+
+/* A byte-limited service indexes its backends for TC; a backend shared by
+ * two such services is indexed under the one written last. */
+static int be_index_adds(struct apply_ctx *c, const struct plan_svc *p)
+{
+	bool had = p->cur && (p->cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT);
+	struct dmsc_svc_key k;
+	size_t i, j;
+	int err;
+
+	if (!(p->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
+		return 0;
+	for (i = 0; i < p->meta.n_backends; i++) {
+		for (j = 0; had && j < p->cur->meta.n_backends; j++)
+			if (p->cur->be[j].addr == p->be[i].addr &&
+			    p->cur->be[j].port == p->be[i].port)
+				break;
+		if (had && j < p->cur->meta.n_backends)
+			continue; /* indexed already */
+		be_index_key(&k, &p->be[i], p->key.proto);
+		err = dmsc_apply_put(c, DMSC_M_BE_INDEX, &k, &p->svc.id);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Removes index entries of `cur`'s backends that `p` (NULL: the service
+ * goes) no longer indexes, if they still name this service. */
+static int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
+			  const struct plan_svc *p)
+{
+	bool keep_any = p && (p->svc.flags & DMSC_SVC_F_BYTES_LIMIT);
+	struct dmsc_svc_key k;
+	__u32 owner;
+	size_t i, j;
+	int err;
+
+	if (!cur || !(cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
+		return 0;
+	for (i = 0; i < cur->meta.n_backends; i++) {
+		for (j = 0; keep_any && j < p->meta.n_backends; j++)
+			if (p->be[j].addr == cur->be[i].addr && p->be[j].port == cur->be[i].port)
+				break;
+		if (keep_any && j < p->meta.n_backends)
+			continue;
+		be_index_key(&k, &cur->be[i], cur->key.proto);
+		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BE_INDEX], &k, &owner) ||
+		    owner != cur->svc.id)
+			continue;
+		err = dmsc_apply_drop(c, DMSC_M_BE_INDEX, &k);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 /* Fills p from its policy service, reusing the current backend ids of the
  * same address:port. Describes the difference in detail. */
-static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_t dlen)
+int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, size_t dlen)
 {
 	const struct dmsc_policy_service *w = p->want;
 	const struct dmsc_state_svc *cur = p->cur;
@@ -328,8 +639,9 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	bool kept[DMSC_BACKENDS_PER_SERVICE_MAX] = { false };
 	char ap[32];
 	size_t i, j;
+	int err;
 
-	p->svc.id = cur ? cur->svc.id : alloc_id(c->svc_used, c->dp->max_services, &c->next_svc);
+	p->svc.id = cur ? cur->svc.id : dmsc_alloc_id(c->svc_used, c->dp->max_services, &c->next_svc);
 	if (!p->svc.id)
 		return -ENOSPC;
 	snprintf(p->meta.name, sizeof(p->meta.name), "%s", w->name);
@@ -359,7 +671,7 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 			}
 		}
 		if (!id) {
-			id = alloc_id(c->be_used, c->dp->max_backends, &c->next_be);
+			id = dmsc_alloc_id(c->be_used, c->dp->max_backends, &c->next_be);
 			if (!id)
 				return -ENOSPC;
 			p->be_new[i] = true;
@@ -376,17 +688,16 @@ static int plan_one(struct apply_ctx *c, struct plan_svc *p, char *detail, size_
 	}
 	if (dmsc_slot_counts(weight, (__u32)w->n_backends, counts) == 0)
 		p->svc.flags |= DMSC_SVC_F_NO_BACKEND;
-	/* The same-host fast path: "auto" sets neither flag. */
-	if (w->accelerate == DMSC_ACCEL_OFF)
-		p->svc.flags |= DMSC_SVC_F_ACCEL_OFF;
-	else if (w->accelerate == DMSC_ACCEL_ON)
-		p->svc.flags |= DMSC_SVC_F_ACCEL_ON;
-	if (cur && (cur->svc.flags ^ p->svc.flags) & (DMSC_SVC_F_ACCEL_OFF | DMSC_SVC_F_ACCEL_ON))
-		append(detail, dlen, "accelerate %s; ",
-		       w->accelerate == DMSC_ACCEL_OFF ? "off"
-		       : w->accelerate == DMSC_ACCEL_ON	 ? "on"
-							 : "auto");
+	plan_limits(p);
+	if (cur && !limits_cfg_equal(&cur->limits, &p->limits))
+		append(detail, dlen, "limits changed; ");
+	err = plan_allow(c, p);
+	if (err)
+		return err;
+	if (cur && allow_changed(p))
+		append(detail, dlen, "allow_from changed; ");
 	dmsc_slot_layout(counts, p->meta.backend_id, (__u32)w->n_backends, p->svc.slot);
+	p->svc.table_hash = dmsc_table_hash(p->svc.slot);
 	i = strlen(detail);
 	if (i >= 2 && detail[i - 2] == ';')
 		detail[i - 2] = '\0';
@@ -413,7 +724,7 @@ static void mark_used(struct apply_ctx *c, const struct dmsc_state *st)
 	}
 }
 
-static int write_one(struct apply_ctx *c, const struct plan_svc *p)
+int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 {
 	size_t i;
 	int err;
@@ -421,46 +732,73 @@ static int write_one(struct apply_ctx *c, const struct plan_svc *p)
 	for (i = 0; i < p->meta.n_backends; i++) {
 		if (!p->be_new[i])
 			continue;
-		err = put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i], &p->be[i]);
+		err = dmsc_apply_put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i], &p->be[i]);
+		if (err)
+			return err;
+	}
+	/* Rules and index entries go in before the service element that
+	 * uses them, and come out after it. */
+	err = allow_adds(c, p);
+	if (!err)
+		err = be_index_adds(c, p);
+	if (err)
+		return err;
+	if (p->cur ? !limits_cfg_equal(&p->cur->limits, &p->limits)
+		   : p->limits.conn_rate || p->limits.byte_rate) {
+		err = dmsc_apply_put(c, DMSC_M_LIMITS, &p->svc.id, &p->limits);
 		if (err)
 			return err;
 	}
 	if (!p->cur || memcmp(&p->cur->meta, &p->meta, sizeof(p->meta)) != 0) {
-		err = put(c, DMSC_M_SVC_META, &p->svc.id, &p->meta);
+		err = dmsc_apply_put(c, DMSC_M_SVC_META, &p->svc.id, &p->meta);
 		if (err)
 			return err;
 	}
 	if (!p->cur || memcmp(&p->cur->svc, &p->svc, sizeof(p->svc)) != 0) {
-		err = put(c, DMSC_M_SERVICES, &p->key, &p->svc);
+		err = dmsc_apply_put(c, DMSC_M_SERVICES, &p->key, &p->svc);
 		if (err)
 			return err;
 	}
 	for (i = 0; i < p->n_drop; i++) {
-		err = drop(c, DMSC_M_BACKENDS, &p->drop_be[i]);
+		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &p->drop_be[i]);
 		if (err)
 			return err;
-		zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
+		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
 	}
-	return 0;
+	err = allow_drops(c, p);
+	if (!err)
+		err = be_index_drops(c, p->cur, p);
+	return err;
 }
 
-static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s)
+int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
+		      const struct dmsc_allow_entry *rules, size_t n_rules)
 {
 	__u32 id = s->svc.id;
 	size_t i;
 	int err;
 
 	/* The service first: no connect() can reach a backend after it. */
-	err = drop(c, DMSC_M_SERVICES, &s->key);
+	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &s->key);
 	if (!err)
-		err = drop(c, DMSC_M_SVC_META, &id);
+		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
 	for (i = 0; !err && i < s->meta.n_backends; i++) {
-		err = drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
-		zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
+		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
+		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
 	}
+	if (!err && (s->limits.conn_rate || s->limits.byte_rate)) {
+		struct dmsc_limits none;
+
+		memset(&none, 0, sizeof(none));
+		err = dmsc_apply_put(c, DMSC_M_LIMITS, &id, &none);
+	}
+	for (i = 0; !err && i < n_rules; i++)
+		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &rules[i].key);
+	if (!err)
+		err = be_index_drops(c, s, NULL);
 	if (!err) {
-		zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
-		zero_stats(c, DMSC_M_FP_STATS, id, sizeof(struct dmsc_fp_stats));
+		dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+		dmsc_apply_zero_stats(c, DMSC_M_FP_STATS, id, sizeof(struct dmsc_fp_stats));
 		if (!c->dry_run) /* a plain array: one value */
 			bpf_map_update_elem(c->dp->fd[DMSC_M_FP_SVC], &id,
 					    &(struct dmsc_fp_svc){ 0 }, BPF_ANY);
@@ -468,18 +806,47 @@ static int remove_one(struct apply_ctx *c, const struct dmsc_state_svc *s)
 	return err;
 }
 
-static const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
-					     const struct dmsc_svc_key *k, unsigned char *matched)
+/* The services the maps hold, ordered by key, for find_cur. */
+static int by_key(const void *a, const void *b)
 {
+	const struct dmsc_state_svc *const *x = a, *const *y = b;
+
+	return memcmp(&(*x)->key, &(*y)->key, sizeof((*x)->key));
+}
+
+static const struct dmsc_state_svc **key_index(const struct dmsc_state *st)
+{
+	const struct dmsc_state_svc **idx = calloc(st->n_svcs + 1, sizeof(*idx));
 	size_t i;
 
-	/* Linear: fine for dmscctl's one-shot apply; dmscd keeps an index. */
+	if (!idx)
+		return NULL;
 	for (i = 0; i < st->n_svcs; i++)
-		if (!matched[i] && memcmp(&st->svcs[i].key, k, sizeof(*k)) == 0) {
-			matched[i] = 1;
-			return &st->svcs[i];
-		}
-	return NULL;
+		idx[i] = &st->svcs[i];
+	if (st->n_svcs)
+		qsort(idx, st->n_svcs, sizeof(*idx), by_key);
+	return idx;
+}
+
+static const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
+					     const struct dmsc_state_svc **idx,
+					     const struct dmsc_svc_key *k, unsigned char *matched)
+{
+	struct dmsc_state_svc probe;
+	const struct dmsc_state_svc *pp = &probe, **hit;
+	size_t i;
+
+	if (!st->n_svcs)
+		return NULL;
+	probe.key = *k;
+	hit = bsearch(&pp, idx, st->n_svcs, sizeof(*idx), by_key);
+	if (!hit)
+		return NULL;
+	i = (size_t)(*hit - st->svcs);
+	if (matched[i])
+		return NULL; /* keys are unique: the policy validator sees to it */
+	matched[i] = 1;
+	return *hit;
 }
 
 static size_t count_new_backends(const struct dmsc_policy *p)
@@ -491,6 +858,35 @@ static size_t count_new_backends(const struct dmsc_policy *p)
 	return n;
 }
 
+static bool dmsc_allow_capacity_exceeded(const struct dmsc_datapath *dp, size_t n)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(dp->fd[DMSC_M_ALLOW], &info, &len) || n <= info.max_entries)
+		return false;
+	pr_warn("the policy has %zu allow_from rules; this datapath holds at most %u\n", n,
+		info.max_entries);
+	return true;
+}
+
+static dmsc_progress_fn progress_fn;
+static void *progress_arg;
+#define PROGRESS_EVERY 4096
+
+void dmsc_apply_set_progress(dmsc_progress_fn fn, void *arg)
+{
+	progress_fn = fn;
+	progress_arg = arg;
+}
+
+static void progress(const char *phase, size_t done, size_t total)
+{
+	if (progress_fn && total >= PROGRESS_EVERY && (done % PROGRESS_EVERY == 0 || done == total))
+		progress_fn(phase, done, total, progress_arg);
+}
+
 int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool dry_run,
 	       struct dmsc_apply_result *res)
 {
@@ -498,8 +894,10 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	struct dmsc_state st = { 0 };
 	unsigned char *matched = NULL;
 	struct plan_svc *plan = NULL;
+	const struct dmsc_state_svc **idx = NULL;
+	const struct dmsc_allow_entry *rules;
 	char detail[512], keybuf[48];
-	size_t i, n_backends;
+	size_t i, n, n_backends, n_rules;
 	int err;
 
 	memset(res, 0, sizeof(*res));
@@ -520,7 +918,8 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	matched = calloc(st.n_svcs + 1, 1);
 	plan = calloc(p->n_services + 1, sizeof(*plan));
 	res->changes = calloc(p->n_services + st.n_svcs + 1, sizeof(*res->changes));
-	if (!c.svc_used || !c.be_used || !matched || !plan || !res->changes) {
+	idx = key_index(&st);
+	if (!c.svc_used || !c.be_used || !matched || !plan || !res->changes || !idx) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -530,57 +929,90 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	 * here, with the datapath untouched. */
 	for (i = 0; i < p->n_services; i++) {
 		plan[i].want = &p->services[i];
-		policy_key(plan[i].want, &plan[i].key);
-		plan[i].cur = find_cur(&st, &plan[i].key, matched);
-		err = plan_one(&c, &plan[i], detail, sizeof(detail));
-		if (err) {
+		dmsc_policy_svc_key(plan[i].want, &plan[i].key);
+		plan[i].cur = find_cur(&st, idx, &plan[i].key, matched);
+		if (plan[i].cur)
+			plan[i].cur_allow =
+				dmsc_state_allow(&st, plan[i].cur->svc.id, &plan[i].n_cur_allow);
+		err = dmsc_plan_service(&c, &plan[i], detail, sizeof(detail));
+		progress("planning", i + 1, p->n_services);
+		if (err == -ENOSPC)
 			pr_warn("not enough room in the datapath for services[%zu] (%s): every "
 				"service or backend id is taken (capacity %u services, %u "
 				"backends)\n",
 				i, p->services[i].name, dp->max_services - 1, dp->max_backends - 1);
+		if (err)
 			goto out;
-		}
 		if (!plan[i].cur) {
 			dmsc_format_svc_key(&plan[i].key, keybuf, sizeof(keybuf));
 			snprintf(detail, sizeof(detail), "%s, %zu backend%s", keybuf,
 				 plan[i].want->n_backends, plan[i].want->n_backends == 1 ? "" : "s");
 			change(&c, DMSC_CHANGE_ADD, plan[i].want->name, detail);
 		} else if (memcmp(&plan[i].cur->svc, &plan[i].svc, sizeof(plan[i].svc)) ||
-			   memcmp(&plan[i].cur->meta, &plan[i].meta, sizeof(plan[i].meta))) {
+			   memcmp(&plan[i].cur->meta, &plan[i].meta, sizeof(plan[i].meta)) ||
+			   !limits_cfg_equal(&plan[i].cur->limits, &plan[i].limits) || detail[0]) {
 			change(&c, DMSC_CHANGE_UPDATE, plan[i].want->name,
 			       detail[0] ? detail : "slot table rebuilt");
 		}
 	}
 
+	for (i = 0, n_rules = 0; i < p->n_services; i++)
+		n_rules += plan[i].n_allow;
+	if (dmsc_allow_capacity_exceeded(dp, n_rules)) {
+		err = -ENOSPC;
+		goto out;
+	}
+
 	for (i = 0; i < p->n_services; i++) {
-		err = write_one(&c, &plan[i]);
+		err = dmsc_plan_write(&c, &plan[i]);
 		if (err)
 			goto fail;
+		if (!dry_run)
+			progress("writing", i + 1, p->n_services);
 	}
 	for (i = 0; i < st.n_svcs; i++) {
 		if (matched[i])
 			continue;
 		dmsc_format_svc_key(&st.svcs[i].key, keybuf, sizeof(keybuf));
 		change(&c, DMSC_CHANGE_REMOVE, st.svcs[i].meta.name, keybuf);
-		err = remove_one(&c, &st.svcs[i]);
+		rules = dmsc_state_allow(&st, st.svcs[i].svc.id, &n);
+		err = dmsc_plan_remove(&c, &st.svcs[i], rules, n);
 		if (err)
 			goto fail;
 	}
-	err = 0;
 	goto out;
 fail:
 	pr_warn("apply failed after %zu writes: rolling back\n", c.n_undo);
-	rollback(&c);
+	dmsc_apply_rollback(&c);
 out:
-	for (i = 0; i < c.n_undo; i++)
-		free(c.undo[i].old);
-	free(c.undo);
+	if (!dry_run && c.n_undo)
+		dmsc_datapath_bump_generation(dp);
+	dmsc_apply_ctx_release(&c);
 	free(c.svc_used);
 	free(c.be_used);
+	for (i = 0; plan && i < p->n_services; i++)
+		free(plan[i].allow);
+	free(idx);
 	free(matched);
 	free(plan);
 	dmsc_state_free(&st);
 	return err;
+}
+
+int dmsc_plan_be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *s)
+{
+	return be_index_drops(c, s, NULL);
+}
+
+void dmsc_apply_ctx_release(struct apply_ctx *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_undo; i++)
+		free(c->undo[i].old);
+	free(c->undo);
+	c->undo = NULL;
+	c->n_undo = c->cap_undo = 0;
 }
 
 void dmsc_apply_result_free(struct dmsc_apply_result *res)

@@ -19,12 +19,31 @@ struct dmsc_state_svc {
 	struct dmsc_svc_meta meta;
 	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX]; /* meta.backend_id order */
 	unsigned int be_slots[DMSC_BACKENDS_PER_SERVICE_MAX];  /* slots each really got */
+	struct dmsc_limits limits; /* read under the element's lock */
+};
+
+struct dmsc_allow_entry {
+	struct dmsc_allow_key key;
+	struct dmsc_allow_rule rule;
+};
+
+struct dmsc_be_index_entry {
+	struct dmsc_svc_key key;
+	__u32 svc_id;
 };
 
 struct dmsc_state {
 	struct dmsc_state_svc *svcs;
 	size_t n_svcs;
+	struct dmsc_allow_entry *allow; /* sorted by key */
+	size_t n_allow;
+	struct dmsc_be_index_entry *be_index; /* sorted by key */
+	size_t n_be_index;
 };
+
+/* The allow rules of one service: a pointer into st->allow and a count. */
+const struct dmsc_allow_entry *dmsc_state_allow(const struct dmsc_state *st, __u32 svc_id,
+						size_t *n);
 
 /* Reads every service, its meta and backends; services sorted by name. */
 int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st);
@@ -46,7 +65,9 @@ struct dmsc_apply_result {
 	struct dmsc_change *changes;
 	size_t n_changes;
 	size_t entries_written; /* map elements written or deleted */
+	size_t entries_deferred; /* of those, left for later (dmsc_mirror_apply) */
 	size_t n_services;      /* in the policy */
+	size_t unresolved;      /* allow_from paths with no cgroup yet */
 	bool rolled_back;
 };
 
@@ -62,6 +83,12 @@ struct dmsc_apply_result {
 int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool dry_run,
 	       struct dmsc_apply_result *res);
 void dmsc_apply_result_free(struct dmsc_apply_result *res);
+
+/* Long applies report progress: fn(done, total, arg) is called every few
+ * thousand services while dmsc_apply plans and writes, and once at the end
+ * (done == total). NULL (the default) reports nothing. */
+typedef void (*dmsc_progress_fn)(const char *phase, size_t done, size_t total, void *arg);
+void dmsc_apply_set_progress(dmsc_progress_fn fn, void *arg);
 
 const char *dmsc_change_op_name(enum dmsc_change_op op);
 

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# UDP services on the running kernel: unconnected sendto() translated per
+# socket and sticky, replies shown as coming from the VIP (recvmsg4),
+# connected UDP (connect4 + getpeername4), and what must stay untouched.
+set -u
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+dmsc_suite_begin udp dudp$$
+UDP=$BIN/tools/dmsc-udp
+VIP=198.19.0.30
+dmsc_net_host c 198.18.0.2/16 || exit 1
+dmsc_net_host b1 198.18.1.2/16 || exit 1
+dmsc_net_host b2 198.18.1.3/16 || exit 1
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+OUTSIDE=$(dmsc_cgroup_make "$P/outside") || exit 1
+dmsc_net_exec b1 "$UDP" serve --listen 198.18.1.2:5353 --name u1 >"$T/u1.out" 2>&1 &
+dmsc_net_exec b2 "$UDP" serve --listen 198.18.1.3:5353 --name u2 >"$T/u2.out" 2>&1 &
+for f in u1 u2; do
+	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
+done
+
+policy() {
+	printf '{ "services": [ { "name": "dns", "vip": "%s", "port": 53, "protocol": "udp",
+  "backends": [ { "address": "198.18.1.2", "port": 5353, "weight": %s },
+                { "address": "198.18.1.3", "port": 5353, "weight": %s } ] } ] }\n' "$VIP" "$1" "$2"
+}
+send() {
+	local cg=$1
+	shift
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$UDP" send --json --timeout-ms 1000 "$@"
+}
+
+t_check "install" "$CTL" install --cgroup "$MESH"
+policy 80 20 >"$T/p.json"
+t_check "apply a UDP service" "$CTL" apply "$T/p.json"
+
+send "$MESH" --to "$VIP:53" --sockets 2000 --per-socket 1 >"$T/split.json"
+t_eq "2000 datagrams to the VIP are all answered" "$(jq .replies "$T/split.json")" 2000
+t_range "u1's share of 2000 sockets is 80% +- 3" "$(jq '(.backends.u1 // 0) / 20' "$T/split.json")" 77 83
+t_eq "every answer shows the VIP as its source (recvmsg4)" \
+	"$(jq .source_is_target "$T/split.json")" 2000
+t_eq "stats count one flow per socket" \
+	"$("$CTL" stats -o json | jq '.services[0].connections')" 2000
+
+send "$MESH" --to "$VIP:53" --sockets 50 --per-socket 20 >"$T/sticky.json"
+t_eq "a socket's datagrams stay with one backend" \
+	"$(jq -c '[.replies, .sticky_sockets]' "$T/sticky.json")" "[1000,50]"
+
+send "$MESH" --to "$VIP:53" --sockets 400 --per-socket 2 --connected >"$T/conn.json"
+t_eq "connected UDP: every answer arrives, getpeername() shows the VIP" \
+	"$(jq -c '[.replies, .source_is_target]' "$T/conn.json")" "[800,800]"
+t_range "connected UDP splits too (u1 share)" "$(jq '(.backends.u1 // 0) / 8' "$T/conn.json")" 70 90
+
+policy 0 100 >"$T/drain.json"
+"$CTL" apply "$T/drain.json" >/dev/null
+send "$MESH" --to "$VIP:53" --sockets 200 --per-socket 1 >"$T/drained.json"
+t_eq "a drained UDP backend gets no new flow" \
+	"$(jq -c '[.replies, (.backends.u1 // 0)]' "$T/drained.json")" "[200,0]"
+
+send "$MESH" --to 198.18.1.2:5353 --sockets 20 --per-socket 1 >"$T/direct.json"
+t_eq "UDP to a backend directly is untouched" \
+	"$(jq -c '[.replies, .source_is_target, .backends.u1]' "$T/direct.json")" "[20,20,20]"
+send "$OUTSIDE" --to "$VIP:53" --sockets 10 --per-socket 1 >"$T/outside.json"
+t_eq "UDP from outside the mesh cgroup is not translated (ENETUNREACH)" \
+	"$(jq -c '[.replies, .errors.ENETUNREACH]' "$T/outside.json")" "[0,10]"
+
+t_check "uninstall" "$CTL" uninstall
+t_summary

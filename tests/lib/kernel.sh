@@ -1,0 +1,40 @@
+# shellcheck shell=bash
+# kernel.sh: the start every kernel suite shares. Source it, then call
+#   dmsc_suite_begin NAME PREFIX
+# It sources assert.sh and netns.sh, exits 77 (skipped) without root, sets
+# TOP BIN CTL SRV PROBE T, mounts a BPF filesystem of the suite's own (so
+# its pins never meet another's) as DMSC_PIN_DIR, and sets a trap that
+# removes everything: a suite with more to stop defines suite_cleanup,
+# which runs first.
+KERNEL_SH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$KERNEL_SH_DIR/assert.sh"
+. "$KERNEL_SH_DIR/netns.sh"
+
+dmsc_suite_cleanup() {
+	declare -F suite_cleanup >/dev/null && suite_cleanup
+	[[ -n ${DMSC_PIN_DIR:-} && -x ${CTL:-} ]] && "$CTL" uninstall >/dev/null 2>&1
+	dmsc_net_cleanup
+	dmsc_cgroup_cleanup
+	[[ -n ${T:-} ]] && mountpoint -q "$T/bpffs" && umount "$T/bpffs"
+	[[ -n ${T:-} ]] && rm -rf "$T"
+}
+
+dmsc_suite_begin() {
+	P=$2 # the prefix of every namespace and cgroup the suite makes
+	local name=$1
+	t_need_root
+	TOP=$(cd "$KERNEL_SH_DIR/../.." && pwd)
+	BIN=${BIN:-$TOP/build}
+	CTL=$BIN/dmscctl
+	SRV=$BIN/tools/dmsc-testsrv
+	PROBE=$BIN/tools/dmsc-probe
+	T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-$name.XXXXXX")
+	trap dmsc_suite_cleanup EXIT
+	if ! mkdir -p "$T/bpffs" || ! mount -t bpf bpf "$T/bpffs"; then
+		t_fail "mount a BPF filesystem at $T/bpffs"
+		t_summary
+		exit 1
+	fi
+	export DMSC_PIN_DIR=$T/bpffs/dmsc
+	dmsc_net_init "$P" || exit 1
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# guest.sh OUT_DIR [SUITE...]: the part of the kernel matrix that runs inside
+# a virtme-ng guest (or directly on the host for the running kernel).
+# Prepares what virtme-ng's init may lack (cgroup2, /run/netns), then:
+#   1. the feature probe: dmscctl features -o json > OUT/features.json
+#   2. each kernel suite: OUT/NAME.log, its "N passed, M failed" line and
+#      exit code in OUT/NAME.rc (77: skipped)
+#   3. the verifier's figures of every program: dmscctl verifier -o json >
+#      OUT/verifier.json (instructions processed, states, xlated/jited size)
+# The runner (scripts/test-kernels.sh) reads OUT/; this prints progress only.
+set -u
+OUT=${1:?usage: guest.sh OUT_DIR [SUITE...]}
+shift
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${BIN:-$TOP/build}
+SUITES=("$@")
+[[ ${#SUITES[@]} -eq 0 ]] && SUITES=("$TOP/tests/kernel/test_l4.sh")
+export TMPDIR=${TMPDIR:-/tmp}
+uname -r >"$OUT/kernel"
+# virtme-ng's init does not always mount cgroup2; a guest has nothing else on it.
+if ! grep -q ' cgroup2 ' /proc/mounts; then
+	mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "guest: cannot mount cgroup2" >&2
+fi
+mkdir -p /run/netns
+
+"$BIN/dmscctl" features -o json >"$OUT/features.json" 2>"$OUT/features.err"
+echo $? >"$OUT/features.rc"
+"$BIN/dmscctl" features 2>&1 | sed 's/^/  /'
+
+for suite in "${SUITES[@]}"; do
+	name=$(basename "$suite" .sh)
+	echo "== $name on $(uname -r)"
+	t0=$(date +%s)
+	BIN=$BIN DMSC_TOOLS=$BIN/tools "$suite" >"$OUT/$name.log" 2>&1
+	echo $? >"$OUT/$name.rc"
+	echo $(($(date +%s) - t0)) >"$OUT/$name.seconds"
+	grep -E '^(not ok|[0-9]+ passed)' "$OUT/$name.log" | sed 's/^/  /'
+done
+
+# The verifier's figures for every program (what veristat would print):
+# loaded privately, nothing attached or pinned.
+"$BIN/dmscctl" -o json verifier >"$OUT/verifier.json" 2>"$OUT/verifier.err"
+echo $? >"$OUT/verifier.rc"
+"$BIN/dmscctl" verifier 2>&1 | sed 's/^/  /'
+exit 0

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Unit tests that need real maps: the datapath's BPF object loaded into the
+ * running kernel (programs loaded, nothing attached, nothing pinned), its
+ * maps opened as a struct dmsc_datapath. Needs root: without it the test
+ * is reported as skipped, never as passed.
+ */
+#ifndef DMSC_TEST_FIXTURE_H
+#define DMSC_TEST_FIXTURE_H
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/libbpf.h>
+#include <criterion/criterion.h>
+
+#include "datapath.h"
+#include "dmsc_sock.skel.h"
+
+static inline void fixture_load(struct dmsc_sock **skel, struct dmsc_datapath *dp,
+				unsigned int max_services, unsigned int max_backends)
+{
+	static const char *const by_service[] = { DMSC_MAP_SERVICES, DMSC_MAP_SVC_META,
+						  DMSC_MAP_SVC_STATS, DMSC_MAP_LIMITS,
+						  DMSC_MAP_FP_STATS,  DMSC_MAP_FP_SVC };
+	static const char *const by_backend[] = { DMSC_MAP_BACKENDS, DMSC_MAP_BE_STATS,
+						  DMSC_MAP_BE_INDEX };
+	struct dmsc_sock *s;
+	size_t i;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to load BPF maps");
+	s = dmsc_sock__open();
+	cr_assert_not_null(s);
+	for (i = 0; i < sizeof(by_service) / sizeof(by_service[0]); i++)
+		bpf_map__set_max_entries(bpf_object__find_map_by_name(s->obj, by_service[i]),
+					 max_services);
+	for (i = 0; i < sizeof(by_backend) / sizeof(by_backend[0]); i++)
+		bpf_map__set_max_entries(bpf_object__find_map_by_name(s->obj, by_backend[i]),
+					 max_backends);
+	cr_assert_eq(dmsc_sock__load(s), 0, "load: %s", strerror(errno));
+	memset(dp, 0, sizeof(*dp));
+	dp->dir_fd = -1;
+	for (i = 0; i < DMSC_M_COUNT; i++) {
+		dp->fd[i] = bpf_map__fd(bpf_object__find_map_by_name(s->obj, dmsc_map_names[i]));
+		cr_assert_gt(dp->fd[i], 2, "map %s has an fd", dmsc_map_names[i]);
+	}
+	dp->max_services = max_services;
+	dp->max_backends = max_backends;
+	dp->nr_cpus = libbpf_num_possible_cpus();
+	*skel = s;
+}
+
+#endif /* DMSC_TEST_FIXTURE_H */
