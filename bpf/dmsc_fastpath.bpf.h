@@ -347,8 +347,22 @@ static __always_inline __u32 fp_peer_backlog(__u64 peer_sk, bool *known)
 	return len;
 }
 
+/* Whether a socket has sent nothing yet: its write_seq is still its ISN + 1
+ * (the current message is not in it yet). Bytes written before this
+ * (queued before ESTABLISHED, as TCP Fast Open without a cookie does) went
+ * on the stack and may not have been read: redirecting now could overtake
+ * them at the reader, which drains redirected bytes first. */
+static __always_inline bool fp_sent_nothing(struct bpf_sock *sk, struct dmsc_fp_sock *me)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u32 isn1 = me->active ? me->conn.client_seq : me->conn.server_seq;
+
+	return tp && BPF_CORE_READ(tp, write_seq) == isn1;
+}
+
 /* The first message of a socket decides for its whole life. */
-static __always_inline void fp_decide(struct dmsc_fp_sock *me, struct dmsc_fp_stats *st)
+static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *me,
+				      struct dmsc_fp_stats *st)
 {
 	struct dmsc_fp_pending *pend;
 
@@ -361,7 +375,11 @@ static __always_inline void fp_decide(struct dmsc_fp_sock *me, struct dmsc_fp_st
 		if (pend)
 			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
 	}
-	if (me->peer_cookie) {
+	if (me->peer_cookie && !fp_sent_nothing(sk, me)) {
+		me->mode = DMSC_FP_STACK;
+		if (st)
+			st->early_data += 1;
+	} else if (me->peer_cookie) {
 		me->mode = DMSC_FP_REDIRECT;
 	} else {
 		me->mode = DMSC_FP_STACK;
@@ -437,7 +455,7 @@ int sock4_fp_msg(struct sk_msg_md *msg)
 	}
 	st = fp_stats(me->svc_id);
 	if (me->mode == DMSC_FP_UNDECIDED)
-		fp_decide(me, st);
+		fp_decide(sk, me, st);
 	if (me->mode == DMSC_FP_REDIRECT) {
 		peer = me->peer_cookie;
 		if (fp_must_leave(me, size, st)) {

@@ -332,7 +332,8 @@ struct dmsc_fp_stats {
 	__u64 bulk_fallback;    /* auto, backlog unknown: a bulk message left the fast path */
 	__u64 policy_fallback;  /* the service became accelerate off or byte-limited */
 	__u64 bulk_skip;        /* auto: not registered, the service ran bulk lately */
-	__u64 early_data;       /* data moved before ESTABLISHED (TCP Fast Open): never registered */
+	__u64 early_data;       /* data moved before ESTABLISHED or before the first
+				 * message (TCP Fast Open): not registered, or on the stack */
 };
 
 /* dmsc_fp_svc: ARRAY indexed by service id: what the fast path learned. */
