@@ -42,6 +42,12 @@ static const struct dmsc_feature feature_table[] = {
 	  "5.3", FP_FALLBACK, "sock4_fp_sockops" },
 	{ "bpf_sk_storage_get in sk_msg", DMSC_FEAT_HELPER, "sk_msg", BPF_FUNC_sk_storage_get, "5.8",
 	  FP_FALLBACK, "sock4_fp_msg" },
+	{ "bpf_skc_to_tcp_sock in sk_msg", DMSC_FEAT_HELPER, "sk_msg", BPF_FUNC_skc_to_tcp_sock,
+	  "5.9", FP_FALLBACK, "sock4_fp_msg" },
+	{ "bpf_probe_read_kernel in sk_msg", DMSC_FEAT_HELPER, "sk_msg", BPF_FUNC_probe_read_kernel,
+	  "5.8", FP_FALLBACK, "sock4_fp_msg" },
+	{ "bpf_get_socket_cookie in sockops", DMSC_FEAT_HELPER, "sockops", BPF_FUNC_get_socket_cookie,
+	  "5.4", FP_FALLBACK, "sock4_fp_sockops" },
 };
 
 
