@@ -53,6 +53,17 @@ const volatile __u32 fp_cork_bytes = 0;
 
 /* Its maps are in dmsc_maps.bpf.h, with every other map. */
 
+static __always_inline void fp_svc_mark_bulk(__u32 svc_id)
+{
+	struct dmsc_fp_svc *fs;
+
+	if (!svc_id)
+		return;
+	fs = bpf_map_lookup_elem(&dmsc_fp_svc, &svc_id);
+	if (fs)
+		fs->bulk_seen_ns = bpf_ktime_get_ns();
+}
+
 /* auto: did this service run bulk (a reader fell behind) lately? */
 static __always_inline bool fp_svc_ran_bulk(__u32 svc_id, __u32 flags)
 {
@@ -415,10 +426,7 @@ static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
 	if (known && backlog > fp_backlog_max) {
 		/* A slow reader: TCP's window holds the writer back now, and
 		 * the service's next connections stay off (auto). */
-		struct dmsc_fp_svc *fs = bpf_map_lookup_elem(&dmsc_fp_svc, &me->svc_id);
-
-		if (fs && me->svc_id)
-			fs->bulk_seen_ns = bpf_ktime_get_ns();
+		fp_svc_mark_bulk(me->svc_id);
 		if (st)
 			st->backlog_fallback += 1;
 		return true;
@@ -426,6 +434,7 @@ static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
 	if (!known && !(me->svc_flags & DMSC_SVC_F_ACCEL_ON) && size >= DMSC_FP_BULK_MSG) {
 		/* auto without a way to bound the reader's queue: bulk is
 		 * left to TCP; accelerate "on" takes that risk. */
+		fp_svc_mark_bulk(me->svc_id);
 		if (st) {
 			st->backlog_unknown += 1;
 			st->bulk_fallback += 1;
