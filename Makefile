@@ -24,7 +24,7 @@ LIB_OBJS  := $(patsubst user/lib/%.c,$(BUILD)/lib/%.o,$(LIB_SRCS))
 PROGS     := $(patsubst user/%.c,$(BUILD)/%,$(wildcard user/*.c))
 TOOLS     := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
 UNIT_SRCS := $(wildcard tests/unit/*.c)
-HEADERS   := $(wildcard include/dmsc/*.h user/lib/*.h)
+HEADERS   := $(wildcard include/dmsc/*.h user/lib/*.h bpf/*.h)
 
 all: $(PROGS) $(TOOLS)
 
@@ -78,6 +78,7 @@ $(BUILD)/bench-cp: tests/bench/bench-cp.c $(BUILD)/libdmsc.a $(HEADERS)
 bench: all $(BUILD)/bench-cp
 	scripts/install-deps.sh --if-missing --bench
 	scripts/bench-control-plane.sh
+	scripts/bench-datapath.sh
 	scripts/bench-l7.sh
 
 test:

@@ -150,4 +150,40 @@ static __always_inline int police_bytes(__u32 svc_id, __u64 bytes, enum dmsc_buc
 	return verdict;
 }
 
+/* The same-host fast path (dmsc_fastpath.bpf.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, DMSC_FP_SOCKS_MAX);
+	__type(key, __u64); /* socket cookie */
+	__type(value, __u64);
+} dmsc_fp_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DMSC_FP_PENDING_MAX);
+	__type(key, struct dmsc_fp_conn_key);
+	__type(value, struct dmsc_fp_pending);
+} dmsc_fp_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct dmsc_fp_sock);
+} dmsc_fp_sock SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct dmsc_fp_stats);
+} dmsc_fp_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct dmsc_fp_svc);
+} dmsc_fp_svc SEC(".maps");
+
 #endif /* DMSC_MAPS_BPF_H */

@@ -395,4 +395,7 @@ int sock4_l7_established(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/* The same-host fast path (sockops + sk_msg) lives in its own file. */
+#include "dmsc_fastpath.bpf.h"
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

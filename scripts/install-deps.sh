@@ -17,6 +17,8 @@ PACKAGES=(
 	# sanitizers and fuzzing: libFuzzer and the ASan/UBSan runtimes come with
 	# clang (libclang-rt-14-dev), valgrind for memcheck
 	libclang-rt-14-dev valgrind
+	# the fast path's tests and make bench (iperf3 is above)
+	sockperf haproxy gnuplot-nox
 )
 BENCH_PACKAGES=(haproxy nginx-light)
 

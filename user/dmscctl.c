@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
 #include <json-c/json.h>
 
 #include "counters.h"
@@ -340,6 +341,47 @@ out_put:
 	return rc;
 }
 
+/* The fast path's counters, in struct dmsc_fp_stats order. */
+static const char *const fp_stat_names[] = {
+	"registered", "paired",	   "redirected_msgs", "redirected_bytes", "stack_msgs",
+	"stack_bytes", "miss",	   "no_peer",	      "accel_off",	  "register_failed",
+	"backlog_fallback", "backlog_unknown", "bulk_fallback", "policy_fallback", "bulk_skip",
+	"early_data",
+};
+#define FP_N_STATS (sizeof(struct dmsc_fp_stats) / sizeof(__u64))
+_Static_assert(sizeof(fp_stat_names) / sizeof(fp_stat_names[0]) == FP_N_STATS,
+	       "a name for every fast path counter");
+
+static struct json_object *fp_stats_json(const struct dmsc_fp_stats *fs)
+{
+	struct json_object *j = json_object_new_object();
+	const __u64 *v = (const __u64 *)fs;
+	size_t k;
+
+	for (k = 0; k < FP_N_STATS; k++)
+		json_add(j, fp_stat_names[k], json_object_new_int64((int64_t)v[k]));
+	return j;
+}
+
+static void fp_stats_add(struct dmsc_fp_stats *sum, const struct dmsc_fp_stats *fs)
+{
+	__u64 *a = (__u64 *)sum;
+	const __u64 *b = (const __u64 *)fs;
+	size_t k;
+
+	for (k = 0; k < FP_N_STATS; k++)
+		a[k] += b[k];
+}
+
+static void fp_stats_print(const char *who, const struct dmsc_fp_stats *fs)
+{
+	printf("  %-22s %10llu %10llu %12llu %14llu %10llu %8llu %8llu %8llu\n", who,
+	       (unsigned long long)fs->paired, (unsigned long long)fs->registered,
+	       (unsigned long long)fs->redirected_msgs, (unsigned long long)fs->redirected_bytes,
+	       (unsigned long long)fs->stack_msgs, (unsigned long long)fs->miss,
+	       (unsigned long long)fs->no_peer, (unsigned long long)fs->accel_off);
+}
+
 static int cmd_stats(const struct opts *o)
 {
 	struct json_object *top = json_object_new_object(), *arr = json_object_new_array();
@@ -350,8 +392,12 @@ static int cmd_stats(const struct opts *o)
 	size_t i, j;
 	int rc;
 
+	struct json_object *fp = json_object_new_object();
+	struct dmsc_fp_stats fs, fp_total = { 0 };
+
 	json_add(top, "services", arr);
 	json_add(top, "reasons", reasons);
+	json_add(top, "fastpath", fp);
 	rc = open_ro(&dp, o, "stats");
 	if (rc)
 		goto out_put;
@@ -391,7 +437,33 @@ static int cmd_stats(const struct opts *o)
 				       (unsigned long long)bs.connections);
 		}
 		json_add(js, "backends", bes);
+		dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, s->svc.id, &fs, sizeof(fs));
+		fp_stats_add(&fp_total, &fs);
+		json_add(js, "fastpath", fp_stats_json(&fs));
 		json_object_array_add(arr, js);
+	}
+	/* Id 0: connections between mesh sockets that used no VIP. */
+	dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, 0, &fs, sizeof(fs));
+	fp_stats_add(&fp_total, &fs);
+	json_add(fp, "direct", fp_stats_json(&fs));
+	json_add(fp, "total", fp_stats_json(&fp_total));
+	if (!o->json) {
+		printf("same-host fast path:\n  %-22s %10s %10s %12s %14s %10s %8s %8s %8s\n", "",
+		       "PAIRED", "SOCKETS", "REDIR_MSGS", "REDIR_BYTES", "STACK_MSGS", "MISSES",
+		       "NOPEER", "OFF");
+		for (i = 0; i < st.n_svcs; i++) {
+			dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, st.svcs[i].svc.id, &fs, sizeof(fs));
+			fp_stats_print(st.svcs[i].meta.name, &fs);
+		}
+		dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, 0, &fs, sizeof(fs));
+		fp_stats_print("(direct, no VIP)", &fs);
+		fp_stats_print("(total)", &fp_total);
+		printf("  stack_bytes=%llu register_failed=%llu backlog_fallback=%llu "
+		       "backlog_unknown=%llu\n",
+		       (unsigned long long)fp_total.stack_bytes,
+		       (unsigned long long)fp_total.register_failed,
+		       (unsigned long long)fp_total.backlog_fallback,
+		       (unsigned long long)fp_total.backlog_unknown);
 	}
 	if (!o->json)
 		printf("datapath events:");
@@ -512,12 +584,17 @@ static int cmd_install(const struct opts *o)
 		json_add(r, "adopted", json_object_new_boolean(res.adopted));
 		json_add(r, "hooks", json_object_new_int((int)res.n_links));
 		json_add(r, "interfaces", json_object_new_int((int)res.n_ifaces));
+		json_add(r, "fastpath", json_object_new_boolean(res.fastpath));
+		json_add(r, "fastpath_note", json_object_new_string(res.fastpath_note));
 		print_json(r);
 		json_object_put(r);
 	} else {
 		printf("%s dmsc on cgroup %s: %u hooks, %u interface%s, pinned at %s\n",
 		       res.adopted ? "updated programs in place of" : "installed", res.cgroup_path,
 		       res.n_links, res.n_ifaces, res.n_ifaces == 1 ? "" : "s", o->pin_dir);
+		printf("same-host fast path: %s\n",
+		       res.fastpath ? (res.fastpath_note[0] ? res.fastpath_note : "on")
+				    : res.fastpath_note);
 	}
 	return 0;
 }
@@ -678,6 +755,23 @@ static int cmd_verifier(const struct opts *o)
 	return failed ? 1 : 0;
 }
 
+/* Elements of a hash-like map (the sockhash: one per registered socket). */
+static long long count_keys(int fd, size_t key_size)
+{
+	char key[64], next[64];
+	long long n = 0;
+	void *prev = NULL;
+
+	if (key_size > sizeof(key))
+		return -1;
+	while (bpf_map_get_next_key(fd, prev, next) == 0 && n < 100000000) {
+		memcpy(key, next, key_size);
+		prev = key;
+		n++;
+	}
+	return n;
+}
+
 static int cmd_status(const struct opts *o)
 {
 	struct json_object *r = json_object_new_object(), *hooks = json_object_new_array(), *ifaces;
@@ -688,6 +782,7 @@ static int cmd_status(const struct opts *o)
 	struct utsname u;
 	char when[64];
 	size_t i, n, used_be = 0;
+	long long fp_socks, fp_pending;
 	int err;
 
 	if (dmsc_require_root("status")) {
@@ -723,25 +818,34 @@ static int cmd_status(const struct opts *o)
 	json_add(r, "services_capacity", json_object_new_int64(dp.max_services - 1));
 	json_add(r, "backends", json_object_new_int64((int64_t)used_be));
 	json_add(r, "backends_capacity", json_object_new_int64(dp.max_backends - 1));
+	fp_socks = count_keys(dp.fd[DMSC_M_FP_SOCKS], sizeof(__u64));
+	fp_pending = count_keys(dp.fd[DMSC_M_FP_PENDING], sizeof(struct dmsc_fp_conn_key));
+	json_add(r, "fastpath_sockets", json_object_new_int64(fp_socks));
+	json_add(r, "fastpath_pending", json_object_new_int64(fp_pending));
 	if (!o->json) {
 		printf("installed at %s on cgroup %s (id %llu) since %s, kernel %s\n", o->pin_dir,
 		       dp.install.cgroup_path, (unsigned long long)dp.install.cgroup_id, when,
 		       u.release);
 		printf("services %zu of %u, backends %zu of %u\n", st.n_svcs, dp.max_services - 1,
 		       used_be, dp.max_backends - 1);
+		printf("fast path: %lld sockets registered, %lld connections pending\n", fp_socks,
+		       fp_pending);
 	}
 	for (i = 0; i < n; i++) {
 		struct json_object *h;
-		bool ok = links[i].present && links[i].cgroup_id == dp.install.cgroup_id;
+		/* sk_msg sits on the sockhash, not on the cgroup. */
+		bool ok = links[i].present && (links[i].hook->attach == DMSC_ATTACH_SOCKHASH ||
+					       links[i].cgroup_id == dp.install.cgroup_id);
 		const struct dmsc_feature_result *feat;
 		bool skipped;
 
-		if (links[i].hook->attach != DMSC_ATTACH_CGROUP)
+		if (links[i].hook->attach == DMSC_ATTACH_TC_INGRESS)
 			continue;
 		h = json_object_new_object();
 		json_add(h, "hook", json_object_new_string(links[i].hook->hook));
 		json_add(h, "program", json_object_new_string(links[i].hook->prog));
 		json_add(h, "attached", json_object_new_boolean(ok));
+		json_add(h, "fastpath", json_object_new_boolean(links[i].hook->fastpath));
 		json_add(h, "link_id", json_object_new_int64(links[i].link_id));
 		json_add(h, "prog_id", json_object_new_int64(links[i].prog_id));
 		feat = dmsc_features_find(&fs, links[i].hook->hook);

@@ -295,6 +295,113 @@ struct dmsc_l7_handoff {
  * http VIP cannot make the helper loop through itself. ("dmsc" in ASCII.) */
 #define DMSC_L7_SOCK_MARK 0x646d7363u
 
+/* ---- Same-host fast path (sockops + sk_msg), bpf/dmsc_fastpath.bpf.h ----
+ *
+ * sockops registers both ends of a connection whose peer is a socket of this
+ * host in the mesh cgroup; sk_msg hands each message to the peer socket. The
+ * two ends find each other through dmsc_fp_pending, keyed by what both can
+ * compute: the 4-tuple and both initial sequence numbers. That key is
+ * unambiguous across network namespaces (a loopback or private 4-tuple
+ * repeats per netns; 64 random bits of ISN do not) and fails safe behind
+ * NAT (the ends see different tuples: never paired, never redirected). */
+#define DMSC_MAP_FP_SOCKS "dmsc_fp_socks"
+#define DMSC_MAP_FP_PENDING "dmsc_fp_pending"
+#define DMSC_MAP_FP_SOCK "dmsc_fp_sock"
+#define DMSC_MAP_FP_STATS "dmsc_fp_stats"
+#define DMSC_MAP_FP_SVC "dmsc_fp_svc"
+#define DMSC_FP_SOCKS_MAX 65536
+#define DMSC_FP_PENDING_MAX 16384
+/* Unread redirected bytes at which a writer leaves the fast path. Plain TCP
+ * lets a writer run ahead by its send buffer and the receive window (up to
+ * 4 + 6 MiB with Linux's defaults); a little more, so that a reader that is
+ * only descheduled for a moment does not cost a bulk flow its fast path. */
+#define DMSC_FP_BACKLOG_MAX (16u << 20)
+/* accelerate "auto" on a kernel that cannot tell a reader's backlog: a
+ * message this large is bulk, and bulk without flow control is not
+ * redirected (the writer leaves the fast path). */
+#define DMSC_FP_BULK_MSG (64u << 10)
+/* accelerate "auto": after a writer of a service left the fast path for a
+ * reader that fell behind (bulk), new connections of that service are not
+ * accelerated for this long. Bulk gains nothing once it has to leave (it
+ * then runs slower on the stack than a socket that never joined), and the
+ * kernel cannot hold a writer back on the fast path. */
+#define DMSC_FP_BULK_HOLD_NS (60ull * 1000000000ull)
+
+/* dmsc_fp_pending: LRU_HASH. Written by the active end at ACTIVE_ESTABLISHED,
+ * completed by the passive end, deleted by the active end at its first
+ * message or close. Forgetting an entry only means "not redirected". */
+struct dmsc_fp_conn_key {
+	__u32 client_ip;   /* network order */
+	__u32 server_ip;   /* network order */
+	__u16 client_port; /* network order */
+	__u16 server_port; /* network order */
+	__u32 client_seq;  /* client ISN + 1, as the kernel holds it */
+	__u32 server_seq;  /* server ISN + 1 */
+};
+
+struct dmsc_fp_pending {
+	__u64 client_cookie; /* socket cookie: the sockhash key */
+	__u64 server_cookie; /* 0 until the passive end registered */
+	__u64 client_sk;     /* kernel addresses of both sockets, for the */
+	__u64 server_sk;     /* backlog guard only (see fp_peer_backlog) */
+	struct dmsc_svc_key svc_key; /* the VIP's service; all zero for a direct connection */
+	__u32 svc_id;        /* 0 for a direct connection */
+	__u32 svc_flags;     /* enum dmsc_svc_flags at connect time */
+};
+
+/* Per socket, sticky. A socket decides once, at its first message, and a
+ * socket that has sent a byte on the normal stack never redirects: bytes of
+ * one direction all take one path, so they cannot be reordered. */
+enum dmsc_fp_mode {
+	DMSC_FP_UNDECIDED = 0,
+	DMSC_FP_REDIRECT, /* every message to the peer socket */
+	DMSC_FP_STACK,    /* every message on the normal TCP/IP stack */
+};
+
+/* dmsc_fp_sock: SK_STORAGE. */
+struct dmsc_fp_sock {
+	struct dmsc_fp_conn_key conn;
+	__u64 peer_cookie; /* 0: no peer known (yet) */
+	__u64 peer_sk;     /* the peer's kernel address: backlog guard only */
+	struct dmsc_svc_key svc_key; /* to see the service's flags change */
+	__u32 svc_id;
+	__u32 svc_flags;
+	__u8 mode;   /* enum dmsc_fp_mode */
+	__u8 active; /* the connecting end */
+	__u16 pad;   /* always zero */
+	__u32 pad2;  /* always zero */
+};
+
+/* dmsc_fp_stats: PERCPU_ARRAY indexed by service id; index 0 counts
+ * connections that did not go through a VIP. The sum over all is global. */
+struct dmsc_fp_stats {
+	__u64 registered;       /* sockets put in the sockhash */
+	__u64 paired;           /* connections whose both ends registered */
+	__u64 redirected_msgs;  /* handed to the peer socket */
+	__u64 redirected_bytes;
+	/* Verdicts "normal stack" for a registered socket. Such a verdict
+	 * stands for the socket's next 1 GiB without the program running again,
+	 * so these count mostly each socket's first write there. */
+	__u64 stack_msgs;
+	__u64 stack_bytes;
+	__u64 miss;             /* redirect target gone: fell back to the stack */
+	__u64 no_peer;        /* first message found no peer: not local, not in the mesh, or too late */
+	__u64 accel_off;        /* not registered: accelerate off or a byte limit */
+	__u64 register_failed;  /* sockhash or storage full: not registered */
+	__u64 backlog_fallback; /* the reader fell behind: the writer left the fast path */
+	__u64 backlog_unknown;  /* the kernel cannot tell the reader's backlog */
+	__u64 bulk_fallback;    /* auto, backlog unknown: a bulk message left the fast path */
+	__u64 policy_fallback;  /* the service became accelerate off or byte-limited */
+	__u64 bulk_skip;        /* auto: not registered, the service ran bulk lately */
+	__u64 early_data;       /* data moved before ESTABLISHED or before the first
+				 * message (TCP Fast Open): not registered, or on the stack */
+};
+
+/* dmsc_fp_svc: ARRAY indexed by service id: what the fast path learned. */
+struct dmsc_fp_svc {
+	__u64 bulk_seen_ns; /* bpf_ktime_get_ns() of the last backlog fallback; 0: never */
+};
+
 /* The kernel picks a slot with one random number; shared so the unit tests
  * check the same index arithmetic. */
 static inline __u32 dmsc_slot_index(__u32 random)

@@ -22,7 +22,8 @@ static inline void fixture_load(struct dmsc_sock **skel, struct dmsc_datapath *d
 				unsigned int max_services, unsigned int max_backends)
 {
 	static const char *const by_service[] = { DMSC_MAP_SERVICES, DMSC_MAP_SVC_META,
-						  DMSC_MAP_SVC_STATS, DMSC_MAP_LIMITS };
+						  DMSC_MAP_SVC_STATS, DMSC_MAP_LIMITS,
+						  DMSC_MAP_FP_STATS,  DMSC_MAP_FP_SVC };
 	static const char *const by_backend[] = { DMSC_MAP_BACKENDS, DMSC_MAP_BE_STATS,
 						  DMSC_MAP_BE_INDEX };
 	struct dmsc_sock *s;

@@ -222,6 +222,32 @@ Test(apply, removed_service_leaves_no_entry)
 	dmsc_policy_free(&p);
 }
 
+/* accelerate: on/off/auto becomes the service flags the fast path reads,
+ * and changing it is an update of the one service element. */
+Test(apply, accelerate_sets_the_service_flags)
+{
+	static const __u32 w[] = { 1 };
+	static const enum dmsc_accelerate modes[] = { DMSC_ACCEL_ON, DMSC_ACCEL_OFF,
+						      DMSC_ACCEL_AUTO };
+	static const __u32 want[] = { DMSC_SVC_F_ACCEL_ON, DMSC_SVC_F_ACCEL_OFF, 0 };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_state st;
+	size_t i, changes;
+
+	make_policy(&p, 1, 1, w);
+	apply(&p, false, NULL); /* auto */
+	for (i = 0; i < 3; i++) {
+		p.services[0].accelerate = modes[i];
+		cr_assert_eq(apply(&p, false, &changes), 1, "mode %zu: one write", i);
+		cr_assert_eq(changes, 1);
+		cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+		cr_assert_eq(st.svcs[0].svc.flags & (DMSC_SVC_F_ACCEL_ON | DMSC_SVC_F_ACCEL_OFF),
+			     want[i], "mode %zu", i);
+		dmsc_state_free(&st);
+	}
+	dmsc_policy_free(&p);
+}
+
 Test(apply, all_weights_zero_flags_the_service)
 {
 	static const __u32 w[] = { 0, 0 };

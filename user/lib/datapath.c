@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include <net/if.h>
@@ -35,6 +36,9 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 	[DMSC_M_LIMITS] = DMSC_MAP_LIMITS,	 [DMSC_M_ALLOW] = DMSC_MAP_ALLOW,
 	[DMSC_M_BE_INDEX] = DMSC_MAP_BE_INDEX,
 	[DMSC_M_L7_CONF] = DMSC_MAP_L7_CONF,	 [DMSC_M_L7_HANDOFF] = DMSC_MAP_L7_HANDOFF,
+	[DMSC_M_FP_SOCKS] = DMSC_MAP_FP_SOCKS,	 [DMSC_M_FP_PENDING] = DMSC_MAP_FP_PENDING,
+	[DMSC_M_FP_SOCK] = DMSC_MAP_FP_SOCK,	 [DMSC_M_FP_STATS] = DMSC_MAP_FP_STATS,
+	[DMSC_M_FP_SVC] = DMSC_MAP_FP_SVC,
 };
 
 /* The BPF objects, embedded in the programs by their skeletons. Each
@@ -47,14 +51,18 @@ const struct dmsc_bpf_object dmsc_objects[] = {
 const size_t dmsc_n_objects = N_OBJECTS;
 
 const struct dmsc_hook dmsc_hooks[] = {
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_connect", "cgroup/connect4", "4.17" },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_getpeername", "cgroup/getpeername4", "5.8" },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_sendmsg", "cgroup/sendmsg4", "4.18" },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_recvmsg", "cgroup/recvmsg4", "5.2" },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_egress", "cgroup_skb/egress", "4.10" },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_ingress", "cgroup_skb/ingress", "4.10" },
-	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "tc_ingress", "tc", "4.1" },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_l7_established", "sockops", "5.10" },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_connect", "cgroup/connect4", "4.17", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_getpeername", "cgroup/getpeername4", "5.8", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_sendmsg", "cgroup/sendmsg4", "4.18", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_recvmsg", "cgroup/recvmsg4", "5.2", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_egress", "cgroup_skb/egress", "4.10", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_ingress", "cgroup_skb/ingress", "4.10", false },
+	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "tc_ingress", "tc", "4.1", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_l7_established", "sockops", "5.10", false },
+	/* The same-host fast path: sockops on the cgroup, sk_msg on the
+	 * sockhash. Optional (feature.c has their fallback rows). */
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_fp_sockops", "sockops", "4.13", true },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_SOCKHASH, "sock4_fp_msg", "sk_msg", "5.8", true },
 };
 const size_t dmsc_n_hooks = sizeof(dmsc_hooks) / sizeof(dmsc_hooks[0]);
 
@@ -268,7 +276,8 @@ static int size_maps(struct bpf_object *obj, const char *pin_dir,
 		{ DMSC_MAP_SERVICES, false },  { DMSC_MAP_SVC_META, false },
 		{ DMSC_MAP_SVC_STATS, false }, { DMSC_MAP_LIMITS, false },
 		{ DMSC_MAP_BACKENDS, true },   { DMSC_MAP_BE_STATS, true },
-		{ DMSC_MAP_BE_INDEX, true },
+		{ DMSC_MAP_BE_INDEX, true },   { DMSC_MAP_FP_STATS, false },
+		{ DMSC_MAP_FP_SVC, false },
 	};
 	size_t i;
 	int err;
@@ -305,6 +314,119 @@ static int size_maps(struct bpf_object *obj, const char *pin_dir,
 	return 0;
 }
 
+/* Sets a `const volatile __u32` of an object's .rodata (between open and
+ * load); -ENOENT when the object has no such variable. */
+static int set_rodata_u32(struct bpf_object *obj, const char *name, __u32 v)
+{
+	const struct btf *btf = bpf_object__btf(obj);
+	struct bpf_map *map, *rodata = NULL;
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	const void *data = NULL;
+	size_t size = 0;
+	char *copy;
+	int id, err;
+	__u16 i;
+
+	bpf_object__for_each_map(map, obj)
+	{
+		const char *n = bpf_map__name(map);
+		size_t len = strlen(n);
+
+		if (bpf_map__is_internal(map) && len >= 7 && !strcmp(n + len - 7, ".rodata")) {
+			rodata = map;
+			data = bpf_map__initial_value(map, &size);
+		}
+	}
+	id = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -ENOENT;
+	if (!data || id < 0)
+		return -ENOENT;
+	sec = btf__type_by_id(btf, (__u32)id);
+	vs = btf_var_secinfos(sec);
+	for (i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *var = btf__type_by_id(btf, vs->type);
+
+		if (strcmp(btf__name_by_offset(btf, var->name_off), name) != 0)
+			continue;
+		if (vs->size != sizeof(v) || vs->offset + sizeof(v) > size)
+			return -EINVAL;
+		/* libbpf 1.1 hands out the initial value read-only. */
+		copy = malloc(size);
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, data, size);
+		memcpy(copy + vs->offset, &v, sizeof(v));
+		err = bpf_map__set_initial_value(rodata, copy, size);
+		free(copy);
+		return err;
+	}
+	return -ENOENT;
+}
+
+/* $DMSC_FP_BACKLOG_MAX: the unread bytes a reader may have before its writer
+ * leaves the fast path (default DMSC_FP_BACKLOG_MAX; 0: unbounded, which
+ * only a benchmark should want). $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES:
+ * experiments of scripts/bench-datapath.sh --variants, off by default. */
+static int fastpath_settings(struct bpf_object *obj)
+{
+	static const struct {
+		const char *env, *var;
+	} knobs[] = {
+		{ "DMSC_FP_BACKLOG_MAX", "fp_backlog_max" },
+		{ "DMSC_FP_APPLY_BYTES", "fp_apply_bytes" },
+		{ "DMSC_FP_CORK_BYTES", "fp_cork_bytes" },
+	};
+	unsigned long long v;
+	const char *env;
+	char *end;
+	size_t i;
+	int err;
+
+	for (i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
+		env = getenv(knobs[i].env);
+		if (!env || !*env)
+			continue;
+		errno = 0;
+		v = strtoull(env, &end, 10);
+		if (errno || *end || v > 0xffffffffull) {
+			pr_warn("%s: \"%s\" is not a byte count (0 to 4294967295)\n", knobs[i].env,
+				env);
+			return -EINVAL;
+		}
+		err = set_rodata_u32(obj, knobs[i].var, (__u32)v);
+		if (err == -ENOENT)
+			continue; /* not this object's setting */
+		if (err)
+			return err;
+		pr_info("fast path: %s=%llu\n", knobs[i].env, v);
+	}
+	return 0;
+}
+
+/* The fast path is both its programs or neither: sockops without sk_msg
+ * would put sockets in the sockhash for nothing. */
+static void fastpath_all_or_none(struct bpf_object *obj)
+{
+	struct bpf_program *prog;
+	bool off = false;
+	size_t i;
+
+	for (i = 0; i < dmsc_n_hooks; i++) {
+		if (!dmsc_hooks[i].fastpath)
+			continue;
+		prog = bpf_object__find_program_by_name(obj, dmsc_hooks[i].prog);
+		if (prog && !bpf_program__autoload(prog))
+			off = true;
+	}
+	for (i = 0; off && i < dmsc_n_hooks; i++) {
+		if (!dmsc_hooks[i].fastpath)
+			continue;
+		prog = bpf_object__find_program_by_name(obj, dmsc_hooks[i].prog);
+		if (prog)
+			bpf_program__set_autoload(prog, false);
+	}
+}
+
 /* Opens, sizes, pins and loads one object; maps already pinned are reused. */
 static int load_object(size_t idx, const char *pin_dir, const struct dmsc_install_opts *opts,
 		       const struct dmsc_features *features, struct dmsc_install *rec,
@@ -328,11 +450,18 @@ static int load_object(size_t idx, const char *pin_dir, const struct dmsc_instal
 	/* Programs whose hook this kernel lacks are not loaded (their
 	 * feature has a fallback; a missing required one stopped install). */
 	dmsc_features_disable(obj, features);
+	fastpath_all_or_none(obj);
 	err = size_maps(obj, pin_dir, opts, rec);
+	if (!err)
+		err = fastpath_settings(obj);
 	if (err)
 		goto fail;
 	bpf_object__for_each_map(map, obj)
 	{
+		/* .rodata holds load-time settings: not state, and bpffs
+		 * refuses its dotted name. */
+		if (bpf_map__is_internal(map))
+			continue;
 		pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
 		err = bpf_map__set_pin_path(map, path);
 		if (err)
@@ -382,6 +511,91 @@ static void tc_detach(unsigned int ifindex)
 }
 
 static int remove_pins(const char *dir, bool *removed);
+
+/* Without sk_msg links (before 6.10) the program is attached to the map
+ * itself, and pinned beside the links so that status can find it; it stays
+ * attached as long as the pinned sockhash lives. */
+static void pin_prog_path(char *buf, size_t len, const char *pin_dir, const struct dmsc_hook *h)
+{
+	/* bpffs refuses names with a dot. */
+	snprintf(buf, len, "%s/links/%s_prog", pin_dir, h->prog);
+}
+
+static void sockhash_prog_info(const char *pin_dir, const struct dmsc_hook *h,
+			       struct dmsc_link_info *out)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+	char path[PATH_MAX];
+	int fd;
+
+	pin_prog_path(path, sizeof(path), pin_dir, h);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) {
+		out->present = true;
+		out->prog_pin = true;
+		out->prog_id = info.id;
+	}
+	close(fd);
+}
+
+/* sk_msg on the sockhash: a pinned bpf_link where the kernel has them for
+ * sockmaps (Linux 6.10), else bpf_prog_attach to the map. An existing link
+ * gets the new program in place. */
+static int attach_sockhash(const char *pin_dir, const struct dmsc_hook *h,
+			   struct bpf_program *prog, int map_fd, struct dmsc_install_result *res)
+{
+	char path[PATH_MAX];
+	int fd, err;
+
+	fd = link_get(pin_dir, h);
+	if (fd >= 0) {
+		err = bpf_link_update(fd, bpf_program__fd(prog), NULL) ? -errno : 0;
+		close(fd);
+		if (err)
+			pr_warn("cannot replace program %s in place: %s\n", h->prog, strerror(-err));
+		else
+			snprintf(res->fastpath_note, sizeof(res->fastpath_note),
+				 "sk_msg attached by a bpf_link");
+		res->adopted = true;
+		return err;
+	}
+	fd = bpf_link_create(bpf_program__fd(prog), map_fd, BPF_SK_MSG_VERDICT, NULL);
+	if (fd >= 0) {
+		pin_path(path, sizeof(path), pin_dir, "links", h->prog);
+		err = bpf_obj_pin(fd, path) ? -errno : 0;
+		close(fd);
+		if (err) {
+			pr_warn("cannot pin link %s: %s\n", path, strerror(-err));
+			return err;
+		}
+		snprintf(res->fastpath_note, sizeof(res->fastpath_note),
+			 "sk_msg attached by a bpf_link");
+		return 0;
+	}
+	pr_debug("no sk_msg link (%s; Linux 6.10+): attaching to the map\n", strerror(errno));
+	/* Replaces a program attached before, if any. */
+	if (bpf_prog_attach(bpf_program__fd(prog), map_fd, BPF_SK_MSG_VERDICT, 0)) {
+		err = -errno;
+		pr_warn("cannot attach %s to %s: %s (the hook needs Linux %s)\n", h->hook,
+			DMSC_MAP_FP_SOCKS, strerror(-err), h->min_linux);
+		return err;
+	}
+	pin_prog_path(path, sizeof(path), pin_dir, h);
+	unlink(path);
+	if (bpf_program__pin(prog, path)) {
+		err = -errno;
+		pr_warn("cannot pin program %s: %s\n", path, strerror(-err));
+		return err;
+	}
+	snprintf(res->fastpath_note, sizeof(res->fastpath_note),
+		 "sk_msg attached to the sockhash (no sk_msg links before Linux 6.10)");
+	return 0;
+}
+
 
 /* The interfaces for TC: those recorded by an earlier install (adopting
  * keeps them) plus those named now, resolved in this network namespace. */
@@ -484,8 +698,11 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	 * silently take the mesh away from the processes it serves. */
 	for (i = 0; i < dmsc_n_hooks; i++) {
 		unsigned long long id = 0;
-		int fd = link_get(pin_dir, &dmsc_hooks[i]);
+		int fd;
 
+		if (dmsc_hooks[i].attach != DMSC_ATTACH_CGROUP)
+			continue;
+		fd = link_get(pin_dir, &dmsc_hooks[i]);
 		if (fd < 0)
 			continue;
 		err = link_cgroup_id(fd, &id);
@@ -526,8 +743,28 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 			pr_warn("program %s is missing from the BPF object\n", h->prog);
 			goto out;
 		}
-		if (!bpf_program__autoload(prog))
-			continue; /* its hook is missing here: see dmsc_features_check */
+		if (!bpf_program__autoload(prog)) {
+			/* Its hook is missing here (dmsc_features_check). An old
+			 * pin would keep an old program attached. */
+			pin_path(path, sizeof(path), pin_dir, "links", h->prog);
+			unlink(path);
+			pin_prog_path(path, sizeof(path), pin_dir, h);
+			unlink(path);
+			if (h->fastpath)
+				snprintf(res->fastpath_note, sizeof(res->fastpath_note),
+					 "disabled: this kernel lacks a feature it needs "
+					 "(`dmscctl features`)");
+			continue;
+		}
+		if (h->attach == DMSC_ATTACH_SOCKHASH) {
+			map = bpf_object__find_map_by_name(objs[h->object], DMSC_MAP_FP_SOCKS);
+			err = map ? attach_sockhash(pin_dir, h, prog, bpf_map__fd(map), res) : -ENOENT;
+			if (err)
+				goto out;
+			res->fastpath = true;
+			res->n_links++;
+			continue;
+		}
 		if (h->attach == DMSC_ATTACH_TC_INGRESS) {
 			for (k = 0; k < rec.n_ifaces; k++) {
 				err = tc_attach(bpf_program__fd(prog), rec.ifindex[k], rec.ifname[k]);
@@ -616,6 +853,13 @@ static int remove_pins(const char *dir, bool *removed)
 
 	for (i = 0; i < dmsc_n_hooks; i++) {
 		pin_path(path, sizeof(path), dir, "links", dmsc_hooks[i].prog);
+		if (unlink(path) == 0)
+			*removed = true;
+		else if (errno != ENOENT)
+			err = -errno;
+		if (dmsc_hooks[i].attach != DMSC_ATTACH_SOCKHASH)
+			continue;
+		pin_prog_path(path, sizeof(path), dir, &dmsc_hooks[i]);
 		if (unlink(path) == 0)
 			*removed = true;
 		else if (errno != ENOENT)
@@ -764,6 +1008,10 @@ int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t 
 
 		memset(&out[i], 0, sizeof(out[i]));
 		out[i].hook = &dmsc_hooks[i];
+		if (fd < 0 && dmsc_hooks[i].attach == DMSC_ATTACH_SOCKHASH) {
+			sockhash_prog_info(pin_dir, &dmsc_hooks[i], &out[i]);
+			continue;
+		}
 		if (fd < 0)
 			continue;
 		memset(&info, 0, sizeof(info));
@@ -771,7 +1019,8 @@ int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t 
 			out[i].present = true;
 			out[i].link_id = info.id;
 			out[i].prog_id = info.prog_id;
-			out[i].cgroup_id = info.cgroup.cgroup_id;
+			if (dmsc_hooks[i].attach == DMSC_ATTACH_CGROUP)
+				out[i].cgroup_id = info.cgroup.cgroup_id;
 		}
 		close(fd);
 	}

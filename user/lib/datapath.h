@@ -27,6 +27,11 @@ enum dmsc_map_id {
 	DMSC_M_BE_INDEX,
 	DMSC_M_L7_CONF,
 	DMSC_M_L7_HANDOFF,
+	DMSC_M_FP_SOCKS,
+	DMSC_M_FP_PENDING,
+	DMSC_M_FP_SOCK,
+	DMSC_M_FP_STATS,
+	DMSC_M_FP_SVC,
 	DMSC_M_COUNT,
 };
 
@@ -45,6 +50,7 @@ extern const size_t dmsc_n_objects;
 enum dmsc_attach {
 	DMSC_ATTACH_CGROUP,     /* a link on the install cgroup, pinned */
 	DMSC_ATTACH_TC_INGRESS, /* a filter on each --interface */
+	DMSC_ATTACH_SOCKHASH,   /* sk_msg on dmsc_fp_socks: a link (6.10+) or a pinned program */
 };
 
 extern const char *const dmsc_map_names[DMSC_M_COUNT];
@@ -57,6 +63,7 @@ struct dmsc_hook {
 	const char *prog;
 	const char *hook;     /* as a user reads it: "cgroup/connect4" */
 	const char *min_linux; /* first kernel that has the hook */
+	bool fastpath; /* the same-host fast path: both its hooks, or neither */
 };
 
 extern const struct dmsc_hook dmsc_hooks[];
@@ -85,6 +92,8 @@ struct dmsc_install_result {
 	bool adopted;      /* pins existed: programs replaced in place */
 	unsigned int n_links;
 	unsigned int n_ifaces;
+	bool fastpath;     /* the same-host fast path is attached */
+	char fastpath_note[160]; /* why not, or how sk_msg is attached */
 };
 
 /* $DMSC_PIN_DIR, else DMSC_PIN_ROOT/vDMSC_LAYOUT_VERSION. */
@@ -121,6 +130,7 @@ struct dmsc_link_info {
 	unsigned int link_id;
 	unsigned int prog_id;
 	unsigned long long cgroup_id;
+	bool prog_pin; /* sockhash hook attached without a link (kernel < 6.10) */
 };
 int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t n);
 

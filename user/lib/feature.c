@@ -19,6 +19,9 @@
  * required hook with the hook's own min_linux; a row gives it a fallback.
  * Versions are the first mainline release that has the feature.
  */
+#define FP_FALLBACK                                                                        \
+	"no same-host fast path: local connections take the kernel's TCP/IP path"
+
 static const struct dmsc_feature feature_table[] = {
 	{ "cgroup/connect4", DMSC_FEAT_HOOK, "cgroup/connect4", 0, "4.17", NULL, NULL },
 	{ "cgroup/getpeername4", DMSC_FEAT_HOOK, "cgroup/getpeername4", 0, "5.8",
@@ -32,6 +35,19 @@ static const struct dmsc_feature feature_table[] = {
 	  BPF_FUNC_sk_storage_get, "5.10", NULL, NULL },
 	{ "bpf_get_prandom_u32 in cgroup/connect4", DMSC_FEAT_HELPER, "cgroup/connect4",
 	  BPF_FUNC_get_prandom_u32, "4.17", NULL, NULL },
+	/* The same-host fast path: both programs or neither (datapath.c). */
+	{ "sockops", DMSC_FEAT_HOOK, "sockops", 0, "4.13", FP_FALLBACK, "sock4_fp_sockops" },
+	{ "sk_msg", DMSC_FEAT_HOOK, "sk_msg", 0, "4.17", FP_FALLBACK, "sock4_fp_msg" },
+	{ "bpf_sk_storage_get in sockops", DMSC_FEAT_HELPER, "sockops", BPF_FUNC_sk_storage_get,
+	  "5.3", FP_FALLBACK, "sock4_fp_sockops" },
+	{ "bpf_sk_storage_get in sk_msg", DMSC_FEAT_HELPER, "sk_msg", BPF_FUNC_sk_storage_get, "5.8",
+	  FP_FALLBACK, "sock4_fp_msg" },
+	{ "bpf_skc_to_tcp_sock in sk_msg", DMSC_FEAT_HELPER, "sk_msg", BPF_FUNC_skc_to_tcp_sock,
+	  "5.9", FP_FALLBACK, "sock4_fp_msg" },
+	{ "bpf_probe_read_kernel in sk_msg", DMSC_FEAT_HELPER, "sk_msg", BPF_FUNC_probe_read_kernel,
+	  "5.8", FP_FALLBACK, "sock4_fp_msg" },
+	{ "bpf_get_socket_cookie in sockops", DMSC_FEAT_HELPER, "sockops", BPF_FUNC_get_socket_cookie,
+	  "5.4", FP_FALLBACK, "sock4_fp_sockops" },
 };
 
 

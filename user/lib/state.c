@@ -796,8 +796,13 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &rules[i].key);
 	if (!err)
 		err = be_index_drops(c, s, NULL);
-	if (!err)
+	if (!err) {
 		dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+		dmsc_apply_zero_stats(c, DMSC_M_FP_STATS, id, sizeof(struct dmsc_fp_stats));
+		if (!c->dry_run) /* a plain array: one value */
+			bpf_map_update_elem(c->dp->fd[DMSC_M_FP_SVC], &id,
+					    &(struct dmsc_fp_svc){ 0 }, BPF_ANY);
+	}
 	return err;
 }
 

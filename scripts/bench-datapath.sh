@@ -1,0 +1,395 @@
+#!/usr/bin/env bash
+# make bench: the same-host datapath, side by side, in one run.
+#
+# Two workloads in different network namespaces of this host (c: client,
+# 198.18.0.2; s: server, 198.18.1.2) talk four ways:
+#   a  direct TCP, no dmsc (client outside the mesh cgroup)
+#   b  through a dmsc VIP with the same-host fast path (both in the mesh)
+#   c  through one HAProxy TCP hop (in the server's namespace)
+#   d  through two HAProxy hops (one in each namespace: a sidecar pair)
+# For each: request/response round-trip p50/p99 at 64 B and 1 KiB (sockperf
+# ping-pong, full RTT), bulk throughput (iperf3), and CPU time per request
+# (every process of the benchmark runs in one cgroup; its cpu.stat usage
+# over the ping-pong run divided by the round trips).
+#
+# The four ways run interleaved, ROUNDS times; each figure is the median of
+# its rounds. It prints a table of absolute figures and of ratios to (a),
+# writes the same as JSON, draws a PNG chart, and never fails on speed: a
+# missed goal is printed, the exit code only says whether the benchmark ran.
+#
+# Environment: ROUNDS (3), RR_SECONDS (3), BULK_SECONDS (3), OUT (build/bench),
+# BIN (build).
+#
+# --variants: instead, the study behind the fast path's bulk policy: iperf3
+# with 16 KiB, 128 KiB and 1 MiB writes, direct TCP next to the fast path as
+# shipped (16 MiB reader backlog bound), unbounded, unbounded with
+# apply_bytes 1 MiB, and unbounded with cork 64 KiB (bulk only: cork would
+# hold a 64 B request for ever), plus the 64 B round trip where it applies.
+# Writes build/bench/variants.txt.
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+. "$TOP/tests/lib/netns.sh"
+
+ROUNDS=${ROUNDS:-3}
+RR_SECONDS=${RR_SECONDS:-3}
+BULK_SECONDS=${BULK_SECONDS:-3}
+BIN=${BIN:-$TOP/build}
+OUT=${OUT:-$TOP/build/bench}
+CTL=$BIN/dmscctl
+P=dbn$$
+T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench.XXXXXX")
+S_ADDR=198.18.1.2
+VIP_RR=198.19.0.30 VIP_BULK=198.19.0.31
+RR_PORT=11111 BULK_PORT=5201 HOP_OFFSET=10000
+
+die() {
+	echo "bench: $*" >&2
+	exit 1
+}
+[[ $(id -u) -eq 0 ]] || die "needs root (network namespaces, BPF)"
+for tool in sockperf iperf3 haproxy jq gnuplot; do
+	command -v "$tool" >/dev/null || die "$tool is missing: run scripts/install-deps.sh"
+done
+[[ -x $CTL ]] || die "$CTL is missing: run make"
+
+cleanup() {
+	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
+	dmsc_net_cleanup
+	dmsc_cgroup_cleanup
+	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$OUT" "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || die "cannot mount a BPF filesystem"
+export DMSC_PIN_DIR=$T/bpffs/dmsc
+
+dmsc_net_init "$P" || exit 1
+dmsc_net_host c 198.18.0.2/16 || exit 1
+dmsc_net_host s "$S_ADDR/16" || exit 1
+BENCH=$(dmsc_cgroup_make "$P/bench") || exit 1
+MESH=$(dmsc_cgroup_make "$P/bench/mesh") || exit 1
+PLAIN=$(dmsc_cgroup_make "$P/bench/plain") || exit 1
+
+run() { # CGROUP HOST cmd...
+	local cg=$1 host=$2
+	shift 2
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec "$host" "$@"
+}
+
+"$CTL" install --cgroup "$MESH" >"$T/install.out" || die "dmscctl install failed"
+FASTPATH_NOTE=$(sed -n 's/^same-host fast path: //p' "$T/install.out")
+cat >"$T/policy.json" <<EOF
+{ "services": [
+  { "name": "bench-rr", "vip": "$VIP_RR", "port": $RR_PORT,
+    "backends": [ { "address": "$S_ADDR", "port": $RR_PORT } ] },
+  { "name": "bench-bulk", "vip": "$VIP_BULK", "port": $BULK_PORT,
+    "backends": [ { "address": "$S_ADDR", "port": $BULK_PORT } ] } ] }
+EOF
+"$CTL" apply "$T/policy.json" >/dev/null || die "dmscctl apply failed"
+# The same with bench-bulk "on": the bulk studies below measure the fast
+# path itself, which auto leaves for a while after a bulk flow.
+jq '.services |= map(if .name == "bench-bulk" then . + {accelerate: "on"} else . end)' \
+	"$T/policy.json" >"$T/policy-on.json"
+
+# The servers are in the mesh cgroup (so (b) pairs with them) and listen on
+# every address of their namespace (so the proxies reach them on loopback).
+# A client outside the mesh is never paired with them: (a), (c), (d) are
+# plain TCP.
+run "$MESH" s timeout 3600 sockperf sr --tcp -i 0.0.0.0 -p $RR_PORT >"$T/sockperf-sr.out" 2>&1 &
+run "$MESH" s timeout 3600 iperf3 -s -p $BULK_PORT >"$T/iperf3-s.out" 2>&1 &
+
+haproxy_cfg() { # FILE BIND_ADDR TARGET_ADDR TARGET_OFFSET
+	cat >"$1" <<EOF
+global
+	maxconn 4096
+	nbthread 1
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 120s
+	timeout server 120s
+listen rr
+	bind $2:$((RR_PORT + HOP_OFFSET))
+	server s $3:$((RR_PORT + $4))
+listen bulk
+	bind $2:$((BULK_PORT + HOP_OFFSET))
+	server s $3:$((BULK_PORT + $4))
+EOF
+}
+# Server side hop: 198.18.1.2:2xxxx -> 127.0.0.1:server. Client side hop
+# (the sidecar pair's first half): 127.0.0.1:2xxxx -> 198.18.1.2:2xxxx.
+haproxy_cfg "$T/hop-s.cfg" "$S_ADDR" 127.0.0.1 0
+haproxy_cfg "$T/hop-c.cfg" 127.0.0.1 "$S_ADDR" $HOP_OFFSET
+run "$PLAIN" s timeout 3600 haproxy -db -f "$T/hop-s.cfg" >"$T/hop-s.out" 2>&1 &
+run "$PLAIN" c timeout 3600 haproxy -db -f "$T/hop-c.cfg" >"$T/hop-c.out" 2>&1 &
+sleep 1
+
+# way -> cgroup of the client, address of the request/response and bulk ports
+declare -A WAY_CG=([a]=$PLAIN [b]=$MESH [c]=$PLAIN [d]=$PLAIN)
+declare -A WAY_RR=([a]=$S_ADDR:$RR_PORT [b]=$VIP_RR:$RR_PORT
+	[c]=$S_ADDR:$((RR_PORT + HOP_OFFSET)) [d]=127.0.0.1:$((RR_PORT + HOP_OFFSET)))
+declare -A WAY_BULK=([a]=$S_ADDR:$BULK_PORT [b]=$VIP_BULK:$BULK_PORT
+	[c]=$S_ADDR:$((BULK_PORT + HOP_OFFSET)) [d]=127.0.0.1:$((BULK_PORT + HOP_OFFSET)))
+declare -A WAY_NAME=([a]="direct TCP" [b]="dmsc fast path" [c]="1 HAProxy hop" [d]="2 HAProxy hops")
+WAYS=(a b c d)
+
+cpu_usec() { sed -n 's/^usage_usec //p' "$BENCH/cpu.stat"; }
+
+# rr WAY SIZE: one ping-pong run; appends "way size p50 p99 avg cpu_us_per_req"
+rr() {
+	local way=$1 size=$2 addr=${WAY_RR[$1]} u0 u1 out n
+	u0=$(cpu_usec)
+	out=$(run "${WAY_CG[$way]}" c timeout $((RR_SECONDS + 20)) sockperf pp --tcp \
+		-i "${addr%:*}" -p "${addr#*:}" -t "$RR_SECONDS" -m "$size" --full-rtt 2>&1)
+	u1=$(cpu_usec)
+	n=$(sed -n 's/.*\[Total Run\].*ReceivedMessages=\([0-9]*\).*/\1/p' <<<"$out")
+	awk -v way="$way" -v size="$size" -v n="${n:-0}" -v cpu=$((u1 - u0)) '
+		/percentile 50.000/ { p50 = $NF }
+		/percentile 99.000/ { p99 = $NF }
+		/avg-rtt=/ { sub(/.*avg-rtt=/, ""); sub(/ .*/, ""); avg = $0 }
+		END { if (p50 == "" || n == 0) { print way, size, "nan nan nan nan"; exit }
+		      printf "%s %s %s %s %s %.3f\n", way, size, p50, p99, avg, cpu / n }' \
+		<<<"$out" >>"$T/rr.txt"
+}
+
+# bulk WAY [FILE]: one iperf3 run; appends "way gbit_per_s cpu_ms_per_GB"
+bulk() {
+	local way=$1 addr=${WAY_BULK[$1]} file=${2:-$T/bulk.txt} u0 u1 res
+	u0=$(cpu_usec)
+	res=$(run "${WAY_CG[$way]}" c timeout $((BULK_SECONDS + 20)) iperf3 -c "${addr%:*}" \
+		-p "${addr#*:}" -t "$BULK_SECONDS" -J 2>/dev/null |
+		jq -r '"\(.end.sum_received.bits_per_second / 1e6 | round / 1000) \(.end.sum_received.bytes)"' 2>/dev/null)
+	u1=$(cpu_usec)
+	awk -v way="$way" -v cpu=$((u1 - u0)) -v res="${res:-nan 0}" 'BEGIN {
+		split(res, r, " ")
+		if (r[1] == "nan" || r[2] + 0 == 0) { print way, "nan nan"; exit }
+		printf "%s %s %.1f\n", way, r[1], cpu / 1000 / (r[2] / 1e9) }' >>"$file"
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# iperf3 with write size LEN for WAY; prints "gbit cpu_ms_per_GB"
+bulk_len() {
+	local way=$1 len=$2 addr=${WAY_BULK[$1]} u0 u1 res
+	u0=$(cpu_usec)
+	res=$(run "${WAY_CG[$way]}" c timeout $((BULK_SECONDS + 20)) iperf3 -c "${addr%:*}" \
+		-p "${addr#*:}" -t "$BULK_SECONDS" -l "$len" -J 2>/dev/null |
+		jq -r '"\(.end.sum_received.bits_per_second / 1e6 | round / 1000) \(.end.sum_received.bytes)"' 2>/dev/null)
+	u1=$(cpu_usec)
+	awk -v cpu=$((u1 - u0)) -v res="${res:-nan 0}" 'BEGIN { split(res, r, " ")
+		if (r[1] == "nan" || r[2] + 0 == 0) { print "nan nan"; exit }
+		printf "%s %.0f\n", r[1], cpu / 1000 / (r[2] / 1e9) }'
+}
+
+if [[ ${1:-} == --variants ]]; then
+	VROUNDS=${ROUNDS:-2}
+	"$CTL" apply "$T/policy-on.json" >/dev/null || die "dmscctl apply failed"
+	{
+		echo "fast path variants, kernel $(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ); medians of $VROUNDS rounds, ${BULK_SECONDS}s iperf3 runs"
+		printf '%-34s %6s %9s %9s %6s %9s %9s %8s %8s\n' variant write "direct" "fastpath" ratio \
+			"direct" "fastpath" "p50 64B" "p50 64B"
+		printf '%-34s %6s %9s %9s %6s %9s %9s %8s %8s\n' "" "" "Gbit/s" "Gbit/s" "" "ms CPU/GB" "ms CPU/GB" "direct" "fastpath"
+	} | tee "$OUT/variants.txt"
+	for variant in "shipped: backlog bound 16 MiB|" \
+		"bound 1 MiB: bulk falls back at once|DMSC_FP_BACKLOG_MAX=1048576" \
+		"bound 64 MiB|DMSC_FP_BACKLOG_MAX=67108864" \
+		"unbounded backlog|DMSC_FP_BACKLOG_MAX=0" \
+		"unbounded + apply_bytes 1 MiB|DMSC_FP_BACKLOG_MAX=0 DMSC_FP_APPLY_BYTES=1048576" \
+		"unbounded + cork 64 KiB|DMSC_FP_BACKLOG_MAX=0 DMSC_FP_CORK_BYTES=65536"; do
+		name=${variant%%|*} envs=${variant#*|}
+		env $envs "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || { echo "bench: install $name failed" >&2; continue; }
+		p50a=nan p50b=nan
+		if [[ $envs != *CORK* ]]; then
+			: >"$T/rr.txt"
+			for ((r = 1; r <= VROUNDS; r++)); do rr a 64; rr b 64; done
+			mv "$T/rr.txt" "$T/rr.keep" 2>/dev/null
+		fi
+		for len in 16K 128K 1M; do
+			: >"$T/v.txt"
+			for ((r = 1; r <= VROUNDS; r++)); do
+				echo "a $(bulk_len a "$len")" >>"$T/v.txt"
+				echo "b $(bulk_len b "$len")" >>"$T/v.txt"
+			done
+			ga=$(awk '$1 == "a" && $2 != "nan" { print $2 }' "$T/v.txt" | median)
+			gb=$(awk '$1 == "b" && $2 != "nan" { print $2 }' "$T/v.txt" | median)
+			ca=$(awk '$1 == "a" && $3 != "nan" { print $3 }' "$T/v.txt" | median)
+			cb=$(awk '$1 == "b" && $3 != "nan" { print $3 }' "$T/v.txt" | median)
+			if [[ $len == 16K && -f $T/rr.keep ]]; then
+				p50a=$(awk '$1 == "a" && $3 != "nan" { print $3 }' "$T/rr.keep" | median)
+				p50b=$(awk '$1 == "b" && $3 != "nan" { print $3 }' "$T/rr.keep" | median)
+				rm -f "$T/rr.keep"
+			fi
+			printf '%-34s %6s %9s %9s %6s %9s %9s %8s %8s\n' "$name" "$len" "$ga" "$gb" \
+				"$(awk -v x="$gb" -v y="$ga" 'BEGIN { if (y + 0 == 0 || x == "nan") print "nan"; else printf "%.2f", x / y }')" \
+				"$ca" "$cb" "$p50a" "$p50b" | tee -a "$OUT/variants.txt"
+			p50a="" p50b=""
+		done
+		"$CTL" stats -o json | jq -c '[.services[] | select(.name == "bench-bulk") | .fastpath | {redirected_bytes, stack_bytes, backlog_fallback}]' |
+			sed 's/^/  counters so far: /' | tee -a "$OUT/variants.txt"
+	done
+	echo "bench: wrote $OUT/variants.txt"
+	exit 0
+fi
+
+: >"$T/rr.txt"
+: >"$T/bulk.txt"
+echo "bench: $ROUNDS rounds of 4 ways x (ping-pong 64 B, 1 KiB: ${RR_SECONDS}s each; iperf3: ${BULK_SECONDS}s)"
+for ((r = 1; r <= ROUNDS; r++)); do
+	for way in "${WAYS[@]}"; do
+		printf '  round %d/%d: %s\n' "$r" "$ROUNDS" "${WAY_NAME[$way]}"
+		rr "$way" 64
+		rr "$way" 1024
+		bulk "$way"
+	done
+done
+
+# Medians per way and size.
+declare -A M
+for way in "${WAYS[@]}"; do
+	for size in 64 1024; do
+		M[$way,p50,$size]=$(awk -v w="$way" -v s="$size" '$1 == w && $2 == s && $3 != "nan" { print $3 }' "$T/rr.txt" | median)
+		M[$way,p99,$size]=$(awk -v w="$way" -v s="$size" '$1 == w && $2 == s && $4 != "nan" { print $4 }' "$T/rr.txt" | median)
+		M[$way,cpu,$size]=$(awk -v w="$way" -v s="$size" '$1 == w && $2 == s && $6 != "nan" { print $6 }' "$T/rr.txt" | median)
+	done
+	M[$way,bulk]=$(awk -v w="$way" '$1 == w && $2 != "nan" { print $2 }' "$T/bulk.txt" | median)
+	M[$way,bulkcpu]=$(awk -v w="$way" '$1 == w && $3 != "nan" { print $3 }' "$T/bulk.txt" | median)
+done
+
+# Bulk once more with the reader's backlog unbounded (DMSC_FP_BACKLOG_MAX=0):
+# what the fast path gives bulk when nothing sends a writer back to TCP, at
+# the price of an unbounded queue at a slow reader. Not the default.
+STATS_DEFAULT=$("$CTL" stats -o json | jq -c '[.services[] | {name, fastpath: (.fastpath | {paired, redirected_msgs, redirected_bytes, stack_msgs, no_peer, miss, backlog_fallback, bulk_skip})}]')
+if DMSC_FP_BACKLOG_MAX=0 "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 &&
+	"$CTL" apply "$T/policy-on.json" >/dev/null; then
+	: >"$T/bulk0.txt"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		printf '  round %d/%d: bulk, direct and fast path with an unbounded backlog\n' "$r" "$ROUNDS"
+		bulk a "$T/bulk0.txt"
+		bulk b "$T/bulk0.txt"
+	done
+	for way in a b; do
+		M[$way,bulk0]=$(awk -v w="$way" '$1 == w && $2 != "nan" { print $2 }' "$T/bulk0.txt" | median)
+		M[$way,bulk0cpu]=$(awk -v w="$way" '$1 == w && $3 != "nan" { print $3 }' "$T/bulk0.txt" | median)
+	done
+else
+	M[a,bulk0]=nan M[b,bulk0]=nan M[a,bulk0cpu]=nan M[b,bulk0cpu]=nan
+fi
+
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (y + 0 == 0 || x == "nan" || y == "nan") print "nan"; else printf "%.2f", x / y }'; }
+
+KERNEL=$(uname -r)
+STATS=$STATS_DEFAULT
+{
+	echo "dmsc datapath benchmark, kernel $KERNEL, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "fast path: ${FASTPATH_NOTE:-unknown}; medians of $ROUNDS interleaved rounds"
+	echo
+	printf '%-19s %8s %8s %8s %8s %8s %8s %8s %9s\n' "" "p50 64B" "p99 64B" "p50 1KiB" "p99 1KiB" \
+		"bulk" "CPU/req" "CPU/req" "bulk CPU"
+	printf '%-19s %8s %8s %8s %8s %8s %8s %8s %9s\n' "" "us" "us" "us" "us" "Gbit/s" "64B us" "1KiB us" "ms/GB"
+	for way in "${WAYS[@]}"; do
+		printf '%-19s %8s %8s %8s %8s %8s %8s %8s %9s\n' "(${way}) ${WAY_NAME[$way]}" \
+			"${M[$way,p50,64]}" "${M[$way,p99,64]}" "${M[$way,p50,1024]}" "${M[$way,p99,1024]}" \
+			"${M[$way,bulk]}" "${M[$way,cpu,64]}" "${M[$way,cpu,1024]}" "${M[$way,bulkcpu]}"
+	done
+	echo
+	echo "ratio to (a) direct TCP (latency, CPU: lower is better; bulk: higher is better)"
+	for way in "${WAYS[@]}"; do
+		printf '%-19s %8s %8s %8s %8s %8s %8s %8s %9s\n' "(${way}) ${WAY_NAME[$way]}" \
+			"$(ratio "${M[$way,p50,64]}" "${M[a,p50,64]}")" "$(ratio "${M[$way,p99,64]}" "${M[a,p99,64]}")" \
+			"$(ratio "${M[$way,p50,1024]}" "${M[a,p50,1024]}")" "$(ratio "${M[$way,p99,1024]}" "${M[a,p99,1024]}")" \
+			"$(ratio "${M[$way,bulk]}" "${M[a,bulk]}")" \
+			"$(ratio "${M[$way,cpu,64]}" "${M[a,cpu,64]}")" "$(ratio "${M[$way,cpu,1024]}" "${M[a,cpu,1024]}")" \
+			"$(ratio "${M[$way,bulkcpu]}" "${M[a,bulkcpu]}")"
+	done
+	echo
+	echo "bulk with the reader's backlog unbounded (DMSC_FP_BACKLOG_MAX=0, accelerate on; not the default), $ROUNDS more rounds:"
+	printf '  direct TCP %s Gbit/s (%s ms CPU/GB), fast path %s Gbit/s (%s ms CPU/GB): ratio %s\n' \
+		"${M[a,bulk0]}" "${M[a,bulk0cpu]}" "${M[b,bulk0]}" "${M[b,bulk0cpu]}" "$(ratio "${M[b,bulk0]}" "${M[a,bulk0]}")"
+	echo
+	goal() { # TEXT OK
+		printf '  %-66s %s\n' "$1" "$([[ $2 == 1 ]] && echo met || echo MISSED)"
+	}
+	le() { awk -v x="$1" -v y="$2" 'BEGIN { print (x != "nan" && y != "nan" && x <= y) ? 1 : 0 }'; }
+	echo "goals (never asserted: a benchmark on a shared machine is a measurement, not a test)"
+	for s in 64 1024; do
+		for q in p50 p99; do
+			goal "$q ${s} B through dmsc <= 0.8 x direct TCP" \
+				"$(le "${M[b,$q,$s]}" "$(awk -v y="${M[a,$q,$s]}" 'BEGIN { print y * 0.8 }')")"
+			goal "$q ${s} B through dmsc at least 2 x better than two HAProxy hops" \
+				"$(le "$(awk -v x="${M[b,$q,$s]}" 'BEGIN { print x * 2 }')" "${M[d,$q,$s]}")"
+		done
+	done
+	goal "bulk through dmsc >= 1.0 x direct TCP" "$(le "${M[a,bulk]}" "${M[b,bulk]}")"
+	goal "bulk through dmsc at least 2 x two HAProxy hops" \
+		"$(le "$(awk -v x="${M[d,bulk]}" 'BEGIN { print x * 2 }')" "${M[b,bulk]}")"
+	echo
+	echo "fast path counters: $STATS"
+} | tee "$OUT/bench.txt"
+
+# JSON: the same figures.
+{
+	for way in "${WAYS[@]}"; do
+		jq -n --arg way "$way" --arg name "${WAY_NAME[$way]}" \
+			--arg p50_64 "${M[$way,p50,64]}" --arg p99_64 "${M[$way,p99,64]}" \
+			--arg p50_1k "${M[$way,p50,1024]}" --arg p99_1k "${M[$way,p99,1024]}" \
+			--arg bulk "${M[$way,bulk]}" --arg bulkcpu "${M[$way,bulkcpu]}" --arg cpu64 "${M[$way,cpu,64]}" --arg cpu1k "${M[$way,cpu,1024]}" \
+			'def n: if . == "nan" then null else tonumber end;
+			 {way: $way, name: $name,
+			  rr_64: {p50_us: ($p50_64 | n), p99_us: ($p99_64 | n), cpu_us_per_req: ($cpu64 | n)},
+			  rr_1024: {p50_us: ($p50_1k | n), p99_us: ($p99_1k | n), cpu_us_per_req: ($cpu1k | n)},
+			  bulk_gbit_s: ($bulk | n), bulk_cpu_ms_per_gb: ($bulkcpu | n)}'
+	done
+} | jq -s --arg kernel "$KERNEL" --arg note "${FASTPATH_NOTE:-}" --argjson rounds "$ROUNDS" \
+	--argjson stats "$STATS" --arg b0a "${M[a,bulk0]}" --arg b0b "${M[b,bulk0]}" \
+	--arg b0acpu "${M[a,bulk0cpu]}" --arg b0bcpu "${M[b,bulk0cpu]}" --rawfile rr "$T/rr.txt" --rawfile bulk "$T/bulk.txt" \
+	'. as $w | ($w[0]) as $a |
+	 def r(x; y): if x == null or y == null or y == 0 then null else ((x / y) * 100 | round) / 100 end;
+	 {kernel: $kernel, fastpath: $note, rounds: $rounds, ways: $w,
+	  ratios_to_direct: [$w[] | {way, name,
+	    rr_64_p50: r(.rr_64.p50_us; $a.rr_64.p50_us), rr_64_p99: r(.rr_64.p99_us; $a.rr_64.p99_us),
+	    rr_1024_p50: r(.rr_1024.p50_us; $a.rr_1024.p50_us), rr_1024_p99: r(.rr_1024.p99_us; $a.rr_1024.p99_us),
+	    bulk: r(.bulk_gbit_s; $a.bulk_gbit_s), bulk_cpu: r(.bulk_cpu_ms_per_gb; $a.bulk_cpu_ms_per_gb),
+	    cpu_64: r(.rr_64.cpu_us_per_req; $a.rr_64.cpu_us_per_req),
+	    cpu_1024: r(.rr_1024.cpu_us_per_req; $a.rr_1024.cpu_us_per_req)}],
+	  fastpath_counters: $stats,
+	  bulk_unbounded_backlog: ({direct_gbit_s: $b0a, fastpath_gbit_s: $b0b,
+	    direct_cpu_ms_per_gb: $b0acpu, fastpath_cpu_ms_per_gb: $b0bcpu}
+	    | map_values(if . == "nan" then null else tonumber end)),
+	  raw: {rr: ($rr | split("\n") | map(select(length > 0))), bulk: ($bulk | split("\n") | map(select(length > 0)))}}' \
+	>"$OUT/bench.json"
+
+# PNG: four panels, one bar per way.
+for way in "${WAYS[@]}"; do
+	printf '"%s" %s %s %s %s %s %s\n' "${WAY_NAME[$way]}" "${M[$way,p50,64]}" "${M[$way,p99,64]}" \
+		"${M[$way,p50,1024]}" "${M[$way,p99,1024]}" "${M[$way,bulk]}" "${M[$way,cpu,64]}"
+done >"$T/chart.dat"
+gnuplot <<EOF 2>"$T/gnuplot.err" || echo "bench: gnuplot failed: $(cat "$T/gnuplot.err")" >&2
+set terminal pngcairo size 1400,900 font ",10"
+set output "$OUT/bench.png"
+set datafile missing "nan"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set grid ytics
+set yrange [0:*]
+set xtics rotate by -15
+set key top left
+set multiplot layout 2,2 title "dmsc same-host datapath, kernel $KERNEL (medians of $ROUNDS rounds)"
+set logscale y
+set yrange [1:*]
+set title "Round trip, 64 B (us, log scale, lower is better)"
+plot "$T/chart.dat" using 2:xtic(1) title "p50", "" using 3 title "p99"
+set title "Round trip, 1 KiB (us, log scale, lower is better)"
+plot "$T/chart.dat" using 4:xtic(1) title "p50", "" using 5 title "p99"
+unset logscale y
+set yrange [0:*]
+set title "Bulk throughput, iperf3 (Gbit/s, higher is better)"
+plot "$T/chart.dat" using 6:xtic(1) title "Gbit/s"
+set title "CPU time per 64 B request (us, lower is better)"
+plot "$T/chart.dat" using 7:xtic(1) title "CPU us/request"
+unset multiplot
+EOF
+echo "bench: wrote $OUT/bench.txt, $OUT/bench.json, $OUT/bench.png"
