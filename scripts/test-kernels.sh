@@ -9,7 +9,7 @@
 #   scripts/test-kernels.sh [NAME...]       NAME: host 5.10 6.1 6.12 (default: all)
 #
 # Environment: DMSC_MATRIX_SUITES (suites to run, default test_l4.sh,
-# test_features.sh, test_udp.sh, test_limits.sh), DMSC_MATRIX_TIMEOUT (seconds
+# test_features.sh, test_udp.sh, test_limits.sh, test_fastpath.sh), DMSC_MATRIX_TIMEOUT (seconds
 # per guest, default 900),
 # DMSC_MATRIX_MEMORY (default 2G), DMSC_KERNEL_CACHE (scripts/kernels.sh).
 #
@@ -23,7 +23,7 @@ TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP" || exit 1
 . scripts/kernels.sh
 BUILD=${BUILD:-build}
-SUITES=${DMSC_MATRIX_SUITES:-tests/kernel/test_l4.sh tests/kernel/test_features.sh tests/kernel/test_udp.sh tests/kernel/test_limits.sh}
+SUITES=${DMSC_MATRIX_SUITES:-tests/kernel/test_l4.sh tests/kernel/test_features.sh tests/kernel/test_udp.sh tests/kernel/test_limits.sh tests/kernel/test_fastpath.sh}
 TIMEOUT=${DMSC_MATRIX_TIMEOUT:-900}
 MEMORY=${DMSC_MATRIX_MEMORY:-2G}
 MATRIX=$TOP/$BUILD/matrix
