@@ -5,7 +5,7 @@
 #   2. for SECONDS of fuzzing, seeded from tests/fuzz/corpus/NAME/, the
 #      corpus growing in build-fuzz/corpus/NAME/ (kept between runs).
 # Prints one line per harness: "fuzz NAME: N runs in S s, cov C (edges of
-# our code: json-c is not instrumented), ft F, corpus K" and the last line
+# our code: json-c and http_parser are not instrumented), ft F, corpus K" and the last line
 # "N passed, M failed". A crash leaves its input
 # in build-fuzz/artifacts/; add it to tests/fuzz/regressions/NAME/ with the fix.
 set -u
@@ -59,7 +59,7 @@ for name in "$@"; do
 		passed=$((passed + 1))
 	else
 		echo "not ok - fuzz $name (exit $rc) after ${runs:-?} runs in ${t} s:"
-		grep -E 'ERROR|SUMMARY|fuzz_policy:|artifact' "$log" | head -n 8
+		grep -E 'ERROR|SUMMARY|fuzz_[a-z]*:|artifact' "$log" | head -n 8
 		failed=$((failed + 1))
 	fi
 done

@@ -66,6 +66,7 @@
 #include "datapath.h"
 #include "dmsc/shared.h"
 #include "l7_bucket.h"
+#include "l7_http.h"
 #include "l7_route.h"
 #include "log.h"
 #include "policy.h"
@@ -173,10 +174,6 @@ enum cstate {
 	S_UPSTREAM, /* forwarding it */
 };
 
-struct hdr {
-	uint32_t name_off, name_len, val_off, val_len;
-};
-
 struct buf {
 	char *p;
 	size_t off, len, cap;
@@ -193,7 +190,7 @@ struct conn {
 	size_t svc_idx;
 	struct sockaddr_in peer;
 
-	http_parser rp, sp;
+	http_parser sp;
 	enum cstate state;
 	char cin[CIN_SIZE];
 	size_t cin_len, cin_off;
@@ -203,16 +200,8 @@ struct conn {
 	char uin[UIN_SIZE];
 	size_t uin_len;
 
-	/* the request being parsed */
-	char *head; /* opt.max_header_bytes */
-	size_t head_len;
-	uint32_t url_off, url_len;
-	struct hdr *hdrs;
-	uint32_t n_hdrs;
-	bool in_value;
-	int local_status; /* set by a callback that refuses the request */
-	bool req_done, req_chunked;
-	bool paused_head, paused_done;
+	struct dmsc_l7_req_parser rq;  /* the request being parsed */
+	bool paused_head, paused_done; /* the response parser's */
 
 	/* routing and the backend side */
 	int route;
@@ -431,9 +420,9 @@ static void access_log_line(const struct conn *c, uint64_t dur_ns)
 		fmt_addr(b->addr, htons(b->port), be, sizeof(be));
 	}
 	/* the target as sent, printable ASCII only, at most 256 bytes */
-	n = c->url_len < 256 ? c->url_len : 256;
+	n = c->rq.url_len < 256 ? c->rq.url_len : 256;
 	for (i = 0; i < n; i++) {
-		char ch = c->head[c->url_off + i];
+		char ch = c->rq.head[c->rq.url_off + i];
 
 		path[i] = (ch > 0x20 && ch < 0x7f && ch != '"') ? ch : '?';
 	}
@@ -442,7 +431,7 @@ static void access_log_line(const struct conn *c, uint64_t dur_ns)
 		       "%s.%03ldZ client=%s service=%s route=%d \"%s %s\" status=%d backend=%s "
 		       "attempts=%u ms=%.3f\n",
 		       ts, rt.tv_nsec / 1000000, client, c->svc->src->name, c->route,
-		       http_method_str((enum http_method)c->rp.method), path, c->status, be,
+		       http_method_str((enum http_method)c->rq.hp.method), path, c->status, be,
 		       c->attempts, (double)dur_ns / 1e6);
 	if (len > 0 && write(access_fd, line, (size_t)len) < 0) {
 		/* a full disk must not stop the traffic */
@@ -531,8 +520,7 @@ static void conn_reap(struct worker *w)
 		w->dead = c->dead_next;
 		free(c->cout.p);
 		free(c->uout.p);
-		free(c->head);
-		free(c->hdrs);
+		dmsc_l7_http_free(&c->rq);
 		free(c);
 	}
 }
@@ -570,8 +558,8 @@ static const char *reason_phrase(int status)
 static bool body_left_large(const struct conn *c)
 {
 	/* content_length is ULLONG_MAX when the request has none */
-	return !c->req_done && (c->req_chunked || ((c->rp.flags & F_CONTENTLENGTH) &&
-						   c->rp.content_length > RETAIN_MAX));
+	return !c->rq.req_done && (c->rq.req_chunked || ((c->rq.hp.flags & F_CONTENTLENGTH) &&
+							 c->rq.hp.content_length > RETAIN_MAX));
 }
 
 /* Queues a response of our own; close: "Connection: close" and close after. */
@@ -597,169 +585,48 @@ static void respond_local(struct conn *c, int status, bool close, uint64_t retry
 }
 
 /* ---- the request parser's callbacks ------------------------------------ */
-static int head_add(struct conn *c, const char *at, size_t len)
+/* The request parser is user/lib/l7_http.c (the fuzzer runs it too); these
+ * hooks tie it to the connection. */
+static int on_req_begin(struct dmsc_l7_req_parser *p)
 {
-	if (c->head_len + len > opt.max_header_bytes) {
-		c->local_status = 431;
-		return -1;
-	}
-	memcpy(c->head + c->head_len, at, len);
-	c->head_len += len;
-	return 0;
-}
-
-static int on_req_begin(http_parser *p)
-{
-	struct conn *c = p->data;
+	struct conn *c = p->owner;
 
 	c->state = S_HEAD;
-	c->head_len = c->url_off = c->url_len = 0;
-	c->n_hdrs = 0;
-	c->in_value = false;
-	c->local_status = 0;
-	c->req_done = c->req_chunked = false;
 	c->resp_started = c->resp_done = false;
 	c->status = 0;
 	c->deadline = now_ns() + (uint64_t)opt.head_ms * 1000000;
 	return 0;
 }
 
-static int on_req_url(http_parser *p, const char *at, size_t len)
+static int on_req_body(struct dmsc_l7_req_parser *p, const char *at, size_t len)
 {
-	struct conn *c = p->data;
-
-	if (c->url_len + len > opt.max_target) {
-		c->local_status = 414;
-		return -1;
-	}
-	if (head_add(c, at, len))
-		return -1;
-	c->url_len += (uint32_t)len;
-	return 0;
-}
-
-static int on_req_field(http_parser *p, const char *at, size_t len)
-{
-	struct conn *c = p->data;
-	struct hdr *h;
-
-	if (c->n_hdrs == 0 || c->in_value) {
-		if (c->n_hdrs >= opt.max_headers) {
-			c->local_status = 431;
-			return -1;
-		}
-		h = &c->hdrs[c->n_hdrs++];
-		h->name_off = (uint32_t)c->head_len;
-		h->name_len = h->val_len = 0;
-		h->val_off = 0;
-		c->in_value = false;
-	}
-	h = &c->hdrs[c->n_hdrs - 1];
-	if (head_add(c, at, len))
-		return -1;
-	h->name_len += (uint32_t)len;
-	return 0;
-}
-
-static int on_req_value(http_parser *p, const char *at, size_t len)
-{
-	struct conn *c = p->data;
-	struct hdr *h = &c->hdrs[c->n_hdrs - 1];
-
-	if (!c->in_value) {
-		c->in_value = true;
-		h->val_off = (uint32_t)c->head_len;
-	}
-	if (head_add(c, at, len))
-		return -1;
-	h->val_len += (uint32_t)len;
-	return 0;
-}
-
-static bool hdr_is(const struct conn *c, const struct hdr *h, const char *name)
-{
-	size_t n = strlen(name);
-
-	return h->name_len == n && strncasecmp(c->head + h->name_off, name, n) == 0;
-}
-
-static int on_req_headers(http_parser *p)
-{
-	struct conn *c = p->data;
-	int n_host = 0, n_te = 0, n_cl = 0;
-	uint32_t i;
-
-	for (i = 0; i < c->n_hdrs; i++) {
-		const struct hdr *h = &c->hdrs[i];
-
-		/* RFC 9112 5.1: no whitespace between a field name and the
-		 * colon; a server must reject it (the parser lets it pass) */
-		if (memchr(c->head + h->name_off, ' ', h->name_len) ||
-		    memchr(c->head + h->name_off, '\t', h->name_len))
-			c->local_status = 400;
-		if (hdr_is(c, h, "host"))
-			n_host++;
-		else if (hdr_is(c, h, "content-length"))
-			n_cl++;
-		else if (hdr_is(c, h, "transfer-encoding")) {
-			n_te++;
-			/* the only coding a request may carry here: exactly "chunked" */
-			if (h->val_len != 7 || strncasecmp(c->head + h->val_off, "chunked", 7))
-				c->local_status = 400;
-		}
-	}
-	/* RFC 9112 6.1 and 6.3: both framings at once is how requests are
-	 * smuggled; refuse and close (never guess which one the backend
-	 * would believe). Host exactly once in HTTP/1.1 (RFC 9112 3.2). */
-	if ((n_te && n_cl) || n_te > 1 || n_cl > 1 ||
-	    ((p->http_major == 1 && p->http_minor >= 1) ? n_host != 1 : n_host > 1))
-		c->local_status = 400;
-	if (p->upgrade || p->method == HTTP_CONNECT)
-		c->local_status = 501;
-	if (p->http_major != 1)
-		c->local_status = 505;
-	c->req_chunked = (p->flags & F_CHUNKED) != 0;
-	c->paused_head = true;
-	http_parser_pause(p, 1);
-	return 0;
-}
-
-static int on_req_body(http_parser *p, const char *at, size_t len)
-{
-	struct conn *c = p->data;
+	struct conn *c = p->owner;
 
 	c->deadline = now_ns() + (uint64_t)opt.io_ms * 1000000;
 	if (c->state != S_UPSTREAM)
 		return 0; /* answered locally: dropped */
-	if (c->req_chunked && buf_fmt(&c->uout, "%zx\r\n", len))
+	if (c->rq.req_chunked && buf_fmt(&c->uout, "%zx\r\n", len))
 		return -1;
 	if (buf_add(&c->uout, at, len))
 		return -1;
-	if (c->req_chunked && buf_add(&c->uout, "\r\n", 2))
+	if (c->rq.req_chunked && buf_add(&c->uout, "\r\n", 2))
 		return -1;
 	return 0;
 }
 
-static int on_req_done(http_parser *p)
+static int on_req_done(struct dmsc_l7_req_parser *p)
 {
-	struct conn *c = p->data;
+	struct conn *c = p->owner;
 
-	if (c->state == S_UPSTREAM && c->req_chunked && buf_add(&c->uout, "0\r\n\r\n", 5))
+	if (c->state == S_UPSTREAM && c->rq.req_chunked && buf_add(&c->uout, "0\r\n\r\n", 5))
 		return -1;
-	c->req_done = true;
-	c->paused_done = true;
-	http_parser_pause(p, 1);
 	return 0;
 }
 
-static const http_parser_settings req_settings = {
-    .on_message_begin = on_req_begin,
-    .on_url = on_req_url,
-    .on_header_field = on_req_field,
-    .on_header_value = on_req_value,
-    .on_headers_complete = on_req_headers,
-    .on_body = on_req_body,
-    .on_message_complete = on_req_done,
+static const struct dmsc_l7_http_hooks req_hooks = {
+    .begin = on_req_begin,
+    .body = on_req_body,
+    .done = on_req_done,
 };
 
 /* ---- the response parser's callbacks ----------------------------------- */
@@ -810,7 +677,7 @@ static void conn_close_client(struct conn *c);
 static void upstream_start(struct conn *c);
 static void client_parse(struct conn *c);
 
-static bool hop_by_hop(const struct conn *c, const struct hdr *h)
+static bool hop_by_hop(const struct conn *c, const struct dmsc_l7_http_hdr *h)
 {
 	/* "expect": the helper answers 100-continue itself (dispatch) */
 	static const char *const names[] = {
@@ -819,7 +686,7 @@ static bool hop_by_hop(const struct conn *c, const struct hdr *h)
 	size_t i;
 
 	for (i = 0; names[i]; i++)
-		if (hdr_is(c, h, names[i]))
+		if (dmsc_l7_http_hdr_is(&c->rq, h, names[i]))
 			return true;
 	return false;
 }
@@ -831,24 +698,24 @@ static int build_upstream_head(struct conn *c)
 	uint32_t i;
 	int err;
 
-	err = buf_fmt(b, "%s ", http_method_str((enum http_method)c->rp.method));
-	err = err ?: buf_add(b, c->head + c->url_off, c->url_len);
+	err = buf_fmt(b, "%s ", http_method_str((enum http_method)c->rq.hp.method));
+	err = err ?: buf_add(b, c->rq.head + c->rq.url_off, c->rq.url_len);
 	err = err ?: buf_add(b, " HTTP/1.1\r\n", 11);
-	for (i = 0; !err && i < c->n_hdrs; i++) {
-		const struct hdr *h = &c->hdrs[i];
+	for (i = 0; !err && i < c->rq.n_hdrs; i++) {
+		const struct dmsc_l7_http_hdr *h = &c->rq.hdrs[i];
 
 		if (hop_by_hop(c, h))
 			continue;
-		err = buf_add(b, c->head + h->name_off, h->name_len);
+		err = buf_add(b, c->rq.head + h->name_off, h->name_len);
 		err = err ?: buf_add(b, ": ", 2);
-		err = err ?: buf_add(b, c->head + h->val_off, h->val_len);
+		err = err ?: buf_add(b, c->rq.head + h->val_off, h->val_len);
 		err = err ?: buf_add(b, "\r\n", 2);
 	}
-	if (!err && c->req_chunked)
+	if (!err && c->rq.req_chunked)
 		err = buf_add(b, "Transfer-Encoding: chunked\r\n", 28);
-	else if (!err && (c->rp.flags & F_CONTENTLENGTH))
+	else if (!err && (c->rq.hp.flags & F_CONTENTLENGTH))
 		err = buf_fmt(b, "Content-Length: %llu\r\n",
-			      (unsigned long long)c->rp.content_length);
+			      (unsigned long long)c->rq.hp.content_length);
 	err = err ?: buf_add(b, "Connection: keep-alive\r\n\r\n", 26);
 	return err;
 }
@@ -866,9 +733,9 @@ static void dispatch(struct conn *c)
 	struct dmsc_l7_header hv[256];
 	struct dmsc_l7_request req = {0};
 	const struct dmsc_l7_route *route = NULL;
-	const char *method = http_method_str((enum http_method)c->rp.method);
+	const char *method = http_method_str((enum http_method)c->rq.hp.method);
 	uint64_t now = now_ns(), wait;
-	uint32_t i, n = c->n_hdrs < 256 ? c->n_hdrs : 256;
+	uint32_t i, n = c->rq.n_hdrs < 256 ? c->rq.n_hdrs : 256;
 
 	c->t_req = now;
 	c->status = 0;
@@ -876,19 +743,19 @@ static void dispatch(struct conn *c)
 	c->tried = 0;
 	c->backend = -1;
 	c->resp_head = c->resp_done = c->resp_started = false;
-	c->client_keepalive = http_should_keep_alive(&c->rp) != 0;
-	c->idempotent = method_idempotent(c->rp.method);
-	c->is_head = c->rp.method == HTTP_HEAD;
+	c->client_keepalive = http_should_keep_alive(&c->rq.hp) != 0;
+	c->idempotent = method_idempotent(c->rq.hp.method);
+	c->is_head = c->rq.hp.method == HTTP_HEAD;
 	c->deadline = now + (uint64_t)opt.io_ms * 1000000;
 
 	req.method = method;
 	req.method_len = strlen(method);
-	dmsc_l7_target_path(c->head + c->url_off, c->url_len, &req.path, &req.path_len);
+	dmsc_l7_target_path(c->rq.head + c->rq.url_off, c->rq.url_len, &req.path, &req.path_len);
 	for (i = 0; i < n; i++) {
-		hv[i].name = c->head + c->hdrs[i].name_off;
-		hv[i].name_len = c->hdrs[i].name_len;
-		hv[i].value = c->head + c->hdrs[i].val_off;
-		hv[i].value_len = c->hdrs[i].val_len;
+		hv[i].name = c->rq.head + c->rq.hdrs[i].name_off;
+		hv[i].name_len = c->rq.hdrs[i].name_len;
+		hv[i].value = c->rq.head + c->rq.hdrs[i].val_off;
+		hv[i].value_len = c->rq.hdrs[i].val_len;
 	}
 	req.headers = hv;
 	req.n_headers = n;
@@ -927,12 +794,13 @@ static void dispatch(struct conn *c)
 	/* Expect: 100-continue (RFC 9110 10.1.1): the helper streams the body
 	 * as it comes, so it says "continue" at once rather than making the
 	 * client wait for the backend's (or for its own timer). */
-	if (!c->req_done &&
-	    (c->req_chunked || ((c->rp.flags & F_CONTENTLENGTH) && c->rp.content_length > 0)) &&
-	    c->rp.http_minor >= 1) {
-		for (i = 0; i < c->n_hdrs; i++)
-			if (hdr_is(c, &c->hdrs[i], "expect") && c->hdrs[i].val_len == 12 &&
-			    !strncasecmp(c->head + c->hdrs[i].val_off, "100-continue", 12)) {
+	if (!c->rq.req_done &&
+	    (c->rq.req_chunked ||
+	     ((c->rq.hp.flags & F_CONTENTLENGTH) && c->rq.hp.content_length > 0)) &&
+	    c->rq.hp.http_minor >= 1) {
+		for (i = 0; i < c->rq.n_hdrs; i++)
+			if (dmsc_l7_http_hdr_is(&c->rq, &c->rq.hdrs[i], "expect") &&
+			    dmsc_l7_http_val_is(&c->rq, &c->rq.hdrs[i], "100-continue")) {
 				buf_add(&c->cout, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 				break;
 			}
@@ -1076,10 +944,10 @@ static void upstream_on_connected(struct conn *c)
 /* The response (or its end) is complete: next request, or close. */
 static void response_complete(struct conn *c)
 {
-	upstream_close(c, c->up_reusable && c->req_done && !c->close_after);
+	upstream_close(c, c->up_reusable && c->rq.req_done && !c->close_after);
 	request_finished(c);
 	c->state = S_IDLE;
-	if (!c->client_keepalive || !c->req_done || draining)
+	if (!c->client_keepalive || !c->rq.req_done || draining)
 		c->close_after = true;
 	c->deadline = now_ns() + (uint64_t)opt.idle_ms * 1000000;
 }
@@ -1151,7 +1019,7 @@ static void upstream_read(struct conn *c)
 			}
 			if (!head_before && c->resp_head) {
 				if ((c->status == 502 || c->status == 503) && c->idempotent &&
-				    c->retain && c->req_done && c->retries_left > 0) {
+				    c->retain && c->rq.req_done && c->retries_left > 0) {
 					upstream_failed(c, true, c->status);
 					return;
 				}
@@ -1238,9 +1106,9 @@ static void client_parse(struct conn *c)
 {
 	while (c->cfd >= 0 && !c->close_after) {
 		size_t n;
-		enum http_errno e;
+		int status;
 
-		if (c->state == S_LOCAL && c->req_done && c->resp_done) {
+		if (c->state == S_LOCAL && c->rq.req_done && c->resp_done) {
 			/* a local answer and its request are both done */
 			request_finished(c);
 			c->state = S_IDLE;
@@ -1251,32 +1119,24 @@ static void client_parse(struct conn *c)
 		}
 		if (c->state == S_IDLE && (buf_pending(&c->cout) >= OUT_HIGH || c->ufd >= 0))
 			break; /* the previous response is still leaving */
-		if (c->req_done && c->state != S_IDLE)
+		if (c->rq.req_done && c->state != S_IDLE)
 			break; /* pipelined: wait for the response */
 		if (c->state == S_UPSTREAM && buf_pending(&c->uout) >= OUT_HIGH)
 			break; /* back-pressure from the backend */
 		if (c->cin_off == c->cin_len)
 			break;
-		c->paused_head = c->paused_done = false;
-		n = http_parser_execute(&c->rp, &req_settings, c->cin + c->cin_off,
-					c->cin_len - c->cin_off);
-		c->cin_off += n;
-		e = HTTP_PARSER_ERRNO(&c->rp);
-		if (e == HPE_PAUSED) {
-			http_parser_pause(&c->rp, 0);
-		} else if (e != HPE_OK) {
-			int status = c->local_status ? c->local_status : 400;
-
-			if (e == HPE_HEADER_OVERFLOW)
-				status = 431;
+		if (dmsc_l7_http_feed(&c->rq, c->cin + c->cin_off, c->cin_len - c->cin_off, &n,
+				      &status)) {
+			c->cin_off += n;
 			if (c->state == S_UPSTREAM)
 				upstream_close(c, false);
 			reject(c, status);
 			break;
 		}
-		if (c->paused_head && c->state == S_HEAD) {
-			if (c->local_status) {
-				reject(c, c->local_status);
+		c->cin_off += n;
+		if (c->rq.paused_head && c->state == S_HEAD) {
+			if (c->rq.status) {
+				reject(c, c->rq.status);
 				break;
 			}
 			dispatch(c);
@@ -1334,12 +1194,12 @@ static void conn_step(struct conn *c)
 	if (c->cfd >= 0 && c->cin_eof && c->state == S_IDLE && c->cin_len == 0 &&
 	    !buf_pending(&c->cout))
 		conn_close_client(c);
-	if (c->cfd >= 0 && c->cin_eof && !c->req_done && c->cin_len == 0 &&
+	if (c->cfd >= 0 && c->cin_eof && !c->rq.req_done && c->cin_len == 0 &&
 	    (c->state == S_UPSTREAM || c->state == S_LOCAL) && !c->resp_started)
 		conn_close_client(c); /* the body will never be complete */
 	if (c->cfd >= 0 && c->cin_eof && c->state == S_HEAD) {
 		/* ended mid-head: nothing to answer to */
-		http_parser_execute(&c->rp, &req_settings, NULL, 0);
+		dmsc_l7_http_eof(&c->rq);
 		conn_close_client(c);
 	}
 	if (c->cfd >= 0 && c->close_after && !buf_pending(&c->cout) &&
@@ -1370,6 +1230,11 @@ static void accept_one(struct worker *w, int fd)
 	socklen_t len = sizeof(peer);
 	const struct dmsc_l7_service *svc;
 	struct epoll_event ev;
+	const struct dmsc_l7_http_limits lim = {
+	    .max_header_bytes = opt.max_header_bytes,
+	    .max_headers = opt.max_headers,
+	    .max_target = opt.max_target,
+	};
 	struct conn *c;
 	int one = 1;
 
@@ -1403,15 +1268,7 @@ static void accept_one(struct worker *w, int fd)
 		return;
 	}
 	c = calloc(1, sizeof(*c));
-	if (c) {
-		c->head = malloc(opt.max_header_bytes);
-		c->hdrs = calloc(opt.max_headers, sizeof(*c->hdrs));
-	}
-	if (!c || !c->head || !c->hdrs) {
-		if (c) {
-			free(c->head);
-			free(c->hdrs);
-		}
+	if (!c || dmsc_l7_http_init(&c->rq, &lim, &req_hooks, c)) {
 		free(c);
 		close(fd);
 		return;
@@ -1427,16 +1284,13 @@ static void accept_one(struct worker *w, int fd)
 	c->route = -1;
 	c->backend = -1;
 	c->state = S_IDLE;
-	http_parser_init(&c->rp, HTTP_REQUEST);
-	c->rp.data = c;
 	c->deadline = now_ns() + (uint64_t)opt.idle_ms * 1000000;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->cev = EPOLLIN | EPOLLRDHUP;
 	ev.events = c->cev;
 	ev.data.ptr = &c->cep;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		free(c->head);
-		free(c->hdrs);
+		dmsc_l7_http_free(&c->rq);
 		free(c);
 		close(fd);
 		return;
@@ -1508,9 +1362,9 @@ static void sweep(struct worker *w, uint64_t now)
 				reject(c, 408); /* slowloris: the head took too long */
 			else if (c->state == S_IDLE)
 				conn_close_client(c); /* idle, or a reader that stalled */
-			else if (!c->req_done && !c->resp_started)
+			else if (!c->rq.req_done && !c->resp_started)
 				reject(c, 408); /* a body that stalled */
-			else if (!c->req_done || buf_pending(&c->cout))
+			else if (!c->rq.req_done || buf_pending(&c->cout))
 				conn_close_client(c);
 			else
 				c->deadline = 0; /* waiting on the backend: up_deadline */

@@ -311,6 +311,12 @@ hostile "chunk size overflowing 64 bits" "[400]" \
 hostile "NUL in a header name" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nX-\0A: b\r\n\r\n"
 hostile "NUL in a header value" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nX-A: b\0c\r\n\r\n"
 hostile "NUL in the request target" "[400]" "GET /a\0b HTTP/1.1\r\nHost: x\r\n\r\n"
+# found by tests/fuzz/fuzz_http.c: the parser lets a NUL through as a value's
+# first byte, and takes "Transfer-Encodingx" for a Transfer-Encoding that
+# drops chunked (and used to fail only after the head was sent on)
+hostile "NUL as a header value's first byte" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nX-A: \0b\r\n\r\n"
+hostile "a field named Transfer-Encodingx after chunked" "[400]" \
+	"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encodingx: 1\r\n\r\n0\r\n\r\n"
 hostile "unknown method" "[400]" "GETT / HTTP/1.1\r\nHost: x\r\n\r\n"
 hostile "lower-case method" "[400]" "get / HTTP/1.1\r\nHost: x\r\n\r\n"
 hostile "HTTP/2.0 in an HTTP/1 request line" "[505]" "GET / HTTP/2.0\r\nHost: x\r\n\r\n"

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * dmsc-l7's request-head parser: Node's http_parser (Debian's
+ * libhttp-parser) driven by callbacks that collect a request's method,
+ * target, headers and body framing into bounded buffers, and the checks that
+ * refuse a request (400, 414, 431, 501, 505; both Content-Length and
+ * Transfer-Encoding; a field name with whitespace; Host not exactly once in
+ * HTTP/1.1). Pure: no I/O, no clock; dmsc-l7 and tests/fuzz/fuzz_http.c run
+ * the same code.
+ *
+ * The parser pauses after each request head (paused_head: route it, or
+ * refuse it if status is set) and after each message (paused_done: the next
+ * pipelined request waits). The owner's hooks see the message begin, the
+ * body bytes as they come and the message end.
+ */
+#ifndef DMSC_L7_HTTP_H
+#define DMSC_L7_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <http_parser.h>
+
+struct dmsc_l7_http_limits {
+	uint32_t max_header_bytes; /* request target + header names and values: past it 431 */
+	uint32_t max_headers;	   /* header fields: past it 431 */
+	uint32_t max_target;	   /* request target: past it 414 */
+};
+
+/* offsets into dmsc_l7_req_parser.head */
+struct dmsc_l7_http_hdr {
+	uint32_t name_off, name_len, val_off, val_len;
+};
+
+struct dmsc_l7_req_parser;
+
+struct dmsc_l7_http_hooks {
+	/* a request starts; nonzero fails the parse */
+	int (*begin)(struct dmsc_l7_req_parser *p);
+	/* body bytes (de-chunked); nonzero fails the parse */
+	int (*body)(struct dmsc_l7_req_parser *p, const char *at, size_t len);
+	/* the request is complete; nonzero fails the parse */
+	int (*done)(struct dmsc_l7_req_parser *p);
+};
+
+struct dmsc_l7_req_parser {
+	http_parser hp; /* method, version, flags, content_length, upgrade */
+	struct dmsc_l7_http_limits lim;
+	const struct dmsc_l7_http_hooks *hooks;
+	void *owner;
+
+	/* the request being parsed */
+	char *head; /* lim.max_header_bytes */
+	size_t head_len;
+	uint32_t url_off, url_len;
+	struct dmsc_l7_http_hdr *hdrs; /* lim.max_headers */
+	uint32_t n_hdrs;
+	bool in_value;
+	int status; /* 0, or the status that refuses this request */
+	bool req_done, req_chunked;
+	bool paused_head, paused_done; /* set by the last feed */
+};
+
+/* 0 or -ENOMEM; hooks may be NULL, and so may any of its members. */
+int dmsc_l7_http_init(struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_limits *lim,
+		      const struct dmsc_l7_http_hooks *hooks, void *owner);
+void dmsc_l7_http_free(struct dmsc_l7_req_parser *p);
+
+/*
+ * Feeds len bytes (len > 0; a pause stops early: *used says how many were
+ * consumed) and resumes a paused parser first. Returns 0, or -EBADMSG when
+ * the bytes are not a request it accepts: *status is then the status to
+ * answer with (400, 414, 431, 501, 505) and the parser is done for this
+ * connection. A head parsed with p->status set must be refused with it too.
+ */
+int dmsc_l7_http_feed(struct dmsc_l7_req_parser *p, const char *buf, size_t len, size_t *used,
+		      int *status);
+/* The client closed its side: tells the parser (no more bytes). */
+void dmsc_l7_http_eof(struct dmsc_l7_req_parser *p);
+
+/* Header h's name is name (ASCII case-insensitive)? */
+bool dmsc_l7_http_hdr_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h,
+			 const char *name);
+/* Header h's value is exactly value (ASCII case-insensitive)? */
+bool dmsc_l7_http_val_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h,
+			 const char *value);
+
+#endif
