@@ -7,37 +7,13 @@
 # server outside the mesh cgroup, 198.18.1.3), each its own network
 # namespace, so every connection crosses two veths without the fast path.
 set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-. "$TOP/tests/lib/assert.sh"
-. "$TOP/tests/lib/netns.sh"
-t_need_root
-
-BIN=${BIN:-$TOP/build}
-CTL=$BIN/dmscctl
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+dmsc_suite_begin fp dfp$$
 STREAM=$BIN/tools/dmsc-stream
-SRV=$BIN/tools/dmsc-testsrv
-P=dfp$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-fp.XXXXXX")
 MiB=$((1 << 20))
-
-cleanup() {
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
 for tool in iperf3 curl jq; do
 	command -v "$tool" >/dev/null || { t_fail "$tool is installed (scripts/install-deps.sh)"; t_summary; exit 1; }
 done
-
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || { t_fail "mount bpffs"; t_summary; exit 1; }
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-
-dmsc_net_init "$P" || exit 1
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host s 198.18.1.2/16 || exit 1
 dmsc_net_host r 198.18.1.3/16 || exit 1

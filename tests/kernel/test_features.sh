@@ -6,27 +6,9 @@
 # required feature makes install refuse, naming it and the Linux version
 # that has it, and leave nothing behind.
 set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-. "$TOP/tests/lib/assert.sh"
-. "$TOP/tests/lib/netns.sh"
-t_need_root
-
-BIN=${BIN:-$TOP/build}
-CTL=$BIN/dmscctl
-SRV=$BIN/tools/dmsc-testsrv
-PROBE=$BIN/tools/dmsc-probe
-P=dft$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-feat.XXXXXX")
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+dmsc_suite_begin feat dft$$
 VIP=198.19.0.10
-
-cleanup() {
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
-}
-trap cleanup EXIT
 
 # jqe FILTER FILE: jq -e, quietly.
 jqe() {
@@ -49,9 +31,6 @@ t_check "verifier: every program loaded, with instructions processed" \
 	"$T/verifier.json"
 
 # 2. An older kernel without cgroup/getpeername4 (before 5.8): fallback.
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || { t_fail "mount bpffs"; t_summary; exit 1; }
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-dmsc_net_init "$P" || exit 1
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host b1 198.18.1.2/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1

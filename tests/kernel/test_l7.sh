@@ -5,19 +5,17 @@
 # every request on its own. Clients (curl, dmsc-httpc, wrk) run in a client
 # namespace without a default route, inside the mesh cgroup.
 set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-. "$TOP/tests/lib/assert.sh"
-. "$TOP/tests/lib/netns.sh"
-t_need_root
-
-BIN=${BIN:-$TOP/build}
-CTL=$BIN/dmscctl
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+L7PID=
+DPID=
+# The helper and dmscd go before the common cleanup (kernel.sh).
+suite_cleanup() {
+	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null
+	[[ -n $DPID ]] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+}
+dmsc_suite_begin l7 dl7$$
 L7=$BIN/dmsc-l7
-SRV=$BIN/tools/dmsc-testsrv
 HTTPC=$BIN/tools/dmsc-httpc
-P=dl7$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-l7.XXXXXX")
 HELPER=198.18.0.1:15001
 WEB=198.19.0.20
 SLOW=198.19.0.21
@@ -29,24 +27,6 @@ LOOP=198.19.0.26
 BIG=198.19.0.27
 # wrk's 30 s load; L7_LOAD_SECONDS=0 skips it (counted as skipped, not passed)
 LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
-L7PID=
-
-DPID=
-cleanup() {
-	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null
-	[[ -n $DPID ]] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || { t_fail "mount bpffs"; t_summary; exit 1; }
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-
-dmsc_net_init "$P" || exit 1
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host n 198.18.0.1/16 || exit 1
 i=2
