@@ -301,7 +301,7 @@ static int cmd_show_services(const struct opts *o)
 		const struct dmsc_state_svc *s = &st.svcs[i];
 		struct json_object *js = json_object_new_object(), *bes = json_object_new_array();
 
-		dmsc_format_svc_key(&s->key, key, sizeof(key));
+		dmsc_format_service(s, key, sizeof(key));
 		json_add(js, "name", json_object_new_string(s->meta.name));
 		json_add(js, "id", json_object_new_int64(s->svc.id));
 		json_add(js, "vip", json_object_new_string(key));
@@ -411,7 +411,7 @@ static int cmd_stats(const struct opts *o)
 		struct dmsc_svc_stats ss;
 
 		dmsc_percpu_sum(&dp, DMSC_M_SVC_STATS, s->svc.id, &ss, sizeof(ss));
-		dmsc_format_svc_key(&s->key, key, sizeof(key));
+		dmsc_format_service(s, key, sizeof(key));
 		json_add(js, "name", json_object_new_string(s->meta.name));
 		json_add(js, "vip", json_object_new_string(key));
 		if (!o->json)
@@ -509,7 +509,7 @@ static int cmd_show_access(const struct opts *o)
 		bool listed = s->svc.flags & DMSC_SVC_F_ALLOW_LIST;
 		struct json_object *js = json_object_new_object(), *jr = json_object_new_array();
 
-		dmsc_format_svc_key(&s->key, key, sizeof(key));
+		dmsc_format_service(s, key, sizeof(key));
 		json_add(js, "name", json_object_new_string(s->meta.name));
 		json_add(js, "vip", json_object_new_string(key));
 		json_add(js, "open_to_all", json_object_new_boolean(!listed));

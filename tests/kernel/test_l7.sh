@@ -417,6 +417,8 @@ rc=$?
 L7PID=
 t_eq "SIGTERM: the in-flight request is answered" "$(jq -c .bodies "$T/drain.json")" '{"slow":1}'
 t_eq "SIGTERM: the helper exits 0 after draining" "$rc" 0
+t_eq "show services names an http service as such" \
+	"$("$CTL" show services -o json | jq -r '.services[] | select(.name == "web") | .vip')" "$WEB:80/http"
 t_check "stats count the handoffs sockops published" \
 	bash -c "'$CTL' stats -o json | jq -e '.reasons.l7_handoff >= 50 and .reasons.l7_handoff_full == 0' >/dev/null"
 

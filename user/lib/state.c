@@ -31,6 +31,19 @@ void dmsc_format_svc_key(const struct dmsc_svc_key *k, char *buf, size_t len)
 	snprintf(buf, len, "%s/%s", ap, k->proto == DMSC_PROTO_UDP ? "udp" : "tcp");
 }
 
+void dmsc_format_service(const struct dmsc_state_svc *s, char *buf, size_t len)
+{
+	char ap[32];
+
+	/* http services share the kernel's TCP key: the flag tells them apart. */
+	if (!(s->svc.flags & DMSC_SVC_F_L7)) {
+		dmsc_format_svc_key(&s->key, buf, len);
+		return;
+	}
+	dmsc_format_addr_port(s->key.vip, s->key.port, ap, sizeof(ap));
+	snprintf(buf, len, "%s/http", ap);
+}
+
 const char *dmsc_change_op_name(enum dmsc_change_op op)
 {
 	switch (op) {

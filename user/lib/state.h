@@ -95,5 +95,7 @@ const char *dmsc_change_op_name(enum dmsc_change_op op);
 /* "198.19.0.10:9080/tcp" */
 void dmsc_format_svc_key(const struct dmsc_svc_key *k, char *buf, size_t len);
 void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len);
+/* As dmsc_format_svc_key, with "/http" for a service handed to dmsc-l7. */
+void dmsc_format_service(const struct dmsc_state_svc *s, char *buf, size_t len);
 
 #endif /* DMSC_STATE_H */
