@@ -190,13 +190,17 @@ t_range "slow reader: then the writers' verdicts sent them to the stack" "$(fp s
 # auto learned that this service runs bulk: its next connection is plain TCP
 # from the start (no sockmap at all), and still byte-exact.
 reg0=$(fp slow registered)
+# (counted from here: on a kernel without a readable backlog the second of the
+# two slow connections may already have been skipped, if it connected after
+# the first one marked the service)
+skip0=$(fp slow bulk_skip)
 n0=$(lines "$T/s7002.out")
 mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.27:7002 --bytes 8M --back-bytes 1M \
 	--seed 18 >"$T/slow2.json"
 t_eq "auto after bulk: the next connection is ok" "$(jq -c '[.ok, .failed]' "$T/slow2.json")" "[1,0]"
 t_eq "auto after bulk: the server got every byte" "$(server_check "$T/s7002.out" "$n0" 1)" "[1,1]"
 t_eq "auto after bulk: the next connection was not registered (bulk_skip)" \
-	"$(($(fp slow registered) - reg0)):$(fp slow bulk_skip)" "0:1"
+	"$(($(fp slow registered) - reg0)):$(($(fp slow bulk_skip) - skip0))" "0:1"
 
 # 6c. TCP Fast Open: bytes written before ESTABLISHED go on the stack, so a
 #     socket that wrote them never redirects.
