@@ -83,7 +83,7 @@ static int be_index_cmp(const void *a, const void *b)
 /* Every element of a hash map, as an array of entries of entry_size bytes:
  * the key at offset 0, the value right after it (both sides lay their
  * entries out so). */
-static int read_entries(int fd, size_t key_size, size_t value_size, size_t entry_size,
+static int read_entries(int fd, size_t key_size, size_t entry_size,
 			void **out, size_t *n)
 {
 	char key[64], next[64];
@@ -110,7 +110,6 @@ static int read_entries(int fd, size_t key_size, size_t value_size, size_t entry
 		if (bpf_map_lookup_elem(fd, key, arr + *n * entry_size + key_size) == 0)
 			(*n)++;
 	}
-	(void)value_size;
 	*out = arr;
 	return 0;
 }
@@ -120,8 +119,7 @@ int dmsc_read_allow(const struct dmsc_datapath *dp, struct dmsc_allow_entry **ou
 	int err;
 
 	err = read_entries(dp->fd[DMSC_M_ALLOW], sizeof(struct dmsc_allow_key),
-			   sizeof(struct dmsc_allow_rule), sizeof(struct dmsc_allow_entry),
-			   (void **)out, n);
+			   sizeof(struct dmsc_allow_entry), (void **)out, n);
 	if (!err && *n)
 		qsort(*out, *n, sizeof(**out), allow_cmp);
 	return err;
@@ -197,7 +195,7 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 	err = dmsc_read_allow(dp, &st->allow, &st->n_allow);
 	if (err)
 		goto fail_other;
-	err = read_entries(dp->fd[DMSC_M_BE_INDEX], sizeof(struct dmsc_svc_key), sizeof(__u32),
+	err = read_entries(dp->fd[DMSC_M_BE_INDEX], sizeof(struct dmsc_svc_key),
 			   sizeof(struct dmsc_be_index_entry), (void **)&st->be_index,
 			   &st->n_be_index);
 	if (err)
