@@ -112,9 +112,13 @@ mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.20:7000 --conns 4 --bytes
 t_eq "4 x 64 MiB each way: every connection ok at the client" "$(jq -c '[.ok, .failed, .first_bad]' "$T/bulk.json")" "[4,0,-1]"
 t_eq "4 x 64 MiB each way: the server got every byte in order" "$(server_check "$T/s7000.out" "$n0" 4)" "[4,4]"
 # A client whose first write beats its server end's registration (the final
-# ACK still in a softirq queue) stays on the stack, counted in no_peer.
-t_eq "the 4 connections were paired, or their client wrote first (no_peer)" \
-	"$(($(fp stream paired) + $(fp stream no_peer)))" 4
+# ACK still in a softirq queue) stays on the stack, counted in no_peer. Both
+# counters can count one connection: the server end found the pending entry
+# and registered (paired) while its client's first write was deciding without
+# it (no_peer); the server then redirects, the client sends on the stack.
+fp_paired=$(fp stream paired) fp_nopeer=$(fp stream no_peer)
+t_eq "each of the 4 connections was paired or its client wrote first (no_peer)" \
+	"$(jq -n --argjson p "$fp_paired" --argjson n "$fp_nopeer" '$p <= 4 and $n <= 4 and $p + $n >= 4')" true
 # A reader that falls more than DMSC_FP_BACKLOG_MAX behind (this machine is
 # shared: a reader may be descheduled) sends its writer to the stack; that
 # is counted, and the bytes above were checked across the switch.
