@@ -311,11 +311,15 @@ struct dmsc_l7_handoff {
 #define DMSC_MAP_FP_SVC "dmsc_fp_svc"
 #define DMSC_FP_SOCKS_MAX 65536
 #define DMSC_FP_PENDING_MAX 16384
-/* Unread redirected bytes at which a writer leaves the fast path. Plain TCP
- * lets a writer run ahead by its send buffer and the receive window (up to
- * 4 + 6 MiB with Linux's defaults); a little more, so that a reader that is
- * only descheduled for a moment does not cost a bulk flow its fast path. */
-#define DMSC_FP_BACKLOG_MAX (16u << 20)
+/* Unread redirected bytes at which a writer leaves the fast path. Nothing
+ * holds a redirecting writer back, so when the scheduler runs it on the
+ * reader's CPU it fills its whole time slice: on 2 CPUs a reader that keeps
+ * up on average is routinely 30-50 MiB behind for a moment (measured with
+ * `scripts/bench-datapath.sh --variants`: iperf3 left the fast path in 6 of
+ * 6 runs at 16 MiB, 2 of 6 at 48 MiB, 0 of 6 at 64 MiB). Plain TCP lets a
+ * writer run ahead by its send buffer plus the receive window: tcp_wmem[2] +
+ * tcp_rmem[2], 4 + 32 MiB on Linux 6.10+ (4 + 6 MiB before). */
+#define DMSC_FP_BACKLOG_MAX (64u << 20)
 /* accelerate "auto" on a kernel that cannot tell a reader's backlog: a
  * message this large is bulk, and bulk without flow control is not
  * redirected (the writer leaves the fast path). */
