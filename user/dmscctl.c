@@ -37,6 +37,9 @@ struct opts {
 	unsigned int max_backends;
 	const char *ifaces[DMSC_IFACES_MAX];
 	size_t n_ifaces;
+	bool fp_backlog_set;
+	bool fp_backlog_default;
+	__u32 fp_backlog_max;
 };
 
 static const char usage_text[] =
@@ -68,6 +71,11 @@ static const char usage_text[] =
 	"      --interface IF       install: police traffic arriving on IF for local\n"
 	"                           backends of byte-limited services (TC ingress;\n"
 	"                           repeat for more, up to 8)\n"
+	"      --fastpath-backlog BYTES|default  install: how far a same-host writer\n"
+	"                           may run ahead of its reader on the fast path before\n"
+	"                           it leaves it for TCP (K, M, G suffixes; 0: no bound;\n"
+	"                           kept by later installs; default %u MiB, at most\n"
+	"                           tcp_mem[1] / %d)\n"
 	"      --pin-dir DIR        where the datapath is pinned (default $DMSC_PIN_DIR or\n"
 	"                           %s)\n"
 	"  -v, --verbose            also print debug messages (libbpf's too)\n"
@@ -76,7 +84,7 @@ static const char usage_text[] =
 static void usage(FILE *f)
 {
 	fprintf(f, usage_text, DMSC_DEFAULT_MAX_SERVICES - 1, DMSC_DEFAULT_MAX_BACKENDS - 1,
-		DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
+		DMSC_FP_BACKLOG_MAX >> 20, DMSC_FP_BACKLOG_TCP_MEM_SHARE, DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
 }
 
 static void print_json(struct json_object *o)
@@ -560,7 +568,10 @@ static int cmd_install(const struct opts *o)
 					.max_services = o->max_services ? o->max_services + 1 : 0,
 					.max_backends = o->max_backends ? o->max_backends + 1 : 0,
 					.ifaces = o->ifaces,
-					.n_ifaces = o->n_ifaces };
+					.n_ifaces = o->n_ifaces,
+					.fp_backlog_set = o->fp_backlog_set,
+					.fp_backlog_default = o->fp_backlog_default,
+					.fp_backlog_max = o->fp_backlog_max };
 	struct dmsc_install_result res;
 	int err;
 
@@ -822,6 +833,9 @@ static int cmd_status(const struct opts *o)
 	fp_pending = count_keys(dp.fd[DMSC_M_FP_PENDING], sizeof(struct dmsc_fp_conn_key));
 	json_add(r, "fastpath_sockets", json_object_new_int64(fp_socks));
 	json_add(r, "fastpath_pending", json_object_new_int64(fp_pending));
+	json_add(r, "fastpath_backlog_max", json_object_new_int64(dp.install.fp_backlog_max));
+	json_add(r, "fastpath_backlog_set",
+		 json_object_new_boolean(dp.install.fp_backlog_set != 0));
 	if (!o->json) {
 		printf("installed at %s on cgroup %s (id %llu) since %s, kernel %s\n", o->pin_dir,
 		       dp.install.cgroup_path, (unsigned long long)dp.install.cgroup_id, when,
@@ -830,6 +844,13 @@ static int cmd_status(const struct opts *o)
 		       used_be, dp.max_backends - 1);
 		printf("fast path: %lld sockets registered, %lld connections pending\n", fp_socks,
 		       fp_pending);
+		if (dp.install.fp_backlog_max)
+			printf("fast path: a writer leaves it when its reader has more than %u "
+			       "bytes unread (%s)\n",
+			       dp.install.fp_backlog_max,
+			       dp.install.fp_backlog_set ? "set at install" : "the default");
+		else
+			printf("fast path: no bound on a reader's unread bytes\n");
 	}
 	for (i = 0; i < n; i++) {
 		struct json_object *h;
@@ -897,7 +918,15 @@ static int parse_count(const char *flag, const char *arg, unsigned int *out)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_DRY_RUN = 256, OPT_CGROUP, OPT_MAX_SVC, OPT_MAX_BE, OPT_PIN_DIR, OPT_IFACE };
+	enum {
+		OPT_DRY_RUN = 256,
+		OPT_CGROUP,
+		OPT_MAX_SVC,
+		OPT_MAX_BE,
+		OPT_PIN_DIR,
+		OPT_IFACE,
+		OPT_FP_BACKLOG,
+	};
 	static const struct option longopts[] = {
 		{ "output", required_argument, NULL, 'o' },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
@@ -906,6 +935,7 @@ int main(int argc, char **argv)
 		{ "max-backends", required_argument, NULL, OPT_MAX_BE },
 		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
 		{ "interface", required_argument, NULL, OPT_IFACE },
+		{ "fastpath-backlog", required_argument, NULL, OPT_FP_BACKLOG },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -948,6 +978,13 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			o.ifaces[o.n_ifaces++] = optarg;
+			break;
+		case OPT_FP_BACKLOG:
+			if (!strcmp(optarg, "default"))
+				o.fp_backlog_default = true;
+			else if (dmsc_parse_bytes("--fastpath-backlog", optarg, &o.fp_backlog_max))
+				return EXIT_USAGE;
+			o.fp_backlog_set = true;
 			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;

@@ -89,6 +89,9 @@ static const char usage_text[] =
     "                         (default %d)\n"
     "  --max-services N       install: service capacity\n"
     "  --max-backends N       install: backend capacity\n"
+    "  --fastpath-backlog BYTES|default  install: how far a same-host writer may\n"
+    "                         run ahead of its reader before it leaves the fast path\n"
+    "                         (K, M, G; 0: no bound; kept by later installs)\n"
     "  --pin-dir DIR          where the datapath is pinned (default $DMSC_PIN_DIR or\n"
     "                         %s)\n"
     "  -v, --verbose          debug messages\n"
@@ -423,14 +426,9 @@ static int parse_uint(const char *flag, const char *arg, unsigned int max, unsig
 }
 
 /* Installs, or adopts and replaces the programs in place; says which. */
-static int install(const struct agent *ag, const char *cgroup, unsigned int max_svc,
-		   unsigned int max_be, const char *const *ifs, size_t n_ifs)
+static int install(const struct agent *ag, const struct dmsc_install_opts *opts)
 {
-	struct dmsc_install_opts io = {.cgroup = cgroup,
-				       .max_services = max_svc ? max_svc + 1 : 0,
-				       .max_backends = max_be ? max_be + 1 : 0,
-				       .ifaces = ifs,
-				       .n_ifaces = n_ifs};
+	struct dmsc_install_opts io = *opts;
 	struct dmsc_link_info before[8], after[8];
 	struct dmsc_install_result res;
 	struct dmsc_datapath dp;
@@ -438,7 +436,7 @@ static int install(const struct agent *ag, const char *cgroup, unsigned int max_
 	size_t i, n;
 	int err;
 
-	if (!cgroup) {
+	if (!io.cgroup) {
 		err = dmsc_datapath_open(&dp, ag->pin_dir, false);
 		if (err) {
 			pr_warn("dmsc is not installed at %s: give --cgroup PATH to install it\n",
@@ -481,6 +479,7 @@ int main(int argc, char **argv)
 		OPT_DROP_DELAY,
 		OPT_MAX_SVC,
 		OPT_MAX_BE,
+		OPT_FP_BACKLOG,
 		OPT_PIN_DIR,
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
@@ -495,6 +494,7 @@ int main(int argc, char **argv)
 	    {"drop-delay-ms", required_argument, NULL, OPT_DROP_DELAY},
 	    {"max-services", required_argument, NULL, OPT_MAX_SVC},
 	    {"max-backends", required_argument, NULL, OPT_MAX_BE},
+	    {"fastpath-backlog", required_argument, NULL, OPT_FP_BACKLOG},
 	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
@@ -506,6 +506,7 @@ int main(int argc, char **argv)
 	const char *cgroup = NULL, *metrics = DEFAULT_METRICS, *ifs[MAX_INTERFACES];
 	unsigned int debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
 	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS, max_svc = 0, max_be = 0;
+	struct dmsc_install_opts io = {0};
 	enum dmsc_log_level level = DMSC_LOG_INFO;
 	size_t n_ifs = 0;
 	const char *l7_listen = NULL;
@@ -552,6 +553,13 @@ int main(int argc, char **argv)
 		case OPT_MAX_BE:
 			if (parse_uint("--max-backends", optarg, 4000000, &max_be))
 				return EXIT_USAGE;
+			break;
+		case OPT_FP_BACKLOG:
+			if (!strcmp(optarg, "default"))
+				io.fp_backlog_default = true;
+			else if (dmsc_parse_bytes("--fastpath-backlog", optarg, &io.fp_backlog_max))
+				return EXIT_USAGE;
+			io.fp_backlog_set = true;
 			break;
 		case OPT_PIN_DIR:
 			ag.pin_dir = optarg;
@@ -602,7 +610,12 @@ int main(int argc, char **argv)
 		pr_warn("signalfd: %s\n", strerror(errno));
 		goto out;
 	}
-	if (install(&ag, cgroup, max_svc, max_be, ifs, n_ifs))
+	io.cgroup = cgroup;
+	io.max_services = max_svc ? max_svc + 1 : 0;
+	io.max_backends = max_be ? max_be + 1 : 0;
+	io.ifaces = ifs;
+	io.n_ifaces = n_ifs;
+	if (install(&ag, &io))
 		goto out;
 	if (setup_watch(&ag))
 		goto out;

@@ -237,6 +237,11 @@ struct dmsc_install {
 	 * process that mirrors them in memory (dmscd) knows when to read
 	 * them again. */
 	__u64 generation;
+	/* The fast path's bound on a reader's unread redirected bytes (0:
+	 * none). fp_backlog_set 1: chosen at install (--fastpath-backlog),
+	 * kept by later installs; 0: the default, worked out at each. */
+	__u32 fp_backlog_max;
+	__u32 fp_backlog_set;
 };
 
 /*
@@ -320,6 +325,10 @@ struct dmsc_l7_handoff {
  * writer run ahead by its send buffer plus the receive window: tcp_wmem[2] +
  * tcp_rmem[2], 4 + 32 MiB on Linux 6.10+ (4 + 6 MiB before). */
 #define DMSC_FP_BACKLOG_MAX (64u << 20)
+/* ...at most this fraction of tcp_mem[1] (the memory at which TCP starts to
+ * economise): redirected bytes count as TCP memory, and past tcp_mem[2] the
+ * kernel aborts connections. */
+#define DMSC_FP_BACKLOG_TCP_MEM_SHARE 8
 /* accelerate "auto" on a kernel that cannot tell a reader's backlog: a
  * message this large is bulk, and bulk without flow control is not
  * redirected (the writer leaves the fast path). */

@@ -156,9 +156,11 @@ cp "$T/p8020.json" "$POL"
 start_dmscd --cgroup "$MESH" --policy "$POL"
 t_check "dmscd installs the datapath on the test cgroup" grep -q 'installed the datapath' "$LOG"
 t_check "dmscd logs one line per applied change" grep -q '^dmscd: add reviews: 198.19.0.10:9080/tcp, 2 backends' "$LOG"
-probe --connect "$VIP:9080" --count 1000 --parallel 8 >"$T/split.json"
-t_eq "1000 connections through the VIP succeed" "$(jq .ok "$T/split.json")" 1000
-t_range "v1 gets 80% +- 4 of them" "$(jq '(.backends.v1 // 0) / 10' "$T/split.json")" 76 84
+probe --connect "$VIP:9080" --count 2000 --parallel 8 >"$T/split.json"
+t_eq "2000 connections through the VIP succeed" "$(jq .ok "$T/split.json")" 2000
+# Centred on v1's slot share, 102 of 128 = 79.69% (a CI run once saw 75.6%
+# of 1000 with 76-84 centred on 80: 3.2 standard deviations below the slots).
+t_range "v1 gets its slot share 79.7% +- 4 of them" "$(jq '(.backends.v1 // 0) / 20' "$T/split.json")" 75.69 83.69
 
 # ---- 2. metrics, checked strictly --------------------------------------
 curl -sS --max-time 30 "$(metrics_url)" >"$T/metrics.txt"

@@ -80,6 +80,10 @@ BACKLOG_KNOWN=0
 bpftool btf dump file /sys/kernel/btf/vmlinux format c 2>/dev/null |
 	awk '/^struct sk_psock \{/,/^\};/' | grep -q msg_tot_len && BACKLOG_KNOWN=1
 echo "# reader backlog readable (sk_psock.msg_tot_len): $BACKLOG_KNOWN"
+# The default bound: 64 MiB, at most tcp_mem[1] / 8 (in pages).
+BOUND=$(awk -v page="$(getconf PAGESIZE)" '{ b = int($2 * page / 8); m = 64 * 1048576; print (b < m ? b : m) }' /proc/sys/net/ipv4/tcp_mem)
+BOUND_MIB=$((BOUND / MiB))
+echo "# default backlog bound: $BOUND bytes"
 
 # fp SERVICE FIELD: a fast path counter of a service ("direct": no VIP).
 fp() {
@@ -102,6 +106,11 @@ server_check() {
 		jq -s -c '[length, ([.[] | select(.first_bad == -1 and .eof and .got == .expected and .error == "")] | length)]'
 }
 lines() { grep -c '^{"conn"' "$1"; }
+# server_lines FILE FROM COUNT: what those server lines say, for a label.
+server_lines() {
+	grep '^{"conn"' "$1" | tail -n +$(($2 + 1)) | head -n "$3" |
+		jq -r '"got \(.got) of \(.expected), first_bad \(.first_bad), eof \(.eof), error \(.error)"' | paste -sd';'
+}
 jqe() { jq -e "$@" >/dev/null; }
 
 # 1. Byte-exact integrity through the fast path: 4 connections at once, each
@@ -172,19 +181,19 @@ t_eq "peer closed: the server read exactly 1 MiB, in order" \
 	"$(grep '^{"conn"' "$T/s7001.out" | tail -n +$((n0 + 1)) | jq -s -c '[length, ([.[] | select(.first_bad == -1 and .got == 1048576)] | length)]')" "[2,2]"
 t_range "peer closed: over in seconds" "$SECONDS" 0 15
 
-# 6b. A slow reader: the writer may run ahead by DMSC_FP_BACKLOG_MAX (64 MiB)
+# 6b. A slow reader: the writer may run ahead by the bound ($BOUND_MIB MiB here)
 #     on the fast path, then leaves it for TCP and its window. The bytes
 #     before and after the switch arrive in order.
 n0=$(lines "$T/s7002.out")
 mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.27:7002 --conns 2 --bytes 96M \
 	--back-bytes 1M --seed 17 >"$T/slow.json"
-t_eq "slow reader: every connection ok" "$(jq -c '[.ok, .failed]' "$T/slow.json")" "[2,0]"
-t_eq "slow reader: the server got every byte in order across the switch" \
+t_eq "slow reader: every connection ok ($(jq -r .errors "$T/slow.json"))" "$(jq -c '[.ok, .failed]' "$T/slow.json")" "[2,0]"
+t_eq "slow reader: the server got every byte in order across the switch ($(server_lines "$T/s7002.out" "$n0" 2))" \
 	"$(server_check "$T/s7002.out" "$n0" 2)" "[2,2]"
 if ((BACKLOG_KNOWN)); then
 	t_eq "slow reader: both writers left the fast path" "$(fp slow backlog_fallback)" 2
-	t_range "slow reader: each writer ran ahead about DMSC_FP_BACKLOG_MAX (64 MiB), not more (redirected MiB)" \
-		"$(($(fp slow redirected_bytes) / MiB))" 127 136
+	t_range "slow reader: each writer ran ahead about the bound ($BOUND_MIB MiB), not more (redirected MiB)" \
+		"$(($(fp slow redirected_bytes) / MiB))" $((2 * BOUND_MIB - 1)) $((2 * BOUND_MIB + 8))
 else
 	# (both clients, and the servers' writers of the 1 MiB answer)
 	t_range "slow reader, backlog unreadable: auto sent the bulk writers to the stack" \
@@ -318,6 +327,35 @@ t_eq "redirects missed their peer only where the peer closed mid-transfer" \
 t_eq "no registration failed" "$("$CTL" stats -o json | jq .fastpath.total.register_failed)" 0
 
 "$CTL" stats >"$T/stats.txt" && sed -n '/fast path/,/stack_bytes/p' "$T/stats.txt"
+
+# 11b. The backlog bound is an install option, kept by later installs.
+prog_ids() { "$CTL" status -o json | jq -c '[.hooks[].prog_id]'; }
+t_eq "the default bound is 64 MiB, at most tcp_mem[1] / 8" \
+	"$("$CTL" status -o json | jq -c '[.fastpath_backlog_max, .fastpath_backlog_set]')" "[$BOUND,false]"
+t_check "install --fastpath-backlog 8M replaces the programs in place" \
+	"$CTL" install --cgroup "$MESH" --fastpath-backlog 8M
+t_eq "status shows the 8 MiB bound" "$("$CTL" status -o json | jq .fastpath_backlog_max)" $((8 * MiB))
+"$CTL" install --cgroup "$MESH" >/dev/null
+t_eq "an install without the option keeps it" "$("$CTL" status -o json | jq .fastpath_backlog_max)" $((8 * MiB))
+ids0=$(prog_ids)
+t_eq "a bad --fastpath-backlog is refused with a message naming the option" \
+	"$("$CTL" install --cgroup "$MESH" --fastpath-backlog 12Q 2>&1 >/dev/null | grep -c -- '--fastpath-backlog: "12Q" is not a byte count')" 1
+"$CTL" install --cgroup "$MESH" --fastpath-backlog 12Q >/dev/null 2>&1
+t_eq "a bad --fastpath-backlog: exit code 2, the programs and the bound untouched" \
+	"$?:$(prog_ids):$("$CTL" status -o json | jq .fastpath_backlog_max)" "2:$ids0:$((8 * MiB))"
+if ((BACKLOG_KNOWN)); then
+	n0=$(lines "$T/s7002.out")
+	red0=$(fp slowon redirected_bytes) fb0=$(fp slowon backlog_fallback)
+	mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.30:7002 --bytes 24M --seed 21 >"$T/bound8.json"
+	t_eq "8 MiB bound, slow reader: ok, every byte in order" \
+		"$(jq -c '[.ok, .failed]' "$T/bound8.json"):$(server_check "$T/s7002.out" "$n0" 1)" "[1,0]:[1,1]"
+	t_range "8 MiB bound: the writer left after about 8 MiB (redirected MiB)" \
+		"$((($(fp slowon redirected_bytes) - red0) / MiB))" 8 10
+	t_eq "8 MiB bound: counted as a backlog fallback" "$(($(fp slowon backlog_fallback) - fb0))" 1
+fi
+"$CTL" install --cgroup "$MESH" --fastpath-backlog default >/dev/null
+t_eq "install --fastpath-backlog default sets the default back" \
+	"$("$CTL" status -o json | jq -c '[.fastpath_backlog_max, .fastpath_backlog_set]')" "[$BOUND,false]"
 
 # 12. Uninstall while redirected bytes wait unread at a reader: the reader
 #     still gets every one (the kernel keeps a registered socket's queue).

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -363,42 +364,135 @@ static int set_rodata_u32(struct bpf_object *obj, const char *name, __u32 v)
 	return -ENOENT;
 }
 
-/* $DMSC_FP_BACKLOG_MAX: the unread bytes a reader may have before its writer
- * leaves the fast path (default DMSC_FP_BACKLOG_MAX; 0: unbounded, which
- * only a benchmark should want). $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES:
- * experiments of scripts/bench-datapath.sh --variants, off by default. */
-static int fastpath_settings(struct bpf_object *obj)
+int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	errno = 0;
+	v = strtoull(arg, &end, 10);
+	if (end != arg && !errno && end[0] && !end[1]) {
+		if (end[0] == 'K' || end[0] == 'k')
+			mult = 1ull << 10;
+		else if (end[0] == 'M' || end[0] == 'm')
+			mult = 1ull << 20;
+		else if (end[0] == 'G' || end[0] == 'g')
+			mult = 1ull << 30;
+		if (mult > 1)
+			end++;
+	}
+	/* strtoull skips blanks and takes a sign: neither is a byte count. */
+	if (end == arg || errno || *end || !isdigit((unsigned char)arg[0]) ||
+	    v > 0xffffffffull / mult) {
+		pr_warn("%s: \"%s\" is not a byte count (digits with an optional K, M or G; at "
+			"most 4294967295 bytes)\n",
+			flag, arg);
+		return -EINVAL;
+	}
+	*out = (__u32)(v * mult);
+	return 0;
+}
+
+/* The install record that is pinned, if it has this build's layout. */
+static bool pinned_install(const char *pin_dir, struct dmsc_install *rec)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info), zero = 0;
+	char path[PATH_MAX];
+	bool ok = false;
+	int fd;
+
+	pin_path(path, sizeof(path), pin_dir, "maps", DMSC_MAP_INSTALL);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return false;
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.value_size == sizeof(*rec))
+		ok = bpf_map_lookup_elem(fd, &zero, rec) == 0;
+	close(fd);
+	return ok;
+}
+
+/* The default bound: DMSC_FP_BACKLOG_MAX, but never more than
+ * tcp_mem[1] / DMSC_FP_BACKLOG_TCP_MEM_SHARE (tcp_mem[1]: the TCP memory at
+ * which the kernel starts to economise).
+ * Redirected bytes are charged to TCP's memory; past tcp_mem[2] the kernel
+ * aborts connections ("TCP: out of memory"), which two slow readers of
+ * 64 MiB each did in a 2 GiB test guest (tcp_mem[1] 110 MiB there). */
+static __u32 fastpath_backlog_default(void)
+{
+	unsigned long long lo, pressure, hi, cap;
+	long page = sysconf(_SC_PAGESIZE);
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_mem", "r");
+	int n = 0;
+
+	if (f) {
+		n = fscanf(f, "%llu %llu %llu", &lo, &pressure, &hi);
+		fclose(f);
+	}
+	if (n != 3 || page <= 0)
+		return DMSC_FP_BACKLOG_MAX;
+	cap = pressure * (unsigned long long)page / DMSC_FP_BACKLOG_TCP_MEM_SHARE;
+	return cap < DMSC_FP_BACKLOG_MAX ? (__u32)cap : DMSC_FP_BACKLOG_MAX;
+}
+
+/* The bound on a reader's unread redirected bytes: --fastpath-backlog, else
+ * $DMSC_FP_BACKLOG_MAX, else what an earlier install set explicitly
+ * (adopting keeps it), else the default, worked out again at each install.
+ * Recorded in *rec; fp_backlog_set says whether it was chosen. */
+static int fastpath_backlog(const char *pin_dir, const struct dmsc_install_opts *opts,
+			    struct dmsc_install *rec)
+{
+	const char *env = getenv("DMSC_FP_BACKLOG_MAX");
+	struct dmsc_install old;
+
+	rec->fp_backlog_set = 1;
+	if (opts->fp_backlog_set && !opts->fp_backlog_default) {
+		rec->fp_backlog_max = opts->fp_backlog_max;
+		return 0;
+	}
+	if (!opts->fp_backlog_default && env && *env)
+		return dmsc_parse_bytes("DMSC_FP_BACKLOG_MAX", env, &rec->fp_backlog_max);
+	if (!opts->fp_backlog_default && pinned_install(pin_dir, &old) && old.fp_backlog_set) {
+		rec->fp_backlog_max = old.fp_backlog_max;
+		return 0;
+	}
+	rec->fp_backlog_set = 0;
+	rec->fp_backlog_max = fastpath_backlog_default();
+	return 0;
+}
+
+/* Load-time settings of the fast path: the backlog bound chosen above, and
+ * $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES: experiments of
+ * scripts/bench-datapath.sh --variants, off by default. */
+static int fastpath_settings(struct bpf_object *obj, const struct dmsc_install *rec)
 {
 	static const struct {
 		const char *env, *var;
 	} knobs[] = {
-		{ "DMSC_FP_BACKLOG_MAX", "fp_backlog_max" },
 		{ "DMSC_FP_APPLY_BYTES", "fp_apply_bytes" },
 		{ "DMSC_FP_CORK_BYTES", "fp_cork_bytes" },
 	};
-	unsigned long long v;
 	const char *env;
-	char *end;
 	size_t i;
+	__u32 v;
 	int err;
 
+	err = set_rodata_u32(obj, "fp_backlog_max", rec->fp_backlog_max);
+	if (err == -ENOENT)
+		return 0; /* not the fast path's object */
+	if (err)
+		return err;
 	for (i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
 		env = getenv(knobs[i].env);
 		if (!env || !*env)
 			continue;
-		errno = 0;
-		v = strtoull(env, &end, 10);
-		if (errno || *end || v > 0xffffffffull) {
-			pr_warn("%s: \"%s\" is not a byte count (0 to 4294967295)\n", knobs[i].env,
-				env);
-			return -EINVAL;
-		}
-		err = set_rodata_u32(obj, knobs[i].var, (__u32)v);
-		if (err == -ENOENT)
-			continue; /* not this object's setting */
+		err = dmsc_parse_bytes(knobs[i].env, env, &v);
+		if (!err)
+			err = set_rodata_u32(obj, knobs[i].var, v);
 		if (err)
 			return err;
-		pr_info("fast path: %s=%llu\n", knobs[i].env, v);
+		pr_info("fast path: %s=%u\n", knobs[i].env, v);
 	}
 	return 0;
 }
@@ -453,7 +547,7 @@ static int load_object(size_t idx, const char *pin_dir, const struct dmsc_instal
 	fastpath_all_or_none(obj);
 	err = size_maps(obj, pin_dir, opts, rec);
 	if (!err)
-		err = fastpath_settings(obj);
+		err = fastpath_settings(obj, rec);
 	if (err)
 		goto fail;
 	bpf_object__for_each_map(map, obj)
@@ -720,6 +814,8 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	/* What this kernel lacks: a fallback turns a program off, a missing
 	 * required feature stops here with its name and Linux version. */
 	err = dmsc_features_check(&features);
+	if (!err)
+		err = fastpath_backlog(pin_dir, opts, &rec);
 	if (err)
 		goto out;
 	for (i = 0; i < N_OBJECTS; i++) {

@@ -85,7 +85,19 @@ struct dmsc_install_opts {
 	unsigned int max_backends;
 	const char *const *ifaces; /* TC ingress on these, in this netns */
 	size_t n_ifaces;
+	/* The fast path's bound on a reader's unread bytes (0: none). Not
+	 * set: $DMSC_FP_BACKLOG_MAX, else what an earlier install set, else
+	 * the default (DMSC_FP_BACKLOG_MAX, at most tcp_mem[1] / 8).
+	 * fp_backlog_default: go back to the default. */
+	bool fp_backlog_set;
+	bool fp_backlog_default;
+	__u32 fp_backlog_max;
 };
+
+/* Parses a byte count for an option: digits with an optional K, M or G
+ * (KiB, MiB, GiB), at most 4 GiB - 1. 0 or -EINVAL (message printed, naming
+ * FLAG). */
+int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out);
 
 struct dmsc_install_result {
 	char cgroup_path[DMSC_CGROUP_PATH_MAX];
