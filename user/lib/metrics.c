@@ -200,7 +200,9 @@ void dmsc_agent_stats_init(struct dmsc_agent_stats *a)
 
 /* ---- from the maps -------------------------------------------------- */
 
-enum row_scope { PER_SERVICE, PER_BACKEND };
+/* PER_FASTPATH: per service from dmsc_fp_stats, plus one sample with
+ * service="" and vip="" for connections between mesh sockets without a VIP. */
+enum row_scope { PER_SERVICE, PER_BACKEND, PER_FASTPATH };
 
 /* One counter read from a per-CPU statistics map: adding a counter to the
  * datapath's stats structs and a row here is all it takes to export it.
@@ -209,13 +211,15 @@ struct counter_row {
 	const char *name;
 	const char *help;
 	enum row_scope scope;
-	size_t offset;     /* of the __u64 in dmsc_svc_stats / dmsc_be_stats */
+	size_t offset;     /* of the __u64 in dmsc_svc_stats / dmsc_be_stats / dmsc_fp_stats */
 	const char *label; /* one more label, or NULL */
 	const char *value;
 };
 
 #define SVC_ROW(name, help, field, label, value)                                                  \
 	{ name, help, PER_SERVICE, offsetof(struct dmsc_svc_stats, field), label, value }
+#define FP_ROW(name, help, field, label, value)                                                   \
+	{ name, help, PER_FASTPATH, offsetof(struct dmsc_fp_stats, field), label, value }
 
 static const struct counter_row counter_rows[] = {
 	SVC_ROW("dmsc_service_connections_total",
@@ -240,6 +244,38 @@ static const struct counter_row counter_rows[] = {
 		NULL, NULL),
 	{ "dmsc_backend_connections_total", "Connections translated to the backend.",
 	  PER_BACKEND, offsetof(struct dmsc_be_stats, connections), NULL, NULL },
+	FP_ROW("dmsc_fastpath_sockets_registered_total",
+	       "Sockets put in the same-host fast path's sockhash.", registered, NULL, NULL),
+	FP_ROW("dmsc_fastpath_connections_paired_total",
+	       "Connections whose both ends registered in the fast path.", paired, NULL, NULL),
+	FP_ROW("dmsc_fastpath_messages_total",
+	       "Messages of registered sockets, by path (redirected: handed to the peer "
+	       "socket, the fast path's hits; stack: sent the normal way).",
+	       redirected_msgs, "path", "redirected"),
+	FP_ROW("dmsc_fastpath_messages_total", NULL, stack_msgs, "path", "stack"),
+	FP_ROW("dmsc_fastpath_bytes_total", "Bytes of registered sockets, by path.",
+	       redirected_bytes, "path", "redirected"),
+	FP_ROW("dmsc_fastpath_bytes_total", NULL, stack_bytes, "path", "stack"),
+	FP_ROW("dmsc_fastpath_misses_total",
+	       "Fast path misses, by reason (peer_gone: the redirect target had closed; "
+	       "no_peer: a socket's first message found no local peer).",
+	       miss, "reason", "peer_gone"),
+	FP_ROW("dmsc_fastpath_misses_total", NULL, no_peer, "reason", "no_peer"),
+	FP_ROW("dmsc_fastpath_fallbacks_total",
+	       "Writers that left the fast path for the normal stack, by reason (backlog: "
+	       "the reader fell behind; bulk: a large write where the backlog cannot be read; "
+	       "policy: the service became accelerate off or byte-limited).",
+	       backlog_fallback, "reason", "backlog"),
+	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, bulk_fallback, "reason", "bulk"),
+	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, policy_fallback, "reason", "policy"),
+	FP_ROW("dmsc_fastpath_skipped_total",
+	       "Connections or sockets kept off the fast path, by reason (accelerate_off, "
+	       "bulk_seen: auto after a recent bulk fallback, early_data: data before the "
+	       "first message, register_failed: a map was full).",
+	       accel_off, "reason", "accelerate_off"),
+	FP_ROW("dmsc_fastpath_skipped_total", NULL, bulk_skip, "reason", "bulk_seen"),
+	FP_ROW("dmsc_fastpath_skipped_total", NULL, early_data, "reason", "early_data"),
+	FP_ROW("dmsc_fastpath_skipped_total", NULL, register_failed, "reason", "register_failed"),
 };
 
 #define N_ROWS (sizeof(counter_rows) / sizeof(counter_rows[0]))
@@ -257,6 +293,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 {
 	struct dmsc_svc_stats *ss = NULL;
 	struct dmsc_be_stats *bs = NULL;
+	struct dmsc_fp_stats *fs = NULL, fs_direct;
 	size_t i, j, r, k, n_be = 0;
 	char vip[48], be[32];
 	int err = 0;
@@ -265,12 +302,16 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 		n_be += m->svcs[i].n_be;
 	ss = calloc(m->n ? m->n : 1, sizeof(*ss));
 	bs = calloc(n_be ? n_be : 1, sizeof(*bs));
-	if (!ss || !bs) {
+	fs = calloc(m->n ? m->n : 1, sizeof(*fs));
+	if (!ss || !bs || !fs) {
 		err = -ENOMEM;
 		goto out;
 	}
+	/* Id 0 of the fast path's stats: connections without a VIP. */
+	dmsc_percpu_sum(dp, DMSC_M_FP_STATS, 0, &fs_direct, sizeof(fs_direct));
 	for (i = 0, k = 0; i < m->n; i++) {
 		dmsc_percpu_sum(dp, DMSC_M_SVC_STATS, m->svcs[i].id, &ss[i], sizeof(ss[i]));
+		dmsc_percpu_sum(dp, DMSC_M_FP_STATS, m->svcs[i].id, &fs[i], sizeof(fs[i]));
 		for (j = 0; j < m->svcs[i].n_be; j++, k++)
 			dmsc_percpu_sum(dp, DMSC_M_BE_STATS, m->svcs[i].be[j].id, &bs[k],
 					sizeof(bs[k]));
@@ -286,11 +327,12 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			struct dmsc_prom_label l[3] = {{"service", ms->name}, {"vip", vip}};
 
 			dmsc_format_svc_key(&ms->key, vip, sizeof(vip));
-			if (row->scope == PER_SERVICE) {
+			if (row->scope != PER_BACKEND) {
 				if (row->label)
 					l[2] = (struct dmsc_prom_label){ row->label, row->value };
 				dmsc_prom_sample(b, row->name, l, row->label ? 3 : 2,
-						 field(&ss[i], row->offset));
+						 row->scope == PER_SERVICE ? field(&ss[i], row->offset)
+									   : field(&fs[i], row->offset));
 				continue;
 			}
 			for (j = 0; j < ms->n_be; j++, k++) {
@@ -299,6 +341,14 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 				l[2] = (struct dmsc_prom_label){"backend", be};
 				dmsc_prom_sample(b, row->name, l, 3, field(&bs[k], row->offset));
 			}
+		}
+		if (row->scope == PER_FASTPATH) {
+			struct dmsc_prom_label l[3] = {{"service", ""}, {"vip", ""}};
+
+			if (row->label)
+				l[2] = (struct dmsc_prom_label){ row->label, row->value };
+			dmsc_prom_sample(b, row->name, l, row->label ? 3 : 2,
+					 field(&fs_direct, row->offset));
 		}
 	}
 
@@ -366,5 +416,6 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 out:
 	free(ss);
 	free(bs);
+	free(fs);
 	return err;
 }
