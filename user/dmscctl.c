@@ -98,6 +98,21 @@ static void json_add(struct json_object *o, const char *k, struct json_object *v
 	json_object_object_add(o, k, v);
 }
 
+/* The end of the `show` commands: {"services": ARR} for -o json when all
+ * went well; releases ARR, returns rc. */
+static int print_services(const struct opts *o, int rc, struct json_object *arr)
+{
+	if (o->json && !rc) {
+		struct json_object *top = json_object_new_object();
+
+		json_add(top, "services", json_object_get(arr));
+		print_json(top);
+		json_object_put(top);
+	}
+	json_object_put(arr);
+	return rc;
+}
+
 /* Loads and validates; prints every problem. Returns 0, or 1 (exit code). */
 static int load_policy(const char *file, const struct opts *o, struct dmsc_policy *p,
 		       struct json_object *report)
@@ -338,15 +353,7 @@ static int cmd_show_services(const struct opts *o)
 out:
 	dmsc_datapath_close(&dp);
 out_put:
-	if (o->json && !rc) {
-		struct json_object *top = json_object_new_object();
-
-		json_add(top, "services", json_object_get(arr));
-		print_json(top);
-		json_object_put(top);
-	}
-	json_object_put(arr);
-	return rc;
+	return print_services(o, rc, arr);
 }
 
 /* The fast path's counters, in struct dmsc_fp_stats order. */
@@ -551,15 +558,7 @@ static int cmd_show_access(const struct opts *o)
 out:
 	dmsc_datapath_close(&dp);
 out_put:
-	if (o->json && !rc) {
-		struct json_object *top = json_object_new_object();
-
-		json_add(top, "services", json_object_get(arr));
-		print_json(top);
-		json_object_put(top);
-	}
-	json_object_put(arr);
-	return rc;
+	return print_services(o, rc, arr);
 }
 
 static int cmd_install(const struct opts *o)

@@ -8,7 +8,10 @@
 #ifndef DMSC_TEST_FIXTURE_H
 #define DMSC_TEST_FIXTURE_H
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -17,6 +20,7 @@
 
 #include "datapath.h"
 #include "dmsc_sock.skel.h"
+#include "policy.h"
 
 static inline void fixture_load(struct dmsc_sock **skel, struct dmsc_datapath *dp,
 				unsigned int max_services, unsigned int max_backends)
@@ -50,6 +54,36 @@ static inline void fixture_load(struct dmsc_sock **skel, struct dmsc_datapath *d
 	dp->max_backends = max_backends;
 	dp->nr_cpus = libbpf_num_possible_cpus();
 	*skel = s;
+}
+
+/* A policy of n services "s<i>" on 198.19.0.0+i:80, each with nb backends
+ * 198.18.0.0+8i+b:8080 weighted weights[b] (all 1 when weights is NULL). */
+static inline void fixture_policy(struct dmsc_policy *p, size_t n, size_t nb,
+				  const __u32 *weights)
+{
+	size_t i, b;
+	char name[32];
+
+	p->n_services = n;
+	p->services = calloc(n + 1, sizeof(*p->services));
+	cr_assert_not_null(p->services);
+	for (i = 0; i < n; i++) {
+		struct dmsc_policy_service *s = &p->services[i];
+
+		snprintf(name, sizeof(name), "s%zu", i);
+		s->name = strdup(name);
+		s->vip = htonl(0xc6130000u + (__u32)i);
+		s->port = 80;
+		s->protocol = DMSC_POLICY_TCP;
+		s->n_backends = nb;
+		s->backends = calloc(nb, sizeof(*s->backends));
+		cr_assert_not_null(s->backends);
+		for (b = 0; b < nb; b++) {
+			s->backends[b].addr = htonl(0xc6120000u + (__u32)(i * 8 + b));
+			s->backends[b].port = 8080;
+			s->backends[b].weight = weights ? weights[b] : 1;
+		}
+	}
 }
 
 #endif /* DMSC_TEST_FIXTURE_H */

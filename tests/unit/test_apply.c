@@ -42,35 +42,6 @@ static void teardown(void)
 	skel = NULL;
 }
 
-/* A policy of n services "s<i>" on 198.19.<i/256>.<i%256>:80, each with nb
- * backends 198.18.<i/256>.<i%256+b>... with the given weights. */
-static void make_policy(struct dmsc_policy *p, size_t n, size_t nb, const __u32 *weights)
-{
-	size_t i, b;
-	char name[32];
-
-	p->n_services = n;
-	p->services = calloc(n, sizeof(*p->services));
-	cr_assert_not_null(p->services);
-	for (i = 0; i < n; i++) {
-		struct dmsc_policy_service *s = &p->services[i];
-
-		snprintf(name, sizeof(name), "s%zu", i);
-		s->name = strdup(name);
-		s->vip = htonl(0xc6130000u + (__u32)i); /* 198.19.0.0 + i */
-		s->port = 80;
-		s->protocol = DMSC_POLICY_TCP;
-		s->n_backends = nb;
-		s->backends = calloc(nb, sizeof(*s->backends));
-		cr_assert_not_null(s->backends);
-		for (b = 0; b < nb; b++) {
-			s->backends[b].addr = htonl(0xc6120000u + (__u32)(i * 8 + b));
-			s->backends[b].port = 8080;
-			s->backends[b].weight = weights[b];
-		}
-	}
-}
-
 static size_t apply(const struct dmsc_policy *p, bool dry_run, size_t *changes)
 {
 	struct dmsc_apply_result res;
@@ -111,7 +82,7 @@ Test(apply, first_apply_writes_each_entry_once)
 	struct dmsc_policy p = { 0 };
 	size_t changes;
 
-	make_policy(&p, 3, 2, w);
+	fixture_policy(&p, 3, 2, w);
 	/* Per service: 2 backends + meta + service. */
 	cr_assert_eq(apply(&p, false, &changes), 3 * 4);
 	cr_assert_eq(changes, 3);
@@ -128,7 +99,7 @@ Test(apply, slot_table_in_the_kernel_follows_weights)
 	struct dmsc_policy p = { 0 };
 	struct dmsc_state st;
 
-	make_policy(&p, 1, 2, w);
+	fixture_policy(&p, 1, 2, w);
 	apply(&p, false, NULL);
 	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
 	cr_assert_eq(st.n_svcs, 1);
@@ -149,7 +120,7 @@ Test(apply, one_weight_in_a_thousand_services_writes_two_entries)
 	struct dmsc_state before, after;
 	size_t changes, i, diff = 0;
 
-	make_policy(&p, 1000, 4, w);
+	fixture_policy(&p, 1000, 4, w);
 	cr_assert_eq(apply(&p, false, NULL), 1000 * 6);
 	cr_assert_eq(dmsc_state_read(&dp, &before), 0);
 	p.services[500].backends[1].weight = 70;
@@ -174,7 +145,7 @@ Test(apply, dry_run_writes_nothing)
 	struct dmsc_policy p = { 0 };
 	size_t changes;
 
-	make_policy(&p, 5, 1, w);
+	fixture_policy(&p, 5, 1, w);
 	cr_assert_eq(apply(&p, true, &changes), 5 * 3);
 	cr_assert_eq(changes, 5);
 	cr_assert_eq(count_services(), 0);
@@ -188,7 +159,7 @@ Test(apply, backend_added_and_removed_reuses_ids_of_the_rest)
 	struct dmsc_state st;
 	__u32 kept_id;
 
-	make_policy(&p, 1, 3, w);
+	fixture_policy(&p, 1, 3, w);
 	apply(&p, false, NULL);
 	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
 	kept_id = st.svcs[0].meta.backend_id[0];
@@ -213,7 +184,7 @@ Test(apply, removed_service_leaves_no_entry)
 	__u32 id = 1;
 	size_t changes;
 
-	make_policy(&p, 2, 2, w);
+	fixture_policy(&p, 2, 2, w);
 	apply(&p, false, NULL);
 	/* Per service: the service, its meta, two backends. */
 	cr_assert_eq(apply(&empty, false, &changes), 2 * 4);
@@ -236,7 +207,7 @@ Test(apply, accelerate_sets_the_service_flags)
 	struct dmsc_state st;
 	size_t i, changes;
 
-	make_policy(&p, 1, 1, w);
+	fixture_policy(&p, 1, 1, w);
 	apply(&p, false, NULL); /* auto */
 	for (i = 0; i < 3; i++) {
 		p.services[0].accelerate = modes[i];
@@ -256,7 +227,7 @@ Test(apply, all_weights_zero_flags_the_service)
 	struct dmsc_policy p = { 0 };
 	struct dmsc_state st;
 
-	make_policy(&p, 1, 2, w);
+	fixture_policy(&p, 1, 2, w);
 	apply(&p, false, NULL);
 	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
 	cr_assert(st.svcs[0].svc.flags & DMSC_SVC_F_NO_BACKEND);
@@ -270,7 +241,7 @@ Test(apply, over_capacity_is_refused_before_any_write)
 	struct dmsc_policy p = { 0 };
 	struct dmsc_apply_result res;
 
-	make_policy(&p, T_MAX_SERVICES, 1, w);
+	fixture_policy(&p, T_MAX_SERVICES, 1, w);
 	cr_assert_eq(dmsc_apply(&dp, &p, false, &res), -ENOSPC);
 	dmsc_apply_result_free(&res);
 	cr_assert_eq(count_services(), 0);
@@ -289,13 +260,13 @@ Test(apply, failed_write_rolls_back_everything)
 	__u32 len = sizeof(info);
 	int rw_fd;
 
-	make_policy(&p, 4, 2, w);
+	fixture_policy(&p, 4, 2, w);
 	apply(&p, false, NULL);
 	cr_assert_eq(dmsc_state_read(&dp, &before), 0);
 	snapshot_backends(be_before);
 	/* The next apply adds two services; its first write to the meta map
 	 * fails (read-only fd) after two backends were written. */
-	make_policy(&q, 6, 2, w);
+	fixture_policy(&q, 6, 2, w);
 	memset(&info, 0, sizeof(info));
 	cr_assert_eq(bpf_obj_get_info_by_fd(dp.fd[DMSC_M_SVC_META], &info, &len), 0);
 	rw_fd = dp.fd[DMSC_M_SVC_META];
@@ -326,7 +297,7 @@ Test(apply, limits_flags_and_backend_index)
 	struct dmsc_state st;
 	size_t changes;
 
-	make_policy(&p, 2, 2, w);
+	fixture_policy(&p, 2, 2, w);
 	p.services[1].has_rate_limit = true;
 	p.services[1].rate_limit.has_connections_per_second = true;
 	p.services[1].rate_limit.connections_per_second = 100;
@@ -403,7 +374,7 @@ Test(apply, allow_rules_resolve_cgroups_and_keep_unknown_ones_closed)
 	cr_assert_eq(mkdir(abs, 0755), 0, "mkdir %s: %s", abs, strerror(errno));
 	cr_assert_eq(stat(abs, &sb), 0);
 
-	make_policy(&p, 1, 1, w);
+	fixture_policy(&p, 1, 1, w);
 	p.services[0].has_allow_from = true;
 	p.services[0].n_allow_from = 2;
 	p.services[0].allow_from = calloc(2, sizeof(char *));

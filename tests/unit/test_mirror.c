@@ -43,34 +43,6 @@ static void teardown(void)
 	skel = NULL;
 }
 
-/* n services "s<i>" on 198.19.0.0+i:80, nb backends each. */
-static void make_policy(struct dmsc_policy *p, size_t n, size_t nb)
-{
-	size_t i, b;
-	char name[32];
-
-	p->n_services = n;
-	p->services = calloc(n + 1, sizeof(*p->services));
-	cr_assert_not_null(p->services);
-	for (i = 0; i < n; i++) {
-		struct dmsc_policy_service *s = &p->services[i];
-
-		snprintf(name, sizeof(name), "s%zu", i);
-		s->name = strdup(name);
-		s->vip = htonl(0xc6130000u + (__u32)i);
-		s->port = 80;
-		s->protocol = DMSC_POLICY_TCP;
-		s->n_backends = nb;
-		s->backends = calloc(nb, sizeof(*s->backends));
-		cr_assert_not_null(s->backends);
-		for (b = 0; b < nb; b++) {
-			s->backends[b].addr = htonl(0xc6120000u + (__u32)(i * 8 + b));
-			s->backends[b].port = 8080;
-			s->backends[b].weight = 1;
-		}
-	}
-}
-
 static size_t mapply(const struct dmsc_policy *p, bool dry_run, size_t *changes)
 {
 	struct dmsc_apply_result res;
@@ -125,7 +97,7 @@ Test(mirror, first_apply_matches_dmsc_apply_counts)
 	struct dmsc_policy p = { 0 };
 	size_t changes;
 
-	make_policy(&p, 50, 4);
+	fixture_policy(&p, 50, 4, NULL);
 	cr_assert_eq(mapply(&p, true, &changes), 50 * 6, "dry run plans every entry");
 	cr_assert_eq(mir.n, 0, "a dry run leaves the mirror as it was");
 	cr_assert_eq(mapply(&p, false, &changes), 50 * 6);
@@ -142,7 +114,7 @@ Test(mirror, one_weight_among_many_writes_two_entries)
 	struct dmsc_state before, after;
 	size_t changes, i, diff = 0;
 
-	make_policy(&p, 2000, 4);
+	fixture_policy(&p, 2000, 4, NULL);
 	mapply(&p, false, NULL);
 	cr_assert_eq(dmsc_state_read(&dp, &before), 0);
 	p.services[1234].backends[2].weight = 9;
@@ -165,7 +137,7 @@ Test(mirror, adds_removes_and_moves)
 	struct dmsc_policy_service tmp;
 	size_t changes;
 
-	make_policy(&p, 20, 2);
+	fixture_policy(&p, 20, 2, NULL);
 	mapply(&p, false, NULL);
 	/* Remove s5 (the array keeps its order). */
 	tmp = p.services[5];
@@ -202,7 +174,7 @@ Test(mirror, adopting_a_datapath_writes_nothing)
 	struct dmsc_policy p = { 0 };
 	size_t changes;
 
-	make_policy(&p, 100, 3);
+	fixture_policy(&p, 100, 3, NULL);
 	mapply(&p, false, NULL);
 	/* A new dmscd: the mirror comes from the maps, no fingerprints. */
 	dmsc_mirror_free(&mir);
@@ -223,8 +195,8 @@ Test(mirror, another_writer_is_noticed)
 	struct dmsc_apply_result res;
 	size_t changes;
 
-	make_policy(&p, 10, 2);
-	make_policy(&q, 12, 3);
+	fixture_policy(&p, 10, 2, NULL);
+	fixture_policy(&q, 12, 3, NULL);
 	mapply(&p, false, NULL);
 	/* dmscctl apply in between: it bumps the generation. */
 	cr_assert_eq(dmsc_apply(&dp, &q, false, &res), 0);
@@ -246,8 +218,8 @@ Test(mirror, failed_write_rolls_back_and_the_mirror_stays_right)
 	struct dmsc_svc_digest d[8];
 	int rw_fd;
 
-	make_policy(&p, 4, 2);
-	make_policy(&q, 6, 2);
+	fixture_policy(&p, 4, 2, NULL);
+	fixture_policy(&q, 6, 2, NULL);
 	mapply(&p, false, NULL);
 	cr_assert_eq(dmsc_state_read(&dp, &before), 0);
 	memset(&info, 0, sizeof(info));
@@ -283,7 +255,7 @@ Test(mirror, removed_backends_are_cleared_after_the_delay)
 	struct dmsc_svc_digest d;
 
 	mir.drop_delay_ms = 60000;
-	make_policy(&p, 1, 3);
+	fixture_policy(&p, 1, 3, NULL);
 	mapply(&p, false, NULL);
 	gone = mir.svcs[0].be[2].id;
 	p.services[0].n_backends = 2;
@@ -311,7 +283,7 @@ Test(mirror, over_capacity_is_refused_before_any_write)
 	struct dmsc_apply_result res;
 	struct dmsc_svc_digest *d;
 
-	make_policy(&p, M_MAX_SERVICES, 1);
+	fixture_policy(&p, M_MAX_SERVICES, 1, NULL);
 	d = calloc(p.n_services, sizeof(*d));
 	dmsc_policy_digests(&p, d);
 	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, &p, d, false, &res), -ENOSPC);
@@ -393,7 +365,7 @@ Test(mirror, limits_and_allow_rules)
 	size_t changes, j, rules = 0;
 	long i;
 
-	make_policy(&p, 3, 2);
+	fixture_policy(&p, 3, 2, NULL);
 	p.services[1].has_rate_limit = true;
 	p.services[1].rate_limit.has_connections_per_second = true;
 	p.services[1].rate_limit.connections_per_second = 50;

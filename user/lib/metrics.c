@@ -12,16 +12,40 @@
 #include "state.h"
 
 
+/* Room for len more bytes and a NUL; false (and the buffer marked failed)
+ * when memory ran out. */
+static bool buf_reserve(struct dmsc_buf *b, size_t len)
+{
+	size_t cap;
+	char *grown;
+
+	if (b->failed)
+		return false;
+	if (b->cap - b->len > len)
+		return true;
+	cap = b->cap ? b->cap : 4096;
+	while (cap - b->len <= len)
+		cap *= 2;
+	grown = realloc(b->p, cap);
+	if (!grown) {
+		b->failed = true;
+		return false;
+	}
+	b->p = grown;
+	b->cap = cap;
+	return true;
+}
+
 void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
 
-	if (b->failed)
-		return;
 	for (;;) {
 		size_t room = b->cap - b->len;
 
+		if (b->failed)
+			return;
 		va_start(ap, fmt);
 		n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
 		va_end(ap);
@@ -33,42 +57,14 @@ void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...)
 			b->len += (size_t)n;
 			return;
 		}
-		{
-			size_t cap = b->cap ? b->cap * 2 : 4096;
-			char *grown;
-
-			while (cap - b->len <= (size_t)n)
-				cap *= 2;
-			grown = realloc(b->p, cap);
-			if (!grown) {
-				b->failed = true;
-				return;
-			}
-			b->p = grown;
-			b->cap = cap;
-		}
+		buf_reserve(b, (size_t)n);
 	}
 }
 
 void dmsc_buf_append(struct dmsc_buf *b, const char *s, size_t len)
 {
-	size_t cap;
-	char *grown;
-
-	if (b->failed)
+	if (!buf_reserve(b, len))
 		return;
-	if (b->cap - b->len <= len) {
-		cap = b->cap ? b->cap : 4096;
-		while (cap - b->len <= len)
-			cap *= 2;
-		grown = realloc(b->p, cap);
-		if (!grown) {
-			b->failed = true;
-			return;
-		}
-		b->p = grown;
-		b->cap = cap;
-	}
 	memcpy(b->p + b->len, s, len);
 	b->len += len;
 	b->p[b->len] = '\0';
