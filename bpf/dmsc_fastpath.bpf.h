@@ -44,8 +44,6 @@ const volatile __u32 fp_cork_bytes = 0;
 /* sk_msg verdicts. */
 #define FP_SK_PASS 1
 
-#define FP_AF_INET 2
-#define FP_AF_INET6 10
 /* How many bytes a "stack" verdict covers before the program runs again. */
 #define FP_STACK_APPLY_BYTES (1u << 30)
 /* SK_USER_DATA_NOCOPY | SK_USER_DATA_BPF | SK_USER_DATA_PSOCK */
@@ -88,14 +86,6 @@ static __always_inline struct dmsc_fp_stats *fp_stats(__u32 svc_id)
 		st = bpf_map_lookup_elem(&dmsc_fp_stats, &svc_id);
 	}
 	return st;
-}
-
-/* remote_port: the 16-bit network-order port, which the kernel puts in the
- * upper half of the u32 on little-endian hosts and in the lower half on
- * big-endian ones. A port is never 0, so the half that is set is the port. */
-static __always_inline __u16 fp_remote_port(__u32 remote_port)
-{
-	return remote_port > 0xffff ? (__u16)(remote_port >> 16) : (__u16)remote_port;
 }
 
 /* What connect4 recorded for a socket that connected to a VIP: the service
@@ -190,7 +180,7 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	conn.client_ip = ops->local_ip4;
 	conn.client_port = bpf_htons((__u16)ops->local_port); /* host order in ctx */
 	conn.server_ip = ops->remote_ip4;
-	conn.server_port = fp_remote_port(ops->remote_port);
+	conn.server_port = sockops_remote_port(ops->remote_port);
 	conn.client_seq = ops->snd_nxt;
 	conn.server_seq = ops->rcv_nxt;
 
@@ -239,7 +229,7 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 	__u64 cookie;
 
 	conn.client_ip = ops->remote_ip4;
-	conn.client_port = fp_remote_port(ops->remote_port);
+	conn.client_port = sockops_remote_port(ops->remote_port);
 	conn.server_ip = ops->local_ip4;
 	conn.server_port = bpf_htons((__u16)ops->local_port);
 	conn.client_seq = ops->rcv_nxt;
@@ -284,9 +274,9 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
  * addresses in both cases. */
 static __always_inline bool fp_is_ipv4(struct bpf_sock_ops *ops)
 {
-	if (ops->family == FP_AF_INET)
+	if (ops->family == DMSC_AF_INET)
 		return true;
-	return ops->family == FP_AF_INET6 && ops->remote_ip6[0] == 0 && ops->remote_ip6[1] == 0 &&
+	return ops->family == DMSC_AF_INET6 && ops->remote_ip6[0] == 0 && ops->remote_ip6[1] == 0 &&
 	       ops->remote_ip6[2] == bpf_htonl(0xffff) && ops->local_ip6[0] == 0 &&
 	       ops->local_ip6[1] == 0 && ops->local_ip6[2] == bpf_htonl(0xffff);
 }

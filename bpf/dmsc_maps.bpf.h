@@ -105,6 +105,18 @@ struct {
 	__type(value, struct dmsc_l7_handoff);
 } dmsc_l7_handoff SEC(".maps");
 
+#define DMSC_AF_INET 2
+#define DMSC_AF_INET6 10
+
+/* bpf_sock_ops.remote_port: the 16-bit network-order port, which the kernel
+ * puts in the upper half of the u32 on little-endian hosts and in the lower
+ * half on big-endian ones. A port is never 0, so the half that is set is the
+ * port. (local_port is in host order.) */
+static __always_inline __u16 sockops_remote_port(__u32 remote_port)
+{
+	return remote_port > 0xffff ? (__u16)(remote_port >> 16) : (__u16)remote_port;
+}
+
 static __always_inline void count_reason(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&dmsc_reasons, &reason);

@@ -369,7 +369,7 @@ int sock4_l7_established(struct bpf_sock_ops *skops)
 	struct dmsc_sock_vip *rec;
 	struct bpf_sock *sk;
 
-	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || skops->family != 2 /* AF_INET */)
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || skops->family != DMSC_AF_INET)
 		return 1;
 	sk = skops->sk;
 	if (!sk)
@@ -377,12 +377,11 @@ int sock4_l7_established(struct bpf_sock_ops *skops)
 	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
 	if (!rec || rec->backend_id != 0)
 		return 1; /* not translated, or translated to a backend (L4) */
-	/* remote_port: network order in the upper 16 bits; local_port: host
-	 * order (DESIGN.md, known pitfalls). */
+	/* local_port: host order (DESIGN.md, known pitfalls). */
 	key.client_addr = skops->local_ip4;
 	key.client_port = bpf_htons((__u16)skops->local_port);
 	key.helper_addr = skops->remote_ip4;
-	key.helper_port = (__u16)(skops->remote_port >> 16);
+	key.helper_port = sockops_remote_port(skops->remote_port);
 	if (key.helper_addr != rec->backend || key.helper_port != rec->bport)
 		return 1;
 	val.vip = rec->vip;

@@ -437,14 +437,13 @@ static __u32 fastpath_backlog_default(void)
 }
 
 /* The bound on a reader's unread redirected bytes: --fastpath-backlog, else
- * $DMSC_FP_BACKLOG_MAX, else what an earlier install set explicitly
- * (adopting keeps it), else the default, worked out again at each install.
- * Recorded in *rec; fp_backlog_set says whether it was chosen. */
-static int fastpath_backlog(const char *pin_dir, const struct dmsc_install_opts *opts,
+ * $DMSC_FP_BACKLOG_MAX, else what an earlier install (old, NULL if none) set
+ * explicitly, else the default, worked out again at each install. Recorded
+ * in *rec; fp_backlog_set says whether it was chosen. */
+static int fastpath_backlog(const struct dmsc_install_opts *opts, const struct dmsc_install *old,
 			    struct dmsc_install *rec)
 {
 	const char *env = getenv("DMSC_FP_BACKLOG_MAX");
-	struct dmsc_install old;
 
 	rec->fp_backlog_set = 1;
 	if (opts->fp_backlog_set && !opts->fp_backlog_default) {
@@ -453,8 +452,8 @@ static int fastpath_backlog(const char *pin_dir, const struct dmsc_install_opts 
 	}
 	if (!opts->fp_backlog_default && env && *env)
 		return dmsc_parse_bytes("DMSC_FP_BACKLOG_MAX", env, &rec->fp_backlog_max);
-	if (!opts->fp_backlog_default && pinned_install(pin_dir, &old) && old.fp_backlog_set) {
-		rec->fp_backlog_max = old.fp_backlog_max;
+	if (!opts->fp_backlog_default && old && old->fp_backlog_set) {
+		rec->fp_backlog_max = old->fp_backlog_max;
 		return 0;
 	}
 	rec->fp_backlog_set = 0;
@@ -691,22 +690,19 @@ static int attach_sockhash(const char *pin_dir, const struct dmsc_hook *h,
 }
 
 
-/* The interfaces for TC: those recorded by an earlier install (adopting
- * keeps them) plus those named now, resolved in this network namespace. */
-static int record_ifaces(struct bpf_object *obj, const struct dmsc_install_opts *opts,
+/* The interfaces for TC: those recorded by an earlier install (old, NULL
+ * if none: adopting keeps them) plus those named now, resolved in this
+ * network namespace. */
+static int record_ifaces(const struct dmsc_install_opts *opts, const struct dmsc_install *old,
 			 struct dmsc_install *rec)
 {
-	struct bpf_map *map = bpf_object__find_map_by_name(obj, DMSC_MAP_INSTALL);
-	struct dmsc_install old;
-	__u32 zero = 0, k;
+	__u32 k;
 	size_t i;
 
-	memset(&old, 0, sizeof(old));
-	if (map && bpf_map_lookup_elem(bpf_map__fd(map), &zero, &old) == 0 &&
-	    old.n_ifaces <= DMSC_IFACES_MAX) {
-		rec->n_ifaces = old.n_ifaces;
-		memcpy(rec->ifindex, old.ifindex, sizeof(rec->ifindex));
-		memcpy(rec->ifname, old.ifname, sizeof(rec->ifname));
+	if (old && old->n_ifaces <= DMSC_IFACES_MAX) {
+		rec->n_ifaces = old->n_ifaces;
+		memcpy(rec->ifindex, old->ifindex, sizeof(rec->ifindex));
+		memcpy(rec->ifname, old->ifname, sizeof(rec->ifname));
 	}
 	for (i = 0; i < opts->n_ifaces; i++) {
 		unsigned int idx = if_nametoindex(opts->ifaces[i]);
@@ -739,11 +735,11 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	char cg_abs[PATH_MAX], path[PATH_MAX];
 	struct bpf_object *objs[N_OBJECTS] = { NULL };
 	struct dmsc_features features;
-	struct dmsc_install rec;
+	struct dmsc_install rec, old;
 	struct stat cg_st;
 	struct bpf_map *map;
 	int cg_fd = -1, lock_fd = -1, err;
-	bool fresh = false;
+	bool fresh = false, have_old;
 	__u32 zero = 0;
 	size_t i;
 
@@ -814,8 +810,11 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	/* What this kernel lacks: a fallback turns a program off, a missing
 	 * required feature stops here with its name and Linux version. */
 	err = dmsc_features_check(&features);
+	/* What the installation being adopted recorded (read under the lock). */
+	memset(&old, 0, sizeof(old));
+	have_old = pinned_install(pin_dir, &old);
 	if (!err)
-		err = fastpath_backlog(pin_dir, opts, &rec);
+		err = fastpath_backlog(opts, have_old ? &old : NULL, &rec);
 	if (err)
 		goto out;
 	for (i = 0; i < N_OBJECTS; i++) {
@@ -823,7 +822,7 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 		if (err)
 			goto out;
 	}
-	err = record_ifaces(objs[DMSC_OBJ_SOCK], opts, &rec);
+	err = record_ifaces(opts, have_old ? &old : NULL, &rec);
 	if (err)
 		goto out;
 
@@ -904,14 +903,9 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	}
 
 	rec.installed_at = (__u64)time(NULL);
+	/* A reinstall counts as a change for whoever mirrors the maps. */
+	rec.generation = old.generation + 1;
 	map = bpf_object__find_map_by_name(objs[DMSC_OBJ_SOCK], DMSC_MAP_INSTALL);
-	if (map) {
-		struct dmsc_install prev;
-
-		/* A reinstall counts as a change for whoever mirrors the maps. */
-		if (bpf_map_lookup_elem(bpf_map__fd(map), &zero, &prev) == 0)
-			rec.generation = prev.generation + 1;
-	}
 	if (!map || bpf_map_update_elem(bpf_map__fd(map), &zero, &rec, BPF_ANY)) {
 		err = map ? -errno : -ENOENT;
 		pr_warn("cannot record the installation in %s: %s\n", DMSC_MAP_INSTALL,
