@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Upgrade in place from a previous build, under load.
+#
+# A host that runs an earlier dmsc must be upgraded by `dmscctl install` of
+# the new build without one failed connection, even when the new build
+# renames programs or pins (docs/design.md decision 1: the pinned maps are
+# the single source of truth and a new build adopts what it finds). This
+# suite builds the dmscctl of DMSC_UPGRADE_FROM (a git revision, default
+# 8fb0649: the last commit of the layout before the restructure of issue 11;
+# move it to the last commit of the previous layout whenever programs, pins
+# or maps change) from `git archive` into its temporary directory, installs
+# it on a test cgroup (with the suite's own BPF filesystem), applies a
+# policy, runs connections through the VIP from a client namespace, installs
+# the current build over it while they run, and checks: no connection
+# failed, translation still works, `dmscctl status` is clean, and the pins
+# left are exactly those that a fresh install of the current build makes
+# (nothing of the old layout left behind).
+#
+# Needs the repository's git history (a fresh clone has it); without it, or
+# without the revision, it is skipped (exit 77), never passed.
+#
+# DMSC_PIN_DIR names the versioned pin directory itself, so both builds see
+# the same directory here: a change of DMSC_LAYOUT_VERSION (new maps beside
+# the old ones) needs a mount namespace with a private /sys/fs/bpf instead.
+set -u
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+LOADPIDS=()
+suite_cleanup() {
+	local p
+	for p in "${LOADPIDS[@]}"; do
+		kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	# The fresh install made for comparison, if the suite stopped in it.
+	[[ -n ${FRESH_PINS:-} && -d ${FRESH_PINS:-} ]] &&
+		DMSC_PIN_DIR=$FRESH_PINS "$CTL" uninstall >/dev/null 2>&1
+}
+dmsc_suite_begin upgrade dup$$
+FROM=${DMSC_UPGRADE_FROM:-8fb0649}
+OLD=$T/old
+OLD_CTL=$OLD/build/dmscctl
+VIP=198.19.0.10
+
+# ---- the previous build --------------------------------------------------
+if ! command -v git >/dev/null || ! git -C "$TOP" rev-parse --git-dir >/dev/null 2>&1; then
+	echo "skip - $TOP is not a git checkout: the previous build cannot be made"
+	exit 77
+fi
+if ! rev=$(git -C "$TOP" rev-parse --verify -q "$FROM^{commit}"); then
+	echo "skip - revision $FROM (DMSC_UPGRADE_FROM) is not in this clone's history" \
+		"(a shallow clone?): the previous build cannot be made"
+	exit 77
+fi
+mkdir -p "$OLD" || exit 1
+if ! git -C "$TOP" archive "$rev" | tar -x -C "$OLD"; then
+	t_fail "git archive $FROM into $OLD"
+	t_summary
+	exit 1
+fi
+# Same kernel, same BTF: reuse this build's vmlinux.h (the old Makefile
+# would dump the very same file).
+[[ -f $BIN/vmlinux.h ]] && mkdir -p "$OLD/build" && cp "$BIN/vmlinux.h" "$OLD/build/"
+# A clean environment: make test's MAKEFLAGS, BUILD or CFLAGS must not leak
+# into the old tree's build. Only dmscctl (and the objects it embeds).
+start=$SECONDS
+if ! env -i PATH="$PATH" make -C "$OLD" -j2 build/dmscctl >"$T/old-build.log" 2>&1; then
+	tail -n 20 "$T/old-build.log"
+	t_fail "build dmscctl of $FROM"
+	t_summary
+	exit 1
+fi
+echo "# built dmscctl of $FROM (${rev:0:12}) in $((SECONDS - start)) s"
+
+# ---- hosts, backends, the old install ------------------------------------
+dmsc_net_host c 198.18.0.2/16 || exit 1
+dmsc_net_host b1 198.18.1.2/16 || exit 1
+dmsc_net_host b2 198.18.1.3/16 || exit 1
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+FRESH_CG=$(dmsc_cgroup_make "$P/fresh") || exit 1
+for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
+	IFS=: read -r host addr name <<<"$b"
+	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
+		--max-seconds 300 >"$T/$host.out" 2>&1 &
+done
+for f in b1 b2; do
+	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
+done
+cat >"$T/policy.json" <<EOF
+{ "services": [ { "name": "reviews", "vip": "$VIP", "port": 9080, "backends": [
+  { "address": "198.18.1.2", "port": 9080, "weight": 50 },
+  { "address": "198.18.1.3", "port": 9080, "weight": 50 } ] } ] }
+EOF
+
+# pins DIR: every pin and directory under DIR, relative, sorted.
+pins() {
+	(cd "$1" && find . -mindepth 1 | sed 's|^\./||' | LC_ALL=C sort)
+}
+
+probe() {
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PROBE" --json --max-seconds 60 "$@"
+}
+
+# quiet LOG CMD...: runs CMD with its output in $T/LOG, shown if it fails.
+quiet() {
+	local log=$T/$1
+	shift
+	"$@" >"$log" 2>&1 || { sed 's/^/# /' "$log"; return 1; }
+}
+
+t_check "the previous build ($FROM) installs" quiet old-install.log "$OLD_CTL" install --cgroup "$MESH"
+t_check "the previous build applies the policy" quiet old-apply.log "$OLD_CTL" apply "$T/policy.json"
+probe --connect "$VIP:9080" --count 200 --parallel 4 >"$T/before.json"
+t_eq "200 connections through the VIP with the previous build" \
+	"$(jq -c '[.ok, .failed, .peer_is_target]' "$T/before.json")" "[200,0,200]"
+pins "$DMSC_PIN_DIR" >"$T/pins-old"
+progs_old=$("$OLD_CTL" status -o json | jq -c '[.hooks[].prog_id] | sort')
+
+# ---- the upgrade, under load -----------------------------------------------
+# Batches of connections until $T/stop exists (at most 100 batches, each
+# bounded by the probe's --max-seconds), and one connection held across.
+rm -f "$T/stop"
+(
+	for ((i = 0; i < 100; i++)); do
+		[[ -e $T/stop ]] && break
+		probe --connect "$VIP:9080" --count 100 --parallel 4 >>"$T/batches"
+	done
+) &
+LOADPIDS+=($!)
+probe --connect "$VIP:9080" --hold-seconds 4 --interval-ms 50 >"$T/hold.json" &
+LOADPIDS+=($!)
+# The upgrade starts once load is flowing: the first batch is in.
+for ((i = 0; i < 100; i++)); do
+	[[ -s $T/batches ]] && break
+	sleep 0.05
+done
+t_check "the current build installs over the previous one" quiet install.log "$CTL" install --cgroup "$MESH"
+# A few more batches after the upgrade, then stop.
+n_at_upgrade=$(wc -l <"$T/batches")
+for ((i = 0; i < 200; i++)); do
+	[[ $(wc -l <"$T/batches") -ge $((n_at_upgrade + 3)) ]] && break
+	sleep 0.05
+done
+touch "$T/stop"
+for p in "${LOADPIDS[@]}"; do
+	wait "$p"
+done
+LOADPIDS=()
+read -r batches conns ok failed <<<"$(jq -rs '[length, (map(.connections) | add),
+	(map(.ok) | add), (map(.failed) | add)] | map(tostring) | join(" ")' "$T/batches")"
+t_check "load ran across the upgrade ($batches batches, $n_at_upgrade before the install)" \
+	test "$batches" -gt "$n_at_upgrade" -a "$n_at_upgrade" -ge 1
+t_eq "no connection failed during the upgrade" "$failed:$ok" "0:$conns"
+t_eq "the connection held across the upgrade survived" \
+	"$(jq -c '[.held, .errors]' "$T/hold.json")" "[1,0]"
+
+# ---- after -------------------------------------------------------------------
+probe --connect "$VIP:9080" --count 200 --parallel 4 >"$T/after.json"
+t_eq "200 connections through the VIP after the upgrade, getpeername() the VIP" \
+	"$(jq -c '[.ok, .failed, .peer_is_target]' "$T/after.json")" "[200,0,200]"
+t_check "both backends still get connections" \
+	jq -e '(.backends.v1 // 0) > 0 and (.backends.v2 // 0) > 0' "$T/after.json" >/dev/null
+"$CTL" status >"$T/status.txt" 2>&1
+t_eq "dmscctl status exits 0" $? 0
+"$CTL" status -o json >"$T/status.json"
+t_eq "status: installed on the test cgroup, the policy's service kept" \
+	"$(jq -c --arg cg "$P/mesh" '[.installed, (.cgroup | endswith($cg)), .services, .backends]' "$T/status.json")" \
+	"[true,true,1,2]"
+t_eq "status: every hook attached (or skipped for a missing kernel feature)" \
+	"$(jq -c '[.hooks[] | select(.attached | not) | select(.skipped == null) | .hook]' "$T/status.json")" "[]"
+t_check "status text says nothing is detached" bash -c "! grep -q 'NOT ATTACHED' '$T/status.txt'"
+progs_new=$(jq -c '[.hooks[].prog_id] | sort' "$T/status.json")
+t_check "the programs were replaced ($progs_old -> $progs_new)" \
+	test -n "$progs_new" -a "$progs_new" != "$progs_old"
+t_eq "an unchanged policy writes nothing after the upgrade" \
+	"$("$CTL" apply "$T/policy.json" -o json | jq -c '.entries_written')" 0
+
+# The pins the upgraded host has must be those a fresh install of the
+# current build makes: nothing of the old layout left over.
+pins "$DMSC_PIN_DIR" >"$T/pins-upgraded"
+FRESH_PINS=$T/bpffs/fresh
+if DMSC_PIN_DIR=$FRESH_PINS "$CTL" install --cgroup "$FRESH_CG" >"$T/fresh.log" 2>&1; then
+	pins "$FRESH_PINS" >"$T/pins-fresh"
+	DMSC_PIN_DIR=$FRESH_PINS "$CTL" uninstall >/dev/null 2>&1
+	FRESH_PINS=
+	t_check "the upgraded host has exactly the pins of a fresh install" \
+		diff -u "$T/pins-fresh" "$T/pins-upgraded"
+	comm -23 "$T/pins-old" "$T/pins-fresh" >"$T/pins-gone"
+	t_check "no pin of the old layout is left ($(wc -l <"$T/pins-gone") were not in the new one)" \
+		bash -c "! grep -qxF -f '$T/pins-gone' '$T/pins-upgraded'"
+else
+	cat "$T/fresh.log"
+	t_fail "a fresh install of the current build, for comparison"
+fi
+
+t_check "uninstall removes every pin" quiet uninstall.log "$CTL" uninstall
+t_eq "nothing is left in the pin directory" "$( [[ -d $DMSC_PIN_DIR ]] && pins "$DMSC_PIN_DIR")" ""
+t_summary
