@@ -34,7 +34,7 @@
 /* The most a reader may have unread before its writer leaves the fast path;
  * set at load time. 0: no bound. */
 const volatile __u32 fp_backlog_max = DMSC_FP_BACKLOG_MAX;
-/* Experiments only (scripts/bench-fastpath-variants.sh): apply a redirect
+/* Experiments only (scripts/bench-datapath.sh --variants): apply a redirect
  * verdict to this many bytes without running the program again, or cork
  * (hold messages until this many bytes are queued). 0: off, the default.
  * Cork would hold a small request for ever: never for real traffic. */
@@ -118,7 +118,7 @@ static __always_inline void fp_service_of(struct bpf_sock_ops *ops, struct dmsc_
 }
 
 /* Byte limits are policed outside sockets; a redirected flow would pass
- * them by, so such a service is never accelerated (DESIGN.md decision 6). */
+ * them by, so such a service is never accelerated (docs/design.md decision 6). */
 static __always_inline bool fp_accel_allowed(__u32 flags)
 {
 	return !(flags & (DMSC_SVC_F_ACCEL_OFF | DMSC_SVC_F_BYTES_LIMIT));
@@ -400,7 +400,7 @@ static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
 	bool known = false;
 	__u32 backlog;
 
-	/* Decision 6: a service that is now accelerate off or byte-limited
+	/* docs/design.md decision 6: a service that is now accelerate off or byte-limited
 	 * takes its established flows off the fast path too. */
 	if (me->svc_id) {
 		svc = bpf_map_lookup_elem(&dmsc_services, &me->svc_key);

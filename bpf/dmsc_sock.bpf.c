@@ -377,7 +377,7 @@ int sock4_l7_established(struct bpf_sock_ops *skops)
 	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
 	if (!rec || rec->backend_id != 0)
 		return 1; /* not translated, or translated to a backend (L4) */
-	/* local_port: host order (DESIGN.md, known pitfalls). */
+	/* local_port: host order (docs/design.md, "Kernel pitfalls"). */
 	key.client_addr = skops->local_ip4;
 	key.client_port = bpf_htons((__u16)skops->local_port);
 	key.helper_addr = skops->remote_ip4;

@@ -6,7 +6,7 @@ DMSC_KERNEL_NAMES=(5.10 6.1 6.12)
 
 dmsc_kernel_suites() {
 	case $1 in
-	5.10) echo bullseye,bullseye-security ;; # oldest supported (DESIGN.md, decision 8)
+	5.10) echo bullseye,bullseye-security ;; # oldest supported (docs/design.md decision 8)
 	6.1) echo bookworm,bookworm-security ;;
 	6.12) echo bookworm-backports ;;
 	*)

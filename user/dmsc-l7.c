@@ -71,7 +71,7 @@
 #include "log.h"
 #include "policy.h"
 
-/* ---- limits (documented in the README's dmsc-l7 section) ------------- */
+/* ---- limits (documented in docs/l7.md) --------------------------- */
 #define CIN_SIZE (16 * 1024)   /* client input buffer */
 #define UIN_SIZE (16 * 1024)   /* backend input buffer; a response head must fit */
 #define OUT_HIGH (64 * 1024)   /* stop reading the other side past this */

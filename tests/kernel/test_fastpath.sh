@@ -298,7 +298,7 @@ t_eq "20 curl requests through the fast path" "$ok" 20
 t_range "curl's requests and answers were redirected" "$(fp web redirected_msgs)" 40 100000
 
 # 10b. A service turned accelerate off while a connection is redirected
-#      (DESIGN.md decision 6: limits hold for established flows too): its
+#      (docs/design.md decision 6: limits hold for established flows too): its
 #      ends leave the fast path at their next message, without a lost byte.
 mesh_run "$MESH" c "$BIN/tools/dmsc-probe" --connect 198.19.0.28:9080 --hold-seconds 4 \
 	--interval-ms 50 --json >"$T/hold.json" &

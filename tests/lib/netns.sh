@@ -16,7 +16,7 @@
 # the 198.18.0.0/16 route is on-link. 198.19.0.0/16 is left for VIPs and is
 # routed nowhere, and there is no default route, so a connect() to a VIP that
 # dmsc did not translate fails at once with ENETUNREACH instead of leaving the
-# machine (DESIGN.md, "Tests and the network").
+# machine (docs/testing.md, "Tests and the network").
 #
 # Names: P is the prefix given to dmsc_net_init (e.g. "dmsct$$"), at most 12
 # characters of [A-Za-z0-9_-] starting with a letter. Namespaces are "${P}hub" and "${P}NAME"; the only

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * Policy parsing and validation: every rule of "Policy, version 1" in
- * DESIGN.md, checked through the exact messages a user reads.
+ * docs/policy.md, checked through the exact messages a user reads.
  *
  * Documents are written with ' where JSON has ", so that they read as JSON;
  * json() turns them into the real thing.
@@ -703,8 +703,8 @@ Test(policy_errors, format)
 
 /* ---- good documents --------------------------------------------------- */
 
-/* DESIGN.md's example, with "protocol": "http": as printed there ("tcp")
- * it uses requests_per_second and routes, which are http only. */
+/* docs/policy.md's example of every field: "protocol" is "http", since it
+ * uses requests_per_second and routes, which are http only. */
 static const char design_example[] =
     "{\n"
     "  'services': [\n"

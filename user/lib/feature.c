@@ -29,8 +29,8 @@ static const struct dmsc_feature feature_table[] = {
 	  "sock4_getpeername" },
 	{ "bpf_link for cgroup hooks", DMSC_FEAT_LINK, "cgroup/connect4", 0, "5.7", NULL, NULL },
 	{ "sk_storage map", DMSC_FEAT_MAP, NULL, BPF_MAP_TYPE_SK_STORAGE, "5.2", NULL, NULL },
-	/* 5.10 is the oldest kernel the matrix proves it on (DESIGN.md:
-	 * minimum kernel); the helper came to sock_addr programs earlier. */
+	/* 5.10 is the oldest kernel the matrix proves it on (docs/design.md
+	 * decision 8); the helper came to sock_addr programs earlier. */
 	{ "bpf_sk_storage_get in cgroup/connect4", DMSC_FEAT_HELPER, "cgroup/connect4",
 	  BPF_FUNC_sk_storage_get, "5.10", NULL, NULL },
 	{ "bpf_get_prandom_u32 in cgroup/connect4", DMSC_FEAT_HELPER, "cgroup/connect4",

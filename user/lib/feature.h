@@ -5,9 +5,9 @@
  * small test loads. A missing feature either has a fallback (the program
  * that needs it is not loaded, and dmsc says what it does instead) or makes
  * install refuse with a message naming the feature and the first Linux
- * version that has it (DESIGN.md, decision 8).
+ * version that has it (docs/design.md decision 8).
  *
- * The probes are one table in features.c: a new hook, helper or map type is
+ * The probes are one table in feature.c: a new hook, helper or map type is
  * one row there. Every hook of dmsc_hooks (datapath.c) is probed even
  * without a row, as a required feature.
  */

@@ -5,9 +5,9 @@
  * one. Tokens are counted in nano-tokens (1e9 per request) so that any rate
  * from 1/s up refills exactly, without floating point.
  *
- * Merge note: the kernel's connection buckets get include/dmsc/bucket.h
- * (dmsc_bucket_*) on main; once it lands this can become a thin wrapper
- * over it if the semantics agree (capacity = burst, starts full).
+ * The kernel's connection bucket is include/dmsc/bucket.h (dmsc_bucket_*);
+ * this one counts nano-tokens for per-request rates: one bucket for both
+ * is left to the deduplication of the restructure.
  */
 #ifndef DMSC_L7_BUCKET_H
 #define DMSC_L7_BUCKET_H

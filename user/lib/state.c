@@ -463,7 +463,7 @@ static void plan_limits(struct plan_svc *p)
 	}
 	if (rl->has_bytes_per_second) {
 		/* Flows of a byte-limited service stay on the path that polices
-		 * them: never on the same-host fast path (DESIGN decision 6). */
+		 * them: never on the same-host fast path (docs/design.md decision 6). */
 		p->svc.flags |= DMSC_SVC_F_BYTES_LIMIT | DMSC_SVC_F_ACCEL_OFF;
 		p->svc.flags &= ~(__u32)DMSC_SVC_F_ACCEL_ON;
 		p->limits.byte_rate = rl->bytes_per_second;
