@@ -18,7 +18,7 @@ P=dmscdemo$$
 P=${P:0:12}
 
 if [[ $(id -u) -ne 0 ]]; then
-	echo "demo: needs root (it loads BPF programs and makes network namespaces): sudo make demo" >&2
+	echo "demo: needs root (it loads BPF programs and makes network namespaces): run make demo as root" >&2
 	exit 1
 fi
 

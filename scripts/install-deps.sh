@@ -44,7 +44,7 @@ if $if_missing && [[ ${#missing[@]} -eq 0 ]]; then
 fi
 
 if [[ $(id -u) -ne 0 ]]; then
-	echo "install-deps: installing ${missing[*]:-nothing} needs root; run it with sudo" >&2
+	echo "install-deps: installing ${missing[*]:-nothing} needs root: run it as root" >&2
 	exit 1
 fi
 

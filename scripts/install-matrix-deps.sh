@@ -29,7 +29,7 @@ if [[ ${#missing[@]} -eq 0 && $need_vng -eq 0 ]]; then
 	exit 0
 fi
 if [[ $(id -u) -ne 0 ]]; then
-	echo "install-matrix-deps: installing ${missing[*]} ${TRIXIE_PACKAGE} needs root; run it with sudo" >&2
+	echo "install-matrix-deps: installing ${missing[*]} ${TRIXIE_PACKAGE} needs root: run it as root" >&2
 	exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
