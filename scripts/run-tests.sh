@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests (Criterion), the kernel suites on the
-# running kernel, the sanitizer suite, and a bounded fuzzing run.
+# The whole test suite: unit tests (Criterion), the documentation checks,
+# the kernel suites on the running kernel, the sanitizer suite, and a
+# bounded fuzzing run.
 # Prints one closing line "N passed, M failed[, K skipped]" over everything
 # and exits non-zero if anything failed.
 set -u
@@ -49,6 +50,11 @@ run_suite() {
 	failed=$((failed + f))
 	[[ $rc -ne 0 && $f -eq 0 ]] && failed=$((failed + 1))
 }
+
+# Documentation: every page, decision and path the code and docs cite exists.
+for suite in tests/docs/test_*.sh; do
+	run_suite "$suite" "$suite"
+done
 
 for suite in tests/kernel/test_*.sh; do
 	run_suite "$suite" "$suite"
