@@ -3,26 +3,37 @@
 #
 # A host that runs an earlier dmsc must be upgraded by `dmscctl install` of
 # the new build without one failed connection, even when the new build
-# renames programs or pins (docs/design.md decision 1: the pinned maps are
-# the single source of truth and a new build adopts what it finds). This
-# suite builds the dmscctl of DMSC_UPGRADE_FROM (a git revision, default
-# 8fb0649: the last commit of the layout before the restructure of issue 11;
-# move it to the last commit of the previous layout whenever programs, pins
-# or maps change) from `git archive` into its temporary directory, installs
-# it on a test cgroup (with the suite's own BPF filesystem), applies a
-# policy, runs connections through the VIP from a client namespace, installs
-# the current build over it while they run, and checks: no connection
-# failed, translation still works, `dmscctl status` is clean, and the pins
-# left are exactly those that a fresh install of the current build makes
-# (nothing of the old layout left behind).
+# renames programs, pins or maps (docs/design.md decision 1: the pinned maps
+# are the single source of truth and a new build adopts what it finds).
+# This suite builds the dmscctl of DMSC_UPGRADE_FROM (a git revision,
+# default 8fb0649, the last commit of the layout before the restructure of
+# issue 11: whenever programs, pins or maps change, move it to the last
+# commit of the previous layout) from `git archive` into its temporary
+# directory, installs it on a test cgroup, applies a policy, runs
+# connections through the VIP from a client namespace, installs the current
+# build over it while they run, and checks: no connection failed,
+# translation still works, `dmscctl status` is clean, and the pins left are
+# exactly those that a fresh install of the current build makes (nothing of
+# the old layout left behind).
+#
+# Both builds use their default pin directory (/sys/fs/bpf/dmsc/vN, so a
+# change of DMSC_LAYOUT_VERSION is upgraded as on a real host), in a BPF
+# filesystem of the suite's own: the suite runs in a mount namespace of its
+# own (unshare) and mounts a new bpffs over /sys/fs/bpf there, which the
+# host never sees. Everything the suite pins vanishes with that namespace.
 #
 # Needs the repository's git history (a fresh clone has it); without it, or
 # without the revision, it is skipped (exit 77), never passed.
-#
-# DMSC_PIN_DIR names the versioned pin directory itself, so both builds see
-# the same directory here: a change of DMSC_LAYOUT_VERSION (new maps beside
-# the old ones) needs a mount namespace with a private /sys/fs/bpf instead.
 set -u
+if [[ -z ${DMSC_UPGRADE_MOUNT_NS:-} && $(id -u) -eq 0 ]]; then
+	if ! command -v unshare >/dev/null; then
+		echo "skip - unshare (util-linux) is missing: no private mount namespace"
+		exit 77
+	fi
+	DMSC_UPGRADE_MOUNT_NS=1 exec unshare --mount --propagation private "$0" "$@"
+	echo "unshare --mount failed"
+	exit 1
+fi
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 LOADPIDS=()
 suite_cleanup() {
@@ -31,11 +42,30 @@ suite_cleanup() {
 		kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
-	# The fresh install made for comparison, if the suite stopped in it.
-	[[ -n ${FRESH_PINS:-} && -d ${FRESH_PINS:-} ]] &&
-		DMSC_PIN_DIR=$FRESH_PINS "$CTL" uninstall >/dev/null 2>&1
+	# Both builds' pins (a new layout may use another directory); the
+	# private bpffs goes with the mount namespace anyway.
+	if [[ -n ${BPFFS_MOUNTED:-} ]]; then
+		"$CTL" uninstall >/dev/null 2>&1
+		[[ -x ${OLD_CTL:-} ]] && "$OLD_CTL" uninstall >/dev/null 2>&1
+		umount /sys/fs/bpf
+	fi
 }
 dmsc_suite_begin upgrade dup$$
+# The suite's own bpffs at the default place, only in this mount namespace.
+if [[ $(readlink /proc/self/ns/mnt) == "$(readlink /proc/1/ns/mnt)" ]] ||
+	[[ $(findmnt -no PROPAGATION /sys/fs/bpf 2>/dev/null || echo private) != private ]]; then
+	t_fail "a private mount namespace (not the host's) for /sys/fs/bpf"
+	t_summary
+	exit 1
+fi
+if ! mount -t bpf bpf /sys/fs/bpf; then
+	t_fail "mount a BPF filesystem at /sys/fs/bpf in the suite's mount namespace"
+	t_summary
+	exit 1
+fi
+BPFFS_MOUNTED=1
+unset DMSC_PIN_DIR
+PINS=/sys/fs/bpf/dmsc # DMSC_PIN_ROOT: every layout's directory is under it
 FROM=${DMSC_UPGRADE_FROM:-8fb0649}
 OLD=$T/old
 OLD_CTL=$OLD/build/dmscctl
@@ -112,7 +142,7 @@ t_check "the previous build applies the policy" quiet old-apply.log "$OLD_CTL" a
 probe --connect "$VIP:9080" --count 200 --parallel 4 >"$T/before.json"
 t_eq "200 connections through the VIP with the previous build" \
 	"$(jq -c '[.ok, .failed, .peer_is_target]' "$T/before.json")" "[200,0,200]"
-pins "$DMSC_PIN_DIR" >"$T/pins-old"
+pins "$PINS" >"$T/pins-old"
 progs_old=$("$OLD_CTL" status -o json | jq -c '[.hooks[].prog_id] | sort')
 
 # ---- the upgrade, under load -----------------------------------------------
@@ -175,23 +205,25 @@ t_eq "an unchanged policy writes nothing after the upgrade" \
 	"$("$CTL" apply "$T/policy.json" -o json | jq -c '.entries_written')" 0
 
 # The pins the upgraded host has must be those a fresh install of the
-# current build makes: nothing of the old layout left over.
-pins "$DMSC_PIN_DIR" >"$T/pins-upgraded"
-FRESH_PINS=$T/bpffs/fresh
-if DMSC_PIN_DIR=$FRESH_PINS "$CTL" install --cgroup "$FRESH_CG" >"$T/fresh.log" 2>&1; then
-	pins "$FRESH_PINS" >"$T/pins-fresh"
-	DMSC_PIN_DIR=$FRESH_PINS "$CTL" uninstall >/dev/null 2>&1
-	FRESH_PINS=
-	t_check "the upgraded host has exactly the pins of a fresh install" \
+# current build makes: nothing of the old layout left over. The fresh
+# install goes to another cgroup and another private bpffs (a nested mount
+# namespace, gone when it ends).
+pins "$PINS" >"$T/pins-upgraded"
+# shellcheck disable=SC2016 # expanded by the inner shell
+if unshare --mount --propagation private bash -c 'mount -t bpf bpf /sys/fs/bpf &&
+	"$1" install --cgroup "$2" && (cd /sys/fs/bpf/dmsc && find . -mindepth 1 | sed "s|^\./||" |
+	LC_ALL=C sort) >"$3"; rc=$?; "$1" uninstall; exit $rc' _ "$CTL" "$FRESH_CG" "$T/pins-fresh" \
+	>"$T/fresh.log" 2>&1; then
+	t_check "the upgraded host has exactly the pins of a fresh install ($(wc -l <"$T/pins-fresh"))" \
 		diff -u "$T/pins-fresh" "$T/pins-upgraded"
 	comm -23 "$T/pins-old" "$T/pins-fresh" >"$T/pins-gone"
 	t_check "no pin of the old layout is left ($(wc -l <"$T/pins-gone") were not in the new one)" \
 		bash -c "! grep -qxF -f '$T/pins-gone' '$T/pins-upgraded'"
 else
-	cat "$T/fresh.log"
+	sed 's/^/# /' "$T/fresh.log"
 	t_fail "a fresh install of the current build, for comparison"
 fi
 
 t_check "uninstall removes every pin" quiet uninstall.log "$CTL" uninstall
-t_eq "nothing is left in the pin directory" "$( [[ -d $DMSC_PIN_DIR ]] && pins "$DMSC_PIN_DIR")" ""
+t_eq "nothing is left under $PINS" "$([[ -d $PINS ]] && pins "$PINS")" ""
 t_summary
