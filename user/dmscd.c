@@ -12,7 +12,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <limits.h>
 #include <malloc.h>
 #include <net/if.h>
@@ -21,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -36,6 +34,7 @@
 #include "metrics.h"
 #include "mirror.h"
 #include "policy.h"
+#include "policy_watch.h"
 #include "state.h"
 
 #define EXIT_USAGE 2
@@ -49,12 +48,11 @@ struct agent {
 	const char *pin_dir;
 	const char *policy;
 	bool policy_is_dir;
-	char watch_dir[PATH_MAX];
-	char watch_name[NAME_MAX + 1]; /* file mode: the file's name in watch_dir */
+	struct dmsc_policy_watch watch;
 	struct dmsc_mirror mirror;
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
-	int inotify_fd, watch_wd, signal_fd, http_fd;
+	int signal_fd, http_fd;
 	/* dmsc-l7 for protocol http services, when --l7-listen is given. */
 	bool l7;
 	struct dmsc_l7_supervisor l7_sup;
@@ -346,70 +344,6 @@ static int metrics_handler(const char *path, struct dmsc_buf *body, void *ctx)
 	return err ? 500 : 200;
 }
 
-/* Whether an inotify event is about the policy. */
-static bool relevant(const struct agent *ag, const struct inotify_event *ev)
-{
-	if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
-		pr_warn("%s: the watched directory went away; changes are no longer seen "
-			"(restart dmscd)\n",
-			ag->watch_dir);
-		return false;
-	}
-	if (!ev->len)
-		return false;
-	if (ag->policy_is_dir)
-		return dmsc_policy_dir_entry(ev->name);
-	return strcmp(ev->name, ag->watch_name) == 0;
-}
-
-static void read_inotify(struct agent *ag)
-{
-	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
-	ssize_t n;
-	char *p;
-
-	while ((n = read(ag->inotify_fd, buf, sizeof(buf))) > 0) {
-		for (p = buf; p < buf + n;) {
-			const struct inotify_event *ev = (const struct inotify_event *)p;
-
-			if (relevant(ag, ev))
-				dmsc_debounce_event(&ag->debounce, dmsc_now_ms());
-			p += sizeof(*ev) + ev->len;
-		}
-	}
-}
-
-static int setup_watch(struct agent *ag)
-{
-	char copy[PATH_MAX];
-	struct stat st;
-	int err;
-
-	if (stat(ag->policy, &st) == 0 && S_ISDIR(st.st_mode)) {
-		ag->policy_is_dir = true;
-		snprintf(ag->watch_dir, sizeof(ag->watch_dir), "%s", ag->policy);
-	} else {
-		snprintf(copy, sizeof(copy), "%s", ag->policy);
-		snprintf(ag->watch_dir, sizeof(ag->watch_dir), "%s", dirname(copy));
-		snprintf(copy, sizeof(copy), "%s", ag->policy);
-		snprintf(ag->watch_name, sizeof(ag->watch_name), "%s", basename(copy));
-	}
-	ag->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (ag->inotify_fd < 0)
-		return -errno;
-	/* The directory, not the file: editors replace a file by renaming a
-	 * new one over it, which a watch on the old inode would miss. */
-	ag->watch_wd = inotify_add_watch(ag->inotify_fd, ag->watch_dir,
-					 IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM |
-					     IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF);
-	if (ag->watch_wd < 0) {
-		err = -errno;
-		pr_warn("cannot watch %s: %s\n", ag->watch_dir, strerror(-err));
-		return err;
-	}
-	return 0;
-}
-
 static int parse_uint(const char *flag, const char *arg, unsigned int max, unsigned int *out)
 {
 	char *end;
@@ -502,7 +436,7 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct agent ag = {.inotify_fd = -1, .signal_fd = -1, .http_fd = -1};
+	struct agent ag = {.watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1};
 	const char *cgroup = NULL, *metrics = DEFAULT_METRICS, *ifs[MAX_INTERFACES];
 	unsigned int debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
 	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS, max_svc = 0, max_be = 0;
@@ -617,8 +551,9 @@ int main(int argc, char **argv)
 	io.n_ifaces = n_ifs;
 	if (install(&ag, &io))
 		goto out;
-	if (setup_watch(&ag))
+	if (dmsc_policy_watch_open(&ag.watch, ag.policy))
 		goto out;
+	ag.policy_is_dir = ag.watch.is_dir;
 	if (strcmp(metrics, "off") != 0) {
 		ag.http_fd = dmsc_httpd_listen(metrics, bound, sizeof(bound));
 		if (ag.http_fd < 0)
@@ -648,7 +583,7 @@ int main(int argc, char **argv)
 		/* poll() passes over the entries whose fd is -1. */
 		struct pollfd pfd[4] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
-		    {.fd = ag.inotify_fd, .events = POLLIN},
+		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
 		    {.fd = ag.l7 ? dmsc_l7_sup_fd(&ag.l7_sup) : -1, .events = POLLIN},
 		};
@@ -686,8 +621,8 @@ int main(int argc, char **argv)
 				}
 			}
 		}
-		if (pfd[1].revents & POLLIN)
-			read_inotify(&ag);
+		if ((pfd[1].revents & POLLIN) && dmsc_policy_watch_read(&ag.watch))
+			dmsc_debounce_event(&ag.debounce, dmsc_now_ms());
 		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN)) {
 			dmsc_httpd_serve(ag.http_fd, metrics_handler, &ag);
 			malloc_trim(0); /* the page is built whole, then freed */
@@ -723,8 +658,7 @@ out:
 	dmsc_mirror_free(&ag.mirror);
 	if (ag.http_fd >= 0)
 		close(ag.http_fd);
-	if (ag.inotify_fd >= 0)
-		close(ag.inotify_fd);
+	dmsc_policy_watch_close(&ag.watch);
 	if (ag.signal_fd >= 0)
 		close(ag.signal_fd);
 	return rc;

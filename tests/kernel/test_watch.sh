@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# dmscd's watches and its metrics endpoint under pressure:
+# - a policy updated the way Kubernetes updates a mounted ConfigMap (a
+#   directory swapped through the `..data` symlink), as one file and as a
+#   directory of files;
+# - allow_from re-resolved when a cgroup is removed and made again (a
+#   restarted container gets a new cgroup id), checked with real connect()s
+#   from a process in the new cgroup;
+# - a large policy's metrics page served whole, while a stalled client
+#   holds a connection that delays neither an apply nor SIGTERM.
+set -u
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+DPID=
+STALLPIDS=()
+suite_cleanup() {
+	local p
+	[[ -n ${KEEP_LOG:-} && -f ${LOG:-} ]] && cp "$LOG" "$KEEP_LOG"
+	for p in "${STALLPIDS[@]}" $DPID; do
+		kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+}
+dmsc_suite_begin watch dwa$$
+DMSCD=$BIN/dmscd
+LOG=$T/dmscd.log
+: >"$LOG"
+dmsc_net_host c 198.18.0.2/16 || exit 1
+dmsc_net_host b1 198.18.1.2/16 || exit 1
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+dmsc_net_exec b1 "$SRV" --name v1 --mode id --listen 198.18.1.2:9080 --max-seconds 600 \
+	>"$T/b1.out" 2>&1 &
+dmsc_wait_ready "$T/b1.out" 10 || { t_fail "backend ready"; t_summary; exit 1; }
+
+# wait_count FILE REGEX N SECONDS: until FILE has at least N lines matching.
+wait_count() {
+	local i
+	for ((i = 0; i < $4 * 20; i++)); do
+		[[ $(grep -cE -- "$2" "$1" 2>/dev/null) -ge $3 ]] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+nlines() { grep -cE -- "$2" "$1" 2>/dev/null; }
+
+# wait_for SECONDS CMD...: until CMD succeeds (every 50 ms).
+wait_for() {
+	local secs=$1 i
+	shift
+	for ((i = 0; i < secs * 20; i++)); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+start_dmscd() {
+	local before
+	before=$(nlines "$LOG" '\((start)\)|not applied|apply failed')
+	"$DMSCD" --metrics 127.0.0.1:0 --debounce-ms 100 --drop-delay-ms 50 "$@" >>"$LOG" 2>&1 &
+	DPID=$!
+	wait_count "$LOG" '\((start)\)|not applied|apply failed' $((before + 1)) 120
+}
+
+stop_dmscd() {
+	[[ -n $DPID ]] || return 0
+	kill -TERM "$DPID" 2>/dev/null
+	wait "$DPID" 2>/dev/null
+	DPID=
+}
+
+metrics_url() {
+	grep -o 'http://[0-9.:]*/metrics' "$LOG" | tail -n 1
+}
+
+# svc NAME VIP PORT [ALLOW_FROM]: one service's JSON
+svc() {
+	local allow=""
+	[[ -n ${4:-} ]] && allow=", \"allow_from\": [ \"$4\" ]"
+	printf '{ "name": "%s", "vip": "%s", "port": %s%s, "backends": [ { "address": "198.18.1.2", "port": 9080 } ] }' \
+		"$1" "$2" "$3" "$allow"
+}
+policy() {
+	local sep="" s
+	printf '{ "services": [ '
+	for s in "$@"; do
+		printf '%s%s' "$sep" "$s"
+		sep=", "
+	done
+	printf ' ] }\n'
+}
+
+names() { "$CTL" show services -o json | jq -c '[.services[].name] | sort'; }
+vips() { "$CTL" show services -o json | jq -c '[.services[] | .name + "@" + .vip] | sort'; }
+vips_are() { [[ $(vips) == "$1" ]]; }
+names_are() { [[ $(names) == "$1" ]]; }
+
+# ---- 1. a Kubernetes ConfigMap volume: `..data` swapped (issue 10, item 15) --
+# k8s_write DIR FILE...: what kubelet's atomic writer does: the files go
+# into a new timestamped directory, a new `..data_tmp` symlink points at it
+# and is renamed over `..data`, the user-visible names are symlinks into
+# `..data/` (made once), and the old directory is removed.
+k8s_write() {
+	local dir=$1 ts old f
+	shift
+	ts=..$(date -u +%Y_%m_%d_%H_%M_%S).$RANDOM$RANDOM
+	old=$(readlink "$dir/..data" 2>/dev/null)
+	mkdir "$dir/$ts"
+	for f in "$@"; do
+		cp "$f" "$dir/$ts/$(basename "$f")"
+	done
+	ln -s "$ts" "$dir/..data_tmp"
+	mv -T "$dir/..data_tmp" "$dir/..data"
+	for f in "$@"; do
+		[[ -L $dir/$(basename "$f") ]] || ln -s "..data/$(basename "$f")" "$dir/$(basename "$f")"
+	done
+	# Files of the old payload that the new one lacks lose their symlink.
+	for f in "$dir"/*; do
+		[[ -L $f && ! -e $f ]] && rm -f "$f"
+	done
+	[[ -n $old ]] && rm -rf "${dir:?}/$old"
+}
+
+mkdir -p "$T/src1" "$T/src2" "$T/cm" "$T/cmdir"
+policy "$(svc reviews 198.19.0.10 9080)" >"$T/src1/policy.json"
+policy "$(svc reviews 198.19.0.10 9080)" "$(svc ratings 198.19.0.11 9080)" >"$T/src2/policy.json"
+k8s_write "$T/cm" "$T/src1/policy.json"
+start_dmscd --cgroup "$MESH" --policy "$T/cm/policy.json"
+t_eq "a policy file that is a ConfigMap symlink is applied" "$(names)" '["reviews"]'
+k8s_write "$T/cm" "$T/src2/policy.json"
+wait_for 20 names_are '["ratings","reviews"]'
+t_eq "file mode: the ConfigMap update (\`..data\` renamed over) is applied" "$(names)" '["ratings","reviews"]'
+k8s_write "$T/cm" "$T/src1/policy.json"
+wait_for 20 names_are '["reviews"]'
+t_eq "file mode: a second update is applied too (the new target is watched)" "$(names)" '["reviews"]'
+stop_dmscd
+
+# A directory of policies, each file a symlink into `..data/`.
+policy "$(svc reviews 198.19.0.10 9080)" >"$T/src1/10-reviews.json"
+policy "$(svc ratings 198.19.0.11 9080)" >"$T/src2/20-ratings.json"
+k8s_write "$T/cmdir" "$T/src1/10-reviews.json"
+start_dmscd --policy "$T/cmdir"
+t_eq "a ConfigMap directory is applied" "$(names)" '["reviews"]'
+k8s_write "$T/cmdir" "$T/src1/10-reviews.json" "$T/src2/20-ratings.json"
+wait_for 20 names_are '["ratings","reviews"]'
+t_eq "directory mode: the ConfigMap update with a new file is applied" "$(names)" '["ratings","reviews"]'
+# The same names, new contents: only `..data` changes in the directory.
+mkdir -p "$T/src3"
+policy "$(svc reviews 198.19.0.10 9081)" >"$T/src3/10-reviews.json"
+policy "$(svc ratings 198.19.0.11 9081)" >"$T/src3/20-ratings.json"
+k8s_write "$T/cmdir" "$T/src3/10-reviews.json" "$T/src3/20-ratings.json"
+wait_for 20 vips_are '["ratings@198.19.0.11:9081/tcp","reviews@198.19.0.10:9081/tcp"]'
+t_eq "directory mode: an update of the files' contents (no name changes) is applied" "$(vips)" \
+	'["ratings@198.19.0.11:9081/tcp","reviews@198.19.0.10:9081/tcp"]'
+k8s_write "$T/cmdir" "$T/src2/20-ratings.json"
+wait_for 20 names_are '["ratings"]'
+t_eq "directory mode: a file dropped from the ConfigMap is removed" "$(names)" '["ratings"]'
+t_check "no apply failed or was refused" test "$(nlines "$LOG" 'not applied|apply failed')" -eq 0
+stop_dmscd
+
+t_summary
