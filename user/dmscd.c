@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "allow_resolve.h"
 #include "datapath.h"
 #include "httpd.h"
 #include "l7_supervisor.h"
@@ -62,7 +63,17 @@ struct agent {
 	 * resolve (dmsc_apply_result.unresolved). */
 	int64_t retry_at_ms; /* 0: none */
 	size_t unresolved;
+	/* allow_from rules resolved again when cgroups appear and go, and
+	 * every CGROUP_RECHECK_MS besides (allow_resolve.h). */
+	struct dmsc_cgroup_watch cg_watch;
+	int64_t reresolve_at_ms; /* 0: none due */
+	int64_t recheck_at_ms;
 };
+
+/* A restarted container is an rmdir and a mkdir: wait this long after an
+ * event so that one pass sees both. */
+#define CGROUP_SETTLE_MS 20
+#define CGROUP_RECHECK_MS 10000
 
 #define UNRESOLVED_RETRY_MS 2000
 
@@ -230,6 +241,41 @@ out:
 	dmsc_msgs_free(&msgs);
 	/* json-c and the parse leave freed memory in the heap: give it back. */
 	malloc_trim(0);
+}
+
+/* Resolves every allow_from rule in the maps again (whoever wrote it) and
+ * watches the cgroup directories of their paths afresh. */
+static void reresolve(struct agent *ag)
+{
+	struct dmsc_allow_entry *rules = NULL;
+	struct dmsc_datapath dp;
+	size_t n = 0;
+	bool in_step;
+	__u64 gen = 0;
+	int changed;
+
+	ag->reresolve_at_ms = 0;
+	ag->recheck_at_ms = dmsc_now_ms() + CGROUP_RECHECK_MS;
+	if (!ag->cg_watch.root[0] &&
+	    dmsc_cgroup2_mount(ag->cg_watch.root, sizeof(ag->cg_watch.root)))
+		return;
+	if (dmsc_datapath_open(&dp, ag->pin_dir, true))
+		return;
+	in_step = ag->mirror.loaded && dmsc_datapath_generation(&dp, &gen) == 0 &&
+		  gen == ag->mirror.generation &&
+		  dmsc_map_id(dp.fd[DMSC_M_SERVICES]) == ag->mirror.services_map_id;
+	/* The watches first: a cgroup made after its path is resolved below
+	 * is an event then. */
+	if (dmsc_allow_rules(&dp, &rules, &n) == 0)
+		dmsc_cgroup_watch_set(&ag->cg_watch, rules, n);
+	free(rules);
+	rules = NULL;
+	changed = dmsc_allow_reresolve(&dp, ag->cg_watch.root, &rules, &n);
+	if (changed > 0 && dmsc_datapath_bump_generation(&dp) == 0 && in_step &&
+	    dmsc_mirror_take_allow(&ag->mirror, rules, n) == 0)
+		ag->mirror.generation = gen + 1;
+	free(rules);
+	dmsc_datapath_close(&dp);
 }
 
 static void flush_drops(struct agent *ag, bool force)
@@ -436,7 +482,8 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct agent ag = {.watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1};
+	struct agent ag = {
+	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1};
 	const char *cgroup = NULL, *metrics = DEFAULT_METRICS, *ifs[MAX_INTERFACES];
 	unsigned int debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
 	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS, max_svc = 0, max_be = 0;
@@ -572,6 +619,7 @@ int main(int argc, char **argv)
 	}
 	pr_info("watching %s%s\n", ag.policy, ag.policy_is_dir ? " (a directory of *.json)" : "");
 	apply_policy(&ag, "start");
+	reresolve(&ag);
 	if (l7_listen) {
 		if (!l7_bin[0])
 			l7_default_binary(l7_bin, sizeof(l7_bin));
@@ -581,11 +629,12 @@ int main(int argc, char **argv)
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[4] = {
+		struct pollfd pfd[5] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
 		    {.fd = ag.l7 ? dmsc_l7_sup_fd(&ag.l7_sup) : -1, .events = POLLIN},
+		    {.fd = ag.cg_watch.fd, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -597,11 +646,18 @@ int main(int argc, char **argv)
 			wait = drop;
 		if (retry >= 0 && (wait < 0 || retry < wait))
 			wait = retry;
+		{
+			int64_t at = ag.reresolve_at_ms ? ag.reresolve_at_ms : ag.recheck_at_ms;
+			int cg = (int)(at > now ? (at - now > 100000 ? 100000 : at - now) : 0);
+
+			if (wait < 0 || cg < wait)
+				wait = cg;
+		}
 		/* The helper: reaped, noticed ready, restarted after its
 		 * back-off; looked at every second at least. */
 		if (ag.l7 && (wait < 0 || wait > L7_POLL_MS))
 			wait = L7_POLL_MS;
-		if (poll(pfd, 4, wait) < 0 && errno != EINTR) {
+		if (poll(pfd, 5, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}
@@ -627,11 +683,19 @@ int main(int argc, char **argv)
 			dmsc_httpd_serve(ag.http_fd, metrics_handler, &ag);
 			malloc_trim(0); /* the page is built whole, then freed */
 		}
+		if ((pfd[4].revents & POLLIN) && dmsc_cgroup_watch_read(&ag.cg_watch) &&
+		    !ag.reresolve_at_ms)
+			ag.reresolve_at_ms = dmsc_now_ms() + CGROUP_SETTLE_MS;
 		now = dmsc_now_ms();
-		if (running && dmsc_debounce_take(&ag.debounce, now))
+		if (running && dmsc_debounce_take(&ag.debounce, now)) {
 			apply_policy(&ag, "changed");
-		else if (running && ag.retry_at_ms && dmsc_now_ms() >= ag.retry_at_ms)
+			reresolve(&ag); /* new rules, new paths to watch */
+		} else if (running && ag.retry_at_ms && dmsc_now_ms() >= ag.retry_at_ms) {
 			apply_policy(&ag, "retry");
+		}
+		now = dmsc_now_ms();
+		if (running && now >= (ag.reresolve_at_ms ? ag.reresolve_at_ms : ag.recheck_at_ms))
+			reresolve(&ag);
 		if (dmsc_mirror_next_drop_ms(&ag.mirror, dmsc_now_ms()) == 0)
 			flush_drops(&ag, false);
 		if (ag.l7)
@@ -659,6 +723,7 @@ out:
 	if (ag.http_fd >= 0)
 		close(ag.http_fd);
 	dmsc_policy_watch_close(&ag.watch);
+	dmsc_cgroup_watch_close(&ag.cg_watch);
 	if (ag.signal_fd >= 0)
 		close(ag.signal_fd);
 	return rc;

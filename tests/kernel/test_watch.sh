@@ -154,7 +154,71 @@ t_eq "directory mode: an update of the files' contents (no name changes) is appl
 k8s_write "$T/cmdir" "$T/src2/20-ratings.json"
 wait_for 20 names_are '["ratings"]'
 t_eq "directory mode: a file dropped from the ConfigMap is removed" "$(names)" '["ratings"]'
-t_check "no apply failed or was refused" test "$(nlines "$LOG" 'not applied|apply failed')" -eq 0
+# (An apply between the swap and the removal of a dropped file's dangling
+# symlink is refused, and the removal's own event applies it again.)
+t_check "no apply failed" test "$(nlines "$LOG" 'apply failed')" -eq 0
+stop_dmscd
+
+# ---- 2. allow_from follows a cgroup removed and made again (issue 10, item 12) --
+# A restarted container: its cgroup is removed and made again under the
+# same path, with a new id. dmscd resolves every rule again (its own and
+# those `dmscctl apply` wrote) and never opens the service to anyone else.
+APP_REL=dmsc-test/$P/mesh/app
+APP2_REL=dmsc-test/$P/mesh/app2
+APP=$(dmsc_cgroup_make "$P/mesh/app") || exit 1
+APP2=$(dmsc_cgroup_make "$P/mesh/app2") || exit 1
+OTHER=$(dmsc_cgroup_make "$P/mesh/other") || exit 1
+policy "$(svc web 198.19.0.20 80 "$APP_REL")" >"$T/allow.json"
+policy "$(svc web 198.19.0.20 80 "$APP_REL")" "$(svc api 198.19.0.21 80 "$APP2_REL")" >"$T/allow2.json"
+# connects CG VIP N: how many of N connect()s from a process in CG succeed
+connects() {
+	dmsc_run_in_cgroup "$1" dmsc_net_exec c "$PROBE" --json --max-seconds 20 --connect "$2:80" \
+		--count "$3" | jq .ok
+}
+connects_ok() { [[ $(connects "$1" "$2" 1) == 1 ]]; }
+# rule_ids SERVICE: the cgroup ids of its rules in the maps ("none" when unresolved)
+rule_ids() {
+	"$CTL" show access -o json |
+		jq -r --arg s "$1" '[.services[] | select(.name == $s) | .allow[] |
+			(if .resolved then (.cgroup_id | tostring) else "none" end)] | join(",")'
+}
+rule_ids_are() { [[ $(rule_ids "$1") == "$2" ]]; }
+# remake CG: the cgroup removed (it is empty) and made again at once
+remake() { rmdir "$1" && mkdir "$1"; }
+
+start_dmscd --policy "$T/allow.json"
+old_id=$(stat -c %i "$APP")
+t_eq "allow_from resolves to the cgroup's id" "$(rule_ids web)" "$old_id"
+t_eq "a process in the allowed cgroup connects" "$(connects "$APP" 198.19.0.20 3)" 3
+t_eq "a process in another cgroup of the mesh does not" "$(connects "$OTHER" 198.19.0.20 3)" 0
+remake "$APP"
+new_id=$(stat -c %i "$APP")
+t_check "the cgroup made again has a new id ($old_id -> $new_id)" test "$new_id" != "$old_id"
+wait_for 10 rule_ids_are web "$new_id"
+t_eq "dmscd re-resolves the rule: only the new id is in the map" "$(rule_ids web)" "$new_id"
+wait_for 10 connects_ok "$APP" 198.19.0.20
+t_eq "a process in the re-made cgroup connects" "$(connects "$APP" 198.19.0.20 3)" 3
+t_eq "...and still nobody else" "$(connects "$OTHER" 198.19.0.20 3)" 0
+rmdir "$APP"
+wait_for 10 rule_ids_are web none
+t_eq "a removed cgroup's id is deleted (the rule waits, unresolved)" "$(rule_ids web)" none
+t_eq "...and the service is closed to everyone meanwhile" "$(connects "$OTHER" 198.19.0.20 3)" 0
+mkdir "$APP"
+wait_for 10 connects_ok "$APP" 198.19.0.20
+t_eq "made again later, the cgroup is resolved and its process connects" \
+	"$(connects "$APP" 198.19.0.20 3):$(rule_ids web)" "3:$(stat -c %i "$APP")"
+# A rule `dmscctl apply` wrote while dmscd runs (and does not re-apply).
+"$CTL" apply "$T/allow2.json" >/dev/null
+t_eq "dmscctl apply resolves at apply time" "$(connects "$APP2" 198.19.0.21 3)" 3
+old_id=$(stat -c %i "$APP2")
+remake "$APP2"
+t_check "the cgroup made again has a new id" test "$(stat -c %i "$APP2")" != "$old_id"
+# dmscd watches this path from its next periodic check on (10 s).
+wait_for 30 connects_ok "$APP2" 198.19.0.21
+t_eq "dmscd re-resolves a rule that dmscctl apply wrote" \
+	"$(connects "$APP2" 198.19.0.21 3):$(rule_ids api)" "3:$(stat -c %i "$APP2")"
+t_eq "...and nobody else may connect" "$(connects "$OTHER" 198.19.0.21 3)" 0
+t_check "each re-resolution is logged" grep -q "allow_from \"$APP_REL\" (service id [0-9]*) re-resolved: cgroup id [0-9]* -> none" "$LOG"
 stop_dmscd
 
 t_summary
