@@ -42,11 +42,12 @@ wait_count() {
 }
 nlines() { grep -cE -- "$2" "$1" 2>/dev/null; }
 
-# wait_for SECONDS CMD...: until CMD succeeds (every 50 ms).
+# wait_for SECONDS CMD...: until CMD succeeds (every 50 ms), for at most
+# SECONDS of wall time however long CMD takes (and 2000 tries).
 wait_for() {
-	local secs=$1 i
+	local end=$((SECONDS + $1)) i
 	shift
-	for ((i = 0; i < secs * 20; i++)); do
+	for ((i = 0; i < 2000 && SECONDS <= end; i++)); do
 		"$@" && return 0
 		sleep 0.05
 	done
