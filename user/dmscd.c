@@ -68,6 +68,8 @@ struct agent {
 	struct dmsc_cgroup_watch cg_watch;
 	int64_t reresolve_at_ms; /* 0: none due */
 	int64_t recheck_at_ms;
+	struct dmsc_httpd httpd;
+	enum dmsc_metrics_backends metrics_backends;
 };
 
 /* A restarted container is an rmdir and a mkdir: wait this long after an
@@ -91,6 +93,8 @@ static const char usage_text[] =
     "                         ingress; repeatable; kept by later installs)\n"
     "  --metrics ADDR:PORT    Prometheus metrics at http://ADDR:PORT/metrics\n"
     "                         (default " DEFAULT_METRICS "; port 0 picks one; off)\n"
+    "  --metrics-backends auto|on|off  per-backend series; auto (default): only\n"
+    "                         with at most %d services\n"
     "  --debounce-ms N        apply once the policy was quiet N ms (default %d)\n"
     "  --debounce-max-ms N    ...or N ms after the first change (default %d)\n"
     "  --drop-delay-ms N      zero a removed backend's entry N ms after no slot table\n"
@@ -110,7 +114,7 @@ static const char usage_text[] =
 
 static void usage(FILE *f)
 {
-	fprintf(f, usage_text, DEFAULT_DEBOUNCE_MS, DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS,
+	fprintf(f, usage_text, DMSC_METRICS_BACKENDS_AUTO_MAX, DEFAULT_DEBOUNCE_MS, DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS,
 		DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
 }
 
@@ -295,7 +299,7 @@ static void flush_drops(struct agent *ag, bool force)
 
 /* dmsc-l7's own families (per service, route and code, latency histograms),
  * from the file it rewrites every second. */
-static int append_l7_metrics(const struct agent *ag, struct dmsc_buf *body)
+static int append_l7_metrics(const char *file, struct dmsc_buf *body)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -304,7 +308,7 @@ static int append_l7_metrics(const struct agent *ag, struct dmsc_buf *body)
 
 	if (!f)
 		return -errno;
-	err = dmsc_l7_metrics_append(ag->l7_metrics, f);
+	err = dmsc_l7_metrics_append(file, f);
 	fclose(f);
 	if (!err && len)
 		dmsc_buf_printf(body, "%.*s", (int)len, text);
@@ -363,9 +367,52 @@ static void l7_default_binary(char *buf, size_t len)
 		snprintf(buf, len, "dmsc-l7");
 }
 
-static int metrics_handler(const char *path, struct dmsc_buf *body, void *ctx)
+/* What a scrape renders, copied in the loop when the connection comes:
+ * the connection's thread reads nothing the loop changes. */
+struct scrape_job {
+	struct dmsc_mirror snap;
+	bool snap_ok;
+	struct dmsc_agent_stats stats;
+	enum dmsc_metrics_backends backends;
+	const char *pin_dir;
+	bool l7;
+	char l7_metrics[PATH_MAX];
+};
+
+static void *scrape_job_make(void *ctx)
 {
-	struct agent *ag = ctx;
+	const struct agent *ag = ctx;
+	struct scrape_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->stats = ag->stats;
+	j->backends = ag->metrics_backends;
+	j->pin_dir = ag->pin_dir;
+	j->l7 = ag->l7;
+	memcpy(j->l7_metrics, ag->l7_metrics, sizeof(j->l7_metrics));
+	j->snap_ok = dmsc_metrics_snapshot(&ag->mirror,
+					   dmsc_metrics_backends_on(j->backends, ag->mirror.n),
+					   &j->snap) == 0;
+	return j;
+}
+
+static void scrape_job_free(void *job)
+{
+	struct scrape_job *j = job;
+
+	if (!j)
+		return;
+	dmsc_metrics_snapshot_free(&j->snap);
+	free(j);
+}
+
+/* In the connection's thread. */
+static int metrics_handler(const char *path, struct dmsc_buf *body, void *job)
+{
+	struct scrape_job *j = job;
+	struct dmsc_mirror own = {0};
+	const struct dmsc_mirror *m;
 	struct dmsc_datapath dp;
 	__u64 gen;
 	int err;
@@ -376,17 +423,25 @@ static int metrics_handler(const char *path, struct dmsc_buf *body, void *ctx)
 	}
 	if (strcmp(path, "/metrics") != 0)
 		return 404;
-	if (dmsc_datapath_open(&dp, ag->pin_dir, false))
+	if (!j || !j->snap_ok || dmsc_datapath_open(&dp, j->pin_dir, false))
 		return 500;
+	m = &j->snap;
 	/* Another writer changed the maps: name what they hold now. */
-	if (!ag->mirror.loaded || dmsc_datapath_generation(&dp, &gen) ||
-	    gen != ag->mirror.generation ||
-	    dmsc_map_id(dp.fd[DMSC_M_SERVICES]) != ag->mirror.services_map_id)
-		dmsc_mirror_load(&ag->mirror, &dp);
-	err = dmsc_metrics_render(body, &ag->mirror, &dp, &ag->stats);
+	if (!m->loaded || dmsc_datapath_generation(&dp, &gen) || gen != m->generation ||
+	    dmsc_map_id(dp.fd[DMSC_M_SERVICES]) != m->services_map_id) {
+		if (dmsc_mirror_load(&own, &dp)) {
+			dmsc_datapath_close(&dp);
+			return 500;
+		}
+		m = &own;
+	}
+	/* The snapshot copied the backends by the same rule. */
+	err = dmsc_metrics_render(body, m, &dp, &j->stats,
+				  dmsc_metrics_backends_on(j->backends, m->n));
 	dmsc_datapath_close(&dp);
-	if (!err && ag->l7)
-		err = append_l7_metrics(ag, body);
+	dmsc_mirror_free(&own);
+	if (!err && j->l7)
+		err = append_l7_metrics(j->l7_metrics, body);
 	return err ? 500 : 200;
 }
 
@@ -463,12 +518,14 @@ int main(int argc, char **argv)
 		OPT_PIN_DIR,
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
+		OPT_METRICS_BACKENDS,
 	};
 	static const struct option longopts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
 	    {"cgroup", required_argument, NULL, OPT_CGROUP},
 	    {"interface", required_argument, NULL, OPT_IF},
 	    {"metrics", required_argument, NULL, OPT_METRICS},
+	    {"metrics-backends", required_argument, NULL, OPT_METRICS_BACKENDS},
 	    {"debounce-ms", required_argument, NULL, OPT_DEBOUNCE},
 	    {"debounce-max-ms", required_argument, NULL, OPT_DEBOUNCE_MAX},
 	    {"drop-delay-ms", required_argument, NULL, OPT_DROP_DELAY},
@@ -514,6 +571,19 @@ int main(int argc, char **argv)
 			break;
 		case OPT_METRICS:
 			metrics = optarg;
+			break;
+		case OPT_METRICS_BACKENDS:
+			if (!strcmp(optarg, "auto")) {
+				ag.metrics_backends = DMSC_METRICS_BACKENDS_AUTO;
+			} else if (!strcmp(optarg, "on")) {
+				ag.metrics_backends = DMSC_METRICS_BACKENDS_ON;
+			} else if (!strcmp(optarg, "off")) {
+				ag.metrics_backends = DMSC_METRICS_BACKENDS_OFF;
+			} else {
+				pr_warn("--metrics-backends: \"%s\" is not auto, on or off\n",
+					optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case OPT_DEBOUNCE:
 			if (parse_uint("--debounce-ms", optarg, 60000, &debounce))
@@ -605,6 +675,14 @@ int main(int argc, char **argv)
 		ag.http_fd = dmsc_httpd_listen(metrics, bound, sizeof(bound));
 		if (ag.http_fd < 0)
 			goto out;
+		ag.httpd = (struct dmsc_httpd){
+		    .listen_fd = ag.http_fd,
+		    .max_conns = DMSC_HTTPD_CONNS_DEFAULT,
+		    .handler = metrics_handler,
+		    .make_job = scrape_job_make,
+		    .free_job = scrape_job_free,
+		    .ctx = &ag,
+		};
 		pr_info("metrics at http://%s/metrics\n", bound);
 	}
 	{
@@ -679,10 +757,8 @@ int main(int argc, char **argv)
 		}
 		if ((pfd[1].revents & POLLIN) && dmsc_policy_watch_read(&ag.watch))
 			dmsc_debounce_event(&ag.debounce, dmsc_now_ms());
-		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN)) {
-			dmsc_httpd_serve(ag.http_fd, metrics_handler, &ag);
-			malloc_trim(0); /* the page is built whole, then freed */
-		}
+		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN))
+			dmsc_httpd_accept(&ag.httpd);
 		if ((pfd[4].revents & POLLIN) && dmsc_cgroup_watch_read(&ag.cg_watch) &&
 		    !ag.reresolve_at_ms)
 			ag.reresolve_at_ms = dmsc_now_ms() + CGROUP_SETTLE_MS;

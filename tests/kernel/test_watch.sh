@@ -222,4 +222,99 @@ t_eq "...and nobody else may connect" "$(connects "$OTHER" 198.19.0.21 3)" 0
 t_check "each re-resolution is logged" grep -q "allow_from \"$APP_REL\" (service id [0-9]*) re-resolved: cgroup id [0-9]* -> none" "$LOG"
 stop_dmscd
 
+# ---- 3. metrics of a large policy, and stalled clients (issue 10, item 14) --
+# N services of 4 backends (past the 1000 where auto leaves out the
+# per-backend series). Each connection is served by a thread from a
+# snapshot, so a client that reads nothing (or sends nothing) delays
+# neither an apply nor SIGTERM.
+N=${WATCH_METRICS_SERVICES:-3000}
+big_policy() {
+	awk -v n="$N" -v port="$1" 'BEGIN {
+		printf "{ \"services\": [\n"
+		for (i = 0; i < n; i++) {
+			a = int(i / 250); b = i % 250 + 1
+			printf "%s{ \"name\": \"svc-%d\", \"vip\": \"198.19.%d.%d\", \"port\": %d, \"backends\": [", i ? ",\n" : "", i, 100 + a, b, i == 0 ? port : 80
+			for (k = 0; k < 4; k++)
+				printf "%s{ \"address\": \"198.18.%d.%d\", \"port\": %d }", k ? ", " : " ", 100 + a, b, 8080 + k
+			printf " ] }"
+		}
+		printf "\n] }\n"
+	}'
+}
+big_policy 80 >"$T/big.json"
+big_policy 81 >"$T/big81.json"
+cp "$T/big.json" "$T/bigpol.json"
+"$CTL" uninstall >/dev/null
+start_dmscd --cgroup "$MESH" --policy "$T/bigpol.json" --max-services $((N + 16)) --max-backends $((4 * N + 16))
+t_check "a $N-service policy is applied" grep -qE "\(start\): $N services, " "$LOG"
+url=$(metrics_url)
+port=${url##*:}
+port=${port%%/*}
+curl -sS --max-time 60 -o "$T/big.txt" -w '%{http_code} %{size_download} %{time_total}\n' "$url" >"$T/big.curl" 2>&1
+rc=$?
+read -r code size secs <"$T/big.curl"
+echo "# scrape of $N services: $size bytes in $secs s"
+t_eq "the page is served whole (curl exit 0, 200)" "$rc:$code" "0:200"
+t_eq "...its last line is the last family's sample" "$(tail -n 1 "$T/big.txt" | cut -d' ' -f1)" dmsc_agent_start_time_seconds
+t_eq "...with a sample per service" "$(grep -c '^dmsc_service_connections_total{' "$T/big.txt")" "$N"
+t_eq "auto leaves out the per-backend series past 1000 services" \
+	"$(grep -c '^dmsc_backend_connections_total' "$T/big.txt"):$(awk '$1 == "dmsc_metrics_backend_series" { print $2 }' "$T/big.txt")" "0:0"
+awk -f "$TOP/tests/lib/promcheck.awk" "$T/big.txt" >"$T/bigcheck.out" 2>&1
+t_check "the large page passes the strict text-format check" test $? -eq 0
+
+# stall SEND: a client that connects (and sends a request if SEND is 1)
+# and then reads nothing, with a 4 KiB receive buffer; "ready" once
+# connected.
+stall() {
+	/usr/bin/python3 - "$port" "$1" <<'PY' &
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+if sys.argv[2] == "1":
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: dmscd\r\n\r\n")
+print("ready", flush=True)
+time.sleep(60)
+PY
+	STALLPIDS+=($!)
+}
+# held: server-side connections of the endpoint with unsent bytes queued
+held() { ss -Htn state established "( sport = :$port )" | awk '$2 > 0' | wc -l; }
+held_one() { [[ $(held) -ge 1 ]]; }
+stall 1 >"$T/stall1.out"
+wait_for 30 held_one
+t_check "a client that reads nothing holds a connection with a page half sent" held_one
+n_before=$(nlines "$LOG" '^dmscd: applied .*\(changed\)')
+cp "$T/big81.json" "$T/bigpol.json.tmp" && mv "$T/bigpol.json.tmp" "$T/bigpol.json"
+wait_count "$LOG" '^dmscd: applied .*\(changed\)' $((n_before + 1)) 25
+t_check "a policy change is applied meanwhile" test "$(nlines "$LOG" '^dmscd: applied .*\(changed\)')" -gt "$n_before"
+# Before the fix the loop served the connection until it gave up on it:
+# the apply could only come once the page was abandoned.
+t_check "...while the stalled connection is still being served (the loop did not wait for it)" held_one
+t_eq "the change is in the maps" "$("$CTL" show services -o json | jq -r '.services[] | select(.name == "svc-0") | .vip')" "198.19.100.1:81/tcp"
+# Connections past the bound get a 503 at once.
+for i in 1 2 3; do stall 0 >"$T/stall0-$i.out"; done
+wait_for 10 grep -q ready "$T/stall0-3.out"
+t_eq "past 4 connections at once, a scrape gets 503 at once" \
+	"$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$url")" 503
+# SIGTERM with stalled clients: before the fix, each connection that sends
+# nothing held the loop 2 s, and the one after the signal was served too.
+for i in 4 5; do stall 0 >"$T/stall0-$i.out"; done
+wait_for 10 grep -q ready "$T/stall0-5.out"
+t0=$(date +%s%N)
+kill -TERM "$DPID"
+for ((i = 0; i < 400; i++)); do
+	kill -0 "$DPID" 2>/dev/null || break
+	sleep 0.05
+done
+t1=$(date +%s%N)
+gone=$(kill -0 "$DPID" 2>/dev/null && echo running || echo exited)
+wait "$DPID" 2>/dev/null
+DPID=
+echo "# dmscd exited $(((t1 - t0) / 1000000)) ms after SIGTERM with 6 stalled clients"
+t_eq "SIGTERM with stalled clients: dmscd exits" "$gone" exited
+t_range "...within 1.5 s (before the fix: 2 s per stalled connection, 2 at least)" "$(((t1 - t0) / 1000000))" 0 1500
+for p in "${STALLPIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+STALLPIDS=()
+
 t_summary
