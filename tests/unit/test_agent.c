@@ -383,3 +383,89 @@ Test(policy_watch, the_reader_applies_again_after_an_overflow)
 	close(p[0]);
 	close(p[1]);
 }
+
+/* ---- allow_from re-resolution (issue 10, item 12) ---------------------- */
+
+#include <sys/stat.h>
+
+#include "allow_resolve.h"
+
+Test(allow_resolve, an_existing_directory_is_its_inode_and_a_missing_one_no_id)
+{
+	char root[] = "/tmp/dmsc-unit-allow.XXXXXX", sub[64];
+	struct stat st;
+	__u64 a, b;
+
+	cr_assert_not_null(mkdtemp(root));
+	snprintf(sub, sizeof(sub), "%s/app", root);
+	a = dmsc_allow_resolve(root, "app");
+	cr_assert(a & DMSC_ALLOW_UNRESOLVED, "no directory: no id any cgroup has");
+	cr_assert_eq(dmsc_allow_resolve(root, "app"), a, "the same path, the same id");
+	b = dmsc_allow_resolve(root, "app2");
+	cr_assert(b & DMSC_ALLOW_UNRESOLVED);
+	cr_assert_neq(a, b, "two missing paths of one service stay two rules");
+	cr_assert_eq(mkdir(sub, 0700), 0);
+	cr_assert_eq(stat(sub, &st), 0);
+	cr_assert_eq(dmsc_allow_resolve(root, "app"), (__u64)st.st_ino);
+	rmdir(sub);
+	rmdir(root);
+}
+
+static void count_dir(const char *dir, void *ctx)
+{
+	char *out = ctx;
+
+	strcat(out, dir);
+	strcat(out, ";");
+}
+
+Test(allow_resolve, the_directories_watched_for_a_path)
+{
+	char out[512] = "";
+
+	cr_assert_eq(dmsc_cgroup_watch_dirs("/sys/fs/cgroup", "shop.slice/web.service/app", count_dir,
+					    out),
+		     3);
+	cr_assert_str_eq(out, "/sys/fs/cgroup;/sys/fs/cgroup/shop.slice;"
+			      "/sys/fs/cgroup/shop.slice/web.service;");
+	out[0] = '\0';
+	cr_assert_eq(dmsc_cgroup_watch_dirs("/sys/fs/cgroup", "top", count_dir, out), 1);
+	cr_assert_str_eq(out, "/sys/fs/cgroup;");
+}
+
+/* ---- metrics at scale (issue 10, item 14) ------------------------------ */
+
+Test(metrics, per_backend_series_by_mode_and_size)
+{
+	cr_assert(dmsc_metrics_backends_on(DMSC_METRICS_BACKENDS_AUTO, 1000));
+	cr_assert_not(dmsc_metrics_backends_on(DMSC_METRICS_BACKENDS_AUTO, 1001));
+	cr_assert(dmsc_metrics_backends_on(DMSC_METRICS_BACKENDS_ON, 100000));
+	cr_assert_not(dmsc_metrics_backends_on(DMSC_METRICS_BACKENDS_OFF, 1));
+}
+
+Test(metrics, a_snapshot_copies_what_the_page_names)
+{
+	struct dmsc_mirror_be be[2] = {{.id = 7, .addr = 1, .port = 2}, {.id = 8}};
+	struct dmsc_mirror_svc svcs[1] = {{.id = 3, .n_be = 2, .be = be}};
+	struct dmsc_mirror m = {.svcs = svcs, .n = 1, .n_backends = 2, .generation = 9,
+				.loaded = true};
+	struct dmsc_mirror snap;
+
+	snprintf(svcs[0].name, sizeof(svcs[0].name), "reviews");
+	cr_assert_eq(dmsc_metrics_snapshot(&m, true, &snap), 0);
+	svcs[0].id = 4;
+	snprintf(svcs[0].name, sizeof(svcs[0].name), "changed");
+	be[0].id = 70;
+	cr_assert_eq(snap.n, 1);
+	cr_assert_eq(snap.svcs[0].id, 3);
+	cr_assert_str_eq(snap.svcs[0].name, "reviews");
+	cr_assert_eq(snap.svcs[0].n_be, 2);
+	cr_assert_eq(snap.svcs[0].be[0].id, 7, "a copy, not the mirror's backends");
+	cr_assert_eq(snap.svcs[0].be[1].id, 8);
+	cr_assert_eq(snap.generation, 9);
+	dmsc_metrics_snapshot_free(&snap);
+	cr_assert_eq(dmsc_metrics_snapshot(&m, false, &snap), 0);
+	cr_assert_eq(snap.svcs[0].n_be, 0, "without backends");
+	cr_assert_null(snap.svcs[0].be);
+	dmsc_metrics_snapshot_free(&snap);
+}
