@@ -259,6 +259,13 @@ t_eq "...its last line is the last family's sample" "$(tail -n 1 "$T/big.txt" | 
 t_eq "...with a sample per service" "$(grep -c '^dmsc_service_connections_total{' "$T/big.txt")" "$N"
 t_eq "auto leaves out the per-backend series past 1000 services" \
 	"$(grep -c '^dmsc_backend_connections_total' "$T/big.txt"):$(awk '$1 == "dmsc_metrics_backend_series" { print $2 }' "$T/big.txt")" "0:0"
+# A client that reads slowly (the page takes seconds) gets it whole too:
+# before the fix the page was cut off 2 s after the connection came.
+rate=$((size / 3 + 1))
+curl -sS --max-time 60 --limit-rate "$rate" -o "$T/big-slow.txt" "$url" 2>"$T/big-slow.err"
+rc=$?
+t_eq "a client reading slowly (3 s for the page) gets it whole" "$rc:$(tail -n 1 "$T/big-slow.txt" | cut -d' ' -f1)" \
+	"0:dmsc_agent_start_time_seconds"
 awk -f "$TOP/tests/lib/promcheck.awk" "$T/big.txt" >"$T/bigcheck.out" 2>&1
 t_check "the large page passes the strict text-format check" test $? -eq 0
 

@@ -214,9 +214,10 @@ static void *conn_thread(void *arg)
 
 void dmsc_httpd_accept(struct dmsc_httpd *h)
 {
-	static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-				   "Content-Length: 37\r\nConnection: close\r\n\r\n"
-				   "503 too many scrapes at once; retry\n";
+	static const char busy[] =
+	    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+	    "Content-Length: 36\r\nConnection: close\r\n\r\n"
+	    "503 too many scrapes at once; retry\n";
 	pthread_attr_t attr;
 	struct conn *c;
 	pthread_t t;
