@@ -114,8 +114,8 @@ static const char usage_text[] =
 
 static void usage(FILE *f)
 {
-	fprintf(f, usage_text, DMSC_METRICS_BACKENDS_AUTO_MAX, DEFAULT_DEBOUNCE_MS, DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS,
-		DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
+	fprintf(f, usage_text, DMSC_METRICS_BACKENDS_AUTO_MAX, DEFAULT_DEBOUNCE_MS,
+		DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS, DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
 }
 
 static double wall_seconds(void)
