@@ -12,7 +12,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <limits.h>
 #include <malloc.h>
 #include <net/if.h>
@@ -21,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -29,6 +27,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "allow_resolve.h"
 #include "datapath.h"
 #include "httpd.h"
 #include "l7_supervisor.h"
@@ -36,6 +35,7 @@
 #include "metrics.h"
 #include "mirror.h"
 #include "policy.h"
+#include "policy_watch.h"
 #include "state.h"
 
 #define EXIT_USAGE 2
@@ -49,12 +49,11 @@ struct agent {
 	const char *pin_dir;
 	const char *policy;
 	bool policy_is_dir;
-	char watch_dir[PATH_MAX];
-	char watch_name[NAME_MAX + 1]; /* file mode: the file's name in watch_dir */
+	struct dmsc_policy_watch watch;
 	struct dmsc_mirror mirror;
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
-	int inotify_fd, watch_wd, signal_fd, http_fd;
+	int signal_fd, http_fd;
 	/* dmsc-l7 for protocol http services, when --l7-listen is given. */
 	bool l7;
 	struct dmsc_l7_supervisor l7_sup;
@@ -64,7 +63,19 @@ struct agent {
 	 * resolve (dmsc_apply_result.unresolved). */
 	int64_t retry_at_ms; /* 0: none */
 	size_t unresolved;
+	/* allow_from rules resolved again when cgroups appear and go, and
+	 * every CGROUP_RECHECK_MS besides (allow_resolve.h). */
+	struct dmsc_cgroup_watch cg_watch;
+	int64_t reresolve_at_ms; /* 0: none due */
+	int64_t recheck_at_ms;
+	struct dmsc_httpd httpd;
+	enum dmsc_metrics_backends metrics_backends;
 };
+
+/* A restarted container is an rmdir and a mkdir: wait this long after an
+ * event so that one pass sees both. */
+#define CGROUP_SETTLE_MS 20
+#define CGROUP_RECHECK_MS 10000
 
 #define UNRESOLVED_RETRY_MS 2000
 
@@ -82,6 +93,8 @@ static const char usage_text[] =
     "                         ingress; repeatable; kept by later installs)\n"
     "  --metrics ADDR:PORT    Prometheus metrics at http://ADDR:PORT/metrics\n"
     "                         (default " DEFAULT_METRICS "; port 0 picks one; off)\n"
+    "  --metrics-backends auto|on|off  per-backend series; auto (default): only\n"
+    "                         with at most %d services\n"
     "  --debounce-ms N        apply once the policy was quiet N ms (default %d)\n"
     "  --debounce-max-ms N    ...or N ms after the first change (default %d)\n"
     "  --drop-delay-ms N      zero a removed backend's entry N ms after no slot table\n"
@@ -101,8 +114,8 @@ static const char usage_text[] =
 
 static void usage(FILE *f)
 {
-	fprintf(f, usage_text, DEFAULT_DEBOUNCE_MS, DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS,
-		DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
+	fprintf(f, usage_text, DMSC_METRICS_BACKENDS_AUTO_MAX, DEFAULT_DEBOUNCE_MS,
+		DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS, DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
 }
 
 static double wall_seconds(void)
@@ -234,6 +247,41 @@ out:
 	malloc_trim(0);
 }
 
+/* Resolves every allow_from rule in the maps again (whoever wrote it) and
+ * watches the cgroup directories of their paths afresh. */
+static void reresolve(struct agent *ag)
+{
+	struct dmsc_allow_entry *rules = NULL;
+	struct dmsc_datapath dp;
+	size_t n = 0;
+	bool in_step;
+	__u64 gen = 0;
+	int changed;
+
+	ag->reresolve_at_ms = 0;
+	ag->recheck_at_ms = dmsc_now_ms() + CGROUP_RECHECK_MS;
+	if (!ag->cg_watch.root[0] &&
+	    dmsc_cgroup2_mount(ag->cg_watch.root, sizeof(ag->cg_watch.root)))
+		return;
+	if (dmsc_datapath_open(&dp, ag->pin_dir, true))
+		return;
+	in_step = ag->mirror.loaded && dmsc_datapath_generation(&dp, &gen) == 0 &&
+		  gen == ag->mirror.generation &&
+		  dmsc_map_id(dp.fd[DMSC_M_SERVICES]) == ag->mirror.services_map_id;
+	/* The watches first: a cgroup made after its path is resolved below
+	 * is an event then. */
+	if (dmsc_allow_rules(&dp, &rules, &n) == 0)
+		dmsc_cgroup_watch_set(&ag->cg_watch, rules, n);
+	free(rules);
+	rules = NULL;
+	changed = dmsc_allow_reresolve(&dp, ag->cg_watch.root, &rules, &n);
+	if (changed > 0 && dmsc_datapath_bump_generation(&dp) == 0 && in_step &&
+	    dmsc_mirror_take_allow(&ag->mirror, rules, n) == 0)
+		ag->mirror.generation = gen + 1;
+	free(rules);
+	dmsc_datapath_close(&dp);
+}
+
 static void flush_drops(struct agent *ag, bool force)
 {
 	struct dmsc_datapath dp;
@@ -251,7 +299,7 @@ static void flush_drops(struct agent *ag, bool force)
 
 /* dmsc-l7's own families (per service, route and code, latency histograms),
  * from the file it rewrites every second. */
-static int append_l7_metrics(const struct agent *ag, struct dmsc_buf *body)
+static int append_l7_metrics(const char *file, struct dmsc_buf *body)
 {
 	char *text = NULL;
 	size_t len = 0;
@@ -260,7 +308,7 @@ static int append_l7_metrics(const struct agent *ag, struct dmsc_buf *body)
 
 	if (!f)
 		return -errno;
-	err = dmsc_l7_metrics_append(ag->l7_metrics, f);
+	err = dmsc_l7_metrics_append(file, f);
 	fclose(f);
 	if (!err && len)
 		dmsc_buf_printf(body, "%.*s", (int)len, text);
@@ -319,9 +367,52 @@ static void l7_default_binary(char *buf, size_t len)
 		snprintf(buf, len, "dmsc-l7");
 }
 
-static int metrics_handler(const char *path, struct dmsc_buf *body, void *ctx)
+/* What a scrape renders, copied in the loop when the connection comes:
+ * the connection's thread reads nothing the loop changes. */
+struct scrape_job {
+	struct dmsc_mirror snap;
+	bool snap_ok;
+	struct dmsc_agent_stats stats;
+	enum dmsc_metrics_backends backends;
+	const char *pin_dir;
+	bool l7;
+	char l7_metrics[PATH_MAX];
+};
+
+static void *scrape_job_make(void *ctx)
 {
-	struct agent *ag = ctx;
+	const struct agent *ag = ctx;
+	struct scrape_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->stats = ag->stats;
+	j->backends = ag->metrics_backends;
+	j->pin_dir = ag->pin_dir;
+	j->l7 = ag->l7;
+	memcpy(j->l7_metrics, ag->l7_metrics, sizeof(j->l7_metrics));
+	j->snap_ok = dmsc_metrics_snapshot(&ag->mirror,
+					   dmsc_metrics_backends_on(j->backends, ag->mirror.n),
+					   &j->snap) == 0;
+	return j;
+}
+
+static void scrape_job_free(void *job)
+{
+	struct scrape_job *j = job;
+
+	if (!j)
+		return;
+	dmsc_metrics_snapshot_free(&j->snap);
+	free(j);
+}
+
+/* In the connection's thread. */
+static int metrics_handler(const char *path, struct dmsc_buf *body, void *job)
+{
+	struct scrape_job *j = job;
+	struct dmsc_mirror own = {0};
+	const struct dmsc_mirror *m;
 	struct dmsc_datapath dp;
 	__u64 gen;
 	int err;
@@ -332,82 +423,26 @@ static int metrics_handler(const char *path, struct dmsc_buf *body, void *ctx)
 	}
 	if (strcmp(path, "/metrics") != 0)
 		return 404;
-	if (dmsc_datapath_open(&dp, ag->pin_dir, false))
+	if (!j || !j->snap_ok || dmsc_datapath_open(&dp, j->pin_dir, false))
 		return 500;
+	m = &j->snap;
 	/* Another writer changed the maps: name what they hold now. */
-	if (!ag->mirror.loaded || dmsc_datapath_generation(&dp, &gen) ||
-	    gen != ag->mirror.generation ||
-	    dmsc_map_id(dp.fd[DMSC_M_SERVICES]) != ag->mirror.services_map_id)
-		dmsc_mirror_load(&ag->mirror, &dp);
-	err = dmsc_metrics_render(body, &ag->mirror, &dp, &ag->stats);
-	dmsc_datapath_close(&dp);
-	if (!err && ag->l7)
-		err = append_l7_metrics(ag, body);
-	return err ? 500 : 200;
-}
-
-/* Whether an inotify event is about the policy. */
-static bool relevant(const struct agent *ag, const struct inotify_event *ev)
-{
-	if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
-		pr_warn("%s: the watched directory went away; changes are no longer seen "
-			"(restart dmscd)\n",
-			ag->watch_dir);
-		return false;
-	}
-	if (!ev->len)
-		return false;
-	if (ag->policy_is_dir)
-		return dmsc_policy_dir_entry(ev->name);
-	return strcmp(ev->name, ag->watch_name) == 0;
-}
-
-static void read_inotify(struct agent *ag)
-{
-	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
-	ssize_t n;
-	char *p;
-
-	while ((n = read(ag->inotify_fd, buf, sizeof(buf))) > 0) {
-		for (p = buf; p < buf + n;) {
-			const struct inotify_event *ev = (const struct inotify_event *)p;
-
-			if (relevant(ag, ev))
-				dmsc_debounce_event(&ag->debounce, dmsc_now_ms());
-			p += sizeof(*ev) + ev->len;
+	if (!m->loaded || dmsc_datapath_generation(&dp, &gen) || gen != m->generation ||
+	    dmsc_map_id(dp.fd[DMSC_M_SERVICES]) != m->services_map_id) {
+		if (dmsc_mirror_load(&own, &dp)) {
+			dmsc_datapath_close(&dp);
+			return 500;
 		}
+		m = &own;
 	}
-}
-
-static int setup_watch(struct agent *ag)
-{
-	char copy[PATH_MAX];
-	struct stat st;
-	int err;
-
-	if (stat(ag->policy, &st) == 0 && S_ISDIR(st.st_mode)) {
-		ag->policy_is_dir = true;
-		snprintf(ag->watch_dir, sizeof(ag->watch_dir), "%s", ag->policy);
-	} else {
-		snprintf(copy, sizeof(copy), "%s", ag->policy);
-		snprintf(ag->watch_dir, sizeof(ag->watch_dir), "%s", dirname(copy));
-		snprintf(copy, sizeof(copy), "%s", ag->policy);
-		snprintf(ag->watch_name, sizeof(ag->watch_name), "%s", basename(copy));
-	}
-	ag->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (ag->inotify_fd < 0)
-		return -errno;
-	/* The directory, not the file: editors replace a file by renaming a
-	 * new one over it, which a watch on the old inode would miss. */
-	ag->watch_wd = inotify_add_watch(ag->inotify_fd, ag->watch_dir,
-					 IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM |
-					     IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF);
-	if (ag->watch_wd < 0) {
-		err = -errno;
-		pr_warn("cannot watch %s: %s\n", ag->watch_dir, strerror(-err));
-		return err;
-	}
-	return 0;
+	/* The snapshot copied the backends by the same rule. */
+	err = dmsc_metrics_render(body, m, &dp, &j->stats,
+				  dmsc_metrics_backends_on(j->backends, m->n));
+	dmsc_datapath_close(&dp);
+	dmsc_mirror_free(&own);
+	if (!err && j->l7)
+		err = append_l7_metrics(j->l7_metrics, body);
+	return err ? 500 : 200;
 }
 
 static int parse_uint(const char *flag, const char *arg, unsigned int max, unsigned int *out)
@@ -483,12 +518,14 @@ int main(int argc, char **argv)
 		OPT_PIN_DIR,
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
+		OPT_METRICS_BACKENDS,
 	};
 	static const struct option longopts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
 	    {"cgroup", required_argument, NULL, OPT_CGROUP},
 	    {"interface", required_argument, NULL, OPT_IF},
 	    {"metrics", required_argument, NULL, OPT_METRICS},
+	    {"metrics-backends", required_argument, NULL, OPT_METRICS_BACKENDS},
 	    {"debounce-ms", required_argument, NULL, OPT_DEBOUNCE},
 	    {"debounce-max-ms", required_argument, NULL, OPT_DEBOUNCE_MAX},
 	    {"drop-delay-ms", required_argument, NULL, OPT_DROP_DELAY},
@@ -502,7 +539,8 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct agent ag = {.inotify_fd = -1, .signal_fd = -1, .http_fd = -1};
+	struct agent ag = {
+	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1};
 	const char *cgroup = NULL, *metrics = DEFAULT_METRICS, *ifs[MAX_INTERFACES];
 	unsigned int debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
 	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS, max_svc = 0, max_be = 0;
@@ -533,6 +571,19 @@ int main(int argc, char **argv)
 			break;
 		case OPT_METRICS:
 			metrics = optarg;
+			break;
+		case OPT_METRICS_BACKENDS:
+			if (!strcmp(optarg, "auto")) {
+				ag.metrics_backends = DMSC_METRICS_BACKENDS_AUTO;
+			} else if (!strcmp(optarg, "on")) {
+				ag.metrics_backends = DMSC_METRICS_BACKENDS_ON;
+			} else if (!strcmp(optarg, "off")) {
+				ag.metrics_backends = DMSC_METRICS_BACKENDS_OFF;
+			} else {
+				pr_warn("--metrics-backends: \"%s\" is not auto, on or off\n",
+					optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case OPT_DEBOUNCE:
 			if (parse_uint("--debounce-ms", optarg, 60000, &debounce))
@@ -617,12 +668,21 @@ int main(int argc, char **argv)
 	io.n_ifaces = n_ifs;
 	if (install(&ag, &io))
 		goto out;
-	if (setup_watch(&ag))
+	if (dmsc_policy_watch_open(&ag.watch, ag.policy))
 		goto out;
+	ag.policy_is_dir = ag.watch.is_dir;
 	if (strcmp(metrics, "off") != 0) {
 		ag.http_fd = dmsc_httpd_listen(metrics, bound, sizeof(bound));
 		if (ag.http_fd < 0)
 			goto out;
+		ag.httpd = (struct dmsc_httpd){
+		    .listen_fd = ag.http_fd,
+		    .max_conns = DMSC_HTTPD_CONNS_DEFAULT,
+		    .handler = metrics_handler,
+		    .make_job = scrape_job_make,
+		    .free_job = scrape_job_free,
+		    .ctx = &ag,
+		};
 		pr_info("metrics at http://%s/metrics\n", bound);
 	}
 	{
@@ -637,6 +697,7 @@ int main(int argc, char **argv)
 	}
 	pr_info("watching %s%s\n", ag.policy, ag.policy_is_dir ? " (a directory of *.json)" : "");
 	apply_policy(&ag, "start");
+	reresolve(&ag);
 	if (l7_listen) {
 		if (!l7_bin[0])
 			l7_default_binary(l7_bin, sizeof(l7_bin));
@@ -646,11 +707,12 @@ int main(int argc, char **argv)
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[4] = {
+		struct pollfd pfd[5] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
-		    {.fd = ag.inotify_fd, .events = POLLIN},
+		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
 		    {.fd = ag.l7 ? dmsc_l7_sup_fd(&ag.l7_sup) : -1, .events = POLLIN},
+		    {.fd = ag.cg_watch.fd, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -662,11 +724,18 @@ int main(int argc, char **argv)
 			wait = drop;
 		if (retry >= 0 && (wait < 0 || retry < wait))
 			wait = retry;
+		{
+			int64_t at = ag.reresolve_at_ms ? ag.reresolve_at_ms : ag.recheck_at_ms;
+			int cg = (int)(at > now ? (at - now > 100000 ? 100000 : at - now) : 0);
+
+			if (wait < 0 || cg < wait)
+				wait = cg;
+		}
 		/* The helper: reaped, noticed ready, restarted after its
 		 * back-off; looked at every second at least. */
 		if (ag.l7 && (wait < 0 || wait > L7_POLL_MS))
 			wait = L7_POLL_MS;
-		if (poll(pfd, 4, wait) < 0 && errno != EINTR) {
+		if (poll(pfd, 5, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}
@@ -686,17 +755,23 @@ int main(int argc, char **argv)
 				}
 			}
 		}
-		if (pfd[1].revents & POLLIN)
-			read_inotify(&ag);
-		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN)) {
-			dmsc_httpd_serve(ag.http_fd, metrics_handler, &ag);
-			malloc_trim(0); /* the page is built whole, then freed */
+		if ((pfd[1].revents & POLLIN) && dmsc_policy_watch_read(&ag.watch))
+			dmsc_debounce_event(&ag.debounce, dmsc_now_ms());
+		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN))
+			dmsc_httpd_accept(&ag.httpd);
+		if ((pfd[4].revents & POLLIN) && dmsc_cgroup_watch_read(&ag.cg_watch) &&
+		    !ag.reresolve_at_ms)
+			ag.reresolve_at_ms = dmsc_now_ms() + CGROUP_SETTLE_MS;
+		now = dmsc_now_ms();
+		if (running && dmsc_debounce_take(&ag.debounce, now)) {
+			apply_policy(&ag, "changed");
+			reresolve(&ag); /* new rules, new paths to watch */
+		} else if (running && ag.retry_at_ms && dmsc_now_ms() >= ag.retry_at_ms) {
+			apply_policy(&ag, "retry");
 		}
 		now = dmsc_now_ms();
-		if (running && dmsc_debounce_take(&ag.debounce, now))
-			apply_policy(&ag, "changed");
-		else if (running && ag.retry_at_ms && dmsc_now_ms() >= ag.retry_at_ms)
-			apply_policy(&ag, "retry");
+		if (running && now >= (ag.reresolve_at_ms ? ag.reresolve_at_ms : ag.recheck_at_ms))
+			reresolve(&ag);
 		if (dmsc_mirror_next_drop_ms(&ag.mirror, dmsc_now_ms()) == 0)
 			flush_drops(&ag, false);
 		if (ag.l7)
@@ -723,8 +798,8 @@ out:
 	dmsc_mirror_free(&ag.mirror);
 	if (ag.http_fd >= 0)
 		close(ag.http_fd);
-	if (ag.inotify_fd >= 0)
-		close(ag.inotify_fd);
+	dmsc_policy_watch_close(&ag.watch);
+	dmsc_cgroup_watch_close(&ag.cg_watch);
 	if (ag.signal_fd >= 0)
 		close(ag.signal_fd);
 	return rc;

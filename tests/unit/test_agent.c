@@ -273,3 +273,199 @@ Test(httpd, requests)
 	r = "garbage";
 	cr_assert_eq(dmsc_httpd_parse_request(r, strlen(r), path, sizeof(path), &head), 400);
 }
+
+/* ---- the policy watch (issue 10, item 15) ------------------------------ */
+
+#include <fcntl.h>
+#include <sys/inotify.h>
+
+#include "policy_watch.h"
+
+/* An event as inotify lays it out: header, then the name padded. */
+static size_t make_event(char *buf, int wd, uint32_t mask, const char *name)
+{
+	struct inotify_event ev = {.wd = wd, .mask = mask};
+	size_t len = name ? (strlen(name) + 1 + 15) / 16 * 16 : 0;
+
+	ev.len = (uint32_t)len;
+	memcpy(buf, &ev, sizeof(ev));
+	memset(buf + sizeof(ev), 0, len);
+	if (name)
+		memcpy(buf + sizeof(ev), name, strlen(name));
+	return sizeof(ev) + len;
+}
+
+static enum dmsc_watch_verdict classify(const struct dmsc_policy_watch *w, int wd, uint32_t mask,
+					const char *name)
+{
+	char buf[sizeof(struct inotify_event) + 64]
+	    __attribute__((aligned(__alignof__(struct inotify_event))));
+
+	make_event(buf, wd, mask, name);
+	return dmsc_policy_watch_classify(w, (const struct inotify_event *)buf);
+}
+
+static void file_watch(struct dmsc_policy_watch *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->policy = "/etc/dmsc/policy.json";
+	snprintf(w->dir, sizeof(w->dir), "/etc/dmsc");
+	snprintf(w->name, sizeof(w->name), "policy.json");
+	w->fd = -1;
+	w->wd = 1;
+	w->target_wd[0] = 2;
+	w->n_targets = 1;
+}
+
+Test(policy_watch, an_overflow_reads_everything_again)
+{
+	struct dmsc_policy_watch w;
+
+	file_watch(&w);
+	cr_assert_eq(classify(&w, -1, IN_Q_OVERFLOW, NULL), DMSC_WATCH_OVERFLOW);
+}
+
+Test(policy_watch, the_configmap_swap_of_data_is_a_change)
+{
+	struct dmsc_policy_watch w;
+
+	file_watch(&w);
+	cr_assert_eq(classify(&w, 1, IN_MOVED_TO, "..data"), DMSC_WATCH_CHANGED);
+	cr_assert_eq(classify(&w, 1, IN_CREATE | IN_ISDIR, "..2026_11_29_16_00_00.1"),
+		     DMSC_WATCH_IGNORE);
+	cr_assert_eq(classify(&w, 1, IN_CLOSE_WRITE, "policy.json"), DMSC_WATCH_CHANGED);
+	cr_assert_eq(classify(&w, 1, IN_CLOSE_WRITE, "other.json"), DMSC_WATCH_IGNORE);
+	w.is_dir = true;
+	cr_assert_eq(classify(&w, 1, IN_MOVED_TO, "..data"), DMSC_WATCH_CHANGED);
+	cr_assert_eq(classify(&w, 1, IN_MOVED_TO, "other.json"), DMSC_WATCH_CHANGED);
+	cr_assert_eq(classify(&w, 1, IN_MOVED_TO, ".other.json.swp"), DMSC_WATCH_IGNORE);
+}
+
+Test(policy_watch, a_link_the_policy_passes_through_and_its_target_dir)
+{
+	struct dmsc_policy_watch w;
+
+	file_watch(&w);
+	snprintf(w.links[0], sizeof(w.links[0]), "current");
+	w.n_links = 1;
+	cr_assert_eq(classify(&w, 1, IN_MOVED_TO, "current"), DMSC_WATCH_CHANGED);
+	cr_assert_eq(classify(&w, 2, IN_CLOSE_WRITE, "policy.json"), DMSC_WATCH_CHANGED);
+	cr_assert_eq(classify(&w, 2, IN_DELETE_SELF, NULL), DMSC_WATCH_CHANGED);
+	cr_assert_eq(classify(&w, 2, IN_IGNORED, NULL), DMSC_WATCH_IGNORE, "our own rm_watch");
+	cr_assert_eq(classify(&w, 3, IN_CLOSE_WRITE, "policy.json"), DMSC_WATCH_IGNORE,
+		     "a watch given up");
+	cr_assert_eq(classify(&w, 1, IN_DELETE_SELF, NULL), DMSC_WATCH_LOST);
+}
+
+/* The handler, fed an overflow the way the kernel queues it (wd -1, no
+ * name) through a pipe: it asks for the policy to be read again. A real
+ * overflow needs fs.inotify.max_queued_events lowered host-wide, which a
+ * test must not do. */
+Test(policy_watch, the_reader_applies_again_after_an_overflow)
+{
+	char buf[256] __attribute__((aligned(__alignof__(struct inotify_event))));
+	struct dmsc_policy_watch w;
+	int p[2];
+	size_t len;
+
+	cr_assert_eq(pipe(p), 0);
+	cr_assert_eq(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+	file_watch(&w);
+	w.n_targets = 0;
+	w.fd = p[0];
+	len = make_event(buf, 1, IN_CLOSE_WRITE, "unrelated.txt");
+	cr_assert_eq(write(p[1], buf, len), (ssize_t)len);
+	cr_assert_not(dmsc_policy_watch_read(&w), "an unrelated name changes nothing");
+	len = make_event(buf, 1, IN_CLOSE_WRITE, "unrelated.txt");
+	len += make_event(buf + len, -1, IN_Q_OVERFLOW, NULL);
+	cr_assert_eq(write(p[1], buf, len), (ssize_t)len);
+	cr_assert(dmsc_policy_watch_read(&w), "an overflow means: read the policy again");
+	close(p[0]);
+	close(p[1]);
+}
+
+/* ---- allow_from re-resolution (issue 10, item 12) ---------------------- */
+
+#include <sys/stat.h>
+
+#include "allow_resolve.h"
+
+Test(allow_resolve, an_existing_directory_is_its_inode_and_a_missing_one_no_id)
+{
+	char root[] = "/tmp/dmsc-unit-allow.XXXXXX", sub[64];
+	struct stat st;
+	__u64 a, b;
+
+	cr_assert_not_null(mkdtemp(root));
+	snprintf(sub, sizeof(sub), "%s/app", root);
+	a = dmsc_allow_resolve(root, "app");
+	cr_assert(a & DMSC_ALLOW_UNRESOLVED, "no directory: no id any cgroup has");
+	cr_assert_eq(dmsc_allow_resolve(root, "app"), a, "the same path, the same id");
+	b = dmsc_allow_resolve(root, "app2");
+	cr_assert(b & DMSC_ALLOW_UNRESOLVED);
+	cr_assert_neq(a, b, "two missing paths of one service stay two rules");
+	cr_assert_eq(mkdir(sub, 0700), 0);
+	cr_assert_eq(stat(sub, &st), 0);
+	cr_assert_eq(dmsc_allow_resolve(root, "app"), (__u64)st.st_ino);
+	rmdir(sub);
+	rmdir(root);
+}
+
+static void count_dir(const char *dir, void *ctx)
+{
+	char *out = ctx;
+
+	strcat(out, dir);
+	strcat(out, ";");
+}
+
+Test(allow_resolve, the_directories_watched_for_a_path)
+{
+	char out[512] = "";
+
+	cr_assert_eq(dmsc_cgroup_watch_dirs("/sys/fs/cgroup", "shop.slice/web.service/app", count_dir,
+					    out),
+		     3);
+	cr_assert_str_eq(out, "/sys/fs/cgroup;/sys/fs/cgroup/shop.slice;"
+			      "/sys/fs/cgroup/shop.slice/web.service;");
+	out[0] = '\0';
+	cr_assert_eq(dmsc_cgroup_watch_dirs("/sys/fs/cgroup", "top", count_dir, out), 1);
+	cr_assert_str_eq(out, "/sys/fs/cgroup;");
+}
+
+/* ---- metrics at scale (issue 10, item 14) ------------------------------ */
+
+Test(metrics, per_backend_series_by_mode_and_size)
+{
+	cr_assert(dmsc_metrics_backends_on(DMSC_METRICS_BACKENDS_AUTO, 1000));
+	cr_assert_not(dmsc_metrics_backends_on(DMSC_METRICS_BACKENDS_AUTO, 1001));
+	cr_assert(dmsc_metrics_backends_on(DMSC_METRICS_BACKENDS_ON, 100000));
+	cr_assert_not(dmsc_metrics_backends_on(DMSC_METRICS_BACKENDS_OFF, 1));
+}
+
+Test(metrics, a_snapshot_copies_what_the_page_names)
+{
+	struct dmsc_mirror_be be[2] = {{.id = 7, .addr = 1, .port = 2}, {.id = 8}};
+	struct dmsc_mirror_svc svcs[1] = {{.id = 3, .n_be = 2, .be = be}};
+	struct dmsc_mirror m = {.svcs = svcs, .n = 1, .n_backends = 2, .generation = 9,
+				.loaded = true};
+	struct dmsc_mirror snap;
+
+	snprintf(svcs[0].name, sizeof(svcs[0].name), "reviews");
+	cr_assert_eq(dmsc_metrics_snapshot(&m, true, &snap), 0);
+	svcs[0].id = 4;
+	snprintf(svcs[0].name, sizeof(svcs[0].name), "changed");
+	be[0].id = 70;
+	cr_assert_eq(snap.n, 1);
+	cr_assert_eq(snap.svcs[0].id, 3);
+	cr_assert_str_eq(snap.svcs[0].name, "reviews");
+	cr_assert_eq(snap.svcs[0].n_be, 2);
+	cr_assert_eq(snap.svcs[0].be[0].id, 7, "a copy, not the mirror's backends");
+	cr_assert_eq(snap.svcs[0].be[1].id, 8);
+	cr_assert_eq(snap.generation, 9);
+	dmsc_metrics_snapshot_free(&snap);
+	cr_assert_eq(dmsc_metrics_snapshot(&m, false, &snap), 0);
+	cr_assert_eq(snap.svcs[0].n_be, 0, "without backends");
+	cr_assert_null(snap.svcs[0].be);
+	dmsc_metrics_snapshot_free(&snap);
+}

@@ -4,7 +4,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <malloc.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,21 +101,24 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	return 0;
 }
 
-static void send_all(int fd, const char *p, size_t len, int64_t deadline)
+/* Sends all of p, for as long as the client keeps reading: gives up after
+ * DMSC_HTTPD_IDLE_MS without progress. 0, or -1 when the client is gone. */
+static int send_all(int fd, const char *p, size_t len)
 {
 	while (len) {
 		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
 
-		if (n < 0 && errno == EAGAIN) {
-			if (wait_fd(fd, POLLOUT, deadline))
-				return;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			if (wait_fd(fd, POLLOUT, dmsc_now_ms() + DMSC_HTTPD_IDLE_MS))
+				return -1;
 			continue;
 		}
 		if (n <= 0)
-			return;
+			return -1;
 		p += n;
 		len -= (size_t)n;
 	}
+	return 0;
 }
 
 static const char *status_text(int status)
@@ -131,17 +137,18 @@ static const char *status_text(int status)
 	}
 }
 
-void dmsc_httpd_serve(int listen_fd, dmsc_httpd_handler handler, void *ctx)
+/* Reads one request from fd (non-blocking), answers it with what handler
+ * renders and closes fd. The request has DMSC_HTTPD_TIMEOUT_MS to arrive;
+ * the answer may take as long as the client reads, but gives up after
+ * DMSC_HTTPD_IDLE_MS without progress. */
+static void serve_conn(int fd, dmsc_httpd_handler handler, void *ctx)
 {
 	char req[DMSC_HTTPD_REQUEST_MAX], path[1024], head[256];
 	int64_t deadline = dmsc_now_ms() + DMSC_HTTPD_TIMEOUT_MS;
 	struct dmsc_buf body = {0};
 	size_t len = 0;
-	int fd, status, head_only = 0;
+	int status, head_only = 0;
 
-	fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0)
-		return;
 	/* Read the request head (up to the blank line). */
 	for (;;) {
 		ssize_t n;
@@ -177,10 +184,72 @@ answer:
 		 status, status_text(status),
 		 status == 200 ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain",
 		 body.len);
-	send_all(fd, head, strlen(head), deadline);
-	if (!head_only)
-		send_all(fd, body.p ? body.p : "", body.len, deadline);
+	if (send_all(fd, head, strlen(head)) == 0 && !head_only)
+		send_all(fd, body.p ? body.p : "", body.len);
 out:
 	dmsc_buf_free(&body);
 	close(fd);
+}
+
+struct conn {
+	struct dmsc_httpd *h;
+	int fd;
+	void *job;
+};
+
+static void *conn_thread(void *arg)
+{
+	struct conn *c = arg;
+	struct dmsc_httpd *h = c->h;
+
+	serve_conn(c->fd, h->handler, c->job);
+	if (h->free_job)
+		h->free_job(c->job);
+	free(c);
+	/* The page was built whole, then freed: give the memory back. */
+	malloc_trim(0);
+	atomic_fetch_sub(&h->active, 1);
+	return NULL;
+}
+
+void dmsc_httpd_accept(struct dmsc_httpd *h)
+{
+	static const char busy[] =
+	    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+	    "Content-Length: 36\r\nConnection: close\r\n\r\n"
+	    "503 too many scrapes at once; retry\n";
+	pthread_attr_t attr;
+	struct conn *c;
+	pthread_t t;
+	int fd;
+
+	while ((fd = accept4(h->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+		if (atomic_load(&h->active) >= h->max_conns) {
+			/* A fresh socket takes this much without blocking. */
+			if (send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+				pr_debug("metrics: 503 not sent: %s\n", strerror(errno));
+			close(fd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->h = h;
+		c->fd = fd;
+		c->job = h->make_job ? h->make_job(h->ctx) : h->ctx;
+		atomic_fetch_add(&h->active, 1);
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &attr, conn_thread, c)) {
+			pr_warn("metrics: cannot start a thread for a scrape\n");
+			atomic_fetch_sub(&h->active, 1);
+			if (h->free_job)
+				h->free_job(c->job);
+			free(c);
+			close(fd);
+		}
+		pthread_attr_destroy(&attr);
+	}
 }

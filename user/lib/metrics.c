@@ -284,8 +284,60 @@ static uint64_t field(const void *stats, size_t offset)
 	return v;
 }
 
+int dmsc_metrics_snapshot(const struct dmsc_mirror *m, bool backends, struct dmsc_mirror *out)
+{
+	size_t i, n_be = 0, k = 0;
+	struct dmsc_mirror_be *be;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; backends && i < m->n; i++)
+		n_be += m->svcs[i].n_be;
+	/* One block: the services, then their backends. */
+	out->svcs = malloc((m->n ? m->n : 1) * sizeof(*out->svcs) + n_be * sizeof(*be));
+	if (!out->svcs)
+		return -ENOMEM;
+	be = (struct dmsc_mirror_be *)(out->svcs + (m->n ? m->n : 1));
+	for (i = 0; i < m->n; i++) {
+		const struct dmsc_mirror_svc *from = &m->svcs[i];
+		struct dmsc_mirror_svc *to = &out->svcs[i];
+
+		memset(to, 0, sizeof(*to));
+		to->key = from->key;
+		to->id = from->id;
+		memcpy(to->name, from->name, sizeof(to->name));
+		if (backends) {
+			to->n_be = from->n_be;
+			to->be = be + k;
+			memcpy(to->be, from->be, from->n_be * sizeof(*be));
+			k += from->n_be;
+		}
+	}
+	out->n = out->cap = m->n;
+	out->n_backends = m->n_backends;
+	out->generation = m->generation;
+	out->services_map_id = m->services_map_id;
+	out->max_services = m->max_services;
+	out->max_backends = m->max_backends;
+	out->loaded = m->loaded;
+	return 0;
+}
+
+void dmsc_metrics_snapshot_free(struct dmsc_mirror *snap)
+{
+	free(snap->svcs);
+	memset(snap, 0, sizeof(*snap));
+}
+
+bool dmsc_metrics_backends_on(enum dmsc_metrics_backends mode, size_t n_services)
+{
+	return mode == DMSC_METRICS_BACKENDS_ON ||
+	       (mode == DMSC_METRICS_BACKENDS_AUTO &&
+		n_services <= DMSC_METRICS_BACKENDS_AUTO_MAX);
+}
+
 int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
-			const struct dmsc_datapath *dp, const struct dmsc_agent_stats *a)
+			const struct dmsc_datapath *dp, const struct dmsc_agent_stats *a,
+			bool per_backend)
 {
 	struct dmsc_svc_stats *ss = NULL;
 	struct dmsc_be_stats *bs = NULL;
@@ -294,7 +346,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	char vip[48], be[32];
 	int err = 0;
 
-	for (i = 0; i < m->n; i++)
+	for (i = 0; per_backend && i < m->n; i++)
 		n_be += m->svcs[i].n_be;
 	ss = calloc(m->n ? m->n : 1, sizeof(*ss));
 	bs = calloc(n_be ? n_be : 1, sizeof(*bs));
@@ -308,7 +360,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	for (i = 0, k = 0; i < m->n; i++) {
 		dmsc_percpu_sum(dp, DMSC_M_SVC_STATS, m->svcs[i].id, &ss[i], sizeof(ss[i]));
 		dmsc_percpu_sum(dp, DMSC_M_FP_STATS, m->svcs[i].id, &fs[i], sizeof(fs[i]));
-		for (j = 0; j < m->svcs[i].n_be; j++, k++)
+		for (j = 0; per_backend && j < m->svcs[i].n_be; j++, k++)
 			dmsc_percpu_sum(dp, DMSC_M_BE_STATS, m->svcs[i].be[j].id, &bs[k],
 					sizeof(bs[k]));
 	}
@@ -316,6 +368,8 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	for (r = 0; r < N_ROWS; r++) {
 		const struct counter_row *row = &counter_rows[r];
 
+		if (row->scope == PER_BACKEND && !per_backend)
+			continue;
 		if (r == 0 || strcmp(counter_rows[r - 1].name, row->name) != 0)
 			dmsc_prom_family(b, row->name, "counter", row->help);
 		for (i = 0, k = 0; i < m->n; i++) {
@@ -377,6 +431,12 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 		l.value = DMSC_MAP_BACKENDS;
 		dmsc_prom_sample(b, "dmsc_map_capacity", &l, 1, dp->max_backends - 1);
 	}
+
+	dmsc_prom_family(b, "dmsc_metrics_backend_series", "gauge",
+			 "1 when the per-backend series are exported, 0 when left out "
+			 "(dmscd --metrics-backends; auto leaves them out above "
+			 "1000 services).");
+	dmsc_prom_sample(b, "dmsc_metrics_backend_series", NULL, 0, per_backend);
 
 	dmsc_prom_family(b, "dmsc_apply_total", "counter",
 			 "Policy applies by result: ok, failed (rolled back), invalid (the "

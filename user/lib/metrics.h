@@ -72,10 +72,28 @@ struct dmsc_agent_stats {
 
 void dmsc_agent_stats_init(struct dmsc_agent_stats *a);
 
-/* Every metric: per service and backend counters from the maps (named by
- * the mirror), datapath events, map usage and capacity, and the agent's
- * own counters. */
+/* Every metric: per service (and, if per_backend, per backend) counters
+ * from the maps (named by the mirror), datapath events, map usage and
+ * capacity, and the agent's own counters. */
 int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
-			const struct dmsc_datapath *dp, const struct dmsc_agent_stats *a);
+			const struct dmsc_datapath *dp, const struct dmsc_agent_stats *a,
+			bool per_backend);
+
+/* Per-backend series: a page of 100,000 services with 4 backends each is
+ * hundreds of MB with them, so auto leaves them out above this many
+ * services (dmscd --metrics-backends). */
+enum dmsc_metrics_backends {
+	DMSC_METRICS_BACKENDS_AUTO,
+	DMSC_METRICS_BACKENDS_ON,
+	DMSC_METRICS_BACKENDS_OFF,
+};
+#define DMSC_METRICS_BACKENDS_AUTO_MAX 1000
+bool dmsc_metrics_backends_on(enum dmsc_metrics_backends mode, size_t n_services);
+
+/* What the render reads of a mirror, copied (backends only if asked), so
+ * that a page is rendered in another thread while the mirror changes.
+ * Free with dmsc_metrics_snapshot_free. */
+int dmsc_metrics_snapshot(const struct dmsc_mirror *m, bool backends, struct dmsc_mirror *out);
+void dmsc_metrics_snapshot_free(struct dmsc_mirror *snap);
 
 #endif /* DMSC_METRICS_H */

@@ -466,6 +466,21 @@ fail:
 	return err;
 }
 
+int dmsc_mirror_take_allow(struct dmsc_mirror *m, const struct dmsc_allow_entry *rules, size_t n)
+{
+	size_t i;
+	int err;
+
+	for (i = 0; i < m->n; i++) {
+		err = take_rules(&m->svcs[i], rules, n);
+		if (err)
+			return err;
+		if (has_unresolved(m->svcs[i].allow, m->svcs[i].n_allow))
+			m->dig[i].fp = 0;
+	}
+	return 0;
+}
+
 void dmsc_mirror_forget(struct dmsc_mirror *m, bool stale)
 {
 	size_t i;

@@ -95,6 +95,10 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s);
 /* Key and fingerprint of every service of p into d[0..n_services). */
 void dmsc_policy_digests(const struct dmsc_policy *p, struct dmsc_svc_digest *d);
 
+/* The allow rules as they are in the maps now (sorted by key), after
+ * another write of dmsc_allow alone (allow_resolve.h). */
+int dmsc_mirror_take_allow(struct dmsc_mirror *m, const struct dmsc_allow_entry *rules, size_t n);
+
 /* Reads the maps into m (freeing what m held). */
 int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp);
 void dmsc_mirror_free(struct dmsc_mirror *m);

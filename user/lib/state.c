@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 
 #include "dmsc/slots.h"
+#include "allow_resolve.h"
 #include "log.h"
 #include "state.h"
 #include "state_internal.h"
@@ -485,13 +486,12 @@ static bool limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limi
 
 /* Resolves each allow_from path to its cgroup id now; a path with no
  * cgroup yet gets an id that no cgroup has (DMSC_ALLOW_UNRESOLVED), so the
- * service stays closed to everyone else until it appears and the policy is
- * applied again (dmscd does that by itself). */
+ * service stays closed to everyone else until it appears. dmscd resolves
+ * every rule again when cgroups appear and go (allow_resolve.h); without
+ * dmscd, the ids stay those of this apply. */
 static int plan_allow(struct apply_ctx *c, struct plan_svc *p)
 {
 	const struct dmsc_policy_service *w = p->want;
-	char path[PATH_MAX + DMSC_CGROUP_PATH_MAX + 2];
-	struct stat st;
 	size_t i;
 
 	if (!w->has_allow_from || !w->n_allow_from)
@@ -506,14 +506,9 @@ static int plan_allow(struct apply_ctx *c, struct plan_svc *p)
 
 		e->key.svc_id = p->svc.id;
 		snprintf(e->rule.path, sizeof(e->rule.path), "%s", w->allow_from[i]);
-		if (snprintf(path, sizeof(path), "%s/%s", c->cg_root, w->allow_from[i]) <
-			    (int)sizeof(path) &&
-		    stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-			e->key.cgroup_id = st.st_ino; /* the cgroup id on cgroup2 */
-		} else {
-			e->key.cgroup_id = DMSC_ALLOW_UNRESOLVED | i;
+		e->key.cgroup_id = dmsc_allow_resolve(c->cg_root, e->rule.path);
+		if (e->key.cgroup_id & DMSC_ALLOW_UNRESOLVED)
 			c->res->unresolved++;
-		}
 	}
 	/* The same cgroup listed twice is one rule. */
 	qsort(p->allow, p->n_allow, sizeof(*p->allow), allow_cmp);
