@@ -353,10 +353,66 @@ static __always_inline int skb_account(struct __sk_buff *skb, int towards)
 	return verdict;
 }
 
+/*
+ * A connected UDP socket passed connect4's access check once, and its
+ * send()s run no sock_addr hook (sendmsg4 runs only for a datagram that
+ * names an address). So that revoking access stops its next datagram as it
+ * does for an unconnected socket, egress checks it again, against the
+ * cgroup the socket was made in (the task's is not known here). Only
+ * connected UDP sockets of a service with an allow list pay the lookups;
+ * TCP keeps its established connections, as a weight-0 drain does.
+ * bpf_skb_ancestor_cgroup_id from cgroup_skb needs Linux 5.7? (probed by
+ * the verifier at load on every kernel of the matrix).
+ */
+static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb)
+{
+	struct dmsc_allow_key ak = {};
+	struct dmsc_svc_key key = {};
+	struct dmsc_svc_stats *ss;
+	struct dmsc_sock_vip *rec;
+	struct bpf_sock *sk;
+	struct dmsc_svc *svc;
+	int level;
+
+	sk = skb->sk;
+	if (!sk)
+		return false;
+	sk = bpf_sk_fullsock(sk);
+	/* A UDP socket's state is TCP_ESTABLISHED once connected. */
+	if (!sk || sk->protocol != IPPROTO_UDP || sk->state != BPF_TCP_ESTABLISHED)
+		return false;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+	/* Connected to the backend connect4 chose, not elsewhere since. */
+	if (!rec || sk->dst_ip4 != rec->backend)
+		return false;
+	key.vip = rec->vip;
+	key.port = rec->vport;
+	key.proto = DMSC_PROTO_UDP;
+	svc = bpf_map_lookup_elem(&dmsc_services, &key);
+	if (!svc || svc->id != rec->svc_id || !(svc->flags & DMSC_SVC_F_ALLOW_LIST))
+		return false;
+	ak.svc_id = svc->id;
+	for (level = 0; level < DMSC_CGROUP_LEVELS_MAX; level++) {
+		ak.cgroup_id = bpf_skb_ancestor_cgroup_id(skb, level);
+		if (!ak.cgroup_id)
+			break;
+		if (bpf_map_lookup_elem(&dmsc_allow, &ak))
+			return false;
+	}
+	ss = svc_stats(svc->id);
+	if (ss)
+		ss->refused_access += 1;
+	return true;
+}
+
 /* Packets a mesh client sends towards a service. */
 SEC("cgroup_skb/egress")
 int skb_egress(struct __sk_buff *skb)
 {
+	/* SKB_DROP without the congestion bit: send() fails with EPERM, as
+	 * a refused sendto() does (with it, UDP would report success). */
+	if (skb_udp_access_revoked(skb))
+		return SKB_DROP;
 	switch (skb_account(skb, 1)) {
 	case DMSC_TB_PASS:
 		return SKB_PASS;
