@@ -361,8 +361,8 @@ static __always_inline int skb_account(struct __sk_buff *skb, int towards)
  * cgroup the socket was made in (the task's is not known here). Only
  * connected UDP sockets of a service with an allow list pay the lookups;
  * TCP keeps its established connections, as a weight-0 drain does.
- * bpf_skb_ancestor_cgroup_id from cgroup_skb needs Linux 5.7? (probed by
- * the verifier at load on every kernel of the matrix).
+ * bpf_skb_ancestor_cgroup_id in cgroup_skb needs Linux 5.8, below the
+ * 5.10 that install already requires (bpf_sk_storage_get in connect4).
  */
 static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb)
 {

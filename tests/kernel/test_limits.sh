@@ -25,7 +25,11 @@ for port in 5201 5203; do
 	dmsc_net_exec b1 timeout 300 iperf3 -s -B 198.18.1.2 -p $port >/dev/null 2>&1 &
 done
 dmsc_net_exec c timeout 300 iperf3 -s -B 198.18.0.2 -p 5202 >/dev/null 2>&1 &
-sleep 0.5
+# listening HOST PORT: a TCP socket listens on PORT in HOST.
+listening() { [[ -n $(dmsc_net_exec "$1" ss -Hltn "sport = :$2") ]]; }
+for hp in b1:5201 b1:5203 c:5202; do
+	t_wait 30 listening "${hp%:*}" "${hp#*:}" || t_fail "iperf3 server $hp listening"
+done
 
 # policy ALLOW_JSON (the "private" service's allow_from, or "" for none)
 policy() {
