@@ -134,9 +134,14 @@ load_start() {
 	LOADPIDS+=($!)
 }
 
-# load_stop NAME: stops the batches, waits for the hold to end.
+# load_batches NAME N: the load wrote N batches or more.
+load_batches() { [[ -f $T/$1.batches ]] && (($(wc -l <"$T/$1.batches") >= $2)); }
+
+# load_stop NAME: stops the batches (once there are 3, what the checks ask
+# for, however slow the machine: bounded), waits for the hold to end.
 load_stop() {
 	local p
+	t_wait 120 load_batches "$1" 3
 	touch "$T/$1.stop"
 	for p in "${LOADPIDS[@]}"; do
 		wait "$p"
@@ -219,10 +224,14 @@ t_eq "no connect() met a missing backend or an empty slot" \
 	"$(metric 'dmsc_datapath_events_total{reason="backend_missing"}'):$(metric 'dmsc_datapath_events_total{reason="slot_empty"}')" "0:0"
 t_check "removed backends were cleared after a delay, not under a connect()" \
 	grep -qE 'written \([1-9][0-9]* deferred\)' "$LOG"
-sleep 0.3
+backends_in_use() {
+	bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_backends" |
+		jq '[.[] | select((.formatted.value.addr // 0) != 0)] | length'
+}
+backends_cleared() { [[ $(backends_in_use) == 2 ]]; }
+t_wait 10 backends_cleared
 t_eq "removed backends' entries are cleared in the end: 2 entries in use in the map" \
-	"$(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_backends" |
-		jq '[.[] | select((.formatted.value.addr // 0) != 0)] | length')" 2
+	"$(backends_in_use)" 2
 
 # ---- 4. restarts under load: SIGTERM and SIGKILL -----------------------
 links_before=$("$CTL" status -o json | jq -c '[.hooks[].link_id]')
