@@ -95,9 +95,15 @@ metrics_url() {
 	grep -o 'http://[0-9.:]*/metrics' "$LOG" | tail -n 1
 }
 
-# metric NAME-AND-LABELS: the value of one series from dmscd's endpoint.
+# metric NAME-AND-LABELS: the value of one series from dmscd's endpoint. A
+# scrape that fails (cut off or timed out: 10,000 services on a loaded
+# machine) is tried again, 3 times at most.
 metric() {
-	curl -sS --max-time 30 "$(metrics_url)" | awk -v k="$1" '$1 == k { print $2 }'
+	local i out
+	for i in 1 2 3; do
+		out=$(curl -sS --max-time 60 "$(metrics_url)") && break
+	done
+	awk -v k="$1" '$1 == k { print $2 }' <<<"$out"
 }
 
 # apply_file CONTENT-FILE: puts it in place and waits for dmscd's next
@@ -330,7 +336,7 @@ probe --connect "198.19.0.11:80" --count 5 >"$T/late-closed.json"
 t_eq "...and nobody may connect meanwhile (EPERM)" "$(jq -c '[.ok, .errors.EPERM]' "$T/late-closed.json")" "[0,5]"
 n_before=$(nlines "$LOG" 'update web: allow_from changed')
 LATE=$(dmsc_cgroup_make "$P/mesh/late") || exit 1
-wait_count "$LOG" 'update web: allow_from changed' $((n_before + 1)) 10
+wait_count "$LOG" 'update web: allow_from changed' $((n_before + 1)) 60
 t_check "once the cgroup exists, dmscd applies the rule by itself" test "$(nlines "$LOG" 'update web: allow_from changed')" -gt "$n_before"
 got=$(dmsc_run_in_cgroup "$LATE" dmsc_net_exec c "$PROBE" --json --max-seconds 20 --connect 198.19.0.11:80 --count 5 | jq .ok)
 t_eq "a process in that cgroup may connect now" "$got" 5
@@ -350,13 +356,13 @@ n_before=$(nlines "$LOG" 'not applied')
 printf '{ "services": [ { "name": "reviews", "vip": "198.19.0.12", "port": 80, "backends": [ { "address": "198.18.1.3", "port": 9080 } ] } ] }\n' \
 	>"$T/dir/.30-dup.json.tmp"
 mv "$T/dir/.30-dup.json.tmp" "$T/dir/30-dup.json"
-wait_count "$LOG" 'not applied' $((n_before + 1)) 10
+wait_count "$LOG" 'not applied' $((n_before + 1)) 60
 t_check "a name defined in two files is reported with both files" \
 	grep -qE '30-dup.json: services\[0\]: the name "reviews" is also defined in .*10-reviews.json \(services\[0\]\)' "$LOG"
 t_eq "the duplicate changed nothing" "$("$CTL" show services -o json)" "$before"
 n_before=$(nlines "$LOG" '^dmscd: applied ')
 rm "$T/dir/30-dup.json"
-wait_count "$LOG" '^dmscd: applied ' $((n_before + 1)) 10
+wait_count "$LOG" '^dmscd: applied ' $((n_before + 1)) 60
 t_check "removing the duplicate applies the directory again (nothing to write)" \
 	grep -qE '2 services, 0 changes, 0 map entries' <<<"$(last_applied)"
 stop_dmscd TERM
