@@ -41,10 +41,13 @@ EOF
 }
 
 # probe CGROUP ARGS...: dmsc-probe from host c inside CGROUP, JSON out.
+# Generous bounds (30 s a connect or read, 300 s in all): a loaded machine
+# or a TCG guest is slow, and a check must not fail for that; a refused or
+# unreachable connect fails at once, so no passing run waits for them.
 probe() {
 	local cg=$1
 	shift
-	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PROBE" --json --max-seconds 60 "$@"
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PROBE" --json --max-seconds 300 --timeout-ms 30000 "$@"
 }
 
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"

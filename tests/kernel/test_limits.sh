@@ -56,7 +56,8 @@ EOF
 probe() {
 	local cg=$1
 	shift
-	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PROBE" --json "$@"
+	# (generous bounds for a slow machine; the rate check sets its own)
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PROBE" --json --max-seconds 300 --timeout-ms 30000 "$@"
 }
 
 # iperf3 CGROUP HOST TARGET PORT SECONDS [ARGS]: goodput in bytes/s. The
@@ -83,11 +84,14 @@ t_check "apply a policy with limits and allow_from" test $? -eq 0
 # 1. Connections per second.
 probe "$MESH" --connect 198.19.0.20:9080 --count 5000000 --parallel 4 --max-seconds 3 \
 	--timeout-ms 1000 >"$T/rate.json"
-ok=$(jq .ok "$T/rate.json")
-echo "# probe: $(jq -c "{ok, failed, errors, elapsed_ms, time_limit_hit}" "$T/rate.json")"
+# Admitted: every connect() the limit let through (all but EPERM), whether
+# or not its answer came within the probe's time: on a loaded machine the
+# server may be slow, and that is not what is checked here.
+ok=$(jq '.connections - (.errors.EPERM // 0)' "$T/rate.json")
+echo "# probe: $(jq -c "{connections, ok, failed, errors, elapsed_ms, time_limit_hit}" "$T/rate.json")"
 secs=$(jq '.elapsed_ms / 1000' "$T/rate.json")
 want=$(awk -v r=$RATE -v s="$secs" -v b=$BURST 'BEGIN { printf "%.1f", r * s + b }')
-t_range "connections through a $RATE/s burst $BURST limit in ${secs}s: $ok (want $want +-10%)" \
+t_range "connections admitted by a $RATE/s burst $BURST limit in ${secs}s: $ok (want $want +-10%)" \
 	"$ok" "$(awk -v w="$want" 'BEGIN { print w * 0.9 }')" "$(awk -v w="$want" 'BEGIN { print w * 1.1 }')"
 t_check "the connections over the limit were refused with EPERM" \
 	jq -e '.errors.EPERM > 0' "$T/rate.json"

@@ -26,7 +26,9 @@ policy() {
 send() {
 	local cg=$1
 	shift
-	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$UDP" send --json --timeout-ms 1000 "$@"
+	# 30 s for an answer: a loaded machine or a TCG guest is slow; a datagram
+	# refused or unreachable fails at sendto(), so no passing run waits.
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$UDP" send --json --timeout-ms 30000 "$@"
 }
 
 t_check "install" "$CTL" install --cgroup "$MESH"
@@ -101,7 +103,7 @@ from_c() { grep -c '^from 198\.18\.0\.2:' "$T/u3.out"; }
 # marker: a datagram straight to u3 (no VIP, untouched), answered once u3
 # has read everything that reached it before: then u3's log is complete.
 marker() {
-	dmsc_net_exec c "$UDP" send --json --timeout-ms 5000 --to 198.18.1.4:5353 \
+	dmsc_net_exec c "$UDP" send --json --timeout-ms 30000 --to 198.18.1.4:5353 \
 		--sockets 1 --per-socket 1 | jq .replies
 }
 revoke unconnected
