@@ -134,7 +134,7 @@ t_eq "refusals are counted" \
 	"$("$CTL" stats -o json | jq '.services[] | select(.name == "reviews") | .refused_no_backend')" 10
 
 # 7. An invalid policy leaves the datapath exactly as it was.
-"$CTL" apply "$T/p8020.json" >/dev/null
+t_check "apply the 80/20 policy again" "$CTL" apply "$T/p8020.json"
 before=$("$CTL" show services -o json)
 printf '{ "services": [ { "name": "reviews", "vip": "%s", "port": 9080, "backends": [ { "address": "198.18.1.300", "port": 9080 } ] } ] }\n' \
 	"$VIP" >"$T/bad.json"
@@ -147,6 +147,7 @@ printf '{ "services": [ \n' >"$T/syntax.json"
 t_check "apply of broken JSON exits non-zero" test $? -ne 0
 t_eq "the datapath is unchanged after failed applies" "$("$CTL" show services -o json)" "$before"
 probe "$MESH" --connect "$VIP:9080" --count 400 --parallel 4 >"$T/after.json"
+echo "# after failed applies: $(jq -c '{ok, failed, errors, backends}' "$T/after.json")"
 t_range "connections still split 80/20 after failed applies" \
 	"$(jq '(.backends.v1 // 0) / 4' "$T/after.json")" 73 87
 
