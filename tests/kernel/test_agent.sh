@@ -119,8 +119,9 @@ last_applied() {
 	grep -E '^dmscd: applied ' "$LOG" | tail -n 1
 }
 
+# (generous bounds: 30 s a connect or read, 300 s in all, for a slow machine)
 probe() {
-	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PROBE" --json --max-seconds 60 "$@"
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PROBE" --json --max-seconds 300 --timeout-ms 30000 "$@"
 }
 
 # load_start NAME: batches of connections through the VIP until
