@@ -207,13 +207,32 @@ reg0=$(fp slow registered)
 # two slow connections may already have been skipped, if it connected after
 # the first one marked the service)
 skip0=$(fp slow bulk_skip)
+# The service stays off for 60 s (DMSC_FP_BULK_HOLD_NS) after its last
+# fallback; a loaded TCG guest can spend that before the next connection.
+# hold_left: seconds of it left, from the service's bulk_seen_ns and
+# CLOCK_MONOTONIC (bpf_ktime_get_ns's clock); empty if unreadable or never
+# marked (then checked strictly).
+hold_left() {
+	local id seen now
+	id=$("$CTL" show services -o json | jq '.services[] | select(.name == "slow") | .id')
+	seen=$(bpftool -j map lookup pinned "$DMSC_PIN_DIR/maps/dmsc_fp_svc" \
+		key $((id & 255)) $((id >> 8 & 255)) $((id >> 16 & 255)) $((id >> 24 & 255)) |
+		jq '.formatted.value.bulk_seen_ns // empty | select(. > 0)')
+	now=$(/usr/bin/python3 -c 'import time; print(time.monotonic_ns())')
+	[[ -n $seen && -n $now ]] && echo $(((seen + 60000000000 - now) / 1000000000))
+}
+left=$(hold_left)
 n0=$(lines "$T/s7002.out")
 mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.27:7002 --bytes 8M --back-bytes 1M \
 	--seed 18 >"$T/slow2.json"
 t_eq "auto after bulk: the next connection is ok" "$(jq -c '[.ok, .failed]' "$T/slow2.json")" "[1,0]"
 t_eq "auto after bulk: the server got every byte" "$(server_check "$T/s7002.out" "$n0" 1)" "[1,1]"
-t_eq "auto after bulk: the next connection was not registered (bulk_skip)" \
-	"$(($(fp slow registered) - reg0)):$(($(fp slow bulk_skip) - skip0))" "0:1"
+if [[ -n $left && $left -lt 10 ]]; then
+	echo "# auto after bulk: ${left}s of the 60 s hold were left before the next connection (a slow machine): bulk_skip not checked"
+else
+	t_eq "auto after bulk: the next connection was not registered (bulk_skip; ${left:-?}s of the hold left)" \
+		"$(($(fp slow registered) - reg0)):$(($(fp slow bulk_skip) - skip0))" "0:1"
+fi
 
 # 6c. TCP Fast Open: bytes written before ESTABLISHED go on the stack, so a
 #     socket that wrote them never redirects.
