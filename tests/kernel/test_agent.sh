@@ -32,7 +32,7 @@ MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
 	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
-		--max-seconds 600 >"$T/$host.out" 2>&1 &
+		--max-seconds 3600 >"$T/$host.out" 2>&1 &
 done
 for f in b1 b2; do
 	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }

@@ -29,16 +29,16 @@ mesh_run() {
 
 # Servers: integrity servers in the mesh (one that closes early), an HTTP
 # server and iperf3 in the mesh, an integrity server outside it.
-mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7000 --max-seconds 600 >"$T/s7000.out" 2>&1 &
-mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7001 --close-after $MiB --max-seconds 600 \
+mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7000 --max-seconds 3600 >"$T/s7000.out" 2>&1 &
+mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7001 --close-after $MiB --max-seconds 3600 \
 	>"$T/s7001.out" 2>&1 &
-mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7002 --stall-ms 2000 --max-seconds 600 \
+mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7002 --stall-ms 2000 --max-seconds 3600 \
 	>"$T/s7002.out" 2>&1 &
-mesh_run "$MESH" s "$SRV" --name s --mode id --listen 198.18.1.2:9080 --max-seconds 600 >"$T/id.out" 2>&1 &
-mesh_run "$MESH" s "$SRV" --name s --mode http --listen 198.18.1.2:8080 --max-seconds 600 >"$T/http.out" 2>&1 &
+mesh_run "$MESH" s "$SRV" --name s --mode id --listen 198.18.1.2:9080 --max-seconds 3600 >"$T/id.out" 2>&1 &
+mesh_run "$MESH" s "$SRV" --name s --mode http --listen 198.18.1.2:8080 --max-seconds 3600 >"$T/http.out" 2>&1 &
 # On [::]: the accepted sockets are IPv6 ones carrying IPv4 (::ffff:a.b.c.d).
-mesh_run "$MESH" s timeout 600 iperf3 -s -p 5201 >"$T/iperf3s.out" 2>&1 &
-mesh_run "$OUTSIDE" r "$STREAM" server --listen 198.18.1.3:7000 --max-seconds 600 >"$T/r7000.out" 2>&1 &
+mesh_run "$MESH" s timeout 3600 iperf3 -s -p 5201 >"$T/iperf3s.out" 2>&1 &
+mesh_run "$OUTSIDE" r "$STREAM" server --listen 198.18.1.3:7000 --max-seconds 3600 >"$T/r7000.out" 2>&1 &
 for f in s7000 s7001 s7002 id http r7000; do
 	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "server $f ready"; t_summary; exit 1; }
 done
@@ -117,7 +117,7 @@ jqe() { jq -e "$@" >/dev/null; }
 #    64 MiB each way in writes of 1 B to 1 MiB.
 n0=$(lines "$T/s7000.out")
 mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.20:7000 --conns 4 --bytes 64M --back-bytes 64M \
-	--seed 11 --max-seconds 120 >"$T/bulk.json"
+	--seed 11 --max-seconds 600 >"$T/bulk.json"
 t_eq "4 x 64 MiB each way: every connection ok at the client" "$(jq -c '[.ok, .failed, .first_bad]' "$T/bulk.json")" "[4,0,-1]"
 t_eq "4 x 64 MiB each way: the server got every byte in order" "$(server_check "$T/s7000.out" "$n0" 4)" "[4,4]"
 # A client whose first write beats its server end's registration (the final

@@ -17,9 +17,9 @@ OUTSIDE=$(dmsc_cgroup_make "$P/outside") || exit 1
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
 	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
-		--max-seconds 300 >"$T/$host-id.out" 2>&1 &
+		--max-seconds 3600 >"$T/$host-id.out" 2>&1 &
 	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
-		--max-seconds 300 >"$T/$host-http.out" 2>&1 &
+		--max-seconds 3600 >"$T/$host-http.out" 2>&1 &
 done
 for f in b1-id b2-id b1-http b2-http; do
 	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }

@@ -41,7 +41,7 @@ backend() {
 	local name=$1 host=$2 addr=$3
 	shift 3
 	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
-		--max-seconds 600 "$@" >"$T/$name.out" 2>&1 &
+		--max-seconds 3600 "$@" >"$T/$name.out" 2>&1 &
 }
 backend v1 b1 198.18.1.2
 backend v2 b2 198.18.1.3

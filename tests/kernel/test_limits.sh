@@ -18,13 +18,13 @@ WORKER=$(dmsc_cgroup_make "$P/mesh/frontend/worker") || exit 1
 OTHER=$(dmsc_cgroup_make "$P/mesh/other") || exit 1
 REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
 
-dmsc_net_exec b1 "$SRV" --name b1 --mode id --listen 198.18.1.2:9080 --max-seconds 300 \
+dmsc_net_exec b1 "$SRV" --name b1 --mode id --listen 198.18.1.2:9080 --max-seconds 3600 \
 	>"$T/srv.out" 2>&1 &
 dmsc_wait_ready "$T/srv.out" 10 || { t_fail "backend ready"; t_summary; exit 1; }
 for port in 5201 5203; do
-	dmsc_net_exec b1 timeout 300 iperf3 -s -B 198.18.1.2 -p $port >/dev/null 2>&1 &
+	dmsc_net_exec b1 timeout 3600 iperf3 -s -B 198.18.1.2 -p $port >/dev/null 2>&1 &
 done
-dmsc_net_exec c timeout 300 iperf3 -s -B 198.18.0.2 -p 5202 >/dev/null 2>&1 &
+dmsc_net_exec c timeout 3600 iperf3 -s -B 198.18.0.2 -p 5202 >/dev/null 2>&1 &
 # listening HOST PORT: a TCP socket listens on PORT in HOST.
 listening() { [[ -n $(dmsc_net_exec "$1" ss -Hltn "sport = :$2") ]]; }
 for hp in b1:5201 b1:5203 c:5202; do

@@ -12,8 +12,8 @@ dmsc_net_host b1 198.18.1.2/16 || exit 1
 dmsc_net_host b2 198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 OUTSIDE=$(dmsc_cgroup_make "$P/outside") || exit 1
-dmsc_net_exec b1 "$UDP" serve --listen 198.18.1.2:5353 --name u1 >"$T/u1.out" 2>&1 &
-dmsc_net_exec b2 "$UDP" serve --listen 198.18.1.3:5353 --name u2 >"$T/u2.out" 2>&1 &
+dmsc_net_exec b1 "$UDP" serve --listen 198.18.1.2:5353 --name u1 --max-seconds 3600 >"$T/u1.out" 2>&1 &
+dmsc_net_exec b2 "$UDP" serve --listen 198.18.1.3:5353 --name u2 --max-seconds 3600 >"$T/u2.out" 2>&1 &
 for f in u1 u2; do
 	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
 done
@@ -76,7 +76,7 @@ ALLOWED=$(dmsc_cgroup_make "$P/mesh/allowed") || exit 1
 LATER=$(dmsc_cgroup_make "$P/mesh/later") || exit 1
 REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
 dmsc_net_host b3 198.18.1.4/16 || exit 1
-dmsc_net_exec b3 "$UDP" serve --listen 198.18.1.4:5353 --name u3 --log >"$T/u3.out" 2>&1 &
+dmsc_net_exec b3 "$UDP" serve --listen 198.18.1.4:5353 --name u3 --max-seconds 3600 --log >"$T/u3.out" 2>&1 &
 dmsc_wait_ready "$T/u3.out" 10 || t_fail "backend u3 ready"
 acl_policy() {
 	printf '{ "services": [ { "name": "acl", "vip": "198.19.0.31", "port": 53, "protocol": "udp",
