@@ -59,11 +59,11 @@ static __always_inline int conn_token(__u32 svc_id)
 	return ok;
 }
 
-/* Is the slot table a UDP socket picked its backend from still the one in
- * force? If the service changed (a backend drained, removed, reweighted),
- * the flow picks again. */
-static __always_inline int table_unchanged(struct bpf_sock_addr *ctx,
-					   const struct dmsc_sock_vip *rec)
+/* The service of a UDP socket's remembered backend, if the slot table it
+ * picked from is still the one in force; NULL if the service changed (a
+ * backend drained, removed, reweighted): the flow then picks again. */
+static __always_inline struct dmsc_svc *table_unchanged(struct bpf_sock_addr *ctx,
+							const struct dmsc_sock_vip *rec)
 {
 	struct dmsc_svc_key key = {};
 	struct dmsc_svc *svc;
@@ -72,7 +72,9 @@ static __always_inline int table_unchanged(struct bpf_sock_addr *ctx,
 	key.port = (__u16)ctx->user_port;
 	key.proto = DMSC_PROTO_UDP;
 	svc = bpf_map_lookup_elem(&dmsc_services, &key);
-	return svc && svc->id == rec->svc_id && svc->table_hash == rec->table_hash;
+	if (!svc || svc->id != rec->svc_id || svc->table_hash != rec->table_hash)
+		return NULL;
+	return svc;
 }
 
 /* Shows the VIP in place of the backend that connect() or sendmsg() chose,
@@ -251,22 +253,40 @@ int sock4_connect(struct bpf_sock_addr *ctx)
  * that its datagrams and the replies stay one flow; the backend is picked
  * again only when the socket moves to another VIP or its backend left the
  * service. sendmsg4 needs Linux 4.18.
+ *
+ * Access is checked on every datagram, not only when the backend is picked:
+ * a datagram is a request of its own, so a cgroup dropped from allow_from
+ * gets EPERM from its next sendto() even though the slot table (and so the
+ * remembered backend) did not change. The allow rules are separate map
+ * entries that do not touch the service value, so no generation in the
+ * value could tell; the lookup costs one hash lookup per ancestor level,
+ * and only services with an allow list pay it.
  */
 SEC("cgroup/sendmsg4")
 int sock4_sendmsg(struct bpf_sock_addr *ctx)
 {
+	struct dmsc_svc *svc = NULL;
 	struct dmsc_sock_vip *rec;
+	struct dmsc_svc_stats *ss;
 
 	if (ctx->type != SOCK_DGRAM)
 		return SOCK_ADDR_PASS;
 	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, 0);
-	if (rec && rec->vip == ctx->user_ip4 && rec->vport == (__u16)ctx->user_port &&
-	    table_unchanged(ctx, rec)) {
-		ctx->user_ip4 = rec->backend;
-		ctx->user_port = rec->bport;
-		return SOCK_ADDR_PASS;
+	if (rec && rec->vip == ctx->user_ip4 && rec->vport == (__u16)ctx->user_port)
+		svc = table_unchanged(ctx, rec);
+	/* One call site: two let clang merge them into a ctx access at a
+	 * computed offset, which the verifier refuses. */
+	if (!svc)
+		return sock4_xlate_fwd(ctx, DMSC_PROTO_UDP);
+	if ((svc->flags & DMSC_SVC_F_ALLOW_LIST) && !caller_allowed(rec->svc_id)) {
+		ss = svc_stats(rec->svc_id);
+		if (ss)
+			ss->refused_access += 1;
+		return SOCK_ADDR_REFUSE;
 	}
-	return sock4_xlate_fwd(ctx, DMSC_PROTO_UDP);
+	ctx->user_ip4 = rec->backend;
+	ctx->user_port = rec->bport;
+	return SOCK_ADDR_PASS;
 }
 
 /* Replies to an unconnected UDP socket come from the backend: show the VIP
@@ -333,10 +353,66 @@ static __always_inline int skb_account(struct __sk_buff *skb, int towards)
 	return verdict;
 }
 
+/*
+ * A connected UDP socket passed connect4's access check once, and its
+ * send()s run no sock_addr hook (sendmsg4 runs only for a datagram that
+ * names an address). So that revoking access stops its next datagram as it
+ * does for an unconnected socket, egress checks it again, against the
+ * cgroup the socket was made in (the task's is not known here). Only
+ * connected UDP sockets of a service with an allow list pay the lookups;
+ * TCP keeps its established connections, as a weight-0 drain does.
+ * bpf_skb_ancestor_cgroup_id in cgroup_skb needs Linux 5.8, below the
+ * 5.10 that install already requires (bpf_sk_storage_get in connect4).
+ */
+static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb)
+{
+	struct dmsc_allow_key ak = {};
+	struct dmsc_svc_key key = {};
+	struct dmsc_svc_stats *ss;
+	struct dmsc_sock_vip *rec;
+	struct bpf_sock *sk;
+	struct dmsc_svc *svc;
+	int level;
+
+	sk = skb->sk;
+	if (!sk)
+		return false;
+	sk = bpf_sk_fullsock(sk);
+	/* A UDP socket's state is TCP_ESTABLISHED once connected. */
+	if (!sk || sk->protocol != IPPROTO_UDP || sk->state != BPF_TCP_ESTABLISHED)
+		return false;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+	/* Connected to the backend connect4 chose, not elsewhere since. */
+	if (!rec || sk->dst_ip4 != rec->backend)
+		return false;
+	key.vip = rec->vip;
+	key.port = rec->vport;
+	key.proto = DMSC_PROTO_UDP;
+	svc = bpf_map_lookup_elem(&dmsc_services, &key);
+	if (!svc || svc->id != rec->svc_id || !(svc->flags & DMSC_SVC_F_ALLOW_LIST))
+		return false;
+	ak.svc_id = svc->id;
+	for (level = 0; level < DMSC_CGROUP_LEVELS_MAX; level++) {
+		ak.cgroup_id = bpf_skb_ancestor_cgroup_id(skb, level);
+		if (!ak.cgroup_id)
+			break;
+		if (bpf_map_lookup_elem(&dmsc_allow, &ak))
+			return false;
+	}
+	ss = svc_stats(svc->id);
+	if (ss)
+		ss->refused_access += 1;
+	return true;
+}
+
 /* Packets a mesh client sends towards a service. */
 SEC("cgroup_skb/egress")
 int skb_egress(struct __sk_buff *skb)
 {
+	/* SKB_DROP without the congestion bit: send() fails with EPERM, as
+	 * a refused sendto() does (with it, UDP would report success). */
+	if (skb_udp_access_revoked(skb))
+		return SKB_DROP;
 	switch (skb_account(skb, 1)) {
 	case DMSC_TB_PASS:
 		return SKB_PASS;

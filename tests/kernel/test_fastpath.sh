@@ -29,16 +29,16 @@ mesh_run() {
 
 # Servers: integrity servers in the mesh (one that closes early), an HTTP
 # server and iperf3 in the mesh, an integrity server outside it.
-mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7000 --max-seconds 600 >"$T/s7000.out" 2>&1 &
-mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7001 --close-after $MiB --max-seconds 600 \
+mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7000 --max-seconds 3600 >"$T/s7000.out" 2>&1 &
+mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7001 --close-after $MiB --max-seconds 3600 \
 	>"$T/s7001.out" 2>&1 &
-mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7002 --stall-ms 2000 --max-seconds 600 \
+mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:7002 --stall-ms 2000 --max-seconds 3600 \
 	>"$T/s7002.out" 2>&1 &
-mesh_run "$MESH" s "$SRV" --name s --mode id --listen 198.18.1.2:9080 --max-seconds 600 >"$T/id.out" 2>&1 &
-mesh_run "$MESH" s "$SRV" --name s --mode http --listen 198.18.1.2:8080 --max-seconds 600 >"$T/http.out" 2>&1 &
+mesh_run "$MESH" s "$SRV" --name s --mode id --listen 198.18.1.2:9080 --max-seconds 3600 >"$T/id.out" 2>&1 &
+mesh_run "$MESH" s "$SRV" --name s --mode http --listen 198.18.1.2:8080 --max-seconds 3600 >"$T/http.out" 2>&1 &
 # On [::]: the accepted sockets are IPv6 ones carrying IPv4 (::ffff:a.b.c.d).
-mesh_run "$MESH" s timeout 600 iperf3 -s -p 5201 >"$T/iperf3s.out" 2>&1 &
-mesh_run "$OUTSIDE" r "$STREAM" server --listen 198.18.1.3:7000 --max-seconds 600 >"$T/r7000.out" 2>&1 &
+mesh_run "$MESH" s timeout 3600 iperf3 -s -p 5201 >"$T/iperf3s.out" 2>&1 &
+mesh_run "$OUTSIDE" r "$STREAM" server --listen 198.18.1.3:7000 --max-seconds 3600 >"$T/r7000.out" 2>&1 &
 for f in s7000 s7001 s7002 id http r7000; do
 	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "server $f ready"; t_summary; exit 1; }
 done
@@ -95,17 +95,17 @@ fp() {
 }
 
 # server_check FILE FROM COUNT: the COUNT server lines after line FROM all
-# received every byte, in order, up to EOF. Waits (bounded) for the lines.
+# received every byte, in order, up to EOF. Waits (bounded: 60 s, a reader
+# in a loaded TCG guest can be slow) for the lines.
 server_check() {
-	local file=$1 from=$2 count=$3 i
-	for ((i = 0; i < 100; i++)); do
-		(($(grep -c '^{"conn"' "$file") >= from + count)) && break
-		sleep 0.1
-	done
+	local file=$1 from=$2 count=$3
+	t_wait 60 has_lines "$file" $((from + count))
 	grep '^{"conn"' "$file" | tail -n +$((from + 1)) | head -n "$count" |
 		jq -s -c '[length, ([.[] | select(.first_bad == -1 and .eof and .got == .expected and .error == "")] | length)]'
 }
 lines() { grep -c '^{"conn"' "$1"; }
+# has_lines FILE N: FILE has N server lines or more (for t_wait).
+has_lines() { (($(lines "$1") >= $2)); }
 # server_lines FILE FROM COUNT: what those server lines say, for a label.
 server_lines() {
 	grep '^{"conn"' "$1" | tail -n +$(($2 + 1)) | head -n "$3" |
@@ -117,7 +117,7 @@ jqe() { jq -e "$@" >/dev/null; }
 #    64 MiB each way in writes of 1 B to 1 MiB.
 n0=$(lines "$T/s7000.out")
 mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.20:7000 --conns 4 --bytes 64M --back-bytes 64M \
-	--seed 11 --max-seconds 120 >"$T/bulk.json"
+	--seed 11 --max-seconds 600 >"$T/bulk.json"
 t_eq "4 x 64 MiB each way: every connection ok at the client" "$(jq -c '[.ok, .failed, .first_bad]' "$T/bulk.json")" "[4,0,-1]"
 t_eq "4 x 64 MiB each way: the server got every byte in order" "$(server_check "$T/s7000.out" "$n0" 4)" "[4,4]"
 # A client whose first write beats its server end's registration (the final
@@ -140,7 +140,7 @@ echo "# stream: redirected $(($(fp stream redirected_bytes) / MiB)) MiB, $(fp st
 # 2. The checker is not blind: one flipped byte is reported where it is.
 n0=$(lines "$T/s7000.out")
 mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.20:7000 --bytes 4M --corrupt-at 3000001 >/dev/null
-sleep 0.3
+t_wait 30 has_lines "$T/s7000.out" $((n0 + 1))
 t_eq "a corrupted byte is caught at its offset" \
 	"$(grep '^{"conn"' "$T/s7000.out" | tail -n +$((n0 + 1)) | head -n 1 | jq .first_bad)" 3000001
 
@@ -165,7 +165,7 @@ SECONDS=0
 mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.20:7000 --conns 2 --bytes 64M --rst-after 3M \
 	--seed 14 --max-seconds 20 >"$T/rst.json"
 t_eq "RST: the client resets after 3 MiB" "$(jq -c '[.ok, .failed]' "$T/rst.json")" "[2,0]"
-for ((i = 0; i < 100 && $(lines "$T/s7000.out") < n0 + 2; i++)); do sleep 0.1; done
+t_wait 60 has_lines "$T/s7000.out" $((n0 + 2))
 t_eq "RST: the server saw the end of both connections, no corrupt byte" \
 	"$(grep '^{"conn"' "$T/s7000.out" | tail -n +$((n0 + 1)) | jq -s -c '[length, ([.[] | select(.first_bad == -1 and .got <= 3145728 and .error != "TIMEOUT")] | length)]')" "[2,2]"
 t_range "RST: over in seconds" "$SECONDS" 0 15
@@ -207,13 +207,32 @@ reg0=$(fp slow registered)
 # two slow connections may already have been skipped, if it connected after
 # the first one marked the service)
 skip0=$(fp slow bulk_skip)
+# The service stays off for 60 s (DMSC_FP_BULK_HOLD_NS) after its last
+# fallback; a loaded TCG guest can spend that before the next connection.
+# hold_left: seconds of it left, from the service's bulk_seen_ns and
+# CLOCK_MONOTONIC (bpf_ktime_get_ns's clock); empty if unreadable or never
+# marked (then checked strictly).
+hold_left() {
+	local id seen now
+	id=$("$CTL" show services -o json | jq '.services[] | select(.name == "slow") | .id')
+	seen=$(bpftool -j map lookup pinned "$DMSC_PIN_DIR/maps/dmsc_fp_svc" \
+		key $((id & 255)) $((id >> 8 & 255)) $((id >> 16 & 255)) $((id >> 24 & 255)) |
+		jq '.formatted.value.bulk_seen_ns // empty | select(. > 0)')
+	now=$(/usr/bin/python3 -c 'import time; print(time.monotonic_ns())')
+	[[ -n $seen && -n $now ]] && echo $(((seen + 60000000000 - now) / 1000000000))
+}
+left=$(hold_left)
 n0=$(lines "$T/s7002.out")
 mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.27:7002 --bytes 8M --back-bytes 1M \
 	--seed 18 >"$T/slow2.json"
 t_eq "auto after bulk: the next connection is ok" "$(jq -c '[.ok, .failed]' "$T/slow2.json")" "[1,0]"
 t_eq "auto after bulk: the server got every byte" "$(server_check "$T/s7002.out" "$n0" 1)" "[1,1]"
-t_eq "auto after bulk: the next connection was not registered (bulk_skip)" \
-	"$(($(fp slow registered) - reg0)):$(($(fp slow bulk_skip) - skip0))" "0:1"
+if [[ -n $left && $left -lt 10 ]]; then
+	echo "# auto after bulk: ${left}s of the 60 s hold were left before the next connection (a slow machine): bulk_skip not checked"
+else
+	t_eq "auto after bulk: the next connection was not registered (bulk_skip; ${left:-?}s of the hold left)" \
+		"$(($(fp slow registered) - reg0)):$(($(fp slow bulk_skip) - skip0))" "0:1"
+fi
 
 # 6c. TCP Fast Open: bytes written before ESTABLISHED go on the stack, so a
 #     socket that wrote them never redirects.
@@ -300,10 +319,14 @@ t_range "curl's requests and answers were redirected" "$(fp web redirected_msgs)
 # 10b. A service turned accelerate off while a connection is redirected
 #      (docs/design.md decision 6: limits hold for established flows too): its
 #      ends leave the fast path at their next message, without a lost byte.
-mesh_run "$MESH" c "$BIN/tools/dmsc-probe" --connect 198.19.0.28:9080 --hold-seconds 4 \
+# (held 20 s: the switch must come while it lives, and an apply in a loaded
+# TCG guest took more than 5 s)
+mesh_run "$MESH" c "$BIN/tools/dmsc-probe" --connect 198.19.0.28:9080 --hold-seconds 20 \
 	--interval-ms 50 --json >"$T/hold.json" &
 HOLD=$!
-sleep 1.5
+# Switch once the connection is redirected, however long it took to start.
+hold_redirected() { (($(fp hold redirected_msgs) > 0)); }
+t_wait 30 hold_redirected
 jq '.services |= map(if .name == "hold" then . + {accelerate: "off"} else . end)' "$T/policy.json" >"$T/policy-off.json"
 t_check "apply accelerate off to a service with a live redirected connection" "$CTL" apply "$T/policy-off.json"
 wait "$HOLD"
@@ -360,14 +383,20 @@ t_eq "install --fastpath-backlog default sets the default back" \
 # 12. Uninstall while redirected bytes wait unread at a reader: the reader
 #     still gets every one (the kernel keeps a registered socket's queue).
 n0=$(lines "$T/s7002.out")
-red0=$(fp slowon redirected_bytes)
-mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.30:7002 --bytes 2M --no-read --seed 20 \
-	>"$T/uninst.json"
-t_eq "2 MiB (and the 32-byte header) redirected to a reader that has not read yet" \
+# A client whose first write beats its server end's registration stays on
+# the stack (no_peer; likelier on a loaded machine): then another connection,
+# at most 5, until one was redirected.
+for ((tries = 1; tries <= 5; tries++)); do
+	red0=$(fp slowon redirected_bytes) np0=$(fp slowon no_peer)
+	mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.30:7002 --bytes 2M --no-read --seed 20 \
+		>"$T/uninst.json"
+	(($(fp slowon no_peer) == np0 || tries == 5)) && break
+done
+t_eq "2 MiB (and the 32-byte header) redirected to a reader that has not read yet ($tries connections)" \
 	"$(jq .ok "$T/uninst.json"):$(($(fp slowon redirected_bytes) - red0))" "1:$((2 * MiB + 32))"
 t_check "uninstall" "$CTL" uninstall
 t_check "no pins are left" test ! -e "$DMSC_PIN_DIR"
-t_eq "after uninstall the reader got every byte, in order" "$(server_check "$T/s7002.out" "$n0" 1)" "[1,1]"
+t_eq "after uninstall the reader got every byte, in order" "$(server_check "$T/s7002.out" "$n0" "$tries")" "[$tries,$tries]"
 
 # 13. On a kernel without sk_msg (played with DMSC_FEATURES_HIDE): the rest
 #     of the datapath works, nothing is registered.

@@ -34,7 +34,7 @@ t_check "verifier: every program loaded, with instructions processed" \
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host b1 198.18.1.2/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-dmsc_net_exec b1 "$SRV" --name v1 --mode id --listen 198.18.1.2:9080 --max-seconds 120 \
+dmsc_net_exec b1 "$SRV" --name v1 --mode id --listen 198.18.1.2:9080 --max-seconds 3600 \
 	>"$T/b1.out" 2>&1 &
 dmsc_wait_ready "$T/b1.out" 10 || { t_fail "backend ready"; t_summary; exit 1; }
 cat >"$T/p.json" <<EOF2
@@ -53,7 +53,7 @@ t_eq "... status: the features section shows it missing" \
 	"$(jq -c '[.features[] | select(.name == "cgroup/getpeername4") | .present, .required]' "$T/status1.json")" \
 	'[false,false]'
 "$CTL" apply "$T/p.json" >/dev/null
-dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PROBE" --json --max-seconds 30 \
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PROBE" --json --max-seconds 300 --timeout-ms 30000 \
 	--connect "$VIP:9080" --count 20 >"$T/probe1.json"
 t_eq "... connections through the VIP still work, getpeername() shows the backend" \
 	"$(jq -c '[.ok, .peer_is_target]' "$T/probe1.json")" "[20,0]"
@@ -71,7 +71,7 @@ t_eq "... and features exits 1 there" "$?" 1
 
 # 4. Back on this kernel as it is: the VIP is answered in full again.
 "$CTL" install --cgroup "$MESH" >/dev/null && "$CTL" apply "$T/p.json" >/dev/null
-dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PROBE" --json --max-seconds 30 \
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PROBE" --json --max-seconds 300 --timeout-ms 30000 \
 	--connect "$VIP:9080" --count 20 >"$T/probe2.json"
 t_eq "with every feature: getpeername() shows the VIP again" \
 	"$(jq -c '[.ok, .peer_is_target]' "$T/probe2.json")" "[20,20]"

@@ -18,14 +18,18 @@ WORKER=$(dmsc_cgroup_make "$P/mesh/frontend/worker") || exit 1
 OTHER=$(dmsc_cgroup_make "$P/mesh/other") || exit 1
 REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
 
-dmsc_net_exec b1 "$SRV" --name b1 --mode id --listen 198.18.1.2:9080 --max-seconds 300 \
+dmsc_net_exec b1 "$SRV" --name b1 --mode id --listen 198.18.1.2:9080 --max-seconds 3600 \
 	>"$T/srv.out" 2>&1 &
 dmsc_wait_ready "$T/srv.out" 10 || { t_fail "backend ready"; t_summary; exit 1; }
 for port in 5201 5203; do
-	dmsc_net_exec b1 timeout 300 iperf3 -s -B 198.18.1.2 -p $port >/dev/null 2>&1 &
+	dmsc_net_exec b1 timeout 3600 iperf3 -s -B 198.18.1.2 -p $port >/dev/null 2>&1 &
 done
-dmsc_net_exec c timeout 300 iperf3 -s -B 198.18.0.2 -p 5202 >/dev/null 2>&1 &
-sleep 0.5
+dmsc_net_exec c timeout 3600 iperf3 -s -B 198.18.0.2 -p 5202 >/dev/null 2>&1 &
+# listening HOST PORT: a TCP socket listens on PORT in HOST.
+listening() { [[ -n $(dmsc_net_exec "$1" ss -Hltn "sport = :$2") ]]; }
+for hp in b1:5201 b1:5203 c:5202; do
+	t_wait 30 listening "${hp%:*}" "${hp#*:}" || t_fail "iperf3 server $hp listening"
+done
 
 # policy ALLOW_JSON (the "private" service's allow_from, or "" for none)
 policy() {
@@ -52,7 +56,8 @@ EOF
 probe() {
 	local cg=$1
 	shift
-	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PROBE" --json "$@"
+	# (generous bounds for a slow machine; the rate check sets its own)
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PROBE" --json --max-seconds 300 --timeout-ms 30000 "$@"
 }
 
 # iperf3 CGROUP HOST TARGET PORT SECONDS [ARGS]: goodput in bytes/s. The
@@ -79,11 +84,14 @@ t_check "apply a policy with limits and allow_from" test $? -eq 0
 # 1. Connections per second.
 probe "$MESH" --connect 198.19.0.20:9080 --count 5000000 --parallel 4 --max-seconds 3 \
 	--timeout-ms 1000 >"$T/rate.json"
-ok=$(jq .ok "$T/rate.json")
-echo "# probe: $(jq -c "{ok, failed, errors, elapsed_ms, time_limit_hit}" "$T/rate.json")"
+# Admitted: every connect() the limit let through (all but EPERM), whether
+# or not its answer came within the probe's time: on a loaded machine the
+# server may be slow, and that is not what is checked here.
+ok=$(jq '.connections - (.errors.EPERM // 0)' "$T/rate.json")
+echo "# probe: $(jq -c "{connections, ok, failed, errors, elapsed_ms, time_limit_hit}" "$T/rate.json")"
 secs=$(jq '.elapsed_ms / 1000' "$T/rate.json")
 want=$(awk -v r=$RATE -v s="$secs" -v b=$BURST 'BEGIN { printf "%.1f", r * s + b }')
-t_range "connections through a $RATE/s burst $BURST limit in ${secs}s: $ok (want $want +-10%)" \
+t_range "connections admitted by a $RATE/s burst $BURST limit in ${secs}s: $ok (want $want +-10%)" \
 	"$ok" "$(awk -v w="$want" 'BEGIN { print w * 0.9 }')" "$(awk -v w="$want" 'BEGIN { print w * 1.1 }')"
 t_check "the connections over the limit were refused with EPERM" \
 	jq -e '.errors.EPERM > 0' "$T/rate.json"

@@ -37,6 +37,21 @@ t_range() {
 	fi
 }
 
+# t_wait SECONDS CMD...: polls CMD (every 0.05 s) until it exits 0; returns
+# 1 if it has not after SECONDS. For checks whose condition becomes true a
+# moment later (a server bound, a counter written, a reader woken): a fixed
+# sleep is too short on a loaded machine or in a TCG guest, and wastes time
+# everywhere else.
+t_wait() {
+	local secs=$1 end
+	shift
+	end=$((SECONDS + secs))
+	until "$@"; do
+		((SECONDS >= end)) && return 1
+		sleep 0.05
+	done
+}
+
 t_summary() {
 	echo "${T_PASSED} passed, ${T_FAILED} failed"
 	[[ $T_FAILED -eq 0 ]]

@@ -2,14 +2,19 @@
 /*
  * dmsc-udp: a UDP backend and a UDP client for the kernel tests.
  *
- *   dmsc-udp serve --listen ADDR:PORT --name NAME [--max-seconds S]
- *       answers every datagram with NAME; prints "ready" once bound.
+ *   dmsc-udp serve --listen ADDR:PORT --name NAME [--max-seconds S] [--log]
+ *       answers every datagram with NAME; prints "ready" once bound, and
+ *       with --log one line "from ADDR:PORT" per datagram received.
  *   dmsc-udp send --to ADDR:PORT --sockets N --per-socket K [--connected]
- *                 [--timeout-ms T] [--json]
+ *                 [--timeout-ms T] [--json] [--pause-after J --resume-file F]
  *       N sockets, each sending K datagrams to ADDR:PORT and reading each
  *       answer. Reports, per backend name, the answers; how many answers
  *       came from ADDR:PORT itself (recvfrom's source, or getpeername for
  *       a connected socket); how many sockets heard one backend only.
+ *       --pause-after: once, after the first socket's J-th datagram, prints
+ *       "paused" on stderr and waits (at most 60 s) until file F exists,
+ *       so that a test can change the policy under a socket that already
+ *       sent.
  *
  * Exit: 0 ran (even with errors, which are counted), 2 usage.
  */
@@ -29,6 +34,10 @@
 #define MAX_NAMES 16
 #define MAX_SOCKETS 100000
 #define MAX_PER_SOCKET 10000
+#define RESUME_WAIT_MS 60000
+
+static long pause_after;
+static const char *resume_file;
 
 static int parse_addr(const char *s, struct sockaddr_in *sa)
 {
@@ -50,7 +59,7 @@ static int parse_addr(const char *s, struct sockaddr_in *sa)
 	return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
 }
 
-static int serve(const struct sockaddr_in *sa, const char *name, long max_seconds)
+static int serve(const struct sockaddr_in *sa, const char *name, long max_seconds, bool log)
 {
 	char buf[2048];
 	time_t end = time(NULL) + max_seconds;
@@ -72,6 +81,13 @@ static int serve(const struct sockaddr_in *sa, const char *name, long max_second
 			continue;
 		if (recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &len) < 0)
 			continue;
+		if (log) {
+			char a[INET_ADDRSTRLEN];
+
+			printf("from %s:%u\n", inet_ntop(AF_INET, &from.sin_addr, a, sizeof(a)),
+			       ntohs(from.sin_port));
+			fflush(stdout);
+		}
 		sendto(fd, name, strlen(name), 0, (struct sockaddr *)&from, len);
 	}
 	close(fd);
@@ -99,6 +115,24 @@ static int name_index(struct tally *t, const char *name)
 	return t->n_names++;
 }
 
+/* --pause-after: "paused" on stderr, then wait for the resume file. */
+static void pause_until_resumed(void)
+{
+	struct timespec tick = { .tv_nsec = 20 * 1000000L };
+	int waited;
+
+	fprintf(stderr, "paused\n");
+	fflush(stderr);
+	for (waited = 0; waited < RESUME_WAIT_MS; waited += 20) {
+		if (access(resume_file, F_OK) == 0)
+			return;
+		nanosleep(&tick, NULL);
+	}
+	fprintf(stderr, "dmsc-udp: %s did not appear within %d ms\n", resume_file,
+		RESUME_WAIT_MS);
+	exit(1);
+}
+
 static void one_socket(const struct sockaddr_in *to, long per_socket, bool connected,
 		       int timeout_ms, struct tally *t)
 {
@@ -121,6 +155,10 @@ static void one_socket(const struct sockaddr_in *to, long per_socket, bool conne
 		ssize_t n;
 		int idx;
 
+		if (pause_after && k == pause_after) {
+			pause_until_resumed();
+			pause_after = 0; /* once */
+		}
 		n = connected ? send(fd, "ping", 4, 0)
 			      : sendto(fd, "ping", 4, 0, (const struct sockaddr *)to, sizeof(*to));
 		if (n < 0) {
@@ -193,9 +231,10 @@ static void report(const struct tally *t, long sockets, bool json)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: dmsc-udp serve --listen ADDR:PORT --name NAME [--max-seconds S]\n"
+	fprintf(stderr, "usage: dmsc-udp serve --listen ADDR:PORT --name NAME [--max-seconds S] "
+			"[--log]\n"
 			"       dmsc-udp send --to ADDR:PORT --sockets N --per-socket K "
-			"[--connected] [--timeout-ms T] [--json]\n");
+			"[--connected] [--timeout-ms T] [--json] [--pause-after J --resume-file F]\n");
 	return 2;
 }
 
@@ -204,7 +243,7 @@ int main(int argc, char **argv)
 	struct sockaddr_in sa;
 	const char *name = NULL, *addr = NULL;
 	long max_seconds = 300, sockets = 1, per_socket = 1, timeout_ms = 1000, i;
-	bool connected = false, json = false, have_addr = false;
+	bool connected = false, json = false, have_addr = false, log = false;
 	struct tally *t;
 
 	if (argc < 2)
@@ -216,6 +255,8 @@ int main(int argc, char **argv)
 			connected = true;
 		} else if (!strcmp(a, "--json")) {
 			json = true;
+		} else if (!strcmp(a, "--log")) {
+			log = true;
 		} else if (!v) {
 			return usage();
 		} else if (!strcmp(a, "--listen") || !strcmp(a, "--to")) {
@@ -236,6 +277,12 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--timeout-ms")) {
 			timeout_ms = strtol(v, NULL, 10);
 			i++;
+		} else if (!strcmp(a, "--pause-after")) {
+			pause_after = strtol(v, NULL, 10);
+			i++;
+		} else if (!strcmp(a, "--resume-file")) {
+			resume_file = v;
+			i++;
 		} else {
 			return usage();
 		}
@@ -243,13 +290,14 @@ int main(int argc, char **argv)
 	have_addr = addr && parse_addr(addr, &sa) == 0;
 	if (!have_addr || max_seconds < 1 || max_seconds > 3600 || sockets < 1 ||
 	    sockets > MAX_SOCKETS || per_socket < 1 || per_socket > MAX_PER_SOCKET ||
-	    timeout_ms < 1 || timeout_ms > 60000)
+	    timeout_ms < 1 || timeout_ms > 60000 || pause_after < 0 ||
+	    pause_after >= per_socket || (pause_after > 0) != (resume_file != NULL))
 		return usage();
 	if (!strcmp(argv[1], "serve")) {
 		if (!name || strlen(name) >= NAME_MAX_LEN)
 			return usage();
 		signal(SIGTERM, SIG_DFL);
-		return serve(&sa, name, max_seconds);
+		return serve(&sa, name, max_seconds, log);
 	}
 	if (strcmp(argv[1], "send"))
 		return usage();
