@@ -456,8 +456,12 @@ static void plan_limits(struct plan_svc *p)
 		p->svc.flags |= DMSC_SVC_F_CONN_LIMIT;
 		p->limits.conn_rate = rl->connections_per_second;
 		/* burst: connections at once on top of the rate; absent, one
-		 * second's worth; never less than one. */
+		 * second's worth, at most the deepest bucket (the validator
+		 * bounds an explicit burst so; a rate may be higher); never
+		 * less than one. */
 		p->limits.conn_depth = rl->has_burst ? rl->burst : rl->connections_per_second;
+		if (p->limits.conn_depth > DMSC_TB_DEPTH_MAX)
+			p->limits.conn_depth = DMSC_TB_DEPTH_MAX;
 		if (p->limits.conn_depth == 0)
 			p->limits.conn_depth = 1;
 	}
