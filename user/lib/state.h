@@ -68,6 +68,7 @@ struct dmsc_apply_result {
 	size_t entries_deferred; /* of those, left for later (dmsc_mirror_apply) */
 	size_t n_services;      /* in the policy */
 	size_t unresolved;      /* allow_from paths with no cgroup yet */
+	size_t repaired;        /* entries an interrupted apply left, cleared */
 	bool rolled_back;
 };
 
