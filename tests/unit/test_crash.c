@@ -122,7 +122,7 @@ static void policy_b(struct dmsc_policy *p, size_t extra)
 	set_allow(&s[10], NULL, NULL); /* closed to everyone */
 	/* C: new open services beyond B, to take the ids B freed */
 	for (i = 12; i < 12 + extra; i++) {
-		char name[16];
+		char name[32];
 
 		snprintf(name, sizeof(name), "n%zu", i);
 		free(s[i].name);
