@@ -449,6 +449,38 @@ Test(crash, mirror_apply_killed_at_every_write)
 	kill_at_every_write(true);
 }
 
+/* Killed right after marking the install record, before any other write:
+ * the next apply, with nothing else to write, still clears the mark (and a
+ * mirror in step before the kill notices the other writer). */
+Test(crash, killed_after_the_mark_alone)
+{
+	struct dmsc_policy a = { 0 };
+	struct dmsc_mirror m = { 0 };
+	struct dmsc_apply_result res;
+	struct dmsc_svc_digest *d;
+	__u64 gen0, gen1;
+
+	policy_a(&a);
+	d = calloc(a.n_services, sizeof(*d));
+	cr_assert_not_null(d);
+	dmsc_policy_digests(&a, d);
+	cr_assert_eq(dmsc_mirror_apply(&m, &dp, &a, d, false, &res), 0);
+	dmsc_apply_result_free(&res);
+	cr_assert_eq(dmsc_datapath_generation(&dp, &gen0), 0);
+	cr_assert_eq(m.generation, gen0, "the mirror is in step after its own apply");
+	cr_assert(apply_killed_after(&(struct dmsc_policy){ 0 }, 1, false));
+	cr_assert(install_marked());
+	cr_assert_eq(dmsc_datapath_generation(&dp, &gen1), 0);
+	cr_assert_neq(gen1, gen0, "the generation moved at the first write");
+	cr_assert_eq(dmsc_mirror_apply(&m, &dp, &a, d, false, &res), 0);
+	dmsc_apply_result_free(&res);
+	cr_assert_not(install_marked(), "cleared by an apply that had nothing else to write");
+	assert_exactly(&a, "after the mark alone");
+	dmsc_mirror_free(&m);
+	free(d);
+	dmsc_policy_free(&a);
+}
+
 /* The scenario of the issue: a removal killed after the service entry went
  * and before its rules and limits did; the next service takes the lowest
  * free id, which is the removed one's. It must not inherit them. */

@@ -560,6 +560,13 @@ int dmsc_apply_sweep(struct apply_ctx *c, const unsigned char *live,
 	*n = 0;
 	if (c->dry_run)
 		return 0;
+	/* After an interrupted apply, this one takes the mark over even if it
+	 * finds nothing to write, so that its end clears it. */
+	if (arrays) {
+		err = dmsc_apply_begin(c);
+		if (err)
+			return err;
+	}
 	/* Rules first: they are what would open a service to a cgroup its
 	 * policy does not name, once a new service takes the id. */
 	for (i = 0; !err && i < n_allow; i++)
