@@ -4,10 +4,15 @@
  * the unit tests run the very same code with a fake clock.
  *
  * Tokens are kept in billionths (DMSC_TB_SCALE), so that refilling is one
- * multiplication of elapsed nanoseconds by the rate. Limits that keep every
- * product inside 63 bits (tokens are signed: a policed bucket may be in
- * debt by one depth) are enforced by the policy validator: rate <=
- * DMSC_TB_RATE_MAX and depth <= DMSC_TB_DEPTH_MAX.
+ * multiplication of elapsed nanoseconds by the rate. Every product stays
+ * inside 63 bits for any input, not only for what the policy validator
+ * lets through (rate <= DMSC_TB_RATE_MAX, depth <= DMSC_TB_DEPTH_MAX): the
+ * depth is clamped to DMSC_TB_DEPTH_MAX here (10^18 billionths), a bucket
+ * whose tokens lie outside [-DMSC_TB_DEBT_DEPTHS depths, one depth] (a
+ * lowered limit, a value written by hand) is brought back inside first, a
+ * cost no bucket of that depth could ever pay is refused before it is
+ * scaled, and the refill compares elapsed time against room / rate before
+ * it multiplies. tests/fuzz/fuzz_bucket.c checks this over the whole range.
  */
 #ifndef DMSC_BUCKET_H
 #define DMSC_BUCKET_H
@@ -26,10 +31,18 @@ struct dmsc_tb {
 	__u64 last_ns; /* 0: never used, starts full */
 };
 
-/* Adds what `rate` earned since the last call, up to `depth` tokens. */
+static inline __u64 dmsc_tb_depth(__u64 depth)
+{
+	return depth < DMSC_TB_DEPTH_MAX ? depth : DMSC_TB_DEPTH_MAX;
+}
+
+/* Adds what `rate` earned since the last call, up to `depth` tokens. A
+ * rate of 0 means no limit: the bucket is always full. */
 static inline void dmsc_tb_refill(struct dmsc_tb *b, __u64 now_ns, __u64 rate, __u64 depth)
 {
-	__s64 cap = (__s64)(depth * DMSC_TB_SCALE);
+	/* <= 10^18 and >= -2 * 10^18: both far from the ends of 63 bits */
+	__s64 cap = (__s64)(dmsc_tb_depth(depth) * DMSC_TB_SCALE);
+	__s64 floor = -(__s64)DMSC_TB_DEBT_DEPTHS * cap;
 	__u64 elapsed, room;
 
 	if (b->last_ns == 0) {
@@ -37,23 +50,26 @@ static inline void dmsc_tb_refill(struct dmsc_tb *b, __u64 now_ns, __u64 rate, _
 		b->last_ns = now_ns;
 		return;
 	}
+	if (b->tokens > cap)
+		b->tokens = cap;
+	if (b->tokens < floor)
+		b->tokens = floor;
 	if (now_ns <= b->last_ns)
 		return;
 	elapsed = now_ns - b->last_ns;
 	b->last_ns = now_ns;
-	if (rate == 0 || b->tokens >= cap) {
+	if (rate == 0) {
 		b->tokens = cap;
 		return;
 	}
-	/* Past the time that fills the bucket, it is simply full; the check
-	 * keeps elapsed * rate below room + rate, inside 64 bits. */
+	/* room <= 3 * 10^18. Past the time that fills the bucket (any elapsed
+	 * time, years included) it is simply full; below it, elapsed * rate
+	 * <= room, inside 64 bits. */
 	room = (__u64)(cap - b->tokens);
-	if (elapsed >= room / rate + 1)
+	if (elapsed > room / rate)
 		b->tokens = cap;
 	else
 		b->tokens += (__s64)(elapsed * rate);
-	if (b->tokens > cap)
-		b->tokens = cap;
 }
 
 /* Takes `cost` tokens if there are that many, refilling first at `rate`
@@ -62,9 +78,12 @@ static inline void dmsc_tb_refill(struct dmsc_tb *b, __u64 now_ns, __u64 rate, _
 static inline int dmsc_tb_take(struct dmsc_tb *b, __u64 now_ns, __u64 rate, __u64 depth,
 			       __u64 cost)
 {
-	__s64 need = (__s64)(cost * DMSC_TB_SCALE);
+	__s64 need;
 
 	dmsc_tb_refill(b, now_ns, rate, depth);
+	if (cost > dmsc_tb_depth(depth))
+		return 0; /* more than the bucket holds: never */
+	need = (__s64)(cost * DMSC_TB_SCALE);
 	if (b->tokens < need)
 		return 0;
 	b->tokens -= need;
@@ -89,9 +108,15 @@ enum dmsc_tb_verdict {
 static inline int dmsc_tb_police(struct dmsc_tb *b, __u64 now_ns, __u64 rate, __u64 depth,
 				 __u64 cost)
 {
-	__s64 need = (__s64)(cost * DMSC_TB_SCALE), floor = -(__s64)(DMSC_TB_DEBT_DEPTHS * depth * DMSC_TB_SCALE);
+	__u64 d = dmsc_tb_depth(depth);
+	__s64 need, floor = -(__s64)(DMSC_TB_DEBT_DEPTHS * d * DMSC_TB_SCALE);
 
 	dmsc_tb_refill(b, now_ns, rate, depth);
+	/* tokens - need >= floor needs need <= cap - floor: a cost above
+	 * that always drops, and below it need * scale fits. */
+	if (cost > (DMSC_TB_DEBT_DEPTHS + 1) * d)
+		return DMSC_TB_DROP;
+	need = (__s64)(cost * DMSC_TB_SCALE);
 	if (b->tokens >= need) {
 		b->tokens -= need;
 		return DMSC_TB_PASS;
@@ -103,14 +128,24 @@ static inline int dmsc_tb_police(struct dmsc_tb *b, __u64 now_ns, __u64 rate, __
 	return DMSC_TB_DROP;
 }
 
-/* Seconds until `cost` tokens are there (rounded up), for Retry-After. */
+/* Seconds until `cost` tokens are there (rounded up), for Retry-After.
+ * Computed in unsigned arithmetic: b may be any state, cost any value up
+ * to three maximal depths (more is clamped there). */
 static inline __u64 dmsc_tb_wait_seconds(const struct dmsc_tb *b, __u64 rate, __u64 cost)
 {
-	__s64 need = (__s64)(cost * DMSC_TB_SCALE);
+	__u64 c = cost < (DMSC_TB_DEBT_DEPTHS + 1) * DMSC_TB_DEPTH_MAX
+			  ? cost
+			  : (DMSC_TB_DEBT_DEPTHS + 1) * DMSC_TB_DEPTH_MAX;
+	__s64 need = (__s64)(c * DMSC_TB_SCALE);
+	__u64 missing, ns;
 
 	if (b->tokens >= need || rate == 0)
 		return 0;
-	return ((__u64)(need - b->tokens) / rate + DMSC_TB_SCALE - 1) / DMSC_TB_SCALE;
+	/* need - tokens < 3 * 10^18 + 2^63 < 2^64; both divisions round up
+	 * (a rate above 10^9/s refills a token in less than 1 ns). */
+	missing = (__u64)need - (__u64)b->tokens;
+	ns = (missing - 1) / rate + 1;
+	return (ns - 1) / DMSC_TB_SCALE + 1;
 }
 
 #endif /* DMSC_BUCKET_H */

@@ -233,9 +233,16 @@ struct dmsc_install {
 	__u32 n_ifaces; /* --interface: TC ingress programs */
 	__u32 ifindex[DMSC_IFACES_MAX];
 	char ifname[DMSC_IFACES_MAX][16];
-	/* Bumped by every writer after it changed the other maps, so that a
-	 * process that mirrors them in memory (dmscd) knows when to read
-	 * them again. */
+	/* Non-zero from a writer's first map write to its last: found set by
+	 * the next writer (which holds the lock, so the one that set it is
+	 * gone), it means an apply was interrupted, and the next apply
+	 * repairs what it left (state.c, dmsc_apply_sweep). Fills what was
+	 * padding: the layout is unchanged. */
+	__u32 apply_in_progress;
+	/* Bumped by every writer when it starts changing the other maps and
+	 * again when it is done, so that a process that mirrors them in
+	 * memory (dmscd) knows when to read them again, also after a writer
+	 * that was killed half-way. */
 	__u64 generation;
 	/* The fast path's bound on a reader's unread redirected bytes (0:
 	 * none). fp_backlog_set 1: chosen at install (--fastpath-backlog),

@@ -364,8 +364,19 @@ wait_count "$LOG" 'not applied' $((n_before + 1)) 60
 t_check "a name defined in two files is reported with both files" \
 	grep -qE '30-dup.json: services\[0\]: the name "reviews" is also defined in .*10-reviews.json \(services\[0\]\)' "$LOG"
 t_eq "the duplicate changed nothing" "$("$CTL" show services -o json)" "$before"
-n_before=$(nlines "$LOG" '^dmscd: applied ')
 rm "$T/dir/30-dup.json"
+# An http service on the VIP:port of a tcp one in another file: the kernel
+# keys both as TCP, so the second would overwrite the first.
+n_before=$(nlines "$LOG" 'not applied')
+printf '{ "services": [ { "name": "reviews-http", "vip": "%s", "port": 9080, "protocol": "http", "backends": [ { "address": "198.18.1.3", "port": 9080 } ] } ] }\n' \
+	"$VIP" >"$T/dir/.40-http.json.tmp"
+mv "$T/dir/.40-http.json.tmp" "$T/dir/40-http.json"
+wait_count "$LOG" 'not applied' $((n_before + 1)) 60
+t_check "a tcp and an http service on one VIP:port in two files are refused, naming both files and services" \
+	grep -qE "40-http.json: services\[0\] \(reviews-http\): $VIP:9080/http is also the address of services\[0\] \(reviews\) in .*10-reviews.json as tcp" "$LOG"
+t_eq "the tcp/http duplicate changed nothing" "$("$CTL" show services -o json)" "$before"
+n_before=$(nlines "$LOG" '^dmscd: applied ')
+rm "$T/dir/40-http.json"
 wait_count "$LOG" '^dmscd: applied ' $((n_before + 1)) 60
 t_check "removing the duplicate applies the directory again (nothing to write)" \
 	grep -qE '2 services, 0 changes, 0 map entries' <<<"$(last_applied)"

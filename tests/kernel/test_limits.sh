@@ -167,6 +167,20 @@ policy "" >"$T/open.json"
 probe "$OTHER" --connect 198.19.0.24:9080 --count 20 >"$T/open.out"
 t_eq "removing allow_from re-opens the service" "$(jq .ok "$T/open.out")" 20
 
+# 5. A connection rate above the deepest bucket and no burst: the default
+# burst is clamped (unclamped, 10^10/s wrapped the bucket negative and
+# refused every connection).
+cat >"$T/huge.json" <<EOF
+{ "services": [
+  { "name": "conns", "vip": "198.19.0.20", "port": 9080,
+    "backends": [ { "address": "198.18.1.2", "port": 9080 } ],
+    "rate_limit": { "connections_per_second": 10000000000 } } ] }
+EOF
+"$CTL" apply "$T/huge.json" >/dev/null
+t_check "apply connections_per_second 10^10 without a burst" test $? -eq 0
+probe "$MESH" --connect 198.19.0.20:9080 --count 1000 --max-seconds 30 >"$T/huge.out"
+t_eq "10^10 connections/s, no burst: 1000 of 1000 connects pass" "$(jq .ok "$T/huge.out")" 1000
+
 t_check "uninstall" "$CTL" uninstall
 t_check "no pins are left" test ! -e "$DMSC_PIN_DIR"
 t_summary

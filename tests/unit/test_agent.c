@@ -119,12 +119,56 @@ Test(policy_dir, duplicates_across_files_name_both_files)
 			 "b.json: services[1]: the name \"x\" is also defined in a.json "
 			 "(services[0])");
 	cr_assert_str_eq(msgs.lines[1],
-			 "b.json: services[2]: 198.19.0.2:80/tcp is also the address of "
+			 "b.json: services[2] (w): 198.19.0.2:80/tcp is also the address of "
 			 "services[1] (y) in a.json");
 	cr_assert_eq(set.policy.n_services, 0, "nothing left to apply");
 	dmsc_msgs_free(&msgs);
 	dmsc_policy_free(&parts[0]);
 	dmsc_policy_free(&parts[1]);
+}
+
+/* tcp and http services share the kernel's TCP key: one VIP:port cannot be
+ * both, whichever files define them. */
+Test(policy_dir, tcp_and_http_on_one_address_across_files_are_refused)
+{
+	struct dmsc_policy parts[2] = {0};
+	const char *names[] = {"10-tcp.json", "20-http.json"};
+	struct dmsc_policy_set set;
+	struct dmsc_msgs msgs = {0};
+
+	parse("{ \"services\": [ " SVC("plain", "198.19.0.1") " ] }", &parts[0]);
+	parse("{ \"services\": [ { \"name\": \"web\", \"vip\": \"198.19.0.1\", \"port\": 80, "
+	      "\"protocol\": \"http\", \"backends\": [ { \"address\": \"198.18.1.3\", "
+	      "\"port\": 80 } ] } ] }",
+	      &parts[1]);
+	cr_assert_eq(dmsc_policy_set_merge(parts, names, 2, &set, &msgs), -EINVAL);
+	cr_assert_eq(msgs.n, 1);
+	cr_assert_str_eq(msgs.lines[0],
+			 "20-http.json: services[0] (web): 198.19.0.1:80/http is also the address "
+			 "of services[0] (plain) in 10-tcp.json as tcp (tcp and http share the "
+			 "kernel's TCP key)");
+	dmsc_msgs_free(&msgs);
+	dmsc_policy_free(&parts[0]);
+	dmsc_policy_free(&parts[1]);
+}
+
+/* udp is a key of its own: a tcp and a udp service may share VIP:port. */
+Test(policy_dir, tcp_and_udp_on_one_address_are_two_services)
+{
+	struct dmsc_policy parts[2] = {0};
+	const char *names[] = {"10-tcp.json", "20-udp.json"};
+	struct dmsc_policy_set set;
+	struct dmsc_msgs msgs = {0};
+
+	parse("{ \"services\": [ " SVC("plain", "198.19.0.1") " ] }", &parts[0]);
+	parse("{ \"services\": [ { \"name\": \"dns\", \"vip\": \"198.19.0.1\", \"port\": 80, "
+	      "\"protocol\": \"udp\", \"backends\": [ { \"address\": \"198.18.1.3\", "
+	      "\"port\": 80 } ] } ] }",
+	      &parts[1]);
+	cr_assert_eq(dmsc_policy_set_merge(parts, names, 2, &set, &msgs), 0);
+	cr_assert_eq(set.policy.n_services, 2);
+	dmsc_policy_set_free(&set);
+	dmsc_msgs_free(&msgs);
 }
 
 Test(policy_dir, load_a_directory)

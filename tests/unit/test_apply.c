@@ -333,6 +333,41 @@ Test(apply, limits_flags_and_backend_index)
 	dmsc_policy_free(&p);
 }
 
+/* A connection rate above the deepest bucket without a burst: the default
+ * burst (one second's worth) is clamped to DMSC_TB_DEPTH_MAX, and the
+ * bucket the kernel runs with what was written lets every connection of a
+ * burst through (at 10^10/s the unclamped depth wrapped negative: 0 of
+ * 1000 passed). */
+Test(apply, large_connection_rate_without_burst_is_clamped)
+{
+	static const __u64 rates[] = { 9300000000ull, 10000000000ull, 17000000000ull,
+				       DMSC_TB_RATE_MAX };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_state st;
+	size_t i;
+	int n;
+
+	fixture_policy(&p, 1, 1, NULL);
+	p.services[0].has_rate_limit = true;
+	p.services[0].rate_limit.has_connections_per_second = true;
+	for (i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+		struct dmsc_tb b = { 0 };
+
+		p.services[0].rate_limit.connections_per_second = rates[i];
+		apply(&p, false, NULL);
+		cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+		cr_assert_eq(st.svcs[0].limits.conn_rate, rates[i]);
+		cr_assert_eq(st.svcs[0].limits.conn_depth, DMSC_TB_DEPTH_MAX, "rate %llu", rates[i]);
+		for (n = 0; n < 1000 && dmsc_tb_take(&b, 1000000000ull, st.svcs[0].limits.conn_rate,
+						     st.svcs[0].limits.conn_depth, 1);
+		     n++)
+			;
+		cr_assert_eq(n, 1000, "rate %llu: %d of 1000 connections", rates[i], n);
+		dmsc_state_free(&st);
+	}
+	dmsc_policy_free(&p);
+}
+
 /* A run that crashed (a sanitizer abort) never reached teardown: remove the
  * empty test cgroups of processes that are gone. rmdir only removes an
  * empty cgroup, so nothing in use can go. */

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /* Token buckets with a fake clock: the code the kernel runs for connection
  * and byte limits (include/dmsc/bucket.h). */
+#include <stdint.h>
+
 #include <criterion/criterion.h>
 
 #include "dmsc/bucket.h"
@@ -118,4 +120,102 @@ Test(bucket, wait_seconds_for_retry_after)
 	dmsc_tb_take(&b, T0, 10, 1, 1);
 	cr_assert_eq(dmsc_tb_wait_seconds(&b, 10, 1), 1, "0.1 s rounds up to 1");
 	cr_assert_eq(dmsc_tb_wait_seconds(&b, 1, 5), 5);
+}
+
+/* ---- the whole range: what the validator accepts, and beyond ---------- */
+
+#define YEAR (365ull * 24 * 3600 * SEC)
+
+/* A depth above DMSC_TB_DEPTH_MAX is the deepest bucket: scaled, 10^10
+ * tokens would have wrapped negative (2^63 is 9.2 * 10^18) and refused
+ * everything. */
+Test(bucket, depth_above_the_maximum_is_clamped_not_wrapped)
+{
+	static const __u64 depths[] = { 9300000000ull, 10000000000ull, 18000000000ull,
+					DMSC_TB_RATE_MAX, ~0ull };
+	size_t i;
+	int n;
+
+	for (i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+		struct dmsc_tb b = { 0 };
+
+		for (n = 0; n < 1000 && dmsc_tb_take(&b, T0, depths[i], depths[i], 1); n++)
+			;
+		cr_assert_eq(n, 1000, "depth %llu: %d of 1000 taken", depths[i], n);
+		cr_assert(b.tokens > 0 && b.tokens <= (__s64)(DMSC_TB_DEPTH_MAX * DMSC_TB_SCALE));
+		cr_assert(dmsc_tb_take(&b, T0, depths[i], depths[i], DMSC_TB_DEPTH_MAX - 1000),
+			  "the rest of the deepest bucket");
+		cr_assert_not(dmsc_tb_take(&b, T0, depths[i], depths[i], 1));
+	}
+}
+
+/* Years idle at the highest rate and depth, or at the lowest: full, never
+ * more, never wrapped. */
+Test(bucket, years_idle_at_every_rate)
+{
+	static const __u64 rates[] = { 1, 2, 999999999, DMSC_TB_SCALE, 9223372037ull,
+				       DMSC_TB_RATE_MAX, ~0ull };
+	size_t i;
+
+	for (i = 0; i < sizeof(rates) / sizeof(rates[0]); i++) {
+		struct dmsc_tb b = { 0 };
+
+		cr_assert(dmsc_tb_take(&b, T0, rates[i], DMSC_TB_DEPTH_MAX, DMSC_TB_DEPTH_MAX));
+		cr_assert_eq(b.tokens, 0);
+		dmsc_tb_refill(&b, T0 + 100 * YEAR, rates[i], DMSC_TB_DEPTH_MAX);
+		cr_assert_eq(b.tokens, (__s64)(DMSC_TB_DEPTH_MAX * DMSC_TB_SCALE), "rate %llu",
+			     rates[i]);
+		dmsc_tb_refill(&b, ~0ull, rates[i], DMSC_TB_DEPTH_MAX);
+		cr_assert_eq(b.tokens, (__s64)(DMSC_TB_DEPTH_MAX * DMSC_TB_SCALE));
+	}
+}
+
+/* The first use starts full, whatever the clock says (last_ns 0 means
+ * "never used"). */
+Test(bucket, first_use_at_any_clock_starts_full)
+{
+	static const __u64 clocks[] = { 1, T0, 100 * YEAR, ~0ull };
+	size_t i;
+
+	for (i = 0; i < sizeof(clocks) / sizeof(clocks[0]); i++) {
+		struct dmsc_tb b = { .tokens = -12345, .last_ns = 0 };
+
+		cr_assert(dmsc_tb_take(&b, clocks[i], 5, 3, 3));
+		cr_assert_not(dmsc_tb_take(&b, clocks[i], 5, 3, 1));
+	}
+}
+
+/* A bucket whose tokens lie outside its range (its limit was lowered, or
+ * the value is garbage) is brought back inside, with no overflow. */
+Test(bucket, tokens_outside_the_range_are_brought_inside)
+{
+	struct dmsc_tb b = { .tokens = INT64_MIN, .last_ns = T0 };
+
+	cr_assert_eq(dmsc_tb_police(&b, T0 + 1, 1000, 100000, 1500), DMSC_TB_DROP);
+	cr_assert_geq(b.tokens, -(__s64)(DMSC_TB_DEBT_DEPTHS * 100000 * DMSC_TB_SCALE));
+	b = (struct dmsc_tb){ .tokens = INT64_MAX, .last_ns = T0 };
+	cr_assert(dmsc_tb_take(&b, T0, 1, 7, 7));
+	cr_assert_not(dmsc_tb_take(&b, T0, 1, 7, 1), "held one depth, not INT64_MAX");
+	b = (struct dmsc_tb){ .tokens = INT64_MIN, .last_ns = T0 };
+	cr_assert_gt(dmsc_tb_wait_seconds(&b, 1, 1), 0);
+	cr_assert_eq(dmsc_tb_wait_seconds(&b, 1, ~0ull), 12223372037ull,
+		     "(3 * 10^18 + 2^63) ns at 1/s, rounded up to seconds");
+	cr_assert_eq(dmsc_tb_wait_seconds(&b, DMSC_TB_RATE_MAX, ~0ull), 1);
+}
+
+/* Costs no bucket could pay are refused before they are scaled (cost *
+ * 10^9 wraps past 1.8 * 10^10). */
+Test(bucket, impossible_costs_are_refused)
+{
+	struct dmsc_tb b = { 0 };
+
+	cr_assert_not(dmsc_tb_take(&b, T0, 1, DMSC_TB_DEPTH_MAX, 18446744074ull));
+	cr_assert_not(dmsc_tb_take(&b, T0, 1, DMSC_TB_DEPTH_MAX, ~0ull));
+	cr_assert_eq(dmsc_tb_police(&b, T0, 1, DMSC_TB_DEPTH_MAX, ~0ull), DMSC_TB_DROP);
+	cr_assert_eq(b.tokens, (__s64)(DMSC_TB_DEPTH_MAX * DMSC_TB_SCALE), "nothing taken");
+	b = (struct dmsc_tb){ 0 };
+	cr_assert_eq(dmsc_tb_police(&b, T0, 1, 65536, 3 * 65536 + 1), DMSC_TB_DROP);
+	cr_assert_eq(dmsc_tb_police(&b, T0, 1, 65536, 3 * 65536), DMSC_TB_PASS_OVER,
+		     "a full bucket lends up to its debt");
+	cr_assert_eq(b.tokens, -(__s64)(DMSC_TB_DEBT_DEPTHS * 65536 * DMSC_TB_SCALE));
 }

@@ -74,6 +74,13 @@ static int by_name(const void *a, const void *b)
 	return c ? c : (x->svc > y->svc) - (x->svc < y->svc);
 }
 
+/* The protocol as the kernel keys it: http services are TCP there, so a
+ * tcp and an http service on one VIP:port would share one map entry. */
+static int kernel_proto(const struct dmsc_policy_service *s)
+{
+	return s->protocol == DMSC_POLICY_UDP ? DMSC_PROTO_UDP : DMSC_PROTO_TCP;
+}
+
 static int by_key(const void *a, const void *b)
 {
 	const struct dup_ref *x = a, *y = b;
@@ -82,8 +89,8 @@ static int by_key(const void *a, const void *b)
 		return x->s->vip < y->s->vip ? -1 : 1;
 	if (x->s->port != y->s->port)
 		return x->s->port < y->s->port ? -1 : 1;
-	if (x->s->protocol != y->s->protocol)
-		return x->s->protocol < y->s->protocol ? -1 : 1;
+	if (kernel_proto(x->s) != kernel_proto(y->s))
+		return kernel_proto(x->s) < kernel_proto(y->s) ? -1 : 1;
 	return (x->svc > y->svc) - (x->svc < y->svc);
 }
 
@@ -113,15 +120,19 @@ static size_t report_dups(const struct dmsc_policy_set *set, struct dup_ref *ref
 		found++;
 		if (key) {
 			unsigned char *o = (unsigned char *)&b->s->vip;
+			bool mixed = a->s->protocol != b->s->protocol;
 
 			snprintf(vip, sizeof(vip), "%u.%u.%u.%u", o[0], o[1], o[2], o[3]);
 			dmsc_msgs_add(msgs,
-				      "%s: services[%zu]: %s:%u/%s is also the address of "
-				      "services[%zu] (%s) in %s",
+				      "%s: services[%zu] (%s): %s:%u/%s is also the address of "
+				      "services[%zu] (%s) in %s%s%s%s",
 				      set->files[set->svc_file[b->svc]], local_index(set, b->svc),
-				      vip, b->s->port, dmsc_policy_proto_name(b->s->protocol),
+				      b->s->name, vip, b->s->port,
+				      dmsc_policy_proto_name(b->s->protocol),
 				      local_index(set, a->svc), a->s->name,
-				      set->files[set->svc_file[a->svc]]);
+				      set->files[set->svc_file[a->svc]], mixed ? " as " : "",
+				      mixed ? dmsc_policy_proto_name(a->s->protocol) : "",
+				      mixed ? " (tcp and http share the kernel's TCP key)" : "");
 		} else {
 			dmsc_msgs_add(msgs,
 				      "%s: services[%zu]: the name \"%s\" is also defined in %s "

@@ -905,6 +905,9 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	rec.installed_at = (__u64)time(NULL);
 	/* A reinstall counts as a change for whoever mirrors the maps. */
 	rec.generation = old.generation + 1;
+	/* An apply that was interrupted before this install is still to be
+	 * repaired by the next one. */
+	rec.apply_in_progress = old.apply_in_progress;
 	map = bpf_object__find_map_by_name(objs[DMSC_OBJ_SOCK], DMSC_MAP_INSTALL);
 	if (!map || bpf_map_update_elem(bpf_map__fd(map), &zero, &rec, BPF_ANY)) {
 		err = map ? -errno : -ENOENT;
@@ -1167,6 +1170,49 @@ int dmsc_datapath_bump_generation(const struct dmsc_datapath *dp)
 	rec.generation++;
 	if (bpf_map_update_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY))
 		return -errno;
+	return 0;
+}
+
+static int set_in_progress(const struct dmsc_datapath *dp, __u32 on, bool *was)
+{
+	struct dmsc_install rec;
+	__u32 zero = 0;
+	int err;
+
+	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
+		goto fail;
+	if (was)
+		*was = rec.apply_in_progress != 0;
+	rec.apply_in_progress = on;
+	rec.generation++;
+	if (bpf_map_update_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY))
+		goto fail;
+	return 0;
+fail:
+	err = -errno;
+	pr_warn("cannot %s the apply in progress in %s: %s\n", on ? "record" : "clear",
+		DMSC_MAP_INSTALL, strerror(-err));
+	return err;
+}
+
+int dmsc_datapath_write_begin(const struct dmsc_datapath *dp, bool *interrupted)
+{
+	return set_in_progress(dp, 1, interrupted);
+}
+
+int dmsc_datapath_write_end(const struct dmsc_datapath *dp)
+{
+	return set_in_progress(dp, 0, NULL);
+}
+
+int dmsc_datapath_interrupted(const struct dmsc_datapath *dp, bool *interrupted)
+{
+	struct dmsc_install rec;
+	__u32 zero = 0;
+
+	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
+		return -errno;
+	*interrupted = rec.apply_in_progress != 0;
 	return 0;
 }
 

@@ -154,6 +154,14 @@ int dmsc_percpu_sum(const struct dmsc_datapath *dp, enum dmsc_map_id m, __u32 ke
  * (callers hold the lock for the bump). */
 int dmsc_datapath_generation(const struct dmsc_datapath *dp, __u64 *gen);
 int dmsc_datapath_bump_generation(const struct dmsc_datapath *dp);
+/* A writer marks the install record before its first map write (sets
+ * apply_in_progress, bumps the generation) and clears the mark after its
+ * last (bumps it again). *interrupted: the mark was found set, so the last
+ * writer died half-way. Callers hold the lock. */
+int dmsc_datapath_write_begin(const struct dmsc_datapath *dp, bool *interrupted);
+int dmsc_datapath_write_end(const struct dmsc_datapath *dp);
+/* Whether the install record carries the mark of an unfinished apply. */
+int dmsc_datapath_interrupted(const struct dmsc_datapath *dp, bool *interrupted);
 
 /* The kernel's id of a map (0 on error): a reinstall gives new ids. */
 unsigned int dmsc_map_id(int fd);

@@ -317,6 +317,73 @@ static void mark(unsigned char *used, __u32 max, __u32 id, unsigned char v)
 		used[id] = v;
 }
 
+/* Backend index entries of ids that no service holds. */
+/* The backend index entries the mirrored services own. */
+static int owned_index(const struct dmsc_mirror *m, struct dmsc_be_index_entry **keep,
+		       size_t *n_keep)
+{
+	struct dmsc_state_svc s;
+	size_t i, cap = 0;
+	int err = 0;
+
+	*keep = NULL;
+	*n_keep = 0;
+	for (i = 0; !err && i < m->n; i++) {
+		if (!(m->svcs[i].flags & DMSC_SVC_F_BYTES_LIMIT))
+			continue;
+		materialize(&m->svcs[i], &(struct dmsc_mirror_hot){ 0 }, &s);
+		err = dmsc_be_index_own(keep, n_keep, &cap, &s.key, s.svc.id, s.svc.flags, s.be,
+					s.meta.n_backends);
+	}
+	dmsc_be_index_sort(*keep, *n_keep);
+	return err;
+}
+
+/* Backend index entries of ids that no service holds, or of backends their
+ * service no longer has. */
+static int find_orphan_index(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
+{
+	struct dmsc_be_index_entry *bi = NULL, *keep = NULL;
+	size_t n = 0, n_keep = 0, i;
+	int err;
+
+	err = dmsc_read_be_index(dp, &bi, &n);
+	if (!err)
+		err = owned_index(m, &keep, &n_keep);
+	for (i = 0; !err && i < n; i++)
+		if (!dmsc_be_index_owned(keep, n_keep, &bi[i]))
+			m->orphans = true;
+	free(bi);
+	free(keep);
+	return err;
+}
+
+/* Before the first write of an apply: clears what an interrupted writer
+ * left (per-id state of ids without a service; the mirror holds only
+ * services, so these are read from the maps here). */
+static int repair(struct dmsc_mirror *m, struct apply_ctx *c, bool interrupted)
+{
+	struct dmsc_allow_entry *allow = NULL;
+	struct dmsc_be_index_entry *bi = NULL, *keep = NULL;
+	size_t n_allow = 0, n_bi = 0, n_keep = 0;
+	int err;
+
+	err = dmsc_read_allow(c->dp, &allow, &n_allow);
+	if (!err)
+		err = dmsc_read_be_index(c->dp, &bi, &n_bi);
+	if (!err)
+		err = owned_index(m, &keep, &n_keep);
+	if (!err)
+		err = dmsc_apply_sweep(c, m->svc_used, allow, n_allow, bi, n_bi, keep, n_keep,
+				       interrupted, &c->res->repaired);
+	if (!err)
+		m->orphans = false;
+	free(allow);
+	free(bi);
+	free(keep);
+	return err;
+}
+
 static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		    const struct dmsc_svc_key *key)
 {
@@ -445,6 +512,11 @@ int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 		goto fail;
 	}
 	err = dmsc_read_allow(dp, &rules, &n_rules);
+	for (i = 0; !err && i < n_rules; i++)
+		if (rules[i].key.svc_id >= m->max_services || !m->svc_used[rules[i].key.svc_id])
+			m->orphans = true;
+	if (!err)
+		err = find_orphan_index(m, dp);
 	for (i = 0; !err && i < m->n; i++) {
 		err = take_rules(&m->svcs[i], rules, n_rules);
 		/* A rule still waiting for its cgroup: plan the service again
@@ -567,10 +639,12 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 	size_t i;
 	int err;
 
+	/* The order of dmsc_plan_remove(): meta last. */
 	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &ms->key);
-	if (!err)
-		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
-	if (!err && (ms->limits.conn_rate || ms->limits.byte_rate)) {
+	if (err)
+		return err;
+	dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+	if (ms->limits.conn_rate || ms->limits.byte_rate) {
 		struct dmsc_limits none;
 
 		memset(&none, 0, sizeof(none));
@@ -585,7 +659,7 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 		err = dmsc_plan_be_index_drops(c, &s);
 	}
 	if (!err)
-		dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
 	return err;
 }
 
@@ -643,6 +717,18 @@ static int in_step(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 	if (m->loaded)
 		pr_info("the datapath was changed by another writer: reading it again\n");
 	return dmsc_mirror_load(m, dp);
+}
+
+/* After this process's own writes: the mark cleared, and the generation
+ * that the next apply must find to know that nobody else wrote. */
+static void in_step_after(struct dmsc_mirror *m, struct apply_ctx *c)
+{
+	bool wrote = c->begun;
+
+	if (!wrote)
+		return;
+	if (dmsc_apply_finish(c) || dmsc_datapath_generation(c->dp, &m->generation))
+		m->loaded = false; /* read the maps again next time */
 }
 
 /* The mirror in the policy's order, without the removed services. */
@@ -725,7 +811,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	struct ptrs changed = { 0 }, removed = { 0 }, new_svc_ids = { 0 }, new_be_ids = { 0 };
 	size_t i, j, seen = 0, n_new = 0, changes_cap = 0, lim, n_pol = p->n_services;
 	long be_delta = 0;
-	bool aligned = true;
+	bool aligned = true, interrupted = false;
 	char detail[512], keybuf[48];
 	int64_t due = dmsc_now_ms() + m->drop_delay_ms;
 	int err;
@@ -735,8 +821,23 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	if (n_pol >= dp->max_services)
 		return capacity_error(p, dp);
 	err = in_step(m, dp);
+	if (!err)
+		err = dmsc_datapath_interrupted(dp, &interrupted);
 	if (err)
 		return err;
+	/* Before any plan takes an id: the ids without a service are clean
+	 * after this. */
+	if (!dry_run && (interrupted || m->orphans)) {
+		err = repair(m, &c, interrupted);
+		if (!err)
+			err = dmsc_apply_finish(&c);
+		if (!err)
+			err = dmsc_datapath_generation(dp, &m->generation);
+		if (err) {
+			m->loaded = false;
+			return err;
+		}
+	}
 	c.svc_used = m->svc_used;
 	c.be_used = m->be_used;
 	c.next_svc = m->next_svc;
@@ -956,27 +1057,18 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			goto fatal;
 	}
 	m->n_backends = (size_t)((long)m->n_backends + be_delta);
-	if (c.n_undo) {
-		if (dmsc_datapath_bump_generation(dp) == 0)
-			m->generation++;
-		else
-			m->loaded = false; /* read the maps again next time */
-	}
+	in_step_after(m, &c);
 	err = 0;
 	goto out;
 fatal:
 	/* The maps are right, the mirror may not be: read them next time. */
+	dmsc_apply_finish(&c);
 	m->loaded = false;
 	goto out;
 fail:
 	pr_warn("apply failed after %zu writes: rolling back\n", c.n_undo);
 	dmsc_apply_rollback(&c);
-	if (c.n_undo) {
-		if (dmsc_datapath_bump_generation(dp) == 0)
-			m->generation++;
-		else
-			m->loaded = false;
-	}
+	in_step_after(m, &c);
 undo_ids:
 	/* Ids taken by the plan go back (a dry run, a failure). */
 	for (i = 0; i < new_svc_ids.n; i++)

@@ -13,8 +13,9 @@
  * when they agree), and records the fingerprints.
  *
  * Other writers (dmscctl apply, install) bump the install record's
- * generation; an apply that finds it changed, or finds other maps than it
- * mirrored (a reinstall), reads the maps again first.
+ * generation (an apply when it starts and when it is done, so that one
+ * killed half-way is seen too); an apply that finds it changed, or finds
+ * other maps than it mirrored (a reinstall), reads the maps again first.
  */
 #ifndef DMSC_MIRROR_H
 #define DMSC_MIRROR_H
@@ -88,6 +89,11 @@ struct dmsc_mirror {
 	struct dmsc_pending_drop *drops;
 	size_t n_drops, cap_drops;
 	bool loaded;
+	/* The last load found allow rules or backend index entries of ids that
+	 * no service holds (left by an interrupted writer): the next apply
+	 * clears them first (dmsc_apply_sweep), as it does all per-id state
+	 * of such ids when the install record says an apply was interrupted. */
+	bool orphans;
 };
 
 /* Fingerprint of one policy service: FNV-1a over every field. Never 0. */

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -126,6 +127,18 @@ int dmsc_read_allow(const struct dmsc_datapath *dp, struct dmsc_allow_entry **ou
 	return err;
 }
 
+int dmsc_read_be_index(const struct dmsc_datapath *dp, struct dmsc_be_index_entry **out,
+		       size_t *n)
+{
+	int err;
+
+	err = read_entries(dp->fd[DMSC_M_BE_INDEX], sizeof(struct dmsc_svc_key),
+			   sizeof(struct dmsc_be_index_entry), (void **)out, n);
+	if (!err && *n)
+		qsort(*out, *n, sizeof(**out), be_index_cmp);
+	return err;
+}
+
 static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *key,
 		    struct dmsc_state_svc *s)
 {
@@ -196,13 +209,9 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 	err = dmsc_read_allow(dp, &st->allow, &st->n_allow);
 	if (err)
 		goto fail_other;
-	err = read_entries(dp->fd[DMSC_M_BE_INDEX], sizeof(struct dmsc_svc_key),
-			   sizeof(struct dmsc_be_index_entry), (void **)&st->be_index,
-			   &st->n_be_index);
+	err = dmsc_read_be_index(dp, &st->be_index, &st->n_be_index);
 	if (err)
 		goto fail_other;
-	if (st->n_be_index)
-		qsort(st->be_index, st->n_be_index, sizeof(*st->be_index), be_index_cmp);
 	return 0;
 fail:
 	pr_warn("cannot read %s: %s\n", DMSC_MAP_SERVICES, strerror(-err));
@@ -243,6 +252,8 @@ const struct dmsc_allow_entry *dmsc_state_allow(const struct dmsc_state *st, __u
 }
 
 /* ---- apply ---------------------------------------------------------- */
+
+static void be_index_key(struct dmsc_svc_key *k, const struct dmsc_backend *be, __u8 proto);
 
 static size_t value_size(enum dmsc_map_id m)
 {
@@ -314,6 +325,41 @@ static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	return 0;
 }
 
+int dmsc_apply_begin(struct apply_ctx *c)
+{
+	const char *kill = getenv("DMSC_TEST_KILL_AFTER_WRITES");
+	bool interrupted = false;
+	int err;
+
+	if (c->dry_run || c->begun)
+		return 0;
+	c->kill_after = kill ? strtoul(kill, NULL, 10) : 0;
+	err = dmsc_datapath_write_begin(c->dp, &interrupted);
+	if (err)
+		return err;
+	c->begun = true;
+	dmsc_apply_written(c);
+	return 0;
+}
+
+void dmsc_apply_written(struct apply_ctx *c)
+{
+	if (c->kill_after && ++c->n_writes >= c->kill_after)
+		raise(SIGKILL);
+}
+
+int dmsc_apply_finish(struct apply_ctx *c)
+{
+	int err;
+
+	if (!c->begun)
+		return 0;
+	err = dmsc_datapath_write_end(c->dp);
+	if (!err)
+		c->begun = false;
+	return err;
+}
+
 int dmsc_apply_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
 {
 	int err;
@@ -321,6 +367,9 @@ int dmsc_apply_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, con
 	c->res->entries_written++;
 	if (c->dry_run)
 		return 0;
+	err = dmsc_apply_begin(c);
+	if (err)
+		return err;
 	err = undo_push(c, m, key);
 	if (err)
 		return err;
@@ -329,6 +378,7 @@ int dmsc_apply_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, con
 		pr_warn("cannot write %s: %s\n", dmsc_map_names[m], strerror(-err));
 		return err;
 	}
+	dmsc_apply_written(c);
 	return 0;
 }
 
@@ -342,6 +392,9 @@ int dmsc_apply_drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	c->res->entries_written++;
 	if (c->dry_run)
 		return 0;
+	err = dmsc_apply_begin(c);
+	if (err)
+		return err;
 	err = undo_push(c, m, key);
 	if (err)
 		return err;
@@ -350,6 +403,7 @@ int dmsc_apply_drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 		pr_warn("cannot delete from %s: %s\n", dmsc_map_names[m], strerror(-err));
 		return err;
 	}
+	dmsc_apply_written(c);
 	return 0;
 }
 
@@ -380,13 +434,166 @@ void dmsc_apply_zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, si
 	size_t stride = (vs + 7) & ~(size_t)7;
 	void *zeros;
 
-	if (c->dry_run)
+	if (c->dry_run || dmsc_apply_begin(c))
 		return;
 	zeros = calloc(c->dp->nr_cpus, stride);
 	if (!zeros)
 		return;
 	bpf_map_update_elem(c->dp->fd[m], &id, zeros, BPF_ANY);
 	free(zeros);
+	dmsc_apply_written(c);
+}
+
+/* A write of the sweep: not undone by a rollback. */
+static int sweep_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val,
+		     size_t *n)
+{
+	int err = dmsc_apply_begin(c);
+
+	if (err)
+		return err;
+	c->res->entries_written++;
+	(*n)++;
+	if (val ? bpf_map_update_elem(c->dp->fd[m], key, val, elem_flags(m))
+		: bpf_map_delete_elem(c->dp->fd[m], key) && errno != ENOENT) {
+		err = -errno;
+		pr_warn("cannot clear an entry of %s left by an interrupted apply: %s\n",
+			dmsc_map_names[m], strerror(-err));
+		return err;
+	}
+	dmsc_apply_written(c);
+	return 0;
+}
+
+static bool is_live(const struct apply_ctx *c, const unsigned char *live, __u32 id)
+{
+	return id > 0 && id < c->dp->max_services && live[id];
+}
+
+/* Clears one id that no service entry holds: counters, limits, the
+ * backends its meta lists (those still naming it), and its meta last. */
+static int sweep_id(struct apply_ctx *c, __u32 id, const struct dmsc_svc_meta *meta, size_t *n)
+{
+	static const struct dmsc_backend zero_be;
+	struct dmsc_limits none;
+	struct dmsc_backend be;
+	__u32 i, bid;
+	int err;
+
+	dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+	dmsc_apply_zero_stats(c, DMSC_M_FP_STATS, id, sizeof(struct dmsc_fp_stats));
+	err = sweep_put(c, DMSC_M_FP_SVC, &id, &(struct dmsc_fp_svc){ 0 }, n);
+	memset(&none, 0, sizeof(none));
+	if (!err)
+		err = sweep_put(c, DMSC_M_LIMITS, &id, &none, n);
+	for (i = 0; !err && meta && i < meta->n_backends && i < DMSC_BACKENDS_PER_SERVICE_MAX;
+	     i++) {
+		bid = meta->backend_id[i];
+		if (bid == 0 || bid >= c->dp->max_backends ||
+		    bpf_map_lookup_elem(c->dp->fd[DMSC_M_BACKENDS], &bid, &be) || be.svc_id != id)
+			continue;
+		err = sweep_put(c, DMSC_M_BACKENDS, &bid, &zero_be, n);
+		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, bid, sizeof(struct dmsc_be_stats));
+	}
+	if (!err && meta)
+		err = sweep_put(c, DMSC_M_SVC_META, &id, &(struct dmsc_svc_meta){ 0 }, n);
+	return err;
+}
+
+static int be_index_entry_cmp(const void *a, const void *b)
+{
+	const struct dmsc_be_index_entry *x = a, *y = b;
+	int k = memcmp(&x->key, &y->key, sizeof(x->key));
+
+	return k ? k : (x->svc_id > y->svc_id) - (x->svc_id < y->svc_id);
+}
+
+int dmsc_be_index_own(struct dmsc_be_index_entry **v, size_t *n, size_t *cap,
+		      const struct dmsc_svc_key *svc, __u32 id, __u32 flags,
+		      const struct dmsc_backend *be, size_t n_be)
+{
+	struct dmsc_be_index_entry *grown;
+	size_t i;
+
+	if (!(flags & DMSC_SVC_F_BYTES_LIMIT))
+		return 0;
+	for (i = 0; i < n_be; i++) {
+		if (*n == *cap) {
+			*cap = *cap ? *cap * 2 : 64;
+			grown = realloc(*v, *cap * sizeof(**v));
+			if (!grown)
+				return -ENOMEM;
+			*v = grown;
+		}
+		memset(&(*v)[*n], 0, sizeof(**v));
+		be_index_key(&(*v)[*n].key, &be[i], svc->proto);
+		(*v)[*n].svc_id = id;
+		(*n)++;
+	}
+	return 0;
+}
+
+void dmsc_be_index_sort(struct dmsc_be_index_entry *v, size_t n)
+{
+	if (n)
+		qsort(v, n, sizeof(*v), be_index_entry_cmp);
+}
+
+bool dmsc_be_index_owned(const struct dmsc_be_index_entry *keep, size_t n_keep,
+			 const struct dmsc_be_index_entry *e)
+{
+	return n_keep && bsearch(e, keep, n_keep, sizeof(*keep), be_index_entry_cmp);
+}
+
+int dmsc_apply_sweep(struct apply_ctx *c, const unsigned char *live,
+		     const struct dmsc_allow_entry *allow, size_t n_allow,
+		     const struct dmsc_be_index_entry *be_index, size_t n_be_index,
+		     const struct dmsc_be_index_entry *keep, size_t n_keep, bool arrays,
+		     size_t *n)
+{
+	static const struct dmsc_svc_meta zero_meta;
+	struct dmsc_svc_meta meta;
+	struct dmsc_limits lim;
+	size_t i;
+	__u32 id;
+	int err = 0;
+
+	*n = 0;
+	if (c->dry_run)
+		return 0;
+	/* After an interrupted apply, this one takes the mark over even if it
+	 * finds nothing to write, so that its end clears it. */
+	if (arrays) {
+		err = dmsc_apply_begin(c);
+		if (err)
+			return err;
+	}
+	/* Rules first: they are what would open a service to a cgroup its
+	 * policy does not name, once a new service takes the id. */
+	for (i = 0; !err && i < n_allow; i++)
+		if (!is_live(c, live, allow[i].key.svc_id))
+			err = sweep_put(c, DMSC_M_ALLOW, &allow[i].key, NULL, n);
+	for (i = 0; !err && i < n_be_index; i++)
+		if (!is_live(c, live, be_index[i].svc_id) ||
+		    !dmsc_be_index_owned(keep, n_keep, &be_index[i]))
+			err = sweep_put(c, DMSC_M_BE_INDEX, &be_index[i].key, NULL, n);
+	for (id = 1; !err && arrays && id < c->dp->max_services; id++) {
+		bool has_meta, has_limits;
+
+		if (live[id])
+			continue;
+		has_meta = bpf_map_lookup_elem(c->dp->fd[DMSC_M_SVC_META], &id, &meta) == 0 &&
+			   memcmp(&meta, &zero_meta, sizeof(meta)) != 0;
+		has_limits = bpf_map_lookup_elem_flags(c->dp->fd[DMSC_M_LIMITS], &id, &lim,
+						       BPF_F_LOCK) == 0 &&
+			     (lim.conn_rate || lim.conn_depth || lim.byte_rate || lim.byte_depth);
+		if (has_meta || has_limits)
+			err = sweep_id(c, id, has_meta ? &meta : NULL, n);
+	}
+	if (*n)
+		pr_warn("repaired %zu map entr%s left by an interrupted apply\n", *n,
+			*n == 1 ? "y" : "ies");
+	return err;
 }
 
 __u32 dmsc_alloc_id(unsigned char *used, __u32 max, __u32 *next)
@@ -457,8 +664,12 @@ static void plan_limits(struct plan_svc *p)
 		p->svc.flags |= DMSC_SVC_F_CONN_LIMIT;
 		p->limits.conn_rate = rl->connections_per_second;
 		/* burst: connections at once on top of the rate; absent, one
-		 * second's worth; never less than one. */
+		 * second's worth, at most the deepest bucket (the validator
+		 * bounds an explicit burst so; a rate may be higher); never
+		 * less than one. */
 		p->limits.conn_depth = rl->has_burst ? rl->burst : rl->connections_per_second;
+		if (p->limits.conn_depth > DMSC_TB_DEPTH_MAX)
+			p->limits.conn_depth = DMSC_TB_DEPTH_MAX;
 		if (p->limits.conn_depth == 0)
 			p->limits.conn_depth = 1;
 	}
@@ -730,11 +941,35 @@ static void mark_used(struct apply_ctx *c, const struct dmsc_state *st)
 	}
 }
 
+/* A new service's id may have had an owner whose limits were never
+ * cleared (an apply killed half-way, or a datapath written before writers
+ * marked their applies): whatever the id holds is overwritten with what
+ * the new service wants before its element is published. */
+static bool new_owner_limits_differ(struct apply_ctx *c, const struct plan_svc *p)
+{
+	struct dmsc_limits have;
+
+	if (c->dry_run)
+		return p->limits.conn_rate || p->limits.byte_rate;
+	if (bpf_map_lookup_elem_flags(c->dp->fd[DMSC_M_LIMITS], &p->svc.id, &have, BPF_F_LOCK))
+		return true;
+	return !limits_cfg_equal(&have, &p->limits) || have.conn.last_ns || have.to.last_ns ||
+	       have.from.last_ns || have.iface.last_ns;
+}
+
 int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 {
 	size_t i;
 	int err;
 
+	/* A new service: its meta first, so that an apply interrupted from
+	 * here on leaves a trace of the id (a non-zero meta without a
+	 * service entry) that the next one clears. */
+	if (!p->cur) {
+		err = dmsc_apply_put(c, DMSC_M_SVC_META, &p->svc.id, &p->meta);
+		if (err)
+			return err;
+	}
 	for (i = 0; i < p->meta.n_backends; i++) {
 		if (!p->be_new[i])
 			continue;
@@ -750,12 +985,12 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 	if (err)
 		return err;
 	if (p->cur ? !limits_cfg_equal(&p->cur->limits, &p->limits)
-		   : p->limits.conn_rate || p->limits.byte_rate) {
+		   : new_owner_limits_differ(c, p)) {
 		err = dmsc_apply_put(c, DMSC_M_LIMITS, &p->svc.id, &p->limits);
 		if (err)
 			return err;
 	}
-	if (!p->cur || memcmp(&p->cur->meta, &p->meta, sizeof(p->meta)) != 0) {
+	if (p->cur && memcmp(&p->cur->meta, &p->meta, sizeof(p->meta)) != 0) {
 		err = dmsc_apply_put(c, DMSC_M_SVC_META, &p->svc.id, &p->meta);
 		if (err)
 			return err;
@@ -784,15 +1019,20 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 	size_t i;
 	int err;
 
-	/* The service first: no connect() can reach a backend after it. */
+	/* The service first: no connect() can reach a backend after it, and
+	 * nothing of the id is used any more. Its meta goes last: until then
+	 * it marks the id as one with state to clear (dmsc_apply_sweep). */
 	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &s->key);
-	if (!err)
-		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
-	for (i = 0; !err && i < s->meta.n_backends; i++) {
-		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
-		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
+	if (err)
+		return err;
+	dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+	dmsc_apply_zero_stats(c, DMSC_M_FP_STATS, id, sizeof(struct dmsc_fp_stats));
+	if (!c->dry_run && !dmsc_apply_begin(c)) { /* a plain array: one value */
+		bpf_map_update_elem(c->dp->fd[DMSC_M_FP_SVC], &id, &(struct dmsc_fp_svc){ 0 },
+				    BPF_ANY);
+		dmsc_apply_written(c);
 	}
-	if (!err && (s->limits.conn_rate || s->limits.byte_rate)) {
+	if (s->limits.conn_rate || s->limits.byte_rate) {
 		struct dmsc_limits none;
 
 		memset(&none, 0, sizeof(none));
@@ -802,13 +1042,12 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &rules[i].key);
 	if (!err)
 		err = be_index_drops(c, s, NULL);
-	if (!err) {
-		dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
-		dmsc_apply_zero_stats(c, DMSC_M_FP_STATS, id, sizeof(struct dmsc_fp_stats));
-		if (!c->dry_run) /* a plain array: one value */
-			bpf_map_update_elem(c->dp->fd[DMSC_M_FP_SVC], &id,
-					    &(struct dmsc_fp_svc){ 0 }, BPF_ANY);
+	for (i = 0; !err && i < s->meta.n_backends; i++) {
+		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
+		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
 	}
+	if (!err)
+		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
 	return err;
 }
 
@@ -898,7 +1137,9 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 {
 	struct apply_ctx c = { .dp = dp, .res = res, .dry_run = dry_run, .next_svc = 1, .next_be = 1 };
 	struct dmsc_state st = { 0 };
-	unsigned char *matched = NULL;
+	unsigned char *matched = NULL, *live = NULL;
+	struct dmsc_be_index_entry *keep = NULL;
+	size_t n_keep = 0, cap_keep = 0;
 	struct plan_svc *plan = NULL;
 	const struct dmsc_state_svc **idx = NULL;
 	const struct dmsc_allow_entry *rules;
@@ -969,6 +1210,32 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		goto out;
 	}
 
+	/* What an interrupted apply left goes first, before any id can get a
+	 * new owner: rules and index entries of ids without a service entry
+	 * always (they are in st already), the arrays when the install record
+	 * says an apply was interrupted. */
+	if (!dry_run) {
+		bool interrupted = false;
+
+		err = dmsc_datapath_interrupted(dp, &interrupted);
+		live = calloc(dp->max_services, 1);
+		if (!err && !live)
+			err = -ENOMEM;
+		for (i = 0; !err && i < st.n_svcs; i++) {
+			if (st.svcs[i].svc.id < dp->max_services)
+				live[st.svcs[i].svc.id] = 1;
+			err = dmsc_be_index_own(&keep, &n_keep, &cap_keep, &st.svcs[i].key,
+						st.svcs[i].svc.id, st.svcs[i].svc.flags,
+						st.svcs[i].be, st.svcs[i].meta.n_backends);
+		}
+		dmsc_be_index_sort(keep, n_keep);
+		if (!err)
+			err = dmsc_apply_sweep(&c, live, st.allow, st.n_allow, st.be_index,
+					       st.n_be_index, keep, n_keep, interrupted,
+					       &res->repaired);
+		if (err)
+			goto out;
+	}
 	for (i = 0; i < p->n_services; i++) {
 		err = dmsc_plan_write(&c, &plan[i]);
 		if (err)
@@ -991,9 +1258,13 @@ fail:
 	pr_warn("apply failed after %zu writes: rolling back\n", c.n_undo);
 	dmsc_apply_rollback(&c);
 out:
-	if (!dry_run && c.n_undo)
-		dmsc_datapath_bump_generation(dp);
+	/* Success, or rolled back: the maps hold a whole policy again. A
+	 * failure to clear the mark leaves it for the next apply, which
+	 * then checks everything. */
+	dmsc_apply_finish(&c);
 	dmsc_apply_ctx_release(&c);
+	free(live);
+	free(keep);
 	free(c.svc_used);
 	free(c.be_used);
 	for (i = 0; plan && i < p->n_services; i++)

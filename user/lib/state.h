@@ -68,6 +68,7 @@ struct dmsc_apply_result {
 	size_t entries_deferred; /* of those, left for later (dmsc_mirror_apply) */
 	size_t n_services;      /* in the policy */
 	size_t unresolved;      /* allow_from paths with no cgroup yet */
+	size_t repaired;        /* entries an interrupted apply left, cleared */
 	bool rolled_back;
 };
 
@@ -77,7 +78,10 @@ struct dmsc_apply_result {
  * element that switches the slot table, then the removed backends; so a
  * connect() sees either the old table or the new one, each complete.
  * The whole apply is checked against capacity before the first write, and
- * a write that fails rolls back every write before it.
+ * a write that fails rolls back every write before it. The install record
+ * is marked "apply in progress" from the first write to the last, and what
+ * an apply killed half-way left (state of ids without a service) is cleared
+ * before anything else is written (res->repaired).
  * dry_run: plan and report, write nothing. dp must be opened with lock.
  */
 int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool dry_run,
