@@ -22,8 +22,12 @@
  *   target and headers (hop-by-hop headers dropped), the body re-framed
  *   from the parser's on_body (chunked stays chunked, trailers dropped).
  *   What reaches a backend is what the parser understood, which closes the
- *   door on request smuggling. Responses are forwarded byte for byte; the
- *   parser only finds where each ends.
+ *   door on request smuggling. Hop-by-hop fields (and those Connection
+ *   names) stay behind; X-Forwarded-For / Forwarded are appended
+ *   (--forwarded); a 1.0 request without Host gets the VIP. Responses are
+ *   forwarded byte for byte to HTTP/1.1 clients (the parser only finds
+ *   where each ends); an HTTP/1.0 client gets its head rewritten and a
+ *   chunked body de-chunked and close-delimited.
  * - Bodies stream both ways with bounded buffers (back-pressure: a side
  *   is not read while the other side's buffer is full).
  * - Timers: each worker sweeps its connections every SWEEP_MS; per
