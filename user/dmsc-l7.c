@@ -883,8 +883,8 @@ static bool hop_by_hop(const struct conn *c, const struct dmsc_l7_http_hdr *h)
 	    ((opt.forwarded & FWD_FORWARDED) && dmsc_l7_http_hdr_is(&c->rq, h, "forwarded")))
 		return true;
 	/* RFC 9110 7.6.1: the fields the client's Connection names are
-	 * for this hop only */
-	return dmsc_l7_http_conn_lists(&c->rq, h);
+	 * for this hop only (but Host, which says where the request goes) */
+	return !dmsc_l7_http_hdr_is(&c->rq, h, "host") && dmsc_l7_http_conn_lists(&c->rq, h);
 }
 
 /* "name: v1, v2, client\r\n": the values of the request's fields called
