@@ -298,7 +298,13 @@ wait_for 5 grep -q 'not applied' "$T/dmscd.log"
 new_helper() { local p; p=$(l7_pid "$DPID"); [[ -n $p && $p != "$1" ]]; }
 t_check "a helper killed after the file went bad is restarted" wait_for 10 new_helper "${pid:-0}"
 t_check "... and runs the policy applied (v1), not the file" wait_for 10 routes_to v1
-# A replace asked for while the last hand-over drains is done after it.
+# A replace asked for while the last hand-over drains is done after it
+# (a dmscd of its own, so that this case does not hang on the one above).
+kill -TERM "$DPID"
+wait "$DPID"
+dpolicy v1
+start_dmscd
+t_check "dmscd started again: /r/ goes to v1" wait_for 10 routes_to v1
 curl_c --max-time 15 -o "$T/slowreq.out" "http://$SLOW/hold" &
 SLOWREQ=$!
 wait_for 5 grep -q 'request' "$T/slow.out" || sleep 0.5
@@ -315,7 +321,7 @@ DPID=
 # A dmscd that dies leaves no helper behind.
 dpolicy v1
 start_dmscd
-t_check "dmscd started again: /r/ goes to v1" wait_for 10 routes_to v1
+t_check "dmscd started once more: /r/ goes to v1" wait_for 10 routes_to v1
 pid=$(l7_pid "$DPID")
 t_check "its helper runs" test -n "$pid"
 kill -KILL "$DPID"
