@@ -259,13 +259,13 @@ wait "$L7PID"
 L7PID=
 
 # ---- item 2: dmscd hands the helper exactly the policy it applied.
-dpolicy() { # SELECTOR: the /r/ route's version
+dpolicy() { # SELECTOR [WEIGHT]: the /r/ route's version, v2's weight (default 1)
 	cat >"$T/d.tmp" <<JSON
 { "services": [
   { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
     "backends": [
       { "address": "198.18.1.2", "port": 8080, "labels": { "version": "v1" } },
-      { "address": "198.18.1.3", "port": 8080, "labels": { "version": "v2" } } ],
+      { "address": "198.18.1.3", "port": 8080, "weight": ${2:-1}, "labels": { "version": "v2" } } ],
     "routes": [ { "match": { "path_prefix": "/r/" }, "backends": { "version": "$1" } } ] },
   { "name": "slowsvc", "vip": "$SLOW", "port": 80, "protocol": "http",
     "backends": [ { "address": "198.18.1.4", "port": 8080 } ],
@@ -308,11 +308,15 @@ t_check "dmscd started again: /r/ goes to v1" wait_for 10 routes_to v1
 curl_c --max-time 15 -o "$T/slowreq.out" "http://$SLOW/hold" &
 SLOWREQ=$!
 wait_for 5 grep -q 'request' "$T/slow.out" || sleep 0.5
+# Both changes write a kernel map too (a weight), so that a dmscd that
+# replaced its helper only on map writes would try both.
 n0=$(grep -c 'replaced by' "$T/dmscd.log")
-dpolicy v2
-wait_for 10 bash -c "[[ \$(grep -c 'replaced by' '$T/dmscd.log') -gt $n0 ]]"
-dpolicy v1
-t_check "a replace asked for during a drain is done after it (v1 again)" wait_for 20 routes_to v1
+dpolicy v2 2
+t_check "a change: the hand-over starts (the old helper drains the slow request)" \
+	wait_for 10 bash -c "[[ \$(grep -c 'replaced by' '$T/dmscd.log') -gt $n0 ]]"
+t_check "... and the new helper serves it (v2)" wait_for 10 routes_to v2
+dpolicy v1 3
+t_check "a change during that drain is queued and done after it (v1)" wait_for 20 routes_to v1
 wait "$SLOWREQ"
 t_eq "the request in flight during both hand-overs is answered" "$(cat "$T/slowreq.out")" slow
 kill -TERM "$DPID"
