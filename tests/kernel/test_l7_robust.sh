@@ -51,7 +51,7 @@ INSIDE=$(dmsc_cgroup_make "$P/mesh/in") || exit 1
 
 dmsc_net_exec b1 "$SRV" --name v1 --mode http --listen 198.18.1.2:8080 --max-seconds 600 >"$T/v1.out" 2>&1 &
 dmsc_net_exec b2 "$SRV" --name v2 --mode http --listen 198.18.1.3:8080 --max-seconds 600 >"$T/v2.out" 2>&1 &
-dmsc_net_exec slow "$SRV" --name slow --mode http --listen 198.18.1.4:8080 --delay-ms 5000 \
+dmsc_net_exec slow "$SRV" --name slow --mode http --listen 198.18.1.4:8080 --delay-ms 8000 --log-requests \
 	--max-seconds 600 >"$T/slow.out" 2>&1 &
 pyback() { # HOST ADDR MODE [PORT]
 	dmsc_net_exec "$1" "$PY" "$TOOLS/l7-backend.py" --listen "$2:${4:-8080}" --mode "$3" \
@@ -305,9 +305,9 @@ wait "$DPID"
 dpolicy v1
 start_dmscd
 t_check "dmscd started again: /r/ goes to v1" wait_for 10 routes_to v1
-curl_c --max-time 15 -o "$T/slowreq.out" "http://$SLOW/hold" &
+curl_c --max-time 20 -o "$T/slowreq.out" "http://$SLOW/hold" &
 SLOWREQ=$!
-wait_for 5 grep -q 'request' "$T/slow.out" || sleep 0.5
+t_check "a slow request (8 s) is in flight through the helper" wait_for 5 grep -q '^request' "$T/slow.out"
 # Both changes write a kernel map too (a weight), so that a dmscd that
 # replaced its helper only on map writes would try both.
 n0=$(grep -c 'replaced by' "$T/dmscd.log")
