@@ -66,7 +66,7 @@ $(BUILD)/tools/%: tests/tools/%.c $(HEADERS) | $(BUILD)/tools
 
 $(BUILD)/unit-tests: $(UNIT_SRCS) $(BUILD)/libdmsc.a $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(BUILD)/libdmsc.a \
-		-lcriterion $(LIBS) -o $@
+		-lcriterion $(LIBS) -lhttp_parser -o $@
 
 $(BUILD)/bench-cp: tests/bench/bench-cp.c $(BUILD)/libdmsc.a $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc.a $(LIBS) -o $@
@@ -120,7 +120,7 @@ $(ASAN_BUILD)/dmscctl: user/dmscctl.c $(ASAN_BUILD)/libdmsc.a $(HEADERS)
 
 $(ASAN_BUILD)/unit-tests: $(UNIT_SRCS) $(ASAN_BUILD)/libdmsc.a $(HEADERS)
 	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(ASAN_BUILD)/libdmsc.a \
-		-lcriterion $(LIBS) -o $@
+		-lcriterion $(LIBS) -lhttp_parser -o $@
 
 # ---- fuzzing (libFuzzer, clang): one harness per input parser,
 # tests/fuzz/fuzz_NAME.c, linked with FUZZ_SRCS_NAME. Seeds are in

@@ -105,6 +105,13 @@ struct {
 	__type(value, struct dmsc_l7_handoff);
 } dmsc_l7_handoff SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct dmsc_l7_own);
+} dmsc_l7_own SEC(".maps");
+
 #define DMSC_AF_INET 2
 #define DMSC_AF_INET6 10
 

@@ -136,6 +136,14 @@ static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
 	return true;
 }
 
+/* A socket dmsc-l7 opened to a backend? */
+static __always_inline bool helper_socket(struct bpf_sock_addr *ctx)
+{
+	struct dmsc_l7_own *own = bpf_sk_storage_get(&dmsc_l7_own, ctx->sk, 0, 0);
+
+	return own && own->magic == DMSC_L7_OWN_MAGIC;
+}
+
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto)
 {
@@ -167,8 +175,10 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		return SOCK_ADDR_REFUSE;
 	}
 	/* protocol http: the helper decides per request. Its own sockets
-	 * (marked) are never handed back to it. */
-	l7 = (svc->flags & DMSC_SVC_F_L7) && ctx->sk->mark != DMSC_L7_SOCK_MARK;
+	 * (an entry in dmsc_l7_own, which only the helper writes) are never
+	 * handed back to it; a socket mark would not do, a workload can set
+	 * one (shared.h). */
+	l7 = (svc->flags & DMSC_SVC_F_L7) && !helper_socket(ctx);
 	if (!l7 && (svc->flags & DMSC_SVC_F_NO_BACKEND)) {
 		if (ss)
 			ss->refused_no_backend += 1;

@@ -22,16 +22,28 @@
  *   target and headers (hop-by-hop headers dropped), the body re-framed
  *   from the parser's on_body (chunked stays chunked, trailers dropped).
  *   What reaches a backend is what the parser understood, which closes the
- *   door on request smuggling. Responses are forwarded byte for byte; the
- *   parser only finds where each ends.
+ *   door on request smuggling. Hop-by-hop fields (and those Connection
+ *   names) stay behind; X-Forwarded-For / Forwarded are appended
+ *   (--forwarded); a 1.0 request without Host gets the VIP. Responses are
+ *   forwarded byte for byte to HTTP/1.1 clients (the parser only finds
+ *   where each ends); an HTTP/1.0 client gets its head rewritten and a
+ *   chunked body de-chunked and close-delimited.
  * - Bodies stream both ways with bounded buffers (back-pressure: a side
  *   is not read while the other side's buffer is full).
  * - Timers: each worker sweeps its connections every SWEEP_MS; per
  *   connection there are two deadlines (client side, backend side). A sweep
  *   is O(connections) every 100 ms, cheaper than a timer per connection at
  *   the sizes one host sees, and it cannot leak timers.
- * - Its own sockets carry SO_MARK DMSC_L7_SOCK_MARK and it runs outside the
- *   mesh cgroup, so connect4 never hands its connections back to it.
+ * - Its own sockets to backends carry an entry in the pinned map
+ *   dmsc_l7_own (written before connect()), so connect4 never hands its
+ *   connections back to it; a workload cannot write that map (shared.h).
+ * - Idle keep-alive backend connections stay in epoll: one the backend
+ *   writes to or closes while idle is closed at once, and one is checked
+ *   again (MSG_PEEK) before it carries a request; they expire after
+ *   --pool-idle-ms. A connection whose response framing was not consumed
+ *   exactly is never pooled, so no client can read another's answer.
+ * - Connections per client address are bounded (--max-conns-per-client):
+ *   past the bound a client gets an immediate 503 and a close.
  *
  * Exit codes, for the supervisor (user/lib/l7_supervisor.c): 0 drained after
  * SIGTERM/SIGINT; 1 could not start (bind, maps, policy) or died; 2 usage.
@@ -79,6 +91,7 @@
 #define MAX_EVENTS 256
 #define SWEEP_MS 100
 #define POOL_MAX 256 /* idle keep-alive backend connections per worker */
+#define CLIENT_BUCKETS 4096 /* hash buckets of the per-client connection counts */
 #define LISTEN_BACKLOG 4096
 /* After an answer that closes the connection, its input is read and
  * dropped this long (after shutdown(SHUT_WR)) so that unread request bytes
@@ -104,6 +117,9 @@ static struct {
 	uint32_t default_retries;
 	uint32_t drain_ms;
 	uint32_t max_conns; /* per worker */
+	uint32_t pool_idle_ms;	       /* an idle pooled backend connection lives this long */
+	uint32_t max_conns_per_client; /* per client address, all workers together */
+	unsigned int forwarded;	       /* FWD_* */
 } opt = {
     .ready_fd = -1,
     .max_header_bytes = 8192,
@@ -116,7 +132,14 @@ static struct {
     .default_retries = 1,
     .drain_ms = 10000,
     .max_conns = 16384,
+    .pool_idle_ms = 4000,
+    .max_conns_per_client = 512,
+    .forwarded = 1, /* FWD_XFF */
 };
+
+/* --forwarded: what the helper tells a backend about the client */
+#define FWD_XFF 1u	 /* X-Forwarded-For: the client's address appended */
+#define FWD_FORWARDED 2u /* Forwarded: for=...;proto=http appended (RFC 7239) */
 
 /* ---- metrics ----------------------------------------------------------- */
 static const int status_codes[] = {100, 200, 201, 202, 204, 206, 301, 302, 304,
@@ -142,7 +165,7 @@ struct route_metrics {
 struct metrics {
 	struct route_metrics *rm; /* [svc][route + 1]; slot 0 is "no route" */
 	size_t *rm_base;	  /* per service: first index in rm */
-	uint64_t accepted, no_handoff, unknown_service, over_capacity;
+	uint64_t accepted, no_handoff, unknown_service, over_capacity, client_limit;
 };
 
 static void ctr_add(uint64_t *c, uint64_t n)
@@ -158,11 +181,12 @@ struct svc_rt {
 };
 static struct svc_rt *svc_rt; /* parallel to cfg.svcs */
 static int handoff_fd = -1;
+static int own_fd = -1; /* dmsc_l7_own */
 static int access_fd = -1;
 static volatile int draining;
 static size_t n_route_slots;
 
-enum ep_kind { EP_LISTEN, EP_CLIENT, EP_UPSTREAM };
+enum ep_kind { EP_LISTEN, EP_CLIENT, EP_UPSTREAM, EP_POOL };
 struct ep {
 	enum ep_kind kind;
 };
@@ -216,6 +240,9 @@ struct conn {
 	bool resp_head, resp_done, resp_started, resp_interim;
 	bool up_reusable;
 	bool u_reg; /* ufd is in epoll (added lazily, after a first write) */
+	bool counted;  /* holds one of its client address's connections */
+	bool client10; /* the request is HTTP/1.0: answered in 1.0 framing */
+	bool dechunk;  /* the response body is de-chunked for a 1.0 client */
 	int status;
 	uint64_t t_req;	      /* head parsed, ns */
 	uint64_t deadline;    /* client side, ns; 0: none */
@@ -227,10 +254,16 @@ struct conn {
 	struct conn *dead_next;
 };
 
+/* An idle keep-alive backend connection. It stays in epoll (EPOLLIN |
+ * EPOLLRDHUP, as EP_POOL): anything the backend sends or a close while it is
+ * idle means it cannot carry a request any more. Slots do not move (epoll
+ * points at them); fd -1 is a free slot. */
 struct pooled {
+	struct ep ep;
 	int fd;
 	uint32_t addr;
 	uint16_t port;
+	uint64_t since; /* ns: idle since */
 };
 
 struct worker {
@@ -243,7 +276,7 @@ struct worker {
 	uint32_t n_conns;
 	uint64_t rng;
 	struct pooled pool[POOL_MAX];
-	int n_pool;
+	int n_pool; /* slots in use */
 	struct metrics m;
 	bool listening;
 	bool accept_paused; /* out of fds: listener out of epoll until the next sweep */
@@ -269,6 +302,72 @@ static uint32_t rnd(struct worker *w)
 }
 
 #define CONTAINER(ptr, field) ((struct conn *)((char *)(ptr)-offsetof(struct conn, field)))
+
+/* ---- connections per client address ------------------------------------ */
+/* The identity is the client's IPv4 address as the accepted 4-tuple shows
+ * it (the handoff record is keyed by that tuple; no NAT sits between a
+ * client and the helper). Workloads that share an address share the bound. */
+struct client_count {
+	struct client_count *next;
+	uint32_t addr;
+	uint32_t n;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	struct client_count *bucket[CLIENT_BUCKETS];
+} clients = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static size_t client_hash(uint32_t addr)
+{
+	return (size_t)((addr * 2654435761u) >> 20) % CLIENT_BUCKETS;
+}
+
+/* Takes one of addr's connections; false past --max-conns-per-client (or
+ * out of memory). */
+static bool client_take(uint32_t addr)
+{
+	struct client_count **pp, *cc;
+	bool ok = false;
+
+	pthread_mutex_lock(&clients.lock);
+	pp = &clients.bucket[client_hash(addr)];
+	for (cc = *pp; cc && cc->addr != addr; cc = cc->next)
+		;
+	if (!cc) {
+		cc = calloc(1, sizeof(*cc));
+		if (cc) {
+			cc->addr = addr;
+			cc->next = *pp;
+			*pp = cc;
+		}
+	}
+	if (cc && cc->n < opt.max_conns_per_client) {
+		cc->n++;
+		ok = true;
+	}
+	pthread_mutex_unlock(&clients.lock);
+	return ok;
+}
+
+static void client_release(uint32_t addr)
+{
+	struct client_count **pp, *cc;
+
+	pthread_mutex_lock(&clients.lock);
+	for (pp = &clients.bucket[client_hash(addr)]; (cc = *pp); pp = &cc->next) {
+		if (cc->addr != addr)
+			continue;
+		if (cc->n > 0)
+			cc->n--;
+		if (!cc->n) {
+			*pp = cc->next;
+			free(cc);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&clients.lock);
+}
 
 /* ---- buffers ----------------------------------------------------------- */
 static int buf_reserve(struct buf *b, size_t more)
@@ -355,12 +454,13 @@ static void conn_update(struct conn *c)
 	uint32_t cw = 0, uw = 0;
 
 	if (c->cfd >= 0) {
+		/* Input is watched while there is room for it. A full buffer
+		 * stops both: the end of input (EPOLLRDHUP) is only the end
+		 * once every byte before it was read, when recv returns 0. */
 		if ((c->cin_len < CIN_SIZE || c->lingering) && !c->cin_eof)
-			cw |= EPOLLIN;
+			cw |= EPOLLIN | EPOLLRDHUP;
 		if (buf_pending(&c->cout))
 			cw |= EPOLLOUT;
-		if (!c->cin_eof)
-			cw |= EPOLLRDHUP; /* level-triggered: only until seen */
 		ep_set(c->w, c->cfd, &c->cep, &c->cev, cw);
 	}
 	if (c->ufd >= 0) {
@@ -460,6 +560,87 @@ static void request_finished(struct conn *c)
 	c->t_req = 0;
 }
 
+/* ---- the idle backend connections -------------------------------------- */
+static void pool_drop(struct worker *w, struct pooled *p)
+{
+	close(p->fd); /* leaves epoll with it */
+	p->fd = -1;
+	w->n_pool--;
+}
+
+/* Idle and quiet: nothing to read and not closed by the backend. */
+static bool pool_quiet(int fd)
+{
+	char ch;
+	ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* Keeps fd for the next request to addr:port (network order); closes it
+ * when the pool is full. registered: fd is in epoll already. */
+static void pool_put(struct worker *w, int fd, bool registered, uint32_t addr, uint16_t port)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
+	struct pooled *p = NULL;
+	int i;
+
+	for (i = 0; i < POOL_MAX && w->n_pool < POOL_MAX; i++)
+		if (w->pool[i].fd < 0) {
+			p = &w->pool[i];
+			break;
+		}
+	ev.data.ptr = p ? &p->ep : NULL;
+	if (!p || epoll_ctl(w->epfd, registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0) {
+		close(fd);
+		return;
+	}
+	p->ep.kind = EP_POOL;
+	p->fd = fd;
+	p->addr = addr;
+	p->port = port;
+	p->since = now_ns();
+	w->n_pool++;
+}
+
+/* An idle connection to addr:port that can carry a request, or -1. Those
+ * that cannot (the backend wrote, closed, or they are too old) are
+ * closed on the way. */
+static int pool_take(struct worker *w, uint32_t addr, uint16_t port)
+{
+	uint64_t oldest = now_ns() - (uint64_t)opt.pool_idle_ms * 1000000;
+	int i, fd;
+
+	for (i = 0; i < POOL_MAX && w->n_pool > 0; i++) {
+		struct pooled *p = &w->pool[i];
+
+		if (p->fd < 0 || p->addr != addr || p->port != port)
+			continue;
+		if (p->since < oldest || !pool_quiet(p->fd)) {
+			pool_drop(w, p);
+			continue;
+		}
+		fd = p->fd;
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
+		p->fd = -1;
+		w->n_pool--;
+		return fd;
+	}
+	return -1;
+}
+
+/* The sweep: idle connections past --pool-idle-ms go (all of them when
+ * draining). */
+static void pool_expire(struct worker *w, uint64_t now)
+{
+	uint64_t oldest = now - (uint64_t)opt.pool_idle_ms * 1000000;
+	int i;
+
+	for (i = 0; i < POOL_MAX && w->n_pool > 0; i++)
+		if (w->pool[i].fd >= 0 && (draining || w->pool[i].since < oldest))
+			pool_drop(w, &w->pool[i]);
+}
+
 /* ---- connections -------------------------------------------------------- */
 static void upstream_close(struct conn *c, bool reuse)
 {
@@ -467,15 +648,10 @@ static void upstream_close(struct conn *c, bool reuse)
 
 	if (c->ufd < 0)
 		return;
-	if (reuse && !draining && w->n_pool < POOL_MAX && c->backend >= 0) {
+	if (reuse && !draining && c->backend >= 0) {
 		const struct dmsc_policy_backend *b = &c->svc->src->backends[c->backend];
 
-		if (c->u_reg)
-			epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->ufd, NULL);
-		w->pool[w->n_pool].fd = c->ufd;
-		w->pool[w->n_pool].addr = b->addr;
-		w->pool[w->n_pool].port = htons(b->port);
-		w->n_pool++;
+		pool_put(w, c->ufd, c->u_reg, b->addr, htons(b->port));
 	} else {
 		close(c->ufd);
 	}
@@ -497,6 +673,9 @@ static void conn_free(struct conn *c)
 	if (c->t_req && c->status)
 		request_finished(c);
 	upstream_close(c, false);
+	if (c->counted)
+		client_release(c->peer.sin_addr.s_addr);
+	c->counted = false;
 	if (c->cfd >= 0)
 		close(c->cfd);
 	c->cfd = -1;
@@ -654,6 +833,16 @@ static int on_resp_headers(http_parser *p)
 	return c->is_head ? 1 : 0;
 }
 
+/* A 1.0 client's de-chunked body (dechunk): the parser's decoded bytes. */
+static int on_resp_body(http_parser *p, const char *at, size_t len)
+{
+	struct conn *c = p->data;
+
+	if (c->dechunk && buf_add(&c->cout, at, len))
+		return -1;
+	return 0;
+}
+
 static int on_resp_done(http_parser *p)
 {
 	struct conn *c = p->data;
@@ -669,6 +858,7 @@ static int on_resp_done(http_parser *p)
 static const http_parser_settings resp_settings = {
     .on_message_begin = on_resp_begin,
     .on_headers_complete = on_resp_headers,
+    .on_body = on_resp_body,
     .on_message_complete = on_resp_done,
 };
 
@@ -679,7 +869,8 @@ static void client_parse(struct conn *c);
 
 static bool hop_by_hop(const struct conn *c, const struct dmsc_l7_http_hdr *h)
 {
-	/* "expect": the helper answers 100-continue itself (dispatch) */
+	/* "expect": the helper answers 100-continue itself (dispatch);
+	 * forwarding headers are written again below (--forwarded) */
 	static const char *const names[] = {
 	    "connection",     "keep-alive", "proxy-connection", "te",	  "transfer-encoding",
 	    "content-length", "upgrade",    "trailer",		"expect", NULL};
@@ -688,13 +879,41 @@ static bool hop_by_hop(const struct conn *c, const struct dmsc_l7_http_hdr *h)
 	for (i = 0; names[i]; i++)
 		if (dmsc_l7_http_hdr_is(&c->rq, h, names[i]))
 			return true;
-	return false;
+	if (((opt.forwarded & FWD_XFF) && dmsc_l7_http_hdr_is(&c->rq, h, "x-forwarded-for")) ||
+	    ((opt.forwarded & FWD_FORWARDED) && dmsc_l7_http_hdr_is(&c->rq, h, "forwarded")))
+		return true;
+	/* RFC 9110 7.6.1: the fields the client's Connection names are
+	 * for this hop only (but Host, which says where the request goes) */
+	return !dmsc_l7_http_hdr_is(&c->rq, h, "host") && dmsc_l7_http_conn_lists(&c->rq, h);
+}
+
+/* "name: v1, v2, client\r\n": the values of the request's fields called
+ * name, then this hop's. */
+static int add_forwarding(struct conn *c, const char *name, const char *hop)
+{
+	struct buf *b = &c->uout;
+	const char *sep = "";
+	uint32_t i;
+	int err;
+
+	err = buf_fmt(b, "%s: ", name);
+	for (i = 0; !err && i < c->rq.n_hdrs; i++) {
+		const struct dmsc_l7_http_hdr *h = &c->rq.hdrs[i];
+
+		if (!dmsc_l7_http_hdr_is(&c->rq, h, name) || !h->val_len)
+			continue;
+		err = buf_fmt(b, "%s%.*s", sep, (int)h->val_len, c->rq.head + h->val_off);
+		sep = ", ";
+	}
+	return err ?: buf_fmt(b, "%s%s\r\n", sep, hop);
 }
 
 /* The request head as the backend gets it: parsed fields, re-serialised. */
 static int build_upstream_head(struct conn *c)
 {
+	char addr[32], client[INET_ADDRSTRLEN];
 	struct buf *b = &c->uout;
+	bool host = false;
 	uint32_t i;
 	int err;
 
@@ -704,12 +923,29 @@ static int build_upstream_head(struct conn *c)
 	for (i = 0; !err && i < c->rq.n_hdrs; i++) {
 		const struct dmsc_l7_http_hdr *h = &c->rq.hdrs[i];
 
+		if (dmsc_l7_http_hdr_is(&c->rq, h, "host"))
+			host = true;
 		if (hop_by_hop(c, h))
 			continue;
 		err = buf_add(b, c->rq.head + h->name_off, h->name_len);
 		err = err ?: buf_add(b, ": ", 2);
 		err = err ?: buf_add(b, c->rq.head + h->val_off, h->val_len);
 		err = err ?: buf_add(b, "\r\n", 2);
+	}
+	/* HTTP/1.0 may leave Host out; 1.1, as forwarded, must carry it
+	 * (RFC 9112 3.2): the address the client asked for, the VIP */
+	if (!err && !host) {
+		fmt_addr(c->svc->vip, c->svc->vport, addr, sizeof(addr));
+		err = buf_fmt(b, "Host: %s\r\n", addr);
+	}
+	inet_ntop(AF_INET, &c->peer.sin_addr, client, sizeof(client));
+	if (!err && (opt.forwarded & FWD_XFF))
+		err = add_forwarding(c, "X-Forwarded-For", client);
+	if (!err && (opt.forwarded & FWD_FORWARDED)) {
+		char hop[64];
+
+		snprintf(hop, sizeof(hop), "for=%s;proto=http", client);
+		err = add_forwarding(c, "Forwarded", hop);
 	}
 	if (!err && c->rq.req_chunked)
 		err = buf_add(b, "Transfer-Encoding: chunked\r\n", 28);
@@ -746,6 +982,7 @@ static void dispatch(struct conn *c)
 	c->client_keepalive = http_should_keep_alive(&c->rq.hp) != 0;
 	c->idempotent = method_idempotent(c->rq.hp.method);
 	c->is_head = c->rq.hp.method == HTTP_HEAD;
+	c->client10 = c->rq.hp.http_major == 1 && c->rq.hp.http_minor == 0;
 	c->deadline = now + (uint64_t)opt.io_ms * 1000000;
 
 	req.method = method;
@@ -808,20 +1045,6 @@ static void dispatch(struct conn *c)
 	upstream_start(c);
 }
 
-static int pool_take(struct worker *w, uint32_t addr, uint16_t port)
-{
-	int i, fd;
-
-	for (i = w->n_pool - 1; i >= 0; i--) {
-		if (w->pool[i].addr != addr || w->pool[i].port != port)
-			continue;
-		fd = w->pool[i].fd;
-		w->pool[i] = w->pool[--w->n_pool];
-		return fd;
-	}
-	return -1;
-}
-
 /* After a failed attempt: retry, or answer status (if nothing was sent). */
 static void upstream_failed(struct conn *c, bool may_retry, int status)
 {
@@ -845,8 +1068,8 @@ static void upstream_start(struct conn *c)
 	const struct dmsc_l7_route *route = c->route >= 0 ? &c->svc->routes[c->route] : NULL;
 	const struct dmsc_policy_backend *b;
 	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
 	int idx, fd, one = 1;
-	uint32_t mark = DMSC_L7_SOCK_MARK;
 
 	idx = dmsc_l7_pick_backend(route ? &route->pick : &c->svc->pick, rnd(c->w), c->tried);
 	if (idx < 0) {
@@ -857,6 +1080,9 @@ static void upstream_start(struct conn *c)
 	if (idx < 64)
 		c->tried |= 1ull << idx;
 	c->attempts++;
+	/* every attempt has the route's whole timeout: a retry after a 503
+	 * must not wait for ever on a backend that then says nothing */
+	c->up_deadline = now_ns() + (uint64_t)c->timeout_ms * 1000000;
 	b = &c->svc->src->backends[idx];
 	sa.sin_addr.s_addr = b->addr;
 	sa.sin_port = htons(b->port);
@@ -865,6 +1091,7 @@ static void upstream_start(struct conn *c)
 	c->uin_len = 0;
 	c->resp_head = c->resp_done = false;
 	c->up_reusable = false;
+	c->dechunk = false;
 
 	/* A pooled connection may have been closed by the backend a moment
 	 * ago; only requests that are safe to send twice use one. */
@@ -877,7 +1104,15 @@ static void upstream_start(struct conn *c)
 			upstream_failed(c, false, 502);
 			return;
 		}
-		setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
+		/* ours: connect4 must not hand it back to us (shared.h,
+		 * dmsc_l7_own); without the entry it could loop */
+		if (bpf_map_update_elem(own_fd, &fd, &own, BPF_ANY)) {
+			pr_warn("cannot mark a backend socket in %s: %s\n", DMSC_MAP_L7_OWN,
+				strerror(errno));
+			close(fd);
+			upstream_failed(c, false, 502);
+			return;
+		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 			if (errno != EINPROGRESS) {
@@ -944,7 +1179,10 @@ static void upstream_on_connected(struct conn *c)
 /* The response (or its end) is complete: next request, or close. */
 static void response_complete(struct conn *c)
 {
-	upstream_close(c, c->up_reusable && c->rq.req_done && !c->close_after);
+	/* reused only when both framings ended exactly: the response parsed
+	 * to its last byte (up_reusable) and the whole request sent */
+	upstream_close(c, c->up_reusable && c->rq.req_done && !buf_pending(&c->uout) &&
+			      !c->close_after);
 	request_finished(c);
 	c->state = S_IDLE;
 	if (!c->client_keepalive || !c->rq.req_done || draining)
@@ -953,6 +1191,49 @@ static void response_complete(struct conn *c)
 }
 
 static void client_write(struct conn *c);
+
+/*
+ * The response head for an HTTP/1.0 client, queued to it: uin[0, end) holds
+ * the final head, after any 1xx heads (a 1.0 client gets none: RFC 9110
+ * 15.2). A chunked body is de-chunked and the connection closed after it
+ * (1.0 has no chunked coding); a body with a Content-Length keeps the
+ * connection if the client asked for keep-alive; hop-by-hop fields go.
+ */
+static int response_head_10(struct conn *c, size_t end)
+{
+	bool body = !c->is_head && c->status != 204 && c->status != 304;
+	char out[UIN_SIZE + 64];
+	unsigned int flags = 0;
+	size_t start = 0, i;
+	bool keep;
+	int n;
+
+	for (i = 0; i + 2 < end; i++) {
+		size_t next = 0;
+
+		if (c->uin[i] != '\n')
+			continue;
+		if (c->uin[i + 1] == '\n')
+			next = i + 2;
+		else if (c->uin[i + 1] == '\r' && c->uin[i + 2] == '\n')
+			next = i + 3;
+		if (next && next < end)
+			start = next;
+	}
+	c->dechunk = body && (c->sp.flags & F_CHUNKED);
+	keep = c->client_keepalive && !c->close_after && !draining && !c->dechunk &&
+	       http_should_keep_alive(&c->sp) && (!body || (c->sp.flags & F_CONTENTLENGTH));
+	if (!keep) {
+		flags |= DMSC_L7_RESP_CLOSE;
+		c->close_after = true;
+	}
+	if (c->dechunk)
+		flags |= DMSC_L7_RESP_NO_LENGTH;
+	n = dmsc_l7_resp_head_rewrite(c->uin + start, end - start, flags, out, sizeof(out));
+	if (n < 0)
+		return n;
+	return buf_add(&c->cout, out, (size_t)n);
+}
 
 static void upstream_read(struct conn *c)
 {
@@ -1025,6 +1306,13 @@ static void upstream_read(struct conn *c)
 				}
 				c->resp_started = true;
 				c->up_deadline = now_ns() + (uint64_t)opt.io_ms * 1000000;
+				if (c->client10) {
+					if (response_head_10(c, parsed)) {
+						conn_close_client(c);
+						return;
+					}
+					fwd = parsed; /* the head went rewritten */
+				}
 			}
 		}
 		if (!c->resp_head)
@@ -1032,7 +1320,7 @@ static void upstream_read(struct conn *c)
 		/* everything up to `parsed` goes to the client; bytes past the
 		 * message end are garbage (or a pipelining backend): dropped,
 		 * and the connection is not reused */
-		if (buf_add(&c->cout, c->uin + fwd, parsed - fwd)) {
+		if (!c->dechunk && buf_add(&c->cout, c->uin + fwd, parsed - fwd)) {
 			conn_close_client(c);
 			return;
 		}
@@ -1187,8 +1475,16 @@ static void conn_step(struct conn *c)
 {
 	if (c->cfd >= 0)
 		client_parse(c);
-	if (c->ufd >= 0 && !c->connecting && buf_pending(&c->uout))
+	if (c->ufd >= 0 && !c->connecting && buf_pending(&c->uout)) {
 		upstream_write(c);
+		/* the backend took some: parse the body bytes waiting */
+		if (c->cfd >= 0 && c->cin_len && c->state == S_UPSTREAM &&
+		    buf_pending(&c->uout) < OUT_HIGH) {
+			client_parse(c);
+			if (c->ufd >= 0 && !c->connecting && buf_pending(&c->uout))
+				upstream_write(c);
+		}
+	}
 	if (c->cfd >= 0 && buf_pending(&c->cout))
 		client_write(c);
 	if (c->cfd >= 0 && c->cin_eof && c->state == S_IDLE && c->cin_len == 0 &&
@@ -1222,6 +1518,27 @@ static void conn_step(struct conn *c)
 }
 
 /* ---- accept --------------------------------------------------------------- */
+/* A client past --max-conns-per-client: a 503 at once, then the close. What
+ * it sent already is read first, so that the close does not turn into a
+ * reset that destroys the answer (bytes that arrive later still may). */
+static void refuse_busy(int fd)
+{
+	static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+				   "Content-Type: text/plain\r\nContent-Length: 34\r\n"
+				   "Retry-After: 1\r\nConnection: close\r\n\r\n"
+				   "too many connections from client\n";
+	char sink[4096];
+	int i;
+
+	for (i = 0; i < 16 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+		;
+	if (send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		/* nothing more to tell it */
+	}
+	shutdown(fd, SHUT_WR);
+	close(fd);
+}
+
 static void accept_one(struct worker *w, int fd)
 {
 	struct dmsc_l7_handoff_key key;
@@ -1267,12 +1584,19 @@ static void accept_one(struct worker *w, int fd)
 		close(fd);
 		return;
 	}
+	if (!client_take(peer.sin_addr.s_addr)) {
+		ctr_add(&w->m.client_limit, 1);
+		refuse_busy(fd);
+		return;
+	}
 	c = calloc(1, sizeof(*c));
 	if (!c || dmsc_l7_http_init(&c->rq, &lim, &req_hooks, c)) {
 		free(c);
 		close(fd);
+		client_release(peer.sin_addr.s_addr);
 		return;
 	}
+	c->counted = true;
 	c->cep.kind = EP_CLIENT;
 	c->uep.kind = EP_UPSTREAM;
 	c->w = w;
@@ -1293,6 +1617,7 @@ static void accept_one(struct worker *w, int fd)
 		dmsc_l7_http_free(&c->rq);
 		free(c);
 		close(fd);
+		client_release(peer.sin_addr.s_addr);
 		return;
 	}
 	c->next = w->conns;
@@ -1342,7 +1667,6 @@ static void stop_listening(struct worker *w)
 static void sweep(struct worker *w, uint64_t now)
 {
 	struct conn *c, *next;
-	int i;
 
 	for (c = w->conns; c; c = next) {
 		next = c->next;
@@ -1375,11 +1699,7 @@ static void sweep(struct worker *w, uint64_t now)
 		if (!c->dead)
 			conn_step(c);
 	}
-	if (draining)
-		for (i = 0; i < w->n_pool; i++)
-			close(w->pool[i].fd);
-	if (draining)
-		w->n_pool = 0;
+	pool_expire(w, now);
 }
 
 /* ---- workers ---------------------------------------------------------------- */
@@ -1423,6 +1743,15 @@ static void *worker_main(void *arg)
 					accept_batch(w);
 				continue;
 			}
+			if (e->kind == EP_POOL) {
+				/* an idle backend connection wrote or closed:
+				 * it can carry no request any more */
+				struct pooled *p = (struct pooled *)e;
+
+				if (p->fd >= 0 && !pool_quiet(p->fd))
+					pool_drop(w, p);
+				continue;
+			}
 			if (e->kind == EP_CLIENT) {
 				c = CONTAINER(e, cep);
 				if (c->dead || c->cfd < 0)
@@ -1430,10 +1759,9 @@ static void *worker_main(void *arg)
 				if (ev & (EPOLLERR | EPOLLHUP)) {
 					conn_close_client(c);
 				} else {
-					if (ev & EPOLLIN)
+					/* recv returning 0 says the end of input */
+					if (ev & (EPOLLIN | EPOLLRDHUP))
 						client_read(c);
-					if ((ev & EPOLLRDHUP) && !(ev & EPOLLIN))
-						c->cin_eof = true;
 				}
 			} else {
 				c = CONTAINER(e, uep);
@@ -1470,6 +1798,7 @@ static void *worker_main(void *arg)
 	while (w->conns)
 		conn_free(w->conns);
 	conn_reap(w);
+	pool_expire(w, now_ns());
 	return NULL;
 }
 
@@ -1566,25 +1895,28 @@ static void metrics_write(void)
 				cfg.svcs[s].src->name, route, (unsigned long long)retries);
 		}
 	{
-		uint64_t acc = 0, noh = 0, unk = 0, over = 0;
+		uint64_t acc = 0, noh = 0, unk = 0, over = 0, cl = 0;
 
 		for (wi = 0; wi < opt.workers; wi++) {
 			acc += __atomic_load_n(&workers[wi].m.accepted, __ATOMIC_RELAXED);
 			noh += __atomic_load_n(&workers[wi].m.no_handoff, __ATOMIC_RELAXED);
 			unk += __atomic_load_n(&workers[wi].m.unknown_service, __ATOMIC_RELAXED);
 			over += __atomic_load_n(&workers[wi].m.over_capacity, __ATOMIC_RELAXED);
+			cl += __atomic_load_n(&workers[wi].m.client_limit, __ATOMIC_RELAXED);
 		}
 		fprintf(f,
 			"# TYPE dmsc_l7_connections_total counter\n"
 			"dmsc_l7_connections_total %llu\n"
 			"# HELP dmsc_l7_refused_connections_total Closed at accept: no handoff "
-			"record, a service the policy lacks, or over capacity.\n"
+			"record, a service the policy lacks, over capacity, or a client past "
+			"--max-conns-per-client (answered 503).\n"
 			"# TYPE dmsc_l7_refused_connections_total counter\n"
 			"dmsc_l7_refused_connections_total{reason=\"no_handoff\"} %llu\n"
 			"dmsc_l7_refused_connections_total{reason=\"unknown_service\"} %llu\n"
-			"dmsc_l7_refused_connections_total{reason=\"over_capacity\"} %llu\n",
+			"dmsc_l7_refused_connections_total{reason=\"over_capacity\"} %llu\n"
+			"dmsc_l7_refused_connections_total{reason=\"client_limit\"} %llu\n",
 			(unsigned long long)acc, (unsigned long long)noh, (unsigned long long)unk,
-			(unsigned long long)over);
+			(unsigned long long)over, (unsigned long long)cl);
 	}
 	if (fclose(f) == 0)
 		rename(tmp, opt.metrics_file);
@@ -1614,6 +1946,13 @@ static void usage(FILE *f)
 		"  --default-timeout-ms N  a route without timeout_ms (default 15000)\n"
 		"  --default-retries N     a route without retries (default 1)\n"
 		"  --drain-ms N            SIGTERM: finish in-flight requests within N (10000)\n"
+		"  --max-conns N           connections per worker (default 16384)\n"
+		"  --max-conns-per-client N  connections from one client address, all\n"
+		"                          workers together (default 512; past it 503 + close)\n"
+		"  --pool-idle-ms N        an idle keep-alive backend connection is closed\n"
+		"                          after N ms (default 4000)\n"
+		"  --forwarded MODE        xff (default: X-Forwarded-For), forwarded\n"
+		"                          (Forwarded: for=), both, or none\n"
 		"Exit: 0 drained, 1 failed, 2 usage.\n",
 		DMSC_PIN_ROOT, DMSC_LAYOUT_VERSION);
 }
@@ -1648,6 +1987,8 @@ static int parse_args(int argc, char **argv)
 	    {"--default-retries", &opt.default_retries, 0, 10},
 	    {"--drain-ms", &opt.drain_ms, 0, 3600000},
 	    {"--max-conns", &opt.max_conns, 1, 1 << 24},
+	    {"--max-conns-per-client", &opt.max_conns_per_client, 1, 1 << 24},
+	    {"--pool-idle-ms", &opt.pool_idle_ms, 1, 3600000},
 	};
 	uint32_t u;
 	size_t k;
@@ -1696,6 +2037,21 @@ static int parse_args(int argc, char **argv)
 				fprintf(stderr,
 					"dmsc-l7: --listen \"%s\": a concrete IPv4 address "
 					"(connect4 redirects to it)\n",
+					v);
+				return -EINVAL;
+			}
+		} else if (!strcmp(a, "--forwarded")) {
+			if (!strcmp(v, "xff"))
+				opt.forwarded = FWD_XFF;
+			else if (!strcmp(v, "forwarded"))
+				opt.forwarded = FWD_FORWARDED;
+			else if (!strcmp(v, "both"))
+				opt.forwarded = FWD_XFF | FWD_FORWARDED;
+			else if (!strcmp(v, "none"))
+				opt.forwarded = 0;
+			else {
+				fprintf(stderr,
+					"dmsc-l7: --forwarded \"%s\": xff, forwarded, both or none\n",
 					v);
 				return -EINVAL;
 			}
@@ -1781,6 +2137,14 @@ static int open_maps(const char *pin_dir, int *conf_fd)
 			path, strerror(errno));
 		return -errno;
 	}
+	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_OWN);
+	own_fd = bpf_obj_get(path);
+	if (own_fd < 0) {
+		pr_warn("cannot open %s: %s (a datapath installed by an older build: install "
+			"again to add it)\n",
+			path, strerror(errno));
+		return -errno;
+	}
 	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_CONF);
 	*conf_fd = bpf_obj_get(path);
 	if (*conf_fd < 0) {
@@ -1844,6 +2208,8 @@ int main(int argc, char **argv)
 		struct epoll_event ev = {.events = EPOLLIN};
 
 		w->id = i;
+		for (s = 0; s < POOL_MAX; s++)
+			w->pool[s].fd = -1;
 		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
 			seed = now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)i;
 		w->rng = seed | 1;

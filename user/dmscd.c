@@ -30,6 +30,7 @@
 #include "allow_resolve.h"
 #include "datapath.h"
 #include "httpd.h"
+#include "l7_snapshot.h"
 #include "l7_supervisor.h"
 #include "log.h"
 #include "metrics.h"
@@ -59,6 +60,10 @@ struct agent {
 	struct dmsc_l7_supervisor l7_sup;
 	const char *l7_argv[16];
 	char l7_metrics[PATH_MAX];
+	/* The L7 view (l7_snapshot.h) of the last policy applied, which the
+	 * helper runs; NULL until one was applied (no helper before). */
+	char *l7_view;
+	size_t l7_view_len;
 	/* allow_from paths with no cgroup yet: applied again until they
 	 * resolve (dmsc_apply_result.unresolved). */
 	int64_t retry_at_ms; /* 0: none */
@@ -142,6 +147,48 @@ static double cpu_seconds(void)
 
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * The helper runs the policy just applied, as dmscd read it: its L7 view
+ * goes to the helper in a sealed memfd (never the user's file, which may
+ * have changed since). Any change of that view (routes, timeouts, retries,
+ * labels, weights, requests_per_second: also those no kernel map holds)
+ * replaces the helper without refusing or cutting a connection; one asked
+ * for during a hand-over is queued (dmsc_l7_sup_replace).
+ */
+static void l7_follow(struct agent *ag, const struct dmsc_policy *policy)
+{
+	uint64_t now = (uint64_t)dmsc_now_ms();
+	char *view;
+	size_t len;
+	int err;
+
+	err = dmsc_l7_view_json(policy, &view, &len);
+	if (err) {
+		pr_warn("dmsc-l7: cannot build the policy it should run: %s; it keeps the last "
+			"one\n",
+			strerror(-err));
+		return;
+	}
+	if (ag->l7_view && len == ag->l7_view_len && memcmp(view, ag->l7_view, len) == 0) {
+		free(view);
+		return;
+	}
+	err = dmsc_l7_sup_set_policy(&ag->l7_sup, view, len);
+	if (!err)
+		err = ag->l7_view ? dmsc_l7_sup_replace(&ag->l7_sup, ag->l7_argv, now)
+				  : dmsc_l7_sup_start(&ag->l7_sup, now);
+	if (err) {
+		pr_warn("dmsc-l7: cannot hand it the policy applied: %s\n", strerror(-err));
+		free(view);
+		return;
+	}
+	pr_info("dmsc-l7: %s with the http services of the policy applied\n",
+		ag->l7_view ? "replacing it" : "starting it");
+	free(ag->l7_view);
+	ag->l7_view = view;
+	ag->l7_view_len = len;
 }
 
 /* Parses, validates, compiles and applies the policy; logs one line per
@@ -230,10 +277,8 @@ static void apply_policy(struct agent *ag, const char *why)
 		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
 		 (c3 - c2) * 1e3, (t1 - t0) * 1e3);
 	ag->stats.applies[DMSC_APPLY_OK]++;
-	/* The helper reads the policy itself: a new one replaces it, without
-	 * refusing or cutting a connection (dmsc_l7_sup_replace). */
-	if (ag->l7 && res.n_changes && ag->l7_sup.state != DMSC_L7_SUP_STOPPED)
-		dmsc_l7_sup_replace(&ag->l7_sup, ag->l7_argv, (uint64_t)dmsc_now_ms());
+	if (ag->l7)
+		l7_follow(ag, &set.policy);
 	ag->stats.entries_written += res.entries_written;
 	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
 	ag->stats.policy_services = res.n_services;
@@ -316,15 +361,12 @@ static int append_l7_metrics(const char *file, struct dmsc_buf *body)
 	return err;
 }
 
-/* Builds the helper's command line and starts it under supervision. */
+/* Builds the helper's command line for its supervisor; the helper starts
+ * with the first policy applied (l7_follow), which it gets from dmscd. */
 static int l7_start(struct agent *ag, const char *bin, const char *listen)
 {
 	int n = 0;
 
-	if (ag->policy_is_dir) {
-		pr_warn("--l7-listen needs --policy FILE: dmsc-l7 reads one policy file\n");
-		return -EINVAL;
-	}
 	snprintf(ag->l7_metrics, sizeof(ag->l7_metrics), "/run/dmsc/dmsc-l7.%d.prom",
 		 (int)getpid());
 	if (mkdir("/run/dmsc", 0755) && errno != EEXIST) {
@@ -334,8 +376,6 @@ static int l7_start(struct agent *ag, const char *bin, const char *listen)
 	ag->l7_argv[n++] = bin;
 	ag->l7_argv[n++] = "--listen";
 	ag->l7_argv[n++] = listen;
-	ag->l7_argv[n++] = "--policy";
-	ag->l7_argv[n++] = ag->policy;
 	ag->l7_argv[n++] = "--pin-dir";
 	ag->l7_argv[n++] = ag->pin_dir;
 	ag->l7_argv[n++] = "--metrics-file";
@@ -344,8 +384,8 @@ static int l7_start(struct agent *ag, const char *bin, const char *listen)
 	if (dmsc_l7_sup_init(&ag->l7_sup, ag->l7_argv))
 		return -E2BIG;
 	ag->l7 = true;
-	pr_info("starting %s on %s for http services\n", bin, listen);
-	return dmsc_l7_sup_start(&ag->l7_sup, (uint64_t)dmsc_now_ms());
+	pr_info("%s on %s serves http services once a policy is applied\n", bin, listen);
+	return 0;
 }
 
 /* Where dmsc-l7 is: beside this dmscd, unless --l7-binary says. */
@@ -696,14 +736,14 @@ int main(int argc, char **argv)
 		}
 	}
 	pr_info("watching %s%s\n", ag.policy, ag.policy_is_dir ? " (a directory of *.json)" : "");
-	apply_policy(&ag, "start");
-	reresolve(&ag);
 	if (l7_listen) {
 		if (!l7_bin[0])
 			l7_default_binary(l7_bin, sizeof(l7_bin));
 		if (l7_start(&ag, l7_bin, l7_listen))
 			goto out;
 	}
+	apply_policy(&ag, "start");
+	reresolve(&ag);
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
@@ -794,6 +834,7 @@ out:
 		dmsc_l7_sup_stop(&ag.l7_sup, L7_STOP_MS);
 		dmsc_l7_unregister(ag.pin_dir);
 		unlink(ag.l7_metrics);
+		free(ag.l7_view);
 	}
 	dmsc_mirror_free(&ag.mirror);
 	if (ag.http_fd >= 0)

@@ -39,6 +39,7 @@
 #define DMSC_MAP_BE_INDEX "dmsc_be_index"
 #define DMSC_MAP_L7_CONF "dmsc_l7_conf"
 #define DMSC_MAP_L7_HANDOFF "dmsc_l7_handoff"
+#define DMSC_MAP_L7_OWN "dmsc_l7_own"
 
 /* Default capacities; dmscctl install can change them. Id 0 is reserved in
  * both id spaces, so that an uninitialised slot is recognisable. */
@@ -302,10 +303,22 @@ struct dmsc_l7_handoff {
 
 #define DMSC_L7_HANDOFF_MAX 65536
 
-/* SO_MARK on every socket dmsc-l7 opens to a backend. connect4 never hands
- * such a socket to the helper again, so a backend address that is itself an
- * http VIP cannot make the helper loop through itself. ("dmsc" in ASCII.) */
-#define DMSC_L7_SOCK_MARK 0x646d7363u
+/*
+ * dmsc_l7_own: SK_STORAGE, value struct dmsc_l7_own. dmsc-l7 writes an
+ * entry on every socket it opens to a backend, from userspace (the key of
+ * an update is the socket's fd; Linux 5.2), before connect(). connect4
+ * never hands a socket that carries one to the helper again, so a backend
+ * address that is itself an http VIP cannot make the helper loop through
+ * itself. Only a holder of the pinned map (root) can write it: unlike a
+ * socket mark (SO_MARK, settable with CAP_NET_RAW since Linux 5.17), a
+ * workload cannot forge it to go around the helper's routes and limits.
+ * The entry goes away with the socket.
+ */
+struct dmsc_l7_own {
+	__u32 magic; /* DMSC_L7_OWN_MAGIC */
+};
+
+#define DMSC_L7_OWN_MAGIC 0x646d7363u /* "dmsc" in ASCII */
 
 /* ---- Same-host fast path (sockops + sk_msg), bpf/dmsc_fastpath.bpf.h ----
  *

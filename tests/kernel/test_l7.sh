@@ -364,9 +364,10 @@ t_eq "a backend dying mid-response: the client sees no complete answer and a clo
 t_check "dmsc-l7 still running after a backend died mid-response" alive
 
 # 9b. No loop: "loop" has its own VIP as its backend. The helper's socket
-#     (SO_MARK) is not handed back to it; connect4 balances it at L4 to the
-#     VIP address itself, which is routed nowhere: 502 at once. Without the
-#     mark every hop would come back to the helper until it ran out of fds.
+#     (its dmsc_l7_own entry) is not handed back to it; connect4 balances it
+#     at L4 to the VIP address itself, which is routed nowhere: 502 at once.
+#     Without the entry every hop would come back to the helper until it ran
+#     out of fds.
 before=$("$CTL" stats -o json | jq .reasons.l7_handoff)
 got=$(httpc "$LOOP" --path / --count 3 --timeout-ms 3000 | jq -c .status)
 after=$("$CTL" stats -o json | jq .reasons.l7_handoff)

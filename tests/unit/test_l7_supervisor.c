@@ -2,6 +2,9 @@
 /* The dmsc-l7 supervisor, with a shell standing in for the helper: it is
  * given --ready-fd N like the real one. Every wait is bounded. */
 #include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -70,7 +73,6 @@ Test(l7_supervisor, replace_drains_the_old_one_once_the_new_one_is_ready)
 	cr_assert_eq(dmsc_l7_sup_replace(&s, argv, ms()), 0);
 	cr_expect_eq(s.old_pid, first);
 	cr_expect_neq(s.pid, first);
-	cr_expect_eq(dmsc_l7_sup_replace(&s, argv, ms()), -EBUSY, "one hand-over at a time");
 	cr_expect_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
 	/* the old one got SIGTERM and exits 0; poll reaps it */
 	for (int i = 0; i < 300 && s.old_pid > 0; i++) {
@@ -80,6 +82,107 @@ Test(l7_supervisor, replace_drains_the_old_one_once_the_new_one_is_ready)
 	cr_expect_eq(s.old_pid, -1, "the old helper was reaped");
 	cr_expect_eq(waitpid(first, &status, WNOHANG), -1, "no zombie left");
 	cr_expect_eq(dmsc_l7_sup_stop(&s, 3000), 0);
+}
+
+Test(l7_supervisor, a_replace_during_a_hand_over_is_queued_not_dropped)
+{
+	/* the old helper takes 300 ms to drain */
+	const char *argv[] = {"/bin/bash", "-c",
+			      "trap 'sleep 0.3; exit 0' TERM; eval \"echo ready >&$2\"; "
+			      "i=0; while [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; exit 1",
+			      "sh", NULL};
+	struct dmsc_l7_supervisor s;
+	pid_t first, second;
+	int i;
+
+	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
+	cr_assert_eq(dmsc_l7_sup_start(&s, ms()), 0);
+	cr_assert_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
+	first = s.pid;
+	cr_assert_eq(dmsc_l7_sup_replace(&s, argv, ms()), 0);
+	second = s.pid;
+	cr_assert_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
+	cr_assert_eq(s.old_pid, first, "the first one drains");
+	cr_expect_eq(dmsc_l7_sup_replace(&s, argv, ms()), 0, "queued, not refused");
+	cr_expect(s.replace_queued);
+	cr_expect_eq(s.pid, second, "nothing started during the hand-over");
+	for (i = 0; i < 300 && (s.replace_queued || s.old_pid != second); i++) {
+		dmsc_l7_sup_poll(&s, ms());
+		usleep(10000);
+	}
+	cr_expect_not(s.replace_queued);
+	cr_expect_eq(s.old_pid, second, "the queued replace followed: the second one drains now");
+	cr_expect_neq(s.pid, second);
+	cr_expect_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
+	cr_expect_eq(dmsc_l7_sup_stop(&s, 3000), 0);
+}
+
+Test(l7_supervisor, the_helper_reads_the_policy_it_was_given)
+{
+	/* "$4" is the --policy path: the helper echoes its first line back */
+	const char *argv[] = {"/bin/bash", "-c",
+			      "trap 'exit 0' TERM; [ \"$3\" = --policy ] || exit 1; "
+			      "eval \"head -n 1 \\\"\\$4\\\" >&$2\"; "
+			      "i=0; while [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; exit 1",
+			      "sh", NULL};
+	struct dmsc_l7_supervisor s;
+	char buf[64] = "";
+	ssize_t n = 0;
+	int i;
+
+	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
+	cr_assert_eq(dmsc_l7_sup_set_policy(&s, "ready applied-v1\n", 17), 0);
+	cr_assert_eq(dmsc_l7_sup_start(&s, ms()), 0);
+	for (i = 0; i < 300 && n <= 0; i++) {
+		n = read(dmsc_l7_sup_fd(&s), buf, sizeof(buf) - 1);
+		usleep(10000);
+	}
+	cr_assert_gt(n, 0);
+	buf[n] = '\0';
+	cr_expect_str_eq(buf, "ready applied-v1\n");
+	dmsc_l7_sup_stop(&s, 3000);
+}
+
+Test(l7_supervisor, the_helper_goes_when_its_supervisor_dies)
+{
+	/* the supervisor in a child of its own, killed with SIGKILL; its
+	 * helper writes its pid and waits (TERM: exit) */
+	char pidfile[] = "/tmp/dmsc-sup-XXXXXX";
+	int fd = mkstemp(pidfile), i;
+	pid_t sup, helper = 0;
+	FILE *f;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	sup = fork();
+	cr_assert_geq(sup, 0);
+	if (sup == 0) {
+		const char *argv[] = {"/bin/bash", "-c",
+				      "trap 'exit 0' TERM; echo $$ >\"$0\"; "
+				      "i=0; while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done",
+				      pidfile, NULL};
+		struct dmsc_l7_supervisor s;
+
+		if (dmsc_l7_sup_init(&s, argv) || dmsc_l7_sup_start(&s, ms()))
+			_exit(1);
+		sleep(10);
+		_exit(0);
+	}
+	for (i = 0; i < 300 && helper <= 0; i++) {
+		f = fopen(pidfile, "r");
+		if (f && fscanf(f, "%d", &helper) != 1)
+			helper = 0;
+		if (f)
+			fclose(f);
+		usleep(10000);
+	}
+	cr_assert_gt(helper, 0, "the helper started");
+	kill(sup, SIGKILL);
+	waitpid(sup, NULL, 0);
+	for (i = 0; i < 300 && kill(helper, 0) == 0; i++)
+		usleep(10000);
+	cr_expect_neq(kill(helper, 0), 0, "the helper (pid %d) exited with its supervisor", helper);
+	unlink(pidfile);
 }
 
 Test(l7_supervisor, a_dying_helper_is_restarted_with_backoff)

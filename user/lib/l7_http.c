@@ -95,6 +95,132 @@ bool dmsc_l7_http_hdr_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l
 	return h->name_len == n && strncasecmp(p->head + h->name_off, name, n) == 0;
 }
 
+/* Is name (nlen bytes) one of the comma-separated tokens of val (RFC 9110
+ * 5.6.1: optional whitespace around each, empty elements allowed)? ASCII
+ * case-insensitive. */
+bool dmsc_l7_list_has(const char *val, size_t vlen, const char *name, size_t nlen)
+{
+	size_t i = 0, start, end;
+
+	while (i < vlen) {
+		while (i < vlen && (val[i] == ' ' || val[i] == '\t' || val[i] == ','))
+			i++;
+		start = i;
+		while (i < vlen && val[i] != ',')
+			i++;
+		end = i;
+		while (end > start && (val[end - 1] == ' ' || val[end - 1] == '\t'))
+			end--;
+		if (end - start == nlen && nlen && strncasecmp(val + start, name, nlen) == 0)
+			return true;
+	}
+	return false;
+}
+
+bool dmsc_l7_http_conn_lists(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h)
+{
+	uint32_t i;
+
+	for (i = 0; i < p->n_hdrs; i++) {
+		const struct dmsc_l7_http_hdr *c = &p->hdrs[i];
+
+		if (dmsc_l7_http_hdr_is(p, c, "connection") &&
+		    dmsc_l7_list_has(p->head + c->val_off, c->val_len, p->head + h->name_off,
+				     h->name_len))
+			return true;
+	}
+	return false;
+}
+
+static bool name_is(const char *name, size_t len, const char *what)
+{
+	return strlen(what) == len && strncasecmp(name, what, len) == 0;
+}
+
+/* RFC 9110 7.6.1: the hop-by-hop fields of a response (besides those its
+ * Connection names); Transfer-Encoding is the next hop's framing. */
+static bool resp_hop_by_hop(const char *name, size_t len)
+{
+	static const char *const names[] = {"connection",	 "keep-alive", "proxy-connection",
+					    "te",		 "trailer",    "upgrade",
+					    "transfer-encoding", NULL};
+	size_t i;
+
+	for (i = 0; names[i]; i++)
+		if (name_is(name, len, names[i]))
+			return true;
+	return false;
+}
+
+/* One line of a head: [*s, *e) without its line ending; *next past it.
+ * False at the empty line that ends the head, or at the end. */
+static bool head_line(const char *head, size_t len, size_t *pos, size_t *s, size_t *e)
+{
+	const char *nl = memchr(head + *pos, '\n', len - *pos);
+	size_t end;
+
+	if (!nl)
+		return false;
+	end = (size_t)(nl - head);
+	*s = *pos;
+	*e = end > *pos && head[end - 1] == '\r' ? end - 1 : end;
+	*pos = end + 1;
+	return *e > *s;
+}
+
+int dmsc_l7_resp_head_rewrite(const char *head, size_t len, unsigned int flags, char *out,
+			      size_t cap)
+{
+	const char *conn = "Connection: close\r\n\r\n", *ka = "Connection: keep-alive\r\n\r\n";
+	const char *tail = (flags & DMSC_L7_RESP_CLOSE) ? conn : ka;
+	size_t pos = 0, s, e, o = 0, cs, ce, cpos;
+	bool drop = false;
+
+#define OUT(ptr, n)                                                                               \
+	do {                                                                                      \
+		if (o + (n) > cap)                                                                \
+			return -ENOSPC;                                                           \
+		memcpy(out + o, (ptr), (n));                                                      \
+		o += (n);                                                                         \
+	} while (0)
+	if (!head_line(head, len, &pos, &s, &e))
+		return -EINVAL;
+	OUT(head + s, e - s); /* the status line */
+	OUT("\r\n", 2);
+	while (head_line(head, len, &pos, &s, &e)) {
+		const char *colon;
+		size_t nlen;
+
+		if (head[s] == ' ' || head[s] == '\t') {
+			/* obs-fold: part of the field before it */
+			if (!drop) {
+				OUT(head + s, e - s);
+				OUT("\r\n", 2);
+			}
+			continue;
+		}
+		colon = memchr(head + s, ':', e - s);
+		nlen = colon ? (size_t)(colon - (head + s)) : e - s;
+		drop = !colon || resp_hop_by_hop(head + s, nlen) ||
+		       ((flags & DMSC_L7_RESP_NO_LENGTH) && name_is(head + s, nlen, "content-length"));
+		/* a field that the response's own Connection names */
+		for (cpos = 0; !drop && head_line(head, len, &cpos, &cs, &ce);) {
+			const char *cc = memchr(head + cs, ':', ce - cs);
+
+			if (cc && name_is(head + cs, (size_t)(cc - (head + cs)), "connection") &&
+			    dmsc_l7_list_has(cc + 1, (size_t)((head + ce) - (cc + 1)), head + s, nlen))
+				drop = true;
+		}
+		if (!drop) {
+			OUT(head + s, e - s);
+			OUT("\r\n", 2);
+		}
+	}
+	OUT(tail, strlen(tail));
+#undef OUT
+	return (int)o;
+}
+
 bool dmsc_l7_http_val_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h,
 			 const char *value)
 {
@@ -113,6 +239,14 @@ static int on_req_headers(http_parser *hp)
 	 * lets one through as a value's first byte (found by fuzz_http) */
 	if (memchr(p->head, '\0', p->head_len))
 		p->status = 400;
+	/* RFC 9112 3.2: the target is visible ASCII; the parser lets a tab
+	 * (and other control bytes) through, which a backend may split on */
+	for (i = 0; i < p->url_len; i++) {
+		unsigned char ch = (unsigned char)p->head[p->url_off + i];
+
+		if (ch <= 0x20 || ch == 0x7f)
+			p->status = 400;
+	}
 	for (i = 0; i < p->n_hdrs; i++) {
 		const struct dmsc_l7_http_hdr *h = &p->hdrs[i];
 

@@ -86,4 +86,25 @@ bool dmsc_l7_http_hdr_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l
 bool dmsc_l7_http_val_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h,
 			 const char *value);
 
+/* Is name one of the comma-separated tokens of the field value val? */
+bool dmsc_l7_list_has(const char *val, size_t vlen, const char *name, size_t nlen);
+/* Does a Connection header of the request name header h (RFC 9110 7.6.1:
+ * then h is hop-by-hop and must not be forwarded)? */
+bool dmsc_l7_http_conn_lists(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h);
+
+/* dmsc_l7_resp_head_rewrite flags */
+#define DMSC_L7_RESP_CLOSE 1u	  /* "Connection: close" (else keep-alive) */
+#define DMSC_L7_RESP_NO_LENGTH 2u /* drop Content-Length too (close-delimited body) */
+
+/*
+ * A response head (status line to the empty line, as a parser accepted it)
+ * for a client of another HTTP version than the backend's: the hop-by-hop
+ * fields (Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade,
+ * Transfer-Encoding, and every field that Connection names) are dropped and
+ * one Connection field is added as flags say. Writes at most cap bytes to
+ * out; returns the length, -ENOSPC, or -EINVAL (no status line).
+ */
+int dmsc_l7_resp_head_rewrite(const char *head, size_t len, unsigned int flags, char *out,
+			      size_t cap);
+
 #endif

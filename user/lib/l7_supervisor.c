@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +34,7 @@ int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv)
 	s->pid = -1;
 	s->old_pid = -1;
 	s->ready_fd = -1;
+	s->policy_fd = -1;
 	s->last_status = -1;
 	s->backoff_ms = DMSC_L7_SUP_BACKOFF_MIN_MS;
 	s->state = DMSC_L7_SUP_STOPPED;
@@ -40,8 +43,8 @@ int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv)
 
 int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 {
+	pid_t pid, parent = getpid();
 	int p[2], err;
-	pid_t pid;
 
 	if (s->pid > 0)
 		return -EALREADY;
@@ -57,13 +60,27 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 	}
 	if (pid == 0) {
 		int fd = fcntl(p[1], F_DUPFD, 3); /* a copy without O_CLOEXEC */
+		int n = s->argc;
 
+		/* The helper goes with its supervisor (kept across exec). The
+		 * parent may have died before the prctl: then it is too late
+		 * for the signal, so look. */
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+			_exit(127);
 		if (fd < 0)
 			_exit(127);
 		snprintf(s->ready_arg, sizeof(s->ready_arg), "%d", fd);
-		s->argv[s->argc] = "--ready-fd";
-		s->argv[s->argc + 1] = s->ready_arg;
-		s->argv[s->argc + 2] = NULL;
+		s->argv[n++] = "--ready-fd";
+		s->argv[n++] = s->ready_arg;
+		if (s->policy_fd >= 0) {
+			fd = fcntl(s->policy_fd, F_DUPFD, 3);
+			if (fd < 0)
+				_exit(127);
+			snprintf(s->policy_arg, sizeof(s->policy_arg), "/proc/self/fd/%d", fd);
+			s->argv[n++] = "--policy";
+			s->argv[n++] = s->policy_arg;
+		}
+		s->argv[n] = NULL;
 		execv(s->argv[0], (char *const *)s->argv);
 		_exit(127);
 	}
@@ -83,6 +100,8 @@ static void ready_close(struct dmsc_l7_supervisor *s)
 		close(s->ready_fd);
 	s->ready_fd = -1;
 }
+
+static int sup_replace(struct dmsc_l7_supervisor *s, uint64_t now_ms);
 
 enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 {
@@ -106,6 +125,13 @@ enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t n
 	}
 	if (s->old_pid > 0 && waitpid(s->old_pid, &status, WNOHANG) == s->old_pid)
 		s->old_pid = -1;
+	/* a replace that waited for the hand-over before it */
+	if (s->replace_queued && s->old_pid <= 0 && s->state == DMSC_L7_SUP_READY) {
+		s->replace_queued = false;
+		pr_info("dmsc-l7: starting the replacement queued during the last hand-over\n");
+		if (sup_replace(s, now_ms))
+			s->replace_queued = true; /* again at the next poll */
+	}
 	if (s->pid > 0) {
 		r = waitpid(s->pid, &status, WNOHANG);
 		if (r == s->pid) {
@@ -138,13 +164,49 @@ enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t n
 	return s->state;
 }
 
+int dmsc_l7_sup_set_policy(struct dmsc_l7_supervisor *s, const char *text, size_t len)
+{
+	size_t off = 0;
+	int fd, err;
+
+	fd = memfd_create("dmsc-l7-policy", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0) {
+		err = -errno;
+		pr_warn("dmsc-l7: cannot make a memfd for its policy: %s\n", strerror(-err));
+		return err;
+	}
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			err = n < 0 ? -errno : -EIO;
+			pr_warn("dmsc-l7: cannot write its policy to a memfd: %s\n",
+				strerror(-err));
+			close(fd);
+			return err;
+		}
+		off += (size_t)n;
+	}
+	/* what the helper reads is what was applied: nobody can change it */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
+		err = -errno;
+		pr_warn("dmsc-l7: cannot seal its policy memfd: %s\n", strerror(-err));
+		close(fd);
+		return err;
+	}
+	if (s->policy_fd >= 0)
+		close(s->policy_fd);
+	s->policy_fd = fd;
+	return 0;
+}
+
 int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, uint64_t now_ms)
 {
 	const char *copy[DMSC_L7_SUP_ARGS_MAX + 3];
-	int n = 0, err;
+	int n = 0;
 
-	if (s->old_pid > 0)
-		return -EBUSY; /* one hand-over at a time */
 	while (argv[n]) {
 		if (n == DMSC_L7_SUP_ARGS_MAX)
 			return -E2BIG;
@@ -154,6 +216,20 @@ int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, u
 	memcpy(s->argv, copy, (size_t)n * sizeof(copy[0]));
 	s->argv[n] = NULL;
 	s->argc = n;
+	if (s->old_pid > 0 || (s->replace_queued && s->pid > 0)) {
+		/* one hand-over at a time: this one follows */
+		s->replace_queued = true;
+		return 0;
+	}
+	s->replace_queued = false;
+	return sup_replace(s, now_ms);
+}
+
+/* The hand-over itself: argv and the policy are set. */
+static int sup_replace(struct dmsc_l7_supervisor *s, uint64_t now_ms)
+{
+	int err;
+
 	if (s->pid <= 0) /* nothing running: a plain start */
 		return dmsc_l7_sup_start(s, now_ms);
 	s->old_pid = s->pid;
@@ -182,6 +258,10 @@ int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
 
 	ready_close(s);
 	s->state = DMSC_L7_SUP_STOPPED;
+	s->replace_queued = false;
+	if (s->policy_fd >= 0)
+		close(s->policy_fd);
+	s->policy_fd = -1;
 	if (s->old_pid > 0) {
 		kill(s->old_pid, SIGTERM);
 		for (waited = 0; waited <= timeout_ms; waited += 10) {

@@ -7,7 +7,11 @@
  * back-off, so a helper that cannot start does not spin.
  *
  * The helper is told to write "ready\n" to an inherited pipe (--ready-fd);
- * until it has, it is "starting". Its exit codes: 0 drained (asked to stop),
+ * until it has, it is "starting". Given a policy (dmsc_l7_sup_set_policy),
+ * it reads that one, from an inherited sealed memfd (--policy
+ * /proc/self/fd/N), never a file that may have changed since. It gets
+ * SIGTERM (and drains) when the process that started it dies: no helper
+ * outlives its dmscd to serve an old policy beside the next one's. Its exit codes: 0 drained (asked to stop),
  * 1 failed, 2 usage (a configuration error: restarting cannot fix it, so the
  * back-off goes straight to its maximum).
  */
@@ -33,9 +37,12 @@ enum dmsc_l7_sup_state {
 };
 
 struct dmsc_l7_supervisor {
-	const char *argv[DMSC_L7_SUP_ARGS_MAX + 3]; /* + --ready-fd N + NULL */
+	const char *argv[DMSC_L7_SUP_ARGS_MAX + 5]; /* + --ready-fd N --policy P + NULL */
 	int argc;
 	char ready_arg[16];
+	char policy_arg[40];
+	int policy_fd;	     /* sealed memfd with the policy; -1: none */
+	bool replace_queued; /* a replace asked for during a hand-over */
 	enum dmsc_l7_sup_state state;
 	pid_t pid;
 	pid_t old_pid; /* replaced helper, told to drain once pid is ready */
@@ -59,11 +66,22 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms);
 enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t now_ms);
 
 /*
+ * The policy the next helper started gets (--policy /proc/self/fd/N): text
+ * is copied into a sealed memfd, which replaces the previous one. A helper
+ * running keeps what it read; call dmsc_l7_sup_replace to hand over.
+ * 0 or a negative errno.
+ */
+int dmsc_l7_sup_set_policy(struct dmsc_l7_supervisor *s, const char *text, size_t len);
+
+/*
  * A new policy (or binary): starts a second helper beside the running one
  * (both listen on the same address with SO_REUSEPORT) and, once the new one
  * is ready, sends the old one SIGTERM so that it drains; dmsc_l7_sup_poll
  * does the hand-over and reaps the old one. No connection is refused and
- * none is cut. argv may change (new --policy). 0 or a negative errno.
+ * none is cut. argv may change. One hand-over at a time: asked for during
+ * one, the replace is queued (replace_queued) and dmsc_l7_sup_poll starts
+ * it once the old helper is gone, with the policy and argv set last, so
+ * the last change always reaches a helper. 0 or a negative errno.
  */
 int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, uint64_t now_ms);
 

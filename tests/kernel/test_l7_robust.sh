@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# dmsc-l7 under misbehaving backends and clients, and its supervision by
+# dmscd (issue 10, items 1-6 and 13): pooled backend connections that the
+# backend wrote to or closed, retries after a 503 then silence, input after
+# a half-close, one client holding many connections, HTTP/1.0 and hop-by-hop
+# headers, the loop guard a workload cannot forge, and dmscd handing the
+# helper exactly the policy it applied. Backends that misbehave on purpose
+# are tests/tools/l7-backend.py; raw clients tests/tools/l7-client.py.
+set -u
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+L7PID=
+DPID=
+suite_cleanup() {
+	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null
+	[[ -n $DPID ]] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+}
+dmsc_suite_begin l7robust dr7$$
+PY=/usr/bin/python3
+if [[ ! -x $PY ]]; then
+	echo "skip - no /usr/bin/python3 for the test backends"
+	exit 77
+fi
+L7=$BIN/dmsc-l7
+TOOLS=$TOP/tests/tools
+HELPER=198.18.0.1:15001
+WEB=198.19.0.20
+LIMITED=198.19.0.24
+STALE=198.19.0.30
+LATE=198.19.0.31
+SILENT=198.19.0.32
+UPLOAD=198.19.0.33
+ECHO=198.19.0.34
+GUARDED=198.19.0.35
+SHORT=198.19.0.36
+SLOW=198.19.0.40
+dmsc_net_host c 198.18.0.2/16 || exit 1
+dmsc_net_host c2 198.18.0.3/16 || exit 1
+dmsc_net_host n 198.18.0.1/16 || exit 1
+i=2
+for h in b1 b2 slow; do
+	dmsc_net_host "$h" "198.18.1.$i/16" || exit 1
+	i=$((i + 1))
+done
+i=10
+for h in stale late silent upload echo; do
+	dmsc_net_host "$h" "198.18.1.$i/16" || exit 1
+	i=$((i + 1))
+done
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+INSIDE=$(dmsc_cgroup_make "$P/mesh/in") || exit 1
+
+dmsc_net_exec b1 "$SRV" --name v1 --mode http --listen 198.18.1.2:8080 --max-seconds 600 >"$T/v1.out" 2>&1 &
+dmsc_net_exec b2 "$SRV" --name v2 --mode http --listen 198.18.1.3:8080 --max-seconds 600 >"$T/v2.out" 2>&1 &
+dmsc_net_exec slow "$SRV" --name slow --mode http --listen 198.18.1.4:8080 --delay-ms 8000 --log-requests \
+	--max-seconds 600 >"$T/slow.out" 2>&1 &
+pyback() { # HOST ADDR MODE [PORT]
+	dmsc_net_exec "$1" "$PY" "$TOOLS/l7-backend.py" --listen "$2:${4:-8080}" --mode "$3" \
+		--max-seconds 600 >"$T/$3${4:-}.out" 2>&1 &
+}
+pyback stale 198.18.1.10 stale
+pyback stale 198.18.1.10 stale 8081 # its own pool: the short Content-Length case
+pyback late 198.18.1.11 late408
+pyback silent 198.18.1.12 503silent
+pyback upload 198.18.1.13 slowread
+pyback echo 198.18.1.14 echohead
+for f in v1 v2 slow stale stale8081 late408 503silent slowread echohead; do
+	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
+done
+
+cat >"$T/policy.json" <<JSON
+{ "services": [
+  { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.2", "port": 8080, "weight": 100, "labels": { "version": "v1" } },
+      { "address": "198.18.1.3", "port": 8080, "weight": 1, "labels": { "version": "v2" } } ],
+    "routes": [ { "match": { "path_prefix": "/v2/" }, "backends": { "version": "v2" } } ] },
+  { "name": "limited", "vip": "$LIMITED", "port": 80, "protocol": "http",
+    "rate_limit": { "requests_per_second": 1, "burst": 2 },
+    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
+  { "name": "stalesvc", "vip": "$STALE", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.10", "port": 8080 } ] },
+  { "name": "shortsvc", "vip": "$SHORT", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.10", "port": 8081 } ] },
+  { "name": "latesvc", "vip": "$LATE", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.11", "port": 8080 } ] },
+  { "name": "silentsvc", "vip": "$SILENT", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.12", "port": 8080 } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 1000, "retries": 1 } ] },
+  { "name": "uploadsvc", "vip": "$UPLOAD", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.13", "port": 8080 } ] },
+  { "name": "echosvc", "vip": "$ECHO", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.14", "port": 8080 } ] },
+  { "name": "guarded", "vip": "$GUARDED", "port": 80, "protocol": "http",
+    "allow_from": [ "dmsc-test/$P/mesh/in" ],
+    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] } ] }
+JSON
+
+t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
+t_check "apply a policy with http services" "$CTL" apply "$T/policy.json"
+
+# One worker: every request meets the same pool of backend connections.
+bash -c 'echo $$ >"$1/cgroup.procs" && exec ip netns exec "$2" "${@:3}"' _ "$MESH" "${P}n" \
+	"$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 1 \
+	--head-timeout-ms 1000 --default-retries 0 --drain-ms 2000 \
+	--access-log "$T/access.log" >"$T/l7.out" 2>"$T/l7.err" &
+L7PID=$!
+dmsc_wait_ready "$T/l7.out" 10 || { t_fail "dmsc-l7 ready"; cat "$T/l7.err"; t_summary; exit 1; }
+t_ok "dmsc-l7 starts and says ready"
+
+# raw FROM VIP [l7-client.py raw options]: the bytes a raw client got back.
+raw() {
+	local from=$1 vip=$2
+	shift 2
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec "$from" "$PY" "$TOOLS/l7-client.py" raw "$vip:80" "$@"
+}
+req() { # FILE CONTENT(printf format)
+	# shellcheck disable=SC2059
+	printf "$2" >"$1"
+}
+body_of() { # the body of the first response in a raw capture
+	awk 'BEGIN { RS = "\r\n\r\n" } NR == 2 { print; exit }' "$1" | head -n 1
+}
+# wait_for SECONDS CMD...: polls CMD every 0.1 s.
+wait_for() {
+	local secs=$1 i
+	shift
+	for ((i = 0; i < secs * 10; i++)); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+# No helper connection to ADDR is idle with nothing to read: the one that
+# was pooled has been closed, or it holds unread bytes (the defect).
+no_quiet_conn_to() {
+	! dmsc_net_exec n ss -Htn dst "$1" | awk '$1 == "ESTAB" && $2 == 0' | grep -q .
+}
+no_conn_to() {
+	! dmsc_net_exec n ss -Htn state established dst "$1" | grep -q .
+}
+
+# ---- item 1: a pooled connection that has something to read, or was
+# closed, never carries a request; idle ones expire.
+req "$T/head.txt" 'HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+req "$T/bob.txt" 'GET /user-bob HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+raw c "$STALE" --file "$T/head.txt" --timeout 5 >"$T/head.out"
+t_check "HEAD answered 200" grep -q '^HTTP/1.1 200' "$T/head.out"
+wait_for 5 grep -q stale-sent "$T/stale.out"
+wait_for 5 no_quiet_conn_to 198.18.1.10:8080
+raw c "$STALE" --file "$T/bob.txt" --timeout 5 >"$T/bob.out"
+t_eq "a body sent after a HEAD answer never reaches the next client" "$(body_of "$T/bob.out")" /user-bob
+req "$T/short.txt" 'GET /short HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+raw c "$SHORT" --file "$T/short.txt" --timeout 5 >"$T/short.out"
+wait_for 5 grep -q stale-sent "$T/stale8081.out"
+wait_for 5 no_quiet_conn_to 198.18.1.10:8081
+raw c "$SHORT" --file "$T/bob.txt" --timeout 5 >"$T/bob2.out"
+t_eq "bytes past a short Content-Length never reach the next client" "$(body_of "$T/bob2.out")" /user-bob
+req "$T/a.txt" 'GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+req "$T/b.txt" 'GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+raw c "$LATE" --file "$T/a.txt" --timeout 5 >"$T/a.out"
+wait_for 5 grep -q 408-sent "$T/late408.out"
+wait_for 5 no_quiet_conn_to 198.18.1.11
+raw c "$LATE" --file "$T/b.txt" --timeout 5 >"$T/b.out"
+t_eq "a late 408 on an idle pooled connection never reaches the next client" \
+	"$(head -n 1 "$T/b.out" | tr -d '\r')" "HTTP/1.1 200 OK"
+t_eq "... which gets its own answer" "$(body_of "$T/b.out")" /b
+curl_c() { dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 5 "$@"; }
+curl_c -o /dev/null "http://$WEB/x"
+t_check "an idle pooled backend connection is closed after --pool-idle-ms (4 s)" \
+	wait_for 10 no_conn_to 198.18.1.2
+
+# ---- item 3: every retry has its deadline.
+req "$T/silent.txt" 'GET /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+t0=$(date +%s%N)
+raw c "$SILENT" --file "$T/silent.txt" --timeout 8 >"$T/silent.out"
+ms=$((($(date +%s%N) - t0) / 1000000))
+t_eq "503 then silence (retries 1, timeout_ms 1000): the client gets a 504" \
+	"$(head -n 1 "$T/silent.out" | tr -d '\r')" "HTTP/1.1 504 Gateway Timeout"
+t_range "... within the retry's timeout (ms)" "$ms" 900 4000
+
+# ---- item 4: input after a half-close.
+for ((i = 0; i < 600; i++)); do printf 'GET /v2/p%d HTTP/1.1\r\nHost: x\r\n\r\n' "$i"; done >"$T/600.txt"
+raw c "$WEB" --file "$T/600.txt" --shut --timeout 20 >"$T/600.out"
+t_eq "600 pipelined GETs then shutdown(SHUT_WR): 600 answers" \
+	"$(grep -ac '^HTTP/1.1 200' "$T/600.out")" 600
+req "$T/up.txt" 'POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n'
+raw c "$UPLOAD" --file "$T/up.txt" --body-bytes 4194304 --shut --timeout 30 >"$T/up.out"
+t_eq "a 4 MiB upload under back-pressure, then shutdown(SHUT_WR): complete" \
+	"$(body_of "$T/up.out")" "got 4194304"
+
+# ---- item 6: HTTP correctness.
+req "$T/hop.txt" 'GET /e HTTP/1.1\r\nHost: x\r\nConnection: X-Secret, keep-alive\r\nX-Secret: s3cret\r\nKeep-Alive: timeout=9\r\nX-Kept: 1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n'
+raw c "$ECHO" --file "$T/hop.txt" --timeout 3 >"$T/hop.out"
+t_check "a field named in Connection is not forwarded" bash -c "! grep -qi 's3cret' '$T/hop.out'"
+t_check "Keep-Alive is not forwarded" bash -c "! grep -qi 'timeout=9' '$T/hop.out'"
+t_check "an end-to-end field is forwarded" grep -qi '^X-Kept: 1' "$T/hop.out"
+t_check "X-Forwarded-For gets the client's address appended" \
+	grep -qi '^X-Forwarded-For: 203.0.113.9, 198.18.0.2' "$T/hop.out"
+req "$T/h10.txt" 'GET /ten HTTP/1.0\r\nX-A: b\r\n\r\n'
+raw c "$ECHO" --file "$T/h10.txt" --timeout 3 >"$T/h10.out"
+t_check "HTTP/1.0 client: no chunked body" bash -c "! grep -qi 'transfer-encoding' '$T/h10.out'"
+t_check "HTTP/1.0 client: the body de-chunked (the echoed request line intact)" \
+	grep -q '^GET /ten HTTP/1.1' "$T/h10.out"
+t_check "HTTP/1.0 client: the response's hop-by-hop fields dropped" \
+	bash -c "! grep -qi 'hop-secret' '$T/h10.out' && grep -qi '^X-End: end' '$T/h10.out'"
+t_check "HTTP/1.0 client: Connection: close, and closed" grep -qi '^Connection: close' "$T/h10.out"
+t_check "HTTP/1.0 without Host reaches the backend (as 1.1) with the VIP as Host" \
+	grep -qi "^Host: $ECHO:80" "$T/h10.out"
+req "$T/tab.txt" 'GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n'
+raw c "$WEB" --file "$T/tab.txt" --timeout 3 >"$T/tab.out"
+t_eq "a tab in the request target: 400" "$(head -n 1 "$T/tab.out" | tr -d '\r')" \
+	"HTTP/1.1 400 Bad Request"
+
+# ---- item 13: a socket mark is no way around the helper.
+MARK=0x646d7363
+req "$T/v2.txt" 'GET /v2/m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+got=
+for ((i = 0; i < 10; i++)); do
+	got+="$(raw c "$WEB" --mark "$MARK" --file "$T/v2.txt" --timeout 3 | body_of /dev/stdin) "
+done
+t_eq "a socket marked $MARK from the mesh cgroup is still handed to the helper (route /v2/)" \
+	"$got" "v2 v2 v2 v2 v2 v2 v2 v2 v2 v2 "
+{
+	for ((i = 0; i < 5; i++)); do printf 'GET /l HTTP/1.1\r\nHost: x\r\n\r\n'; done
+	printf 'GET /l HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+} >"$T/lim.txt"
+got=$(raw c "$LIMITED" --mark "$MARK" --file "$T/lim.txt" --timeout 3 | grep -a '^HTTP/1.1' | awk '{ print $2 }' | tr '\n' ' ')
+t_check "... and its requests are limited (requests_per_second 1, burst 2: 429s among 6 pipelined: $got)" \
+	grep -q '^200 200 .*429' <<<"$got"
+got=$(dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PY" "$TOOLS/l7-client.py" raw "$GUARDED:80" \
+	--mark "$MARK" --file "$T/v2.txt" --timeout 3 2>&1)
+t_eq "... and allow_from still refuses it outside the allowed cgroup" "$got" "connect: EPERM"
+got=$(dmsc_run_in_cgroup "$INSIDE" dmsc_net_exec c "$PY" "$TOOLS/l7-client.py" raw "$GUARDED:80" \
+	--mark "$MARK" --file "$T/v2.txt" --timeout 3 | body_of /dev/stdin)
+t_eq "... and lets it in from the allowed one" "$got" v1
+
+# ---- item 5: one client address cannot take every connection (default 512).
+coproc HOLD { dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PY" "$TOOLS/l7-client.py" hold "$WEB:80" --count 512 --seconds 60; }
+read -r -t 30 held <&"${HOLD[0]}"
+t_eq "one client holds 512 idle connections" "$held" "held 512"
+req "$T/one.txt" 'GET /v2/one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+raw c "$WEB" --file "$T/one.txt" --timeout 3 >"$T/over.out"
+t_eq "its next connection gets a 503 at once" "$(head -n 1 "$T/over.out" | tr -d '\r')" \
+	"HTTP/1.1 503 Service Unavailable"
+raw c2 "$WEB" --file "$T/one.txt" --timeout 3 >"$T/c2.out"
+t_eq "another client is served meanwhile" "$(body_of "$T/c2.out")" v2
+exec {HOLD[1]}>&-
+wait "$HOLD_PID" 2>/dev/null
+got=
+for ((i = 0; i < 50; i++)); do
+	got=$(raw c "$WEB" --file "$T/one.txt" --timeout 3 | body_of /dev/stdin)
+	[[ $got == v2 ]] && break
+	sleep 0.1
+done
+t_eq "once they are closed, the client is served again" "$got" v2
+t_check "dmsc-l7 still running" kill -0 "$L7PID"
+kill -TERM "$L7PID"
+wait "$L7PID"
+L7PID=
+
+# ---- item 2: dmscd hands the helper exactly the policy it applied.
+dpolicy() { # SELECTOR [WEIGHT]: the /r/ route's version, v2's weight (default 1)
+	cat >"$T/d.tmp" <<JSON
+{ "services": [
+  { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.2", "port": 8080, "labels": { "version": "v1" } },
+      { "address": "198.18.1.3", "port": 8080, "weight": ${2:-1}, "labels": { "version": "v2" } } ],
+    "routes": [ { "match": { "path_prefix": "/r/" }, "backends": { "version": "$1" } } ] },
+  { "name": "slowsvc", "vip": "$SLOW", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.4", "port": 8080 } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 20000 } ] } ] }
+JSON
+	mv "$T/d.tmp" "$T/d.json"
+}
+routes_to() { [[ $(curl_c "http://$WEB/r/x" 2>/dev/null) == "$1" ]]; }
+# The helper of dmscd $DPID serves: it writes its metrics file once ready
+# (a route check alone could pass at L4 by chance before it is up).
+helper_up() { [[ -f /run/dmsc/dmsc-l7.$DPID.prom ]]; }
+l7_pid() { pgrep -f -- "--metrics-file /run/dmsc/dmsc-l7.$1.prom" | head -n 1; }
+start_dmscd() {
+	nsenter --net="/run/netns/${P}n" "$BIN/dmscd" --policy "$T/d.json" --l7-listen "$HELPER" \
+		--metrics off --debounce-ms 100 --debounce-max-ms 300 >>"$T/dmscd.log" 2>&1 &
+	DPID=$!
+	wait_for 20 helper_up || t_fail "dmscd $DPID: its helper up"
+}
+dpolicy v2
+start_dmscd
+t_check "dmscd starts the helper: /r/ goes to v2" wait_for 10 routes_to v2
+dpolicy v1
+t_check "a change of routes alone (no kernel map changes) reaches the helper" wait_for 10 routes_to v1
+pid=$(l7_pid "$DPID")
+t_check "the helper's command line does not name the user's file" \
+	bash -c "[[ -n '$pid' ]] && ! tr '\\0' ' ' </proc/${pid:-0}/cmdline | grep -q '$T/d.json'"
+echo '{ "services": [ broken' >"$T/d.json"
+wait_for 5 grep -q 'not applied' "$T/dmscd.log"
+[[ -n $pid ]] && kill -KILL "$pid"
+new_helper() { local p; p=$(l7_pid "$DPID"); [[ -n $p && $p != "$1" ]]; }
+t_check "a helper killed after the file went bad is restarted" wait_for 10 new_helper "${pid:-0}"
+t_check "... and runs the policy applied (v1), not the file" wait_for 10 routes_to v1
+# A replace asked for while the last hand-over drains is done after it
+# (a dmscd of its own, so that this case does not hang on the one above).
+kill -TERM "$DPID"
+wait "$DPID"
+dpolicy v1
+start_dmscd
+t_check "dmscd started again: /r/ goes to v1" wait_for 10 routes_to v1
+curl_c --max-time 20 -o "$T/slowreq.out" "http://$SLOW/hold" &
+SLOWREQ=$!
+t_check "a slow request (8 s) is in flight through the helper" wait_for 5 grep -q '^request' "$T/slow.out"
+# Both changes write a kernel map too (a weight), so that a dmscd that
+# replaced its helper only on map writes would try both.
+n0=$(grep -c 'replaced by' "$T/dmscd.log")
+dpolicy v2 2
+t_check "a change: the hand-over starts (the old helper drains the slow request)" \
+	wait_for 10 bash -c "[[ \$(grep -c 'replaced by' '$T/dmscd.log') -gt $n0 ]]"
+t_check "... and the new helper serves it (v2)" wait_for 10 routes_to v2
+dpolicy v1 3
+t_check "a change during that drain is queued and done after it (v1)" wait_for 20 routes_to v1
+wait "$SLOWREQ"
+t_eq "the request in flight during both hand-overs is answered" "$(cat "$T/slowreq.out")" slow
+kill -TERM "$DPID"
+wait "$DPID"
+DPID=
+# A dmscd that dies leaves no helper behind.
+dpolicy v1
+start_dmscd
+t_check "dmscd started once more: /r/ goes to v1" wait_for 10 routes_to v1
+pid=$(l7_pid "$DPID")
+t_check "its helper runs" test -n "$pid"
+kill -KILL "$DPID"
+wait "$DPID" 2>/dev/null
+KILLED=$DPID
+DPID=
+t_check "dmscd killed with SIGKILL: its helper exits too" \
+	wait_for 15 bash -c "! kill -0 ${pid:-1} 2>/dev/null"
+rm -f "/run/dmsc/dmsc-l7.$KILLED.prom"
+dpolicy v2
+start_dmscd
+t_check "a new dmscd serves the new policy" wait_for 10 routes_to v2
+got=
+for ((i = 0; i < 20; i++)); do got+="$(curl_c "http://$WEB/r/x") "; done
+t_eq "... alone (20 requests, all v2)" "$got" "$(for ((i = 0; i < 20; i++)); do printf 'v2 '; done)"
+kill -TERM "$DPID"
+wait "$DPID"
+DPID=
+
+t_check "uninstall" "$CTL" uninstall
+t_summary

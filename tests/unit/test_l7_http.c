@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* dmsc-l7's request checks and header rewriting (l7_http.c), and the L7
+ * view of a policy that dmscd hands the helper (l7_snapshot.c). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "l7_http.h"
+#include "l7_snapshot.h"
+#include "policy.h"
+
+static const struct dmsc_l7_http_limits lim = {8192, 64, 4096};
+
+/* Feeds a whole head; returns the status refusing it (0: accepted). */
+static int head_status(struct dmsc_l7_req_parser *p, const char *req)
+{
+	size_t used;
+	int status = 0;
+
+	cr_assert_eq(dmsc_l7_http_init(p, &lim, NULL, NULL), 0);
+	if (dmsc_l7_http_feed(p, req, strlen(req), &used, &status))
+		return status;
+	cr_assert(p->paused_head, "the head was parsed: %s", req);
+	return p->status;
+}
+
+Test(l7_http, control_bytes_in_the_target_are_refused)
+{
+	struct dmsc_l7_req_parser p;
+
+	cr_expect_eq(head_status(&p, "GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+	dmsc_l7_http_free(&p);
+	cr_expect_eq(head_status(&p, "GET /a\x7f HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+	dmsc_l7_http_free(&p);
+	cr_expect_eq(head_status(&p, "GET /a%09b?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+	dmsc_l7_http_free(&p);
+}
+
+Test(l7_http, tokens_of_a_list)
+{
+	const char *v = " keep-alive ,X-Secret,, \tUpgrade\t";
+
+	cr_expect(dmsc_l7_list_has(v, strlen(v), "x-secret", 8));
+	cr_expect(dmsc_l7_list_has(v, strlen(v), "upgrade", 7));
+	cr_expect(dmsc_l7_list_has(v, strlen(v), "Keep-Alive", 10));
+	cr_expect_not(dmsc_l7_list_has(v, strlen(v), "x-secre", 7));
+	cr_expect_not(dmsc_l7_list_has(v, strlen(v), "", 0));
+	cr_expect_not(dmsc_l7_list_has("", 0, "a", 1));
+}
+
+Test(l7_http, fields_named_by_connection_are_hop_by_hop)
+{
+	struct dmsc_l7_req_parser p;
+	uint32_t i;
+	int listed = 0;
+
+	cr_assert_eq(head_status(&p, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-A\r\n"
+				     "X-A: 1\r\nX-B: 2\r\nconnection: x-c\r\nX-C: 3\r\n\r\n"),
+		     0);
+	for (i = 0; i < p.n_hdrs; i++) {
+		bool l = dmsc_l7_http_conn_lists(&p, &p.hdrs[i]);
+
+		if (dmsc_l7_http_hdr_is(&p, &p.hdrs[i], "x-a") ||
+		    dmsc_l7_http_hdr_is(&p, &p.hdrs[i], "x-c"))
+			cr_expect(l, "header %u is named by a Connection field", i);
+		else
+			cr_expect_not(l, "header %u is not", i);
+		listed += l;
+	}
+	cr_expect_eq(listed, 2);
+	dmsc_l7_http_free(&p);
+}
+
+Test(l7_http, response_head_for_an_http10_client)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+				   "Connection: keep-alive, X-Hop\r\nX-Hop: secret\r\n"
+				   "Keep-Alive: timeout=5\r\nX-Folded: a\r\n b\r\nContent-Length: 3\r\n"
+				   "X-End: 1\r\n\r\n";
+	char out[512];
+	int n;
+
+	n = dmsc_l7_resp_head_rewrite(head, sizeof(head) - 1,
+				      DMSC_L7_RESP_CLOSE | DMSC_L7_RESP_NO_LENGTH, out, sizeof(out));
+	cr_assert_gt(n, 0);
+	out[n] = '\0';
+	cr_expect_str_eq(out, "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nX-End: 1\r\n"
+			      "Connection: close\r\n\r\n");
+	n = dmsc_l7_resp_head_rewrite(head, sizeof(head) - 1, 0, out, sizeof(out));
+	cr_assert_gt(n, 0);
+	out[n] = '\0';
+	cr_expect(strstr(out, "Content-Length: 3\r\n"), "%s", out);
+	cr_expect(strstr(out, "Connection: keep-alive\r\n\r\n"), "%s", out);
+	cr_expect_eq(dmsc_l7_resp_head_rewrite(head, sizeof(head) - 1, 0, out, 20), -ENOSPC);
+	cr_expect_eq(dmsc_l7_resp_head_rewrite("", 0, 0, out, sizeof(out)), -EINVAL);
+}
+
+/* ---- the L7 view ---- */
+static const char *const doc_fmt =
+    "{ \"services\": ["
+    "  { \"name\": \"db\", \"vip\": \"198.19.0.1\", \"port\": 5432,"
+    "    \"allow_from\": [ \"%s\" ],"
+    "    \"backends\": [ { \"address\": \"198.18.1.9\", \"port\": 5432 } ] },"
+    "  { \"name\": \"web\", \"vip\": \"198.19.0.2\", \"port\": 80, \"protocol\": \"http\","
+    "    \"allow_from\": [ \"%s\" ], \"accelerate\": \"off\","
+    "    \"rate_limit\": { \"requests_per_second\": %d, \"burst\": 5,"
+    "                    \"connections_per_second\": 100 },"
+    "    \"backends\": ["
+    "      { \"address\": \"198.18.1.2\", \"port\": 80, \"weight\": 80,"
+    "        \"labels\": { \"version\": \"v1\" } },"
+    "      { \"address\": \"198.18.1.3\", \"port\": 80, \"weight\": 0,"
+    "        \"labels\": { \"version\": \"%s\" } } ],"
+    "    \"routes\": ["
+    "      { \"match\": { \"path_prefix\": \"/api/\", \"method\": \"GET\","
+    "                     \"headers\": { \"x-canary\": \"yes\" } },"
+    "        \"backends\": { \"version\": \"%s\" }, \"timeout_ms\": %d, \"retries\": 3 },"
+    "      { \"match\": { \"path\": \"/exact\" } } ] } ] }";
+
+static char *view(const char *allow, int rps, const char *label, const char *sel, int timeout)
+{
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0};
+	char doc[4096], *out;
+	size_t len;
+
+	snprintf(doc, sizeof(doc), doc_fmt, allow, allow, rps, label, sel, timeout);
+	cr_assert_eq(dmsc_policy_parse(doc, strlen(doc), "t", &p, &errs), 0, "%s", doc);
+	cr_assert_eq(dmsc_l7_view_json(&p, &out, &len), 0);
+	cr_assert_eq(strlen(out), len);
+	dmsc_policy_free(&p);
+	dmsc_policy_errors_free(&errs);
+	return out;
+}
+
+Test(l7_view, is_a_policy_of_the_http_services_that_gives_itself_again)
+{
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0};
+	char *v = view("a.slice", 10, "v1", "v1", 250), *again;
+	size_t len;
+
+	cr_assert_eq(dmsc_policy_parse(v, strlen(v), "view", &p, &errs), 0, "%s", v);
+	cr_expect_eq(p.n_services, 1, "tcp services are not in it");
+	cr_expect_str_eq(p.services[0].name, "web");
+	cr_expect_eq(p.services[0].n_routes, 2);
+	cr_expect_eq(p.services[0].routes[0].timeout_ms, 250);
+	cr_expect_eq(p.services[0].rate_limit.requests_per_second, 10);
+	cr_expect_eq(p.services[0].backends[1].weight, 0);
+	cr_assert_eq(dmsc_l7_view_json(&p, &again, &len), 0);
+	cr_expect_str_eq(again, v, "the same policy, the same bytes");
+	free(again);
+	free(v);
+	dmsc_policy_free(&p);
+	dmsc_policy_errors_free(&errs);
+}
+
+Test(l7_view, changes_with_every_field_the_helper_uses_and_only_those)
+{
+	char *base = view("a.slice", 10, "v1", "v1", 250);
+	char *same = view("b.slice", 10, "v1", "v1", 250); /* allow_from: the kernel's */
+	char *timeout = view("a.slice", 10, "v1", "v1", 300);
+	char *rps = view("a.slice", 11, "v1", "v1", 250);
+	char *label = view("a.slice", 10, "v2", "v1", 250);
+	char *sel = view("a.slice", 10, "v2", "v2", 250);
+
+	cr_expect_str_eq(base, same);
+	cr_expect_str_neq(base, timeout);
+	cr_expect_str_neq(base, rps);
+	cr_expect_str_neq(base, label);
+	cr_expect_str_neq(label, sel);
+	free(base);
+	free(same);
+	free(timeout);
+	free(rps);
+	free(label);
+	free(sel);
+}

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* The L7 view of a policy (l7_snapshot.h). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "l7_snapshot.h"
+
+/* json-c's adders return 0 or -1; these keep the first failure. */
+static void put(struct json_object *o, const char *key, struct json_object *v, int *err)
+{
+	if (!v || json_object_object_add(o, key, v)) {
+		json_object_put(v);
+		*err = -ENOMEM;
+	}
+}
+
+static void push(struct json_object *a, struct json_object *v, int *err)
+{
+	if (!v || json_object_array_add(a, v)) {
+		json_object_put(v);
+		*err = -ENOMEM;
+	}
+}
+
+static struct json_object *string_map(const struct dmsc_label *l, size_t n, int *err)
+{
+	struct json_object *o = json_object_new_object();
+	size_t i;
+
+	for (i = 0; o && i < n; i++)
+		put(o, l[i].key, json_object_new_string(l[i].value), err);
+	if (!o)
+		*err = -ENOMEM;
+	return o;
+}
+
+static struct json_object *backend_json(const struct dmsc_policy_backend *b, int *err)
+{
+	struct json_object *o = json_object_new_object();
+	char addr[INET_ADDRSTRLEN];
+
+	if (!o) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	inet_ntop(AF_INET, &b->addr, addr, sizeof(addr));
+	put(o, "address", json_object_new_string(addr), err);
+	put(o, "port", json_object_new_int(b->port), err);
+	put(o, "weight", json_object_new_int64(b->weight), err);
+	if (b->n_labels)
+		put(o, "labels", string_map(b->labels, b->n_labels, err), err);
+	return o;
+}
+
+static struct json_object *route_json(const struct dmsc_route *r, int *err)
+{
+	struct json_object *o = json_object_new_object(), *m = json_object_new_object();
+
+	if (!o || !m) {
+		json_object_put(o);
+		json_object_put(m);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if (r->match.path_prefix)
+		put(m, "path_prefix", json_object_new_string(r->match.path_prefix), err);
+	if (r->match.path)
+		put(m, "path", json_object_new_string(r->match.path), err);
+	if (r->match.method)
+		put(m, "method", json_object_new_string(r->match.method), err);
+	if (r->match.n_headers)
+		put(m, "headers", string_map(r->match.headers, r->match.n_headers, err), err);
+	put(o, "match", m, err);
+	if (r->n_selector)
+		put(o, "backends", string_map(r->selector, r->n_selector, err), err);
+	if (r->has_timeout_ms)
+		put(o, "timeout_ms", json_object_new_int64(r->timeout_ms), err);
+	if (r->has_retries)
+		put(o, "retries", json_object_new_int64(r->retries), err);
+	return o;
+}
+
+static struct json_object *service_json(const struct dmsc_policy_service *s, int *err)
+{
+	struct json_object *o = json_object_new_object(), *a;
+	char vip[INET_ADDRSTRLEN];
+	size_t i;
+
+	if (!o) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	inet_ntop(AF_INET, &s->vip, vip, sizeof(vip));
+	put(o, "name", json_object_new_string(s->name), err);
+	put(o, "vip", json_object_new_string(vip), err);
+	put(o, "port", json_object_new_int(s->port), err);
+	put(o, "protocol", json_object_new_string("http"), err);
+	a = json_object_new_array();
+	for (i = 0; a && i < s->n_backends; i++)
+		push(a, backend_json(&s->backends[i], err), err);
+	put(o, "backends", a, err);
+	if (s->has_rate_limit && s->rate_limit.has_requests_per_second) {
+		struct json_object *rl = json_object_new_object();
+
+		if (rl) {
+			put(rl, "requests_per_second",
+			    json_object_new_int64((int64_t)s->rate_limit.requests_per_second), err);
+			if (s->rate_limit.has_burst)
+				put(rl, "burst", json_object_new_int64((int64_t)s->rate_limit.burst),
+				    err);
+		}
+		put(o, "rate_limit", rl, err);
+	}
+	if (s->n_routes) {
+		a = json_object_new_array();
+		for (i = 0; a && i < s->n_routes; i++)
+			push(a, route_json(&s->routes[i], err), err);
+		put(o, "routes", a, err);
+	}
+	return o;
+}
+
+int dmsc_l7_view_json(const struct dmsc_policy *p, char **out, size_t *len)
+{
+	struct json_object *root = json_object_new_object(), *a = json_object_new_array();
+	const char *text;
+	int err = 0;
+	size_t i;
+
+	*out = NULL;
+	*len = 0;
+	if (!root || !a) {
+		json_object_put(root);
+		json_object_put(a);
+		return -ENOMEM;
+	}
+	for (i = 0; i < p->n_services; i++)
+		if (p->services[i].protocol == DMSC_POLICY_HTTP)
+			push(a, service_json(&p->services[i], &err), &err);
+	put(root, "services", a, &err);
+	text = err ? NULL : json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
+	if (text) {
+		*len = strlen(text);
+		*out = strdup(text);
+	}
+	json_object_put(root);
+	if (!*out) {
+		*len = 0;
+		return -ENOMEM;
+	}
+	return 0;
+}

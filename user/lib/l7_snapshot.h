@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The L7 view of a policy: its protocol "http" services with exactly the
+ * fields dmsc-l7 uses (name, vip, port, backends with weights and labels,
+ * requests_per_second and burst, routes), as a policy document. dmscd
+ * writes the view of the policy it applied and hands it to the helper, so
+ * that the helper runs the very version dmscd applied (never the user's
+ * file, which may have changed since); comparing two views says whether
+ * the helper must be replaced, whatever the kernel maps saw. The same
+ * policy always gives the same bytes.
+ */
+#ifndef DMSC_L7_SNAPSHOT_H
+#define DMSC_L7_SNAPSHOT_H
+
+#include <stddef.h>
+
+#include "policy.h"
+
+/* *out: a NUL-terminated JSON document (free()), *len its length without
+ * the NUL. 0 or -ENOMEM. */
+int dmsc_l7_view_json(const struct dmsc_policy *p, char **out, size_t *len);
+
+#endif /* DMSC_L7_SNAPSHOT_H */
