@@ -260,10 +260,13 @@ static const struct counter_row counter_rows[] = {
 	FP_ROW("dmsc_fastpath_fallbacks_total",
 	       "Writers that left the fast path for the normal stack, by reason (backlog: "
 	       "the reader fell behind; bulk: a large write where the backlog cannot be read; "
-	       "policy: the service became accelerate off or byte-limited).",
+	       "policy: the service became accelerate off or byte-limited; budget: the host "
+	       "budget of unread redirected bytes was spent; pressure: TCP memory was short).",
 	       backlog_fallback, "reason", "backlog"),
 	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, bulk_fallback, "reason", "bulk"),
 	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, policy_fallback, "reason", "policy"),
+	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, budget_fallback, "reason", "budget"),
+	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, pressure_fallback, "reason", "pressure"),
 	FP_ROW("dmsc_fastpath_skipped_total",
 	       "Connections or sockets kept off the fast path, by reason (accelerate_off, "
 	       "bulk_seen: auto after a recent bulk fallback, early_data: data before the "
