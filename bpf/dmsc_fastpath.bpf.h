@@ -201,6 +201,8 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	 * redirect to us as soon as it has it. */
 	if (fp_register_self(ops, cookie, st))
 		return;
+	me->cookie = cookie;
+	me->self_sk = (__u64)(unsigned long)sk;
 	me->conn = conn;
 	me->svc_key = svc_key;
 	me->svc_id = svc_id;
@@ -216,8 +218,10 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	pend.svc_id = svc_id;
 	pend.svc_flags = flags;
 	bpf_map_update_elem(&dmsc_fp_pending, &conn, &pend, BPF_ANY);
-	/* To drop the pending entry if the socket closes before it writes. */
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	/* STATE: to drop the pending entry if the socket closes before it
+	 * writes; RTT: to give the native path back (fp_release). */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+					       BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
 /* The accepted end, at PASSIVE_ESTABLISHED: registers only when the
@@ -257,6 +261,8 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 	cookie = bpf_get_socket_cookie(ops);
 	if (fp_register_self(ops, cookie, st))
 		return;
+	me->cookie = cookie;
+	me->self_sk = (__u64)(unsigned long)sk;
 	me->conn = conn;
 	me->svc_key = pend->svc_key;
 	me->svc_id = pend->svc_id;
@@ -270,8 +276,10 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 	pend->server_cookie = cookie;
 	if (st)
 		st->paired += 1;
-	/* To give back its share of the host budget when it closes. */
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	/* STATE: to give back its share of the host budget when it closes;
+	 * RTT: to give the native path back (fp_release). */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+					       BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
 /* Moves this writer's share of dmsc_fp_host.inflight to now_held. Racy
@@ -305,40 +313,6 @@ static __always_inline bool fp_is_ipv4(struct bpf_sock_ops *ops)
 	       ops->local_ip6[1] == 0 && ops->local_ip6[2] == bpf_htonl(0xffff);
 }
 
-SEC("sockops")
-int sock4_fp_sockops(struct bpf_sock_ops *ops)
-{
-	struct dmsc_fp_sock *me;
-	struct bpf_sock *sk;
-
-	if (!fp_is_ipv4(ops))
-		return 1;
-	switch (ops->op) {
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		sock4_fp_active(ops);
-		break;
-	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		sock4_fp_passive(ops);
-		break;
-	case BPF_SOCK_OPS_STATE_CB:
-		/* args[1] is the new state. The sockhash entry goes by itself
-		 * (the kernel unlinks a closing socket); the pending one is
-		 * ours to remove. */
-		sk = ops->sk;
-		if (ops->args[1] != BPF_TCP_CLOSE || !sk)
-			break;
-		me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0);
-		if (!me)
-			break;
-		if (me->active && me->mode == DMSC_FP_UNDECIDED)
-			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
-		fp_host_hold(me, 0);
-		break;
-	default:
-		break;
-	}
-	return 1;
-}
 
 /* Bytes redirected to the peer that it has not read yet. The kernel does
  * not bound a socket's ingress_msg queue: without this a writer runs ahead
@@ -373,6 +347,121 @@ static __always_inline __u32 fp_peer_backlog(__u64 peer_sk, bool *known)
 	if (bpf_core_read(&len, sizeof(len), &psock->msg_tot_len))
 		return 0;
 	return len;
+}
+
+/* Whether the socket at this kernel address still has its psock (its
+ * sk_user_data points to a psock that points back at it). The kernel drops
+ * a psock when its last user is gone: the sockhash, and every send or
+ * receive call in progress on the socket. */
+static __always_inline bool fp_has_psock(__u64 sk_addr)
+{
+	struct sock *sk = (struct sock *)sk_addr;
+	struct sk_psock *psock;
+	struct sock *back = NULL;
+	void *ud = NULL;
+
+	if (!sk || bpf_core_read(&ud, sizeof(ud), &sk->sk_user_data))
+		return false;
+	psock = (struct sk_psock *)((unsigned long)ud & ~FP_SK_USER_DATA_FLAGS);
+	return psock && !bpf_core_read(&back, sizeof(back), &psock->sk) && back == sk;
+}
+
+/* Gives a connection that left the fast path the kernel's own TCP path
+ * back. While a socket is in the sockhash its send and receive calls are
+ * tcp_bpf's, which cost bulk 0.55-0.62x of direct TCP for the rest of the
+ * connection; out of it, the kernel restores tcp_prot once the calls in
+ * progress return. Taking a socket out drops whatever redirected bytes it
+ * has not read (the kernel purges its psock's queue), so, run by a socket
+ * on the stack for good at each RTT sample (an ACK of its data):
+ *  1. its peer goes first, once the peer's queue is empty: this socket is
+ *     its only writer and redirects no more, so nothing can join it;
+ *  2. this socket goes at a later sample, once the peer's psock is gone
+ *     (no send call of the peer can still be redirecting to us: such a
+ *     call holds the psock) and our own queue is empty.
+ * Readers: one in tcp_bpf_recvmsg() holds its psock until it returns, and
+ * waits for both queues there; one that entered tcp_recvmsg() (MSG_WAITALL,
+ * SO_RCVLOWAT) did so with the redirected queue empty and waits on the TCP
+ * queue, where every byte goes now. (What is not safe is coming back to the
+ * fast path: such a reader would not see bytes redirected again.) The one
+ * race left: two threads writing one socket at once, one redirect still
+ * queueing while the other thread's write went to the stack and this runs;
+ * the queue check makes it unlikely, not impossible.
+ * Only where the queues can be read (sk_psock.msg_tot_len, Linux 6.x): on
+ * older kernels a socket that left stays in the sockhash, on tcp_bpf's
+ * path. sockops may delete from a sockhash; sk_msg may not (Linux 6.x). */
+static __always_inline void fp_release(struct bpf_sock_ops *ops, struct dmsc_fp_sock *me)
+{
+	struct dmsc_fp_stats *st;
+	bool known = false;
+	__u64 key;
+
+	if (me->mode == DMSC_FP_UNDECIDED || me->mode == DMSC_FP_REDIRECT)
+		return; /* RTT samples only once it writes on the stack */
+	if (!me->peer_cookie || !bpf_core_field_exists(struct sk_psock, msg_tot_len) ||
+	    me->released == (DMSC_FP_RELEASED_PEER | DMSC_FP_RELEASED_SELF))
+		goto done;
+	st = fp_stats(me->svc_id);
+	if (!(me->released & DMSC_FP_RELEASED_PEER)) {
+		if (fp_peer_backlog(me->peer_sk, &known) || !known)
+			return;
+		key = me->peer_cookie;
+		/* -ENOENT: the peer closed, or was taken out already. */
+		if (!bpf_map_delete_elem(&dmsc_fp_socks, &key) && st)
+			st->released += 1;
+		me->released |= DMSC_FP_RELEASED_PEER;
+		fp_host_hold(me, 0); /* its queue is empty */
+		return;
+	}
+	if (fp_has_psock(me->peer_sk) || fp_peer_backlog(me->self_sk, &known) || !known)
+		return;
+	key = me->cookie;
+	if (!bpf_map_delete_elem(&dmsc_fp_socks, &key) && st)
+		st->released += 1;
+	me->released |= DMSC_FP_RELEASED_SELF;
+done:
+	/* Nothing more to do here: no more RTT callbacks for this socket. */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
+}
+
+SEC("sockops")
+int sock4_fp_sockops(struct bpf_sock_ops *ops)
+{
+	struct dmsc_fp_sock *me;
+	struct bpf_sock *sk;
+
+	if (!fp_is_ipv4(ops))
+		return 1;
+	switch (ops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		sock4_fp_active(ops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		sock4_fp_passive(ops);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		sk = ops->sk;
+		me = sk ? bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0) : NULL;
+		if (me)
+			fp_release(ops, me);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		/* args[1] is the new state. The sockhash entry goes by itself
+		 * (the kernel unlinks a closing socket); the pending one is
+		 * ours to remove. */
+		sk = ops->sk;
+		if (ops->args[1] != BPF_TCP_CLOSE || !sk)
+			break;
+		me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0);
+		if (!me)
+			break;
+		if (me->active && me->mode == DMSC_FP_UNDECIDED)
+			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
+		fp_host_hold(me, 0);
+		break;
+	default:
+		break;
+	}
+	return 1;
 }
 
 /* Whether a socket has sent nothing yet: its write_seq is still its ISN + 1
@@ -607,9 +696,9 @@ stack:
 		fp_host_hold(me, known ? backlog : 0);
 	}
 	/* On the stack for good: let the verdict stand for the next bytes
-	 * without running this program for each write (the socket stays in
-	 * the sockhash; taking it out would take its own unread redirected
-	 * bytes with it on some kernels); sooner while it holds a share. */
+	 * without running this program for each write; sooner while it holds
+	 * a share of the budget. (Out of the sockhash, see fp_release, it
+	 * does not run at all.) */
 	bpf_msg_apply_bytes(msg, me->held ? DMSC_FP_STACK_REFRESH_BYTES : FP_STACK_APPLY_BYTES);
 	return FP_SK_PASS;
 }

@@ -209,6 +209,52 @@ bulk_len() {
 		printf "%s %.0f\n", r[1], cpu / 1000 / (r[2] / 1e9) }'
 }
 
+# --first-bulk: the first bulk flow of a newly applied service (issue 16):
+# TRIALS times (FIRST_BULK_TRIALS, 20), for 16 KiB and 128 KiB writes, a
+# service applied afresh (accelerate auto, no history), then iperf3 for
+# FIRST_BULK_SECONDS (4) direct and through its VIP, interleaved. Prints the
+# ratio to direct (min/median/max) and how many first flows left the fast
+# path (any fallback counter of the fresh service). Writes
+# build/bench/first-bulk.txt.
+if [[ ${1:-} == --first-bulk ]]; then
+	TRIALS=${FIRST_BULK_TRIALS:-20}
+	FB_SECONDS=${FIRST_BULK_SECONDS:-4}
+	: >"$T/fb.txt"
+	{
+		echo "first bulk flow of a new service, kernel $(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ); $TRIALS trials per write size, iperf3 ${FB_SECONDS}s, direct TCP interleaved; $QOS_NOTE"
+		echo "fast path: $FASTPATH_NOTE"
+	} | tee "$OUT/first-bulk.txt"
+	for ((i = 1; i <= TRIALS; i++)); do
+		for len in 16K 128K; do
+			name=first-$i-$len
+			jq --arg n "$name" '.services += [{ name: $n, vip: "198.19.1.1", port: 5201,
+				backends: [ { address: "'"$S_ADDR"'", port: 5201 } ] }]' \
+				"$T/policy.json" >"$T/policy-fb.json"
+			"$CTL" apply "$T/policy-fb.json" >/dev/null || die "dmscctl apply (first bulk) failed"
+			ga=$(BULK_SECONDS=$FB_SECONDS bulk_len a "$len" | cut -d' ' -f1)
+			WAY_BULK[f]=198.19.1.1:5201 WAY_CG[f]=$MESH
+			gb=$(BULK_SECONDS=$FB_SECONDS bulk_len f "$len" | cut -d' ' -f1)
+			left=$("$CTL" stats -o json | jq --arg n "$name" '.services[] | select(.name == $n) | .fastpath |
+				.backlog_fallback + .budget_fallback + .pressure_fallback + .bulk_fallback')
+			red=$("$CTL" stats -o json | jq --arg n "$name" '.services[] | select(.name == $n) | .fastpath.redirected_bytes')
+			echo "$len $ga $gb ${left:-nan} ${red:-0}" >>"$T/fb.txt"
+			printf '  trial %d/%d %5s: direct %s Gbit/s, first flow %s Gbit/s, left the fast path: %s\n' \
+				"$i" "$TRIALS" "$len" "$ga" "$gb" "$( ((${left:-0} > 0)) && echo yes || echo no)"
+		done
+	done
+	"$CTL" apply "$T/policy.json" >/dev/null
+	for len in 16K 128K; do
+		awk -v len="$len" '$1 == len && $2 + 0 > 0 && $3 != "nan" { printf "%.3f %d\n", $3 / $2, ($4 > 0) }' "$T/fb.txt" |
+			sort -g | awk -v len="$len" '{ r[NR] = $1; left += $2 }
+				END { if (!NR) { print len ": no trial ran"; exit }
+				      med = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+				      printf "%5s writes: ratio to direct min %.2fx median %.2fx max %.2fx over %d trials; %d left the fast path (goal: min >= 0.9x, median >= 1.0x)\n", len, r[1], med, r[NR], NR, left }'
+	done | tee -a "$OUT/first-bulk.txt"
+	sed 's/^/  /' "$T/fb.txt" >>"$OUT/first-bulk.txt"
+	echo "bench: wrote $OUT/first-bulk.txt"
+	exit 0
+fi
+
 if [[ ${1:-} == --variants ]]; then
 	VROUNDS=${ROUNDS:-2}
 	"$CTL" apply "$T/policy-on.json" >/dev/null || die "dmscctl apply failed"

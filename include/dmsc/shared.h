@@ -399,12 +399,21 @@ struct dmsc_fp_sock {
 	__u32 svc_flags;
 	__u8 mode;   /* enum dmsc_fp_mode */
 	__u8 active; /* the connecting end */
-	__u16 pad;   /* always zero */
+	__u16 released; /* DMSC_FP_RELEASED_*: taken out of the sockhash */
 	/* What this writer adds to dmsc_fp_host.inflight: its reader's unread
 	 * redirected bytes when it last looked (0 where the kernel cannot tell
 	 * them). Given back as the reader drains, and at close. */
 	__u32 held;
+	__u32 pad;      /* always zero */
+	__u64 cookie;   /* this socket's own sockhash key */
+	__u64 self_sk;  /* this socket's kernel address: its own queue, read alike */
 };
+/* A socket on the stack for good takes its peer, then itself, out of the
+ * sockhash once nothing can be redirected into either and their queues of
+ * redirected bytes are empty: the kernel then gives both their own TCP
+ * operations back (tcp_bpf's are slower for bulk: 0.55-0.62x direct). */
+#define DMSC_FP_RELEASED_PEER 1
+#define DMSC_FP_RELEASED_SELF 2
 
 /* dmsc_fp_stats: PERCPU_ARRAY indexed by service id; index 0 counts
  * connections that did not go through a VIP. The sum over all is global. */
@@ -431,6 +440,7 @@ struct dmsc_fp_stats {
 				 * message (TCP Fast Open): not registered, or on the stack */
 	__u64 budget_fallback;  /* the host budget of redirected bytes was spent: left */
 	__u64 pressure_fallback; /* TCP memory at tcp_mem[0] or under pressure: left */
+	__u64 released;         /* sockets given their native TCP path back (see above) */
 };
 
 /* dmsc_fp_svc: ARRAY indexed by service id: what the fast path learned. */

@@ -322,8 +322,11 @@ t_check "apply accelerate off to a service with a live redirected connection" "$
 wait "$HOLD"
 t_eq "the held connection kept working across the switch" \
 	"$?:$(jq -c '[.errors, .name]' "$T/hold.json")" '0:[0,"s"]'
+# (the first end to write leaves for the policy; once its peer's queue is
+# empty it takes the peer out of the sockhash, so the peer may never run the
+# program again to leave by itself: released counts it)
 t_eq "both ends left the fast path for the policy, after redirecting" \
-	"$(fp hold policy_fallback):$(jq -n --argjson r "$(fp hold redirected_msgs)" --argjson s "$(fp hold stack_msgs)" '$r > 0 and $s > 0')" "2:true"
+	"$(jq -n --argjson p "$(fp hold policy_fallback)" --argjson l "$(fp hold released)" '$p >= 1 and $p + $l >= 2'):$(jq -n --argjson r "$(fp hold redirected_msgs)" --argjson s "$(fp hold stack_msgs)" '$r > 0 and $s > 0')" "true:true"
 
 # 11. No leaked sockhash entry: once every connection is closed, the
 #     sockhash and the pending table are empty.
