@@ -463,6 +463,41 @@ t_range "byte counters: bytes_from counts the 4 MiB once" "$((from1 - from0))" $
 t_check "dmscctl stats -o json shows them (bytes_to >= 8 MiB)" bash -c \
 	"'$CTL' stats -o json | jq -e '.services[] | select(.name == \"count\") | .bytes_to >= $((8 * MiB))' >/dev/null"
 
+# 11d. The native path back (issue 16): a writer that left the fast path for
+#      a slow reader takes its reader, then itself, out of the sockhash once
+#      their redirected queues are empty, so the rest of the connection runs
+#      on the kernel's own TCP path. Readers that wait every way the kernel
+#      has (blocking recv, MSG_WAITALL, SO_RCVLOWAT, epoll, poll) get every
+#      byte across both switches, in order, without hanging.
+if ((BACKLOG_KNOWN)); then
+	"$CTL" install --cgroup "$MESH" --fastpath-backlog 8M >/dev/null
+	port=7010
+	for mode in block waitall lowat epoll poll; do
+		mesh_run "$MESH" s "$STREAM" server --listen 198.18.1.2:$port --stall-ms 1000 --read-mode $mode \
+			--max-seconds 300 >"$T/native-$mode.out" 2>&1 &
+		dmsc_wait_ready "$T/native-$mode.out" 10 || t_fail "server native-$mode ready"
+		port=$((port + 1))
+	done
+	port=7010 add=
+	for mode in block waitall lowat epoll poll; do
+		add="$add${add:+,}$(svc native$mode 198.19.0.5$((port - 7010)) $port 198.18.1.2 $port on)"
+		port=$((port + 1))
+	done
+	jq --argjson add "[$add]" '.services += $add' "$T/policy-many.json" >"$T/policy-native.json"
+	t_check "apply the native-path services" "$CTL" apply "$T/policy-native.json"
+	port=7010
+	for mode in block waitall lowat epoll poll; do
+		mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.5$((port - 7010)):$port --bytes 40M \
+			--seed 41 --max-seconds 60 >"$T/native-$mode.json"
+		t_eq "native path back, $mode reader: ok, every byte in order across both switches ($(server_lines "$T/native-$mode.out" 0 1))" \
+			"$(jq -c '[.ok, .failed]' "$T/native-$mode.json"):$(server_check "$T/native-$mode.out" 0 1)" "[1,0]:[1,1]"
+		t_eq "native path back, $mode reader: the writer left for the reader, then both ends left the sockhash" \
+			"$(fp native$mode backlog_fallback):$(fp native$mode released)" "1:2"
+		port=$((port + 1))
+	done
+	"$CTL" install --cgroup "$MESH" --fastpath-backlog default >/dev/null
+fi
+
 # 12. Uninstall while redirected bytes wait unread at a reader: the reader
 #     still gets every one (the kernel keeps a registered socket's queue).
 n0=$(lines "$T/s7002.out")
