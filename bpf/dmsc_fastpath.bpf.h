@@ -43,6 +43,9 @@ const volatile __u32 fp_host_budget = DMSC_FP_HOST_BUDGET_CONNS * DMSC_FP_BACKLO
  * Cork would hold a small request for ever: never for real traffic. */
 const volatile __u32 fp_apply_bytes = 0;
 const volatile __u32 fp_cork_bytes = 0;
+/* Experiments only (bench-datapath.sh --first-bulk): 1 keeps a connection
+ * whose writer left on tcp_bpf's path (no fp_release), as before. */
+const volatile __u32 fp_no_release = 0;
 
 /* sk_msg verdicts. */
 #define FP_SK_PASS 1
@@ -397,7 +400,7 @@ static __always_inline void fp_release(struct bpf_sock_ops *ops, struct dmsc_fp_
 
 	if (me->mode == DMSC_FP_UNDECIDED || me->mode == DMSC_FP_REDIRECT)
 		return; /* RTT samples only once it writes on the stack */
-	if (!me->peer_cookie || !bpf_core_field_exists(struct sk_psock, msg_tot_len) ||
+	if (fp_no_release || !me->peer_cookie || !bpf_core_field_exists(struct sk_psock, msg_tot_len) ||
 	    me->released == (DMSC_FP_RELEASED_PEER | DMSC_FP_RELEASED_SELF))
 		goto done;
 	st = fp_stats(me->svc_id);

@@ -493,9 +493,10 @@ static int fastpath_backlog(const struct dmsc_install_opts *opts, const struct d
 	return 0;
 }
 
-/* Load-time settings of the fast path: the backlog bound chosen above, and
- * $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES: experiments of
- * scripts/bench-datapath.sh --variants, off by default. */
+/* Load-time settings of the fast path: the backlog bound chosen above, the
+ * host budget, and $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES,
+ * $DMSC_FP_NO_RELEASE: experiments of scripts/bench-datapath.sh --variants
+ * and --first-bulk, off by default. */
 static int fastpath_settings(struct bpf_object *obj, const struct dmsc_install *rec)
 {
 	static const struct {
@@ -503,6 +504,7 @@ static int fastpath_settings(struct bpf_object *obj, const struct dmsc_install *
 	} knobs[] = {
 		{ "DMSC_FP_APPLY_BYTES", "fp_apply_bytes" },
 		{ "DMSC_FP_CORK_BYTES", "fp_cork_bytes" },
+		{ "DMSC_FP_NO_RELEASE", "fp_no_release" },
 	};
 	const char *env;
 	size_t i;
