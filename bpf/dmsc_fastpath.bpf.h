@@ -398,8 +398,16 @@ static __always_inline void fp_release(struct bpf_sock_ops *ops, struct dmsc_fp_
 	bool known = false;
 	__u64 key;
 
-	if (me->mode == DMSC_FP_UNDECIDED || me->mode == DMSC_FP_REDIRECT)
-		return; /* RTT samples only once it writes on the stack */
+	if (me->mode == DMSC_FP_UNDECIDED)
+		return; /* no data sent yet */
+	if (me->mode == DMSC_FP_REDIRECT) {
+		/* A redirecting socket that its peer took out of the
+		 * sockhash sends on the stack now, natively: nothing left
+		 * to do here. Else it has yet to leave. */
+		if (!fp_has_psock(me->self_sk))
+			goto done;
+		return;
+	}
 	if (fp_no_release || !me->peer_cookie || !bpf_core_field_exists(struct sk_psock, msg_tot_len) ||
 	    me->released == (DMSC_FP_RELEASED_PEER | DMSC_FP_RELEASED_SELF))
 		goto done;
