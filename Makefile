@@ -79,6 +79,7 @@ bench: all $(BUILD)/bench-cp
 	scripts/install-deps.sh --if-missing --bench
 	scripts/bench-control-plane.sh
 	scripts/bench-datapath.sh
+	scripts/bench-datapath.sh --first-bulk
 	scripts/bench-l7.sh
 
 test:

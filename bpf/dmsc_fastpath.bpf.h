@@ -34,12 +34,18 @@
 /* The most a reader may have unread before its writer leaves the fast path;
  * set at load time. 0: no bound. */
 const volatile __u32 fp_backlog_max = DMSC_FP_BACKLOG_MAX;
+/* The most every reader's unread redirected bytes may add up to, host-wide
+ * (dmsc_fp_host); set at load time. 0: no budget. */
+const volatile __u32 fp_host_budget = DMSC_FP_HOST_BUDGET_CONNS * DMSC_FP_BACKLOG_MAX;
 /* Experiments only (scripts/bench-datapath.sh --variants): apply a redirect
  * verdict to this many bytes without running the program again, or cork
  * (hold messages until this many bytes are queued). 0: off, the default.
  * Cork would hold a small request for ever: never for real traffic. */
 const volatile __u32 fp_apply_bytes = 0;
 const volatile __u32 fp_cork_bytes = 0;
+/* Experiments only (bench-datapath.sh --first-bulk): 1 keeps a connection
+ * whose writer left on tcp_bpf's path (no fp_release), as before. */
+const volatile __u32 fp_no_release = 0;
 
 /* sk_msg verdicts. */
 #define FP_SK_PASS 1
@@ -198,6 +204,8 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	 * redirect to us as soon as it has it. */
 	if (fp_register_self(ops, cookie, st))
 		return;
+	me->cookie = cookie;
+	me->self_sk = (__u64)(unsigned long)sk;
 	me->conn = conn;
 	me->svc_key = svc_key;
 	me->svc_id = svc_id;
@@ -213,8 +221,10 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	pend.svc_id = svc_id;
 	pend.svc_flags = flags;
 	bpf_map_update_elem(&dmsc_fp_pending, &conn, &pend, BPF_ANY);
-	/* To drop the pending entry if the socket closes before it writes. */
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	/* STATE: to drop the pending entry if the socket closes before it
+	 * writes; RTT: to give the native path back (fp_release). */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+					       BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
 /* The accepted end, at PASSIVE_ESTABLISHED: registers only when the
@@ -254,6 +264,8 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 	cookie = bpf_get_socket_cookie(ops);
 	if (fp_register_self(ops, cookie, st))
 		return;
+	me->cookie = cookie;
+	me->self_sk = (__u64)(unsigned long)sk;
 	me->conn = conn;
 	me->svc_key = pend->svc_key;
 	me->svc_id = pend->svc_id;
@@ -267,6 +279,29 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 	pend->server_cookie = cookie;
 	if (st)
 		st->paired += 1;
+	/* STATE: to give back its share of the host budget when it closes;
+	 * RTT: to give the native path back (fp_release). */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+					       BPF_SOCK_OPS_RTT_CB_FLAG);
+}
+
+/* Moves this writer's share of dmsc_fp_host.inflight to now_held. Racy
+ * against other writers by design (one atomic add, no lock): the sum is a
+ * budget, off by at most a message per writer running at the same time. */
+static __always_inline void fp_host_hold(struct dmsc_fp_sock *me, __u32 now_held)
+{
+	struct dmsc_fp_host *h;
+	__u32 zero = 0;
+
+	if (now_held == me->held)
+		return;
+	h = bpf_map_lookup_elem(&dmsc_fp_host, &zero);
+	if (!h)
+		return;
+	/* An add of the two's complement subtracts; the result is not used,
+	 * so this is BPF_XADD, which Linux 5.10 has. */
+	__sync_fetch_and_add(&h->inflight, (__u64)now_held - (__u64)me->held);
+	me->held = now_held;
 }
 
 /* IPv4, or IPv4 on an IPv6 socket (a server listening on [::] accepts
@@ -281,37 +316,6 @@ static __always_inline bool fp_is_ipv4(struct bpf_sock_ops *ops)
 	       ops->local_ip6[1] == 0 && ops->local_ip6[2] == bpf_htonl(0xffff);
 }
 
-SEC("sockops")
-int sock4_fp_sockops(struct bpf_sock_ops *ops)
-{
-	struct dmsc_fp_sock *me;
-	struct bpf_sock *sk;
-
-	if (!fp_is_ipv4(ops))
-		return 1;
-	switch (ops->op) {
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		sock4_fp_active(ops);
-		break;
-	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		sock4_fp_passive(ops);
-		break;
-	case BPF_SOCK_OPS_STATE_CB:
-		/* args[1] is the new state. The sockhash entry goes by itself
-		 * (the kernel unlinks a closing socket); the pending one is
-		 * ours to remove. */
-		sk = ops->sk;
-		if (ops->args[1] != BPF_TCP_CLOSE || !sk)
-			break;
-		me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0);
-		if (me && me->active && me->mode == DMSC_FP_UNDECIDED)
-			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
-		break;
-	default:
-		break;
-	}
-	return 1;
-}
 
 /* Bytes redirected to the peer that it has not read yet. The kernel does
  * not bound a socket's ingress_msg queue: without this a writer runs ahead
@@ -346,6 +350,129 @@ static __always_inline __u32 fp_peer_backlog(__u64 peer_sk, bool *known)
 	if (bpf_core_read(&len, sizeof(len), &psock->msg_tot_len))
 		return 0;
 	return len;
+}
+
+/* Whether the socket at this kernel address still has its psock (its
+ * sk_user_data points to a psock that points back at it). The kernel drops
+ * a psock when its last user is gone: the sockhash, and every send or
+ * receive call in progress on the socket. */
+static __always_inline bool fp_has_psock(__u64 sk_addr)
+{
+	struct sock *sk = (struct sock *)sk_addr;
+	struct sk_psock *psock;
+	struct sock *back = NULL;
+	void *ud = NULL;
+
+	if (!sk || bpf_core_read(&ud, sizeof(ud), &sk->sk_user_data))
+		return false;
+	psock = (struct sk_psock *)((unsigned long)ud & ~FP_SK_USER_DATA_FLAGS);
+	return psock && !bpf_core_read(&back, sizeof(back), &psock->sk) && back == sk;
+}
+
+/* Gives a connection that left the fast path the kernel's own TCP path
+ * back. While a socket is in the sockhash its send and receive calls are
+ * tcp_bpf's, which cost bulk 0.55-0.62x of direct TCP for the rest of the
+ * connection; out of it, the kernel restores tcp_prot once the calls in
+ * progress return. Taking a socket out drops whatever redirected bytes it
+ * has not read (the kernel purges its psock's queue), so, run by a socket
+ * on the stack for good at each RTT sample (an ACK of its data):
+ *  1. its peer goes first, once the peer's queue is empty: this socket is
+ *     its only writer and redirects no more, so nothing can join it;
+ *  2. this socket goes at a later sample, once the peer's psock is gone
+ *     (no send call of the peer can still be redirecting to us: such a
+ *     call holds the psock) and our own queue is empty.
+ * Readers: one in tcp_bpf_recvmsg() holds its psock until it returns, and
+ * waits for both queues there; one that entered tcp_recvmsg() (MSG_WAITALL,
+ * SO_RCVLOWAT) did so with the redirected queue empty and waits on the TCP
+ * queue, where every byte goes now. (What is not safe is coming back to the
+ * fast path: such a reader would not see bytes redirected again.) The one
+ * race left: two threads writing one socket at once, one redirect still
+ * queueing while the other thread's write went to the stack and this runs;
+ * the queue check makes it unlikely, not impossible.
+ * Only where the queues can be read (sk_psock.msg_tot_len, Linux 6.x): on
+ * older kernels a socket that left stays in the sockhash, on tcp_bpf's
+ * path. sockops may delete from a sockhash; sk_msg may not (Linux 6.x). */
+static __always_inline void fp_release(struct bpf_sock_ops *ops, struct dmsc_fp_sock *me)
+{
+	struct dmsc_fp_stats *st;
+	bool known = false;
+	__u64 key;
+
+	if (me->mode == DMSC_FP_UNDECIDED)
+		return; /* no data sent yet */
+	if (me->mode == DMSC_FP_REDIRECT) {
+		/* A redirecting socket that its peer took out of the
+		 * sockhash sends on the stack now, natively: nothing left
+		 * to do here. Else it has yet to leave. */
+		if (!fp_has_psock(me->self_sk))
+			goto done;
+		return;
+	}
+	if (fp_no_release || !me->peer_cookie || !bpf_core_field_exists(struct sk_psock, msg_tot_len) ||
+	    me->released == (DMSC_FP_RELEASED_PEER | DMSC_FP_RELEASED_SELF))
+		goto done;
+	st = fp_stats(me->svc_id);
+	if (!(me->released & DMSC_FP_RELEASED_PEER)) {
+		if (fp_peer_backlog(me->peer_sk, &known) || !known)
+			return;
+		key = me->peer_cookie;
+		/* -ENOENT: the peer closed, or was taken out already. */
+		if (!bpf_map_delete_elem(&dmsc_fp_socks, &key) && st)
+			st->released += 1;
+		me->released |= DMSC_FP_RELEASED_PEER;
+		fp_host_hold(me, 0); /* its queue is empty */
+		return;
+	}
+	if (fp_has_psock(me->peer_sk) || fp_peer_backlog(me->self_sk, &known) || !known)
+		return;
+	key = me->cookie;
+	if (!bpf_map_delete_elem(&dmsc_fp_socks, &key) && st)
+		st->released += 1;
+	me->released |= DMSC_FP_RELEASED_SELF;
+done:
+	/* Nothing more to do here: no more RTT callbacks for this socket. */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
+}
+
+SEC("sockops")
+int sock4_fp_sockops(struct bpf_sock_ops *ops)
+{
+	struct dmsc_fp_sock *me;
+	struct bpf_sock *sk;
+
+	if (!fp_is_ipv4(ops))
+		return 1;
+	switch (ops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		sock4_fp_active(ops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		sock4_fp_passive(ops);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		sk = ops->sk;
+		me = sk ? bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0) : NULL;
+		if (me)
+			fp_release(ops, me);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		/* args[1] is the new state. The sockhash entry goes by itself
+		 * (the kernel unlinks a closing socket); the pending one is
+		 * ours to remove. */
+		sk = ops->sk;
+		if (ops->args[1] != BPF_TCP_CLOSE || !sk)
+			break;
+		me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0);
+		if (!me)
+			break;
+		if (me->active && me->mode == DMSC_FP_UNDECIDED)
+			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
+		fp_host_hold(me, 0);
+		break;
+	default:
+		break;
+	}
+	return 1;
 }
 
 /* Whether a socket has sent nothing yet: its write_seq is still its ISN + 1
@@ -389,16 +516,54 @@ static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *
 	}
 }
 
+/* Whether TCP memory is short host-wide: the socket's protocol under memory
+ * pressure (past tcp_mem[1], until it drops below tcp_mem[0]), or its memory
+ * at tcp_mem[0] already. Redirected bytes are charged to the reader's TCP
+ * memory, and under pressure the kernel refuses that charge: the writer's
+ * send() fails with ENOMEM, which a blocking writer on plain TCP never sees
+ * (it waits). Leaving at tcp_mem[0] keeps the fast path clear of that.
+ * Read through the socket's struct proto (CO-RE; every field since 4.x, so
+ * 5.10 has them); a field the kernel lacks reads as "not short". */
+static __always_inline bool fp_tcp_mem_short(struct bpf_sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	unsigned long pressure = 0, *pressure_p;
+	long allocated = 0, low = 0, *mem_p;
+	atomic_long_t *allocated_p;
+	struct proto *prot;
+
+	if (!tp || !bpf_core_field_exists(struct proto, memory_pressure) ||
+	    !bpf_core_field_exists(struct proto, memory_allocated) ||
+	    !bpf_core_field_exists(struct proto, sysctl_mem))
+		return false;
+	prot = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_prot);
+	if (!prot)
+		return false;
+	pressure_p = BPF_CORE_READ(prot, memory_pressure);
+	if (pressure_p && !bpf_probe_read_kernel(&pressure, sizeof(pressure), pressure_p) &&
+	    pressure)
+		return true;
+	allocated_p = BPF_CORE_READ(prot, memory_allocated);
+	mem_p = BPF_CORE_READ(prot, sysctl_mem);
+	if (!allocated_p || !mem_p ||
+	    bpf_probe_read_kernel(&allocated, sizeof(allocated), &allocated_p->counter) ||
+	    bpf_probe_read_kernel(&low, sizeof(low), mem_p))
+		return false;
+	return low > 0 && allocated >= low;
+}
+
 /* Whether a redirecting writer must leave the fast path for good, before
  * this message. Safe to switch this way only: redirected bytes are queued
  * at the reader before the write returns, and the reader drains that queue
  * before it reads what came on the stack, so nothing is reordered. */
-static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
-					  struct dmsc_fp_stats *st)
+static __always_inline bool fp_must_leave(struct bpf_sock *sk, struct dmsc_fp_sock *me,
+					  __u32 size, struct dmsc_fp_stats *st)
 {
+	struct dmsc_fp_host *h;
 	struct dmsc_svc *svc;
 	bool known = false;
-	__u32 backlog;
+	__u64 inflight;
+	__u32 backlog, zero = 0;
 
 	/* docs/design.md decision 6: a service that is now accelerate off or byte-limited
 	 * takes its established flows off the fast path too. */
@@ -410,16 +575,42 @@ static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
 			return true;
 		}
 	}
-	if (!fp_backlog_max)
+	if (fp_tcp_mem_short(sk)) {
+		fp_svc_mark_bulk(me->svc_id);
+		if (st)
+			st->pressure_fallback += 1;
+		return true;
+	}
+	if (!fp_backlog_max && !fp_host_budget)
 		return false;
 	backlog = fp_peer_backlog(me->peer_sk, &known);
-	if (known && backlog > fp_backlog_max) {
+	if (known && fp_backlog_max && backlog > fp_backlog_max) {
 		/* A slow reader: TCP's window holds the writer back now, and
 		 * the service's next connections stay off (auto). */
 		fp_svc_mark_bulk(me->svc_id);
 		if (st)
 			st->backlog_fallback += 1;
 		return true;
+	}
+	if (known && fp_host_budget) {
+		/* The reader's queue after this message, against what every
+		 * other reader holds: over the budget, a writer whose reader
+		 * is behind leaves; else this writer's share is that queue
+		 * now. A reader that keeps up (less than a bulk message
+		 * unread) keeps its writer: leaving is for good, and
+		 * request/response flows must not pay for someone else's
+		 * stalled bulk readers. Each writer can take the sum past the
+		 * budget by at most that much plus one message. */
+		h = bpf_map_lookup_elem(&dmsc_fp_host, &zero);
+		inflight = h ? h->inflight - me->held : 0;
+		if (inflight + backlog + size > fp_host_budget && backlog > DMSC_FP_BULK_MSG) {
+			fp_host_hold(me, backlog);
+			fp_svc_mark_bulk(me->svc_id);
+			if (st)
+				st->budget_fallback += 1;
+			return true;
+		}
+		fp_host_hold(me, backlog + size);
 	}
 	if (!known && !(me->svc_flags & DMSC_SVC_F_ACCEL_ON) && size >= DMSC_FP_BULK_MSG) {
 		/* auto without a way to bound the reader's queue: bulk is
@@ -432,6 +623,27 @@ static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
 		return true;
 	}
 	return false;
+}
+
+/* A service's byte counters (dmsc_svc_stats) are kept by cgroup_skb, which
+ * never sees a redirected byte: those are counted here, by direction (the
+ * connecting end writes "to" the service, the accepted end "from" it), as
+ * payload (they never had headers). Only a redirect is counted: after a
+ * writer leaves, its bytes are packets again and cgroup_skb counts them, so
+ * no byte is counted on both paths. */
+static __always_inline void fp_svc_bytes(struct dmsc_fp_sock *me, __u32 size)
+{
+	struct dmsc_svc_stats *ss;
+
+	if (!me->svc_id)
+		return;
+	ss = svc_stats(me->svc_id);
+	if (!ss)
+		return;
+	if (me->active)
+		ss->bytes_to += size;
+	else
+		ss->bytes_from += size;
 }
 
 SEC("sk_msg")
@@ -457,7 +669,7 @@ int sock4_fp_msg(struct sk_msg_md *msg)
 		fp_decide(sk, me, st);
 	if (me->mode == DMSC_FP_REDIRECT) {
 		peer = me->peer_cookie;
-		if (fp_must_leave(me, size, st)) {
+		if (fp_must_leave(sk, me, size, st)) {
 			me->mode = DMSC_FP_STACK;
 			goto stack;
 		}
@@ -471,6 +683,7 @@ int sock4_fp_msg(struct sk_msg_md *msg)
 				st->redirected_msgs += 1;
 				st->redirected_bytes += size;
 			}
+			fp_svc_bytes(me, size);
 			return FP_SK_PASS;
 		}
 		/* The peer left the sockhash: it closed. Its remaining
@@ -485,11 +698,19 @@ stack:
 		st->stack_msgs += 1;
 		st->stack_bytes += size;
 	}
+	/* A writer that left with redirected bytes still queued at its
+	 * reader: what it holds of the host budget follows the queue down. */
+	if (me->held) {
+		bool known = false;
+		__u32 backlog = fp_peer_backlog(me->peer_sk, &known);
+
+		fp_host_hold(me, known ? backlog : 0);
+	}
 	/* On the stack for good: let the verdict stand for the next bytes
-	 * without running this program for each write (the socket stays in
-	 * the sockhash; taking it out would take its own unread redirected
-	 * bytes with it on some kernels). */
-	bpf_msg_apply_bytes(msg, FP_STACK_APPLY_BYTES);
+	 * without running this program for each write; sooner while it holds
+	 * a share of the budget. (Out of the sockhash, see fp_release, it
+	 * does not run at all.) */
+	bpf_msg_apply_bytes(msg, me->held ? DMSC_FP_STACK_REFRESH_BYTES : FP_STACK_APPLY_BYTES);
 	return FP_SK_PASS;
 }
 

@@ -205,4 +205,11 @@ struct {
 	__type(value, struct dmsc_fp_svc);
 } dmsc_fp_svc SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dmsc_fp_host);
+} dmsc_fp_host SEC(".maps");
+
 #endif /* DMSC_MAPS_BPF_H */

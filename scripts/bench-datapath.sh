@@ -209,6 +209,77 @@ bulk_len() {
 		printf "%s %.0f\n", r[1], cpu / 1000 / (r[2] / 1e9) }'
 }
 
+# --first-bulk: the first bulk flow of a newly applied service (issue 16):
+# TRIALS times (FIRST_BULK_TRIALS, 20), for 16 KiB and 128 KiB writes, a
+# service applied afresh (accelerate auto, no history), then iperf3 for
+# FIRST_BULK_SECONDS (4) direct and through its VIP, interleaved. Prints the
+# ratio to direct (min/median/max) and how many first flows left the fast
+# path (any fallback counter of the fresh service) and were given the
+# native path back (released). FIRST_BULK_COMPARE=1 adds, in each trial, the
+# same with DMSC_FP_NO_RELEASE=1 (a writer that left stays on tcp_bpf's
+# path, as before the native path came back). Writes
+# build/bench/first-bulk.txt.
+if [[ ${1:-} == --first-bulk ]]; then
+	TRIALS=${FIRST_BULK_TRIALS:-20}
+	FB_SECONDS=${FIRST_BULK_SECONDS:-4}
+	COMPARE=${FIRST_BULK_COMPARE:-0}
+	WAY_BULK[f]=198.19.1.1:5201 WAY_CG[f]=$MESH
+	: >"$T/fb.txt"
+	{
+		echo "first bulk flow of a new service, kernel $(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ); $TRIALS trials per write size, iperf3 ${FB_SECONDS}s, direct TCP interleaved; $QOS_NOTE"
+		echo "fast path: $FASTPATH_NOTE"
+	} | tee "$OUT/first-bulk.txt"
+	# first_flow NAME LEN: applies a new service NAME, runs the first bulk
+	# flow through it; prints "gbit left released"
+	first_flow() {
+		local g
+		jq --arg n "$1" '.services += [{ name: $n, vip: "198.19.1.1", port: 5201,
+			backends: [ { address: "'"$S_ADDR"'", port: 5201 } ] }]' \
+			"$T/policy.json" >"$T/policy-fb.json"
+		"$CTL" apply "$T/policy-fb.json" >/dev/null || die "dmscctl apply (first bulk) failed"
+		g=$(BULK_SECONDS=$FB_SECONDS bulk_len f "$2" | cut -d' ' -f1)
+		echo "$g $("$CTL" stats -o json | jq -r --arg n "$1" '.services[] | select(.name == $n) | .fastpath |
+			"\(.backlog_fallback + .budget_fallback + .pressure_fallback + .bulk_fallback) \(.released)"')"
+	}
+	for ((i = 1; i <= TRIALS; i++)); do
+		for len in 16K 128K; do
+			ga=$(BULK_SECONDS=$FB_SECONDS bulk_len a "$len" | cut -d' ' -f1)
+			read -r gb left rel < <(first_flow "first-$i-$len" "$len")
+			line="$len $ga $gb ${left:-nan} ${rel:-0}"
+			msg=$(printf 'direct %s, first flow %s Gbit/s (left %s, released %s)' "$ga" "$gb" "$left" "$rel")
+			if [[ $COMPARE == 1 ]]; then
+				DMSC_FP_NO_RELEASE=1 "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install (no release) failed"
+				read -r gc leftc relc < <(first_flow "first-$i-$len-nr" "$len")
+				"$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install failed"
+				line="$line $gc ${leftc:-nan}"
+				msg="$msg; without the native path back $gc (left $leftc)"
+			fi
+			echo "$line" >>"$T/fb.txt"
+			printf '  trial %d/%d %5s: %s\n' "$i" "$TRIALS" "$len" "$msg"
+		done
+	done
+	"$CTL" apply "$T/policy.json" >/dev/null
+	# summary COLUMN LEFT_COLUMN LABEL
+	summary() {
+		for len in 16K 128K; do
+			awk -v len="$len" -v c="$1" -v l="$2" '$1 == len && $2 + 0 > 0 && $c != "" && $c != "nan" { printf "%.3f %d\n", $c / $2, ($l > 0) }' "$T/fb.txt" |
+				sort -g | awk -v len="$len" -v label="$3" '{ r[NR] = $1; left += $2 }
+					END { if (!NR) { print len ": no trial ran"; exit }
+					      med = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+					      printf "%s, %4s writes: ratio to direct min %.2fx median %.2fx max %.2fx over %d trials; %d left the fast path\n", label, len, r[1], med, r[NR], NR, left }'
+		done
+	}
+	{
+		summary 3 4 "first flow"
+		[[ $COMPARE == 1 ]] && summary 6 7 "first flow, no native path back"
+		echo "goals: min >= 0.9x, median >= 1.0x direct"
+	} | tee -a "$OUT/first-bulk.txt"
+	echo "  columns: write direct_gbit first_gbit left released [no_release_gbit left]" >>"$OUT/first-bulk.txt"
+	sed 's/^/  /' "$T/fb.txt" >>"$OUT/first-bulk.txt"
+	echo "bench: wrote $OUT/first-bulk.txt"
+	exit 0
+fi
+
 if [[ ${1:-} == --variants ]]; then
 	VROUNDS=${ROUNDS:-2}
 	"$CTL" apply "$T/policy-on.json" >/dev/null || die "dmscctl apply failed"

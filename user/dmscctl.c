@@ -361,7 +361,7 @@ static const char *const fp_stat_names[] = {
 	"registered", "paired",	   "redirected_msgs", "redirected_bytes", "stack_msgs",
 	"stack_bytes", "miss",	   "no_peer",	      "accel_off",	  "register_failed",
 	"backlog_fallback", "backlog_unknown", "bulk_fallback", "policy_fallback", "bulk_skip",
-	"early_data",
+	"early_data", "budget_fallback", "pressure_fallback", "released",
 };
 #define FP_N_STATS (sizeof(struct dmsc_fp_stats) / sizeof(__u64))
 _Static_assert(sizeof(fp_stat_names) / sizeof(fp_stat_names[0]) == FP_N_STATS,
@@ -462,6 +462,16 @@ static int cmd_stats(const struct opts *o)
 	fp_stats_add(&fp_total, &fs);
 	json_add(fp, "direct", fp_stats_json(&fs));
 	json_add(fp, "total", fp_stats_json(&fp_total));
+	{
+		/* Unread redirected bytes host-wide, as the writers last saw
+		 * them: what the host budget is checked against. */
+		struct dmsc_fp_host host = { 0 };
+		__u32 zero = 0;
+
+		if (dp.fd[DMSC_M_FP_HOST] >= 0)
+			bpf_map_lookup_elem(dp.fd[DMSC_M_FP_HOST], &zero, &host);
+		json_add(fp, "inflight_bytes", json_object_new_int64((int64_t)host.inflight));
+	}
 	if (!o->json) {
 		printf("same-host fast path:\n  %-22s %10s %10s %12s %14s %10s %8s %8s %8s\n", "",
 		       "PAIRED", "SOCKETS", "REDIR_MSGS", "REDIR_BYTES", "STACK_MSGS", "MISSES",

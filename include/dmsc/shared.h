@@ -138,7 +138,10 @@ struct dmsc_svc_stats {
 	__u64 refused_no_backend; /* every weight 0: connect() refused */
 	__u64 refused_rate;       /* over connections_per_second */
 	__u64 refused_access;     /* caller's cgroup not in allow_from */
-	__u64 bytes_to;           /* by mesh clients' sockets (cgroup_skb) */
+	/* Packets of mesh clients' sockets (cgroup_skb: IP length), plus the
+	 * payload the same-host fast path redirected (sk_msg), which never
+	 * becomes a packet. */
+	__u64 bytes_to;
 	__u64 bytes_from;
 	__u64 policed_to;         /* packets dropped over bytes_per_second */
 	__u64 policed_from;
@@ -334,6 +337,7 @@ struct dmsc_l7_own {
 #define DMSC_MAP_FP_SOCK "dmsc_fp_sock"
 #define DMSC_MAP_FP_STATS "dmsc_fp_stats"
 #define DMSC_MAP_FP_SVC "dmsc_fp_svc"
+#define DMSC_MAP_FP_HOST "dmsc_fp_host"
 #define DMSC_FP_SOCKS_MAX 65536
 #define DMSC_FP_PENDING_MAX 16384
 /* Unread redirected bytes at which a writer leaves the fast path. Nothing
@@ -349,6 +353,20 @@ struct dmsc_l7_own {
  * economise): redirected bytes count as TCP memory, and past tcp_mem[2] the
  * kernel aborts connections. */
 #define DMSC_FP_BACKLOG_TCP_MEM_SHARE 8
+/* The host's budget for every reader's unread redirected bytes together
+ * (dmsc_fp_host): a writer that would take the sum past it leaves the fast
+ * path, so many slow readers cannot hold what one may. By default room for
+ * this many connections at the bound, at most tcp_mem[1] / the share below,
+ * never less than one connection's bound. Plain TCP holds a slow reader's
+ * writer at its send buffer plus the receive window; the budget keeps the
+ * fast path's extra to a few bulk flows' worth however many readers stall. */
+#define DMSC_FP_HOST_BUDGET_CONNS 2
+#define DMSC_FP_HOST_BUDGET_TCP_MEM_SHARE 4
+/* A writer that left the fast path while its reader still had redirected
+ * bytes unread runs the program again after this many bytes on the stack
+ * (not the 1 GiB of a settled stack verdict), to see that queue drain and
+ * give its share of the host budget back. */
+#define DMSC_FP_STACK_REFRESH_BYTES (256u << 10)
 /* accelerate "auto" on a kernel that cannot tell a reader's backlog: a
  * message this large is bulk, and bulk without flow control is not
  * redirected (the writer leaves the fast path). */
@@ -401,9 +419,21 @@ struct dmsc_fp_sock {
 	__u32 svc_flags;
 	__u8 mode;   /* enum dmsc_fp_mode */
 	__u8 active; /* the connecting end */
-	__u16 pad;   /* always zero */
-	__u32 pad2;  /* always zero */
+	__u16 released; /* DMSC_FP_RELEASED_*: taken out of the sockhash */
+	/* What this writer adds to dmsc_fp_host.inflight: its reader's unread
+	 * redirected bytes when it last looked (0 where the kernel cannot tell
+	 * them). Given back as the reader drains, and at close. */
+	__u32 held;
+	__u32 pad;      /* always zero */
+	__u64 cookie;   /* this socket's own sockhash key */
+	__u64 self_sk;  /* this socket's kernel address: its own queue, read alike */
 };
+/* A socket on the stack for good takes its peer, then itself, out of the
+ * sockhash once nothing can be redirected into either and their queues of
+ * redirected bytes are empty: the kernel then gives both their own TCP
+ * operations back (tcp_bpf's are slower for bulk: 0.55-0.62x direct). */
+#define DMSC_FP_RELEASED_PEER 1
+#define DMSC_FP_RELEASED_SELF 2
 
 /* dmsc_fp_stats: PERCPU_ARRAY indexed by service id; index 0 counts
  * connections that did not go through a VIP. The sum over all is global. */
@@ -428,11 +458,21 @@ struct dmsc_fp_stats {
 	__u64 bulk_skip;        /* auto: not registered, the service ran bulk lately */
 	__u64 early_data;       /* data moved before ESTABLISHED or before the first
 				 * message (TCP Fast Open): not registered, or on the stack */
+	__u64 budget_fallback;  /* the host budget of redirected bytes was spent: left */
+	__u64 pressure_fallback; /* TCP memory at tcp_mem[0] or under pressure: left */
+	__u64 released;         /* sockets given their native TCP path back (see above) */
 };
 
 /* dmsc_fp_svc: ARRAY indexed by service id: what the fast path learned. */
 struct dmsc_fp_svc {
 	__u64 bulk_seen_ns; /* bpf_ktime_get_ns() of the last backlog fallback; 0: never */
+};
+
+/* dmsc_fp_host: ARRAY with one element: the fast path host-wide. */
+struct dmsc_fp_host {
+	/* Sum of every redirecting writer's dmsc_fp_sock.held: unread
+	 * redirected bytes host-wide, as last seen by their writers. */
+	__u64 inflight;
 };
 
 /* The kernel picks a slot with one random number; shared so the unit tests

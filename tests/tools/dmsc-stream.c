@@ -3,7 +3,7 @@
  * dmsc-stream: byte-exact data integrity over TCP, for the fast path tests.
  *
  *   dmsc-stream server --listen ADDR:PORT [--close-after N] [--stall-ms N]
- *               [--max-seconds S]
+ *               [--read-mode poll|block|waitall|lowat|epoll] [--max-seconds S]
  *   dmsc-stream client --connect ADDR:PORT [--conns N] [--count M]
  *               [--bytes B] [--back-bytes B] [--seed S] [--max-write W]
  *               [--rst-after N] [--no-read] [--max-seconds S]
@@ -30,7 +30,13 @@
  * (server) closes after reading N bytes; --stall-ms N (server) reads
  * nothing for N ms after the header, a slow reader; --fastopen (client)
  * sends the header with TCP Fast Open (in the SYN, given a cookie); --corrupt-at N (client) flips
- * one bit of byte N it sends, to show that the checker sees it. Every wait is bounded by
+ * one bit of byte N it sends, to show that the checker sees it. --read-mode (server,
+ * for connections with nothing to send back) reads in one of the ways a reader
+ * can wait in the kernel: poll (default: poll() then a non-blocking recv()),
+ * block (blocking recv()), waitall (blocking recv() with MSG_WAITALL), lowat
+ * (SO_RCVLOWAT 256 KiB, poll() then recv()), epoll (epoll_wait() then recv()
+ * until EAGAIN); blocking waits end after 1 s (SO_RCVTIMEO) to check the
+ * deadline. Every wait is bounded by
  * --max-seconds (default 60): a hang is reported, never waited out.
  * Plain libc and pthreads.
  */
@@ -49,7 +55,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,6 +80,7 @@ static struct {
 	uint64_t bytes, back_bytes, seed, rst_after, close_after, corrupt_at, stall_ms;
 	uint32_t max_write;
 	bool no_read, fastopen;
+	const char *read_mode;
 	pthread_mutex_t lock;
 } cfg = {.conns = 1,
 	 .count = 1,
@@ -304,6 +313,66 @@ static bool read_full(int fd, void *buf, size_t len, double deadline)
 
 /* ---- server ---------------------------------------------------------- */
 
+/* Reads the client's stream to EOF the --read-mode way (see the top). */
+static void read_only(int fd, struct stream_state *s, double deadline)
+{
+	const char *mode = cfg.read_mode;
+	struct timeval tv = {.tv_sec = 1};
+	struct epoll_event ev = {.events = EPOLLIN};
+	int lowat = 256 * 1024, flags = 0, efd = -1;
+	bool blocking = !strcmp(mode, "block") || !strcmp(mode, "waitall");
+	ssize_t n;
+
+	if (blocking) {
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (!strcmp(mode, "waitall"))
+			flags = MSG_WAITALL;
+	} else if (!strcmp(mode, "lowat")) {
+		setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+	} else {
+		efd = epoll_create1(EPOLL_CLOEXEC);
+		ev.data.fd = fd;
+		if (efd < 0 || epoll_ctl(efd, EPOLL_CTL_ADD, fd, &ev)) {
+			s->error = errname(errno);
+			goto out;
+		}
+	}
+	while (!s->eof) {
+		size_t cap = READ_CHUNK;
+
+		if (now() > deadline) {
+			s->error = "TIMEOUT";
+			break;
+		}
+		if (s->rx_total > s->got && s->rx_total - s->got < cap)
+			cap = (size_t)(s->rx_total - s->got);
+		if (!blocking) {
+			struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+			if (efd >= 0 ? epoll_wait(efd, &ev, 1, 1000) <= 0 : poll(&pfd, 1, 1000) <= 0)
+				continue;
+			flags = MSG_DONTWAIT;
+		}
+		n = recv(fd, s->rbuf, cap, flags);
+		if (n == 0) {
+			s->eof = true;
+		} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			s->error = errname(errno);
+			break;
+		} else if (n > 0) {
+			if (s->first_bad < 0 && s->got + (uint64_t)n > s->rx_total)
+				s->first_bad = (long long)s->rx_total;
+			if (s->first_bad < 0)
+				s->first_bad = pattern_check(&s->rx, s->got, s->rbuf, (size_t)n);
+			s->got += (uint64_t)n;
+		}
+	}
+out:
+	if (efd >= 0)
+		close(efd);
+}
+
 static void *serve_conn(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
@@ -331,7 +400,11 @@ static void *serve_conn(void *arg)
 	s.tx_done = s.tx_total == 0;
 	if (s.tx_done)
 		shutdown(fd, SHUT_WR);
-	pump(fd, &s, deadline, UINT64_MAX, cfg.close_after ? cfg.close_after : UINT64_MAX, true);
+	if (cfg.read_mode && strcmp(cfg.read_mode, "poll") && s.tx_done && !cfg.close_after)
+		read_only(fd, &s, deadline);
+	else
+		pump(fd, &s, deadline, UINT64_MAX, cfg.close_after ? cfg.close_after : UINT64_MAX,
+		     true);
 	pthread_mutex_lock(&cfg.lock);
 	printf("{\"conn\":%u,\"expected\":%" PRIu64 ",\"got\":%" PRIu64
 	       ",\"first_bad\":%lld,\"eof\":%s,\"sent\":%" PRIu64 ",\"error\":\"%s\"}\n",
@@ -531,7 +604,7 @@ static int run_client(void)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: dmsc-stream server --listen ADDR:PORT [--close-after N] [--stall-ms N] "
-		   "[--max-seconds S]\n"
+		   "[--read-mode poll|block|waitall|lowat|epoll] [--max-seconds S]\n"
 		   "       dmsc-stream client --connect ADDR:PORT [--conns N] [--count M] "
 		   "[--bytes B] [--back-bytes B]\n"
 		   "                   [--seed S] [--max-write W] [--rst-after N] [--no-read] "
@@ -609,6 +682,13 @@ int main(int argc, char **argv)
 			if (!parse_addr(a, &cfg.addr))
 				goto bad;
 			have_addr = true;
+			continue;
+		}
+		if (!strcmp(o, "--read-mode") && server) {
+			if (strcmp(a, "poll") && strcmp(a, "block") && strcmp(a, "waitall") &&
+			    strcmp(a, "lowat") && strcmp(a, "epoll"))
+				goto bad;
+			cfg.read_mode = a;
 			continue;
 		}
 		if (!parse_u64(a, &v))

@@ -40,7 +40,7 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 	[DMSC_M_L7_OWN] = DMSC_MAP_L7_OWN,
 	[DMSC_M_FP_SOCKS] = DMSC_MAP_FP_SOCKS,	 [DMSC_M_FP_PENDING] = DMSC_MAP_FP_PENDING,
 	[DMSC_M_FP_SOCK] = DMSC_MAP_FP_SOCK,	 [DMSC_M_FP_STATS] = DMSC_MAP_FP_STATS,
-	[DMSC_M_FP_SVC] = DMSC_MAP_FP_SVC,
+	[DMSC_M_FP_SVC] = DMSC_MAP_FP_SVC,	 [DMSC_M_FP_HOST] = DMSC_MAP_FP_HOST,
 };
 
 /* The BPF objects, embedded in the programs by their skeletons. Each
@@ -437,6 +437,38 @@ static __u32 fastpath_backlog_default(void)
 	return cap < DMSC_FP_BACKLOG_MAX ? (__u32)cap : DMSC_FP_BACKLOG_MAX;
 }
 
+/* The host budget of unread redirected bytes (dmsc_fp_host): $DMSC_FP_HOST_BUDGET
+ * (bytes, K/M/G; 0: none), else DMSC_FP_HOST_BUDGET_CONNS connections at the
+ * per-connection bound, at most tcp_mem[1] / DMSC_FP_HOST_BUDGET_TCP_MEM_SHARE,
+ * never under the bound itself (one connection may always reach it). */
+static int fastpath_host_budget(__u32 backlog_max, __u32 *budget)
+{
+	unsigned long long lo, pressure, hi, want, cap;
+	const char *env = getenv("DMSC_FP_HOST_BUDGET");
+	long page = sysconf(_SC_PAGESIZE);
+	FILE *f;
+	int n = 0;
+
+	if (env && *env)
+		return dmsc_parse_bytes("DMSC_FP_HOST_BUDGET", env, budget);
+	want = (unsigned long long)(backlog_max ? backlog_max : DMSC_FP_BACKLOG_MAX) *
+	       DMSC_FP_HOST_BUDGET_CONNS;
+	f = fopen("/proc/sys/net/ipv4/tcp_mem", "r");
+	if (f) {
+		n = fscanf(f, "%llu %llu %llu", &lo, &pressure, &hi);
+		fclose(f);
+	}
+	if (n == 3 && page > 0) {
+		cap = pressure * (unsigned long long)page / DMSC_FP_HOST_BUDGET_TCP_MEM_SHARE;
+		if (want > cap)
+			want = cap;
+	}
+	if (want < backlog_max)
+		want = backlog_max;
+	*budget = want > 0xffffffffull ? 0xffffffffu : (__u32)want;
+	return 0;
+}
+
 /* The bound on a reader's unread redirected bytes: --fastpath-backlog, else
  * $DMSC_FP_BACKLOG_MAX, else what an earlier install (old, NULL if none) set
  * explicitly, else the default, worked out again at each install. Recorded
@@ -462,9 +494,10 @@ static int fastpath_backlog(const struct dmsc_install_opts *opts, const struct d
 	return 0;
 }
 
-/* Load-time settings of the fast path: the backlog bound chosen above, and
- * $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES: experiments of
- * scripts/bench-datapath.sh --variants, off by default. */
+/* Load-time settings of the fast path: the backlog bound chosen above, the
+ * host budget, and $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES,
+ * $DMSC_FP_NO_RELEASE: experiments of scripts/bench-datapath.sh --variants
+ * and --first-bulk, off by default. */
 static int fastpath_settings(struct bpf_object *obj, const struct dmsc_install *rec)
 {
 	static const struct {
@@ -472,6 +505,7 @@ static int fastpath_settings(struct bpf_object *obj, const struct dmsc_install *
 	} knobs[] = {
 		{ "DMSC_FP_APPLY_BYTES", "fp_apply_bytes" },
 		{ "DMSC_FP_CORK_BYTES", "fp_cork_bytes" },
+		{ "DMSC_FP_NO_RELEASE", "fp_no_release" },
 	};
 	const char *env;
 	size_t i;
@@ -483,6 +517,12 @@ static int fastpath_settings(struct bpf_object *obj, const struct dmsc_install *
 		return 0; /* not the fast path's object */
 	if (err)
 		return err;
+	err = fastpath_host_budget(rec->fp_backlog_max, &v);
+	if (!err)
+		err = set_rodata_u32(obj, "fp_host_budget", v);
+	if (err)
+		return err;
+	pr_debug("fast path: host budget %u bytes\n", v);
 	for (i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
 		env = getenv(knobs[i].env);
 		if (!env || !*env)

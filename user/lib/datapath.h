@@ -33,6 +33,7 @@ enum dmsc_map_id {
 	DMSC_M_FP_SOCK,
 	DMSC_M_FP_STATS,
 	DMSC_M_FP_SVC,
+	DMSC_M_FP_HOST,
 	DMSC_M_COUNT,
 };
 

@@ -226,7 +226,8 @@ static const struct counter_row counter_rows[] = {
 	SVC_ROW("dmsc_service_refused_total", NULL, refused_access, "reason", "access"),
 	SVC_ROW("dmsc_service_bytes_total",
 		"Bytes of mesh clients' connections to the service, by direction (to: sent "
-		"to the service, from: received from it).",
+		"to the service, from: received from it): packets, plus the payload the "
+		"same-host fast path carried.",
 		bytes_to, "direction", "to"),
 	SVC_ROW("dmsc_service_bytes_total", NULL, bytes_from, "direction", "from"),
 	SVC_ROW("dmsc_service_policed_packets_total",
@@ -260,10 +261,17 @@ static const struct counter_row counter_rows[] = {
 	FP_ROW("dmsc_fastpath_fallbacks_total",
 	       "Writers that left the fast path for the normal stack, by reason (backlog: "
 	       "the reader fell behind; bulk: a large write where the backlog cannot be read; "
-	       "policy: the service became accelerate off or byte-limited).",
+	       "policy: the service became accelerate off or byte-limited; budget: the host "
+	       "budget of unread redirected bytes was spent; pressure: TCP memory was short).",
 	       backlog_fallback, "reason", "backlog"),
 	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, bulk_fallback, "reason", "bulk"),
 	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, policy_fallback, "reason", "policy"),
+	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, budget_fallback, "reason", "budget"),
+	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, pressure_fallback, "reason", "pressure"),
+	FP_ROW("dmsc_fastpath_released_total",
+	       "Sockets that left the fast path and were given the kernel's own TCP path back "
+	       "(out of the sockhash once their queue of redirected bytes was empty).",
+	       released, NULL, NULL),
 	FP_ROW("dmsc_fastpath_skipped_total",
 	       "Connections or sockets kept off the fast path, by reason (accelerate_off, "
 	       "bulk_seen: auto after a recent bulk fallback, early_data: data before the "
