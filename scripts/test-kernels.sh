@@ -10,8 +10,9 @@
 #
 # Environment: DMSC_MATRIX_SUITES (suites to run, default test_l4.sh,
 # test_features.sh, test_udp.sh, test_limits.sh, test_fastpath.sh), DMSC_MATRIX_TIMEOUT (seconds
-# per guest, default 3600: a bound for a hung guest, not a speed; a guest
-# takes ~4 min on an idle 2-core machine and over 15 min on a loaded one),
+# per guest, default 1200: a bound for a hung guest, not a speed; a guest
+# takes ~4 min on an idle 2-core machine and over 15 min on a loaded one;
+# CI must end within 90 min, so three hung guests may not take more than an hour),
 # DMSC_MATRIX_MEMORY (default 2G), DMSC_KERNEL_CACHE (scripts/kernels.sh).
 #
 # Prints per kernel one line with its suites' pass/fail counts and time,
@@ -25,7 +26,7 @@ cd "$TOP" || exit 1
 . scripts/kernels.sh
 BUILD=${BUILD:-build}
 SUITES=${DMSC_MATRIX_SUITES:-tests/kernel/test_l4.sh tests/kernel/test_features.sh tests/kernel/test_udp.sh tests/kernel/test_limits.sh tests/kernel/test_fastpath.sh}
-TIMEOUT=${DMSC_MATRIX_TIMEOUT:-3600}
+TIMEOUT=${DMSC_MATRIX_TIMEOUT:-1200}
 MEMORY=${DMSC_MATRIX_MEMORY:-2G}
 MATRIX=$TOP/$BUILD/matrix
 
