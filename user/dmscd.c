@@ -30,6 +30,7 @@
 
 #include "agent.h"
 #include "datapath.h"
+#include "etcd_sync.h"
 #include "httpd.h"
 #include "l7_supervisor.h"
 #include "log.h"
@@ -49,6 +50,7 @@ struct agent {
 	const char *pin_dir;
 	const char *policy;
 	bool policy_is_dir;
+	struct dmsc_etcd_sync *etcd; /* --etcd: the policy comes from etcd */
 	char watch_dir[PATH_MAX];
 	char watch_name[NAME_MAX + 1]; /* file mode: the file's name in watch_dir */
 	struct dmsc_mirror mirror;
@@ -73,7 +75,13 @@ struct agent {
 
 static const char usage_text[] =
     "usage: dmscd --policy FILE|DIR [--cgroup PATH] [options]\n"
+    "       dmscd --etcd URL[,URL...] --namespace NS [--namespace NS...] [--prefix P]\n"
+    "             [--cgroup PATH] [options]\n"
     "\n"
+    "  --etcd URL[,URL...]    take the policy from etcd instead of --policy: the\n"
+    "                         services of each --namespace, watched (docs/etcd.md)\n"
+    "  --prefix P             etcd key prefix (default " DMSC_ETCD_DEFAULT_PREFIX ")\n"
+    "  --etcd-cacert FILE, --etcd-cert FILE, --etcd-key FILE  TLS to etcd\n"
     "  --policy FILE|DIR      the policy: one JSON file, or a directory whose *.json\n"
     "                         files are merged (a service defined twice is an error)\n"
     "  --cgroup PATH          the cgroup v2 whose processes are in the mesh; may be\n"
@@ -149,7 +157,10 @@ static void apply_policy(struct agent *ag, const char *why)
 
 	ag->retry_at_ms = 0;
 	t0 = mono_seconds();
-	err = dmsc_policy_set_load(ag->policy, &set, &msgs);
+	if (ag->etcd)
+		err = dmsc_etcd_sync_view(ag->etcd, &set.policy);
+	else
+		err = dmsc_policy_set_load(ag->policy, &set, &msgs);
 	if (err) {
 		for (i = 0; i < msgs.n; i++)
 			pr_warn("%s\n", msgs.lines[i]);
@@ -228,7 +239,10 @@ static void apply_policy(struct agent *ag, const char *why)
 out:
 	free(digests);
 	dmsc_apply_result_free(&res);
-	dmsc_policy_set_free(&set);
+	if (ag->etcd && set.policy.services)
+		dmsc_etcd_sync_view_done(ag->etcd, &set.policy); /* a view: nothing to free */
+	else
+		dmsc_policy_set_free(&set);
 	dmsc_msgs_free(&msgs);
 	/* json-c and the parse leave freed memory in the heap: give it back. */
 	malloc_trim(0);
@@ -341,6 +355,8 @@ static int metrics_handler(const char *path, struct dmsc_buf *body, void *ctx)
 		dmsc_mirror_load(&ag->mirror, &dp);
 	err = dmsc_metrics_render(body, &ag->mirror, &dp, &ag->stats);
 	dmsc_datapath_close(&dp);
+	if (!err && ag->etcd)
+		dmsc_etcd_sync_metrics(ag->etcd, body);
 	if (!err && ag->l7)
 		err = append_l7_metrics(ag, body);
 	return err ? 500 : 200;
@@ -483,6 +499,12 @@ int main(int argc, char **argv)
 		OPT_PIN_DIR,
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
+		OPT_ETCD,
+		OPT_ETCD_PREFIX,
+		OPT_ETCD_NS,
+		OPT_ETCD_CA,
+		OPT_ETCD_CERT,
+		OPT_ETCD_KEY,
 	};
 	static const struct option longopts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -498,6 +520,12 @@ int main(int argc, char **argv)
 	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
+	    {"etcd", required_argument, NULL, OPT_ETCD},
+	    {"prefix", required_argument, NULL, OPT_ETCD_PREFIX},
+	    {"namespace", required_argument, NULL, OPT_ETCD_NS},
+	    {"etcd-cacert", required_argument, NULL, OPT_ETCD_CA},
+	    {"etcd-cert", required_argument, NULL, OPT_ETCD_CERT},
+	    {"etcd-key", required_argument, NULL, OPT_ETCD_KEY},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -512,6 +540,12 @@ int main(int argc, char **argv)
 	const char *l7_listen = NULL;
 	char bound[64], l7_bin[PATH_MAX] = "";
 	sigset_t sigs;
+	const char *etcd_urls = NULL, *etcd_prefix = DMSC_ETCD_DEFAULT_PREFIX;
+	const char *etcd_ns[DMSC_ETCD_NAMESPACES_MAX];
+	size_t n_etcd_ns = 0;
+	struct dmsc_etcd_tls etcd_tls = {0};
+	struct dmsc_etcd_sync etcd_sync;
+	char etcd_label[256];
 	bool running = true;
 	int c, rc = 1;
 
@@ -570,6 +604,28 @@ int main(int argc, char **argv)
 		case OPT_L7_BINARY:
 			snprintf(l7_bin, sizeof(l7_bin), "%s", optarg);
 			break;
+		case OPT_ETCD:
+			etcd_urls = optarg;
+			break;
+		case OPT_ETCD_PREFIX:
+			etcd_prefix = optarg;
+			break;
+		case OPT_ETCD_NS:
+			if (n_etcd_ns == DMSC_ETCD_NAMESPACES_MAX) {
+				pr_warn("--namespace: at most %d\n", DMSC_ETCD_NAMESPACES_MAX);
+				return EXIT_USAGE;
+			}
+			etcd_ns[n_etcd_ns++] = optarg;
+			break;
+		case OPT_ETCD_CA:
+			etcd_tls.cacert = optarg;
+			break;
+		case OPT_ETCD_CERT:
+			etcd_tls.cert = optarg;
+			break;
+		case OPT_ETCD_KEY:
+			etcd_tls.key = optarg;
+			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;
 			break;
@@ -582,9 +638,19 @@ int main(int argc, char **argv)
 		}
 	}
 	dmsc_log_init("dmscd", level);
+	if (etcd_urls && (ag.policy || !n_etcd_ns || l7_listen)) {
+		pr_warn("--etcd takes one --namespace NS or more, and neither --policy nor "
+			"--l7-listen (not yet with etcd)\n");
+		return EXIT_USAGE;
+	}
+	if (etcd_urls) {
+		snprintf(etcd_label, sizeof(etcd_label), "etcd %s%s", etcd_prefix,
+			 n_etcd_ns == 1 ? "" : " (namespaces)");
+		ag.policy = etcd_label;
+	}
 	if (optind != argc || !ag.policy) {
 		if (!ag.policy)
-			pr_warn("--policy FILE|DIR is required\n");
+			pr_warn("--policy FILE|DIR or --etcd URL is required\n");
 		else
 			pr_warn("unexpected argument \"%s\"\n", argv[optind]);
 		usage(stderr);
@@ -617,7 +683,7 @@ int main(int argc, char **argv)
 	io.n_ifaces = n_ifs;
 	if (install(&ag, &io))
 		goto out;
-	if (setup_watch(&ag))
+	if (!etcd_urls && setup_watch(&ag))
 		goto out;
 	if (strcmp(metrics, "off") != 0) {
 		ag.http_fd = dmsc_httpd_listen(metrics, bound, sizeof(bound));
@@ -635,8 +701,19 @@ int main(int argc, char **argv)
 			dmsc_datapath_close(&dp);
 		}
 	}
-	pr_info("watching %s%s\n", ag.policy, ag.policy_is_dir ? " (a directory of *.json)" : "");
-	apply_policy(&ag, "start");
+	if (etcd_urls) {
+		/* applied once the first read arrives (the eventfd) */
+		if (dmsc_etcd_sync_start(&etcd_sync, etcd_urls, &etcd_tls, etcd_prefix, etcd_ns,
+					 n_etcd_ns))
+			goto out;
+		ag.etcd = &etcd_sync;
+		pr_info("watching %s: %zu namespace%s at %s\n", ag.policy, n_etcd_ns,
+			n_etcd_ns == 1 ? "" : "s", etcd_urls);
+	} else {
+		pr_info("watching %s%s\n", ag.policy,
+			ag.policy_is_dir ? " (a directory of *.json)" : "");
+		apply_policy(&ag, "start");
+	}
 	if (l7_listen) {
 		if (!l7_bin[0])
 			l7_default_binary(l7_bin, sizeof(l7_bin));
@@ -646,11 +723,12 @@ int main(int argc, char **argv)
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[4] = {
+		struct pollfd pfd[5] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.inotify_fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
 		    {.fd = ag.l7 ? dmsc_l7_sup_fd(&ag.l7_sup) : -1, .events = POLLIN},
+		    {.fd = ag.etcd ? dmsc_etcd_sync_fd(ag.etcd) : -1, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -666,7 +744,7 @@ int main(int argc, char **argv)
 		 * back-off; looked at every second at least. */
 		if (ag.l7 && (wait < 0 || wait > L7_POLL_MS))
 			wait = L7_POLL_MS;
-		if (poll(pfd, 4, wait) < 0 && errno != EINTR) {
+		if (poll(pfd, 5, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}
@@ -691,6 +769,10 @@ int main(int argc, char **argv)
 		if (ag.http_fd >= 0 && (pfd[2].revents & POLLIN)) {
 			dmsc_httpd_serve(ag.http_fd, metrics_handler, &ag);
 			malloc_trim(0); /* the page is built whole, then freed */
+		}
+		if (running && (pfd[4].revents & POLLIN)) {
+			dmsc_etcd_sync_take(ag.etcd);
+			apply_policy(&ag, "etcd");
 		}
 		now = dmsc_now_ms();
 		if (running && dmsc_debounce_take(&ag.debounce, now))
@@ -720,6 +802,8 @@ out:
 		dmsc_l7_unregister(ag.pin_dir);
 		unlink(ag.l7_metrics);
 	}
+	if (ag.etcd)
+		dmsc_etcd_sync_stop(ag.etcd);
 	dmsc_mirror_free(&ag.mirror);
 	if (ag.http_fd >= 0)
 		close(ag.http_fd);
