@@ -162,8 +162,22 @@ a1=$(applied 1)
 policy "$T/a.json" reviews "198.18.1.2:20 198.18.1.3:80"
 out=$(publish "$T/a.json" --namespace a --dry-run)
 t_check "dry-run prints the plan: $out" grep -q 'would update /dmsc/ns/a/services/reviews' <<<"$out"
-out=$(publish "$T/a.json" --namespace a)
-t_check "h1 applies the weight change" after_apply 1 "$a1"
+rev=$(sed -n 's/.*against revision \([0-9]*\)$/\1/p' <<<"$out")
+# a concurrent publisher changes the namespace after the plan was read
+policy "$T/other.json" other "198.18.1.3:1"
+sed -i 's/198.19.0.10/198.19.0.12/' "$T/other.json"
+jq -s '{services: (.[0].services + .[1].services)}' "$T/a.json" "$T/other.json" >"$T/both.json"
+raw_put /dmsc/ns/a/services/other <(jq -c '.services[0]' "$T/other.json")
+out=$(publish "$T/a.json" --namespace a --expect-revision "$rev")
+t_check "a publish guarded by revision $rev fails cleanly after a concurrent change: $out" \
+	grep -q "namespace a changed in etcd after revision $rev (another publisher?): nothing was published" <<<"$out"
+t_eq "and wrote nothing: reviews keeps its weights in etcd" \
+	"$("$CTL" -o json get reviews --etcd "$EURL" --namespace a | jq -c '[.services[0].backends[].weight]')" '[80,20]'
+out=$(publish "$T/both.json" --namespace a)
+t_check "publishing again succeeds: $out" grep -q 'published 1 change' <<<"$out"
+t_check "h1 applies the concurrent service and the weight change" \
+	wait_count "$T/h1.log" '^dmscd: applied .*\(etcd\)' $((a1 + 2)) 20
+t_eq "h1's maps hold both" "$(names "$H1")" '["other","reviews"]'
 probe 1 --connect "$VIP:9080" --count 400 --parallel 4 >"$T/split2.json"
 v1=$(jq '.backends.v1 // 0' "$T/split2.json")
 t_range "v1's share on h1 moved to ~20%" "$(awk -v n="$v1" 'BEGIN { printf "%.1f", n / 4 }')" 12.3 28.3

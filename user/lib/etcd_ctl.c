@@ -29,7 +29,7 @@ struct ctl {
 	const char *etcd, *prefix, *ns;
 	struct dmsc_etcd_tls tls;
 	bool json, dry_run;
-	int64_t revision;
+	int64_t revision; /* watch: from; publish: --expect-revision */
 	long count, timeout_s;
 };
 
@@ -43,6 +43,8 @@ static const char usage_text[] =
     "  --namespace NS       the namespace: keys PREFIX/ns/NS/services/NAME\n"
     "  --prefix P           key prefix (default " DMSC_ETCD_DEFAULT_PREFIX ")\n"
     "  --dry-run            publish: print the plan, write nothing\n"
+    "  --expect-revision R  publish: only if nothing in the namespace changed after\n"
+    "                       revision R (the one a reviewed --dry-run printed)\n"
     "  --revision R         watch: from revision R (default: from now)\n"
     "  --count N            watch: exit after N events\n"
     "  --timeout S          watch: exit after S seconds\n"
@@ -155,13 +157,16 @@ static int cmd_publish(struct ctl *c, const char *path)
 		goto out_etcd;
 	}
 	rev = kvs.revision;
+	/* the guard's revision: the one read, or an older one the caller saw */
+	if (c->revision && c->revision < kvs.revision)
+		kvs.revision = c->revision;
 	kept = calloc(kvs.n + 1, sizeof(*kept));
 	ops = calloc(set.policy.n_services + kvs.n + 1, sizeof(*ops));
 	cmps = calloc(set.policy.n_services + kvs.n + 2, sizeof(*cmps));
 	if (!kept || !ops || !cmps)
 		goto out_etcd;
 	/* Nothing in the namespace changed after the revision read ... */
-	cmps[n_cmps++] = (struct dmsc_etcd_cmp){nsp, nsend, DMSC_ETCD_LESS, rev + 1};
+	cmps[n_cmps++] = (struct dmsc_etcd_cmp){nsp, nsend, DMSC_ETCD_LESS, kvs.revision + 1};
 	for (i = 0; i < set.policy.n_services; i++) {
 		const struct dmsc_policy_service *s = &set.policy.services[i];
 		const struct dmsc_etcd_kv *have = NULL;
@@ -488,6 +493,7 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 	    {"namespace", required_argument, NULL, O_NS},
 	    {"dry-run", no_argument, NULL, O_DRY},
 	    {"revision", required_argument, NULL, O_REV},
+	    {"expect-revision", required_argument, NULL, O_REV},
 	    {"count", required_argument, NULL, O_COUNT},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
 	    {"etcd-cacert", required_argument, NULL, O_CA},
