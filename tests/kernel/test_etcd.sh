@@ -12,10 +12,11 @@ set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 EPID= D1= D2=
 LOADPIDS=()
+MPIDS=()
 suite_cleanup() {
 	local p
 	[[ -n ${KEEP_LOG:-} ]] && cp "$T"/*.log "$KEEP_LOG" 2>/dev/null
-	for p in "${LOADPIDS[@]}" $D1 $D2 $EPID; do
+	for p in "${LOADPIDS[@]}" $D1 $D2 $EPID "${MPIDS[@]}"; do
 		kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
@@ -254,4 +255,65 @@ t_check "metrics: events and bytes received" \
 	test "$(awk '$1 == "dmsc_etcd_received_bytes_total" { print $2 }' <<<"$metrics")" -gt 0
 t_check "metrics: refused values counted" \
 	test "$(awk '$1 == "dmsc_etcd_refused_values_total" { print $2 }' <<<"$metrics")" -ge 3
+
+# 7. A 3-member cluster loses its leader under a stream of publishes: h1,
+# given the three endpoints, converges to the last revision.
+kill -TERM "$D1"; wait "$D1" 2>/dev/null; D1=
+etcd_stop
+CURLS=() PEERS=() cluster=
+for m in 0 1 2; do
+	CURLS[m]=http://127.0.0.1:$(free_port) && PEERS[m]=http://127.0.0.1:$(free_port) ||
+		{ t_fail "free ports for the cluster"; t_summary; exit 1; }
+	cluster+=${cluster:+,}m$m=${PEERS[m]}
+done
+for m in 0 1 2; do
+	etcd --name "m$m" --data-dir "$T/cluster$m" --listen-client-urls "${CURLS[m]}" \
+		--advertise-client-urls "${CURLS[m]}" --listen-peer-urls "${PEERS[m]}" \
+		--initial-advertise-peer-urls "${PEERS[m]}" --initial-cluster "$cluster" \
+		--initial-cluster-token "$P" --heartbeat-interval 50 --election-timeout 500 \
+		>>"$T/cluster$m.log" 2>&1 &
+	MPIDS[m]=$!
+done
+ALL=$(IFS=,; echo "${CURLS[*]}")
+healthy() { curl -sf --max-time 1 "$1/health" | grep -q '"health":"true"'; }
+t_check "a 3-member etcd cluster is up" until_ok 30 healthy "${CURLS[0]}"
+leader() {
+	local m
+	for m in 0 1 2; do
+		curl -sf --max-time 1 "${CURLS[m]}/v3/maintenance/status" -d '{}' |
+			jq -e '.leader == .header.member_id' >/dev/null 2>&1 && { echo "$m"; return 0; }
+	done
+	return 1
+}
+L=$(until_ok 10 leader >/dev/null && leader)
+t_check "the cluster has a leader (m${L:-?})" test -n "$L"
+# h1 watches through the leader first, so that losing it cuts its stream
+ORDERED=${CURLS[${L:-0}]}
+for m in 0 1 2; do [[ $m != "${L:-0}" ]] && ORDERED+=,${CURLS[m]}; done
+DMSC_PIN_DIR=$H1 "$DMSCD" --etcd "$ORDERED" --namespace a --cgroup "$CG1" --metrics 127.0.0.1:0 \
+	--drop-delay-ms 50 >>"$T/h1.log" 2>&1 &
+D1=$!
+c0=$(nlines "$T/h1.log" 'etcd: connected to')
+t_check "h1 connects to the leader" wait_count "$T/h1.log" "etcd: connected to ${CURLS[${L:-0}]}" 1 20
+ok=0 last=
+for ((w = 1; w <= 30; w++)); do
+	policy "$T/c.json" reviews "198.18.1.2:$w 198.18.1.3:1"
+	[[ $w == 10 && -n $L ]] && { kill -KILL "${MPIDS[L]}"; wait "${MPIDS[L]}" 2>/dev/null; }
+	# a publish during the election may fail: retried, bounded
+	for ((r = 0; r < 40; r++)); do
+		"$CTL" publish "$T/c.json" --namespace a --etcd "$ALL" >"$T/c.out" 2>&1 && break
+		sleep 0.1
+	done
+	grep -q '^published' "$T/c.out" && ok=$((ok + 1)) && last=$w
+done
+t_eq "30 publishes through the leader's loss" "$ok" 30
+t_check "h1 lost its stream and reconnected to another member" \
+	wait_count "$T/h1.log" 'etcd: connected to' $((c0 + 2)) 20
+lastrev=$("$CTL" -o json get --etcd "$ALL" --namespace a | jq .revision)
+t_check "h1 reached revision $lastrev" until_ok 20 bash -c \
+	"curl -sS --max-time 2 '$(grep -o 'http://[0-9.:]*/metrics' "$T/h1.log" | tail -n 1)' |
+	 awk '\$1 == \"dmsc_etcd_revision\" { exit !(\$2 >= $lastrev) }'"
+t_eq "h1's maps hold the last weights (30:1 -> 124 and 4 of 128 slots)" \
+	"$(DMSC_PIN_DIR=$H1 "$CTL" show services -o json | jq -c '[.services[] | select(.name == "reviews") | .backends[].slots]')" \
+	"[124,4]"
 t_summary
