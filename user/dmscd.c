@@ -62,6 +62,8 @@ struct agent {
 	struct dmsc_l7_supervisor l7_sup;
 	const char *l7_argv[16];
 	char l7_metrics[PATH_MAX];
+	char l7_policy[PATH_MAX]; /* --etcd: the policy file dmsc-l7 reads */
+	uint64_t l7_policy_hash;
 	/* allow_from paths with no cgroup yet: applied again until they
 	 * resolve (dmsc_apply_result.unresolved). */
 	int64_t retry_at_ms; /* 0: none */
@@ -152,6 +154,7 @@ static void apply_policy(struct agent *ag, const char *why)
 	struct rusage ru2, ru3;
 	struct dmsc_svc_digest *digests = NULL;
 	char buf[512];
+	bool l7_new;
 	size_t i;
 	int err;
 
@@ -230,7 +233,18 @@ static void apply_policy(struct agent *ag, const char *why)
 	ag->stats.applies[DMSC_APPLY_OK]++;
 	/* The helper reads the policy itself: a new one replaces it, without
 	 * refusing or cutting a connection (dmsc_l7_sup_replace). */
-	if (ag->l7 && res.n_changes && ag->l7_sup.state != DMSC_L7_SUP_STOPPED)
+	l7_new = res.n_changes;
+	/* The helper's own changes (routes, timeouts) touch no map: its file
+	 * is compared instead. */
+	if (ag->etcd && ag->l7) {
+		err = dmsc_etcd_sync_write_policy(ag->etcd, &set.policy, ag->l7_policy,
+						  &ag->l7_policy_hash);
+		if (err < 0)
+			pr_warn("%s: cannot write dmsc-l7's policy: %s\n", ag->l7_policy,
+				strerror(-err));
+		l7_new = err > 0;
+	}
+	if (ag->l7 && l7_new && ag->l7_sup.state != DMSC_L7_SUP_STOPPED)
 		dmsc_l7_sup_replace(&ag->l7_sup, ag->l7_argv, (uint64_t)dmsc_now_ms());
 	ag->stats.entries_written += res.entries_written;
 	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
@@ -297,11 +311,24 @@ static int l7_start(struct agent *ag, const char *bin, const char *listen)
 		pr_warn("cannot create /run/dmsc: %s\n", strerror(errno));
 		return -errno;
 	}
+	if (ag->etcd) {
+		/* etcd's services as a file, rewritten by every apply that
+		 * changes something; empty until the first read */
+		FILE *f;
+
+		snprintf(ag->l7_policy, sizeof(ag->l7_policy), "/run/dmsc/etcd-policy.%d.json",
+			 (int)getpid());
+		f = fopen(ag->l7_policy, "w");
+		if (!f || fputs("{ \"services\": [] }\n", f) < 0 || fclose(f)) {
+			pr_warn("%s: %s\n", ag->l7_policy, strerror(errno));
+			return -EIO;
+		}
+	}
 	ag->l7_argv[n++] = bin;
 	ag->l7_argv[n++] = "--listen";
 	ag->l7_argv[n++] = listen;
 	ag->l7_argv[n++] = "--policy";
-	ag->l7_argv[n++] = ag->policy;
+	ag->l7_argv[n++] = ag->etcd ? ag->l7_policy : ag->policy;
 	ag->l7_argv[n++] = "--pin-dir";
 	ag->l7_argv[n++] = ag->pin_dir;
 	ag->l7_argv[n++] = "--metrics-file";
@@ -638,9 +665,8 @@ int main(int argc, char **argv)
 		}
 	}
 	dmsc_log_init("dmscd", level);
-	if (etcd_urls && (ag.policy || !n_etcd_ns || l7_listen)) {
-		pr_warn("--etcd takes one --namespace NS or more, and neither --policy nor "
-			"--l7-listen (not yet with etcd)\n");
+	if (etcd_urls && (ag.policy || !n_etcd_ns)) {
+		pr_warn("--etcd takes one --namespace NS or more, and no --policy\n");
 		return EXIT_USAGE;
 	}
 	if (etcd_urls) {
@@ -801,6 +827,8 @@ out:
 		dmsc_l7_sup_stop(&ag.l7_sup, L7_STOP_MS);
 		dmsc_l7_unregister(ag.pin_dir);
 		unlink(ag.l7_metrics);
+		if (ag.l7_policy[0])
+			unlink(ag.l7_policy);
 	}
 	if (ag.etcd)
 		dmsc_etcd_sync_stop(ag.etcd);

@@ -10,17 +10,19 @@
 # their key named, the rest applied.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
-EPID= D1= D2=
+EPID= D1= D2= D3=
 LOADPIDS=()
 MPIDS=()
 suite_cleanup() {
 	local p
+	# h3's dmscd stops its dmsc-l7 on SIGTERM
+	[[ -n $D3 ]] && kill -TERM "$D3" 2>/dev/null && wait "$D3" 2>/dev/null
 	[[ -n ${KEEP_LOG:-} ]] && cp "$T"/*.log "$KEEP_LOG" 2>/dev/null
 	for p in "${LOADPIDS[@]}" $D1 $D2 $EPID "${MPIDS[@]}"; do
 		kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
-	for p in "$T/bpffs/h1" "$T/bpffs/h2"; do
+	for p in "$T/bpffs/h1" "$T/bpffs/h2" "$T/bpffs/h3"; do
 		[[ -d $p ]] && DMSC_PIN_DIR=$p "$CTL" uninstall >/dev/null 2>&1
 	done
 }
@@ -32,16 +34,20 @@ H1=$T/bpffs/h1 H2=$T/bpffs/h2
 
 dmsc_net_host c1 198.18.0.2/16 || exit 1
 dmsc_net_host c2 198.18.0.3/16 || exit 1
+dmsc_net_host n 198.18.0.1/16 || exit 1
 dmsc_net_host b1 198.18.1.2/16 || exit 1
 dmsc_net_host b2 198.18.1.3/16 || exit 1
 CG1=$(dmsc_cgroup_make "$P/h1") || exit 1
 CG2=$(dmsc_cgroup_make "$P/h2") || exit 1
+CG3=$(dmsc_cgroup_make "$P/h3") || exit 1
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
 	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
 		--max-seconds 600 >"$T/$host.out" 2>&1 &
+	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
+		--max-seconds 600 >"$T/$host.http.out" 2>&1 &
 done
-for f in b1 b2; do
+for f in b1 b2 b1.http b2.http; do
 	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
 done
 
@@ -55,11 +61,12 @@ wait_count() {
 	return 1
 }
 nlines() { grep -cE -- "$2" "$1" 2>/dev/null; }
-# until_ok SECONDS CMD...: polls CMD every 50 ms.
+# until_ok SECONDS CMD...: polls CMD every 50 ms, for SECONDS at most
+# (however long CMD itself takes).
 until_ok() {
-	local i n=$(($1 * 20))
+	local i n=$(($1 * 20)) end=$((SECONDS + $1))
 	shift
-	for ((i = 0; i < n; i++)); do
+	for ((i = 0; i < n && SECONDS < end; i++)); do
 		"$@" && return 0
 		sleep 0.05
 	done
@@ -316,4 +323,32 @@ t_check "h1 reached revision $lastrev" until_ok 20 bash -c \
 t_eq "h1's maps hold the last weights (30:1 -> 124 and 4 of 128 slots)" \
 	"$(DMSC_PIN_DIR=$H1 "$CTL" show services -o json | jq -c '[.services[] | select(.name == "reviews") | .backends[].slots]')" \
 	"[124,4]"
+
+# 8. http services from etcd reach dmsc-l7 (h3, namespace web); a route
+# change published later reaches the helper too.
+WEB=198.19.0.20
+web_policy() {
+	cat >"$T/web.json" <<JSON
+{ "services": [ { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
+  "backends": [ { "address": "198.18.1.2", "port": 8080, "labels": { "version": "v1" } },
+                { "address": "198.18.1.3", "port": 8080, "labels": { "version": "v2" } } ],
+  "routes": [ { "match": { "path_prefix": "/canary/" }, "backends": { "version": "$1" } } ] } ] }
+JSON
+}
+web_policy v2
+until_ok 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
+# dmscd stays in the root namespace (etcd is on its loopback); the helper
+# it starts listens in the node namespace, through a wrapper
+printf '#!/bin/sh\nexec nsenter --net=/run/netns/%sn %s "$@"\n' "$P" "$BIN/dmsc-l7" >"$T/l7-in-node"
+chmod 755 "$T/l7-in-node"
+DMSC_PIN_DIR="$T/bpffs/h3" "$DMSCD" --etcd "$ALL" --namespace web --cgroup "$CG3" \
+	--l7-listen 198.18.0.1:15001 --l7-binary "$T/l7-in-node" --metrics off >>"$T/h3.log" 2>&1 &
+D3=$!
+canary() { dmsc_run_in_cgroup "$CG3" dmsc_net_exec c1 curl -sS --max-time 2 "http://$WEB/canary/x" 2>/dev/null; }
+routes_to() { [[ $(canary) == "$1" ]]; }
+t_check "an http service from etcd is routed by dmsc-l7 (/canary/ -> v2)" until_ok 20 routes_to v2
+t_eq "every /canary/ request goes to v2" "$(for i in 1 2 3 4 5 6; do canary; done | sort -u | tr '\n' ' ')" "v2 "
+web_policy v1
+until_ok 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
+t_check "a route change published to etcd reaches dmsc-l7 (/canary/ -> v1)" until_ok 20 routes_to v1
 t_summary

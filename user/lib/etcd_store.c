@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -257,16 +258,22 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 	en->mod_rev = mod_rev;
 	if (e)
 		return 0; /* refused: the last valid service stays */
+	free(en->text);
+	en->text = strndup(value, len);
+	if (!en->text) {
+		dmsc_policy_free(&svc);
+		return -ENOMEM;
+	}
 	dmsc_policy_free(&en->svc);
 	en->svc = svc;
 	en->valid = true;
-	en->value_len = len;
 	return 1;
 }
 
 static void entry_remove(struct dmsc_etcd_store *s, size_t i)
 {
 	free(s->e[i].key);
+	free(s->e[i].text);
 	dmsc_policy_free(&s->e[i].svc);
 	memmove(&s->e[i], &s->e[i + 1], (s->n - i - 1) * sizeof(*s->e));
 	s->n--;
@@ -404,4 +411,55 @@ out:
 		out->services = NULL;
 	}
 	return e;
+}
+
+int dmsc_etcd_store_write_policy(const struct dmsc_etcd_store *s, const struct dmsc_policy *view,
+				 const char *path, uint64_t *hash)
+{
+	char tmp[4096], *text = NULL;
+	size_t i, j = 0, len = 0;
+	uint64_t h = 14695981039346656037ull; /* FNV-1a */
+	FILE *f;
+	int e = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	f = open_memstream(&text, &len);
+	if (!f)
+		return -errno;
+	fputs("{ \"services\": [\n", f);
+	/* the view is in key order, a subset of the valid entries */
+	for (i = 0; i < s->n && j < view->n_services; i++) {
+		if (!s->e[i].valid || s->e[i].svc.services[0].name != view->services[j].name)
+			continue;
+		fprintf(f, "%s%s\n", j ? "," : "", s->e[i].text);
+		j++;
+	}
+	fputs("] }\n", f);
+	if (fclose(f))
+		return -ENOMEM;
+	for (i = 0; i < len; i++)
+		h = (h ^ (unsigned char)text[i]) * 1099511628211ull;
+	if (h == *hash) {
+		free(text);
+		return 0;
+	}
+	f = fopen(tmp, "w");
+	if (!f) {
+		e = -errno;
+		goto out;
+	}
+	if (fwrite(text, 1, len, f) != len)
+		e = -EIO;
+	if (fclose(f) && !e)
+		e = -errno;
+	if (!e && rename(tmp, path))
+		e = -errno;
+	if (e)
+		unlink(tmp);
+	else
+		*hash = h;
+out:
+	free(text);
+	return e ? e : 1;
 }

@@ -51,7 +51,7 @@ struct dmsc_etcd_entry {
 	int64_t mod_rev;
 	bool valid;           /* svc holds a service */
 	struct dmsc_policy svc; /* one service, the last valid value */
-	size_t value_len;
+	char *text;             /* that value as etcd holds it */
 };
 
 struct dmsc_etcd_store {
@@ -86,5 +86,12 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s);
  */
 int dmsc_etcd_store_view(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
 			 char **msgs, size_t max_msgs, size_t *n_msgs);
+
+/* Writes the services of view (from dmsc_etcd_store_view on s, still in
+ * use) as a policy file at path, their values as etcd holds them: the file
+ * dmsc-l7 reads. Written aside and renamed over, only when its text differs
+ * from the one *hash names (updated). 1 written, 0 the same, or -errno. */
+int dmsc_etcd_store_write_policy(const struct dmsc_etcd_store *s, const struct dmsc_policy *view,
+				 const char *path, uint64_t *hash);
 
 #endif /* DMSC_ETCD_STORE_H */

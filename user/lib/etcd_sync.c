@@ -412,6 +412,13 @@ int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out)
 	return e;
 }
 
+int dmsc_etcd_sync_write_policy(struct dmsc_etcd_sync *s, const struct dmsc_policy *view,
+				const char *path, uint64_t *hash)
+{
+	/* the caller holds the lock (a view is in use) */
+	return dmsc_etcd_store_write_policy(&s->store, view, path, hash);
+}
+
 void dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out)
 {
 	free(out->services);

@@ -49,6 +49,9 @@ void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s);
 /* Locks the store and fills out with a view of it (see
  * dmsc_etcd_store_view); conflicts are logged. Release with _view_done. */
 int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out);
+/* The view as a policy file for dmsc-l7 (dmsc_etcd_store_write_policy). */
+int dmsc_etcd_sync_write_policy(struct dmsc_etcd_sync *s, const struct dmsc_policy *view,
+				const char *path, uint64_t *hash);
 void dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out);
 void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b);
 void dmsc_etcd_sync_stop(struct dmsc_etcd_sync *s);
