@@ -54,6 +54,7 @@ struct agent {
 	bool policy_is_dir;
 	struct dmsc_policy_watch watch;
 	struct dmsc_etcd_sync *etcd; /* --etcd: the policy comes from etcd */
+	bool etcd_read;              /* its first read arrived */
 	struct dmsc_mirror mirror;
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
@@ -217,6 +218,13 @@ static void apply_policy(struct agent *ag, const char *why)
 	size_t i;
 	int err;
 
+	/* Before etcd's first read the store is empty, not the policy: a
+	 * SIGHUP then must not empty the maps an earlier dmscd wrote. */
+	if (ag->etcd && !ag->etcd_read) {
+		pr_info("%s (%s): etcd not read yet; nothing applied, the datapath runs as it is\n",
+			ag->policy, why);
+		return;
+	}
 	ag->retry_at_ms = 0;
 	t0 = mono_seconds();
 	if (ag->etcd) {
@@ -893,6 +901,7 @@ int main(int argc, char **argv)
 			ag.reresolve_at_ms = dmsc_now_ms() + CGROUP_SETTLE_MS;
 		if (running && (pfd[5].revents & POLLIN)) {
 			dmsc_etcd_sync_take(ag.etcd);
+			ag.etcd_read = true; /* woken after a whole read at least */
 			apply_policy(&ag, "etcd");
 			reresolve(&ag); /* new rules, new paths to watch */
 		}

@@ -6,7 +6,8 @@
 # a weight change moves the split; a delete removes it; etcd stopped and
 # started again: traffic flows throughout and the change made meanwhile
 # arrives; dmscd SIGKILLed and restarted writes only the difference (0
-# entries against an unchanged etcd); hostile values are refused with
+# entries against an unchanged etcd), and before its first read (etcd
+# down) a SIGHUP applies nothing; hostile values are refused with
 # their key named, the rest applied.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
@@ -224,6 +225,26 @@ t_check "h1's new dmscd reads etcd" wait_count "$T/h1.log" '^dmscd: applied .*\(
 t_check "the restart wrote 0 map entries: $(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)" \
 	grep -qE '^dmscd: applied .*\(etcd\): 1 service, 0 changes, 0 map entries written' \
 	<(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)
+
+# 4b. A dmscd that has not read etcd yet (its endpoint is down) applies
+# nothing on SIGHUP: the maps it adopted keep their service.
+kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
+DEAD=$(free_port) || { t_fail "a free port"; t_summary; exit 1; }
+w1=$(nlines "$T/h1.log" '^dmscd: watching etcd')
+s1=$(nlines "$T/h1.log" 'etcd not read yet')
+EURL_UP=$EURL EURL=http://127.0.0.1:$DEAD
+start_host 1 a
+EURL=$EURL_UP
+t_check "h1's dmscd starts with etcd unreachable" \
+	wait_count "$T/h1.log" '^dmscd: watching etcd' $((w1 + 1)) 30
+kill -HUP "$D1"
+t_check "a SIGHUP before etcd's first read applies nothing" \
+	wait_count "$T/h1.log" 'etcd not read yet; nothing applied' $((s1 + 1)) 20
+t_eq "h1's maps still hold reviews" "$(names "$H1")" '["reviews"]'
+kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
+a1=$(applied 1)
+start_host 1 a
+t_check "h1's dmscd reads etcd again" after_apply 1 "$a1"
 
 # 5. Hostile values: refused with the key named; the rest applied.
 a1=$(applied 1)
