@@ -5,13 +5,15 @@
 # --bench: also what `make bench` compares against (HAProxy, nginx); their
 # packages would start system services on :80, so they are installed with
 # service starts disabled (policy-rc.d), and the benchmark runs its own
-# instances in a network namespace.
+# instances in a network namespace. etcd-server likewise: its packaged
+# service stays down (policy-rc.d) and is disabled; the tests start their own
+# etcd on 127.0.0.1 with a private data directory.
 set -euo pipefail
 
 PACKAGES=(
 	# build
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
-	libhttp-parser-dev
+	libhttp-parser-dev libcurl4-openssl-dev
 	# tests
 	libcriterion-dev iproute2 curl procps psmisc jq iperf3 util-linux wrk
 	# sanitizers and fuzzing: libFuzzer and the ASan/UBSan runtimes come with
@@ -19,6 +21,8 @@ PACKAGES=(
 	libclang-rt-14-dev valgrind
 	# the fast path's tests and make bench (iperf3 is above)
 	sockperf haproxy gnuplot-nox
+	# policy carried by etcd (tests/kernel/test_etcd.sh)
+	etcd-server etcd-client
 )
 BENCH_PACKAGES=(haproxy nginx-light)
 
@@ -56,7 +60,9 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 policy_rc=
-if $bench && [[ ! -e /usr/sbin/policy-rc.d ]]; then
+starts_service=$bench
+[[ " ${missing[*]} " == *" etcd-server "* ]] && starts_service=true
+if $starts_service && [[ ! -e /usr/sbin/policy-rc.d ]]; then
 	# 101: "action not allowed": the packages install, their services stay down
 	policy_rc=/usr/sbin/policy-rc.d
 	printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
@@ -64,4 +70,8 @@ if $bench && [[ ! -e /usr/sbin/policy-rc.d ]]; then
 	trap 'rm -f "$policy_rc"' EXIT
 fi
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null &&
+	[[ -d /run/systemd/system ]]; then
+	systemctl disable --now etcd.service >/dev/null 2>&1 || true
+fi
 echo "install-deps: done"

@@ -18,6 +18,7 @@
 #include <json-c/json.h>
 
 #include "counters.h"
+#include "etcd_ctl.h"
 #include "datapath.h"
 #include "feature.h"
 #include "log.h"
@@ -59,6 +60,9 @@ static const char usage_text[] =
 	"  features                 probe the kernel's hooks and helpers that dmsc needs\n"
 	"  verifier                 load every program (nothing attached) and print the\n"
 	"                           verifier's figures: instructions processed, states\n"
+	"  publish FILE|DIR --etcd URL --namespace NS   write a policy's services to\n"
+	"                           etcd, only what changed (`dmscctl publish -h`)\n"
+	"  get [NAME] / watch       read back a namespace from etcd\n"
 	"\n"
 	"options:\n"
 	"  -o, --output text|json   output format (default text)\n"
@@ -955,6 +959,12 @@ int main(int argc, char **argv)
 	int c;
 
 	dmsc_log_init("dmscctl", level);
+	/* publish, get, watch: policy in etcd, with their own options */
+	for (c = 1; c < argc && argv[c][0] == '-'; c++)
+		if (!strcmp(argv[c], "-o") || !strcmp(argv[c], "--output"))
+			c++;
+	if (c < argc && dmsc_etcd_ctl_command(argv[c]))
+		return dmsc_etcd_ctl_main(argc, argv);
 	while ((c = getopt_long(argc, argv, "o:vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':

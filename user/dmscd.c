@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * dmscd: the per-host agent. Installs or adopts the pinned datapath,
- * applies a policy file (or a directory of them), watches it and applies
- * each change, debounced, writing only what differs; serves metrics.
+ * applies a policy file (or a directory of them, or the services of etcd
+ * namespaces), watches it and applies each change, debounced, writing only
+ * what differs; serves metrics.
  *
  * The datapath does not depend on dmscd: SIGTERM (or a crash) leaves it
  * running as it is, and the next dmscd adopts it (its programs are
@@ -29,6 +30,7 @@
 #include "agent.h"
 #include "allow_resolve.h"
 #include "datapath.h"
+#include "etcd_sync.h"
 #include "httpd.h"
 #include "l7_snapshot.h"
 #include "l7_supervisor.h"
@@ -51,6 +53,8 @@ struct agent {
 	const char *policy;
 	bool policy_is_dir;
 	struct dmsc_policy_watch watch;
+	struct dmsc_etcd_sync *etcd; /* --etcd: the policy comes from etcd */
+	bool etcd_read;              /* its first read arrived */
 	struct dmsc_mirror mirror;
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
@@ -89,7 +93,13 @@ struct agent {
 
 static const char usage_text[] =
     "usage: dmscd --policy FILE|DIR [--cgroup PATH] [options]\n"
+    "       dmscd --etcd URL[,URL...] --namespace NS [--namespace NS...] [--prefix P]\n"
+    "             [--cgroup PATH] [options]\n"
     "\n"
+    "  --etcd URL[,URL...]    take the policy from etcd instead of --policy: the\n"
+    "                         services of each --namespace, watched (docs/etcd.md)\n"
+    "  --prefix P             etcd key prefix (default " DMSC_ETCD_DEFAULT_PREFIX ")\n"
+    "  --etcd-cacert FILE, --etcd-cert FILE, --etcd-key FILE  TLS to etcd\n"
     "  --policy FILE|DIR      the policy: one JSON file, or a directory whose *.json\n"
     "                         files are merged (a service defined twice is an error)\n"
     "  --cgroup PATH          the cgroup v2 whose processes are in the mesh; may be\n"
@@ -204,12 +214,26 @@ static void apply_policy(struct agent *ag, const char *why)
 	struct rusage ru2, ru3;
 	struct dmsc_svc_digest *digests = NULL;
 	char buf[512];
+	bool etcd_view = false;
 	size_t i;
 	int err;
 
+	/* Before etcd's first read the store is empty, not the policy: a
+	 * SIGHUP then must not empty the maps an earlier dmscd wrote. */
+	if (ag->etcd && !ag->etcd_read) {
+		pr_info("%s (%s): etcd not read yet; nothing applied, the datapath runs as it is\n",
+			ag->policy, why);
+		return;
+	}
 	ag->retry_at_ms = 0;
 	t0 = mono_seconds();
-	err = dmsc_policy_set_load(ag->policy, &set, &msgs);
+	if (ag->etcd) {
+		/* a view of the store, locked until _view_done */
+		err = dmsc_etcd_sync_view(ag->etcd, &set.policy);
+		etcd_view = !err;
+	} else {
+		err = dmsc_policy_set_load(ag->policy, &set, &msgs);
+	}
 	if (err) {
 		for (i = 0; i < msgs.n; i++)
 			pr_warn("%s\n", msgs.lines[i]);
@@ -286,7 +310,10 @@ static void apply_policy(struct agent *ag, const char *why)
 out:
 	free(digests);
 	dmsc_apply_result_free(&res);
-	dmsc_policy_set_free(&set);
+	if (etcd_view)
+		dmsc_etcd_sync_view_done(ag->etcd, &set.policy); /* a view: nothing to free */
+	else
+		dmsc_policy_set_free(&set);
 	dmsc_msgs_free(&msgs);
 	/* json-c and the parse leave freed memory in the heap: give it back. */
 	malloc_trim(0);
@@ -417,6 +444,8 @@ struct scrape_job {
 	const char *pin_dir;
 	bool l7;
 	char l7_metrics[PATH_MAX];
+	/* --etcd: its families, rendered in the loop under the store's lock */
+	struct dmsc_buf etcd;
 };
 
 static void *scrape_job_make(void *ctx)
@@ -434,6 +463,8 @@ static void *scrape_job_make(void *ctx)
 	j->snap_ok = dmsc_metrics_snapshot(&ag->mirror,
 					   dmsc_metrics_backends_on(j->backends, ag->mirror.n),
 					   &j->snap) == 0;
+	if (ag->etcd)
+		dmsc_etcd_sync_metrics(ag->etcd, &j->etcd);
 	return j;
 }
 
@@ -444,6 +475,7 @@ static void scrape_job_free(void *job)
 	if (!j)
 		return;
 	dmsc_metrics_snapshot_free(&j->snap);
+	dmsc_buf_free(&j->etcd);
 	free(j);
 }
 
@@ -480,6 +512,10 @@ static int metrics_handler(const char *path, struct dmsc_buf *body, void *job)
 				  dmsc_metrics_backends_on(j->backends, m->n));
 	dmsc_datapath_close(&dp);
 	dmsc_mirror_free(&own);
+	if (!err && j->etcd.failed)
+		err = -ENOMEM;
+	if (!err && j->etcd.len)
+		dmsc_buf_append(body, j->etcd.p, j->etcd.len);
 	if (!err && j->l7)
 		err = append_l7_metrics(j->l7_metrics, body);
 	return err ? 500 : 200;
@@ -559,6 +595,12 @@ int main(int argc, char **argv)
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
 		OPT_METRICS_BACKENDS,
+		OPT_ETCD,
+		OPT_ETCD_PREFIX,
+		OPT_ETCD_NS,
+		OPT_ETCD_CA,
+		OPT_ETCD_CERT,
+		OPT_ETCD_KEY,
 	};
 	static const struct option longopts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -575,6 +617,12 @@ int main(int argc, char **argv)
 	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
+	    {"etcd", required_argument, NULL, OPT_ETCD},
+	    {"prefix", required_argument, NULL, OPT_ETCD_PREFIX},
+	    {"namespace", required_argument, NULL, OPT_ETCD_NS},
+	    {"etcd-cacert", required_argument, NULL, OPT_ETCD_CA},
+	    {"etcd-cert", required_argument, NULL, OPT_ETCD_CERT},
+	    {"etcd-key", required_argument, NULL, OPT_ETCD_KEY},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -590,6 +638,12 @@ int main(int argc, char **argv)
 	const char *l7_listen = NULL;
 	char bound[64], l7_bin[PATH_MAX] = "";
 	sigset_t sigs;
+	const char *etcd_urls = NULL, *etcd_prefix = DMSC_ETCD_DEFAULT_PREFIX;
+	const char *etcd_ns[DMSC_ETCD_NAMESPACES_MAX];
+	size_t n_etcd_ns = 0;
+	struct dmsc_etcd_tls etcd_tls = {0};
+	struct dmsc_etcd_sync etcd_sync;
+	char etcd_label[256];
 	bool running = true;
 	int c, rc = 1;
 
@@ -661,6 +715,28 @@ int main(int argc, char **argv)
 		case OPT_L7_BINARY:
 			snprintf(l7_bin, sizeof(l7_bin), "%s", optarg);
 			break;
+		case OPT_ETCD:
+			etcd_urls = optarg;
+			break;
+		case OPT_ETCD_PREFIX:
+			etcd_prefix = optarg;
+			break;
+		case OPT_ETCD_NS:
+			if (n_etcd_ns == DMSC_ETCD_NAMESPACES_MAX) {
+				pr_warn("--namespace: at most %d\n", DMSC_ETCD_NAMESPACES_MAX);
+				return EXIT_USAGE;
+			}
+			etcd_ns[n_etcd_ns++] = optarg;
+			break;
+		case OPT_ETCD_CA:
+			etcd_tls.cacert = optarg;
+			break;
+		case OPT_ETCD_CERT:
+			etcd_tls.cert = optarg;
+			break;
+		case OPT_ETCD_KEY:
+			etcd_tls.key = optarg;
+			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;
 			break;
@@ -673,9 +749,18 @@ int main(int argc, char **argv)
 		}
 	}
 	dmsc_log_init("dmscd", level);
+	if (etcd_urls && (ag.policy || !n_etcd_ns)) {
+		pr_warn("--etcd takes one --namespace NS or more, and no --policy\n");
+		return EXIT_USAGE;
+	}
+	if (etcd_urls) {
+		snprintf(etcd_label, sizeof(etcd_label), "etcd %s%s", etcd_prefix,
+			 n_etcd_ns == 1 ? "" : " (namespaces)");
+		ag.policy = etcd_label;
+	}
 	if (optind != argc || !ag.policy) {
 		if (!ag.policy)
-			pr_warn("--policy FILE|DIR is required\n");
+			pr_warn("--policy FILE|DIR or --etcd URL is required\n");
 		else
 			pr_warn("unexpected argument \"%s\"\n", argv[optind]);
 		usage(stderr);
@@ -708,7 +793,7 @@ int main(int argc, char **argv)
 	io.n_ifaces = n_ifs;
 	if (install(&ag, &io))
 		goto out;
-	if (dmsc_policy_watch_open(&ag.watch, ag.policy))
+	if (!etcd_urls && dmsc_policy_watch_open(&ag.watch, ag.policy))
 		goto out;
 	ag.policy_is_dir = ag.watch.is_dir;
 	if (strcmp(metrics, "off") != 0) {
@@ -735,24 +820,36 @@ int main(int argc, char **argv)
 			dmsc_datapath_close(&dp);
 		}
 	}
-	pr_info("watching %s%s\n", ag.policy, ag.policy_is_dir ? " (a directory of *.json)" : "");
 	if (l7_listen) {
 		if (!l7_bin[0])
 			l7_default_binary(l7_bin, sizeof(l7_bin));
 		if (l7_start(&ag, l7_bin, l7_listen))
 			goto out;
 	}
-	apply_policy(&ag, "start");
+	if (etcd_urls) {
+		/* applied once the first read arrives (the eventfd) */
+		if (dmsc_etcd_sync_start(&etcd_sync, etcd_urls, &etcd_tls, etcd_prefix, etcd_ns,
+					 n_etcd_ns))
+			goto out;
+		ag.etcd = &etcd_sync;
+		pr_info("watching %s: %zu namespace%s at %s\n", ag.policy, n_etcd_ns,
+			n_etcd_ns == 1 ? "" : "s", etcd_urls);
+	} else {
+		pr_info("watching %s%s\n", ag.policy,
+			ag.policy_is_dir ? " (a directory of *.json)" : "");
+		apply_policy(&ag, "start");
+	}
 	reresolve(&ag);
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[5] = {
+		struct pollfd pfd[6] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
 		    {.fd = ag.l7 ? dmsc_l7_sup_fd(&ag.l7_sup) : -1, .events = POLLIN},
 		    {.fd = ag.cg_watch.fd, .events = POLLIN},
+		    {.fd = ag.etcd ? dmsc_etcd_sync_fd(ag.etcd) : -1, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -775,7 +872,7 @@ int main(int argc, char **argv)
 		 * back-off; looked at every second at least. */
 		if (ag.l7 && (wait < 0 || wait > L7_POLL_MS))
 			wait = L7_POLL_MS;
-		if (poll(pfd, 5, wait) < 0 && errno != EINTR) {
+		if (poll(pfd, 6, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}
@@ -802,6 +899,12 @@ int main(int argc, char **argv)
 		if ((pfd[4].revents & POLLIN) && dmsc_cgroup_watch_read(&ag.cg_watch) &&
 		    !ag.reresolve_at_ms)
 			ag.reresolve_at_ms = dmsc_now_ms() + CGROUP_SETTLE_MS;
+		if (running && (pfd[5].revents & POLLIN)) {
+			dmsc_etcd_sync_take(ag.etcd);
+			ag.etcd_read = true; /* woken after a whole read at least */
+			apply_policy(&ag, "etcd");
+			reresolve(&ag); /* new rules, new paths to watch */
+		}
 		now = dmsc_now_ms();
 		if (running && dmsc_debounce_take(&ag.debounce, now)) {
 			apply_policy(&ag, "changed");
@@ -836,6 +939,8 @@ out:
 		unlink(ag.l7_metrics);
 		free(ag.l7_view);
 	}
+	if (ag.etcd)
+		dmsc_etcd_sync_stop(ag.etcd);
 	dmsc_mirror_free(&ag.mirror);
 	if (ag.http_fd >= 0)
 		close(ag.http_fd);

@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# Policy carried by etcd: a real etcd on 127.0.0.1 (private data directory,
+# free ports) and two simulated hosts, each with its own cgroup, pin
+# directory, dmscd and client namespace; h1 subscribes to namespace a, h2
+# to namespace b. A service published in a reaches h1 and never h2's maps;
+# a weight change moves the split; a delete removes it; etcd stopped and
+# started again: traffic flows throughout and the change made meanwhile
+# arrives; dmscd SIGKILLed and restarted writes only the difference (0
+# entries against an unchanged etcd), and before its first read (etcd
+# down) a SIGHUP applies nothing; hostile values are refused with
+# their key named, the rest applied.
+set -u
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+EPID= D1= D2= D3=
+LOADPIDS=()
+MPIDS=()
+suite_cleanup() {
+	local p
+	# h3's dmscd stops its dmsc-l7 on SIGTERM
+	[[ -n $D3 ]] && kill -TERM "$D3" 2>/dev/null && wait "$D3" 2>/dev/null
+	[[ -n ${KEEP_LOG:-} ]] && cp "$T"/*.log "$KEEP_LOG" 2>/dev/null
+	for p in "${LOADPIDS[@]}" $D1 $D2 $EPID "${MPIDS[@]}"; do
+		kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	for p in "$T/bpffs/h1" "$T/bpffs/h2" "$T/bpffs/h3"; do
+		[[ -d $p ]] && DMSC_PIN_DIR=$p "$CTL" uninstall >/dev/null 2>&1
+	done
+}
+dmsc_suite_begin etcd detc$$
+command -v etcd >/dev/null || { echo "etcd is not installed (scripts/install-deps.sh)"; exit 77; }
+DMSCD=$BIN/dmscd
+VIP=198.19.0.10
+H1=$T/bpffs/h1 H2=$T/bpffs/h2
+
+dmsc_net_host c1 198.18.0.2/16 || exit 1
+dmsc_net_host c2 198.18.0.3/16 || exit 1
+dmsc_net_host n 198.18.0.1/16 || exit 1
+dmsc_net_host b1 198.18.1.2/16 || exit 1
+dmsc_net_host b2 198.18.1.3/16 || exit 1
+CG1=$(dmsc_cgroup_make "$P/h1") || exit 1
+CG2=$(dmsc_cgroup_make "$P/h2") || exit 1
+CG3=$(dmsc_cgroup_make "$P/h3") || exit 1
+for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
+	IFS=: read -r host addr name <<<"$b"
+	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
+		--max-seconds 600 >"$T/$host.out" 2>&1 &
+	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
+		--max-seconds 600 >"$T/$host.http.out" 2>&1 &
+done
+for f in b1 b2 b1.http b2.http; do
+	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
+done
+
+# wait_count FILE REGEX N SECONDS: until FILE has at least N lines matching.
+wait_count() {
+	local i
+	for ((i = 0; i < $4 * 20; i++)); do
+		[[ $(grep -cE -- "$2" "$1" 2>/dev/null) -ge $3 ]] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+nlines() { grep -cE -- "$2" "$1" 2>/dev/null; }
+# until_ok SECONDS CMD...: polls CMD every 50 ms, for SECONDS at most
+# (however long CMD itself takes).
+until_ok() {
+	local i n=$(($1 * 20)) end=$((SECONDS + $1))
+	shift
+	for ((i = 0; i < n && SECONDS < end; i++)); do
+		"$@" && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+# ---- etcd: free ports on loopback, a data directory of the suite's own
+free_port() {
+	local p i
+	for ((i = 0; i < 50; i++)); do
+		p=$((20000 + RANDOM % 30000))
+		ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return 0; }
+	done
+	return 1
+}
+CPORT=$(free_port) && PPORT=$(free_port) || { t_fail "free ports for etcd"; t_summary; exit 1; }
+EURL=http://127.0.0.1:$CPORT
+etcd_start() {
+	etcd --name dmsc-test --data-dir "$T/etcd" \
+		--listen-client-urls "$EURL" --advertise-client-urls "$EURL" \
+		--listen-peer-urls "http://127.0.0.1:$PPORT" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
+		--initial-cluster "dmsc-test=http://127.0.0.1:$PPORT" >>"$T/etcd.log" 2>&1 &
+	EPID=$!
+	until_ok 20 curl -sf --max-time 1 "$EURL/health" -o /dev/null
+}
+etcd_stop() {
+	kill -TERM "$EPID" 2>/dev/null
+	wait "$EPID" 2>/dev/null
+	EPID=
+}
+etcd_start || { t_fail "etcd starts on $EURL"; t_summary; exit 1; }
+t_ok "etcd $(etcd --version | head -n 1 | awk '{print $3}') serves $EURL"
+
+# raw_put KEY VALUE-FILE: a value written straight to etcd (no validation).
+raw_put() {
+	printf '{"key":"%s","value":"%s"}' "$(printf %s "$1" | base64 -w0)" "$(base64 -w0 <"$2")" \
+		>"$T/put.body"
+	curl -sf --max-time 5 "$EURL/v3/kv/put" -o /dev/null -d @"$T/put.body"
+}
+
+# policy FILE NAME "ADDR:WEIGHT ..." [NAME2 VIP2 ...]: one service file
+policy() {
+	local f=$1 name=$2 bes=$3 sep="" b
+	{
+		printf '{ "services": [ { "name": "%s", "vip": "%s", "port": 9080, "backends": [' "$name" "$VIP"
+		for b in $bes; do
+			printf '%s{ "address": "%s", "port": 9080, "weight": %s }' "$sep" "${b%%:*}" "${b##*:}"
+			sep=", "
+		done
+		printf '] } ] }\n'
+	} >"$f"
+}
+publish() { "$CTL" publish "$@" --etcd "$EURL" 2>&1; }
+
+# start_host N NS: dmscd of host N (pins H$N, cgroup CG$N) on namespace NS
+start_host() {
+	local n=$1 ns=$2 pin cg log
+	pin=$T/bpffs/h$n
+	cg=$(eval echo "\$CG$n")
+	log=$T/h$n.log
+	DMSC_PIN_DIR=$pin "$DMSCD" --etcd "$EURL" --namespace "$ns" --cgroup "$cg" \
+		--metrics 127.0.0.1:0 --drop-delay-ms 50 >>"$log" 2>&1 &
+	eval "D$n=\$!"
+}
+names() { DMSC_PIN_DIR=$1 "$CTL" show services -o json | jq -c '[.services[].name] | sort'; }
+probe() {
+	local n=$1
+	shift
+	dmsc_run_in_cgroup "$(eval echo "\$CG$n")" dmsc_net_exec "c$n" "$PROBE" --json --max-seconds 60 "$@"
+}
+applied() { nlines "$T/h$1.log" '^dmscd: applied .*\(etcd\)'; }
+# after_apply N BEFORE: waits for host N's next apply
+after_apply() { wait_count "$T/h$1.log" '^dmscd: applied .*\(etcd\)' $(($2 + 1)) 20; }
+
+# 1. Scoping: reviews in namespace a reaches h1 only.
+policy "$T/a.json" reviews "198.18.1.2:80 198.18.1.3:20"
+start_host 1 a
+start_host 2 b
+t_check "h1's dmscd reads etcd" wait_count "$T/h1.log" '^dmscd: applied .*\(etcd\)' 1 30
+t_check "h2's dmscd reads etcd" wait_count "$T/h2.log" '^dmscd: applied .*\(etcd\)' 1 30
+a1=$(applied 1)
+out=$(publish "$T/a.json" --namespace a)
+t_check "publish to namespace a: $out" grep -q 'published 1 change' <<<"$out"
+t_check "h1 applies reviews" after_apply 1 "$a1"
+t_eq "h1's maps hold reviews" "$(names "$H1")" '["reviews"]'
+t_eq "h2's maps never hold it" "$(names "$H2")" '[]'
+t_eq "h2 applied nothing after its first read" "$(applied 2)" 1
+probe 1 --connect "$VIP:9080" --count 400 --parallel 4 >"$T/split1.json"
+t_eq "400 connections through the VIP on h1" "$(jq .ok "$T/split1.json")" 400
+v1=$(jq '.backends.v1 // 0' "$T/split1.json")
+t_range "v1's share on h1 is ~80% (slot share 79.7% +- 8)" "$(awk -v n="$v1" 'BEGIN { printf "%.1f", n / 4 }')" 71.7 87.7
+probe 2 --connect "$VIP:9080" --count 5 >"$T/h2none.json"
+t_eq "on h2 the VIP is not translated" "$(jq .ok "$T/h2none.json")" 0
+out=$(publish "$T/a.json" --namespace a)
+t_check "publishing the same policy again writes nothing" grep -q 'published 0 changes' <<<"$out"
+t_eq "get reads it back" "$("$CTL" -o json get --etcd "$EURL" --namespace a | jq -c '[.services[].name]')" '["reviews"]'
+
+# 2. A weight change moves the split.
+a1=$(applied 1)
+policy "$T/a.json" reviews "198.18.1.2:20 198.18.1.3:80"
+out=$(publish "$T/a.json" --namespace a --dry-run)
+t_check "dry-run prints the plan: $out" grep -q 'would update /dmsc/ns/a/services/reviews' <<<"$out"
+rev=$(sed -n 's/.*against revision \([0-9]*\)$/\1/p' <<<"$out")
+# a concurrent publisher changes the namespace after the plan was read
+policy "$T/other.json" other "198.18.1.3:1"
+sed -i 's/198.19.0.10/198.19.0.12/' "$T/other.json"
+jq -s '{services: (.[0].services + .[1].services)}' "$T/a.json" "$T/other.json" >"$T/both.json"
+raw_put /dmsc/ns/a/services/other <(jq -c '.services[0]' "$T/other.json")
+out=$(publish "$T/a.json" --namespace a --expect-revision "$rev")
+t_check "a publish guarded by revision $rev fails cleanly after a concurrent change: $out" \
+	grep -q "namespace a changed in etcd after revision $rev (another publisher?): nothing was published" <<<"$out"
+t_eq "and wrote nothing: reviews keeps its weights in etcd" \
+	"$("$CTL" -o json get reviews --etcd "$EURL" --namespace a | jq -c '[.services[0].backends[].weight]')" '[80,20]'
+out=$(publish "$T/both.json" --namespace a)
+t_check "publishing again succeeds: $out" grep -q 'published 1 change' <<<"$out"
+t_check "h1 applies the concurrent service and the weight change" \
+	wait_count "$T/h1.log" '^dmscd: applied .*\(etcd\)' $((a1 + 2)) 20
+t_eq "h1's maps hold both" "$(names "$H1")" '["other","reviews"]'
+probe 1 --connect "$VIP:9080" --count 400 --parallel 4 >"$T/split2.json"
+v1=$(jq '.backends.v1 // 0' "$T/split2.json")
+t_range "v1's share on h1 moved to ~20%" "$(awk -v n="$v1" 'BEGIN { printf "%.1f", n / 4 }')" 12.3 28.3
+
+# 3. etcd stopped and started again: traffic flows throughout; the change
+# published meanwhile (to a restarted etcd) arrives.
+rm -f "$T/load.stop" "$T/load.batches"
+(
+	for ((i = 0; i < 100; i++)); do
+		[[ -e $T/load.stop ]] && break
+		probe 1 --connect "$VIP:9080" --count 50 --parallel 2 >>"$T/load.batches"
+	done
+) &
+LOADPIDS+=($!)
+etcd_stop
+t_check "h1 notices that etcd is down" wait_count "$T/h1.log" 'etcd: disconnected' 1 20
+until_ok 10 test "$(wc -l <"$T/load.batches" 2>/dev/null || echo 0)" -ge 3
+etcd_start || t_fail "etcd starts again"
+a1=$(applied 1)
+policy "$T/a.json" reviews "198.18.1.2:100 198.18.1.3:0"
+out=$(publish "$T/a.json" --namespace a)
+t_check "h1 applies the change made while its watch was down" after_apply 1 "$a1"
+t_check "h1 reconnected" wait_count "$T/h1.log" 'etcd: connected' 2 20
+touch "$T/load.stop"
+wait "${LOADPIDS[-1]}" 2>/dev/null
+t_eq "no connection failed while etcd was away" \
+	"$(jq -s 'map(.failed // 0) | add' "$T/load.batches")" 0
+t_check "connections flowed meanwhile" test "$(jq -s 'map(.ok) | add' "$T/load.batches")" -gt 0
+probe 1 --connect "$VIP:9080" --count 50 >"$T/drain.json"
+t_eq "v2 drained (weight 0): every connection to v1" "$(jq '.backends.v1 // 0' "$T/drain.json")" 50
+
+# 4. dmscd SIGKILLed and restarted against an unchanged etcd: 0 entries.
+kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
+start_host 1 a
+t_check "h1's new dmscd reads etcd" wait_count "$T/h1.log" '^dmscd: applied .*\(etcd\)' $((a1 + 2)) 30
+t_check "the restart wrote 0 map entries: $(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)" \
+	grep -qE '^dmscd: applied .*\(etcd\): 1 service, 0 changes, 0 map entries written' \
+	<(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)
+
+# 4b. A dmscd that has not read etcd yet (its endpoint is down) applies
+# nothing on SIGHUP: the maps it adopted keep their service.
+kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
+DEAD=$(free_port) || { t_fail "a free port"; t_summary; exit 1; }
+w1=$(nlines "$T/h1.log" '^dmscd: watching etcd')
+s1=$(nlines "$T/h1.log" 'etcd not read yet')
+EURL_UP=$EURL EURL=http://127.0.0.1:$DEAD
+start_host 1 a
+EURL=$EURL_UP
+t_check "h1's dmscd starts with etcd unreachable" \
+	wait_count "$T/h1.log" '^dmscd: watching etcd' $((w1 + 1)) 30
+kill -HUP "$D1"
+t_check "a SIGHUP before etcd's first read applies nothing" \
+	wait_count "$T/h1.log" 'etcd not read yet; nothing applied' $((s1 + 1)) 20
+t_eq "h1's maps still hold reviews" "$(names "$H1")" '["reviews"]'
+kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
+a1=$(applied 1)
+start_host 1 a
+t_check "h1's dmscd reads etcd again" after_apply 1 "$a1"
+
+# 5. Hostile values: refused with the key named; the rest applied.
+a1=$(applied 1)
+printf '{"name":' >"$T/bad1"
+raw_put /dmsc/ns/a/services/broken "$T/bad1"
+sed 's/.*"services": \[ //; s/ \] }$//' "$T/a.json" | sed 's/"reviews"/"other"/' >"$T/bad2"
+raw_put /dmsc/ns/a/services/mismatch "$T/bad2"
+head -c 200000 /dev/zero | tr '\0' ' ' >"$T/bad3"
+raw_put /dmsc/ns/a/services/huge "$T/bad3"
+t_check "invalid JSON refused, its key named" \
+	wait_count "$T/h1.log" 'etcd key /dmsc/ns/a/services/broken: not JSON.*refused' 1 20
+t_check "a name that is not the key's refused, its key named" \
+	wait_count "$T/h1.log" 'etcd key /dmsc/ns/a/services/mismatch: name: must be "mismatch".*refused' 1 20
+t_check "a huge value refused, its key named" \
+	wait_count "$T/h1.log" 'etcd key /dmsc/ns/a/services/huge: the value is 200000 bytes.*refused' 1 20
+sed 's/"reviews"/"ratings"/; s/198.19.0.10/198.19.0.11/' "$T/a.json" >"$T/r.json"
+printf '%s' "$(jq -c '.services[0]' "$T/r.json")" >"$T/ratings.val"
+raw_put /dmsc/ns/a/services/ratings "$T/ratings.val"
+t_check "a valid service next to them is applied" \
+	until_ok 20 test "$(names "$H1")" = '["ratings","reviews"]'
+probe 1 --connect "$VIP:9080" --count 20 >"$T/intact.json"
+t_eq "reviews still answers on h1 (the datapath intact)" "$(jq .ok "$T/intact.json")" 20
+
+# 6. A delete removes it.
+a1=$(applied 1)
+printf '{ "services": [] }\n' >"$T/empty.json"
+out=$(publish "$T/empty.json" --namespace a)
+t_check "publishing an empty policy deletes every key: $out" grep -q 'delete /dmsc/ns/a/services/reviews' <<<"$out"
+t_check "h1's maps drop reviews and ratings" until_ok 20 test "$(names "$H1")" = '[]'
+probe 1 --connect "$VIP:9080" --count 5 >"$T/gone.json"
+t_eq "the VIP is gone on h1" "$(jq .ok "$T/gone.json")" 0
+
+metrics=$(curl -sS --max-time 10 "$(grep -o 'http://[0-9.:]*/metrics' "$T/h1.log" | tail -n 1)")
+t_eq "metrics: connected" "$(awk '$1 == "dmsc_etcd_connected" { print $2 }' <<<"$metrics")" 1
+t_check "metrics: events and bytes received" \
+	test "$(awk '$1 == "dmsc_etcd_received_bytes_total" { print $2 }' <<<"$metrics")" -gt 0
+t_check "metrics: refused values counted" \
+	test "$(awk '$1 == "dmsc_etcd_refused_values_total" { print $2 }' <<<"$metrics")" -ge 3
+
+# 7. A 3-member cluster loses its leader under a stream of publishes: h1,
+# given the three endpoints, converges to the last revision.
+kill -TERM "$D1"; wait "$D1" 2>/dev/null; D1=
+etcd_stop
+CURLS=() PEERS=() cluster=
+for m in 0 1 2; do
+	CURLS[m]=http://127.0.0.1:$(free_port) && PEERS[m]=http://127.0.0.1:$(free_port) ||
+		{ t_fail "free ports for the cluster"; t_summary; exit 1; }
+	cluster+=${cluster:+,}m$m=${PEERS[m]}
+done
+for m in 0 1 2; do
+	etcd --name "m$m" --data-dir "$T/cluster$m" --listen-client-urls "${CURLS[m]}" \
+		--advertise-client-urls "${CURLS[m]}" --listen-peer-urls "${PEERS[m]}" \
+		--initial-advertise-peer-urls "${PEERS[m]}" --initial-cluster "$cluster" \
+		--initial-cluster-token "$P" --heartbeat-interval 50 --election-timeout 500 \
+		>>"$T/cluster$m.log" 2>&1 &
+	MPIDS[m]=$!
+done
+ALL=$(IFS=,; echo "${CURLS[*]}")
+healthy() { curl -sf --max-time 1 "$1/health" | grep -q '"health":"true"'; }
+t_check "a 3-member etcd cluster is up" until_ok 30 healthy "${CURLS[0]}"
+leader() {
+	local m
+	for m in 0 1 2; do
+		curl -sf --max-time 1 "${CURLS[m]}/v3/maintenance/status" -d '{}' |
+			jq -e '.leader == .header.member_id' >/dev/null 2>&1 && { echo "$m"; return 0; }
+	done
+	return 1
+}
+L=$(until_ok 10 leader >/dev/null && leader)
+t_check "the cluster has a leader (m${L:-?})" test -n "$L"
+# h1 watches through the leader first, so that losing it cuts its stream
+ORDERED=${CURLS[${L:-0}]}
+for m in 0 1 2; do [[ $m != "${L:-0}" ]] && ORDERED+=,${CURLS[m]}; done
+DMSC_PIN_DIR=$H1 "$DMSCD" --etcd "$ORDERED" --namespace a --cgroup "$CG1" --metrics 127.0.0.1:0 \
+	--drop-delay-ms 50 >>"$T/h1.log" 2>&1 &
+D1=$!
+c0=$(nlines "$T/h1.log" 'etcd: connected to')
+t_check "h1 connects to the leader" wait_count "$T/h1.log" "etcd: connected to ${CURLS[${L:-0}]}" 1 20
+ok=0 last=
+for ((w = 1; w <= 30; w++)); do
+	policy "$T/c.json" reviews "198.18.1.2:$w 198.18.1.3:1"
+	[[ $w == 10 && -n $L ]] && { kill -KILL "${MPIDS[L]}"; wait "${MPIDS[L]}" 2>/dev/null; }
+	# a publish during the election may fail: retried, bounded
+	for ((r = 0; r < 40; r++)); do
+		"$CTL" publish "$T/c.json" --namespace a --etcd "$ALL" >"$T/c.out" 2>&1 && break
+		sleep 0.1
+	done
+	grep -q '^published' "$T/c.out" && ok=$((ok + 1)) && last=$w
+done
+t_eq "30 publishes through the leader's loss" "$ok" 30
+t_check "h1 lost its stream and reconnected to another member" \
+	wait_count "$T/h1.log" 'etcd: connected to' $((c0 + 2)) 20
+lastrev=$("$CTL" -o json get --etcd "$ALL" --namespace a | jq .revision)
+t_check "h1 reached revision $lastrev" until_ok 20 bash -c \
+	"curl -sS --max-time 2 '$(grep -o 'http://[0-9.:]*/metrics' "$T/h1.log" | tail -n 1)' |
+	 awk '\$1 == \"dmsc_etcd_revision\" { exit !(\$2 >= $lastrev) }'"
+t_eq "h1's maps hold the last weights (30:1 -> 124 and 4 of 128 slots)" \
+	"$(DMSC_PIN_DIR=$H1 "$CTL" show services -o json | jq -c '[.services[] | select(.name == "reviews") | .backends[].slots]')" \
+	"[124,4]"
+
+# 8. http services from etcd reach dmsc-l7 (h3, namespace web); a route
+# change published later reaches the helper too.
+WEB=198.19.0.20
+web_policy() {
+	cat >"$T/web.json" <<JSON
+{ "services": [ { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
+  "backends": [ { "address": "198.18.1.2", "port": 8080, "labels": { "version": "v1" } },
+                { "address": "198.18.1.3", "port": 8080, "labels": { "version": "v2" } } ],
+  "routes": [ { "match": { "path_prefix": "/canary/" }, "backends": { "version": "$1" } } ] } ] }
+JSON
+}
+web_policy v2
+until_ok 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
+# dmscd stays in the root namespace (etcd is on its loopback); the helper
+# it starts listens in the node namespace, through a wrapper
+printf '#!/bin/sh\nexec nsenter --net=/run/netns/%sn %s "$@"\n' "$P" "$BIN/dmsc-l7" >"$T/l7-in-node"
+chmod 755 "$T/l7-in-node"
+DMSC_PIN_DIR="$T/bpffs/h3" "$DMSCD" --etcd "$ALL" --namespace web --cgroup "$CG3" \
+	--l7-listen 198.18.0.1:15001 --l7-binary "$T/l7-in-node" --metrics off >>"$T/h3.log" 2>&1 &
+D3=$!
+canary() { dmsc_run_in_cgroup "$CG3" dmsc_net_exec c1 curl -sS --max-time 2 "http://$WEB/canary/x" 2>/dev/null; }
+routes_to() { [[ $(canary) == "$1" ]]; }
+t_check "an http service from etcd is routed by dmsc-l7 (/canary/ -> v2)" until_ok 20 routes_to v2
+t_eq "every /canary/ request goes to v2" "$(for i in 1 2 3 4 5 6; do canary; done | sort -u | tr '\n' ' ')" "v2 "
+web_policy v1
+until_ok 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
+t_check "a route change published to etcd reaches dmsc-l7 (/canary/ -> v1)" until_ok 20 routes_to v1
+t_summary

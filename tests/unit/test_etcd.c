@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * The etcd client's pure parts (base64, the gateway's JSON bodies and
+ * answers, the watch stream's splitting) and the parse of one service
+ * value stored in etcd.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "etcd.h"
+#include "etcd_store.h"
+
+Test(etcd_b64, round_trips_every_tail_length)
+{
+	const char *in[] = {"", "a", "ab", "abc", "abcd", "/dmsc/ns/a/services/x"};
+	const char *want[] = {"", "YQ==", "YWI=", "YWJj", "YWJjZA==",
+			      "L2Rtc2MvbnMvYS9zZXJ2aWNlcy94"};
+	size_t i;
+
+	for (i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		char *enc = dmsc_b64_encode(in[i], strlen(in[i])), *dec;
+		size_t len;
+
+		cr_assert_str_eq(enc, want[i]);
+		cr_assert_eq(dmsc_b64_decode(enc, &dec, &len), 0);
+		cr_assert_eq(len, strlen(in[i]));
+		cr_assert_str_eq(dec, in[i]);
+		free(enc);
+		free(dec);
+	}
+}
+
+Test(etcd_b64, refuses_what_is_not_base64)
+{
+	const char *bad[] = {"Y", "YQ=", "Y===", "YQ==YQ==", "Y!==", "=QQQ"};
+	size_t i, len;
+	char *out;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_eq(dmsc_b64_decode(bad[i], &out, &len), -EINVAL, "%s", bad[i]);
+}
+
+Test(etcd_body, prefix_end_increments_the_last_byte)
+{
+	char *e = dmsc_etcd_prefix_end("/dmsc/ns/a/services/");
+
+	cr_assert_str_eq(e, "/dmsc/ns/a/services0");
+	free(e);
+	e = dmsc_etcd_prefix_end("a\xff");
+	cr_assert_str_eq(e, "b");
+	free(e);
+}
+
+Test(etcd_body, range_txn_and_watch_bodies)
+{
+	struct dmsc_etcd_cmp cmp[] = {
+	    {.key = "/k", .result = DMSC_ETCD_EQUAL, .mod_rev = 7},
+	    {.key = "/a/", .range_end = "/a0", .result = DMSC_ETCD_LESS, .mod_rev = 12},
+	};
+	struct dmsc_etcd_op ops[] = {
+	    {.type = DMSC_ETCD_PUT, .key = "/k", .value = "{}"},
+	    {.type = DMSC_ETCD_DELETE, .key = "/d"},
+	};
+	char *b = dmsc_etcd_range_body("/a/", "/a0", 0);
+
+	cr_assert_str_eq(b, "{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\"}");
+	free(b);
+	b = dmsc_etcd_range_body("/a/", "/a0", 42);
+	cr_assert_str_eq(b, "{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\",\"revision\":\"42\"}");
+	free(b);
+	b = dmsc_etcd_txn_body(cmp, 2, ops, 2);
+	cr_assert_str_eq(
+	    b, "{\"compare\":[{\"target\":\"MOD\",\"result\":\"EQUAL\",\"key\":\"L2s=\","
+	       "\"mod_revision\":\"7\"},{\"target\":\"MOD\",\"result\":\"LESS\",\"key\":\"L2Ev\","
+	       "\"range_end\":\"L2Ew\",\"mod_revision\":\"12\"}],\"success\":[{\"request_put\":"
+	       "{\"key\":\"L2s=\",\"value\":\"e30=\"}},{\"request_delete_range\":{\"key\":"
+	       "\"L2Q=\"}}]}");
+	free(b);
+	b = dmsc_etcd_watch_body("/a/", "/a0", 9);
+	cr_assert_str_eq(b, "{\"create_request\":{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\","
+			    "\"start_revision\":\"9\",\"progress_notify\":true}}");
+	free(b);
+}
+
+/* Answers as etcd 3.4.23's gateway writes them. */
+Test(etcd_parse, range_answer)
+{
+	const char *j = "{\"header\":{\"cluster_id\":\"1\",\"revision\":\"2\",\"raft_term\":\"2\"},"
+			"\"kvs\":[{\"key\":\"L2Rtc2MvbnMvYS9zZXJ2aWNlcy94\",\"create_revision\":\"2\","
+			"\"mod_revision\":\"2\",\"version\":\"1\",\"value\":\"eyJhIjoxfQ==\"}],"
+			"\"count\":\"1\"}";
+	struct dmsc_etcd_kvs kvs;
+	char err[256];
+
+	cr_assert_eq(dmsc_etcd_parse_range(j, strlen(j), &kvs, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(kvs.revision, 2);
+	cr_assert_eq(kvs.n, 1);
+	cr_assert_str_eq(kvs.kv[0].key, "/dmsc/ns/a/services/x");
+	cr_assert_str_eq(kvs.kv[0].value, "{\"a\":1}");
+	cr_assert_eq(kvs.kv[0].mod_rev, 2);
+	dmsc_etcd_kvs_free(&kvs);
+
+	j = "{\"header\":{\"revision\":\"5\"}}";
+	cr_assert_eq(dmsc_etcd_parse_range(j, strlen(j), &kvs, err, sizeof(err)), 0);
+	cr_assert_eq(kvs.n, 0);
+	cr_assert_eq(kvs.revision, 5);
+
+	j = "{\"error\":\"etcdserver: mvcc: required revision has been compacted\",\"code\":11}";
+	cr_assert_eq(dmsc_etcd_parse_range(j, strlen(j), &kvs, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "compacted"), "%s", err);
+}
+
+Test(etcd_parse, txn_answer)
+{
+	const char *ok = "{\"header\":{\"revision\":\"3\"},\"succeeded\":true,\"responses\":[]}";
+	const char *no = "{\"header\":{\"revision\":\"4\"}}";
+	bool s;
+	int64_t rev;
+	char err[256];
+
+	cr_assert_eq(dmsc_etcd_parse_txn(ok, strlen(ok), &s, &rev, err, sizeof(err)), 0);
+	cr_assert(s);
+	cr_assert_eq(rev, 3);
+	cr_assert_eq(dmsc_etcd_parse_txn(no, strlen(no), &s, &rev, err, sizeof(err)), 0);
+	cr_assert_not(s);
+	cr_assert_eq(rev, 4);
+}
+
+Test(etcd_parse, watch_events_progress_and_compaction)
+{
+	const char *ev = "{\"result\":{\"header\":{\"revision\":\"3\"},\"events\":[{\"kv\":{\"key\":"
+			 "\"L2s=\",\"create_revision\":\"2\",\"mod_revision\":\"2\",\"value\":"
+			 "\"e30=\"}},{\"type\":\"DELETE\",\"kv\":{\"key\":\"L2s=\",\"mod_revision\":"
+			 "\"3\"}}]}}";
+	const char *cmp = "{\"result\":{\"header\":{\"raft_term\":\"2\"},\"canceled\":true,"
+			  "\"compact_revision\":\"5\"}}";
+	const char *created = "{\"result\":{\"header\":{\"revision\":\"3\"},\"created\":true}}";
+	struct dmsc_etcd_watch_msg m;
+	char err[256];
+
+	cr_assert_eq(dmsc_etcd_parse_watch(ev, strlen(ev), &m, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(m.n_events, 2);
+	cr_assert_not(m.events[0].deleted);
+	cr_assert_str_eq(m.events[0].kv.value, "{}");
+	cr_assert(m.events[1].deleted);
+	cr_assert_eq(m.events[1].kv.mod_rev, 3);
+	cr_assert_eq(m.revision, 3);
+	dmsc_etcd_watch_msg_free(&m);
+
+	cr_assert_eq(dmsc_etcd_parse_watch(cmp, strlen(cmp), &m, err, sizeof(err)), 0, "%s", err);
+	cr_assert(m.canceled);
+	cr_assert_eq(m.compact_revision, 5);
+	dmsc_etcd_watch_msg_free(&m);
+
+	cr_assert_eq(dmsc_etcd_parse_watch(created, strlen(created), &m, err, sizeof(err)), 0);
+	cr_assert(m.created);
+	cr_assert_eq(m.n_events, 0);
+}
+
+static int count_obj(const char *obj, size_t len, void *arg)
+{
+	int *n = arg;
+
+	cr_assert_eq(obj[0], '{');
+	cr_assert_eq(obj[len - 1], '}');
+	(*n)++;
+	return 0;
+}
+
+Test(etcd_split, objects_split_anywhere_even_inside_strings)
+{
+	const char *s = "{\"a\":\"}{\\\"\"}\n{\"b\":{\"c\":[1,{}]}}\n{\"d\":";
+	struct dmsc_etcd_splitter sp = {.max = 1024};
+	size_t i;
+	int n = 0;
+
+	for (i = 0; s[i]; i++)
+		cr_assert_eq(dmsc_etcd_split(&sp, s + i, 1, count_obj, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(dmsc_etcd_split(&sp, "1}", 2, count_obj, &n), 0);
+	cr_assert_eq(n, 3);
+	dmsc_etcd_splitter_free(&sp);
+}
+
+Test(etcd_split, an_oversized_message_is_an_error)
+{
+	struct dmsc_etcd_splitter sp = {.max = 8};
+	int n = 0;
+
+	cr_assert_eq(dmsc_etcd_split(&sp, "{\"aaaaaaaaaaaa", 14, count_obj, &n), -E2BIG);
+	dmsc_etcd_splitter_free(&sp);
+}
+
+/* ---- one service value ---------------------------------------------- */
+
+#define SVC(name) \
+	"{\"name\":\"" name "\",\"vip\":\"198.19.0.10\",\"port\":80,\"backends\":" \
+	"[{\"address\":\"198.18.1.2\",\"port\":8080}]}"
+
+Test(etcd_value, keys_and_names)
+{
+	char *p = dmsc_etcd_ns_prefix("/dmsc", "shop");
+
+	cr_assert_str_eq(p, "/dmsc/ns/shop/services/");
+	cr_assert_str_eq(dmsc_etcd_key_name("/dmsc/ns/shop/services/web", p), "web");
+	cr_assert_null(dmsc_etcd_key_name("/dmsc/ns/shop/services/a/b", p));
+	cr_assert_null(dmsc_etcd_key_name("/dmsc/ns/shopx/services/web", p));
+	free(p);
+	cr_assert(dmsc_etcd_ns_valid("team-a.prod_1"));
+	cr_assert_not(dmsc_etcd_ns_valid("a/b"));
+	cr_assert_not(dmsc_etcd_ns_valid(""));
+	cr_assert_not(dmsc_etcd_ns_valid(".."));
+}
+
+Test(etcd_value, one_valid_service)
+{
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p;
+
+	cr_assert_eq(dmsc_etcd_parse_service(SVC("web"), strlen(SVC("web")), "web", &p, &errs), 0);
+	cr_assert_eq(p.n_services, 1);
+	cr_assert_str_eq(p.services[0].name, "web");
+	dmsc_policy_free(&p);
+	dmsc_policy_errors_free(&errs);
+}
+
+static void expect_refused(const char *value, size_t len, const char *name, const char *want)
+{
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p;
+	char line[4096];
+
+	cr_assert_eq(dmsc_etcd_parse_service(value, len, name, &p, &errs), -EINVAL, "%s", value);
+	cr_assert_eq(p.n_services, 0);
+	dmsc_etcd_format_errors("/dmsc/ns/a/services/web", &errs, -EINVAL, line, sizeof(line));
+	cr_assert(strstr(line, "etcd key /dmsc/ns/a/services/web: "), "%s", line);
+	cr_assert(strstr(line, want), "%s lacks %s", line, want);
+	dmsc_policy_errors_free(&errs);
+}
+
+Test(etcd_value, hostile_values_are_refused_with_the_problem)
+{
+	static char huge[DMSC_ETCD_VALUE_MAX + 2];
+	const char *bad_port = "{\"name\":\"web\",\"vip\":\"198.19.0.10\",\"port\":70000,"
+			       "\"backends\":[]}";
+
+	expect_refused("{\"name\":", 8, "web", "not JSON");
+	expect_refused("[1,2]", 5, "web", "not a JSON object");
+	expect_refused(SVC("other"), strlen(SVC("other")), "web", "name: must be \"web\"");
+	/* a value that would smuggle a second service into the document */
+	expect_refused(SVC("web") "]},{\"x\":[", strlen(SVC("web") "]},{\"x\":["), "web",
+		       "more than one JSON value");
+	expect_refused(SVC("web") "," SVC("web"), strlen(SVC("web") "," SVC("web")), "web",
+		       "more than one JSON value");
+	expect_refused(bad_port, strlen(bad_port), "web", "port: ");
+	memset(huge, ' ', sizeof(huge) - 1);
+	expect_refused(huge, sizeof(huge) - 1, "web", "more than the 131072");
+}
+
+Test(etcd_store, revisions_apply_once_and_refused_values_keep_the_last_good_one)
+{
+	struct dmsc_etcd_store s = {0};
+	struct dmsc_policy view;
+	char *msgs[4];
+	size_t n;
+
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/web", "web", SVC("web"), strlen(SVC("web")), 5), 1);
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/web", "web", SVC("web"), strlen(SVC("web")), 5), 0);
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/web", "web", "{", 1, 6), 0);
+	cr_assert_eq(s.refused, 1);
+	cr_assert(dmsc_etcd_store_find(&s, "/p/web")->valid);
+	cr_assert_eq(dmsc_etcd_store_delete(&s, "/p/web", 4), 0);
+	cr_assert_eq(dmsc_etcd_store_delete(&s, "/p/web", 7), 1);
+	cr_assert_null(dmsc_etcd_store_find(&s, "/p/web"));
+
+	/* same VIP under two keys: the first key wins */
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/b/web", "web", SVC("web"), strlen(SVC("web")), 8), 1);
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/a/api", "api", SVC("api"), strlen(SVC("api")), 9), 1);
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 1);
+	cr_assert_str_eq(view.services[0].name, "api");
+	cr_assert_eq(n, 1);
+	cr_assert(strstr(msgs[0], "etcd key /b/web: its vip:port is used by /a/api"), "%s",
+		  msgs[0]);
+	free(msgs[0]);
+	free(view.services);
+	dmsc_etcd_store_free(&s);
+}

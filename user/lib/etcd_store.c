@@ -1,0 +1,407 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#define _GNU_SOURCE
+/*
+ * Policy in etcd: key layout, the parse of one service value, and the
+ * store a host keeps of its namespaces. See etcd_store.h.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "etcd_store.h"
+#include "log.h"
+
+bool dmsc_etcd_ns_valid(const char *ns)
+{
+	size_t i, len = strlen(ns);
+
+	if (!len || len > DMSC_ETCD_NS_MAX || !strcmp(ns, ".") || !strcmp(ns, ".."))
+		return false;
+	for (i = 0; i < len; i++) {
+		char c = ns[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+		      c == '_'))
+			return false;
+	}
+	return true;
+}
+
+char *dmsc_etcd_ns_prefix(const char *prefix, const char *ns)
+{
+	char *s = NULL;
+
+	if (asprintf(&s, "%s/ns/%s/services/", prefix, ns) < 0)
+		return NULL;
+	return s;
+}
+
+char *dmsc_etcd_service_key(const char *prefix, const char *ns, const char *name)
+{
+	char *s = NULL;
+
+	if (asprintf(&s, "%s/ns/%s/services/%s", prefix, ns, name) < 0)
+		return NULL;
+	return s;
+}
+
+const char *dmsc_etcd_key_name(const char *key, const char *ns_prefix)
+{
+	size_t n = strlen(ns_prefix);
+
+	if (strncmp(key, ns_prefix, n) || !key[n] || strchr(key + n, '/'))
+		return NULL;
+	return key + n;
+}
+
+static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errs->count == errs->cap) {
+		size_t cap = errs->cap ? errs->cap * 2 : 4;
+		struct dmsc_policy_error *items = realloc(errs->items, cap * sizeof(*items));
+
+		if (!items)
+			return;
+		errs->items = items;
+		errs->cap = cap;
+	}
+	snprintf(errs->items[errs->count].path, sizeof(errs->items[0].path), "%s", path);
+	va_start(ap, fmt);
+	vsnprintf(errs->items[errs->count].message, sizeof(errs->items[0].message), fmt, ap);
+	va_end(ap);
+	errs->count++;
+}
+
+int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
+			    struct dmsc_policy *out, struct dmsc_policy_errors *errs)
+{
+	static const char head[] = "{\"services\":[", tail[] = "]}";
+	struct json_tokener *tok = NULL;
+	struct json_object *o = NULL, *n;
+	char *doc = NULL;
+	size_t i;
+	int e = -EINVAL;
+
+	memset(out, 0, sizeof(*out));
+	errs->count = 0;
+	if (len > DMSC_ETCD_VALUE_MAX) {
+		add_error(errs, "", "the value is %zu bytes, more than the %u a service may take",
+			  len, DMSC_ETCD_VALUE_MAX);
+		return -EINVAL;
+	}
+	/* One object and nothing else: the value is wrapped into a document
+	 * below, and must not be able to add services or close it early. */
+	tok = json_tokener_new();
+	if (!tok)
+		return -ENOMEM;
+	o = json_tokener_parse_ex(tok, value, (int)len);
+	if (!o || json_tokener_get_error(tok) != json_tokener_success) {
+		add_error(errs, "", "not JSON: %s",
+			  json_tokener_error_desc(json_tokener_get_error(tok) ==
+							  json_tokener_continue
+						      ? json_tokener_error_parse_eof
+						      : json_tokener_get_error(tok)));
+		goto out;
+	}
+	for (i = json_tokener_get_parse_end(tok); i < len; i++) {
+		if (value[i] != ' ' && value[i] != '\n' && value[i] != '\t' && value[i] != '\r') {
+			add_error(errs, "", "more than one JSON value (trailing text at byte %zu)",
+				  i);
+			goto out;
+		}
+	}
+	if (!json_object_is_type(o, json_type_object)) {
+		add_error(errs, "", "not a JSON object (one service of policy v1)");
+		goto out;
+	}
+	if (!json_object_object_get_ex(o, "name", &n) || !json_object_is_type(n, json_type_string) ||
+	    strcmp(json_object_get_string(n), name)) {
+		add_error(errs, "name", "must be \"%s\", the name in the key", name);
+		goto out;
+	}
+	doc = malloc(sizeof(head) + len + sizeof(tail));
+	if (!doc) {
+		e = -ENOMEM;
+		goto out;
+	}
+	memcpy(doc, head, sizeof(head) - 1);
+	memcpy(doc + sizeof(head) - 1, value, len);
+	memcpy(doc + sizeof(head) - 1 + len, tail, sizeof(tail));
+	e = dmsc_policy_parse(doc, sizeof(head) - 1 + len + sizeof(tail) - 1, "", out, errs);
+	if (e == -EINVAL) {
+		/* paths relative to the service */
+		for (i = 0; i < errs->count; i++) {
+			char *p = errs->items[i].path;
+
+			if (!strncmp(p, "services[0].", 12))
+				memmove(p, p + 12, strlen(p + 12) + 1);
+			else if (!strcmp(p, "services[0]"))
+				p[0] = '\0';
+		}
+	} else if (!e && out->n_services != 1) {
+		dmsc_policy_free(out);
+		add_error(errs, "", "not one service");
+		e = -EINVAL;
+	}
+out:
+	free(doc);
+	json_object_put(o);
+	json_tokener_free(tok);
+	return e;
+}
+
+void dmsc_etcd_format_errors(const char *key, const struct dmsc_policy_errors *errs, int err,
+			     char *buf, size_t len)
+{
+	size_t i, off;
+	char line[1024];
+
+	off = (size_t)snprintf(buf, len, "etcd key %s: ", key);
+	if (!errs->count && off < len)
+		snprintf(buf + off, len - off, "%s", strerror(-err));
+	for (i = 0; i < errs->count && off < len; i++) {
+		dmsc_policy_error_format(&errs->items[i], line, sizeof(line));
+		off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? "; " : "", line);
+	}
+}
+
+/* Index of key, or where it would go (with *found false). */
+static size_t store_pos(const struct dmsc_etcd_store *s, const char *key, bool *found)
+{
+	size_t lo = 0, hi = s->n;
+
+	*found = false;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(s->e[mid].key, key);
+
+		if (!c) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store *s,
+						    const char *key)
+{
+	bool found;
+	size_t i = store_pos(s, key, &found);
+
+	return found ? &s->e[i] : NULL;
+}
+
+int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *name,
+			const char *value, size_t len, int64_t mod_rev)
+{
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy svc;
+	struct dmsc_etcd_entry *en;
+	char msg[2048];
+	bool found;
+	size_t i = store_pos(s, key, &found);
+	int e;
+
+	if (found && s->e[i].mod_rev >= mod_rev)
+		return 0;
+	e = dmsc_etcd_parse_service(value, len, name, &svc, &errs);
+	if (e) {
+		dmsc_etcd_format_errors(key, &errs, e, msg, sizeof(msg));
+		pr_warn("%s; refused (revision %lld)%s\n", msg, (long long)mod_rev,
+			found && s->e[i].valid ? ", the service stays as it was" : "");
+		dmsc_policy_errors_free(&errs);
+		s->refused++;
+		if (e != -EINVAL)
+			return e;
+	}
+	dmsc_policy_errors_free(&errs);
+	if (!found) {
+		if (s->n == s->cap) {
+			size_t cap = s->cap ? s->cap * 2 : 16;
+			struct dmsc_etcd_entry *ne = realloc(s->e, cap * sizeof(*ne));
+
+			if (!ne) {
+				if (!e)
+					dmsc_policy_free(&svc);
+				return -ENOMEM;
+			}
+			s->e = ne;
+			s->cap = cap;
+		}
+		memmove(&s->e[i + 1], &s->e[i], (s->n - i) * sizeof(*s->e));
+		s->n++;
+		memset(&s->e[i], 0, sizeof(s->e[i]));
+		s->e[i].key = strdup(key);
+		if (!s->e[i].key) {
+			memmove(&s->e[i], &s->e[i + 1], (s->n - i - 1) * sizeof(*s->e));
+			s->n--;
+			if (!e)
+				dmsc_policy_free(&svc);
+			return -ENOMEM;
+		}
+	}
+	en = &s->e[i];
+	en->mod_rev = mod_rev;
+	if (e)
+		return 0; /* refused: the last valid service stays */
+	dmsc_policy_free(&en->svc);
+	en->svc = svc;
+	en->valid = true;
+	en->value_len = len;
+	return 1;
+}
+
+static void entry_remove(struct dmsc_etcd_store *s, size_t i)
+{
+	free(s->e[i].key);
+	dmsc_policy_free(&s->e[i].svc);
+	memmove(&s->e[i], &s->e[i + 1], (s->n - i - 1) * sizeof(*s->e));
+	s->n--;
+}
+
+int dmsc_etcd_store_delete(struct dmsc_etcd_store *s, const char *key, int64_t mod_rev)
+{
+	bool found;
+	size_t i = store_pos(s, key, &found);
+	bool was_valid;
+
+	if (!found || s->e[i].mod_rev >= mod_rev)
+		return 0;
+	was_valid = s->e[i].valid;
+	entry_remove(s, i);
+	return was_valid ? 1 : 0;
+}
+
+int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
+			   bool (*present)(const char *key, void *arg), void *arg)
+{
+	size_t n = strlen(ns_prefix), i;
+	int changed = 0;
+
+	for (i = 0; i < s->n;) {
+		if (!strncmp(s->e[i].key, ns_prefix, n) && !present(s->e[i].key, arg)) {
+			changed |= s->e[i].valid;
+			entry_remove(s, i);
+		} else {
+			i++;
+		}
+	}
+	return changed;
+}
+
+void dmsc_etcd_store_free(struct dmsc_etcd_store *s)
+{
+	while (s->n)
+		entry_remove(s, s->n - 1);
+	free(s->e);
+	memset(s, 0, sizeof(*s));
+}
+
+struct view_ref {
+	const struct dmsc_policy_service *svc;
+	size_t order; /* key order */
+};
+
+static int by_name(const void *a, const void *b)
+{
+	const struct view_ref *x = a, *y = b;
+	int c = strcmp(x->svc->name, y->svc->name);
+
+	return c ? c : (x->order > y->order) - (x->order < y->order);
+}
+
+/* tcp and http share the kernel's TCP key */
+static int by_vip(const void *a, const void *b)
+{
+	const struct view_ref *x = a, *y = b;
+	int xu = x->svc->protocol == DMSC_POLICY_UDP, yu = y->svc->protocol == DMSC_POLICY_UDP;
+
+	if (x->svc->vip != y->svc->vip)
+		return x->svc->vip < y->svc->vip ? -1 : 1;
+	if (x->svc->port != y->svc->port)
+		return x->svc->port < y->svc->port ? -1 : 1;
+	if (xu != yu)
+		return xu - yu;
+	return (x->order > y->order) - (x->order < y->order);
+}
+
+int dmsc_etcd_store_view(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
+			 char **msgs, size_t max_msgs, size_t *n_msgs)
+{
+	struct view_ref *refs;
+	const char **refkey;
+	bool *drop;
+	size_t i, n = 0, k;
+	int e = -ENOMEM;
+
+	memset(out, 0, sizeof(*out));
+	*n_msgs = 0;
+	refs = calloc(s->n + 1, sizeof(*refs));
+	refkey = calloc(s->n + 1, sizeof(*refkey));
+	drop = calloc(s->n + 1, sizeof(*drop));
+	out->services = calloc(s->n + 1, sizeof(*out->services));
+	if (!refs || !refkey || !drop || !out->services)
+		goto out;
+	for (i = 0; i < s->n; i++)
+		if (s->e[i].valid)
+			refkey[n++] = s->e[i].key;
+	/* Two keys (two namespaces) with one name or one VIP: the first key
+	 * in byte order wins, the others are named and left out. */
+	for (k = 0; k < 2; k++) {
+		size_t run = 0, j = 0;
+
+		for (i = 0; i < s->n; i++) {
+			if (!s->e[i].valid)
+				continue;
+			refs[j].svc = &s->e[i].svc.services[0];
+			refs[j].order = j;
+			j++;
+		}
+		qsort(refs, n, sizeof(*refs), k ? by_vip : by_name);
+		for (i = 1; i < n; i++) {
+			struct view_ref a = {refs[run].svc, 0}, b = {refs[i].svc, 0};
+			bool same = k ? !by_vip(&a, &b) : !strcmp(a.svc->name, b.svc->name);
+
+			if (!same) {
+				run = i;
+				continue;
+			}
+			if (!drop[refs[i].order] && *n_msgs < max_msgs &&
+			    asprintf(&msgs[*n_msgs], "etcd key %s: %s is used by %s already; left out",
+				     refkey[refs[i].order], k ? "its vip:port" : "its name",
+				     refkey[refs[run].order]) >= 0)
+				(*n_msgs)++;
+			drop[refs[i].order] = true;
+		}
+	}
+	for (i = 0, k = 0; i < s->n; i++) {
+		if (!s->e[i].valid)
+			continue;
+		if (!drop[k])
+			out->services[out->n_services++] = s->e[i].svc.services[0];
+		k++;
+	}
+	e = 0;
+out:
+	free(refs);
+	free(refkey);
+	free(drop);
+	if (e) {
+		free(out->services);
+		out->services = NULL;
+	}
+	return e;
+}

@@ -1,0 +1,468 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmscd's etcd source: the reading and watching thread. See etcd_sync.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "etcd_sync.h"
+#include "log.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define WATCH_MSG_MAX (8u << 20)
+#define VIEW_MSGS_MAX 16
+
+enum { WATCH_OK, WATCH_LOST, WATCH_COMPACTED, WATCH_STOPPED };
+
+struct watch {
+	struct dmsc_etcd_sync *s;
+	size_t ns;
+	CURL *curl;
+	char *body;
+	struct dmsc_etcd_splitter sp;
+	int outcome;
+	char url[512];
+};
+
+static void wake(struct dmsc_etcd_sync *s)
+{
+	uint64_t one = 1;
+
+	if (write(s->event_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pr_warn("etcd: cannot wake the apply: %s\n", strerror(errno));
+}
+
+static void set_connected(struct dmsc_etcd_sync *s, bool up, const char *why)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->connected != up) {
+		if (up)
+			pr_info("etcd: connected to %s at revision %" PRId64 "\n",
+				s->etcd.endpoints[s->etcd.cur], s->revision);
+		else
+			pr_warn("etcd: disconnected (%s); the datapath keeps its last policy; "
+				"retrying\n", why);
+	}
+	s->connected = up;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Sleeps ms in short steps, so that a stop is taken quickly. */
+static void pause_ms(struct dmsc_etcd_sync *s, int ms)
+{
+	while (ms > 0 && !s->stop) {
+		struct timespec ts = {0, (ms > 50 ? 50 : ms) * 1000000L};
+
+		nanosleep(&ts, NULL);
+		ms -= 50;
+	}
+}
+
+struct range_keys {
+	const struct dmsc_etcd_kvs *kvs;
+};
+
+static bool in_range(const char *key, void *arg)
+{
+	const struct dmsc_etcd_kvs *kvs = arg;
+	size_t i;
+
+	for (i = 0; i < kvs->n; i++)
+		if (!strcmp(kvs->kv[i].key, key))
+			return true;
+	return false;
+}
+
+/* Every namespace at one revision; the store takes only what differs. */
+static int full_read(struct dmsc_etcd_sync *s)
+{
+	struct dmsc_etcd_kvs kvs[DMSC_ETCD_NAMESPACES_MAX] = {0};
+	uint64_t rx0 = s->etcd.bytes_rx;
+	int64_t rev = 0;
+	size_t i, j;
+	int e = 0, changed = 0;
+
+	for (i = 0; i < s->n_ns && !e; i++) {
+		e = dmsc_etcd_range_prefix(&s->etcd, s->nsp[i], rev, &kvs[i]);
+		if (!e && !rev)
+			rev = kvs[i].revision;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->bytes_rx += s->etcd.bytes_rx - rx0;
+	pthread_mutex_unlock(&s->lock);
+	if (e)
+		goto out;
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->n_ns; i++) {
+		for (j = 0; j < kvs[i].n; j++) {
+			const struct dmsc_etcd_kv *kv = &kvs[i].kv[j];
+			const char *name = dmsc_etcd_key_name(kv->key, s->nsp[i]);
+			int r;
+
+			if (!name) {
+				pr_warn("etcd key %s: not PREFIX/ns/NS/services/NAME; ignored\n",
+					kv->key);
+				continue;
+			}
+			r = dmsc_etcd_store_put(&s->store, kv->key, name, kv->value, kv->value_len,
+						kv->mod_rev);
+			if (r > 0)
+				changed = 1;
+		}
+		if (dmsc_etcd_store_retain(&s->store, s->nsp[i], in_range, &kvs[i]) > 0)
+			changed = 1;
+		s->ns_rev[i] = rev;
+	}
+	if (rev > s->revision)
+		s->revision = rev;
+	s->full_reads++;
+	pthread_mutex_unlock(&s->lock);
+	pr_info("etcd: read %zu namespace%s at revision %" PRId64 "%s\n", s->n_ns,
+		s->n_ns == 1 ? "" : "s", rev, changed ? "" : " (nothing changed)");
+	wake(s); /* the first read is applied even when it is empty */
+out:
+	for (i = 0; i < s->n_ns; i++)
+		dmsc_etcd_kvs_free(&kvs[i]);
+	return e;
+}
+
+static int watch_msg(const char *obj, size_t len, void *arg)
+{
+	struct watch *w = arg;
+	struct dmsc_etcd_sync *s = w->s;
+	struct dmsc_etcd_watch_msg m;
+	char err[256];
+	bool changed = false;
+	size_t i;
+
+	if (dmsc_etcd_parse_watch(obj, len, &m, err, sizeof(err))) {
+		pr_warn("etcd watch %s: %s\n", s->nsp[w->ns], err);
+		w->outcome = WATCH_LOST;
+		return -EINVAL;
+	}
+	if (m.canceled) {
+		if (m.compact_revision) {
+			pr_warn("etcd: revision %" PRId64 " of %s was compacted (oldest kept %" PRId64
+				"): reading the namespaces again\n",
+				s->ns_rev[w->ns] + 1, s->nsp[w->ns], m.compact_revision);
+			w->outcome = WATCH_COMPACTED;
+		} else {
+			pr_warn("etcd watch %s canceled: %s\n", s->nsp[w->ns],
+				m.error[0] ? m.error : "no reason given");
+			w->outcome = WATCH_LOST;
+		}
+		dmsc_etcd_watch_msg_free(&m);
+		return -ECANCELED;
+	}
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < m.n_events; i++) {
+		const struct dmsc_etcd_kv *kv = &m.events[i].kv;
+		const char *name = dmsc_etcd_key_name(kv->key, s->nsp[w->ns]);
+		int r;
+
+		s->events++;
+		if (kv->mod_rev > s->ns_rev[w->ns])
+			s->ns_rev[w->ns] = kv->mod_rev;
+		if (!name) {
+			pr_warn("etcd key %s: not PREFIX/ns/NS/services/NAME; ignored\n", kv->key);
+			continue;
+		}
+		if (m.events[i].deleted) {
+			r = dmsc_etcd_store_delete(&s->store, kv->key, kv->mod_rev);
+			pr_debug("etcd: %s deleted at revision %" PRId64 "\n", kv->key, kv->mod_rev);
+		} else {
+			r = dmsc_etcd_store_put(&s->store, kv->key, name, kv->value, kv->value_len,
+						kv->mod_rev);
+			pr_debug("etcd: %s put at revision %" PRId64 "\n", kv->key, kv->mod_rev);
+		}
+		if (r > 0)
+			changed = true;
+	}
+	/* A progress message (no events): every change up to its revision
+	 * was sent already. */
+	if (!m.n_events && m.revision > s->ns_rev[w->ns])
+		s->ns_rev[w->ns] = m.revision;
+	if (s->ns_rev[w->ns] > s->revision)
+		s->revision = s->ns_rev[w->ns];
+	pthread_mutex_unlock(&s->lock);
+	dmsc_etcd_watch_msg_free(&m);
+	if (m.created)
+		set_connected(s, true, NULL);
+	if (changed)
+		wake(s);
+	return s->stop ? -ECANCELED : 0;
+}
+
+static size_t watch_data(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct watch *w = arg;
+	size_t n = size * nmemb;
+
+	pthread_mutex_lock(&w->s->lock);
+	w->s->bytes_rx += n;
+	pthread_mutex_unlock(&w->s->lock);
+	if (dmsc_etcd_split(&w->sp, data, n, watch_msg, w)) {
+		if (w->outcome == WATCH_OK)
+			w->outcome = WATCH_LOST;
+		return 0;
+	}
+	return n;
+}
+
+/* One stream per namespace, all on one multi handle; returns when one
+ * ends (or on stop) with what happened. */
+static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
+{
+	struct watch w[DMSC_ETCD_NAMESPACES_MAX] = {0};
+	CURLM *multi = curl_multi_init();
+	int outcome = WATCH_LOST, running = 1;
+	size_t i;
+
+	snprintf(why, why_len, "the watch ended");
+	if (!multi)
+		return WATCH_LOST;
+	for (i = 0; i < s->n_ns; i++) {
+		char *end = dmsc_etcd_prefix_end(s->nsp[i]);
+
+		w[i].s = s;
+		w[i].ns = i;
+		w[i].sp.max = WATCH_MSG_MAX;
+		w[i].body = end ? dmsc_etcd_watch_body(s->nsp[i], end, s->ns_rev[i] + 1) : NULL;
+		free(end);
+		w[i].curl = curl_easy_init();
+		if (!w[i].body || !w[i].curl)
+			goto out;
+		dmsc_etcd_setup_curl(&s->etcd, w[i].curl, "/watch", w[i].url, sizeof(w[i].url));
+		curl_easy_setopt(w[i].curl, CURLOPT_POSTFIELDS, w[i].body);
+		curl_easy_setopt(w[i].curl, CURLOPT_WRITEFUNCTION, watch_data);
+		curl_easy_setopt(w[i].curl, CURLOPT_WRITEDATA, &w[i]);
+		curl_easy_setopt(w[i].curl, CURLOPT_PRIVATE, &w[i]);
+		curl_multi_add_handle(multi, w[i].curl);
+	}
+	while (running && !s->stop) {
+		CURLMsg *msg;
+		int left;
+
+		curl_multi_perform(multi, &running);
+		while ((msg = curl_multi_info_read(multi, &left))) {
+			struct watch *ww;
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&ww);
+			if (ww->outcome == WATCH_COMPACTED)
+				outcome = WATCH_COMPACTED;
+			snprintf(why, why_len, "%s: %s", ww->url,
+				 msg->data.result == CURLE_OK ? "the stream ended"
+							      : curl_easy_strerror(msg->data.result));
+			running = 0;
+		}
+		if (running)
+			curl_multi_poll(multi, NULL, 0, 100, NULL);
+	}
+	if (s->stop)
+		outcome = WATCH_STOPPED;
+out:
+	for (i = 0; i < s->n_ns; i++) {
+		if (w[i].curl) {
+			curl_multi_remove_handle(multi, w[i].curl);
+			curl_easy_cleanup(w[i].curl);
+		}
+		free(w[i].body);
+		dmsc_etcd_splitter_free(&w[i].sp);
+	}
+	curl_multi_cleanup(multi);
+	return outcome;
+}
+
+static void *sync_thread(void *arg)
+{
+	struct dmsc_etcd_sync *s = arg;
+	bool need_read = true;
+	int backoff = BACKOFF_MIN_MS;
+	char why[640];
+
+	while (!s->stop) {
+		int outcome;
+
+		if (need_read) {
+			if (full_read(s)) {
+				set_connected(s, false, s->etcd.err);
+				pr_info("etcd: %s; next try in %d ms\n", s->etcd.err, backoff);
+				pause_ms(s, backoff);
+				backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+				continue;
+			}
+			need_read = false;
+			backoff = BACKOFF_MIN_MS;
+			set_connected(s, true, NULL);
+		}
+		outcome = watch_all(s, why, sizeof(why));
+		if (outcome == WATCH_STOPPED)
+			break;
+		pthread_mutex_lock(&s->lock);
+		s->reconnects++;
+		if (outcome == WATCH_COMPACTED)
+			s->compactions++;
+		pthread_mutex_unlock(&s->lock);
+		if (outcome == WATCH_COMPACTED) {
+			need_read = true;
+			continue;
+		}
+		/* a stream that was up: the first retry comes soon */
+		if (s->connected)
+			backoff = BACKOFF_MIN_MS;
+		set_connected(s, false, why);
+		/* next endpoint; resume from the revisions seen */
+		s->etcd.cur = (s->etcd.cur + 1) % s->etcd.n_endpoints;
+		pr_info("etcd: resuming the watch after revision %" PRId64 " in %d ms\n",
+			s->ns_rev[0], backoff);
+		pause_ms(s, backoff);
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+	return NULL;
+}
+
+int dmsc_etcd_sync_start(struct dmsc_etcd_sync *s, const char *urls,
+			 const struct dmsc_etcd_tls *tls, const char *prefix,
+			 const char *const *namespaces, size_t n_ns)
+{
+	size_t i;
+	int e;
+
+	memset(s, 0, sizeof(*s));
+	s->event_fd = -1;
+	if (!n_ns || n_ns > DMSC_ETCD_NAMESPACES_MAX) {
+		pr_warn("--namespace: give 1 to %d\n", DMSC_ETCD_NAMESPACES_MAX);
+		return -EINVAL;
+	}
+	e = dmsc_etcd_init(&s->etcd, urls, tls);
+	if (e) {
+		pr_warn("%s\n", s->etcd.err);
+		return e;
+	}
+	s->prefix = prefix;
+	for (i = 0; i < n_ns; i++) {
+		if (!dmsc_etcd_ns_valid(namespaces[i])) {
+			pr_warn("--namespace: \"%s\" is not a namespace (1-%d of a-z 0-9 . _ -)\n",
+				namespaces[i], DMSC_ETCD_NS_MAX);
+			e = -EINVAL;
+			goto fail;
+		}
+		s->nsp[i] = dmsc_etcd_ns_prefix(prefix, namespaces[i]);
+		if (!s->nsp[i]) {
+			e = -ENOMEM;
+			goto fail;
+		}
+		s->n_ns++;
+	}
+	s->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->event_fd < 0) {
+		e = -errno;
+		goto fail;
+	}
+	pthread_mutex_init(&s->lock, NULL);
+	e = -pthread_create(&s->thread, NULL, sync_thread, s);
+	if (e)
+		goto fail;
+	s->started = true;
+	return 0;
+fail:
+	dmsc_etcd_sync_stop(s);
+	return e;
+}
+
+int dmsc_etcd_sync_fd(const struct dmsc_etcd_sync *s)
+{
+	return s->event_fd;
+}
+
+void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s)
+{
+	uint64_t n;
+
+	if (read(s->event_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		pr_warn("etcd: eventfd: %s\n", strerror(errno));
+}
+
+int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out)
+{
+	char *msgs[VIEW_MSGS_MAX];
+	size_t n = 0, i;
+	int e;
+
+	pthread_mutex_lock(&s->lock);
+	e = dmsc_etcd_store_view(&s->store, out, msgs, VIEW_MSGS_MAX, &n);
+	for (i = 0; i < n; i++) {
+		pr_warn("%s\n", msgs[i]);
+		free(msgs[i]);
+	}
+	if (e)
+		pthread_mutex_unlock(&s->lock);
+	return e;
+}
+
+void dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out)
+{
+	free(out->services);
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_unlock(&s->lock);
+}
+
+void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
+{
+	pthread_mutex_lock(&s->lock);
+	dmsc_prom_family(b, "dmsc_etcd_connected", "gauge",
+			 "1 while dmscd reads and watches etcd, 0 while it retries");
+	dmsc_prom_sample(b, "dmsc_etcd_connected", NULL, 0, s->connected);
+	dmsc_prom_family(b, "dmsc_etcd_revision", "gauge",
+			 "the highest etcd revision seen (events and progress)");
+	dmsc_prom_sample(b, "dmsc_etcd_revision", NULL, 0, (uint64_t)s->revision);
+	dmsc_prom_family(b, "dmsc_etcd_events_total", "counter",
+			 "watch events received (puts and deletes)");
+	dmsc_prom_sample(b, "dmsc_etcd_events_total", NULL, 0, s->events);
+	dmsc_prom_family(b, "dmsc_etcd_received_bytes_total", "counter",
+			 "bytes received from etcd: watch streams and reads");
+	dmsc_prom_sample(b, "dmsc_etcd_received_bytes_total", NULL, 0,
+			 s->bytes_rx);
+	dmsc_prom_family(b, "dmsc_etcd_reconnects_total", "counter",
+			 "watch streams lost and opened again");
+	dmsc_prom_sample(b, "dmsc_etcd_reconnects_total", NULL, 0, s->reconnects);
+	dmsc_prom_family(b, "dmsc_etcd_full_reads_total", "counter",
+			 "reads of every namespace (start, compaction)");
+	dmsc_prom_sample(b, "dmsc_etcd_full_reads_total", NULL, 0, s->full_reads);
+	dmsc_prom_family(b, "dmsc_etcd_refused_values_total", "counter",
+			 "service values refused (invalid; the key is in the log)");
+	dmsc_prom_sample(b, "dmsc_etcd_refused_values_total", NULL, 0, s->store.refused);
+	dmsc_prom_family(b, "dmsc_etcd_keys", "gauge", "service keys held");
+	dmsc_prom_sample(b, "dmsc_etcd_keys", NULL, 0, s->store.n);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void dmsc_etcd_sync_stop(struct dmsc_etcd_sync *s)
+{
+	size_t i;
+
+	s->stop = 1;
+	if (s->started)
+		pthread_join(s->thread, NULL);
+	s->started = false;
+	for (i = 0; i < s->n_ns; i++)
+		free(s->nsp[i]);
+	s->n_ns = 0;
+	if (s->event_fd >= 0)
+		close(s->event_fd);
+	s->event_fd = -1;
+	dmsc_etcd_store_free(&s->store);
+	dmsc_etcd_free(&s->etcd);
+}
