@@ -395,7 +395,9 @@ int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out)
 	return 0;
 }
 
-/* The install record that is pinned, if it has this build's layout. */
+/* The install record that is pinned: this build's layout, or an earlier
+ * one that only grew at its end since (the fields it lacks read as zero,
+ * as migrate.c carries the record over). */
 static bool pinned_install(const char *pin_dir, struct dmsc_install *rec)
 {
 	struct bpf_map_info info;
@@ -409,7 +411,9 @@ static bool pinned_install(const char *pin_dir, struct dmsc_install *rec)
 	if (fd < 0)
 		return false;
 	memset(&info, 0, sizeof(info));
-	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.value_size == sizeof(*rec))
+	memset(rec, 0, sizeof(*rec));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.value_size > 0 &&
+	    info.value_size <= sizeof(*rec))
 		ok = bpf_map_lookup_elem(fd, &zero, rec) == 0;
 	close(fd);
 	return ok;
