@@ -117,6 +117,59 @@ static void e2e_cleanup(void)
 	rmdir(e2e_dir);
 }
 
+/* A BPF filesystem of the test's own, in a mount namespace of its own (each
+ * test runs in a process of its own): the host sees none of its pins. */
+static char *private_bpffs(void)
+{
+	char *dir = mkdtemp(e2e_dir);
+
+	cr_assert_not_null(dir, "mkdtemp: %s", strerror(errno));
+	cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare(CLONE_NEWNS): %s", strerror(errno));
+	cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0, "%s", strerror(errno));
+	cr_assert_eq(mount("bpf", dir, "bpf", 0, "mode=0700"), 0, "mount bpffs on %s: %s", dir,
+		     strerror(errno));
+	e2e_mounted = true;
+	return dir;
+}
+
+/* Pins of names this build does not make go; its own stay. */
+Test(migrate, the_sweep_removes_only_pins_this_build_does_not_make, .fini = e2e_cleanup)
+{
+	static const char *const pins[] = { "maps/" DMSC_MAP_SERVICES, "maps/dmsc_gone",
+					    "links/sock4_connect", "links/sock4_gone",
+					    "maps/dmsc_fp_stats_migrating" };
+	static const bool stays[] = { true, false, true, false, false };
+	char path[PATH_MAX + 64], *dir;
+	size_t i;
+	int fd;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root for a BPF filesystem");
+	dir = private_bpffs();
+	fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, NULL, 4, 4, 1, NULL);
+	cr_assert_geq(fd, 0, "%s", strerror(errno));
+	snprintf(path, sizeof(path), "%s/maps", dir);
+	cr_assert_eq(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/links", dir);
+	cr_assert_eq(mkdir(path, 0700), 0);
+	for (i = 0; i < sizeof(pins) / sizeof(pins[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, pins[i]);
+		cr_assert_eq(bpf_obj_pin(fd, path), 0, "pin %s: %s", path, strerror(errno));
+	}
+	close(fd);
+	cr_assert_eq(dmsc_migrate_sweep(dir), 0);
+	for (i = 0; i < sizeof(pins) / sizeof(pins[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, pins[i]);
+		cr_assert_eq(access(path, F_OK) == 0, stays[i], "%s: %s", pins[i],
+			     stays[i] ? "removed" : "left");
+		unlink(path);
+	}
+	snprintf(path, sizeof(path), "%s/maps", dir);
+	rmdir(path);
+	snprintf(path, sizeof(path), "%s/links", dir);
+	rmdir(path);
+}
+
 /* End to end: dmsc_fp_stats of the real TC object pinned by an "old build"
  * whose value is 8 bytes shorter; prepare, load, copy, commit. */
 Test(migrate, a_pinned_per_cpu_array_with_a_shorter_value_is_migrated, .fini = e2e_cleanup)
@@ -134,16 +187,7 @@ Test(migrate, a_pinned_per_cpu_array_with_a_shorter_value_is_migrated, .fini = e
 
 	if (geteuid() != 0)
 		cr_skip_test("needs root to load BPF programs");
-	/* A BPF filesystem of the test's own, in a mount namespace of its
-	 * own (the test runs in a process of its own): the host sees none of
-	 * its pins. */
-	dir = mkdtemp(e2e_dir);
-	cr_assert_not_null(dir, "mkdtemp: %s", strerror(errno));
-	cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare(CLONE_NEWNS): %s", strerror(errno));
-	cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0, "%s", strerror(errno));
-	cr_assert_eq(mount("bpf", dir, "bpf", 0, "mode=0700"), 0, "mount bpffs on %s: %s", dir,
-		     strerror(errno));
-	e2e_mounted = true;
+	dir = private_bpffs();
 	snprintf(path, sizeof(e2e_path), "%s/%s", dir, DMSC_MAP_FP_STATS);
 
 	elf = dmsc_objects[DMSC_OBJ_TC].elf(&size);

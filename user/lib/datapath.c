@@ -987,6 +987,8 @@ out:
 			err = merr;
 	}
 	dmsc_migrate_free(mig);
+	if (!err)
+		dmsc_migrate_sweep(pin_dir); /* a pin it cannot remove is logged */
 	if (err && fresh) {
 		/* Nothing was there before: leave no half-made pins behind. */
 		bool removed;

@@ -24,6 +24,9 @@
  *   4. only then the pin is switched to the new map (dmsc_migrate_commit):
  *      a process that opens the map by its path from then on gets the new
  *      one; the old map goes away with the last program or fd holding it.
+ *   5. pins that the new build does not make (a map or program an earlier
+ *      build had) are removed (dmsc_migrate_sweep): the host ends with the
+ *      pins of a fresh install.
  *
  * Entries that cannot be carried:
  *  - socket storage (SK_STORAGE): the kernel lists no entries of it to
@@ -52,6 +55,7 @@
  * longer needed for a changed map: it is kept for a change this cannot
  * carry, where a key or value keeps its size but changes its meaning.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -63,6 +67,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "datapath.h"
 #include "log.h"
 #include "migrate.h"
 
@@ -415,6 +420,60 @@ pinned:
 		if (e->old_fd >= 0)
 			close(e->old_fd);
 		e->old_fd = -1;
+	}
+	return err;
+}
+
+static bool known_pin(const char *kind, const char *name)
+{
+	char prog_pin[128];
+	size_t i;
+
+	if (strcmp(kind, "maps") == 0) {
+		for (i = 0; i < DMSC_M_COUNT; i++)
+			if (strcmp(name, dmsc_map_names[i]) == 0)
+				return true;
+		return false;
+	}
+	for (i = 0; i < dmsc_n_hooks; i++) {
+		if (strcmp(name, dmsc_hooks[i].prog) == 0)
+			return true;
+		/* sk_msg attached to the map: its program pinned as <prog>_prog */
+		snprintf(prog_pin, sizeof(prog_pin), "%s_prog", dmsc_hooks[i].prog);
+		if (dmsc_hooks[i].attach == DMSC_ATTACH_SOCKHASH && strcmp(name, prog_pin) == 0)
+			return true;
+	}
+	return false;
+}
+
+int dmsc_migrate_sweep(const char *pin_dir)
+{
+	static const char *const kinds[] = { "links", "maps" };
+	char dir[PATH_MAX], path[PATH_MAX + 256];
+	struct dirent *d;
+	int err = 0;
+	size_t k;
+	DIR *dp;
+
+	for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		snprintf(dir, sizeof(dir), "%s/%s", pin_dir, kinds[k]);
+		dp = opendir(dir);
+		if (!dp)
+			continue;
+		while ((d = readdir(dp))) {
+			if (d->d_name[0] == '.' || known_pin(kinds[k], d->d_name))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, d->d_name);
+			if (unlink(path)) {
+				err = -errno;
+				pr_warn("cannot remove %s, a pin this build does not use: %s\n", path,
+					strerror(-err));
+				continue;
+			}
+			pr_info("removed %s: a pin of an earlier build that this one does not use\n",
+				path);
+		}
+		closedir(dp);
 	}
 	return err;
 }

@@ -62,4 +62,10 @@ bool dmsc_migrate_replaced(const struct dmsc_migrate *m, const char *name);
  * the new map. */
 int dmsc_migrate_commit(struct dmsc_migrate *m);
 
+/* After an install: removes every pin under pin_dir's maps/ and links/
+ * that this build does not make (a map or program an earlier build had, a
+ * pin left by an interrupted migration), so that an upgraded host has the
+ * pins of a fresh install. A link's pin going away detaches its program. */
+int dmsc_migrate_sweep(const char *pin_dir);
+
 #endif
