@@ -20,7 +20,7 @@
 #include "datapath.h"
 #include "migrate.h"
 
-static const struct dmsc_map_shape array8 = { BPF_MAP_TYPE_ARRAY, 4, 8, 16, 0, 0 };
+static const struct dmsc_map_shape array8 = {BPF_MAP_TYPE_ARRAY, 4, 8, 16, 0, 0};
 
 Test(migrate, the_same_definition_is_reused)
 {
@@ -62,7 +62,7 @@ Test(migrate, a_changed_type_or_key_or_a_shrunk_value_starts_empty)
 
 Test(migrate, socket_maps_start_empty)
 {
-	struct dmsc_map_shape old = { BPF_MAP_TYPE_SK_STORAGE, 4, 24, 0, BPF_F_NO_PREALLOC, 0 };
+	struct dmsc_map_shape old = {BPF_MAP_TYPE_SK_STORAGE, 4, 24, 0, BPF_F_NO_PREALLOC, 0};
 	struct dmsc_map_shape cur = old;
 
 	cur.value_size = 48; /* grew, but userspace cannot list its entries */
@@ -77,12 +77,12 @@ Test(migrate, socket_maps_start_empty)
 
 Test(migrate, a_value_keeps_its_prefix_and_gets_zeros)
 {
-	const char old[5] = { 1, 2, 3, 4, 5 };
+	const char old[5] = {1, 2, 3, 4, 5};
 	char cur[9];
 
 	memset(cur, 0x7f, sizeof(cur));
 	dmsc_migrate_value(old, sizeof(old), cur, sizeof(cur), 0);
-	cr_assert_arr_eq(cur, ((char[]){ 1, 2, 3, 4, 5, 0, 0, 0, 0 }), sizeof(cur));
+	cr_assert_arr_eq(cur, ((char[]){1, 2, 3, 4, 5, 0, 0, 0, 0}), sizeof(cur));
 }
 
 Test(migrate, per_cpu_values_are_copied_cpu_by_cpu)
@@ -135,10 +135,10 @@ static char *private_bpffs(void)
 /* Pins of names this build does not make go; its own stay. */
 Test(migrate, the_sweep_removes_only_pins_this_build_does_not_make, .fini = e2e_cleanup)
 {
-	static const char *const pins[] = { "maps/" DMSC_MAP_SERVICES, "maps/dmsc_gone",
-					    "links/sock4_connect", "links/sock4_gone",
-					    "maps/dmsc_fp_stats_migrating" };
-	static const bool stays[] = { true, false, true, false, false };
+	static const char *const pins[] = {"maps/" DMSC_MAP_SERVICES, "maps/dmsc_gone",
+					   "links/sock4_connect", "links/sock4_gone",
+					   "maps/dmsc_fp_stats_migrating"};
+	static const bool stays[] = {true, false, true, false, false};
 	char path[PATH_MAX + 64], *dir;
 	size_t i;
 	int fd;
@@ -193,9 +193,8 @@ Test(migrate, a_pinned_per_cpu_array_with_a_shorter_value_is_migrated, .fini = e
 	elf = dmsc_objects[DMSC_OBJ_TC].elf(&size);
 	obj = bpf_object__open_mem(elf, size, NULL);
 	cr_assert_not_null(obj);
-	bpf_object__for_each_map(map, obj)
-		if (strcmp(bpf_map__name(map), DMSC_MAP_FP_STATS) == 0)
-			stats = map;
+	bpf_object__for_each_map(map, obj) if (strcmp(bpf_map__name(map), DMSC_MAP_FP_STATS) == 0)
+	    stats = map;
 	cr_assert_not_null(stats);
 	vs = bpf_map__value_size(stats);
 	max = bpf_map__max_entries(stats);

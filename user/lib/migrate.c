@@ -245,11 +245,11 @@ int dmsc_migrate_prepare(struct dmsc_migrate *m, struct bpf_map *map, const char
 		close(fd);
 		return err;
 	}
-	old = (struct dmsc_map_shape){ info.type,	 info.key_size, info.value_size,
-				       info.max_entries, info.map_flags, info.map_extra };
-	cur = (struct dmsc_map_shape){ bpf_map__type(map),	  bpf_map__key_size(map),
-				       bpf_map__value_size(map),  bpf_map__max_entries(map),
-				       bpf_map__map_flags(map),	  bpf_map__map_extra(map) };
+	old = (struct dmsc_map_shape){info.type,	info.key_size,	info.value_size,
+				      info.max_entries, info.map_flags, info.map_extra};
+	cur = (struct dmsc_map_shape){bpf_map__type(map),	bpf_map__key_size(map),
+				      bpf_map__value_size(map), bpf_map__max_entries(map),
+				      bpf_map__map_flags(map),	bpf_map__map_extra(map)};
 	how = dmsc_migrate_decide(&old, &cur, why, sizeof(why));
 	if (how == DMSC_MIGRATE_REUSE) {
 		close(fd);
@@ -364,11 +364,11 @@ int dmsc_migrate_loaded(struct dmsc_migrate *m, struct bpf_object *obj)
 		if (e->how == DMSC_MIGRATE_EMPTY) {
 			pr_info("map %s migrated (%s): a new map, which starts empty (%s)\n",
 				e->name, e->why,
-				type_copyable(e->cur.type) ?
-					"its old entries have no reading in the new layout; a "
-					"policy map gets the policy at the next apply" :
-					"the kernel hands no entries of this map type to "
-					"userspace");
+				type_copyable(e->cur.type)
+				    ? "its old entries have no reading in the new layout; a "
+				      "policy map gets the policy at the next apply"
+				    : "the kernel hands no entries of this map type to "
+				      "userspace");
 			continue;
 		}
 		err = copy_entries(e, &copied, &dropped);
@@ -413,7 +413,7 @@ int dmsc_migrate_commit(struct dmsc_migrate *m)
 			pr_warn("cannot pin the new map %s: %s\n", e->path, strerror(-err));
 			continue;
 		}
-pinned:
+	pinned:
 		pr_debug("map %s: the pin now names the new map\n", e->name);
 		close(e->new_fd);
 		e->new_fd = -1;
@@ -448,7 +448,7 @@ static bool known_pin(const char *kind, const char *name)
 
 int dmsc_migrate_sweep(const char *pin_dir)
 {
-	static const char *const kinds[] = { "links", "maps" };
+	static const char *const kinds[] = {"links", "maps"};
 	char dir[PATH_MAX], path[PATH_MAX + 256];
 	struct dirent *d;
 	int err = 0;
@@ -466,12 +466,13 @@ int dmsc_migrate_sweep(const char *pin_dir)
 			snprintf(path, sizeof(path), "%s/%s", dir, d->d_name);
 			if (unlink(path)) {
 				err = -errno;
-				pr_warn("cannot remove %s, a pin this build does not use: %s\n", path,
-					strerror(-err));
+				pr_warn("cannot remove %s, a pin this build does not use: %s\n",
+					path, strerror(-err));
 				continue;
 			}
-			pr_info("removed %s: a pin of an earlier build that this one does not use\n",
-				path);
+			pr_info(
+			    "removed %s: a pin of an earlier build that this one does not use\n",
+			    path);
 		}
 		closedir(dp);
 	}

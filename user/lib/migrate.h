@@ -33,8 +33,7 @@ enum dmsc_migrate_how dmsc_migrate_decide(const struct dmsc_map_shape *old,
  * zeroing the tail; per-CPU values: ncpus of each, every one in a slot
  * rounded up to 8 bytes (the layout of a per-CPU lookup). ncpus 1 for the
  * others. */
-void dmsc_migrate_value(const void *old, __u32 old_size, void *cur, __u32 new_size,
-			int ncpus);
+void dmsc_migrate_value(const void *old, __u32 old_size, void *cur, __u32 new_size, int ncpus);
 
 bool dmsc_map_type_percpu(__u32 type);
 
