@@ -19,9 +19,12 @@
 
 #include "bucket.h"
 
-/* Bumped whenever a map's key or value layout changes: pins live under
- * DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION, so an incompatible datapath is
- * never adopted by mistake. */
+/* Pins live under DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION. A map whose
+ * definition changed (a value that grew, another size) needs no bump: the
+ * install migrates it map by map (user/lib/migrate.c). Bump it only for a
+ * change that migration cannot carry, where a key or value keeps its size
+ * but changes its meaning, so that such a datapath is never adopted by
+ * mistake (docs/design.md decision 1). */
 #define DMSC_LAYOUT_VERSION "1"
 #define DMSC_PIN_ROOT "/sys/fs/bpf/dmsc"
 

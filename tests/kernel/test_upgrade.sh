@@ -164,6 +164,8 @@ for ((i = 0; i < 100; i++)); do
 	sleep 0.05
 done
 t_check "the current build installs over the previous one" quiet install.log "$CTL" install --cgroup "$MESH"
+# What the install migrated, map by map (migrate.c logs each), for the log.
+grep -i 'migrated' "$T/install.log" | sed 's/^/# /'
 # A few more batches after the upgrade, then stop.
 n_at_upgrade=$(wc -l <"$T/batches")
 for ((i = 0; i < 200; i++)); do

@@ -24,6 +24,7 @@
 #include "dmsc_tc.skel.h"
 #include "feature.h"
 #include "log.h"
+#include "migrate.h"
 
 #ifndef BPF_FS_MAGIC
 #define BPF_FS_MAGIC 0xcafe4a11
@@ -394,7 +395,9 @@ int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out)
 	return 0;
 }
 
-/* The install record that is pinned, if it has this build's layout. */
+/* The install record that is pinned: this build's layout, or an earlier
+ * one that only grew at its end since (the fields it lacks read as zero,
+ * as migrate.c carries the record over). */
 static bool pinned_install(const char *pin_dir, struct dmsc_install *rec)
 {
 	struct bpf_map_info info;
@@ -408,7 +411,9 @@ static bool pinned_install(const char *pin_dir, struct dmsc_install *rec)
 	if (fd < 0)
 		return false;
 	memset(&info, 0, sizeof(info));
-	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.value_size == sizeof(*rec))
+	memset(rec, 0, sizeof(*rec));
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.value_size > 0 &&
+	    info.value_size <= sizeof(*rec))
 		ok = bpf_map_lookup_elem(fd, &zero, rec) == 0;
 	close(fd);
 	return ok;
@@ -561,10 +566,11 @@ static void fastpath_all_or_none(struct bpf_object *obj)
 	}
 }
 
-/* Opens, sizes, pins and loads one object; maps already pinned are reused. */
+/* Opens, sizes, pins and loads one object; maps already pinned are reused,
+ * or migrated if their definition changed (migrate.c). */
 static int load_object(size_t idx, const char *pin_dir, const struct dmsc_install_opts *opts,
 		       const struct dmsc_features *features, struct dmsc_install *rec,
-		       struct bpf_object **out)
+		       struct dmsc_migrate *mig, struct bpf_object **out)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = dmsc_objects[idx].name);
 	char path[PATH_MAX];
@@ -597,17 +603,18 @@ static int load_object(size_t idx, const char *pin_dir, const struct dmsc_instal
 		if (bpf_map__is_internal(map))
 			continue;
 		pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
-		err = bpf_map__set_pin_path(map, path);
+		err = dmsc_migrate_prepare(mig, map, path);
 		if (err)
 			goto fail;
 	}
 	err = bpf_object__load(obj);
 	if (err) {
-		pr_warn("cannot load BPF object %s: %s (a pinned map from an incompatible build "
-			"makes this fail: `dmscctl uninstall` removes it)\n",
-			dmsc_objects[idx].name, strerror(-err));
+		pr_warn("cannot load BPF object %s: %s\n", dmsc_objects[idx].name, strerror(-err));
 		goto fail;
 	}
+	err = dmsc_migrate_loaded(mig, obj);
+	if (err)
+		goto fail;
 	*out = obj;
 	return 0;
 fail:
@@ -777,10 +784,11 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	struct bpf_object *objs[N_OBJECTS] = { NULL };
 	struct dmsc_features features;
 	struct dmsc_install rec, old;
+	struct dmsc_migrate *mig = NULL;
 	struct stat cg_st;
 	struct bpf_map *map;
 	int cg_fd = -1, lock_fd = -1, err;
-	bool fresh = false, have_old;
+	bool fresh = false, have_old, switched = false;
 	__u32 zero = 0;
 	size_t i;
 
@@ -858,8 +866,13 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 		err = fastpath_backlog(opts, have_old ? &old : NULL, &rec);
 	if (err)
 		goto out;
+	mig = dmsc_migrate_new(pin_dir);
+	if (!mig) {
+		err = -ENOMEM;
+		goto out;
+	}
 	for (i = 0; i < N_OBJECTS; i++) {
-		err = load_object(i, pin_dir, opts, &features, &rec, &objs[i]);
+		err = load_object(i, pin_dir, opts, &features, &rec, mig, &objs[i]);
 		if (err)
 			goto out;
 	}
@@ -892,7 +905,14 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 					 "(`dmscctl features`)");
 			continue;
 		}
+		switched = true;
 		if (h->attach == DMSC_ATTACH_SOCKHASH) {
+			/* A new sockhash gets a link of its own; the old link
+			 * goes with its pin, the old map with its sockets. */
+			if (dmsc_migrate_replaced(mig, DMSC_MAP_FP_SOCKS)) {
+				pin_path(path, sizeof(path), pin_dir, "links", h->prog);
+				unlink(path);
+			}
 			map = bpf_object__find_map_by_name(objs[h->object], DMSC_MAP_FP_SOCKS);
 			err = map ? attach_sockhash(pin_dir, h, prog, bpf_map__fd(map), res) : -ENOENT;
 			if (err)
@@ -958,6 +978,17 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	}
 	err = 0;
 out:
+	/* Once programs that use the new maps are attached, the pins must
+	 * name those maps, even if a later step failed. */
+	if (mig && (!err || switched)) {
+		int merr = dmsc_migrate_commit(mig);
+
+		if (!err)
+			err = merr;
+	}
+	dmsc_migrate_free(mig);
+	if (!err)
+		dmsc_migrate_sweep(pin_dir); /* a pin it cannot remove is logged */
 	if (err && fresh) {
 		/* Nothing was there before: leave no half-made pins behind. */
 		bool removed;
