@@ -300,7 +300,7 @@ struct dmsc_l7_handoff {
  * http VIP cannot make the helper loop through itself. ("dmsc" in ASCII.) */
 #define DMSC_L7_SOCK_MARK 0x646d7363u
 
-/* ---- Same-host fast path (sockops + sk_msg), bpf/dmsc_fastpath.bpf.h ----
+/* ---- Same-host fast path (sockops + sk_msg), bpf/fastpath/fastpath.bpf.c ----
  *
  * sockops registers both ends of a connection whose peer is a socket of this
  * host in the mesh cgroup; sk_msg hands each message to the peer socket. The

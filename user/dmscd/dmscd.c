@@ -34,9 +34,9 @@
 #include "l7_supervisor.h"
 #include "log.h"
 #include "metrics.h"
-#include "mirror.h"
+#include "apply_mirror.h"
 #include "policy.h"
-#include "state.h"
+#include "apply.h"
 
 #define EXIT_USAGE 2
 #define DEFAULT_METRICS "127.0.0.1:9464"

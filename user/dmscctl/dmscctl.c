@@ -22,7 +22,7 @@
 #include "feature.h"
 #include "log.h"
 #include "policy.h"
-#include "state.h"
+#include "apply.h"
 
 #define EXIT_USAGE 2
 /* A policy this large takes a second or more to read: say so first. */

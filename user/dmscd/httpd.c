@@ -13,7 +13,7 @@
 
 #include "httpd.h"
 #include "log.h"
-#include "mirror.h"
+#include "apply_mirror.h"
 
 int dmsc_httpd_listen(const char *addr_port, char *bound, size_t bound_len)
 {

@@ -16,8 +16,8 @@
 #include <criterion/criterion.h>
 
 #include "fixture.h"
-#include "mirror.h"
-#include "state.h"
+#include "apply_mirror.h"
+#include "apply.h"
 
 #define M_MAX_SERVICES 4096
 #define M_MAX_BACKENDS 16384

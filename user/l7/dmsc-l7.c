@@ -33,7 +33,7 @@
  * - Its own sockets carry SO_MARK DMSC_L7_SOCK_MARK and it runs outside the
  *   mesh cgroup, so connect4 never hands its connections back to it.
  *
- * Exit codes, for the supervisor (user/lib/l7_supervisor.c): 0 drained after
+ * Exit codes, for the supervisor (user/dmscd/l7_supervisor.c): 0 drained after
  * SIGTERM/SIGINT; 1 could not start (bind, maps, policy) or died; 2 usage.
  */
 #define _GNU_SOURCE
@@ -585,7 +585,7 @@ static void respond_local(struct conn *c, int status, bool close, uint64_t retry
 }
 
 /* ---- the request parser's callbacks ------------------------------------ */
-/* The request parser is user/lib/l7_http.c (the fuzzer runs it too); these
+/* The request parser is user/l7/l7_http.c (the fuzzer runs it too); these
  * hooks tie it to the connection. */
 static int on_req_begin(struct dmsc_l7_req_parser *p)
 {

@@ -36,8 +36,8 @@ enum dmsc_map_id {
 };
 
 enum dmsc_object_id {
-	DMSC_OBJ_SOCK, /* bpf/dmsc_sock.bpf.c */
-	DMSC_OBJ_TC,   /* bpf/dmsc_tc.bpf.c */
+	DMSC_OBJ_SOCK, /* bpf/sock_lb/sock_lb.bpf.c */
+	DMSC_OBJ_TC,   /* bpf/tc/tc.bpf.c */
 };
 
 struct dmsc_bpf_object {

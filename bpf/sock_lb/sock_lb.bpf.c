@@ -15,7 +15,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "dmsc_maps.bpf.h"
+#include "maps.bpf.h"
 
 /* Return codes of cgroup sock_addr programs. */
 #define SOCK_ADDR_REFUSE 0 /* connect() fails with EPERM */
@@ -283,7 +283,6 @@ int sock4_getpeername(struct bpf_sock_addr *ctx)
 {
 	return sock4_xlate_rev(ctx);
 }
-
 /* Return codes of cgroup_skb programs. On egress, bit 1 asks for congestion
  * notification (Linux 5.3): TCP then shrinks its window as it would for
  * ECN, without a loss, so a policed flow settles at the rate instead of
@@ -355,6 +354,7 @@ int skb_ingress(struct __sk_buff *skb)
 	return skb_account(skb, 0) == DMSC_TB_DROP ? SKB_DROP : SKB_PASS;
 }
 
+
 /*
  * sockops on the mesh cgroup: when a connection handed to dmsc-l7 is
  * established (client side), publish its service under the 4-tuple the
@@ -393,8 +393,5 @@ int sock4_l7_established(struct bpf_sock_ops *skops)
 		count_reason(DMSC_R_L7_HANDOFF);
 	return 1;
 }
-
-/* The same-host fast path (sockops + sk_msg) lives in its own file. */
-#include "dmsc_fastpath.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

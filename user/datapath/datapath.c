@@ -43,7 +43,7 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = {
 };
 
 /* The BPF objects, embedded in the programs by their skeletons. Each
- * defines every map (bpf/dmsc_maps.bpf.h); pinning makes them one set. */
+ * defines every map (bpf/common/maps.bpf.h); pinning makes them one set. */
 const struct dmsc_bpf_object dmsc_objects[] = {
 	[DMSC_OBJ_SOCK] = { "dmsc_sock", dmsc_sock__elf_bytes },
 	[DMSC_OBJ_TC] = { "dmsc_tc", dmsc_tc__elf_bytes },

@@ -9,7 +9,7 @@
 
 #include "counters.h"
 #include "metrics.h"
-#include "state.h"
+#include "apply.h"
 
 
 /* Room for len more bytes and a NUL; false (and the buffer marked failed)

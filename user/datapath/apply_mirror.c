@@ -9,8 +9,8 @@
 
 #include "dmsc/slots.h"
 #include "log.h"
-#include "mirror.h"
-#include "state_internal.h"
+#include "apply_mirror.h"
+#include "apply_steps.h"
 
 int64_t dmsc_now_ms(void)
 {

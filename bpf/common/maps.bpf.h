@@ -3,6 +3,10 @@
  * Every map of the datapath, for every BPF object: each object defines them
  * all, and install pins them by name, so the objects share one set (libbpf
  * reuses a map that is already pinned). Layouts come from dmsc/shared.h.
+ *
+ * Weak: an object is linked from several compilation units (one per hook
+ * family, `bpftool gen object`), each including this file; the linker keeps
+ * one definition of each map per object.
  */
 #ifndef DMSC_MAPS_BPF_H
 #define DMSC_MAPS_BPF_H
@@ -17,63 +21,63 @@ struct {
 	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
 	__type(key, struct dmsc_svc_key);
 	__type(value, struct dmsc_svc);
-} dmsc_services SEC(".maps");
+} dmsc_services __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct dmsc_backend);
-} dmsc_backends SEC(".maps");
+} dmsc_backends __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct dmsc_svc_meta);
-} dmsc_svc_meta SEC(".maps");
+} dmsc_svc_meta __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct dmsc_svc_stats);
-} dmsc_svc_stats SEC(".maps");
+} dmsc_svc_stats __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
 	__type(key, __u32);
 	__type(value, struct dmsc_be_stats);
-} dmsc_be_stats SEC(".maps");
+} dmsc_be_stats __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DMSC_R_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-} dmsc_reasons SEC(".maps");
+} dmsc_reasons __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct dmsc_sock_vip);
-} dmsc_sock_vip SEC(".maps");
+} dmsc_sock_vip __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct dmsc_install);
-} dmsc_install SEC(".maps");
+} dmsc_install __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct dmsc_limits);
-} dmsc_limits SEC(".maps");
+} dmsc_limits __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -81,7 +85,7 @@ struct {
 	__uint(max_entries, DMSC_DEFAULT_MAX_ALLOW);
 	__type(key, struct dmsc_allow_key);
 	__type(value, struct dmsc_allow_rule);
-} dmsc_allow SEC(".maps");
+} dmsc_allow __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -89,21 +93,21 @@ struct {
 	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
 	__type(key, struct dmsc_svc_key);
 	__type(value, __u32);
-} dmsc_be_index SEC(".maps");
+} dmsc_be_index __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct dmsc_l7_conf);
-} dmsc_l7_conf SEC(".maps");
+} dmsc_l7_conf __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, DMSC_L7_HANDOFF_MAX);
 	__type(key, struct dmsc_l7_handoff_key);
 	__type(value, struct dmsc_l7_handoff);
-} dmsc_l7_handoff SEC(".maps");
+} dmsc_l7_handoff __weak SEC(".maps");
 
 #define DMSC_AF_INET 2
 #define DMSC_AF_INET6 10
@@ -162,40 +166,40 @@ static __always_inline int police_bytes(__u32 svc_id, __u64 bytes, enum dmsc_buc
 	return verdict;
 }
 
-/* The same-host fast path (dmsc_fastpath.bpf.h). */
+/* The same-host fast path (bpf/fastpath/fastpath.bpf.c). */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, DMSC_FP_SOCKS_MAX);
 	__type(key, __u64); /* socket cookie */
 	__type(value, __u64);
-} dmsc_fp_socks SEC(".maps");
+} dmsc_fp_socks __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, DMSC_FP_PENDING_MAX);
 	__type(key, struct dmsc_fp_conn_key);
 	__type(value, struct dmsc_fp_pending);
-} dmsc_fp_pending SEC(".maps");
+} dmsc_fp_pending __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct dmsc_fp_sock);
-} dmsc_fp_sock SEC(".maps");
+} dmsc_fp_sock __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct dmsc_fp_stats);
-} dmsc_fp_stats SEC(".maps");
+} dmsc_fp_stats __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct dmsc_fp_svc);
-} dmsc_fp_svc SEC(".maps");
+} dmsc_fp_svc __weak SEC(".maps");
 
 #endif /* DMSC_MAPS_BPF_H */

@@ -13,7 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "dmsc_maps.bpf.h"
+#include "maps.bpf.h"
 
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2

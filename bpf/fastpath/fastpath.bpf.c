@@ -1,13 +1,13 @@
-/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * Same-host fast path: sockops registers both ends of a connection whose
  * peer is a socket of this host in the mesh cgroup, sk_msg hands each
  * message straight to the peer socket's receive queue.
  *
- * Included by dmsc_sock.bpf.c (one object, so the fast path reads the
- * services and the per-socket VIP record that connect4 writes without a
- * second copy of their definitions). Nothing else in that file depends on
- * this one.
+ * Its own compilation unit, linked into the dmsc_sock object with the
+ * socket load balancer (bpf/sock_lb/) and the cgroup_skb programs
+ * (bpf/skb/): the maps are one definition (bpf/common/maps.bpf.h) in one
+ * object either way.
  *
  * Rules, each for a bug other projects shipped:
  * - A miss never drops: bpf_msg_redirect_hash() answers SK_DROP when the
@@ -26,10 +26,12 @@
  * 5.10; on a kernel that refuses these programs, install loads the rest of
  * the datapath without them and says so.
  */
-#ifndef DMSC_FASTPATH_BPF_H
-#define DMSC_FASTPATH_BPF_H
-
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
+
+#include "maps.bpf.h"
 
 /* The most a reader may have unread before its writer leaves the fast path;
  * set at load time. 0: no bound. */
@@ -49,7 +51,7 @@ const volatile __u32 fp_cork_bytes = 0;
 /* SK_USER_DATA_NOCOPY | SK_USER_DATA_BPF | SK_USER_DATA_PSOCK */
 #define FP_SK_USER_DATA_FLAGS 7UL
 
-/* Its maps are in dmsc_maps.bpf.h, with every other map. */
+/* Its maps are in bpf/common/maps.bpf.h, with every other map. */
 
 static __always_inline void fp_svc_mark_bulk(__u32 svc_id)
 {
@@ -492,5 +494,3 @@ stack:
 	bpf_msg_apply_bytes(msg, FP_STACK_APPLY_BYTES);
 	return FP_SK_PASS;
 }
-
-#endif /* DMSC_FASTPATH_BPF_H */

@@ -25,7 +25,7 @@
 
 #include "datapath.h"
 #include "policy.h"
-#include "state.h"
+#include "apply.h"
 
 struct dmsc_mirror_be {
 	__u32 id;

@@ -12,8 +12,8 @@
 
 #include "dmsc/slots.h"
 #include "log.h"
-#include "state.h"
-#include "state_internal.h"
+#include "apply.h"
+#include "apply_steps.h"
 
 void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len)
 {

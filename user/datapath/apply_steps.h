@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * The steps of an apply, shared by dmsc_apply() (state.c: plans against
- * the maps read back) and dmsc_mirror_apply() (mirror.c: plans against an
+ * The steps of an apply, shared by dmsc_apply() (apply.c: plans against
+ * the maps read back) and dmsc_mirror_apply() (apply_mirror.c: plans against an
  * in-memory mirror of the maps). Library-internal: not for programs.
  */
 #ifndef DMSC_STATE_INTERNAL_H
@@ -9,7 +9,7 @@
 
 #include <limits.h>
 
-#include "state.h"
+#include "apply.h"
 
 /* One write, remembered so that a failure later can put it back. */
 struct undo {

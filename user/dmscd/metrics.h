@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "datapath.h"
-#include "mirror.h"
+#include "apply_mirror.h"
 
 struct dmsc_buf {
 	char *p;

@@ -19,7 +19,7 @@
 #include <criterion/criterion.h>
 
 #include "fixture.h"
-#include "state.h"
+#include "apply.h"
 
 #define T_MAX_SERVICES 2048
 #define T_MAX_BACKENDS 8192
