@@ -8,8 +8,9 @@
  * counted per service: a caller outside allow_from, a service over its
  * connection rate, a service whose every weight is 0.
  *
- * cgroup_skb programs on the same cgroup count each translated socket's
- * bytes and police them against the service's byte limit.
+ * The cgroup_skb programs that count and police a translated socket's
+ * bytes are bpf/skb/skb.bpf.c, the same-host fast path
+ * bpf/fastpath/fastpath.bpf.c: all three are linked into one object.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -283,77 +284,6 @@ int sock4_getpeername(struct bpf_sock_addr *ctx)
 {
 	return sock4_xlate_rev(ctx);
 }
-/* Return codes of cgroup_skb programs. On egress, bit 1 asks for congestion
- * notification (Linux 5.3): TCP then shrinks its window as it would for
- * ECN, without a loss, so a policed flow settles at the rate instead of
- * oscillating through drops and retransmissions. Ingress has no such bit:
- * a packet over the limit there can only be dropped. */
-#define SKB_DROP 0
-#define SKB_PASS 1
-#define SKB_DROP_CN 2
-#define SKB_PASS_CN 3
-
-/* The service of a packet's socket, from the record connect() left. */
-static __always_inline struct dmsc_sock_vip *skb_record(struct __sk_buff *skb)
-{
-	struct bpf_sock *sk = skb->sk;
-
-	if (!sk)
-		return NULL;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk)
-		return NULL;
-	return bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
-}
-
-/* Returns an enum dmsc_tb_verdict. */
-static __always_inline int skb_account(struct __sk_buff *skb, int towards)
-{
-	struct dmsc_sock_vip *rec = skb_record(skb);
-	struct dmsc_svc_stats *ss;
-	__u32 svc_id;
-	int verdict, ok;
-
-	if (!rec)
-		return DMSC_TB_PASS;
-	svc_id = rec->svc_id;
-	verdict = police_bytes(svc_id, skb->len, towards ? DMSC_BUCKET_TO : DMSC_BUCKET_FROM);
-	ok = verdict != DMSC_TB_DROP;
-	ss = svc_stats(svc_id);
-	if (ss) {
-		if (towards) {
-			ss->bytes_to += ok ? skb->len : 0;
-			ss->policed_to += !ok;
-		} else {
-			ss->bytes_from += ok ? skb->len : 0;
-			ss->policed_from += !ok;
-		}
-	}
-	return verdict;
-}
-
-/* Packets a mesh client sends towards a service. */
-SEC("cgroup_skb/egress")
-int skb_egress(struct __sk_buff *skb)
-{
-	switch (skb_account(skb, 1)) {
-	case DMSC_TB_PASS:
-		return SKB_PASS;
-	case DMSC_TB_PASS_OVER:
-		return SKB_PASS_CN;
-	default:
-		return SKB_DROP_CN;
-	}
-}
-
-/* Packets a service sends back to a mesh client. In debt the packet still
- * passes: the sender is not ours to notify, so only the floor drops. */
-SEC("cgroup_skb/ingress")
-int skb_ingress(struct __sk_buff *skb)
-{
-	return skb_account(skb, 0) == DMSC_TB_DROP ? SKB_DROP : SKB_PASS;
-}
-
 
 /*
  * sockops on the mesh cgroup: when a connection handed to dmsc-l7 is

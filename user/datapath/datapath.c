@@ -72,15 +72,6 @@ const size_t dmsc_n_hooks = sizeof(dmsc_hooks) / sizeof(dmsc_hooks[0]);
 #define DMSC_TC_HANDLE 0xd75c
 #define DMSC_TC_PRIORITY 0xd75c
 
-const char *dmsc_pin_dir(void)
-{
-	const char *env = getenv("DMSC_PIN_DIR");
-
-	if (env && *env)
-		return env;
-	return DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION;
-}
-
 int dmsc_require_root(const char *what)
 {
 	if (geteuid() == 0)

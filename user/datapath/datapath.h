@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "dmsc/shared.h"
+#include "pin_dir.h"
 
 enum dmsc_map_id {
 	DMSC_M_SERVICES,
@@ -107,9 +108,6 @@ struct dmsc_install_result {
 	bool fastpath;     /* the same-host fast path is attached */
 	char fastpath_note[160]; /* why not, or how sk_msg is attached */
 };
-
-/* $DMSC_PIN_DIR, else DMSC_PIN_ROOT/vDMSC_LAYOUT_VERSION. */
-const char *dmsc_pin_dir(void);
 
 /* 0 when running with the privileges to change the datapath, else prints
  * a message naming `what` and returns -EPERM. */
