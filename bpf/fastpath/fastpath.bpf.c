@@ -284,7 +284,7 @@ static __always_inline bool fp_is_ipv4(struct bpf_sock_ops *ops)
 }
 
 SEC("sockops")
-int sock4_fp_sockops(struct bpf_sock_ops *ops)
+int dmsc_fp_sockops(struct bpf_sock_ops *ops)
 {
 	struct dmsc_fp_sock *me;
 	struct bpf_sock *sk;
@@ -437,7 +437,7 @@ static __always_inline bool fp_must_leave(struct dmsc_fp_sock *me, __u32 size,
 }
 
 SEC("sk_msg")
-int sock4_fp_msg(struct sk_msg_md *msg)
+int dmsc_fp_msg(struct sk_msg_md *msg)
 {
 	struct dmsc_fp_stats *st;
 	struct dmsc_fp_sock *me;

@@ -64,7 +64,7 @@ static __always_inline int skb_account(struct __sk_buff *skb, int towards)
 
 /* Packets a mesh client sends towards a service. */
 SEC("cgroup_skb/egress")
-int skb_egress(struct __sk_buff *skb)
+int dmsc_skb_egress(struct __sk_buff *skb)
 {
 	switch (skb_account(skb, 1)) {
 	case DMSC_TB_PASS:
@@ -79,7 +79,7 @@ int skb_egress(struct __sk_buff *skb)
 /* Packets a service sends back to a mesh client. In debt the packet still
  * passes: the sender is not ours to notify, so only the floor drops. */
 SEC("cgroup_skb/ingress")
-int skb_ingress(struct __sk_buff *skb)
+int dmsc_skb_ingress(struct __sk_buff *skb)
 {
 	return skb_account(skb, 0) == DMSC_TB_DROP ? SKB_DROP : SKB_PASS;
 }

@@ -97,7 +97,7 @@ static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
 /*
  * Sends the connection to dmsc-l7 instead of a backend. The socket-storage
  * record names the helper as the "backend", so getpeername4 answers with the
- * VIP, and sockops (sock4_l7_established) finds the record to publish the
+ * VIP, and sockops (dmsc_l7_sockops) finds the record to publish the
  * handoff. Returns false when no helper is registered: the caller balances
  * at L4 instead (fail open).
  */
@@ -237,7 +237,7 @@ static __always_inline __u8 sock_proto(struct bpf_sock_addr *ctx)
 }
 
 SEC("cgroup/connect4")
-int sock4_connect(struct bpf_sock_addr *ctx)
+int dmsc_connect4(struct bpf_sock_addr *ctx)
 {
 	__u8 proto = sock_proto(ctx);
 
@@ -254,7 +254,7 @@ int sock4_connect(struct bpf_sock_addr *ctx)
  * service. sendmsg4 needs Linux 4.18.
  */
 SEC("cgroup/sendmsg4")
-int sock4_sendmsg(struct bpf_sock_addr *ctx)
+int dmsc_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct dmsc_sock_vip *rec;
 
@@ -273,14 +273,14 @@ int sock4_sendmsg(struct bpf_sock_addr *ctx)
 /* Replies to an unconnected UDP socket come from the backend: show the VIP
  * it sent to instead. recvmsg4 needs Linux 5.2. */
 SEC("cgroup/recvmsg4")
-int sock4_recvmsg(struct bpf_sock_addr *ctx)
+int dmsc_recvmsg4(struct bpf_sock_addr *ctx)
 {
 	return sock4_xlate_rev(ctx);
 }
 
 /* getpeername4 needs Linux 5.8. */
 SEC("cgroup/getpeername4")
-int sock4_getpeername(struct bpf_sock_addr *ctx)
+int dmsc_getpeername4(struct bpf_sock_addr *ctx)
 {
 	return sock4_xlate_rev(ctx);
 }
@@ -292,7 +292,7 @@ int sock4_getpeername(struct bpf_sock_addr *ctx)
  * bpf_sk_storage_get from sockops need Linux 5.10.
  */
 SEC("sockops")
-int sock4_l7_established(struct bpf_sock_ops *skops)
+int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 {
 	struct dmsc_l7_handoff_key key = {};
 	struct dmsc_l7_handoff val = {};

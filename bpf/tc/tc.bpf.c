@@ -30,7 +30,7 @@ struct l4_ports {
 };
 
 SEC("tc")
-int tc_ingress(struct __sk_buff *skb)
+int dmsc_tc_ingress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	struct dmsc_svc_key key = {};

@@ -113,7 +113,7 @@ static struct dmsc_svc_stats svc_stats(void)
 
 Test(tc, polices_a_limited_backend_once_its_bucket_is_empty)
 {
-	int fd = bpf_program__fd(tc->progs.tc_ingress), i, passed = 0, dropped = 0;
+	int fd = bpf_program__fd(tc->progs.dmsc_tc_ingress), i, passed = 0, dropped = 0;
 	struct dmsc_svc_stats st;
 	struct pkt p;
 
@@ -139,7 +139,7 @@ Test(tc, polices_a_limited_backend_once_its_bucket_is_empty)
 /* Drains the bucket, then checks that a packet passes anyway. */
 static void expect_untouched(const void *data, size_t len, const char *what)
 {
-	int fd = bpf_program__fd(tc->progs.tc_ingress), i;
+	int fd = bpf_program__fd(tc->progs.dmsc_tc_ingress), i;
 	struct pkt p;
 
 	make_pkt(&p, IPPROTO_TCP, BACKEND_ADDR, BACKEND_PORT);
@@ -208,9 +208,9 @@ Test(tc, cgroup_skb_passes_packets_without_a_socket)
 	make_pkt(&p, IPPROTO_TCP, BACKEND_ADDR, BACKEND_PORT);
 	memset(raw, 0xa5, sizeof(raw));
 	/* cgroup_skb data starts at the network header. */
-	cr_assert_eq(run(bpf_program__fd(sk->progs.skb_egress), &p.ip, sizeof(p) - ETH_HLEN), 1);
-	cr_assert_eq(run(bpf_program__fd(sk->progs.skb_ingress), &p.ip, sizeof(p) - ETH_HLEN), 1);
-	cr_assert_eq(run(bpf_program__fd(sk->progs.skb_egress), raw, sizeof(raw)), 1);
-	cr_assert_eq(run(bpf_program__fd(sk->progs.skb_ingress), raw, sizeof(raw)), 1);
+	cr_assert_eq(run(bpf_program__fd(sk->progs.dmsc_skb_egress), &p.ip, sizeof(p) - ETH_HLEN), 1);
+	cr_assert_eq(run(bpf_program__fd(sk->progs.dmsc_skb_ingress), &p.ip, sizeof(p) - ETH_HLEN), 1);
+	cr_assert_eq(run(bpf_program__fd(sk->progs.dmsc_skb_egress), raw, sizeof(raw)), 1);
+	cr_assert_eq(run(bpf_program__fd(sk->progs.dmsc_skb_ingress), raw, sizeof(raw)), 1);
 	dmsc_sock__destroy(sk);
 }

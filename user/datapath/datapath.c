@@ -52,18 +52,18 @@ const struct dmsc_bpf_object dmsc_objects[] = {
 const size_t dmsc_n_objects = N_OBJECTS;
 
 const struct dmsc_hook dmsc_hooks[] = {
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_connect", "cgroup/connect4", "4.17", false },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_getpeername", "cgroup/getpeername4", "5.8", false },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_sendmsg", "cgroup/sendmsg4", "4.18", false },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_recvmsg", "cgroup/recvmsg4", "5.2", false },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_egress", "cgroup_skb/egress", "4.10", false },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "skb_ingress", "cgroup_skb/ingress", "4.10", false },
-	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "tc_ingress", "tc", "4.1", false },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_l7_established", "sockops", "5.10", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_connect4", "cgroup/connect4", "4.17", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_getpeername4", "cgroup/getpeername4", "5.8", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_sendmsg4", "cgroup/sendmsg4", "4.18", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_recvmsg4", "cgroup/recvmsg4", "5.2", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_skb_egress", "cgroup_skb/egress", "4.10", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_skb_ingress", "cgroup_skb/ingress", "4.10", false },
+	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "dmsc_tc_ingress", "tc", "4.1", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_l7_sockops", "sockops", "5.10", false },
 	/* The same-host fast path: sockops on the cgroup, sk_msg on the
 	 * sockhash. Optional (feature.c has their fallback rows). */
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "sock4_fp_sockops", "sockops", "4.13", true },
-	{ DMSC_OBJ_SOCK, DMSC_ATTACH_SOCKHASH, "sock4_fp_msg", "sk_msg", "5.8", true },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_fp_sockops", "sockops", "4.13", true },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_SOCKHASH, "dmsc_fp_msg", "sk_msg", "5.8", true },
 };
 const size_t dmsc_n_hooks = sizeof(dmsc_hooks) / sizeof(dmsc_hooks[0]);
 
@@ -212,6 +212,54 @@ static int lock_dir(const char *pin_dir, int *fd_out)
 		}
 	}
 	*fd_out = fd;
+	return 0;
+}
+
+/* Programs renamed since an earlier layout (the dmsc_ prefix; 8fb0649 and
+ * before had none). A link is pinned under its program's name, so install
+ * moves an old pin to the new name before it adopts the link: the link then
+ * gets the new program in place (the hook is never empty) and no pin of the
+ * old name is left. */
+static const struct {
+	const char *former, *prog;
+} renamed_progs[] = {
+	{ "sock4_connect", "dmsc_connect4" },
+	{ "sock4_getpeername", "dmsc_getpeername4" },
+	{ "sock4_sendmsg", "dmsc_sendmsg4" },
+	{ "sock4_recvmsg", "dmsc_recvmsg4" },
+	{ "skb_egress", "dmsc_skb_egress" },
+	{ "skb_ingress", "dmsc_skb_ingress" },
+	{ "sock4_l7_established", "dmsc_l7_sockops" },
+	{ "sock4_fp_sockops", "dmsc_fp_sockops" },
+	{ "sock4_fp_msg", "dmsc_fp_msg" },
+};
+
+/* Renames links/FORMER (and the sk_msg program pin links/FORMER_prog) to
+ * the current names. Both present (an interrupted upgrade): the old one
+ * is removed, its program detaches, the current one stays. */
+static int rename_former_pins(const char *pin_dir)
+{
+	static const char *const suffixes[] = { "", "_prog" };
+	char from[PATH_MAX], to[PATH_MAX], name[128];
+	size_t i, k;
+
+	for (i = 0; i < sizeof(renamed_progs) / sizeof(renamed_progs[0]); i++) {
+		for (k = 0; k < 2; k++) {
+			snprintf(name, sizeof(name), "%s%s", renamed_progs[i].former, suffixes[k]);
+			pin_path(from, sizeof(from), pin_dir, "links", name);
+			snprintf(name, sizeof(name), "%s%s", renamed_progs[i].prog, suffixes[k]);
+			pin_path(to, sizeof(to), pin_dir, "links", name);
+			if (access(from, F_OK) != 0)
+				continue;
+			if (access(to, F_OK) == 0 ? unlink(from) : rename(from, to)) {
+				int err = -errno;
+
+				pr_warn("cannot move pin %s to %s: %s\n", from, to, strerror(-err));
+				return err;
+			}
+			pr_debug("pin %s is now %s\n", from, to);
+		}
+	}
 	return 0;
 }
 
@@ -775,6 +823,10 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 		goto out;
 	}
 
+	err = rename_former_pins(pin_dir);
+	if (err)
+		goto out;
+
 	/* An existing datapath must be on the same cgroup: moving it would
 	 * silently take the mesh away from the processes it serves. */
 	for (i = 0; i < dmsc_n_hooks; i++) {
@@ -945,6 +997,18 @@ static int remove_pins(const char *dir, bool *removed)
 			*removed = true;
 		else if (errno != ENOENT)
 			err = -errno;
+	}
+	/* and the pins of an earlier layout's program names */
+	for (i = 0; i < sizeof(renamed_progs) / sizeof(renamed_progs[0]); i++) {
+		char name[128];
+
+		pin_path(path, sizeof(path), dir, "links", renamed_progs[i].former);
+		if (unlink(path) == 0)
+			*removed = true;
+		snprintf(name, sizeof(name), "%s_prog", renamed_progs[i].former);
+		pin_path(path, sizeof(path), dir, "links", name);
+		if (unlink(path) == 0)
+			*removed = true;
 	}
 	for (i = 0; i < DMSC_M_COUNT; i++) {
 		pin_path(path, sizeof(path), dir, "maps", dmsc_map_names[i]);

@@ -26,7 +26,7 @@ static const struct dmsc_feature feature_table[] = {
 	{ "cgroup/connect4", DMSC_FEAT_HOOK, "cgroup/connect4", 0, "4.17", NULL, NULL },
 	{ "cgroup/getpeername4", DMSC_FEAT_HOOK, "cgroup/getpeername4", 0, "5.8",
 	  "getpeername() on a translated socket shows the backend, not the VIP",
-	  "sock4_getpeername" },
+	  "dmsc_getpeername4" },
 	{ "bpf_link for cgroup hooks", DMSC_FEAT_LINK, "cgroup/connect4", 0, "5.7", NULL, NULL },
 	{ "sk_storage map", DMSC_FEAT_MAP, NULL, BPF_MAP_TYPE_SK_STORAGE, "5.2", NULL, NULL },
 	/* 5.10 is the oldest kernel the matrix proves it on (docs/design.md
@@ -36,18 +36,18 @@ static const struct dmsc_feature feature_table[] = {
 	{ "bpf_get_prandom_u32 in cgroup/connect4", DMSC_FEAT_HELPER, "cgroup/connect4",
 	  BPF_FUNC_get_prandom_u32, "4.17", NULL, NULL },
 	/* The same-host fast path: both programs or neither (datapath.c). */
-	{ "sockops", DMSC_FEAT_HOOK, "sockops", 0, "4.13", FP_FALLBACK, "sock4_fp_sockops" },
-	{ "sk_msg", DMSC_FEAT_HOOK, "sk_msg", 0, "4.17", FP_FALLBACK, "sock4_fp_msg" },
+	{ "sockops", DMSC_FEAT_HOOK, "sockops", 0, "4.13", FP_FALLBACK, "dmsc_fp_sockops" },
+	{ "sk_msg", DMSC_FEAT_HOOK, "sk_msg", 0, "4.17", FP_FALLBACK, "dmsc_fp_msg" },
 	{ "bpf_sk_storage_get in sockops", DMSC_FEAT_HELPER, "sockops", BPF_FUNC_sk_storage_get,
-	  "5.3", FP_FALLBACK, "sock4_fp_sockops" },
+	  "5.3", FP_FALLBACK, "dmsc_fp_sockops" },
 	{ "bpf_sk_storage_get in sk_msg", DMSC_FEAT_HELPER, "sk_msg", BPF_FUNC_sk_storage_get, "5.8",
-	  FP_FALLBACK, "sock4_fp_msg" },
+	  FP_FALLBACK, "dmsc_fp_msg" },
 	{ "bpf_skc_to_tcp_sock in sk_msg", DMSC_FEAT_HELPER, "sk_msg", BPF_FUNC_skc_to_tcp_sock,
-	  "5.9", FP_FALLBACK, "sock4_fp_msg" },
+	  "5.9", FP_FALLBACK, "dmsc_fp_msg" },
 	{ "bpf_probe_read_kernel in sk_msg", DMSC_FEAT_HELPER, "sk_msg", BPF_FUNC_probe_read_kernel,
-	  "5.8", FP_FALLBACK, "sock4_fp_msg" },
+	  "5.8", FP_FALLBACK, "dmsc_fp_msg" },
 	{ "bpf_get_socket_cookie in sockops", DMSC_FEAT_HELPER, "sockops", BPF_FUNC_get_socket_cookie,
-	  "5.4", FP_FALLBACK, "sock4_fp_sockops" },
+	  "5.4", FP_FALLBACK, "dmsc_fp_sockops" },
 };
 
 
