@@ -354,55 +354,6 @@ static int size_maps(struct bpf_object *obj, const char *pin_dir,
 	return 0;
 }
 
-/* Sets a `const volatile __u32` of an object's .rodata (between open and
- * load); -ENOENT when the object has no such variable. */
-static int set_rodata_u32(struct bpf_object *obj, const char *name, __u32 v)
-{
-	const struct btf *btf = bpf_object__btf(obj);
-	struct bpf_map *map, *rodata = NULL;
-	const struct btf_var_secinfo *vs;
-	const struct btf_type *sec;
-	const void *data = NULL;
-	size_t size = 0;
-	char *copy;
-	int id, err;
-	__u16 i;
-
-	bpf_object__for_each_map(map, obj)
-	{
-		const char *n = bpf_map__name(map);
-		size_t len = strlen(n);
-
-		if (bpf_map__is_internal(map) && len >= 7 && !strcmp(n + len - 7, ".rodata")) {
-			rodata = map;
-			data = bpf_map__initial_value(map, &size);
-		}
-	}
-	id = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -ENOENT;
-	if (!data || id < 0)
-		return -ENOENT;
-	sec = btf__type_by_id(btf, (__u32)id);
-	vs = btf_var_secinfos(sec);
-	for (i = 0; i < btf_vlen(sec); i++, vs++) {
-		const struct btf_type *var = btf__type_by_id(btf, vs->type);
-
-		if (strcmp(btf__name_by_offset(btf, var->name_off), name) != 0)
-			continue;
-		if (vs->size != sizeof(v) || vs->offset + sizeof(v) > size)
-			return -EINVAL;
-		/* libbpf 1.1 hands out the initial value read-only. */
-		copy = malloc(size);
-		if (!copy)
-			return -ENOMEM;
-		memcpy(copy, data, size);
-		memcpy(copy + vs->offset, &v, sizeof(v));
-		err = bpf_map__set_initial_value(rodata, copy, size);
-		free(copy);
-		return err;
-	}
-	return -ENOENT;
-}
-
 int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out)
 {
 	unsigned long long v, mult = 1;
@@ -503,33 +454,29 @@ static int fastpath_backlog(const struct dmsc_install_opts *opts, const struct d
 /* Load-time settings of the fast path: the backlog bound chosen above, and
  * $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES: experiments of
  * scripts/bench-datapath.sh --variants, off by default. */
-static int fastpath_settings(struct bpf_object *obj, const struct dmsc_install *rec)
+static int fastpath_settings(struct dmsc_sock *skel, const struct dmsc_install *rec)
 {
-	static const struct {
-		const char *env, *var;
+	const struct {
+		const char *env;
+		volatile __u32 *var;
 	} knobs[] = {
-		{ "DMSC_FP_APPLY_BYTES", "fp_apply_bytes" },
-		{ "DMSC_FP_CORK_BYTES", "fp_cork_bytes" },
+		{ "DMSC_FP_APPLY_BYTES", &skel->rodata->fp_apply_bytes },
+		{ "DMSC_FP_CORK_BYTES", &skel->rodata->fp_cork_bytes },
 	};
 	const char *env;
 	size_t i;
 	__u32 v;
 	int err;
 
-	err = set_rodata_u32(obj, "fp_backlog_max", rec->fp_backlog_max);
-	if (err == -ENOENT)
-		return 0; /* not the fast path's object */
-	if (err)
-		return err;
+	skel->rodata->fp_backlog_max = rec->fp_backlog_max;
 	for (i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++) {
 		env = getenv(knobs[i].env);
 		if (!env || !*env)
 			continue;
 		err = dmsc_parse_bytes(knobs[i].env, env, &v);
-		if (!err)
-			err = set_rodata_u32(obj, knobs[i].var, v);
 		if (err)
 			return err;
+		*knobs[i].var = v;
 		pr_info("fast path: %s=%u\n", knobs[i].env, v);
 	}
 	return 0;
@@ -559,23 +506,37 @@ static void fastpath_all_or_none(struct bpf_object *obj)
 	}
 }
 
-/* Opens, sizes, pins and loads one object; maps already pinned are reused. */
+/* The objects, opened through their skeletons: the embedded ELF, and typed
+ * access to load-time settings (skel->rodata) between open and load. */
+struct dmsc_skels {
+	struct dmsc_sock *sock;
+	struct dmsc_tc *tc;
+};
+
+static void skels_destroy(struct dmsc_skels *skels)
+{
+	dmsc_sock__destroy(skels->sock);
+	dmsc_tc__destroy(skels->tc);
+}
+
+/* Opens, sizes, pins and loads one object; maps already pinned are reused.
+ * skels_destroy() closes it, also on failure. */
 static int load_object(size_t idx, const char *pin_dir, const struct dmsc_install_opts *opts,
 		       const struct dmsc_features *features, struct dmsc_install *rec,
-		       struct bpf_object **out)
+		       struct dmsc_skels *skels, struct bpf_object **out)
 {
-	LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = dmsc_objects[idx].name);
 	char path[PATH_MAX];
-	struct bpf_object *obj;
+	struct bpf_object *obj = NULL;
 	struct bpf_map *map;
-	const void *elf;
-	size_t size;
 	int err;
 
-	elf = dmsc_objects[idx].elf(&size);
-	obj = bpf_object__open_mem(elf, size, &oo);
+	errno = 0;
+	if (idx == DMSC_OBJ_SOCK && (skels->sock = dmsc_sock__open()))
+		obj = skels->sock->obj;
+	else if (idx == DMSC_OBJ_TC && (skels->tc = dmsc_tc__open()))
+		obj = skels->tc->obj;
 	if (!obj) {
-		err = -errno;
+		err = errno ? -errno : -ENOENT;
 		pr_warn("cannot open BPF object %s: %s\n", dmsc_objects[idx].name, strerror(-err));
 		return err;
 	}
@@ -584,10 +545,10 @@ static int load_object(size_t idx, const char *pin_dir, const struct dmsc_instal
 	dmsc_features_disable(obj, features);
 	fastpath_all_or_none(obj);
 	err = size_maps(obj, pin_dir, opts, rec);
-	if (!err)
-		err = fastpath_settings(obj, rec);
+	if (!err && idx == DMSC_OBJ_SOCK)
+		err = fastpath_settings(skels->sock, rec);
 	if (err)
-		goto fail;
+		return err;
 	bpf_object__for_each_map(map, obj)
 	{
 		/* .rodata holds load-time settings: not state, and bpffs
@@ -597,20 +558,17 @@ static int load_object(size_t idx, const char *pin_dir, const struct dmsc_instal
 		pin_path(path, sizeof(path), pin_dir, "maps", bpf_map__name(map));
 		err = bpf_map__set_pin_path(map, path);
 		if (err)
-			goto fail;
+			return err;
 	}
 	err = bpf_object__load(obj);
 	if (err) {
 		pr_warn("cannot load BPF object %s: %s (a pinned map from an incompatible build "
 			"makes this fail: `dmscctl uninstall` removes it)\n",
 			dmsc_objects[idx].name, strerror(-err));
-		goto fail;
+		return err;
 	}
 	*out = obj;
 	return 0;
-fail:
-	bpf_object__close(obj);
-	return err;
 }
 
 static int tc_attach(int prog_fd, unsigned int ifindex, const char *ifname)
@@ -773,6 +731,7 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 {
 	char cg_abs[PATH_MAX], path[PATH_MAX];
 	struct bpf_object *objs[N_OBJECTS] = { NULL };
+	struct dmsc_skels skels = { NULL, NULL };
 	struct dmsc_features features;
 	struct dmsc_install rec, old;
 	struct stat cg_st;
@@ -861,7 +820,7 @@ int dmsc_install(const char *pin_dir, const struct dmsc_install_opts *opts,
 	if (err)
 		goto out;
 	for (i = 0; i < N_OBJECTS; i++) {
-		err = load_object(i, pin_dir, opts, &features, &rec, &objs[i]);
+		err = load_object(i, pin_dir, opts, &features, &rec, &skels, &objs[i]);
 		if (err)
 			goto out;
 	}
@@ -969,8 +928,7 @@ out:
 		rmdir(path);
 		rmdir(pin_dir);
 	}
-	for (i = 0; i < N_OBJECTS; i++)
-		bpf_object__close(objs[i]);
+	skels_destroy(&skels);
 	if (lock_fd >= 0)
 		close(lock_fd);
 	if (cg_fd >= 0)
