@@ -25,11 +25,6 @@
 static inline void fixture_load(struct dmsc_sock **skel, struct dmsc_datapath *dp,
 				unsigned int max_services, unsigned int max_backends)
 {
-	static const char *const by_service[] = { DMSC_MAP_SERVICES, DMSC_MAP_SVC_META,
-						  DMSC_MAP_SVC_STATS, DMSC_MAP_LIMITS,
-						  DMSC_MAP_FP_STATS,  DMSC_MAP_FP_SVC };
-	static const char *const by_backend[] = { DMSC_MAP_BACKENDS, DMSC_MAP_BE_STATS,
-						  DMSC_MAP_BE_INDEX };
 	struct dmsc_sock *s;
 	size_t i;
 
@@ -37,12 +32,15 @@ static inline void fixture_load(struct dmsc_sock **skel, struct dmsc_datapath *d
 		cr_skip_test("needs root to load BPF maps");
 	s = dmsc_sock__open();
 	cr_assert_not_null(s);
-	for (i = 0; i < sizeof(by_service) / sizeof(by_service[0]); i++)
-		bpf_map__set_max_entries(bpf_object__find_map_by_name(s->obj, by_service[i]),
-					 max_services);
-	for (i = 0; i < sizeof(by_backend) / sizeof(by_backend[0]); i++)
-		bpf_map__set_max_entries(bpf_object__find_map_by_name(s->obj, by_backend[i]),
-					 max_backends);
+	/* sized as install sizes them (dmsc/maps.h) */
+	for (i = 0; i < DMSC_M_COUNT; i++) {
+		struct bpf_map *m = bpf_object__find_map_by_name(s->obj, dmsc_map_names[i]);
+
+		if (dmsc_map_sizes[i] == DMSC_MAP_SIZE_SVC)
+			bpf_map__set_max_entries(m, max_services);
+		else if (dmsc_map_sizes[i] == DMSC_MAP_SIZE_BE)
+			bpf_map__set_max_entries(m, max_backends);
+	}
 	cr_assert_eq(dmsc_sock__load(s), 0, "load: %s", strerror(errno));
 	memset(dp, 0, sizeof(*dp));
 	dp->dir_fd = -1;

@@ -29,18 +29,12 @@
 #define BPF_FS_MAGIC 0xcafe4a11
 #endif
 
-const char *const dmsc_map_names[DMSC_M_COUNT] = {
-	[DMSC_M_SERVICES] = DMSC_MAP_SERVICES,	 [DMSC_M_BACKENDS] = DMSC_MAP_BACKENDS,
-	[DMSC_M_SVC_META] = DMSC_MAP_SVC_META,	 [DMSC_M_SVC_STATS] = DMSC_MAP_SVC_STATS,
-	[DMSC_M_BE_STATS] = DMSC_MAP_BE_STATS,	 [DMSC_M_REASONS] = DMSC_MAP_REASONS,
-	[DMSC_M_SOCK_VIP] = DMSC_MAP_SOCK_VIP,	 [DMSC_M_INSTALL] = DMSC_MAP_INSTALL,
-	[DMSC_M_LIMITS] = DMSC_MAP_LIMITS,	 [DMSC_M_ALLOW] = DMSC_MAP_ALLOW,
-	[DMSC_M_BE_INDEX] = DMSC_MAP_BE_INDEX,
-	[DMSC_M_L7_CONF] = DMSC_MAP_L7_CONF,	 [DMSC_M_L7_HANDOFF] = DMSC_MAP_L7_HANDOFF,
-	[DMSC_M_FP_SOCKS] = DMSC_MAP_FP_SOCKS,	 [DMSC_M_FP_PENDING] = DMSC_MAP_FP_PENDING,
-	[DMSC_M_FP_SOCK] = DMSC_MAP_FP_SOCK,	 [DMSC_M_FP_STATS] = DMSC_MAP_FP_STATS,
-	[DMSC_M_FP_SVC] = DMSC_MAP_FP_SVC,
-};
+#define DMSC_M_NAME(id, size) [DMSC_M_##id] = DMSC_MAP_##id,
+const char *const dmsc_map_names[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_NAME) };
+#undef DMSC_M_NAME
+#define DMSC_M_SIZE(id, size) [DMSC_M_##id] = DMSC_MAP_SIZE_##size,
+const enum dmsc_map_size dmsc_map_sizes[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_SIZE) };
+#undef DMSC_M_SIZE
 
 /* The BPF objects, embedded in the programs by their skeletons. Each
  * defines every map (bpf/common/maps.bpf.h); pinning makes them one set. */
@@ -309,46 +303,40 @@ static unsigned int pinned_max_entries(const char *pin_dir, const char *map)
 static int size_maps(struct bpf_object *obj, const char *pin_dir,
 		     const struct dmsc_install_opts *opts, struct dmsc_install *rec)
 {
-	static const struct {
-		const char *map;
-		bool backends; /* sized by max_backends, else max_services */
-	} sized[] = {
-		{ DMSC_MAP_SERVICES, false },  { DMSC_MAP_SVC_META, false },
-		{ DMSC_MAP_SVC_STATS, false }, { DMSC_MAP_LIMITS, false },
-		{ DMSC_MAP_BACKENDS, true },   { DMSC_MAP_BE_STATS, true },
-		{ DMSC_MAP_BE_INDEX, true },   { DMSC_MAP_FP_STATS, false },
-		{ DMSC_MAP_FP_SVC, false },
-	};
 	size_t i;
 	int err;
 
-	for (i = 0; i < sizeof(sized) / sizeof(sized[0]); i++) {
-		struct bpf_map *map = bpf_object__find_map_by_name(obj, sized[i].map);
-		unsigned int want = sized[i].backends ? opts->max_backends : opts->max_services;
-		unsigned int pinned = pinned_max_entries(pin_dir, sized[i].map);
-		unsigned int size;
+	for (i = 0; i < DMSC_M_COUNT; i++) {
+		const char *name = dmsc_map_names[i];
+		struct bpf_map *map = bpf_object__find_map_by_name(obj, name);
+		bool by_backend = dmsc_map_sizes[i] == DMSC_MAP_SIZE_BE;
+		unsigned int want = by_backend ? opts->max_backends : opts->max_services;
+		unsigned int pinned, size;
 
+		if (dmsc_map_sizes[i] == DMSC_MAP_SIZE_FIXED)
+			continue;
+		pinned = pinned_max_entries(pin_dir, name);
 		if (!map)
 			return -ENOENT;
 		size = want ? want : bpf_map__max_entries(map);
 		if (pinned && want && want != pinned) {
 			pr_warn("map %s is pinned with %u entries; changing its capacity to %u needs "
 				"`dmscctl uninstall` first\n",
-				sized[i].map, pinned, want);
+				name, pinned, want);
 			return -EEXIST;
 		}
 		if (pinned)
 			size = pinned;
 		if (size < 2) {
-			pr_warn("capacity of %s must be at least 2 (id 0 is reserved)\n", sized[i].map);
+			pr_warn("capacity of %s must be at least 2 (id 0 is reserved)\n", name);
 			return -EINVAL;
 		}
 		err = bpf_map__set_max_entries(map, size);
 		if (err)
 			return err;
-		if (strcmp(sized[i].map, DMSC_MAP_SERVICES) == 0)
+		if (i == DMSC_M_SERVICES)
 			rec->max_services = size;
-		if (strcmp(sized[i].map, DMSC_MAP_BACKENDS) == 0)
+		if (i == DMSC_M_BACKENDS)
 			rec->max_backends = size;
 	}
 	return 0;

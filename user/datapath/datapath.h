@@ -11,30 +11,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dmsc/maps.h"
 #include "dmsc/shared.h"
 #include "pin_dir.h"
 
+#define DMSC_M_ENUM(id, size) DMSC_M_##id,
 enum dmsc_map_id {
-	DMSC_M_SERVICES,
-	DMSC_M_BACKENDS,
-	DMSC_M_SVC_META,
-	DMSC_M_SVC_STATS,
-	DMSC_M_BE_STATS,
-	DMSC_M_REASONS,
-	DMSC_M_SOCK_VIP,
-	DMSC_M_INSTALL,
-	DMSC_M_LIMITS,
-	DMSC_M_ALLOW,
-	DMSC_M_BE_INDEX,
-	DMSC_M_L7_CONF,
-	DMSC_M_L7_HANDOFF,
-	DMSC_M_FP_SOCKS,
-	DMSC_M_FP_PENDING,
-	DMSC_M_FP_SOCK,
-	DMSC_M_FP_STATS,
-	DMSC_M_FP_SVC,
-	DMSC_M_COUNT,
+	DMSC_MAPS(DMSC_M_ENUM) DMSC_M_COUNT,
 };
+#undef DMSC_M_ENUM
 
 enum dmsc_object_id {
 	DMSC_OBJ_SOCK, /* bpf/sock_lb/sock_lb.bpf.c */
@@ -55,6 +40,8 @@ enum dmsc_attach {
 };
 
 extern const char *const dmsc_map_names[DMSC_M_COUNT];
+/* What each map's capacity follows at install (dmsc/maps.h). */
+extern const enum dmsc_map_size dmsc_map_sizes[DMSC_M_COUNT];
 
 /* One attached program: the skeleton's program name is the link's pin
  * name. */
