@@ -13,6 +13,7 @@
 
 #include "dmsc/maps.h"
 #include "dmsc/shared.h"
+#include "parse.h"
 #include "pin_dir.h"
 
 #define DMSC_M_ENUM(id, size) DMSC_M_##id,
@@ -81,11 +82,6 @@ struct dmsc_install_opts {
 	bool fp_backlog_default;
 	__u32 fp_backlog_max;
 };
-
-/* Parses a byte count for an option: digits with an optional K, M or G
- * (KiB, MiB, GiB), at most 4 GiB - 1. 0 or -EINVAL (message printed, naming
- * FLAG). */
-int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out);
 
 struct dmsc_install_result {
 	char cgroup_path[DMSC_CGROUP_PATH_MAX];
