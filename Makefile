@@ -2,6 +2,7 @@
 # builds and runs every test; `make demo` runs the demo.
 .DELETE_ON_ERROR:
 .SECONDARY:
+.SECONDEXPANSION:
 .PHONY: all deps test test-unit test-kernels fuzz fuzz-build asan demo bench clean format
 
 BUILD     ?= build
@@ -12,26 +13,50 @@ ARCH      := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror
-CPPFLAGS  += -Iinclude -Iuser/lib -I$(BUILD)
+# One folder per layer (docs/architecture.md): common <- policy <- datapath
+# <- dmscd, dmscctl; l7 <- policy, common. Each layer is one archive; each
+# binary links the archives of the layers it uses, and only the members it
+# calls are pulled in. dmscctl's etcd_ctl.c reads a policy directory with
+# dmscd's agent.c, so dmscctl links the dmscd archive too.
+LAYERS    := common policy datapath dmscd dmscctl l7
+CPPFLAGS  += -Iinclude $(patsubst %,-Iuser/%,$(LAYERS)) -I$(BUILD)
 PKGS      := libbpf json-c libcurl
 LIBS      := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lbpf -ljson-c -lcurl) -lelf -lz
 
-BPF_SRCS  := $(wildcard bpf/*.bpf.c)
-BPF_OBJS  := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRCS))
-SKELS     := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
-LIB_SRCS  := $(wildcard user/lib/*.c)
-LIB_OBJS  := $(patsubst user/lib/%.c,$(BUILD)/lib/%.o,$(LIB_SRCS))
-PROGS     := $(patsubst user/%.c,$(BUILD)/%,$(wildcard user/*.c))
+# ---- kernel side: one folder per hook family, each file one compilation
+# unit; the units of one object are linked by `bpftool gen object` (maps are
+# weak definitions in bpf/common/maps.bpf.h, one per object after linking).
+BPF_FAMILIES_dmsc_sock := sock_lb skb fastpath
+BPF_FAMILIES_dmsc_tc   := tc
+BPF_OBJECTS := dmsc_sock dmsc_tc
+bpf_units    = $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(wildcard $(patsubst %,bpf/%/*.bpf.c,$(BPF_FAMILIES_$(1)))))
+BPF_OBJS  := $(patsubst %,$(BUILD)/%.bpf.o,$(BPF_OBJECTS))
+SKELS     := $(patsubst %,$(BUILD)/%.skel.h,$(BPF_OBJECTS))
+
+# ---- userspace: the binaries' main files; every other .c of a layer's
+# folder goes into that layer's archive.
+PROG_SRCS := user/dmscctl/dmscctl.c user/dmscd/dmscd.c user/l7/dmsc-l7.c
+PROGS     := $(patsubst %.c,$(BUILD)/%,$(notdir $(PROG_SRCS)))
+prog_src   = $(filter %/$(1).c,$(PROG_SRCS))
+layer_objs = $(patsubst user/%.c,$(2)/obj/%.o,$(filter-out $(PROG_SRCS),$(wildcard user/$(1)/*.c)))
+LIBS_dmscctl   := dmscctl dmscd datapath policy common
+LIBS_dmscd     := dmscd datapath policy common
+LIBS_dmsc-l7   := l7 policy common
+LIBS_tests     := dmscctl dmscd l7 datapath policy common
+archives       = $(patsubst %,$(2)/libdmsc-%.a,$(LIBS_$(1)))
 TOOLS     := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
+# tests/unit/: pure, run as any user. tests/bpf/: load BPF programs
+# (BPF_PROG_TEST_RUN, the pinned datapath), need root.
 UNIT_SRCS := $(wildcard tests/unit/*.c)
-HEADERS   := $(wildcard include/dmsc/*.h user/lib/*.h bpf/*.h)
+BPFT_SRCS := $(wildcard tests/bpf/*.c)
+HEADERS   := $(wildcard include/dmsc/*.h user/*/*.h bpf/*/*.h tests/bpf/*.h)
 
 all: $(PROGS) $(TOOLS)
 
 deps:
 	scripts/install-deps.sh
 
-$(BUILD) $(BUILD)/lib $(BUILD)/tools:
+$(BUILD) $(BUILD)/tools:
 	mkdir -p $@
 
 # vmlinux.h from the running kernel's BTF: CO-RE relocates field offsets at
@@ -39,9 +64,13 @@ $(BUILD) $(BUILD)/lib $(BUILD)/tools:
 $(BUILD)/vmlinux.h: | $(BUILD)
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@
 
-$(BUILD)/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h $(HEADERS) | $(BUILD)
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(BUILD)/vmlinux.h $(HEADERS)
+	@mkdir -p $(@D)
 	$(CLANG) -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) $(WARN) \
-		-Iinclude -I$(BUILD) -c $< -o $@
+		-Iinclude -Ibpf/common -I$(BUILD) -c $< -o $@
+
+$(BUILD)/%.bpf.o: $$(call bpf_units,$$*)
+	$(BPFTOOL) gen object $@ $^
 
 # bpftool rewrites the skeleton on every run; compare first so that user
 # code is rebuilt only when the object really changed.
@@ -49,30 +78,35 @@ $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*) > $@.tmp
 	if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
 
-$(BUILD)/lib/%.o: user/lib/%.c $(HEADERS) $(SKELS) | $(BUILD)/lib
+$(BUILD)/obj/%.o: user/%.c $(HEADERS) $(SKELS)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -c $< -o $@
 
-$(BUILD)/libdmsc.a: $(LIB_OBJS)
+$(BUILD)/libdmsc-%.a: $$(call layer_objs,$$*,$(BUILD))
+	rm -f $@
 	ar rcs $@ $^
 
 # dmsc-l7: Node's http_parser (Debian's libhttp-parser-dev) and threads.
 $(BUILD)/dmsc-l7: LIBS += -lhttp_parser -lpthread
+$(BUILD)/unit-tests $(BUILD)/bpf-tests: LIBS += -lhttp_parser
 
-$(BUILD)/%: user/%.c $(BUILD)/libdmsc.a $(HEADERS) | $(BUILD)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc.a $(LIBS) -o $@
+$(PROGS): $(BUILD)/%: $$(call prog_src,$$*) $$(call archives,$$*,$(BUILD)) $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,$*,$(BUILD)) $(LIBS) -o $@
 
 $(BUILD)/tools/%: tests/tools/%.c $(HEADERS) | $(BUILD)/tools
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< -o $@
 
-$(BUILD)/unit-tests: $(UNIT_SRCS) $(BUILD)/libdmsc.a $(HEADERS)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(BUILD)/libdmsc.a \
-		-lcriterion $(LIBS) -lhttp_parser -o $@
+$(BUILD)/unit-tests: $(UNIT_SRCS) $(call archives,tests,$(BUILD)) $(HEADERS)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(call archives,tests,$(BUILD)) \
+		-lcriterion $(LIBS) -o $@
 
-$(BUILD)/bench-cp: tests/bench/bench-cp.c $(BUILD)/libdmsc.a $(HEADERS)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc.a $(LIBS) -o $@
+$(BUILD)/bpf-tests: $(BPFT_SRCS) $(call archives,tests,$(BUILD)) $(HEADERS)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $(BPFT_SRCS) $(call archives,tests,$(BUILD)) \
+		-lcriterion $(LIBS) -o $@
 
-# Benchmarks print figures (and write JSON under build/); they never pass or
-# fail on them. One line per benchmark.
+$(BUILD)/bench-cp: tests/bench/bench-cp.c $(call archives,dmscd,$(BUILD)) $(HEADERS)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,dmscd,$(BUILD)) $(LIBS) -o $@
+
 # Benchmarks print figures (and write JSON to build/); they never fail on
 # speed. One line per benchmark.
 bench: all $(BUILD)/bench-cp
@@ -84,7 +118,7 @@ bench: all $(BUILD)/bench-cp
 
 test:
 	scripts/install-deps.sh --if-missing
-	$(MAKE) all $(BUILD)/unit-tests
+	$(MAKE) all $(BUILD)/unit-tests $(BUILD)/bpf-tests
 	$(MAKE) asan fuzz-build
 	scripts/run-tests.sh
 
@@ -103,25 +137,29 @@ test-kernels:
 ASAN_BUILD  := build-asan
 ASAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
-ASAN_OBJS   := $(patsubst user/lib/%.c,$(ASAN_BUILD)/lib/%.o,$(LIB_SRCS))
 
-asan: $(ASAN_BUILD)/dmscctl $(ASAN_BUILD)/unit-tests
+asan: $(ASAN_BUILD)/dmscctl $(ASAN_BUILD)/unit-tests $(ASAN_BUILD)/bpf-tests
 
-$(ASAN_BUILD)/lib:
-	mkdir -p $@
-
-$(ASAN_BUILD)/lib/%.o: user/lib/%.c $(HEADERS) $(SKELS) | $(ASAN_BUILD)/lib
+$(ASAN_BUILD)/obj/%.o: user/%.c $(HEADERS) $(SKELS)
+	@mkdir -p $(@D)
 	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) -c $< -o $@
 
-$(ASAN_BUILD)/libdmsc.a: $(ASAN_OBJS)
+$(ASAN_BUILD)/libdmsc-%.a: $$(call layer_objs,$$*,$(ASAN_BUILD))
+	rm -f $@
 	ar rcs $@ $^
 
-$(ASAN_BUILD)/dmscctl: user/dmscctl.c $(ASAN_BUILD)/libdmsc.a $(HEADERS)
-	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $< $(ASAN_BUILD)/libdmsc.a $(LIBS) -o $@
+$(ASAN_BUILD)/unit-tests $(ASAN_BUILD)/bpf-tests: LIBS += -lhttp_parser
 
-$(ASAN_BUILD)/unit-tests: $(UNIT_SRCS) $(ASAN_BUILD)/libdmsc.a $(HEADERS)
-	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(ASAN_BUILD)/libdmsc.a \
-		-lcriterion $(LIBS) -lhttp_parser -o $@
+$(ASAN_BUILD)/dmscctl: user/dmscctl/dmscctl.c $(call archives,dmscctl,$(ASAN_BUILD)) $(HEADERS)
+	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,dmscctl,$(ASAN_BUILD)) $(LIBS) -o $@
+
+$(ASAN_BUILD)/unit-tests: $(UNIT_SRCS) $(call archives,tests,$(ASAN_BUILD)) $(HEADERS)
+	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(call archives,tests,$(ASAN_BUILD)) \
+		-lcriterion $(LIBS) -o $@
+
+$(ASAN_BUILD)/bpf-tests: $(BPFT_SRCS) $(call archives,tests,$(ASAN_BUILD)) $(HEADERS)
+	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $(BPFT_SRCS) $(call archives,tests,$(ASAN_BUILD)) \
+		-lcriterion $(LIBS) -o $@
 
 # ---- fuzzing (libFuzzer, clang): one harness per input parser,
 # tests/fuzz/fuzz_NAME.c, linked with FUZZ_SRCS_NAME. Seeds are in
@@ -134,10 +172,10 @@ FUZZ_SECONDS  ?= 600
 FUZZ_CC       ?= clang
 FUZZ_FLAGS    := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer
-FUZZ_SRCS_policy := user/lib/policy.c
+FUZZ_SRCS_policy := user/policy/policy.c
 # dmsc-l7's request parser (the helper links the same file; http_parser
 # itself is Debian's library, not instrumented: coverage is of our code)
-FUZZ_SRCS_http   := user/lib/l7_http.c
+FUZZ_SRCS_http   := user/l7/l7_http.c
 FUZZ_LIBS_http   := -lhttp_parser
 FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS     := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
@@ -147,7 +185,6 @@ fuzz-build: $(FUZZ_BINS)
 $(FUZZ_BUILD):
 	mkdir -p $@
 
-.SECONDEXPANSION:
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $$(FUZZ_SRCS_$$*) $(HEADERS) | $(FUZZ_BUILD)
 	$(FUZZ_CC) $(FUZZ_FLAGS) $(WARN) $(CPPFLAGS) $< $(FUZZ_SRCS_$*) \
 		$(FUZZ_LIBS_$*) $(shell pkg-config --libs json-c 2>/dev/null || echo -ljson-c) -o $@
@@ -168,4 +205,5 @@ clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
 format:
-	clang-format -i $(wildcard bpf/*.c user/*.c user/lib/*.c user/lib/*.h include/dmsc/*.h tests/unit/*.c tests/tools/*.c)
+	clang-format -i $(wildcard bpf/*/*.c bpf/*/*.h user/*/*.c user/*/*.h include/dmsc/*.h \\
+		tests/unit/*.c tests/bpf/*.c tests/bpf/*.h tests/tools/*.c tests/bench/*.c tests/fuzz/*.c)

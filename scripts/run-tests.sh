@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests (Criterion), the documentation checks,
+# The whole test suite: unit and BPF tests (Criterion), the documentation checks,
 # the kernel suites on the running kernel, the sanitizer suite, and a
 # bounded fuzzing run.
 # Prints one closing line "N passed, M failed[, K skipped]" over everything
@@ -11,21 +11,29 @@ BUILD=${BUILD:-build}
 
 passed=0 failed=0 skipped=0
 
-echo "== unit tests"
-"$BUILD/unit-tests" --jobs 2 2>&1 | tee "$BUILD/unit-tests.log"
-unit_rc=${PIPESTATUS[0]}
-syn=$(grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$BUILD/unit-tests.log" | tail -n 1)
-if [[ -z $syn ]]; then
-	echo "unit tests printed no synthesis line"
-	failed=$((failed + 1))
-else
+# run_criterion NAME BINARY: a Criterion binary; its synthesis line counts.
+run_criterion() {
+	local name=$1 bin=$2 rc syn tested pass fail crash
+	echo "== $name"
+	"$bin" --jobs 2 2>&1 | tee "$bin.log"
+	rc=${PIPESTATUS[0]}
+	syn=$(grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$bin.log" | tail -n 1)
+	if [[ -z $syn ]]; then
+		echo "$name printed no synthesis line"
+		failed=$((failed + 1))
+		return
+	fi
 	read -r tested pass fail crash < <(sed 's/[^0-9]\+/ /g' <<<"$syn")
 	passed=$((passed + pass))
 	failed=$((failed + fail + crash))
 	# Criterion counts a skipped test as tested, neither passing nor failing.
 	skipped=$((skipped + tested - pass - fail - crash))
-	[[ $unit_rc -ne 0 && $((fail + crash)) -eq 0 ]] && failed=$((failed + 1))
-fi
+	[[ $rc -ne 0 && $((fail + crash)) -eq 0 ]] && failed=$((failed + 1))
+}
+
+# tests/unit: pure. tests/bpf: load BPF programs and pin maps (root).
+run_criterion "unit tests" "$BUILD/unit-tests"
+run_criterion "BPF tests" "$BUILD/bpf-tests"
 
 # run_suite NAME CMD...: one suite that prints "N passed, M failed" last
 # and exits 77 when it cannot run (counted as skipped, never as passed).

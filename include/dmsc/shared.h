@@ -21,7 +21,7 @@
 
 /* Pins live under DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION. A map whose
  * definition changed (a value that grew, another size) needs no bump: the
- * install migrates it map by map (user/lib/migrate.c). Bump it only for a
+ * install migrates it map by map (user/datapath/migrate.c). Bump it only for a
  * change that migration cannot carry, where a key or value keeps its size
  * but changes its meaning, so that such a datapath is never adopted by
  * mistake (docs/design.md decision 1). */
@@ -243,7 +243,7 @@ struct dmsc_install {
 	/* Non-zero from a writer's first map write to its last: found set by
 	 * the next writer (which holds the lock, so the one that set it is
 	 * gone), it means an apply was interrupted, and the next apply
-	 * repairs what it left (state.c, dmsc_apply_sweep). Fills what was
+	 * repairs what it left (apply.c, dmsc_apply_sweep). Fills what was
 	 * padding: the layout is unchanged. */
 	__u32 apply_in_progress;
 	/* Bumped by every writer when it starts changing the other maps and
@@ -326,7 +326,7 @@ struct dmsc_l7_own {
 
 #define DMSC_L7_OWN_MAGIC 0x646d7363u /* "dmsc" in ASCII */
 
-/* ---- Same-host fast path (sockops + sk_msg), bpf/dmsc_fastpath.bpf.h ----
+/* ---- Same-host fast path (sockops + sk_msg), bpf/fastpath/fastpath.bpf.c ----
  *
  * sockops registers both ends of a connection whose peer is a socket of this
  * host in the mesh cgroup; sk_msg hands each message to the peer socket. The

@@ -33,9 +33,9 @@
 #include "dmsc_sock.skel.h"
 #include "log.h"
 #include "metrics.h"
-#include "mirror.h"
+#include "apply_mirror.h"
 #include "policy.h"
-#include "state.h"
+#include "apply.h"
 
 #define BACKENDS_PER_SERVICE 4
 #define REPEATS 5

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * libFuzzer harness for dmsc-l7's HTTP request handling: the request-head
- * parser of user/lib/l7_http.c (Debian's libhttp-parser driven by the
+ * parser of user/l7/l7_http.c (Debian's libhttp-parser driven by the
  * callbacks that collect method, target, headers and body framing, and the
  * checks that refuse a request), the very code dmsc-l7 runs, fed the way
  * client_parse() feeds it: in pieces, resuming after each pause.

@@ -17,7 +17,7 @@ TOP=$(cd "$HERE/../.." && pwd)
 . "$TOP/tests/lib/netns.sh"
 A=$TOP/build-asan
 CTL=$A/dmscctl
-if [[ ! -x $CTL || ! -x $A/unit-tests ]]; then
+if [[ ! -x $CTL || ! -x $A/unit-tests || ! -x $A/bpf-tests ]]; then
 	echo "skip - build-asan/ is not built (make asan)"
 	exit 77
 fi
@@ -68,16 +68,18 @@ run_ctl() {
 	fi
 }
 
-# 1. unit tests
-"$A/unit-tests" --jobs 2 >"$T/unit.log" 2>&1
-rc=$?
-syn=$(grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$T/unit.log" | tail -n 1)
-if [[ $rc -eq 0 ]] && no_reports "$T/unit.log"; then
-	t_ok "unit tests under ASan+UBSan: $syn"
-else
-	t_fail "unit tests under ASan+UBSan (exit $rc): $syn"
-	grep -E 'FAIL|ERROR|runtime error' "$T/unit.log" | head -n 20
-fi
+# 1. unit tests and BPF tests
+for t in unit-tests bpf-tests; do
+	"$A/$t" --jobs 2 >"$T/$t.log" 2>&1
+	rc=$?
+	syn=$(grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$T/$t.log" | tail -n 1)
+	if [[ $rc -eq 0 ]] && no_reports "$T/$t.log"; then
+		t_ok "$t under ASan+UBSan: $syn"
+	else
+		t_fail "$t under ASan+UBSan (exit $rc): $syn"
+		grep -E 'FAIL|ERROR|runtime error' "$T/$t.log" | head -n 20
+	fi
+done
 
 # 2. dmscctl
 run_ctl "check a valid policy" 0 check "$TOP/policies/reviews.json"

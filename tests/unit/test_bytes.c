@@ -3,7 +3,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 
-#include "datapath.h"
+#include "parse.h"
 
 Test(bytes, plain_and_suffixed)
 {

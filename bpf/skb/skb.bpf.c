@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * cgroup_skb programs on the mesh cgroup: count each translated socket's
+ * bytes per service and police them against the service's byte limit;
+ * egress also re-checks a connected UDP socket's access (allow_from). A
+ * socket is translated when cgroup/connect4 (bpf/sock_lb/) left its record
+ * in dmsc_sock_vip.
+ *
+ * Linked into the dmsc_sock object with bpf/sock_lb/ and bpf/fastpath/.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "maps.bpf.h"
+
+/* Return codes of cgroup_skb programs. On egress, bit 1 asks for congestion
+ * notification (Linux 5.3): TCP then shrinks its window as it would for
+ * ECN, without a loss, so a policed flow settles at the rate instead of
+ * oscillating through drops and retransmissions. Ingress has no such bit:
+ * a packet over the limit there can only be dropped. */
+#define SKB_DROP 0
+#define SKB_PASS 1
+#define SKB_DROP_CN 2
+#define SKB_PASS_CN 3
+
+/* The service of a packet's socket, from the record connect() left. */
+static __always_inline struct dmsc_sock_vip *skb_record(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return NULL;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+}
+
+/* Returns an enum dmsc_tb_verdict. */
+static __always_inline int skb_account(struct __sk_buff *skb, int towards)
+{
+	struct dmsc_sock_vip *rec = skb_record(skb);
+	struct dmsc_svc_stats *ss;
+	__u32 svc_id;
+	int verdict, ok;
+
+	if (!rec)
+		return DMSC_TB_PASS;
+	svc_id = rec->svc_id;
+	verdict = police_bytes(svc_id, skb->len, towards ? DMSC_BUCKET_TO : DMSC_BUCKET_FROM);
+	ok = verdict != DMSC_TB_DROP;
+	ss = svc_stats(svc_id);
+	if (ss) {
+		if (towards) {
+			ss->bytes_to += ok ? skb->len : 0;
+			ss->policed_to += !ok;
+		} else {
+			ss->bytes_from += ok ? skb->len : 0;
+			ss->policed_from += !ok;
+		}
+	}
+	return verdict;
+}
+
+/*
+ * A connected UDP socket passed connect4's access check once, and its
+ * send()s run no sock_addr hook (sendmsg4 runs only for a datagram that
+ * names an address). So that revoking access stops its next datagram as it
+ * does for an unconnected socket, egress checks it again, against the
+ * cgroup the socket was made in (the task's is not known here). Only
+ * connected UDP sockets of a service with an allow list pay the lookups;
+ * TCP keeps its established connections, as a weight-0 drain does.
+ * bpf_skb_ancestor_cgroup_id in cgroup_skb needs Linux 5.8, below the
+ * 5.10 that install already requires (bpf_sk_storage_get in connect4).
+ */
+static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb)
+{
+	struct dmsc_allow_key ak = {};
+	struct dmsc_svc_key key = {};
+	struct dmsc_svc_stats *ss;
+	struct dmsc_sock_vip *rec;
+	struct bpf_sock *sk;
+	struct dmsc_svc *svc;
+	int level;
+
+	sk = skb->sk;
+	if (!sk)
+		return false;
+	sk = bpf_sk_fullsock(sk);
+	/* A UDP socket's state is TCP_ESTABLISHED once connected. */
+	if (!sk || sk->protocol != IPPROTO_UDP || sk->state != BPF_TCP_ESTABLISHED)
+		return false;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+	/* Connected to the backend connect4 chose, not elsewhere since. */
+	if (!rec || sk->dst_ip4 != rec->backend)
+		return false;
+	key.vip = rec->vip;
+	key.port = rec->vport;
+	key.proto = DMSC_PROTO_UDP;
+	svc = bpf_map_lookup_elem(&dmsc_services, &key);
+	if (!svc || svc->id != rec->svc_id || !(svc->flags & DMSC_SVC_F_ALLOW_LIST))
+		return false;
+	ak.svc_id = svc->id;
+	for (level = 0; level < DMSC_CGROUP_LEVELS_MAX; level++) {
+		ak.cgroup_id = bpf_skb_ancestor_cgroup_id(skb, level);
+		if (!ak.cgroup_id)
+			break;
+		if (bpf_map_lookup_elem(&dmsc_allow, &ak))
+			return false;
+	}
+	ss = svc_stats(svc->id);
+	if (ss)
+		ss->refused_access += 1;
+	return true;
+}
+
+/* Packets a mesh client sends towards a service. */
+SEC("cgroup_skb/egress")
+int dmsc_skb_egress(struct __sk_buff *skb)
+{
+	/* SKB_DROP without the congestion bit: send() fails with EPERM, as
+	 * a refused sendto() does (with it, UDP would report success). */
+	if (skb_udp_access_revoked(skb))
+		return SKB_DROP;
+	switch (skb_account(skb, 1)) {
+	case DMSC_TB_PASS:
+		return SKB_PASS;
+	case DMSC_TB_PASS_OVER:
+		return SKB_PASS_CN;
+	default:
+		return SKB_DROP_CN;
+	}
+}
+
+/* Packets a service sends back to a mesh client. In debt the packet still
+ * passes: the sender is not ours to notify, so only the floor drops. */
+SEC("cgroup_skb/ingress")
+int dmsc_skb_ingress(struct __sk_buff *skb)
+{
+	return skb_account(skb, 0) == DMSC_TB_DROP ? SKB_DROP : SKB_PASS;
+}

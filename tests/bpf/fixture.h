@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Unit tests that need real maps: the datapath's BPF object loaded into the
+ * running kernel (programs loaded, nothing attached, nothing pinned), its
+ * maps opened as a struct dmsc_datapath. Needs root: without it the test
+ * is reported as skipped, never as passed.
+ */
+#ifndef DMSC_TEST_FIXTURE_H
+#define DMSC_TEST_FIXTURE_H
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/libbpf.h>
+#include <criterion/criterion.h>
+
+#include "datapath.h"
+#include "dmsc_sock.skel.h"
+#include "policy.h"
+
+static inline void fixture_load(struct dmsc_sock **skel, struct dmsc_datapath *dp,
+				unsigned int max_services, unsigned int max_backends)
+{
+	struct dmsc_sock *s;
+	size_t i;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to load BPF maps");
+	s = dmsc_sock__open();
+	cr_assert_not_null(s);
+	/* sized as install sizes them (dmsc/maps.h) */
+	for (i = 0; i < DMSC_M_COUNT; i++) {
+		struct bpf_map *m = bpf_object__find_map_by_name(s->obj, dmsc_map_names[i]);
+
+		if (dmsc_map_sizes[i] == DMSC_MAP_SIZE_SVC)
+			bpf_map__set_max_entries(m, max_services);
+		else if (dmsc_map_sizes[i] == DMSC_MAP_SIZE_BE)
+			bpf_map__set_max_entries(m, max_backends);
+	}
+	cr_assert_eq(dmsc_sock__load(s), 0, "load: %s", strerror(errno));
+	memset(dp, 0, sizeof(*dp));
+	dp->dir_fd = -1;
+	for (i = 0; i < DMSC_M_COUNT; i++) {
+		dp->fd[i] = bpf_map__fd(bpf_object__find_map_by_name(s->obj, dmsc_map_names[i]));
+		cr_assert_gt(dp->fd[i], 2, "map %s has an fd", dmsc_map_names[i]);
+	}
+	dp->max_services = max_services;
+	dp->max_backends = max_backends;
+	dp->nr_cpus = libbpf_num_possible_cpus();
+	*skel = s;
+}
+
+/* A policy of n services "s<i>" on 198.19.0.0+i:80, each with nb backends
+ * 198.18.0.0+8i+b:8080 weighted weights[b] (all 1 when weights is NULL). */
+static inline void fixture_policy(struct dmsc_policy *p, size_t n, size_t nb,
+				  const __u32 *weights)
+{
+	size_t i, b;
+	char name[32];
+
+	p->n_services = n;
+	p->services = calloc(n + 1, sizeof(*p->services));
+	cr_assert_not_null(p->services);
+	for (i = 0; i < n; i++) {
+		struct dmsc_policy_service *s = &p->services[i];
+
+		snprintf(name, sizeof(name), "s%zu", i);
+		s->name = strdup(name);
+		s->vip = htonl(0xc6130000u + (__u32)i);
+		s->port = 80;
+		s->protocol = DMSC_POLICY_TCP;
+		s->n_backends = nb;
+		s->backends = calloc(nb, sizeof(*s->backends));
+		cr_assert_not_null(s->backends);
+		for (b = 0; b < nb; b++) {
+			s->backends[b].addr = htonl(0xc6120000u + (__u32)(i * 8 + b));
+			s->backends[b].port = 8080;
+			s->backends[b].weight = weights ? weights[b] : 1;
+		}
+	}
+}
+
+#endif /* DMSC_TEST_FIXTURE_H */

@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * The mirror apply (dmscd's) against the real maps of the real BPF object
+ * (loaded, not attached), checked against what the maps hold afterwards
+ * and against dmsc_apply(), the map-reading apply. Needs root; without it
+ * the tests are reported as skipped, not passed.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <criterion/criterion.h>
+
+#include "fixture.h"
+#include "apply_mirror.h"
+#include "apply.h"
+
+#define M_MAX_SERVICES 4096
+#define M_MAX_BACKENDS 16384
+
+static struct dmsc_sock *skel;
+static struct dmsc_datapath dp;
+static struct dmsc_mirror mir;
+
+static void setup(void)
+{
+	__u32 zero = 0;
+	struct dmsc_install rec = { 0 };
+
+	fixture_load(&skel, &dp, M_MAX_SERVICES, M_MAX_BACKENDS);
+	cr_assert_eq(bpf_map_update_elem(dp.fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY), 0);
+	memset(&mir, 0, sizeof(mir));
+}
+
+static void teardown(void)
+{
+	dmsc_mirror_free(&mir);
+	dmsc_sock__destroy(skel);
+	skel = NULL;
+}
+
+static size_t mapply(const struct dmsc_policy *p, bool dry_run, size_t *changes)
+{
+	struct dmsc_apply_result res;
+	struct dmsc_svc_digest *d = calloc(p->n_services + 1, sizeof(*d));
+	size_t written;
+
+	cr_assert_not_null(d);
+	dmsc_policy_digests(p, d);
+	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, p, d, dry_run, &res), 0);
+	written = res.entries_written;
+	if (changes)
+		*changes = res.n_changes;
+	dmsc_apply_result_free(&res);
+	free(d);
+	return written;
+}
+
+/* The maps hold exactly p: dmsc_apply (which reads them) has nothing to
+ * write, and a mirror read afresh from them equals the incremental one. */
+static void assert_maps_hold(const struct dmsc_policy *p)
+{
+	struct dmsc_apply_result res;
+	struct dmsc_mirror fresh = { 0 };
+	size_t i;
+
+	cr_assert_eq(dmsc_apply(&dp, p, true, &res), 0);
+	cr_assert_eq(res.entries_written, 0, "the maps differ from the policy: %zu writes",
+		     res.entries_written);
+	dmsc_apply_result_free(&res);
+	cr_assert_eq(dmsc_mirror_load(&fresh, &dp), 0);
+	cr_assert_eq(fresh.n, mir.n);
+	cr_assert_eq(fresh.n_backends, mir.n_backends);
+	for (i = 0; i < mir.n; i++) {
+		const struct dmsc_mirror_svc *a = &mir.svcs[i];
+		const struct dmsc_mirror_svc *b = dmsc_mirror_find(&fresh, &a->key);
+
+		cr_assert_not_null(b, "service %s is in the mirror, not in the maps", a->name);
+		cr_assert_str_eq(a->name, b->name);
+		cr_assert_eq(a->id, b->id);
+		cr_assert_eq(a->flags, b->flags);
+		cr_assert_eq(a->n_be, b->n_be);
+		cr_assert_eq(memcmp(a->be, b->be, a->n_be * sizeof(*a->be)), 0);
+		cr_assert_not(fresh.hot[b - fresh.svcs].stale);
+	}
+	dmsc_mirror_free(&fresh);
+}
+
+TestSuite(mirror, .init = setup, .fini = teardown);
+
+Test(mirror, first_apply_matches_dmsc_apply_counts)
+{
+	struct dmsc_policy p = { 0 };
+	size_t changes;
+
+	fixture_policy(&p, 50, 4, NULL);
+	cr_assert_eq(mapply(&p, true, &changes), 50 * 6, "dry run plans every entry");
+	cr_assert_eq(mir.n, 0, "a dry run leaves the mirror as it was");
+	cr_assert_eq(mapply(&p, false, &changes), 50 * 6);
+	cr_assert_eq(changes, 50);
+	assert_maps_hold(&p);
+	cr_assert_eq(mapply(&p, false, &changes), 0);
+	cr_assert_eq(changes, 0);
+	dmsc_policy_free(&p);
+}
+
+Test(mirror, one_weight_among_many_writes_two_entries)
+{
+	struct dmsc_policy p = { 0 };
+	struct dmsc_state before, after;
+	size_t changes, i, diff = 0;
+
+	fixture_policy(&p, 2000, 4, NULL);
+	mapply(&p, false, NULL);
+	cr_assert_eq(dmsc_state_read(&dp, &before), 0);
+	p.services[1234].backends[2].weight = 9;
+	cr_assert_eq(mapply(&p, false, &changes), 2);
+	cr_assert_eq(changes, 1);
+	cr_assert_eq(dmsc_state_read(&dp, &after), 0);
+	for (i = 0; i < after.n_svcs; i++)
+		if (memcmp(&before.svcs[i], &after.svcs[i], sizeof(after.svcs[i])))
+			diff++;
+	cr_assert_eq(diff, 1, "only the changed service differs in the maps");
+	assert_maps_hold(&p);
+	dmsc_state_free(&before);
+	dmsc_state_free(&after);
+	dmsc_policy_free(&p);
+}
+
+Test(mirror, adds_removes_and_moves)
+{
+	struct dmsc_policy p = { 0 };
+	struct dmsc_policy_service tmp;
+	size_t changes;
+
+	fixture_policy(&p, 20, 2, NULL);
+	mapply(&p, false, NULL);
+	/* Remove s5 (the array keeps its order). */
+	tmp = p.services[5];
+	memmove(&p.services[5], &p.services[6], 14 * sizeof(tmp));
+	p.services[19] = tmp;
+	p.n_services = 19;
+	cr_assert_eq(mapply(&p, false, &changes), 4, "service, meta, two backends");
+	cr_assert_eq(changes, 1);
+	assert_maps_hold(&p);
+	/* Put it back, first: an add in front of everything. */
+	memmove(&p.services[1], &p.services[0], 19 * sizeof(tmp));
+	p.services[0] = tmp;
+	p.n_services = 20;
+	cr_assert_eq(mapply(&p, false, &changes), 4, "two backends, meta, service");
+	cr_assert_eq(changes, 1);
+	assert_maps_hold(&p);
+	/* Reverse the order: nothing to write. */
+	for (size_t i = 0; i < 10; i++) {
+		tmp = p.services[i];
+		p.services[i] = p.services[19 - i];
+		p.services[19 - i] = tmp;
+	}
+	cr_assert_eq(mapply(&p, false, &changes), 0);
+	assert_maps_hold(&p);
+	/* A backend replaced: one new entry, meta, service, one drop. */
+	p.services[3].backends[0].addr = htonl(0xc612ff01u);
+	cr_assert_eq(mapply(&p, false, &changes), 4);
+	assert_maps_hold(&p);
+	dmsc_policy_free(&p);
+}
+
+Test(mirror, adopting_a_datapath_writes_nothing)
+{
+	struct dmsc_policy p = { 0 };
+	size_t changes;
+
+	fixture_policy(&p, 100, 3, NULL);
+	mapply(&p, false, NULL);
+	/* A new dmscd: the mirror comes from the maps, no fingerprints. */
+	dmsc_mirror_free(&mir);
+	cr_assert_eq(dmsc_mirror_load(&mir, &dp), 0);
+	cr_assert_eq(mir.n, 100);
+	cr_assert_eq(mapply(&p, false, &changes), 0);
+	cr_assert_eq(changes, 0);
+	/* ...and now it knows the fingerprints: one change is 2 writes. */
+	p.services[7].backends[0].weight = 3;
+	cr_assert_eq(mapply(&p, false, &changes), 2);
+	assert_maps_hold(&p);
+	dmsc_policy_free(&p);
+}
+
+Test(mirror, another_writer_is_noticed)
+{
+	struct dmsc_policy p = { 0 }, q = { 0 };
+	struct dmsc_apply_result res;
+	size_t changes;
+
+	fixture_policy(&p, 10, 2, NULL);
+	fixture_policy(&q, 12, 3, NULL);
+	mapply(&p, false, NULL);
+	/* dmscctl apply in between: it bumps the generation. */
+	cr_assert_eq(dmsc_apply(&dp, &q, false, &res), 0);
+	dmsc_apply_result_free(&res);
+	cr_assert_gt(mapply(&p, false, &changes), 0, "the mirror was re-read: p is rewritten");
+	assert_maps_hold(&p);
+	dmsc_policy_free(&p);
+	dmsc_policy_free(&q);
+}
+
+Test(mirror, failed_write_rolls_back_and_the_mirror_stays_right)
+{
+	LIBBPF_OPTS(bpf_get_fd_by_id_opts, ro, .open_flags = BPF_F_RDONLY);
+	struct dmsc_policy p = { 0 }, q = { 0 };
+	struct dmsc_apply_result res;
+	struct dmsc_state before, after;
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+	struct dmsc_svc_digest d[8];
+	int rw_fd;
+
+	fixture_policy(&p, 4, 2, NULL);
+	fixture_policy(&q, 6, 2, NULL);
+	mapply(&p, false, NULL);
+	cr_assert_eq(dmsc_state_read(&dp, &before), 0);
+	memset(&info, 0, sizeof(info));
+	cr_assert_eq(bpf_obj_get_info_by_fd(dp.fd[DMSC_M_SVC_META], &info, &len), 0);
+	rw_fd = dp.fd[DMSC_M_SVC_META];
+	dp.fd[DMSC_M_SVC_META] = bpf_map_get_fd_by_id_opts(info.id, &ro);
+	dmsc_policy_digests(&q, d);
+	cr_assert_neq(dmsc_mirror_apply(&mir, &dp, &q, d, false, &res), 0);
+	cr_assert(res.rolled_back);
+	dmsc_apply_result_free(&res);
+	close(dp.fd[DMSC_M_SVC_META]);
+	dp.fd[DMSC_M_SVC_META] = rw_fd;
+	cr_assert_eq(dmsc_state_read(&dp, &after), 0);
+	cr_assert_eq(after.n_svcs, before.n_svcs);
+	cr_assert_eq(memcmp(after.svcs, before.svcs, before.n_svcs * sizeof(*before.svcs)), 0);
+	assert_maps_hold(&p);
+	/* The ids the failed plan took were given back: q still fits. */
+	cr_assert_eq(mapply(&q, false, NULL), 2 * 4);
+	assert_maps_hold(&q);
+	dmsc_state_free(&before);
+	dmsc_state_free(&after);
+	dmsc_policy_free(&p);
+	dmsc_policy_free(&q);
+}
+
+Test(mirror, removed_backends_are_cleared_after_the_delay)
+{
+	struct dmsc_policy p = { 0 };
+	struct dmsc_apply_result res;
+	struct dmsc_backend be;
+	__u32 gone;
+	size_t changes;
+	struct dmsc_svc_digest d;
+
+	mir.drop_delay_ms = 60000;
+	fixture_policy(&p, 1, 3, NULL);
+	mapply(&p, false, NULL);
+	gone = mir.svcs[0].be[2].id;
+	p.services[0].n_backends = 2;
+	dmsc_policy_digests(&p, &d);
+	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, &p, &d, false, &res), 0);
+	cr_assert_eq(res.entries_written, 3, "service, meta, and the deferred drop");
+	cr_assert_eq(res.entries_deferred, 1);
+	dmsc_apply_result_free(&res);
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BACKENDS], &gone, &be), 0);
+	cr_assert_neq(be.addr, 0, "still there while a connect() may hold the old table");
+	cr_assert_gt(dmsc_mirror_next_drop_ms(&mir, dmsc_now_ms()), 1000);
+	cr_assert_eq(dmsc_mirror_flush_drops(&mir, &dp, dmsc_now_ms(), false), 0, "not due yet");
+	cr_assert_eq(dmsc_mirror_flush_drops(&mir, &dp, dmsc_now_ms(), true), 1);
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BACKENDS], &gone, &be), 0);
+	cr_assert_eq(be.addr, 0, "cleared");
+	cr_assert_eq(dmsc_mirror_next_drop_ms(&mir, dmsc_now_ms()), -1);
+	p.services[0].n_backends = 3;
+	cr_assert_eq(mapply(&p, false, &changes), 3);
+	dmsc_policy_free(&p);
+}
+
+Test(mirror, over_capacity_is_refused_before_any_write)
+{
+	struct dmsc_policy p = { 0 };
+	struct dmsc_apply_result res;
+	struct dmsc_svc_digest *d;
+
+	fixture_policy(&p, M_MAX_SERVICES, 1, NULL);
+	d = calloc(p.n_services, sizeof(*d));
+	dmsc_policy_digests(&p, d);
+	cr_assert_eq(dmsc_mirror_apply(&mir, &dp, &p, d, false, &res), -ENOSPC);
+	dmsc_apply_result_free(&res);
+	cr_assert_eq(mir.n, 0);
+	free(d);
+	dmsc_policy_free(&p);
+}
+
+/* Every field of a policy service changes its fingerprint. */
+Test(fingerprint, every_field_counts)
+{
+	struct dmsc_label lab = { "version", "v1" }, lab2 = { "version", "v2" };
+	struct dmsc_policy_backend be = { .addr = 1, .port = 2, .weight = 3 };
+	struct dmsc_route route = { 0 };
+	char *allow[] = { "a.slice" };
+	struct dmsc_policy_service s = { .name = "x", .vip = 1, .port = 80, .backends = &be,
+					 .n_backends = 1 };
+	uint64_t base = dmsc_policy_service_fp(&s);
+
+#define CHANGED(stmt, undo)                                                            \
+	do {                                                                           \
+		stmt;                                                                  \
+		cr_assert_neq(dmsc_policy_service_fp(&s), base, "unnoticed: " #stmt); \
+		undo;                                                                  \
+		cr_assert_eq(dmsc_policy_service_fp(&s), base);                       \
+	} while (0)
+	CHANGED(s.name = "y", s.name = "x");
+	CHANGED(s.vip = 2, s.vip = 1);
+	CHANGED(s.port = 81, s.port = 80);
+	CHANGED(s.protocol = DMSC_POLICY_UDP, s.protocol = DMSC_POLICY_TCP);
+	CHANGED(s.accelerate = DMSC_ACCEL_OFF, s.accelerate = DMSC_ACCEL_AUTO);
+	CHANGED(be.addr = 9, be.addr = 1);
+	CHANGED(be.port = 9, be.port = 2);
+	CHANGED(be.weight = 9, be.weight = 3);
+	CHANGED((be.labels = &lab, be.n_labels = 1), (be.labels = NULL, be.n_labels = 0));
+	be.labels = &lab;
+	be.n_labels = 1;
+	base = dmsc_policy_service_fp(&s);
+	CHANGED(be.labels = &lab2, be.labels = &lab);
+	CHANGED(s.n_backends = 0, s.n_backends = 1);
+	CHANGED(s.has_rate_limit = true, s.has_rate_limit = false);
+	s.has_rate_limit = true;
+	base = dmsc_policy_service_fp(&s);
+	CHANGED(s.rate_limit.has_burst = true, s.rate_limit.has_burst = false);
+	CHANGED(s.rate_limit.connections_per_second = 5, s.rate_limit.connections_per_second = 0);
+	CHANGED(s.rate_limit.burst = 5, s.rate_limit.burst = 0);
+	CHANGED(s.rate_limit.bytes_per_second = 5, s.rate_limit.bytes_per_second = 0);
+	CHANGED(s.rate_limit.has_bytes_burst = true, s.rate_limit.has_bytes_burst = false);
+	CHANGED(s.rate_limit.bytes_burst = 5, s.rate_limit.bytes_burst = 0);
+	CHANGED(s.rate_limit.requests_per_second = 5, s.rate_limit.requests_per_second = 0);
+	CHANGED(s.has_allow_from = true, s.has_allow_from = false);
+	CHANGED((s.allow_from = allow, s.n_allow_from = 1), (s.allow_from = NULL, s.n_allow_from = 0));
+	CHANGED((s.routes = &route, s.n_routes = 1), (s.routes = NULL, s.n_routes = 0));
+	s.routes = &route;
+	s.n_routes = 1;
+	base = dmsc_policy_service_fp(&s);
+	CHANGED(route.match.path_prefix = "/a", route.match.path_prefix = NULL);
+	CHANGED(route.match.path = "/a", route.match.path = NULL);
+	CHANGED(route.match.method = "GET", route.match.method = NULL);
+	CHANGED((route.match.headers = &lab, route.match.n_headers = 1),
+		(route.match.headers = NULL, route.match.n_headers = 0));
+	CHANGED((route.selector = &lab, route.n_selector = 1),
+		(route.selector = NULL, route.n_selector = 0));
+	CHANGED(route.has_timeout_ms = true, route.has_timeout_ms = false);
+	CHANGED(route.timeout_ms = 5, route.timeout_ms = 0);
+	CHANGED(route.has_retries = true, route.has_retries = false);
+	CHANGED(route.retries = 5, route.retries = 0);
+#undef CHANGED
+}
+
+/* Limits and allow rules (paths with no cgroup: unresolved) go through the
+ * mirror as through dmsc_apply, survive a re-read, and leave with them. */
+Test(mirror, limits_and_allow_rules)
+{
+	static char *paths[] = { "dmsc-test/no-such-cgroup-a", "dmsc-test/no-such-cgroup-b" };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_allow_key k, next;
+	size_t changes, j, rules = 0;
+	long i;
+
+	fixture_policy(&p, 3, 2, NULL);
+	p.services[1].has_rate_limit = true;
+	p.services[1].rate_limit.has_connections_per_second = true;
+	p.services[1].rate_limit.connections_per_second = 50;
+	p.services[1].rate_limit.has_bytes_per_second = true;
+	p.services[1].rate_limit.bytes_per_second = 1 << 20;
+	p.services[2].has_allow_from = true;
+	p.services[2].allow_from = paths;
+	p.services[2].n_allow_from = 2;
+	mapply(&p, false, &changes);
+	cr_assert_eq(changes, 3);
+	assert_maps_hold(&p);
+	cr_assert_eq(mir.svcs[1].limits.conn_rate, 50);
+	cr_assert_eq(mir.svcs[2].n_allow, 2);
+	cr_assert_eq(mir.dig[2].fp, 0, "unresolved rules: the next apply looks again");
+	cr_assert_eq(mapply(&p, false, &changes), 0, "nothing to write while still unresolved");
+	/* Adopted: a mirror read from the maps has them too. */
+	dmsc_mirror_free(&mir);
+	cr_assert_eq(dmsc_mirror_load(&mir, &dp), 0);
+	for (j = 0; j < mir.n; j++)
+		rules += mir.svcs[j].n_allow;
+	cr_assert_eq(rules, 2);
+	cr_assert_eq(mapply(&p, false, &changes), 0);
+	/* The limit changes: the limits element, and nothing else. */
+	p.services[1].rate_limit.connections_per_second = 70;
+	cr_assert_eq(mapply(&p, false, &changes), 1);
+	assert_maps_hold(&p);
+	/* Limits and rules removed from the policy go from the maps. */
+	p.services[2].allow_from = NULL;
+	p.services[2].n_allow_from = 0;
+	p.services[2].has_allow_from = false;
+	p.services[1].has_rate_limit = false;
+	cr_assert_gt(mapply(&p, false, &changes), 0);
+	assert_maps_hold(&p);
+	for (i = 0; bpf_map_get_next_key(dp.fd[DMSC_M_ALLOW], i ? &k : NULL, &next) == 0; i++)
+		k = next;
+	cr_assert_eq(i, 0, "no allow rule left");
+	dmsc_policy_free(&p);
+}

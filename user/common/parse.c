@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "parse.h"
+
+int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out)
+{
+	unsigned long long v, mult = 1;
+	char *end;
+
+	errno = 0;
+	v = strtoull(arg, &end, 10);
+	if (end != arg && !errno && end[0] && !end[1]) {
+		if (end[0] == 'K' || end[0] == 'k')
+			mult = 1ull << 10;
+		else if (end[0] == 'M' || end[0] == 'm')
+			mult = 1ull << 20;
+		else if (end[0] == 'G' || end[0] == 'g')
+			mult = 1ull << 30;
+		if (mult > 1)
+			end++;
+	}
+	/* strtoull skips blanks and takes a sign: neither is a byte count. */
+	if (end == arg || errno || *end || !isdigit((unsigned char)arg[0]) ||
+	    v > 0xffffffffull / mult) {
+		pr_warn("%s: \"%s\" is not a byte count (digits with an optional K, M or G; at "
+			"most 4294967295 bytes)\n",
+			flag, arg);
+		return -EINVAL;
+	}
+	*out = (__u32)(v * mult);
+	return 0;
+}

@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Parsers of command-line and environment values, for every program.
+ */
+#ifndef DMSC_PARSE_H
+#define DMSC_PARSE_H
+
+#include <linux/types.h>
+
+/* Parses a byte count for an option: digits with an optional K, M or G
+ * (KiB, MiB, GiB), at most 4 GiB - 1. 0 or -EINVAL (message printed, naming
+ * FLAG). */
+int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out);
+
+#endif /* DMSC_PARSE_H */

@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Where the datapath is pinned. Apart from the datapath layer so that a
+ * program that only opens pinned maps (dmsc-l7) does not link the loader
+ * and its embedded BPF objects.
+ */
+#ifndef DMSC_PIN_DIR_H
+#define DMSC_PIN_DIR_H
+
+/* $DMSC_PIN_DIR, else DMSC_PIN_ROOT/vDMSC_LAYOUT_VERSION. */
+const char *dmsc_pin_dir(void);
+
+#endif /* DMSC_PIN_DIR_H */

@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * An in-memory mirror of what the pinned maps hold, indexed by service key,
+ * for a long-running writer (dmscd). It is read from the maps once (which is
+ * how a restarted dmscd adopts a running datapath), then kept in step with
+ * every apply, so that an apply costs one pass over the policy and the map
+ * writes that differ: no syscall for a service that did not change.
+ *
+ * A service is unchanged when the fingerprint of its policy text (every
+ * field of struct dmsc_policy_service) equals the one recorded when it was
+ * last written. After a restart no fingerprint is known; the first apply
+ * compiles every service and compares it with the maps (writing nothing
+ * when they agree), and records the fingerprints.
+ *
+ * Other writers (dmscctl apply, install) bump the install record's
+ * generation (an apply when it starts and when it is done, so that one
+ * killed half-way is seen too); an apply that finds it changed, or finds
+ * other maps than it mirrored (a reinstall), reads the maps again first.
+ */
+#ifndef DMSC_MIRROR_H
+#define DMSC_MIRROR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "datapath.h"
+#include "policy.h"
+#include "apply.h"
+
+struct dmsc_mirror_be {
+	__u32 id;
+	__u32 weight;
+	__u32 addr; /* network order */
+	__u16 port; /* network order */
+	__u16 pad;
+};
+
+/* What the apply's diff compares per service: its key and the fingerprint
+ * of its policy text. Computed for a policy with the parse (compile step),
+ * so that the diff walks two arrays of these and nothing else. */
+struct dmsc_svc_digest {
+	struct dmsc_svc_key key;
+	uint64_t fp; /* 0: unknown */
+};
+
+/* Per service, what only the slow path (a service that changed) reads. */
+struct dmsc_mirror_hot {
+	__u32 pass;  /* the apply that matched it by its key (index) */
+	__u32 stale; /* the kernel's slot table is not what meta implies */
+};
+
+struct dmsc_mirror_svc {
+	struct dmsc_svc_key key; /* == dig[i].key */
+	__u32 id;
+	__u32 flags;
+	__u32 n_be;
+	char name[DMSC_NAME_MAX];
+	struct dmsc_mirror_be *be;
+	struct dmsc_limits limits;      /* the configuration part only */
+	struct dmsc_allow_entry *allow; /* its rules, sorted by key */
+	size_t n_allow;
+};
+
+/* A backend id that no service references any more, zeroed in the map
+ * once no connect() can still hold the slot table that named it. */
+struct dmsc_pending_drop {
+	__u32 id;
+	int64_t due_ms; /* CLOCK_MONOTONIC */
+};
+
+struct dmsc_mirror {
+	struct dmsc_mirror_svc *svcs; /* in the order of the last policy */
+	struct dmsc_svc_digest *dig;  /* parallel to svcs: what the diff compares */
+	struct dmsc_mirror_hot *hot;  /* parallel to svcs */
+	size_t n, cap;
+	__u32 *index; /* open addressing: svcs index + 1; 0 empty */
+	size_t index_cap;
+	unsigned char *svc_used, *be_used; /* by id */
+	__u32 max_services, max_backends;
+	__u32 next_svc, next_be;
+	size_t n_backends;
+	__u64 generation;      /* of the install record when last in step */
+	unsigned int services_map_id;
+	__u32 pass;
+	/* Removed backends wait this long before their entry is zeroed
+	 * (0: zeroed by the apply itself, as dmsc_apply does). */
+	unsigned int drop_delay_ms;
+	struct dmsc_pending_drop *drops;
+	size_t n_drops, cap_drops;
+	bool loaded;
+	/* The last load found allow rules or backend index entries of ids that
+	 * no service holds (left by an interrupted writer): the next apply
+	 * clears them first (dmsc_apply_sweep), as it does all per-id state
+	 * of such ids when the install record says an apply was interrupted. */
+	bool orphans;
+};
+
+/* Fingerprint of one policy service: FNV-1a over every field. Never 0. */
+uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s);
+/* Key and fingerprint of every service of p into d[0..n_services). */
+void dmsc_policy_digests(const struct dmsc_policy *p, struct dmsc_svc_digest *d);
+
+/* The allow rules as they are in the maps now (sorted by key), after
+ * another write of dmsc_allow alone (allow_resolve.h). */
+int dmsc_mirror_take_allow(struct dmsc_mirror *m, const struct dmsc_allow_entry *rules, size_t n);
+
+/* Reads the maps into m (freeing what m held). */
+int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp);
+void dmsc_mirror_free(struct dmsc_mirror *m);
+/* Forgets every fingerprint, so that the next apply compiles and compares
+ * every service (the benchmark's "full rewrite" also marks them stale). */
+void dmsc_mirror_forget(struct dmsc_mirror *m, bool stale);
+const struct dmsc_mirror_svc *dmsc_mirror_find(const struct dmsc_mirror *m,
+					       const struct dmsc_svc_key *k);
+
+/*
+ * dmsc_apply() against the mirror: the same plan, the same order of writes,
+ * the same rollback, the same result. d: one digest per policy service
+ * (dmsc_policy_digests), computed by the caller with the parse.
+ * dp must be opened with the lock. On success the mirror holds the policy.
+ */
+int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
+		      const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
+		      struct dmsc_apply_result *res);
+
+/* Zeroes pending backend entries that are due (all of them with force).
+ * Returns the number written, or a negative errno. dp must be locked. */
+int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *dp, int64_t now_ms,
+			    bool force);
+/* Milliseconds until the next pending drop is due; -1: none. */
+int dmsc_mirror_next_drop_ms(const struct dmsc_mirror *m, int64_t now_ms);
+
+int64_t dmsc_now_ms(void);
+
+#endif /* DMSC_MIRROR_H */

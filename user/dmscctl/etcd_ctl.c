@@ -1,0 +1,608 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmscctl publish / get / watch: policy in etcd (see etcd_store.h for the
+ * key layout). publish validates the whole policy first, then writes only
+ * the services that differ from what etcd holds and deletes the removed
+ * ones, in one transaction guarded by the revision it read.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <json-c/json.h>
+
+#include "agent.h"
+#include "etcd.h"
+#include "etcd_ctl.h"
+#include "etcd_store.h"
+#include "log.h"
+#include "apply_mirror.h"
+
+#define EXIT_USAGE 2
+
+struct ctl {
+	const char *etcd, *prefix, *ns;
+	struct dmsc_etcd_tls tls;
+	bool json, dry_run;
+	int64_t revision; /* watch: from; publish: --expect-revision */
+	long count, timeout_s;
+};
+
+static const char usage_text[] =
+    "usage: dmscctl publish FILE|DIR --etcd URL[,URL...] --namespace NS [--prefix P] [--dry-run]\n"
+    "       dmscctl get [NAME] --etcd URL[,URL...] --namespace NS [--prefix P]\n"
+    "       dmscctl watch --etcd URL[,URL...] --namespace NS [--prefix P] [--revision R]\n"
+    "                     [--count N] [--timeout S]\n"
+    "\n"
+    "  --etcd URL[,URL...]  etcd endpoints (http:// or https://), tried in turn\n"
+    "  --namespace NS       the namespace: keys PREFIX/ns/NS/services/NAME\n"
+    "  --prefix P           key prefix (default " DMSC_ETCD_DEFAULT_PREFIX ")\n"
+    "  --dry-run            publish: print the plan, write nothing\n"
+    "  --expect-revision R  publish: only if nothing in the namespace changed after\n"
+    "                       revision R (the one a reviewed --dry-run printed)\n"
+    "  --revision R         watch: from revision R (default: from now)\n"
+    "  --count N            watch: exit after N events\n"
+    "  --timeout S          watch: exit after S seconds\n"
+    "  --etcd-cacert FILE, --etcd-cert FILE, --etcd-key FILE  TLS to etcd\n"
+    "  -o, --output text|json\n";
+
+static void print_json(struct json_object *o)
+{
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/* The JSON text of each service as its file has it, by name. */
+static int service_texts(const struct dmsc_policy_set *set, char **texts)
+{
+	size_t f, i, j;
+
+	for (f = 0; f < set->n_files; f++) {
+		struct json_object *doc = json_object_from_file(set->files[f]), *arr;
+
+		if (!doc || !json_object_object_get_ex(doc, "services", &arr)) {
+			pr_warn("%s: cannot read it again: %s\n", set->files[f],
+				json_util_get_last_err());
+			json_object_put(doc);
+			return -EIO;
+		}
+		for (j = 0; j < json_object_array_length(arr); j++) {
+			struct json_object *s = json_object_array_get_idx(arr, j), *n;
+
+			if (!json_object_object_get_ex(s, "name", &n))
+				continue;
+			for (i = 0; i < set->policy.n_services; i++) {
+				if (set->svc_file[i] != f || texts[i] ||
+				    strcmp(set->policy.services[i].name, json_object_get_string(n)))
+					continue;
+				texts[i] = strdup(json_object_to_json_string_ext(
+				    s, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+				break;
+			}
+		}
+		json_object_put(doc);
+	}
+	for (i = 0; i < set->policy.n_services; i++)
+		if (!texts[i])
+			return -ENOMEM;
+	return 0;
+}
+
+/* Whether the value etcd holds is the same service (every field). */
+static bool same_service(const struct dmsc_etcd_kv *kv, const char *name,
+			 const struct dmsc_policy_service *want)
+{
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p;
+	bool same = false;
+
+	if (!dmsc_etcd_parse_service(kv->value, kv->value_len, name, &p, &errs)) {
+		same = dmsc_policy_service_fp(&p.services[0]) == dmsc_policy_service_fp(want);
+		dmsc_policy_free(&p);
+	}
+	dmsc_policy_errors_free(&errs);
+	return same;
+}
+
+static int cmd_publish(struct ctl *c, const char *path)
+{
+	struct dmsc_policy_set set = {0};
+	struct dmsc_msgs msgs = {0};
+	struct dmsc_etcd_kvs kvs = {0};
+	struct dmsc_etcd etcd;
+	struct dmsc_etcd_op *ops = NULL;
+	struct dmsc_etcd_cmp *cmps = NULL;
+	struct json_object *changes = json_object_new_array();
+	char **texts = NULL, **keys = NULL, *nsp = NULL, *nsend = NULL;
+	bool *kept = NULL, ok = false;
+	size_t i, j, n_ops = 0, n_cmps = 0, n_keys = 0;
+	int64_t rev = 0;
+	int rc = 1, e;
+
+	e = dmsc_policy_set_load(path, &set, &msgs);
+	if (e) {
+		for (i = 0; i < msgs.n; i++)
+			fprintf(stderr, "%s\n", msgs.lines[i]);
+		if (!msgs.n)
+			fprintf(stderr, "%s: %s\n", path, strerror(-e));
+		fprintf(stderr, "%s: not valid; nothing was published\n", path);
+		goto out;
+	}
+	if (dmsc_etcd_init(&etcd, c->etcd, &c->tls)) {
+		fprintf(stderr, "%s\n", etcd.err);
+		goto out;
+	}
+	texts = calloc(set.policy.n_services + 1, sizeof(*texts));
+	keys = calloc(set.policy.n_services + 1, sizeof(*keys));
+	nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns);
+	nsend = nsp ? dmsc_etcd_prefix_end(nsp) : NULL;
+	if (!texts || !keys || !nsend || service_texts(&set, texts))
+		goto out_etcd;
+	for (i = 0; i < set.policy.n_services; i++) {
+		if (strlen(texts[i]) > DMSC_ETCD_VALUE_MAX) {
+			fprintf(stderr, "%s: service \"%s\" is %zu bytes as JSON, more than %u\n",
+				path, set.policy.services[i].name, strlen(texts[i]),
+				DMSC_ETCD_VALUE_MAX);
+			goto out_etcd;
+		}
+	}
+	e = dmsc_etcd_range_prefix(&etcd, nsp, 0, &kvs);
+	if (e) {
+		fprintf(stderr, "cannot read %s from etcd: %s\n", nsp, etcd.err);
+		goto out_etcd;
+	}
+	rev = kvs.revision;
+	/* the guard's revision: the one read, or an older one the caller saw */
+	if (c->revision && c->revision < kvs.revision)
+		kvs.revision = c->revision;
+	kept = calloc(kvs.n + 1, sizeof(*kept));
+	ops = calloc(set.policy.n_services + kvs.n + 1, sizeof(*ops));
+	cmps = calloc(set.policy.n_services + kvs.n + 2, sizeof(*cmps));
+	if (!kept || !ops || !cmps)
+		goto out_etcd;
+	/* Nothing in the namespace changed after the revision read ... */
+	cmps[n_cmps++] = (struct dmsc_etcd_cmp){nsp, nsend, DMSC_ETCD_LESS, kvs.revision + 1};
+	for (i = 0; i < set.policy.n_services; i++) {
+		const struct dmsc_policy_service *s = &set.policy.services[i];
+		const struct dmsc_etcd_kv *have = NULL;
+		const char *op = "create";
+
+		keys[n_keys] = dmsc_etcd_service_key(c->prefix, c->ns, s->name);
+		if (!keys[n_keys])
+			goto out_etcd;
+		for (j = 0; j < kvs.n; j++) {
+			if (!strcmp(kvs.kv[j].key, keys[n_keys])) {
+				have = &kvs.kv[j];
+				kept[j] = true;
+			}
+		}
+		n_keys++;
+		if (have && same_service(have, s->name, s))
+			continue;
+		if (have)
+			op = "update";
+		/* ... and each key written is as it was read (0: absent). */
+		cmps[n_cmps++] = (struct dmsc_etcd_cmp){keys[n_keys - 1], NULL, DMSC_ETCD_EQUAL,
+							have ? have->mod_rev : 0};
+		ops[n_ops++] = (struct dmsc_etcd_op){DMSC_ETCD_PUT, keys[n_keys - 1], texts[i]};
+		{
+			struct json_object *ch = json_object_new_object();
+
+			json_object_object_add(ch, "op", json_object_new_string(op));
+			json_object_object_add(ch, "service", json_object_new_string(s->name));
+			json_object_object_add(ch, "key", json_object_new_string(keys[n_keys - 1]));
+			json_object_array_add(changes, ch);
+		}
+	}
+	for (j = 0; j < kvs.n; j++) {
+		struct json_object *ch;
+		const char *name;
+
+		if (kept[j])
+			continue;
+		name = dmsc_etcd_key_name(kvs.kv[j].key, nsp);
+		cmps[n_cmps++] =
+		    (struct dmsc_etcd_cmp){kvs.kv[j].key, NULL, DMSC_ETCD_EQUAL, kvs.kv[j].mod_rev};
+		ops[n_ops++] = (struct dmsc_etcd_op){DMSC_ETCD_DELETE, kvs.kv[j].key, NULL};
+		ch = json_object_new_object();
+		json_object_object_add(ch, "op", json_object_new_string("delete"));
+		json_object_object_add(ch, "service", json_object_new_string(name ? name : ""));
+		json_object_object_add(ch, "key", json_object_new_string(kvs.kv[j].key));
+		json_object_array_add(changes, ch);
+	}
+	if (!c->dry_run && n_ops) {
+		bool succeeded;
+
+		e = dmsc_etcd_txn(&etcd, cmps, n_cmps, ops, n_ops, &succeeded, &rev);
+		if (e) {
+			fprintf(stderr, "namespace %s: the transaction failed: %s; nothing was "
+					"published\n", c->ns, etcd.err);
+			goto out_etcd;
+		}
+		if (!succeeded) {
+			fprintf(stderr,
+				"namespace %s changed in etcd after revision %" PRId64
+				" (another publisher?): nothing was published; publish again\n",
+				c->ns, kvs.revision);
+			goto out_etcd;
+		}
+	}
+	ok = true;
+out_etcd:
+	if (ok) {
+		if (c->json) {
+			struct json_object *top = json_object_new_object();
+
+			json_object_object_add(top, "namespace", json_object_new_string(c->ns));
+			json_object_object_add(top, "dry_run", json_object_new_boolean(c->dry_run));
+			json_object_object_add(top, "revision", json_object_new_int64(rev));
+			json_object_object_add(top, "services",
+					       json_object_new_int64((int64_t)set.policy.n_services));
+			json_object_object_add(top, "changes", json_object_get(changes));
+			print_json(top);
+			json_object_put(top);
+		} else {
+			for (i = 0; i < json_object_array_length(changes); i++) {
+				struct json_object *ch = json_object_array_get_idx(changes, i), *a, *b;
+
+				json_object_object_get_ex(ch, "op", &a);
+				json_object_object_get_ex(ch, "key", &b);
+				printf("%s%s %s\n", c->dry_run ? "would " : "", json_object_get_string(a),
+				       json_object_get_string(b));
+			}
+			printf("%s %zu change%s to namespace %s (%zu services) %s revision %" PRId64
+			       "\n",
+			       c->dry_run ? "would publish" : "published", n_ops, n_ops == 1 ? "" : "s",
+			       c->ns, set.policy.n_services, c->dry_run ? "against" : "at", rev);
+		}
+		rc = 0;
+	}
+	for (i = 0; texts && i < set.policy.n_services; i++)
+		free(texts[i]);
+	for (i = 0; i < n_keys; i++)
+		free(keys[i]);
+	dmsc_etcd_free(&etcd);
+out:
+	free(texts);
+	free(keys);
+	free(kept);
+	free(ops);
+	free(cmps);
+	free(nsp);
+	free(nsend);
+	json_object_put(changes);
+	dmsc_etcd_kvs_free(&kvs);
+	dmsc_policy_set_free(&set);
+	dmsc_msgs_free(&msgs);
+	return rc;
+}
+
+static int cmd_get(struct ctl *c, const char *only)
+{
+	struct dmsc_etcd_kvs kvs = {0};
+	struct dmsc_etcd etcd;
+	struct json_object *svcs = json_object_new_array(), *bad = json_object_new_array();
+	char *nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns);
+	size_t i;
+	int rc = 1;
+
+	if (dmsc_etcd_init(&etcd, c->etcd, &c->tls)) {
+		fprintf(stderr, "%s\n", etcd.err);
+		goto out;
+	}
+	if (dmsc_etcd_range_prefix(&etcd, nsp, 0, &kvs)) {
+		fprintf(stderr, "cannot read %s from etcd: %s\n", nsp, etcd.err);
+		goto out_etcd;
+	}
+	for (i = 0; i < kvs.n; i++) {
+		const char *name = dmsc_etcd_key_name(kvs.kv[i].key, nsp);
+		struct dmsc_policy_errors errs = {0};
+		struct dmsc_policy p;
+		char line[2048];
+		int e;
+
+		if (!name || (only && strcmp(name, only)))
+			continue;
+		e = dmsc_etcd_parse_service(kvs.kv[i].value, kvs.kv[i].value_len, name, &p, &errs);
+		if (e) {
+			struct json_object *b = json_object_new_object();
+
+			dmsc_etcd_format_errors(kvs.kv[i].key, &errs, e, line, sizeof(line));
+			json_object_object_add(b, "key", json_object_new_string(kvs.kv[i].key));
+			json_object_object_add(b, "error", json_object_new_string(line));
+			json_object_array_add(bad, b);
+			if (!c->json)
+				fprintf(stderr, "%s\n", line);
+		} else {
+			dmsc_policy_free(&p);
+			json_object_array_add(svcs, json_tokener_parse(kvs.kv[i].value));
+			if (!c->json)
+				printf("%s (revision %" PRId64 ")\n  %s\n", kvs.kv[i].key,
+				       kvs.kv[i].mod_rev, kvs.kv[i].value);
+		}
+		dmsc_policy_errors_free(&errs);
+	}
+	if (c->json) {
+		struct json_object *top = json_object_new_object();
+
+		json_object_object_add(top, "namespace", json_object_new_string(c->ns));
+		json_object_object_add(top, "revision", json_object_new_int64(kvs.revision));
+		json_object_object_add(top, "services", json_object_get(svcs));
+		json_object_object_add(top, "invalid", json_object_get(bad));
+		print_json(top);
+		json_object_put(top);
+	}
+	rc = only && !json_object_array_length(svcs) && !json_object_array_length(bad) ? 1 : 0;
+	if (rc)
+		fprintf(stderr, "no service \"%s\" in namespace %s\n", only, c->ns);
+out_etcd:
+	dmsc_etcd_free(&etcd);
+out:
+	free(nsp);
+	json_object_put(svcs);
+	json_object_put(bad);
+	dmsc_etcd_kvs_free(&kvs);
+	return rc;
+}
+
+struct watch_ctx {
+	struct ctl *c;
+	struct dmsc_etcd_splitter sp;
+	long events;
+	bool done;
+	int rc;
+};
+
+static int watch_msg(const char *obj, size_t len, void *arg)
+{
+	struct watch_ctx *w = arg;
+	struct dmsc_etcd_watch_msg m;
+	char err[256];
+	size_t i;
+
+	if (dmsc_etcd_parse_watch(obj, len, &m, err, sizeof(err))) {
+		fprintf(stderr, "watch: %s\n", err);
+		w->rc = 1;
+		return -EINVAL;
+	}
+	if (m.canceled) {
+		fprintf(stderr, "watch canceled by etcd%s%s%s\n", m.error[0] ? ": " : "", m.error,
+			m.compact_revision ? " (the revision asked for was compacted)" : "");
+		dmsc_etcd_watch_msg_free(&m);
+		w->rc = 1;
+		return -ECANCELED;
+	}
+	for (i = 0; i < m.n_events; i++) {
+		const struct dmsc_etcd_event *ev = &m.events[i];
+
+		if (w->c->json) {
+			struct json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "revision", json_object_new_int64(ev->kv.mod_rev));
+			json_object_object_add(o, "type",
+					       json_object_new_string(ev->deleted ? "delete" : "put"));
+			json_object_object_add(o, "key", json_object_new_string(ev->kv.key));
+			if (!ev->deleted)
+				json_object_object_add(o, "value",
+						       json_object_new_string(ev->kv.value));
+			printf("%s\n", json_object_to_json_string_ext(
+					   o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+			json_object_put(o);
+		} else {
+			printf("%" PRId64 " %s %s%s%s\n", ev->kv.mod_rev,
+			       ev->deleted ? "delete" : "put", ev->kv.key, ev->deleted ? "" : " ",
+			       ev->deleted ? "" : ev->kv.value);
+		}
+		fflush(stdout);
+		if (w->c->count && ++w->events >= w->c->count) {
+			w->done = true;
+			break;
+		}
+	}
+	dmsc_etcd_watch_msg_free(&m);
+	return w->done ? -ECANCELED : 0;
+}
+
+static size_t watch_data(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct watch_ctx *w = arg;
+
+	return dmsc_etcd_split(&w->sp, data, size * nmemb, watch_msg, w) ? 0 : size * nmemb;
+}
+
+static int cmd_watch(struct ctl *c)
+{
+	struct watch_ctx w = {.c = c, .sp = {.max = 4u << 20}};
+	struct dmsc_etcd etcd;
+	char *nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns), *end = NULL, *body = NULL, url[512];
+	CURL *curl = NULL;
+	CURLcode cc = CURLE_OK;
+	size_t i;
+
+	if (dmsc_etcd_init(&etcd, c->etcd, &c->tls)) {
+		fprintf(stderr, "%s\n", etcd.err);
+		free(nsp);
+		return 1;
+	}
+	end = dmsc_etcd_prefix_end(nsp);
+	body = dmsc_etcd_watch_body(nsp, end, c->revision);
+	curl = curl_easy_init();
+	if (!curl || !body) {
+		w.rc = 1;
+		goto out;
+	}
+	/* the first endpoint that connects serves the whole watch */
+	for (i = 0; i < etcd.n_endpoints; i++) {
+		curl_easy_reset(curl);
+		dmsc_etcd_setup_curl(&etcd, curl, "/watch", url, sizeof(url));
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, watch_data);
+		curl_easy_setopt(curl, CURLOPT_WRITEDATA, &w);
+		if (c->timeout_s)
+			curl_easy_setopt(curl, CURLOPT_TIMEOUT, c->timeout_s);
+		cc = curl_easy_perform(curl);
+		if (cc != CURLE_COULDNT_CONNECT)
+			break;
+		etcd.cur = (etcd.cur + 1) % etcd.n_endpoints;
+	}
+	if (!w.done && !w.rc && cc != CURLE_OK &&
+	    !(cc == CURLE_OPERATION_TIMEDOUT && c->timeout_s)) {
+		fprintf(stderr, "watch %s: %s\n", url, curl_easy_strerror(cc));
+		w.rc = 1;
+	}
+out:
+	if (curl)
+		curl_easy_cleanup(curl);
+	dmsc_etcd_splitter_free(&w.sp);
+	dmsc_etcd_free(&etcd);
+	free(nsp);
+	free(end);
+	free(body);
+	return w.rc;
+}
+
+bool dmsc_etcd_ctl_command(const char *cmd)
+{
+	return !strcmp(cmd, "publish") || !strcmp(cmd, "get") || !strcmp(cmd, "watch");
+}
+
+static int parse_long(const char *flag, const char *arg, long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtol(arg, &end, 10);
+	if (errno || *end || end == arg || *out < 0) {
+		fprintf(stderr, "%s: \"%s\" is not a number\n", flag, arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int dmsc_etcd_ctl_main(int argc, char **argv)
+{
+	enum { O_ETCD = 256, O_PREFIX, O_NS, O_DRY, O_REV, O_COUNT, O_TIMEOUT, O_CA, O_CERT, O_KEY };
+	static const struct option longopts[] = {
+	    {"etcd", required_argument, NULL, O_ETCD},
+	    {"prefix", required_argument, NULL, O_PREFIX},
+	    {"namespace", required_argument, NULL, O_NS},
+	    {"dry-run", no_argument, NULL, O_DRY},
+	    {"revision", required_argument, NULL, O_REV},
+	    {"expect-revision", required_argument, NULL, O_REV},
+	    {"count", required_argument, NULL, O_COUNT},
+	    {"timeout", required_argument, NULL, O_TIMEOUT},
+	    {"etcd-cacert", required_argument, NULL, O_CA},
+	    {"etcd-cert", required_argument, NULL, O_CERT},
+	    {"etcd-key", required_argument, NULL, O_KEY},
+	    {"output", required_argument, NULL, 'o'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct ctl c = {.prefix = DMSC_ETCD_DEFAULT_PREFIX};
+	const char *cmd = NULL, *args[2];
+	size_t n_args = 0;
+	long rev = 0;
+	int opt;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "-o:vh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 1: /* an operand, in order */
+			if (!cmd)
+				cmd = optarg;
+			else if (n_args < 2)
+				args[n_args++] = optarg;
+			else {
+				fprintf(stderr, "%s: unexpected argument \"%s\"\n", cmd, optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case O_ETCD:
+			c.etcd = optarg;
+			break;
+		case O_PREFIX:
+			c.prefix = optarg;
+			break;
+		case O_NS:
+			c.ns = optarg;
+			break;
+		case O_DRY:
+			c.dry_run = true;
+			break;
+		case O_REV:
+			if (parse_long("--revision", optarg, &rev))
+				return EXIT_USAGE;
+			c.revision = rev;
+			break;
+		case O_COUNT:
+			if (parse_long("--count", optarg, &c.count))
+				return EXIT_USAGE;
+			break;
+		case O_TIMEOUT:
+			if (parse_long("--timeout", optarg, &c.timeout_s))
+				return EXIT_USAGE;
+			break;
+		case O_CA:
+			c.tls.cacert = optarg;
+			break;
+		case O_CERT:
+			c.tls.cert = optarg;
+			break;
+		case O_KEY:
+			c.tls.key = optarg;
+			break;
+		case 'o':
+			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
+				fprintf(stderr, "-o: \"%s\" is not an output format (text, json)\n",
+					optarg);
+				return EXIT_USAGE;
+			}
+			c.json = !strcmp(optarg, "json");
+			break;
+		case 'v':
+			dmsc_log_init("dmscctl", DMSC_LOG_DEBUG);
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		default:
+			fputs(usage_text, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (!cmd || !c.etcd || !c.ns) {
+		fprintf(stderr, "%s needs --etcd URL and --namespace NS\n", cmd ? cmd : "dmscctl");
+		fputs(usage_text, stderr);
+		return EXIT_USAGE;
+	}
+	if (!dmsc_etcd_ns_valid(c.ns)) {
+		fprintf(stderr, "--namespace: \"%s\" is not a namespace (1-%d of a-z 0-9 . _ -)\n",
+			c.ns, DMSC_ETCD_NS_MAX);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(cmd, "publish")) {
+		if (n_args != 1) {
+			fprintf(stderr, "publish takes one policy file or directory\n");
+			return EXIT_USAGE;
+		}
+		return cmd_publish(&c, args[0]);
+	}
+	if (!strcmp(cmd, "get")) {
+		if (n_args > 1) {
+			fprintf(stderr, "get takes at most one service name\n");
+			return EXIT_USAGE;
+		}
+		return cmd_get(&c, n_args ? args[0] : NULL);
+	}
+	if (n_args) {
+		fprintf(stderr, "watch takes no arguments\n");
+		return EXIT_USAGE;
+	}
+	return cmd_watch(&c);
+}
