@@ -136,7 +136,7 @@ static char *private_bpffs(void)
 Test(migrate, the_sweep_removes_only_pins_this_build_does_not_make, .fini = e2e_cleanup)
 {
 	static const char *const pins[] = {"maps/" DMSC_MAP_SERVICES, "maps/dmsc_gone",
-					   "links/sock4_connect", "links/sock4_gone",
+					   "links/dmsc_connect4", "links/sock4_gone",
 					   "maps/dmsc_fp_stats_migrating"};
 	static const bool stays[] = {true, false, true, false, false};
 	char path[PATH_MAX + 64], *dir;
