@@ -23,14 +23,20 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-demo.XXXXXX")
+DPIDS=() EPID=
 cleanup() {
+	local p
 	echo
 	echo "== cleaning up"
+	for p in "${DPIDS[@]}" $EPID; do
+		kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
+	done
 	"$CTL" uninstall >/dev/null 2>&1
+	[[ -d $T/bpffs/hostb ]] && DMSC_PIN_DIR=$T/bpffs/hostb "$CTL" uninstall >/dev/null 2>&1
 	dmsc_net_cleanup
 	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
 	rm -rf "$T"
-	echo "   removed the demo's namespaces, cgroup, programs and pins"
+	echo "   removed the demo's namespaces, cgroups, processes, programs and pins"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -46,7 +52,7 @@ die() {
 mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || die "cannot mount a BPF filesystem"
 export DMSC_PIN_DIR=$T/bpffs/dmsc
 
-step "1/7 test hosts in network namespaces"
+step "1/8 test hosts in network namespaces"
 dmsc_net_init "$P" || die "netns setup"
 dmsc_net_host client 198.18.0.2/16 || die "host client"
 dmsc_net_host node1 198.18.1.2/16 || die "host node1"
@@ -68,12 +74,12 @@ echo "   node1  198.18.1.2  reviews-v1 :9080, ratings-1 :8080"
 echo "   node2  198.18.1.3  reviews-v2 :9080, ratings-2 :8080"
 echo "   node3  198.18.1.4  ratings-3 :8080, downloads (iperf3) :5201"
 
-step "2/7 install dmsc on the demo cgroup"
+step "2/8 install dmsc on the demo cgroup"
 CG=$(dmsc_cgroup_make "$P/shop") || die "cgroup"
 "$CTL" install --cgroup "$CG" || die "install failed"
 "$CTL" status
 
-step "3/7 apply $(basename "$POLICY")"
+step "3/8 apply $(basename "$POLICY")"
 "$CTL" apply "$POLICY" || die "apply failed"
 "$CTL" show services
 
@@ -117,7 +123,7 @@ table() {
 		(if (.errors | length) > 0 then ", errors: \(.errors)" else "" end)' "$T/$label.json"
 }
 
-step "4/7 $CONNECTIONS connections to reviews 198.19.0.10:9080, split in the kernel"
+step "4/8 $CONNECTIONS connections to reviews 198.19.0.10:9080, split in the kernel"
 drive "$CONNECTIONS" split
 table split
 echo "   ratings 198.19.0.11:80, 30 requests with curl:"
@@ -125,13 +131,13 @@ for i in $(seq 1 30); do
 	dmsc_run_in_cgroup "$CG" dmsc_net_exec client curl -sS --max-time 5 http://198.19.0.11/
 done | sort | uniq -c | sed 's/^/     /'
 
-step "5/7 live change: reviews to 50/50, only the changed entries are written"
+step "5/8 live change: reviews to 50/50, only the changed entries are written"
 jq '.services[0].backends[0].weight = 50 | .services[0].backends[1].weight = 50' "$POLICY" >"$T/5050.json"
 "$CTL" apply "$T/5050.json"
 drive $((CONNECTIONS / 2)) half
 table half
 
-step "6/7 drain reviews-v2 (weight 0), then refuse everything (all weights 0)"
+step "6/8 drain reviews-v2 (weight 0), then refuse everything (all weights 0)"
 jq '.services[0].backends[1].weight = 0' "$POLICY" >"$T/drain.json"
 "$CTL" apply "$T/drain.json"
 drive 500 drain
@@ -141,7 +147,7 @@ jq '.services[0].backends[0].weight = 0 | .services[0].backends[1].weight = 0' "
 dmsc_run_in_cgroup "$CG" dmsc_net_exec client "$PROBE" --connect 198.19.0.10:9080 --count 20 --json |
 	jq -r '"   20 connections: \(.ok) connected, refused: \(.errors)"'
 
-step "7/7 limits in the kernel: 50 connections/s (burst 10) on reviews, 2.5 MB/s on downloads"
+step "7/8 limits in the kernel: 50 connections/s (burst 10) on reviews, 2.5 MB/s on downloads"
 jq '.services[0].rate_limit = {"connections_per_second": 50, "burst": 10} |
     .services += [{"name": "downloads", "vip": "198.19.0.12", "port": 5201,
                    "backends": [{"address": "198.18.1.4", "port": 5201}],
@@ -157,3 +163,83 @@ dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 iperf3 -c 198.19.0.12 -
 
 echo
 "$CTL" stats
+
+step "8/8 many hosts: the policy carried by etcd, each host gets only its namespaces"
+# A real etcd on loopback (a data directory of the demo's own), and two
+# hosts, each a dmscd with its own cgroup and pins: host A (the demo's
+# datapath) subscribes to namespace "shop", host B to namespace "ads".
+if ! command -v etcd >/dev/null; then
+	echo "   etcd is not installed (scripts/install-deps.sh installs etcd-server): step left out"
+	exit 0
+fi
+free_port() {
+	local p i
+	for ((i = 0; i < 50; i++)); do
+		p=$((20000 + RANDOM % 30000))
+		ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return 0; }
+	done
+	return 1
+}
+CPORT=$(free_port) && PPORT=$(free_port) || die "no free port for etcd"
+EURL=http://127.0.0.1:$CPORT
+etcd --name dmsc-demo --data-dir "$T/etcd" --listen-client-urls "$EURL" \
+	--advertise-client-urls "$EURL" --listen-peer-urls "http://127.0.0.1:$PPORT" \
+	--initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
+	--initial-cluster "dmsc-demo=http://127.0.0.1:$PPORT" >"$T/etcd.log" 2>&1 &
+EPID=$!
+# until_ok SECONDS CMD...: polls CMD every 100 ms, for SECONDS at most.
+until_ok() {
+	local i
+	for ((i = 0; i < $1 * 10; i++)); do
+		"${@:2}" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+until_ok 20 curl -sf --max-time 1 "$EURL/health" -o /dev/null || die "etcd did not start (see $T/etcd.log)"
+echo "   etcd $(etcd --version | head -n 1 | awk '{print $3}') on $EURL"
+CGB=$(dmsc_cgroup_make "$P/ads") || die "cgroup"
+DMSC_PIN_DIR=$T/bpffs/dmsc "$BIN/dmscd" --etcd "$EURL" --namespace shop \
+	--metrics 127.0.0.1:0 >"$T/hosta.log" 2>&1 &
+DPIDS+=($!)
+DMSC_PIN_DIR=$T/bpffs/hostb "$BIN/dmscd" --etcd "$EURL" --namespace ads --cgroup "$CGB" \
+	--metrics 127.0.0.1:0 >"$T/hostb.log" 2>&1 &
+DPIDS+=($!)
+applied() { grep -c '^dmscd: applied .*(etcd)' "$1" 2>/dev/null; }
+# applied_more LOG N: LOG shows more than N applies from etcd (for until_ok,
+# which runs its command again each time).
+applied_more() { (($(applied "$1") > $2)); }
+for h in a b; do
+	until_ok 60 applied_more "$T/host$h.log" 0 || {
+		tail -n 20 "$T/host$h.log" >&2
+		die "host ${h^^}'s dmscd did not read etcd"
+	}
+done
+echo "   host A: dmscd --etcd ... --namespace shop    host B: dmscd --etcd ... --namespace ads"
+metric() { # LOG NAME: one of a dmscd's own series
+	curl -s --max-time 10 "$(grep -o 'http://[0-9.:]*/metrics' "$1" | tail -n 1)" |
+		awk -v k="$2" '$1 == k { print $2 }'
+}
+received() { echo "A $(metric "$T/hosta.log" dmsc_etcd_received_bytes_total) B $(metric "$T/hostb.log" dmsc_etcd_received_bytes_total)"; }
+read -r _ a0 _ b0 <<<"$(received)"
+n=$(applied "$T/hosta.log")
+jq '.services[0].backends[0].weight = 80 | .services[0].backends[1].weight = 20' "$POLICY" >"$T/shop.json"
+echo "   dmscctl publish $(basename "$POLICY") --namespace shop:"
+"$CTL" publish "$T/shop.json" --etcd "$EURL" --namespace shop | sed 's/^/     /'
+until_ok 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply the publish"
+grep '^dmscd: applied .*(etcd)' "$T/hosta.log" | tail -n 1 | sed 's/^/     host A: /'
+echo "   host A holds: $("$CTL" show services -o json | jq -c '[.services[].name]')," \
+	"host B holds: $(DMSC_PIN_DIR=$T/bpffs/hostb "$CTL" show services -o json | jq -c '[.services[].name]')"
+n=$(applied "$T/hosta.log")
+read -r _ a1 _ b1 <<<"$(received)"
+jq '.services[0].backends[0].weight = 50 | .services[0].backends[1].weight = 50' "$T/shop.json" >"$T/shop5050.json"
+t0=$(date +%s%N)
+"$CTL" publish "$T/shop5050.json" --etcd "$EURL" --namespace shop >/dev/null
+until_ok 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply the weight change"
+t1=$(date +%s%N)
+read -r _ a2 _ b2 <<<"$(received)"
+echo "   one weight change published: on host A in $(((t1 - t0) / 1000000)) ms (publish to map write, as seen" \
+	"from here), $((a2 - a1)) bytes received by A, $((b2 - b1)) by B (not subscribed)"
+grep '^dmscd: applied .*(etcd)' "$T/hosta.log" | tail -n 1 | sed 's/^/     host A: /'
+drive 500 etcd
+table etcd
