@@ -39,15 +39,18 @@ dmsc_net_exec b1 "$SRV" --name b1 --mode id --listen 198.18.1.2:9080 --max-secon
 	>"$T/srv.out" 2>&1 &
 dmsc_wait_ready "$T/srv.out" 10 || { t_fail "backend ready"; t_summary; exit 1; }
 
-# gen FIRST LAST NAME VIPNET CGROUP [LIMITS]: services FIRST..LAST-1.
+# gen FIRST LAST NAME VIPNET CGROUP [LIMITS]: services FIRST..LAST-1, VIPs
+# VIPNET.X.Y (VIPNET: "198.19" or "198.19.100", whose X counts from 100).
 gen() {
 	awk -v a="$1" -v b="$2" -v name="$3" -v net="$4" -v cg="$5" -v lim="${6:-}" 'BEGIN {
+		base = 0
+		if (split(net, o, ".") == 3) { base = o[3]; net = o[1] "." o[2] }
 		for (i = a; i < b; i++)
 			printf "%s{ \"name\": \"%s%d\", \"vip\": \"%s.%d.%d\", \"port\": 9080, " \
 				"\"backends\": [ { \"address\": \"198.18.1.2\", \"port\": 9080 }, " \
 				"{ \"address\": \"198.18.%d.%d\", \"port\": 9080, \"weight\": 0 } ], " \
 				"\"allow_from\": [ \"%s\" ]%s }", (i > a ? ",\n" : ""), name, i, net,
-				int(i / 250), i % 250 + 1, 2 + int(i / 250), i % 250 + 1, cg, lim
+				base + int(i / 250), i % 250 + 1, 2 + int(i / 250), i % 250 + 1, cg, lim
 	}'
 }
 LIM=', "rate_limit": { "connections_per_second": 100000, "bytes_per_second": 100000000 }'
@@ -57,7 +60,7 @@ LIM=', "rate_limit": { "connections_per_second": 100000, "bytes_per_second": 100
 	echo '{ "services": ['
 	gen 0 $N_KEEP old 198.19 "$REL/bad" "$LIM"
 	echo ','
-	gen 0 $N_NEW new 198.20 "$REL/good"
+	gen 0 $N_NEW new 198.19.100 "$REL/good"
 	echo '] }'
 } >"$T/c.json"
 
@@ -167,11 +170,11 @@ probe() {
 	shift
 	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PROBE" --json --max-seconds 20 "$@"
 }
-probe "$BAD" --connect 198.20.0.1:9080 --count 5 >"$T/bad.json"
+probe "$BAD" --connect 198.19.100.1:9080 --count 5 >"$T/bad.json"
 t_eq "BAD cannot connect to a new service (EPERM)" "$(jq -c '[.ok, .errors.EPERM]' "$T/bad.json")" "[0,5]"
-probe "$BAD" --connect "198.20.0.$((RANDOM % (N_NEW - 1) + 2)):9080" --count 5 >"$T/bad2.json"
+probe "$BAD" --connect "198.19.100.$((RANDOM % (N_NEW - 1) + 2)):9080" --count 5 >"$T/bad2.json"
 t_eq "...nor to another one" "$(jq -c '[.ok, .errors.EPERM]' "$T/bad2.json")" "[0,5]"
-probe "$GOOD" --connect 198.20.0.1:9080 --count 5 >"$T/good.json"
+probe "$GOOD" --connect 198.19.100.1:9080 --count 5 >"$T/good.json"
 t_eq "GOOD connects to it" "$(jq .ok "$T/good.json")" 5
 
 # dmscd started after a kill: its first apply repairs, and it is in step.
@@ -192,7 +195,7 @@ t_check "dmscd repaired what the killed apply left" grep -q 'repaired [0-9]* map
 t_eq "the mark is cleared" \
 	"$(bpftool -j map dump pinned "$MAPS/dmsc_install" | jq '.[0] | .formatted // . | .value.apply_in_progress')" 0
 t_check "dmscd left exactly C" check_rules_exact dmscd
-probe "$BAD" --connect 198.20.0.1:9080 --count 5 >"$T/bad3.json"
+probe "$BAD" --connect 198.19.100.1:9080 --count 5 >"$T/bad3.json"
 t_eq "BAD still cannot connect to a new service" "$(jq -c '[.ok, .errors.EPERM]' "$T/bad3.json")" "[0,5]"
 kill -TERM "$DPID"
 wait "$DPID"
