@@ -24,23 +24,24 @@
 #define SKB_DROP_CN 2
 #define SKB_PASS_CN 3
 
-/* The service of a packet's socket, from the record connect() left. */
-static __always_inline struct dmsc_sock_vip *skb_record(struct __sk_buff *skb)
+/* The packet's full socket, or NULL. */
+static __always_inline struct bpf_sock *skb_sock(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb->sk;
 
-	if (!sk)
-		return NULL;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk)
-		return NULL;
-	return bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
+	return sk ? bpf_sk_fullsock(sk) : NULL;
+}
+
+/* The service of a packet's socket, from the record connect() left. */
+static __always_inline struct dmsc_sock_vip *skb_record(struct bpf_sock *sk)
+{
+	return sk ? bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0) : NULL;
 }
 
 /* Returns an enum dmsc_tb_verdict. */
-static __always_inline int skb_account(struct __sk_buff *skb, int towards)
+static __always_inline int skb_account(struct __sk_buff *skb, struct dmsc_sock_vip *rec,
+				       int towards)
 {
-	struct dmsc_sock_vip *rec = skb_record(skb);
 	struct dmsc_svc_stats *ss;
 	__u32 svc_id;
 	int verdict, ok;
@@ -74,26 +75,19 @@ static __always_inline int skb_account(struct __sk_buff *skb, int towards)
  * bpf_skb_ancestor_cgroup_id in cgroup_skb needs Linux 5.8, below the
  * 5.10 that install already requires (bpf_sk_storage_get in connect4).
  */
-static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb)
+static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb, struct bpf_sock *sk,
+						   const struct dmsc_sock_vip *rec)
 {
 	struct dmsc_allow_key ak = {};
 	struct dmsc_svc_key key = {};
 	struct dmsc_svc_stats *ss;
-	struct dmsc_sock_vip *rec;
-	struct bpf_sock *sk;
 	struct dmsc_svc *svc;
 	int level;
 
-	sk = skb->sk;
-	if (!sk)
-		return false;
-	sk = bpf_sk_fullsock(sk);
-	/* A UDP socket's state is TCP_ESTABLISHED once connected. */
-	if (!sk || sk->protocol != IPPROTO_UDP || sk->state != BPF_TCP_ESTABLISHED)
-		return false;
-	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
-	/* Connected to the backend connect4 chose, not elsewhere since. */
-	if (!rec || sk->dst_ip4 != rec->backend)
+	/* A UDP socket's state is TCP_ESTABLISHED once connected; it must be
+	 * connected to the backend connect4 chose, not elsewhere since. */
+	if (!sk || !rec || sk->protocol != IPPROTO_UDP || sk->state != BPF_TCP_ESTABLISHED ||
+	    sk->dst_ip4 != rec->backend)
 		return false;
 	key.vip = rec->vip;
 	key.port = rec->vport;
@@ -119,11 +113,14 @@ static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb)
 SEC("cgroup_skb/egress")
 int dmsc_skb_egress(struct __sk_buff *skb)
 {
+	struct bpf_sock *sk = skb_sock(skb);
+	struct dmsc_sock_vip *rec = skb_record(sk);
+
 	/* SKB_DROP without the congestion bit: send() fails with EPERM, as
 	 * a refused sendto() does (with it, UDP would report success). */
-	if (skb_udp_access_revoked(skb))
+	if (skb_udp_access_revoked(skb, sk, rec))
 		return SKB_DROP;
-	switch (skb_account(skb, 1)) {
+	switch (skb_account(skb, rec, 1)) {
 	case DMSC_TB_PASS:
 		return SKB_PASS;
 	case DMSC_TB_PASS_OVER:
@@ -138,5 +135,5 @@ int dmsc_skb_egress(struct __sk_buff *skb)
 SEC("cgroup_skb/ingress")
 int dmsc_skb_ingress(struct __sk_buff *skb)
 {
-	return skb_account(skb, 0) == DMSC_TB_DROP ? SKB_DROP : SKB_PASS;
+	return skb_account(skb, skb_record(skb_sock(skb)), 0) == DMSC_TB_DROP ? SKB_DROP : SKB_PASS;
 }
