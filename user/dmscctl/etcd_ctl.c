@@ -420,6 +420,7 @@ static int cmd_watch(struct ctl *c)
 	struct watch_ctx w = {.c = c, .sp = {.max = 4u << 20}};
 	struct dmsc_etcd etcd;
 	char *nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns), *end = NULL, *body = NULL, url[512];
+	char cerr[DMSC_ETCD_CURL_ERR_SIZE];
 	CURL *curl = NULL;
 	CURLcode cc = CURLE_OK;
 	size_t i;
@@ -439,7 +440,7 @@ static int cmd_watch(struct ctl *c)
 	/* the first endpoint that connects serves the whole watch */
 	for (i = 0; i < etcd.n_endpoints; i++) {
 		curl_easy_reset(curl);
-		dmsc_etcd_setup_curl(&etcd, curl, "/watch", url, sizeof(url));
+		dmsc_etcd_setup_curl(&etcd, curl, "/watch", url, sizeof(url), cerr);
 		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, watch_data);
 		curl_easy_setopt(curl, CURLOPT_WRITEDATA, &w);
@@ -452,7 +453,10 @@ static int cmd_watch(struct ctl *c)
 	}
 	if (!w.done && !w.rc && cc != CURLE_OK &&
 	    !(cc == CURLE_OPERATION_TIMEDOUT && c->timeout_s)) {
-		fprintf(stderr, "watch %s: %s\n", url, curl_easy_strerror(cc));
+		char why[512];
+
+		dmsc_etcd_describe(&etcd, cc, cerr, why, sizeof(why));
+		fprintf(stderr, "watch %s: %s\n", url, why);
 		w.rc = 1;
 	}
 out:
