@@ -180,8 +180,10 @@ def cmd_measure(a):
     w.start()
     w.ready.wait(10)
     prop, prop_max, pub, rx, written, ev, ev_max = [], [], [], [], [], [], []
+    weights = {}  # kept: each publish changes one service's weight only
     for c in range(a.changes):
-        t0, t1, rev = publish(a, 0, {c % a.per: 2 + c}, os.path.join(tmp, "change.json"))
+        weights[c % a.per] = 2 + c
+        t0, t1, rev = publish(a, 0, weights, os.path.join(tmp, "change.json"))
         after = wait_applied({h: urls[h] for h in shared}, rev)
         ts = [after[h]["dmsc_etcd_applied_timestamp_seconds"] - t0 for h in shared]
         prop += ts
@@ -216,8 +218,10 @@ def cmd_measure(a):
     n2 = max(1, a.changes // 5)
     base = {h: scrape(u) for h, u in urls.items()}
     rx1 = []
+    weights = {}
     for c in range(n2):
-        t0, t1, rev = publish(a, 1, {c % a.per: 2 + c}, os.path.join(tmp, "change1.json"))
+        weights[c % a.per] = 2 + c
+        t0, t1, rev = publish(a, 1, weights, os.path.join(tmp, "change1.json"))
         after = wait_applied({h: urls[h] for h in one}, rev)
         for h in one:
             rx1.append(after[h]["dmsc_etcd_received_bytes_total"]
