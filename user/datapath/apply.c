@@ -17,6 +17,7 @@
 #include "apply.h"
 #include "apply_steps.h"
 
+/* The services the maps hold, ordered by key, for find_cur. */
 static int by_key(const void *a, const void *b)
 {
 	const struct dmsc_state_svc *const *x = a, *const *y = b;

@@ -460,5 +460,3 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);
 	return err;
 }
-
-/* The services the maps hold, ordered by key, for find_cur. */
