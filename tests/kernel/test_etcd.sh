@@ -11,6 +11,7 @@
 # their key named, the rest applied.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+. "$(cd "$(dirname "$0")/../lib" && pwd)/etcd.sh"
 EPID= D1= D2= D3=
 LOADPIDS=()
 MPIDS=()
@@ -75,24 +76,12 @@ until_ok() {
 }
 
 # ---- etcd: free ports on loopback, a data directory of the suite's own
-free_port() {
-	local p i
-	for ((i = 0; i < 50; i++)); do
-		p=$((20000 + RANDOM % 30000))
-		ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return 0; }
-	done
-	return 1
-}
 CPORT=$(free_port) && PPORT=$(free_port) || { t_fail "free ports for etcd"; t_summary; exit 1; }
 EURL=http://127.0.0.1:$CPORT
 etcd_start() {
-	etcd --name dmsc-test --data-dir "$T/etcd" \
-		--listen-client-urls "$EURL" --advertise-client-urls "$EURL" \
-		--listen-peer-urls "http://127.0.0.1:$PPORT" \
-		--initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
-		--initial-cluster "dmsc-test=http://127.0.0.1:$PPORT" >>"$T/etcd.log" 2>&1 &
-	EPID=$!
-	until_ok 20 curl -sf --max-time 1 "$EURL/health" -o /dev/null
+	etcd_run dmsc-test "$T/etcd" "$EURL" "$PPORT" "$T/etcd.log"
+	EPID=$ETCD_PID
+	etcd_healthy "$EURL" 20
 }
 etcd_stop() {
 	kill -TERM "$EPID" 2>/dev/null
@@ -267,7 +256,7 @@ if ss -K dst 127.0.0.1 dport = ":$CPORT" >/dev/null 2>&1; then
 		t_fail "etcd compacts at revision $crev"
 	a1=$(applied 1)
 	kill -CONT "$D1"
-	t_check "h1 finds its revision compacted and reads the namespace again" \
+	t_check "h1 is told its revision was compacted" \
 		wait_count "$T/h1.log" 'was compacted.*reading the namespaces again' $((c0 + 1)) 20
 	t_check "h1 applies after the read" after_apply 1 "$a1"
 	t_eq "one more full read" "$(full_reads)" $((f0 + 1))
@@ -288,6 +277,38 @@ t_check "h1's new dmscd reads etcd" wait_count "$T/h1.log" '^dmscd: applied .*\(
 t_check "the restart wrote 0 map entries: $(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)" \
 	grep -qE '^dmscd: applied .*\(etcd\): 1 service, 0 changes, 0 map entries written' \
 	<(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)
+
+# 4a. SIGKILLed and restarted while publishes continue: h1 converges to the
+# last one, and its first apply after the restart writes only the
+# difference (one change at most: reviews is the only service).
+rm -f "$T/pubs.done"
+(
+	for ((w = 1; w <= 12; w++)); do
+		policy "$T/s4.json" reviews "198.18.1.2:$((40 + w)) 198.18.1.3:$((60 - w))"
+		"$CTL" publish "$T/s4.json" --namespace a --etcd "$EURL" >>"$T/pubs.out" 2>&1
+		sleep 0.2
+	done
+	touch "$T/pubs.done"
+) &
+LOADPIDS+=($!)
+until_ok 20 test "$(nlines "$T/pubs.out" '^published 1 change')" -ge 3
+kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
+a1=$(applied 1)
+start_host 1 a
+t_check "h1's dmscd restarted under publishes reads etcd" after_apply 1 "$a1"
+first=$(grep -E '^dmscd: applied .*\(etcd\)' "$T/h1.log" | sed -n "$((a1 + 1))p")
+t_check "its first apply wrote only the difference: $first" \
+	grep -qE '\(etcd\): 1 service, [01] changes?, [0-9] map entr' <<<"$first"
+t_check "the publishes ended" until_ok 30 test -e "$T/pubs.done"
+t_eq "12 publishes" "$(nlines "$T/pubs.out" '^published 1 change')" 12
+lastrev=$("$CTL" -o json get --etcd "$EURL" --namespace a | jq .revision)
+t_check "h1 converges to revision $lastrev" until_ok 20 bash -c \
+	"[[ \$(curl -sS --max-time 2 '$(grep -o 'http://[0-9.:]*/metrics' "$T/h1.log" | tail -n 1)' |
+	   awk '\$1 == \"dmsc_etcd_applied_revision\" { print \$2 }') -ge $lastrev ]]"
+t_eq "h1's maps hold the last weights (52:48 -> 67 and 61 of 128 slots)" \
+	"$(DMSC_PIN_DIR=$H1 "$CTL" show services -o json | jq -c '[.services[] | select(.name == "reviews") | .backends[].slots]')" \
+	"[67,61]"
+a1=$(applied 1)
 
 # 4b. A dmscd that has not read etcd yet (its endpoint is down) applies
 # nothing on SIGHUP: the maps it adopted keep their service.
@@ -458,15 +479,12 @@ t_check "certificates: a CA, etcd's (127.0.0.1), a client's; another CA and its 
 		cert client ca clientAuth && ca otherca && cert otherclient otherca clientAuth"
 SPORT=$(free_port) && SPEER=$(free_port) || { t_fail "free ports for etcd over TLS"; t_summary; exit 1; }
 SURL=https://127.0.0.1:$SPORT
-etcd --name dmsc-tls --data-dir "$T/etcd-tls" --listen-client-urls "$SURL" \
-	--advertise-client-urls "$SURL" --cert-file "$X/etcd.crt" --key-file "$X/etcd.key" \
-	--trusted-ca-file "$X/ca.crt" --client-cert-auth \
-	--listen-peer-urls "http://127.0.0.1:$SPEER" --initial-advertise-peer-urls "http://127.0.0.1:$SPEER" \
-	--initial-cluster "dmsc-tls=http://127.0.0.1:$SPEER" >>"$T/etcd-tls.log" 2>&1 &
-MPIDS+=($!)
+etcd_run dmsc-tls "$T/etcd-tls" "$SURL" "$SPEER" "$T/etcd-tls.log" --cert-file "$X/etcd.crt" \
+	--key-file "$X/etcd.key" --trusted-ca-file "$X/ca.crt" --client-cert-auth
+MPIDS+=("$ETCD_PID")
 GOOD=(--etcd-cacert "$X/ca.crt" --etcd-cert "$X/client.crt" --etcd-key "$X/client.key")
-tls_up() { curl -sf --max-time 1 --cacert "$X/ca.crt" --cert "$X/client.crt" --key "$X/client.key" "$SURL/health" -o /dev/null; }
-t_check "etcd serves https on $SURL and asks for client certificates" until_ok 20 tls_up
+t_check "etcd serves https on $SURL and asks for client certificates" \
+	etcd_healthy "$SURL" 20 --cacert "$X/ca.crt" --cert "$X/client.crt" --key "$X/client.key"
 t_check "plain curl without a client certificate is refused by etcd itself" \
 	bash -c "! curl -sf --max-time 2 --cacert '$X/ca.crt' '$SURL/health' -o /dev/null"
 policy "$T/tls.json" solo "198.18.1.3:1"
