@@ -47,7 +47,8 @@ static const char usage_text[] =
     "                       revision R (the one a reviewed --dry-run printed)\n"
     "  --revision R         watch: from revision R (default: from now)\n"
     "  --count N            watch: exit after N events\n"
-    "  --timeout S          watch: exit after S seconds\n"
+    "  --timeout S          watch: exit after S seconds; publish, get: wait S seconds\n"
+    "                       for each answer of etcd (default 5)\n"
     "  --etcd-cacert FILE, --etcd-cert FILE, --etcd-key FILE  TLS to etcd\n"
     "  -o, --output text|json\n";
 
@@ -137,6 +138,8 @@ static int cmd_publish(struct ctl *c, const char *path)
 		fprintf(stderr, "%s\n", etcd.err);
 		goto out;
 	}
+	if (c->timeout_s)
+		etcd.timeout_ms = (c->timeout_s > 86400 ? 86400 : c->timeout_s) * 1000;
 	texts = calloc(set.policy.n_services + 1, sizeof(*texts));
 	keys = calloc(set.policy.n_services + 1, sizeof(*keys));
 	nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns);
@@ -295,6 +298,8 @@ static int cmd_get(struct ctl *c, const char *only)
 		fprintf(stderr, "%s\n", etcd.err);
 		goto out;
 	}
+	if (c->timeout_s)
+		etcd.timeout_ms = (c->timeout_s > 86400 ? 86400 : c->timeout_s) * 1000;
 	if (dmsc_etcd_range_prefix(&etcd, nsp, 0, &kvs)) {
 		fprintf(stderr, "cannot read %s from etcd: %s\n", nsp, etcd.err);
 		goto out_etcd;
