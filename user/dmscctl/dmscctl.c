@@ -17,6 +17,7 @@
 #include <bpf/bpf.h>
 #include <json-c/json.h>
 
+#include "ca_ctl.h"
 #include "counters.h"
 #include "etcd_ctl.h"
 #include "datapath.h"
@@ -63,6 +64,8 @@ static const char usage_text[] =
 	"  publish FILE|DIR --etcd URL --namespace NS   write a policy's services to\n"
 	"                           etcd, only what changed (`dmscctl publish -h`)\n"
 	"  get [NAME] / watch       read back a namespace from etcd\n"
+	"  ca init|issue|show       the mesh CA and the hosts' certificates for mutual\n"
+	"                           TLS between hosts (`dmscctl ca -h`)\n"
 	"\n"
 	"options:\n"
 	"  -o, --output text|json   output format (default text)\n"
@@ -965,6 +968,8 @@ int main(int argc, char **argv)
 			c++;
 	if (c < argc && dmsc_etcd_ctl_command(argv[c]))
 		return dmsc_etcd_ctl_main(argc, argv);
+	if (c < argc && dmsc_ca_ctl_command(argv[c]))
+		return dmsc_ca_ctl_main(argc, argv);
 	while ((c = getopt_long(argc, argv, "o:vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
