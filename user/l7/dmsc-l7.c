@@ -80,6 +80,7 @@
 #include "l7_bucket.h"
 #include "l7_http.h"
 #include "l7_route.h"
+#include "l7_tunnel.h"
 #include "log.h"
 #include "policy.h"
 
@@ -2164,6 +2165,8 @@ int main(int argc, char **argv)
 	size_t s, base;
 	uint64_t seed;
 
+	if (dmsc_l7_tunnel_command(argc, argv))
+		return dmsc_l7_tunnel_main(argc, argv);
 	if (parse_args(argc, argv)) {
 		usage(stderr);
 		return 2;
