@@ -15,7 +15,7 @@ CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror
 # One folder per layer (docs/architecture.md): common <- policy <- datapath
 # <- dmscd, dmscctl; l7 <- policy, common; mtls (certificates, the tunnel
-# between hosts: OpenSSL) <- common. Each layer is one archive; each
+# between hosts: OpenSSL) <- policy, common. Each layer is one archive; each
 # binary links the archives of the layers it uses, and only the members it
 # calls are pulled in. dmscctl's etcd_ctl.c reads a policy directory with
 # dmscd's agent.c, so dmscctl links the dmscd archive too.

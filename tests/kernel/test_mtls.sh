@@ -128,16 +128,30 @@ dmsc_net_exec b "$stream" server --listen "$B:9000" --max-seconds 300 >"$work/st
 dmsc_net_exec b "$stream" server --listen "$B:9001" --stall-ms 4000 --max-seconds 300 \
 	>"$work/stream-slow.out" 2>&1 &
 dmsc_net_exec b iperf3 -s -B "$B" -p 5201 >"$work/iperf-srv.out" 2>&1 &
-dmsc_wait_ready "$work/web.out" 5 && dmsc_wait_ready "$work/stream-srv.out" 5 &&
+dmsc_net_exec b "$testsrv" --listen "$B:8081" --name admin --mode http --max-seconds 300 \
+	>"$work/admin.out" 2>&1 &
+dmsc_wait_ready "$work/web.out" 5 && dmsc_wait_ready "$work/admin.out" 5 &&
+	dmsc_wait_ready "$work/stream-srv.out" 5 &&
 	dmsc_wait_ready "$work/stream-slow.out" 5
 t_eq "backends on b are up" "$?" 0
 
-fwd() { echo "127.0.0.1:$1=$B:15008,$2,$ID"; }
-t_check "b's helper starts" start_helper b --listen "$B:15008"
+# b's policy: which identities may reach which of its backends
+cat >"$work/b-policy.json" <<EOP
+{ "services": [
+  { "name": "web", "vip": "198.19.13.1", "port": 80, "allow_from": [ "$ID" ],
+    "backends": [ { "address": "$B", "port": 8080 }, { "address": "$B", "port": 9000 },
+                  { "address": "$B", "port": 9001 }, { "address": "$B", "port": 5201 } ] },
+  { "name": "admin", "vip": "198.19.13.2", "port": 80, "allow_from": [ "ops.slice" ],
+    "backends": [ { "address": "$B", "port": 8081 } ] } ] }
+EOP
+b_args=(--listen "$B:15008" --policy "$work/b-policy.json")
+fwd() { echo "127.0.0.1:$1=$B:15008,$2,${3:-$ID}"; }
+t_check "b's helper starts" start_helper b "${b_args[@]}"
 t_check "a's helper starts" start_helper a --peer-idle-ms 1500 \
 	--forward "$(fwd 18080 "$B:8080")" --forward "$(fwd 19000 "$B:9000")" \
 	--forward "$(fwd 15201 "$B:5201")" --forward "$(fwd 18081 "127.0.0.1:8080")" \
-	--forward "$(fwd 19001 "$B:9001")"
+	--forward "$(fwd 19001 "$B:9001")" --forward "$(fwd 18082 "$B:8081")" \
+	--forward "$(fwd 18083 "$B:8081" ops.slice/tool.service)" --forward "$(fwd 18084 "$B:9999")"
 t_check "c's helper starts" start_helper c --forward "127.0.0.1:18080=$B:15008,$B:8080,intruder"
 
 # ---- bytes through the tunnel -------------------------------------------
@@ -216,6 +230,26 @@ t_check "a loopback destination on b is refused (curl exit $rc)" test "$rc" != 0
 t_check "b counts it as denied_dest for $ID" \
 	metric_ge b "identity=\"$ID\",verdict=\"denied_dest\"" 1
 
+# ---- authorization at b: the vouched identity against allow_from ----------
+dmsc_net_exec a curl -sS -m 5 -o /dev/null "http://127.0.0.1:18082/" 2>/dev/null
+rc=$?
+t_check "$ID is refused at b by admin's allow_from (curl exit $rc)" test "$rc" != 0 -a "$rc" != 28
+t_check "b counts it as denied_identity for $ID" \
+	metric_ge b "peer=\"node-a\",identity=\"$ID\",verdict=\"denied_identity\"" 1
+t_check "b's log names the identity and why" \
+	log_has b "refused $B:8081 from host node-a for $ID: no service with this backend allows the identity"
+code=$(dmsc_net_exec a curl -sS -m 10 -w '%{http_code}' "http://127.0.0.1:18083/")
+t_eq "ops.slice/tool.service (under allow_from's ops.slice) reaches admin" "$code" "admin
+200"
+t_check "b counts it as allowed for ops.slice/tool.service" \
+	metric_ge b 'identity="ops.slice/tool.service",verdict="allowed"' 1
+dmsc_net_exec a curl -sS -m 5 -o /dev/null "http://127.0.0.1:18084/" 2>/dev/null
+rc=$?
+t_check "a destination that is no backend of b's policy is refused (curl exit $rc)" \
+	test "$rc" != 0 -a "$rc" != 28
+t_check "b says it is not a backend of its policy" \
+	log_has b "refused $B:9999 from host node-a for $ID: not a backend of this host's policy"
+
 # ---- session resumption after an idle close ------------------------------
 t_check "a closes its idle connection to b" log_has a "connection to $B:15008 closed: idle"
 code=$(dmsc_net_exec a curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:18080/")
@@ -232,7 +266,7 @@ rc=$?
 t_check "with b's helper gone a new connection fails (curl exit $rc)" test "$rc" != 0 -a "$rc" != 28
 t_check "and fails at once, not at curl's timeout ($((SECONDS - start)) s)" \
 	test $((SECONDS - start)) -lt 5
-t_check "b's helper restarts" start_helper b --listen "$B:15008"
+t_check "b's helper restarts" start_helper b "${b_args[@]}"
 code=$(dmsc_net_exec a curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:18080/")
 t_eq "connections work again after the restart" "$code" 200
 

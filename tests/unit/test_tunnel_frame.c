@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 
 #include "tunnel.h"
+#include "tunnel_authz.h"
 #include "tunnel_frame.h"
 
 Test(tunnel_frame, header_round_trip_and_refusals)
@@ -80,4 +81,51 @@ Test(tunnel_frame, forward_option)
 	    dmsc_tunnel_forward_parse("127.0.0.1:1=1.2.3.4:5,1.2.3.4:6,", &f, why, sizeof(why)),
 	    -EINVAL);
 	cr_expect(strstr(why, "identity") != NULL, "%s", why);
+}
+
+Test(tunnel_authz, paths_cover_themselves_and_their_descendants)
+{
+	cr_expect(dmsc_tunnel_path_covers("shop.slice/web", "shop.slice/web"));
+	cr_expect(dmsc_tunnel_path_covers("shop.slice", "shop.slice/web/worker"));
+	cr_expect(dmsc_tunnel_path_covers("/shop.slice/", "shop.slice/web"));
+	cr_expect_not(dmsc_tunnel_path_covers("shop.slice/web", "shop.slice/webx"));
+	cr_expect_not(dmsc_tunnel_path_covers("shop.slice/web", "shop.slice"));
+	cr_expect_not(dmsc_tunnel_path_covers("ops.slice", "shop.slice/web"));
+}
+
+Test(tunnel_authz, the_vouched_identity_against_allow_from_of_the_backend)
+{
+	static const char doc[] = "{\"services\":["
+				  "{\"name\":\"web\",\"vip\":\"198.19.13.1\",\"port\":80,"
+				  " \"backends\":[{\"address\":\"198.18.13.2\",\"port\":8080}],"
+				  " \"allow_from\":[\"shop.slice/frontend.service\"]},"
+				  "{\"name\":\"admin\",\"vip\":\"198.19.13.2\",\"port\":80,"
+				  " \"backends\":[{\"address\":\"198.18.13.2\",\"port\":8081}],"
+				  " \"allow_from\":[\"ops.slice\"]},"
+				  "{\"name\":\"open\",\"vip\":\"198.19.13.3\",\"port\":80,"
+				  " \"backends\":[{\"address\":\"198.18.13.2\",\"port\":8082}]},"
+				  "{\"name\":\"shared\",\"vip\":\"198.19.13.4\",\"port\":80,"
+				  " \"backends\":[{\"address\":\"198.18.13.2\",\"port\":8081}],"
+				  " \"allow_from\":[\"batch.slice\"]}]}";
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0};
+	uint32_t b = inet_addr("198.18.13.2");
+
+	cr_assert_eq(dmsc_policy_parse(doc, sizeof(doc) - 1, "t", &p, &errs), 0);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8080, "shop.slice/frontend.service"),
+		     DMSC_TV_ALLOWED);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8080, "shop.slice/other.service"),
+		     DMSC_TV_DENIED);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8081, "ops.slice/tool.service"), DMSC_TV_ALLOWED);
+	/* a backend of two services: either one's allow_from will do */
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8081, "batch.slice/job"), DMSC_TV_ALLOWED);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8081, "shop.slice/frontend.service"),
+		     DMSC_TV_DENIED);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8082, "anyone"), DMSC_TV_ALLOWED);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 9999, "shop.slice/frontend.service"),
+		     DMSC_TV_NOT_A_BACKEND);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, inet_addr("198.18.13.3"), 8080,
+					   "shop.slice/frontend.service"),
+		     DMSC_TV_NOT_A_BACKEND);
+	dmsc_policy_free(&p);
 }

@@ -12,6 +12,7 @@
 
 #include "l7_tunnel.h"
 #include "log.h"
+#include "policy.h"
 #include "tunnel.h"
 
 static const char usage_text[] =
@@ -26,6 +27,9 @@ static const char usage_text[] =
     "                      helper at PEER:PPORT, which connects to DEST:DPORT (an\n"
     "                      address of its host); this host vouches for IDENTITY\n"
     "                      (repeat, up to 16)\n"
+    "  --policy FILE       this host's policy: a stream is refused unless its\n"
+    "                      destination is a backend of a service whose allow_from\n"
+    "                      covers the identity the source host vouched for\n"
     "  --metrics-file FILE Prometheus text, rewritten every second\n"
     "  --peer-idle-ms N    close a connection to a peer without streams after N ms;\n"
     "                      the next one resumes the TLS session (default 60000,\n"
@@ -48,7 +52,7 @@ bool dmsc_l7_tunnel_command(int argc, char **argv)
 
 int dmsc_l7_tunnel_main(int argc, char **argv)
 {
-	enum { O_MTLS = 256, O_LISTEN, O_FWD, O_METRICS, O_READY, O_IDLE };
+	enum { O_MTLS = 256, O_LISTEN, O_FWD, O_METRICS, O_READY, O_IDLE, O_POLICY };
 	static const struct option longopts[] = {
 	    {"mtls-dir", required_argument, NULL, O_MTLS},
 	    {"listen", required_argument, NULL, O_LISTEN},
@@ -56,13 +60,19 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	    {"metrics-file", required_argument, NULL, O_METRICS},
 	    {"ready-fd", required_argument, NULL, O_READY},
 	    {"peer-idle-ms", required_argument, NULL, O_IDLE},
+	    {"policy", required_argument, NULL, O_POLICY},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct dmsc_tunnel_opts o = {.ready_fd = -1,
 				     .peer_idle_ms = DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT};
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy policy = {0};
+	const char *policy_file = NULL;
 	unsigned long v;
+	size_t i;
+	int rc;
 	struct sigaction sa = {.sa_handler = on_signal};
 	char why[256], *end;
 	int opt;
@@ -90,6 +100,9 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 				return 2;
 			}
 			o.n_fwd++;
+			break;
+		case O_POLICY:
+			policy_file = optarg;
 			break;
 		case O_METRICS:
 			o.metrics_file = optarg;
@@ -128,8 +141,22 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 		fputs(usage_text, stderr);
 		return 2;
 	}
+	if (policy_file) {
+		if (dmsc_policy_load_file(policy_file, &policy, &errs)) {
+			for (i = 0; i < errs.count; i++)
+				pr_warn("%s: %s: %s\n", policy_file, errs.items[i].path,
+					errs.items[i].message);
+			if (!errs.count)
+				pr_warn("%s: cannot read it\n", policy_file);
+			dmsc_policy_errors_free(&errs);
+			return 1;
+		}
+		o.policy = &policy;
+	}
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	return dmsc_tunnel_run(&o, &stop) ? 1 : 0;
+	rc = dmsc_tunnel_run(&o, &stop) ? 1 : 0;
+	dmsc_policy_free(&policy);
+	return rc;
 }

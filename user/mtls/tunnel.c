@@ -36,6 +36,7 @@
 #include "log.h"
 #include "mtls_cert.h"
 #include "tunnel.h"
+#include "tunnel_authz.h"
 
 #define DMSC_TF_WINDOW_INITIAL (256u << 10)
 #define CONN_OUT_HIGH (512u << 10)
@@ -714,6 +715,22 @@ static void handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t 
 			o.identity, refused);
 		conn_reset(c, id, DMSC_TF_R_DENIED, refused);
 		return;
+	}
+	if (c->t->o->policy) {
+		enum dmsc_tunnel_verdict v = dmsc_tunnel_authorize(c->t->o->policy, o.dest_addr,
+								   ntohs(o.dest_port), o.identity);
+
+		if (v != DMSC_TV_ALLOWED) {
+			refused = v == DMSC_TV_DENIED
+				      ? "no service with this backend allows the identity"
+				      : "not a backend of this host's policy";
+			metric_count(c->t, "dest", c->peer_host, o.identity,
+				     v == DMSC_TV_DENIED ? "denied_identity" : "denied_dest");
+			pr_info("tunnel: refused %s:%u from host %s for %s: %s\n", addr,
+				ntohs(o.dest_port), c->peer_host, o.identity, refused);
+			conn_reset(c, id, DMSC_TF_R_DENIED, refused);
+			return;
+		}
 	}
 	sa.sin_addr.s_addr = o.dest_addr;
 	sa.sin_port = o.dest_port;

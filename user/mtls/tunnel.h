@@ -8,7 +8,8 @@
  * Destination side: accepts peers on listen, verifies their certificate
  * (the mesh CA, its validity, the trust domain, a host's identity), and for
  * each stream connects to the destination it names, which must be an
- * address of this host, then splices.
+ * address of this host and, given a policy, a backend of a service whose
+ * allow_from covers the identity the source vouched for; then splices.
  *
  * Source side: each forward's listener takes local connections and opens a
  * stream for each to the forward's peer, vouching for the forward's
@@ -22,6 +23,7 @@
 #include <signal.h>
 #include <stddef.h>
 
+#include "policy.h"
 #include "tunnel_frame.h"
 
 #define DMSC_TUNNEL_PORT 15008
@@ -39,7 +41,11 @@ struct dmsc_tunnel_opts {
 	struct sockaddr_in listen; /* peers connect here; port 0: no listener */
 	struct dmsc_tunnel_forward fwd[DMSC_TUNNEL_FWD_MAX];
 	size_t n_fwd;
-	const char *metrics_file;  /* Prometheus text, rewritten every second */
+	const char *metrics_file; /* Prometheus text, rewritten every second */
+	/* this host's policy: a stream's identity must be allowed by a service
+	 * whose backend it asks for (tunnel_authz.h); NULL: any address of
+	 * this host */
+	const struct dmsc_policy *policy;
 	unsigned int peer_idle_ms; /* close a connection to a peer idle this long; 0: never */
 	int ready_fd;		   /* "ready\n" once listening, then closed; -1: none */
 };
