@@ -40,7 +40,7 @@ for cmd in ip curl iperf3 tcpdump jq openssl timeout; do
 		exit 77
 	fi
 done
-make -s -C "$root" build/dmsc-l7 build/dmscctl build/tools/dmsc-testsrv \
+make -s -C "$root" build/dmsc-l7 build/dmscctl build/dmscd build/tools/dmsc-testsrv \
 	build/tools/dmsc-stream >&2 || {
 	t_fail "build"
 	t_summary
@@ -58,9 +58,16 @@ cleanup() {
 	for pid in $(jobs -p); do
 		kill "$pid" 2>/dev/null
 	done
+	if [[ -n ${dpid:-} ]]; then
+		kill "$dpid" 2>/dev/null
+		t_wait 15 bash -c "! kill -0 $dpid 2>/dev/null"
+	fi
+	[[ -n ${DMSC_PIN_DIR:-} ]] && "$ctl" uninstall >/dev/null 2>&1
 	dmsc_net_cleanup
+	dmsc_cgroup_cleanup
+	mountpoint -q "$work/bpffs" && umount "$work/bpffs"
 	if [[ $T_FAILED -gt 0 ]]; then
-		for f in "$work"/*-helper.log; do
+		for f in "$work"/*-helper.log "$work"/dmscd.log; do
 			echo "# $f:" >&2
 			sed 's/^/#   /' "$f" >&2
 		done
@@ -294,5 +301,48 @@ t_check "iperf3 across the rotation ended without an error" \
 wait "$stream_pid"
 t_eq "dmsc-stream across the rotation: 4 connections byte-exact both ways" \
 	"$(jq -r .ok "$work/stream-rot.json" 2>/dev/null)" 4
+
+# ---- dmscd --mtls-dir: the agent runs b's tunnel with the policy applied --
+# (nsenter, not ip netns exec: that remounts /sys and hides the cgroup2 mount)
+kill "$(cat "$work/b-helper.pid")"
+t_wait 5 bash -c "! kill -0 $(cat "$work/b-helper.pid") 2>/dev/null"
+mkdir -p "$work/bpffs" && mount -t bpf bpf "$work/bpffs" && export DMSC_PIN_DIR=$work/bpffs/dmsc
+cg=$(dmsc_cgroup_make "mtls$$")
+t_check "install the datapath on a test cgroup (dmscd's)" \
+	"$ctl" install --cgroup "$cg" -o json >/dev/null
+nsenter --net="/run/netns/${DMSC_NET_PREFIX}b" bash -c 'echo $$ >"$0"; exec "$@"' "$work/dmscd.pid" "$root/build/dmscd" \
+	--policy "$work/b-policy.json" --mtls-dir "$work/b" --mtls-listen "$B:15008" \
+	--metrics off --debounce-ms 100 --debounce-max-ms 300 >>"$work/dmscd.log" 2>&1 &
+t_wait 5 test -s "$work/dmscd.pid"
+dpid=$(cat "$work/dmscd.pid")
+t_check "dmscd starts the tunnel" t_wait 20 test -f "/run/dmsc/dmsc-tunnel.$dpid.prom"
+code=$(dmsc_net_exec a curl -sS -m 10 -w '%{http_code}' "http://127.0.0.1:18083/")
+t_eq "through dmscd's tunnel: ops.slice/tool.service reaches admin" "$code" "admin
+200"
+dmsc_net_exec a curl -sS -m 5 -o /dev/null "http://127.0.0.1:18082/" 2>/dev/null
+t_check "and $ID does not (the policy dmscd applied)" test "$?" != 0
+# a change of allow_from replaces the tunnel; a stream open across the
+# hand-over finishes on the old one (GOAWAY: the next streams go to the new)
+dmsc_net_exec a "$stream" client --connect 127.0.0.1:19001 --conns 2 --count 1 \
+	--bytes 1000000 --back-bytes 1000000 --max-seconds 60 >"$work/stream-hand.json" 2>&1 &
+hand_pid=$!
+t_wait 5 bash -c "[[ \$(ip netns exec ${DMSC_NET_PREFIX}b ss -Htn state established '( sport = :9001 )' 2>/dev/null | wc -l) -ge 2 ]]"
+sed -e 's|"ops.slice"|"shop.slice"|' "$work/b-policy.json" >"$work/b-policy.tmp" &&
+	mv "$work/b-policy.tmp" "$work/b-policy.json"
+t_check "dmscd replaces the tunnel with the new policy" \
+	t_wait 15 grep -q "dmsc-l7 tunnel: replacing it" "$work/dmscd.log"
+admin_for_shop() {
+	[[ $(dmsc_net_exec a curl -sS -m 5 "http://127.0.0.1:18082/" 2>/dev/null) == admin ]]
+}
+t_check "$ID now reaches admin (shop.slice in its allow_from)" t_wait 15 admin_for_shop
+dmsc_net_exec a curl -sS -m 5 -o /dev/null "http://127.0.0.1:18083/" 2>/dev/null
+t_check "and ops.slice/tool.service no longer does" test "$?" != 0
+wait "$hand_pid"
+t_eq "the streams open across the hand-over: 2 connections byte-exact" \
+	"$(jq -r .ok "$work/stream-hand.json" 2>/dev/null)" 2
+kill "$dpid"
+t_check "dmscd exits on SIGTERM and its tunnel with it" \
+	t_wait 15 bash -c "! kill -0 $dpid 2>/dev/null && ! ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
+dpid=
 
 t_summary

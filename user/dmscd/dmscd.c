@@ -68,6 +68,15 @@ struct agent {
 	 * helper runs; NULL until one was applied (no helper before). */
 	char *l7_view;
 	size_t l7_view_len;
+	/* dmsc-l7 tunnel, the mutual TLS tunnel between hosts, when --mtls-dir
+	 * is given (docs/mtls.md); it runs the tunnel's view of the policy
+	 * applied (its allow_from checks), handed over like dmsc-l7's. */
+	bool tunnel;
+	struct dmsc_l7_supervisor tunnel_sup;
+	const char *tunnel_argv[16];
+	char tunnel_metrics[PATH_MAX];
+	char *tunnel_view;
+	size_t tunnel_view_len;
 	/* allow_from paths with no cgroup yet: applied again until they
 	 * resolve (dmsc_apply_result.unresolved). */
 	int64_t retry_at_ms; /* 0: none */
@@ -122,6 +131,11 @@ static const char usage_text[] =
     "                         (K, M, G; 0: no bound; kept by later installs)\n"
     "  --pin-dir DIR          where the datapath is pinned (default $DMSC_PIN_DIR or\n"
     "                         %s)\n"
+    "  --mtls-dir HOSTDIR     run dmsc-l7 tunnel, the mutual TLS tunnel between hosts,\n"
+    "                         with HOSTDIR's ca.crt, host.crt, host.key (dmscctl ca\n"
+    "                         issue) and the policy applied (docs/mtls.md)\n"
+    "  --mtls-listen ADDR:PORT  where other hosts' helpers reach the tunnel (with\n"
+    "                         --mtls-dir; port 15008 by convention)\n"
     "  -v, --verbose          debug messages\n"
     "  -h, --help             this text\n"
     "\n"
@@ -167,38 +181,53 @@ static double cpu_seconds(void)
  * replaces the helper without refusing or cutting a connection; one asked
  * for during a hand-over is queued (dmsc_l7_sup_replace).
  */
-static void l7_follow(struct agent *ag, const struct dmsc_policy *policy)
+static void helper_follow(const char *name, struct dmsc_l7_supervisor *sup, const char *const *argv,
+			  char **cur, size_t *cur_len,
+			  int (*view_json)(const struct dmsc_policy *, char **, size_t *),
+			  const struct dmsc_policy *policy)
 {
 	uint64_t now = (uint64_t)dmsc_now_ms();
 	char *view;
 	size_t len;
 	int err;
 
-	err = dmsc_l7_view_json(policy, &view, &len);
+	err = view_json(policy, &view, &len);
 	if (err) {
-		pr_warn("dmsc-l7: cannot build the policy it should run: %s; it keeps the last "
+		pr_warn("%s: cannot build the policy it should run: %s; it keeps the last "
 			"one\n",
-			strerror(-err));
+			name, strerror(-err));
 		return;
 	}
-	if (ag->l7_view && len == ag->l7_view_len && memcmp(view, ag->l7_view, len) == 0) {
+	if (*cur && len == *cur_len && memcmp(view, *cur, len) == 0) {
 		free(view);
 		return;
 	}
-	err = dmsc_l7_sup_set_policy(&ag->l7_sup, view, len);
+	err = dmsc_l7_sup_set_policy(sup, view, len);
 	if (!err)
-		err = ag->l7_view ? dmsc_l7_sup_replace(&ag->l7_sup, ag->l7_argv, now)
-				  : dmsc_l7_sup_start(&ag->l7_sup, now);
+		err = *cur ? dmsc_l7_sup_replace(sup, argv, now) : dmsc_l7_sup_start(sup, now);
 	if (err) {
-		pr_warn("dmsc-l7: cannot hand it the policy applied: %s\n", strerror(-err));
+		pr_warn("%s: cannot hand it the policy applied: %s\n", name, strerror(-err));
 		free(view);
 		return;
 	}
-	pr_info("dmsc-l7: %s with the http services of the policy applied\n",
-		ag->l7_view ? "replacing it" : "starting it");
-	free(ag->l7_view);
-	ag->l7_view = view;
-	ag->l7_view_len = len;
+	pr_info("%s: %s with the policy applied\n", name, *cur ? "replacing it" : "starting it");
+	free(*cur);
+	*cur = view;
+	*cur_len = len;
+}
+
+static void l7_follow(struct agent *ag, const struct dmsc_policy *policy)
+{
+	helper_follow("dmsc-l7", &ag->l7_sup, ag->l7_argv, &ag->l7_view, &ag->l7_view_len,
+		      dmsc_l7_view_json, policy);
+}
+
+/* The tunnel follows every policy applied, http or not: the destination
+ * checks allow_from of any service whose backend a stream asks for. */
+static void tunnel_follow(struct agent *ag, const struct dmsc_policy *policy)
+{
+	helper_follow("dmsc-l7 tunnel", &ag->tunnel_sup, ag->tunnel_argv, &ag->tunnel_view,
+		      &ag->tunnel_view_len, dmsc_mtls_view_json, policy);
 }
 
 /* Parses, validates, compiles and applies the policy; logs one line per
@@ -303,6 +332,8 @@ static void apply_policy(struct agent *ag, const char *why)
 	ag->stats.applies[DMSC_APPLY_OK]++;
 	if (ag->l7)
 		l7_follow(ag, &set.policy);
+	if (ag->tunnel)
+		tunnel_follow(ag, &set.policy);
 	ag->stats.entries_written += res.entries_written;
 	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
 	ag->stats.policy_services = res.n_services;
@@ -415,6 +446,36 @@ static int l7_start(struct agent *ag, const char *bin, const char *listen)
 	return 0;
 }
 
+/* The tunnel's command line: dmsc-l7 tunnel with the host's certificates,
+ * listening for other hosts' helpers; it starts with the first policy
+ * applied (tunnel_follow). */
+static int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char *listen)
+{
+	int n = 0;
+
+	snprintf(ag->tunnel_metrics, sizeof(ag->tunnel_metrics), "/run/dmsc/dmsc-tunnel.%d.prom",
+		 (int)getpid());
+	if (mkdir("/run/dmsc", 0755) && errno != EEXIST) {
+		pr_warn("cannot create /run/dmsc: %s\n", strerror(errno));
+		return -errno;
+	}
+	ag->tunnel_argv[n++] = bin;
+	ag->tunnel_argv[n++] = "tunnel";
+	ag->tunnel_argv[n++] = "--mtls-dir";
+	ag->tunnel_argv[n++] = dir;
+	ag->tunnel_argv[n++] = "--listen";
+	ag->tunnel_argv[n++] = listen;
+	ag->tunnel_argv[n++] = "--metrics-file";
+	ag->tunnel_argv[n++] = ag->tunnel_metrics;
+	ag->tunnel_argv[n] = NULL;
+	if (dmsc_l7_sup_init(&ag->tunnel_sup, ag->tunnel_argv))
+		return -E2BIG;
+	ag->tunnel = true;
+	pr_info("%s tunnel on %s with the certificates of %s, once a policy is applied\n", bin,
+		listen, dir);
+	return 0;
+}
+
 /* Where dmsc-l7 is: beside this dmscd, unless --l7-binary says. */
 static void l7_default_binary(char *buf, size_t len)
 {
@@ -442,8 +503,8 @@ struct scrape_job {
 	struct dmsc_agent_stats stats;
 	enum dmsc_metrics_backends backends;
 	const char *pin_dir;
-	bool l7;
-	char l7_metrics[PATH_MAX];
+	bool l7, tunnel;
+	char l7_metrics[PATH_MAX], tunnel_metrics[PATH_MAX];
 	/* --etcd: its families, rendered in the loop under the store's lock */
 	struct dmsc_buf etcd;
 };
@@ -460,6 +521,8 @@ static void *scrape_job_make(void *ctx)
 	j->pin_dir = ag->pin_dir;
 	j->l7 = ag->l7;
 	memcpy(j->l7_metrics, ag->l7_metrics, sizeof(j->l7_metrics));
+	j->tunnel = ag->tunnel;
+	memcpy(j->tunnel_metrics, ag->tunnel_metrics, sizeof(j->tunnel_metrics));
 	j->snap_ok = dmsc_metrics_snapshot(&ag->mirror,
 					   dmsc_metrics_backends_on(j->backends, ag->mirror.n),
 					   &j->snap) == 0;
@@ -518,6 +581,8 @@ static int metrics_handler(const char *path, struct dmsc_buf *body, void *job)
 		dmsc_buf_append(body, j->etcd.p, j->etcd.len);
 	if (!err && j->l7)
 		err = append_l7_metrics(j->l7_metrics, body);
+	if (!err && j->tunnel)
+		err = append_l7_metrics(j->tunnel_metrics, body);
 	return err ? 500 : 200;
 }
 
@@ -601,6 +666,8 @@ int main(int argc, char **argv)
 		OPT_ETCD_CA,
 		OPT_ETCD_CERT,
 		OPT_ETCD_KEY,
+		OPT_MTLS_DIR,
+		OPT_MTLS_LISTEN,
 	};
 	static const struct option longopts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -617,6 +684,8 @@ int main(int argc, char **argv)
 	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
+	    {"mtls-dir", required_argument, NULL, OPT_MTLS_DIR},
+	    {"mtls-listen", required_argument, NULL, OPT_MTLS_LISTEN},
 	    {"etcd", required_argument, NULL, OPT_ETCD},
 	    {"prefix", required_argument, NULL, OPT_ETCD_PREFIX},
 	    {"namespace", required_argument, NULL, OPT_ETCD_NS},
@@ -635,7 +704,7 @@ int main(int argc, char **argv)
 	struct dmsc_install_opts io = {0};
 	enum dmsc_log_level level = DMSC_LOG_INFO;
 	size_t n_ifs = 0;
-	const char *l7_listen = NULL;
+	const char *l7_listen = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
 	char bound[64], l7_bin[PATH_MAX] = "";
 	sigset_t sigs;
 	const char *etcd_urls = NULL, *etcd_prefix = DMSC_ETCD_DEFAULT_PREFIX;
@@ -715,6 +784,12 @@ int main(int argc, char **argv)
 		case OPT_L7_BINARY:
 			snprintf(l7_bin, sizeof(l7_bin), "%s", optarg);
 			break;
+		case OPT_MTLS_DIR:
+			mtls_dir = optarg;
+			break;
+		case OPT_MTLS_LISTEN:
+			mtls_listen = optarg;
+			break;
 		case OPT_ETCD:
 			etcd_urls = optarg;
 			break;
@@ -751,6 +826,10 @@ int main(int argc, char **argv)
 	dmsc_log_init("dmscd", level);
 	if (etcd_urls && (ag.policy || !n_etcd_ns)) {
 		pr_warn("--etcd takes one --namespace NS or more, and no --policy\n");
+		return EXIT_USAGE;
+	}
+	if (!mtls_dir != !mtls_listen) {
+		pr_warn("--mtls-dir HOSTDIR and --mtls-listen ADDR:PORT go together\n");
 		return EXIT_USAGE;
 	}
 	if (etcd_urls) {
@@ -826,6 +905,12 @@ int main(int argc, char **argv)
 		if (l7_start(&ag, l7_bin, l7_listen))
 			goto out;
 	}
+	if (mtls_dir) {
+		if (!l7_bin[0])
+			l7_default_binary(l7_bin, sizeof(l7_bin));
+		if (tunnel_start(&ag, l7_bin, mtls_dir, mtls_listen))
+			goto out;
+	}
 	if (etcd_urls) {
 		/* applied once the first read arrives (the eventfd) */
 		if (dmsc_etcd_sync_start(&etcd_sync, etcd_urls, &etcd_tls, etcd_prefix, etcd_ns,
@@ -843,13 +928,14 @@ int main(int argc, char **argv)
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[6] = {
+		struct pollfd pfd[7] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
 		    {.fd = ag.l7 ? dmsc_l7_sup_fd(&ag.l7_sup) : -1, .events = POLLIN},
 		    {.fd = ag.cg_watch.fd, .events = POLLIN},
 		    {.fd = ag.etcd ? dmsc_etcd_sync_fd(ag.etcd) : -1, .events = POLLIN},
+		    {.fd = ag.tunnel ? dmsc_l7_sup_fd(&ag.tunnel_sup) : -1, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -870,9 +956,9 @@ int main(int argc, char **argv)
 		}
 		/* The helper: reaped, noticed ready, restarted after its
 		 * back-off; looked at every second at least. */
-		if (ag.l7 && (wait < 0 || wait > L7_POLL_MS))
+		if ((ag.l7 || ag.tunnel) && (wait < 0 || wait > L7_POLL_MS))
 			wait = L7_POLL_MS;
-		if (poll(pfd, 6, wait) < 0 && errno != EINTR) {
+		if (poll(pfd, 7, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}
@@ -919,6 +1005,8 @@ int main(int argc, char **argv)
 			flush_drops(&ag, false);
 		if (ag.l7)
 			dmsc_l7_sup_poll(&ag.l7_sup, (uint64_t)dmsc_now_ms());
+		if (ag.tunnel)
+			dmsc_l7_sup_poll(&ag.tunnel_sup, (uint64_t)dmsc_now_ms());
 	}
 	/* Removed backends still waiting: their delay is short; wait it out
 	 * rather than leave entries behind. */
@@ -938,6 +1026,11 @@ out:
 		dmsc_l7_unregister(ag.pin_dir);
 		unlink(ag.l7_metrics);
 		free(ag.l7_view);
+	}
+	if (ag.tunnel) {
+		dmsc_l7_sup_stop(&ag.tunnel_sup, L7_STOP_MS);
+		unlink(ag.tunnel_metrics);
+		free(ag.tunnel_view);
 	}
 	if (ag.etcd)
 		dmsc_etcd_sync_stop(ag.etcd);

@@ -35,6 +35,7 @@ static const char usage_text[] =
     "                      the next one resumes the TLS session (default 60000,\n"
     "                      0: never)\n"
     "  --ready-fd FD       write \"ready\\n\" to FD once listening\n"
+    "SIGTERM: no new streams; the open ones get 10 s to finish.\n"
     "Exit: 0 stopped by a signal, 1 failed, 2 usage.\n";
 
 static volatile sig_atomic_t stop;
@@ -66,7 +67,8 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct dmsc_tunnel_opts o = {.ready_fd = -1,
-				     .peer_idle_ms = DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT};
+				     .peer_idle_ms = DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT,
+				     .drain_ms = DMSC_TUNNEL_DRAIN_MS_DEFAULT};
 	struct dmsc_policy_errors errs = {0};
 	struct dmsc_policy policy = {0};
 	const char *policy_file = NULL;
@@ -74,6 +76,7 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	size_t i;
 	int rc;
 	struct sigaction sa = {.sa_handler = on_signal};
+	sigset_t unblock;
 	char why[256], *end;
 	int opt;
 
@@ -153,6 +156,10 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 		}
 		o.policy = &policy;
 	}
+	/* dmscd starts it with the signals it takes through a signalfd
+	 * blocked: a blocked SIGTERM would never start the drain */
+	sigemptyset(&unblock);
+	sigprocmask(SIG_SETMASK, &unblock, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);

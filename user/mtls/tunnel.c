@@ -127,6 +127,7 @@ struct tunnel {
 	size_t n_metrics;
 	unsigned long long hs_ok[2], hs_refused[2], hs_resumed[2]; /* [server] */
 	unsigned long long bytes_in, bytes_out, reloads, reload_failures;
+	bool draining; /* stopping: no new streams, the open ones finish */
 };
 
 static int conn_ex_idx = -1;
@@ -838,7 +839,17 @@ static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint
 	struct stream *s;
 
 	if (h->type == DMSC_TF_OPEN) {
+		if (c->t->draining) {
+			conn_reset(c, h->stream, DMSC_TF_R_SHUTDOWN, "the helper is going away");
+			return;
+		}
 		handle_open(c, h->stream, p, h->len);
+		return;
+	}
+	if (h->type == DMSC_TF_GOAWAY) {
+		c->draining = true;
+		if (!c->server && c->n_streams == 0)
+			conn_close(c, "drained");
 		return;
 	}
 	s = stream_find(c, h->stream);
@@ -1089,6 +1100,8 @@ static int listen_on(struct tunnel *t, struct listener *l, const struct sockaddr
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){1}, sizeof(int));
+	/* a replacement helper binds beside this one while it drains */
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &(int){1}, sizeof(int));
 	if (bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) || listen(fd, 1024)) {
 		err = -errno;
 		pr_warn("tunnel: cannot listen on %s:%u: %s\n", a, ntohs(sa->sin_port),
@@ -1239,6 +1252,50 @@ static void tick(struct tunnel *t)
 	metrics_write(t);
 }
 
+static void listener_close(struct tunnel *t, struct listener *l)
+{
+	if (l->ev.fd <= 0)
+		return;
+	epoll_ctl(t->ep, EPOLL_CTL_DEL, l->ev.fd, NULL);
+	close(l->ev.fd);
+	l->ev.fd = -1;
+}
+
+/* SIGTERM: no new connections or streams (GOAWAY tells each peer to open
+ * its next streams elsewhere: the helper that replaces this one); the open
+ * streams finish. */
+static void tunnel_drain(struct tunnel *t)
+{
+	struct conn *c, *next;
+	size_t i;
+
+	t->draining = true;
+	listener_close(t, &t->peer_l);
+	for (i = 0; i < t->o->n_fwd; i++)
+		listener_close(t, &t->fwd_l[i]);
+	for (c = t->conns; c; c = next) {
+		next = c->next;
+		c->draining = true;
+		if (c->n_streams == 0) {
+			conn_close(c, "drained");
+			continue;
+		}
+		conn_frame(c, DMSC_TF_GOAWAY, 0, NULL, 0);
+		conn_flush(c);
+	}
+	pr_info("tunnel: draining: no new streams, the open ones finish\n");
+}
+
+static unsigned int streams_open(const struct tunnel *t)
+{
+	const struct conn *c;
+	unsigned int n = 0;
+
+	for (c = t->conns; c; c = c->next)
+		n += c->n_streams;
+	return n;
+}
+
 static void tunnel_free(struct tunnel *t)
 {
 	int i;
@@ -1264,7 +1321,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	struct epoll_event evs[EPOLL_BATCH];
 	char why[DMSC_MTLS_WHY_MAX];
 	struct tunnel *t = calloc(1, sizeof(*t));
-	uint64_t next_tick;
+	uint64_t next_tick, drain_end = 0;
 	size_t i;
 	int n, k, err;
 
@@ -1294,8 +1351,16 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	}
 	next_tick = now_ms() + TICK_MS;
 	metrics_write(t);
-	while (!*stop) {
+	for (;;) {
 		uint64_t now = now_ms();
+
+		if (*stop && !t->draining) {
+			tunnel_drain(t);
+			reap(t);
+			drain_end = now + o->drain_ms;
+		}
+		if (t->draining && (!streams_open(t) || now >= drain_end))
+			break;
 		int timeout = now >= next_tick ? 0 : (int)(next_tick - now);
 
 		n = epoll_wait(t->ep, evs, EPOLL_BATCH, timeout);

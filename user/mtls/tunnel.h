@@ -47,10 +47,12 @@ struct dmsc_tunnel_opts {
 	 * this host */
 	const struct dmsc_policy *policy;
 	unsigned int peer_idle_ms; /* close a connection to a peer idle this long; 0: never */
+	unsigned int drain_ms;	   /* stopping: how long open streams may finish */
 	int ready_fd;		   /* "ready\n" once listening, then closed; -1: none */
 };
 
 #define DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT 60000u
+#define DMSC_TUNNEL_DRAIN_MS_DEFAULT 10000u
 
 /* Parses "LADDR:LPORT=PEER:PPORT,DEST:DPORT,IDENTITY" into f; 0 or
  * -EINVAL with a message naming what is wrong in why. */
@@ -59,7 +61,8 @@ int dmsc_tunnel_forward_parse(const char *arg, struct dmsc_tunnel_forward *f, ch
 /* "ADDR:PORT" (IPv4). */
 int dmsc_tunnel_addr_parse(const char *arg, struct sockaddr_in *sa);
 
-/* Runs until *stop is set (then closes everything: streams are reset).
+/* Runs until *stop is set, then drains: no new connection or stream, the
+ * open streams get drain_ms to finish (then they are reset).
  * Returns 0, or a negative errno when it could not start (message logged). */
 int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *stop);
 

@@ -35,6 +35,9 @@ enum dmsc_tf_type {
 	DMSC_TF_FIN = 5,
 	/* the stream is gone: u8 reason, then text */
 	DMSC_TF_RESET = 6,
+	/* stream 0: open no more streams on this connection (the sender is
+	 * going away; its streams finish) */
+	DMSC_TF_GOAWAY = 7,
 };
 
 /* Why a stream was reset; the text after it says more. */
@@ -80,6 +83,8 @@ static inline bool dmsc_tf_get_hdr(const uint8_t *p, struct dmsc_tf_hdr *h)
 	h->flags = p[1];
 	h->len = (uint16_t)(p[2] << 8 | p[3]);
 	h->stream = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
+	if (h->type == DMSC_TF_GOAWAY)
+		return h->flags == 0 && h->len == 0 && h->stream == 0;
 	return h->type >= DMSC_TF_OPEN && h->type <= DMSC_TF_RESET && h->flags == 0 &&
 	       h->len <= DMSC_TF_PAYLOAD_MAX && h->stream != 0;
 }
