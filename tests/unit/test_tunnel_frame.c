@@ -3,11 +3,13 @@
  * user/mtls/tunnel.c). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
 
 #include "tunnel.h"
+#include "l7_snapshot.h"
 #include "tunnel_authz.h"
 #include "tunnel_frame.h"
 
@@ -128,4 +130,37 @@ Test(tunnel_authz, the_vouched_identity_against_allow_from_of_the_backend)
 					   "shop.slice/frontend.service"),
 		     DMSC_TV_NOT_A_BACKEND);
 	dmsc_policy_free(&p);
+}
+
+Test(tunnel_authz, the_view_dmscd_hands_the_tunnel_keeps_what_it_checks)
+{
+	static const char doc[] =
+	    "{\"services\":["
+	    "{\"name\":\"web\",\"vip\":\"198.19.13.1\",\"port\":80,\"protocol\":\"http\","
+	    " \"backends\":[{\"address\":\"198.18.13.2\",\"port\":8080,\"weight\":3}],"
+	    " \"allow_from\":[\"shop.slice/frontend.service\"],"
+	    " \"routes\":[{\"match\":{\"path_prefix\":\"/a\"}}]},"
+	    "{\"name\":\"dns\",\"vip\":\"198.19.13.2\",\"port\":53,\"protocol\":\"udp\","
+	    " \"backends\":[{\"address\":\"198.18.13.3\",\"port\":53}]}]}";
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0}, q = {0};
+	char *view = NULL;
+	size_t len = 0;
+
+	cr_assert_eq(dmsc_policy_parse(doc, sizeof(doc) - 1, "t", &p, &errs), 0);
+	cr_assert_eq(dmsc_mtls_view_json(&p, &view, &len), 0);
+	cr_assert_eq(dmsc_policy_parse(view, len, "view", &q, &errs), 0, "%s", view);
+	cr_assert_eq(q.n_services, 2, "every service, not only http: %s", view);
+	cr_expect_eq(q.services[0].protocol, DMSC_POLICY_HTTP);
+	cr_expect_eq(q.services[1].protocol, DMSC_POLICY_UDP);
+	cr_assert(q.services[0].has_allow_from);
+	cr_expect_str_eq(q.services[0].allow_from[0], "shop.slice/frontend.service");
+	cr_expect_not(q.services[1].has_allow_from, "absent stays absent (everyone)");
+	cr_expect_eq(q.services[0].n_routes, 0, "no L7 fields: %s", view);
+	cr_expect_eq(dmsc_tunnel_authorize(&q, inet_addr("198.18.13.2"), 8080,
+					   "shop.slice/frontend.service"),
+		     DMSC_TV_ALLOWED);
+	free(view);
+	dmsc_policy_free(&p);
+	dmsc_policy_free(&q);
 }
