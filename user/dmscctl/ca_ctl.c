@@ -17,6 +17,7 @@
 #include "ca_ctl.h"
 #include "log.h"
 #include "mtls_cert.h"
+#include "parse.h"
 
 #define EXIT_USAGE 2
 
@@ -213,12 +214,8 @@ int dmsc_ca_ctl_main(int argc, char **argv)
 				return EXIT_USAGE;
 			break;
 		case 'o':
-			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
-				pr_warn("-o: \"%s\" is not an output format (text, json)\n",
-					optarg);
+			if (dmsc_parse_output(optarg, &json))
 				return EXIT_USAGE;
-			}
-			json = !strcmp(optarg, "json");
 			break;
 		case 'v':
 			dmsc_log_init("dmscctl", DMSC_LOG_DEBUG);

@@ -139,11 +139,8 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "o:vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
-			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
-				pr_warn("-o: \"%s\" is not an output format (text, json)\n", optarg);
+			if (dmsc_parse_output(optarg, &o.json))
 				return EXIT_USAGE;
-			}
-			o.json = strcmp(optarg, "json") == 0;
 			break;
 		case OPT_DRY_RUN:
 			o.dry_run = true;
