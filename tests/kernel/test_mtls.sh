@@ -81,11 +81,11 @@ trap 'exit 143' TERM
 A=198.18.13.1 B=198.18.13.2 C=198.18.13.3
 ID=shop.slice/frontend.service
 dmsc_net_init "mtls$$" || exit 1
-dmsc_net_host a "$A/16" && dmsc_net_host b "$B/16" && dmsc_net_host c "$C/16" || {
+if ! dmsc_net_host a "$A/16" || ! dmsc_net_host b "$B/16" || ! dmsc_net_host c "$C/16"; then
 	t_fail "make the hosts"
 	t_summary
 	exit 1
-}
+fi
 
 # ---- certificates: a and b from the mesh CA, c from another -------------
 "$ctl" ca init "$work/ca" --trust-domain mesh.test >/dev/null &&
@@ -102,6 +102,7 @@ start_helper() {
 	shift
 	rm -f "$work/$h-helper.ready"
 	# exec: the pid written is the helper's own
+	# shellcheck disable=SC2016 # expanded by the inner shell
 	dmsc_net_exec "$h" bash -c 'echo $$ >"$0"; exec "$@"' "$work/$h-helper.pid" \
 		"$l7" tunnel --mtls-dir "$work/$h" --metrics-file "$work/$h.prom" \
 		--ready-fd 3 "$@" 3>"$work/$h-helper.ready" 2>>"$work/$h-helper.log" &
@@ -307,6 +308,7 @@ mkdir -p "$work/bpffs" && mount -t bpf bpf "$work/bpffs" && export DMSC_PIN_DIR=
 cg=$(dmsc_cgroup_make "mtls$$")
 t_check "install the datapath on a test cgroup (dmscd's)" \
 	"$ctl" install --cgroup "$cg" -o json >/dev/null
+# shellcheck disable=SC2016 # expanded by the inner shell
 nsenter --net="/run/netns/${DMSC_NET_PREFIX}b" bash -c 'echo $$ >"$0"; exec "$@"' "$work/dmscd.pid" "$root/build/dmscd" \
 	--policy "$work/b-policy.json" --mtls-dir "$work/b" --mtls-listen "$B:15008" \
 	--metrics off --debounce-ms 100 --debounce-max-ms 300 >>"$work/dmscd.log" 2>&1 &
