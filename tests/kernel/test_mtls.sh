@@ -61,6 +61,7 @@ cleanup() {
 	if [[ -n ${dpid:-} ]]; then
 		kill "$dpid" 2>/dev/null
 		t_wait 15 bash -c "! kill -0 $dpid 2>/dev/null"
+		rm -f "/run/dmsc/dmsc-tunnel.$dpid.prom"
 	fi
 	[[ -n ${DMSC_PIN_DIR:-} ]] && "$ctl" uninstall >/dev/null 2>&1
 	dmsc_net_cleanup
