@@ -32,6 +32,7 @@
 #include "datapath.h"
 #include "etcd_sync.h"
 #include "httpd.h"
+#include "l7_auto.h"
 #include "l7_snapshot.h"
 #include "l7_supervisor.h"
 #include "log.h"
@@ -59,8 +60,10 @@ struct agent {
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
 	int signal_fd, http_fd;
-	/* dmsc-l7 for protocol http services, when --l7-listen is given. */
+	/* dmsc-l7 for protocol http services, unless --l7 off (l7_auto.h). */
 	bool l7;
+	enum dmsc_l7_mode l7_mode;
+	struct dmsc_l7_served l7_served;
 	struct dmsc_l7_supervisor l7_sup;
 	const char *l7_argv[16];
 	char l7_metrics[PATH_MAX];
@@ -120,6 +123,11 @@ static const char usage_text[] =
     "  --fastpath-backlog BYTES|default  install: how far a same-host writer may\n"
     "                         run ahead of its reader before it leaves the fast path\n"
     "                         (K, M, G; 0: no bound; kept by later installs)\n"
+    "  --l7 auto|off          auto (default): run dmsc-l7 while the policy has\n"
+    "                         protocol http services; off: refuse such a policy\n"
+    "  --l7-listen ADDR:PORT  the helper's address in its own network namespace\n"
+    "                         (default " DMSC_L7_DEFAULT_LISTEN "; other namespaces get theirs)\n"
+    "  --l7-binary PATH       the helper (default: dmsc-l7 beside dmscd)\n"
     "  --pin-dir DIR          where the datapath is pinned (default $DMSC_PIN_DIR or\n"
     "                         %s)\n"
     "  -v, --verbose          debug messages\n"
@@ -174,6 +182,11 @@ static void l7_follow(struct agent *ag, const struct dmsc_policy *policy)
 	size_t len;
 	int err;
 
+	ag->l7_served.http_services = dmsc_l7_http_services(policy, NULL);
+	/* Started by the first policy that has http services; then it follows
+	 * every policy applied (also one without: it serves none). */
+	if (!ag->l7_served.http_services && !ag->l7_view)
+		return;
 	err = dmsc_l7_view_json(policy, &view, &len);
 	if (err) {
 		pr_warn("dmsc-l7: cannot build the policy it should run: %s; it keeps the last "
@@ -244,7 +257,8 @@ static void apply_policy(struct agent *ag, const char *why)
 		ag->stats.applies[DMSC_APPLY_INVALID]++;
 		goto out;
 	}
-	if (dmsc_policy_unsupported(&set.policy, buf, sizeof(buf))) {
+	if (dmsc_policy_unsupported(&set.policy, buf, sizeof(buf)) ||
+	    (ag->l7_mode == DMSC_L7_OFF && dmsc_l7_off_refusal(&set.policy, buf, sizeof(buf)))) {
 		pr_warn("%s: %s; not applied, the datapath is unchanged\n", ag->policy, buf);
 		ag->stats.applies[DMSC_APPLY_INVALID]++;
 		goto out;
@@ -411,7 +425,8 @@ static int l7_start(struct agent *ag, const char *bin, const char *listen)
 	if (dmsc_l7_sup_init(&ag->l7_sup, ag->l7_argv))
 		return -E2BIG;
 	ag->l7 = true;
-	pr_info("%s on %s serves http services once a policy is applied\n", bin, listen);
+	pr_info("%s on %s serves http services once a policy with some is applied\n", bin,
+		listen);
 	return 0;
 }
 
@@ -594,6 +609,7 @@ int main(int argc, char **argv)
 		OPT_PIN_DIR,
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
+		OPT_L7_MODE,
 		OPT_METRICS_BACKENDS,
 		OPT_ETCD,
 		OPT_ETCD_PREFIX,
@@ -617,6 +633,7 @@ int main(int argc, char **argv)
 	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
+	    {"l7", required_argument, NULL, OPT_L7_MODE},
 	    {"etcd", required_argument, NULL, OPT_ETCD},
 	    {"prefix", required_argument, NULL, OPT_ETCD_PREFIX},
 	    {"namespace", required_argument, NULL, OPT_ETCD_NS},
@@ -714,6 +731,12 @@ int main(int argc, char **argv)
 			break;
 		case OPT_L7_BINARY:
 			snprintf(l7_bin, sizeof(l7_bin), "%s", optarg);
+			break;
+		case OPT_L7_MODE:
+			if (dmsc_l7_mode_parse(optarg, &ag.l7_mode)) {
+				pr_warn("--l7: \"%s\" is not auto or off\n", optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case OPT_ETCD:
 			etcd_urls = optarg;
@@ -820,7 +843,13 @@ int main(int argc, char **argv)
 			dmsc_datapath_close(&dp);
 		}
 	}
-	if (l7_listen) {
+	if (l7_listen && ag.l7_mode == DMSC_L7_OFF) {
+		pr_warn("--l7-listen and --l7 off contradict each other\n");
+		goto out;
+	}
+	if (ag.l7_mode == DMSC_L7_AUTO) {
+		if (!l7_listen)
+			l7_listen = DMSC_L7_DEFAULT_LISTEN;
 		if (!l7_bin[0])
 			l7_default_binary(l7_bin, sizeof(l7_bin));
 		if (l7_start(&ag, l7_bin, l7_listen))
@@ -919,6 +948,10 @@ int main(int argc, char **argv)
 			flush_drops(&ag, false);
 		if (ag.l7)
 			dmsc_l7_sup_poll(&ag.l7_sup, (uint64_t)dmsc_now_ms());
+		dmsc_l7_served_check(&ag.l7_served, &ag.l7_sup, ag.l7, (uint64_t)dmsc_now_ms());
+		ag.stats.l7_http_services = ag.l7_served.http_services;
+		ag.stats.l7_unserved = ag.l7_served.unserved;
+		ag.stats.l7_helper_up = ag.l7_served.helper_up;
 	}
 	/* Removed backends still waiting: their delay is short; wait it out
 	 * rather than leave entries behind. */

@@ -78,7 +78,9 @@
 #include "datapath.h"
 #include "dmsc/shared.h"
 #include "l7_bucket.h"
+#include "l7_ep.h"
 #include "l7_http.h"
+#include "l7_netns.h"
 #include "l7_route.h"
 #include "log.h"
 #include "policy.h"
@@ -107,6 +109,7 @@ static struct {
 	int workers;
 	int ready_fd;
 	bool no_register;
+	bool no_netns; /* --no-netns: no listeners in other namespaces */
 	uint32_t max_header_bytes; /* request line + headers: past it 431 */
 	uint32_t max_headers;	   /* header fields: past it 431 */
 	uint32_t max_target;	   /* request target: past it 414 */
@@ -186,11 +189,6 @@ static int access_fd = -1;
 static volatile int draining;
 static size_t n_route_slots;
 
-enum ep_kind { EP_LISTEN, EP_CLIENT, EP_UPSTREAM, EP_POOL };
-struct ep {
-	enum ep_kind kind;
-};
-
 enum cstate {
 	S_IDLE,	    /* between requests */
 	S_HEAD,	    /* a request head is arriving */
@@ -213,6 +211,7 @@ struct conn {
 	const struct dmsc_l7_service *svc;
 	size_t svc_idx;
 	struct sockaddr_in peer;
+	uint32_t client_id; /* what --max-conns-per-client counts it as */
 
 	http_parser sp;
 	enum cstate state;
@@ -674,7 +673,7 @@ static void conn_free(struct conn *c)
 		request_finished(c);
 	upstream_close(c, false);
 	if (c->counted)
-		client_release(c->peer.sin_addr.s_addr);
+		client_release(c->client_id);
 	c->counted = false;
 	if (c->cfd >= 0)
 		close(c->cfd);
@@ -1553,6 +1552,7 @@ static void accept_one(struct worker *w, int fd)
 	    .max_target = opt.max_target,
 	};
 	struct conn *c;
+	uint32_t client_id;
 	int one = 1;
 
 	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
@@ -1584,7 +1584,11 @@ static void accept_one(struct worker *w, int fd)
 		close(fd);
 		return;
 	}
-	if (!client_take(peer.sin_addr.s_addr)) {
+	/* Through a namespace's own listener every client is 127.0.0.1:
+	 * count them per namespace (its listener's address). */
+	client_id = dmsc_l7_netns_addr(local.sin_addr.s_addr) ? local.sin_addr.s_addr
+							      : peer.sin_addr.s_addr;
+	if (!client_take(client_id)) {
 		ctr_add(&w->m.client_limit, 1);
 		refuse_busy(fd);
 		return;
@@ -1593,10 +1597,11 @@ static void accept_one(struct worker *w, int fd)
 	if (!c || dmsc_l7_http_init(&c->rq, &lim, &req_hooks, c)) {
 		free(c);
 		close(fd);
-		client_release(peer.sin_addr.s_addr);
+		client_release(client_id);
 		return;
 	}
 	c->counted = true;
+	c->client_id = client_id;
 	c->cep.kind = EP_CLIENT;
 	c->uep.kind = EP_UPSTREAM;
 	c->w = w;
@@ -1617,7 +1622,7 @@ static void accept_one(struct worker *w, int fd)
 		dmsc_l7_http_free(&c->rq);
 		free(c);
 		close(fd);
-		client_release(peer.sin_addr.s_addr);
+		client_release(client_id);
 		return;
 	}
 	c->next = w->conns;
@@ -1628,34 +1633,74 @@ static void accept_one(struct worker *w, int fd)
 	ctr_add(&w->m.accepted, 1);
 }
 
-static void accept_batch(struct worker *w)
+/* Up to 64 connections from listener lfd: the worker's own or a
+ * namespace's. Returns false once the queue is empty (or cannot be taken). */
+static bool accept_batch(struct worker *w, int lfd)
 {
 	int i, fd;
 
 	for (i = 0; i < 64; i++) {
-		fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			/* Out of descriptors: the level-triggered listener would
 			 * wake us at once, for ever. Stop watching it until the
 			 * next sweep; the backlog waits meanwhile. */
 			if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			     errno == ENOMEM) &&
-			    !w->accept_paused) {
+			    lfd == w->lfd && !w->accept_paused) {
 				epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
 				w->accept_paused = true;
 			}
-			return;
+			return false;
 		}
 		accept_one(w, fd);
 	}
+	return true;
 }
+
+/* A namespace listener at the drain: what its queue holds (bounded). */
+static void accept_queued(void *arg, int lfd)
+{
+	int i;
+
+	for (i = 0; i < 64 && accept_batch(arg, lfd); i++)
+		;
+}
+
+/* Namespace listeners (l7_netns.h): in every worker's epoll, one woken. */
+static void netns_watch(struct dmsc_l7_nsl *l)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &l->ep};
+	int i;
+
+	for (i = 0; i < opt.workers; i++)
+		if (epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0)
+			pr_warn("worker %d cannot watch a namespace listener: %s\n", i,
+				strerror(errno));
+}
+
+static void netns_unwatch(struct dmsc_l7_nsl *l)
+{
+	int i;
+
+	for (i = 0; i < opt.workers; i++)
+		epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, l->fd, NULL);
+}
+
+static const struct dmsc_l7_netns_ops netns_ops = {
+    .watch = netns_watch,
+    .unwatch = netns_unwatch,
+};
 
 static void stop_listening(struct worker *w)
 {
 	if (!w->listening)
 		return;
 	/* take what is queued already, then close: nothing is reset */
-	accept_batch(w);
+	accept_batch(w, w->lfd);
+	/* (the main thread stopped the namespace scanner before the drain) */
+	if (w->id == 0)
+		dmsc_l7_netns_close(accept_queued, w);
 	if (!w->accept_paused)
 		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
 	close(w->lfd);
@@ -1740,7 +1785,14 @@ static void *worker_main(void *arg)
 
 			if (e->kind == EP_LISTEN) {
 				if (!draining)
-					accept_batch(w);
+					accept_batch(w, w->lfd);
+				continue;
+			}
+			if (e->kind == EP_NS_LISTEN) {
+				int lfd = ((struct dmsc_l7_nsl *)e)->fd;
+
+				if (!draining && lfd >= 0)
+					accept_batch(w, lfd);
 				continue;
 			}
 			if (e->kind == EP_POOL) {
@@ -1914,9 +1966,13 @@ static void metrics_write(void)
 			"dmsc_l7_refused_connections_total{reason=\"no_handoff\"} %llu\n"
 			"dmsc_l7_refused_connections_total{reason=\"unknown_service\"} %llu\n"
 			"dmsc_l7_refused_connections_total{reason=\"over_capacity\"} %llu\n"
-			"dmsc_l7_refused_connections_total{reason=\"client_limit\"} %llu\n",
+			"dmsc_l7_refused_connections_total{reason=\"client_limit\"} %llu\n"
+			"# HELP dmsc_l7_namespaces Network namespaces the helper listens in "
+			"besides its own.\n"
+			"# TYPE dmsc_l7_namespaces gauge\n"
+			"dmsc_l7_namespaces %u\n",
 			(unsigned long long)acc, (unsigned long long)noh, (unsigned long long)unk,
-			(unsigned long long)over, (unsigned long long)cl);
+			(unsigned long long)over, (unsigned long long)cl, dmsc_l7_netns_count());
 	}
 	if (fclose(f) == 0)
 		rename(tmp, opt.metrics_file);
@@ -1937,6 +1993,7 @@ static void usage(FILE *f)
 		"  --access-log FILE|-     one line per request (default: off)\n"
 		"  --metrics-file FILE     Prometheus text, rewritten every second\n"
 		"  --no-register           do not write the listen address to the datapath\n"
+		"  --no-netns              no listeners in the mesh's other network namespaces\n"
 		"  --max-header-bytes N    request line + headers (default 8192; past it 431)\n"
 		"  --max-headers N         header fields (default 64; past it 431)\n"
 		"  --max-target N          request target (default 4096; past it 414)\n"
@@ -2003,6 +2060,10 @@ static int parse_args(int argc, char **argv)
 		}
 		if (!strcmp(a, "--no-register")) {
 			opt.no_register = true;
+			continue;
+		}
+		if (!strcmp(a, "--no-netns")) {
+			opt.no_netns = true;
 			continue;
 		}
 		if (!v) {
@@ -2242,6 +2303,11 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	/* Listeners in the mesh's other network namespaces, before "ready". */
+	if (!opt.no_netns &&
+	    dmsc_l7_netns_start(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), opt.listen.sin_port,
+				&netns_ops))
+		return 1;
 	if (!opt.no_register) {
 		conf.addr = opt.listen.sin_addr.s_addr;
 		conf.port = opt.listen.sin_port;
@@ -2275,6 +2341,7 @@ int main(int argc, char **argv)
 	 * takes the same address (SO_REUSEPORT), so no connection is balanced
 	 * around the routes meanwhile; those that arrive in between are refused. */
 	pr_info("draining (at most %u ms)\n", opt.drain_ms);
+	dmsc_l7_netns_stop_scanning();
 	draining = 1;
 	for (i = 0; i < opt.workers; i++)
 		pthread_join(workers[i].th, NULL);
