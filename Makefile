@@ -87,7 +87,7 @@ $(BUILD)/libdmsc-%.a: $$(call layer_objs,$$*,$(BUILD))
 	ar rcs $@ $^
 
 # dmsc-l7: Node's http_parser (Debian's libhttp-parser-dev) and threads.
-$(BUILD)/dmsc-l7: LIBS += -lhttp_parser -lpthread
+$(BUILD)/dmsc-l7: LIBS += -lhttp_parser -lnghttp2 -lpthread
 $(BUILD)/unit-tests $(BUILD)/bpf-tests: LIBS += -lhttp_parser
 
 $(PROGS): $(BUILD)/%: $$(call prog_src,$$*) $$(call archives,$$*,$(BUILD)) $(HEADERS) | $(BUILD)

@@ -13,7 +13,7 @@ set -euo pipefail
 PACKAGES=(
 	# build
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
-	libhttp-parser-dev libcurl4-openssl-dev
+	libhttp-parser-dev libcurl4-openssl-dev libnghttp2-dev
 	# tests
 	libcriterion-dev iproute2 curl procps psmisc jq iperf3 util-linux wrk
 	# sanitizers and fuzzing: libFuzzer and the ASan/UBSan runtimes come with
@@ -23,6 +23,9 @@ PACKAGES=(
 	sockperf haproxy gnuplot-nox
 	# policy carried by etcd (tests/kernel/test_etcd.sh)
 	etcd-server etcd-client
+	# HTTP/2 through dmsc-l7 (tests/kernel/test_l7_h2.sh): h2load and nghttp,
+	# nghttpd as the h2c backends (it installs no service)
+	nghttp2-client nghttp2-server
 )
 BENCH_PACKAGES=(haproxy nginx-light)
 

@@ -15,6 +15,8 @@
  * - The service of a connection comes from the kernel: dmsc_l7_handoff,
  *   keyed by the 4-tuple this accept() sees (shared.h explains why that is
  *   exact). No record: the connection is closed, never guessed.
+ * - A connection that opens with the HTTP/2 preface is handed to l7_h2.c
+ *   (nghttp2; streams routed one by one to h2c backends).
  * - HTTP/1.1 parsing: Node's http_parser 2.9 (Debian's libhttp-parser),
  *   paused after each request head (to route it) and after each message
  *   (so pipelined requests wait their turn: responses leave in order).
@@ -79,6 +81,7 @@
 #include "dmsc/shared.h"
 #include "l7_bucket.h"
 #include "l7_ep.h"
+#include "l7_h2.h"
 #include "l7_http.h"
 #include "l7_netns.h"
 #include "l7_route.h"
@@ -156,8 +159,11 @@ static const double hist_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 				 0.1,	 0.25,	0.5,	1,     2.5,  5,	    10};
 #define N_HIST (sizeof(hist_le) / sizeof(hist_le[0]))
 
+/* gRPC status codes 0 (OK) to 16 (UNAUTHENTICATED) */
+#define DMSC_L7_GRPC_CODES 17
 struct route_metrics {
 	uint64_t code[N_CODES + 1];
+	uint64_t grpc[DMSC_L7_GRPC_CODES]; /* HTTP/2 streams that carried grpc-status */
 	uint64_t hist[N_HIST + 1];
 	uint64_t sum_ns;
 	uint64_t retries;
@@ -240,6 +246,7 @@ struct conn {
 	bool up_reusable;
 	bool u_reg; /* ufd is in epoll (added lazily, after a first write) */
 	bool counted;  /* holds one of its client address's connections */
+	bool h1;       /* its first bytes were not the HTTP/2 preface */
 	bool client10; /* the request is HTTP/1.0: answered in 1.0 framing */
 	bool dechunk;  /* the response body is de-chunked for a 1.0 client */
 	int status;
@@ -279,6 +286,7 @@ struct worker {
 	struct metrics m;
 	bool listening;
 	bool accept_paused; /* out of fds: listener out of epoll until the next sweep */
+	struct dmsc_l7_h2_env h2; /* its HTTP/2 connections (l7_h2.h) */
 };
 
 static struct worker *workers;
@@ -1389,8 +1397,36 @@ static void reject(struct conn *c, int status)
 }
 
 /* Feeds buffered client bytes to the parser while the state allows. */
+/* The connection opened with the HTTP/2 preface: l7_h2.c takes it over,
+ * with the bytes read so far and its place in the per-client count. */
+static void h2_takeover(struct conn *c)
+{
+	int fd = c->cfd;
+
+	epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, fd, NULL);
+	c->cfd = -1; /* conn_step frees the rest */
+	c->counted = false;
+	if (dmsc_l7_h2_start(&c->w->h2, fd, c->client_id, c->svc, c->svc_idx, c->cin,
+			     c->cin_len)) {
+		close(fd);
+		client_release(c->client_id);
+	}
+	c->cin_len = c->cin_off = 0;
+}
+
 static void client_parse(struct conn *c)
 {
+	if (!c->h1 && c->cin_len > c->cin_off) {
+		int h2 = dmsc_l7_h2_preface(c->cin + c->cin_off, c->cin_len - c->cin_off);
+
+		if (h2 > 0) {
+			h2_takeover(c);
+			return;
+		}
+		if (h2 < 0 && !c->cin_eof)
+			return; /* a prefix of the preface: more bytes decide */
+		c->h1 = true;
+	}
 	while (c->cfd >= 0 && !c->close_after) {
 		size_t n;
 		int status;
@@ -1747,6 +1783,65 @@ static void sweep(struct worker *w, uint64_t now)
 	pool_expire(w, now);
 }
 
+/* ---- what the HTTP/2 code borrows (l7_h2.h) --------------------------------- */
+static uint32_t h2_rnd(void *w)
+{
+	return rnd(w);
+}
+
+static int h2_own_socket(int fd)
+{
+	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
+
+	if (bpf_map_update_elem(own_fd, &fd, &own, BPF_ANY)) {
+		pr_warn("cannot mark a backend socket in %s: %s\n", DMSC_MAP_L7_OWN,
+			strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static uint64_t h2_bucket_wait(size_t svc_idx, uint64_t now)
+{
+	struct svc_rt *rt = &svc_rt[svc_idx];
+	uint64_t wait;
+
+	pthread_mutex_lock(&rt->lock);
+	wait = dmsc_l7_bucket_take(&rt->bucket, now);
+	pthread_mutex_unlock(&rt->lock);
+	return wait;
+}
+
+static void h2_finished(void *worker, const struct dmsc_l7_service *svc, size_t svc_idx, int route,
+			int status, uint64_t dur, uint32_t attempts, int grpc_status)
+{
+	struct worker *w = worker;
+	struct route_metrics *rm = &w->m.rm[w->m.rm_base[svc_idx] + (size_t)(route + 1)];
+	double secs = (double)dur / 1e9;
+	size_t h;
+
+	ctr_add(&rm->code[code_index(status)], 1);
+	for (h = 0; h < N_HIST && secs > hist_le[h]; h++)
+		;
+	ctr_add(&rm->hist[h], 1);
+	ctr_add(&rm->sum_ns, dur);
+	if (attempts > 1)
+		ctr_add(&rm->retries, attempts - 1);
+	if (grpc_status >= 0 && grpc_status < DMSC_L7_GRPC_CODES)
+		ctr_add(&rm->grpc[grpc_status], 1);
+	if (access_fd >= 0) {
+		char line[256];
+		int n = snprintf(line, sizeof(line),
+				 "service=%s route=%d proto=h2 status=%d grpc_status=%d attempts=%u "
+				 "ms=%.3f\n",
+				 svc->src->name, route, status, grpc_status, attempts, secs * 1e3);
+
+		if (n > 0 && write(access_fd, line, (size_t)n) < 0) {
+			/* a full disk must not stop the traffic */
+		}
+	}
+}
+
 /* ---- workers ---------------------------------------------------------------- */
 static int open_listener(void)
 {
@@ -1786,6 +1881,10 @@ static void *worker_main(void *arg)
 			if (e->kind == EP_LISTEN) {
 				if (!draining)
 					accept_batch(w, w->lfd);
+				continue;
+			}
+			if (e->kind == EP_H2_CLIENT || e->kind == EP_H2_UP) {
+				dmsc_l7_h2_event(e, ev);
 				continue;
 			}
 			if (e->kind == EP_NS_LISTEN) {
@@ -1841,15 +1940,18 @@ static void *worker_main(void *arg)
 					w->accept_paused = false;
 			}
 			sweep(w, now);
+			dmsc_l7_h2_sweep(&w->h2, now, draining);
 			next_sweep = now + SWEEP_MS * 1000000ull;
 		}
 		conn_reap(w);
-		if (draining && (w->n_conns == 0 || now >= drain_end))
+		dmsc_l7_h2_reap(&w->h2);
+		if (draining && ((w->n_conns == 0 && w->h2.n_conns == 0) || now >= drain_end))
 			break;
 	}
 	while (w->conns)
 		conn_free(w->conns);
 	conn_reap(w);
+	dmsc_l7_h2_close_all(&w->h2);
 	pool_expire(w, now_ns());
 	return NULL;
 }
@@ -1946,6 +2048,28 @@ static void metrics_write(void)
 			fprintf(f, "dmsc_l7_retries_total{service=\"%s\",route=\"%s\"} %llu\n",
 				cfg.svcs[s].src->name, route, (unsigned long long)retries);
 		}
+	/* gRPC: the grpc-status each HTTP/2 stream ended with (only those seen) */
+	fprintf(f, "# HELP dmsc_l7_grpc_responses_total HTTP/2 streams by service, route and the "
+		   "grpc-status they ended with.\n"
+		   "# TYPE dmsc_l7_grpc_responses_total counter\n");
+	for (s = 0; s < cfg.n_svcs; s++)
+		for (r = 0; r <= cfg.svcs[s].n_routes; r++)
+			for (k = 0; k < DMSC_L7_GRPC_CODES; k++) {
+				char route[16];
+				uint64_t sum = 0;
+
+				for (wi = 0; wi < opt.workers; wi++)
+					sum += __atomic_load_n(
+					    &workers[wi].m.rm[workers[wi].m.rm_base[s] + r].grpc[k],
+					    __ATOMIC_RELAXED);
+				if (!sum)
+					continue;
+				snprintf(route, sizeof(route), r ? "%zu" : "none", r - 1);
+				fprintf(f,
+					"dmsc_l7_grpc_responses_total{service=\"%s\",route=\"%s\","
+					"grpc_status=\"%zu\"} %llu\n",
+					cfg.svcs[s].src->name, route, k, (unsigned long long)sum);
+			}
 	{
 		uint64_t acc = 0, noh = 0, unk = 0, over = 0, cl = 0;
 
@@ -2283,6 +2407,18 @@ int main(int argc, char **argv)
 			base += cfg.svcs[s].n_routes + 1;
 		}
 		w->epfd = epoll_create1(EPOLL_CLOEXEC);
+		w->h2 = (struct dmsc_l7_h2_env){
+		    .epfd = w->epfd,
+		    .worker = w,
+		    .rnd = h2_rnd,
+		    .own_socket = h2_own_socket,
+		    .bucket_wait = h2_bucket_wait,
+		    .finished = h2_finished,
+		    .release_client = client_release,
+		    .default_timeout_ms = opt.default_timeout_ms,
+		    .default_retries = opt.default_retries,
+		    .idle_ms = opt.idle_ms,
+		};
 		w->lfd = open_listener();
 		if (w->epfd < 0 || w->lfd < 0) {
 			err = w->lfd < 0 ? w->lfd : -errno;
