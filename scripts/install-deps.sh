@@ -26,6 +26,8 @@ PACKAGES=(
 	# HTTP/2 through dmsc-l7 (tests/kernel/test_l7_h2.sh): h2load and nghttp,
 	# nghttpd as the h2c backends (it installs no service)
 	nghttp2-client nghttp2-server
+	# gRPC through dmsc-l7 (tests/kernel/test_l7_grpc.sh)
+	python3-grpcio
 )
 BENCH_PACKAGES=(haproxy nginx-light)
 

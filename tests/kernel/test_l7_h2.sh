@@ -22,6 +22,7 @@ LIMITED=198.19.78.2
 SLOW=198.19.78.3
 RETRY=198.19.78.4
 BIG=198.19.78.5
+SILENT=198.19.78.6
 dmsc_net_host c 198.18.0.2/16 || exit 1
 dmsc_net_host n 198.18.0.1/16 || exit 1
 dmsc_net_host b1 198.18.1.2/16 || exit 1
@@ -73,7 +74,9 @@ cat >"$T/policy.json" <<EOF
       { "match": { "path_prefix": "/noretry" }, "retries": 0 },
       { "match": { "path_prefix": "/" }, "retries": 2 } ] },
   { "name": "big", "vip": "$BIG", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] } ] }
+    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
+  { "name": "silent", "vip": "$SILENT", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.4", "port": 8080 } ] } ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply the policy" "$CTL" apply "$T/policy.json"
@@ -122,6 +125,12 @@ t_check "requests_per_second 1 burst 5: 20 streams -> 5 2xx, 15 4xx (429)" \
 # 4. timeout per stream: 504 after timeout_ms
 t_eq "a backend that never answers: 504 after timeout_ms" \
 	"$(h2curl -o /dev/null -w '%{http_code}' "http://$SLOW/x")" 504
+
+# a gRPC deadline shorter than the route's (15 s by default) wins: the
+# helper answers 504 before nghttp gives up after 5 s
+t_eq "grpc-timeout: 300m on a backend that never answers: 504 from the helper" \
+	"$(in_c nghttp -v --timeout=5 -H 'grpc-timeout: 300m' "http://$SILENT/x" 2>&1 |
+		awk '/recv \(stream_id=[0-9]+\) :status:/ { print $NF }')" 504
 
 # 5. retries: a refused backend is retried elsewhere
 ok=0
