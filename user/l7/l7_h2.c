@@ -51,6 +51,7 @@ struct h2_stream {
 	bool req_end, resp_end;
 	bool req_body_taken; /* some request body went to a backend: no retry */
 	bool resp_submitted; /* response headers went to the client */
+	bool resp_final;     /* the backend's final (non-1xx) response headers came */
 	bool c_closed, u_closed;
 	bool finished;
 	int route, backend, status, grpc_status;
@@ -313,7 +314,7 @@ static int up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_
 	(void)user;
 	if (!st || f->hd.type != NGHTTP2_HEADERS)
 		return 0;
-	h = f->headers.cat == NGHTTP2_HCAT_HEADERS && st->resp ? &st->trailers : &st->resp;
+	h = st->resp_final ? &st->trailers : &st->resp;
 	if (!*h && !(*h = calloc(1, sizeof(**h))))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	hdrs_add(*h, name, nlen, value, vlen);
@@ -337,7 +338,11 @@ static int up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	(void)user;
 	if (!st)
 		return 0;
-	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_RESPONSE && st->resp) {
+	/* the final response's headers: the first HEADERS, or the one after
+	 * a 1xx (which nghttp2 may class as HCAT_HEADERS); later ones are
+	 * trailers */
+	if (f->hd.type == NGHTTP2_HEADERS && st->resp && !st->resp_final &&
+	    (f->headers.cat == NGHTTP2_HCAT_RESPONSE || f->headers.cat == NGHTTP2_HCAT_HEADERS)) {
 		stv = hdrs_get(st->resp, ":status");
 		st->status = stv ? atoi((const char *)stv->value) : 502;
 		if (st->status >= 100 && st->status < 200) {
@@ -345,6 +350,7 @@ static int up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 			st->resp = NULL;
 			return 0;
 		}
+		st->resp_final = true;
 		grpc_status_of(st, st->resp);
 		st->resp_end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 		if (st->c_closed || st->resp_submitted)
