@@ -87,7 +87,7 @@ routed() { # routed CURLFN: 6 requests each to /v1/ and /v2/ land on v1 and v2
 # 1. A policy directory with an http service: the helper starts, no flag.
 start_dmscd --policy "$T/pol"
 t_check "dmscd (no --l7 flag, a policy directory) starts dmsc-l7" \
-	t_wait 20 grep -q 'dmsc-l7: starting it with the http services' "$T/dmscd.log"
+	t_wait 20 grep -q 'dmsc-l7: starting it with the' "$T/dmscd.log"
 t_check "the helper says ready" t_wait 20 metric_is dmsc_l7_helper_up 1
 t_check "a client in the node namespace: routed by path (/v1/ -> v1, /v2/ -> v2)" \
 	t_wait 10 routed curl_node
