@@ -42,7 +42,7 @@ prog_src   = $(filter %/$(1).c,$(PROG_SRCS))
 layer_objs = $(patsubst user/%.c,$(2)/obj/%.o,$(filter-out $(PROG_SRCS),$(wildcard user/$(1)/*.c)))
 LIBS_dmscctl   := dmscctl dmscd datapath policy mtls common
 LIBS_dmscd     := dmscd datapath policy common
-LIBS_dmsc-l7   := l7 mtls policy common
+LIBS_dmsc-l7   := l7 mtls datapath policy common
 LIBS_tests     := dmscctl dmscd l7 datapath policy mtls common
 archives       = $(patsubst %,$(2)/libdmsc-%.a,$(LIBS_$(1)))
 TOOLS     := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
@@ -88,7 +88,7 @@ $(BUILD)/libdmsc-%.a: $$(call layer_objs,$$*,$(BUILD))
 	ar rcs $@ $^
 
 # dmsc-l7: Node's http_parser (Debian's libhttp-parser-dev) and threads.
-$(BUILD)/dmsc-l7: LIBS += -lhttp_parser -lpthread
+$(BUILD)/dmsc-l7: LIBS += -lhttp_parser -lnghttp2 -lpthread
 $(BUILD)/unit-tests $(BUILD)/bpf-tests: LIBS += -lhttp_parser
 
 $(PROGS): $(BUILD)/%: $$(call prog_src,$$*) $$(call archives,$$*,$(BUILD)) $(HEADERS) | $(BUILD)

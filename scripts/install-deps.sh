@@ -13,7 +13,7 @@ set -euo pipefail
 PACKAGES=(
 	# build
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
-	libhttp-parser-dev libcurl4-openssl-dev
+	libhttp-parser-dev libcurl4-openssl-dev libnghttp2-dev
 	# mutual TLS between hosts (user/mtls/): OpenSSL 3; openssl checks what dmscctl ca writes
 	libssl-dev openssl
 	# captures in tests/kernel/test_mtls.sh (no plaintext on the wire)
@@ -29,6 +29,11 @@ PACKAGES=(
 	# certificates are made with the openssl CLI; scripts/bench-etcd.sh
 	# is in Python)
 	etcd-server etcd-client openssl python3
+	# HTTP/2 through dmsc-l7 (tests/kernel/test_l7_h2.sh): h2load and nghttp,
+	# nghttpd as the h2c backends (it installs no service)
+	nghttp2-client nghttp2-server
+	# gRPC through dmsc-l7 (tests/kernel/test_l7_grpc.sh)
+	python3-grpcio
 )
 BENCH_PACKAGES=(haproxy nginx-light)
 

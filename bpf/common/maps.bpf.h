@@ -116,6 +116,14 @@ struct {
 	__type(value, struct dmsc_l7_own);
 } dmsc_l7_own __weak SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, DMSC_L7_NETNS_MAX);
+	__type(key, __u64);
+	__type(value, struct dmsc_l7_conf);
+} dmsc_l7_netns __weak SEC(".maps");
+
 #define DMSC_AF_INET 2
 #define DMSC_AF_INET6 10
 

@@ -110,8 +110,14 @@ static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
 	struct dmsc_sock_vip *rec;
 	struct dmsc_svc_stats *ss;
 	__u32 zero = 0;
+	__u64 netns;
 
-	conf = bpf_map_lookup_elem(&dmsc_l7_conf, &zero);
+	/* The helper's listener in the client's own network namespace, if
+	 * it has one (user/l7/l7_netns.h); else its --listen address. */
+	netns = bpf_get_netns_cookie(ctx);
+	conf = bpf_map_lookup_elem(&dmsc_l7_netns, &netns);
+	if (!conf)
+		conf = bpf_map_lookup_elem(&dmsc_l7_conf, &zero);
 	if (!conf || !conf->addr || !conf->port) {
 		count_reason(DMSC_R_L7_NO_HELPER);
 		return false;

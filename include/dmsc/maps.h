@@ -28,6 +28,7 @@
 	X(L7_CONF, FIXED)       \
 	X(L7_HANDOFF, FIXED)    \
 	X(L7_OWN, FIXED)        \
+	X(L7_NETNS, FIXED)      \
 	X(FP_SOCKS, FIXED)      \
 	X(FP_PENDING, FIXED)    \
 	X(FP_SOCK, FIXED)       \

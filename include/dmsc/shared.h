@@ -43,6 +43,7 @@
 #define DMSC_MAP_L7_CONF "dmsc_l7_conf"
 #define DMSC_MAP_L7_HANDOFF "dmsc_l7_handoff"
 #define DMSC_MAP_L7_OWN "dmsc_l7_own"
+#define DMSC_MAP_L7_NETNS "dmsc_l7_netns"
 
 /* Default capacities; dmscctl install can change them. Id 0 is reserved in
  * both id spaces, so that an uninitialised slot is recognisable. */
@@ -308,6 +309,17 @@ struct dmsc_l7_handoff {
 };
 
 #define DMSC_L7_HANDOFF_MAX 65536
+
+/*
+ * dmsc_l7_netns: HASH, a network namespace's cookie (bpf_get_netns_cookie,
+ * Linux 5.7 in cgroup/connect4) -> where dmsc-l7 listens inside that
+ * namespace (user/l7/l7_netns.h). Written by the helper for every namespace
+ * that has mesh processes; connect4 prefers it to dmsc_l7_conf, so a client
+ * in a container reaches the helper on its own loopback, with nothing
+ * configured. Each namespace has its own address (127.77.0.0/16), so the
+ * handoff key stays unique across namespaces.
+ */
+#define DMSC_L7_NETNS_MAX 4096
 
 /*
  * dmsc_l7_own: SK_STORAGE, value struct dmsc_l7_own. dmsc-l7 writes an

@@ -42,6 +42,11 @@ static const char usage_text[] =
     "  --fastpath-backlog BYTES|default  install: how far a same-host writer may\n"
     "                         run ahead of its reader before it leaves the fast path\n"
     "                         (K, M, G; 0: no bound; kept by later installs)\n"
+    "  --l7 auto|off          auto (default): run dmsc-l7 while the policy has\n"
+    "                         protocol http services; off: refuse such a policy\n"
+    "  --l7-listen ADDR:PORT  the helper's address in its own network namespace\n"
+    "                         (default " DMSC_L7_DEFAULT_LISTEN "; other namespaces get theirs)\n"
+    "  --l7-binary PATH       the helper (default: dmsc-l7 beside dmscd)\n"
     "  --pin-dir DIR          where the datapath is pinned (default $DMSC_PIN_DIR or\n"
     "                         %s)\n"
     "  --mtls-dir HOSTDIR     run dmsc-l7 tunnel, the mutual TLS tunnel between hosts,\n"
@@ -133,6 +138,7 @@ int main(int argc, char **argv)
 		OPT_PIN_DIR,
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
+		OPT_L7_MODE,
 		OPT_METRICS_BACKENDS,
 		OPT_ETCD,
 		OPT_ETCD_PREFIX,
@@ -158,6 +164,7 @@ int main(int argc, char **argv)
 	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
+	    {"l7", required_argument, NULL, OPT_L7_MODE},
 	    {"mtls-dir", required_argument, NULL, OPT_MTLS_DIR},
 	    {"mtls-listen", required_argument, NULL, OPT_MTLS_LISTEN},
 	    {"etcd", required_argument, NULL, OPT_ETCD},
@@ -257,6 +264,12 @@ int main(int argc, char **argv)
 			break;
 		case OPT_L7_BINARY:
 			snprintf(l7_bin, sizeof(l7_bin), "%s", optarg);
+			break;
+		case OPT_L7_MODE:
+			if (dmsc_l7_mode_parse(optarg, &ag.l7_mode)) {
+				pr_warn("--l7: \"%s\" is not auto or off\n", optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case OPT_MTLS_DIR:
 			mtls_dir = optarg;
@@ -373,7 +386,13 @@ int main(int argc, char **argv)
 			dmsc_datapath_close(&dp);
 		}
 	}
-	if (l7_listen) {
+	if (l7_listen && ag.l7_mode == DMSC_L7_OFF) {
+		pr_warn("--l7-listen and --l7 off contradict each other\n");
+		goto out;
+	}
+	if (ag.l7_mode == DMSC_L7_AUTO) {
+		if (!l7_listen)
+			l7_listen = DMSC_L7_DEFAULT_LISTEN;
 		if (!l7_bin[0])
 			l7_default_binary(l7_bin, sizeof(l7_bin));
 		if (l7_start(&ag, l7_bin, l7_listen))
@@ -479,6 +498,10 @@ int main(int argc, char **argv)
 			flush_drops(&ag, false);
 		if (ag.l7)
 			dmsc_l7_sup_poll(&ag.l7_sup, (uint64_t)dmsc_now_ms());
+		dmsc_l7_served_check(&ag.l7_served, &ag.l7_sup, ag.l7, (uint64_t)dmsc_now_ms());
+		ag.stats.l7_http_services = ag.l7_served.http_services;
+		ag.stats.l7_unserved = ag.l7_served.unserved;
+		ag.stats.l7_helper_up = ag.l7_served.helper_up;
 		if (ag.tunnel)
 			dmsc_l7_sup_poll(&ag.tunnel_sup, (uint64_t)dmsc_now_ms());
 	}

@@ -28,6 +28,7 @@
 #include "datapath.h"
 #include "etcd_sync.h"
 #include "httpd.h"
+#include "l7_auto.h"
 #include "l7_snapshot.h"
 #include "l7_supervisor.h"
 #include "log.h"
@@ -55,8 +56,10 @@ struct agent {
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
 	int signal_fd, http_fd;
-	/* dmsc-l7 for protocol http services, when --l7-listen is given. */
+	/* dmsc-l7 for protocol http services, unless --l7 off (l7_auto.h). */
 	bool l7;
+	enum dmsc_l7_mode l7_mode;
+	struct dmsc_l7_served l7_served;
 	struct dmsc_l7_supervisor l7_sup;
 	const char *l7_argv[16];
 	char l7_metrics[PATH_MAX];

@@ -78,6 +78,11 @@ static void helper_follow(const char *name, struct dmsc_l7_supervisor *sup,
 
 void l7_follow(struct agent *ag, const struct dmsc_policy *policy)
 {
+	ag->l7_served.http_services = dmsc_l7_http_services(policy, NULL);
+	/* Started by the first policy that has http services; then it follows
+	 * every policy applied (also one without: it serves none). */
+	if (!ag->l7_served.http_services && !ag->l7_view)
+		return;
 	helper_follow("dmsc-l7", &ag->l7_sup, ag->l7_argv, &ag->l7_view, &ag->l7_view_len,
 		      dmsc_l7_view_json, policy);
 }
@@ -133,7 +138,8 @@ void apply_policy(struct agent *ag, const char *why)
 		ag->stats.applies[DMSC_APPLY_INVALID]++;
 		goto out;
 	}
-	if (dmsc_policy_unsupported(&set.policy, buf, sizeof(buf))) {
+	if (dmsc_policy_unsupported(&set.policy, buf, sizeof(buf)) ||
+	    (ag->l7_mode == DMSC_L7_OFF && dmsc_l7_off_refusal(&set.policy, buf, sizeof(buf)))) {
 		pr_warn("%s: %s; not applied, the datapath is unchanged\n", ag->policy, buf);
 		ag->stats.applies[DMSC_APPLY_INVALID]++;
 		goto out;

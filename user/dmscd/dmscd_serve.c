@@ -49,7 +49,8 @@ int l7_start(struct agent *ag, const char *bin, const char *listen)
 	if (dmsc_l7_sup_init(&ag->l7_sup, ag->l7_argv))
 		return -E2BIG;
 	ag->l7 = true;
-	pr_info("%s on %s serves http services once a policy is applied\n", bin, listen);
+	pr_info("%s on %s serves http services once a policy with some is applied\n", bin,
+		listen);
 	return 0;
 }
 

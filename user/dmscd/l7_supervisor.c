@@ -337,7 +337,7 @@ int dmsc_l7_unregister(const char *pin_dir)
 	struct dmsc_l7_conf none = {0};
 	char path[PATH_MAX];
 	__u32 zero = 0;
-	int fd, err = 0;
+	int fd, err = 0, n;
 
 	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_CONF);
 	fd = bpf_obj_get(path);
@@ -351,5 +351,18 @@ int dmsc_l7_unregister(const char *pin_dir)
 		pr_warn("cannot clear %s: %s\n", path, strerror(-err));
 	}
 	close(fd);
+	/* and its listeners in other network namespaces (a datapath of an
+	 * older build has no such map: nothing to clear) */
+	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_NETNS);
+	fd = bpf_obj_get(path);
+	if (fd >= 0) {
+		__u64 key;
+
+		/* bounded: the map's capacity */
+		for (n = 0; n < DMSC_L7_NETNS_MAX && bpf_map_get_next_key(fd, NULL, &key) == 0;
+		     n++)
+			bpf_map_delete_elem(fd, &key);
+		close(fd);
+	}
 	return err;
 }

@@ -468,6 +468,16 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	dmsc_prom_family(b, "dmsc_policy_services", "gauge",
 			 "Services in the policy last applied.");
 	dmsc_prom_sample(b, "dmsc_policy_services", NULL, 0, a->policy_services);
+	dmsc_prom_family(b, "dmsc_l7_http_services", "gauge",
+			 "protocol http services in the policy last applied.");
+	dmsc_prom_sample(b, "dmsc_l7_http_services", NULL, 0, a->l7_http_services);
+	dmsc_prom_family(b, "dmsc_l7_unserved_services", "gauge",
+			 "http services that no ready dmsc-l7 serves (balanced at L4 without "
+			 "their routes and limits): an error when above 0.");
+	dmsc_prom_sample(b, "dmsc_l7_unserved_services", NULL, 0, a->l7_unserved);
+	dmsc_prom_family(b, "dmsc_l7_helper_up", "gauge", "1 when a dmsc-l7 started by this "
+			 "dmscd is ready.");
+	dmsc_prom_sample(b, "dmsc_l7_helper_up", NULL, 0, a->l7_helper_up);
 	dmsc_prom_family(b, "dmsc_apply_last_success_timestamp_seconds", "gauge",
 			 "When the last successful apply ended (0: none yet).");
 	dmsc_prom_sample_f(b, "dmsc_apply_last_success_timestamp_seconds", NULL, 0,

@@ -68,6 +68,11 @@ struct dmsc_agent_stats {
 	size_t policy_services;
 	double start_time;	/* seconds since the epoch */
 	double last_apply_time; /* of the last successful apply; 0: none */
+	/* protocol http services of the policy applied, those that no ready
+	 * dmsc-l7 serves, and whether one is ready (l7_auto.h) */
+	size_t l7_http_services;
+	size_t l7_unserved;
+	bool l7_helper_up;
 };
 
 void dmsc_agent_stats_init(struct dmsc_agent_stats *a);

@@ -15,6 +15,8 @@
  * - The service of a connection comes from the kernel: dmsc_l7_handoff,
  *   keyed by the 4-tuple this accept() sees (shared.h explains why that is
  *   exact). No record: the connection is closed, never guessed.
+ * - A connection that opens with the HTTP/2 preface is handed to l7_h2.c
+ *   (nghttp2; streams routed one by one to h2c backends).
  * - HTTP/1.1 parsing: Node's http_parser 2.9 (Debian's libhttp-parser),
  *   paused after each request head (to route it) and after each message
  *   (so pipelined requests wait their turn: responses leave in order).
@@ -91,6 +93,7 @@ static void usage(FILE *f)
 		"  --access-log FILE|-     one line per request (default: off)\n"
 		"  --metrics-file FILE     Prometheus text, rewritten every second\n"
 		"  --no-register           do not write the listen address to the datapath\n"
+		"  --no-netns              no listeners in the mesh's other network namespaces\n"
 		"  --max-header-bytes N    request line + headers (default 8192; past it 431)\n"
 		"  --max-headers N         header fields (default 64; past it 431)\n"
 		"  --max-target N          request target (default 4096; past it 414)\n"
@@ -157,6 +160,10 @@ static int parse_args(int argc, char **argv)
 		}
 		if (!strcmp(a, "--no-register")) {
 			opt.no_register = true;
+			continue;
+		}
+		if (!strcmp(a, "--no-netns")) {
+			opt.no_netns = true;
 			continue;
 		}
 		if (!v) {
@@ -378,6 +385,7 @@ int main(int argc, char **argv)
 			base += cfg.svcs[s].n_routes + 1;
 		}
 		w->epfd = epoll_create1(EPOLL_CLOEXEC);
+		worker_h2_init(w);
 		w->lfd = open_listener();
 		if (w->epfd < 0 || w->lfd < 0) {
 			err = w->lfd < 0 ? w->lfd : -errno;
@@ -398,6 +406,11 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	/* Listeners in the mesh's other network namespaces, before "ready". */
+	if (!opt.no_netns &&
+	    dmsc_l7_netns_start(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), opt.listen.sin_port,
+				&netns_ops))
+		return 1;
 	if (!opt.no_register) {
 		conf.addr = opt.listen.sin_addr.s_addr;
 		conf.port = opt.listen.sin_port;
@@ -431,6 +444,7 @@ int main(int argc, char **argv)
 	 * takes the same address (SO_REUSEPORT), so no connection is balanced
 	 * around the routes meanwhile; those that arrive in between are refused. */
 	pr_info("draining (at most %u ms)\n", opt.drain_ms);
+	dmsc_l7_netns_stop_scanning();
 	draining = 1;
 	for (i = 0; i < opt.workers; i++)
 		pthread_join(workers[i].th, NULL);

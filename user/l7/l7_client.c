@@ -102,8 +102,36 @@ void reject(struct conn *c, int status)
 }
 
 /* Feeds buffered client bytes to the parser while the state allows. */
+/* The connection opened with the HTTP/2 preface: l7_h2.c takes it over,
+ * with the bytes read so far and its place in the per-client count. */
+static void h2_takeover(struct conn *c)
+{
+	int fd = c->cfd;
+
+	epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, fd, NULL);
+	c->cfd = -1; /* conn_step frees the rest */
+	c->counted = false;
+	if (dmsc_l7_h2_start(&c->w->h2, fd, c->client_id, c->svc, c->svc_idx, c->cin,
+			     c->cin_len)) {
+		close(fd);
+		client_release(c->client_id);
+	}
+	c->cin_len = c->cin_off = 0;
+}
+
 void client_parse(struct conn *c)
 {
+	if (!c->h1 && c->cin_len > c->cin_off) {
+		int h2 = dmsc_l7_h2_preface(c->cin + c->cin_off, c->cin_len - c->cin_off);
+
+		if (h2 > 0) {
+			h2_takeover(c);
+			return;
+		}
+		if (h2 < 0 && !c->cin_eof)
+			return; /* a prefix of the preface: more bytes decide */
+		c->h1 = true;
+	}
 	while (c->cfd >= 0 && !c->close_after) {
 		size_t n;
 		int status;

@@ -219,7 +219,7 @@ void conn_free(struct conn *c)
 		request_finished(c);
 	upstream_close(c, false);
 	if (c->counted)
-		client_release(c->peer.sin_addr.s_addr);
+		client_release(c->client_id);
 	c->counted = false;
 	if (c->cfd >= 0)
 		close(c->cfd);

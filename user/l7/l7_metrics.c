@@ -62,6 +62,37 @@ static void access_log_line(const struct conn *c, uint64_t dur_ns)
 	}
 }
 
+/* An HTTP/2 stream answered (l7_h2.h): the same families as a request. */
+void h2_finished(void *worker, const struct dmsc_l7_service *svc, size_t svc_idx, int route,
+		 int status, uint64_t dur, uint32_t attempts, int grpc_status)
+{
+	struct worker *w = worker;
+	struct route_metrics *rm = &w->m.rm[w->m.rm_base[svc_idx] + (size_t)(route + 1)];
+	double secs = (double)dur / 1e9;
+	size_t h;
+
+	ctr_add(&rm->code[code_index(status)], 1);
+	for (h = 0; h < N_HIST && secs > hist_le[h]; h++)
+		;
+	ctr_add(&rm->hist[h], 1);
+	ctr_add(&rm->sum_ns, dur);
+	if (attempts > 1)
+		ctr_add(&rm->retries, attempts - 1);
+	if (grpc_status >= 0 && grpc_status < DMSC_L7_GRPC_CODES)
+		ctr_add(&rm->grpc[grpc_status], 1);
+	if (access_fd >= 0) {
+		char line[256];
+		int n = snprintf(line, sizeof(line),
+				 "service=%s route=%d proto=h2 status=%d grpc_status=%d attempts=%u "
+				 "ms=%.3f\n",
+				 svc->src->name, route, status, grpc_status, attempts, secs * 1e3);
+
+		if (n > 0 && write(access_fd, line, (size_t)n) < 0) {
+			/* a full disk must not stop the traffic */
+		}
+	}
+}
+
 void request_finished(struct conn *c)
 {
 	struct route_metrics *rm;
@@ -176,6 +207,28 @@ void metrics_write(void)
 			fprintf(f, "dmsc_l7_retries_total{service=\"%s\",route=\"%s\"} %llu\n",
 				cfg.svcs[s].src->name, route, (unsigned long long)retries);
 		}
+	/* gRPC: the grpc-status each HTTP/2 stream ended with (only those seen) */
+	fprintf(f, "# HELP dmsc_l7_grpc_responses_total HTTP/2 streams by service, route and the "
+		   "grpc-status they ended with.\n"
+		   "# TYPE dmsc_l7_grpc_responses_total counter\n");
+	for (s = 0; s < cfg.n_svcs; s++)
+		for (r = 0; r <= cfg.svcs[s].n_routes; r++)
+			for (k = 0; k < DMSC_L7_GRPC_CODES; k++) {
+				char route[16];
+				uint64_t sum = 0;
+
+				for (wi = 0; wi < opt.workers; wi++)
+					sum += __atomic_load_n(
+					    &workers[wi].m.rm[workers[wi].m.rm_base[s] + r].grpc[k],
+					    __ATOMIC_RELAXED);
+				if (!sum)
+					continue;
+				snprintf(route, sizeof(route), r ? "%zu" : "none", r - 1);
+				fprintf(f,
+					"dmsc_l7_grpc_responses_total{service=\"%s\",route=\"%s\","
+					"grpc_status=\"%zu\"} %llu\n",
+					cfg.svcs[s].src->name, route, k, (unsigned long long)sum);
+			}
 	{
 		uint64_t acc = 0, noh = 0, unk = 0, over = 0, cl = 0;
 
@@ -196,9 +249,13 @@ void metrics_write(void)
 			"dmsc_l7_refused_connections_total{reason=\"no_handoff\"} %llu\n"
 			"dmsc_l7_refused_connections_total{reason=\"unknown_service\"} %llu\n"
 			"dmsc_l7_refused_connections_total{reason=\"over_capacity\"} %llu\n"
-			"dmsc_l7_refused_connections_total{reason=\"client_limit\"} %llu\n",
+			"dmsc_l7_refused_connections_total{reason=\"client_limit\"} %llu\n"
+			"# HELP dmsc_l7_namespaces Network namespaces the helper listens in "
+			"besides its own.\n"
+			"# TYPE dmsc_l7_namespaces gauge\n"
+			"dmsc_l7_namespaces %u\n",
 			(unsigned long long)acc, (unsigned long long)noh, (unsigned long long)unk,
-			(unsigned long long)over, (unsigned long long)cl);
+			(unsigned long long)over, (unsigned long long)cl, dmsc_l7_netns_count());
 	}
 	if (fclose(f) == 0)
 		rename(tmp, opt.metrics_file);

@@ -36,7 +36,10 @@
 #include "datapath.h"
 #include "dmsc/shared.h"
 #include "l7_bucket.h"
+#include "l7_ep.h"
+#include "l7_h2.h"
 #include "l7_http.h"
+#include "l7_netns.h"
 #include "l7_route.h"
 #include "log.h"
 #include "policy.h"
@@ -65,6 +68,7 @@ struct l7_opts {
 	int workers;
 	int ready_fd;
 	bool no_register;
+	bool no_netns; /* --no-netns: no listeners in other namespaces */
 	uint32_t max_header_bytes; /* request line + headers: past it 431 */
 	uint32_t max_headers;	   /* header fields: past it 431 */
 	uint32_t max_target;	   /* request target: past it 414 */
@@ -97,8 +101,11 @@ static const double hist_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 				 0.1,	 0.25,	0.5,	1,     2.5,  5,	    10};
 #define N_HIST (sizeof(hist_le) / sizeof(hist_le[0]))
 
+/* gRPC status codes 0 (OK) to 16 (UNAUTHENTICATED) */
+#define DMSC_L7_GRPC_CODES 17
 struct route_metrics {
 	uint64_t code[N_CODES + 1];
+	uint64_t grpc[DMSC_L7_GRPC_CODES]; /* HTTP/2 streams that carried grpc-status */
 	uint64_t hist[N_HIST + 1];
 	uint64_t sum_ns;
 	uint64_t retries;
@@ -130,11 +137,6 @@ extern int access_fd;
 extern volatile int draining;
 extern size_t n_route_slots;
 
-enum ep_kind { EP_LISTEN, EP_CLIENT, EP_UPSTREAM, EP_POOL };
-struct ep {
-	enum ep_kind kind;
-};
-
 enum cstate {
 	S_IDLE,	    /* between requests */
 	S_HEAD,	    /* a request head is arriving */
@@ -157,6 +159,7 @@ struct conn {
 	const struct dmsc_l7_service *svc;
 	size_t svc_idx;
 	struct sockaddr_in peer;
+	uint32_t client_id; /* what --max-conns-per-client counts it as */
 
 	http_parser sp;
 	enum cstate state;
@@ -185,6 +188,7 @@ struct conn {
 	bool up_reusable;
 	bool u_reg; /* ufd is in epoll (added lazily, after a first write) */
 	bool counted;  /* holds one of its client address's connections */
+	bool h1;       /* its first bytes were not the HTTP/2 preface */
 	bool client10; /* the request is HTTP/1.0: answered in 1.0 framing */
 	bool dechunk;  /* the response body is de-chunked for a 1.0 client */
 	int status;
@@ -224,6 +228,7 @@ struct worker {
 	struct metrics m;
 	bool listening;
 	bool accept_paused; /* out of fds: listener out of epoll until the next sweep */
+	struct dmsc_l7_h2_env h2; /* its HTTP/2 connections (l7_h2.h) */
 };
 
 extern struct worker *workers;
@@ -285,10 +290,14 @@ void upstream_read(struct conn *c);
 void sweep(struct worker *w, uint64_t now);
 int open_listener(void);
 void *worker_main(void *arg);
+void worker_h2_init(struct worker *w);
+extern const struct dmsc_l7_netns_ops netns_ops;
 
 /* l7_metrics.c */
 void fmt_addr(uint32_t addr, uint16_t port_be, char *buf, size_t len);
 void request_finished(struct conn *c);
+void h2_finished(void *worker, const struct dmsc_l7_service *svc, size_t svc_idx, int route,
+		 int status, uint64_t dur, uint32_t attempts, int grpc_status);
 void metrics_write(void);
 
 #endif

@@ -42,6 +42,7 @@ static void accept_one(struct worker *w, int fd)
 	    .max_target = opt.max_target,
 	};
 	struct conn *c;
+	uint32_t client_id;
 	int one = 1;
 
 	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
@@ -73,7 +74,11 @@ static void accept_one(struct worker *w, int fd)
 		close(fd);
 		return;
 	}
-	if (!client_take(peer.sin_addr.s_addr)) {
+	/* Through a namespace's own listener every client is 127.0.0.1:
+	 * count them per namespace (its listener's address). */
+	client_id = dmsc_l7_netns_addr(local.sin_addr.s_addr) ? local.sin_addr.s_addr
+							      : peer.sin_addr.s_addr;
+	if (!client_take(client_id)) {
 		ctr_add(&w->m.client_limit, 1);
 		refuse_busy(fd);
 		return;
@@ -82,10 +87,11 @@ static void accept_one(struct worker *w, int fd)
 	if (!c || dmsc_l7_http_init(&c->rq, &lim, &req_hooks, c)) {
 		free(c);
 		close(fd);
-		client_release(peer.sin_addr.s_addr);
+		client_release(client_id);
 		return;
 	}
 	c->counted = true;
+	c->client_id = client_id;
 	c->cep.kind = EP_CLIENT;
 	c->uep.kind = EP_UPSTREAM;
 	c->w = w;
@@ -106,7 +112,7 @@ static void accept_one(struct worker *w, int fd)
 		dmsc_l7_http_free(&c->rq);
 		free(c);
 		close(fd);
-		client_release(peer.sin_addr.s_addr);
+		client_release(client_id);
 		return;
 	}
 	c->next = w->conns;
@@ -117,26 +123,109 @@ static void accept_one(struct worker *w, int fd)
 	ctr_add(&w->m.accepted, 1);
 }
 
-static void accept_batch(struct worker *w)
+/* Up to 64 connections from listener lfd: the worker's own or a
+ * namespace's. Returns false once the queue is empty (or cannot be taken). */
+static bool accept_batch(struct worker *w, int lfd)
 {
 	int i, fd;
 
 	for (i = 0; i < 64; i++) {
-		fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			/* Out of descriptors: the level-triggered listener would
 			 * wake us at once, for ever. Stop watching it until the
 			 * next sweep; the backlog waits meanwhile. */
 			if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			     errno == ENOMEM) &&
-			    !w->accept_paused) {
+			    lfd == w->lfd && !w->accept_paused) {
 				epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
 				w->accept_paused = true;
 			}
-			return;
+			return false;
 		}
 		accept_one(w, fd);
 	}
+	return true;
+}
+
+/* A namespace listener at the drain: what its queue holds (bounded). */
+static void accept_queued(void *arg, int lfd)
+{
+	int i;
+
+	for (i = 0; i < 64 && accept_batch(arg, lfd); i++)
+		;
+}
+
+/* Namespace listeners (l7_netns.h): in every worker's epoll, one woken. */
+static void netns_watch(struct dmsc_l7_nsl *l)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &l->ep};
+	int i;
+
+	for (i = 0; i < opt.workers; i++)
+		if (epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0)
+			pr_warn("worker %d cannot watch a namespace listener: %s\n", i,
+				strerror(errno));
+}
+
+static void netns_unwatch(struct dmsc_l7_nsl *l)
+{
+	int i;
+
+	for (i = 0; i < opt.workers; i++)
+		epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, l->fd, NULL);
+}
+
+const struct dmsc_l7_netns_ops netns_ops = {
+    .watch = netns_watch,
+    .unwatch = netns_unwatch,
+};
+
+/* ---- what the HTTP/2 code borrows (l7_h2.h) --------------------------------- */
+static uint32_t h2_rnd(void *w)
+{
+	return rnd(w);
+}
+
+static int h2_own_socket(int fd)
+{
+	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
+
+	if (bpf_map_update_elem(own_fd, &fd, &own, BPF_ANY)) {
+		pr_warn("cannot mark a backend socket in %s: %s\n", DMSC_MAP_L7_OWN,
+			strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static uint64_t h2_bucket_wait(size_t svc_idx, uint64_t now)
+{
+	struct svc_rt *rt = &svc_rt[svc_idx];
+	uint64_t wait;
+
+	pthread_mutex_lock(&rt->lock);
+	wait = dmsc_l7_bucket_take(&rt->bucket, now);
+	pthread_mutex_unlock(&rt->lock);
+	return wait;
+}
+
+/* A worker's HTTP/2 environment, before the worker starts. */
+void worker_h2_init(struct worker *w)
+{
+	w->h2 = (struct dmsc_l7_h2_env){
+	    .epfd = w->epfd,
+	    .worker = w,
+	    .rnd = h2_rnd,
+	    .own_socket = h2_own_socket,
+	    .bucket_wait = h2_bucket_wait,
+	    .finished = h2_finished,
+	    .release_client = client_release,
+	    .default_timeout_ms = opt.default_timeout_ms,
+	    .default_retries = opt.default_retries,
+	    .idle_ms = opt.idle_ms,
+	};
 }
 
 static void stop_listening(struct worker *w)
@@ -144,7 +233,10 @@ static void stop_listening(struct worker *w)
 	if (!w->listening)
 		return;
 	/* take what is queued already, then close: nothing is reset */
-	accept_batch(w);
+	accept_batch(w, w->lfd);
+	/* (the main thread stopped the namespace scanner before the drain) */
+	if (w->id == 0)
+		dmsc_l7_netns_close(accept_queued, w);
 	if (!w->accept_paused)
 		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
 	close(w->lfd);
@@ -229,7 +321,18 @@ void *worker_main(void *arg)
 
 			if (e->kind == EP_LISTEN) {
 				if (!draining)
-					accept_batch(w);
+					accept_batch(w, w->lfd);
+				continue;
+			}
+			if (e->kind == EP_H2_CLIENT || e->kind == EP_H2_UP) {
+				dmsc_l7_h2_event(e, ev);
+				continue;
+			}
+			if (e->kind == EP_NS_LISTEN) {
+				int lfd = ((struct dmsc_l7_nsl *)e)->fd;
+
+				if (!draining && lfd >= 0)
+					accept_batch(w, lfd);
 				continue;
 			}
 			if (e->kind == EP_POOL) {
@@ -278,15 +381,18 @@ void *worker_main(void *arg)
 					w->accept_paused = false;
 			}
 			sweep(w, now);
+			dmsc_l7_h2_sweep(&w->h2, now, draining);
 			next_sweep = now + SWEEP_MS * 1000000ull;
 		}
 		conn_reap(w);
-		if (draining && (w->n_conns == 0 || now >= drain_end))
+		dmsc_l7_h2_reap(&w->h2);
+		if (draining && ((w->n_conns == 0 && w->h2.n_conns == 0) || now >= drain_end))
 			break;
 	}
 	while (w->conns)
 		conn_free(w->conns);
 	conn_reap(w);
+	dmsc_l7_h2_close_all(&w->h2);
 	pool_expire(w, now_ns());
 	return NULL;
 }

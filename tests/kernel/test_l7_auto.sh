@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# dmsc-l7 with nothing configured (docs/design.md decisions 11 and 25):
+# dmscd runs the helper because the policy (a directory) has an http
+# service, with no --l7 flag; a "container" (a network namespace with only
+# its loopback, and a process in the mesh cgroup) made after dmscd started
+# gets its http connections routed by the helper, which opened a listener
+# inside it; an http service no helper serves is an error in the log and
+# the metrics; --l7 off refuses such a policy; a policy without http
+# services starts no helper.
+set -u
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+DPID=
+CTR_PID=
+suite_cleanup() {
+	[[ -n $CTR_PID ]] && kill "$CTR_PID" 2>/dev/null
+	[[ -n $DPID ]] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+}
+dmsc_suite_begin l7auto dla$$
+TCPV=198.19.77.1
+WEB=198.19.77.2
+METRICS=127.0.0.1:19477
+dmsc_net_host n 198.18.0.1/16 || exit 1
+dmsc_net_host b1 198.18.1.2/16 || exit 1
+dmsc_net_host b2 198.18.1.3/16 || exit 1
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+dmsc_net_exec b1 "$SRV" --name v1 --mode http --listen 198.18.1.2:8080 --max-seconds 600 \
+	>"$T/v1.out" 2>&1 &
+dmsc_net_exec b2 "$SRV" --name v2 --mode http --listen 198.18.1.3:8080 --max-seconds 600 \
+	>"$T/v2.out" 2>&1 &
+for f in v1 v2; do
+	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
+done
+
+mkdir -p "$T/pol" "$T/tcponly"
+cat >"$T/pol/10-tcp.json" <<EOF
+{ "services": [ { "name": "plain", "vip": "$TCPV", "port": 80,
+    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] } ] }
+EOF
+cat >"$T/pol/20-web.json" <<EOF
+{ "services": [ { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.2", "port": 8080, "labels": { "version": "v1" } },
+      { "address": "198.18.1.3", "port": 8080, "labels": { "version": "v2" } } ],
+    "routes": [
+      { "match": { "path_prefix": "/v2/" }, "backends": { "version": "v2" } },
+      { "match": { "path_prefix": "/v1/" }, "backends": { "version": "v1" } } ] } ] }
+EOF
+cp "$T/pol/10-tcp.json" "$T/tcponly/"
+
+t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
+
+# dmscd and its helper run in the node namespace (nsenter keeps /sys, so the
+# helper sees the cgroup2 mount); nothing about the helper is configured.
+start_dmscd() {
+	nsenter --net="/run/netns/${P}n" "$BIN/dmscd" --metrics "$METRICS" --debounce-ms 100 "$@" \
+		>>"$T/dmscd.log" 2>&1 &
+	DPID=$!
+}
+stop_dmscd() {
+	[[ -n $DPID ]] || return 0
+	kill -TERM "$DPID" 2>/dev/null
+	wait "$DPID" 2>/dev/null
+	DPID=
+}
+metrics() { nsenter --net="/run/netns/${P}n" curl -sS --max-time 5 "http://$METRICS/metrics"; }
+# metric NAME: its value (unlabelled)
+metric() { metrics | awk -v n="$1" '$1 == n { print $2 }'; }
+metric_is() { [[ $(metric "$1") == "$2" ]]; }
+metric_ge() { local v; v=$(metric "$1"); [[ -n $v ]] && ((v >= $2)); }
+metric_le() { local v; v=$(metric "$1"); [[ -n $v ]] && ((v <= $2)); }
+ctr_listens() { [[ -n $(ip netns exec "${P}ctr" ss -Htln 'sport = :15001') ]]; }
+export -f ctr_listens
+export P
+l7_pids() { pgrep -f -- "--metrics-file /run/dmsc/dmsc-l7.$DPID.prom"; }
+# curl from the node namespace, in the mesh cgroup: reaches the helper on
+# the node's loopback (its --listen default)
+curl_node() { dmsc_run_in_cgroup "$MESH" nsenter --net="/run/netns/${P}n" curl -sS --max-time 3 "$@"; }
+curl_ctr() { dmsc_run_in_cgroup "$MESH" nsenter --net="/run/netns/${P}ctr" curl -sS --max-time 3 "$@"; }
+routed() { # routed CURLFN: 6 requests each to /v1/ and /v2/ land on v1 and v2
+	local i got=
+	for i in 1 2 3; do
+		got+="$("$1" "http://$WEB/v1/a" 2>/dev/null) $("$1" "http://$WEB/v2/a" 2>/dev/null) "
+	done
+	[[ $got == "v1 v2 v1 v2 v1 v2 " ]]
+}
+
+# 1. A policy directory with an http service: the helper starts, no flag.
+start_dmscd --policy "$T/pol"
+t_check "dmscd (no --l7 flag, a policy directory) starts dmsc-l7" \
+	t_wait 20 grep -q 'dmsc-l7: starting it with the' "$T/dmscd.log"
+t_check "the helper says ready" t_wait 20 metric_is dmsc_l7_helper_up 1
+t_check "a client in the node namespace: routed by path (/v1/ -> v1, /v2/ -> v2)" \
+	t_wait 10 routed curl_node
+t_eq "metrics: one http service" "$(metric dmsc_l7_http_services)" 1
+t_eq "metrics: none unserved" "$(metric dmsc_l7_unserved_services)" 0
+
+# 2. A container made now: its own network namespace, only its loopback,
+# a process in the mesh cgroup. The helper opens a listener inside it.
+ip netns add "${P}ctr" && dmsc__record netns "${P}ctr" && ip -n "${P}ctr" link set lo up ||
+	{ t_fail "make the container namespace"; t_summary; exit 1; }
+dmsc_run_in_cgroup "$MESH" nsenter --net="/run/netns/${P}ctr" sleep 600 &
+CTR_PID=$!
+ctr_ino=$(stat -L -c %i "/run/netns/${P}ctr")
+if t_wait 10 grep -q "listening in network namespace $ctr_ino " "$T/dmscd.log"; then
+	t_ok "the helper listens in the container's namespace (127.77.x.y)"
+	t_check "a client in the container: routed by path, nothing configured" t_wait 10 routed curl_ctr
+	# (also the namespace of the test's own shells, which join the mesh
+	# cgroup before they enter another namespace)
+	t_check "metrics: dmsc_l7_namespaces counts it" t_wait 5 metric_ge dmsc_l7_namespaces 1
+	t_check "the container's loopback has the helper's listener" ctr_listens
+	got=$(dmsc_run_in_cgroup "$MESH" nsenter --net="/run/netns/${P}ctr" "$BIN/tools/dmsc-httpc" \
+		--connect "$WEB:80" --path /v2/x --count 20 --conns 4 2>/dev/null | jq -c '[.status."200", .bodies.v2, .peer_is_target]')
+	t_eq "httpc in the container: 20 answered by v2, getpeername() is the VIP" "$got" "[20,20,4]"
+	# The container's last process leaves: after the grace period its entry
+	# goes, then its listener.
+	n_ns=$(metric dmsc_l7_namespaces)
+	ip netns pids "${P}ctr" | xargs -r kill
+	wait "$CTR_PID" 2>/dev/null
+	CTR_PID=
+	t_check "the container's last process gone: its listener is closed (grace 10 s)" \
+		t_wait 20 grep -q "network namespace $ctr_ino has no mesh process left" "$T/dmscd.log"
+	t_check "...nothing listens in the container any more" bash -c "! ctr_listens"
+	t_check "metrics: dmsc_l7_namespaces one less" t_wait 5 metric_le dmsc_l7_namespaces $((n_ns - 1))
+elif grep -q 'no SO_NETNS_COOKIE' "$T/dmscd.log"; then
+	echo "skip - listeners in other namespaces need SO_NETNS_COOKIE (Linux 5.14); $(uname -r)"
+else
+	t_fail "the helper listens in the container's namespace"
+	grep -i 'namespace' "$T/dmscd.log" | tail -n 5
+fi
+first=$(l7_pids | head -n 1)
+stop_dmscd
+t_check "SIGTERM: dmscd's helper is gone with it" bash -c "! kill -0 '${first:-0}' 2>/dev/null"
+t_eq "...and dmsc_l7_netns is empty" \
+	"$(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_l7_netns" | jq length)" 0
+
+# 3. A helper that cannot run: the http service is unserved, an error in
+# the log and the metrics (and it is balanced at L4 meanwhile).
+start_dmscd --policy "$T/pol" --l7-binary /bin/false
+t_check "no helper: the log says the http service is not served" \
+	t_wait 20 grep -q 'error: 1 http service not served: dmsc-l7 is ' "$T/dmscd.log"
+t_check "no helper: dmsc_l7_unserved_services 1" t_wait 5 metric_is dmsc_l7_unserved_services 1
+t_eq "no helper: dmsc_l7_helper_up 0" "$(metric dmsc_l7_helper_up)" 0
+stop_dmscd
+
+# 4. --l7 off: a policy with an http service is refused, naming it.
+n0=$(grep -c 'not applied' "$T/dmscd.log")
+start_dmscd --policy "$T/pol" --l7 off
+t_check "--l7 off: the policy is not applied, the log names the http service" \
+	t_wait 20 grep -q 'service "web": protocol "http" needs dmsc-l7, which --l7 off turns off' "$T/dmscd.log"
+t_check "--l7 off: counted as an invalid apply" t_wait 5 bash -c \
+	"nsenter --net=/run/netns/${P}n curl -sS --max-time 2 http://$METRICS/metrics 2>/dev/null | grep -q '^dmsc_apply_total{result=\"invalid\"} 1\$'"
+t_range "--l7 off: one more 'not applied' line" "$(($(grep -c 'not applied' "$T/dmscd.log") - n0))" 1 1
+stop_dmscd
+
+# 5. A policy without http services: no helper.
+start_dmscd --policy "$T/tcponly"
+t_check "tcp only: applied" t_wait 20 bash -c "grep -c 'applied $T/tcponly' '$T/dmscd.log' | grep -qx 1"
+t_eq "tcp only: no helper started" "$(l7_pids | wc -l)" 0
+t_eq "tcp only: dmsc_l7_http_services 0" "$(metric dmsc_l7_http_services)" 0
+stop_dmscd
+
+t_check "uninstall" "$CTL" uninstall
+t_summary

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# HTTP/2 through dmsc-l7 (docs/design.md decision 26): h2c with prior
+# knowledge from curl and h2load, each stream routed on its own (path,
+# header, weights) to h2c backends (nghttpd), request limits, timeouts and
+# retries per stream, and a slow reader that does not grow the helper's
+# memory (flow control end to end).
+set -u
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+L7PID=
+suite_cleanup() {
+	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null && wait "$L7PID" 2>/dev/null
+}
+dmsc_suite_begin l7h2 dlh$$
+for tool in nghttpd h2load; do
+	if ! command -v "$tool" >/dev/null; then
+		echo "skip - $tool is missing (scripts/install-deps.sh installs it)"
+		exit 77
+	fi
+done
+WEB=198.19.78.1
+LIMITED=198.19.78.2
+SLOW=198.19.78.3
+RETRY=198.19.78.4
+BIG=198.19.78.5
+SILENT=198.19.78.6
+dmsc_net_host c 198.18.0.2/16 || exit 1
+dmsc_net_host n 198.18.0.1/16 || exit 1
+dmsc_net_host b1 198.18.1.2/16 || exit 1
+dmsc_net_host b2 198.18.1.3/16 || exit 1
+dmsc_net_host b3 198.18.1.4/16 || exit 1
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+
+# h2c backends: nghttpd serving a directory whose files name the backend
+for v in v1 v2; do
+	mkdir -p "$T/www-$v/canary" "$T/www-$v/v1only"
+	echo "$v" >"$T/www-$v/id"
+	echo "$v" >"$T/www-$v/canary/id"
+	echo "$v" >"$T/www-$v/v1only/id"
+done
+head -c 20000000 /dev/zero >"$T/www-v1/big"
+dmsc_net_exec b1 nghttpd --no-tls -d "$T/www-v1" --address 198.18.1.2 8080 >"$T/b1.out" 2>&1 &
+dmsc_net_exec b2 nghttpd --no-tls -d "$T/www-v2" --address 198.18.1.3 8080 >"$T/b2.out" 2>&1 &
+# b3: a backend that accepts and never answers (the kernel's backlog
+# completes the handshake; nobody reads)
+dmsc_net_exec b3 python3 -c '
+import socket, time
+s = socket.socket(); s.bind(("198.18.1.4", 8080)); s.listen(64)
+print("ready", flush=True); time.sleep(600)' >"$T/b3.out" 2>&1 &
+up() { dmsc_net_exec "$1" ss -Htln "sport = :8080" | grep -q .; }
+for h in b1 b2; do t_wait 10 up "$h" || { t_fail "nghttpd on $h"; t_summary; exit 1; }; done
+dmsc_wait_ready "$T/b3.out" 10 || { t_fail "the silent backend"; t_summary; exit 1; }
+
+cat >"$T/policy.json" <<EOF
+{ "services": [
+  { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.2", "port": 8080, "weight": 1, "labels": { "version": "v1" } },
+      { "address": "198.18.1.3", "port": 8080, "weight": 1, "labels": { "version": "v2" } } ],
+    "routes": [
+      { "match": { "path_prefix": "/canary/" }, "backends": { "version": "v2" } },
+      { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } }, "backends": { "version": "v2" } },
+      { "match": { "path_prefix": "/v1only/" }, "backends": { "version": "v1" } } ] },
+  { "name": "limited", "vip": "$LIMITED", "port": 80, "protocol": "http",
+    "rate_limit": { "requests_per_second": 1, "burst": 5 },
+    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
+  { "name": "slow", "vip": "$SLOW", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.4", "port": 8080 } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 500, "retries": 0 } ] },
+  { "name": "retry", "vip": "$RETRY", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.9", "port": 8080 },
+      { "address": "198.18.1.2", "port": 8080 } ],
+    "routes": [
+      { "match": { "path_prefix": "/noretry" }, "retries": 0 },
+      { "match": { "path_prefix": "/" }, "retries": 2 } ] },
+  { "name": "big", "vip": "$BIG", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
+  { "name": "silent", "vip": "$SILENT", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.1.4", "port": 8080 } ] } ] }
+EOF
+t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
+t_check "apply the policy" "$CTL" apply "$T/policy.json"
+ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+	--workers 2 --metrics-file "$T/metrics.prom" --access-log "$T/access.log" \
+	>"$T/l7.out" 2>"$T/l7.err" &
+L7PID=$!
+dmsc_wait_ready "$T/l7.out" 10 || { t_fail "dmsc-l7 ready"; cat "$T/l7.err"; t_summary; exit 1; }
+
+in_c() { dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$@"; }
+h2curl() { in_c curl -sS --http2-prior-knowledge --max-time 10 "$@"; }
+# the helper's peak resident memory so far (kB)
+hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$L7PID/status"; }
+
+# 1. routing per stream
+t_eq "curl --http2-prior-knowledge speaks HTTP/2 through the VIP" \
+	"$(h2curl -o /dev/null -w '%{http_version} %{http_code}' "http://$WEB/id")" "2 200"
+t_eq "/canary/ goes to v2 (5 requests)" \
+	"$(for i in 1 2 3 4 5; do h2curl "http://$WEB/canary/id"; done | sort | uniq -c | awk '{ print $1 $2 }')" "5v2"
+t_eq "header x-canary: yes goes to v2 (5 requests)" \
+	"$(for i in 1 2 3 4 5; do h2curl -H 'x-canary: yes' "http://$WEB/id"; done | sort | uniq -c | awk '{ print $1 $2 }')" "5v2"
+# 40 streams on ONE connection (nghttp: one connection, every URL a
+# stream), each routed on its own: weights 1:1, /v1only/ to v1
+urls=()
+for i in $(seq 1 40); do urls+=("http://$WEB/id?n=$i"); done
+in_c nghttp "${urls[@]}" >"$T/split.out" 2>&1
+v1=$(grep -cx v1 "$T/split.out")
+t_eq "40 streams on one connection: all answered" "$(grep -cx 'v[12]' "$T/split.out")" 40
+t_range "...by weight 1:1: v1 answered" "$v1" 8 32
+urls=()
+for i in $(seq 1 20); do urls+=("http://$WEB/canary/id?n=$i" "http://$WEB/v1only/id?n=$i"); done
+in_c nghttp "${urls[@]}" >"$T/mixed.out" 2>&1
+t_eq "20 /canary/ and 20 /v1only/ streams on one connection: 20 v2, 20 v1" \
+	"$(grep -cx v2 "$T/mixed.out") $(grep -cx v1 "$T/mixed.out")" "20 20"
+
+# 2. h2load: many streams, several connections
+in_c h2load -n 2000 -c 4 -m 16 "http://$WEB/id" >"$T/h2load.out" 2>&1
+t_check "h2load: 2000 requests, 2000 succeeded" grep -q 'requests: 2000 total, 2000 started, 2000 done, 2000 succeeded' "$T/h2load.out"
+t_check "h2load: all 2xx" grep -q 'status codes: 2000 2xx' "$T/h2load.out"
+
+# 3. request limits per stream: burst 5, then 429
+in_c h2load -n 20 -c 1 -m 1 "http://$LIMITED/id" >"$T/limited.out" 2>&1
+t_check "requests_per_second 1 burst 5: 20 streams -> 5 2xx, 15 4xx (429)" \
+	grep -q 'status codes: [56] 2xx, 0 3xx, 1[45] 4xx, 0 5xx' "$T/limited.out"
+
+# 4. timeout per stream: 504 after timeout_ms
+t_eq "a backend that never answers: 504 after timeout_ms" \
+	"$(h2curl -o /dev/null -w '%{http_code}' "http://$SLOW/x")" 504
+
+# a gRPC deadline shorter than the route's (15 s by default) wins: the
+# helper answers 504 before nghttp gives up after 5 s
+t_eq "grpc-timeout: 300m on a backend that never answers: 504 from the helper" \
+	"$(in_c nghttp -v --timeout=5 -H 'grpc-timeout: 300m' "http://$SILENT/x" 2>&1 |
+		awk '/recv \(stream_id=[0-9]+\) :status:/ { print $NF }')" 504
+
+# 5. retries: a refused backend is retried elsewhere
+ok=0
+for i in $(seq 1 10); do [[ $(h2curl "http://$RETRY/id") == v1 ]] && ok=$((ok + 1)); done
+t_eq "retries: 2: all 10 succeed although one backend refuses" "$ok" 10
+n502=0
+for i in $(seq 1 20); do [[ $(h2curl -o /dev/null -w '%{http_code}' "http://$RETRY/noretry") == 502 ]] && n502=$((n502 + 1)); done
+t_range "retries: 0: some answered 502 (so the retry above did the work)" "$n502" 1 19
+
+# 6. flow control: a slow reader of a 20 MB body does not make the helper
+# buffer it (it holds at most the windows it advertises)
+hwm0=$(hwm_kb)
+in_c curl -sS --http2-prior-knowledge --limit-rate 100k --max-time 4 -o /dev/null "http://$BIG/big" 2>/dev/null
+hwm1=$(hwm_kb)
+t_range "slow HTTP/2 reader of 20 MB for 4 s: the helper's peak RSS grew less than 4 MB (kB)" \
+	"$((hwm1 - hwm0))" 0 4096
+t_eq "...and a fast reader gets the whole 20 MB" \
+	"$(h2curl -o /dev/null -w '%{size_download}' "http://$BIG/big")" 20000000
+
+# 7. metrics and the access log
+t_check "metrics: HTTP/2 streams counted per service, route and code" t_wait 5 \
+	grep -q '^dmsc_l7_requests_total{service="web",route="0",code="200"} [1-9]' "$T/metrics.prom"
+t_check "access log: a line per stream (proto=h2)" grep -q 'service=web route=0 proto=h2 status=200' "$T/access.log"
+t_check "dmsc-l7 still running" kill -0 "$L7PID"
+kill -TERM "$L7PID"
+wait "$L7PID"
+t_eq "SIGTERM: the helper drains and exits 0" "$?" 0
+L7PID=
+t_check "uninstall" "$CTL" uninstall
+t_summary

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * HTTP/2 in dmsc-l7 (docs/design.md decision 26), with nghttp2 (Debian's
+ * libnghttp2): a client connection that opens with the HTTP/2 preface (h2c
+ * with prior knowledge) is taken over from the HTTP/1.1 code. Each stream is
+ * routed on its own (:path, :method, headers; the service's routes, first
+ * match wins) and sent as a stream of an HTTP/2 (h2c) connection to the
+ * backend chosen: one such connection per backend per client connection.
+ * Trailers pass through both ways (gRPC's grpc-status is one).
+ *
+ * Flow control is end to end: a stream's DATA is acknowledged (WINDOW_UPDATE)
+ * to the side that sent it only once the other side's session has taken it
+ * for sending, so each direction holds at most the window the helper
+ * advertises, per stream (DMSC_L7_H2_STREAM_WINDOW) and per connection
+ * (DMSC_L7_H2_CONN_WINDOW), whatever the speed of the reader.
+ */
+#ifndef DMSC_L7_H2_H
+#define DMSC_L7_H2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "l7_ep.h"
+#include "l7_route.h"
+
+#define DMSC_L7_H2_STREAM_WINDOW (64 * 1024)
+#define DMSC_L7_H2_CONN_WINDOW (256 * 1024)
+#define DMSC_L7_H2_MAX_STREAMS 128	  /* concurrent, per client connection */
+#define DMSC_L7_H2_HEADER_BYTES (16 * 1024) /* a stream's header block, stored */
+#define DMSC_L7_H2_MAX_UPSTREAMS 16	  /* backend connections per client connection */
+
+struct dmsc_l7_h2;
+
+/* What the helper's worker lends the HTTP/2 code: one per worker. */
+struct dmsc_l7_h2_env {
+	int epfd;
+	void *worker;
+	uint32_t (*rnd)(void *worker);
+	/* marks fd as the helper's own before connect() (dmsc_l7_own); 0 or -errno */
+	int (*own_socket)(int fd);
+	/* the service's request bucket: 0 to go, else ns until a token */
+	uint64_t (*bucket_wait)(size_t svc_idx, uint64_t now_ns);
+	/* a stream answered: metrics and access log */
+	void (*finished)(void *worker, const struct dmsc_l7_service *svc, size_t svc_idx, int route,
+			 int status, uint64_t dur_ns, uint32_t attempts, int grpc_status);
+	void (*release_client)(uint32_t client_id);
+	uint32_t default_timeout_ms, default_retries, idle_ms;
+	/* the worker's HTTP/2 connections */
+	struct dmsc_l7_h2 *conns, *dead;
+	void *dead_ups; /* backend connections closed during this batch */
+	uint32_t n_conns;
+};
+
+/* Does buf (len bytes: the first of a connection) start the HTTP/2 client
+ * preface? 1 yes, 0 no, -1 too short to say (and a prefix of it). */
+int dmsc_l7_h2_preface(const char *buf, size_t len);
+
+/*
+ * Takes over client socket cfd (not in epoll) with the bytes read already
+ * (in: the preface and what followed). 0, or a negative errno (the caller
+ * then closes cfd).
+ */
+int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, uint32_t client_id,
+		     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len);
+
+/* An epoll event for EP_H2_CLIENT or EP_H2_UP. */
+void dmsc_l7_h2_event(struct ep *e, uint32_t events);
+
+/* Deadlines (each stream's timeout, idle connections); draining: a GOAWAY
+ * to each connection, which closes once its streams are done. */
+void dmsc_l7_h2_sweep(struct dmsc_l7_h2_env *env, uint64_t now_ns, bool draining);
+
+/* Frees the connections closed during the last batch of events. */
+void dmsc_l7_h2_reap(struct dmsc_l7_h2_env *env);
+
+/* Closes every connection (the worker exits). */
+void dmsc_l7_h2_close_all(struct dmsc_l7_h2_env *env);
+
+#endif /* DMSC_L7_H2_H */

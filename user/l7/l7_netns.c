@@ -1,0 +1,512 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* The helper's listeners in the mesh's network namespaces: l7_netns.h. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+
+#include "datapath.h"
+#include "dmsc/shared.h"
+#include "l7_netns.h"
+#include "log.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 /* Linux 5.14 */
+#endif
+
+#define NETNS_LISTEN_BACKLOG 4096
+#define CGROUP_DEPTH_MAX 32
+#define FAILED_LOGGED 64 /* namespaces whose failure was logged, remembered */
+
+struct found {
+	uint64_t ino;
+	int pid;
+};
+
+static struct {
+	const struct dmsc_l7_netns_ops *ops;
+	int map_fd;
+	int own_fd; /* the helper's own namespace, to return to */
+	uint64_t own_ino;
+	uint16_t port; /* network order */
+	char cg_root[PATH_MAX];
+	int stop_fd;
+	pthread_t th;
+	bool thread;
+	bool off; /* no SO_NETNS_COOKIE: nothing more is tried */
+	struct dmsc_l7_nsl slots[DMSC_L7_NETNS_SLOTS];
+	unsigned int active;
+	struct found found[DMSC_L7_NETNS_SLOTS];
+	size_t n_found, n_pids, n_cgroups;
+	bool full_logged;
+	uint64_t failed[FAILED_LOGGED];
+	size_t n_failed;
+	uint8_t used[65536 / 8]; /* addresses in 127.77.0.0/16 taken, per scan */
+} ns = {.map_fd = -1, .own_fd = -1, .stop_fd = -1};
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int ns_ino(int pid, uint64_t *ino)
+{
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
+	if (stat(path, &st) < 0)
+		return -errno; /* gone meanwhile, or a kernel thread */
+	*ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
+static void note_pid(int pid)
+{
+	uint64_t ino = 0;
+	size_t i;
+
+	if (ns.n_pids++ >= DMSC_L7_NETNS_PIDS_MAX || ns_ino(pid, &ino) || ino == ns.own_ino)
+		return;
+	for (i = ns.n_found; i-- > 0;)
+		if (ns.found[i].ino == ino)
+			return;
+	if (ns.n_found == DMSC_L7_NETNS_SLOTS) {
+		if (!ns.full_logged)
+			pr_warn("more than %d network namespaces in the mesh: the others reach "
+				"the helper at its --listen address only\n",
+				DMSC_L7_NETNS_SLOTS);
+		ns.full_logged = true;
+		return;
+	}
+	ns.found[ns.n_found++] = (struct found){.ino = ino, .pid = pid};
+}
+
+/* The processes of the cgroup at path and of its descendants (bounded). */
+static void walk(const char *path, int depth)
+{
+	char sub[PATH_MAX];
+	struct dirent *de;
+	FILE *f;
+	DIR *d;
+	int pid;
+
+	if (depth > CGROUP_DEPTH_MAX || ns.n_cgroups++ >= DMSC_L7_NETNS_CGROUPS_MAX)
+		return;
+	if (snprintf(sub, sizeof(sub), "%s/cgroup.procs", path) >= (int)sizeof(sub))
+		return;
+	f = fopen(sub, "re");
+	if (f) {
+		while (fscanf(f, "%d", &pid) == 1)
+			note_pid(pid);
+		fclose(f);
+	}
+	d = opendir(path);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		if (snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name) < (int)sizeof(sub))
+			walk(sub, depth + 1);
+	}
+	closedir(d);
+}
+
+static struct dmsc_l7_nsl *slot_of(uint64_t ino)
+{
+	size_t i;
+
+	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++)
+		if (ns.slots[i].fd >= 0 && ns.slots[i].ino == ino)
+			return &ns.slots[i];
+	return NULL;
+}
+
+static bool failure_logged(uint64_t ino)
+{
+	size_t i;
+
+	for (i = 0; i < ns.n_failed && i < FAILED_LOGGED; i++)
+		if (ns.failed[i] == ino)
+			return true;
+	ns.failed[ns.n_failed++ % FAILED_LOGGED] = ino;
+	return false;
+}
+
+static void mark_used(uint32_t addr_be)
+{
+	uint32_t a = ntohl(addr_be);
+
+	if ((a & DMSC_L7_NETNS_MASK) == DMSC_L7_NETNS_NET)
+		ns.used[(a & 0xffff) / 8] |= (uint8_t)(1u << (a & 7));
+}
+
+/* The namespace's address: the one the map holds for its cookie (an
+ * earlier helper's), else the lowest one free. 0 when all are taken. */
+static uint32_t address_for(uint64_t cookie)
+{
+	struct dmsc_l7_conf val;
+	__u64 key, next;
+	uint32_t a;
+	size_t i;
+	int err;
+
+	if (bpf_map_lookup_elem(ns.map_fd, &cookie, &val) == 0 && val.addr)
+		return val.addr;
+	memset(ns.used, 0, sizeof(ns.used));
+	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++)
+		if (ns.slots[i].fd >= 0)
+			mark_used(ns.slots[i].addr);
+	for (err = bpf_map_get_next_key(ns.map_fd, NULL, &next); !err;
+	     err = bpf_map_get_next_key(ns.map_fd, &key, &next)) {
+		key = next;
+		if (bpf_map_lookup_elem(ns.map_fd, &key, &val) == 0)
+			mark_used(val.addr);
+	}
+	/* .0 and .255.255 left out: not a network's or a broadcast address
+	 * anywhere, in case an administrator routes the block */
+	for (a = 1; a < 0xffff; a++)
+		if (!(ns.used[a / 8] & (1u << (a & 7))))
+			return htonl(DMSC_L7_NETNS_NET | a);
+	return 0;
+}
+
+/* A listener in the namespace of pid (inode ino). */
+static int open_in(uint64_t ino, int pid, uint64_t now)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = ns.port};
+	struct dmsc_l7_conf val = {.port = ns.port};
+	struct dmsc_l7_nsl *slot = NULL;
+	socklen_t len = sizeof(uint64_t);
+	uint64_t cookie = 0;
+	char path[64], what[64] = "";
+	struct stat st;
+	int nsfd, fd = -1, one = 1, err;
+	size_t i;
+
+	for (i = 0; i < DMSC_L7_NETNS_SLOTS && !slot; i++)
+		if (ns.slots[i].fd < 0)
+			slot = &ns.slots[i];
+	if (!slot)
+		return -ENOSPC;
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
+	nsfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0)
+		return -errno; /* the process left meanwhile: the next scan sees */
+	if (fstat(nsfd, &st) < 0 || (uint64_t)st.st_ino != ino) {
+		close(nsfd);
+		return -ESRCH; /* pid reused meanwhile */
+	}
+	/* The socket belongs to the namespace it is made in; bind() and
+	 * listen() act in the socket's namespace, whichever the thread is in. */
+	if (setns(nsfd, CLONE_NEWNET) < 0) {
+		err = -errno;
+		snprintf(what, sizeof(what), "setns");
+		close(nsfd);
+		goto fail;
+	}
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	err = fd < 0 ? -errno : 0;
+	close(nsfd);
+	if (setns(ns.own_fd, CLONE_NEWNET) < 0) {
+		/* cannot happen short of a kernel bug; stay out of trouble */
+		pr_warn("cannot return to the helper's own network namespace: %s; no more "
+			"namespace listeners\n",
+			strerror(errno));
+		ns.off = true;
+		if (fd >= 0)
+			close(fd);
+		return -EIO;
+	}
+	if (err) {
+		snprintf(what, sizeof(what), "socket");
+		goto fail;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0) {
+		err = -errno;
+		if (err == -ENOPROTOOPT || err == -EINVAL) {
+			pr_warn("this kernel has no SO_NETNS_COOKIE (Linux 5.14): no listeners in "
+				"other network namespaces; their clients reach the helper at its "
+				"--listen address only\n");
+			ns.off = true;
+			close(fd);
+			return err;
+		}
+		snprintf(what, sizeof(what), "SO_NETNS_COOKIE");
+		goto fail;
+	}
+	sa.sin_addr.s_addr = address_for(cookie);
+	if (!sa.sin_addr.s_addr) {
+		err = -EADDRNOTAVAIL;
+		snprintf(what, sizeof(what), "an address in 127.77.0.0/16");
+		goto fail;
+	}
+	/* SO_REUSEPORT: a replacing helper binds the same address beside us. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(fd, NETNS_LISTEN_BACKLOG) < 0) {
+		err = -errno;
+		snprintf(what, sizeof(what), "bind %s:%u (is its loopback up?)",
+			 inet_ntoa(sa.sin_addr), ntohs(ns.port));
+		goto fail;
+	}
+	val.addr = sa.sin_addr.s_addr;
+	if (bpf_map_update_elem(ns.map_fd, &cookie, &val, BPF_ANY)) {
+		err = -errno;
+		snprintf(what, sizeof(what), "write %s", DMSC_MAP_L7_NETNS);
+		goto fail;
+	}
+	*slot = (struct dmsc_l7_nsl){.ep.kind = EP_NS_LISTEN,
+				     .fd = fd,
+				     .ino = ino,
+				     .cookie = cookie,
+				     .addr = sa.sin_addr.s_addr,
+				     .last_seen_ms = now};
+	ns.ops->watch(slot);
+	__atomic_add_fetch(&ns.active, 1, __ATOMIC_RELAXED);
+	pr_info("listening in network namespace %llu (pid %d's) on %s:%u\n",
+		(unsigned long long)ino, pid, inet_ntoa(sa.sin_addr), ntohs(ns.port));
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	if (!failure_logged(ino))
+		pr_warn("network namespace %llu (pid %d's): cannot %s: %s; its clients reach the "
+			"helper at --listen only (tried again every %d ms)\n",
+			(unsigned long long)ino, pid, what, strerror(-err), DMSC_L7_NETNS_SCAN_MS);
+	return err;
+}
+
+static void unmap(struct dmsc_l7_nsl *l)
+{
+	struct dmsc_l7_conf val;
+
+	/* only our own entry: a namespace's cookie is never reused */
+	if (bpf_map_lookup_elem(ns.map_fd, &l->cookie, &val) == 0 && val.addr == l->addr)
+		bpf_map_delete_elem(ns.map_fd, &l->cookie);
+	l->unmapped = true;
+}
+
+static void release(struct dmsc_l7_nsl *l)
+{
+	ns.ops->unwatch(l);
+	close(l->fd);
+	l->fd = -1;
+	__atomic_sub_fetch(&ns.active, 1, __ATOMIC_RELAXED);
+}
+
+static void scan(void)
+{
+	struct dmsc_l7_conf val = {.port = ns.port};
+	uint64_t now = mono_ms();
+	struct dmsc_l7_nsl *l;
+	size_t i;
+
+	ns.n_found = ns.n_pids = ns.n_cgroups = 0;
+	walk(ns.cg_root, 0);
+	for (i = 0; i < ns.n_found && !ns.off; i++) {
+		l = slot_of(ns.found[i].ino);
+		if (!l) {
+			open_in(ns.found[i].ino, ns.found[i].pid, now);
+			continue;
+		}
+		l->last_seen_ms = now;
+		if (l->unmapped) {
+			/* back within a scan: its entry again */
+			val.addr = l->addr;
+			if (bpf_map_update_elem(ns.map_fd, &l->cookie, &val, BPF_ANY) == 0)
+				l->unmapped = false;
+		}
+	}
+	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++) {
+		l = &ns.slots[i];
+		if (l->fd < 0 || l->last_seen_ms == now)
+			continue;
+		if (l->unmapped) {
+			pr_info("network namespace %llu has no mesh process left: its listener "
+				"%s:%u is closed\n",
+				(unsigned long long)l->ino, inet_ntoa((struct in_addr){l->addr}),
+				ntohs(ns.port));
+			release(l);
+		} else if (now - l->last_seen_ms >= DMSC_L7_NETNS_GRACE_MS) {
+			unmap(l);
+		}
+	}
+}
+
+/* Entries no namespace of ours has: left by a helper that died. */
+static void sweep_stale(void)
+{
+	__u64 key, next, drop[64];
+	size_t n = 0, i;
+	int err;
+
+	for (err = bpf_map_get_next_key(ns.map_fd, NULL, &next); !err && n < 64;
+	     err = bpf_map_get_next_key(ns.map_fd, &key, &next)) {
+		bool ours = false;
+
+		key = next;
+		for (i = 0; i < DMSC_L7_NETNS_SLOTS && !ours; i++)
+			ours = ns.slots[i].fd >= 0 && ns.slots[i].cookie == key;
+		if (!ours)
+			drop[n++] = key;
+	}
+	for (i = 0; i < n; i++)
+		bpf_map_delete_elem(ns.map_fd, &drop[i]);
+}
+
+static void *scan_main(void *arg)
+{
+	struct pollfd p = {.fd = ns.stop_fd, .events = POLLIN};
+
+	(void)arg;
+	while (!ns.off) {
+		int r = poll(&p, 1, DMSC_L7_NETNS_SCAN_MS);
+
+		if (r > 0 || (r < 0 && errno != EINTR))
+			break;
+		scan();
+	}
+	return NULL;
+}
+
+static int mesh_cgroup(const char *pin_dir, char *out, size_t len)
+{
+	char path[PATH_MAX], mnt[PATH_MAX];
+	struct dmsc_install rec;
+	__u32 zero = 0;
+	int fd, err;
+
+	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_INSTALL);
+	fd = bpf_obj_get(path);
+	if (fd < 0) {
+		err = -errno;
+		pr_warn("cannot open %s: %s\n", path, strerror(-err));
+		return err;
+	}
+	err = bpf_map_lookup_elem(fd, &zero, &rec) ? -errno : 0;
+	close(fd);
+	if (err) {
+		pr_warn("cannot read the install record %s: %s\n", path, strerror(-err));
+		return err;
+	}
+	rec.cgroup_path[sizeof(rec.cgroup_path) - 1] = '\0';
+	err = dmsc_cgroup2_mount(mnt, sizeof(mnt));
+	if (err)
+		return err;
+	if (snprintf(out, len, "%s/%s", mnt, rec.cgroup_path) >= (int)len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int dmsc_l7_netns_start(const char *pin_dir, uint16_t port, const struct dmsc_l7_netns_ops *ops)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	size_t i;
+	int err;
+
+	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++)
+		ns.slots[i].fd = -1;
+	ns.ops = ops;
+	ns.port = port;
+	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_NETNS);
+	ns.map_fd = bpf_obj_get(path);
+	if (ns.map_fd < 0) {
+		pr_warn("cannot open %s: %s (a datapath installed by an older build: install "
+			"again to add it); clients in other network namespaces reach the helper at "
+			"--listen only\n",
+			path, strerror(errno));
+		return 0;
+	}
+	if (mesh_cgroup(pin_dir, ns.cg_root, sizeof(ns.cg_root))) {
+		pr_warn("no mesh cgroup to look for network namespaces in: clients reach the "
+			"helper at --listen only\n");
+		return 0;
+	}
+	/* the thread's own: setns() of one thread leaves the others alone */
+	ns.own_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (ns.own_fd < 0 || fstat(ns.own_fd, &st) < 0) {
+		err = -errno;
+		pr_warn("cannot open the helper's own network namespace: %s\n", strerror(-err));
+		return err;
+	}
+	ns.own_ino = (uint64_t)st.st_ino;
+	scan();
+	if (ns.off)
+		return 0;
+	sweep_stale();
+	ns.stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (ns.stop_fd < 0)
+		return -errno;
+	/* the thread setns()es: it must start from the same namespace */
+	err = pthread_create(&ns.th, NULL, scan_main, NULL);
+	if (err) {
+		pr_warn("cannot start the network namespace scanner: %s\n", strerror(err));
+		return -err;
+	}
+	ns.thread = true;
+	pr_info("looking for network namespaces in %s every %d ms\n", ns.cg_root,
+		DMSC_L7_NETNS_SCAN_MS);
+	return 0;
+}
+
+void dmsc_l7_netns_stop_scanning(void)
+{
+	uint64_t one = 1;
+
+	if (!ns.thread)
+		return;
+	if (write(ns.stop_fd, &one, sizeof(one)) != sizeof(one))
+		pr_warn("cannot stop the network namespace scanner: %s\n", strerror(errno));
+	pthread_join(ns.th, NULL);
+	ns.thread = false;
+}
+
+void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg)
+{
+	size_t i;
+
+	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++) {
+		struct dmsc_l7_nsl *l = &ns.slots[i];
+
+		if (l->fd < 0)
+			continue;
+		ns.ops->unwatch(l);
+		accept(arg, l->fd);
+		close(l->fd);
+		l->fd = -1;
+		__atomic_sub_fetch(&ns.active, 1, __ATOMIC_RELAXED);
+	}
+}
+
+bool dmsc_l7_netns_addr(uint32_t addr)
+{
+	return (ntohl(addr) & DMSC_L7_NETNS_MASK) == DMSC_L7_NETNS_NET;
+}
+
+unsigned int dmsc_l7_netns_count(void)
+{
+	return __atomic_load_n(&ns.active, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The helper reachable from every network namespace that has mesh
+ * processes, with nothing configured (docs/design.md decisions 11 and 25).
+ *
+ * A thread scans the mesh cgroup (the install record's cgroup and its
+ * descendants) every DMSC_L7_NETNS_SCAN_MS: the network namespace of each
+ * process (/proc/PID/ns/net, one per inode). In each namespace other than
+ * the helper's own it opens one listening socket (setns into it, bind,
+ * listen, setns back: the socket stays in the namespace it was made in) on
+ * an address of its own in 127.77.0.0/16 and the helper's port, and writes
+ * the namespace's cookie -> that address into the pinned map dmsc_l7_netns.
+ * cgroup/connect4 sends a client's http connection to the address its own
+ * namespace has there (the address of --listen, dmsc_l7_conf, when it has
+ * none). Each namespace's address differs, so the 4-tuple the helper's
+ * accept() sees, the handoff key, stays unique across namespaces.
+ *
+ * Every worker's epoll watches every such listener (EPOLLEXCLUSIVE: one
+ * worker wakes). A namespace whose last mesh process left keeps its
+ * listener DMSC_L7_NETNS_GRACE_MS, then its map entry goes and, one scan
+ * later (so that a connect() that read the entry has connected), its
+ * listener. A replacing helper takes the addresses the map holds, so a
+ * hand-over changes no entry.
+ *
+ * The namespace's cookie comes from getsockopt(SO_NETNS_COOKIE), Linux
+ * 5.14+; on older kernels the listeners stay off (logged once) and clients
+ * reach the helper at --listen only.
+ */
+#ifndef DMSC_L7_NETNS_H
+#define DMSC_L7_NETNS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "l7_ep.h"
+
+#define DMSC_L7_NETNS_SCAN_MS 250
+#define DMSC_L7_NETNS_GRACE_MS 10000
+/* Namespaces with a listener at once; processes and cgroups read per scan. */
+#define DMSC_L7_NETNS_SLOTS 1024
+#define DMSC_L7_NETNS_PIDS_MAX 65536
+#define DMSC_L7_NETNS_CGROUPS_MAX 4096
+/* 127.77.0.0/16, host order: the namespaces' listener addresses. */
+#define DMSC_L7_NETNS_NET 0x7f4d0000u
+#define DMSC_L7_NETNS_MASK 0xffff0000u
+
+struct dmsc_l7_nsl {
+	struct ep ep; /* EP_NS_LISTEN; first: the worker's events point here */
+	int fd;	      /* -1: free slot (slots never move: epoll points at them) */
+	uint64_t ino; /* the namespace's inode */
+	uint64_t cookie;
+	uint32_t addr; /* network order */
+	uint64_t last_seen_ms;
+	bool unmapped; /* its entry was deleted; the listener closes next scan */
+};
+
+/* What the workers do with a listener: watch it (every worker's epoll)
+ * and stop watching it. */
+struct dmsc_l7_netns_ops {
+	void (*watch)(struct dmsc_l7_nsl *l);
+	void (*unwatch)(struct dmsc_l7_nsl *l);
+};
+
+/*
+ * Opens dmsc_l7_netns and the install record under pin_dir, does one scan
+ * (the listeners exist before the helper says ready) and starts the
+ * scanning thread. port: network order. A datapath without the map, or a
+ * kernel without SO_NETNS_COOKIE: logged, 0, and no listeners. Negative
+ * errno only when the thread cannot start.
+ */
+int dmsc_l7_netns_start(const char *pin_dir, uint16_t port, const struct dmsc_l7_netns_ops *ops);
+
+/* Stops the thread (the listeners stay open and watched). */
+void dmsc_l7_netns_stop_scanning(void);
+
+/*
+ * For the drain: each listener is unwatched, what its queue holds is
+ * handed to accept (called with the listener's fd, in the caller's
+ * thread), then it is closed. The map entries stay for the next helper.
+ */
+void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg);
+
+/* Whether addr (network order) is a namespace listener's address: the
+ * connection's client is then counted per namespace, not per address
+ * (every namespace's clients come from its own 127.0.0.1). */
+bool dmsc_l7_netns_addr(uint32_t addr);
+
+/* Namespaces with a listener now (for the metrics). */
+unsigned int dmsc_l7_netns_count(void);
+
+#endif /* DMSC_L7_NETNS_H */
