@@ -32,6 +32,7 @@ struct plan_svc {
 	struct dmsc_limits limits;
 	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
 	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
+	unsigned char be_out[DMSC_BACKENDS_PER_SERVICE_MAX]; /* health: no slot */
 	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
 	size_t n_drop;
 	/* The service's allow rules: what the maps hold (given by the

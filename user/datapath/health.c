@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * Backend health as every apply sees it: see health.h.
+ */
+#include <bpf/bpf.h>
+#include <string.h>
+
+#include "health.h"
+
+bool dmsc_health_weights(const __u32 *weight, const unsigned char *out, __u32 n, __u32 *eff)
+{
+	__u64 kept = 0, all = 0;
+	__u32 i;
+
+	for (i = 0; i < n; i++) {
+		eff[i] = out[i] ? 0 : weight[i];
+		kept += eff[i];
+		all += weight[i];
+	}
+	if (kept || !all)
+		return false;
+	memcpy(eff, weight, n * sizeof(*eff));
+	return true;
+}
+
+void dmsc_health_svc_config(const struct dmsc_policy_service *w, struct dmsc_svc_health *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	if (!w->has_health || !w->health.has_passive)
+		return;
+	cfg->eject_after = (__u16)w->health.passive.consecutive_failures;
+	cfg->base_ejection_ms = w->health.passive.base_ejection_ms;
+	cfg->max_ejection_ms = w->health.passive.max_ejection_ms;
+}
+
+void dmsc_health_read_out(const struct dmsc_datapath *dp, const __u32 *ids, __u32 n,
+			  unsigned char *out)
+{
+	struct dmsc_be_health h;
+	__u32 i;
+
+	for (i = 0; i < n; i++) {
+		out[i] = 0;
+		if (!ids[i] || ids[i] >= dp->max_backends || dp->fd[DMSC_M_BE_HEALTH] < 0)
+			continue;
+		if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &ids[i], &h, BPF_F_LOCK) == 0)
+			out[i] = h.out != DMSC_HEALTH_IN;
+	}
+}
+
+void dmsc_health_zero(const struct dmsc_datapath *dp, __u32 id)
+{
+	struct dmsc_be_health zero;
+
+	memset(&zero, 0, sizeof(zero));
+	if (id && id < dp->max_backends && dp->fd[DMSC_M_BE_HEALTH] >= 0)
+		bpf_map_update_elem(dp->fd[DMSC_M_BE_HEALTH], &id, &zero, BPF_F_LOCK);
+}
