@@ -3,7 +3,9 @@
  * Backend health as every apply sees it: see health.h.
  */
 #include <bpf/bpf.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "health.h"
 
@@ -55,4 +57,60 @@ void dmsc_health_zero(const struct dmsc_datapath *dp, __u32 id)
 	memset(&zero, 0, sizeof(zero));
 	if (id && id < dp->max_backends && dp->fd[DMSC_M_BE_HEALTH] >= 0)
 		bpf_map_update_elem(dp->fd[DMSC_M_BE_HEALTH], &id, &zero, BPF_F_LOCK);
+}
+
+const char *dmsc_health_out_name(__u32 out)
+{
+	switch (out) {
+	case DMSC_HEALTH_IN:
+		return "in";
+	case DMSC_HEALTH_OUT_EJECTED:
+		return "ejected";
+	case DMSC_HEALTH_OUT_PROBE:
+		return "probe_failed";
+	default:
+		return "unknown";
+	}
+}
+
+const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_after, __u64 now_ns,
+				 char *why, size_t len)
+{
+	struct timespec wall;
+	char until[32] = "";
+	__u32 out = h->out;
+
+	if (dmsc_health_ejected(h, now_ns)) {
+		time_t t;
+		struct tm tm;
+
+		clock_gettime(CLOCK_REALTIME, &wall);
+		t = wall.tv_sec + (time_t)((h->ejected_until_ns - now_ns) / 1000000000ull);
+		if (gmtime_r(&t, &tm))
+			strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		out = DMSC_HEALTH_OUT_EJECTED;
+	}
+	switch (out) {
+	case DMSC_HEALTH_OUT_EJECTED:
+		if (dmsc_health_ejected(h, now_ns))
+			snprintf(why, len, "ejected after %u connect failures in a row until %s "
+				 "(ejection %u in a row)",
+				 eject_after, until, h->ejections);
+		else
+			snprintf(why, len, "ejection over, waiting for a probe to pass");
+		break;
+	case DMSC_HEALTH_OUT_PROBE:
+		if (h->probe_detail < 0)
+			snprintf(why, len, "%u probes failed in a row (last: %s)", h->probe_failed,
+				 strerror(-h->probe_detail));
+		else
+			snprintf(why, len, "%u probes failed in a row (last: HTTP status %d)",
+				 h->probe_failed, h->probe_detail);
+		break;
+	default:
+		snprintf(why, len, "%llu connect failures in all, %u probes",
+			 (unsigned long long)h->failures, h->probes);
+		break;
+	}
+	return dmsc_health_out_name(out);
 }

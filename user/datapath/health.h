@@ -30,4 +30,15 @@ void dmsc_health_read_out(const struct dmsc_datapath *dp, const __u32 *ids, __u3
 /* A given-up backend id's health starts from zero for its next owner. */
 void dmsc_health_zero(const struct dmsc_datapath *dp, __u32 id);
 
+/* "in", "ejected", "probe_failed": enum dmsc_health_out in every output. */
+const char *dmsc_health_out_name(__u32 out);
+
+/* What a backend's health entry says, for show and the metrics: its state
+ * name (as dmsc_health_out_name, or "ejected" while the kernel's own
+ * ejection runs even if dmscd has not seen it) and a sentence why.
+ * eject_after: the service's consecutive_failures. now_ns: CLOCK_MONOTONIC.
+ * Returns the state name. */
+const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_after, __u64 now_ns,
+				 char *why, size_t len);
+
 #endif /* DMSC_DATAPATH_HEALTH_H */

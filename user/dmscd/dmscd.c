@@ -31,6 +31,7 @@
 #include "allow_resolve.h"
 #include "datapath.h"
 #include "etcd_sync.h"
+#include "health_watch.h"
 #include "httpd.h"
 #include "l7_snapshot.h"
 #include "l7_supervisor.h"
@@ -79,6 +80,9 @@ struct agent {
 	int64_t recheck_at_ms;
 	struct dmsc_httpd httpd;
 	enum dmsc_metrics_backends metrics_backends;
+	/* Backend health: probes, passive ejections seen, services to apply
+	 * again (docs/design.md decision 28). */
+	struct dmsc_health_watch health;
 };
 
 /* A restarted container is an rmdir and a mkdir: wait this long after an
@@ -301,6 +305,8 @@ static void apply_policy(struct agent *ag, const char *why)
 		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
 		 (c3 - c2) * 1e3, (t1 - t0) * 1e3);
 	ag->stats.applies[DMSC_APPLY_OK]++;
+	if (dmsc_health_watch_set(&ag->health, &set.policy, &ag->mirror))
+		pr_warn("health: out of memory: the backends of this policy are not watched\n");
 	if (ag->l7)
 		l7_follow(ag, &set.policy);
 	ag->stats.entries_written += res.entries_written;
@@ -795,6 +801,8 @@ int main(int argc, char **argv)
 		goto out;
 	if (!etcd_urls && dmsc_policy_watch_open(&ag.watch, ag.policy))
 		goto out;
+	if (dmsc_health_watch_start(&ag.health, ag.pin_dir))
+		goto out;
 	ag.policy_is_dir = ag.watch.is_dir;
 	if (strcmp(metrics, "off") != 0) {
 		ag.http_fd = dmsc_httpd_listen(metrics, bound, sizeof(bound));
@@ -843,13 +851,14 @@ int main(int argc, char **argv)
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[6] = {
+		struct pollfd pfd[7] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
 		    {.fd = ag.l7 ? dmsc_l7_sup_fd(&ag.l7_sup) : -1, .events = POLLIN},
 		    {.fd = ag.cg_watch.fd, .events = POLLIN},
 		    {.fd = ag.etcd ? dmsc_etcd_sync_fd(ag.etcd) : -1, .events = POLLIN},
+		    {.fd = dmsc_health_watch_fd(&ag.health), .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -872,7 +881,7 @@ int main(int argc, char **argv)
 		 * back-off; looked at every second at least. */
 		if (ag.l7 && (wait < 0 || wait > L7_POLL_MS))
 			wait = L7_POLL_MS;
-		if (poll(pfd, 6, wait) < 0 && errno != EINTR) {
+		if (poll(pfd, 7, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}
@@ -905,6 +914,11 @@ int main(int argc, char **argv)
 			apply_policy(&ag, "etcd");
 			reresolve(&ag); /* new rules, new paths to watch */
 		}
+		/* A backend went out or came back: its service's table is laid
+		 * out again by the same incremental apply. */
+		if (running && (pfd[6].revents & POLLIN) &&
+		    dmsc_health_watch_take(&ag.health, &ag.mirror))
+			apply_policy(&ag, "health");
 		now = dmsc_now_ms();
 		if (running && dmsc_debounce_take(&ag.debounce, now)) {
 			apply_policy(&ag, "changed");
@@ -939,6 +953,7 @@ out:
 		unlink(ag.l7_metrics);
 		free(ag.l7_view);
 	}
+	dmsc_health_watch_stop(&ag.health);
 	if (ag.etcd)
 		dmsc_etcd_sync_stop(ag.etcd);
 	dmsc_mirror_free(&ag.mirror);
