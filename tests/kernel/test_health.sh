@@ -60,13 +60,13 @@ reason() {
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 
 # 1. The kernel alone (no dmscd): passive ejection after 3 refused connects.
-policy '{ "passive": { "consecutive_failures": 3, "base_ejection_ms": 60000 } }' >"$T/passive.json"
+policy '{ "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000, "max_ejection_ms": 600000 } }' >"$T/passive.json"
 t_check "apply a policy with passive health" "$CTL" apply "$T/passive.json"
-load 10 "$T/load1.json" --started-file "$T/started1" --stop-file "$T/stop1" &
+load 60 "$T/load1.json" --started-file "$T/started1" --stop-file "$T/stop1" &
 LOADPID=$!
-t_wait 20 test -e "$T/started1" || t_fail "the load started"
+t_wait 300 test -e "$T/started1" || t_fail "the load started"
 stop_backend b2
-t_wait 20 bash -c "[[ \$('$CTL' stats -o json | jq '.reasons.health_ejected // 0') -ge 1 ]]" ||
+t_wait 60 bash -c "[[ \$('$CTL' stats -o json | jq '.reasons.health_ejected // 0') -ge 1 ]]" ||
 	t_fail "the kernel ejects the killed backend"
 # A second of load after the ejection: none of it may fail.
 ejected_at=$(date +%s.%N)
@@ -97,7 +97,7 @@ cat >"$POL" <<EOF
     "backends": [
       { "address": "198.18.141.2", "port": 9080 },
       { "address": "198.18.141.3", "port": 9080 } ],
-    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 60000 },
+    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000, "max_ejection_ms": 600000 },
                 "active": { "type": "tcp", "interval_ms": 200, "timeout_ms": 150,
                             "unhealthy_threshold": 2, "healthy_threshold": 2 } } },
   { "name": "pages", "vip": "$VIP", "port": 80,
@@ -137,7 +137,7 @@ load_r() {
 }
 load_r 30 "$T/load2.json" --started-file "$T/started2" --stop-file "$T/stop2" &
 LOADPID=$!
-t_wait 120 test -e "$T/started2" || t_fail "the load on ratings started"
+t_wait 300 test -e "$T/started2" || t_fail "the load on ratings started"
 stop_backend b2
 t_check "dmscd takes the ejected backend out of the slot table" t_wait 30 bash -c \
 	'is ratings 1 .slots 0 && is ratings 1 .health.state ejected'
