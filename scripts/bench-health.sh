@@ -12,43 +12,30 @@
 # kernel's part (bpf/sock_lb/health.bpf.c). Never fails on speed; the exit
 # code only says whether it ran.
 #
-# Environment: ROUNDS (5), FAILURES (5), RATE (1000), BIN (build).
+# Environment: ROUNDS (5), FAILURES (5), RATE (1000), BIN (build). Without
+# root it is skipped (exit 77).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-. "$TOP/tests/lib/netns.sh"
-BIN=${BIN:-$TOP/build}
 ROUNDS=${ROUNDS:-5}
 FAILURES=${FAILURES:-5}
 RATE=${RATE:-1000}
-P=bhl$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-health.XXXXXX")
 VIP=198.19.142.10
 LOADPID=
-
-if [[ $(id -u) -ne 0 ]]; then
-	echo "bench-health: needs root (BPF, namespaces); skipped"
-	exit 0
-fi
-cleanup() {
+# The kernel suites' start: root (else skipped), a BPF filesystem of its
+# own, namespaces and cgroups removed by a trap (suite_cleanup first).
+suite_cleanup() {
 	[[ -n $LOADPID ]] && kill -KILL "$LOADPID" 2>/dev/null
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$BIN/dmscctl" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
 }
-trap cleanup EXIT
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || exit 1
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-dmsc_net_init "$P" || exit 1
+. "$TOP/tests/lib/kernel.sh"
+dmsc_suite_begin bench-health bhl$$
 dmsc_net_host c 198.18.142.2/16 || exit 1
 dmsc_net_host b1 198.18.143.2/16 || exit 1
 dmsc_net_host b2 198.18.143.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-"$BIN/dmscctl" install --cgroup "$MESH" >/dev/null || exit 1
+"$CTL" install --cgroup "$MESH" >/dev/null || exit 1
 
 start() { # HOST ADDR NAME
-	dmsc_net_exec "$1" "$BIN/tools/dmsc-testsrv" --name "$3" --mode id --listen "$2:9080" \
+	dmsc_net_exec "$1" "$SRV" --name "$3" --mode id --listen "$2:9080" \
 		--max-seconds 600 >"$T/$1.out" 2>&1 &
 	dmsc_wait_ready "$T/$1.out" 10
 }
@@ -72,7 +59,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	  { "address": "198.18.143.2", "port": 9080 }, { "address": "198.18.143.3", "port": 9080 } ],
 	  "health": { "passive": { "consecutive_failures": %d } } } ] }\n' \
 		"$r" "$VIP" $((9000 + r)) "$FAILURES" >"$T/p.json"
-	"$BIN/dmscctl" apply "$T/p.json" >/dev/null || exit 1
+	"$CTL" apply "$T/p.json" >/dev/null || exit 1
 	rm -f "$T/started" "$T/stop"
 	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c /usr/bin/python3 "$TOP/tests/tools/health-load.py" \
 		"$VIP:$((9000 + r))" --rate "$RATE" --seconds 60 --started-file "$T/started" \

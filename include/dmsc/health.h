@@ -33,7 +33,7 @@
  * connect4 reads anyway. eject_after 0: no passive health. */
 struct dmsc_svc_health {
 	__u16 eject_after; /* consecutive connect failures */
-	__u16 pad;         /* always zero */
+	__u16 pad;	   /* always zero */
 	__u32 base_ejection_ms;
 	__u32 max_ejection_ms;
 };
@@ -42,7 +42,7 @@ struct dmsc_svc_health {
 enum dmsc_health_out {
 	DMSC_HEALTH_IN = 0,
 	DMSC_HEALTH_OUT_EJECTED, /* passive: the kernel ejected it */
-	DMSC_HEALTH_OUT_PROBE,   /* active: unhealthy_threshold probes failed */
+	DMSC_HEALTH_OUT_PROBE,	 /* active: unhealthy_threshold probes failed */
 };
 
 /*
@@ -53,18 +53,18 @@ enum dmsc_health_out {
 struct dmsc_be_health {
 	struct bpf_spin_lock lock;
 	/* Kernel. */
-	__u32 consecutive;        /* connect failures in a row */
-	__u64 failures;           /* connect failures in all */
-	__u64 ejected_at_ns;      /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last ejection */
-	__u64 ejected_until_ns;   /* connect4 skips the backend until then */
-	__u32 ejections;          /* in a row: the back-off multiplier */
+	__u32 consecutive;	/* connect failures in a row */
+	__u64 failures;		/* connect failures in all */
+	__u64 ejected_at_ns;	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last ejection */
+	__u64 ejected_until_ns; /* connect4 skips the backend until then */
+	__u32 ejections;	/* in a row: the back-off multiplier */
 	/* dmscd. */
-	__u32 out;                /* enum dmsc_health_out */
-	__u64 out_since_ns;       /* CLOCK_MONOTONIC */
-	__u32 probe_ok;           /* active probes that passed in a row */
-	__u32 probe_failed;       /* active probes that failed in a row */
-	__s32 probe_detail;       /* last failed probe: -errno, or its HTTP status */
-	__u32 probes;             /* active probes sent */
+	__u32 out;	    /* enum dmsc_health_out */
+	__u64 out_since_ns; /* CLOCK_MONOTONIC */
+	__u32 probe_ok;	    /* active probes that passed in a row */
+	__u32 probe_failed; /* active probes that failed in a row */
+	__s32 probe_detail; /* last failed probe: -errno, or its HTTP status */
+	__u32 probes;	    /* active probes sent */
 };
 
 /* How long the n-th ejection in a row lasts: n times the base, at most the

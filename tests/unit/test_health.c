@@ -13,12 +13,11 @@
 #define MS DMSC_NS_PER_MS
 
 static const struct dmsc_svc_health cfg = {
-	.eject_after = 3, .base_ejection_ms = 1000, .max_ejection_ms = 2500
-};
+    .eject_after = 3, .base_ejection_ms = 1000, .max_ejection_ms = 2500};
 
 Test(health_kernel, ejects_after_consecutive_failures)
 {
-	struct dmsc_be_health h = { 0 };
+	struct dmsc_be_health h = {0};
 	__u64 now = 1000 * MS;
 
 	cr_expect_eq(dmsc_health_failed(&h, &cfg, now), 0);
@@ -35,7 +34,7 @@ Test(health_kernel, ejects_after_consecutive_failures)
 
 Test(health_kernel, late_failures_do_not_count_toward_the_next)
 {
-	struct dmsc_be_health h = { 0 };
+	struct dmsc_be_health h = {0};
 	__u64 now = 1000 * MS;
 
 	dmsc_health_failed(&h, &cfg, now);
@@ -53,7 +52,7 @@ Test(health_kernel, late_failures_do_not_count_toward_the_next)
 
 Test(health_kernel, back_off_grows_to_the_max_and_starts_over)
 {
-	struct dmsc_be_health h = { 0 };
+	struct dmsc_be_health h = {0};
 	__u64 now = 1000 * MS;
 	int i;
 
@@ -79,8 +78,8 @@ Test(health_kernel, back_off_grows_to_the_max_and_starts_over)
 
 Test(health_kernel, no_passive_never_ejects)
 {
-	struct dmsc_svc_health off = { 0 };
-	struct dmsc_be_health h = { 0 };
+	struct dmsc_svc_health off = {0};
+	struct dmsc_be_health h = {0};
 	int i;
 
 	for (i = 0; i < 100; i++)
@@ -91,8 +90,8 @@ Test(health_kernel, no_passive_never_ejects)
 
 Test(health_weights, out_backends_get_no_slot)
 {
-	__u32 w[3] = { 50, 30, 20 }, eff[3], counts[3];
-	unsigned char out[3] = { 0, 1, 0 };
+	__u32 w[3] = {50, 30, 20}, eff[3], counts[3];
+	unsigned char out[3] = {0, 1, 0};
 
 	cr_expect_not(dmsc_health_weights(w, out, 3, eff));
 	cr_expect_eq(eff[0], 50);
@@ -105,8 +104,8 @@ Test(health_weights, out_backends_get_no_slot)
 
 Test(health_weights, all_out_is_panic_and_keeps_all)
 {
-	__u32 w[3] = { 50, 0, 20 }, eff[3];
-	unsigned char out[3] = { 1, 0, 1 };
+	__u32 w[3] = {50, 0, 20}, eff[3];
+	unsigned char out[3] = {1, 0, 1};
 
 	cr_expect(dmsc_health_weights(w, out, 3, eff), "the weight-0 backend cannot carry it");
 	cr_expect_eq(eff[0], 50);
@@ -116,8 +115,8 @@ Test(health_weights, all_out_is_panic_and_keeps_all)
 
 Test(health_weights, all_weights_zero_is_not_panic)
 {
-	__u32 w[2] = { 0, 0 }, eff[2];
-	unsigned char out[2] = { 1, 1 };
+	__u32 w[2] = {0, 0}, eff[2];
+	unsigned char out[2] = {1, 1};
 
 	cr_expect_not(dmsc_health_weights(w, out, 2, eff));
 }

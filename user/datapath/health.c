@@ -45,7 +45,8 @@ void dmsc_health_read_out(const struct dmsc_datapath *dp, const __u32 *ids, __u3
 		out[i] = 0;
 		if (!ids[i] || ids[i] >= dp->max_backends || dp->fd[DMSC_M_BE_HEALTH] < 0)
 			continue;
-		if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &ids[i], &h, BPF_F_LOCK) == 0)
+		if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &ids[i], &h, BPF_F_LOCK) ==
+		    0)
 			out[i] = h.out != DMSC_HEALTH_IN;
 	}
 }
@@ -93,7 +94,8 @@ const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_aft
 	switch (out) {
 	case DMSC_HEALTH_OUT_EJECTED:
 		if (dmsc_health_ejected(h, now_ns))
-			snprintf(why, len, "ejected after %u connect failures in a row until %s "
+			snprintf(why, len,
+				 "ejected after %u connect failures in a row until %s "
 				 "(ejection %u in a row)",
 				 eject_after, until, h->ejections);
 		else

@@ -17,8 +17,8 @@
 void dmsc_health_metrics(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			 const struct dmsc_datapath *dp, bool per_backend)
 {
-	static const __u32 states[] = { DMSC_HEALTH_IN, DMSC_HEALTH_OUT_EJECTED,
-					DMSC_HEALTH_OUT_PROBE };
+	static const __u32 states[] = {DMSC_HEALTH_IN, DMSC_HEALTH_OUT_EJECTED,
+				       DMSC_HEALTH_OUT_PROBE};
 	struct timespec ts;
 	char vip[48], be[32], why[192];
 	__u64 now;
@@ -55,12 +55,13 @@ void dmsc_health_metrics(struct dmsc_buf *b, const struct dmsc_mirror *m,
 		dmsc_format_svc_key(&ms->key, vip, sizeof(vip));
 		for (j = 0; j < ms->n_be; j++) {
 			struct dmsc_prom_label l[4] = {
-				{"service", ms->name}, {"vip", vip}, {"backend", be}};
+			    {"service", ms->name}, {"vip", vip}, {"backend", be}};
 			struct dmsc_be_health h;
 			const char *state;
 			__u32 id = ms->be[j].id;
 
-			if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &id, &h, BPF_F_LOCK))
+			if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &id, &h,
+						      BPF_F_LOCK))
 				continue;
 			dmsc_format_addr_port(ms->be[j].addr, ms->be[j].port, be, sizeof(be));
 			state = dmsc_health_describe(&h, 0, now, why, sizeof(why));

@@ -38,9 +38,9 @@ struct dmsc_health_target {
 	struct dmsc_health cfg; /* cfg.active.path points at path */
 	char path[DMSC_HEALTH_PATH_MAX + 1];
 	__u32 id, weight;
-	__u32 addr;   /* network order */
-	__u16 port;   /* network order */
-	bool first;   /* the service's first target: holds its panic state */
+	__u32 addr; /* network order */
+	__u16 port; /* network order */
+	bool first; /* the service's first target: holds its panic state */
 	bool panic;
 	/* The probe in flight. */
 	enum probe_phase phase;
@@ -116,7 +116,7 @@ static void probe_done(struct dmsc_health_watch *w, struct dmsc_health_target *t
 
 static void probe_start(struct dmsc_health_watch *w, struct dmsc_health_target *t, int64_t now)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct sockaddr_in sa = {.sin_family = AF_INET};
 
 	t->next_ms = now + t->cfg.active.interval_ms;
 	t->deadline_ms = now + t->cfg.active.timeout_ms;
@@ -346,8 +346,8 @@ static void evaluate_all(struct dmsc_health_watch *w)
 
 static bool same_backend(const struct dmsc_health_target *a, const struct dmsc_health_target *b)
 {
-	return !memcmp(&a->key, &b->key, sizeof(a->key)) && a->id == b->id &&
-	       a->addr == b->addr && a->port == b->port;
+	return !memcmp(&a->key, &b->key, sizeof(a->key)) && a->id == b->id && a->addr == b->addr &&
+	       a->port == b->port;
 }
 
 /* A backend no longer watched (its health removed, or the backend): its

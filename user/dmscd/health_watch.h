@@ -27,7 +27,7 @@ struct dmsc_health_target; /* one backend of a service with health */
 
 struct dmsc_health_stats {
 	uint64_t probes_ok, probes_failed;
-	uint64_t panics; /* services that entered panic mode */
+	uint64_t panics;  /* services that entered panic mode */
 	uint64_t changes; /* backends that went out or came back */
 };
 

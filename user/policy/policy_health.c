@@ -6,9 +6,14 @@
 #include "policy_parse.h"
 
 static const char *const health_fields[] = {"active", "passive", NULL};
-static const char *const active_fields[] = {"type",	   "path",	 "expected_status",
-					    "interval_ms", "timeout_ms", "unhealthy_threshold",
-					    "healthy_threshold", NULL};
+static const char *const active_fields[] = {"type",
+					    "path",
+					    "expected_status",
+					    "interval_ms",
+					    "timeout_ms",
+					    "unhealthy_threshold",
+					    "healthy_threshold",
+					    NULL};
 static const char *const passive_fields[] = {"consecutive_failures", "base_ejection_ms",
 					     "max_ejection_ms", NULL};
 static const char *const probe_names[] = {
@@ -16,8 +21,8 @@ static const char *const probe_names[] = {
     [DMSC_PROBE_HTTP] = "http",
     NULL,
 };
-static const struct int_rule interval_rule = {DMSC_HEALTH_INTERVAL_MS_MIN,
-					      DMSC_HEALTH_INTERVAL_MS_MAX, "a probe interval in ms"};
+static const struct int_rule interval_rule = {
+    DMSC_HEALTH_INTERVAL_MS_MIN, DMSC_HEALTH_INTERVAL_MS_MAX, "a probe interval in ms"};
 static const struct int_rule probe_timeout_rule = {
     DMSC_HEALTH_TIMEOUT_MS_MIN, DMSC_HEALTH_INTERVAL_MS_MAX, "a probe timeout in ms"};
 static const struct int_rule threshold_rule = {1, DMSC_HEALTH_THRESHOLD_MAX, "a threshold"};
@@ -57,8 +62,9 @@ static int parse_probe_path(struct ctx *c, const char *path, struct json_object 
 		;
 	if (i < len || len > DMSC_HEALTH_PATH_MAX) {
 		quote(q, sizeof(q), s, len);
-		report(c, path, "%s is not a request path (printable ASCII without spaces, at most %d)",
-		       q, DMSC_HEALTH_PATH_MAX);
+		report(c, path,
+		       "%s is not a request path (printable ASCII without spaces, at most %d)", q,
+		       DMSC_HEALTH_PATH_MAX);
 		return -EINVAL;
 	}
 	return 0;
@@ -151,7 +157,7 @@ static int parse_passive(struct ctx *c, const char *path, struct json_object *v,
 }
 
 int parse_health(struct ctx *c, const char *path, struct json_object *v,
-			struct dmsc_policy_service *svc, bool proto_ok)
+		 struct dmsc_policy_service *svc, bool proto_ok)
 {
 	struct dmsc_health *h = &svc->health;
 	struct json_object *f;
