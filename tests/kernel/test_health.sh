@@ -148,6 +148,9 @@ t_check "http probes take pages' backend out" t_wait 30 bash -c \
 	'is pages 1 .slots 0 && is pages 1 .health.state probe_failed'
 t_check "show services names the probe's failure" bash -c \
 	"health pages 1 .health.why | grep -q 'probes failed in a row (last: Connection refused)'"
+# The maps hold the verdict: another writer's apply keeps the backend out.
+t_check "dmscctl apply of the same policy (another writer) keeps it out" bash -c \
+	"'$CTL' apply '$POL' >/dev/null && is ratings 1 .slots 0"
 after=$(mono_ns)
 t_wait 30 bash -c "[[ \$(python3 -c 'import time; print(time.clock_gettime_ns(time.CLOCK_MONOTONIC))') -gt $((after + 1000000000)) ]]"
 touch "$T/stop2"
