@@ -2,9 +2,10 @@
 /*
  * dmscd's part of backend health: see health_watch.h.
  *
- * One thread owns the probes and the decisions; the main loop hands it the
- * backends of each policy applied and takes back the services to apply
- * again. Only this thread writes dmscd's fields of dmsc_be_health (a read
+ * One thread owns the probes and the decisions (made every
+ * DMSC_HEALTH_TICK_MS: a probe's result counts within one tick, whatever
+ * the number of backends); the main loop hands it the backends of each
+ * policy applied and takes back the services to apply again. Only this thread writes dmscd's fields of dmsc_be_health (a read
  * and a write under the element's lock: a kernel failure counted between
  * the two is lost, which costs at most one more failure to eject again).
  */
@@ -449,7 +450,9 @@ static void *run(void *arg)
 			if (t->phase != PROBE_IDLE && now >= t->deadline_ms)
 				probe_done(w, t, false, -ETIMEDOUT);
 			if (t->phase == PROBE_IDLE) {
-				if (t->next_ms < wake)
+				/* Due but no room: a probe in flight ends first,
+				 * and wakes the poll. */
+				if (t->next_ms > now && t->next_ms < wake)
 					wake = t->next_ms;
 				continue;
 			}
@@ -480,10 +483,6 @@ static void *run(void *arg)
 				probe_connected(w, t);
 			else if (t->phase == PROBE_READING)
 				probe_readable(w, t);
-		}
-		if (n_pfd) {
-			evaluate_all(w); /* a probe's result counts at once */
-			next_tick = dmsc_now_ms() + DMSC_HEALTH_TICK_MS;
 		}
 	}
 	free(pfd);
