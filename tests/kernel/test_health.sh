@@ -161,6 +161,22 @@ t_eq "no failure after the ejection (a second and more of load)" \
 	"$(jq "[.failure_ns[] | select(. > $after)] | length" "$T/load2.json")" 0
 t_range "connects failed before the kernel ejected it" "$(jq .failures "$T/load2.json")" 3 10
 
+# A restarted dmscd adopts the verdicts in the maps: a backend its
+# predecessor's probes took out stays out while the new probes fail.
+kill -TERM "$DPID"
+wait "$DPID"
+mark=$(wc -l <"$LOG")
+probes0=$(health pages 1 .health.probes)
+in_c "$DMSCD" --policy "$POL" --metrics 127.0.0.1:0 --debounce-ms 100 >>"$LOG" 2>&1 &
+DPID=$!
+t_wait 60 bash -c "[[ \$(grep -c '(start)' '$LOG') -ge 2 ]]" || t_fail "dmscd started again"
+t_wait 30 bash -c "[[ \$(health pages 1 .health.probes) -ge $((probes0 + 3)) ]]" ||
+	t_fail "the new dmscd probes"
+t_eq "a restarted dmscd keeps the backend its predecessor's probes took out (not in, then out again)" \
+	"$(tail -n +"$((mark + 1))" "$LOG" | grep -cE 'health: pages 198.18.141.3:8080 (back in|out)')" 0
+t_eq "...its state too" "$(health pages 1 .health.state)" probe_failed
+t_check "...and its slot table still without it" is pages 1 .slots 0
+
 # Restarted: back within one healthy threshold (2 probes of 200 ms; bounded).
 backend b2 198.18.141.3 v2 id 9080 || t_fail "b2 restarted (id)"
 backend b2 198.18.141.3 v2 http 8080 || t_fail "b2 restarted (http)"

@@ -5,8 +5,8 @@
  * One thread owns the probes and the decisions (made every
  * DMSC_HEALTH_TICK_MS: a probe's result counts within one tick, whatever
  * the number of backends); the main loop hands it the backends of each
- * policy applied and takes back the services to apply again. Only this thread writes dmscd's fields of dmsc_be_health (a read
- * and a write under the element's lock: a kernel failure counted between
+ * policy applied and takes back the services to apply again. Only this thread writes dmscd's fields
+ * of dmsc_be_health (a read and a write under the element's lock: a kernel failure counted between
  * the two is lost, which costs at most one more failure to eject again).
  */
 #include <arpa/inet.h>
@@ -233,7 +233,7 @@ static bool evaluate(struct dmsc_health_watch *w, struct dmsc_health_target *t, 
 	struct dmsc_be_health h;
 	char why[160], d[64];
 	bool restarted = false;
-	__u32 want;
+	__u32 want, was;
 	int fd = map_fd(w);
 
 	if (fd < 0 || bpf_map_lookup_elem_flags(fd, &t->id, &h, BPF_F_LOCK)) {
@@ -270,7 +270,8 @@ static bool evaluate(struct dmsc_health_watch *w, struct dmsc_health_target *t, 
 		t->out = want;
 		return want != DMSC_HEALTH_IN;
 	}
-	if (want != h.out)
+	was = h.out;
+	if (want != was)
 		h.out_since_ns = now_ns;
 	h.out = want;
 	h.probe_ok = t->ok_run;
@@ -282,7 +283,8 @@ static bool evaluate(struct dmsc_health_watch *w, struct dmsc_health_target *t, 
 			strerror(errno));
 		return t->out != DMSC_HEALTH_IN;
 	}
-	if (want == t->out)
+	/* The tables follow the map's `out`: a change of it is applied. */
+	if (want == t->out && want == was)
 		return want != DMSC_HEALTH_IN;
 	if (want == DMSC_HEALTH_OUT_EJECTED) {
 		snprintf(why, sizeof(why),
@@ -366,6 +368,24 @@ static void forget(struct dmsc_health_watch *w, struct dmsc_health_target *t)
 	bpf_map_update_elem(fd, &t->id, &h, BPF_F_LOCK);
 }
 
+/* A backend this dmscd has not watched yet starts from what the map holds
+ * (a restarted dmscd adopts the verdicts of the one before, as it adopts
+ * the datapath): a backend its probes took out stays out until they pass. */
+static void resume(struct dmsc_health_watch *w, struct dmsc_health_target *t)
+{
+	struct dmsc_be_health h;
+	int fd = map_fd(w);
+
+	if (fd < 0 || bpf_map_lookup_elem_flags(fd, &t->id, &h, BPF_F_LOCK))
+		return;
+	t->out = h.out;
+	t->unhealthy = h.out == DMSC_HEALTH_OUT_PROBE;
+	t->ok_run = h.probe_ok;
+	t->fail_run = h.probe_failed;
+	t->probes = h.probes;
+	t->detail = h.probe_detail;
+}
+
 /* Takes the targets of the last policy, keeping what the probes learned of
  * each backend that stays. */
 static void adopt(struct dmsc_health_watch *w)
@@ -401,6 +421,8 @@ static void adopt(struct dmsc_health_watch *w)
 			old->id = 0; /* carried over */
 			break;
 		}
+		if (j == w->n)
+			resume(w, &next[i]);
 	}
 	for (j = 0; j < w->n; j++)
 		if (w->t[j].id)
