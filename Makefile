@@ -14,14 +14,15 @@ ARCH      := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror
 # One folder per layer (docs/architecture.md): common <- policy <- datapath
-# <- dmscd, dmscctl; l7 <- policy, common. Each layer is one archive; each
+# <- dmscd, dmscctl; l7 <- policy, common; mtls (certificates, the tunnel
+# between hosts: OpenSSL) <- policy, common. Each layer is one archive; each
 # binary links the archives of the layers it uses, and only the members it
 # calls are pulled in. dmscctl's etcd_ctl.c reads a policy directory with
 # dmscd's agent.c, so dmscctl links the dmscd archive too.
-LAYERS    := common policy datapath dmscd dmscctl l7
+LAYERS    := common policy datapath dmscd dmscctl l7 mtls
 CPPFLAGS  += -Iinclude $(patsubst %,-Iuser/%,$(LAYERS)) -I$(BUILD)
-PKGS      := libbpf json-c libcurl
-LIBS      := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lbpf -ljson-c -lcurl) -lelf -lz
+PKGS      := libbpf json-c libcurl libssl libcrypto
+LIBS      := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lbpf -ljson-c -lcurl -lssl -lcrypto) -lelf -lz
 
 # ---- kernel side: one folder per hook family, each file one compilation
 # unit; the units of one object are linked by `bpftool gen object` (maps are
@@ -39,10 +40,10 @@ PROG_SRCS := user/dmscctl/dmscctl.c user/dmscd/dmscd.c user/l7/dmsc-l7.c
 PROGS     := $(patsubst %.c,$(BUILD)/%,$(notdir $(PROG_SRCS)))
 prog_src   = $(filter %/$(1).c,$(PROG_SRCS))
 layer_objs = $(patsubst user/%.c,$(2)/obj/%.o,$(filter-out $(PROG_SRCS),$(wildcard user/$(1)/*.c)))
-LIBS_dmscctl   := dmscctl dmscd datapath policy common
+LIBS_dmscctl   := dmscctl dmscd datapath policy mtls common
 LIBS_dmscd     := dmscd datapath policy common
-LIBS_dmsc-l7   := l7 policy common
-LIBS_tests     := dmscctl dmscd l7 datapath policy common
+LIBS_dmsc-l7   := l7 mtls policy common
+LIBS_tests     := dmscctl dmscd l7 datapath policy mtls common
 archives       = $(patsubst %,$(2)/libdmsc-%.a,$(LIBS_$(1)))
 TOOLS     := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
 # tests/unit/: pure, run as any user. tests/bpf/: load BPF programs

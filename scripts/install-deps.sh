@@ -14,6 +14,10 @@ PACKAGES=(
 	# build
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
 	libhttp-parser-dev libcurl4-openssl-dev
+	# mutual TLS between hosts (user/mtls/): OpenSSL 3; openssl checks what dmscctl ca writes
+	libssl-dev openssl
+	# captures in tests/kernel/test_mtls.sh (no plaintext on the wire)
+	tcpdump
 	# tests
 	libcriterion-dev iproute2 curl procps psmisc jq iperf3 util-linux wrk
 	# sanitizers and fuzzing: libFuzzer and the ASan/UBSan runtimes come with

@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 #include "parse.h"
@@ -32,5 +33,15 @@ int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out)
 		return -EINVAL;
 	}
 	*out = (__u32)(v * mult);
+	return 0;
+}
+
+int dmsc_parse_output(const char *arg, bool *json)
+{
+	if (strcmp(arg, "json") && strcmp(arg, "text")) {
+		pr_warn("-o: \"%s\" is not an output format (text, json)\n", arg);
+		return -EINVAL;
+	}
+	*json = strcmp(arg, "json") == 0;
 	return 0;
 }

@@ -21,6 +21,7 @@
 #include "etcd_ctl.h"
 #include "etcd_store.h"
 #include "log.h"
+#include "parse.h"
 #include "apply_mirror.h"
 
 #define EXIT_USAGE 2
@@ -558,12 +559,8 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 			c.tls.key = optarg;
 			break;
 		case 'o':
-			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
-				fprintf(stderr, "-o: \"%s\" is not an output format (text, json)\n",
-					optarg);
+			if (dmsc_parse_output(optarg, &c.json))
 				return EXIT_USAGE;
-			}
-			c.json = !strcmp(optarg, "json");
 			break;
 		case 'v':
 			dmsc_log_init("dmscctl", DMSC_LOG_DEBUG);
