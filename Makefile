@@ -3,7 +3,7 @@
 .DELETE_ON_ERROR:
 .SECONDARY:
 .SECONDEXPANSION:
-.PHONY: all deps test test-unit test-kernels fuzz fuzz-build asan demo bench clean format
+.PHONY: all deps test test-unit test-kernels fuzz fuzz-build asan demo bench bench-etcd clean format
 
 BUILD     ?= build
 CC        ?= gcc
@@ -113,9 +113,15 @@ $(BUILD)/bench-cp: tests/bench/bench-cp.c $(call archives,dmscd,$(BUILD)) $(HEAD
 bench: all $(BUILD)/bench-cp
 	scripts/install-deps.sh --if-missing --bench
 	scripts/bench-control-plane.sh
+	scripts/bench-etcd.sh
 	scripts/bench-datapath.sh
 	scripts/bench-datapath.sh --first-bulk
 	scripts/bench-l7.sh
+
+# The control plane with a real etcd and 20 simulated hosts, alone.
+bench-etcd: all
+	scripts/install-deps.sh --if-missing
+	scripts/bench-etcd.sh
 
 test:
 	scripts/install-deps.sh --if-missing

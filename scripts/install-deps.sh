@@ -25,8 +25,10 @@ PACKAGES=(
 	libclang-rt-14-dev valgrind
 	# the fast path's tests and make bench (iperf3 is above)
 	sockperf haproxy gnuplot-nox
-	# policy carried by etcd (tests/kernel/test_etcd.sh)
-	etcd-server etcd-client
+	# policy carried by etcd (tests/kernel/test_etcd.sh; its TLS
+	# certificates are made with the openssl CLI; scripts/bench-etcd.sh
+	# is in Python)
+	etcd-server etcd-client openssl python3
 )
 BENCH_PACKAGES=(haproxy nginx-light)
 

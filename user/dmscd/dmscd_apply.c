@@ -172,6 +172,8 @@ void apply_policy(struct agent *ag, const char *why)
 		ag->stats.applies[DMSC_APPLY_FAILED]++;
 		goto out;
 	}
+	if (etcd_view)
+		dmsc_etcd_sync_applied(ag->etcd);
 	for (i = 0; i < res.n_changes; i++)
 		pr_info("%s %s: %s\n", dmsc_change_op_name(res.changes[i].op),
 			res.changes[i].service, res.changes[i].detail);
