@@ -97,6 +97,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct dmsc_be_health);
+} dmsc_be_health __weak SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct dmsc_l7_conf);

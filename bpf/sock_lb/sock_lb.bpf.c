@@ -17,6 +17,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "maps.bpf.h"
+#include "health.bpf.h"
 
 /* Return codes of cgroup sock_addr programs. */
 #define SOCK_ADDR_REFUSE 0 /* connect() fails with EPERM */
@@ -205,7 +206,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		return SOCK_ADDR_REFUSE;
 	}
 
-	backend_id = svc->slot[dmsc_slot_index(bpf_get_prandom_u32())];
+	backend_id = health_pick(svc, dmsc_slot_index(bpf_get_prandom_u32()));
 	if (!backend_id) {
 		count_reason(DMSC_R_SLOT_EMPTY);
 		return SOCK_ADDR_PASS;

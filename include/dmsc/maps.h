@@ -34,7 +34,8 @@
 	X(FP_SOCK, FIXED)       \
 	X(FP_STATS, SVC)        \
 	X(FP_SVC, SVC)          \
-	X(FP_HOST, FIXED)
+	X(FP_HOST, FIXED)       \
+	X(BE_HEALTH, BE)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

@@ -18,6 +18,7 @@
 #endif
 
 #include "bucket.h"
+#include "health.h"
 
 /* Pins live under DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION. A map whose
  * definition changed (a value that grew, another size) needs no bump: the
@@ -91,6 +92,12 @@ enum dmsc_svc_flags {
 	DMSC_SVC_F_ALLOW_LIST = 1u << 5,
 	/* protocol "http": connections are handed to dmsc-l7. */
 	DMSC_SVC_F_L7 = 1u << 6,
+	/* health: every backend with a weight is unhealthy, so the slot table
+	 * holds them all (panic mode, docs/design.md decision 13). */
+	DMSC_SVC_F_HEALTH_PANIC = 1u << 7,
+	/* health is set: each apply reads dmsc_be_health's `out` of its
+	 * backends to lay the table out. */
+	DMSC_SVC_F_HEALTH = 1u << 8,
 };
 
 struct dmsc_svc {
@@ -100,6 +107,9 @@ struct dmsc_svc {
 	 * whether the table it picked from is still the one in force. */
 	__u32 table_hash;
 	__u32 slot[DMSC_SLOTS]; /* backend ids; 0 = empty (counted) */
+	/* passive health (dmsc/health.h); appended, so an older datapath's
+	 * elements migrate with zeros: no passive health. */
+	struct dmsc_svc_health health;
 };
 
 /* FNV-1a over the slot table; never 0, which means "no table". */
@@ -215,6 +225,10 @@ enum dmsc_reason {
 	DMSC_R_L7_NO_HELPER,        /* http service, no dmsc-l7 registered: L4 */
 	DMSC_R_L7_HANDOFF,          /* connection handed to dmsc-l7 */
 	DMSC_R_L7_HANDOFF_FULL,     /* handoff record not written (map full) */
+	DMSC_R_HEALTH_REPICK,       /* connect4 passed over an ejected backend */
+	DMSC_R_HEALTH_ALL_EJECTED,  /* every backend it tried was ejected: kept the first */
+	DMSC_R_HEALTH_EJECTED,      /* the kernel ejected a backend */
+	DMSC_R_HEALTH_MISSING,      /* backend id not in dmsc_be_health: not counted */
 	DMSC_R_MAX,
 };
 

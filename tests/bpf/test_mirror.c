@@ -352,6 +352,23 @@ Test(fingerprint, every_field_counts)
 	CHANGED(route.timeout_ms = 5, route.timeout_ms = 0);
 	CHANGED(route.has_retries = true, route.has_retries = false);
 	CHANGED(route.retries = 5, route.retries = 0);
+	CHANGED(s.has_health = true, s.has_health = false);
+	CHANGED(s.health.has_active = true, s.health.has_active = false);
+	CHANGED(s.health.has_passive = true, s.health.has_passive = false);
+	s.health.has_active = true;
+	s.health.has_passive = true;
+	base = dmsc_policy_service_fp(&s);
+	CHANGED(s.health.active.type = DMSC_PROBE_HTTP, s.health.active.type = DMSC_PROBE_TCP);
+	CHANGED(s.health.active.path = "/h", s.health.active.path = NULL);
+	CHANGED(s.health.active.expected_status = 204, s.health.active.expected_status = 0);
+	CHANGED(s.health.active.interval_ms = 5, s.health.active.interval_ms = 0);
+	CHANGED(s.health.active.timeout_ms = 5, s.health.active.timeout_ms = 0);
+	CHANGED(s.health.active.unhealthy_threshold = 5, s.health.active.unhealthy_threshold = 0);
+	CHANGED(s.health.active.healthy_threshold = 5, s.health.active.healthy_threshold = 0);
+	CHANGED(s.health.passive.consecutive_failures = 5,
+		s.health.passive.consecutive_failures = 0);
+	CHANGED(s.health.passive.base_ejection_ms = 5, s.health.passive.base_ejection_ms = 0);
+	CHANGED(s.health.passive.max_ejection_ms = 5, s.health.passive.max_ejection_ms = 0);
 #undef CHANGED
 }
 

@@ -298,7 +298,7 @@ Test(policy_service, unknown_field_lists_the_allowed_ones)
 	EXPECT_ERRORS(DOC(SVC(",'foo':1")),
 		      {"services[0].foo",
 		       "unknown field \"foo\" (allowed: name, vip, port, protocol, backends, "
-		       "rate_limit, allow_from, accelerate, routes)"});
+		       "rate_limit, allow_from, accelerate, routes, health)"});
 }
 
 #define BAD_NAME "is not a valid name: use 1 to 63 characters from A-Z a-z 0-9 . _ -"
@@ -520,6 +520,147 @@ Test(policy_rate_limit, requests_per_second_is_http_only)
 						  "service's protocol is \"tcp\")"});
 }
 
+/* ---- health ---------------------------------------------------------- */
+
+#define HEALTH(...) DOC(SVC(",'health':" __VA_ARGS__))
+#define HP "services[0].health"
+
+Test(policy_health, defaults)
+{
+	struct dmsc_policy p;
+	const struct dmsc_health *h;
+
+	parse_ok(HEALTH("{'active':{'type':'tcp'},'passive':{}}"), &p);
+	h = &p.services[0].health;
+	cr_assert(p.services[0].has_health);
+	cr_assert(h->has_active && h->has_passive);
+	cr_expect_eq(h->active.type, DMSC_PROBE_TCP);
+	cr_expect_null(h->active.path);
+	cr_expect_eq(h->active.interval_ms, DMSC_HEALTH_INTERVAL_MS_DEFAULT);
+	cr_expect_eq(h->active.timeout_ms, DMSC_HEALTH_TIMEOUT_MS_DEFAULT);
+	cr_expect_eq(h->active.unhealthy_threshold, DMSC_HEALTH_UNHEALTHY_THRESHOLD_DEFAULT);
+	cr_expect_eq(h->active.healthy_threshold, DMSC_HEALTH_HEALTHY_THRESHOLD_DEFAULT);
+	cr_expect_eq(h->passive.consecutive_failures, DMSC_HEALTH_CONSECUTIVE_FAILURES_DEFAULT);
+	cr_expect_eq(h->passive.base_ejection_ms, DMSC_HEALTH_BASE_EJECTION_MS_DEFAULT);
+	cr_expect_eq(h->passive.max_ejection_ms, DMSC_HEALTH_MAX_EJECTION_MS_DEFAULT);
+	dmsc_policy_free(&p);
+
+	parse_ok(DOC(SVC()), &p);
+	cr_expect_not(p.services[0].has_health);
+	dmsc_policy_free(&p);
+}
+
+Test(policy_health, every_field)
+{
+	struct dmsc_policy p;
+	const struct dmsc_health *h;
+
+	parse_ok(HEALTH("{'active':{'type':'http','path':'/healthz?x=1','expected_status':204,"
+			"'interval_ms':500,'timeout_ms':200,'unhealthy_threshold':2,"
+			"'healthy_threshold':1},'passive':{'consecutive_failures':3,"
+			"'base_ejection_ms':1000,'max_ejection_ms':4000}}"),
+		 &p);
+	h = &p.services[0].health;
+	cr_expect_eq(h->active.type, DMSC_PROBE_HTTP);
+	cr_expect_str_eq(h->active.path, "/healthz?x=1");
+	cr_expect_eq(h->active.expected_status, 204);
+	cr_expect_eq(h->active.interval_ms, 500);
+	cr_expect_eq(h->active.timeout_ms, 200);
+	cr_expect_eq(h->active.unhealthy_threshold, 2);
+	cr_expect_eq(h->active.healthy_threshold, 1);
+	cr_expect_eq(h->passive.consecutive_failures, 3);
+	cr_expect_eq(h->passive.base_ejection_ms, 1000);
+	cr_expect_eq(h->passive.max_ejection_ms, 4000);
+	dmsc_policy_free(&p);
+
+	parse_ok(HEALTH("{'passive':{'consecutive_failures':1}}"), &p);
+	cr_expect_not(p.services[0].health.has_active);
+	cr_expect(p.services[0].health.has_passive);
+	dmsc_policy_free(&p);
+}
+
+Test(policy_health, values)
+{
+	CHECK_CASES(
+	    {HEALTH("true"), {HP, "expected an object, got boolean true"}},
+	    {HEALTH("{}"), {HP, "set active, passive or both"}},
+	    {HEALTH("{'passive':{},'probe':1}"),
+	     {HP ".probe", "unknown field \"probe\" (allowed: active, passive)"}},
+	    {HEALTH("{'active':{}}"), {HP ".active.type", "required field is missing"}},
+	    {HEALTH("{'active':{'type':'udp'}}"),
+	     {HP ".active.type", "\"udp\" is not a probe type (tcp, http)"}},
+	    {HEALTH("{'active':{'type':'http'}}"), {HP ".active.path", "required field is missing"}},
+	    {HEALTH("{'active':{'type':'tcp','path':'/'}}"),
+	     {HP ".active.path", "only allowed when type is \"http\""}},
+	    {HEALTH("{'active':{'type':'tcp','expected_status':200}}"),
+	     {HP ".active.expected_status", "only allowed when type is \"http\""}},
+	    {HEALTH("{'active':{'type':'http','path':'health'}}"),
+	     {HP ".active.path", "\"health\" must start with \"/\""}},
+	    {HEALTH("{'active':{'type':'http','path':'/a b'}}"),
+	     {HP ".active.path", "\"/a b\" is not a request path (printable ASCII without "
+				 "spaces, at most 255)"}},
+	    {HEALTH("{'active':{'type':'http','path':'/','expected_status':600}}"),
+	     {HP ".active.expected_status", "600 is not an HTTP status (100-599)"}},
+	    {HEALTH("{'active':{'type':'tcp','interval_ms':50}}"),
+	     {HP ".active.interval_ms", "50 is not a probe interval in ms (100-3600000)"}},
+	    {HEALTH("{'active':{'type':'tcp','timeout_ms':5}}"),
+	     {HP ".active.timeout_ms", "5 is not a probe timeout in ms (10-3600000)"}},
+	    {HEALTH("{'active':{'type':'tcp','interval_ms':1000,'timeout_ms':2000}}"),
+	     {HP ".active.timeout_ms",
+	      "2000 is longer than interval_ms (1000): a probe must end before the next"}},
+	    {HEALTH("{'active':{'type':'tcp','healthy_threshold':0}}"),
+	     {HP ".active.healthy_threshold", "0 is not a threshold (1-100)"}},
+	    {HEALTH("{'active':{'type':'tcp','unhealthy_threshold':101}}"),
+	     {HP ".active.unhealthy_threshold", "101 is not a threshold (1-100)"}},
+	    {HEALTH("{'passive':{'consecutive_failures':0}}"),
+	     {HP ".passive.consecutive_failures", "0 is not a failure count (1-1000)"}},
+	    {HEALTH("{'passive':{'base_ejection_ms':10}}"),
+	     {HP ".passive.base_ejection_ms", "10 is not an ejection time in ms (100-86400000)"}},
+	    {HEALTH("{'passive':{'base_ejection_ms':5000,'max_ejection_ms':1000}}"),
+	     {HP ".passive.max_ejection_ms", "1000 is shorter than base_ejection_ms (5000)"}},
+	    {HEALTH("{'passive':{'max_ejection_ms':1000}}"),
+	     {HP ".passive.max_ejection_ms", "1000 is shorter than base_ejection_ms (30000)"}},
+	    {HEALTH("{'passive':{'eject':1}}"),
+	     {HP ".passive.eject", "unknown field \"eject\" (allowed: consecutive_failures, "
+				   "base_ejection_ms, max_ejection_ms)"}});
+}
+
+Test(policy_health, not_for_udp)
+{
+	EXPECT_ERRORS(DOC(SVC(",'protocol':'udp','health':{'passive':{}}")),
+		      {HP, "not for protocol \"udp\": there is no connection to probe or to see "
+			   "fail"});
+}
+
+Test(policy_health, every_error_at_once)
+{
+	EXPECT_ERRORS(HEALTH("{'active':{'type':'http','interval_ms':1,'x':1},"
+			     "'passive':{'consecutive_failures':-1}}"),
+		      {HP ".active.x", "unknown field \"x\" (allowed: type, path, expected_status, "
+				       "interval_ms, timeout_ms, unhealthy_threshold, "
+				       "healthy_threshold)"},
+		      {HP ".active.path", "required field is missing"},
+		      {HP ".active.interval_ms", "1 is not a probe interval in ms (100-3600000)"},
+		      {HP ".passive.consecutive_failures", "-1 is not a failure count (1-1000)"});
+}
+
+/* http services: dmsc-l7 picks their backends, so apply refuses health there
+ * until the helper honours it. */
+Test(policy_health, http_is_refused_by_apply)
+{
+	struct dmsc_policy p;
+	char buf[256];
+
+	parse_ok(DOC(HTTP_SVC(",'health':{'passive':{}}")), &p);
+	cr_assert_not_null(dmsc_policy_unsupported(&p, buf, sizeof(buf)));
+	cr_expect_str_eq(buf, "services[0].health: not enforced for protocol \"http\" by this "
+			      "build (dmsc-l7 picks the backends of http services itself)");
+	dmsc_policy_free(&p);
+	parse_ok(HEALTH("{'passive':{}}"), &p);
+	cr_expect_null(dmsc_policy_unsupported(&p, buf, sizeof(buf)));
+	dmsc_policy_free(&p);
+}
+
 #define ALLOW(...) DOC(SVC(",'allow_from':" __VA_ARGS__))
 #define NOT_CGROUP " is not a valid cgroup path: "
 
@@ -635,7 +776,7 @@ Test(policy_errors, every_problem_is_collected_in_order)
 	    {"extra", "unknown field \"extra\" (allowed: services)"},
 	    {"services[0].x",
 	     "unknown field \"x\" (allowed: name, vip, port, protocol, backends, rate_limit, "
-	     "allow_from, accelerate, routes)"},
+	     "allow_from, accelerate, routes, health)"},
 	    {"services[0].name", "\"a b\" " BAD_NAME},
 	    {"services[0].vip", "\"10.0.0.300\" is not an IPv4 address"},
 	    {"services[0].port", "expected an integer, got string \"80\""},

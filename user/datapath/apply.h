@@ -96,6 +96,9 @@ void dmsc_apply_set_progress(dmsc_progress_fn fn, void *arg);
 
 const char *dmsc_change_op_name(enum dmsc_change_op op);
 
+/* The kernel's key of a policy service. */
+void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k);
+
 /* "198.19.0.10:9080/tcp" */
 void dmsc_format_svc_key(const struct dmsc_svc_key *k, char *buf, size_t len);
 void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len);

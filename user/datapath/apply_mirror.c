@@ -115,6 +115,7 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 	ms->key = p->key;
 	ms->id = p->svc.id;
 	ms->flags = p->svc.flags;
+	ms->health = p->svc.health;
 	ms->n_be = n;
 	ms->limits = p->limits;
 	limits_config_only(&ms->limits);
@@ -138,7 +139,7 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 		be[i].weight = p->meta.weight[i];
 		be[i].addr = p->be[i].addr;
 		be[i].port = p->be[i].port;
-		be[i].pad = 0;
+		be[i].out = p->be_out[i];
 	}
 	return 0;
 }
@@ -567,6 +568,7 @@ int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *d
 			continue;
 		}
 		bpf_map_update_elem(dp->fd[DMSC_M_BE_STATS], &d->id, zeros, BPF_ANY);
+		dmsc_health_zero(dp, d->id);
 		mark(m->be_used, m->max_backends, d->id, 0);
 		n++;
 	}

@@ -33,7 +33,7 @@ struct dmsc_mirror_be {
 	__u32 weight;
 	__u32 addr; /* network order */
 	__u16 port; /* network order */
-	__u16 pad;
+	__u16 out;  /* health keeps it out of the slot table */
 };
 
 /* What the apply's diff compares per service: its key and the fingerprint
@@ -58,6 +58,7 @@ struct dmsc_mirror_svc {
 	char name[DMSC_NAME_MAX];
 	struct dmsc_mirror_be *be;
 	struct dmsc_limits limits;      /* the configuration part only */
+	struct dmsc_svc_health health;  /* passive settings, as in the element */
 	struct dmsc_allow_entry *allow; /* its rules, sorted by key */
 	size_t n_allow;
 };
@@ -108,6 +109,10 @@ int dmsc_mirror_take_allow(struct dmsc_mirror *m, const struct dmsc_allow_entry 
 /* Reads the maps into m (freeing what m held). */
 int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp);
 void dmsc_mirror_free(struct dmsc_mirror *m);
+/* Forgets the fingerprint of the service at k, so that the next apply
+ * plans it again (its backends' health changed): returns false when the
+ * mirror does not hold it. */
+bool dmsc_mirror_replan(struct dmsc_mirror *m, const struct dmsc_svc_key *k);
 /* Forgets every fingerprint, so that the next apply compiles and compares
  * every service (the benchmark's "full rewrite" also marks them stale). */
 void dmsc_mirror_forget(struct dmsc_mirror *m, bool stale);

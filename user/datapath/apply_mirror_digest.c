@@ -109,6 +109,23 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 		h = fnv_u64(h, r->timeout_ms);
 		h = fnv_u64(h, r->retries);
 	}
+	h = fnv_u64(h, (uint64_t)s->has_health << 2 | (uint64_t)s->health.has_active << 1 |
+			       s->health.has_passive);
+	if (s->health.has_active) {
+		const struct dmsc_health_active *a = &s->health.active;
+
+		h = fnv_u64(h, a->type);
+		h = fnv_str(h, a->path);
+		h = fnv_u64(h, a->expected_status);
+		h = fnv_u64(h, (uint64_t)a->interval_ms << 32 | a->timeout_ms);
+		h = fnv_u64(h, (uint64_t)a->unhealthy_threshold << 32 | a->healthy_threshold);
+	}
+	if (s->health.has_passive) {
+		const struct dmsc_health_passive *pa = &s->health.passive;
+
+		h = fnv_u64(h, pa->consecutive_failures);
+		h = fnv_u64(h, (uint64_t)pa->base_ejection_ms << 32 | pa->max_ejection_ms);
+	}
 	return h ? h : 1;
 }
 

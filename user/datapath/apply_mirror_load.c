@@ -106,14 +106,18 @@ int grow_svcs(struct dmsc_mirror *m, size_t want)
 static void slot_table(const struct dmsc_mirror_svc *ms, struct dmsc_svc *svc)
 {
 	__u32 ids[DMSC_BACKENDS_PER_SERVICE_MAX], w[DMSC_BACKENDS_PER_SERVICE_MAX],
-		counts[DMSC_BACKENDS_PER_SERVICE_MAX];
+		eff[DMSC_BACKENDS_PER_SERVICE_MAX], counts[DMSC_BACKENDS_PER_SERVICE_MAX];
+	unsigned char out[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 i;
 
 	for (i = 0; i < ms->n_be; i++) {
 		ids[i] = ms->be[i].id;
 		w[i] = ms->be[i].weight;
+		out[i] = ms->be[i].out;
 	}
-	dmsc_slot_counts(w, ms->n_be, counts);
+	/* As dmsc_plan_service lays it out: health's out backends get none. */
+	dmsc_health_weights(w, out, ms->n_be, eff);
+	dmsc_slot_counts(eff, ms->n_be, counts);
 	dmsc_slot_layout(counts, ids, ms->n_be, svc->slot);
 }
 
@@ -127,6 +131,7 @@ void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot 
 	s->key = ms->key;
 	s->svc.id = ms->id;
 	s->svc.flags = ms->flags;
+	s->svc.health = ms->health;
 	slot_table(ms, &s->svc);
 	s->svc.table_hash = dmsc_table_hash(s->svc.slot);
 	if (hot->stale)
@@ -280,6 +285,7 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	m->dig[m->n].fp = 0;
 	ms->id = svc.id;
 	ms->flags = svc.flags;
+	ms->health = svc.health;
 	id = svc.id;
 	if (id < dp->max_services &&
 	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_LIMITS], &id, &ms->limits, BPF_F_LOCK) == 0)
@@ -308,6 +314,13 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			ms->be[i].port = be.port;
 		}
 		mark(m->be_used, m->max_backends, id, 1);
+	}
+	if (svc.flags & DMSC_SVC_F_HEALTH) {
+		unsigned char out[DMSC_BACKENDS_PER_SERVICE_MAX];
+
+		dmsc_health_read_out(dp, meta.backend_id, ms->n_be, out);
+		for (i = 0; i < ms->n_be; i++)
+			ms->be[i].out = out[i];
 	}
 	/* After an interrupted writer the table may not be what meta says:
 	 * the next apply rewrites such a service. */
@@ -428,6 +441,16 @@ int dmsc_mirror_take_allow(struct dmsc_mirror *m, const struct dmsc_allow_entry 
 			m->dig[i].fp = 0;
 	}
 	return 0;
+}
+
+bool dmsc_mirror_replan(struct dmsc_mirror *m, const struct dmsc_svc_key *k)
+{
+	long i = index_find(m, k);
+
+	if (i < 0)
+		return false;
+	m->dig[i].fp = 0;
+	return true;
 }
 
 void dmsc_mirror_forget(struct dmsc_mirror *m, bool stale)

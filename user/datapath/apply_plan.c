@@ -20,6 +20,7 @@
 #include "log.h"
 #include "apply.h"
 #include "apply_steps.h"
+#include "health.h"
 
 void change(struct apply_ctx *c, enum dmsc_change_op op, const char *name,
 		   const char *detail)
@@ -256,6 +257,30 @@ int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 	return 0;
 }
 
+/* Backends that health keeps out get no slot (counts laid out again),
+ * unless that leaves none (panic). New backends are in. */
+static void plan_health(struct apply_ctx *c, struct plan_svc *p, const __u32 *weight,
+			__u32 *counts, char *detail, size_t dlen)
+{
+	__u32 eff[DMSC_BACKENDS_PER_SERVICE_MAX], i, n = p->meta.n_backends, n_out = 0;
+
+	p->svc.flags |= DMSC_SVC_F_HEALTH;
+	dmsc_health_svc_config(p->want, &p->svc.health);
+	dmsc_health_read_out(c->dp, p->meta.backend_id, n, p->be_out);
+	for (i = 0; i < n; i++) {
+		if (p->be_new[i])
+			p->be_out[i] = 0;
+		n_out += p->be_out[i];
+	}
+	if (!n_out)
+		return;
+	if (dmsc_health_weights(weight, p->be_out, n, eff)) {
+		p->svc.flags |= DMSC_SVC_F_HEALTH_PANIC;
+		append(detail, dlen, "health: every backend unhealthy, all kept (panic); ");
+	}
+	dmsc_slot_counts(eff, n, counts);
+}
+
 /* Fills p from its policy service, reusing the current backend ids of the
  * same address:port. Describes the difference in detail. */
 int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, size_t dlen)
@@ -315,6 +340,8 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 	}
 	if (dmsc_slot_counts(weight, (__u32)w->n_backends, counts) == 0)
 		p->svc.flags |= DMSC_SVC_F_NO_BACKEND;
+	else if (w->has_health)
+		plan_health(c, p, weight, counts, detail, dlen);
 	plan_limits(p);
 	if (cur && !limits_cfg_equal(&cur->limits, &p->limits))
 		append(detail, dlen, "limits changed; ");
@@ -415,6 +442,8 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 		if (err)
 			return err;
 		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
+		if (!c->dry_run)
+			dmsc_health_zero(c->dp, p->drop_be[i]);
 	}
 	err = allow_drops(c, p);
 	if (!err)
@@ -455,6 +484,8 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 	for (i = 0; !err && i < s->meta.n_backends; i++) {
 		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
 		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
+		if (!c->dry_run)
+			dmsc_health_zero(c->dp, s->meta.backend_id[i]);
 	}
 	if (!err)
 		err = dmsc_apply_drop(c, DMSC_M_SVC_META, &id);

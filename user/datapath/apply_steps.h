@@ -32,6 +32,7 @@ struct plan_svc {
 	struct dmsc_limits limits;
 	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
 	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
+	unsigned char be_out[DMSC_BACKENDS_PER_SERVICE_MAX]; /* health: no slot */
 	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
 	size_t n_drop;
 	/* The service's allow rules: what the maps hold (given by the
@@ -112,7 +113,6 @@ int dmsc_read_allow(const struct dmsc_datapath *dp, struct dmsc_allow_entry **ou
 
 /* A free id in 1..max-1, marked used; 0 when every id is taken. */
 __u32 dmsc_alloc_id(unsigned char *used, __u32 max, __u32 *next);
-void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k);
 
 /* Compiles p->want against p->cur (NULL: a new service) into p; detail
  * describes the difference. -ENOSPC when ids ran out. */

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "apply.h"
 #include "apply_steps.h"
+#include "health.h"
 
 /* ---- apply ---------------------------------------------------------- */
 
@@ -264,6 +265,8 @@ static int sweep_id(struct apply_ctx *c, __u32 id, const struct dmsc_svc_meta *m
 			continue;
 		err = sweep_put(c, DMSC_M_BACKENDS, &bid, &zero_be, n);
 		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, bid, sizeof(struct dmsc_be_stats));
+		if (!c->dry_run)
+			dmsc_health_zero(c->dp, bid);
 	}
 	if (!err && meta)
 		err = sweep_put(c, DMSC_M_SVC_META, &id, &(struct dmsc_svc_meta){ 0 }, n);

@@ -29,4 +29,8 @@ const char *const dmsc_reason_names[DMSC_R_MAX] = {
 	[DMSC_R_L7_NO_HELPER] = "l7_no_helper",
 	[DMSC_R_L7_HANDOFF] = "l7_handoff",
 	[DMSC_R_L7_HANDOFF_FULL] = "l7_handoff_full",
+	[DMSC_R_HEALTH_REPICK] = "health_repick",
+	[DMSC_R_HEALTH_ALL_EJECTED] = "health_all_ejected",
+	[DMSC_R_HEALTH_EJECTED] = "health_ejected",
+	[DMSC_R_HEALTH_MISSING] = "health_missing",
 };

@@ -27,6 +27,7 @@ const struct dmsc_hook dmsc_hooks[] = {
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_skb_ingress", "cgroup_skb/ingress", "4.10", false },
 	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "dmsc_tc_ingress", "tc", "4.1", false },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_l7_sockops", "sockops", "5.10", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_health_sockops", "sockops", "5.10", false },
 	/* The same-host fast path: sockops on the cgroup, sk_msg on the
 	 * sockhash. Optional (feature.c has their fallback rows). */
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_fp_sockops", "sockops", "4.13", true },

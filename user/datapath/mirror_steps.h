@@ -19,6 +19,7 @@
 #include "log.h"
 #include "apply_mirror.h"
 #include "apply_steps.h"
+#include "health.h"
 
 
 

@@ -4,6 +4,7 @@
  * the per-CPU counters and the fast path's statistics summed.
  */
 #include "ctl_cmds.h"
+#include "health.h"
 
 /* Opens the datapath for reading, with the message a user needs when it
  * is not there. Returns 0 or the exit code. */
@@ -30,6 +31,37 @@ static struct json_object *backend_json(const struct dmsc_state_svc *s, size_t i
 	json_add(b, "address", json_object_new_string(ap));
 	json_add(b, "weight", json_object_new_int64(s->meta.weight[i]));
 	return b;
+}
+
+/* A backend's health, for a service with health: "in", "ejected" or
+ * "probe_failed" and why, into b; the text form into txt. */
+static void backend_health(const struct dmsc_datapath *dp, const struct dmsc_state_svc *s,
+			   size_t i, struct json_object *b, char *txt, size_t len)
+{
+	struct json_object *h = json_object_new_object();
+	struct dmsc_be_health v;
+	struct timespec ts;
+	const char *state;
+	char why[192];
+	__u32 id = s->meta.backend_id[i];
+
+	txt[0] = '\0';
+	if (!(s->svc.flags & DMSC_SVC_F_HEALTH) ||
+	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &id, &v, BPF_F_LOCK)) {
+		json_object_put(h);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	state = dmsc_health_describe(&v, s->svc.health.eject_after,
+				     (__u64)ts.tv_sec * 1000000000ull + (__u64)ts.tv_nsec, why,
+				     sizeof(why));
+	json_add(h, "state", json_object_new_string(state));
+	json_add(h, "why", json_object_new_string(why));
+	json_add(h, "connect_failures", json_object_new_int64((int64_t)v.failures));
+	json_add(h, "ejections", json_object_new_int64(v.ejections));
+	json_add(h, "probes", json_object_new_int64(v.probes));
+	json_add(b, "health", h);
+	snprintf(txt, len, "  health %s: %s", state, why);
 }
 
 int cmd_show_services(const struct opts *o)
@@ -60,21 +92,29 @@ int cmd_show_services(const struct opts *o)
 		json_add(js, "vip", json_object_new_string(key));
 		json_add(js, "refuses_connections",
 			 json_object_new_boolean(s->svc.flags & DMSC_SVC_F_NO_BACKEND));
+		if (s->svc.flags & DMSC_SVC_F_HEALTH)
+			json_add(js, "health_panic",
+				 json_object_new_boolean(s->svc.flags & DMSC_SVC_F_HEALTH_PANIC));
 		if (!o->json)
-			printf("%s  %s%s\n", s->meta.name, key,
+			printf("%s  %s%s%s\n", s->meta.name, key,
 			       s->svc.flags & DMSC_SVC_F_NO_BACKEND
 				       ? "  (every weight is 0: new connections refused)"
+				       : "",
+			       s->svc.flags & DMSC_SVC_F_HEALTH_PANIC
+				       ? "  (panic: every backend is unhealthy, all are kept)"
 				       : "");
 		for (j = 0; j < s->meta.n_backends; j++) {
 			struct json_object *b = backend_json(s, j, ap, sizeof(ap));
+			char health[256];
 
 			json_add(b, "slots", json_object_new_int64(s->be_slots[j]));
 			json_add(b, "share", json_object_new_double((double)s->be_slots[j] / DMSC_SLOTS));
+			backend_health(&dp, s, j, b, health, sizeof(health));
 			json_object_array_add(bes, b);
 			if (!o->json)
-				printf("  -> %-21s weight %-5u slots %3u/%u (%.1f%%)\n", ap,
+				printf("  -> %-21s weight %-5u slots %3u/%u (%.1f%%)%s\n", ap,
 				       s->meta.weight[j], s->be_slots[j], DMSC_SLOTS,
-				       100.0 * s->be_slots[j] / DMSC_SLOTS);
+				       100.0 * s->be_slots[j] / DMSC_SLOTS, health);
 		}
 		json_add(js, "backends", bes);
 		json_object_array_add(arr, js);

@@ -361,6 +361,8 @@ int main(int argc, char **argv)
 		goto out;
 	if (!etcd_urls && dmsc_policy_watch_open(&ag.watch, ag.policy))
 		goto out;
+	if (dmsc_health_watch_start(&ag.health, ag.pin_dir))
+		goto out;
 	ag.policy_is_dir = ag.watch.is_dir;
 	if (strcmp(metrics, "off") != 0) {
 		ag.http_fd = dmsc_httpd_listen(metrics, bound, sizeof(bound));
@@ -421,7 +423,7 @@ int main(int argc, char **argv)
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[7] = {
+		struct pollfd pfd[8] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
@@ -429,6 +431,7 @@ int main(int argc, char **argv)
 		    {.fd = ag.cg_watch.fd, .events = POLLIN},
 		    {.fd = ag.etcd ? dmsc_etcd_sync_fd(ag.etcd) : -1, .events = POLLIN},
 		    {.fd = ag.tunnel ? dmsc_l7_sup_fd(&ag.tunnel_sup) : -1, .events = POLLIN},
+		    {.fd = dmsc_health_watch_fd(&ag.health), .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -451,7 +454,7 @@ int main(int argc, char **argv)
 		 * back-off; looked at every second at least. */
 		if ((ag.l7 || ag.tunnel) && (wait < 0 || wait > L7_POLL_MS))
 			wait = L7_POLL_MS;
-		if (poll(pfd, 7, wait) < 0 && errno != EINTR) {
+		if (poll(pfd, 8, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}
@@ -484,6 +487,11 @@ int main(int argc, char **argv)
 			apply_policy(&ag, "etcd");
 			reresolve(&ag); /* new rules, new paths to watch */
 		}
+		/* A backend went out or came back: its service's table is laid
+		 * out again by the same incremental apply. */
+		if (running && (pfd[7].revents & POLLIN) &&
+		    dmsc_health_watch_take(&ag.health, &ag.mirror))
+			apply_policy(&ag, "health");
 		now = dmsc_now_ms();
 		if (running && dmsc_debounce_take(&ag.debounce, now)) {
 			apply_policy(&ag, "changed");
@@ -529,6 +537,7 @@ out:
 		unlink(ag.tunnel_metrics);
 		free(ag.tunnel_view);
 	}
+	dmsc_health_watch_stop(&ag.health);
 	if (ag.etcd)
 		dmsc_etcd_sync_stop(ag.etcd);
 	dmsc_mirror_free(&ag.mirror);

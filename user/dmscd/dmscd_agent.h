@@ -27,6 +27,7 @@
 #include "allow_resolve.h"
 #include "datapath.h"
 #include "etcd_sync.h"
+#include "health_watch.h"
 #include "httpd.h"
 #include "l7_auto.h"
 #include "l7_snapshot.h"
@@ -87,6 +88,9 @@ struct agent {
 	int64_t recheck_at_ms;
 	struct dmsc_httpd httpd;
 	enum dmsc_metrics_backends metrics_backends;
+	/* Backend health: probes, passive ejections seen, services to apply
+	 * again (docs/design.md decision 28). */
+	struct dmsc_health_watch health;
 };
 
 /* A restarted container is an rmdir and a mkdir: wait this long after an

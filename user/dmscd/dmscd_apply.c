@@ -198,6 +198,8 @@ void apply_policy(struct agent *ag, const char *why)
 		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
 		 (c3 - c2) * 1e3, (t1 - t0) * 1e3);
 	ag->stats.applies[DMSC_APPLY_OK]++;
+	if (dmsc_health_watch_set(&ag->health, &set.policy, &ag->mirror))
+		pr_warn("health: out of memory: the backends of this policy are not watched\n");
 	if (ag->l7)
 		l7_follow(ag, &set.policy);
 	if (ag->tunnel)

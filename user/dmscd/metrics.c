@@ -9,6 +9,7 @@
 
 #include "counters.h"
 #include "metrics.h"
+#include "health_watch.h"
 #include "apply.h"
 
 
@@ -312,6 +313,7 @@ int dmsc_metrics_snapshot(const struct dmsc_mirror *m, bool backends, struct dms
 		memset(to, 0, sizeof(*to));
 		to->key = from->key;
 		to->id = from->id;
+		to->flags = from->flags;
 		memcpy(to->name, from->name, sizeof(to->name));
 		if (backends) {
 			to->n_be = from->n_be;
@@ -420,6 +422,8 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 		dmsc_percpu_sum(dp, DMSC_M_REASONS, (__u32)i, &v, sizeof(v));
 		dmsc_prom_sample(b, "dmsc_datapath_events_total", &l, 1, v);
 	}
+
+	dmsc_health_metrics(b, m, dp, per_backend);
 
 	dmsc_prom_family(b, "dmsc_map_entries", "gauge",
 			 "Entries in use in a datapath map (ids in use for the array maps).");

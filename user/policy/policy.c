@@ -237,6 +237,7 @@ static void service_free(struct dmsc_policy_service *s)
 		labels_free(r->selector, r->n_selector);
 	}
 	free(s->routes);
+	free(s->health.active.path);
 }
 
 void dmsc_policy_free(struct dmsc_policy *p)
@@ -271,12 +272,19 @@ void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size
 
 const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size_t len)
 {
-	/* Every field of policy version 1 is enforced by this build. A field
-	 * that a build parses but cannot enforce is named here, with its
-	 * path, so that apply refuses it instead of pretending. */
-	(void)p;
-	(void)buf;
-	(void)len;
+	/* A field that a build parses but cannot enforce is named here, with
+	 * its path, so that apply refuses it instead of pretending. */
+	size_t i;
+
+	for (i = 0; i < p->n_services; i++) {
+		if (!p->services[i].has_health || p->services[i].protocol != DMSC_POLICY_HTTP)
+			continue;
+		snprintf(buf, len,
+			 "services[%zu].health: not enforced for protocol \"http\" by this build "
+			 "(dmsc-l7 picks the backends of http services itself)",
+			 i);
+		return buf;
+	}
 	return NULL;
 }
 

@@ -68,6 +68,51 @@ struct dmsc_route {
 	uint32_t retries;
 };
 
+/* health (docs/policy.md "health"): the defaults of what a present
+ * active or passive object leaves out, and the bounds of each field. */
+#define DMSC_HEALTH_INTERVAL_MS_DEFAULT 5000
+#define DMSC_HEALTH_TIMEOUT_MS_DEFAULT 1000
+#define DMSC_HEALTH_UNHEALTHY_THRESHOLD_DEFAULT 3
+#define DMSC_HEALTH_HEALTHY_THRESHOLD_DEFAULT 2
+#define DMSC_HEALTH_EXPECTED_STATUS_DEFAULT 200
+#define DMSC_HEALTH_CONSECUTIVE_FAILURES_DEFAULT 5
+#define DMSC_HEALTH_BASE_EJECTION_MS_DEFAULT 30000
+#define DMSC_HEALTH_MAX_EJECTION_MS_DEFAULT 300000
+#define DMSC_HEALTH_INTERVAL_MS_MIN 100
+#define DMSC_HEALTH_INTERVAL_MS_MAX 3600000
+#define DMSC_HEALTH_TIMEOUT_MS_MIN 10
+#define DMSC_HEALTH_THRESHOLD_MAX 100
+#define DMSC_HEALTH_FAILURES_MAX 1000
+#define DMSC_HEALTH_EJECTION_MS_MIN 100
+#define DMSC_HEALTH_EJECTION_MS_MAX 86400000
+#define DMSC_HEALTH_PATH_MAX 255
+
+enum dmsc_probe_type {
+	DMSC_PROBE_TCP,
+	DMSC_PROBE_HTTP,
+};
+
+/* Probes dmscd sends to each backend's address from the host. */
+struct dmsc_health_active {
+	enum dmsc_probe_type type;
+	char *path; /* http: the request target; NULL for tcp */
+	uint32_t expected_status; /* http */
+	uint32_t interval_ms, timeout_ms;
+	uint32_t unhealthy_threshold, healthy_threshold;
+};
+
+/* Connect failures the kernel sees eject a backend. */
+struct dmsc_health_passive {
+	uint32_t consecutive_failures;
+	uint32_t base_ejection_ms, max_ejection_ms;
+};
+
+struct dmsc_health {
+	bool has_active, has_passive;
+	struct dmsc_health_active active;
+	struct dmsc_health_passive passive;
+};
+
 struct dmsc_policy_service {
 	char *name;
 	uint32_t vip;  /* network order */
@@ -83,6 +128,8 @@ struct dmsc_policy_service {
 	enum dmsc_accelerate accelerate;
 	struct dmsc_route *routes;
 	size_t n_routes;
+	bool has_health; /* absent: every backend is always in */
+	struct dmsc_health health;
 };
 
 struct dmsc_policy {
@@ -143,5 +190,6 @@ void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size
 const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size_t len);
 
 const char *dmsc_policy_proto_name(enum dmsc_policy_proto p);
+const char *dmsc_probe_type_name(enum dmsc_probe_type t);
 
 #endif /* DMSC_POLICY_H */

@@ -42,7 +42,7 @@
 static const char *const policy_fields[] = {"services", NULL};
 static const char *const service_fields[] = {"name",	 "vip",	       "port",	     "protocol",
 					     "backends", "rate_limit", "allow_from", "accelerate",
-					     "routes",	 NULL};
+					     "routes",	 "health",     NULL};
 static const char *const backend_fields[] = {"address", "port", "weight", "labels", NULL};
 static const char *const rate_limit_fields[] = {"connections_per_second", "burst",
 						"bytes_per_second", "bytes_burst",
@@ -134,5 +134,9 @@ int parse_string_map(struct ctx *c, const char *path, struct json_object *v,
 
 /* policy_service.c */
 void parse_policy(struct ctx *c, struct json_object *root, struct dmsc_policy *out);
+int parse_url_path(struct ctx *c, const char *path, struct json_object *v, char **out);
+/* policy_health.c */
+int parse_health(struct ctx *c, const char *path, struct json_object *v,
+		 struct dmsc_policy_service *svc, bool proto_ok);
 
 #endif

@@ -263,7 +263,7 @@ static void selector_text(char *dst, size_t size, const struct dmsc_route *r)
 		snprintf(dst + o, size - o, "}");
 }
 
-static int parse_url_path(struct ctx *c, const char *path, struct json_object *v, char **out)
+int parse_url_path(struct ctx *c, const char *path, struct json_object *v, char **out)
 {
 	char q[QUOTED_LEN];
 	const char *s;
@@ -476,6 +476,8 @@ static void parse_service(struct ctx *c, const char *path, struct json_object *v
 		svc->accelerate = e;
 	if (!member(c, v, path, "routes", false, p, &f))
 		parse_routes(c, p, f, svc, proto_ok, backends_ok);
+	if (!member(c, v, path, "health", false, p, &f))
+		parse_health(c, p, f, svc, proto_ok);
 }
 
 void parse_policy(struct ctx *c, struct json_object *root, struct dmsc_policy *out)

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Backend health, both sides (docs/design.md decisions 13 and 28).
+ *
+ * The kernel sees a mesh socket's connect() to a backend fail (sockops:
+ * SYN_SENT -> CLOSE) and counts it per backend in dmsc_be_health; after a
+ * service's consecutive_failures in a row it ejects the backend itself, so
+ * that cgroup/connect4 stops picking it within a few connections, without
+ * waiting for dmscd. dmscd does the durable part: it takes an ejected or
+ * probe-failed backend out of the slot table (the `out` field below, which
+ * every apply reads when it lays a table out) and puts it back.
+ *
+ * Included by shared.h: struct dmsc_svc carries the passive settings.
+ */
+#ifndef DMSC_HEALTH_H
+#define DMSC_HEALTH_H
+
+#ifndef __VMLINUX_H__
+#include <linux/bpf.h> /* struct bpf_spin_lock */
+#include <linux/types.h>
+#endif
+
+#define DMSC_MAP_BE_HEALTH "dmsc_be_health"
+
+/* connect4 tries at most this many slots after an ejected backend's; past
+ * them (every backend it saw ejected) it keeps the first pick: the
+ * kernel's panic mode, counted. */
+#define DMSC_HEALTH_REPICK_MAX 16
+
+#define DMSC_NS_PER_MS 1000000ull
+
+/* Part of struct dmsc_svc: the service's passive settings, in the element
+ * connect4 reads anyway. eject_after 0: no passive health. */
+struct dmsc_svc_health {
+	__u16 eject_after; /* consecutive connect failures */
+	__u16 pad;	   /* always zero */
+	__u32 base_ejection_ms;
+	__u32 max_ejection_ms;
+};
+
+/* Why dmscd keeps a backend out of its service's slot table. */
+enum dmsc_health_out {
+	DMSC_HEALTH_IN = 0,
+	DMSC_HEALTH_OUT_EJECTED, /* passive: the kernel ejected it */
+	DMSC_HEALTH_OUT_PROBE,	 /* active: unhealthy_threshold probes failed */
+};
+
+/*
+ * dmsc_be_health: ARRAY indexed by backend id, written under its lock by
+ * the kernel (the passive part) and by dmscd (BPF_F_LOCK). Zeroed when a
+ * backend id is given up, like its counters.
+ */
+struct dmsc_be_health {
+	struct bpf_spin_lock lock;
+	/* Kernel. */
+	__u32 consecutive;	/* connect failures in a row */
+	__u64 failures;		/* connect failures in all */
+	__u64 ejected_at_ns;	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last ejection */
+	__u64 ejected_until_ns; /* connect4 skips the backend until then */
+	__u32 ejections;	/* in a row: the back-off multiplier */
+	/* dmscd. */
+	__u32 out;	    /* enum dmsc_health_out */
+	__u64 out_since_ns; /* CLOCK_MONOTONIC */
+	__u32 probe_ok;	    /* active probes that passed in a row */
+	__u32 probe_failed; /* active probes that failed in a row */
+	__s32 probe_detail; /* last failed probe: -errno, or its HTTP status */
+	__u32 probes;	    /* active probes sent */
+};
+
+/* How long the n-th ejection in a row lasts: n times the base, at most the
+ * max (both in ms; the result in ns). */
+static inline __u64 dmsc_ejection_ns(const struct dmsc_svc_health *cfg, __u32 n)
+{
+	__u64 ms = (__u64)cfg->base_ejection_ms * (n ? n : 1);
+
+	if (ms > cfg->max_ejection_ms)
+		ms = cfg->max_ejection_ms;
+	return ms * DMSC_NS_PER_MS;
+}
+
+/*
+ * One failed connect to a backend, at now (ns). Returns 1 when it ejects
+ * the backend. The kernel runs it under h->lock (no helper calls inside),
+ * the unit tests as it is. An ejection counts as "in a row" when the last
+ * one ended less than max_ejection_ms before; the count of failures starts
+ * again after each ejection.
+ */
+static inline int dmsc_health_failed(struct dmsc_be_health *h, const struct dmsc_svc_health *cfg,
+				     __u64 now)
+{
+	h->failures++;
+	if (h->ejected_until_ns > now) {
+		/* Connects picked before the ejection, failing late: the next
+		 * ejection needs a fresh run of failures. */
+		h->consecutive = 0;
+		return 0;
+	}
+	h->consecutive++;
+	if (!cfg->eject_after || h->consecutive < cfg->eject_after)
+		return 0;
+	if (h->ejected_until_ns &&
+	    now - h->ejected_until_ns > (__u64)cfg->max_ejection_ms * DMSC_NS_PER_MS)
+		h->ejections = 0;
+	h->ejections++;
+	h->consecutive = 0;
+	h->ejected_at_ns = now;
+	h->ejected_until_ns = now + dmsc_ejection_ns(cfg, h->ejections);
+	return 1;
+}
+
+/* Is the backend ejected by the kernel at now? */
+static inline int dmsc_health_ejected(const struct dmsc_be_health *h, __u64 now)
+{
+	return h->ejected_until_ns > now;
+}
+
+#endif /* DMSC_HEALTH_H */

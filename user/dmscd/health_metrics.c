@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * Backend health in dmscd's metrics, from dmsc_be_health and the services'
+ * flags: each backend's state (with why in the state label), its connect
+ * failures and probes, and each service's panic mode.
+ */
+#include <string.h>
+#include <time.h>
+
+#include <bpf/bpf.h>
+
+#include "health.h"
+#include "health_watch.h"
+#include "metrics.h"
+#include "apply.h"
+
+void dmsc_health_metrics(struct dmsc_buf *b, const struct dmsc_mirror *m,
+			 const struct dmsc_datapath *dp, bool per_backend)
+{
+	static const __u32 states[] = {DMSC_HEALTH_IN, DMSC_HEALTH_OUT_EJECTED,
+				       DMSC_HEALTH_OUT_PROBE};
+	struct timespec ts;
+	char vip[48], be[32], why[192];
+	__u64 now;
+	size_t i, j, s;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = (__u64)ts.tv_sec * 1000000000ull + (__u64)ts.tv_nsec;
+	dmsc_prom_family(b, "dmsc_service_health_panic", "gauge",
+			 "1 while every backend of the service is unhealthy and all are kept "
+			 "in its slot table (panic mode).");
+	for (i = 0; i < m->n; i++) {
+		struct dmsc_prom_label l[2] = {{"service", m->svcs[i].name}, {"vip", vip}};
+
+		if (!(m->svcs[i].flags & DMSC_SVC_F_HEALTH))
+			continue;
+		dmsc_format_svc_key(&m->svcs[i].key, vip, sizeof(vip));
+		dmsc_prom_sample(b, "dmsc_service_health_panic", l, 2,
+				 !!(m->svcs[i].flags & DMSC_SVC_F_HEALTH_PANIC));
+	}
+	if (!per_backend)
+		return;
+	dmsc_prom_family(b, "dmsc_backend_health", "gauge",
+			 "1 for the backend's health state: in, ejected (the kernel saw its "
+			 "connects fail), probe_failed (dmscd's probes).");
+	dmsc_prom_family(b, "dmsc_backend_connect_failures_total", "counter",
+			 "Connects of mesh sockets to the backend that failed (passive health).");
+	dmsc_prom_family(b, "dmsc_backend_probes_total", "counter",
+			 "Active health probes dmscd sent to the backend.");
+	for (i = 0; i < m->n; i++) {
+		const struct dmsc_mirror_svc *ms = &m->svcs[i];
+
+		if (!(ms->flags & DMSC_SVC_F_HEALTH))
+			continue;
+		dmsc_format_svc_key(&ms->key, vip, sizeof(vip));
+		for (j = 0; j < ms->n_be; j++) {
+			struct dmsc_prom_label l[4] = {
+			    {"service", ms->name}, {"vip", vip}, {"backend", be}};
+			struct dmsc_be_health h;
+			const char *state;
+			__u32 id = ms->be[j].id;
+
+			if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &id, &h,
+						      BPF_F_LOCK))
+				continue;
+			dmsc_format_addr_port(ms->be[j].addr, ms->be[j].port, be, sizeof(be));
+			state = dmsc_health_describe(&h, 0, now, why, sizeof(why));
+			for (s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
+				l[3] = (struct dmsc_prom_label){"state",
+								dmsc_health_out_name(states[s])};
+				dmsc_prom_sample(b, "dmsc_backend_health", l, 4,
+						 !strcmp(state, dmsc_health_out_name(states[s])));
+			}
+			dmsc_prom_sample(b, "dmsc_backend_connect_failures_total", l, 3,
+					 h.failures);
+			dmsc_prom_sample(b, "dmsc_backend_probes_total", l, 3, h.probes);
+		}
+	}
+}

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * dmscd's part of backend health (docs/design.md decision 28), in a thread
+ * of its own: the active probes (tcp connect, http GET) of every backend of
+ * a service with `health.active`, sent from the host to the backend's own
+ * address, non-blocking, at most DMSC_HEALTH_PROBES_MAX at once; and every
+ * DMSC_HEALTH_TICK_MS a look at the kernel's passive ejections. It decides
+ * whether each backend is out of its slot table (dmsc_be_health.out: the
+ * kernel ejected it, or its probes failed) and, when that changes, tells
+ * the main loop (an eventfd) which services to apply again: the apply lays
+ * their tables out without the backends that are out (datapath/health.h).
+ */
+#ifndef DMSC_HEALTH_WATCH_H
+#define DMSC_HEALTH_WATCH_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "apply_mirror.h"
+#include "policy.h"
+
+#define DMSC_HEALTH_TICK_MS 100
+#define DMSC_HEALTH_PROBES_MAX 64
+
+struct dmsc_health_target; /* one backend of a service with health */
+
+struct dmsc_health_stats {
+	uint64_t probes_ok, probes_failed;
+	uint64_t panics;  /* services that entered panic mode */
+	uint64_t changes; /* backends that went out or came back */
+};
+
+struct dmsc_health_watch {
+	char map_path[4096];
+	int map_fd;
+	int event_fd; /* readable: services to apply again */
+	pthread_t thread;
+	bool running;
+	pthread_mutex_t lock;
+	/* Under lock: the targets of the last policy applied (handed over to
+	 * the thread), the services to apply again, the counters. */
+	struct dmsc_health_target *next;
+	size_t n_next;
+	bool have_next;
+	struct dmsc_svc_key *replan;
+	size_t n_replan, cap_replan;
+	struct dmsc_health_stats stats;
+	/* The thread's own. */
+	struct dmsc_health_target *t;
+	size_t n;
+	volatile bool stop;
+};
+
+/* Starts the thread (idle until a policy with health is applied). */
+int dmsc_health_watch_start(struct dmsc_health_watch *w, const char *pin_dir);
+void dmsc_health_watch_stop(struct dmsc_health_watch *w);
+int dmsc_health_watch_fd(const struct dmsc_health_watch *w);
+
+/* After an apply: the backends of p's services with health, their ids
+ * taken from the mirror (which holds p). */
+int dmsc_health_watch_set(struct dmsc_health_watch *w, const struct dmsc_policy *p,
+			  const struct dmsc_mirror *m);
+
+/* Reads the eventfd and marks the services whose backends went out or
+ * came back for planning again (dmsc_mirror_replan). Returns how many. */
+size_t dmsc_health_watch_take(struct dmsc_health_watch *w, struct dmsc_mirror *m);
+
+void dmsc_health_watch_stats(struct dmsc_health_watch *w, struct dmsc_health_stats *out);
+
+/* The health series of dmscd's metrics (health_metrics.c), from the maps:
+ * m is the scrape's snapshot of the mirror. */
+struct dmsc_buf;
+void dmsc_health_metrics(struct dmsc_buf *b, const struct dmsc_mirror *m,
+			 const struct dmsc_datapath *dp, bool per_backend);
+
+#endif /* DMSC_HEALTH_WATCH_H */
