@@ -313,10 +313,13 @@ Test(fingerprint, every_field_counts)
 	} while (0)
 	CHANGED(s.name = "y", s.name = "x");
 	CHANGED(s.vip = 2, s.vip = 1);
+	CHANGED(s.vip6[15] = 1, s.vip6[15] = 0);
+	CHANGED(s.family = AF_INET6, s.family = 0);
 	CHANGED(s.port = 81, s.port = 80);
 	CHANGED(s.protocol = DMSC_POLICY_UDP, s.protocol = DMSC_POLICY_TCP);
 	CHANGED(s.accelerate = DMSC_ACCEL_OFF, s.accelerate = DMSC_ACCEL_AUTO);
 	CHANGED(be.addr = 9, be.addr = 1);
+	CHANGED(be.addr6[0] = 0x20, be.addr6[0] = 0);
 	CHANGED(be.port = 9, be.port = 2);
 	CHANGED(be.weight = 9, be.weight = 3);
 	CHANGED((be.labels = &lab, be.n_labels = 1), (be.labels = NULL, be.n_labels = 0));

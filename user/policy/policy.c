@@ -23,6 +23,7 @@
 
 #include <json-c/json.h>
 
+#include "addr.h"
 #include "dmsc/slots.h"
 #include "policy.h"
 
@@ -437,38 +438,80 @@ static int parse_enum(struct ctx *c, const char *path, struct json_object *v,
 	return -EINVAL;
 }
 
-/* role: "a service", "a backend". Returns the address in network order. */
-static int parse_ipv4(struct ctx *c, const char *path, struct json_object *v, const char *role,
-		      uint32_t *out)
+/* What an IPv6 address cannot be as a VIP or a backend; NULL if fine. */
+static const char *ipv6_kind(const struct in6_addr *a)
+{
+	if (IN6_IS_ADDR_UNSPECIFIED(a))
+		return "the unspecified address";
+	if (IN6_IS_ADDR_MULTICAST(a))
+		return "a multicast address";
+	/* The socket hooks rewrite an address and a port, never the scope
+	 * id: a link-local peer would be reached on whichever interface
+	 * the caller's socket named, if any (docs/design.md decision 27). */
+	if (IN6_IS_ADDR_LINKLOCAL(a))
+		return "a link-local address (the socket hooks cannot set its zone)";
+	return NULL;
+}
+
+/* role: "a service", "a backend". An IPv4 address (network order) in *v4,
+ * an IPv6 one in v6; *family says which. */
+static int parse_ip(struct ctx *c, const char *path, struct json_object *v, const char *role,
+		    int *family, uint32_t *v4, uint8_t v6[16])
 {
 	const char *s, *kind = NULL;
-	char q[QUOTED_LEN];
+	char q[QUOTED_LEN], v4s[INET_ADDRSTRLEN];
+	struct in6_addr a6;
 	struct in_addr a;
 	uint32_t h;
 	size_t len;
 
 	if (parse_string(c, path, v, &s, &len))
 		return -EINVAL;
+	quote(q, sizeof(q), s, len);
 	/* inet_pton takes only the dotted quad: no leading zeros, no short
 	 * forms such as "10.1" that inet_aton would widen. */
-	if (inet_pton(AF_INET, s, &a) != 1) {
-		quote(q, sizeof(q), s, len);
-		report(c, path, "%s is not an IPv4 address", q);
+	if (inet_pton(AF_INET, s, &a) == 1) {
+		h = ntohl(a.s_addr);
+		if (h == INADDR_ANY)
+			kind = "the unspecified address";
+		else if (h == INADDR_BROADCAST)
+			kind = "the broadcast address";
+		else if (IN_MULTICAST(h))
+			kind = "a multicast address";
+		if (kind) {
+			report(c, path, "%s is %s; %s needs a unicast IPv4 address", q, kind, role);
+			return -EINVAL;
+		}
+		*family = AF_INET;
+		*v4 = a.s_addr;
+		memset(v6, 0, 16);
+		return 0;
+	}
+	if (memchr(s, '%', len)) {
+		report(c, path, "%s has a zone; %s needs an address without one "
+			  "(the socket hooks cannot set a zone)", q, role);
 		return -EINVAL;
 	}
-	h = ntohl(a.s_addr);
-	if (h == INADDR_ANY)
-		kind = "the unspecified address";
-	else if (h == INADDR_BROADCAST)
-		kind = "the broadcast address";
-	else if (IN_MULTICAST(h))
-		kind = "a multicast address";
+	if (inet_pton(AF_INET6, s, &a6) != 1) {
+		report(c, path, "%s is not an IPv4 or IPv6 address", q);
+		return -EINVAL;
+	}
+	/* A dual-stack socket's ::ffff:a.b.c.d is an IPv4 connection, and
+	 * the IPv4 service of a.b.c.d answers it (docs/design.md decision 12). */
+	if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+		inet_ntop(AF_INET, &a6.s6_addr[12], v4s, sizeof(v4s));
+		report(c, path, "%s is an IPv4-mapped address; write the IPv4 address %s, "
+			  "which dual-stack sockets reach as ::ffff:%s", q, v4s, v4s);
+		return -EINVAL;
+	}
+	kind = ipv6_kind(&a6);
 	if (kind) {
-		quote(q, sizeof(q), s, len);
-		report(c, path, "%s is %s; %s needs a unicast IPv4 address", q, kind, role);
+		report(c, path, "%s is %s; %s needs a unicast IPv6 address", q, kind, role);
 		return -EINVAL;
 	}
-	*out = a.s_addr;
+	*family = AF_INET6;
+	*v4 = 0;
+	memcpy(v6, &a6, 16);
 	return 0;
 }
 
@@ -688,7 +731,7 @@ static int parse_rate_limit(struct ctx *c, const char *path, struct json_object 
 }
 
 static int parse_backend(struct ctx *c, const char *path, struct json_object *v,
-			 struct dmsc_policy_backend *be)
+			 struct dmsc_policy_backend *be, int *family)
 {
 	struct json_object *f;
 	char p[PATH_LEN];
@@ -702,7 +745,7 @@ static int parse_backend(struct ctx *c, const char *path, struct json_object *v,
 	if (check_fields(c, v, path, backend_fields))
 		err = -EINVAL;
 	if (member(c, v, path, "address", true, p, &f) ||
-	    parse_ipv4(c, p, f, "a backend", &be->addr))
+	    parse_ip(c, p, f, "a backend", family, &be->addr, be->addr6))
 		err = -EINVAL;
 	if (member(c, v, path, "port", true, p, &f) || parse_int(c, p, f, &port_rule, &i))
 		err = -EINVAL;
@@ -718,13 +761,19 @@ static int parse_backend(struct ctx *c, const char *path, struct json_object *v,
 	return err;
 }
 
+/* "IPv4" / "IPv6" */
+static const char *family_word(int family)
+{
+	return family == AF_INET6 ? "IPv6" : "IPv4";
+}
+
 static int parse_backends(struct ctx *c, const char *path, struct json_object *v,
 			  struct dmsc_policy_service *svc)
 {
 	bool *ok;
-	char p[PATH_LEN], addr[INET_ADDRSTRLEN];
+	char p[PATH_LEN], ap[DMSC_ADDR_PORT_LEN], ip[INET6_ADDRSTRLEN];
 	size_t i, j, n;
-	int err = 0;
+	int err = 0, family;
 
 	if (expect(c, path, v, json_type_array))
 		return -EINVAL;
@@ -749,7 +798,19 @@ static int parse_backends(struct ctx *c, const char *path, struct json_object *v
 		const struct dmsc_policy_backend *be = &svc->backends[i];
 
 		path_index(p, path, i);
-		ok[i] = !parse_backend(c, p, json_object_array_get_idx(v, i), &svc->backends[i]);
+		family = 0;
+		ok[i] = !parse_backend(c, p, json_object_array_get_idx(v, i), &svc->backends[i],
+				       &family);
+		/* One family per service: the kernel rewrites the address of
+		 * the caller's socket, which cannot change its family. svc->family
+		 * is 0 when the VIP itself was wrong: nothing to compare. */
+		if (ok[i] && svc->family && family != svc->family) {
+			dmsc_format_ip(family, be->addr, be->addr6, ip, sizeof(ip));
+			report(c, p, "address \"%s\" is %s, the service's vip is %s; a service's "
+				  "VIP and backends are of one family", ip, family_word(family),
+			       family_word(svc->family));
+			ok[i] = false;
+		}
 		if (!ok[i]) {
 			err = -EINVAL;
 			continue;
@@ -758,10 +819,11 @@ static int parse_backends(struct ctx *c, const char *path, struct json_object *v
 		 * quadratic scan stays small. */
 		for (j = 0; j < i; j++) {
 			if (!ok[j] || svc->backends[j].addr != be->addr ||
+			    memcmp(svc->backends[j].addr6, be->addr6, sizeof(be->addr6)) ||
 			    svc->backends[j].port != be->port)
 				continue;
-			inet_ntop(AF_INET, &be->addr, addr, sizeof(addr));
-			report(c, p, "%s:%u is already listed as backends[%zu]", addr, be->port, j);
+			dmsc_format_ip_port(family, be->addr, be->addr6, be->port, ap, sizeof(ap));
+			report(c, p, "%s is already listed as backends[%zu]", ap, j);
 			err = -EINVAL;
 			break;
 		}
@@ -960,10 +1022,12 @@ static void check_unique_key(struct ctx *c, const char *path, struct seen *seen,
 			     const struct dmsc_policy *pol, size_t idx)
 {
 	const struct dmsc_policy_service *svc = &pol->services[idx], *other;
-	char key[64], addr[INET_ADDRSTRLEN], name[QUOTED_LEN + 2] = "", why[96] = "";
+	char key[96], ip[INET6_ADDRSTRLEN], ap[DMSC_ADDR_PORT_LEN];
+	char name[QUOTED_LEN + 2] = "", why[96] = "";
 	int64_t prev;
 
-	snprintf(key, sizeof(key), "%08x:%u/%s", svc->vip, svc->port,
+	dmsc_format_ip(svc->family, svc->vip, svc->vip6, ip, sizeof(ip));
+	snprintf(key, sizeof(key), "%s:%u/%s", ip, svc->port,
 		 svc->protocol == DMSC_POLICY_UDP ? "udp" : "tcp");
 	prev = seen_check(c, seen->keys, key, idx);
 	if (prev < 0)
@@ -976,8 +1040,8 @@ static void check_unique_key(struct ctx *c, const char *path, struct seen *seen,
 	if (other->protocol != svc->protocol)
 		snprintf(why, sizeof(why), " as %s (tcp and http share the kernel's TCP key)",
 			 proto_word(other));
-	inet_ntop(AF_INET, &svc->vip, addr, sizeof(addr));
-	report(c, path, "%s:%u/%s is already used by services[%" PRId64 "]%s%s", addr, svc->port,
+	dmsc_format_ip_port(svc->family, svc->vip, svc->vip6, svc->port, ap, sizeof(ap));
+	report(c, path, "%s/%s is already used by services[%" PRId64 "]%s%s", ap,
 	       proto_word(svc), prev, name, why);
 }
 
@@ -998,7 +1062,8 @@ static void parse_service(struct ctx *c, const char *path, struct json_object *v
 	check_fields(c, v, path, service_fields);
 	if (!member(c, v, path, "name", true, p, &f) && !parse_name(c, p, f, &svc->name))
 		check_unique_name(c, p, seen, svc, idx);
-	if (member(c, v, path, "vip", true, p, &f) || parse_ipv4(c, p, f, "a service", &svc->vip))
+	if (member(c, v, path, "vip", true, p, &f) ||
+	    parse_ip(c, p, f, "a service", &svc->family, &svc->vip, svc->vip6))
 		key_ok = false;
 	if (member(c, v, path, "port", true, p, &f) || parse_int(c, p, f, &port_rule, &i))
 		key_ok = false;
@@ -1314,12 +1379,17 @@ void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size
 
 const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size_t len)
 {
-	/* Every field of policy version 1 is enforced by this build. A field
-	 * that a build parses but cannot enforce is named here, with its
-	 * path, so that apply refuses it instead of pretending. */
-	(void)p;
-	(void)buf;
-	(void)len;
+	/* A field that a build parses but cannot enforce is named here, with
+	 * its path, so that apply refuses it instead of pretending. */
+	size_t i;
+
+	for (i = 0; i < p->n_services; i++) {
+		if (p->services[i].family == AF_INET6) {
+			snprintf(buf, len, "services[%zu].vip: IPv6 services are not enforced by "
+				 "this build", i);
+			return buf;
+		}
+	}
 	return NULL;
 }
 
