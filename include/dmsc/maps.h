@@ -33,7 +33,10 @@
 	X(FP_SOCK, FIXED)       \
 	X(FP_STATS, SVC)        \
 	X(FP_SVC, SVC)          \
-	X(FP_HOST, FIXED)
+	X(FP_HOST, FIXED)       \
+	X(SERVICES6, SVC)       \
+	X(BACKENDS6, BE)        \
+	X(SOCK_VIP6, FIXED)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

@@ -12,6 +12,7 @@
 #include <bpf/bpf.h>
 
 #include "dmsc/slots.h"
+#include "addr.h"
 #include "allow_resolve.h"
 #include "log.h"
 #include "apply.h"
@@ -33,16 +34,47 @@ void dmsc_format_svc_key(const struct dmsc_svc_key *k, char *buf, size_t len)
 	snprintf(buf, len, "%s/%s", ap, k->proto == DMSC_PROTO_UDP ? "udp" : "tcp");
 }
 
+void dmsc_format_svc_key2(const struct dmsc_svc_key *k, int family, const __u32 *vip6, char *buf,
+			  size_t len)
+{
+	char ap[DMSC_ADDR_PORT_LEN];
+
+	dmsc_format_ip_port(family, k->vip, vip6, ntohs(k->port), ap, sizeof(ap));
+	snprintf(buf, len, "%s/%s", ap, k->proto == DMSC_PROTO_UDP ? "udp" : "tcp");
+}
+
+void dmsc_format_backend(const struct dmsc_backend *be, const __u32 *be6, int family, char *buf,
+			 size_t len)
+{
+	dmsc_format_ip_port(family, be->addr, be6, ntohs(be->port), buf, len);
+}
+
+int dmsc_svc_key_cmp(const struct dmsc_svc_key *a, const __u32 *a6, const struct dmsc_svc_key *b,
+		     const __u32 *b6)
+{
+	int r = memcmp(a, b, sizeof(*a));
+
+	return r ? r : memcmp(a6, b6, 4 * sizeof(__u32));
+}
+
+void dmsc_svc6_key(const struct dmsc_svc_key *k, const __u32 *vip6, struct dmsc_svc6_key *out)
+{
+	memset(out, 0, sizeof(*out));
+	memcpy(out->vip, vip6, sizeof(out->vip));
+	out->port = k->port;
+	out->proto = k->proto;
+}
+
 void dmsc_format_service(const struct dmsc_state_svc *s, char *buf, size_t len)
 {
-	char ap[32];
+	char ap[DMSC_ADDR_PORT_LEN];
 
 	/* http services share the kernel's TCP key: the flag tells them apart. */
 	if (!(s->svc.flags & DMSC_SVC_F_L7)) {
-		dmsc_format_svc_key(&s->key, buf, len);
+		dmsc_format_svc_key2(&s->key, s->family, s->vip6, buf, len);
 		return;
 	}
-	dmsc_format_addr_port(s->key.vip, s->key.port, ap, sizeof(ap));
+	dmsc_format_ip_port(s->family, s->key.vip, s->vip6, ntohs(s->key.port), ap, sizeof(ap));
 	snprintf(buf, len, "%s/http", ap);
 }
 
@@ -139,15 +171,27 @@ int dmsc_read_be_index(const struct dmsc_datapath *dp, struct dmsc_be_index_entr
 	return err;
 }
 
+/* key6: an IPv6 service's key in dmsc_services6; NULL: key, IPv4. */
 static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *key,
-		    struct dmsc_state_svc *s)
+		    const struct dmsc_svc6_key *key6, struct dmsc_state_svc *s)
 {
+	struct dmsc_backend6 be6;
 	__u32 i, j, id;
 
 	memset(s, 0, sizeof(*s));
-	s->key = *key;
-	if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &s->svc))
-		return -errno;
+	s->family = AF_INET;
+	if (key6) {
+		s->family = AF_INET6;
+		s->key.port = key6->port;
+		s->key.proto = key6->proto;
+		memcpy(s->vip6, key6->vip, sizeof(s->vip6));
+		if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES6], key6, &s->svc))
+			return -errno;
+	} else {
+		s->key = *key;
+		if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &s->svc))
+			return -errno;
+	}
 	id = s->svc.id;
 	if (id == 0 || id >= dp->max_services ||
 	    bpf_map_lookup_elem(dp->fd[DMSC_M_SVC_META], &id, &s->meta))
@@ -162,9 +206,17 @@ static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *k
 	memset(&s->limits.lock, 0, sizeof(s->limits.lock));
 	for (i = 0; i < s->meta.n_backends; i++) {
 		id = s->meta.backend_id[i];
-		if (id == 0 || id >= dp->max_backends ||
-		    bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &s->be[i]))
+		if (id == 0 || id >= dp->max_backends) {
 			memset(&s->be[i], 0, sizeof(s->be[i]));
+		} else if (key6) {
+			memset(&be6, 0, sizeof(be6));
+			bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS6], &id, &be6);
+			memcpy(s->be6[i], be6.addr, sizeof(s->be6[i]));
+			s->be[i].port = be6.port;
+			s->be[i].svc_id = be6.svc_id;
+		} else if (bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &s->be[i])) {
+			memset(&s->be[i], 0, sizeof(s->be[i]));
+		}
 		for (j = 0; j < DMSC_SLOTS; j++)
 			if (s->svc.slot[j] == id)
 				s->be_slots[i]++;
@@ -172,38 +224,50 @@ static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *k
 	return 0;
 }
 
-int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
+/* Every service of one family's map (ipv6: dmsc_services6) into st. */
+static int read_family(const struct dmsc_datapath *dp, bool ipv6, struct dmsc_state *st,
+		       size_t *cap)
 {
-	struct dmsc_svc_key key, next;
+	union {
+		struct dmsc_svc_key k4;
+		struct dmsc_svc6_key k6;
+	} key, next;
+	int fd = dp->fd[ipv6 ? DMSC_M_SERVICES6 : DMSC_M_SERVICES];
 	struct dmsc_state_svc *grown;
-	size_t cap = 0;
-	int err;
 	void *prev = NULL;
+	int err;
 
-	memset(st, 0, sizeof(*st));
-	while (bpf_map_get_next_key(dp->fd[DMSC_M_SERVICES], prev, &next) == 0) {
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
 		key = next;
 		prev = &key;
-		if (st->n_svcs == cap) {
-			cap = cap ? cap * 2 : 64;
-			grown = realloc(st->svcs, cap * sizeof(*st->svcs));
-			if (!grown) {
-				err = -ENOMEM;
-				goto fail;
-			}
+		if (st->n_svcs == *cap) {
+			*cap = *cap ? *cap * 2 : 64;
+			grown = realloc(st->svcs, *cap * sizeof(*st->svcs));
+			if (!grown)
+				return -ENOMEM;
 			st->svcs = grown;
 		}
-		err = read_one(dp, &key, &st->svcs[st->n_svcs]);
+		err = read_one(dp, &key.k4, ipv6 ? &key.k6 : NULL, &st->svcs[st->n_svcs]);
 		if (err == -ENOENT)
 			continue; /* deleted under us */
 		if (err)
-			goto fail;
+			return err;
 		st->n_svcs++;
 	}
-	if (errno != ENOENT) {
-		err = -errno;
+	return errno == ENOENT ? 0 : -errno;
+}
+
+int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
+{
+	size_t cap = 0;
+	int err;
+
+	memset(st, 0, sizeof(*st));
+	err = read_family(dp, false, st, &cap);
+	if (!err)
+		err = read_family(dp, true, st, &cap);
+	if (err)
 		goto fail;
-	}
 	if (st->n_svcs)
 		qsort(st->svcs, st->n_svcs, sizeof(*st->svcs), svc_by_name);
 	err = dmsc_read_allow(dp, &st->allow, &st->n_allow);
@@ -214,7 +278,8 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 		goto fail_other;
 	return 0;
 fail:
-	pr_warn("cannot read %s: %s\n", DMSC_MAP_SERVICES, strerror(-err));
+	pr_warn("cannot read %s and %s: %s\n", DMSC_MAP_SERVICES, DMSC_MAP_SERVICES6,
+		strerror(-err));
 	dmsc_state_free(st);
 	return err;
 fail_other:
@@ -259,9 +324,12 @@ static size_t value_size(enum dmsc_map_id m)
 {
 	switch (m) {
 	case DMSC_M_SERVICES:
+	case DMSC_M_SERVICES6:
 		return sizeof(struct dmsc_svc);
 	case DMSC_M_BACKENDS:
 		return sizeof(struct dmsc_backend);
+	case DMSC_M_BACKENDS6:
+		return sizeof(struct dmsc_backend6);
 	case DMSC_M_SVC_META:
 		return sizeof(struct dmsc_svc_meta);
 	case DMSC_M_LIMITS:
@@ -281,6 +349,8 @@ static size_t key_size(enum dmsc_map_id m)
 	case DMSC_M_SERVICES:
 	case DMSC_M_BE_INDEX:
 		return sizeof(struct dmsc_svc_key);
+	case DMSC_M_SERVICES6:
+		return sizeof(struct dmsc_svc6_key);
 	case DMSC_M_ALLOW:
 		return sizeof(struct dmsc_allow_key);
 	default:
@@ -291,7 +361,8 @@ static size_t key_size(enum dmsc_map_id m)
 /* Hash maps lose an element on delete; arrays are "deleted" with zeros. */
 static bool is_hash(enum dmsc_map_id m)
 {
-	return m == DMSC_M_SERVICES || m == DMSC_M_ALLOW || m == DMSC_M_BE_INDEX;
+	return m == DMSC_M_SERVICES || m == DMSC_M_SERVICES6 || m == DMSC_M_ALLOW ||
+	       m == DMSC_M_BE_INDEX;
 }
 
 /* dmsc_limits elements hold a spin lock: userspace reads and writes them
@@ -475,7 +546,9 @@ static bool is_live(const struct apply_ctx *c, const unsigned char *live, __u32 
 static int sweep_id(struct apply_ctx *c, __u32 id, const struct dmsc_svc_meta *meta, size_t *n)
 {
 	static const struct dmsc_backend zero_be;
+	static const struct dmsc_backend6 zero_be6;
 	struct dmsc_limits none;
+	struct dmsc_backend6 be6;
 	struct dmsc_backend be;
 	__u32 i, bid;
 	int err;
@@ -489,8 +562,15 @@ static int sweep_id(struct apply_ctx *c, __u32 id, const struct dmsc_svc_meta *m
 	for (i = 0; !err && meta && i < meta->n_backends && i < DMSC_BACKENDS_PER_SERVICE_MAX;
 	     i++) {
 		bid = meta->backend_id[i];
-		if (bid == 0 || bid >= c->dp->max_backends ||
-		    bpf_map_lookup_elem(c->dp->fd[DMSC_M_BACKENDS], &bid, &be) || be.svc_id != id)
+		if (bid == 0 || bid >= c->dp->max_backends)
+			continue;
+		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BACKENDS6], &bid, &be6) == 0 &&
+		    be6.svc_id == id) {
+			err = sweep_put(c, DMSC_M_BACKENDS6, &bid, &zero_be6, n);
+			if (err)
+				break;
+		}
+		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BACKENDS], &bid, &be) || be.svc_id != id)
 			continue;
 		err = sweep_put(c, DMSC_M_BACKENDS, &bid, &zero_be, n);
 		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, bid, sizeof(struct dmsc_be_stats));
@@ -518,6 +598,8 @@ int dmsc_be_index_own(struct dmsc_be_index_entry **v, size_t *n, size_t *cap,
 	if (!(flags & DMSC_SVC_F_BYTES_LIMIT))
 		return 0;
 	for (i = 0; i < n_be; i++) {
+		if (!be[i].addr)
+			continue; /* IPv6: TC indexes IPv4 backends only */
 		if (*n == *cap) {
 			*cap = *cap ? *cap * 2 : 64;
 			grown = realloc(*v, *cap * sizeof(**v));
@@ -799,7 +881,7 @@ static int be_index_adds(struct apply_ctx *c, const struct plan_svc *p)
 	size_t i, j;
 	int err;
 
-	if (!(p->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
+	if (!(p->svc.flags & DMSC_SVC_F_BYTES_LIMIT) || p->want->family == AF_INET6)
 		return 0;
 	for (i = 0; i < p->meta.n_backends; i++) {
 		for (j = 0; had && j < p->cur->meta.n_backends; j++)
@@ -827,7 +909,7 @@ static int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 	size_t i, j;
 	int err;
 
-	if (!cur || !(cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
+	if (!cur || !(cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT) || cur->family == AF_INET6)
 		return 0;
 	for (i = 0; i < cur->meta.n_backends; i++) {
 		for (j = 0; keep_any && j < p->meta.n_backends; j++)
@@ -854,7 +936,7 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 	const struct dmsc_state_svc *cur = p->cur;
 	__u32 counts[DMSC_BACKENDS_PER_SERVICE_MAX], weight[DMSC_BACKENDS_PER_SERVICE_MAX];
 	bool kept[DMSC_BACKENDS_PER_SERVICE_MAX] = { false };
-	char ap[32];
+	char ap[DMSC_ADDR_PORT_LEN];
 	size_t i, j;
 	int err;
 
@@ -871,13 +953,15 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 		__u32 id = 0;
 
 		p->be[i].addr = b->addr;
+		memcpy(p->be6[i], b->addr6, sizeof(p->be6[i]));
 		p->be[i].port = htons(b->port);
 		p->be[i].svc_id = p->svc.id;
 		weight[i] = b->weight;
 		p->meta.weight[i] = b->weight;
-		dmsc_format_addr_port(p->be[i].addr, p->be[i].port, ap, sizeof(ap));
+		dmsc_format_backend(&p->be[i], p->be6[i], w->family, ap, sizeof(ap));
 		for (j = 0; cur && j < cur->meta.n_backends; j++) {
 			if (!kept[j] && cur->be[j].addr == p->be[i].addr &&
+			    !memcmp(cur->be6[j], p->be6[i], sizeof(p->be6[i])) &&
 			    cur->be[j].port == p->be[i].port && cur->be[j].svc_id == p->svc.id) {
 				kept[j] = true;
 				id = cur->meta.backend_id[j];
@@ -900,7 +984,7 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 		if (kept[j])
 			continue;
 		p->drop_be[p->n_drop++] = cur->meta.backend_id[j];
-		dmsc_format_addr_port(cur->be[j].addr, cur->be[j].port, ap, sizeof(ap));
+		dmsc_format_backend(&cur->be[j], cur->be6[j], cur->family, ap, sizeof(ap));
 		append(detail, dlen, "- %s; ", ap);
 	}
 	if (dmsc_slot_counts(weight, (__u32)w->n_backends, counts) == 0)
@@ -959,6 +1043,8 @@ static bool new_owner_limits_differ(struct apply_ctx *c, const struct plan_svc *
 
 int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 {
+	bool ipv6 = p->want->family == AF_INET6;
+	struct dmsc_svc6_key key6;
 	size_t i;
 	int err;
 
@@ -973,7 +1059,16 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 	for (i = 0; i < p->meta.n_backends; i++) {
 		if (!p->be_new[i])
 			continue;
-		err = dmsc_apply_put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i], &p->be[i]);
+		if (ipv6) {
+			struct dmsc_backend6 be6 = { .port = p->be[i].port,
+						     .svc_id = p->be[i].svc_id };
+
+			memcpy(be6.addr, p->be6[i], sizeof(be6.addr));
+			err = dmsc_apply_put(c, DMSC_M_BACKENDS6, &p->meta.backend_id[i], &be6);
+		} else {
+			err = dmsc_apply_put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i],
+					     &p->be[i]);
+		}
 		if (err)
 			return err;
 	}
@@ -996,12 +1091,14 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 			return err;
 	}
 	if (!p->cur || memcmp(&p->cur->svc, &p->svc, sizeof(p->svc)) != 0) {
-		err = dmsc_apply_put(c, DMSC_M_SERVICES, &p->key, &p->svc);
+		dmsc_svc6_key(&p->key, (const __u32 *)p->want->vip6, &key6);
+		err = ipv6 ? dmsc_apply_put(c, DMSC_M_SERVICES6, &key6, &p->svc)
+			   : dmsc_apply_put(c, DMSC_M_SERVICES, &p->key, &p->svc);
 		if (err)
 			return err;
 	}
 	for (i = 0; i < p->n_drop; i++) {
-		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &p->drop_be[i]);
+		err = dmsc_apply_drop(c, ipv6 ? DMSC_M_BACKENDS6 : DMSC_M_BACKENDS, &p->drop_be[i]);
 		if (err)
 			return err;
 		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
@@ -1015,6 +1112,8 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 		      const struct dmsc_allow_entry *rules, size_t n_rules)
 {
+	bool ipv6 = s->family == AF_INET6;
+	struct dmsc_svc6_key key6;
 	__u32 id = s->svc.id;
 	size_t i;
 	int err;
@@ -1022,7 +1121,9 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 	/* The service first: no connect() can reach a backend after it, and
 	 * nothing of the id is used any more. Its meta goes last: until then
 	 * it marks the id as one with state to clear (dmsc_apply_sweep). */
-	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &s->key);
+	dmsc_svc6_key(&s->key, s->vip6, &key6);
+	err = ipv6 ? dmsc_apply_drop(c, DMSC_M_SERVICES6, &key6)
+		   : dmsc_apply_drop(c, DMSC_M_SERVICES, &s->key);
 	if (err)
 		return err;
 	dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
@@ -1043,7 +1144,8 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 	if (!err)
 		err = be_index_drops(c, s, NULL);
 	for (i = 0; !err && i < s->meta.n_backends; i++) {
-		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
+		err = dmsc_apply_drop(c, ipv6 ? DMSC_M_BACKENDS6 : DMSC_M_BACKENDS,
+				      &s->meta.backend_id[i]);
 		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
 	}
 	if (!err)
@@ -1056,7 +1158,7 @@ static int by_key(const void *a, const void *b)
 {
 	const struct dmsc_state_svc *const *x = a, *const *y = b;
 
-	return memcmp(&(*x)->key, &(*y)->key, sizeof((*x)->key));
+	return dmsc_svc_key_cmp(&(*x)->key, (*x)->vip6, &(*y)->key, (*y)->vip6);
 }
 
 static const struct dmsc_state_svc **key_index(const struct dmsc_state *st)
@@ -1075,7 +1177,8 @@ static const struct dmsc_state_svc **key_index(const struct dmsc_state *st)
 
 static const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
 					     const struct dmsc_state_svc **idx,
-					     const struct dmsc_svc_key *k, unsigned char *matched)
+					     const struct dmsc_svc_key *k, const uint8_t *vip6,
+					     unsigned char *matched)
 {
 	struct dmsc_state_svc probe;
 	const struct dmsc_state_svc *pp = &probe, **hit;
@@ -1084,6 +1187,7 @@ static const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
 	if (!st->n_svcs)
 		return NULL;
 	probe.key = *k;
+	memcpy(probe.vip6, vip6, sizeof(probe.vip6));
 	hit = bsearch(&pp, idx, st->n_svcs, sizeof(*idx), by_key);
 	if (!hit)
 		return NULL;
@@ -1143,7 +1247,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	struct plan_svc *plan = NULL;
 	const struct dmsc_state_svc **idx = NULL;
 	const struct dmsc_allow_entry *rules;
-	char detail[512], keybuf[48];
+	char detail[512], keybuf[DMSC_ADDR_PORT_LEN + 8];
 	size_t i, n, n_backends, n_rules;
 	int err;
 
@@ -1177,7 +1281,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	for (i = 0; i < p->n_services; i++) {
 		plan[i].want = &p->services[i];
 		dmsc_policy_svc_key(plan[i].want, &plan[i].key);
-		plan[i].cur = find_cur(&st, idx, &plan[i].key, matched);
+		plan[i].cur = find_cur(&st, idx, &plan[i].key, plan[i].want->vip6, matched);
 		if (plan[i].cur)
 			plan[i].cur_allow =
 				dmsc_state_allow(&st, plan[i].cur->svc.id, &plan[i].n_cur_allow);
@@ -1191,7 +1295,8 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		if (err)
 			goto out;
 		if (!plan[i].cur) {
-			dmsc_format_svc_key(&plan[i].key, keybuf, sizeof(keybuf));
+			dmsc_format_svc_key2(&plan[i].key, plan[i].want->family,
+					     (const __u32 *)plan[i].want->vip6, keybuf, sizeof(keybuf));
 			snprintf(detail, sizeof(detail), "%s, %zu backend%s", keybuf,
 				 plan[i].want->n_backends, plan[i].want->n_backends == 1 ? "" : "s");
 			change(&c, DMSC_CHANGE_ADD, plan[i].want->name, detail);
@@ -1246,7 +1351,8 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	for (i = 0; i < st.n_svcs; i++) {
 		if (matched[i])
 			continue;
-		dmsc_format_svc_key(&st.svcs[i].key, keybuf, sizeof(keybuf));
+		dmsc_format_svc_key2(&st.svcs[i].key, st.svcs[i].family, st.svcs[i].vip6, keybuf,
+				     sizeof(keybuf));
 		change(&c, DMSC_CHANGE_REMOVE, st.svcs[i].meta.name, keybuf);
 		rules = dmsc_state_allow(&st, st.svcs[i].svc.id, &n);
 		err = dmsc_plan_remove(&c, &st.svcs[i], rules, n);

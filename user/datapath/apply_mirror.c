@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 
 #include <bpf/bpf.h>
 
+#include "addr.h"
 #include "dmsc/slots.h"
 #include "log.h"
 #include "apply_mirror.h"
@@ -128,15 +130,17 @@ void dmsc_policy_digests(const struct dmsc_policy *p, struct dmsc_svc_digest *d)
 
 	for (i = 0; i < p->n_services; i++) {
 		dmsc_policy_svc_key(&p->services[i], &d[i].key);
+		memcpy(d[i].vip6, p->services[i].vip6, sizeof(d[i].vip6));
 		d[i].fp = dmsc_policy_service_fp(&p->services[i]);
 	}
 }
 
 /* ---- index ---------------------------------------------------------- */
 
-static size_t key_hash(const struct dmsc_svc_key *k)
+static size_t key_hash(const struct dmsc_svc_key *k, const __u32 *vip6)
 {
-	uint64_t h = ((uint64_t)k->vip << 24) ^ ((uint64_t)k->port << 8) ^ k->proto;
+	uint64_t h = ((uint64_t)(k->vip ^ vip6[0] ^ vip6[1] ^ vip6[2] ^ vip6[3]) << 24) ^
+		     ((uint64_t)k->port << 8) ^ k->proto;
 
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdull;
@@ -145,14 +149,15 @@ static size_t key_hash(const struct dmsc_svc_key *k)
 }
 
 /* Keys are built zeroed (pad too), so the bytes compare. */
-static bool key_eq(const struct dmsc_svc_key *a, const struct dmsc_svc_key *b)
+static bool key_eq(const struct dmsc_svc_digest *a, const struct dmsc_svc_key *b,
+		   const __u32 *b6)
 {
-	return memcmp(a, b, sizeof(*a)) == 0;
+	return dmsc_svc_key_cmp(&a->key, a->vip6, b, b6) == 0;
 }
 
 static void index_insert(struct dmsc_mirror *m, size_t idx)
 {
-	size_t mask = m->index_cap - 1, h = key_hash(&m->dig[idx].key) & mask;
+	size_t mask = m->index_cap - 1, h = key_hash(&m->dig[idx].key, m->dig[idx].vip6) & mask;
 
 	while (m->index[h])
 		h = (h + 1) & mask;
@@ -179,23 +184,24 @@ static int index_rebuild(struct dmsc_mirror *m, size_t want)
 	return 0;
 }
 
-static long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k)
+static long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k,
+		       const __u32 *vip6)
 {
 	size_t mask, h;
 
 	if (!m->index_cap)
 		return -1;
 	mask = m->index_cap - 1;
-	for (h = key_hash(k) & mask; m->index[h]; h = (h + 1) & mask)
-		if (key_eq(&m->dig[m->index[h] - 1].key, k))
+	for (h = key_hash(k, vip6) & mask; m->index[h]; h = (h + 1) & mask)
+		if (key_eq(&m->dig[m->index[h] - 1], k, vip6))
 			return (long)m->index[h] - 1;
 	return -1;
 }
 
 const struct dmsc_mirror_svc *dmsc_mirror_find(const struct dmsc_mirror *m,
-					       const struct dmsc_svc_key *k)
+					       const struct dmsc_svc_key *k, const __u32 *vip6)
 {
-	long i = index_find(m, k);
+	long i = index_find(m, k, vip6);
 
 	return i < 0 ? NULL : &m->svcs[i];
 }
@@ -251,6 +257,8 @@ static void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirr
 
 	memset(s, 0, sizeof(*s));
 	s->key = ms->key;
+	s->family = ms->family;
+	memcpy(s->vip6, ms->vip6, sizeof(s->vip6));
 	s->svc.id = ms->id;
 	s->svc.flags = ms->flags;
 	slot_table(ms, &s->svc);
@@ -264,6 +272,7 @@ static void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirr
 		s->meta.backend_id[i] = ms->be[i].id;
 		s->meta.weight[i] = ms->be[i].weight;
 		s->be[i].addr = ms->be[i].addr;
+		memcpy(s->be6[i], ms->be[i].addr6, sizeof(s->be6[i]));
 		s->be[i].port = ms->be[i].port;
 		s->be[i].svc_id = ms->id;
 	}
@@ -387,22 +396,35 @@ static int repair(struct dmsc_mirror *m, struct apply_ctx *c, bool interrupted)
 	return err;
 }
 
+/* key6: an IPv6 service's key in dmsc_services6; NULL: key, IPv4. */
 static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
-		    const struct dmsc_svc_key *key)
+		    const struct dmsc_svc_key *key, const struct dmsc_svc6_key *key6)
 {
 	struct dmsc_mirror_svc *ms = &m->svcs[m->n];
 	struct dmsc_mirror_hot *hot = &m->hot[m->n];
 	struct dmsc_svc svc, want;
 	struct dmsc_svc_meta meta;
+	struct dmsc_backend6 be6;
 	struct dmsc_backend be;
 	__u32 i, id;
 
-	if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &svc))
+	if (key6 ? bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES6], key6, &svc)
+		 : bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &svc))
 		return -errno;
 	memset(ms, 0, sizeof(*ms));
 	memset(hot, 0, sizeof(*hot));
-	ms->key = *key;
-	m->dig[m->n].key = *key;
+	memset(&m->dig[m->n], 0, sizeof(m->dig[m->n]));
+	ms->family = AF_INET;
+	if (key6) {
+		ms->family = AF_INET6;
+		ms->key.port = key6->port;
+		ms->key.proto = key6->proto;
+		memcpy(ms->vip6, key6->vip, sizeof(ms->vip6));
+	} else {
+		ms->key = *key;
+	}
+	m->dig[m->n].key = ms->key;
+	memcpy(m->dig[m->n].vip6, ms->vip6, sizeof(ms->vip6));
 	m->dig[m->n].fp = 0;
 	ms->id = svc.id;
 	ms->flags = svc.flags;
@@ -428,8 +450,12 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		id = meta.backend_id[i];
 		ms->be[i].id = id;
 		ms->be[i].weight = meta.weight[i];
-		if (id && id < dp->max_backends &&
-		    bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &be) == 0) {
+		if (id && id < dp->max_backends && key6 &&
+		    bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS6], &id, &be6) == 0) {
+			memcpy(ms->be[i].addr6, be6.addr, sizeof(be6.addr));
+			ms->be[i].port = be6.port;
+		} else if (id && id < dp->max_backends && !key6 &&
+			   bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &be) == 0) {
 			ms->be[i].addr = be.addr;
 			ms->be[i].port = be.port;
 		}
@@ -479,10 +505,13 @@ void dmsc_mirror_free(struct dmsc_mirror *m)
 int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 {
 	struct dmsc_allow_entry *rules = NULL;
-	struct dmsc_svc_key key, next;
+	union {
+		struct dmsc_svc_key k4;
+		struct dmsc_svc6_key k6;
+	} key, next;
 	size_t i, n_rules = 0;
 	void *prev = NULL;
-	int err;
+	int err, f;
 
 	dmsc_mirror_free(m);
 	m->max_services = dp->max_services;
@@ -498,21 +527,26 @@ int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 	if (err)
 		goto fail;
 	m->services_map_id = dmsc_map_id(dp->fd[DMSC_M_SERVICES]);
-	while (bpf_map_get_next_key(dp->fd[DMSC_M_SERVICES], prev, &next) == 0) {
-		key = next;
-		prev = &key;
-		err = grow_svcs(m, m->n + 1);
-		if (err)
+	for (f = 0; f < 2; f++) { /* dmsc_services, then dmsc_services6 */
+		int fd = dp->fd[f ? DMSC_M_SERVICES6 : DMSC_M_SERVICES];
+
+		prev = NULL;
+		while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+			key = next;
+			prev = &key;
+			err = grow_svcs(m, m->n + 1);
+			if (err)
+				goto fail;
+			err = load_one(m, dp, &key.k4, f ? &key.k6 : NULL);
+			if (err == -ENOENT)
+				continue; /* deleted under us */
+			if (err)
+				goto fail;
+		}
+		if (errno != ENOENT) {
+			err = -errno;
 			goto fail;
-		err = load_one(m, dp, &key);
-		if (err == -ENOENT)
-			continue; /* deleted under us */
-		if (err)
-			goto fail;
-	}
-	if (errno != ENOENT) {
-		err = -errno;
-		goto fail;
+		}
 	}
 	err = dmsc_read_allow(dp, &rules, &n_rules);
 	for (i = 0; !err && i < n_rules; i++)
@@ -643,7 +677,14 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 	int err;
 
 	/* The order of dmsc_plan_remove(): meta last. */
-	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &ms->key);
+	if (ms->family == AF_INET6) {
+		struct dmsc_svc6_key key6;
+
+		dmsc_svc6_key(&ms->key, ms->vip6, &key6);
+		err = dmsc_apply_drop(c, DMSC_M_SERVICES6, &key6);
+	} else {
+		err = dmsc_apply_drop(c, DMSC_M_SERVICES, &ms->key);
+	}
 	if (err)
 		return err;
 	dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
@@ -679,6 +720,8 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 	}
 	ms->be = be;
 	ms->key = p->key;
+	ms->family = p->want->family;
+	memcpy(ms->vip6, p->want->vip6, sizeof(ms->vip6));
 	ms->id = p->svc.id;
 	ms->flags = p->svc.flags;
 	ms->n_be = n;
@@ -695,6 +738,7 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 		ms->n_allow = p->n_allow;
 	}
 	dig->key = p->key;
+	memcpy(dig->vip6, ms->vip6, sizeof(dig->vip6));
 	/* Unknown while a rule waits for its cgroup: planned again next time. */
 	dig->fp = has_unresolved(p->allow, p->n_allow) ? 0 : fp;
 	hot->stale = 0;
@@ -703,6 +747,7 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 		be[i].id = p->meta.backend_id[i];
 		be[i].weight = p->meta.weight[i];
 		be[i].addr = p->be[i].addr;
+		memcpy(be[i].addr6, p->be6[i], sizeof(be[i].addr6));
 		be[i].port = p->be[i].port;
 		be[i].pad = 0;
 	}
@@ -750,7 +795,7 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 		return -ENOMEM;
 	}
 	for (i = 0; i < n; i++) {
-		j = index_find(m, &d[i].key);
+		j = index_find(m, &d[i].key, d[i].vip6);
 		if (j < 0) { /* cannot happen: every policy service is in */
 			free(ordered);
 			free(hot);
@@ -803,7 +848,7 @@ static int capacity_error(const struct dmsc_policy *p, const struct dmsc_datapat
 static bool matched(const struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_t n_pol,
 		    size_t j)
 {
-	return m->hot[j].pass == m->pass || (j < n_pol && key_eq(&m->dig[j].key, &d[j].key));
+	return m->hot[j].pass == m->pass || (j < n_pol && key_eq(&m->dig[j], &d[j].key, d[j].vip6));
 }
 
 int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
@@ -815,7 +860,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	size_t i, j, seen = 0, n_new = 0, changes_cap = 0, lim, n_pol = p->n_services;
 	long be_delta = 0;
 	bool aligned = true, interrupted = false;
-	char detail[512], keybuf[48];
+	char detail[512], keybuf[DMSC_ADDR_PORT_LEN + 8];
 	int64_t due = dmsc_now_ms() + m->drop_delay_ms;
 	int err;
 
@@ -869,10 +914,10 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (i >= n_pol)
 			break;
 		k = &d[i].key;
-		if (i < m->n && key_eq(&m->dig[i].key, k))
+		if (i < m->n && key_eq(&m->dig[i], k, d[i].vip6))
 			mi = (long)i;
 		else
-			mi = index_find(m, k);
+			mi = index_find(m, k, d[i].vip6);
 		if (mi >= 0) {
 			if (matched(m, d, n_pol, (size_t)mi) && (size_t)mi != i) {
 				pr_warn("services[%zu] (%s): a second service with the key of "
@@ -925,7 +970,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (err)
 			goto undo_ids;
 		if (mi < 0) {
-			dmsc_format_svc_key(k, keybuf, sizeof(keybuf));
+			dmsc_format_svc_key2(k, w->family, (const __u32 *)w->vip6, keybuf,
+					     sizeof(keybuf));
 			snprintf(detail, sizeof(detail), "%s, %zu backend%s", keybuf, w->n_backends,
 				 w->n_backends == 1 ? "" : "s");
 			err = change_push(res, &changes_cap, DMSC_CHANGE_ADD, w->name, detail);
@@ -946,7 +992,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 				continue;
 			be_delta -= (long)m->svcs[i].n_be;
 			err = ptrs_push(&removed, (void *)(uintptr_t)i);
-			dmsc_format_svc_key(&m->svcs[i].key, keybuf, sizeof(keybuf));
+			dmsc_format_svc_key2(&m->svcs[i].key, m->svcs[i].family, m->svcs[i].vip6,
+					     keybuf, sizeof(keybuf));
 			if (!err)
 				err = change_push(res, &changes_cap, DMSC_CHANGE_REMOVE,
 						  m->svcs[i].name, keybuf);
@@ -1098,6 +1145,7 @@ int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *d
 			    bool force)
 {
 	static const struct dmsc_backend zero_be;
+	static const struct dmsc_backend6 zero_be6;
 	size_t stride = (sizeof(struct dmsc_be_stats) + 7) & ~(size_t)7, i, kept = 0;
 	__u64 gen;
 	void *zeros;
@@ -1125,7 +1173,9 @@ int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *d
 			m->drops[kept++] = *d;
 			continue;
 		}
-		if (bpf_map_update_elem(dp->fd[DMSC_M_BACKENDS], &d->id, &zero_be, BPF_ANY)) {
+		/* An id is of one family: the other map's entry is zero. */
+		if (bpf_map_update_elem(dp->fd[DMSC_M_BACKENDS], &d->id, &zero_be, BPF_ANY) ||
+		    bpf_map_update_elem(dp->fd[DMSC_M_BACKENDS6], &d->id, &zero_be6, BPF_ANY)) {
 			err = -errno;
 			pr_warn("cannot clear backend %u in %s: %s\n", d->id, DMSC_MAP_BACKENDS,
 				strerror(-err));

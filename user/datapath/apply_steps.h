@@ -17,6 +17,7 @@ struct undo {
 	union {
 		__u32 id;
 		struct dmsc_svc_key svc;
+		struct dmsc_svc6_key svc6;
 		struct dmsc_allow_key allow;
 	} key;
 	bool existed;
@@ -31,6 +32,7 @@ struct plan_svc {
 	struct dmsc_svc_meta meta;
 	struct dmsc_limits limits;
 	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
+	__u32 be6[DMSC_BACKENDS_PER_SERVICE_MAX][4]; /* an IPv6 service (want->family) */
 	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
 	size_t n_drop;

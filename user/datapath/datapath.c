@@ -50,6 +50,10 @@ const struct dmsc_hook dmsc_hooks[] = {
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_getpeername4", "cgroup/getpeername4", "5.8", false },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_sendmsg4", "cgroup/sendmsg4", "4.18", false },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_recvmsg4", "cgroup/recvmsg4", "5.2", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_connect6", "cgroup/connect6", "4.17", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_getpeername6", "cgroup/getpeername6", "5.8", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_sendmsg6", "cgroup/sendmsg6", "4.18", false },
+	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_recvmsg6", "cgroup/recvmsg6", "5.2", false },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_skb_egress", "cgroup_skb/egress", "4.10", false },
 	{ DMSC_OBJ_SOCK, DMSC_ATTACH_CGROUP, "dmsc_skb_ingress", "cgroup_skb/ingress", "4.10", false },
 	{ DMSC_OBJ_TC, DMSC_ATTACH_TC_INGRESS, "dmsc_tc_ingress", "tc", "4.1", false },
@@ -319,6 +323,16 @@ static int size_maps(struct bpf_object *obj, const char *pin_dir,
 		if (!map)
 			return -ENOENT;
 		size = want ? want : bpf_map__max_entries(map);
+		/* A map this build added to a pinned datapath (dmsc_services6
+		 * on an earlier install) is sized like the pinned maps of its
+		 * kind, so that every id of the pinned ones fits it. */
+		if (!pinned && !want) {
+			pinned = pinned_max_entries(pin_dir, by_backend ? DMSC_MAP_BACKENDS
+									: DMSC_MAP_SERVICES);
+			if (pinned)
+				size = pinned;
+			pinned = 0;
+		}
 		if (pinned && want && want != pinned) {
 			pr_warn("map %s is pinned with %u entries; changing its capacity to %u needs "
 				"`dmscctl uninstall` first\n",
