@@ -10,6 +10,10 @@
 # 2001:2:61::/64 (no host has a route to it), the IPv4 VIP 198.19.60.10.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+DPID=
+suite_cleanup() { # dmscd, before the common cleanup (kernel.sh)
+	[[ -n $DPID ]] && kill -KILL "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+}
 dmsc_suite_begin ipv6 dip6$$
 PY=/usr/bin/python3
 PEER="$TOP/tests/tools/v6-peer.py"
@@ -148,5 +152,29 @@ t_check "a weight change of an IPv6 service is one update" grep -q 'web6.*weight
 peer "$MESH" tcp --to "[$VIP6]:80" --count 30 >"$T/drained.json"
 t_eq "a drained IPv6 backend gets no new connection" \
 	"$(jq -c '[.replies, (.backends.b1 // 0)]' "$T/drained.json")" "[30,0]"
+
+# Bracketed IPv6 in dmscctl show (text and JSON) and in dmscd's metrics;
+# dmscd adopts the datapath (its mirror reads dmsc_services6) and applies
+# the same policy again without a write.
+"$CTL" show services >"$T/show.txt"
+t_check "show services: [$VIP6]:80/tcp and its backend [2001:2:60::12]:8080" \
+	grep -qF -e "[$VIP6]:80/tcp" "$T/show.txt"
+t_check "... backends bracketed" grep -qF "[2001:2:60::12]:8080" "$T/show.txt"
+t_eq "show services -o json: the VIP and backends bracketed" \
+	"$("$CTL" show services -o json | jq -c '.services[] | select(.name == "dns6") | [.vip, .backends[].address]')" \
+	"[\"[$VIP6]:53/udp\",\"[2001:2:60::11]:8080\",\"[2001:2:60::12]:8080\"]"
+"$BIN/dmscd" --cgroup "$MESH" --policy "$T/drain.json" --metrics 127.0.0.1:0 >"$T/dmscd.log" 2>&1 &
+DPID=$!
+t_wait 60 grep -q '(start)' "$T/dmscd.log"
+t_check "dmscd adopts the IPv6 services and has nothing to write" \
+	grep -q '(start).* 0 map entries written' "$T/dmscd.log"
+URL=$(grep -o 'http://[0-9.:]*/metrics' "$T/dmscd.log" | tail -n 1)
+curl -sS --max-time 30 "$URL" >"$T/metrics.txt"
+t_check "the metrics pass the strict text-format check" awk -f "$TOP/tests/lib/promcheck.awk" "$T/metrics.txt"
+t_eq "metrics: web6's connections under its bracketed VIP" \
+	"$(awk -v k="dmsc_service_connections_total{service=\"web6\",vip=\"[$VIP6]:80/tcp\"}" '$1 == k { print $2 }' "$T/metrics.txt")" \
+	"$(stat_of web6 connections)"
+t_check "metrics: an IPv6 backend bracketed" \
+	grep -qF "backend=\"[2001:2:60::12]:8080\"}" "$T/metrics.txt"
 
 t_summary

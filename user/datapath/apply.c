@@ -18,23 +18,7 @@
 #include "apply.h"
 #include "apply_steps.h"
 
-void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len)
-{
-	char a[INET_ADDRSTRLEN];
-
-	inet_ntop(AF_INET, &addr_be, a, sizeof(a));
-	snprintf(buf, len, "%s:%u", a, ntohs(port_be));
-}
-
-void dmsc_format_svc_key(const struct dmsc_svc_key *k, char *buf, size_t len)
-{
-	char ap[32];
-
-	dmsc_format_addr_port(k->vip, k->port, ap, sizeof(ap));
-	snprintf(buf, len, "%s/%s", ap, k->proto == DMSC_PROTO_UDP ? "udp" : "tcp");
-}
-
-void dmsc_format_svc_key2(const struct dmsc_svc_key *k, int family, const __u32 *vip6, char *buf,
+void dmsc_format_svc_key(const struct dmsc_svc_key *k, int family, const __u32 *vip6, char *buf,
 			  size_t len)
 {
 	char ap[DMSC_ADDR_PORT_LEN];
@@ -71,7 +55,7 @@ void dmsc_format_service(const struct dmsc_state_svc *s, char *buf, size_t len)
 
 	/* http services share the kernel's TCP key: the flag tells them apart. */
 	if (!(s->svc.flags & DMSC_SVC_F_L7)) {
-		dmsc_format_svc_key2(&s->key, s->family, s->vip6, buf, len);
+		dmsc_format_svc_key(&s->key, s->family, s->vip6, buf, len);
 		return;
 	}
 	dmsc_format_ip_port(s->family, s->key.vip, s->vip6, ntohs(s->key.port), ap, sizeof(ap));
@@ -1295,7 +1279,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		if (err)
 			goto out;
 		if (!plan[i].cur) {
-			dmsc_format_svc_key2(&plan[i].key, plan[i].want->family,
+			dmsc_format_svc_key(&plan[i].key, plan[i].want->family,
 					     (const __u32 *)plan[i].want->vip6, keybuf, sizeof(keybuf));
 			snprintf(detail, sizeof(detail), "%s, %zu backend%s", keybuf,
 				 plan[i].want->n_backends, plan[i].want->n_backends == 1 ? "" : "s");
@@ -1351,7 +1335,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	for (i = 0; i < st.n_svcs; i++) {
 		if (matched[i])
 			continue;
-		dmsc_format_svc_key2(&st.svcs[i].key, st.svcs[i].family, st.svcs[i].vip6, keybuf,
+		dmsc_format_svc_key(&st.svcs[i].key, st.svcs[i].family, st.svcs[i].vip6, keybuf,
 				     sizeof(keybuf));
 		change(&c, DMSC_CHANGE_REMOVE, st.svcs[i].meta.name, keybuf);
 		rules = dmsc_state_allow(&st, st.svcs[i].svc.id, &n);

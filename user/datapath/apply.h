@@ -101,10 +101,8 @@ void dmsc_apply_set_progress(dmsc_progress_fn fn, void *arg);
 
 const char *dmsc_change_op_name(enum dmsc_change_op op);
 
-/* "198.19.0.10:9080/tcp" */
-void dmsc_format_svc_key(const struct dmsc_svc_key *k, char *buf, size_t len);
-/* Either family: "[2001:2::10]:80/tcp" for an IPv6 service (vip6). */
-void dmsc_format_svc_key2(const struct dmsc_svc_key *k, int family, const __u32 *vip6, char *buf,
+/* "198.19.0.10:9080/tcp", "[2001:2::10]:80/tcp" for an IPv6 service (vip6). */
+void dmsc_format_svc_key(const struct dmsc_svc_key *k, int family, const __u32 *vip6, char *buf,
 			  size_t len);
 /* Orders services by key (IPv6 ones by vip6 too), for lookups. */
 int dmsc_svc_key_cmp(const struct dmsc_svc_key *a, const __u32 *a6, const struct dmsc_svc_key *b,
@@ -114,7 +112,6 @@ void dmsc_svc6_key(const struct dmsc_svc_key *k, const __u32 *vip6, struct dmsc_
 /* A backend's address:port, either family (be6: its IPv6 address or NULL). */
 void dmsc_format_backend(const struct dmsc_backend *be, const __u32 *be6, int family, char *buf,
 			 size_t len);
-void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len);
 /* As dmsc_format_svc_key, with "/http" for a service handed to dmsc-l7. */
 void dmsc_format_service(const struct dmsc_state_svc *s, char *buf, size_t len);
 

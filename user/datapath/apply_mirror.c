@@ -970,7 +970,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (err)
 			goto undo_ids;
 		if (mi < 0) {
-			dmsc_format_svc_key2(k, w->family, (const __u32 *)w->vip6, keybuf,
+			dmsc_format_svc_key(k, w->family, (const __u32 *)w->vip6, keybuf,
 					     sizeof(keybuf));
 			snprintf(detail, sizeof(detail), "%s, %zu backend%s", keybuf, w->n_backends,
 				 w->n_backends == 1 ? "" : "s");
@@ -992,7 +992,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 				continue;
 			be_delta -= (long)m->svcs[i].n_be;
 			err = ptrs_push(&removed, (void *)(uintptr_t)i);
-			dmsc_format_svc_key2(&m->svcs[i].key, m->svcs[i].family, m->svcs[i].vip6,
+			dmsc_format_svc_key(&m->svcs[i].key, m->svcs[i].family, m->svcs[i].vip6,
 					     keybuf, sizeof(keybuf));
 			if (!err)
 				err = change_push(res, &changes_cap, DMSC_CHANGE_REMOVE,
