@@ -9,6 +9,7 @@
 
 #include <limits.h>
 
+#include "addr.h"
 #include "apply.h"
 
 /* One write, remembered so that a failure later can put it back. */
@@ -131,5 +132,22 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p);
  * state to clear (dmsc_apply_sweep). */
 int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 		     const struct dmsc_allow_entry *rules, size_t n_rules);
+
+/* Shared between the apply's files. */
+/* apply.c */
+const struct dmsc_state_svc *find_cur(const struct dmsc_state *st, const struct dmsc_state_svc **idx, const struct dmsc_svc_key *k, const uint8_t *vip6, unsigned char *matched);
+
+/* apply_state.c */
+int allow_cmp(const void *a, const void *b);
+
+/* apply_txn.c */
+size_t key_size(enum dmsc_map_id m);
+
+/* apply_plan.c */
+void change(struct apply_ctx *c, enum dmsc_change_op op, const char *name, const char *detail);
+bool limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limits *b);
+void be_index_key(struct dmsc_svc_key *k, const struct dmsc_backend *be, __u8 proto);
+int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur, const struct plan_svc *p);
+void mark_used(struct apply_ctx *c, const struct dmsc_state *st);
 
 #endif /* DMSC_STATE_INTERNAL_H */

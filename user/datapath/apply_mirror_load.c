@@ -1,0 +1,471 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmscd's mirror, its index and its load: services by key, the mirror
+ * read from the pinned maps (repairing an interrupted write), freed,
+ * allow rules taken over, forgotten.
+ */
+#include "mirror_steps.h"
+
+/* ---- index ---------------------------------------------------------- */
+
+static size_t key_hash(const struct dmsc_svc_key *k, const __u32 *vip6)
+{
+	uint64_t h = ((uint64_t)(k->vip ^ vip6[0] ^ vip6[1] ^ vip6[2] ^ vip6[3]) << 24) ^
+		     ((uint64_t)k->port << 8) ^ k->proto;
+
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return (size_t)h;
+}
+
+/* Keys are built zeroed (pad too), so the bytes compare. */
+bool key_eq(const struct dmsc_svc_digest *a, const struct dmsc_svc_key *b, const __u32 *b6)
+{
+	return dmsc_svc_key_cmp(&a->key, a->vip6, b, b6) == 0;
+}
+
+void index_insert(struct dmsc_mirror *m, size_t idx)
+{
+	size_t mask = m->index_cap - 1, h = key_hash(&m->dig[idx].key, m->dig[idx].vip6) & mask;
+
+	while (m->index[h])
+		h = (h + 1) & mask;
+	m->index[h] = (__u32)(idx + 1);
+}
+
+int index_rebuild(struct dmsc_mirror *m, size_t want)
+{
+	size_t cap = 64, i;
+
+	while (cap < 2 * (want + 1))
+		cap *= 2;
+	if (cap != m->index_cap) {
+		free(m->index);
+		m->index = calloc(cap, sizeof(*m->index));
+		m->index_cap = m->index ? cap : 0;
+		if (!m->index)
+			return -ENOMEM;
+	} else {
+		memset(m->index, 0, cap * sizeof(*m->index));
+	}
+	for (i = 0; i < m->n; i++)
+		index_insert(m, i);
+	return 0;
+}
+
+long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k, const __u32 *vip6)
+{
+	size_t mask, h;
+
+	if (!m->index_cap)
+		return -1;
+	mask = m->index_cap - 1;
+	for (h = key_hash(k, vip6) & mask; m->index[h]; h = (h + 1) & mask)
+		if (key_eq(&m->dig[m->index[h] - 1], k, vip6))
+			return (long)m->index[h] - 1;
+	return -1;
+}
+
+const struct dmsc_mirror_svc *dmsc_mirror_find(const struct dmsc_mirror *m,
+					       const struct dmsc_svc_key *k, const __u32 *vip6)
+{
+	long i = index_find(m, k, vip6);
+
+	return i < 0 ? NULL : &m->svcs[i];
+}
+
+/* ---- load ----------------------------------------------------------- */
+
+int grow_svcs(struct dmsc_mirror *m, size_t want)
+{
+	struct dmsc_mirror_svc *grown;
+	struct dmsc_mirror_hot *hot;
+	struct dmsc_svc_digest *dig;
+	size_t cap = m->cap ? m->cap : 64;
+
+	if (want <= m->cap)
+		return 0;
+	while (cap < want)
+		cap *= 2;
+	grown = realloc(m->svcs, cap * sizeof(*m->svcs));
+	if (!grown)
+		return -ENOMEM;
+	m->svcs = grown;
+	hot = realloc(m->hot, cap * sizeof(*m->hot));
+	if (!hot)
+		return -ENOMEM;
+	m->hot = hot;
+	dig = realloc(m->dig, cap * sizeof(*m->dig));
+	if (!dig)
+		return -ENOMEM;
+	m->dig = dig;
+	m->cap = cap;
+	return 0;
+}
+
+static void slot_table(const struct dmsc_mirror_svc *ms, struct dmsc_svc *svc)
+{
+	__u32 ids[DMSC_BACKENDS_PER_SERVICE_MAX], w[DMSC_BACKENDS_PER_SERVICE_MAX],
+		counts[DMSC_BACKENDS_PER_SERVICE_MAX];
+	__u32 i;
+
+	for (i = 0; i < ms->n_be; i++) {
+		ids[i] = ms->be[i].id;
+		w[i] = ms->be[i].weight;
+	}
+	dmsc_slot_counts(w, ms->n_be, counts);
+	dmsc_slot_layout(counts, ids, ms->n_be, svc->slot);
+}
+
+/* What dmsc_state_read() would have read for this service. */
+void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot *hot,
+			struct dmsc_state_svc *s)
+{
+	__u32 i;
+
+	memset(s, 0, sizeof(*s));
+	s->key = ms->key;
+	s->family = ms->family;
+	memcpy(s->vip6, ms->vip6, sizeof(s->vip6));
+	s->svc.id = ms->id;
+	s->svc.flags = ms->flags;
+	slot_table(ms, &s->svc);
+	s->svc.table_hash = dmsc_table_hash(s->svc.slot);
+	if (hot->stale)
+		s->svc.slot[0] = UINT32_MAX; /* never equal to a compiled table */
+	s->limits = ms->limits;
+	snprintf(s->meta.name, sizeof(s->meta.name), "%s", ms->name);
+	s->meta.n_backends = ms->n_be;
+	for (i = 0; i < ms->n_be; i++) {
+		s->meta.backend_id[i] = ms->be[i].id;
+		s->meta.weight[i] = ms->be[i].weight;
+		s->be[i].addr = ms->be[i].addr;
+		memcpy(s->be6[i], ms->be[i].addr6, sizeof(s->be6[i]));
+		s->be[i].port = ms->be[i].port;
+		s->be[i].svc_id = ms->id;
+	}
+}
+
+/* The buckets move with traffic; only the configuration is mirrored. */
+void limits_config_only(struct dmsc_limits *l)
+{
+	memset(&l->lock, 0, sizeof(l->lock));
+	memset(&l->conn, 0, sizeof(l->conn));
+	memset(&l->to, 0, sizeof(l->to));
+	memset(&l->from, 0, sizeof(l->from));
+	memset(&l->iface, 0, sizeof(l->iface));
+}
+
+/* Copies a service's rules out of a sorted array of every rule. */
+static int take_rules(struct dmsc_mirror_svc *ms, const struct dmsc_allow_entry *all, size_t n)
+{
+	size_t i, first = n, count = 0;
+
+	for (i = 0; i < n; i++)
+		if (all[i].key.svc_id == ms->id) {
+			if (first == n)
+				first = i;
+			count++;
+		}
+	free(ms->allow);
+	ms->allow = NULL;
+	ms->n_allow = 0;
+	if (!count)
+		return 0;
+	ms->allow = malloc(count * sizeof(*ms->allow));
+	if (!ms->allow)
+		return -ENOMEM;
+	memcpy(ms->allow, &all[first], count * sizeof(*ms->allow));
+	ms->n_allow = count;
+	return 0;
+}
+
+/* Does any rule wait for a cgroup that did not exist? */
+bool has_unresolved(const struct dmsc_allow_entry *a, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (a[i].key.cgroup_id & DMSC_ALLOW_UNRESOLVED)
+			return true;
+	return false;
+}
+
+void mark(unsigned char *used, __u32 max, __u32 id, unsigned char v)
+{
+	if (id && id < max)
+		used[id] = v;
+}
+
+/* Backend index entries of ids that no service holds. */
+/* The backend index entries the mirrored services own. */
+static int owned_index(const struct dmsc_mirror *m, struct dmsc_be_index_entry **keep,
+		       size_t *n_keep)
+{
+	struct dmsc_state_svc s;
+	size_t i, cap = 0;
+	int err = 0;
+
+	*keep = NULL;
+	*n_keep = 0;
+	for (i = 0; !err && i < m->n; i++) {
+		if (!(m->svcs[i].flags & DMSC_SVC_F_BYTES_LIMIT))
+			continue;
+		materialize(&m->svcs[i], &(struct dmsc_mirror_hot){ 0 }, &s);
+		err = dmsc_be_index_own(keep, n_keep, &cap, &s.key, s.svc.id, s.svc.flags, s.be,
+					s.meta.n_backends);
+	}
+	dmsc_be_index_sort(*keep, *n_keep);
+	return err;
+}
+
+/* Backend index entries of ids that no service holds, or of backends their
+ * service no longer has. */
+static int find_orphan_index(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
+{
+	struct dmsc_be_index_entry *bi = NULL, *keep = NULL;
+	size_t n = 0, n_keep = 0, i;
+	int err;
+
+	err = dmsc_read_be_index(dp, &bi, &n);
+	if (!err)
+		err = owned_index(m, &keep, &n_keep);
+	for (i = 0; !err && i < n; i++)
+		if (!dmsc_be_index_owned(keep, n_keep, &bi[i]))
+			m->orphans = true;
+	free(bi);
+	free(keep);
+	return err;
+}
+
+/* Before the first write of an apply: clears what an interrupted writer
+ * left (per-id state of ids without a service; the mirror holds only
+ * services, so these are read from the maps here). */
+int repair(struct dmsc_mirror *m, struct apply_ctx *c, bool interrupted)
+{
+	struct dmsc_allow_entry *allow = NULL;
+	struct dmsc_be_index_entry *bi = NULL, *keep = NULL;
+	size_t n_allow = 0, n_bi = 0, n_keep = 0;
+	int err;
+
+	err = dmsc_read_allow(c->dp, &allow, &n_allow);
+	if (!err)
+		err = dmsc_read_be_index(c->dp, &bi, &n_bi);
+	if (!err)
+		err = owned_index(m, &keep, &n_keep);
+	if (!err)
+		err = dmsc_apply_sweep(c, m->svc_used, allow, n_allow, bi, n_bi, keep, n_keep,
+				       interrupted, &c->res->repaired);
+	if (!err)
+		m->orphans = false;
+	free(allow);
+	free(bi);
+	free(keep);
+	return err;
+}
+
+/* key6: an IPv6 service's key in dmsc_services6; NULL: key, IPv4. */
+static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
+		    const struct dmsc_svc_key *key, const struct dmsc_svc6_key *key6)
+{
+	struct dmsc_mirror_svc *ms = &m->svcs[m->n];
+	struct dmsc_mirror_hot *hot = &m->hot[m->n];
+	struct dmsc_svc svc, want;
+	struct dmsc_svc_meta meta;
+	struct dmsc_backend6 be6;
+	struct dmsc_backend be;
+	__u32 i, id;
+
+	if (key6 ? bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES6], key6, &svc)
+		 : bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &svc))
+		return -errno;
+	memset(ms, 0, sizeof(*ms));
+	memset(hot, 0, sizeof(*hot));
+	memset(&m->dig[m->n], 0, sizeof(m->dig[m->n]));
+	ms->family = AF_INET;
+	if (key6) {
+		ms->family = AF_INET6;
+		ms->key.port = key6->port;
+		ms->key.proto = key6->proto;
+		memcpy(ms->vip6, key6->vip, sizeof(ms->vip6));
+	} else {
+		ms->key = *key;
+	}
+	m->dig[m->n].key = ms->key;
+	memcpy(m->dig[m->n].vip6, ms->vip6, sizeof(ms->vip6));
+	m->dig[m->n].fp = 0;
+	ms->id = svc.id;
+	ms->flags = svc.flags;
+	id = svc.id;
+	if (id < dp->max_services &&
+	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_LIMITS], &id, &ms->limits, BPF_F_LOCK) == 0)
+		limits_config_only(&ms->limits);
+	else
+		memset(&ms->limits, 0, sizeof(ms->limits));
+	if (id == 0 || id >= dp->max_services ||
+	    bpf_map_lookup_elem(dp->fd[DMSC_M_SVC_META], &id, &meta))
+		memset(&meta, 0, sizeof(meta));
+	if (meta.n_backends > DMSC_BACKENDS_PER_SERVICE_MAX) {
+		meta.n_backends = 0;
+		hot->stale = true;
+	}
+	snprintf(ms->name, sizeof(ms->name), "%.*s", (int)sizeof(meta.name) - 1, meta.name);
+	ms->n_be = meta.n_backends;
+	ms->be = calloc(ms->n_be ? ms->n_be : 1, sizeof(*ms->be));
+	if (!ms->be)
+		return -ENOMEM;
+	for (i = 0; i < ms->n_be; i++) {
+		id = meta.backend_id[i];
+		ms->be[i].id = id;
+		ms->be[i].weight = meta.weight[i];
+		if (id && id < dp->max_backends && key6 &&
+		    bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS6], &id, &be6) == 0) {
+			memcpy(ms->be[i].addr6, be6.addr, sizeof(be6.addr));
+			ms->be[i].port = be6.port;
+		} else if (id && id < dp->max_backends && !key6 &&
+			   bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &be) == 0) {
+			ms->be[i].addr = be.addr;
+			ms->be[i].port = be.port;
+		}
+		mark(m->be_used, m->max_backends, id, 1);
+	}
+	/* After an interrupted writer the table may not be what meta says:
+	 * the next apply rewrites such a service. */
+	slot_table(ms, &want);
+	if (memcmp(want.slot, svc.slot, sizeof(want.slot)) != 0)
+		hot->stale = true;
+	mark(m->svc_used, m->max_services, ms->id, 1);
+	for (i = 0; i < DMSC_SLOTS; i++)
+		mark(m->be_used, m->max_backends, svc.slot[i], 1);
+	m->n_backends += ms->n_be;
+	m->n++;
+	return 0;
+}
+
+void free_svcs(struct dmsc_mirror *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->n; i++) {
+		free(m->svcs[i].be);
+		free(m->svcs[i].allow);
+	}
+	m->n = 0;
+}
+
+void dmsc_mirror_free(struct dmsc_mirror *m)
+{
+	unsigned int delay;
+
+	free_svcs(m);
+	free(m->svcs);
+	free(m->hot);
+	free(m->dig);
+	free(m->index);
+	free(m->svc_used);
+	free(m->be_used);
+	free(m->drops);
+	delay = m->drop_delay_ms;
+	memset(m, 0, sizeof(*m));
+	m->drop_delay_ms = delay;
+}
+
+int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
+{
+	struct dmsc_allow_entry *rules = NULL;
+	union {
+		struct dmsc_svc_key k4;
+		struct dmsc_svc6_key k6;
+	} key, next;
+	size_t i, n_rules = 0;
+	void *prev = NULL;
+	int err, f;
+
+	dmsc_mirror_free(m);
+	m->max_services = dp->max_services;
+	m->max_backends = dp->max_backends;
+	m->next_svc = m->next_be = 1;
+	m->svc_used = calloc(dp->max_services, 1);
+	m->be_used = calloc(dp->max_backends, 1);
+	if (!m->svc_used || !m->be_used) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	err = dmsc_datapath_generation(dp, &m->generation);
+	if (err)
+		goto fail;
+	m->services_map_id = dmsc_map_id(dp->fd[DMSC_M_SERVICES]);
+	for (f = 0; f < 2; f++) { /* dmsc_services, then dmsc_services6 */
+		int fd = dp->fd[f ? DMSC_M_SERVICES6 : DMSC_M_SERVICES];
+
+		prev = NULL;
+		while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+			key = next;
+			prev = &key;
+			err = grow_svcs(m, m->n + 1);
+			if (err)
+				goto fail;
+			err = load_one(m, dp, &key.k4, f ? &key.k6 : NULL);
+			if (err == -ENOENT)
+				continue; /* deleted under us */
+			if (err)
+				goto fail;
+		}
+		if (errno != ENOENT) {
+			err = -errno;
+			goto fail;
+		}
+	}
+	err = dmsc_read_allow(dp, &rules, &n_rules);
+	for (i = 0; !err && i < n_rules; i++)
+		if (rules[i].key.svc_id >= m->max_services || !m->svc_used[rules[i].key.svc_id])
+			m->orphans = true;
+	if (!err)
+		err = find_orphan_index(m, dp);
+	for (i = 0; !err && i < m->n; i++) {
+		err = take_rules(&m->svcs[i], rules, n_rules);
+		/* A rule still waiting for its cgroup: plan the service again
+		 * at the next apply, which resolves it once the cgroup exists. */
+		if (!err && has_unresolved(m->svcs[i].allow, m->svcs[i].n_allow))
+			m->dig[i].fp = 0;
+	}
+	free(rules);
+	if (err)
+		goto fail;
+	err = index_rebuild(m, m->n);
+	if (err)
+		goto fail;
+	m->loaded = true;
+	return 0;
+fail:
+	pr_warn("cannot read the datapath into memory: %s\n", strerror(-err));
+	dmsc_mirror_free(m);
+	return err;
+}
+
+int dmsc_mirror_take_allow(struct dmsc_mirror *m, const struct dmsc_allow_entry *rules, size_t n)
+{
+	size_t i;
+	int err;
+
+	for (i = 0; i < m->n; i++) {
+		err = take_rules(&m->svcs[i], rules, n);
+		if (err)
+			return err;
+		if (has_unresolved(m->svcs[i].allow, m->svcs[i].n_allow))
+			m->dig[i].fp = 0;
+	}
+	return 0;
+}
+
+void dmsc_mirror_forget(struct dmsc_mirror *m, bool stale)
+{
+	size_t i;
+
+	for (i = 0; i < m->n; i++) {
+		m->dig[i].fp = 0;
+		if (stale)
+			m->hot[i].stale = true;
+	}
+}

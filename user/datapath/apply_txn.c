@@ -1,0 +1,399 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmscctl's apply, its writes: every map update recorded with its undo,
+ * rollback, the sweep of what no service owns any more, the backend index
+ * ownership and id allocation.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bpf/bpf.h>
+
+#include "dmsc/slots.h"
+#include "allow_resolve.h"
+#include "log.h"
+#include "apply.h"
+#include "apply_steps.h"
+
+/* ---- apply ---------------------------------------------------------- */
+
+
+static size_t value_size(enum dmsc_map_id m)
+{
+	switch (m) {
+	case DMSC_M_SERVICES:
+	case DMSC_M_SERVICES6:
+		return sizeof(struct dmsc_svc);
+	case DMSC_M_BACKENDS:
+		return sizeof(struct dmsc_backend);
+	case DMSC_M_BACKENDS6:
+		return sizeof(struct dmsc_backend6);
+	case DMSC_M_SVC_META:
+		return sizeof(struct dmsc_svc_meta);
+	case DMSC_M_LIMITS:
+		return sizeof(struct dmsc_limits);
+	case DMSC_M_ALLOW:
+		return sizeof(struct dmsc_allow_rule);
+	case DMSC_M_BE_INDEX:
+		return sizeof(__u32);
+	default:
+		return 0;
+	}
+}
+
+size_t key_size(enum dmsc_map_id m)
+{
+	switch (m) {
+	case DMSC_M_SERVICES:
+	case DMSC_M_BE_INDEX:
+		return sizeof(struct dmsc_svc_key);
+	case DMSC_M_SERVICES6:
+		return sizeof(struct dmsc_svc6_key);
+	case DMSC_M_ALLOW:
+		return sizeof(struct dmsc_allow_key);
+	default:
+		return sizeof(__u32);
+	}
+}
+
+/* Hash maps lose an element on delete; arrays are "deleted" with zeros. */
+static bool is_hash(enum dmsc_map_id m)
+{
+	return m == DMSC_M_SERVICES || m == DMSC_M_SERVICES6 || m == DMSC_M_ALLOW ||
+	       m == DMSC_M_BE_INDEX;
+}
+
+/* dmsc_limits elements hold a spin lock: userspace reads and writes them
+ * under it, so the kernel never sees half a bucket. */
+static __u64 elem_flags(enum dmsc_map_id m)
+{
+	return m == DMSC_M_LIMITS ? BPF_F_LOCK : BPF_ANY;
+}
+
+static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
+{
+	struct undo *u, *grown;
+	size_t vs = value_size(m);
+
+	if (c->n_undo == c->cap_undo) {
+		c->cap_undo = c->cap_undo ? c->cap_undo * 2 : 64;
+		grown = realloc(c->undo, c->cap_undo * sizeof(*c->undo));
+		if (!grown)
+			return -ENOMEM;
+		c->undo = grown;
+	}
+	u = &c->undo[c->n_undo];
+	memset(u, 0, sizeof(*u));
+	u->map = m;
+	memcpy(&u->key, key, key_size(m));
+	u->old = calloc(1, vs);
+	if (!u->old)
+		return -ENOMEM;
+	u->existed = bpf_map_lookup_elem_flags(c->dp->fd[m], key, u->old, elem_flags(m)) == 0;
+	c->n_undo++;
+	return 0;
+}
+
+int dmsc_apply_begin(struct apply_ctx *c)
+{
+	const char *kill = getenv("DMSC_TEST_KILL_AFTER_WRITES");
+	bool interrupted = false;
+	int err;
+
+	if (c->dry_run || c->begun)
+		return 0;
+	c->kill_after = kill ? strtoul(kill, NULL, 10) : 0;
+	err = dmsc_datapath_write_begin(c->dp, &interrupted);
+	if (err)
+		return err;
+	c->begun = true;
+	dmsc_apply_written(c);
+	return 0;
+}
+
+void dmsc_apply_written(struct apply_ctx *c)
+{
+	if (c->kill_after && ++c->n_writes >= c->kill_after)
+		raise(SIGKILL);
+}
+
+int dmsc_apply_finish(struct apply_ctx *c)
+{
+	int err;
+
+	if (!c->begun)
+		return 0;
+	err = dmsc_datapath_write_end(c->dp);
+	if (!err)
+		c->begun = false;
+	return err;
+}
+
+int dmsc_apply_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
+{
+	int err;
+
+	c->res->entries_written++;
+	if (c->dry_run)
+		return 0;
+	err = dmsc_apply_begin(c);
+	if (err)
+		return err;
+	err = undo_push(c, m, key);
+	if (err)
+		return err;
+	if (bpf_map_update_elem(c->dp->fd[m], key, val, elem_flags(m))) {
+		err = -errno;
+		pr_warn("cannot write %s: %s\n", dmsc_map_names[m], strerror(-err));
+		return err;
+	}
+	dmsc_apply_written(c);
+	return 0;
+}
+
+int dmsc_apply_drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
+{
+	static const char zeros[sizeof(struct dmsc_svc_meta)];
+	int err;
+
+	if (!is_hash(m))
+		return dmsc_apply_put(c, m, key, zeros);
+	c->res->entries_written++;
+	if (c->dry_run)
+		return 0;
+	err = dmsc_apply_begin(c);
+	if (err)
+		return err;
+	err = undo_push(c, m, key);
+	if (err)
+		return err;
+	if (bpf_map_delete_elem(c->dp->fd[m], key) && errno != ENOENT) {
+		err = -errno;
+		pr_warn("cannot delete from %s: %s\n", dmsc_map_names[m], strerror(-err));
+		return err;
+	}
+	dmsc_apply_written(c);
+	return 0;
+}
+
+void dmsc_apply_rollback(struct apply_ctx *c)
+{
+	size_t i;
+
+	for (i = c->n_undo; i-- > 0;) {
+		struct undo *u = &c->undo[i];
+		int fd = c->dp->fd[u->map];
+
+		if (u->existed) {
+			bpf_map_update_elem(fd, &u->key, u->old, elem_flags(u->map));
+		} else if (is_hash(u->map)) {
+			bpf_map_delete_elem(fd, &u->key);
+		} else {
+			memset(u->old, 0, value_size(u->map));
+			bpf_map_update_elem(fd, &u->key, u->old, elem_flags(u->map));
+		}
+	}
+	c->res->rolled_back = true;
+}
+
+/* Statistics of an id that is given up start from zero for its next
+ * owner. Not undone: counters of a removed id mean nothing. */
+void dmsc_apply_zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t vs)
+{
+	size_t stride = (vs + 7) & ~(size_t)7;
+	void *zeros;
+
+	if (c->dry_run || dmsc_apply_begin(c))
+		return;
+	zeros = calloc(c->dp->nr_cpus, stride);
+	if (!zeros)
+		return;
+	bpf_map_update_elem(c->dp->fd[m], &id, zeros, BPF_ANY);
+	free(zeros);
+	dmsc_apply_written(c);
+}
+
+/* A write of the sweep: not undone by a rollback. */
+static int sweep_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val,
+		     size_t *n)
+{
+	int err = dmsc_apply_begin(c);
+
+	if (err)
+		return err;
+	c->res->entries_written++;
+	(*n)++;
+	if (val ? bpf_map_update_elem(c->dp->fd[m], key, val, elem_flags(m))
+		: bpf_map_delete_elem(c->dp->fd[m], key) && errno != ENOENT) {
+		err = -errno;
+		pr_warn("cannot clear an entry of %s left by an interrupted apply: %s\n",
+			dmsc_map_names[m], strerror(-err));
+		return err;
+	}
+	dmsc_apply_written(c);
+	return 0;
+}
+
+static bool is_live(const struct apply_ctx *c, const unsigned char *live, __u32 id)
+{
+	return id > 0 && id < c->dp->max_services && live[id];
+}
+
+/* Clears one id that no service entry holds: counters, limits, the
+ * backends its meta lists (those still naming it), and its meta last. */
+static int sweep_id(struct apply_ctx *c, __u32 id, const struct dmsc_svc_meta *meta, size_t *n)
+{
+	static const struct dmsc_backend zero_be;
+	static const struct dmsc_backend6 zero_be6;
+	struct dmsc_limits none;
+	struct dmsc_backend6 be6;
+	struct dmsc_backend be;
+	__u32 i, bid;
+	int err;
+
+	dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
+	dmsc_apply_zero_stats(c, DMSC_M_FP_STATS, id, sizeof(struct dmsc_fp_stats));
+	err = sweep_put(c, DMSC_M_FP_SVC, &id, &(struct dmsc_fp_svc){ 0 }, n);
+	memset(&none, 0, sizeof(none));
+	if (!err)
+		err = sweep_put(c, DMSC_M_LIMITS, &id, &none, n);
+	for (i = 0; !err && meta && i < meta->n_backends && i < DMSC_BACKENDS_PER_SERVICE_MAX;
+	     i++) {
+		bid = meta->backend_id[i];
+		if (bid == 0 || bid >= c->dp->max_backends)
+			continue;
+		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BACKENDS6], &bid, &be6) == 0 &&
+		    be6.svc_id == id) {
+			err = sweep_put(c, DMSC_M_BACKENDS6, &bid, &zero_be6, n);
+			if (err)
+				break;
+		}
+		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BACKENDS], &bid, &be) || be.svc_id != id)
+			continue;
+		err = sweep_put(c, DMSC_M_BACKENDS, &bid, &zero_be, n);
+		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, bid, sizeof(struct dmsc_be_stats));
+	}
+	if (!err && meta)
+		err = sweep_put(c, DMSC_M_SVC_META, &id, &(struct dmsc_svc_meta){ 0 }, n);
+	return err;
+}
+
+static int be_index_entry_cmp(const void *a, const void *b)
+{
+	const struct dmsc_be_index_entry *x = a, *y = b;
+	int k = memcmp(&x->key, &y->key, sizeof(x->key));
+
+	return k ? k : (x->svc_id > y->svc_id) - (x->svc_id < y->svc_id);
+}
+
+int dmsc_be_index_own(struct dmsc_be_index_entry **v, size_t *n, size_t *cap,
+		      const struct dmsc_svc_key *svc, __u32 id, __u32 flags,
+		      const struct dmsc_backend *be, size_t n_be)
+{
+	struct dmsc_be_index_entry *grown;
+	size_t i;
+
+	if (!(flags & DMSC_SVC_F_BYTES_LIMIT))
+		return 0;
+	for (i = 0; i < n_be; i++) {
+		if (!be[i].addr)
+			continue; /* IPv6: TC indexes IPv4 backends only */
+		if (*n == *cap) {
+			*cap = *cap ? *cap * 2 : 64;
+			grown = realloc(*v, *cap * sizeof(**v));
+			if (!grown)
+				return -ENOMEM;
+			*v = grown;
+		}
+		memset(&(*v)[*n], 0, sizeof(**v));
+		be_index_key(&(*v)[*n].key, &be[i], svc->proto);
+		(*v)[*n].svc_id = id;
+		(*n)++;
+	}
+	return 0;
+}
+
+void dmsc_be_index_sort(struct dmsc_be_index_entry *v, size_t n)
+{
+	if (n)
+		qsort(v, n, sizeof(*v), be_index_entry_cmp);
+}
+
+bool dmsc_be_index_owned(const struct dmsc_be_index_entry *keep, size_t n_keep,
+			 const struct dmsc_be_index_entry *e)
+{
+	return n_keep && bsearch(e, keep, n_keep, sizeof(*keep), be_index_entry_cmp);
+}
+
+int dmsc_apply_sweep(struct apply_ctx *c, const unsigned char *live,
+		     const struct dmsc_allow_entry *allow, size_t n_allow,
+		     const struct dmsc_be_index_entry *be_index, size_t n_be_index,
+		     const struct dmsc_be_index_entry *keep, size_t n_keep, bool arrays,
+		     size_t *n)
+{
+	static const struct dmsc_svc_meta zero_meta;
+	struct dmsc_svc_meta meta;
+	struct dmsc_limits lim;
+	size_t i;
+	__u32 id;
+	int err = 0;
+
+	*n = 0;
+	if (c->dry_run)
+		return 0;
+	/* After an interrupted apply, this one takes the mark over even if it
+	 * finds nothing to write, so that its end clears it. */
+	if (arrays) {
+		err = dmsc_apply_begin(c);
+		if (err)
+			return err;
+	}
+	/* Rules first: they are what would open a service to a cgroup its
+	 * policy does not name, once a new service takes the id. */
+	for (i = 0; !err && i < n_allow; i++)
+		if (!is_live(c, live, allow[i].key.svc_id))
+			err = sweep_put(c, DMSC_M_ALLOW, &allow[i].key, NULL, n);
+	for (i = 0; !err && i < n_be_index; i++)
+		if (!is_live(c, live, be_index[i].svc_id) ||
+		    !dmsc_be_index_owned(keep, n_keep, &be_index[i]))
+			err = sweep_put(c, DMSC_M_BE_INDEX, &be_index[i].key, NULL, n);
+	for (id = 1; !err && arrays && id < c->dp->max_services; id++) {
+		bool has_meta, has_limits;
+
+		if (live[id])
+			continue;
+		has_meta = bpf_map_lookup_elem(c->dp->fd[DMSC_M_SVC_META], &id, &meta) == 0 &&
+			   memcmp(&meta, &zero_meta, sizeof(meta)) != 0;
+		has_limits = bpf_map_lookup_elem_flags(c->dp->fd[DMSC_M_LIMITS], &id, &lim,
+						       BPF_F_LOCK) == 0 &&
+			     (lim.conn_rate || lim.conn_depth || lim.byte_rate || lim.byte_depth);
+		if (has_meta || has_limits)
+			err = sweep_id(c, id, has_meta ? &meta : NULL, n);
+	}
+	if (*n)
+		pr_warn("repaired %zu map entr%s left by an interrupted apply\n", *n,
+			*n == 1 ? "y" : "ies");
+	return err;
+}
+
+__u32 dmsc_alloc_id(unsigned char *used, __u32 max, __u32 *next)
+{
+	__u32 n, id;
+
+	for (n = 0; n < max; n++) {
+		id = (*next + n) % max;
+		if (id == 0 || used[id])
+			continue;
+		used[id] = 1;
+		*next = id + 1;
+		return id;
+	}
+	return 0;
+}

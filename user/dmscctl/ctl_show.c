@@ -1,0 +1,302 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmscctl show services, show access and stats: the pinned maps read back,
+ * the per-CPU counters and the fast path's statistics summed.
+ */
+#include "ctl_cmds.h"
+
+/* Opens the datapath for reading, with the message a user needs when it
+ * is not there. Returns 0 or the exit code. */
+static int open_ro(struct dmsc_datapath *dp, const struct opts *o, const char *what)
+{
+	int err;
+
+	if (dmsc_require_root(what))
+		return 1;
+	err = dmsc_datapath_open(dp, o->pin_dir, false);
+	if (err == -ENOENT)
+		pr_warn("dmsc is not installed at %s: run `dmscctl install --cgroup PATH` first\n",
+			o->pin_dir);
+	return err ? 1 : 0;
+}
+
+static struct json_object *backend_json(const struct dmsc_state_svc *s, size_t i, char *ap,
+					size_t aplen)
+{
+	struct json_object *b = json_object_new_object();
+
+	dmsc_format_backend(&s->be[i], s->be6[i], s->family, ap, aplen);
+	json_add(b, "id", json_object_new_int64(s->meta.backend_id[i]));
+	json_add(b, "address", json_object_new_string(ap));
+	json_add(b, "weight", json_object_new_int64(s->meta.weight[i]));
+	return b;
+}
+
+int cmd_show_services(const struct opts *o)
+{
+	struct json_object *arr = json_object_new_array();
+	struct dmsc_datapath dp;
+	struct dmsc_state st;
+	char key[DMSC_ADDR_PORT_LEN + 8], ap[DMSC_ADDR_PORT_LEN];
+	size_t i, j;
+	int rc;
+
+	rc = open_ro(&dp, o, "show");
+	if (rc)
+		goto out_put;
+	if (dmsc_state_read(&dp, &st)) {
+		rc = 1;
+		goto out;
+	}
+	if (!o->json && st.n_svcs == 0)
+		printf("no services: apply a policy with `dmscctl apply FILE`\n");
+	for (i = 0; i < st.n_svcs; i++) {
+		const struct dmsc_state_svc *s = &st.svcs[i];
+		struct json_object *js = json_object_new_object(), *bes = json_object_new_array();
+
+		dmsc_format_service(s, key, sizeof(key));
+		json_add(js, "name", json_object_new_string(s->meta.name));
+		json_add(js, "id", json_object_new_int64(s->svc.id));
+		json_add(js, "vip", json_object_new_string(key));
+		json_add(js, "refuses_connections",
+			 json_object_new_boolean(s->svc.flags & DMSC_SVC_F_NO_BACKEND));
+		if (!o->json)
+			printf("%s  %s%s\n", s->meta.name, key,
+			       s->svc.flags & DMSC_SVC_F_NO_BACKEND
+				       ? "  (every weight is 0: new connections refused)"
+				       : "");
+		for (j = 0; j < s->meta.n_backends; j++) {
+			struct json_object *b = backend_json(s, j, ap, sizeof(ap));
+
+			json_add(b, "slots", json_object_new_int64(s->be_slots[j]));
+			json_add(b, "share", json_object_new_double((double)s->be_slots[j] / DMSC_SLOTS));
+			json_object_array_add(bes, b);
+			if (!o->json)
+				printf("  -> %-21s weight %-5u slots %3u/%u (%.1f%%)\n", ap,
+				       s->meta.weight[j], s->be_slots[j], DMSC_SLOTS,
+				       100.0 * s->be_slots[j] / DMSC_SLOTS);
+		}
+		json_add(js, "backends", bes);
+		json_object_array_add(arr, js);
+	}
+	dmsc_state_free(&st);
+out:
+	dmsc_datapath_close(&dp);
+out_put:
+	return print_services(o, rc, arr);
+}
+
+/* The fast path's counters, in struct dmsc_fp_stats order. */
+static const char *const fp_stat_names[] = {
+	"registered", "paired",	   "redirected_msgs", "redirected_bytes", "stack_msgs",
+	"stack_bytes", "miss",	   "no_peer",	      "accel_off",	  "register_failed",
+	"backlog_fallback", "backlog_unknown", "bulk_fallback", "policy_fallback", "bulk_skip",
+	"early_data", "budget_fallback", "pressure_fallback", "released",
+};
+#define FP_N_STATS (sizeof(struct dmsc_fp_stats) / sizeof(__u64))
+_Static_assert(sizeof(fp_stat_names) / sizeof(fp_stat_names[0]) == FP_N_STATS,
+	       "a name for every fast path counter");
+
+static struct json_object *fp_stats_json(const struct dmsc_fp_stats *fs)
+{
+	struct json_object *j = json_object_new_object();
+	const __u64 *v = (const __u64 *)fs;
+	size_t k;
+
+	for (k = 0; k < FP_N_STATS; k++)
+		json_add(j, fp_stat_names[k], json_object_new_int64((int64_t)v[k]));
+	return j;
+}
+
+static void fp_stats_add(struct dmsc_fp_stats *sum, const struct dmsc_fp_stats *fs)
+{
+	__u64 *a = (__u64 *)sum;
+	const __u64 *b = (const __u64 *)fs;
+	size_t k;
+
+	for (k = 0; k < FP_N_STATS; k++)
+		a[k] += b[k];
+}
+
+static void fp_stats_print(const char *who, const struct dmsc_fp_stats *fs)
+{
+	printf("  %-22s %10llu %10llu %12llu %14llu %10llu %8llu %8llu %8llu\n", who,
+	       (unsigned long long)fs->paired, (unsigned long long)fs->registered,
+	       (unsigned long long)fs->redirected_msgs, (unsigned long long)fs->redirected_bytes,
+	       (unsigned long long)fs->stack_msgs, (unsigned long long)fs->miss,
+	       (unsigned long long)fs->no_peer, (unsigned long long)fs->accel_off);
+}
+
+int cmd_stats(const struct opts *o)
+{
+	struct json_object *top = json_object_new_object(), *arr = json_object_new_array();
+	struct json_object *reasons = json_object_new_object();
+	struct dmsc_datapath dp;
+	struct dmsc_state st;
+	char key[DMSC_ADDR_PORT_LEN + 8], ap[DMSC_ADDR_PORT_LEN];
+	size_t i, j;
+	int rc;
+
+	struct json_object *fp = json_object_new_object();
+	struct dmsc_fp_stats fs, fp_total = { 0 };
+
+	json_add(top, "services", arr);
+	json_add(top, "reasons", reasons);
+	json_add(top, "fastpath", fp);
+	rc = open_ro(&dp, o, "stats");
+	if (rc)
+		goto out_put;
+	if (dmsc_state_read(&dp, &st)) {
+		rc = 1;
+		goto out;
+	}
+	for (i = 0; i < st.n_svcs; i++) {
+		const struct dmsc_state_svc *s = &st.svcs[i];
+		struct json_object *js = json_object_new_object(), *bes = json_object_new_array();
+		struct dmsc_svc_stats ss;
+
+		dmsc_percpu_sum(&dp, DMSC_M_SVC_STATS, s->svc.id, &ss, sizeof(ss));
+		dmsc_format_service(s, key, sizeof(key));
+		json_add(js, "name", json_object_new_string(s->meta.name));
+		json_add(js, "vip", json_object_new_string(key));
+		if (!o->json)
+			printf("%s  %s\n", s->meta.name, key);
+		/* Text shows the counters that moved; JSON shows them all. */
+		for (j = 0; j < dmsc_n_svc_counters; j++) {
+			unsigned long long v = dmsc_counter_get(&ss, &dmsc_svc_counters[j]);
+
+			json_add(js, dmsc_svc_counters[j].name, json_object_new_int64((int64_t)v));
+			if (!o->json && (v || j == 0))
+				printf("  %-20s %14llu\n", dmsc_svc_counters[j].name, v);
+		}
+		for (j = 0; j < s->meta.n_backends; j++) {
+			struct json_object *b = backend_json(s, j, ap, sizeof(ap));
+			struct dmsc_be_stats bs;
+
+			dmsc_percpu_sum(&dp, DMSC_M_BE_STATS, s->meta.backend_id[j], &bs,
+					sizeof(bs));
+			json_add(b, "connections", json_object_new_int64((int64_t)bs.connections));
+			json_object_array_add(bes, b);
+			if (!o->json)
+				printf("  -> %-21s connections %10llu\n", ap,
+				       (unsigned long long)bs.connections);
+		}
+		json_add(js, "backends", bes);
+		dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, s->svc.id, &fs, sizeof(fs));
+		fp_stats_add(&fp_total, &fs);
+		json_add(js, "fastpath", fp_stats_json(&fs));
+		json_object_array_add(arr, js);
+	}
+	/* Id 0: connections between mesh sockets that used no VIP. */
+	dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, 0, &fs, sizeof(fs));
+	fp_stats_add(&fp_total, &fs);
+	json_add(fp, "direct", fp_stats_json(&fs));
+	json_add(fp, "total", fp_stats_json(&fp_total));
+	{
+		/* Unread redirected bytes host-wide, as the writers last saw
+		 * them: what the host budget is checked against. */
+		struct dmsc_fp_host host = { 0 };
+		__u32 zero = 0;
+
+		if (dp.fd[DMSC_M_FP_HOST] >= 0)
+			bpf_map_lookup_elem(dp.fd[DMSC_M_FP_HOST], &zero, &host);
+		json_add(fp, "inflight_bytes", json_object_new_int64((int64_t)host.inflight));
+	}
+	if (!o->json) {
+		printf("same-host fast path:\n  %-22s %10s %10s %12s %14s %10s %8s %8s %8s\n", "",
+		       "PAIRED", "SOCKETS", "REDIR_MSGS", "REDIR_BYTES", "STACK_MSGS", "MISSES",
+		       "NOPEER", "OFF");
+		for (i = 0; i < st.n_svcs; i++) {
+			dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, st.svcs[i].svc.id, &fs, sizeof(fs));
+			fp_stats_print(st.svcs[i].meta.name, &fs);
+		}
+		dmsc_percpu_sum(&dp, DMSC_M_FP_STATS, 0, &fs, sizeof(fs));
+		fp_stats_print("(direct, no VIP)", &fs);
+		fp_stats_print("(total)", &fp_total);
+		printf("  stack_bytes=%llu register_failed=%llu backlog_fallback=%llu "
+		       "backlog_unknown=%llu\n",
+		       (unsigned long long)fp_total.stack_bytes,
+		       (unsigned long long)fp_total.register_failed,
+		       (unsigned long long)fp_total.backlog_fallback,
+		       (unsigned long long)fp_total.backlog_unknown);
+	}
+	if (!o->json)
+		printf("datapath events:");
+	for (i = 0; i < DMSC_R_MAX; i++) {
+		__u64 n = 0;
+
+		dmsc_percpu_sum(&dp, DMSC_M_REASONS, (__u32)i, &n, sizeof(n));
+		json_add(reasons, dmsc_reason_names[i], json_object_new_int64((int64_t)n));
+		if (!o->json)
+			printf(" %s=%llu", dmsc_reason_names[i], (unsigned long long)n);
+	}
+	if (!o->json)
+		printf("\n");
+	dmsc_state_free(&st);
+out:
+	dmsc_datapath_close(&dp);
+out_put:
+	if (o->json && !rc)
+		print_json(top);
+	json_object_put(top);
+	return rc;
+}
+
+int cmd_show_access(const struct opts *o)
+{
+	struct json_object *arr = json_object_new_array();
+	struct dmsc_datapath dp;
+	struct dmsc_state st;
+	char key[DMSC_ADDR_PORT_LEN + 8];
+	size_t i, j, n;
+	int rc;
+
+	rc = open_ro(&dp, o, "show");
+	if (rc)
+		goto out_put;
+	if (dmsc_state_read(&dp, &st)) {
+		rc = 1;
+		goto out;
+	}
+	for (i = 0; i < st.n_svcs; i++) {
+		const struct dmsc_state_svc *s = &st.svcs[i];
+		const struct dmsc_allow_entry *rules = dmsc_state_allow(&st, s->svc.id, &n);
+		bool listed = s->svc.flags & DMSC_SVC_F_ALLOW_LIST;
+		struct json_object *js = json_object_new_object(), *jr = json_object_new_array();
+
+		dmsc_format_service(s, key, sizeof(key));
+		json_add(js, "name", json_object_new_string(s->meta.name));
+		json_add(js, "vip", json_object_new_string(key));
+		json_add(js, "open_to_all", json_object_new_boolean(!listed));
+		if (!o->json)
+			printf("%s  %s: %s\n", s->meta.name, key,
+			       !listed ? "open to every cgroup in the mesh"
+			       : n	 ? "only these cgroups and their descendants"
+					 : "closed to everyone (allow_from is empty)");
+		for (j = 0; j < n; j++) {
+			struct json_object *r = json_object_new_object();
+			bool resolved = !(rules[j].key.cgroup_id & DMSC_ALLOW_UNRESOLVED);
+
+			json_add(r, "cgroup", json_object_new_string(rules[j].rule.path));
+			json_add(r, "resolved", json_object_new_boolean(resolved));
+			if (resolved)
+				json_add(r, "cgroup_id",
+					 json_object_new_int64((int64_t)rules[j].key.cgroup_id));
+			json_object_array_add(jr, r);
+			if (!o->json && resolved)
+				printf("  allow %s (cgroup id %llu)\n", rules[j].rule.path,
+				       (unsigned long long)rules[j].key.cgroup_id);
+			else if (!o->json)
+				printf("  allow %s (does not exist yet: nobody matches it until it "
+				       "appears and the policy is applied again)\n",
+				       rules[j].rule.path);
+		}
+		json_add(js, "allow", jr);
+		json_object_array_add(arr, js);
+	}
+	dmsc_state_free(&st);
+out:
+	dmsc_datapath_close(&dp);
+out_put:
+	return print_services(o, rc, arr);
+}

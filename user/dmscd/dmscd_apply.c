@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmscd's applies: the policy applied through the mirror (timed on three
+ * clocks), the L7 helper's snapshot followed, unresolved allow_from
+ * retried, deferred drops flushed.
+ */
+#define _GNU_SOURCE
+#include "dmscd_agent.h"
+
+double wall_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double mono_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of this thread: an apply's own cost, without the time other
+ * processes had the CPU meanwhile. */
+static double cpu_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * The helper runs the policy just applied, as dmscd read it: its L7 view
+ * goes to the helper in a sealed memfd (never the user's file, which may
+ * have changed since). Any change of that view (routes, timeouts, retries,
+ * labels, weights, requests_per_second: also those no kernel map holds)
+ * replaces the helper without refusing or cutting a connection; one asked
+ * for during a hand-over is queued (dmsc_l7_sup_replace).
+ */
+void l7_follow(struct agent *ag, const struct dmsc_policy *policy)
+{
+	uint64_t now = (uint64_t)dmsc_now_ms();
+	char *view;
+	size_t len;
+	int err;
+
+	err = dmsc_l7_view_json(policy, &view, &len);
+	if (err) {
+		pr_warn("dmsc-l7: cannot build the policy it should run: %s; it keeps the last "
+			"one\n",
+			strerror(-err));
+		return;
+	}
+	if (ag->l7_view && len == ag->l7_view_len && memcmp(view, ag->l7_view, len) == 0) {
+		free(view);
+		return;
+	}
+	err = dmsc_l7_sup_set_policy(&ag->l7_sup, view, len);
+	if (!err)
+		err = ag->l7_view ? dmsc_l7_sup_replace(&ag->l7_sup, ag->l7_argv, now)
+				  : dmsc_l7_sup_start(&ag->l7_sup, now);
+	if (err) {
+		pr_warn("dmsc-l7: cannot hand it the policy applied: %s\n", strerror(-err));
+		free(view);
+		return;
+	}
+	pr_info("dmsc-l7: %s with the http services of the policy applied\n",
+		ag->l7_view ? "replacing it" : "starting it");
+	free(ag->l7_view);
+	ag->l7_view = view;
+	ag->l7_view_len = len;
+}
+
+/* Parses, validates, compiles and applies the policy; logs one line per
+ * change applied and one summary line. A policy that does not validate
+ * leaves the datapath as it is. */
+void apply_policy(struct agent *ag, const char *why)
+{
+	struct dmsc_apply_result res = {0};
+	struct dmsc_policy_set set = {0};
+	struct dmsc_msgs msgs = {0};
+	struct dmsc_datapath dp;
+	double t0, t1, t2, t3, c2, c3;
+	struct rusage ru2, ru3;
+	struct dmsc_svc_digest *digests = NULL;
+	char buf[512];
+	bool etcd_view = false;
+	size_t i;
+	int err;
+
+	/* Before etcd's first read the store is empty, not the policy: a
+	 * SIGHUP then must not empty the maps an earlier dmscd wrote. */
+	if (ag->etcd && !ag->etcd_read) {
+		pr_info("%s (%s): etcd not read yet; nothing applied, the datapath runs as it is\n",
+			ag->policy, why);
+		return;
+	}
+	ag->retry_at_ms = 0;
+	t0 = mono_seconds();
+	if (ag->etcd) {
+		/* a view of the store, locked until _view_done */
+		err = dmsc_etcd_sync_view(ag->etcd, &set.policy);
+		etcd_view = !err;
+	} else {
+		err = dmsc_policy_set_load(ag->policy, &set, &msgs);
+	}
+	if (err) {
+		for (i = 0; i < msgs.n; i++)
+			pr_warn("%s\n", msgs.lines[i]);
+		if (!msgs.n)
+			pr_warn("%s: %s\n", ag->policy, strerror(-err));
+		pr_warn("%s: not applied (%zu problem%s); the datapath is unchanged\n", ag->policy,
+			msgs.n, msgs.n == 1 ? "" : "s");
+		ag->stats.applies[DMSC_APPLY_INVALID]++;
+		goto out;
+	}
+	if (dmsc_policy_unsupported(&set.policy, buf, sizeof(buf))) {
+		pr_warn("%s: %s; not applied, the datapath is unchanged\n", ag->policy, buf);
+		ag->stats.applies[DMSC_APPLY_INVALID]++;
+		goto out;
+	}
+	digests = calloc(set.policy.n_services ? set.policy.n_services : 1, sizeof(*digests));
+	if (!digests) {
+		pr_warn("%s: out of memory\n", ag->policy);
+		ag->stats.applies[DMSC_APPLY_FAILED]++;
+		goto out;
+	}
+	dmsc_policy_digests(&set.policy, digests);
+	t1 = mono_seconds();
+
+	err = dmsc_datapath_open(&dp, ag->pin_dir, true);
+	if (err) {
+		pr_warn("%s: not applied: the datapath at %s cannot be opened: %s%s\n", ag->policy,
+			ag->pin_dir, strerror(-err),
+			err == -ENOENT ? " (removed by `dmscctl uninstall`?)" : "");
+		ag->stats.applies[DMSC_APPLY_FAILED]++;
+		goto out;
+	}
+	getrusage(RUSAGE_THREAD, &ru2);
+	t2 = mono_seconds();
+	c2 = cpu_seconds();
+	err = dmsc_mirror_apply(&ag->mirror, &dp, &set.policy, digests, false, &res);
+	t3 = mono_seconds();
+	c3 = cpu_seconds();
+	getrusage(RUSAGE_THREAD, &ru3);
+	pr_debug("apply: %ld minor page faults, %ld context switches\n",
+		 ru3.ru_minflt - ru2.ru_minflt,
+		 ru3.ru_nivcsw - ru2.ru_nivcsw + ru3.ru_nvcsw - ru2.ru_nvcsw);
+	dmsc_datapath_close(&dp);
+	if (err) {
+		pr_warn("%s: apply failed: %s; the datapath is as it was%s\n", ag->policy,
+			strerror(-err), res.rolled_back ? " (rolled back)" : "");
+		ag->stats.applies[DMSC_APPLY_FAILED]++;
+		goto out;
+	}
+	for (i = 0; i < res.n_changes; i++)
+		pr_info("%s %s: %s\n", dmsc_change_op_name(res.changes[i].op),
+			res.changes[i].service, res.changes[i].detail);
+	if (res.unresolved && res.unresolved != ag->unresolved)
+		pr_info("%zu allow_from path%s with no cgroup yet (no one matches them): applying "
+			"again every %d ms until they exist\n",
+			res.unresolved, res.unresolved == 1 ? "" : "s", UNRESOLVED_RETRY_MS);
+	ag->unresolved = res.unresolved;
+	ag->retry_at_ms = res.unresolved ? dmsc_now_ms() + UNRESOLVED_RETRY_MS : 0;
+	/* A retry that changed nothing is not worth a line. */
+	dmsc_log(res.n_changes || strcmp(why, "retry") ? DMSC_LOG_INFO : DMSC_LOG_DEBUG,
+		 "applied %s (%s): %zu service%s, %zu change%s, %zu map entr%s written "
+		 "(%zu deferred) in %.3f ms (cpu %.3f ms); parse and compile %.1f ms\n",
+		 ag->policy, why, res.n_services, res.n_services == 1 ? "" : "s", res.n_changes,
+		 res.n_changes == 1 ? "" : "s", res.entries_written,
+		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
+		 (c3 - c2) * 1e3, (t1 - t0) * 1e3);
+	ag->stats.applies[DMSC_APPLY_OK]++;
+	if (ag->l7)
+		l7_follow(ag, &set.policy);
+	ag->stats.entries_written += res.entries_written;
+	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
+	ag->stats.policy_services = res.n_services;
+	ag->stats.last_apply_time = wall_seconds();
+out:
+	free(digests);
+	dmsc_apply_result_free(&res);
+	if (etcd_view)
+		dmsc_etcd_sync_view_done(ag->etcd, &set.policy); /* a view: nothing to free */
+	else
+		dmsc_policy_set_free(&set);
+	dmsc_msgs_free(&msgs);
+	/* json-c and the parse leave freed memory in the heap: give it back. */
+	malloc_trim(0);
+}
+
+/* Resolves every allow_from rule in the maps again (whoever wrote it) and
+ * watches the cgroup directories of their paths afresh. */
+void reresolve(struct agent *ag)
+{
+	struct dmsc_allow_entry *rules = NULL;
+	struct dmsc_datapath dp;
+	size_t n = 0;
+	bool in_step;
+	__u64 gen = 0;
+	int changed;
+
+	ag->reresolve_at_ms = 0;
+	ag->recheck_at_ms = dmsc_now_ms() + CGROUP_RECHECK_MS;
+	if (!ag->cg_watch.root[0] &&
+	    dmsc_cgroup2_mount(ag->cg_watch.root, sizeof(ag->cg_watch.root)))
+		return;
+	if (dmsc_datapath_open(&dp, ag->pin_dir, true))
+		return;
+	in_step = ag->mirror.loaded && dmsc_datapath_generation(&dp, &gen) == 0 &&
+		  gen == ag->mirror.generation &&
+		  dmsc_map_id(dp.fd[DMSC_M_SERVICES]) == ag->mirror.services_map_id;
+	/* The watches first: a cgroup made after its path is resolved below
+	 * is an event then. */
+	if (dmsc_allow_rules(&dp, &rules, &n) == 0)
+		dmsc_cgroup_watch_set(&ag->cg_watch, rules, n);
+	free(rules);
+	rules = NULL;
+	changed = dmsc_allow_reresolve(&dp, ag->cg_watch.root, &rules, &n);
+	if (changed > 0 && dmsc_datapath_bump_generation(&dp) == 0 && in_step &&
+	    dmsc_mirror_take_allow(&ag->mirror, rules, n) == 0)
+		ag->mirror.generation = gen + 1;
+	free(rules);
+	dmsc_datapath_close(&dp);
+}
+
+void flush_drops(struct agent *ag, bool force)
+{
+	struct dmsc_datapath dp;
+	int n;
+
+	if (!ag->mirror.n_drops)
+		return;
+	if (dmsc_datapath_open(&dp, ag->pin_dir, true))
+		return;
+	n = dmsc_mirror_flush_drops(&ag->mirror, &dp, dmsc_now_ms(), force);
+	dmsc_datapath_close(&dp);
+	if (n > 0)
+		pr_debug("cleared %d removed backend entr%s\n", n, n == 1 ? "y" : "ies");
+}

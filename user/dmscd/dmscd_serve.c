@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmscd's services around the apply: dmsc-l7 started from beside this
+ * binary, and a metrics scrape rendered from a copy taken in the loop
+ * (with dmsc-l7's own families appended).
+ */
+#define _GNU_SOURCE
+#include "dmscd_agent.h"
+
+/* dmsc-l7's own families (per service, route and code, latency histograms),
+ * from the file it rewrites every second. */
+static int append_l7_metrics(const char *file, struct dmsc_buf *body)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	int err;
+
+	if (!f)
+		return -errno;
+	err = dmsc_l7_metrics_append(file, f);
+	fclose(f);
+	if (!err && len)
+		dmsc_buf_printf(body, "%.*s", (int)len, text);
+	free(text);
+	return err;
+}
+
+/* Builds the helper's command line for its supervisor; the helper starts
+ * with the first policy applied (l7_follow), which it gets from dmscd. */
+int l7_start(struct agent *ag, const char *bin, const char *listen)
+{
+	int n = 0;
+
+	snprintf(ag->l7_metrics, sizeof(ag->l7_metrics), "/run/dmsc/dmsc-l7.%d.prom",
+		 (int)getpid());
+	if (mkdir("/run/dmsc", 0755) && errno != EEXIST) {
+		pr_warn("cannot create /run/dmsc: %s\n", strerror(errno));
+		return -errno;
+	}
+	ag->l7_argv[n++] = bin;
+	ag->l7_argv[n++] = "--listen";
+	ag->l7_argv[n++] = listen;
+	ag->l7_argv[n++] = "--pin-dir";
+	ag->l7_argv[n++] = ag->pin_dir;
+	ag->l7_argv[n++] = "--metrics-file";
+	ag->l7_argv[n++] = ag->l7_metrics;
+	ag->l7_argv[n] = NULL;
+	if (dmsc_l7_sup_init(&ag->l7_sup, ag->l7_argv))
+		return -E2BIG;
+	ag->l7 = true;
+	pr_info("%s on %s serves http services once a policy is applied\n", bin, listen);
+	return 0;
+}
+
+/* Where dmsc-l7 is: beside this dmscd, unless --l7-binary says. */
+void l7_default_binary(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash;
+
+	if (n <= 0) {
+		snprintf(buf, len, "dmsc-l7");
+		return;
+	}
+	self[n] = '\0';
+	slash = strrchr(self, '/');
+	if (slash)
+		*slash = '\0';
+	if (snprintf(buf, len, "%.*s/dmsc-l7", (int)(len > 9 ? len - 9 : 0), self) >= (int)len)
+		snprintf(buf, len, "dmsc-l7");
+}
+
+/* What a scrape renders, copied in the loop when the connection comes:
+ * the connection's thread reads nothing the loop changes. */
+struct scrape_job {
+	struct dmsc_mirror snap;
+	bool snap_ok;
+	struct dmsc_agent_stats stats;
+	enum dmsc_metrics_backends backends;
+	const char *pin_dir;
+	bool l7;
+	char l7_metrics[PATH_MAX];
+	/* --etcd: its families, rendered in the loop under the store's lock */
+	struct dmsc_buf etcd;
+};
+
+void *scrape_job_make(void *ctx)
+{
+	const struct agent *ag = ctx;
+	struct scrape_job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	j->stats = ag->stats;
+	j->backends = ag->metrics_backends;
+	j->pin_dir = ag->pin_dir;
+	j->l7 = ag->l7;
+	memcpy(j->l7_metrics, ag->l7_metrics, sizeof(j->l7_metrics));
+	j->snap_ok = dmsc_metrics_snapshot(&ag->mirror,
+					   dmsc_metrics_backends_on(j->backends, ag->mirror.n),
+					   &j->snap) == 0;
+	if (ag->etcd)
+		dmsc_etcd_sync_metrics(ag->etcd, &j->etcd);
+	return j;
+}
+
+void scrape_job_free(void *job)
+{
+	struct scrape_job *j = job;
+
+	if (!j)
+		return;
+	dmsc_metrics_snapshot_free(&j->snap);
+	dmsc_buf_free(&j->etcd);
+	free(j);
+}
+
+/* In the connection's thread. */
+int metrics_handler(const char *path, struct dmsc_buf *body, void *job)
+{
+	struct scrape_job *j = job;
+	struct dmsc_mirror own = {0};
+	const struct dmsc_mirror *m;
+	struct dmsc_datapath dp;
+	__u64 gen;
+	int err;
+
+	if (strcmp(path, "/") == 0) {
+		dmsc_buf_printf(body, "dmscd: metrics at /metrics\n");
+		return 200;
+	}
+	if (strcmp(path, "/metrics") != 0)
+		return 404;
+	if (!j || !j->snap_ok || dmsc_datapath_open(&dp, j->pin_dir, false))
+		return 500;
+	m = &j->snap;
+	/* Another writer changed the maps: name what they hold now. */
+	if (!m->loaded || dmsc_datapath_generation(&dp, &gen) || gen != m->generation ||
+	    dmsc_map_id(dp.fd[DMSC_M_SERVICES]) != m->services_map_id) {
+		if (dmsc_mirror_load(&own, &dp)) {
+			dmsc_datapath_close(&dp);
+			return 500;
+		}
+		m = &own;
+	}
+	/* The snapshot copied the backends by the same rule. */
+	err = dmsc_metrics_render(body, m, &dp, &j->stats,
+				  dmsc_metrics_backends_on(j->backends, m->n));
+	dmsc_datapath_close(&dp);
+	dmsc_mirror_free(&own);
+	if (!err && j->etcd.failed)
+		err = -ENOMEM;
+	if (!err && j->etcd.len)
+		dmsc_buf_append(body, j->etcd.p, j->etcd.len);
+	if (!err && j->l7)
+		err = append_l7_metrics(j->l7_metrics, body);
+	return err ? 500 : 200;
+}

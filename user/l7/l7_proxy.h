@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmsc-l7's internals shared by its files: the limits, the options, the
+ * connection and worker state, the per-route metrics. The design is
+ * described at the top of dmsc-l7.c.
+ */
+#ifndef DMSC_L7_PROXY_H
+#define DMSC_L7_PROXY_H
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <http_parser.h>
+
+#include "datapath.h"
+#include "dmsc/shared.h"
+#include "l7_bucket.h"
+#include "l7_http.h"
+#include "l7_route.h"
+#include "log.h"
+#include "policy.h"
+
+/* ---- limits (documented in docs/l7.md) --------------------------- */
+#define CIN_SIZE (16 * 1024)   /* client input buffer */
+#define UIN_SIZE (16 * 1024)   /* backend input buffer; a response head must fit */
+#define OUT_HIGH (64 * 1024)   /* stop reading the other side past this */
+#define RETAIN_MAX (64 * 1024) /* a request larger than this is not retried on 502/503 */
+#define MAX_EVENTS 256
+#define SWEEP_MS 100
+#define POOL_MAX 256 /* idle keep-alive backend connections per worker */
+#define CLIENT_BUCKETS 4096 /* hash buckets of the per-client connection counts */
+#define LISTEN_BACKLOG 4096
+/* After an answer that closes the connection, its input is read and
+ * dropped this long (after shutdown(SHUT_WR)) so that unread request bytes
+ * do not turn our close into a reset that destroys the answer. */
+#define LINGER_MS 2000
+
+struct l7_opts {
+	struct sockaddr_in listen;
+	const char *policy_file;
+	const char *pin_dir;
+	const char *access_log;
+	const char *metrics_file;
+	int workers;
+	int ready_fd;
+	bool no_register;
+	uint32_t max_header_bytes; /* request line + headers: past it 431 */
+	uint32_t max_headers;	   /* header fields: past it 431 */
+	uint32_t max_target;	   /* request target: past it 414 */
+	uint32_t idle_ms;	   /* keep-alive idle, between requests */
+	uint32_t head_ms;	   /* a whole request head (slowloris): 408 */
+	uint32_t io_ms;		   /* no progress on a body or a write */
+	uint32_t default_timeout_ms;
+	uint32_t default_retries;
+	uint32_t drain_ms;
+	uint32_t max_conns; /* per worker */
+	uint32_t pool_idle_ms;	       /* an idle pooled backend connection lives this long */
+	uint32_t max_conns_per_client; /* per client address, all workers together */
+	unsigned int forwarded;	       /* FWD_* */
+};
+extern struct l7_opts opt;
+
+/* --forwarded: what the helper tells a backend about the client */
+#define FWD_XFF 1u	 /* X-Forwarded-For: the client's address appended */
+#define FWD_FORWARDED 2u /* Forwarded: for=...;proto=http appended (RFC 7239) */
+
+/* ---- metrics ----------------------------------------------------------- */
+static const int status_codes[] = {100, 200, 201, 202, 204, 206, 301, 302, 304,
+				   307, 308, 400, 401, 403, 404, 405, 408, 409,
+				   413, 414, 429, 431, 500, 501, 502, 503, 504};
+#define N_CODES (sizeof(status_codes) / sizeof(status_codes[0]))
+#define CODE_OTHER N_CODES
+/* Latency buckets, seconds; a request's latency is from its head parsed to
+ * its response complete. */
+static const double hist_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+				 0.1,	 0.25,	0.5,	1,     2.5,  5,	    10};
+#define N_HIST (sizeof(hist_le) / sizeof(hist_le[0]))
+
+struct route_metrics {
+	uint64_t code[N_CODES + 1];
+	uint64_t hist[N_HIST + 1];
+	uint64_t sum_ns;
+	uint64_t retries;
+};
+
+/* Per worker, written by its worker only, read by the metrics writer
+ * (relaxed atomics: counters, not invariants). */
+struct metrics {
+	struct route_metrics *rm; /* [svc][route + 1]; slot 0 is "no route" */
+	size_t *rm_base;	  /* per service: first index in rm */
+	uint64_t accepted, no_handoff, unknown_service, over_capacity, client_limit;
+};
+
+static inline void ctr_add(uint64_t *c, uint64_t n)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+/* ---- state ------------------------------------------------------------- */
+extern struct dmsc_l7_config cfg;
+struct svc_rt {
+	pthread_mutex_t lock;
+	struct dmsc_l7_bucket bucket;
+};
+extern struct svc_rt *svc_rt; /* parallel to cfg.svcs */
+extern int handoff_fd;
+extern int own_fd; /* dmsc_l7_own */
+extern int access_fd;
+extern volatile int draining;
+extern size_t n_route_slots;
+
+enum ep_kind { EP_LISTEN, EP_CLIENT, EP_UPSTREAM, EP_POOL };
+struct ep {
+	enum ep_kind kind;
+};
+
+enum cstate {
+	S_IDLE,	    /* between requests */
+	S_HEAD,	    /* a request head is arriving */
+	S_LOCAL,    /* answering it ourselves; its body is read and dropped */
+	S_UPSTREAM, /* forwarding it */
+};
+
+struct buf {
+	char *p;
+	size_t off, len, cap;
+};
+
+struct worker;
+
+struct conn {
+	struct ep cep, uep;
+	struct worker *w;
+	struct conn *prev, *next;
+	int cfd, ufd;
+	const struct dmsc_l7_service *svc;
+	size_t svc_idx;
+	struct sockaddr_in peer;
+
+	http_parser sp;
+	enum cstate state;
+	char cin[CIN_SIZE];
+	size_t cin_len, cin_off;
+	bool cin_eof;
+	struct buf cout; /* to the client */
+	struct buf uout; /* to the backend */
+	char uin[UIN_SIZE];
+	size_t uin_len;
+
+	struct dmsc_l7_req_parser rq;  /* the request being parsed */
+	bool paused_head, paused_done; /* the response parser's */
+
+	/* routing and the backend side */
+	int route;
+	int backend;
+	uint64_t tried;
+	uint32_t retries_left;
+	uint32_t attempts;
+	bool idempotent, is_head, client_keepalive, close_after;
+	bool retain;	 /* uout still holds the whole request from offset 0 */
+	bool connecting; /* ufd: connect() in progress */
+	bool up_reused;	 /* ufd came from the idle pool */
+	bool resp_head, resp_done, resp_started, resp_interim;
+	bool up_reusable;
+	bool u_reg; /* ufd is in epoll (added lazily, after a first write) */
+	bool counted;  /* holds one of its client address's connections */
+	bool client10; /* the request is HTTP/1.0: answered in 1.0 framing */
+	bool dechunk;  /* the response body is de-chunked for a 1.0 client */
+	int status;
+	uint64_t t_req;	      /* head parsed, ns */
+	uint64_t deadline;    /* client side, ns; 0: none */
+	uint64_t up_deadline; /* backend side, ns; 0: none */
+	uint32_t timeout_ms;
+	uint32_t cev, uev; /* what epoll watches */
+	bool lingering;	   /* answered and shut down; dropping input until EOF */
+	bool dead;	   /* freed after the current batch of events */
+	struct conn *dead_next;
+};
+
+/* An idle keep-alive backend connection. It stays in epoll (EPOLLIN |
+ * EPOLLRDHUP, as EP_POOL): anything the backend sends or a close while it is
+ * idle means it cannot carry a request any more. Slots do not move (epoll
+ * points at them); fd -1 is a free slot. */
+struct pooled {
+	struct ep ep;
+	int fd;
+	uint32_t addr;
+	uint16_t port;
+	uint64_t since; /* ns: idle since */
+};
+
+struct worker {
+	int id;
+	pthread_t th;
+	int epfd, lfd;
+	struct ep lep;
+	struct conn *conns;
+	struct conn *dead; /* events of this batch may still name them */
+	uint32_t n_conns;
+	uint64_t rng;
+	struct pooled pool[POOL_MAX];
+	int n_pool; /* slots in use */
+	struct metrics m;
+	bool listening;
+	bool accept_paused; /* out of fds: listener out of epoll until the next sweep */
+};
+
+extern struct worker *workers;
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint32_t rnd(struct worker *w)
+{
+	/* xorshift64*: per worker, no locks */
+	w->rng ^= w->rng >> 12;
+	w->rng ^= w->rng << 25;
+	w->rng ^= w->rng >> 27;
+	return (uint32_t)((w->rng * 2685821657736338717ull) >> 32);
+}
+
+#define CONTAINER(ptr, field) ((struct conn *)((char *)(ptr)-offsetof(struct conn, field)))
+
+
+/* l7_conn.c */
+bool client_take(uint32_t addr);
+void client_release(uint32_t addr);
+int buf_add(struct buf *b, const void *data, size_t len);
+int __attribute__((format(printf, 2, 3))) buf_fmt(struct buf *b, const char *fmt, ...);
+size_t buf_pending(const struct buf *b);
+void buf_reset(struct buf *b);
+void conn_update(struct conn *c);
+void upstream_close(struct conn *c, bool reuse);
+void conn_free(struct conn *c);
+void conn_reap(struct worker *w);
+bool body_left_large(const struct conn *c);
+void respond_local(struct conn *c, int status, bool close, uint64_t retry_after_s);
+
+/* l7_client.c */
+extern const struct dmsc_l7_http_hooks req_hooks;
+void conn_close_client(struct conn *c);
+void client_write(struct conn *c);
+void reject(struct conn *c, int status);
+void client_parse(struct conn *c);
+void client_read(struct conn *c);
+void conn_step(struct conn *c);
+
+/* l7_upstream.c */
+void pool_drop(struct worker *w, struct pooled *p);
+bool pool_quiet(int fd);
+void pool_put(struct worker *w, int fd, bool registered, uint32_t addr, uint16_t port);
+void pool_expire(struct worker *w, uint64_t now);
+void dispatch(struct conn *c);
+void upstream_write(struct conn *c);
+void upstream_on_connected(struct conn *c);
+void upstream_read(struct conn *c);
+
+/* l7_worker.c */
+void sweep(struct worker *w, uint64_t now);
+int open_listener(void);
+void *worker_main(void *arg);
+
+/* l7_metrics.c */
+void fmt_addr(uint32_t addr, uint16_t port_be, char *buf, size_t len);
+void request_finished(struct conn *c);
+void metrics_write(void);
+
+#endif

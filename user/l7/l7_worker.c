@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * dmsc-l7's workers: the listener, accept (handoff lookup, limits), the
+ * timer sweep and the per-worker epoll loop.
+ */
+#define _GNU_SOURCE
+#include "l7_proxy.h"
+
+/* ---- accept --------------------------------------------------------------- */
+/* A client past --max-conns-per-client: a 503 at once, then the close. What
+ * it sent already is read first, so that the close does not turn into a
+ * reset that destroys the answer (bytes that arrive later still may). */
+static void refuse_busy(int fd)
+{
+	static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+				   "Content-Type: text/plain\r\nContent-Length: 34\r\n"
+				   "Retry-After: 1\r\nConnection: close\r\n\r\n"
+				   "too many connections from client\n";
+	char sink[4096];
+	int i;
+
+	for (i = 0; i < 16 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+		;
+	if (send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+		/* nothing more to tell it */
+	}
+	shutdown(fd, SHUT_WR);
+	close(fd);
+}
+
+static void accept_one(struct worker *w, int fd)
+{
+	struct dmsc_l7_handoff_key key;
+	struct dmsc_l7_handoff val;
+	struct sockaddr_in peer, local;
+	socklen_t len = sizeof(peer);
+	const struct dmsc_l7_service *svc;
+	struct epoll_event ev;
+	const struct dmsc_l7_http_limits lim = {
+	    .max_header_bytes = opt.max_header_bytes,
+	    .max_headers = opt.max_headers,
+	    .max_target = opt.max_target,
+	};
+	struct conn *c;
+	int one = 1;
+
+	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
+	    (len = sizeof(local), getsockname(fd, (struct sockaddr *)&local, &len) < 0)) {
+		close(fd);
+		return;
+	}
+	memset(&key, 0, sizeof(key));
+	key.client_addr = peer.sin_addr.s_addr;
+	key.client_port = peer.sin_port;
+	key.helper_addr = local.sin_addr.s_addr;
+	key.helper_port = local.sin_port;
+	if (bpf_map_lookup_and_delete_elem(handoff_fd, &key, &val) != 0 &&
+	    (bpf_map_lookup_elem(handoff_fd, &key, &val) != 0 ||
+	     (bpf_map_delete_elem(handoff_fd, &key), false))) {
+		/* not handed over by the kernel: no service to guess */
+		ctr_add(&w->m.no_handoff, 1);
+		close(fd);
+		return;
+	}
+	svc = dmsc_l7_service_find(&cfg, val.vip, val.vport);
+	if (!svc) {
+		ctr_add(&w->m.unknown_service, 1);
+		close(fd);
+		return;
+	}
+	if (w->n_conns >= opt.max_conns) {
+		ctr_add(&w->m.over_capacity, 1);
+		close(fd);
+		return;
+	}
+	if (!client_take(peer.sin_addr.s_addr)) {
+		ctr_add(&w->m.client_limit, 1);
+		refuse_busy(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c || dmsc_l7_http_init(&c->rq, &lim, &req_hooks, c)) {
+		free(c);
+		close(fd);
+		client_release(peer.sin_addr.s_addr);
+		return;
+	}
+	c->counted = true;
+	c->cep.kind = EP_CLIENT;
+	c->uep.kind = EP_UPSTREAM;
+	c->w = w;
+	c->cfd = fd;
+	c->ufd = -1;
+	c->svc = svc;
+	c->svc_idx = (size_t)(svc - cfg.svcs);
+	c->peer = peer;
+	c->route = -1;
+	c->backend = -1;
+	c->state = S_IDLE;
+	c->deadline = now_ns() + (uint64_t)opt.idle_ms * 1000000;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->cev = EPOLLIN | EPOLLRDHUP;
+	ev.events = c->cev;
+	ev.data.ptr = &c->cep;
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		dmsc_l7_http_free(&c->rq);
+		free(c);
+		close(fd);
+		client_release(peer.sin_addr.s_addr);
+		return;
+	}
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
+	ctr_add(&w->m.accepted, 1);
+}
+
+static void accept_batch(struct worker *w)
+{
+	int i, fd;
+
+	for (i = 0; i < 64; i++) {
+		fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			/* Out of descriptors: the level-triggered listener would
+			 * wake us at once, for ever. Stop watching it until the
+			 * next sweep; the backlog waits meanwhile. */
+			if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			     errno == ENOMEM) &&
+			    !w->accept_paused) {
+				epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
+				w->accept_paused = true;
+			}
+			return;
+		}
+		accept_one(w, fd);
+	}
+}
+
+static void stop_listening(struct worker *w)
+{
+	if (!w->listening)
+		return;
+	/* take what is queued already, then close: nothing is reset */
+	accept_batch(w);
+	if (!w->accept_paused)
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
+	close(w->lfd);
+	w->lfd = -1;
+	w->listening = false;
+}
+
+/* ---- timers ---------------------------------------------------------------- */
+void sweep(struct worker *w, uint64_t now)
+{
+	struct conn *c, *next;
+
+	for (c = w->conns; c; c = next) {
+		next = c->next;
+		if (c->up_deadline && now >= c->up_deadline && c->ufd >= 0) {
+			if (!c->resp_started) {
+				/* no answer within the route's timeout_ms */
+				upstream_close(c, false);
+				respond_local(c, 504, body_left_large(c), 0);
+			} else {
+				/* a response that stalled mid-way: close */
+				conn_close_client(c);
+			}
+		} else if (c->deadline && now >= c->deadline) {
+			if (c->lingering)
+				conn_close_client(c);
+			else if (c->state == S_HEAD)
+				reject(c, 408); /* slowloris: the head took too long */
+			else if (c->state == S_IDLE)
+				conn_close_client(c); /* idle, or a reader that stalled */
+			else if (!c->rq.req_done && !c->resp_started)
+				reject(c, 408); /* a body that stalled */
+			else if (!c->rq.req_done || buf_pending(&c->cout))
+				conn_close_client(c);
+			else
+				c->deadline = 0; /* waiting on the backend: up_deadline */
+		}
+		if (draining && c->cfd >= 0 && c->state == S_IDLE && c->cin_len == 0 &&
+		    !buf_pending(&c->cout))
+			conn_close_client(c);
+		if (!c->dead)
+			conn_step(c);
+	}
+	pool_expire(w, now);
+}
+
+/* ---- workers ---------------------------------------------------------------- */
+int open_listener(void)
+{
+	int fd, one = 1;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&opt.listen, sizeof(opt.listen)) < 0 ||
+	    listen(fd, LISTEN_BACKLOG) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct epoll_event evs[MAX_EVENTS];
+	uint64_t next_sweep = now_ns() + SWEEP_MS * 1000000ull, drain_end = 0;
+	int i, n;
+
+	for (;;) {
+		uint64_t now;
+
+		n = epoll_wait(w->epfd, evs, MAX_EVENTS, SWEEP_MS);
+		for (i = 0; i < n; i++) {
+			struct ep *e = evs[i].data.ptr;
+			uint32_t ev = evs[i].events;
+			struct conn *c;
+
+			if (e->kind == EP_LISTEN) {
+				if (!draining)
+					accept_batch(w);
+				continue;
+			}
+			if (e->kind == EP_POOL) {
+				/* an idle backend connection wrote or closed:
+				 * it can carry no request any more */
+				struct pooled *p = (struct pooled *)e;
+
+				if (p->fd >= 0 && !pool_quiet(p->fd))
+					pool_drop(w, p);
+				continue;
+			}
+			if (e->kind == EP_CLIENT) {
+				c = CONTAINER(e, cep);
+				if (c->dead || c->cfd < 0)
+					continue;
+				if (ev & (EPOLLERR | EPOLLHUP)) {
+					conn_close_client(c);
+				} else {
+					/* recv returning 0 says the end of input */
+					if (ev & (EPOLLIN | EPOLLRDHUP))
+						client_read(c);
+				}
+			} else {
+				c = CONTAINER(e, uep);
+				if (c->dead || c->ufd < 0)
+					continue;
+				if (c->connecting && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+					upstream_on_connected(c);
+				if (c->ufd >= 0 && !c->connecting &&
+				    (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+					upstream_read(c);
+			}
+			if (!c->dead)
+				conn_step(c);
+		}
+		now = now_ns();
+		if (draining && w->listening) {
+			stop_listening(w);
+			drain_end = now + (uint64_t)opt.drain_ms * 1000000;
+		}
+		if (now >= next_sweep || draining) {
+			if (w->accept_paused && w->listening) {
+				struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->lep};
+
+				if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &ev) == 0)
+					w->accept_paused = false;
+			}
+			sweep(w, now);
+			next_sweep = now + SWEEP_MS * 1000000ull;
+		}
+		conn_reap(w);
+		if (draining && (w->n_conns == 0 || now >= drain_end))
+			break;
+	}
+	while (w->conns)
+		conn_free(w->conns);
+	conn_reap(w);
+	pool_expire(w, now_ns());
+	return NULL;
+}
