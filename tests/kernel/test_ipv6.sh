@@ -46,7 +46,7 @@ for b in b1 b2; do
 	dmsc_wait_ready "$T/$b.out" 20 || { t_fail "backend $b ready"; t_summary; exit 1; }
 done
 
-policy() { # web6's weights
+policy() { # web6's weights, the cgroup under mesh that acl6u allows
 	cat <<EOF
 { "services": [
   { "name": "web6", "vip": "$VIP6", "port": 80,
@@ -59,6 +59,8 @@ policy() { # web6's weights
     "rate_limit": { "connections_per_second": 1, "burst": 3 },
     "backends": [ { "address": "2001:2:60::11", "port": 8080 } ] },
   { "name": "acl6", "vip": "$ACL6", "port": 80, "allow_from": [ "$REL/allowed" ],
+    "backends": [ { "address": "2001:2:60::12", "port": 8080 } ] },
+  { "name": "acl6u", "vip": "$ACL6", "port": 53, "protocol": "udp", "allow_from": [ "$REL/$3" ],
     "backends": [ { "address": "2001:2:60::12", "port": 8080 } ] },
   { "name": "web4", "vip": "$VIP4", "port": 80,
     "backends": [ { "address": "198.18.60.11", "port": 8080 },
@@ -79,7 +81,7 @@ stat_of() { # SERVICE FIELD
 }
 
 t_check "install" "$CTL" install --cgroup "$MESH"
-policy 70 30 >"$T/p.json"
+policy 70 30 allowed >"$T/p.json"
 t_check "apply IPv6 services" "$CTL" apply "$T/p.json"
 
 # curl -6 over the VIP: one process, 200 URLs, each a new connection (the
@@ -93,6 +95,8 @@ t_range "b1's share of 200 connections is its slot share 70.3% +- 10" \
 	"$(awk '$0 == "b1" { n++ } END { print n / 2 }' "$T/curl.out")" 60.3 80.3
 t_eq "stats count web6's 200 connections" "$(stat_of web6 connections)" 200
 
+t_check "cgroup_skb counts web6's bytes over IPv6, to and from" \
+	test "$(stat_of web6 bytes_to)" -gt 0 -a "$(stat_of web6 bytes_from)" -gt 0
 peer "$MESH" tcp --to "[$VIP6]:80" --count 20 >"$T/tcp6.json"
 t_eq "TCP over IPv6: getpeername() shows the VIP (getpeername6)" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/tcp6.json")" "[20,20]"
@@ -139,6 +143,21 @@ peer "$ALLOWED" tcp --to "[$ACL6]:80" --count 5 >"$T/acl-yes.json"
 t_eq "... the listed cgroup connects, to its backend" \
 	"$(jq -c '[.replies, .backends.b2]' "$T/acl-yes.json")" "[5,5]"
 
+# Revoked while connected: a connected UDP socket in ALLOWED is answered,
+# allow_from then names another cgroup, its next send() fails (EPERM:
+# cgroup_skb egress checks it again, as for IPv4).
+rm -f "$T/resume"
+peer "$ALLOWED" udp --connected --to "[$ACL6]:53" --count 1 --per-socket 2 \
+	--pause-file "$T/resume" >"$T/revoke.json" 2>"$T/revoke.err" &
+RPID=$!
+t_wait 30 grep -qx paused "$T/revoke.err" || t_fail "the connected UDP client sent its first datagram"
+policy 70 30 later >"$T/p2.json"
+"$CTL" apply "$T/p2.json" >/dev/null || t_fail "apply acl6u allowing another cgroup"
+touch "$T/resume"
+wait "$RPID"
+t_eq "connected UDP over IPv6: answered, then EPERM once allow_from dropped its cgroup" \
+	"$(jq -c '[.replies, .errors.EPERM]' "$T/revoke.json")" "[1,1]"
+
 peer "$MESH" tcp --to "[2001:2:60::11]:8080" --count 5 >"$T/direct.json"
 t_eq "IPv6 to a backend directly is untouched" \
 	"$(jq -c '[.replies, .peer_is_target, .backends.b1]' "$T/direct.json")" "[5,5,5]"
@@ -146,7 +165,7 @@ peer "$OUTSIDE" tcp --to "[$VIP6]:80" --count 3 >"$T/outside.json"
 t_eq "IPv6 from outside the mesh cgroup is not translated (ENETUNREACH)" \
 	"$(jq -c '[.replies, .errors.ENETUNREACH]' "$T/outside.json")" "[0,3]"
 
-policy 0 100 >"$T/drain.json"
+policy 0 100 later >"$T/drain.json"
 "$CTL" apply "$T/drain.json" >"$T/drain.out"
 t_check "a weight change of an IPv6 service is one update" grep -q 'web6.*weight 70 -> 0' "$T/drain.out"
 peer "$MESH" tcp --to "[$VIP6]:80" --count 30 >"$T/drained.json"

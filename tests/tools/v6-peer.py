@@ -5,6 +5,7 @@
     v6-peer.py serve --name NAME --listen ADDR:PORT [--listen ...] [--max-seconds N]
     v6-peer.py tcp --to ADDR:PORT --count N [--dual] [--timeout S]
     v6-peer.py udp --to ADDR:PORT --count N [--dual] [--connected] [--timeout S]
+                   [--per-socket K] [--pause-file FILE]
 
 ADDR is an IPv4 address or a bracketed IPv6 one ("[2001:2::1]:80").
 
@@ -19,11 +20,15 @@ peer_is_target counts the exchanges where the kernel showed the target as
 the peer: getpeername() for TCP and connected UDP, recvfrom()'s source for
 unconnected UDP. --dual makes every socket AF_INET6 with IPV6_V6ONLY off
 (what Java, Go and many runtimes use) and writes an IPv4 target as
-::ffff:a.b.c.d. Every loop is bounded (COUNT, --timeout per operation).
+::ffff:a.b.c.d. udp --per-socket K: K exchanges on each socket;
+--pause-file: after the first one, print "paused" on stderr and wait (30 s
+at most) for FILE to exist. Every loop is bounded (COUNT, K, --timeout per
+operation).
 """
 import argparse
 import errno
 import json
+import os
 import selectors
 import socket
 import sys
@@ -113,42 +118,57 @@ def count(d, k):
     d[k] = d.get(k, 0) + 1
 
 
+def exchange(s, kind, args, host, port, first):
+    """One request and its answer: (backend name, the peer the kernel showed)."""
+    if kind == socket.SOCK_STREAM:
+        s.connect((host, port))
+        peer = s.getpeername()
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while len(data) < 65536:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data.partition(b"\r\n\r\n")[2].decode().strip(), peer
+    if args.connected:
+        if first:
+            s.connect((host, port))
+        peer = s.getpeername()
+        s.send(b"?")
+        return s.recv(2048).decode(), peer
+    s.sendto(b"?", (host, port))
+    data, peer = s.recvfrom(2048)
+    return data.decode(), peer
+
+
+def pause(path):
+    print("paused", file=sys.stderr, flush=True)
+    end = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.05)
+
+
 def client(args, kind):
     family, host, port = target(args)
+    per_socket = getattr(args, "per_socket", 1)
     res = {"replies": 0, "backends": {}, "peer_is_target": 0, "errors": {}}
     for _ in range(args.count):
         s = new_socket(family, kind, args.dual)
         s.settimeout(args.timeout)
-        try:
-            if kind == socket.SOCK_STREAM:
-                s.connect((host, port))
-                peer = s.getpeername()
-                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                data = b""
-                while len(data) < 65536:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                name = data.partition(b"\r\n\r\n")[2].decode().strip()
-            elif args.connected:
-                s.connect((host, port))
-                peer = s.getpeername()
-                s.send(b"?")
-                name = s.recv(2048).decode()
-            else:
-                s.sendto(b"?", (host, port))
-                data, peer = s.recvfrom(2048)
-                name = data.decode()
-            res["replies"] += 1
-            count(res["backends"], name)
-            if norm(family, peer[0]) == host and peer[1] == port:
-                res["peer_is_target"] += 1
-        except OSError as e:
-            count(res["errors"], errno.errorcode.get(e.errno, "timeout")
-                  if e.errno else "timeout")
-        finally:
-            s.close()
+        for k in range(per_socket):
+            if k == 1 and getattr(args, "pause_file", None):
+                pause(args.pause_file)
+            try:
+                name, peer = exchange(s, kind, args, host, port, k == 0)
+                res["replies"] += 1
+                count(res["backends"], name)
+                if norm(family, peer[0]) == host and peer[1] == port:
+                    res["peer_is_target"] += 1
+            except OSError as e:
+                count(res["errors"], errno.errorcode.get(e.errno, "timeout")
+                      if e.errno else "timeout")
+        s.close()
     json.dump(res, sys.stdout, sort_keys=True)
     print()
     return 0
@@ -169,6 +189,8 @@ def main():
         c.add_argument("--timeout", type=float, default=10)
         if name == "udp":
             c.add_argument("--connected", action="store_true")
+            c.add_argument("--per-socket", type=int, default=1)
+            c.add_argument("--pause-file")
     args = ap.parse_args()
     if args.cmd == "serve":
         return serve(args)
