@@ -243,7 +243,7 @@ struct dmsc_install {
 	/* Non-zero from a writer's first map write to its last: found set by
 	 * the next writer (which holds the lock, so the one that set it is
 	 * gone), it means an apply was interrupted, and the next apply
-	 * repairs what it left (apply.c, dmsc_apply_sweep). Fills what was
+	 * repairs what it left (apply_txn.c, dmsc_apply_sweep). Fills what was
 	 * padding: the layout is unchanged. */
 	__u32 apply_in_progress;
 	/* Bumped by every writer when it starts changing the other maps and

@@ -135,7 +135,10 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 
 /* Shared between the apply's files. */
 /* apply.c */
-const struct dmsc_state_svc *find_cur(const struct dmsc_state *st, const struct dmsc_state_svc **idx, const struct dmsc_svc_key *k, const uint8_t *vip6, unsigned char *matched);
+const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
+				      const struct dmsc_state_svc **idx,
+				      const struct dmsc_svc_key *k, const uint8_t *vip6,
+				      unsigned char *matched);
 
 /* apply_state.c */
 int allow_cmp(const void *a, const void *b);

@@ -38,7 +38,7 @@ static const struct dmsc_feature feature_table[] = {
 	  BPF_FUNC_sk_storage_get, "5.10", NULL, NULL },
 	{ "bpf_get_prandom_u32 in cgroup/connect4", DMSC_FEAT_HELPER, "cgroup/connect4",
 	  BPF_FUNC_get_prandom_u32, "4.17", NULL, NULL },
-	/* The same-host fast path: both programs or neither (datapath.c). */
+	/* The same-host fast path: both programs or neither (datapath_load.c). */
 	{ "sockops", DMSC_FEAT_HOOK, "sockops", 0, "4.13", FP_FALLBACK, "dmsc_fp_sockops" },
 	{ "sk_msg", DMSC_FEAT_HOOK, "sk_msg", 0, "4.17", FP_FALLBACK, "dmsc_fp_msg" },
 	{ "bpf_sk_storage_get in sockops", DMSC_FEAT_HELPER, "sockops", BPF_FUNC_sk_storage_get,

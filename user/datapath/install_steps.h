@@ -62,14 +62,19 @@ int remove_pins(const char *dir, bool *removed);
 
 /* datapath_load.c */
 bool pinned_install(const char *pin_dir, struct dmsc_install *rec);
-int fastpath_backlog(const struct dmsc_install_opts *opts, const struct dmsc_install *old, struct dmsc_install *rec);
+int fastpath_backlog(const struct dmsc_install_opts *opts, const struct dmsc_install *old,
+		     struct dmsc_install *rec);
 void skels_destroy(struct dmsc_skels *skels);
-int load_object(size_t idx, const char *pin_dir, const struct dmsc_install_opts *opts, const struct dmsc_features *features, struct dmsc_install *rec, struct dmsc_skels *skels, struct dmsc_migrate *mig, struct bpf_object **out);
+int load_object(size_t idx, const char *pin_dir, const struct dmsc_install_opts *opts,
+		const struct dmsc_features *features, struct dmsc_install *rec,
+		struct dmsc_skels *skels, struct dmsc_migrate *mig, struct bpf_object **out);
 int tc_attach(int prog_fd, unsigned int ifindex, const char *ifname);
 void tc_detach(unsigned int ifindex);
 void pin_prog_path(char *buf, size_t len, const char *pin_dir, const struct dmsc_hook *h);
 void sockhash_prog_info(const char *pin_dir, const struct dmsc_hook *h, struct dmsc_link_info *out);
-int attach_sockhash(const char *pin_dir, const struct dmsc_hook *h, struct bpf_program *prog, int map_fd, struct dmsc_install_result *res);
-int record_ifaces(const struct dmsc_install_opts *opts, const struct dmsc_install *old, struct dmsc_install *rec);
+int attach_sockhash(const char *pin_dir, const struct dmsc_hook *h, struct bpf_program *prog,
+		    int map_fd, struct dmsc_install_result *res);
+int record_ifaces(const struct dmsc_install_opts *opts, const struct dmsc_install *old,
+		  struct dmsc_install *rec);
 
 #endif

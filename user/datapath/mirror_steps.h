@@ -30,7 +30,8 @@ void index_insert(struct dmsc_mirror *m, size_t idx);
 int index_rebuild(struct dmsc_mirror *m, size_t want);
 long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k, const __u32 *vip6);
 int grow_svcs(struct dmsc_mirror *m, size_t want);
-void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot *hot, struct dmsc_state_svc *s);
+void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot *hot,
+		 struct dmsc_state_svc *s);
 void limits_config_only(struct dmsc_limits *l);
 bool has_unresolved(const struct dmsc_allow_entry *a, size_t n);
 void mark(unsigned char *used, __u32 max, __u32 id, unsigned char v);

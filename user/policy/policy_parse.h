@@ -104,8 +104,10 @@ struct ctx {
 
 
 /* policy_json.c */
-__attribute__((format(printf, 3, 4))) int errors_add(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...);
-__attribute__((format(printf, 3, 4))) void report(struct ctx *c, const char *path, const char *fmt, ...);
+__attribute__((format(printf, 3, 4))) int errors_add(struct dmsc_policy_errors *errs,
+						     const char *path, const char *fmt, ...);
+__attribute__((format(printf, 3, 4))) void report(struct ctx *c, const char *path, const char *fmt,
+						  ...);
 void *alloc_array(struct ctx *c, size_t n, size_t size);
 char *dup_str(struct ctx *c, const char *s);
 void quote(char *dst, size_t size, const char *s, size_t len);
@@ -113,16 +115,23 @@ void quote_str(char *dst, size_t size, const char *s);
 void path_key(char *dst, const char *parent, const char *key);
 void path_index(char *dst, const char *parent, size_t i);
 int expect(struct ctx *c, const char *path, struct json_object *v, enum json_type t);
-int check_fields(struct ctx *c, struct json_object *obj, const char *path, const char *const *allowed);
-int member(struct ctx *c, struct json_object *obj, const char *parent, const char *key, bool required, char *path, struct json_object **v);
-int parse_string(struct ctx *c, const char *path, struct json_object *v, const char **s, size_t *len);
-int parse_int(struct ctx *c, const char *path, struct json_object *v, const struct int_rule *r, int64_t *out);
-int int_member(struct ctx *c, struct json_object *obj, const char *parent, const char *key, const struct int_rule *r, int64_t *out, bool *present);
-int parse_enum(struct ctx *c, const char *path, struct json_object *v, const char *const *names, const char *what, int *out);
+int check_fields(struct ctx *c, struct json_object *obj, const char *path,
+		 const char *const *allowed);
+int member(struct ctx *c, struct json_object *obj, const char *parent, const char *key,
+	   bool required, char *path, struct json_object **v);
+int parse_string(struct ctx *c, const char *path, struct json_object *v, const char **s,
+		 size_t *len);
+int parse_int(struct ctx *c, const char *path, struct json_object *v, const struct int_rule *r,
+	      int64_t *out);
+int int_member(struct ctx *c, struct json_object *obj, const char *parent, const char *key,
+	       const struct int_rule *r, int64_t *out, bool *present);
+int parse_enum(struct ctx *c, const char *path, struct json_object *v, const char *const *names,
+	       const char *what, int *out);
 int parse_ip(struct ctx *c, const char *path, struct json_object *v, const char *role,
 	     int *family, uint32_t *v4, uint8_t v6[16]);
 int parse_name(struct ctx *c, const char *path, struct json_object *v, char **out);
-int parse_string_map(struct ctx *c, const char *path, struct json_object *v, const struct map_rule *r, struct dmsc_label **out, size_t *n);
+int parse_string_map(struct ctx *c, const char *path, struct json_object *v,
+		     const struct map_rule *r, struct dmsc_label **out, size_t *n);
 
 /* policy_service.c */
 void parse_policy(struct ctx *c, struct json_object *root, struct dmsc_policy *out);
