@@ -150,7 +150,7 @@ rm -f "$T/resume"
 peer "$ALLOWED" udp --connected --to "[$ACL6]:53" --count 1 --per-socket 2 \
 	--pause-file "$T/resume" >"$T/revoke.json" 2>"$T/revoke.err" &
 RPID=$!
-t_wait 30 grep -qx paused "$T/revoke.err" || t_fail "the connected UDP client sent its first datagram"
+t_wait 120 grep -qx paused "$T/revoke.err" || t_fail "the connected UDP client sent its first datagram"
 policy 70 30 later >"$T/p2.json"
 "$CTL" apply "$T/p2.json" >/dev/null || t_fail "apply acl6u allowing another cgroup"
 touch "$T/resume"

@@ -21,7 +21,7 @@ the peer: getpeername() for TCP and connected UDP, recvfrom()'s source for
 unconnected UDP. --dual makes every socket AF_INET6 with IPV6_V6ONLY off
 (what Java, Go and many runtimes use) and writes an IPv4 target as
 ::ffff:a.b.c.d. udp --per-socket K: K exchanges on each socket;
---pause-file: after the first one, print "paused" on stderr and wait (30 s
+--pause-file: after the first one, print "paused" on stderr and wait (120 s
 at most) for FILE to exist. Every loop is bounded (COUNT, K, --timeout per
 operation).
 """
@@ -144,7 +144,7 @@ def exchange(s, kind, args, host, port, first):
 
 def pause(path):
     print("paused", file=sys.stderr, flush=True)
-    end = time.monotonic() + 30
+    end = time.monotonic() + 120
     while not os.path.exists(path) and time.monotonic() < end:
         time.sleep(0.05)
 
