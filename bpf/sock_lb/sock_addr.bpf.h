@@ -18,7 +18,7 @@
  * allow list? bpf_get_current_ancestor_cgroup_id needs Linux 5.7. */
 static __always_inline int caller_allowed(__u32 svc_id)
 {
-	struct dmsc_allow_key k = { .svc_id = svc_id };
+	struct dmsc_allow_key k = {.svc_id = svc_id};
 	int level;
 
 	for (level = 0; level < DMSC_CGROUP_LEVELS_MAX; level++) {
@@ -74,7 +74,7 @@ static __always_inline __u8 sock_proto(struct bpf_sock_addr *ctx)
 enum svc_admit_verdict {
 	SVC_REFUSE,  /* counted on the service: connect() fails */
 	SVC_BACKEND, /* pick a backend */
-	SVC_L7,      /* hand to dmsc-l7 (the caller falls back to a backend) */
+	SVC_L7,	     /* hand to dmsc-l7 (the caller falls back to a backend) */
 };
 
 /* Access, drained service, connection rate; returns an enum
@@ -182,7 +182,8 @@ static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx, bool mappe
  * at L4 instead (fail open).
  */
 static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
-					     const struct dmsc_svc_key *key, __u32 svc_id, bool mapped)
+					     const struct dmsc_svc_key *key, __u32 svc_id,
+					     bool mapped)
 {
 	struct dmsc_l7_conf *conf;
 	struct dmsc_sock_vip *rec;
