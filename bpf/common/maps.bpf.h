@@ -131,6 +131,29 @@ struct {
 	__type(value, struct dmsc_l7_conf);
 } dmsc_l7_netns __weak SEC(".maps");
 
+/* IPv6 (dmsc/shared.h): the IPv4 maps' twins, sized alike. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
+	__type(key, struct dmsc_svc6_key);
+	__type(value, struct dmsc_svc);
+} dmsc_services6 __weak SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
+	__type(key, __u32);
+	__type(value, struct dmsc_backend6);
+} dmsc_backends6 __weak SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct dmsc_sock_vip6);
+} dmsc_sock_vip6 __weak SEC(".maps");
+
 #define DMSC_AF_INET 2
 #define DMSC_AF_INET6 10
 

@@ -3,8 +3,8 @@
  * cgroup_skb programs on the mesh cgroup: count each translated socket's
  * bytes per service and police them against the service's byte limit;
  * egress also re-checks a connected UDP socket's access (allow_from). A
- * socket is translated when cgroup/connect4 (bpf/sock_lb/) left its record
- * in dmsc_sock_vip.
+ * socket is translated when cgroup/connect4 or connect6 (bpf/sock_lb/) left
+ * its record in dmsc_sock_vip or dmsc_sock_vip6.
  *
  * Linked into the dmsc_sock object with bpf/sock_lb/ and bpf/fastpath/.
  */
@@ -38,17 +38,32 @@ static __always_inline struct dmsc_sock_vip *skb_record(struct bpf_sock *sk)
 	return sk ? bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0) : NULL;
 }
 
-/* Returns an enum dmsc_tb_verdict. */
-static __always_inline int skb_account(struct __sk_buff *skb, struct dmsc_sock_vip *rec,
-				       int towards)
+/* An IPv6 socket's record (connect6, bpf/sock_lb/sock6.bpf.c). A
+ * dual-stack socket's IPv4 connection has the IPv4 record. */
+static __always_inline struct dmsc_sock_vip6 *skb_record6(struct bpf_sock *sk)
+{
+	return sk ? bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0) : NULL;
+}
+
+/* The service of a packet's socket, either family; 0: none. */
+static __always_inline __u32 skb_svc_id(struct bpf_sock *sk, const struct dmsc_sock_vip *rec)
+{
+	struct dmsc_sock_vip6 *rec6;
+
+	if (rec)
+		return rec->svc_id;
+	rec6 = skb_record6(sk);
+	return rec6 ? rec6->svc_id : 0;
+}
+
+/* Returns an enum dmsc_tb_verdict; svc_id 0: not a translated socket. */
+static __always_inline int skb_account(struct __sk_buff *skb, __u32 svc_id, int towards)
 {
 	struct dmsc_svc_stats *ss;
-	__u32 svc_id;
 	int verdict, ok;
 
-	if (!rec)
+	if (!svc_id)
 		return DMSC_TB_PASS;
-	svc_id = rec->svc_id;
 	verdict = police_bytes(svc_id, skb->len, towards ? DMSC_BUCKET_TO : DMSC_BUCKET_FROM);
 	ok = verdict != DMSC_TB_DROP;
 	ss = svc_stats(svc_id);
@@ -65,8 +80,8 @@ static __always_inline int skb_account(struct __sk_buff *skb, struct dmsc_sock_v
 }
 
 /*
- * A connected UDP socket passed connect4's access check once, and its
- * send()s run no sock_addr hook (sendmsg4 runs only for a datagram that
+ * A connected UDP socket passed connect()'s access check once, and its
+ * send()s run no sock_addr hook (sendmsg4/6 run only for a datagram that
  * names an address). So that revoking access stops its next datagram as it
  * does for an unconnected socket, egress checks it again, against the
  * cgroup the socket was made in (the task's is not known here). Only
@@ -75,25 +90,14 @@ static __always_inline int skb_account(struct __sk_buff *skb, struct dmsc_sock_v
  * bpf_skb_ancestor_cgroup_id in cgroup_skb needs Linux 5.8, below the
  * 5.10 that install already requires (bpf_sk_storage_get in connect4).
  */
-static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb, struct bpf_sock *sk,
-						   const struct dmsc_sock_vip *rec)
+static __always_inline bool skb_svc_revoked(struct __sk_buff *skb, const struct dmsc_svc *svc,
+					    __u32 svc_id)
 {
 	struct dmsc_allow_key ak = {};
-	struct dmsc_svc_key key = {};
 	struct dmsc_svc_stats *ss;
-	struct dmsc_svc *svc;
 	int level;
 
-	/* A UDP socket's state is TCP_ESTABLISHED once connected; it must be
-	 * connected to the backend connect4 chose, not elsewhere since. */
-	if (!sk || !rec || sk->protocol != IPPROTO_UDP || sk->state != BPF_TCP_ESTABLISHED ||
-	    sk->dst_ip4 != rec->backend)
-		return false;
-	key.vip = rec->vip;
-	key.port = rec->vport;
-	key.proto = DMSC_PROTO_UDP;
-	svc = bpf_map_lookup_elem(&dmsc_services, &key);
-	if (!svc || svc->id != rec->svc_id || !(svc->flags & DMSC_SVC_F_ALLOW_LIST))
+	if (!svc || svc->id != svc_id || !(svc->flags & DMSC_SVC_F_ALLOW_LIST))
 		return false;
 	ak.svc_id = svc->id;
 	for (level = 0; level < DMSC_CGROUP_LEVELS_MAX; level++) {
@@ -109,6 +113,45 @@ static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb, struct
 	return true;
 }
 
+/* A UDP socket's state is TCP_ESTABLISHED once connected. */
+static __always_inline bool skb_udp_connected(struct bpf_sock *sk)
+{
+	return sk && sk->protocol == IPPROTO_UDP && sk->state == BPF_TCP_ESTABLISHED;
+}
+
+static __always_inline bool skb_udp_access_revoked(struct __sk_buff *skb, struct bpf_sock *sk,
+						   const struct dmsc_sock_vip *rec)
+{
+	struct dmsc_svc_key key = {};
+	struct dmsc_sock_vip6 *rec6;
+	struct dmsc_svc6_key key6 = {};
+
+	if (!skb_udp_connected(sk))
+		return false;
+	/* It must be connected to the backend connect() chose, not elsewhere
+	 * since. (A dual-stack socket's IPv4 peer is in dst_ip4 too.) */
+	if (rec) {
+		if (sk->dst_ip4 != rec->backend)
+			return false;
+		key.vip = rec->vip;
+		key.port = rec->vport;
+		key.proto = DMSC_PROTO_UDP;
+		return skb_svc_revoked(skb, bpf_map_lookup_elem(&dmsc_services, &key),
+				       rec->svc_id);
+	}
+	rec6 = skb_record6(sk);
+	if (!rec6 || sk->dst_ip6[0] != rec6->backend[0] || sk->dst_ip6[1] != rec6->backend[1] ||
+	    sk->dst_ip6[2] != rec6->backend[2] || sk->dst_ip6[3] != rec6->backend[3])
+		return false;
+	key6.vip[0] = rec6->vip[0];
+	key6.vip[1] = rec6->vip[1];
+	key6.vip[2] = rec6->vip[2];
+	key6.vip[3] = rec6->vip[3];
+	key6.port = rec6->vport;
+	key6.proto = DMSC_PROTO_UDP;
+	return skb_svc_revoked(skb, bpf_map_lookup_elem(&dmsc_services6, &key6), rec6->svc_id);
+}
+
 /* Packets a mesh client sends towards a service. */
 SEC("cgroup_skb/egress")
 int dmsc_skb_egress(struct __sk_buff *skb)
@@ -120,7 +163,7 @@ int dmsc_skb_egress(struct __sk_buff *skb)
 	 * a refused sendto() does (with it, UDP would report success). */
 	if (skb_udp_access_revoked(skb, sk, rec))
 		return SKB_DROP;
-	switch (skb_account(skb, rec, 1)) {
+	switch (skb_account(skb, skb_svc_id(sk, rec), 1)) {
 	case DMSC_TB_PASS:
 		return SKB_PASS;
 	case DMSC_TB_PASS_OVER:
@@ -135,5 +178,8 @@ int dmsc_skb_egress(struct __sk_buff *skb)
 SEC("cgroup_skb/ingress")
 int dmsc_skb_ingress(struct __sk_buff *skb)
 {
-	return skb_account(skb, skb_record(skb_sock(skb)), 0) == DMSC_TB_DROP ? SKB_DROP : SKB_PASS;
+	struct bpf_sock *sk = skb_sock(skb);
+
+	return skb_account(skb, skb_svc_id(sk, skb_record(sk)), 0) == DMSC_TB_DROP ? SKB_DROP
+										    : SKB_PASS;
 }

@@ -35,7 +35,10 @@
 	X(FP_STATS, SVC)        \
 	X(FP_SVC, SVC)          \
 	X(FP_HOST, FIXED)       \
-	X(BE_HEALTH, BE)
+	X(BE_HEALTH, BE)        \
+	X(SERVICES6, SVC)       \
+	X(BACKENDS6, BE)        \
+	X(SOCK_VIP6, FIXED)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

@@ -504,6 +504,51 @@ struct dmsc_fp_host {
 	__u64 inflight;
 };
 
+/* ---- IPv6 (docs/design.md decisions 12 and 27) ----------------------------
+ *
+ * An IPv6 service has its own key and backend maps, so that the IPv4 maps
+ * keep their layout (a changed key cannot be migrated). Everything indexed
+ * by an id is shared: service and backend ids are one space for both
+ * families, and dmsc_svc_meta, the counters, dmsc_limits and dmsc_allow
+ * serve IPv6 services as they serve IPv4 ones. An id names a backend of one
+ * family: its entry in the other family's backend map stays zero.
+ *
+ * A dual-stack socket (AF_INET6, IPV6_V6ONLY off) that connects to
+ * ::ffff:a.b.c.d makes an IPv4 connection: connect6 serves it from the
+ * IPv4 maps (dmsc_services, dmsc_backends, dmsc_sock_vip), exactly as
+ * connect4 would, and getpeername6 answers ::ffff:VIP from that record. */
+#define DMSC_MAP_SERVICES6 "dmsc_services6"
+#define DMSC_MAP_BACKENDS6 "dmsc_backends6"
+#define DMSC_MAP_SOCK_VIP6 "dmsc_sock_vip6"
+
+/* dmsc_services6: HASH, BPF_F_NO_PREALLOC, value struct dmsc_svc. */
+struct dmsc_svc6_key {
+	__u32 vip[4]; /* network order, as bpf_sock_addr.user_ip6 */
+	__u16 port;   /* network order */
+	__u8 proto;   /* enum dmsc_proto */
+	__u8 pad;     /* always zero */
+};
+
+/* dmsc_backends6: ARRAY indexed by backend id, as dmsc_backends. */
+struct dmsc_backend6 {
+	__u32 addr[4]; /* network order */
+	__u16 port;    /* network order */
+	__u16 pad;     /* always zero */
+	__u32 svc_id;  /* owning service */
+};
+
+/* dmsc_sock_vip6: SK_STORAGE, dmsc_sock_vip for a socket translated to an
+ * IPv6 backend. */
+struct dmsc_sock_vip6 {
+	__u32 vip[4];     /* network order */
+	__u32 backend[4]; /* network order */
+	__u16 vport;      /* network order */
+	__u16 bport;      /* network order */
+	__u32 svc_id;
+	__u32 backend_id;
+	__u32 table_hash;
+};
+
 /* The kernel picks a slot with one random number; shared so the unit tests
  * check the same index arithmetic. */
 static inline __u32 dmsc_slot_index(__u32 random)

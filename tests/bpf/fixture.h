@@ -84,4 +84,28 @@ static inline void fixture_policy(struct dmsc_policy *p, size_t n, size_t nb,
 	}
 }
 
+/* Makes service i of a fixture_policy IPv6: VIP 2001:2:61::(i + 1), w0 as
+ * its VIP's first word after the /48 (two VIPs of equal words in another
+ * order fold alike), backends 2001:2:60::(i * 8 + b + 1). */
+static inline void fixture_ipv6(struct dmsc_policy *p, size_t i, __u16 w0)
+{
+	struct dmsc_policy_service *s = &p->services[i];
+	size_t b;
+
+	s->family = AF_INET6;
+	s->vip = 0;
+	memset(s->vip6, 0, sizeof(s->vip6));
+	s->vip6[0] = 0x20, s->vip6[1] = 0x01, s->vip6[3] = 0x02;
+	s->vip6[4] = (__u8)(w0 >> 8), s->vip6[5] = (__u8)w0;
+	s->vip6[15] = (__u8)(i + 1);
+	for (b = 0; b < s->n_backends; b++) {
+		struct dmsc_policy_backend *be = &s->backends[b];
+
+		be->addr = 0;
+		memset(be->addr6, 0, sizeof(be->addr6));
+		be->addr6[0] = 0x20, be->addr6[1] = 0x01, be->addr6[3] = 0x02, be->addr6[5] = 0x60;
+		be->addr6[15] = (__u8)(i * 8 + b + 1);
+	}
+}
+
 #endif /* DMSC_TEST_FIXTURE_H */

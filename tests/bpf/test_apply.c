@@ -438,3 +438,60 @@ Test(apply, allow_rules_resolve_cgroups_and_keep_unknown_ones_closed)
 	p.services[0].has_allow_from = true;
 	dmsc_policy_free(&p);
 }
+
+/* IPv6 services live in dmsc_services6 and dmsc_backends6, with ids shared
+ * with IPv4 ones; an apply writes only what differs, as for IPv4. */
+Test(apply, ipv6_services_in_their_own_maps_written_by_difference)
+{
+	static const __u32 w[] = { 70, 30 };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_svc6_key k6 = { 0 };
+	struct dmsc_backend6 be6;
+	struct dmsc_backend be;
+	struct dmsc_state st;
+	struct dmsc_svc svc;
+	__u32 id6 = 0, i;
+	size_t changes;
+
+	fixture_policy(&p, 4, 2, w);
+	fixture_ipv6(&p, 1, 0x61);
+	fixture_ipv6(&p, 3, 0x61);
+	cr_assert_eq(apply(&p, false, &changes), 4 * 4);
+	cr_assert_eq(apply(&p, false, &changes), 0, "the same policy again writes nothing");
+	cr_assert_eq(changes, 0);
+	memcpy(k6.vip, p.services[1].vip6, sizeof(k6.vip));
+	k6.port = htons(80);
+	k6.proto = DMSC_PROTO_TCP;
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_SERVICES6], &k6, &svc), 0);
+	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	cr_assert_eq(st.n_svcs, 4);
+	for (i = 0; i < st.n_svcs; i++) {
+		if (strcmp(st.svcs[i].meta.name, "s1"))
+			continue;
+		cr_assert_eq(st.svcs[i].family, AF_INET6);
+		cr_assert_eq(st.svcs[i].svc.id, svc.id);
+		cr_assert_eq(st.svcs[i].be_slots[0], 90);
+		id6 = st.svcs[i].meta.backend_id[0];
+	}
+	dmsc_state_free(&st);
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BACKENDS6], &id6, &be6), 0);
+	cr_assert_eq(memcmp(be6.addr, p.services[1].backends[0].addr6, 16), 0);
+	cr_assert_eq(be6.port, htons(8080));
+	cr_assert_eq(be6.svc_id, svc.id);
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BACKENDS], &id6, &be), 0);
+	cr_assert_eq(be.addr, 0, "an IPv6 backend's id has no IPv4 entry");
+
+	/* A weight: the service element and its meta. */
+	p.services[1].backends[1].weight = 50;
+	cr_assert_eq(apply(&p, false, &changes), 2);
+	cr_assert_eq(changes, 1);
+	/* Removed: its element, meta and both backends; the entries go. */
+	p.services[1].vip6[15] = 0x77;
+	cr_assert_eq(apply(&p, false, &changes), 2 * 4, "a new VIP is a new service");
+	cr_assert_eq(changes, 2);
+	cr_assert_neq(bpf_map_lookup_elem(dp.fd[DMSC_M_SERVICES6], &k6, &svc), 0);
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BACKENDS6], &id6, &be6), 0);
+	cr_assert_eq(be6.port, 0, "the removed IPv6 backend's entry is cleared");
+	cr_assert_eq(count_services(), 4);
+	dmsc_policy_free(&p);
+}

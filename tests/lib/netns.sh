@@ -195,6 +195,31 @@ dmsc_net_host() {
 	fi
 }
 
+# dmsc_net_addr6 NAME ADDR6/64: adds an IPv6 address from 2001:2::/48 to the
+# host NAME (made by dmsc_net_host) without duplicate address detection, so
+# it is usable at once. Its /64 is the only IPv6 route the host gets: a VIP
+# outside it is unreachable (ENETUNREACH) unless dmsc translates it.
+dmsc_net_addr6() {
+	dmsc__need_init || return 1
+	local name="${1-}" a="${2-}" ns="${DMSC_NET_PREFIX}${1-}"
+	if [[ ! "$a" =~ ^2001:2:[0-9a-f:]*/64$ ]]; then
+		dmsc__err "dmsc_net_addr6 $name: \"$a\": test hosts use 2001:2::/48 addresses, /64"
+		return 1
+	fi
+	dmsc__ns_exists "$ns" || {
+		dmsc__err "dmsc_net_addr6: no host $name (dmsc_net_host first)"
+		return 1
+	}
+	ip -n "$ns" -6 addr replace "$a" dev eth0 nodad || {
+		dmsc__err "dmsc_net_addr6 $name: cannot add $a"
+		return 1
+	}
+	if [[ -n "$(ip -n "$ns" -6 route show default 2>/dev/null)" ]]; then
+		dmsc__err "dmsc_net_addr6 $name: $ns has an IPv6 default route"
+		return 1
+	fi
+}
+
 # dmsc_net_exec NAME cmd...: runs cmd in host NAME (or "hub").
 dmsc_net_exec() {
 	dmsc__need_init || return 1

@@ -79,6 +79,9 @@ static void parse(const char *text, struct dmsc_policy *p)
 #define SVC(name, vip)                                                                             \
 	"{ \"name\": \"" name "\", \"vip\": \"" vip "\", \"port\": 80, \"backends\": [ "           \
 	"{ \"address\": \"198.18.1.2\", \"port\": 80 } ] }"
+#define SVC6(name, vip)                                                                            \
+	"{ \"name\": \"" name "\", \"vip\": \"" vip "\", \"port\": 80, \"backends\": [ "           \
+	"{ \"address\": \"2001:2:60::2\", \"port\": 80 } ] }"
 
 Test(policy_dir, merge_keeps_file_order_and_origin)
 {
@@ -512,4 +515,27 @@ Test(metrics, a_snapshot_copies_what_the_page_names)
 	cr_assert_eq(snap.svcs[0].n_be, 0, "without backends");
 	cr_assert_null(snap.svcs[0].be);
 	dmsc_metrics_snapshot_free(&snap);
+}
+
+/* IPv6 VIPs across files: distinct addresses are distinct services (their
+ * IPv4 field is 0 for all), one address twice is refused, bracketed. */
+Test(policy_dir, ipv6_addresses_across_files)
+{
+	struct dmsc_policy parts[2] = {0};
+	const char *names[] = {"a.json", "b.json"};
+	struct dmsc_policy_set set;
+	struct dmsc_msgs msgs = {0};
+
+	parse("{ \"services\": [ " SVC6("x", "2001:2:61::1") ", " SVC6("y", "2001:2:61::2") " ] }",
+	      &parts[0]);
+	parse("{ \"services\": [ " SVC6("z", "2001:2:61::3") ", " SVC6("w", "2001:2:61:0::2") " ] }",
+	      &parts[1]);
+	cr_assert_eq(dmsc_policy_set_merge(parts, names, 2, &set, &msgs), -EINVAL);
+	cr_assert_eq(msgs.n, 1);
+	cr_assert_str_eq(msgs.lines[0],
+			 "b.json: services[1] (w): [2001:2:61::2]:80/tcp is also the address of "
+			 "services[1] (y) in a.json");
+	dmsc_msgs_free(&msgs);
+	dmsc_policy_free(&parts[0]);
+	dmsc_policy_free(&parts[1]);
 }

@@ -36,6 +36,11 @@
 #define WITH_BACKENDS(list) DOC("{'name':'web'," VIP_PORT ",'backends':" list "}")
 #define BACKEND(...) WITH_BACKENDS("[{'address':'198.18.0.1','port':8080" __VA_ARGS__ "}]")
 #define ROUTE(...) DOC(HTTP_SVC(",'routes':[" __VA_ARGS__ "]"))
+#define VIP6_PORT "'vip':'2001:2::10','port':80"
+#define ONE_BACKEND6 "'backends':[{'address':'2001:2:0:1::2','port':8080}]"
+#define SVC6(...) "{'name':'web6'," VIP6_PORT "," ONE_BACKEND6 __VA_ARGS__ "}"
+#define AT_VIP6(vip) DOC("{'name':'web','vip':" vip ",'port':80," ONE_BACKEND6 "}")
+#define WITH_BACKENDS6(list) DOC("{'name':'web'," VIP6_PORT ",'backends':" list "}")
 
 struct want {
 	const char *path;
@@ -327,15 +332,18 @@ Test(policy_service, names_are_unique)
 }
 
 #define UNICAST " needs a unicast IPv4 address"
+#define UNICAST6 " needs a unicast IPv6 address"
 
 Test(policy_service, vip)
 {
 	CHECK_CASES(
-	    {AT_VIP("'10.0.0.300'"), {"services[0].vip", "\"10.0.0.300\" is not an IPv4 address"}},
-	    {AT_VIP("'010.0.0.1'"), {"services[0].vip", "\"010.0.0.1\" is not an IPv4 address"}},
-	    {AT_VIP("'10.1'"), {"services[0].vip", "\"10.1\" is not an IPv4 address"}},
-	    {AT_VIP("' 10.0.0.1'"), {"services[0].vip", "\" 10.0.0.1\" is not an IPv4 address"}},
-	    {AT_VIP("'fe80::1'"), {"services[0].vip", "\"fe80::1\" is not an IPv4 address"}},
+	    {AT_VIP("'10.0.0.300'"), {"services[0].vip", "\"10.0.0.300\" is not an IPv4 or IPv6 address"}},
+	    {AT_VIP("'010.0.0.1'"), {"services[0].vip", "\"010.0.0.1\" is not an IPv4 or IPv6 address"}},
+	    {AT_VIP("'10.1'"), {"services[0].vip", "\"10.1\" is not an IPv4 or IPv6 address"}},
+	    {AT_VIP("' 10.0.0.1'"), {"services[0].vip", "\" 10.0.0.1\" is not an IPv4 or IPv6 address"}},
+	    {AT_VIP("'fe80::1'"),
+	     {"services[0].vip", "\"fe80::1\" is a link-local address (the socket hooks cannot "
+				 "set its zone); a service needs a unicast IPv6 address"}},
 	    {AT_VIP("'0.0.0.0'"),
 	     {"services[0].vip", "\"0.0.0.0\" is the unspecified address; a service" UNICAST}},
 	    {AT_VIP("'255.255.255.255'"),
@@ -428,7 +436,7 @@ Test(policy_backends, fields)
 	    {WITH_BACKENDS("[{'address':'198.18.0.1'}]"),
 	     {"services[0].backends[0].port", "required field is missing"}},
 	    {WITH_BACKENDS("[{'address':'198.18.0.256','port':80}]"),
-	     {"services[0].backends[0].address", "\"198.18.0.256\" is not an IPv4 address"}},
+	     {"services[0].backends[0].address", "\"198.18.0.256\" is not an IPv4 or IPv6 address"}},
 	    {WITH_BACKENDS("[{'address':'0.0.0.0','port':80}]"),
 	     {"services[0].backends[0].address",
 	      "\"0.0.0.0\" is the unspecified address; a backend" UNICAST}},
@@ -778,7 +786,7 @@ Test(policy_errors, every_problem_is_collected_in_order)
 	     "unknown field \"x\" (allowed: name, vip, port, protocol, backends, rate_limit, "
 	     "allow_from, accelerate, routes, health)"},
 	    {"services[0].name", "\"a b\" " BAD_NAME},
-	    {"services[0].vip", "\"10.0.0.300\" is not an IPv4 address"},
+	    {"services[0].vip", "\"10.0.0.300\" is not an IPv4 or IPv6 address"},
 	    {"services[0].port", "expected an integer, got string \"80\""},
 	    {"services[0].protocol", "\"sctp\" is not a protocol (tcp, udp, http)"},
 	    {"services[0].backends[0].port", "0 " NOT_A_PORT},
@@ -1075,6 +1083,16 @@ Test(policy_unsupported, features_this_build_does_not_enforce)
 			   NULL);
 	expect_unsupported(DOC(SVC(",'allow_from':[]")), NULL);
 	expect_unsupported(DOC(SVC(",'accelerate':'on'")), NULL);
+	/* IPv6: everything but http and the byte limits. */
+	expect_unsupported(DOC(SVC() "," SVC6(",'protocol':'udp','allow_from':['a.slice'],"
+					      "'rate_limit':{'connections_per_second':5}")),
+			   NULL);
+	expect_unsupported(DOC(SVC() "," SVC6(",'protocol':'http'")),
+			   "services[1].protocol: http over IPv6 is not enforced by this build "
+			   "(dmsc-l7 listens on IPv4)");
+	expect_unsupported(DOC(SVC6(",'rate_limit':{'bytes_per_second':65536}")),
+			   "services[0].rate_limit.bytes_per_second: byte limits over IPv6 are not "
+			   "enforced by this build");
 	/* Every field together: this build enforces them all. */
 	expect_unsupported(DOC(SVC() ","
 				     "{'name':'b','vip':'198.19.0.2','port':80," ONE_BACKEND
@@ -1196,4 +1214,101 @@ Test(policy_file, dash_reads_stdin)
 	dmsc_policy_free(&p);
 	dmsc_policy_errors_free(&errs);
 	free(good);
+}
+
+/* ---- IPv6 (docs/design.md decisions 12 and 27) ------------------------ */
+
+static void ip6(const char *s, uint8_t out[16])
+{
+	cr_assert_eq(inet_pton(AF_INET6, s, out), 1);
+}
+
+Test(policy_ipv6, vip_and_backends_land_in_the_struct)
+{
+	const struct dmsc_policy_service *s;
+	uint8_t want[16];
+	struct dmsc_policy p;
+
+	parse_ok(DOC(SVC6() "," SVC()), &p);
+	cr_assert_eq(p.n_services, 2);
+	s = &p.services[0];
+	cr_expect_eq(s->family, AF_INET6);
+	cr_expect_eq(s->vip, 0);
+	ip6("2001:2::10", want);
+	cr_expect_arr_eq(s->vip6, want, 16);
+	ip6("2001:2:0:1::2", want);
+	cr_expect_arr_eq(s->backends[0].addr6, want, 16);
+	cr_expect_eq(s->backends[0].addr, 0);
+	cr_expect_eq(s->backends[0].port, 8080);
+	s = &p.services[1];
+	cr_expect_eq(s->family, AF_INET);
+	cr_expect_eq(s->vip, ip("198.19.0.1"));
+	memset(want, 0, sizeof(want));
+	cr_expect_arr_eq(s->vip6, want, 16);
+	dmsc_policy_free(&p);
+	/* Loopback is a unicast address, as 127.0.0.1 is for IPv4. */
+	parse_ok(DOC("{'name':'lo','vip':'2001:2::11','port':80,"
+		     "'backends':[{'address':'::1','port':80}]}"), &p);
+	dmsc_policy_free(&p);
+}
+
+Test(policy_ipv6, vip)
+{
+	CHECK_CASES(
+	    {AT_VIP6("'2001:2::g'"),
+	     {"services[0].vip", "\"2001:2::g\" is not an IPv4 or IPv6 address"}},
+	    {AT_VIP6("'[2001:2::1]'"),
+	     {"services[0].vip", "\"[2001:2::1]\" is not an IPv4 or IPv6 address"}},
+	    {AT_VIP6("'::'"),
+	     {"services[0].vip", "\"::\" is the unspecified address; a service" UNICAST6}},
+	    {AT_VIP6("'ff02::1'"),
+	     {"services[0].vip", "\"ff02::1\" is a multicast address; a service" UNICAST6}},
+	    {AT_VIP6("'fe80::1%eth0'"),
+	     {"services[0].vip", "\"fe80::1%eth0\" has a zone; a service needs an address "
+				 "without one (the socket hooks cannot set a zone)"}},
+	    {AT_VIP6("'::ffff:198.19.0.1'"),
+	     {"services[0].vip", "\"::ffff:198.19.0.1\" is an IPv4-mapped address; write the "
+				 "IPv4 address 198.19.0.1, which dual-stack sockets reach as "
+				 "::ffff:198.19.0.1"}});
+}
+
+Test(policy_ipv6, backends)
+{
+	CHECK_CASES(
+	    {WITH_BACKENDS6("[{'address':'fe80::2','port':80}]"),
+	     {"services[0].backends[0].address",
+	      "\"fe80::2\" is a link-local address (the socket hooks cannot set its zone); "
+	      "a backend" UNICAST6}},
+	    {WITH_BACKENDS6("[{'address':'ff05::2','port':80}]"),
+	     {"services[0].backends[0].address", "\"ff05::2\" is a multicast address; a backend"
+						 UNICAST6}},
+	    {WITH_BACKENDS6("[{'address':'2001:2::1','port':80},"
+			    "{'address':'2001:2:0::1','port':80}]"),
+	     {"services[0].backends[1]", "[2001:2::1]:80 is already listed as backends[0]"}});
+}
+
+Test(policy_ipv6, one_family_per_service)
+{
+	CHECK_CASES(
+	    {WITH_BACKENDS6("[{'address':'2001:2::1','port':80},"
+			    "{'address':'198.18.0.1','port':80}]"),
+	     {"services[0].backends[1]", "address \"198.18.0.1\" is IPv4, the service's vip is "
+					 "IPv6; a service's VIP and backends are of one family"}},
+	    {WITH_BACKENDS("[{'address':'2001:2::1','port':80}]"),
+	     {"services[0].backends[0]", "address \"2001:2::1\" is IPv6, the service's vip is "
+					 "IPv4; a service's VIP and backends are of one family"}});
+	/* A VIP that is wrong has no family: its backends are not blamed. */
+	EXPECT_ERRORS(DOC("{'name':'web','vip':'2001:2::zz','port':80," ONE_BACKEND6 "}"),
+		      {"services[0].vip", "\"2001:2::zz\" is not an IPv4 or IPv6 address"});
+}
+
+Test(policy_ipv6, vip_port_protocol_is_unique_per_address)
+{
+	/* Two spellings of one address are one key. */
+	EXPECT_ERRORS(DOC(SVC6() ",{'name':'b','vip':'2001:2:0::10','port':80," ONE_BACKEND6 "}"),
+		      {"services[1]", "[2001:2::10]:80/tcp is already used by services[0] \"web6\""});
+	struct dmsc_policy p;
+
+	parse_ok(DOC(SVC6() ",{'name':'b','vip':'2001:2::11','port':80," ONE_BACKEND6 "}"), &p);
+	dmsc_policy_free(&p);
 }

@@ -22,7 +22,7 @@ static int by_key(const void *a, const void *b)
 {
 	const struct dmsc_state_svc *const *x = a, *const *y = b;
 
-	return memcmp(&(*x)->key, &(*y)->key, sizeof((*x)->key));
+	return dmsc_svc_key_cmp(&(*x)->key, (*x)->vip6, &(*y)->key, (*y)->vip6);
 }
 
 static const struct dmsc_state_svc **key_index(const struct dmsc_state *st)
@@ -41,7 +41,8 @@ static const struct dmsc_state_svc **key_index(const struct dmsc_state *st)
 
 const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
 					     const struct dmsc_state_svc **idx,
-					     const struct dmsc_svc_key *k, unsigned char *matched)
+					     const struct dmsc_svc_key *k, const uint8_t *vip6,
+					     unsigned char *matched)
 {
 	struct dmsc_state_svc probe;
 	const struct dmsc_state_svc *pp = &probe, **hit;
@@ -50,6 +51,7 @@ const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
 	if (!st->n_svcs)
 		return NULL;
 	probe.key = *k;
+	memcpy(probe.vip6, vip6, sizeof(probe.vip6));
 	hit = bsearch(&pp, idx, st->n_svcs, sizeof(*idx), by_key);
 	if (!hit)
 		return NULL;
@@ -109,7 +111,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	struct plan_svc *plan = NULL;
 	const struct dmsc_state_svc **idx = NULL;
 	const struct dmsc_allow_entry *rules;
-	char detail[512], keybuf[48];
+	char detail[512], keybuf[DMSC_ADDR_PORT_LEN + 8];
 	size_t i, n, n_backends, n_rules;
 	int err;
 
@@ -143,7 +145,7 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	for (i = 0; i < p->n_services; i++) {
 		plan[i].want = &p->services[i];
 		dmsc_policy_svc_key(plan[i].want, &plan[i].key);
-		plan[i].cur = find_cur(&st, idx, &plan[i].key, matched);
+		plan[i].cur = find_cur(&st, idx, &plan[i].key, plan[i].want->vip6, matched);
 		if (plan[i].cur)
 			plan[i].cur_allow =
 				dmsc_state_allow(&st, plan[i].cur->svc.id, &plan[i].n_cur_allow);
@@ -157,7 +159,8 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 		if (err)
 			goto out;
 		if (!plan[i].cur) {
-			dmsc_format_svc_key(&plan[i].key, keybuf, sizeof(keybuf));
+			dmsc_format_svc_key(&plan[i].key, plan[i].want->family,
+					     (const __u32 *)plan[i].want->vip6, keybuf, sizeof(keybuf));
 			snprintf(detail, sizeof(detail), "%s, %zu backend%s", keybuf,
 				 plan[i].want->n_backends, plan[i].want->n_backends == 1 ? "" : "s");
 			change(&c, DMSC_CHANGE_ADD, plan[i].want->name, detail);
@@ -212,7 +215,8 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	for (i = 0; i < st.n_svcs; i++) {
 		if (matched[i])
 			continue;
-		dmsc_format_svc_key(&st.svcs[i].key, keybuf, sizeof(keybuf));
+		dmsc_format_svc_key(&st.svcs[i].key, st.svcs[i].family, st.svcs[i].vip6, keybuf,
+				     sizeof(keybuf));
 		change(&c, DMSC_CHANGE_REMOVE, st.svcs[i].meta.name, keybuf);
 		rules = dmsc_state_allow(&st, st.svcs[i].svc.id, &n);
 		err = dmsc_plan_remove(&c, &st.svcs[i], rules, n);

@@ -12,12 +12,17 @@
 #include "datapath.h"
 #include "policy.h"
 
-/* One service as the kernel holds it. */
+/* One service as the kernel holds it. An IPv6 service (family AF_INET6)
+ * is keyed in dmsc_services6 by vip6 with key's port and protocol; in
+ * memory its key.vip and be[].addr are 0, its addresses in vip6 and be6. */
 struct dmsc_state_svc {
 	struct dmsc_svc_key key;
+	int family; /* AF_INET, AF_INET6 */
+	__u32 vip6[4];
 	struct dmsc_svc svc;
 	struct dmsc_svc_meta meta;
 	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX]; /* meta.backend_id order */
+	__u32 be6[DMSC_BACKENDS_PER_SERVICE_MAX][4];
 	unsigned int be_slots[DMSC_BACKENDS_PER_SERVICE_MAX];  /* slots each really got */
 	struct dmsc_limits limits; /* read under the element's lock */
 };
@@ -99,9 +104,19 @@ const char *dmsc_change_op_name(enum dmsc_change_op op);
 /* The kernel's key of a policy service. */
 void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k);
 
-/* "198.19.0.10:9080/tcp" */
-void dmsc_format_svc_key(const struct dmsc_svc_key *k, char *buf, size_t len);
+/* "198.19.0.10:9080" (IPv4 only; dmsc_format_backend for either family). */
 void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len);
+/* "198.19.0.10:9080/tcp", "[2001:2::10]:80/tcp" for an IPv6 service (vip6). */
+void dmsc_format_svc_key(const struct dmsc_svc_key *k, int family, const __u32 *vip6, char *buf,
+			  size_t len);
+/* Orders services by key (IPv6 ones by vip6 too), for lookups. */
+int dmsc_svc_key_cmp(const struct dmsc_svc_key *a, const __u32 *a6, const struct dmsc_svc_key *b,
+		     const __u32 *b6);
+/* The kernel key of an IPv6 service. */
+void dmsc_svc6_key(const struct dmsc_svc_key *k, const __u32 *vip6, struct dmsc_svc6_key *out);
+/* A backend's address:port, either family (be6: its IPv6 address or NULL). */
+void dmsc_format_backend(const struct dmsc_backend *be, const __u32 *be6, int family, char *buf,
+			 size_t len);
 /* As dmsc_format_svc_key, with "/http" for a service handed to dmsc-l7. */
 void dmsc_format_service(const struct dmsc_state_svc *s, char *buf, size_t len);
 

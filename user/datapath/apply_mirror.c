@@ -77,7 +77,14 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 	int err;
 
 	/* The order of dmsc_plan_remove(): meta last. */
-	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &ms->key);
+	if (ms->family == AF_INET6) {
+		struct dmsc_svc6_key key6;
+
+		dmsc_svc6_key(&ms->key, ms->vip6, &key6);
+		err = dmsc_apply_drop(c, DMSC_M_SERVICES6, &key6);
+	} else {
+		err = dmsc_apply_drop(c, DMSC_M_SERVICES, &ms->key);
+	}
 	if (err)
 		return err;
 	dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
@@ -113,6 +120,8 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 	}
 	ms->be = be;
 	ms->key = p->key;
+	ms->family = p->want->family;
+	memcpy(ms->vip6, p->want->vip6, sizeof(ms->vip6));
 	ms->id = p->svc.id;
 	ms->flags = p->svc.flags;
 	ms->health = p->svc.health;
@@ -130,6 +139,7 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 		ms->n_allow = p->n_allow;
 	}
 	dig->key = p->key;
+	memcpy(dig->vip6, ms->vip6, sizeof(dig->vip6));
 	/* Unknown while a rule waits for its cgroup: planned again next time. */
 	dig->fp = has_unresolved(p->allow, p->n_allow) ? 0 : fp;
 	hot->stale = 0;
@@ -138,6 +148,7 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 		be[i].id = p->meta.backend_id[i];
 		be[i].weight = p->meta.weight[i];
 		be[i].addr = p->be[i].addr;
+		memcpy(be[i].addr6, p->be6[i], sizeof(be[i].addr6));
 		be[i].port = p->be[i].port;
 		be[i].out = p->be_out[i];
 	}
@@ -185,7 +196,7 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 		return -ENOMEM;
 	}
 	for (i = 0; i < n; i++) {
-		j = index_find(m, &d[i].key);
+		j = index_find(m, &d[i].key, d[i].vip6);
 		if (j < 0) { /* cannot happen: every policy service is in */
 			free(ordered);
 			free(hot);
@@ -238,7 +249,7 @@ static int capacity_error(const struct dmsc_policy *p, const struct dmsc_datapat
 static bool matched(const struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_t n_pol,
 		    size_t j)
 {
-	return m->hot[j].pass == m->pass || (j < n_pol && key_eq(&m->dig[j].key, &d[j].key));
+	return m->hot[j].pass == m->pass || (j < n_pol && key_eq(&m->dig[j], &d[j].key, d[j].vip6));
 }
 
 int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
@@ -250,7 +261,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	size_t i, j, seen = 0, n_new = 0, changes_cap = 0, lim, n_pol = p->n_services;
 	long be_delta = 0;
 	bool aligned = true, interrupted = false;
-	char detail[512], keybuf[48];
+	char detail[512], keybuf[DMSC_ADDR_PORT_LEN + 8];
 	int64_t due = dmsc_now_ms() + m->drop_delay_ms;
 	int err;
 
@@ -304,10 +315,10 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (i >= n_pol)
 			break;
 		k = &d[i].key;
-		if (i < m->n && key_eq(&m->dig[i].key, k))
+		if (i < m->n && key_eq(&m->dig[i], k, d[i].vip6))
 			mi = (long)i;
 		else
-			mi = index_find(m, k);
+			mi = index_find(m, k, d[i].vip6);
 		if (mi >= 0) {
 			if (matched(m, d, n_pol, (size_t)mi) && (size_t)mi != i) {
 				pr_warn("services[%zu] (%s): a second service with the key of "
@@ -360,7 +371,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (err)
 			goto undo_ids;
 		if (mi < 0) {
-			dmsc_format_svc_key(k, keybuf, sizeof(keybuf));
+			dmsc_format_svc_key(k, w->family, (const __u32 *)w->vip6, keybuf,
+					     sizeof(keybuf));
 			snprintf(detail, sizeof(detail), "%s, %zu backend%s", keybuf, w->n_backends,
 				 w->n_backends == 1 ? "" : "s");
 			err = change_push(res, &changes_cap, DMSC_CHANGE_ADD, w->name, detail);
@@ -381,7 +393,8 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 				continue;
 			be_delta -= (long)m->svcs[i].n_be;
 			err = ptrs_push(&removed, (void *)(uintptr_t)i);
-			dmsc_format_svc_key(&m->svcs[i].key, keybuf, sizeof(keybuf));
+			dmsc_format_svc_key(&m->svcs[i].key, m->svcs[i].family, m->svcs[i].vip6,
+					     keybuf, sizeof(keybuf));
 			if (!err)
 				err = change_push(res, &changes_cap, DMSC_CHANGE_REMOVE,
 						  m->svcs[i].name, keybuf);
@@ -533,6 +546,7 @@ int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *d
 			    bool force)
 {
 	static const struct dmsc_backend zero_be;
+	static const struct dmsc_backend6 zero_be6;
 	size_t stride = (sizeof(struct dmsc_be_stats) + 7) & ~(size_t)7, i, kept = 0;
 	__u64 gen;
 	void *zeros;
@@ -560,7 +574,9 @@ int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *d
 			m->drops[kept++] = *d;
 			continue;
 		}
-		if (bpf_map_update_elem(dp->fd[DMSC_M_BACKENDS], &d->id, &zero_be, BPF_ANY)) {
+		/* An id is of one family: the other map's entry is zero. */
+		if (bpf_map_update_elem(dp->fd[DMSC_M_BACKENDS], &d->id, &zero_be, BPF_ANY) ||
+		    bpf_map_update_elem(dp->fd[DMSC_M_BACKENDS6], &d->id, &zero_be6, BPF_ANY)) {
 			err = -errno;
 			pr_warn("cannot clear backend %u in %s: %s\n", d->id, DMSC_MAP_BACKENDS,
 				strerror(-err));

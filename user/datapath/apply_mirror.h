@@ -31,7 +31,8 @@
 struct dmsc_mirror_be {
 	__u32 id;
 	__u32 weight;
-	__u32 addr; /* network order */
+	__u32 addr; /* network order; 0 for IPv6 */
+	__u32 addr6[4]; /* an IPv6 service's backend */
 	__u16 port; /* network order */
 	__u16 out;  /* health keeps it out of the slot table */
 };
@@ -41,6 +42,7 @@ struct dmsc_mirror_be {
  * so that the diff walks two arrays of these and nothing else. */
 struct dmsc_svc_digest {
 	struct dmsc_svc_key key;
+	__u32 vip6[4]; /* an IPv6 service (key.vip 0): its VIP; else zero */
 	uint64_t fp; /* 0: unknown */
 };
 
@@ -52,6 +54,8 @@ struct dmsc_mirror_hot {
 
 struct dmsc_mirror_svc {
 	struct dmsc_svc_key key; /* == dig[i].key */
+	int family;              /* AF_INET, AF_INET6 */
+	__u32 vip6[4];           /* == dig[i].vip6 */
 	__u32 id;
 	__u32 flags;
 	__u32 n_be;
@@ -112,12 +116,13 @@ void dmsc_mirror_free(struct dmsc_mirror *m);
 /* Forgets the fingerprint of the service at k, so that the next apply
  * plans it again (its backends' health changed): returns false when the
  * mirror does not hold it. */
-bool dmsc_mirror_replan(struct dmsc_mirror *m, const struct dmsc_svc_key *k);
+bool dmsc_mirror_replan(struct dmsc_mirror *m, const struct dmsc_svc_key *k, const __u32 *vip6);
 /* Forgets every fingerprint, so that the next apply compiles and compares
  * every service (the benchmark's "full rewrite" also marks them stale). */
 void dmsc_mirror_forget(struct dmsc_mirror *m, bool stale);
+/* vip6: an IPv6 service's VIP, zero for IPv4. */
 const struct dmsc_mirror_svc *dmsc_mirror_find(const struct dmsc_mirror *m,
-					       const struct dmsc_svc_key *k);
+					       const struct dmsc_svc_key *k, const __u32 *vip6);
 
 /*
  * dmsc_apply() against the mirror: the same plan, the same order of writes,

@@ -66,7 +66,9 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 	size_t i;
 
 	h = fnv_str(h, s->name);
+	h = fnv_u64(h, (uint64_t)s->family);
 	h = fnv_u64(h, s->vip);
+	h = fnv(h, s->vip6, sizeof(s->vip6));
 	h = fnv_u64(h, s->port);
 	h = fnv_u64(h, s->protocol);
 	h = fnv_u64(h, s->accelerate);
@@ -75,6 +77,7 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 		const struct dmsc_policy_backend *b = &s->backends[i];
 
 		h = fnv_u64(h, b->addr);
+		h = fnv(h, b->addr6, sizeof(b->addr6));
 		h = fnv_u64(h, b->port);
 		h = fnv_u64(h, b->weight);
 		h = fnv_labels(h, b->labels, b->n_labels);
@@ -135,6 +138,7 @@ void dmsc_policy_digests(const struct dmsc_policy *p, struct dmsc_svc_digest *d)
 
 	for (i = 0; i < p->n_services; i++) {
 		dmsc_policy_svc_key(&p->services[i], &d[i].key);
+		memcpy(d[i].vip6, p->services[i].vip6, sizeof(d[i].vip6));
 		d[i].fp = dmsc_policy_service_fp(&p->services[i]);
 	}
 }

@@ -8,9 +8,10 @@
 
 /* ---- index ---------------------------------------------------------- */
 
-static size_t key_hash(const struct dmsc_svc_key *k)
+static size_t key_hash(const struct dmsc_svc_key *k, const __u32 *vip6)
 {
-	uint64_t h = ((uint64_t)k->vip << 24) ^ ((uint64_t)k->port << 8) ^ k->proto;
+	uint64_t h = ((uint64_t)(k->vip ^ vip6[0] ^ vip6[1] ^ vip6[2] ^ vip6[3]) << 24) ^
+		     ((uint64_t)k->port << 8) ^ k->proto;
 
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdull;
@@ -19,14 +20,14 @@ static size_t key_hash(const struct dmsc_svc_key *k)
 }
 
 /* Keys are built zeroed (pad too), so the bytes compare. */
-bool key_eq(const struct dmsc_svc_key *a, const struct dmsc_svc_key *b)
+bool key_eq(const struct dmsc_svc_digest *a, const struct dmsc_svc_key *b, const __u32 *b6)
 {
-	return memcmp(a, b, sizeof(*a)) == 0;
+	return dmsc_svc_key_cmp(&a->key, a->vip6, b, b6) == 0;
 }
 
 void index_insert(struct dmsc_mirror *m, size_t idx)
 {
-	size_t mask = m->index_cap - 1, h = key_hash(&m->dig[idx].key) & mask;
+	size_t mask = m->index_cap - 1, h = key_hash(&m->dig[idx].key, m->dig[idx].vip6) & mask;
 
 	while (m->index[h])
 		h = (h + 1) & mask;
@@ -53,23 +54,23 @@ int index_rebuild(struct dmsc_mirror *m, size_t want)
 	return 0;
 }
 
-long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k)
+long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k, const __u32 *vip6)
 {
 	size_t mask, h;
 
 	if (!m->index_cap)
 		return -1;
 	mask = m->index_cap - 1;
-	for (h = key_hash(k) & mask; m->index[h]; h = (h + 1) & mask)
-		if (key_eq(&m->dig[m->index[h] - 1].key, k))
+	for (h = key_hash(k, vip6) & mask; m->index[h]; h = (h + 1) & mask)
+		if (key_eq(&m->dig[m->index[h] - 1], k, vip6))
 			return (long)m->index[h] - 1;
 	return -1;
 }
 
 const struct dmsc_mirror_svc *dmsc_mirror_find(const struct dmsc_mirror *m,
-					       const struct dmsc_svc_key *k)
+					       const struct dmsc_svc_key *k, const __u32 *vip6)
 {
-	long i = index_find(m, k);
+	long i = index_find(m, k, vip6);
 
 	return i < 0 ? NULL : &m->svcs[i];
 }
@@ -129,6 +130,8 @@ void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot 
 
 	memset(s, 0, sizeof(*s));
 	s->key = ms->key;
+	s->family = ms->family;
+	memcpy(s->vip6, ms->vip6, sizeof(s->vip6));
 	s->svc.id = ms->id;
 	s->svc.flags = ms->flags;
 	s->svc.health = ms->health;
@@ -143,6 +146,7 @@ void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot 
 		s->meta.backend_id[i] = ms->be[i].id;
 		s->meta.weight[i] = ms->be[i].weight;
 		s->be[i].addr = ms->be[i].addr;
+		memcpy(s->be6[i], ms->be[i].addr6, sizeof(s->be6[i]));
 		s->be[i].port = ms->be[i].port;
 		s->be[i].svc_id = ms->id;
 	}
@@ -266,22 +270,35 @@ int repair(struct dmsc_mirror *m, struct apply_ctx *c, bool interrupted)
 	return err;
 }
 
+/* key6: an IPv6 service's key in dmsc_services6; NULL: key, IPv4. */
 static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
-		    const struct dmsc_svc_key *key)
+		    const struct dmsc_svc_key *key, const struct dmsc_svc6_key *key6)
 {
 	struct dmsc_mirror_svc *ms = &m->svcs[m->n];
 	struct dmsc_mirror_hot *hot = &m->hot[m->n];
 	struct dmsc_svc svc, want;
 	struct dmsc_svc_meta meta;
+	struct dmsc_backend6 be6;
 	struct dmsc_backend be;
 	__u32 i, id;
 
-	if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &svc))
+	if (key6 ? bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES6], key6, &svc)
+		 : bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &svc))
 		return -errno;
 	memset(ms, 0, sizeof(*ms));
 	memset(hot, 0, sizeof(*hot));
-	ms->key = *key;
-	m->dig[m->n].key = *key;
+	memset(&m->dig[m->n], 0, sizeof(m->dig[m->n]));
+	ms->family = AF_INET;
+	if (key6) {
+		ms->family = AF_INET6;
+		ms->key.port = key6->port;
+		ms->key.proto = key6->proto;
+		memcpy(ms->vip6, key6->vip, sizeof(ms->vip6));
+	} else {
+		ms->key = *key;
+	}
+	m->dig[m->n].key = ms->key;
+	memcpy(m->dig[m->n].vip6, ms->vip6, sizeof(ms->vip6));
 	m->dig[m->n].fp = 0;
 	ms->id = svc.id;
 	ms->flags = svc.flags;
@@ -308,8 +325,12 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		id = meta.backend_id[i];
 		ms->be[i].id = id;
 		ms->be[i].weight = meta.weight[i];
-		if (id && id < dp->max_backends &&
-		    bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &be) == 0) {
+		if (id && id < dp->max_backends && key6 &&
+		    bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS6], &id, &be6) == 0) {
+			memcpy(ms->be[i].addr6, be6.addr, sizeof(be6.addr));
+			ms->be[i].port = be6.port;
+		} else if (id && id < dp->max_backends && !key6 &&
+			   bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &be) == 0) {
 			ms->be[i].addr = be.addr;
 			ms->be[i].port = be.port;
 		}
@@ -366,10 +387,13 @@ void dmsc_mirror_free(struct dmsc_mirror *m)
 int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 {
 	struct dmsc_allow_entry *rules = NULL;
-	struct dmsc_svc_key key, next;
+	union {
+		struct dmsc_svc_key k4;
+		struct dmsc_svc6_key k6;
+	} key, next;
 	size_t i, n_rules = 0;
 	void *prev = NULL;
-	int err;
+	int err, f;
 
 	dmsc_mirror_free(m);
 	m->max_services = dp->max_services;
@@ -385,21 +409,26 @@ int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 	if (err)
 		goto fail;
 	m->services_map_id = dmsc_map_id(dp->fd[DMSC_M_SERVICES]);
-	while (bpf_map_get_next_key(dp->fd[DMSC_M_SERVICES], prev, &next) == 0) {
-		key = next;
-		prev = &key;
-		err = grow_svcs(m, m->n + 1);
-		if (err)
+	for (f = 0; f < 2; f++) { /* dmsc_services, then dmsc_services6 */
+		int fd = dp->fd[f ? DMSC_M_SERVICES6 : DMSC_M_SERVICES];
+
+		prev = NULL;
+		while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+			key = next;
+			prev = &key;
+			err = grow_svcs(m, m->n + 1);
+			if (err)
+				goto fail;
+			err = load_one(m, dp, &key.k4, f ? &key.k6 : NULL);
+			if (err == -ENOENT)
+				continue; /* deleted under us */
+			if (err)
+				goto fail;
+		}
+		if (errno != ENOENT) {
+			err = -errno;
 			goto fail;
-		err = load_one(m, dp, &key);
-		if (err == -ENOENT)
-			continue; /* deleted under us */
-		if (err)
-			goto fail;
-	}
-	if (errno != ENOENT) {
-		err = -errno;
-		goto fail;
+		}
 	}
 	err = dmsc_read_allow(dp, &rules, &n_rules);
 	for (i = 0; !err && i < n_rules; i++)
@@ -443,9 +472,9 @@ int dmsc_mirror_take_allow(struct dmsc_mirror *m, const struct dmsc_allow_entry 
 	return 0;
 }
 
-bool dmsc_mirror_replan(struct dmsc_mirror *m, const struct dmsc_svc_key *k)
+bool dmsc_mirror_replan(struct dmsc_mirror *m, const struct dmsc_svc_key *k, const __u32 *vip6)
 {
-	long i = index_find(m, k);
+	long i = index_find(m, k, vip6);
 
 	if (i < 0)
 		return false;

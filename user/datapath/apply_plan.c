@@ -210,7 +210,7 @@ static int be_index_adds(struct apply_ctx *c, const struct plan_svc *p)
 	size_t i, j;
 	int err;
 
-	if (!(p->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
+	if (!(p->svc.flags & DMSC_SVC_F_BYTES_LIMIT) || p->want->family == AF_INET6)
 		return 0;
 	for (i = 0; i < p->meta.n_backends; i++) {
 		for (j = 0; had && j < p->cur->meta.n_backends; j++)
@@ -238,7 +238,7 @@ int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 	size_t i, j;
 	int err;
 
-	if (!cur || !(cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
+	if (!cur || !(cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT) || cur->family == AF_INET6)
 		return 0;
 	for (i = 0; i < cur->meta.n_backends; i++) {
 		for (j = 0; keep_any && j < p->meta.n_backends; j++)
@@ -289,7 +289,7 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 	const struct dmsc_state_svc *cur = p->cur;
 	__u32 counts[DMSC_BACKENDS_PER_SERVICE_MAX], weight[DMSC_BACKENDS_PER_SERVICE_MAX];
 	bool kept[DMSC_BACKENDS_PER_SERVICE_MAX] = { false };
-	char ap[32];
+	char ap[DMSC_ADDR_PORT_LEN];
 	size_t i, j;
 	int err;
 
@@ -306,13 +306,15 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 		__u32 id = 0;
 
 		p->be[i].addr = b->addr;
+		memcpy(p->be6[i], b->addr6, sizeof(p->be6[i]));
 		p->be[i].port = htons(b->port);
 		p->be[i].svc_id = p->svc.id;
 		weight[i] = b->weight;
 		p->meta.weight[i] = b->weight;
-		dmsc_format_addr_port(p->be[i].addr, p->be[i].port, ap, sizeof(ap));
+		dmsc_format_backend(&p->be[i], p->be6[i], w->family, ap, sizeof(ap));
 		for (j = 0; cur && j < cur->meta.n_backends; j++) {
 			if (!kept[j] && cur->be[j].addr == p->be[i].addr &&
+			    !memcmp(cur->be6[j], p->be6[i], sizeof(p->be6[i])) &&
 			    cur->be[j].port == p->be[i].port && cur->be[j].svc_id == p->svc.id) {
 				kept[j] = true;
 				id = cur->meta.backend_id[j];
@@ -335,7 +337,7 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 		if (kept[j])
 			continue;
 		p->drop_be[p->n_drop++] = cur->meta.backend_id[j];
-		dmsc_format_addr_port(cur->be[j].addr, cur->be[j].port, ap, sizeof(ap));
+		dmsc_format_backend(&cur->be[j], cur->be6[j], cur->family, ap, sizeof(ap));
 		append(detail, dlen, "- %s; ", ap);
 	}
 	if (dmsc_slot_counts(weight, (__u32)w->n_backends, counts) == 0)
@@ -396,6 +398,8 @@ static bool new_owner_limits_differ(struct apply_ctx *c, const struct plan_svc *
 
 int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 {
+	bool ipv6 = p->want->family == AF_INET6;
+	struct dmsc_svc6_key key6;
 	size_t i;
 	int err;
 
@@ -410,7 +414,16 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 	for (i = 0; i < p->meta.n_backends; i++) {
 		if (!p->be_new[i])
 			continue;
-		err = dmsc_apply_put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i], &p->be[i]);
+		if (ipv6) {
+			struct dmsc_backend6 be6 = { .port = p->be[i].port,
+						     .svc_id = p->be[i].svc_id };
+
+			memcpy(be6.addr, p->be6[i], sizeof(be6.addr));
+			err = dmsc_apply_put(c, DMSC_M_BACKENDS6, &p->meta.backend_id[i], &be6);
+		} else {
+			err = dmsc_apply_put(c, DMSC_M_BACKENDS, &p->meta.backend_id[i],
+					     &p->be[i]);
+		}
 		if (err)
 			return err;
 	}
@@ -433,12 +446,14 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 			return err;
 	}
 	if (!p->cur || memcmp(&p->cur->svc, &p->svc, sizeof(p->svc)) != 0) {
-		err = dmsc_apply_put(c, DMSC_M_SERVICES, &p->key, &p->svc);
+		dmsc_svc6_key(&p->key, (const __u32 *)p->want->vip6, &key6);
+		err = ipv6 ? dmsc_apply_put(c, DMSC_M_SERVICES6, &key6, &p->svc)
+			   : dmsc_apply_put(c, DMSC_M_SERVICES, &p->key, &p->svc);
 		if (err)
 			return err;
 	}
 	for (i = 0; i < p->n_drop; i++) {
-		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &p->drop_be[i]);
+		err = dmsc_apply_drop(c, ipv6 ? DMSC_M_BACKENDS6 : DMSC_M_BACKENDS, &p->drop_be[i]);
 		if (err)
 			return err;
 		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, p->drop_be[i], sizeof(struct dmsc_be_stats));
@@ -454,6 +469,8 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 		      const struct dmsc_allow_entry *rules, size_t n_rules)
 {
+	bool ipv6 = s->family == AF_INET6;
+	struct dmsc_svc6_key key6;
 	__u32 id = s->svc.id;
 	size_t i;
 	int err;
@@ -461,7 +478,9 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 	/* The service first: no connect() can reach a backend after it, and
 	 * nothing of the id is used any more. Its meta goes last: until then
 	 * it marks the id as one with state to clear (dmsc_apply_sweep). */
-	err = dmsc_apply_drop(c, DMSC_M_SERVICES, &s->key);
+	dmsc_svc6_key(&s->key, s->vip6, &key6);
+	err = ipv6 ? dmsc_apply_drop(c, DMSC_M_SERVICES6, &key6)
+		   : dmsc_apply_drop(c, DMSC_M_SERVICES, &s->key);
 	if (err)
 		return err;
 	dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
@@ -482,7 +501,8 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 	if (!err)
 		err = be_index_drops(c, s, NULL);
 	for (i = 0; !err && i < s->meta.n_backends; i++) {
-		err = dmsc_apply_drop(c, DMSC_M_BACKENDS, &s->meta.backend_id[i]);
+		err = dmsc_apply_drop(c, ipv6 ? DMSC_M_BACKENDS6 : DMSC_M_BACKENDS,
+				      &s->meta.backend_id[i]);
 		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, s->meta.backend_id[i], sizeof(struct dmsc_be_stats));
 		if (!c->dry_run)
 			dmsc_health_zero(c->dp, s->meta.backend_id[i]);

@@ -16,37 +16,58 @@
 #include <bpf/bpf.h>
 
 #include "dmsc/slots.h"
+#include "addr.h"
 #include "allow_resolve.h"
 #include "log.h"
 #include "apply.h"
 #include "apply_steps.h"
 
-void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len)
+void dmsc_format_svc_key(const struct dmsc_svc_key *k, int family, const __u32 *vip6, char *buf,
+			  size_t len)
 {
-	char a[INET_ADDRSTRLEN];
+	char ap[DMSC_ADDR_PORT_LEN];
 
-	inet_ntop(AF_INET, &addr_be, a, sizeof(a));
-	snprintf(buf, len, "%s:%u", a, ntohs(port_be));
+	dmsc_format_ip_port(family, k->vip, vip6, ntohs(k->port), ap, sizeof(ap));
+	snprintf(buf, len, "%s/%s", ap, k->proto == DMSC_PROTO_UDP ? "udp" : "tcp");
 }
 
-void dmsc_format_svc_key(const struct dmsc_svc_key *k, char *buf, size_t len)
+void dmsc_format_addr_port(__u32 addr_be, __u16 port_be, char *buf, size_t len)
 {
-	char ap[32];
+	dmsc_format_ip_port(AF_INET, addr_be, NULL, ntohs(port_be), buf, len);
+}
 
-	dmsc_format_addr_port(k->vip, k->port, ap, sizeof(ap));
-	snprintf(buf, len, "%s/%s", ap, k->proto == DMSC_PROTO_UDP ? "udp" : "tcp");
+void dmsc_format_backend(const struct dmsc_backend *be, const __u32 *be6, int family, char *buf,
+			 size_t len)
+{
+	dmsc_format_ip_port(family, be->addr, be6, ntohs(be->port), buf, len);
+}
+
+int dmsc_svc_key_cmp(const struct dmsc_svc_key *a, const __u32 *a6, const struct dmsc_svc_key *b,
+		     const __u32 *b6)
+{
+	int r = memcmp(a, b, sizeof(*a));
+
+	return r ? r : memcmp(a6, b6, 4 * sizeof(__u32));
+}
+
+void dmsc_svc6_key(const struct dmsc_svc_key *k, const __u32 *vip6, struct dmsc_svc6_key *out)
+{
+	memset(out, 0, sizeof(*out));
+	memcpy(out->vip, vip6, sizeof(out->vip));
+	out->port = k->port;
+	out->proto = k->proto;
 }
 
 void dmsc_format_service(const struct dmsc_state_svc *s, char *buf, size_t len)
 {
-	char ap[32];
+	char ap[DMSC_ADDR_PORT_LEN];
 
 	/* http services share the kernel's TCP key: the flag tells them apart. */
 	if (!(s->svc.flags & DMSC_SVC_F_L7)) {
-		dmsc_format_svc_key(&s->key, buf, len);
+		dmsc_format_svc_key(&s->key, s->family, s->vip6, buf, len);
 		return;
 	}
-	dmsc_format_addr_port(s->key.vip, s->key.port, ap, sizeof(ap));
+	dmsc_format_ip_port(s->family, s->key.vip, s->vip6, ntohs(s->key.port), ap, sizeof(ap));
 	snprintf(buf, len, "%s/http", ap);
 }
 
@@ -143,15 +164,27 @@ int dmsc_read_be_index(const struct dmsc_datapath *dp, struct dmsc_be_index_entr
 	return err;
 }
 
+/* key6: an IPv6 service's key in dmsc_services6; NULL: key, IPv4. */
 static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *key,
-		    struct dmsc_state_svc *s)
+		    const struct dmsc_svc6_key *key6, struct dmsc_state_svc *s)
 {
+	struct dmsc_backend6 be6;
 	__u32 i, j, id;
 
 	memset(s, 0, sizeof(*s));
-	s->key = *key;
-	if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &s->svc))
-		return -errno;
+	s->family = AF_INET;
+	if (key6) {
+		s->family = AF_INET6;
+		s->key.port = key6->port;
+		s->key.proto = key6->proto;
+		memcpy(s->vip6, key6->vip, sizeof(s->vip6));
+		if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES6], key6, &s->svc))
+			return -errno;
+	} else {
+		s->key = *key;
+		if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &s->svc))
+			return -errno;
+	}
 	id = s->svc.id;
 	if (id == 0 || id >= dp->max_services ||
 	    bpf_map_lookup_elem(dp->fd[DMSC_M_SVC_META], &id, &s->meta))
@@ -166,9 +199,17 @@ static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *k
 	memset(&s->limits.lock, 0, sizeof(s->limits.lock));
 	for (i = 0; i < s->meta.n_backends; i++) {
 		id = s->meta.backend_id[i];
-		if (id == 0 || id >= dp->max_backends ||
-		    bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &s->be[i]))
+		if (id == 0 || id >= dp->max_backends) {
 			memset(&s->be[i], 0, sizeof(s->be[i]));
+		} else if (key6) {
+			memset(&be6, 0, sizeof(be6));
+			bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS6], &id, &be6);
+			memcpy(s->be6[i], be6.addr, sizeof(s->be6[i]));
+			s->be[i].port = be6.port;
+			s->be[i].svc_id = be6.svc_id;
+		} else if (bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &s->be[i])) {
+			memset(&s->be[i], 0, sizeof(s->be[i]));
+		}
 		for (j = 0; j < DMSC_SLOTS; j++)
 			if (s->svc.slot[j] == id)
 				s->be_slots[i]++;
@@ -176,38 +217,50 @@ static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *k
 	return 0;
 }
 
-int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
+/* Every service of one family's map (ipv6: dmsc_services6) into st. */
+static int read_family(const struct dmsc_datapath *dp, bool ipv6, struct dmsc_state *st,
+		       size_t *cap)
 {
-	struct dmsc_svc_key key, next;
+	union {
+		struct dmsc_svc_key k4;
+		struct dmsc_svc6_key k6;
+	} key, next;
+	int fd = dp->fd[ipv6 ? DMSC_M_SERVICES6 : DMSC_M_SERVICES];
 	struct dmsc_state_svc *grown;
-	size_t cap = 0;
-	int err;
 	void *prev = NULL;
+	int err;
 
-	memset(st, 0, sizeof(*st));
-	while (bpf_map_get_next_key(dp->fd[DMSC_M_SERVICES], prev, &next) == 0) {
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
 		key = next;
 		prev = &key;
-		if (st->n_svcs == cap) {
-			cap = cap ? cap * 2 : 64;
-			grown = realloc(st->svcs, cap * sizeof(*st->svcs));
-			if (!grown) {
-				err = -ENOMEM;
-				goto fail;
-			}
+		if (st->n_svcs == *cap) {
+			*cap = *cap ? *cap * 2 : 64;
+			grown = realloc(st->svcs, *cap * sizeof(*st->svcs));
+			if (!grown)
+				return -ENOMEM;
 			st->svcs = grown;
 		}
-		err = read_one(dp, &key, &st->svcs[st->n_svcs]);
+		err = read_one(dp, &key.k4, ipv6 ? &key.k6 : NULL, &st->svcs[st->n_svcs]);
 		if (err == -ENOENT)
 			continue; /* deleted under us */
 		if (err)
-			goto fail;
+			return err;
 		st->n_svcs++;
 	}
-	if (errno != ENOENT) {
-		err = -errno;
+	return errno == ENOENT ? 0 : -errno;
+}
+
+int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
+{
+	size_t cap = 0;
+	int err;
+
+	memset(st, 0, sizeof(*st));
+	err = read_family(dp, false, st, &cap);
+	if (!err)
+		err = read_family(dp, true, st, &cap);
+	if (err)
 		goto fail;
-	}
 	if (st->n_svcs)
 		qsort(st->svcs, st->n_svcs, sizeof(*st->svcs), svc_by_name);
 	err = dmsc_read_allow(dp, &st->allow, &st->n_allow);
@@ -218,7 +271,8 @@ int dmsc_state_read(const struct dmsc_datapath *dp, struct dmsc_state *st)
 		goto fail_other;
 	return 0;
 fail:
-	pr_warn("cannot read %s: %s\n", DMSC_MAP_SERVICES, strerror(-err));
+	pr_warn("cannot read %s and %s: %s\n", DMSC_MAP_SERVICES, DMSC_MAP_SERVICES6,
+		strerror(-err));
 	dmsc_state_free(st);
 	return err;
 fail_other:

@@ -9,6 +9,7 @@
 
 #include <limits.h>
 
+#include "addr.h"
 #include "apply.h"
 
 /* One write, remembered so that a failure later can put it back. */
@@ -17,6 +18,7 @@ struct undo {
 	union {
 		__u32 id;
 		struct dmsc_svc_key svc;
+		struct dmsc_svc6_key svc6;
 		struct dmsc_allow_key allow;
 	} key;
 	bool existed;
@@ -31,6 +33,7 @@ struct plan_svc {
 	struct dmsc_svc_meta meta;
 	struct dmsc_limits limits;
 	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
+	__u32 be6[DMSC_BACKENDS_PER_SERVICE_MAX][4]; /* an IPv6 service (want->family) */
 	bool be_new[DMSC_BACKENDS_PER_SERVICE_MAX];
 	unsigned char be_out[DMSC_BACKENDS_PER_SERVICE_MAX]; /* health: no slot */
 	__u32 drop_be[DMSC_BACKENDS_PER_SERVICE_MAX];
@@ -134,7 +137,8 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 /* apply.c */
 const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
 				      const struct dmsc_state_svc **idx,
-				      const struct dmsc_svc_key *k, unsigned char *matched);
+				      const struct dmsc_svc_key *k, const uint8_t *vip6,
+				      unsigned char *matched);
 
 /* apply_state.c */
 int allow_cmp(const void *a, const void *b);

@@ -30,9 +30,12 @@ static size_t value_size(enum dmsc_map_id m)
 {
 	switch (m) {
 	case DMSC_M_SERVICES:
+	case DMSC_M_SERVICES6:
 		return sizeof(struct dmsc_svc);
 	case DMSC_M_BACKENDS:
 		return sizeof(struct dmsc_backend);
+	case DMSC_M_BACKENDS6:
+		return sizeof(struct dmsc_backend6);
 	case DMSC_M_SVC_META:
 		return sizeof(struct dmsc_svc_meta);
 	case DMSC_M_LIMITS:
@@ -52,6 +55,8 @@ size_t key_size(enum dmsc_map_id m)
 	case DMSC_M_SERVICES:
 	case DMSC_M_BE_INDEX:
 		return sizeof(struct dmsc_svc_key);
+	case DMSC_M_SERVICES6:
+		return sizeof(struct dmsc_svc6_key);
 	case DMSC_M_ALLOW:
 		return sizeof(struct dmsc_allow_key);
 	default:
@@ -62,7 +67,8 @@ size_t key_size(enum dmsc_map_id m)
 /* Hash maps lose an element on delete; arrays are "deleted" with zeros. */
 static bool is_hash(enum dmsc_map_id m)
 {
-	return m == DMSC_M_SERVICES || m == DMSC_M_ALLOW || m == DMSC_M_BE_INDEX;
+	return m == DMSC_M_SERVICES || m == DMSC_M_SERVICES6 || m == DMSC_M_ALLOW ||
+	       m == DMSC_M_BE_INDEX;
 }
 
 /* dmsc_limits elements hold a spin lock: userspace reads and writes them
@@ -246,7 +252,9 @@ static bool is_live(const struct apply_ctx *c, const unsigned char *live, __u32 
 static int sweep_id(struct apply_ctx *c, __u32 id, const struct dmsc_svc_meta *meta, size_t *n)
 {
 	static const struct dmsc_backend zero_be;
+	static const struct dmsc_backend6 zero_be6;
 	struct dmsc_limits none;
+	struct dmsc_backend6 be6;
 	struct dmsc_backend be;
 	__u32 i, bid;
 	int err;
@@ -260,8 +268,15 @@ static int sweep_id(struct apply_ctx *c, __u32 id, const struct dmsc_svc_meta *m
 	for (i = 0; !err && meta && i < meta->n_backends && i < DMSC_BACKENDS_PER_SERVICE_MAX;
 	     i++) {
 		bid = meta->backend_id[i];
-		if (bid == 0 || bid >= c->dp->max_backends ||
-		    bpf_map_lookup_elem(c->dp->fd[DMSC_M_BACKENDS], &bid, &be) || be.svc_id != id)
+		if (bid == 0 || bid >= c->dp->max_backends)
+			continue;
+		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BACKENDS6], &bid, &be6) == 0 &&
+		    be6.svc_id == id) {
+			err = sweep_put(c, DMSC_M_BACKENDS6, &bid, &zero_be6, n);
+			if (err)
+				break;
+		}
+		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BACKENDS], &bid, &be) || be.svc_id != id)
 			continue;
 		err = sweep_put(c, DMSC_M_BACKENDS, &bid, &zero_be, n);
 		dmsc_apply_zero_stats(c, DMSC_M_BE_STATS, bid, sizeof(struct dmsc_be_stats));
@@ -291,6 +306,8 @@ int dmsc_be_index_own(struct dmsc_be_index_entry **v, size_t *n, size_t *cap,
 	if (!(flags & DMSC_SVC_F_BYTES_LIMIT))
 		return 0;
 	for (i = 0; i < n_be; i++) {
+		if (!be[i].addr)
+			continue; /* IPv6: TC indexes IPv4 backends only */
 		if (*n == *cap) {
 			*cap = *cap ? *cap * 2 : 64;
 			grown = realloc(*v, *cap * sizeof(**v));

@@ -26,6 +26,16 @@ static int size_maps(struct bpf_object *obj, const char *pin_dir,
 		if (!map)
 			return -ENOENT;
 		size = want ? want : bpf_map__max_entries(map);
+		/* A map this build added to a pinned datapath (dmsc_services6
+		 * on an earlier install) is sized like the pinned maps of its
+		 * kind, so that every id of the pinned ones fits it. */
+		if (!pinned && !want) {
+			pinned = pinned_max_entries(pin_dir, by_backend ? DMSC_MAP_BACKENDS
+									: DMSC_MAP_SERVICES);
+			if (pinned)
+				size = pinned;
+			pinned = 0;
+		}
 		if (pinned && want && want != pinned) {
 			pr_warn("map %s is pinned with %u entries; changing its capacity to %u needs "
 				"`dmscctl uninstall` first\n",

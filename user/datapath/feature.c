@@ -27,6 +27,9 @@ static const struct dmsc_feature feature_table[] = {
 	{ "cgroup/getpeername4", DMSC_FEAT_HOOK, "cgroup/getpeername4", 0, "5.8",
 	  "getpeername() on a translated socket shows the backend, not the VIP",
 	  "dmsc_getpeername4" },
+	{ "cgroup/getpeername6", DMSC_FEAT_HOOK, "cgroup/getpeername6", 0, "5.8",
+	  "getpeername() on a translated IPv6 or dual-stack socket shows the backend, not the VIP",
+	  "dmsc_getpeername6" },
 	{ "bpf_link for cgroup hooks", DMSC_FEAT_LINK, "cgroup/connect4", 0, "5.7", NULL, NULL },
 	{ "sk_storage map", DMSC_FEAT_MAP, NULL, BPF_MAP_TYPE_SK_STORAGE, "5.2", NULL, NULL },
 	/* 5.10 is the oldest kernel the matrix proves it on (docs/design.md

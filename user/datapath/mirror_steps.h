@@ -7,6 +7,7 @@
 #ifndef DMSC_MIRROR_STEPS_H
 #define DMSC_MIRROR_STEPS_H
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 
 #include <bpf/bpf.h>
 
+#include "addr.h"
 #include "dmsc/slots.h"
 #include "log.h"
 #include "apply_mirror.h"
@@ -24,10 +26,10 @@
 
 
 /* apply_mirror_load.c */
-bool key_eq(const struct dmsc_svc_key *a, const struct dmsc_svc_key *b);
+bool key_eq(const struct dmsc_svc_digest *a, const struct dmsc_svc_key *b, const __u32 *b6);
 void index_insert(struct dmsc_mirror *m, size_t idx);
 int index_rebuild(struct dmsc_mirror *m, size_t want);
-long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k);
+long index_find(const struct dmsc_mirror *m, const struct dmsc_svc_key *k, const __u32 *vip6);
 int grow_svcs(struct dmsc_mirror *m, size_t want);
 void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot *hot,
 		 struct dmsc_state_svc *s);

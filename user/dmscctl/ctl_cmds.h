@@ -27,6 +27,7 @@
 #include "feature.h"
 #include "log.h"
 #include "policy.h"
+#include "addr.h"
 #include "apply.h"
 
 #define EXIT_USAGE 2

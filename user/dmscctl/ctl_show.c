@@ -26,7 +26,7 @@ static struct json_object *backend_json(const struct dmsc_state_svc *s, size_t i
 {
 	struct json_object *b = json_object_new_object();
 
-	dmsc_format_addr_port(s->be[i].addr, s->be[i].port, ap, aplen);
+	dmsc_format_backend(&s->be[i], s->be6[i], s->family, ap, aplen);
 	json_add(b, "id", json_object_new_int64(s->meta.backend_id[i]));
 	json_add(b, "address", json_object_new_string(ap));
 	json_add(b, "weight", json_object_new_int64(s->meta.weight[i]));
@@ -69,7 +69,7 @@ int cmd_show_services(const struct opts *o)
 	struct json_object *arr = json_object_new_array();
 	struct dmsc_datapath dp;
 	struct dmsc_state st;
-	char key[48], ap[32];
+	char key[DMSC_ADDR_PORT_LEN + 8], ap[DMSC_ADDR_PORT_LEN];
 	size_t i, j;
 	int rc;
 
@@ -173,7 +173,7 @@ int cmd_stats(const struct opts *o)
 	struct json_object *reasons = json_object_new_object();
 	struct dmsc_datapath dp;
 	struct dmsc_state st;
-	char key[48], ap[32];
+	char key[DMSC_ADDR_PORT_LEN + 8], ap[DMSC_ADDR_PORT_LEN];
 	size_t i, j;
 	int rc;
 
@@ -287,7 +287,7 @@ int cmd_show_access(const struct opts *o)
 	struct json_object *arr = json_object_new_array();
 	struct dmsc_datapath dp;
 	struct dmsc_state st;
-	char key[48];
+	char key[DMSC_ADDR_PORT_LEN + 8];
 	size_t i, j, n;
 	int rc;
 

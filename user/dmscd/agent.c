@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "addr.h"
 #include "agent.h"
 
 void dmsc_msgs_add(struct dmsc_msgs *m, const char *fmt, ...)
@@ -85,8 +86,13 @@ static int by_key(const void *a, const void *b)
 {
 	const struct dup_ref *x = a, *y = b;
 
+	int r;
+
 	if (x->s->vip != y->s->vip)
 		return x->s->vip < y->s->vip ? -1 : 1;
+	r = memcmp(x->s->vip6, y->s->vip6, sizeof(x->s->vip6)); /* 0 for IPv4 */
+	if (r)
+		return r;
 	if (x->s->port != y->s->port)
 		return x->s->port < y->s->port ? -1 : 1;
 	if (kernel_proto(x->s) != kernel_proto(y->s))
@@ -108,7 +114,7 @@ static size_t report_dups(const struct dmsc_policy_set *set, struct dup_ref *ref
 			  bool key, struct dmsc_msgs *msgs)
 {
 	size_t i, found = 0;
-	char vip[16];
+	char vip[DMSC_ADDR_PORT_LEN];
 
 	qsort(refs, n, sizeof(*refs), key ? by_key : by_name);
 	for (i = 1; i < n; i++) {
@@ -119,15 +125,15 @@ static size_t report_dups(const struct dmsc_policy_set *set, struct dup_ref *ref
 			continue;
 		found++;
 		if (key) {
-			unsigned char *o = (unsigned char *)&b->s->vip;
 			bool mixed = a->s->protocol != b->s->protocol;
 
-			snprintf(vip, sizeof(vip), "%u.%u.%u.%u", o[0], o[1], o[2], o[3]);
+			dmsc_format_ip_port(b->s->family, b->s->vip, b->s->vip6, b->s->port, vip,
+					    sizeof(vip));
 			dmsc_msgs_add(msgs,
-				      "%s: services[%zu] (%s): %s:%u/%s is also the address of "
+				      "%s: services[%zu] (%s): %s/%s is also the address of "
 				      "services[%zu] (%s) in %s%s%s%s",
 				      set->files[set->svc_file[b->svc]], local_index(set, b->svc),
-				      b->s->name, vip, b->s->port,
+				      b->s->name, vip,
 				      dmsc_policy_proto_name(b->s->protocol),
 				      local_index(set, a->svc), a->s->name,
 				      set->files[set->svc_file[a->svc]], mixed ? " as " : "",

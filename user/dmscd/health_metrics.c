@@ -34,7 +34,8 @@ void dmsc_health_metrics(struct dmsc_buf *b, const struct dmsc_mirror *m,
 
 		if (!(m->svcs[i].flags & DMSC_SVC_F_HEALTH))
 			continue;
-		dmsc_format_svc_key(&m->svcs[i].key, vip, sizeof(vip));
+		dmsc_format_svc_key(&m->svcs[i].key, m->svcs[i].family, m->svcs[i].vip6, vip,
+				    sizeof(vip));
 		dmsc_prom_sample(b, "dmsc_service_health_panic", l, 2,
 				 !!(m->svcs[i].flags & DMSC_SVC_F_HEALTH_PANIC));
 	}
@@ -52,7 +53,7 @@ void dmsc_health_metrics(struct dmsc_buf *b, const struct dmsc_mirror *m,
 
 		if (!(ms->flags & DMSC_SVC_F_HEALTH))
 			continue;
-		dmsc_format_svc_key(&ms->key, vip, sizeof(vip));
+		dmsc_format_svc_key(&ms->key, ms->family, ms->vip6, vip, sizeof(vip));
 		for (j = 0; j < ms->n_be; j++) {
 			struct dmsc_prom_label l[4] = {
 			    {"service", ms->name}, {"vip", vip}, {"backend", be}};

@@ -579,7 +579,7 @@ int dmsc_health_watch_set(struct dmsc_health_watch *w, const struct dmsc_policy 
 		if (!s->has_health)
 			continue;
 		dmsc_policy_svc_key(s, &key);
-		ms = dmsc_mirror_find(m, &key);
+		ms = dmsc_mirror_find(m, &key, (const __u32 *)s->vip6);
 		if (!ms)
 			continue;
 		for (j = 0; j < s->n_backends; j++) {
@@ -639,7 +639,7 @@ size_t dmsc_health_watch_take(struct dmsc_health_watch *w, struct dmsc_mirror *m
 	pthread_mutex_lock(&w->lock);
 	n = w->n_replan;
 	for (i = 0; i < n; i++)
-		dmsc_mirror_replan(m, &w->replan[i]);
+		dmsc_mirror_replan(m, &w->replan[i], (const __u32[4]){ 0 }); /* IPv4 only */
 	w->n_replan = 0;
 	pthread_mutex_unlock(&w->lock);
 	return n;

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addr.h"
 #include "counters.h"
 #include "metrics.h"
 #include "health_watch.h"
@@ -312,6 +314,8 @@ int dmsc_metrics_snapshot(const struct dmsc_mirror *m, bool backends, struct dms
 
 		memset(to, 0, sizeof(*to));
 		to->key = from->key;
+		to->family = from->family;
+		memcpy(to->vip6, from->vip6, sizeof(to->vip6));
 		to->id = from->id;
 		to->flags = from->flags;
 		memcpy(to->name, from->name, sizeof(to->name));
@@ -353,7 +357,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	struct dmsc_be_stats *bs = NULL;
 	struct dmsc_fp_stats *fs = NULL, fs_direct;
 	size_t i, j, r, k, n_be = 0;
-	char vip[48], be[32];
+	char vip[DMSC_ADDR_PORT_LEN + 8], be[DMSC_ADDR_PORT_LEN];
 	int err = 0;
 
 	for (i = 0; per_backend && i < m->n; i++)
@@ -386,7 +390,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			const struct dmsc_mirror_svc *ms = &m->svcs[i];
 			struct dmsc_prom_label l[3] = {{"service", ms->name}, {"vip", vip}};
 
-			dmsc_format_svc_key(&ms->key, vip, sizeof(vip));
+			dmsc_format_svc_key(&ms->key, ms->family, ms->vip6, vip, sizeof(vip));
 			if (row->scope != PER_BACKEND) {
 				if (row->label)
 					l[2] = (struct dmsc_prom_label){ row->label, row->value };
@@ -396,8 +400,8 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 				continue;
 			}
 			for (j = 0; j < ms->n_be; j++, k++) {
-				dmsc_format_addr_port(ms->be[j].addr, ms->be[j].port, be,
-						      sizeof(be));
+				dmsc_format_ip_port(ms->family, ms->be[j].addr, ms->be[j].addr6,
+						    ntohs(ms->be[j].port), be, sizeof(be));
 				l[2] = (struct dmsc_prom_label){"backend", be};
 				dmsc_prom_sample(b, row->name, l, 3, field(&bs[k], row->offset));
 			}

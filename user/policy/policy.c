@@ -273,17 +273,40 @@ void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size
 const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size_t len)
 {
 	/* A field that a build parses but cannot enforce is named here, with
-	 * its path, so that apply refuses it instead of pretending. */
+	 * its path, so that apply refuses it instead of pretending. IPv6
+	 * services (docs/design.md decision 27) have everything but the
+	 * byte limits (the cgroup_skb and TC programs police IPv4 packets),
+	 * http (dmsc-l7 listens on IPv4) and health (its sockops program and
+	 * dmscd's probes are IPv4 only). */
+	const struct dmsc_policy_service *s;
 	size_t i;
 
 	for (i = 0; i < p->n_services; i++) {
-		if (!p->services[i].has_health || p->services[i].protocol != DMSC_POLICY_HTTP)
+		s = &p->services[i];
+		if (s->has_health && s->protocol == DMSC_POLICY_HTTP) {
+			snprintf(buf, len,
+				 "services[%zu].health: not enforced for protocol \"http\" by this "
+				 "build (dmsc-l7 picks the backends of http services itself)",
+				 i);
+			return buf;
+		}
+		if (s->family != AF_INET6)
 			continue;
-		snprintf(buf, len,
-			 "services[%zu].health: not enforced for protocol \"http\" by this build "
-			 "(dmsc-l7 picks the backends of http services itself)",
-			 i);
-		return buf;
+		if (s->protocol == DMSC_POLICY_HTTP) {
+			snprintf(buf, len, "services[%zu].protocol: http over IPv6 is not "
+				 "enforced by this build (dmsc-l7 listens on IPv4)", i);
+			return buf;
+		}
+		if (s->has_rate_limit && s->rate_limit.has_bytes_per_second) {
+			snprintf(buf, len, "services[%zu].rate_limit.bytes_per_second: byte limits "
+				 "over IPv6 are not enforced by this build", i);
+			return buf;
+		}
+		if (s->has_health) {
+			snprintf(buf, len, "services[%zu].health: not enforced for IPv6 services "
+				 "by this build (passive and active health are IPv4 only)", i);
+			return buf;
+		}
 	}
 	return NULL;
 }

@@ -32,8 +32,11 @@ struct dmsc_label {
 	char *value;
 };
 
+/* Addresses: an IPv4 one in addr (network order), an IPv6 one in addr6;
+ * the service's family says which (docs/design.md decision 12). */
 struct dmsc_policy_backend {
-	uint32_t addr; /* network order */
+	uint32_t addr; /* network order; 0 for IPv6 */
+	uint8_t addr6[16];
 	uint16_t port; /* host order */
 	uint32_t weight;
 	struct dmsc_label *labels;
@@ -115,7 +118,9 @@ struct dmsc_health {
 
 struct dmsc_policy_service {
 	char *name;
-	uint32_t vip;  /* network order */
+	int family;    /* AF_INET or AF_INET6: of the VIP and every backend */
+	uint32_t vip;  /* network order; 0 for IPv6 */
+	uint8_t vip6[16];
 	uint16_t port; /* host order */
 	enum dmsc_policy_proto protocol;
 	struct dmsc_policy_backend *backends;

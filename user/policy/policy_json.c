@@ -342,38 +342,80 @@ int parse_enum(struct ctx *c, const char *path, struct json_object *v,
 	return -EINVAL;
 }
 
-/* role: "a service", "a backend". Returns the address in network order. */
-int parse_ipv4(struct ctx *c, const char *path, struct json_object *v, const char *role,
-		      uint32_t *out)
+/* What an IPv6 address cannot be as a VIP or a backend; NULL if fine. */
+static const char *ipv6_kind(const struct in6_addr *a)
+{
+	if (IN6_IS_ADDR_UNSPECIFIED(a))
+		return "the unspecified address";
+	if (IN6_IS_ADDR_MULTICAST(a))
+		return "a multicast address";
+	/* The socket hooks rewrite an address and a port, never the scope
+	 * id: a link-local peer would be reached on whichever interface
+	 * the caller's socket named, if any (docs/design.md decision 27). */
+	if (IN6_IS_ADDR_LINKLOCAL(a))
+		return "a link-local address (the socket hooks cannot set its zone)";
+	return NULL;
+}
+
+/* role: "a service", "a backend". An IPv4 address (network order) in *v4,
+ * an IPv6 one in v6; *family says which. */
+int parse_ip(struct ctx *c, const char *path, struct json_object *v, const char *role,
+		    int *family, uint32_t *v4, uint8_t v6[16])
 {
 	const char *s, *kind = NULL;
-	char q[QUOTED_LEN];
+	char q[QUOTED_LEN], v4s[INET_ADDRSTRLEN];
+	struct in6_addr a6;
 	struct in_addr a;
 	uint32_t h;
 	size_t len;
 
 	if (parse_string(c, path, v, &s, &len))
 		return -EINVAL;
+	quote(q, sizeof(q), s, len);
 	/* inet_pton takes only the dotted quad: no leading zeros, no short
 	 * forms such as "10.1" that inet_aton would widen. */
-	if (inet_pton(AF_INET, s, &a) != 1) {
-		quote(q, sizeof(q), s, len);
-		report(c, path, "%s is not an IPv4 address", q);
+	if (inet_pton(AF_INET, s, &a) == 1) {
+		h = ntohl(a.s_addr);
+		if (h == INADDR_ANY)
+			kind = "the unspecified address";
+		else if (h == INADDR_BROADCAST)
+			kind = "the broadcast address";
+		else if (IN_MULTICAST(h))
+			kind = "a multicast address";
+		if (kind) {
+			report(c, path, "%s is %s; %s needs a unicast IPv4 address", q, kind, role);
+			return -EINVAL;
+		}
+		*family = AF_INET;
+		*v4 = a.s_addr;
+		memset(v6, 0, 16);
+		return 0;
+	}
+	if (memchr(s, '%', len)) {
+		report(c, path, "%s has a zone; %s needs an address without one "
+			  "(the socket hooks cannot set a zone)", q, role);
 		return -EINVAL;
 	}
-	h = ntohl(a.s_addr);
-	if (h == INADDR_ANY)
-		kind = "the unspecified address";
-	else if (h == INADDR_BROADCAST)
-		kind = "the broadcast address";
-	else if (IN_MULTICAST(h))
-		kind = "a multicast address";
+	if (inet_pton(AF_INET6, s, &a6) != 1) {
+		report(c, path, "%s is not an IPv4 or IPv6 address", q);
+		return -EINVAL;
+	}
+	/* A dual-stack socket's ::ffff:a.b.c.d is an IPv4 connection, and
+	 * the IPv4 service of a.b.c.d answers it (docs/design.md decision 12). */
+	if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+		inet_ntop(AF_INET, &a6.s6_addr[12], v4s, sizeof(v4s));
+		report(c, path, "%s is an IPv4-mapped address; write the IPv4 address %s, "
+			  "which dual-stack sockets reach as ::ffff:%s", q, v4s, v4s);
+		return -EINVAL;
+	}
+	kind = ipv6_kind(&a6);
 	if (kind) {
-		quote(q, sizeof(q), s, len);
-		report(c, path, "%s is %s; %s needs a unicast IPv4 address", q, kind, role);
+		report(c, path, "%s is %s; %s needs a unicast IPv6 address", q, kind, role);
 		return -EINVAL;
 	}
-	*out = a.s_addr;
+	*family = AF_INET6;
+	*v4 = 0;
+	memcpy(v6, &a6, 16);
 	return 0;
 }
 

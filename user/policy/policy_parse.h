@@ -20,6 +20,7 @@
 
 #include <json-c/json.h>
 
+#include "addr.h"
 #include "dmsc/slots.h"
 #include "policy.h"
 
@@ -126,8 +127,8 @@ int int_member(struct ctx *c, struct json_object *obj, const char *parent, const
 	       const struct int_rule *r, int64_t *out, bool *present);
 int parse_enum(struct ctx *c, const char *path, struct json_object *v, const char *const *names,
 	       const char *what, int *out);
-int parse_ipv4(struct ctx *c, const char *path, struct json_object *v, const char *role,
-	       uint32_t *out);
+int parse_ip(struct ctx *c, const char *path, struct json_object *v, const char *role,
+	     int *family, uint32_t *v4, uint8_t v6[16]);
 int parse_name(struct ctx *c, const char *path, struct json_object *v, char **out);
 int parse_string_map(struct ctx *c, const char *path, struct json_object *v,
 		     const struct map_rule *r, struct dmsc_label **out, size_t *n);

@@ -142,7 +142,7 @@ static int parse_rate_limit(struct ctx *c, const char *path, struct json_object 
 }
 
 static int parse_backend(struct ctx *c, const char *path, struct json_object *v,
-			 struct dmsc_policy_backend *be)
+			 struct dmsc_policy_backend *be, int *family)
 {
 	struct json_object *f;
 	char p[PATH_LEN];
@@ -156,7 +156,7 @@ static int parse_backend(struct ctx *c, const char *path, struct json_object *v,
 	if (check_fields(c, v, path, backend_fields))
 		err = -EINVAL;
 	if (member(c, v, path, "address", true, p, &f) ||
-	    parse_ipv4(c, p, f, "a backend", &be->addr))
+	    parse_ip(c, p, f, "a backend", family, &be->addr, be->addr6))
 		err = -EINVAL;
 	if (member(c, v, path, "port", true, p, &f) || parse_int(c, p, f, &port_rule, &i))
 		err = -EINVAL;
@@ -172,13 +172,19 @@ static int parse_backend(struct ctx *c, const char *path, struct json_object *v,
 	return err;
 }
 
+/* "IPv4" / "IPv6" */
+static const char *family_word(int family)
+{
+	return family == AF_INET6 ? "IPv6" : "IPv4";
+}
+
 static int parse_backends(struct ctx *c, const char *path, struct json_object *v,
 			  struct dmsc_policy_service *svc)
 {
 	bool *ok;
-	char p[PATH_LEN], addr[INET_ADDRSTRLEN];
+	char p[PATH_LEN], ap[DMSC_ADDR_PORT_LEN], ip[INET6_ADDRSTRLEN];
 	size_t i, j, n;
-	int err = 0;
+	int err = 0, family;
 
 	if (expect(c, path, v, json_type_array))
 		return -EINVAL;
@@ -203,7 +209,19 @@ static int parse_backends(struct ctx *c, const char *path, struct json_object *v
 		const struct dmsc_policy_backend *be = &svc->backends[i];
 
 		path_index(p, path, i);
-		ok[i] = !parse_backend(c, p, json_object_array_get_idx(v, i), &svc->backends[i]);
+		family = 0;
+		ok[i] = !parse_backend(c, p, json_object_array_get_idx(v, i), &svc->backends[i],
+				       &family);
+		/* One family per service: the kernel rewrites the address of
+		 * the caller's socket, which cannot change its family. svc->family
+		 * is 0 when the VIP itself was wrong: nothing to compare. */
+		if (ok[i] && svc->family && family != svc->family) {
+			dmsc_format_ip(family, be->addr, be->addr6, ip, sizeof(ip));
+			report(c, p, "address \"%s\" is %s, the service's vip is %s; a service's "
+				  "VIP and backends are of one family", ip, family_word(family),
+			       family_word(svc->family));
+			ok[i] = false;
+		}
 		if (!ok[i]) {
 			err = -EINVAL;
 			continue;
@@ -212,10 +230,11 @@ static int parse_backends(struct ctx *c, const char *path, struct json_object *v
 		 * quadratic scan stays small. */
 		for (j = 0; j < i; j++) {
 			if (!ok[j] || svc->backends[j].addr != be->addr ||
+			    memcmp(svc->backends[j].addr6, be->addr6, sizeof(be->addr6)) ||
 			    svc->backends[j].port != be->port)
 				continue;
-			inet_ntop(AF_INET, &be->addr, addr, sizeof(addr));
-			report(c, p, "%s:%u is already listed as backends[%zu]", addr, be->port, j);
+			dmsc_format_ip_port(family, be->addr, be->addr6, be->port, ap, sizeof(ap));
+			report(c, p, "%s is already listed as backends[%zu]", ap, j);
 			err = -EINVAL;
 			break;
 		}
@@ -414,10 +433,12 @@ static void check_unique_key(struct ctx *c, const char *path, struct seen *seen,
 			     const struct dmsc_policy *pol, size_t idx)
 {
 	const struct dmsc_policy_service *svc = &pol->services[idx], *other;
-	char key[64], addr[INET_ADDRSTRLEN], name[QUOTED_LEN + 2] = "", why[96] = "";
+	char key[96], ip[INET6_ADDRSTRLEN], ap[DMSC_ADDR_PORT_LEN];
+	char name[QUOTED_LEN + 2] = "", why[96] = "";
 	int64_t prev;
 
-	snprintf(key, sizeof(key), "%08x:%u/%s", svc->vip, svc->port,
+	dmsc_format_ip(svc->family, svc->vip, svc->vip6, ip, sizeof(ip));
+	snprintf(key, sizeof(key), "%s:%u/%s", ip, svc->port,
 		 svc->protocol == DMSC_POLICY_UDP ? "udp" : "tcp");
 	prev = seen_check(c, seen->keys, key, idx);
 	if (prev < 0)
@@ -430,8 +451,8 @@ static void check_unique_key(struct ctx *c, const char *path, struct seen *seen,
 	if (other->protocol != svc->protocol)
 		snprintf(why, sizeof(why), " as %s (tcp and http share the kernel's TCP key)",
 			 proto_word(other));
-	inet_ntop(AF_INET, &svc->vip, addr, sizeof(addr));
-	report(c, path, "%s:%u/%s is already used by services[%" PRId64 "]%s%s", addr, svc->port,
+	dmsc_format_ip_port(svc->family, svc->vip, svc->vip6, svc->port, ap, sizeof(ap));
+	report(c, path, "%s/%s is already used by services[%" PRId64 "]%s%s", ap,
 	       proto_word(svc), prev, name, why);
 }
 
@@ -452,7 +473,8 @@ static void parse_service(struct ctx *c, const char *path, struct json_object *v
 	check_fields(c, v, path, service_fields);
 	if (!member(c, v, path, "name", true, p, &f) && !parse_name(c, p, f, &svc->name))
 		check_unique_name(c, p, seen, svc, idx);
-	if (member(c, v, path, "vip", true, p, &f) || parse_ipv4(c, p, f, "a service", &svc->vip))
+	if (member(c, v, path, "vip", true, p, &f) ||
+	    parse_ip(c, p, f, "a service", &svc->family, &svc->vip, svc->vip6))
 		key_ok = false;
 	if (member(c, v, path, "port", true, p, &f) || parse_int(c, p, f, &port_rule, &i))
 		key_ok = false;

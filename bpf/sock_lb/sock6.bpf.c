@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * The IPv6 twins of the socket load balancing hooks (docs/design.md
+ * decisions 12 and 27): cgroup/connect6 turns an IPv6 VIP into a backend
+ * picked by weight, sendmsg6 does so per datagram of an unconnected UDP
+ * socket, recvmsg6 and getpeername6 answer with the VIP again.
+ *
+ * An IPv4-mapped destination (::ffff:VIP, a dual-stack socket's IPv4
+ * connection) is translated by the IPv4 maps exactly as connect4 would
+ * (sock_addr.bpf.h), so the IPv4 service of VIP answers it, and its record
+ * is the IPv4 one (dmsc_sock_vip), which cgroup_skb and sockops read as for
+ * any IPv4 socket. An unconnected dual-stack UDP socket sending to
+ * ::ffff:VIP runs sendmsg4, not sendmsg6: the kernel hands such a datagram
+ * to its IPv4 code (udpv6_sendmsg), hooks included.
+ *
+ * Fails open like its IPv4 twin: a missing entry means "no translation",
+ * counted in dmsc_reasons. Linked into the dmsc_sock object.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "sock_addr.bpf.h"
+
+/* user_ip6 into a[]: four u32 loads, the access the verifier allows on
+ * every kernel. */
+static __always_inline void ctx_ip6(struct bpf_sock_addr *ctx, __u32 a[4])
+{
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+}
+
+static __always_inline void ctx_set_ip6(struct bpf_sock_addr *ctx, const __u32 a[4])
+{
+	ctx->user_ip6[0] = a[0];
+	ctx->user_ip6[1] = a[1];
+	ctx->user_ip6[2] = a[2];
+	ctx->user_ip6[3] = a[3];
+}
+
+/* ::ffff:a.b.c.d */
+static __always_inline bool ip6_v4mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+static __always_inline bool ip6_eq(const __u32 a[4], const __u32 b[4])
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+static __always_inline void ip6_copy(__u32 to[4], const __u32 from[4])
+{
+	to[0] = from[0];
+	to[1] = from[1];
+	to[2] = from[2];
+	to[3] = from[3];
+}
+
+/* Rewrites ctx to an IPv6 service's backend; returns the SOCK_ADDR_* verdict. */
+static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
+					   const __u32 vip[4])
+{
+	struct dmsc_svc6_key key = {};
+	struct dmsc_svc_stats *ss;
+	struct dmsc_sock_vip6 *rec;
+	struct dmsc_backend6 *be;
+	struct dmsc_svc *svc;
+	__u32 backend_id, svc_id;
+
+	ip6_copy(key.vip, vip);
+	key.port = (__u16)ctx->user_port; /* network order, low 16 bits */
+	key.proto = proto;
+	svc = bpf_map_lookup_elem(&dmsc_services6, &key);
+	if (!svc)
+		return SOCK_ADDR_PASS; /* not a VIP: untouched */
+	svc_id = svc->id;
+	ss = svc_stats(svc_id);
+	/* dmsc-l7 listens on IPv4 only: an http service over IPv6 (which the
+	 * policy refuses) would be balanced at L4, counted. */
+	if (svc_admit(ctx, svc, ss) == SVC_REFUSE)
+		return SOCK_ADDR_REFUSE;
+	if (svc->flags & DMSC_SVC_F_L7)
+		count_reason(DMSC_R_L7_NO_HELPER);
+	if (svc->flags & DMSC_SVC_F_NO_BACKEND) {
+		if (ss)
+			ss->refused_no_backend += 1;
+		return SOCK_ADDR_REFUSE;
+	}
+	backend_id = svc_pick(svc);
+	if (!backend_id)
+		return SOCK_ADDR_PASS;
+	be = bpf_map_lookup_elem(&dmsc_backends6, &backend_id);
+	if (!be || !be->port || be->svc_id != svc_id) {
+		count_reason(DMSC_R_BACKEND_MISSING);
+		return SOCK_ADDR_PASS;
+	}
+	/* As connect4: recorded before the rewrite, a failure counted. */
+	rec = bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (rec) {
+		ip6_copy(rec->vip, vip);
+		ip6_copy(rec->backend, be->addr);
+		rec->vport = key.port;
+		rec->bport = be->port;
+		rec->svc_id = svc_id;
+		rec->backend_id = backend_id;
+		rec->table_hash = svc->table_hash;
+	} else {
+		count_reason(DMSC_R_SOCK_STORAGE_FULL);
+	}
+	ctx_set_ip6(ctx, be->addr);
+	ctx->user_port = be->port;
+	count_connection(ss, backend_id);
+	return SOCK_ADDR_PASS;
+}
+
+SEC("cgroup/connect6")
+int dmsc_connect6(struct bpf_sock_addr *ctx)
+{
+	__u8 proto = sock_proto(ctx);
+	__u32 a[4];
+
+	if (!proto)
+		return SOCK_ADDR_PASS;
+	ctx_ip6(ctx, a);
+	if (ip6_v4mapped(a))
+		return sock4_xlate_fwd(ctx, proto, true);
+	return sock6_xlate_fwd(ctx, proto, a);
+}
+
+/* The service of a UDP socket's remembered IPv6 backend, if the slot table
+ * it picked from is still the one in force (as sendmsg4's). */
+static __always_inline struct dmsc_svc *table_unchanged6(const __u32 vip[4], __u16 port,
+							 const struct dmsc_sock_vip6 *rec)
+{
+	struct dmsc_svc6_key key = {};
+	struct dmsc_svc *svc;
+
+	ip6_copy(key.vip, vip);
+	key.port = port;
+	key.proto = DMSC_PROTO_UDP;
+	svc = bpf_map_lookup_elem(&dmsc_services6, &key);
+	if (!svc || svc->id != rec->svc_id || svc->table_hash != rec->table_hash)
+		return NULL;
+	return svc;
+}
+
+/* Unconnected UDP over IPv6, as sendmsg4: a socket keeps its backend per
+ * VIP while the slot table stands, access is checked on every datagram.
+ * sendmsg6 needs Linux 4.18. */
+SEC("cgroup/sendmsg6")
+int dmsc_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	struct dmsc_svc *svc = NULL;
+	struct dmsc_sock_vip6 *rec;
+	struct dmsc_svc_stats *ss;
+	__u16 port;
+	__u32 a[4];
+
+	if (ctx->type != SOCK_DGRAM)
+		return SOCK_ADDR_PASS;
+	ctx_ip6(ctx, a);
+	if (ip6_v4mapped(a))
+		return SOCK_ADDR_PASS; /* the kernel runs sendmsg4 for these */
+	port = (__u16)ctx->user_port;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, 0);
+	if (rec && ip6_eq(rec->vip, a) && rec->vport == port)
+		svc = table_unchanged6(a, port, rec);
+	if (!svc)
+		return sock6_xlate_fwd(ctx, DMSC_PROTO_UDP, a);
+	if ((svc->flags & DMSC_SVC_F_ALLOW_LIST) && !caller_allowed(rec->svc_id)) {
+		ss = svc_stats(rec->svc_id);
+		if (ss)
+			ss->refused_access += 1;
+		return SOCK_ADDR_REFUSE;
+	}
+	ctx_set_ip6(ctx, rec->backend);
+	ctx->user_port = rec->bport;
+	return SOCK_ADDR_PASS;
+}
+
+/* The VIP in place of the backend dmsc chose: ::ffff:VIP for a dual-stack
+ * socket's IPv4 peer (its IPv4 record), the IPv6 VIP otherwise. */
+static __always_inline int sock6_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct dmsc_sock_vip6 *rec;
+	__u32 a[4];
+
+	ctx_ip6(ctx, a);
+	if (ip6_v4mapped(a))
+		return sock4_xlate_rev(ctx, true);
+	rec = bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, 0);
+	if (!rec || !ip6_eq(rec->backend, a) || rec->bport != (__u16)ctx->user_port)
+		return SOCK_ADDR_PASS;
+	ctx_set_ip6(ctx, rec->vip);
+	ctx->user_port = rec->vport;
+	count_reason(DMSC_R_PEER_REWRITTEN);
+	return SOCK_ADDR_PASS;
+}
+
+/* recvmsg6 needs Linux 5.2. */
+SEC("cgroup/recvmsg6")
+int dmsc_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock6_xlate_rev(ctx);
+}
+
+/* getpeername6 needs Linux 5.8. */
+SEC("cgroup/getpeername6")
+int dmsc_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return sock6_xlate_rev(ctx);
+}

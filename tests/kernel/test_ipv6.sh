@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# IPv6 and dual stack on the running kernel (docs/design.md decisions 12 and
+# 27): a weighted split over an IPv6 VIP with curl -6, getpeername6, UDP
+# over IPv6 with replies from the VIP (recvmsg6), a dual-stack socket
+# (AF_INET6, IPV6_V6ONLY off) reaching an IPv4 service through ::ffff:VIP
+# for TCP and UDP, a connection limit and allow_from over IPv6, and what
+# must stay untouched.
+#
+# Addresses: hosts 198.18.60.0/24 and 2001:2:60::/64, IPv6 VIPs in
+# 2001:2:61::/64 (no host has a route to it), the IPv4 VIP 198.19.60.10.
+set -u
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+DPID=
+suite_cleanup() { # dmscd, before the common cleanup (kernel.sh)
+	[[ -n $DPID ]] && kill -KILL "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+}
+dmsc_suite_begin ipv6 dip6$$
+PY=/usr/bin/python3
+PEER="$TOP/tests/tools/v6-peer.py"
+command -v curl >/dev/null || { echo "skip - needs curl"; exit 77; }
+[[ -x $PY ]] || { echo "skip - needs $PY"; exit 77; }
+[[ -r /proc/net/if_inet6 ]] || { echo "skip - this kernel has no IPv6"; exit 77; }
+
+VIP6=2001:2:61::10  # web6 (tcp) and dns6 (udp)
+LIM6=2001:2:61::11  # lim6: a connection limit
+ACL6=2001:2:61::12  # acl6: allow_from
+VIP4=198.19.60.10   # web4, dns4: reached by dual-stack sockets as ::ffff:VIP4
+
+dmsc_net_host c 198.18.60.2/16 || exit 1
+dmsc_net_host b1 198.18.60.11/16 || exit 1
+dmsc_net_host b2 198.18.60.12/16 || exit 1
+dmsc_net_addr6 c 2001:2:60::2/64 || exit 1
+dmsc_net_addr6 b1 2001:2:60::11/64 || exit 1
+dmsc_net_addr6 b2 2001:2:60::12/64 || exit 1
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+ALLOWED=$(dmsc_cgroup_make "$P/mesh/allowed") || exit 1
+OUTSIDE=$(dmsc_cgroup_make "$P/outside") || exit 1
+REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
+
+for b in b1 b2; do
+	n=${b#b}
+	dmsc_net_exec "$b" "$PY" "$PEER" serve --name "$b" --max-seconds 600 \
+		--listen "[2001:2:60::1$n]:8080" --listen "198.18.60.1$n:8080" >"$T/$b.out" 2>&1 &
+done
+for b in b1 b2; do
+	dmsc_wait_ready "$T/$b.out" 20 || { t_fail "backend $b ready"; t_summary; exit 1; }
+done
+
+policy() { # web6's weights, the cgroup under mesh that acl6u allows
+	cat <<EOF
+{ "services": [
+  { "name": "web6", "vip": "$VIP6", "port": 80,
+    "backends": [ { "address": "2001:2:60::11", "port": 8080, "weight": $1 },
+                  { "address": "2001:2:60::12", "port": 8080, "weight": $2 } ] },
+  { "name": "dns6", "vip": "$VIP6", "port": 53, "protocol": "udp",
+    "backends": [ { "address": "2001:2:60::11", "port": 8080 },
+                  { "address": "2001:2:60::12", "port": 8080 } ] },
+  { "name": "lim6", "vip": "$LIM6", "port": 80,
+    "rate_limit": { "connections_per_second": 1, "burst": 3 },
+    "backends": [ { "address": "2001:2:60::11", "port": 8080 } ] },
+  { "name": "acl6", "vip": "$ACL6", "port": 80, "allow_from": [ "$REL/allowed" ],
+    "backends": [ { "address": "2001:2:60::12", "port": 8080 } ] },
+  { "name": "acl6u", "vip": "$ACL6", "port": 53, "protocol": "udp", "allow_from": [ "$REL/$3" ],
+    "backends": [ { "address": "2001:2:60::12", "port": 8080 } ] },
+  { "name": "web4", "vip": "$VIP4", "port": 80,
+    "backends": [ { "address": "198.18.60.11", "port": 8080 },
+                  { "address": "198.18.60.12", "port": 8080 } ] },
+  { "name": "dns4", "vip": "$VIP4", "port": 53, "protocol": "udp",
+    "backends": [ { "address": "198.18.60.11", "port": 8080 },
+                  { "address": "198.18.60.12", "port": 8080 } ] }
+] }
+EOF
+}
+peer() { # CGROUP tcp|udp ARGS...: v6-peer.py in the client host
+	local cg=$1
+	shift
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PY" "$PEER" "$@"
+}
+stat_of() { # SERVICE FIELD
+	"$CTL" stats -o json | jq -r --arg s "$1" ".services[] | select(.name == \$s) | .$2"
+}
+
+t_check "install" "$CTL" install --cgroup "$MESH"
+policy 70 30 allowed >"$T/p.json"
+t_check "apply IPv6 services" "$CTL" apply "$T/p.json"
+
+# curl -6 over the VIP: one process, 200 URLs, each a new connection (the
+# backends close after each answer).
+urls=()
+for ((i = 0; i < 200; i++)); do urls+=("http://[$VIP6]:80/"); done
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -6 -g -s --max-time 60 "${urls[@]}" >"$T/curl.out"
+t_eq "curl -6: 200 requests to [$VIP6]:80 all answered" "$(grep -c '^b[12]$' "$T/curl.out")" 200
+# 70/30 is 90 of 128 slots, 70.3%; 200 samples: +- 10 is over 3 sigma.
+t_range "b1's share of 200 connections is its slot share 70.3% +- 10" \
+	"$(awk '$0 == "b1" { n++ } END { print n / 2 }' "$T/curl.out")" 60.3 80.3
+t_eq "stats count web6's 200 connections" "$(stat_of web6 connections)" 200
+
+t_check "cgroup_skb counts web6's bytes over IPv6, to and from" \
+	test "$(stat_of web6 bytes_to)" -gt 0 -a "$(stat_of web6 bytes_from)" -gt 0
+peer "$MESH" tcp --to "[$VIP6]:80" --count 20 >"$T/tcp6.json"
+t_eq "TCP over IPv6: getpeername() shows the VIP (getpeername6)" \
+	"$(jq -c '[.replies, .peer_is_target]' "$T/tcp6.json")" "[20,20]"
+
+peer "$MESH" udp --to "[$VIP6]:53" --count 100 >"$T/udp6.json"
+t_eq "UDP over IPv6: every answer comes from the VIP (sendmsg6, recvmsg6)" \
+	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6.json")" "[100,100]"
+t_eq "... and the datagrams went to both backends" \
+	"$(jq -c '.backends | keys' "$T/udp6.json")" '["b1","b2"]'
+peer "$MESH" udp --to "[$VIP6]:53" --count 50 --connected >"$T/udp6c.json"
+t_eq "connected UDP over IPv6: answered, getpeername() shows the VIP" \
+	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6c.json")" "[50,50]"
+
+# Dual stack: an AF_INET6 socket with IPV6_V6ONLY off to ::ffff:VIP4 is an
+# IPv4 connection that the IPv4 service must translate, answering
+# getpeername() with ::ffff:VIP4.
+peer "$MESH" tcp --dual --to "$VIP4:80" --count 100 >"$T/dual.json"
+t_eq "dual-stack TCP to ::ffff:$VIP4: answered, getpeername() is ::ffff:VIP" \
+	"$(jq -c '[.replies, .peer_is_target]' "$T/dual.json")" "[100,100]"
+t_eq "... split over both IPv4 backends" "$(jq -c '.backends | keys' "$T/dual.json")" '["b1","b2"]'
+t_eq "... counted on the IPv4 service" "$(stat_of web4 connections)" 100
+peer "$MESH" udp --dual --to "$VIP4:53" --count 50 >"$T/dualu.json"
+t_eq "dual-stack UDP to ::ffff:$VIP4: every answer comes from ::ffff:VIP" \
+	"$(jq -c '[.replies, .peer_is_target]' "$T/dualu.json")" "[50,50]"
+peer "$MESH" udp --dual --connected --to "$VIP4:53" --count 50 >"$T/dualuc.json"
+t_eq "dual-stack connected UDP: answered, getpeername() is ::ffff:VIP" \
+	"$(jq -c '[.replies, .peer_is_target]' "$T/dualuc.json")" "[50,50]"
+
+# A limit over IPv6: burst 3 at 1 per second, 12 connects in a row. However
+# slow the machine, fewer than 12 tokens come in; each refusal is EPERM at
+# connect() and counted on the service.
+peer "$MESH" tcp --to "[$LIM6]:80" --count 12 >"$T/lim.json"
+ok=$(jq '.replies' "$T/lim.json")
+eperm=$(jq '.errors.EPERM // 0' "$T/lim.json")
+t_eq "limit over IPv6: every connect either passes or is refused with EPERM" "$((ok + eperm))" 12
+t_range "... the burst passes, some are refused" "$ok" 3 11
+t_eq "... refusals counted as refused_rate" "$(stat_of lim6 refused_rate)" "$eperm"
+
+peer "$MESH" tcp --to "[$ACL6]:80" --count 5 >"$T/acl-no.json"
+t_eq "allow_from over IPv6: a cgroup not listed gets EPERM" \
+	"$(jq -c '[.replies, .errors.EPERM]' "$T/acl-no.json")" "[0,5]"
+t_eq "... counted as refused_access" "$(stat_of acl6 refused_access)" 5
+peer "$ALLOWED" tcp --to "[$ACL6]:80" --count 5 >"$T/acl-yes.json"
+t_eq "... the listed cgroup connects, to its backend" \
+	"$(jq -c '[.replies, .backends.b2]' "$T/acl-yes.json")" "[5,5]"
+
+# Revoked while connected: a connected UDP socket in ALLOWED is answered,
+# allow_from then names another cgroup, its next send() fails (EPERM:
+# cgroup_skb egress checks it again, as for IPv4).
+rm -f "$T/resume"
+peer "$ALLOWED" udp --connected --to "[$ACL6]:53" --count 1 --per-socket 2 \
+	--pause-file "$T/resume" >"$T/revoke.json" 2>"$T/revoke.err" &
+RPID=$!
+t_wait 120 grep -qx paused "$T/revoke.err" || t_fail "the connected UDP client sent its first datagram"
+policy 70 30 later >"$T/p2.json"
+"$CTL" apply "$T/p2.json" >/dev/null || t_fail "apply acl6u allowing another cgroup"
+touch "$T/resume"
+wait "$RPID"
+t_eq "connected UDP over IPv6: answered, then EPERM once allow_from dropped its cgroup" \
+	"$(jq -c '[.replies, .errors.EPERM]' "$T/revoke.json")" "[1,1]"
+
+peer "$MESH" tcp --to "[2001:2:60::11]:8080" --count 5 >"$T/direct.json"
+t_eq "IPv6 to a backend directly is untouched" \
+	"$(jq -c '[.replies, .peer_is_target, .backends.b1]' "$T/direct.json")" "[5,5,5]"
+peer "$OUTSIDE" tcp --to "[$VIP6]:80" --count 3 >"$T/outside.json"
+t_eq "IPv6 from outside the mesh cgroup is not translated (ENETUNREACH)" \
+	"$(jq -c '[.replies, .errors.ENETUNREACH]' "$T/outside.json")" "[0,3]"
+
+policy 0 100 later >"$T/drain.json"
+"$CTL" apply "$T/drain.json" >"$T/drain.out"
+t_check "a weight change of an IPv6 service is one update" grep -q 'web6.*weight 70 -> 0' "$T/drain.out"
+peer "$MESH" tcp --to "[$VIP6]:80" --count 30 >"$T/drained.json"
+t_eq "a drained IPv6 backend gets no new connection" \
+	"$(jq -c '[.replies, (.backends.b1 // 0)]' "$T/drained.json")" "[30,0]"
+
+# Bracketed IPv6 in dmscctl show (text and JSON) and in dmscd's metrics;
+# dmscd adopts the datapath (its mirror reads dmsc_services6) and applies
+# the same policy again without a write.
+"$CTL" show services >"$T/show.txt"
+t_check "show services: [$VIP6]:80/tcp and its backend [2001:2:60::12]:8080" \
+	grep -qF -e "[$VIP6]:80/tcp" "$T/show.txt"
+t_check "... backends bracketed" grep -qF "[2001:2:60::12]:8080" "$T/show.txt"
+t_eq "show services -o json: the VIP and backends bracketed" \
+	"$("$CTL" show services -o json | jq -c '.services[] | select(.name == "dns6") | [.vip, .backends[].address]')" \
+	"[\"[$VIP6]:53/udp\",\"[2001:2:60::11]:8080\",\"[2001:2:60::12]:8080\"]"
+"$BIN/dmscd" --cgroup "$MESH" --policy "$T/drain.json" --metrics 127.0.0.1:0 >"$T/dmscd.log" 2>&1 &
+DPID=$!
+t_wait 60 grep -q '(start)' "$T/dmscd.log"
+t_check "dmscd adopts the IPv6 services and has nothing to write" \
+	grep -q '(start).* 0 map entries written' "$T/dmscd.log"
+URL=$(grep -o 'http://[0-9.:]*/metrics' "$T/dmscd.log" | tail -n 1)
+curl -sS --max-time 30 "$URL" >"$T/metrics.txt"
+t_check "the metrics pass the strict text-format check" awk -f "$TOP/tests/lib/promcheck.awk" "$T/metrics.txt"
+t_eq "metrics: web6's connections under its bracketed VIP" \
+	"$(awk -v k="dmsc_service_connections_total{service=\"web6\",vip=\"[$VIP6]:80/tcp\"}" '$1 == k { print $2 }' "$T/metrics.txt")" \
+	"$(stat_of web6 connections)"
+t_check "metrics: an IPv6 backend bracketed" \
+	grep -qF "backend=\"[2001:2:60::12]:8080\"}" "$T/metrics.txt"
+
+t_summary
