@@ -269,9 +269,10 @@ static int load_policy(void)
 		return -ENOMEM;
 	for (i = 0; i < cfg.n_svcs; i++) {
 		pthread_mutex_init(&svc_rt[i].lock, NULL);
-		if (cfg.svcs[i].has_request_limit)
-			dmsc_l7_bucket_init(&svc_rt[i].bucket, cfg.svcs[i].requests_per_second,
-					    cfg.svcs[i].burst, now_ns());
+		/* starts full (last_ns 0): a burst is allowed at once */
+		svc_rt[i].rate = cfg.svcs[i].requests_per_second;
+		svc_rt[i].depth = dmsc_tb_request_depth(cfg.svcs[i].requests_per_second,
+							cfg.svcs[i].burst);
 	}
 	for (k = 0; k < cfg.n_svcs; k++)
 		n_route_slots += cfg.svcs[k].n_routes + 1;
