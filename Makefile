@@ -16,8 +16,7 @@ WARN      := -Wall -Wextra -Werror
 # One folder per layer (docs/architecture.md): common <- policy <- datapath
 # <- dmscd, dmscctl; l7 <- policy, common. Each layer is one archive; each
 # binary links the archives of the layers it uses, and only the members it
-# calls are pulled in. dmscctl's etcd_ctl.c reads a policy directory with
-# dmscd's agent.c, so dmscctl links the dmscd archive too.
+# calls are pulled in.
 LAYERS    := common policy datapath dmscd dmscctl l7
 CPPFLAGS  += -Iinclude $(patsubst %,-Iuser/%,$(LAYERS)) -I$(BUILD)
 PKGS      := libbpf json-c libcurl
@@ -39,7 +38,7 @@ PROG_SRCS := user/dmscctl/dmscctl.c user/dmscd/dmscd.c user/l7/dmsc-l7.c
 PROGS     := $(patsubst %.c,$(BUILD)/%,$(notdir $(PROG_SRCS)))
 prog_src   = $(filter %/$(1).c,$(PROG_SRCS))
 layer_objs = $(patsubst user/%.c,$(2)/obj/%.o,$(filter-out $(PROG_SRCS),$(wildcard user/$(1)/*.c)))
-LIBS_dmscctl   := dmscctl dmscd datapath policy common
+LIBS_dmscctl   := dmscctl datapath policy common
 LIBS_dmscd     := dmscd datapath policy common
 LIBS_dmsc-l7   := l7 policy common
 LIBS_tests     := dmscctl dmscd l7 datapath policy common

@@ -16,7 +16,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
-#include "agent.h"
+#include "policy_set.h"
 #include "etcd.h"
 #include "etcd_ctl.h"
 #include "etcd_store.h"
