@@ -129,12 +129,6 @@ int main(int argc, char **argv)
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
 		OPT_METRICS_BACKENDS,
-		OPT_ETCD,
-		OPT_ETCD_PREFIX,
-		OPT_ETCD_NS,
-		OPT_ETCD_CA,
-		OPT_ETCD_CERT,
-		OPT_ETCD_KEY,
 	};
 	static const struct option longopts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -151,12 +145,7 @@ int main(int argc, char **argv)
 	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
-	    {"etcd", required_argument, NULL, OPT_ETCD},
-	    {"prefix", required_argument, NULL, OPT_ETCD_PREFIX},
-	    {"namespace", required_argument, NULL, OPT_ETCD_NS},
-	    {"etcd-cacert", required_argument, NULL, OPT_ETCD_CA},
-	    {"etcd-cert", required_argument, NULL, OPT_ETCD_CERT},
-	    {"etcd-key", required_argument, NULL, OPT_ETCD_KEY},
+	    DMSC_ETCD_LONGOPTS,
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -172,17 +161,21 @@ int main(int argc, char **argv)
 	const char *l7_listen = NULL;
 	char bound[64], l7_bin[PATH_MAX] = "";
 	sigset_t sigs;
-	const char *etcd_urls = NULL, *etcd_prefix = DMSC_ETCD_DEFAULT_PREFIX;
-	const char *etcd_ns[DMSC_ETCD_NAMESPACES_MAX];
-	size_t n_etcd_ns = 0;
-	struct dmsc_etcd_tls etcd_tls = {0};
+	struct dmsc_etcd_opts eo;
 	struct dmsc_etcd_sync etcd_sync;
 	char etcd_label[256];
 	bool running = true;
 	int c, rc = 1;
 
 	dmsc_log_init("dmscd", level);
+	dmsc_etcd_opts_init(&eo, DMSC_ETCD_NAMESPACES_MAX);
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+		int taken = dmsc_etcd_opt(&eo, c, optarg);
+
+		if (taken < 0)
+			return EXIT_USAGE;
+		if (taken)
+			continue;
 		switch (c) {
 		case OPT_POLICY:
 			ag.policy = optarg;
@@ -249,28 +242,6 @@ int main(int argc, char **argv)
 		case OPT_L7_BINARY:
 			snprintf(l7_bin, sizeof(l7_bin), "%s", optarg);
 			break;
-		case OPT_ETCD:
-			etcd_urls = optarg;
-			break;
-		case OPT_ETCD_PREFIX:
-			etcd_prefix = optarg;
-			break;
-		case OPT_ETCD_NS:
-			if (n_etcd_ns == DMSC_ETCD_NAMESPACES_MAX) {
-				pr_warn("--namespace: at most %d\n", DMSC_ETCD_NAMESPACES_MAX);
-				return EXIT_USAGE;
-			}
-			etcd_ns[n_etcd_ns++] = optarg;
-			break;
-		case OPT_ETCD_CA:
-			etcd_tls.cacert = optarg;
-			break;
-		case OPT_ETCD_CERT:
-			etcd_tls.cert = optarg;
-			break;
-		case OPT_ETCD_KEY:
-			etcd_tls.key = optarg;
-			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;
 			break;
@@ -283,13 +254,13 @@ int main(int argc, char **argv)
 		}
 	}
 	dmsc_log_init("dmscd", level);
-	if (etcd_urls && (ag.policy || !n_etcd_ns)) {
+	if (eo.urls && (ag.policy || !eo.n_ns)) {
 		pr_warn("--etcd takes one --namespace NS or more, and no --policy\n");
 		return EXIT_USAGE;
 	}
-	if (etcd_urls) {
-		snprintf(etcd_label, sizeof(etcd_label), "etcd %s%s", etcd_prefix,
-			 n_etcd_ns == 1 ? "" : " (namespaces)");
+	if (eo.urls) {
+		snprintf(etcd_label, sizeof(etcd_label), "etcd %s%s", eo.prefix,
+			 eo.n_ns == 1 ? "" : " (namespaces)");
 		ag.policy = etcd_label;
 	}
 	if (optind != argc || !ag.policy) {
@@ -327,7 +298,7 @@ int main(int argc, char **argv)
 	io.n_ifaces = n_ifs;
 	if (install(&ag, &io))
 		goto out;
-	if (!etcd_urls && dmsc_policy_watch_open(&ag.watch, ag.policy))
+	if (!eo.urls && dmsc_policy_watch_open(&ag.watch, ag.policy))
 		goto out;
 	ag.policy_is_dir = ag.watch.is_dir;
 	if (strcmp(metrics, "off") != 0) {
@@ -360,14 +331,14 @@ int main(int argc, char **argv)
 		if (l7_start(&ag, l7_bin, l7_listen))
 			goto out;
 	}
-	if (etcd_urls) {
+	if (eo.urls) {
 		/* applied once the first read arrives (the eventfd) */
-		if (dmsc_etcd_sync_start(&etcd_sync, etcd_urls, &etcd_tls, etcd_prefix, etcd_ns,
-					 n_etcd_ns))
+		if (dmsc_etcd_sync_start(&etcd_sync, eo.urls, &eo.tls, eo.prefix, eo.ns,
+					 eo.n_ns))
 			goto out;
 		ag.etcd = &etcd_sync;
-		pr_info("watching %s: %zu namespace%s at %s\n", ag.policy, n_etcd_ns,
-			n_etcd_ns == 1 ? "" : "s", etcd_urls);
+		pr_info("watching %s: %zu namespace%s at %s\n", ag.policy, eo.n_ns,
+			eo.n_ns == 1 ? "" : "s", eo.urls);
 	} else {
 		pr_info("watching %s%s\n", ag.policy,
 			ag.policy_is_dir ? " (a directory of *.json)" : "");
