@@ -510,12 +510,6 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 	dmsc_etcd_opts_init(&eo, 1);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "-o:vh", longopts, NULL)) != -1) {
-		int taken = dmsc_etcd_opt(&eo, opt, optarg);
-
-		if (taken < 0)
-			return EXIT_USAGE;
-		if (taken)
-			continue;
 		switch (opt) {
 		case 1: /* an operand, in order */
 			if (!cmd)
@@ -558,6 +552,9 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 			fputs(usage_text, stdout);
 			return 0;
 		default:
+			/* the etcd options (etcd_opts.h), or a usage error */
+			if (dmsc_etcd_opt(&eo, opt, optarg) > 0)
+				break;
 			fputs(usage_text, stderr);
 			return EXIT_USAGE;
 		}

@@ -170,12 +170,6 @@ int main(int argc, char **argv)
 	dmsc_log_init("dmscd", level);
 	dmsc_etcd_opts_init(&eo, DMSC_ETCD_NAMESPACES_MAX);
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
-		int taken = dmsc_etcd_opt(&eo, c, optarg);
-
-		if (taken < 0)
-			return EXIT_USAGE;
-		if (taken)
-			continue;
 		switch (c) {
 		case OPT_POLICY:
 			ag.policy = optarg;
@@ -249,6 +243,9 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
+			/* the etcd options (etcd_opts.h), or a usage error */
+			if (dmsc_etcd_opt(&eo, c, optarg) > 0)
+				break;
 			usage(stderr);
 			return EXIT_USAGE;
 		}

@@ -47,7 +47,8 @@ struct dmsc_etcd_opts {
  * DMSC_ETCD_NAMESPACES_MAX). */
 void dmsc_etcd_opts_init(struct dmsc_etcd_opts *o, size_t max_ns);
 /* Takes one getopt result: 1 when it was an etcd option, 0 when it was
- * not, -EINVAL when its value is refused (the reason printed). */
+ * not, -EINVAL when its value is refused (the reason printed). Called from
+ * a getopt switch's default case. */
 int dmsc_etcd_opt(struct dmsc_etcd_opts *o, int opt, const char *arg);
 
 #endif /* DMSC_ETCD_OPTS_H */
