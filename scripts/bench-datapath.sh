@@ -231,15 +231,25 @@ if [[ ${1:-} == --first-bulk ]]; then
 	} | tee "$OUT/first-bulk.txt"
 	# first_flow NAME LEN: applies a new service NAME, runs the first bulk
 	# flow through it; prints "gbit left released"
+	# An apply that only renames a service at the same VIP keeps its id,
+	# its counters and its fast-path history, so each trial first removes
+	# the previous trial's service: the next one is new (a new id, no
+	# "bulk seen" mark). The counters are still read as differences.
+	fb_counters() {
+		"$CTL" stats -o json | jq -r --arg n "$1" '.services[] | select(.name == $n) | .fastpath |
+			"\(.backlog_fallback + .budget_fallback + .pressure_fallback + .bulk_fallback) \(.released)"'
+	}
 	first_flow() {
-		local g
+		local g l0 r0 l1 r1
 		jq --arg n "$1" '.services += [{ name: $n, vip: "198.19.1.1", port: 5201,
 			backends: [ { address: "'"$S_ADDR"'", port: 5201 } ] }]' \
 			"$T/policy.json" >"$T/policy-fb.json"
+		"$CTL" apply "$T/policy.json" >/dev/null || die "dmscctl apply (first bulk, removal) failed"
 		"$CTL" apply "$T/policy-fb.json" >/dev/null || die "dmscctl apply (first bulk) failed"
+		read -r l0 r0 < <(fb_counters "$1")
 		g=$(BULK_SECONDS=$FB_SECONDS bulk_len f "$2" | cut -d' ' -f1)
-		echo "$g $("$CTL" stats -o json | jq -r --arg n "$1" '.services[] | select(.name == $n) | .fastpath |
-			"\(.backlog_fallback + .budget_fallback + .pressure_fallback + .bulk_fallback) \(.released)"')"
+		read -r l1 r1 < <(fb_counters "$1")
+		echo "$g $((${l1:-0} - ${l0:-0})) $((${r1:-0} - ${r0:-0}))"
 	}
 	for ((i = 1; i <= TRIALS; i++)); do
 		for len in 16K 128K; do
