@@ -55,21 +55,6 @@ static void usage(FILE *f)
 		DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS, DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
 }
 
-static int parse_uint(const char *flag, const char *arg, unsigned int max, unsigned int *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(arg, &end, 10);
-	if (errno || *end || end == arg || v > max) {
-		pr_warn("%s: \"%s\" is not a number from 0 to %u\n", flag, arg, max);
-		return -EINVAL;
-	}
-	*out = (unsigned int)v;
-	return 0;
-}
-
 /* Installs, or adopts and replaces the programs in place; says which. */
 static int install(const struct agent *ag, const struct dmsc_install_opts *opts)
 {
@@ -201,23 +186,23 @@ int main(int argc, char **argv)
 			}
 			break;
 		case OPT_DEBOUNCE:
-			if (parse_uint("--debounce-ms", optarg, 60000, &debounce))
+			if (dmsc_parse_u32("--debounce-ms", optarg, 0, 60000, &debounce))
 				return EXIT_USAGE;
 			break;
 		case OPT_DEBOUNCE_MAX:
-			if (parse_uint("--debounce-max-ms", optarg, 600000, &debounce_max))
+			if (dmsc_parse_u32("--debounce-max-ms", optarg, 0, 600000, &debounce_max))
 				return EXIT_USAGE;
 			break;
 		case OPT_DROP_DELAY:
-			if (parse_uint("--drop-delay-ms", optarg, 60000, &drop_delay))
+			if (dmsc_parse_u32("--drop-delay-ms", optarg, 0, 60000, &drop_delay))
 				return EXIT_USAGE;
 			break;
 		case OPT_MAX_SVC:
-			if (parse_uint("--max-services", optarg, 4000000, &max_svc))
+			if (dmsc_parse_u32("--max-services", optarg, 0, 4000000, &max_svc))
 				return EXIT_USAGE;
 			break;
 		case OPT_MAX_BE:
-			if (parse_uint("--max-backends", optarg, 4000000, &max_be))
+			if (dmsc_parse_u32("--max-backends", optarg, 0, 4000000, &max_be))
 				return EXIT_USAGE;
 			break;
 		case OPT_FP_BACKLOG:

@@ -110,19 +110,6 @@ static void usage(FILE *f)
 		DMSC_PIN_ROOT, DMSC_LAYOUT_VERSION);
 }
 
-static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || end == s || v < min || v > max || s[0] == '-')
-		return -EINVAL;
-	*out = (uint32_t)v;
-	return 0;
-}
-
 static int parse_args(int argc, char **argv)
 {
 	static const struct {
@@ -167,7 +154,7 @@ static int parse_args(int argc, char **argv)
 			if (!strcmp(a, nums[k].name))
 				break;
 		if (k < sizeof(nums) / sizeof(nums[0])) {
-			if (parse_u32(v, nums[k].min, nums[k].max, nums[k].val)) {
+			if (dmsc_parse_u32_quiet(v, nums[k].min, nums[k].max, nums[k].val)) {
 				fprintf(stderr, "dmsc-l7: %s \"%s\": %u to %u\n", a, v, nums[k].min,
 					nums[k].max);
 				return -EINVAL;
@@ -177,7 +164,7 @@ static int parse_args(int argc, char **argv)
 			const char *colon = strrchr(v, ':');
 
 			if (!colon || (size_t)(colon - v) >= sizeof(host) ||
-			    parse_u32(colon + 1, 1, 65535, &u)) {
+			    dmsc_parse_u32_quiet(colon + 1, 1, 65535, &u)) {
 				fprintf(stderr, "dmsc-l7: --listen \"%s\": not IPV4:PORT\n", v);
 				return -EINVAL;
 			}
@@ -217,13 +204,13 @@ static int parse_args(int argc, char **argv)
 		} else if (!strcmp(a, "--metrics-file")) {
 			opt.metrics_file = v;
 		} else if (!strcmp(a, "--workers")) {
-			if (parse_u32(v, 1, 1024, &u)) {
+			if (dmsc_parse_u32_quiet(v, 1, 1024, &u)) {
 				fprintf(stderr, "dmsc-l7: --workers \"%s\": 1 to 1024\n", v);
 				return -EINVAL;
 			}
 			opt.workers = (int)u;
 		} else if (!strcmp(a, "--ready-fd")) {
-			if (parse_u32(v, 0, INT_MAX, &u)) {
+			if (dmsc_parse_u32_quiet(v, 0, INT_MAX, &u)) {
 				fprintf(stderr, "dmsc-l7: --ready-fd \"%s\": a file descriptor\n",
 					v);
 				return -EINVAL;

@@ -39,6 +39,7 @@
 #include "l7_http.h"
 #include "l7_route.h"
 #include "log.h"
+#include "parse.h"
 #include "policy.h"
 
 /* ---- limits (documented in docs/l7.md) --------------------------- */
