@@ -3,7 +3,7 @@
 .DELETE_ON_ERROR:
 .SECONDARY:
 .SECONDEXPANSION:
-.PHONY: all deps test test-unit test-kernels fuzz fuzz-build asan demo bench clean format
+.PHONY: all deps test test-unit test-kernels fuzz fuzz-build asan demo bench bench-etcd clean format
 
 BUILD     ?= build
 CC        ?= gcc
@@ -14,13 +14,14 @@ ARCH      := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror
 # One folder per layer (docs/architecture.md): common <- policy <- datapath
-# <- dmscd, dmscctl; l7 <- policy, common. Each layer is one archive; each
+# <- dmscd, dmscctl; l7 <- policy, common; mtls (certificates, the tunnel
+# between hosts: OpenSSL) <- policy, common. Each layer is one archive; each
 # binary links the archives of the layers it uses, and only the members it
 # calls are pulled in.
-LAYERS    := common policy datapath dmscd dmscctl l7
+LAYERS    := common policy datapath dmscd dmscctl l7 mtls
 CPPFLAGS  += -Iinclude $(patsubst %,-Iuser/%,$(LAYERS)) -I$(BUILD)
-PKGS      := libbpf json-c libcurl
-LIBS      := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lbpf -ljson-c -lcurl) -lelf -lz
+PKGS      := libbpf json-c libcurl libssl libcrypto
+LIBS      := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lbpf -ljson-c -lcurl -lssl -lcrypto) -lelf -lz
 
 # ---- kernel side: one folder per hook family, each file one compilation
 # unit; the units of one object are linked by `bpftool gen object` (maps are
@@ -38,10 +39,10 @@ PROG_SRCS := user/dmscctl/dmscctl.c user/dmscd/dmscd.c user/l7/dmsc-l7.c
 PROGS     := $(patsubst %.c,$(BUILD)/%,$(notdir $(PROG_SRCS)))
 prog_src   = $(filter %/$(1).c,$(PROG_SRCS))
 layer_objs = $(patsubst user/%.c,$(2)/obj/%.o,$(filter-out $(PROG_SRCS),$(wildcard user/$(1)/*.c)))
-LIBS_dmscctl   := dmscctl datapath policy common
+LIBS_dmscctl   := dmscctl datapath policy mtls common
 LIBS_dmscd     := dmscd datapath policy common
-LIBS_dmsc-l7   := l7 policy common
-LIBS_tests     := dmscctl dmscd l7 datapath policy common
+LIBS_dmsc-l7   := l7 mtls policy common
+LIBS_tests     := dmscctl dmscd l7 datapath policy mtls common
 archives       = $(patsubst %,$(2)/libdmsc-%.a,$(LIBS_$(1)))
 TOOLS     := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
 # tests/unit/: pure, run as any user. tests/bpf/: load BPF programs
@@ -111,9 +112,15 @@ $(BUILD)/bench-cp: tests/bench/bench-cp.c $(call archives,dmscd,$(BUILD)) $(HEAD
 bench: all $(BUILD)/bench-cp
 	scripts/install-deps.sh --if-missing --bench
 	scripts/bench-control-plane.sh
+	scripts/bench-etcd.sh
 	scripts/bench-datapath.sh
 	scripts/bench-datapath.sh --first-bulk
 	scripts/bench-l7.sh
+
+# The control plane with a real etcd and 20 simulated hosts, alone.
+bench-etcd: all
+	scripts/install-deps.sh --if-missing
+	scripts/bench-etcd.sh
 
 test:
 	scripts/install-deps.sh --if-missing

@@ -172,21 +172,11 @@ if ! command -v etcd >/dev/null; then
 	echo "   etcd is not installed (scripts/install-deps.sh installs etcd-server): step left out"
 	exit 0
 fi
-free_port() {
-	local p i
-	for ((i = 0; i < 50; i++)); do
-		p=$((20000 + RANDOM % 30000))
-		ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return 0; }
-	done
-	return 1
-}
+. "$TOP/tests/lib/etcd.sh"
 CPORT=$(free_port) && PPORT=$(free_port) || die "no free port for etcd"
 EURL=http://127.0.0.1:$CPORT
-etcd --name dmsc-demo --data-dir "$T/etcd" --listen-client-urls "$EURL" \
-	--advertise-client-urls "$EURL" --listen-peer-urls "http://127.0.0.1:$PPORT" \
-	--initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
-	--initial-cluster "dmsc-demo=http://127.0.0.1:$PPORT" >"$T/etcd.log" 2>&1 &
-EPID=$!
+etcd_run dmsc-demo "$T/etcd" "$EURL" "$PPORT" "$T/etcd.log"
+EPID=$ETCD_PID
 # until_ok SECONDS CMD...: polls CMD every 100 ms, for SECONDS at most.
 until_ok() {
 	local i

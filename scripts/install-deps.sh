@@ -14,6 +14,10 @@ PACKAGES=(
 	# build
 	make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev libjson-c-dev
 	libhttp-parser-dev libcurl4-openssl-dev
+	# mutual TLS between hosts (user/mtls/): OpenSSL 3; openssl checks what dmscctl ca writes
+	libssl-dev openssl
+	# captures in tests/kernel/test_mtls.sh (no plaintext on the wire)
+	tcpdump
 	# tests
 	libcriterion-dev iproute2 curl procps psmisc jq iperf3 util-linux wrk
 	# sanitizers and fuzzing: libFuzzer and the ASan/UBSan runtimes come with
@@ -21,8 +25,10 @@ PACKAGES=(
 	libclang-rt-14-dev valgrind
 	# the fast path's tests and make bench (iperf3 is above)
 	sockperf haproxy gnuplot-nox
-	# policy carried by etcd (tests/kernel/test_etcd.sh)
-	etcd-server etcd-client
+	# policy carried by etcd (tests/kernel/test_etcd.sh; its TLS
+	# certificates are made with the openssl CLI; scripts/bench-etcd.sh
+	# is in Python)
+	etcd-server etcd-client openssl python3
 )
 BENCH_PACKAGES=(haproxy nginx-light)
 

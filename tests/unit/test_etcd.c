@@ -289,3 +289,36 @@ Test(etcd_store, revisions_apply_once_and_refused_values_keep_the_last_good_one)
 	free(view.services);
 	dmsc_etcd_store_free(&s);
 }
+
+/* A TLS failure names its cause and the option to look at; with an alert
+ * in libcurl's detail no second connection is made. CURLcodes: 60 peer
+ * verification, 77 CA file, 58 client certificate, 56 receive error. */
+Test(etcd_tls, refusals_name_the_cause_and_the_option)
+{
+	struct dmsc_etcd c;
+	struct dmsc_etcd_tls tls = {.cacert = "/x/ca.crt"};
+	char out[512];
+
+	cr_assert_eq(dmsc_etcd_init(&c, "https://127.0.0.1:1", &tls), 0);
+	dmsc_etcd_describe(&c, 60, "SSL certificate problem: unable to get local issuer certificate",
+			   out, sizeof(out));
+	cr_expect(strstr(out, "etcd's certificate is not trusted") && strstr(out, "/x/ca.crt"), "%s",
+		  out);
+	dmsc_etcd_describe(&c, 77, "error setting certificate file", out, sizeof(out));
+	cr_expect(strstr(out, "--etcd-cacert /x/ca.crt cannot be used"), "%s", out);
+	dmsc_etcd_describe(&c, 56, "OpenSSL SSL_read: error:0A000412:SSL routines::sslv3 alert bad "
+				   "certificate, errno 0",
+			   out, sizeof(out));
+	cr_expect(strstr(out, "etcd refused the connection's client certificate") &&
+		      strstr(out, "give --etcd-cert FILE and --etcd-key FILE"),
+		  "%s", out);
+	c.tls.cert = "/x/host.crt";
+	c.tls.key = "/x/host.key";
+	dmsc_etcd_describe(&c, 58, "could not load PEM client certificate", out, sizeof(out));
+	cr_expect(strstr(out, "--etcd-cert /x/host.crt (key /x/host.key) cannot be used"), "%s", out);
+	dmsc_etcd_describe(&c, 56, "alert certificate required", out, sizeof(out));
+	cr_expect(strstr(out, "is --etcd-cert signed by a CA etcd trusts"), "%s", out);
+	dmsc_etcd_describe(&c, 7, "Failed to connect to 127.0.0.1 port 1", out, sizeof(out));
+	cr_expect_str_eq(out, "Failed to connect to 127.0.0.1 port 1");
+	dmsc_etcd_free(&c);
+}

@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 #include "parse.h"
@@ -55,4 +56,14 @@ int dmsc_parse_u32(const char *flag, const char *arg, __u32 min, __u32 max, __u3
 		return 0;
 	pr_warn("%s: \"%s\" is not a number from %u to %u\n", flag, arg, min, max);
 	return -EINVAL;
+}
+
+int dmsc_parse_output(const char *arg, bool *json)
+{
+	if (strcmp(arg, "json") && strcmp(arg, "text")) {
+		pr_warn("-o: \"%s\" is not an output format (text, json)\n", arg);
+		return -EINVAL;
+	}
+	*json = strcmp(arg, "json") == 0;
+	return 0;
 }

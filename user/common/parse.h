@@ -6,6 +6,7 @@
 #define DMSC_PARSE_H
 
 #include <linux/types.h>
+#include <stdbool.h>
 
 /* Parses a byte count for an option: digits with an optional K, M or G
  * (KiB, MiB, GiB), at most 4 GiB - 1. 0 or -EINVAL (message printed, naming
@@ -17,5 +18,8 @@ int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out);
  * flag. */
 int dmsc_parse_u32_quiet(const char *arg, __u32 min, __u32 max, __u32 *out);
 int dmsc_parse_u32(const char *flag, const char *arg, __u32 min, __u32 max, __u32 *out);
+
+/* -o text|json: 0 with *json set, or -EINVAL (message printed). */
+int dmsc_parse_output(const char *arg, bool *json);
 
 #endif /* DMSC_PARSE_H */

@@ -4,6 +4,7 @@
  * Every command prints text for people, or JSON with `-o json`.
  * Exit codes: 0 done, 1 failed (the reason is printed), 2 usage error.
  */
+#include "ca_ctl.h"
 #include "ctl_cmds.h"
 
 static const char usage_text[] =
@@ -26,6 +27,8 @@ static const char usage_text[] =
 	"  publish FILE|DIR --etcd URL --namespace NS   write a policy's services to\n"
 	"                           etcd, only what changed (`dmscctl publish -h`)\n"
 	"  get [NAME] / watch       read back a namespace from etcd\n"
+	"  ca init|issue|show       the mesh CA and the hosts' certificates for mutual\n"
+	"                           TLS between hosts (`dmscctl ca -h`)\n"
 	"\n"
 	"options:\n"
 	"  -o, --output text|json   output format (default text)\n"
@@ -116,14 +119,13 @@ int main(int argc, char **argv)
 			c++;
 	if (c < argc && dmsc_etcd_ctl_command(argv[c]))
 		return dmsc_etcd_ctl_main(argc, argv);
+	if (c < argc && dmsc_ca_ctl_command(argv[c]))
+		return dmsc_ca_ctl_main(argc, argv);
 	while ((c = getopt_long(argc, argv, "o:vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
-			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
-				pr_warn("-o: \"%s\" is not an output format (text, json)\n", optarg);
+			if (dmsc_parse_output(optarg, &o.json))
 				return EXIT_USAGE;
-			}
-			o.json = strcmp(optarg, "json") == 0;
 			break;
 		case OPT_DRY_RUN:
 			o.dry_run = true;

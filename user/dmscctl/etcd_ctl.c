@@ -22,6 +22,7 @@
 #include "etcd_opts.h"
 #include "etcd_store.h"
 #include "log.h"
+#include "parse.h"
 #include "apply_mirror.h"
 
 #define EXIT_USAGE 2
@@ -48,7 +49,8 @@ static const char usage_text[] =
     "                       revision R (the one a reviewed --dry-run printed)\n"
     "  --revision R         watch: from revision R (default: from now)\n"
     "  --count N            watch: exit after N events\n"
-    "  --timeout S          watch: exit after S seconds\n"
+    "  --timeout S          watch: exit after S seconds; publish, get: wait S seconds\n"
+    "                       for each answer of etcd (default 5)\n"
     "  --etcd-cacert FILE, --etcd-cert FILE, --etcd-key FILE  TLS to etcd\n"
     "  -o, --output text|json\n";
 
@@ -138,6 +140,8 @@ static int cmd_publish(struct ctl *c, const char *path)
 		fprintf(stderr, "%s\n", etcd.err);
 		goto out;
 	}
+	if (c->timeout_s)
+		etcd.timeout_ms = (c->timeout_s > 86400 ? 86400 : c->timeout_s) * 1000;
 	texts = calloc(set.policy.n_services + 1, sizeof(*texts));
 	keys = calloc(set.policy.n_services + 1, sizeof(*keys));
 	nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns);
@@ -296,6 +300,8 @@ static int cmd_get(struct ctl *c, const char *only)
 		fprintf(stderr, "%s\n", etcd.err);
 		goto out;
 	}
+	if (c->timeout_s)
+		etcd.timeout_ms = (c->timeout_s > 86400 ? 86400 : c->timeout_s) * 1000;
 	if (dmsc_etcd_range_prefix(&etcd, nsp, 0, &kvs)) {
 		fprintf(stderr, "cannot read %s from etcd: %s\n", nsp, etcd.err);
 		goto out_etcd;
@@ -421,6 +427,7 @@ static int cmd_watch(struct ctl *c)
 	struct watch_ctx w = {.c = c, .sp = {.max = 4u << 20}};
 	struct dmsc_etcd etcd;
 	char *nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns), *end = NULL, *body = NULL, url[512];
+	char cerr[DMSC_ETCD_CURL_ERR_SIZE];
 	CURL *curl = NULL;
 	CURLcode cc = CURLE_OK;
 	size_t i;
@@ -440,7 +447,7 @@ static int cmd_watch(struct ctl *c)
 	/* the first endpoint that connects serves the whole watch */
 	for (i = 0; i < etcd.n_endpoints; i++) {
 		curl_easy_reset(curl);
-		dmsc_etcd_setup_curl(&etcd, curl, "/watch", url, sizeof(url));
+		dmsc_etcd_setup_curl(&etcd, curl, "/watch", url, sizeof(url), cerr);
 		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, watch_data);
 		curl_easy_setopt(curl, CURLOPT_WRITEDATA, &w);
@@ -453,7 +460,10 @@ static int cmd_watch(struct ctl *c)
 	}
 	if (!w.done && !w.rc && cc != CURLE_OK &&
 	    !(cc == CURLE_OPERATION_TIMEDOUT && c->timeout_s)) {
-		fprintf(stderr, "watch %s: %s\n", url, curl_easy_strerror(cc));
+		char why[512];
+
+		dmsc_etcd_describe(&etcd, cc, cerr, why, sizeof(why));
+		fprintf(stderr, "watch %s: %s\n", url, why);
 		w.rc = 1;
 	}
 out:
@@ -538,12 +548,8 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 				return EXIT_USAGE;
 			break;
 		case 'o':
-			if (strcmp(optarg, "json") && strcmp(optarg, "text")) {
-				fprintf(stderr, "-o: \"%s\" is not an output format (text, json)\n",
-					optarg);
+			if (dmsc_parse_output(optarg, &c.json))
 				return EXIT_USAGE;
-			}
-			c.json = !strcmp(optarg, "json");
 			break;
 		case 'v':
 			dmsc_log_init("dmscctl", DMSC_LOG_DEBUG);

@@ -44,6 +44,11 @@ static const char usage_text[] =
     "                         (K, M, G; 0: no bound; kept by later installs)\n"
     "  --pin-dir DIR          where the datapath is pinned (default $DMSC_PIN_DIR or\n"
     "                         %s)\n"
+    "  --mtls-dir HOSTDIR     run dmsc-l7 tunnel, the mutual TLS tunnel between hosts,\n"
+    "                         with HOSTDIR's ca.crt, host.crt, host.key (dmscctl ca\n"
+    "                         issue) and the policy applied (docs/mtls.md)\n"
+    "  --mtls-listen ADDR:PORT  where other hosts' helpers reach the tunnel (with\n"
+    "                         --mtls-dir; port 15008 by convention)\n"
     "  -v, --verbose          debug messages\n"
     "  -h, --help             this text\n"
     "\n"
@@ -114,6 +119,8 @@ int main(int argc, char **argv)
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
 		OPT_METRICS_BACKENDS,
+		OPT_MTLS_DIR,
+		OPT_MTLS_LISTEN,
 	};
 	static const struct option longopts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
@@ -130,6 +137,8 @@ int main(int argc, char **argv)
 	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
+	    {"mtls-dir", required_argument, NULL, OPT_MTLS_DIR},
+	    {"mtls-listen", required_argument, NULL, OPT_MTLS_LISTEN},
 	    DMSC_ETCD_LONGOPTS,
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
@@ -143,7 +152,7 @@ int main(int argc, char **argv)
 	struct dmsc_install_opts io = {0};
 	enum dmsc_log_level level = DMSC_LOG_INFO;
 	size_t n_ifs = 0;
-	const char *l7_listen = NULL;
+	const char *l7_listen = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
 	char bound[64], l7_bin[PATH_MAX] = "";
 	sigset_t sigs;
 	struct dmsc_etcd_opts eo;
@@ -221,6 +230,12 @@ int main(int argc, char **argv)
 		case OPT_L7_BINARY:
 			snprintf(l7_bin, sizeof(l7_bin), "%s", optarg);
 			break;
+		case OPT_MTLS_DIR:
+			mtls_dir = optarg;
+			break;
+		case OPT_MTLS_LISTEN:
+			mtls_listen = optarg;
+			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;
 			break;
@@ -238,6 +253,10 @@ int main(int argc, char **argv)
 	dmsc_log_init("dmscd", level);
 	if (eo.urls && (ag.policy || !eo.n_ns)) {
 		pr_warn("--etcd takes one --namespace NS or more, and no --policy\n");
+		return EXIT_USAGE;
+	}
+	if (!mtls_dir != !mtls_listen) {
+		pr_warn("--mtls-dir HOSTDIR and --mtls-listen ADDR:PORT go together\n");
 		return EXIT_USAGE;
 	}
 	if (eo.urls) {
@@ -313,6 +332,12 @@ int main(int argc, char **argv)
 		if (l7_start(&ag, l7_bin, l7_listen))
 			goto out;
 	}
+	if (mtls_dir) {
+		if (!l7_bin[0])
+			l7_default_binary(l7_bin, sizeof(l7_bin));
+		if (tunnel_start(&ag, l7_bin, mtls_dir, mtls_listen))
+			goto out;
+	}
 	if (eo.urls) {
 		/* applied once the first read arrives (the eventfd) */
 		if (dmsc_etcd_sync_start(&etcd_sync, eo.urls, &eo.tls, eo.prefix, eo.ns,
@@ -330,13 +355,14 @@ int main(int argc, char **argv)
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[6] = {
+		struct pollfd pfd[7] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
 		    {.fd = ag.l7 ? dmsc_l7_sup_fd(&ag.l7_sup) : -1, .events = POLLIN},
 		    {.fd = ag.cg_watch.fd, .events = POLLIN},
 		    {.fd = ag.etcd ? dmsc_etcd_sync_fd(ag.etcd) : -1, .events = POLLIN},
+		    {.fd = ag.tunnel ? dmsc_l7_sup_fd(&ag.tunnel_sup) : -1, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -357,9 +383,9 @@ int main(int argc, char **argv)
 		}
 		/* The helper: reaped, noticed ready, restarted after its
 		 * back-off; looked at every second at least. */
-		if (ag.l7 && (wait < 0 || wait > L7_POLL_MS))
+		if ((ag.l7 || ag.tunnel) && (wait < 0 || wait > L7_POLL_MS))
 			wait = L7_POLL_MS;
-		if (poll(pfd, 6, wait) < 0 && errno != EINTR) {
+		if (poll(pfd, 7, wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}
@@ -406,6 +432,8 @@ int main(int argc, char **argv)
 			flush_drops(&ag, false);
 		if (ag.l7)
 			dmsc_l7_sup_poll(&ag.l7_sup, (uint64_t)dmsc_now_ms());
+		if (ag.tunnel)
+			dmsc_l7_sup_poll(&ag.tunnel_sup, (uint64_t)dmsc_now_ms());
 	}
 	/* Removed backends still waiting: their delay is short; wait it out
 	 * rather than leave entries behind. */
@@ -425,6 +453,11 @@ out:
 		dmsc_l7_unregister(ag.pin_dir);
 		unlink(ag.l7_metrics);
 		free(ag.l7_view);
+	}
+	if (ag.tunnel) {
+		dmsc_l7_sup_stop(&ag.tunnel_sup, L7_STOP_MS);
+		unlink(ag.tunnel_metrics);
+		free(ag.tunnel_view);
 	}
 	if (ag.etcd)
 		dmsc_etcd_sync_stop(ag.etcd);

@@ -65,6 +65,15 @@ struct agent {
 	 * helper runs; NULL until one was applied (no helper before). */
 	char *l7_view;
 	size_t l7_view_len;
+	/* dmsc-l7 tunnel, the mutual TLS tunnel between hosts, when --mtls-dir
+	 * is given (docs/mtls.md); it runs the tunnel's view of the policy
+	 * applied (its allow_from checks), handed over like dmsc-l7's. */
+	bool tunnel;
+	struct dmsc_l7_supervisor tunnel_sup;
+	const char *tunnel_argv[16];
+	char tunnel_metrics[PATH_MAX];
+	char *tunnel_view;
+	size_t tunnel_view_len;
 	/* allow_from paths with no cgroup yet: applied again until they
 	 * resolve (dmsc_apply_result.unresolved). */
 	int64_t retry_at_ms; /* 0: none */
@@ -92,12 +101,14 @@ struct agent {
 /* dmscd_apply.c */
 double wall_seconds(void);
 void l7_follow(struct agent *ag, const struct dmsc_policy *policy);
+void tunnel_follow(struct agent *ag, const struct dmsc_policy *policy);
 void apply_policy(struct agent *ag, const char *why);
 void reresolve(struct agent *ag);
 void flush_drops(struct agent *ag, bool force);
 
 /* dmscd_serve.c */
 int l7_start(struct agent *ag, const char *bin, const char *listen);
+int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char *listen);
 void l7_default_binary(char *buf, size_t len);
 void *scrape_job_make(void *ctx);
 void scrape_job_free(void *job);

@@ -41,38 +41,53 @@ static double cpu_seconds(void)
  * replaces the helper without refusing or cutting a connection; one asked
  * for during a hand-over is queued (dmsc_l7_sup_replace).
  */
-void l7_follow(struct agent *ag, const struct dmsc_policy *policy)
+static void helper_follow(const char *name, struct dmsc_l7_supervisor *sup,
+			  const char *const *argv, char **cur, size_t *cur_len,
+			  int (*view_json)(const struct dmsc_policy *, char **, size_t *),
+			  const struct dmsc_policy *policy)
 {
 	uint64_t now = (uint64_t)dmsc_now_ms();
 	char *view;
 	size_t len;
 	int err;
 
-	err = dmsc_l7_view_json(policy, &view, &len);
+	err = view_json(policy, &view, &len);
 	if (err) {
-		pr_warn("dmsc-l7: cannot build the policy it should run: %s; it keeps the last "
+		pr_warn("%s: cannot build the policy it should run: %s; it keeps the last "
 			"one\n",
-			strerror(-err));
+			name, strerror(-err));
 		return;
 	}
-	if (ag->l7_view && len == ag->l7_view_len && memcmp(view, ag->l7_view, len) == 0) {
+	if (*cur && len == *cur_len && memcmp(view, *cur, len) == 0) {
 		free(view);
 		return;
 	}
-	err = dmsc_l7_sup_set_policy(&ag->l7_sup, view, len);
+	err = dmsc_l7_sup_set_policy(sup, view, len);
 	if (!err)
-		err = ag->l7_view ? dmsc_l7_sup_replace(&ag->l7_sup, ag->l7_argv, now)
-				  : dmsc_l7_sup_start(&ag->l7_sup, now);
+		err = *cur ? dmsc_l7_sup_replace(sup, argv, now) : dmsc_l7_sup_start(sup, now);
 	if (err) {
-		pr_warn("dmsc-l7: cannot hand it the policy applied: %s\n", strerror(-err));
+		pr_warn("%s: cannot hand it the policy applied: %s\n", name, strerror(-err));
 		free(view);
 		return;
 	}
-	pr_info("dmsc-l7: %s with the http services of the policy applied\n",
-		ag->l7_view ? "replacing it" : "starting it");
-	free(ag->l7_view);
-	ag->l7_view = view;
-	ag->l7_view_len = len;
+	pr_info("%s: %s with the policy applied\n", name, *cur ? "replacing it" : "starting it");
+	free(*cur);
+	*cur = view;
+	*cur_len = len;
+}
+
+void l7_follow(struct agent *ag, const struct dmsc_policy *policy)
+{
+	helper_follow("dmsc-l7", &ag->l7_sup, ag->l7_argv, &ag->l7_view, &ag->l7_view_len,
+		      dmsc_l7_view_json, policy);
+}
+
+/* The tunnel follows every policy applied, http or not: the destination
+ * checks allow_from of any service whose backend a stream asks for. */
+void tunnel_follow(struct agent *ag, const struct dmsc_policy *policy)
+{
+	helper_follow("dmsc-l7 tunnel", &ag->tunnel_sup, ag->tunnel_argv, &ag->tunnel_view,
+		      &ag->tunnel_view_len, dmsc_mtls_view_json, policy);
 }
 
 /* Parses, validates, compiles and applies the policy; logs one line per
@@ -157,6 +172,8 @@ void apply_policy(struct agent *ag, const char *why)
 		ag->stats.applies[DMSC_APPLY_FAILED]++;
 		goto out;
 	}
+	if (etcd_view)
+		dmsc_etcd_sync_applied(ag->etcd);
 	for (i = 0; i < res.n_changes; i++)
 		pr_info("%s %s: %s\n", dmsc_change_op_name(res.changes[i].op),
 			res.changes[i].service, res.changes[i].detail);
@@ -177,6 +194,8 @@ void apply_policy(struct agent *ag, const char *why)
 	ag->stats.applies[DMSC_APPLY_OK]++;
 	if (ag->l7)
 		l7_follow(ag, &set.policy);
+	if (ag->tunnel)
+		tunnel_follow(ag, &set.policy);
 	ag->stats.entries_written += res.entries_written;
 	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
 	ag->stats.policy_services = res.n_services;

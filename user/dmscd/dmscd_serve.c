@@ -53,6 +53,36 @@ int l7_start(struct agent *ag, const char *bin, const char *listen)
 	return 0;
 }
 
+/* The tunnel's command line: dmsc-l7 tunnel with the host's certificates,
+ * listening for other hosts' helpers; it starts with the first policy
+ * applied (tunnel_follow). */
+int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char *listen)
+{
+	int n = 0;
+
+	snprintf(ag->tunnel_metrics, sizeof(ag->tunnel_metrics), "/run/dmsc/dmsc-tunnel.%d.prom",
+		 (int)getpid());
+	if (mkdir("/run/dmsc", 0755) && errno != EEXIST) {
+		pr_warn("cannot create /run/dmsc: %s\n", strerror(errno));
+		return -errno;
+	}
+	ag->tunnel_argv[n++] = bin;
+	ag->tunnel_argv[n++] = "tunnel";
+	ag->tunnel_argv[n++] = "--mtls-dir";
+	ag->tunnel_argv[n++] = dir;
+	ag->tunnel_argv[n++] = "--listen";
+	ag->tunnel_argv[n++] = listen;
+	ag->tunnel_argv[n++] = "--metrics-file";
+	ag->tunnel_argv[n++] = ag->tunnel_metrics;
+	ag->tunnel_argv[n] = NULL;
+	if (dmsc_l7_sup_init(&ag->tunnel_sup, ag->tunnel_argv))
+		return -E2BIG;
+	ag->tunnel = true;
+	pr_info("%s tunnel on %s with the certificates of %s, once a policy is applied\n", bin,
+		listen, dir);
+	return 0;
+}
+
 /* Where dmsc-l7 is: beside this dmscd, unless --l7-binary says. */
 void l7_default_binary(char *buf, size_t len)
 {
@@ -80,8 +110,8 @@ struct scrape_job {
 	struct dmsc_agent_stats stats;
 	enum dmsc_metrics_backends backends;
 	const char *pin_dir;
-	bool l7;
-	char l7_metrics[PATH_MAX];
+	bool l7, tunnel;
+	char l7_metrics[PATH_MAX], tunnel_metrics[PATH_MAX];
 	/* --etcd: its families, rendered in the loop under the store's lock */
 	struct dmsc_buf etcd;
 };
@@ -98,6 +128,8 @@ void *scrape_job_make(void *ctx)
 	j->pin_dir = ag->pin_dir;
 	j->l7 = ag->l7;
 	memcpy(j->l7_metrics, ag->l7_metrics, sizeof(j->l7_metrics));
+	j->tunnel = ag->tunnel;
+	memcpy(j->tunnel_metrics, ag->tunnel_metrics, sizeof(j->tunnel_metrics));
 	j->snap_ok = dmsc_metrics_snapshot(&ag->mirror,
 					   dmsc_metrics_backends_on(j->backends, ag->mirror.n),
 					   &j->snap) == 0;
@@ -156,5 +188,7 @@ int metrics_handler(const char *path, struct dmsc_buf *body, void *job)
 		dmsc_buf_append(body, j->etcd.p, j->etcd.len);
 	if (!err && j->l7)
 		err = append_l7_metrics(j->l7_metrics, body);
+	if (!err && j->tunnel)
+		err = append_l7_metrics(j->tunnel_metrics, body);
 	return err ? 500 : 200;
 }

@@ -32,6 +32,7 @@ struct watch {
 	struct dmsc_etcd_splitter sp;
 	int outcome;
 	char url[512];
+	char cerr[DMSC_ETCD_CURL_ERR_SIZE];
 };
 
 static void wake(struct dmsc_etcd_sync *s)
@@ -55,6 +56,29 @@ static void set_connected(struct dmsc_etcd_sync *s, bool up, const char *why)
 	}
 	s->connected = up;
 	pthread_mutex_unlock(&s->lock);
+}
+
+static double clock_s(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Under the lock, after an answer of etcd at revision head: a change to
+ * the store waits for the apply; with none waiting, the maps are as
+ * current as what etcd has said. */
+static void note_answer(struct dmsc_etcd_sync *s, int64_t head, bool changed)
+{
+	if (head > s->head)
+		s->head = head;
+	if (changed && !s->pending_since)
+		s->pending_since = clock_s(CLOCK_MONOTONIC);
+	if (!s->pending_since && s->applied != s->head) {
+		s->applied = s->head;
+		s->applied_at = clock_s(CLOCK_REALTIME);
+	}
 }
 
 /* Sleeps ms in short steps, so that a stop is taken quickly. */
@@ -125,6 +149,8 @@ static int full_read(struct dmsc_etcd_sync *s)
 	}
 	if (rev > s->revision)
 		s->revision = rev;
+	/* the first read is applied even when nothing changed */
+	note_answer(s, rev, changed || !s->full_reads);
 	s->full_reads++;
 	pthread_mutex_unlock(&s->lock);
 	pr_info("etcd: read %zu namespace%s at revision %" PRId64 "%s\n", s->n_ns,
@@ -194,6 +220,7 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 		s->ns_rev[w->ns] = m.revision;
 	if (s->ns_rev[w->ns] > s->revision)
 		s->revision = s->ns_rev[w->ns];
+	note_answer(s, m.revision, changed);
 	pthread_mutex_unlock(&s->lock);
 	dmsc_etcd_watch_msg_free(&m);
 	if (m.created)
@@ -242,7 +269,8 @@ static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
 		w[i].curl = curl_easy_init();
 		if (!w[i].body || !w[i].curl)
 			goto out;
-		dmsc_etcd_setup_curl(&s->etcd, w[i].curl, "/watch", w[i].url, sizeof(w[i].url));
+		dmsc_etcd_setup_curl(&s->etcd, w[i].curl, "/watch", w[i].url, sizeof(w[i].url),
+				     w[i].cerr);
 		curl_easy_setopt(w[i].curl, CURLOPT_POSTFIELDS, w[i].body);
 		curl_easy_setopt(w[i].curl, CURLOPT_WRITEFUNCTION, watch_data);
 		curl_easy_setopt(w[i].curl, CURLOPT_WRITEDATA, &w[i]);
@@ -262,9 +290,15 @@ static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
 			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&ww);
 			if (ww->outcome == WATCH_COMPACTED)
 				outcome = WATCH_COMPACTED;
-			snprintf(why, why_len, "%s: %s", ww->url,
-				 msg->data.result == CURLE_OK ? "the stream ended"
-							      : curl_easy_strerror(msg->data.result));
+			if (msg->data.result == CURLE_OK) {
+				snprintf(why, why_len, "%s: the stream ended", ww->url);
+			} else {
+				int n = snprintf(why, why_len, "%s: ", ww->url);
+
+				if (n > 0 && (size_t)n < why_len)
+					dmsc_etcd_describe(&s->etcd, msg->data.result, ww->cerr,
+							   why + n, why_len - (size_t)n);
+			}
 			running = 0;
 		}
 		if (running)
@@ -412,6 +446,14 @@ int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out)
 	return e;
 }
 
+void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s)
+{
+	/* the lock is held since the view: nothing arrived meanwhile */
+	s->pending_since = 0;
+	s->applied = s->head;
+	s->applied_at = clock_s(CLOCK_REALTIME);
+}
+
 void dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out)
 {
 	free(out->services);
@@ -428,6 +470,22 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 	dmsc_prom_family(b, "dmsc_etcd_revision", "gauge",
 			 "the highest etcd revision seen (events and progress)");
 	dmsc_prom_sample(b, "dmsc_etcd_revision", NULL, 0, (uint64_t)s->revision);
+	dmsc_prom_family(b, "dmsc_etcd_applied_revision", "gauge",
+			 "every change up to this etcd revision is in the maps (or was refused)");
+	dmsc_prom_sample(b, "dmsc_etcd_applied_revision", NULL, 0, (uint64_t)s->applied);
+	dmsc_prom_family(b, "dmsc_etcd_applied_timestamp_seconds", "gauge",
+			 "when the maps reached dmsc_etcd_applied_revision (0: not yet)");
+	dmsc_prom_sample_f(b, "dmsc_etcd_applied_timestamp_seconds", NULL, 0, s->applied_at);
+	dmsc_prom_family(b, "dmsc_etcd_lag_revisions", "gauge",
+			 "etcd revisions received but not in the maps yet: the highest "
+			 "header revision etcd reported minus dmsc_etcd_applied_revision");
+	dmsc_prom_sample(b, "dmsc_etcd_lag_revisions", NULL, 0,
+			 (uint64_t)(s->head > s->applied ? s->head - s->applied : 0));
+	dmsc_prom_family(b, "dmsc_etcd_lag_seconds", "gauge",
+			 "how long the oldest change received has waited for the maps "
+			 "(0: none waits)");
+	dmsc_prom_sample_f(b, "dmsc_etcd_lag_seconds", NULL, 0,
+			   s->pending_since ? clock_s(CLOCK_MONOTONIC) - s->pending_since : 0);
 	dmsc_prom_family(b, "dmsc_etcd_events_total", "counter",
 			 "watch events received (puts and deletes)");
 	dmsc_prom_sample(b, "dmsc_etcd_events_total", NULL, 0, s->events);

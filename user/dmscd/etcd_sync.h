@@ -37,6 +37,13 @@ struct dmsc_etcd_sync {
 	bool connected;
 	int64_t revision; /* the highest revision seen */
 	uint64_t events, bytes_rx, reconnects, full_reads, compactions;
+	/* Lag (docs/etcd.md): head is the highest revision etcd's answers
+	 * reported (header.revision); applied, the head when nothing received
+	 * was left to apply last; pending_since, the monotonic time the
+	 * oldest change not yet in the maps arrived (0: none). */
+	int64_t head, applied;
+	double pending_since;
+	double applied_at; /* wall clock when applied was reached */
 };
 
 int dmsc_etcd_sync_start(struct dmsc_etcd_sync *s, const char *urls,
@@ -48,6 +55,9 @@ void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s);
 /* Locks the store and fills out with a view of it (see
  * dmsc_etcd_store_view); conflicts are logged. Release with _view_done. */
 int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out);
+/* Between _view and _view_done, once the view is in the maps: every
+ * change received is applied (the lag falls to 0). */
+void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s);
 void dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out);
 void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b);
 void dmsc_etcd_sync_stop(struct dmsc_etcd_sync *s);

@@ -50,6 +50,7 @@
  */
 #define _GNU_SOURCE
 #include "l7_proxy.h"
+#include "l7_tunnel.h"
 
 struct l7_opts opt = {
     .ready_fd = -1,
@@ -305,6 +306,8 @@ int main(int argc, char **argv)
 	size_t s, base;
 	uint64_t seed;
 
+	if (dmsc_l7_tunnel_command(argc, argv))
+		return dmsc_l7_tunnel_main(argc, argv);
 	if (parse_args(argc, argv)) {
 		usage(stderr);
 		return 2;

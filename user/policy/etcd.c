@@ -605,8 +605,12 @@ void dmsc_etcd_free(struct dmsc_etcd *c)
 }
 
 void dmsc_etcd_setup_curl(const struct dmsc_etcd *c, void *curl, const char *path, char *url,
-			  size_t url_len)
+			  size_t url_len, char *errbuf)
 {
+	if (errbuf) {
+		errbuf[0] = '\0';
+		curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+	}
 	snprintf(url, url_len, "%s%s%s", c->endpoints[c->cur], DMSC_ETCD_API, path);
 	curl_easy_setopt(curl, CURLOPT_URL, url);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
@@ -622,6 +626,85 @@ void dmsc_etcd_setup_curl(const struct dmsc_etcd *c, void *curl, const char *pat
 		curl_easy_setopt(curl, CURLOPT_SSLCERT, c->tls.cert);
 	if (c->tls.key)
 		curl_easy_setopt(curl, CURLOPT_SSLKEY, c->tls.key);
+}
+
+static bool tls_alert(const char *detail)
+{
+	return strstr(detail, "certificate required") || strstr(detail, "bad certificate") ||
+	       strstr(detail, "unknown ca") || strstr(detail, "certificate unknown") ||
+	       strstr(detail, "handshake failure");
+}
+
+/*
+ * With TLS 1.3 etcd checks the client certificate after the handshake and
+ * closes the connection: the client meets an alert, a reset, a closed
+ * socket or (HTTP/2) a broken framing layer, whichever comes first. Over TLS 1.2 the check is inside the
+ * handshake, so one more connection (to /health, TLS 1.2 at most) tells
+ * whether the certificate is the cause. Returns the alert's detail in
+ * probe, or "" when that connection succeeds or fails otherwise.
+ */
+static void tls12_probe(const struct dmsc_etcd *c, char *probe)
+{
+	CURL *h = curl_easy_init();
+	char url[512];
+
+	probe[0] = '\0';
+	if (!h)
+		return;
+	dmsc_etcd_setup_curl(c, h, "", url, sizeof(url), probe);
+	snprintf(url, sizeof(url), "%s/health", c->endpoints[c->cur]);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 2000L);
+	curl_easy_setopt(h, CURLOPT_SSLVERSION,
+			 (long)(CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2));
+	if (curl_easy_perform(h) == CURLE_OK || !tls_alert(probe))
+		probe[0] = '\0';
+	curl_easy_cleanup(h);
+}
+
+/* Which side of a TLS connection failed, from libcurl's code and the
+ * OpenSSL detail in its error buffer. */
+void dmsc_etcd_describe(const struct dmsc_etcd *c, int curl_code, const char *errbuf, char *out,
+			size_t len)
+{
+	const char *detail = errbuf && errbuf[0] ? errbuf : curl_easy_strerror(curl_code);
+	CURLcode cc = (CURLcode)curl_code;
+	char probe[DMSC_ETCD_CURL_ERR_SIZE] = "";
+
+	if (cc == CURLE_PEER_FAILED_VERIFICATION) {
+		seterr(out, len,
+		       "etcd's certificate is not trusted (%s): %s names the CA that must have "
+		       "signed it",
+		       detail, c->tls.cacert ? c->tls.cacert : "--etcd-cacert FILE");
+		return;
+	}
+	if (cc == CURLE_SSL_CACERT_BADFILE) {
+		seterr(out, len, "--etcd-cacert %s cannot be used: %s",
+		       c->tls.cacert ? c->tls.cacert : "(the system's)", detail);
+		return;
+	}
+	if (cc == CURLE_SSL_CERTPROBLEM) {
+		seterr(out, len, "the client certificate --etcd-cert %s (key %s) cannot be used: %s",
+		       c->tls.cert ? c->tls.cert : "-", c->tls.key ? c->tls.key : "in the certificate",
+		       detail);
+		return;
+	}
+	if (!strncmp(c->endpoints[c->cur], "https://", 8) &&
+	    (cc == CURLE_SSL_CONNECT_ERROR || cc == CURLE_RECV_ERROR || cc == CURLE_SEND_ERROR ||
+	     cc == CURLE_GOT_NOTHING || cc == CURLE_HTTP2 || cc == CURLE_HTTP2_STREAM)) {
+		if (tls_alert(detail))
+			snprintf(probe, sizeof(probe), "%s", detail);
+		else
+			tls12_probe(c, probe);
+	}
+	if (probe[0])
+		seterr(out, len, "etcd refused the connection's client certificate (%s): %s", probe,
+		       c->tls.cert ? "is --etcd-cert signed by a CA etcd trusts (its "
+				     "--trusted-ca-file)?"
+				   : "etcd asks for one: give --etcd-cert FILE and --etcd-key FILE");
+	else
+		seterr(out, len, "%s", detail);
 }
 
 struct response {
@@ -662,7 +745,7 @@ static size_t collect(char *data, size_t size, size_t nmemb, void *arg)
 static int post(struct dmsc_etcd *c, const char *path, const char *body, struct response *r)
 {
 	CURL *curl = curl_easy_init();
-	char url[512];
+	char url[512], cerr[DMSC_ETCD_CURL_ERR_SIZE], why[512];
 	size_t tries;
 	int e = -ECONNREFUSED;
 
@@ -673,7 +756,7 @@ static int post(struct dmsc_etcd *c, const char *path, const char *body, struct 
 		long code = 0;
 
 		curl_easy_reset(curl);
-		dmsc_etcd_setup_curl(c, curl, path, url, sizeof(url));
+		dmsc_etcd_setup_curl(c, curl, path, url, sizeof(url), cerr);
 		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->timeout_ms);
 		curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
@@ -695,7 +778,8 @@ static int post(struct dmsc_etcd *c, const char *path, const char *body, struct 
 			e = -E2BIG;
 			break;
 		} else {
-			seterr(c->err, sizeof(c->err), "%s: %s", url, curl_easy_strerror(cc));
+			dmsc_etcd_describe(c, cc, cerr, why, sizeof(why));
+			seterr(c->err, sizeof(c->err), "%s: %s", url, why);
 			e = -ECONNREFUSED;
 		}
 		c->cur = (c->cur + 1) % c->n_endpoints;

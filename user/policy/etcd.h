@@ -133,9 +133,17 @@ int dmsc_etcd_range_prefix(struct dmsc_etcd *c, const char *prefix, int64_t revi
 int dmsc_etcd_txn(struct dmsc_etcd *c, const struct dmsc_etcd_cmp *cmps, size_t n_cmps,
 		  const struct dmsc_etcd_op *ops, size_t n_ops, bool *succeeded,
 		  int64_t *revision);
+/* libcurl's detail of a failure (its CURL_ERROR_SIZE). */
+#define DMSC_ETCD_CURL_ERR_SIZE 256
 /* Applies the TLS options and the URL of the current endpoint + path to a
- * curl easy handle (used by the watch streams too). */
+ * curl easy handle (used by the watch streams too); errbuf
+ * (DMSC_ETCD_CURL_ERR_SIZE bytes, or NULL) receives libcurl's detail. */
 void dmsc_etcd_setup_curl(const struct dmsc_etcd *c, void *curl, const char *path,
-			  char *url, size_t url_len);
+			  char *url, size_t url_len, char *errbuf);
+/* A failed transfer (curl_code: a CURLcode) as a sentence naming its
+ * cause: for TLS, which certificate and which option (--etcd-cacert,
+ * --etcd-cert, --etcd-key). */
+void dmsc_etcd_describe(const struct dmsc_etcd *c, int curl_code, const char *errbuf, char *out,
+			size_t len);
 
 #endif /* DMSC_ETCD_H */

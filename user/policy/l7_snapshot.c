@@ -2,6 +2,7 @@
 /* The L7 view of a policy (l7_snapshot.h). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,7 +85,15 @@ static struct json_object *route_json(const struct dmsc_route *r, int *err)
 	return o;
 }
 
-static struct json_object *service_json(const struct dmsc_policy_service *s, int *err)
+static const char *const proto_names[] = {
+    [DMSC_POLICY_TCP] = "tcp",
+    [DMSC_POLICY_UDP] = "udp",
+    [DMSC_POLICY_HTTP] = "http",
+};
+
+/* mtls: the service's own protocol and its allow_from, no L7 fields (the
+ * tunnel's view); otherwise the L7 fields of an http service. */
+static struct json_object *service_json(const struct dmsc_policy_service *s, bool mtls, int *err)
 {
 	struct json_object *o = json_object_new_object(), *a;
 	char vip[INET_ADDRSTRLEN];
@@ -98,11 +107,20 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, int
 	put(o, "name", json_object_new_string(s->name), err);
 	put(o, "vip", json_object_new_string(vip), err);
 	put(o, "port", json_object_new_int(s->port), err);
-	put(o, "protocol", json_object_new_string("http"), err);
+	put(o, "protocol", json_object_new_string(proto_names[s->protocol]), err);
 	a = json_object_new_array();
 	for (i = 0; a && i < s->n_backends; i++)
 		push(a, backend_json(&s->backends[i], err), err);
 	put(o, "backends", a, err);
+	if (mtls) {
+		if (s->has_allow_from) {
+			a = json_object_new_array();
+			for (i = 0; a && i < s->n_allow_from; i++)
+				push(a, json_object_new_string(s->allow_from[i]), err);
+			put(o, "allow_from", a, err);
+		}
+		return o;
+	}
 	if (s->has_rate_limit && s->rate_limit.has_requests_per_second) {
 		struct json_object *rl = json_object_new_object();
 
@@ -124,7 +142,7 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, int
 	return o;
 }
 
-int dmsc_l7_view_json(const struct dmsc_policy *p, char **out, size_t *len)
+static int view_json(const struct dmsc_policy *p, bool mtls, char **out, size_t *len)
 {
 	struct json_object *root = json_object_new_object(), *a = json_object_new_array();
 	const char *text;
@@ -139,8 +157,8 @@ int dmsc_l7_view_json(const struct dmsc_policy *p, char **out, size_t *len)
 		return -ENOMEM;
 	}
 	for (i = 0; i < p->n_services; i++)
-		if (p->services[i].protocol == DMSC_POLICY_HTTP)
-			push(a, service_json(&p->services[i], &err), &err);
+		if (mtls || p->services[i].protocol == DMSC_POLICY_HTTP)
+			push(a, service_json(&p->services[i], mtls, &err), &err);
 	put(root, "services", a, &err);
 	text = err ? NULL : json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
 	if (text) {
@@ -153,4 +171,14 @@ int dmsc_l7_view_json(const struct dmsc_policy *p, char **out, size_t *len)
 		return -ENOMEM;
 	}
 	return 0;
+}
+
+int dmsc_l7_view_json(const struct dmsc_policy *p, char **out, size_t *len)
+{
+	return view_json(p, false, out, len);
+}
+
+int dmsc_mtls_view_json(const struct dmsc_policy *p, char **out, size_t *len)
+{
+	return view_json(p, true, out, len);
 }

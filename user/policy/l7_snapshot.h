@@ -20,4 +20,9 @@
  * the NUL. 0 or -ENOMEM. */
 int dmsc_l7_view_json(const struct dmsc_policy *p, char **out, size_t *len);
 
+/* The tunnel's view (docs/mtls.md): every service with its protocol, its
+ * backends and its allow_from, which the destination host's tunnel checks
+ * a vouched identity against. Same contract as dmsc_l7_view_json. */
+int dmsc_mtls_view_json(const struct dmsc_policy *p, char **out, size_t *len);
+
 #endif /* DMSC_L7_SNAPSHOT_H */

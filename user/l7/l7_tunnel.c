@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * `dmsc-l7 tunnel`: runs the mutual TLS tunnel between hosts
+ * (user/mtls/tunnel.c) until SIGTERM or SIGINT.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "l7_tunnel.h"
+#include "log.h"
+#include "policy.h"
+#include "tunnel.h"
+
+static const char usage_text[] =
+    "usage: dmsc-l7 tunnel --mtls-dir HOSTDIR [--listen ADDR:PORT] [--forward SPEC]...\n"
+    "                      [--metrics-file FILE] [--ready-fd FD] [-v]\n"
+    "  --mtls-dir HOSTDIR  ca.crt, host.crt, host.key (dmscctl ca issue); watched:\n"
+    "                      new files are used by new connections\n"
+    "  --listen ADDR:PORT  where other hosts' helpers connect (mutual TLS 1.3;\n"
+    "                      default port 15008)\n"
+    "  --forward LADDR:LPORT=PEER:PPORT,DEST:DPORT,IDENTITY\n"
+    "                      local connections to LADDR:LPORT go as streams to the\n"
+    "                      helper at PEER:PPORT, which connects to DEST:DPORT (an\n"
+    "                      address of its host); this host vouches for IDENTITY\n"
+    "                      (repeat, up to 16)\n"
+    "  --policy FILE       this host's policy: a stream is refused unless its\n"
+    "                      destination is a backend of a service whose allow_from\n"
+    "                      covers the identity the source host vouched for\n"
+    "  --metrics-file FILE Prometheus text, rewritten every second\n"
+    "  --peer-idle-ms N    close a connection to a peer without streams after N ms;\n"
+    "                      the next one resumes the TLS session (default 60000,\n"
+    "                      0: never)\n"
+    "  --ready-fd FD       write \"ready\\n\" to FD once listening\n"
+    "SIGTERM: no new streams; the open ones get 10 s to finish.\n"
+    "Exit: 0 stopped by a signal, 1 failed, 2 usage.\n";
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+bool dmsc_l7_tunnel_command(int argc, char **argv)
+{
+	return argc > 1 && !strcmp(argv[1], "tunnel");
+}
+
+int dmsc_l7_tunnel_main(int argc, char **argv)
+{
+	enum { O_MTLS = 256, O_LISTEN, O_FWD, O_METRICS, O_READY, O_IDLE, O_POLICY };
+	static const struct option longopts[] = {
+	    {"mtls-dir", required_argument, NULL, O_MTLS},
+	    {"listen", required_argument, NULL, O_LISTEN},
+	    {"forward", required_argument, NULL, O_FWD},
+	    {"metrics-file", required_argument, NULL, O_METRICS},
+	    {"ready-fd", required_argument, NULL, O_READY},
+	    {"peer-idle-ms", required_argument, NULL, O_IDLE},
+	    {"policy", required_argument, NULL, O_POLICY},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct dmsc_tunnel_opts o = {.ready_fd = -1,
+				     .peer_idle_ms = DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT,
+				     .drain_ms = DMSC_TUNNEL_DRAIN_MS_DEFAULT};
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy policy = {0};
+	const char *policy_file = NULL;
+	unsigned long v;
+	size_t i;
+	int rc;
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigset_t unblock;
+	char why[256], *end;
+	int opt;
+
+	dmsc_log_init("dmsc-l7 tunnel", DMSC_LOG_INFO);
+	optind = 2;
+	while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case O_MTLS:
+			o.mtls_dir = optarg;
+			break;
+		case O_LISTEN:
+			if (dmsc_tunnel_addr_parse(optarg, &o.listen)) {
+				pr_warn("--listen: \"%s\" is not an IPv4 ADDR:PORT\n", optarg);
+				return 2;
+			}
+			break;
+		case O_FWD:
+			if (o.n_fwd == DMSC_TUNNEL_FWD_MAX) {
+				pr_warn("--forward: at most %d\n", DMSC_TUNNEL_FWD_MAX);
+				return 2;
+			}
+			if (dmsc_tunnel_forward_parse(optarg, &o.fwd[o.n_fwd], why, sizeof(why))) {
+				pr_warn("--forward: %s\n", why);
+				return 2;
+			}
+			o.n_fwd++;
+			break;
+		case O_POLICY:
+			policy_file = optarg;
+			break;
+		case O_METRICS:
+			o.metrics_file = optarg;
+			break;
+		case O_READY:
+			errno = 0;
+			o.ready_fd = (int)strtol(optarg, &end, 10);
+			if (errno || *end || o.ready_fd < 0) {
+				pr_warn("--ready-fd: \"%s\" is not a file descriptor\n", optarg);
+				return 2;
+			}
+			break;
+		case O_IDLE:
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || *end || end == optarg || v > 86400000) {
+				pr_warn("--peer-idle-ms: \"%s\" is not a count of ms up to a day\n",
+					optarg);
+				return 2;
+			}
+			o.peer_idle_ms = (unsigned int)v;
+			break;
+		case 'v':
+			dmsc_log_init("dmsc-l7 tunnel", DMSC_LOG_DEBUG);
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		default:
+			fputs(usage_text, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc || !o.mtls_dir || (!o.listen.sin_port && !o.n_fwd)) {
+		pr_warn("tunnel needs --mtls-dir and --listen or --forward\n");
+		fputs(usage_text, stderr);
+		return 2;
+	}
+	if (policy_file) {
+		if (dmsc_policy_load_file(policy_file, &policy, &errs)) {
+			for (i = 0; i < errs.count; i++)
+				pr_warn("%s: %s: %s\n", policy_file, errs.items[i].path,
+					errs.items[i].message);
+			if (!errs.count)
+				pr_warn("%s: cannot read it\n", policy_file);
+			dmsc_policy_errors_free(&errs);
+			return 1;
+		}
+		o.policy = &policy;
+	}
+	/* dmscd starts it with the signals it takes through a signalfd
+	 * blocked: a blocked SIGTERM would never start the drain */
+	sigemptyset(&unblock);
+	sigprocmask(SIG_SETMASK, &unblock, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	rc = dmsc_tunnel_run(&o, &stop) ? 1 : 0;
+	dmsc_policy_free(&policy);
+	return rc;
+}

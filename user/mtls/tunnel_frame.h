@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The framing of the tunnel between two hosts' helpers, inside one mutual
+ * TLS 1.3 connection (docs/design.md decision 23, docs/mtls.md#the-tunnel).
+ * Pure encoding and decoding, shared by the tunnel and its unit tests.
+ *
+ * Every frame is an 8-byte header and a payload:
+ *   type (1) | flags (1, 0) | length (2, network order) | stream (4, network order)
+ * Streams are opened by the connecting side only (odd ids, from 1) and
+ * never reused on one connection.
+ */
+#ifndef DMSC_TUNNEL_FRAME_H
+#define DMSC_TUNNEL_FRAME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DMSC_TF_HDR 8
+/* One TLS record holds 16 KiB of plaintext: a frame fits in one. */
+#define DMSC_TF_PAYLOAD_MAX (16384 - DMSC_TF_HDR)
+/* The identity the source host vouches for: a cgroup path as allow_from
+ * names it (at most PATH_MAX in the kernel; 1024 is plenty for a mesh). */
+#define DMSC_TF_ID_MAX 1024
+
+enum dmsc_tf_type {
+	/* source -> destination: open a stream to dest, for identity */
+	DMSC_TF_OPEN = 1,
+	/* destination -> source: the destination's connection is up */
+	DMSC_TF_OPEN_OK = 2,
+	DMSC_TF_DATA = 3,
+	/* credit: the sender may send u32 more DATA bytes on the stream */
+	DMSC_TF_WINDOW = 4,
+	/* no more DATA from the sender on this stream (a half close) */
+	DMSC_TF_FIN = 5,
+	/* the stream is gone: u8 reason, then text */
+	DMSC_TF_RESET = 6,
+	/* stream 0: open no more streams on this connection (the sender is
+	 * going away; its streams finish) */
+	DMSC_TF_GOAWAY = 7,
+};
+
+/* Why a stream was reset; the text after it says more. */
+enum dmsc_tf_reset {
+	DMSC_TF_R_ERROR = 1,	/* a socket error on one side */
+	DMSC_TF_R_CONNECT = 2,	/* the destination could not connect */
+	DMSC_TF_R_DENIED = 3,	/* the destination refused the identity or address */
+	DMSC_TF_R_PROTOCOL = 4, /* a malformed frame */
+	DMSC_TF_R_SHUTDOWN = 5, /* the helper is going away */
+};
+
+struct dmsc_tf_hdr {
+	uint8_t type;
+	uint8_t flags;
+	uint16_t len;
+	uint32_t stream;
+};
+
+/* What OPEN carries. Addresses in network order. */
+struct dmsc_tf_open {
+	uint32_t dest_addr;
+	uint16_t dest_port;
+	uint16_t id_len;
+	char identity[DMSC_TF_ID_MAX + 1];
+};
+
+static inline void dmsc_tf_put_hdr(uint8_t *p, uint8_t type, uint16_t len, uint32_t stream)
+{
+	p[0] = type;
+	p[1] = 0;
+	p[2] = (uint8_t)(len >> 8);
+	p[3] = (uint8_t)len;
+	p[4] = (uint8_t)(stream >> 24);
+	p[5] = (uint8_t)(stream >> 16);
+	p[6] = (uint8_t)(stream >> 8);
+	p[7] = (uint8_t)stream;
+}
+
+/* Returns false when the header is not a frame this version knows. */
+static inline bool dmsc_tf_get_hdr(const uint8_t *p, struct dmsc_tf_hdr *h)
+{
+	h->type = p[0];
+	h->flags = p[1];
+	h->len = (uint16_t)(p[2] << 8 | p[3]);
+	h->stream = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
+	if (h->type == DMSC_TF_GOAWAY)
+		return h->flags == 0 && h->len == 0 && h->stream == 0;
+	return h->type >= DMSC_TF_OPEN && h->type <= DMSC_TF_RESET && h->flags == 0 &&
+	       h->len <= DMSC_TF_PAYLOAD_MAX && h->stream != 0;
+}
+
+/* OPEN's payload: dest_addr (4) dest_port (2) identity (the rest, no NUL).
+ * Returns its length, or 0 when identity is empty or too long. */
+size_t dmsc_tf_open_encode(uint8_t *p, uint32_t dest_addr, uint16_t dest_port,
+			   const char *identity);
+/* false: malformed (short, empty or over-long identity, a NUL in it). */
+bool dmsc_tf_open_decode(const uint8_t *p, size_t len, struct dmsc_tf_open *o);
+
+#endif /* DMSC_TUNNEL_FRAME_H */
