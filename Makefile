@@ -17,8 +17,7 @@ WARN      := -Wall -Wextra -Werror
 # <- dmscd, dmscctl; l7 <- policy, common; mtls (certificates, the tunnel
 # between hosts: OpenSSL) <- policy, common. Each layer is one archive; each
 # binary links the archives of the layers it uses, and only the members it
-# calls are pulled in. dmscctl's etcd_ctl.c reads a policy directory with
-# dmscd's agent.c, so dmscctl links the dmscd archive too.
+# calls are pulled in.
 LAYERS    := common policy datapath dmscd dmscctl l7 mtls
 CPPFLAGS  += -Iinclude $(patsubst %,-Iuser/%,$(LAYERS)) -I$(BUILD)
 PKGS      := libbpf json-c libcurl libssl libcrypto
@@ -40,7 +39,7 @@ PROG_SRCS := user/dmscctl/dmscctl.c user/dmscd/dmscd.c user/l7/dmsc-l7.c
 PROGS     := $(patsubst %.c,$(BUILD)/%,$(notdir $(PROG_SRCS)))
 prog_src   = $(filter %/$(1).c,$(PROG_SRCS))
 layer_objs = $(patsubst user/%.c,$(2)/obj/%.o,$(filter-out $(PROG_SRCS),$(wildcard user/$(1)/*.c)))
-LIBS_dmscctl   := dmscctl dmscd datapath policy mtls common
+LIBS_dmscctl   := dmscctl datapath policy mtls common
 LIBS_dmscd     := dmscd datapath policy common
 LIBS_dmsc-l7   := l7 mtls datapath policy common
 LIBS_tests     := dmscctl dmscd l7 datapath policy mtls common

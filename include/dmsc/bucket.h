@@ -128,24 +128,42 @@ static inline int dmsc_tb_police(struct dmsc_tb *b, __u64 now_ns, __u64 rate, __
 	return DMSC_TB_DROP;
 }
 
-/* Seconds until `cost` tokens are there (rounded up), for Retry-After.
+/* Nanoseconds until `cost` tokens are there (rounded up; 0: they are).
  * Computed in unsigned arithmetic: b may be any state, cost any value up
  * to three maximal depths (more is clamped there). */
-static inline __u64 dmsc_tb_wait_seconds(const struct dmsc_tb *b, __u64 rate, __u64 cost)
+static inline __u64 dmsc_tb_wait_ns(const struct dmsc_tb *b, __u64 rate, __u64 cost)
 {
 	__u64 c = cost < (DMSC_TB_DEBT_DEPTHS + 1) * DMSC_TB_DEPTH_MAX
 			  ? cost
 			  : (DMSC_TB_DEBT_DEPTHS + 1) * DMSC_TB_DEPTH_MAX;
 	__s64 need = (__s64)(c * DMSC_TB_SCALE);
-	__u64 missing, ns;
+	__u64 missing;
 
 	if (b->tokens >= need || rate == 0)
 		return 0;
-	/* need - tokens < 3 * 10^18 + 2^63 < 2^64; both divisions round up
-	 * (a rate above 10^9/s refills a token in less than 1 ns). */
+	/* need - tokens < 3 * 10^18 + 2^63 < 2^64; rounds up (a rate above
+	 * 10^9/s refills a token in less than 1 ns). */
 	missing = (__u64)need - (__u64)b->tokens;
-	ns = (missing - 1) / rate + 1;
-	return (ns - 1) / DMSC_TB_SCALE + 1;
+	return (missing - 1) / rate + 1;
+}
+
+/* Seconds until `cost` tokens are there (rounded up, so never 0 while
+ * they are not), for Retry-After. */
+static inline __u64 dmsc_tb_wait_seconds(const struct dmsc_tb *b, __u64 rate, __u64 cost)
+{
+	__u64 ns = dmsc_tb_wait_ns(b, rate, cost);
+
+	return ns ? (ns - 1) / DMSC_TB_SCALE + 1 : 0;
+}
+
+/* dmsc-l7's request bucket (requests_per_second, burst) takes one token
+ * per request; a burst of 0 (absent) means one second's worth, at least
+ * one request. */
+static inline __u64 dmsc_tb_request_depth(__u64 rate, __u64 burst)
+{
+	if (burst)
+		return burst;
+	return rate ? rate : 1;
 }
 
 #endif /* DMSC_BUCKET_H */

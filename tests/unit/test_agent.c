@@ -11,7 +11,8 @@
 
 #include <criterion/criterion.h>
 
-#include "agent.h"
+#include "debounce.h"
+#include "policy_set.h"
 #include "httpd.h"
 #include "metrics.h"
 

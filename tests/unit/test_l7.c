@@ -8,7 +8,7 @@
 
 #include <criterion/criterion.h>
 
-#include "l7_bucket.h"
+#include "dmsc/bucket.h"
 #include "l7_route.h"
 #include "policy.h"
 
@@ -197,73 +197,94 @@ Test(l7_route, empty_selector_means_every_backend)
 }
 
 /* ---- the request bucket ---------------------------------------------- */
+/* dmsc-l7's requests_per_second runs include/dmsc/bucket.h (one token per
+ * request, depth from dmsc_tb_request_depth), started full like the
+ * helper's (last_ns 0). Its clock is CLOCK_MONOTONIC, never 0: T0. */
 #define SEC 1000000000ull
+#define T0 (5 * SEC)
+
+struct req_bucket {
+	struct dmsc_tb b;
+	uint64_t rate, depth;
+};
+
+static void req_init(struct req_bucket *r, uint64_t rate, uint64_t burst)
+{
+	memset(r, 0, sizeof(*r));
+	r->rate = rate;
+	r->depth = dmsc_tb_request_depth(rate, burst);
+}
+
+/* 0 when the request passes, else the Retry-After seconds (never 0) */
+static uint64_t req_take(struct req_bucket *r, uint64_t now)
+{
+	if (dmsc_tb_take(&r->b, now, r->rate, r->depth, 1))
+		return 0;
+	return dmsc_tb_wait_seconds(&r->b, r->rate, 1);
+}
 
 Test(l7_bucket, burst_then_rate)
 {
-	struct dmsc_l7_bucket b;
-	uint64_t t = 5 * SEC;
+	struct req_bucket b;
+	uint64_t t = T0;
 	int i, passed = 0;
 
-	dmsc_l7_bucket_init(&b, 10, 5, t);
+	req_init(&b, 10, 5);
 	for (i = 0; i < 20; i++)
-		passed += dmsc_l7_bucket_take(&b, t) == 0;
+		passed += req_take(&b, t) == 0;
 	cr_expect_eq(passed, 5, "a full bucket lets the burst through at once");
 	/* 1 s later: 10 more, not 15 */
 	t += SEC;
 	for (i = 0, passed = 0; i < 20; i++)
-		passed += dmsc_l7_bucket_take(&b, t) == 0;
+		passed += req_take(&b, t) == 0;
 	cr_expect_eq(passed, 5, "refill is capped at the burst");
 	/* 100 ms: one token */
 	t += SEC / 10;
-	cr_expect_eq(dmsc_l7_bucket_take(&b, t), 0);
-	cr_expect_neq(dmsc_l7_bucket_take(&b, t), 0);
+	cr_expect_eq(req_take(&b, t), 0);
+	cr_expect_neq(req_take(&b, t), 0);
 }
 
 Test(l7_bucket, wait_and_retry_after)
 {
-	struct dmsc_l7_bucket b;
-	uint64_t wait;
+	struct req_bucket b;
 
-	dmsc_l7_bucket_init(&b, 1, 1, 0);
-	cr_expect_eq(dmsc_l7_bucket_take(&b, 0), 0);
-	wait = dmsc_l7_bucket_take(&b, SEC / 4);
-	cr_expect_eq(wait, 3 * SEC / 4);
-	cr_expect_eq(dmsc_l7_retry_after_s(wait), 1);
-	cr_expect_eq(dmsc_l7_retry_after_s(1), 1, "never 0");
-	cr_expect_eq(dmsc_l7_retry_after_s(SEC + 1), 2, "rounded up");
-	cr_expect_eq(dmsc_l7_bucket_take(&b, SEC), 0, "a token after exactly 1 s");
+	req_init(&b, 1, 1);
+	cr_expect_eq(req_take(&b, T0), 0);
+	cr_expect_eq(req_take(&b, T0 + SEC / 4), 1, "a refusal waits whole seconds, at least 1");
+	cr_expect_eq(dmsc_tb_wait_ns(&b.b, b.rate, 1), 3 * SEC / 4);
+	cr_expect_eq(dmsc_tb_wait_seconds(&b.b, b.rate, 2), 2, "rounded up");
+	cr_expect_eq(req_take(&b, T0 + SEC), 0, "a token after exactly 1 s");
 }
 
 Test(l7_bucket, exact_over_a_long_run)
 {
-	struct dmsc_l7_bucket b;
+	struct req_bucket b;
 	uint64_t t;
 	unsigned passed = 0;
 
 	/* 8/s with burst 1, asked every ms for 10 s: the first, then one per
 	 * 125 ms: 1 + 80 pass, none lost to rounding */
-	dmsc_l7_bucket_init(&b, 8, 1, 0);
-	for (t = 0; t <= 10 * SEC; t += SEC / 1000)
-		passed += dmsc_l7_bucket_take(&b, t) == 0;
+	req_init(&b, 8, 1);
+	for (t = T0; t <= T0 + 10 * SEC; t += SEC / 1000)
+		passed += req_take(&b, t) == 0;
 	cr_expect_eq(passed, 81);
 	/* 7/s: a token every 142.9 ms, asked at whole ms: each waits 143 ms
 	 * (a full bucket of 1 holds no more), so 1 + 69 */
-	dmsc_l7_bucket_init(&b, 7, 1, 0);
-	for (t = 0, passed = 0; t <= 10 * SEC; t += SEC / 1000)
-		passed += dmsc_l7_bucket_take(&b, t) == 0;
+	req_init(&b, 7, 1);
+	for (t = T0, passed = 0; t <= T0 + 10 * SEC; t += SEC / 1000)
+		passed += req_take(&b, t) == 0;
 	cr_expect_eq(passed, 70);
 }
 
 Test(l7_bucket, extremes_do_not_overflow)
 {
-	struct dmsc_l7_bucket b;
+	struct req_bucket b;
 
-	dmsc_l7_bucket_init(&b, UINT64_MAX, UINT64_MAX, 0);
-	cr_expect_eq(b.rate, DMSC_L7_BUCKET_MAX);
-	cr_expect_eq(dmsc_l7_bucket_take(&b, UINT64_MAX), 0, "a huge gap fills, no wrap");
-	dmsc_l7_bucket_init(&b, 1, 0, 10 * SEC);
-	cr_expect_eq(b.capacity, DMSC_L7_NANO, "burst 0 means one second's worth");
-	cr_expect_eq(dmsc_l7_bucket_take(&b, 10 * SEC), 0);
-	cr_expect_neq(dmsc_l7_bucket_take(&b, 5 * SEC), 0, "a clock going back refills nothing");
+	req_init(&b, UINT64_MAX, UINT64_MAX);
+	cr_expect_eq(req_take(&b, T0), 0);
+	cr_expect_eq(req_take(&b, UINT64_MAX), 0, "a huge gap fills, no wrap");
+	req_init(&b, 1, 0);
+	cr_expect_eq(b.depth, 1, "burst 0 means one second's worth");
+	cr_expect_eq(req_take(&b, 10 * SEC), 0);
+	cr_expect_neq(req_take(&b, 5 * SEC), 0, "a clock going back refills nothing");
 }

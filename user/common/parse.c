@@ -36,6 +36,28 @@ int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out)
 	return 0;
 }
 
+int dmsc_parse_u32_quiet(const char *arg, __u32 min, __u32 max, __u32 *out)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	v = strtoull(arg, &end, 10);
+	/* strtoull skips blanks and takes a sign: neither is a number here */
+	if (end == arg || errno || *end || !isdigit((unsigned char)arg[0]) || v < min || v > max)
+		return -EINVAL;
+	*out = (__u32)v;
+	return 0;
+}
+
+int dmsc_parse_u32(const char *flag, const char *arg, __u32 min, __u32 max, __u32 *out)
+{
+	if (!dmsc_parse_u32_quiet(arg, min, max, out))
+		return 0;
+	pr_warn("%s: \"%s\" is not a number from %u to %u\n", flag, arg, min, max);
+	return -EINVAL;
+}
+
 int dmsc_parse_output(const char *arg, bool *json)
 {
 	if (strcmp(arg, "json") && strcmp(arg, "text")) {

@@ -13,6 +13,12 @@
  * FLAG). */
 int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out);
 
+/* A decimal number from min to max (digits only: no sign, no blank).
+ * Returns 0 or -EINVAL; dmsc_parse_u32 also says what is wrong, naming
+ * flag. */
+int dmsc_parse_u32_quiet(const char *arg, __u32 min, __u32 max, __u32 *out);
+int dmsc_parse_u32(const char *flag, const char *arg, __u32 min, __u32 max, __u32 *out);
+
 /* -o text|json: 0 with *json set, or -EINVAL (message printed). */
 int dmsc_parse_output(const char *arg, bool *json);
 

@@ -83,21 +83,6 @@ int print_services(const struct opts *o, int rc, struct json_object *arr)
 	return rc;
 }
 
-static int parse_count(const char *flag, const char *arg, unsigned int *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(arg, &end, 10);
-	if (errno || *end || end == arg || v < 1 || v > 4000000) {
-		pr_warn("%s: \"%s\" is not a count from 1 to 4000000\n", flag, arg);
-		return -EINVAL;
-	}
-	*out = (unsigned int)v;
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	enum {
@@ -149,11 +134,11 @@ int main(int argc, char **argv)
 			o.cgroup = optarg;
 			break;
 		case OPT_MAX_SVC:
-			if (parse_count("--max-services", optarg, &o.max_services))
+			if (dmsc_parse_u32("--max-services", optarg, 1, 4000000, &o.max_services))
 				return EXIT_USAGE;
 			break;
 		case OPT_MAX_BE:
-			if (parse_count("--max-backends", optarg, &o.max_backends))
+			if (dmsc_parse_u32("--max-backends", optarg, 1, 4000000, &o.max_backends))
 				return EXIT_USAGE;
 			break;
 		case OPT_PIN_DIR:

@@ -16,9 +16,10 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
-#include "agent.h"
+#include "policy_set.h"
 #include "etcd.h"
 #include "etcd_ctl.h"
+#include "etcd_opts.h"
 #include "etcd_store.h"
 #include "log.h"
 #include "parse.h"
@@ -496,30 +497,27 @@ static int parse_long(const char *flag, const char *arg, long *out)
 
 int dmsc_etcd_ctl_main(int argc, char **argv)
 {
-	enum { O_ETCD = 256, O_PREFIX, O_NS, O_DRY, O_REV, O_COUNT, O_TIMEOUT, O_CA, O_CERT, O_KEY };
+	enum { O_DRY = 256, O_REV, O_COUNT, O_TIMEOUT };
 	static const struct option longopts[] = {
-	    {"etcd", required_argument, NULL, O_ETCD},
-	    {"prefix", required_argument, NULL, O_PREFIX},
-	    {"namespace", required_argument, NULL, O_NS},
+	    DMSC_ETCD_LONGOPTS,
 	    {"dry-run", no_argument, NULL, O_DRY},
 	    {"revision", required_argument, NULL, O_REV},
 	    {"expect-revision", required_argument, NULL, O_REV},
 	    {"count", required_argument, NULL, O_COUNT},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
-	    {"etcd-cacert", required_argument, NULL, O_CA},
-	    {"etcd-cert", required_argument, NULL, O_CERT},
-	    {"etcd-key", required_argument, NULL, O_KEY},
 	    {"output", required_argument, NULL, 'o'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct ctl c = {.prefix = DMSC_ETCD_DEFAULT_PREFIX};
+	struct dmsc_etcd_opts eo;
+	struct ctl c = {0};
 	const char *cmd = NULL, *args[2];
 	size_t n_args = 0;
 	long rev = 0;
 	int opt;
 
+	dmsc_etcd_opts_init(&eo, 1);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "-o:vh", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -532,15 +530,6 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 				fprintf(stderr, "%s: unexpected argument \"%s\"\n", cmd, optarg);
 				return EXIT_USAGE;
 			}
-			break;
-		case O_ETCD:
-			c.etcd = optarg;
-			break;
-		case O_PREFIX:
-			c.prefix = optarg;
-			break;
-		case O_NS:
-			c.ns = optarg;
 			break;
 		case O_DRY:
 			c.dry_run = true;
@@ -558,15 +547,6 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 			if (parse_long("--timeout", optarg, &c.timeout_s))
 				return EXIT_USAGE;
 			break;
-		case O_CA:
-			c.tls.cacert = optarg;
-			break;
-		case O_CERT:
-			c.tls.cert = optarg;
-			break;
-		case O_KEY:
-			c.tls.key = optarg;
-			break;
 		case 'o':
 			if (dmsc_parse_output(optarg, &c.json))
 				return EXIT_USAGE;
@@ -578,10 +558,17 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 			fputs(usage_text, stdout);
 			return 0;
 		default:
+			/* the etcd options (etcd_opts.h), or a usage error */
+			if (dmsc_etcd_opt(&eo, opt, optarg) > 0)
+				break;
 			fputs(usage_text, stderr);
 			return EXIT_USAGE;
 		}
 	}
+	c.etcd = eo.urls;
+	c.prefix = eo.prefix;
+	c.ns = eo.n_ns ? eo.ns[0] : NULL;
+	c.tls = eo.tls;
 	if (!cmd || !c.etcd || !c.ns) {
 		fprintf(stderr, "%s needs --etcd URL and --namespace NS\n", cmd ? cmd : "dmscctl");
 		fputs(usage_text, stderr);

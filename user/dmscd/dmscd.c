@@ -65,21 +65,6 @@ static void usage(FILE *f)
 		DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS, DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
 }
 
-static int parse_uint(const char *flag, const char *arg, unsigned int max, unsigned int *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(arg, &end, 10);
-	if (errno || *end || end == arg || v > max) {
-		pr_warn("%s: \"%s\" is not a number from 0 to %u\n", flag, arg, max);
-		return -EINVAL;
-	}
-	*out = (unsigned int)v;
-	return 0;
-}
-
 /* Installs, or adopts and replaces the programs in place; says which. */
 static int install(const struct agent *ag, const struct dmsc_install_opts *opts)
 {
@@ -140,12 +125,6 @@ int main(int argc, char **argv)
 		OPT_L7_BINARY,
 		OPT_L7_MODE,
 		OPT_METRICS_BACKENDS,
-		OPT_ETCD,
-		OPT_ETCD_PREFIX,
-		OPT_ETCD_NS,
-		OPT_ETCD_CA,
-		OPT_ETCD_CERT,
-		OPT_ETCD_KEY,
 		OPT_MTLS_DIR,
 		OPT_MTLS_LISTEN,
 	};
@@ -167,12 +146,7 @@ int main(int argc, char **argv)
 	    {"l7", required_argument, NULL, OPT_L7_MODE},
 	    {"mtls-dir", required_argument, NULL, OPT_MTLS_DIR},
 	    {"mtls-listen", required_argument, NULL, OPT_MTLS_LISTEN},
-	    {"etcd", required_argument, NULL, OPT_ETCD},
-	    {"prefix", required_argument, NULL, OPT_ETCD_PREFIX},
-	    {"namespace", required_argument, NULL, OPT_ETCD_NS},
-	    {"etcd-cacert", required_argument, NULL, OPT_ETCD_CA},
-	    {"etcd-cert", required_argument, NULL, OPT_ETCD_CERT},
-	    {"etcd-key", required_argument, NULL, OPT_ETCD_KEY},
+	    DMSC_ETCD_LONGOPTS,
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -188,16 +162,14 @@ int main(int argc, char **argv)
 	const char *l7_listen = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
 	char bound[64], l7_bin[PATH_MAX] = "";
 	sigset_t sigs;
-	const char *etcd_urls = NULL, *etcd_prefix = DMSC_ETCD_DEFAULT_PREFIX;
-	const char *etcd_ns[DMSC_ETCD_NAMESPACES_MAX];
-	size_t n_etcd_ns = 0;
-	struct dmsc_etcd_tls etcd_tls = {0};
+	struct dmsc_etcd_opts eo;
 	struct dmsc_etcd_sync etcd_sync;
 	char etcd_label[256];
 	bool running = true;
 	int c, rc = 1;
 
 	dmsc_log_init("dmscd", level);
+	dmsc_etcd_opts_init(&eo, DMSC_ETCD_NAMESPACES_MAX);
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_POLICY:
@@ -230,23 +202,23 @@ int main(int argc, char **argv)
 			}
 			break;
 		case OPT_DEBOUNCE:
-			if (parse_uint("--debounce-ms", optarg, 60000, &debounce))
+			if (dmsc_parse_u32("--debounce-ms", optarg, 0, 60000, &debounce))
 				return EXIT_USAGE;
 			break;
 		case OPT_DEBOUNCE_MAX:
-			if (parse_uint("--debounce-max-ms", optarg, 600000, &debounce_max))
+			if (dmsc_parse_u32("--debounce-max-ms", optarg, 0, 600000, &debounce_max))
 				return EXIT_USAGE;
 			break;
 		case OPT_DROP_DELAY:
-			if (parse_uint("--drop-delay-ms", optarg, 60000, &drop_delay))
+			if (dmsc_parse_u32("--drop-delay-ms", optarg, 0, 60000, &drop_delay))
 				return EXIT_USAGE;
 			break;
 		case OPT_MAX_SVC:
-			if (parse_uint("--max-services", optarg, 4000000, &max_svc))
+			if (dmsc_parse_u32("--max-services", optarg, 0, 4000000, &max_svc))
 				return EXIT_USAGE;
 			break;
 		case OPT_MAX_BE:
-			if (parse_uint("--max-backends", optarg, 4000000, &max_be))
+			if (dmsc_parse_u32("--max-backends", optarg, 0, 4000000, &max_be))
 				return EXIT_USAGE;
 			break;
 		case OPT_FP_BACKLOG:
@@ -277,28 +249,6 @@ int main(int argc, char **argv)
 		case OPT_MTLS_LISTEN:
 			mtls_listen = optarg;
 			break;
-		case OPT_ETCD:
-			etcd_urls = optarg;
-			break;
-		case OPT_ETCD_PREFIX:
-			etcd_prefix = optarg;
-			break;
-		case OPT_ETCD_NS:
-			if (n_etcd_ns == DMSC_ETCD_NAMESPACES_MAX) {
-				pr_warn("--namespace: at most %d\n", DMSC_ETCD_NAMESPACES_MAX);
-				return EXIT_USAGE;
-			}
-			etcd_ns[n_etcd_ns++] = optarg;
-			break;
-		case OPT_ETCD_CA:
-			etcd_tls.cacert = optarg;
-			break;
-		case OPT_ETCD_CERT:
-			etcd_tls.cert = optarg;
-			break;
-		case OPT_ETCD_KEY:
-			etcd_tls.key = optarg;
-			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;
 			break;
@@ -306,12 +256,15 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
+			/* the etcd options (etcd_opts.h), or a usage error */
+			if (dmsc_etcd_opt(&eo, c, optarg) > 0)
+				break;
 			usage(stderr);
 			return EXIT_USAGE;
 		}
 	}
 	dmsc_log_init("dmscd", level);
-	if (etcd_urls && (ag.policy || !n_etcd_ns)) {
+	if (eo.urls && (ag.policy || !eo.n_ns)) {
 		pr_warn("--etcd takes one --namespace NS or more, and no --policy\n");
 		return EXIT_USAGE;
 	}
@@ -319,9 +272,9 @@ int main(int argc, char **argv)
 		pr_warn("--mtls-dir HOSTDIR and --mtls-listen ADDR:PORT go together\n");
 		return EXIT_USAGE;
 	}
-	if (etcd_urls) {
-		snprintf(etcd_label, sizeof(etcd_label), "etcd %s%s", etcd_prefix,
-			 n_etcd_ns == 1 ? "" : " (namespaces)");
+	if (eo.urls) {
+		snprintf(etcd_label, sizeof(etcd_label), "etcd %s%s", eo.prefix,
+			 eo.n_ns == 1 ? "" : " (namespaces)");
 		ag.policy = etcd_label;
 	}
 	if (optind != argc || !ag.policy) {
@@ -359,7 +312,7 @@ int main(int argc, char **argv)
 	io.n_ifaces = n_ifs;
 	if (install(&ag, &io))
 		goto out;
-	if (!etcd_urls && dmsc_policy_watch_open(&ag.watch, ag.policy))
+	if (!eo.urls && dmsc_policy_watch_open(&ag.watch, ag.policy))
 		goto out;
 	if (dmsc_health_watch_start(&ag.health, ag.pin_dir))
 		goto out;
@@ -406,14 +359,14 @@ int main(int argc, char **argv)
 		if (tunnel_start(&ag, l7_bin, mtls_dir, mtls_listen))
 			goto out;
 	}
-	if (etcd_urls) {
+	if (eo.urls) {
 		/* applied once the first read arrives (the eventfd) */
-		if (dmsc_etcd_sync_start(&etcd_sync, etcd_urls, &etcd_tls, etcd_prefix, etcd_ns,
-					 n_etcd_ns))
+		if (dmsc_etcd_sync_start(&etcd_sync, eo.urls, &eo.tls, eo.prefix, eo.ns,
+					 eo.n_ns))
 			goto out;
 		ag.etcd = &etcd_sync;
-		pr_info("watching %s: %zu namespace%s at %s\n", ag.policy, n_etcd_ns,
-			n_etcd_ns == 1 ? "" : "s", etcd_urls);
+		pr_info("watching %s: %zu namespace%s at %s\n", ag.policy, eo.n_ns,
+			eo.n_ns == 1 ? "" : "s", eo.urls);
 	} else {
 		pr_info("watching %s%s\n", ag.policy,
 			ag.policy_is_dir ? " (a directory of *.json)" : "");

@@ -23,7 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "debounce.h"
+#include "policy_set.h"
 #include "allow_resolve.h"
 #include "datapath.h"
 #include "etcd_sync.h"

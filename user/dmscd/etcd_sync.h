@@ -17,11 +17,10 @@
 #include <stdint.h>
 
 #include "etcd.h"
+#include "etcd_opts.h"
 #include "etcd_store.h"
 #include "metrics.h"
 #include "policy.h"
-
-#define DMSC_ETCD_NAMESPACES_MAX 16
 
 struct dmsc_etcd_sync {
 	struct dmsc_etcd etcd;

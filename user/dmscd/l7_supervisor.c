@@ -319,17 +319,14 @@ int dmsc_l7_metrics_append(const char *metrics_file, FILE *out)
 
 const char *dmsc_l7_sup_state_name(enum dmsc_l7_sup_state st)
 {
-	switch (st) {
-	case DMSC_L7_SUP_STOPPED:
-		return "stopped";
-	case DMSC_L7_SUP_STARTING:
-		return "starting";
-	case DMSC_L7_SUP_READY:
-		return "ready";
-	case DMSC_L7_SUP_BACKOFF:
-		return "backoff";
-	}
-	return "?";
+	static const char *const names[] = {
+	    [DMSC_L7_SUP_STOPPED] = "stopped",
+	    [DMSC_L7_SUP_STARTING] = "starting",
+	    [DMSC_L7_SUP_READY] = "ready",
+	    [DMSC_L7_SUP_BACKOFF] = "backoff",
+	};
+
+	return (size_t)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
 }
 
 int dmsc_l7_unregister(const char *pin_dir)

@@ -9,7 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "debounce.h"
+#include "policy_set.h"
 #include "log.h"
 #include "policy_watch.h"
 

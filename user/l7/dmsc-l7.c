@@ -114,19 +114,6 @@ static void usage(FILE *f)
 		DMSC_PIN_ROOT, DMSC_LAYOUT_VERSION);
 }
 
-static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || end == s || v < min || v > max || s[0] == '-')
-		return -EINVAL;
-	*out = (uint32_t)v;
-	return 0;
-}
-
 static int parse_args(int argc, char **argv)
 {
 	static const struct {
@@ -175,7 +162,7 @@ static int parse_args(int argc, char **argv)
 			if (!strcmp(a, nums[k].name))
 				break;
 		if (k < sizeof(nums) / sizeof(nums[0])) {
-			if (parse_u32(v, nums[k].min, nums[k].max, nums[k].val)) {
+			if (dmsc_parse_u32_quiet(v, nums[k].min, nums[k].max, nums[k].val)) {
 				fprintf(stderr, "dmsc-l7: %s \"%s\": %u to %u\n", a, v, nums[k].min,
 					nums[k].max);
 				return -EINVAL;
@@ -185,7 +172,7 @@ static int parse_args(int argc, char **argv)
 			const char *colon = strrchr(v, ':');
 
 			if (!colon || (size_t)(colon - v) >= sizeof(host) ||
-			    parse_u32(colon + 1, 1, 65535, &u)) {
+			    dmsc_parse_u32_quiet(colon + 1, 1, 65535, &u)) {
 				fprintf(stderr, "dmsc-l7: --listen \"%s\": not IPV4:PORT\n", v);
 				return -EINVAL;
 			}
@@ -225,13 +212,13 @@ static int parse_args(int argc, char **argv)
 		} else if (!strcmp(a, "--metrics-file")) {
 			opt.metrics_file = v;
 		} else if (!strcmp(a, "--workers")) {
-			if (parse_u32(v, 1, 1024, &u)) {
+			if (dmsc_parse_u32_quiet(v, 1, 1024, &u)) {
 				fprintf(stderr, "dmsc-l7: --workers \"%s\": 1 to 1024\n", v);
 				return -EINVAL;
 			}
 			opt.workers = (int)u;
 		} else if (!strcmp(a, "--ready-fd")) {
-			if (parse_u32(v, 0, INT_MAX, &u)) {
+			if (dmsc_parse_u32_quiet(v, 0, INT_MAX, &u)) {
 				fprintf(stderr, "dmsc-l7: --ready-fd \"%s\": a file descriptor\n",
 					v);
 				return -EINVAL;
@@ -277,9 +264,10 @@ static int load_policy(void)
 		return -ENOMEM;
 	for (i = 0; i < cfg.n_svcs; i++) {
 		pthread_mutex_init(&svc_rt[i].lock, NULL);
-		if (cfg.svcs[i].has_request_limit)
-			dmsc_l7_bucket_init(&svc_rt[i].bucket, cfg.svcs[i].requests_per_second,
-					    cfg.svcs[i].burst, now_ns());
+		/* starts full (last_ns 0): a burst is allowed at once */
+		svc_rt[i].rate = cfg.svcs[i].requests_per_second;
+		svc_rt[i].depth = dmsc_tb_request_depth(cfg.svcs[i].requests_per_second,
+							cfg.svcs[i].burst);
 	}
 	for (k = 0; k < cfg.n_svcs; k++)
 		n_route_slots += cfg.svcs[k].n_routes + 1;

@@ -35,13 +35,14 @@
 
 #include "datapath.h"
 #include "dmsc/shared.h"
-#include "l7_bucket.h"
+#include "dmsc/bucket.h"
 #include "l7_ep.h"
 #include "l7_h2.h"
 #include "l7_http.h"
 #include "l7_netns.h"
 #include "l7_route.h"
 #include "log.h"
+#include "parse.h"
 #include "policy.h"
 
 /* ---- limits (documented in docs/l7.md) --------------------------- */
@@ -128,7 +129,8 @@ static inline void ctr_add(uint64_t *c, uint64_t n)
 extern struct dmsc_l7_config cfg;
 struct svc_rt {
 	pthread_mutex_t lock;
-	struct dmsc_l7_bucket bucket;
+	struct dmsc_tb bucket; /* requests_per_second, include/dmsc/bucket.h */
+	uint64_t rate, depth;
 };
 extern struct svc_rt *svc_rt; /* parallel to cfg.svcs */
 extern int handoff_fd;

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "dmsc/slots.h"
+#include "cmp.h"
 #include "l7_route.h"
 
 static bool backend_selected(const struct dmsc_policy_backend *b, const struct dmsc_label *sel,
@@ -153,12 +154,9 @@ int dmsc_l7_route_match(const struct dmsc_l7_service *svc, const struct dmsc_l7_
 static int svc_cmp(const void *a, const void *b)
 {
 	const struct dmsc_l7_service *x = a, *y = b;
+	int c = DMSC_CMP(x->vip, y->vip);
 
-	if (x->vip != y->vip)
-		return x->vip < y->vip ? -1 : 1;
-	if (x->vport != y->vport)
-		return x->vport < y->vport ? -1 : 1;
-	return 0;
+	return c ? c : DMSC_CMP(x->vport, y->vport);
 }
 
 int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy)

@@ -282,11 +282,13 @@ void dispatch(struct conn *c)
 		struct svc_rt *rt = &svc_rt[c->svc_idx];
 
 		pthread_mutex_lock(&rt->lock);
-		wait = dmsc_l7_bucket_take(&rt->bucket, now);
+		wait = dmsc_tb_take(&rt->bucket, now, rt->rate, rt->depth, 1)
+			       ? 0
+			       : dmsc_tb_wait_seconds(&rt->bucket, rt->rate, 1);
 		pthread_mutex_unlock(&rt->lock);
 		if (wait) {
 			c->state = S_LOCAL;
-			respond_local(c, 429, false, dmsc_l7_retry_after_s(wait));
+			respond_local(c, 429, false, wait);
 			return;
 		}
 	}

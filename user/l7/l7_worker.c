@@ -206,7 +206,9 @@ static uint64_t h2_bucket_wait(size_t svc_idx, uint64_t now)
 	uint64_t wait;
 
 	pthread_mutex_lock(&rt->lock);
-	wait = dmsc_l7_bucket_take(&rt->bucket, now);
+	wait = dmsc_tb_take(&rt->bucket, now, rt->rate, rt->depth, 1)
+		       ? 0
+		       : dmsc_tb_wait_ns(&rt->bucket, rt->rate, 1);
 	pthread_mutex_unlock(&rt->lock);
 	return wait;
 }

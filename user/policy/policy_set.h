@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * The pure parts of dmscd: a policy made of one file or of every *.json
- * file of a directory, and the debounce of file-system events. Nothing
- * here touches the kernel.
+ * A policy made of one file or of every *.json file of a directory (dmscd,
+ * dmscctl publish). Nothing here touches the kernel.
  */
-#ifndef DMSC_AGENT_H
-#define DMSC_AGENT_H
+#ifndef DMSC_POLICY_SET_H
+#define DMSC_POLICY_SET_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -51,22 +50,4 @@ void dmsc_policy_set_free(struct dmsc_policy_set *s);
 /* Whether a file name in a policy directory is part of the policy. */
 bool dmsc_policy_dir_entry(const char *name);
 
-/*
- * Debounce: a burst of events (an editor writes, renames, touches) is one
- * change. The change is due once quiet_ms passed without an event, or
- * max_ms after the burst's first event, whichever comes first.
- */
-struct dmsc_debounce {
-	int quiet_ms, max_ms;
-	bool pending;
-	int64_t first_ms, last_ms;
-};
-
-void dmsc_debounce_init(struct dmsc_debounce *d, int quiet_ms, int max_ms);
-void dmsc_debounce_event(struct dmsc_debounce *d, int64_t now_ms);
-/* -1: nothing pending; else milliseconds until due (0: due now). */
-int dmsc_debounce_wait_ms(const struct dmsc_debounce *d, int64_t now_ms);
-/* True once when due; clears the pending change. */
-bool dmsc_debounce_take(struct dmsc_debounce *d, int64_t now_ms);
-
-#endif /* DMSC_AGENT_H */
+#endif /* DMSC_POLICY_SET_H */
