@@ -186,11 +186,13 @@ t_eq "the install record says an apply was interrupted" \
 LOG=$T/dmscd.log
 "$BIN/dmscd" --policy "$T/c.json" --debounce-ms 100 >"$LOG" 2>&1 &
 DPID=$!
-for ((i = 0; i < 200; i++)); do
-	grep -q 'applied\|apply failed\|not applied' "$LOG" && break
+# The apply's own line ("dmscd: applied FILE (start): ..."), not any line
+# that says "applied" (dmscd also says when the L7 helper would start).
+for ((i = 0; i < 600; i++)); do
+	grep -qE '^dmscd: (applied [^ ]+ \(|.*(apply failed|not applied))' "$LOG" && break
 	sleep 0.1
 done
-t_check "dmscd applied C" grep -q 'applied' "$LOG"
+t_check "dmscd applied C" grep -qE '^dmscd: applied [^ ]+ \(' "$LOG"
 t_check "dmscd repaired what the killed apply left" grep -q 'repaired [0-9]* map entr' "$LOG"
 t_eq "the mark is cleared" \
 	"$(bpftool -j map dump pinned "$MAPS/dmsc_install" | jq '.[0] | .formatted // . | .value.apply_in_progress')" 0
