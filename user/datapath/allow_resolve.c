@@ -34,17 +34,6 @@ int dmsc_allow_rules(const struct dmsc_datapath *dp, struct dmsc_allow_entry **r
 	return dmsc_read_allow(dp, rules, n);
 }
 
-static int rule_cmp(const void *a, const void *b)
-{
-	const struct dmsc_allow_key *x = a, *y = b;
-
-	if (x->svc_id != y->svc_id)
-		return x->svc_id < y->svc_id ? -1 : 1;
-	if (x->cgroup_id != y->cgroup_id)
-		return x->cgroup_id < y->cgroup_id ? -1 : 1;
-	return 0;
-}
-
 static const char *id_text(__u64 id, char *buf, size_t len)
 {
 	if (id & DMSC_ALLOW_UNRESOLVED)
@@ -103,7 +92,7 @@ int dmsc_allow_reresolve(const struct dmsc_datapath *dp, const char *cg_root,
 		changed++;
 	}
 	if (changed)
-		qsort(all, n, sizeof(*all), rule_cmp);
+		qsort(all, n, sizeof(*all), allow_cmp); /* the order dmsc_read_allow gives */
 	if (rules) {
 		*rules = all;
 		*n_rules = n;

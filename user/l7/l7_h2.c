@@ -141,6 +141,20 @@ static size_t hb_pending(const struct h2_buf *b)
 	return b->len - b->off;
 }
 
+/* Up to len of b's pending bytes copied to buf and taken: how many. */
+static size_t hb_take(struct h2_buf *b, uint8_t *buf, size_t len)
+{
+	size_t n = hb_pending(b);
+
+	if (n > len)
+		n = len;
+	if (n) { /* b->p may be NULL while nothing is pending */
+		memcpy(buf, b->p + b->off, n);
+		b->off += n;
+	}
+	return n;
+}
+
 static void hb_free(struct h2_buf *b)
 {
 	free(b->p);
@@ -250,16 +264,12 @@ static ssize_t resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
 			 uint32_t *flags, nghttp2_data_source *src, void *user)
 {
 	struct h2_stream *st = src->ptr;
-	size_t n = hb_pending(&st->resp_body);
+	size_t n = hb_take(&st->resp_body, buf, len);
 
 	(void)s;
 	(void)sid;
 	(void)user;
-	if (n > len)
-		n = len;
 	if (n) {
-		memcpy(buf, st->resp_body.p + st->resp_body.off, n);
-		st->resp_body.off += n;
 		/* taken: now the backend may send this much more */
 		if (st->up && st->up->s && st->uid > 0)
 			nghttp2_session_consume(st->up->s, st->uid, n);
@@ -281,16 +291,12 @@ static ssize_t req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t le
 			uint32_t *flags, nghttp2_data_source *src, void *user)
 {
 	struct h2_stream *st = src->ptr;
-	size_t n = hb_pending(&st->req_body);
+	size_t n = hb_take(&st->req_body, buf, len);
 
 	(void)s;
 	(void)sid;
 	(void)user;
-	if (n > len)
-		n = len;
 	if (n) {
-		memcpy(buf, st->req_body.p + st->req_body.off, n);
-		st->req_body.off += n;
 		st->req_body_taken = true;
 		if (!st->c_closed)
 			nghttp2_session_consume(st->hc->s, st->cid, n);
