@@ -58,7 +58,11 @@ struct h2_stream {
 	uint64_t tried;
 	uint32_t retries_left, attempts, timeout_ms;
 	uint64_t t_req, deadline;
-	bool idempotent;
+	bool idempotent; /* by its method or its route: may be sent again after a 502/503 */
+	/* the request body kept for sending again (while it fits: replay) */
+	struct h2_buf req_copy;
+	bool replay;
+	size_t req_sent, req_acked; /* body bytes this attempt sent; acknowledged to the client */
 };
 
 struct h2_up {
@@ -88,6 +92,7 @@ struct dmsc_l7_h2 {
 	uint64_t idle_since;
 	uint32_t ev;
 	bool goaway, closed, eof;
+	size_t copy_bytes; /* the streams' req_copy together */
 };
 
 static uint64_t h2_now(void)
@@ -200,6 +205,14 @@ static void conn_close(struct dmsc_l7_h2 *hc);
 static void up_failed(struct h2_up *up);
 static void stream_dispatch(struct h2_stream *st);
 
+/* The stream will not be sent again: its request copy goes. */
+static void h2_copy_drop(struct h2_stream *st)
+{
+	st->hc->copy_bytes -= st->req_copy.len;
+	hb_free(&st->req_copy);
+	st->replay = false;
+}
+
 static void stream_finish(struct h2_stream *st)
 {
 	struct dmsc_l7_h2_env *env = st->hc->env;
@@ -223,6 +236,7 @@ static void stream_free(struct h2_stream *st)
 	stream_finish(st);
 	if (st->up && st->uid > 0 && st->up->s)
 		nghttp2_session_set_stream_user_data(st->up->s, st->uid, NULL);
+	h2_copy_drop(st);
 	hb_free(&st->req_body);
 	hb_free(&st->resp_body);
 	free(st->resp);
@@ -298,8 +312,12 @@ static ssize_t req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t le
 	(void)user;
 	if (n) {
 		st->req_body_taken = true;
-		if (!st->c_closed)
-			nghttp2_session_consume(st->hc->s, st->cid, n);
+		st->req_sent += n;
+		/* a replayed body was acknowledged the first time */
+		if (!st->c_closed && st->req_sent > st->req_acked)
+			nghttp2_session_consume(st->hc->s, st->cid, st->req_sent - st->req_acked);
+		if (st->req_sent > st->req_acked)
+			st->req_acked = st->req_sent;
 	}
 	if (hb_pending(&st->req_body))
 		return (ssize_t)n;
@@ -335,6 +353,57 @@ static void grpc_status_of(struct h2_stream *st, const struct h2_hdrs *h)
 		st->grpc_status = atoi((const char *)g->value);
 }
 
+static void stream_send(struct h2_stream *st);
+
+/* RFC 9110, 9.2.2 */
+static bool h2_method_idempotent(const nghttp2_nv *m)
+{
+	static const char *const safe[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+	size_t i;
+
+	for (i = 0; i < sizeof(safe) / sizeof(safe[0]); i++)
+		if (!strcmp((const char *)m->value, safe[i]))
+			return true;
+	return false;
+}
+
+/*
+ * The backend's final response headers came and none went to the client:
+ * an idempotent request (its method, or its route's "idempotent") answered
+ * 502 or 503, or a gRPC UNAVAILABLE (14) trailers-only answer on an
+ * "idempotent" route, goes to another backend while its retries last and
+ * its body was kept whole. true: sent again, this answer dropped.
+ */
+static bool stream_again(struct h2_stream *st)
+{
+	bool unavailable = st->grpc_status == 14 && st->resp_end;
+
+	if (!st->replay || !st->retries_left || !st->up ||
+	    !(st->status == 502 || st->status == 503 || unavailable))
+		return false;
+	nghttp2_submit_rst_stream(st->up->s, NGHTTP2_FLAG_NONE, st->uid, NGHTTP2_CANCEL);
+	nghttp2_session_set_stream_user_data(st->up->s, st->uid, NULL);
+	st->up = NULL;
+	st->uid = -1;
+	st->retries_left--;
+	free(st->resp);
+	free(st->trailers);
+	st->resp = st->trailers = NULL;
+	st->resp_final = st->resp_end = false;
+	st->status = 0;
+	st->grpc_status = -1;
+	hb_free(&st->resp_body);
+	hb_free(&st->req_body);
+	if (st->req_copy.len && hb_add(&st->req_body, st->req_copy.p, st->req_copy.len)) {
+		respond_local(st, 502);
+		return true;
+	}
+	st->req_body_taken = false;
+	st->req_sent = 0;
+	stream_send(st);
+	return true;
+}
+
 static int up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
 	struct h2_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -361,6 +430,9 @@ static int up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 		st->resp_end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 		if (st->c_closed || st->resp_submitted)
 			return 0;
+		if (stream_again(st))
+			return 0;
+		h2_copy_drop(st);
 		st->resp_submitted = true;
 		prd.source.ptr = st;
 		prd.read_callback = resp_read;
@@ -663,6 +735,14 @@ static int c_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8
 	}
 	if (hb_add(&st->req_body, data, len))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	if (st->replay) {
+		if (st->req_copy.len + len > DMSC_L7_H2_REPLAY_BYTES ||
+		    st->hc->copy_bytes + len > DMSC_L7_H2_CONN_WINDOW ||
+		    hb_add(&st->req_copy, data, len))
+			h2_copy_drop(st);
+		else
+			st->hc->copy_bytes += len;
+	}
 	if (st->up && st->uid > 0)
 		nghttp2_session_resume_data(st->up->s, st->uid);
 	return 0;
@@ -746,6 +826,8 @@ static void stream_dispatch(struct h2_stream *st)
 		return;
 	}
 	st->retries_left = route && route->has_retries ? route->retries : hc->env->default_retries;
+	st->idempotent = (route && route->idempotent) || h2_method_idempotent(m);
+	st->replay = st->idempotent && st->retries_left > 0;
 	st->timeout_ms =
 	    route && route->has_timeout_ms ? route->timeout_ms : hc->env->default_timeout_ms;
 	/* a gRPC deadline shorter than the route's wins */

@@ -29,6 +29,9 @@
 #define DMSC_L7_H2_MAX_STREAMS 128	  /* concurrent, per client connection */
 #define DMSC_L7_H2_HEADER_BYTES (16 * 1024) /* a stream's header block, stored */
 #define DMSC_L7_H2_MAX_UPSTREAMS 16	  /* backend connections per client connection */
+/* a request body kept to send again after a 502/503 (as HTTP/1.1's); all
+ * of a connection's streams together keep at most DMSC_L7_H2_CONN_WINDOW */
+#define DMSC_L7_H2_REPLAY_BYTES (64 * 1024)
 
 struct dmsc_l7_h2;
 
