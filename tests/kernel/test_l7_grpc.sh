@@ -60,11 +60,15 @@ def flaky(req, ctx):  # v1 is unavailable, v2 echoes
         ctx.abort(grpc.StatusCode.UNAVAILABLE, "v1 is down")
     return name.encode() + b":" + req
 
+def who(req, ctx):  # what the backend learnt about the client
+    return ", ".join(v for k, v in ctx.invocation_metadata() if k == "x-forwarded-for").encode()
+
 h = grpc.method_handlers_generic_handler("test.Echo", {
     "Unary": grpc.unary_unary_rpc_method_handler(unary),
     "Stream": grpc.unary_stream_rpc_method_handler(stream),
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
     "Fail": grpc.unary_unary_rpc_method_handler(fail),
+    "Who": grpc.unary_unary_rpc_method_handler(who),
     "Get": grpc.unary_unary_rpc_method_handler(flaky),
     "Put": grpc.unary_unary_rpc_method_handler(flaky),
 })
@@ -112,6 +116,8 @@ elif what == "flaky":
             print(r.split(b":")[0].decode() if r.endswith(b":" + msg) else "garbled")
         except grpc.RpcError as e:
             print(e.code().name)
+elif what == "who":
+    print(ch.unary_unary("/test.Echo/Who")(b"", metadata=[("x-forwarded-for", "203.0.113.9")], timeout=5).decode())
 elif what == "fail":
     try:
         ch.unary_unary("/test.Echo/Fail")(b"x", timeout=5)
@@ -167,6 +173,10 @@ t_range "...on a route not marked: some calls get UNAVAILABLE (not sent again)" 
 	"$(grep -o '[0-9]*UNAVAILABLE' <<<"$out" | sed 's/UNAVAILABLE$//')" 1 19
 t_check "metrics: the retries counted for the Get route" t_wait 5 \
 	grep -q '^dmsc_l7_retries_total{service="echo",route="3"} [1-9]' "$T/metrics.prom"
+# the client's address as the helper saw it: its own, or 127.0.0.1 through
+# the listener in its namespace
+t_check "X-Forwarded-For on HTTP/2: the client's value kept, its address appended" \
+	grep -Eqx '203\.0\.113\.9, (198\.18\.0\.2|127\.0\.0\.1)' <(client who)
 t_check "metrics: grpc-status 14 counted for the Fail route" t_wait 5 \
 	grep -q '^dmsc_l7_grpc_responses_total{service="echo",route="2",grpc_status="14"} 1$' "$T/metrics.prom"
 t_check "metrics: grpc-status 0 counted for the streams routed by method" \

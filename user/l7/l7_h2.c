@@ -92,6 +92,7 @@ struct dmsc_l7_h2 {
 	uint64_t idle_since;
 	uint32_t ev;
 	bool goaway, closed, eof;
+	char client[48]; /* its address, for --forwarded ("" unknown) */
 	size_t copy_bytes; /* the streams' req_copy together */
 };
 
@@ -788,6 +789,38 @@ static uint64_t grpc_timeout_ms(const nghttp2_nv *nv)
 	return 0;
 }
 
+/* The request's name fields replaced by one: their values, then this
+ * hop's (hop NULL: Forwarded's for=CLIENT;proto=http). -ENOSPC: no room. */
+static int h2_forward(struct h2_stream *st, const char *name, const char *hop)
+{
+	const char *vals[H2_MAX_HEADERS];
+	size_t lens[H2_MAX_HEADERS], i, n = 0, k = 0;
+	char v[DMSC_L7_H2_HEADER_BYTES], fwd[96];
+	int len;
+
+	if (!st->hc->client[0])
+		return 0;
+	if (!hop) {
+		snprintf(fwd, sizeof(fwd), "for=%s%s%s;proto=http", strchr(st->hc->client, ':') ? "\"[" : "",
+			 st->hc->client, strchr(st->hc->client, ':') ? "]\"" : "");
+		hop = fwd;
+	}
+	for (i = 0; i < st->req.n; i++) {
+		if (strcmp((const char *)st->req.nv[i].name, name)) {
+			st->req.nv[k++] = st->req.nv[i];
+			continue;
+		}
+		vals[n] = (const char *)st->req.nv[i].value;
+		lens[n++] = st->req.nv[i].valuelen;
+	}
+	len = dmsc_l7_h2_forward_value(vals, lens, n, hop, v, sizeof(v));
+	st->req.n = k; /* the arena keeps the old values: vals stay valid */
+	if (len < 0)
+		return len;
+	return hdrs_add(&st->req, (const uint8_t *)name, strlen(name), (const uint8_t *)v,
+			(size_t)len);
+}
+
 /* Routes a stream whose request headers are complete. */
 static void stream_dispatch(struct h2_stream *st)
 {
@@ -823,6 +856,11 @@ static void stream_dispatch(struct h2_stream *st)
 	route = st->route >= 0 ? &hc->svc->routes[st->route] : NULL;
 	if (hc->svc->has_request_limit && hc->env->bucket_wait(hc->svc_idx, now)) {
 		respond_local(st, 429);
+		return;
+	}
+	if ((hc->env->xff && h2_forward(st, "x-forwarded-for", hc->client)) ||
+	    (hc->env->forwarded && h2_forward(st, "forwarded", NULL))) {
+		respond_local(st, 431);
 		return;
 	}
 	st->retries_left = route && route->has_retries ? route->retries : hc->env->default_retries;
@@ -1043,6 +1081,8 @@ int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, uint32_t client_id,
 	hc->client_id = client_id;
 	hc->svc = svc;
 	hc->svc_idx = svc_idx;
+	if (dmsc_l7_h2_client_addr(cfd, hc->client, sizeof(hc->client)))
+		hc->client[0] = '\0';
 	if (nghttp2_session_server_new2(&hc->s, client_cbs, hc, h2_opt) || set_window(hc->s)) {
 		if (hc->s)
 			nghttp2_session_del(hc->s);

@@ -49,6 +49,7 @@ struct dmsc_l7_h2_env {
 			 int status, uint64_t dur_ns, uint32_t attempts, int grpc_status);
 	void (*release_client)(uint32_t client_id);
 	uint32_t default_timeout_ms, default_retries, idle_ms;
+	bool xff, forwarded; /* --forwarded: X-Forwarded-For, Forwarded appended */
 	/* the worker's HTTP/2 connections */
 	struct dmsc_l7_h2 *conns, *dead;
 	void *dead_ups; /* backend connections closed during this batch */
@@ -76,6 +77,16 @@ void dmsc_l7_h2_sweep(struct dmsc_l7_h2_env *env, uint64_t now_ns, bool draining
 
 /* Frees the connections closed during the last batch of events. */
 void dmsc_l7_h2_reap(struct dmsc_l7_h2_env *env);
+
+/* The client's address of socket fd as text (IPv4 for an IPv4-mapped
+ * one): 0 or a negative errno. */
+int dmsc_l7_h2_client_addr(int fd, char *out, size_t size);
+
+/* "v1, v2, hop" into out (size bytes): the n values (lens[i] bytes each,
+ * empty ones left out) the client sent, then this hop's. Its length, or
+ * -ENOSPC. */
+int dmsc_l7_h2_forward_value(const char *const *values, const size_t *lens, size_t n,
+			     const char *hop, char *out, size_t size);
 
 /* Closes every connection (the worker exits). */
 void dmsc_l7_h2_close_all(struct dmsc_l7_h2_env *env);
