@@ -220,13 +220,13 @@ L7PID=
 # 8. --max-conns counts HTTP/2 connections: one worker, at most 2; with 2
 # idle HTTP/2 connections open a third is closed unanswered
 ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
-	--workers 1 --max-conns 2 --no-netns --metrics-file "$T/m2.prom" >"$T/l7b.out" 2>"$T/l7b.err" &
+	--workers 1 --max-conns 2 --metrics-file "$T/m2.prom" >"$T/l7b.out" 2>"$T/l7b.err" &
 L7PID=$!
 dmsc_wait_ready "$T/l7b.out" 10 || { t_fail "dmsc-l7 --max-conns 2 ready"; cat "$T/l7b.err"; t_summary; exit 1; }
 mkfifo "$T/idle.in"
 in_c python3 "$(dirname "$0")/../lib/h2idle.py" "$WEB" 80 2 30 <"$T/idle.in" >"$T/idle.out" 2>&1 &
 exec 7>"$T/idle.in"
-t_check "two idle HTTP/2 connections held" t_wait 10 grep -q '^ready 2$' "$T/idle.out"
+t_check "two idle HTTP/2 connections held" t_wait 30 grep -q '^ready 2$' "$T/idle.out"
 t_eq "--max-conns 2: a third HTTP/2 connection is closed unanswered" \
 	"$(in_c curl -s --http2-prior-knowledge --max-time 5 -o /dev/null -w '%{http_code}' "http://$WEB/id")" 000
 t_check "...counted as over_capacity" t_wait 5 \
