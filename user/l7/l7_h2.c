@@ -22,6 +22,7 @@
 #define H2_PREFACE_LEN 24
 #define H2_READ_SIZE (16 * 1024)
 #define H2_READS_PER_EVENT 4
+#define H2_WRITE_BATCH (16 * 1024)
 #define H2_MAX_HEADERS 64
 
 struct h2_buf {
@@ -881,18 +882,21 @@ static void stream_dispatch(struct h2_stream *st)
 static int flush(nghttp2_session *s, int fd, struct h2_buf *out)
 {
 	for (;;) {
-		if (!hb_pending(out)) {
+		/* frames gathered up to H2_WRITE_BATCH: one send() for many
+		 * small frames (nghttp2 hands out one frame at a time) */
+		while (hb_pending(out) < H2_WRITE_BATCH) {
 			const uint8_t *data;
 			ssize_t n = nghttp2_session_mem_send(s, &data);
 
 			if (n < 0)
 				return -1;
 			if (n == 0)
-				return 0;
-			out->off = out->len = 0;
+				break;
 			if (hb_add(out, data, (size_t)n))
 				return -1;
 		}
+		if (!hb_pending(out))
+			return 0;
 		while (hb_pending(out)) {
 			ssize_t w = send(fd, out->p + out->off, hb_pending(out), MSG_NOSIGNAL);
 
