@@ -23,6 +23,7 @@
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/netns.sh"
+. "$TOP/scripts/bench-lib.sh"
 BUILD=${BUILD:-$TOP/build}
 SECS=${BENCH_SECONDS:-8}
 ROUNDS=${BENCH_ROUNDS:-2}
@@ -185,24 +186,6 @@ done
 for p in "$HAP" "$NGX"; do kill -0 "$p" 2>/dev/null || { echo "bench-h2: a proxy did not start"; cat "$T"/*.out "$T/nginx.err" 2>/dev/null; exit 1; }; done
 
 in_c() { dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" "$@"; }
-# cpu_ticks PID: user+system ticks of PID and its children (nginx workers)
-cpu_ticks() {
-	local total=0 p f
-	for p in "$1" $(pgrep -P "$1"); do
-		f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
-		total=$((total + ${f% *} + ${f#* }))
-	done
-	echo "$total"
-}
-# rss_kb PID: resident kB of PID and its children
-rss_kb() {
-	local total=0 p v
-	for p in "$1" $(pgrep -P "$1"); do
-		v=$(awk '/^VmRSS/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
-		total=$((total + ${v:-0}))
-	done
-	echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 
 url() { # KIND PROXY
