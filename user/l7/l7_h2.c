@@ -179,8 +179,10 @@ static int h2_forward(struct h2_stream *st, const char *name, const char *hop)
 	if (!st->hc->client[0])
 		return 0;
 	if (!hop) {
-		snprintf(fwd, sizeof(fwd), "for=%s%s%s;proto=http", strchr(st->hc->client, ':') ? "\"[" : "",
-			 st->hc->client, strchr(st->hc->client, ':') ? "]\"" : "");
+		bool v6 = strchr(st->hc->client, ':') != NULL; /* RFC 7239: quoted, bracketed */
+
+		snprintf(fwd, sizeof(fwd), "for=%s%s%s;proto=http", v6 ? "\"[" : "", st->hc->client,
+			 v6 ? "]\"" : "");
 		hop = fwd;
 	}
 	for (i = 0; i < st->req.n; i++) {

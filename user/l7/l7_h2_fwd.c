@@ -23,7 +23,7 @@ int dmsc_l7_h2_client_addr(int fd, char *out, size_t size)
 		/* a dual-stack socket's IPv4 client is IPv4 */
 		if (IN6_IS_ADDR_V4MAPPED(v6))
 			return inet_ntop(AF_INET, &v6->s6_addr[12], out, (socklen_t)size) ? 0
-											: -ENOSPC;
+											  : -ENOSPC;
 		a = v6;
 	} else if (ss.ss_family == AF_INET) {
 		a = &((const struct sockaddr_in *)&ss)->sin_addr;
