@@ -527,7 +527,7 @@ static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *
  * again: a reader whose writer reset the connection then waits for ever.
  * Plain TCP's window keeps receive memory within the buffer; this keeps the
  * fast path there too. Where redirected bytes are not charged, the reader's
- * receive memory stays small and this never holds. Read like
+ * receive memory stays empty and this never holds. Read like
  * fp_peer_backlog(): a freed peer reads as "not full". */
 static __always_inline bool fp_peer_rmem_full(__u64 peer_sk, __u32 size)
 {
@@ -538,7 +538,9 @@ static __always_inline bool fp_peer_rmem_full(__u64 peer_sk, __u32 size)
 	    bpf_core_read(&rmem, sizeof(rmem), &sk->sk_backlog.rmem_alloc.counter) ||
 	    bpf_core_read(&rcvbuf, sizeof(rcvbuf), &sk->sk_rcvbuf))
 		return false;
-	return rcvbuf > 0 && (__s64)rmem + size > rcvbuf;
+	/* rmem 0: nothing charged (a kernel that does not charge redirected
+	 * bytes, 5.10 to 6.12): a message larger than the buffer stays. */
+	return rcvbuf > 0 && rmem > 0 && (__s64)rmem + size > rcvbuf;
 }
 
 /* Whether TCP memory is short host-wide: the socket's protocol under memory
