@@ -518,6 +518,31 @@ static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *
 	}
 }
 
+/* Whether redirecting SIZE more bytes would take the reader's receive memory
+ * past its receive buffer. Linux 6.18 charges redirected bytes to the
+ * reader's sk_rmem_alloc (5.10 to 6.12 do not), and TCP drops every packet
+ * that arrives while the reader's own recv() holds the socket once receive
+ * memory and backlog pass 2 * sk_rcvbuf + sk_sndbuf / 2 + 64 KiB
+ * (tcp_add_backlog(), net/ipv4/tcp_ipv4.c), a RST too, which nobody sends
+ * again: a reader whose writer reset the connection then waits for ever.
+ * Plain TCP's window keeps receive memory within the buffer; this keeps the
+ * fast path there too. Where redirected bytes are not charged, the reader's
+ * receive memory stays empty and this never holds. Read like
+ * fp_peer_backlog(): a freed peer reads as "not full". */
+static __always_inline bool fp_peer_rmem_full(__u64 peer_sk, __u32 size)
+{
+	struct sock *sk = (struct sock *)peer_sk;
+	int rmem = 0, rcvbuf = 0;
+
+	if (!fp_has_psock(peer_sk) ||
+	    bpf_core_read(&rmem, sizeof(rmem), &sk->sk_backlog.rmem_alloc.counter) ||
+	    bpf_core_read(&rcvbuf, sizeof(rcvbuf), &sk->sk_rcvbuf))
+		return false;
+	/* rmem 0: nothing charged (a kernel that does not charge redirected
+	 * bytes, 5.10 to 6.12): a message larger than the buffer stays. */
+	return rcvbuf > 0 && rmem > 0 && (__s64)rmem + size > rcvbuf;
+}
+
 /* Whether TCP memory is short host-wide: the socket's protocol under memory
  * pressure (past tcp_mem[1], until it drops below tcp_mem[0]), or its memory
  * at tcp_mem[0] already. Redirected bytes are charged to the reader's TCP
@@ -581,6 +606,13 @@ static __always_inline bool fp_must_leave(struct bpf_sock *sk, struct dmsc_fp_so
 		fp_svc_mark_bulk(me->svc_id);
 		if (st)
 			st->pressure_fallback += 1;
+		return true;
+	}
+	if (fp_peer_rmem_full(me->peer_sk, size)) {
+		/* A reader behind by its receive buffer: as a slow reader. */
+		fp_svc_mark_bulk(me->svc_id);
+		if (st)
+			st->backlog_fallback += 1;
 		return true;
 	}
 	if (!fp_backlog_max && !fp_host_budget)
