@@ -38,7 +38,9 @@
 	X(BE_HEALTH, BE)        \
 	X(SERVICES6, SVC)       \
 	X(BACKENDS6, BE)        \
-	X(SOCK_VIP6, FIXED)
+	X(SOCK_VIP6, FIXED)     \
+	X(FP_PENDING6, FIXED)   \
+	X(FP_SOCK6, FIXED)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

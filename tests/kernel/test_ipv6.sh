@@ -3,8 +3,9 @@
 # 27): a weighted split over an IPv6 VIP with curl -6, getpeername6, UDP
 # over IPv6 with replies from the VIP (recvmsg6), a dual-stack socket
 # (AF_INET6, IPV6_V6ONLY off) reaching an IPv4 service through ::ffff:VIP
-# for TCP and UDP, a connection limit and allow_from over IPv6, and what
-# must stay untouched.
+# for TCP and UDP, a connection limit and allow_from over IPv6, the
+# same-host fast path pairing IPv6 connections (and a dual-stack socket's
+# IPv4 ones as IPv4), and what must stay untouched.
 #
 # Addresses: hosts 198.18.60.0/24 and 2001:2:60::/64, IPv6 VIPs in
 # 2001:2:61::/64 (no host has a route to it), the IPv4 VIP 198.19.60.10.
@@ -17,6 +18,8 @@ suite_cleanup() { # dmscd, before the common cleanup (kernel.sh)
 dmsc_suite_begin ipv6 dip6$$
 PY=/usr/bin/python3
 PEER="$TOP/tests/tools/v6-peer.py"
+STREAM=$BIN/tools/dmsc-stream
+MiB=$((1 << 20))
 command -v curl >/dev/null || { echo "skip - needs curl"; exit 77; }
 [[ -x $PY ]] || { echo "skip - needs $PY"; exit 77; }
 [[ -r /proc/net/if_inet6 ]] || { echo "skip - this kernel has no IPv6"; exit 77; }
@@ -42,7 +45,13 @@ for b in b1 b2; do
 	dmsc_net_exec "$b" "$PY" "$PEER" serve --name "$b" --max-seconds 600 \
 		--listen "[2001:2:60::1$n]:8080" --listen "198.18.60.1$n:8080" >"$T/$b.out" 2>&1 &
 done
-for b in b1 b2; do
+# Integrity servers in the mesh cgroup (both ends of a connection must be in
+# it for the fast path): one on IPv6, one on IPv4 for dual-stack clients.
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec b1 "$STREAM" server --listen "[2001:2:60::11]:7000" \
+	--max-seconds 600 >"$T/st6.out" 2>&1 &
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec b1 "$STREAM" server --listen 198.18.60.11:7000 \
+	--max-seconds 600 >"$T/st4.out" 2>&1 &
+for b in b1 b2 st6 st4; do
 	dmsc_wait_ready "$T/$b.out" 20 || { t_fail "backend $b ready"; t_summary; exit 1; }
 done
 
@@ -67,7 +76,11 @@ policy() { # web6's weights, the cgroup under mesh that acl6u allows
                   { "address": "198.18.60.12", "port": 8080 } ] },
   { "name": "dns4", "vip": "$VIP4", "port": 53, "protocol": "udp",
     "backends": [ { "address": "198.18.60.11", "port": 8080 },
-                  { "address": "198.18.60.12", "port": 8080 } ] }
+                  { "address": "198.18.60.12", "port": 8080 } ] },
+  { "name": "st6", "vip": "$VIP6", "port": 7000, "accelerate": "on",
+    "backends": [ { "address": "2001:2:60::11", "port": 7000 } ] },
+  { "name": "st4", "vip": "$VIP4", "port": 7000, "accelerate": "on",
+    "backends": [ { "address": "198.18.60.11", "port": 7000 } ] }
 ] }
 EOF
 }
@@ -124,6 +137,36 @@ t_eq "dual-stack UDP to ::ffff:$VIP4: every answer comes from ::ffff:VIP" \
 peer "$MESH" udp --dual --connected --to "$VIP4:53" --count 50 >"$T/dualuc.json"
 t_eq "dual-stack connected UDP: answered, getpeername() is ::ffff:VIP" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/dualuc.json")" "[50,50]"
+
+# The same-host fast path (docs/design.md decision 34): 4 connections over
+# the IPv6 VIP, 4 MiB each way in writes of 1 B to 1 MiB, both ends in the
+# mesh cgroup, byte-exact; a client end whose first write beats its server
+# end's registration stays on the stack (no_peer), as for IPv4. "on": on a
+# kernel that cannot read a reader's backlog, "auto" sends bulk writes to
+# the stack.
+fp() { # SERVICE FIELD: a fast path counter
+	"$CTL" stats -o json | jq ".services[] | select(.name == \"$1\") | .fastpath.$2"
+}
+server_ok() { # FILE COUNT: server lines with every byte in order, up to EOF
+	t_wait 60 bash -c "(( \$(grep -c '^{\"conn\"' '$1') >= $2 ))"
+	grep '^{"conn"' "$1" | jq -s '[.[] | select(.first_bad == -1 and .eof and .got == .expected and .error == "")] | length'
+}
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[$VIP6]:7000" --conns 4 \
+	--bytes 4M --back-bytes 4M --seed 61 --max-seconds 120 >"$T/fp6.json"
+t_eq "fast path over IPv6: 4 x 4 MiB each way, every connection ok at the client" \
+	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp6.json")" "[4,0,-1]"
+t_eq "... the server got every byte in order" "$(server_ok "$T/st6.out" 4)" 4
+t_eq "... each connection paired or its client wrote first (no_peer)" \
+	"$(jq -n --argjson p "$(fp st6 paired)" --argjson n "$(fp st6 no_peer)" '$p >= 1 and $p <= 4 and $n <= 4 and $p + $n >= 4')" true
+t_range "... the fast path carried the bytes (redirected MiB)" "$(($(fp st6 redirected_bytes) / MiB))" 4 33
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[::ffff:$VIP4]:7000" --conns 2 \
+	--bytes 4M --back-bytes 4M --seed 62 --max-seconds 120 >"$T/fp4d.json"
+t_eq "fast path, dual-stack socket to [::ffff:$VIP4]: every connection ok" \
+	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp4d.json")" "[2,0,-1]"
+t_eq "... the server got every byte in order" "$(server_ok "$T/st4.out" 2)" 2
+t_check "... paired and redirected as IPv4, on the IPv4 service" \
+	test "$(fp st4 paired)" -ge 1 -a "$(fp st4 redirected_bytes)" -ge $((4 * MiB))
+echo "# fast path: st6 paired $(fp st6 paired), redirected $(($(fp st6 redirected_bytes) / MiB)) MiB; st4 (dual stack) paired $(fp st4 paired)"
 
 # A limit over IPv6: burst 3 at 1 per second, 12 connects in a row. However
 # slow the machine, fewer than 12 tokens come in; each refusal is EPERM at
