@@ -254,6 +254,14 @@ struct {
 	__type(value, struct dmsc_fp_host);
 } dmsc_fp_host __weak SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
+	__type(key, struct dmsc_svc6_key);
+	__type(value, __u32);
+} dmsc_be_index6 __weak SEC(".maps");
+
 /* The fast path's IPv6 twins (dmsc/shared.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -40,7 +40,8 @@
 	X(BACKENDS6, BE)        \
 	X(SOCK_VIP6, FIXED)     \
 	X(FP_PENDING6, FIXED)   \
-	X(FP_SOCK6, FIXED)
+	X(FP_SOCK6, FIXED)      \
+	X(BE_INDEX6, BE)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

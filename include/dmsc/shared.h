@@ -522,6 +522,9 @@ struct dmsc_fp_host {
 #define DMSC_MAP_SERVICES6 "dmsc_services6"
 #define DMSC_MAP_BACKENDS6 "dmsc_backends6"
 #define DMSC_MAP_SOCK_VIP6 "dmsc_sock_vip6"
+/* dmsc_be_index6: HASH, dmsc_be_index for IPv6 backends: a backend's
+ * address:port:proto (the key layout of dmsc_svc6_key) -> service id. */
+#define DMSC_MAP_BE_INDEX6 "dmsc_be_index6"
 
 /* dmsc_services6: HASH, BPF_F_NO_PREALLOC, value struct dmsc_svc. */
 struct dmsc_svc6_key {

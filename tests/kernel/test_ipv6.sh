@@ -5,7 +5,8 @@
 # (AF_INET6, IPV6_V6ONLY off) reaching an IPv4 service through ::ffff:VIP
 # for TCP and UDP, a connection limit and allow_from over IPv6, the
 # same-host fast path pairing IPv6 connections (and a dual-stack socket's
-# IPv4 ones as IPv4), and what must stay untouched.
+# IPv4 ones as IPv4), a byte limit on an IPv6 backend policed by TC for a
+# remote client, and what must stay untouched.
 #
 # Addresses: hosts 198.18.60.0/24 and 2001:2:60::/64, IPv6 VIPs in
 # 2001:2:61::/64 (no host has a route to it), the IPv4 VIP 198.19.60.10.
@@ -26,6 +27,7 @@ command -v curl >/dev/null || { echo "skip - needs curl"; exit 77; }
 
 VIP6=2001:2:61::10  # web6 (tcp) and dns6 (udp)
 LIM6=2001:2:61::11  # lim6: a connection limit
+BL6=2001:2:61::13   # bl6: a byte limit (TC polices its backend's traffic)
 ACL6=2001:2:61::12  # acl6: allow_from
 VIP4=198.19.60.10   # web4, dns4: reached by dual-stack sockets as ::ffff:VIP4
 
@@ -80,7 +82,10 @@ policy() { # web6's weights, the cgroup under mesh that acl6u allows
   { "name": "st6", "vip": "$VIP6", "port": 7000, "accelerate": "on",
     "backends": [ { "address": "2001:2:60::11", "port": 7000 } ] },
   { "name": "st4", "vip": "$VIP4", "port": 7000, "accelerate": "on",
-    "backends": [ { "address": "198.18.60.11", "port": 7000 } ] }
+    "backends": [ { "address": "198.18.60.11", "port": 7000 } ] },
+  { "name": "bl6", "vip": "$BL6", "port": 7000,
+    "rate_limit": { "bytes_per_second": 65536, "bytes_burst": 65536 },
+    "backends": [ { "address": "2001:2:60::11", "port": 7000 } ] }
 ] }
 EOF
 }
@@ -93,7 +98,10 @@ stat_of() { # SERVICE FIELD
 	"$CTL" stats -o json | jq -r --arg s "$1" ".services[] | select(.name == \$s) | .$2"
 }
 
-t_check "install" "$CTL" install --cgroup "$MESH"
+# TC on b1's interface (install runs in b1's namespace): remote traffic to
+# its byte-limited backend is policed there.
+t_check "install, TC on b1's eth0" nsenter --net="/run/netns/${P}b1" "$CTL" install \
+	--cgroup "$MESH" --interface eth0
 policy 70 30 allowed >"$T/p.json"
 t_check "apply IPv6 services" "$CTL" apply "$T/p.json"
 
@@ -168,6 +176,15 @@ t_check "... paired and redirected as IPv4, on the IPv4 service" \
 	test "$(fp st4 paired)" -ge 1 -a "$(fp st4 redirected_bytes)" -ge $((4 * MiB))
 echo "# fast path: st6 paired $(fp st6 paired), redirected $(($(fp st6 redirected_bytes) / MiB)) MiB; st4 (dual stack) paired $(fp st4 paired)"
 
+# TC polices IPv6 (docs/design.md decision 34): a client outside the mesh
+# cgroup (remote to b1) writes 4 MiB straight to bl6's backend for at most
+# 3 s; at 64 KiB/s most of it waits, and TC counts what it passed and
+# dropped against bl6's interface bucket.
+dmsc_run_in_cgroup "$OUTSIDE" dmsc_net_exec c "$STREAM" client --connect "[2001:2:60::11]:7000" \
+	--bytes 4M --seed 63 --max-seconds 3 >"$T/tc6.json"
+t_check "TC polices remote IPv6 traffic to a byte-limited backend (tc_bytes $(stat_of bl6 tc_bytes), tc_policed $(stat_of bl6 tc_policed))" \
+	test "$(stat_of bl6 tc_bytes)" -gt 65536 -a "$(stat_of bl6 tc_policed)" -gt 0
+
 # A limit over IPv6: burst 3 at 1 per second, 12 connects in a row. However
 # slow the machine, fewer than 12 tokens come in; each refusal is EPERM at
 # connect() and counted on the service.
@@ -214,6 +231,15 @@ t_check "a weight change of an IPv6 service is one update" grep -q 'web6.*weight
 peer "$MESH" tcp --to "[$VIP6]:80" --count 30 >"$T/drained.json"
 t_eq "a drained IPv6 backend gets no new connection" \
 	"$(jq -c '[.replies, (.backends.b1 // 0)]' "$T/drained.json")" "[30,0]"
+
+# bl6's backend is in TC's IPv6 index while bl6 exists, and leaves it with
+# bl6 (the apply drops the entries its service owned).
+index6() { bpftool map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_index6" -j | jq length; }
+t_eq "TC's IPv6 index holds bl6's backend" "$(index6)" 1
+jq 'del(.services[] | select(.name == "bl6"))' "$T/drain.json" >"$T/nobl6.json"
+"$CTL" apply "$T/nobl6.json" >/dev/null || t_fail "apply without bl6"
+t_eq "... and not once bl6 is gone" "$(index6)" 0
+"$CTL" apply "$T/drain.json" >/dev/null || t_fail "apply with bl6 again"
 
 # Bracketed IPv6 in dmscctl show (text and JSON) and in dmscd's metrics;
 # dmscd adopts the datapath (its mirror reads dmsc_services6) and applies
