@@ -118,31 +118,42 @@ t_eq "stats count web6's 200 connections" "$(stat_of web6 connections)" 200
 
 t_check "cgroup_skb counts web6's bytes over IPv6, to and from" \
 	test "$(stat_of web6 bytes_to)" -gt 0 -a "$(stat_of web6 bytes_from)" -gt 0
-peer "$MESH" tcp --to "[$VIP6]:80" --count 20 >"$T/tcp6.json"
+# The mesh cgroup's clients of the checks below, in one Python process
+# (each start costs seconds in an emulated guest): one JSON line per job.
+mesh_jobs=(tcp6 udp6 udp6c dual dualu dualuc lim acl-no direct)
+peer "$MESH" batch >"$T/mesh.jsonl" <<EOF
+tcp --to [$VIP6]:80 --count 20
+udp --to [$VIP6]:53 --count 100
+udp --to [$VIP6]:53 --count 50 --connected
+tcp --dual --to $VIP4:80 --count 100
+udp --dual --to $VIP4:53 --count 50
+udp --dual --connected --to $VIP4:53 --count 50
+tcp --to [$LIM6]:80 --count 12
+tcp --to [$ACL6]:80 --count 5
+tcp --to [2001:2:60::11]:8080 --count 5
+EOF
+for i in "${!mesh_jobs[@]}"; do
+	sed -n "$((i + 1))p" "$T/mesh.jsonl" >"$T/${mesh_jobs[i]}.json"
+done
 t_eq "TCP over IPv6: getpeername() shows the VIP (getpeername6)" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/tcp6.json")" "[20,20]"
 
-peer "$MESH" udp --to "[$VIP6]:53" --count 100 >"$T/udp6.json"
 t_eq "UDP over IPv6: every answer comes from the VIP (sendmsg6, recvmsg6)" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6.json")" "[100,100]"
 t_eq "... and the datagrams went to both backends" \
 	"$(jq -c '.backends | keys' "$T/udp6.json")" '["b1","b2"]'
-peer "$MESH" udp --to "[$VIP6]:53" --count 50 --connected >"$T/udp6c.json"
 t_eq "connected UDP over IPv6: answered, getpeername() shows the VIP" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6c.json")" "[50,50]"
 
 # Dual stack: an AF_INET6 socket with IPV6_V6ONLY off to ::ffff:VIP4 is an
 # IPv4 connection that the IPv4 service must translate, answering
 # getpeername() with ::ffff:VIP4.
-peer "$MESH" tcp --dual --to "$VIP4:80" --count 100 >"$T/dual.json"
 t_eq "dual-stack TCP to ::ffff:$VIP4: answered, getpeername() is ::ffff:VIP" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/dual.json")" "[100,100]"
 t_eq "... split over both IPv4 backends" "$(jq -c '.backends | keys' "$T/dual.json")" '["b1","b2"]'
 t_eq "... counted on the IPv4 service" "$(stat_of web4 connections)" 100
-peer "$MESH" udp --dual --to "$VIP4:53" --count 50 >"$T/dualu.json"
 t_eq "dual-stack UDP to ::ffff:$VIP4: every answer comes from ::ffff:VIP" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/dualu.json")" "[50,50]"
-peer "$MESH" udp --dual --connected --to "$VIP4:53" --count 50 >"$T/dualuc.json"
 t_eq "dual-stack connected UDP: answered, getpeername() is ::ffff:VIP" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/dualuc.json")" "[50,50]"
 
@@ -188,14 +199,12 @@ t_check "TC polices remote IPv6 traffic to a byte-limited backend (tc_bytes $(st
 # A limit over IPv6: burst 3 at 1 per second, 12 connects in a row. However
 # slow the machine, fewer than 12 tokens come in; each refusal is EPERM at
 # connect() and counted on the service.
-peer "$MESH" tcp --to "[$LIM6]:80" --count 12 >"$T/lim.json"
 ok=$(jq '.replies' "$T/lim.json")
 eperm=$(jq '.errors.EPERM // 0' "$T/lim.json")
 t_eq "limit over IPv6: every connect either passes or is refused with EPERM" "$((ok + eperm))" 12
 t_range "... the burst passes, some are refused" "$ok" 3 11
 t_eq "... refusals counted as refused_rate" "$(stat_of lim6 refused_rate)" "$eperm"
 
-peer "$MESH" tcp --to "[$ACL6]:80" --count 5 >"$T/acl-no.json"
 t_eq "allow_from over IPv6: a cgroup not listed gets EPERM" \
 	"$(jq -c '[.replies, .errors.EPERM]' "$T/acl-no.json")" "[0,5]"
 t_eq "... counted as refused_access" "$(stat_of acl6 refused_access)" 5
@@ -218,7 +227,6 @@ wait "$RPID"
 t_eq "connected UDP over IPv6: answered, then EPERM once allow_from dropped its cgroup" \
 	"$(jq -c '[.replies, .errors.EPERM]' "$T/revoke.json")" "[1,1]"
 
-peer "$MESH" tcp --to "[2001:2:60::11]:8080" --count 5 >"$T/direct.json"
 t_eq "IPv6 to a backend directly is untouched" \
 	"$(jq -c '[.replies, .peer_is_target, .backends.b1]' "$T/direct.json")" "[5,5,5]"
 peer "$OUTSIDE" tcp --to "[$VIP6]:80" --count 3 >"$T/outside.json"
