@@ -172,7 +172,7 @@ server_ok() { # FILE COUNT: server lines with every byte in order, up to EOF
 }
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[$VIP6]:7000" --conns 4 \
 	--bytes 4M --back-bytes 4M --seed 61 --max-seconds 120 >"$T/fp6.json"
-t_eq "fast path over IPv6: 4 x 4 MiB each way, every connection ok at the client" \
+t_eq "fast path over IPv6: 4 x 4 MiB each way, every connection ok at the client ($(jq -r .errors "$T/fp6.json"))" \
 	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp6.json")" "[4,0,-1]"
 t_eq "... the server got every byte in order" "$(server_ok "$T/st6.out" 4)" 4
 t_eq "... each connection paired or its client wrote first (no_peer)" \
@@ -180,7 +180,7 @@ t_eq "... each connection paired or its client wrote first (no_peer)" \
 t_range "... the fast path carried the bytes (redirected MiB)" "$(($(fp st6 redirected_bytes) / MiB))" 4 33
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[::ffff:$VIP4]:7000" --conns 2 \
 	--bytes 4M --back-bytes 4M --seed 62 --max-seconds 120 >"$T/fp4d.json"
-t_eq "fast path, dual-stack socket to [::ffff:$VIP4]: every connection ok" \
+t_eq "fast path, dual-stack socket to [::ffff:$VIP4]: every connection ok ($(jq -r .errors "$T/fp4d.json"))" \
 	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp4d.json")" "[2,0,-1]"
 t_eq "... the server got every byte in order" "$(server_ok "$T/st4.out" 2)" 2
 t_check "... paired and redirected as IPv4, on the IPv4 service" \
