@@ -261,7 +261,8 @@ t_eq "show services -o json: the VIP and backends bracketed" \
 	"[\"[$VIP6]:53/udp\",\"[2001:2:60::11]:8080\",\"[2001:2:60::12]:8080\"]"
 "$BIN/dmscd" --cgroup "$MESH" --policy "$T/drain.json" --metrics 127.0.0.1:0 >"$T/dmscd.log" 2>&1 &
 DPID=$!
-t_wait 60 grep -q '(start)' "$T/dmscd.log"
+# dmscd loads and verifies every program first: minutes in a loaded TCG guest.
+t_wait 300 grep -q '(start)' "$T/dmscd.log"
 t_check "dmscd adopts the IPv6 services and has nothing to write" \
 	grep -q '(start).* 0 map entries written' "$T/dmscd.log"
 URL=$(grep -o 'http://[0-9.:]*/metrics' "$T/dmscd.log" | tail -n 1)
