@@ -254,4 +254,27 @@ struct {
 	__type(value, struct dmsc_fp_host);
 } dmsc_fp_host __weak SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
+	__type(key, struct dmsc_svc6_key);
+	__type(value, __u32);
+} dmsc_be_index6 __weak SEC(".maps");
+
+/* The fast path's IPv6 twins (dmsc/shared.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, DMSC_FP_PENDING_MAX);
+	__type(key, struct dmsc_fp_conn6_key);
+	__type(value, struct dmsc_fp_pending6);
+} dmsc_fp_pending6 __weak SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct dmsc_fp_sock6);
+} dmsc_fp_sock6 __weak SEC(".maps");
+
 #endif /* DMSC_MAPS_BPF_H */

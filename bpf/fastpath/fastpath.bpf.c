@@ -96,6 +96,27 @@ static __always_inline struct dmsc_fp_stats *fp_stats(__u32 svc_id)
 	return st;
 }
 
+/* Whether the service a socket connected to is still the one its record
+ * names; if so, its id and flags now. If not, it went away since connect():
+ * a direct connection. */
+static __always_inline bool fp_service_now(const struct dmsc_svc *svc, __u32 rec_svc_id,
+					   __u32 *svc_id, __u32 *flags)
+{
+	if (!svc || svc->id != rec_svc_id)
+		return false;
+	*svc_id = svc->id;
+	*flags = svc->flags;
+	return true;
+}
+
+static __always_inline void fp_ip6_copy(__u32 to[4], const __u32 from[4])
+{
+	to[0] = from[0];
+	to[1] = from[1];
+	to[2] = from[2];
+	to[3] = from[3];
+}
+
 /* What connect4 recorded for a socket that connected to a VIP: the service
  * and its flags now. Zeros for a direct connection. */
 static __always_inline void fp_service_of(struct bpf_sock_ops *ops, struct dmsc_svc_key *key,
@@ -116,13 +137,31 @@ static __always_inline void fp_service_of(struct bpf_sock_ops *ops, struct dmsc_
 	key->port = rec->vport;
 	key->proto = DMSC_PROTO_TCP;
 	svc = bpf_map_lookup_elem(&dmsc_services, key);
-	if (!svc || svc->id != rec->svc_id) {
-		/* the service went away since connect(): a direct connection */
+	if (!fp_service_now(svc, rec->svc_id, svc_id, flags))
 		__builtin_memset(key, 0, sizeof(*key));
+}
+
+/* fp_service_of for a socket that connect6 sent to an IPv6 backend. */
+static __always_inline void fp_service_of6(struct bpf_sock_ops *ops, struct dmsc_svc6_key *key,
+					   __u32 *svc_id, __u32 *flags)
+{
+	struct dmsc_sock_vip6 *rec;
+	struct bpf_sock *sk = ops->sk;
+	struct dmsc_svc *svc;
+
+	*svc_id = 0;
+	*flags = 0;
+	if (!sk)
 		return;
-	}
-	*svc_id = svc->id;
-	*flags = svc->flags;
+	rec = bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0);
+	if (!rec)
+		return;
+	fp_ip6_copy(key->vip, rec->vip);
+	key->port = rec->vport;
+	key->proto = DMSC_PROTO_TCP;
+	svc = bpf_map_lookup_elem(&dmsc_services6, key);
+	if (!fp_service_now(svc, rec->svc_id, svc_id, flags))
+		__builtin_memset(key, 0, sizeof(*key));
 }
 
 /* Byte limits are policed outside sockets; a redirected flow would pass
@@ -154,6 +193,81 @@ static __always_inline bool fp_data_moved(struct bpf_sock_ops *ops)
 	return ops->bytes_received > 0 || ops->bytes_acked > 1;
 }
 
+/* Whether a connecting end may join the fast path at all (counted if not). */
+static __always_inline bool fp_active_wanted(struct bpf_sock_ops *ops, __u32 svc_id, __u32 flags,
+					     struct dmsc_fp_stats *st)
+{
+	if (!fp_accel_allowed(flags)) {
+		if (st)
+			st->accel_off += 1;
+		return false;
+	}
+	if (fp_data_moved(ops)) {
+		if (st)
+			st->early_data += 1;
+		return false;
+	}
+	if (fp_svc_ran_bulk(svc_id, flags)) {
+		/* Plain TCP from the start: exactly the kernel's own path. */
+		if (st)
+			st->bulk_skip += 1;
+		return false;
+	}
+	return true;
+}
+
+/* A socket joins the fast path: its storage, with what both families share
+ * (conn: the IPv4 key, or only the two ISNs for IPv6), and its sockhash
+ * entry. NULL (counted) when it cannot. */
+static __always_inline struct dmsc_fp_sock *fp_join(struct bpf_sock_ops *ops,
+						    const struct dmsc_fp_conn_key *conn,
+						    __u32 svc_id, __u32 flags, __u32 family,
+						    struct dmsc_fp_stats *st)
+{
+	struct bpf_sock *sk = ops->sk;
+	struct dmsc_fp_sock *me;
+	__u64 cookie;
+
+	if (!sk)
+		return NULL;
+	me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!me) {
+		if (st)
+			st->register_failed += 1;
+		return NULL;
+	}
+	cookie = bpf_get_socket_cookie(ops);
+	/* In the sockhash before the peer can learn our cookie: the peer may
+	 * redirect to us as soon as it has it. */
+	if (fp_register_self(ops, cookie, st))
+		return NULL;
+	me->cookie = cookie;
+	me->self_sk = (__u64)(unsigned long)sk;
+	me->conn = *conn;
+	me->svc_id = svc_id;
+	me->svc_flags = flags;
+	me->family = family;
+	me->mode = DMSC_FP_UNDECIDED;
+	me->peer_cookie = 0;
+	me->peer_sk = 0;
+	/* STATE: to drop the pending entry if the socket closes before it
+	 * writes, and to give back its share of the host budget; RTT: to give
+	 * the native path back (fp_release). */
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
+					       BPF_SOCK_OPS_RTT_CB_FLAG);
+	return me;
+}
+
+/* The connecting end's half of a pending entry (after its storage is set). */
+static __always_inline void fp_pending_fill(struct dmsc_fp_pending *pend,
+					    const struct dmsc_fp_sock *me)
+{
+	pend->client_cookie = me->cookie;
+	pend->client_sk = me->self_sk;
+	pend->svc_id = me->svc_id;
+	pend->svc_flags = me->svc_flags;
+}
+
 /* The connecting end, at ACTIVE_ESTABLISHED (before connect() returns, so
  * before the application can write). */
 static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
@@ -163,70 +277,56 @@ static __always_inline void sock4_fp_active(struct bpf_sock_ops *ops)
 	struct dmsc_svc_key svc_key = {};
 	struct dmsc_fp_stats *st;
 	struct dmsc_fp_sock *me;
-	struct bpf_sock *sk;
 	__u32 svc_id, flags;
-	__u64 cookie;
 
 	fp_service_of(ops, &svc_key, &svc_id, &flags);
 	st = fp_stats(svc_id);
-	if (!fp_accel_allowed(flags)) {
-		if (st)
-			st->accel_off += 1;
+	if (!fp_active_wanted(ops, svc_id, flags, st))
 		return;
-	}
-	if (fp_data_moved(ops)) {
-		if (st)
-			st->early_data += 1;
-		return;
-	}
-	if (fp_svc_ran_bulk(svc_id, flags)) {
-		/* Plain TCP from the start: exactly the kernel's own path. */
-		if (st)
-			st->bulk_skip += 1;
-		return;
-	}
 	conn.client_ip = ops->local_ip4;
 	conn.client_port = bpf_htons((__u16)ops->local_port); /* host order in ctx */
 	conn.server_ip = ops->remote_ip4;
 	conn.server_port = sockops_remote_port(ops->remote_port);
 	conn.client_seq = ops->snd_nxt;
 	conn.server_seq = ops->rcv_nxt;
-
-	sk = ops->sk;
-	if (!sk)
+	me = fp_join(ops, &conn, svc_id, flags, 0, st);
+	if (!me)
 		return;
-	me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!me) {
-		if (st)
-			st->register_failed += 1;
-		return;
-	}
-	cookie = bpf_get_socket_cookie(ops);
-	/* In the sockhash before the peer can learn our cookie: the peer may
-	 * redirect to us as soon as it has it. */
-	if (fp_register_self(ops, cookie, st))
-		return;
-	me->cookie = cookie;
-	me->self_sk = (__u64)(unsigned long)sk;
-	me->conn = conn;
 	me->svc_key = svc_key;
-	me->svc_id = svc_id;
-	me->svc_flags = flags;
 	me->active = 1;
-	me->mode = DMSC_FP_UNDECIDED;
-	me->peer_cookie = 0;
-	me->peer_sk = 0;
-
-	pend.client_cookie = cookie;
-	pend.client_sk = (__u64)(unsigned long)sk;
+	fp_pending_fill(&pend, me);
 	pend.svc_key = svc_key;
-	pend.svc_id = svc_id;
-	pend.svc_flags = flags;
 	bpf_map_update_elem(&dmsc_fp_pending, &conn, &pend, BPF_ANY);
-	/* STATE: to drop the pending entry if the socket closes before it
-	 * writes; RTT: to give the native path back (fp_release). */
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
-					       BPF_SOCK_OPS_RTT_CB_FLAG);
+}
+
+/* The accepted end joins when its connecting end is pending (a registered
+ * socket of this host); the rest of its storage is the caller's. */
+static __always_inline struct dmsc_fp_sock *fp_passive_join(struct bpf_sock_ops *ops,
+							    struct dmsc_fp_pending *pend,
+							    const struct dmsc_fp_conn_key *conn,
+							    __u32 family)
+{
+	struct dmsc_fp_stats *st = fp_stats(pend->svc_id);
+	struct dmsc_fp_sock *me;
+
+	if (fp_data_moved(ops)) {
+		if (st)
+			st->early_data += 1;
+		return NULL;
+	}
+	me = fp_join(ops, conn, pend->svc_id, pend->svc_flags, family, st);
+	if (!me)
+		return NULL;
+	me->active = 0;
+	me->svc_key = pend->svc_key;
+	me->peer_cookie = pend->client_cookie;
+	me->peer_sk = pend->client_sk;
+	pend->server_sk = me->self_sk;
+	/* Published last: the client may redirect to us from now on. */
+	pend->server_cookie = me->cookie;
+	if (st)
+		st->paired += 1;
+	return me;
 }
 
 /* The accepted end, at PASSIVE_ESTABLISHED: registers only when the
@@ -235,10 +335,6 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 {
 	struct dmsc_fp_conn_key conn = {};
 	struct dmsc_fp_pending *pend;
-	struct dmsc_fp_stats *st;
-	struct dmsc_fp_sock *me;
-	struct bpf_sock *sk;
-	__u64 cookie;
 
 	conn.client_ip = ops->remote_ip4;
 	conn.client_port = sockops_remote_port(ops->remote_port);
@@ -248,43 +344,95 @@ static __always_inline void sock4_fp_passive(struct bpf_sock_ops *ops)
 	conn.server_seq = ops->snd_nxt;
 
 	pend = bpf_map_lookup_elem(&dmsc_fp_pending, &conn);
-	sk = ops->sk;
-	if (!pend || !sk)
+	if (!pend)
 		return; /* the peer is not a local mesh socket: plain TCP */
-	st = fp_stats(pend->svc_id);
-	if (fp_data_moved(ops)) {
-		if (st)
-			st->early_data += 1;
+	fp_passive_join(ops, pend, &conn, 0);
+}
+
+/* IPv6 (docs/design.md decision 34): the same steps with the 128-bit
+ * 4-tuple, paired through dmsc_fp_pending6; the socket's IPv6 keys go to
+ * dmsc_fp_sock6, made before it joins so that a joined IPv6 socket always
+ * has them. */
+static __always_inline void sock6_fp_active(struct bpf_sock_ops *ops)
+{
+	struct dmsc_fp_conn_key seqs = {};
+	struct dmsc_fp_pending6 pend = {};
+	struct dmsc_svc6_key svc_key = {};
+	struct dmsc_fp_stats *st;
+	struct dmsc_fp_sock6 *me6;
+	struct dmsc_fp_sock *me;
+	struct bpf_sock *sk;
+	__u32 svc_id, flags;
+
+	fp_service_of6(ops, &svc_key, &svc_id, &flags);
+	st = fp_stats(svc_id);
+	sk = ops->sk;
+	if (!sk || !fp_active_wanted(ops, svc_id, flags, st))
 		return;
-	}
-	me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!me) {
+	me6 = bpf_sk_storage_get(&dmsc_fp_sock6, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!me6) {
 		if (st)
 			st->register_failed += 1;
 		return;
 	}
-	cookie = bpf_get_socket_cookie(ops);
-	if (fp_register_self(ops, cookie, st))
+	me6->conn.client_ip[0] = ops->local_ip6[0];
+	me6->conn.client_ip[1] = ops->local_ip6[1];
+	me6->conn.client_ip[2] = ops->local_ip6[2];
+	me6->conn.client_ip[3] = ops->local_ip6[3];
+	me6->conn.server_ip[0] = ops->remote_ip6[0];
+	me6->conn.server_ip[1] = ops->remote_ip6[1];
+	me6->conn.server_ip[2] = ops->remote_ip6[2];
+	me6->conn.server_ip[3] = ops->remote_ip6[3];
+	me6->conn.client_port = bpf_htons((__u16)ops->local_port);
+	me6->conn.server_port = sockops_remote_port(ops->remote_port);
+	me6->conn.client_seq = seqs.client_seq = ops->snd_nxt;
+	me6->conn.server_seq = seqs.server_seq = ops->rcv_nxt;
+	me6->svc_key = svc_key;
+	me = fp_join(ops, &seqs, svc_id, flags, DMSC_FP_IPV6, st);
+	if (!me)
 		return;
-	me->cookie = cookie;
-	me->self_sk = (__u64)(unsigned long)sk;
-	me->conn = conn;
-	me->svc_key = pend->svc_key;
-	me->svc_id = pend->svc_id;
-	me->svc_flags = pend->svc_flags;
-	me->active = 0;
-	me->mode = DMSC_FP_UNDECIDED;
-	me->peer_cookie = pend->client_cookie;
-	me->peer_sk = pend->client_sk;
-	pend->server_sk = (__u64)(unsigned long)sk;
-	/* Published last: the client may redirect to us from now on. */
-	pend->server_cookie = cookie;
-	if (st)
-		st->paired += 1;
-	/* STATE: to give back its share of the host budget when it closes;
-	 * RTT: to give the native path back (fp_release). */
-	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG |
-					       BPF_SOCK_OPS_RTT_CB_FLAG);
+	me->active = 1;
+	fp_pending_fill(&pend.p, me);
+	pend.svc_key = svc_key;
+	bpf_map_update_elem(&dmsc_fp_pending6, &me6->conn, &pend, BPF_ANY);
+}
+
+static __always_inline void sock6_fp_passive(struct bpf_sock_ops *ops)
+{
+	struct dmsc_fp_conn_key seqs = {};
+	struct dmsc_fp_conn6_key conn = {};
+	struct dmsc_fp_pending6 *pend;
+	struct dmsc_fp_sock6 *me6;
+	struct bpf_sock *sk;
+
+	conn.client_ip[0] = ops->remote_ip6[0];
+	conn.client_ip[1] = ops->remote_ip6[1];
+	conn.client_ip[2] = ops->remote_ip6[2];
+	conn.client_ip[3] = ops->remote_ip6[3];
+	conn.server_ip[0] = ops->local_ip6[0];
+	conn.server_ip[1] = ops->local_ip6[1];
+	conn.server_ip[2] = ops->local_ip6[2];
+	conn.server_ip[3] = ops->local_ip6[3];
+	conn.client_port = sockops_remote_port(ops->remote_port);
+	conn.server_port = bpf_htons((__u16)ops->local_port);
+	conn.client_seq = seqs.client_seq = ops->rcv_nxt;
+	conn.server_seq = seqs.server_seq = ops->snd_nxt;
+
+	pend = bpf_map_lookup_elem(&dmsc_fp_pending6, &conn);
+	sk = ops->sk;
+	if (!pend || !sk)
+		return; /* the peer is not a local mesh socket: plain TCP */
+	me6 = bpf_sk_storage_get(&dmsc_fp_sock6, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!me6) {
+		struct dmsc_fp_stats *st = fp_stats(pend->p.svc_id);
+
+		if (st)
+			st->register_failed += 1;
+		return;
+	}
+	me6->conn = conn;
+	me6->svc_key = pend->svc_key;
+	fp_passive_join(ops, &pend->p, &seqs, DMSC_FP_IPV6);
 }
 
 /* Moves this writer's share of dmsc_fp_host.inflight to now_held. Racy
@@ -436,20 +584,59 @@ done:
 	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
+/* The connecting end's own pending entry goes (the IPv6 one is keyed by
+ * its dmsc_fp_sock6); when it takes its peer from it (at its first
+ * message), the peer's cookie and address come with it. */
+static __always_inline void fp_pending_take(struct bpf_sock *sk, struct dmsc_fp_sock *me,
+					    bool take_peer)
+{
+	struct dmsc_fp_pending *pend = NULL;
+	struct dmsc_fp_pending6 *pend6;
+	struct dmsc_fp_sock6 *me6;
+
+	if (me->family == DMSC_FP_IPV6) {
+		me6 = bpf_sk_storage_get(&dmsc_fp_sock6, sk, 0, 0);
+		if (!me6)
+			return;
+		pend6 = bpf_map_lookup_elem(&dmsc_fp_pending6, &me6->conn);
+		if (pend6 && take_peer && pend6->p.server_cookie) {
+			me->peer_cookie = pend6->p.server_cookie;
+			me->peer_sk = pend6->p.server_sk;
+		}
+		if (pend6)
+			bpf_map_delete_elem(&dmsc_fp_pending6, &me6->conn);
+		return;
+	}
+	pend = bpf_map_lookup_elem(&dmsc_fp_pending, &me->conn);
+	if (pend && take_peer && pend->server_cookie) {
+		me->peer_cookie = pend->server_cookie;
+		me->peer_sk = pend->server_sk;
+	}
+	if (pend)
+		bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
+}
+
 SEC("sockops")
 int dmsc_fp_sockops(struct bpf_sock_ops *ops)
 {
 	struct dmsc_fp_sock *me;
 	struct bpf_sock *sk;
+	bool ipv4 = fp_is_ipv4(ops);
 
-	if (!fp_is_ipv4(ops))
+	if (!ipv4 && ops->family != DMSC_AF_INET6)
 		return 1;
 	switch (ops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		sock4_fp_active(ops);
+		if (ipv4)
+			sock4_fp_active(ops);
+		else
+			sock6_fp_active(ops);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		sock4_fp_passive(ops);
+		if (ipv4)
+			sock4_fp_passive(ops);
+		else
+			sock6_fp_passive(ops);
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
 		sk = ops->sk;
@@ -468,7 +655,7 @@ int dmsc_fp_sockops(struct bpf_sock_ops *ops)
 		if (!me)
 			break;
 		if (me->active && me->mode == DMSC_FP_UNDECIDED)
-			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
+			fp_pending_take(sk, me, false);
 		fp_host_hold(me, 0);
 		break;
 	default:
@@ -494,17 +681,8 @@ static __always_inline bool fp_sent_nothing(struct bpf_sock *sk, struct dmsc_fp_
 static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *me,
 				      struct dmsc_fp_stats *st)
 {
-	struct dmsc_fp_pending *pend;
-
-	if (me->active) {
-		pend = bpf_map_lookup_elem(&dmsc_fp_pending, &me->conn);
-		if (pend && pend->server_cookie) {
-			me->peer_cookie = pend->server_cookie;
-			me->peer_sk = pend->server_sk;
-		}
-		if (pend)
-			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
-	}
+	if (me->active)
+		fp_pending_take(sk, me, true);
 	if (me->peer_cookie && !fp_sent_nothing(sk, me)) {
 		me->mode = DMSC_FP_STACK;
 		if (st)
@@ -579,6 +757,18 @@ static __always_inline bool fp_tcp_mem_short(struct bpf_sock *sk)
 	return low > 0 && allocated >= low;
 }
 
+/* The service a socket of the fast path belongs to, as it is now. */
+static __always_inline struct dmsc_svc *fp_sock_service(struct bpf_sock *sk,
+							struct dmsc_fp_sock *me)
+{
+	struct dmsc_fp_sock6 *me6;
+
+	if (me->family != DMSC_FP_IPV6)
+		return bpf_map_lookup_elem(&dmsc_services, &me->svc_key);
+	me6 = bpf_sk_storage_get(&dmsc_fp_sock6, sk, 0, 0);
+	return me6 ? bpf_map_lookup_elem(&dmsc_services6, &me6->svc_key) : NULL;
+}
+
 /* Whether a redirecting writer must leave the fast path for good, before
  * this message. Safe to switch this way only: redirected bytes are queued
  * at the reader before the write returns, and the reader drains that queue
@@ -595,7 +785,7 @@ static __always_inline bool fp_must_leave(struct bpf_sock *sk, struct dmsc_fp_so
 	/* docs/design.md decision 6: a service that is now accelerate off or byte-limited
 	 * takes its established flows off the fast path too. */
 	if (me->svc_id) {
-		svc = bpf_map_lookup_elem(&dmsc_services, &me->svc_key);
+		svc = fp_sock_service(sk, me);
 		if (svc && svc->id == me->svc_id && !fp_accel_allowed(svc->flags)) {
 			if (st)
 				st->policy_fallback += 1;

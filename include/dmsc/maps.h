@@ -38,7 +38,10 @@
 	X(BE_HEALTH, BE)        \
 	X(SERVICES6, SVC)       \
 	X(BACKENDS6, BE)        \
-	X(SOCK_VIP6, FIXED)
+	X(SOCK_VIP6, FIXED)     \
+	X(FP_PENDING6, FIXED)   \
+	X(FP_SOCK6, FIXED)      \
+	X(BE_INDEX6, BE)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

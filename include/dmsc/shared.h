@@ -453,7 +453,9 @@ struct dmsc_fp_sock {
 	 * redirected bytes when it last looked (0 where the kernel cannot tell
 	 * them). Given back as the reader drains, and at close. */
 	__u32 held;
-	__u32 pad;      /* always zero */
+	/* 0: IPv4 (conn, svc_key above); DMSC_FP_IPV6: an IPv6 connection,
+	 * whose keys are in dmsc_fp_sock6 (conn holds only the two ISNs). */
+	__u32 family;
 	__u64 cookie;   /* this socket's own sockhash key */
 	__u64 self_sk;  /* this socket's kernel address: its own queue, read alike */
 };
@@ -520,6 +522,9 @@ struct dmsc_fp_host {
 #define DMSC_MAP_SERVICES6 "dmsc_services6"
 #define DMSC_MAP_BACKENDS6 "dmsc_backends6"
 #define DMSC_MAP_SOCK_VIP6 "dmsc_sock_vip6"
+/* dmsc_be_index6: HASH, dmsc_be_index for IPv6 backends: a backend's
+ * address:port:proto (the key layout of dmsc_svc6_key) -> service id. */
+#define DMSC_MAP_BE_INDEX6 "dmsc_be_index6"
 
 /* dmsc_services6: HASH, BPF_F_NO_PREALLOC, value struct dmsc_svc. */
 struct dmsc_svc6_key {
@@ -555,5 +560,36 @@ static inline __u32 dmsc_slot_index(__u32 random)
 {
 	return random & DMSC_SLOT_MASK;
 }
+
+/* The fast path over IPv6 (docs/design.md decision 34). The IPv4 tables
+ * above keep their layout; an IPv6 connection pairs through a table of its
+ * own, keyed alike by the 4-tuple and both ISNs, and its sockets' IPv6 keys
+ * live in dmsc_fp_sock6 beside their dmsc_fp_sock. A dual-stack socket's
+ * IPv4 connection (::ffff:a.b.c.d at both ends) is IPv4 here too. */
+#define DMSC_MAP_FP_PENDING6 "dmsc_fp_pending6"
+#define DMSC_MAP_FP_SOCK6 "dmsc_fp_sock6"
+#define DMSC_FP_IPV6 6 /* dmsc_fp_sock.family */
+
+struct dmsc_fp_conn6_key {
+	__u32 client_ip[4]; /* network order */
+	__u32 server_ip[4]; /* network order */
+	__u16 client_port;  /* network order */
+	__u16 server_port;  /* network order */
+	__u32 client_seq;   /* client ISN + 1, as the kernel holds it */
+	__u32 server_seq;   /* server ISN + 1 */
+};
+
+/* dmsc_fp_pending6: LRU_HASH, dmsc_fp_pending for an IPv6 connection; its
+ * p.svc_key stays zero, the service's key is svc_key. */
+struct dmsc_fp_pending6 {
+	struct dmsc_fp_pending p;
+	struct dmsc_svc6_key svc_key; /* all zero for a direct connection */
+};
+
+/* dmsc_fp_sock6: SK_STORAGE, beside an IPv6 socket's dmsc_fp_sock. */
+struct dmsc_fp_sock6 {
+	struct dmsc_fp_conn6_key conn;
+	struct dmsc_svc6_key svc_key; /* to see the service's flags change */
+};
 
 #endif /* DMSC_SHARED_H */

@@ -26,6 +26,8 @@
 
 #define BACKEND_ADDR 0xc6120102u /* 198.18.1.2 */
 #define BACKEND_PORT 5201
+/* An IPv6 backend of the same service (dmsc_be_index6): 2001:2:1::2. */
+static __u32 backend6[4];
 #define SVC_ID 7
 #define DEPTH 65536
 
@@ -36,13 +38,20 @@ static void setup(void)
 	struct dmsc_svc_key key = { .vip = htonl(BACKEND_ADDR), .port = htons(BACKEND_PORT),
 				    .proto = IPPROTO_TCP };
 	struct dmsc_limits lim = { .byte_rate = 1000, .byte_depth = DEPTH };
+	struct dmsc_svc6_key key6 = { .port = htons(BACKEND_PORT), .proto = IPPROTO_TCP };
 	__u32 id = SVC_ID;
 
 	if (geteuid() != 0)
 		cr_skip_test("needs root to load BPF programs");
 	tc = dmsc_tc__open_and_load();
 	cr_assert_not_null(tc, "load: %s", strerror(errno));
+	backend6[0] = htonl(0x20010002);
+	backend6[1] = htonl(0x00010000);
+	backend6[3] = htonl(2);
+	memcpy(key6.vip, backend6, sizeof(key6.vip));
 	cr_assert_eq(bpf_map_update_elem(bpf_map__fd(tc->maps.dmsc_be_index), &key, &id, BPF_ANY), 0);
+	cr_assert_eq(bpf_map_update_elem(bpf_map__fd(tc->maps.dmsc_be_index6), &key6, &id, BPF_ANY),
+		     0);
 	cr_assert_eq(bpf_map_update_elem(bpf_map__fd(tc->maps.dmsc_limits), &id, &lim, BPF_F_LOCK), 0);
 }
 
@@ -194,6 +203,108 @@ Test(tc, malformed_and_foreign_packets_pass)
 	expect_untouched(raw, sizeof(raw), "all ones");
 	memset(raw, 0, sizeof(raw));
 	expect_untouched(raw, sizeof(raw), "all zeros");
+}
+
+/* IPv6 (docs/design.md decision 34): an IPv6 frame with `n_ext`
+ * extension headers of 8 bytes (hop-by-hop, destination options, ...,
+ * kinds[i]) before TCP to port `dport`. */
+struct pkt6 {
+	struct ethhdr eth;
+	struct ipv6hdr ip6;
+	unsigned char ext[6 * 8]; /* up to 6 headers of 8 bytes, then TCP */
+	struct tcphdr tcp;        /* where it is with 6 headers; fewer move it up */
+	unsigned char payload[1200];
+} __attribute__((packed));
+
+static size_t make_pkt6(struct pkt6 *p, const __u32 daddr[4], __u16 dport, const __u8 *kinds,
+			size_t n_ext)
+{
+	unsigned char *at = p->ext;
+	struct tcphdr *tcp;
+	size_t i;
+
+	memset(p, 0, sizeof(*p));
+	p->eth.h_proto = htons(ETH_P_IPV6);
+	p->ip6.version = 6;
+	p->ip6.hop_limit = 64;
+	p->ip6.saddr.s6_addr32[0] = htonl(0x20010002);
+	p->ip6.saddr.s6_addr32[3] = htonl(9);
+	memcpy(p->ip6.daddr.s6_addr32, daddr, 16);
+	p->ip6.nexthdr = n_ext ? kinds[0] : IPPROTO_TCP;
+	for (i = 0; i < n_ext; i++, at += 8)
+		at[0] = i + 1 < n_ext ? kinds[i + 1] : IPPROTO_TCP; /* hdrlen 0: 8 bytes */
+	tcp = (struct tcphdr *)at;
+	tcp->source = htons(40000);
+	tcp->dest = htons(dport);
+	tcp->doff = 5;
+	p->ip6.payload_len = htons((__u16)(sizeof(*p) - sizeof(p->eth) - sizeof(p->ip6)));
+	return sizeof(*p);
+}
+
+/* Runs 300 packets; returns how many passed, after checking that some
+ * were dropped and the passed ones are what the bucket allows. */
+static int police_300(const void *data, size_t len)
+{
+	int fd = bpf_program__fd(tc->progs.dmsc_tc_ingress), i, passed = 0, dropped = 0;
+
+	for (i = 0; i < 300; i++) {
+		int rc = run(fd, data, len);
+
+		cr_assert(rc == TC_ACT_OK || rc == TC_ACT_SHOT, "verdict %d", rc);
+		passed += rc == TC_ACT_OK;
+		dropped += rc == TC_ACT_SHOT;
+	}
+	cr_assert_geq(passed * (int)len, (1 + DMSC_TB_DEBT_DEPTHS) * DEPTH - 2 * (int)len);
+	cr_assert_leq(passed * (int)len, (1 + DMSC_TB_DEBT_DEPTHS) * DEPTH + 2 * (int)len);
+	cr_assert_gt(dropped, 0);
+	return passed;
+}
+
+Test(tc, polices_an_ipv6_backend)
+{
+	struct dmsc_svc_stats st;
+	struct pkt6 p;
+	size_t len = make_pkt6(&p, backend6, BACKEND_PORT, NULL, 0);
+	int passed = police_300(&p, len);
+
+	st = svc_stats();
+	cr_assert_eq(st.tc_policed, 300ull - (unsigned)passed);
+	cr_assert_eq(st.tc_bytes, (unsigned long long)passed * len);
+}
+
+Test(tc, polices_ipv6_behind_extension_headers)
+{
+	/* hop-by-hop, routing, destination options, a first fragment */
+	static const __u8 kinds[] = { 0, 43, 60, 44 };
+	struct pkt6 p;
+	size_t len = make_pkt6(&p, backend6, BACKEND_PORT, kinds, 4);
+
+	police_300(&p, len);
+}
+
+Test(tc, ipv6_that_cannot_be_attributed_passes)
+{
+	static const __u8 five[] = { 0, 60, 60, 60, 60 }, frag[] = { 44 }, icmp[] = { 58 };
+	__u32 other[4] = { backend6[0], backend6[1], backend6[2], htonl(3) };
+	struct pkt6 p;
+	size_t len;
+
+	len = make_pkt6(&p, other, BACKEND_PORT, NULL, 0);
+	expect_untouched(&p, len, "another IPv6 address");
+	len = make_pkt6(&p, backend6, BACKEND_PORT + 1, NULL, 0);
+	expect_untouched(&p, len, "another port");
+	len = make_pkt6(&p, backend6, BACKEND_PORT, five, 5);
+	expect_untouched(&p, len, "five extension headers (more than are walked)");
+	len = make_pkt6(&p, backend6, BACKEND_PORT, frag, 1);
+	p.ext[2] = 0x01; /* fragment offset 32: a later fragment, no ports */
+	p.ext[3] = 0x00;
+	expect_untouched(&p, len, "a later IPv6 fragment");
+	len = make_pkt6(&p, backend6, BACKEND_PORT, icmp, 1);
+	expect_untouched(&p, len, "ICMPv6");
+	len = make_pkt6(&p, backend6, BACKEND_PORT, NULL, 0);
+	expect_untouched(&p, ETH_HLEN + sizeof(struct ipv6hdr) + 2, "a truncated TCP header");
+	p.ip6.version = 4;
+	expect_untouched(&p, len, "a version 4 header in an IPv6 frame");
 }
 
 /* The cgroup_skb programs on packets without a socket (what test runs

@@ -3,8 +3,10 @@
 # 27): a weighted split over an IPv6 VIP with curl -6, getpeername6, UDP
 # over IPv6 with replies from the VIP (recvmsg6), a dual-stack socket
 # (AF_INET6, IPV6_V6ONLY off) reaching an IPv4 service through ::ffff:VIP
-# for TCP and UDP, a connection limit and allow_from over IPv6, and what
-# must stay untouched.
+# for TCP and UDP, a connection limit and allow_from over IPv6, the
+# same-host fast path pairing IPv6 connections (and a dual-stack socket's
+# IPv4 ones as IPv4), a byte limit on an IPv6 backend policed by TC for a
+# remote client, and what must stay untouched.
 #
 # Addresses: hosts 198.18.60.0/24 and 2001:2:60::/64, IPv6 VIPs in
 # 2001:2:61::/64 (no host has a route to it), the IPv4 VIP 198.19.60.10.
@@ -17,12 +19,15 @@ suite_cleanup() { # dmscd, before the common cleanup (kernel.sh)
 dmsc_suite_begin ipv6 dip6$$
 PY=/usr/bin/python3
 PEER="$TOP/tests/tools/v6-peer.py"
+STREAM=$BIN/tools/dmsc-stream
+MiB=$((1 << 20))
 command -v curl >/dev/null || { echo "skip - needs curl"; exit 77; }
 [[ -x $PY ]] || { echo "skip - needs $PY"; exit 77; }
 [[ -r /proc/net/if_inet6 ]] || { echo "skip - this kernel has no IPv6"; exit 77; }
 
 VIP6=2001:2:61::10  # web6 (tcp) and dns6 (udp)
 LIM6=2001:2:61::11  # lim6: a connection limit
+BL6=2001:2:61::13   # bl6: a byte limit (TC polices its backend's traffic)
 ACL6=2001:2:61::12  # acl6: allow_from
 VIP4=198.19.60.10   # web4, dns4: reached by dual-stack sockets as ::ffff:VIP4
 
@@ -42,7 +47,13 @@ for b in b1 b2; do
 	dmsc_net_exec "$b" "$PY" "$PEER" serve --name "$b" --max-seconds 600 \
 		--listen "[2001:2:60::1$n]:8080" --listen "198.18.60.1$n:8080" >"$T/$b.out" 2>&1 &
 done
-for b in b1 b2; do
+# Integrity servers in the mesh cgroup (both ends of a connection must be in
+# it for the fast path): one on IPv6, one on IPv4 for dual-stack clients.
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec b1 "$STREAM" server --listen "[2001:2:60::11]:7000" \
+	--max-seconds 600 >"$T/st6.out" 2>&1 &
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec b1 "$STREAM" server --listen 198.18.60.11:7000 \
+	--max-seconds 600 >"$T/st4.out" 2>&1 &
+for b in b1 b2 st6 st4; do
 	dmsc_wait_ready "$T/$b.out" 20 || { t_fail "backend $b ready"; t_summary; exit 1; }
 done
 
@@ -67,7 +78,14 @@ policy() { # web6's weights, the cgroup under mesh that acl6u allows
                   { "address": "198.18.60.12", "port": 8080 } ] },
   { "name": "dns4", "vip": "$VIP4", "port": 53, "protocol": "udp",
     "backends": [ { "address": "198.18.60.11", "port": 8080 },
-                  { "address": "198.18.60.12", "port": 8080 } ] }
+                  { "address": "198.18.60.12", "port": 8080 } ] },
+  { "name": "st6", "vip": "$VIP6", "port": 7000, "accelerate": "on",
+    "backends": [ { "address": "2001:2:60::11", "port": 7000 } ] },
+  { "name": "st4", "vip": "$VIP4", "port": 7000, "accelerate": "on",
+    "backends": [ { "address": "198.18.60.11", "port": 7000 } ] },
+  { "name": "bl6", "vip": "$BL6", "port": 7000,
+    "rate_limit": { "bytes_per_second": 65536, "bytes_burst": 65536 },
+    "backends": [ { "address": "2001:2:60::11", "port": 7000 } ] }
 ] }
 EOF
 }
@@ -80,7 +98,10 @@ stat_of() { # SERVICE FIELD
 	"$CTL" stats -o json | jq -r --arg s "$1" ".services[] | select(.name == \$s) | .$2"
 }
 
-t_check "install" "$CTL" install --cgroup "$MESH"
+# TC on b1's interface (install runs in b1's namespace): remote traffic to
+# its byte-limited backend is policed there.
+t_check "install, TC on b1's eth0" nsenter --net="/run/netns/${P}b1" "$CTL" install \
+	--cgroup "$MESH" --interface eth0
 policy 70 30 allowed >"$T/p.json"
 t_check "apply IPv6 services" "$CTL" apply "$T/p.json"
 
@@ -97,45 +118,93 @@ t_eq "stats count web6's 200 connections" "$(stat_of web6 connections)" 200
 
 t_check "cgroup_skb counts web6's bytes over IPv6, to and from" \
 	test "$(stat_of web6 bytes_to)" -gt 0 -a "$(stat_of web6 bytes_from)" -gt 0
-peer "$MESH" tcp --to "[$VIP6]:80" --count 20 >"$T/tcp6.json"
+# The mesh cgroup's clients of the checks below, in one Python process
+# (each start costs seconds in an emulated guest): one JSON line per job.
+mesh_jobs=(tcp6 udp6 udp6c dual dualu dualuc lim acl-no direct)
+peer "$MESH" batch >"$T/mesh.jsonl" <<EOF
+tcp --to [$VIP6]:80 --count 20
+udp --to [$VIP6]:53 --count 100
+udp --to [$VIP6]:53 --count 50 --connected
+tcp --dual --to $VIP4:80 --count 100
+udp --dual --to $VIP4:53 --count 50
+udp --dual --connected --to $VIP4:53 --count 50
+tcp --to [$LIM6]:80 --count 12
+tcp --to [$ACL6]:80 --count 5
+tcp --to [2001:2:60::11]:8080 --count 5
+EOF
+for i in "${!mesh_jobs[@]}"; do
+	sed -n "$((i + 1))p" "$T/mesh.jsonl" >"$T/${mesh_jobs[i]}.json"
+done
 t_eq "TCP over IPv6: getpeername() shows the VIP (getpeername6)" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/tcp6.json")" "[20,20]"
 
-peer "$MESH" udp --to "[$VIP6]:53" --count 100 >"$T/udp6.json"
 t_eq "UDP over IPv6: every answer comes from the VIP (sendmsg6, recvmsg6)" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6.json")" "[100,100]"
 t_eq "... and the datagrams went to both backends" \
 	"$(jq -c '.backends | keys' "$T/udp6.json")" '["b1","b2"]'
-peer "$MESH" udp --to "[$VIP6]:53" --count 50 --connected >"$T/udp6c.json"
 t_eq "connected UDP over IPv6: answered, getpeername() shows the VIP" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6c.json")" "[50,50]"
 
 # Dual stack: an AF_INET6 socket with IPV6_V6ONLY off to ::ffff:VIP4 is an
 # IPv4 connection that the IPv4 service must translate, answering
 # getpeername() with ::ffff:VIP4.
-peer "$MESH" tcp --dual --to "$VIP4:80" --count 100 >"$T/dual.json"
 t_eq "dual-stack TCP to ::ffff:$VIP4: answered, getpeername() is ::ffff:VIP" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/dual.json")" "[100,100]"
 t_eq "... split over both IPv4 backends" "$(jq -c '.backends | keys' "$T/dual.json")" '["b1","b2"]'
 t_eq "... counted on the IPv4 service" "$(stat_of web4 connections)" 100
-peer "$MESH" udp --dual --to "$VIP4:53" --count 50 >"$T/dualu.json"
 t_eq "dual-stack UDP to ::ffff:$VIP4: every answer comes from ::ffff:VIP" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/dualu.json")" "[50,50]"
-peer "$MESH" udp --dual --connected --to "$VIP4:53" --count 50 >"$T/dualuc.json"
 t_eq "dual-stack connected UDP: answered, getpeername() is ::ffff:VIP" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/dualuc.json")" "[50,50]"
+
+# The same-host fast path (docs/design.md decision 34): 4 connections over
+# the IPv6 VIP, 4 MiB each way in writes of 1 B to 1 MiB, both ends in the
+# mesh cgroup, byte-exact; a client end whose first write beats its server
+# end's registration stays on the stack (no_peer), as for IPv4. "on": on a
+# kernel that cannot read a reader's backlog, "auto" sends bulk writes to
+# the stack.
+fp() { # SERVICE FIELD: a fast path counter
+	"$CTL" stats -o json | jq ".services[] | select(.name == \"$1\") | .fastpath.$2"
+}
+server_ok() { # FILE COUNT: server lines with every byte in order, up to EOF
+	t_wait 60 bash -c "(( \$(grep -c '^{\"conn\"' '$1') >= $2 ))"
+	grep '^{"conn"' "$1" | jq -s '[.[] | select(.first_bad == -1 and .eof and .got == .expected and .error == "")] | length'
+}
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[$VIP6]:7000" --conns 4 \
+	--bytes 4M --back-bytes 4M --seed 61 --max-seconds 120 >"$T/fp6.json"
+t_eq "fast path over IPv6: 4 x 4 MiB each way, every connection ok at the client ($(jq -r .errors "$T/fp6.json"))" \
+	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp6.json")" "[4,0,-1]"
+t_eq "... the server got every byte in order" "$(server_ok "$T/st6.out" 4)" 4
+t_eq "... each connection paired or its client wrote first (no_peer)" \
+	"$(jq -n --argjson p "$(fp st6 paired)" --argjson n "$(fp st6 no_peer)" '$p >= 1 and $p <= 4 and $n <= 4 and $p + $n >= 4')" true
+t_range "... the fast path carried the bytes (redirected MiB)" "$(($(fp st6 redirected_bytes) / MiB))" 4 33
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[::ffff:$VIP4]:7000" --conns 2 \
+	--bytes 4M --back-bytes 4M --seed 62 --max-seconds 120 >"$T/fp4d.json"
+t_eq "fast path, dual-stack socket to [::ffff:$VIP4]: every connection ok ($(jq -r .errors "$T/fp4d.json"))" \
+	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp4d.json")" "[2,0,-1]"
+t_eq "... the server got every byte in order" "$(server_ok "$T/st4.out" 2)" 2
+t_check "... paired and redirected as IPv4, on the IPv4 service" \
+	test "$(fp st4 paired)" -ge 1 -a "$(fp st4 redirected_bytes)" -ge $((4 * MiB))
+echo "# fast path: st6 paired $(fp st6 paired), redirected $(($(fp st6 redirected_bytes) / MiB)) MiB; st4 (dual stack) paired $(fp st4 paired)"
+
+# TC polices IPv6 (docs/design.md decision 34): a client outside the mesh
+# cgroup (remote to b1) writes 4 MiB straight to bl6's backend for at most
+# 3 s; at 64 KiB/s most of it waits, and TC counts what it passed and
+# dropped against bl6's interface bucket.
+dmsc_run_in_cgroup "$OUTSIDE" dmsc_net_exec c "$STREAM" client --connect "[2001:2:60::11]:7000" \
+	--bytes 4M --seed 63 --max-seconds 3 >"$T/tc6.json"
+t_check "TC polices remote IPv6 traffic to a byte-limited backend (tc_bytes $(stat_of bl6 tc_bytes), tc_policed $(stat_of bl6 tc_policed))" \
+	test "$(stat_of bl6 tc_bytes)" -gt 65536 -a "$(stat_of bl6 tc_policed)" -gt 0
 
 # A limit over IPv6: burst 3 at 1 per second, 12 connects in a row. However
 # slow the machine, fewer than 12 tokens come in; each refusal is EPERM at
 # connect() and counted on the service.
-peer "$MESH" tcp --to "[$LIM6]:80" --count 12 >"$T/lim.json"
 ok=$(jq '.replies' "$T/lim.json")
 eperm=$(jq '.errors.EPERM // 0' "$T/lim.json")
 t_eq "limit over IPv6: every connect either passes or is refused with EPERM" "$((ok + eperm))" 12
 t_range "... the burst passes, some are refused" "$ok" 3 11
 t_eq "... refusals counted as refused_rate" "$(stat_of lim6 refused_rate)" "$eperm"
 
-peer "$MESH" tcp --to "[$ACL6]:80" --count 5 >"$T/acl-no.json"
 t_eq "allow_from over IPv6: a cgroup not listed gets EPERM" \
 	"$(jq -c '[.replies, .errors.EPERM]' "$T/acl-no.json")" "[0,5]"
 t_eq "... counted as refused_access" "$(stat_of acl6 refused_access)" 5
@@ -158,7 +227,6 @@ wait "$RPID"
 t_eq "connected UDP over IPv6: answered, then EPERM once allow_from dropped its cgroup" \
 	"$(jq -c '[.replies, .errors.EPERM]' "$T/revoke.json")" "[1,1]"
 
-peer "$MESH" tcp --to "[2001:2:60::11]:8080" --count 5 >"$T/direct.json"
 t_eq "IPv6 to a backend directly is untouched" \
 	"$(jq -c '[.replies, .peer_is_target, .backends.b1]' "$T/direct.json")" "[5,5,5]"
 peer "$OUTSIDE" tcp --to "[$VIP6]:80" --count 3 >"$T/outside.json"
@@ -172,6 +240,15 @@ peer "$MESH" tcp --to "[$VIP6]:80" --count 30 >"$T/drained.json"
 t_eq "a drained IPv6 backend gets no new connection" \
 	"$(jq -c '[.replies, (.backends.b1 // 0)]' "$T/drained.json")" "[30,0]"
 
+# bl6's backend is in TC's IPv6 index while bl6 exists, and leaves it with
+# bl6 (the apply drops the entries its service owned).
+index6() { bpftool map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_index6" -j | jq length; }
+t_eq "TC's IPv6 index holds bl6's backend" "$(index6)" 1
+jq 'del(.services[] | select(.name == "bl6"))' "$T/drain.json" >"$T/nobl6.json"
+"$CTL" apply "$T/nobl6.json" >/dev/null || t_fail "apply without bl6"
+t_eq "... and not once bl6 is gone" "$(index6)" 0
+"$CTL" apply "$T/drain.json" >/dev/null || t_fail "apply with bl6 again"
+
 # Bracketed IPv6 in dmscctl show (text and JSON) and in dmscd's metrics;
 # dmscd adopts the datapath (its mirror reads dmsc_services6) and applies
 # the same policy again without a write.
@@ -184,7 +261,8 @@ t_eq "show services -o json: the VIP and backends bracketed" \
 	"[\"[$VIP6]:53/udp\",\"[2001:2:60::11]:8080\",\"[2001:2:60::12]:8080\"]"
 "$BIN/dmscd" --cgroup "$MESH" --policy "$T/drain.json" --metrics 127.0.0.1:0 >"$T/dmscd.log" 2>&1 &
 DPID=$!
-t_wait 60 grep -q '(start)' "$T/dmscd.log"
+# dmscd loads and verifies every program first: minutes in a loaded TCG guest.
+t_wait 300 grep -q '(start)' "$T/dmscd.log"
 t_check "dmscd adopts the IPv6 services and has nothing to write" \
 	grep -q '(start).* 0 map entries written' "$T/dmscd.log"
 URL=$(grep -o 'http://[0-9.:]*/metrics' "$T/dmscd.log" | tail -n 1)

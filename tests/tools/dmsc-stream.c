@@ -8,6 +8,9 @@
  *               [--bytes B] [--back-bytes B] [--seed S] [--max-write W]
  *               [--rst-after N] [--no-read] [--max-seconds S]
  *
+ * ADDR:PORT is A.B.C.D:PORT or [IPV6]:PORT ([::ffff:A.B.C.D]:PORT: an IPv6
+ * socket's IPv4 connection, as dual-stack runtimes make).
+ *
  * Each connection carries two streams of patterned bytes: client to server
  * (--bytes) and server to client (--back-bytes, announced in a header). Byte
  * i of a stream is a function of the seed, the connection and i, so a lost,
@@ -75,7 +78,8 @@ struct hdr {
 };
 
 static struct {
-	struct sockaddr_in addr;
+	struct sockaddr_storage addr; /* IPv4, or IPv6 written [ADDR]:PORT */
+	socklen_t addr_len;
 	unsigned conns, count, max_seconds;
 	uint64_t bytes, back_bytes, seed, rst_after, close_after, corrupt_at, stall_ms;
 	uint32_t max_write;
@@ -423,10 +427,10 @@ static int run_server(void)
 	double end = now() + cfg.max_seconds;
 	int lfd, one = 1, qlen = 64;
 
-	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	lfd = socket(cfg.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    setsockopt(lfd, IPPROTO_TCP, TCP_FASTOPEN, &qlen, sizeof(qlen)) ||
-	    bind(lfd, (struct sockaddr *)&cfg.addr, sizeof(cfg.addr)) || listen(lfd, 1024)) {
+	    bind(lfd, (struct sockaddr *)&cfg.addr, cfg.addr_len) || listen(lfd, 1024)) {
 		perror("dmsc-stream: listen");
 		return 1;
 	}
@@ -476,16 +480,21 @@ static void run_one(uint32_t conn, struct result *r)
 	}
 	h.c2s = cfg.bytes;
 	h.s2c = cfg.back_bytes;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(cfg.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && cfg.addr.ss_family == AF_INET6) {
+		int v6only = 0; /* dual stack, whatever the sysctl: ::ffff: is IPv4 */
+
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+	}
 	if (fd >= 0 && cfg.fastopen) {
 		/* TCP Fast Open: the header rides in the SYN once the
 		 * client has a cookie (the first connection fetches it). */
 		if (sendto(fd, &h, sizeof(h), MSG_FASTOPEN | MSG_NOSIGNAL,
-			   (struct sockaddr *)&cfg.addr, sizeof(cfg.addr)) != (ssize_t)sizeof(h)) {
+			   (struct sockaddr *)&cfg.addr, cfg.addr_len) != (ssize_t)sizeof(h)) {
 			r->error = errname(errno);
 			goto out;
 		}
-	} else if (fd < 0 || connect(fd, (struct sockaddr *)&cfg.addr, sizeof(cfg.addr))) {
+	} else if (fd < 0 || connect(fd, (struct sockaddr *)&cfg.addr, cfg.addr_len)) {
 		r->error = errname(errno);
 		goto out;
 	} else if (send(fd, &h, sizeof(h), MSG_NOSIGNAL) != (ssize_t)sizeof(h)) {
@@ -611,24 +620,45 @@ static void usage(FILE *f)
 		   "[--fastopen] [--max-seconds S]\n");
 }
 
-static bool parse_addr(const char *s, struct sockaddr_in *a)
+/* A.B.C.D:PORT, or [IPV6]:PORT (an IPv6 socket; [::ffff:A.B.C.D] is a
+ * dual-stack socket's IPv4). */
+static bool parse_addr(const char *s, struct sockaddr_storage *a, socklen_t *len)
 {
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)a;
+	struct sockaddr_in *a4 = (struct sockaddr_in *)a;
+	const char *colon = strrchr(s, ':'), *host_start = s;
+	size_t host_len;
 	char host[64];
-	const char *colon = strrchr(s, ':');
 	char *end;
 	unsigned long port;
 
-	if (!colon || (size_t)(colon - s) >= sizeof(host))
+	if (!colon)
 		return false;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = '\0';
+	host_len = (size_t)(colon - s);
+	if (*s == '[') {
+		if (host_len < 2 || colon[-1] != ']')
+			return false;
+		host_start = s + 1;
+		host_len -= 2;
+	}
+	if (host_len >= sizeof(host))
+		return false;
+	memcpy(host, host_start, host_len);
+	host[host_len] = '\0';
 	port = strtoul(colon + 1, &end, 10);
 	if (*end || port == 0 || port > 65535)
 		return false;
 	memset(a, 0, sizeof(*a));
-	a->sin_family = AF_INET;
-	a->sin_port = htons((uint16_t)port);
-	return inet_pton(AF_INET, host, &a->sin_addr) == 1;
+	if (*s == '[') {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*a6);
+		return inet_pton(AF_INET6, host, &a6->sin6_addr) == 1;
+	}
+	a4->sin_family = AF_INET;
+	a4->sin_port = htons((uint16_t)port);
+	*len = sizeof(*a4);
+	return inet_pton(AF_INET, host, &a4->sin_addr) == 1;
 }
 
 static bool parse_u64(const char *s, uint64_t *v)
@@ -679,7 +709,7 @@ int main(int argc, char **argv)
 		}
 		i++;
 		if (!strcmp(o, "--listen") || !strcmp(o, "--connect")) {
-			if (!parse_addr(a, &cfg.addr))
+			if (!parse_addr(a, &cfg.addr, &cfg.addr_len))
 				goto bad;
 			have_addr = true;
 			continue;

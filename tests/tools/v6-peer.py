@@ -6,6 +6,7 @@
     v6-peer.py tcp --to ADDR:PORT --count N [--dual] [--timeout S]
     v6-peer.py udp --to ADDR:PORT --count N [--dual] [--connected] [--timeout S]
                    [--per-socket K] [--pause-file FILE]
+    v6-peer.py batch < JOBS
 
 ADDR is an IPv4 address or a bracketed IPv6 one ("[2001:2::1]:80").
 
@@ -24,12 +25,17 @@ unconnected UDP. --dual makes every socket AF_INET6 with IPV6_V6ONLY off
 --pause-file: after the first one, print "paused" on stderr and wait (120 s
 at most) for FILE to exist. Every loop is bounded (COUNT, K, --timeout per
 operation).
+
+batch: each line of standard input is a tcp or udp command line as above,
+run in turn, each printing its JSON line: one interpreter start for many
+clients (starting Python is what costs most in an emulated test guest).
 """
 import argparse
 import errno
 import json
 import os
 import selectors
+import shlex
 import socket
 import sys
 import time
@@ -191,10 +197,19 @@ def main():
             c.add_argument("--connected", action="store_true")
             c.add_argument("--per-socket", type=int, default=1)
             c.add_argument("--pause-file")
+    sub.add_parser("batch")
     args = ap.parse_args()
     if args.cmd == "serve":
         return serve(args)
-    return client(args, socket.SOCK_STREAM if args.cmd == "tcp" else socket.SOCK_DGRAM)
+    jobs = [args]
+    if args.cmd == "batch":
+        jobs = [ap.parse_args(shlex.split(line)) for line in sys.stdin if line.strip()]
+    for job in jobs:
+        if job.cmd not in ("tcp", "udp"):
+            ap.error("a batch runs tcp and udp commands only")
+        client(job, socket.SOCK_STREAM if job.cmd == "tcp" else socket.SOCK_DGRAM)
+        sys.stdout.flush()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1087,16 +1087,14 @@ Test(policy_unsupported, features_this_build_does_not_enforce)
 			   NULL);
 	expect_unsupported(DOC(SVC(",'allow_from':[]")), NULL);
 	expect_unsupported(DOC(SVC(",'accelerate':'on'")), NULL);
-	/* IPv6: everything but http and the byte limits. */
+	/* IPv6: everything but http. */
 	expect_unsupported(DOC(SVC() "," SVC6(",'protocol':'udp','allow_from':['a.slice'],"
 					      "'rate_limit':{'connections_per_second':5}")),
 			   NULL);
 	expect_unsupported(DOC(SVC() "," SVC6(",'protocol':'http'")),
 			   "services[1].protocol: http over IPv6 is not enforced by this build "
 			   "(dmsc-l7 listens on IPv4)");
-	expect_unsupported(DOC(SVC6(",'rate_limit':{'bytes_per_second':65536}")),
-			   "services[0].rate_limit.bytes_per_second: byte limits over IPv6 are not "
-			   "enforced by this build");
+	expect_unsupported(DOC(SVC6(",'rate_limit':{'bytes_per_second':65536}")), NULL);
 	/* Every field together: this build enforces them all. */
 	expect_unsupported(DOC(SVC() ","
 				     "{'name':'b','vip':'198.19.0.2','port':80," ONE_BACKEND

@@ -201,26 +201,50 @@ void be_index_key(struct dmsc_svc_key *k, const struct dmsc_backend *be, __u8 pr
 	k->proto = proto;
 }
 
+/* Whether backend i of a and backend j of b are one address and port. */
+static bool same_backend(int family, const struct dmsc_backend *a, const __u32 *a6,
+			 const struct dmsc_backend *b, const __u32 *b6)
+{
+	return a->addr == b->addr && a->port == b->port &&
+	       (family != AF_INET6 || memcmp(a6, b6, 4 * sizeof(__u32)) == 0);
+}
+
+/* A backend's key in its family's index: dmsc_be_index, or dmsc_be_index6
+ * for an IPv6 one (TC parses both, docs/design.md decision 34). */
+static enum dmsc_map_id be_index_of(int family, const struct dmsc_backend *be, const __u32 *be6,
+				    __u8 proto, struct dmsc_svc_key *k, struct dmsc_svc6_key *k6)
+{
+	be_index_key(k, be, proto);
+	if (family != AF_INET6)
+		return DMSC_M_BE_INDEX;
+	dmsc_svc6_key(k, be6, k6);
+	return DMSC_M_BE_INDEX6;
+}
+
 /* A byte-limited service indexes its backends for TC; a backend shared by
  * two such services is indexed under the one written last. */
 static int be_index_adds(struct apply_ctx *c, const struct plan_svc *p)
 {
 	bool had = p->cur && (p->cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT);
+	int family = p->want->family;
+	struct dmsc_svc6_key k6;
 	struct dmsc_svc_key k;
+	enum dmsc_map_id m;
 	size_t i, j;
 	int err;
 
-	if (!(p->svc.flags & DMSC_SVC_F_BYTES_LIMIT) || p->want->family == AF_INET6)
+	if (!(p->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
 		return 0;
 	for (i = 0; i < p->meta.n_backends; i++) {
 		for (j = 0; had && j < p->cur->meta.n_backends; j++)
-			if (p->cur->be[j].addr == p->be[i].addr &&
-			    p->cur->be[j].port == p->be[i].port)
+			if (same_backend(family, &p->cur->be[j], p->cur->be6[j], &p->be[i],
+					 p->be6[i]))
 				break;
 		if (had && j < p->cur->meta.n_backends)
 			continue; /* indexed already */
-		be_index_key(&k, &p->be[i], p->key.proto);
-		err = dmsc_apply_put(c, DMSC_M_BE_INDEX, &k, &p->svc.id);
+		m = be_index_of(family, &p->be[i], p->be6[i], p->key.proto, &k, &k6);
+		err = dmsc_apply_put(c, m, m == DMSC_M_BE_INDEX6 ? (const void *)&k6 : &k,
+				     &p->svc.id);
 		if (err)
 			return err;
 	}
@@ -233,24 +257,28 @@ int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 			  const struct plan_svc *p)
 {
 	bool keep_any = p && (p->svc.flags & DMSC_SVC_F_BYTES_LIMIT);
+	struct dmsc_svc6_key k6;
 	struct dmsc_svc_key k;
+	enum dmsc_map_id m;
+	const void *key;
 	__u32 owner;
 	size_t i, j;
 	int err;
 
-	if (!cur || !(cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT) || cur->family == AF_INET6)
+	if (!cur || !(cur->svc.flags & DMSC_SVC_F_BYTES_LIMIT))
 		return 0;
 	for (i = 0; i < cur->meta.n_backends; i++) {
 		for (j = 0; keep_any && j < p->meta.n_backends; j++)
-			if (p->be[j].addr == cur->be[i].addr && p->be[j].port == cur->be[i].port)
+			if (same_backend(cur->family, &p->be[j], p->be6[j], &cur->be[i],
+					 cur->be6[i]))
 				break;
 		if (keep_any && j < p->meta.n_backends)
 			continue;
-		be_index_key(&k, &cur->be[i], cur->key.proto);
-		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BE_INDEX], &k, &owner) ||
-		    owner != cur->svc.id)
+		m = be_index_of(cur->family, &cur->be[i], cur->be6[i], cur->key.proto, &k, &k6);
+		key = m == DMSC_M_BE_INDEX6 ? (const void *)&k6 : &k;
+		if (bpf_map_lookup_elem(c->dp->fd[m], key, &owner) || owner != cur->svc.id)
 			continue;
-		err = dmsc_apply_drop(c, DMSC_M_BE_INDEX, &k);
+		err = dmsc_apply_drop(c, m, key);
 		if (err)
 			return err;
 	}

@@ -43,6 +43,7 @@ static size_t value_size(enum dmsc_map_id m)
 	case DMSC_M_ALLOW:
 		return sizeof(struct dmsc_allow_rule);
 	case DMSC_M_BE_INDEX:
+	case DMSC_M_BE_INDEX6:
 		return sizeof(__u32);
 	default:
 		return 0;
@@ -56,6 +57,7 @@ size_t key_size(enum dmsc_map_id m)
 	case DMSC_M_BE_INDEX:
 		return sizeof(struct dmsc_svc_key);
 	case DMSC_M_SERVICES6:
+	case DMSC_M_BE_INDEX6:
 		return sizeof(struct dmsc_svc6_key);
 	case DMSC_M_ALLOW:
 		return sizeof(struct dmsc_allow_key);
@@ -68,7 +70,7 @@ size_t key_size(enum dmsc_map_id m)
 static bool is_hash(enum dmsc_map_id m)
 {
 	return m == DMSC_M_SERVICES || m == DMSC_M_SERVICES6 || m == DMSC_M_ALLOW ||
-	       m == DMSC_M_BE_INDEX;
+	       m == DMSC_M_BE_INDEX || m == DMSC_M_BE_INDEX6;
 }
 
 /* dmsc_limits elements hold a spin lock: userspace reads and writes them
@@ -307,7 +309,7 @@ int dmsc_be_index_own(struct dmsc_be_index_entry **v, size_t *n, size_t *cap,
 		return 0;
 	for (i = 0; i < n_be; i++) {
 		if (!be[i].addr)
-			continue; /* IPv6: TC indexes IPv4 backends only */
+			continue; /* IPv6: dmsc_be_index6, dropped by its service's apply only */
 		if (*n == *cap) {
 			*cap = *cap ? *cap * 2 : 64;
 			grown = realloc(*v, *cap * sizeof(**v));

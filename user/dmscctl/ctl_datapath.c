@@ -273,7 +273,9 @@ int cmd_status(const struct opts *o)
 	json_add(r, "backends", json_object_new_int64((int64_t)used_be));
 	json_add(r, "backends_capacity", json_object_new_int64(dp.max_backends - 1));
 	fp_socks = count_keys(dp.fd[DMSC_M_FP_SOCKS], sizeof(__u64));
-	fp_pending = count_keys(dp.fd[DMSC_M_FP_PENDING], sizeof(struct dmsc_fp_conn_key));
+	/* Both families' pending connections (decision 34: IPv6 has its own table). */
+	fp_pending = count_keys(dp.fd[DMSC_M_FP_PENDING], sizeof(struct dmsc_fp_conn_key)) +
+		     count_keys(dp.fd[DMSC_M_FP_PENDING6], sizeof(struct dmsc_fp_conn6_key));
 	json_add(r, "fastpath_sockets", json_object_new_int64(fp_socks));
 	json_add(r, "fastpath_pending", json_object_new_int64(fp_pending));
 	json_add(r, "fastpath_backlog_max", json_object_new_int64(dp.install.fp_backlog_max));

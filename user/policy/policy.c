@@ -274,8 +274,7 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 {
 	/* A field that a build parses but cannot enforce is named here, with
 	 * its path, so that apply refuses it instead of pretending. IPv6
-	 * services (docs/design.md decision 27) have everything but the
-	 * byte limits (the cgroup_skb and TC programs police IPv4 packets),
+	 * services (docs/design.md decisions 27 and 34) have everything but
 	 * http (dmsc-l7 listens on IPv4) and health (its sockops program and
 	 * dmscd's probes are IPv4 only). */
 	const struct dmsc_policy_service *s;
@@ -295,11 +294,6 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 		if (s->protocol == DMSC_POLICY_HTTP) {
 			snprintf(buf, len, "services[%zu].protocol: http over IPv6 is not "
 				 "enforced by this build (dmsc-l7 listens on IPv4)", i);
-			return buf;
-		}
-		if (s->has_rate_limit && s->rate_limit.has_bytes_per_second) {
-			snprintf(buf, len, "services[%zu].rate_limit.bytes_per_second: byte limits "
-				 "over IPv6 are not enforced by this build", i);
 			return buf;
 		}
 		if (s->has_health) {
