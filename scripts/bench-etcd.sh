@@ -252,6 +252,9 @@ def f1: if . == null then "n/a" else . * 10 | round / 10 end;
 "     (dmscctl publish itself, start to exit   \(.change_shared.publish_ms_p50 | f1) ms p50)",
 "     from etcd sending the event (the bench watches too) to the map write:",
 "       p50 / p99 / to all hosts p99            \(.change_shared.from_event_ms_p50 | f1) / \(.change_shared.from_event_ms_p99 | f1) / \(.change_shared.from_event_to_all_hosts_ms_p99 | f1) ms",
+"     where the time goes, p50 / p99 (each host and change):",
+(.change_shared.stages_ms | to_entries[] |
+ "       \(.key | . + "                          " | .[0:26])   \(.value.p50 | f1) / \(.value.p99 | f1) ms"),
 "     bytes received per subscribed host       \(.change_shared.bytes_per_subscribed_host_p50) p50, \(.change_shared.bytes_per_subscribed_host_max) max    < 2048",
 "     map entries written per host             \(.change_shared.entries_written_per_host_p50) p50, \(.change_shared.entries_written_per_host_max) max",
 "   one service change in ns001, subscribed by \(.change_one_subscriber.subscribed_hosts) host (\(.change_one_subscriber.changes) changes):",

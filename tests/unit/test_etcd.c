@@ -279,7 +279,7 @@ Test(etcd_store, revisions_apply_once_and_refused_values_keep_the_last_good_one)
 	/* same VIP under two keys: the first key wins */
 	cr_assert_eq(dmsc_etcd_store_put(&s, "/b/web", "web", SVC("web"), strlen(SVC("web")), 8), 1);
 	cr_assert_eq(dmsc_etcd_store_put(&s, "/a/api", "api", SVC("api"), strlen(SVC("api")), 9), 1);
-	cr_assert_eq(dmsc_etcd_store_view(&s, &view, msgs, 4, &n), 0);
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
 	cr_assert_eq(view.n_services, 1);
 	cr_assert_str_eq(view.services[0].name, "api");
 	cr_assert_eq(n, 1);

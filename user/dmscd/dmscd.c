@@ -362,7 +362,7 @@ int main(int argc, char **argv)
 	if (eo.urls) {
 		/* applied once the first read arrives (the eventfd) */
 		if (dmsc_etcd_sync_start(&etcd_sync, eo.urls, &eo.tls, eo.prefix, eo.ns,
-					 eo.n_ns))
+					 eo.n_ns, ag.tunnel))
 			goto out;
 		ag.etcd = &etcd_sync;
 		pr_info("watching %s: %zu namespace%s at %s\n", ag.policy, eo.n_ns,
