@@ -7,8 +7,8 @@
 #define _GNU_SOURCE
 #include "dmscd_agent.h"
 
-/* An apply from etcd with more changes than this (a first read, a refill)
- * gives the heap back. */
+/* An apply from etcd with more changes than this, or after a read of
+ * every namespace, gives the heap back. */
 #define ETCD_TRIM_CHANGES 64
 
 double wall_seconds(void)
@@ -112,7 +112,7 @@ void apply_policy(struct agent *ag, const char *why)
 	struct rusage ru2, ru3;
 	struct dmsc_svc_digest *digests = NULL;
 	char buf[512];
-	bool etcd_view = false;
+	bool etcd_view = false, trim = true;
 	size_t i, n_changes;
 	int err;
 
@@ -225,7 +225,9 @@ out:
 	n_changes = res.n_changes;
 	dmsc_apply_result_free(&res);
 	if (etcd_view) {
-		dmsc_etcd_sync_view_done(ag->etcd, &set.policy, digests); /* a view */
+		/* a view: nothing to free */
+		trim = dmsc_etcd_sync_view_done(ag->etcd, &set.policy, digests) ||
+		       n_changes > ETCD_TRIM_CHANGES;
 	} else {
 		free(digests);
 		dmsc_policy_set_free(&set);
@@ -234,7 +236,7 @@ out:
 	/* json-c and the parse leave freed memory in the heap: give it back
 	 * (not after a few changes from etcd: each parsed one value only, and
 	 * a trim walks the whole heap, on the way of the next change). */
-	if (!etcd_view || n_changes > ETCD_TRIM_CHANGES)
+	if (trim)
 		malloc_trim(0);
 }
 

@@ -163,6 +163,7 @@ static int full_read(struct dmsc_etcd_sync *s)
 	/* the first read is applied even when nothing changed */
 	note_answer(s, rev, changed || !s->full_reads, 0);
 	s->full_reads++;
+	s->read_whole = true;
 	pthread_mutex_unlock(&s->lock);
 	pr_info("etcd: read %zu namespace%s at revision %" PRId64 "%s\n", s->n_ns,
 		s->n_ns == 1 ? "" : "s", rev, changed ? "" : " (nothing changed)");
@@ -533,13 +534,17 @@ void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s)
 	dmsc_etcd_store_slim(&s->store);
 }
 
-void dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
+bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 			      struct dmsc_svc_digest *d)
 {
+	bool read_whole = s->read_whole;
+
 	free(out->services);
 	memset(out, 0, sizeof(*out));
 	free(d);
+	s->read_whole = false;
 	pthread_mutex_unlock(&s->lock);
+	return read_whole;
 }
 
 void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)

@@ -34,6 +34,7 @@ struct dmsc_etcd_sync {
 	int event_fd;
 	volatile int stop;
 	volatile int refill; /* read the namespaces again, parsing slim keys */
+	bool read_whole; /* a read of every namespace since the last apply */
 	pthread_mutex_t lock; /* the store and the figures below */
 	struct dmsc_etcd_store store;
 	bool connected;
@@ -76,7 +77,9 @@ bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
 /* Between _view and _view_done, once the view is in the maps: every
  * change received is applied (the lag falls to 0). */
 void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s);
-void dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
+/* Releases the view; returns whether a read of every namespace came since
+ * the last view (much was parsed and freed: the heap is worth trimming). */
+bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 			      struct dmsc_svc_digest *d);
 void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b);
 void dmsc_etcd_sync_stop(struct dmsc_etcd_sync *s);

@@ -303,13 +303,19 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 	return refill ? 0 : 1;
 }
 
+static bool key_packed(const struct dmsc_etcd_store *s, const char *key)
+{
+	return s->keys && key >= s->keys && key < s->keys + s->keys_len;
+}
+
 static void entry_remove(struct dmsc_etcd_store *s, size_t i)
 {
 	if (s->e[i].valid && !s->e[i].svc)
 		s->n_slim--;
 	if (s->e[i].valid)
 		s->ids_dirty = true;
-	free(s->e[i].key);
+	if (!key_packed(s, s->e[i].key))
+		free(s->e[i].key);
 	free_service(s->e[i].svc);
 	memmove(&s->e[i], &s->e[i + 1], (s->n - i - 1) * sizeof(*s->e));
 	s->n--;
@@ -345,6 +351,9 @@ int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
 	return changed;
 }
 
+/* Services slimmed at once past which the keys are packed. */
+#define PACK_KEYS_AFTER 1024
+
 /* A service that only the maps need: what a view of the whole policy
  * reads of it (dmsc-l7's and the tunnel's views, the health probes, the
  * checks of what this build enforces) is not there. */
@@ -354,9 +363,34 @@ static bool slimmable(const struct dmsc_policy_service *svc)
 	       !svc->has_allow_from;
 }
 
+/* Every key into one block. */
+static void pack_keys(struct dmsc_etcd_store *s)
+{
+	size_t i, len = 0, off = 0;
+	char *block;
+
+	for (i = 0; i < s->n; i++)
+		len += strlen(s->e[i].key) + 1;
+	block = malloc(len ? len : 1);
+	if (!block)
+		return; /* they stay where they are */
+	for (i = 0; i < s->n; i++) {
+		size_t n = strlen(s->e[i].key) + 1;
+
+		memcpy(block + off, s->e[i].key, n);
+		if (!key_packed(s, s->e[i].key))
+			free(s->e[i].key);
+		s->e[i].key = block + off;
+		off += n;
+	}
+	free(s->keys);
+	s->keys = block;
+	s->keys_len = len;
+}
+
 void dmsc_etcd_store_slim(struct dmsc_etcd_store *s)
 {
-	size_t i;
+	size_t i, freed = 0;
 
 	if (!s->fp_of || s->keep_all)
 		return;
@@ -371,7 +405,10 @@ void dmsc_etcd_store_slim(struct dmsc_etcd_store *s)
 		free_service(en->svc);
 		en->svc = NULL;
 		s->n_slim++;
+		freed++;
 	}
+	if (freed >= PACK_KEYS_AFTER)
+		pack_keys(s);
 }
 
 void dmsc_etcd_store_free(struct dmsc_etcd_store *s)
@@ -379,6 +416,7 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s)
 	while (s->n)
 		entry_remove(s, s->n - 1);
 	free(s->e);
+	free(s->keys);
 	memset(s, 0, sizeof(*s));
 }
 

@@ -82,6 +82,11 @@ struct dmsc_etcd_store {
 	bool refill;
 	bool ids_dirty; /* an entry came, went or moved: conflicts to find */
 	size_t n_slim;
+	/* The keys of the entries at the last slimming, packed in one block
+	 * (a key added since is malloc'd alone): keys left alone between
+	 * freed services would keep every page of the heap they sit in. */
+	char *keys;
+	size_t keys_len;
 };
 
 /*
