@@ -53,7 +53,8 @@ static void set_connected(struct dmsc_etcd_sync *s, bool up, const char *why)
 				s->etcd.endpoints[s->etcd.cur], s->revision);
 		else
 			pr_warn("etcd: disconnected (%s); the datapath keeps its last policy; "
-				"retrying\n", why);
+				"retrying\n",
+				why);
 	}
 	s->connected = up;
 	pthread_mutex_unlock(&s->lock);
@@ -190,7 +191,8 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 	}
 	if (m.canceled) {
 		if (m.compact_revision) {
-			pr_warn("etcd: revision %" PRId64 " of %s was compacted (oldest kept %" PRId64
+			pr_warn("etcd: revision %" PRId64
+				" of %s was compacted (oldest kept %" PRId64
 				"): reading the namespaces again\n",
 				s->ns_rev[w->ns] + 1, s->nsp[w->ns], m.compact_revision);
 			w->outcome = WATCH_COMPACTED;
@@ -217,7 +219,8 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 		}
 		if (m.events[i].deleted) {
 			r = dmsc_etcd_store_delete(&s->store, kv->key, kv->mod_rev);
-			pr_debug("etcd: %s deleted at revision %" PRId64 "\n", kv->key, kv->mod_rev);
+			pr_debug("etcd: %s deleted at revision %" PRId64 "\n", kv->key,
+				 kv->mod_rev);
 		} else {
 			r = dmsc_etcd_store_put(&s->store, kv->key, name, kv->value, kv->value_len,
 						kv->mod_rev);
@@ -349,7 +352,8 @@ static void *sync_thread(void *arg)
 				set_connected(s, false, s->etcd.err);
 				pr_info("etcd: %s; next try in %d ms\n", s->etcd.err, backoff);
 				pause_ms(s, backoff);
-				backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+				backoff =
+				    backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 				continue;
 			}
 			need_read = false;
@@ -573,7 +577,9 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 		struct dmsc_prom_label l = {"stage", stages[i]};
 
 		dmsc_prom_sample_f(b, "dmsc_etcd_applied_stage_timestamp_seconds", &l, 1,
-				   i == 0 ? s->last_rx : i == 1 ? s->last_parsed : s->last_view);
+				   i == 0   ? s->last_rx
+				   : i == 1 ? s->last_parsed
+					    : s->last_view);
 	}
 	dmsc_prom_family(b, "dmsc_etcd_lag_revisions", "gauge",
 			 "etcd revisions received but not in the maps yet: the highest "
@@ -590,8 +596,7 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 	dmsc_prom_sample(b, "dmsc_etcd_events_total", NULL, 0, s->events);
 	dmsc_prom_family(b, "dmsc_etcd_received_bytes_total", "counter",
 			 "bytes received from etcd: watch streams and reads");
-	dmsc_prom_sample(b, "dmsc_etcd_received_bytes_total", NULL, 0,
-			 s->bytes_rx);
+	dmsc_prom_sample(b, "dmsc_etcd_received_bytes_total", NULL, 0, s->bytes_rx);
 	dmsc_prom_family(b, "dmsc_etcd_reconnects_total", "counter",
 			 "watch streams lost and opened again");
 	dmsc_prom_sample(b, "dmsc_etcd_reconnects_total", NULL, 0, s->reconnects);

@@ -33,8 +33,8 @@ struct dmsc_etcd_sync {
 	bool started;
 	int event_fd;
 	volatile int stop;
-	volatile int refill; /* read the namespaces again, parsing slim keys */
-	bool read_whole; /* a read of every namespace since the last apply */
+	volatile int refill;  /* read the namespaces again, parsing slim keys */
+	bool read_whole;      /* a read of every namespace since the last apply */
 	pthread_mutex_t lock; /* the store and the figures below */
 	struct dmsc_etcd_store store;
 	bool connected;

@@ -60,7 +60,7 @@ const char *dmsc_etcd_key_name(const char *key, const char *ns_prefix)
 }
 
 static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
 {
 	va_list ap;
@@ -105,11 +105,11 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 		return -ENOMEM;
 	o = json_tokener_parse_ex(tok, value, (int)len);
 	if (!o || json_tokener_get_error(tok) != json_tokener_success) {
-		add_error(errs, "", "not JSON: %s",
-			  json_tokener_error_desc(json_tokener_get_error(tok) ==
-							  json_tokener_continue
-						      ? json_tokener_error_parse_eof
-						      : json_tokener_get_error(tok)));
+		add_error(
+		    errs, "", "not JSON: %s",
+		    json_tokener_error_desc(json_tokener_get_error(tok) == json_tokener_continue
+						? json_tokener_error_parse_eof
+						: json_tokener_get_error(tok)));
 		goto out;
 	}
 	for (i = json_tokener_get_parse_end(tok); i < len; i++) {
@@ -123,8 +123,8 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 		add_error(errs, "", "not a JSON object (one service of policy v1)");
 		goto out;
 	}
-	if (!json_object_object_get_ex(o, "name", &n) || !json_object_is_type(n, json_type_string) ||
-	    strcmp(json_object_get_string(n), name)) {
+	if (!json_object_object_get_ex(o, "name", &n) ||
+	    !json_object_is_type(n, json_type_string) || strcmp(json_object_get_string(n), name)) {
 		add_error(errs, "name", "must be \"%s\", the name in the key", name);
 		goto out;
 	}
@@ -196,8 +196,7 @@ static size_t store_pos(const struct dmsc_etcd_store *s, const char *key, bool *
 	return lo;
 }
 
-const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store *s,
-						    const char *key)
+const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store *s, const char *key)
 {
 	bool found;
 	size_t i = store_pos(s, key, &found);
@@ -248,8 +247,7 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 	int e;
 
 	/* a slim entry parsed again for a refill: the same value */
-	refill = found && s->refill && s->e[i].mod_rev == mod_rev && s->e[i].valid &&
-		 !s->e[i].svc;
+	refill = found && s->refill && s->e[i].mod_rev == mod_rev && s->e[i].valid && !s->e[i].svc;
 	if (found && s->e[i].mod_rev >= mod_rev && !refill)
 		return 0;
 	e = dmsc_etcd_parse_service(value, len, name, &parsed, &errs);
@@ -477,8 +475,7 @@ static int by_vip(const void *a, const void *b)
 
 /* Two keys (two namespaces) with one name or one VIP: the first key in
  * byte order wins, the others are named and left out (dropped). */
-static int find_conflicts(struct dmsc_etcd_store *s, char **msgs, size_t max_msgs,
-			  size_t *n_msgs)
+static int find_conflicts(struct dmsc_etcd_store *s, char **msgs, size_t max_msgs, size_t *n_msgs)
 {
 	struct view_ref *refs = calloc(s->n + 1, sizeof(*refs));
 	size_t i, n = 0, k;
@@ -506,8 +503,9 @@ static int find_conflicts(struct dmsc_etcd_store *s, char **msgs, size_t max_msg
 				continue;
 			}
 			if (!en->dropped && *n_msgs < max_msgs &&
-			    asprintf(&msgs[*n_msgs], "etcd key %s: %s is used by %s already; left out",
-				     en->key, k ? "its vip:port" : "its name",
+			    asprintf(&msgs[*n_msgs],
+				     "etcd key %s: %s is used by %s already; left out", en->key,
+				     k ? "its vip:port" : "its name",
 				     s->e[refs[run].entry].key) >= 0)
 				(*n_msgs)++;
 			en->dropped = true;

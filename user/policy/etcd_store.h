@@ -59,13 +59,13 @@ struct dmsc_etcd_entry {
 	char *key;
 	int64_t mod_rev;
 	struct dmsc_policy_service *svc; /* the last valid value; NULL: slim */
-	uint64_t fp;      /* of the last valid value (0: not computed) */
-	uint32_t vip;     /* a slim entry's identity: network order */
-	uint16_t port;    /* host order */
-	uint8_t protocol; /* enum dmsc_policy_proto */
-	bool valid;       /* a valid value was seen: svc, or slim */
-	bool dropped;     /* left out of the view: its name or vip:port is an
-			   * earlier key's */
+	uint64_t fp;			 /* of the last valid value (0: not computed) */
+	uint32_t vip;			 /* a slim entry's identity: network order */
+	uint16_t port;			 /* host order */
+	uint8_t protocol;		 /* enum dmsc_policy_proto */
+	bool valid;			 /* a valid value was seen: svc, or slim */
+	bool dropped;			 /* left out of the view: its name or vip:port is an
+					  * earlier key's */
 };
 
 struct dmsc_etcd_store {
@@ -100,7 +100,7 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 /* A DELETE: 1 when the key was held. */
 int dmsc_etcd_store_delete(struct dmsc_etcd_store *s, const char *key, int64_t mod_rev);
 const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store *s,
-						    const char *key);
+						   const char *key);
 /* Removes every key under ns_prefix that keep() says is gone; 1 when any. */
 int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
 			   bool (*present)(const char *key, void *arg), void *arg);
