@@ -19,6 +19,7 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define READ_TIMEOUT_MAX_MS 80000
 #define WATCH_MSG_MAX (8u << 20)
 #define VIEW_MSGS_MAX 16
 
@@ -350,7 +351,13 @@ static void *sync_thread(void *arg)
 		if (need_read) {
 			if (full_read(s)) {
 				set_connected(s, false, s->etcd.err);
-				pr_info("etcd: %s; next try in %d ms\n", s->etcd.err, backoff);
+				/* a large namespace on a busy etcd may take longer
+				 * to read than one request is given: each failed
+				 * read gives the next one twice as long */
+				if (s->etcd.timeout_ms < READ_TIMEOUT_MAX_MS)
+					s->etcd.timeout_ms *= 2;
+				pr_info("etcd: %s; next try in %d ms (reads wait up to %ld ms)\n",
+					s->etcd.err, backoff, s->etcd.timeout_ms);
 				pause_ms(s, backoff);
 				backoff =
 				    backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
