@@ -58,9 +58,9 @@ def scrape(url):
         text = r.read().decode()
     out = {}
     for line in text.splitlines():
-        if line.startswith("#") or "{" in line:
+        if line.startswith("#"):
             continue
-        parts = line.split()
+        parts = line.split()  # a labelled sample keeps its labels in its name
         if len(parts) == 2:
             try:
                 out[parts[0]] = float(parts[1])
@@ -180,6 +180,11 @@ def cmd_measure(a):
     w.start()
     w.ready.wait(10)
     prop, prop_max, pub, rx, written, ev, ev_max = [], [], [], [], [], [], []
+    # where the time goes: publish start -> etcd's event (seen by the bench's
+    # own watch) -> dmscd read it -> parsed into its store -> its apply
+    # began -> the maps written (dmscd's timestamps, per host and change)
+    stages = {"publish_to_event": [], "event_to_received": [], "received_to_parsed": [],
+              "parsed_to_apply_start": [], "apply_start_to_maps": []}
     weights = {}  # kept: each publish changes one service's weight only
     for c in range(a.changes):
         weights[c % a.per] = 2 + c
@@ -194,6 +199,18 @@ def cmd_measure(a):
             es = [after[h]["dmsc_etcd_applied_timestamp_seconds"] - te for h in shared]
             ev += es
             ev_max.append(max(es))
+            stages["publish_to_event"].append(te - t0)
+        for h in shared:
+            m = after[h]
+            st = [m.get('dmsc_etcd_applied_stage_timestamp_seconds{stage="%s"}' % k, 0)
+                  for k in ("received", "parsed", "apply_started")]
+            if not all(st):
+                continue
+            if te is not None:
+                stages["event_to_received"].append(st[0] - te)
+            stages["received_to_parsed"].append(st[1] - st[0])
+            stages["parsed_to_apply_start"].append(st[2] - st[1])
+            stages["apply_start_to_maps"].append(m["dmsc_etcd_applied_timestamp_seconds"] - st[2])
         for h in shared:
             rx.append(after[h]["dmsc_etcd_received_bytes_total"]
                       - before[h]["dmsc_etcd_received_bytes_total"])
@@ -208,6 +225,8 @@ def cmd_measure(a):
         "publish_ms_p50": pct(pub, 50) * 1e3,
         "from_event_ms_p50": ms(pct(ev, 50)), "from_event_ms_p99": ms(pct(ev, 99)),
         "from_event_to_all_hosts_ms_p99": ms(pct(ev_max, 99)),
+        "stages_ms": {k: {"p50": ms(pct(v, 50)), "p99": ms(pct(v, 99)), "n": len(v)}
+                      for k, v in stages.items()},
         "bytes_per_subscribed_host_p50": pct(rx, 50), "bytes_per_subscribed_host_max": max(rx),
         "entries_written_per_host_p50": pct(written, 50),
         "entries_written_per_host_max": max(written)}

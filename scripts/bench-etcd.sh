@@ -219,6 +219,8 @@ line=$(grep -E '^dmscd: applied .*\(etcd\)' "$T/big.log" | tail -n 1)
 big_change_view=$(sed -nE 's/.*parse and compile ([0-9.]+) ms.*/\1/p' <<<"$line")
 big_change_apply=$(sed -nE 's/.* in ([0-9.]+) ms \(cpu.*/\1/p' <<<"$line")
 big_change_written=$(sed -nE 's/.* ([0-9]+) map entr(y|ies) written.*/\1/p' <<<"$line")
+sleep 1
+big_rss_change=$(rss_kb big VmRSS)
 n=$(applies big)
 kill -KILL "${DPID[big]}"; wait "${DPID[big]}" 2>/dev/null
 start_host big --etcd "$EURL" "${bargs[@]}"
@@ -230,7 +232,7 @@ jq --argjson read_bytes "$read_bytes" --argjson host_rss "$host_rss" \
 	--argjson full_ms "$full_ms_p50" --argjson full_parse "${full_parse:-null}" \
 	--argjson full_rss "$full_rss" --argjson full_hwm "$full_hwm" --argjson big "$BIG" \
 	--argjson big_pub "$big_pub" --argjson big_first "$big_first" --argjson big_rss "$big_rss" \
-	--argjson big_hwm "$big_hwm" --argjson big_restart "$big_restart" --arg kernel "$(uname -r)" \
+	--argjson big_hwm "$big_hwm" --argjson big_rss_change "$big_rss_change" --argjson big_restart "$big_restart" --arg kernel "$(uname -r)" \
 	--argjson bcv "$big_change_view" --argjson bca "$big_change_apply" --argjson bcw "$big_change_written" \
 	'. + {kernel: $kernel, host_full_read_bytes_p50: $read_bytes, host_rss_kb_p50: $host_rss,
 	      restart_entries_written: $restart,
@@ -238,7 +240,7 @@ jq --argjson read_bytes "$read_bytes" --argjson host_rss "$host_rss" \
 	                  file_change_to_maps_ms_p50: $full_ms, parse_compile_ms_p50: $full_parse,
 	                  rss_kb: $full_rss, peak_kb: $full_hwm},
 	      big: {services: $big, publish_s: $big_pub, start_to_first_apply_s: $big_first,
-	            rss_kb: $big_rss, peak_kb: $big_hwm, restart_entries_written: $big_restart,
+	            rss_kb: $big_rss, peak_kb: $big_hwm, rss_kb_after_one_change: $big_rss_change, restart_entries_written: $big_restart,
 	            one_change: {view_and_digests_ms: $bcv, apply_ms: $bca, entries_written: $bcw}}}' \
 	"$T/measure.json" >"$OUT" || exit 1
 
@@ -252,6 +254,9 @@ def f1: if . == null then "n/a" else . * 10 | round / 10 end;
 "     (dmscctl publish itself, start to exit   \(.change_shared.publish_ms_p50 | f1) ms p50)",
 "     from etcd sending the event (the bench watches too) to the map write:",
 "       p50 / p99 / to all hosts p99            \(.change_shared.from_event_ms_p50 | f1) / \(.change_shared.from_event_ms_p99 | f1) / \(.change_shared.from_event_to_all_hosts_ms_p99 | f1) ms",
+"     where the time goes, p50 / p99 (each host and change):",
+(.change_shared.stages_ms | to_entries[] |
+ "       \(.key | . + "                          " | .[0:26])   \(.value.p50 | f1) / \(.value.p99 | f1) ms"),
 "     bytes received per subscribed host       \(.change_shared.bytes_per_subscribed_host_p50) p50, \(.change_shared.bytes_per_subscribed_host_max) max    < 2048",
 "     map entries written per host             \(.change_shared.entries_written_per_host_p50) p50, \(.change_shared.entries_written_per_host_max) max",
 "   one service change in ns001, subscribed by \(.change_one_subscriber.subscribed_hosts) host (\(.change_one_subscriber.changes) changes):",
@@ -266,6 +271,6 @@ def f1: if . == null then "n/a" else . * 10 | round / 10 end;
 "   restart against an unchanged etcd: map entries written  \(.restart_entries_written | map(tostring) | join(", ")) (3 hosts), \(.big.restart_entries_written) (\(.big.services) services)    0",
 "   dmscd RSS, \(.subscriptions_per_host * .services / .namespaces) services from etcd        \(.host_rss_kb_p50) kB p50",
 "   dmscd RSS holding \(.big.services) services from etcd   \(.big.rss_kb) kB (peak \(.big.peak_kb) kB; first apply \(.big.start_to_first_apply_s) s after start)    < 65536 kB",
-"   one change among them: the view of the store and its digests \(.big.one_change.view_and_digests_ms) ms, the apply \(.big.one_change.apply_ms) ms, \(.big.one_change.entries_written) map entries"
+"   one change among them: the view of the store and its digests \(.big.one_change.view_and_digests_ms) ms, the apply \(.big.one_change.apply_ms) ms, \(.big.one_change.entries_written) map entries; RSS after it \(.big.rss_kb_after_one_change) kB"
 ' "$OUT"
 echo "wrote $OUT"

@@ -4,7 +4,9 @@
  * answers, the watch stream's splitting) and the parse of one service
  * value stored in etcd.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -279,7 +281,7 @@ Test(etcd_store, revisions_apply_once_and_refused_values_keep_the_last_good_one)
 	/* same VIP under two keys: the first key wins */
 	cr_assert_eq(dmsc_etcd_store_put(&s, "/b/web", "web", SVC("web"), strlen(SVC("web")), 8), 1);
 	cr_assert_eq(dmsc_etcd_store_put(&s, "/a/api", "api", SVC("api"), strlen(SVC("api")), 9), 1);
-	cr_assert_eq(dmsc_etcd_store_view(&s, &view, msgs, 4, &n), 0);
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
 	cr_assert_eq(view.n_services, 1);
 	cr_assert_str_eq(view.services[0].name, "api");
 	cr_assert_eq(n, 1);
@@ -287,6 +289,65 @@ Test(etcd_store, revisions_apply_once_and_refused_values_keep_the_last_good_one)
 		  msgs[0]);
 	free(msgs[0]);
 	free(view.services);
+	dmsc_etcd_store_free(&s);
+}
+
+static uint64_t fake_fp(const struct dmsc_policy_service *svc)
+{
+	return 1000 + svc->n_backends + svc->port;
+}
+
+/* Once applied, a plain service is kept as its identity and fingerprint
+ * (its keys packed together), an http one stays parsed; a refill parses
+ * the slim ones again at the revision held. */
+Test(etcd_store, slim_entries_keep_identity_and_fingerprint)
+{
+	struct dmsc_etcd_store s = {.fp_of = fake_fp};
+	const struct dmsc_etcd_entry *en;
+	struct dmsc_policy view;
+	uint64_t *fps;
+	char *msgs[4], key[64], name[32], val[256];
+	size_t n, i, total = 1100;
+
+	for (i = 0; i < total; i++) {
+		snprintf(name, sizeof(name), "s%04zu", i);
+		snprintf(key, sizeof(key), "/p/%s", name);
+		snprintf(val, sizeof(val),
+			 "{\"name\":\"%s\",\"vip\":\"198.19.%zu.%zu\",\"port\":80,%s\"backends\":"
+			 "[{\"address\":\"198.18.1.2\",\"port\":8080}]}",
+			 name, i >> 8, i & 255, i == 7 ? "\"protocol\":\"http\"," : "");
+		cr_assert_eq(dmsc_etcd_store_put(&s, key, name, val, strlen(val), 10 + (int64_t)i), 1);
+	}
+	dmsc_etcd_store_slim(&s);
+	cr_assert_eq(s.n_slim, total - 1);
+	cr_assert_not_null(s.keys, "the keys are packed");
+	en = dmsc_etcd_store_find(&s, "/p/s0007");
+	cr_assert(en && en->svc, "the http service stays parsed");
+	en = dmsc_etcd_store_find(&s, "/p/s0300");
+	cr_assert(en && !en->svc && en->valid && en->fp == 1081);
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(view.n_services, total);
+	cr_assert_str_eq(view.services[300].name, "s0300");
+	cr_assert_eq(view.services[300].vip, htonl(0xc6130000 | (1 << 8) | 44));
+	cr_assert_eq(view.services[300].port, 80);
+	cr_assert_eq(view.services[300].n_backends, 0);
+	cr_assert_eq(view.services[7].n_backends, 1);
+	cr_assert_eq(fps[300], 1081);
+	free(fps);
+	free(view.services);
+	/* the same revision again: ignored, unless a refill asks for it */
+	snprintf(val, sizeof(val), "%s", SVC("s0300"));
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/s0300", "s0300", val, strlen(val), 310), 0);
+	cr_assert_null(dmsc_etcd_store_find(&s, "/p/s0300")->svc);
+	s.refill = true;
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/s0300", "s0300", val, strlen(val), 310), 0);
+	cr_assert_not_null(dmsc_etcd_store_find(&s, "/p/s0300")->svc);
+	cr_assert_eq(s.n_slim, total - 2);
+	/* a new revision of a slim one, a delete: kept right */
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/s0301", "s0301", SVC("s0301"), strlen(SVC("s0301")), 2000), 1);
+	cr_assert_eq(dmsc_etcd_store_delete(&s, "/p/s0302", 2001), 1);
+	cr_assert_eq(s.n_slim, total - 4);
 	dmsc_etcd_store_free(&s);
 }
 

@@ -155,13 +155,29 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 	return 0;
 }
 
-static int in_step(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
+bool dmsc_mirror_in_step(const struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 {
 	__u64 gen = 0;
 
-	if (m->loaded && dmsc_datapath_generation(dp, &gen) == 0 && gen == m->generation &&
-	    dmsc_map_id(dp->fd[DMSC_M_SERVICES]) == m->services_map_id &&
-	    m->max_services == dp->max_services && m->max_backends == dp->max_backends)
+	return m->loaded && dmsc_datapath_generation(dp, &gen) == 0 && gen == m->generation &&
+	       dmsc_map_id(dp->fd[DMSC_M_SERVICES]) == m->services_map_id &&
+	       m->max_services == dp->max_services && m->max_backends == dp->max_backends;
+}
+
+bool dmsc_mirror_holds(const struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_t pos)
+{
+	long j;
+
+	if (pos < m->n && key_eq(&m->dig[pos], &d->key, d->vip6))
+		j = (long)pos;
+	else
+		j = index_find(m, &d->key, d->vip6);
+	return j >= 0 && m->dig[j].fp && m->dig[j].fp == d->fp && !m->hot[j].stale;
+}
+
+static int in_step(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
+{
+	if (dmsc_mirror_in_step(m, dp))
 		return 0;
 	if (m->loaded)
 		pr_info("the datapath was changed by another writer: reading it again\n");

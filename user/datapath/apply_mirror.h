@@ -120,6 +120,13 @@ bool dmsc_mirror_replan(struct dmsc_mirror *m, const struct dmsc_svc_key *k, con
 /* Forgets every fingerprint, so that the next apply compiles and compares
  * every service (the benchmark's "full rewrite" also marks them stale). */
 void dmsc_mirror_forget(struct dmsc_mirror *m, bool stale);
+/* Whether m is in step with the maps of dp (no other writer since, the
+ * same maps): an apply would not read them again. */
+bool dmsc_mirror_in_step(const struct dmsc_mirror *m, const struct dmsc_datapath *dp);
+/* Whether an apply of a policy with the service of digest d (at position
+ * pos) would pass over it: m holds its key with that fingerprint, known
+ * and not stale. */
+bool dmsc_mirror_holds(const struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_t pos);
 /* vip6: an IPv6 service's VIP, zero for IPv4. */
 const struct dmsc_mirror_svc *dmsc_mirror_find(const struct dmsc_mirror *m,
 					       const struct dmsc_svc_key *k, const __u32 *vip6);

@@ -169,6 +169,11 @@ int main(int argc, char **argv)
 	int c, rc = 1;
 
 	dmsc_log_init("dmscd", level);
+	/* A block of 1 MiB or more (an apply's view of 100,000 services, a
+	 * read's response) is mapped and unmapped with its use: never left in
+	 * the heap, where glibc's moving threshold would otherwise put the next
+	 * ones (docs/etcd.md, memory). */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	dmsc_etcd_opts_init(&eo, DMSC_ETCD_NAMESPACES_MAX);
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -362,7 +367,7 @@ int main(int argc, char **argv)
 	if (eo.urls) {
 		/* applied once the first read arrives (the eventfd) */
 		if (dmsc_etcd_sync_start(&etcd_sync, eo.urls, &eo.tls, eo.prefix, eo.ns,
-					 eo.n_ns))
+					 eo.n_ns, ag.tunnel))
 			goto out;
 		ag.etcd = &etcd_sync;
 		pr_info("watching %s: %zu namespace%s at %s\n", ag.policy, eo.n_ns,

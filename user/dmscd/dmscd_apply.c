@@ -7,6 +7,10 @@
 #define _GNU_SOURCE
 #include "dmscd_agent.h"
 
+/* An apply from etcd with more changes than this, or after a read of
+ * every namespace, gives the heap back. */
+#define ETCD_TRIM_CHANGES 64
+
 double wall_seconds(void)
 {
 	struct timespec ts;
@@ -108,8 +112,8 @@ void apply_policy(struct agent *ag, const char *why)
 	struct rusage ru2, ru3;
 	struct dmsc_svc_digest *digests = NULL;
 	char buf[512];
-	bool etcd_view = false;
-	size_t i;
+	bool etcd_view = false, trim = true;
+	size_t i, n_changes;
 	int err;
 
 	/* Before etcd's first read the store is empty, not the policy: a
@@ -122,8 +126,9 @@ void apply_policy(struct agent *ag, const char *why)
 	ag->retry_at_ms = 0;
 	t0 = mono_seconds();
 	if (ag->etcd) {
-		/* a view of the store, locked until _view_done */
-		err = dmsc_etcd_sync_view(ag->etcd, &set.policy);
+		/* a view of the store and its digests, locked until
+		 * _view_done */
+		err = dmsc_etcd_sync_view(ag->etcd, &set.policy, &digests);
 		etcd_view = !err;
 	} else {
 		err = dmsc_policy_set_load(ag->policy, &set, &msgs);
@@ -144,13 +149,16 @@ void apply_policy(struct agent *ag, const char *why)
 		ag->stats.applies[DMSC_APPLY_INVALID]++;
 		goto out;
 	}
-	digests = calloc(set.policy.n_services ? set.policy.n_services : 1, sizeof(*digests));
-	if (!digests) {
-		pr_warn("%s: out of memory\n", ag->policy);
-		ag->stats.applies[DMSC_APPLY_FAILED]++;
-		goto out;
+	if (!etcd_view) {
+		digests = calloc(set.policy.n_services ? set.policy.n_services : 1,
+				 sizeof(*digests));
+		if (!digests) {
+			pr_warn("%s: out of memory\n", ag->policy);
+			ag->stats.applies[DMSC_APPLY_FAILED]++;
+			goto out;
+		}
+		dmsc_policy_digests(&set.policy, digests);
 	}
-	dmsc_policy_digests(&set.policy, digests);
 	t1 = mono_seconds();
 
 	err = dmsc_datapath_open(&dp, ag->pin_dir, true);
@@ -160,6 +168,11 @@ void apply_policy(struct agent *ag, const char *why)
 			err == -ENOENT ? " (removed by `dmscctl uninstall`?)" : "");
 		ag->stats.applies[DMSC_APPLY_FAILED]++;
 		goto out;
+	}
+	if (etcd_view &&
+	    !dmsc_etcd_sync_view_ready(ag->etcd, &ag->mirror, &dp, &set.policy, digests)) {
+		dmsc_datapath_close(&dp);
+		goto out; /* applied when the store has them whole again */
 	}
 	getrusage(RUSAGE_THREAD, &ru2);
 	t2 = mono_seconds();
@@ -209,15 +222,22 @@ void apply_policy(struct agent *ag, const char *why)
 	ag->stats.policy_services = res.n_services;
 	ag->stats.last_apply_time = wall_seconds();
 out:
-	free(digests);
+	n_changes = res.n_changes;
 	dmsc_apply_result_free(&res);
-	if (etcd_view)
-		dmsc_etcd_sync_view_done(ag->etcd, &set.policy); /* a view: nothing to free */
-	else
+	if (etcd_view) {
+		/* a view: nothing to free */
+		trim = dmsc_etcd_sync_view_done(ag->etcd, &set.policy, digests) ||
+		       n_changes > ETCD_TRIM_CHANGES;
+	} else {
+		free(digests);
 		dmsc_policy_set_free(&set);
+	}
 	dmsc_msgs_free(&msgs);
-	/* json-c and the parse leave freed memory in the heap: give it back. */
-	malloc_trim(0);
+	/* json-c and the parse leave freed memory in the heap: give it back
+	 * (not after a few changes from etcd: each parsed one value only, and
+	 * a trim walks the whole heap, on the way of the next change). */
+	if (trim)
+		malloc_trim(0);
 }
 
 /* Resolves every allow_from rule in the maps again (whoever wrote it) and

@@ -19,10 +19,11 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define READ_TIMEOUT_MAX_MS 80000
 #define WATCH_MSG_MAX (8u << 20)
 #define VIEW_MSGS_MAX 16
 
-enum { WATCH_OK, WATCH_LOST, WATCH_COMPACTED, WATCH_STOPPED };
+enum { WATCH_OK, WATCH_LOST, WATCH_COMPACTED, WATCH_STOPPED, WATCH_REFILL };
 
 struct watch {
 	struct dmsc_etcd_sync *s;
@@ -30,6 +31,7 @@ struct watch {
 	CURL *curl;
 	char *body;
 	struct dmsc_etcd_splitter sp;
+	double chunk_at; /* wall clock: the chunk being split was read */
 	int outcome;
 	char url[512];
 	char cerr[DMSC_ETCD_CURL_ERR_SIZE];
@@ -52,7 +54,8 @@ static void set_connected(struct dmsc_etcd_sync *s, bool up, const char *why)
 				s->etcd.endpoints[s->etcd.cur], s->revision);
 		else
 			pr_warn("etcd: disconnected (%s); the datapath keeps its last policy; "
-				"retrying\n", why);
+				"retrying\n",
+				why);
 	}
 	s->connected = up;
 	pthread_mutex_unlock(&s->lock);
@@ -69,12 +72,16 @@ static double clock_s(clockid_t id)
 /* Under the lock, after an answer of etcd at revision head: a change to
  * the store waits for the apply; with none waiting, the maps are as
  * current as what etcd has said. */
-static void note_answer(struct dmsc_etcd_sync *s, int64_t head, bool changed)
+static void note_answer(struct dmsc_etcd_sync *s, int64_t head, bool changed, double rx_at)
 {
 	if (head > s->head)
 		s->head = head;
-	if (changed && !s->pending_since)
+	if (changed && !s->pending_since) {
 		s->pending_since = clock_s(CLOCK_MONOTONIC);
+		s->pend_rx = rx_at ? rx_at : clock_s(CLOCK_REALTIME);
+		s->pend_parsed = clock_s(CLOCK_REALTIME);
+		s->pend_view = 0;
+	}
 	if (!s->pending_since && s->applied != s->head) {
 		s->applied = s->head;
 		s->applied_at = clock_s(CLOCK_REALTIME);
@@ -127,6 +134,7 @@ static int full_read(struct dmsc_etcd_sync *s)
 	if (e)
 		goto out;
 	pthread_mutex_lock(&s->lock);
+	s->store.refill = s->refill;
 	for (i = 0; i < s->n_ns; i++) {
 		for (j = 0; j < kvs[i].n; j++) {
 			const struct dmsc_etcd_kv *kv = &kvs[i].kv[j];
@@ -147,11 +155,17 @@ static int full_read(struct dmsc_etcd_sync *s)
 			changed = 1;
 		s->ns_rev[i] = rev;
 	}
+	if (s->store.refill) {
+		changed = 1; /* the apply waits for these services */
+		s->store.refill = false;
+		s->refill = 0;
+	}
 	if (rev > s->revision)
 		s->revision = rev;
 	/* the first read is applied even when nothing changed */
-	note_answer(s, rev, changed || !s->full_reads);
+	note_answer(s, rev, changed || !s->full_reads, 0);
 	s->full_reads++;
+	s->read_whole = true;
 	pthread_mutex_unlock(&s->lock);
 	pr_info("etcd: read %zu namespace%s at revision %" PRId64 "%s\n", s->n_ns,
 		s->n_ns == 1 ? "" : "s", rev, changed ? "" : " (nothing changed)");
@@ -178,7 +192,8 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 	}
 	if (m.canceled) {
 		if (m.compact_revision) {
-			pr_warn("etcd: revision %" PRId64 " of %s was compacted (oldest kept %" PRId64
+			pr_warn("etcd: revision %" PRId64
+				" of %s was compacted (oldest kept %" PRId64
 				"): reading the namespaces again\n",
 				s->ns_rev[w->ns] + 1, s->nsp[w->ns], m.compact_revision);
 			w->outcome = WATCH_COMPACTED;
@@ -205,7 +220,8 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 		}
 		if (m.events[i].deleted) {
 			r = dmsc_etcd_store_delete(&s->store, kv->key, kv->mod_rev);
-			pr_debug("etcd: %s deleted at revision %" PRId64 "\n", kv->key, kv->mod_rev);
+			pr_debug("etcd: %s deleted at revision %" PRId64 "\n", kv->key,
+				 kv->mod_rev);
 		} else {
 			r = dmsc_etcd_store_put(&s->store, kv->key, name, kv->value, kv->value_len,
 						kv->mod_rev);
@@ -220,7 +236,7 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 		s->ns_rev[w->ns] = m.revision;
 	if (s->ns_rev[w->ns] > s->revision)
 		s->revision = s->ns_rev[w->ns];
-	note_answer(s, m.revision, changed);
+	note_answer(s, m.revision, changed, w->chunk_at);
 	pthread_mutex_unlock(&s->lock);
 	dmsc_etcd_watch_msg_free(&m);
 	if (m.created)
@@ -235,6 +251,7 @@ static size_t watch_data(char *data, size_t size, size_t nmemb, void *arg)
 	struct watch *w = arg;
 	size_t n = size * nmemb;
 
+	w->chunk_at = clock_s(CLOCK_REALTIME);
 	pthread_mutex_lock(&w->s->lock);
 	w->s->bytes_rx += n;
 	pthread_mutex_unlock(&w->s->lock);
@@ -277,7 +294,7 @@ static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
 		curl_easy_setopt(w[i].curl, CURLOPT_PRIVATE, &w[i]);
 		curl_multi_add_handle(multi, w[i].curl);
 	}
-	while (running && !s->stop) {
+	while (running && !s->stop && !s->refill) {
 		CURLMsg *msg;
 		int left;
 
@@ -306,6 +323,8 @@ static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
 	}
 	if (s->stop)
 		outcome = WATCH_STOPPED;
+	else if (s->refill)
+		outcome = WATCH_REFILL;
 out:
 	for (i = 0; i < s->n_ns; i++) {
 		if (w[i].curl) {
@@ -332,9 +351,16 @@ static void *sync_thread(void *arg)
 		if (need_read) {
 			if (full_read(s)) {
 				set_connected(s, false, s->etcd.err);
-				pr_info("etcd: %s; next try in %d ms\n", s->etcd.err, backoff);
+				/* a large namespace on a busy etcd may take longer
+				 * to read than one request is given: each failed
+				 * read gives the next one twice as long */
+				if (s->etcd.timeout_ms < READ_TIMEOUT_MAX_MS)
+					s->etcd.timeout_ms *= 2;
+				pr_info("etcd: %s; next try in %d ms (reads wait up to %ld ms)\n",
+					s->etcd.err, backoff, s->etcd.timeout_ms);
 				pause_ms(s, backoff);
-				backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+				backoff =
+				    backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 				continue;
 			}
 			need_read = false;
@@ -344,6 +370,10 @@ static void *sync_thread(void *arg)
 		outcome = watch_all(s, why, sizeof(why));
 		if (outcome == WATCH_STOPPED)
 			break;
+		if (outcome == WATCH_REFILL) {
+			need_read = true;
+			continue;
+		}
 		pthread_mutex_lock(&s->lock);
 		s->reconnects++;
 		if (outcome == WATCH_COMPACTED)
@@ -369,13 +399,15 @@ static void *sync_thread(void *arg)
 
 int dmsc_etcd_sync_start(struct dmsc_etcd_sync *s, const char *urls,
 			 const struct dmsc_etcd_tls *tls, const char *prefix,
-			 const char *const *namespaces, size_t n_ns)
+			 const char *const *namespaces, size_t n_ns, bool keep_parsed)
 {
 	size_t i;
 	int e;
 
 	memset(s, 0, sizeof(*s));
 	s->event_fd = -1;
+	s->store.fp_of = dmsc_policy_service_fp;
+	s->store.keep_all = keep_parsed;
 	if (!n_ns || n_ns > DMSC_ETCD_NAMESPACES_MAX) {
 		pr_warn("--namespace: give 1 to %d\n", DMSC_ETCD_NAMESPACES_MAX);
 		return -EINVAL;
@@ -429,40 +461,108 @@ void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s)
 		pr_warn("etcd: eventfd: %s\n", strerror(errno));
 }
 
-int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out)
+int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
+			struct dmsc_svc_digest **d)
 {
 	char *msgs[VIEW_MSGS_MAX];
+	uint64_t *fps = NULL;
 	size_t n = 0, i;
 	int e;
 
+	*d = NULL;
 	pthread_mutex_lock(&s->lock);
-	e = dmsc_etcd_store_view(&s->store, out, msgs, VIEW_MSGS_MAX, &n);
+	if (s->pending_since && !s->pend_view)
+		s->pend_view = clock_s(CLOCK_REALTIME);
+	e = dmsc_etcd_store_view(&s->store, out, &fps, msgs, VIEW_MSGS_MAX, &n);
 	for (i = 0; i < n; i++) {
 		pr_warn("%s\n", msgs[i]);
 		free(msgs[i]);
 	}
+	if (!e) {
+		/* the digests from the fingerprints kept: no service is
+		 * fingerprinted again */
+		*d = calloc(out->n_services + 1, sizeof(**d));
+		if (!*d) {
+			free(out->services);
+			memset(out, 0, sizeof(*out));
+			e = -ENOMEM;
+		}
+	}
+	for (i = 0; !e && i < out->n_services; i++) {
+		const struct dmsc_policy_service *v = &out->services[i];
+
+		dmsc_policy_svc_key(v, &(*d)[i].key);
+		memcpy((*d)[i].vip6, v->vip6, sizeof((*d)[i].vip6));
+		(*d)[i].fp = fps[i];
+	}
+	free(fps);
 	if (e)
 		pthread_mutex_unlock(&s->lock);
 	return e;
 }
 
+bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
+			       const struct dmsc_datapath *dp, const struct dmsc_policy *view,
+			       const struct dmsc_svc_digest *d)
+{
+	size_t i, k = 0, missing = 0;
+	bool in_step;
+
+	if (!s->store.n_slim)
+		return true;
+	in_step = dmsc_mirror_in_step(m, dp);
+	/* the view's services are the valid entries not left out, in order */
+	for (i = 0; in_step && i < s->store.n && k < view->n_services; i++) {
+		const struct dmsc_etcd_entry *en = &s->store.e[i];
+
+		if (!en->valid || en->dropped)
+			continue;
+		if (!en->svc && !dmsc_mirror_holds(m, &d[k], k))
+			missing++;
+		k++;
+	}
+	if (in_step && !missing)
+		return true;
+	pr_info("etcd: the maps are not as dmscd last wrote them (%s): reading the namespaces "
+		"again to apply their services whole\n",
+		in_step ? "services it held are gone or out of date" : "another writer");
+	s->refill = 1;
+	return false;
+}
+
 void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s)
 {
 	/* the lock is held since the view: nothing arrived meanwhile */
+	if (s->pending_since) {
+		s->last_rx = s->pend_rx;
+		s->last_parsed = s->pend_parsed;
+		s->last_view = s->pend_view;
+	}
 	s->pending_since = 0;
 	s->applied = s->head;
 	s->applied_at = clock_s(CLOCK_REALTIME);
+	/* the maps and the mirror hold them now */
+	dmsc_etcd_store_slim(&s->store);
 }
 
-void dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out)
+bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
+			      struct dmsc_svc_digest *d)
 {
+	bool read_whole = s->read_whole;
+
 	free(out->services);
 	memset(out, 0, sizeof(*out));
+	free(d);
+	s->read_whole = false;
 	pthread_mutex_unlock(&s->lock);
+	return read_whole;
 }
 
 void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 {
+	static const char *const stages[] = {"received", "parsed", "apply_started"};
+	size_t i;
+
 	pthread_mutex_lock(&s->lock);
 	dmsc_prom_family(b, "dmsc_etcd_connected", "gauge",
 			 "1 while dmscd reads and watches etcd, 0 while it retries");
@@ -476,6 +576,18 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 	dmsc_prom_family(b, "dmsc_etcd_applied_timestamp_seconds", "gauge",
 			 "when the maps reached dmsc_etcd_applied_revision (0: not yet)");
 	dmsc_prom_sample_f(b, "dmsc_etcd_applied_timestamp_seconds", NULL, 0, s->applied_at);
+	dmsc_prom_family(b, "dmsc_etcd_applied_stage_timestamp_seconds", "gauge",
+			 "the last apply of changes from etcd: when the oldest of them was "
+			 "received (its watch data read), parsed into the store, and taken by "
+			 "the apply (stage: received, parsed, apply_started); 0: none yet");
+	for (i = 0; i < 3; i++) {
+		struct dmsc_prom_label l = {"stage", stages[i]};
+
+		dmsc_prom_sample_f(b, "dmsc_etcd_applied_stage_timestamp_seconds", &l, 1,
+				   i == 0   ? s->last_rx
+				   : i == 1 ? s->last_parsed
+					    : s->last_view);
+	}
 	dmsc_prom_family(b, "dmsc_etcd_lag_revisions", "gauge",
 			 "etcd revisions received but not in the maps yet: the highest "
 			 "header revision etcd reported minus dmsc_etcd_applied_revision");
@@ -491,8 +603,7 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 	dmsc_prom_sample(b, "dmsc_etcd_events_total", NULL, 0, s->events);
 	dmsc_prom_family(b, "dmsc_etcd_received_bytes_total", "counter",
 			 "bytes received from etcd: watch streams and reads");
-	dmsc_prom_sample(b, "dmsc_etcd_received_bytes_total", NULL, 0,
-			 s->bytes_rx);
+	dmsc_prom_sample(b, "dmsc_etcd_received_bytes_total", NULL, 0, s->bytes_rx);
 	dmsc_prom_family(b, "dmsc_etcd_reconnects_total", "counter",
 			 "watch streams lost and opened again");
 	dmsc_prom_sample(b, "dmsc_etcd_reconnects_total", NULL, 0, s->reconnects);

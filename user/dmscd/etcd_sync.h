@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "apply_mirror.h"
 #include "etcd.h"
 #include "etcd_opts.h"
 #include "etcd_store.h"
@@ -32,6 +33,8 @@ struct dmsc_etcd_sync {
 	bool started;
 	int event_fd;
 	volatile int stop;
+	volatile int refill;  /* read the namespaces again, parsing slim keys */
+	bool read_whole;      /* a read of every namespace since the last apply */
 	pthread_mutex_t lock; /* the store and the figures below */
 	struct dmsc_etcd_store store;
 	bool connected;
@@ -44,21 +47,40 @@ struct dmsc_etcd_sync {
 	int64_t head, applied;
 	double pending_since;
 	double applied_at; /* wall clock when applied was reached */
+	/* Where a change's time goes (wall clock, docs/etcd.md#lag): the
+	 * oldest change waiting arrived (its watch chunk read) at pend_rx,
+	 * was parsed into the store at pend_parsed, and the apply that took
+	 * it began at pend_view; copied to last_* when that apply is done. */
+	double pend_rx, pend_parsed, pend_view;
+	double last_rx, last_parsed, last_view;
 };
 
 int dmsc_etcd_sync_start(struct dmsc_etcd_sync *s, const char *urls,
 			 const struct dmsc_etcd_tls *tls, const char *prefix,
-			 const char *const *namespaces, size_t n_ns);
+			 const char *const *namespaces, size_t n_ns, bool keep_parsed);
 /* Readable when the store changed; dmsc_etcd_sync_take() clears it. */
 int dmsc_etcd_sync_fd(const struct dmsc_etcd_sync *s);
 void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s);
-/* Locks the store and fills out with a view of it (see
- * dmsc_etcd_store_view); conflicts are logged. Release with _view_done. */
-int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out);
+/* Locks the store and fills out with a view of it and d with its digests
+ * (see dmsc_etcd_store_view; d is malloc'd); conflicts are logged. Release
+ * with _view_done. */
+int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
+			struct dmsc_svc_digest **d);
+/* Between _view and _view_done, before the apply: whether the mirror,
+ * in step with dp, holds every slim service of the view as it is (a slim
+ * service has no backends to plan from). When not, the store is asked to
+ * parse them again (the thread reads the namespaces again and wakes the
+ * apply) and false is returned: nothing is to be applied now. */
+bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
+			       const struct dmsc_datapath *dp, const struct dmsc_policy *view,
+			       const struct dmsc_svc_digest *d);
 /* Between _view and _view_done, once the view is in the maps: every
  * change received is applied (the lag falls to 0). */
 void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s);
-void dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out);
+/* Releases the view; returns whether a read of every namespace came since
+ * the last view (much was parsed and freed: the heap is worth trimming). */
+bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
+			      struct dmsc_svc_digest *d);
 void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b);
 void dmsc_etcd_sync_stop(struct dmsc_etcd_sync *s);
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <json-c/json.h>
 
@@ -203,20 +204,53 @@ const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store 
 	return found ? &s->e[i] : NULL;
 }
 
+/* The one service of a parse, moved out (its policy's array is it). */
+static struct dmsc_policy_service *take_service(struct dmsc_policy *p)
+{
+	struct dmsc_policy_service *svc = p->services;
+
+	p->services = NULL;
+	p->n_services = 0;
+	return svc;
+}
+
+static void free_service(struct dmsc_policy_service *svc)
+{
+	struct dmsc_policy p = {svc, svc ? 1 : 0};
+
+	dmsc_policy_free(&p);
+}
+
+static bool same_identity(const struct dmsc_etcd_entry *en, const struct dmsc_policy_service *svc)
+{
+	const struct dmsc_policy_service *o = en->svc;
+
+	if (!en->valid)
+		return false;
+	if (!o)
+		return svc->family == AF_INET && en->vip == svc->vip && en->port == svc->port &&
+		       en->protocol == svc->protocol;
+	return o->family == svc->family && o->vip == svc->vip && o->port == svc->port &&
+	       o->protocol == svc->protocol && !memcmp(o->vip6, svc->vip6, sizeof(o->vip6));
+}
+
 int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *name,
 			const char *value, size_t len, int64_t mod_rev)
 {
 	struct dmsc_policy_errors errs = {0};
-	struct dmsc_policy svc;
+	struct dmsc_policy parsed;
+	struct dmsc_policy_service *svc = NULL;
 	struct dmsc_etcd_entry *en;
 	char msg[2048];
-	bool found;
+	bool found, refill;
 	size_t i = store_pos(s, key, &found);
 	int e;
 
-	if (found && s->e[i].mod_rev >= mod_rev)
+	/* a slim entry parsed again for a refill: the same value */
+	refill = found && s->refill && s->e[i].mod_rev == mod_rev && s->e[i].valid && !s->e[i].svc;
+	if (found && s->e[i].mod_rev >= mod_rev && !refill)
 		return 0;
-	e = dmsc_etcd_parse_service(value, len, name, &svc, &errs);
+	e = dmsc_etcd_parse_service(value, len, name, &parsed, &errs);
 	if (e) {
 		dmsc_etcd_format_errors(key, &errs, e, msg, sizeof(msg));
 		pr_warn("%s; refused (revision %lld)%s\n", msg, (long long)mod_rev,
@@ -225,6 +259,8 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 		s->refused++;
 		if (e != -EINVAL)
 			return e;
+	} else {
+		svc = take_service(&parsed);
 	}
 	dmsc_policy_errors_free(&errs);
 	if (!found) {
@@ -233,8 +269,7 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 			struct dmsc_etcd_entry *ne = realloc(s->e, cap * sizeof(*ne));
 
 			if (!ne) {
-				if (!e)
-					dmsc_policy_free(&svc);
+				free_service(svc);
 				return -ENOMEM;
 			}
 			s->e = ne;
@@ -247,26 +282,39 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 		if (!s->e[i].key) {
 			memmove(&s->e[i], &s->e[i + 1], (s->n - i - 1) * sizeof(*s->e));
 			s->n--;
-			if (!e)
-				dmsc_policy_free(&svc);
+			free_service(svc);
 			return -ENOMEM;
 		}
 	}
 	en = &s->e[i];
 	en->mod_rev = mod_rev;
-	if (e)
+	if (!svc)
 		return 0; /* refused: the last valid service stays */
-	dmsc_policy_free(&en->svc);
+	if (!same_identity(en, svc))
+		s->ids_dirty = true;
+	if (en->valid && !en->svc)
+		s->n_slim--;
+	free_service(en->svc);
 	en->svc = svc;
+	en->fp = s->fp_of ? s->fp_of(svc) : 0;
 	en->valid = true;
-	en->value_len = len;
-	return 1;
+	return refill ? 0 : 1;
+}
+
+static bool key_packed(const struct dmsc_etcd_store *s, const char *key)
+{
+	return s->keys && key >= s->keys && key < s->keys + s->keys_len;
 }
 
 static void entry_remove(struct dmsc_etcd_store *s, size_t i)
 {
-	free(s->e[i].key);
-	dmsc_policy_free(&s->e[i].svc);
+	if (s->e[i].valid && !s->e[i].svc)
+		s->n_slim--;
+	if (s->e[i].valid)
+		s->ids_dirty = true;
+	if (!key_packed(s, s->e[i].key))
+		free(s->e[i].key);
+	free_service(s->e[i].svc);
 	memmove(&s->e[i], &s->e[i + 1], (s->n - i - 1) * sizeof(*s->e));
 	s->n--;
 }
@@ -301,107 +349,206 @@ int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
 	return changed;
 }
 
+/* Services slimmed at once past which the keys are packed. */
+#define PACK_KEYS_AFTER 1024
+
+/* A service that only the maps need: what a view of the whole policy
+ * reads of it (dmsc-l7's and the tunnel's views, the health probes, the
+ * checks of what this build enforces) is not there. */
+static bool slimmable(const struct dmsc_policy_service *svc)
+{
+	return svc->family == AF_INET && svc->protocol != DMSC_POLICY_HTTP && !svc->has_health &&
+	       !svc->has_allow_from;
+}
+
+/* Every key into one block. */
+static void pack_keys(struct dmsc_etcd_store *s)
+{
+	size_t i, len = 0, off = 0;
+	char *block;
+
+	for (i = 0; i < s->n; i++)
+		len += strlen(s->e[i].key) + 1;
+	block = malloc(len ? len : 1);
+	if (!block)
+		return; /* they stay where they are */
+	for (i = 0; i < s->n; i++) {
+		size_t n = strlen(s->e[i].key) + 1;
+
+		memcpy(block + off, s->e[i].key, n);
+		if (!key_packed(s, s->e[i].key))
+			free(s->e[i].key);
+		s->e[i].key = block + off;
+		off += n;
+	}
+	free(s->keys);
+	s->keys = block;
+	s->keys_len = len;
+}
+
+void dmsc_etcd_store_slim(struct dmsc_etcd_store *s)
+{
+	size_t i, freed = 0;
+
+	if (!s->fp_of || s->keep_all)
+		return;
+	for (i = 0; i < s->n; i++) {
+		struct dmsc_etcd_entry *en = &s->e[i];
+
+		if (!en->svc || !en->fp || !slimmable(en->svc))
+			continue;
+		en->vip = en->svc->vip;
+		en->port = en->svc->port;
+		en->protocol = (uint8_t)en->svc->protocol;
+		free_service(en->svc);
+		en->svc = NULL;
+		s->n_slim++;
+		freed++;
+	}
+	if (freed >= PACK_KEYS_AFTER)
+		pack_keys(s);
+}
+
 void dmsc_etcd_store_free(struct dmsc_etcd_store *s)
 {
 	while (s->n)
 		entry_remove(s, s->n - 1);
 	free(s->e);
+	free(s->keys);
 	memset(s, 0, sizeof(*s));
 }
 
+/* An entry's service in a view: the parsed one, or what a slim entry
+ * keeps of it. */
+static void entry_service(const struct dmsc_etcd_entry *en, struct dmsc_policy_service *out)
+{
+	const char *slash;
+
+	if (en->svc) {
+		*out = *en->svc;
+		return;
+	}
+	memset(out, 0, sizeof(*out));
+	slash = strrchr(en->key, '/');
+	out->name = (char *)(slash ? slash + 1 : en->key);
+	out->family = AF_INET;
+	out->vip = en->vip;
+	out->port = en->port;
+	out->protocol = (enum dmsc_policy_proto)en->protocol;
+}
+
 struct view_ref {
-	const struct dmsc_policy_service *svc;
-	size_t order; /* key order */
+	struct dmsc_policy_service svc;
+	size_t entry;
 };
 
 static int by_name(const void *a, const void *b)
 {
 	const struct view_ref *x = a, *y = b;
-	int c = strcmp(x->svc->name, y->svc->name);
+	int c = strcmp(x->svc.name, y->svc.name);
 
-	return c ? c : (x->order > y->order) - (x->order < y->order);
+	return c ? c : (x->entry > y->entry) - (x->entry < y->entry);
 }
 
 /* tcp and http share the kernel's TCP key */
+static int vip_cmp(const struct dmsc_policy_service *x, const struct dmsc_policy_service *y)
+{
+	int xu = x->protocol == DMSC_POLICY_UDP, yu = y->protocol == DMSC_POLICY_UDP, c;
+
+	if (x->vip != y->vip)
+		return x->vip < y->vip ? -1 : 1;
+	c = memcmp(x->vip6, y->vip6, sizeof(x->vip6));
+	if (c)
+		return c;
+	if (x->port != y->port)
+		return x->port < y->port ? -1 : 1;
+	return xu - yu;
+}
+
 static int by_vip(const void *a, const void *b)
 {
 	const struct view_ref *x = a, *y = b;
-	int xu = x->svc->protocol == DMSC_POLICY_UDP, yu = y->svc->protocol == DMSC_POLICY_UDP;
+	int c = vip_cmp(&x->svc, &y->svc);
 
-	if (x->svc->vip != y->svc->vip)
-		return x->svc->vip < y->svc->vip ? -1 : 1;
-	if (x->svc->port != y->svc->port)
-		return x->svc->port < y->svc->port ? -1 : 1;
-	if (xu != yu)
-		return xu - yu;
-	return (x->order > y->order) - (x->order < y->order);
+	return c ? c : (x->entry > y->entry) - (x->entry < y->entry);
 }
 
-int dmsc_etcd_store_view(const struct dmsc_etcd_store *s, struct dmsc_policy *out, char **msgs,
-			 size_t max_msgs, size_t *n_msgs)
+/* Two keys (two namespaces) with one name or one VIP: the first key in
+ * byte order wins, the others are named and left out (dropped). */
+static int find_conflicts(struct dmsc_etcd_store *s, char **msgs, size_t max_msgs, size_t *n_msgs)
 {
-	struct view_ref *refs;
-	const char **refkey;
-	bool *drop;
+	struct view_ref *refs = calloc(s->n + 1, sizeof(*refs));
 	size_t i, n = 0, k;
-	int e = -ENOMEM;
 
-	memset(out, 0, sizeof(*out));
-	*n_msgs = 0;
-	refs = calloc(s->n + 1, sizeof(*refs));
-	refkey = calloc(s->n + 1, sizeof(*refkey));
-	drop = calloc(s->n + 1, sizeof(*drop));
-	out->services = calloc(s->n + 1, sizeof(*out->services));
-	if (!refs || !refkey || !drop || !out->services)
-		goto out;
-	for (i = 0; i < s->n; i++)
-		if (s->e[i].valid)
-			refkey[n++] = s->e[i].key;
-	/* Two keys (two namespaces) with one name or one VIP: the first key
-	 * in byte order wins, the others are named and left out. */
+	if (!refs)
+		return -ENOMEM;
+	for (i = 0; i < s->n; i++) {
+		s->e[i].dropped = false;
+		if (!s->e[i].valid)
+			continue;
+		entry_service(&s->e[i], &refs[n].svc);
+		refs[n++].entry = i;
+	}
 	for (k = 0; k < 2; k++) {
-		size_t run = 0, j = 0;
+		size_t run = 0;
 
-		for (i = 0; i < s->n; i++) {
-			if (!s->e[i].valid)
-				continue;
-			refs[j].svc = &s->e[i].svc.services[0];
-			refs[j].order = j;
-			j++;
-		}
 		qsort(refs, n, sizeof(*refs), k ? by_vip : by_name);
 		for (i = 1; i < n; i++) {
-			struct view_ref a = {refs[run].svc, 0}, b = {refs[i].svc, 0};
-			bool same = k ? !by_vip(&a, &b) : !strcmp(a.svc->name, b.svc->name);
+			bool same = k ? !vip_cmp(&refs[run].svc, &refs[i].svc)
+				      : !strcmp(refs[run].svc.name, refs[i].svc.name);
+			struct dmsc_etcd_entry *en = &s->e[refs[i].entry];
 
 			if (!same) {
 				run = i;
 				continue;
 			}
-			if (!drop[refs[i].order] && *n_msgs < max_msgs &&
+			if (!en->dropped && *n_msgs < max_msgs &&
 			    asprintf(&msgs[*n_msgs],
-				     "etcd key %s: %s is used by %s already; left out",
-				     refkey[refs[i].order], k ? "its vip:port" : "its name",
-				     refkey[refs[run].order]) >= 0)
+				     "etcd key %s: %s is used by %s already; left out", en->key,
+				     k ? "its vip:port" : "its name",
+				     s->e[refs[run].entry].key) >= 0)
 				(*n_msgs)++;
-			drop[refs[i].order] = true;
+			en->dropped = true;
 		}
 	}
-	for (i = 0, k = 0; i < s->n; i++) {
-		if (!s->e[i].valid)
-			continue;
-		if (!drop[k])
-			out->services[out->n_services++] = s->e[i].svc.services[0];
-		k++;
-	}
-	e = 0;
-out:
 	free(refs);
-	free(refkey);
-	free(drop);
-	if (e) {
+	s->ids_dirty = false;
+	return 0;
+}
+
+int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uint64_t **fps,
+			 char **msgs, size_t max_msgs, size_t *n_msgs)
+{
+	uint64_t *fp = NULL;
+	size_t i;
+	int e;
+
+	memset(out, 0, sizeof(*out));
+	*n_msgs = 0;
+	if (fps)
+		*fps = NULL;
+	if (s->ids_dirty) {
+		e = find_conflicts(s, msgs, max_msgs, n_msgs);
+		if (e)
+			return e;
+	}
+	out->services = calloc(s->n + 1, sizeof(*out->services));
+	if (fps)
+		fp = calloc(s->n + 1, sizeof(*fp));
+	if (!out->services || (fps && !fp)) {
 		free(out->services);
 		out->services = NULL;
+		free(fp);
+		return -ENOMEM;
 	}
-	return e;
+	for (i = 0; i < s->n; i++) {
+		if (!s->e[i].valid || s->e[i].dropped)
+			continue;
+		if (fp)
+			fp[out->n_services] = s->e[i].fp;
+		entry_service(&s->e[i], &out->services[out->n_services++]);
+	}
+	if (fps)
+		*fps = fp;
+	return 0;
 }

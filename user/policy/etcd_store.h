@@ -45,19 +45,48 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 void dmsc_etcd_format_errors(const char *key, const struct dmsc_policy_errors *errs, int err,
 			     char *buf, size_t len);
 
-/* One key a host holds. */
+/*
+ * One key a host holds. Its service is kept parsed (svc) until the store
+ * is slimmed after an apply (dmsc_etcd_store_slim): from then on a plain
+ * service (tcp or udp, IPv4, no health, no allow_from) is held only by
+ * what identifies it (its name is the key's NAME) and the fingerprint fp
+ * of its policy text, which the apply's mirror compares with what it
+ * wrote; the maps and the mirror hold the rest. Services that a view of
+ * the whole policy needs (http for dmsc-l7, health for the probes, IPv6
+ * and allow_from) stay parsed.
+ */
 struct dmsc_etcd_entry {
 	char *key;
 	int64_t mod_rev;
-	bool valid;           /* svc holds a service */
-	struct dmsc_policy svc; /* one service, the last valid value */
-	size_t value_len;
+	struct dmsc_policy_service *svc; /* the last valid value; NULL: slim */
+	uint64_t fp;			 /* of the last valid value (0: not computed) */
+	uint32_t vip;			 /* a slim entry's identity: network order */
+	uint16_t port;			 /* host order */
+	uint8_t protocol;		 /* enum dmsc_policy_proto */
+	bool valid;			 /* a valid value was seen: svc, or slim */
+	bool dropped;			 /* left out of the view: its name or vip:port is an
+					  * earlier key's */
 };
 
 struct dmsc_etcd_store {
 	struct dmsc_etcd_entry *e; /* sorted by key */
 	size_t n, cap;
 	uint64_t refused; /* values refused so far */
+	/* Set by the owner: the fingerprint of a service (NULL: no entry is
+	 * ever slimmed), and keep_all to keep every service parsed (a view of
+	 * the whole policy needs them all, as the tunnel's does). */
+	uint64_t (*fp_of)(const struct dmsc_policy_service *svc);
+	bool keep_all;
+	/* refill: a put of the revision held parses the value again when the
+	 * entry is slim (dmsc_etcd_store_slim's services are needed whole) */
+	bool refill;
+	bool ids_dirty; /* an entry came, went or moved: conflicts to find */
+	size_t n_slim;
+	/* The keys of the entries at the last slimming, packed in one block
+	 * (a key added since is malloc'd alone): keys left alone between
+	 * freed services would keep every page of the heap they sit in. */
+	char *keys;
+	size_t keys_len;
 };
 
 /*
@@ -71,20 +100,26 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 /* A DELETE: 1 when the key was held. */
 int dmsc_etcd_store_delete(struct dmsc_etcd_store *s, const char *key, int64_t mod_rev);
 const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store *s,
-						    const char *key);
+						   const char *key);
 /* Removes every key under ns_prefix that keep() says is gone; 1 when any. */
 int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
 			   bool (*present)(const char *key, void *arg), void *arg);
+/* After the view's services are in the maps: frees the parsed services
+ * that no view of the whole policy needs (with fp_of set). */
+void dmsc_etcd_store_slim(struct dmsc_etcd_store *s);
 void dmsc_etcd_store_free(struct dmsc_etcd_store *s);
 
 /*
  * The policy of every valid entry, in key order, as a shallow view: out's
  * services point into the store (free only out->services, and do not
- * change the store while out is in use). A service whose name or
- * vip:port/protocol an earlier key uses already is left out and named in
- * msgs (up to max_msgs).
+ * change the store while out is in use); a slim entry's service carries
+ * its name, family, vip, port and protocol only (no backends). fps (when
+ * not NULL): malloc'd, the fingerprint of each service of out. A service
+ * whose name or vip:port/protocol an earlier key uses already is left out
+ * and named in msgs (up to max_msgs) when the keys changed since the last
+ * view.
  */
-int dmsc_etcd_store_view(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
+int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uint64_t **fps,
 			 char **msgs, size_t max_msgs, size_t *n_msgs);
 
 #endif /* DMSC_ETCD_STORE_H */
