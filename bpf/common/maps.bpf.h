@@ -110,6 +110,13 @@ struct {
 } dmsc_l7_conf __weak SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dmsc_l7_conf);
+} dmsc_tunnel_conf __weak SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, DMSC_L7_HANDOFF_MAX);
 	__type(key, struct dmsc_l7_handoff_key);

@@ -38,7 +38,8 @@
 	X(BE_HEALTH, BE)        \
 	X(SERVICES6, SVC)       \
 	X(BACKENDS6, BE)        \
-	X(SOCK_VIP6, FIXED)
+	X(SOCK_VIP6, FIXED)     \
+	X(TUNNEL_CONF, FIXED)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,
