@@ -239,13 +239,16 @@ static __always_inline bool sock4_tunnel_handoff(struct bpf_sock_addr *ctx,
 	struct dmsc_l7_conf *conf;
 	struct dmsc_sock_vip *rec;
 	__u32 zero = 0;
+	__u64 *cgroup;
 
 	conf = bpf_map_lookup_elem(&dmsc_tunnel_conf, &zero);
 	if (!conf || !conf->addr || !conf->port) {
 		count_reason(DMSC_R_TUNNEL_NO_HELPER);
 		return false;
 	}
-	rec = bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	rec = cgroup ? bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE)
+		     : NULL;
 	if (!rec) {
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);
 		return false;
@@ -259,7 +262,7 @@ static __always_inline bool sock4_tunnel_handoff(struct bpf_sock_addr *ctx,
 	rec->table_hash = 0;
 	rec->flags = DMSC_SOCK_F_TUNNEL;
 	/* bpf_get_current_cgroup_id: Linux 4.18. */
-	rec->cgroup_id = bpf_get_current_cgroup_id();
+	*cgroup = bpf_get_current_cgroup_id();
 	ctx_set_ip4(ctx, conf->addr, mapped);
 	ctx->user_port = conf->port;
 	count_reason(DMSC_R_TUNNEL_HANDOFF);
@@ -329,7 +332,6 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		rec->backend_id = backend_id;
 		rec->table_hash = svc->table_hash;
 		rec->flags = 0;
-		rec->cgroup_id = 0;
 	} else {
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);
 	}

@@ -155,7 +155,10 @@ int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 		val.backend_port = be->port;
 		val.backend_id = backend_id;
 		val.flags = DMSC_SOCK_F_TUNNEL;
-		val.cgroup_id = rec->cgroup_id;
+		__u64 *cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
+
+		/* no identity: the tunnel refuses cgroup 0 */
+		val.cgroup_id = cgroup ? *cgroup : 0;
 	}
 	if (bpf_map_update_elem(&dmsc_l7_handoff, &key, &val, BPF_ANY))
 		count_reason(DMSC_R_L7_HANDOFF_FULL);

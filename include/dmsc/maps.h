@@ -39,7 +39,8 @@
 	X(SERVICES6, SVC)       \
 	X(BACKENDS6, BE)        \
 	X(SOCK_VIP6, FIXED)     \
-	X(TUNNEL_CONF, FIXED)
+	X(TUNNEL_CONF, FIXED)   \
+	X(SOCK_CGROUP, FIXED)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

@@ -37,6 +37,14 @@
 #define DMSC_MAP_BE_STATS "dmsc_be_stats"
 #define DMSC_MAP_REASONS "dmsc_reasons"
 #define DMSC_MAP_SOCK_VIP "dmsc_sock_vip"
+
+/* dmsc_sock_cgroup: SK_STORAGE, a __u64 on a socket connect4 handed to the
+ * tunnel (DMSC_SOCK_F_TUNNEL): the caller's cgroup id at connect(), the
+ * identity the tunnel vouches for (sockops runs in softirq, where the
+ * current task is anyone's). A map of its own rather than a field of
+ * dmsc_sock_vip: socket storage cannot be carried into a resized map, and
+ * an upgrade must not make open connections forget their VIP. */
+#define DMSC_MAP_SOCK_CGROUP "dmsc_sock_cgroup"
 #define DMSC_MAP_INSTALL "dmsc_install"
 #define DMSC_MAP_LIMITS "dmsc_limits"
 #define DMSC_MAP_ALLOW "dmsc_allow"
@@ -254,10 +262,6 @@ struct dmsc_sock_vip {
 	__u32 backend_id;
 	__u32 table_hash; /* of the slot table the backend was picked from */
 	__u32 flags;	  /* enum dmsc_sock_flags; was padding (zero) */
-	/* DMSC_SOCK_F_TUNNEL: the caller's cgroup at connect(), the identity
-	 * the tunnel vouches for (sockops runs in softirq, where the current
-	 * task is anyone's). Appended: an older map is replaced empty. */
-	__u64 cgroup_id;
 };
 
 enum dmsc_sock_flags {
