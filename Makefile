@@ -40,7 +40,7 @@ PROGS     := $(patsubst %.c,$(BUILD)/%,$(notdir $(PROG_SRCS)))
 prog_src   = $(filter %/$(1).c,$(PROG_SRCS))
 layer_objs = $(patsubst user/%.c,$(2)/obj/%.o,$(filter-out $(PROG_SRCS),$(wildcard user/$(1)/*.c)))
 LIBS_dmscctl   := dmscctl datapath policy mtls common
-LIBS_dmscd     := dmscd datapath policy common
+LIBS_dmscd     := dmscd datapath policy mtls common
 LIBS_dmsc-l7   := l7 mtls datapath policy common
 LIBS_tests     := dmscctl dmscd l7 datapath policy mtls common
 archives       = $(patsubst %,$(2)/libdmsc-%.a,$(LIBS_$(1)))
@@ -180,7 +180,7 @@ FUZZ_CC       ?= clang
 FUZZ_FLAGS    := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer
 FUZZ_SRCS_policy := user/policy/policy.c user/policy/policy_json.c user/policy/policy_service.c \
-		    user/policy/policy_health.c user/common/addr.c
+		    user/policy/policy_health.c user/policy/policy_mtls.c user/common/addr.c
 # dmsc-l7's request parser (the helper links the same file; http_parser
 # itself is Debian's library, not instrumented: coverage is of our code)
 FUZZ_SRCS_http   := user/l7/l7_http.c

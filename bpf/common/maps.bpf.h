@@ -66,6 +66,13 @@ struct {
 } dmsc_sock_vip __weak SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} dmsc_sock_cgroup __weak SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -108,6 +115,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct dmsc_l7_conf);
 } dmsc_l7_conf __weak SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dmsc_l7_conf);
+} dmsc_tunnel_conf __weak SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

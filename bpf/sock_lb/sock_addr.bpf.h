@@ -223,6 +223,52 @@ static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
 	return true;
 }
 
+/*
+ * Sends a connection to a backend on another host to the local tunnel
+ * (docs/design.md decision 24), the way sock4_l7_handoff sends one to
+ * dmsc-l7: the record names the tunnel as the peer, so getpeername4
+ * answers the VIP, and carries the backend picked and the caller's cgroup,
+ * which dmsc_l7_sockops publishes under the 4-tuple for the tunnel. Returns
+ * false when no tunnel is registered: the caller connects to the backend
+ * directly (fail open; its host's kernel decides, bpf/skb).
+ */
+static __always_inline bool sock4_tunnel_handoff(struct bpf_sock_addr *ctx,
+						 const struct dmsc_svc_key *key, __u32 svc_id,
+						 __u32 backend_id, bool mapped)
+{
+	struct dmsc_l7_conf *conf;
+	struct dmsc_sock_vip *rec;
+	__u32 zero = 0;
+	__u64 *cgroup;
+
+	conf = bpf_map_lookup_elem(&dmsc_tunnel_conf, &zero);
+	if (!conf || !conf->addr || !conf->port) {
+		count_reason(DMSC_R_TUNNEL_NO_HELPER);
+		return false;
+	}
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	rec = cgroup ? bpf_sk_storage_get(&dmsc_sock_vip, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE)
+		     : NULL;
+	if (!rec) {
+		count_reason(DMSC_R_SOCK_STORAGE_FULL);
+		return false;
+	}
+	rec->vip = key->vip;
+	rec->vport = key->port;
+	rec->backend = conf->addr;
+	rec->bport = conf->port;
+	rec->svc_id = svc_id;
+	rec->backend_id = backend_id;
+	rec->table_hash = 0;
+	rec->flags = DMSC_SOCK_F_TUNNEL;
+	/* bpf_get_current_cgroup_id: Linux 4.18. */
+	*cgroup = bpf_get_current_cgroup_id();
+	ctx_set_ip4(ctx, conf->addr, mapped);
+	ctx->user_port = conf->port;
+	count_reason(DMSC_R_TUNNEL_HANDOFF);
+	return true;
+}
+
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto, bool mapped)
 {
@@ -265,6 +311,13 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		count_reason(DMSC_R_BACKEND_MISSING);
 		return SOCK_ADDR_PASS;
 	}
+	/* TCP only: the policy refuses mtls on a udp service. The tunnel's
+	 * own sockets never reach a VIP, but are exempt all the same. */
+	if ((be->flags & DMSC_BE_F_TUNNEL) && proto == DMSC_PROTO_TCP && !helper_socket(ctx) &&
+	    sock4_tunnel_handoff(ctx, &key, svc_id, backend_id, mapped)) {
+		count_connection(ss, backend_id);
+		return SOCK_ADDR_PASS;
+	}
 
 	/* Record before rewriting, so that the VIP is known for the socket's
 	 * whole life; a failure here still translates (the connection works)
@@ -278,6 +331,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		rec->svc_id = svc_id;
 		rec->backend_id = backend_id;
 		rec->table_hash = svc->table_hash;
+		rec->flags = 0;
 	} else {
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);
 	}

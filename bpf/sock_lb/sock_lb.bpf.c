@@ -129,7 +129,7 @@ int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 	if (!sk)
 		return 1;
 	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
-	if (!rec || rec->backend_id != 0)
+	if (!rec || (rec->backend_id != 0 && !(rec->flags & DMSC_SOCK_F_TUNNEL)))
 		return 1; /* not translated, or translated to a backend (L4) */
 	/* local_port: host order (docs/design.md, "Kernel pitfalls"). */
 	key.client_addr = skops->local_ip4;
@@ -141,6 +141,25 @@ int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 	val.vip = rec->vip;
 	val.vport = rec->vport;
 	val.svc_id = rec->svc_id;
+	if (rec->flags & DMSC_SOCK_F_TUNNEL) {
+		__u32 backend_id = rec->backend_id;
+		struct dmsc_backend *be = bpf_map_lookup_elem(&dmsc_backends, &backend_id);
+
+		/* Ids are never reused in place: a removed backend reads as
+		 * another service's or as zeros; the tunnel refuses those. */
+		if (!be || be->svc_id != rec->svc_id) {
+			count_reason(DMSC_R_BACKEND_MISSING);
+			return 1;
+		}
+		val.backend_addr = be->addr;
+		val.backend_port = be->port;
+		val.backend_id = backend_id;
+		val.flags = DMSC_SOCK_F_TUNNEL;
+		__u64 *cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
+
+		/* no identity: the tunnel refuses cgroup 0 */
+		val.cgroup_id = cgroup ? *cgroup : 0;
+	}
 	if (bpf_map_update_elem(&dmsc_l7_handoff, &key, &val, BPF_ANY))
 		count_reason(DMSC_R_L7_HANDOFF_FULL);
 	else

@@ -41,7 +41,9 @@
 	X(SOCK_VIP6, FIXED)     \
 	X(FP_PENDING6, FIXED)   \
 	X(FP_SOCK6, FIXED)      \
-	X(BE_INDEX6, BE)
+	X(BE_INDEX6, BE)        \
+	X(TUNNEL_CONF, FIXED)   \
+	X(SOCK_CGROUP, FIXED)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

@@ -37,6 +37,14 @@
 #define DMSC_MAP_BE_STATS "dmsc_be_stats"
 #define DMSC_MAP_REASONS "dmsc_reasons"
 #define DMSC_MAP_SOCK_VIP "dmsc_sock_vip"
+
+/* dmsc_sock_cgroup: SK_STORAGE, a __u64 on a socket connect4 handed to the
+ * tunnel (DMSC_SOCK_F_TUNNEL): the caller's cgroup id at connect(), the
+ * identity the tunnel vouches for (sockops runs in softirq, where the
+ * current task is anyone's). A map of its own rather than a field of
+ * dmsc_sock_vip: socket storage cannot be carried into a resized map, and
+ * an upgrade must not make open connections forget their VIP. */
+#define DMSC_MAP_SOCK_CGROUP "dmsc_sock_cgroup"
 #define DMSC_MAP_INSTALL "dmsc_install"
 #define DMSC_MAP_LIMITS "dmsc_limits"
 #define DMSC_MAP_ALLOW "dmsc_allow"
@@ -129,8 +137,17 @@ static inline __u32 dmsc_table_hash(const __u32 *slot)
 struct dmsc_backend {
 	__u32 addr;   /* network order */
 	__u16 port;   /* network order */
-	__u16 pad;    /* always zero */
+	__u16 flags;  /* enum dmsc_be_flags; was padding (zero): no flag */
 	__u32 svc_id; /* owning service */
+};
+
+/* A backend's flags are part of its immutable id: a change of flags is a
+ * new id (docs/design.md decision 17). */
+enum dmsc_be_flags {
+	/* On another host, of a service whose "mtls" is required or
+	 * permissive: connect4 hands the connection to the local tunnel
+	 * (dmsc_tunnel_conf) instead (docs/design.md decision 24). */
+	DMSC_BE_F_TUNNEL = 1u << 0,
 };
 
 /* dmsc_svc_meta: ARRAY indexed by service id, read by userspace only, so
@@ -229,6 +246,8 @@ enum dmsc_reason {
 	DMSC_R_HEALTH_ALL_EJECTED,  /* every backend it tried was ejected: kept the first */
 	DMSC_R_HEALTH_EJECTED,      /* the kernel ejected a backend */
 	DMSC_R_HEALTH_MISSING,      /* backend id not in dmsc_be_health: not counted */
+	DMSC_R_TUNNEL_NO_HELPER,    /* backend behind the tunnel, none registered: direct */
+	DMSC_R_TUNNEL_HANDOFF,      /* connection handed to the tunnel between hosts */
 	DMSC_R_MAX,
 };
 
@@ -242,7 +261,13 @@ struct dmsc_sock_vip {
 	__u32 svc_id;
 	__u32 backend_id;
 	__u32 table_hash; /* of the slot table the backend was picked from */
-	__u32 pad;
+	__u32 flags;	  /* enum dmsc_sock_flags; was padding (zero) */
+};
+
+enum dmsc_sock_flags {
+	/* backend_id is the backend picked; backend:bport is the local
+	 * tunnel, which carries the connection to it */
+	DMSC_SOCK_F_TUNNEL = 1u << 0,
 };
 
 /* dmsc_install: ARRAY with one element, written once by dmscctl install. */
@@ -320,7 +345,21 @@ struct dmsc_l7_handoff {
 	__u16 vport; /* network order */
 	__u16 pad;   /* always zero */
 	__u32 svc_id;
+	/* A connection handed to the tunnel (dmsc_tunnel_conf): the backend
+	 * connect4 picked and the caller's cgroup; zero for dmsc-l7's. */
+	__u32 backend_addr; /* network order */
+	__u16 backend_port; /* network order */
+	__u16 flags;	    /* enum dmsc_sock_flags */
+	__u32 backend_id;
+	__u64 cgroup_id;
 };
+
+/* dmsc_tunnel_conf: ARRAY with one element, struct dmsc_l7_conf: where
+ * the tunnel between hosts (dmsc-l7 tunnel --handoff-listen) takes the
+ * connections connect4 hands it. addr 0: no tunnel; a backend flagged
+ * DMSC_BE_F_TUNNEL is then connected to directly (counted
+ * DMSC_R_TUNNEL_NO_HELPER), and its host decides (docs/mtls.md). */
+#define DMSC_MAP_TUNNEL_CONF "dmsc_tunnel_conf"
 
 #define DMSC_L7_HANDOFF_MAX 65536
 

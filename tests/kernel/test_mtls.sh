@@ -58,17 +58,18 @@ cleanup() {
 	for pid in $(jobs -p); do
 		kill "$pid" 2>/dev/null
 	done
-	if [[ -n ${dpid:-} ]]; then
-		kill "$dpid" 2>/dev/null
-		t_wait 15 bash -c "! kill -0 $dpid 2>/dev/null"
-		rm -f "/run/dmsc/dmsc-tunnel.$dpid.prom"
-	fi
+	for pid in ${dpid:-} ${apid:-}; do
+		kill "$pid" 2>/dev/null
+		t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"
+		rm -f "/run/dmsc/dmsc-tunnel.$pid.prom"
+	done
 	[[ -n ${DMSC_PIN_DIR:-} ]] && "$ctl" uninstall >/dev/null 2>&1
+	[[ -n ${pin_a:-} ]] && DMSC_PIN_DIR=$pin_a "$ctl" uninstall >/dev/null 2>&1
 	dmsc_net_cleanup
 	dmsc_cgroup_cleanup
 	mountpoint -q "$work/bpffs" && umount "$work/bpffs"
 	if [[ $T_FAILED -gt 0 ]]; then
-		for f in "$work"/*-helper.log "$work"/dmscd.log; do
+		for f in "$work"/*-helper.log "$work"/dmscd*.log; do
 			echo "# $f:" >&2
 			sed 's/^/#   /' "$f" >&2
 		done
@@ -342,5 +343,109 @@ kill "$dpid"
 t_check "dmscd exits on SIGTERM and its tunnel with it" \
 	t_wait 15 bash -c "! kill -0 $dpid 2>/dev/null && ! ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
 dpid=
+
+# ---- the kernel's handoff (docs/design.md decision 24) ---------------------
+# a and b each run dmscd with a datapath on a cgroup of their own; a's
+# workloads connect to a VIP whose backends are on b: connect4 on a hands
+# them to a's tunnel, which vouches for the caller's cgroup; b's tunnel
+# checks it against allow_from. a's policy has no allow_from (b decides).
+pin_a=$work/bpffs/dmsc-a
+cga=$(dmsc_cgroup_make "mtls$$-a") && mkdir "$cga/client" "$cga/stranger"
+cg_rel=${cga#"$(dmsc_cgroup2_mount)"/}
+t_check "install a datapath for host a on a test cgroup" \
+	env DMSC_PIN_DIR="$pin_a" "$ctl" install --cgroup "$cga" -o json >/dev/null
+VIP=198.19.13.10
+mesh_policy() { # ALLOW_FROM_FIELD
+	cat <<EOP
+{ "mtls": "required",
+  "hosts": { "node-a": "$A:15008", "node-b": "$B:15008" },
+  "services": [
+    { "name": "shop", "vip": "$VIP", "port": 80 $1,
+      "backends": [ { "address": "$B", "port": 8080, "host": "node-b" } ] },
+    { "name": "bulk", "vip": "$VIP", "port": 5201 $1,
+      "backends": [ { "address": "$B", "port": 5201, "host": "node-b" } ] } ] }
+EOP
+}
+mesh_policy ", \"allow_from\": [ \"$cg_rel/client\" ]" >"$work/mesh-b.json"
+mesh_policy "" >"$work/mesh-a.json"
+# start_dmscd HOST PIN_DIR POLICY: prints dmscd's pid (nsenter: ip netns
+# exec would hide the cgroup2 mount the tunnel resolves cgroup ids in)
+start_dmscd() {
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	nsenter --net="/run/netns/${DMSC_NET_PREFIX}$1" bash -c 'echo $$ >"$0"; exec "$@"' \
+		"$work/dmscd-$1.pid" "$root/build/dmscd" --pin-dir "$2" --policy "$3" \
+		--mtls-dir "$work/$1" --mtls-listen "$4:15008" --metrics off \
+		>>"$work/dmscd-$1.log" 2>&1 &
+	t_wait 5 test -s "$work/dmscd-$1.pid" && cat "$work/dmscd-$1.pid"
+}
+rm -f "$work"/dmscd-*.pid
+dpid=$(start_dmscd b "$DMSC_PIN_DIR" "$work/mesh-b.json" "$B")
+apid=$(start_dmscd a "$pin_a" "$work/mesh-a.json" "$A")
+t_check "a's dmscd names this host from its certificate" \
+	t_wait 10 grep -q "this host is node-a" "$work/dmscd-a.log"
+t_check "a's tunnel takes the kernel's handoffs" \
+	t_wait 20 grep -q "takes the kernel's handoffs on 127.0.0.1:15009" "$work/dmscd-a.log"
+t_check "b's tunnel is up" t_wait 20 bash -c "ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
+as_client() { dmsc_run_in_cgroup "$cga/client" dmsc_net_exec a "$@"; }
+as_stranger() { dmsc_run_in_cgroup "$cga/stranger" dmsc_net_exec a "$@"; }
+
+got=$(as_client curl -sS -m 10 "http://$VIP/" | sha256sum | cut -d' ' -f1)
+t_eq "a workload on a reaches the VIP of b's backend: 3 MB byte-exact" "$got" "$want"
+t_eq "curl sees the VIP as its peer (getpeername)" \
+	"$(as_client curl -sS -m 10 -o /dev/null -w '%{remote_ip}:%{remote_port}' "http://$VIP/")" "$VIP:80"
+bprom=/run/dmsc/dmsc-tunnel.$dpid.prom aprom=/run/dmsc/dmsc-tunnel.$apid.prom
+t_check "a's tunnel opened streams to node-b vouching for the client's cgroup" t_wait 5 \
+	grep -qE "streams_total\{side=\"source\",peer=\"$B\",identity=\"$cg_rel/client\",verdict=\"opened\"\} [1-9]" "$aprom"
+t_check "b's tunnel allowed streams from node-a for the client's cgroup" t_wait 5 \
+	grep -qE "streams_total\{side=\"dest\",peer=\"node-a\",identity=\"$cg_rel/client\",verdict=\"allowed\"\} [1-9]" "$bprom"
+out=$(as_client iperf3 -c "$VIP" -p 5201 -t 2 -J)
+t_check "iperf3 to the VIP through the tunnel ($(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' <<<"$out" 2>/dev/null) Mbit/s)" \
+	jqe '.end.sum_received.bytes > 0 and (has("error") | not)' "$out"
+
+marker="dmsc-marker-$RANDOM$RANDOM-vip"
+dmsc_net_exec hub tcpdump -i "${DMSC_NET_PREFIX}v1" -U -s 0 -w "$work/cap2.pcap" \
+	>"$work/tcpdump2.out" 2>&1 &
+tcpdump_pid=$!
+t_wait 5 grep -q "listening on" "$work/tcpdump2.out"
+code=$(as_client curl -sS -m 10 -o /dev/null -w '%{http_code}' --data "$marker" "http://$VIP/")
+t_eq "a request carrying a marker to the VIP" "$code" 200
+code=$(dmsc_net_exec a curl -sS -m 10 -o /dev/null -w '%{http_code}' --data "$marker-direct" \
+	"http://$B:8080/")
+t_eq "the marker sent straight to b's backend (the capture's control)" "$code" 200
+t_wait 5 bash -c "tcpdump -r '$work/cap2.pcap' -A 2>/dev/null | grep -q -- '$marker-direct'"
+kill "$tcpdump_pid" 2>/dev/null
+wait "$tcpdump_pid" 2>/dev/null
+cap=$(tcpdump -r "$work/cap2.pcap" -A 2>/dev/null)
+t_check "the capture holds the marker sent around the tunnel" grep -q -- "$marker-direct" <<<"$cap"
+t_check "the capture holds no marker sent to the VIP" \
+	test "$(grep -o -- "$marker" <<<"$cap" | wc -l)" = "$(grep -o -- "$marker-direct" <<<"$cap" | wc -l)"
+
+vip_refused() { # as_client|as_stranger
+	local rc
+	"$1" curl -sS -m 5 -o /dev/null "http://$VIP/" 2>/dev/null
+	rc=$?
+	[[ $rc != 0 && $rc != 28 ]]
+}
+t_check "a cgroup outside b's allow_from is refused at b through the VIP" vip_refused as_stranger
+t_check "b counts it as denied_identity for that cgroup" t_wait 5 \
+	grep -qE "identity=\"$cg_rel/stranger\",verdict=\"denied_identity\"\} [1-9]" "$bprom"
+
+# b's tunnel killed: dmscd restarts it; meanwhile new connections fail
+# (dmscd held stopped meanwhile, or it would restart it within 100 ms)
+tpid=$(pgrep -P "$dpid" -f "dmsc-l7 tunnel" | head -1)
+kill -STOP "$dpid"
+kill -9 "$tpid"
+t_wait 5 bash -c "! ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
+start=$SECONDS
+t_check "with b's tunnel gone a new connection to the VIP fails" vip_refused as_client
+t_check "and fails at once ($((SECONDS - start)) s)" test $((SECONDS - start)) -lt 5
+kill -CONT "$dpid"
+client_ok() { [[ $(as_client curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$VIP/" 2>/dev/null) == 200 ]]; }
+t_check "it works again once dmscd restarted b's tunnel" t_wait 20 client_ok
+for pid in $apid $dpid; do
+	kill "$pid"
+	t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"
+done
+apid= dpid=
 
 t_summary

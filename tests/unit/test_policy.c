@@ -279,8 +279,8 @@ Test(policy_document, top_level_shape)
 Test(policy_document, unknown_top_level_field)
 {
 	EXPECT_ERRORS("{'services':[],'version':1,'a b':2}",
-		      {"version", "unknown field \"version\" (allowed: services)"},
-		      {"[\"a b\"]", "unknown field \"a b\" (allowed: services)"});
+		      {"version", "unknown field \"version\" (allowed: services, mtls, hosts)"},
+		      {"[\"a b\"]", "unknown field \"a b\" (allowed: services, mtls, hosts)"});
 }
 
 Test(policy_service, not_an_object)
@@ -303,7 +303,7 @@ Test(policy_service, unknown_field_lists_the_allowed_ones)
 	EXPECT_ERRORS(DOC(SVC(",'foo':1")),
 		      {"services[0].foo",
 		       "unknown field \"foo\" (allowed: name, vip, port, protocol, backends, "
-		       "rate_limit, allow_from, accelerate, routes, health)"});
+		       "rate_limit, allow_from, accelerate, routes, health, mtls)"});
 }
 
 #define BAD_NAME "is not a valid name: use 1 to 63 characters from A-Z a-z 0-9 . _ -"
@@ -450,9 +450,9 @@ Test(policy_backends, fields)
 	     {"services[0].backends[0].weight", "expected an integer, got string \"1\""}},
 	    {BACKEND(",'weight':0.5"),
 	     {"services[0].backends[0].weight", "expected an integer, got number 0.5"}},
-	    {BACKEND(",'host':'a'"),
-	     {"services[0].backends[0].host",
-	      "unknown field \"host\" (allowed: address, port, weight, labels)"}});
+	    {BACKEND(",'hosts':'a'"),
+	     {"services[0].backends[0].hosts",
+	      "unknown field \"hosts\" (allowed: address, port, weight, labels, host)"}});
 }
 
 Test(policy_backends, labels)
@@ -783,10 +783,10 @@ Test(policy_errors, every_problem_is_collected_in_order)
 	    "'backends':[{'address':'198.18.0.9','port':53}],"
 	    "'rate_limit':{'burst':1},'allow_from':['/'],'accelerate':'yes'}],"
 	    "'extra':true}",
-	    {"extra", "unknown field \"extra\" (allowed: services)"},
+	    {"extra", "unknown field \"extra\" (allowed: services, mtls, hosts)"},
 	    {"services[0].x",
 	     "unknown field \"x\" (allowed: name, vip, port, protocol, backends, rate_limit, "
-	     "allow_from, accelerate, routes, health)"},
+	     "allow_from, accelerate, routes, health, mtls)"},
 	    {"services[0].name", "\"a b\" " BAD_NAME},
 	    {"services[0].vip", "\"10.0.0.300\" is not an IPv4 or IPv6 address"},
 	    {"services[0].port", "expected an integer, got string \"80\""},
@@ -1313,4 +1313,100 @@ Test(policy_ipv6, vip_port_protocol_is_unique_per_address)
 
 	parse_ok(DOC(SVC6() ",{'name':'b','vip':'2001:2::11','port':80," ONE_BACKEND6 "}"), &p);
 	dmsc_policy_free(&p);
+}
+
+/* ---- mtls, hosts, a backend's host ---------------------------------- */
+
+#define HOSTS "'hosts':{'node-b':'198.18.13.2:15008','node-c.east':'198.18.13.3:15009'}"
+#define MTLS_DOC(top, services) "{" top "'services':[" services "]}"
+#define ON_HOST(host) "'backends':[{'address':'198.18.0.1','port':8080,'host':" host "}]"
+
+Test(policy_mtls, defaults_and_resolution)
+{
+	struct dmsc_policy p;
+
+	parse_ok(DOC(SVC()), &p);
+	cr_expect_eq(p.services[0].mtls, DMSC_MTLS_OFF);
+	cr_expect_null(p.services[0].backends[0].host);
+	dmsc_policy_free(&p);
+
+	/* the document's default; a service's own; udp keeps off */
+	parse_ok(MTLS_DOC("'mtls':'required'," HOSTS ",",
+			  "{'name':'a','vip':'198.19.0.1','port':80," ON_HOST("'node-b'") "},"
+			  "{'name':'b','vip':'198.19.0.2','port':80,'mtls':'permissive',"
+			  ON_HOST("'node-c.east'") "},"
+			  "{'name':'c','vip':'198.19.0.3','port':53,'protocol':'udp',"
+			  ONE_BACKEND "}"),
+		 &p);
+	cr_expect_eq(p.services[0].mtls, DMSC_MTLS_REQUIRED);
+	cr_expect_eq(p.services[1].mtls, DMSC_MTLS_PERMISSIVE);
+	cr_expect_eq(p.services[2].mtls, DMSC_MTLS_OFF);
+	cr_expect_str_eq(p.services[0].backends[0].host, "node-b");
+	cr_expect_eq(p.services[0].backends[0].host_addr, inet_addr("198.18.13.2"));
+	cr_expect_eq(p.services[0].backends[0].host_port, 15008);
+	cr_expect_eq(p.services[1].backends[0].host_addr, inet_addr("198.18.13.3"));
+	cr_expect_eq(p.services[1].backends[0].host_port, 15009);
+	dmsc_policy_free(&p);
+}
+
+Test(policy_mtls, values)
+{
+	CHECK_CASES(
+	    {MTLS_DOC("'mtls':'on',", SVC()),
+	     {"mtls", "\"on\" is not an mtls mode (off, permissive, required)"}},
+	    {DOC(SVC(",'mtls':true")), {"services[0].mtls", "expected a string, got boolean true"}},
+	    {DOC(SVC(",'protocol':'udp','mtls':'required'")),
+	     {"services[0].mtls", "\"required\" needs protocol \"tcp\" or \"http\": the tunnel "
+				  "between hosts carries TCP streams (this service's protocol is "
+				  "\"udp\")"}},
+	    {MTLS_DOC("'hosts':[],", SVC()), {"hosts", "expected an object, got an array"}},
+	    {MTLS_DOC("'hosts':{'Node':'198.18.13.2:15008'},", SVC()),
+	     {"hosts.Node", "\"Node\" is not a host name: only a-z, 0-9, \"-\" and \".\" are "
+			    "allowed (a host certificate's lowercase name)"}},
+	    {MTLS_DOC("'hosts':{'a..b':'198.18.13.2:15008'},", SVC()),
+	     {"hosts[\"a..b\"]", "\"a..b\" is not a host name: it has an empty label"}},
+	    {MTLS_DOC("'hosts':{'-a':'198.18.13.2:15008'},", SVC()),
+	     {"hosts.-a", "\"-a\" is not a host name: a label starts or ends with \"-\""}},
+	    {MTLS_DOC("'hosts':{'b':'198.18.13.2'},", SVC()),
+	     {"hosts.b", "\"198.18.13.2\" is not the address of a host's tunnel: write "
+			 "IPv4ADDRESS:PORT, e.g. \"198.18.13.2:15008\""}},
+	    {MTLS_DOC("'hosts':{'b':'198.18.13.2:0'},", SVC()),
+	     {"hosts.b", "\"198.18.13.2:0\" is not the address of a host's tunnel: write "
+			 "IPv4ADDRESS:PORT, e.g. \"198.18.13.2:15008\""}},
+	    {MTLS_DOC("'hosts':{'b':'0.0.0.0:15008'},", SVC()),
+	     {"hosts.b", "\"0.0.0.0:15008\": the tunnel address must be a unicast address of "
+			 "the host"}},
+	    {MTLS_DOC("'hosts':{'b':7},", SVC()), {"hosts.b", "expected a string, got integer 7"}},
+	    {MTLS_DOC(HOSTS ",", "{'name':'a','vip':'198.19.0.1','port':80," ON_HOST("'node-x'") "}"),
+	     {"services[0].backends[0].host",
+	      "\"node-x\" is not in the top-level \"hosts\" (the address of each host's "
+	      "tunnel)"}},
+	    {DOC("{'name':'a','vip':'198.19.0.1','port':80," ON_HOST("'node-b'") "}"),
+	     {"services[0].backends[0].host",
+	      "\"node-b\" is not in the top-level \"hosts\" (the address of each host's "
+	      "tunnel)"}},
+	    {DOC("{'name':'a','vip':'198.19.0.1','port':80," ON_HOST("'B'") "}"),
+	     {"services[0].backends[0].host",
+	      "\"B\" is not a host name: only a-z, 0-9, \"-\" and \".\" are allowed (a host "
+	      "certificate's lowercase name)"}});
+}
+
+Test(policy_mtls, broken_hosts_reported_once)
+{
+	/* the backend names the broken entry: only the entry is reported */
+	EXPECT_ERRORS(MTLS_DOC("'hosts':{'node-b':'x'},",
+			       "{'name':'a','vip':'198.19.0.1','port':80," ON_HOST("'node-b'") "}"),
+		      {"hosts.node-b", "\"x\" is not the address of a host's tunnel: write "
+				       "IPv4ADDRESS:PORT, e.g. \"198.18.13.2:15008\""});
+}
+
+Test(policy_mtls, unsupported)
+{
+	expect_unsupported(MTLS_DOC(HOSTS ",", "{'name':'a','vip':'198.19.0.1','port':80,"
+					       "'protocol':'http','mtls':'required',"
+					       ON_HOST("'node-b'") "}"),
+			   "services[0].mtls: \"required\" is not enforced for protocol \"http\" "
+			   "by this build (dmsc-l7 connects to the backends itself)");
+	/* without a named host nothing crosses hosts */
+	expect_unsupported(DOC(HTTP_SVC(",'mtls':'required'")), NULL);
 }

@@ -99,6 +99,12 @@ void dmsc_apply_result_free(struct dmsc_apply_result *res);
 typedef void (*dmsc_progress_fn)(const char *phase, size_t done, size_t total, void *arg);
 void dmsc_apply_set_progress(dmsc_progress_fn fn, void *arg);
 
+/* The name of the host applies run on (its certificate's NAME,
+ * docs/mtls.md), copied: a backend whose "host" is another one, of a
+ * service whose "mtls" is not off, is flagged DMSC_BE_F_TUNNEL. NULL (the
+ * default, dmscctl apply): no backend is, every one is reached directly. */
+void dmsc_apply_set_host(const char *name);
+
 const char *dmsc_change_op_name(enum dmsc_change_op op);
 
 /* The kernel's key of a policy service. */

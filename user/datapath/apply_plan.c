@@ -309,6 +309,23 @@ static void plan_health(struct apply_ctx *c, struct plan_svc *p, const __u32 *we
 	dmsc_slot_counts(eff, n, counts);
 }
 
+static char apply_host[DMSC_POLICY_HOST_MAX + 1];
+
+void dmsc_apply_set_host(const char *name)
+{
+	snprintf(apply_host, sizeof(apply_host), "%s", name ? name : "");
+}
+
+/* docs/design.md decision 24: over the tunnel when the backend is on a
+ * named host other than this one. Without a host of its own an apply
+ * cannot tell which backends are remote, so none is. */
+static __u16 backend_flags(const struct dmsc_policy_service *w, const struct dmsc_policy_backend *b)
+{
+	if (w->mtls == DMSC_MTLS_OFF || !b->host || !apply_host[0] || !strcmp(b->host, apply_host))
+		return 0;
+	return DMSC_BE_F_TUNNEL;
+}
+
 /* Fills p from its policy service, reusing the current backend ids of the
  * same address:port. Describes the difference in detail. */
 int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, size_t dlen)
@@ -337,13 +354,15 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 		memcpy(p->be6[i], b->addr6, sizeof(p->be6[i]));
 		p->be[i].port = htons(b->port);
 		p->be[i].svc_id = p->svc.id;
+		p->be[i].flags = backend_flags(w, b);
 		weight[i] = b->weight;
 		p->meta.weight[i] = b->weight;
 		dmsc_format_backend(&p->be[i], p->be6[i], w->family, ap, sizeof(ap));
 		for (j = 0; cur && j < cur->meta.n_backends; j++) {
 			if (!kept[j] && cur->be[j].addr == p->be[i].addr &&
 			    !memcmp(cur->be6[j], p->be6[i], sizeof(p->be6[i])) &&
-			    cur->be[j].port == p->be[i].port && cur->be[j].svc_id == p->svc.id) {
+			    cur->be[j].port == p->be[i].port && cur->be[j].svc_id == p->svc.id &&
+			    cur->be[j].flags == p->be[i].flags) {
 				kept[j] = true;
 				id = cur->meta.backend_id[j];
 				if (cur->meta.weight[j] != b->weight)
@@ -357,7 +376,9 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 			if (!id)
 				return -ENOSPC;
 			p->be_new[i] = true;
-			append(detail, dlen, "+ %s weight %u; ", ap, b->weight);
+			append(detail, dlen, "+ %s weight %u%s%s; ", ap, b->weight,
+			       p->be[i].flags & DMSC_BE_F_TUNNEL ? " via the tunnel to " : "",
+			       p->be[i].flags & DMSC_BE_F_TUNNEL ? b->host : "");
 		}
 		p->meta.backend_id[i] = id;
 	}

@@ -33,4 +33,6 @@ const char *const dmsc_reason_names[DMSC_R_MAX] = {
 	[DMSC_R_HEALTH_ALL_EJECTED] = "health_all_ejected",
 	[DMSC_R_HEALTH_EJECTED] = "health_ejected",
 	[DMSC_R_HEALTH_MISSING] = "health_missing",
+	[DMSC_R_TUNNEL_NO_HELPER] = "tunnel_no_helper",
+	[DMSC_R_TUNNEL_HANDOFF] = "tunnel_handoff",
 };

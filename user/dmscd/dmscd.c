@@ -294,6 +294,8 @@ int main(int argc, char **argv)
 		ag.pin_dir = dmsc_pin_dir();
 	if (dmsc_require_root("dmscd"))
 		return 1;
+	if (mtls_dir && tunnel_host(mtls_dir))
+		return 1;
 	dmsc_agent_stats_init(&ag.stats);
 	ag.stats.start_time = wall_seconds();
 	dmsc_debounce_init(&ag.debounce, (int)debounce, (int)debounce_max);

@@ -115,6 +115,7 @@ void flush_drops(struct agent *ag, bool force);
 
 /* dmscd_serve.c */
 int l7_start(struct agent *ag, const char *bin, const char *listen);
+int tunnel_host(const char *dir);
 int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char *listen);
 void l7_default_binary(char *buf, size_t len);
 void *scrape_job_make(void *ctx);

@@ -6,6 +6,9 @@
  */
 #define _GNU_SOURCE
 #include "dmscd_agent.h"
+#include "apply.h"
+#include "mtls_cert.h"
+#include "tunnel_handoff.h"
 
 /* dmsc-l7's own families (per service, route and code, latency histograms),
  * from the file it rewrites every second. */
@@ -54,6 +57,35 @@ int l7_start(struct agent *ag, const char *bin, const char *listen)
 	return 0;
 }
 
+/* This host's name, from its certificate (spiffe://TD/host/NAME): applies
+ * send a backend of another named host through the tunnel
+ * (docs/design.md decision 24). */
+int tunnel_host(const char *dir)
+{
+	struct dmsc_mtls_cert_info info;
+	char path[PATH_MAX], why[DMSC_MTLS_WHY_MAX];
+	X509 *cert = NULL;
+	int err;
+
+	snprintf(path, sizeof(path), "%s/host.crt", dir);
+	err = dmsc_mtls_read_cert(path, &cert, why, sizeof(why));
+	if (!err)
+		err = dmsc_mtls_cert_describe(cert, &info, why, sizeof(why));
+	X509_free(cert);
+	if (!err && !info.host[0]) {
+		snprintf(why, sizeof(why), "not a host's certificate (%.200s)", info.id);
+		err = -EINVAL;
+	}
+	if (err) {
+		pr_warn("--mtls-dir: %s: %s\n", path, why);
+		return err;
+	}
+	dmsc_apply_set_host(info.host);
+	pr_info("this host is %s (%s): backends of other hosts of mtls services go through "
+		"the tunnel\n", info.host, info.id);
+	return 0;
+}
+
 /* The tunnel's command line: dmsc-l7 tunnel with the host's certificates,
  * listening for other hosts' helpers; it starts with the first policy
  * applied (tunnel_follow). */
@@ -75,6 +107,11 @@ int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char 
 	ag->tunnel_argv[n++] = listen;
 	ag->tunnel_argv[n++] = "--metrics-file";
 	ag->tunnel_argv[n++] = ag->tunnel_metrics;
+	/* connect4 hands it what goes to another host's backend */
+	ag->tunnel_argv[n++] = "--handoff-listen";
+	ag->tunnel_argv[n++] = DMSC_TUNNEL_HANDOFF_LISTEN_DEFAULT;
+	ag->tunnel_argv[n++] = "--pin-dir";
+	ag->tunnel_argv[n++] = ag->pin_dir;
 	ag->tunnel_argv[n] = NULL;
 	if (dmsc_l7_sup_init(&ag->tunnel_sup, ag->tunnel_argv))
 		return -E2BIG;

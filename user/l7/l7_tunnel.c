@@ -30,6 +30,13 @@ static const char usage_text[] =
     "  --policy FILE       this host's policy: a stream is refused unless its\n"
     "                      destination is a backend of a service whose allow_from\n"
     "                      covers the identity the source host vouched for\n"
+    "  --handoff-listen ADDR:PORT\n"
+    "                      take the connections connect4 hands over (a backend on\n"
+    "                      another host, mtls required or permissive); registered\n"
+    "                      in the datapath; each goes to the host the policy\n"
+    "                      places its backend on, vouching for the caller's cgroup\n"
+    "                      (needs --policy)\n"
+    "  --pin-dir DIR       the datapath's pins (default /sys/fs/bpf/dmsc/v1)\n"
     "  --metrics-file FILE Prometheus text, rewritten every second\n"
     "  --peer-idle-ms N    close a connection to a peer without streams after N ms;\n"
     "                      the next one resumes the TLS session (default 60000,\n"
@@ -53,7 +60,8 @@ bool dmsc_l7_tunnel_command(int argc, char **argv)
 
 int dmsc_l7_tunnel_main(int argc, char **argv)
 {
-	enum { O_MTLS = 256, O_LISTEN, O_FWD, O_METRICS, O_READY, O_IDLE, O_POLICY };
+	enum { O_MTLS = 256, O_LISTEN, O_FWD, O_METRICS, O_READY, O_IDLE, O_POLICY, O_HANDOFF,
+	       O_PIN_DIR };
 	static const struct option longopts[] = {
 	    {"mtls-dir", required_argument, NULL, O_MTLS},
 	    {"listen", required_argument, NULL, O_LISTEN},
@@ -62,6 +70,8 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	    {"ready-fd", required_argument, NULL, O_READY},
 	    {"peer-idle-ms", required_argument, NULL, O_IDLE},
 	    {"policy", required_argument, NULL, O_POLICY},
+	    {"handoff-listen", required_argument, NULL, O_HANDOFF},
+	    {"pin-dir", required_argument, NULL, O_PIN_DIR},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -107,6 +117,16 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 		case O_POLICY:
 			policy_file = optarg;
 			break;
+		case O_HANDOFF:
+			if (dmsc_tunnel_addr_parse(optarg, &o.handoff_listen)) {
+				pr_warn("--handoff-listen: \"%s\" is not an IPv4 ADDR:PORT\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case O_PIN_DIR:
+			o.pin_dir = optarg;
+			break;
 		case O_METRICS:
 			o.metrics_file = optarg;
 			break;
@@ -139,9 +159,14 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc || !o.mtls_dir || (!o.listen.sin_port && !o.n_fwd)) {
-		pr_warn("tunnel needs --mtls-dir and --listen or --forward\n");
+	if (optind != argc || !o.mtls_dir ||
+	    (!o.listen.sin_port && !o.n_fwd && !o.handoff_listen.sin_port)) {
+		pr_warn("tunnel needs --mtls-dir and --listen, --forward or --handoff-listen\n");
 		fputs(usage_text, stderr);
+		return 2;
+	}
+	if (o.handoff_listen.sin_port && !policy_file) {
+		pr_warn("--handoff-listen needs --policy: it says which host each backend is on\n");
 		return 2;
 	}
 	if (policy_file) {

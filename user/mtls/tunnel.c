@@ -35,6 +35,7 @@
 
 #include "log.h"
 #include "mtls_cert.h"
+#include "pin_dir.h"
 #include "tunnel.h"
 #include "tunnel_authz.h"
 #include "tunnel_int.h"
@@ -110,6 +111,86 @@ static void accept_forward(struct tunnel *t, struct listener *l)
 	tn_conn_flush(c);
 }
 
+/* A peer slot for a host's tunnel address; -1 when all are taken. */
+static int host_peer(struct tunnel *t, const struct sockaddr_in *addr)
+{
+	size_t i;
+
+	for (i = 0; i < t->n_host_peers; i++) {
+		const struct sockaddr_in *a = &t->peers[DMSC_TUNNEL_FWD_MAX + i].addr;
+
+		if (a->sin_addr.s_addr == addr->sin_addr.s_addr && a->sin_port == addr->sin_port)
+			return (int)(DMSC_TUNNEL_FWD_MAX + i);
+	}
+	if (t->n_host_peers == DMSC_TUNNEL_HOSTS_MAX)
+		return -1;
+	t->peers[DMSC_TUNNEL_FWD_MAX + t->n_host_peers].addr = *addr;
+	return (int)(DMSC_TUNNEL_FWD_MAX + t->n_host_peers++);
+}
+
+/* A connection connect4 handed over (tunnel_handoff.h): a stream to the
+ * backend's host, vouching for the caller's cgroup; refused (reset) when
+ * it has no record: never guessed (docs/design.md decision 21). */
+static void accept_handoff(struct tunnel *t)
+{
+	char identity[DMSC_TF_ID_MAX + 1], why[256], peer[INET_ADDRSTRLEN];
+	uint8_t p[6 + DMSC_TF_ID_MAX];
+	struct sockaddr_in to, dest;
+	struct stream *s = NULL;
+	struct conn *c = NULL;
+	int fd, idx = -1;
+	size_t n;
+
+	fd = accept4(t->handoff_l.ev.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (dmsc_tunnel_handoff_take(&t->ho, fd, t->o->policy, &to, &dest, identity,
+				     sizeof(identity), why, sizeof(why))) {
+		pr_warn("tunnel: handoff refused: %s\n", why);
+		tn_metric_count(t, "source", "", "", "no_handoff");
+		goto refuse;
+	}
+	inet_ntop(AF_INET, &to.sin_addr, peer, sizeof(peer));
+	idx = host_peer(t, &to);
+	c = idx >= 0 ? tn_conn_to(t, idx) : NULL;
+	s = c ? tn_stream_new(c, fd, c->next_id) : NULL;
+	if (!s) {
+		tn_metric_count(t, "source", peer, identity, "peer_unreachable");
+		goto refuse;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+	c->next_id += 2;
+	s->metric = tn_metric_idx(t, "source", peer, identity, "opened");
+	t->metrics[s->metric].n++;
+	n = dmsc_tf_open_encode(p, dest.sin_addr.s_addr, dest.sin_port, identity);
+	tn_conn_frame(c, DMSC_TF_OPEN, s->id, p, (uint16_t)n);
+	tn_conn_flush(c);
+	return;
+refuse:;
+	/* a reset, not an orderly close: the client sees an error */
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+static int handoff_start(struct tunnel *t)
+{
+	const char *pin_dir = t->o->pin_dir ? t->o->pin_dir : dmsc_pin_dir();
+	int err;
+
+	err = dmsc_tunnel_handoff_open(&t->ho, pin_dir);
+	if (!err)
+		err = listen_on(t, &t->handoff_l, &t->o->handoff_listen, EV_HANDOFF_LISTEN);
+	if (!err)
+		err = dmsc_tunnel_handoff_register(&t->ho, &t->o->handoff_listen);
+	if (!err)
+		pr_info("tunnel: takes the kernel's handoffs on %s:%u\n",
+			inet_ntoa(t->o->handoff_listen.sin_addr),
+			ntohs(t->o->handoff_listen.sin_port));
+	return err;
+}
+
 /* ---- the loop ---- */
 
 static void reap(struct tunnel *t)
@@ -150,7 +231,7 @@ static void tick(struct tunnel *t)
 			snprintf(t->td, sizeof(t->td), "%s", td);
 			t->reloads++;
 			t->reload_failed_logged = false;
-			for (i = 0; i < DMSC_TUNNEL_FWD_MAX; i++) {
+			for (i = 0; i < PEERS_MAX; i++) {
 				SSL_SESSION_free(t->peers[i].sess);
 				t->peers[i].sess = NULL;
 			}
@@ -225,6 +306,7 @@ static void tunnel_drain(struct tunnel *t)
 	listener_close(t, &t->peer_l);
 	for (i = 0; i < t->o->n_fwd; i++)
 		listener_close(t, &t->fwd_l[i]);
+	listener_close(t, &t->handoff_l);
 	for (c = t->conns; c; c = next) {
 		next = c->next;
 		c->draining = true;
@@ -260,7 +342,10 @@ static void tunnel_free(struct tunnel *t)
 	for (i = 0; i < (int)t->o->n_fwd; i++)
 		if (t->fwd_l[i].ev.fd > 0)
 			close(t->fwd_l[i].ev.fd);
-	for (i = 0; i < DMSC_TUNNEL_FWD_MAX; i++)
+	if (t->handoff_l.ev.fd > 0)
+		close(t->handoff_l.ev.fd);
+	dmsc_tunnel_handoff_close(&t->ho);
+	for (i = 0; i < PEERS_MAX; i++)
 		SSL_SESSION_free(t->peers[i].sess);
 	SSL_CTX_free(t->ctx);
 	if (t->ep >= 0)
@@ -280,6 +365,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	if (!t)
 		return -ENOMEM;
 	t->o = o;
+	t->ho.handoff_fd = t->ho.conf_fd = t->ho.cg_fd = -1;
 	t->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (tn_conn_ex_idx < 0)
 		tn_conn_ex_idx = SSL_get_ex_new_index(0, "dmsc conn", NULL, NULL, NULL);
@@ -291,7 +377,12 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	}
 	if (o->listen.sin_port && (err = listen_on(t, &t->peer_l, &o->listen, EV_PEER_LISTEN)))
 		goto out;
+	/* Without the kernel's handoff the tunnel still serves other hosts
+	 * (and its forwards); connect4 then connects directly, counted. */
+	if (o->handoff_listen.sin_port && handoff_start(t))
+		pr_warn("tunnel: not taking the kernel's handoffs (see above)\n");
 	for (i = 0; i < o->n_fwd; i++) {
+		t->peers[i].addr = o->fwd[i].peer;
 		t->fwd_l[i].fwd = (int)i;
 		if ((err = listen_on(t, &t->fwd_l[i], &o->fwd[i].listen, EV_FWD_LISTEN)))
 			goto out;
@@ -330,6 +421,9 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 				break;
 			case EV_FWD_LISTEN:
 				accept_forward(t, (struct listener *)e);
+				break;
+			case EV_HANDOFF_LISTEN:
+				accept_handoff(t);
 				break;
 			case EV_CONN:
 				if (!((struct conn *)e)->dead)

@@ -28,6 +28,8 @@
 
 #define DMSC_TUNNEL_PORT 15008
 #define DMSC_TUNNEL_FWD_MAX 16
+/* hosts the kernel's handoffs go to, each with its connection */
+#define DMSC_TUNNEL_HOSTS_MAX 64
 
 struct dmsc_tunnel_forward {
 	struct sockaddr_in listen; /* local connections arrive here */
@@ -49,6 +51,9 @@ struct dmsc_tunnel_opts {
 	unsigned int peer_idle_ms; /* close a connection to a peer idle this long; 0: never */
 	unsigned int drain_ms;	   /* stopping: how long open streams may finish */
 	int ready_fd;		   /* "ready\n" once listening, then closed; -1: none */
+	/* connections connect4 hands over (tunnel_handoff.h); port 0: none */
+	struct sockaddr_in handoff_listen;
+	const char *pin_dir; /* NULL: dmsc_pin_dir() */
 };
 
 #define DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT 60000u

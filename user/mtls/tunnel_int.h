@@ -17,6 +17,7 @@
 
 #include "mtls_cert.h"
 #include "tunnel.h"
+#include "tunnel_handoff.h"
 
 #define DMSC_TF_WINDOW_INITIAL (256u << 10)
 #define CONN_OUT_HIGH (512u << 10)
@@ -28,7 +29,10 @@
 #define TICK_MS 1000
 #define HANDSHAKE_TIMEOUT_S 10
 
-enum ev_kind { EV_PEER_LISTEN, EV_FWD_LISTEN, EV_CONN, EV_STREAM };
+enum ev_kind { EV_PEER_LISTEN, EV_FWD_LISTEN, EV_HANDOFF_LISTEN, EV_CONN, EV_STREAM };
+
+/* peers: one per forward, then the hosts handoffs went to */
+#define PEERS_MAX (DMSC_TUNNEL_FWD_MAX + DMSC_TUNNEL_HOSTS_MAX)
 
 struct ev {
 	enum ev_kind kind;
@@ -84,6 +88,7 @@ struct listener {
 
 struct peer {
 	SSL_SESSION *sess; /* the last ticket it gave us: resumption */
+	struct sockaddr_in addr;
 };
 
 struct metric {
@@ -99,7 +104,10 @@ struct tunnel {
 	struct timespec files_mtime[3];
 	bool reload_failed_logged;
 	struct listener peer_l, fwd_l[DMSC_TUNNEL_FWD_MAX];
-	struct peer peers[DMSC_TUNNEL_FWD_MAX];
+	struct peer peers[PEERS_MAX];
+	size_t n_host_peers; /* used after the forwards' */
+	struct listener handoff_l;
+	struct dmsc_tunnel_handoff ho;
 	struct conn *conns;
 	struct conn *dead_conns;
 	struct stream *dead_streams;

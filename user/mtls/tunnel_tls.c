@@ -460,7 +460,7 @@ struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const struct soc
 /* A connection to the forward's peer that can take a new stream. */
 struct conn *tn_conn_to(struct tunnel *t, int idx)
 {
-	const struct sockaddr_in *peer = &t->o->fwd[idx].peer;
+	const struct sockaddr_in *peer = &t->peers[idx].addr;
 	struct conn *c;
 	int fd;
 

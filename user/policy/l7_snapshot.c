@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,7 +40,7 @@ static struct json_object *string_map(const struct dmsc_label *l, size_t n, int 
 	return o;
 }
 
-static struct json_object *backend_json(const struct dmsc_policy_backend *b, int *err)
+static struct json_object *backend_json(const struct dmsc_policy_backend *b, bool mtls, int *err)
 {
 	struct json_object *o = json_object_new_object();
 	char addr[INET_ADDRSTRLEN];
@@ -54,6 +55,8 @@ static struct json_object *backend_json(const struct dmsc_policy_backend *b, int
 	put(o, "weight", json_object_new_int64(b->weight), err);
 	if (b->n_labels)
 		put(o, "labels", string_map(b->labels, b->n_labels, err), err);
+	if (mtls && b->host)
+		put(o, "host", json_object_new_string(b->host), err);
 	return o;
 }
 
@@ -112,9 +115,10 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, boo
 	put(o, "protocol", json_object_new_string(proto_names[s->protocol]), err);
 	a = json_object_new_array();
 	for (i = 0; a && i < s->n_backends; i++)
-		push(a, backend_json(&s->backends[i], err), err);
+		push(a, backend_json(&s->backends[i], mtls, err), err);
 	put(o, "backends", a, err);
 	if (mtls) {
+		put(o, "mtls", json_object_new_string(dmsc_mtls_mode_name(s->mtls)), err);
 		if (s->has_allow_from) {
 			a = json_object_new_array();
 			for (i = 0; a && i < s->n_allow_from; i++)
@@ -144,6 +148,31 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, boo
 	return o;
 }
 
+/* The hosts the backends name, each with the tunnel address its file's
+ * "hosts" gave it (the first one seen, should two files disagree). */
+static struct json_object *hosts_json(const struct dmsc_policy *p, int *err)
+{
+	struct json_object *o = json_object_new_object();
+	char addr[INET_ADDRSTRLEN], ap[INET_ADDRSTRLEN + 8];
+	size_t i, j;
+
+	if (!o) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	for (i = 0; i < p->n_services; i++)
+		for (j = 0; j < p->services[i].n_backends; j++) {
+			const struct dmsc_policy_backend *b = &p->services[i].backends[j];
+
+			if (!b->host || json_object_object_get_ex(o, b->host, NULL))
+				continue;
+			inet_ntop(AF_INET, &b->host_addr, addr, sizeof(addr));
+			snprintf(ap, sizeof(ap), "%s:%u", addr, b->host_port);
+			put(o, b->host, json_object_new_string(ap), err);
+		}
+	return o;
+}
+
 static int view_json(const struct dmsc_policy *p, bool mtls, char **out, size_t *len)
 {
 	struct json_object *root = json_object_new_object(), *a = json_object_new_array();
@@ -162,6 +191,8 @@ static int view_json(const struct dmsc_policy *p, bool mtls, char **out, size_t 
 		if (mtls || p->services[i].protocol == DMSC_POLICY_HTTP)
 			push(a, service_json(&p->services[i], mtls, &err), &err);
 	put(root, "services", a, &err);
+	if (mtls)
+		put(root, "hosts", hosts_json(p, &err), &err);
 	text = err ? NULL : json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN);
 	if (text) {
 		*len = strlen(text);

@@ -102,6 +102,7 @@ int dmsc_policy_parse(const char *text, size_t len, const char *source, struct d
 		c.err = err;
 	else if (!err)
 		parse_policy(&c, root, out);
+	ctx_mtls_free(&c);
 	json_object_put(root);
 	if (c.dropped && !c.err)
 		c.err = errors_add(errs, "", "%zu more errors not shown", c.dropped);
@@ -221,8 +222,10 @@ static void service_free(struct dmsc_policy_service *s)
 	size_t i;
 
 	free(s->name);
-	for (i = 0; i < s->n_backends; i++)
+	for (i = 0; i < s->n_backends; i++) {
 		labels_free(s->backends[i].labels, s->backends[i].n_labels);
+		free(s->backends[i].host);
+	}
 	free(s->backends);
 	for (i = 0; i < s->n_allow_from; i++)
 		free(s->allow_from[i]);
@@ -270,6 +273,30 @@ void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size
 		snprintf(buf, len, "%s", e->message);
 }
 
+/* The tunnel takes what connect4 hands it of IPv4 tcp services; dmsc-l7
+ * connects to an http service's backends itself. Only a service that has
+ * a backend on a named host is concerned. */
+static bool mtls_unsupported(const struct dmsc_policy_service *s, size_t i, char *buf, size_t len)
+{
+	size_t b;
+
+	for (b = 0; b < s->n_backends && !s->backends[b].host; b++)
+		;
+	if (b == s->n_backends)
+		return false;
+	if (s->protocol == DMSC_POLICY_HTTP)
+		snprintf(buf, len, "services[%zu].mtls: \"%s\" is not enforced for protocol "
+			 "\"http\" by this build (dmsc-l7 connects to the backends itself)",
+			 i, dmsc_mtls_mode_name(s->mtls));
+	else if (s->family == AF_INET6)
+		snprintf(buf, len, "services[%zu].mtls: \"%s\" is not enforced for IPv6 services "
+			 "by this build (the tunnel between hosts is IPv4)",
+			 i, dmsc_mtls_mode_name(s->mtls));
+	else
+		return false;
+	return true;
+}
+
 const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size_t len)
 {
 	/* A field that a build parses but cannot enforce is named here, with
@@ -282,6 +309,8 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 
 	for (i = 0; i < p->n_services; i++) {
 		s = &p->services[i];
+		if (s->mtls != DMSC_MTLS_OFF && mtls_unsupported(s, i, buf, len))
+			return buf;
 		if (s->has_health && s->protocol == DMSC_POLICY_HTTP) {
 			snprintf(buf, len,
 				 "services[%zu].health: not enforced for protocol \"http\" by this "

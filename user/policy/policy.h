@@ -27,6 +27,19 @@ enum dmsc_accelerate {
 	DMSC_ACCEL_OFF,
 };
 
+/* "mtls" of a service (docs/design.md decision 24): how a connection to a
+ * backend on another host travels, and whether the backend's host lets in
+ * plain text from other hosts. */
+enum dmsc_mtls_mode {
+	DMSC_MTLS_OFF,
+	DMSC_MTLS_PERMISSIVE,
+	DMSC_MTLS_REQUIRED,
+};
+
+/* A host name of the top-level "hosts" table: a lowercase DNS name, as in
+ * a host certificate's spiffe://TD/host/NAME. */
+#define DMSC_POLICY_HOST_MAX 253
+
 struct dmsc_label {
 	char *key;
 	char *value;
@@ -41,6 +54,11 @@ struct dmsc_policy_backend {
 	uint32_t weight;
 	struct dmsc_label *labels;
 	size_t n_labels;
+	/* "host": the host the backend runs on, NULL when absent; resolved
+	 * through the document's "hosts" into that host's tunnel address */
+	char *host;
+	uint32_t host_addr; /* network order */
+	uint16_t host_port; /* host order */
 };
 
 /* A field that is absent has its has_* flag false. */
@@ -136,6 +154,7 @@ struct dmsc_policy_service {
 	size_t n_routes;
 	bool has_health; /* absent: every backend is always in */
 	struct dmsc_health health;
+	enum dmsc_mtls_mode mtls; /* its own "mtls", else the document's */
 };
 
 struct dmsc_policy {
@@ -196,6 +215,7 @@ void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size
 const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size_t len);
 
 const char *dmsc_policy_proto_name(enum dmsc_policy_proto p);
+const char *dmsc_mtls_mode_name(enum dmsc_mtls_mode m);
 const char *dmsc_probe_type_name(enum dmsc_probe_type t);
 
 #endif /* DMSC_POLICY_H */

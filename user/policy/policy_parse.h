@@ -40,11 +40,11 @@
 /* RFC 9110 tchar: what an HTTP field name is made of. */
 #define TOKEN_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
 
-static const char *const policy_fields[] = {"services", NULL};
+static const char *const policy_fields[] = {"services", "mtls", "hosts", NULL};
 static const char *const service_fields[] = {"name",	 "vip",	       "port",	     "protocol",
 					     "backends", "rate_limit", "allow_from", "accelerate",
-					     "routes",	 "health",     NULL};
-static const char *const backend_fields[] = {"address", "port", "weight", "labels", NULL};
+					     "routes",	 "health",     "mtls",	     NULL};
+static const char *const backend_fields[] = {"address", "port", "weight", "labels", "host", NULL};
 static const char *const rate_limit_fields[] = {"connections_per_second", "burst",
 						"bytes_per_second", "bytes_burst",
 						"requests_per_second", NULL};
@@ -62,6 +62,12 @@ static const char *const accelerate_names[] = {
     [DMSC_ACCEL_AUTO] = "auto",
     [DMSC_ACCEL_ON] = "on",
     [DMSC_ACCEL_OFF] = "off",
+    NULL,
+};
+static const char *const mtls_names[] = {
+    [DMSC_MTLS_OFF] = "off",
+    [DMSC_MTLS_PERMISSIVE] = "permissive",
+    [DMSC_MTLS_REQUIRED] = "required",
     NULL,
 };
 static const char *const http_methods[] = {"GET",   "HEAD",    "POST",	  "PUT",   "DELETE",
@@ -99,6 +105,13 @@ static const struct map_rule header_rule = {"header name", "header value", 0, 0}
 
 struct ctx {
 	struct dmsc_policy_errors *errs;
+	/* the document's "hosts" (name -> index of host_addr/host_port) and
+	 * "mtls": a backend's "host" and a service's default read them */
+	struct json_object *hosts;
+	uint32_t *host_addr; /* network order */
+	uint16_t *host_port; /* host order */
+	bool hosts_ok;	     /* "hosts" absent or valid: names can be checked */
+	enum dmsc_mtls_mode mtls;
 	size_t dropped; /* errors found past DMSC_POLICY_ERRORS_MAX */
 	int err;	/* first failure that is not the document's fault */
 };
@@ -137,6 +150,13 @@ int parse_string_map(struct ctx *c, const char *path, struct json_object *v,
 /* policy_service.c */
 void parse_policy(struct ctx *c, struct json_object *root, struct dmsc_policy *out);
 int parse_url_path(struct ctx *c, const char *path, struct json_object *v, char **out);
+/* policy_mtls.c */
+void parse_mtls_top(struct ctx *c, struct json_object *root);
+void ctx_mtls_free(struct ctx *c);
+int parse_backend_host(struct ctx *c, const char *path, struct json_object *v,
+		       struct dmsc_policy_backend *be);
+void parse_service_mtls(struct ctx *c, const char *path, struct json_object *v,
+			struct dmsc_policy_service *svc, bool proto_ok);
 /* policy_health.c */
 int parse_health(struct ctx *c, const char *path, struct json_object *v,
 		 struct dmsc_policy_service *svc, bool proto_ok);

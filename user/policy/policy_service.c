@@ -169,6 +169,8 @@ static int parse_backend(struct ctx *c, const char *path, struct json_object *v,
 	if (!member(c, v, path, "labels", false, p, &f) &&
 	    parse_string_map(c, p, f, &label_rule, &be->labels, &be->n_labels))
 		err = -EINVAL;
+	if (!member(c, v, path, "host", false, p, &f) && parse_backend_host(c, p, f, be))
+		err = -EINVAL;
 	return err;
 }
 
@@ -506,6 +508,7 @@ static void parse_service(struct ctx *c, const char *path, struct json_object *v
 		parse_routes(c, p, f, svc, proto_ok, backends_ok);
 	if (!member(c, v, path, "health", false, p, &f))
 		parse_health(c, p, f, svc, proto_ok);
+	parse_service_mtls(c, path, v, svc, proto_ok);
 }
 
 void parse_policy(struct ctx *c, struct json_object *root, struct dmsc_policy *out)
@@ -518,6 +521,7 @@ void parse_policy(struct ctx *c, struct json_object *root, struct dmsc_policy *o
 	if (expect(c, "", root, json_type_object))
 		return;
 	check_fields(c, root, "", policy_fields);
+	parse_mtls_top(c, root);
 	if (member(c, root, "", "services", true, p, &v) || expect(c, p, v, json_type_array))
 		return;
 	n = json_object_array_length(v);

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The tunnel's source side under the kernel (docs/design.md decision 24):
+ * connect4 hands a mesh workload's connection to a backend on another
+ * host to the tunnel's handoff listener; the record sockops published
+ * under the connection's 4-tuple names the backend picked and the
+ * caller's cgroup id, which becomes the cgroup path the tunnel vouches
+ * for. The policy's backend "host" gives the peer helper to carry it to.
+ */
+#ifndef DMSC_TUNNEL_HANDOFF_H
+#define DMSC_TUNNEL_HANDOFF_H
+
+#include <limits.h>
+#include <netinet/in.h>
+#include <stddef.h>
+
+#include "policy.h"
+
+#define DMSC_TUNNEL_HANDOFF_LISTEN_DEFAULT "127.0.0.1:15009"
+
+struct dmsc_tunnel_handoff {
+	int handoff_fd; /* the pinned dmsc_l7_handoff */
+	int conf_fd;	/* the pinned dmsc_tunnel_conf */
+	int cg_fd;	/* the cgroup2 mount: open_by_handle_at */
+	char cg_root[PATH_MAX];
+};
+
+/* Opens the maps under pin_dir and the cgroup2 mount; 0 or a negative
+ * errno, logged with the map or path. */
+int dmsc_tunnel_handoff_open(struct dmsc_tunnel_handoff *h, const char *pin_dir);
+/* Writes listen into dmsc_tunnel_conf: connect4 hands connections there. */
+int dmsc_tunnel_handoff_register(struct dmsc_tunnel_handoff *h, const struct sockaddr_in *listen);
+void dmsc_tunnel_handoff_close(struct dmsc_tunnel_handoff *h);
+
+/* For a connection accepted on the handoff listener: takes (reads and
+ * deletes) its record, and fills where it goes (peer: the backend host's
+ * tunnel; dest: the backend) and the identity (the caller's cgroup path,
+ * relative to the cgroup2 mount). 0, or a negative errno with why set:
+ * no record (the connection did not come from connect4: refused, never
+ * guessed, decision 21), a backend the policy does not place on a host,
+ * a cgroup gone. */
+int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
+			     const struct dmsc_policy *p, struct sockaddr_in *peer,
+			     struct sockaddr_in *dest, char *identity, size_t id_len, char *why,
+			     size_t why_len);
+
+#endif /* DMSC_TUNNEL_HANDOFF_H */
