@@ -17,6 +17,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "l7_h2.h"
+#include "l7_health.h"
 
 #define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define H2_PREFACE_LEN 24
@@ -357,6 +358,7 @@ static int up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 			return 0;
 		}
 		st->resp_final = true;
+		dmsc_l7_health_result(st->hc->svc, st->backend, st->status);
 		grpc_status_of(st, st->resp);
 		st->resp_end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 		if (st->c_closed || st->resp_submitted)
@@ -539,8 +541,8 @@ static void stream_send(struct h2_stream *st)
 	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = req_read};
 	int idx;
 
-	idx = dmsc_l7_pick_backend(route ? &route->pick : &hc->svc->pick, hc->env->rnd(hc->env->worker),
-				   st->tried);
+	idx = dmsc_l7_health_pick(hc->svc, route ? &route->pick : &hc->svc->pick,
+				  hc->env->rnd(hc->env->worker), st->tried);
 	if (idx < 0) {
 		respond_local(st, 503);
 		return;
@@ -860,6 +862,7 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 			if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 				return;
 			if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+				dmsc_l7_health_result(hc->svc, up->backend, 0);
 				up_failed(up);
 				conn_pump(hc);
 				return;

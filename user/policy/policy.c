@@ -276,20 +276,13 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 	 * its path, so that apply refuses it instead of pretending. IPv6
 	 * services (docs/design.md decision 27) have everything but the
 	 * byte limits (the cgroup_skb and TC programs police IPv4 packets),
-	 * http (dmsc-l7 listens on IPv4) and health (its sockops program and
-	 * dmscd's probes are IPv4 only). */
+	 * http (dmsc-l7 listens on IPv4) and health (its sockops program,
+	 * dmscd's probes and dmsc-l7's counts are IPv4 only). */
 	const struct dmsc_policy_service *s;
 	size_t i;
 
 	for (i = 0; i < p->n_services; i++) {
 		s = &p->services[i];
-		if (s->has_health && s->protocol == DMSC_POLICY_HTTP) {
-			snprintf(buf, len,
-				 "services[%zu].health: not enforced for protocol \"http\" by this "
-				 "build (dmsc-l7 picks the backends of http services itself)",
-				 i);
-			return buf;
-		}
 		if (s->family != AF_INET6)
 			continue;
 		if (s->protocol == DMSC_POLICY_HTTP) {
