@@ -84,6 +84,28 @@ t_eq "the third refused connect ejected it: no fourth" "$(jq '.errors.ECONNREFUS
 t_check "the load went on to the other backend" test "$(jq ".backends.v1 // 0" "$T/load1.json")" -gt 0
 t_check "connect4 passed over the ejected backend" test "$(reason health_repick)" -gt 0
 
+# 1b. max_ejection_percent 50: of two backends that both refuse, the
+# kernel ejects one and keeps the other in.
+cat >"$T/capped.json" <<EOF
+{ "services": [
+  { "name": "capped", "vip": "$VIP", "port": 9090,
+    "backends": [
+      { "address": "198.18.141.2", "port": 9090 },
+      { "address": "198.18.141.3", "port": 9090 } ],
+    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000, "max_ejection_percent": 50 } } } ] }
+EOF
+t_check "apply a service with max_ejection_percent 50" "$CTL" apply "$T/capped.json"
+ej0=$(reason health_ejected)
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c /usr/bin/python3 "$LOAD" "$VIP:9090" \
+	--rate 1000 --seconds 0.3 --timeout-ms 1000 >"$T/capped-load.json"
+t_check "every connect to the two dead backends failed" \
+	test "$(jq .failures "$T/capped-load.json")" -eq "$(jq .attempts "$T/capped-load.json")"
+t_eq "the kernel ejected one of them, not both (50 %)" "$(($(reason health_ejected) - ej0))" 1
+t_eq "show services: one ejected, one in" \
+	"$("$CTL" show services -o json | jq -c '[.services[] | select(.name == "capped") | .backends[].health.state] | sort')" \
+	'["ejected","in"]'
+
 # 2. dmscd: the durable part. It runs in host c's network namespace (where
 # the backends are reachable), outside the mesh cgroup, and adopts the
 # datapath. ratings: passive and tcp probes; pages: http probes alone.

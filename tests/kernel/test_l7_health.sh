@@ -17,10 +17,13 @@ L7=$BIN/dmsc-l7
 HELPER=198.18.150.1:15001
 SHOP=198.19.150.10
 ALLBAD=198.19.150.11
+PAIR=198.19.150.12
 dmsc_net_host c 198.18.150.2/16 || exit 1
 dmsc_net_host n 198.18.150.1/16 || exit 1
 dmsc_net_host good 198.18.151.2/16 || exit 1
 dmsc_net_host bad 198.18.151.3/16 || exit 1
+dmsc_net_host bad2 198.18.151.4/16 || exit 1
+dmsc_net_host bad3 198.18.151.5/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 
 # backend NAME HOST ADDR EXTRA...: dmsc-testsrv http on ADDR:8080
@@ -48,12 +51,18 @@ cat >"$T/policy.json" <<EOF
     "backends": [
       { "address": "198.18.151.2", "port": 8080 },
       { "address": "198.18.151.3", "port": 8080 } ],
-    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 3000,
+    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 6000,
                              "max_ejection_ms": 60000 } } },
   { "name": "allbad", "vip": "$ALLBAD", "port": 80, "protocol": "http",
     "backends": [ { "address": "198.18.151.3", "port": 8080 } ],
     "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000 } } } ] }
+                             "max_ejection_ms": 600000 } } },
+  { "name": "pair", "vip": "$PAIR", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.151.4", "port": 8080 },
+      { "address": "198.18.151.5", "port": 8080 } ],
+    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000, "max_ejection_percent": 50 } } } ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply http services with passive health (no longer refused)" "$CTL" apply "$T/policy.json"
@@ -95,10 +104,10 @@ t_check "metrics: one ejection, three 5xx" t_wait 10 bash -c \
 t_eq "metrics: the backend is out" \
 	"$(metric 'dmsc_l7_backend_out{service="shop",backend="198.18.151.3:8080"}')" 1
 
-# 2. Healthy again: back once its ejection (3 s) is over.
+# 2. Healthy again: back once its ejection (6 s) is over.
 stop_host bad
 backend bad bad 198.18.151.3 || t_fail "backend bad restarted healthy"
-t_check "back in rotation after its ejection" t_wait 20 bash -c \
+t_check "back in rotation after its ejection" t_wait 30 bash -c \
 	"[[ \$('$CTL' show services -o json | jq -r '.services[] | select(.name == \"shop\") | .backends[1].health.state') == in ]]"
 codes "$SHOP" 40 >"$T/codes2"
 t_eq "40 requests after: all 200" "$(grep -c '^200$' "$T/codes2")" 40
@@ -106,6 +115,18 @@ urls=()
 for ((i = 0; i < 30; i++)); do urls+=("http://$SHOP/n$i"); done
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 20 "${urls[@]}" >"$T/names2"
 t_check "...and it answers again (30 requests: some by it)" grep -qx bad "$T/names2"
+
+# 2b. max_ejection_percent 50: of two backends answering 503, one is
+# ejected and the other stays in.
+backend bad2 bad2 198.18.151.4 --status 503 || t_fail "backend bad2 ready"
+backend bad3 bad3 198.18.151.5 --status 503 || t_fail "backend bad3 ready"
+codes "$PAIR" 20 >"$T/codes-pair"
+t_eq "pair: 20 requests, all answered 503 by the backends" "$(grep -c '^503$' "$T/codes-pair")" 20
+t_eq "pair: one backend ejected, the other kept in (max_ejection_percent 50)" \
+	"$("$CTL" show services -o json | jq -c '[.services[] | select(.name == "pair") | .backends[].health.state] | sort')" \
+	'["ejected","in"]'
+t_check "pair: the capped runs are counted" t_wait 10 grep -qE \
+	'^dmsc_l7_health_ejections_capped_total\{service="pair"\} [1-9]' "$T/metrics.prom"
 
 # 3. Connect failures count too; every backend out is panic mode.
 stop_host bad

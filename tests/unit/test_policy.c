@@ -630,7 +630,24 @@ Test(policy_health, values)
 	     {HP ".passive.max_ejection_ms", "1000 is shorter than base_ejection_ms (30000)"}},
 	    {HEALTH("{'passive':{'eject':1}}"),
 	     {HP ".passive.eject", "unknown field \"eject\" (allowed: consecutive_failures, "
-				   "base_ejection_ms, max_ejection_ms)"}});
+				   "base_ejection_ms, max_ejection_ms, max_ejection_percent)"}},
+	    {HEALTH("{'passive':{'max_ejection_percent':0}}"),
+	     {HP ".passive.max_ejection_percent", "0 is not a percentage of the backends (1-100)"}},
+	    {HEALTH("{'passive':{'max_ejection_percent':101}}"),
+	     {HP ".passive.max_ejection_percent",
+	      "101 is not a percentage of the backends (1-100)"}});
+}
+
+Test(policy_health, max_ejection_percent_defaults_to_every_backend)
+{
+	struct dmsc_policy p;
+
+	parse_ok(HEALTH("{'passive':{}}"), &p);
+	cr_expect_eq(p.services[0].health.passive.max_ejection_percent, 100);
+	dmsc_policy_free(&p);
+	parse_ok(HEALTH("{'passive':{'max_ejection_percent':50}}"), &p);
+	cr_expect_eq(p.services[0].health.passive.max_ejection_percent, 50);
+	dmsc_policy_free(&p);
 }
 
 Test(policy_health, not_for_udp)

@@ -33,6 +33,7 @@ void dmsc_health_svc_config(const struct dmsc_policy_service *w, struct dmsc_svc
 	cfg->eject_after = (__u16)w->health.passive.consecutive_failures;
 	cfg->base_ejection_ms = w->health.passive.base_ejection_ms;
 	cfg->max_ejection_ms = w->health.passive.max_ejection_ms;
+	cfg->max_eject_pct = (__u16)w->health.passive.max_ejection_percent;
 }
 
 void dmsc_health_read_out(const struct dmsc_datapath *dp, const __u32 *ids, __u32 n,

@@ -49,9 +49,11 @@ struct svc {
 	struct dmsc_svc_health passive;
 	struct be *be; /* [src->n_backends] */
 	uint64_t resolved_ns, read_ns;
-	uint64_t out; /* bit i: backend i is out (i < 64) */
-	bool panic;   /* the last pick found every backend out */
+	uint64_t out;	  /* bit i: backend i is out (i < 64) */
+	uint32_t ejected; /* backends ejected (passive), for max_ejection_percent */
+	bool panic;	  /* the last pick found every backend out */
 	uint64_t panic_picks;
+	uint64_t capped; /* runs completed with no room under max_ejection_percent */
 };
 
 static struct svc *svcs; /* parallel to cfg.svcs */
@@ -168,6 +170,7 @@ static void refresh(const struct dmsc_l7_service *ls, struct svc *s, uint64_t no
 	struct dmsc_be_health h;
 	size_t i, n = ls->src->n_backends < 64 ? ls->src->n_backends : 64;
 	uint64_t out = 0;
+	uint32_t ejected = 0;
 
 	if (!force && now - s->read_ns < HEALTH_READ_MS * DMSC_NS_PER_MS && s->read_ns)
 		return;
@@ -181,7 +184,10 @@ static void refresh(const struct dmsc_l7_service *ls, struct svc *s, uint64_t no
 			continue;
 		if (h.out != DMSC_HEALTH_IN || dmsc_health_ejected(&h, now))
 			out |= 1ull << i;
+		if (h.out == DMSC_HEALTH_OUT_EJECTED || dmsc_health_ejected(&h, now))
+			ejected++;
 	}
+	s->ejected = ejected;
 	if (out != s->out)
 		s->panic = false; /* a new episode is logged again */
 	s->out = out;
@@ -223,6 +229,7 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 {
 	struct svc *s = svcs ? &svcs[ls - cfg.svcs] : NULL;
 	bool failed = status == 0 || status >= 500;
+	int room = 1;
 	struct dmsc_be_health h;
 	struct be *be;
 	uint64_t now;
@@ -250,7 +257,15 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 			be->fail_5xx++;
 		else
 			be->fail_connect++;
-		if (dmsc_health_failed(&h, &s->passive, now)) {
+		if (dmsc_health_would_eject(&h, &s->passive, now) && s->passive.max_eject_pct &&
+		    s->passive.max_eject_pct < 100) {
+			refresh(ls, s, now, true); /* a fresh count of the ejected */
+			room = dmsc_health_may_eject(&s->passive, s->ejected,
+						     (uint32_t)ls->src->n_backends);
+			if (!room)
+				s->capped++;
+		}
+		if (dmsc_health_failed_room(&h, &s->passive, now, room)) {
 			be->ejections++;
 			be->dirty = false;
 			dmsc_format_addr_port(ls->src->backends[idx].addr,
@@ -279,7 +294,7 @@ void dmsc_l7_health_metrics(FILE *f)
 
 	if (!svcs)
 		return;
-	for (part = 0; part < 4; part++) {
+	for (part = 0; part < 5; part++) {
 		if (part == 0)
 			fprintf(f, "# HELP dmsc_l7_backend_failures_total Failures dmsc-l7 counted "
 				   "for passive health, by kind (5xx: a response 500-599; connect: "
@@ -293,6 +308,11 @@ void dmsc_l7_health_metrics(FILE *f)
 			fprintf(f, "# HELP dmsc_l7_backend_out 1 when dmsc-l7 passes over the "
 				   "backend (ejected, or out by dmscd's verdict).\n"
 				   "# TYPE dmsc_l7_backend_out gauge\n");
+		else if (part == 4)
+			fprintf(f, "# HELP dmsc_l7_health_ejections_capped_total Runs of failures "
+				   "that did not eject their backend: passive.max_ejection_percent "
+				   "of the backends were out.\n"
+				   "# TYPE dmsc_l7_health_ejections_capped_total counter\n");
 		else
 			fprintf(f, "# HELP dmsc_l7_health_panic_picks_total Picks that found "
 				   "every backend out and kept them all (panic mode).\n"
@@ -308,6 +328,11 @@ void dmsc_l7_health_metrics(FILE *f)
 				fprintf(f,
 					"dmsc_l7_health_panic_picks_total{service=\"%s\"} %llu\n",
 					ps->name, (unsigned long long)s->panic_picks);
+			if (part == 4)
+				fprintf(f,
+					"dmsc_l7_health_ejections_capped_total{service=\"%s\"} "
+					"%llu\n",
+					ps->name, (unsigned long long)s->capped);
 			for (j = 0; part < 3 && j < ps->n_backends; j++) {
 				struct be *be = &s->be[j];
 
