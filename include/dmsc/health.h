@@ -105,10 +105,10 @@ static inline int dmsc_health_would_eject(const struct dmsc_be_health *h,
  * One failed connect to a backend, at now (ns), with room (from
  * dmsc_health_may_eject) to eject it or not. Returns 1 when it ejects the
  * backend; a run completed without room stays one failure short of
- * complete, so the next failure asks again. The kernel runs it under h->lock (no helper calls inside),
- * the unit tests as it is. An ejection counts as "in a row" when the last
- * one ended less than max_ejection_ms before; the count of failures starts
- * again after each ejection.
+ * complete, so the next failure asks again. The kernel runs it under
+ * h->lock (no helper calls inside), the unit tests as it is. An ejection
+ * counts as "in a row" when the last one ended less than max_ejection_ms
+ * before; the count of failures starts again after each ejection.
  */
 static inline int dmsc_health_failed_room(struct dmsc_be_health *h,
 					  const struct dmsc_svc_health *cfg, __u64 now, int room)
