@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
  * `dmsc-l7 tunnel`: runs the mutual TLS tunnel between hosts
- * (user/mtls/tunnel.c) until SIGTERM or SIGINT.
+ * (user/mtls/tunnel.c, tunnel_*.c) until SIGTERM or SIGINT.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -59,7 +59,7 @@ const char *dmsc_etcd_key_name(const char *key, const char *ns_prefix)
 }
 
 static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
 {
 	va_list ap;
@@ -104,11 +104,11 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 		return -ENOMEM;
 	o = json_tokener_parse_ex(tok, value, (int)len);
 	if (!o || json_tokener_get_error(tok) != json_tokener_success) {
-		add_error(errs, "", "not JSON: %s",
-			  json_tokener_error_desc(json_tokener_get_error(tok) ==
-							  json_tokener_continue
-						      ? json_tokener_error_parse_eof
-						      : json_tokener_get_error(tok)));
+		add_error(
+		    errs, "", "not JSON: %s",
+		    json_tokener_error_desc(json_tokener_get_error(tok) == json_tokener_continue
+						? json_tokener_error_parse_eof
+						: json_tokener_get_error(tok)));
 		goto out;
 	}
 	for (i = json_tokener_get_parse_end(tok); i < len; i++) {
@@ -122,8 +122,8 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 		add_error(errs, "", "not a JSON object (one service of policy v1)");
 		goto out;
 	}
-	if (!json_object_object_get_ex(o, "name", &n) || !json_object_is_type(n, json_type_string) ||
-	    strcmp(json_object_get_string(n), name)) {
+	if (!json_object_object_get_ex(o, "name", &n) ||
+	    !json_object_is_type(n, json_type_string) || strcmp(json_object_get_string(n), name)) {
 		add_error(errs, "name", "must be \"%s\", the name in the key", name);
 		goto out;
 	}
@@ -195,8 +195,7 @@ static size_t store_pos(const struct dmsc_etcd_store *s, const char *key, bool *
 	return lo;
 }
 
-const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store *s,
-						    const char *key)
+const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store *s, const char *key)
 {
 	bool found;
 	size_t i = store_pos(s, key, &found);
@@ -338,8 +337,8 @@ static int by_vip(const void *a, const void *b)
 	return (x->order > y->order) - (x->order < y->order);
 }
 
-int dmsc_etcd_store_view(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
-			 char **msgs, size_t max_msgs, size_t *n_msgs)
+int dmsc_etcd_store_view(const struct dmsc_etcd_store *s, struct dmsc_policy *out, char **msgs,
+			 size_t max_msgs, size_t *n_msgs)
 {
 	struct view_ref *refs;
 	const char **refkey;
@@ -380,7 +379,8 @@ int dmsc_etcd_store_view(const struct dmsc_etcd_store *s, struct dmsc_policy *ou
 				continue;
 			}
 			if (!drop[refs[i].order] && *n_msgs < max_msgs &&
-			    asprintf(&msgs[*n_msgs], "etcd key %s: %s is used by %s already; left out",
+			    asprintf(&msgs[*n_msgs],
+				     "etcd key %s: %s is used by %s already; left out",
 				     refkey[refs[i].order], k ? "its vip:port" : "its name",
 				     refkey[refs[run].order]) >= 0)
 				(*n_msgs)++;

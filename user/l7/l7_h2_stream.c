@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* dmsc-l7's HTTP/2: buffers, streams and the data providers (l7_h2_int.h). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "l7_h2_int.h"
+
+uint64_t l7h2_h2_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+/* ---- buffers ------------------------------------------------------------ */
+int l7h2_hb_add(struct h2_buf *b, const void *p, size_t n)
+{
+	if (b->off && b->off == b->len)
+		b->off = b->len = 0;
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		char *q;
+
+		if (b->off) {
+			memmove(b->p, b->p + b->off, b->len - b->off);
+			b->len -= b->off;
+			b->off = 0;
+		}
+		while (cap < b->len + n)
+			cap *= 2;
+		if (cap != b->cap) {
+			q = realloc(b->p, cap);
+			if (!q)
+				return -ENOMEM;
+			b->p = q;
+			b->cap = cap;
+		}
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+size_t l7h2_hb_pending(const struct h2_buf *b)
+{
+	return b->len - b->off;
+}
+
+/* Up to len of b's pending bytes copied to buf and taken: how many. */
+static size_t hb_take(struct h2_buf *b, uint8_t *buf, size_t len)
+{
+	size_t n = l7h2_hb_pending(b);
+
+	if (n > len)
+		n = len;
+	if (n) { /* b->p may be NULL while nothing is pending */
+		memcpy(buf, b->p + b->off, n);
+		b->off += n;
+	}
+	return n;
+}
+
+void l7h2_hb_free(struct h2_buf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+int l7h2_hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen, const uint8_t *value,
+		  size_t vlen)
+{
+	nghttp2_nv *nv;
+
+	if (h->n == H2_MAX_HEADERS || h->used + nlen + vlen + 2 > sizeof(h->arena)) {
+		h->overflow = true;
+		return -ENOSPC;
+	}
+	nv = &h->nv[h->n++];
+	nv->name = (uint8_t *)h->arena + h->used;
+	memcpy(nv->name, name, nlen);
+	nv->name[nlen] = '\0';
+	h->used += nlen + 1;
+	nv->value = (uint8_t *)h->arena + h->used;
+	memcpy(nv->value, value, vlen);
+	nv->value[vlen] = '\0';
+	h->used += vlen + 1;
+	nv->namelen = nlen;
+	nv->valuelen = vlen;
+	nv->flags = NGHTTP2_NV_FLAG_NONE;
+	return 0;
+}
+
+const nghttp2_nv *l7h2_hdrs_get(const struct h2_hdrs *h, const char *name)
+{
+	size_t i;
+
+	for (i = 0; h && i < h->n; i++)
+		if (!strcmp((const char *)h->nv[i].name, name))
+			return &h->nv[i];
+	return NULL;
+}
+
+/* ---- streams -------------------------------------------------------------- */
+
+void l7h2_stream_finish(struct h2_stream *st)
+{
+	struct dmsc_l7_h2_env *env = st->hc->env;
+
+	if (st->finished || !st->t_req)
+		return;
+	st->finished = true;
+	env->finished(env->worker, st->hc->svc, st->hc->svc_idx, st->route, st->status,
+		      l7h2_h2_now() - st->t_req, st->attempts, st->grpc_status);
+}
+
+void l7h2_stream_free(struct h2_stream *st)
+{
+	struct h2_stream **pp;
+
+	for (pp = &st->hc->streams; *pp; pp = &(*pp)->next)
+		if (*pp == st) {
+			*pp = st->next;
+			break;
+		}
+	l7h2_stream_finish(st);
+	if (st->up && st->uid > 0 && st->up->s)
+		nghttp2_session_set_stream_user_data(st->up->s, st->uid, NULL);
+	l7h2_hb_free(&st->req_body);
+	l7h2_hb_free(&st->resp_body);
+	free(st->resp);
+	free(st->trailers);
+	free(st);
+}
+
+/* Both sides done with it? */
+void l7h2_stream_maybe_free(struct h2_stream *st)
+{
+	if (st->c_closed && (st->u_closed || st->uid < 0))
+		l7h2_stream_free(st);
+}
+
+/* A response of the helper's own (429, 502, 503, 504), headers only. */
+void l7h2_respond_local(struct h2_stream *st, int status)
+{
+	char code[4];
+	nghttp2_nv nv[] = {
+	    {(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)"content-length", (uint8_t *)"0", 14, 1, NGHTTP2_NV_FLAG_NONE},
+	};
+
+	if (st->resp_submitted || st->c_closed)
+		return;
+	snprintf(code, sizeof(code), "%03d", status);
+	st->status = status;
+	st->resp_submitted = true;
+	st->resp_end = true;
+	if (nghttp2_submit_response(st->hc->s, st->cid, nv, 2, NULL))
+		nghttp2_submit_rst_stream(st->hc->s, NGHTTP2_FLAG_NONE, st->cid,
+					  NGHTTP2_INTERNAL_ERROR);
+	l7h2_stream_finish(st);
+}
+
+/* ---- data providers: each side reads what the other side received ------ */
+/* The client's response body, from what the backend sent. */
+ssize_t l7h2_resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+		       nghttp2_data_source *src, void *user)
+{
+	struct h2_stream *st = src->ptr;
+	size_t n = hb_take(&st->resp_body, buf, len);
+
+	(void)s;
+	(void)sid;
+	(void)user;
+	if (n) {
+		/* taken: now the backend may send this much more */
+		if (st->up && st->up->s && st->uid > 0)
+			nghttp2_session_consume(st->up->s, st->uid, n);
+	}
+	if (l7h2_hb_pending(&st->resp_body))
+		return (ssize_t)n;
+	if (!st->resp_end)
+		return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+	*flags |= NGHTTP2_DATA_FLAG_EOF;
+	if (st->trailers && st->trailers->n) {
+		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+		nghttp2_submit_trailer(st->hc->s, st->cid, st->trailers->nv, st->trailers->n);
+	}
+	return (ssize_t)n;
+}
+
+/* The backend's request body, from what the client sent. */
+ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+		      nghttp2_data_source *src, void *user)
+{
+	struct h2_stream *st = src->ptr;
+	size_t n = hb_take(&st->req_body, buf, len);
+
+	(void)s;
+	(void)sid;
+	(void)user;
+	if (n) {
+		st->req_body_taken = true;
+		if (!st->c_closed)
+			nghttp2_session_consume(st->hc->s, st->cid, n);
+	}
+	if (l7h2_hb_pending(&st->req_body))
+		return (ssize_t)n;
+	if (!st->req_end)
+		return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+	*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return (ssize_t)n;
+}

@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The tunnel's private parts, shared by tunnel.c (the loop, listeners,
+ * options), tunnel_io.c (buffers, metrics, epoll), tunnel_tls.c (the TLS
+ * context and connections) and tunnel_stream.c (streams, the destination's
+ * checks). Not for use outside user/mtls.
+ */
+#ifndef DMSC_TUNNEL_INT_H
+#define DMSC_TUNNEL_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+#include "mtls_cert.h"
+#include "tunnel.h"
+
+#define DMSC_TF_WINDOW_INITIAL (256u << 10)
+#define CONN_OUT_HIGH (512u << 10)
+#define CONN_OUT_LOW (128u << 10)
+#define STREAM_BUCKETS 256
+#define EPOLL_BATCH 64
+#define READS_PER_EVENT 4
+#define METRICS_MAX 512
+#define TICK_MS 1000
+#define HANDSHAKE_TIMEOUT_S 10
+
+enum ev_kind { EV_PEER_LISTEN, EV_FWD_LISTEN, EV_CONN, EV_STREAM };
+
+struct ev {
+	enum ev_kind kind;
+	int fd;
+	uint32_t events; /* the mask epoll has */
+};
+
+struct buf {
+	uint8_t *p;
+	size_t off, len, cap;
+};
+
+struct tunnel;
+
+struct conn {
+	struct ev ev;
+	struct tunnel *t;
+	SSL *ssl;
+	bool server, tcp_connecting, up, draining, dead, want_write;
+	struct sockaddr_in addr;
+	int peer_idx;  /* client: the forward's peer; server: -1 */
+	char name[64]; /* ADDR:PORT for logs */
+	char peer_host[DMSC_MTLS_HOST_MAX + 1];
+	char why[DMSC_MTLS_WHY_MAX]; /* the verify callback's reason */
+	time_t started;
+	uint64_t idle_since_ms; /* client: when its last stream ended; 0: busy */
+	struct buf in, out;
+	struct stream *bucket[STREAM_BUCKETS];
+	unsigned int n_streams;
+	uint32_t next_id;
+	struct conn *next; /* all conns */
+	struct conn *next_dead;
+};
+
+struct stream {
+	struct ev ev;
+	struct conn *c;
+	struct stream *hnext;
+	uint32_t id;
+	int metric;	    /* index in t->metrics */
+	struct buf out;	    /* from the tunnel, to the local socket */
+	uint32_t credit;    /* DATA bytes we may still send */
+	uint32_t unacked;   /* written locally, not yet credited back */
+	uint32_t recv_room; /* DATA bytes the peer may still send */
+	bool open_ok, connecting, rd_eof, peer_fin, wr_shut, dead;
+	struct stream *next_dead;
+};
+
+struct listener {
+	struct ev ev;
+	int fwd; /* EV_FWD_LISTEN: index in o->fwd */
+};
+
+struct peer {
+	SSL_SESSION *sess; /* the last ticket it gave us: resumption */
+};
+
+struct metric {
+	char side[8], peer[DMSC_MTLS_HOST_MAX + 1], identity[DMSC_TF_ID_MAX + 1], verdict[24];
+	unsigned long long n;
+};
+
+struct tunnel {
+	const struct dmsc_tunnel_opts *o;
+	int ep;
+	SSL_CTX *ctx;
+	char td[DMSC_MTLS_TD_MAX + 1];
+	struct timespec files_mtime[3];
+	bool reload_failed_logged;
+	struct listener peer_l, fwd_l[DMSC_TUNNEL_FWD_MAX];
+	struct peer peers[DMSC_TUNNEL_FWD_MAX];
+	struct conn *conns;
+	struct conn *dead_conns;
+	struct stream *dead_streams;
+	struct metric metrics[METRICS_MAX];
+	size_t n_metrics;
+	unsigned long long hs_ok[2], hs_refused[2], hs_resumed[2]; /* [server] */
+	unsigned long long bytes_in, bytes_out, reloads, reload_failures;
+	bool draining; /* stopping: no new streams, the open ones finish */
+};
+
+/* the SSL ex_data index holding a connection (dmsc_tunnel_run sets it) */
+extern int tn_conn_ex_idx;
+
+uint64_t tn_now_ms(void);
+
+/* buffers */
+int tn_buf_reserve(struct buf *b, size_t more);
+int tn_buf_append(struct buf *b, const void *data, size_t n);
+void tn_buf_consume(struct buf *b, size_t n);
+void tn_buf_free(struct buf *b);
+
+/* metrics */
+int tn_metric_idx(struct tunnel *t, const char *side, const char *peer, const char *identity,
+		  const char *verdict);
+void tn_metric_count(struct tunnel *t, const char *side, const char *peer, const char *identity,
+		     const char *verdict);
+void tn_metrics_write(struct tunnel *t);
+
+/* epoll */
+void tn_ev_set(struct tunnel *t, struct ev *e, uint32_t events);
+int tn_ev_add(struct tunnel *t, struct ev *e, uint32_t events);
+
+/* TLS context and connections */
+const char *tn_ssl_err(void);
+int tn_ctx_load(struct tunnel *t, SSL_CTX **out, char *td, char *why, size_t len);
+bool tn_files_changed(struct tunnel *t, bool remember);
+void tn_conn_close(struct conn *c, const char *why);
+void tn_conn_flush(struct conn *c);
+void tn_conn_event(struct conn *c, uint32_t events);
+struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const struct sockaddr_in *sa);
+struct conn *tn_conn_to(struct tunnel *t, int idx);
+
+/* streams */
+int tn_conn_frame(struct conn *c, uint8_t type, uint32_t stream, const void *payload, uint16_t len);
+void tn_conn_reset(struct conn *c, uint32_t stream, enum dmsc_tf_reset reason, const char *text);
+struct stream *tn_stream_find(struct conn *c, uint32_t id);
+void tn_stream_close(struct stream *s, bool abort);
+void tn_stream_events(struct stream *s);
+void tn_stream_flush_local(struct stream *s);
+void tn_stream_event(struct stream *s, uint32_t events);
+struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id);
+void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len);
+
+#endif /* DMSC_TUNNEL_INT_H */

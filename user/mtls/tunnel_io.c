@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* The tunnel's buffers, metrics and epoll registration (tunnel_int.h). */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+#include "mtls_cert.h"
+#include "tunnel.h"
+#include "tunnel_authz.h"
+#include "tunnel_int.h"
+
+uint64_t tn_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- buffers ---- */
+
+int tn_buf_reserve(struct buf *b, size_t more)
+{
+	size_t need;
+	uint8_t *p;
+
+	if (b->off && b->off + b->len + more > b->cap) {
+		memmove(b->p, b->p + b->off, b->len);
+		b->off = 0;
+	}
+	need = b->len + more;
+	if (need <= b->cap)
+		return 0;
+	if (need < 2 * b->cap)
+		need = 2 * b->cap;
+	p = realloc(b->p, need);
+	if (!p)
+		return -ENOMEM;
+	b->p = p;
+	b->cap = need;
+	return 0;
+}
+
+int tn_buf_append(struct buf *b, const void *data, size_t n)
+{
+	if (tn_buf_reserve(b, n))
+		return -ENOMEM;
+	memcpy(b->p + b->off + b->len, data, n);
+	b->len += n;
+	return 0;
+}
+
+void tn_buf_consume(struct buf *b, size_t n)
+{
+	b->off += n;
+	b->len -= n;
+	if (!b->len)
+		b->off = 0;
+}
+
+void tn_buf_free(struct buf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ---- metrics ---- */
+
+int tn_metric_idx(struct tunnel *t, const char *side, const char *peer, const char *identity,
+		  const char *verdict)
+{
+	size_t i;
+
+	for (i = 0; i < t->n_metrics; i++) {
+		struct metric *m = &t->metrics[i];
+
+		if (!strcmp(m->side, side) && !strcmp(m->peer, peer) &&
+		    !strcmp(m->identity, identity) && !strcmp(m->verdict, verdict))
+			return (int)i;
+	}
+	if (t->n_metrics == METRICS_MAX)
+		return (int)METRICS_MAX - 1; /* the last row takes the rest */
+	i = t->n_metrics++;
+	snprintf(t->metrics[i].side, sizeof(t->metrics[i].side), "%s", side);
+	snprintf(t->metrics[i].peer, sizeof(t->metrics[i].peer), "%s", peer);
+	snprintf(t->metrics[i].identity, sizeof(t->metrics[i].identity), "%s", identity);
+	snprintf(t->metrics[i].verdict, sizeof(t->metrics[i].verdict), "%s", verdict);
+	return (int)i;
+}
+
+void tn_metric_count(struct tunnel *t, const char *side, const char *peer, const char *identity,
+		     const char *verdict)
+{
+	t->metrics[tn_metric_idx(t, side, peer, identity, verdict)].n++;
+}
+
+/* A label value: backslash, quote and newline escaped (Prometheus text). */
+static void label(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			fputc('\\', f);
+		if (*s == '\n') {
+			fputs("\\n", f);
+			continue;
+		}
+		fputc(*s, f);
+	}
+}
+
+void tn_metrics_write(struct tunnel *t)
+{
+	char tmp[4096];
+	size_t i;
+	FILE *f;
+	int s;
+
+	if (!t->o->metrics_file)
+		return;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", t->o->metrics_file);
+	f = fopen(tmp, "w");
+	if (!f)
+		return;
+	fputs("# HELP dmsc_tunnel_streams_total Tunnel streams by side, peer host, vouched "
+	      "identity and verdict.\n# TYPE dmsc_tunnel_streams_total counter\n",
+	      f);
+	for (i = 0; i < t->n_metrics; i++) {
+		fprintf(f, "dmsc_tunnel_streams_total{side=\"%s\",peer=\"", t->metrics[i].side);
+		label(f, t->metrics[i].peer);
+		fputs("\",identity=\"", f);
+		label(f, t->metrics[i].identity);
+		fprintf(f, "\",verdict=\"%s\"} %llu\n", t->metrics[i].verdict, t->metrics[i].n);
+	}
+	fputs("# HELP dmsc_tunnel_handshakes_total TLS handshakes with peers by our side and "
+	      "result.\n# TYPE dmsc_tunnel_handshakes_total counter\n",
+	      f);
+	for (s = 0; s < 2; s++) {
+		const char *side = s ? "server" : "client";
+
+		fprintf(f, "dmsc_tunnel_handshakes_total{side=\"%s\",result=\"ok\"} %llu\n", side,
+			t->hs_ok[s]);
+		fprintf(f, "dmsc_tunnel_handshakes_total{side=\"%s\",result=\"refused\"} %llu\n",
+			side, t->hs_refused[s]);
+		fprintf(f, "dmsc_tunnel_handshakes_total{side=\"%s\",result=\"resumed\"} %llu\n",
+			side, t->hs_resumed[s]);
+	}
+	fprintf(f,
+		"# TYPE dmsc_tunnel_bytes_total counter\n"
+		"dmsc_tunnel_bytes_total{direction=\"in\"} %llu\n"
+		"dmsc_tunnel_bytes_total{direction=\"out\"} %llu\n"
+		"# TYPE dmsc_tunnel_cert_reloads_total counter\n"
+		"dmsc_tunnel_cert_reloads_total{result=\"ok\"} %llu\n"
+		"dmsc_tunnel_cert_reloads_total{result=\"failed\"} %llu\n",
+		t->bytes_in, t->bytes_out, t->reloads, t->reload_failures);
+	if (fclose(f) == 0)
+		rename(tmp, t->o->metrics_file);
+}
+
+/* ---- epoll ---- */
+
+void tn_ev_set(struct tunnel *t, struct ev *e, uint32_t events)
+{
+	struct epoll_event ee = {.events = events, .data.ptr = e};
+
+	if (e->events == events)
+		return;
+	if (epoll_ctl(t->ep, EPOLL_CTL_MOD, e->fd, &ee))
+		pr_warn("tunnel: epoll_ctl(%d): %s\n", e->fd, strerror(errno));
+	e->events = events;
+}
+
+int tn_ev_add(struct tunnel *t, struct ev *e, uint32_t events)
+{
+	struct epoll_event ee = {.events = events, .data.ptr = e};
+
+	e->events = events;
+	return epoll_ctl(t->ep, EPOLL_CTL_ADD, e->fd, &ee) ? -errno : 0;
+}

@@ -1,0 +1,351 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* The tunnel's streams: one workload connection each, and the destination's
+ * checks before it connects one (tunnel_int.h). */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+#include "mtls_cert.h"
+#include "tunnel.h"
+#include "tunnel_authz.h"
+#include "tunnel_int.h"
+
+/* ---- streams ---- */
+
+struct stream *tn_stream_find(struct conn *c, uint32_t id)
+{
+	struct stream *s = c->bucket[id % STREAM_BUCKETS];
+
+	while (s && s->id != id)
+		s = s->hnext;
+	return s;
+}
+
+static void stream_unlink(struct stream *s)
+{
+	struct stream **pp = &s->c->bucket[s->id % STREAM_BUCKETS];
+
+	while (*pp && *pp != s)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = s->hnext;
+}
+
+int tn_conn_frame(struct conn *c, uint8_t type, uint32_t stream, const void *payload, uint16_t len)
+{
+	uint8_t hdr[DMSC_TF_HDR];
+
+	dmsc_tf_put_hdr(hdr, type, len, stream);
+	if (tn_buf_reserve(&c->out, DMSC_TF_HDR + len))
+		return -ENOMEM;
+	tn_buf_append(&c->out, hdr, sizeof(hdr));
+	if (len)
+		tn_buf_append(&c->out, payload, len);
+	return 0;
+}
+
+static void conn_frame_u32(struct conn *c, uint8_t type, uint32_t stream, uint32_t v)
+{
+	uint32_t n = htonl(v);
+
+	tn_conn_frame(c, type, stream, &n, sizeof(n));
+}
+
+void tn_conn_reset(struct conn *c, uint32_t stream, enum dmsc_tf_reset reason, const char *text)
+{
+	uint8_t p[256];
+	size_t n = strlen(text);
+
+	if (n > sizeof(p) - 1)
+		n = sizeof(p) - 1;
+	p[0] = (uint8_t)reason;
+	memcpy(p + 1, text, n);
+	tn_conn_frame(c, DMSC_TF_RESET, stream, p, (uint16_t)(n + 1));
+}
+
+/* Closes the local socket; abort sends a TCP reset to the local peer, so a
+ * refused or broken stream is an error there, not an orderly end. */
+void tn_stream_close(struct stream *s, bool abort)
+{
+	struct conn *c = s->c;
+
+	if (s->dead)
+		return;
+	if (abort) {
+		struct linger l = {.l_onoff = 1, .l_linger = 0};
+
+		setsockopt(s->ev.fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+	}
+	epoll_ctl(c->t->ep, EPOLL_CTL_DEL, s->ev.fd, NULL);
+	close(s->ev.fd);
+	s->ev.fd = -1;
+	s->dead = true;
+	stream_unlink(s);
+	c->n_streams--;
+	s->next_dead = c->t->dead_streams;
+	c->t->dead_streams = s;
+	if (c->n_streams == 0 && !c->server)
+		c->idle_since_ms = tn_now_ms();
+	if (c->draining && c->n_streams == 0 && !c->server)
+		tn_conn_close(c, "drained");
+}
+
+void tn_stream_events(struct stream *s)
+{
+	struct conn *c = s->c;
+	uint32_t ev = 0;
+
+	if (s->dead)
+		return;
+	if (s->connecting) {
+		ev = EPOLLOUT;
+	} else {
+		if (s->open_ok && !s->rd_eof && s->credit > 0 && c->out.len < CONN_OUT_HIGH &&
+		    c->up)
+			ev |= EPOLLIN;
+		if (s->out.len)
+			ev |= EPOLLOUT;
+	}
+	tn_ev_set(c->t, &s->ev, ev);
+}
+
+static void stream_maybe_done(struct stream *s)
+{
+	if (!s->dead && s->rd_eof && s->peer_fin && s->wr_shut && !s->out.len)
+		tn_stream_close(s, false);
+}
+
+/* Writes what the tunnel brought to the local socket; credits it back.
+ * The caller flushes the connection. */
+void tn_stream_flush_local(struct stream *s)
+{
+	struct conn *c = s->c;
+	ssize_t n;
+
+	while (s->out.len) {
+		n = write(s->ev.fd, s->out.p + s->out.off, s->out.len);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			tn_conn_reset(c, s->id, DMSC_TF_R_ERROR, strerror(errno));
+			tn_stream_close(s, true);
+			return;
+		}
+		tn_buf_consume(&s->out, (size_t)n);
+		s->unacked += (uint32_t)n;
+	}
+	if (s->unacked >= DMSC_TF_WINDOW_INITIAL / 2 || (s->unacked && !s->out.len)) {
+		/* every byte written locally is credited back at once once the
+		 * buffer is empty: a request/response flow never waits on credit */
+		conn_frame_u32(c, DMSC_TF_WINDOW, s->id, s->unacked);
+		s->recv_room += s->unacked;
+		s->unacked = 0;
+	}
+	if (!s->out.len && s->peer_fin && !s->wr_shut) {
+		shutdown(s->ev.fd, SHUT_WR);
+		s->wr_shut = true;
+	}
+	if (!s->dead) {
+		tn_stream_events(s);
+		stream_maybe_done(s);
+	}
+}
+
+static void stream_read_local(struct stream *s)
+{
+	struct conn *c = s->c;
+	uint8_t data[DMSC_TF_PAYLOAD_MAX];
+	int i;
+
+	for (i = 0; i < READS_PER_EVENT && !s->dead; i++) {
+		size_t want = s->credit < sizeof(data) ? s->credit : sizeof(data);
+		ssize_t n;
+
+		if (!want || s->rd_eof || c->out.len >= CONN_OUT_HIGH)
+			break;
+		n = read(s->ev.fd, data, want);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			tn_conn_reset(c, s->id, DMSC_TF_R_ERROR, strerror(errno));
+			tn_stream_close(s, true);
+			break;
+		}
+		if (n == 0) {
+			tn_conn_frame(c, DMSC_TF_FIN, s->id, NULL, 0);
+			s->rd_eof = true;
+			break;
+		}
+		tn_conn_frame(c, DMSC_TF_DATA, s->id, data, (uint16_t)n);
+		s->credit -= (uint32_t)n;
+		c->t->bytes_out += (unsigned long long)n;
+	}
+	tn_conn_flush(c);
+	if (!s->dead) {
+		tn_stream_events(s);
+		stream_maybe_done(s);
+	}
+}
+
+void tn_stream_event(struct stream *s, uint32_t events)
+{
+	struct conn *c = s->c;
+
+	if (s->connecting) {
+		int err = 0;
+		socklen_t l = sizeof(err);
+
+		if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			return;
+		getsockopt(s->ev.fd, SOL_SOCKET, SO_ERROR, &err, &l);
+		s->connecting = false;
+		if (err) {
+			struct metric *m = &c->t->metrics[s->metric];
+
+			tn_metric_count(c->t, "dest", m->peer, m->identity, "connect_failed");
+			m->n--;
+			pr_info("tunnel: stream %u from %s: connect: %s\n", s->id, c->peer_host,
+				strerror(err));
+			tn_conn_reset(c, s->id, DMSC_TF_R_CONNECT, strerror(err));
+			tn_stream_close(s, false);
+			tn_conn_flush(c);
+			return;
+		}
+		s->open_ok = true;
+		tn_conn_frame(c, DMSC_TF_OPEN_OK, s->id, NULL, 0);
+		tn_conn_flush(c);
+		tn_stream_events(s);
+		return;
+	}
+	if (events & EPOLLOUT)
+		tn_stream_flush_local(s);
+	if (!s->dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		stream_read_local(s);
+	tn_conn_flush(c);
+}
+
+struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id)
+{
+	struct stream *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->ev.kind = EV_STREAM;
+	s->ev.fd = fd;
+	s->c = c;
+	s->id = id;
+	s->credit = DMSC_TF_WINDOW_INITIAL;
+	s->recv_room = DMSC_TF_WINDOW_INITIAL;
+	if (tn_ev_add(c->t, &s->ev, 0)) {
+		free(s);
+		return NULL;
+	}
+	s->hnext = c->bucket[id % STREAM_BUCKETS];
+	c->bucket[id % STREAM_BUCKETS] = s;
+	c->n_streams++;
+	c->idle_since_ms = 0;
+	return s;
+}
+
+/* ---- the destination's checks ---- */
+
+/* An address this host owns (a bind() to it works), not loopback: a peer
+ * may reach this host's workloads, not what listens on its loopback only. */
+static const char *dest_refused(uint32_t addr)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = addr};
+	int fd, err = 0;
+
+	if ((ntohl(addr) >> 24) == 127)
+		return "a loopback address";
+	if (addr == INADDR_ANY || addr == INADDR_BROADCAST)
+		return "not a host address";
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return "no socket";
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+		err = errno;
+	close(fd);
+	return err ? "not an address of this host" : NULL;
+}
+
+void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len)
+{
+	struct dmsc_tf_open o;
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	char addr[INET_ADDRSTRLEN];
+	const char *refused;
+	struct stream *s;
+	int fd;
+
+	if (!c->server || !(id & 1) || tn_stream_find(c, id)) {
+		tn_conn_close(c, "OPEN on a stream it may not open");
+		return;
+	}
+	if (!dmsc_tf_open_decode(p, len, &o)) {
+		tn_conn_reset(c, id, DMSC_TF_R_PROTOCOL, "malformed OPEN");
+		return;
+	}
+	inet_ntop(AF_INET, &o.dest_addr, addr, sizeof(addr));
+	refused = dest_refused(o.dest_addr);
+	if (refused) {
+		tn_metric_count(c->t, "dest", c->peer_host, o.identity, "denied_dest");
+		pr_info("tunnel: refused %s from host %s for %s: %s\n", addr, c->peer_host,
+			o.identity, refused);
+		tn_conn_reset(c, id, DMSC_TF_R_DENIED, refused);
+		return;
+	}
+	if (c->t->o->policy) {
+		enum dmsc_tunnel_verdict v = dmsc_tunnel_authorize(c->t->o->policy, o.dest_addr,
+								   ntohs(o.dest_port), o.identity);
+
+		if (v != DMSC_TV_ALLOWED) {
+			refused = v == DMSC_TV_DENIED
+				      ? "no service with this backend allows the identity"
+				      : "not a backend of this host's policy";
+			tn_metric_count(c->t, "dest", c->peer_host, o.identity,
+					v == DMSC_TV_DENIED ? "denied_identity" : "denied_dest");
+			pr_info("tunnel: refused %s:%u from host %s for %s: %s\n", addr,
+				ntohs(o.dest_port), c->peer_host, o.identity, refused);
+			tn_conn_reset(c, id, DMSC_TF_R_DENIED, refused);
+			return;
+		}
+	}
+	sa.sin_addr.s_addr = o.dest_addr;
+	sa.sin_port = o.dest_port;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS)) {
+		tn_metric_count(c->t, "dest", c->peer_host, o.identity, "connect_failed");
+		tn_conn_reset(c, id, DMSC_TF_R_CONNECT, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+	s = tn_stream_new(c, fd, id);
+	if (!s) {
+		close(fd);
+		tn_conn_reset(c, id, DMSC_TF_R_ERROR, "out of memory");
+		return;
+	}
+	s->connecting = true;
+	s->metric = tn_metric_idx(c->t, "dest", c->peer_host, o.identity, "allowed");
+	c->t->metrics[s->metric].n++;
+	tn_stream_events(s);
+}

@@ -1,0 +1,488 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/* The tunnel's TLS: the context from the certificate files, and the TLS
+ * connections to and from peers with their frames (tunnel_int.h). */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+#include "mtls_cert.h"
+#include "tunnel.h"
+#include "tunnel_authz.h"
+#include "tunnel_int.h"
+
+int tn_conn_ex_idx = -1;
+
+/* ---- TLS context ---- */
+
+const char *tn_ssl_err(void)
+{
+	static char buf[256];
+	unsigned long e = ERR_peek_last_error();
+
+	if (!e)
+		return "no detail";
+	ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	return buf;
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *x)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct conn *c = ssl ? SSL_get_ex_data(ssl, tn_conn_ex_idx) : NULL;
+	X509 *cert = X509_STORE_CTX_get_current_cert(x);
+	char subject[256] = "?";
+
+	if (!ok && c && !c->why[0]) {
+		if (cert)
+			X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+		snprintf(c->why, sizeof(c->why), "its certificate %s: %s (depth %d)", subject,
+			 X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)),
+			 X509_STORE_CTX_get_error_depth(x));
+	}
+	return ok;
+}
+
+/* Keeps the newest ticket per peer, for the next connection to it. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+	struct conn *c = SSL_get_ex_data(ssl, tn_conn_ex_idx);
+	struct peer *p;
+
+	if (!c || c->server || c->peer_idx < 0)
+		return 0;
+	p = &c->t->peers[c->peer_idx];
+	SSL_SESSION_free(p->sess);
+	p->sess = sess;
+	return 1; /* we keep the reference */
+}
+
+static void files(const struct tunnel *t, char paths[3][4096])
+{
+	snprintf(paths[0], 4096, "%s/" DMSC_MTLS_CA_CERT, t->o->mtls_dir);
+	snprintf(paths[1], 4096, "%s/" DMSC_MTLS_HOST_CERT, t->o->mtls_dir);
+	snprintf(paths[2], 4096, "%s/" DMSC_MTLS_HOST_KEY, t->o->mtls_dir);
+}
+
+/* A new context from the files; the caller swaps it in. */
+int tn_ctx_load(struct tunnel *t, SSL_CTX **out, char *td, char *why, size_t len)
+{
+	struct dmsc_mtls_cert_info ca_info, host_info;
+	char paths[3][4096];
+	struct stat st;
+	SSL_CTX *ctx;
+	X509 *ca = NULL;
+	int err;
+
+	*out = NULL;
+	files(t, paths);
+	if (stat(paths[2], &st) == 0 && (st.st_mode & 077)) {
+		snprintf(why, len, "%.400s: mode %04o lets others read a private key; chmod 600 it",
+			 paths[2], (unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	if ((err = dmsc_mtls_read_cert(paths[0], &ca, why, len)) ||
+	    (err = dmsc_mtls_cert_describe(ca, &ca_info, why, len)))
+		goto out;
+	if ((err = dmsc_mtls_verify_file(paths[1], paths[0], 0, &host_info, why, len)))
+		goto out;
+	ctx = SSL_CTX_new(TLS_method());
+	if (!ctx) {
+		err = -ENOMEM;
+		snprintf(why, len, "SSL_CTX_new: %s", tn_ssl_err());
+		goto out;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"dmsc-tunnel", 11);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_SERVER |
+						SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
+	if (!SSL_CTX_load_verify_locations(ctx, paths[0], NULL) ||
+	    !SSL_CTX_use_certificate_file(ctx, paths[1], SSL_FILETYPE_PEM) ||
+	    !SSL_CTX_use_PrivateKey_file(ctx, paths[2], SSL_FILETYPE_PEM) ||
+	    !SSL_CTX_check_private_key(ctx)) {
+		err = -EINVAL;
+		snprintf(why, len, "%s: %s", t->o->mtls_dir, tn_ssl_err());
+		SSL_CTX_free(ctx);
+		goto out;
+	}
+	snprintf(td, DMSC_MTLS_TD_MAX + 1, "%s", ca_info.trust_domain);
+	*out = ctx;
+	pr_info("tunnel: identity %s (valid until %ld), trust domain %s\n", host_info.id,
+		(long)host_info.not_after, td);
+out:
+	X509_free(ca);
+	ERR_clear_error();
+	return err;
+}
+
+bool tn_files_changed(struct tunnel *t, bool remember)
+{
+	char paths[3][4096];
+	struct stat st;
+	bool changed = false;
+	int i;
+
+	files(t, paths);
+	for (i = 0; i < 3; i++) {
+		if (stat(paths[i], &st))
+			continue;
+		if (st.st_mtim.tv_sec != t->files_mtime[i].tv_sec ||
+		    st.st_mtim.tv_nsec != t->files_mtime[i].tv_nsec) {
+			changed = true;
+			if (remember)
+				t->files_mtime[i] = st.st_mtim;
+		}
+	}
+	return changed;
+}
+
+/* ---- TLS connections ---- */
+
+static void conn_events(struct conn *c)
+{
+	uint32_t ev = EPOLLIN;
+
+	if (c->dead)
+		return;
+	if (c->tcp_connecting || c->want_write || (c->up && c->out.len))
+		ev |= EPOLLOUT;
+	tn_ev_set(c->t, &c->ev, ev);
+}
+
+void tn_conn_close(struct conn *c, const char *why)
+{
+	struct conn **pp;
+	int b;
+
+	if (c->dead)
+		return;
+	c->dead = true;
+	if (why && strcmp(why, "drained"))
+		pr_info("tunnel: connection %s %s%s closed: %s\n", c->server ? "from" : "to",
+			c->name, c->peer_host[0] ? "" : " (no identity yet)", why);
+	for (b = 0; b < STREAM_BUCKETS; b++)
+		while (c->bucket[b])
+			tn_stream_close(c->bucket[b], true);
+	epoll_ctl(c->t->ep, EPOLL_CTL_DEL, c->ev.fd, NULL);
+	if (c->ssl && c->up)
+		SSL_shutdown(c->ssl);
+	close(c->ev.fd);
+	for (pp = &c->t->conns; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	c->next_dead = c->t->dead_conns;
+	c->t->dead_conns = c;
+}
+
+void tn_conn_flush(struct conn *c)
+{
+	bool was_high = c->out.len >= CONN_OUT_HIGH;
+	int b;
+
+	if (c->dead || !c->up)
+		return;
+	c->want_write = false;
+	while (c->out.len) {
+		size_t n = c->out.len < 16384 ? c->out.len : 16384;
+		int r = SSL_write(c->ssl, c->out.p + c->out.off, (int)n);
+
+		if (r > 0) {
+			tn_buf_consume(&c->out, (size_t)r);
+			continue;
+		}
+		switch (SSL_get_error(c->ssl, r)) {
+		case SSL_ERROR_WANT_WRITE:
+			c->want_write = true;
+			break;
+		case SSL_ERROR_WANT_READ:
+			break;
+		default:
+			tn_conn_close(c, tn_ssl_err());
+			return;
+		}
+		break;
+	}
+	conn_events(c);
+	if (was_high && c->out.len < CONN_OUT_LOW)
+		for (b = 0; b < STREAM_BUCKETS; b++) {
+			struct stream *s;
+
+			for (s = c->bucket[b]; s; s = s->hnext)
+				tn_stream_events(s);
+		}
+}
+
+static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint8_t *p)
+{
+	struct stream *s;
+
+	if (h->type == DMSC_TF_OPEN) {
+		if (c->t->draining) {
+			tn_conn_reset(c, h->stream, DMSC_TF_R_SHUTDOWN, "the helper is going away");
+			return;
+		}
+		tn_handle_open(c, h->stream, p, h->len);
+		return;
+	}
+	if (h->type == DMSC_TF_GOAWAY) {
+		c->draining = true;
+		if (!c->server && c->n_streams == 0)
+			tn_conn_close(c, "drained");
+		return;
+	}
+	s = tn_stream_find(c, h->stream);
+	if (!s)
+		return; /* reset here a moment ago: its frames in flight are dropped */
+	switch (h->type) {
+	case DMSC_TF_OPEN_OK:
+		if (c->server || s->open_ok) {
+			tn_conn_close(c, "unexpected OPEN_OK");
+			return;
+		}
+		s->open_ok = true;
+		tn_stream_events(s);
+		break;
+	case DMSC_TF_DATA:
+		if (h->len > s->recv_room || s->peer_fin) {
+			tn_conn_reset(c, s->id, DMSC_TF_R_PROTOCOL, "DATA past the window or FIN");
+			tn_stream_close(s, true);
+			break;
+		}
+		s->recv_room -= h->len;
+		tn_buf_append(&s->out, p, h->len);
+		c->t->bytes_in += h->len;
+		tn_stream_flush_local(s);
+		break;
+	case DMSC_TF_WINDOW: {
+		uint32_t v;
+
+		if (h->len != 4) {
+			tn_conn_close(c, "malformed WINDOW");
+			return;
+		}
+		memcpy(&v, p, 4);
+		s->credit += ntohl(v);
+		tn_stream_events(s);
+		break;
+	}
+	case DMSC_TF_FIN:
+		s->peer_fin = true;
+		tn_stream_flush_local(s);
+		break;
+	case DMSC_TF_RESET:
+		if (!s->open_ok && h->len > 1)
+			pr_info("tunnel: stream %u to %s refused: %.*s\n", s->id, c->name,
+				(int)h->len - 1, (const char *)p + 1);
+		tn_stream_close(s, true);
+		break;
+	}
+}
+
+static void conn_read(struct conn *c)
+{
+	for (;;) {
+		struct dmsc_tf_hdr h;
+		int r;
+
+		if (tn_buf_reserve(&c->in, 16384)) {
+			tn_conn_close(c, "out of memory");
+			return;
+		}
+		r = SSL_read(c->ssl, c->in.p + c->in.off + c->in.len, 16384);
+		if (r <= 0) {
+			int e = SSL_get_error(c->ssl, r);
+
+			if (e == SSL_ERROR_WANT_READ)
+				break;
+			if (e == SSL_ERROR_WANT_WRITE) {
+				c->want_write = true;
+				break;
+			}
+			tn_conn_close(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the peer"
+					 : ERR_peek_last_error()    ? tn_ssl_err()
+								    : "connection lost");
+			return;
+		}
+		c->in.len += (size_t)r;
+		while (c->in.len >= DMSC_TF_HDR && !c->dead) {
+			const uint8_t *p = c->in.p + c->in.off;
+
+			if (!dmsc_tf_get_hdr(p, &h)) {
+				tn_conn_close(c, "malformed frame header");
+				return;
+			}
+			if (c->in.len < DMSC_TF_HDR + (size_t)h.len)
+				break;
+			handle_frame(c, &h, p + DMSC_TF_HDR);
+			tn_buf_consume(&c->in, DMSC_TF_HDR + (size_t)h.len);
+		}
+		if (c->dead)
+			return;
+	}
+	tn_conn_flush(c);
+}
+
+static void conn_handshake(struct conn *c)
+{
+	struct tunnel *t = c->t;
+	char why[DMSC_MTLS_WHY_MAX];
+	int r = SSL_do_handshake(c->ssl), e;
+
+	if (r != 1) {
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			c->want_write = e == SSL_ERROR_WANT_WRITE;
+			conn_events(c);
+			return;
+		}
+		t->hs_refused[c->server]++;
+		pr_warn("tunnel: %s %s refused: %s%s%s\n", c->server ? "peer" : "connection to",
+			c->name, c->why[0] ? c->why : "", c->why[0] ? "; " : "",
+			ERR_peek_last_error() ? tn_ssl_err() : "the peer closed the handshake");
+		tn_conn_close(c, NULL);
+		return;
+	}
+	if (dmsc_mtls_peer_identity(SSL_get0_peer_certificate(c->ssl), t->td, c->peer_host,
+				    sizeof(c->peer_host), why, sizeof(why))) {
+		t->hs_refused[c->server]++;
+		c->peer_host[0] = '\0';
+		pr_warn("tunnel: %s %s refused: %s\n", c->server ? "peer" : "connection to",
+			c->name, why);
+		tn_conn_close(c, NULL);
+		return;
+	}
+	c->up = true;
+	t->hs_ok[c->server]++;
+	if (SSL_session_reused(c->ssl))
+		t->hs_resumed[c->server]++;
+	pr_info("tunnel: %s %s is host %s (%s)\n", c->server ? "peer" : "connection to", c->name,
+		c->peer_host, SSL_session_reused(c->ssl) ? "resumed" : "full handshake");
+	tn_conn_flush(c);
+	if (!c->dead) {
+		int b;
+
+		for (b = 0; b < STREAM_BUCKETS; b++) {
+			struct stream *s;
+
+			for (s = c->bucket[b]; s; s = s->hnext)
+				tn_stream_events(s);
+		}
+	}
+}
+
+void tn_conn_event(struct conn *c, uint32_t events)
+{
+	if (c->tcp_connecting) {
+		int err = 0;
+		socklen_t l = sizeof(err);
+
+		getsockopt(c->ev.fd, SOL_SOCKET, SO_ERROR, &err, &l);
+		if (err) {
+			pr_warn("tunnel: connection to %s: %s\n", c->name, strerror(err));
+			tn_conn_close(c, NULL);
+			return;
+		}
+		if (!(events & EPOLLOUT))
+			return;
+		c->tcp_connecting = false;
+	}
+	if (!c->up) {
+		conn_handshake(c);
+		if (!c->up)
+			return;
+	}
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		conn_read(c);
+	if (!c->dead && (events & EPOLLOUT))
+		tn_conn_flush(c);
+}
+
+struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const struct sockaddr_in *sa)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	char a[INET_ADDRSTRLEN];
+
+	if (!c)
+		return NULL;
+	c->ev.kind = EV_CONN;
+	c->ev.fd = fd;
+	c->t = t;
+	c->server = server;
+	c->addr = *sa;
+	c->peer_idx = -1;
+	c->next_id = 1;
+	c->started = time(NULL);
+	inet_ntop(AF_INET, &sa->sin_addr, a, sizeof(a));
+	snprintf(c->name, sizeof(c->name), "%s:%u", a, ntohs(sa->sin_port));
+	c->ssl = SSL_new(t->ctx);
+	if (!c->ssl || !SSL_set_fd(c->ssl, fd) || !SSL_set_ex_data(c->ssl, tn_conn_ex_idx, c)) {
+		SSL_free(c->ssl);
+		free(c);
+		return NULL;
+	}
+	if (server)
+		SSL_set_accept_state(c->ssl);
+	else
+		SSL_set_connect_state(c->ssl);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+	if (tn_ev_add(t, &c->ev, EPOLLIN)) {
+		SSL_free(c->ssl);
+		free(c);
+		return NULL;
+	}
+	c->next = t->conns;
+	t->conns = c;
+	return c;
+}
+
+/* A connection to the forward's peer that can take a new stream. */
+struct conn *tn_conn_to(struct tunnel *t, int idx)
+{
+	const struct sockaddr_in *peer = &t->o->fwd[idx].peer;
+	struct conn *c;
+	int fd;
+
+	for (c = t->conns; c; c = c->next)
+		if (!c->server && !c->dead && !c->draining && c->peer_idx == idx)
+			return c;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return NULL;
+	if (connect(fd, (const struct sockaddr *)peer, sizeof(*peer)) && errno != EINPROGRESS) {
+		close(fd);
+		return NULL;
+	}
+	c = tn_conn_new(t, fd, false, peer);
+	if (!c) {
+		close(fd);
+		return NULL;
+	}
+	c->peer_idx = idx;
+	c->tcp_connecting = true;
+	if (t->peers[idx].sess)
+		SSL_set_session(c->ssl, t->peers[idx].sess);
+	conn_events(c);
+	return c;
+}
