@@ -53,6 +53,24 @@ kill_host() {
 		sleep 0.05
 	done
 }
+# load_start PORT OUT: the load on VIP:PORT, in the background, once it
+# made its first connection; load_stop ends it.
+load_start() {
+	rm -f "$T/started" "$T/stop"
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c /usr/bin/python3 "$TOP/tests/tools/health-load.py" \
+		"$VIP:$1" --rate "$RATE" --seconds 60 --started-file "$T/started" \
+		--stop-file "$T/stop" >"$2" &
+	LOADPID=$!
+	for ((i = 0; i < 600; i++)); do
+		[[ -e $T/started ]] && break
+		sleep 0.1
+	done
+}
+load_stop() {
+	touch "$T/stop"
+	wait "$LOADPID"
+	LOADPID=
+}
 start b1 198.18.143.2 v1 || exit 1
 echo "bench-health: $RATE connections/s through a VIP, one backend killed; consecutive_failures $FAILURES; $(uname -r)"
 printf '%-6s %10s %16s %10s %10s\n' round failures "failing for ms" after attempts
@@ -67,21 +85,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	  "health": { "passive": { "consecutive_failures": %d } } } ] }\n' \
 		"$r" "$VIP" $((9000 + r)) "$FAILURES" >"$T/p.json"
 	"$CTL" apply "$T/p.json" >/dev/null || exit 1
-	rm -f "$T/started" "$T/stop"
-	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c /usr/bin/python3 "$TOP/tests/tools/health-load.py" \
-		"$VIP:$((9000 + r))" --rate "$RATE" --seconds 60 --started-file "$T/started" \
-		--stop-file "$T/stop" >"$T/load.json" &
-	LOADPID=$!
-	for ((i = 0; i < 600; i++)); do
-		[[ -e $T/started ]] && break
-		sleep 0.1
-	done
+	load_start $((9000 + r)) "$T/load.json"
 	sleep 1 # a steady load before the kill: part of the figure's setting, not a wait for a condition
 	kill_host b2
 	sleep 1
-	touch "$T/stop"
-	wait "$LOADPID"
-	LOADPID=
+	load_stop
 	# One connect at a time: the FAILURES-th refused connect is the one
 	# that ejects (a connection accepted just before the kill may fail
 	# first, with ECONNRESET); every failure past it is one after.
@@ -112,22 +120,6 @@ wait_state() { # STATE: at most 10 s
 	done
 	return 1
 }
-load_start() { # OUT
-	rm -f "$T/started" "$T/stop"
-	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c /usr/bin/python3 "$TOP/tests/tools/health-load.py" \
-		"$VIP:9100" --rate "$RATE" --seconds 60 --started-file "$T/started" \
-		--stop-file "$T/stop" >"$1" &
-	LOADPID=$!
-	for ((i = 0; i < 600; i++)); do
-		[[ -e $T/started ]] && break
-		sleep 0.1
-	done
-}
-load_stop() {
-	touch "$T/stop"
-	wait "$LOADPID"
-	LOADPID=
-}
 start b2 198.18.143.3 v2 || exit 1
 cat >"$T/r.json" <<JSON
 { "services": [ { "name": "benchr", "vip": "$VIP", "port": 9100, "backends": [
@@ -145,12 +137,12 @@ for ((i = 0; i < 600; i++)); do
 	sleep 0.1
 done
 wait_state in || { echo "bench-health: dmscd did not probe the backends" >&2; exit 1; }
-load_start "$T/load-r1.json"
+load_start 9100 "$T/load-r1.json"
 sleep 1 # a steady load before the kill, as above
 kill_host b2
 wait_state ejected || echo "bench-health: the killed backend was not ejected" >&2
 load_stop
-load_start "$T/load-r2.json"
+load_start 9100 "$T/load-r2.json"
 t0=$(mono_ns)
 start b2 198.18.143.3 v2 || exit 1
 wait_state in || echo "bench-health: the restarted backend did not come back within 10 s" >&2
