@@ -45,14 +45,6 @@ start() { # HOST ADDR NAME
 		--max-seconds 600 >"$T/$1.out" 2>&1 &
 	dmsc_wait_ready "$T/$1.out" 10
 }
-kill_host() {
-	local pid
-	for pid in $(ip netns pids "$P$1"); do kill -KILL "$pid" 2>/dev/null; done
-	for ((i = 0; i < 100; i++)); do
-		[[ -z $(ip netns pids "$P$1") ]] && return 0
-		sleep 0.05
-	done
-}
 # load_start PORT OUT: the load on VIP:PORT, in the background, once it
 # made its first connection; load_stop ends it.
 load_start() {
@@ -87,7 +79,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	"$CTL" apply "$T/p.json" >/dev/null || exit 1
 	load_start $((9000 + r)) "$T/load.json"
 	sleep 1 # a steady load before the kill: part of the figure's setting, not a wait for a condition
-	kill_host b2
+	dmsc_net_stop b2
 	sleep 1
 	load_stop
 	# One connect at a time: the FAILURES-th refused connect is the one
@@ -139,7 +131,7 @@ done
 wait_state in || { echo "bench-health: dmscd did not probe the backends" >&2; exit 1; }
 load_start 9100 "$T/load-r1.json"
 sleep 1 # a steady load before the kill, as above
-kill_host b2
+dmsc_net_stop b2
 wait_state ejected || echo "bench-health: the killed backend was not ejected" >&2
 load_stop
 load_start 9100 "$T/load-r2.json"

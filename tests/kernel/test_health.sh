@@ -21,14 +21,6 @@ backend() {
 	echo $! >"$T/$1-$4.pid"
 	dmsc_wait_ready "$T/$1-$4.out" 10
 }
-# stop_backend HOST: kills every process of HOST (its servers), at once.
-stop_backend() {
-	local pid
-	for pid in $(ip netns pids "$P$1"); do
-		kill -KILL "$pid" 2>/dev/null
-	done
-	t_wait 10 bash -c "[[ -z \$(ip netns pids '$P$1') ]]"
-}
 for h in b1:198.18.141.2:v1 b2:198.18.141.3:v2; do
 	IFS=: read -r host addr name <<<"$h"
 	backend "$host" "$addr" "$name" id 9080 || { t_fail "backend $host ready"; t_summary; exit 1; }
@@ -65,7 +57,7 @@ t_check "apply a policy with passive health" "$CTL" apply "$T/passive.json"
 load 60 "$T/load1.json" --started-file "$T/started1" --stop-file "$T/stop1" &
 LOADPID=$!
 t_wait 300 test -e "$T/started1" || t_fail "the load started"
-stop_backend b2
+dmsc_net_stop b2
 t_wait 60 bash -c "[[ \$('$CTL' stats -o json | jq '.reasons.health_ejected // 0') -ge 1 ]]" ||
 	t_fail "the kernel ejects the killed backend"
 # A second of load after the ejection: none of it may fail.
@@ -160,7 +152,7 @@ load_r() {
 load_r 30 "$T/load2.json" --started-file "$T/started2" --stop-file "$T/stop2" &
 LOADPID=$!
 t_wait 300 test -e "$T/started2" || t_fail "the load on ratings started"
-stop_backend b2
+dmsc_net_stop b2
 t_check "dmscd takes the ejected backend out of the slot table" t_wait 30 bash -c \
 	'is ratings 1 .slots 0 && is ratings 1 .health.state ejected'
 t_check "dmscd logs why" grep -qE 'health: ratings 198.18.141.3:9080 out: ejected by the kernel after 3 connect failures' "$LOG"
@@ -212,8 +204,8 @@ t_check "connections reach the restarted backend again" test "$(jq '.backends.v2
 t_eq "and none fails" "$(jq .failures "$T/load3.json")" 0
 
 # 3. Every backend down: panic mode keeps them all, logged and counted.
-stop_backend b1
-stop_backend b2
+dmsc_net_stop b1
+dmsc_net_stop b2
 t_check "panic: dmscd says every backend of pages is unhealthy" t_wait 30 \
 	grep -q 'health: pages: every backend is unhealthy: all are kept in the slot table (panic mode)' "$LOG"
 t_check "panic: both backends keep their slots" t_wait 30 bash -c \

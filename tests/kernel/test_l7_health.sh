@@ -34,14 +34,6 @@ backend() {
 		--max-seconds 600 "$@" >"$T/$name.out" 2>&1 &
 	dmsc_wait_ready "$T/$name.out" 10
 }
-# stop_host HOST: kills every process in HOST's namespace (its server).
-stop_host() {
-	local pid
-	for pid in $(ip netns pids "$P$1"); do
-		kill -KILL "$pid" 2>/dev/null
-	done
-	t_wait 10 bash -c "[[ -z \$(ip netns pids '$P$1') ]]"
-}
 backend good good 198.18.151.2 || { t_fail "backend good ready"; t_summary; exit 1; }
 backend bad bad 198.18.151.3 --status 503 || { t_fail "backend bad ready"; t_summary; exit 1; }
 
@@ -105,7 +97,7 @@ t_eq "metrics: the backend is out" \
 	"$(metric 'dmsc_l7_backend_out{service="shop",backend="198.18.151.3:8080"}')" 1
 
 # 2. Healthy again: back once its ejection (6 s) is over.
-stop_host bad
+dmsc_net_stop bad
 backend bad bad 198.18.151.3 || t_fail "backend bad restarted healthy"
 t_check "back in rotation after its ejection" t_wait 30 bash -c \
 	"[[ \$('$CTL' show services -o json | jq -r '.services[] | select(.name == \"shop\") | .backends[1].health.state') == in ]]"
@@ -129,7 +121,7 @@ t_check "pair: the capped runs are counted" t_wait 10 grep -qE \
 	'^dmsc_l7_health_ejections_capped_total\{service="pair"\} [1-9]' "$T/metrics.prom"
 
 # 3. Connect failures count too; every backend out is panic mode.
-stop_host bad
+dmsc_net_stop bad
 codes "$ALLBAD" 5 >"$T/codes3"
 t_eq "allbad: every request fails (502: refused)" "$(grep -c '^502$' "$T/codes3")" 5
 t_eq "allbad: its one backend is ejected after 2 failed connects" "$(health allbad 0 .health.state)" ejected
