@@ -18,6 +18,7 @@ HELPER=198.18.150.1:15001
 SHOP=198.19.150.10
 ALLBAD=198.19.150.11
 PAIR=198.19.150.12
+BACK=198.19.150.13
 dmsc_net_host c 198.18.150.2/16 || exit 1
 dmsc_net_host n 198.18.150.1/16 || exit 1
 dmsc_net_host good 198.18.151.2/16 || exit 1
@@ -43,12 +44,18 @@ cat >"$T/policy.json" <<EOF
     "backends": [
       { "address": "198.18.151.2", "port": 8080 },
       { "address": "198.18.151.3", "port": 8080 } ],
-    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 6000,
-                             "max_ejection_ms": 60000 } } },
+    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 } } },
   { "name": "allbad", "vip": "$ALLBAD", "port": 80, "protocol": "http",
     "backends": [ { "address": "198.18.151.3", "port": 8080 } ],
     "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
                              "max_ejection_ms": 600000 } } },
+  { "name": "back", "vip": "$BACK", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.151.2", "port": 8080 },
+      { "address": "198.18.151.3", "port": 8080 } ],
+    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 1000,
+                             "max_ejection_ms": 60000 } } },
   { "name": "pair", "vip": "$PAIR", "port": 80, "protocol": "http",
     "backends": [
       { "address": "198.18.151.4", "port": 8080 },
@@ -96,15 +103,19 @@ t_check "metrics: one ejection, three 5xx" t_wait 10 bash -c \
 t_eq "metrics: the backend is out" \
 	"$(metric 'dmsc_l7_backend_out{service="shop",backend="198.18.151.3:8080"}')" 1
 
-# 2. Healthy again: back once its ejection (6 s) is over.
+# 2. Healthy again: back once its ejection is over (service "back": 1 s,
+# twice as long each time it is ejected again while still answering 503).
+codes "$BACK" 20 >"$T/codes-back"
+t_check "back: the 503 backend was ejected" t_wait 10 grep -qE \
+	'^dmsc_l7_backend_ejections_total\{service="back",backend="198.18.151.3:8080"\} [1-9]' "$T/metrics.prom"
 dmsc_net_stop bad
 backend bad bad 198.18.151.3 || t_fail "backend bad restarted healthy"
-t_check "back in rotation after its ejection" t_wait 30 bash -c \
-	"[[ \$('$CTL' show services -o json | jq -r '.services[] | select(.name == \"shop\") | .backends[1].health.state') == in ]]"
-codes "$SHOP" 40 >"$T/codes2"
+t_check "back in rotation after its ejection" t_wait 60 bash -c \
+	"[[ \$('$CTL' show services -o json | jq -r '.services[] | select(.name == \"back\") | .backends[1].health.state') == in ]]"
+codes "$BACK" 40 >"$T/codes2"
 t_eq "40 requests after: all 200" "$(grep -c '^200$' "$T/codes2")" 40
 urls=()
-for ((i = 0; i < 30; i++)); do urls+=("http://$SHOP/n$i"); done
+for ((i = 0; i < 30; i++)); do urls+=("http://$BACK/n$i"); done
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 20 "${urls[@]}" >"$T/names2"
 t_check "...and it answers again (30 requests: some by it)" grep -qx bad "$T/names2"
 
