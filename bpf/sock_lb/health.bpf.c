@@ -44,18 +44,59 @@ static __always_inline struct dmsc_sock_vip *watched(struct bpf_sock_ops *ops,
 	return rec;
 }
 
-static __always_inline void connect_failed(__u32 backend_id, const struct dmsc_svc_health *cfg)
+/* max_ejection_percent: how many of the service's *n backends are ejected
+ * at now (read without their locks: two CPUs ejecting at once may both
+ * find room, one backend over the cap at most per CPU). */
+static __always_inline __u32 count_ejected(__u32 svc_id, __u64 now, __u32 *n)
 {
+	struct dmsc_svc_meta *m = bpf_map_lookup_elem(&dmsc_svc_meta, &svc_id);
+	struct dmsc_be_health *h;
+	__u64 k = 0, until, out;
+	__u32 i, id;
+
+	*n = 0;
+	if (!m)
+		return 0;
+	*n = m->n_backends;
+	for (i = 0; i < DMSC_BACKENDS_PER_SERVICE_MAX; i++) {
+		if (i >= m->n_backends)
+			break;
+		id = m->backend_id[i];
+		h = bpf_map_lookup_elem(&dmsc_be_health, &id);
+		if (!h)
+			continue;
+		/* Without a branch on what was found: a branch per backend
+		 * doubles the paths the verifier walks at each step. Both
+		 * times are below 2^63; the top bit of a u64 difference is
+		 * 1 when it went below zero. */
+		until = h->ejected_until_ns;
+		out = h->out ^ DMSC_HEALTH_OUT_EJECTED;
+		k += ((now - until) >> 63) | ((out - 1) >> 63);
+	}
+	return (__u32)k;
+}
+
+static __always_inline void connect_failed(const struct dmsc_sock_vip *rec,
+					   const struct dmsc_svc_health *cfg)
+{
+	__u32 backend_id = rec->backend_id, n = 0, k;
 	struct dmsc_be_health *h = bpf_map_lookup_elem(&dmsc_be_health, &backend_id);
 	__u64 now = bpf_ktime_get_ns();
-	int ejected;
+	int ejected, room = 1;
 
 	if (!h) {
 		count_reason(DMSC_R_HEALTH_MISSING);
 		return;
 	}
+	/* Counted before the lock (no lookups under a spin lock), only when
+	 * this failure may complete a run. */
+	if (cfg->max_eject_pct && cfg->max_eject_pct < 100 &&
+	    dmsc_health_would_eject(h, cfg, now)) {
+		k = count_ejected(rec->svc_id, now, &n);
+		room = dmsc_health_may_eject(cfg, k, n);
+	}
 	bpf_spin_lock(&h->lock);
-	ejected = dmsc_health_failed(h, cfg, now);
+	ejected = dmsc_health_failed_room(h, cfg, now, room);
 	bpf_spin_unlock(&h->lock);
 	if (ejected)
 		count_reason(DMSC_R_HEALTH_EJECTED);
@@ -95,6 +136,6 @@ int dmsc_health_sockops(struct bpf_sock_ops *ops)
 	if (ops->args[1] == BPF_TCP_ESTABLISHED)
 		connect_succeeded(rec->backend_id);
 	else if (ops->args[1] == BPF_TCP_CLOSE)
-		connect_failed(rec->backend_id, &cfg);
+		connect_failed(rec, &cfg);
 	return 1;
 }

@@ -33,7 +33,9 @@
  * connect4 reads anyway. eject_after 0: no passive health. */
 struct dmsc_svc_health {
 	__u16 eject_after; /* consecutive connect failures */
-	__u16 pad;	   /* always zero */
+	/* passive.max_ejection_percent; 0 (an element of an older build) or
+	 * 100: no cap. */
+	__u16 max_eject_pct;
 	__u32 base_ejection_ms;
 	__u32 max_ejection_ms;
 };
@@ -79,14 +81,37 @@ static inline __u64 dmsc_ejection_ns(const struct dmsc_svc_health *cfg, __u32 n)
 }
 
 /*
- * One failed connect to a backend, at now (ns). Returns 1 when it ejects
- * the backend. The kernel runs it under h->lock (no helper calls inside),
- * the unit tests as it is. An ejection counts as "in a row" when the last
- * one ended less than max_ejection_ms before; the count of failures starts
- * again after each ejection.
+ * max_ejection_percent: may one more of a service's n backends be ejected
+ * while `ejected` are? Always the first one (as Envoy does: a cap below
+ * one backend would make passive health useless on small services).
  */
-static inline int dmsc_health_failed(struct dmsc_be_health *h, const struct dmsc_svc_health *cfg,
-				     __u64 now)
+static inline int dmsc_health_may_eject(const struct dmsc_svc_health *cfg, __u32 ejected, __u32 n)
+{
+	if (!cfg->max_eject_pct || cfg->max_eject_pct >= 100 || !ejected)
+		return 1;
+	return (__u64)(ejected + 1) * 100 <= (__u64)cfg->max_eject_pct * n;
+}
+
+/* Does the next failure of this backend complete a run (the caller then
+ * checks max_ejection_percent)? Read without the lock: a hint. */
+static inline int dmsc_health_would_eject(const struct dmsc_be_health *h,
+					  const struct dmsc_svc_health *cfg, __u64 now)
+{
+	return cfg->eject_after && h->ejected_until_ns <= now &&
+	       h->consecutive + 1 >= cfg->eject_after;
+}
+
+/*
+ * One failed connect to a backend, at now (ns), with room (from
+ * dmsc_health_may_eject) to eject it or not. Returns 1 when it ejects the
+ * backend; a run completed without room stays one failure short of
+ * complete, so the next failure asks again. The kernel runs it under
+ * h->lock (no helper calls inside), the unit tests as it is. An ejection
+ * counts as "in a row" when the last one ended less than max_ejection_ms
+ * before; the count of failures starts again after each ejection.
+ */
+static inline int dmsc_health_failed_room(struct dmsc_be_health *h,
+					  const struct dmsc_svc_health *cfg, __u64 now, int room)
 {
 	h->failures++;
 	if (h->ejected_until_ns > now) {
@@ -98,6 +123,10 @@ static inline int dmsc_health_failed(struct dmsc_be_health *h, const struct dmsc
 	h->consecutive++;
 	if (!cfg->eject_after || h->consecutive < cfg->eject_after)
 		return 0;
+	if (!room) {
+		h->consecutive = cfg->eject_after - 1;
+		return 0;
+	}
 	if (h->ejected_until_ns &&
 	    now - h->ejected_until_ns > (__u64)cfg->max_ejection_ms * DMSC_NS_PER_MS)
 		h->ejections = 0;
@@ -106,6 +135,12 @@ static inline int dmsc_health_failed(struct dmsc_be_health *h, const struct dmsc
 	h->ejected_at_ns = now;
 	h->ejected_until_ns = now + dmsc_ejection_ns(cfg, h->ejections);
 	return 1;
+}
+
+static inline int dmsc_health_failed(struct dmsc_be_health *h, const struct dmsc_svc_health *cfg,
+				     __u64 now)
+{
+	return dmsc_health_failed_room(h, cfg, now, 1);
 }
 
 /* Is the backend ejected by the kernel at now? */

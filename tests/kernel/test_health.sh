@@ -21,14 +21,6 @@ backend() {
 	echo $! >"$T/$1-$4.pid"
 	dmsc_wait_ready "$T/$1-$4.out" 10
 }
-# stop_backend HOST: kills every process of HOST (its servers), at once.
-stop_backend() {
-	local pid
-	for pid in $(ip netns pids "$P$1"); do
-		kill -KILL "$pid" 2>/dev/null
-	done
-	t_wait 10 bash -c "[[ -z \$(ip netns pids '$P$1') ]]"
-}
 for h in b1:198.18.141.2:v1 b2:198.18.141.3:v2; do
 	IFS=: read -r host addr name <<<"$h"
 	backend "$host" "$addr" "$name" id 9080 || { t_fail "backend $host ready"; t_summary; exit 1; }
@@ -65,7 +57,7 @@ t_check "apply a policy with passive health" "$CTL" apply "$T/passive.json"
 load 60 "$T/load1.json" --started-file "$T/started1" --stop-file "$T/stop1" &
 LOADPID=$!
 t_wait 300 test -e "$T/started1" || t_fail "the load started"
-stop_backend b2
+dmsc_net_stop b2
 t_wait 60 bash -c "[[ \$('$CTL' stats -o json | jq '.reasons.health_ejected // 0') -ge 1 ]]" ||
 	t_fail "the kernel ejects the killed backend"
 # A second of load after the ejection: none of it may fail.
@@ -83,6 +75,28 @@ t_range "connects failed before the kernel ejected the backend (3 in a row, a fe
 t_eq "the third refused connect ejected it: no fourth" "$(jq '.errors.ECONNREFUSED' "$T/load1.json")" 3
 t_check "the load went on to the other backend" test "$(jq ".backends.v1 // 0" "$T/load1.json")" -gt 0
 t_check "connect4 passed over the ejected backend" test "$(reason health_repick)" -gt 0
+
+# 1b. max_ejection_percent 50: of two backends that both refuse, the
+# kernel ejects one and keeps the other in.
+cat >"$T/capped.json" <<EOF
+{ "services": [
+  { "name": "capped", "vip": "$VIP", "port": 9090,
+    "backends": [
+      { "address": "198.18.141.2", "port": 9090 },
+      { "address": "198.18.141.3", "port": 9090 } ],
+    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000, "max_ejection_percent": 50 } } } ] }
+EOF
+t_check "apply a service with max_ejection_percent 50" "$CTL" apply "$T/capped.json"
+ej0=$(reason health_ejected)
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c /usr/bin/python3 "$LOAD" "$VIP:9090" \
+	--rate 1000 --seconds 0.3 --timeout-ms 1000 >"$T/capped-load.json"
+t_check "every connect to the two dead backends failed" \
+	test "$(jq .failures "$T/capped-load.json")" -eq "$(jq .attempts "$T/capped-load.json")"
+t_eq "the kernel ejected one of them, not both (50 %)" "$(($(reason health_ejected) - ej0))" 1
+t_eq "show services: one ejected, one in" \
+	"$("$CTL" show services -o json | jq -c '[.services[] | select(.name == "capped") | .backends[].health.state] | sort')" \
+	'["ejected","in"]'
 
 # 2. dmscd: the durable part. It runs in host c's network namespace (where
 # the backends are reachable), outside the mesh cgroup, and adopts the
@@ -138,7 +152,7 @@ load_r() {
 load_r 30 "$T/load2.json" --started-file "$T/started2" --stop-file "$T/stop2" &
 LOADPID=$!
 t_wait 300 test -e "$T/started2" || t_fail "the load on ratings started"
-stop_backend b2
+dmsc_net_stop b2
 t_check "dmscd takes the ejected backend out of the slot table" t_wait 30 bash -c \
 	'is ratings 1 .slots 0 && is ratings 1 .health.state ejected'
 t_check "dmscd logs why" grep -qE 'health: ratings 198.18.141.3:9080 out: ejected by the kernel after 3 connect failures' "$LOG"
@@ -190,8 +204,8 @@ t_check "connections reach the restarted backend again" test "$(jq '.backends.v2
 t_eq "and none fails" "$(jq .failures "$T/load3.json")" 0
 
 # 3. Every backend down: panic mode keeps them all, logged and counted.
-stop_backend b1
-stop_backend b2
+dmsc_net_stop b1
+dmsc_net_stop b2
 t_check "panic: dmscd says every backend of pages is unhealthy" t_wait 30 \
 	grep -q 'health: pages: every backend is unhealthy: all are kept in the slot table (panic mode)' "$LOG"
 t_check "panic: both backends keep their slots" t_wait 30 bash -c \

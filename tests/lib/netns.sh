@@ -425,3 +425,18 @@ dmsc_wait_ready() {
 	dmsc__err "dmsc_wait_ready: no \"ready\" in $file after ${secs}s"
 	return 1
 }
+
+# dmsc_net_stop HOST: kills every process in host HOST's namespace (its
+# servers) at once, and waits (at most 10 s) until none is left.
+dmsc_net_stop() {
+	local ns="${DMSC_NET_PREFIX}${1-}" pid i
+	for pid in $(ip netns pids "$ns" 2>/dev/null); do
+		kill -KILL "$pid" 2>/dev/null
+	done
+	for ((i = 0; i < 200; i++)); do
+		[[ -z $(ip netns pids "$ns" 2>/dev/null) ]] && return 0
+		sleep 0.05
+	done
+	dmsc__err "dmsc_net_stop: processes left in $ns after 10s"
+	return 1
+}

@@ -10,8 +10,9 @@ opens one connection at a time, R per second, for S seconds (or until F
 exists), reads the first line the server sends (dmsc-testsrv --mode id
 sends its name) and closes. Prints one JSON object: attempts, ok, failures,
 per backend name the connections, per reason (an errno name, or EOF) the
-failures, and the CLOCK_MONOTONIC times (ns) of the first and last failure
-and of every failure (at most 10000). --started-file is written once the
+failures, the CLOCK_MONOTONIC times (ns) of the first and last failure
+and of every failure with its reason (at most 10000), and per backend name the time (ns)
+of its first connection. --started-file is written once the
 first connection was made. Standard library only; every wait is bounded.
 """
 import argparse
@@ -60,7 +61,7 @@ def main():
     start = time.monotonic()
     end = start + min(a.seconds, 600)
     out = {"attempts": 0, "ok": 0, "failures": 0, "backends": {}, "errors": {},
-           "first_failure_ns": 0, "last_failure_ns": 0, "failure_ns": []}
+           "first_failure_ns": 0, "last_failure_ns": 0, "failure_ns": [], "failure_errs": [], "first_ok_ns": {}}
     nxt = start
     while True:
         now = time.monotonic()
@@ -76,6 +77,8 @@ def main():
         if err is None:
             out["ok"] += 1
             out["backends"][name] = out["backends"].get(name, 0) + 1
+            if name not in out["first_ok_ns"]:
+                out["first_ok_ns"][name] = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             if a.started_file and out["ok"] == 1:
                 open(a.started_file, "w").close()
             continue
@@ -87,6 +90,7 @@ def main():
         out["last_failure_ns"] = t
         if len(out["failure_ns"]) < 10000:
             out["failure_ns"].append(t)
+            out["failure_errs"].append(err)
     out["seconds"] = round(time.monotonic() - start, 3)
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")

@@ -32,6 +32,40 @@ Test(health_kernel, ejects_after_consecutive_failures)
 	cr_expect_eq(h.consecutive, 0, "a new run of failures starts after an ejection");
 }
 
+Test(health_kernel, max_ejection_percent_caps_all_but_the_first)
+{
+	struct dmsc_svc_health c = cfg;
+
+	c.max_eject_pct = 0; /* an older build's element: no cap */
+	cr_expect(dmsc_health_may_eject(&c, 9, 10));
+	c.max_eject_pct = 100;
+	cr_expect(dmsc_health_may_eject(&c, 9, 10));
+	c.max_eject_pct = 50;
+	cr_expect(dmsc_health_may_eject(&c, 0, 2), "the first one always");
+	cr_expect_not(dmsc_health_may_eject(&c, 1, 2));
+	cr_expect(dmsc_health_may_eject(&c, 1, 4));
+	cr_expect_not(dmsc_health_may_eject(&c, 2, 4));
+	c.max_eject_pct = 10;
+	cr_expect(dmsc_health_may_eject(&c, 0, 3), "the first one, even above 10 %");
+	cr_expect_not(dmsc_health_may_eject(&c, 1, 3));
+}
+
+Test(health_kernel, a_run_without_room_stays_one_short)
+{
+	struct dmsc_be_health h = {0};
+	__u64 now = 1000 * MS;
+
+	cr_expect_eq(dmsc_health_failed_room(&h, &cfg, now, 0), 0);
+	cr_expect_eq(dmsc_health_failed_room(&h, &cfg, now, 0), 0);
+	cr_expect_not(dmsc_health_would_eject(&h, &(struct dmsc_svc_health){.eject_after = 9}, now));
+	cr_expect(dmsc_health_would_eject(&h, &cfg, now));
+	cr_expect_eq(dmsc_health_failed_room(&h, &cfg, now, 0), 0, "no room: not ejected");
+	cr_expect_not(dmsc_health_ejected(&h, now));
+	cr_expect_eq(h.consecutive, 2, "one short of the run");
+	cr_expect_eq(dmsc_health_failed_room(&h, &cfg, now, 1), 1, "room again: the next ejects");
+	cr_expect(dmsc_health_ejected(&h, now));
+}
+
 Test(health_kernel, late_failures_do_not_count_toward_the_next)
 {
 	struct dmsc_be_health h = {0};

@@ -630,7 +630,24 @@ Test(policy_health, values)
 	     {HP ".passive.max_ejection_ms", "1000 is shorter than base_ejection_ms (30000)"}},
 	    {HEALTH("{'passive':{'eject':1}}"),
 	     {HP ".passive.eject", "unknown field \"eject\" (allowed: consecutive_failures, "
-				   "base_ejection_ms, max_ejection_ms)"}});
+				   "base_ejection_ms, max_ejection_ms, max_ejection_percent)"}},
+	    {HEALTH("{'passive':{'max_ejection_percent':0}}"),
+	     {HP ".passive.max_ejection_percent", "0 is not a percentage of the backends (1-100)"}},
+	    {HEALTH("{'passive':{'max_ejection_percent':101}}"),
+	     {HP ".passive.max_ejection_percent",
+	      "101 is not a percentage of the backends (1-100)"}});
+}
+
+Test(policy_health, max_ejection_percent_defaults_to_every_backend)
+{
+	struct dmsc_policy p;
+
+	parse_ok(HEALTH("{'passive':{}}"), &p);
+	cr_expect_eq(p.services[0].health.passive.max_ejection_percent, 100);
+	dmsc_policy_free(&p);
+	parse_ok(HEALTH("{'passive':{'max_ejection_percent':50}}"), &p);
+	cr_expect_eq(p.services[0].health.passive.max_ejection_percent, 50);
+	dmsc_policy_free(&p);
 }
 
 Test(policy_health, not_for_udp)
@@ -652,17 +669,15 @@ Test(policy_health, every_error_at_once)
 		      {HP ".passive.consecutive_failures", "-1 is not a failure count (1-1000)"});
 }
 
-/* http services: dmsc-l7 picks their backends, so apply refuses health there
- * until the helper honours it. */
-Test(policy_health, http_is_refused_by_apply)
+/* http services: dmsc-l7 honours health (docs/design.md decision 35), so
+ * apply takes it as for tcp. */
+Test(policy_health, http_is_taken_by_apply)
 {
 	struct dmsc_policy p;
 	char buf[256];
 
 	parse_ok(DOC(HTTP_SVC(",'health':{'passive':{}}")), &p);
-	cr_assert_not_null(dmsc_policy_unsupported(&p, buf, sizeof(buf)));
-	cr_expect_str_eq(buf, "services[0].health: not enforced for protocol \"http\" by this "
-			      "build (dmsc-l7 picks the backends of http services itself)");
+	cr_expect_null(dmsc_policy_unsupported(&p, buf, sizeof(buf)));
 	dmsc_policy_free(&p);
 	parse_ok(HEALTH("{'passive':{}}"), &p);
 	cr_expect_null(dmsc_policy_unsupported(&p, buf, sizeof(buf)));

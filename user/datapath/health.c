@@ -33,6 +33,7 @@ void dmsc_health_svc_config(const struct dmsc_policy_service *w, struct dmsc_svc
 	cfg->eject_after = (__u16)w->health.passive.consecutive_failures;
 	cfg->base_ejection_ms = w->health.passive.base_ejection_ms;
 	cfg->max_ejection_ms = w->health.passive.max_ejection_ms;
+	cfg->max_eject_pct = (__u16)w->health.passive.max_ejection_percent;
 }
 
 void dmsc_health_read_out(const struct dmsc_datapath *dp, const __u32 *ids, __u32 n,
@@ -74,8 +75,8 @@ const char *dmsc_health_out_name(__u32 out)
 	}
 }
 
-const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_after, __u64 now_ns,
-				 char *why, size_t len)
+const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_after, bool l7,
+				 __u64 now_ns, char *why, size_t len)
 {
 	struct timespec wall;
 	char until[32] = "";
@@ -95,9 +96,11 @@ const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_aft
 	case DMSC_HEALTH_OUT_EJECTED:
 		if (dmsc_health_ejected(h, now_ns))
 			snprintf(why, len,
-				 "ejected after %u connect failures in a row until %s "
-				 "(ejection %u in a row)",
-				 eject_after, until, h->ejections);
+				 "ejected after %u %s in a row until %s (ejection %u in a row)",
+				 eject_after,
+				 l7 ? "failures (5xx responses or failed connects, seen by dmsc-l7)"
+				    : "connect failures",
+				 until, h->ejections);
 		else
 			snprintf(why, len, "ejection over, waiting for a probe to pass");
 		break;
@@ -110,8 +113,8 @@ const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_aft
 				 h->probe_failed, h->probe_detail);
 		break;
 	default:
-		snprintf(why, len, "%llu connect failures in all, %u probes",
-			 (unsigned long long)h->failures, h->probes);
+		snprintf(why, len, "%llu %s in all, %u probes", (unsigned long long)h->failures,
+			 l7 ? "failures (5xx or connect)" : "connect failures", h->probes);
 		break;
 	}
 	return dmsc_health_out_name(out);

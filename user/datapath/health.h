@@ -36,9 +36,10 @@ const char *dmsc_health_out_name(__u32 out);
 /* What a backend's health entry says, for show and the metrics: its state
  * name (as dmsc_health_out_name, or "ejected" while the kernel's own
  * ejection runs even if dmscd has not seen it) and a sentence why.
- * eject_after: the service's consecutive_failures. now_ns: CLOCK_MONOTONIC.
- * Returns the state name. */
-const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_after, __u64 now_ns,
-				 char *why, size_t len);
+ * eject_after: the service's consecutive_failures; l7: an http service,
+ * whose failures dmsc-l7 counts (5xx responses too). now_ns:
+ * CLOCK_MONOTONIC. Returns the state name. */
+const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_after, bool l7,
+				 __u64 now_ns, char *why, size_t len);
 
 #endif /* DMSC_DATAPATH_HEALTH_H */

@@ -52,9 +52,9 @@ static void backend_health(const struct dmsc_datapath *dp, const struct dmsc_sta
 		return;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	state = dmsc_health_describe(&v, s->svc.health.eject_after,
-				     (__u64)ts.tv_sec * 1000000000ull + (__u64)ts.tv_nsec, why,
-				     sizeof(why));
+	state = dmsc_health_describe(
+	    &v, s->svc.health.eject_after, (s->svc.flags & DMSC_SVC_F_L7) != 0,
+	    (__u64)ts.tv_sec * 1000000000ull + (__u64)ts.tv_nsec, why, sizeof(why));
 	json_add(h, "state", json_object_new_string(state));
 	json_add(h, "why", json_object_new_string(why));
 	json_add(h, "connect_failures", json_object_new_int64((int64_t)v.failures));

@@ -65,7 +65,7 @@ void dmsc_health_metrics(struct dmsc_buf *b, const struct dmsc_mirror *m,
 						      BPF_F_LOCK))
 				continue;
 			dmsc_format_addr_port(ms->be[j].addr, ms->be[j].port, be, sizeof(be));
-			state = dmsc_health_describe(&h, 0, now, why, sizeof(why));
+			state = dmsc_health_describe(&h, 0, false, now, why, sizeof(why));
 			for (s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
 				l[3] = (struct dmsc_prom_label){"state",
 								dmsc_health_out_name(states[s])};

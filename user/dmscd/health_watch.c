@@ -42,6 +42,7 @@ struct dmsc_health_target {
 	__u32 addr; /* network order */
 	__u16 port; /* network order */
 	bool first; /* the service's first target: holds its panic state */
+	bool l7;    /* an http service: dmsc-l7 counts its failures */
 	bool panic;
 	/* The probe in flight. */
 	enum probe_phase phase;
@@ -288,9 +289,9 @@ static bool evaluate(struct dmsc_health_watch *w, struct dmsc_health_target *t, 
 		return want != DMSC_HEALTH_IN;
 	if (want == DMSC_HEALTH_OUT_EJECTED) {
 		snprintf(why, sizeof(why),
-			 "ejected by the kernel after %u connect failures in a row, for %.1f s "
-			 "(ejection %u in a row)",
-			 t->cfg.passive.consecutive_failures,
+			 "ejected by %s after %u %s in a row, for %.1f s (ejection %u in a row)",
+			 t->l7 ? "dmsc-l7" : "the kernel", t->cfg.passive.consecutive_failures,
+			 t->l7 ? "failures (5xx or connect)" : "connect failures",
 			 (double)(h.ejected_until_ns - h.ejected_at_ns) / 1e9, h.ejections);
 	} else if (want == DMSC_HEALTH_OUT_PROBE) {
 		describe_probe(t->detail, d, sizeof(d));
@@ -607,6 +608,7 @@ int dmsc_health_watch_set(struct dmsc_health_watch *w, const struct dmsc_policy 
 			t->addr = s->backends[j].addr;
 			t->port = htons(s->backends[j].port);
 			t->weight = s->backends[j].weight;
+			t->l7 = s->protocol == DMSC_POLICY_HTTP;
 			dmsc_format_addr_port(t->addr, t->port, t->addr_text, sizeof(t->addr_text));
 			t->fd = -1;
 			t->next_ms = now;

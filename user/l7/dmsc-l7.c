@@ -339,6 +339,8 @@ int main(int argc, char **argv)
 		return 1;
 	if (open_maps(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), &conf_fd))
 		return 1;
+	if (dmsc_l7_health_open(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir()))
+		return 1;
 	if (opt.access_log) {
 		access_fd =
 		    strcmp(opt.access_log, "-") == 0

@@ -364,6 +364,7 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 			if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 				return;
 			if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+				dmsc_l7_health_result(hc->svc, up->backend, 0);
 				l7h2_up_failed(up);
 				conn_pump(hc);
 				return;

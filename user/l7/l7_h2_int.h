@@ -15,6 +15,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "l7_h2.h"
+#include "l7_health.h"
 
 #define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define H2_PREFACE_LEN 24

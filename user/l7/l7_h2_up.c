@@ -103,6 +103,7 @@ int l7h2_up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 			return 0;
 		}
 		st->resp_final = true;
+		dmsc_l7_health_result(st->hc->svc, st->backend, st->status);
 		grpc_status_of(st, st->resp);
 		st->resp_end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 		if (st->c_closed || st->resp_submitted)
@@ -289,8 +290,8 @@ void l7h2_stream_send(struct h2_stream *st)
 	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = l7h2_req_read};
 	int idx;
 
-	idx = dmsc_l7_pick_backend(route ? &route->pick : &hc->svc->pick,
-				   hc->env->rnd(hc->env->worker), st->tried);
+	idx = dmsc_l7_health_pick(hc->svc, route ? &route->pick : &hc->svc->pick,
+				  hc->env->rnd(hc->env->worker), st->tried);
 	if (idx < 0) {
 		l7h2_respond_local(st, 503);
 		return;

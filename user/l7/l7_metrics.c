@@ -257,6 +257,7 @@ void metrics_write(void)
 			(unsigned long long)acc, (unsigned long long)noh, (unsigned long long)unk,
 			(unsigned long long)over, (unsigned long long)cl, dmsc_l7_netns_count());
 	}
+	dmsc_l7_health_metrics(f);
 	if (fclose(f) == 0)
 		rename(tmp, opt.metrics_file);
 	else

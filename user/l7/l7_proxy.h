@@ -38,6 +38,7 @@
 #include "dmsc/bucket.h"
 #include "l7_ep.h"
 #include "l7_h2.h"
+#include "l7_health.h"
 #include "l7_http.h"
 #include "l7_netns.h"
 #include "l7_route.h"

@@ -353,7 +353,8 @@ static void upstream_start(struct conn *c)
 	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
 	int idx, fd, one = 1;
 
-	idx = dmsc_l7_pick_backend(route ? &route->pick : &c->svc->pick, rnd(c->w), c->tried);
+	idx =
+	    dmsc_l7_health_pick(c->svc, route ? &route->pick : &c->svc->pick, rnd(c->w), c->tried);
 	if (idx < 0) {
 		upstream_failed(c, false, 503);
 		return;
@@ -399,6 +400,7 @@ static void upstream_start(struct conn *c)
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 			if (errno != EINPROGRESS) {
 				close(fd);
+				dmsc_l7_health_result(c->svc, idx, 0);
 				/* refused at once: nothing reached a backend */
 				upstream_failed(c, true, 502);
 				return;
@@ -451,6 +453,7 @@ void upstream_on_connected(struct conn *c)
 	if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
 	if (err) {
+		dmsc_l7_health_result(c->svc, c->backend, 0);
 		/* refused or unreachable: nothing reached a backend */
 		upstream_failed(c, true, 502);
 		return;
@@ -580,6 +583,7 @@ void upstream_read(struct conn *c)
 				return;
 			}
 			if (!head_before && c->resp_head) {
+				dmsc_l7_health_result(c->svc, c->backend, c->status);
 				if ((c->status == 502 || c->status == 503) && c->idempotent &&
 				    c->retain && c->rq.req_done && c->retries_left > 0) {
 					upstream_failed(c, true, c->status);

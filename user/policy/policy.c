@@ -302,8 +302,8 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 	/* A field that a build parses but cannot enforce is named here, with
 	 * its path, so that apply refuses it instead of pretending. IPv6
 	 * services (docs/design.md decisions 27 and 34) have everything but
-	 * http (dmsc-l7 listens on IPv4) and health (its sockops program and
-	 * dmscd's probes are IPv4 only). */
+	 * http (dmsc-l7 listens on IPv4) and health (its sockops program,
+	 * dmscd's probes and dmsc-l7's counts are IPv4 only). */
 	const struct dmsc_policy_service *s;
 	size_t i;
 
@@ -311,13 +311,6 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 		s = &p->services[i];
 		if (s->mtls != DMSC_MTLS_OFF && mtls_unsupported(s, i, buf, len))
 			return buf;
-		if (s->has_health && s->protocol == DMSC_POLICY_HTTP) {
-			snprintf(buf, len,
-				 "services[%zu].health: not enforced for protocol \"http\" by this "
-				 "build (dmsc-l7 picks the backends of http services itself)",
-				 i);
-			return buf;
-		}
 		if (s->family != AF_INET6)
 			continue;
 		if (s->protocol == DMSC_POLICY_HTTP) {

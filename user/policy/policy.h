@@ -100,6 +100,7 @@ struct dmsc_route {
 #define DMSC_HEALTH_CONSECUTIVE_FAILURES_DEFAULT 5
 #define DMSC_HEALTH_BASE_EJECTION_MS_DEFAULT 30000
 #define DMSC_HEALTH_MAX_EJECTION_MS_DEFAULT 300000
+#define DMSC_HEALTH_MAX_EJECTION_PERCENT_DEFAULT 100
 #define DMSC_HEALTH_INTERVAL_MS_MIN 100
 #define DMSC_HEALTH_INTERVAL_MS_MAX 3600000
 #define DMSC_HEALTH_TIMEOUT_MS_MIN 10
@@ -127,6 +128,7 @@ struct dmsc_health_active {
 struct dmsc_health_passive {
 	uint32_t consecutive_failures;
 	uint32_t base_ejection_ms, max_ejection_ms;
+	uint32_t max_ejection_percent; /* of the service's backends, 1-100 */
 };
 
 struct dmsc_health {

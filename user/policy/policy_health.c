@@ -15,7 +15,7 @@ static const char *const active_fields[] = {"type",
 					    "healthy_threshold",
 					    NULL};
 static const char *const passive_fields[] = {"consecutive_failures", "base_ejection_ms",
-					     "max_ejection_ms", NULL};
+					     "max_ejection_ms", "max_ejection_percent", NULL};
 static const char *const probe_names[] = {
     [DMSC_PROBE_TCP] = "tcp",
     [DMSC_PROBE_HTTP] = "http",
@@ -28,6 +28,7 @@ static const struct int_rule probe_timeout_rule = {
 static const struct int_rule threshold_rule = {1, DMSC_HEALTH_THRESHOLD_MAX, "a threshold"};
 static const struct int_rule status_rule = {100, 599, "an HTTP status"};
 static const struct int_rule failures_rule = {1, DMSC_HEALTH_FAILURES_MAX, "a failure count"};
+static const struct int_rule percent_rule = {1, 100, "a percentage of the backends"};
 static const struct int_rule ejection_rule = {
     DMSC_HEALTH_EJECTION_MS_MIN, DMSC_HEALTH_EJECTION_MS_MAX, "an ejection time in ms"};
 
@@ -141,6 +142,9 @@ static int parse_passive(struct ctx *c, const char *path, struct json_object *v,
 		ok = false;
 	if (!u32_member(c, v, path, "consecutive_failures", &failures_rule,
 			DMSC_HEALTH_CONSECUTIVE_FAILURES_DEFAULT, &pa->consecutive_failures))
+		ok = false;
+	if (!u32_member(c, v, path, "max_ejection_percent", &percent_rule,
+			DMSC_HEALTH_MAX_EJECTION_PERCENT_DEFAULT, &pa->max_ejection_percent))
 		ok = false;
 	if (!u32_member(c, v, path, "base_ejection_ms", &ejection_rule,
 			DMSC_HEALTH_BASE_EJECTION_MS_DEFAULT, &pa->base_ejection_ms) ||

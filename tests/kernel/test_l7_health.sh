@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# dmsc-l7's passive health on the running kernel (docs/design.md decision
+# 35): a backend of an http service that answers 503 leaves the helper's
+# rotation after exactly consecutive_failures of them, in the same
+# dmsc_be_health entry the kernel uses for tcp services (dmscctl show
+# services and the helper's metrics say why); healthy again, it is back
+# once its ejection is over; a service whose every backend is out keeps
+# them all (panic mode). Clients: curl, in the mesh cgroup.
+set -u
+. "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
+L7PID=
+suite_cleanup() {
+	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null && wait "$L7PID" 2>/dev/null
+}
+dmsc_suite_begin l7-health dlh$$
+L7=$BIN/dmsc-l7
+HELPER=198.18.150.1:15001
+SHOP=198.19.150.10
+ALLBAD=198.19.150.11
+PAIR=198.19.150.12
+BACK=198.19.150.13
+dmsc_net_host c 198.18.150.2/16 || exit 1
+dmsc_net_host n 198.18.150.1/16 || exit 1
+dmsc_net_host good 198.18.151.2/16 || exit 1
+dmsc_net_host bad 198.18.151.3/16 || exit 1
+dmsc_net_host bad2 198.18.151.4/16 || exit 1
+dmsc_net_host bad3 198.18.151.5/16 || exit 1
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+
+# backend NAME HOST ADDR EXTRA...: dmsc-testsrv http on ADDR:8080
+backend() {
+	local name=$1 host=$2 addr=$3
+	shift 3
+	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
+		--max-seconds 600 "$@" >"$T/$name.out" 2>&1 &
+	dmsc_wait_ready "$T/$name.out" 10
+}
+backend good good 198.18.151.2 || { t_fail "backend good ready"; t_summary; exit 1; }
+backend bad bad 198.18.151.3 --status 503 || { t_fail "backend bad ready"; t_summary; exit 1; }
+
+cat >"$T/policy.json" <<EOF
+{ "services": [
+  { "name": "shop", "vip": "$SHOP", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.151.2", "port": 8080 },
+      { "address": "198.18.151.3", "port": 8080 } ],
+    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 } } },
+  { "name": "allbad", "vip": "$ALLBAD", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.151.3", "port": 8080 } ],
+    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 } } },
+  { "name": "back", "vip": "$BACK", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.151.2", "port": 8080 },
+      { "address": "198.18.151.3", "port": 8080 } ],
+    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 1000,
+                             "max_ejection_ms": 60000 } } },
+  { "name": "pair", "vip": "$PAIR", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.151.4", "port": 8080 },
+      { "address": "198.18.151.5", "port": 8080 } ],
+    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000, "max_ejection_percent": 50 } } } ] }
+EOF
+t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
+t_check "apply http services with passive health (no longer refused)" "$CTL" apply "$T/policy.json"
+ip netns exec "${P}n" "$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 2 \
+	--default-retries 0 --metrics-file "$T/metrics.prom" >"$T/l7.out" 2>"$T/l7.err" &
+L7PID=$!
+dmsc_wait_ready "$T/l7.out" 10 || { t_fail "dmsc-l7 ready"; cat "$T/l7.err"; t_summary; exit 1; }
+
+# codes VIP N: N requests one after the other (one curl, one connection),
+# one status code a line.
+codes() {
+	local urls=() i
+	for ((i = 0; i < $2; i++)); do urls+=(-o /dev/null "http://$1/r$i"); done
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 20 -w '%{http_code}\n' \
+		"${urls[@]}"
+}
+health() {
+	"$CTL" show services -o json |
+		jq -r ".services[] | select(.name == \"$1\") | .backends[$2] | $3"
+}
+metric() {
+	awk -v k="$1" 'index($0, k " ") == 1 { print $2 }' "$T/metrics.prom"
+}
+
+# 1. 503s: the third in a row ejects the backend, and none follows.
+codes "$SHOP" 60 >"$T/codes1"
+t_eq "60 requests: all answered" "$(wc -l <"$T/codes1")" 60
+t_eq "exactly 3 answered 503 (the third ejected the backend)" "$(grep -c '^503$' "$T/codes1")" 3
+t_eq "...and the rest 200" "$(grep -c '^200$' "$T/codes1")" 57
+t_eq "show services: the backend is ejected" "$(health shop 1 .health.state)" ejected
+t_check "show services says why" bash -c "'$CTL' show services -o json | jq -r '.services[] | select(.name == \"shop\") | .backends[1].health.why' |
+	grep -q 'ejected after 3 failures (5xx responses or failed connects, seen by dmsc-l7) in a row until 20'"
+t_eq "show services: the other backend is in" "$(health shop 0 .health.state)" in
+t_check "the helper logs the ejection" grep -q \
+	'health: shop 198.18.151.3:8080 ejected after 3 failures in a row (last: a 5xx response)' "$T/l7.err"
+t_check "metrics: one ejection, three 5xx" t_wait 10 bash -c \
+	"grep -q '^dmsc_l7_backend_ejections_total{service=\"shop\",backend=\"198.18.151.3:8080\"} 1\$' '$T/metrics.prom' &&
+	 grep -q '^dmsc_l7_backend_failures_total{service=\"shop\",backend=\"198.18.151.3:8080\",kind=\"5xx\"} 3\$' '$T/metrics.prom'"
+t_eq "metrics: the backend is out" \
+	"$(metric 'dmsc_l7_backend_out{service="shop",backend="198.18.151.3:8080"}')" 1
+
+# 2. Healthy again: back once its ejection is over (service "back": 1 s,
+# twice as long each time it is ejected again while still answering 503).
+codes "$BACK" 20 >"$T/codes-back"
+t_check "back: the 503 backend was ejected" t_wait 10 grep -qE \
+	'^dmsc_l7_backend_ejections_total\{service="back",backend="198.18.151.3:8080"\} [1-9]' "$T/metrics.prom"
+dmsc_net_stop bad
+backend bad bad 198.18.151.3 || t_fail "backend bad restarted healthy"
+t_check "back in rotation after its ejection" t_wait 60 bash -c \
+	"[[ \$('$CTL' show services -o json | jq -r '.services[] | select(.name == \"back\") | .backends[1].health.state') == in ]]"
+codes "$BACK" 40 >"$T/codes2"
+t_eq "40 requests after: all 200" "$(grep -c '^200$' "$T/codes2")" 40
+urls=()
+for ((i = 0; i < 30; i++)); do urls+=("http://$BACK/n$i"); done
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 20 "${urls[@]}" >"$T/names2"
+t_check "...and it answers again (30 requests: some by it)" grep -qx bad "$T/names2"
+
+# 2b. max_ejection_percent 50: of two backends answering 503, one is
+# ejected and the other stays in.
+backend bad2 bad2 198.18.151.4 --status 503 || t_fail "backend bad2 ready"
+backend bad3 bad3 198.18.151.5 --status 503 || t_fail "backend bad3 ready"
+codes "$PAIR" 20 >"$T/codes-pair"
+t_eq "pair: 20 requests, all answered 503 by the backends" "$(grep -c '^503$' "$T/codes-pair")" 20
+t_eq "pair: one backend ejected, the other kept in (max_ejection_percent 50)" \
+	"$("$CTL" show services -o json | jq -c '[.services[] | select(.name == "pair") | .backends[].health.state] | sort')" \
+	'["ejected","in"]'
+t_check "pair: the capped runs are counted" t_wait 10 grep -qE \
+	'^dmsc_l7_health_ejections_capped_total\{service="pair"\} [1-9]' "$T/metrics.prom"
+
+# 3. Connect failures count too; every backend out is panic mode.
+dmsc_net_stop bad
+codes "$ALLBAD" 5 >"$T/codes3"
+t_eq "allbad: every request fails (502: refused)" "$(grep -c '^502$' "$T/codes3")" 5
+t_eq "allbad: its one backend is ejected after 2 failed connects" "$(health allbad 0 .health.state)" ejected
+t_check "allbad: panic mode, logged" grep -q 'health: allbad: every backend is out: all are kept (panic mode)' "$T/l7.err"
+t_check "allbad: the panic picks are counted (3 after the ejection)" t_wait 10 bash -c \
+	"grep -q '^dmsc_l7_health_panic_picks_total{service=\"allbad\"} 3\$' '$T/metrics.prom'"
+t_check "allbad: connect failures counted" t_wait 10 grep -q \
+	'^dmsc_l7_backend_failures_total{service="allbad",backend="198.18.151.3:8080",kind="connect"} 5$' "$T/metrics.prom"
+
+t_summary
