@@ -53,11 +53,8 @@ stream=$root/build/tools/dmsc-stream
 
 work=$(mktemp -d /tmp/dmsc-test-mtls.XXXXXX)
 cleanup() {
-	local pid
 	trap - EXIT INT TERM
-	for pid in $(jobs -p); do
-		kill "$pid" 2>/dev/null
-	done
+	dmsc_kill_jobs
 	if [[ -n ${dpid:-} ]]; then
 		kill "$dpid" 2>/dev/null
 		t_wait 15 bash -c "! kill -0 $dpid 2>/dev/null"

@@ -48,11 +48,8 @@ passed=0
 failed=0
 
 cleanup() {
-	local pid
 	trap - EXIT INT TERM
-	for pid in $(jobs -p); do
-		kill "$pid" 2>/dev/null
-	done
+	dmsc_kill_jobs
 	dmsc_net_cleanup
 	rm -rf -- "$work"
 }

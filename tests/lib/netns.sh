@@ -220,6 +220,14 @@ dmsc_net_addr6() {
 	fi
 }
 
+# dmsc_net_hosts NAME=ADDR/PLEN...: dmsc_net_host for each, in order.
+dmsc_net_hosts() {
+	local h
+	for h in "$@"; do
+		dmsc_net_host "${h%%=*}" "${h#*=}" || return 1
+	done
+}
+
 # dmsc_net_exec NAME cmd...: runs cmd in host NAME (or "hub").
 dmsc_net_exec() {
 	dmsc__need_init || return 1
@@ -316,6 +324,16 @@ dmsc_cgroup_make() {
 		return 1
 	}
 	printf '%s\n' "$path"
+}
+
+# dmsc_cgroups VAR=NAME...: dmsc_cgroup_make "$P/NAME" for each, its
+# path in VAR.
+dmsc_cgroups() {
+	local c path
+	for c in "$@"; do
+		path=$(dmsc_cgroup_make "$P/${c#*=}") || return 1
+		printf -v "${c%%=*}" '%s' "$path"
+	done
 }
 
 # dmsc__cgroup_procs DIR: every pid in DIR and below.
@@ -424,4 +442,28 @@ dmsc_wait_ready() {
 	done
 	dmsc__err "dmsc_wait_ready: no \"ready\" in $file after ${secs}s"
 	return 1
+}
+
+# dmsc_testsrv HOST NAME MODE ADDR:PORT SECONDS OUT: dmsc-testsrv ($SRV) in
+# host HOST, in the background, its output in OUT ($! is its pid).
+dmsc_testsrv() {
+	dmsc_net_exec "$1" "$SRV" --name "$2" --mode "$3" --listen "$4" --max-seconds "$5" \
+		>"$6" 2>&1 &
+}
+
+# dmsc_backends_ready FILE...: each test server's "ready" within 10 s, or
+# the suite fails and ends.
+dmsc_backends_ready() {
+	local f
+	for f in "$@"; do
+		dmsc_wait_ready "$f" 10 || { t_fail "backend ready ($f)"; t_summary; exit 1; }
+	done
+}
+
+# dmsc_kill_jobs: SIGTERM to each background job of this shell.
+dmsc_kill_jobs() {
+	local pid
+	for pid in $(jobs -p); do
+		kill "$pid" 2>/dev/null
+	done
 }
