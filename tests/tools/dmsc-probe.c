@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tool_args.h"
+
 #define NAME_LINE_MAX 256 /* a first line longer than this is an error */
 #define MAX_DISTINCT 256  /* distinct backend names / error reasons kept */
 #define OTHER_KEY "(other)"
@@ -219,45 +221,6 @@ static void usage(FILE *f)
 	    "exit: 0 ran, 1 hold broke or internal error, 2 usage\n",
 	    MAX_COUNT, MAX_PARALLEL, DEFAULT_TIMEOUT_MS, DEFAULT_MAX_SECONDS, HOLD_GRACE_SECONDS,
 	    DEFAULT_INTERVAL_MS);
-}
-
-static int parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
-{
-	char *end;
-	unsigned long v;
-
-	if (!s || !*s || *s == '-' || *s == '+')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-static int parse_addr_port(const char *s, struct sockaddr_in *sa)
-{
-	char host[INET_ADDRSTRLEN];
-	const char *colon = strrchr(s, ':');
-	unsigned long port;
-	size_t hlen;
-
-	if (!colon)
-		return -EINVAL;
-	hlen = (size_t)(colon - s);
-	if (hlen == 0 || hlen >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-		return -EINVAL;
-	if (parse_ulong(colon + 1, 1, 65535, &port))
-		return -EINVAL;
-	sa->sin_port = htons((uint16_t)port);
-	return 0;
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
