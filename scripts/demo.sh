@@ -41,7 +41,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step() { printf '\n== %s\n' "$*"; }
+STEPS=11 STEP=0
+step() {
+	STEP=$((STEP + 1))
+	printf '\n== %d/%d %s\n' "$STEP" "$STEPS" "$*"
+}
 die() {
 	echo "demo: $*" >&2
 	exit 1
@@ -52,15 +56,17 @@ die() {
 mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || die "cannot mount a BPF filesystem"
 export DMSC_PIN_DIR=$T/bpffs/dmsc
 
-step "1/8 test hosts in network namespaces"
+step "test hosts in network namespaces"
 dmsc_net_init "$P" || die "netns setup"
 dmsc_net_host client 198.18.0.2/16 || die "host client"
 dmsc_net_host node1 198.18.1.2/16 || die "host node1"
 dmsc_net_host node2 198.18.1.3/16 || die "host node2"
 dmsc_net_host node3 198.18.1.4/16 || die "host node3"
+declare -A SPID # backend name -> its pid
 start() { # host name mode addr:port
 	dmsc_net_exec "$1" "$SRV" --name "$2" --mode "$3" --listen "$4" --max-seconds 600 \
 		>"$T/$2-$3.out" 2>&1 &
+	SPID[$2]=$!
 	dmsc_wait_ready "$T/$2-$3.out" 10 || die "backend $2 did not start"
 }
 start node1 reviews-v1 id 198.18.1.2:9080
@@ -74,12 +80,12 @@ echo "   node1  198.18.1.2  reviews-v1 :9080, ratings-1 :8080"
 echo "   node2  198.18.1.3  reviews-v2 :9080, ratings-2 :8080"
 echo "   node3  198.18.1.4  ratings-3 :8080, downloads (iperf3) :5201"
 
-step "2/8 install dmsc on the demo cgroup"
+step "install dmsc on the demo cgroup"
 CG=$(dmsc_cgroup_make "$P/shop") || die "cgroup"
 "$CTL" install --cgroup "$CG" || die "install failed"
 "$CTL" status
 
-step "3/8 apply $(basename "$POLICY")"
+step "apply $(basename "$POLICY")"
 "$CTL" apply "$POLICY" || die "apply failed"
 "$CTL" show services
 
@@ -123,7 +129,7 @@ table() {
 		(if (.errors | length) > 0 then ", errors: \(.errors)" else "" end)' "$T/$label.json"
 }
 
-step "4/8 $CONNECTIONS connections to reviews 198.19.0.10:9080, split in the kernel"
+step "$CONNECTIONS connections to reviews 198.19.0.10:9080, split in the kernel"
 drive "$CONNECTIONS" split
 table split
 echo "   ratings 198.19.0.11:80, 30 requests with curl:"
@@ -131,13 +137,13 @@ for i in $(seq 1 30); do
 	dmsc_run_in_cgroup "$CG" dmsc_net_exec client curl -sS --max-time 5 http://198.19.0.11/
 done | sort | uniq -c | sed 's/^/     /'
 
-step "5/8 live change: reviews to 50/50, only the changed entries are written"
+step "live change: reviews to 50/50, only the changed entries are written"
 jq '.services[0].backends[0].weight = 50 | .services[0].backends[1].weight = 50' "$POLICY" >"$T/5050.json"
 "$CTL" apply "$T/5050.json"
 drive $((CONNECTIONS / 2)) half
 table half
 
-step "6/8 drain reviews-v2 (weight 0), then refuse everything (all weights 0)"
+step "drain reviews-v2 (weight 0), then refuse everything (all weights 0)"
 jq '.services[0].backends[1].weight = 0' "$POLICY" >"$T/drain.json"
 "$CTL" apply "$T/drain.json"
 drive 500 drain
@@ -147,7 +153,7 @@ jq '.services[0].backends[0].weight = 0 | .services[0].backends[1].weight = 0' "
 dmsc_run_in_cgroup "$CG" dmsc_net_exec client "$PROBE" --connect 198.19.0.10:9080 --count 20 --json |
 	jq -r '"   20 connections: \(.ok) connected, refused: \(.errors)"'
 
-step "7/8 limits in the kernel: 50 connections/s (burst 10) on reviews, 2.5 MB/s on downloads"
+step "limits in the kernel: 50 connections/s (burst 10) on reviews, 2.5 MB/s on downloads"
 jq '.services[0].rate_limit = {"connections_per_second": 50, "burst": 10} |
     .services += [{"name": "downloads", "vip": "198.19.0.12", "port": 5201,
                    "backends": [{"address": "198.18.1.4", "port": 5201}],
@@ -164,26 +170,76 @@ dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 iperf3 -c 198.19.0.12 -
 echo
 "$CTL" stats
 
-step "8/8 many hosts: the policy carried by etcd, each host gets only its namespaces"
-# A real etcd on loopback (a data directory of the demo's own), and two
-# hosts, each a dmscd with its own cgroup and pins: host A (the demo's
-# datapath) subscribes to namespace "shop", host B to namespace "ads".
+step "backend health: a backend that dies leaves the rotation after a few failed connects"
+jq '.services[0].health = {"passive": {"consecutive_failures": 3, "base_ejection_ms": 30000}}' \
+	"$POLICY" >"$T/health.json"
+"$CTL" apply "$T/health.json" >/dev/null || die "apply with health failed"
+# (start's pid is the subshell that runs the server: its child is the server)
+pkill -TERM -P "${SPID[reviews-v2]}" && wait "${SPID[reviews-v2]}" 2>/dev/null
+echo "   reviews-v2 stopped; passive health: 3 failed connects in a row eject it for 30 s"
+drive 500 health
+table health
+"$CTL" show services | grep -E '^ +198\.18\.1\.3:9080' | head -n 1 | sed 's/^ */   show services: /'
+start node2 reviews-v2 id 198.18.1.3:9080
+echo "   (the kernel ejected it without any agent running; dmscd's active probes bring it back early)"
+
+step "IPv6: a 70/30 split over an IPv6 VIP, and a dual-stack socket through ::ffff:VIP"
+dmsc_net_addr6 client 2001:2:1::2/64 && dmsc_net_addr6 node1 2001:2:1::12/64 &&
+	dmsc_net_addr6 node2 2001:2:1::13/64 || die "IPv6 addresses"
+for h in 1 2; do
+	dmsc_net_exec "node$h" python3 "$TOP/tests/tools/v6-peer.py" serve --name "web6-v$h" \
+		--listen "[2001:2:1::1$((h + 1))]:8080" --listen "198.18.1.$((h + 1)):8081" --max-seconds 600 \
+		>"$T/web6-$h.out" 2>&1 &
+	dmsc_wait_ready "$T/web6-$h.out" 20 || die "IPv6 backend $h did not start"
+done
+jq '.services += [{"name": "web6", "vip": "2001:2:2::10", "port": 80,
+                   "backends": [{"address": "2001:2:1::12", "port": 8080, "weight": 70},
+                                {"address": "2001:2:1::13", "port": 8080, "weight": 30}]},
+                  {"name": "web4", "vip": "198.19.0.13", "port": 80,
+                   "backends": [{"address": "198.18.1.2", "port": 8081},
+                                {"address": "198.18.1.3", "port": 8081}]}]' "$POLICY" >"$T/v6.json"
+"$CTL" apply "$T/v6.json" >/dev/null || die "apply with IPv6 failed"
+"$CTL" show services | grep -A 2 '^web6' | sed 's/^/   /'
+urls=()
+for ((i = 0; i < 200; i++)); do urls+=("http://[2001:2:2::10]:80/"); done
+echo "   curl -6, 200 connections to [2001:2:2::10]:80 (no host has a route to it):"
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client curl -6 -g -s --max-time 60 "${urls[@]}" |
+	sort | uniq -c | sed 's/^/     /'
+echo "   a dual-stack socket (AF_INET6, IPV6_V6ONLY off: Java, Go) to ::ffff:198.19.0.13, 20 connections:"
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client python3 "$TOP/tests/tools/v6-peer.py" tcp --dual \
+	--to 198.19.0.13:80 --count 20 |
+	jq -r '"     \(.replies) answered by \(.backends), getpeername() showed ::ffff:VIP on \(.peer_is_target)"'
+
+step "many hosts: the policy carried by etcd, each host gets only its namespaces"
+# The agents' host: a network namespace of its own on the demo's bridge
+# (198.18.0.1), so that what its agents and their L7 helper connect to is
+# the demo's hosts and nothing else. In it, a real etcd on its loopback (a
+# data directory of the demo's own) and two agents, each a dmscd with its
+# own cgroup and pins: host A (the demo's datapath) subscribes to namespace
+# "shop", host B to namespace "ads".
 if ! command -v etcd >/dev/null; then
 	echo "   etcd is not installed (scripts/install-deps.sh installs etcd-server): step left out"
 	exit 0
 fi
-. "$TOP/tests/lib/etcd.sh"
-CPORT=$(free_port) && PPORT=$(free_port) || die "no free port for etcd"
-EURL=http://127.0.0.1:$CPORT
-etcd_run dmsc-demo "$T/etcd" "$EURL" "$PPORT" "$T/etcd.log"
-EPID=$ETCD_PID
-t_wait 20 curl -sf --max-time 1 "$EURL/health" -o /dev/null || die "etcd did not start (see $T/etcd.log)"
+dmsc_net_host agents 198.18.0.1/16 || die "host agents"
+AGENTS=${DMSC_NET_PREFIX}agents
+# (nsenter, not ip netns exec: the latter mounts a /sys of its own, without
+# the cgroup2 mount that dmscd attaches through)
+in_agents() { nsenter --net="/run/netns/$AGENTS" "$@"; }
+EURL=http://127.0.0.1:2379
+# (not through a shell function, so that $! is etcd's and dmscd's pid)
+nsenter --net="/run/netns/$AGENTS" etcd --name dmsc-demo --data-dir "$T/etcd" --listen-client-urls "$EURL" \
+	--advertise-client-urls "$EURL" --listen-peer-urls http://127.0.0.1:2380 \
+	--initial-advertise-peer-urls http://127.0.0.1:2380 \
+	--initial-cluster dmsc-demo=http://127.0.0.1:2380 >"$T/etcd.log" 2>&1 &
+EPID=$!
+t_wait 20 in_agents curl -sf --max-time 1 "$EURL/health" -o /dev/null || die "etcd did not start (see $T/etcd.log)"
 echo "   etcd $(etcd --version | head -n 1 | awk '{print $3}') on $EURL"
 CGB=$(dmsc_cgroup_make "$P/ads") || die "cgroup"
-DMSC_PIN_DIR=$T/bpffs/dmsc "$BIN/dmscd" --etcd "$EURL" --namespace shop \
+DMSC_PIN_DIR=$T/bpffs/dmsc nsenter --net="/run/netns/$AGENTS" "$BIN/dmscd" --etcd "$EURL" --namespace shop \
 	--metrics 127.0.0.1:0 >"$T/hosta.log" 2>&1 &
 DPIDS+=($!)
-DMSC_PIN_DIR=$T/bpffs/hostb "$BIN/dmscd" --etcd "$EURL" --namespace ads --cgroup "$CGB" \
+DMSC_PIN_DIR=$T/bpffs/hostb nsenter --net="/run/netns/$AGENTS" "$BIN/dmscd" --etcd "$EURL" --namespace ads --cgroup "$CGB" \
 	--metrics 127.0.0.1:0 >"$T/hostb.log" 2>&1 &
 DPIDS+=($!)
 applied() { grep -c '^dmscd: applied .*(etcd)' "$1" 2>/dev/null; }
@@ -198,7 +254,7 @@ for h in a b; do
 done
 echo "   host A: dmscd --etcd ... --namespace shop    host B: dmscd --etcd ... --namespace ads"
 metric() { # LOG NAME: one of a dmscd's own series
-	curl -s --max-time 10 "$(grep -o 'http://[0-9.:]*/metrics' "$1" | tail -n 1)" |
+	in_agents curl -s --max-time 10 "$(grep -o 'http://[0-9.:]*/metrics' "$1" | tail -n 1)" |
 		awk -v k="$2" '$1 == k { print $2 }'
 }
 received() { echo "A $(metric "$T/hosta.log" dmsc_etcd_received_bytes_total) B $(metric "$T/hostb.log" dmsc_etcd_received_bytes_total)"; }
@@ -206,7 +262,7 @@ read -r _ a0 _ b0 <<<"$(received)"
 n=$(applied "$T/hosta.log")
 jq '.services[0].backends[0].weight = 80 | .services[0].backends[1].weight = 20' "$POLICY" >"$T/shop.json"
 echo "   dmscctl publish $(basename "$POLICY") --namespace shop:"
-"$CTL" publish "$T/shop.json" --etcd "$EURL" --namespace shop | sed 's/^/     /'
+in_agents "$CTL" publish "$T/shop.json" --etcd "$EURL" --namespace shop | sed 's/^/     /'
 t_wait 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply the publish"
 grep '^dmscd: applied .*(etcd)' "$T/hosta.log" | tail -n 1 | sed 's/^/     host A: /'
 echo "   host A holds: $("$CTL" show services -o json | jq -c '[.services[].name]')," \
@@ -215,7 +271,7 @@ n=$(applied "$T/hosta.log")
 read -r _ a1 _ b1 <<<"$(received)"
 jq '.services[0].backends[0].weight = 50 | .services[0].backends[1].weight = 50' "$T/shop.json" >"$T/shop5050.json"
 t0=$(date +%s%N)
-"$CTL" publish "$T/shop5050.json" --etcd "$EURL" --namespace shop >/dev/null
+in_agents "$CTL" publish "$T/shop5050.json" --etcd "$EURL" --namespace shop >/dev/null
 t_wait 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply the weight change"
 t1=$(date +%s%N)
 read -r _ a2 _ b2 <<<"$(received)"
@@ -224,3 +280,40 @@ echo "   one weight change published: on host A in $(((t1 - t0) / 1000000)) ms (
 grep '^dmscd: applied .*(etcd)' "$T/hosta.log" | tail -n 1 | sed 's/^/     host A: /'
 drive 500 etcd
 table etcd
+
+step "L7 with nothing configured: an http service from etcd, HTTP/2 routed per stream"
+# The application: a process of the mesh cgroup in the client's network
+# namespace. dmscd starts dmsc-l7 by itself once a policy has an http
+# service, and the helper opens a listener inside that namespace.
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client sleep 600 &
+DPIDS+=($!)
+for h in 1 2; do
+	mkdir -p "$T/www$h/canary"
+	echo "web-v$h" >"$T/www$h/id"
+	echo "web-v$h" >"$T/www$h/canary/id"
+	dmsc_net_exec "node$h" nghttpd --no-tls -d "$T/www$h" --address "198.18.1.$((h + 1))" 8443 \
+		>"$T/nghttpd$h.out" 2>&1 &
+done
+h2up() { dmsc_net_exec "$1" ss -Htln "sport = :8443" | grep -q .; }
+t_wait 10 h2up node1 && t_wait 10 h2up node2 || die "nghttpd did not start"
+jq '.services += [{"name": "web", "vip": "198.19.0.14", "port": 80, "protocol": "http",
+                   "backends": [{"address": "198.18.1.2", "port": 8443, "weight": 80, "labels": {"version": "v1"}},
+                                {"address": "198.18.1.3", "port": 8443, "weight": 20, "labels": {"version": "v2"}}],
+                   "routes": [{"match": {"path_prefix": "/canary/"}, "backends": {"version": "v2"}}]}]' \
+	"$T/shop5050.json" >"$T/shopweb.json"
+in_agents "$CTL" publish "$T/shopweb.json" --etcd "$EURL" --namespace shop >/dev/null || die "publish web failed"
+ino=$(stat -L -c %i "/run/netns/${DMSC_NET_PREFIX}client")
+t_wait 30 grep -q "listening in network namespace $ino " "$T/hosta.log" ||
+	die "dmsc-l7 did not listen in the client's namespace (see $T/hosta.log)"
+echo "   dmscd started dmsc-l7; it listens inside the client's namespace (no flag, no address to pick)"
+urls=()
+for ((i = 0; i < 50; i++)); do urls+=("http://198.19.0.14/id?$i"); done
+echo "   nghttp (nghttp2's client), 50 streams for /id on one HTTP/2 connection (weights 80/20):"
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 nghttp "${urls[@]}" |
+	sort | uniq -c | sed 's/^/     /'
+echo "   curl --http2-prior-knowledge, 10 requests for /canary/id (a route to version v2):"
+for ((i = 0; i < 10; i++)); do
+	dmsc_run_in_cgroup "$CG" dmsc_net_exec client curl -sS --http2-prior-knowledge --max-time 10 \
+		http://198.19.0.14/canary/id
+done | sort | uniq -c | sed 's/^/     /'
+echo "   (each stream routed on its own: an L4 balancer sends a connection's 50 streams to one backend)"
