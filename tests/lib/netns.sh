@@ -134,6 +134,14 @@ dmsc__check_addr() {
 	fi
 }
 
+# dmsc__no_default_route WHO NS [-6]: fails (naming WHO) if NS has a
+# default route (an IPv6 one with -6).
+dmsc__no_default_route() {
+	[[ -z "$(ip -n "$2" ${3:+"$3"} route show default 2>/dev/null)" ]] && return 0
+	dmsc__err "$1: $2 has a${3:+n IPv6} default route"
+	return 1
+}
+
 # dmsc_net_host NAME ADDR/PLEN [ADDR/PLEN...]
 dmsc_net_host() {
 	dmsc__need_init || return 1
@@ -189,10 +197,7 @@ dmsc_net_host() {
 		return 1
 	}
 	# belt and braces: a default route must never exist in a test host
-	if [[ -n "$(ip -n "$ns" route show default 2>/dev/null)" ]]; then
-		dmsc__err "dmsc_net_host $name: $ns has a default route"
-		return 1
-	fi
+	dmsc__no_default_route "dmsc_net_host $name" "$ns"
 }
 
 # dmsc_net_addr6 NAME ADDR6/64: adds an IPv6 address from 2001:2::/48 to the
@@ -214,10 +219,7 @@ dmsc_net_addr6() {
 		dmsc__err "dmsc_net_addr6 $name: cannot add $a"
 		return 1
 	}
-	if [[ -n "$(ip -n "$ns" -6 route show default 2>/dev/null)" ]]; then
-		dmsc__err "dmsc_net_addr6 $name: $ns has an IPv6 default route"
-		return 1
-	fi
+	dmsc__no_default_route "dmsc_net_addr6 $name" "$ns" -6
 }
 
 # dmsc_net_hosts NAME=ADDR/PLEN...: dmsc_net_host for each, in order.

@@ -569,6 +569,20 @@ out:
 	return ret;
 }
 
+/* "name":{"key":count,...} of a finished tally of n keys. */
+static void print_tally_json(const char *name, const struct tally *t, int n)
+{
+	printf("\"%s\":{", name);
+	for (int i = 0; i < n; i++) {
+		const struct counter *c = tally_at(t, i);
+
+		printf("%s", i ? "," : "");
+		json_string(stdout, c->key);
+		printf(":%lu", c->n);
+	}
+	putchar('}');
+}
+
 static void print_count(const struct opts *o, struct results *r)
 {
 	int nb = tally_finish(&r->backends), ne = tally_finish(&r->errors);
@@ -576,23 +590,10 @@ static void print_count(const struct opts *o, struct results *r)
 	if (o->json) {
 		printf("{\"connections\":%lu,\"ok\":%lu,\"failed\":%lu,\"peer_is_target\":%lu,",
 		       r->connections, r->ok, r->failed, r->peer_is_target);
-		printf("\"backends\":{");
-		for (int i = 0; i < nb; i++) {
-			const struct counter *c = tally_at(&r->backends, i);
-
-			printf("%s", i ? "," : "");
-			json_string(stdout, c->key);
-			printf(":%lu", c->n);
-		}
-		printf("},\"errors\":{");
-		for (int i = 0; i < ne; i++) {
-			const struct counter *c = tally_at(&r->errors, i);
-
-			printf("%s", i ? "," : "");
-			json_string(stdout, c->key);
-			printf(":%lu", c->n);
-		}
-		printf("},\"time_limit_hit\":%s,\"elapsed_ms\":%lld}\n",
+		print_tally_json("backends", &r->backends, nb);
+		putchar(',');
+		print_tally_json("errors", &r->errors, ne);
+		printf(",\"time_limit_hit\":%s,\"elapsed_ms\":%lld}\n",
 		       r->time_limit_hit ? "true" : "false", (long long)r->elapsed_ms);
 		return;
 	}
