@@ -14,33 +14,24 @@ cd "$TOP" || exit 1
 SECONDS_PER=${1:?usage: fuzz.sh SECONDS NAME...}
 shift
 FB=build-fuzz
-passed=0 failed=0
+. "$TOP/tests/lib/assert.sh"
 mkdir -p "$FB/artifacts"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-
-ok() {
-	echo "ok - fuzz $1"
-	passed=$((passed + 1))
-}
-not_ok() {
-	echo "not ok - fuzz $1"
-	failed=$((failed + 1))
-}
 
 for name in "$@"; do
 	bin=$FB/fuzz_$name
 	log=$FB/fuzz_$name.log
 	if [[ ! -x $bin ]]; then
-		not_ok "$name: $bin is not built (make fuzz-build)"
+		t_fail "fuzz $name: $bin is not built (make fuzz-build)"
 		continue
 	fi
 	reg=(tests/fuzz/regressions/"$name"/*)
 	if [[ -e ${reg[0]} ]]; then
 		if "$bin" -runs=0 "${reg[@]}" >"$log.regressions" 2>&1; then
-			ok "$name: ${#reg[@]} regression inputs pass"
+			t_ok "fuzz $name: ${#reg[@]} regression inputs pass"
 		else
-			not_ok "$name: a regression input fails again:"
+			t_fail "fuzz $name: a regression input fails again:"
 			grep -E 'ERROR|SUMMARY|Running:' "$log.regressions" | tail -n 5
 		fi
 	fi
@@ -61,11 +52,10 @@ for name in "$@"; do
 	# hold more, superseded ones)
 	size=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
 	if [[ $rc -eq 0 ]]; then
-		ok "$name: ${runs:-?} runs in ${t} s, cov ${cov:-?}, ft ${ft:-?}, corpus ${size:-?}"
+		t_ok "fuzz $name: ${runs:-?} runs in ${t} s, cov ${cov:-?}, ft ${ft:-?}, corpus ${size:-?}"
 	else
-		not_ok "$name (exit $rc) after ${runs:-?} runs in ${t} s:"
+		t_fail "fuzz $name (exit $rc) after ${runs:-?} runs in ${t} s:"
 		grep -E 'ERROR|SUMMARY|fuzz_[a-z]*:|artifact' "$log" | head -n 8
 	fi
 done
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+t_summary
