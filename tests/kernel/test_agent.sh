@@ -51,23 +51,8 @@ put() {
 	cp "$2" "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
 }
 
-# start_dmscd ARGS...: starts dmscd (appending to $LOG) and waits for its
-# first apply (or its refusal) to be logged.
-start_dmscd() {
-	local before
-	before=$(t_nlines "$LOG" '\((start)\)|not applied|apply failed')
-	"$DMSCD" --metrics 127.0.0.1:0 --debounce-ms 100 --drop-delay-ms 50 "$@" >>"$LOG" 2>&1 &
-	DPID=$!
-	t_wait_lines "$LOG" '\((start)\)|not applied|apply failed' $((before + 1)) 60
-}
-
-stop_dmscd() {
-	local sig=${1:-TERM}
-	[[ -n $DPID ]] || return 0
-	kill "-$sig" "$DPID" 2>/dev/null
-	wait "$DPID" 2>/dev/null
-	DPID=
-}
+start_dmscd() { dmsc_start_dmscd 60 "$@"; }
+stop_dmscd() { dmsc_stop_dmscd "$@"; }
 
 metrics_url() {
 	grep -o 'http://[0-9.:]*/metrics' "$LOG" | tail -n 1

@@ -24,20 +24,8 @@ MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 dmsc_testsrv b1 v1 id 198.18.1.2:9080 600 "$T/b1.out"
 dmsc_backends_ready "$T/b1.out"
 
-start_dmscd() {
-	local before
-	before=$(t_nlines "$LOG" '\((start)\)|not applied|apply failed')
-	"$DMSCD" --metrics 127.0.0.1:0 --debounce-ms 100 --drop-delay-ms 50 "$@" >>"$LOG" 2>&1 &
-	DPID=$!
-	t_wait_lines "$LOG" '\((start)\)|not applied|apply failed' $((before + 1)) 120
-}
-
-stop_dmscd() {
-	[[ -n $DPID ]] || return 0
-	kill -TERM "$DPID" 2>/dev/null
-	wait "$DPID" 2>/dev/null
-	DPID=
-}
+start_dmscd() { dmsc_start_dmscd 120 "$@"; }
+stop_dmscd() { dmsc_stop_dmscd "$@"; }
 
 metrics_url() {
 	grep -o 'http://[0-9.:]*/metrics' "$LOG" | tail -n 1

@@ -22,6 +22,26 @@ dmsc_stop() {
 	done
 }
 
+# dmsc_start_dmscd SECONDS ARGS...: starts $DMSCD with ARGS (quick debounce
+# and drop delay, metrics on a free port), its output appended to $LOG and
+# its pid in DPID, and waits up to SECONDS for its first apply (or its
+# refusal) to be logged.
+dmsc_start_dmscd() {
+	local secs=$1 before re='\((start)\)|not applied|apply failed'
+	shift
+	before=$(t_nlines "$LOG" "$re")
+	"$DMSCD" --metrics 127.0.0.1:0 --debounce-ms 100 --drop-delay-ms 50 "$@" >>"$LOG" 2>&1 &
+	DPID=$!
+	t_wait_lines "$LOG" "$re" $((before + 1)) "$secs"
+}
+
+# dmsc_stop_dmscd [SIGNAL]: stops the dmscd of dmsc_start_dmscd (TERM).
+dmsc_stop_dmscd() {
+	[[ -n ${DPID:-} ]] || return 0
+	dmsc_stop "${1:-TERM}" "$DPID"
+	DPID=
+}
+
 # dmsc_keep_log: copies $LOG to $KEEP_LOG when both are set (to read a
 # failed run's log after its cleanup).
 dmsc_keep_log() {
