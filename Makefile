@@ -116,6 +116,7 @@ bench: all $(BUILD)/bench-cp
 	scripts/bench-datapath.sh
 	scripts/bench-datapath.sh --first-bulk
 	scripts/bench-l7.sh
+	scripts/bench-h2.sh
 
 # The control plane with a real etcd and 20 simulated hosts, alone.
 bench-etcd: all

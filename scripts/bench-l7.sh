@@ -14,6 +14,7 @@
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/kernel.sh"
+. "$TOP/scripts/bench-lib.sh"
 BUILD=${BUILD:-$TOP/build}
 SECS=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-2}
@@ -126,15 +127,6 @@ dmsc_wait_ready "$T/l7.out" 10 || { cat "$T/l7.err"; exit 1; }
 sleep 1
 for p in "$HAP" "$NGX"; do kill -0 "$p" 2>/dev/null || { echo "bench-l7: a proxy did not start"; cat "$T"/*.out "$T/nginx.err" 2>/dev/null; exit 1; }; done
 
-# cpu_ticks PID: user+system ticks of PID and its children (nginx workers).
-cpu_ticks() {
-	local total=0 p f
-	for p in "$1" $(pgrep -P "$1"); do
-		f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
-		total=$((total + ${f% *} + ${f#* }))
-	done
-	echo "$total"
-}
 HZ=$(getconf CLK_TCK)
 
 # to_ms "1.23ms" | "456.00us" | "1.02s"

@@ -50,11 +50,22 @@ def bidi(it, ctx):
 def fail(req, ctx):
     ctx.abort(grpc.StatusCode.UNAVAILABLE, "try later")
 
+def flaky(req, ctx):  # v1 is unavailable, v2 echoes
+    if name == "v1":
+        ctx.abort(grpc.StatusCode.UNAVAILABLE, "v1 is down")
+    return name.encode() + b":" + req
+
+def who(req, ctx):  # what the backend learnt about the client
+    return ", ".join(v for k, v in ctx.invocation_metadata() if k == "x-forwarded-for").encode()
+
 h = grpc.method_handlers_generic_handler("test.Echo", {
     "Unary": grpc.unary_unary_rpc_method_handler(unary),
     "Stream": grpc.unary_stream_rpc_method_handler(stream),
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
     "Fail": grpc.unary_unary_rpc_method_handler(fail),
+    "Who": grpc.unary_unary_rpc_method_handler(who),
+    "Get": grpc.unary_unary_rpc_method_handler(flaky),
+    "Put": grpc.unary_unary_rpc_method_handler(flaky),
 })
 s = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
 s.add_generic_rpc_handlers((h,))
@@ -89,6 +100,19 @@ elif what == "bidi":
         print(m.decode())
         q.put(1)
     print("OK")
+elif what == "flaky":
+    # N calls of METHOD with a 1 KiB message: what answered (the message
+    # came back whole) or the status code
+    n, call = int(sys.argv[4]), ch.unary_unary("/test.Echo/" + sys.argv[3])
+    msg = b"y" * 1024
+    for i in range(n):
+        try:
+            r = call(msg, timeout=5)
+            print(r.split(b":")[0].decode() if r.endswith(b":" + msg) else "garbled")
+        except grpc.RpcError as e:
+            print(e.code().name)
+elif what == "who":
+    print(ch.unary_unary("/test.Echo/Who")(b"", metadata=[("x-forwarded-for", "203.0.113.9")], timeout=5).decode())
 elif what == "fail":
     try:
         ch.unary_unary("/test.Echo/Fail")(b"x", timeout=5)
@@ -112,6 +136,8 @@ cat >"$T/policy.json" <<EOF
       { "match": { "path": "/test.Echo/Stream" }, "backends": { "version": "v2" } },
       { "match": { "path": "/test.Echo/Bidi" }, "backends": { "version": "v1" } },
       { "match": { "path": "/test.Echo/Fail" }, "backends": { "version": "v1" } },
+      { "match": { "path": "/test.Echo/Get" }, "idempotent": true, "retries": 1 },
+      { "match": { "path": "/test.Echo/Put" }, "retries": 1 },
       { "match": { "path_prefix": "/", "headers": { "x-version": "v2" } }, "backends": { "version": "v2" } } ] } ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
@@ -134,6 +160,18 @@ t_eq "bidirectional, routed by method to v1: 3 messages answered one by one, the
 	"$(client bidi | paste -sd' ')" "v1:m0 v1:m1 v1:m2 OK"
 t_eq "a call the backend fails: the client gets its status and message (trailers carried)" \
 	"$(client fail)" "UNAVAILABLE try later"
+count() { sort | uniq -c | awk '{ printf "%s%s ", $1, $2 }'; }
+t_eq "UNAVAILABLE from v1 on a route marked \"idempotent\": 20 calls all answered by v2, message whole" \
+	"$(client flaky Get 20 | count)" "20v2 "
+out=$(client flaky Put 20 | count)
+t_range "...on a route not marked: some calls get UNAVAILABLE (not sent again)" \
+	"$(grep -o '[0-9]*UNAVAILABLE' <<<"$out" | sed 's/UNAVAILABLE$//')" 1 19
+t_check "metrics: the retries counted for the Get route" t_wait 5 \
+	grep -q '^dmsc_l7_retries_total{service="echo",route="3"} [1-9]' "$T/metrics.prom"
+# the client's address as the helper saw it: its own, or 127.0.0.1 through
+# the listener in its namespace
+t_check "X-Forwarded-For on HTTP/2: the client's value kept, its address appended" \
+	grep -Eqx '203\.0\.113\.9, (198\.18\.0\.2|127\.0\.0\.1)' <(client who)
 t_check "metrics: grpc-status 14 counted for the Fail route" t_wait 5 \
 	grep -q '^dmsc_l7_grpc_responses_total{service="echo",route="2",grpc_status="14"} 1$' "$T/metrics.prom"
 t_check "metrics: grpc-status 0 counted for the streams routed by method" \

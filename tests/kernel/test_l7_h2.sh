@@ -21,6 +21,7 @@ SLOW=198.19.78.3
 RETRY=198.19.78.4
 BIG=198.19.78.5
 SILENT=198.19.78.6
+BUSY=198.19.78.7
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 \
 	b2=198.18.1.3/16 b3=198.18.1.4/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
@@ -41,9 +42,46 @@ dmsc_net_exec b3 python3 -c '
 import socket, time
 s = socket.socket(); s.bind(("198.18.1.4", 8080)); s.listen(64)
 print("ready", flush=True); time.sleep(600)' >"$T/b3.out" 2>&1 &
+# b3:8081: an h2c backend that answers every request 503 (frames by hand:
+# SETTINGS, then per request HEADERS ":status: 503" with END_STREAM, the
+# name from HPACK's static table, the value literal)
+dmsc_net_exec b3 python3 -c '
+import socket, struct, threading, time
+def serve(c):
+    c.settimeout(30)
+    buf = b""
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            d = c.recv(65536)
+            if not d: raise EOFError
+            buf += d
+        out, buf = buf[:n], buf[n:]
+        return out
+    try:
+        need(24)
+        c.sendall(struct.pack(">I", 0)[1:] + b"\x04\x00" + struct.pack(">I", 0))
+        while True:
+            h = need(9)
+            ln, typ, fl, sid = int.from_bytes(h[:3], "big"), h[3], h[4], struct.unpack(">I", h[5:])[0] & 0x7fffffff
+            need(ln)
+            if typ == 4 and not fl & 1:
+                c.sendall(b"\x00\x00\x00\x04\x01" + struct.pack(">I", 0))
+            if typ == 1:
+                blk = b"\x08\x03503"
+                c.sendall(len(blk).to_bytes(3, "big") + b"\x01\x05" + struct.pack(">I", sid) + blk)
+    except Exception:
+        pass
+    c.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.1.4", 8081)); s.listen(64)
+print("ready", flush=True)
+end = time.time() + 600
+while time.time() < end:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()' >"$T/b3busy.out" 2>&1 &
 up() { dmsc_net_exec "$1" ss -Htln "sport = :8080" | grep -q .; }
 for h in b1 b2; do t_wait 10 up "$h" || { t_fail "nghttpd on $h"; t_summary; exit 1; }; done
-dmsc_backends_ready "$T/b3.out"
+dmsc_backends_ready "$T/b3.out" "$T/b3busy.out"
 
 cat >"$T/policy.json" <<EOF
 { "services": [
@@ -71,7 +109,12 @@ cat >"$T/policy.json" <<EOF
   { "name": "big", "vip": "$BIG", "port": 80, "protocol": "http",
     "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
   { "name": "silent", "vip": "$SILENT", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.4", "port": 8080 } ] } ] }
+    "backends": [ { "address": "198.18.1.4", "port": 8080 } ] },
+  { "name": "busy", "vip": "$BUSY", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.4", "port": 8081 },
+      { "address": "198.18.1.2", "port": 8080 } ],
+    "routes": [ { "match": { "path_prefix": "/canary/" }, "idempotent": true } ] } ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply the policy" "$CTL" apply "$T/policy.json"
@@ -134,6 +177,19 @@ t_eq "retries: 2: all 10 succeed although one backend refuses" "$ok" 10
 n502=0
 for i in $(seq 1 20); do [[ $(h2curl -o /dev/null -w '%{http_code}' "http://$RETRY/noretry") == 502 ]] && n502=$((n502 + 1)); done
 t_range "retries: 0: some answered 502 (so the retry above did the work)" "$n502" 1 19
+# a backend answering 503: an idempotent request (GET; a POST on a route
+# marked "idempotent") goes to the other backend, a plain POST does not
+codes() { # N METHOD PATH: the status codes of N requests, counted
+	for i in $(seq 1 "$1"); do h2curl -o /dev/null -w '%{http_code}\n' -X "$2" "http://$BUSY$3"; done |
+		sort | uniq -c | awk '{ printf "%s%s ", $1, $2 }'
+}
+t_eq "a backend answers 503: 20 GETs all answered 200 by the other (default retries 1)" \
+	"$(codes 20 GET /id)" "20200 "
+out=$(codes 20 POST /id)
+t_range "...20 POSTs: some get the 503 (a POST is not sent twice)" \
+	"$(grep -o '[0-9]*503' <<<"$out" | sed 's/503$//')" 1 19
+t_eq "...20 POSTs on a route marked \"idempotent\": all answered 200" \
+	"$(codes 20 POST /canary/id)" "20200 "
 
 # 6. flow control: a slow reader of a 20 MB body does not make the helper
 # buffer it (it holds at most the windows it advertises)
@@ -154,5 +210,23 @@ kill -TERM "$L7PID"
 wait "$L7PID"
 t_eq "SIGTERM: the helper drains and exits 0" "$?" 0
 L7PID=
+
+# 8. --max-conns counts HTTP/2 connections: one worker, at most 2; with 2
+# idle HTTP/2 connections open a third is closed unanswered
+ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+	--workers 1 --max-conns 2 --metrics-file "$T/m2.prom" >"$T/l7b.out" 2>"$T/l7b.err" &
+L7PID=$!
+dmsc_wait_ready "$T/l7b.out" 10 || { t_fail "dmsc-l7 --max-conns 2 ready"; cat "$T/l7b.err"; t_summary; exit 1; }
+mkfifo "$T/idle.in"
+in_c python3 "$(dirname "$0")/../lib/h2idle.py" "$WEB" 80 2 30 <"$T/idle.in" >"$T/idle.out" 2>&1 &
+exec 7>"$T/idle.in"
+t_check "two idle HTTP/2 connections held" t_wait 30 grep -q '^ready 2$' "$T/idle.out"
+t_eq "--max-conns 2: a third HTTP/2 connection is closed unanswered" \
+	"$(in_c curl -s --http2-prior-knowledge --max-time 5 -o /dev/null -w '%{http_code}' "http://$WEB/id")" 000
+t_check "...counted as over_capacity" t_wait 5 \
+	grep -q '^dmsc_l7_refused_connections_total{reason="over_capacity"} [1-9]' "$T/m2.prom"
+exec 7>&-
+ok200() { [[ $(h2curl -o /dev/null -w '%{http_code}' "http://$WEB/id") == 200 ]]; }
+t_check "...and served once the idle ones closed" t_wait 10 ok200
 t_check "uninstall" "$CTL" uninstall
 t_summary

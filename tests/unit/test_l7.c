@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 
 #include "dmsc/bucket.h"
+#include "l7_h2.h"
 #include "l7_route.h"
 #include "policy.h"
 
@@ -287,4 +288,19 @@ Test(l7_bucket, extremes_do_not_overflow)
 	cr_expect_eq(b.depth, 1, "burst 0 means one second's worth");
 	cr_expect_eq(req_take(&b, 10 * SEC), 0);
 	cr_expect_neq(req_take(&b, 5 * SEC), 0, "a clock going back refills nothing");
+}
+
+Test(l7_h2_forward, appends_the_hop_after_the_values_the_client_sent)
+{
+	const char *vals[] = {"203.0.113.9", "", "198.51.100.1, 10.0.0.1"};
+	size_t lens[] = {11, 0, 22};
+	char out[64];
+
+	cr_expect_eq(dmsc_l7_h2_forward_value(vals, lens, 0, "198.18.0.2", out, sizeof(out)), 10);
+	cr_expect_str_eq(out, "198.18.0.2");
+	cr_expect_eq(dmsc_l7_h2_forward_value(vals, lens, 3, "198.18.0.2", out, sizeof(out)),
+		     (int)strlen("203.0.113.9, 198.51.100.1, 10.0.0.1, 198.18.0.2"));
+	cr_expect_str_eq(out, "203.0.113.9, 198.51.100.1, 10.0.0.1, 198.18.0.2",
+			 "empty values left out");
+	cr_expect_eq(dmsc_l7_h2_forward_value(vals, lens, 3, "198.18.0.2", out, 40), -ENOSPC);
 }

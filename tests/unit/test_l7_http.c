@@ -117,7 +117,7 @@ static const char *const doc_fmt =
     "      { \"match\": { \"path_prefix\": \"/api/\", \"method\": \"GET\","
     "                     \"headers\": { \"x-canary\": \"yes\" } },"
     "        \"backends\": { \"version\": \"%s\" }, \"timeout_ms\": %d, \"retries\": 3 },"
-    "      { \"match\": { \"path\": \"/exact\" } } ] } ] }";
+    "      { \"match\": { \"path\": \"/exact\" }, \"idempotent\": true } ] } ] }";
 
 static char *view(const char *allow, int rps, const char *label, const char *sel, int timeout)
 {
@@ -147,6 +147,7 @@ Test(l7_view, is_a_policy_of_the_http_services_that_gives_itself_again)
 	cr_expect_str_eq(p.services[0].name, "web");
 	cr_expect_eq(p.services[0].n_routes, 2);
 	cr_expect_eq(p.services[0].routes[0].timeout_ms, 250);
+	cr_expect(p.services[0].routes[1].idempotent && !p.services[0].routes[0].idempotent);
 	cr_expect_eq(p.services[0].rate_limit.requests_per_second, 10);
 	cr_expect_eq(p.services[0].backends[1].weight, 0);
 	cr_assert_eq(dmsc_l7_view_json(&p, &again, &len), 0);

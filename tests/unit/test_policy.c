@@ -754,7 +754,9 @@ Test(policy_routes, target)
 	     {R0 ".backends", "expected an object, got string \"v2\""}},
 	    {ROUTE("{'match':{},'weight':1}"),
 	     {R0 ".weight",
-	      "unknown field \"weight\" (allowed: match, backends, timeout_ms, retries)"}});
+	      "unknown field \"weight\" (allowed: match, backends, timeout_ms, retries, idempotent)"}},
+	    {ROUTE("{'match':{},'idempotent':1}"),
+	     {R0 ".idempotent", "expected a boolean, got integer 1"}});
 }
 
 Test(policy_routes, selector_must_match_a_backend)
@@ -984,7 +986,7 @@ Test(policy_good, limits_are_inclusive)
 			       "'rate_limit':{'connections_per_second':1,'burst':0},"
 			       "'allow_from':['%s','a.slice/b.scope/c'],'accelerate':'off',"
 			       "'routes':[{'match':{'path':'/'},'backends':{},'timeout_ms':3600000,"
-			       "'retries':0},{'match':{},'timeout_ms':1,'retries':10}]}"),
+			       "'retries':0},{'match':{},'timeout_ms':1,'retries':10,'idempotent':true}]}"),
 			   run('n', 63), run('k', 63), run('v', 63), run('c', 255)) > 0);
 	parse_ok(doc, &p);
 	s = &p.services[0];
@@ -1004,6 +1006,8 @@ Test(policy_good, limits_are_inclusive)
 	cr_expect_eq(s->routes[0].n_selector, 0);
 	cr_expect(s->routes[1].has_timeout_ms);
 	cr_expect_eq(s->routes[1].retries, 10);
+	cr_expect_not(s->routes[0].idempotent);
+	cr_expect(s->routes[1].idempotent);
 	dmsc_policy_free(&p);
 	free(doc);
 }

@@ -96,6 +96,14 @@ static int c_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8
 	}
 	if (l7h2_hb_add(&st->req_body, data, len))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	if (st->replay) {
+		if (st->req_copy.len + len > DMSC_L7_H2_REPLAY_BYTES ||
+		    st->hc->copy_bytes + len > DMSC_L7_H2_CONN_WINDOW ||
+		    l7h2_hb_add(&st->req_copy, data, len))
+			l7h2_copy_drop(st);
+		else
+			st->hc->copy_bytes += len;
+	}
 	if (st->up && st->uid > 0)
 		nghttp2_session_resume_data(st->up->s, st->uid);
 	return 0;
@@ -147,6 +155,52 @@ static uint64_t grpc_timeout_ms(const nghttp2_nv *nv)
 	return 0;
 }
 
+/* RFC 9110, 9.2.2 */
+static bool h2_method_idempotent(const nghttp2_nv *m)
+{
+	static const char *const safe[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+	size_t i;
+
+	for (i = 0; i < sizeof(safe) / sizeof(safe[0]); i++)
+		if (!strcmp((const char *)m->value, safe[i]))
+			return true;
+	return false;
+}
+
+/* The request's name fields replaced by one: their values, then this
+ * hop's (hop NULL: Forwarded's for=CLIENT;proto=http). -ENOSPC: no room. */
+static int h2_forward(struct h2_stream *st, const char *name, const char *hop)
+{
+	const char *vals[H2_MAX_HEADERS];
+	size_t lens[H2_MAX_HEADERS], i, n = 0, k = 0;
+	char v[DMSC_L7_H2_HEADER_BYTES], fwd[96];
+	int len;
+
+	if (!st->hc->client[0])
+		return 0;
+	if (!hop) {
+		bool v6 = strchr(st->hc->client, ':') != NULL; /* RFC 7239: quoted, bracketed */
+
+		snprintf(fwd, sizeof(fwd), "for=%s%s%s;proto=http", v6 ? "\"[" : "", st->hc->client,
+			 v6 ? "]\"" : "");
+		hop = fwd;
+	}
+	for (i = 0; i < st->req.n; i++) {
+		if (strcmp((const char *)st->req.nv[i].name, name)) {
+			st->req.nv[k++] = st->req.nv[i];
+			continue;
+		}
+		vals[n] = (const char *)st->req.nv[i].value;
+		lens[n++] = st->req.nv[i].valuelen;
+	}
+	len = dmsc_l7_h2_forward_value(vals, lens, n, hop, v, sizeof(v));
+	st->req.n = k; /* the arena keeps the old values: vals stay valid */
+	if (len < 0)
+		return len;
+	return l7h2_hdrs_add(&st->req, (const uint8_t *)name, strlen(name), (const uint8_t *)v,
+			     (size_t)len);
+}
+
 /* Routes a stream whose request headers are complete. */
 void l7h2_stream_dispatch(struct h2_stream *st)
 {
@@ -185,7 +239,14 @@ void l7h2_stream_dispatch(struct h2_stream *st)
 		l7h2_respond_local(st, 429);
 		return;
 	}
+	if ((hc->env->xff && h2_forward(st, "x-forwarded-for", hc->client)) ||
+	    (hc->env->forwarded && h2_forward(st, "forwarded", NULL))) {
+		l7h2_respond_local(st, 431);
+		return;
+	}
 	st->retries_left = route && route->has_retries ? route->retries : hc->env->default_retries;
+	st->idempotent = (route && route->idempotent) || h2_method_idempotent(m);
+	st->replay = st->idempotent && st->retries_left > 0;
 	st->timeout_ms =
 	    route && route->has_timeout_ms ? route->timeout_ms : hc->env->default_timeout_ms;
 	/* a gRPC deadline shorter than the route's wins */
@@ -201,18 +262,21 @@ void l7h2_stream_dispatch(struct h2_stream *st)
 static int flush(nghttp2_session *s, int fd, struct h2_buf *out)
 {
 	for (;;) {
-		if (!l7h2_hb_pending(out)) {
+		/* frames gathered up to H2_WRITE_BATCH: one send() for many
+		 * small frames (nghttp2 hands out one frame at a time) */
+		while (l7h2_hb_pending(out) < H2_WRITE_BATCH) {
 			const uint8_t *data;
 			ssize_t n = nghttp2_session_mem_send(s, &data);
 
 			if (n < 0)
 				return -1;
 			if (n == 0)
-				return 0;
-			out->off = out->len = 0;
+				break;
 			if (l7h2_hb_add(out, data, (size_t)n))
 				return -1;
 		}
+		if (!l7h2_hb_pending(out))
+			return 0;
 		while (l7h2_hb_pending(out)) {
 			ssize_t w = send(fd, out->p + out->off, l7h2_hb_pending(out), MSG_NOSIGNAL);
 
@@ -403,6 +467,8 @@ int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, uint32_t client_id,
 	hc->client_id = client_id;
 	hc->svc = svc;
 	hc->svc_idx = svc_idx;
+	if (dmsc_l7_h2_client_addr(cfd, hc->client, sizeof(hc->client)))
+		hc->client[0] = '\0';
 	if (nghttp2_session_server_new2(&hc->s, l7h2_client_cbs, hc, l7h2_h2_opt) ||
 	    l7h2_set_window(hc->s)) {
 		if (hc->s)

@@ -29,6 +29,9 @@
 #define DMSC_L7_H2_MAX_STREAMS 128	  /* concurrent, per client connection */
 #define DMSC_L7_H2_HEADER_BYTES (16 * 1024) /* a stream's header block, stored */
 #define DMSC_L7_H2_MAX_UPSTREAMS 16	  /* backend connections per client connection */
+/* a request body kept to send again after a 502/503 (as HTTP/1.1's); all
+ * of a connection's streams together keep at most DMSC_L7_H2_CONN_WINDOW */
+#define DMSC_L7_H2_REPLAY_BYTES (64 * 1024)
 
 struct dmsc_l7_h2;
 
@@ -46,6 +49,7 @@ struct dmsc_l7_h2_env {
 			 int status, uint64_t dur_ns, uint32_t attempts, int grpc_status);
 	void (*release_client)(uint32_t client_id);
 	uint32_t default_timeout_ms, default_retries, idle_ms;
+	bool xff, forwarded; /* --forwarded: X-Forwarded-For, Forwarded appended */
 	/* the worker's HTTP/2 connections */
 	struct dmsc_l7_h2 *conns, *dead;
 	void *dead_ups; /* backend connections closed during this batch */
@@ -73,6 +77,16 @@ void dmsc_l7_h2_sweep(struct dmsc_l7_h2_env *env, uint64_t now_ns, bool draining
 
 /* Frees the connections closed during the last batch of events. */
 void dmsc_l7_h2_reap(struct dmsc_l7_h2_env *env);
+
+/* The client's address of socket fd as text (IPv4 for an IPv4-mapped
+ * one): 0 or a negative errno. */
+int dmsc_l7_h2_client_addr(int fd, char *out, size_t size);
+
+/* "v1, v2, hop" into out (size bytes): the n values (lens[i] bytes each,
+ * empty ones left out) the client sent, then this hop's. Its length, or
+ * -ENOSPC. */
+int dmsc_l7_h2_forward_value(const char *const *values, const size_t *lens, size_t n,
+			     const char *hop, char *out, size_t size);
 
 /* Closes every connection (the worker exits). */
 void dmsc_l7_h2_close_all(struct dmsc_l7_h2_env *env);

@@ -20,6 +20,7 @@
 #define H2_PREFACE_LEN 24
 #define H2_READ_SIZE (16 * 1024)
 #define H2_READS_PER_EVENT 4
+#define H2_WRITE_BATCH (16 * 1024)
 #define H2_MAX_HEADERS 64
 
 struct h2_buf {
@@ -56,7 +57,11 @@ struct h2_stream {
 	uint64_t tried;
 	uint32_t retries_left, attempts, timeout_ms;
 	uint64_t t_req, deadline;
-	bool idempotent;
+	bool idempotent; /* by its method or its route: may be sent again after a 502/503 */
+	/* the request body kept for sending again (while it fits: replay) */
+	struct h2_buf req_copy;
+	bool replay;
+	size_t req_sent, req_acked; /* body bytes this attempt sent; acknowledged to the client */
 };
 
 struct h2_up {
@@ -86,6 +91,8 @@ struct dmsc_l7_h2 {
 	uint64_t idle_since;
 	uint32_t ev;
 	bool goaway, closed, eof;
+	char client[48];   /* its address, for --forwarded ("" unknown) */
+	size_t copy_bytes; /* the streams' req_copy together */
 };
 
 /* l7_h2_stream.c */
@@ -104,6 +111,7 @@ void l7h2_respond_local(struct h2_stream *st, int status);
 void l7h2_stream_finish(struct h2_stream *st);
 void l7h2_stream_free(struct h2_stream *st);
 void l7h2_stream_maybe_free(struct h2_stream *st);
+void l7h2_copy_drop(struct h2_stream *st);
 
 /* l7_h2_up.c */
 extern nghttp2_session_callbacks *l7h2_up_cbs, *l7h2_client_cbs;

@@ -138,6 +138,7 @@ void l7h2_stream_free(struct h2_stream *st)
 	l7h2_stream_finish(st);
 	if (st->up && st->uid > 0 && st->up->s)
 		nghttp2_session_set_stream_user_data(st->up->s, st->uid, NULL);
+	l7h2_copy_drop(st);
 	l7h2_hb_free(&st->req_body);
 	l7h2_hb_free(&st->resp_body);
 	free(st->resp);
@@ -213,8 +214,12 @@ ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
 	(void)user;
 	if (n) {
 		st->req_body_taken = true;
-		if (!st->c_closed)
-			nghttp2_session_consume(st->hc->s, st->cid, n);
+		st->req_sent += n;
+		/* a replayed body was acknowledged the first time */
+		if (!st->c_closed && st->req_sent > st->req_acked)
+			nghttp2_session_consume(st->hc->s, st->cid, st->req_sent - st->req_acked);
+		if (st->req_sent > st->req_acked)
+			st->req_acked = st->req_sent;
 	}
 	if (l7h2_hb_pending(&st->req_body))
 		return (ssize_t)n;
@@ -222,4 +227,12 @@ ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
 		return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
 	*flags |= NGHTTP2_DATA_FLAG_EOF;
 	return (ssize_t)n;
+}
+
+/* The stream will not be sent again: its request copy goes. */
+void l7h2_copy_drop(struct h2_stream *st)
+{
+	st->hc->copy_bytes -= st->req_copy.len;
+	l7h2_hb_free(&st->req_copy);
+	st->replay = false;
 }

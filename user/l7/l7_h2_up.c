@@ -44,6 +44,43 @@ static void grpc_status_of(struct h2_stream *st, const struct h2_hdrs *h)
 		st->grpc_status = atoi((const char *)g->value);
 }
 
+/*
+ * The backend's final response headers came and none went to the client:
+ * an idempotent request (its method, or its route's "idempotent") answered
+ * 502 or 503, or a gRPC UNAVAILABLE (14) trailers-only answer on an
+ * "idempotent" route, goes to another backend while its retries last and
+ * its body was kept whole. true: sent again, this answer dropped.
+ */
+static bool stream_again(struct h2_stream *st)
+{
+	bool unavailable = st->grpc_status == 14 && st->resp_end;
+
+	if (!st->replay || !st->retries_left || !st->up ||
+	    !(st->status == 502 || st->status == 503 || unavailable))
+		return false;
+	nghttp2_submit_rst_stream(st->up->s, NGHTTP2_FLAG_NONE, st->uid, NGHTTP2_CANCEL);
+	nghttp2_session_set_stream_user_data(st->up->s, st->uid, NULL);
+	st->up = NULL;
+	st->uid = -1;
+	st->retries_left--;
+	free(st->resp);
+	free(st->trailers);
+	st->resp = st->trailers = NULL;
+	st->resp_final = st->resp_end = false;
+	st->status = 0;
+	st->grpc_status = -1;
+	l7h2_hb_free(&st->resp_body);
+	l7h2_hb_free(&st->req_body);
+	if (st->req_copy.len && l7h2_hb_add(&st->req_body, st->req_copy.p, st->req_copy.len)) {
+		l7h2_respond_local(st, 502);
+		return true;
+	}
+	st->req_body_taken = false;
+	st->req_sent = 0;
+	l7h2_stream_send(st);
+	return true;
+}
+
 int l7h2_up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 {
 	struct h2_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -70,6 +107,9 @@ int l7h2_up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 		st->resp_end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 		if (st->c_closed || st->resp_submitted)
 			return 0;
+		if (stream_again(st))
+			return 0;
+		l7h2_copy_drop(st);
 		st->resp_submitted = true;
 		prd.source.ptr = st;
 		prd.read_callback = l7h2_resp_read;

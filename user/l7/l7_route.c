@@ -201,6 +201,7 @@ int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy)
 			lr->timeout_ms = r->timeout_ms;
 			lr->has_retries = r->has_retries;
 			lr->retries = r->retries;
+			lr->idempotent = r->idempotent;
 		}
 	}
 	if (n > 1)

@@ -30,6 +30,7 @@ struct dmsc_l7_route {
 	bool has_timeout_ms, has_retries;
 	uint32_t timeout_ms;
 	uint32_t retries;
+	bool idempotent; /* the route's "idempotent": retried after 502/503, gRPC UNAVAILABLE */
 };
 
 struct dmsc_l7_service {

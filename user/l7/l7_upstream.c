@@ -277,6 +277,8 @@ void dispatch(struct conn *c)
 	c->route = dmsc_l7_route_match(c->svc, &req);
 	if (c->route >= 0)
 		route = &c->svc->routes[c->route];
+	if (route && route->idempotent)
+		c->idempotent = true; /* the policy says it is safe to send twice */
 
 	if (c->svc->has_request_limit) {
 		struct svc_rt *rt = &svc_rt[c->svc_idx];

@@ -69,7 +69,7 @@ static void accept_one(struct worker *w, int fd)
 		close(fd);
 		return;
 	}
-	if (w->n_conns >= opt.max_conns) {
+	if (w->n_conns + w->h2.n_conns >= opt.max_conns) {
 		ctr_add(&w->m.over_capacity, 1);
 		close(fd);
 		return;
@@ -227,6 +227,8 @@ void worker_h2_init(struct worker *w)
 	    .default_timeout_ms = opt.default_timeout_ms,
 	    .default_retries = opt.default_retries,
 	    .idle_ms = opt.idle_ms,
+	    .xff = (opt.forwarded & FWD_XFF) != 0,
+	    .forwarded = (opt.forwarded & FWD_FORWARDED) != 0,
 	};
 }
 

@@ -82,6 +82,8 @@ static struct json_object *route_json(const struct dmsc_route *r, int *err)
 		put(o, "timeout_ms", json_object_new_int64(r->timeout_ms), err);
 	if (r->has_retries)
 		put(o, "retries", json_object_new_int64(r->retries), err);
+	if (r->idempotent)
+		put(o, "idempotent", json_object_new_boolean(1), err);
 	return o;
 }
 

@@ -69,6 +69,7 @@ struct dmsc_route {
 	bool has_timeout_ms, has_retries;
 	uint32_t timeout_ms;
 	uint32_t retries;
+	bool idempotent; /* safe to send twice whatever the method */
 };
 
 /* health (docs/policy.md "health"): the defaults of what a present

@@ -154,6 +154,8 @@ static const char *type_name(enum json_type t)
 		return "a string";
 	case json_type_int:
 		return "an integer";
+	case json_type_boolean:
+		return "a boolean";
 	default:
 		return json_type_to_name(t);
 	}

@@ -48,7 +48,8 @@ static const char *const backend_fields[] = {"address", "port", "weight", "label
 static const char *const rate_limit_fields[] = {"connections_per_second", "burst",
 						"bytes_per_second", "bytes_burst",
 						"requests_per_second", NULL};
-static const char *const route_fields[] = {"match", "backends", "timeout_ms", "retries", NULL};
+static const char *const route_fields[] = {"match",   "backends",   "timeout_ms",
+					    "retries", "idempotent", NULL};
 static const char *const match_fields[] = {"path_prefix", "path", "method", "headers", NULL};
 
 static const char *const proto_names[] = {

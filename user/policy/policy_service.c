@@ -362,6 +362,12 @@ static int parse_route(struct ctx *c, const char *path, struct json_object *v,
 	if (int_member(c, v, path, "retries", &retries_rule, &i, &r->has_retries))
 		err = -EINVAL;
 	r->retries = r->has_retries ? (uint32_t)i : 0;
+	if (!member(c, v, path, "idempotent", false, p, &f)) {
+		if (expect(c, p, f, json_type_boolean))
+			err = -EINVAL;
+		else
+			r->idempotent = json_object_get_boolean(f);
+	}
 	return err;
 }
 

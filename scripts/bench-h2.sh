@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# HTTP/2 and gRPC through dmsc-l7 against HAProxy and nginx, with the same
+# routing (two backends weighted 75:25, h2c to the backends), the same
+# backends and the same load (h2load, from a client namespace in the mesh
+# cgroup; dmsc-l7 through its VIP, the others at their address):
+#   h2    GET of a 3-byte file from nghttpd (nginx: grpc_pass, its only
+#         HTTP/2 upstream; HAProxy: proto h2 both sides)
+#   grpc  unary calls with a fixed 32-byte message to Python grpcio servers
+#         (h2load posting a gRPC-framed body; the backend answers with
+#         trailers)
+# at BENCH_STREAMS concurrent streams (default "4 64": 4 connections x 1
+# stream, 4 x 16). Per proxy: requests/s, p50/p99 (h2load's per-request
+# log), requests per CPU-second of the proxy's processes (/proc/PID/stat);
+# then memory per idle HTTP/2 connection (BENCH_IDLE, default 1000, opened
+# and held by tests/lib/h2idle.py: RSS delta / N). Each proxy gets 2
+# workers/threads. Everything listens on test-made interfaces in
+# 198.18.0.0/15; the proxies run outside the mesh cgroup.
+#
+# Figures only: nothing passes or fails on speed. Shared machines are noisy:
+# compare the rows of one run, as ratios (the load average is printed).
+# BENCH_SECONDS (default 8) per proxy, kind and round, BENCH_ROUNDS
+# (default 2) in alternating order. Writes $BUILD/bench-h2.json.
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+. "$TOP/tests/lib/netns.sh"
+. "$TOP/scripts/bench-lib.sh"
+BUILD=${BUILD:-$TOP/build}
+SECS=${BENCH_SECONDS:-8}
+ROUNDS=${BENCH_ROUNDS:-2}
+STREAMS_LIST=${BENCH_STREAMS:-4 64}
+IDLE=${BENCH_IDLE:-1000}
+KINDS=${BENCH_KINDS:-h2 grpc}
+P=bh2$$
+T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-h2.XXXXXX")
+VIP=198.19.0.40
+GVIP=198.19.0.41
+PIDS=()
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "bench-h2: needs root (BPF, namespaces); skipped"
+	exit 0
+fi
+PATH=$PATH:/usr/sbin
+for tool in h2load nghttpd haproxy nginx; do
+	command -v "$tool" >/dev/null || { echo "bench-h2: $tool is missing (scripts/install-deps.sh --bench)"; exit 1; }
+done
+PY=
+for p in python3 /usr/bin/python3; do
+	if "$p" -c 'import grpc' 2>/dev/null; then PY=$p; break; fi
+done
+[[ -n $PY ]] || { echo "bench-h2: python3-grpcio is missing (scripts/install-deps.sh)"; exit 1; }
+
+cleanup() {
+	local p
+	exec 7>&- 2>/dev/null
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	[[ -n ${DMSC_PIN_DIR:-} ]] && "$BUILD/dmscctl" uninstall >/dev/null 2>&1
+	dmsc_net_cleanup
+	dmsc_cgroup_cleanup
+	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || exit 1
+export DMSC_PIN_DIR=$T/bpffs/dmsc
+dmsc_net_init "$P" || exit 1
+dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
+MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+# gRPC's core would open dual-stack sockets; the client namespace is IPv4
+for k in all default lo; do
+	dmsc_net_exec c sysctl -qw "net.ipv6.conf.$k.disable_ipv6=1" || exit 1
+done
+
+# backends: nghttpd (h2) on :8080 and a grpcio server on :50051 in each
+cat >"$T/server.py" <<'EOF'
+import sys
+from concurrent import futures
+import grpc
+name, addr = sys.argv[1], sys.argv[2]
+answer = (name + ":").encode() + b"y" * 29
+h = grpc.method_handlers_generic_handler("bench.Echo", {
+    "Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: answer)})
+s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), maximum_concurrent_rpcs=None)
+s.add_generic_rpc_handlers((h,))
+s.add_insecure_port(addr)
+s.start()
+print("ready", flush=True)
+s.wait_for_termination(timeout=3600)
+EOF
+for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
+	IFS=: read -r host addr name <<<"$b"
+	mkdir -p "$T/www-$name"
+	echo "$name" >"$T/www-$name/id"
+	ip netns exec "${P}$host" nghttpd --no-tls -n 1 -d "$T/www-$name" --address "$addr" 8080 \
+		>"$T/nghttpd-$name.out" 2>&1 &
+	PIDS+=($!)
+	ip netns exec "${P}$host" "$PY" "$T/server.py" "$name" "$addr:50051" >"$T/grpc-$name.out" 2>&1 &
+	PIDS+=($!)
+	dmsc_wait_ready "$T/grpc-$name.out" 20 || { cat "$T/grpc-$name.out"; exit 1; }
+done
+# the gRPC request: one message, uncompressed, 32 bytes
+printf '\x00\x00\x00\x00\x20%s' "$(printf 'x%.0s' $(seq 32))" >"$T/grpc-body"
+
+cat >"$T/policy.json" <<EOF
+{ "services": [
+  { "name": "h2", "vip": "$VIP", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.2", "port": 8080, "weight": 75 },
+      { "address": "198.18.1.3", "port": 8080, "weight": 25 } ] },
+  { "name": "grpc", "vip": "$GVIP", "port": 50051, "protocol": "http",
+    "backends": [
+      { "address": "198.18.1.2", "port": 50051, "weight": 75 },
+      { "address": "198.18.1.3", "port": 50051, "weight": 25 } ] } ] }
+EOF
+"$BUILD/dmscctl" install --cgroup "$MESH" >/dev/null || exit 1
+"$BUILD/dmscctl" apply "$T/policy.json" >/dev/null || exit 1
+
+cat >"$T/haproxy.cfg" <<EOF
+global
+	nbthread 2
+	maxconn 8000
+defaults
+	mode http
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+	http-reuse safe
+frontend h2
+	bind 198.18.0.1:15002 proto h2
+	default_backend h2
+frontend grpc
+	bind 198.18.0.1:15012 proto h2
+	default_backend grpc
+backend h2
+	balance random
+	server v1 198.18.1.2:8080 weight 75 proto h2
+	server v2 198.18.1.3:8080 weight 25 proto h2
+backend grpc
+	balance random
+	server v1 198.18.1.2:50051 weight 75 proto h2
+	server v2 198.18.1.3:50051 weight 25 proto h2
+EOF
+mkdir -p "$T/nginx"
+cat >"$T/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $T/nginx.pid;
+error_log $T/nginx.err warn;
+events { worker_connections 20000; }
+http {
+	access_log off;
+	client_body_temp_path $T/nginx/body;
+	proxy_temp_path $T/nginx/proxy;
+	fastcgi_temp_path $T/nginx/fastcgi;
+	uwsgi_temp_path $T/nginx/uwsgi;
+	scgi_temp_path $T/nginx/scgi;
+	http2_max_concurrent_streams 128;
+	keepalive_requests 1000000;
+	upstream h2 { random; server 198.18.1.2:8080 weight=75; server 198.18.1.3:8080 weight=25; keepalive 64; }
+	upstream grpc { random; server 198.18.1.2:50051 weight=75; server 198.18.1.3:50051 weight=25; keepalive 64; }
+	server { listen 198.18.0.1:15003 http2 reuseport; location / { grpc_pass grpc://h2; } }
+	server { listen 198.18.0.1:15013 http2 reuseport; location / { grpc_pass grpc://grpc; } }
+}
+EOF
+
+ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+	--workers 2 --no-netns --max-conns-per-client 100000 >"$T/l7.out" 2>"$T/l7.err" &
+L7=$!
+PIDS+=("$L7")
+ip netns exec "${P}n" haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.out" 2>&1 &
+HAP=$!
+PIDS+=("$HAP")
+ip netns exec "${P}n" nginx -c "$T/nginx.conf" >"$T/nginx.out" 2>&1 &
+NGX=$!
+PIDS+=("$NGX")
+dmsc_wait_ready "$T/l7.out" 10 || { cat "$T/l7.err"; exit 1; }
+up() { ip netns exec "${P}n" ss -Htln "sport = :$1" | grep -q .; }
+for port in 15002 15003 15012 15013; do
+	for i in $(seq 50); do up "$port" && break; sleep 0.1; done
+done
+for p in "$HAP" "$NGX"; do kill -0 "$p" 2>/dev/null || { echo "bench-h2: a proxy did not start"; cat "$T"/*.out "$T/nginx.err" 2>/dev/null; exit 1; }; done
+
+in_c() { dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" "$@"; }
+HZ=$(getconf CLK_TCK)
+
+url() { # KIND PROXY
+	local port
+	case $1-$2 in
+	h2-dmsc-l7) echo "http://$VIP/id"; return ;;
+	grpc-dmsc-l7) echo "http://$GVIP:50051/bench.Echo/Unary"; return ;;
+	h2-haproxy) port=15002 ;; h2-nginx) port=15003 ;;
+	grpc-haproxy) port=15012 ;; grpc-nginx) port=15013 ;;
+	esac
+	if [[ $1 == h2 ]]; then echo "http://198.18.0.1:$port/id"; else echo "http://198.18.0.1:$port/bench.Echo/Unary"; fi
+}
+pid_of() { case $1 in dmsc-l7) echo "$L7" ;; haproxy) echo "$HAP" ;; nginx) echo "$NGX" ;; esac; }
+
+# run KIND PROXY ROUND STREAMS
+run() {
+	local kind=$1 name=$2 round=$3 streams=$4 pid c0 c1 out log conns=4 m args=()
+	pid=$(pid_of "$name")
+	m=$((streams / conns))
+	((m < 1)) && m=1
+	out=$T/h2load-$kind-$name-$round-$streams.txt
+	log=$T/log-$kind-$name-$round-$streams.tsv
+	[[ $kind == grpc ]] && args=(-d "$T/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers')
+	c0=$(cpu_ticks "$pid")
+	in_c timeout $((SECS + 30)) h2load -c "$conns" -m "$m" -D "$SECS" --warm-up-time 1 \
+		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
+	c1=$(cpu_ticks "$pid")
+	# the warm-up second is in the CPU figure: counted as part of the
+	# requests' cost at the same rate (CPU scaled by SECS/(SECS+1))
+	sort -n -k3,3 "$log" 2>/dev/null | awk -v kind="$kind" -v name="$name" -v streams="$streams" \
+		-v cpu="$((c1 - c0))" -v hz="$HZ" -v secs="$SECS" -v outf="$out" '
+		{ d[NR] = $3; if ($2 < 200 || $2 >= 300) bad++ }
+		END {
+			n = NR
+			p50 = n ? d[int(n * 0.50) > 0 ? int(n * 0.50) : 1] / 1000 : 0
+			p99 = n ? d[int(n * 0.99) > 0 ? int(n * 0.99) : 1] / 1000 : 0
+			cpus = cpu / hz * secs / (secs + 1)
+			printf "%s %s %d %d %.1f %.3f %.3f %.2f %.0f %d\n", kind, name, streams, n, n / secs,
+				p50, p99, cpus, (cpus > 0 ? n / cpus : 0), bad
+		}' >>"$T/results.txt"
+}
+
+echo "bench-h2: $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
+for kind in $KINDS; do
+	for streams in $STREAMS_LIST; do
+		echo "bench-h2: $kind, ${ROUNDS} round(s) of ${SECS}s per proxy, h2load -c4 -m$((streams / 4 > 0 ? streams / 4 : 1)) ($streams streams)"
+		for ((r = 1; r <= ROUNDS; r++)); do
+			if ((r % 2)); then order="dmsc-l7 haproxy nginx"; else order="nginx haproxy dmsc-l7"; fi
+			for name in $order; do run "$kind" "$name" "$r" "$streams"; done
+		done
+		awk -v kind="$kind" -v streams="$streams" '
+			$1 != kind || $3 != streams { next }
+			{ k = $2; n[k]++; rps[k] += $5; p50[k] += $6; p99[k] += $7; cpu[k] += $8; eff[k] += $9; bad[k] += $10; reqs[k] += $4 }
+			END {
+				printf "%-9s %7s %10s %9s %9s %10s %15s %7s\n", "proxy", "streams", "req/s", "p50 ms", "p99 ms", "CPU s/run", "req/CPU-second", "non-2xx"
+				split("dmsc-l7 haproxy nginx", order, " ")
+				for (i = 1; i <= 3; i++) { k = order[i]; if (!n[k]) continue
+					printf "%-9s %7d %10.0f %9.3f %9.3f %10.2f %15.0f %7d\n", k, streams, rps[k] / n[k], p50[k] / n[k], p99[k] / n[k], cpu[k] / n[k], eff[k] / n[k], bad[k] }
+				for (i = 2; i <= 3; i++) { k = order[i]; if (!n[k] || !eff[k] || !p99[k]) continue
+					printf "dmsc-l7 / %-7s: req per CPU-second x%.2f, p99 x%.2f\n", k, eff["dmsc-l7"] / eff[k], (p99["dmsc-l7"] / n["dmsc-l7"]) / (p99[k] / n[k]) }
+			}' "$T/results.txt"
+	done
+done
+
+# memory per idle HTTP/2 connection: IDLE connections opened and held
+echo "bench-h2: memory per idle HTTP/2 connection ($IDLE connections held, RSS of the proxy's processes)"
+printf '%-9s %12s %12s %14s\n' proxy "RSS before" "RSS after" "kB/connection"
+for name in dmsc-l7 haproxy nginx; do
+	pid=$(pid_of "$name")
+	case $name in dmsc-l7) addr=$VIP port=80 ;; haproxy) addr=198.18.0.1 port=15002 ;; nginx) addr=198.18.0.1 port=15003 ;; esac
+	r0=$(rss_kb "$pid")
+	rm -f "$T/idle.in" && mkfifo "$T/idle.in"
+	in_c "$PY" "$TOP/tests/lib/h2idle.py" "$addr" "$port" "$IDLE" 120 <"$T/idle.in" >"$T/idle-$name.out" 2>&1 &
+	exec 7>"$T/idle.in"
+	for i in $(seq 300); do grep -q '^ready' "$T/idle-$name.out" && break; sleep 0.1; done
+	r1=$(rss_kb "$pid")
+	if grep -q "^ready $IDLE\$" "$T/idle-$name.out"; then
+		awk -v name="$name" -v a="$r0" -v b="$r1" -v n="$IDLE" 'BEGIN {
+			printf "%-9s %12d %12d %14.1f\n", name, a, b, (b - a) / n
+			printf "idle %s %d %d %d\n", name, a, b, n >> "'"$T/results.txt"'" }'
+	else
+		echo "$name: the $IDLE idle connections were not all taken: $(head -c 200 "$T/idle-$name.out")"
+	fi
+	exec 7>&-
+	wait $! 2>/dev/null
+done
+echo "bench-h2: load average after $(cut -d' ' -f1-3 /proc/loadavg)"
+
+mkdir -p "$BUILD"
+awk -v secs="$SECS" -v kernel="$(uname -r)" '
+	BEGIN { printf "{\"seconds\":%d,\"kernel\":\"%s\",\"runs\":[", secs, kernel }
+	$1 == "idle" { idle = idle sprintf("%s{\"proxy\":\"%s\",\"rss_before_kb\":%d,\"rss_after_kb\":%d,\"connections\":%d}", (idle != "" ? "," : ""), $2, $3, $4, $5); next }
+	{ printf "%s{\"kind\":\"%s\",\"proxy\":\"%s\",\"streams\":%d,\"requests\":%d,\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"cpu_s\":%.2f,\"req_per_cpu_s\":%.0f,\"non_2xx\":%d}", (runs++ ? "," : ""), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }
+	END { printf "],\"idle\":[%s]}\n", idle }' "$T/results.txt" >"$BUILD/bench-h2.json"
+echo "bench-h2: wrote $BUILD/bench-h2.json"
