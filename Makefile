@@ -49,7 +49,7 @@ TOOLS     := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/
 # (BPF_PROG_TEST_RUN, the pinned datapath), need root.
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 BPFT_SRCS := $(wildcard tests/bpf/*.c)
-HEADERS   := $(wildcard include/dmsc/*.h user/*/*.h bpf/*/*.h tests/bpf/*.h)
+HEADERS   := $(wildcard include/dmsc/*.h user/*/*.h bpf/*/*.h tests/bpf/*.h tests/tools/*.h tests/fuzz/*.h)
 
 all: $(PROGS) $(TOOLS)
 
@@ -215,4 +215,4 @@ clean:
 
 format:
 	clang-format -i $(wildcard bpf/*/*.c bpf/*/*.h user/*/*.c user/*/*.h include/dmsc/*.h \\
-		tests/unit/*.c tests/bpf/*.c tests/bpf/*.h tests/tools/*.c tests/bench/*.c tests/fuzz/*.c)
+		tests/unit/*.c tests/bpf/*.c tests/bpf/*.h tests/tools/*.c tests/tools/*.h tests/bench/*.c tests/fuzz/*.c tests/fuzz/*.h)

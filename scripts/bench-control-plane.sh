@@ -7,6 +7,7 @@
 # Figures only: nothing here passes or fails on them.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
+. "$TOP/tests/lib/kernel.sh"
 BUILD=${BUILD:-$TOP/build}
 OUT=$BUILD/bench-control-plane.json
 SIZES=${BENCH_CP_SIZES:-1000,10000,100000}
@@ -24,7 +25,7 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-cp.XXXXXX")
 CG=
 DPID=
 cleanup() {
-	[[ -n $DPID ]] && kill -KILL "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+	dmsc_stop KILL "$DPID"
 	[[ -e $T/bpffs/dmsc ]] && DMSC_PIN_DIR=$T/bpffs/dmsc "$BUILD/dmscctl" uninstall >/dev/null 2>&1
 	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
 	[[ -n $CG && -d $CG ]] && rmdir "$CG"
@@ -37,16 +38,6 @@ export DMSC_PIN_DIR=$T/bpffs/dmsc
 CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 CG=$CG2/dmsc-test/bench-cp-$$
 mkdir -p "$CG" || exit 1
-
-# wait_line FILE REGEX N SECONDS
-wait_line() {
-	local i
-	for ((i = 0; i < $4 * 10; i++)); do
-		[[ $(grep -cE -- "$2" "$1" 2>/dev/null) -ge $3 ]] && return 0
-		sleep 0.1
-	done
-	return 1
-}
 
 echo "== dmscd: resident memory (VmRSS after the first apply, after 3 changes of one weight, after a"
 echo "   metrics scrape; VmHWM: peak, during the JSON parse), median apply of the 3 changes, scrape time"
@@ -62,7 +53,7 @@ for n in $RSS_SIZES; do
 	"$BUILD/dmscd" --cgroup "$CG" --policy "$T/p.json" --metrics 127.0.0.1:0 \
 		--max-services $((n + n / 4 + 16)) --max-backends $((4 * n + n + 64)) >"$log" 2>&1 &
 	DPID=$!
-	if ! wait_line "$log" '^dmscd: applied ' 1 300; then
+	if ! t_wait_lines "$log" '^dmscd: applied ' 1 300; then
 		echo "dmscd did not apply $n services:"; tail -n 5 "$log"; exit 1
 	fi
 	sleep 1 # the summary line is logged before the parse's memory is given back
@@ -72,7 +63,7 @@ for n in $RSS_SIZES; do
 	for w in 7 8 9; do
 		k=$((k + 1))
 		cp "$T/p$w.json" "$T/p.json.new" && mv "$T/p.json.new" "$T/p.json"
-		wait_line "$log" '^dmscd: applied ' $k 300 || { echo "no apply of weight $w"; exit 1; }
+		t_wait_lines "$log" '^dmscd: applied ' $k 300 || { echo "no apply of weight $w"; exit 1; }
 	done
 	sleep 1
 	rss2=$(awk '/^VmRSS/ { print $2 }' "/proc/$DPID/status")

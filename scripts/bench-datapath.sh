@@ -37,7 +37,7 @@
 # Writes build/bench/variants.txt.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-. "$TOP/tests/lib/netns.sh"
+. "$TOP/tests/lib/kernel.sh"
 
 ROUNDS=${ROUNDS:-3}
 RR_SECONDS=${RR_SECONDS:-3}
@@ -61,25 +61,15 @@ for tool in sockperf iperf3 haproxy jq gnuplot; do
 done
 [[ -x $CTL ]] || die "$CTL is missing: run make"
 
-cleanup() {
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$CTL" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
-}
-trap cleanup EXIT
+trap dmsc_suite_cleanup EXIT # tests/lib/kernel.sh
 trap 'exit 130' INT TERM
 
 mkdir -p "$OUT" "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || die "cannot mount a BPF filesystem"
 export DMSC_PIN_DIR=$T/bpffs/dmsc
 
 dmsc_net_init "$P" || exit 1
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host s "$S_ADDR/16" || exit 1
-BENCH=$(dmsc_cgroup_make "$P/bench") || exit 1
-MESH=$(dmsc_cgroup_make "$P/bench/mesh") || exit 1
-PLAIN=$(dmsc_cgroup_make "$P/bench/plain") || exit 1
+dmsc_net_hosts c=198.18.0.2/16 s="$S_ADDR/16" || exit 1
+dmsc_cgroups BENCH=bench MESH=bench/mesh PLAIN=bench/plain || exit 1
 
 # The PM QoS request holds while this shell keeps the file open; children
 # do not inherit it (run below closes it for them).

@@ -22,6 +22,7 @@ CHANGES=${BENCH_ETCD_CHANGES:-50}
 BIG=${BENCH_ETCD_BIG:-100000} # services held by one dmscd, in 10 namespaces
 PY=/usr/bin/python3
 HELPER=$TOP/scripts/bench-etcd.py
+. "$TOP/tests/lib/kernel.sh"
 . "$TOP/tests/lib/etcd.sh"
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -46,7 +47,7 @@ cleanup() {
 	for h in "${!DPID[@]}"; do
 		kill -KILL "${DPID[$h]}" 2>/dev/null && wait "${DPID[$h]}" 2>/dev/null
 	done
-	[[ -n $EPID ]] && kill -TERM "$EPID" 2>/dev/null && wait "$EPID" 2>/dev/null
+	dmsc_stop TERM "$EPID"
 	for h in "$T"/bpffs/*; do
 		[[ -d $h ]] && DMSC_PIN_DIR=$h "$BUILD/dmscctl" uninstall >/dev/null 2>&1
 	done
@@ -65,15 +66,6 @@ CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 CGP=$CG2/dmsc-test/bench-etcd-$$
 mkdir -p "$CGP" || exit 1
 
-# wait_line FILE REGEX N SECONDS
-wait_line() {
-	local i
-	for ((i = 0; i < $4 * 20; i++)); do
-		[[ $(grep -cE -- "$2" "$1" 2>/dev/null) -ge $3 ]] && return 0
-		sleep 0.05
-	done
-	return 1
-}
 CPORT=$(free_port) && PPORT=$(free_port) || exit 1
 # etcd's data on tmpfs by default: its commit then costs no disk flush,
 # which depends on the disk, not on dmsc (BENCH_ETCD_DATA=disk: in $T)
@@ -123,7 +115,7 @@ for ((h = 0; h < HOSTS; h++)); do
 	args=()
 	for n in ${nss//,/ }; do args+=(--namespace "$n"); done
 	start_host "h$h" --etcd "$EURL" "${args[@]}" --max-services 1000 --max-backends 5000
-	wait_line "$T/h$h.log" '^dmscd: applied .*\(etcd\)' 1 120 ||
+	t_wait_lines "$T/h$h.log" '^dmscd: applied .*\(etcd\)' 1 120 ||
 		{ echo "host h$h did not apply:"; tail -n 5 "$T/h$h.log"; exit 1; }
 	echo "h$h $(url_of "h$h") $nss" >>"$T/hosts"
 done
@@ -151,7 +143,7 @@ for h in h0 h1 h2; do
 		args+=(--namespace "$ns")
 	done
 	start_host "$h" --etcd "$EURL" "${args[@]}"
-	wait_line "$T/$h.log" '^dmscd: applied .*\(etcd\)' $((n + 1)) 60 || { echo "$h: no apply after restart"; exit 1; }
+	t_wait_lines "$T/$h.log" '^dmscd: applied .*\(etcd\)' $((n + 1)) 60 || { echo "$h: no apply after restart"; exit 1; }
 	w=$(grep -E '^dmscd: applied .*\(etcd\)' "$T/$h.log" | tail -n 1 | sed -nE 's/.* ([0-9]+) map entr(y|ies) written.*/\1/p')
 	restart_written+=${restart_written:+,}$w
 done
@@ -164,7 +156,7 @@ jq -s '{services: map(.services) | add}' "$T"/pol/ns*.json >"$T/all.json"
 full_bytes=$(stat -c %s "$T/all.json")
 start_host full --policy "$T/all.json" --debounce-ms 0 --debounce-max-ms 0 \
 	--max-services $((NS * PER + 16)) --max-backends $((NS * PER * 5 + 64))
-wait_line "$T/full.log" '^dmscd: applied ' 1 120 || { echo "full: no apply"; tail -n 5 "$T/full.log"; exit 1; }
+t_wait_lines "$T/full.log" '^dmscd: applied ' 1 120 || { echo "full: no apply"; tail -n 5 "$T/full.log"; exit 1; }
 furl=$(url_of full)
 full_ms=()
 for w in 2 3 4 5 6; do
@@ -205,7 +197,7 @@ done
 big_pub=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 t0=$EPOCHREALTIME
 start_host big --etcd "$EURL" "${bargs[@]}" --max-services $((BIG + 16)) --max-backends $((BIG * 5 + 64))
-wait_line "$T/big.log" '^dmscd: applied .*\(etcd\)' 1 600 || { echo "big: no apply"; tail -n 5 "$T/big.log"; exit 1; }
+t_wait_lines "$T/big.log" '^dmscd: applied .*\(etcd\)' 1 600 || { echo "big: no apply"; tail -n 5 "$T/big.log"; exit 1; }
 big_first=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 sleep 1 # the apply's summary line comes before the read's memory is given back
 big_rss=$(rss_kb big VmRSS)
@@ -214,7 +206,7 @@ big_hwm=$(rss_kb big VmHWM)
 n=$(applies big)
 jq -c '.services[0].backends[1].weight = 7' "$T/big/big000.json" >"$T/big000.json"
 "$BUILD/dmscctl" publish "$T/big000.json" --etcd "$EURL" --namespace big000 >/dev/null || exit 1
-wait_line "$T/big.log" '^dmscd: applied .*\(etcd\)' $((n + 1)) 120 || { echo "big: no apply of one change"; exit 1; }
+t_wait_lines "$T/big.log" '^dmscd: applied .*\(etcd\)' $((n + 1)) 120 || { echo "big: no apply of one change"; exit 1; }
 line=$(grep -E '^dmscd: applied .*\(etcd\)' "$T/big.log" | tail -n 1)
 big_change_view=$(sed -nE 's/.*parse and compile ([0-9.]+) ms.*/\1/p' <<<"$line")
 big_change_apply=$(sed -nE 's/.* in ([0-9.]+) ms \(cpu.*/\1/p' <<<"$line")
@@ -224,7 +216,7 @@ big_rss_change=$(rss_kb big VmRSS)
 n=$(applies big)
 kill -KILL "${DPID[big]}"; wait "${DPID[big]}" 2>/dev/null
 start_host big --etcd "$EURL" "${bargs[@]}"
-wait_line "$T/big.log" '^dmscd: applied .*\(etcd\)' $((n + 1)) 600 || { echo "big: no apply after restart"; exit 1; }
+t_wait_lines "$T/big.log" '^dmscd: applied .*\(etcd\)' $((n + 1)) 600 || { echo "big: no apply after restart"; exit 1; }
 big_restart=$(grep -E '^dmscd: applied .*\(etcd\)' "$T/big.log" | tail -n 1 | sed -nE 's/.* ([0-9]+) map entr(y|ies) written.*/\1/p')
 
 jq --argjson read_bytes "$read_bytes" --argjson host_rss "$host_rss" \

@@ -66,10 +66,7 @@ trap cleanup EXIT
 mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || exit 1
 export DMSC_PIN_DIR=$T/bpffs/dmsc
 dmsc_net_init "$P" || exit 1
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host n 198.18.0.1/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
+dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 # gRPC's core would open dual-stack sockets; the client namespace is IPv4
 for k in all default lo; do

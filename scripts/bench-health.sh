@@ -34,15 +34,12 @@ suite_cleanup() {
 }
 . "$TOP/tests/lib/kernel.sh"
 dmsc_suite_begin bench-health bhl$$
-dmsc_net_host c 198.18.142.2/16 || exit 1
-dmsc_net_host b1 198.18.143.2/16 || exit 1
-dmsc_net_host b2 198.18.143.3/16 || exit 1
+dmsc_net_hosts c=198.18.142.2/16 b1=198.18.143.2/16 b2=198.18.143.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 "$CTL" install --cgroup "$MESH" >/dev/null || exit 1
 
 start() { # HOST ADDR NAME
-	dmsc_net_exec "$1" "$SRV" --name "$3" --mode id --listen "$2:9080" \
-		--max-seconds 600 >"$T/$1.out" 2>&1 &
+	dmsc_testsrv "$1" "$3" id "$2:9080" 600 "$T/$1.out"
 	dmsc_wait_ready "$T/$1.out" 10
 }
 # load_start PORT OUT: the load on VIP:PORT, in the background, once it

@@ -13,7 +13,7 @@
 # mostly idle; 32: throughput and CPU cost under load).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-. "$TOP/tests/lib/netns.sh"
+. "$TOP/tests/lib/kernel.sh"
 . "$TOP/scripts/bench-lib.sh"
 BUILD=${BUILD:-$TOP/build}
 SECS=${BENCH_SECONDS:-10}
@@ -33,24 +33,18 @@ for tool in wrk haproxy nginx; do
 	command -v "$tool" >/dev/null || { echo "bench-l7: $tool is missing (scripts/install-deps.sh)"; exit 1; }
 done
 
-cleanup() {
+# the servers first, then what dmsc_suite_cleanup (tests/lib/kernel.sh) removes
+suite_cleanup() {
 	local p
 	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$BUILD/dmscctl" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
 }
-trap cleanup EXIT
+CTL=$BUILD/dmscctl
+trap dmsc_suite_cleanup EXIT
 
 mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || exit 1
 export DMSC_PIN_DIR=$T/bpffs/dmsc
 dmsc_net_init "$P" || exit 1
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host n 198.18.0.1/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
+dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do

@@ -6,7 +6,7 @@
 # VIPs 198.19.0.0/16, and the client has no default route.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-. "$TOP/tests/lib/netns.sh"
+. "$TOP/tests/lib/kernel.sh"
 
 BIN=${BIN:-$TOP/build}
 CTL=$BIN/dmscctl
@@ -233,16 +233,7 @@ nsenter --net="/run/netns/$AGENTS" etcd --name dmsc-demo --data-dir "$T/etcd" --
 	--initial-advertise-peer-urls http://127.0.0.1:2380 \
 	--initial-cluster dmsc-demo=http://127.0.0.1:2380 >"$T/etcd.log" 2>&1 &
 EPID=$!
-# until_ok SECONDS CMD...: polls CMD every 100 ms, for SECONDS at most.
-until_ok() {
-	local i
-	for ((i = 0; i < $1 * 10; i++)); do
-		"${@:2}" && return 0
-		sleep 0.1
-	done
-	return 1
-}
-until_ok 20 in_agents curl -sf --max-time 1 "$EURL/health" -o /dev/null || die "etcd did not start (see $T/etcd.log)"
+t_wait 20 in_agents curl -sf --max-time 1 "$EURL/health" -o /dev/null || die "etcd did not start (see $T/etcd.log)"
 echo "   etcd $(etcd --version | head -n 1 | awk '{print $3}') on $EURL"
 CGB=$(dmsc_cgroup_make "$P/ads") || die "cgroup"
 DMSC_PIN_DIR=$T/bpffs/dmsc nsenter --net="/run/netns/$AGENTS" "$BIN/dmscd" --etcd "$EURL" --namespace shop \
@@ -252,11 +243,11 @@ DMSC_PIN_DIR=$T/bpffs/hostb nsenter --net="/run/netns/$AGENTS" "$BIN/dmscd" --et
 	--metrics 127.0.0.1:0 >"$T/hostb.log" 2>&1 &
 DPIDS+=($!)
 applied() { grep -c '^dmscd: applied .*(etcd)' "$1" 2>/dev/null; }
-# applied_more LOG N: LOG shows more than N applies from etcd (for until_ok,
+# applied_more LOG N: LOG shows more than N applies from etcd (for t_wait,
 # which runs its command again each time).
 applied_more() { (($(applied "$1") > $2)); }
 for h in a b; do
-	until_ok 60 applied_more "$T/host$h.log" 0 || {
+	t_wait 60 applied_more "$T/host$h.log" 0 || {
 		tail -n 20 "$T/host$h.log" >&2
 		die "host ${h^^}'s dmscd did not read etcd"
 	}
@@ -272,7 +263,7 @@ n=$(applied "$T/hosta.log")
 jq '.services[0].backends[0].weight = 80 | .services[0].backends[1].weight = 20' "$POLICY" >"$T/shop.json"
 echo "   dmscctl publish $(basename "$POLICY") --namespace shop:"
 in_agents "$CTL" publish "$T/shop.json" --etcd "$EURL" --namespace shop | sed 's/^/     /'
-until_ok 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply the publish"
+t_wait 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply the publish"
 grep '^dmscd: applied .*(etcd)' "$T/hosta.log" | tail -n 1 | sed 's/^/     host A: /'
 echo "   host A holds: $("$CTL" show services -o json | jq -c '[.services[].name]')," \
 	"host B holds: $(DMSC_PIN_DIR=$T/bpffs/hostb "$CTL" show services -o json | jq -c '[.services[].name]')"
@@ -281,7 +272,7 @@ read -r _ a1 _ b1 <<<"$(received)"
 jq '.services[0].backends[0].weight = 50 | .services[0].backends[1].weight = 50' "$T/shop.json" >"$T/shop5050.json"
 t0=$(date +%s%N)
 in_agents "$CTL" publish "$T/shop5050.json" --etcd "$EURL" --namespace shop >/dev/null
-until_ok 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply the weight change"
+t_wait 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply the weight change"
 t1=$(date +%s%N)
 read -r _ a2 _ b2 <<<"$(received)"
 echo "   one weight change published: on host A in $(((t1 - t0) / 1000000)) ms (publish to map write, as seen" \
@@ -304,7 +295,7 @@ for h in 1 2; do
 		>"$T/nghttpd$h.out" 2>&1 &
 done
 h2up() { dmsc_net_exec "$1" ss -Htln "sport = :8443" | grep -q .; }
-until_ok 10 h2up node1 && until_ok 10 h2up node2 || die "nghttpd did not start"
+t_wait 10 h2up node1 && t_wait 10 h2up node2 || die "nghttpd did not start"
 jq '.services += [{"name": "web", "vip": "198.19.0.14", "port": 80, "protocol": "http",
                    "backends": [{"address": "198.18.1.2", "port": 8443, "weight": 80, "labels": {"version": "v1"}},
                                 {"address": "198.18.1.3", "port": 8443, "weight": 20, "labels": {"version": "v2"}}],
@@ -312,7 +303,7 @@ jq '.services += [{"name": "web", "vip": "198.19.0.14", "port": 80, "protocol": 
 	"$T/shop5050.json" >"$T/shopweb.json"
 in_agents "$CTL" publish "$T/shopweb.json" --etcd "$EURL" --namespace shop >/dev/null || die "publish web failed"
 ino=$(stat -L -c %i "/run/netns/${DMSC_NET_PREFIX}client")
-until_ok 30 grep -q "listening in network namespace $ino " "$T/hosta.log" ||
+t_wait 30 grep -q "listening in network namespace $ino " "$T/hosta.log" ||
 	die "dmsc-l7 did not listen in the client's namespace (see $T/hosta.log)"
 echo "   dmscd started dmsc-l7; it listens inside the client's namespace (no flag, no address to pick)"
 urls=()

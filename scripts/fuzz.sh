@@ -14,7 +14,7 @@ cd "$TOP" || exit 1
 SECONDS_PER=${1:?usage: fuzz.sh SECONDS NAME...}
 shift
 FB=build-fuzz
-passed=0 failed=0
+. "$TOP/tests/lib/assert.sh"
 mkdir -p "$FB/artifacts"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
@@ -23,19 +23,16 @@ for name in "$@"; do
 	bin=$FB/fuzz_$name
 	log=$FB/fuzz_$name.log
 	if [[ ! -x $bin ]]; then
-		echo "not ok - fuzz $name: $bin is not built (make fuzz-build)"
-		failed=$((failed + 1))
+		t_fail "fuzz $name: $bin is not built (make fuzz-build)"
 		continue
 	fi
 	reg=(tests/fuzz/regressions/"$name"/*)
 	if [[ -e ${reg[0]} ]]; then
 		if "$bin" -runs=0 "${reg[@]}" >"$log.regressions" 2>&1; then
-			echo "ok - fuzz $name: ${#reg[@]} regression inputs pass"
-			passed=$((passed + 1))
+			t_ok "fuzz $name: ${#reg[@]} regression inputs pass"
 		else
-			echo "not ok - fuzz $name: a regression input fails again:"
+			t_fail "fuzz $name: a regression input fails again:"
 			grep -E 'ERROR|SUMMARY|Running:' "$log.regressions" | tail -n 5
-			failed=$((failed + 1))
 		fi
 	fi
 	corpus=$FB/corpus/$name
@@ -55,13 +52,10 @@ for name in "$@"; do
 	# hold more, superseded ones)
 	size=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
 	if [[ $rc -eq 0 ]]; then
-		echo "ok - fuzz $name: ${runs:-?} runs in ${t} s, cov ${cov:-?}, ft ${ft:-?}, corpus ${size:-?}"
-		passed=$((passed + 1))
+		t_ok "fuzz $name: ${runs:-?} runs in ${t} s, cov ${cov:-?}, ft ${ft:-?}, corpus ${size:-?}"
 	else
-		echo "not ok - fuzz $name (exit $rc) after ${runs:-?} runs in ${t} s:"
+		t_fail "fuzz $name (exit $rc) after ${runs:-?} runs in ${t} s:"
 		grep -E 'ERROR|SUMMARY|fuzz_[a-z]*:|artifact' "$log" | head -n 8
-		failed=$((failed + 1))
 	fi
 done
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+t_summary

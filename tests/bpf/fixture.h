@@ -18,6 +18,7 @@
 #include <bpf/libbpf.h>
 #include <criterion/criterion.h>
 
+#include "apply.h"
 #include "datapath.h"
 #include "dmsc_sock.skel.h"
 #include "policy.h"
@@ -52,6 +53,27 @@ static inline void fixture_load(struct dmsc_sock **skel, struct dmsc_datapath *d
 	dp->max_backends = max_backends;
 	dp->nr_cpus = libbpf_num_possible_cpus();
 	*skel = s;
+}
+
+/* An empty install record: what a finished install leaves (test_crash and
+ * test_mirror start from it). */
+static inline void fixture_install_clear(const struct dmsc_datapath *dp)
+{
+	struct dmsc_install rec = { 0 };
+	__u32 zero = 0;
+
+	cr_assert_eq(bpf_map_update_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY), 0);
+}
+
+/* How many services two reads of the maps hold differently. */
+static inline size_t fixture_svcs_differ(const struct dmsc_state *a, const struct dmsc_state *b)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < b->n_svcs; i++)
+		if (memcmp(&a->svcs[i], &b->svcs[i], sizeof(b->svcs[i])))
+			n++;
+	return n;
 }
 
 /* A policy of n services "s<i>" on 198.19.0.0+i:80, each with nb backends

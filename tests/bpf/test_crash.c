@@ -40,11 +40,8 @@ static struct dmsc_datapath dp;
 
 static void setup(void)
 {
-	__u32 zero = 0;
-	struct dmsc_install rec = { 0 };
-
 	fixture_load(&skel, &dp, C_MAX_SERVICES, C_MAX_BACKENDS);
-	cr_assert_eq(bpf_map_update_elem(dp.fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY), 0);
+	fixture_install_clear(&dp);
 }
 
 static void teardown(void)

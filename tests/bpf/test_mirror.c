@@ -28,11 +28,8 @@ static struct dmsc_mirror mir;
 
 static void setup(void)
 {
-	__u32 zero = 0;
-	struct dmsc_install rec = { 0 };
-
 	fixture_load(&skel, &dp, M_MAX_SERVICES, M_MAX_BACKENDS);
-	cr_assert_eq(bpf_map_update_elem(dp.fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY), 0);
+	fixture_install_clear(&dp);
 	memset(&mir, 0, sizeof(mir));
 }
 
@@ -112,7 +109,7 @@ Test(mirror, one_weight_among_many_writes_two_entries)
 {
 	struct dmsc_policy p = { 0 };
 	struct dmsc_state before, after;
-	size_t changes, i, diff = 0;
+	size_t changes;
 
 	fixture_policy(&p, 2000, 4, NULL);
 	mapply(&p, false, NULL);
@@ -121,10 +118,7 @@ Test(mirror, one_weight_among_many_writes_two_entries)
 	cr_assert_eq(mapply(&p, false, &changes), 2);
 	cr_assert_eq(changes, 1);
 	cr_assert_eq(dmsc_state_read(&dp, &after), 0);
-	for (i = 0; i < after.n_svcs; i++)
-		if (memcmp(&before.svcs[i], &after.svcs[i], sizeof(after.svcs[i])))
-			diff++;
-	cr_assert_eq(diff, 1, "only the changed service differs in the maps");
+	cr_assert_eq(fixture_svcs_differ(&before, &after), 1, "only the changed service differs in the maps");
 	assert_maps_hold(&p);
 	dmsc_state_free(&before);
 	dmsc_state_free(&after);

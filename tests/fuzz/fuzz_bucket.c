@@ -29,15 +29,8 @@
 #include <string.h>
 
 #include "dmsc/bucket.h"
+#include "fuzz_check.h"
 
-#define CHECK(cond)                                                                    \
-	do {                                                                           \
-		if (!(cond)) {                                                         \
-			fprintf(stderr, "fuzz_bucket: %s:%d: %s\n", __FILE__, __LINE__, \
-				#cond);                                                \
-			abort();                                                       \
-		}                                                                      \
-	} while (0)
 
 typedef __int128 i128;
 typedef unsigned __int128 u128;

@@ -32,14 +32,8 @@
 #include <string.h>
 
 #include "l7_http.h"
+#include "fuzz_check.h"
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_http: %s:%d: %s\n", __FILE__, __LINE__, #cond);      \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 struct run {
 	size_t fed;	 /* bytes the parser consumed so far */

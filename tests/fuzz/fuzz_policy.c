@@ -21,15 +21,8 @@
 
 #include "dmsc/slots.h"
 #include "policy.h"
+#include "fuzz_check.h"
 
-#define CHECK(cond)                                                                    \
-	do {                                                                           \
-		if (!(cond)) {                                                         \
-			fprintf(stderr, "fuzz_policy: %s:%d: %s\n", __FILE__, __LINE__, \
-				#cond);                                                \
-			abort();                                                       \
-		}                                                                      \
-	} while (0)
 
 static void check_slots(const struct dmsc_policy_service *s)
 {

@@ -11,32 +11,22 @@ DPID=
 LOADPIDS=()
 # Stops dmscd and the load before the common cleanup (kernel.sh).
 suite_cleanup() {
-	local p
-	[[ -n ${KEEP_LOG:-} && -f ${LOG:-} ]] && cp "$LOG" "$KEEP_LOG"
-	for p in "${LOADPIDS[@]}" $DPID; do
-		kill -KILL "$p" 2>/dev/null
-		wait "$p" 2>/dev/null
-	done
+	dmsc_keep_log
+	dmsc_stop KILL "${LOADPIDS[@]}" $DPID
 }
 dmsc_suite_begin agent dag$$
-DMSCD=$BIN/dmscd
 PROMCHECK=$TOP/tests/lib/promcheck.awk
 VIP=198.19.0.10
 POL=$T/policy.json
 LOG=$T/dmscd.log
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
+dmsc_net_hosts c=198.18.0.2/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
-	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
-		--max-seconds 3600 >"$T/$host.out" 2>&1 &
+	dmsc_testsrv "$host" "$name" id "$addr:9080" 3600 "$T/$host.out"
 done
-for f in b1 b2; do
-	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
-done
+dmsc_backends_ready "$T/b1.out" "$T/b2.out"
 
 # backends_json "ADDR:WEIGHT ..." -> the backends array of reviews
 backends_json() {
@@ -61,35 +51,8 @@ put() {
 	cp "$2" "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"
 }
 
-# wait_count FILE REGEX N SECONDS: until FILE has at least N lines matching.
-wait_count() {
-	local i
-	for ((i = 0; i < $4 * 20; i++)); do
-		[[ $(grep -cE -- "$2" "$1" 2>/dev/null) -ge $3 ]] && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
-nlines() { grep -cE -- "$2" "$1" 2>/dev/null; }
-
-# start_dmscd ARGS...: starts dmscd (appending to $LOG) and waits for its
-# first apply (or its refusal) to be logged.
-start_dmscd() {
-	local before
-	before=$(nlines "$LOG" '\((start)\)|not applied|apply failed')
-	"$DMSCD" --metrics 127.0.0.1:0 --debounce-ms 100 --drop-delay-ms 50 "$@" >>"$LOG" 2>&1 &
-	DPID=$!
-	wait_count "$LOG" '\((start)\)|not applied|apply failed' $((before + 1)) 60
-}
-
-stop_dmscd() {
-	local sig=${1:-TERM}
-	[[ -n $DPID ]] || return 0
-	kill "-$sig" "$DPID" 2>/dev/null
-	wait "$DPID" 2>/dev/null
-	DPID=
-}
+start_dmscd() { dmsc_start_dmscd 60 "$@"; }
+stop_dmscd() { dmsc_stop_dmscd "$@"; }
 
 metrics_url() {
 	grep -o 'http://[0-9.:]*/metrics' "$LOG" | tail -n 1
@@ -110,9 +73,9 @@ metric() {
 # summary line (applied or not).
 apply_file() {
 	local before
-	before=$(nlines "$LOG" '^dmscd: applied .*\(changed\)|not applied|apply failed')
+	before=$(t_nlines "$LOG" '^dmscd: applied .*\(changed\)|not applied|apply failed')
 	put "$POL" "$1"
-	wait_count "$LOG" '^dmscd: applied .*\(changed\)|not applied|apply failed' $((before + 1)) 60
+	t_wait_lines "$LOG" '^dmscd: applied .*\(changed\)|not applied|apply failed' $((before + 1)) 60
 }
 
 last_applied() {
@@ -256,7 +219,7 @@ sleep 0.5
 stop_dmscd KILL
 sleep 0.5
 start_dmscd --policy "$POL"
-t_check "after SIGKILL a new dmscd adopts it too" test "$(nlines "$LOG" 'adopted the datapath')" -ge 2
+t_check "after SIGKILL a new dmscd adopts it too" test "$(t_nlines "$LOG" 'adopted the datapath')" -ge 2
 sleep 0.5
 load_stop restart
 read -r batches conns ok failed v1 <<<"$(load_report restart)"
@@ -338,10 +301,10 @@ t_eq "...and nobody may connect meanwhile (EPERM)" "$(jq -c '[.ok, .errors.EPERM
 # Either the retry of the apply or the cgroup watch (which re-resolves
 # the rule in place) may see it first.
 late_re="update web: allow_from changed|allow_from \"$late_rel\" .* re-resolved: cgroup id none -> [0-9]"
-n_before=$(nlines "$LOG" "$late_re")
+n_before=$(t_nlines "$LOG" "$late_re")
 LATE=$(dmsc_cgroup_make "$P/mesh/late") || exit 1
-wait_count "$LOG" "$late_re" $((n_before + 1)) 60
-t_check "once the cgroup exists, dmscd applies the rule by itself" test "$(nlines "$LOG" "$late_re")" -gt "$n_before"
+t_wait_lines "$LOG" "$late_re" $((n_before + 1)) 60
+t_check "once the cgroup exists, dmscd applies the rule by itself" test "$(t_nlines "$LOG" "$late_re")" -gt "$n_before"
 got=$(dmsc_run_in_cgroup "$LATE" dmsc_net_exec c "$PROBE" --json --max-seconds 20 --connect 198.19.0.11:80 --count 5 | jq .ok)
 t_eq "a process in that cgroup may connect now" "$got" 5
 apply_file "$T/p8020.json"
@@ -356,28 +319,28 @@ echo 'not json' >"$T/dir/README"
 start_dmscd --policy "$T/dir"
 t_eq "a directory's files are merged" "$("$CTL" show services -o json | jq -c '[.services[].name]')" '["reviews","web"]'
 before=$("$CTL" show services -o json)
-n_before=$(nlines "$LOG" 'not applied')
+n_before=$(t_nlines "$LOG" 'not applied')
 printf '{ "services": [ { "name": "reviews", "vip": "198.19.0.12", "port": 80, "backends": [ { "address": "198.18.1.3", "port": 9080 } ] } ] }\n' \
 	>"$T/dir/.30-dup.json.tmp"
 mv "$T/dir/.30-dup.json.tmp" "$T/dir/30-dup.json"
-wait_count "$LOG" 'not applied' $((n_before + 1)) 60
+t_wait_lines "$LOG" 'not applied' $((n_before + 1)) 60
 t_check "a name defined in two files is reported with both files" \
 	grep -qE '30-dup.json: services\[0\]: the name "reviews" is also defined in .*10-reviews.json \(services\[0\]\)' "$LOG"
 t_eq "the duplicate changed nothing" "$("$CTL" show services -o json)" "$before"
 rm "$T/dir/30-dup.json"
 # An http service on the VIP:port of a tcp one in another file: the kernel
 # keys both as TCP, so the second would overwrite the first.
-n_before=$(nlines "$LOG" 'not applied')
+n_before=$(t_nlines "$LOG" 'not applied')
 printf '{ "services": [ { "name": "reviews-http", "vip": "%s", "port": 9080, "protocol": "http", "backends": [ { "address": "198.18.1.3", "port": 9080 } ] } ] }\n' \
 	"$VIP" >"$T/dir/.40-http.json.tmp"
 mv "$T/dir/.40-http.json.tmp" "$T/dir/40-http.json"
-wait_count "$LOG" 'not applied' $((n_before + 1)) 60
+t_wait_lines "$LOG" 'not applied' $((n_before + 1)) 60
 t_check "a tcp and an http service on one VIP:port in two files are refused, naming both files and services" \
 	grep -qE "40-http.json: services\[0\] \(reviews-http\): $VIP:9080/http is also the address of services\[0\] \(reviews\) in .*10-reviews.json as tcp" "$LOG"
 t_eq "the tcp/http duplicate changed nothing" "$("$CTL" show services -o json)" "$before"
-n_before=$(nlines "$LOG" '^dmscd: applied ')
+n_before=$(t_nlines "$LOG" '^dmscd: applied ')
 rm "$T/dir/40-http.json"
-wait_count "$LOG" '^dmscd: applied ' $((n_before + 1)) 60
+t_wait_lines "$LOG" '^dmscd: applied ' $((n_before + 1)) 60
 t_check "removing the duplicate applies the directory again (nothing to write)" \
 	grep -qE '2 services, 0 changes, 0 map entries' <<<"$(last_applied)"
 stop_dmscd TERM

@@ -19,25 +19,19 @@
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 DPID=
-suite_cleanup() {
-	[[ -n $DPID ]] && kill -KILL "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-}
+suite_cleanup() { dmsc_stop KILL "$DPID"; }
 dmsc_suite_begin crash dcr$$
 command -v bpftool >/dev/null || { echo "skip - bpftool is not installed"; exit 77; }
 ROUNDS=${CRASH_ROUNDS:-20}
 N_A=200  # services in A, closed to all but BAD
 N_KEEP=50 # of those, kept by B
 N_NEW=150 # services C adds, closed to all but GOOD
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-GOOD=$(dmsc_cgroup_make "$P/mesh/good") || exit 1
-BAD=$(dmsc_cgroup_make "$P/mesh/bad") || exit 1
+dmsc_net_hosts c=198.18.0.2/16 b1=198.18.1.2/16 || exit 1
+dmsc_cgroups MESH=mesh GOOD=mesh/good BAD=mesh/bad || exit 1
 REL=dmsc-test/$P/mesh
 
-dmsc_net_exec b1 "$SRV" --name b1 --mode id --listen 198.18.1.2:9080 --max-seconds 600 \
-	>"$T/srv.out" 2>&1 &
-dmsc_wait_ready "$T/srv.out" 10 || { t_fail "backend ready"; t_summary; exit 1; }
+dmsc_testsrv b1 b1 id 198.18.1.2:9080 600 "$T/srv.out"
+dmsc_backends_ready "$T/srv.out"
 
 # gen FIRST LAST NAME VIPNET CGROUP [LIMITS]: services FIRST..LAST-1, VIPs
 # VIPNET.X.Y (VIPNET: "198.19" or "198.19.100", whose X counts from 100).

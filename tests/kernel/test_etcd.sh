@@ -18,62 +18,29 @@ MPIDS=()
 suite_cleanup() {
 	local p
 	# h3's dmscd stops its dmsc-l7 on SIGTERM
-	[[ -n $D3 ]] && kill -TERM "$D3" 2>/dev/null && wait "$D3" 2>/dev/null
+	dmsc_stop TERM "$D3"
 	[[ -n ${KEEP_LOG:-} ]] && cp "$T"/*.log "$KEEP_LOG" 2>/dev/null
-	for p in "${LOADPIDS[@]}" $D1 $D2 $EPID "${MPIDS[@]}"; do
-		kill -KILL "$p" 2>/dev/null
-		wait "$p" 2>/dev/null
-	done
+	dmsc_stop KILL "${LOADPIDS[@]}" $D1 $D2 $EPID "${MPIDS[@]}"
 	for p in "$T/bpffs/h1" "$T/bpffs/h2" "$T/bpffs/h3"; do
 		[[ -d $p ]] && DMSC_PIN_DIR=$p "$CTL" uninstall >/dev/null 2>&1
 	done
 }
 dmsc_suite_begin etcd detc$$
 command -v etcd >/dev/null || { echo "etcd is not installed (scripts/install-deps.sh)"; exit 77; }
-DMSCD=$BIN/dmscd
 VIP=198.19.0.10
 H1=$T/bpffs/h1 H2=$T/bpffs/h2
 
-dmsc_net_host c1 198.18.0.2/16 || exit 1
-dmsc_net_host c2 198.18.0.3/16 || exit 1
-dmsc_net_host n 198.18.0.1/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
-CG1=$(dmsc_cgroup_make "$P/h1") || exit 1
-CG2=$(dmsc_cgroup_make "$P/h2") || exit 1
-CG3=$(dmsc_cgroup_make "$P/h3") || exit 1
+dmsc_net_hosts c1=198.18.0.2/16 c2=198.18.0.3/16 n=198.18.0.1/16 \
+	b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
+dmsc_cgroups CG1=h1 CG2=h2 CG3=h3 || exit 1
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
-	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
-		--max-seconds 600 >"$T/$host.out" 2>&1 &
-	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
-		--max-seconds 600 >"$T/$host.http.out" 2>&1 &
+	dmsc_testsrv "$host" "$name" id "$addr:9080" 600 "$T/$host.out"
+	dmsc_testsrv "$host" "$name" http "$addr:8080" 600 "$T/$host.http.out"
 done
 for f in b1 b2 b1.http b2.http; do
-	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
+	dmsc_backends_ready "$T/$f.out"
 done
-
-# wait_count FILE REGEX N SECONDS: until FILE has at least N lines matching.
-wait_count() {
-	local i
-	for ((i = 0; i < $4 * 20; i++)); do
-		[[ $(grep -cE -- "$2" "$1" 2>/dev/null) -ge $3 ]] && return 0
-		sleep 0.05
-	done
-	return 1
-}
-nlines() { grep -cE -- "$2" "$1" 2>/dev/null; }
-# until_ok SECONDS CMD...: polls CMD every 50 ms, for SECONDS at most
-# (however long CMD itself takes).
-until_ok() {
-	local i n=$(($1 * 20)) end=$((SECONDS + $1))
-	shift
-	for ((i = 0; i < n && SECONDS < end; i++)); do
-		"$@" && return 0
-		sleep 0.05
-	done
-	return 1
-}
 
 # ---- etcd: free ports on loopback, a data directory of the suite's own
 CPORT=$(free_port) && PPORT=$(free_port) || { t_fail "free ports for etcd"; t_summary; exit 1; }
@@ -129,17 +96,17 @@ probe() {
 	shift
 	dmsc_run_in_cgroup "$(eval echo "\$CG$n")" dmsc_net_exec "c$n" "$PROBE" --json --max-seconds 60 "$@"
 }
-applied() { nlines "$T/h$1.log" '^dmscd: applied .*\(etcd\)'; }
+applied() { t_nlines "$T/h$1.log" '^dmscd: applied .*\(etcd\)'; }
 # after_apply N BEFORE: waits for host N's next apply
-after_apply() { wait_count "$T/h$1.log" '^dmscd: applied .*\(etcd\)' $(($2 + 1)) 20; }
+after_apply() { t_wait_lines "$T/h$1.log" '^dmscd: applied .*\(etcd\)' $(($2 + 1)) 20; }
 
 # 1. Scoping: reviews in namespace a reaches h1 only.
 policy "$T/a.json" reviews "198.18.1.2:80 198.18.1.3:20"
 start_host 1 a
 # h2's maps hold one service at most: section 1b makes its apply fail
 start_host 2 b --max-services 1
-t_check "h1's dmscd reads etcd" wait_count "$T/h1.log" '^dmscd: applied .*\(etcd\)' 1 30
-t_check "h2's dmscd reads etcd" wait_count "$T/h2.log" '^dmscd: applied .*\(etcd\)' 1 30
+t_check "h1's dmscd reads etcd" t_wait_lines "$T/h1.log" '^dmscd: applied .*\(etcd\)' 1 30
+t_check "h2's dmscd reads etcd" t_wait_lines "$T/h2.log" '^dmscd: applied .*\(etcd\)' 1 30
 a1=$(applied 1)
 out=$(publish "$T/a.json" --namespace a)
 t_check "publish to namespace a: $out" grep -q 'published 1 change' <<<"$out"
@@ -171,21 +138,21 @@ policy "$T/b2.json" duo "198.18.1.3:1"
 sed -i 's/198.19.0.10/198.19.0.14/' "$T/b2.json"
 jq -s '{services: (.[0].services + .[1].services)}' "$T/b.json" "$T/b2.json" >"$T/b12.json"
 publish "$T/b.json" --namespace b >/dev/null
-t_check "h2 applies one service" until_ok 20 test "$(names "$H2")" = '["solo"]'
-t_check "h2's lag is 0 once it is applied" until_ok 10 lag_is 0 0
+t_check "h2 applies one service" t_wait 20 test "$(names "$H2")" = '["solo"]'
+t_check "h2's lag is 0 once it is applied" t_wait 10 lag_is 0 0
 t_eq "its applied revision is etcd's" "$(metric 2 dmsc_etcd_applied_revision)" \
 	"$("$CTL" -o json get --etcd "$EURL" --namespace b | jq .revision)"
-f2=$(nlines "$T/h2.log" 'apply failed')
+f2=$(t_nlines "$T/h2.log" 'apply failed')
 publish "$T/b12.json" --namespace b >/dev/null
 t_check "h2 cannot apply a second service (capacity 1)" \
-	wait_count "$T/h2.log" 'apply failed' $((f2 + 1)) 20
+	t_wait_lines "$T/h2.log" 'apply failed' $((f2 + 1)) 20
 t_eq "its lag is the one revision not applied" "$(metric 2 dmsc_etcd_lag_revisions)" 1
 l0=$(metric 2 dmsc_etcd_lag_seconds)
 t_check "its lag in seconds rises while it cannot apply ($l0 s, then more)" \
-	until_ok 10 lag_above "$(awk -v a="$l0" 'BEGIN { print a + 0.3 }')"
+	t_wait 10 lag_above "$(awk -v a="$l0" 'BEGIN { print a + 0.3 }')"
 t_eq "h2's maps keep solo (the datapath as it was)" "$(names "$H2")" '["solo"]'
 publish "$T/b.json" --namespace b >/dev/null
-t_check "the publish that fits brings its lag back to 0" until_ok 20 lag_is 0 0
+t_check "the publish that fits brings its lag back to 0" t_wait 20 lag_is 0 0
 t_eq "and h2's maps hold solo only" "$(names "$H2")" '["solo"]'
 
 # 2. A weight change moves the split.
@@ -207,7 +174,7 @@ t_eq "and wrote nothing: reviews keeps its weights in etcd" \
 out=$(publish "$T/both.json" --namespace a)
 t_check "publishing again succeeds: $out" grep -q 'published 1 change' <<<"$out"
 t_check "h1 applies the concurrent service and the weight change" \
-	wait_count "$T/h1.log" '^dmscd: applied .*\(etcd\)' $((a1 + 2)) 20
+	t_wait_lines "$T/h1.log" '^dmscd: applied .*\(etcd\)' $((a1 + 2)) 20
 t_eq "h1's maps hold both" "$(names "$H1")" '["other","reviews"]'
 probe 1 --connect "$VIP:9080" --count 400 --parallel 4 >"$T/split2.json"
 v1=$(jq '.backends.v1 // 0' "$T/split2.json")
@@ -224,14 +191,14 @@ rm -f "$T/load.stop" "$T/load.batches"
 ) &
 LOADPIDS+=($!)
 etcd_stop
-t_check "h1 notices that etcd is down" wait_count "$T/h1.log" 'etcd: disconnected' 1 20
-until_ok 10 test "$(wc -l <"$T/load.batches" 2>/dev/null || echo 0)" -ge 3
+t_check "h1 notices that etcd is down" t_wait_lines "$T/h1.log" 'etcd: disconnected' 1 20
+t_wait 10 test "$(wc -l <"$T/load.batches" 2>/dev/null || echo 0)" -ge 3
 etcd_start || t_fail "etcd starts again"
 a1=$(applied 1)
 policy "$T/a.json" reviews "198.18.1.2:100 198.18.1.3:0"
 out=$(publish "$T/a.json" --namespace a)
 t_check "h1 applies the change made while its watch was down" after_apply 1 "$a1"
-t_check "h1 reconnected" wait_count "$T/h1.log" 'etcd: connected' 2 20
+t_check "h1 reconnected" t_wait_lines "$T/h1.log" 'etcd: connected' 2 20
 touch "$T/load.stop"
 wait "${LOADPIDS[-1]}" 2>/dev/null
 t_eq "no connection failed while etcd was away" \
@@ -244,7 +211,7 @@ t_eq "v2 drained (weight 0): every connection to v1" "$(jq '.backends.v1 // 0' "
 # changes and compacts past the first: resuming finds its revision gone,
 # h1 reads the namespace again and applies only the difference.
 full_reads() { metric 1 dmsc_etcd_full_reads_total; }
-f0=$(full_reads) c0=$(nlines "$T/h1.log" 'was compacted')
+f0=$(full_reads) c0=$(t_nlines "$T/h1.log" 'was compacted')
 kill -STOP "$D1"
 if ss -K dst 127.0.0.1 dport = ":$CPORT" >/dev/null 2>&1; then
 	policy "$T/c3.json" reviews "198.18.1.2:90 198.18.1.3:10"
@@ -257,7 +224,7 @@ if ss -K dst 127.0.0.1 dport = ":$CPORT" >/dev/null 2>&1; then
 	a1=$(applied 1)
 	kill -CONT "$D1"
 	t_check "h1 is told its revision was compacted" \
-		wait_count "$T/h1.log" 'was compacted.*reading the namespaces again' $((c0 + 1)) 20
+		t_wait_lines "$T/h1.log" 'was compacted.*reading the namespaces again' $((c0 + 1)) 20
 	t_check "h1 applies after the read" after_apply 1 "$a1"
 	t_eq "one more full read" "$(full_reads)" $((f0 + 1))
 	t_check "that apply wrote only the difference (1 change): $(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)" \
@@ -285,7 +252,7 @@ t_eq "another writer changed h1's maps" "$(names "$H1")" '["intruder","reviews"]
 a1=$(applied 1)
 kill -HUP "$D1"
 t_check "h1 reads etcd again to apply its services whole" \
-	wait_count "$T/h1.log" 'reading the namespaces again to apply their services whole' 1 20
+	t_wait_lines "$T/h1.log" 'reading the namespaces again to apply their services whole' 1 20
 t_check "and applies them" after_apply 1 "$a1"
 t_eq "h1's maps hold etcd's services again" "$(names "$H1")" '["reviews"]'
 t_eq "reviews has etcd's weights again" "$(weights "$H1" reviews)" \
@@ -295,7 +262,7 @@ t_eq "reviews has etcd's weights again" "$(weights "$H1" reviews)" \
 a1=$(applied 1)
 kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
 start_host 1 a
-t_check "h1's new dmscd reads etcd" wait_count "$T/h1.log" '^dmscd: applied .*\(etcd\)' $((a1 + 1)) 30
+t_check "h1's new dmscd reads etcd" t_wait_lines "$T/h1.log" '^dmscd: applied .*\(etcd\)' $((a1 + 1)) 30
 t_check "the restart wrote 0 map entries: $(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)" \
 	grep -qE '^dmscd: applied .*\(etcd\): 1 service, 0 changes, 0 map entries written' \
 	<(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)
@@ -313,7 +280,7 @@ rm -f "$T/pubs.done"
 	touch "$T/pubs.done"
 ) &
 LOADPIDS+=($!)
-until_ok 20 test "$(nlines "$T/pubs.out" '^published 1 change')" -ge 3
+t_wait 20 test "$(t_nlines "$T/pubs.out" '^published 1 change')" -ge 3
 kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
 a1=$(applied 1)
 start_host 1 a
@@ -321,10 +288,10 @@ t_check "h1's dmscd restarted under publishes reads etcd" after_apply 1 "$a1"
 first=$(grep -E '^dmscd: applied .*\(etcd\)' "$T/h1.log" | sed -n "$((a1 + 1))p")
 t_check "its first apply wrote only the difference: $first" \
 	grep -qE '\(etcd\): 1 service, [01] changes?, [0-9] map entr' <<<"$first"
-t_check "the publishes ended" until_ok 30 test -e "$T/pubs.done"
-t_eq "12 publishes" "$(nlines "$T/pubs.out" '^published 1 change')" 12
+t_check "the publishes ended" t_wait 30 test -e "$T/pubs.done"
+t_eq "12 publishes" "$(t_nlines "$T/pubs.out" '^published 1 change')" 12
 lastrev=$("$CTL" -o json get --etcd "$EURL" --namespace a | jq .revision)
-t_check "h1 converges to revision $lastrev" until_ok 20 bash -c \
+t_check "h1 converges to revision $lastrev" t_wait 20 bash -c \
 	"[[ \$(curl -sS --max-time 2 '$(grep -o 'http://[0-9.:]*/metrics' "$T/h1.log" | tail -n 1)' |
 	   awk '\$1 == \"dmsc_etcd_applied_revision\" { print \$2 }') -ge $lastrev ]]"
 t_eq "h1's maps hold the last weights (52:48 -> 67 and 61 of 128 slots)" \
@@ -336,16 +303,16 @@ a1=$(applied 1)
 # nothing on SIGHUP: the maps it adopted keep their service.
 kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
 DEAD=$(free_port) || { t_fail "a free port"; t_summary; exit 1; }
-w1=$(nlines "$T/h1.log" '^dmscd: watching etcd')
-s1=$(nlines "$T/h1.log" 'etcd not read yet')
+w1=$(t_nlines "$T/h1.log" '^dmscd: watching etcd')
+s1=$(t_nlines "$T/h1.log" 'etcd not read yet')
 EURL_UP=$EURL EURL=http://127.0.0.1:$DEAD
 start_host 1 a
 EURL=$EURL_UP
 t_check "h1's dmscd starts with etcd unreachable" \
-	wait_count "$T/h1.log" '^dmscd: watching etcd' $((w1 + 1)) 30
+	t_wait_lines "$T/h1.log" '^dmscd: watching etcd' $((w1 + 1)) 30
 kill -HUP "$D1"
 t_check "a SIGHUP before etcd's first read applies nothing" \
-	wait_count "$T/h1.log" 'etcd not read yet; nothing applied' $((s1 + 1)) 20
+	t_wait_lines "$T/h1.log" 'etcd not read yet; nothing applied' $((s1 + 1)) 20
 t_eq "h1's maps still hold reviews" "$(names "$H1")" '["reviews"]'
 kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
 a1=$(applied 1)
@@ -361,16 +328,16 @@ raw_put /dmsc/ns/a/services/mismatch "$T/bad2"
 head -c 200000 /dev/zero | tr '\0' ' ' >"$T/bad3"
 raw_put /dmsc/ns/a/services/huge "$T/bad3"
 t_check "invalid JSON refused, its key named" \
-	wait_count "$T/h1.log" 'etcd key /dmsc/ns/a/services/broken: not JSON.*refused' 1 20
+	t_wait_lines "$T/h1.log" 'etcd key /dmsc/ns/a/services/broken: not JSON.*refused' 1 20
 t_check "a name that is not the key's refused, its key named" \
-	wait_count "$T/h1.log" 'etcd key /dmsc/ns/a/services/mismatch: name: must be "mismatch".*refused' 1 20
+	t_wait_lines "$T/h1.log" 'etcd key /dmsc/ns/a/services/mismatch: name: must be "mismatch".*refused' 1 20
 t_check "a huge value refused, its key named" \
-	wait_count "$T/h1.log" 'etcd key /dmsc/ns/a/services/huge: the value is 200000 bytes.*refused' 1 20
+	t_wait_lines "$T/h1.log" 'etcd key /dmsc/ns/a/services/huge: the value is 200000 bytes.*refused' 1 20
 sed 's/"reviews"/"ratings"/; s/198.19.0.10/198.19.0.11/' "$T/a.json" >"$T/r.json"
 printf '%s' "$(jq -c '.services[0]' "$T/r.json")" >"$T/ratings.val"
 raw_put /dmsc/ns/a/services/ratings "$T/ratings.val"
 t_check "a valid service next to them is applied" \
-	until_ok 20 test "$(names "$H1")" = '["ratings","reviews"]'
+	t_wait 20 test "$(names "$H1")" = '["ratings","reviews"]'
 probe 1 --connect "$VIP:9080" --count 20 >"$T/intact.json"
 t_eq "reviews still answers on h1 (the datapath intact)" "$(jq .ok "$T/intact.json")" 20
 
@@ -379,7 +346,7 @@ a1=$(applied 1)
 printf '{ "services": [] }\n' >"$T/empty.json"
 out=$(publish "$T/empty.json" --namespace a)
 t_check "publishing an empty policy deletes every key: $out" grep -q 'delete /dmsc/ns/a/services/reviews' <<<"$out"
-t_check "h1's maps drop reviews and ratings" until_ok 20 test "$(names "$H1")" = '[]'
+t_check "h1's maps drop reviews and ratings" t_wait 20 test "$(names "$H1")" = '[]'
 probe 1 --connect "$VIP:9080" --count 5 >"$T/gone.json"
 t_eq "the VIP is gone on h1" "$(jq .ok "$T/gone.json")" 0
 
@@ -410,7 +377,7 @@ for m in 0 1 2; do
 done
 ALL=$(IFS=,; echo "${CURLS[*]}")
 healthy() { curl -sf --max-time 1 "$1/health" | grep -q '"health":"true"'; }
-t_check "a 3-member etcd cluster is up" until_ok 30 healthy "${CURLS[0]}"
+t_check "a 3-member etcd cluster is up" t_wait 30 healthy "${CURLS[0]}"
 leader() {
 	local m
 	for m in 0 1 2; do
@@ -419,7 +386,7 @@ leader() {
 	done
 	return 1
 }
-L=$(until_ok 10 leader >/dev/null && leader)
+L=$(t_wait 10 leader >/dev/null && leader)
 t_check "the cluster has a leader (m${L:-?})" test -n "$L"
 # h1 watches through the leader first, so that losing it cuts its stream
 ORDERED=${CURLS[${L:-0}]}
@@ -427,8 +394,8 @@ for m in 0 1 2; do [[ $m != "${L:-0}" ]] && ORDERED+=,${CURLS[m]}; done
 DMSC_PIN_DIR=$H1 "$DMSCD" --etcd "$ORDERED" --namespace a --cgroup "$CG1" --metrics 127.0.0.1:0 \
 	--drop-delay-ms 50 >>"$T/h1.log" 2>&1 &
 D1=$!
-c0=$(nlines "$T/h1.log" 'etcd: connected to')
-t_check "h1 connects to the leader" wait_count "$T/h1.log" "etcd: connected to ${CURLS[${L:-0}]}" 1 20
+c0=$(t_nlines "$T/h1.log" 'etcd: connected to')
+t_check "h1 connects to the leader" t_wait_lines "$T/h1.log" "etcd: connected to ${CURLS[${L:-0}]}" 1 20
 ok=0 last=
 for ((w = 1; w <= 30; w++)); do
 	policy "$T/c.json" reviews "198.18.1.2:$w 198.18.1.3:1"
@@ -442,9 +409,9 @@ for ((w = 1; w <= 30; w++)); do
 done
 t_eq "30 publishes through the leader's loss" "$ok" 30
 t_check "h1 lost its stream and reconnected to another member" \
-	wait_count "$T/h1.log" 'etcd: connected to' $((c0 + 2)) 20
+	t_wait_lines "$T/h1.log" 'etcd: connected to' $((c0 + 2)) 20
 lastrev=$("$CTL" -o json get --etcd "$ALL" --namespace a | jq .revision)
-t_check "h1 reached revision $lastrev" until_ok 20 bash -c \
+t_check "h1 reached revision $lastrev" t_wait 20 bash -c \
 	"curl -sS --max-time 2 '$(grep -o 'http://[0-9.:]*/metrics' "$T/h1.log" | tail -n 1)' |
 	 awk '\$1 == \"dmsc_etcd_revision\" { exit !(\$2 >= $lastrev) }'"
 t_eq "h1's maps hold the last weights (30:1 -> 124 and 4 of 128 slots)" \
@@ -463,7 +430,7 @@ web_policy() {
 JSON
 }
 web_policy v2
-until_ok 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
+t_wait 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
 # dmscd stays in the root namespace (etcd is on its loopback); the helper
 # it starts listens in the node namespace, through a wrapper
 printf '#!/bin/sh\nexec nsenter --net=/run/netns/%sn %s "$@"\n' "$P" "$BIN/dmsc-l7" >"$T/l7-in-node"
@@ -473,11 +440,11 @@ DMSC_PIN_DIR="$T/bpffs/h3" "$DMSCD" --etcd "$ALL" --namespace web --cgroup "$CG3
 D3=$!
 canary() { dmsc_run_in_cgroup "$CG3" dmsc_net_exec c1 curl -sS --max-time 2 "http://$WEB/canary/x" 2>/dev/null; }
 routes_to() { [[ $(canary) == "$1" ]]; }
-t_check "an http service from etcd is routed by dmsc-l7 (/canary/ -> v2)" until_ok 20 routes_to v2
+t_check "an http service from etcd is routed by dmsc-l7 (/canary/ -> v2)" t_wait 20 routes_to v2
 t_eq "every /canary/ request goes to v2" "$(for i in 1 2 3 4 5 6; do canary; done | sort -u | tr '\n' ' ')" "v2 "
 web_policy v1
-until_ok 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
-t_check "a route change published to etcd reaches dmsc-l7 (/canary/ -> v1)" until_ok 20 routes_to v1
+t_wait 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
+t_check "a route change published to etcd reaches dmsc-l7 (/canary/ -> v1)" t_wait 20 routes_to v1
 
 # 9. TLS: etcd asks every client for a certificate signed by its CA
 # (certificates made here, for 127.0.0.1). Publish, watch and dmscd work
@@ -538,7 +505,7 @@ DMSC_PIN_DIR=$H2 "$DMSCD" --etcd "$SURL" --namespace b --metrics 127.0.0.1:0 \
 	>>"$T/h2.log" 2>&1 &
 D2=$!
 t_check "dmscd with a wrong CA says why it cannot reach etcd" \
-	wait_count "$T/h2.log" "^dmscd: etcd: .*etcd's certificate is not trusted.*; next try in" 1 20
+	t_wait_lines "$T/h2.log" "^dmscd: etcd: .*etcd's certificate is not trusted.*; next try in" 1 20
 probe 2 --connect 198.19.0.13:9080 --count 20 >"$T/tls-intact.json"
 t_eq "h2's datapath is intact meanwhile: solo still answers (v1)" \
 	"$(jq -c '[.ok, (.backends.v1 // 0)]' "$T/tls-intact.json")" "[20,20]"

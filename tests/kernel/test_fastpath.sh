@@ -14,11 +14,8 @@ MiB=$((1 << 20))
 for tool in iperf3 curl jq; do
 	command -v "$tool" >/dev/null || { t_fail "$tool is installed (scripts/install-deps.sh)"; t_summary; exit 1; }
 done
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host s 198.18.1.2/16 || exit 1
-dmsc_net_host r 198.18.1.3/16 || exit 1
-MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-OUTSIDE=$(dmsc_cgroup_make "$P/outside") || exit 1
+dmsc_net_hosts c=198.18.0.2/16 s=198.18.1.2/16 r=198.18.1.3/16 || exit 1
+dmsc_cgroups MESH=mesh OUTSIDE=outside || exit 1
 
 # mesh_run CGROUP HOST cmd...
 mesh_run() {
@@ -40,7 +37,7 @@ mesh_run "$MESH" s "$SRV" --name s --mode http --listen 198.18.1.2:8080 --max-se
 mesh_run "$MESH" s timeout 3600 iperf3 -s -p 5201 >"$T/iperf3s.out" 2>&1 &
 mesh_run "$OUTSIDE" r "$STREAM" server --listen 198.18.1.3:7000 --max-seconds 3600 >"$T/r7000.out" 2>&1 &
 for f in s7000 s7001 s7002 id http r7000; do
-	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "server $f ready"; t_summary; exit 1; }
+	dmsc_backends_ready "$T/$f.out"
 done
 
 svc() { # NAME VIP PORT BACKEND BPORT [ACCEL]

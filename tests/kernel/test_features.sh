@@ -31,12 +31,10 @@ t_check "verifier: every program loaded, with instructions processed" \
 	"$T/verifier.json"
 
 # 2. An older kernel without cgroup/getpeername4 (before 5.8): fallback.
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
+dmsc_net_hosts c=198.18.0.2/16 b1=198.18.1.2/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-dmsc_net_exec b1 "$SRV" --name v1 --mode id --listen 198.18.1.2:9080 --max-seconds 3600 \
-	>"$T/b1.out" 2>&1 &
-dmsc_wait_ready "$T/b1.out" 10 || { t_fail "backend ready"; t_summary; exit 1; }
+dmsc_testsrv b1 v1 id 198.18.1.2:9080 3600 "$T/b1.out"
+dmsc_backends_ready "$T/b1.out"
 cat >"$T/p.json" <<EOF2
 { "services": [ { "name": "reviews", "vip": "$VIP", "port": 9080,
   "backends": [ { "address": "198.18.1.2", "port": 9080 } ] } ] }

@@ -9,9 +9,7 @@ set -u
 dmsc_suite_begin health dhl$$
 VIP=198.19.140.10
 LOAD=$TOP/tests/tools/health-load.py
-dmsc_net_host c 198.18.140.2/16 || exit 1
-dmsc_net_host b1 198.18.141.2/16 || exit 1
-dmsc_net_host b2 198.18.141.3/16 || exit 1
+dmsc_net_hosts c=198.18.140.2/16 b1=198.18.141.2/16 b2=198.18.141.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 
 # backend HOST ADDR NAME MODE PORT: starts dmsc-testsrv; its pid in $T/HOST-MODE.pid
@@ -101,7 +99,6 @@ t_eq "show services: one ejected, one in" \
 # 2. dmscd: the durable part. It runs in host c's network namespace (where
 # the backends are reachable), outside the mesh cgroup, and adopts the
 # datapath. ratings: passive and tcp probes; pages: http probes alone.
-DMSCD=$BIN/dmscd
 LOG=$T/dmscd.log
 POL=$T/policy.json
 in_c() { nsenter --net="/run/netns/${P}c" "$@"; }

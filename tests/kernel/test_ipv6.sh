@@ -14,7 +14,7 @@ set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 DPID=
 suite_cleanup() { # dmscd, before the common cleanup (kernel.sh)
-	[[ -n $DPID ]] && kill -KILL "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+	dmsc_stop KILL "$DPID"
 }
 dmsc_suite_begin ipv6 dip6$$
 PY=/usr/bin/python3
@@ -31,15 +31,11 @@ BL6=2001:2:61::13   # bl6: a byte limit (TC polices its backend's traffic)
 ACL6=2001:2:61::12  # acl6: allow_from
 VIP4=198.19.60.10   # web4, dns4: reached by dual-stack sockets as ::ffff:VIP4
 
-dmsc_net_host c 198.18.60.2/16 || exit 1
-dmsc_net_host b1 198.18.60.11/16 || exit 1
-dmsc_net_host b2 198.18.60.12/16 || exit 1
+dmsc_net_hosts c=198.18.60.2/16 b1=198.18.60.11/16 b2=198.18.60.12/16 || exit 1
 dmsc_net_addr6 c 2001:2:60::2/64 || exit 1
 dmsc_net_addr6 b1 2001:2:60::11/64 || exit 1
 dmsc_net_addr6 b2 2001:2:60::12/64 || exit 1
-MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-ALLOWED=$(dmsc_cgroup_make "$P/mesh/allowed") || exit 1
-OUTSIDE=$(dmsc_cgroup_make "$P/outside") || exit 1
+dmsc_cgroups MESH=mesh ALLOWED=mesh/allowed OUTSIDE=outside || exit 1
 REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
 
 for b in b1 b2; do

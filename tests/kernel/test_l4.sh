@@ -7,22 +7,16 @@ set -u
 dmsc_suite_begin l4 dl4$$
 VIP=198.19.0.10
 HTTP_VIP=198.19.0.11
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
-MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-CHILD=$(dmsc_cgroup_make "$P/mesh/child") || exit 1
-OUTSIDE=$(dmsc_cgroup_make "$P/outside") || exit 1
+dmsc_net_hosts c=198.18.0.2/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
+dmsc_cgroups MESH=mesh CHILD=mesh/child OUTSIDE=outside || exit 1
 
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
-	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
-		--max-seconds 3600 >"$T/$host-id.out" 2>&1 &
-	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
-		--max-seconds 3600 >"$T/$host-http.out" 2>&1 &
+	dmsc_testsrv "$host" "$name" id "$addr:9080" 3600 "$T/$host-id.out"
+	dmsc_testsrv "$host" "$name" http "$addr:8080" 3600 "$T/$host-http.out"
 done
 for f in b1-id b2-id b1-http b2-http; do
-	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
+	dmsc_backends_ready "$T/$f.out"
 done
 
 # policy WEIGHT_V1 WEIGHT_V2 > file

@@ -6,15 +6,10 @@
 # namespace without a default route, inside the mesh cgroup.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
-L7PID=
-DPID=
+L7PID= DPID=
 # The helper and dmscd go before the common cleanup (kernel.sh).
-suite_cleanup() {
-	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null
-	[[ -n $DPID ]] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-}
+suite_cleanup() { [[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null; dmsc_stop TERM "$DPID"; }
 dmsc_suite_begin l7 dl7$$
-L7=$BIN/dmsc-l7
 HTTPC=$BIN/tools/dmsc-httpc
 HELPER=198.18.0.1:15001
 WEB=198.19.0.20
@@ -27,8 +22,7 @@ LOOP=198.19.0.26
 BIG=198.19.0.27
 # wrk's 30 s load; L7_LOAD_SECONDS=0 skips it (counted as skipped, not passed)
 LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host n 198.18.0.1/16 || exit 1
+dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 || exit 1
 i=2
 for h in b1 b2 b3 slow s503 refused dies big; do
 	dmsc_net_host "$h" "198.18.1.$i/16" || exit 1
@@ -51,9 +45,7 @@ backend s503 s503 198.18.1.6 --status 503 --log-requests
 backend dies dies 198.18.1.8 --truncate
 backend big big 198.18.1.9 --response-bytes 20000000
 # "refused" (198.18.1.7) runs nothing: connections to it are refused.
-for f in v1 v2 v3 slow s503 dies big; do
-	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
-done
+dmsc_backends_ready "$T/v1.out" "$T/v2.out" "$T/v3.out" "$T/slow.out" "$T/s503.out" "$T/dies.out" "$T/big.out"
 
 cat >"$T/policy.json" <<EOF
 { "services": [

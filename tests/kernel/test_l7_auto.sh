@@ -9,27 +9,20 @@
 # services starts no helper.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
-DPID=
-CTR_PID=
+DPID= CTR_PID=
 suite_cleanup() {
 	[[ -n $CTR_PID ]] && kill "$CTR_PID" 2>/dev/null
-	[[ -n $DPID ]] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+	dmsc_stop TERM "$DPID"
 }
 dmsc_suite_begin l7auto dla$$
 TCPV=198.19.77.1
 WEB=198.19.77.2
 METRICS=127.0.0.1:19477
-dmsc_net_host n 198.18.0.1/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
+dmsc_net_hosts n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-dmsc_net_exec b1 "$SRV" --name v1 --mode http --listen 198.18.1.2:8080 --max-seconds 600 \
-	>"$T/v1.out" 2>&1 &
-dmsc_net_exec b2 "$SRV" --name v2 --mode http --listen 198.18.1.3:8080 --max-seconds 600 \
-	>"$T/v2.out" 2>&1 &
-for f in v1 v2; do
-	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
-done
+dmsc_testsrv b1 v1 http 198.18.1.2:8080 600 "$T/v1.out"
+dmsc_testsrv b2 v2 http 198.18.1.3:8080 600 "$T/v2.out"
+dmsc_backends_ready "$T/v1.out" "$T/v2.out"
 
 mkdir -p "$T/pol" "$T/tcponly"
 cat >"$T/pol/10-tcp.json" <<EOF

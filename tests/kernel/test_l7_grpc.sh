@@ -7,9 +7,7 @@
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 L7PID=
-suite_cleanup() {
-	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null && wait "$L7PID" 2>/dev/null
-}
+suite_cleanup() { dmsc_stop TERM "$L7PID"; }
 dmsc_suite_begin l7grpc dlg$$
 # Debian's python3-grpcio is for Debian's python3 (another python3 may come
 # first on PATH)
@@ -22,10 +20,7 @@ if [[ -z $PY ]]; then
 	exit 77
 fi
 VIP=198.19.79.1
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host n 198.18.0.1/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
+dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 # gRPC's core opens dual-stack sockets (an IPv4 address as ::ffff:a.b.c.d)
 # when IPv6 works, and the socket hooks are IPv4 only so far: the client's

@@ -7,9 +7,7 @@
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 L7PID=
-suite_cleanup() {
-	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null && wait "$L7PID" 2>/dev/null
-}
+suite_cleanup() { dmsc_stop TERM "$L7PID"; }
 dmsc_suite_begin l7h2 dlh$$
 for tool in nghttpd h2load; do
 	if ! command -v "$tool" >/dev/null; then
@@ -24,11 +22,8 @@ RETRY=198.19.78.4
 BIG=198.19.78.5
 SILENT=198.19.78.6
 BUSY=198.19.78.7
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host n 198.18.0.1/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
-dmsc_net_host b3 198.18.1.4/16 || exit 1
+dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 \
+	b2=198.18.1.3/16 b3=198.18.1.4/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 
 # h2c backends: nghttpd serving a directory whose files name the backend
@@ -86,8 +81,7 @@ while time.time() < end:
     threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()' >"$T/b3busy.out" 2>&1 &
 up() { dmsc_net_exec "$1" ss -Htln "sport = :8080" | grep -q .; }
 for h in b1 b2; do t_wait 10 up "$h" || { t_fail "nghttpd on $h"; t_summary; exit 1; }; done
-dmsc_wait_ready "$T/b3.out" 10 || { t_fail "the silent backend"; t_summary; exit 1; }
-dmsc_wait_ready "$T/b3busy.out" 10 || { t_fail "the 503 backend"; t_summary; exit 1; }
+dmsc_backends_ready "$T/b3.out" "$T/b3busy.out"
 
 cat >"$T/policy.json" <<EOF
 { "services": [

@@ -8,19 +8,14 @@
 # are tests/tools/l7-backend.py; raw clients tests/tools/l7-client.py.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
-L7PID=
-DPID=
-suite_cleanup() {
-	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null
-	[[ -n $DPID ]] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-}
+L7PID= DPID=
+suite_cleanup() { [[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null; dmsc_stop TERM "$DPID"; }
 dmsc_suite_begin l7robust dr7$$
 PY=/usr/bin/python3
 if [[ ! -x $PY ]]; then
 	echo "skip - no /usr/bin/python3 for the test backends"
 	exit 77
 fi
-L7=$BIN/dmsc-l7
 TOOLS=$TOP/tests/tools
 HELPER=198.18.0.1:15001
 WEB=198.19.0.20
@@ -33,9 +28,7 @@ ECHO=198.19.0.34
 GUARDED=198.19.0.35
 SHORT=198.19.0.36
 SLOW=198.19.0.40
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host c2 198.18.0.3/16 || exit 1
-dmsc_net_host n 198.18.0.1/16 || exit 1
+dmsc_net_hosts c=198.18.0.2/16 c2=198.18.0.3/16 n=198.18.0.1/16 || exit 1
 i=2
 for h in b1 b2 slow; do
 	dmsc_net_host "$h" "198.18.1.$i/16" || exit 1
@@ -46,11 +39,10 @@ for h in stale late silent upload echo; do
 	dmsc_net_host "$h" "198.18.1.$i/16" || exit 1
 	i=$((i + 1))
 done
-MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-INSIDE=$(dmsc_cgroup_make "$P/mesh/in") || exit 1
+dmsc_cgroups MESH=mesh INSIDE=mesh/in || exit 1
 
-dmsc_net_exec b1 "$SRV" --name v1 --mode http --listen 198.18.1.2:8080 --max-seconds 600 >"$T/v1.out" 2>&1 &
-dmsc_net_exec b2 "$SRV" --name v2 --mode http --listen 198.18.1.3:8080 --max-seconds 600 >"$T/v2.out" 2>&1 &
+dmsc_testsrv b1 v1 http 198.18.1.2:8080 600 "$T/v1.out"
+dmsc_testsrv b2 v2 http 198.18.1.3:8080 600 "$T/v2.out"
 dmsc_net_exec slow "$SRV" --name slow --mode http --listen 198.18.1.4:8080 --delay-ms 8000 --log-requests \
 	--max-seconds 600 >"$T/slow.out" 2>&1 &
 pyback() { # HOST ADDR MODE [PORT]
@@ -63,9 +55,7 @@ pyback late 198.18.1.11 late408
 pyback silent 198.18.1.12 503silent
 pyback upload 198.18.1.13 slowread
 pyback echo 198.18.1.14 echohead
-for f in v1 v2 slow stale stale8081 late408 503silent slowread echohead; do
-	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
-done
+dmsc_backends_ready "$T"/{v1,v2,slow,stale,stale8081,late408,503silent,slowread,echohead}.out
 
 cat >"$T/policy.json" <<JSON
 { "services": [
@@ -120,16 +110,6 @@ req() { # FILE CONTENT(printf format)
 body_of() { # the body of the first response in a raw capture
 	awk 'BEGIN { RS = "\r\n\r\n" } NR == 2 { print; exit }' "$1" | head -n 1
 }
-# wait_for SECONDS CMD...: polls CMD every 0.1 s.
-wait_for() {
-	local secs=$1 i
-	shift
-	for ((i = 0; i < secs * 10; i++)); do
-		"$@" && return 0
-		sleep 0.1
-	done
-	return 1
-}
 # No helper connection to ADDR is idle with nothing to read: the one that
 # was pooled has been closed, or it holds unread bytes (the defect).
 no_quiet_conn_to() {
@@ -145,21 +125,21 @@ req "$T/head.txt" 'HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
 req "$T/bob.txt" 'GET /user-bob HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
 raw c "$STALE" --file "$T/head.txt" --timeout 5 >"$T/head.out"
 t_check "HEAD answered 200" grep -q '^HTTP/1.1 200' "$T/head.out"
-wait_for 5 grep -q stale-sent "$T/stale.out"
-wait_for 5 no_quiet_conn_to 198.18.1.10:8080
+t_wait 5 grep -q stale-sent "$T/stale.out"
+t_wait 5 no_quiet_conn_to 198.18.1.10:8080
 raw c "$STALE" --file "$T/bob.txt" --timeout 5 >"$T/bob.out"
 t_eq "a body sent after a HEAD answer never reaches the next client" "$(body_of "$T/bob.out")" /user-bob
 req "$T/short.txt" 'GET /short HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
 raw c "$SHORT" --file "$T/short.txt" --timeout 5 >"$T/short.out"
-wait_for 5 grep -q stale-sent "$T/stale8081.out"
-wait_for 5 no_quiet_conn_to 198.18.1.10:8081
+t_wait 5 grep -q stale-sent "$T/stale8081.out"
+t_wait 5 no_quiet_conn_to 198.18.1.10:8081
 raw c "$SHORT" --file "$T/bob.txt" --timeout 5 >"$T/bob2.out"
 t_eq "bytes past a short Content-Length never reach the next client" "$(body_of "$T/bob2.out")" /user-bob
 req "$T/a.txt" 'GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
 req "$T/b.txt" 'GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
 raw c "$LATE" --file "$T/a.txt" --timeout 5 >"$T/a.out"
-wait_for 5 grep -q 408-sent "$T/late408.out"
-wait_for 5 no_quiet_conn_to 198.18.1.11
+t_wait 5 grep -q 408-sent "$T/late408.out"
+t_wait 5 no_quiet_conn_to 198.18.1.11
 raw c "$LATE" --file "$T/b.txt" --timeout 5 >"$T/b.out"
 t_eq "a late 408 on an idle pooled connection never reaches the next client" \
 	"$(head -n 1 "$T/b.out" | tr -d '\r')" "HTTP/1.1 200 OK"
@@ -167,7 +147,7 @@ t_eq "... which gets its own answer" "$(body_of "$T/b.out")" /b
 curl_c() { dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 5 "$@"; }
 curl_c -o /dev/null "http://$WEB/x"
 t_check "an idle pooled backend connection is closed after --pool-idle-ms (4 s)" \
-	wait_for 10 no_conn_to 198.18.1.2
+	t_wait 10 no_conn_to 198.18.1.2
 
 # ---- item 3: every retry has its deadline.
 req "$T/silent.txt" 'GET /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
@@ -282,41 +262,41 @@ start_dmscd() {
 	nsenter --net="/run/netns/${P}n" "$BIN/dmscd" --policy "$T/d.json" --l7-listen "$HELPER" \
 		--metrics off --debounce-ms 100 --debounce-max-ms 300 >>"$T/dmscd.log" 2>&1 &
 	DPID=$!
-	wait_for 20 helper_up || t_fail "dmscd $DPID: its helper up"
+	t_wait 20 helper_up || t_fail "dmscd $DPID: its helper up"
 }
 dpolicy v2
 start_dmscd
-t_check "dmscd starts the helper: /r/ goes to v2" wait_for 10 routes_to v2
+t_check "dmscd starts the helper: /r/ goes to v2" t_wait 10 routes_to v2
 dpolicy v1
-t_check "a change of routes alone (no kernel map changes) reaches the helper" wait_for 10 routes_to v1
+t_check "a change of routes alone (no kernel map changes) reaches the helper" t_wait 10 routes_to v1
 pid=$(l7_pid "$DPID")
 t_check "the helper's command line does not name the user's file" \
 	bash -c "[[ -n '$pid' ]] && ! tr '\\0' ' ' </proc/${pid:-0}/cmdline | grep -q '$T/d.json'"
 echo '{ "services": [ broken' >"$T/d.json"
-wait_for 5 grep -q 'not applied' "$T/dmscd.log"
+t_wait 5 grep -q 'not applied' "$T/dmscd.log"
 [[ -n $pid ]] && kill -KILL "$pid"
 new_helper() { local p; p=$(l7_pid "$DPID"); [[ -n $p && $p != "$1" ]]; }
-t_check "a helper killed after the file went bad is restarted" wait_for 10 new_helper "${pid:-0}"
-t_check "... and runs the policy applied (v1), not the file" wait_for 10 routes_to v1
+t_check "a helper killed after the file went bad is restarted" t_wait 10 new_helper "${pid:-0}"
+t_check "... and runs the policy applied (v1), not the file" t_wait 10 routes_to v1
 # A replace asked for while the last hand-over drains is done after it
 # (a dmscd of its own, so that this case does not hang on the one above).
 kill -TERM "$DPID"
 wait "$DPID"
 dpolicy v1
 start_dmscd
-t_check "dmscd started again: /r/ goes to v1" wait_for 10 routes_to v1
+t_check "dmscd started again: /r/ goes to v1" t_wait 10 routes_to v1
 curl_c --max-time 20 -o "$T/slowreq.out" "http://$SLOW/hold" &
 SLOWREQ=$!
-t_check "a slow request (8 s) is in flight through the helper" wait_for 5 grep -q '^request' "$T/slow.out"
+t_check "a slow request (8 s) is in flight through the helper" t_wait 5 grep -q '^request' "$T/slow.out"
 # Both changes write a kernel map too (a weight), so that a dmscd that
 # replaced its helper only on map writes would try both.
 n0=$(grep -c 'replaced by' "$T/dmscd.log")
 dpolicy v2 2
 t_check "a change: the hand-over starts (the old helper drains the slow request)" \
-	wait_for 10 bash -c "[[ \$(grep -c 'replaced by' '$T/dmscd.log') -gt $n0 ]]"
-t_check "... and the new helper serves it (v2)" wait_for 10 routes_to v2
+	t_wait 10 bash -c "[[ \$(grep -c 'replaced by' '$T/dmscd.log') -gt $n0 ]]"
+t_check "... and the new helper serves it (v2)" t_wait 10 routes_to v2
 dpolicy v1 3
-t_check "a change during that drain is queued and done after it (v1)" wait_for 20 routes_to v1
+t_check "a change during that drain is queued and done after it (v1)" t_wait 20 routes_to v1
 wait "$SLOWREQ"
 t_eq "the request in flight during both hand-overs is answered" "$(cat "$T/slowreq.out")" slow
 kill -TERM "$DPID"
@@ -325,7 +305,7 @@ DPID=
 # A dmscd that dies leaves no helper behind.
 dpolicy v1
 start_dmscd
-t_check "dmscd started once more: /r/ goes to v1" wait_for 10 routes_to v1
+t_check "dmscd started once more: /r/ goes to v1" t_wait 10 routes_to v1
 pid=$(l7_pid "$DPID")
 t_check "its helper runs" test -n "$pid"
 kill -KILL "$DPID"
@@ -333,11 +313,11 @@ wait "$DPID" 2>/dev/null
 KILLED=$DPID
 DPID=
 t_check "dmscd killed with SIGKILL: its helper exits too" \
-	wait_for 15 bash -c "! kill -0 ${pid:-1} 2>/dev/null"
+	t_wait 15 bash -c "! kill -0 ${pid:-1} 2>/dev/null"
 rm -f "/run/dmsc/dmsc-l7.$KILLED.prom"
 dpolicy v2
 start_dmscd
-t_check "a new dmscd serves the new policy" wait_for 10 routes_to v2
+t_check "a new dmscd serves the new policy" t_wait 10 routes_to v2
 got=
 for ((i = 0; i < 20; i++)); do got+="$(curl_c "http://$WEB/r/x") "; done
 t_eq "... alone (20 requests, all v2)" "$got" "$(for ((i = 0; i < 20; i++)); do printf 'v2 '; done)"

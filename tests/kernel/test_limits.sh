@@ -9,18 +9,12 @@ dmsc_suite_begin limits dlim$$
 command -v iperf3 >/dev/null || { echo "skip - iperf3 is not installed (scripts/install-deps.sh)"; exit 77; }
 RATE=50 BURST=10     # connections per second, and at once
 BYTES=2500000        # bytes per second: 20 Mbit/s
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host r 198.18.2.2/16 || exit 1
-MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-FRONT=$(dmsc_cgroup_make "$P/mesh/frontend") || exit 1
-WORKER=$(dmsc_cgroup_make "$P/mesh/frontend/worker") || exit 1
-OTHER=$(dmsc_cgroup_make "$P/mesh/other") || exit 1
+dmsc_net_hosts c=198.18.0.2/16 b1=198.18.1.2/16 r=198.18.2.2/16 || exit 1
+dmsc_cgroups MESH=mesh FRONT=mesh/frontend WORKER=mesh/frontend/worker OTHER=mesh/other || exit 1
 REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
 
-dmsc_net_exec b1 "$SRV" --name b1 --mode id --listen 198.18.1.2:9080 --max-seconds 3600 \
-	>"$T/srv.out" 2>&1 &
-dmsc_wait_ready "$T/srv.out" 10 || { t_fail "backend ready"; t_summary; exit 1; }
+dmsc_testsrv b1 b1 id 198.18.1.2:9080 3600 "$T/srv.out"
+dmsc_backends_ready "$T/srv.out"
 for port in 5201 5203; do
 	dmsc_net_exec b1 timeout 3600 iperf3 -s -B 198.18.1.2 -p $port >/dev/null 2>&1 &
 done

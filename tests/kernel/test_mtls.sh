@@ -53,11 +53,9 @@ stream=$root/build/tools/dmsc-stream
 
 work=$(mktemp -d /tmp/dmsc-test-mtls.XXXXXX)
 cleanup() {
-	local pid
 	trap - EXIT INT TERM
-	for pid in $(jobs -p); do
-		kill "$pid" 2>/dev/null
-	done
+	local pid
+	dmsc_kill_jobs
 	for pid in ${dpid:-} ${apid:-}; do
 		kill "$pid" 2>/dev/null
 		t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"

@@ -42,44 +42,20 @@ probe=$tools/dmsc-probe
 
 # shellcheck source=../lib/netns.sh
 source "$root/tests/lib/netns.sh"
+# shellcheck source=../lib/assert.sh
+source "$root/tests/lib/assert.sh"
 
 work=$(mktemp -d /tmp/dmsc-test-tools.XXXXXX)
-passed=0
-failed=0
 
 cleanup() {
-	local pid
 	trap - EXIT INT TERM
-	for pid in $(jobs -p); do
-		kill "$pid" 2>/dev/null
-	done
+	dmsc_kill_jobs
 	dmsc_net_cleanup
 	rm -rf -- "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-ok() {
-	echo "ok - $1"
-	passed=$((passed + 1))
-}
-
-not_ok() {
-	echo "not ok - $1"
-	failed=$((failed + 1))
-}
-
-# check DESCRIPTION cmd...: one line of result per check.
-check() {
-	local desc=$1
-	shift
-	if "$@"; then
-		ok "$desc"
-	else
-		not_ok "$desc"
-	fi
-}
 
 # has FILE REGEX: FILE has a line matching REGEX (extended); shows FILE if not.
 has() {
@@ -109,52 +85,52 @@ start_server() {
 
 prefix="dmsct$$"
 prefix=${prefix:0:12}
-check "dmsc_net_init $prefix" dmsc_net_init "$prefix"
-check "hub namespace with br0" dmsc_net_hub
-check "host c 198.18.0.2/16" dmsc_net_host c 198.18.0.2/16
-check "host b1 198.18.1.2/16" dmsc_net_host b1 198.18.1.2/16
-check "dmsc_net_host is idempotent" dmsc_net_host c 198.18.0.2/16
+t_check "dmsc_net_init $prefix" dmsc_net_init "$prefix"
+t_check "hub namespace with br0" dmsc_net_hub
+t_check "host c 198.18.0.2/16" dmsc_net_host c 198.18.0.2/16
+t_check "host b1 198.18.1.2/16" dmsc_net_host b1 198.18.1.2/16
+t_check "dmsc_net_host is idempotent" dmsc_net_host c 198.18.0.2/16
 
 if dmsc_net_host bad 10.0.0.1/24 2>/dev/null || dmsc__ns_exists "${prefix}bad"; then
-	not_ok "an address outside 198.18.0.0/16 is refused"
+	t_fail "an address outside 198.18.0.0/16 is refused"
 else
-	ok "an address outside 198.18.0.0/16 is refused"
+	t_ok "an address outside 198.18.0.0/16 is refused"
 fi
 if dmsc_net_host bad 198.19.0.1/16 2>/dev/null || dmsc_net_host bad 198.18.0.9/15 2>/dev/null; then
-	not_ok "a VIP address or a prefix covering 198.19/16 is refused"
+	t_fail "a VIP address or a prefix covering 198.19/16 is refused"
 else
-	ok "a VIP address or a prefix covering 198.19/16 is refused"
+	t_ok "a VIP address or a prefix covering 198.19/16 is refused"
 fi
 
 dmsc_net_exec c ip -4 addr show dev eth0 >"$work/c-addr" 2>&1
-check "c has exactly one address on eth0" \
+t_check "c has exactly one address on eth0" \
 	test "$(grep -c 'inet ' "$work/c-addr")" = 1
 dmsc_net_exec c ip route show >"$work/c-routes" 2>&1
 if grep -q '^default' "$work/c-routes"; then
-	not_ok "c has no default route"
+	t_fail "c has no default route"
 else
-	ok "c has no default route"
+	t_ok "c has no default route"
 fi
-check "c routes 198.18.0.0/16 on eth0" has "$work/c-routes" '^198\.18\.0\.0/16 dev eth0'
+t_check "c routes 198.18.0.0/16 on eth0" has "$work/c-routes" '^198\.18\.0\.0/16 dev eth0'
 if dmsc_net_exec c ip route get 198.19.0.10 >/dev/null 2>&1; then
-	not_ok "198.19.0.10 (a VIP) is unroutable from c"
+	t_fail "198.19.0.10 (a VIP) is unroutable from c"
 else
-	ok "198.19.0.10 (a VIP) is unroutable from c"
+	t_ok "198.19.0.10 (a VIP) is unroutable from c"
 fi
 
 # ---- dmsc-testsrv id mode and dmsc-probe ---------------------------------
 
-check "testsrv (id) ready in b1" start_server b1 id 198.18.1.2:9000
+t_check "testsrv (id) ready in b1" start_server b1 id 198.18.1.2:9000
 
 dmsc_net_exec c "$probe" --connect 198.18.1.2:9000 --count 200 --timeout-ms 2000 \
 	--max-seconds 30 >"$work/p200" 2>&1
-check "probe: 200 connections, ok=200, peer_is_target=200" \
+t_check "probe: 200 connections, ok=200, peer_is_target=200" \
 	has "$work/p200" '^connections=200 ok=200 failed=0 peer_is_target=200$'
-check "probe: backend b1 counted 200 times" has "$work/p200" '^backend b1 200 100\.00%$'
+t_check "probe: backend b1 counted 200 times" has "$work/p200" '^backend b1 200 100\.00%$'
 
 dmsc_net_exec c "$probe" --connect 198.18.1.2:9000 --count 20 --json \
 	--max-seconds 30 >"$work/pjson" 2>&1
-check "probe --json: one object with counts and backends" \
+t_check "probe --json: one object with counts and backends" \
 	has "$work/pjson" '^\{"connections":20,"ok":20,"failed":0,"peer_is_target":20,"backends":\{"b1":20\},"errors":\{\}.*\}$'
 
 t0=$(now_ms)
@@ -162,76 +138,76 @@ dmsc_net_exec c "$probe" --connect 198.18.1.2:9000 --count 2000 --parallel 50 \
 	--timeout-ms 2000 --max-seconds 30 >"$work/p2000" 2>&1
 t1=$(now_ms)
 echo "# 2000 connections, 50 in parallel: $((t1 - t0)) ms" >&2
-check "probe: 2000 short connections, 50 in parallel, all ok" \
+t_check "probe: 2000 short connections, 50 in parallel, all ok" \
 	has "$work/p2000" '^connections=2000 ok=2000 failed=0 peer_is_target=2000$'
 
 t0=$(now_ms)
 dmsc_net_exec c "$probe" --connect 198.19.0.10:80 --count 1 --timeout-ms 5000 \
 	--max-seconds 10 >"$work/pvip" 2>&1
 t1=$(now_ms)
-check "untranslated VIP 198.19.0.10:80 fails with ENETUNREACH" \
+t_check "untranslated VIP 198.19.0.10:80 fails with ENETUNREACH" \
 	has "$work/pvip" '^error ENETUNREACH 1$'
 # "at once": far below the 5 s connect timeout (mostly the cost of ip netns exec)
-check "... and on the spot ($((t1 - t0)) ms)" test $((t1 - t0)) -lt 1500
+t_check "... and on the spot ($((t1 - t0)) ms)" test $((t1 - t0)) -lt 1500
 
 dmsc_net_exec c "$probe" --connect 198.18.1.2:9999 --count 3 --json \
 	--max-seconds 10 >"$work/prefused" 2>&1
-check "closed port counted as ECONNREFUSED" \
+t_check "closed port counted as ECONNREFUSED" \
 	has "$work/prefused" '"failed":3,.*"errors":\{"ECONNREFUSED":3\}'
 
 "$probe" --connect 198.18.1.2:9000 >/dev/null 2>&1
 rc=$?
-check "probe without --count is a usage error (exit 2, got $rc)" test "$rc" = 2
+t_check "probe without --count is a usage error (exit 2, got $rc)" test "$rc" = 2
 
 # ---- hold mode -----------------------------------------------------------
 
 dmsc_net_exec c "$probe" --connect 198.18.1.2:9000 --hold-seconds 2 --interval-ms 100 \
 	>"$work/phold" 2>&1
 rc=$?
-check "hold: a connection held 2 s, exit 0 (got $rc)" test "$rc" = 0
-check "hold: held=1 errors=0 name=b1 peer_is_target=1" \
+t_check "hold: a connection held 2 s, exit 0 (got $rc)" test "$rc" = 0
+t_check "hold: held=1 errors=0 name=b1 peer_is_target=1" \
 	has "$work/phold" '^held=1 exchanges=(1[5-9]|2[0-9]) errors=0 name=b1 peer_is_target=1$'
 
-check "testsrv with --max-seconds 1 ready" start_server short id 198.18.1.2:9001 --max-seconds 1
+t_check "testsrv with --max-seconds 1 ready" start_server short id 198.18.1.2:9001 --max-seconds 1
 dmsc_net_exec c "$probe" --connect 198.18.1.2:9001 --hold-seconds 4 --interval-ms 100 \
 	--json >"$work/pbroken" 2>&1
 rc=$?
-check "hold: a connection the server drops exits 1 (got $rc)" test "$rc" = 1
-check "hold: reports held=0 and the reason" \
+t_check "hold: a connection the server drops exits 1 (got $rc)" test "$rc" = 1
+t_check "hold: reports held=0 and the reason" \
 	has "$work/pbroken" '^\{"held":0,"exchanges":[0-9]+,"errors":1,"name":"short","peer_is_target":1,"error":"(EOF|ECONNRESET)"\}$'
 wait "$(cat "$work/srv-short.pid")"
 rc=$?
-check "testsrv --max-seconds exits by itself with 0 (got $rc)" test "$rc" = 0
+t_check "testsrv --max-seconds exits by itself with 0 (got $rc)" test "$rc" = 0
 
 # ---- http, echo, sink ----------------------------------------------------
 
-check "testsrv (http) ready in b1" start_server web http 198.18.1.2:8080
+t_check "testsrv (http) ready in b1" start_server web http 198.18.1.2:8080
 dmsc_net_exec c curl -sS --noproxy '*' --max-time 5 http://198.18.1.2:8080/ >"$work/curl1" 2>&1
-check "curl from c gets the name" test "$(cat "$work/curl1")" = web
+t_check "curl from c gets the name" test "$(cat "$work/curl1")" = web
 dmsc_net_exec c curl -sS -v --noproxy '*' --max-time 5 http://198.18.1.2:8080/a \
 	http://198.18.1.2:8080/b >"$work/curl2" 2>"$work/curl2.err"
-check "http keep-alive: two requests on one connection" \
+t_check "http keep-alive: two requests on one connection" \
 	has "$work/curl2.err" '[Rr]e-?using (existing )?connection'
-check "... both answered" test "$(cat "$work/curl2")" = $'web\nweb'
+t_check "... both answered" test "$(cat "$work/curl2")" = $'web\nweb'
 dmsc_net_exec c curl -sS -0 -D - -o /dev/null --noproxy '*' --max-time 5 \
 	http://198.18.1.2:8080/ >"$work/curl10" 2>&1
-check "HTTP/1.0 gets Connection: close" has "$work/curl10" $'^Connection: close\r?$'
+t_check "HTTP/1.0 gets Connection: close" has "$work/curl10" $'^Connection: close\r?$'
 dmsc_net_exec c curl -sS -D - -o /dev/null --noproxy '*' --max-time 5 \
 	-H 'Connection: close' http://198.18.1.2:8080/ >"$work/curlclose" 2>&1
-check "\"Connection: close\" is honoured" has "$work/curlclose" $'^Connection: close\r?$'
+t_check "\"Connection: close\" is honoured" has "$work/curlclose" $'^Connection: close\r?$'
 
-check "testsrv (echo) ready in b1" start_server echo echo 198.18.1.2:9002
+t_check "testsrv (echo) ready in b1" start_server echo echo 198.18.1.2:9002
 # shellcheck disable=SC2016 # expanded by the inner bash
 dmsc_net_exec c timeout 5 bash -c \
 	'exec 3<>/dev/tcp/198.18.1.2/9002 && echo hello-echo >&3 && read -r line <&3 && echo "$line"' \
 	>"$work/echo" 2>&1
-check "echo mode echoes" test "$(cat "$work/echo")" = hello-echo
+t_check "echo mode echoes" test "$(cat "$work/echo")" = hello-echo
 
-check "testsrv (sink) ready in b1" start_server sink sink 198.18.1.2:9003
+t_check "testsrv (sink) ready in b1" start_server sink sink 198.18.1.2:9003
 dmsc_net_exec c timeout 5 bash -c \
 	'exec 3<>/dev/tcp/198.18.1.2/9003 && head -c 1048576 /dev/zero >&3 && exec 3>&- && echo sent' \
 	>"$work/sink" 2>&1
-check "sink mode swallows 1 MiB" test "$(cat "$work/sink")" = sent
+t_check "sink mode swallows 1 MiB" test "$(cat "$work/sink")" = sent
 
 ip netns exec "${prefix}b1" "$testsrv" --listen 198.18.1.2:9004 --name term --max-seconds 60 \
 	>"$work/srv-term.out" 2>&1 &
@@ -240,16 +216,16 @@ dmsc_wait_ready "$work/srv-term.out" 5
 kill -TERM "$term_pid"
 wait "$term_pid"
 rc=$?
-check "testsrv exits 0 on SIGTERM (got $rc)" test "$rc" = 0
+t_check "testsrv exits 0 on SIGTERM (got $rc)" test "$rc" = 0
 
 # ---- cgroups -------------------------------------------------------------
 
 cg2=$(dmsc_cgroup2_mount)
-check "cgroup2 mount found ($cg2)" test -n "$cg2" -a -f "$cg2/cgroup.procs"
+t_check "cgroup2 mount found ($cg2)" test -n "$cg2" -a -f "$cg2/cgroup.procs"
 cg=$(dmsc_cgroup_make "${prefix}cg/inner")
-check "dmsc_cgroup_make makes $cg" test "$cg" = "$cg2/dmsc-test/${prefix}cg/inner" -a -d "$cg"
+t_check "dmsc_cgroup_make makes $cg" test "$cg" = "$cg2/dmsc-test/${prefix}cg/inner" -a -d "$cg"
 dmsc_run_in_cgroup "$cg" cat /proc/self/cgroup >"$work/selfcg" 2>&1
-check "dmsc_run_in_cgroup runs the command in the cgroup" \
+t_check "dmsc_run_in_cgroup runs the command in the cgroup" \
 	has "$work/selfcg" "^0::/dmsc-test/${prefix}cg/inner\$"
 # cgroupfs files report size 0: read them, do not test -s
 dmsc_run_in_cgroup "$cg" dmsc_net_exec c sleep 60 &
@@ -260,10 +236,10 @@ for _ in $(seq 50); do
 	[[ -n "$leftover" ]] && break
 	sleep 0.1
 done
-check "a process left running in the cgroup" test -n "$leftover"
+t_check "a process left running in the cgroup" test -n "$leftover"
 dmsc_cgroup_cleanup
 wait "$cg_job" 2>/dev/null # reaps the killed job quietly
-check "dmsc_cgroup_cleanup kills it and removes the cgroups" \
+t_check "dmsc_cgroup_cleanup kills it and removes the cgroups" \
 	test -n "$leftover" -a ! -e "/proc/${leftover:-0}" -a ! -e "$cg2/dmsc-test/${prefix}cg"
 
 # ---- cleanup -------------------------------------------------------------
@@ -272,14 +248,13 @@ mapfile -t srv_pids < <(for ns in hub c b1; do ip netns pids "${prefix}$ns" 2>/d
 echo "# processes in our namespaces before cleanup: ${srv_pids[*]}" >&2
 dmsc_net_cleanup
 left=$(ip netns list | awk -v p="$prefix" 'index($1, p) == 1')
-check "dmsc_net_cleanup removes every namespace" test -z "$left"
+t_check "dmsc_net_cleanup removes every namespace" test -z "$left"
 alive=0
 for pid in "${srv_pids[@]}"; do
 	kill -0 "$pid" 2>/dev/null && alive=$((alive + 1))
 done
-check "... and every process that ran in them" test "$alive" = 0
-check "dmsc_net_cleanup can be called twice" dmsc_net_cleanup
+t_check "... and every process that ran in them" test "$alive" = 0
+t_check "dmsc_net_cleanup can be called twice" dmsc_net_cleanup
 
-echo "$passed passed, $failed failed"
-((failed == 0)) || exit 1
+t_summary || exit 1
 exit 0

@@ -7,16 +7,11 @@ set -u
 dmsc_suite_begin udp dudp$$
 UDP=$BIN/tools/dmsc-udp
 VIP=198.19.0.30
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
-MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-OUTSIDE=$(dmsc_cgroup_make "$P/outside") || exit 1
+dmsc_net_hosts c=198.18.0.2/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
+dmsc_cgroups MESH=mesh OUTSIDE=outside || exit 1
 dmsc_net_exec b1 "$UDP" serve --listen 198.18.1.2:5353 --name u1 --max-seconds 3600 >"$T/u1.out" 2>&1 &
 dmsc_net_exec b2 "$UDP" serve --listen 198.18.1.3:5353 --name u2 --max-seconds 3600 >"$T/u2.out" 2>&1 &
-for f in u1 u2; do
-	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
-done
+dmsc_backends_ready "$T/u1.out" "$T/u2.out"
 
 policy() {
 	printf '{ "services": [ { "name": "dns", "vip": "%s", "port": 53, "protocol": "udp",
@@ -72,8 +67,7 @@ t_eq "UDP from outside the mesh cgroup is not translated (ENETUNREACH)" \
 # table stays the same: its next sendto() must be refused (EPERM), and the
 # backend must not see it. The same for a connected socket: connect() ran
 # once, before the change, and its next send() must be refused as well.
-ALLOWED=$(dmsc_cgroup_make "$P/mesh/allowed") || exit 1
-LATER=$(dmsc_cgroup_make "$P/mesh/later") || exit 1
+dmsc_cgroups ALLOWED=mesh/allowed LATER=mesh/later || exit 1
 REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
 dmsc_net_host b3 198.18.1.4/16 || exit 1
 dmsc_net_exec b3 "$UDP" serve --listen 198.18.1.4:5353 --name u3 --max-seconds 3600 --log >"$T/u3.out" 2>&1 &

@@ -37,11 +37,7 @@ fi
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 LOADPIDS=()
 suite_cleanup() {
-	local p
-	for p in "${LOADPIDS[@]}"; do
-		kill -KILL "$p" 2>/dev/null
-		wait "$p" 2>/dev/null
-	done
+	dmsc_stop KILL "${LOADPIDS[@]}"
 	# Both builds' pins (a new layout may use another directory); the
 	# private bpffs goes with the mount namespace anyway.
 	if [[ -n ${BPFFS_MOUNTED:-} ]]; then
@@ -102,19 +98,13 @@ fi
 echo "# built dmscctl of $FROM (${rev:0:12}) in $((SECONDS - start)) s"
 
 # ---- hosts, backends, the old install ------------------------------------
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
-dmsc_net_host b2 198.18.1.3/16 || exit 1
-MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-FRESH_CG=$(dmsc_cgroup_make "$P/fresh") || exit 1
+dmsc_net_hosts c=198.18.0.2/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
+dmsc_cgroups MESH=mesh FRESH_CG=fresh || exit 1
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
-	dmsc_net_exec "$host" "$SRV" --name "$name" --mode id --listen "$addr:9080" \
-		--max-seconds 300 >"$T/$host.out" 2>&1 &
+	dmsc_testsrv "$host" "$name" id "$addr:9080" 300 "$T/$host.out"
 done
-for f in b1 b2; do
-	dmsc_wait_ready "$T/$f.out" 10 || { t_fail "backend $f ready"; t_summary; exit 1; }
-done
+dmsc_backends_ready "$T/b1.out" "$T/b2.out"
 cat >"$T/policy.json" <<EOF
 { "services": [ { "name": "reviews", "vip": "$VIP", "port": 9080, "backends": [
   { "address": "198.18.1.2", "port": 9080, "weight": 50 },

@@ -13,61 +13,19 @@ set -u
 DPID=
 STALLPIDS=()
 suite_cleanup() {
-	local p
-	[[ -n ${KEEP_LOG:-} && -f ${LOG:-} ]] && cp "$LOG" "$KEEP_LOG"
-	for p in "${STALLPIDS[@]}" $DPID; do
-		kill -KILL "$p" 2>/dev/null
-		wait "$p" 2>/dev/null
-	done
+	dmsc_keep_log
+	dmsc_stop KILL "${STALLPIDS[@]}" $DPID
 }
 dmsc_suite_begin watch dwa$$
-DMSCD=$BIN/dmscd
 LOG=$T/dmscd.log
 : >"$LOG"
-dmsc_net_host c 198.18.0.2/16 || exit 1
-dmsc_net_host b1 198.18.1.2/16 || exit 1
+dmsc_net_hosts c=198.18.0.2/16 b1=198.18.1.2/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-dmsc_net_exec b1 "$SRV" --name v1 --mode id --listen 198.18.1.2:9080 --max-seconds 600 \
-	>"$T/b1.out" 2>&1 &
-dmsc_wait_ready "$T/b1.out" 10 || { t_fail "backend ready"; t_summary; exit 1; }
+dmsc_testsrv b1 v1 id 198.18.1.2:9080 600 "$T/b1.out"
+dmsc_backends_ready "$T/b1.out"
 
-# wait_count FILE REGEX N SECONDS: until FILE has at least N lines matching.
-wait_count() {
-	local i
-	for ((i = 0; i < $4 * 20; i++)); do
-		[[ $(grep -cE -- "$2" "$1" 2>/dev/null) -ge $3 ]] && return 0
-		sleep 0.05
-	done
-	return 1
-}
-nlines() { grep -cE -- "$2" "$1" 2>/dev/null; }
-
-# wait_for SECONDS CMD...: until CMD succeeds (every 50 ms), for at most
-# SECONDS of wall time however long CMD takes (and 2000 tries).
-wait_for() {
-	local end=$((SECONDS + $1)) i
-	shift
-	for ((i = 0; i < 2000 && SECONDS <= end; i++)); do
-		"$@" && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
-start_dmscd() {
-	local before
-	before=$(nlines "$LOG" '\((start)\)|not applied|apply failed')
-	"$DMSCD" --metrics 127.0.0.1:0 --debounce-ms 100 --drop-delay-ms 50 "$@" >>"$LOG" 2>&1 &
-	DPID=$!
-	wait_count "$LOG" '\((start)\)|not applied|apply failed' $((before + 1)) 120
-}
-
-stop_dmscd() {
-	[[ -n $DPID ]] || return 0
-	kill -TERM "$DPID" 2>/dev/null
-	wait "$DPID" 2>/dev/null
-	DPID=
-}
+start_dmscd() { dmsc_start_dmscd 120 "$@"; }
+stop_dmscd() { dmsc_stop_dmscd "$@"; }
 
 metrics_url() {
 	grep -o 'http://[0-9.:]*/metrics' "$LOG" | tail -n 1
@@ -128,10 +86,10 @@ k8s_write "$T/cm" "$T/src1/policy.json"
 start_dmscd --cgroup "$MESH" --policy "$T/cm/policy.json"
 t_eq "a policy file that is a ConfigMap symlink is applied" "$(names)" '["reviews"]'
 k8s_write "$T/cm" "$T/src2/policy.json"
-wait_for 20 names_are '["ratings","reviews"]'
+t_wait 20 names_are '["ratings","reviews"]'
 t_eq "file mode: the ConfigMap update (\`..data\` renamed over) is applied" "$(names)" '["ratings","reviews"]'
 k8s_write "$T/cm" "$T/src1/policy.json"
-wait_for 20 names_are '["reviews"]'
+t_wait 20 names_are '["reviews"]'
 t_eq "file mode: a second update is applied too (the new target is watched)" "$(names)" '["reviews"]'
 stop_dmscd
 
@@ -142,22 +100,22 @@ k8s_write "$T/cmdir" "$T/src1/10-reviews.json"
 start_dmscd --policy "$T/cmdir"
 t_eq "a ConfigMap directory is applied" "$(names)" '["reviews"]'
 k8s_write "$T/cmdir" "$T/src1/10-reviews.json" "$T/src2/20-ratings.json"
-wait_for 20 names_are '["ratings","reviews"]'
+t_wait 20 names_are '["ratings","reviews"]'
 t_eq "directory mode: the ConfigMap update with a new file is applied" "$(names)" '["ratings","reviews"]'
 # The same names, new contents: only `..data` changes in the directory.
 mkdir -p "$T/src3"
 policy "$(svc reviews 198.19.0.10 9081)" >"$T/src3/10-reviews.json"
 policy "$(svc ratings 198.19.0.11 9081)" >"$T/src3/20-ratings.json"
 k8s_write "$T/cmdir" "$T/src3/10-reviews.json" "$T/src3/20-ratings.json"
-wait_for 20 vips_are '["ratings@198.19.0.11:9081/tcp","reviews@198.19.0.10:9081/tcp"]'
+t_wait 20 vips_are '["ratings@198.19.0.11:9081/tcp","reviews@198.19.0.10:9081/tcp"]'
 t_eq "directory mode: an update of the files' contents (no name changes) is applied" "$(vips)" \
 	'["ratings@198.19.0.11:9081/tcp","reviews@198.19.0.10:9081/tcp"]'
 k8s_write "$T/cmdir" "$T/src2/20-ratings.json"
-wait_for 20 names_are '["ratings"]'
+t_wait 20 names_are '["ratings"]'
 t_eq "directory mode: a file dropped from the ConfigMap is removed" "$(names)" '["ratings"]'
 # (An apply between the swap and the removal of a dropped file's dangling
 # symlink is refused, and the removal's own event applies it again.)
-t_check "no apply failed" test "$(nlines "$LOG" 'apply failed')" -eq 0
+t_check "no apply failed" test "$(t_nlines "$LOG" 'apply failed')" -eq 0
 stop_dmscd
 
 # ---- 2. allow_from follows a cgroup removed and made again (issue 10, item 12) --
@@ -166,9 +124,7 @@ stop_dmscd
 # those `dmscctl apply` wrote) and never opens the service to anyone else.
 APP_REL=dmsc-test/$P/mesh/app
 APP2_REL=dmsc-test/$P/mesh/app2
-APP=$(dmsc_cgroup_make "$P/mesh/app") || exit 1
-APP2=$(dmsc_cgroup_make "$P/mesh/app2") || exit 1
-OTHER=$(dmsc_cgroup_make "$P/mesh/other") || exit 1
+dmsc_cgroups APP=mesh/app APP2=mesh/app2 OTHER=mesh/other || exit 1
 policy "$(svc web 198.19.0.20 80 "$APP_REL")" >"$T/allow.json"
 policy "$(svc web 198.19.0.20 80 "$APP_REL")" "$(svc api 198.19.0.21 80 "$APP2_REL")" >"$T/allow2.json"
 # connects CG VIP N: how many of N connect()s from a process in CG succeed
@@ -195,17 +151,17 @@ t_eq "a process in another cgroup of the mesh does not" "$(connects "$OTHER" 198
 remake "$APP"
 new_id=$(stat -c %i "$APP")
 t_check "the cgroup made again has a new id ($old_id -> $new_id)" test "$new_id" != "$old_id"
-wait_for 10 rule_ids_are web "$new_id"
+t_wait 10 rule_ids_are web "$new_id"
 t_eq "dmscd re-resolves the rule: only the new id is in the map" "$(rule_ids web)" "$new_id"
-wait_for 10 connects_ok "$APP" 198.19.0.20
+t_wait 10 connects_ok "$APP" 198.19.0.20
 t_eq "a process in the re-made cgroup connects" "$(connects "$APP" 198.19.0.20 3)" 3
 t_eq "...and still nobody else" "$(connects "$OTHER" 198.19.0.20 3)" 0
 rmdir "$APP"
-wait_for 10 rule_ids_are web none
+t_wait 10 rule_ids_are web none
 t_eq "a removed cgroup's id is deleted (the rule waits, unresolved)" "$(rule_ids web)" none
 t_eq "...and the service is closed to everyone meanwhile" "$(connects "$OTHER" 198.19.0.20 3)" 0
 mkdir "$APP"
-wait_for 10 connects_ok "$APP" 198.19.0.20
+t_wait 10 connects_ok "$APP" 198.19.0.20
 t_eq "made again later, the cgroup is resolved and its process connects" \
 	"$(connects "$APP" 198.19.0.20 3):$(rule_ids web)" "3:$(stat -c %i "$APP")"
 # A rule `dmscctl apply` wrote while dmscd runs (and does not re-apply).
@@ -215,7 +171,7 @@ old_id=$(stat -c %i "$APP2")
 remake "$APP2"
 t_check "the cgroup made again has a new id" test "$(stat -c %i "$APP2")" != "$old_id"
 # dmscd watches this path from its next periodic check on (10 s).
-wait_for 30 connects_ok "$APP2" 198.19.0.21
+t_wait 30 connects_ok "$APP2" 198.19.0.21
 t_eq "dmscd re-resolves a rule that dmscctl apply wrote" \
 	"$(connects "$APP2" 198.19.0.21 3):$(rule_ids api)" "3:$(stat -c %i "$APP2")"
 t_eq "...and nobody else may connect" "$(connects "$OTHER" 198.19.0.21 3)" 0
@@ -316,28 +272,28 @@ PY
 held() { ss -Htn state established "( sport = :$port )" | awk '$2 > 0' | wc -l; }
 held_one() { [[ $(held) -ge 1 ]]; }
 stall 1 >"$T/stall1.out"
-wait_for 30 held_one
+t_wait 30 held_one
 t_check "a client that reads nothing holds a connection with a page half sent" held_one
-n_before=$(nlines "$LOG" '^dmscd: applied .*\(changed\)')
+n_before=$(t_nlines "$LOG" '^dmscd: applied .*\(changed\)')
 cp "$T/big81.json" "$T/bigpol.json.tmp" && mv "$T/bigpol.json.tmp" "$T/bigpol.json"
-wait_count "$LOG" '^dmscd: applied .*\(changed\)' $((n_before + 1)) 25
-t_check "a policy change is applied meanwhile" test "$(nlines "$LOG" '^dmscd: applied .*\(changed\)')" -gt "$n_before"
+t_wait_lines "$LOG" '^dmscd: applied .*\(changed\)' $((n_before + 1)) 25
+t_check "a policy change is applied meanwhile" test "$(t_nlines "$LOG" '^dmscd: applied .*\(changed\)')" -gt "$n_before"
 # Before the fix the loop served the connection until it gave up on it:
 # the apply could only come once the page was abandoned.
 t_check "...while the stalled connection is still being served (the loop did not wait for it)" held_one
 t_eq "the change is in the maps" "$("$CTL" show services -o json | jq -r '.services[] | select(.name == "svc-0") | .vip')" "198.19.100.1:81/tcp"
 # Connections past the bound get a 503 at once.
 for i in 1 2 3; do stall 0 >"$T/stall0-$i.out"; done
-wait_for 10 grep -q ready "$T/stall0-3.out"
+t_wait 10 grep -q ready "$T/stall0-3.out"
 # "ready" means connected, not yet accepted by dmscd: until it has taken
 # the three, a scrape may still be served; once it has, it gets a 503.
 scrape_503() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$url") == 503 ]]; }
-wait_for 30 scrape_503
+t_wait 30 scrape_503
 t_check "past 4 connections at once, a scrape gets 503 at once" scrape_503
 # SIGTERM with stalled clients: before the fix, each connection that sends
 # nothing held the loop 2 s, and the one after the signal was served too.
 for i in 4 5; do stall 0 >"$T/stall0-$i.out"; done
-wait_for 10 grep -q ready "$T/stall0-5.out"
+t_wait 10 grep -q ready "$T/stall0-5.out"
 t0=$(date +%s%N)
 kill -TERM "$DPID"
 for ((i = 0; i < 400; i++)); do

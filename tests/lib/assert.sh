@@ -52,6 +52,15 @@ t_wait() {
 	done
 }
 
+# t_nlines FILE REGEX: how many lines of FILE match REGEX (0 without FILE).
+t_nlines() { grep -cE -- "$2" "$1" 2>/dev/null; }
+
+t__has_lines() { [[ $(t_nlines "$1" "$2") -ge $3 ]]; }
+
+# t_wait_lines FILE REGEX N SECONDS: until FILE has at least N lines
+# matching REGEX (t_wait).
+t_wait_lines() { t_wait "$4" t__has_lines "$1" "$2" "$3"; }
+
 t_summary() {
 	echo "${T_PASSED} passed, ${T_FAILED} failed"
 	[[ $T_FAILED -eq 0 ]]

@@ -2,13 +2,51 @@
 # kernel.sh: the start every kernel suite shares. Source it, then call
 #   dmsc_suite_begin NAME PREFIX
 # It sources assert.sh and netns.sh, exits 77 (skipped) without root, sets
-# TOP BIN CTL SRV PROBE T, mounts a BPF filesystem of the suite's own (so
+# TOP BIN CTL DMSCD L7 SRV PROBE T, mounts a BPF filesystem of the suite's own (so
 # its pins never meet another's) as DMSC_PIN_DIR, and sets a trap that
 # removes everything: a suite with more to stop defines suite_cleanup,
 # which runs first.
 KERNEL_SH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$KERNEL_SH_DIR/assert.sh"
 . "$KERNEL_SH_DIR/netns.sh"
+
+# dmsc_stop SIGNAL PID...: signals each pid given (empty ones skipped) and
+# reaps it.
+dmsc_stop() {
+	local sig=$1 p
+	shift
+	for p in "$@"; do
+		[[ -n $p ]] || continue
+		kill -"$sig" "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+}
+
+# dmsc_start_dmscd SECONDS ARGS...: starts $DMSCD with ARGS (quick debounce
+# and drop delay, metrics on a free port), its output appended to $LOG and
+# its pid in DPID, and waits up to SECONDS for its first apply (or its
+# refusal) to be logged.
+dmsc_start_dmscd() {
+	local secs=$1 before re='\((start)\)|not applied|apply failed'
+	shift
+	before=$(t_nlines "$LOG" "$re")
+	"$DMSCD" --metrics 127.0.0.1:0 --debounce-ms 100 --drop-delay-ms 50 "$@" >>"$LOG" 2>&1 &
+	DPID=$!
+	t_wait_lines "$LOG" "$re" $((before + 1)) "$secs"
+}
+
+# dmsc_stop_dmscd [SIGNAL]: stops the dmscd of dmsc_start_dmscd (TERM).
+dmsc_stop_dmscd() {
+	[[ -n ${DPID:-} ]] || return 0
+	dmsc_stop "${1:-TERM}" "$DPID"
+	DPID=
+}
+
+# dmsc_keep_log: copies $LOG to $KEEP_LOG when both are set (to read a
+# failed run's log after its cleanup).
+dmsc_keep_log() {
+	[[ -n ${KEEP_LOG:-} && -f ${LOG:-} ]] && cp "$LOG" "$KEEP_LOG"
+}
 
 dmsc_suite_cleanup() {
 	declare -F suite_cleanup >/dev/null && suite_cleanup
@@ -26,6 +64,8 @@ dmsc_suite_begin() {
 	TOP=$(cd "$KERNEL_SH_DIR/../.." && pwd)
 	BIN=${BIN:-$TOP/build}
 	CTL=$BIN/dmscctl
+	DMSCD=$BIN/dmscd
+	L7=$BIN/dmsc-l7
 	SRV=$BIN/tools/dmsc-testsrv
 	PROBE=$BIN/tools/dmsc-probe
 	T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-$name.XXXXXX")

@@ -134,6 +134,14 @@ dmsc__check_addr() {
 	fi
 }
 
+# dmsc__no_default_route WHO NS [-6]: fails (naming WHO) if NS has a
+# default route (an IPv6 one with -6).
+dmsc__no_default_route() {
+	[[ -z "$(ip -n "$2" ${3:+"$3"} route show default 2>/dev/null)" ]] && return 0
+	dmsc__err "$1: $2 has a${3:+n IPv6} default route"
+	return 1
+}
+
 # dmsc_net_host NAME ADDR/PLEN [ADDR/PLEN...]
 dmsc_net_host() {
 	dmsc__need_init || return 1
@@ -189,10 +197,7 @@ dmsc_net_host() {
 		return 1
 	}
 	# belt and braces: a default route must never exist in a test host
-	if [[ -n "$(ip -n "$ns" route show default 2>/dev/null)" ]]; then
-		dmsc__err "dmsc_net_host $name: $ns has a default route"
-		return 1
-	fi
+	dmsc__no_default_route "dmsc_net_host $name" "$ns"
 }
 
 # dmsc_net_addr6 NAME ADDR6/64: adds an IPv6 address from 2001:2::/48 to the
@@ -214,10 +219,15 @@ dmsc_net_addr6() {
 		dmsc__err "dmsc_net_addr6 $name: cannot add $a"
 		return 1
 	}
-	if [[ -n "$(ip -n "$ns" -6 route show default 2>/dev/null)" ]]; then
-		dmsc__err "dmsc_net_addr6 $name: $ns has an IPv6 default route"
-		return 1
-	fi
+	dmsc__no_default_route "dmsc_net_addr6 $name" "$ns" -6
+}
+
+# dmsc_net_hosts NAME=ADDR/PLEN...: dmsc_net_host for each, in order.
+dmsc_net_hosts() {
+	local h
+	for h in "$@"; do
+		dmsc_net_host "${h%%=*}" "${h#*=}" || return 1
+	done
 }
 
 # dmsc_net_exec NAME cmd...: runs cmd in host NAME (or "hub").
@@ -316,6 +326,16 @@ dmsc_cgroup_make() {
 		return 1
 	}
 	printf '%s\n' "$path"
+}
+
+# dmsc_cgroups VAR=NAME...: dmsc_cgroup_make "$P/NAME" for each, its
+# path in VAR.
+dmsc_cgroups() {
+	local c path
+	for c in "$@"; do
+		path=$(dmsc_cgroup_make "$P/${c#*=}") || return 1
+		printf -v "${c%%=*}" '%s' "$path"
+	done
 }
 
 # dmsc__cgroup_procs DIR: every pid in DIR and below.
@@ -439,4 +459,28 @@ dmsc_net_stop() {
 	done
 	dmsc__err "dmsc_net_stop: processes left in $ns after 10s"
 	return 1
+}
+
+# dmsc_testsrv HOST NAME MODE ADDR:PORT SECONDS OUT: dmsc-testsrv ($SRV) in
+# host HOST, in the background, its output in OUT ($! is its pid).
+dmsc_testsrv() {
+	dmsc_net_exec "$1" "$SRV" --name "$2" --mode "$3" --listen "$4" --max-seconds "$5" \
+		>"$6" 2>&1 &
+}
+
+# dmsc_backends_ready FILE...: each test server's "ready" within 10 s, or
+# the suite fails and ends.
+dmsc_backends_ready() {
+	local f
+	for f in "$@"; do
+		dmsc_wait_ready "$f" 10 || { t_fail "backend ready ($f)"; t_summary; exit 1; }
+	done
+}
+
+# dmsc_kill_jobs: SIGTERM to each background job of this shell.
+dmsc_kill_jobs() {
+	local pid
+	for pid in $(jobs -p); do
+		kill "$pid" 2>/dev/null
+	done
 }

@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tool_args.h"
+
 #define NAME_LINE_MAX 256 /* a first line longer than this is an error */
 #define MAX_DISTINCT 256  /* distinct backend names / error reasons kept */
 #define OTHER_KEY "(other)"
@@ -219,45 +221,6 @@ static void usage(FILE *f)
 	    "exit: 0 ran, 1 hold broke or internal error, 2 usage\n",
 	    MAX_COUNT, MAX_PARALLEL, DEFAULT_TIMEOUT_MS, DEFAULT_MAX_SECONDS, HOLD_GRACE_SECONDS,
 	    DEFAULT_INTERVAL_MS);
-}
-
-static int parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
-{
-	char *end;
-	unsigned long v;
-
-	if (!s || !*s || *s == '-' || *s == '+')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-static int parse_addr_port(const char *s, struct sockaddr_in *sa)
-{
-	char host[INET_ADDRSTRLEN];
-	const char *colon = strrchr(s, ':');
-	unsigned long port;
-	size_t hlen;
-
-	if (!colon)
-		return -EINVAL;
-	hlen = (size_t)(colon - s);
-	if (hlen == 0 || hlen >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-		return -EINVAL;
-	if (parse_ulong(colon + 1, 1, 65535, &port))
-		return -EINVAL;
-	sa->sin_port = htons((uint16_t)port);
-	return 0;
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -606,6 +569,20 @@ out:
 	return ret;
 }
 
+/* "name":{"key":count,...} of a finished tally of n keys. */
+static void print_tally_json(const char *name, const struct tally *t, int n)
+{
+	printf("\"%s\":{", name);
+	for (int i = 0; i < n; i++) {
+		const struct counter *c = tally_at(t, i);
+
+		printf("%s", i ? "," : "");
+		json_string(stdout, c->key);
+		printf(":%lu", c->n);
+	}
+	putchar('}');
+}
+
 static void print_count(const struct opts *o, struct results *r)
 {
 	int nb = tally_finish(&r->backends), ne = tally_finish(&r->errors);
@@ -613,23 +590,10 @@ static void print_count(const struct opts *o, struct results *r)
 	if (o->json) {
 		printf("{\"connections\":%lu,\"ok\":%lu,\"failed\":%lu,\"peer_is_target\":%lu,",
 		       r->connections, r->ok, r->failed, r->peer_is_target);
-		printf("\"backends\":{");
-		for (int i = 0; i < nb; i++) {
-			const struct counter *c = tally_at(&r->backends, i);
-
-			printf("%s", i ? "," : "");
-			json_string(stdout, c->key);
-			printf(":%lu", c->n);
-		}
-		printf("},\"errors\":{");
-		for (int i = 0; i < ne; i++) {
-			const struct counter *c = tally_at(&r->errors, i);
-
-			printf("%s", i ? "," : "");
-			json_string(stdout, c->key);
-			printf(":%lu", c->n);
-		}
-		printf("},\"time_limit_hit\":%s,\"elapsed_ms\":%lld}\n",
+		print_tally_json("backends", &r->backends, nb);
+		putchar(',');
+		print_tally_json("errors", &r->errors, ne);
+		printf(",\"time_limit_hit\":%s,\"elapsed_ms\":%lld}\n",
 		       r->time_limit_hit ? "true" : "false", (long long)r->elapsed_ms);
 		return;
 	}

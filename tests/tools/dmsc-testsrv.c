@@ -47,6 +47,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tool_args.h"
+
 #define MAX_LISTENERS 16
 #define MAX_NAME_LEN 200
 #define HTTP_HEAD_MAX (16 * 1024) /* a request head larger than this gets 431 */
@@ -110,46 +112,6 @@ static void usage(FILE *f)
 		"                    [--mode http|echo|id|sink] [--max-seconds N] [--verbose]\n"
 		"  default mode: id; default --max-seconds: %d; at most %d listeners\n",
 		DEFAULT_MAX_SECONDS, MAX_LISTENERS);
-}
-
-static int parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
-{
-	char *end;
-	unsigned long v;
-
-	if (!s || !*s || *s == '-' || *s == '+')
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-/* "A.B.C.D:PORT", IPv4 only: every dmsc test address is IPv4. */
-static int parse_addr_port(const char *s, struct sockaddr_in *sa)
-{
-	char host[INET_ADDRSTRLEN];
-	const char *colon = strrchr(s, ':');
-	unsigned long port;
-	size_t hlen;
-
-	if (!colon)
-		return -EINVAL;
-	hlen = (size_t)(colon - s);
-	if (hlen == 0 || hlen >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-		return -EINVAL;
-	if (parse_ulong(colon + 1, 1, 65535, &port))
-		return -EINVAL;
-	sa->sin_port = htons((uint16_t)port);
-	return 0;
 }
 
 static const char *fmt_addr(const struct sockaddr_in *sa, char *buf, size_t len)

@@ -84,95 +84,105 @@ static void parse(const char *text, struct dmsc_policy *p)
 	"{ \"name\": \"" name "\", \"vip\": \"" vip "\", \"port\": 80, \"backends\": [ "           \
 	"{ \"address\": \"2001:2:60::2\", \"port\": 80 } ] }"
 
+/* Two policy files, name0 and name1, merged: the result in m (merge_free). */
+struct merge2 {
+	struct dmsc_policy parts[2];
+	struct dmsc_policy_set set;
+	struct dmsc_msgs msgs;
+	int rc;
+};
+
+static void merge(struct merge2 *m, const char *name0, const char *text0, const char *name1,
+		  const char *text1)
+{
+	const char *names[] = {name0, name1};
+
+	memset(m, 0, sizeof(*m));
+	parse(text0, &m->parts[0]);
+	parse(text1, &m->parts[1]);
+	m->rc = dmsc_policy_set_merge(m->parts, names, 2, &m->set, &m->msgs);
+}
+
+static void merge_free(struct merge2 *m)
+{
+	if (m->rc == 0)
+		dmsc_policy_set_free(&m->set);
+	dmsc_msgs_free(&m->msgs);
+	dmsc_policy_free(&m->parts[0]);
+	dmsc_policy_free(&m->parts[1]);
+}
+
 Test(policy_dir, merge_keeps_file_order_and_origin)
 {
-	struct dmsc_policy parts[2] = {0};
-	const char *names[] = {"a.json", "b.json"};
-	struct dmsc_policy_set set;
-	struct dmsc_msgs msgs = {0};
+	struct merge2 m;
 
-	parse("{ \"services\": [ " SVC("x", "198.19.0.1") ", " SVC("y", "198.19.0.2") " ] }",
-	      &parts[0]);
-	parse("{ \"services\": [ " SVC("z", "198.19.0.3") " ] }", &parts[1]);
-	cr_assert_eq(dmsc_policy_set_merge(parts, names, 2, &set, &msgs), 0);
-	cr_assert_eq(msgs.n, 0);
-	cr_assert_eq(set.policy.n_services, 3);
-	cr_assert_str_eq(set.policy.services[2].name, "z");
-	cr_assert_eq(set.svc_file[0], 0);
-	cr_assert_eq(set.svc_file[2], 1);
-	cr_assert_eq(parts[0].n_services, 0, "services moved out");
-	dmsc_policy_set_free(&set);
-	dmsc_msgs_free(&msgs);
+	merge(&m, "a.json",
+	      "{ \"services\": [ " SVC("x", "198.19.0.1") ", " SVC("y", "198.19.0.2") " ] }",
+	      "b.json", "{ \"services\": [ " SVC("z", "198.19.0.3") " ] }");
+	cr_assert_eq(m.rc, 0);
+	cr_assert_eq(m.msgs.n, 0);
+	cr_assert_eq(m.set.policy.n_services, 3);
+	cr_assert_str_eq(m.set.policy.services[2].name, "z");
+	cr_assert_eq(m.set.svc_file[0], 0);
+	cr_assert_eq(m.set.svc_file[2], 1);
+	cr_assert_eq(m.parts[0].n_services, 0, "services moved out");
+	merge_free(&m);
 }
 
 Test(policy_dir, duplicates_across_files_name_both_files)
 {
-	struct dmsc_policy parts[2] = {0};
-	const char *names[] = {"a.json", "b.json"};
-	struct dmsc_policy_set set;
-	struct dmsc_msgs msgs = {0};
+	struct merge2 m;
 
-	parse("{ \"services\": [ " SVC("x", "198.19.0.1") ", " SVC("y", "198.19.0.2") " ] }",
-	      &parts[0]);
-	parse("{ \"services\": [ " SVC("q", "198.19.0.9") ", " SVC("x", "198.19.0.3") ", " SVC(
-		  "w", "198.19.0.2") " ] }",
-	      &parts[1]);
-	cr_assert_eq(dmsc_policy_set_merge(parts, names, 2, &set, &msgs), -EINVAL);
-	cr_assert_eq(msgs.n, 2);
-	cr_assert_str_eq(msgs.lines[0],
+	merge(&m, "a.json",
+	      "{ \"services\": [ " SVC("x", "198.19.0.1") ", " SVC("y", "198.19.0.2") " ] }",
+	      "b.json",
+	      "{ \"services\": [ " SVC("q", "198.19.0.9") ", " SVC("x", "198.19.0.3") ", " SVC(
+		  "w", "198.19.0.2") " ] }");
+	cr_assert_eq(m.rc, -EINVAL);
+	cr_assert_eq(m.msgs.n, 2);
+	cr_assert_str_eq(m.msgs.lines[0],
 			 "b.json: services[1]: the name \"x\" is also defined in a.json "
 			 "(services[0])");
-	cr_assert_str_eq(msgs.lines[1],
+	cr_assert_str_eq(m.msgs.lines[1],
 			 "b.json: services[2] (w): 198.19.0.2:80/tcp is also the address of "
 			 "services[1] (y) in a.json");
-	cr_assert_eq(set.policy.n_services, 0, "nothing left to apply");
-	dmsc_msgs_free(&msgs);
-	dmsc_policy_free(&parts[0]);
-	dmsc_policy_free(&parts[1]);
+	cr_assert_eq(m.set.policy.n_services, 0, "nothing left to apply");
+	merge_free(&m);
 }
 
 /* tcp and http services share the kernel's TCP key: one VIP:port cannot be
  * both, whichever files define them. */
 Test(policy_dir, tcp_and_http_on_one_address_across_files_are_refused)
 {
-	struct dmsc_policy parts[2] = {0};
-	const char *names[] = {"10-tcp.json", "20-http.json"};
-	struct dmsc_policy_set set;
-	struct dmsc_msgs msgs = {0};
+	struct merge2 m;
 
-	parse("{ \"services\": [ " SVC("plain", "198.19.0.1") " ] }", &parts[0]);
-	parse("{ \"services\": [ { \"name\": \"web\", \"vip\": \"198.19.0.1\", \"port\": 80, "
+	merge(&m, "10-tcp.json", "{ \"services\": [ " SVC("plain", "198.19.0.1") " ] }",
+	      "20-http.json",
+	      "{ \"services\": [ { \"name\": \"web\", \"vip\": \"198.19.0.1\", \"port\": 80, "
 	      "\"protocol\": \"http\", \"backends\": [ { \"address\": \"198.18.1.3\", "
-	      "\"port\": 80 } ] } ] }",
-	      &parts[1]);
-	cr_assert_eq(dmsc_policy_set_merge(parts, names, 2, &set, &msgs), -EINVAL);
-	cr_assert_eq(msgs.n, 1);
-	cr_assert_str_eq(msgs.lines[0],
+	      "\"port\": 80 } ] } ] }");
+	cr_assert_eq(m.rc, -EINVAL);
+	cr_assert_eq(m.msgs.n, 1);
+	cr_assert_str_eq(m.msgs.lines[0],
 			 "20-http.json: services[0] (web): 198.19.0.1:80/http is also the address "
 			 "of services[0] (plain) in 10-tcp.json as tcp (tcp and http share the "
 			 "kernel's TCP key)");
-	dmsc_msgs_free(&msgs);
-	dmsc_policy_free(&parts[0]);
-	dmsc_policy_free(&parts[1]);
+	merge_free(&m);
 }
 
 /* udp is a key of its own: a tcp and a udp service may share VIP:port. */
 Test(policy_dir, tcp_and_udp_on_one_address_are_two_services)
 {
-	struct dmsc_policy parts[2] = {0};
-	const char *names[] = {"10-tcp.json", "20-udp.json"};
-	struct dmsc_policy_set set;
-	struct dmsc_msgs msgs = {0};
+	struct merge2 m;
 
-	parse("{ \"services\": [ " SVC("plain", "198.19.0.1") " ] }", &parts[0]);
-	parse("{ \"services\": [ { \"name\": \"dns\", \"vip\": \"198.19.0.1\", \"port\": 80, "
+	merge(&m, "10-tcp.json", "{ \"services\": [ " SVC("plain", "198.19.0.1") " ] }",
+	      "20-udp.json",
+	      "{ \"services\": [ { \"name\": \"dns\", \"vip\": \"198.19.0.1\", \"port\": 80, "
 	      "\"protocol\": \"udp\", \"backends\": [ { \"address\": \"198.18.1.3\", "
-	      "\"port\": 80 } ] } ] }",
-	      &parts[1]);
-	cr_assert_eq(dmsc_policy_set_merge(parts, names, 2, &set, &msgs), 0);
-	cr_assert_eq(set.policy.n_services, 2);
-	dmsc_policy_set_free(&set);
-	dmsc_msgs_free(&msgs);
+	      "\"port\": 80 } ] } ] }");
+	cr_assert_eq(m.rc, 0);
+	cr_assert_eq(m.set.policy.n_services, 2);
+	merge_free(&m);
 }
 
 Test(policy_dir, load_a_directory)
@@ -471,9 +481,9 @@ Test(allow_resolve, the_directories_watched_for_a_path)
 {
 	char out[512] = "";
 
-	cr_assert_eq(dmsc_cgroup_watch_dirs("/sys/fs/cgroup", "shop.slice/web.service/app", count_dir,
-					    out),
-		     3);
+	cr_assert_eq(
+	    dmsc_cgroup_watch_dirs("/sys/fs/cgroup", "shop.slice/web.service/app", count_dir, out),
+	    3);
 	cr_assert_str_eq(out, "/sys/fs/cgroup;/sys/fs/cgroup/shop.slice;"
 			      "/sys/fs/cgroup/shop.slice/web.service;");
 	out[0] = '\0';
@@ -495,8 +505,8 @@ Test(metrics, a_snapshot_copies_what_the_page_names)
 {
 	struct dmsc_mirror_be be[2] = {{.id = 7, .addr = 1, .port = 2}, {.id = 8}};
 	struct dmsc_mirror_svc svcs[1] = {{.id = 3, .n_be = 2, .be = be}};
-	struct dmsc_mirror m = {.svcs = svcs, .n = 1, .n_backends = 2, .generation = 9,
-				.loaded = true};
+	struct dmsc_mirror m = {
+	    .svcs = svcs, .n = 1, .n_backends = 2, .generation = 9, .loaded = true};
 	struct dmsc_mirror snap;
 
 	snprintf(svcs[0].name, sizeof(svcs[0].name), "reviews");
@@ -522,21 +532,17 @@ Test(metrics, a_snapshot_copies_what_the_page_names)
  * IPv4 field is 0 for all), one address twice is refused, bracketed. */
 Test(policy_dir, ipv6_addresses_across_files)
 {
-	struct dmsc_policy parts[2] = {0};
-	const char *names[] = {"a.json", "b.json"};
-	struct dmsc_policy_set set;
-	struct dmsc_msgs msgs = {0};
+	struct merge2 m;
 
-	parse("{ \"services\": [ " SVC6("x", "2001:2:61::1") ", " SVC6("y", "2001:2:61::2") " ] }",
-	      &parts[0]);
-	parse("{ \"services\": [ " SVC6("z", "2001:2:61::3") ", " SVC6("w", "2001:2:61:0::2") " ] }",
-	      &parts[1]);
-	cr_assert_eq(dmsc_policy_set_merge(parts, names, 2, &set, &msgs), -EINVAL);
-	cr_assert_eq(msgs.n, 1);
-	cr_assert_str_eq(msgs.lines[0],
+	merge(
+	    &m, "a.json",
+	    "{ \"services\": [ " SVC6("x", "2001:2:61::1") ", " SVC6("y", "2001:2:61::2") " ] }",
+	    "b.json",
+	    "{ \"services\": [ " SVC6("z", "2001:2:61::3") ", " SVC6("w", "2001:2:61:0::2") " ] }");
+	cr_assert_eq(m.rc, -EINVAL);
+	cr_assert_eq(m.msgs.n, 1);
+	cr_assert_str_eq(m.msgs.lines[0],
 			 "b.json: services[1] (w): [2001:2:61::2]:80/tcp is also the address of "
 			 "services[1] (y) in a.json");
-	dmsc_msgs_free(&msgs);
-	dmsc_policy_free(&parts[0]);
-	dmsc_policy_free(&parts[1]);
+	merge_free(&m);
 }

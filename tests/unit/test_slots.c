@@ -12,7 +12,7 @@
 static void check_weights(const __u32 *w, __u32 n)
 {
 	__u32 counts[DMSC_BACKENDS_PER_SERVICE_MAX], ids[DMSC_BACKENDS_PER_SERVICE_MAX];
-	__u32 slot[DMSC_SLOTS], seen[DMSC_BACKENDS_PER_SERVICE_MAX + 1] = { 0 };
+	__u32 slot[DMSC_SLOTS], seen[DMSC_BACKENDS_PER_SERVICE_MAX + 1] = {0};
 	__u64 total = 0, sum = 0;
 	__u32 i;
 
@@ -41,40 +41,33 @@ static void check_weights(const __u32 *w, __u32 n)
 			     seen[i + 1], counts[i]);
 }
 
-Test(slots, eighty_twenty)
+/* Weights and the slot counts they must give (check_weights too). */
+static const struct {
+	const char *what;
+	__u32 n, w[3], counts[3];
+} exact[] = {
+    /* 128 * 0.8 = 102.4: largest remainder gives 102 and 26 */
+    {"eighty_twenty", 2, {80, 20}, {102, 26}},
+    {"equal_thirds_ties_go_to_lower_index", 3, {1, 1, 1}, {43, 43, 42}},
+    {"zero_weight_drains", 3, {0, 100, 0}, {0, DMSC_SLOTS, 0}},
+};
+
+Test(slots, exact_counts)
 {
-	__u32 w[] = { 80, 20 }, counts[2];
+	__u32 counts[3], i, j;
 
-	check_weights(w, 2);
-	dmsc_slot_counts(w, 2, counts);
-	/* 128 * 0.8 = 102.4: largest remainder gives 102 and 26. */
-	cr_assert_eq(counts[0], 102);
-	cr_assert_eq(counts[1], 26);
-}
-
-Test(slots, equal_thirds_ties_go_to_lower_index)
-{
-	__u32 w[] = { 1, 1, 1 }, counts[3];
-
-	check_weights(w, 3);
-	dmsc_slot_counts(w, 3, counts);
-	cr_assert_eq(counts[0], 43);
-	cr_assert_eq(counts[1], 43);
-	cr_assert_eq(counts[2], 42);
-}
-
-Test(slots, zero_weight_drains)
-{
-	__u32 w[] = { 0, 100, 0 }, counts[3];
-
-	check_weights(w, 3);
-	dmsc_slot_counts(w, 3, counts);
-	cr_assert_eq(counts[1], DMSC_SLOTS);
+	for (i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+		check_weights(exact[i].w, exact[i].n);
+		dmsc_slot_counts(exact[i].w, exact[i].n, counts);
+		for (j = 0; j < exact[i].n; j++)
+			cr_assert_eq(counts[j], exact[i].counts[j], "%s: backend %u", exact[i].what,
+				     j);
+	}
 }
 
 Test(slots, all_zero_means_no_backend)
 {
-	__u32 w[] = { 0, 0 }, counts[2] = { 7, 7 };
+	__u32 w[] = {0, 0}, counts[2] = {7, 7};
 
 	cr_assert_eq(dmsc_slot_counts(w, 2, counts), 0);
 	cr_assert_eq(counts[0], 0);
@@ -85,7 +78,7 @@ Test(slots, extreme_ratio_keeps_small_backend)
 {
 	/* 1 in 10001 is below one slot's worth: it may get 0 or 1 slot, but
 	 * never more, and the big one gets the rest. */
-	__u32 w[] = { DMSC_WEIGHT_MAX, 1 };
+	__u32 w[] = {DMSC_WEIGHT_MAX, 1};
 
 	check_weights(w, 2);
 }
@@ -115,7 +108,7 @@ Test(slots, random_weights)
 
 Test(slots, interleaved_layout_spreads_backends)
 {
-	__u32 w[] = { 50, 50 }, counts[2], ids[] = { 1, 2 }, slot[DMSC_SLOTS], i;
+	__u32 w[] = {50, 50}, counts[2], ids[] = {1, 2}, slot[DMSC_SLOTS], i;
 
 	dmsc_slot_counts(w, 2, counts);
 	dmsc_slot_layout(counts, ids, 2, slot);

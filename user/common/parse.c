@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include <ctype.h>
+#include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,4 +67,19 @@ int dmsc_parse_output(const char *arg, bool *json)
 	}
 	*json = strcmp(arg, "json") == 0;
 	return 0;
+}
+
+int dmsc_opt_common(int opt, const char *prog, const char *usage)
+{
+	switch (opt) {
+	case 'v':
+		dmsc_log_init(prog, DMSC_LOG_DEBUG);
+		return -1;
+	case 'h':
+		fputs(usage, stdout);
+		return 0;
+	default:
+		fputs(usage, stderr);
+		return 2;
+	}
 }

@@ -22,4 +22,17 @@ int dmsc_parse_u32(const char *flag, const char *arg, __u32 min, __u32 max, __u3
 /* -o text|json: 0 with *json set, or -EINVAL (message printed). */
 int dmsc_parse_output(const char *arg, bool *json);
 
+/* The end of every command's getopt_long table: --verbose, --help. */
+#define DMSC_LONGOPTS_END                                                                          \
+	{"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},                     \
+	{                                                                                          \
+		NULL, 0, NULL, 0                                                                   \
+	}
+
+/* -v, -h and what getopt refused, alike in every command: -v logs at the
+ * debug level as prog and returns -1 (parsing goes on); -h prints usage to
+ * standard output and returns 0; anything else prints usage to standard
+ * error and returns 2 (the usage exit code). */
+int dmsc_opt_common(int opt, const char *prog, const char *usage);
+
 #endif /* DMSC_PARSE_H */

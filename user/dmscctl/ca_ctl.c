@@ -168,16 +168,14 @@ int dmsc_ca_ctl_main(int argc, char **argv)
 	    {"days", required_argument, NULL, O_DAYS},
 	    {"hours", required_argument, NULL, O_HOURS},
 	    {"output", required_argument, NULL, 'o'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    DMSC_LONGOPTS_END,
 	};
 	const char *sub = NULL, *dir = NULL, *td = NULL, *host = NULL, *out = NULL;
 	char why[DMSC_MTLS_WHY_MAX];
 	struct dmsc_mtls_cert_info info;
 	bool json = false, seen_ca = false;
 	long seconds = 0;
-	int opt, err;
+	int opt, err, rc;
 
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "-o:vh", longopts, NULL)) != -1) {
@@ -217,15 +215,11 @@ int dmsc_ca_ctl_main(int argc, char **argv)
 			if (dmsc_parse_output(optarg, &json))
 				return EXIT_USAGE;
 			break;
-		case 'v':
-			dmsc_log_init("dmscctl", DMSC_LOG_DEBUG);
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
 		default:
-			fputs(usage_text, stderr);
-			return EXIT_USAGE;
+			rc = dmsc_opt_common(opt, "dmscctl", usage_text);
+			if (rc >= 0)
+				return rc;
+			break;
 		}
 	}
 	if (!sub || !dir) {

@@ -103,9 +103,7 @@ int main(int argc, char **argv)
 		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
 		{ "interface", required_argument, NULL, OPT_IFACE },
 		{ "fastpath-backlog", required_argument, NULL, OPT_FP_BACKLOG },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		DMSC_LONGOPTS_END,
 	};
 	struct opts o = { 0 };
 	enum dmsc_log_level level = DMSC_LOG_INFO;

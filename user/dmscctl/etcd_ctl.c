@@ -506,16 +506,14 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 	    {"count", required_argument, NULL, O_COUNT},
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
 	    {"output", required_argument, NULL, 'o'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    DMSC_LONGOPTS_END,
 	};
 	struct dmsc_etcd_opts eo;
 	struct ctl c = {0};
 	const char *cmd = NULL, *args[2];
 	size_t n_args = 0;
 	long rev = 0;
-	int opt;
+	int opt, rc;
 
 	dmsc_etcd_opts_init(&eo, 1);
 	optind = 1;
@@ -551,18 +549,14 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 			if (dmsc_parse_output(optarg, &c.json))
 				return EXIT_USAGE;
 			break;
-		case 'v':
-			dmsc_log_init("dmscctl", DMSC_LOG_DEBUG);
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
 		default:
-			/* the etcd options (etcd_opts.h), or a usage error */
+			/* the etcd options (etcd_opts.h), or -v, -h, a usage error */
 			if (dmsc_etcd_opt(&eo, opt, optarg) > 0)
 				break;
-			fputs(usage_text, stderr);
-			return EXIT_USAGE;
+			rc = dmsc_opt_common(opt, "dmscctl", usage_text);
+			if (rc >= 0)
+				return rc;
+			break;
 		}
 	}
 	c.etcd = eo.urls;

@@ -147,9 +147,7 @@ int main(int argc, char **argv)
 	    {"mtls-dir", required_argument, NULL, OPT_MTLS_DIR},
 	    {"mtls-listen", required_argument, NULL, OPT_MTLS_LISTEN},
 	    DMSC_ETCD_LONGOPTS,
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    DMSC_LONGOPTS_END,
 	};
 	struct agent ag = {
 	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1};

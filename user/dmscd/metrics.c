@@ -14,179 +14,6 @@
 #include "health_watch.h"
 #include "apply.h"
 
-
-/* Room for len more bytes and a NUL; false (and the buffer marked failed)
- * when memory ran out. */
-static bool buf_reserve(struct dmsc_buf *b, size_t len)
-{
-	size_t cap;
-	char *grown;
-
-	if (b->failed)
-		return false;
-	if (b->cap - b->len > len)
-		return true;
-	cap = b->cap ? b->cap : 4096;
-	while (cap - b->len <= len)
-		cap *= 2;
-	grown = realloc(b->p, cap);
-	if (!grown) {
-		b->failed = true;
-		return false;
-	}
-	b->p = grown;
-	b->cap = cap;
-	return true;
-}
-
-void dmsc_buf_printf(struct dmsc_buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		size_t room = b->cap - b->len;
-
-		if (b->failed)
-			return;
-		va_start(ap, fmt);
-		n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
-		va_end(ap);
-		if (n < 0) {
-			b->failed = true;
-			return;
-		}
-		if ((size_t)n < room) {
-			b->len += (size_t)n;
-			return;
-		}
-		buf_reserve(b, (size_t)n);
-	}
-}
-
-void dmsc_buf_append(struct dmsc_buf *b, const char *s, size_t len)
-{
-	if (!buf_reserve(b, len))
-		return;
-	memcpy(b->p + b->len, s, len);
-	b->len += len;
-	b->p[b->len] = '\0';
-}
-
-/* Appends s with each character of `special` replaced by its escape. */
-static void append_escaped(struct dmsc_buf *b, const char *s, const char *special)
-{
-	size_t run;
-
-	while (*s) {
-		run = strcspn(s, special);
-		dmsc_buf_append(b, s, run);
-		s += run;
-		if (!*s)
-			break;
-		dmsc_buf_append(b, *s == '\n' ? "\\n" : *s == '"' ? "\\\"" : "\\\\", 2);
-		s++;
-	}
-}
-
-void dmsc_buf_free(struct dmsc_buf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
-
-void dmsc_prom_family(struct dmsc_buf *b, const char *name, const char *type, const char *help)
-{
-	/* HELP text escapes \ and newline (not "). */
-	dmsc_buf_printf(b, "# HELP %s ", name);
-	append_escaped(b, help, "\\\n");
-	dmsc_buf_printf(b, "\n# TYPE %s %s\n", name, type);
-}
-
-void dmsc_prom_label_value(struct dmsc_buf *b, const char *v)
-{
-	append_escaped(b, v, "\\\"\n");
-}
-
-static void labels(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l, size_t n)
-{
-	size_t i;
-
-	dmsc_buf_append(b, name, strlen(name));
-	if (!n)
-		return;
-	for (i = 0; i < n; i++) {
-		dmsc_buf_append(b, i ? "," : "{", 1);
-		dmsc_buf_append(b, l[i].name, strlen(l[i].name));
-		dmsc_buf_append(b, "=\"", 2);
-		dmsc_prom_label_value(b, l[i].value);
-		dmsc_buf_append(b, "\"", 1);
-	}
-	dmsc_buf_append(b, "}", 1);
-}
-
-void dmsc_prom_sample(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l,
-		      size_t n, uint64_t v)
-{
-	labels(b, name, l, n);
-	dmsc_buf_printf(b, " %llu\n", (unsigned long long)v);
-}
-
-void dmsc_prom_sample_f(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l,
-			size_t n, double v)
-{
-	labels(b, name, l, n);
-	if (isnan(v))
-		dmsc_buf_printf(b, " NaN\n");
-	else if (isinf(v))
-		dmsc_buf_printf(b, " %sInf\n", v > 0 ? "+" : "-");
-	else
-		dmsc_buf_printf(b, " %.17g\n", v);
-}
-
-void dmsc_histogram_init(struct dmsc_histogram *h, const double *bounds, size_t n)
-{
-	memset(h, 0, sizeof(*h));
-	h->bounds = bounds;
-	h->n_bounds = n < DMSC_HISTOGRAM_MAX_BUCKETS - 1 ? n : DMSC_HISTOGRAM_MAX_BUCKETS - 1;
-}
-
-void dmsc_histogram_observe(struct dmsc_histogram *h, double v)
-{
-	size_t i;
-
-	for (i = 0; i < h->n_bounds && v > h->bounds[i]; i++)
-		;
-	h->counts[i]++; /* i == n_bounds: the +Inf bucket */
-	h->count++;
-	h->sum += v;
-}
-
-void dmsc_prom_histogram(struct dmsc_buf *b, const char *name, const char *help,
-			 const struct dmsc_histogram *h)
-{
-	char metric[128], le[32];
-	uint64_t cum = 0;
-	size_t i;
-
-	dmsc_prom_family(b, name, "histogram", help);
-	snprintf(metric, sizeof(metric), "%s_bucket", name);
-	for (i = 0; i <= h->n_bounds; i++) {
-		struct dmsc_prom_label l = {"le", le};
-
-		cum += h->counts[i];
-		if (i < h->n_bounds)
-			snprintf(le, sizeof(le), "%g", h->bounds[i]);
-		else
-			snprintf(le, sizeof(le), "+Inf");
-		dmsc_prom_sample(b, metric, &l, 1, cum);
-	}
-	snprintf(metric, sizeof(metric), "%s_sum", name);
-	dmsc_prom_sample_f(b, metric, NULL, 0, h->sum);
-	snprintf(metric, sizeof(metric), "%s_count", name);
-	dmsc_prom_sample(b, metric, NULL, 0, h->count);
-}
-
 static const double apply_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 				      0.025,  0.05,    0.1,    0.25,  1,      2.5,   10};
 
@@ -210,79 +37,83 @@ struct counter_row {
 	const char *name;
 	const char *help;
 	enum row_scope scope;
-	size_t offset;     /* of the __u64 in dmsc_svc_stats / dmsc_be_stats / dmsc_fp_stats */
+	size_t offset;	   /* of the __u64 in dmsc_svc_stats / dmsc_be_stats / dmsc_fp_stats */
 	const char *label; /* one more label, or NULL */
 	const char *value;
 };
 
-#define SVC_ROW(name, help, field, label, value)                                                  \
-	{ name, help, PER_SERVICE, offsetof(struct dmsc_svc_stats, field), label, value }
-#define FP_ROW(name, help, field, label, value)                                                   \
-	{ name, help, PER_FASTPATH, offsetof(struct dmsc_fp_stats, field), label, value }
+#define SVC_ROW(name, help, field, label, value)                                                   \
+	{                                                                                          \
+		name, help, PER_SERVICE, offsetof(struct dmsc_svc_stats, field), label, value      \
+	}
+#define FP_ROW(name, help, field, label, value)                                                    \
+	{                                                                                          \
+		name, help, PER_FASTPATH, offsetof(struct dmsc_fp_stats, field), label, value      \
+	}
 
 static const struct counter_row counter_rows[] = {
-	SVC_ROW("dmsc_service_connections_total",
-		"Connections to the service VIP translated to a backend.", connections, NULL, NULL),
-	SVC_ROW("dmsc_service_refused_total", "Connections to the service VIP refused, by reason.",
-		refused_no_backend, "reason", "no_backend"),
-	SVC_ROW("dmsc_service_refused_total", NULL, refused_rate, "reason", "rate"),
-	SVC_ROW("dmsc_service_refused_total", NULL, refused_access, "reason", "access"),
-	SVC_ROW("dmsc_service_bytes_total",
-		"Bytes of mesh clients' connections to the service, by direction (to: sent "
-		"to the service, from: received from it): packets, plus the payload the "
-		"same-host fast path carried.",
-		bytes_to, "direction", "to"),
-	SVC_ROW("dmsc_service_bytes_total", NULL, bytes_from, "direction", "from"),
-	SVC_ROW("dmsc_service_policed_packets_total",
-		"Packets dropped over the service's bytes_per_second, by where (to, from: "
-		"mesh clients' sockets; interface: TC on --interface).",
-		policed_to, "where", "to"),
-	SVC_ROW("dmsc_service_policed_packets_total", NULL, policed_from, "where", "from"),
-	SVC_ROW("dmsc_service_policed_packets_total", NULL, tc_policed, "where", "interface"),
-	SVC_ROW("dmsc_service_interface_bytes_total",
-		"Bytes arriving on an --interface for a local backend of the service.", tc_bytes,
-		NULL, NULL),
-	{ "dmsc_backend_connections_total", "Connections translated to the backend.",
-	  PER_BACKEND, offsetof(struct dmsc_be_stats, connections), NULL, NULL },
-	FP_ROW("dmsc_fastpath_sockets_registered_total",
-	       "Sockets put in the same-host fast path's sockhash.", registered, NULL, NULL),
-	FP_ROW("dmsc_fastpath_connections_paired_total",
-	       "Connections whose both ends registered in the fast path.", paired, NULL, NULL),
-	FP_ROW("dmsc_fastpath_messages_total",
-	       "Messages of registered sockets, by path (redirected: handed to the peer "
-	       "socket, the fast path's hits; stack: sent the normal way).",
-	       redirected_msgs, "path", "redirected"),
-	FP_ROW("dmsc_fastpath_messages_total", NULL, stack_msgs, "path", "stack"),
-	FP_ROW("dmsc_fastpath_bytes_total", "Bytes of registered sockets, by path.",
-	       redirected_bytes, "path", "redirected"),
-	FP_ROW("dmsc_fastpath_bytes_total", NULL, stack_bytes, "path", "stack"),
-	FP_ROW("dmsc_fastpath_misses_total",
-	       "Fast path misses, by reason (peer_gone: the redirect target had closed; "
-	       "no_peer: a socket's first message found no local peer).",
-	       miss, "reason", "peer_gone"),
-	FP_ROW("dmsc_fastpath_misses_total", NULL, no_peer, "reason", "no_peer"),
-	FP_ROW("dmsc_fastpath_fallbacks_total",
-	       "Writers that left the fast path for the normal stack, by reason (backlog: "
-	       "the reader fell behind; bulk: a large write where the backlog cannot be read; "
-	       "policy: the service became accelerate off or byte-limited; budget: the host "
-	       "budget of unread redirected bytes was spent; pressure: TCP memory was short).",
-	       backlog_fallback, "reason", "backlog"),
-	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, bulk_fallback, "reason", "bulk"),
-	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, policy_fallback, "reason", "policy"),
-	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, budget_fallback, "reason", "budget"),
-	FP_ROW("dmsc_fastpath_fallbacks_total", NULL, pressure_fallback, "reason", "pressure"),
-	FP_ROW("dmsc_fastpath_released_total",
-	       "Sockets that left the fast path and were given the kernel's own TCP path back "
-	       "(out of the sockhash once their queue of redirected bytes was empty).",
-	       released, NULL, NULL),
-	FP_ROW("dmsc_fastpath_skipped_total",
-	       "Connections or sockets kept off the fast path, by reason (accelerate_off, "
-	       "bulk_seen: auto after a recent bulk fallback, early_data: data before the "
-	       "first message, register_failed: a map was full).",
-	       accel_off, "reason", "accelerate_off"),
-	FP_ROW("dmsc_fastpath_skipped_total", NULL, bulk_skip, "reason", "bulk_seen"),
-	FP_ROW("dmsc_fastpath_skipped_total", NULL, early_data, "reason", "early_data"),
-	FP_ROW("dmsc_fastpath_skipped_total", NULL, register_failed, "reason", "register_failed"),
+    SVC_ROW("dmsc_service_connections_total",
+	    "Connections to the service VIP translated to a backend.", connections, NULL, NULL),
+    SVC_ROW("dmsc_service_refused_total", "Connections to the service VIP refused, by reason.",
+	    refused_no_backend, "reason", "no_backend"),
+    SVC_ROW("dmsc_service_refused_total", NULL, refused_rate, "reason", "rate"),
+    SVC_ROW("dmsc_service_refused_total", NULL, refused_access, "reason", "access"),
+    SVC_ROW("dmsc_service_bytes_total",
+	    "Bytes of mesh clients' connections to the service, by direction (to: sent "
+	    "to the service, from: received from it): packets, plus the payload the "
+	    "same-host fast path carried.",
+	    bytes_to, "direction", "to"),
+    SVC_ROW("dmsc_service_bytes_total", NULL, bytes_from, "direction", "from"),
+    SVC_ROW("dmsc_service_policed_packets_total",
+	    "Packets dropped over the service's bytes_per_second, by where (to, from: "
+	    "mesh clients' sockets; interface: TC on --interface).",
+	    policed_to, "where", "to"),
+    SVC_ROW("dmsc_service_policed_packets_total", NULL, policed_from, "where", "from"),
+    SVC_ROW("dmsc_service_policed_packets_total", NULL, tc_policed, "where", "interface"),
+    SVC_ROW("dmsc_service_interface_bytes_total",
+	    "Bytes arriving on an --interface for a local backend of the service.", tc_bytes, NULL,
+	    NULL),
+    {"dmsc_backend_connections_total", "Connections translated to the backend.", PER_BACKEND,
+     offsetof(struct dmsc_be_stats, connections), NULL, NULL},
+    FP_ROW("dmsc_fastpath_sockets_registered_total",
+	   "Sockets put in the same-host fast path's sockhash.", registered, NULL, NULL),
+    FP_ROW("dmsc_fastpath_connections_paired_total",
+	   "Connections whose both ends registered in the fast path.", paired, NULL, NULL),
+    FP_ROW("dmsc_fastpath_messages_total",
+	   "Messages of registered sockets, by path (redirected: handed to the peer "
+	   "socket, the fast path's hits; stack: sent the normal way).",
+	   redirected_msgs, "path", "redirected"),
+    FP_ROW("dmsc_fastpath_messages_total", NULL, stack_msgs, "path", "stack"),
+    FP_ROW("dmsc_fastpath_bytes_total", "Bytes of registered sockets, by path.", redirected_bytes,
+	   "path", "redirected"),
+    FP_ROW("dmsc_fastpath_bytes_total", NULL, stack_bytes, "path", "stack"),
+    FP_ROW("dmsc_fastpath_misses_total",
+	   "Fast path misses, by reason (peer_gone: the redirect target had closed; "
+	   "no_peer: a socket's first message found no local peer).",
+	   miss, "reason", "peer_gone"),
+    FP_ROW("dmsc_fastpath_misses_total", NULL, no_peer, "reason", "no_peer"),
+    FP_ROW("dmsc_fastpath_fallbacks_total",
+	   "Writers that left the fast path for the normal stack, by reason (backlog: "
+	   "the reader fell behind; bulk: a large write where the backlog cannot be read; "
+	   "policy: the service became accelerate off or byte-limited; budget: the host "
+	   "budget of unread redirected bytes was spent; pressure: TCP memory was short).",
+	   backlog_fallback, "reason", "backlog"),
+    FP_ROW("dmsc_fastpath_fallbacks_total", NULL, bulk_fallback, "reason", "bulk"),
+    FP_ROW("dmsc_fastpath_fallbacks_total", NULL, policy_fallback, "reason", "policy"),
+    FP_ROW("dmsc_fastpath_fallbacks_total", NULL, budget_fallback, "reason", "budget"),
+    FP_ROW("dmsc_fastpath_fallbacks_total", NULL, pressure_fallback, "reason", "pressure"),
+    FP_ROW("dmsc_fastpath_released_total",
+	   "Sockets that left the fast path and were given the kernel's own TCP path back "
+	   "(out of the sockhash once their queue of redirected bytes was empty).",
+	   released, NULL, NULL),
+    FP_ROW("dmsc_fastpath_skipped_total",
+	   "Connections or sockets kept off the fast path, by reason (accelerate_off, "
+	   "bulk_seen: auto after a recent bulk fallback, early_data: data before the "
+	   "first message, register_failed: a map was full).",
+	   accel_off, "reason", "accelerate_off"),
+    FP_ROW("dmsc_fastpath_skipped_total", NULL, bulk_skip, "reason", "bulk_seen"),
+    FP_ROW("dmsc_fastpath_skipped_total", NULL, early_data, "reason", "early_data"),
+    FP_ROW("dmsc_fastpath_skipped_total", NULL, register_failed, "reason", "register_failed"),
 };
 
 #define N_ROWS (sizeof(counter_rows) / sizeof(counter_rows[0]))
@@ -345,8 +176,7 @@ void dmsc_metrics_snapshot_free(struct dmsc_mirror *snap)
 bool dmsc_metrics_backends_on(enum dmsc_metrics_backends mode, size_t n_services)
 {
 	return mode == DMSC_METRICS_BACKENDS_ON ||
-	       (mode == DMSC_METRICS_BACKENDS_AUTO &&
-		n_services <= DMSC_METRICS_BACKENDS_AUTO_MAX);
+	       (mode == DMSC_METRICS_BACKENDS_AUTO && n_services <= DMSC_METRICS_BACKENDS_AUTO_MAX);
 }
 
 int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
@@ -393,10 +223,11 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			dmsc_format_svc_key(&ms->key, ms->family, ms->vip6, vip, sizeof(vip));
 			if (row->scope != PER_BACKEND) {
 				if (row->label)
-					l[2] = (struct dmsc_prom_label){ row->label, row->value };
+					l[2] = (struct dmsc_prom_label){row->label, row->value};
 				dmsc_prom_sample(b, row->name, l, row->label ? 3 : 2,
-						 row->scope == PER_SERVICE ? field(&ss[i], row->offset)
-									   : field(&fs[i], row->offset));
+						 row->scope == PER_SERVICE
+						     ? field(&ss[i], row->offset)
+						     : field(&fs[i], row->offset));
 				continue;
 			}
 			for (j = 0; j < ms->n_be; j++, k++) {
@@ -410,7 +241,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			struct dmsc_prom_label l[3] = {{"service", ""}, {"vip", ""}};
 
 			if (row->label)
-				l[2] = (struct dmsc_prom_label){ row->label, row->value };
+				l[2] = (struct dmsc_prom_label){row->label, row->value};
 			dmsc_prom_sample(b, row->name, l, row->label ? 3 : 2,
 					 field(&fs_direct, row->offset));
 		}
@@ -483,7 +314,8 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			 "http services that no ready dmsc-l7 serves (balanced at L4 without "
 			 "their routes and limits): an error when above 0.");
 	dmsc_prom_sample(b, "dmsc_l7_unserved_services", NULL, 0, a->l7_unserved);
-	dmsc_prom_family(b, "dmsc_l7_helper_up", "gauge", "1 when a dmsc-l7 started by this "
+	dmsc_prom_family(b, "dmsc_l7_helper_up", "gauge",
+			 "1 when a dmsc-l7 started by this "
 			 "dmscd is ready.");
 	dmsc_prom_sample(b, "dmsc_l7_helper_up", NULL, 0, a->l7_helper_up);
 	dmsc_prom_family(b, "dmsc_apply_last_success_timestamp_seconds", "gauge",

@@ -12,6 +12,7 @@
 
 #include "l7_tunnel.h"
 #include "log.h"
+#include "parse.h"
 #include "policy.h"
 #include "tunnel.h"
 
@@ -72,9 +73,7 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	    {"policy", required_argument, NULL, O_POLICY},
 	    {"handoff-listen", required_argument, NULL, O_HANDOFF},
 	    {"pin-dir", required_argument, NULL, O_PIN_DIR},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    DMSC_LONGOPTS_END,
 	};
 	struct dmsc_tunnel_opts o = {.ready_fd = -1,
 				     .peer_idle_ms = DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT,
@@ -148,15 +147,11 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 			}
 			o.peer_idle_ms = (unsigned int)v;
 			break;
-		case 'v':
-			dmsc_log_init("dmsc-l7 tunnel", DMSC_LOG_DEBUG);
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
 		default:
-			fputs(usage_text, stderr);
-			return 2;
+			rc = dmsc_opt_common(opt, "dmsc-l7 tunnel", usage_text);
+			if (rc >= 0)
+				return rc;
+			break;
 		}
 	}
 	if (optind != argc || !o.mtls_dir ||
