@@ -19,7 +19,7 @@
 #include "log.h"
 #include "tunnel_handoff.h"
 
-/* include/linux/exportfs.h: a kernfs node (a cgroup) by its 64-bit id,
+/* Linux's linux/exportfs.h: a kernfs node (a cgroup) by its 64-bit id,
  * which is the cgroup id the BPF helpers return (Linux 5.5). */
 #define FILEID_KERNFS 0xfe
 
