@@ -103,6 +103,14 @@ struct {
 } dmsc_be_index __weak SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
+	__type(key, struct dmsc_svc_key);
+	__type(value, __u32);
+} dmsc_be_mtls __weak SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
 	__type(key, __u32);

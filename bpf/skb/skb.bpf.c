@@ -4,7 +4,9 @@
  * bytes per service and police them against the service's byte limit;
  * egress also re-checks a connected UDP socket's access (allow_from). A
  * socket is translated when cgroup/connect4 or connect6 (bpf/sock_lb/) left
- * its record in dmsc_sock_vip or dmsc_sock_vip6.
+ * its record in dmsc_sock_vip or dmsc_sock_vip6. Ingress also guards this
+ * host's backends of mtls services against plain connections from other
+ * hosts (docs/design.md decisions 24 and 33).
  *
  * Linked into the dmsc_sock object with bpf/sock_lb/ and bpf/fastpath/.
  */
@@ -173,6 +175,59 @@ int dmsc_skb_egress(struct __sk_buff *skb)
 	}
 }
 
+/* The loopback device is ifindex 1 in every network namespace (Linux's
+ * LOOPBACK_IFINDEX): a packet received on it was sent by this host, such as
+ * the tunnel delivering a connection to a backend of its own host. */
+#define SKB_LOOPBACK_IFINDEX 1
+
+/*
+ * A new TCP connection (a SYN) from another host straight to a backend of
+ * this host of a required or permissive service (DMSC_BE_F_MTLS_*, indexed
+ * in dmsc_be_mtls) did not come through this host's tunnel, which connects
+ * from this host: required drops it, permissive counts it. IPv4 only. The
+ * SYN reaches cgroup_skb/ingress on the listener's socket (tcp_filter, the
+ * listener in the mesh cgroup); only SYNs pay the lookup, so connections
+ * open before an apply keep running. At ingress skb data starts at the IP
+ * header (__cgroup_bpf_run_filter_skb pushes it back).
+ */
+static __always_inline bool skb_mtls_refused(struct __sk_buff *skb)
+{
+	struct dmsc_svc_key key = {};
+	struct dmsc_svc_stats *ss;
+	struct dmsc_backend *be;
+	struct tcphdr th;
+	struct iphdr ip;
+	__u32 *id;
+
+	if (skb->ifindex == SKB_LOOPBACK_IFINDEX ||
+	    bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.version != 4 ||
+	    ip.protocol != IPPROTO_TCP || (ip.frag_off & bpf_htons(0x1fff)))
+		return false;
+	if (bpf_skb_load_bytes(skb, ip.ihl * 4, &th, sizeof(th)) || !th.syn || th.ack)
+		return false;
+	key.vip = ip.daddr;
+	key.port = th.dest;
+	key.proto = DMSC_PROTO_TCP;
+	id = bpf_map_lookup_elem(&dmsc_be_mtls, &key);
+	if (!id)
+		return false;
+	be = bpf_map_lookup_elem(&dmsc_backends, id);
+	/* userspace drops the index entry after the backend: a stale one
+	 * names another address, or no guard */
+	if (!be || be->addr != ip.daddr || be->port != th.dest ||
+	    !(be->flags & DMSC_BE_F_MTLS_GUARD))
+		return false;
+	ss = svc_stats(be->svc_id);
+	if (be->flags & DMSC_BE_F_MTLS_REQUIRED) {
+		if (ss)
+			ss->mtls_plain_refused += 1;
+		return true;
+	}
+	if (ss)
+		ss->mtls_plain_admitted += 1;
+	return false;
+}
+
 /* Packets a service sends back to a mesh client. In debt the packet still
  * passes: the sender is not ours to notify, so only the floor drops. */
 SEC("cgroup_skb/ingress")
@@ -180,6 +235,8 @@ int dmsc_skb_ingress(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb_sock(skb);
 
+	if (skb_mtls_refused(skb))
+		return SKB_DROP;
 	return skb_account(skb, skb_svc_id(sk, skb_record(sk)), 0) == DMSC_TB_DROP ? SKB_DROP
 										    : SKB_PASS;
 }

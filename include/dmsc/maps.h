@@ -43,7 +43,8 @@
 	X(FP_SOCK6, FIXED)      \
 	X(BE_INDEX6, BE)        \
 	X(TUNNEL_CONF, FIXED)   \
-	X(SOCK_CGROUP, FIXED)
+	X(SOCK_CGROUP, FIXED)   \
+	X(BE_MTLS, BE)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

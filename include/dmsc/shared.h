@@ -106,6 +106,9 @@ enum dmsc_svc_flags {
 	/* health is set: each apply reads dmsc_be_health's `out` of its
 	 * backends to lay the table out. */
 	DMSC_SVC_F_HEALTH = 1u << 8,
+	/* A backend of it carries DMSC_BE_F_MTLS_REQUIRED or _PERMISSIVE:
+	 * its entries in dmsc_be_mtls go when it goes. */
+	DMSC_SVC_F_MTLS_GUARD = 1u << 9,
 };
 
 struct dmsc_svc {
@@ -148,7 +151,23 @@ enum dmsc_be_flags {
 	 * permissive: connect4 hands the connection to the local tunnel
 	 * (dmsc_tunnel_conf) instead (docs/design.md decision 24). */
 	DMSC_BE_F_TUNNEL = 1u << 0,
+	/* On this host (its "host" is this host's name), of a TCP IPv4
+	 * service whose "mtls" is required: cgroup_skb/ingress drops a new
+	 * connection to it that arrives from another host, as it did not
+	 * come through this host's tunnel; permissive: counts it and lets
+	 * it in (docs/design.md decisions 24 and 33). Indexed by its
+	 * address:port in dmsc_be_mtls. */
+	DMSC_BE_F_MTLS_REQUIRED = 1u << 1,
+	DMSC_BE_F_MTLS_PERMISSIVE = 1u << 2,
 };
+#define DMSC_BE_F_MTLS_GUARD (DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_PERMISSIVE)
+
+/* dmsc_be_mtls: HASH, a backend's address:port:proto (the key layout of
+ * dmsc_svc_key) -> the id of the backend flagged DMSC_BE_F_MTLS_GUARD
+ * there, for cgroup_skb/ingress (bpf/skb/). A backend of two such services
+ * is indexed under the one written last. */
+#define DMSC_MAP_BE_MTLS "dmsc_be_mtls"
+
 
 /* dmsc_svc_meta: ARRAY indexed by service id, read by userspace only, so
  * that `show` and the next apply know what the kernel holds: the name, and
@@ -178,6 +197,11 @@ struct dmsc_svc_stats {
 	__u64 policed_from;
 	__u64 tc_bytes;           /* arriving on --interface for a backend */
 	__u64 tc_policed;
+	/* Appended (older datapaths migrate with zeros): new TCP connections
+	 * from another host straight to a backend of this host, around the
+	 * tunnel (DMSC_BE_F_MTLS_*): dropped (required), let in (permissive). */
+	__u64 mtls_plain_refused;
+	__u64 mtls_plain_admitted;
 };
 
 /* dmsc_limits: ARRAY indexed by service id; all zero = no limit. Userspace

@@ -248,7 +248,9 @@ out:
 
 int dmsc_plan_be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *s)
 {
-	return be_index_drops(c, s, NULL);
+	int err = be_index_drops(c, s, NULL);
+
+	return err ? err : be_mtls_drops(c, s, NULL);
 }
 
 void dmsc_apply_ctx_release(struct apply_ctx *c)

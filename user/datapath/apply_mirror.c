@@ -96,7 +96,7 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 	}
 	for (i = 0; !err && i < ms->n_allow; i++)
 		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &ms->allow[i].key);
-	if (!err && (ms->flags & DMSC_SVC_F_BYTES_LIMIT)) {
+	if (!err && (ms->flags & (DMSC_SVC_F_BYTES_LIMIT | DMSC_SVC_F_MTLS_GUARD))) {
 		struct dmsc_state_svc s;
 
 		materialize(ms, &(struct dmsc_mirror_hot){ 0 }, &s);
@@ -151,6 +151,7 @@ static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 		memcpy(be[i].addr6, p->be6[i], sizeof(be[i].addr6));
 		be[i].port = p->be[i].port;
 		be[i].out = p->be_out[i];
+		be[i].flags = (__u8)p->be[i].flags;
 	}
 	return 0;
 }

@@ -34,7 +34,8 @@ struct dmsc_mirror_be {
 	__u32 addr; /* network order; 0 for IPv6 */
 	__u32 addr6[4]; /* an IPv6 service's backend */
 	__u16 port; /* network order */
-	__u16 out;  /* health keeps it out of the slot table */
+	__u8 out;   /* health keeps it out of the slot table */
+	__u8 flags; /* enum dmsc_be_flags (each fits in 8 bits) */
 };
 
 /* What the apply's diff compares per service: its key and the fingerprint

@@ -148,6 +148,7 @@ void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot 
 		s->be[i].addr = ms->be[i].addr;
 		memcpy(s->be6[i], ms->be[i].addr6, sizeof(s->be6[i]));
 		s->be[i].port = ms->be[i].port;
+		s->be[i].flags = ms->be[i].flags;
 		s->be[i].svc_id = ms->id;
 	}
 }
@@ -333,6 +334,7 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			   bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &be) == 0) {
 			ms->be[i].addr = be.addr;
 			ms->be[i].port = be.port;
+			ms->be[i].flags = (__u8)be.flags;
 		}
 		mark(m->be_used, m->max_backends, id, 1);
 	}

@@ -318,12 +318,67 @@ void dmsc_apply_set_host(const char *name)
 
 /* docs/design.md decision 24: over the tunnel when the backend is on a
  * named host other than this one. Without a host of its own an apply
- * cannot tell which backends are remote, so none is. */
-static __u16 backend_flags(const struct dmsc_policy_service *w, const struct dmsc_policy_backend *b)
+ * cannot tell which backends are remote, so none is. A backend named on
+ * this host is guarded against plain connections from other hosts
+ * (decision 33): TCP over IPv4 only, the tunnel carrying only TCP. */
+static __u16 backend_flags(const struct dmsc_policy_service *w, const struct dmsc_policy_backend *b,
+			   __u8 proto)
 {
-	if (w->mtls == DMSC_MTLS_OFF || !b->host || !apply_host[0] || !strcmp(b->host, apply_host))
+	if (w->mtls == DMSC_MTLS_OFF || !b->host || !apply_host[0])
 		return 0;
-	return DMSC_BE_F_TUNNEL;
+	if (strcmp(b->host, apply_host))
+		return DMSC_BE_F_TUNNEL;
+	if (proto != DMSC_PROTO_TCP || w->family == AF_INET6)
+		return 0;
+	return w->mtls == DMSC_MTLS_REQUIRED ? DMSC_BE_F_MTLS_REQUIRED : DMSC_BE_F_MTLS_PERMISSIVE;
+}
+
+/* This host's guarded backends, by address:port, for cgroup_skb/ingress
+ * (bpf/skb/): each new id is indexed; one already indexed is kept. */
+static int be_mtls_adds(struct apply_ctx *c, const struct plan_svc *p)
+{
+	struct dmsc_svc_key k;
+	size_t i;
+	int err;
+
+	for (i = 0; i < p->meta.n_backends; i++) {
+		if (!(p->be[i].flags & DMSC_BE_F_MTLS_GUARD) || !p->be_new[i])
+			continue;
+		be_index_key(&k, &p->be[i], p->key.proto);
+		err = dmsc_apply_put(c, DMSC_M_BE_MTLS, &k, &p->meta.backend_id[i]);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Removes the entries of `cur`'s guarded backends that `p` (NULL: the
+ * service goes) no longer has under the same id, if they still name it. */
+int be_mtls_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
+		  const struct plan_svc *p)
+{
+	struct dmsc_svc_key k;
+	__u32 id, owner;
+	size_t i, j;
+	int err;
+
+	for (i = 0; cur && i < cur->meta.n_backends; i++) {
+		if (!(cur->be[i].flags & DMSC_BE_F_MTLS_GUARD))
+			continue;
+		id = cur->meta.backend_id[i];
+		for (j = 0; p && j < p->meta.n_backends; j++)
+			if (p->meta.backend_id[j] == id)
+				break;
+		if (p && j < p->meta.n_backends)
+			continue;
+		be_index_key(&k, &cur->be[i], cur->key.proto);
+		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BE_MTLS], &k, &owner) || owner != id)
+			continue;
+		err = dmsc_apply_drop(c, DMSC_M_BE_MTLS, &k);
+		if (err)
+			return err;
+	}
+	return 0;
 }
 
 /* Fills p from its policy service, reusing the current backend ids of the
@@ -354,7 +409,9 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 		memcpy(p->be6[i], b->addr6, sizeof(p->be6[i]));
 		p->be[i].port = htons(b->port);
 		p->be[i].svc_id = p->svc.id;
-		p->be[i].flags = backend_flags(w, b);
+		p->be[i].flags = backend_flags(w, b, p->key.proto);
+		if (p->be[i].flags & DMSC_BE_F_MTLS_GUARD)
+			p->svc.flags |= DMSC_SVC_F_MTLS_GUARD;
 		weight[i] = b->weight;
 		p->meta.weight[i] = b->weight;
 		dmsc_format_backend(&p->be[i], p->be6[i], w->family, ap, sizeof(ap));
@@ -481,6 +538,8 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 	err = allow_adds(c, p);
 	if (!err)
 		err = be_index_adds(c, p);
+	if (!err)
+		err = be_mtls_adds(c, p);
 	if (err)
 		return err;
 	if (p->cur ? !limits_cfg_equal(&p->cur->limits, &p->limits)
@@ -512,6 +571,8 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 	err = allow_drops(c, p);
 	if (!err)
 		err = be_index_drops(c, p->cur, p);
+	if (!err)
+		err = be_mtls_drops(c, p->cur, p);
 	return err;
 }
 
@@ -549,6 +610,8 @@ int dmsc_plan_remove(struct apply_ctx *c, const struct dmsc_state_svc *s,
 		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &rules[i].key);
 	if (!err)
 		err = be_index_drops(c, s, NULL);
+	if (!err)
+		err = be_mtls_drops(c, s, NULL);
 	for (i = 0; !err && i < s->meta.n_backends; i++) {
 		err = dmsc_apply_drop(c, ipv6 ? DMSC_M_BACKENDS6 : DMSC_M_BACKENDS,
 				      &s->meta.backend_id[i]);

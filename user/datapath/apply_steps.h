@@ -108,7 +108,8 @@ void dmsc_apply_zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, si
 /* Frees the undo records (after success or rollback). */
 void dmsc_apply_ctx_release(struct apply_ctx *c);
 
-/* Removes the backend index entries of a service that goes. */
+/* Removes the backend index entries (dmsc_be_index, dmsc_be_mtls) of a
+ * service that goes. */
 int dmsc_plan_be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *s);
 
 /* Every allow rule the maps hold, sorted by (service, cgroup). */
@@ -151,6 +152,7 @@ void change(struct apply_ctx *c, enum dmsc_change_op op, const char *name, const
 bool limits_cfg_equal(const struct dmsc_limits *a, const struct dmsc_limits *b);
 void be_index_key(struct dmsc_svc_key *k, const struct dmsc_backend *be, __u8 proto);
 int be_index_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur, const struct plan_svc *p);
+int be_mtls_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur, const struct plan_svc *p);
 void mark_used(struct apply_ctx *c, const struct dmsc_state *st);
 
 #endif /* DMSC_STATE_INTERNAL_H */

@@ -44,6 +44,7 @@ static size_t value_size(enum dmsc_map_id m)
 		return sizeof(struct dmsc_allow_rule);
 	case DMSC_M_BE_INDEX:
 	case DMSC_M_BE_INDEX6:
+	case DMSC_M_BE_MTLS:
 		return sizeof(__u32);
 	default:
 		return 0;
@@ -55,6 +56,7 @@ size_t key_size(enum dmsc_map_id m)
 	switch (m) {
 	case DMSC_M_SERVICES:
 	case DMSC_M_BE_INDEX:
+	case DMSC_M_BE_MTLS:
 		return sizeof(struct dmsc_svc_key);
 	case DMSC_M_SERVICES6:
 	case DMSC_M_BE_INDEX6:
@@ -70,7 +72,7 @@ size_t key_size(enum dmsc_map_id m)
 static bool is_hash(enum dmsc_map_id m)
 {
 	return m == DMSC_M_SERVICES || m == DMSC_M_SERVICES6 || m == DMSC_M_ALLOW ||
-	       m == DMSC_M_BE_INDEX || m == DMSC_M_BE_INDEX6;
+	       m == DMSC_M_BE_INDEX || m == DMSC_M_BE_INDEX6 || m == DMSC_M_BE_MTLS;
 }
 
 /* dmsc_limits elements hold a spin lock: userspace reads and writes them

@@ -16,6 +16,8 @@ const struct dmsc_counter dmsc_svc_counters[] = {
 	SVC(policed_from, "packets from the service dropped over bytes_per_second"),
 	SVC(tc_bytes, "bytes arriving on --interface for a local backend"),
 	SVC(tc_policed, "packets arriving on --interface dropped over bytes_per_second"),
+	SVC(mtls_plain_refused, "plain connections (SYNs) from other hosts to a local backend dropped: mtls required"),
+	SVC(mtls_plain_admitted, "plain connections (SYNs) from other hosts to a local backend let in: mtls permissive"),
 };
 const size_t dmsc_n_svc_counters = sizeof(dmsc_svc_counters) / sizeof(dmsc_svc_counters[0]);
 

@@ -70,6 +70,12 @@ static const struct counter_row counter_rows[] = {
 	    policed_to, "where", "to"),
     SVC_ROW("dmsc_service_policed_packets_total", NULL, policed_from, "where", "from"),
     SVC_ROW("dmsc_service_policed_packets_total", NULL, tc_policed, "where", "interface"),
+    SVC_ROW("dmsc_service_mtls_plain_connections_total",
+	    "New TCP connections (SYNs) from other hosts straight to a backend of this host, "
+	    "around the tunnel, by verdict (refused: mtls required; admitted: permissive).",
+	    mtls_plain_refused, "verdict", "refused"),
+    SVC_ROW("dmsc_service_mtls_plain_connections_total", NULL, mtls_plain_admitted, "verdict",
+	    "admitted"),
     SVC_ROW("dmsc_service_interface_bytes_total",
 	    "Bytes arriving on an --interface for a local backend of the service.", tc_bytes, NULL,
 	    NULL),
