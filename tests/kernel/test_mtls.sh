@@ -361,7 +361,11 @@ mesh_policy() { # ALLOW_FROM_FIELD
     { "name": "shop", "vip": "$VIP", "port": 80 $1,
       "backends": [ { "address": "$B", "port": 8080, "host": "node-b" } ] },
     { "name": "bulk", "vip": "$VIP", "port": 5201 $1,
-      "backends": [ { "address": "$B", "port": 5201, "host": "node-b" } ] } ] }
+      "backends": [ { "address": "$B", "port": 5201, "host": "node-b" } ] },
+    { "name": "guarded", "vip": "$VIP", "port": 8090,
+      "backends": [ { "address": "$B", "port": 8090, "host": "node-b" } ] },
+    { "name": "loose", "vip": "$VIP", "port": 8091, "mtls": "permissive",
+      "backends": [ { "address": "$B", "port": 8091, "host": "node-b" } ] } ] }
 EOP
 }
 mesh_policy ", \"allow_from\": [ \"$cg_rel/client\" ]" >"$work/mesh-b.json"
@@ -427,6 +431,34 @@ vip_refused() { # as_client|as_stranger
 t_check "a cgroup outside b's allow_from is refused at b through the VIP" vip_refused as_stranger
 t_check "b counts it as denied_identity for that cgroup" t_wait 5 \
 	grep -qE "identity=\"$cg_rel/stranger\",verdict=\"denied_identity\"\} [1-9]" "$bprom"
+
+# b's kernel refuses what went around its tunnel (docs/design.md decision
+# 33): backends in b's mesh cgroup of a required and a permissive service
+for port in 8090 8091; do
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec b "$testsrv" --listen "$B:$port" --name "g$port" \
+		--mode http --max-seconds 300 >"$work/g$port.out" 2>&1 &
+done
+dmsc_wait_ready "$work/g8090.out" 5 && dmsc_wait_ready "$work/g8091.out" 5
+b_stat() { # SERVICE FIELD: b's counter (dmscctl stats)
+	"$ctl" stats -o json | jq -r --arg s "$1" --arg f "$2" '.services[] | select(.name == $s) | .[$f]'
+}
+plain() { # HOST PORT: curl's exit code and HTTP code, straight to b's backend
+	local code
+	code=$(dmsc_net_exec "$1" curl -sS --connect-timeout 2 -m 4 -o /dev/null -w '%{http_code}' \
+		"http://$B:$2/" 2>/dev/null)
+	echo "$?:$code"
+}
+t_eq "a plain client on a straight to b's backend of a required service: no answer (SYN dropped)" \
+	"$(plain a 8090)" "28:000"
+plain_refused_counted() { [[ $(b_stat guarded mtls_plain_refused) -ge 1 ]]; }
+t_check "b counts it as mtls_plain_refused for that service" t_wait 5 plain_refused_counted
+t_eq "the same backend through the VIP (a's and b's tunnels)" \
+	"$(as_client curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://$VIP:8090/")" 200
+t_eq "and straight from b itself (loopback: not another host's)" "$(plain b 8090)" "0:200"
+t_eq "a plain client on a straight to b's backend of a permissive service: let in" \
+	"$(plain a 8091)" "0:200"
+t_eq "b counts it as mtls_plain_admitted, none refused" \
+	"$(b_stat loose mtls_plain_admitted):$(b_stat loose mtls_plain_refused)" "1:0"
 
 # b's tunnel killed: dmscd restarts it; meanwhile new connections fail
 # (dmscd held stopped meanwhile, or it would restart it within 100 ms)
