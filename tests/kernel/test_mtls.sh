@@ -19,8 +19,11 @@
 # session resumption after an idle close; B's helper killed: new
 # connections fail at once, and work again after its restart; certificates
 # of both hosts rotated under a running transfer: nothing dropped, new
-# connections use the new certificates. No BPF: the kernel handoff is not
-# built yet (docs/mtls.md).
+# connections use the new certificates. Then dmscd on a and b, each with a
+# datapath on a cgroup of its own: the kernel's handoff to the tunnel
+# (a workload on a reaching a VIP of b's backend), and b's kernel dropping a
+# plain connection from a to a backend of a required service in its mesh
+# cgroup (counted; permissive: let in and counted) (docs/mtls.md).
 #
 # Prints "ok - ..." / "not ok - ..." per check, then "N passed, M failed".
 # Exit: 0 all passed, 1 a check failed, 77 skipped (not root, tools missing).
