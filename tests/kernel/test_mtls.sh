@@ -365,7 +365,7 @@ mesh_policy() { # ALLOW_FROM_FIELD
       "backends": [ { "address": "$B", "port": 8080, "host": "node-b" } ] },
     { "name": "bulk", "vip": "$VIP", "port": 5201 $1,
       "backends": [ { "address": "$B", "port": 5201, "host": "node-b" } ] },
-    { "name": "guarded", "vip": "$VIP", "port": 8090,
+    { "name": "guarded", "vip": "$VIP", "port": 8090 ${GUARDED_MTLS-},
       "backends": [ { "address": "$B", "port": 8090, "host": "node-b" } ] },
     { "name": "loose", "vip": "$VIP", "port": 8091, "mtls": "permissive",
       "backends": [ { "address": "$B", "port": 8091, "host": "node-b" } ] } ] }
@@ -462,6 +462,15 @@ t_eq "a plain client on a straight to b's backend of a permissive service: let i
 	"$(plain a 8091)" "0:200"
 t_eq "b counts it as mtls_plain_admitted, none refused" \
 	"$(b_stat loose mtls_plain_admitted):$(b_stat loose mtls_plain_refused)" "1:0"
+# the guard goes with the mtls that set it: b's policy turns guarded's off
+# (b's four backends are guarded: every service is required or permissive)
+n_guard=$(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)
+GUARDED_MTLS=', "mtls": "off"' mesh_policy ", \"allow_from\": [ \"$cg_rel/client\" ]" \
+	>"$work/mesh-b.tmp" && mv "$work/mesh-b.tmp" "$work/mesh-b.json"
+plain_in() { [[ $(plain a 8090) == 0:200 ]]; }
+t_check "b's policy turning that service's mtls off lets the plain client in" t_wait 15 plain_in
+t_eq "and b's dmsc_be_mtls indexes one backend fewer" \
+	"$n_guard -> $(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)" "4 -> 3"
 
 # b's tunnel killed: dmscd restarts it; meanwhile new connections fail
 # (dmscd held stopped meanwhile, or it would restart it within 100 ms)

@@ -81,7 +81,9 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 		h = fnv_u64(h, b->port);
 		h = fnv_u64(h, b->weight);
 		h = fnv_labels(h, b->labels, b->n_labels);
+		h = fnv_str(h, b->host); /* with mtls: its backend flags */
 	}
+	h = fnv_u64(h, s->mtls);
 	h = fnv_u64(h, s->has_rate_limit);
 	if (s->has_rate_limit) {
 		h = fnv_u64(h, (uint64_t)rl->has_connections_per_second << 4 |
