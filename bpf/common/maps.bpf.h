@@ -233,7 +233,7 @@ static __always_inline int police_bytes(__u32 svc_id, __u64 bytes, enum dmsc_buc
 	return verdict;
 }
 
-/* The same-host fast path (bpf/fastpath/fastpath.bpf.c). */
+/* The same-host fast path (bpf/fastpath/). */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, DMSC_FP_SOCKS_MAX);

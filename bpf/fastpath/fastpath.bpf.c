@@ -4,7 +4,9 @@
  * peer is a socket of this host in the mesh cgroup, sk_msg hands each
  * message straight to the peer socket's receive queue.
  *
- * Its own compilation unit, linked into the dmsc_sock object with the
+ * Two compilation units: this one (sockops, and the load-time settings),
+ * msg.bpf.c (sk_msg), with what both use in fastpath.bpf.h; linked into
+ * the dmsc_sock object with the
  * socket load balancer (bpf/sock_lb/) and the cgroup_skb programs
  * (bpf/skb/): the maps are one definition (bpf/common/maps.bpf.h) in one
  * object either way.
@@ -26,12 +28,7 @@
  * 5.10; on a kernel that refuses these programs, install loads the rest of
  * the datapath without them and says so.
  */
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
-#include <bpf/bpf_core_read.h>
-
-#include "maps.bpf.h"
+#include "fastpath.bpf.h"
 
 /* The most a reader may have unread before its writer leaves the fast path;
  * set at load time. 0: no bound. */
@@ -49,27 +46,6 @@ const volatile __u32 fp_cork_bytes = 0;
  * whose writer left on tcp_bpf's path (no fp_release), as before. */
 const volatile __u32 fp_no_release = 0;
 
-/* sk_msg verdicts. */
-#define FP_SK_PASS 1
-
-/* How many bytes a "stack" verdict covers before the program runs again. */
-#define FP_STACK_APPLY_BYTES (1u << 30)
-/* SK_USER_DATA_NOCOPY | SK_USER_DATA_BPF | SK_USER_DATA_PSOCK */
-#define FP_SK_USER_DATA_FLAGS 7UL
-
-/* Its maps are in bpf/common/maps.bpf.h, with every other map. */
-
-static __always_inline void fp_svc_mark_bulk(__u32 svc_id)
-{
-	struct dmsc_fp_svc *fs;
-
-	if (!svc_id)
-		return;
-	fs = bpf_map_lookup_elem(&dmsc_fp_svc, &svc_id);
-	if (fs)
-		fs->bulk_seen_ns = bpf_ktime_get_ns();
-}
-
 /* auto: did this service run bulk (a reader fell behind) lately? */
 static __always_inline bool fp_svc_ran_bulk(__u32 svc_id, __u32 flags)
 {
@@ -83,17 +59,6 @@ static __always_inline bool fp_svc_ran_bulk(__u32 svc_id, __u32 flags)
 		return false;
 	seen = fs->bulk_seen_ns;
 	return seen && bpf_ktime_get_ns() - seen < DMSC_FP_BULK_HOLD_NS;
-}
-
-static __always_inline struct dmsc_fp_stats *fp_stats(__u32 svc_id)
-{
-	struct dmsc_fp_stats *st = bpf_map_lookup_elem(&dmsc_fp_stats, &svc_id);
-
-	if (!st) {
-		svc_id = 0; /* an id past the array: count it as global */
-		st = bpf_map_lookup_elem(&dmsc_fp_stats, &svc_id);
-	}
-	return st;
 }
 
 /* Whether the service a socket connected to is still the one its record
@@ -162,13 +127,6 @@ static __always_inline void fp_service_of6(struct bpf_sock_ops *ops, struct dmsc
 	svc = bpf_map_lookup_elem(&dmsc_services6, key);
 	if (!fp_service_now(svc, rec->svc_id, svc_id, flags))
 		__builtin_memset(key, 0, sizeof(*key));
-}
-
-/* Byte limits are policed outside sockets; a redirected flow would pass
- * them by, so such a service is never accelerated (docs/design.md decision 6). */
-static __always_inline bool fp_accel_allowed(__u32 flags)
-{
-	return !(flags & (DMSC_SVC_F_ACCEL_OFF | DMSC_SVC_F_BYTES_LIMIT));
 }
 
 static __always_inline int fp_register_self(struct bpf_sock_ops *ops, __u64 cookie,
@@ -435,25 +393,6 @@ static __always_inline void sock6_fp_passive(struct bpf_sock_ops *ops)
 	fp_passive_join(ops, &pend->p, &seqs, DMSC_FP_IPV6);
 }
 
-/* Moves this writer's share of dmsc_fp_host.inflight to now_held. Racy
- * against other writers by design (one atomic add, no lock): the sum is a
- * budget, off by at most a message per writer running at the same time. */
-static __always_inline void fp_host_hold(struct dmsc_fp_sock *me, __u32 now_held)
-{
-	struct dmsc_fp_host *h;
-	__u32 zero = 0;
-
-	if (now_held == me->held)
-		return;
-	h = bpf_map_lookup_elem(&dmsc_fp_host, &zero);
-	if (!h)
-		return;
-	/* An add of the two's complement subtracts; the result is not used,
-	 * so this is BPF_XADD, which Linux 5.10 has. */
-	__sync_fetch_and_add(&h->inflight, (__u64)now_held - (__u64)me->held);
-	me->held = now_held;
-}
-
 /* IPv4, or IPv4 on an IPv6 socket (a server listening on [::] accepts
  * IPv4 clients as ::ffff:a.b.c.d): local_ip4 and remote_ip4 hold the IPv4
  * addresses in both cases. */
@@ -464,59 +403,6 @@ static __always_inline bool fp_is_ipv4(struct bpf_sock_ops *ops)
 	return ops->family == DMSC_AF_INET6 && ops->remote_ip6[0] == 0 && ops->remote_ip6[1] == 0 &&
 	       ops->remote_ip6[2] == bpf_htonl(0xffff) && ops->local_ip6[0] == 0 &&
 	       ops->local_ip6[1] == 0 && ops->local_ip6[2] == bpf_htonl(0xffff);
-}
-
-
-/* Bytes redirected to the peer that it has not read yet. The kernel does
- * not bound a socket's ingress_msg queue: without this a writer runs ahead
- * of a slow reader by hundreds of MiB, all charged to the host's TCP memory
- * (a plain TCP connection stops at the receive window).
- *
- * The count is the peer's psock->msg_tot_len (Linux 6.x; where the kernel
- * has no such field the guard is off, counted in backlog_unknown). sk_msg
- * cannot hold a reference to the peer (no bpf_sk_release there), so the peer
- * is known by its address, recorded at registration, and read with
- * bpf_probe_read_kernel: a freed peer reads as a fault or as memory whose
- * psock does not point back at it, and either means "no backlog known".
- * The answer only ever moves a writer off the fast path, which is safe at
- * any time; it never decides ordering. */
-static __always_inline __u32 fp_peer_backlog(__u64 peer_sk, bool *known)
-{
-	struct sk_psock *psock;
-	struct sock *sk = (struct sock *)peer_sk;
-	struct sock *back = NULL;
-	void *ud = NULL;
-	__u32 len = 0;
-
-	*known = bpf_core_field_exists(struct sk_psock, msg_tot_len);
-	if (!*known)
-		return 0;
-	if (!sk || bpf_core_read(&ud, sizeof(ud), &sk->sk_user_data))
-		return 0;
-	/* The low bits of sk_user_data are flags (SK_USER_DATA_*). */
-	psock = (struct sk_psock *)((unsigned long)ud & ~FP_SK_USER_DATA_FLAGS);
-	if (!psock || bpf_core_read(&back, sizeof(back), &psock->sk) || back != sk)
-		return 0;
-	if (bpf_core_read(&len, sizeof(len), &psock->msg_tot_len))
-		return 0;
-	return len;
-}
-
-/* Whether the socket at this kernel address still has its psock (its
- * sk_user_data points to a psock that points back at it). The kernel drops
- * a psock when its last user is gone: the sockhash, and every send or
- * receive call in progress on the socket. */
-static __always_inline bool fp_has_psock(__u64 sk_addr)
-{
-	struct sock *sk = (struct sock *)sk_addr;
-	struct sk_psock *psock;
-	struct sock *back = NULL;
-	void *ud = NULL;
-
-	if (!sk || bpf_core_read(&ud, sizeof(ud), &sk->sk_user_data))
-		return false;
-	psock = (struct sk_psock *)((unsigned long)ud & ~FP_SK_USER_DATA_FLAGS);
-	return psock && !bpf_core_read(&back, sizeof(back), &psock->sk) && back == sk;
 }
 
 /* Gives a connection that left the fast path the kernel's own TCP path
@@ -584,38 +470,6 @@ done:
 	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
 
-/* The connecting end's own pending entry goes (the IPv6 one is keyed by
- * its dmsc_fp_sock6); when it takes its peer from it (at its first
- * message), the peer's cookie and address come with it. */
-static __always_inline void fp_pending_take(struct bpf_sock *sk, struct dmsc_fp_sock *me,
-					    bool take_peer)
-{
-	struct dmsc_fp_pending *pend = NULL;
-	struct dmsc_fp_pending6 *pend6;
-	struct dmsc_fp_sock6 *me6;
-
-	if (me->family == DMSC_FP_IPV6) {
-		me6 = bpf_sk_storage_get(&dmsc_fp_sock6, sk, 0, 0);
-		if (!me6)
-			return;
-		pend6 = bpf_map_lookup_elem(&dmsc_fp_pending6, &me6->conn);
-		if (pend6 && take_peer && pend6->p.server_cookie) {
-			me->peer_cookie = pend6->p.server_cookie;
-			me->peer_sk = pend6->p.server_sk;
-		}
-		if (pend6)
-			bpf_map_delete_elem(&dmsc_fp_pending6, &me6->conn);
-		return;
-	}
-	pend = bpf_map_lookup_elem(&dmsc_fp_pending, &me->conn);
-	if (pend && take_peer && pend->server_cookie) {
-		me->peer_cookie = pend->server_cookie;
-		me->peer_sk = pend->server_sk;
-	}
-	if (pend)
-		bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
-}
-
 SEC("sockops")
 int dmsc_fp_sockops(struct bpf_sock_ops *ops)
 {
@@ -662,278 +516,4 @@ int dmsc_fp_sockops(struct bpf_sock_ops *ops)
 		break;
 	}
 	return 1;
-}
-
-/* Whether a socket has sent nothing yet: its write_seq is still its ISN + 1
- * (the current message is not in it yet). Bytes written before this
- * (queued before ESTABLISHED, as TCP Fast Open without a cookie does) went
- * on the stack and may not have been read: redirecting now could overtake
- * them at the reader, which drains redirected bytes first. */
-static __always_inline bool fp_sent_nothing(struct bpf_sock *sk, struct dmsc_fp_sock *me)
-{
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	__u32 isn1 = me->active ? me->conn.client_seq : me->conn.server_seq;
-
-	return tp && BPF_CORE_READ(tp, write_seq) == isn1;
-}
-
-/* The first message of a socket decides for its whole life. */
-static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *me,
-				      struct dmsc_fp_stats *st)
-{
-	if (me->active)
-		fp_pending_take(sk, me, true);
-	if (me->peer_cookie && !fp_sent_nothing(sk, me)) {
-		me->mode = DMSC_FP_STACK;
-		if (st)
-			st->early_data += 1;
-	} else if (me->peer_cookie) {
-		me->mode = DMSC_FP_REDIRECT;
-	} else {
-		me->mode = DMSC_FP_STACK;
-		if (st)
-			st->no_peer += 1;
-	}
-}
-
-/* Whether redirecting SIZE more bytes would take the reader's receive memory
- * past its receive buffer. Linux 6.18 charges redirected bytes to the
- * reader's sk_rmem_alloc (5.10 to 6.12 do not), and TCP drops every packet
- * that arrives while the reader's own recv() holds the socket once receive
- * memory and backlog pass 2 * sk_rcvbuf + sk_sndbuf / 2 + 64 KiB
- * (tcp_add_backlog(), net/ipv4/tcp_ipv4.c), a RST too, which nobody sends
- * again: a reader whose writer reset the connection then waits for ever.
- * Plain TCP's window keeps receive memory within the buffer; this keeps the
- * fast path there too. Where redirected bytes are not charged, the reader's
- * receive memory stays empty and this never holds. Read like
- * fp_peer_backlog(): a freed peer reads as "not full". */
-static __always_inline bool fp_peer_rmem_full(__u64 peer_sk, __u32 size)
-{
-	struct sock *sk = (struct sock *)peer_sk;
-	int rmem = 0, rcvbuf = 0;
-
-	if (!fp_has_psock(peer_sk) ||
-	    bpf_core_read(&rmem, sizeof(rmem), &sk->sk_backlog.rmem_alloc.counter) ||
-	    bpf_core_read(&rcvbuf, sizeof(rcvbuf), &sk->sk_rcvbuf))
-		return false;
-	/* rmem 0: nothing charged (a kernel that does not charge redirected
-	 * bytes, 5.10 to 6.12): a message larger than the buffer stays. */
-	return rcvbuf > 0 && rmem > 0 && (__s64)rmem + size > rcvbuf;
-}
-
-/* Whether TCP memory is short host-wide: the socket's protocol under memory
- * pressure (past tcp_mem[1], until it drops below tcp_mem[0]), or its memory
- * at tcp_mem[0] already. Redirected bytes are charged to the reader's TCP
- * memory, and under pressure the kernel refuses that charge: the writer's
- * send() fails with ENOMEM, which a blocking writer on plain TCP never sees
- * (it waits). Leaving at tcp_mem[0] keeps the fast path clear of that.
- * Read through the socket's struct proto (CO-RE; every field since 4.x, so
- * 5.10 has them); a field the kernel lacks reads as "not short". */
-static __always_inline bool fp_tcp_mem_short(struct bpf_sock *sk)
-{
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	unsigned long pressure = 0, *pressure_p;
-	long allocated = 0, low = 0, *mem_p;
-	atomic_long_t *allocated_p;
-	struct proto *prot;
-
-	if (!tp || !bpf_core_field_exists(struct proto, memory_pressure) ||
-	    !bpf_core_field_exists(struct proto, memory_allocated) ||
-	    !bpf_core_field_exists(struct proto, sysctl_mem))
-		return false;
-	prot = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_prot);
-	if (!prot)
-		return false;
-	pressure_p = BPF_CORE_READ(prot, memory_pressure);
-	if (pressure_p && !bpf_probe_read_kernel(&pressure, sizeof(pressure), pressure_p) &&
-	    pressure)
-		return true;
-	allocated_p = BPF_CORE_READ(prot, memory_allocated);
-	mem_p = BPF_CORE_READ(prot, sysctl_mem);
-	if (!allocated_p || !mem_p ||
-	    bpf_probe_read_kernel(&allocated, sizeof(allocated), &allocated_p->counter) ||
-	    bpf_probe_read_kernel(&low, sizeof(low), mem_p))
-		return false;
-	return low > 0 && allocated >= low;
-}
-
-/* The service a socket of the fast path belongs to, as it is now. */
-static __always_inline struct dmsc_svc *fp_sock_service(struct bpf_sock *sk,
-							struct dmsc_fp_sock *me)
-{
-	struct dmsc_fp_sock6 *me6;
-
-	if (me->family != DMSC_FP_IPV6)
-		return bpf_map_lookup_elem(&dmsc_services, &me->svc_key);
-	me6 = bpf_sk_storage_get(&dmsc_fp_sock6, sk, 0, 0);
-	return me6 ? bpf_map_lookup_elem(&dmsc_services6, &me6->svc_key) : NULL;
-}
-
-/* Whether a redirecting writer must leave the fast path for good, before
- * this message. Safe to switch this way only: redirected bytes are queued
- * at the reader before the write returns, and the reader drains that queue
- * before it reads what came on the stack, so nothing is reordered. */
-static __always_inline bool fp_must_leave(struct bpf_sock *sk, struct dmsc_fp_sock *me,
-					  __u32 size, struct dmsc_fp_stats *st)
-{
-	struct dmsc_fp_host *h;
-	struct dmsc_svc *svc;
-	bool known = false;
-	__u64 inflight;
-	__u32 backlog, zero = 0;
-
-	/* docs/design.md decision 6: a service that is now accelerate off or byte-limited
-	 * takes its established flows off the fast path too. */
-	if (me->svc_id) {
-		svc = fp_sock_service(sk, me);
-		if (svc && svc->id == me->svc_id && !fp_accel_allowed(svc->flags)) {
-			if (st)
-				st->policy_fallback += 1;
-			return true;
-		}
-	}
-	if (fp_tcp_mem_short(sk)) {
-		fp_svc_mark_bulk(me->svc_id);
-		if (st)
-			st->pressure_fallback += 1;
-		return true;
-	}
-	if (fp_peer_rmem_full(me->peer_sk, size)) {
-		/* A reader behind by its receive buffer: as a slow reader. */
-		fp_svc_mark_bulk(me->svc_id);
-		if (st)
-			st->backlog_fallback += 1;
-		return true;
-	}
-	if (!fp_backlog_max && !fp_host_budget)
-		return false;
-	backlog = fp_peer_backlog(me->peer_sk, &known);
-	if (known && fp_backlog_max && backlog > fp_backlog_max) {
-		/* A slow reader: TCP's window holds the writer back now, and
-		 * the service's next connections stay off (auto). */
-		fp_svc_mark_bulk(me->svc_id);
-		if (st)
-			st->backlog_fallback += 1;
-		return true;
-	}
-	if (known && fp_host_budget) {
-		/* The reader's queue after this message, against what every
-		 * other reader holds: over the budget, a writer whose reader
-		 * is behind leaves; else this writer's share is that queue
-		 * now. A reader that keeps up (less than a bulk message
-		 * unread) keeps its writer: leaving is for good, and
-		 * request/response flows must not pay for someone else's
-		 * stalled bulk readers. Each writer can take the sum past the
-		 * budget by at most that much plus one message. */
-		h = bpf_map_lookup_elem(&dmsc_fp_host, &zero);
-		inflight = h ? h->inflight - me->held : 0;
-		if (inflight + backlog + size > fp_host_budget && backlog > DMSC_FP_BULK_MSG) {
-			fp_host_hold(me, backlog);
-			fp_svc_mark_bulk(me->svc_id);
-			if (st)
-				st->budget_fallback += 1;
-			return true;
-		}
-		fp_host_hold(me, backlog + size);
-	}
-	if (!known && !(me->svc_flags & DMSC_SVC_F_ACCEL_ON) && size >= DMSC_FP_BULK_MSG) {
-		/* auto without a way to bound the reader's queue: bulk is
-		 * left to TCP; accelerate "on" takes that risk. */
-		fp_svc_mark_bulk(me->svc_id);
-		if (st) {
-			st->backlog_unknown += 1;
-			st->bulk_fallback += 1;
-		}
-		return true;
-	}
-	return false;
-}
-
-/* A service's byte counters (dmsc_svc_stats) are kept by cgroup_skb, which
- * never sees a redirected byte: those are counted here, by direction (the
- * connecting end writes "to" the service, the accepted end "from" it), as
- * payload (they never had headers). Only a redirect is counted: after a
- * writer leaves, its bytes are packets again and cgroup_skb counts them, so
- * no byte is counted on both paths. */
-static __always_inline void fp_svc_bytes(struct dmsc_fp_sock *me, __u32 size)
-{
-	struct dmsc_svc_stats *ss;
-
-	if (!me->svc_id)
-		return;
-	ss = svc_stats(me->svc_id);
-	if (!ss)
-		return;
-	if (me->active)
-		ss->bytes_to += size;
-	else
-		ss->bytes_from += size;
-}
-
-SEC("sk_msg")
-int dmsc_fp_msg(struct sk_msg_md *msg)
-{
-	struct dmsc_fp_stats *st;
-	struct dmsc_fp_sock *me;
-	struct bpf_sock *sk = msg->sk;
-	__u32 size = msg->size;
-	__u64 peer;
-
-	if (!sk)
-		return FP_SK_PASS;
-	me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0);
-	if (!me) {
-		st = fp_stats(0);
-		if (st)
-			st->miss += 1;
-		return FP_SK_PASS;
-	}
-	st = fp_stats(me->svc_id);
-	if (me->mode == DMSC_FP_UNDECIDED)
-		fp_decide(sk, me, st);
-	if (me->mode == DMSC_FP_REDIRECT) {
-		peer = me->peer_cookie;
-		if (fp_must_leave(sk, me, size, st)) {
-			me->mode = DMSC_FP_STACK;
-			goto stack;
-		}
-		if (fp_cork_bytes)
-			bpf_msg_cork_bytes(msg, fp_cork_bytes);
-		if (fp_apply_bytes)
-			bpf_msg_apply_bytes(msg, fp_apply_bytes);
-		if (bpf_msg_redirect_hash(msg, &dmsc_fp_socks, &peer, BPF_F_INGRESS) ==
-		    FP_SK_PASS) {
-			if (st) {
-				st->redirected_msgs += 1;
-				st->redirected_bytes += size;
-			}
-			fp_svc_bytes(me, size);
-			return FP_SK_PASS;
-		}
-		/* The peer left the sockhash: it closed. Its remaining
-		 * bytes were queued before; what follows goes where TCP
-		 * sends it (to a closed socket: a reset, as without dmsc). */
-		me->mode = DMSC_FP_STACK;
-		if (st)
-			st->miss += 1;
-	}
-stack:
-	if (st) {
-		st->stack_msgs += 1;
-		st->stack_bytes += size;
-	}
-	/* A writer that left with redirected bytes still queued at its
-	 * reader: what it holds of the host budget follows the queue down. */
-	if (me->held) {
-		bool known = false;
-		__u32 backlog = fp_peer_backlog(me->peer_sk, &known);
-
-		fp_host_hold(me, known ? backlog : 0);
-	}
-	/* On the stack for good: let the verdict stand for the next bytes
-	 * without running this program for each write; sooner while it holds
-	 * a share of the budget. (Out of the sockhash, see fp_release, it
-	 * does not run at all.) */
-	bpf_msg_apply_bytes(msg, me->held ? DMSC_FP_STACK_REFRESH_BYTES : FP_STACK_APPLY_BYTES);
-	return FP_SK_PASS;
 }

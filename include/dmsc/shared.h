@@ -415,7 +415,7 @@ struct dmsc_l7_own {
 
 #define DMSC_L7_OWN_MAGIC 0x646d7363u /* "dmsc" in ASCII */
 
-/* ---- Same-host fast path (sockops + sk_msg), bpf/fastpath/fastpath.bpf.c ----
+/* ---- Same-host fast path (sockops + sk_msg), bpf/fastpath/ ----
  *
  * sockops registers both ends of a connection whose peer is a socket of this
  * host in the mesh cgroup; sk_msg hands each message to the peer socket. The

@@ -220,7 +220,7 @@ static size_t make_pkt6(struct pkt6 *p, const __u32 daddr[4], __u16 dport, const
 			size_t n_ext)
 {
 	unsigned char *at = p->ext;
-	struct tcphdr *tcp;
+	struct tcphdr tcp = {0};
 	size_t i;
 
 	memset(p, 0, sizeof(*p));
@@ -233,10 +233,12 @@ static size_t make_pkt6(struct pkt6 *p, const __u32 daddr[4], __u16 dport, const
 	p->ip6.nexthdr = n_ext ? kinds[0] : IPPROTO_TCP;
 	for (i = 0; i < n_ext; i++, at += 8)
 		at[0] = i + 1 < n_ext ? kinds[i + 1] : IPPROTO_TCP; /* hdrlen 0: 8 bytes */
-	tcp = (struct tcphdr *)at;
-	tcp->source = htons(40000);
-	tcp->dest = htons(dport);
-	tcp->doff = 5;
+	/* at is 2 bytes past a 4-byte boundary (a packed frame after a
+	 * 14-byte Ethernet header): the header is copied, never cast there */
+	tcp.source = htons(40000);
+	tcp.dest = htons(dport);
+	tcp.doff = 5;
+	memcpy(at, &tcp, sizeof(tcp));
 	p->ip6.payload_len = htons((__u16)(sizeof(*p) - sizeof(p->eth) - sizeof(p->ip6)));
 	return sizeof(*p);
 }

@@ -49,7 +49,12 @@ dmsc_run_in_cgroup "$MESH" dmsc_net_exec b1 "$STREAM" server --listen "[2001:2:6
 	--max-seconds 600 >"$T/st6.out" 2>&1 &
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec b1 "$STREAM" server --listen 198.18.60.11:7000 \
 	--max-seconds 600 >"$T/st4.out" 2>&1 &
-for b in b1 b2 st6 st4; do
+# bl6's backend: a port of its own, since TC polices a byte-limited
+# service's backend address and port whatever service the packet came by
+# (st6's bytes leave the fast path on a kernel that charges the reader).
+dmsc_net_exec b1 "$STREAM" server --listen "[2001:2:60::11]:7001" --max-seconds 600 \
+	>"$T/tc6.out" 2>&1 &
+for b in b1 b2 st6 st4 tc6; do
 	dmsc_wait_ready "$T/$b.out" 20 || { t_fail "backend $b ready"; t_summary; exit 1; }
 done
 
@@ -81,7 +86,7 @@ policy() { # web6's weights, the cgroup under mesh that acl6u allows
     "backends": [ { "address": "198.18.60.11", "port": 7000 } ] },
   { "name": "bl6", "vip": "$BL6", "port": 7000,
     "rate_limit": { "bytes_per_second": 65536, "bytes_burst": 65536 },
-    "backends": [ { "address": "2001:2:60::11", "port": 7000 } ] }
+    "backends": [ { "address": "2001:2:60::11", "port": 7001 } ] }
 ] }
 EOF
 }
@@ -173,21 +178,30 @@ t_eq "fast path over IPv6: 4 x 4 MiB each way, every connection ok at the client
 t_eq "... the server got every byte in order" "$(server_ok "$T/st6.out" 4)" 4
 t_eq "... each connection paired or its client wrote first (no_peer)" \
 	"$(jq -n --argjson p "$(fp st6 paired)" --argjson n "$(fp st6 no_peer)" '$p >= 1 and $p <= 4 and $n <= 4 and $p + $n >= 4')" true
-t_range "... the fast path carried the bytes (redirected MiB)" "$(($(fp st6 redirected_bytes) / MiB))" 4 33
+# carried: all of it, or, where the kernel charges redirected bytes to the
+# reader (Linux 6.18), bytes up to the reader's receive buffer and then the
+# stack (docs/design.md decision 37, counted as backlog_fallback).
+carried() { # SERVICE MIN-MiB MAX-MiB
+	jq -n --argjson r "$(fp "$1" redirected_bytes)" --argjson f "$(fp "$1" backlog_fallback)" \
+		--argjson lo $(($2 * MiB)) --argjson hi $(($3 * MiB)) \
+		'($r >= $lo and $r <= $hi) or ($r > 0 and $r < $lo and $f > 0)'
+}
+t_eq "... the fast path carried the bytes ($(fp st6 redirected_bytes) B, backlog_fallback $(fp st6 backlog_fallback))" \
+	"$(carried st6 4 33)" true
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[::ffff:$VIP4]:7000" --conns 2 \
 	--bytes 4M --back-bytes 4M --seed 62 --max-seconds 120 >"$T/fp4d.json"
 t_eq "fast path, dual-stack socket to [::ffff:$VIP4]: every connection ok ($(jq -r .errors "$T/fp4d.json"))" \
 	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp4d.json")" "[2,0,-1]"
 t_eq "... the server got every byte in order" "$(server_ok "$T/st4.out" 2)" 2
-t_check "... paired and redirected as IPv4, on the IPv4 service" \
-	test "$(fp st4 paired)" -ge 1 -a "$(fp st4 redirected_bytes)" -ge $((4 * MiB))
+t_eq "... paired and redirected as IPv4, on the IPv4 service ($(fp st4 redirected_bytes) B)" \
+	"$(fp st4 paired):$(carried st4 4 100000)" "2:true"
 echo "# fast path: st6 paired $(fp st6 paired), redirected $(($(fp st6 redirected_bytes) / MiB)) MiB; st4 (dual stack) paired $(fp st4 paired)"
 
 # TC polices IPv6 (docs/design.md decision 34): a client outside the mesh
 # cgroup (remote to b1) writes 4 MiB straight to bl6's backend for at most
 # 3 s; at 64 KiB/s most of it waits, and TC counts what it passed and
 # dropped against bl6's interface bucket.
-dmsc_run_in_cgroup "$OUTSIDE" dmsc_net_exec c "$STREAM" client --connect "[2001:2:60::11]:7000" \
+dmsc_run_in_cgroup "$OUTSIDE" dmsc_net_exec c "$STREAM" client --connect "[2001:2:60::11]:7001" \
 	--bytes 4M --seed 63 --max-seconds 3 >"$T/tc6.json"
 t_check "TC polices remote IPv6 traffic to a byte-limited backend (tc_bytes $(stat_of bl6 tc_bytes), tc_policed $(stat_of bl6 tc_policed))" \
 	test "$(stat_of bl6 tc_bytes)" -gt 65536 -a "$(stat_of bl6 tc_policed)" -gt 0

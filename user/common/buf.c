@@ -65,7 +65,6 @@ void dmsc_buf_append(struct dmsc_buf *b, const char *s, size_t len)
 	b->p[b->len] = '\0';
 }
 
-/* Appends s with each character of `special` replaced by its escape. */
 void dmsc_buf_free(struct dmsc_buf *b)
 {
 	free(b->p);

@@ -70,6 +70,20 @@ void dmsc_prom_sample_f(struct dmsc_buf *b, const char *name, const struct dmsc_
 		dmsc_buf_printf(b, " %.17g\n", v);
 }
 
+void dmsc_prom_single(struct dmsc_buf *b, const char *name, const char *type, const char *help,
+		      uint64_t v)
+{
+	dmsc_prom_family(b, name, type, help);
+	dmsc_prom_sample(b, name, NULL, 0, v);
+}
+
+void dmsc_prom_single_f(struct dmsc_buf *b, const char *name, const char *type, const char *help,
+			double v)
+{
+	dmsc_prom_family(b, name, type, help);
+	dmsc_prom_sample_f(b, name, NULL, 0, v);
+}
+
 void dmsc_histogram_init(struct dmsc_histogram *h, const double *bounds, size_t n)
 {
 	memset(h, 0, sizeof(*h));

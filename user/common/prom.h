@@ -25,6 +25,11 @@ void dmsc_prom_sample(struct dmsc_buf *b, const char *name, const struct dmsc_pr
 		      size_t n, uint64_t v);
 void dmsc_prom_sample_f(struct dmsc_buf *b, const char *name, const struct dmsc_prom_label *l,
 			size_t n, double v);
+/* A family of one sample without labels: HELP, TYPE and the sample. */
+void dmsc_prom_single(struct dmsc_buf *b, const char *name, const char *type, const char *help,
+		      uint64_t v);
+void dmsc_prom_single_f(struct dmsc_buf *b, const char *name, const char *type, const char *help,
+			double v);
 
 #define DMSC_HISTOGRAM_MAX_BUCKETS 16
 struct dmsc_histogram {

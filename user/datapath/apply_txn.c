@@ -141,19 +141,26 @@ int dmsc_apply_finish(struct apply_ctx *c)
 	return err;
 }
 
-int dmsc_apply_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
+/* One entry about to be written or deleted: counted and, unless this is a
+ * dry run, the transaction begun and the entry's old value kept for the
+ * undo. 1: a dry run, nothing to write. */
+static int write_begin(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 {
 	int err;
 
 	c->res->entries_written++;
 	if (c->dry_run)
-		return 0;
+		return 1;
 	err = dmsc_apply_begin(c);
+	return err ? err : undo_push(c, m, key);
+}
+
+int dmsc_apply_put(struct apply_ctx *c, enum dmsc_map_id m, const void *key, const void *val)
+{
+	int err = write_begin(c, m, key);
+
 	if (err)
-		return err;
-	err = undo_push(c, m, key);
-	if (err)
-		return err;
+		return err > 0 ? 0 : err;
 	if (bpf_map_update_elem(c->dp->fd[m], key, val, elem_flags(m))) {
 		err = -errno;
 		pr_warn("cannot write %s: %s\n", dmsc_map_names[m], strerror(-err));
@@ -170,15 +177,9 @@ int dmsc_apply_drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 
 	if (!is_hash(m))
 		return dmsc_apply_put(c, m, key, zeros);
-	c->res->entries_written++;
-	if (c->dry_run)
-		return 0;
-	err = dmsc_apply_begin(c);
+	err = write_begin(c, m, key);
 	if (err)
-		return err;
-	err = undo_push(c, m, key);
-	if (err)
-		return err;
+		return err > 0 ? 0 : err;
 	if (bpf_map_delete_elem(c->dp->fd[m], key) && errno != ENOENT) {
 		err = -errno;
 		pr_warn("cannot delete from %s: %s\n", dmsc_map_names[m], strerror(-err));

@@ -92,6 +92,10 @@ struct dmsc_install_result {
 	char fastpath_note[160]; /* why not, or how sk_msg is attached */
 };
 
+/* --fastpath-backlog ARG (bytes, or "default") into io, as dmscctl install
+ * and dmscd take it; -EINVAL (said) when ARG is neither. */
+int dmsc_install_opts_fp_backlog(struct dmsc_install_opts *io, const char *arg);
+
 /* 0 when running with the privileges to change the datapath, else prints
  * a message naming `what` and returns -EPERM. */
 int dmsc_require_root(const char *what);

@@ -7,6 +7,16 @@
  */
 #include "install_steps.h"
 
+int dmsc_install_opts_fp_backlog(struct dmsc_install_opts *io, const char *arg)
+{
+	if (!strcmp(arg, "default"))
+		io->fp_backlog_default = true;
+	else if (dmsc_parse_bytes("--fastpath-backlog", arg, &io->fp_backlog_max))
+		return -EINVAL;
+	io->fp_backlog_set = true;
+	return 0;
+}
+
 static int size_maps(struct bpf_object *obj, const char *pin_dir,
 		     const struct dmsc_install_opts *opts, struct dmsc_install *rec)
 {

@@ -43,9 +43,7 @@ struct opts {
 	unsigned int max_backends;
 	const char *ifaces[DMSC_IFACES_MAX];
 	size_t n_ifaces;
-	bool fp_backlog_set;
-	bool fp_backlog_default;
-	__u32 fp_backlog_max;
+	struct dmsc_install_opts install; /* its fp_backlog_* fields */
 };
 
 

@@ -12,9 +12,9 @@ int cmd_install(const struct opts *o)
 					.max_backends = o->max_backends ? o->max_backends + 1 : 0,
 					.ifaces = o->ifaces,
 					.n_ifaces = o->n_ifaces,
-					.fp_backlog_set = o->fp_backlog_set,
-					.fp_backlog_default = o->fp_backlog_default,
-					.fp_backlog_max = o->fp_backlog_max };
+					.fp_backlog_set = o->install.fp_backlog_set,
+					.fp_backlog_default = o->install.fp_backlog_default,
+					.fp_backlog_max = o->install.fp_backlog_max };
 	struct dmsc_install_result res;
 	int err;
 

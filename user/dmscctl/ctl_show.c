@@ -21,6 +21,20 @@ static int open_ro(struct dmsc_datapath *dp, const struct opts *o, const char *w
 	return err ? 1 : 0;
 }
 
+/* open_ro() and the datapath's state read; on failure nothing is left
+ * open. Returns 0 or the exit code. */
+static int open_state(struct dmsc_datapath *dp, struct dmsc_state *st, const struct opts *o,
+		      const char *what)
+{
+	if (open_ro(dp, o, what))
+		return 1;
+	if (dmsc_state_read(dp, st)) {
+		dmsc_datapath_close(dp);
+		return 1;
+	}
+	return 0;
+}
+
 static struct json_object *backend_json(const struct dmsc_state_svc *s, size_t i, char *ap,
 					size_t aplen)
 {
@@ -73,13 +87,9 @@ int cmd_show_services(const struct opts *o)
 	size_t i, j;
 	int rc;
 
-	rc = open_ro(&dp, o, "show");
+	rc = open_state(&dp, &st, o, "show");
 	if (rc)
 		goto out_put;
-	if (dmsc_state_read(&dp, &st)) {
-		rc = 1;
-		goto out;
-	}
 	if (!o->json && st.n_svcs == 0)
 		printf("no services: apply a policy with `dmscctl apply FILE`\n");
 	for (i = 0; i < st.n_svcs; i++) {
@@ -120,7 +130,6 @@ int cmd_show_services(const struct opts *o)
 		json_object_array_add(arr, js);
 	}
 	dmsc_state_free(&st);
-out:
 	dmsc_datapath_close(&dp);
 out_put:
 	return print_services(o, rc, arr);
@@ -183,13 +192,9 @@ int cmd_stats(const struct opts *o)
 	json_add(top, "services", arr);
 	json_add(top, "reasons", reasons);
 	json_add(top, "fastpath", fp);
-	rc = open_ro(&dp, o, "stats");
+	rc = open_state(&dp, &st, o, "stats");
 	if (rc)
 		goto out_put;
-	if (dmsc_state_read(&dp, &st)) {
-		rc = 1;
-		goto out;
-	}
 	for (i = 0; i < st.n_svcs; i++) {
 		const struct dmsc_state_svc *s = &st.svcs[i];
 		struct json_object *js = json_object_new_object(), *bes = json_object_new_array();
@@ -273,7 +278,6 @@ int cmd_stats(const struct opts *o)
 	if (!o->json)
 		printf("\n");
 	dmsc_state_free(&st);
-out:
 	dmsc_datapath_close(&dp);
 out_put:
 	if (o->json && !rc)
@@ -291,13 +295,9 @@ int cmd_show_access(const struct opts *o)
 	size_t i, j, n;
 	int rc;
 
-	rc = open_ro(&dp, o, "show");
+	rc = open_state(&dp, &st, o, "show");
 	if (rc)
 		goto out_put;
-	if (dmsc_state_read(&dp, &st)) {
-		rc = 1;
-		goto out;
-	}
 	for (i = 0; i < st.n_svcs; i++) {
 		const struct dmsc_state_svc *s = &st.svcs[i];
 		const struct dmsc_allow_entry *rules = dmsc_state_allow(&st, s->svc.id, &n);
@@ -335,7 +335,6 @@ int cmd_show_access(const struct opts *o)
 		json_object_array_add(arr, js);
 	}
 	dmsc_state_free(&st);
-out:
 	dmsc_datapath_close(&dp);
 out_put:
 	return print_services(o, rc, arr);

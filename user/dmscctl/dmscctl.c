@@ -150,11 +150,8 @@ int main(int argc, char **argv)
 			o.ifaces[o.n_ifaces++] = optarg;
 			break;
 		case OPT_FP_BACKLOG:
-			if (!strcmp(optarg, "default"))
-				o.fp_backlog_default = true;
-			else if (dmsc_parse_bytes("--fastpath-backlog", optarg, &o.fp_backlog_max))
+			if (dmsc_install_opts_fp_backlog(&o.install, optarg))
 				return EXIT_USAGE;
-			o.fp_backlog_set = true;
 			break;
 		case 'v':
 			level = DMSC_LOG_DEBUG;

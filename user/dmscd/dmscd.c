@@ -225,11 +225,8 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			break;
 		case OPT_FP_BACKLOG:
-			if (!strcmp(optarg, "default"))
-				io.fp_backlog_default = true;
-			else if (dmsc_parse_bytes("--fastpath-backlog", optarg, &io.fp_backlog_max))
+			if (dmsc_install_opts_fp_backlog(&io, optarg))
 				return EXIT_USAGE;
-			io.fp_backlog_set = true;
 			break;
 		case OPT_PIN_DIR:
 			ag.pin_dir = optarg;

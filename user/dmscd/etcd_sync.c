@@ -564,18 +564,17 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 	size_t i;
 
 	pthread_mutex_lock(&s->lock);
-	dmsc_prom_family(b, "dmsc_etcd_connected", "gauge",
-			 "1 while dmscd reads and watches etcd, 0 while it retries");
-	dmsc_prom_sample(b, "dmsc_etcd_connected", NULL, 0, s->connected);
-	dmsc_prom_family(b, "dmsc_etcd_revision", "gauge",
-			 "the highest etcd revision seen (events and progress)");
-	dmsc_prom_sample(b, "dmsc_etcd_revision", NULL, 0, (uint64_t)s->revision);
-	dmsc_prom_family(b, "dmsc_etcd_applied_revision", "gauge",
-			 "every change up to this etcd revision is in the maps (or was refused)");
-	dmsc_prom_sample(b, "dmsc_etcd_applied_revision", NULL, 0, (uint64_t)s->applied);
-	dmsc_prom_family(b, "dmsc_etcd_applied_timestamp_seconds", "gauge",
-			 "when the maps reached dmsc_etcd_applied_revision (0: not yet)");
-	dmsc_prom_sample_f(b, "dmsc_etcd_applied_timestamp_seconds", NULL, 0, s->applied_at);
+	dmsc_prom_single(b, "dmsc_etcd_connected", "gauge",
+			 "1 while dmscd reads and watches etcd, 0 while it retries", s->connected);
+	dmsc_prom_single(b, "dmsc_etcd_revision", "gauge",
+			 "the highest etcd revision seen (events and progress)",
+			 (uint64_t)s->revision);
+	dmsc_prom_single(b, "dmsc_etcd_applied_revision", "gauge",
+			 "every change up to this etcd revision is in the maps (or was refused)",
+			 (uint64_t)s->applied);
+	dmsc_prom_single_f(b, "dmsc_etcd_applied_timestamp_seconds", "gauge",
+			   "when the maps reached dmsc_etcd_applied_revision (0: not yet)",
+			   s->applied_at);
 	dmsc_prom_family(b, "dmsc_etcd_applied_stage_timestamp_seconds", "gauge",
 			 "the last apply of changes from etcd: when the oldest of them was "
 			 "received (its watch data read), parsed into the store, and taken by "
@@ -588,33 +587,26 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 				   : i == 1 ? s->last_parsed
 					    : s->last_view);
 	}
-	dmsc_prom_family(b, "dmsc_etcd_lag_revisions", "gauge",
+	dmsc_prom_single(b, "dmsc_etcd_lag_revisions", "gauge",
 			 "etcd revisions received but not in the maps yet: the highest "
-			 "header revision etcd reported minus dmsc_etcd_applied_revision");
-	dmsc_prom_sample(b, "dmsc_etcd_lag_revisions", NULL, 0,
+			 "header revision etcd reported minus dmsc_etcd_applied_revision",
 			 (uint64_t)(s->head > s->applied ? s->head - s->applied : 0));
-	dmsc_prom_family(b, "dmsc_etcd_lag_seconds", "gauge",
-			 "how long the oldest change received has waited for the maps "
-			 "(0: none waits)");
-	dmsc_prom_sample_f(b, "dmsc_etcd_lag_seconds", NULL, 0,
+	dmsc_prom_single_f(b, "dmsc_etcd_lag_seconds", "gauge",
+			   "how long the oldest change received has waited for the maps "
+			   "(0: none waits)",
 			   s->pending_since ? clock_s(CLOCK_MONOTONIC) - s->pending_since : 0);
-	dmsc_prom_family(b, "dmsc_etcd_events_total", "counter",
-			 "watch events received (puts and deletes)");
-	dmsc_prom_sample(b, "dmsc_etcd_events_total", NULL, 0, s->events);
-	dmsc_prom_family(b, "dmsc_etcd_received_bytes_total", "counter",
-			 "bytes received from etcd: watch streams and reads");
-	dmsc_prom_sample(b, "dmsc_etcd_received_bytes_total", NULL, 0, s->bytes_rx);
-	dmsc_prom_family(b, "dmsc_etcd_reconnects_total", "counter",
-			 "watch streams lost and opened again");
-	dmsc_prom_sample(b, "dmsc_etcd_reconnects_total", NULL, 0, s->reconnects);
-	dmsc_prom_family(b, "dmsc_etcd_full_reads_total", "counter",
-			 "reads of every namespace (start, compaction)");
-	dmsc_prom_sample(b, "dmsc_etcd_full_reads_total", NULL, 0, s->full_reads);
-	dmsc_prom_family(b, "dmsc_etcd_refused_values_total", "counter",
-			 "service values refused (invalid; the key is in the log)");
-	dmsc_prom_sample(b, "dmsc_etcd_refused_values_total", NULL, 0, s->store.refused);
-	dmsc_prom_family(b, "dmsc_etcd_keys", "gauge", "service keys held");
-	dmsc_prom_sample(b, "dmsc_etcd_keys", NULL, 0, s->store.n);
+	dmsc_prom_single(b, "dmsc_etcd_events_total", "counter",
+			 "watch events received (puts and deletes)", s->events);
+	dmsc_prom_single(b, "dmsc_etcd_received_bytes_total", "counter",
+			 "bytes received from etcd: watch streams and reads", s->bytes_rx);
+	dmsc_prom_single(b, "dmsc_etcd_reconnects_total", "counter",
+			 "watch streams lost and opened again", s->reconnects);
+	dmsc_prom_single(b, "dmsc_etcd_full_reads_total", "counter",
+			 "reads of every namespace (start, compaction)", s->full_reads);
+	dmsc_prom_single(b, "dmsc_etcd_refused_values_total", "counter",
+			 "service values refused (invalid; the key is in the log)",
+			 s->store.refused);
+	dmsc_prom_single(b, "dmsc_etcd_keys", "gauge", "service keys held", s->store.n);
 	pthread_mutex_unlock(&s->lock);
 }
 

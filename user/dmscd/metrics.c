@@ -285,11 +285,11 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 		dmsc_prom_sample(b, "dmsc_map_capacity", &l, 1, dp->max_backends - 1);
 	}
 
-	dmsc_prom_family(b, "dmsc_metrics_backend_series", "gauge",
+	dmsc_prom_single(b, "dmsc_metrics_backend_series", "gauge",
 			 "1 when the per-backend series are exported, 0 when left out "
 			 "(dmscd --metrics-backends; auto leaves them out above "
-			 "1000 services).");
-	dmsc_prom_sample(b, "dmsc_metrics_backend_series", NULL, 0, per_backend);
+			 "1000 services).",
+			 per_backend);
 
 	dmsc_prom_family(b, "dmsc_apply_total", "counter",
 			 "Policy applies by result: ok, failed (rolled back), invalid (the "
@@ -303,34 +303,29 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			dmsc_prom_sample(b, "dmsc_apply_total", &l, 1, a->applies[i]);
 		}
 	}
-	dmsc_prom_family(b, "dmsc_apply_entries_written_total", "counter",
-			 "Map entries written or deleted by applies.");
-	dmsc_prom_sample(b, "dmsc_apply_entries_written_total", NULL, 0, a->entries_written);
+	dmsc_prom_single(b, "dmsc_apply_entries_written_total", "counter",
+			 "Map entries written or deleted by applies.", a->entries_written);
 	dmsc_prom_histogram(b, "dmsc_apply_duration_seconds",
 			    "Time to diff a compiled policy against the maps and write the "
 			    "difference (parsing excluded).",
 			    &a->apply_seconds);
-	dmsc_prom_family(b, "dmsc_policy_services", "gauge",
-			 "Services in the policy last applied.");
-	dmsc_prom_sample(b, "dmsc_policy_services", NULL, 0, a->policy_services);
-	dmsc_prom_family(b, "dmsc_l7_http_services", "gauge",
-			 "protocol http services in the policy last applied.");
-	dmsc_prom_sample(b, "dmsc_l7_http_services", NULL, 0, a->l7_http_services);
-	dmsc_prom_family(b, "dmsc_l7_unserved_services", "gauge",
+	dmsc_prom_single(b, "dmsc_policy_services", "gauge", "Services in the policy last applied.",
+			 a->policy_services);
+	dmsc_prom_single(b, "dmsc_l7_http_services", "gauge",
+			 "protocol http services in the policy last applied.", a->l7_http_services);
+	dmsc_prom_single(b, "dmsc_l7_unserved_services", "gauge",
 			 "http services that no ready dmsc-l7 serves (balanced at L4 without "
-			 "their routes and limits): an error when above 0.");
-	dmsc_prom_sample(b, "dmsc_l7_unserved_services", NULL, 0, a->l7_unserved);
-	dmsc_prom_family(b, "dmsc_l7_helper_up", "gauge",
+			 "their routes and limits): an error when above 0.",
+			 a->l7_unserved);
+	dmsc_prom_single(b, "dmsc_l7_helper_up", "gauge",
 			 "1 when a dmsc-l7 started by this "
-			 "dmscd is ready.");
-	dmsc_prom_sample(b, "dmsc_l7_helper_up", NULL, 0, a->l7_helper_up);
-	dmsc_prom_family(b, "dmsc_apply_last_success_timestamp_seconds", "gauge",
-			 "When the last successful apply ended (0: none yet).");
-	dmsc_prom_sample_f(b, "dmsc_apply_last_success_timestamp_seconds", NULL, 0,
+			 "dmscd is ready.",
+			 a->l7_helper_up);
+	dmsc_prom_single_f(b, "dmsc_apply_last_success_timestamp_seconds", "gauge",
+			   "When the last successful apply ended (0: none yet).",
 			   a->last_apply_time);
-	dmsc_prom_family(b, "dmsc_agent_start_time_seconds", "gauge",
-			 "When this dmscd started, in seconds since the epoch.");
-	dmsc_prom_sample_f(b, "dmsc_agent_start_time_seconds", NULL, 0, a->start_time);
+	dmsc_prom_single_f(b, "dmsc_agent_start_time_seconds", "gauge",
+			   "When this dmscd started, in seconds since the epoch.", a->start_time);
 	if (b->failed)
 		err = -ENOMEM;
 out:

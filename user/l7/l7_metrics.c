@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "l7_proxy.h"
+#include "prom.h"
 
 /* ---- metrics and the access log --------------------------------------- */
 static size_t code_index(int status)
@@ -116,150 +117,124 @@ void request_finished(struct conn *c)
 }
 
 /* ---- metrics file ------------------------------------------------------------ */
+/* A counter summed over the workers: expr names it in worker w_. */
+#define SUM_WORKERS(expr)                                                                          \
+	({                                                                                         \
+		uint64_t sum_ = 0;                                                                 \
+		for (int wi_ = 0; wi_ < opt.workers; wi_++) {                                      \
+			struct worker *w_ = &workers[wi_];                                         \
+			sum_ += __atomic_load_n(&(expr), __ATOMIC_RELAXED);                        \
+		}                                                                                  \
+		sum_;                                                                              \
+	})
+#define ROUTE_M(s, r) (w_->m.rm[w_->m.rm_base[s] + (r)])
+
 void metrics_write(void)
 {
+	static const char *const reasons[] = {"no_handoff", "unknown_service", "over_capacity",
+					      "client_limit"};
+	struct dmsc_buf b = {0};
 	char tmp[PATH_MAX];
-	FILE *f;
 	size_t s, r, k, i;
-	int wi;
+	FILE *f;
 
 	if (!opt.metrics_file)
 		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", opt.metrics_file);
-	f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "# HELP dmsc_l7_requests_total Requests answered by dmsc-l7, by service, "
-		   "route (index in the policy, \"none\": no route matched) and status code.\n"
-		   "# TYPE dmsc_l7_requests_total counter\n");
+	dmsc_prom_family(&b, "dmsc_l7_requests_total", "counter",
+			 "Requests answered by dmsc-l7, by service, route (index in the policy, "
+			 "\"none\": no route matched) and status code.");
 	for (s = 0; s < cfg.n_svcs; s++)
 		for (r = 0; r <= cfg.svcs[s].n_routes; r++) {
-			char route[16];
+			char route[16], code[16];
 
 			snprintf(route, sizeof(route), r ? "%zu" : "none", r - 1);
 			for (k = 0; k <= N_CODES; k++) {
-				uint64_t sum = 0;
+				uint64_t sum = SUM_WORKERS(ROUTE_M(s, r).code[k]);
+				struct dmsc_prom_label l[] = {
+				    {"service", cfg.svcs[s].src->name}, {"route", route}, {"code", code}};
 
-				for (wi = 0; wi < opt.workers; wi++)
-					sum += __atomic_load_n(
-					    &workers[wi].m.rm[workers[wi].m.rm_base[s] + r].code[k],
-					    __ATOMIC_RELAXED);
 				if (!sum)
 					continue;
 				if (k < N_CODES)
-					fprintf(
-					    f,
-					    "dmsc_l7_requests_total{service=\"%s\",route=\"%s\","
-					    "code=\"%d\"} %llu\n",
-					    cfg.svcs[s].src->name, route, status_codes[k],
-					    (unsigned long long)sum);
+					snprintf(code, sizeof(code), "%d", status_codes[k]);
 				else
-					fprintf(
-					    f,
-					    "dmsc_l7_requests_total{service=\"%s\",route=\"%s\","
-					    "code=\"other\"} %llu\n",
-					    cfg.svcs[s].src->name, route, (unsigned long long)sum);
+					snprintf(code, sizeof(code), "other");
+				dmsc_prom_sample(&b, "dmsc_l7_requests_total", l, 3, sum);
 			}
 		}
-	fprintf(f, "# HELP dmsc_l7_request_duration_seconds From request head parsed to "
-		   "response complete.\n# TYPE dmsc_l7_request_duration_seconds histogram\n");
+	dmsc_prom_family(&b, "dmsc_l7_request_duration_seconds", "histogram",
+			 "From request head parsed to response complete.");
 	for (s = 0; s < cfg.n_svcs; s++)
 		for (r = 0; r <= cfg.svcs[s].n_routes; r++) {
-			uint64_t cum = 0, sum_ns = 0, retries = 0;
-			char route[16];
+			uint64_t cum = 0;
+			char route[16], le[32];
+			struct dmsc_prom_label l[] = {
+			    {"service", cfg.svcs[s].src->name}, {"route", route}, {"le", le}};
 
 			snprintf(route, sizeof(route), r ? "%zu" : "none", r - 1);
 			for (i = 0; i <= N_HIST; i++) {
-				for (wi = 0; wi < opt.workers; wi++)
-					cum += __atomic_load_n(
-					    &workers[wi].m.rm[workers[wi].m.rm_base[s] + r].hist[i],
-					    __ATOMIC_RELAXED);
+				cum += SUM_WORKERS(ROUTE_M(s, r).hist[i]);
 				if (i < N_HIST)
-					fprintf(f,
-						"dmsc_l7_request_duration_seconds_bucket{service="
-						"\"%s\","
-						"route=\"%s\",le=\"%g\"} %llu\n",
-						cfg.svcs[s].src->name, route, hist_le[i],
-						(unsigned long long)cum);
+					snprintf(le, sizeof(le), "%g", hist_le[i]);
 				else
-					fprintf(f,
-						"dmsc_l7_request_duration_seconds_bucket{service="
-						"\"%s\","
-						"route=\"%s\",le=\"+Inf\"} %llu\n",
-						cfg.svcs[s].src->name, route,
-						(unsigned long long)cum);
+					snprintf(le, sizeof(le), "+Inf");
+				dmsc_prom_sample(&b, "dmsc_l7_request_duration_seconds_bucket", l, 3,
+						 cum);
 			}
-			for (wi = 0; wi < opt.workers; wi++) {
-				struct route_metrics *m =
-				    &workers[wi].m.rm[workers[wi].m.rm_base[s] + r];
-
-				sum_ns += __atomic_load_n(&m->sum_ns, __ATOMIC_RELAXED);
-				retries += __atomic_load_n(&m->retries, __ATOMIC_RELAXED);
-			}
-			fprintf(f,
-				"dmsc_l7_request_duration_seconds_sum{service=\"%s\",route=\"%s\"} "
-				"%.6f\n",
-				cfg.svcs[s].src->name, route, (double)sum_ns / 1e9);
-			fprintf(f,
-				"dmsc_l7_request_duration_seconds_count{service=\"%s\",route=\"%"
-				"s\"} %llu\n",
-				cfg.svcs[s].src->name, route, (unsigned long long)cum);
-			fprintf(f, "dmsc_l7_retries_total{service=\"%s\",route=\"%s\"} %llu\n",
-				cfg.svcs[s].src->name, route, (unsigned long long)retries);
+			dmsc_buf_printf(&b,
+					"dmsc_l7_request_duration_seconds_sum{service=\"%s\",route=\"%s\"} "
+					"%.6f\n",
+					cfg.svcs[s].src->name, route,
+					(double)SUM_WORKERS(ROUTE_M(s, r).sum_ns) / 1e9);
+			dmsc_prom_sample(&b, "dmsc_l7_request_duration_seconds_count", l, 2, cum);
+			dmsc_prom_sample(&b, "dmsc_l7_retries_total", l, 2,
+					 SUM_WORKERS(ROUTE_M(s, r).retries));
 		}
 	/* gRPC: the grpc-status each HTTP/2 stream ended with (only those seen) */
-	fprintf(f, "# HELP dmsc_l7_grpc_responses_total HTTP/2 streams by service, route and the "
-		   "grpc-status they ended with.\n"
-		   "# TYPE dmsc_l7_grpc_responses_total counter\n");
+	dmsc_prom_family(&b, "dmsc_l7_grpc_responses_total", "counter",
+			 "HTTP/2 streams by service, route and the grpc-status they ended with.");
 	for (s = 0; s < cfg.n_svcs; s++)
 		for (r = 0; r <= cfg.svcs[s].n_routes; r++)
 			for (k = 0; k < DMSC_L7_GRPC_CODES; k++) {
-				char route[16];
-				uint64_t sum = 0;
+				uint64_t sum = SUM_WORKERS(ROUTE_M(s, r).grpc[k]);
+				char route[16], code[16];
+				struct dmsc_prom_label l[] = {{"service", cfg.svcs[s].src->name},
+							      {"route", route},
+							      {"grpc_status", code}};
 
-				for (wi = 0; wi < opt.workers; wi++)
-					sum += __atomic_load_n(
-					    &workers[wi].m.rm[workers[wi].m.rm_base[s] + r].grpc[k],
-					    __ATOMIC_RELAXED);
 				if (!sum)
 					continue;
 				snprintf(route, sizeof(route), r ? "%zu" : "none", r - 1);
-				fprintf(f,
-					"dmsc_l7_grpc_responses_total{service=\"%s\",route=\"%s\","
-					"grpc_status=\"%zu\"} %llu\n",
-					cfg.svcs[s].src->name, route, k, (unsigned long long)sum);
+				snprintf(code, sizeof(code), "%zu", k);
+				dmsc_prom_sample(&b, "dmsc_l7_grpc_responses_total", l, 3, sum);
 			}
-	{
-		uint64_t acc = 0, noh = 0, unk = 0, over = 0, cl = 0;
+	dmsc_buf_printf(&b, "# TYPE dmsc_l7_connections_total counter\n");
+	dmsc_prom_sample(&b, "dmsc_l7_connections_total", NULL, 0, SUM_WORKERS(w_->m.accepted));
+	dmsc_prom_family(&b, "dmsc_l7_refused_connections_total", "counter",
+			 "Closed at accept: no handoff record, a service the policy lacks, over "
+			 "capacity, or a client past --max-conns-per-client (answered 503).");
+	for (k = 0; k < 4; k++) {
+		struct dmsc_prom_label l = {"reason", reasons[k]};
 
-		for (wi = 0; wi < opt.workers; wi++) {
-			acc += __atomic_load_n(&workers[wi].m.accepted, __ATOMIC_RELAXED);
-			noh += __atomic_load_n(&workers[wi].m.no_handoff, __ATOMIC_RELAXED);
-			unk += __atomic_load_n(&workers[wi].m.unknown_service, __ATOMIC_RELAXED);
-			over += __atomic_load_n(&workers[wi].m.over_capacity, __ATOMIC_RELAXED);
-			cl += __atomic_load_n(&workers[wi].m.client_limit, __ATOMIC_RELAXED);
-		}
-		fprintf(f,
-			"# TYPE dmsc_l7_connections_total counter\n"
-			"dmsc_l7_connections_total %llu\n"
-			"# HELP dmsc_l7_refused_connections_total Closed at accept: no handoff "
-			"record, a service the policy lacks, over capacity, or a client past "
-			"--max-conns-per-client (answered 503).\n"
-			"# TYPE dmsc_l7_refused_connections_total counter\n"
-			"dmsc_l7_refused_connections_total{reason=\"no_handoff\"} %llu\n"
-			"dmsc_l7_refused_connections_total{reason=\"unknown_service\"} %llu\n"
-			"dmsc_l7_refused_connections_total{reason=\"over_capacity\"} %llu\n"
-			"dmsc_l7_refused_connections_total{reason=\"client_limit\"} %llu\n"
-			"# HELP dmsc_l7_namespaces Network namespaces the helper listens in "
-			"besides its own.\n"
-			"# TYPE dmsc_l7_namespaces gauge\n"
-			"dmsc_l7_namespaces %u\n",
-			(unsigned long long)acc, (unsigned long long)noh, (unsigned long long)unk,
-			(unsigned long long)over, (unsigned long long)cl, dmsc_l7_netns_count());
+		dmsc_prom_sample(&b, "dmsc_l7_refused_connections_total", &l, 1,
+				 k == 0   ? SUM_WORKERS(w_->m.no_handoff)
+				 : k == 1 ? SUM_WORKERS(w_->m.unknown_service)
+				 : k == 2 ? SUM_WORKERS(w_->m.over_capacity)
+					  : SUM_WORKERS(w_->m.client_limit));
 	}
-	dmsc_l7_health_metrics(f);
-	if (fclose(f) == 0)
-		rename(tmp, opt.metrics_file);
-	else
-		unlink(tmp);
+	dmsc_prom_family(&b, "dmsc_l7_namespaces", "gauge",
+			 "Network namespaces the helper listens in besides its own.");
+	dmsc_prom_sample(&b, "dmsc_l7_namespaces", NULL, 0, dmsc_l7_netns_count());
+	snprintf(tmp, sizeof(tmp), "%s.tmp", opt.metrics_file);
+	f = b.failed ? NULL : fopen(tmp, "w");
+	if (f) {
+		bool written = fwrite(b.p, 1, b.len, f) == b.len;
+
+		dmsc_l7_health_metrics(f);
+		if (fclose(f) == 0 && written)
+			rename(tmp, opt.metrics_file);
+		else
+			unlink(tmp);
+	}
+	dmsc_buf_free(&b);
 }

@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "mtls_cert.h"
+#include "prom.h"
 #include "tunnel.h"
 #include "tunnel_authz.h"
 #include "tunnel_int.h"
@@ -110,66 +111,60 @@ void tn_metric_count(struct tunnel *t, const char *side, const char *peer, const
 	t->metrics[tn_metric_idx(t, side, peer, identity, verdict)].n++;
 }
 
-/* A label value: backslash, quote and newline escaped (Prometheus text). */
-static void label(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			fputc('\\', f);
-		if (*s == '\n') {
-			fputs("\\n", f);
-			continue;
-		}
-		fputc(*s, f);
-	}
-}
-
 void tn_metrics_write(struct tunnel *t)
 {
+	static const char *const results[] = {"ok", "refused", "resumed"};
+	struct dmsc_buf b = {0};
 	char tmp[4096];
-	size_t i;
+	size_t i, r;
 	FILE *f;
 	int s;
 
 	if (!t->o->metrics_file)
 		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", t->o->metrics_file);
-	f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fputs("# HELP dmsc_tunnel_streams_total Tunnel streams by side, peer host, vouched "
-	      "identity and verdict.\n# TYPE dmsc_tunnel_streams_total counter\n",
-	      f);
+	dmsc_prom_family(&b, "dmsc_tunnel_streams_total", "counter",
+			 "Tunnel streams by side, peer host, vouched identity and verdict.");
 	for (i = 0; i < t->n_metrics; i++) {
-		fprintf(f, "dmsc_tunnel_streams_total{side=\"%s\",peer=\"", t->metrics[i].side);
-		label(f, t->metrics[i].peer);
-		fputs("\",identity=\"", f);
-		label(f, t->metrics[i].identity);
-		fprintf(f, "\",verdict=\"%s\"} %llu\n", t->metrics[i].verdict, t->metrics[i].n);
-	}
-	fputs("# HELP dmsc_tunnel_handshakes_total TLS handshakes with peers by our side and "
-	      "result.\n# TYPE dmsc_tunnel_handshakes_total counter\n",
-	      f);
-	for (s = 0; s < 2; s++) {
-		const char *side = s ? "server" : "client";
+		struct dmsc_prom_label l[] = {{"side", t->metrics[i].side},
+					      {"peer", t->metrics[i].peer},
+					      {"identity", t->metrics[i].identity},
+					      {"verdict", t->metrics[i].verdict}};
 
-		fprintf(f, "dmsc_tunnel_handshakes_total{side=\"%s\",result=\"ok\"} %llu\n", side,
-			t->hs_ok[s]);
-		fprintf(f, "dmsc_tunnel_handshakes_total{side=\"%s\",result=\"refused\"} %llu\n",
-			side, t->hs_refused[s]);
-		fprintf(f, "dmsc_tunnel_handshakes_total{side=\"%s\",result=\"resumed\"} %llu\n",
-			side, t->hs_resumed[s]);
+		dmsc_prom_sample(&b, "dmsc_tunnel_streams_total", l, 4, t->metrics[i].n);
 	}
-	fprintf(f,
-		"# TYPE dmsc_tunnel_bytes_total counter\n"
-		"dmsc_tunnel_bytes_total{direction=\"in\"} %llu\n"
-		"dmsc_tunnel_bytes_total{direction=\"out\"} %llu\n"
-		"# TYPE dmsc_tunnel_cert_reloads_total counter\n"
-		"dmsc_tunnel_cert_reloads_total{result=\"ok\"} %llu\n"
-		"dmsc_tunnel_cert_reloads_total{result=\"failed\"} %llu\n",
-		t->bytes_in, t->bytes_out, t->reloads, t->reload_failures);
-	if (fclose(f) == 0)
-		rename(tmp, t->o->metrics_file);
+	dmsc_prom_family(&b, "dmsc_tunnel_handshakes_total", "counter",
+			 "TLS handshakes with peers by our side and result.");
+	for (s = 0; s < 2; s++) {
+		const unsigned long long n[] = {t->hs_ok[s], t->hs_refused[s], t->hs_resumed[s]};
+
+		for (r = 0; r < 3; r++) {
+			struct dmsc_prom_label l[] = {{"side", s ? "server" : "client"},
+						      {"result", results[r]}};
+
+			dmsc_prom_sample(&b, "dmsc_tunnel_handshakes_total", l, 2, n[r]);
+		}
+	}
+	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_bytes_total counter\n");
+	dmsc_prom_sample(&b, "dmsc_tunnel_bytes_total", &(struct dmsc_prom_label){"direction", "in"},
+			 1, t->bytes_in);
+	dmsc_prom_sample(&b, "dmsc_tunnel_bytes_total",
+			 &(struct dmsc_prom_label){"direction", "out"}, 1, t->bytes_out);
+	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_cert_reloads_total counter\n");
+	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",
+			 &(struct dmsc_prom_label){"result", "ok"}, 1, t->reloads);
+	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",
+			 &(struct dmsc_prom_label){"result", "failed"}, 1, t->reload_failures);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", t->o->metrics_file);
+	f = b.failed ? NULL : fopen(tmp, "w");
+	if (f) {
+		bool written = fwrite(b.p, 1, b.len, f) == b.len;
+
+		if (fclose(f) == 0 && written)
+			rename(tmp, t->o->metrics_file);
+		else
+			unlink(tmp);
+	}
+	dmsc_buf_free(&b);
 }
 
 /* ---- epoll ---- */
