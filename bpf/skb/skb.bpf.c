@@ -235,7 +235,9 @@ int dmsc_skb_ingress(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb_sock(skb);
 
-	if (skb_mtls_refused(skb))
+	/* A SYN arrives on its listener: packets of established sockets,
+	 * nearly all of them, skip the header reads. */
+	if (sk && sk->state == BPF_TCP_LISTEN && skb_mtls_refused(skb))
 		return SKB_DROP;
 	return skb_account(skb, skb_svc_id(sk, skb_record(sk)), 0) == DMSC_TB_DROP ? SKB_DROP
 										    : SKB_PASS;

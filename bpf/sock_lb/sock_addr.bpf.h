@@ -175,6 +175,26 @@ static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx, bool mappe
 	return SOCK_ADDR_PASS;
 }
 
+/* A handoff's record and rewrite, shared by dmsc-l7's and the tunnel's:
+ * the socket's record names the local listener as its peer (so
+ * getpeername4 answers the VIP), and the connection goes there. */
+static __always_inline void sock4_handoff_to(struct bpf_sock_addr *ctx, struct dmsc_sock_vip *rec,
+					     const struct dmsc_svc_key *key,
+					     const struct dmsc_l7_conf *conf, __u32 svc_id,
+					     __u32 backend_id, bool mapped)
+{
+	rec->vip = key->vip;
+	rec->vport = key->port;
+	rec->backend = conf->addr;
+	rec->bport = conf->port;
+	rec->svc_id = svc_id;
+	rec->backend_id = backend_id;
+	rec->table_hash = 0;
+	rec->flags = 0;
+	ctx_set_ip4(ctx, conf->addr, mapped);
+	ctx->user_port = conf->port;
+}
+
 /*
  * Sends the connection to dmsc-l7 instead of a backend. The socket-storage
  * record names the helper as the "backend", so getpeername4 answers with the
@@ -209,14 +229,8 @@ static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);
 		return false;
 	}
-	rec->vip = key->vip;
-	rec->vport = key->port;
-	rec->backend = conf->addr;
-	rec->bport = conf->port;
-	rec->svc_id = svc_id;
-	rec->backend_id = 0; /* 0: the helper, not a backend */
-	ctx_set_ip4(ctx, conf->addr, mapped);
-	ctx->user_port = conf->port;
+	/* backend_id 0: the helper, not a backend */
+	sock4_handoff_to(ctx, rec, key, conf, svc_id, 0, mapped);
 	ss = svc_stats(svc_id);
 	if (ss)
 		ss->connections += 1;
@@ -253,18 +267,10 @@ static __always_inline bool sock4_tunnel_handoff(struct bpf_sock_addr *ctx,
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);
 		return false;
 	}
-	rec->vip = key->vip;
-	rec->vport = key->port;
-	rec->backend = conf->addr;
-	rec->bport = conf->port;
-	rec->svc_id = svc_id;
-	rec->backend_id = backend_id;
-	rec->table_hash = 0;
+	sock4_handoff_to(ctx, rec, key, conf, svc_id, backend_id, mapped);
 	rec->flags = DMSC_SOCK_F_TUNNEL;
 	/* bpf_get_current_cgroup_id: Linux 4.18. */
 	*cgroup = bpf_get_current_cgroup_id();
-	ctx_set_ip4(ctx, conf->addr, mapped);
-	ctx->user_port = conf->port;
 	count_reason(DMSC_R_TUNNEL_HANDOFF);
 	return true;
 }
