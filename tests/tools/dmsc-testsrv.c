@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "tool_args.h"
 
 #define MAX_LISTENERS 16
@@ -122,14 +123,6 @@ static const char *fmt_addr(const struct sockaddr_in *sa, char *buf, size_t len)
 		snprintf(ip, sizeof(ip), "?");
 	snprintf(buf, len, "%s:%u", ip, ntohs(sa->sin_port));
 	return buf;
-}
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Thousands of concurrent connections need more than the usual 1024 descriptors. */
@@ -783,9 +776,9 @@ int main(int argc, char **argv)
 	printf("ready\n");
 	fflush(stdout);
 
-	deadline = now_seconds() + (double)max_seconds;
+	deadline = dmsc_now_seconds() + (double)max_seconds;
 	for (;;) {
-		double left = deadline - now_seconds();
+		double left = deadline - dmsc_now_seconds();
 		int n, timeout_ms;
 
 		if (left <= 0) {

@@ -46,6 +46,11 @@ static const char usage_text[] =
     "SIGTERM: no new streams; the open ones get 10 s to finish.\n"
     "Exit: 0 stopped by a signal, 1 failed, 2 usage.\n";
 
+static void usage(FILE *f)
+{
+	fputs(usage_text, f);
+}
+
 static volatile sig_atomic_t stop;
 
 static void on_signal(int sig)
@@ -148,7 +153,7 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 			o.peer_idle_ms = (unsigned int)v;
 			break;
 		default:
-			rc = dmsc_opt_common(opt, "dmsc-l7 tunnel", usage_text);
+			rc = dmsc_opt_common(opt, "dmsc-l7 tunnel", usage);
 			if (rc >= 0)
 				return rc;
 			break;
@@ -157,7 +162,7 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	if (optind != argc || !o.mtls_dir ||
 	    (!o.listen.sin_port && !o.n_fwd && !o.handoff_listen.sin_port)) {
 		pr_warn("tunnel needs --mtls-dir and --listen, --forward or --handoff-listen\n");
-		fputs(usage_text, stderr);
+		usage(stderr);
 		return 2;
 	}
 	if (o.handoff_listen.sin_port && !policy_file) {
