@@ -42,6 +42,14 @@ void dmsc_format_backend(const struct dmsc_backend *be, const __u32 *be6, int fa
 	dmsc_format_ip_port(family, be->addr, be6, ntohs(be->port), buf, len);
 }
 
+void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->vip = w->vip;
+	k->port = htons(w->port);
+	k->proto = w->protocol == DMSC_POLICY_UDP ? DMSC_PROTO_UDP : DMSC_PROTO_TCP;
+}
+
 int dmsc_svc_key_cmp(const struct dmsc_svc_key *a, const __u32 *a6, const struct dmsc_svc_key *b,
 		     const __u32 *b6)
 {

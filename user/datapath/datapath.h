@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cgroup.h"
 #include "dmsc/maps.h"
 #include "dmsc/shared.h"
 #include "parse.h"
@@ -130,9 +131,6 @@ int dmsc_install_opt(struct dmsc_install_args *a, int opt, const char *arg);
  * a message naming `what` and returns -EPERM. */
 int dmsc_require_root(const char *what);
 
-/* The cgroup2 mount point, read from /proc/mounts (hybrid hosts mount it
- * at /sys/fs/cgroup/unified). */
-int dmsc_cgroup2_mount(char *buf, size_t len);
 
 /* Turns a cgroup argument into its absolute path and its path relative to
  * the cgroup2 mount; the cgroup must exist. */
