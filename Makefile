@@ -182,7 +182,8 @@ FUZZ_CC       ?= clang
 FUZZ_FLAGS    := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer
 FUZZ_SRCS_policy := user/policy/policy.c user/policy/policy_json.c user/policy/policy_service.c \
-		    user/policy/policy_health.c user/policy/policy_mtls.c user/common/addr.c
+		    user/policy/policy_health.c user/policy/policy_mtls.c user/common/addr.c \
+		    user/common/array.c
 # dmsc-l7's request parser (the helper links the same file; http_parser
 # itself is Debian's library, not instrumented: coverage is of our code)
 FUZZ_SRCS_http   := user/l7/l7_http.c user/common/http_list.c
