@@ -16,3 +16,18 @@ void *dmsc_array_room(void *arr, size_t n, size_t *cap, size_t elem, size_t firs
 		*cap = want;
 	return grown;
 }
+
+void *dmsc_bytes_room(void *p, size_t *cap, size_t need, size_t first)
+{
+	size_t want = *cap ? *cap : first;
+	void *grown;
+
+	if (need <= *cap)
+		return p;
+	while (want < need)
+		want *= 2;
+	grown = realloc(p, want);
+	if (grown)
+		*cap = want;
+	return grown;
+}

@@ -5,29 +5,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
 #include "buf.h"
 
 /* Room for len more bytes and a NUL; false (and the buffer marked failed)
  * when memory ran out. */
 static bool buf_reserve(struct dmsc_buf *b, size_t len)
 {
-	size_t cap;
 	char *grown;
 
 	if (b->failed)
 		return false;
-	if (b->cap - b->len > len)
-		return true;
-	cap = b->cap ? b->cap : 4096;
-	while (cap - b->len <= len)
-		cap *= 2;
-	grown = realloc(b->p, cap);
+	grown = dmsc_bytes_room(b->p, &b->cap, b->len + len + 1, 4096);
 	if (!grown) {
 		b->failed = true;
 		return false;
 	}
 	b->p = grown;
-	b->cap = cap;
 	return true;
 }
 

@@ -76,19 +76,11 @@ void client_release(uint32_t addr)
 /* ---- buffers ----------------------------------------------------------- */
 static int buf_reserve(struct buf *b, size_t more)
 {
-	size_t need = b->len + more, cap;
-	char *p;
+	char *p = dmsc_bytes_room(b->p, &b->cap, b->len + more, 4096);
 
-	if (need <= b->cap)
-		return 0;
-	cap = b->cap ? b->cap : 4096;
-	while (cap < need)
-		cap *= 2;
-	p = realloc(b->p, cap);
 	if (!p)
 		return -ENOMEM;
 	b->p = p;
-	b->cap = cap;
 	return 0;
 }
 

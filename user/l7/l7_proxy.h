@@ -33,6 +33,7 @@
 #include <bpf/bpf.h>
 #include <http_parser.h>
 
+#include "array.h"
 #include "datapath.h"
 #include "dmsc/shared.h"
 #include "dmsc/bucket.h"
