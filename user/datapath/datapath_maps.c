@@ -139,48 +139,60 @@ out:
 	return err;
 }
 
+/* The install record, the one element of dmsc_install: 0 or -errno. */
+static int install_get(const struct dmsc_datapath *dp, struct dmsc_install *rec)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, rec) ? -errno : 0;
+}
+
+static int install_put(const struct dmsc_datapath *dp, const struct dmsc_install *rec)
+{
+	__u32 zero = 0;
+
+	return bpf_map_update_elem(dp->fd[DMSC_M_INSTALL], &zero, rec, BPF_ANY) ? -errno : 0;
+}
+
 int dmsc_datapath_generation(const struct dmsc_datapath *dp, __u64 *gen)
 {
 	struct dmsc_install rec;
-	__u32 zero = 0;
+	int err = install_get(dp, &rec);
 
-	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
-		return -errno;
-	*gen = rec.generation;
-	return 0;
+	if (!err)
+		*gen = rec.generation;
+	return err;
 }
 
 int dmsc_datapath_bump_generation(const struct dmsc_datapath *dp)
 {
 	struct dmsc_install rec;
-	__u32 zero = 0;
+	int err;
 
 	/* Writers hold the lock, so read-modify-write is safe. */
-	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
-		return -errno;
+	err = install_get(dp, &rec);
+	if (err)
+		return err;
 	rec.generation++;
-	if (bpf_map_update_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY))
-		return -errno;
-	return 0;
+	return install_put(dp, &rec);
 }
 
 static int set_in_progress(const struct dmsc_datapath *dp, __u32 on, bool *was)
 {
 	struct dmsc_install rec;
-	__u32 zero = 0;
 	int err;
 
-	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
+	err = install_get(dp, &rec);
+	if (err)
 		goto fail;
 	if (was)
 		*was = rec.apply_in_progress != 0;
 	rec.apply_in_progress = on;
 	rec.generation++;
-	if (bpf_map_update_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec, BPF_ANY))
-		goto fail;
-	return 0;
+	err = install_put(dp, &rec);
+	if (!err)
+		return 0;
 fail:
-	err = -errno;
 	pr_warn("cannot %s the apply in progress in %s: %s\n", on ? "record" : "clear",
 		DMSC_MAP_INSTALL, strerror(-err));
 	return err;
@@ -199,12 +211,11 @@ int dmsc_datapath_write_end(const struct dmsc_datapath *dp)
 int dmsc_datapath_interrupted(const struct dmsc_datapath *dp, bool *interrupted)
 {
 	struct dmsc_install rec;
-	__u32 zero = 0;
+	int err = install_get(dp, &rec);
 
-	if (bpf_map_lookup_elem(dp->fd[DMSC_M_INSTALL], &zero, &rec))
-		return -errno;
-	*interrupted = rec.apply_in_progress != 0;
-	return 0;
+	if (!err)
+		*interrupted = rec.apply_in_progress != 0;
+	return err;
 }
 
 unsigned int dmsc_map_id(int fd)

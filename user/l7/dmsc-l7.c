@@ -51,6 +51,8 @@
  * SIGTERM/SIGINT; 1 could not start (bind, maps, policy) or died; 2 usage.
  */
 #define _GNU_SOURCE
+#include <getopt.h>
+
 #include "l7_proxy.h"
 #include "l7_tunnel.h"
 
@@ -110,124 +112,177 @@ static void usage(FILE *f)
 		"                          after N ms (default 4000)\n"
 		"  --forwarded MODE        xff (default: X-Forwarded-For), forwarded\n"
 		"                          (Forwarded: for=), both, or none\n"
+		"  -v, --verbose           debug messages\n"
 		"Exit: 0 drained, 1 failed, 2 usage.\n",
 		DMSC_PIN_ROOT, DMSC_LAYOUT_VERSION);
 }
 
+/* The numeric options: each a number from min to max. */
+static const struct {
+	const char *name;
+	uint32_t *val;
+	uint32_t min, max;
+} nums[] = {
+    {"max-header-bytes", &opt.max_header_bytes, 256, 1 << 20},
+    {"max-headers", &opt.max_headers, 1, 1024},
+    {"max-target", &opt.max_target, 16, 1 << 20},
+    {"idle-timeout-ms", &opt.idle_ms, 1, 86400000},
+    {"head-timeout-ms", &opt.head_ms, 1, 86400000},
+    {"io-timeout-ms", &opt.io_ms, 1, 86400000},
+    {"default-timeout-ms", &opt.default_timeout_ms, 1, 86400000},
+    {"default-retries", &opt.default_retries, 0, 10},
+    {"drain-ms", &opt.drain_ms, 0, 3600000},
+    {"max-conns", &opt.max_conns, 1, 1 << 24},
+    {"max-conns-per-client", &opt.max_conns_per_client, 1, 1 << 24},
+    {"pool-idle-ms", &opt.pool_idle_ms, 1, 3600000},
+};
+#define N_NUMS (sizeof(nums) / sizeof(nums[0]))
+
+/* getopt values; O_NUM + k is nums[k] */
+enum {
+	O_LISTEN = 0x100,
+	O_POLICY,
+	O_PIN_DIR,
+	O_ACCESS_LOG,
+	O_METRICS,
+	O_WORKERS,
+	O_READY,
+	O_NO_REGISTER,
+	O_NO_NETNS,
+	O_FORWARDED,
+	O_NUM,
+};
+
+static int parse_listen(const char *v)
+{
+	char host[64];
+	const char *colon = strrchr(v, ':');
+	uint32_t u;
+
+	if (!colon || (size_t)(colon - v) >= sizeof(host) ||
+	    dmsc_parse_u32_quiet(colon + 1, 1, 65535, &u)) {
+		fprintf(stderr, "dmsc-l7: --listen \"%s\": not IPV4:PORT\n", v);
+		return -EINVAL;
+	}
+	memcpy(host, v, (size_t)(colon - v));
+	host[colon - v] = '\0';
+	opt.listen.sin_family = AF_INET;
+	opt.listen.sin_port = htons((uint16_t)u);
+	if (inet_pton(AF_INET, host, &opt.listen.sin_addr) != 1 ||
+	    opt.listen.sin_addr.s_addr == INADDR_ANY) {
+		fprintf(stderr,
+			"dmsc-l7: --listen \"%s\": a concrete IPv4 address "
+			"(connect4 redirects to it)\n",
+			v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int parse_forwarded(const char *v)
+{
+	if (!strcmp(v, "xff"))
+		opt.forwarded = FWD_XFF;
+	else if (!strcmp(v, "forwarded"))
+		opt.forwarded = FWD_FORWARDED;
+	else if (!strcmp(v, "both"))
+		opt.forwarded = FWD_XFF | FWD_FORWARDED;
+	else if (!strcmp(v, "none"))
+		opt.forwarded = 0;
+	else {
+		fprintf(stderr, "dmsc-l7: --forwarded \"%s\": xff, forwarded, both or none\n", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* 0, or -EINVAL (said; the caller prints the usage); -h and an unknown
+ * option exit here. */
 static int parse_args(int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		uint32_t *val;
-		uint32_t min, max;
-	} nums[] = {
-	    {"--max-header-bytes", &opt.max_header_bytes, 256, 1 << 20},
-	    {"--max-headers", &opt.max_headers, 1, 1024},
-	    {"--max-target", &opt.max_target, 16, 1 << 20},
-	    {"--idle-timeout-ms", &opt.idle_ms, 1, 86400000},
-	    {"--head-timeout-ms", &opt.head_ms, 1, 86400000},
-	    {"--io-timeout-ms", &opt.io_ms, 1, 86400000},
-	    {"--default-timeout-ms", &opt.default_timeout_ms, 1, 86400000},
-	    {"--default-retries", &opt.default_retries, 0, 10},
-	    {"--drain-ms", &opt.drain_ms, 0, 3600000},
-	    {"--max-conns", &opt.max_conns, 1, 1 << 24},
-	    {"--max-conns-per-client", &opt.max_conns_per_client, 1, 1 << 24},
-	    {"--pool-idle-ms", &opt.pool_idle_ms, 1, 3600000},
+	static const struct option named[] = {
+	    {"listen", required_argument, NULL, O_LISTEN},
+	    {"policy", required_argument, NULL, O_POLICY},
+	    {"pin-dir", required_argument, NULL, O_PIN_DIR},
+	    {"access-log", required_argument, NULL, O_ACCESS_LOG},
+	    {"metrics-file", required_argument, NULL, O_METRICS},
+	    {"workers", required_argument, NULL, O_WORKERS},
+	    {"ready-fd", required_argument, NULL, O_READY},
+	    {"no-register", no_argument, NULL, O_NO_REGISTER},
+	    {"no-netns", no_argument, NULL, O_NO_NETNS},
+	    {"forwarded", required_argument, NULL, O_FORWARDED},
 	};
+	static const struct option end[] = {DMSC_LONGOPTS_END};
+	struct option longopts[sizeof(named) / sizeof(named[0]) + N_NUMS + 3];
+	size_t n = 0, k;
 	uint32_t u;
-	size_t k;
-	int i;
+	int c;
 
-	for (i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-
-		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			usage(stdout);
-			exit(0);
-		}
-		if (!strcmp(a, "--no-register")) {
-			opt.no_register = true;
-			continue;
-		}
-		if (!strcmp(a, "--no-netns")) {
-			opt.no_netns = true;
-			continue;
-		}
-		if (!v) {
-			fprintf(stderr, "dmsc-l7: %s: unknown option or missing value\n", a);
-			return -EINVAL;
-		}
-		i++;
-		for (k = 0; k < sizeof(nums) / sizeof(nums[0]); k++)
-			if (!strcmp(a, nums[k].name))
-				break;
-		if (k < sizeof(nums) / sizeof(nums[0])) {
-			if (dmsc_parse_u32_quiet(v, nums[k].min, nums[k].max, nums[k].val)) {
-				fprintf(stderr, "dmsc-l7: %s \"%s\": %u to %u\n", a, v, nums[k].min,
-					nums[k].max);
+	for (k = 0; k < sizeof(named) / sizeof(named[0]); k++)
+		longopts[n++] = named[k];
+	for (k = 0; k < N_NUMS; k++)
+		longopts[n++] = (struct option){nums[k].name, required_argument, NULL,
+						(int)(O_NUM + k)};
+	for (k = 0; k < sizeof(end) / sizeof(end[0]); k++)
+		longopts[n++] = end[k];
+	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_LISTEN:
+			if (parse_listen(optarg))
 				return -EINVAL;
-			}
-		} else if (!strcmp(a, "--listen")) {
-			char host[64];
-			const char *colon = strrchr(v, ':');
-
-			if (!colon || (size_t)(colon - v) >= sizeof(host) ||
-			    dmsc_parse_u32_quiet(colon + 1, 1, 65535, &u)) {
-				fprintf(stderr, "dmsc-l7: --listen \"%s\": not IPV4:PORT\n", v);
+			break;
+		case O_FORWARDED:
+			if (parse_forwarded(optarg))
 				return -EINVAL;
-			}
-			memcpy(host, v, (size_t)(colon - v));
-			host[colon - v] = '\0';
-			opt.listen.sin_family = AF_INET;
-			opt.listen.sin_port = htons((uint16_t)u);
-			if (inet_pton(AF_INET, host, &opt.listen.sin_addr) != 1 ||
-			    opt.listen.sin_addr.s_addr == INADDR_ANY) {
-				fprintf(stderr,
-					"dmsc-l7: --listen \"%s\": a concrete IPv4 address "
-					"(connect4 redirects to it)\n",
-					v);
+			break;
+		case O_POLICY:
+			opt.policy_file = optarg;
+			break;
+		case O_PIN_DIR:
+			opt.pin_dir = optarg;
+			break;
+		case O_ACCESS_LOG:
+			opt.access_log = optarg;
+			break;
+		case O_METRICS:
+			opt.metrics_file = optarg;
+			break;
+		case O_WORKERS:
+			if (dmsc_parse_u32("--workers", optarg, 1, 1024, &u))
 				return -EINVAL;
-			}
-		} else if (!strcmp(a, "--forwarded")) {
-			if (!strcmp(v, "xff"))
-				opt.forwarded = FWD_XFF;
-			else if (!strcmp(v, "forwarded"))
-				opt.forwarded = FWD_FORWARDED;
-			else if (!strcmp(v, "both"))
-				opt.forwarded = FWD_XFF | FWD_FORWARDED;
-			else if (!strcmp(v, "none"))
-				opt.forwarded = 0;
-			else {
-				fprintf(stderr,
-					"dmsc-l7: --forwarded \"%s\": xff, forwarded, both or none\n",
-					v);
-				return -EINVAL;
-			}
-		} else if (!strcmp(a, "--policy")) {
-			opt.policy_file = v;
-		} else if (!strcmp(a, "--pin-dir")) {
-			opt.pin_dir = v;
-		} else if (!strcmp(a, "--access-log")) {
-			opt.access_log = v;
-		} else if (!strcmp(a, "--metrics-file")) {
-			opt.metrics_file = v;
-		} else if (!strcmp(a, "--workers")) {
-			if (dmsc_parse_u32_quiet(v, 1, 1024, &u)) {
-				fprintf(stderr, "dmsc-l7: --workers \"%s\": 1 to 1024\n", v);
-				return -EINVAL;
-			}
 			opt.workers = (int)u;
-		} else if (!strcmp(a, "--ready-fd")) {
-			if (dmsc_parse_u32_quiet(v, 0, INT_MAX, &u)) {
-				fprintf(stderr, "dmsc-l7: --ready-fd \"%s\": a file descriptor\n",
-					v);
+			break;
+		case O_READY:
+			if (dmsc_parse_u32("--ready-fd", optarg, 0, INT_MAX, &u))
 				return -EINVAL;
-			}
 			opt.ready_fd = (int)u;
-		} else {
-			fprintf(stderr, "dmsc-l7: unknown option %s\n", a);
-			return -EINVAL;
+			break;
+		case O_NO_REGISTER:
+			opt.no_register = true;
+			break;
+		case O_NO_NETNS:
+			opt.no_netns = true;
+			break;
+		default:
+			if (c >= O_NUM && c < O_NUM + (int)N_NUMS) {
+				k = (size_t)(c - O_NUM);
+				if (dmsc_parse_u32_quiet(optarg, nums[k].min, nums[k].max,
+							 nums[k].val)) {
+					fprintf(stderr, "dmsc-l7: --%s \"%s\": %u to %u\n",
+						nums[k].name, optarg, nums[k].min, nums[k].max);
+					return -EINVAL;
+				}
+				break;
+			}
+			c = dmsc_opt_common(c, "dmsc-l7", usage);
+			if (c >= 0)
+				exit(c);
+			break;
 		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "dmsc-l7: unexpected argument %s\n", argv[optind]);
+		return -EINVAL;
 	}
 	if (!opt.listen.sin_family || !opt.policy_file) {
 		fprintf(stderr, "dmsc-l7: --listen and --policy are required\n");

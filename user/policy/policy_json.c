@@ -62,6 +62,19 @@ void *alloc_array(struct ctx *c, size_t n, size_t size)
 	return p;
 }
 
+int alloc_json_array(struct ctx *c, const char *path, struct json_object *v, size_t size,
+		     void **out, size_t *n)
+{
+	*n = 0;
+	if (expect(c, path, v, json_type_array))
+		return -EINVAL;
+	*out = alloc_array(c, json_object_array_length(v), size);
+	if (!*out)
+		return -ENOMEM;
+	*n = json_object_array_length(v);
+	return 0;
+}
+
 char *dup_str(struct ctx *c, const char *s)
 {
 	char *d = strdup(s);

@@ -123,6 +123,10 @@ __attribute__((format(printf, 3, 4))) int errors_add(struct dmsc_policy_errors *
 __attribute__((format(printf, 3, 4))) void report(struct ctx *c, const char *path, const char *fmt,
 						  ...);
 void *alloc_array(struct ctx *c, size_t n, size_t size);
+/* v, an array: *out gets room for its elements (zeroed), *n their count.
+ * -EINVAL (reported) when v is not an array, -ENOMEM (*n 0 either way). */
+int alloc_json_array(struct ctx *c, const char *path, struct json_object *v, size_t size,
+		     void **out, size_t *n);
 char *dup_str(struct ctx *c, const char *s);
 void quote(char *dst, size_t size, const char *s, size_t len);
 void quote_str(char *dst, size_t size, const char *s);

@@ -46,14 +46,10 @@ static int parse_allow_from(struct ctx *c, const char *path, struct json_object 
 	int err = 0;
 	size_t i, len;
 
-	if (expect(c, path, v, json_type_array))
-		return -EINVAL;
-	svc->n_allow_from = json_object_array_length(v);
-	svc->allow_from = alloc_array(c, svc->n_allow_from, sizeof(*svc->allow_from));
-	if (!svc->allow_from) {
-		svc->n_allow_from = 0;
-		return -ENOMEM;
-	}
+	err = alloc_json_array(c, path, v, sizeof(*svc->allow_from), (void **)&svc->allow_from,
+			       &svc->n_allow_from);
+	if (err)
+		return err;
 	svc->has_allow_from = true;
 	for (i = 0; i < svc->n_allow_from; i++) {
 		path_index(p, path, i);
@@ -377,18 +373,14 @@ static int parse_routes(struct ctx *c, const char *path, struct json_object *v,
 			struct dmsc_policy_service *svc, bool proto_ok, bool backends_ok)
 {
 	char p[PATH_LEN];
-	int err;
+	int err, e;
 	size_t i;
 
 	err = http_only(c, path, svc, proto_ok);
-	if (expect(c, path, v, json_type_array))
-		return -EINVAL;
-	svc->n_routes = json_object_array_length(v);
-	svc->routes = alloc_array(c, svc->n_routes, sizeof(*svc->routes));
-	if (!svc->routes) {
-		svc->n_routes = 0;
-		return -ENOMEM;
-	}
+	e = alloc_json_array(c, path, v, sizeof(*svc->routes), (void **)&svc->routes,
+			     &svc->n_routes);
+	if (e)
+		return e;
 	for (i = 0; i < svc->n_routes; i++) {
 		path_index(p, path, i);
 		if (parse_route(c, p, json_object_array_get_idx(v, i), svc, backends_ok,
