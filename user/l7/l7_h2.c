@@ -503,9 +503,13 @@ void dmsc_l7_h2_sweep(struct dmsc_l7_h2_env *env, uint64_t now, bool draining)
 			    now < st->deadline)
 				continue;
 			/* no answer within the route's timeout_ms (or grpc-timeout) */
-			if (st->up && st->uid > 0 && !st->u_closed)
+			if (st->up && st->uid > 0 && !st->u_closed) {
 				nghttp2_submit_rst_stream(st->up->s, NGHTTP2_FLAG_NONE, st->uid,
 							  NGHTTP2_CANCEL);
+				/* a failure of the backend for passive health */
+				dmsc_l7_health_result(hc->svc, st->backend,
+						      DMSC_L7_HEALTH_TIMEOUT);
+			}
 			l7h2_respond_local(st, 504);
 		}
 		if (draining && !hc->goaway) {
