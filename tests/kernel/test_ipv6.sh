@@ -9,28 +9,40 @@
 # remote client, passive health ejecting an IPv6 backend (and a
 # dual-stack socket's IPv4 one) after its refused connects, and what must
 # stay untouched; on the host, dmscd's tcp and http probes to IPv6
-# backends (docs/design.md decision 40).
+# backends (docs/design.md decision 40), and an http service reached by a
+# dual-stack socket through ::ffff:VIP (handed to dmsc-l7 as IPv4).
 #
 # In the kernel matrix (DMSC_MATRIX set by tests/matrix/guest.sh) the suite
 # ends after the kernel's checks: bracketed addresses in dmscctl show and
 # dmscd's metrics are userspace, and dmscd's start (it loads and verifies
 # every program again) costs minutes in an emulated guest. What costs in a
 # guest is a process start: dmscctl stats is read once per step into a
-# file (snap), and clients that need no socket option are curl, not Python.
+# file (snap), and clients that need no socket option are curl, not Python;
+# there the clients also make fewer connections and the fast path carries
+# 1 MiB each way instead of 4 (the same checks). "# [N s]" lines say where
+# the time goes.
 #
 # Addresses: hosts 198.18.60.0/24 and 2001:2:60::/64, IPv6 VIPs in
 # 2001:2:61::/64 (no host has a route to it), the IPv4 VIP 198.19.60.10.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 DPID=
-suite_cleanup() { # dmscd, before the common cleanup (kernel.sh)
-	dmsc_stop KILL "$DPID"
+L7PID=
+suite_cleanup() { # dmscd and dmsc-l7, before the common cleanup (kernel.sh)
+	dmsc_stop KILL "$DPID" "$L7PID"
 }
 dmsc_suite_begin ipv6 dip6$$
 PY=/usr/bin/python3
 PEER="$TOP/tests/tools/v6-peer.py"
 STREAM=$BIN/tools/dmsc-stream
 MiB=$((1 << 20))
+# Sizes: the host's, or the matrix's (see above).
+if [[ -n ${DMSC_MATRIX:-} ]]; then
+	NU=40 NS=20 NP=15 FPM=1
+else
+	NU=100 NS=50 NP=30 FPM=4
+fi
+lap() { echo "# [$SECONDS s] $1"; }
 command -v curl >/dev/null || { echo "skip - needs curl"; exit 77; }
 [[ -x $PY ]] || { echo "skip - needs $PY"; exit 77; }
 [[ -r /proc/net/if_inet6 ]] || { echo "skip - this kernel has no IPv6"; exit 77; }
@@ -42,7 +54,7 @@ ACL6=2001:2:61::12  # acl6: allow_from
 PV6=2001:2:61::15   # pv6: passive health; hp6, ht6: dmscd's probes
 VIP4=198.19.60.10   # web4, dns4: reached by dual-stack sockets as ::ffff:VIP4
 
-dmsc_net_hosts c=198.18.60.2/16 b1=198.18.60.11/16 b2=198.18.60.12/16 || exit 1
+dmsc_net_hosts c=198.18.60.2/16 n=198.18.60.1/16 b1=198.18.60.11/16 b2=198.18.60.12/16 || exit 1
 dmsc_net_addr6 c 2001:2:60::2/64 || exit 1
 dmsc_net_addr6 b1 2001:2:60::11/64 || exit 1
 dmsc_net_addr6 b2 2001:2:60::12/64 || exit 1
@@ -68,6 +80,7 @@ dmsc_net_exec b1 "$STREAM" server --listen "[2001:2:60::11]:7001" --max-seconds 
 for b in b1 b2 st6 st4 tc6; do
 	dmsc_wait_ready "$T/$b.out" 20 || { t_fail "backend $b ready"; t_summary; exit 1; }
 done
+lap "hosts and backends ready"
 
 policy() { # web6's weights, the cgroup under mesh that acl6u allows
 	cat <<EOF
@@ -134,11 +147,13 @@ t_check "install, TC on b1's eth0" nsenter --net="/run/netns/${P}b1" "$CTL" inst
 	--cgroup "$MESH" --interface eth0
 policy 70 30 allowed >"$T/p.json"
 t_check "apply IPv6 services" "$CTL" apply "$T/p.json"
+lap "installed and applied"
 
 # curl -6 over the VIP: one process, 200 URLs, each a new connection (the
 # backends close after each answer).
 curl_vip "$MESH" 200 "http://[$VIP6]:80/" >"$T/curl.out"
 snap
+lap "curl -6"
 t_eq "curl -6: 200 requests to [$VIP6]:80 all answered" "$(grep -c '^b[12]$' "$T/curl.out")" 200
 # 70/30 is 90 of 128 slots, 70.3%; 200 samples: +- 10 is over 3 sigma.
 t_range "b1's share of 200 connections is its slot share 70.3% +- 10" \
@@ -152,58 +167,59 @@ t_check "cgroup_skb counts web6's bytes over IPv6, to and from" \
 mesh_jobs=(tcp6 udp6 udp6c dual dualu dualuc lim acl-no direct pv6 pv4d)
 peer "$MESH" batch >"$T/mesh.jsonl" <<EOF
 tcp --to [$VIP6]:80 --count 20
-udp --to [$VIP6]:53 --count 100
-udp --to [$VIP6]:53 --count 50 --connected
-tcp --dual --to $VIP4:80 --count 100
-udp --dual --to $VIP4:53 --count 50
-udp --dual --connected --to $VIP4:53 --count 50
+udp --to [$VIP6]:53 --count $NU
+udp --to [$VIP6]:53 --count $NS --connected
+tcp --dual --to $VIP4:80 --count $NU
+udp --dual --to $VIP4:53 --count $NS
+udp --dual --connected --to $VIP4:53 --count $NS
 tcp --to [$LIM6]:80 --count 12
 tcp --to [$ACL6]:80 --count 5
 tcp --to [2001:2:60::11]:8080 --count 5
-tcp --to [$PV6]:80 --count 30
-tcp --dual --to $VIP4:81 --count 30
+tcp --to [$PV6]:80 --count $NP
+tcp --dual --to $VIP4:81 --count $NP
 EOF
 for i in "${!mesh_jobs[@]}"; do
 	sed -n "$((i + 1))p" "$T/mesh.jsonl" >"$T/${mesh_jobs[i]}.json"
 done
 snap
+lap "the mesh's Python clients"
 t_eq "TCP over IPv6: getpeername() shows the VIP (getpeername6)" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/tcp6.json")" "[20,20]"
 
 t_eq "UDP over IPv6: every answer comes from the VIP (sendmsg6, recvmsg6)" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6.json")" "[100,100]"
+	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6.json")" "[$NU,$NU]"
 t_eq "... and the datagrams went to both backends" \
 	"$(jq -c '.backends | keys' "$T/udp6.json")" '["b1","b2"]'
 t_eq "connected UDP over IPv6: answered, getpeername() shows the VIP" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6c.json")" "[50,50]"
+	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6c.json")" "[$NS,$NS]"
 
 # Dual stack: an AF_INET6 socket with IPV6_V6ONLY off to ::ffff:VIP4 is an
 # IPv4 connection that the IPv4 service must translate, answering
 # getpeername() with ::ffff:VIP4.
 t_eq "dual-stack TCP to ::ffff:$VIP4: answered, getpeername() is ::ffff:VIP" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/dual.json")" "[100,100]"
+	"$(jq -c '[.replies, .peer_is_target]' "$T/dual.json")" "[$NU,$NU]"
 t_eq "... split over both IPv4 backends" "$(jq -c '.backends | keys' "$T/dual.json")" '["b1","b2"]'
-t_eq "... counted on the IPv4 service" "$(stat_of web4 connections)" 100
+t_eq "... counted on the IPv4 service" "$(stat_of web4 connections)" "$NU"
 t_eq "dual-stack UDP to ::ffff:$VIP4: every answer comes from ::ffff:VIP" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/dualu.json")" "[50,50]"
+	"$(jq -c '[.replies, .peer_is_target]' "$T/dualu.json")" "[$NS,$NS]"
 t_eq "dual-stack connected UDP: answered, getpeername() is ::ffff:VIP" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/dualuc.json")" "[50,50]"
+	"$(jq -c '[.replies, .peer_is_target]' "$T/dualuc.json")" "[$NS,$NS]"
 
 # Passive health (docs/design.md decisions 28 and 40): connect6's sockets
 # are watched to the end of their connect as connect4's are, and so are a
 # dual-stack socket's IPv4 ones; the third refusal ejects, connect6 and
 # connect4 pass over the ejected backend.
-t_eq "passive health over IPv6: 3 refused connects eject [2001:2:60::12]:8083, the other 27 answered" \
-	"$(jq -c '[.replies, .errors.ECONNREFUSED, .backends.b1]' "$T/pv6.json")" "[27,3,27]"
+t_eq "passive health over IPv6: 3 refused connects eject [2001:2:60::12]:8083, the other $((NP - 3)) answered" \
+	"$(jq -c '[.replies, .errors.ECONNREFUSED, .backends.b1]' "$T/pv6.json")" "[$((NP - 3)),3,$((NP - 3))]"
 t_eq "... dual-stack to ::ffff:$VIP4:81 too, on the IPv4 service" \
-	"$(jq -c '[.replies, .errors.ECONNREFUSED, .backends.b1]' "$T/pv4d.json")" "[27,3,27]"
+	"$(jq -c '[.replies, .errors.ECONNREFUSED, .backends.b1]' "$T/pv4d.json")" "[$((NP - 3)),3,$((NP - 3))]"
 t_eq "... the kernel counted both ejections" "$(jq '.reasons.health_ejected // 0' "$T/stats.json")" 2
 t_eq "... show services: pv6's dead backend ejected, bracketed" \
 	"$("$CTL" show services -o json | jq -c '.services[] | select(.name == "pv6") | [.backends[] | [.address, .health.state]]')" \
 	'[["[2001:2:60::11]:8080","in"],["[2001:2:60::12]:8083","ejected"]]'
 
 # The same-host fast path (docs/design.md decision 34): 4 connections over
-# the IPv6 VIP, 4 MiB each way in writes of 1 B to 1 MiB, both ends in the
+# the IPv6 VIP, 4 MiB (FPM) each way in writes of 1 B to 1 MiB, both ends in the
 # mesh cgroup, byte-exact; a client end whose first write beats its server
 # end's registration stays on the stack (no_peer), as for IPv4. "on": on a
 # kernel that cannot read a reader's backlog, "auto" sends bulk writes to
@@ -216,9 +232,9 @@ server_ok() { # FILE COUNT: server lines with every byte in order, up to EOF
 	grep '^{"conn"' "$1" | jq -s '[.[] | select(.first_bad == -1 and .eof and .got == .expected and .error == "")] | length'
 }
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[$VIP6]:7000" --conns 4 \
-	--bytes 4M --back-bytes 4M --seed 61 --max-seconds 120 >"$T/fp6.json"
+	--bytes "${FPM}M" --back-bytes "${FPM}M" --seed 61 --max-seconds 120 >"$T/fp6.json"
 snap
-t_eq "fast path over IPv6: 4 x 4 MiB each way, every connection ok at the client ($(jq -r .errors "$T/fp6.json"))" \
+t_eq "fast path over IPv6: 4 x $FPM MiB each way, every connection ok at the client ($(jq -r .errors "$T/fp6.json"))" \
 	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp6.json")" "[4,0,-1]"
 t_eq "... the server got every byte in order" "$(server_ok "$T/st6.out" 4)" 4
 t_eq "... each connection paired or its client wrote first (no_peer)" \
@@ -232,15 +248,15 @@ carried() { # SERVICE MIN-MiB MAX-MiB
 		'($r >= $lo and $r <= $hi) or ($r > 0 and $r < $lo and $f > 0)'
 }
 t_eq "... the fast path carried the bytes ($(fp st6 redirected_bytes) B, backlog_fallback $(fp st6 backlog_fallback))" \
-	"$(carried st6 4 33)" true
+	"$(carried st6 "$FPM" $((8 * FPM + 1)))" true
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[::ffff:$VIP4]:7000" --conns 2 \
-	--bytes 4M --back-bytes 4M --seed 62 --max-seconds 120 >"$T/fp4d.json"
+	--bytes "${FPM}M" --back-bytes "${FPM}M" --seed 62 --max-seconds 120 >"$T/fp4d.json"
 snap
 t_eq "fast path, dual-stack socket to [::ffff:$VIP4]: every connection ok ($(jq -r .errors "$T/fp4d.json"))" \
 	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp4d.json")" "[2,0,-1]"
 t_eq "... the server got every byte in order" "$(server_ok "$T/st4.out" 2)" 2
 t_eq "... paired and redirected as IPv4, on the IPv4 service ($(fp st4 redirected_bytes) B)" \
-	"$(fp st4 paired):$(carried st4 4 100000)" "2:true"
+	"$(fp st4 paired):$(carried st4 "$FPM" 100000)" "2:true"
 echo "# fast path: st6 paired $(fp st6 paired), redirected $(($(fp st6 redirected_bytes) / MiB)) MiB; st4 (dual stack) paired $(fp st4 paired)"
 
 # TC polices IPv6 (docs/design.md decision 34): a client outside the mesh
@@ -250,6 +266,7 @@ echo "# fast path: st6 paired $(fp st6 paired), redirected $(($(fp st6 redirecte
 dmsc_run_in_cgroup "$OUTSIDE" dmsc_net_exec c "$STREAM" client --connect "[2001:2:60::11]:7001" \
 	--bytes 4M --seed 63 --max-seconds 3 >"$T/tc6.json"
 snap
+lap "fast path and TC"
 t_check "TC polices remote IPv6 traffic to a byte-limited backend (tc_bytes $(stat_of bl6 tc_bytes), tc_policed $(stat_of bl6 tc_policed))" \
 	test "$(stat_of bl6 tc_bytes)" -gt 65536 -a "$(stat_of bl6 tc_policed)" -gt 0
 
@@ -304,6 +321,7 @@ jq 'del(.services[] | select(.name == "bl6"))' "$T/drain.json" >"$T/nobl6.json"
 "$CTL" apply "$T/nobl6.json" >/dev/null || t_fail "apply without bl6"
 t_eq "... and not once bl6 is gone" "$(index6)" 0
 "$CTL" apply "$T/drain.json" >/dev/null || t_fail "apply with bl6 again"
+lap "limits, allow_from, drain"
 if [[ -n ${DMSC_MATRIX:-} ]]; then
 	t_summary
 	exit
@@ -316,6 +334,12 @@ fi
 t_check "show services: [$VIP6]:80/tcp and its backend [2001:2:60::12]:8080" \
 	grep -qF -e "[$VIP6]:80/tcp" "$T/show.txt"
 t_check "... backends bracketed" grep -qF "[2001:2:60::12]:8080" "$T/show.txt"
+"$CTL" stats >"$T/stats.txt"
+t_check "stats: [$VIP6]:80/tcp and its backends bracketed" bash -c \
+	"grep -qF 'web6  [$VIP6]:80/tcp' '$T/stats.txt' && grep -qF -- '-> [2001:2:60::11]:8080' '$T/stats.txt'"
+t_eq "stats -o json: the VIP and backends bracketed" \
+	"$(jq -c '.services[] | select(.name == "web6") | [.vip, .backends[].address]' "$T/stats.json")" \
+	"[\"[$VIP6]:80/tcp\",\"[2001:2:60::11]:8080\",\"[2001:2:60::12]:8080\"]"
 t_eq "show services -o json: the VIP and backends bracketed" \
 	"$("$CTL" show services -o json | jq -c '.services[] | select(.name == "dns6") | [.vip, .backends[].address]')" \
 	"[\"[$VIP6]:53/udp\",\"[2001:2:60::11]:8080\",\"[2001:2:60::12]:8080\"]"
@@ -378,5 +402,36 @@ t_check "dmscd logs the return, bracketed" \
 in_c curl -sS --max-time 30 "$URL" >"$T/metrics2.txt"
 t_check "metrics: the IPv6 backend's health, bracketed" \
 	grep -qF "dmsc_backend_health{service=\"hp6\",vip=\"[$PV6]:81/tcp\",backend=\"[2001:2:60::12]:8082\",state=\"in\"} 1" "$T/metrics2.txt"
+
+# An http service reached by dual-stack sockets (curl to [::ffff:VIP4], an
+# AF_INET6 socket with IPV6_V6ONLY off): connect6 hands the IPv4
+# connection to dmsc-l7 as connect4 would (its listener's address as
+# ::ffff:), the helper routes it by header and weight, getpeername()
+# answers ::ffff:VIP4.
+dmsc_stop TERM "$DPID" # its policy file does not have web4h
+DPID=
+jq '.services += [{ "name": "web4h", "vip": "'"$VIP4"'", "port": 82, "protocol": "http",
+    "backends": [ { "address": "198.18.60.11", "port": 8080, "weight": 70, "labels": { "v": "1" } },
+                  { "address": "198.18.60.12", "port": 8080, "weight": 30, "labels": { "v": "2" } } ],
+    "routes": [ { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } },
+                  "backends": { "v": "2" } } ] }]' "$T/h6.json" >"$T/l7.json"
+t_check "apply an http service on $VIP4:82" "$CTL" apply "$T/l7.json"
+dmsc_net_exec n "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/l7.json" --workers 1 \
+	--access-log "$T/access.log" >"$T/l7.out" 2>"$T/l7.err" &
+L7PID=$!
+dmsc_wait_ready "$T/l7.out" 20 || t_fail "dmsc-l7 ready"
+curl_vip "$MESH" 100 "http://[::ffff:$VIP4]:82/" >"$T/l7dual.out"
+t_eq "dual-stack curl to [::ffff:$VIP4]:82 (http): 100 answered through dmsc-l7" \
+	"$(grep -c '^b[12]$' "$T/l7dual.out")" 100
+t_range "... b1's share is its weight 70% +- 15" "$(grep -c '^b1$' "$T/l7dual.out")" 55 85
+t_eq "... the header route sends all 20 to b2" \
+	"$(curl_vip "$MESH" 20 "http://[::ffff:$VIP4]:82/" -H 'x-canary: yes' | grep -c '^b2$')" 20
+peer "$MESH" tcp --dual --to "$VIP4:82" --count 10 >"$T/l7peer.json"
+t_eq "... getpeername() is ::ffff:VIP (a dual-stack socket, v6-peer)" \
+	"$(jq -c '[.replies, .peer_is_target]' "$T/l7peer.json")" "[10,10]"
+snap
+t_eq "... counted on web4h: 130 connections handed over" "$(stat_of web4h connections)" 130
+t_check "... the helper served them all (access log: 130 requests of web4h with status 200)" \
+	t_wait 10 bash -c "(( \$(grep -c 'service=web4h .* status=200' '$T/access.log') == 130 ))"
 
 t_summary
