@@ -54,7 +54,7 @@ ACL6=2001:2:61::12  # acl6: allow_from
 PV6=2001:2:61::15   # pv6: passive health; hp6, ht6: dmscd's probes
 VIP4=198.19.60.10   # web4, dns4: reached by dual-stack sockets as ::ffff:VIP4
 
-dmsc_net_hosts c=198.18.60.2/16 n=198.18.60.1/16 b1=198.18.60.11/16 b2=198.18.60.12/16 || exit 1
+dmsc_net_hosts c=198.18.60.2/16 b1=198.18.60.11/16 b2=198.18.60.12/16 || exit 1
 dmsc_net_addr6 c 2001:2:60::2/64 || exit 1
 dmsc_net_addr6 b1 2001:2:60::11/64 || exit 1
 dmsc_net_addr6 b2 2001:2:60::12/64 || exit 1
@@ -128,11 +128,18 @@ peer() { # CGROUP tcp|udp ARGS...: v6-peer.py in the client host
 	shift
 	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$PY" "$PEER" "$@"
 }
-snap() { # dmscctl stats, read once for the checks that follow
+declare -A S J
+snap() { # dmscctl stats, read once into S[SERVICE.FIELD] and S[reasons.REASON]
+	local k v
 	"$CTL" stats -o json >"$T/stats.json"
+	S=()
+	while IFS=$'\t' read -r k v; do S[$k]=$v; done < <(jq -r '
+		(.services[] | .name as $n | paths(scalars) as $p |
+			"\($n).\($p | map(tostring) | join("."))\t\(getpath($p))"),
+		(.reasons // {} | to_entries[] | "reasons.\(.key)\t\(.value)")' "$T/stats.json")
 }
 stat_of() { # SERVICE FIELD: from the last snap
-	jq -r --arg s "$1" ".services[] | select(.name == \$s) | .$2" "$T/stats.json"
+	echo "${S[$1.$2]-}"
 }
 curl_vip() { # CGROUP COUNT URL [CURL-ARG...]: curl -6, one process, COUNT connections
 	local cg=$1 n=$2 url=$3 urls=() i
@@ -178,42 +185,50 @@ tcp --to [2001:2:60::11]:8080 --count 5
 tcp --to [$PV6]:80 --count $NP
 tcp --dual --to $VIP4:81 --count $NP
 EOF
-for i in "${!mesh_jobs[@]}"; do
-	sed -n "$((i + 1))p" "$T/mesh.jsonl" >"$T/${mesh_jobs[i]}.json"
-done
+# J[JOB.rp]: [replies, peer_is_target]; J[JOB.keys]: the backends that
+# answered; J[JOB.refused]: [replies, ECONNREFUSED, b1's]; J[JOB.eperm]:
+# [replies, EPERM]; J[JOB.direct]: [replies, peer_is_target, b1's].
+while IFS=$'\t' read -r k v; do J[$k]=$v; done < <(jq -rs --args '
+	[., $ARGS.positional] as [$r, $n] | range(0; $n | length) as $i | $r[$i] as $o | $n[$i] as $j |
+	"\($j).rp\t\([$o.replies, $o.peer_is_target] | tojson)",
+	"\($j).keys\t\($o.backends | keys | tojson)",
+	"\($j).refused\t\([$o.replies, $o.errors.ECONNREFUSED, $o.backends.b1] | tojson)",
+	"\($j).eperm\t\([$o.replies, ($o.errors.EPERM // 0)] | tojson)",
+	"\($j).direct\t\([$o.replies, $o.peer_is_target, $o.backends.b1] | tojson)"' \
+	"${mesh_jobs[@]}" <"$T/mesh.jsonl")
 snap
 lap "the mesh's Python clients"
 t_eq "TCP over IPv6: getpeername() shows the VIP (getpeername6)" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/tcp6.json")" "[20,20]"
+	"${J[tcp6.rp]}" "[20,20]"
 
 t_eq "UDP over IPv6: every answer comes from the VIP (sendmsg6, recvmsg6)" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6.json")" "[$NU,$NU]"
+	"${J[udp6.rp]}" "[$NU,$NU]"
 t_eq "... and the datagrams went to both backends" \
-	"$(jq -c '.backends | keys' "$T/udp6.json")" '["b1","b2"]'
+	"${J[udp6.keys]}" '["b1","b2"]'
 t_eq "connected UDP over IPv6: answered, getpeername() shows the VIP" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/udp6c.json")" "[$NS,$NS]"
+	"${J[udp6c.rp]}" "[$NS,$NS]"
 
 # Dual stack: an AF_INET6 socket with IPV6_V6ONLY off to ::ffff:VIP4 is an
 # IPv4 connection that the IPv4 service must translate, answering
 # getpeername() with ::ffff:VIP4.
 t_eq "dual-stack TCP to ::ffff:$VIP4: answered, getpeername() is ::ffff:VIP" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/dual.json")" "[$NU,$NU]"
-t_eq "... split over both IPv4 backends" "$(jq -c '.backends | keys' "$T/dual.json")" '["b1","b2"]'
+	"${J[dual.rp]}" "[$NU,$NU]"
+t_eq "... split over both IPv4 backends" "${J[dual.keys]}" '["b1","b2"]'
 t_eq "... counted on the IPv4 service" "$(stat_of web4 connections)" "$NU"
 t_eq "dual-stack UDP to ::ffff:$VIP4: every answer comes from ::ffff:VIP" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/dualu.json")" "[$NS,$NS]"
+	"${J[dualu.rp]}" "[$NS,$NS]"
 t_eq "dual-stack connected UDP: answered, getpeername() is ::ffff:VIP" \
-	"$(jq -c '[.replies, .peer_is_target]' "$T/dualuc.json")" "[$NS,$NS]"
+	"${J[dualuc.rp]}" "[$NS,$NS]"
 
 # Passive health (docs/design.md decisions 28 and 40): connect6's sockets
 # are watched to the end of their connect as connect4's are, and so are a
 # dual-stack socket's IPv4 ones; the third refusal ejects, connect6 and
 # connect4 pass over the ejected backend.
 t_eq "passive health over IPv6: 3 refused connects eject [2001:2:60::12]:8083, the other $((NP - 3)) answered" \
-	"$(jq -c '[.replies, .errors.ECONNREFUSED, .backends.b1]' "$T/pv6.json")" "[$((NP - 3)),3,$((NP - 3))]"
+	"${J[pv6.refused]}" "[$((NP - 3)),3,$((NP - 3))]"
 t_eq "... dual-stack to ::ffff:$VIP4:81 too, on the IPv4 service" \
-	"$(jq -c '[.replies, .errors.ECONNREFUSED, .backends.b1]' "$T/pv4d.json")" "[$((NP - 3)),3,$((NP - 3))]"
-t_eq "... the kernel counted both ejections" "$(jq '.reasons.health_ejected // 0' "$T/stats.json")" 2
+	"${J[pv4d.refused]}" "[$((NP - 3)),3,$((NP - 3))]"
+t_eq "... the kernel counted both ejections" "${S[reasons.health_ejected]:-0}" 2
 t_eq "... show services: pv6's dead backend ejected, bracketed" \
 	"$("$CTL" show services -o json | jq -c '.services[] | select(.name == "pv6") | [.backends[] | [.address, .health.state]]')" \
 	'[["[2001:2:60::11]:8080","in"],["[2001:2:60::12]:8083","ejected"]]'
@@ -224,8 +239,12 @@ t_eq "... show services: pv6's dead backend ejected, bracketed" \
 # end's registration stays on the stack (no_peer), as for IPv4. "on": on a
 # kernel that cannot read a reader's backlog, "auto" sends bulk writes to
 # the stack.
-fp() { # SERVICE FIELD: a fast path counter, from the last snap
-	jq ".services[] | select(.name == \"$1\") | .fastpath.$2" "$T/stats.json"
+fp_read() { # st6's and st4's fast path counters from the last snap, as st6_paired etc.
+	local s
+	for s in st6 st4; do
+		eval "${s}_paired=\${S[$s.fastpath.paired]} ${s}_no_peer=\${S[$s.fastpath.no_peer]}"
+		eval "${s}_red=\${S[$s.fastpath.redirected_bytes]} ${s}_fb=\${S[$s.fastpath.backlog_fallback]}"
+	done
 }
 server_ok() { # FILE COUNT: server lines with every byte in order, up to EOF
 	t_wait 60 bash -c "(( \$(grep -c '^{\"conn\"' '$1') >= $2 ))"
@@ -234,30 +253,31 @@ server_ok() { # FILE COUNT: server lines with every byte in order, up to EOF
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[$VIP6]:7000" --conns 4 \
 	--bytes "${FPM}M" --back-bytes "${FPM}M" --seed 61 --max-seconds 120 >"$T/fp6.json"
 snap
+fp_read
 t_eq "fast path over IPv6: 4 x $FPM MiB each way, every connection ok at the client ($(jq -r .errors "$T/fp6.json"))" \
 	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp6.json")" "[4,0,-1]"
 t_eq "... the server got every byte in order" "$(server_ok "$T/st6.out" 4)" 4
 t_eq "... each connection paired or its client wrote first (no_peer)" \
-	"$(jq -n --argjson p "$(fp st6 paired)" --argjson n "$(fp st6 no_peer)" '$p >= 1 and $p <= 4 and $n <= 4 and $p + $n >= 4')" true
+	"$((st6_paired >= 1 && st6_paired <= 4 && st6_no_peer <= 4 && st6_paired + st6_no_peer >= 4))" 1
 # carried: all of it, or, where the kernel charges redirected bytes to the
 # reader (Linux 6.18), bytes up to the reader's receive buffer and then the
 # stack (docs/design.md decision 37, counted as backlog_fallback).
-carried() { # SERVICE MIN-MiB MAX-MiB
-	jq -n --argjson r "$(fp "$1" redirected_bytes)" --argjson f "$(fp "$1" backlog_fallback)" \
-		--argjson lo $(($2 * MiB)) --argjson hi $(($3 * MiB)) \
-		'($r >= $lo and $r <= $hi) or ($r > 0 and $r < $lo and $f > 0)'
+carried() { # REDIRECTED-BYTES BACKLOG-FALLBACKS MIN-MiB MAX-MiB: 1 or 0
+	local r=$1 f=$2 lo=$(($3 * MiB)) hi=$(($4 * MiB))
+	echo $(((r >= lo && r <= hi) || (r > 0 && r < lo && f > 0)))
 }
-t_eq "... the fast path carried the bytes ($(fp st6 redirected_bytes) B, backlog_fallback $(fp st6 backlog_fallback))" \
-	"$(carried st6 "$FPM" $((8 * FPM + 1)))" true
+t_eq "... the fast path carried the bytes ($st6_red B, backlog_fallback $st6_fb)" \
+	"$(carried "$st6_red" "$st6_fb" "$FPM" $((8 * FPM + 1)))" 1
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[::ffff:$VIP4]:7000" --conns 2 \
 	--bytes "${FPM}M" --back-bytes "${FPM}M" --seed 62 --max-seconds 120 >"$T/fp4d.json"
 snap
+fp_read
 t_eq "fast path, dual-stack socket to [::ffff:$VIP4]: every connection ok ($(jq -r .errors "$T/fp4d.json"))" \
 	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp4d.json")" "[2,0,-1]"
 t_eq "... the server got every byte in order" "$(server_ok "$T/st4.out" 2)" 2
-t_eq "... paired and redirected as IPv4, on the IPv4 service ($(fp st4 redirected_bytes) B)" \
-	"$(fp st4 paired):$(carried st4 "$FPM" 100000)" "2:true"
-echo "# fast path: st6 paired $(fp st6 paired), redirected $(($(fp st6 redirected_bytes) / MiB)) MiB; st4 (dual stack) paired $(fp st4 paired)"
+t_eq "... paired and redirected as IPv4, on the IPv4 service ($st4_red B)" \
+	"$st4_paired:$(carried "$st4_red" "$st4_fb" "$FPM" 100000)" "2:1"
+echo "# fast path: st6 paired $st6_paired, redirected $((st6_red / MiB)) MiB; st4 (dual stack) paired $st4_paired"
 
 # TC polices IPv6 (docs/design.md decision 34): a client outside the mesh
 # cgroup (remote to b1) writes 4 MiB straight to bl6's backend for at most
@@ -273,14 +293,13 @@ t_check "TC polices remote IPv6 traffic to a byte-limited backend (tc_bytes $(st
 # A limit over IPv6: burst 3 at 1 per second, 12 connects in a row. However
 # slow the machine, fewer than 12 tokens come in; each refusal is EPERM at
 # connect() and counted on the service.
-ok=$(jq '.replies' "$T/lim.json")
-eperm=$(jq '.errors.EPERM // 0' "$T/lim.json")
+IFS='[,]' read -r _ ok eperm _ <<<"${J[lim.eperm]}"
 t_eq "limit over IPv6: every connect either passes or is refused with EPERM" "$((ok + eperm))" 12
 t_range "... the burst passes, some are refused" "$ok" 3 11
 t_eq "... refusals counted as refused_rate" "$(stat_of lim6 refused_rate)" "$eperm"
 
 t_eq "allow_from over IPv6: a cgroup not listed gets EPERM" \
-	"$(jq -c '[.replies, .errors.EPERM]' "$T/acl-no.json")" "[0,5]"
+	"${J[acl-no.eperm]}" "[0,5]"
 t_eq "... counted as refused_access" "$(stat_of acl6 refused_access)" 5
 t_eq "... the listed cgroup connects, to its backend" \
 	"$(curl_vip "$ALLOWED" 5 "http://[$ACL6]:80/" | grep -c '^b2$')" 5
@@ -301,7 +320,7 @@ t_eq "connected UDP over IPv6: answered, then EPERM once allow_from dropped its 
 	"$(jq -c '[.replies, .errors.EPERM]' "$T/revoke.json")" "[1,1]"
 
 t_eq "IPv6 to a backend directly is untouched" \
-	"$(jq -c '[.replies, .peer_is_target, .backends.b1]' "$T/direct.json")" "[5,5,5]"
+	"${J[direct.direct]}" "[5,5,5]"
 curl_vip "$OUTSIDE" 3 "http://[$VIP6]:80/" -v >"$T/outside.out" 2>&1
 t_eq "IPv6 from outside the mesh cgroup is not translated (ENETUNREACH)" \
 	"$(grep -c '^b[12]$' "$T/outside.out"):$(grep -c 'Network is unreachable' "$T/outside.out")" "0:3"
@@ -416,6 +435,7 @@ jq '.services += [{ "name": "web4h", "vip": "'"$VIP4"'", "port": 82, "protocol":
     "routes": [ { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } },
                   "backends": { "v": "2" } } ] }]' "$T/h6.json" >"$T/l7.json"
 t_check "apply an http service on $VIP4:82" "$CTL" apply "$T/l7.json"
+dmsc_net_host n 198.18.60.1/16 || t_fail "host n for dmsc-l7"
 dmsc_net_exec n "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/l7.json" --workers 1 \
 	--access-log "$T/access.log" >"$T/l7.out" 2>"$T/l7.err" &
 L7PID=$!
