@@ -77,10 +77,7 @@ dmsc_run_in_cgroup "$MESH" dmsc_net_exec b1 "$STREAM" server --listen 198.18.60.
 # (st6's bytes leave the fast path on a kernel that charges the reader).
 dmsc_net_exec b1 "$STREAM" server --listen "[2001:2:60::11]:7001" --max-seconds 600 \
 	>"$T/tc6.out" 2>&1 &
-for b in b1 b2 st6 st4 tc6; do
-	dmsc_wait_ready "$T/$b.out" 20 || { t_fail "backend $b ready"; t_summary; exit 1; }
-done
-lap "hosts and backends ready"
+lap "hosts made, backends starting"
 
 policy() { # web6's weights, the cgroup under mesh that acl6u allows
 	cat <<EOF
@@ -155,6 +152,19 @@ t_check "install, TC on b1's eth0" nsenter --net="/run/netns/${P}b1" "$CTL" inst
 policy 70 30 allowed >"$T/p.json"
 t_check "apply IPv6 services" "$CTL" apply "$T/p.json"
 lap "installed and applied"
+# (the backends started before the install, so that their interpreters'
+# start overlaps it)
+for b in b1 b2 st6 st4 tc6; do
+	dmsc_wait_ready "$T/$b.out" 120 || { t_fail "backend $b ready"; t_summary; exit 1; }
+done
+lap "backends ready"
+# The client of the revocation check below starts now, for the same reason:
+# a connected UDP socket in ALLOWED is answered once, then waits for
+# $T/resume.
+rm -f "$T/resume"
+peer "$ALLOWED" udp --connected --to "[$ACL6]:53" --count 1 --per-socket 2 \
+	--pause-file "$T/resume" --pause-seconds 1200 >"$T/revoke.json" 2>"$T/revoke.err" &
+RPID=$!
 
 # curl -6 over the VIP: one process, 200 URLs, each a new connection (the
 # backends close after each answer).
@@ -307,11 +317,7 @@ t_eq "... the listed cgroup connects, to its backend" \
 # Revoked while connected: a connected UDP socket in ALLOWED is answered,
 # allow_from then names another cgroup, its next send() fails (EPERM:
 # cgroup_skb egress checks it again, as for IPv4).
-rm -f "$T/resume"
-peer "$ALLOWED" udp --connected --to "[$ACL6]:53" --count 1 --per-socket 2 \
-	--pause-file "$T/resume" >"$T/revoke.json" 2>"$T/revoke.err" &
-RPID=$!
-t_wait 120 grep -qx paused "$T/revoke.err" || t_fail "the connected UDP client sent its first datagram"
+t_wait 300 grep -qx paused "$T/revoke.err" || t_fail "the connected UDP client sent its first datagram"
 policy 70 30 later >"$T/p2.json"
 "$CTL" apply "$T/p2.json" >/dev/null || t_fail "apply acl6u allowing another cgroup"
 touch "$T/resume"
