@@ -107,7 +107,19 @@ def log_marks(logs):
     return {h: os.stat(f).st_size for h, f in logs.items()}
 
 
-def wait_applied(urls, logs, marks, rev, deadline_s=30.0):
+def cpu_s(pids):
+    """CPU time of every thread of each process (schedstat: ns on a CPU)."""
+    out = {}
+    for p in pids:
+        t = 0
+        for d in os.listdir("/proc/%d/task" % p):
+            with open("/proc/%d/task/%s/schedstat" % (p, d)) as f:
+                t += int(f.read().split()[0])
+        out[p] = t / 1e9
+    return out
+
+
+def wait_applied(urls, logs, marks, rev, deadline_s=30.0, on_all=None):
     """Waits until each host's applied revision reaches rev; returns each
     one's metrics at that point. A host is scraped only once its log shows
     an apply after marks (the sizes before the publish): the propagation
@@ -130,6 +142,9 @@ def wait_applied(urls, logs, marks, rev, deadline_s=30.0):
         if len(seen) < len(urls):
             time.sleep(0.01)
             continue
+        if on_all:
+            on_all()
+            on_all = None
         for h, u in urls.items():
             if h in got:
                 continue
@@ -196,9 +211,11 @@ class Watcher(threading.Thread):
 def cmd_measure(a):
     urls = {}
     subs = {}
+    pids = {}
     for line in open(a.hosts):
-        h, url, nss = line.split()
+        h, url, nss, pid = line.split()[:4]
         urls[h] = url
+        pids[h] = int(pid)
         subs[h] = nss.split(",")
     tmp = a.tmp
     res = {"hosts": len(urls), "namespaces": a.namespaces, "services": a.namespaces * a.per,
@@ -218,12 +235,21 @@ def cmd_measure(a):
     stages = {"dmscctl_start_to_txn_sent": [], "txn_sent_to_event": [],
               "event_to_received": [], "received_to_parsed": [],
               "parsed_to_apply_start": [], "apply_start_to_maps": []}
+    # CPU time per change, from before the publish to the last host's
+    # apply (before any scrape): etcd's (serving dmscctl's read and
+    # transaction, the watch streams) and every dmscd's (both threads)
+    cpu = {"etcd": [], "dmscd_per_host": []}
     weights = {}  # kept: each publish changes one service's weight only
     for c in range(a.changes):
         weights[c % a.per] = 2 + c
         marks = log_marks({h: logs[h] for h in shared})
+        c0 = cpu_s([a.etcd_pid] + [pids[h] for h in shared])
+        c1 = {}
         t0, ts, ta, t1, rev = publish(a, 0, weights, os.path.join(tmp, "change.json"))
-        after = wait_applied({h: urls[h] for h in shared}, logs, marks, rev)
+        after = wait_applied({h: urls[h] for h in shared}, logs, marks, rev,
+                             on_all=lambda: c1.update(cpu_s(list(c0))))
+        cpu["etcd"].append(c1[a.etcd_pid] - c0[a.etcd_pid])
+        cpu["dmscd_per_host"] += [c1[pids[h]] - c0[pids[h]] for h in shared]
         at = [after[h]["dmsc_etcd_applied_timestamp_seconds"] for h in shared]
         prop += [x - ts for x in at]
         prop_max.append(max(at) - ts)
@@ -267,6 +293,8 @@ def cmd_measure(a):
         "from_event_to_all_hosts_ms_p99": ms(pct(ev_max, 99)),
         "stages_ms": {k: {"p50": ms(pct(v, 50)), "p99": ms(pct(v, 99)), "n": len(v)}
                       for k, v in stages.items()},
+        "cpu_ms_per_change": {k: {"p50": ms(pct(v, 50)), "p99": ms(pct(v, 99))}
+                              for k, v in cpu.items()},
         "bytes_per_subscribed_host_p50": pct(rx, 50), "bytes_per_subscribed_host_max": max(rx),
         "entries_written_per_host_p50": pct(written, 50),
         "entries_written_per_host_max": max(written)}
@@ -312,7 +340,8 @@ def main():
     m = sp.add_parser("measure")
     m.add_argument("--ctl", required=True)
     m.add_argument("--etcd", required=True)
-    m.add_argument("--hosts", required=True, help="file: HOST METRICS-URL NS,NS,...")
+    m.add_argument("--etcd-pid", type=int, required=True)
+    m.add_argument("--hosts", required=True, help="file: HOST METRICS-URL NS,NS,... PID")
     m.add_argument("--namespaces", type=int, required=True)
     m.add_argument("--per", type=int, required=True)
     m.add_argument("--changes", type=int, default=50)

@@ -117,7 +117,7 @@ for ((h = 0; h < HOSTS; h++)); do
 	start_host "h$h" --etcd "$EURL" "${args[@]}" --max-services 1000 --max-backends 5000
 	t_wait_lines "$T/h$h.log" '^dmscd: applied .*\(etcd\)' 1 120 ||
 		{ echo "host h$h did not apply:"; tail -n 5 "$T/h$h.log"; exit 1; }
-	echo "h$h $(url_of "h$h") $nss" >>"$T/hosts"
+	echo "h$h $(url_of "h$h") $nss ${DPID[h$h]}" >>"$T/hosts"
 done
 echo "   $HOSTS hosts up (programs loaded, $((5 * PER)) services applied each) in" \
 	"$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
@@ -146,7 +146,7 @@ if [[ -n $NICE ]]; then
 	measure_nice=(nice -n "$NICE")
 	echo "   timing at niceness $NICE (etcd, the hosts, the benchmark)"
 fi
-"${measure_nice[@]}" "$PY" "$HELPER" measure --ctl "$BUILD/dmscctl" --etcd "$EURL" --hosts "$T/hosts" \
+"${measure_nice[@]}" "$PY" "$HELPER" measure --ctl "$BUILD/dmscctl" --etcd "$EURL" --etcd-pid "$EPID" --hosts "$T/hosts" \
 	--namespaces "$NS" --per "$PER" --changes "$CHANGES" --tmp "$T" >"$T/measure.json" ||
 	exit 1
 [[ -n $NICE ]] && renice_all 0
@@ -287,6 +287,7 @@ def f1: if . == null then "n/a" else . * 10 | round / 10 end;
 "     where the time goes, p50 / p99 (each host and change):",
 (.change_shared.stages_ms | to_entries[] |
  "       \(.key | . + "                          " | .[0:26])   \(.value.p50 | f1) / \(.value.p99 | f1) ms"),
+"     CPU time per change p50 / p99: etcd      \(.change_shared.cpu_ms_per_change.etcd.p50 | f1) / \(.change_shared.cpu_ms_per_change.etcd.p99 | f1) ms, each dmscd \(.change_shared.cpu_ms_per_change.dmscd_per_host.p50 | f1) / \(.change_shared.cpu_ms_per_change.dmscd_per_host.p99 | f1) ms",
 "     bytes received per subscribed host       \(.change_shared.bytes_per_subscribed_host_p50) p50, \(.change_shared.bytes_per_subscribed_host_max) max    < 2048",
 "     map entries written per host             \(.change_shared.entries_written_per_host_p50) p50, \(.change_shared.entries_written_per_host_max) max",
 "   one service change in ns001, subscribed by \(.change_one_subscriber.subscribed_hosts) host (\(.change_one_subscriber.changes) changes):",
