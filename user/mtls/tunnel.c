@@ -365,7 +365,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	if (!t)
 		return -ENOMEM;
 	t->o = o;
-	t->ho.handoff_fd = t->ho.conf_fd = t->ho.cg_fd = -1;
+	t->ho.handoff_fd = t->ho.conf_fd = t->ho.own_fd = t->ho.cg_fd = -1;
 	t->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (tn_conn_ex_idx < 0)
 		tn_conn_ex_idx = SSL_get_ex_new_index(0, "dmsc conn", NULL, NULL, NULL);

@@ -330,7 +330,8 @@ void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len)
 	sa.sin_addr.s_addr = o.dest_addr;
 	sa.sin_port = o.dest_port;
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS)) {
+	if (fd < 0 || dmsc_tunnel_handoff_own(&c->t->ho, fd) ||
+	    (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS)) {
 		tn_metric_count(c->t, "dest", c->peer_host, o.identity, "connect_failed");
 		tn_conn_reset(c, id, DMSC_TF_R_CONNECT, strerror(errno));
 		if (fd >= 0)
