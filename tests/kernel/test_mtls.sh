@@ -23,7 +23,10 @@
 # datapath on a cgroup of its own: the kernel's handoff to the tunnel
 # (a workload on a reaching a VIP of b's backend), and b's kernel dropping a
 # plain connection from a to a backend of a required service in its mesh
-# cgroup (counted; permissive: let in and counted) (docs/mtls.md).
+# cgroup (counted; permissive: let in and counted), and b's connect4
+# refusing a workload of b outside allow_from straight to that backend's
+# address as through the VIP, with b's tunnel in b's mesh cgroup (what it
+# delivers is exempt) (docs/mtls.md).
 #
 # Prints "ok - ..." / "not ok - ..." per check, then "N passed, M failed".
 # Exit: 0 all passed, 1 a check failed, 77 skipped (not root, tools missing).
@@ -396,6 +399,8 @@ rm -f "$work"/dmscd-*.pid
 # check of allow_from around the VIP (decision 44), or nothing below passes
 dpid=$(start_dmscd b "$DMSC_PIN_DIR" "$work/mesh-b.json" "$B" "$cg/infra")
 apid=$(start_dmscd a "$pin_a" "$work/mesh-a.json" "$A")
+t_check "b's tunnel probed kTLS and logged the path its records take" \
+	t_wait 10 grep -qE "kTLS: (not available \\(TCP_ULP tls: .*\\); OpenSSL seals|available)" "$work/dmscd-b.log"
 t_check "a's dmscd names this host from its certificate" \
 	t_wait 10 grep -q "this host is node-a" "$work/dmscd-a.log"
 t_check "a's tunnel takes the kernel's handoffs" \
@@ -413,6 +418,10 @@ t_check "a's tunnel opened streams to node-b vouching for the client's cgroup" t
 	grep -qE "streams_total\{side=\"source\",peer=\"$B\",identity=\"$cg_rel/client\",verdict=\"opened\"\} [1-9]" "$aprom"
 t_check "b's tunnel allowed streams from node-a for the client's cgroup" t_wait 5 \
 	grep -qE "streams_total\{side=\"dest\",peer=\"node-a\",identity=\"$cg_rel/client\",verdict=\"allowed\"\} [1-9]" "$bprom"
+ktls_path=userspace
+grep -q "kTLS: available" "$work/dmscd-b.log" && ktls_path=ktls
+t_check "b counts its TLS connections' record path ($ktls_path, as probed)" t_wait 5 \
+	grep -qE "record_crypto_total\{direction=\"send\",path=\"$ktls_path\"\} [1-9]" "$bprom"
 out=$(as_client iperf3 -c "$VIP" -p 5201 -t 2 -J)
 t_check "iperf3 to the VIP through the tunnel ($(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' <<<"$out" 2>/dev/null) Mbit/s)" \
 	jqe '.end.sum_received.bytes > 0 and (has("error") | not)' "$out"

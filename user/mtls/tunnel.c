@@ -370,6 +370,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	if (tn_conn_ex_idx < 0)
 		tn_conn_ex_idx = SSL_get_ex_new_index(0, "dmsc conn", NULL, NULL, NULL);
 	tn_files_changed(t, true);
+	t->ktls = tn_ktls_probe();
 	err = tn_ctx_load(t, &t->ctx, t->td, why, sizeof(why));
 	if (err) {
 		pr_warn("tunnel: %s\n", why);
