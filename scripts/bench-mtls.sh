@@ -49,6 +49,8 @@ suite_cleanup() {
 }
 CTL=$BUILD/dmscctl
 trap dmsc_suite_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || exit 1
 PIN_A=$T/bpffs/dmsc-a
@@ -109,7 +111,7 @@ hap_cfg() { # FRONTEND-LINES BACKEND-LINES
 	cat <<EOF
 global
 	nbthread 1
-	maxconn 20000
+	maxconn 4000
 	ssl-default-bind-ciphersuites $CIPHER
 	ssl-default-server-ciphersuites $CIPHER
 	ssl-default-bind-options ssl-min-ver TLSv1.3
@@ -233,12 +235,13 @@ awk '
 if [[ ${BENCH_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
 	for side in a:"$TUN_A" b:"$TUN_B"; do
 		client timeout $((SECS + 30)) wrk -t 1 -c 4 -d "$((SECS + 1))s" "http://$VIP/" >/dev/null 2>&1 &
-		perf record -q -F 999 -g -o "$T/perf-${side%%:*}.data" -p "${side#*:}" -- sleep "$SECS" \
-			>/dev/null 2>&1
-		wait
+		load=$!
+		perf record -q -F 999 -o "$T/perf-${side%%:*}.data" -p "${side#*:}" -- sleep "$SECS" \
+			>"$T/perf-${side%%:*}.out" 2>&1
+		wait "$load"
 		echo "bench-mtls: perf, ${side%%:*}'s tunnel under request/response, top symbols (self):"
-		perf report -q -i "$T/perf-${side%%:*}.data" --no-children --sort dso,symbol --stdio \
-			2>/dev/null | grep -v '^$' | grep -v '^ *|' | grep -v '^ *-' | head -12
+		perf report -q -i "$T/perf-${side%%:*}.data" --sort dso,symbol --stdio 2>&1 |
+			grep -v '^$' | head -14
 	done
 fi
 

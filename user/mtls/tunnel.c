@@ -9,7 +9,9 @@
  *
  * Flow control: each side of a stream may send DMSC_TF_WINDOW_INITIAL bytes
  * of DATA, and more as the other side returns WINDOW credit once it has
- * written the bytes to its local socket; a stream's buffer towards its local
+ * written DMSC_TF_WINDOW_CREDIT_BATCH bytes to its local socket (a batch,
+ * not every write: one frame per request would be a TLS record and a
+ * wake-up of both sides per request); a stream's buffer towards its local
  * socket is so bounded by the window. A TLS connection's outgoing buffer
  * past CONN_OUT_HIGH stops every stream of it from reading its socket, so a
  * slow peer link slows the workloads down instead of filling memory.

@@ -20,6 +20,8 @@
 #include "tunnel_handoff.h"
 
 #define DMSC_TF_WINDOW_INITIAL (256u << 10)
+/* what a destination writes locally before it credits the sender back */
+#define DMSC_TF_WINDOW_CREDIT_BATCH (DMSC_TF_WINDOW_INITIAL / 4)
 #define CONN_OUT_HIGH (512u << 10)
 #define CONN_OUT_LOW (128u << 10)
 #define STREAM_BUCKETS 256

@@ -111,6 +111,9 @@ int tn_ctx_load(struct tunnel *t, SSL_CTX **out, char *td, char *why, size_t len
 	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* one read() takes whatever records arrived, not a header and then
+	 * its body: conn_read calls SSL_read until it wants more */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	/* after the handshake OpenSSL hands the keys to the kernel, which
 	 * then seals (and, where OpenSSL can, opens) records (decision 45) */
 	if (t->ktls)
