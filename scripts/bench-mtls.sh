@@ -151,13 +151,6 @@ for url in "http://$VIP/" "http://$B:8080/"; do
 done
 
 HZ=$(getconf CLK_TCK)
-to_ms() {
-	awk -v v="$1" 'BEGIN {
-		if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
-		else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
-		else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
-		else print "nan" }'
-}
 # ticks PID...: their user+system ticks, summed
 ticks() {
 	local n=0 p

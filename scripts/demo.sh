@@ -23,7 +23,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-demo.XXXXXX")
-DPIDS=() EPID= MTLS_PROMS=()
+DPIDS=() EPID='' MTLS_PROMS=()
 cleanup() {
 	local p
 	echo
