@@ -267,7 +267,8 @@ echo "   the capture on the hosts' bridge: $(tcpdump -r "$T/mtls.pcap" -n 'tcp p
 echo "   mtb's tunnel, streams by the identity mta vouched for:"
 t_wait 5 grep -q 'side="dest"' "${MTLS_PROMS[1]}"
 grep 'streams_total{side="dest"' "${MTLS_PROMS[1]}" | sed 's/^/     /'
-echo "   a workload of mta outside allow_from, same VIP: refused at mtb:"
+echo "   a workload of mta outside allow_from (cgroup stranger), same VIP: refused by mta's connect4"
+echo "   (the same policy on both hosts; mtb's tunnel would refuse it too, docs/mtls.md):"
 dmsc_run_in_cgroup "$CGM/stranger" dmsc_net_exec mta curl -sS -m 10 -o /dev/null http://198.19.2.1/ 2>&1 |
 	sed 's/^/     /'
 
