@@ -118,6 +118,7 @@ bench: all $(BUILD)/bench-cp
 	scripts/bench-l7.sh
 	scripts/bench-health.sh
 	scripts/bench-h2.sh
+	BENCH_PERF=1 scripts/bench-mtls.sh
 
 # The control plane with a real etcd and 20 simulated hosts, alone.
 bench-etcd: all
