@@ -329,6 +329,8 @@ static void conn_pump(struct dmsc_l7_h2 *hc)
 		hc->idle_since = l7h2_h2_now();
 }
 
+/* Reads what fd has (epoll is level-triggered: a short read ends it, and
+ * what is left wakes the next batch). -1: closed or broken. */
 static int feed(nghttp2_session *s, int fd)
 {
 	char buf[H2_READ_SIZE];
@@ -343,8 +345,30 @@ static int feed(nghttp2_session *s, int fd)
 			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
 		if (nghttp2_session_mem_recv(s, (const uint8_t *)buf, (size_t)n) < 0)
 			return -1;
+		if ((size_t)n < sizeof(buf))
+			break;
 	}
 	return 0;
+}
+
+static void mark_dirty(struct dmsc_l7_h2 *hc)
+{
+	if (hc->dirty)
+		return;
+	hc->dirty = true;
+	hc->dirty_next = hc->env->dirty;
+	hc->env->dirty = hc;
+}
+
+void dmsc_l7_h2_flush(struct dmsc_l7_h2_env *env)
+{
+	struct dmsc_l7_h2 *hc;
+
+	while ((hc = env->dirty)) {
+		env->dirty = hc->dirty_next;
+		hc->dirty = false;
+		conn_pump(hc); /* a closed one returns at once */
+	}
 }
 
 void dmsc_l7_h2_event(struct ep *e, uint32_t events)
@@ -366,7 +390,7 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 			if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
 				dmsc_l7_health_result(hc->svc, up->backend, 0);
 				l7h2_up_failed(up);
-				conn_pump(hc);
+				mark_dirty(hc);
 				return;
 			}
 			up->connecting = false;
@@ -374,7 +398,7 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 		if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
 		    feed(up->s, up->fd) < 0)
 			l7h2_up_failed(up);
-		conn_pump(hc);
+		mark_dirty(hc);
 		return;
 	}
 	hc = (struct dmsc_l7_h2 *)e;
@@ -384,7 +408,7 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 		l7h2_conn_close(hc);
 		return;
 	}
-	conn_pump(hc);
+	mark_dirty(hc);
 }
 
 void l7h2_conn_close(struct dmsc_l7_h2 *hc)

@@ -52,6 +52,7 @@ struct dmsc_l7_h2_env {
 	bool xff, forwarded; /* --forwarded: X-Forwarded-For, Forwarded appended */
 	/* the worker's HTTP/2 connections */
 	struct dmsc_l7_h2 *conns, *dead;
+	struct dmsc_l7_h2 *dirty; /* had events in this batch: dmsc_l7_h2_flush */
 	void *dead_ups; /* backend connections closed during this batch */
 	uint32_t n_conns;
 };
@@ -68,8 +69,13 @@ int dmsc_l7_h2_preface(const char *buf, size_t len);
 int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, uint32_t client_id,
 		     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len);
 
-/* An epoll event for EP_H2_CLIENT or EP_H2_UP. */
+/* An epoll event for EP_H2_CLIENT or EP_H2_UP: input taken; what it makes
+ * the connection send waits for dmsc_l7_h2_flush. */
 void dmsc_l7_h2_event(struct ep *e, uint32_t events);
+
+/* After a batch of events: each connection that had some writes what its
+ * sessions have, one send() per socket for the whole batch. */
+void dmsc_l7_h2_flush(struct dmsc_l7_h2_env *env);
 
 /* Deadlines (each stream's timeout, idle connections); draining: a GOAWAY
  * to each connection, which closes once its streams are done. */

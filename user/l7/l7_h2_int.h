@@ -29,11 +29,14 @@ struct h2_buf {
 	size_t off, len, cap;
 };
 
+/* A header block: nv's names and values live in arena. Both grow as
+ * headers come (most blocks are a few hundred bytes), up to H2_MAX_HEADERS
+ * and DMSC_L7_H2_HEADER_BYTES. */
 struct h2_hdrs {
-	nghttp2_nv nv[H2_MAX_HEADERS];
-	size_t n;
-	char arena[DMSC_L7_H2_HEADER_BYTES];
-	size_t used;
+	nghttp2_nv *nv;
+	size_t n, nv_cap;
+	char *arena;
+	size_t used, cap;
 	bool overflow;
 };
 
@@ -92,6 +95,8 @@ struct dmsc_l7_h2 {
 	uint64_t idle_since;
 	uint32_t ev;
 	bool goaway, closed, eof;
+	bool dirty; /* on env->dirty: pumped once at the end of the batch */
+	struct dmsc_l7_h2 *dirty_next;
 	char client[48];   /* its address, for --forwarded ("" unknown) */
 	size_t copy_bytes; /* the streams' req_copy together */
 };
@@ -104,6 +109,8 @@ size_t l7h2_hb_pending(const struct h2_buf *b);
 int l7h2_hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen, const uint8_t *value,
 		  size_t vlen);
 const nghttp2_nv *l7h2_hdrs_get(const struct h2_hdrs *h, const char *name);
+void l7h2_hdrs_free(struct h2_hdrs *h);
+void l7h2_hdrs_drop(struct h2_hdrs **h);
 ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
 		      nghttp2_data_source *src, void *user);
 ssize_t l7h2_resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,

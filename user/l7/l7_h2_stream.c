@@ -79,14 +79,61 @@ void l7h2_hb_free(struct h2_buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
+#define H2_HDRS_NV0 16
+#define H2_HDRS_ARENA0 512
+
+/* Room for need more arena bytes and one more nv: 0 or -ENOSPC (past the
+ * limits) or -ENOMEM. A moved arena's names and values are rebased. */
+static int hdrs_room(struct h2_hdrs *h, size_t need)
+{
+	size_t cap = h->cap ? h->cap : H2_HDRS_ARENA0, i;
+
+	if (h->n == H2_MAX_HEADERS || h->used + need > DMSC_L7_H2_HEADER_BYTES)
+		return -ENOSPC;
+	if (h->n == h->nv_cap) {
+		size_t nc = h->nv_cap ? h->nv_cap * 2 : H2_HDRS_NV0;
+		nghttp2_nv *nv = realloc(h->nv, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		h->nv = nv;
+		h->nv_cap = nc;
+	}
+	if (h->used + need > h->cap) {
+		char *a;
+
+		while (cap < h->used + need)
+			cap *= 2;
+		if (cap > DMSC_L7_H2_HEADER_BYTES)
+			cap = DMSC_L7_H2_HEADER_BYTES;
+		for (i = 0; i < h->n; i++) { /* offsets while the arena moves */
+			h->nv[i].name = (uint8_t *)(uintptr_t)((char *)h->nv[i].name - h->arena);
+			h->nv[i].value = (uint8_t *)(uintptr_t)((char *)h->nv[i].value - h->arena);
+		}
+		a = realloc(h->arena, cap);
+		if (a) {
+			h->arena = a;
+			h->cap = cap;
+		}
+		for (i = 0; i < h->n; i++) {
+			h->nv[i].name = (uint8_t *)h->arena + (uintptr_t)h->nv[i].name;
+			h->nv[i].value = (uint8_t *)h->arena + (uintptr_t)h->nv[i].value;
+		}
+		if (!a)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 int l7h2_hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen, const uint8_t *value,
 		  size_t vlen)
 {
 	nghttp2_nv *nv;
+	int err = hdrs_room(h, nlen + vlen + 2);
 
-	if (h->n == H2_MAX_HEADERS || h->used + nlen + vlen + 2 > sizeof(h->arena)) {
+	if (err) {
 		h->overflow = true;
-		return -ENOSPC;
+		return err;
 	}
 	nv = &h->nv[h->n++];
 	nv->name = (uint8_t *)h->arena + h->used;
@@ -101,6 +148,24 @@ int l7h2_hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen, const uin
 	nv->valuelen = vlen;
 	nv->flags = NGHTTP2_NV_FLAG_NONE;
 	return 0;
+}
+
+/* h's storage freed; h is an empty block again */
+void l7h2_hdrs_free(struct h2_hdrs *h)
+{
+	free(h->nv);
+	free(h->arena);
+	memset(h, 0, sizeof(*h));
+}
+
+/* *h (allocated) freed with its storage */
+void l7h2_hdrs_drop(struct h2_hdrs **h)
+{
+	if (!*h)
+		return;
+	l7h2_hdrs_free(*h);
+	free(*h);
+	*h = NULL;
 }
 
 const nghttp2_nv *l7h2_hdrs_get(const struct h2_hdrs *h, const char *name)
@@ -141,8 +206,9 @@ void l7h2_stream_free(struct h2_stream *st)
 	l7h2_copy_drop(st);
 	l7h2_hb_free(&st->req_body);
 	l7h2_hb_free(&st->resp_body);
-	free(st->resp);
-	free(st->trailers);
+	l7h2_hdrs_free(&st->req);
+	l7h2_hdrs_drop(&st->resp);
+	l7h2_hdrs_drop(&st->trailers);
 	free(st);
 }
 

@@ -63,9 +63,8 @@ static bool stream_again(struct h2_stream *st)
 	st->up = NULL;
 	st->uid = -1;
 	st->retries_left--;
-	free(st->resp);
-	free(st->trailers);
-	st->resp = st->trailers = NULL;
+	l7h2_hdrs_drop(&st->resp);
+	l7h2_hdrs_drop(&st->trailers);
 	st->resp_final = st->resp_end = false;
 	st->status = 0;
 	st->grpc_status = -1;
@@ -98,8 +97,7 @@ int l7h2_up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 		stv = l7h2_hdrs_get(st->resp, ":status");
 		st->status = stv ? atoi((const char *)stv->value) : 502;
 		if (st->status >= 100 && st->status < 200) {
-			free(st->resp); /* interim: not passed on */
-			st->resp = NULL;
+			l7h2_hdrs_drop(&st->resp); /* interim: not passed on */
 			return 0;
 		}
 		st->resp_final = true;
