@@ -28,7 +28,14 @@
 #define DMSC_L7_H2_CONN_WINDOW (256 * 1024)
 #define DMSC_L7_H2_MAX_STREAMS 128	  /* concurrent, per client connection */
 #define DMSC_L7_H2_HEADER_BYTES (16 * 1024) /* a stream's header block, stored */
-#define DMSC_L7_H2_MAX_UPSTREAMS 16	  /* backend connections per client connection */
+/* backend connections per backend per worker, shared by the worker's
+ * client connections: another opens when each has the backend's
+ * SETTINGS_MAX_CONCURRENT_STREAMS streams open */
+#define DMSC_L7_H2_UPS_PER_BACKEND 4
+/* a shared backend connection's receive window: a slow reader's stream
+ * holds at most DMSC_L7_H2_STREAM_WINDOW of it, so that one slow client
+ * does not stall the others' streams on the same connection */
+#define DMSC_L7_H2_UP_CONN_WINDOW (4 * 1024 * 1024)
 /* a request body kept to send again after a 502/503 (as HTTP/1.1's); all
  * of a connection's streams together keep at most DMSC_L7_H2_CONN_WINDOW */
 #define DMSC_L7_H2_REPLAY_BYTES (64 * 1024)
@@ -53,7 +60,9 @@ struct dmsc_l7_h2_env {
 	/* the worker's HTTP/2 connections */
 	struct dmsc_l7_h2 *conns, *dead;
 	struct dmsc_l7_h2 *dirty; /* had events in this batch: dmsc_l7_h2_flush */
-	void *dead_ups; /* backend connections closed during this batch */
+	void *ups;	/* the worker's backend connections (struct h2_up) */
+	void *dirty_ups; /* written to in this batch: dmsc_l7_h2_flush */
+	void *dead_ups;	/* backend connections closed during this batch */
 	uint32_t n_conns;
 };
 

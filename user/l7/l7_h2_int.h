@@ -68,16 +68,23 @@ struct h2_stream {
 	size_t req_sent, req_acked; /* body bytes this attempt sent; acknowledged to the client */
 };
 
+/* A backend connection: the worker's, shared by its client connections'
+ * streams to that backend of that service (env->ups). */
 struct h2_up {
 	struct ep ep; /* EP_H2_UP */
-	struct dmsc_l7_h2 *hc;
+	struct dmsc_l7_h2_env *env;
+	const struct dmsc_l7_service *svc;
 	int fd;
 	int backend;
 	nghttp2_session *s;
 	struct h2_buf out;
 	bool connecting, dead;
+	bool full;	   /* no new streams (stream ids used up, GOAWAY) */
+	bool dirty;	   /* on env->dirty_ups */
+	uint32_t nstreams; /* submitted and not closed */
 	uint32_t ev;
-	struct h2_up *dead_next;
+	uint64_t idle_since;
+	struct h2_up *next, *dirty_next, *dead_next;
 };
 
 struct dmsc_l7_h2 {
@@ -91,7 +98,6 @@ struct dmsc_l7_h2 {
 	nghttp2_session *s;
 	struct h2_buf out;
 	struct h2_stream *streams;
-	struct h2_up *ups[DMSC_L7_H2_MAX_UPSTREAMS];
 	uint64_t idle_since;
 	uint32_t ev;
 	bool goaway, closed, eof;
@@ -126,9 +132,13 @@ extern nghttp2_session_callbacks *l7h2_up_cbs, *l7h2_client_cbs;
 void l7h2_ep_want(struct dmsc_l7_h2_env *env, int fd, struct ep *e, uint32_t *cur, uint32_t want);
 extern nghttp2_option *l7h2_h2_opt;
 ssize_t l7h2_no_send(nghttp2_session *s, const uint8_t *d, size_t l, int f, void *u);
-int l7h2_set_window(nghttp2_session *s);
+int l7h2_set_window(nghttp2_session *s, int32_t conn_window);
 void l7h2_stream_send(struct h2_stream *st);
 void l7h2_up_failed(struct h2_up *up);
+void l7h2_up_dirty(struct h2_up *up);
+void l7h2_up_pump(struct h2_up *up);
+void l7h2_up_sweep(struct dmsc_l7_h2_env *env, uint64_t now, bool draining);
+int l7h2_up_not_sent(nghttp2_session *s, const nghttp2_frame *f, int error, void *user);
 void l7h2_up_free(struct h2_up *up);
 int l7h2_up_on_close(nghttp2_session *s, int32_t sid, uint32_t error, void *user);
 int l7h2_up_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
@@ -139,6 +149,8 @@ int l7h2_up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t 
 
 /* l7_h2.c */
 void l7h2_conn_close(struct dmsc_l7_h2 *hc);
+void l7h2_conn_dirty(struct dmsc_l7_h2 *hc);
+int l7h2_flush(nghttp2_session *s, int fd, struct h2_buf *out);
 void l7h2_stream_dispatch(struct h2_stream *st);
 
 #endif /* DMSC_L7_H2_INT_H */

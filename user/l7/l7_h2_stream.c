@@ -253,8 +253,10 @@ ssize_t l7h2_resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len
 	(void)user;
 	if (n) {
 		/* taken: now the backend may send this much more */
-		if (st->up && st->up->s && st->uid > 0)
+		if (st->up && st->up->s && st->uid > 0) {
 			nghttp2_session_consume(st->up->s, st->uid, n);
+			l7h2_up_dirty(st->up);
+		}
 	}
 	if (l7h2_hb_pending(&st->resp_body))
 		return (ssize_t)n;
@@ -282,8 +284,10 @@ ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
 		st->req_body_taken = true;
 		st->req_sent += n;
 		/* a replayed body was acknowledged the first time */
-		if (!st->c_closed && st->req_sent > st->req_acked)
+		if (!st->c_closed && st->req_sent > st->req_acked) {
 			nghttp2_session_consume(st->hc->s, st->cid, st->req_sent - st->req_acked);
+			l7h2_conn_dirty(st->hc);
+		}
 		if (st->req_sent > st->req_acked)
 			st->req_acked = st->req_sent;
 	}
