@@ -36,7 +36,7 @@ static int c_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *
 
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	st = calloc(1, sizeof(*st));
+	st = l7h2_stream_new(hc->env);
 	if (!st)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	st->hc = hc;
@@ -592,4 +592,5 @@ void dmsc_l7_h2_close_all(struct dmsc_l7_h2_env *env)
 	while (env->ups)
 		l7h2_up_free(env->ups);
 	dmsc_l7_h2_reap(env);
+	l7h2_cache_free(env);
 }

@@ -63,6 +63,10 @@ struct dmsc_l7_h2_env {
 	void *ups;	/* the worker's backend connections (struct h2_up) */
 	void *dirty_ups; /* written to in this batch: dmsc_l7_h2_flush */
 	void *dead_ups;	/* backend connections closed during this batch */
+	/* ended streams and header blocks kept with their buffers for the
+	 * next ones (at most DMSC_L7_H2_CACHE each) */
+	void *free_streams, *free_hdrs;
+	uint32_t n_free_streams, n_free_hdrs;
 	uint32_t n_conns;
 };
 

@@ -23,6 +23,10 @@
 #define H2_READS_PER_EVENT 4
 #define H2_WRITE_BATCH (16 * 1024)
 #define H2_MAX_HEADERS 64
+/* a worker keeps this many ended streams and header blocks for reuse */
+#define DMSC_L7_H2_CACHE 128
+/* buffers up to this size stay with a kept stream or header block */
+#define H2_KEEP_BYTES (16 * 1024)
 
 struct h2_buf {
 	char *p;
@@ -38,6 +42,7 @@ struct h2_hdrs {
 	char *arena;
 	size_t used, cap;
 	bool overflow;
+	struct h2_hdrs *next; /* env->free_hdrs */
 };
 
 struct h2_up;
@@ -116,7 +121,10 @@ int l7h2_hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen, const uin
 		  size_t vlen);
 const nghttp2_nv *l7h2_hdrs_get(const struct h2_hdrs *h, const char *name);
 void l7h2_hdrs_free(struct h2_hdrs *h);
-void l7h2_hdrs_drop(struct h2_hdrs **h);
+struct h2_hdrs *l7h2_hdrs_new(struct dmsc_l7_h2_env *env);
+void l7h2_hdrs_drop(struct dmsc_l7_h2_env *env, struct h2_hdrs **h);
+struct h2_stream *l7h2_stream_new(struct dmsc_l7_h2_env *env);
+void l7h2_cache_free(struct dmsc_l7_h2_env *env);
 ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
 		      nghttp2_data_source *src, void *user);
 ssize_t l7h2_resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,

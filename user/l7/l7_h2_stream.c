@@ -158,14 +158,93 @@ void l7h2_hdrs_free(struct h2_hdrs *h)
 	memset(h, 0, sizeof(*h));
 }
 
-/* *h (allocated) freed with its storage */
-void l7h2_hdrs_drop(struct h2_hdrs **h)
+/* An empty header block: a kept one (its buffers with it) or a new one. */
+struct h2_hdrs *l7h2_hdrs_new(struct dmsc_l7_h2_env *env)
+{
+	struct h2_hdrs *h = env->free_hdrs;
+
+	if (!h)
+		return calloc(1, sizeof(*h));
+	env->free_hdrs = h->next;
+	env->n_free_hdrs--;
+	h->next = NULL;
+	return h;
+}
+
+/* An empty block, its buffers kept while small. */
+static void hdrs_reset(struct h2_hdrs *h)
+{
+	if (h->cap > H2_KEEP_BYTES)
+		l7h2_hdrs_free(h);
+	h->n = h->used = 0;
+	h->overflow = false;
+}
+
+/* *h (from l7h2_hdrs_new) kept for the next one or freed; *h NULL */
+void l7h2_hdrs_drop(struct dmsc_l7_h2_env *env, struct h2_hdrs **h)
 {
 	if (!*h)
 		return;
-	l7h2_hdrs_free(*h);
-	free(*h);
+	if (env->n_free_hdrs < DMSC_L7_H2_CACHE) {
+		hdrs_reset(*h);
+		(*h)->next = env->free_hdrs;
+		env->free_hdrs = *h;
+		env->n_free_hdrs++;
+	} else {
+		l7h2_hdrs_free(*h);
+		free(*h);
+	}
 	*h = NULL;
+}
+
+/* A zeroed stream: a kept one (its buffers with it) or a new one. */
+struct h2_stream *l7h2_stream_new(struct dmsc_l7_h2_env *env)
+{
+	struct h2_stream *st = env->free_streams;
+	struct h2_hdrs req;
+	struct h2_buf qb, rb;
+
+	if (!st)
+		return calloc(1, sizeof(*st));
+	env->free_streams = st->next;
+	env->n_free_streams--;
+	req = st->req;
+	qb = st->req_body;
+	rb = st->resp_body;
+	memset(st, 0, sizeof(*st));
+	st->req = req;
+	st->req_body = qb;
+	st->resp_body = rb;
+	return st;
+}
+
+/* An empty buffer, its memory kept while small. */
+static void hb_reset(struct h2_buf *b)
+{
+	if (b->cap > H2_KEEP_BYTES)
+		l7h2_hb_free(b);
+	b->off = b->len = 0;
+}
+
+/* The worker's kept streams and header blocks freed. */
+void l7h2_cache_free(struct dmsc_l7_h2_env *env)
+{
+	struct h2_stream *st;
+	struct h2_hdrs *h;
+
+	while ((st = env->free_streams)) {
+		env->free_streams = st->next;
+		l7h2_hdrs_free(&st->req);
+		l7h2_hb_free(&st->req_body);
+		l7h2_hb_free(&st->resp_body);
+		free(st);
+	}
+	while ((h = env->free_hdrs)) {
+		env->free_hdrs = h->next;
+		l7h2_hdrs_free(h);
+		free(h);
+	}
+	env->n_free_streams = env->n_free_hdrs = 0;
 }
 
 const nghttp2_nv *l7h2_hdrs_get(const struct h2_hdrs *h, const char *name)
@@ -193,6 +272,7 @@ void l7h2_stream_finish(struct h2_stream *st)
 
 void l7h2_stream_free(struct h2_stream *st)
 {
+	struct dmsc_l7_h2_env *env = st->hc->env;
 	struct h2_stream **pp;
 
 	for (pp = &st->hc->streams; *pp; pp = &(*pp)->next)
@@ -204,11 +284,20 @@ void l7h2_stream_free(struct h2_stream *st)
 	if (st->up && st->uid > 0 && st->up->s)
 		nghttp2_session_set_stream_user_data(st->up->s, st->uid, NULL);
 	l7h2_copy_drop(st);
+	l7h2_hdrs_drop(env, &st->resp);
+	l7h2_hdrs_drop(env, &st->trailers);
+	if (env->n_free_streams < DMSC_L7_H2_CACHE) {
+		hdrs_reset(&st->req);
+		hb_reset(&st->req_body);
+		hb_reset(&st->resp_body);
+		st->next = env->free_streams;
+		env->free_streams = st;
+		env->n_free_streams++;
+		return;
+	}
 	l7h2_hb_free(&st->req_body);
 	l7h2_hb_free(&st->resp_body);
 	l7h2_hdrs_free(&st->req);
-	l7h2_hdrs_drop(&st->resp);
-	l7h2_hdrs_drop(&st->trailers);
 	free(st);
 }
 

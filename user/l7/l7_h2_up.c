@@ -30,7 +30,7 @@ int l7h2_up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t 
 	if (!st || f->hd.type != NGHTTP2_HEADERS)
 		return 0;
 	h = st->resp_final ? &st->trailers : &st->resp;
-	if (!*h && !(*h = calloc(1, sizeof(**h))))
+	if (!*h && !(*h = l7h2_hdrs_new(st->hc->env)))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	l7h2_hdrs_add(*h, name, nlen, value, vlen);
 	return 0;
@@ -64,8 +64,8 @@ static bool stream_again(struct h2_stream *st)
 	st->up = NULL;
 	st->uid = -1;
 	st->retries_left--;
-	l7h2_hdrs_drop(&st->resp);
-	l7h2_hdrs_drop(&st->trailers);
+	l7h2_hdrs_drop(st->hc->env, &st->resp);
+	l7h2_hdrs_drop(st->hc->env, &st->trailers);
 	st->resp_final = st->resp_end = false;
 	st->status = 0;
 	st->grpc_status = -1;
@@ -99,7 +99,7 @@ int l7h2_up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 		stv = l7h2_hdrs_get(st->resp, ":status");
 		st->status = stv ? atoi((const char *)stv->value) : 502;
 		if (st->status >= 100 && st->status < 200) {
-			l7h2_hdrs_drop(&st->resp); /* interim: not passed on */
+			l7h2_hdrs_drop(st->hc->env, &st->resp); /* interim: not passed on */
 			return 0;
 		}
 		st->resp_final = true;
