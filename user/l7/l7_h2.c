@@ -316,10 +316,14 @@ static void conn_pump(struct dmsc_l7_h2 *hc)
 	}
 	l7h2_ep_want(hc->env, hc->fd, &hc->ep, &hc->ev,
 		     EPOLLIN | EPOLLRDHUP | (l7h2_hb_pending(&hc->out) ? EPOLLOUT : 0));
-	if (hc->streams)
+	if (hc->streams) {
 		hc->idle_since = 0;
-	else if (!hc->idle_since)
+		return;
+	}
+	if (!hc->idle_since)
 		hc->idle_since = l7h2_h2_now();
+	if (!l7h2_hb_pending(&hc->out))
+		l7h2_hb_free(&hc->out); /* an idle connection holds no buffer */
 }
 
 /* Reads what fd has (epoll is level-triggered: a short read ends it, and

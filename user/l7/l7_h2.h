@@ -5,7 +5,8 @@
  * with prior knowledge) is taken over from the HTTP/1.1 code. Each stream is
  * routed on its own (:path, :method, headers; the service's routes, first
  * match wins) and sent as a stream of an HTTP/2 (h2c) connection to the
- * backend chosen: one such connection per backend per client connection.
+ * backend chosen: the worker's connections to that backend, shared by
+ * all its client connections (docs/design.md decision 46).
  * Trailers pass through both ways (gRPC's grpc-status is one).
  *
  * Flow control is end to end: a stream's DATA is acknowledged (WINDOW_UPDATE)
@@ -29,9 +30,10 @@
 #define DMSC_L7_H2_MAX_STREAMS 128	  /* concurrent, per client connection */
 #define DMSC_L7_H2_HEADER_BYTES (16 * 1024) /* a stream's header block, stored */
 /* backend connections per backend per worker, shared by the worker's
- * client connections: another opens when each has the backend's
- * SETTINGS_MAX_CONCURRENT_STREAMS streams open */
+ * client connections: another opens when each has DMSC_L7_H2_UP_STREAMS
+ * (or the backend's SETTINGS_MAX_CONCURRENT_STREAMS) streams open */
 #define DMSC_L7_H2_UPS_PER_BACKEND 4
+#define DMSC_L7_H2_UP_STREAMS 8
 /* a shared backend connection's receive window: a slow reader's stream
  * holds at most DMSC_L7_H2_STREAM_WINDOW of it, so that one slow client
  * does not stall the others' streams on the same connection */

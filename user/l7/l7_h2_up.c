@@ -278,7 +278,8 @@ fail:
 }
 
 /* A connection to the service's backend for one more stream: the first
- * of the worker's with room under the backend's stream limit, else a new
+ * of the worker's with fewer than DMSC_L7_H2_UP_STREAMS streams (and room
+ * under the backend's limit), else a new
  * one while there are fewer than DMSC_L7_H2_UPS_PER_BACKEND, else the least
  * busy (nghttp2 queues the stream until one ends). */
 static struct h2_up *up_get(struct dmsc_l7_h2 *hc, int backend)
@@ -290,7 +291,8 @@ static struct h2_up *up_get(struct dmsc_l7_h2 *hc, int backend)
 	for (up = env->ups; up; up = up->next) {
 		if (up->dead || up->full || up->svc != hc->svc || up->backend != backend)
 			continue;
-		if (up->nstreams < nghttp2_session_get_remote_settings(
+		if (up->nstreams < DMSC_L7_H2_UP_STREAMS &&
+		    up->nstreams < nghttp2_session_get_remote_settings(
 					up->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
 			return up;
 		if (!least || up->nstreams < least->nstreams)
