@@ -49,7 +49,7 @@ TOOLS     := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/
 # (BPF_PROG_TEST_RUN, the pinned datapath), need root.
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 BPFT_SRCS := $(wildcard tests/bpf/*.c)
-HEADERS   := $(wildcard include/dmsc/*.h user/*/*.h bpf/*/*.h tests/bpf/*.h tests/tools/*.h tests/fuzz/*.h)
+HEADERS   := $(wildcard include/dmsc/*.h user/*/*.h bpf/*/*.h tests/bpf/*.h tests/unit/*.h tests/tools/*.h tests/fuzz/*.h)
 
 all: $(PROGS) $(TOOLS)
 
@@ -119,6 +119,7 @@ bench: all $(BUILD)/bench-cp
 	scripts/bench-l7.sh
 	scripts/bench-health.sh
 	scripts/bench-h2.sh
+	BENCH_PERF=1 scripts/bench-mtls.sh
 
 # The control plane with a real etcd and 20 simulated hosts, alone.
 bench-etcd: all

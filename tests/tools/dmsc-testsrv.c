@@ -602,6 +602,18 @@ static void accept_batch(struct listener *l)
 
 static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsigned long *max_s)
 {
+	/* The options that take a number, and its range. */
+	const struct {
+		const char *name;
+		unsigned long min, max, *out;
+	} nums[] = {
+		{ "--status", 100, 599, &srv.status },
+		{ "--response-bytes", 0, 1ul << 34, &srv.response_bytes },
+		{ "--delay-ms", 0, 60000, &srv.delay_ms },
+		{ "--max-seconds", 1, MAX_MAX_SECONDS, max_s },
+	};
+	size_t n;
+
 	*nls = 0;
 	*max_s = DEFAULT_MAX_SECONDS;
 	for (int i = 1; i < argc; i++) {
@@ -626,7 +638,15 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 			return -EINVAL;
 		}
 		i++;
-		if (!strcmp(a, "--listen")) {
+		for (n = 0; n < sizeof(nums) / sizeof(nums[0]) && strcmp(a, nums[n].name); n++)
+			;
+		if (n < sizeof(nums) / sizeof(nums[0])) {
+			if (parse_ulong(v, nums[n].min, nums[n].max, nums[n].out)) {
+				fprintf(stderr, "dmsc-testsrv: %s \"%s\": %lu to %lu\n", a, v,
+					nums[n].min, nums[n].max);
+				return -EINVAL;
+			}
+		} else if (!strcmp(a, "--listen")) {
 			if (*nls >= MAX_LISTENERS) {
 				fprintf(stderr, "dmsc-testsrv: at most %d --listen\n",
 					MAX_LISTENERS);
@@ -663,27 +683,6 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 			else {
 				fprintf(stderr,
 					"dmsc-testsrv: --mode \"%s\": http, echo, id or sink\n", v);
-				return -EINVAL;
-			}
-		} else if (!strcmp(a, "--status")) {
-			if (parse_ulong(v, 100, 599, &srv.status)) {
-				fprintf(stderr, "dmsc-testsrv: --status \"%s\": 100 to 599\n", v);
-				return -EINVAL;
-			}
-		} else if (!strcmp(a, "--response-bytes")) {
-			if (parse_ulong(v, 0, 1ul << 34, &srv.response_bytes)) {
-				fprintf(stderr, "dmsc-testsrv: --response-bytes \"%s\": 0 to 2^34\n", v);
-				return -EINVAL;
-			}
-		} else if (!strcmp(a, "--delay-ms")) {
-			if (parse_ulong(v, 0, 60000, &srv.delay_ms)) {
-				fprintf(stderr, "dmsc-testsrv: --delay-ms \"%s\": 0 to 60000\n", v);
-				return -EINVAL;
-			}
-		} else if (!strcmp(a, "--max-seconds")) {
-			if (parse_ulong(v, 1, MAX_MAX_SECONDS, max_s)) {
-				fprintf(stderr, "dmsc-testsrv: --max-seconds \"%s\": 1 to %d\n", v,
-					MAX_MAX_SECONDS);
 				return -EINVAL;
 			}
 		} else {

@@ -2,10 +2,10 @@
 #include "install_steps.h"
 
 
-#define DMSC_M_NAME(id, size) [DMSC_M_##id] = DMSC_MAP_##id,
+#define DMSC_M_NAME(id, ...) [DMSC_M_##id] = DMSC_MAP_##id,
 const char *const dmsc_map_names[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_NAME) };
 #undef DMSC_M_NAME
-#define DMSC_M_SIZE(id, size) [DMSC_M_##id] = DMSC_MAP_SIZE_##size,
+#define DMSC_M_SIZE(id, name, size, ...) [DMSC_M_##id] = DMSC_MAP_SIZE_##size,
 const enum dmsc_map_size dmsc_map_sizes[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_SIZE) };
 #undef DMSC_M_SIZE
 

@@ -18,7 +18,7 @@
 #include "parse.h"
 #include "pin_dir.h"
 
-#define DMSC_M_ENUM(id, size) DMSC_M_##id,
+#define DMSC_M_ENUM(id, ...) DMSC_M_##id,
 enum dmsc_map_id {
 	DMSC_MAPS(DMSC_M_ENUM) DMSC_M_COUNT,
 };

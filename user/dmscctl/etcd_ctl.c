@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
@@ -117,6 +118,14 @@ static bool same_service(const struct dmsc_etcd_kv *kv, const char *name,
 	return same;
 }
 
+static double wall_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int cmd_publish(struct ctl *c, const char *path)
 {
 	struct dmsc_policy_set set = {0};
@@ -129,6 +138,7 @@ static int cmd_publish(struct ctl *c, const char *path)
 	char **texts = NULL, **keys = NULL, *nsp = NULL, *nsend = NULL;
 	bool *kept = NULL, ok = false;
 	size_t i, j, n_ops = 0, n_cmps = 0, n_keys = 0;
+	double txn_at[2] = {0, 0};
 	int64_t rev = 0;
 	int rc = 1, e;
 
@@ -228,7 +238,9 @@ static int cmd_publish(struct ctl *c, const char *path)
 	if (!c->dry_run && n_ops) {
 		bool succeeded;
 
+		txn_at[0] = wall_now();
 		e = dmsc_etcd_txn(&etcd, cmps, n_cmps, ops, n_ops, &succeeded, &rev);
+		txn_at[1] = wall_now();
 		if (e) {
 			fprintf(stderr, "namespace %s: the transaction failed: %s; nothing was "
 					"published\n", c->ns, etcd.err);
@@ -254,6 +266,13 @@ out_etcd:
 			json_object_object_add(top, "services",
 					       json_object_new_int64((int64_t)set.policy.n_services));
 			json_object_object_add(top, "changes", json_object_get(changes));
+			/* when the transaction was sent and answered (wall clock):
+			 * a publish's way to the hosts starts there, dmscctl's own
+			 * start, validation and read apart (docs/bench.md) */
+			json_object_object_add(top, "transaction_sent_at",
+					       txn_at[0] ? json_object_new_double(txn_at[0]) : NULL);
+			json_object_object_add(top, "transaction_answered_at",
+					       txn_at[1] ? json_object_new_double(txn_at[1]) : NULL);
 			print_json(top);
 			json_object_put(top);
 		} else {

@@ -154,10 +154,12 @@ int main(int argc, char **argv)
 	int c, r, rc = 1;
 
 	dmsc_log_init("dmscd", DMSC_LOG_INFO);
-	/* A block of 1 MiB or more (an apply's view of 100,000 services, a
-	 * read's response) is mapped and unmapped with its use: never left in
-	 * the heap, where glibc's moving threshold would otherwise put the next
-	 * ones (docs/etcd.md, memory). */
+	/* A block of 1 MiB or more (a read's response) that the heap has no
+	 * room for is mapped and unmapped with its use, rather than grow the
+	 * heap as glibc's moving threshold would. glibc still serves it from
+	 * the heap's free space when that holds it: what is made for each
+	 * change (an apply's view of a large store) is mapped on its own
+	 * (mapmem.h; docs/etcd.md, memory). */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	dmsc_etcd_opts_init(&eo, DMSC_ETCD_NAMESPACES_MAX);
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
