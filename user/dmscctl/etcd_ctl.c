@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "clock.h"
 #include "policy_set.h"
 #include "etcd.h"
 #include "etcd_ctl.h"
@@ -116,14 +117,6 @@ static bool same_service(const struct dmsc_etcd_kv *kv, const char *name,
 	}
 	dmsc_policy_errors_free(&errs);
 	return same;
-}
-
-static double wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static int cmd_publish(struct ctl *c, const char *path)
@@ -238,9 +231,9 @@ static int cmd_publish(struct ctl *c, const char *path)
 	if (!c->dry_run && n_ops) {
 		bool succeeded;
 
-		txn_at[0] = wall_now();
+		txn_at[0] = dmsc_clock_seconds(CLOCK_REALTIME);
 		e = dmsc_etcd_txn(&etcd, cmps, n_cmps, ops, n_ops, &succeeded, &rev);
-		txn_at[1] = wall_now();
+		txn_at[1] = dmsc_clock_seconds(CLOCK_REALTIME);
 		if (e) {
 			fprintf(stderr, "namespace %s: the transaction failed: %s; nothing was "
 					"published\n", c->ns, etcd.err);

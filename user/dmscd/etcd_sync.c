@@ -14,6 +14,7 @@
 
 #include <curl/curl.h>
 
+#include "clock.h"
 #include "etcd_sync.h"
 #include "log.h"
 #include "mapmem.h"
@@ -62,14 +63,6 @@ static void set_connected(struct dmsc_etcd_sync *s, bool up, const char *why)
 	pthread_mutex_unlock(&s->lock);
 }
 
-static double clock_s(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Under the lock, after an answer of etcd at revision head: a change to
  * the store waits for the apply; with none waiting, the maps are as
  * current as what etcd has said. */
@@ -78,14 +71,14 @@ static void note_answer(struct dmsc_etcd_sync *s, int64_t head, bool changed, do
 	if (head > s->head)
 		s->head = head;
 	if (changed && !s->pending_since) {
-		s->pending_since = clock_s(CLOCK_MONOTONIC);
-		s->pend_rx = rx_at ? rx_at : clock_s(CLOCK_REALTIME);
-		s->pend_parsed = clock_s(CLOCK_REALTIME);
+		s->pending_since = dmsc_now_seconds();
+		s->pend_rx = rx_at ? rx_at : dmsc_clock_seconds(CLOCK_REALTIME);
+		s->pend_parsed = dmsc_clock_seconds(CLOCK_REALTIME);
 		s->pend_view = 0;
 	}
 	if (!s->pending_since && s->applied != s->head) {
 		s->applied = s->head;
-		s->applied_at = clock_s(CLOCK_REALTIME);
+		s->applied_at = dmsc_clock_seconds(CLOCK_REALTIME);
 	}
 }
 
@@ -252,7 +245,7 @@ static size_t watch_data(char *data, size_t size, size_t nmemb, void *arg)
 	struct watch *w = arg;
 	size_t n = size * nmemb;
 
-	w->chunk_at = clock_s(CLOCK_REALTIME);
+	w->chunk_at = dmsc_clock_seconds(CLOCK_REALTIME);
 	pthread_mutex_lock(&w->s->lock);
 	w->s->bytes_rx += n;
 	pthread_mutex_unlock(&w->s->lock);
@@ -473,7 +466,7 @@ int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 	*d = NULL;
 	pthread_mutex_lock(&s->lock);
 	if (s->pending_since && !s->pend_view)
-		s->pend_view = clock_s(CLOCK_REALTIME);
+		s->pend_view = dmsc_clock_seconds(CLOCK_REALTIME);
 	e = dmsc_etcd_store_view(&s->store, out, &fps, msgs, VIEW_MSGS_MAX, &n);
 	for (i = 0; i < n; i++) {
 		pr_warn("%s\n", msgs[i]);
@@ -540,7 +533,7 @@ void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s)
 	}
 	s->pending_since = 0;
 	s->applied = s->head;
-	s->applied_at = clock_s(CLOCK_REALTIME);
+	s->applied_at = dmsc_clock_seconds(CLOCK_REALTIME);
 	/* the maps and the mirror hold them now */
 	dmsc_etcd_store_slim(&s->store);
 }
@@ -593,7 +586,7 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 	dmsc_prom_single_f(b, "dmsc_etcd_lag_seconds", "gauge",
 			   "how long the oldest change received has waited for the maps "
 			   "(0: none waits)",
-			   s->pending_since ? clock_s(CLOCK_MONOTONIC) - s->pending_since : 0);
+			   s->pending_since ? dmsc_now_seconds() - s->pending_since : 0);
 	dmsc_prom_single(b, "dmsc_etcd_events_total", "counter",
 			 "watch events received (puts and deletes)", s->events);
 	dmsc_prom_single(b, "dmsc_etcd_received_bytes_total", "counter",
