@@ -16,6 +16,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "array.h"
 #include "l7_h2_int.h"
 
 uint64_t l7h2_h2_now(void)
@@ -31,7 +32,6 @@ int l7h2_hb_add(struct h2_buf *b, const void *p, size_t n)
 	if (b->off && b->off == b->len)
 		b->off = b->len = 0;
 	if (b->len + n > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
 		char *q;
 
 		if (b->off) {
@@ -39,15 +39,10 @@ int l7h2_hb_add(struct h2_buf *b, const void *p, size_t n)
 			b->len -= b->off;
 			b->off = 0;
 		}
-		while (cap < b->len + n)
-			cap *= 2;
-		if (cap != b->cap) {
-			q = realloc(b->p, cap);
-			if (!q)
-				return -ENOMEM;
-			b->p = q;
-			b->cap = cap;
-		}
+		q = dmsc_bytes_room(b->p, &b->cap, b->len + n, 4096);
+		if (!q)
+			return -ENOMEM;
+		b->p = q;
 	}
 	memcpy(b->p + b->len, p, n);
 	b->len += n;

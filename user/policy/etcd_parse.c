@@ -8,6 +8,7 @@
 
 #include <json-c/json.h>
 
+#include "array.h"
 #include "etcd_int.h"
 
 void etcd_seterr(char *err, size_t len, const char *fmt, ...)
@@ -286,16 +287,11 @@ int dmsc_etcd_split(struct dmsc_etcd_splitter *s, const char *data, size_t len,
 	int e;
 
 	if (s->len + len > s->cap) {
-		size_t cap = s->cap ? s->cap : 4096;
-		char *b;
+		char *b = dmsc_bytes_room(s->buf, &s->cap, s->len + len, 4096);
 
-		while (cap < s->len + len)
-			cap *= 2;
-		b = realloc(s->buf, cap);
 		if (!b)
 			return -ENOMEM;
 		s->buf = b;
-		s->cap = cap;
 	}
 	memcpy(s->buf + s->len, data, len);
 	s->len += len;
