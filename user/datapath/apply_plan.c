@@ -32,14 +32,6 @@ void change(struct apply_ctx *c, enum dmsc_change_op op, const char *name,
 	snprintf(ch->detail, sizeof(ch->detail), "%s", detail);
 }
 
-void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
-{
-	memset(k, 0, sizeof(*k));
-	k->vip = w->vip;
-	k->port = htons(w->port);
-	k->proto = w->protocol == DMSC_POLICY_UDP ? DMSC_PROTO_UDP : DMSC_PROTO_TCP;
-}
-
 static void __attribute__((format(printf, 3, 4)))
 append(char *buf, size_t len, const char *fmt, ...)
 {
