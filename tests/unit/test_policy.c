@@ -20,6 +20,7 @@
 
 #include "dmsc/slots.h"
 #include "policy.h"
+#include "tmpdir.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -1110,6 +1111,7 @@ Test(policy_unsupported, features_this_build_does_not_enforce)
 			   "services[1].protocol: http over IPv6 is not enforced by this build "
 			   "(dmsc-l7 listens on IPv4)");
 	expect_unsupported(DOC(SVC6(",'rate_limit':{'bytes_per_second':65536}")), NULL);
+	expect_unsupported(DOC(SVC6(",'health':{'passive':{},'active':{'type':'tcp'}}")), NULL);
 	/* Every field together: this build enforces them all. */
 	expect_unsupported(DOC(SVC() ","
 				     "{'name':'b','vip':'198.19.0.2','port':80," ONE_BACKEND
@@ -1131,16 +1133,12 @@ static char dir[64];
 
 static void make_dir(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/dmsc-test-policy.XXXXXX");
-	cr_assert_not_null(mkdtemp(dir));
+	tmpdir_make(dir, sizeof(dir), "dmsc-test-policy");
 }
 
 static void remove_dir(void)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	cr_expect_eq(system(cmd), 0);
+	tmpdir_remove(dir);
 }
 
 static char *write_file(const char *name, const char *doc)

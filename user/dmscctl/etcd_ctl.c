@@ -55,6 +55,11 @@ static const char usage_text[] =
     "  --etcd-cacert FILE, --etcd-cert FILE, --etcd-key FILE  TLS to etcd\n"
     "  -o, --output text|json\n";
 
+static void usage(FILE *f)
+{
+	fputs(usage_text, f);
+}
+
 static void print_json(struct json_object *o)
 {
 	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
@@ -572,7 +577,7 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 			/* the etcd options (etcd_opts.h), or -v, -h, a usage error */
 			if (dmsc_etcd_opt(&eo, opt, optarg) > 0)
 				break;
-			rc = dmsc_opt_common(opt, "dmscctl", usage_text);
+			rc = dmsc_opt_common(opt, "dmscctl", usage);
 			if (rc >= 0)
 				return rc;
 			break;
@@ -584,7 +589,7 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 	c.tls = eo.tls;
 	if (!cmd || !c.etcd || !c.ns) {
 		fprintf(stderr, "%s needs --etcd URL and --namespace NS\n", cmd ? cmd : "dmscctl");
-		fputs(usage_text, stderr);
+		usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (!dmsc_etcd_ns_valid(c.ns)) {
