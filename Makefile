@@ -49,7 +49,7 @@ TOOLS     := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/
 # (BPF_PROG_TEST_RUN, the pinned datapath), need root.
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 BPFT_SRCS := $(wildcard tests/bpf/*.c)
-HEADERS   := $(wildcard include/dmsc/*.h user/*/*.h bpf/*/*.h tests/bpf/*.h tests/tools/*.h tests/fuzz/*.h)
+HEADERS   := $(wildcard include/dmsc/*.h user/*/*.h bpf/*/*.h tests/bpf/*.h tests/unit/*.h tests/tools/*.h tests/fuzz/*.h)
 
 all: $(PROGS) $(TOOLS)
 
@@ -93,8 +93,9 @@ $(BUILD)/unit-tests $(BUILD)/bpf-tests: LIBS += -lhttp_parser
 $(PROGS): $(BUILD)/%: $$(call prog_src,$$*) $$(call archives,$$*,$(BUILD)) $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,$*,$(BUILD)) $(LIBS) -o $@
 
-$(BUILD)/tools/%: tests/tools/%.c $(HEADERS) | $(BUILD)/tools
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< -o $@
+# The test tools call the product's own helpers (user/common), not copies.
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libdmsc-common.a $(HEADERS) | $(BUILD)/tools
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc-common.a -o $@
 
 $(BUILD)/unit-tests: $(UNIT_SRCS) $(call archives,tests,$(BUILD)) $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(call archives,tests,$(BUILD)) \
@@ -118,6 +119,7 @@ bench: all $(BUILD)/bench-cp
 	scripts/bench-l7.sh
 	scripts/bench-health.sh
 	scripts/bench-h2.sh
+	BENCH_PERF=1 scripts/bench-mtls.sh
 
 # The control plane with a real etcd and 20 simulated hosts, alone.
 bench-etcd: all
@@ -181,10 +183,11 @@ FUZZ_CC       ?= clang
 FUZZ_FLAGS    := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer
 FUZZ_SRCS_policy := user/policy/policy.c user/policy/policy_json.c user/policy/policy_service.c \
-		    user/policy/policy_health.c user/policy/policy_mtls.c user/common/addr.c
+		    user/policy/policy_health.c user/policy/policy_mtls.c user/common/addr.c \
+		    user/common/array.c
 # dmsc-l7's request parser (the helper links the same file; http_parser
 # itself is Debian's library, not instrumented: coverage is of our code)
-FUZZ_SRCS_http   := user/l7/l7_http.c
+FUZZ_SRCS_http   := user/l7/l7_http.c user/common/http_list.c
 FUZZ_LIBS_http   := -lhttp_parser
 FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS     := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))

@@ -2,7 +2,8 @@
 /*
  * Every map of the datapath, for every BPF object: each object defines them
  * all, and install pins them by name, so the objects share one set (libbpf
- * reuses a map that is already pinned). Layouts come from dmsc/shared.h.
+ * reuses a map that is already pinned). The definitions are generated from
+ * the one list of maps, dmsc/maps.h; layouts come from dmsc/shared.h.
  *
  * Weak: an object is linked from several compilation units (one per hook
  * family, `bpftool gen object`), each including this file; the linker keeps
@@ -11,170 +12,30 @@
 #ifndef DMSC_MAPS_BPF_H
 #define DMSC_MAPS_BPF_H
 
+#include "dmsc/maps.h"
 #include "dmsc/shared.h"
 
-#define DMSC_DEFAULT_MAX_ALLOW 16384
+/* A row of DMSC_MAPS as a map definition: its type, the flags and
+ * max_entries that type takes (dmsc/maps.h), its key and value. */
+#define DMSC_BPF_MAX_SVC(n) __uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
+#define DMSC_BPF_MAX_BE(n) __uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
+#define DMSC_BPF_MAX_FIXED(n) __uint(max_entries, n);
+#define DMSC_BPF_ON_DEMAND __uint(map_flags, BPF_F_NO_PREALLOC);
+#define DMSC_BPF_ATTRS_HASH(size, n) DMSC_BPF_ON_DEMAND DMSC_BPF_MAX_##size(n)
+#define DMSC_BPF_ATTRS_SK_STORAGE(size, n) DMSC_BPF_ON_DEMAND
+#define DMSC_BPF_ATTRS_ARRAY(size, n) DMSC_BPF_MAX_##size(n)
+#define DMSC_BPF_ATTRS_PERCPU_ARRAY(size, n) DMSC_BPF_MAX_##size(n)
+#define DMSC_BPF_ATTRS_LRU_HASH(size, n) DMSC_BPF_MAX_##size(n)
+#define DMSC_BPF_ATTRS_SOCKHASH(size, n) DMSC_BPF_MAX_##size(n)
+#define DMSC_BPF_MAP(id, name, size, kind, n, k, v)                                                \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_##kind);                                                 \
+		DMSC_BPF_ATTRS_##kind(size, n)                                                     \
+		__type(key, k);                                                                    \
+		__type(value, v);                                                                  \
+	} name __weak SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, struct dmsc_svc_key);
-	__type(value, struct dmsc_svc);
-} dmsc_services __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct dmsc_backend);
-} dmsc_backends __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_svc_meta);
-} dmsc_svc_meta __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_svc_stats);
-} dmsc_svc_stats __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct dmsc_be_stats);
-} dmsc_be_stats __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_R_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} dmsc_reasons __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct dmsc_sock_vip);
-} dmsc_sock_vip __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, __u64);
-} dmsc_sock_cgroup __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dmsc_install);
-} dmsc_install __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_limits);
-} dmsc_limits __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DMSC_DEFAULT_MAX_ALLOW);
-	__type(key, struct dmsc_allow_key);
-	__type(value, struct dmsc_allow_rule);
-} dmsc_allow __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, struct dmsc_svc_key);
-	__type(value, __u32);
-} dmsc_be_index __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, struct dmsc_svc_key);
-	__type(value, __u32);
-} dmsc_be_mtls __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct dmsc_be_health);
-} dmsc_be_health __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dmsc_l7_conf);
-} dmsc_l7_conf __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dmsc_l7_conf);
-} dmsc_tunnel_conf __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, DMSC_L7_HANDOFF_MAX);
-	__type(key, struct dmsc_l7_handoff_key);
-	__type(value, struct dmsc_l7_handoff);
-} dmsc_l7_handoff __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct dmsc_l7_own);
-} dmsc_l7_own __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DMSC_L7_NETNS_MAX);
-	__type(key, __u64);
-	__type(value, struct dmsc_l7_conf);
-} dmsc_l7_netns __weak SEC(".maps");
-
-/* IPv6 (dmsc/shared.h): the IPv4 maps' twins, sized alike. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, struct dmsc_svc6_key);
-	__type(value, struct dmsc_svc);
-} dmsc_services6 __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct dmsc_backend6);
-} dmsc_backends6 __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct dmsc_sock_vip6);
-} dmsc_sock_vip6 __weak SEC(".maps");
+DMSC_MAPS(DMSC_BPF_MAP)
 
 #define DMSC_AF_INET 2
 #define DMSC_AF_INET6 10
@@ -232,71 +93,5 @@ static __always_inline int police_bytes(__u32 svc_id, __u64 bytes, enum dmsc_buc
 	bpf_spin_unlock(&l->lock);
 	return verdict;
 }
-
-/* The same-host fast path (bpf/fastpath/). */
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, DMSC_FP_SOCKS_MAX);
-	__type(key, __u64); /* socket cookie */
-	__type(value, __u64);
-} dmsc_fp_socks __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, DMSC_FP_PENDING_MAX);
-	__type(key, struct dmsc_fp_conn_key);
-	__type(value, struct dmsc_fp_pending);
-} dmsc_fp_pending __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct dmsc_fp_sock);
-} dmsc_fp_sock __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_fp_stats);
-} dmsc_fp_stats __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, DMSC_DEFAULT_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct dmsc_fp_svc);
-} dmsc_fp_svc __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dmsc_fp_host);
-} dmsc_fp_host __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, DMSC_DEFAULT_MAX_BACKENDS);
-	__type(key, struct dmsc_svc6_key);
-	__type(value, __u32);
-} dmsc_be_index6 __weak SEC(".maps");
-
-/* The fast path's IPv6 twins (dmsc/shared.h). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, DMSC_FP_PENDING_MAX);
-	__type(key, struct dmsc_fp_conn6_key);
-	__type(value, struct dmsc_fp_pending6);
-} dmsc_fp_pending6 __weak SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct dmsc_fp_sock6);
-} dmsc_fp_sock6 __weak SEC(".maps");
 
 #endif /* DMSC_MAPS_BPF_H */

@@ -61,19 +61,6 @@ static __always_inline bool fp_svc_ran_bulk(__u32 svc_id, __u32 flags)
 	return seen && bpf_ktime_get_ns() - seen < DMSC_FP_BULK_HOLD_NS;
 }
 
-/* Whether the service a socket connected to is still the one its record
- * names; if so, its id and flags now. If not, it went away since connect():
- * a direct connection. */
-static __always_inline bool fp_service_now(const struct dmsc_svc *svc, __u32 rec_svc_id,
-					   __u32 *svc_id, __u32 *flags)
-{
-	if (!svc || svc->id != rec_svc_id)
-		return false;
-	*svc_id = svc->id;
-	*flags = svc->flags;
-	return true;
-}
-
 static __always_inline void fp_ip6_copy(__u32 to[4], const __u32 from[4])
 {
 	to[0] = from[0];
@@ -82,51 +69,64 @@ static __always_inline void fp_ip6_copy(__u32 to[4], const __u32 from[4])
 	to[3] = from[3];
 }
 
+/* The record connect4 or connect6 (map: dmsc_sock_vip, dmsc_sock_vip6)
+ * left on ops's socket; NULL for a direct connection. *svc_id and *flags
+ * start as a direct connection's: zeros. */
+static __always_inline void *fp_sock_record(struct bpf_sock_ops *ops, void *map, __u32 *svc_id,
+					    __u32 *flags)
+{
+	struct bpf_sock *sk = ops->sk;
+
+	*svc_id = 0;
+	*flags = 0;
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(map, sk, 0, 0);
+}
+
+/* Whether the service a socket connected to (svc, found by key) is still
+ * the one its record names; if so, its id and flags now. If not, it went
+ * away since connect(): a direct connection, key zeroed. */
+static __always_inline void fp_service_now(const struct dmsc_svc *svc, __u32 rec_svc_id,
+					   __u32 *svc_id, __u32 *flags, void *key, __u32 key_size)
+{
+	if (!svc || svc->id != rec_svc_id) {
+		__builtin_memset(key, 0, key_size);
+		return;
+	}
+	*svc_id = svc->id;
+	*flags = svc->flags;
+}
+
 /* What connect4 recorded for a socket that connected to a VIP: the service
  * and its flags now. Zeros for a direct connection. */
 static __always_inline void fp_service_of(struct bpf_sock_ops *ops, struct dmsc_svc_key *key,
 					  __u32 *svc_id, __u32 *flags)
 {
-	struct dmsc_sock_vip *rec;
-	struct bpf_sock *sk = ops->sk;
-	struct dmsc_svc *svc;
+	struct dmsc_sock_vip *rec = fp_sock_record(ops, &dmsc_sock_vip, svc_id, flags);
 
-	*svc_id = 0;
-	*flags = 0;
-	if (!sk)
-		return;
-	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
 	if (!rec)
 		return;
 	key->vip = rec->vip;
 	key->port = rec->vport;
 	key->proto = DMSC_PROTO_TCP;
-	svc = bpf_map_lookup_elem(&dmsc_services, key);
-	if (!fp_service_now(svc, rec->svc_id, svc_id, flags))
-		__builtin_memset(key, 0, sizeof(*key));
+	fp_service_now(bpf_map_lookup_elem(&dmsc_services, key), rec->svc_id, svc_id, flags, key,
+		       sizeof(*key));
 }
 
 /* fp_service_of for a socket that connect6 sent to an IPv6 backend. */
 static __always_inline void fp_service_of6(struct bpf_sock_ops *ops, struct dmsc_svc6_key *key,
 					   __u32 *svc_id, __u32 *flags)
 {
-	struct dmsc_sock_vip6 *rec;
-	struct bpf_sock *sk = ops->sk;
-	struct dmsc_svc *svc;
+	struct dmsc_sock_vip6 *rec = fp_sock_record(ops, &dmsc_sock_vip6, svc_id, flags);
 
-	*svc_id = 0;
-	*flags = 0;
-	if (!sk)
-		return;
-	rec = bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0);
 	if (!rec)
 		return;
 	fp_ip6_copy(key->vip, rec->vip);
 	key->port = rec->vport;
 	key->proto = DMSC_PROTO_TCP;
-	svc = bpf_map_lookup_elem(&dmsc_services6, key);
-	if (!fp_service_now(svc, rec->svc_id, svc_id, flags))
-		__builtin_memset(key, 0, sizeof(*key));
+	fp_service_now(bpf_map_lookup_elem(&dmsc_services6, key), rec->svc_id, svc_id, flags, key,
+		       sizeof(*key));
 }
 
 static __always_inline int fp_register_self(struct bpf_sock_ops *ops, __u64 cookie,

@@ -84,11 +84,8 @@ static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		return SOCK_ADDR_REFUSE;
 	if (svc->flags & DMSC_SVC_F_L7)
 		count_reason(DMSC_R_L7_NO_HELPER);
-	if (svc->flags & DMSC_SVC_F_NO_BACKEND) {
-		if (ss)
-			ss->refused_no_backend += 1;
+	if (svc_empty(svc, ss))
 		return SOCK_ADDR_REFUSE;
-	}
 	backend_id = svc_pick(svc);
 	if (!backend_id)
 		return SOCK_ADDR_PASS;
@@ -136,15 +133,12 @@ static __always_inline struct dmsc_svc *table_unchanged6(const __u32 vip[4], __u
 							 const struct dmsc_sock_vip6 *rec)
 {
 	struct dmsc_svc6_key key = {};
-	struct dmsc_svc *svc;
 
 	ip6_copy(key.vip, vip);
 	key.port = port;
 	key.proto = DMSC_PROTO_UDP;
-	svc = bpf_map_lookup_elem(&dmsc_services6, &key);
-	if (!svc || svc->id != rec->svc_id || svc->table_hash != rec->table_hash)
-		return NULL;
-	return svc;
+	return svc_table_unchanged(bpf_map_lookup_elem(&dmsc_services6, &key), rec->svc_id,
+				   rec->table_hash);
 }
 
 /* Unconnected UDP over IPv6, as sendmsg4: a socket keeps its backend per

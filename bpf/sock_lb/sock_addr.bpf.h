@@ -78,6 +78,27 @@ enum svc_admit_verdict {
 	SVC_L7,	     /* hand to dmsc-l7 (the caller falls back to a backend) */
 };
 
+/* A service whose every backend is gone or weighted 0 refuses a
+ * connection: counted. */
+static __always_inline bool svc_empty(const struct dmsc_svc *svc, struct dmsc_svc_stats *ss)
+{
+	if (!(svc->flags & DMSC_SVC_F_NO_BACKEND))
+		return false;
+	if (ss)
+		ss->refused_no_backend += 1;
+	return true;
+}
+
+/* svc, if it is still the service and the slot table a UDP socket's
+ * record (svc_id, table_hash) picked its backend from; else NULL. */
+static __always_inline struct dmsc_svc *svc_table_unchanged(struct dmsc_svc *svc, __u32 svc_id,
+							    __u32 table_hash)
+{
+	if (!svc || svc->id != svc_id || svc->table_hash != table_hash)
+		return NULL;
+	return svc;
+}
+
 /* Access, drained service, connection rate; returns an enum
  * svc_admit_verdict. Access goes before anything else: a caller that may
  * not connect must not use up the tokens of those that may, nor reach the
@@ -97,11 +118,8 @@ static __always_inline int svc_admit(struct bpf_sock_addr *ctx, const struct dms
 		return SVC_REFUSE;
 	}
 	l7 = (svc->flags & DMSC_SVC_F_L7) && !helper_socket(ctx);
-	if (!l7 && (svc->flags & DMSC_SVC_F_NO_BACKEND)) {
-		if (ss)
-			ss->refused_no_backend += 1;
+	if (!l7 && svc_empty(svc, ss))
 		return SVC_REFUSE;
-	}
 	if ((svc->flags & DMSC_SVC_F_CONN_LIMIT) && !conn_token(svc_id)) {
 		if (ss)
 			ss->refused_rate += 1;
@@ -275,6 +293,41 @@ static __always_inline bool sock4_tunnel_handoff(struct bpf_sock_addr *ctx,
 	return true;
 }
 
+/*
+ * A connection that names no VIP: if its address and port are a backend
+ * of this host of a required service with an allow_from (DMSC_BE_F_MTLS_
+ * ALLOW_LIST, indexed in dmsc_be_mtls), the caller, a workload of this
+ * host going around the VIP, must be in that allow_from as through the VIP
+ * (docs/design.md decision 44); refused and counted refused_access
+ * otherwise. The tunnel's and dmsc-l7's own sockets (dmsc_l7_own) deliver
+ * what their side already authorized. TCP only, as the guard; one hash
+ * lookup per connect() that names no VIP.
+ */
+static __always_inline int sock4_direct(struct bpf_sock_addr *ctx, struct dmsc_svc_key *key)
+{
+	struct dmsc_svc_stats *ss;
+	struct dmsc_backend *be;
+	__u32 *id;
+
+	if (key->proto != DMSC_PROTO_TCP)
+		return SOCK_ADDR_PASS;
+	id = bpf_map_lookup_elem(&dmsc_be_mtls, key);
+	if (!id)
+		return SOCK_ADDR_PASS;
+	be = bpf_map_lookup_elem(&dmsc_backends, id);
+	/* a stale index entry names another address or no guard */
+	if (!be || be->addr != key->vip || be->port != key->port ||
+	    (be->flags & (DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_ALLOW_LIST)) !=
+		(DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_ALLOW_LIST))
+		return SOCK_ADDR_PASS;
+	if (caller_allowed(be->svc_id) || helper_socket(ctx))
+		return SOCK_ADDR_PASS;
+	ss = svc_stats(be->svc_id);
+	if (ss)
+		ss->refused_access += 1;
+	return SOCK_ADDR_REFUSE;
+}
+
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto, bool mapped)
 {
@@ -293,7 +346,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 
 	svc = bpf_map_lookup_elem(&dmsc_services, &key);
 	if (!svc)
-		return SOCK_ADDR_PASS; /* not a VIP: untouched */
+		return sock4_direct(ctx, &key); /* not a VIP: untouched */
 	svc_id = svc->id;
 	ss = svc_stats(svc_id);
 
@@ -303,11 +356,8 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	if (verdict == SVC_L7 && sock4_l7_handoff(ctx, &key, svc_id, mapped))
 		return SOCK_ADDR_PASS;
 	/* No helper: an http service is balanced at L4 (fail open). */
-	if (svc->flags & DMSC_SVC_F_NO_BACKEND) {
-		if (ss)
-			ss->refused_no_backend += 1;
+	if (svc_empty(svc, ss))
 		return SOCK_ADDR_REFUSE;
-	}
 
 	backend_id = svc_pick(svc);
 	if (!backend_id)

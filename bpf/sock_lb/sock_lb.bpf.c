@@ -25,15 +25,12 @@ static __always_inline struct dmsc_svc *table_unchanged(struct bpf_sock_addr *ct
 							const struct dmsc_sock_vip *rec)
 {
 	struct dmsc_svc_key key = {};
-	struct dmsc_svc *svc;
 
 	key.vip = ctx->user_ip4;
 	key.port = (__u16)ctx->user_port;
 	key.proto = DMSC_PROTO_UDP;
-	svc = bpf_map_lookup_elem(&dmsc_services, &key);
-	if (!svc || svc->id != rec->svc_id || svc->table_hash != rec->table_hash)
-		return NULL;
-	return svc;
+	return svc_table_unchanged(bpf_map_lookup_elem(&dmsc_services, &key), rec->svc_id,
+				   rec->table_hash);
 }
 
 SEC("cgroup/connect4")

@@ -55,6 +55,29 @@ static inline void fixture_load(struct dmsc_sock **skel, struct dmsc_datapath *d
 	*skel = s;
 }
 
+/* Swaps dp's fd of the meta map for a read-only one, so that the next
+ * apply's first write to it fails; returns the writable fd for
+ * fixture_meta_writable. */
+static inline int fixture_meta_read_only(struct dmsc_datapath *dp)
+{
+	LIBBPF_OPTS(bpf_get_fd_by_id_opts, ro, .open_flags = BPF_F_RDONLY);
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+	int rw_fd = dp->fd[DMSC_M_SVC_META];
+
+	memset(&info, 0, sizeof(info));
+	cr_assert_eq(bpf_obj_get_info_by_fd(rw_fd, &info, &len), 0);
+	dp->fd[DMSC_M_SVC_META] = bpf_map_get_fd_by_id_opts(info.id, &ro);
+	cr_assert_geq(dp->fd[DMSC_M_SVC_META], 0);
+	return rw_fd;
+}
+
+static inline void fixture_meta_writable(struct dmsc_datapath *dp, int rw_fd)
+{
+	close(dp->fd[DMSC_M_SVC_META]);
+	dp->fd[DMSC_M_SVC_META] = rw_fd;
+}
+
 /* An empty install record: what a finished install leaves (test_crash and
  * test_mirror start from it). */
 static inline void fixture_install_clear(const struct dmsc_datapath *dp)
@@ -74,6 +97,19 @@ static inline size_t fixture_svcs_differ(const struct dmsc_state *a, const struc
 		if (memcmp(&a->svcs[i], &b->svcs[i], sizeof(b->svcs[i])))
 			n++;
 	return n;
+}
+
+/* Sets a service's rate limit; a rate or burst of 0 is left out. */
+static inline void fixture_limits(struct dmsc_policy_service *s, __u64 conns, __u64 burst,
+				  __u64 bytes)
+{
+	s->has_rate_limit = true;
+	s->rate_limit.has_connections_per_second = conns != 0;
+	s->rate_limit.connections_per_second = conns;
+	s->rate_limit.has_burst = burst != 0;
+	s->rate_limit.burst = burst;
+	s->rate_limit.has_bytes_per_second = bytes != 0;
+	s->rate_limit.bytes_per_second = bytes;
 }
 
 /* A policy of n services "s<i>" on 198.19.0.0+i:80, each with nb backends

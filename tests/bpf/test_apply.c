@@ -55,6 +55,13 @@ static size_t apply(const struct dmsc_policy *p, bool dry_run, size_t *changes)
 	return written;
 }
 
+/* Applies p and reads back what the maps hold into st. */
+static void apply_read(const struct dmsc_policy *p, struct dmsc_state *st)
+{
+	apply(p, false, NULL);
+	cr_assert_eq(dmsc_state_read(&dp, st), 0);
+}
+
 static size_t count_services(void)
 {
 	struct dmsc_state st;
@@ -100,8 +107,7 @@ Test(apply, slot_table_in_the_kernel_follows_weights)
 	struct dmsc_state st;
 
 	fixture_policy(&p, 1, 2, w);
-	apply(&p, false, NULL);
-	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	apply_read(&p, &st);
 	cr_assert_eq(st.n_svcs, 1);
 	cr_assert_eq(st.svcs[0].be_slots[0], 102);
 	cr_assert_eq(st.svcs[0].be_slots[1], 26);
@@ -157,8 +163,7 @@ Test(apply, backend_added_and_removed_reuses_ids_of_the_rest)
 	__u32 kept_id;
 
 	fixture_policy(&p, 1, 3, w);
-	apply(&p, false, NULL);
-	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	apply_read(&p, &st);
 	kept_id = st.svcs[0].meta.backend_id[0];
 	dmsc_state_free(&st);
 	/* Drop the last backend: service, meta, and the dropped backend. */
@@ -225,8 +230,7 @@ Test(apply, all_weights_zero_flags_the_service)
 	struct dmsc_state st;
 
 	fixture_policy(&p, 1, 2, w);
-	apply(&p, false, NULL);
-	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	apply_read(&p, &st);
 	cr_assert(st.svcs[0].svc.flags & DMSC_SVC_F_NO_BACKEND);
 	dmsc_state_free(&st);
 	dmsc_policy_free(&p);
@@ -248,13 +252,10 @@ Test(apply, over_capacity_is_refused_before_any_write)
 Test(apply, failed_write_rolls_back_everything)
 {
 	static const __u32 w[] = { 60, 40 };
-	LIBBPF_OPTS(bpf_get_fd_by_id_opts, ro, .open_flags = BPF_F_RDONLY);
 	struct dmsc_policy p = { 0 }, q = { 0 };
 	struct dmsc_apply_result res;
 	struct dmsc_state before, after;
 	struct dmsc_backend be_before[64], be_after[64];
-	struct bpf_map_info info;
-	__u32 len = sizeof(info);
 	int rw_fd;
 
 	fixture_policy(&p, 4, 2, w);
@@ -264,16 +265,11 @@ Test(apply, failed_write_rolls_back_everything)
 	/* The next apply adds two services; its first write to the meta map
 	 * fails (read-only fd) after two backends were written. */
 	fixture_policy(&q, 6, 2, w);
-	memset(&info, 0, sizeof(info));
-	cr_assert_eq(bpf_obj_get_info_by_fd(dp.fd[DMSC_M_SVC_META], &info, &len), 0);
-	rw_fd = dp.fd[DMSC_M_SVC_META];
-	dp.fd[DMSC_M_SVC_META] = bpf_map_get_fd_by_id_opts(info.id, &ro);
-	cr_assert_geq(dp.fd[DMSC_M_SVC_META], 0);
+	rw_fd = fixture_meta_read_only(&dp);
 	cr_assert_neq(dmsc_apply(&dp, &q, false, &res), 0);
 	cr_assert(res.rolled_back);
 	dmsc_apply_result_free(&res);
-	close(dp.fd[DMSC_M_SVC_META]);
-	dp.fd[DMSC_M_SVC_META] = rw_fd;
+	fixture_meta_writable(&dp, rw_fd);
 	cr_assert_eq(dmsc_state_read(&dp, &after), 0);
 	cr_assert_eq(after.n_svcs, before.n_svcs);
 	cr_assert_eq(memcmp(after.svcs, before.svcs, before.n_svcs * sizeof(*before.svcs)), 0,
@@ -295,13 +291,7 @@ Test(apply, limits_flags_and_backend_index)
 	size_t changes;
 
 	fixture_policy(&p, 2, 2, w);
-	p.services[1].has_rate_limit = true;
-	p.services[1].rate_limit.has_connections_per_second = true;
-	p.services[1].rate_limit.connections_per_second = 100;
-	p.services[1].rate_limit.has_burst = true;
-	p.services[1].rate_limit.burst = 20;
-	p.services[1].rate_limit.has_bytes_per_second = true;
-	p.services[1].rate_limit.bytes_per_second = 1000000;
+	fixture_limits(&p.services[1], 100, 20, 1000000);
 	/* Per service 4 entries; service 1 also its limits and 2 index
 	 * entries. */
 	cr_assert_eq(apply(&p, false, &changes), 2 * 4 + 1 + 2);
@@ -351,8 +341,7 @@ Test(apply, large_connection_rate_without_burst_is_clamped)
 		struct dmsc_tb b = { 0 };
 
 		p.services[0].rate_limit.connections_per_second = rates[i];
-		apply(&p, false, NULL);
-		cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+		apply_read(&p, &st);
 		cr_assert_eq(st.svcs[0].limits.conn_rate, rates[i]);
 		cr_assert_eq(st.svcs[0].limits.conn_depth, DMSC_TB_DEPTH_MAX, "rate %llu", rates[i]);
 		for (n = 0; n < 1000 && dmsc_tb_take(&b, 1000000000ull, st.svcs[0].limits.conn_rate,

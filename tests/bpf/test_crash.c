@@ -66,15 +66,6 @@ static void set_allow(struct dmsc_policy_service *s, const char *a, const char *
 		s->allow_from[1] = strdup(b);
 }
 
-static void set_limits(struct dmsc_policy_service *s, __u64 conns, __u64 bytes)
-{
-	s->has_rate_limit = true;
-	s->rate_limit.has_connections_per_second = conns != 0;
-	s->rate_limit.connections_per_second = conns;
-	s->rate_limit.has_bytes_per_second = bytes != 0;
-	s->rate_limit.bytes_per_second = bytes;
-}
-
 /* Paths of cgroups that do not exist: the rules stay unresolved, which is
  * access all the same (to nobody yet), and needs no cgroup made. */
 #define CG(x) "dmsc-crash-test-none/" x
@@ -86,12 +77,12 @@ static void policy_a(struct dmsc_policy *p)
 {
 	fixture_policy(p, 12, 2, NULL);
 	set_allow(&p->services[0], CG("a-x"), NULL);
-	set_limits(&p->services[0], 1000, 10000000);
+	fixture_limits(&p->services[0], 1000, 0, 10000000);
 	set_allow(&p->services[2], CG("a-z"), NULL);
 	set_allow(&p->services[3], CG("a-q"), CG("a-r"));
-	set_limits(&p->services[5], 0, 5000000);
+	fixture_limits(&p->services[5], 0, 0, 5000000);
 	set_allow(&p->services[6], CG("a-six"), NULL);
-	set_limits(&p->services[6], 50, 0);
+	fixture_limits(&p->services[6], 50, 0, 0);
 }
 
 static void policy_b(struct dmsc_policy *p, size_t extra)
@@ -106,16 +97,16 @@ static void policy_b(struct dmsc_policy *p, size_t extra)
 	s[0].name = strdup("s7");
 	s[0].vip = htonl(0xc6130100u);
 	set_allow(&s[0], CG("b-n"), NULL);
-	set_limits(&s[0], 77, 0);
+	fixture_limits(&s[0], 77, 0, 0);
 	free(s[6].name);
 	s[6].name = strdup("s8");
 	s[6].vip = htonl(0xc6130101u);
 	set_allow(&s[1], CG("b-y"), NULL);
 	set_allow(&s[2], CG("b-w"), NULL);
 	/* s3: allow list removed (B opens it) */
-	set_limits(&s[5], 0, 6000000);
+	fixture_limits(&s[5], 0, 0, 6000000);
 	s[5].backends[0].addr = htonl(0xc6120f00u);
-	set_limits(&s[9], 10, 0);
+	fixture_limits(&s[9], 10, 0, 0);
 	set_allow(&s[10], NULL, NULL); /* closed to everyone */
 	/* C: new open services beyond B, to take the ids B freed */
 	for (i = 12; i < 12 + extra; i++) {
@@ -490,7 +481,7 @@ Test(crash, new_service_does_not_inherit_an_orphaned_id)
 
 	fixture_policy(&a, 1, 1, NULL);
 	set_allow(&a.services[0], CG("only-this"), NULL);
-	set_limits(&a.services[0], 5, 1000000);
+	fixture_limits(&a.services[0], 5, 0, 1000000);
 	cr_assert_eq(dmsc_apply(&dp, &a, false, &res), 0);
 	dmsc_apply_result_free(&res);
 	cr_assert_eq(dmsc_state_read(&dp, &st), 0);

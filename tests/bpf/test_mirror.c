@@ -203,12 +203,9 @@ Test(mirror, another_writer_is_noticed)
 
 Test(mirror, failed_write_rolls_back_and_the_mirror_stays_right)
 {
-	LIBBPF_OPTS(bpf_get_fd_by_id_opts, ro, .open_flags = BPF_F_RDONLY);
 	struct dmsc_policy p = { 0 }, q = { 0 };
 	struct dmsc_apply_result res;
 	struct dmsc_state before, after;
-	struct bpf_map_info info;
-	__u32 len = sizeof(info);
 	struct dmsc_svc_digest d[8];
 	int rw_fd;
 
@@ -216,16 +213,12 @@ Test(mirror, failed_write_rolls_back_and_the_mirror_stays_right)
 	fixture_policy(&q, 6, 2, NULL);
 	mapply(&p, false, NULL);
 	cr_assert_eq(dmsc_state_read(&dp, &before), 0);
-	memset(&info, 0, sizeof(info));
-	cr_assert_eq(bpf_obj_get_info_by_fd(dp.fd[DMSC_M_SVC_META], &info, &len), 0);
-	rw_fd = dp.fd[DMSC_M_SVC_META];
-	dp.fd[DMSC_M_SVC_META] = bpf_map_get_fd_by_id_opts(info.id, &ro);
+	rw_fd = fixture_meta_read_only(&dp);
 	dmsc_policy_digests(&q, d);
 	cr_assert_neq(dmsc_mirror_apply(&mir, &dp, &q, d, false, &res), 0);
 	cr_assert(res.rolled_back);
 	dmsc_apply_result_free(&res);
-	close(dp.fd[DMSC_M_SVC_META]);
-	dp.fd[DMSC_M_SVC_META] = rw_fd;
+	fixture_meta_writable(&dp, rw_fd);
 	cr_assert_eq(dmsc_state_read(&dp, &after), 0);
 	cr_assert_eq(after.n_svcs, before.n_svcs);
 	cr_assert_eq(memcmp(after.svcs, before.svcs, before.n_svcs * sizeof(*before.svcs)), 0);
@@ -380,11 +373,7 @@ Test(mirror, limits_and_allow_rules)
 	long i;
 
 	fixture_policy(&p, 3, 2, NULL);
-	p.services[1].has_rate_limit = true;
-	p.services[1].rate_limit.has_connections_per_second = true;
-	p.services[1].rate_limit.connections_per_second = 50;
-	p.services[1].rate_limit.has_bytes_per_second = true;
-	p.services[1].rate_limit.bytes_per_second = 1 << 20;
+	fixture_limits(&p.services[1], 50, 0, 1 << 20);
 	p.services[2].has_allow_from = true;
 	p.services[2].allow_from = paths;
 	p.services[2].n_allow_from = 2;

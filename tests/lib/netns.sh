@@ -87,19 +87,25 @@ dmsc_net_init() {
 	echo 0 >"${DMSC_NET_STATE}/links"
 }
 
+# dmsc__ns_up WHO NS: namespace NS made (recorded first, so a half-made one
+# is cleaned up too) unless it exists, with lo up. WHO names the caller in
+# errors.
+dmsc__ns_up() {
+	if ! dmsc__ns_exists "$2"; then
+		dmsc__record netns "$2" || return 1
+		ip netns add "$2" || {
+			dmsc__err "$1: ip netns add $2 failed"
+			return 1
+		}
+	fi
+	ip -n "$2" link set lo up
+}
+
 # dmsc_net_hub: namespace ${P}hub with bridge br0 up.
 dmsc_net_hub() {
 	dmsc__need_init || return 1
 	local hub="${DMSC_NET_PREFIX}hub"
-	if ! dmsc__ns_exists "$hub"; then
-		# recorded before it exists, so a half-made hub is cleaned up too
-		dmsc__record netns "$hub" || return 1
-		ip netns add "$hub" || {
-			dmsc__err "dmsc_net_hub: ip netns add $hub failed"
-			return 1
-		}
-	fi
-	ip -n "$hub" link set lo up || return 1
+	dmsc__ns_up dmsc_net_hub "$hub" || return 1
 	if ! ip -n "$hub" link show br0 >/dev/null 2>&1; then
 		ip -n "$hub" link add br0 type bridge || {
 			dmsc__err "dmsc_net_hub: cannot add bridge br0 in $hub"
@@ -160,14 +166,7 @@ dmsc_net_host() {
 	done
 	dmsc_net_hub || return 1
 	ns="${DMSC_NET_PREFIX}${name}"
-	if ! dmsc__ns_exists "$ns"; then
-		dmsc__record netns "$ns" || return 1
-		ip netns add "$ns" || {
-			dmsc__err "dmsc_net_host: ip netns add $ns failed"
-			return 1
-		}
-	fi
-	ip -n "$ns" link set lo up || return 1
+	dmsc__ns_up dmsc_net_host "$ns" || return 1
 	if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
 		n=$(($(cat "${DMSC_NET_STATE}/links") + 1))
 		echo "$n" >"${DMSC_NET_STATE}/links"

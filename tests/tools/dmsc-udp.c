@@ -229,6 +229,20 @@ static void report(const struct tally *t, long sockets, bool json)
 	printf("}}\n");
 }
 
+struct num_option {
+	const char *name;
+	long *out;
+};
+
+/* Where option a's number goes, or NULL when a takes none. */
+static long *number_option(const struct num_option *opts, const char *a)
+{
+	for (; opts->name; opts++)
+		if (!strcmp(a, opts->name))
+			return opts->out;
+	return NULL;
+}
+
 static int usage(void)
 {
 	fprintf(stderr, "usage: dmsc-udp serve --listen ADDR:PORT --name NAME [--max-seconds S] "
@@ -245,6 +259,13 @@ int main(int argc, char **argv)
 	long max_seconds = 300, sockets = 1, per_socket = 1, timeout_ms = 1000, i;
 	bool connected = false, json = false, have_addr = false, log = false;
 	struct tally *t;
+	/* The options that take a number. */
+	struct num_option nums[] = {
+		{ "--max-seconds", &max_seconds }, { "--sockets", &sockets },
+		{ "--per-socket", &per_socket },   { "--timeout-ms", &timeout_ms },
+		{ "--pause-after", &pause_after }, { NULL, NULL },
+	};
+	long *n;
 
 	if (argc < 2)
 		return usage();
@@ -265,20 +286,8 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--name")) {
 			name = v;
 			i++;
-		} else if (!strcmp(a, "--max-seconds")) {
-			max_seconds = strtol(v, NULL, 10);
-			i++;
-		} else if (!strcmp(a, "--sockets")) {
-			sockets = strtol(v, NULL, 10);
-			i++;
-		} else if (!strcmp(a, "--per-socket")) {
-			per_socket = strtol(v, NULL, 10);
-			i++;
-		} else if (!strcmp(a, "--timeout-ms")) {
-			timeout_ms = strtol(v, NULL, 10);
-			i++;
-		} else if (!strcmp(a, "--pause-after")) {
-			pause_after = strtol(v, NULL, 10);
+		} else if ((n = number_option(nums, a))) {
+			*n = strtol(v, NULL, 10);
 			i++;
 		} else if (!strcmp(a, "--resume-file")) {
 			resume_file = v;

@@ -37,6 +37,16 @@ static enum dmsc_l7_sup_state poll_until(struct dmsc_l7_supervisor *s, enum dmsc
 	return st;
 }
 
+/* Starts a supervisor of argv and polls until it reaches state want
+ * (3 s at most). */
+static void start_until(struct dmsc_l7_supervisor *s, const char **argv,
+			enum dmsc_l7_sup_state want)
+{
+	cr_assert_eq(dmsc_l7_sup_init(s, argv), 0);
+	cr_assert_eq(dmsc_l7_sup_start(s, ms()), 0);
+	cr_assert_eq(poll_until(s, want, 3000), want);
+}
+
 Test(l7_supervisor, ready_then_drained_by_sigterm)
 {
 	/* bash: dash cannot redirect to fds above 9. "$2" is the ready fd; TERM makes it exit 0
@@ -66,9 +76,7 @@ Test(l7_supervisor, replace_drains_the_old_one_once_the_new_one_is_ready)
 	pid_t first;
 	int status = 0;
 
-	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
-	cr_assert_eq(dmsc_l7_sup_start(&s, ms()), 0);
-	cr_assert_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
+	start_until(&s, argv, DMSC_L7_SUP_READY);
 	first = s.pid;
 	cr_assert_eq(dmsc_l7_sup_replace(&s, argv, ms()), 0);
 	cr_expect_eq(s.old_pid, first);
@@ -95,9 +103,7 @@ Test(l7_supervisor, a_replace_during_a_hand_over_is_queued_not_dropped)
 	pid_t first, second;
 	int i;
 
-	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
-	cr_assert_eq(dmsc_l7_sup_start(&s, ms()), 0);
-	cr_assert_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
+	start_until(&s, argv, DMSC_L7_SUP_READY);
 	first = s.pid;
 	cr_assert_eq(dmsc_l7_sup_replace(&s, argv, ms()), 0);
 	second = s.pid;
@@ -190,9 +196,7 @@ Test(l7_supervisor, a_dying_helper_is_restarted_with_backoff)
 	const char *argv[] = {"/bin/sh", "-c", "exit 1", "sh", NULL};
 	struct dmsc_l7_supervisor s;
 
-	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
-	cr_assert_eq(dmsc_l7_sup_start(&s, ms()), 0);
-	cr_expect_eq(poll_until(&s, DMSC_L7_SUP_BACKOFF, 3000), DMSC_L7_SUP_BACKOFF);
+	start_until(&s, argv, DMSC_L7_SUP_BACKOFF);
 	cr_expect_eq(s.backoff_ms, 2 * DMSC_L7_SUP_BACKOFF_MIN_MS, "doubled");
 	/* after 100 ms it is started again, and dies again */
 	poll_until(&s, DMSC_L7_SUP_STARTING, 3000);
@@ -205,9 +209,7 @@ Test(l7_supervisor, usage_errors_back_off_at_the_maximum)
 	const char *argv[] = {"/bin/sh", "-c", "exit 2", "sh", NULL};
 	struct dmsc_l7_supervisor s;
 
-	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
-	cr_assert_eq(dmsc_l7_sup_start(&s, ms()), 0);
-	cr_expect_eq(poll_until(&s, DMSC_L7_SUP_BACKOFF, 3000), DMSC_L7_SUP_BACKOFF);
+	start_until(&s, argv, DMSC_L7_SUP_BACKOFF);
 	cr_expect_geq(s.next_start_ms, ms() + DMSC_L7_SUP_BACKOFF_MAX_MS - 3000);
 	dmsc_l7_sup_stop(&s, 1000);
 }

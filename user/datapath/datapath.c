@@ -2,10 +2,10 @@
 #include "install_steps.h"
 
 
-#define DMSC_M_NAME(id, size) [DMSC_M_##id] = DMSC_MAP_##id,
+#define DMSC_M_NAME(id, ...) [DMSC_M_##id] = DMSC_MAP_##id,
 const char *const dmsc_map_names[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_NAME) };
 #undef DMSC_M_NAME
-#define DMSC_M_SIZE(id, size) [DMSC_M_##id] = DMSC_MAP_SIZE_##size,
+#define DMSC_M_SIZE(id, name, size, ...) [DMSC_M_##id] = DMSC_MAP_SIZE_##size,
 const enum dmsc_map_size dmsc_map_sizes[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_SIZE) };
 #undef DMSC_M_SIZE
 
@@ -46,31 +46,6 @@ int dmsc_require_root(const char *what)
 	pr_warn("%s needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo\n",
 		what);
 	return -EPERM;
-}
-
-int dmsc_cgroup2_mount(char *buf, size_t len)
-{
-	char dev[256], dir[PATH_MAX], type[64];
-	int err = -ENOENT;
-	FILE *f;
-
-	f = fopen("/proc/mounts", "r");
-	if (!f) {
-		err = -errno;
-		pr_warn("cannot read /proc/mounts: %s\n", strerror(-err));
-		return err;
-	}
-	while (fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3) {
-		if (strcmp(type, "cgroup2") == 0 && strlen(dir) < len) {
-			snprintf(buf, len, "%s", dir);
-			err = 0;
-			break;
-		}
-	}
-	fclose(f);
-	if (err)
-		pr_warn("no cgroup2 filesystem is mounted: dmsc attaches to cgroup v2 only\n");
-	return err;
 }
 
 int dmsc_cgroup_resolve(const char *arg, char *abs, size_t abs_len, char *rel, size_t rel_len)

@@ -374,6 +374,7 @@ void *worker_main(void *arg)
 			if (!c->dead)
 				conn_step(c);
 		}
+		dmsc_l7_h2_flush(&w->h2);
 		now = now_ns();
 		if (draining && w->listening) {
 			stop_listening(w);
