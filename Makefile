@@ -105,8 +105,9 @@ $(BUILD)/dmsc-l7: LIBS += -lhttp_parser -lnghttp2 -lpthread
 $(PROGS): $(BUILD)/%: $$(call prog_src,$$*) $$(call archives,$$*,$(BUILD)) $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,$*,$(BUILD)) $(LIBS) -o $@
 
-$(BUILD)/tools/%: tests/tools/%.c $(HEADERS) | $(BUILD)/tools
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< -o $@
+# The test tools call the product's own helpers (user/common), not copies.
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libdmsc-common.a $(HEADERS) | $(BUILD)/tools
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc-common.a -o $@
 
 $(BUILD)/bench-cp: tests/bench/bench-cp.c $(call archives,dmscd,$(BUILD)) $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,dmscd,$(BUILD)) $(LIBS) -o $@
@@ -122,6 +123,7 @@ bench: all $(BUILD)/bench-cp
 	scripts/bench-l7.sh
 	scripts/bench-health.sh
 	scripts/bench-h2.sh
+	BENCH_PERF=1 scripts/bench-mtls.sh
 
 # The control plane with a real etcd and 20 simulated hosts, alone.
 bench-etcd: all
@@ -169,10 +171,11 @@ FUZZ_CC       ?= clang
 FUZZ_FLAGS    := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer
 FUZZ_SRCS_policy := user/policy/policy.c user/policy/policy_json.c user/policy/policy_service.c \
-		    user/policy/policy_health.c user/policy/policy_mtls.c user/common/addr.c
+		    user/policy/policy_health.c user/policy/policy_mtls.c user/common/addr.c \
+		    user/common/array.c
 # dmsc-l7's request parser (the helper links the same file; http_parser
 # itself is Debian's library, not instrumented: coverage is of our code)
-FUZZ_SRCS_http   := user/l7/l7_http.c
+FUZZ_SRCS_http   := user/l7/l7_http.c user/common/http_list.c
 FUZZ_LIBS_http   := -lhttp_parser
 FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS     := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))

@@ -11,6 +11,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -84,33 +85,77 @@ def ms(v):
 
 
 def publish(a, k, weights, path):
+    """Publishes namespace k with weights; returns when dmscctl started,
+    when it sent the transaction and had etcd's answer (its own clock),
+    when it exited, and the revision."""
     with open(path, "w") as f:
         json.dump(ns_policy("ns", k, a.per, weights), f)
     t0 = time.time()
-    p = subprocess.run([a.ctl, "publish", path, "--etcd", a.etcd, "--namespace", ns_name("ns", k)],
-                       capture_output=True, text=True)
+    p = subprocess.run([a.ctl, "publish", path, "--etcd", a.etcd, "--namespace", ns_name("ns", k),
+                        "-o", "json"], capture_output=True, text=True)
     t1 = time.time()
     if p.returncode != 0:
         sys.exit("publish failed: " + p.stdout + p.stderr)
-    rev = int(p.stdout.strip().split()[-1])
-    return t0, t1, rev
+    out = json.loads(p.stdout)
+    return t0, out["transaction_sent_at"], out["transaction_answered_at"], t1, out["revision"]
 
 
-def wait_applied(urls, rev, deadline_s=30.0):
-    """Scrapes each host until its applied revision reaches rev; returns
-    each one's metrics at that point."""
+APPLIED = re.compile(rb"^dmscd: applied .*\(etcd\)", re.M)
+
+
+def log_marks(logs):
+    return {h: os.stat(f).st_size for h, f in logs.items()}
+
+
+def cpu_s(pids):
+    """CPU time of every thread of each process (schedstat: ns on a CPU)."""
+    out = {}
+    for p in pids:
+        t = 0
+        for d in os.listdir("/proc/%d/task" % p):
+            with open("/proc/%d/task/%s/schedstat" % (p, d)) as f:
+                t += int(f.read().split()[0])
+        out[p] = t / 1e9
+    return out
+
+
+def wait_applied(urls, logs, marks, rev, deadline_s=30.0, on_all=None):
+    """Waits until each host's applied revision reaches rev; returns each
+    one's metrics at that point. A host is scraped only once its log shows
+    an apply after marks (the sizes before the publish): the propagation
+    is dmscd's own timestamp, and scraping 20 hosts while they apply would
+    take the CPU they need (so would a scrape loop at a short interval)."""
     got = {}
+    seen = {}
     end = time.time() + deadline_s
-    time.sleep(0.05)
     while len(got) < len(urls) and time.time() < end:
+        for h in urls:
+            if h in seen:
+                continue
+            size = os.stat(logs[h]).st_size
+            if size <= marks[h]:
+                continue
+            with open(logs[h], "rb") as f:
+                f.seek(marks[h])
+                if APPLIED.search(f.read(size - marks[h])):
+                    seen[h] = True
+        if len(seen) < len(urls):
+            time.sleep(0.01)
+            continue
+        if on_all:
+            on_all()
+            on_all = None
         for h, u in urls.items():
             if h in got:
                 continue
             m = scrape(u)
             if m.get("dmsc_etcd_applied_revision", 0) >= rev:
                 got[h] = m
+            else:  # an apply of an earlier change: look again
+                seen.pop(h, None)
+                marks[h] = os.stat(logs[h]).st_size
         if len(got) < len(urls):
-            time.sleep(0.02)
+            time.sleep(0.05)
     if len(got) < len(urls):
         sys.exit("hosts %s did not reach revision %d" % (sorted(set(urls) - set(got)), rev))
     return got
@@ -166,9 +211,11 @@ class Watcher(threading.Thread):
 def cmd_measure(a):
     urls = {}
     subs = {}
+    pids = {}
     for line in open(a.hosts):
-        h, url, nss = line.split()
+        h, url, nss, pid = line.split()[:4]
         urls[h] = url
+        pids[h] = int(pid)
         subs[h] = nss.split(",")
     tmp = a.tmp
     res = {"hosts": len(urls), "namespaces": a.namespaces, "services": a.namespaces * a.per,
@@ -179,27 +226,43 @@ def cmd_measure(a):
     w = Watcher(a.etcd, "ns000")
     w.start()
     w.ready.wait(10)
-    prop, prop_max, pub, rx, written, ev, ev_max = [], [], [], [], [], [], []
-    # where the time goes: publish start -> etcd's event (seen by the bench's
-    # own watch) -> dmscd read it -> parsed into its store -> its apply
-    # began -> the maps written (dmscd's timestamps, per host and change)
-    stages = {"publish_to_event": [], "event_to_received": [], "received_to_parsed": [],
+    logs = {h: os.path.join(tmp, h + ".log") for h in urls}
+    prop, prop_max, start, start_max, pub, rx, written, ev, ev_max = ([] for _ in range(9))
+    # where the time goes: dmscctl's start -> it sent the transaction ->
+    # etcd's event (seen by the bench's own watch) -> dmscd read it ->
+    # parsed into its store -> its apply began -> the maps written
+    # (dmscd's timestamps, per host and change)
+    stages = {"dmscctl_start_to_txn_sent": [], "txn_sent_to_event": [],
+              "event_to_received": [], "received_to_parsed": [],
               "parsed_to_apply_start": [], "apply_start_to_maps": []}
+    # CPU time per change, from before the publish to the last host's
+    # apply (before any scrape): etcd's (serving dmscctl's read and
+    # transaction, the watch streams) and every dmscd's (both threads)
+    cpu = {"etcd": [], "dmscd_per_host": []}
     weights = {}  # kept: each publish changes one service's weight only
     for c in range(a.changes):
         weights[c % a.per] = 2 + c
-        t0, t1, rev = publish(a, 0, weights, os.path.join(tmp, "change.json"))
-        after = wait_applied({h: urls[h] for h in shared}, rev)
-        ts = [after[h]["dmsc_etcd_applied_timestamp_seconds"] - t0 for h in shared]
-        prop += ts
-        prop_max.append(max(ts))
+        marks = log_marks({h: logs[h] for h in shared})
+        c0 = cpu_s([a.etcd_pid] + [pids[h] for h in shared])
+        c1 = {}
+        t0, ts, ta, t1, rev = publish(a, 0, weights, os.path.join(tmp, "change.json"))
+        after = wait_applied({h: urls[h] for h in shared}, logs, marks, rev,
+                             on_all=lambda: c1.update(cpu_s(list(c0))))
+        cpu["etcd"].append(c1[a.etcd_pid] - c0[a.etcd_pid])
+        cpu["dmscd_per_host"] += [c1[pids[h]] - c0[pids[h]] for h in shared]
+        at = [after[h]["dmsc_etcd_applied_timestamp_seconds"] for h in shared]
+        prop += [x - ts for x in at]
+        prop_max.append(max(at) - ts)
+        start += [x - t0 for x in at]
+        start_max.append(max(at) - t0)
         pub.append(t1 - t0)
+        stages["dmscctl_start_to_txn_sent"].append(ts - t0)
         te = w.wait(rev)
         if te is not None:
-            es = [after[h]["dmsc_etcd_applied_timestamp_seconds"] - te for h in shared]
+            es = [x - te for x in at]
             ev += es
             ev_max.append(max(es))
-            stages["publish_to_event"].append(te - t0)
+            stages["txn_sent_to_event"].append(te - ts)
         for h in shared:
             m = after[h]
             st = [m.get('dmsc_etcd_applied_stage_timestamp_seconds{stage="%s"}' % k, 0)
@@ -219,14 +282,19 @@ def cmd_measure(a):
             before[h] = after[h]
     res["change_shared"] = {
         "subscribed_hosts": len(shared), "changes": a.changes,
-        "propagation_ms_p50": pct(prop, 50) * 1e3, "propagation_ms_p99": pct(prop, 99) * 1e3,
-        "to_all_hosts_ms_p50": pct(prop_max, 50) * 1e3,
-        "to_all_hosts_ms_p99": pct(prop_max, 99) * 1e3,
-        "publish_ms_p50": pct(pub, 50) * 1e3,
+        "propagation_ms_p50": ms(pct(prop, 50)), "propagation_ms_p99": ms(pct(prop, 99)),
+        "to_all_hosts_ms_p50": ms(pct(prop_max, 50)),
+        "to_all_hosts_ms_p99": ms(pct(prop_max, 99)),
+        "from_dmscctl_start_ms_p50": ms(pct(start, 50)),
+        "from_dmscctl_start_ms_p99": ms(pct(start, 99)),
+        "from_dmscctl_start_to_all_hosts_ms_p99": ms(pct(start_max, 99)),
+        "publish_ms_p50": ms(pct(pub, 50)),
         "from_event_ms_p50": ms(pct(ev, 50)), "from_event_ms_p99": ms(pct(ev, 99)),
         "from_event_to_all_hosts_ms_p99": ms(pct(ev_max, 99)),
         "stages_ms": {k: {"p50": ms(pct(v, 50)), "p99": ms(pct(v, 99)), "n": len(v)}
                       for k, v in stages.items()},
+        "cpu_ms_per_change": {k: {"p50": ms(pct(v, 50)), "p99": ms(pct(v, 99))}
+                              for k, v in cpu.items()},
         "bytes_per_subscribed_host_p50": pct(rx, 50), "bytes_per_subscribed_host_max": max(rx),
         "entries_written_per_host_p50": pct(written, 50),
         "entries_written_per_host_max": max(written)}
@@ -240,8 +308,9 @@ def cmd_measure(a):
     weights = {}
     for c in range(n2):
         weights[c % a.per] = 2 + c
-        t0, t1, rev = publish(a, 1, weights, os.path.join(tmp, "change1.json"))
-        after = wait_applied({h: urls[h] for h in one}, rev)
+        marks = log_marks({h: logs[h] for h in one})
+        _, _, _, _, rev = publish(a, 1, weights, os.path.join(tmp, "change1.json"))
+        after = wait_applied({h: urls[h] for h in one}, logs, marks, rev)
         for h in one:
             rx1.append(after[h]["dmsc_etcd_received_bytes_total"]
                        - base[h]["dmsc_etcd_received_bytes_total"])
@@ -271,7 +340,8 @@ def main():
     m = sp.add_parser("measure")
     m.add_argument("--ctl", required=True)
     m.add_argument("--etcd", required=True)
-    m.add_argument("--hosts", required=True, help="file: HOST METRICS-URL NS,NS,...")
+    m.add_argument("--etcd-pid", type=int, required=True)
+    m.add_argument("--hosts", required=True, help="file: HOST METRICS-URL NS,NS,... PID")
     m.add_argument("--namespaces", type=int, required=True)
     m.add_argument("--per", type=int, required=True)
     m.add_argument("--changes", type=int, default=50)

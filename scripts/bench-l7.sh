@@ -129,15 +129,6 @@ for p in "$HAP" "$NGX"; do kill -0 "$p" 2>/dev/null || { echo "bench-l7: a proxy
 
 HZ=$(getconf CLK_TCK)
 
-# to_ms "1.23ms" | "456.00us" | "1.02s"
-to_ms() {
-	awk -v v="$1" 'BEGIN {
-		if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
-		else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
-		else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
-		else print "nan" }'
-}
-
 # run NAME URL PID ROUND  (CONNS: the connection count)
 run() {
 	local name=$1 url=$2 pid=$3 round=$4 c0 c1 out

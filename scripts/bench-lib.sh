@@ -21,3 +21,12 @@ rss_kb() {
 	done
 	echo "$total"
 }
+
+# to_ms "1.23ms" | "456.00us" | "1.02s": wrk's durations in milliseconds
+to_ms() {
+	awk -v v="$1" 'BEGIN {
+		if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
+		else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
+		else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
+		else print "nan" }'
+}

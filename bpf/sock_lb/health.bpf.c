@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Passive health: the connect()s of mesh sockets that connect4 sent to a
- * backend, watched to their outcome (docs/design.md decision 28).
+ * Passive health: the connect()s of mesh sockets that connect4 or connect6
+ * sent to a backend, watched to their outcome (docs/design.md decisions 28
+ * and 40).
  *
  * At TCP_CONNECT_CB (the SYN is about to leave) a socket translated to a
  * backend of a service with passive health asks for state callbacks; the
@@ -19,29 +20,60 @@
 
 #include "maps.bpf.h"
 
-/* The record connect4 left, when it names a backend of a service whose
- * passive health is on; the service's settings copied to *cfg. */
-static __always_inline struct dmsc_sock_vip *watched(struct bpf_sock_ops *ops,
-						     struct dmsc_svc_health *cfg)
+/* A watched connect: the service and the backend connect4 or connect6 picked. */
+struct watch {
+	__u32 svc_id;
+	__u32 backend_id;
+};
+
+/* The service of a record, when it is still the one that the record's
+ * translation used and its passive health is on: its settings to *cfg. */
+static __always_inline bool health_on(const struct dmsc_svc *svc, __u32 svc_id,
+				      struct dmsc_svc_health *cfg)
 {
+	if (!svc || svc->id != svc_id || !svc->health.eject_after)
+		return false;
+	*cfg = svc->health;
+	return true;
+}
+
+/* The record connect4 or connect6 left, when it names a backend of a
+ * service whose passive health is on. An IPv4 record first, whatever the
+ * socket's family: a dual-stack socket's connect to ::ffff:VIP was
+ * translated and recorded as IPv4 (docs/design.md decision 27). */
+static __always_inline bool watched(struct bpf_sock_ops *ops, struct dmsc_svc_health *cfg,
+				    struct watch *w)
+{
+	struct dmsc_svc6_key key6 = {};
 	struct dmsc_svc_key key = {};
+	struct dmsc_sock_vip6 *rec6;
 	struct dmsc_sock_vip *rec;
-	struct dmsc_svc *svc;
 	struct bpf_sock *sk = ops->sk;
 
-	if (!sk || ops->family != DMSC_AF_INET)
-		return NULL;
+	if (!sk || (ops->family != DMSC_AF_INET && ops->family != DMSC_AF_INET6))
+		return false;
 	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
-	if (!rec || !rec->backend_id)
-		return NULL; /* not translated, or handed to dmsc-l7 */
-	key.vip = rec->vip;
-	key.port = rec->vport;
-	key.proto = DMSC_PROTO_TCP;
-	svc = bpf_map_lookup_elem(&dmsc_services, &key);
-	if (!svc || svc->id != rec->svc_id || !svc->health.eject_after)
-		return NULL;
-	*cfg = svc->health;
-	return rec;
+	if (rec) {
+		if (!rec->backend_id)
+			return false; /* handed to dmsc-l7 */
+		key.vip = rec->vip;
+		key.port = rec->vport;
+		key.proto = DMSC_PROTO_TCP;
+		w->svc_id = rec->svc_id;
+		w->backend_id = rec->backend_id;
+		return health_on(bpf_map_lookup_elem(&dmsc_services, &key), w->svc_id, cfg);
+	}
+	if (ops->family != DMSC_AF_INET6)
+		return false;
+	rec6 = bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0);
+	if (!rec6 || !rec6->backend_id)
+		return false; /* not translated */
+	__builtin_memcpy(key6.vip, rec6->vip, sizeof(key6.vip));
+	key6.port = rec6->vport;
+	key6.proto = DMSC_PROTO_TCP;
+	w->svc_id = rec6->svc_id;
+	w->backend_id = rec6->backend_id;
+	return health_on(bpf_map_lookup_elem(&dmsc_services6, &key6), w->svc_id, cfg);
 }
 
 /* max_ejection_percent: how many of the service's *n backends are ejected
@@ -76,10 +108,10 @@ static __always_inline __u32 count_ejected(__u32 svc_id, __u64 now, __u32 *n)
 	return (__u32)k;
 }
 
-static __always_inline void connect_failed(const struct dmsc_sock_vip *rec,
+static __always_inline void connect_failed(const struct watch *w,
 					   const struct dmsc_svc_health *cfg)
 {
-	__u32 backend_id = rec->backend_id, n = 0, k;
+	__u32 backend_id = w->backend_id, n = 0, k;
 	struct dmsc_be_health *h = bpf_map_lookup_elem(&dmsc_be_health, &backend_id);
 	__u64 now = bpf_ktime_get_ns();
 	int ejected, room = 1;
@@ -92,7 +124,7 @@ static __always_inline void connect_failed(const struct dmsc_sock_vip *rec,
 	 * this failure may complete a run. */
 	if (cfg->max_eject_pct && cfg->max_eject_pct < 100 &&
 	    dmsc_health_would_eject(h, cfg, now)) {
-		k = count_ejected(rec->svc_id, now, &n);
+		k = count_ejected(w->svc_id, now, &n);
 		room = dmsc_health_may_eject(cfg, k, n);
 	}
 	bpf_spin_lock(&h->lock);
@@ -118,10 +150,10 @@ SEC("sockops")
 int dmsc_health_sockops(struct bpf_sock_ops *ops)
 {
 	struct dmsc_svc_health cfg = {};
-	struct dmsc_sock_vip *rec;
+	struct watch w = {};
 
 	if (ops->op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
-		if (watched(ops, &cfg))
+		if (watched(ops, &cfg, &w))
 			bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags |
 							   BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
@@ -130,12 +162,11 @@ int dmsc_health_sockops(struct bpf_sock_ops *ops)
 	 * have asked for state callbacks too: only SYN_SENT's end is ours. */
 	if (ops->op != BPF_SOCK_OPS_STATE_CB || ops->args[0] != BPF_TCP_SYN_SENT)
 		return 1;
-	rec = watched(ops, &cfg);
-	if (!rec)
+	if (!watched(ops, &cfg, &w))
 		return 1;
 	if (ops->args[1] == BPF_TCP_ESTABLISHED)
-		connect_succeeded(rec->backend_id);
+		connect_succeeded(w.backend_id);
 	else if (ops->args[1] == BPF_TCP_CLOSE)
-		connect_failed(rec, &cfg);
+		connect_failed(&w, &cfg);
 	return 1;
 }

@@ -304,6 +304,41 @@ static __always_inline bool sock4_tunnel_handoff(struct bpf_sock_addr *ctx,
 	return true;
 }
 
+/*
+ * A connection that names no VIP: if its address and port are a backend
+ * of this host of a required service with an allow_from (DMSC_BE_F_MTLS_
+ * ALLOW_LIST, indexed in dmsc_be_mtls), the caller, a workload of this
+ * host going around the VIP, must be in that allow_from as through the VIP
+ * (docs/design.md decision 44); refused and counted refused_access
+ * otherwise. The tunnel's and dmsc-l7's own sockets (dmsc_l7_own) deliver
+ * what their side already authorized. TCP only, as the guard; one hash
+ * lookup per connect() that names no VIP.
+ */
+static __always_inline int sock4_direct(struct bpf_sock_addr *ctx, struct dmsc_svc_key *key)
+{
+	struct dmsc_svc_stats *ss;
+	struct dmsc_backend *be;
+	__u32 *id;
+
+	if (key->proto != DMSC_PROTO_TCP)
+		return SOCK_ADDR_PASS;
+	id = bpf_map_lookup_elem(&dmsc_be_mtls, key);
+	if (!id)
+		return SOCK_ADDR_PASS;
+	be = bpf_map_lookup_elem(&dmsc_backends, id);
+	/* a stale index entry names another address or no guard */
+	if (!be || be->addr != key->vip || be->port != key->port ||
+	    (be->flags & (DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_ALLOW_LIST)) !=
+		(DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_ALLOW_LIST))
+		return SOCK_ADDR_PASS;
+	if (caller_allowed(be->svc_id) || helper_socket(ctx))
+		return SOCK_ADDR_PASS;
+	ss = svc_stats(be->svc_id);
+	if (ss)
+		ss->refused_access += 1;
+	return SOCK_ADDR_REFUSE;
+}
+
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto, bool mapped)
 {
@@ -322,7 +357,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 
 	svc = bpf_map_lookup_elem(&dmsc_services, &key);
 	if (!svc)
-		return SOCK_ADDR_PASS; /* not a VIP: untouched */
+		return sock4_direct(ctx, &key); /* not a VIP: untouched */
 	svc_id = svc->id;
 	ss = svc_stats(svc_id);
 

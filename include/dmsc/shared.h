@@ -159,6 +159,10 @@ enum dmsc_be_flags {
 	 * address:port in dmsc_be_mtls. */
 	DMSC_BE_F_MTLS_REQUIRED = 1u << 1,
 	DMSC_BE_F_MTLS_PERMISSIVE = 1u << 2,
+	/* With DMSC_BE_F_MTLS_REQUIRED: its service has an allow_from, which
+	 * connect4 checks when a workload of this host connects straight to
+	 * the backend's address, around the VIP (docs/design.md decision 44). */
+	DMSC_BE_F_MTLS_ALLOW_LIST = 1u << 3,
 };
 #define DMSC_BE_F_MTLS_GUARD (DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_PERMISSIVE)
 

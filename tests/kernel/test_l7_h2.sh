@@ -154,6 +154,14 @@ t_eq "20 /canary/ and 20 /v1only/ streams on one connection: 20 v2, 20 v1" \
 in_c h2load -n 2000 -c 4 -m 16 "http://$WEB/id" >"$T/h2load.out" 2>&1
 t_check "h2load: 2000 requests, 2000 succeeded" grep -q 'requests: 2000 total, 2000 started, 2000 done, 2000 succeeded' "$T/h2load.out"
 t_check "h2load: all 2xx" grep -q 'status codes: 2000 2xx' "$T/h2load.out"
+# the streams of all client connections share the helper's backend
+# connections (docs/design.md decision 46): at most 4 per backend per
+# worker (2), however many clients, and they outlive the clients (closed
+# after --idle-timeout-ms); per client connection they would be gone
+for h in b1 b2; do
+	t_range "backend connections to $h after the 4 clients left: shared, at most 4 per worker" \
+		"$(dmsc_net_exec "$h" ss -Htn state established '( sport = :8080 )' | wc -l)" 1 8
+done
 
 # 3. request limits per stream: burst 5, then 429
 in_c h2load -n 20 -c 1 -m 1 "http://$LIMITED/id" >"$T/limited.out" 2>&1

@@ -5,7 +5,9 @@
 # dmsc_be_health entry the kernel uses for tcp services (dmscctl show
 # services and the helper's metrics say why); healthy again, it is back
 # once its ejection is over; a service whose every backend is out keeps
-# them all (panic mode). Clients: curl, in the mesh cgroup.
+# them all (panic mode); a backend that does not answer within the route's
+# timeout_ms (the client's 504) counts as failing too. Clients: curl, in
+# the mesh cgroup.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 L7PID=
@@ -19,12 +21,14 @@ SHOP=198.19.150.10
 ALLBAD=198.19.150.11
 PAIR=198.19.150.12
 BACK=198.19.150.13
+SLOW=198.19.150.14
 dmsc_net_host c 198.18.150.2/16 || exit 1
 dmsc_net_host n 198.18.150.1/16 || exit 1
 dmsc_net_host good 198.18.151.2/16 || exit 1
 dmsc_net_host bad 198.18.151.3/16 || exit 1
 dmsc_net_host bad2 198.18.151.4/16 || exit 1
 dmsc_net_host bad3 198.18.151.5/16 || exit 1
+dmsc_net_host slow 198.18.151.6/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 
 # backend NAME HOST ADDR EXTRA...: dmsc-testsrv http on ADDR:8080
@@ -37,6 +41,7 @@ backend() {
 }
 backend good good 198.18.151.2 || { t_fail "backend good ready"; t_summary; exit 1; }
 backend bad bad 198.18.151.3 --status 503 || { t_fail "backend bad ready"; t_summary; exit 1; }
+backend slow slow 198.18.151.6 --delay-ms 5000 || { t_fail "backend slow ready"; t_summary; exit 1; }
 
 cat >"$T/policy.json" <<EOF
 { "services": [
@@ -56,6 +61,13 @@ cat >"$T/policy.json" <<EOF
       { "address": "198.18.151.3", "port": 8080 } ],
     "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 1000,
                              "max_ejection_ms": 60000 } } },
+  { "name": "slow", "vip": "$SLOW", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.151.2", "port": 8080 },
+      { "address": "198.18.151.6", "port": 8080 } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 300 } ],
+    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 } } },
   { "name": "pair", "vip": "$PAIR", "port": 80, "protocol": "http",
     "backends": [
       { "address": "198.18.151.4", "port": 8080 },
@@ -102,6 +114,17 @@ t_check "metrics: one ejection, three 5xx" t_wait 10 bash -c \
 	 grep -q '^dmsc_l7_backend_failures_total{service=\"shop\",backend=\"198.18.151.3:8080\",kind=\"5xx\"} 3\$' '$T/metrics.prom'"
 t_eq "metrics: the backend is out" \
 	"$(metric 'dmsc_l7_backend_out{service="shop",backend="198.18.151.3:8080"}')" 1
+
+# 1b. Timeouts: a backend that answers after 5 s, past the route's 300 ms,
+# costs the client a 504 each time, and the second in a row ejects it.
+codes "$SLOW" 20 >"$T/codes-slow"
+t_eq "slow: 20 requests, exactly 2 answered 504 (no response within timeout_ms), 18 200" \
+	"$(grep -c '^504$' "$T/codes-slow"):$(grep -c '^200$' "$T/codes-slow")" "2:18"
+t_eq "slow: the backend is ejected" "$(health slow 1 .health.state)" ejected
+t_check "slow: the helper logs why" grep -q \
+	'health: slow 198.18.151.6:8080 ejected after 2 failures in a row (last: no response within timeout_ms)' "$T/l7.err"
+t_check "slow: metrics count two timeouts" t_wait 10 grep -q \
+	'^dmsc_l7_backend_failures_total{service="slow",backend="198.18.151.6:8080",kind="timeout"} 2$' "$T/metrics.prom"
 
 # 2. Healthy again: back once its ejection is over (service "back": 1 s,
 # twice as long each time it is ejected again while still answering 503).

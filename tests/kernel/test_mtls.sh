@@ -23,7 +23,10 @@
 # datapath on a cgroup of its own: the kernel's handoff to the tunnel
 # (a workload on a reaching a VIP of b's backend), and b's kernel dropping a
 # plain connection from a to a backend of a required service in its mesh
-# cgroup (counted; permissive: let in and counted) (docs/mtls.md).
+# cgroup (counted; permissive: let in and counted), and b's connect4
+# refusing a workload of b outside allow_from straight to that backend's
+# address as through the VIP, with b's tunnel in b's mesh cgroup (what it
+# delivers is exempt) (docs/mtls.md).
 #
 # Prints "ok - ..." / "not ok - ..." per check, then "N passed, M failed".
 # Exit: 0 all passed, 1 a check failed, 77 skipped (not root, tools missing).
@@ -365,27 +368,39 @@ mesh_policy() { # ALLOW_FROM_FIELD
       "backends": [ { "address": "$B", "port": 8080, "host": "node-b" } ] },
     { "name": "bulk", "vip": "$VIP", "port": 5201 $1,
       "backends": [ { "address": "$B", "port": 5201, "host": "node-b" } ] },
-    { "name": "guarded", "vip": "$VIP", "port": 8090 ${GUARDED_MTLS-},
+    { "name": "guarded", "vip": "$VIP", "port": 8090 ${GUARDED_MTLS-} $1,
       "backends": [ { "address": "$B", "port": 8090, "host": "node-b" } ] },
     { "name": "loose", "vip": "$VIP", "port": 8091, "mtls": "permissive",
       "backends": [ { "address": "$B", "port": 8091, "host": "node-b" } ] } ] }
 EOP
 }
-mesh_policy ", \"allow_from\": [ \"$cg_rel/client\" ]" >"$work/mesh-b.json"
+# b's workloads: friend in allow_from (beside a's client), stranger not,
+# infra runs b's dmscd and its tunnel (what it delivers is exempt)
+mkdir "$cg/friend" "$cg/stranger" "$cg/infra"
+cgb_rel=${cg#"$(dmsc_cgroup2_mount)"/}
+b_allow=", \"allow_from\": [ \"$cg_rel/client\", \"$cgb_rel/friend\" ]"
+mesh_policy "$b_allow" >"$work/mesh-b.json"
 mesh_policy "" >"$work/mesh-a.json"
-# start_dmscd HOST PIN_DIR POLICY: prints dmscd's pid (nsenter: ip netns
-# exec would hide the cgroup2 mount the tunnel resolves cgroup ids in)
+# start_dmscd HOST PIN_DIR POLICY ADDR [CGROUP]: prints dmscd's pid
+# (nsenter: ip netns exec would hide the cgroup2 mount the tunnel resolves
+# cgroup ids in)
 start_dmscd() {
+	local in_cg=()
+	[[ -n ${5-} ]] && in_cg=(dmsc_run_in_cgroup "$5")
 	# shellcheck disable=SC2016 # expanded by the inner shell
-	nsenter --net="/run/netns/${DMSC_NET_PREFIX}$1" bash -c 'echo $$ >"$0"; exec "$@"' \
+	"${in_cg[@]}" nsenter --net="/run/netns/${DMSC_NET_PREFIX}$1" bash -c 'echo $$ >"$0"; exec "$@"' \
 		"$work/dmscd-$1.pid" "$root/build/dmscd" --pin-dir "$2" --policy "$3" \
 		--mtls-dir "$work/$1" --mtls-listen "$4:15008" --metrics off \
 		>>"$work/dmscd-$1.log" 2>&1 &
 	t_wait 5 test -s "$work/dmscd-$1.pid" && cat "$work/dmscd-$1.pid"
 }
 rm -f "$work"/dmscd-*.pid
-dpid=$(start_dmscd b "$DMSC_PIN_DIR" "$work/mesh-b.json" "$B")
+# b's dmscd in b's mesh cgroup: its tunnel's sockets are exempt from the
+# check of allow_from around the VIP (decision 44), or nothing below passes
+dpid=$(start_dmscd b "$DMSC_PIN_DIR" "$work/mesh-b.json" "$B" "$cg/infra")
 apid=$(start_dmscd a "$pin_a" "$work/mesh-a.json" "$A")
+t_check "b's tunnel probed kTLS and logged the path its records take" \
+	t_wait 10 grep -qE "kTLS: (not available \\(TCP_ULP tls: .*\\); OpenSSL seals|available)" "$work/dmscd-b.log"
 t_check "a's dmscd names this host from its certificate" \
 	t_wait 10 grep -q "this host is node-a" "$work/dmscd-a.log"
 t_check "a's tunnel takes the kernel's handoffs" \
@@ -403,6 +418,10 @@ t_check "a's tunnel opened streams to node-b vouching for the client's cgroup" t
 	grep -qE "streams_total\{side=\"source\",peer=\"$B\",identity=\"$cg_rel/client\",verdict=\"opened\"\} [1-9]" "$aprom"
 t_check "b's tunnel allowed streams from node-a for the client's cgroup" t_wait 5 \
 	grep -qE "streams_total\{side=\"dest\",peer=\"node-a\",identity=\"$cg_rel/client\",verdict=\"allowed\"\} [1-9]" "$bprom"
+ktls_path=userspace
+grep -q "kTLS: available" "$work/dmscd-b.log" && ktls_path=ktls
+t_check "b counts its TLS connections' record path ($ktls_path, as probed)" t_wait 5 \
+	grep -qE "record_crypto_total\{direction=\"send\",path=\"$ktls_path\"\} [1-9]" "$bprom"
 out=$(as_client iperf3 -c "$VIP" -p 5201 -t 2 -J)
 t_check "iperf3 to the VIP through the tunnel ($(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' <<<"$out" 2>/dev/null) Mbit/s)" \
 	jqe '.end.sum_received.bytes > 0 and (has("error") | not)' "$out"
@@ -458,6 +477,24 @@ t_check "b counts it as mtls_plain_refused for that service" t_wait 5 plain_refu
 t_eq "the same backend through the VIP (a's and b's tunnels)" \
 	"$(as_client curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://$VIP:8090/")" 200
 t_eq "and straight from b itself (loopback: not another host's)" "$(plain b 8090)" "0:200"
+# a workload of b going around the VIP meets allow_from in b's connect4
+# (decision 44); through the VIP it always did
+as_b() { # CGROUP URL: curl's exit code and HTTP code from b's CGROUP
+	local code
+	code=$(dmsc_run_in_cgroup "$cg/$1" dmsc_net_exec b curl -sS --connect-timeout 2 -m 4 \
+		-o /dev/null -w '%{http_code}' "$2" 2>/dev/null)
+	echo "$?:$code"
+}
+n_refused=$(b_stat guarded refused_access)
+t_eq "a workload of b outside allow_from straight to the backend's address: refused (EPERM)" \
+	"$(as_b stranger "http://$B:8090/")" "7:000"
+t_eq "and through b's VIP" "$(as_b stranger "http://$VIP:8090/")" "7:000"
+t_eq "b counts both as refused_access" "$(b_stat guarded refused_access)" $((n_refused + 2))
+t_eq "a workload of b in allow_from straight to the backend's address" \
+	"$(as_b friend "http://$B:8090/")" "0:200"
+t_eq "and through b's VIP" "$(as_b friend "http://$VIP:8090/")" "0:200"
+t_eq "a permissive service's backend is not checked around the VIP" \
+	"$(as_b stranger "http://$B:8091/")" "0:200"
 t_eq "a plain client on a straight to b's backend of a permissive service: let in" \
 	"$(plain a 8091)" "0:200"
 t_eq "b counts it as mtls_plain_admitted, none refused" \
@@ -465,7 +502,7 @@ t_eq "b counts it as mtls_plain_admitted, none refused" \
 # the guard goes with the mtls that set it: b's policy turns guarded's off
 # (b's four backends are guarded: every service is required or permissive)
 n_guard=$(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)
-GUARDED_MTLS=', "mtls": "off"' mesh_policy ", \"allow_from\": [ \"$cg_rel/client\" ]" \
+GUARDED_MTLS=', "mtls": "off"' mesh_policy "$b_allow" \
 	>"$work/mesh-b.tmp" && mv "$work/mesh-b.tmp" "$work/mesh-b.json"
 plain_in() { [[ $(plain a 8090) == 0:200 ]]; }
 t_check "b's policy turning that service's mtls off lets the plain client in" t_wait 15 plain_in

@@ -29,6 +29,8 @@ mkdir -p /run/netns
 echo $? >"$OUT/features.rc"
 "$BIN/dmscctl" features 2>&1 | sed 's/^/  /'
 
+# Suites may keep to their kernel checks here (test_ipv6.sh does).
+export DMSC_MATRIX=1
 for suite in "${SUITES[@]}"; do
 	name=$(basename "$suite" .sh)
 	echo "== $name on $(uname -r)"

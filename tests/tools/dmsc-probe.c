@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "tool_args.h"
 
 #define NAME_LINE_MAX 256 /* a first line longer than this is an error */
@@ -93,14 +94,6 @@ struct results {
 	bool time_limit_hit;
 	int64_t elapsed_ms;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* The errors a connect() through dmsc can plausibly give, and a few more. */
 /* clang-format off */
@@ -378,12 +371,12 @@ static void slot_start(struct slot *s, const struct opts *o, struct results *r)
 	}
 	s->fd = fd;
 	s->line_len = 0;
-	s->deadline_ms = now_ms() + (int64_t)o->timeout_ms;
+	s->deadline_ms = dmsc_now_ms() + (int64_t)o->timeout_ms;
 	if (connect(fd, (struct sockaddr *)&o->target, sizeof(o->target)) == 0) {
 		s->state = SLOT_READING;
 		if (peer_is_target(fd, &o->target))
 			r->peer_is_target++;
-		s->deadline_ms = now_ms() + (int64_t)o->timeout_ms;
+		s->deadline_ms = dmsc_now_ms() + (int64_t)o->timeout_ms;
 		return;
 	}
 	if (errno != EINPROGRESS) {
@@ -407,7 +400,7 @@ static void slot_connected(struct slot *s, const struct opts *o, struct results 
 	if (peer_is_target(s->fd, &o->target))
 		r->peer_is_target++;
 	s->state = SLOT_READING;
-	s->deadline_ms = now_ms() + (int64_t)o->timeout_ms;
+	s->deadline_ms = dmsc_now_ms() + (int64_t)o->timeout_ms;
 }
 
 static void slot_done(struct slot *s, const struct opts *o, struct results *r)
@@ -416,7 +409,7 @@ static void slot_done(struct slot *s, const struct opts *o, struct results *r)
 	tally_add(&r->backends, s->line);
 	if (o->hold_ms > 0) {
 		s->state = SLOT_HOLDING;
-		s->deadline_ms = now_ms() + (int64_t)o->hold_ms;
+		s->deadline_ms = dmsc_now_ms() + (int64_t)o->hold_ms;
 		return;
 	}
 	close_socket(s->fd, o->rst);
@@ -461,7 +454,7 @@ static void slot_read(struct slot *s, const struct opts *o, struct results *r)
 
 static int run_count(const struct opts *o, struct results *r)
 {
-	int64_t start = now_ms();
+	int64_t start = dmsc_now_ms();
 	int64_t end = start + (int64_t)o->max_seconds * 1000;
 	unsigned long started = 0, nslots = o->parallel < o->count ? o->parallel : o->count;
 	struct slot *slots = calloc(nslots, sizeof(*slots));
@@ -477,7 +470,7 @@ static int run_count(const struct opts *o, struct results *r)
 	raise_nofile_limit(nslots);
 
 	for (;;) {
-		int64_t now = now_ms(), wake = end;
+		int64_t now = dmsc_now_ms(), wake = end;
 		unsigned long busy = 0;
 		nfds_t nfds = 0;
 		int n;
@@ -505,7 +498,7 @@ static int run_count(const struct opts *o, struct results *r)
 				/* a connect that failed on the spot leaves the slot idle:
 				 * the next round of the loop reuses it */
 			}
-			if (s->state != SLOT_IDLE && now_ms() >= s->deadline_ms) {
+			if (s->state != SLOT_IDLE && dmsc_now_ms() >= s->deadline_ms) {
 				if (s->state == SLOT_CONNECTING)
 					slot_fail_errno(s, r, ETIMEDOUT, o->rst);
 				else if (s->state == SLOT_READING)
@@ -535,7 +528,7 @@ static int run_count(const struct opts *o, struct results *r)
 				break;
 			continue; /* every start failed on the spot: start the next ones */
 		}
-		now = now_ms();
+		now = dmsc_now_ms();
 		n = poll(pfds, nfds, wake > now ? (int)(wake - now) : 0);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -555,7 +548,7 @@ static int run_count(const struct opts *o, struct results *r)
 				slot_read(s, o, r);
 		}
 	}
-	r->elapsed_ms = now_ms() - start;
+	r->elapsed_ms = dmsc_now_ms() - start;
 out:
 	if (slots) {
 		for (unsigned long i = 0; i < nslots; i++) {
@@ -632,7 +625,7 @@ static int wait_fd(int fd, short events, int64_t deadline)
 {
 	for (;;) {
 		struct pollfd p = {.fd = fd, .events = events};
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - dmsc_now_ms();
 		int n;
 
 		if (left <= 0)
@@ -733,7 +726,7 @@ static int send_all(int fd, const char *p, size_t len, int64_t deadline)
 
 static void run_hold(const struct opts *o, struct hold_result *h)
 {
-	int64_t start = now_ms();
+	int64_t start = dmsc_now_ms();
 	int64_t hard_end = start + (int64_t)o->max_seconds * 1000;
 	int64_t hold_end, next;
 	const char *reason = NULL;
@@ -765,19 +758,19 @@ static void run_hold(const struct opts *o, struct hold_result *h)
 		}
 	}
 	h->peer_is_target = peer_is_target(fd, &o->target);
-	err = read_line(fd, h->name, sizeof(h->name), now_ms() + (int64_t)o->timeout_ms, &reason);
+	err = read_line(fd, h->name, sizeof(h->name), dmsc_now_ms() + (int64_t)o->timeout_ms, &reason);
 	if (err < 0) {
 		hold_fail(h, err, reason);
 		goto out;
 	}
 
-	hold_end = now_ms() + (int64_t)o->hold_seconds * 1000;
+	hold_end = dmsc_now_ms() + (int64_t)o->hold_seconds * 1000;
 	if (hold_end > hard_end)
 		hold_end = hard_end;
-	next = now_ms();
+	next = dmsc_now_ms();
 	for (k = 1;; k++) {
 		char ping[64], echo[64];
-		int64_t now = now_ms(), deadline;
+		int64_t now = dmsc_now_ms(), deadline;
 
 		if (next >= hold_end)
 			break;
@@ -788,7 +781,7 @@ static void run_hold(const struct opts *o, struct hold_result *h)
 
 			if (n > 0) {
 				/* nothing is expected between exchanges: EOF, RST or junk */
-				err = read_line(fd, echo, sizeof(echo), now_ms() + 1, &reason);
+				err = read_line(fd, echo, sizeof(echo), dmsc_now_ms() + 1, &reason);
 				hold_fail(h, err < 0 ? err : -EPROTO,
 					  err < 0 ? reason : REASON_ECHO_MISMATCH);
 				goto out;

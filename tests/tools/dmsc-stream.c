@@ -64,6 +64,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define HDR_MAGIC 0x646d7363u /* "dmsc" */
 #define MAX_WRITE_DEFAULT (1u << 20)
 #define READ_CHUNK (256 * 1024)
@@ -92,14 +94,6 @@ static struct {
 	 .seed = 1,
 	 .max_write = MAX_WRITE_DEFAULT,
 	 .lock = PTHREAD_MUTEX_INITIALIZER};
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static uint64_t splitmix(uint64_t x)
 {
@@ -211,7 +205,7 @@ static void pump(int fd, struct stream_state *s, double deadline, uint64_t stop_
 	for (;;) {
 		bool want_tx = !s->tx_done && s->sent < stop_tx_at;
 		bool want_rx = read_side && !s->eof && s->got < stop_rx_at;
-		double left = deadline - now();
+		double left = deadline - dmsc_now_seconds();
 
 		if (!want_tx && !want_rx)
 			return;
@@ -302,7 +296,7 @@ static bool read_full(int fd, void *buf, size_t len, double deadline)
 	ssize_t n;
 
 	while (got < len) {
-		double left = deadline - now();
+		double left = deadline - dmsc_now_seconds();
 
 		if (left <= 0 || poll(&pfd, 1, (int)(left * 1000) + 1) <= 0)
 			return false;
@@ -345,7 +339,7 @@ static void read_only(int fd, struct stream_state *s, double deadline)
 	while (!s->eof) {
 		size_t cap = READ_CHUNK;
 
-		if (now() > deadline) {
+		if (dmsc_now_seconds() > deadline) {
 			s->error = "TIMEOUT";
 			break;
 		}
@@ -380,7 +374,7 @@ out:
 static void *serve_conn(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
-	double deadline = now() + cfg.max_seconds;
+	double deadline = dmsc_now_seconds() + cfg.max_seconds;
 	struct stream_state s;
 	struct hdr h;
 
@@ -424,7 +418,7 @@ out:
 
 static int run_server(void)
 {
-	double end = now() + cfg.max_seconds;
+	double end = dmsc_now_seconds() + cfg.max_seconds;
 	int lfd, one = 1, qlen = 64;
 
 	lfd = socket(cfg.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -436,7 +430,7 @@ static int run_server(void)
 	}
 	printf("ready\n");
 	fflush(stdout);
-	while (now() < end) {
+	while (dmsc_now_seconds() < end) {
 		struct pollfd pfd = {.fd = lfd, .events = POLLIN};
 		pthread_t t;
 		int fd;
@@ -466,7 +460,7 @@ struct result {
 
 static void run_one(uint32_t conn, struct result *r)
 {
-	double deadline = now() + cfg.max_seconds;
+	double deadline = dmsc_now_seconds() + cfg.max_seconds;
 	struct stream_state s;
 	struct linger lg = {1, 0};
 	struct hdr h = {.magic = HDR_MAGIC, .conn = conn, .seed = cfg.seed};

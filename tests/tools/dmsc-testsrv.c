@@ -47,6 +47,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "http_list.h"
 #include "tool_args.h"
 
 #define MAX_LISTENERS 16
@@ -122,14 +124,6 @@ static const char *fmt_addr(const struct sockaddr_in *sa, char *buf, size_t len)
 		snprintf(ip, sizeof(ip), "?");
 	snprintf(buf, len, "%s:%u", ip, ntohs(sa->sin_port));
 	return buf;
-}
-
-static double now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Thousands of concurrent connections need more than the usual 1024 descriptors. */
@@ -280,29 +274,6 @@ static void conn_fill(struct conn *c)
 	}
 }
 
-/* Does a comma-separated header value contain TOKEN (case-insensitive)? */
-static bool header_has_token(const char *v, size_t len, const char *token)
-{
-	size_t tlen = strlen(token);
-	size_t i = 0;
-
-	while (i < len) {
-		size_t start, end;
-
-		while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-			i++;
-		start = i;
-		while (i < len && v[i] != ',')
-			i++;
-		end = i;
-		while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-			end--;
-		if (end - start == tlen && strncasecmp(v + start, token, tlen) == 0)
-			return true;
-	}
-	return false;
-}
-
 /*
  * Parses one request head of HEAD_LEN bytes (ending in the blank line) and
  * queues the answer. Bodies (Content-Length or chunked) are discarded.
@@ -348,9 +319,9 @@ static void http_handle_head(struct conn *c, const char *head, size_t head_len)
 			v++;
 		vlen = (size_t)(eol - v);
 		if (colon - p == 10 && strncasecmp(p, "Connection", 10) == 0) {
-			if (header_has_token(v, vlen, "close"))
+			if (dmsc_http_list_has(v, vlen, "close", strlen("close")))
 				keep_alive = false;
-			else if (http10 && header_has_token(v, vlen, "keep-alive"))
+			else if (http10 && dmsc_http_list_has(v, vlen, "keep-alive", strlen("keep-alive")))
 				keep_alive = true;
 		} else if (colon - p == 14 && strncasecmp(p, "Content-Length", 14) == 0) {
 			char num[24];
@@ -782,9 +753,9 @@ int main(int argc, char **argv)
 	printf("ready\n");
 	fflush(stdout);
 
-	deadline = now_seconds() + (double)max_seconds;
+	deadline = dmsc_now_seconds() + (double)max_seconds;
 	for (;;) {
-		double left = deadline - now_seconds();
+		double left = deadline - dmsc_now_seconds();
 		int n, timeout_ms;
 
 		if (left <= 0) {

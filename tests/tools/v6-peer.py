@@ -5,7 +5,7 @@
     v6-peer.py serve --name NAME --listen ADDR:PORT [--listen ...] [--max-seconds N]
     v6-peer.py tcp --to ADDR:PORT --count N [--dual] [--timeout S]
     v6-peer.py udp --to ADDR:PORT --count N [--dual] [--connected] [--timeout S]
-                   [--per-socket K] [--pause-file FILE]
+                   [--per-socket K] [--pause-file FILE [--pause-seconds S]]
     v6-peer.py batch < JOBS
 
 ADDR is an IPv4 address or a bracketed IPv6 one ("[2001:2::1]:80").
@@ -22,8 +22,8 @@ the peer: getpeername() for TCP and connected UDP, recvfrom()'s source for
 unconnected UDP. --dual makes every socket AF_INET6 with IPV6_V6ONLY off
 (what Java, Go and many runtimes use) and writes an IPv4 target as
 ::ffff:a.b.c.d. udp --per-socket K: K exchanges on each socket;
---pause-file: after the first one, print "paused" on stderr and wait (120 s
-at most) for FILE to exist. Every loop is bounded (COUNT, K, --timeout per
+--pause-file: after the first one, print "paused" on stderr and wait (at
+most --pause-seconds, default 120) for FILE to exist. Every loop is bounded (COUNT, K, --timeout per
 operation).
 
 batch: each line of standard input is a tcp or udp command line as above,
@@ -148,9 +148,9 @@ def exchange(s, kind, args, host, port, first):
     return data.decode(), peer
 
 
-def pause(path):
+def pause(path, seconds):
     print("paused", file=sys.stderr, flush=True)
-    end = time.monotonic() + 120
+    end = time.monotonic() + seconds
     while not os.path.exists(path) and time.monotonic() < end:
         time.sleep(0.05)
 
@@ -164,7 +164,7 @@ def client(args, kind):
         s.settimeout(args.timeout)
         for k in range(per_socket):
             if k == 1 and getattr(args, "pause_file", None):
-                pause(args.pause_file)
+                pause(args.pause_file, args.pause_seconds)
             try:
                 name, peer = exchange(s, kind, args, host, port, k == 0)
                 res["replies"] += 1
@@ -197,6 +197,7 @@ def main():
             c.add_argument("--connected", action="store_true")
             c.add_argument("--per-socket", type=int, default=1)
             c.add_argument("--pause-file")
+            c.add_argument("--pause-seconds", type=float, default=120)
     sub.add_parser("batch")
     args = ap.parse_args()
     if args.cmd == "serve":

@@ -7,13 +7,17 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
 #include "etcd.h"
 #include "etcd_store.h"
+#include "mapmem.h"
 
 Test(etcd_b64, round_trips_every_tail_length)
 {
@@ -288,7 +292,7 @@ Test(etcd_store, revisions_apply_once_and_refused_values_keep_the_last_good_one)
 	cr_assert(strstr(msgs[0], "etcd key /b/web: its vip:port is used by /a/api"), "%s",
 		  msgs[0]);
 	free(msgs[0]);
-	free(view.services);
+	dmsc_etcd_store_view_free(&view, NULL);
 	dmsc_etcd_store_free(&s);
 }
 
@@ -334,8 +338,7 @@ Test(etcd_store, slim_entries_keep_identity_and_fingerprint)
 	cr_assert_eq(view.services[300].n_backends, 0);
 	cr_assert_eq(view.services[7].n_backends, 1);
 	cr_assert_eq(fps[300], 1081);
-	free(fps);
-	free(view.services);
+	dmsc_etcd_store_view_free(&view, fps);
 	/* the same revision again: ignored, unless a refill asks for it */
 	snprintf(val, sizeof(val), "%s", SVC("s0300"));
 	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/s0300", "s0300", val, strlen(val), 310), 0);
@@ -382,4 +385,37 @@ Test(etcd_tls, refusals_name_the_cause_and_the_option)
 	dmsc_etcd_describe(&c, 7, "Failed to connect to 127.0.0.1 port 1", out, sizeof(out));
 	cr_expect_str_eq(out, "Failed to connect to 127.0.0.1 port 1");
 	dmsc_etcd_free(&c);
+}
+
+/* What an apply makes for each change from a large store leaves nothing
+ * resident behind it: a large block is a mapping of its own, gone once
+ * freed (mincore fails on an unmapped page), wherever the heap has room;
+ * a small one comes from malloc. Both zeroed. */
+Test(mapmem, large_blocks_are_unmapped_when_freed)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t n = 3 * (DMSC_MAPMEM_MIN / sizeof(uint64_t)), i;
+	uint64_t *big, *small;
+	unsigned char vec;
+	void *heap, *pg;
+
+	/* room in the heap: glibc would serve the large block from it */
+	heap = malloc(8 * DMSC_MAPMEM_MIN);
+	cr_assert_not_null(heap);
+	free(heap);
+	big = dmsc_mapmem_calloc(n, sizeof(*big));
+	small = dmsc_mapmem_calloc(16, sizeof(*small));
+	cr_assert(big && small);
+	for (i = 0; i < n; i += 4096)
+		cr_assert_eq(big[i], 0);
+	cr_assert_eq(small[15], 0);
+	big[n - 1] = 1;
+	pg = (void *)((uintptr_t)&big[n / 2] & ~(uintptr_t)(page - 1));
+	cr_assert_eq(mincore(pg, (size_t)page, &vec), 0);
+	dmsc_mapmem_free(big);
+	cr_assert_eq(mincore(pg, (size_t)page, &vec), -1, "the block is still mapped");
+	cr_assert_eq(errno, ENOMEM);
+	dmsc_mapmem_free(small);
+	dmsc_mapmem_free(NULL);
+	cr_assert_null(dmsc_mapmem_calloc(SIZE_MAX / 2, 4));
 }

@@ -43,12 +43,12 @@ Test(l7_http, tokens_of_a_list)
 {
 	const char *v = " keep-alive ,X-Secret,, \tUpgrade\t";
 
-	cr_expect(dmsc_l7_list_has(v, strlen(v), "x-secret", 8));
-	cr_expect(dmsc_l7_list_has(v, strlen(v), "upgrade", 7));
-	cr_expect(dmsc_l7_list_has(v, strlen(v), "Keep-Alive", 10));
-	cr_expect_not(dmsc_l7_list_has(v, strlen(v), "x-secre", 7));
-	cr_expect_not(dmsc_l7_list_has(v, strlen(v), "", 0));
-	cr_expect_not(dmsc_l7_list_has("", 0, "a", 1));
+	cr_expect(dmsc_http_list_has(v, strlen(v), "x-secret", 8));
+	cr_expect(dmsc_http_list_has(v, strlen(v), "upgrade", 7));
+	cr_expect(dmsc_http_list_has(v, strlen(v), "Keep-Alive", 10));
+	cr_expect_not(dmsc_http_list_has(v, strlen(v), "x-secre", 7));
+	cr_expect_not(dmsc_http_list_has(v, strlen(v), "", 0));
+	cr_expect_not(dmsc_http_list_has("", 0, "a", 1));
 }
 
 Test(l7_http, fields_named_by_connection_are_hop_by_hop)

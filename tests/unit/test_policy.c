@@ -1111,6 +1111,7 @@ Test(policy_unsupported, features_this_build_does_not_enforce)
 			   "services[1].protocol: http over IPv6 is not enforced by this build "
 			   "(dmsc-l7 listens on IPv4)");
 	expect_unsupported(DOC(SVC6(",'rate_limit':{'bytes_per_second':65536}")), NULL);
+	expect_unsupported(DOC(SVC6(",'health':{'passive':{},'active':{'type':'tcp'}}")), NULL);
 	/* Every field together: this build enforces them all. */
 	expect_unsupported(DOC(SVC() ","
 				     "{'name':'b','vip':'198.19.0.2','port':80," ONE_BACKEND

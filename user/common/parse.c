@@ -69,17 +69,17 @@ int dmsc_parse_output(const char *arg, bool *json)
 	return 0;
 }
 
-int dmsc_opt_common(int opt, const char *prog, const char *usage)
+int dmsc_opt_common(int opt, const char *prog, void (*usage)(FILE *f))
 {
 	switch (opt) {
 	case 'v':
 		dmsc_log_init(prog, DMSC_LOG_DEBUG);
 		return -1;
 	case 'h':
-		fputs(usage, stdout);
+		usage(stdout);
 		return 0;
 	default:
-		fputs(usage, stderr);
+		usage(stderr);
 		return 2;
 	}
 }

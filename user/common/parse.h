@@ -7,6 +7,7 @@
 
 #include <linux/types.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 /* Parses a byte count for an option: digits with an optional K, M or G
  * (KiB, MiB, GiB), at most 4 GiB - 1. 0 or -EINVAL (message printed, naming
@@ -32,7 +33,8 @@ int dmsc_parse_output(const char *arg, bool *json);
 /* -v, -h and what getopt refused, alike in every command: -v logs at the
  * debug level as prog and returns -1 (parsing goes on); -h prints usage to
  * standard output and returns 0; anything else prints usage to standard
- * error and returns 2 (the usage exit code). */
-int dmsc_opt_common(int opt, const char *prog, const char *usage);
+ * error and returns 2 (the usage exit code). usage(f) prints the command's
+ * usage text to f. */
+int dmsc_opt_common(int opt, const char *prog, void (*usage)(FILE *f));
 
 #endif /* DMSC_PARSE_H */

@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <bpf/bpf.h>
 
 #include "dmsc/shared.h"
+#include "log.h"
 #include "pin_dir.h"
 
 const char *dmsc_pin_dir(void)
@@ -11,4 +18,21 @@ const char *dmsc_pin_dir(void)
 	if (env && *env)
 		return env;
 	return DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION;
+}
+
+int dmsc_pinned_map_open(const char *pin_dir, const char *name, const char *hint)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, name);
+	fd = bpf_obj_get(path);
+	if (fd >= 0)
+		return fd;
+	fd = -errno;
+	if (hint)
+		pr_warn("cannot open %s: %s (%s)\n", path, strerror(-fd), hint);
+	else
+		pr_warn("cannot open %s: %s\n", path, strerror(-fd));
+	return fd;
 }

@@ -10,4 +10,9 @@
 /* $DMSC_PIN_DIR, else DMSC_PIN_ROOT/vDMSC_LAYOUT_VERSION. */
 const char *dmsc_pin_dir(void);
 
+/* Opens the map pinned as pin_dir/maps/name: its fd, or a negative errno
+ * with a message naming the path (and hint, when not NULL: what a missing
+ * map means). */
+int dmsc_pinned_map_open(const char *pin_dir, const char *name, const char *hint);
+
 #endif /* DMSC_PIN_DIR_H */

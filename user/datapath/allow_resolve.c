@@ -10,6 +10,7 @@
 
 #include <bpf/bpf.h>
 
+#include "array.h"
 #include "allow_resolve.h"
 #include "log.h"
 #include "apply_steps.h"
@@ -146,15 +147,12 @@ static void dir_add(const char *dir, void *ctx)
 
 	if (s->oom)
 		return;
-	if (s->n == s->cap) {
-		s->cap = s->cap ? s->cap * 2 : 64;
-		grown = realloc(s->v, s->cap * sizeof(*s->v));
-		if (!grown) {
-			s->oom = true;
-			return;
-		}
-		s->v = grown;
+	grown = dmsc_array_room(s->v, s->n, &s->cap, sizeof(*s->v), 64);
+	if (!grown) {
+		s->oom = true;
+		return;
 	}
+	s->v = grown;
 	s->v[s->n] = strdup(dir);
 	if (!s->v[s->n])
 		s->oom = true;

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+#include "array.h"
 #include "mirror_steps.h"
 
 /* ---- apply ---------------------------------------------------------- */
@@ -19,15 +20,11 @@ struct ptrs {
 
 static int ptrs_push(struct ptrs *a, void *p)
 {
-	void **grown;
+	void **grown = dmsc_array_room(a->v, a->n, &a->cap, sizeof(*a->v), 16);
 
-	if (a->n == a->cap) {
-		a->cap = a->cap ? a->cap * 2 : 16;
-		grown = realloc(a->v, a->cap * sizeof(*a->v));
-		if (!grown)
-			return -ENOMEM;
-		a->v = grown;
-	}
+	if (!grown)
+		return -ENOMEM;
+	a->v = grown;
 	a->v[a->n++] = p;
 	return 0;
 }
@@ -35,15 +32,12 @@ static int ptrs_push(struct ptrs *a, void *p)
 static int change_push(struct dmsc_apply_result *res, size_t *cap, enum dmsc_change_op op,
 		       const char *name, const char *detail)
 {
-	struct dmsc_change *grown, *ch;
+	struct dmsc_change *ch;
 
-	if (res->n_changes == *cap) {
-		*cap = *cap ? *cap * 2 : 16;
-		grown = realloc(res->changes, *cap * sizeof(*res->changes));
-		if (!grown)
-			return -ENOMEM;
-		res->changes = grown;
-	}
+	ch = dmsc_array_room(res->changes, res->n_changes, cap, sizeof(*ch), 16);
+	if (!ch)
+		return -ENOMEM;
+	res->changes = ch;
 	ch = &res->changes[res->n_changes++];
 	ch->op = op;
 	snprintf(ch->service, sizeof(ch->service), "%s", name);
@@ -53,15 +47,12 @@ static int change_push(struct dmsc_apply_result *res, size_t *cap, enum dmsc_cha
 
 static int pend_drop(struct dmsc_mirror *m, __u32 id, int64_t due)
 {
-	struct dmsc_pending_drop *grown;
+	struct dmsc_pending_drop *grown =
+	    dmsc_array_room(m->drops, m->n_drops, &m->cap_drops, sizeof(*m->drops), 16);
 
-	if (m->n_drops == m->cap_drops) {
-		m->cap_drops = m->cap_drops ? m->cap_drops * 2 : 16;
-		grown = realloc(m->drops, m->cap_drops * sizeof(*m->drops));
-		if (!grown)
-			return -ENOMEM;
-		m->drops = grown;
-	}
+	if (!grown)
+		return -ENOMEM;
+	m->drops = grown;
 	m->drops[m->n_drops].id = id;
 	m->drops[m->n_drops].due_ms = due;
 	m->n_drops++;

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "datapath.h"
 #include "policy.h"
 #include "apply.h"
@@ -148,7 +149,5 @@ int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *d
 			    bool force);
 /* Milliseconds until the next pending drop is due; -1: none. */
 int dmsc_mirror_next_drop_ms(const struct dmsc_mirror *m, int64_t now_ms);
-
-int64_t dmsc_now_ms(void);
 
 #endif /* DMSC_MIRROR_H */

@@ -5,14 +5,6 @@
  */
 #include "mirror_steps.h"
 
-int64_t dmsc_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- fingerprint ---------------------------------------------------- */
 
 #define FNV_OFFSET 0xcbf29ce484222325ull

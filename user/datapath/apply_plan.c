@@ -32,14 +32,6 @@ void change(struct apply_ctx *c, enum dmsc_change_op op, const char *name,
 	snprintf(ch->detail, sizeof(ch->detail), "%s", detail);
 }
 
-void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
-{
-	memset(k, 0, sizeof(*k));
-	k->vip = w->vip;
-	k->port = htons(w->port);
-	k->proto = w->protocol == DMSC_POLICY_UDP ? DMSC_PROTO_UDP : DMSC_PROTO_TCP;
-}
-
 static void __attribute__((format(printf, 3, 4)))
 append(char *buf, size_t len, const char *fmt, ...)
 {
@@ -320,7 +312,9 @@ void dmsc_apply_set_host(const char *name)
  * named host other than this one. Without a host of its own an apply
  * cannot tell which backends are remote, so none is. A backend named on
  * this host is guarded against plain connections from other hosts
- * (decision 33): TCP over IPv4 only, the tunnel carrying only TCP. */
+ * (decision 33), and, for a required service with an allow_from, against
+ * workloads of this host outside it that connect to its address
+ * (decision 44): TCP over IPv4 only, the tunnel carrying only TCP. */
 static __u16 backend_flags(const struct dmsc_policy_service *w, const struct dmsc_policy_backend *b,
 			   __u8 proto)
 {
@@ -330,7 +324,10 @@ static __u16 backend_flags(const struct dmsc_policy_service *w, const struct dms
 		return DMSC_BE_F_TUNNEL;
 	if (proto != DMSC_PROTO_TCP || w->family == AF_INET6)
 		return 0;
-	return w->mtls == DMSC_MTLS_REQUIRED ? DMSC_BE_F_MTLS_REQUIRED : DMSC_BE_F_MTLS_PERMISSIVE;
+	if (w->mtls != DMSC_MTLS_REQUIRED)
+		return DMSC_BE_F_MTLS_PERMISSIVE;
+	/* decision 44: connect4 checks allow_from straight to the address */
+	return DMSC_BE_F_MTLS_REQUIRED | (w->has_allow_from ? DMSC_BE_F_MTLS_ALLOW_LIST : 0);
 }
 
 /* This host's guarded backends, by address:port, for cgroup_skb/ingress

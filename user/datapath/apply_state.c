@@ -15,6 +15,7 @@
 
 #include <bpf/bpf.h>
 
+#include "array.h"
 #include "dmsc/slots.h"
 #include "addr.h"
 #include "allow_resolve.h"
@@ -40,6 +41,14 @@ void dmsc_format_backend(const struct dmsc_backend *be, const __u32 *be6, int fa
 			 size_t len)
 {
 	dmsc_format_ip_port(family, be->addr, be6, ntohs(be->port), buf, len);
+}
+
+void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->vip = w->vip;
+	k->port = htons(w->port);
+	k->proto = w->protocol == DMSC_POLICY_UDP ? DMSC_PROTO_UDP : DMSC_PROTO_TCP;
 }
 
 int dmsc_svc_key_cmp(const struct dmsc_svc_key *a, const __u32 *a6, const struct dmsc_svc_key *b,
@@ -123,15 +132,12 @@ static int read_entries(int fd, size_t key_size, size_t entry_size,
 	while (bpf_map_get_next_key(fd, prev, next) == 0) {
 		memcpy(key, next, key_size);
 		prev = key;
-		if (*n == cap) {
-			cap = cap ? cap * 2 : 64;
-			grown = realloc(arr, cap * entry_size);
-			if (!grown) {
-				free(arr);
-				return -ENOMEM;
-			}
-			arr = grown;
+		grown = dmsc_array_room(arr, *n, &cap, entry_size, 64);
+		if (!grown) {
+			free(arr);
+			return -ENOMEM;
 		}
+		arr = grown;
 		memset(arr + *n * entry_size, 0, entry_size);
 		memcpy(arr + *n * entry_size, key, key_size);
 		if (bpf_map_lookup_elem(fd, key, arr + *n * entry_size + key_size) == 0)
@@ -233,13 +239,10 @@ static int read_family(const struct dmsc_datapath *dp, bool ipv6, struct dmsc_st
 	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
 		key = next;
 		prev = &key;
-		if (st->n_svcs == *cap) {
-			*cap = *cap ? *cap * 2 : 64;
-			grown = realloc(st->svcs, *cap * sizeof(*st->svcs));
-			if (!grown)
-				return -ENOMEM;
-			st->svcs = grown;
-		}
+		grown = dmsc_array_room(st->svcs, st->n_svcs, cap, sizeof(*st->svcs), 64);
+		if (!grown)
+			return -ENOMEM;
+		st->svcs = grown;
 		err = read_one(dp, &key.k4, ipv6 ? &key.k6 : NULL, &st->svcs[st->n_svcs]);
 		if (err == -ENOENT)
 			continue; /* deleted under us */

@@ -16,6 +16,7 @@
 
 #include <bpf/bpf.h>
 
+#include "array.h"
 #include "dmsc/slots.h"
 #include "allow_resolve.h"
 #include "log.h"
@@ -87,13 +88,10 @@ static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	struct undo *u, *grown;
 	size_t vs = value_size(m);
 
-	if (c->n_undo == c->cap_undo) {
-		c->cap_undo = c->cap_undo ? c->cap_undo * 2 : 64;
-		grown = realloc(c->undo, c->cap_undo * sizeof(*c->undo));
-		if (!grown)
-			return -ENOMEM;
-		c->undo = grown;
-	}
+	grown = dmsc_array_room(c->undo, c->n_undo, &c->cap_undo, sizeof(*c->undo), 64);
+	if (!grown)
+		return -ENOMEM;
+	c->undo = grown;
 	u = &c->undo[c->n_undo];
 	memset(u, 0, sizeof(*u));
 	u->map = m;
@@ -313,13 +311,10 @@ int dmsc_be_index_own(struct dmsc_be_index_entry **v, size_t *n, size_t *cap,
 	for (i = 0; i < n_be; i++) {
 		if (!be[i].addr)
 			continue; /* IPv6: dmsc_be_index6, dropped by its service's apply only */
-		if (*n == *cap) {
-			*cap = *cap ? *cap * 2 : 64;
-			grown = realloc(*v, *cap * sizeof(**v));
-			if (!grown)
-				return -ENOMEM;
-			*v = grown;
-		}
+		grown = dmsc_array_room(*v, *n, cap, sizeof(**v), 64);
+		if (!grown)
+			return -ENOMEM;
+		*v = grown;
 		memset(&(*v)[*n], 0, sizeof(**v));
 		be_index_key(&(*v)[*n].key, &be[i], svc->proto);
 		(*v)[*n].svc_id = id;

@@ -48,31 +48,6 @@ int dmsc_require_root(const char *what)
 	return -EPERM;
 }
 
-int dmsc_cgroup2_mount(char *buf, size_t len)
-{
-	char dev[256], dir[PATH_MAX], type[64];
-	int err = -ENOENT;
-	FILE *f;
-
-	f = fopen("/proc/mounts", "r");
-	if (!f) {
-		err = -errno;
-		pr_warn("cannot read /proc/mounts: %s\n", strerror(-err));
-		return err;
-	}
-	while (fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3) {
-		if (strcmp(type, "cgroup2") == 0 && strlen(dir) < len) {
-			snprintf(buf, len, "%s", dir);
-			err = 0;
-			break;
-		}
-	}
-	fclose(f);
-	if (err)
-		pr_warn("no cgroup2 filesystem is mounted: dmsc attaches to cgroup v2 only\n");
-	return err;
-}
-
 int dmsc_cgroup_resolve(const char *arg, char *abs, size_t abs_len, char *rel, size_t rel_len)
 {
 	char mnt[PATH_MAX], joined[PATH_MAX * 2], real[PATH_MAX];

@@ -7,10 +7,12 @@
 #ifndef DMSC_DATAPATH_H
 #define DMSC_DATAPATH_H
 
+#include <getopt.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cgroup.h"
 #include "dmsc/maps.h"
 #include "dmsc/shared.h"
 #include "parse.h"
@@ -92,17 +94,43 @@ struct dmsc_install_result {
 	char fastpath_note[160]; /* why not, or how sk_msg is attached */
 };
 
-/* --fastpath-backlog ARG (bytes, or "default") into io, as dmscctl install
- * and dmscd take it; -EINVAL (said) when ARG is neither. */
-int dmsc_install_opts_fp_backlog(struct dmsc_install_opts *io, const char *arg);
+/* The install options dmscctl install and dmscd both take: --cgroup,
+ * --interface (repeated), --max-services, --max-backends (0: the default),
+ * --fastpath-backlog BYTES|default, --pin-dir. getopt values: above every
+ * single-character option, below the etcd ones (etcd_opts.h). */
+enum dmsc_install_opt {
+	DMSC_INSTALL_OPT_CGROUP = 0x180,
+	DMSC_INSTALL_OPT_IFACE,
+	DMSC_INSTALL_OPT_MAX_SVC,
+	DMSC_INSTALL_OPT_MAX_BE,
+	DMSC_INSTALL_OPT_FP_BACKLOG,
+	DMSC_INSTALL_OPT_PIN_DIR,
+};
+
+/* rows of a struct option table */
+#define DMSC_INSTALL_LONGOPTS                                                                      \
+	{"cgroup", required_argument, NULL, DMSC_INSTALL_OPT_CGROUP},                              \
+	    {"interface", required_argument, NULL, DMSC_INSTALL_OPT_IFACE},                        \
+	    {"max-services", required_argument, NULL, DMSC_INSTALL_OPT_MAX_SVC},                   \
+	    {"max-backends", required_argument, NULL, DMSC_INSTALL_OPT_MAX_BE},                    \
+	    {"fastpath-backlog", required_argument, NULL, DMSC_INSTALL_OPT_FP_BACKLOG},            \
+	    {"pin-dir", required_argument, NULL, DMSC_INSTALL_OPT_PIN_DIR}
+
+struct dmsc_install_args {
+	struct dmsc_install_opts io; /* io.ifaces points at ifaces */
+	const char *ifaces[DMSC_IFACES_MAX];
+	const char *pin_dir;         /* NULL: no --pin-dir */
+};
+
+/* Takes one getopt result: 1 when it was an install option, 0 when it was
+ * not, -EINVAL when its value is refused (the reason printed). Called from
+ * a getopt switch's default case. */
+int dmsc_install_opt(struct dmsc_install_args *a, int opt, const char *arg);
 
 /* 0 when running with the privileges to change the datapath, else prints
  * a message naming `what` and returns -EPERM. */
 int dmsc_require_root(const char *what);
 
-/* The cgroup2 mount point, read from /proc/mounts (hybrid hosts mount it
- * at /sys/fs/cgroup/unified). */
-int dmsc_cgroup2_mount(char *buf, size_t len);
 
 /* Turns a cgroup argument into its absolute path and its path relative to
  * the cgroup2 mount; the cgroup must exist. */

@@ -7,13 +7,49 @@
  */
 #include "install_steps.h"
 
-int dmsc_install_opts_fp_backlog(struct dmsc_install_opts *io, const char *arg)
+/* --max-services N, --max-backends N: the maps hold N + 1, id 0 being
+ * reserved (0: the default, or what is pinned) */
+static int install_opt_capacity(const char *flag, const char *arg, unsigned int *out)
 {
-	if (!strcmp(arg, "default"))
-		io->fp_backlog_default = true;
-	else if (dmsc_parse_bytes("--fastpath-backlog", arg, &io->fp_backlog_max))
+	__u32 n;
+
+	if (dmsc_parse_u32(flag, arg, 0, 4000000, &n))
 		return -EINVAL;
-	io->fp_backlog_set = true;
+	*out = n ? n + 1 : 0;
+	return 1;
+}
+
+int dmsc_install_opt(struct dmsc_install_args *a, int opt, const char *arg)
+{
+	struct dmsc_install_opts *io = &a->io;
+
+	switch (opt) {
+	case DMSC_INSTALL_OPT_CGROUP:
+		io->cgroup = arg;
+		return 1;
+	case DMSC_INSTALL_OPT_IFACE:
+		if (io->n_ifaces == DMSC_IFACES_MAX) {
+			pr_warn("--interface: at most %d interfaces\n", DMSC_IFACES_MAX);
+			return -EINVAL;
+		}
+		a->ifaces[io->n_ifaces++] = arg;
+		io->ifaces = a->ifaces;
+		return 1;
+	case DMSC_INSTALL_OPT_MAX_SVC:
+		return install_opt_capacity("--max-services", arg, &io->max_services);
+	case DMSC_INSTALL_OPT_MAX_BE:
+		return install_opt_capacity("--max-backends", arg, &io->max_backends);
+	case DMSC_INSTALL_OPT_FP_BACKLOG:
+		if (!strcmp(arg, "default"))
+			io->fp_backlog_default = true;
+		else if (dmsc_parse_bytes("--fastpath-backlog", arg, &io->fp_backlog_max))
+			return -EINVAL;
+		io->fp_backlog_set = true;
+		return 1;
+	case DMSC_INSTALL_OPT_PIN_DIR:
+		a->pin_dir = arg;
+		return 1;
+	}
 	return 0;
 }
 

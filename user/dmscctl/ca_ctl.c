@@ -41,6 +41,11 @@ static const char usage_text[] =
     "  --days N, --hours N validity\n"
     "  -o, --output text|json\n";
 
+static void usage(FILE *f)
+{
+	fputs(usage_text, f);
+}
+
 bool dmsc_ca_ctl_command(const char *cmd)
 {
 	return !strcmp(cmd, "ca");
@@ -216,14 +221,14 @@ int dmsc_ca_ctl_main(int argc, char **argv)
 				return EXIT_USAGE;
 			break;
 		default:
-			rc = dmsc_opt_common(opt, "dmscctl", usage_text);
+			rc = dmsc_opt_common(opt, "dmscctl", usage);
 			if (rc >= 0)
 				return rc;
 			break;
 		}
 	}
 	if (!sub || !dir) {
-		fputs(usage_text, stderr);
+		usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (!strcmp(sub, "show")) {

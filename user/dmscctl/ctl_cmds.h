@@ -38,12 +38,7 @@ struct opts {
 	bool json;
 	bool dry_run;
 	const char *pin_dir;
-	const char *cgroup;
-	unsigned int max_services;
-	unsigned int max_backends;
-	const char *ifaces[DMSC_IFACES_MAX];
-	size_t n_ifaces;
-	struct dmsc_install_opts install; /* its fp_backlog_* fields */
+	struct dmsc_install_args install; /* --cgroup, --interface, ... */
 };
 
 

@@ -7,25 +7,17 @@
 
 int cmd_install(const struct opts *o)
 {
-	struct dmsc_install_opts io = { .cgroup = o->cgroup,
-					.max_services = o->max_services ? o->max_services + 1 : 0,
-					.max_backends = o->max_backends ? o->max_backends + 1 : 0,
-					.ifaces = o->ifaces,
-					.n_ifaces = o->n_ifaces,
-					.fp_backlog_set = o->install.fp_backlog_set,
-					.fp_backlog_default = o->install.fp_backlog_default,
-					.fp_backlog_max = o->install.fp_backlog_max };
 	struct dmsc_install_result res;
 	int err;
 
-	if (!o->cgroup) {
+	if (!o->install.io.cgroup) {
 		pr_warn("install needs --cgroup PATH: the cgroup v2 whose processes are in the "
 			"mesh\n");
 		return EXIT_USAGE;
 	}
 	if (dmsc_require_root("install"))
 		return 1;
-	err = dmsc_install(o->pin_dir, &io, &res);
+	err = dmsc_install(o->pin_dir, &o->install.io, &res);
 	if (err) {
 		pr_warn("install failed: %s\n", strerror(-err));
 		return 1;

@@ -83,34 +83,29 @@ int print_services(const struct opts *o, int rc, struct json_object *arr)
 	return rc;
 }
 
+/* The commands without arguments. */
+static const struct {
+	const char *name;
+	int (*run)(const struct opts *o);
+} no_arg_cmds[] = {
+	{ "stats", cmd_stats },   { "install", cmd_install },   { "uninstall", cmd_uninstall },
+	{ "status", cmd_status }, { "features", cmd_features }, { "verifier", cmd_verifier },
+};
+
 int main(int argc, char **argv)
 {
-	enum {
-		OPT_DRY_RUN = 256,
-		OPT_CGROUP,
-		OPT_MAX_SVC,
-		OPT_MAX_BE,
-		OPT_PIN_DIR,
-		OPT_IFACE,
-		OPT_FP_BACKLOG,
-	};
+	enum { OPT_DRY_RUN = 256 };
 	static const struct option longopts[] = {
 		{ "output", required_argument, NULL, 'o' },
 		{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
-		{ "cgroup", required_argument, NULL, OPT_CGROUP },
-		{ "max-services", required_argument, NULL, OPT_MAX_SVC },
-		{ "max-backends", required_argument, NULL, OPT_MAX_BE },
-		{ "pin-dir", required_argument, NULL, OPT_PIN_DIR },
-		{ "interface", required_argument, NULL, OPT_IFACE },
-		{ "fastpath-backlog", required_argument, NULL, OPT_FP_BACKLOG },
+		DMSC_INSTALL_LONGOPTS,
 		DMSC_LONGOPTS_END,
 	};
 	struct opts o = { 0 };
-	enum dmsc_log_level level = DMSC_LOG_INFO;
 	const char *cmd;
-	int c;
+	int c, rc;
 
-	dmsc_log_init("dmscctl", level);
+	dmsc_log_init("dmscctl", DMSC_LOG_INFO);
 	/* publish, get, watch: policy in etcd, with their own options */
 	for (c = 1; c < argc && argv[c][0] == '-'; c++)
 		if (!strcmp(argv[c], "-o") || !strcmp(argv[c], "--output"))
@@ -128,45 +123,17 @@ int main(int argc, char **argv)
 		case OPT_DRY_RUN:
 			o.dry_run = true;
 			break;
-		case OPT_CGROUP:
-			o.cgroup = optarg;
-			break;
-		case OPT_MAX_SVC:
-			if (dmsc_parse_u32("--max-services", optarg, 1, 4000000, &o.max_services))
-				return EXIT_USAGE;
-			break;
-		case OPT_MAX_BE:
-			if (dmsc_parse_u32("--max-backends", optarg, 1, 4000000, &o.max_backends))
-				return EXIT_USAGE;
-			break;
-		case OPT_PIN_DIR:
-			o.pin_dir = optarg;
-			break;
-		case OPT_IFACE:
-			if (o.n_ifaces == DMSC_IFACES_MAX) {
-				pr_warn("--interface: at most %d interfaces\n", DMSC_IFACES_MAX);
-				return EXIT_USAGE;
-			}
-			o.ifaces[o.n_ifaces++] = optarg;
-			break;
-		case OPT_FP_BACKLOG:
-			if (dmsc_install_opts_fp_backlog(&o.install, optarg))
-				return EXIT_USAGE;
-			break;
-		case 'v':
-			level = DMSC_LOG_DEBUG;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			usage(stderr);
-			return EXIT_USAGE;
+			/* the install options (datapath.h), or -v, -h, a usage error */
+			rc = dmsc_install_opt(&o.install, c, optarg);
+			if (rc < 0)
+				return EXIT_USAGE;
+			if (!rc && (rc = dmsc_opt_common(c, "dmscctl", usage)) >= 0)
+				return rc;
+			break;
 		}
 	}
-	dmsc_log_init("dmscctl", level);
-	if (!o.pin_dir)
-		o.pin_dir = dmsc_pin_dir();
+	o.pin_dir = o.install.pin_dir ? o.install.pin_dir : dmsc_pin_dir();
 	if (optind >= argc) {
 		usage(stderr);
 		return EXIT_USAGE;
@@ -198,18 +165,9 @@ int main(int argc, char **argv)
 		pr_warn("%s takes no arguments, got \"%s\"\n", cmd, argv[0]);
 		return EXIT_USAGE;
 	}
-	if (!strcmp(cmd, "stats"))
-		return cmd_stats(&o);
-	if (!strcmp(cmd, "install"))
-		return cmd_install(&o);
-	if (!strcmp(cmd, "uninstall"))
-		return cmd_uninstall(&o);
-	if (!strcmp(cmd, "status"))
-		return cmd_status(&o);
-	if (!strcmp(cmd, "features"))
-		return cmd_features(&o);
-	if (!strcmp(cmd, "verifier"))
-		return cmd_verifier(&o);
+	for (c = 0; c < (int)(sizeof(no_arg_cmds) / sizeof(no_arg_cmds[0])); c++)
+		if (!strcmp(cmd, no_arg_cmds[c].name))
+			return no_arg_cmds[c].run(&o);
 	pr_warn("unknown command \"%s\"; `dmscctl --help` lists them\n", cmd);
 	return EXIT_USAGE;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
@@ -53,6 +54,11 @@ static const char usage_text[] =
     "                       for each answer of etcd (default 5)\n"
     "  --etcd-cacert FILE, --etcd-cert FILE, --etcd-key FILE  TLS to etcd\n"
     "  -o, --output text|json\n";
+
+static void usage(FILE *f)
+{
+	fputs(usage_text, f);
+}
 
 static void print_json(struct json_object *o)
 {
@@ -112,6 +118,14 @@ static bool same_service(const struct dmsc_etcd_kv *kv, const char *name,
 	return same;
 }
 
+static double wall_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int cmd_publish(struct ctl *c, const char *path)
 {
 	struct dmsc_policy_set set = {0};
@@ -124,6 +138,7 @@ static int cmd_publish(struct ctl *c, const char *path)
 	char **texts = NULL, **keys = NULL, *nsp = NULL, *nsend = NULL;
 	bool *kept = NULL, ok = false;
 	size_t i, j, n_ops = 0, n_cmps = 0, n_keys = 0;
+	double txn_at[2] = {0, 0};
 	int64_t rev = 0;
 	int rc = 1, e;
 
@@ -223,7 +238,9 @@ static int cmd_publish(struct ctl *c, const char *path)
 	if (!c->dry_run && n_ops) {
 		bool succeeded;
 
+		txn_at[0] = wall_now();
 		e = dmsc_etcd_txn(&etcd, cmps, n_cmps, ops, n_ops, &succeeded, &rev);
+		txn_at[1] = wall_now();
 		if (e) {
 			fprintf(stderr, "namespace %s: the transaction failed: %s; nothing was "
 					"published\n", c->ns, etcd.err);
@@ -249,6 +266,13 @@ out_etcd:
 			json_object_object_add(top, "services",
 					       json_object_new_int64((int64_t)set.policy.n_services));
 			json_object_object_add(top, "changes", json_object_get(changes));
+			/* when the transaction was sent and answered (wall clock):
+			 * a publish's way to the hosts starts there, dmscctl's own
+			 * start, validation and read apart (docs/bench.md) */
+			json_object_object_add(top, "transaction_sent_at",
+					       txn_at[0] ? json_object_new_double(txn_at[0]) : NULL);
+			json_object_object_add(top, "transaction_answered_at",
+					       txn_at[1] ? json_object_new_double(txn_at[1]) : NULL);
 			print_json(top);
 			json_object_put(top);
 		} else {
@@ -553,7 +577,7 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 			/* the etcd options (etcd_opts.h), or -v, -h, a usage error */
 			if (dmsc_etcd_opt(&eo, opt, optarg) > 0)
 				break;
-			rc = dmsc_opt_common(opt, "dmscctl", usage_text);
+			rc = dmsc_opt_common(opt, "dmscctl", usage);
 			if (rc >= 0)
 				return rc;
 			break;
@@ -565,7 +589,7 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 	c.tls = eo.tls;
 	if (!cmd || !c.etcd || !c.ns) {
 		fprintf(stderr, "%s needs --etcd URL and --namespace NS\n", cmd ? cmd : "dmscctl");
-		fputs(usage_text, stderr);
+		usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (!dmsc_etcd_ns_valid(c.ns)) {

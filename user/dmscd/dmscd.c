@@ -27,7 +27,7 @@ static const char usage_text[] =
     "  --cgroup PATH          the cgroup v2 whose processes are in the mesh; may be\n"
     "                         left out when the datapath is installed already\n"
     "  --interface IF         also police byte limits on traffic arriving on IF (TC\n"
-    "                         ingress; repeatable; kept by later installs)\n"
+    "                         ingress; repeatable, up to 8; kept by later installs)\n"
     "  --metrics ADDR:PORT    Prometheus metrics at http://ADDR:PORT/metrics\n"
     "                         (default " DEFAULT_METRICS "; port 0 picks one; off)\n"
     "  --metrics-backends auto|on|off  per-backend series; auto (default): only\n"
@@ -37,8 +37,8 @@ static const char usage_text[] =
     "  --drop-delay-ms N      zero a removed backend's entry N ms after no slot table\n"
     "                         names it, so that no connect() in flight misses it\n"
     "                         (default %d)\n"
-    "  --max-services N       install: service capacity\n"
-    "  --max-backends N       install: backend capacity\n"
+    "  --max-services N       install: service capacity (0: the default)\n"
+    "  --max-backends N       install: backend capacity (0: the default)\n"
     "  --fastpath-backlog BYTES|default  install: how far a same-host writer may\n"
     "                         run ahead of its reader before it leaves the fast path\n"
     "                         (K, M, G; 0: no bound; kept by later installs)\n"
@@ -111,16 +111,10 @@ int main(int argc, char **argv)
 {
 	enum {
 		OPT_POLICY = 256,
-		OPT_CGROUP,
-		OPT_IF,
 		OPT_METRICS,
 		OPT_DEBOUNCE,
 		OPT_DEBOUNCE_MAX,
 		OPT_DROP_DELAY,
-		OPT_MAX_SVC,
-		OPT_MAX_BE,
-		OPT_FP_BACKLOG,
-		OPT_PIN_DIR,
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
 		OPT_L7_MODE,
@@ -130,33 +124,26 @@ int main(int argc, char **argv)
 	};
 	static const struct option longopts[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
-	    {"cgroup", required_argument, NULL, OPT_CGROUP},
-	    {"interface", required_argument, NULL, OPT_IF},
 	    {"metrics", required_argument, NULL, OPT_METRICS},
 	    {"metrics-backends", required_argument, NULL, OPT_METRICS_BACKENDS},
 	    {"debounce-ms", required_argument, NULL, OPT_DEBOUNCE},
 	    {"debounce-max-ms", required_argument, NULL, OPT_DEBOUNCE_MAX},
 	    {"drop-delay-ms", required_argument, NULL, OPT_DROP_DELAY},
-	    {"max-services", required_argument, NULL, OPT_MAX_SVC},
-	    {"max-backends", required_argument, NULL, OPT_MAX_BE},
-	    {"fastpath-backlog", required_argument, NULL, OPT_FP_BACKLOG},
-	    {"pin-dir", required_argument, NULL, OPT_PIN_DIR},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
 	    {"l7", required_argument, NULL, OPT_L7_MODE},
 	    {"mtls-dir", required_argument, NULL, OPT_MTLS_DIR},
 	    {"mtls-listen", required_argument, NULL, OPT_MTLS_LISTEN},
+	    DMSC_INSTALL_LONGOPTS,
 	    DMSC_ETCD_LONGOPTS,
 	    DMSC_LONGOPTS_END,
 	};
 	struct agent ag = {
 	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1};
-	const char *cgroup = NULL, *metrics = DEFAULT_METRICS, *ifs[MAX_INTERFACES];
+	const char *metrics = DEFAULT_METRICS;
 	unsigned int debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
-	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS, max_svc = 0, max_be = 0;
-	struct dmsc_install_opts io = {0};
-	enum dmsc_log_level level = DMSC_LOG_INFO;
-	size_t n_ifs = 0;
+	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS;
+	struct dmsc_install_args ia = {0};
 	const char *l7_listen = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
 	char bound[64], l7_bin[PATH_MAX] = "";
 	sigset_t sigs;
@@ -164,29 +151,21 @@ int main(int argc, char **argv)
 	struct dmsc_etcd_sync etcd_sync;
 	char etcd_label[256];
 	bool running = true;
-	int c, rc = 1;
+	int c, r, rc = 1;
 
-	dmsc_log_init("dmscd", level);
-	/* A block of 1 MiB or more (an apply's view of 100,000 services, a
-	 * read's response) is mapped and unmapped with its use: never left in
-	 * the heap, where glibc's moving threshold would otherwise put the next
-	 * ones (docs/etcd.md, memory). */
+	dmsc_log_init("dmscd", DMSC_LOG_INFO);
+	/* A block of 1 MiB or more (a read's response) that the heap has no
+	 * room for is mapped and unmapped with its use, rather than grow the
+	 * heap as glibc's moving threshold would. glibc still serves it from
+	 * the heap's free space when that holds it: what is made for each
+	 * change (an apply's view of a large store) is mapped on its own
+	 * (mapmem.h; docs/etcd.md, memory). */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
 	dmsc_etcd_opts_init(&eo, DMSC_ETCD_NAMESPACES_MAX);
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_POLICY:
 			ag.policy = optarg;
-			break;
-		case OPT_CGROUP:
-			cgroup = optarg;
-			break;
-		case OPT_IF:
-			if (n_ifs == MAX_INTERFACES) {
-				pr_warn("--interface: at most %d\n", MAX_INTERFACES);
-				return EXIT_USAGE;
-			}
-			ifs[n_ifs++] = optarg;
 			break;
 		case OPT_METRICS:
 			metrics = optarg;
@@ -216,21 +195,6 @@ int main(int argc, char **argv)
 			if (dmsc_parse_u32("--drop-delay-ms", optarg, 0, 60000, &drop_delay))
 				return EXIT_USAGE;
 			break;
-		case OPT_MAX_SVC:
-			if (dmsc_parse_u32("--max-services", optarg, 0, 4000000, &max_svc))
-				return EXIT_USAGE;
-			break;
-		case OPT_MAX_BE:
-			if (dmsc_parse_u32("--max-backends", optarg, 0, 4000000, &max_be))
-				return EXIT_USAGE;
-			break;
-		case OPT_FP_BACKLOG:
-			if (dmsc_install_opts_fp_backlog(&io, optarg))
-				return EXIT_USAGE;
-			break;
-		case OPT_PIN_DIR:
-			ag.pin_dir = optarg;
-			break;
 		case OPT_L7_LISTEN:
 			l7_listen = optarg;
 			break;
@@ -249,21 +213,19 @@ int main(int argc, char **argv)
 		case OPT_MTLS_LISTEN:
 			mtls_listen = optarg;
 			break;
-		case 'v':
-			level = DMSC_LOG_DEBUG;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
 		default:
-			/* the etcd options (etcd_opts.h), or a usage error */
-			if (dmsc_etcd_opt(&eo, c, optarg) > 0)
-				break;
-			usage(stderr);
-			return EXIT_USAGE;
+			/* the install and etcd options (datapath.h, etcd_opts.h), or
+			 * -v, -h, a usage error */
+			r = dmsc_install_opt(&ia, c, optarg);
+			if (!r)
+				r = dmsc_etcd_opt(&eo, c, optarg);
+			if (r < 0)
+				return EXIT_USAGE;
+			if (!r && (r = dmsc_opt_common(c, "dmscd", usage)) >= 0)
+				return r;
+			break;
 		}
 	}
-	dmsc_log_init("dmscd", level);
 	if (eo.urls && (ag.policy || !eo.n_ns)) {
 		pr_warn("--etcd takes one --namespace NS or more, and no --policy\n");
 		return EXIT_USAGE;
@@ -285,14 +247,13 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (!ag.pin_dir)
-		ag.pin_dir = dmsc_pin_dir();
+	ag.pin_dir = ia.pin_dir ? ia.pin_dir : dmsc_pin_dir();
 	if (dmsc_require_root("dmscd"))
 		return 1;
 	if (mtls_dir && tunnel_host(mtls_dir))
 		return 1;
 	dmsc_agent_stats_init(&ag.stats);
-	ag.stats.start_time = wall_seconds();
+	ag.stats.start_time = dmsc_clock_seconds(CLOCK_REALTIME);
 	dmsc_debounce_init(&ag.debounce, (int)debounce, (int)debounce_max);
 	ag.mirror.drop_delay_ms = drop_delay;
 
@@ -307,12 +268,7 @@ int main(int argc, char **argv)
 		pr_warn("signalfd: %s\n", strerror(errno));
 		goto out;
 	}
-	io.cgroup = cgroup;
-	io.max_services = max_svc ? max_svc + 1 : 0;
-	io.max_backends = max_be ? max_be + 1 : 0;
-	io.ifaces = ifs;
-	io.n_ifaces = n_ifs;
-	if (install(&ag, &io))
+	if (install(&ag, &ia.io))
 		goto out;
 	if (!eo.urls && dmsc_policy_watch_open(&ag.watch, ag.policy))
 		goto out;

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "debounce.h"
 #include "policy_set.h"
 #include "allow_resolve.h"
@@ -45,7 +46,6 @@
 #define DEFAULT_DEBOUNCE_MS 200
 #define DEFAULT_DEBOUNCE_MAX_MS 2000
 #define DEFAULT_DROP_DELAY_MS 100
-#define MAX_INTERFACES 16
 
 struct agent {
 	const char *pin_dir;
@@ -104,9 +104,7 @@ struct agent {
 #define L7_POLL_MS 1000
 #define L7_STOP_MS 12000 /* the helper's own drain bound is 10 s */
 
-
 /* dmscd_apply.c */
-double wall_seconds(void);
 void l7_follow(struct agent *ag, const struct dmsc_policy *policy);
 void tunnel_follow(struct agent *ag, const struct dmsc_policy *policy);
 void apply_policy(struct agent *ag, const char *why);

@@ -11,32 +11,6 @@
  * every namespace, gives the heap back. */
 #define ETCD_TRIM_CHANGES 64
 
-double wall_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double mono_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* CPU time of this thread: an apply's own cost, without the time other
- * processes had the CPU meanwhile. */
-static double cpu_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /*
  * The helper runs the policy just applied, as dmscd read it: its L7 view
  * goes to the helper in a sealed memfd (never the user's file, which may
@@ -124,7 +98,7 @@ void apply_policy(struct agent *ag, const char *why)
 		return;
 	}
 	ag->retry_at_ms = 0;
-	t0 = mono_seconds();
+	t0 = dmsc_now_seconds();
 	if (ag->etcd) {
 		/* a view of the store and its digests, locked until
 		 * _view_done */
@@ -159,7 +133,7 @@ void apply_policy(struct agent *ag, const char *why)
 		}
 		dmsc_policy_digests(&set.policy, digests);
 	}
-	t1 = mono_seconds();
+	t1 = dmsc_now_seconds();
 
 	err = dmsc_datapath_open(&dp, ag->pin_dir, true);
 	if (err) {
@@ -175,11 +149,11 @@ void apply_policy(struct agent *ag, const char *why)
 		goto out; /* applied when the store has them whole again */
 	}
 	getrusage(RUSAGE_THREAD, &ru2);
-	t2 = mono_seconds();
-	c2 = cpu_seconds();
+	t2 = dmsc_now_seconds();
+	c2 = dmsc_clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 	err = dmsc_mirror_apply(&ag->mirror, &dp, &set.policy, digests, false, &res);
-	t3 = mono_seconds();
-	c3 = cpu_seconds();
+	t3 = dmsc_now_seconds();
+	c3 = dmsc_clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 	getrusage(RUSAGE_THREAD, &ru3);
 	pr_debug("apply: %ld minor page faults, %ld context switches\n",
 		 ru3.ru_minflt - ru2.ru_minflt,
@@ -220,7 +194,7 @@ void apply_policy(struct agent *ag, const char *why)
 	ag->stats.entries_written += res.entries_written;
 	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
 	ag->stats.policy_services = res.n_services;
-	ag->stats.last_apply_time = wall_seconds();
+	ag->stats.last_apply_time = dmsc_clock_seconds(CLOCK_REALTIME);
 out:
 	n_changes = res.n_changes;
 	dmsc_apply_result_free(&res);

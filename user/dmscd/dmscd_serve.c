@@ -29,28 +29,42 @@ static int append_l7_metrics(const char *file, struct dmsc_buf *body)
 	return err;
 }
 
-/* Builds the helper's command line for its supervisor; the helper starts
- * with the first policy applied (l7_follow), which it gets from dmscd. */
-int l7_start(struct agent *ag, const char *bin, const char *listen)
+/* A helper's command line, kept in dst (its supervisor and its later
+ * replacements point into it), with --metrics-file /run/dmsc/NAME.PID.prom
+ * appended (the path kept in metrics). */
+static int helper_init(struct dmsc_l7_supervisor *sup, const char **dst, size_t dst_n,
+		       char *metrics, size_t metrics_len, const char *name,
+		       const char *const *argv)
 {
-	int n = 0;
+	size_t n = 0;
 
-	snprintf(ag->l7_metrics, sizeof(ag->l7_metrics), "/run/dmsc/dmsc-l7.%d.prom",
-		 (int)getpid());
+	snprintf(metrics, metrics_len, "/run/dmsc/%s.%d.prom", name, (int)getpid());
 	if (mkdir("/run/dmsc", 0755) && errno != EEXIST) {
 		pr_warn("cannot create /run/dmsc: %s\n", strerror(errno));
 		return -errno;
 	}
-	ag->l7_argv[n++] = bin;
-	ag->l7_argv[n++] = "--listen";
-	ag->l7_argv[n++] = listen;
-	ag->l7_argv[n++] = "--pin-dir";
-	ag->l7_argv[n++] = ag->pin_dir;
-	ag->l7_argv[n++] = "--metrics-file";
-	ag->l7_argv[n++] = ag->l7_metrics;
-	ag->l7_argv[n] = NULL;
-	if (dmsc_l7_sup_init(&ag->l7_sup, ag->l7_argv))
-		return -E2BIG;
+	for (; argv[n]; n++) {
+		if (n + 3 >= dst_n)
+			return -E2BIG;
+		dst[n] = argv[n];
+	}
+	dst[n++] = "--metrics-file";
+	dst[n++] = metrics;
+	dst[n] = NULL;
+	return dmsc_l7_sup_init(sup, dst) ? -E2BIG : 0;
+}
+
+/* Builds the helper's command line for its supervisor; the helper starts
+ * with the first policy applied (l7_follow), which it gets from dmscd. */
+int l7_start(struct agent *ag, const char *bin, const char *listen)
+{
+	const char *argv[] = {bin, "--listen", listen, "--pin-dir", ag->pin_dir, NULL};
+	int err;
+
+	err = helper_init(&ag->l7_sup, ag->l7_argv, sizeof(ag->l7_argv) / sizeof(ag->l7_argv[0]), ag->l7_metrics,
+			  sizeof(ag->l7_metrics), "dmsc-l7", argv);
+	if (err)
+		return err;
 	ag->l7 = true;
 	pr_info("%s on %s serves http services once a policy with some is applied\n", bin,
 		listen);
@@ -88,33 +102,27 @@ int tunnel_host(const char *dir)
 
 /* The tunnel's command line: dmsc-l7 tunnel with the host's certificates,
  * listening for other hosts' helpers; it starts with the first policy
- * applied (tunnel_follow). */
+ * applied (tunnel_follow). connect4 hands it what goes to another host's
+ * backend (--handoff-listen). */
 int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char *listen)
 {
-	int n = 0;
+	const char *argv[] = {bin,
+			      "tunnel",
+			      "--mtls-dir",
+			      dir,
+			      "--listen",
+			      listen,
+			      "--handoff-listen",
+			      DMSC_TUNNEL_HANDOFF_LISTEN_DEFAULT,
+			      "--pin-dir",
+			      ag->pin_dir,
+			      NULL};
+	int err;
 
-	snprintf(ag->tunnel_metrics, sizeof(ag->tunnel_metrics), "/run/dmsc/dmsc-tunnel.%d.prom",
-		 (int)getpid());
-	if (mkdir("/run/dmsc", 0755) && errno != EEXIST) {
-		pr_warn("cannot create /run/dmsc: %s\n", strerror(errno));
-		return -errno;
-	}
-	ag->tunnel_argv[n++] = bin;
-	ag->tunnel_argv[n++] = "tunnel";
-	ag->tunnel_argv[n++] = "--mtls-dir";
-	ag->tunnel_argv[n++] = dir;
-	ag->tunnel_argv[n++] = "--listen";
-	ag->tunnel_argv[n++] = listen;
-	ag->tunnel_argv[n++] = "--metrics-file";
-	ag->tunnel_argv[n++] = ag->tunnel_metrics;
-	/* connect4 hands it what goes to another host's backend */
-	ag->tunnel_argv[n++] = "--handoff-listen";
-	ag->tunnel_argv[n++] = DMSC_TUNNEL_HANDOFF_LISTEN_DEFAULT;
-	ag->tunnel_argv[n++] = "--pin-dir";
-	ag->tunnel_argv[n++] = ag->pin_dir;
-	ag->tunnel_argv[n] = NULL;
-	if (dmsc_l7_sup_init(&ag->tunnel_sup, ag->tunnel_argv))
-		return -E2BIG;
+	err = helper_init(&ag->tunnel_sup, ag->tunnel_argv, sizeof(ag->tunnel_argv) / sizeof(ag->tunnel_argv[0]),
+			  ag->tunnel_metrics, sizeof(ag->tunnel_metrics), "dmsc-tunnel", argv);
+	if (err)
+		return err;
 	ag->tunnel = true;
 	pr_info("%s tunnel on %s with the certificates of %s, once a policy is applied\n", bin,
 		listen, dir);

@@ -16,6 +16,7 @@
 
 #include "etcd_sync.h"
 #include "log.h"
+#include "mapmem.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -481,10 +482,9 @@ int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 	if (!e) {
 		/* the digests from the fingerprints kept: no service is
 		 * fingerprinted again */
-		*d = calloc(out->n_services + 1, sizeof(**d));
+		*d = dmsc_mapmem_calloc(out->n_services + 1, sizeof(**d));
 		if (!*d) {
-			free(out->services);
-			memset(out, 0, sizeof(*out));
+			dmsc_etcd_store_view_free(out, NULL);
 			e = -ENOMEM;
 		}
 	}
@@ -495,7 +495,7 @@ int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 		memcpy((*d)[i].vip6, v->vip6, sizeof((*d)[i].vip6));
 		(*d)[i].fp = fps[i];
 	}
-	free(fps);
+	dmsc_mapmem_free(fps);
 	if (e)
 		pthread_mutex_unlock(&s->lock);
 	return e;
@@ -550,9 +550,8 @@ bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 {
 	bool read_whole = s->read_whole;
 
-	free(out->services);
-	memset(out, 0, sizeof(*out));
-	free(d);
+	dmsc_etcd_store_view_free(out, NULL);
+	dmsc_mapmem_free(d);
 	s->read_whole = false;
 	pthread_mutex_unlock(&s->lock);
 	return read_whole;

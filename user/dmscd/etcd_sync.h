@@ -62,7 +62,8 @@ int dmsc_etcd_sync_start(struct dmsc_etcd_sync *s, const char *urls,
 int dmsc_etcd_sync_fd(const struct dmsc_etcd_sync *s);
 void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s);
 /* Locks the store and fills out with a view of it and d with its digests
- * (see dmsc_etcd_store_view; d is malloc'd); conflicts are logged. Release
+ * (see dmsc_etcd_store_view; both mapped on their own when large:
+ * mapmem.h); conflicts are logged. Release
  * with _view_done. */
 int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 			struct dmsc_svc_digest **d);

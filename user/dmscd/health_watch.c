@@ -22,6 +22,7 @@
 
 #include <bpf/bpf.h>
 
+#include "addr.h"
 #include "health_watch.h"
 #include "log.h"
 #include "apply.h"
@@ -33,13 +34,15 @@ enum probe_phase {
 };
 
 struct dmsc_health_target {
-	struct dmsc_svc_key key;
+	struct dmsc_health_svc key;
 	char svc[DMSC_NAME_MAX];
-	char addr_text[32];
+	char addr_text[DMSC_ADDR_PORT_LEN];
 	struct dmsc_health cfg; /* cfg.active.path points at path */
 	char path[DMSC_HEALTH_PATH_MAX + 1];
 	__u32 id, weight;
-	__u32 addr; /* network order */
+	int family; /* of the backend (and its service): AF_INET or AF_INET6 */
+	__u32 addr; /* network order; 0 for IPv6 */
+	__u32 addr6[4];
 	__u16 port; /* network order */
 	bool first; /* the service's first target: holds its panic state */
 	bool l7;    /* an http service: dmsc-l7 counts its failures */
@@ -119,18 +122,27 @@ static void probe_done(struct dmsc_health_watch *w, struct dmsc_health_target *t
 static void probe_start(struct dmsc_health_watch *w, struct dmsc_health_target *t, int64_t now)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6};
+	struct sockaddr *to = (struct sockaddr *)&sa;
+	socklen_t to_len = sizeof(sa);
 
 	t->next_ms = now + t->cfg.active.interval_ms;
 	t->deadline_ms = now + t->cfg.active.timeout_ms;
-	t->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	t->fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (t->fd < 0) {
 		probe_done(w, t, false, -errno);
 		return;
 	}
 	sa.sin_addr.s_addr = t->addr;
 	sa.sin_port = t->port;
+	if (t->family == AF_INET6) {
+		memcpy(&sa6.sin6_addr, t->addr6, sizeof(sa6.sin6_addr));
+		sa6.sin6_port = t->port;
+		to = (struct sockaddr *)&sa6;
+		to_len = sizeof(sa6);
+	}
 	t->phase = PROBE_CONNECTING;
-	if (connect(t->fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS)
+	if (connect(t->fd, to, to_len) && errno != EINPROGRESS)
 		probe_done(w, t, false, -errno);
 }
 
@@ -192,7 +204,7 @@ static void describe_probe(__s32 detail, char *buf, size_t len)
 		snprintf(buf, len, "HTTP status %d", detail);
 }
 
-static void replan(struct dmsc_health_watch *w, const struct dmsc_svc_key *k)
+static void replan(struct dmsc_health_watch *w, const struct dmsc_health_svc *k)
 {
 	uint64_t one = 1;
 	size_t i;
@@ -204,7 +216,7 @@ static void replan(struct dmsc_health_watch *w, const struct dmsc_svc_key *k)
 	if (i == w->n_replan) {
 		if (w->n_replan == w->cap_replan) {
 			size_t cap = w->cap_replan ? 2 * w->cap_replan : 16;
-			struct dmsc_svc_key *v = realloc(w->replan, cap * sizeof(*v));
+			struct dmsc_health_svc *v = realloc(w->replan, cap * sizeof(*v));
 
 			if (v) {
 				w->replan = v;
@@ -351,7 +363,7 @@ static void evaluate_all(struct dmsc_health_watch *w)
 static bool same_backend(const struct dmsc_health_target *a, const struct dmsc_health_target *b)
 {
 	return !memcmp(&a->key, &b->key, sizeof(a->key)) && a->id == b->id && a->addr == b->addr &&
-	       a->port == b->port;
+	       !memcmp(a->addr6, b->addr6, sizeof(a->addr6)) && a->port == b->port;
 }
 
 /* A backend no longer watched (its health removed, or the backend): its
@@ -599,21 +611,26 @@ int dmsc_health_watch_set(struct dmsc_health_watch *w, const struct dmsc_policy 
 			}
 			t = &v[n];
 			memset(t, 0, sizeof(*t));
-			t->key = key;
+			t->key.key = key;
+			memcpy(t->key.vip6, s->vip6, sizeof(t->key.vip6));
 			snprintf(t->svc, sizeof(t->svc), "%s", s->name);
 			t->cfg = s->health;
 			t->cfg.active.path = NULL;
 			if (s->health.active.path)
 				snprintf(t->path, sizeof(t->path), "%s", s->health.active.path);
+			t->family = s->family;
 			t->addr = s->backends[j].addr;
+			memcpy(t->addr6, s->backends[j].addr6, sizeof(t->addr6));
 			t->port = htons(s->backends[j].port);
 			t->weight = s->backends[j].weight;
 			t->l7 = s->protocol == DMSC_POLICY_HTTP;
-			dmsc_format_addr_port(t->addr, t->port, t->addr_text, sizeof(t->addr_text));
+			dmsc_format_ip_port(t->family, t->addr, t->addr6, ntohs(t->port), t->addr_text,
+					    sizeof(t->addr_text));
 			t->fd = -1;
 			t->next_ms = now;
 			for (k = 0; k < ms->n_be; k++)
-				if (ms->be[k].addr == t->addr && ms->be[k].port == t->port)
+				if (ms->be[k].addr == t->addr && ms->be[k].port == t->port &&
+				    !memcmp(ms->be[k].addr6, t->addr6, sizeof(t->addr6)))
 					t->id = ms->be[k].id;
 			if (t->id)
 				n++;
@@ -641,7 +658,7 @@ size_t dmsc_health_watch_take(struct dmsc_health_watch *w, struct dmsc_mirror *m
 	pthread_mutex_lock(&w->lock);
 	n = w->n_replan;
 	for (i = 0; i < n; i++)
-		dmsc_mirror_replan(m, &w->replan[i], (const __u32[4]){ 0 }); /* IPv4 only */
+		dmsc_mirror_replan(m, &w->replan[i].key, w->replan[i].vip6);
 	w->n_replan = 0;
 	pthread_mutex_unlock(&w->lock);
 	return n;

@@ -31,6 +31,12 @@ struct dmsc_health_stats {
 	uint64_t changes; /* backends that went out or came back */
 };
 
+/* A service to apply again: its key, and its VIP when it is IPv6 (key.vip 0). */
+struct dmsc_health_svc {
+	struct dmsc_svc_key key;
+	__u32 vip6[4];
+};
+
 struct dmsc_health_watch {
 	char map_path[4096];
 	int map_fd;
@@ -43,7 +49,7 @@ struct dmsc_health_watch {
 	struct dmsc_health_target *next;
 	size_t n_next;
 	bool have_next;
-	struct dmsc_svc_key *replan;
+	struct dmsc_health_svc *replan;
 	size_t n_replan, cap_replan;
 	struct dmsc_health_stats stats;
 	/* The thread's own. */

@@ -18,6 +18,7 @@
 #include "dmsc/shared.h"
 #include "l7_supervisor.h"
 #include "log.h"
+#include "pin_dir.h"
 
 int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv)
 {
@@ -336,16 +337,12 @@ int dmsc_l7_unregister(const char *pin_dir)
 	__u32 zero = 0;
 	int fd, err = 0, n;
 
-	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_CONF);
-	fd = bpf_obj_get(path);
-	if (fd < 0) {
-		err = -errno;
-		pr_warn("cannot open %s: %s\n", path, strerror(-err));
-		return err;
-	}
+	fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_CONF, NULL);
+	if (fd < 0)
+		return fd;
 	if (bpf_map_update_elem(fd, &zero, &none, BPF_ANY)) {
 		err = -errno;
-		pr_warn("cannot clear %s: %s\n", path, strerror(-err));
+		pr_warn("cannot clear %s/maps/%s: %s\n", pin_dir, DMSC_MAP_L7_CONF, strerror(-err));
 	}
 	close(fd);
 	/* and its listeners in other network namespaces (a datapath of an

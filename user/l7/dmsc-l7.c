@@ -276,31 +276,17 @@ static int load_policy(void)
 
 static int open_maps(const char *pin_dir, int *conf_fd)
 {
-	char path[PATH_MAX];
-
-	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_HANDOFF);
-	handoff_fd = bpf_obj_get(path);
-	if (handoff_fd < 0) {
-		pr_warn("cannot open %s: %s (is dmsc installed there, by a build with the "
-			"L7 handoff?)\n",
-			path, strerror(errno));
-		return -errno;
-	}
-	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_OWN);
-	own_fd = bpf_obj_get(path);
-	if (own_fd < 0) {
-		pr_warn("cannot open %s: %s (a datapath installed by an older build: install "
-			"again to add it)\n",
-			path, strerror(errno));
-		return -errno;
-	}
-	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_CONF);
-	*conf_fd = bpf_obj_get(path);
-	if (*conf_fd < 0) {
-		pr_warn("cannot open %s: %s\n", path, strerror(errno));
-		return -errno;
-	}
-	return 0;
+	handoff_fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_HANDOFF,
+					  "is dmsc installed there, by a build with the L7 handoff?");
+	if (handoff_fd < 0)
+		return handoff_fd;
+	own_fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_OWN,
+				      "a datapath installed by an older build: install again to "
+				      "add it");
+	if (own_fd < 0)
+		return own_fd;
+	*conf_fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_CONF, NULL);
+	return *conf_fd < 0 ? *conf_fd : 0;
 }
 
 int main(int argc, char **argv)

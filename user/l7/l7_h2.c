@@ -36,7 +36,7 @@ static int c_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *
 
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	st = calloc(1, sizeof(*st));
+	st = l7h2_stream_new(hc->env);
 	if (!st)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	st->hc = hc;
@@ -74,8 +74,10 @@ static int c_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
 	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
 		st->req_end = true;
-		if (st->up && st->uid > 0)
+		if (st->up && st->uid > 0) {
 			nghttp2_session_resume_data(st->up->s, st->uid);
+			l7h2_up_dirty(st->up);
+		}
 	}
 	if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
 		l7h2_stream_dispatch(st);
@@ -104,8 +106,10 @@ static int c_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8
 		else
 			st->hc->copy_bytes += len;
 	}
-	if (st->up && st->uid > 0)
+	if (st->up && st->uid > 0) {
 		nghttp2_session_resume_data(st->up->s, st->uid);
+		l7h2_up_dirty(st->up);
+	}
 	return 0;
 }
 
@@ -119,8 +123,10 @@ static int c_on_close(nghttp2_session *s, int32_t sid, uint32_t error, void *use
 	st->c_closed = true;
 	if (!st->finished && error != NGHTTP2_NO_ERROR && !st->status)
 		st->status = 499; /* the client gave up */
-	if (st->up && st->uid > 0 && !st->u_closed)
+	if (st->up && st->uid > 0 && !st->u_closed) {
 		nghttp2_submit_rst_stream(st->up->s, NGHTTP2_FLAG_NONE, st->uid, NGHTTP2_CANCEL);
+		l7h2_up_dirty(st->up);
+	}
 	l7h2_stream_maybe_free(st);
 	return 0;
 }
@@ -259,7 +265,7 @@ void l7h2_stream_dispatch(struct h2_stream *st)
 /* ---- I/O -------------------------------------------------------------------- */
 /* Writes what the session has for fd, as far as the socket takes it.
  * -1: the connection is broken. */
-static int flush(nghttp2_session *s, int fd, struct h2_buf *out)
+int l7h2_flush(nghttp2_session *s, int fd, struct h2_buf *out)
 {
 	for (;;) {
 		/* frames gathered up to H2_WRITE_BATCH: one send() for many
@@ -291,28 +297,15 @@ static int flush(nghttp2_session *s, int fd, struct h2_buf *out)
  * epoll watches what is left to wait for. */
 static void conn_pump(struct dmsc_l7_h2 *hc)
 {
-	int i;
+	struct h2_stream *st;
 
 	if (hc->closed)
 		return;
-	for (i = 0; i < DMSC_L7_H2_MAX_UPSTREAMS; i++) {
-		struct h2_up *up = hc->ups[i];
-
-		if (!up)
-			continue;
-		if (up->dead) {
-			hc->ups[i] = NULL;
-			continue;
-		}
-		if (!up->connecting && flush(up->s, up->fd, &up->out) < 0) {
-			l7h2_up_failed(up);
-			continue;
-		}
-		l7h2_ep_want(hc->env, up->fd, &up->ep, &up->ev,
-			     EPOLLIN | EPOLLRDHUP |
-				 (up->connecting || l7h2_hb_pending(&up->out) ? EPOLLOUT : 0));
-	}
-	if (flush(hc->s, hc->fd, &hc->out) < 0) {
+	/* what the client's session takes may let the backends send more */
+	for (st = hc->streams; st; st = st->next)
+		if (st->up)
+			l7h2_up_dirty(st->up);
+	if (l7h2_flush(hc->s, hc->fd, &hc->out) < 0) {
 		l7h2_conn_close(hc);
 		return;
 	}
@@ -323,12 +316,18 @@ static void conn_pump(struct dmsc_l7_h2 *hc)
 	}
 	l7h2_ep_want(hc->env, hc->fd, &hc->ep, &hc->ev,
 		     EPOLLIN | EPOLLRDHUP | (l7h2_hb_pending(&hc->out) ? EPOLLOUT : 0));
-	if (hc->streams)
+	if (hc->streams) {
 		hc->idle_since = 0;
-	else if (!hc->idle_since)
+		return;
+	}
+	if (!hc->idle_since)
 		hc->idle_since = l7h2_h2_now();
+	if (!l7h2_hb_pending(&hc->out))
+		l7h2_hb_free(&hc->out); /* an idle connection holds no buffer */
 }
 
+/* Reads what fd has (epoll is level-triggered: a short read ends it, and
+ * what is left wakes the next batch). -1: closed or broken. */
 static int feed(nghttp2_session *s, int fd)
 {
 	char buf[H2_READ_SIZE];
@@ -343,8 +342,42 @@ static int feed(nghttp2_session *s, int fd)
 			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
 		if (nghttp2_session_mem_recv(s, (const uint8_t *)buf, (size_t)n) < 0)
 			return -1;
+		if ((size_t)n < sizeof(buf))
+			break;
 	}
 	return 0;
+}
+
+void l7h2_conn_dirty(struct dmsc_l7_h2 *hc)
+{
+	if (hc->dirty)
+		return;
+	hc->dirty = true;
+	hc->dirty_next = hc->env->dirty;
+	hc->env->dirty = hc;
+}
+
+void dmsc_l7_h2_flush(struct dmsc_l7_h2_env *env)
+{
+	struct dmsc_l7_h2 *hc;
+	struct h2_up *up;
+	int pass;
+
+	/* a client's session taking DATA acknowledges it to a backend and
+	 * the other way round: a few passes settle it; what is left waits
+	 * for the next batch (the sweep pumps everything) */
+	for (pass = 0; pass < 4 && (env->dirty || env->dirty_ups); pass++) {
+		while ((hc = env->dirty)) {
+			env->dirty = hc->dirty_next;
+			hc->dirty = false;
+			conn_pump(hc); /* a closed one returns at once */
+		}
+		while ((up = env->dirty_ups)) {
+			env->dirty_ups = up->dirty_next;
+			up->dirty = false;
+			l7h2_up_pump(up);
+		}
+	}
 }
 
 void dmsc_l7_h2_event(struct ep *e, uint32_t events)
@@ -354,8 +387,7 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 	if (e->kind == EP_H2_UP) {
 		struct h2_up *up = (struct h2_up *)e;
 
-		hc = up->hc;
-		if (up->dead || hc->closed)
+		if (up->dead)
 			return;
 		if (up->connecting) {
 			int err = 0;
@@ -364,17 +396,18 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 			if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 				return;
 			if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
-				dmsc_l7_health_result(hc->svc, up->backend, 0);
+				dmsc_l7_health_result(up->svc, up->backend, 0);
 				l7h2_up_failed(up);
-				conn_pump(hc);
 				return;
 			}
 			up->connecting = false;
 		}
 		if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
-		    feed(up->s, up->fd) < 0)
+		    feed(up->s, up->fd) < 0) {
 			l7h2_up_failed(up);
-		conn_pump(hc);
+			return;
+		}
+		l7h2_up_dirty(up);
 		return;
 	}
 	hc = (struct dmsc_l7_h2 *)e;
@@ -384,24 +417,27 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 		l7h2_conn_close(hc);
 		return;
 	}
-	conn_pump(hc);
+	l7h2_conn_dirty(hc);
 }
 
 void l7h2_conn_close(struct dmsc_l7_h2 *hc)
 {
 	struct dmsc_l7_h2_env *env = hc->env;
-	int i;
+	struct h2_stream *st;
 
 	if (hc->closed)
 		return;
 	hc->closed = true;
-	while (hc->streams) {
-		hc->streams->c_closed = hc->streams->u_closed = true;
-		l7h2_stream_free(hc->streams);
+	while ((st = hc->streams)) {
+		/* the backend connection is shared: only this stream goes */
+		if (st->up && st->uid > 0 && !st->u_closed && st->up->s) {
+			nghttp2_submit_rst_stream(st->up->s, NGHTTP2_FLAG_NONE, st->uid,
+						  NGHTTP2_CANCEL);
+			l7h2_up_dirty(st->up);
+		}
+		st->c_closed = st->u_closed = true;
+		l7h2_stream_free(st);
 	}
-	for (i = 0; i < DMSC_L7_H2_MAX_UPSTREAMS; i++)
-		if (hc->ups[i])
-			l7h2_up_free(hc->ups[i]);
 	epoll_ctl(env->epfd, EPOLL_CTL_DEL, hc->fd, NULL);
 	close(hc->fd);
 	hc->fd = -1;
@@ -444,6 +480,7 @@ static int callbacks_init(void)
 	nghttp2_session_callbacks_set_on_frame_recv_callback(l7h2_up_cbs, l7h2_up_on_frame);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(l7h2_up_cbs, l7h2_up_on_data);
 	nghttp2_session_callbacks_set_on_stream_close_callback(l7h2_up_cbs, l7h2_up_on_close);
+	nghttp2_session_callbacks_set_on_frame_not_send_callback(l7h2_up_cbs, l7h2_up_not_sent);
 	return 0;
 }
 
@@ -471,7 +508,7 @@ int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, uint32_t client_id,
 	if (dmsc_l7_h2_client_addr(cfd, hc->client, sizeof(hc->client)))
 		hc->client[0] = '\0';
 	if (nghttp2_session_server_new2(&hc->s, l7h2_client_cbs, hc, l7h2_h2_opt) ||
-	    l7h2_set_window(hc->s)) {
+	    l7h2_set_window(hc->s, DMSC_L7_H2_CONN_WINDOW)) {
 		if (hc->s)
 			nghttp2_session_del(hc->s);
 		free(hc);
@@ -503,9 +540,14 @@ void dmsc_l7_h2_sweep(struct dmsc_l7_h2_env *env, uint64_t now, bool draining)
 			    now < st->deadline)
 				continue;
 			/* no answer within the route's timeout_ms (or grpc-timeout) */
-			if (st->up && st->uid > 0 && !st->u_closed)
+			if (st->up && st->uid > 0 && !st->u_closed) {
 				nghttp2_submit_rst_stream(st->up->s, NGHTTP2_FLAG_NONE, st->uid,
 							  NGHTTP2_CANCEL);
+				l7h2_up_dirty(st->up);
+				/* a failure of the backend for passive health */
+				dmsc_l7_health_result(hc->svc, st->backend,
+						      DMSC_L7_HEALTH_TIMEOUT);
+			}
 			l7h2_respond_local(st, 504);
 		}
 		if (draining && !hc->goaway) {
@@ -530,14 +572,16 @@ void dmsc_l7_h2_sweep(struct dmsc_l7_h2_env *env, uint64_t now, bool draining)
 		}
 		conn_pump(hc);
 	}
+	l7h2_up_sweep(env, now, draining);
+	dmsc_l7_h2_flush(env);
 }
 
 void dmsc_l7_h2_reap(struct dmsc_l7_h2_env *env)
 {
 	struct dmsc_l7_h2 *hc;
-
 	struct h2_up *up;
 
+	dmsc_l7_h2_flush(env); /* nothing dirty may be freed */
 	while ((up = env->dead_ups)) {
 		env->dead_ups = up->dead_next;
 		free(up);
@@ -552,5 +596,8 @@ void dmsc_l7_h2_close_all(struct dmsc_l7_h2_env *env)
 {
 	while (env->conns)
 		l7h2_conn_close(env->conns);
+	while (env->ups)
+		l7h2_up_free(env->ups);
 	dmsc_l7_h2_reap(env);
+	l7h2_cache_free(env);
 }

@@ -5,7 +5,8 @@
  * with prior knowledge) is taken over from the HTTP/1.1 code. Each stream is
  * routed on its own (:path, :method, headers; the service's routes, first
  * match wins) and sent as a stream of an HTTP/2 (h2c) connection to the
- * backend chosen: one such connection per backend per client connection.
+ * backend chosen: the worker's connections to that backend, shared by
+ * all its client connections (docs/design.md decision 46).
  * Trailers pass through both ways (gRPC's grpc-status is one).
  *
  * Flow control is end to end: a stream's DATA is acknowledged (WINDOW_UPDATE)
@@ -28,7 +29,15 @@
 #define DMSC_L7_H2_CONN_WINDOW (256 * 1024)
 #define DMSC_L7_H2_MAX_STREAMS 128	  /* concurrent, per client connection */
 #define DMSC_L7_H2_HEADER_BYTES (16 * 1024) /* a stream's header block, stored */
-#define DMSC_L7_H2_MAX_UPSTREAMS 16	  /* backend connections per client connection */
+/* backend connections per backend per worker, shared by the worker's
+ * client connections: another opens when each has DMSC_L7_H2_UP_STREAMS
+ * (or the backend's SETTINGS_MAX_CONCURRENT_STREAMS) streams open */
+#define DMSC_L7_H2_UPS_PER_BACKEND 4
+#define DMSC_L7_H2_UP_STREAMS 8
+/* a shared backend connection's receive window: a slow reader's stream
+ * holds at most DMSC_L7_H2_STREAM_WINDOW of it, so that one slow client
+ * does not stall the others' streams on the same connection */
+#define DMSC_L7_H2_UP_CONN_WINDOW (4 * 1024 * 1024)
 /* a request body kept to send again after a 502/503 (as HTTP/1.1's); all
  * of a connection's streams together keep at most DMSC_L7_H2_CONN_WINDOW */
 #define DMSC_L7_H2_REPLAY_BYTES (64 * 1024)
@@ -52,7 +61,14 @@ struct dmsc_l7_h2_env {
 	bool xff, forwarded; /* --forwarded: X-Forwarded-For, Forwarded appended */
 	/* the worker's HTTP/2 connections */
 	struct dmsc_l7_h2 *conns, *dead;
-	void *dead_ups; /* backend connections closed during this batch */
+	struct dmsc_l7_h2 *dirty; /* had events in this batch: dmsc_l7_h2_flush */
+	void *ups;	/* the worker's backend connections (struct h2_up) */
+	void *dirty_ups; /* written to in this batch: dmsc_l7_h2_flush */
+	void *dead_ups;	/* backend connections closed during this batch */
+	/* ended streams and header blocks kept with their buffers for the
+	 * next ones (at most DMSC_L7_H2_CACHE each) */
+	void *free_streams, *free_hdrs;
+	uint32_t n_free_streams, n_free_hdrs;
 	uint32_t n_conns;
 };
 
@@ -68,8 +84,13 @@ int dmsc_l7_h2_preface(const char *buf, size_t len);
 int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, uint32_t client_id,
 		     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len);
 
-/* An epoll event for EP_H2_CLIENT or EP_H2_UP. */
+/* An epoll event for EP_H2_CLIENT or EP_H2_UP: input taken; what it makes
+ * the connection send waits for dmsc_l7_h2_flush. */
 void dmsc_l7_h2_event(struct ep *e, uint32_t events);
+
+/* After a batch of events: each connection that had some writes what its
+ * sessions have, one send() per socket for the whole batch. */
+void dmsc_l7_h2_flush(struct dmsc_l7_h2_env *env);
 
 /* Deadlines (each stream's timeout, idle connections); draining: a GOAWAY
  * to each connection, which closes once its streams are done. */

@@ -23,18 +23,26 @@
 #define H2_READS_PER_EVENT 4
 #define H2_WRITE_BATCH (16 * 1024)
 #define H2_MAX_HEADERS 64
+/* a worker keeps this many ended streams and header blocks for reuse */
+#define DMSC_L7_H2_CACHE 128
+/* buffers up to this size stay with a kept stream or header block */
+#define H2_KEEP_BYTES (16 * 1024)
 
 struct h2_buf {
 	char *p;
 	size_t off, len, cap;
 };
 
+/* A header block: nv's names and values live in arena. Both grow as
+ * headers come (most blocks are a few hundred bytes), up to H2_MAX_HEADERS
+ * and DMSC_L7_H2_HEADER_BYTES. */
 struct h2_hdrs {
-	nghttp2_nv nv[H2_MAX_HEADERS];
-	size_t n;
-	char arena[DMSC_L7_H2_HEADER_BYTES];
-	size_t used;
+	nghttp2_nv *nv;
+	size_t n, nv_cap;
+	char *arena;
+	size_t used, cap;
 	bool overflow;
+	struct h2_hdrs *next; /* env->free_hdrs */
 };
 
 struct h2_up;
@@ -65,16 +73,23 @@ struct h2_stream {
 	size_t req_sent, req_acked; /* body bytes this attempt sent; acknowledged to the client */
 };
 
+/* A backend connection: the worker's, shared by its client connections'
+ * streams to that backend of that service (env->ups). */
 struct h2_up {
 	struct ep ep; /* EP_H2_UP */
-	struct dmsc_l7_h2 *hc;
+	struct dmsc_l7_h2_env *env;
+	const struct dmsc_l7_service *svc;
 	int fd;
 	int backend;
 	nghttp2_session *s;
 	struct h2_buf out;
 	bool connecting, dead;
+	bool full;	   /* no new streams (stream ids used up, GOAWAY) */
+	bool dirty;	   /* on env->dirty_ups */
+	uint32_t nstreams; /* submitted and not closed */
 	uint32_t ev;
-	struct h2_up *dead_next;
+	uint64_t idle_since;
+	struct h2_up *next, *dirty_next, *dead_next;
 };
 
 struct dmsc_l7_h2 {
@@ -88,10 +103,11 @@ struct dmsc_l7_h2 {
 	nghttp2_session *s;
 	struct h2_buf out;
 	struct h2_stream *streams;
-	struct h2_up *ups[DMSC_L7_H2_MAX_UPSTREAMS];
 	uint64_t idle_since;
 	uint32_t ev;
 	bool goaway, closed, eof;
+	bool dirty; /* on env->dirty: pumped once at the end of the batch */
+	struct dmsc_l7_h2 *dirty_next;
 	char client[48];   /* its address, for --forwarded ("" unknown) */
 	size_t copy_bytes; /* the streams' req_copy together */
 };
@@ -104,6 +120,11 @@ size_t l7h2_hb_pending(const struct h2_buf *b);
 int l7h2_hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen, const uint8_t *value,
 		  size_t vlen);
 const nghttp2_nv *l7h2_hdrs_get(const struct h2_hdrs *h, const char *name);
+void l7h2_hdrs_free(struct h2_hdrs *h);
+struct h2_hdrs *l7h2_hdrs_new(struct dmsc_l7_h2_env *env);
+void l7h2_hdrs_drop(struct dmsc_l7_h2_env *env, struct h2_hdrs **h);
+struct h2_stream *l7h2_stream_new(struct dmsc_l7_h2_env *env);
+void l7h2_cache_free(struct dmsc_l7_h2_env *env);
 ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
 		      nghttp2_data_source *src, void *user);
 ssize_t l7h2_resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
@@ -119,9 +140,13 @@ extern nghttp2_session_callbacks *l7h2_up_cbs, *l7h2_client_cbs;
 void l7h2_ep_want(struct dmsc_l7_h2_env *env, int fd, struct ep *e, uint32_t *cur, uint32_t want);
 extern nghttp2_option *l7h2_h2_opt;
 ssize_t l7h2_no_send(nghttp2_session *s, const uint8_t *d, size_t l, int f, void *u);
-int l7h2_set_window(nghttp2_session *s);
+int l7h2_set_window(nghttp2_session *s, int32_t conn_window);
 void l7h2_stream_send(struct h2_stream *st);
 void l7h2_up_failed(struct h2_up *up);
+void l7h2_up_dirty(struct h2_up *up);
+void l7h2_up_pump(struct h2_up *up);
+void l7h2_up_sweep(struct dmsc_l7_h2_env *env, uint64_t now, bool draining);
+int l7h2_up_not_sent(nghttp2_session *s, const nghttp2_frame *f, int error, void *user);
 void l7h2_up_free(struct h2_up *up);
 int l7h2_up_on_close(nghttp2_session *s, int32_t sid, uint32_t error, void *user);
 int l7h2_up_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
@@ -132,6 +157,8 @@ int l7h2_up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t 
 
 /* l7_h2.c */
 void l7h2_conn_close(struct dmsc_l7_h2 *hc);
+void l7h2_conn_dirty(struct dmsc_l7_h2 *hc);
+int l7h2_flush(nghttp2_session *s, int fd, struct h2_buf *out);
 void l7h2_stream_dispatch(struct h2_stream *st);
 
 #endif /* DMSC_L7_H2_INT_H */

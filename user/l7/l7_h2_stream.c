@@ -79,14 +79,61 @@ void l7h2_hb_free(struct h2_buf *b)
 	memset(b, 0, sizeof(*b));
 }
 
+#define H2_HDRS_NV0 16
+#define H2_HDRS_ARENA0 512
+
+/* Room for need more arena bytes and one more nv: 0 or -ENOSPC (past the
+ * limits) or -ENOMEM. A moved arena's names and values are rebased. */
+static int hdrs_room(struct h2_hdrs *h, size_t need)
+{
+	size_t cap = h->cap ? h->cap : H2_HDRS_ARENA0, i;
+
+	if (h->n == H2_MAX_HEADERS || h->used + need > DMSC_L7_H2_HEADER_BYTES)
+		return -ENOSPC;
+	if (h->n == h->nv_cap) {
+		size_t nc = h->nv_cap ? h->nv_cap * 2 : H2_HDRS_NV0;
+		nghttp2_nv *nv = realloc(h->nv, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		h->nv = nv;
+		h->nv_cap = nc;
+	}
+	if (h->used + need > h->cap) {
+		char *a;
+
+		while (cap < h->used + need)
+			cap *= 2;
+		if (cap > DMSC_L7_H2_HEADER_BYTES)
+			cap = DMSC_L7_H2_HEADER_BYTES;
+		for (i = 0; i < h->n; i++) { /* offsets while the arena moves */
+			h->nv[i].name = (uint8_t *)(uintptr_t)((char *)h->nv[i].name - h->arena);
+			h->nv[i].value = (uint8_t *)(uintptr_t)((char *)h->nv[i].value - h->arena);
+		}
+		a = realloc(h->arena, cap);
+		if (a) {
+			h->arena = a;
+			h->cap = cap;
+		}
+		for (i = 0; i < h->n; i++) {
+			h->nv[i].name = (uint8_t *)h->arena + (uintptr_t)h->nv[i].name;
+			h->nv[i].value = (uint8_t *)h->arena + (uintptr_t)h->nv[i].value;
+		}
+		if (!a)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 int l7h2_hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen, const uint8_t *value,
 		  size_t vlen)
 {
 	nghttp2_nv *nv;
+	int err = hdrs_room(h, nlen + vlen + 2);
 
-	if (h->n == H2_MAX_HEADERS || h->used + nlen + vlen + 2 > sizeof(h->arena)) {
+	if (err) {
 		h->overflow = true;
-		return -ENOSPC;
+		return err;
 	}
 	nv = &h->nv[h->n++];
 	nv->name = (uint8_t *)h->arena + h->used;
@@ -101,6 +148,103 @@ int l7h2_hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen, const uin
 	nv->valuelen = vlen;
 	nv->flags = NGHTTP2_NV_FLAG_NONE;
 	return 0;
+}
+
+/* h's storage freed; h is an empty block again */
+void l7h2_hdrs_free(struct h2_hdrs *h)
+{
+	free(h->nv);
+	free(h->arena);
+	memset(h, 0, sizeof(*h));
+}
+
+/* An empty header block: a kept one (its buffers with it) or a new one. */
+struct h2_hdrs *l7h2_hdrs_new(struct dmsc_l7_h2_env *env)
+{
+	struct h2_hdrs *h = env->free_hdrs;
+
+	if (!h)
+		return calloc(1, sizeof(*h));
+	env->free_hdrs = h->next;
+	env->n_free_hdrs--;
+	h->next = NULL;
+	return h;
+}
+
+/* An empty block, its buffers kept while small. */
+static void hdrs_reset(struct h2_hdrs *h)
+{
+	if (h->cap > H2_KEEP_BYTES)
+		l7h2_hdrs_free(h);
+	h->n = h->used = 0;
+	h->overflow = false;
+}
+
+/* *h (from l7h2_hdrs_new) kept for the next one or freed; *h NULL */
+void l7h2_hdrs_drop(struct dmsc_l7_h2_env *env, struct h2_hdrs **h)
+{
+	if (!*h)
+		return;
+	if (env->n_free_hdrs < DMSC_L7_H2_CACHE) {
+		hdrs_reset(*h);
+		(*h)->next = env->free_hdrs;
+		env->free_hdrs = *h;
+		env->n_free_hdrs++;
+	} else {
+		l7h2_hdrs_free(*h);
+		free(*h);
+	}
+	*h = NULL;
+}
+
+/* A zeroed stream: a kept one (its buffers with it) or a new one. */
+struct h2_stream *l7h2_stream_new(struct dmsc_l7_h2_env *env)
+{
+	struct h2_stream *st = env->free_streams;
+	struct h2_hdrs req;
+	struct h2_buf qb, rb;
+
+	if (!st)
+		return calloc(1, sizeof(*st));
+	env->free_streams = st->next;
+	env->n_free_streams--;
+	req = st->req;
+	qb = st->req_body;
+	rb = st->resp_body;
+	memset(st, 0, sizeof(*st));
+	st->req = req;
+	st->req_body = qb;
+	st->resp_body = rb;
+	return st;
+}
+
+/* An empty buffer, its memory kept while small. */
+static void hb_reset(struct h2_buf *b)
+{
+	if (b->cap > H2_KEEP_BYTES)
+		l7h2_hb_free(b);
+	b->off = b->len = 0;
+}
+
+/* The worker's kept streams and header blocks freed. */
+void l7h2_cache_free(struct dmsc_l7_h2_env *env)
+{
+	struct h2_stream *st;
+	struct h2_hdrs *h;
+
+	while ((st = env->free_streams)) {
+		env->free_streams = st->next;
+		l7h2_hdrs_free(&st->req);
+		l7h2_hb_free(&st->req_body);
+		l7h2_hb_free(&st->resp_body);
+		free(st);
+	}
+	while ((h = env->free_hdrs)) {
+		env->free_hdrs = h->next;
+		l7h2_hdrs_free(h);
+		free(h);
+	}
+	env->n_free_streams = env->n_free_hdrs = 0;
 }
 
 const nghttp2_nv *l7h2_hdrs_get(const struct h2_hdrs *h, const char *name)
@@ -128,6 +272,7 @@ void l7h2_stream_finish(struct h2_stream *st)
 
 void l7h2_stream_free(struct h2_stream *st)
 {
+	struct dmsc_l7_h2_env *env = st->hc->env;
 	struct h2_stream **pp;
 
 	for (pp = &st->hc->streams; *pp; pp = &(*pp)->next)
@@ -139,10 +284,20 @@ void l7h2_stream_free(struct h2_stream *st)
 	if (st->up && st->uid > 0 && st->up->s)
 		nghttp2_session_set_stream_user_data(st->up->s, st->uid, NULL);
 	l7h2_copy_drop(st);
+	l7h2_hdrs_drop(env, &st->resp);
+	l7h2_hdrs_drop(env, &st->trailers);
+	if (env->n_free_streams < DMSC_L7_H2_CACHE) {
+		hdrs_reset(&st->req);
+		hb_reset(&st->req_body);
+		hb_reset(&st->resp_body);
+		st->next = env->free_streams;
+		env->free_streams = st;
+		env->n_free_streams++;
+		return;
+	}
 	l7h2_hb_free(&st->req_body);
 	l7h2_hb_free(&st->resp_body);
-	free(st->resp);
-	free(st->trailers);
+	l7h2_hdrs_free(&st->req);
 	free(st);
 }
 
@@ -187,8 +342,10 @@ ssize_t l7h2_resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len
 	(void)user;
 	if (n) {
 		/* taken: now the backend may send this much more */
-		if (st->up && st->up->s && st->uid > 0)
+		if (st->up && st->up->s && st->uid > 0) {
 			nghttp2_session_consume(st->up->s, st->uid, n);
+			l7h2_up_dirty(st->up);
+		}
 	}
 	if (l7h2_hb_pending(&st->resp_body))
 		return (ssize_t)n;
@@ -216,8 +373,10 @@ ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
 		st->req_body_taken = true;
 		st->req_sent += n;
 		/* a replayed body was acknowledged the first time */
-		if (!st->c_closed && st->req_sent > st->req_acked)
+		if (!st->c_closed && st->req_sent > st->req_acked) {
 			nghttp2_session_consume(st->hc->s, st->cid, st->req_sent - st->req_acked);
+			l7h2_conn_dirty(st->hc);
+		}
 		if (st->req_sent > st->req_acked)
 			st->req_acked = st->req_sent;
 	}

@@ -30,7 +30,7 @@ int l7h2_up_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t 
 	if (!st || f->hd.type != NGHTTP2_HEADERS)
 		return 0;
 	h = st->resp_final ? &st->trailers : &st->resp;
-	if (!*h && !(*h = calloc(1, sizeof(**h))))
+	if (!*h && !(*h = l7h2_hdrs_new(st->hc->env)))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	l7h2_hdrs_add(*h, name, nlen, value, vlen);
 	return 0;
@@ -60,12 +60,12 @@ static bool stream_again(struct h2_stream *st)
 		return false;
 	nghttp2_submit_rst_stream(st->up->s, NGHTTP2_FLAG_NONE, st->uid, NGHTTP2_CANCEL);
 	nghttp2_session_set_stream_user_data(st->up->s, st->uid, NULL);
+	l7h2_up_dirty(st->up);
 	st->up = NULL;
 	st->uid = -1;
 	st->retries_left--;
-	free(st->resp);
-	free(st->trailers);
-	st->resp = st->trailers = NULL;
+	l7h2_hdrs_drop(st->hc->env, &st->resp);
+	l7h2_hdrs_drop(st->hc->env, &st->trailers);
 	st->resp_final = st->resp_end = false;
 	st->status = 0;
 	st->grpc_status = -1;
@@ -90,6 +90,7 @@ int l7h2_up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 	(void)user;
 	if (!st)
 		return 0;
+	l7h2_conn_dirty(st->hc);
 	/* the final response's headers: the first HEADERS, or the one after
 	 * a 1xx (which nghttp2 may class as HCAT_HEADERS); later ones are
 	 * trailers */
@@ -98,8 +99,7 @@ int l7h2_up_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *user)
 		stv = l7h2_hdrs_get(st->resp, ":status");
 		st->status = stv ? atoi((const char *)stv->value) : 502;
 		if (st->status >= 100 && st->status < 200) {
-			free(st->resp); /* interim: not passed on */
-			st->resp = NULL;
+			l7h2_hdrs_drop(st->hc->env, &st->resp); /* interim: not passed on */
 			return 0;
 		}
 		st->resp_final = true;
@@ -152,16 +152,20 @@ int l7h2_up_on_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_
 	if (l7h2_hb_add(&st->resp_body, data, len))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	nghttp2_session_resume_data(st->hc->s, st->cid);
+	l7h2_conn_dirty(st->hc);
 	return 0;
 }
 
 int l7h2_up_on_close(nghttp2_session *s, int32_t sid, uint32_t error, void *user)
 {
 	struct h2_stream *st = nghttp2_session_get_stream_user_data(s, sid);
+	struct h2_up *up = user;
 
-	(void)user;
+	if (up->nstreams)
+		up->nstreams--;
 	if (!st)
 		return 0;
+	l7h2_conn_dirty(st->hc);
 	st->u_closed = true;
 	if (error != NGHTTP2_NO_ERROR && !st->c_closed) {
 		if (!st->resp_submitted)
@@ -189,7 +193,7 @@ ssize_t l7h2_no_send(nghttp2_session *s, const uint8_t *d, size_t l, int f, void
 nghttp2_session_callbacks *l7h2_up_cbs, *l7h2_client_cbs;
 nghttp2_option *l7h2_h2_opt;
 
-int l7h2_set_window(nghttp2_session *s)
+int l7h2_set_window(nghttp2_session *s, int32_t conn_window)
 {
 	nghttp2_settings_entry iv[] = {
 	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, DMSC_L7_H2_MAX_STREAMS},
@@ -198,8 +202,7 @@ int l7h2_set_window(nghttp2_session *s)
 
 	if (nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, iv, 2))
 		return -ENOMEM;
-	return nghttp2_session_set_local_window_size(s, NGHTTP2_FLAG_NONE, 0,
-						     DMSC_L7_H2_CONN_WINDOW)
+	return nghttp2_session_set_local_window_size(s, NGHTTP2_FLAG_NONE, 0, conn_window)
 		   ? -ENOMEM
 		   : 0;
 }
@@ -214,31 +217,44 @@ void l7h2_ep_want(struct dmsc_l7_h2_env *env, int fd, struct ep *e, uint32_t *cu
 	*cur = want;
 }
 
-static struct h2_up *up_get(struct dmsc_l7_h2 *hc, int backend)
+/* A request that was never sent (its stream cancelled while queued, the
+ * connection going away): as a stream the backend reset. */
+int l7h2_up_not_sent(nghttp2_session *s, const nghttp2_frame *f, int error, void *user)
 {
-	const struct dmsc_policy_backend *b = &hc->svc->src->backends[backend];
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	struct h2_up *up = NULL;
-	int i, slot = -1, one = 1;
+	(void)error;
+	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	return l7h2_up_on_close(s, f->hd.stream_id, NGHTTP2_REFUSED_STREAM, user);
+}
 
-	for (i = 0; i < DMSC_L7_H2_MAX_UPSTREAMS; i++) {
-		if (hc->ups[i] && !hc->ups[i]->dead && hc->ups[i]->backend == backend)
-			return hc->ups[i];
-		if (!hc->ups[i] && slot < 0)
-			slot = i;
-	}
-	if (slot < 0)
-		return NULL;
+void l7h2_up_dirty(struct h2_up *up)
+{
+	if (up->dirty || up->dead)
+		return;
+	up->dirty = true;
+	up->dirty_next = up->env->dirty_ups;
+	up->env->dirty_ups = up;
+}
+
+static struct h2_up *up_open(struct dmsc_l7_h2_env *env, const struct dmsc_l7_service *svc,
+			     int backend)
+{
+	const struct dmsc_policy_backend *b = &svc->src->backends[backend];
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct h2_up *up;
+	int one = 1;
+
 	up = calloc(1, sizeof(*up));
 	if (!up)
 		return NULL;
 	up->ep.kind = EP_H2_UP;
-	up->hc = hc;
+	up->env = env;
+	up->svc = svc;
 	up->backend = backend;
 	up->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (up->fd < 0 || hc->env->own_socket(up->fd) ||
+	if (up->fd < 0 || env->own_socket(up->fd) ||
 	    nghttp2_session_client_new2(&up->s, l7h2_up_cbs, up, l7h2_h2_opt) ||
-	    l7h2_set_window(up->s))
+	    l7h2_set_window(up->s, DMSC_L7_H2_UP_CONN_WINDOW))
 		goto fail;
 	setsockopt(up->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	sa.sin_addr.s_addr = b->addr;
@@ -248,8 +264,9 @@ static struct h2_up *up_get(struct dmsc_l7_h2 *hc, int backend)
 			goto fail;
 		up->connecting = true;
 	}
-	l7h2_ep_want(hc->env, up->fd, &up->ep, &up->ev, EPOLLOUT | EPOLLIN);
-	hc->ups[slot] = up;
+	l7h2_ep_want(env, up->fd, &up->ep, &up->ev, EPOLLOUT | EPOLLIN);
+	up->next = env->ups;
+	env->ups = up;
 	return up;
 fail:
 	if (up->s)
@@ -260,26 +277,98 @@ fail:
 	return NULL;
 }
 
+/* A connection to the service's backend for one more stream: the first
+ * of the worker's with fewer than DMSC_L7_H2_UP_STREAMS streams (and room
+ * under the backend's limit), else a new
+ * one while there are fewer than DMSC_L7_H2_UPS_PER_BACKEND, else the least
+ * busy (nghttp2 queues the stream until one ends). */
+static struct h2_up *up_get(struct dmsc_l7_h2 *hc, int backend)
+{
+	struct dmsc_l7_h2_env *env = hc->env;
+	struct h2_up *up, *least = NULL;
+	int n = 0;
+
+	for (up = env->ups; up; up = up->next) {
+		if (up->dead || up->full || up->svc != hc->svc || up->backend != backend)
+			continue;
+		if (up->nstreams < DMSC_L7_H2_UP_STREAMS &&
+		    up->nstreams < nghttp2_session_get_remote_settings(
+					up->s, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
+			return up;
+		if (!least || up->nstreams < least->nstreams)
+			least = up;
+		n++;
+	}
+	if (n < DMSC_L7_H2_UPS_PER_BACKEND) {
+		up = up_open(env, hc->svc, backend);
+		if (up)
+			return up;
+	}
+	return least;
+}
+
 void l7h2_up_free(struct h2_up *up)
 {
-	int i;
+	struct dmsc_l7_h2_env *env = up->env;
+	struct h2_up **pp;
 
-	for (i = 0; i < DMSC_L7_H2_MAX_UPSTREAMS; i++)
-		if (up->hc->ups[i] == up)
-			up->hc->ups[i] = NULL;
+	if (up->dead)
+		return;
+	for (pp = (struct h2_up **)&env->ups; *pp; pp = &(*pp)->next)
+		if (*pp == up) {
+			*pp = up->next;
+			break;
+		}
 	if (up->fd >= 0) {
-		epoll_ctl(up->hc->env->epfd, EPOLL_CTL_DEL, up->fd, NULL);
+		epoll_ctl(env->epfd, EPOLL_CTL_DEL, up->fd, NULL);
 		close(up->fd);
 	}
 	if (up->s)
 		nghttp2_session_del(up->s);
 	l7h2_hb_free(&up->out);
-	/* events of this batch may still name it: freed after it */
+	/* events of this batch (and the dirty list) may still name it:
+	 * freed after the batch */
 	up->fd = -1;
 	up->s = NULL;
 	up->dead = true;
-	up->dead_next = up->hc->env->dead_ups;
-	up->hc->env->dead_ups = up;
+	up->dead_next = env->dead_ups;
+	env->dead_ups = up;
+}
+
+/* Writes what the backend connection's session has; epoll watches the
+ * rest. */
+void l7h2_up_pump(struct h2_up *up)
+{
+	if (up->dead)
+		return;
+	if (!up->connecting && l7h2_flush(up->s, up->fd, &up->out) < 0) {
+		l7h2_up_failed(up);
+		return;
+	}
+	l7h2_ep_want(up->env, up->fd, &up->ep, &up->ev,
+		     EPOLLIN | EPOLLRDHUP |
+			 (up->connecting || l7h2_hb_pending(&up->out) ? EPOLLOUT : 0));
+	if (up->nstreams)
+		up->idle_since = 0;
+	else if (!up->idle_since)
+		up->idle_since = l7h2_h2_now();
+}
+
+/* Backend connections with no stream for the idle time (or draining),
+ * and those that can take no new stream once their last ends, close. */
+void l7h2_up_sweep(struct dmsc_l7_h2_env *env, uint64_t now, bool draining)
+{
+	struct h2_up *up, *next;
+
+	for (up = env->ups; up; up = next) {
+		next = up->next;
+		if (!up->nstreams && (draining || up->full ||
+				      (up->idle_since &&
+				       now - up->idle_since >= (uint64_t)env->idle_ms * 1000000)))
+			l7h2_up_free(up);
+		else
+			l7h2_up_pump(up);
+	}
 }
 
 /* Sends the stream on an attempt: the next backend by weight. */
@@ -288,7 +377,7 @@ void l7h2_stream_send(struct h2_stream *st)
 	struct dmsc_l7_h2 *hc = st->hc;
 	const struct dmsc_l7_route *route = st->route >= 0 ? &hc->svc->routes[st->route] : NULL;
 	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = l7h2_req_read};
-	int idx;
+	int idx, tries;
 
 	idx = dmsc_l7_health_pick(hc->svc, route ? &route->pick : &hc->svc->pick,
 				  hc->env->rnd(hc->env->worker), st->tried);
@@ -301,47 +390,59 @@ void l7h2_stream_send(struct h2_stream *st)
 		st->tried |= 1ull << idx;
 	st->attempts++;
 	st->deadline = l7h2_h2_now() + (uint64_t)st->timeout_ms * 1000000;
-	st->up = up_get(hc, idx);
-	if (!st->up) {
-		l7h2_respond_local(st, 502);
-		return;
-	}
-	st->uid = nghttp2_submit_request(
-	    st->up->s, NULL, st->req.nv, st->req.n,
-	    st->req_end && !l7h2_hb_pending(&st->req_body) ? NULL : &prd, st);
-	if (st->uid < 0) {
+	for (tries = 0; tries < 2; tries++) {
+		st->up = up_get(hc, idx);
+		if (!st->up)
+			break;
+		st->uid = nghttp2_submit_request(
+		    st->up->s, NULL, st->req.nv, st->req.n,
+		    st->req_end && !l7h2_hb_pending(&st->req_body) ? NULL : &prd, st);
+		if (st->uid > 0) {
+			st->up->nstreams++;
+			l7h2_up_dirty(st->up);
+			return;
+		}
+		/* stream ids used up or GOAWAY received: a fresh connection */
+		st->up->full = true;
 		st->up = NULL;
-		l7h2_respond_local(st, 502);
 	}
+	st->up = NULL;
+	st->uid = -1;
+	l7h2_respond_local(st, 502);
 }
 
-/* The backend connection failed before it carried anything: its streams
- * go elsewhere while their retries last, or are answered 502. */
+/* The backend connection failed: its streams go elsewhere while their
+ * retries last and nothing of them went to the client, or are answered
+ * 502 (reset once the answer began). */
 void l7h2_up_failed(struct h2_up *up)
 {
+	struct dmsc_l7_h2 *hc;
 	struct h2_stream *st, *next;
 
-	for (st = up->hc->streams; st; st = next) {
-		next = st->next;
-		if (st->up != up)
-			continue;
-		if (up->s && st->uid > 0)
-			nghttp2_session_set_stream_user_data(up->s, st->uid, NULL);
-		st->up = NULL;
-		st->uid = -1;
-		if (st->c_closed) {
-			l7h2_stream_maybe_free(st);
-			continue;
-		}
-		if (!st->resp_submitted && !st->req_body_taken && st->retries_left > 0) {
-			st->retries_left--;
-			up->dead = true; /* up_get must not hand it out again */
-			l7h2_stream_send(st);
-		} else if (!st->resp_submitted) {
-			l7h2_respond_local(st, 502);
-		} else {
-			nghttp2_submit_rst_stream(up->hc->s, NGHTTP2_FLAG_NONE, st->cid,
-						  NGHTTP2_INTERNAL_ERROR);
+	up->full = true; /* up_get must not hand it out again */
+	for (hc = up->env->conns; hc; hc = hc->next) {
+		for (st = hc->streams; st; st = next) {
+			next = st->next;
+			if (st->up != up)
+				continue;
+			l7h2_conn_dirty(hc);
+			if (up->s && st->uid > 0)
+				nghttp2_session_set_stream_user_data(up->s, st->uid, NULL);
+			st->up = NULL;
+			st->uid = -1;
+			if (st->c_closed) {
+				l7h2_stream_maybe_free(st);
+				continue;
+			}
+			if (!st->resp_submitted && !st->req_body_taken && st->retries_left > 0) {
+				st->retries_left--;
+				l7h2_stream_send(st);
+			} else if (!st->resp_submitted) {
+				l7h2_respond_local(st, 502);
+			} else {
+				nghttp2_submit_rst_stream(hc->s, NGHTTP2_FLAG_NONE, st->cid,
+							  NGHTTP2_INTERNAL_ERROR);
+			}
 		}
 	}
 	l7h2_up_free(up);

@@ -40,6 +40,7 @@ struct be {
 	bool dirty;	   /* a failure counted since the last success */
 	uint64_t fail_5xx; /* failures counted, by kind */
 	uint64_t fail_connect;
+	uint64_t fail_timeout;
 	uint64_t ejections; /* by the helper */
 };
 
@@ -228,7 +229,7 @@ int dmsc_l7_health_pick(const struct dmsc_l7_service *ls, const struct dmsc_l7_p
 void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status)
 {
 	struct svc *s = svcs ? &svcs[ls - cfg.svcs] : NULL;
-	bool failed = status == 0 || status >= 500;
+	bool failed = status <= 0 || status >= 500;
 	int room = 1;
 	struct dmsc_be_health h;
 	struct be *be;
@@ -253,7 +254,9 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 		h.consecutive = 0;
 	} else {
 		be->dirty = true;
-		if (status)
+		if (status == DMSC_L7_HEALTH_TIMEOUT)
+			be->fail_timeout++;
+		else if (status)
 			be->fail_5xx++;
 		else
 			be->fail_connect++;
@@ -273,7 +276,9 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 			pr_info("health: %s %s ejected after %u failures in a row (last: %s), "
 				"for %.1f s (ejection %u in a row)\n",
 				ls->src->name, ap, s->passive.eject_after,
-				status ? "a 5xx response" : "a failed connect",
+				status == DMSC_L7_HEALTH_TIMEOUT ? "no response within timeout_ms"
+				: status			 ? "a 5xx response"
+								 : "a failed connect",
 				(double)(h.ejected_until_ns - now) / 1e9, h.ejections);
 		}
 	}
@@ -298,7 +303,8 @@ void dmsc_l7_health_metrics(FILE *f)
 		if (part == 0)
 			fprintf(f, "# HELP dmsc_l7_backend_failures_total Failures dmsc-l7 counted "
 				   "for passive health, by kind (5xx: a response 500-599; connect: "
-				   "the backend connection failed).\n"
+				   "the backend connection failed; timeout: no response head within "
+				   "the route's timeout_ms).\n"
 				   "# TYPE dmsc_l7_backend_failures_total counter\n");
 		else if (part == 1)
 			fprintf(f, "# HELP dmsc_l7_backend_ejections_total Ejections by dmsc-l7 "
@@ -343,9 +349,12 @@ void dmsc_l7_health_metrics(FILE *f)
 						"dmsc_l7_backend_failures_total{service=\"%s\","
 						"backend=\"%s\",kind=\"5xx\"} %llu\n"
 						"dmsc_l7_backend_failures_total{service=\"%s\","
-						"backend=\"%s\",kind=\"connect\"} %llu\n",
+						"backend=\"%s\",kind=\"connect\"} %llu\n"
+						"dmsc_l7_backend_failures_total{service=\"%s\","
+						"backend=\"%s\",kind=\"timeout\"} %llu\n",
 						ps->name, ap, (unsigned long long)be->fail_5xx,
-						ps->name, ap, (unsigned long long)be->fail_connect);
+						ps->name, ap, (unsigned long long)be->fail_connect,
+						ps->name, ap, (unsigned long long)be->fail_timeout);
 				else if (part == 1)
 					fprintf(f,
 						"dmsc_l7_backend_ejections_total{service=\"%s\","

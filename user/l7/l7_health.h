@@ -28,8 +28,10 @@ int dmsc_l7_health_pick(const struct dmsc_l7_service *svc, const struct dmsc_l7_
 			uint32_t r, uint64_t tried);
 
 /* The outcome of an attempt on backend idx of svc: status 0 for a connect
- * that failed, else the HTTP status of the response head (5xx: a failure,
- * any other: ends a run of failures). */
+ * that failed, DMSC_L7_HEALTH_TIMEOUT for no response head within the
+ * route's timeout_ms (the client's 504), else the HTTP status of the
+ * response head (5xx: a failure, any other: ends a run of failures). */
+#define DMSC_L7_HEALTH_TIMEOUT (-1)
 void dmsc_l7_health_result(const struct dmsc_l7_service *svc, int idx, int status);
 
 /* The Prometheus text of the helper's health counters. */

@@ -95,28 +95,6 @@ bool dmsc_l7_http_hdr_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l
 	return h->name_len == n && strncasecmp(p->head + h->name_off, name, n) == 0;
 }
 
-/* Is name (nlen bytes) one of the comma-separated tokens of val (RFC 9110
- * 5.6.1: optional whitespace around each, empty elements allowed)? ASCII
- * case-insensitive. */
-bool dmsc_l7_list_has(const char *val, size_t vlen, const char *name, size_t nlen)
-{
-	size_t i = 0, start, end;
-
-	while (i < vlen) {
-		while (i < vlen && (val[i] == ' ' || val[i] == '\t' || val[i] == ','))
-			i++;
-		start = i;
-		while (i < vlen && val[i] != ',')
-			i++;
-		end = i;
-		while (end > start && (val[end - 1] == ' ' || val[end - 1] == '\t'))
-			end--;
-		if (end - start == nlen && nlen && strncasecmp(val + start, name, nlen) == 0)
-			return true;
-	}
-	return false;
-}
-
 bool dmsc_l7_http_conn_lists(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h)
 {
 	uint32_t i;
@@ -125,7 +103,7 @@ bool dmsc_l7_http_conn_lists(const struct dmsc_l7_req_parser *p, const struct dm
 		const struct dmsc_l7_http_hdr *c = &p->hdrs[i];
 
 		if (dmsc_l7_http_hdr_is(p, c, "connection") &&
-		    dmsc_l7_list_has(p->head + c->val_off, c->val_len, p->head + h->name_off,
+		    dmsc_http_list_has(p->head + c->val_off, c->val_len, p->head + h->name_off,
 				     h->name_len))
 			return true;
 	}
@@ -208,7 +186,7 @@ int dmsc_l7_resp_head_rewrite(const char *head, size_t len, unsigned int flags, 
 			const char *cc = memchr(head + cs, ':', ce - cs);
 
 			if (cc && name_is(head + cs, (size_t)(cc - (head + cs)), "connection") &&
-			    dmsc_l7_list_has(cc + 1, (size_t)((head + ce) - (cc + 1)), head + s, nlen))
+			    dmsc_http_list_has(cc + 1, (size_t)((head + ce) - (cc + 1)), head + s, nlen))
 				drop = true;
 		}
 		if (!drop) {

@@ -22,6 +22,8 @@
 
 #include <http_parser.h>
 
+#include "http_list.h"
+
 struct dmsc_l7_http_limits {
 	uint32_t max_header_bytes; /* request target + header names and values: past it 431 */
 	uint32_t max_headers;	   /* header fields: past it 431 */
@@ -86,8 +88,6 @@ bool dmsc_l7_http_hdr_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l
 bool dmsc_l7_http_val_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h,
 			 const char *value);
 
-/* Is name one of the comma-separated tokens of the field value val? */
-bool dmsc_l7_list_has(const char *val, size_t vlen, const char *name, size_t nlen);
 /* Does a Connection header of the request name header h (RFC 9110 7.6.1:
  * then h is hop-by-hop and must not be forwarded)? */
 bool dmsc_l7_http_conn_lists(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,11 @@ static const char usage_text[] =
     "SIGTERM: no new streams; the open ones get 10 s to finish.\n"
     "Exit: 0 stopped by a signal, 1 failed, 2 usage.\n";
 
+static void usage(FILE *f)
+{
+	fputs(usage_text, f);
+}
+
 static volatile sig_atomic_t stop;
 
 static void on_signal(int sig)
@@ -81,12 +87,12 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	struct dmsc_policy_errors errs = {0};
 	struct dmsc_policy policy = {0};
 	const char *policy_file = NULL;
-	unsigned long v;
+	__u32 fd;
 	size_t i;
 	int rc;
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigset_t unblock;
-	char why[256], *end;
+	char why[256];
 	int opt;
 
 	dmsc_log_init("dmsc-l7 tunnel", DMSC_LOG_INFO);
@@ -130,25 +136,17 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 			o.metrics_file = optarg;
 			break;
 		case O_READY:
-			errno = 0;
-			o.ready_fd = (int)strtol(optarg, &end, 10);
-			if (errno || *end || o.ready_fd < 0) {
-				pr_warn("--ready-fd: \"%s\" is not a file descriptor\n", optarg);
+			if (dmsc_parse_u32("--ready-fd", optarg, 0, INT_MAX, &fd))
 				return 2;
-			}
+			o.ready_fd = (int)fd;
 			break;
 		case O_IDLE:
-			errno = 0;
-			v = strtoul(optarg, &end, 10);
-			if (errno || *end || end == optarg || v > 86400000) {
-				pr_warn("--peer-idle-ms: \"%s\" is not a count of ms up to a day\n",
-					optarg);
+			/* up to a day */
+			if (dmsc_parse_u32("--peer-idle-ms", optarg, 0, 86400000, &o.peer_idle_ms))
 				return 2;
-			}
-			o.peer_idle_ms = (unsigned int)v;
 			break;
 		default:
-			rc = dmsc_opt_common(opt, "dmsc-l7 tunnel", usage_text);
+			rc = dmsc_opt_common(opt, "dmsc-l7 tunnel", usage);
 			if (rc >= 0)
 				return rc;
 			break;
@@ -157,7 +155,7 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	if (optind != argc || !o.mtls_dir ||
 	    (!o.listen.sin_port && !o.n_fwd && !o.handoff_listen.sin_port)) {
 		pr_warn("tunnel needs --mtls-dir and --listen, --forward or --handoff-listen\n");
-		fputs(usage_text, stderr);
+		usage(stderr);
 		return 2;
 	}
 	if (o.handoff_listen.sin_port && !policy_file) {

@@ -257,7 +257,9 @@ void sweep(struct worker *w, uint64_t now)
 		next = c->next;
 		if (c->up_deadline && now >= c->up_deadline && c->ufd >= 0) {
 			if (!c->resp_started) {
-				/* no answer within the route's timeout_ms */
+				/* no answer within the route's timeout_ms: a
+				 * failure of the backend for passive health */
+				dmsc_l7_health_result(c->svc, c->backend, DMSC_L7_HEALTH_TIMEOUT);
 				upstream_close(c, false);
 				respond_local(c, 504, body_left_large(c), 0);
 			} else {
@@ -372,6 +374,7 @@ void *worker_main(void *arg)
 			if (!c->dead)
 				conn_step(c);
 		}
+		dmsc_l7_h2_flush(&w->h2);
 		now = now_ns();
 		if (draining && w->listening) {
 			stop_listening(w);

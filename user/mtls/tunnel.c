@@ -9,7 +9,9 @@
  *
  * Flow control: each side of a stream may send DMSC_TF_WINDOW_INITIAL bytes
  * of DATA, and more as the other side returns WINDOW credit once it has
- * written the bytes to its local socket; a stream's buffer towards its local
+ * written DMSC_TF_WINDOW_CREDIT_BATCH bytes to its local socket (a batch,
+ * not every write: one frame per request would be a TLS record and a
+ * wake-up of both sides per request); a stream's buffer towards its local
  * socket is so bounded by the window. A TLS connection's outgoing buffer
  * past CONN_OUT_HIGH stops every stream of it from reading its socket, so a
  * slow peer link slows the workloads down instead of filling memory.
@@ -365,11 +367,12 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	if (!t)
 		return -ENOMEM;
 	t->o = o;
-	t->ho.handoff_fd = t->ho.conf_fd = t->ho.cg_fd = -1;
+	t->ho.handoff_fd = t->ho.conf_fd = t->ho.own_fd = t->ho.cg_fd = -1;
 	t->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (tn_conn_ex_idx < 0)
 		tn_conn_ex_idx = SSL_get_ex_new_index(0, "dmsc conn", NULL, NULL, NULL);
 	tn_files_changed(t, true);
+	t->ktls = tn_ktls_probe();
 	err = tn_ctx_load(t, &t->ctx, t->td, why, sizeof(why));
 	if (err) {
 		pr_warn("tunnel: %s\n", why);

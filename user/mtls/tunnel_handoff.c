@@ -42,7 +42,7 @@ int dmsc_tunnel_handoff_open(struct dmsc_tunnel_handoff *h, const char *pin_dir)
 {
 	int err;
 
-	h->handoff_fd = h->conf_fd = h->cg_fd = -1;
+	h->handoff_fd = h->conf_fd = h->own_fd = h->cg_fd = -1;
 	h->handoff_fd = pinned(pin_dir, DMSC_MAP_L7_HANDOFF);
 	if (h->handoff_fd < 0) {
 		err = h->handoff_fd;
@@ -51,6 +51,11 @@ int dmsc_tunnel_handoff_open(struct dmsc_tunnel_handoff *h, const char *pin_dir)
 	h->conf_fd = pinned(pin_dir, DMSC_MAP_TUNNEL_CONF);
 	if (h->conf_fd < 0) {
 		err = h->conf_fd;
+		goto fail;
+	}
+	h->own_fd = pinned(pin_dir, DMSC_MAP_L7_OWN);
+	if (h->own_fd < 0) {
+		err = h->own_fd;
 		goto fail;
 	}
 	err = dmsc_cgroup2_mount(h->cg_root, sizeof(h->cg_root));
@@ -89,9 +94,25 @@ void dmsc_tunnel_handoff_close(struct dmsc_tunnel_handoff *h)
 		close(h->handoff_fd);
 	if (h->conf_fd >= 0)
 		close(h->conf_fd);
+	if (h->own_fd >= 0)
+		close(h->own_fd);
 	if (h->cg_fd >= 0)
 		close(h->cg_fd);
-	h->handoff_fd = h->conf_fd = h->cg_fd = -1;
+	h->handoff_fd = h->conf_fd = h->own_fd = h->cg_fd = -1;
+}
+
+int dmsc_tunnel_handoff_own(const struct dmsc_tunnel_handoff *h, int fd)
+{
+	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
+
+	if (h->own_fd < 0)
+		return 0;
+	if (bpf_map_update_elem(h->own_fd, &fd, &own, BPF_ANY)) {
+		pr_warn("tunnel: cannot mark a socket in %s: %s\n", DMSC_MAP_L7_OWN,
+			strerror(errno));
+		return -errno;
+	}
+	return 0;
 }
 
 /* The cgroup path (relative to the cgroup2 mount) of a cgroup id. */

@@ -21,6 +21,7 @@
 struct dmsc_tunnel_handoff {
 	int handoff_fd; /* the pinned dmsc_l7_handoff */
 	int conf_fd;	/* the pinned dmsc_tunnel_conf */
+	int own_fd;	/* the pinned dmsc_l7_own: the sockets that deliver streams */
 	int cg_fd;	/* the cgroup2 mount: open_by_handle_at */
 	char cg_root[PATH_MAX];
 };
@@ -31,6 +32,11 @@ int dmsc_tunnel_handoff_open(struct dmsc_tunnel_handoff *h, const char *pin_dir)
 /* Writes listen into dmsc_tunnel_conf: connect4 hands connections there. */
 int dmsc_tunnel_handoff_register(struct dmsc_tunnel_handoff *h, const struct sockaddr_in *listen);
 void dmsc_tunnel_handoff_close(struct dmsc_tunnel_handoff *h);
+/* Marks fd, before its connect(), as the tunnel's own in dmsc_l7_own: it
+ * delivers a stream this host's tunnel authorized, which connect4 does not
+ * check again against allow_from (docs/design.md decision 44). 0 when there
+ * is no map (no --pin-dir) or a negative errno, logged. */
+int dmsc_tunnel_handoff_own(const struct dmsc_tunnel_handoff *h, int fd);
 
 /* For a connection accepted on the handoff listener: takes (reads and
  * deletes) its record, and fills where it goes (peer: the backend host's

@@ -20,6 +20,8 @@
 #include "tunnel_handoff.h"
 
 #define DMSC_TF_WINDOW_INITIAL (256u << 10)
+/* what a destination writes locally before it credits the sender back */
+#define DMSC_TF_WINDOW_CREDIT_BATCH (DMSC_TF_WINDOW_INITIAL / 4)
 #define CONN_OUT_HIGH (512u << 10)
 #define CONN_OUT_LOW (128u << 10)
 #define STREAM_BUCKETS 256
@@ -115,6 +117,11 @@ struct tunnel {
 	size_t n_metrics;
 	unsigned long long hs_ok[2], hs_refused[2], hs_resumed[2]; /* [server] */
 	unsigned long long bytes_in, bytes_out, reloads, reload_failures;
+	/* kTLS (docs/design.md decision 45): whether this kernel has it, and
+	 * per direction [0 send, 1 receive] the TLS connections whose records
+	 * the kernel seals or opens, and those OpenSSL does in userspace */
+	bool ktls;
+	unsigned long long ktls_conns[2], user_crypto_conns[2];
 	bool draining; /* stopping: no new streams, the open ones finish */
 };
 
@@ -143,6 +150,9 @@ int tn_ev_add(struct tunnel *t, struct ev *e, uint32_t events);
 /* TLS context and connections */
 const char *tn_ssl_err(void);
 int tn_ctx_load(struct tunnel *t, SSL_CTX **out, char *td, char *why, size_t len);
+/* Whether this kernel has kTLS (the "tls" TCP upper layer protocol); logs
+ * which path the tunnel's records take. */
+bool tn_ktls_probe(void);
 bool tn_files_changed(struct tunnel *t, bool remember);
 void tn_conn_close(struct conn *c, const char *why);
 void tn_conn_flush(struct conn *c);

@@ -144,6 +144,19 @@ void tn_metrics_write(struct tunnel *t)
 			dmsc_prom_sample(&b, "dmsc_tunnel_handshakes_total", l, 2, n[r]);
 		}
 	}
+	dmsc_prom_family(&b, "dmsc_tunnel_record_crypto_total", "counter",
+			 "TLS connections with peers by direction and who seals or opens "
+			 "their records: the kernel (ktls) or OpenSSL (userspace).");
+	for (s = 0; s < 2; s++) {
+		const unsigned long long n[] = {t->ktls_conns[s], t->user_crypto_conns[s]};
+
+		for (r = 0; r < 2; r++) {
+			struct dmsc_prom_label l[] = {{"direction", s ? "receive" : "send"},
+						      {"path", r ? "userspace" : "ktls"}};
+
+			dmsc_prom_sample(&b, "dmsc_tunnel_record_crypto_total", l, 2, n[r]);
+		}
+	}
 	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_bytes_total counter\n");
 	dmsc_prom_sample(&b, "dmsc_tunnel_bytes_total", &(struct dmsc_prom_label){"direction", "in"},
 			 1, t->bytes_in);

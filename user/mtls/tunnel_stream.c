@@ -150,9 +150,12 @@ void tn_stream_flush_local(struct stream *s)
 		tn_buf_consume(&s->out, (size_t)n);
 		s->unacked += (uint32_t)n;
 	}
-	if (s->unacked >= DMSC_TF_WINDOW_INITIAL / 2 || (s->unacked && !s->out.len)) {
-		/* every byte written locally is credited back at once once the
-		 * buffer is empty: a request/response flow never waits on credit */
+	if (s->unacked >= DMSC_TF_WINDOW_CREDIT_BATCH) {
+		/* credit goes back in batches, not after every write: a frame
+		 * per request was a TLS record and a wake-up of each side per
+		 * request (docs/bench.md). No stall: a sender out of credit
+		 * means a window's worth here, which is past the batch once
+		 * written. */
 		conn_frame_u32(c, DMSC_TF_WINDOW, s->id, s->unacked);
 		s->recv_room += s->unacked;
 		s->unacked = 0;
@@ -195,6 +198,10 @@ static void stream_read_local(struct stream *s)
 		tn_conn_frame(c, DMSC_TF_DATA, s->id, data, (uint16_t)n);
 		s->credit -= (uint32_t)n;
 		c->t->bytes_out += (unsigned long long)n;
+		/* short: the socket is drained (epoll is level-triggered, so
+		 * more wakes us again): no read() only to meet EAGAIN */
+		if ((size_t)n < want)
+			break;
 	}
 	tn_conn_flush(c);
 	if (!s->dead) {
@@ -330,7 +337,8 @@ void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len)
 	sa.sin_addr.s_addr = o.dest_addr;
 	sa.sin_port = o.dest_port;
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS)) {
+	if (fd < 0 || dmsc_tunnel_handoff_own(&c->t->ho, fd) ||
+	    (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS)) {
 		tn_metric_count(c->t, "dest", c->peer_host, o.identity, "connect_failed");
 		tn_conn_reset(c, id, DMSC_TF_R_CONNECT, strerror(errno));
 		if (fd >= 0)

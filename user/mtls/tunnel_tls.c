@@ -111,6 +111,13 @@ int tn_ctx_load(struct tunnel *t, SSL_CTX **out, char *td, char *why, size_t len
 	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
 	SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* one read() takes whatever records arrived, not a header and then
+	 * its body: conn_read calls SSL_read until it wants more */
+	SSL_CTX_set_read_ahead(ctx, 1);
+	/* after the handshake OpenSSL hands the keys to the kernel, which
+	 * then seals (and, where OpenSSL can, opens) records (decision 45) */
+	if (t->ktls)
+		SSL_CTX_set_options(ctx, SSL_OP_ENABLE_KTLS);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"dmsc-tunnel", 11);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_SERVER |
 						SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -154,6 +161,27 @@ bool tn_files_changed(struct tunnel *t, bool remember)
 		}
 	}
 	return changed;
+}
+
+/* kTLS is Linux's "tls" upper layer protocol (CONFIG_TLS, a module).
+ * Asking for it on a socket not yet connected loads the module where there
+ * is one, then fails with ENOTCONN; where there is none, with ENOENT. */
+bool tn_ktls_probe(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), err = 0;
+
+	if (fd < 0 || setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls")))
+		err = errno;
+	if (fd >= 0)
+		close(fd);
+	if (err == ENOENT || err == EOPNOTSUPP || err == EPERM || fd < 0) {
+		pr_info("tunnel: kTLS: not available (TCP_ULP tls: %s); OpenSSL seals and opens "
+			"records in userspace\n", strerror(err));
+		return false;
+	}
+	pr_info("tunnel: kTLS: available; the kernel takes the records after each handshake "
+		"where OpenSSL can hand them over\n");
+	return true;
 }
 
 /* ---- TLS connections ---- */
@@ -348,7 +376,8 @@ static void conn_handshake(struct conn *c)
 {
 	struct tunnel *t = c->t;
 	char why[DMSC_MTLS_WHY_MAX];
-	int r = SSL_do_handshake(c->ssl), e;
+	int r = SSL_do_handshake(c->ssl), e, d;
+	bool ktls[2];
 
 	if (r != 1) {
 		e = SSL_get_error(c->ssl, r);
@@ -377,8 +406,16 @@ static void conn_handshake(struct conn *c)
 	t->hs_ok[c->server]++;
 	if (SSL_session_reused(c->ssl))
 		t->hs_resumed[c->server]++;
-	pr_info("tunnel: %s %s is host %s (%s)\n", c->server ? "peer" : "connection to", c->name,
-		c->peer_host, SSL_session_reused(c->ssl) ? "resumed" : "full handshake");
+	ktls[0] = BIO_get_ktls_send(SSL_get_wbio(c->ssl)) > 0;
+	ktls[1] = BIO_get_ktls_recv(SSL_get_rbio(c->ssl)) > 0;
+	for (d = 0; d < 2; d++) {
+		t->ktls_conns[d] += ktls[d];
+		t->user_crypto_conns[d] += !ktls[d];
+	}
+	pr_info("tunnel: %s %s is host %s (%s; records: send %s, receive %s)\n",
+		c->server ? "peer" : "connection to", c->name, c->peer_host,
+		SSL_session_reused(c->ssl) ? "resumed" : "full handshake",
+		ktls[0] ? "kTLS" : "OpenSSL", ktls[1] ? "kTLS" : "OpenSSL");
 	tn_conn_flush(c);
 	if (!c->dead) {
 		int b;

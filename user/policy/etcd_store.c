@@ -15,6 +15,7 @@
 
 #include "etcd_store.h"
 #include "log.h"
+#include "mapmem.h"
 
 bool dmsc_etcd_ns_valid(const char *ns)
 {
@@ -532,13 +533,15 @@ int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uin
 		if (e)
 			return e;
 	}
-	out->services = calloc(s->n + 1, sizeof(*out->services));
+	/* mapped on their own at 100,000 services (24 MB): a view is made
+	 * for each change and must not stay in the heap after it */
+	out->services = dmsc_mapmem_calloc(s->n + 1, sizeof(*out->services));
 	if (fps)
-		fp = calloc(s->n + 1, sizeof(*fp));
+		fp = dmsc_mapmem_calloc(s->n + 1, sizeof(*fp));
 	if (!out->services || (fps && !fp)) {
-		free(out->services);
+		dmsc_mapmem_free(out->services);
 		out->services = NULL;
-		free(fp);
+		dmsc_mapmem_free(fp);
 		return -ENOMEM;
 	}
 	for (i = 0; i < s->n; i++) {
@@ -551,4 +554,11 @@ int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uin
 	if (fps)
 		*fps = fp;
 	return 0;
+}
+
+void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps)
+{
+	dmsc_mapmem_free(view->services);
+	dmsc_mapmem_free(fps);
+	memset(view, 0, sizeof(*view));
 }

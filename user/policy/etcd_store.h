@@ -111,15 +111,18 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s);
 
 /*
  * The policy of every valid entry, in key order, as a shallow view: out's
- * services point into the store (free only out->services, and do not
- * change the store while out is in use); a slim entry's service carries
+ * services point into the store (release it with
+ * dmsc_etcd_store_view_free, and do not change the store while out is in
+ * use); a slim entry's service carries
  * its name, family, vip, port and protocol only (no backends). fps (when
- * not NULL): malloc'd, the fingerprint of each service of out. A service
+ * not NULL): the fingerprint of each service of out. A service
  * whose name or vip:port/protocol an earlier key uses already is left out
  * and named in msgs (up to max_msgs) when the keys changed since the last
  * view.
  */
 int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uint64_t **fps,
 			 char **msgs, size_t max_msgs, size_t *n_msgs);
+/* Releases a view and its fingerprints (fps may be NULL). */
+void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps);
 
 #endif /* DMSC_ETCD_STORE_H */

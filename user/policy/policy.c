@@ -301,9 +301,8 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 {
 	/* A field that a build parses but cannot enforce is named here, with
 	 * its path, so that apply refuses it instead of pretending. IPv6
-	 * services (docs/design.md decisions 27 and 34) have everything but
-	 * http (dmsc-l7 listens on IPv4) and health (its sockops program,
-	 * dmscd's probes and dmsc-l7's counts are IPv4 only). */
+	 * services (docs/design.md decisions 27, 34 and 40) have everything
+	 * but http (dmsc-l7 listens on IPv4). */
 	const struct dmsc_policy_service *s;
 	size_t i;
 
@@ -316,11 +315,6 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 		if (s->protocol == DMSC_POLICY_HTTP) {
 			snprintf(buf, len, "services[%zu].protocol: http over IPv6 is not "
 				 "enforced by this build (dmsc-l7 listens on IPv4)", i);
-			return buf;
-		}
-		if (s->has_health) {
-			snprintf(buf, len, "services[%zu].health: not enforced for IPv6 services "
-				 "by this build (passive and active health are IPv4 only)", i);
 			return buf;
 		}
 	}

@@ -5,6 +5,7 @@
  * integer in a range, enum, IPv4 address, name, string-to-string map).
  */
 #define _GNU_SOURCE
+#include "array.h"
 #include "policy_parse.h"
 
 
@@ -13,16 +14,10 @@ static int errors_vadd(struct dmsc_policy_errors *errs, const char *path, const 
 {
 	struct dmsc_policy_error *e;
 
-	if (errs->count == errs->cap) {
-		size_t cap = errs->cap ? errs->cap * 2 : 16;
-		struct dmsc_policy_error *items;
-
-		items = reallocarray(errs->items, cap, sizeof(*items));
-		if (!items)
-			return -ENOMEM;
-		errs->items = items;
-		errs->cap = cap;
-	}
+	e = dmsc_array_room(errs->items, errs->count, &errs->cap, sizeof(*e), 16);
+	if (!e)
+		return -ENOMEM;
+	errs->items = e;
 	e = &errs->items[errs->count++];
 	snprintf(e->path, sizeof(e->path), "%s", path);
 	vsnprintf(e->message, sizeof(e->message), fmt, ap);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "array.h"
 #include "addr.h"
 #include "policy_set.h"
 
@@ -21,15 +22,10 @@ void dmsc_msgs_add(struct dmsc_msgs *m, const char *fmt, ...)
 	va_list ap;
 	int len;
 
-	if (m->n == m->cap) {
-		size_t cap = m->cap ? m->cap * 2 : 8;
-
-		grown = realloc(m->lines, cap * sizeof(*m->lines));
-		if (!grown)
-			return;
-		m->lines = grown;
-		m->cap = cap;
-	}
+	grown = dmsc_array_room(m->lines, m->n, &m->cap, sizeof(*m->lines), 8);
+	if (!grown)
+		return;
+	m->lines = grown;
 	va_start(ap, fmt);
 	len = vasprintf(&line, fmt, ap);
 	va_end(ap);
@@ -257,17 +253,13 @@ int dmsc_policy_set_load(const char *path, struct dmsc_policy_set *out, struct d
 	while ((de = readdir(dir))) {
 		if (!dmsc_policy_dir_entry(de->d_name))
 			continue;
-		if (n == cap) {
-			char **grown;
+		char **grown = dmsc_array_room(names, n, &cap, sizeof(*names), 16);
 
-			cap = cap ? cap * 2 : 16;
-			grown = realloc(names, cap * sizeof(*names));
-			if (!grown) {
-				err = -ENOMEM;
-				break;
-			}
-			names = grown;
+		if (!grown) {
+			err = -ENOMEM;
+			break;
 		}
+		names = grown;
 		snprintf(full, sizeof(full), "%s/%s", path, de->d_name);
 		names[n] = strdup(full);
 		if (!names[n]) {
