@@ -78,17 +78,29 @@ $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*) > $@.tmp
 	if cmp -s $@.tmp $@; then rm $@.tmp; else mv $@.tmp $@; fi
 
-$(BUILD)/obj/%.o: user/%.c $(HEADERS) $(SKELS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -c $< -o $@
+# What build/ and build-asan/ (below) both have, from one template: $(1)
+# the folder, $(2) the compiler flags. Each layer's objects, its archive,
+# and the two test programs.
+define build_rules
+$(1)/obj/%.o: user/%.c $$(HEADERS) $$(SKELS)
+	@mkdir -p $$(@D)
+	$$(CC) $(2) $$(WARN) $$(CPPFLAGS) -c $$< -o $$@
 
-$(BUILD)/libdmsc-%.a: $$(call layer_objs,$$*,$(BUILD))
-	rm -f $@
-	ar rcs $@ $^
+$(1)/libdmsc-%.a: $$$$(call layer_objs,$$$$*,$(1))
+	rm -f $$@
+	ar rcs $$@ $$^
+
+$(1)/unit-tests $(1)/bpf-tests: LIBS += -lhttp_parser
+$(1)/unit-tests: SRCS := $$(UNIT_SRCS)
+$(1)/bpf-tests: SRCS := $$(BPFT_SRCS)
+$(1)/unit-tests $(1)/bpf-tests: $$$$(SRCS) $$(call archives,tests,$(1)) $$(HEADERS)
+	$$(CC) $(2) $$(WARN) $$(CPPFLAGS) $$(SRCS) $$(call archives,tests,$(1)) \
+		-lcriterion $$(LIBS) -o $$@
+endef
+$(eval $(call build_rules,$(BUILD),$$(CFLAGS)))
 
 # dmsc-l7: Node's http_parser (Debian's libhttp-parser-dev) and threads.
 $(BUILD)/dmsc-l7: LIBS += -lhttp_parser -lnghttp2 -lpthread
-$(BUILD)/unit-tests $(BUILD)/bpf-tests: LIBS += -lhttp_parser
 
 $(PROGS): $(BUILD)/%: $$(call prog_src,$$*) $$(call archives,$$*,$(BUILD)) $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,$*,$(BUILD)) $(LIBS) -o $@
@@ -96,14 +108,6 @@ $(PROGS): $(BUILD)/%: $$(call prog_src,$$*) $$(call archives,$$*,$(BUILD)) $(HEA
 # The test tools call the product's own helpers (user/common), not copies.
 $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libdmsc-common.a $(HEADERS) | $(BUILD)/tools
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc-common.a -o $@
-
-$(BUILD)/unit-tests: $(UNIT_SRCS) $(call archives,tests,$(BUILD)) $(HEADERS)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(call archives,tests,$(BUILD)) \
-		-lcriterion $(LIBS) -o $@
-
-$(BUILD)/bpf-tests: $(BPFT_SRCS) $(call archives,tests,$(BUILD)) $(HEADERS)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $(BPFT_SRCS) $(call archives,tests,$(BUILD)) \
-		-lcriterion $(LIBS) -o $@
 
 $(BUILD)/bench-cp: tests/bench/bench-cp.c $(call archives,dmscd,$(BUILD)) $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,dmscd,$(BUILD)) $(LIBS) -o $@
@@ -150,26 +154,10 @@ ASAN_FLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 
 asan: $(ASAN_BUILD)/dmscctl $(ASAN_BUILD)/unit-tests $(ASAN_BUILD)/bpf-tests
 
-$(ASAN_BUILD)/obj/%.o: user/%.c $(HEADERS) $(SKELS)
-	@mkdir -p $(@D)
-	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) -c $< -o $@
-
-$(ASAN_BUILD)/libdmsc-%.a: $$(call layer_objs,$$*,$(ASAN_BUILD))
-	rm -f $@
-	ar rcs $@ $^
-
-$(ASAN_BUILD)/unit-tests $(ASAN_BUILD)/bpf-tests: LIBS += -lhttp_parser
-
 $(ASAN_BUILD)/dmscctl: user/dmscctl/dmscctl.c $(call archives,dmscctl,$(ASAN_BUILD)) $(HEADERS)
 	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,dmscctl,$(ASAN_BUILD)) $(LIBS) -o $@
 
-$(ASAN_BUILD)/unit-tests: $(UNIT_SRCS) $(call archives,tests,$(ASAN_BUILD)) $(HEADERS)
-	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $(UNIT_SRCS) $(call archives,tests,$(ASAN_BUILD)) \
-		-lcriterion $(LIBS) -o $@
-
-$(ASAN_BUILD)/bpf-tests: $(BPFT_SRCS) $(call archives,tests,$(ASAN_BUILD)) $(HEADERS)
-	$(CC) $(ASAN_FLAGS) $(WARN) $(CPPFLAGS) $(BPFT_SRCS) $(call archives,tests,$(ASAN_BUILD)) \
-		-lcriterion $(LIBS) -o $@
+$(eval $(call build_rules,$(ASAN_BUILD),$$(ASAN_FLAGS)))
 
 # ---- fuzzing (libFuzzer, clang): one harness per input parser,
 # tests/fuzz/fuzz_NAME.c, linked with FUZZ_SRCS_NAME. Seeds are in

@@ -4,9 +4,10 @@
 # filesystem and its own test cgroup: real programs, real map writes),
 # 10,000 services in 100 namespaces, each host subscribed to 5 (ns000,
 # which every host shares, and 4 of its own). It prints, for one service
-# change: the time from the publish to the map write on every subscribed
-# host (dmscd's own timestamp of the apply, dmsc_etcd_applied_timestamp_
-# seconds), the bytes each subscribed and each other host received and the
+# change: the time from the publish's transaction to the map write on
+# every subscribed host (dmscd's own timestamp of the apply, dmsc_etcd_
+# applied_timestamp_seconds; docs/design.md decision 43) and the CPU time
+# it costs etcd and each dmscd, the bytes each subscribed and each other host received and the
 # map entries written (dmscd's counters); beside it what a full push
 # costs; map entries written by a restart against an unchanged etcd; and
 # dmscd's memory holding 100,000 services from etcd. Writes

@@ -149,7 +149,6 @@ int dmsc_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	struct dmsc_svc *svc = NULL;
 	struct dmsc_sock_vip6 *rec;
-	struct dmsc_svc_stats *ss;
 	__u16 port;
 	__u32 a[4];
 
@@ -164,12 +163,8 @@ int dmsc_sendmsg6(struct bpf_sock_addr *ctx)
 		svc = table_unchanged6(a, port, rec);
 	if (!svc)
 		return sock6_xlate_fwd(ctx, DMSC_PROTO_UDP, a);
-	if ((svc->flags & DMSC_SVC_F_ALLOW_LIST) && !caller_allowed(rec->svc_id)) {
-		ss = svc_stats(rec->svc_id);
-		if (ss)
-			ss->refused_access += 1;
+	if (caller_refused(svc, rec->svc_id))
 		return SOCK_ADDR_REFUSE;
-	}
 	ctx_set_ip6(ctx, rec->backend);
 	ctx->user_port = rec->bport;
 	return SOCK_ADDR_PASS;

@@ -78,6 +78,20 @@ enum svc_admit_verdict {
 	SVC_L7,	     /* hand to dmsc-l7 (the caller falls back to a backend) */
 };
 
+/* A caller the service's allow list leaves out is refused: counted in
+ * the service's stats (looked up only then). */
+static __always_inline bool caller_refused(const struct dmsc_svc *svc, __u32 svc_id)
+{
+	struct dmsc_svc_stats *ss;
+
+	if (!(svc->flags & DMSC_SVC_F_ALLOW_LIST) || caller_allowed(svc_id))
+		return false;
+	ss = svc_stats(svc_id);
+	if (ss)
+		ss->refused_access += 1;
+	return true;
+}
+
 /* A service whose every backend is gone or weighted 0 refuses a
  * connection: counted. */
 static __always_inline bool svc_empty(const struct dmsc_svc *svc, struct dmsc_svc_stats *ss)
@@ -112,11 +126,8 @@ static __always_inline int svc_admit(struct bpf_sock_addr *ctx, const struct dms
 	__u32 svc_id = svc->id;
 	bool l7;
 
-	if ((svc->flags & DMSC_SVC_F_ALLOW_LIST) && !caller_allowed(svc_id)) {
-		if (ss)
-			ss->refused_access += 1;
+	if (caller_refused(svc, svc_id))
 		return SVC_REFUSE;
-	}
 	l7 = (svc->flags & DMSC_SVC_F_L7) && !helper_socket(ctx);
 	if (!l7 && svc_empty(svc, ss))
 		return SVC_REFUSE;

@@ -63,7 +63,6 @@ int dmsc_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	struct dmsc_svc *svc = NULL;
 	struct dmsc_sock_vip *rec;
-	struct dmsc_svc_stats *ss;
 
 	if (ctx->type != SOCK_DGRAM)
 		return SOCK_ADDR_PASS;
@@ -74,12 +73,8 @@ int dmsc_sendmsg4(struct bpf_sock_addr *ctx)
 	 * computed offset, which the verifier refuses. */
 	if (!svc)
 		return sock4_xlate_fwd(ctx, DMSC_PROTO_UDP, false);
-	if ((svc->flags & DMSC_SVC_F_ALLOW_LIST) && !caller_allowed(rec->svc_id)) {
-		ss = svc_stats(rec->svc_id);
-		if (ss)
-			ss->refused_access += 1;
+	if (caller_refused(svc, rec->svc_id))
 		return SOCK_ADDR_REFUSE;
-	}
 	ctx->user_ip4 = rec->backend;
 	ctx->user_port = rec->bport;
 	return SOCK_ADDR_PASS;

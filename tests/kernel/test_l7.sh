@@ -30,12 +30,9 @@ for h in b1 b2 b3 slow s503 refused dies big; do
 done
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 
-# backends: NAME HOST ADDR EXTRA...
+# backend NAME HOST ADDR [OPTION...]: dmsc-testsrv http on ADDR:8080
 backend() {
-	local name=$1 host=$2 addr=$3
-	shift 3
-	dmsc_net_exec "$host" "$SRV" --name "$name" --mode http --listen "$addr:8080" \
-		--max-seconds 3600 "$@" >"$T/$name.out" 2>&1 &
+	dmsc_testsrv "$2" "$1" http "$3:8080" 3600 "$T/$1.out" "${@:4}"
 }
 backend v1 b1 198.18.1.2
 backend v2 b2 198.18.1.3

@@ -418,10 +418,14 @@ t_check "a's tunnel opened streams to node-b vouching for the client's cgroup" t
 	grep -qE "streams_total\{side=\"source\",peer=\"$B\",identity=\"$cg_rel/client\",verdict=\"opened\"\} [1-9]" "$aprom"
 t_check "b's tunnel allowed streams from node-a for the client's cgroup" t_wait 5 \
 	grep -qE "streams_total\{side=\"dest\",peer=\"node-a\",identity=\"$cg_rel/client\",verdict=\"allowed\"\} [1-9]" "$bprom"
-ktls_path=userspace
-grep -q "kTLS: available" "$work/dmscd-b.log" && ktls_path=ktls
-t_check "b counts its TLS connections' record path ($ktls_path, as probed)" t_wait 5 \
-	grep -qE "record_crypto_total\{direction=\"send\",path=\"$ktls_path\"\} [1-9]" "$bprom"
+ktls_path=userspace other_path=ktls
+grep -q "kTLS: available" "$work/dmscd-b.log" && ktls_path=ktls other_path=userspace
+record_path_counted() {
+	grep -qE "record_crypto_total\{direction=\"send\",path=\"$ktls_path\"\} [1-9]" "$bprom" &&
+		grep -qE "record_crypto_total\{direction=\"send\",path=\"$other_path\"\} 0$" "$bprom"
+}
+t_check "b counts its TLS connections' record path ($ktls_path as probed, none $other_path)" \
+	t_wait 5 record_path_counted
 out=$(as_client iperf3 -c "$VIP" -p 5201 -t 2 -J)
 t_check "iperf3 to the VIP through the tunnel ($(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' <<<"$out" 2>/dev/null) Mbit/s)" \
 	jqe '.end.sum_received.bytes > 0 and (has("error") | not)' "$out"

@@ -460,11 +460,13 @@ dmsc_net_stop() {
 	return 1
 }
 
-# dmsc_testsrv HOST NAME MODE ADDR:PORT SECONDS OUT: dmsc-testsrv ($SRV) in
-# host HOST, in the background, its output in OUT ($! is its pid).
+# dmsc_testsrv HOST NAME MODE ADDR:PORT SECONDS OUT [OPTION...]: dmsc-testsrv
+# ($SRV) in host HOST, in the background, its output in OUT ($! is its pid).
 dmsc_testsrv() {
-	dmsc_net_exec "$1" "$SRV" --name "$2" --mode "$3" --listen "$4" --max-seconds "$5" \
-		>"$6" 2>&1 &
+	local host=$1 name=$2 mode=$3 listen=$4 secs=$5 out=$6
+	shift 6
+	dmsc_net_exec "$host" "$SRV" --name "$name" --mode "$mode" --listen "$listen" \
+		--max-seconds "$secs" "$@" >"$out" 2>&1 &
 }
 
 # dmsc_backends_ready FILE...: each test server's "ready" within 10 s, or

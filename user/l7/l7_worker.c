@@ -319,7 +319,9 @@ void *worker_main(void *arg)
 	for (;;) {
 		uint64_t now;
 
-		n = epoll_wait(w->epfd, evs, MAX_EVENTS, SWEEP_MS);
+		/* HTTP/2 output left over from the last batch: no waiting */
+		n = epoll_wait(w->epfd, evs, MAX_EVENTS,
+			       w->h2.dirty || w->h2.dirty_ups ? 0 : SWEEP_MS);
 		for (i = 0; i < n; i++) {
 			struct ep *e = evs[i].data.ptr;
 			uint32_t ev = evs[i].events;
