@@ -59,6 +59,50 @@ static __always_inline void ip6_copy(__u32 to[4], const __u32 from[4])
 	to[3] = from[3];
 }
 
+/*
+ * sock4_l7_handoff's twin (docs/design.md decision 48): the connection goes
+ * to the helper's IPv6 listener on [::1] in the client's own namespace
+ * (port6 of its dmsc_l7_netns entry). The record names that listener as the
+ * backend (getpeername6 answers the VIP) and keeps the namespace's cookie,
+ * which dmsc_l7_sockops puts in the dmsc_l7_handoff6 key. No such listener
+ * (no entry, an older helper, the helper's own namespace): false, the
+ * caller balances at L4, counted. bpf_get_netns_cookie: Linux 5.7.
+ */
+static __always_inline bool sock6_l7_handoff(struct bpf_sock_addr *ctx,
+					     const struct dmsc_svc6_key *key, __u32 svc_id,
+					     struct dmsc_svc_stats *ss)
+{
+	struct dmsc_sock_vip6 *rec;
+	struct dmsc_l7_conf *conf;
+	__u32 lo[4] = {0, 0, 0, bpf_htonl(1)}; /* [::1] */
+	__u64 netns;
+
+	netns = bpf_get_netns_cookie(ctx);
+	conf = bpf_map_lookup_elem(&dmsc_l7_netns, &netns);
+	if (!conf || !conf->port6) {
+		count_reason(DMSC_R_L7_NO_HELPER);
+		return false;
+	}
+	rec = bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!rec) {
+		count_reason(DMSC_R_SOCK_STORAGE_FULL);
+		return false;
+	}
+	ip6_copy(rec->vip, key->vip);
+	ip6_copy(rec->backend, lo);
+	rec->vport = key->port;
+	rec->bport = conf->port6;
+	rec->svc_id = svc_id;
+	rec->backend_id = 0; /* the helper, not a backend */
+	rec->table_hash = 0;
+	rec->netns = netns;
+	ctx_set_ip6(ctx, lo);
+	ctx->user_port = conf->port6;
+	if (ss)
+		ss->connections += 1;
+	return true;
+}
+
 /* Rewrites ctx to an IPv6 service's backend; returns the SOCK_ADDR_* verdict. */
 static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 					   const __u32 vip[4])
@@ -69,6 +113,7 @@ static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	struct dmsc_backend6 *be;
 	struct dmsc_svc *svc;
 	__u32 backend_id, svc_id;
+	int verdict;
 
 	ip6_copy(key.vip, vip);
 	key.port = (__u16)ctx->user_port; /* network order, low 16 bits */
@@ -78,12 +123,12 @@ static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		return SOCK_ADDR_PASS; /* not a VIP: untouched */
 	svc_id = svc->id;
 	ss = svc_stats(svc_id);
-	/* dmsc-l7 listens on IPv4 only: an http service over IPv6 (which the
-	 * policy refuses) would be balanced at L4, counted. */
-	if (svc_admit(ctx, svc, ss) == SVC_REFUSE)
+	verdict = svc_admit(ctx, svc, ss);
+	if (verdict == SVC_REFUSE)
 		return SOCK_ADDR_REFUSE;
-	if (svc->flags & DMSC_SVC_F_L7)
-		count_reason(DMSC_R_L7_NO_HELPER);
+	if (verdict == SVC_L7 && sock6_l7_handoff(ctx, &key, svc_id, ss))
+		return SOCK_ADDR_PASS;
+	/* No IPv6 listener of the helper: balanced at L4 (fail open). */
 	if (svc_empty(svc, ss))
 		return SOCK_ADDR_REFUSE;
 	backend_id = svc_pick(svc);
@@ -104,6 +149,7 @@ static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		rec->svc_id = svc_id;
 		rec->backend_id = backend_id;
 		rec->table_hash = svc->table_hash;
+		rec->netns = 0;
 	} else {
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);
 	}

@@ -101,6 +101,42 @@ int dmsc_getpeername4(struct bpf_sock_addr *ctx)
  * helper will see (see dmsc_l7_handoff in shared.h). bpf_sock_ops.sk and
  * bpf_sk_storage_get from sockops need Linux 5.10.
  */
+/* An IPv6 connection connect6 handed to the helper's [::1] listener:
+ * its dmsc_l7_handoff6 record, keyed as the helper's accept() sees it plus
+ * the namespace (docs/design.md decision 48). */
+static __always_inline int l7_sockops6(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct dmsc_l7_handoff6_key key = {};
+	struct dmsc_l7_handoff6 val = {};
+	struct dmsc_sock_vip6 *rec;
+
+	rec = bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0);
+	if (!rec || rec->backend_id != 0 || !rec->netns)
+		return 1; /* not translated, or to a backend (L4) */
+	if (skops->remote_ip6[0] != rec->backend[0] || skops->remote_ip6[1] != rec->backend[1] ||
+	    skops->remote_ip6[2] != rec->backend[2] || skops->remote_ip6[3] != rec->backend[3] ||
+	    sockops_remote_port(skops->remote_port) != rec->bport)
+		return 1;
+	key.client_addr[0] = skops->local_ip6[0];
+	key.client_addr[1] = skops->local_ip6[1];
+	key.client_addr[2] = skops->local_ip6[2];
+	key.client_addr[3] = skops->local_ip6[3];
+	key.client_port = bpf_htons((__u16)skops->local_port);
+	key.helper_port = rec->bport;
+	key.netns = rec->netns;
+	val.vip[0] = rec->vip[0];
+	val.vip[1] = rec->vip[1];
+	val.vip[2] = rec->vip[2];
+	val.vip[3] = rec->vip[3];
+	val.vport = rec->vport;
+	val.svc_id = rec->svc_id;
+	if (bpf_map_update_elem(&dmsc_l7_handoff6, &key, &val, BPF_ANY))
+		count_reason(DMSC_R_L7_HANDOFF_FULL);
+	else
+		count_reason(DMSC_R_L7_HANDOFF);
+	return 1;
+}
+
 SEC("sockops")
 int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 {
@@ -111,15 +147,15 @@ int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
+	sk = skops->sk;
+	if (!sk)
+		return 1;
 	/* A dual-stack socket connected to ::ffff:VIP is an IPv4 connection:
 	 * local_ip4 and remote_ip4 hold its addresses. */
 	if (skops->family != DMSC_AF_INET &&
 	    !(skops->family == DMSC_AF_INET6 && skops->remote_ip6[0] == 0 &&
 	      skops->remote_ip6[1] == 0 && skops->remote_ip6[2] == bpf_htonl(0xffff)))
-		return 1;
-	sk = skops->sk;
-	if (!sk)
-		return 1;
+		return skops->family == DMSC_AF_INET6 ? l7_sockops6(skops, sk) : 1;
 	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
 	if (!rec || (rec->backend_id != 0 && !(rec->flags & DMSC_SOCK_F_TUNNEL)))
 		return 1; /* not translated, or translated to a backend (L4) */

@@ -53,6 +53,8 @@
 	  __u32, struct dmsc_l7_conf)                                                              \
 	X(L7_HANDOFF,  dmsc_l7_handoff,  FIXED, LRU_HASH,     DMSC_L7_HANDOFF_MAX,                 \
 	  struct dmsc_l7_handoff_key, struct dmsc_l7_handoff)                                      \
+	X(L7_HANDOFF6, dmsc_l7_handoff6, FIXED, LRU_HASH,     DMSC_L7_HANDOFF_MAX,                 \
+	  struct dmsc_l7_handoff6_key, struct dmsc_l7_handoff6)                                    \
 	X(L7_OWN,      dmsc_l7_own,      FIXED, SK_STORAGE,   0,                                   \
 	  int, struct dmsc_l7_own)                                                                 \
 	X(L7_NETNS,    dmsc_l7_netns,    FIXED, HASH,         DMSC_L7_NETNS_MAX,                   \

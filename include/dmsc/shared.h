@@ -337,7 +337,11 @@ struct dmsc_install {
 struct dmsc_l7_conf {
 	__u32 addr; /* network order */
 	__u16 port; /* network order */
-	__u16 pad;  /* always zero */
+	/* dmsc_l7_netns only: the port (network order) of the helper's IPv6
+	 * listener on [::1] in that namespace, where connect6 hands an http
+	 * service's IPv6 connections (docs/design.md decision 48); 0: none,
+	 * such connections are balanced at L4 (DMSC_R_L7_NO_HELPER). */
+	__u16 port6;
 };
 
 /*
@@ -380,6 +384,31 @@ struct dmsc_l7_handoff {
 	__u16 flags;	    /* enum dmsc_sock_flags */
 	__u32 backend_id;
 	__u64 cgroup_id;
+};
+
+/*
+ * dmsc_l7_handoff6: LRU_HASH, dmsc_l7_handoff for a connection connect6
+ * handed to the helper's IPv6 listener on [::1] (docs/design.md decision
+ * 48). Every namespace's listener has the same address and port, so the
+ * key carries the namespace's cookie: connect6 records it with the socket
+ * (dmsc_sock_vip6.netns), sockops copies it, the helper reads it from the
+ * accepted socket (SO_NETNS_COOKIE). Written and deleted as the IPv4 one.
+ */
+#define DMSC_MAP_L7_HANDOFF6 "dmsc_l7_handoff6"
+
+struct dmsc_l7_handoff6_key {
+	__u32 client_addr[4]; /* network order */
+	__u64 netns;	      /* the namespace's cookie */
+	__u16 client_port;    /* network order */
+	__u16 helper_port;    /* network order */
+	__u32 pad;	      /* always zero */
+};
+
+struct dmsc_l7_handoff6 {
+	__u32 vip[4]; /* network order */
+	__u16 vport;  /* network order */
+	__u16 pad;    /* always zero */
+	__u32 svc_id;
 };
 
 /* dmsc_tunnel_conf: ARRAY with one element, struct dmsc_l7_conf: where
@@ -617,8 +646,10 @@ struct dmsc_sock_vip6 {
 	__u16 vport;      /* network order */
 	__u16 bport;      /* network order */
 	__u32 svc_id;
-	__u32 backend_id;
+	__u32 backend_id; /* 0: handed to dmsc-l7 (backend: its [::1] listener) */
 	__u32 table_hash;
+	__u32 pad;   /* always zero */
+	__u64 netns; /* handed to dmsc-l7: the client's namespace cookie */
 };
 
 /* The kernel picks a slot with one random number; shared so the unit tests

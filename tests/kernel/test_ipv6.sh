@@ -439,10 +439,22 @@ jq '.services += [{ "name": "web4h", "vip": "'"$VIP4"'", "port": 82, "protocol":
     "backends": [ { "address": "198.18.60.11", "port": 8080, "weight": 70, "labels": { "v": "1" } },
                   { "address": "198.18.60.12", "port": 8080, "weight": 30, "labels": { "v": "2" } } ],
     "routes": [ { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } },
+                  "backends": { "v": "2" } } ] },
+  { "name": "web6h", "vip": "'"$VIP6"'", "port": 82, "protocol": "http",
+    "backends": [ { "address": "2001:2:60::11", "port": 8080, "weight": 70, "labels": { "v": "1" } },
+                  { "address": "2001:2:60::12", "port": 8080, "weight": 30, "labels": { "v": "2" } } ],
+    "routes": [ { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } },
                   "backends": { "v": "2" } } ] }]' "$T/h6.json" >"$T/l7.json"
-t_check "apply an http service on $VIP4:82" "$CTL" apply "$T/l7.json"
+t_check "apply http services on $VIP4:82 and [$VIP6]:82" "$CTL" apply "$T/l7.json"
 dmsc_net_host n 198.18.60.1/16 || t_fail "host n for dmsc-l7"
-dmsc_net_exec n "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/l7.json" --workers 1 \
+dmsc_net_addr6 n 2001:2:60::1/64 || t_fail "host n's IPv6 address"
+# A mesh process in c, so that the helper opens its listeners there (the
+# IPv6 one on [::1] takes connect6's handoffs: docs/design.md decision 48).
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c sleep 600 &
+SLEEPPID=$!
+# nsenter, not ip netns exec, which mounts a /sys without the cgroup2
+# mount the helper looks for the mesh's namespaces under.
+nsenter --net="/run/netns/${P}n" "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/l7.json" --workers 1 \
 	--access-log "$T/access.log" >"$T/l7.out" 2>"$T/l7.err" &
 L7PID=$!
 dmsc_wait_ready "$T/l7.out" 20 || t_fail "dmsc-l7 ready"
@@ -459,5 +471,26 @@ snap
 t_eq "... counted on web4h: 130 connections handed over" "$(stat_of web4h connections)" 130
 t_check "... the helper served them all (access log: 130 requests of web4h with status 200)" \
 	t_wait 10 bash -c "(( \$(grep -c 'service=web4h .* status=200' '$T/access.log') == 130 ))"
+
+# http over IPv6 (docs/design.md decision 48): curl -6 to [VIP6]:82 is
+# handed by connect6 to the helper's [::1] listener in c's namespace; the
+# helper splits by weight, routes by header and connects to the IPv6
+# backends; its access log prints them bracketed.
+t_check "the helper listens on [::1] in c's namespace" \
+	t_wait 10 grep -q "and \[::1\]" "$T/l7.err" "$T/l7.out"
+curl_vip "$MESH" 100 "http://[$VIP6]:82/" >"$T/l7v6.out"
+t_eq "curl -6 to [$VIP6]:82 (http): 100 answered" "$(grep -c '^b[12]$' "$T/l7v6.out")" 100
+t_check "... all 100 through dmsc-l7 (access log, IPv6 backends bracketed)" \
+	t_wait 10 bash -c "(( \$(grep -c 'service=web6h .* status=200 backend=\[2001:2:60::1[12]\]:8080' '$T/access.log') == 100 ))"
+t_range "... b1's share by the access log is its weight 70% +- 15" \
+	"$(grep -c 'service=web6h .* backend=\[2001:2:60::11\]:8080' "$T/access.log")" 55 85
+t_eq "... the header route sends all 20 to b2" \
+	"$(curl_vip "$MESH" 20 "http://[$VIP6]:82/" -H 'x-canary: yes' | grep -c '^b2$')" 20
+peer "$MESH" tcp --to "[$VIP6]:82" --count 10 >"$T/l7peer6.json"
+t_eq "... getpeername() is the IPv6 VIP (v6-peer)" \
+	"$(jq -c '[.replies, .peer_is_target]' "$T/l7peer6.json")" "[10,10]"
+snap
+t_eq "... counted on web6h: 130 connections handed over" "$(stat_of web6h connections)" 130
+dmsc_stop KILL "$SLEEPPID"
 
 t_summary

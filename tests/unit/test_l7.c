@@ -34,7 +34,9 @@ static const char policy_doc[] =
     "      { \"match\": { \"path_prefix\": \"/drained\" }, \"backends\": { \"version\": \"v3\" } },"
     "      { \"match\": { \"path_prefix\": \"/api/\" }, \"backends\": { \"pool\": \"main\" } } ] },"
     "  { \"name\": \"other\", \"vip\": \"198.19.0.1\", \"port\": 8080, \"protocol\": \"http\","
-    "    \"backends\": [ { \"address\": \"198.18.1.5\", \"port\": 80 } ] } ] }";
+    "    \"backends\": [ { \"address\": \"198.18.1.5\", \"port\": 80 } ] },"
+    "  { \"name\": \"web6\", \"vip\": \"2001:2:61::99\", \"port\": 80, \"protocol\": \"http\","
+    "    \"backends\": [ { \"address\": \"2001:2:60::9\", \"port\": 8080 } ] } ] }";
 
 static struct dmsc_l7_config cfg;
 static const struct dmsc_l7_service *web;
@@ -74,11 +76,33 @@ TestSuite(l7_route, .init = setup, .fini = teardown);
 
 Test(l7_route, only_http_services_are_compiled_and_found_by_vip_port)
 {
-	cr_expect_eq(cfg.n_svcs, 2);
+	cr_expect_eq(cfg.n_svcs, 3);
 	cr_expect_null(dmsc_l7_service_find(&cfg, inet_addr("198.19.0.1"), htons(80)));
 	cr_expect_str_eq(
 	    dmsc_l7_service_find(&cfg, inet_addr("198.19.0.1"), htons(8080))->src->name, "other");
 	cr_expect_null(dmsc_l7_service_find(&cfg, inet_addr("198.19.0.2"), htons(81)));
+}
+
+Test(l7_route, ipv6_services_are_found_by_vip6_and_connect_over_ipv6)
+{
+	const struct dmsc_l7_service *s;
+	struct sockaddr_storage ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+	uint8_t vip6[16], be6[16];
+
+	inet_pton(AF_INET6, "2001:2:61::99", vip6);
+	inet_pton(AF_INET6, "2001:2:60::9", be6);
+	s = dmsc_l7_service_find6(&cfg, vip6, htons(80));
+	cr_assert_not_null(s);
+	cr_expect_str_eq(s->src->name, "web6");
+	cr_expect_null(dmsc_l7_service_find6(&cfg, vip6, htons(81)));
+	cr_expect_null(dmsc_l7_service_find(&cfg, 0, htons(80)), "not by an IPv4 address");
+	cr_expect_eq(dmsc_l7_backend_sa(s, 0, &ss), sizeof(*a6));
+	cr_expect_eq(a6->sin6_family, AF_INET6);
+	cr_expect_eq(a6->sin6_port, htons(8080));
+	cr_expect_arr_eq(&a6->sin6_addr, be6, 16);
+	cr_expect_eq(dmsc_l7_backend_sa(web, 0, &ss), sizeof(struct sockaddr_in));
+	cr_expect_eq(((struct sockaddr_in *)&ss)->sin_addr.s_addr, inet_addr("198.18.1.2"));
 }
 
 Test(l7_route, first_match_wins_on_prefix_method_and_header)

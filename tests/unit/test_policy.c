@@ -1103,13 +1103,11 @@ Test(policy_unsupported, features_this_build_does_not_enforce)
 			   NULL);
 	expect_unsupported(DOC(SVC(",'allow_from':[]")), NULL);
 	expect_unsupported(DOC(SVC(",'accelerate':'on'")), NULL);
-	/* IPv6: everything but http. */
+	/* IPv6: everything, http too (docs/design.md decision 48). */
 	expect_unsupported(DOC(SVC() "," SVC6(",'protocol':'udp','allow_from':['a.slice'],"
 					      "'rate_limit':{'connections_per_second':5}")),
 			   NULL);
-	expect_unsupported(DOC(SVC() "," SVC6(",'protocol':'http'")),
-			   "services[1].protocol: http over IPv6 is not enforced by this build "
-			   "(dmsc-l7 listens on IPv4)");
+	expect_unsupported(DOC(SVC() "," SVC6(",'protocol':'http'")), NULL);
 	expect_unsupported(DOC(SVC6(",'rate_limit':{'bytes_per_second':65536}")), NULL);
 	expect_unsupported(DOC(SVC6(",'health':{'passive':{},'active':{'type':'tcp'}}")), NULL);
 	/* Every field together: this build enforces them all. */

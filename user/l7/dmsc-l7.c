@@ -76,6 +76,7 @@ struct l7_opts opt = {
 struct dmsc_l7_config cfg;
 struct svc_rt *svc_rt; /* parallel to cfg.svcs */
 int handoff_fd = -1;
+int handoff6_fd = -1;
 int own_fd = -1; /* dmsc_l7_own */
 int access_fd = -1;
 volatile int draining;
@@ -335,6 +336,18 @@ static int open_maps(const char *pin_dir, int *conf_fd)
 					  "is dmsc installed there, by a build with the L7 handoff?");
 	if (handoff_fd < 0)
 		return handoff_fd;
+	/* Optional: without it (a datapath of an older build) the [::1]
+	 * listeners accept nothing that connect6 sent (decision 48). */
+	{
+		char path[PATH_MAX];
+
+		snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_HANDOFF6);
+		handoff6_fd = bpf_obj_get(path);
+		if (handoff6_fd < 0)
+			pr_warn("cannot open %s: %s; IPv6 http connections are balanced at L4 "
+				"(install again to add it)\n",
+				path, strerror(errno));
+	}
 	own_fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_OWN,
 				      "a datapath installed by an older build: install again to "
 				      "add it");

@@ -185,7 +185,7 @@ void upstream_close(struct conn *c, bool reuse)
 
 	if (c->ufd < 0)
 		return;
-	if (reuse && !draining && c->backend >= 0) {
+	if (reuse && !draining && c->backend >= 0 && c->svc->src->family != AF_INET6) {
 		const struct dmsc_policy_backend *b = &c->svc->src->backends[c->backend];
 
 		pool_put(w, c->ufd, c->u_reg, b->addr, htons(b->port));

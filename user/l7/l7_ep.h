@@ -12,6 +12,7 @@ enum ep_kind {
 	EP_UPSTREAM,  /* its backend connection */
 	EP_POOL,      /* an idle pooled backend connection */
 	EP_NS_LISTEN, /* a listener in another network namespace (l7_netns.h) */
+	EP_NS_LISTEN6, /* its IPv6 twin on [::1] */
 	EP_H2_CLIENT, /* an HTTP/2 client connection (l7_h2.h) */
 	EP_H2_UP,     /* one of its backend connections */
 };

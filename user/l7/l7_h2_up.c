@@ -239,8 +239,8 @@ void l7h2_up_dirty(struct h2_up *up)
 static struct h2_up *up_open(struct dmsc_l7_h2_env *env, const struct dmsc_l7_service *svc,
 			     int backend)
 {
-	const struct dmsc_policy_backend *b = &svc->src->backends[backend];
-	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct sockaddr_storage sa;
+	unsigned int sa_len = dmsc_l7_backend_sa(svc, backend, &sa);
 	struct h2_up *up;
 	int one = 1;
 
@@ -251,15 +251,13 @@ static struct h2_up *up_open(struct dmsc_l7_h2_env *env, const struct dmsc_l7_se
 	up->env = env;
 	up->svc = svc;
 	up->backend = backend;
-	up->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	up->fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (up->fd < 0 || env->own_socket(up->fd) ||
 	    nghttp2_session_client_new2(&up->s, l7h2_up_cbs, up, l7h2_h2_opt) ||
 	    l7h2_set_window(up->s, DMSC_L7_H2_UP_CONN_WINDOW))
 		goto fail;
 	setsockopt(up->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	sa.sin_addr.s_addr = b->addr;
-	sa.sin_port = htons(b->port);
-	if (connect(up->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if (connect(up->fd, (struct sockaddr *)&sa, sa_len) < 0) {
 		if (errno != EINPROGRESS)
 			goto fail;
 		up->connecting = true;

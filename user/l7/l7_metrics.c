@@ -27,9 +27,25 @@ void fmt_addr(uint32_t addr, uint16_t port_be, char *buf, size_t len)
 	snprintf(buf, len, "%s:%u", a, ntohs(port_be));
 }
 
+void fmt_peer(const struct sockaddr_storage *ss, bool port, char *buf, size_t len)
+{
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)ss;
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)ss;
+
+	if (ss->ss_family == AF_INET6 && port)
+		dmsc_format_ip_port(AF_INET6, 0, &a6->sin6_addr, ntohs(a6->sin6_port), buf, len);
+	else if (ss->ss_family == AF_INET6)
+		dmsc_format_ip(AF_INET6, 0, &a6->sin6_addr, buf, len);
+	else if (port)
+		fmt_addr(a4->sin_addr.s_addr, a4->sin_port, buf, len);
+	else
+		dmsc_format_ip(AF_INET, a4->sin_addr.s_addr, NULL, buf, len);
+}
+
 static void access_log_line(const struct conn *c, uint64_t dur_ns)
 {
-	char line[1024], client[32], be[32] = "-", ts[40], path[257];
+	char line[1024], client[DMSC_ADDR_PORT_LEN], be[DMSC_ADDR_PORT_LEN] = "-", ts[40],
+	    path[257];
 	const struct dmsc_policy_backend *b = NULL;
 	struct timespec rt;
 	struct tm tm;
@@ -39,10 +55,11 @@ static void access_log_line(const struct conn *c, uint64_t dur_ns)
 	clock_gettime(CLOCK_REALTIME, &rt);
 	gmtime_r(&rt.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	fmt_addr(c->peer.sin_addr.s_addr, c->peer.sin_port, client, sizeof(client));
+	fmt_peer(&c->peer, true, client, sizeof(client));
 	if (c->backend >= 0) {
 		b = &c->svc->src->backends[c->backend];
-		fmt_addr(b->addr, htons(b->port), be, sizeof(be));
+		dmsc_format_ip_port(c->svc->src->family, b->addr, b->addr6, b->port, be,
+				    sizeof(be));
 	}
 	/* the target as sent, printable ASCII only, at most 256 bytes */
 	n = c->rq.url_len < 256 ? c->rq.url_len : 256;

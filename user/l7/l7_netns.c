@@ -191,6 +191,29 @@ static uint32_t address_for(uint64_t cookie)
 	return 0;
 }
 
+/* The IPv6 listener on [::1] and the helper's port, in the namespace the
+ * thread is in; -1 when it cannot be (IPv6 off there, the port taken). */
+static int listen6(void)
+{
+	struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = ns.port,
+				  .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	int fd, one = 1;
+
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	/* SO_REUSEPORT: a replacing helper binds it beside us, as the IPv4 one */
+	if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(fd, NETNS_LISTEN_BACKLOG) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /* A listener in the namespace of pid (inode ino). */
 static int open_in(uint64_t ino, int pid, uint64_t now)
 {
@@ -201,7 +224,7 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 	uint64_t cookie = 0;
 	char path[64], what[64] = "";
 	struct stat st;
-	int nsfd, fd = -1, one = 1, err;
+	int nsfd, fd = -1, fd6 = -1, one = 1, err;
 	size_t i;
 
 	for (i = 0; i < DMSC_L7_NETNS_SLOTS && !slot; i++)
@@ -227,6 +250,8 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 	}
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	err = fd < 0 ? -errno : 0;
+	if (!err)
+		fd6 = listen6();
 	close(nsfd);
 	if (setns(ns.own_fd, CLONE_NEWNET) < 0) {
 		/* cannot happen short of a kernel bug; stay out of trouble */
@@ -236,6 +261,8 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 		ns.off = true;
 		if (fd >= 0)
 			close(fd);
+		if (fd6 >= 0)
+			close(fd6);
 		return -EIO;
 	}
 	if (err) {
@@ -250,6 +277,8 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 				"--listen address only\n");
 			ns.off = true;
 			close(fd);
+			if (fd6 >= 0)
+				close(fd6);
 			return err;
 		}
 		snprintf(what, sizeof(what), "SO_NETNS_COOKIE");
@@ -272,6 +301,8 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 		goto fail;
 	}
 	val.addr = sa.sin_addr.s_addr;
+	if (fd6 >= 0)
+		val.port6 = ns.port;
 	if (bpf_map_update_elem(ns.map_fd, &cookie, &val, BPF_ANY)) {
 		err = -errno;
 		snprintf(what, sizeof(what), "write %s", DMSC_MAP_L7_NETNS);
@@ -282,15 +313,20 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 				     .ino = ino,
 				     .cookie = cookie,
 				     .addr = sa.sin_addr.s_addr,
-				     .last_seen_ms = now};
+				     .last_seen_ms = now,
+				     .ep6.kind = EP_NS_LISTEN6,
+				     .fd6 = fd6};
 	ns.ops->watch(slot);
 	__atomic_add_fetch(&ns.active, 1, __ATOMIC_RELAXED);
-	pr_info("listening in network namespace %llu (pid %d's) on %s:%u\n",
-		(unsigned long long)ino, pid, inet_ntoa(sa.sin_addr), ntohs(ns.port));
+	pr_info("listening in network namespace %llu (pid %d's) on %s:%u%s\n",
+		(unsigned long long)ino, pid, inet_ntoa(sa.sin_addr), ntohs(ns.port),
+		fd6 >= 0 ? " and [::1]" : " (no [::1]: IPv6 connections balanced at L4)");
 	return 0;
 fail:
 	if (fd >= 0)
 		close(fd);
+	if (fd6 >= 0)
+		close(fd6);
 	if (!failure_logged(ino))
 		pr_warn("network namespace %llu (pid %d's): cannot %s: %s; its clients reach the "
 			"helper at --listen only (tried again every %d ms)\n",
@@ -313,6 +349,9 @@ static void release(struct dmsc_l7_nsl *l)
 	ns.ops->unwatch(l);
 	close(l->fd);
 	l->fd = -1;
+	if (l->fd6 >= 0)
+		close(l->fd6);
+	l->fd6 = -1;
 	__atomic_sub_fetch(&ns.active, 1, __ATOMIC_RELAXED);
 }
 
@@ -335,6 +374,7 @@ static void scan(void)
 		if (l->unmapped) {
 			/* back within a scan: its entry again */
 			val.addr = l->addr;
+			val.port6 = l->fd6 >= 0 ? ns.port : 0;
 			if (bpf_map_update_elem(ns.map_fd, &l->cookie, &val, BPF_ANY) == 0)
 				l->unmapped = false;
 		}
@@ -428,7 +468,7 @@ int dmsc_l7_netns_start(const char *pin_dir, uint16_t port, const struct dmsc_l7
 	int err;
 
 	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++)
-		ns.slots[i].fd = -1;
+		ns.slots[i].fd = ns.slots[i].fd6 = -1;
 	ns.ops = ops;
 	ns.port = port;
 	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_NETNS);
@@ -497,6 +537,11 @@ void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg)
 		accept(arg, l->fd);
 		close(l->fd);
 		l->fd = -1;
+		if (l->fd6 >= 0) {
+			accept(arg, l->fd6);
+			close(l->fd6);
+			l->fd6 = -1;
+		}
 		__atomic_sub_fetch(&ns.active, 1, __ATOMIC_RELAXED);
 	}
 }
@@ -504,6 +549,15 @@ void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg)
 bool dmsc_l7_netns_addr(uint32_t addr)
 {
 	return (ntohl(addr) & DMSC_L7_NETNS_MASK) == DMSC_L7_NETNS_NET;
+}
+
+uint32_t dmsc_l7_netns_addr_of(uint64_t cookie)
+{
+	struct dmsc_l7_conf val;
+
+	if (ns.map_fd < 0 || bpf_map_lookup_elem(ns.map_fd, &cookie, &val))
+		return 0;
+	return val.addr;
 }
 
 unsigned int dmsc_l7_netns_count(void)

@@ -22,6 +22,12 @@
  * listener. A replacing helper takes the addresses the map holds, so a
  * hand-over changes no entry.
  *
+ * Beside it, an IPv6 listener on [::1] and the same port, for connect6's
+ * handoff (docs/design.md decision 48): its port is the entry's port6, 0
+ * when it cannot be bound (IPv6 off in the namespace, [::1]:port taken),
+ * and IPv6 connections to http services of that namespace are then
+ * balanced at L4.
+ *
  * The namespace's cookie comes from getsockopt(SO_NETNS_COOKIE), Linux
  * 5.14+; on older kernels the listeners stay off (logged once) and clients
  * reach the helper at --listen only.
@@ -52,6 +58,8 @@ struct dmsc_l7_nsl {
 	uint32_t addr; /* network order */
 	uint64_t last_seen_ms;
 	bool unmapped; /* its entry was deleted; the listener closes next scan */
+	struct ep ep6; /* EP_NS_LISTEN6 */
+	int fd6;       /* the [::1] listener, -1: none */
 };
 
 /* What the workers do with a listener: watch it (every worker's epoll)
@@ -84,6 +92,10 @@ void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg);
  * connection's client is then counted per namespace, not per address
  * (every namespace's clients come from its own 127.0.0.1). */
 bool dmsc_l7_netns_addr(uint32_t addr);
+
+/* The IPv4 listener address (network order) of the namespace whose cookie
+ * is given, 0 if it has none. */
+uint32_t dmsc_l7_netns_addr_of(uint64_t cookie);
 
 /* Namespaces with a listener now (for the metrics). */
 unsigned int dmsc_l7_netns_count(void);

@@ -33,6 +33,7 @@
 #include <bpf/bpf.h>
 #include <http_parser.h>
 
+#include "addr.h"
 #include "array.h"
 #include "datapath.h"
 #include "dmsc/shared.h"
@@ -136,6 +137,7 @@ struct svc_rt {
 };
 extern struct svc_rt *svc_rt; /* parallel to cfg.svcs */
 extern int handoff_fd;
+extern int handoff6_fd;
 extern int own_fd; /* dmsc_l7_own */
 extern int access_fd;
 extern volatile int draining;
@@ -162,7 +164,7 @@ struct conn {
 	int cfd, ufd;
 	const struct dmsc_l7_service *svc;
 	size_t svc_idx;
-	struct sockaddr_in peer;
+	struct sockaddr_storage peer;
 	uint32_t client_id; /* what --max-conns-per-client counts it as */
 
 	http_parser sp;
@@ -299,6 +301,8 @@ extern const struct dmsc_l7_netns_ops netns_ops;
 
 /* l7_metrics.c */
 void fmt_addr(uint32_t addr, uint16_t port_be, char *buf, size_t len);
+/* A client's address, [IPv6] bracketed when port is true. */
+void fmt_peer(const struct sockaddr_storage *ss, bool port, char *buf, size_t len);
 void request_finished(struct conn *c);
 void h2_finished(void *worker, const struct dmsc_l7_service *svc, size_t svc_idx, int route,
 		 int status, uint64_t dur, uint32_t attempts, int grpc_status);

@@ -156,6 +156,7 @@ static int svc_cmp(const void *a, const void *b)
 	const struct dmsc_l7_service *x = a, *y = b;
 	int c = DMSC_CMP(x->vip, y->vip);
 
+	c = c ? c : memcmp(x->vip6, y->vip6, sizeof(x->vip6));
 	return c ? c : DMSC_CMP(x->vport, y->vport);
 }
 
@@ -179,6 +180,8 @@ int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy)
 		cfg->n_svcs = n;
 		s->src = ps;
 		s->vip = ps->vip;
+		if (ps->family == AF_INET6)
+			memcpy(s->vip6, ps->vip6, sizeof(s->vip6));
 		s->vport = htons(ps->port);
 		dmsc_l7_pick_build(&s->pick, ps, NULL, 0);
 		if (ps->has_rate_limit && ps->rate_limit.has_requests_per_second) {
@@ -231,4 +234,35 @@ const struct dmsc_l7_service *dmsc_l7_service_find(const struct dmsc_l7_config *
 	if (!cfg->n_svcs)
 		return NULL;
 	return bsearch(&key, cfg->svcs, cfg->n_svcs, sizeof(key), svc_cmp);
+}
+
+const struct dmsc_l7_service *dmsc_l7_service_find6(const struct dmsc_l7_config *cfg,
+						    const uint8_t vip6[16], uint16_t vport)
+{
+	struct dmsc_l7_service key = {.vport = vport};
+
+	if (!cfg->n_svcs)
+		return NULL;
+	memcpy(key.vip6, vip6, sizeof(key.vip6));
+	return bsearch(&key, cfg->svcs, cfg->n_svcs, sizeof(key), svc_cmp);
+}
+
+unsigned int dmsc_l7_backend_sa(const struct dmsc_l7_service *svc, int backend,
+				struct sockaddr_storage *ss)
+{
+	const struct dmsc_policy_backend *b = &svc->src->backends[backend];
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+
+	memset(ss, 0, sizeof(*ss));
+	if (svc->src->family == AF_INET6) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons(b->port);
+		memcpy(&a6->sin6_addr, b->addr6, sizeof(b->addr6));
+		return sizeof(*a6);
+	}
+	a4->sin_family = AF_INET;
+	a4->sin_port = htons(b->port);
+	a4->sin_addr.s_addr = b->addr;
+	return sizeof(*a4);
 }

@@ -35,7 +35,8 @@ struct dmsc_l7_route {
 
 struct dmsc_l7_service {
 	const struct dmsc_policy_service *src;
-	uint32_t vip;	/* network order */
+	uint32_t vip;	/* network order; 0 for IPv6 */
+	uint8_t vip6[16];
 	uint16_t vport; /* network order */
 	struct dmsc_l7_route *routes;
 	size_t n_routes;
@@ -70,6 +71,16 @@ int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy)
 void dmsc_l7_config_free(struct dmsc_l7_config *cfg);
 
 /* The http service at vip:port (network order), or NULL. */
+/* The http service of an IPv6 VIP:port (port network order), or NULL. */
+const struct dmsc_l7_service *dmsc_l7_service_find6(const struct dmsc_l7_config *cfg,
+						    const uint8_t vip6[16], uint16_t vport);
+
+struct sockaddr_storage;
+/* A backend's address for connect(), of the service's family; returns its
+ * length. */
+unsigned int dmsc_l7_backend_sa(const struct dmsc_l7_service *svc, int backend,
+				struct sockaddr_storage *ss);
+
 const struct dmsc_l7_service *dmsc_l7_service_find(const struct dmsc_l7_config *cfg, uint32_t vip,
 						   uint16_t vport);
 

@@ -189,7 +189,7 @@ static int add_forwarding(struct conn *c, const char *name, const char *hop)
 /* The request head as the backend gets it: parsed fields, re-serialised. */
 static int build_upstream_head(struct conn *c)
 {
-	char addr[32], client[INET_ADDRSTRLEN];
+	char addr[DMSC_ADDR_PORT_LEN], client[INET6_ADDRSTRLEN];
 	struct buf *b = &c->uout;
 	bool host = false;
 	uint32_t i;
@@ -213,16 +213,20 @@ static int build_upstream_head(struct conn *c)
 	/* HTTP/1.0 may leave Host out; 1.1, as forwarded, must carry it
 	 * (RFC 9112 3.2): the address the client asked for, the VIP */
 	if (!err && !host) {
-		fmt_addr(c->svc->vip, c->svc->vport, addr, sizeof(addr));
+		dmsc_format_ip_port(c->svc->src->family, c->svc->vip, c->svc->vip6,
+				    ntohs(c->svc->vport), addr, sizeof(addr));
 		err = buf_fmt(b, "Host: %s\r\n", addr);
 	}
-	inet_ntop(AF_INET, &c->peer.sin_addr, client, sizeof(client));
+	fmt_peer(&c->peer, false, client, sizeof(client));
 	if (!err && (opt.forwarded & FWD_XFF))
 		err = add_forwarding(c, "X-Forwarded-For", client);
 	if (!err && (opt.forwarded & FWD_FORWARDED)) {
 		char hop[64];
 
-		snprintf(hop, sizeof(hop), "for=%s;proto=http", client);
+		/* RFC 7239 6: an IPv6 node is quoted and bracketed */
+		snprintf(hop, sizeof(hop),
+			 c->peer.ss_family == AF_INET6 ? "for=\"[%s]\";proto=http" : "for=%s;proto=http",
+			 client);
 		err = add_forwarding(c, "Forwarded", hop);
 	}
 	if (!err && c->rq.req_chunked)
@@ -349,8 +353,9 @@ static void upstream_start(struct conn *c)
 {
 	const struct dmsc_l7_route *route = c->route >= 0 ? &c->svc->routes[c->route] : NULL;
 	const struct dmsc_policy_backend *b;
-	struct sockaddr_in sa = {.sin_family = AF_INET};
 	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
+	struct sockaddr_storage sa;
+	unsigned int sa_len;
 	int idx, fd, one = 1;
 
 	idx =
@@ -367,8 +372,7 @@ static void upstream_start(struct conn *c)
 	 * must not wait for ever on a backend that then says nothing */
 	c->up_deadline = now_ns() + (uint64_t)c->timeout_ms * 1000000;
 	b = &c->svc->src->backends[idx];
-	sa.sin_addr.s_addr = b->addr;
-	sa.sin_port = htons(b->port);
+	sa_len = dmsc_l7_backend_sa(c->svc, idx, &sa);
 	http_parser_init(&c->sp, HTTP_RESPONSE);
 	c->sp.data = c;
 	c->uin_len = 0;
@@ -378,11 +382,13 @@ static void upstream_start(struct conn *c)
 
 	/* A pooled connection may have been closed by the backend a moment
 	 * ago; only requests that are safe to send twice use one. */
-	fd = c->idempotent ? pool_take(c->w, sa.sin_addr.s_addr, sa.sin_port) : -1;
+	/* The pool knows IPv4 backends only (keyed by address:port). */
+	fd = c->idempotent && sa.ss_family == AF_INET ? pool_take(c->w, b->addr, htons(b->port))
+						      : -1;
 	c->up_reused = fd >= 0;
 	c->connecting = false;
 	if (fd < 0) {
-		fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
 			upstream_failed(c, false, 502);
 			return;
@@ -397,7 +403,7 @@ static void upstream_start(struct conn *c)
 			return;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (connect(fd, (struct sockaddr *)&sa, sa_len) < 0) {
 			if (errno != EINPROGRESS) {
 				close(fd);
 				dmsc_l7_health_result(c->svc, idx, 0);

@@ -28,12 +28,44 @@ static void refuse_busy(int fd)
 	close(fd);
 }
 
+/*
+ * The service of a connection accepted on a namespace's [::1] listener
+ * (docs/design.md decision 48): its dmsc_l7_handoff6 record, keyed by the
+ * peer, the listener's port and the namespace's cookie (the accepted
+ * socket's); false if there is none. *svc: NULL for a VIP the policy
+ * lacks. *client_id: the namespace's IPv4 listener address, so its
+ * clients count as one in --max-conns-per-client whichever family.
+ */
+static bool handoff6(int fd, const struct sockaddr_in6 *peer, const struct sockaddr_in6 *local,
+		     const struct dmsc_l7_service **svc, uint32_t *client_id)
+{
+	struct dmsc_l7_handoff6_key key;
+	struct dmsc_l7_handoff6 val;
+	socklen_t len = sizeof(key.netns);
+
+	memset(&key, 0, sizeof(key));
+	if (handoff6_fd < 0 || getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &key.netns, &len) < 0)
+		return false;
+	memcpy(key.client_addr, &peer->sin6_addr, sizeof(key.client_addr));
+	key.client_port = peer->sin6_port;
+	key.helper_port = local->sin6_port;
+	if (bpf_map_lookup_and_delete_elem(handoff6_fd, &key, &val) != 0 &&
+	    (bpf_map_lookup_elem(handoff6_fd, &key, &val) != 0 ||
+	     (bpf_map_delete_elem(handoff6_fd, &key), false)))
+		return false;
+	*client_id = dmsc_l7_netns_addr_of(key.netns);
+	*svc = dmsc_l7_service_find6(&cfg, (const uint8_t *)val.vip, val.vport);
+	return true;
+}
+
 static void accept_one(struct worker *w, int fd)
 {
 	struct dmsc_l7_handoff_key key;
 	struct dmsc_l7_handoff val;
-	struct sockaddr_in peer, local;
-	socklen_t len = sizeof(peer);
+	struct sockaddr_storage peer_ss, local_ss;
+	struct sockaddr_in *peer = (struct sockaddr_in *)&peer_ss;
+	struct sockaddr_in *local = (struct sockaddr_in *)&local_ss;
+	socklen_t len = sizeof(peer_ss);
 	const struct dmsc_l7_service *svc;
 	struct epoll_event ev;
 	const struct dmsc_l7_http_limits lim = {
@@ -45,16 +77,25 @@ static void accept_one(struct worker *w, int fd)
 	uint32_t client_id;
 	int one = 1;
 
-	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
-	    (len = sizeof(local), getsockname(fd, (struct sockaddr *)&local, &len) < 0)) {
+	if (getpeername(fd, (struct sockaddr *)&peer_ss, &len) < 0 ||
+	    (len = sizeof(local_ss), getsockname(fd, (struct sockaddr *)&local_ss, &len) < 0)) {
 		close(fd);
 		return;
 	}
+	if (peer_ss.ss_family == AF_INET6) {
+		if (!handoff6(fd, (struct sockaddr_in6 *)&peer_ss, (struct sockaddr_in6 *)&local_ss,
+			      &svc, &client_id)) {
+			ctr_add(&w->m.no_handoff, 1);
+			close(fd);
+			return;
+		}
+		goto found;
+	}
 	memset(&key, 0, sizeof(key));
-	key.client_addr = peer.sin_addr.s_addr;
-	key.client_port = peer.sin_port;
-	key.helper_addr = local.sin_addr.s_addr;
-	key.helper_port = local.sin_port;
+	key.client_addr = peer->sin_addr.s_addr;
+	key.client_port = peer->sin_port;
+	key.helper_addr = local->sin_addr.s_addr;
+	key.helper_port = local->sin_port;
 	if (bpf_map_lookup_and_delete_elem(handoff_fd, &key, &val) != 0 &&
 	    (bpf_map_lookup_elem(handoff_fd, &key, &val) != 0 ||
 	     (bpf_map_delete_elem(handoff_fd, &key), false))) {
@@ -64,6 +105,11 @@ static void accept_one(struct worker *w, int fd)
 		return;
 	}
 	svc = dmsc_l7_service_find(&cfg, val.vip, val.vport);
+	/* Through a namespace's own listener every client is 127.0.0.1:
+	 * count them per namespace (its listener's address). */
+	client_id = dmsc_l7_netns_addr(local->sin_addr.s_addr) ? local->sin_addr.s_addr
+							       : peer->sin_addr.s_addr;
+found:
 	if (!svc) {
 		ctr_add(&w->m.unknown_service, 1);
 		close(fd);
@@ -74,10 +120,6 @@ static void accept_one(struct worker *w, int fd)
 		close(fd);
 		return;
 	}
-	/* Through a namespace's own listener every client is 127.0.0.1:
-	 * count them per namespace (its listener's address). */
-	client_id = dmsc_l7_netns_addr(local.sin_addr.s_addr) ? local.sin_addr.s_addr
-							      : peer.sin_addr.s_addr;
 	if (!client_take(client_id)) {
 		ctr_add(&w->m.client_limit, 1);
 		refuse_busy(fd);
@@ -99,7 +141,7 @@ static void accept_one(struct worker *w, int fd)
 	c->ufd = -1;
 	c->svc = svc;
 	c->svc_idx = (size_t)(svc - cfg.svcs);
-	c->peer = peer;
+	c->peer = peer_ss;
 	c->route = -1;
 	c->backend = -1;
 	c->state = S_IDLE;
@@ -161,10 +203,12 @@ static void accept_queued(void *arg, int lfd)
 static void netns_watch(struct dmsc_l7_nsl *l)
 {
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &l->ep};
+	struct epoll_event ev6 = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &l->ep6};
 	int i;
 
 	for (i = 0; i < opt.workers; i++)
-		if (epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0)
+		if (epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0 ||
+		    (l->fd6 >= 0 && epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd6, &ev6) < 0))
 			pr_warn("worker %d cannot watch a namespace listener: %s\n", i,
 				strerror(errno));
 }
@@ -173,8 +217,11 @@ static void netns_unwatch(struct dmsc_l7_nsl *l)
 {
 	int i;
 
-	for (i = 0; i < opt.workers; i++)
+	for (i = 0; i < opt.workers; i++) {
 		epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, l->fd, NULL);
+		if (l->fd6 >= 0)
+			epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, l->fd6, NULL);
+	}
 }
 
 const struct dmsc_l7_netns_ops netns_ops = {
@@ -336,8 +383,11 @@ void *worker_main(void *arg)
 				dmsc_l7_h2_event(e, ev);
 				continue;
 			}
-			if (e->kind == EP_NS_LISTEN) {
-				int lfd = ((struct dmsc_l7_nsl *)e)->fd;
+			if (e->kind == EP_NS_LISTEN || e->kind == EP_NS_LISTEN6) {
+				int lfd = e->kind == EP_NS_LISTEN
+						  ? ((struct dmsc_l7_nsl *)e)->fd
+						  : ((struct dmsc_l7_nsl *)((char *)e -
+						     offsetof(struct dmsc_l7_nsl, ep6)))->fd6;
 
 				if (!draining && lfd >= 0)
 					accept_batch(w, lfd);

@@ -301,8 +301,8 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 {
 	/* A field that a build parses but cannot enforce is named here, with
 	 * its path, so that apply refuses it instead of pretending. IPv6
-	 * services (docs/design.md decisions 27, 34 and 40) have everything
-	 * but http (dmsc-l7 listens on IPv4). */
+	 * services have everything (docs/design.md decisions 27, 34, 40 and
+	 * 48). */
 	const struct dmsc_policy_service *s;
 	size_t i;
 
@@ -310,13 +310,6 @@ const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size
 		s = &p->services[i];
 		if (s->mtls != DMSC_MTLS_OFF && mtls_unsupported(s, i, buf, len))
 			return buf;
-		if (s->family != AF_INET6)
-			continue;
-		if (s->protocol == DMSC_POLICY_HTTP) {
-			snprintf(buf, len, "services[%zu].protocol: http over IPv6 is not "
-				 "enforced by this build (dmsc-l7 listens on IPv4)", i);
-			return buf;
-		}
 	}
 	return NULL;
 }
