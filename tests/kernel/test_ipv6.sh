@@ -444,8 +444,13 @@ jq '.services += [{ "name": "web4h", "vip": "'"$VIP4"'", "port": 82, "protocol":
     "backends": [ { "address": "2001:2:60::11", "port": 8080, "weight": 70, "labels": { "v": "1" } },
                   { "address": "2001:2:60::12", "port": 8080, "weight": 30, "labels": { "v": "2" } } ],
     "routes": [ { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } },
-                  "backends": { "v": "2" } } ] }]' "$T/h6.json" >"$T/l7.json"
-t_check "apply http services on $VIP4:82 and [$VIP6]:82" "$CTL" apply "$T/l7.json"
+                  "backends": { "v": "2" } } ] },
+  { "name": "web6h2", "vip": "'"$VIP6"'", "port": 83, "protocol": "http",
+    "backends": [ { "address": "2001:2:60::12", "port": 8443 } ] }]' "$T/h6.json" >"$T/l7.json"
+t_check "apply http services on $VIP4:82 and [$VIP6]:82, 83" "$CTL" apply "$T/l7.json"
+# web6h2's backend: h2c (nghttpd) on b2's IPv6 address
+mkdir -p "$T/www-h2" && echo h2b2 >"$T/www-h2/id"
+dmsc_net_exec b2 nghttpd --no-tls -d "$T/www-h2" --address 2001:2:60::12 8443 >"$T/h2.out" 2>&1 &
 dmsc_net_host n 198.18.60.1/16 || t_fail "host n for dmsc-l7"
 dmsc_net_addr6 n 2001:2:60::1/64 || t_fail "host n's IPv6 address"
 # A mesh process in c, so that the helper opens its listeners there (the
@@ -489,6 +494,14 @@ t_eq "... the header route sends all 20 to b2" \
 peer "$MESH" tcp --to "[$VIP6]:82" --count 10 >"$T/l7peer6.json"
 t_eq "... getpeername() is the IPv6 VIP (v6-peer)" \
 	"$(jq -c '[.replies, .peer_is_target]' "$T/l7peer6.json")" "[10,10]"
+h2up() { dmsc_net_exec b2 ss -Htln "sport = :8443" | grep -q .; }
+t_check "nghttpd on [2001:2:60::12]:8443" t_wait 10 h2up
+t_eq "... HTTP/2 (prior knowledge) through [$VIP6]:83 to the IPv6 h2c backend" \
+	"$(curl_vip "$MESH" 1 "http://[$VIP6]:83/id" --http2-prior-knowledge -w ' %{http_version}')" \
+	"h2b2
+ 2"
+t_check "... the helper served it (access log: a web6h2 stream, proto=h2, status 200)" \
+	t_wait 10 grep -q "service=web6h2 route=-1 proto=h2 status=200" "$T/access.log"
 snap
 t_eq "... counted on web6h: 130 connections handed over" "$(stat_of web6h connections)" 130
 dmsc_stop KILL "$SLEEPPID"
