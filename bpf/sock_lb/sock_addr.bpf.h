@@ -78,17 +78,22 @@ enum svc_admit_verdict {
 	SVC_L7,	     /* hand to dmsc-l7 (the caller falls back to a backend) */
 };
 
+/* A caller refused by a service's allow_from, counted in its stats. */
+static __always_inline void count_refused_access(__u32 svc_id)
+{
+	struct dmsc_svc_stats *ss = svc_stats(svc_id);
+
+	if (ss)
+		ss->refused_access += 1;
+}
+
 /* A caller the service's allow list leaves out is refused: counted in
  * the service's stats (looked up only then). */
 static __always_inline bool caller_refused(const struct dmsc_svc *svc, __u32 svc_id)
 {
-	struct dmsc_svc_stats *ss;
-
 	if (!(svc->flags & DMSC_SVC_F_ALLOW_LIST) || caller_allowed(svc_id))
 		return false;
-	ss = svc_stats(svc_id);
-	if (ss)
-		ss->refused_access += 1;
+	count_refused_access(svc_id);
 	return true;
 }
 
@@ -316,7 +321,6 @@ static __always_inline bool sock4_tunnel_handoff(struct bpf_sock_addr *ctx,
  */
 static __always_inline int sock4_direct(struct bpf_sock_addr *ctx, struct dmsc_svc_key *key)
 {
-	struct dmsc_svc_stats *ss;
 	struct dmsc_backend *be;
 	__u32 *id;
 
@@ -333,9 +337,7 @@ static __always_inline int sock4_direct(struct bpf_sock_addr *ctx, struct dmsc_s
 		return SOCK_ADDR_PASS;
 	if (caller_allowed(be->svc_id) || helper_socket(ctx))
 		return SOCK_ADDR_PASS;
-	ss = svc_stats(be->svc_id);
-	if (ss)
-		ss->refused_access += 1;
+	count_refused_access(be->svc_id);
 	return SOCK_ADDR_REFUSE;
 }
 
@@ -357,7 +359,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 
 	svc = bpf_map_lookup_elem(&dmsc_services, &key);
 	if (!svc)
-		return sock4_direct(ctx, &key); /* not a VIP: untouched */
+		return sock4_direct(ctx, &key); /* not a VIP: only a guarded backend's check */
 	svc_id = svc->id;
 	ss = svc_stats(svc_id);
 
