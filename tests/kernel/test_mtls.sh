@@ -306,6 +306,65 @@ wait "$stream_pid"
 t_eq "dmsc-stream across the rotation: 4 connections byte-exact both ways" \
 	"$(jq -r .ok "$work/stream-rot.json" 2>/dev/null)" 4
 
+# ---- a change of CA: b moves to a new CA while a holds the old one's ------
+# certificate (docs/design.md decision 54): a's connection takes no new
+# streams (its open ones finish), a's new connections are refused, and work
+# again once a holds a certificate of the new CA too
+"$ctl" ca init "$work/ca2" --trust-domain mesh.test >/dev/null
+t_eq "a new mesh CA" "$?" 0
+# a slow download holds the connection of a's forward 18080 (a forward's
+# streams share one connection): a new stream of that forward would go on it
+dmsc_net_exec a curl -sS -m 30 --limit-rate 600k "http://127.0.0.1:18080/" >"$work/slow-ca.out" 2>&1 &
+slow_pid=$!
+dmsc_net_exec a "$stream" client --connect 127.0.0.1:19001 --conns 1 --count 1 \
+	--bytes 2000000 --back-bytes 1000000 --max-seconds 60 >"$work/stream-ca.json" 2>&1 &
+stream_pid=$!
+t_wait 5 bash -c "[[ \$(ip netns exec ${DMSC_NET_PREFIX}b ss -Htn state established '( sport = :9001 )' 2>/dev/null | wc -l) -ge 1 ]]" 2>/dev/null
+reloads=$(grep -c "certificates in .* reloaded" "$work/b-helper.log")
+"$ctl" ca issue "$work/ca2" --host node-b --out "$work/b" >/dev/null
+t_eq "b takes the new CA's ca.crt and a certificate from it while a's transfers run" "$?" 0
+t_check "b reloads its certificates" \
+	t_wait 5 bash -c "[[ \$(grep -c 'certificates in .* reloaded' '$work/b-helper.log') -gt $reloads ]]"
+t_check "the transfers were still running at the change of CA" \
+	bash -c "kill -0 $slow_pid && kill -0 $stream_pid"
+t_check "a new connection from a is refused at once" refused a 18080
+t_check "b retired a's connection and said why (a's certificate is not the new CA's)" \
+	log_has b "connection from $A:[0-9]+ \\(host node-a\\) takes no new streams: its certificate /O=dmsc/CN=node-a does not verify under the current ca.crt: self-signed certificate in certificate chain"
+# (b sends the new CA's certificate in its chain: a's ca.crt has the old one)
+t_check "a refuses b's certificate of a CA it does not know, and says why" \
+	log_has a "connection to $B:15008 refused: its certificate /O=dmsc/CN=dmsc CA mesh.test: self-signed certificate in certificate chain"
+# a's certificate of the old CA offered to b by a client that trusts the new
+# one (so it goes on after b's certificate): b names why it refuses it
+dmsc_net_exec a timeout 10 openssl s_client -connect "$B:15008" -tls1_3 -CAfile "$work/ca2/ca.crt" \
+	-cert "$work/a/host.crt" -key "$work/a/host.key" </dev/null >"$work/s_client.out" 2>&1
+t_check "b refuses a's certificate of the old CA at the handshake and names the reason" \
+	log_has b "peer $A:[0-9]+ refused: its certificate /O=dmsc/CN=node-a: unable to get local issuer certificate \\(depth 0\\)"
+# an expired certificate of the new CA (openssl: ca issue makes none)
+mkdir -p "$work/expired" &&
+	openssl ecparam -name prime256v1 -genkey -noout -out "$work/expired/host.key" 2>/dev/null &&
+	openssl req -new -key "$work/expired/host.key" -subj "/O=dmsc/CN=node-a" \
+		-out "$work/expired/host.csr" 2>/dev/null &&
+	printf '%s\n' "subjectAltName=URI:spiffe://mesh.test/host/node-a" "basicConstraints=CA:FALSE" \
+		"keyUsage=digitalSignature" "extendedKeyUsage=serverAuth,clientAuth" >"$work/expired/ext" &&
+	openssl x509 -req -in "$work/expired/host.csr" -CA "$work/ca2/ca.crt" -CAkey "$work/ca2/ca.key" \
+		-set_serial 7 -days -1 -extfile "$work/expired/ext" -out "$work/expired/host.crt" 2>/dev/null
+t_eq "an expired certificate for node-a from the new CA" "$?" 0
+dmsc_net_exec a timeout 10 openssl s_client -connect "$B:15008" -tls1_3 -CAfile "$work/ca2/ca.crt" \
+	-cert "$work/expired/host.crt" -key "$work/expired/host.key" </dev/null >"$work/s_client.out" 2>&1
+t_check "b refuses an expired certificate and names the reason" \
+	log_has b "peer $A:[0-9]+ refused: its certificate /O=dmsc/CN=node-a: certificate has expired \\(depth 0\\)"
+wait "$slow_pid"
+t_eq "curl across the change of CA: 3 MB byte-exact" "$(sha256sum <"$work/slow-ca.out" | cut -d' ' -f1)" "$want"
+wait "$stream_pid"
+t_eq "dmsc-stream across the change of CA: its connection byte-exact both ways" \
+	"$(jq -r .ok "$work/stream-ca.json" 2>/dev/null)" 1
+"$ctl" ca issue "$work/ca2" --host node-a --out "$work/a" >/dev/null
+t_eq "a takes the new CA's ca.crt and a certificate from it" "$?" 0
+a_reaches_b() {
+	[[ $(dmsc_net_exec a curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:18080/" 2>/dev/null) == 200 ]]
+}
+t_check "a reaches b again" t_wait 10 a_reaches_b
+
 # ---- dmscd --mtls-dir: the agent runs b's tunnel with the policy applied --
 # (nsenter, not ip netns exec: that remounts /sys and hides the cgroup2 mount)
 kill "$(cat "$work/b-helper.pid")"
