@@ -591,7 +591,7 @@ for pid in $apid $dpid; do
 	kill "$pid"
 	t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"
 done
-apid= dpid=
+apid='' dpid=''
 
 # ---- the policy from etcd: the hosts' tunnel addresses under -------------
 # PREFIX/hosts/NAME (docs/design.md decision 55), published with the
@@ -640,6 +640,6 @@ for pid in $apid $dpid; do
 	kill "$pid"
 	t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"
 done
-apid= dpid=
+apid='' dpid=''
 
 t_summary
