@@ -224,7 +224,7 @@ t_check "the metrics show each backend's state" grep -q \
 
 # 4. One writer per field set (docs/design.md decision 53): the kernel
 # counts refused connects in dmsc_be_health while dmscd writes its probe
-# fields of the same backends as fast as it can (64 backends, tcp probes
+# fields of the same backends as fast as it can (128 backends, tcp probes
 # every 100 ms, each failing: a write per backend per tick). Before
 # decision 53 dmscd read and wrote the kernel's element whole, and a
 # failure counted between its read and its write was lost: the kernel's
@@ -233,7 +233,7 @@ t_check "the metrics show each backend's state" grep -q \
 # of an ejection, which would not change the count anyway.
 kill -TERM "$DPID"
 wait "$DPID"
-bes=$(for ((i = 0; i < 64; i++)); do
+bes=$(for ((i = 0; i < 128; i++)); do
 	printf ',{ "address": "198.18.141.%d", "port": %d }' $((2 + i % 2)) $((9100 + i))
 done)
 cat >"$T/stress.json" <<EOF
@@ -250,8 +250,8 @@ sum() {
 		jq "[.services[] | select(.name == \"stress\") | .backends[].health.$1 // 0] | add // 0"
 }
 export -f sum
-t_check "dmscd probes the 64 backends" t_wait 60 bash -c \
-	"[[ \$(\"\$CTL\" show services -o json | jq '[.services[] | select(.name == \"stress\") | .backends[] | select(.health.probes > 0)] | length') == 64 ]]"
+t_check "dmscd probes the 128 backends" t_wait 60 bash -c \
+	"[[ \$(\"\$CTL\" show services -o json | jq '[.services[] | select(.name == \"stress\") | .backends[] | select(.health.probes > 0)] | length') == 128 ]]"
 fail0=$(sum connect_failures)
 probes0=$(sum probes)
 STRESSPIDS=()
