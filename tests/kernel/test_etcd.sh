@@ -211,7 +211,7 @@ t_eq "v2 drained (weight 0): every connection to v1" "$(jq '.backends.v1 // 0' "
 # changes and compacts past the first: resuming finds its revision gone,
 # h1 reads the namespace again and applies only the difference.
 full_reads() { metric 1 dmsc_etcd_full_reads_total; }
-f0=$(full_reads) c0=$(t_nlines "$T/h1.log" 'was compacted')
+f0=$(full_reads) c0=$(t_nlines "$T/h1.log" 'etcd compacted its history')
 kill -STOP "$D1"
 if ss -K dst 127.0.0.1 dport = ":$CPORT" >/dev/null 2>&1; then
 	policy "$T/c3.json" reviews "198.18.1.2:90 198.18.1.3:10"
@@ -223,8 +223,9 @@ if ss -K dst 127.0.0.1 dport = ":$CPORT" >/dev/null 2>&1; then
 		t_fail "etcd compacts at revision $crev"
 	a1=$(applied 1)
 	kill -CONT "$D1"
-	t_check "h1 is told its revision was compacted" \
-		t_wait_lines "$T/h1.log" 'was compacted.*reading the namespaces again' $((c0 + 1)) 20
+	CPAT="a/services/: the changes after revision [0-9]+ \(the last this host saw\) are gone: etcd compacted its history at revision $crev; reading the namespaces again"
+	t_check "h1 is told the changes after the revision it saw were compacted: $CPAT" \
+		t_wait_lines "$T/h1.log" "$CPAT" $((c0 + 1)) 20
 	t_check "h1 applies after the read" after_apply 1 "$a1"
 	t_eq "one more full read" "$(full_reads)" $((f0 + 1))
 	t_check "that apply wrote only the difference (1 change): $(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)" \

@@ -197,10 +197,14 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 	}
 	if (m.canceled) {
 		if (m.compact_revision) {
-			pr_warn("etcd: revision %" PRId64
-				" of %s was compacted (oldest kept %" PRId64
-				"): reading the namespaces again\n",
-				s->ns_rev[w->ns] + 1, s->nsp[w->ns], m.compact_revision);
+			/* ns_rev: the last revision this host saw, the watch's
+			 * start the next one; etcd compacted at a later one. */
+			pr_warn("etcd: %s: the changes after revision %" PRId64
+				" (the last this host saw) are gone: etcd compacted its "
+				"history at revision %" PRId64
+				"; reading the namespaces again (only what differs is "
+				"applied)\n",
+				s->nsp[w->ns], s->ns_rev[w->ns], m.compact_revision);
 			w->outcome = WATCH_COMPACTED;
 		} else {
 			pr_warn("etcd watch %s canceled: %s\n", s->nsp[w->ns],
