@@ -476,6 +476,14 @@ static void adopt(struct dmsc_health_watch *w)
 	w->n = n;
 }
 
+static void wake_thread(struct dmsc_health_watch *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pr_warn("health: cannot wake its thread: %s\n", strerror(errno));
+}
+
 static void *run(void *arg)
 {
 	struct dmsc_health_watch *w = arg;
@@ -489,10 +497,10 @@ static void *run(void *arg)
 		int timeout;
 
 		adopt(w);
-		if (cap < w->n) {
+		if (cap < w->n + 1) {
 			free(pfd);
 			free(which);
-			cap = w->n;
+			cap = w->n + 1;
 			pfd = calloc(cap, sizeof(*pfd));
 			which = calloc(cap, sizeof(*which));
 			if (!pfd || !which) {
@@ -502,6 +510,11 @@ static void *run(void *arg)
 		}
 		for (i = 0; i < w->n; i++)
 			in_flight += w->t[i].phase != PROBE_IDLE;
+		/* pfd[0]: woken by new targets or a stop */
+		pfd[n_pfd].fd = w->wake_fd;
+		pfd[n_pfd].events = POLLIN;
+		pfd[n_pfd].revents = 0;
+		which[n_pfd++] = 0;
 		wake = now + DMSC_HEALTH_TICK_MS;
 		for (i = 0; i < w->n; i++) {
 			struct dmsc_health_target *t = &w->t[i];
@@ -536,11 +549,19 @@ static void *run(void *arg)
 		if (next_tick < wake)
 			wake = next_tick;
 		timeout = (int)(wake > now ? wake - now : 0);
+		if (!w->n)
+			timeout = -1; /* nothing to probe or look at: asleep */
 		if (poll(pfd, n_pfd, timeout) < 0 && errno != EINTR) {
 			pr_warn("health: poll: %s\n", strerror(errno));
 			break;
 		}
-		for (i = 0; i < n_pfd; i++) {
+		if (pfd[0].revents) {
+			uint64_t v;
+
+			if (read(w->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				pr_warn("health: eventfd: %s\n", strerror(errno));
+		}
+		for (i = 1; i < n_pfd; i++) {
 			struct dmsc_health_target *t = &w->t[which[i]];
 
 			if (!pfd[i].revents)
@@ -564,9 +585,14 @@ int dmsc_health_watch_start(struct dmsc_health_watch *w, const char *pin_dir)
 	w->health_fd = w->verdict_fd = -1;
 	snprintf(w->pin_dir, sizeof(w->pin_dir), "%s", pin_dir);
 	w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->event_fd < 0) {
+	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->event_fd < 0 || w->wake_fd < 0) {
 		err = -errno;
 		pr_warn("health: eventfd: %s\n", strerror(-err));
+		if (w->event_fd >= 0)
+			close(w->event_fd);
+		if (w->wake_fd >= 0)
+			close(w->wake_fd);
 		return err;
 	}
 	pthread_mutex_init(&w->lock, NULL);
@@ -574,7 +600,9 @@ int dmsc_health_watch_start(struct dmsc_health_watch *w, const char *pin_dir)
 	if (err) {
 		pr_warn("health: cannot start its thread: %s\n", strerror(-err));
 		close(w->event_fd);
+		close(w->wake_fd);
 		w->event_fd = -1;
+		w->wake_fd = -1;
 		return err;
 	}
 	w->running = true;
@@ -588,6 +616,7 @@ void dmsc_health_watch_stop(struct dmsc_health_watch *w)
 	if (!w->running)
 		return;
 	w->stop = true;
+	wake_thread(w);
 	pthread_join(w->thread, NULL);
 	w->running = false;
 	for (i = 0; i < w->n; i++)
@@ -597,6 +626,7 @@ void dmsc_health_watch_stop(struct dmsc_health_watch *w)
 	free(w->replan);
 	maps_close(w);
 	close(w->event_fd);
+	close(w->wake_fd);
 	pthread_mutex_destroy(&w->lock);
 }
 
@@ -669,12 +699,18 @@ int dmsc_health_watch_set(struct dmsc_health_watch *w, const struct dmsc_policy 
 	/* Every service's first target holds its panic state. */
 	for (i = 0; i < n; i++)
 		v[i].first = i == 0 || memcmp(&v[i].key, &v[i - 1].key, sizeof(v[i].key)) != 0;
+	if (!n && !w->n_set) {
+		free(v); /* none before, none now: the thread sleeps on */
+		return 0;
+	}
 	pthread_mutex_lock(&w->lock);
 	free(w->next);
 	w->next = v;
 	w->n_next = n;
 	w->have_next = true;
 	pthread_mutex_unlock(&w->lock);
+	w->n_set = n;
+	wake_thread(w);
 	return 0;
 }
 

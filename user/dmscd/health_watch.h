@@ -43,6 +43,7 @@ struct dmsc_health_watch {
 	char pin_dir[4096];
 	int health_fd, verdict_fd; /* dmsc_be_health (read), dmsc_be_verdict */
 	int event_fd; /* readable: services to apply again */
+	int wake_fd;  /* the thread's: new targets, or stop */
 	pthread_t thread;
 	bool running;
 	pthread_mutex_t lock;
@@ -51,6 +52,7 @@ struct dmsc_health_watch {
 	struct dmsc_health_target *next;
 	size_t n_next;
 	bool have_next;
+	size_t n_set; /* targets handed over last (main thread's) */
 	struct dmsc_health_svc *replan;
 	size_t n_replan, cap_replan;
 	struct dmsc_health_stats stats;
@@ -60,7 +62,8 @@ struct dmsc_health_watch {
 	volatile bool stop;
 };
 
-/* Starts the thread (idle until a policy with health is applied). */
+/* Starts the thread: asleep until a policy with health is applied (no
+ * tick without a backend to watch). */
 int dmsc_health_watch_start(struct dmsc_health_watch *w, const char *pin_dir);
 void dmsc_health_watch_stop(struct dmsc_health_watch *w);
 int dmsc_health_watch_fd(const struct dmsc_health_watch *w);
