@@ -458,6 +458,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 				break;
 			}
 		}
+		tn_conn_flush_marked(t);
 		reap(t);
 		if (tn_now_ms() >= next_tick) {
 			tick(t);

@@ -203,7 +203,7 @@ static void stream_read_local(struct stream *s)
 		if ((size_t)n < want)
 			break;
 	}
-	tn_conn_flush(c);
+	tn_conn_flush_later(c);
 	if (!s->dead) {
 		tn_stream_events(s);
 		stream_maybe_done(s);
@@ -244,7 +244,7 @@ void tn_stream_event(struct stream *s, uint32_t events)
 		tn_stream_flush_local(s);
 	if (!s->dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		stream_read_local(s);
-	tn_conn_flush(c);
+	tn_conn_flush_later(c);
 }
 
 struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id)

@@ -272,6 +272,26 @@ void tn_conn_close(struct conn *c, const char *why)
 	c->t->dead_conns = c;
 }
 
+void tn_conn_flush_later(struct conn *c)
+{
+	if (c->flush_marked || c->dead)
+		return;
+	c->flush_marked = true;
+	c->next_flush = c->t->to_flush;
+	c->t->to_flush = c;
+}
+
+void tn_conn_flush_marked(struct tunnel *t)
+{
+	while (t->to_flush) {
+		struct conn *c = t->to_flush;
+
+		t->to_flush = c->next_flush;
+		c->flush_marked = false;
+		tn_conn_flush(c);
+	}
+}
+
 void tn_conn_flush(struct conn *c)
 {
 	bool was_high = c->out.len >= CONN_OUT_HIGH;
@@ -417,7 +437,7 @@ static void conn_read(struct conn *c)
 		if (c->dead)
 			return;
 	}
-	tn_conn_flush(c);
+	tn_conn_flush_later(c);
 }
 
 static void conn_handshake(struct conn *c)
