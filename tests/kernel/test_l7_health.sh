@@ -45,6 +45,7 @@ dmsc_net_addr6 n 2001:2:150::1/64 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 POOL6=2001:2:151::10
 SHOP6=2001:2:151::11
+PLAIN4=198.19.150.15
 
 # backend NAME HOST ADDR EXTRA...: dmsc-testsrv http on ADDR:8080
 backend() {
@@ -98,6 +99,8 @@ cat >"$T/policy.json" <<EOF
       { "address": "198.18.151.5", "port": 8080 } ],
     "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
                              "max_ejection_ms": 600000, "max_ejection_percent": 50 } } },
+  { "name": "plain4", "vip": "$PLAIN4", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.151.2", "port": 8080 } ] },
   { "name": "pool6", "vip": "$POOL6", "port": 80, "protocol": "http",
     "backends": [ { "address": "2001:2:150::21", "port": 8080 } ] },
   { "name": "shop6", "vip": "$SHOP6", "port": 80, "protocol": "http",
@@ -230,5 +233,38 @@ t_check "the helper logs the ejection, bracketed" grep -q \
 t_check "metrics: one ejection, three 5xx, bracketed" t_wait 10 bash -c \
 	"grep -q '^dmsc_l7_backend_ejections_total{service=\"shop6\",backend=\"\[2001:2:150::22\]:8080\"} 1\$' '$T/metrics.prom' &&
 	 grep -q '^dmsc_l7_backend_failures_total{service=\"shop6\",backend=\"\[2001:2:150::22\]:8080\",kind=\"5xx\"} 3\$' '$T/metrics.prom'"
+
+# 5. --max-conns-per-client counts each client address, IPv6 ones too, in
+# the namespace they come from: c's IPv4 clients (127.0.0.1 at its
+# 127.77.x.y listener) and its IPv6 ones (::1 at its [::1] listener) are
+# two clients. A helper with a bound of 2, one worker.
+kill -TERM "$L7PID" && wait "$L7PID"
+nsenter --net="/run/netns/${P}n" "$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 1 \
+	--max-conns-per-client 2 --metrics-file "$T/metrics2.prom" >"$T/l7b.out" 2>"$T/l7b.err" &
+L7PID=$!
+dmsc_wait_ready "$T/l7b.out" 10 || t_fail "dmsc-l7 (--max-conns-per-client 2) ready"
+t_wait 10 grep -q "listening in network namespace $c_ino .* and \[::1\]" "$T/l7b.err"
+hold() { # NAME TARGET: 2 idle connections from c, held until $T/NAME.in is closed
+	mkfifo "$T/$1.in"
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c /usr/bin/python3 "$TOP/tests/tools/l7-client.py" \
+		hold "$2" --count 2 --seconds 30 <"$T/$1.in" >"$T/$1.out" 2>&1 &
+}
+code6() { ip6_curl "$POOL6" 1 -o /dev/null -w '%{http_code}'; }
+code4() {
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 10 -o /dev/null \
+		-w '%{http_code}' "http://$PLAIN4/"
+}
+hold hold4 "$PLAIN4:80"
+exec {H4}>"$T/hold4.in"
+t_check "c holds 2 IPv4 connections to the helper" t_wait 10 grep -q 'held 2' "$T/hold4.out"
+t_eq "a third IPv4 one from c: 503 (its bound)" "$(code4)" 503
+t_eq "an IPv6 one from c: answered (another client address)" "$(code6)" 200
+hold hold6 "[$POOL6]:80"
+exec {H6}>"$T/hold6.in"
+t_check "c holds 2 IPv6 connections to the helper" t_wait 10 grep -q 'held 2' "$T/hold6.out"
+t_eq "a third IPv6 one from c: 503 (::1's bound)" "$(code6)" 503
+exec {H4}>&- {H6}>&-
+t_check "metrics: 2 refused for client_limit" t_wait 10 grep -q \
+	'^dmsc_l7_refused_connections_total{reason="client_limit"} 2$' "$T/metrics2.prom"
 
 t_summary
