@@ -46,6 +46,7 @@ MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 POOL6=2001:2:151::10
 SHOP6=2001:2:151::11
 PLAIN4=198.19.150.15
+HUNG2=198.19.150.16
 
 # backend NAME HOST ADDR EXTRA...: dmsc-testsrv http on ADDR:8080
 backend() {
@@ -67,6 +68,13 @@ pyback() { # HOST ADDR MODE
 }
 pyback v6a 2001:2:150::21 peerport || { t_fail "backend v6a ready"; t_summary; exit 1; }
 pyback v6b 2001:2:150::22 fail || { t_fail "backend v6b ready"; t_summary; exit 1; }
+# HTTP/2 backends (h2c) on v6a's and v6b's IPv4 addresses: nghttpd, and
+# one that takes streams and never answers them.
+mkdir -p "$T/www" && echo h2ok >"$T/www/id"
+dmsc_net_exec v6a nghttpd --no-tls -d "$T/www" --address 198.18.151.7 8443 >"$T/h2ok.out" 2>&1 &
+dmsc_net_exec v6b /usr/bin/python3 "$TOP/tests/tools/l7-backend.py" --listen 198.18.151.8:8443 \
+	--mode h2silent --max-seconds 600 >"$T/h2hung.out" 2>&1 &
+dmsc_wait_ready "$T/h2hung.out" 10 || { t_fail "backend h2hung ready"; t_summary; exit 1; }
 
 cat >"$T/policy.json" <<EOF
 { "services": [
@@ -101,6 +109,13 @@ cat >"$T/policy.json" <<EOF
                              "max_ejection_ms": 600000, "max_ejection_percent": 50 } } },
   { "name": "plain4", "vip": "$PLAIN4", "port": 80, "protocol": "http",
     "backends": [ { "address": "198.18.151.2", "port": 8080 } ] },
+  { "name": "hung2", "vip": "$HUNG2", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.151.7", "port": 8443 },
+      { "address": "198.18.151.8", "port": 8443 } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 300 } ],
+    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 } } },
   { "name": "pool6", "vip": "$POOL6", "port": 80, "protocol": "http",
     "backends": [ { "address": "2001:2:150::21", "port": 8080 } ] },
   { "name": "shop6", "vip": "$SHOP6", "port": 80, "protocol": "http",
@@ -166,6 +181,20 @@ t_check "slow: the helper logs why" grep -q \
 	'health: slow 198.18.151.6:8080 ejected after 2 failures in a row (last: no response within timeout_ms)' "$T/l7.err"
 t_check "slow: metrics count two timeouts" t_wait 10 grep -q \
 	'^dmsc_l7_backend_failures_total{service="slow",backend="198.18.151.6:8080",kind="timeout"} 2$' "$T/metrics.prom"
+
+# 1c. The same for HTTP/2 (docs/design.md decision 41): a stream that gets
+# no response head within the route's 300 ms is answered 504 and counts
+# one failure of its backend; the second in a row ejects it.
+h2up() { dmsc_net_exec v6a ss -Htln "sport = :8443" | grep -q .; }
+t_check "nghttpd on 198.18.151.7:8443" t_wait 10 h2up
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c h2load -n 12 -c 1 -m 1 "http://$HUNG2/id" >"$T/h2load.out" 2>&1
+t_check "hung2 (HTTP/2, 12 streams on one connection): exactly 2 answered 5xx (the 504s of timeout_ms), 10 2xx" \
+	grep -q 'status codes: 10 2xx, 0 3xx, 0 4xx, 2 5xx' "$T/h2load.out"
+t_eq "hung2: the backend that never answers is ejected" "$(health hung2 1 .health.state)" ejected
+t_check "hung2: the helper logs why" grep -q \
+	'health: hung2 198.18.151.8:8443 ejected after 2 failures in a row (last: no response within timeout_ms)' "$T/l7.err"
+t_check "hung2: metrics count two timeouts, one per 504" t_wait 10 grep -q \
+	'^dmsc_l7_backend_failures_total{service="hung2",backend="198.18.151.8:8443",kind="timeout"} 2$' "$T/metrics.prom"
 
 # 2. Healthy again: back once its ejection is over (service "back": 1 s,
 # twice as long each time it is ejected again while still answering 503).
