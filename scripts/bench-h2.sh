@@ -40,15 +40,8 @@ if [[ $(id -u) -ne 0 ]]; then
 	echo "bench-h2: needs root (BPF, namespaces); skipped"
 	exit 0
 fi
-PATH=$PATH:/usr/sbin
-for tool in h2load nghttpd haproxy nginx; do
-	command -v "$tool" >/dev/null || { echo "bench-h2: $tool is missing (scripts/install-deps.sh --bench)"; exit 1; }
-done
-PY=
-for p in python3 /usr/bin/python3; do
-	if "$p" -c 'import grpc' 2>/dev/null; then PY=$p; break; fi
-done
-[[ -n $PY ]] || { echo "bench-h2: python3-grpcio is missing (scripts/install-deps.sh)"; exit 1; }
+bench_need bench-h2 h2load nghttpd haproxy nginx
+PY=$(dmsc_python_grpc) || { echo "bench-h2: python3-grpcio is missing (scripts/install-deps.sh)"; exit 1; }
 
 cleanup() {
 	local p
@@ -68,27 +61,9 @@ export DMSC_PIN_DIR=$T/bpffs/dmsc
 dmsc_net_init "$P" || exit 1
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-# gRPC's core would open dual-stack sockets; the client namespace is IPv4
-for k in all default lo; do
-	dmsc_net_exec c sysctl -qw "net.ipv6.conf.$k.disable_ipv6=1" || exit 1
-done
+dmsc_net_no_ipv6 c || exit 1
 
 # backends: nghttpd (h2) on :8080 and a grpcio server on :50051 in each
-cat >"$T/server.py" <<'EOF'
-import sys
-from concurrent import futures
-import grpc
-name, addr = sys.argv[1], sys.argv[2]
-answer = (name + ":").encode() + b"y" * 29
-h = grpc.method_handlers_generic_handler("bench.Echo", {
-    "Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: answer)})
-s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), maximum_concurrent_rpcs=None)
-s.add_generic_rpc_handlers((h,))
-s.add_insecure_port(addr)
-s.start()
-print("ready", flush=True)
-s.wait_for_termination(timeout=3600)
-EOF
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
 	mkdir -p "$T/www-$name"
@@ -96,7 +71,8 @@ for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	ip netns exec "${P}$host" nghttpd --no-tls -n 1 -d "$T/www-$name" --address "$addr" 8080 \
 		>"$T/nghttpd-$name.out" 2>&1 &
 	PIDS+=($!)
-	ip netns exec "${P}$host" "$PY" "$T/server.py" "$name" "$addr:50051" >"$T/grpc-$name.out" 2>&1 &
+	ip netns exec "${P}$host" "$PY" "$TOP/tests/lib/grpc_echo.py" "$name" "$addr:50051" 16 3600 \
+		>"$T/grpc-$name.out" 2>&1 &
 	PIDS+=($!)
 	dmsc_wait_ready "$T/grpc-$name.out" 20 || { cat "$T/grpc-$name.out"; exit 1; }
 done
@@ -117,16 +93,9 @@ EOF
 "$BUILD/dmscctl" install --cgroup "$MESH" >/dev/null || exit 1
 "$BUILD/dmscctl" apply "$T/policy.json" >/dev/null || exit 1
 
-cat >"$T/haproxy.cfg" <<EOF
-global
-	nbthread 2
-	maxconn 8000
-defaults
-	mode http
-	timeout connect 5s
-	timeout client 60s
-	timeout server 60s
-	http-reuse safe
+{
+	bench_haproxy_head 2 8000 http 60s
+	cat <<EOF
 frontend h2
 	bind 198.18.0.1:15002 proto h2
 	default_backend h2
@@ -142,45 +111,22 @@ backend grpc
 	server v1 198.18.1.2:50051 weight 75 proto h2
 	server v2 198.18.1.3:50051 weight 25 proto h2
 EOF
-mkdir -p "$T/nginx"
-cat >"$T/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $T/nginx.pid;
-error_log $T/nginx.err warn;
-events { worker_connections 20000; }
-http {
-	access_log off;
-	client_body_temp_path $T/nginx/body;
-	proxy_temp_path $T/nginx/proxy;
-	fastcgi_temp_path $T/nginx/fastcgi;
-	uwsgi_temp_path $T/nginx/uwsgi;
-	scgi_temp_path $T/nginx/scgi;
+} >"$T/haproxy.cfg"
+bench_nginx_conf "$T" 20000 <<EOF || exit 1
 	http2_max_concurrent_streams 128;
 	keepalive_requests 1000000;
 	upstream h2 { random; server 198.18.1.2:8080 weight=75; server 198.18.1.3:8080 weight=25; keepalive 64; }
 	upstream grpc { random; server 198.18.1.2:50051 weight=75; server 198.18.1.3:50051 weight=25; keepalive 64; }
 	server { listen 198.18.0.1:15003 http2 reuseport; location / { grpc_pass grpc://h2; } }
 	server { listen 198.18.0.1:15013 http2 reuseport; location / { grpc_pass grpc://grpc; } }
-}
 EOF
 
 ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 --no-netns --max-conns-per-client 100000 >"$T/l7.out" 2>"$T/l7.err" &
 L7=$!
 PIDS+=("$L7")
-ip netns exec "${P}n" haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.out" 2>&1 &
-HAP=$!
-PIDS+=("$HAP")
-ip netns exec "${P}n" nginx -c "$T/nginx.conf" >"$T/nginx.out" 2>&1 &
-NGX=$!
-PIDS+=("$NGX")
 dmsc_wait_ready "$T/l7.out" 10 || { cat "$T/l7.err"; exit 1; }
-up() { ip netns exec "${P}n" ss -Htln "sport = :$1" | grep -q .; }
-for port in 15002 15003 15012 15013; do
-	for i in $(seq 50); do up "$port" && break; sleep 0.1; done
-done
-for p in "$HAP" "$NGX"; do kill -0 "$p" 2>/dev/null || { echo "bench-h2: a proxy did not start"; cat "$T"/*.out "$T/nginx.err" 2>/dev/null; exit 1; }; done
+bench_start_proxies "${P}n" 15002 15003 15012 15013
 
 in_c() { dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" "$@"; }
 HZ=$(getconf CLK_TCK)
