@@ -24,24 +24,25 @@ set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/netns.sh"
 . "$TOP/scripts/bench-lib.sh"
-BUILD=${BUILD:-$TOP/build}
+bench_begin bench-h2
 SECS=${BENCH_SECONDS:-8}
 ROUNDS=${BENCH_ROUNDS:-2}
 STREAMS_LIST=${BENCH_STREAMS:-4 64}
 IDLE=${BENCH_IDLE:-1000}
 KINDS=${BENCH_KINDS:-h2 grpc}
 P=bh2$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-h2.XXXXXX")
 VIP=198.19.0.40
 GVIP=198.19.0.41
-PIDS=()
 
-if [[ $(id -u) -ne 0 ]]; then
-	echo "bench-h2: needs root (BPF, namespaces); skipped"
-	exit 0
-fi
-bench_need bench-h2 h2load nghttpd haproxy nginx
-PY=$(dmsc_python_grpc) || { echo "bench-h2: python3-grpcio is missing (scripts/install-deps.sh)"; exit 1; }
+PATH=$PATH:/usr/sbin
+for tool in h2load nghttpd haproxy nginx; do
+	command -v "$tool" >/dev/null || { echo "bench-h2: $tool is missing (scripts/install-deps.sh --bench)"; exit 1; }
+done
+PY=
+for p in python3 /usr/bin/python3; do
+	if "$p" -c 'import grpc' 2>/dev/null; then PY=$p; break; fi
+done
+[[ -n $PY ]] || { echo "bench-h2: python3-grpcio is missing (scripts/install-deps.sh)"; exit 1; }
 
 cleanup() {
 	local p
@@ -61,9 +62,27 @@ export DMSC_PIN_DIR=$T/bpffs/dmsc
 dmsc_net_init "$P" || exit 1
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-dmsc_net_no_ipv6 c || exit 1
+# gRPC's core would open dual-stack sockets; the client namespace is IPv4
+for k in all default lo; do
+	dmsc_net_exec c sysctl -qw "net.ipv6.conf.$k.disable_ipv6=1" || exit 1
+done
 
 # backends: nghttpd (h2) on :8080 and a grpcio server on :50051 in each
+cat >"$T/server.py" <<'EOF'
+import sys
+from concurrent import futures
+import grpc
+name, addr = sys.argv[1], sys.argv[2]
+answer = (name + ":").encode() + b"y" * 29
+h = grpc.method_handlers_generic_handler("bench.Echo", {
+    "Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: answer)})
+s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), maximum_concurrent_rpcs=None)
+s.add_generic_rpc_handlers((h,))
+s.add_insecure_port(addr)
+s.start()
+print("ready", flush=True)
+s.wait_for_termination(timeout=3600)
+EOF
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
 	mkdir -p "$T/www-$name"
@@ -71,8 +90,7 @@ for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	ip netns exec "${P}$host" nghttpd --no-tls -n 1 -d "$T/www-$name" --address "$addr" 8080 \
 		>"$T/nghttpd-$name.out" 2>&1 &
 	PIDS+=($!)
-	ip netns exec "${P}$host" "$PY" "$TOP/tests/lib/grpc_echo.py" "$name" "$addr:50051" 16 3600 \
-		>"$T/grpc-$name.out" 2>&1 &
+	ip netns exec "${P}$host" "$PY" "$T/server.py" "$name" "$addr:50051" >"$T/grpc-$name.out" 2>&1 &
 	PIDS+=($!)
 	dmsc_wait_ready "$T/grpc-$name.out" 20 || { cat "$T/grpc-$name.out"; exit 1; }
 done

@@ -15,19 +15,13 @@ set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/kernel.sh"
 . "$TOP/scripts/bench-lib.sh"
-BUILD=${BUILD:-$TOP/build}
+bench_begin bench-l7
 SECS=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-2}
 CONNS_LIST=${BENCH_CONNS:-4 32}
 P=bl7$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-l7.XXXXXX")
 VIP=198.19.0.30
-PIDS=()
 
-if [[ $(id -u) -ne 0 ]]; then
-	echo "bench-l7: needs root (BPF, namespaces); skipped"
-	exit 0
-fi
 bench_need bench-l7 wrk haproxy nginx
 
 # the servers first, then what dmsc_suite_cleanup (tests/lib/kernel.sh) removes

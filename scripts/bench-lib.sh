@@ -102,3 +102,17 @@ bench_start_proxies() {
 		exit 1
 	done
 }
+
+# bench_begin NAME: the start every proxy benchmark shares. Not root: NAME
+# says it is skipped and the benchmark ends (0). Else BUILD defaults to
+# $TOP/build, T is a new temporary directory, PIDS (what the cleanup stops)
+# is empty.
+bench_begin() {
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "$1: needs root (BPF, namespaces); skipped"
+		exit 0
+	fi
+	BUILD=${BUILD:-$TOP/build}
+	T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-$1.XXXXXX") || exit 1
+	PIDS=()
+}

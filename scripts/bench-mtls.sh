@@ -23,18 +23,12 @@ set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/kernel.sh"
 . "$TOP/scripts/bench-lib.sh"
-BUILD=${BUILD:-$TOP/build}
+bench_begin bench-mtls
 SECS=${BENCH_SECONDS:-5}
 P=bmt$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-mtls.XXXXXX")
 A=198.18.15.1 B=198.18.15.2 VIP=198.19.15.1
 CIPHER=TLS_AES_256_GCM_SHA384 # what OpenSSL 3 picks first, as in the tunnel
-PIDS=()
 
-if [[ $(id -u) -ne 0 ]]; then
-	echo "bench-mtls: needs root (BPF, namespaces); skipped"
-	exit 0
-fi
 bench_need bench-mtls wrk haproxy iperf3 jq
 
 suite_cleanup() {

@@ -455,20 +455,6 @@ dmsc_net_no_ipv6() {
 	done
 }
 
-# dmsc_python_grpc: prints the python3 that has grpcio (Debian's
-# python3-grpcio is for Debian's python3, and another python3 may come
-# first on PATH); fails when none has it.
-dmsc_python_grpc() {
-	local p
-	for p in python3 /usr/bin/python3; do
-		if "$p" -c 'import grpc' 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
-
 # dmsc_net_stop HOST: kills every process in host HOST's namespace (its
 # servers) at once, and waits (at most 10 s) until none is left.
 dmsc_net_stop() {
