@@ -24,22 +24,16 @@ set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/netns.sh"
 . "$TOP/scripts/bench-lib.sh"
-BUILD=${BUILD:-$TOP/build}
+bench_begin bench-h2
 SECS=${BENCH_SECONDS:-8}
 ROUNDS=${BENCH_ROUNDS:-2}
 STREAMS_LIST=${BENCH_STREAMS:-4 64}
 IDLE=${BENCH_IDLE:-1000}
 KINDS=${BENCH_KINDS:-h2 grpc}
 P=bh2$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-h2.XXXXXX")
 VIP=198.19.0.40
 GVIP=198.19.0.41
-PIDS=()
 
-if [[ $(id -u) -ne 0 ]]; then
-	echo "bench-h2: needs root (BPF, namespaces); skipped"
-	exit 0
-fi
 PATH=$PATH:/usr/sbin
 for tool in h2load nghttpd haproxy nginx; do
 	command -v "$tool" >/dev/null || { echo "bench-h2: $tool is missing (scripts/install-deps.sh --bench)"; exit 1; }
@@ -117,16 +111,9 @@ EOF
 "$BUILD/dmscctl" install --cgroup "$MESH" >/dev/null || exit 1
 "$BUILD/dmscctl" apply "$T/policy.json" >/dev/null || exit 1
 
-cat >"$T/haproxy.cfg" <<EOF
-global
-	nbthread 2
-	maxconn 8000
-defaults
-	mode http
-	timeout connect 5s
-	timeout client 60s
-	timeout server 60s
-	http-reuse safe
+{
+	bench_haproxy_head 2 8000 http 60s
+	cat <<EOF
 frontend h2
 	bind 198.18.0.1:15002 proto h2
 	default_backend h2
@@ -142,45 +129,22 @@ backend grpc
 	server v1 198.18.1.2:50051 weight 75 proto h2
 	server v2 198.18.1.3:50051 weight 25 proto h2
 EOF
-mkdir -p "$T/nginx"
-cat >"$T/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $T/nginx.pid;
-error_log $T/nginx.err warn;
-events { worker_connections 20000; }
-http {
-	access_log off;
-	client_body_temp_path $T/nginx/body;
-	proxy_temp_path $T/nginx/proxy;
-	fastcgi_temp_path $T/nginx/fastcgi;
-	uwsgi_temp_path $T/nginx/uwsgi;
-	scgi_temp_path $T/nginx/scgi;
+} >"$T/haproxy.cfg"
+bench_nginx_conf "$T" 20000 <<EOF || exit 1
 	http2_max_concurrent_streams 128;
 	keepalive_requests 1000000;
 	upstream h2 { random; server 198.18.1.2:8080 weight=75; server 198.18.1.3:8080 weight=25; keepalive 64; }
 	upstream grpc { random; server 198.18.1.2:50051 weight=75; server 198.18.1.3:50051 weight=25; keepalive 64; }
 	server { listen 198.18.0.1:15003 http2 reuseport; location / { grpc_pass grpc://h2; } }
 	server { listen 198.18.0.1:15013 http2 reuseport; location / { grpc_pass grpc://grpc; } }
-}
 EOF
 
 ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 --no-netns --max-conns-per-client 100000 >"$T/l7.out" 2>"$T/l7.err" &
 L7=$!
 PIDS+=("$L7")
-ip netns exec "${P}n" haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.out" 2>&1 &
-HAP=$!
-PIDS+=("$HAP")
-ip netns exec "${P}n" nginx -c "$T/nginx.conf" >"$T/nginx.out" 2>&1 &
-NGX=$!
-PIDS+=("$NGX")
 dmsc_wait_ready "$T/l7.out" 10 || { cat "$T/l7.err"; exit 1; }
-up() { ip netns exec "${P}n" ss -Htln "sport = :$1" | grep -q .; }
-for port in 15002 15003 15012 15013; do
-	for i in $(seq 50); do up "$port" && break; sleep 0.1; done
-done
-for p in "$HAP" "$NGX"; do kill -0 "$p" 2>/dev/null || { echo "bench-h2: a proxy did not start"; cat "$T"/*.out "$T/nginx.err" 2>/dev/null; exit 1; }; done
+bench_start_proxies "${P}n" 15002 15003 15012 15013
 
 in_c() { dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" "$@"; }
 HZ=$(getconf CLK_TCK)

@@ -22,12 +22,7 @@ fi
 VIP=198.19.79.1
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
-# gRPC's core opens dual-stack sockets (an IPv4 address as ::ffff:a.b.c.d)
-# when IPv6 works, and the socket hooks are IPv4 only so far: the client's
-# namespace has no IPv6, so gRPC opens IPv4 sockets.
-for k in all default lo; do
-	dmsc_net_exec c sysctl -qw "net.ipv6.conf.$k.disable_ipv6=1" || exit 1
-done
+dmsc_net_no_ipv6 c || exit 1
 
 cat >"$T/server.py" <<'EOF'
 import sys, time

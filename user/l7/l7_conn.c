@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "l7_proxy.h"
+#include "http_reason.h"
 
 /* ---- connections per client address ------------------------------------ */
 /* The identity is the client's address as the accepted socket shows it,
@@ -252,34 +253,6 @@ void conn_reap(struct worker *w)
 	}
 }
 
-static const char *reason_phrase(int status)
-{
-	switch (status) {
-	case 400:
-		return "Bad Request";
-	case 408:
-		return "Request Timeout";
-	case 414:
-		return "URI Too Long";
-	case 429:
-		return "Too Many Requests";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 501:
-		return "Not Implemented";
-	case 502:
-		return "Bad Gateway";
-	case 503:
-		return "Service Unavailable";
-	case 504:
-		return "Gateway Timeout";
-	case 505:
-		return "HTTP Version Not Supported";
-	default:
-		return "Error";
-	}
-}
-
 /* Answering before the request's body is in: the rest is read and dropped
  * to keep the connection, unless it is large or of unknown length. */
 bool body_left_large(const struct conn *c)
@@ -292,7 +265,7 @@ bool body_left_large(const struct conn *c)
 /* Queues a response of our own; close: "Connection: close" and close after. */
 void respond_local(struct conn *c, int status, bool close, uint64_t retry_after_s)
 {
-	const char *reason = reason_phrase(status);
+	const char *reason = dmsc_http_reason(status);
 	char extra[64] = "";
 
 	if (retry_after_s)
