@@ -62,7 +62,7 @@ static __always_inline bool fp_peer_rmem_full(__u64 peer_sk, __u32 size)
 		return false;
 	/* rmem 0: nothing charged (a kernel that does not charge redirected
 	 * bytes, 5.10 to 6.12): a message larger than the buffer stays. */
-	return rcvbuf > 0 && rmem > 0 && (__s64)rmem + size > rcvbuf;
+	return rcvbuf > 0 && rmem > 0 && (__s64)rmem + size > rcvbuf / DMSC_FP_RMEM_SHARE;
 }
 
 /* Whether TCP memory is short host-wide: the socket's protocol under memory
