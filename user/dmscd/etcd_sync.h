@@ -26,9 +26,11 @@
 struct dmsc_etcd_sync {
 	struct dmsc_etcd etcd;
 	const char *prefix;
-	char *nsp[DMSC_ETCD_NAMESPACES_MAX]; /* namespace prefixes */
-	size_t n_ns;
-	int64_t ns_rev[DMSC_ETCD_NAMESPACES_MAX]; /* last revision seen, thread only */
+	/* the namespaces' prefixes, then (with the tunnel) PREFIX/hosts/:
+	 * read and watched alike (n_pfx of them) */
+	char *nsp[DMSC_ETCD_NAMESPACES_MAX + 1];
+	size_t n_ns, n_pfx;
+	int64_t ns_rev[DMSC_ETCD_NAMESPACES_MAX + 1]; /* last revision seen, thread only */
 	pthread_t thread;
 	bool started;
 	int event_fd;

@@ -58,7 +58,8 @@ struct conn {
 	int peer_idx;  /* client: the forward's peer; server: -1 */
 	char name[64]; /* ADDR:PORT for logs */
 	char peer_host[DMSC_MTLS_HOST_MAX + 1];
-	char why[DMSC_MTLS_WHY_MAX]; /* the verify callback's reason */
+	/* the verify callback's reason; once up, why it takes no new streams */
+	char why[DMSC_MTLS_WHY_MAX];
 	time_t started;
 	uint64_t idle_since_ms; /* client: when its last stream ended; 0: busy */
 	struct buf in, out;
@@ -154,6 +155,8 @@ int tn_ctx_load(struct tunnel *t, SSL_CTX **out, char *td, char *why, size_t len
  * which path the tunnel's records take. */
 bool tn_ktls_probe(void);
 bool tn_files_changed(struct tunnel *t, bool remember);
+/* The peer's certificate checked again under t->ctx: 0, or -EACCES and why. */
+int tn_conn_reverify(struct conn *c, char *why, size_t len);
 void tn_conn_close(struct conn *c, const char *why);
 void tn_conn_flush(struct conn *c);
 void tn_conn_event(struct conn *c, uint32_t events);

@@ -53,6 +53,20 @@ char *dmsc_etcd_service_key(const char *prefix, const char *ns, const char *name
 	return s;
 }
 
+char *dmsc_etcd_hosts_prefix(const char *prefix)
+{
+	char *p;
+
+	return asprintf(&p, "%s/hosts/", prefix) < 0 ? NULL : p;
+}
+
+char *dmsc_etcd_host_key(const char *prefix, const char *name)
+{
+	char *p;
+
+	return asprintf(&p, "%s/hosts/%s", prefix, name) < 0 ? NULL : p;
+}
+
 const char *dmsc_etcd_key_name(const char *key, const char *ns_prefix)
 {
 	size_t n = strlen(ns_prefix);
@@ -117,7 +131,9 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 	memcpy(doc, head, sizeof(head) - 1);
 	memcpy(doc + sizeof(head) - 1, value, len);
 	memcpy(doc + sizeof(head) - 1 + len, tail, sizeof(tail));
-	e = dmsc_policy_parse(doc, sizeof(head) - 1 + len + sizeof(tail) - 1, "", out, errs);
+	/* a backend's host is resolved at the view, from PREFIX/hosts/ */
+	e = dmsc_policy_parse_flags(doc, sizeof(head) - 1 + len + sizeof(tail) - 1, "",
+				    DMSC_POLICY_HOSTS_ELSEWHERE, out, errs);
 	if (e == -EINVAL) {
 		/* paths relative to the service */
 		for (i = 0; i < errs->count; i++) {
@@ -326,6 +342,137 @@ int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
 	return changed;
 }
 
+static struct dmsc_etcd_host *host_find(const struct dmsc_etcd_store *s, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < s->n_hosts; i++)
+		if (!strcmp(s->hosts[i].key, key))
+			return &s->hosts[i];
+	return NULL;
+}
+
+int dmsc_etcd_store_host_put(struct dmsc_etcd_store *s, const char *key, const char *name,
+			     const char *value, size_t len, int64_t mod_rev)
+{
+	struct dmsc_etcd_host *h = host_find(s, key);
+	char why[256];
+	uint32_t addr;
+	uint16_t port;
+
+	if (h && h->mod_rev >= mod_rev)
+		return 0;
+	if (len > DMSC_ETCD_HOST_VALUE_MAX ||
+	    dmsc_policy_host_entry(name, value, len, &addr, &port, why, sizeof(why))) {
+		if (len > DMSC_ETCD_HOST_VALUE_MAX)
+			snprintf(why, sizeof(why), "the value is %zu bytes, not IPv4:PORT", len);
+		pr_warn("etcd key %s: %s; refused (revision %lld)%s\n", key, why,
+			(long long)mod_rev, h && h->addr ? ", the host keeps its address" : "");
+		s->refused++;
+		if (h)
+			h->mod_rev = mod_rev;
+		return 0;
+	}
+	if (!h) {
+		struct dmsc_etcd_host *nh = realloc(s->hosts, (s->n_hosts + 1) * sizeof(*nh));
+		char *k = strdup(key);
+
+		if (!nh || !k) {
+			if (nh)
+				s->hosts = nh;
+			free(k);
+			return -ENOMEM;
+		}
+		s->hosts = nh;
+		h = &s->hosts[s->n_hosts++];
+		memset(h, 0, sizeof(*h));
+		h->key = k;
+		h->name = k + strlen(k) - strlen(name);
+	}
+	h->mod_rev = mod_rev;
+	if (h->addr == addr && h->port == port)
+		return 0;
+	h->addr = addr;
+	h->port = port;
+	s->hosts_dirty = true;
+	return 1;
+}
+
+static void host_remove(struct dmsc_etcd_store *s, size_t i)
+{
+	free(s->hosts[i].key);
+	s->hosts[i] = s->hosts[--s->n_hosts];
+	s->hosts_dirty = true;
+}
+
+int dmsc_etcd_store_host_delete(struct dmsc_etcd_store *s, const char *key, int64_t mod_rev)
+{
+	struct dmsc_etcd_host *h = host_find(s, key);
+	bool had;
+
+	if (!h || h->mod_rev >= mod_rev)
+		return 0;
+	had = h->addr != 0;
+	host_remove(s, (size_t)(h - s->hosts));
+	return had;
+}
+
+int dmsc_etcd_store_host_retain(struct dmsc_etcd_store *s,
+				bool (*present)(const char *key, void *arg), void *arg)
+{
+	size_t i;
+	int changed = 0;
+
+	for (i = 0; i < s->n_hosts;) {
+		if (!present(s->hosts[i].key, arg)) {
+			changed |= s->hosts[i].addr != 0;
+			host_remove(s, i);
+		} else {
+			i++;
+		}
+	}
+	return changed;
+}
+
+/* Each parsed service's backends get their host's tunnel address from the
+ * hosts held (0: none yet); a name without one is logged once per change
+ * of keys or hosts. */
+static void resolve_hosts(struct dmsc_etcd_store *s, bool log, char **msgs, size_t max_msgs,
+			  size_t *n_msgs)
+{
+	size_t i, j, k;
+
+	for (i = 0; i < s->n; i++) {
+		struct dmsc_policy_service *svc = s->e[i].svc;
+
+		if (!svc || !s->e[i].valid || s->e[i].dropped)
+			continue;
+		for (j = 0; j < svc->n_backends; j++) {
+			struct dmsc_policy_backend *b = &svc->backends[j];
+
+			if (!b->host)
+				continue;
+			b->host_addr = 0;
+			b->host_port = 0;
+			for (k = 0; k < s->n_hosts; k++)
+				if (s->hosts[k].addr && !strcmp(s->hosts[k].name, b->host)) {
+					b->host_addr = s->hosts[k].addr;
+					b->host_port = s->hosts[k].port;
+					break;
+				}
+			if (!b->host_addr && log && *n_msgs < max_msgs &&
+			    asprintf(&msgs[*n_msgs],
+				     "etcd key %s: backends[%zu].host \"%s\" has no hosts/%s key "
+				     "(its tunnel's address): connections to this backend through "
+				     "the tunnel fail until one is published (unless %s is this "
+				     "host)",
+				     s->e[i].key, j, b->host, b->host, b->host) > 0)
+				(*n_msgs)++;
+		}
+	}
+	s->hosts_dirty = false;
+}
+
 /* Services slimmed at once past which the keys are packed. */
 #define PACK_KEYS_AFTER 1024
 
@@ -390,6 +537,9 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s)
 {
 	while (s->n)
 		entry_remove(s, s->n - 1);
+	while (s->n_hosts)
+		host_remove(s, s->n_hosts - 1);
+	free(s->hosts);
 	free(s->e);
 	free(s->keys);
 	memset(s, 0, sizeof(*s));
@@ -497,6 +647,7 @@ int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uin
 			 char **msgs, size_t max_msgs, size_t *n_msgs)
 {
 	uint64_t *fp = NULL;
+	bool log_hosts = s->ids_dirty || s->hosts_dirty;
 	size_t i;
 	int e;
 
@@ -509,6 +660,7 @@ int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uin
 		if (e)
 			return e;
 	}
+	resolve_hosts(s, log_hosts, msgs, max_msgs, n_msgs);
 	/* mapped on their own at 100,000 services (24 MB): a view is made
 	 * for each change and must not stay in the heap after it */
 	out->services = dmsc_mapmem_calloc(s->n + 1, sizeof(*out->services));
