@@ -5,9 +5,9 @@
 # cgroup; dmsc-l7 through its VIP, the others at their address):
 #   h2    GET of a 3-byte file from nghttpd (nginx: grpc_pass, its only
 #         HTTP/2 upstream; HAProxy: proto h2 both sides)
-#   grpc  unary calls with a fixed 32-byte message to Python grpcio servers
-#         (h2load posting a gRPC-framed body; the backend answers with
-#         trailers)
+#   grpc  unary calls with a fixed 32-byte message to dmsc-grpcsrv
+#         (tests/tools/: C, nghttp2, one thread; h2load posting a gRPC-framed
+#         body; the backend echoes it after "NAME:", then the trailers)
 # at BENCH_STREAMS concurrent streams (default "4 64": 4 connections x 1
 # stream, 4 x 16). Per proxy: requests/s, p50/p99 (h2load's per-request
 # log), requests per CPU-second of the proxy's processes (/proc/PID/stat);
@@ -44,11 +44,8 @@ PATH=$PATH:/usr/sbin
 for tool in h2load nghttpd haproxy nginx; do
 	command -v "$tool" >/dev/null || { echo "bench-h2: $tool is missing (scripts/install-deps.sh --bench)"; exit 1; }
 done
-PY=
-for p in python3 /usr/bin/python3; do
-	if "$p" -c 'import grpc' 2>/dev/null; then PY=$p; break; fi
-done
-[[ -n $PY ]] || { echo "bench-h2: python3-grpcio is missing (scripts/install-deps.sh)"; exit 1; }
+[[ -x $BUILD/tools/dmsc-grpcsrv ]] || { echo "bench-h2: $BUILD/tools/dmsc-grpcsrv is missing (make)"; exit 1; }
+PY=/usr/bin/python3 # tests/lib/h2idle.py: the standard library only
 
 cleanup() {
 	local p
@@ -73,22 +70,8 @@ for k in all default lo; do
 	dmsc_net_exec c sysctl -qw "net.ipv6.conf.$k.disable_ipv6=1" || exit 1
 done
 
-# backends: nghttpd (h2) on :8080 and a grpcio server on :50051 in each
-cat >"$T/server.py" <<'EOF'
-import sys
-from concurrent import futures
-import grpc
-name, addr = sys.argv[1], sys.argv[2]
-answer = (name + ":").encode() + b"y" * 29
-h = grpc.method_handlers_generic_handler("bench.Echo", {
-    "Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: answer)})
-s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), maximum_concurrent_rpcs=None)
-s.add_generic_rpc_handlers((h,))
-s.add_insecure_port(addr)
-s.start()
-print("ready", flush=True)
-s.wait_for_termination(timeout=3600)
-EOF
+# backends: nghttpd (h2) on :8080 and dmsc-grpcsrv (gRPC: C, nghttp2, one
+# thread, tests/tools/) on :50051 in each
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
 	mkdir -p "$T/www-$name"
@@ -96,7 +79,8 @@ for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	ip netns exec "${P}$host" nghttpd --no-tls -n 1 -d "$T/www-$name" --address "$addr" 8080 \
 		>"$T/nghttpd-$name.out" 2>&1 &
 	PIDS+=($!)
-	ip netns exec "${P}$host" "$PY" "$T/server.py" "$name" "$addr:50051" >"$T/grpc-$name.out" 2>&1 &
+	ip netns exec "${P}$host" "$BUILD/tools/dmsc-grpcsrv" --listen "$addr:50051" --name "$name" \
+		--max-seconds 3600 >"$T/grpc-$name.out" 2>&1 &
 	PIDS+=($!)
 	dmsc_wait_ready "$T/grpc-$name.out" 20 || { cat "$T/grpc-$name.out"; exit 1; }
 done
