@@ -19,7 +19,10 @@
 # Figures only: nothing passes or fails on speed. Shared machines are noisy:
 # compare the rows of one run, as ratios (the load average is printed).
 # BENCH_SECONDS (default 8) per proxy, kind and round, BENCH_ROUNDS
-# (default 2) in alternating order. Writes $BUILD/bench-h2.json.
+# (default 2) in alternating order. BENCH_L7: the dmsc-l7 binary (default
+# $BUILD/dmsc-l7; another build, to compare two). BENCH_PERF=KIND:STREAMS
+# (e.g. grpc:64): perf samples dmsc-l7 in that run of round 1 and prints its
+# top symbols. Writes $BUILD/bench-h2.json.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/netns.sh"
@@ -30,6 +33,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 STREAMS_LIST=${BENCH_STREAMS:-4 64}
 IDLE=${BENCH_IDLE:-1000}
 KINDS=${BENCH_KINDS:-h2 grpc}
+L7BIN=${BENCH_L7:-$BUILD/dmsc-l7} # another build of the helper, to compare two
 P=bh2$$
 T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-h2.XXXXXX")
 VIP=198.19.0.40
@@ -149,7 +153,7 @@ http {
 }
 EOF
 
-ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+ip netns exec "${P}n" "$L7BIN" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 --no-netns --max-conns-per-client 100000 >"$T/l7.out" 2>"$T/l7.err" &
 L7=$!
 PIDS+=("$L7")
@@ -191,9 +195,20 @@ run() {
 	log=$T/log-$kind-$name-$round-$streams.tsv
 	[[ $kind == grpc ]] && args=(-d "$T/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers')
 	c0=$(cpu_ticks "$pid")
+	if [[ ${BENCH_PERF:-} == "$kind:$streams" && $name == dmsc-l7 && $round == 1 ]] &&
+		command -v perf >/dev/null; then
+		perf record -q -F 999 -g -o "$T/perf.data" -p "$pid" -- sleep "$SECS" >"$T/perf.out" 2>&1 &
+	fi
 	in_c timeout $((SECS + 30)) h2load -c "$conns" -m "$m" -D "$SECS" --warm-up-time 1 \
 		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
 	c1=$(cpu_ticks "$pid")
+	if [[ -s $T/perf.data && ! -e $T/perf.done ]]; then
+		wait
+		touch "$T/perf.done"
+		echo "bench-h2: perf, dmsc-l7 under $kind at $streams streams, top symbols (self):"
+		perf report -q -i "$T/perf.data" --no-children --sort dso,symbol --stdio -g none 2>&1 |
+			grep -v '^$' | head -30
+	fi
 	# the warm-up second is in the CPU figure: counted as part of the
 	# requests' cost at the same rate (CPU scaled by SECS/(SECS+1))
 	sort -n -k3,3 "$log" 2>/dev/null | awk -v kind="$kind" -v name="$name" -v streams="$streams" \
