@@ -5,9 +5,9 @@
 # cgroup; dmsc-l7 through its VIP, the others at their address):
 #   h2    GET of a 3-byte file from nghttpd (nginx: grpc_pass, its only
 #         HTTP/2 upstream; HAProxy: proto h2 both sides)
-#   grpc  unary calls with a fixed 32-byte message to Python grpcio servers
-#         (h2load posting a gRPC-framed body; the backend answers with
-#         trailers)
+#   grpc  unary calls with a fixed 32-byte message to dmsc-grpcsrv
+#         (tests/tools/: C, nghttp2, one thread; h2load posting a gRPC-framed
+#         body; the backend echoes it after "NAME:", then the trailers)
 # at BENCH_STREAMS concurrent streams (default "4 64": 4 connections x 1
 # stream, 4 x 16). Per proxy: requests/s, p50/p99 (h2load's per-request
 # log), requests per CPU-second of the proxy's processes (/proc/PID/stat);
@@ -19,7 +19,10 @@
 # Figures only: nothing passes or fails on speed. Shared machines are noisy:
 # compare the rows of one run, as ratios (the load average is printed).
 # BENCH_SECONDS (default 8) per proxy, kind and round, BENCH_ROUNDS
-# (default 2) in alternating order. Writes $BUILD/bench-h2.json.
+# (default 2) in alternating order. BENCH_L7: the dmsc-l7 binary (default
+# $BUILD/dmsc-l7; another build, to compare two). BENCH_PERF=KIND:STREAMS
+# (e.g. grpc:64): perf samples dmsc-l7 in that run of round 1 and prints its
+# top symbols. Writes $BUILD/bench-h2.json.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/netns.sh"
@@ -30,6 +33,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 STREAMS_LIST=${BENCH_STREAMS:-4 64}
 IDLE=${BENCH_IDLE:-1000}
 KINDS=${BENCH_KINDS:-h2 grpc}
+L7BIN=${BENCH_L7:-$BUILD/dmsc-l7} # another build of the helper, to compare two
 P=bh2$$
 VIP=198.19.0.40
 GVIP=198.19.0.41
@@ -38,11 +42,8 @@ PATH=$PATH:/usr/sbin
 for tool in h2load nghttpd haproxy nginx; do
 	command -v "$tool" >/dev/null || { echo "bench-h2: $tool is missing (scripts/install-deps.sh --bench)"; exit 1; }
 done
-PY=
-for p in python3 /usr/bin/python3; do
-	if "$p" -c 'import grpc' 2>/dev/null; then PY=$p; break; fi
-done
-[[ -n $PY ]] || { echo "bench-h2: python3-grpcio is missing (scripts/install-deps.sh)"; exit 1; }
+[[ -x $BUILD/tools/dmsc-grpcsrv ]] || { echo "bench-h2: $BUILD/tools/dmsc-grpcsrv is missing (make)"; exit 1; }
+PY=/usr/bin/python3 # tests/lib/h2idle.py: the standard library only
 
 cleanup() {
 	local p
@@ -67,22 +68,8 @@ for k in all default lo; do
 	dmsc_net_exec c sysctl -qw "net.ipv6.conf.$k.disable_ipv6=1" || exit 1
 done
 
-# backends: nghttpd (h2) on :8080 and a grpcio server on :50051 in each
-cat >"$T/server.py" <<'EOF'
-import sys
-from concurrent import futures
-import grpc
-name, addr = sys.argv[1], sys.argv[2]
-answer = (name + ":").encode() + b"y" * 29
-h = grpc.method_handlers_generic_handler("bench.Echo", {
-    "Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: answer)})
-s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), maximum_concurrent_rpcs=None)
-s.add_generic_rpc_handlers((h,))
-s.add_insecure_port(addr)
-s.start()
-print("ready", flush=True)
-s.wait_for_termination(timeout=3600)
-EOF
+# backends: nghttpd (h2) on :8080 and dmsc-grpcsrv (gRPC: C, nghttp2, one
+# thread, tests/tools/) on :50051 in each
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
 	mkdir -p "$T/www-$name"
@@ -90,7 +77,8 @@ for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	ip netns exec "${P}$host" nghttpd --no-tls -n 1 -d "$T/www-$name" --address "$addr" 8080 \
 		>"$T/nghttpd-$name.out" 2>&1 &
 	PIDS+=($!)
-	ip netns exec "${P}$host" "$PY" "$T/server.py" "$name" "$addr:50051" >"$T/grpc-$name.out" 2>&1 &
+	ip netns exec "${P}$host" "$BUILD/tools/dmsc-grpcsrv" --listen "$addr:50051" --name "$name" \
+		--max-seconds 3600 >"$T/grpc-$name.out" 2>&1 &
 	PIDS+=($!)
 	dmsc_wait_ready "$T/grpc-$name.out" 20 || { cat "$T/grpc-$name.out"; exit 1; }
 done
@@ -139,7 +127,7 @@ bench_nginx_conf "$T" 20000 <<EOF || exit 1
 	server { listen 198.18.0.1:15013 http2 reuseport; location / { grpc_pass grpc://grpc; } }
 EOF
 
-ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+ip netns exec "${P}n" "$L7BIN" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 --no-netns --max-conns-per-client 100000 >"$T/l7.out" 2>"$T/l7.err" &
 L7=$!
 PIDS+=("$L7")
@@ -171,9 +159,20 @@ run() {
 	log=$T/log-$kind-$name-$round-$streams.tsv
 	[[ $kind == grpc ]] && args=(-d "$T/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers')
 	c0=$(cpu_ticks "$pid")
+	if [[ ${BENCH_PERF:-} == "$kind:$streams" && $name == dmsc-l7 && $round == 1 ]] &&
+		command -v perf >/dev/null; then
+		perf record -q -F 999 -g -o "$T/perf.data" -p "$pid" -- sleep "$SECS" >"$T/perf.out" 2>&1 &
+	fi
 	in_c timeout $((SECS + 30)) h2load -c "$conns" -m "$m" -D "$SECS" --warm-up-time 1 \
 		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
 	c1=$(cpu_ticks "$pid")
+	if [[ -s $T/perf.data && ! -e $T/perf.done ]]; then
+		wait
+		touch "$T/perf.done"
+		echo "bench-h2: perf, dmsc-l7 under $kind at $streams streams, top symbols (self):"
+		perf report -q -i "$T/perf.data" --no-children --sort dso,symbol --stdio -g none 2>&1 |
+			grep -v '^$' | head -30
+	fi
 	# the warm-up second is in the CPU figure: counted as part of the
 	# requests' cost at the same rate (CPU scaled by SECS/(SECS+1))
 	sort -n -k3,3 "$log" 2>/dev/null | awk -v kind="$kind" -v name="$name" -v streams="$streams" \
