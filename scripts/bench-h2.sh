@@ -22,7 +22,8 @@
 # (default 2) in alternating order. BENCH_L7: the dmsc-l7 binary (default
 # $BUILD/dmsc-l7; another build, to compare two). BENCH_PERF=KIND:STREAMS
 # (e.g. grpc:64): perf samples dmsc-l7 in that run of round 1 and prints its
-# top symbols. Writes $BUILD/bench-h2.json.
+# top symbols. BENCH_PROXIES: which of "dmsc-l7 haproxy nginx" run.
+# Writes $BUILD/bench-h2.json.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/netns.sh"
@@ -33,6 +34,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 STREAMS_LIST=${BENCH_STREAMS:-4 64}
 IDLE=${BENCH_IDLE:-1000}
 KINDS=${BENCH_KINDS:-h2 grpc}
+PROXIES=${BENCH_PROXIES:-dmsc-l7 haproxy nginx}
 L7BIN=${BENCH_L7:-$BUILD/dmsc-l7} # another build of the helper, to compare two
 P=bh2$$
 VIP=198.19.0.40
@@ -162,13 +164,14 @@ run() {
 	if [[ ${BENCH_PERF:-} == "$kind:$streams" && $name == dmsc-l7 && $round == 1 ]] &&
 		command -v perf >/dev/null; then
 		perf record -q -F 999 -g -o "$T/perf.data" -p "$pid" -- sleep "$SECS" >"$T/perf.out" 2>&1 &
+		PERF_PID=$!
 	fi
 	in_c timeout $((SECS + 30)) h2load -c "$conns" -m "$m" -D "$SECS" --warm-up-time 1 \
 		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
 	c1=$(cpu_ticks "$pid")
-	if [[ -s $T/perf.data && ! -e $T/perf.done ]]; then
-		wait
-		touch "$T/perf.done"
+	if [[ -n ${PERF_PID:-} ]]; then
+		wait "$PERF_PID"
+		PERF_PID=
 		echo "bench-h2: perf, dmsc-l7 under $kind at $streams streams, top symbols (self):"
 		perf report -q -i "$T/perf.data" --no-children --sort dso,symbol --stdio -g none 2>&1 |
 			grep -v '^$' | head -30
@@ -194,7 +197,9 @@ for kind in $KINDS; do
 		echo "bench-h2: $kind, ${ROUNDS} round(s) of ${SECS}s per proxy, h2load -c4 -m$((streams / 4 > 0 ? streams / 4 : 1)) ($streams streams)"
 		for ((r = 1; r <= ROUNDS; r++)); do
 			if ((r % 2)); then order="dmsc-l7 haproxy nginx"; else order="nginx haproxy dmsc-l7"; fi
-			for name in $order; do run "$kind" "$name" "$r" "$streams"; done
+			for name in $order; do
+				[[ " $PROXIES " == *" $name "* ]] && run "$kind" "$name" "$r" "$streams"
+			done
 		done
 		awk -v kind="$kind" -v streams="$streams" '
 			$1 != kind || $3 != streams { next }
@@ -210,28 +215,30 @@ for kind in $KINDS; do
 	done
 done
 
-# memory per idle HTTP/2 connection: IDLE connections opened and held
-echo "bench-h2: memory per idle HTTP/2 connection ($IDLE connections held, RSS of the proxy's processes)"
-printf '%-9s %12s %12s %14s\n' proxy "RSS before" "RSS after" "kB/connection"
-for name in dmsc-l7 haproxy nginx; do
-	pid=$(pid_of "$name")
-	case $name in dmsc-l7) addr=$VIP port=80 ;; haproxy) addr=198.18.0.1 port=15002 ;; nginx) addr=198.18.0.1 port=15003 ;; esac
-	r0=$(rss_kb "$pid")
-	rm -f "$T/idle.in" && mkfifo "$T/idle.in"
-	in_c "$PY" "$TOP/tests/lib/h2idle.py" "$addr" "$port" "$IDLE" 120 <"$T/idle.in" >"$T/idle-$name.out" 2>&1 &
-	exec 7>"$T/idle.in"
-	for i in $(seq 300); do grep -q '^ready' "$T/idle-$name.out" && break; sleep 0.1; done
-	r1=$(rss_kb "$pid")
-	if grep -q "^ready $IDLE\$" "$T/idle-$name.out"; then
-		awk -v name="$name" -v a="$r0" -v b="$r1" -v n="$IDLE" 'BEGIN {
-			printf "%-9s %12d %12d %14.1f\n", name, a, b, (b - a) / n
-			printf "idle %s %d %d %d\n", name, a, b, n >> "'"$T/results.txt"'" }'
-	else
-		echo "$name: the $IDLE idle connections were not all taken: $(head -c 200 "$T/idle-$name.out")"
-	fi
-	exec 7>&-
-	wait $! 2>/dev/null
-done
+# memory per idle HTTP/2 connection: IDLE connections opened and held (BENCH_IDLE=0: not measured)
+if ((IDLE > 0)); then
+	echo "bench-h2: memory per idle HTTP/2 connection ($IDLE connections held, RSS of the proxy's processes)"
+	printf '%-9s %12s %12s %14s\n' proxy "RSS before" "RSS after" "kB/connection"
+	for name in $PROXIES; do
+		pid=$(pid_of "$name")
+		case $name in dmsc-l7) addr=$VIP port=80 ;; haproxy) addr=198.18.0.1 port=15002 ;; nginx) addr=198.18.0.1 port=15003 ;; esac
+		r0=$(rss_kb "$pid")
+		rm -f "$T/idle.in" && mkfifo "$T/idle.in"
+		in_c "$PY" "$TOP/tests/lib/h2idle.py" "$addr" "$port" "$IDLE" 120 <"$T/idle.in" >"$T/idle-$name.out" 2>&1 &
+		exec 7>"$T/idle.in"
+		for i in $(seq 300); do grep -q '^ready' "$T/idle-$name.out" && break; sleep 0.1; done
+		r1=$(rss_kb "$pid")
+		if grep -q "^ready $IDLE\$" "$T/idle-$name.out"; then
+			awk -v name="$name" -v a="$r0" -v b="$r1" -v n="$IDLE" 'BEGIN {
+				printf "%-9s %12d %12d %14.1f\n", name, a, b, (b - a) / n
+				printf "idle %s %d %d %d\n", name, a, b, n >> "'"$T/results.txt"'" }'
+		else
+			echo "$name: the $IDLE idle connections were not all taken: $(head -c 200 "$T/idle-$name.out")"
+		fi
+		exec 7>&-
+		wait $! 2>/dev/null
+	done
+fi
 echo "bench-h2: load average after $(cut -d' ' -f1-3 /proc/loadavg)"
 
 mkdir -p "$BUILD"

@@ -102,6 +102,24 @@ static void call_free(struct call *c)
 	free(c);
 }
 
+/* Room for need bytes in *p (capacity *cap, doubled from first): 0 or -1. */
+static int room(uint8_t **p, size_t *cap, size_t need, size_t first)
+{
+	size_t c = *cap ? *cap : first;
+	uint8_t *q;
+
+	if (need <= *cap)
+		return 0;
+	while (c < need)
+		c *= 2;
+	q = realloc(*p, c);
+	if (!q)
+		return -1;
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
 /* ---- nghttp2 callbacks ---- */
 
 static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
@@ -115,18 +133,8 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
 		return NGHTTP2_ERR_WOULDBLOCK;
 	if (c->out_off && c->out_off == c->out_len)
 		c->out_off = c->out_len = 0;
-	if (c->out_len + len > c->out_cap) {
-		size_t cap = c->out_cap ? c->out_cap : IO_CHUNK;
-		uint8_t *p;
-
-		while (cap < c->out_len + len)
-			cap *= 2;
-		p = realloc(c->out, cap);
-		if (!p)
-			return NGHTTP2_ERR_CALLBACK_FAILURE;
-		c->out = p;
-		c->out_cap = cap;
-	}
+	if (room(&c->out, &c->out_cap, c->out_len + len, IO_CHUNK))
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	memcpy(c->out + c->out_len, data, len);
 	c->out_len += len;
 	return (ssize_t)len;
@@ -180,18 +188,8 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
 		call->too_large = true;
 		return 0;
 	}
-	if (call->len + len > call->cap) {
-		size_t cap = call->cap ? call->cap : 256;
-		uint8_t *p;
-
-		while (cap < call->len + len)
-			cap *= 2;
-		p = realloc(call->body, cap);
-		if (!p)
-			return NGHTTP2_ERR_CALLBACK_FAILURE;
-		call->body = p;
-		call->cap = cap;
-	}
+	if (room(&call->body, &call->cap, call->len + len, 256))
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
 	memcpy(call->body + call->len, data, len);
 	call->len += len;
 	return 0;
