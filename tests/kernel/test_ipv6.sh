@@ -27,9 +27,10 @@
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 DPID=
+LOADPID=
 L7PID=
 suite_cleanup() { # dmscd and dmsc-l7, before the common cleanup (kernel.sh)
-	dmsc_stop KILL "$DPID" "$L7PID"
+	dmsc_stop KILL "$DPID" "$L7PID" "$LOADPID"
 }
 dmsc_suite_begin ipv6 dip6$$
 PY=/usr/bin/python3
@@ -504,6 +505,71 @@ t_check "... the helper served it (access log: a web6h2 stream, proto=h2, status
 	t_wait 10 grep -q "service=web6h2 route=-1 proto=h2 status=200" "$T/access.log"
 snap
 t_eq "... counted on web6h: 130 connections handed over" "$(stat_of web6h connections)" 130
+dmsc_stop TERM "$L7PID"
+L7PID=
+
+# http over IPv6 in the helper's own namespace (docs/design.md decision
+# 51): n plays the host of a plain systemd deployment, dmscd and its
+# helper run there and so do the clients. The helper listens on [::1] in
+# n too and names it in n's dmsc_l7_netns entry; own6's only route sends
+# everything to b2 (weight 1 of 100), so an answer from b1 is a connection
+# balanced at L4. A change of the route's timeout_ms makes dmscd replace
+# its helper while a client opens connection after connection: the new
+# helper binds [::1] beside the old one, which takes what its queue holds
+# and closes; no connection fails.
+own6() { # TIMEOUT_MS: own6's policy, written whole (dmscd watches the file)
+	cat >"$T/own.tmp" <<EOF
+{ "services": [ { "name": "own6", "vip": "$VIP6", "port": 84, "protocol": "http",
+    "backends": [ { "address": "2001:2:60::11", "port": 8080, "weight": 99, "labels": { "v": "1" } },
+                  { "address": "2001:2:60::12", "port": 8080, "weight": 1, "labels": { "v": "2" } } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "backends": { "v": "2" }, "timeout_ms": $1 } ] } ] }
+EOF
+	mv "$T/own.tmp" "$T/own.json"
+}
+in_n() { nsenter --net="/run/netns/${P}n" "$@"; }
+own_pid() { pgrep -f -- "--metrics-file /run/dmsc/dmsc-l7.$DPID.prom" | head -n 1; }
+own6 5000
+nsenter --net="/run/netns/${P}n" "$BIN/dmscd" --cgroup "$MESH" --policy "$T/own.json" \
+	--l7-listen 198.18.60.1:15001 --metrics off --debounce-ms 100 >"$T/dmscd-own.log" 2>&1 &
+DPID=$!
+if t_wait 30 grep -q "listening in the helper's own network namespace on \[::1\]:15001" "$T/dmscd-own.log"; then
+	t_ok "dmscd's helper listens on [::1] in its own namespace"
+else
+	t_fail "dmscd's helper listens on [::1] in its own namespace"
+	tail -n 15 "$T/dmscd-own.log"
+fi
+t_check "... and says ready" t_wait 10 test -f "/run/dmsc/dmsc-l7.$DPID.prom"
+dmsc_run_in_cgroup "$MESH" in_n "$PY" "$PEER" tcp --to "[$VIP6]:84" --count 20 >"$T/own1.json"
+t_eq "a client in the helper's namespace: [$VIP6]:84 routed by the helper (20 to b2), getpeername() the VIP" \
+	"$(jq -c '[.backends, .peer_is_target, .errors]' "$T/own1.json")" '[{"b2":20},20,{}]'
+old=$(own_pid)
+n0=$(grep -c 'replaced by' "$T/dmscd-own.log")
+rm -f "$T/own.stop"
+dmsc_run_in_cgroup "$MESH" in_n "$PY" "$PEER" tcp --to "[$VIP6]:84" --count 20000 \
+	--until-file "$T/own.stop" >"$T/own2.json" &
+LOADPID=$!
+# the switch in the middle of the load: wait until the old helper has
+# served 20 of its requests (its metrics file, rewritten every second)
+own_reqs() { awk '/^dmsc_l7_requests_total\{/ { s += $NF } END { print s + 0 }' \
+	"/run/dmsc/dmsc-l7.$DPID.prom" 2>/dev/null; }
+own_reqs_over() { [[ $(own_reqs) -ge $1 ]]; }
+r0=$(own_reqs)
+t_check "... the load goes through the old helper" t_wait 30 own_reqs_over $((r0 + 20))
+own6 6000
+t_check "a change of the route: dmscd replaces its helper" \
+	t_wait 20 bash -c "[[ \$(grep -c 'replaced by' '$T/dmscd-own.log') -gt $n0 ]]"
+t_check "... the old helper is gone" t_wait 20 bash -c "! kill -0 '${old:-0}' 2>/dev/null"
+t_check "... while the client was still connecting" kill -0 "$LOADPID"
+touch "$T/own.stop"
+wait "$LOADPID"
+t_eq "... not one of its connections failed, all routed by a helper (b2)" \
+	"$(jq -c '[.errors, (.backends | keys), .replies > 20, .replies == .peer_is_target]' "$T/own2.json")" \
+	'[{},["b2"],true,true]'
+dmsc_run_in_cgroup "$MESH" in_n "$PY" "$PEER" tcp --to "[$VIP6]:84" --count 20 >"$T/own3.json"
+t_eq "... and the new helper routes them (20 to b2)" \
+	"$(jq -c '[.backends, .errors]' "$T/own3.json")" '[{"b2":20},{}]'
+dmsc_stop TERM "$DPID"
+DPID=
 dmsc_stop KILL "$SLEEPPID"
 
 t_summary

@@ -6,13 +6,21 @@
 # services and the helper's metrics say why); healthy again, it is back
 # once its ejection is over; a service whose every backend is out keeps
 # them all (panic mode); a backend that does not answer within the route's
-# timeout_ms (the client's 504) counts as failing too. Clients: curl, in
-# the mesh cgroup.
+# timeout_ms (the client's 504) counts as failing too, for HTTP/1.1 and
+# HTTP/2 streams. The same for an IPv6 service (a 503 backend ejected, its
+# dmsc_be_health entry and the log bracketed), whose idle backend
+# connections are pooled and reused as IPv4 ones. Clients: curl, in the
+# mesh cgroup.
+#
+# Addresses: hosts 198.18.150.0/24, 198.18.151.0/24 and 2001:2:150::/64,
+# VIPs 198.19.150.0/24 and 2001:2:151::/64.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 L7PID=
+SLEEPPID=
 suite_cleanup() {
 	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null && wait "$L7PID" 2>/dev/null
+	dmsc_stop KILL "$SLEEPPID"
 }
 dmsc_suite_begin l7-health dlh$$
 L7=$BIN/dmsc-l7
@@ -29,7 +37,14 @@ dmsc_net_host bad 198.18.151.3/16 || exit 1
 dmsc_net_host bad2 198.18.151.4/16 || exit 1
 dmsc_net_host bad3 198.18.151.5/16 || exit 1
 dmsc_net_host slow 198.18.151.6/16 || exit 1
+dmsc_net_host v6a 198.18.151.7/16 || exit 1
+dmsc_net_host v6b 198.18.151.8/16 || exit 1
+dmsc_net_addr6 v6a 2001:2:150::21/64 || exit 1
+dmsc_net_addr6 v6b 2001:2:150::22/64 || exit 1
+dmsc_net_addr6 n 2001:2:150::1/64 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
+POOL6=2001:2:151::10
+SHOP6=2001:2:151::11
 
 # backend NAME HOST ADDR EXTRA...: dmsc-testsrv http on ADDR:8080
 backend() {
@@ -42,6 +57,15 @@ backend() {
 backend good good 198.18.151.2 || { t_fail "backend good ready"; t_summary; exit 1; }
 backend bad bad 198.18.151.3 --status 503 || { t_fail "backend bad ready"; t_summary; exit 1; }
 backend slow slow 198.18.151.6 --delay-ms 5000 || { t_fail "backend slow ready"; t_summary; exit 1; }
+# IPv6 backends (Python, keep-alive): one answers with the port the
+# helper's connection came from, one answers 503.
+pyback() { # HOST ADDR MODE
+	dmsc_net_exec "$1" /usr/bin/python3 "$TOP/tests/tools/l7-backend.py" --listen "[$2]:8080" \
+		--mode "$3" --max-seconds 600 >"$T/$1.out" 2>&1 &
+	dmsc_wait_ready "$T/$1.out" 10
+}
+pyback v6a 2001:2:150::21 peerport || { t_fail "backend v6a ready"; t_summary; exit 1; }
+pyback v6b 2001:2:150::22 fail || { t_fail "backend v6b ready"; t_summary; exit 1; }
 
 cat >"$T/policy.json" <<EOF
 { "services": [
@@ -73,11 +97,25 @@ cat >"$T/policy.json" <<EOF
       { "address": "198.18.151.4", "port": 8080 },
       { "address": "198.18.151.5", "port": 8080 } ],
     "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000, "max_ejection_percent": 50 } } } ] }
+                             "max_ejection_ms": 600000, "max_ejection_percent": 50 } } },
+  { "name": "pool6", "vip": "$POOL6", "port": 80, "protocol": "http",
+    "backends": [ { "address": "2001:2:150::21", "port": 8080 } ] },
+  { "name": "shop6", "vip": "$SHOP6", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "2001:2:150::21", "port": 8080 },
+      { "address": "2001:2:150::22", "port": 8080 } ],
+    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 } } } ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply http services with passive health (no longer refused)" "$CTL" apply "$T/policy.json"
-ip netns exec "${P}n" "$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 2 \
+# A mesh process in c: the helper listens there, on [::1] too, where
+# connect6 hands IPv6 connections (docs/design.md decision 48). nsenter,
+# not ip netns exec, which mounts a /sys without the cgroup2 mount the
+# helper looks for the mesh's namespaces under.
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c sleep 600 &
+SLEEPPID=$!
+nsenter --net="/run/netns/${P}n" "$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 2 \
 	--default-retries 0 --metrics-file "$T/metrics.prom" >"$T/l7.out" 2>"$T/l7.err" &
 L7PID=$!
 dmsc_wait_ready "$T/l7.out" 10 || { t_fail "dmsc-l7 ready"; cat "$T/l7.err"; t_summary; exit 1; }
@@ -164,5 +202,33 @@ t_check "allbad: the panic picks are counted (3 after the ejection)" t_wait 10 b
 	"grep -q '^dmsc_l7_health_panic_picks_total{service=\"allbad\"} 3\$' '$T/metrics.prom'"
 t_check "allbad: connect failures counted" t_wait 10 grep -q \
 	'^dmsc_l7_backend_failures_total{service="allbad",backend="198.18.151.3:8080",kind="connect"} 5$' "$T/metrics.prom"
+
+# 4. IPv6 (items of issue 14): pooled backend connections and passive
+# health for an IPv6 backend.
+ip6_curl() { # VIP6 N [-o /dev/null] ...: N requests, each on its own connection
+	local vip=$1 n=$2 urls=() i
+	shift 2
+	for ((i = 0; i < n; i++)); do urls+=("$@" "http://[$vip]/r$i"); done
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -6 -g -sS --max-time 20 \
+		-H 'Connection: close' "${urls[@]}"
+}
+c_ino=$(stat -L -c %i "/run/netns/${P}c")
+t_check "the helper listens on [::1] in c's namespace" \
+	t_wait 10 grep -q "listening in network namespace $c_ino .* and \[::1\]" "$T/l7.err"
+ip6_curl "$POOL6" 12 >"$T/pool6"
+t_eq "pool6: 12 requests on 12 client connections, all answered" \
+	"$(grep -cE '^[0-9]+$' "$T/pool6")" 12
+t_range "... by at most 2 backend connections (one per worker): idle IPv6 ones are pooled" \
+	"$(sort -u "$T/pool6" | wc -l)" 1 2
+ip6_curl "$SHOP6" 40 -o /dev/null -w '%{http_code}\n' >"$T/codes6"
+t_eq "shop6: 40 requests, exactly 3 answered 503 (the third ejected the IPv6 backend), 37 200" \
+	"$(grep -c '^503$' "$T/codes6"):$(grep -c '^200$' "$T/codes6")" "3:37"
+t_eq "show services: the IPv6 backend is ejected (its dmsc_be_health entry)" \
+	"$(health shop6 1 .health.state)" ejected
+t_check "the helper logs the ejection, bracketed" grep -q \
+	'health: shop6 \[2001:2:150::22\]:8080 ejected after 3 failures in a row (last: a 5xx response)' "$T/l7.err"
+t_check "metrics: one ejection, three 5xx, bracketed" t_wait 10 bash -c \
+	"grep -q '^dmsc_l7_backend_ejections_total{service=\"shop6\",backend=\"\[2001:2:150::22\]:8080\"} 1\$' '$T/metrics.prom' &&
+	 grep -q '^dmsc_l7_backend_failures_total{service=\"shop6\",backend=\"\[2001:2:150::22\]:8080\",kind=\"5xx\"} 3\$' '$T/metrics.prom'"
 
 t_summary

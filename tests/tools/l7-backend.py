@@ -4,6 +4,8 @@
 
     l7-backend.py --listen ADDR:PORT --mode MODE [--max-seconds N]
 
+ADDR is an IPv4 address or a bracketed IPv6 one ("[2001:2::1]:80").
+
 Modes:
   stale     GET answers the path ("/p\\n", keep-alive); HEAD /h announces a
             body it must not send, and GET /short a Content-Length shorter
@@ -20,6 +22,10 @@ Modes:
   echohead  answers every request with its head as the body, chunked, with
             hop-by-hop fields of its own (Keep-Alive, Connection: X-Hop,
             X-Hop).
+  peerport  answers every request 200 (keep-alive) with the port its peer
+            connected from as the body ("PORT\n"): requests that came on one
+            connection answer alike.
+  fail      answers every request 503 (keep-alive).
 Prints "ready" once listening. Exits after --max-seconds (default 300).
 Standard library only; one thread per connection; every loop is bounded.
 """
@@ -124,6 +130,10 @@ def serve(conn, mode):
             for _ in range(3000):  # at most 300 s, until the peer goes
                 if not conn.recv(65536):
                     return
+        elif mode == "peerport":
+            conn.sendall(answer(b"%d\n" % conn.getpeername()[1]))
+        elif mode == "fail":
+            conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nfail\n")
         elif mode == "echohead":
             # two chunks, split after the request line
             cut = head.index(b"\r\n") + 2
@@ -147,11 +157,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", required=True,
-                    choices=["stale", "late408", "503silent", "slowread", "echohead"])
+                    choices=["stale", "late408", "503silent", "slowread", "echohead",
+                             "peerport", "fail"])
     ap.add_argument("--max-seconds", type=int, default=300)
     a = ap.parse_args()
     host, port = a.listen.rsplit(":", 1)
-    ls = socket.socket()
+    family = socket.AF_INET
+    if host.startswith("["):
+        host, family = host[1:-1], socket.AF_INET6
+    ls = socket.socket(family)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if a.mode == "slowread":
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -3,7 +3,7 @@
 """IPv6 and dual-stack ends for tests/kernel/test_ipv6.sh.
 
     v6-peer.py serve --name NAME --listen ADDR:PORT [--listen ...] [--max-seconds N]
-    v6-peer.py tcp --to ADDR:PORT --count N [--dual] [--timeout S]
+    v6-peer.py tcp --to ADDR:PORT --count N [--dual] [--timeout S] [--until-file FILE]
     v6-peer.py udp --to ADDR:PORT --count N [--dual] [--connected] [--timeout S]
                    [--per-socket K] [--pause-file FILE [--pause-seconds S]]
     v6-peer.py batch < JOBS
@@ -21,7 +21,8 @@ peer_is_target counts the exchanges where the kernel showed the target as
 the peer: getpeername() for TCP and connected UDP, recvfrom()'s source for
 unconnected UDP. --dual makes every socket AF_INET6 with IPV6_V6ONLY off
 (what Java, Go and many runtimes use) and writes an IPv4 target as
-::ffff:a.b.c.d. udp --per-socket K: K exchanges on each socket;
+::ffff:a.b.c.d. tcp --until-file: stop before the next socket once FILE
+exists (COUNT still bounds it). udp --per-socket K: K exchanges on each socket;
 --pause-file: after the first one, print "paused" on stderr and wait (at
 most --pause-seconds, default 120) for FILE to exist. Every loop is bounded (COUNT, K, --timeout per
 operation).
@@ -159,7 +160,10 @@ def client(args, kind):
     family, host, port = target(args)
     per_socket = getattr(args, "per_socket", 1)
     res = {"replies": 0, "backends": {}, "peer_is_target": 0, "errors": {}}
+    until = getattr(args, "until_file", None)
     for _ in range(args.count):
+        if until and os.path.exists(until):
+            break
         s = new_socket(family, kind, args.dual)
         s.settimeout(args.timeout)
         for k in range(per_socket):
@@ -198,6 +202,8 @@ def main():
             c.add_argument("--per-socket", type=int, default=1)
             c.add_argument("--pause-file")
             c.add_argument("--pause-seconds", type=float, default=120)
+        else:
+            c.add_argument("--until-file")
     sub.add_parser("batch")
     args = ap.parse_args()
     if args.cmd == "serve":

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <criterion/criterion.h>
 
@@ -178,4 +179,37 @@ Test(l7_view, changes_with_every_field_the_helper_uses_and_only_those)
 	free(rps);
 	free(label);
 	free(sel);
+}
+
+Test(l7_view, keeps_an_ipv6_service_and_its_health)
+{
+	static const char doc[] =
+	    "{ \"services\": [ { \"name\": \"web6\", \"vip\": \"2001:2:61::10\", \"port\": 80,"
+	    "  \"protocol\": \"http\","
+	    "  \"backends\": [ { \"address\": \"2001:2:60::11\", \"port\": 8080 } ],"
+	    "  \"health\": { \"passive\": { \"consecutive_failures\": 3,"
+	    "                               \"base_ejection_ms\": 1000 },"
+	    "               \"active\": { \"type\": \"http\", \"path\": \"/healthz\" } } } ] }";
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0}, q = {0};
+	char *v;
+	size_t len;
+
+	cr_assert_eq(dmsc_policy_parse(doc, strlen(doc), "t", &p, &errs), 0);
+	cr_assert_eq(dmsc_l7_view_json(&p, &v, &len), 0);
+	cr_assert_eq(dmsc_policy_parse(v, len, "view", &q, &errs), 0, "%s", v);
+	cr_expect_eq(q.services[0].family, AF_INET6);
+	cr_expect_arr_eq(q.services[0].vip6, p.services[0].vip6, 16, "%s", v);
+	cr_expect_arr_eq(q.services[0].backends[0].addr6, p.services[0].backends[0].addr6, 16);
+	cr_expect(q.services[0].has_health && q.services[0].health.has_passive, "%s", v);
+	cr_expect_eq(q.services[0].health.passive.consecutive_failures, 3);
+	cr_expect_eq(q.services[0].health.passive.base_ejection_ms, 1000);
+	cr_expect_eq(q.services[0].health.passive.max_ejection_ms,
+		     p.services[0].health.passive.max_ejection_ms);
+	cr_expect(q.services[0].health.has_active);
+	cr_expect_str_eq(q.services[0].health.active.path, "/healthz");
+	free(v);
+	dmsc_policy_free(&p);
+	dmsc_policy_free(&q);
+	dmsc_policy_errors_free(&errs);
 }

@@ -452,8 +452,8 @@ int main(int argc, char **argv)
 	}
 	/* Listeners in the mesh's other network namespaces, before "ready". */
 	if (!opt.no_netns &&
-	    dmsc_l7_netns_start(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), opt.listen.sin_port,
-				&netns_ops))
+	    dmsc_l7_netns_start(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), &opt.listen,
+				!opt.no_register, &netns_ops))
 		return 1;
 	if (!opt.no_register) {
 		conf.addr = opt.listen.sin_addr.s_addr;

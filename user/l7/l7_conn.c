@@ -185,10 +185,11 @@ void upstream_close(struct conn *c, bool reuse)
 
 	if (c->ufd < 0)
 		return;
-	if (reuse && !draining && c->backend >= 0 && c->svc->src->family != AF_INET6) {
-		const struct dmsc_policy_backend *b = &c->svc->src->backends[c->backend];
+	if (reuse && !draining && c->backend >= 0) {
+		struct sockaddr_storage to;
 
-		pool_put(w, c->ufd, c->u_reg, b->addr, htons(b->port));
+		dmsc_l7_backend_sa(c->svc, c->backend, &to);
+		pool_put(w, c->ufd, c->u_reg, &to);
 	} else {
 		close(c->ufd);
 	}

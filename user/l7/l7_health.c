@@ -5,10 +5,13 @@
  * Per http service with health, the helper knows each backend's id (from
  * the service's entries in dmsc_services / dmsc_svc_meta / dmsc_backends,
  * looked up again every second: an apply may give a backend a new id) and
- * a mask of the backends that are out, read from dmsc_be_health at most
- * every HEALTH_READ_MS and at once after its own ejection. Writes to an
- * entry (a failure counted, a run ended) are read-modify-writes under the
- * service's lock, so the workers never lose one another's counts.
+ * a mask of the backends that are out, read from dmsc_be_health and
+ * dmscd's dmsc_be_verdict at most every HEALTH_READ_MS and at once after
+ * its own ejection. Writes to a dmsc_be_health entry (a failure counted, a
+ * run ended) are read-modify-writes under the service's lock, so the
+ * workers never lose one another's counts; the helper is that entry's only
+ * writer (the kernel does not count these backends, dmscd writes its
+ * verdicts in their own map: decision 53).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -58,7 +61,9 @@ struct svc {
 };
 
 static struct svc *svcs; /* parallel to cfg.svcs */
-static int fd_health = -1, fd_services = -1, fd_meta = -1, fd_backends = -1;
+static int fd_health = -1, fd_verdict = -1, fd_services = -1, fd_meta = -1, fd_backends = -1;
+/* IPv6 services' and backends' entries: opened when one has health */
+static int fd_services6 = -1, fd_backends6 = -1;
 
 static uint64_t mono_ns(void)
 {
@@ -84,7 +89,7 @@ static int open_map(const char *pin_dir, const char *name, int *fd)
 
 int dmsc_l7_health_open(const char *pin_dir)
 {
-	bool any = false;
+	bool any = false, any6 = false;
 	size_t i;
 	int err;
 
@@ -101,14 +106,19 @@ int dmsc_l7_health_open(const char *pin_dir)
 		if (!svcs[i].be)
 			return -ENOMEM;
 		svcs[i].on = any = true;
+		any6 |= ps->family == AF_INET6;
 		dmsc_health_svc_config(ps, &svcs[i].passive);
 	}
 	if (!any)
 		return 0;
 	if ((err = open_map(pin_dir, DMSC_MAP_BE_HEALTH, &fd_health)) ||
+	    (err = open_map(pin_dir, DMSC_MAP_BE_VERDICT, &fd_verdict)) ||
 	    (err = open_map(pin_dir, DMSC_MAP_SERVICES, &fd_services)) ||
 	    (err = open_map(pin_dir, DMSC_MAP_SVC_META, &fd_meta)) ||
 	    (err = open_map(pin_dir, DMSC_MAP_BACKENDS, &fd_backends)))
+		return err;
+	if (any6 && ((err = open_map(pin_dir, DMSC_MAP_SERVICES6, &fd_services6)) ||
+		     (err = open_map(pin_dir, DMSC_MAP_BACKENDS6, &fd_backends6))))
 		return err;
 	return 0;
 }
@@ -125,13 +135,57 @@ void dmsc_l7_health_close(void)
 	svcs = NULL;
 	if (fd_health >= 0)
 		close(fd_health);
+	if (fd_verdict >= 0)
+		close(fd_verdict);
 	if (fd_services >= 0)
 		close(fd_services);
 	if (fd_meta >= 0)
 		close(fd_meta);
 	if (fd_backends >= 0)
 		close(fd_backends);
-	fd_health = fd_services = fd_meta = fd_backends = -1;
+	if (fd_services6 >= 0)
+		close(fd_services6);
+	if (fd_backends6 >= 0)
+		close(fd_backends6);
+	fd_health = fd_verdict = fd_services = fd_meta = fd_backends = -1;
+	fd_services6 = fd_backends6 = -1;
+}
+
+/* The service's id, from the entry of its family's services map; -1:
+ * none (not applied yet, or by another policy). */
+static int svc_id(const struct dmsc_policy_service *ps, __u32 *id)
+{
+	struct dmsc_svc_key key;
+	struct dmsc_svc6_key key6;
+	__u32 vip6[4];
+	struct dmsc_svc v;
+
+	dmsc_policy_svc_key(ps, &key);
+	if (ps->family == AF_INET6) {
+		memcpy(vip6, ps->vip6, sizeof(vip6));
+		dmsc_svc6_key(&key, vip6, &key6);
+		if (bpf_map_lookup_elem(fd_services6, &key6, &v))
+			return -1;
+	} else if (bpf_map_lookup_elem(fd_services, &key, &v)) {
+		return -1;
+	}
+	*id = v.id;
+	return 0;
+}
+
+/* Whether backend id is policy backend pb (address and port, its family's
+ * map: dmsc_backends or dmsc_backends6). */
+static bool backend_is(const struct dmsc_policy_service *ps, const struct dmsc_policy_backend *pb,
+		       __u32 id)
+{
+	struct dmsc_backend6 b6;
+	struct dmsc_backend b;
+
+	if (ps->family == AF_INET6)
+		return bpf_map_lookup_elem(fd_backends6, &id, &b6) == 0 &&
+		       !memcmp(b6.addr, pb->addr6, sizeof(b6.addr)) && htons(pb->port) == b6.port;
+	return bpf_map_lookup_elem(fd_backends, &id, &b) == 0 && pb->addr == b.addr &&
+	       htons(pb->port) == b.port;
 }
 
 /* The ids of the service's backends, as the last apply wrote them. Under
@@ -139,27 +193,21 @@ void dmsc_l7_health_close(void)
 static void resolve(const struct dmsc_l7_service *ls, struct svc *s)
 {
 	const struct dmsc_policy_service *ps = ls->src;
-	struct dmsc_svc_key key;
 	struct dmsc_svc_meta *meta;
-	struct dmsc_svc v;
-	struct dmsc_backend b;
+	__u32 id;
 	size_t i, j;
 
 	for (i = 0; i < ps->n_backends; i++)
 		s->be[i].id = 0;
-	dmsc_policy_svc_key(ps, &key);
 	meta = malloc(sizeof(*meta));
 	if (!meta)
 		return;
-	if (bpf_map_lookup_elem(fd_services, &key, &v) || bpf_map_lookup_elem(fd_meta, &v.id, meta))
+	if (svc_id(ps, &id) || bpf_map_lookup_elem(fd_meta, &id, meta))
 		goto out;
-	for (j = 0; j < meta->n_backends && j < DMSC_BACKENDS_PER_SERVICE_MAX; j++) {
-		if (bpf_map_lookup_elem(fd_backends, &meta->backend_id[j], &b))
-			continue;
+	for (j = 0; j < meta->n_backends && j < DMSC_BACKENDS_PER_SERVICE_MAX; j++)
 		for (i = 0; i < ps->n_backends; i++)
-			if (ps->backends[i].addr == b.addr && htons(ps->backends[i].port) == b.port)
+			if (!s->be[i].id && backend_is(ps, &ps->backends[i], meta->backend_id[j]))
 				s->be[i].id = meta->backend_id[j];
-	}
 out:
 	free(meta);
 }
@@ -168,6 +216,7 @@ out:
  * HEALTH_READ_MS (or force). Under s->lock. */
 static void refresh(const struct dmsc_l7_service *ls, struct svc *s, uint64_t now, bool force)
 {
+	struct dmsc_be_verdict v;
 	struct dmsc_be_health h;
 	size_t i, n = ls->src->n_backends < 64 ? ls->src->n_backends : 64;
 	uint64_t out = 0;
@@ -181,11 +230,13 @@ static void refresh(const struct dmsc_l7_service *ls, struct svc *s, uint64_t no
 	}
 	for (i = 0; i < n; i++) {
 		if (!s->be[i].id ||
-		    bpf_map_lookup_elem_flags(fd_health, &s->be[i].id, &h, BPF_F_LOCK))
+		    bpf_map_lookup_elem_flags(fd_health, &s->be[i].id, &h, BPF_F_LOCK) ||
+		    bpf_map_lookup_elem_flags(fd_verdict, &s->be[i].id, &v, BPF_F_LOCK))
 			continue;
-		if (h.out != DMSC_HEALTH_IN || dmsc_health_ejected(&h, now))
+		if (v.out != DMSC_HEALTH_IN || dmsc_health_ejected(&h, v.ejection_ended, now))
 			out |= 1ull << i;
-		if (h.out == DMSC_HEALTH_OUT_EJECTED || dmsc_health_ejected(&h, now))
+		if (v.out == DMSC_HEALTH_OUT_EJECTED ||
+		    dmsc_health_ejected(&h, v.ejection_ended, now))
 			ejected++;
 	}
 	s->ejected = ejected;
@@ -193,6 +244,14 @@ static void refresh(const struct dmsc_l7_service *ls, struct svc *s, uint64_t no
 		s->panic = false; /* a new episode is logged again */
 	s->out = out;
 	s->read_ns = now;
+}
+
+/* "198.18.1.2:8080" or "[2001:2::2]:8080", as dmscd's health lines. */
+static void backend_name(const struct dmsc_policy_service *ps, size_t idx, char *buf, size_t len)
+{
+	const struct dmsc_policy_backend *b = &ps->backends[idx];
+
+	dmsc_format_ip_port(ps->family, b->addr, b->addr6, b->port, buf, len);
 }
 
 int dmsc_l7_health_pick(const struct dmsc_l7_service *ls, const struct dmsc_l7_pick *pick,
@@ -231,6 +290,7 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 	struct svc *s = svcs ? &svcs[ls - cfg.svcs] : NULL;
 	bool failed = status <= 0 || status >= 500;
 	int room = 1;
+	struct dmsc_be_verdict v;
 	struct dmsc_be_health h;
 	struct be *be;
 	uint64_t now;
@@ -253,6 +313,10 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 			goto out;
 		h.consecutive = 0;
 	} else {
+		/* dmscd's end of an ejection (a restarted backend) */
+		if (bpf_map_lookup_elem_flags(fd_verdict, &be->id, &v, BPF_F_LOCK))
+			v.ejection_ended = 0;
+		dmsc_health_take_end(&h, v.ejection_ended);
 		be->dirty = true;
 		if (status == DMSC_L7_HEALTH_TIMEOUT)
 			be->fail_timeout++;
@@ -260,7 +324,7 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 			be->fail_5xx++;
 		else
 			be->fail_connect++;
-		if (dmsc_health_would_eject(&h, &s->passive, now) && s->passive.max_eject_pct &&
+		if (dmsc_health_would_eject(&h, 0, &s->passive, now) && s->passive.max_eject_pct &&
 		    s->passive.max_eject_pct < 100) {
 			refresh(ls, s, now, true); /* a fresh count of the ejected */
 			room = dmsc_health_may_eject(&s->passive, s->ejected,
@@ -271,8 +335,7 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 		if (dmsc_health_failed_room(&h, &s->passive, now, room)) {
 			be->ejections++;
 			be->dirty = false;
-			dmsc_format_addr_port(ls->src->backends[idx].addr,
-					      htons(ls->src->backends[idx].port), ap, sizeof(ap));
+			backend_name(ls->src, idx, ap, sizeof(ap));
 			pr_info("health: %s %s ejected after %u failures in a row (last: %s), "
 				"for %.1f s (ejection %u in a row)\n",
 				ls->src->name, ap, s->passive.eject_after,
@@ -285,7 +348,7 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 	if (bpf_map_update_elem(fd_health, &be->id, &h, BPF_F_LOCK))
 		pr_warn("health: cannot write backend %u in %s: %s\n", be->id, DMSC_MAP_BE_HEALTH,
 			strerror(errno));
-	else if (dmsc_health_ejected(&h, now))
+	else if (dmsc_health_ejected(&h, 0, now))
 		refresh(ls, s, now, true); /* this worker passes over it at once */
 out:
 	pthread_mutex_unlock(&s->lock);
@@ -342,8 +405,7 @@ void dmsc_l7_health_metrics(FILE *f)
 			for (j = 0; part < 3 && j < ps->n_backends; j++) {
 				struct be *be = &s->be[j];
 
-				dmsc_format_addr_port(ps->backends[j].addr,
-						      htons(ps->backends[j].port), ap, sizeof(ap));
+				backend_name(ps, j, ap, sizeof(ap));
 				if (part == 0)
 					fprintf(f,
 						"dmsc_l7_backend_failures_total{service=\"%s\","

@@ -45,6 +45,10 @@ static struct {
 	int own_fd; /* the helper's own namespace, to return to */
 	uint64_t own_ino;
 	uint16_t port; /* network order */
+	/* The helper's own namespace: its [::1] listener (fd6; fd is -1, the
+	 * workers' --listen sockets serve IPv4 there) and its entry, which
+	 * names --listen (docs/design.md decision 51). cookie 0: none. */
+	struct dmsc_l7_nsl own;
 	char cg_root[PATH_MAX];
 	int stop_fd;
 	pthread_t th;
@@ -58,7 +62,7 @@ static struct {
 	uint64_t failed[FAILED_LOGGED];
 	size_t n_failed;
 	uint8_t used[65536 / 8]; /* addresses in 127.77.0.0/16 taken, per scan */
-} ns = {.map_fd = -1, .own_fd = -1, .stop_fd = -1};
+} ns = {.map_fd = -1, .own_fd = -1, .stop_fd = -1, .own = {.fd = -1, .fd6 = -1}};
 
 static uint64_t mono_ms(void)
 {
@@ -404,9 +408,10 @@ static void sweep_stale(void)
 
 	for (err = bpf_map_get_next_key(ns.map_fd, NULL, &next); !err && n < 64;
 	     err = bpf_map_get_next_key(ns.map_fd, &key, &next)) {
-		bool ours = false;
+		bool ours;
 
 		key = next;
+		ours = ns.own.cookie && ns.own.cookie == key;
 		for (i = 0; i < DMSC_L7_NETNS_SLOTS && !ours; i++)
 			ours = ns.slots[i].fd >= 0 && ns.slots[i].cookie == key;
 		if (!ours)
@@ -460,7 +465,60 @@ static int mesh_cgroup(const char *pin_dir, char *out, size_t len)
 	return 0;
 }
 
-int dmsc_l7_netns_start(const char *pin_dir, uint16_t port, const struct dmsc_l7_netns_ops *ops)
+/*
+ * The helper's own namespace (docs/design.md decision 51): a [::1]
+ * listener beside the workers' --listen sockets, and an entry that names
+ * --listen for IPv4 (what connect4 did without it: dmsc_l7_conf) and this
+ * listener as port6, so that connect6 hands its IPv6 http connections here
+ * as it does in every other namespace. A replacing helper binds [::1]
+ * beside the old one (SO_REUSEPORT) and writes the same entry; the old one
+ * takes what its queue holds and closes (dmsc_l7_netns_close). Without
+ * --listen registered (listen NULL) there is no entry to write.
+ */
+static void open_own(const struct sockaddr_in *listen)
+{
+	struct dmsc_l7_conf val = {.port6 = ns.port};
+	socklen_t len = sizeof(uint64_t);
+	uint64_t cookie = 0;
+	int fd6;
+
+	if (!listen)
+		return;
+	fd6 = listen6(); /* the calling thread is in the helper's namespace */
+	if (fd6 < 0) {
+		pr_warn("cannot listen on [::1]:%u in the helper's own network namespace: %s; "
+			"its IPv6 http connections are balanced at L4\n",
+			ntohs(ns.port), strerror(errno));
+		return;
+	}
+	if (getsockopt(fd6, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0) {
+		pr_warn("no SO_NETNS_COOKIE (Linux 5.14): IPv6 http connections in the "
+			"helper's own network namespace are balanced at L4\n");
+		close(fd6);
+		return;
+	}
+	val.addr = listen->sin_addr.s_addr;
+	val.port = listen->sin_port;
+	if (bpf_map_update_elem(ns.map_fd, &cookie, &val, BPF_ANY)) {
+		pr_warn("cannot write the helper's own namespace in %s: %s; its IPv6 http "
+			"connections are balanced at L4\n",
+			DMSC_MAP_L7_NETNS, strerror(errno));
+		close(fd6);
+		return;
+	}
+	ns.own = (struct dmsc_l7_nsl){.ep.kind = EP_NS_LISTEN,
+				      .fd = -1,
+				      .ino = ns.own_ino,
+				      .cookie = cookie,
+				      .addr = val.addr,
+				      .ep6.kind = EP_NS_LISTEN6,
+				      .fd6 = fd6};
+	ns.ops->watch(&ns.own);
+	pr_info("listening in the helper's own network namespace on [::1]:%u\n", ntohs(ns.port));
+}
+
+int dmsc_l7_netns_start(const char *pin_dir, const struct sockaddr_in *listen, bool registered,
+			const struct dmsc_l7_netns_ops *ops)
 {
 	char path[PATH_MAX];
 	struct stat st;
@@ -470,7 +528,7 @@ int dmsc_l7_netns_start(const char *pin_dir, uint16_t port, const struct dmsc_l7
 	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++)
 		ns.slots[i].fd = ns.slots[i].fd6 = -1;
 	ns.ops = ops;
-	ns.port = port;
+	ns.port = listen->sin_port;
 	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_NETNS);
 	ns.map_fd = bpf_obj_get(path);
 	if (ns.map_fd < 0) {
@@ -493,6 +551,7 @@ int dmsc_l7_netns_start(const char *pin_dir, uint16_t port, const struct dmsc_l7
 		return err;
 	}
 	ns.own_ino = (uint64_t)st.st_ino;
+	open_own(registered ? listen : NULL);
 	scan();
 	if (ns.off)
 		return 0;
@@ -527,6 +586,15 @@ void dmsc_l7_netns_stop_scanning(void)
 void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg)
 {
 	size_t i;
+
+	if (ns.own.fd6 >= 0) {
+		/* its entry stays: the next helper binds [::1] beside us and
+		 * writes the same one */
+		ns.ops->unwatch(&ns.own);
+		accept(arg, ns.own.fd6);
+		close(ns.own.fd6);
+		ns.own.fd6 = -1;
+	}
 
 	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++) {
 		struct dmsc_l7_nsl *l = &ns.slots[i];

@@ -26,7 +26,8 @@
  * handoff (docs/design.md decision 48): its port is the entry's port6, 0
  * when it cannot be bound (IPv6 off in the namespace, [::1]:port taken),
  * and IPv6 connections to http services of that namespace are then
- * balanced at L4.
+ * balanced at L4. The helper's own namespace has a [::1] listener too,
+ * and an entry naming --listen for IPv4 (decision 51).
  *
  * The namespace's cookie comes from getsockopt(SO_NETNS_COOKIE), Linux
  * 5.14+; on older kernels the listeners stay off (logged once) and clients
@@ -35,6 +36,7 @@
 #ifndef DMSC_L7_NETNS_H
 #define DMSC_L7_NETNS_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -70,13 +72,16 @@ struct dmsc_l7_netns_ops {
 };
 
 /*
- * Opens dmsc_l7_netns and the install record under pin_dir, does one scan
+ * Opens dmsc_l7_netns and the install record under pin_dir, opens the
+ * [::1] listener of the helper's own namespace with its entry (naming
+ * listen, when registered: docs/design.md decision 51), does one scan
  * (the listeners exist before the helper says ready) and starts the
- * scanning thread. port: network order. A datapath without the map, or a
+ * scanning thread; the port is listen's. A datapath without the map, or a
  * kernel without SO_NETNS_COOKIE: logged, 0, and no listeners. Negative
  * errno only when the thread cannot start.
  */
-int dmsc_l7_netns_start(const char *pin_dir, uint16_t port, const struct dmsc_l7_netns_ops *ops);
+int dmsc_l7_netns_start(const char *pin_dir, const struct sockaddr_in *listen, bool registered,
+			const struct dmsc_l7_netns_ops *ops);
 
 /* Stops the thread (the listeners stay open and watched). */
 void dmsc_l7_netns_stop_scanning(void);

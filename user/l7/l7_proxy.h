@@ -215,9 +215,9 @@ struct conn {
 struct pooled {
 	struct ep ep;
 	int fd;
-	uint32_t addr;
-	uint16_t port;
-	uint64_t since; /* ns: idle since */
+	uint8_t addr[16]; /* the backend's; an IPv4 one as ::ffff:a.b.c.d */
+	uint16_t port;	  /* network order */
+	uint64_t since;	  /* ns: idle since */
 };
 
 struct worker {
@@ -285,7 +285,7 @@ void conn_step(struct conn *c);
 /* l7_upstream.c */
 void pool_drop(struct worker *w, struct pooled *p);
 bool pool_quiet(int fd);
-void pool_put(struct worker *w, int fd, bool registered, uint32_t addr, uint16_t port);
+void pool_put(struct worker *w, int fd, bool registered, const struct sockaddr_storage *to);
 void pool_expire(struct worker *w, uint64_t now);
 void dispatch(struct conn *c);
 void upstream_write(struct conn *c);

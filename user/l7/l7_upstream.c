@@ -24,9 +24,27 @@ bool pool_quiet(int fd)
 	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-/* Keeps fd for the next request to addr:port (network order); closes it
- * when the pool is full. registered: fd is in epoll already. */
-void pool_put(struct worker *w, int fd, bool registered, uint32_t addr, uint16_t port)
+/* A backend's address and port as the pool keys them: both families in
+ * one form (an IPv4 address as ::ffff:a.b.c.d). */
+static void pool_key(const struct sockaddr_storage *to, uint8_t addr[16], uint16_t *port)
+{
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)to;
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)to;
+
+	if (to->ss_family == AF_INET6) {
+		memcpy(addr, &a6->sin6_addr, 16);
+		*port = a6->sin6_port;
+		return;
+	}
+	memset(addr, 0, 10);
+	addr[10] = addr[11] = 0xff;
+	memcpy(addr + 12, &a4->sin_addr, 4);
+	*port = a4->sin_port;
+}
+
+/* Keeps fd for the next request to the backend at `to`; closes it when
+ * the pool is full. registered: fd is in epoll already. */
+void pool_put(struct worker *w, int fd, bool registered, const struct sockaddr_storage *to)
 {
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
 	struct pooled *p = NULL;
@@ -44,24 +62,26 @@ void pool_put(struct worker *w, int fd, bool registered, uint32_t addr, uint16_t
 	}
 	p->ep.kind = EP_POOL;
 	p->fd = fd;
-	p->addr = addr;
-	p->port = port;
+	pool_key(to, p->addr, &p->port);
 	p->since = now_ns();
 	w->n_pool++;
 }
 
-/* An idle connection to addr:port that can carry a request, or -1. Those
- * that cannot (the backend wrote, closed, or they are too old) are
- * closed on the way. */
-static int pool_take(struct worker *w, uint32_t addr, uint16_t port)
+/* An idle connection to the backend at `to` that can carry a request, or
+ * -1. Those that cannot (the backend wrote, closed, or they are too old)
+ * are closed on the way. */
+static int pool_take(struct worker *w, const struct sockaddr_storage *to)
 {
 	uint64_t oldest = now_ns() - (uint64_t)opt.pool_idle_ms * 1000000;
+	uint8_t addr[16];
+	uint16_t port;
 	int i, fd;
 
+	pool_key(to, addr, &port);
 	for (i = 0; i < POOL_MAX && w->n_pool > 0; i++) {
 		struct pooled *p = &w->pool[i];
 
-		if (p->fd < 0 || p->addr != addr || p->port != port)
+		if (p->fd < 0 || p->port != port || memcmp(p->addr, addr, sizeof(addr)))
 			continue;
 		if (p->since < oldest || !pool_quiet(p->fd)) {
 			pool_drop(w, p);
@@ -352,7 +372,6 @@ static void upstream_failed(struct conn *c, bool may_retry, int status)
 static void upstream_start(struct conn *c)
 {
 	const struct dmsc_l7_route *route = c->route >= 0 ? &c->svc->routes[c->route] : NULL;
-	const struct dmsc_policy_backend *b;
 	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
 	struct sockaddr_storage sa;
 	unsigned int sa_len;
@@ -371,7 +390,6 @@ static void upstream_start(struct conn *c)
 	/* every attempt has the route's whole timeout: a retry after a 503
 	 * must not wait for ever on a backend that then says nothing */
 	c->up_deadline = now_ns() + (uint64_t)c->timeout_ms * 1000000;
-	b = &c->svc->src->backends[idx];
 	sa_len = dmsc_l7_backend_sa(c->svc, idx, &sa);
 	http_parser_init(&c->sp, HTTP_RESPONSE);
 	c->sp.data = c;
@@ -382,9 +400,7 @@ static void upstream_start(struct conn *c)
 
 	/* A pooled connection may have been closed by the backend a moment
 	 * ago; only requests that are safe to send twice use one. */
-	/* The pool knows IPv4 backends only (keyed by address:port). */
-	fd = c->idempotent && sa.ss_family == AF_INET ? pool_take(c->w, b->addr, htons(b->port))
-						      : -1;
+	fd = c->idempotent ? pool_take(c->w, &sa) : -1;
 	c->up_reused = fd >= 0;
 	c->connecting = false;
 	if (fd < 0) {

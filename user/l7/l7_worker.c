@@ -207,7 +207,7 @@ static void netns_watch(struct dmsc_l7_nsl *l)
 	int i;
 
 	for (i = 0; i < opt.workers; i++)
-		if (epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0 ||
+		if ((l->fd >= 0 && epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0) ||
 		    (l->fd6 >= 0 && epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd6, &ev6) < 0))
 			pr_warn("worker %d cannot watch a namespace listener: %s\n", i,
 				strerror(errno));
@@ -218,7 +218,8 @@ static void netns_unwatch(struct dmsc_l7_nsl *l)
 	int i;
 
 	for (i = 0; i < opt.workers; i++) {
-		epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, l->fd, NULL);
+		if (l->fd >= 0) /* -1: the helper's own namespace (no IPv4 one) */
+			epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, l->fd, NULL);
 		if (l->fd6 >= 0)
 			epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, l->fd6, NULL);
 	}

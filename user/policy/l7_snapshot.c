@@ -9,6 +9,7 @@
 
 #include <json-c/json.h>
 
+#include "addr.h"
 #include "l7_snapshot.h"
 
 /* json-c's adders return 0 or -1; these keep the first failure. */
@@ -40,16 +41,18 @@ static struct json_object *string_map(const struct dmsc_label *l, size_t n, int 
 	return o;
 }
 
-static struct json_object *backend_json(const struct dmsc_policy_backend *b, bool mtls, int *err)
+/* family: the service's (an IPv6 service's backends are IPv6). */
+static struct json_object *backend_json(const struct dmsc_policy_backend *b, int family, bool mtls,
+					int *err)
 {
 	struct json_object *o = json_object_new_object();
-	char addr[INET_ADDRSTRLEN];
+	char addr[INET6_ADDRSTRLEN];
 
 	if (!o) {
 		*err = -ENOMEM;
 		return NULL;
 	}
-	inet_ntop(AF_INET, &b->addr, addr, sizeof(addr));
+	dmsc_format_ip(family, b->addr, b->addr6, addr, sizeof(addr));
 	put(o, "address", json_object_new_string(addr), err);
 	put(o, "port", json_object_new_int(b->port), err);
 	put(o, "weight", json_object_new_int64(b->weight), err);
@@ -90,6 +93,53 @@ static struct json_object *route_json(const struct dmsc_route *r, int *err)
 	return o;
 }
 
+/* A service's health as the policy said it, every field (the helper's
+ * picks pass over the backends it says are out; docs/l7.md "Health"). */
+static struct json_object *health_json(const struct dmsc_health *h, int *err)
+{
+	struct json_object *o = json_object_new_object(), *a;
+	const struct dmsc_health_active *ac = &h->active;
+	const struct dmsc_health_passive *pa = &h->passive;
+
+	if (!o) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if (h->has_active) {
+		a = json_object_new_object();
+		if (a) {
+			put(a, "type",
+			    json_object_new_string(ac->type == DMSC_PROBE_HTTP ? "http" : "tcp"), err);
+			if (ac->type == DMSC_PROBE_HTTP) {
+				put(a, "path", json_object_new_string(ac->path ? ac->path : "/"),
+				    err);
+				put(a, "expected_status", json_object_new_int64(ac->expected_status),
+				    err);
+			}
+			put(a, "interval_ms", json_object_new_int64(ac->interval_ms), err);
+			put(a, "timeout_ms", json_object_new_int64(ac->timeout_ms), err);
+			put(a, "unhealthy_threshold", json_object_new_int64(ac->unhealthy_threshold),
+			    err);
+			put(a, "healthy_threshold", json_object_new_int64(ac->healthy_threshold),
+			    err);
+		}
+		put(o, "active", a, err);
+	}
+	if (h->has_passive) {
+		a = json_object_new_object();
+		if (a) {
+			put(a, "consecutive_failures",
+			    json_object_new_int64(pa->consecutive_failures), err);
+			put(a, "base_ejection_ms", json_object_new_int64(pa->base_ejection_ms), err);
+			put(a, "max_ejection_ms", json_object_new_int64(pa->max_ejection_ms), err);
+			put(a, "max_ejection_percent",
+			    json_object_new_int64(pa->max_ejection_percent), err);
+		}
+		put(o, "passive", a, err);
+	}
+	return o;
+}
+
 static const char *const proto_names[] = {
     [DMSC_POLICY_TCP] = "tcp",
     [DMSC_POLICY_UDP] = "udp",
@@ -101,21 +151,21 @@ static const char *const proto_names[] = {
 static struct json_object *service_json(const struct dmsc_policy_service *s, bool mtls, int *err)
 {
 	struct json_object *o = json_object_new_object(), *a;
-	char vip[INET_ADDRSTRLEN];
+	char vip[INET6_ADDRSTRLEN];
 	size_t i;
 
 	if (!o) {
 		*err = -ENOMEM;
 		return NULL;
 	}
-	inet_ntop(AF_INET, &s->vip, vip, sizeof(vip));
+	dmsc_format_ip(s->family, s->vip, s->vip6, vip, sizeof(vip));
 	put(o, "name", json_object_new_string(s->name), err);
 	put(o, "vip", json_object_new_string(vip), err);
 	put(o, "port", json_object_new_int(s->port), err);
 	put(o, "protocol", json_object_new_string(proto_names[s->protocol]), err);
 	a = json_object_new_array();
 	for (i = 0; a && i < s->n_backends; i++)
-		push(a, backend_json(&s->backends[i], mtls, err), err);
+		push(a, backend_json(&s->backends[i], s->family, mtls, err), err);
 	put(o, "backends", a, err);
 	if (mtls) {
 		put(o, "mtls", json_object_new_string(dmsc_mtls_mode_name(s->mtls)), err);
@@ -139,6 +189,8 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, boo
 		}
 		put(o, "rate_limit", rl, err);
 	}
+	if (s->has_health)
+		put(o, "health", health_json(&s->health, err), err);
 	if (s->n_routes) {
 		a = json_object_new_array();
 		for (i = 0; a && i < s->n_routes; i++)
