@@ -10,7 +10,9 @@
  * backend's run of failures, CLOSE (refused: a RST; timed out; or given up
  * by the application while connecting) adds one, and the failure that
  * completes a run of consecutive_failures ejects the backend
- * (dmsc/health.h), which connect4 then passes over (health.bpf.h).
+ * (dmsc/health.h), which connect4 then passes over (health.bpf.h). This
+ * program is the only writer of a tcp service's dmsc_be_health elements;
+ * dmscd's verdicts are in dmsc_be_verdict, read here (decision 53).
  *
  * bpf_sock_ops.sk and bpf_sk_storage_get from sockops need Linux 5.10;
  * BPF_SOCK_OPS_STATE_CB 4.16; bpf_spin_lock 5.1.
@@ -18,6 +20,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
+#include "health.bpf.h"
 #include "maps.bpf.h"
 
 /* A watched connect: the service and the backend connect4 or connect6 picked. */
@@ -77,13 +80,15 @@ static __always_inline bool watched(struct bpf_sock_ops *ops, struct dmsc_svc_he
 }
 
 /* max_ejection_percent: how many of the service's *n backends are ejected
- * at now (read without their locks: two CPUs ejecting at once may both
- * find room, one backend over the cap at most per CPU). */
+ * at now, by their counter or in dmscd's verdict (read without their
+ * locks: two CPUs ejecting at once may both find room, one backend over
+ * the cap at most per CPU). */
 static __always_inline __u32 count_ejected(__u32 svc_id, __u64 now, __u32 *n)
 {
 	struct dmsc_svc_meta *m = bpf_map_lookup_elem(&dmsc_svc_meta, &svc_id);
+	struct dmsc_be_verdict *v;
 	struct dmsc_be_health *h;
-	__u64 k = 0, until, out;
+	__u64 k = 0, until, out, ended;
 	__u32 i, id;
 
 	*n = 0;
@@ -95,15 +100,17 @@ static __always_inline __u32 count_ejected(__u32 svc_id, __u64 now, __u32 *n)
 			break;
 		id = m->backend_id[i];
 		h = bpf_map_lookup_elem(&dmsc_be_health, &id);
-		if (!h)
+		v = bpf_map_lookup_elem(&dmsc_be_verdict, &id);
+		if (!h || !v)
 			continue;
 		/* Without a branch on what was found: a branch per backend
 		 * doubles the paths the verifier walks at each step. Both
 		 * times are below 2^63; the top bit of a u64 difference is
-		 * 1 when it went below zero. */
+		 * 1 when it went below zero; x | -x has it when x != 0. */
 		until = h->ejected_until_ns;
-		out = h->out ^ DMSC_HEALTH_OUT_EJECTED;
-		k += ((now - until) >> 63) | ((out - 1) >> 63);
+		ended = h->ejected_at_ns ^ v->ejection_ended;
+		out = v->out ^ DMSC_HEALTH_OUT_EJECTED;
+		k += (((now - until) & (ended | (0 - ended))) >> 63) | ((out - 1) >> 63);
 	}
 	return (__u32)k;
 }
@@ -113,21 +120,24 @@ static __always_inline void connect_failed(const struct watch *w,
 {
 	__u32 backend_id = w->backend_id, n = 0, k;
 	struct dmsc_be_health *h = bpf_map_lookup_elem(&dmsc_be_health, &backend_id);
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_ns(), ended;
 	int ejected, room = 1;
 
 	if (!h) {
 		count_reason(DMSC_R_HEALTH_MISSING);
 		return;
 	}
-	/* Counted before the lock (no lookups under a spin lock), only when
+	/* Looked up before the lock (no lookups under a spin lock): dmscd's
+	 * end of an ejection, and max_ejection_percent's count, only when
 	 * this failure may complete a run. */
+	ended = health_ejection_ended(backend_id);
 	if (cfg->max_eject_pct && cfg->max_eject_pct < 100 &&
-	    dmsc_health_would_eject(h, cfg, now)) {
+	    dmsc_health_would_eject(h, ended, cfg, now)) {
 		k = count_ejected(w->svc_id, now, &n);
 		room = dmsc_health_may_eject(cfg, k, n);
 	}
 	bpf_spin_lock(&h->lock);
+	dmsc_health_take_end(h, ended);
 	ejected = dmsc_health_failed_room(h, cfg, now, room);
 	bpf_spin_unlock(&h->lock);
 	if (ejected)

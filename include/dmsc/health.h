@@ -7,8 +7,13 @@
  * service's consecutive_failures in a row it ejects the backend itself, so
  * that cgroup/connect4 stops picking it within a few connections, without
  * waiting for dmscd. dmscd does the durable part: it takes an ejected or
- * probe-failed backend out of the slot table (the `out` field below, which
- * every apply reads when it lays a table out) and puts it back.
+ * probe-failed backend out of the slot table (dmsc_be_verdict's `out`,
+ * which every apply reads when it lays a table out) and puts it back.
+ *
+ * Each map has one writer per backend (docs/design.md decision 53):
+ * dmsc_be_health the counter of the backend's failures (the kernel; for an
+ * http service dmsc-l7), dmsc_be_verdict dmscd. A writer never writes the
+ * other's element, so neither overwrites what the other counted.
  *
  * Included by shared.h: struct dmsc_svc carries the passive settings.
  */
@@ -21,6 +26,7 @@
 #endif
 
 #define DMSC_MAP_BE_HEALTH "dmsc_be_health"
+#define DMSC_MAP_BE_VERDICT "dmsc_be_verdict"
 
 /* connect4 tries at most this many slots after an ejected backend's; past
  * them (every backend it saw ejected) it keeps the first pick: the
@@ -49,20 +55,34 @@ enum dmsc_health_out {
 
 /*
  * dmsc_be_health: ARRAY indexed by backend id, written under its lock by
- * the kernel (the passive part) and by dmscd (BPF_F_LOCK). Zeroed when a
+ * the counter of the backend's failures only: the kernel (sockops), or
+ * dmsc-l7 for an http service's backends (BPF_F_LOCK). Zeroed when a
  * backend id is given up, like its counters.
  */
 struct dmsc_be_health {
 	struct bpf_spin_lock lock;
-	/* Kernel. */
 	__u32 consecutive;	/* connect failures in a row */
 	__u64 failures;		/* connect failures in all */
 	__u64 ejected_at_ns;	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last ejection */
 	__u64 ejected_until_ns; /* connect4 skips the backend until then */
 	__u32 ejections;	/* in a row: the back-off multiplier */
-	/* dmscd. */
+};
+
+/*
+ * dmsc_be_verdict: ARRAY indexed by backend id, written by dmscd only
+ * (BPF_F_LOCK; the apply zeroes it with dmsc_be_health when a backend id is
+ * given up). The kernel reads `out` (max_ejection_percent's count) and
+ * ejection_ended; dmsc-l7 both in its picks.
+ */
+struct dmsc_be_verdict {
+	struct bpf_spin_lock lock;
 	__u32 out;	    /* enum dmsc_health_out */
 	__u64 out_since_ns; /* CLOCK_MONOTONIC */
+	/* A restarted backend: the ejected_at_ns of the ejection dmscd ended
+	 * early. Every reader takes that ejection as over
+	 * (dmsc_health_ejected); the counter's writer clears it in its own
+	 * element at its next failure (dmsc_health_take_end). */
+	__u64 ejection_ended;
 	__u32 probe_ok;	    /* active probes that passed in a row */
 	__u32 probe_failed; /* active probes that failed in a row */
 	__s32 probe_detail; /* last failed probe: -errno, or its HTTP status */
@@ -92,12 +112,30 @@ static inline int dmsc_health_may_eject(const struct dmsc_svc_health *cfg, __u32
 	return (__u64)(ejected + 1) * 100 <= (__u64)cfg->max_eject_pct * n;
 }
 
+/* Is the backend ejected at now: its counter's ejection runs, and dmscd
+ * did not end it (ended: dmsc_be_verdict.ejection_ended, 0 if none)? */
+static inline int dmsc_health_ejected(const struct dmsc_be_health *h, __u64 ended, __u64 now)
+{
+	return h->ejected_until_ns > now && h->ejected_at_ns != ended;
+}
+
+/* The counter's writer, under h->lock, before it counts: an ejection dmscd
+ * ended (ended, as above) ends in the counter's own element too, so the
+ * failures after it count towards a new run. */
+static inline void dmsc_health_take_end(struct dmsc_be_health *h, __u64 ended)
+{
+	if (h->ejected_until_ns && h->ejected_at_ns == ended) {
+		h->ejected_until_ns = 0;
+		h->consecutive = 0;
+	}
+}
+
 /* Does the next failure of this backend complete a run (the caller then
  * checks max_ejection_percent)? Read without the lock: a hint. */
-static inline int dmsc_health_would_eject(const struct dmsc_be_health *h,
+static inline int dmsc_health_would_eject(const struct dmsc_be_health *h, __u64 ended,
 					  const struct dmsc_svc_health *cfg, __u64 now)
 {
-	return cfg->eject_after && h->ejected_until_ns <= now &&
+	return cfg->eject_after && !dmsc_health_ejected(h, ended, now) &&
 	       h->consecutive + 1 >= cfg->eject_after;
 }
 
@@ -106,7 +144,8 @@ static inline int dmsc_health_would_eject(const struct dmsc_be_health *h,
  * dmsc_health_may_eject) to eject it or not. Returns 1 when it ejects the
  * backend; a run completed without room stays one failure short of
  * complete, so the next failure asks again. The kernel runs it under
- * h->lock (no helper calls inside), the unit tests as it is. An ejection
+ * h->lock (no helper calls inside), after dmsc_health_take_end; the unit
+ * tests as it is. An ejection
  * counts as "in a row" when the last one ended less than max_ejection_ms
  * before; the count of failures starts again after each ejection.
  */
@@ -141,12 +180,6 @@ static inline int dmsc_health_failed(struct dmsc_be_health *h, const struct dmsc
 				     __u64 now)
 {
 	return dmsc_health_failed_room(h, cfg, now, 1);
-}
-
-/* Is the backend ejected by the kernel at now? */
-static inline int dmsc_health_ejected(const struct dmsc_be_health *h, __u64 now)
-{
-	return h->ejected_until_ns > now;
 }
 
 #endif /* DMSC_HEALTH_H */

@@ -90,7 +90,9 @@
 	X(SOCK_CGROUP, dmsc_sock_cgroup, FIXED, SK_STORAGE,   0,                                   \
 	  int, __u64)                                                                              \
 	X(BE_MTLS,     dmsc_be_mtls,     BE,    HASH,         0,                                   \
-	  struct dmsc_svc_key, __u32)
+	  struct dmsc_svc_key, __u32)                                                              \
+	X(BE_VERDICT,  dmsc_be_verdict,  BE,    ARRAY,        0,                                   \
+	  __u32, struct dmsc_be_verdict)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

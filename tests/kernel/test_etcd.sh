@@ -211,7 +211,7 @@ t_eq "v2 drained (weight 0): every connection to v1" "$(jq '.backends.v1 // 0' "
 # changes and compacts past the first: resuming finds its revision gone,
 # h1 reads the namespace again and applies only the difference.
 full_reads() { metric 1 dmsc_etcd_full_reads_total; }
-f0=$(full_reads) c0=$(t_nlines "$T/h1.log" 'was compacted')
+f0=$(full_reads) c0=$(t_nlines "$T/h1.log" 'etcd compacted its history')
 kill -STOP "$D1"
 if ss -K dst 127.0.0.1 dport = ":$CPORT" >/dev/null 2>&1; then
 	policy "$T/c3.json" reviews "198.18.1.2:90 198.18.1.3:10"
@@ -223,8 +223,9 @@ if ss -K dst 127.0.0.1 dport = ":$CPORT" >/dev/null 2>&1; then
 		t_fail "etcd compacts at revision $crev"
 	a1=$(applied 1)
 	kill -CONT "$D1"
-	t_check "h1 is told its revision was compacted" \
-		t_wait_lines "$T/h1.log" 'was compacted.*reading the namespaces again' $((c0 + 1)) 20
+	CPAT="a/services/: the changes after revision [0-9]+ \(the last this host saw\) are gone: etcd compacted its history at revision $crev; reading the namespaces again"
+	t_check "h1 is told the changes after the revision it saw were compacted: $CPAT" \
+		t_wait_lines "$T/h1.log" "$CPAT" $((c0 + 1)) 20
 	t_check "h1 applies after the read" after_apply 1 "$a1"
 	t_eq "one more full read" "$(full_reads)" $((f0 + 1))
 	t_check "that apply wrote only the difference (1 change): $(grep -E '^dmscd: applied' "$T/h1.log" | tail -n 1)" \
@@ -280,7 +281,7 @@ rm -f "$T/pubs.done"
 	touch "$T/pubs.done"
 ) &
 LOADPIDS+=($!)
-t_wait 20 test "$(t_nlines "$T/pubs.out" '^published 1 change')" -ge 3
+t_wait_lines "$T/pubs.out" '^published 1 change' 3 20
 kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
 a1=$(applied 1)
 start_host 1 a
@@ -356,6 +357,52 @@ t_check "metrics: events and bytes received" \
 	test "$(awk '$1 == "dmsc_etcd_received_bytes_total" { print $2 }' <<<"$metrics")" -gt 0
 t_check "metrics: refused values counted" \
 	test "$(awk '$1 == "dmsc_etcd_refused_values_total" { print $2 }' <<<"$metrics")" -ge 3
+
+# 6b. dmscd keeps the pinned maps open between applies, and opens them
+# afresh when an install re-pinned one (the services map re-created, as a
+# migration does: a new map renamed over the pin, the programs moved to it
+# by the install), after an uninstall and a new install, and on SIGHUP:
+# every change reaches the maps that the pins name and the programs read.
+opens() { metric 1 dmsc_datapath_opens_total; }
+kept() { # kept WEIGHT1 WEIGHT2: published, then in h1's maps
+	policy "$T/kept.json" kept "198.18.1.2:$1 198.18.1.3:$2"
+	sed -i 's/198.19.0.10/198.19.0.15/' "$T/kept.json"
+	publish "$T/kept.json" --namespace a >/dev/null
+	t_wait 20 test "$(weights "$H1" kept)" = "[$1,$2]"
+}
+kept_answers() {
+	probe 1 --connect 198.19.0.15:9080 --count 20 >"$T/kept.out"
+	t_eq "kept answers through the VIP ($1)" "$(jq .ok "$T/kept.out")" 20
+}
+o0=$(opens)
+t_check "h1 applies kept" kept 1 1
+t_check "and a change of it" kept 1 2
+t_eq "through the maps it held open (opened $o0 times, none since)" "$(opens)" "$o0"
+svcmap=$H1/maps/dmsc_services
+id0=$(bpftool map show pinned "$svcmap" -j | jq .id)
+bpftool map show pinned "$svcmap" -j |
+	jq -r '"type \(.type) key \(.bytes_key) value \(.bytes_value) entries \(.max_entries) flags \(.flags)"' >"$T/svcmap.def"
+# shellcheck disable=SC2046
+bpftool map create "${svcmap}_new" $(cat "$T/svcmap.def") name dmsc_services &&
+	mv "${svcmap}_new" "$svcmap" &&
+	DMSC_PIN_DIR=$H1 "$CTL" install --cgroup "$CG1" >"$T/reinstall.out" 2>&1
+id1=$(bpftool map show pinned "$svcmap" -j | jq .id)
+t_check "the services map was re-created (map id $id0 -> $id1) and the programs moved to it" \
+	test "$id1" != "$id0" -a "$(names "$H1")" = '[]'
+t_check "a change reaches the re-created map" kept 2 1
+t_eq "h1 opened the maps afresh for it" "$(opens)" $((o0 + 1))
+kept_answers "the re-created map"
+DMSC_PIN_DIR=$H1 "$CTL" uninstall >/dev/null 2>&1
+DMSC_PIN_DIR=$H1 "$CTL" install --cgroup "$CG1" >>"$T/reinstall.out" 2>&1
+t_check "after an uninstall and an install, a change reaches the new maps" kept 3 1
+t_eq "h1 opened them afresh for it" "$(opens)" $((o0 + 2))
+kept_answers "the new maps"
+o1=$(opens) h1=$(t_nlines "$T/h1.log" '^dmscd: applied .*\(changed\)')
+kill -HUP "$D1"
+t_check "SIGHUP applies" t_wait_lines "$T/h1.log" '^dmscd: applied .*\(changed\)' $((h1 + 1)) 20
+t_eq "and opens the maps afresh" "$(opens)" $((o1 + 1))
+publish "$T/empty.json" --namespace a >/dev/null
+t_check "h1's maps drop kept" t_wait 20 test "$(names "$H1")" = '[]'
 
 # 7. A 3-member cluster loses its leader under a stream of publishes: h1,
 # given the three endpoints, converges to the last revision.

@@ -102,6 +102,14 @@ t_eq "show services: one ejected, one in" \
 LOG=$T/dmscd.log
 POL=$T/policy.json
 in_c() { nsenter --net="/run/netns/${P}c" "$@"; }
+# dmscd_start POLICY: dmscd in c's namespace, its own pid in DPID (started
+# by nsenter, which execs it: a function in the background would leave
+# DPID the pid of a subshell, and a TERM to it dmscd running).
+dmscd_start() {
+	nsenter --net="/run/netns/${P}c" "$DMSCD" --policy "$1" --metrics 127.0.0.1:0 \
+		--debounce-ms 100 >>"$LOG" 2>&1 &
+	DPID=$!
+}
 cat >"$POL" <<EOF
 { "services": [
   { "name": "ratings", "vip": "$VIP", "port": 9081,
@@ -124,8 +132,7 @@ for h in b1:198.18.141.2:v1 b2:198.18.141.3:v2; do
 	IFS=: read -r host addr name <<<"$h"
 	backend "$host" "$addr" "$name" http 8080 || t_fail "http backend $host ready"
 done
-in_c "$DMSCD" --policy "$POL" --metrics 127.0.0.1:0 --debounce-ms 100 >>"$LOG" 2>&1 &
-DPID=$!
+dmscd_start "$POL"
 t_wait 60 grep -q '(start)' "$LOG" || t_fail "dmscd applied the policy"
 # health SERVICE INDEX FIELD: a backend's field from show services.
 health() {
@@ -178,8 +185,7 @@ kill -TERM "$DPID"
 wait "$DPID"
 mark=$(wc -l <"$LOG")
 probes0=$(health pages 1 .health.probes)
-in_c "$DMSCD" --policy "$POL" --metrics 127.0.0.1:0 --debounce-ms 100 >>"$LOG" 2>&1 &
-DPID=$!
+dmscd_start "$POL"
 t_wait 60 bash -c "[[ \$(grep -c '(start)' '$LOG') -ge 2 ]]" || t_fail "dmscd started again"
 t_wait 30 bash -c "[[ \$(health pages 1 .health.probes) -ge $((probes0 + 3)) ]]" ||
 	t_fail "the new dmscd probes"
@@ -215,5 +221,53 @@ t_eq "panic: the metric says so" \
 	"$(awk '/^dmsc_service_health_panic\{service="pages"/ { print $2 }' "$T/metrics.txt")" 1
 t_check "the metrics show each backend's state" grep -q \
 	"^dmsc_backend_health{service=\"pages\",vip=\"$VIP:80/tcp\",backend=\"198.18.141.3:8080\",state=\"probe_failed\"} 1" "$T/metrics.txt"
+
+# 4. One writer per field set (docs/design.md decision 53): the kernel
+# counts refused connects in dmsc_be_health while dmscd writes its probe
+# fields of the same backends as fast as it can (128 backends, tcp probes
+# every 100 ms, each failing: a write per backend per tick). Before
+# decision 53 dmscd read and wrote the kernel's element whole, and a
+# failure counted between its read and its write was lost: the kernel's
+# count then fell short of the client's refusals. Nothing listens on these
+# ports (refused at once); consecutive_failures 1000 keeps the runs short
+# of an ejection, which would not change the count anyway.
+kill -TERM "$DPID"
+wait "$DPID"
+bes=$(for ((i = 0; i < 128; i++)); do
+	printf ',{ "address": "198.18.141.%d", "port": %d }' $((2 + i % 2)) $((9100 + i))
+done)
+cat >"$T/stress.json" <<EOF
+{ "services": [
+  { "name": "stress", "vip": "$VIP", "port": 9099, "backends": [ ${bes#,} ],
+    "health": { "passive": { "consecutive_failures": 1000, "base_ejection_ms": 600000, "max_ejection_ms": 600000 },
+                "active": { "type": "tcp", "interval_ms": 100, "timeout_ms": 50,
+                            "unhealthy_threshold": 100, "healthy_threshold": 1 } } } ] }
+EOF
+dmscd_start "$T/stress.json"
+# sum FIELD: the sum of the stress backends' health FIELD in show services.
+sum() {
+	"$CTL" show services -o json |
+		jq "[.services[] | select(.name == \"stress\") | .backends[].health.$1 // 0] | add // 0"
+}
+export -f sum
+t_check "dmscd probes the 128 backends" t_wait 60 bash -c \
+	"[[ \$(\"\$CTL\" show services -o json | jq '[.services[] | select(.name == \"stress\") | .backends[] | select(.health.probes > 0)] | length') == 128 ]]"
+fail0=$(sum connect_failures)
+probes0=$(sum probes)
+STRESSPIDS=()
+for i in 1 2; do
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c /usr/bin/python3 "$LOAD" "$VIP:9099" \
+		--rate 100000 --seconds 4 --timeout-ms 1000 >"$T/stress$i.json" &
+	STRESSPIDS+=($!)
+done
+wait "${STRESSPIDS[@]}"
+refused=$(jq -s 'map(.errors.ECONNREFUSED // 0) | add' "$T/stress1.json" "$T/stress2.json")
+counted=$(($(sum connect_failures) - fail0))
+writes=$(($(sum probes) - probes0))
+echo "# stress: $refused refused connects in 4 s ($(jq -sc 'map(.errors)' "$T/stress1.json" "$T/stress2.json")), the kernel counted $counted, dmscd wrote $writes probe results meanwhile"
+t_eq "every connect failed by a refusal" \
+	"$(jq -s 'map(.failures) | add' "$T/stress1.json" "$T/stress2.json")" "$refused"
+t_check "dmscd wrote its fields while the kernel counted (>= 1,000 probe results)" test "$writes" -ge 1000
+t_eq "the kernel's count of failures is exactly the client's refused connects" "$counted" "$refused"
 
 t_summary

@@ -6,15 +6,19 @@
 # renames programs, pins or maps (docs/design.md decision 1: the pinned maps
 # are the single source of truth and a new build adopts what it finds).
 # This suite builds the dmscctl of DMSC_UPGRADE_FROM (a git revision,
-# default 8fb0649, the last commit of the layout before the restructure of
-# issue 11: whenever programs, pins or maps change, move it to the last
-# commit of the previous layout) from `git archive` into its temporary
+# default 1f58f6d, the last commit before dmsc_be_health was split in two
+# (docs/design.md decision 53); before it 8fb0649, the last of the layout
+# before the restructure of issue 11: whenever programs, pins or maps
+# change, move it to the last commit of the previous layout) from `git archive` into its temporary
 # directory, installs it on a test cgroup, applies a policy, runs
 # connections through the VIP from a client namespace, installs the current
 # build over it while they run, and checks: no connection failed,
 # translation still works, `dmscctl status` is clean, and the pins left are
 # exactly those that a fresh install of the current build makes (nothing of
-# the old layout left behind).
+# the old layout left behind). Backend health is carried over: a backend
+# the kernel ejected stays ejected with its counts, and dmscd's verdict
+# (written into the old layout's element as the old dmscd did) stays, so
+# the apply after the upgrade keeps the backend out and writes nothing.
 #
 # Both builds use their default pin directory (/sys/fs/bpf/dmsc/vN, so a
 # change of DMSC_LAYOUT_VERSION is upgraded as on a real host), in a BPF
@@ -62,7 +66,7 @@ fi
 BPFFS_MOUNTED=1
 unset DMSC_PIN_DIR
 PINS=/sys/fs/bpf/dmsc # DMSC_PIN_ROOT: every layout's directory is under it
-FROM=${DMSC_UPGRADE_FROM:-8fb0649}
+FROM=${DMSC_UPGRADE_FROM:-1f58f6d}
 OLD=$T/old
 OLD_CTL=$OLD/build/dmscctl
 VIP=198.19.0.10
@@ -108,7 +112,12 @@ dmsc_backends_ready "$T/b1.out" "$T/b2.out"
 cat >"$T/policy.json" <<EOF
 { "services": [ { "name": "reviews", "vip": "$VIP", "port": 9080, "backends": [
   { "address": "198.18.1.2", "port": 9080, "weight": 50 },
-  { "address": "198.18.1.3", "port": 9080, "weight": 50 } ] } ] }
+  { "address": "198.18.1.3", "port": 9080, "weight": 50 } ] },
+  { "name": "health", "vip": "$VIP", "port": 9081, "backends": [
+  { "address": "198.18.1.2", "port": 9080 },
+  { "address": "198.18.1.3", "port": 9089 } ],
+    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 } } } ] }
 EOF
 
 # pins DIR: every pin and directory under DIR, relative, sorted.
@@ -128,10 +137,48 @@ quiet() {
 }
 
 t_check "the previous build ($FROM) installs" quiet old-install.log "$OLD_CTL" install --cgroup "$MESH"
-t_check "the previous build applies the policy" quiet old-apply.log "$OLD_CTL" apply "$T/policy.json"
+# A build before backend health (8fb0649) gets the policy without it, and
+# the health checks are left out (said so, not passed).
+HEALTH=1
+POLICY=$T/policy.json
+if ! compgen -G "$PINS/*/maps/dmsc_be_health" >/dev/null; then
+	HEALTH=0
+	POLICY=$T/policy-l4.json
+	jq 'del(.services[1])' "$T/policy.json" >"$POLICY"
+	echo "# $FROM has no backend health: its carrying over is not checked"
+fi
+t_check "the previous build applies the policy" quiet old-apply.log "$OLD_CTL" apply "$POLICY"
 probe --connect "$VIP:9080" --count 200 --parallel 4 >"$T/before.json"
 t_eq "200 connections through the VIP with the previous build" \
 	"$(jq -c '[.ok, .failed, .peer_is_target]' "$T/before.json")" "[200,0,200]"
+if ((HEALTH)); then
+	# Health in the old layout: the kernel ejects health's dead backend (nothing
+	# listens on 198.18.1.3:9089) after 3 refused connects; then dmscd's fields
+	# of its element say its probes failed too (the old dmscd's write: out 2 =
+	# probe_failed, 4 failed in a row, last -111 = ECONNREFUSED, 9 probes), and
+	# an apply lays the table out without it.
+	dead() {
+		"$1" show services -o json | jq -c '.services[] | select(.name == "health") | .backends[1] |
+		[.id, .slots, .health.state, .health.connect_failures, .health.ejections, .health.probes]'
+	}
+	probe --connect "$VIP:9081" --count 20 >"$T/health-before.json"
+	dead_id=$(dead "$OLD_CTL" | jq -r ".[0]")
+	t_eq "the previous build's kernel ejects the dead backend" "$(dead "$OLD_CTL" | jq -r '.[2]')" ejected
+	dead_failures=$(dead "$OLD_CTL" | jq '.[3]')
+	python3 - "$PINS" "$dead_id" <<'PY' >"$T/verdict.log" 2>&1 || t_fail "write the old dmscd's fields"
+import glob, json, struct, subprocess, sys
+path = glob.glob(sys.argv[1] + "/*/maps/dmsc_be_health")[0]
+key = [str(b) for b in struct.pack("<I", int(sys.argv[2]))]
+old = json.loads(subprocess.check_output(["bpftool", "-j", "map", "lookup", "pinned", path, "key"] + key))
+val = bytes(int(b, 16) for b in old["value"])
+assert len(val) == 64, len(val)
+val = val[:36] + struct.pack("<IQIIiI", 2, 1, 0, 4, -111, 9)
+subprocess.check_call(["bpftool", "map", "update", "pinned", path, "key"] + key + ["value"] + [str(b) for b in val])
+PY
+	t_check "the previous build's apply takes it out of the table" quiet old-apply2.log "$OLD_CTL" apply "$T/policy.json"
+	t_eq "before: the dead backend ejected, no slots, its counts" "$(dead "$OLD_CTL" | jq -c '.[1:]')" \
+		"[0,\"ejected\",$dead_failures,1,9]"
+fi
 pins "$PINS" >"$T/pins-old"
 progs_old=$("$OLD_CTL" status -o json | jq -c '[.hooks[].prog_id] | sort')
 
@@ -184,17 +231,29 @@ t_check "both backends still get connections" \
 "$CTL" status >"$T/status.txt" 2>&1
 t_eq "dmscctl status exits 0" $? 0
 "$CTL" status -o json >"$T/status.json"
-t_eq "status: installed on the test cgroup, the policy's service kept" \
+t_eq "status: installed on the test cgroup, the policy's services kept" \
 	"$(jq -c --arg cg "$P/mesh" '[.installed, (.cgroup | endswith($cg)), .services, .backends]' "$T/status.json")" \
-	"[true,true,1,2]"
+	"[true,true,$((1 + HEALTH)),$((2 + 2 * HEALTH))]"
 t_eq "status: every hook attached (or skipped for a missing kernel feature)" \
 	"$(jq -c '[.hooks[] | select(.attached | not) | select(.skipped == null) | .hook]' "$T/status.json")" "[]"
 t_check "status text says nothing is detached" bash -c "! grep -q 'NOT ATTACHED' '$T/status.txt'"
 progs_new=$(jq -c '[.hooks[].prog_id] | sort' "$T/status.json")
 t_check "the programs were replaced ($progs_old -> $progs_new)" \
 	test -n "$progs_new" -a "$progs_new" != "$progs_old"
-t_eq "an unchanged policy writes nothing after the upgrade" \
-	"$("$CTL" apply "$T/policy.json" -o json | jq -c '.entries_written')" 0
+if ((HEALTH)); then
+	t_check "the install converted dmsc_be_health, dmscd's part into dmsc_be_verdict" \
+		grep -q 'map dmsc_be_health migrated .* converted, dmscd.s part into dmsc_be_verdict' "$T/install.log"
+	t_eq "after: the dead backend still ejected, no slots, its counts and dmscd's carried" \
+		"$(dead "$CTL" | jq -c '.[1:]')" "[0,\"ejected\",$dead_failures,1,9]"
+	t_eq "an unchanged policy writes nothing after the upgrade (dmscd's verdict kept it out)" \
+		"$("$CTL" apply "$POLICY" -o json | jq -c '.entries_written')" 0
+	probe --connect "$VIP:9081" --count 50 >"$T/health-after.json"
+	t_eq "connections to the service with health all reach its live backend" \
+		"$(jq -c '[.ok, .failed]' "$T/health-after.json")" "[50,0]"
+else
+	t_eq "an unchanged policy writes nothing after the upgrade" \
+		"$("$CTL" apply "$POLICY" -o json | jq -c '.entries_written')" 0
+fi
 
 # The pins the upgraded host has must be those a fresh install of the
 # current build makes: nothing of the old layout left over. The fresh

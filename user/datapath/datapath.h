@@ -68,6 +68,11 @@ struct dmsc_datapath {
 	unsigned int max_services; /* capacity: ids 1..max_services - 1 */
 	unsigned int max_backends;
 	int nr_cpus;
+	/* Held between writes (dmsc_datapath_hold): the maps directory,
+	 * open, and its modification time when the maps were opened. */
+	int maps_fd; /* -1: not held */
+	struct timespec maps_mtime;
+	bool maps_settled; /* maps_mtime is older than the open */
 };
 
 struct dmsc_install_opts {
@@ -147,6 +152,22 @@ int dmsc_uninstall(const char *pin_dir, bool *was_installed);
  * apply against apply, install and uninstall). -ENOENT: not installed. */
 int dmsc_datapath_open(struct dmsc_datapath *dp, const char *pin_dir, bool lock);
 void dmsc_datapath_close(struct dmsc_datapath *dp);
+
+/*
+ * A long-running writer's datapath, kept open between its writes (dmscd:
+ * no 32 opens and closes per change). _hold takes the writer lock and
+ * then keeps the maps dp holds if they are still the pinned ones, else
+ * (first call, a map re-created by an install, an uninstall, a
+ * reinstall) closes them and opens the pinned ones afresh; *reopened
+ * says which. Every pin made, replaced (renamed over) or removed changes
+ * the maps directory's modification time under the lock, so one fstat()
+ * tells. _release drops the lock and keeps the maps; dmsc_datapath_close
+ * closes them (and may be called again). dp starts as dmsc_datapath_init
+ * leaves it: nothing open.
+ */
+void dmsc_datapath_init(struct dmsc_datapath *dp);
+int dmsc_datapath_hold(struct dmsc_datapath *dp, const char *pin_dir, bool *reopened);
+void dmsc_datapath_release(struct dmsc_datapath *dp);
 
 /* Link ids and program ids of the attached hooks, for status. */
 struct dmsc_link_info {

@@ -5,6 +5,17 @@
  */
 #include "install_steps.h"
 
+void dmsc_datapath_init(struct dmsc_datapath *dp)
+{
+	int i;
+
+	memset(dp, 0, sizeof(*dp));
+	dp->dir_fd = -1;
+	dp->maps_fd = -1;
+	for (i = 0; i < DMSC_M_COUNT; i++)
+		dp->fd[i] = -1;
+}
+
 int dmsc_datapath_open(struct dmsc_datapath *dp, const char *pin_dir, bool lock)
 {
 	struct bpf_map_info info;
@@ -12,10 +23,7 @@ int dmsc_datapath_open(struct dmsc_datapath *dp, const char *pin_dir, bool lock)
 	__u32 len, zero = 0;
 	int i, err;
 
-	memset(dp, 0, sizeof(*dp));
-	dp->dir_fd = -1;
-	for (i = 0; i < DMSC_M_COUNT; i++)
-		dp->fd[i] = -1;
+	dmsc_datapath_init(dp);
 	snprintf(dp->pin_dir, sizeof(dp->pin_dir), "%s", pin_dir);
 	if (lock) {
 		err = lock_dir(pin_dir, &dp->dir_fd);
@@ -79,6 +87,71 @@ void dmsc_datapath_close(struct dmsc_datapath *dp)
 	if (dp->dir_fd >= 0)
 		close(dp->dir_fd);
 	dp->dir_fd = -1;
+	if (dp->maps_fd >= 0)
+		close(dp->maps_fd);
+	dp->maps_fd = -1;
+}
+
+/* Whether the held maps are still the pinned ones; called under the lock,
+ * which every writer of pins (install, its migration, uninstall) holds. A
+ * removed directory has no links left. A time equal to the one at the
+ * open would not show a pin changed within the same clock tick before
+ * it (the kernel stamps with a coarse clock): such a stamp is trusted
+ * only once older than the open (maps_settled). */
+static bool held_current(const struct dmsc_datapath *dp)
+{
+	struct stat st;
+
+	if (!dp->maps_settled || fstat(dp->maps_fd, &st) || st.st_nlink == 0)
+		return false;
+	return st.st_mtim.tv_sec == dp->maps_mtime.tv_sec &&
+	       st.st_mtim.tv_nsec == dp->maps_mtime.tv_nsec;
+}
+
+int dmsc_datapath_hold(struct dmsc_datapath *dp, const char *pin_dir, bool *reopened)
+{
+	struct timespec now;
+	char path[PATH_MAX];
+	struct stat st;
+	int err;
+
+	*reopened = false;
+	if (dp->maps_fd >= 0 && dp->dir_fd >= 0) {
+		err = lock_fd(dp->dir_fd, pin_dir);
+		if (!err && held_current(dp))
+			return 0;
+		pr_debug("the maps pinned at %s changed since they were opened: opening them "
+			 "again\n",
+			 pin_dir);
+	}
+	dmsc_datapath_close(dp); /* drops the lock too */
+	*reopened = true;
+	err = dmsc_datapath_open(dp, pin_dir, true);
+	if (err)
+		return err;
+	/* Under the lock: no pin changes between the maps opened above and
+	 * the time read here. Not held (closed at _release) if it fails. */
+	snprintf(path, sizeof(path), "%s/maps", pin_dir);
+	dp->maps_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dp->maps_fd >= 0 && fstat(dp->maps_fd, &st) == 0 &&
+	    clock_gettime(CLOCK_REALTIME_COARSE, &now) == 0) {
+		dp->maps_mtime = st.st_mtim;
+		dp->maps_settled = st.st_mtim.tv_sec < now.tv_sec ||
+				   (st.st_mtim.tv_sec == now.tv_sec && st.st_mtim.tv_nsec < now.tv_nsec);
+	} else if (dp->maps_fd >= 0) {
+		close(dp->maps_fd);
+		dp->maps_fd = -1;
+	}
+	return 0;
+}
+
+void dmsc_datapath_release(struct dmsc_datapath *dp)
+{
+	if (dp->maps_fd < 0) {
+		dmsc_datapath_close(dp);
+		return;
+	}
+	flock(dp->dir_fd, LOCK_UN);
 }
 
 int dmsc_datapath_links(const char *pin_dir, struct dmsc_link_info *out, size_t n)

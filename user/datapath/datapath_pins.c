@@ -68,6 +68,14 @@ void pin_path(char *buf, size_t len, const char *pin_dir, const char *kind,
 	snprintf(buf, len, "%s/%s/%s", pin_dir, kind, name);
 }
 
+int lock_fd(int fd, const char *pin_dir)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return 0;
+	pr_info("waiting for another dmsc writer to finish with %s\n", pin_dir);
+	return flock(fd, LOCK_EX) ? -errno : 0;
+}
+
 int lock_dir(const char *pin_dir, int *fd_out)
 {
 	int fd, err;
@@ -75,13 +83,10 @@ int lock_dir(const char *pin_dir, int *fd_out)
 	fd = open(pin_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		pr_info("waiting for another dmsc writer to finish with %s\n", pin_dir);
-		if (flock(fd, LOCK_EX) != 0) {
-			err = -errno;
-			close(fd);
-			return err;
-		}
+	err = lock_fd(fd, pin_dir);
+	if (err) {
+		close(fd);
+		return err;
 	}
 	*fd_out = fd;
 	return 0;

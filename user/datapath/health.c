@@ -3,6 +3,7 @@
  * Backend health as every apply sees it: see health.h.
  */
 #include <bpf/bpf.h>
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -39,26 +40,43 @@ void dmsc_health_svc_config(const struct dmsc_policy_service *w, struct dmsc_svc
 void dmsc_health_read_out(const struct dmsc_datapath *dp, const __u32 *ids, __u32 n,
 			  unsigned char *out)
 {
-	struct dmsc_be_health h;
+	struct dmsc_be_verdict v;
 	__u32 i;
 
 	for (i = 0; i < n; i++) {
 		out[i] = 0;
-		if (!ids[i] || ids[i] >= dp->max_backends || dp->fd[DMSC_M_BE_HEALTH] < 0)
+		if (!ids[i] || ids[i] >= dp->max_backends || dp->fd[DMSC_M_BE_VERDICT] < 0)
 			continue;
-		if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &ids[i], &h, BPF_F_LOCK) ==
+		if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_VERDICT], &ids[i], &v, BPF_F_LOCK) ==
 		    0)
-			out[i] = h.out != DMSC_HEALTH_IN;
+			out[i] = v.out != DMSC_HEALTH_IN;
 	}
+}
+
+int dmsc_health_read(const struct dmsc_datapath *dp, __u32 id, struct dmsc_be_health *h,
+		     struct dmsc_be_verdict *v)
+{
+	if (dp->fd[DMSC_M_BE_HEALTH] < 0 || dp->fd[DMSC_M_BE_VERDICT] < 0)
+		return -ENOENT;
+	if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &id, h, BPF_F_LOCK) ||
+	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_VERDICT], &id, v, BPF_F_LOCK))
+		return -errno;
+	return 0;
 }
 
 void dmsc_health_zero(const struct dmsc_datapath *dp, __u32 id)
 {
+	struct dmsc_be_verdict zero_v;
 	struct dmsc_be_health zero;
 
 	memset(&zero, 0, sizeof(zero));
-	if (id && id < dp->max_backends && dp->fd[DMSC_M_BE_HEALTH] >= 0)
+	memset(&zero_v, 0, sizeof(zero_v));
+	if (!id || id >= dp->max_backends)
+		return;
+	if (dp->fd[DMSC_M_BE_HEALTH] >= 0)
 		bpf_map_update_elem(dp->fd[DMSC_M_BE_HEALTH], &id, &zero, BPF_F_LOCK);
+	if (dp->fd[DMSC_M_BE_VERDICT] >= 0)
+		bpf_map_update_elem(dp->fd[DMSC_M_BE_VERDICT], &id, &zero_v, BPF_F_LOCK);
 }
 
 const char *dmsc_health_out_name(__u32 out)
@@ -75,14 +93,15 @@ const char *dmsc_health_out_name(__u32 out)
 	}
 }
 
-const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_after, bool l7,
-				 __u64 now_ns, char *why, size_t len)
+const char *dmsc_health_describe(const struct dmsc_be_health *h, const struct dmsc_be_verdict *v,
+				 __u32 eject_after, bool l7, __u64 now_ns, char *why, size_t len)
 {
+	bool ejected = dmsc_health_ejected(h, v->ejection_ended, now_ns);
 	struct timespec wall;
 	char until[32] = "";
-	__u32 out = h->out;
+	__u32 out = v->out;
 
-	if (dmsc_health_ejected(h, now_ns)) {
+	if (ejected) {
 		time_t t;
 		struct tm tm;
 
@@ -94,7 +113,7 @@ const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_aft
 	}
 	switch (out) {
 	case DMSC_HEALTH_OUT_EJECTED:
-		if (dmsc_health_ejected(h, now_ns))
+		if (ejected)
 			snprintf(why, len,
 				 "ejected after %u %s in a row until %s (ejection %u in a row)",
 				 eject_after,
@@ -105,16 +124,16 @@ const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_aft
 			snprintf(why, len, "ejection over, waiting for a probe to pass");
 		break;
 	case DMSC_HEALTH_OUT_PROBE:
-		if (h->probe_detail < 0)
-			snprintf(why, len, "%u probes failed in a row (last: %s)", h->probe_failed,
-				 strerror(-h->probe_detail));
+		if (v->probe_detail < 0)
+			snprintf(why, len, "%u probes failed in a row (last: %s)", v->probe_failed,
+				 strerror(-v->probe_detail));
 		else
 			snprintf(why, len, "%u probes failed in a row (last: HTTP status %d)",
-				 h->probe_failed, h->probe_detail);
+				 v->probe_failed, v->probe_detail);
 		break;
 	default:
 		snprintf(why, len, "%llu %s in all, %u probes", (unsigned long long)h->failures,
-			 l7 ? "failures (5xx or connect)" : "connect failures", h->probes);
+			 l7 ? "failures (5xx or connect)" : "connect failures", v->probes);
 		break;
 	}
 	return dmsc_health_out_name(out);

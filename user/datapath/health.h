@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * Backend health as every apply sees it (docs/design.md decision 28): a
- * backend whose dmsc_be_health.out is set gets no slot, unless every
+ * Backend health as every apply sees it (docs/design.md decisions 28 and
+ * 53): a backend whose dmsc_be_verdict.out is set gets no slot, unless every
  * backend with a weight is out (panic mode: all keep their slots).
  */
 #ifndef DMSC_DATAPATH_HEALTH_H
@@ -27,19 +27,26 @@ void dmsc_health_svc_config(const struct dmsc_policy_service *w, struct dmsc_svc
 void dmsc_health_read_out(const struct dmsc_datapath *dp, const __u32 *ids, __u32 n,
 			  unsigned char *out);
 
-/* A given-up backend id's health starts from zero for its next owner. */
+/* Backend id's counter (dmsc_be_health) and dmscd's verdict
+ * (dmsc_be_verdict), each read under its lock. 0 or a negative errno. */
+int dmsc_health_read(const struct dmsc_datapath *dp, __u32 id, struct dmsc_be_health *h,
+		     struct dmsc_be_verdict *v);
+
+/* A given-up backend id's health (both maps) starts from zero for its next
+ * owner. */
 void dmsc_health_zero(const struct dmsc_datapath *dp, __u32 id);
 
 /* "in", "ejected", "probe_failed": enum dmsc_health_out in every output. */
 const char *dmsc_health_out_name(__u32 out);
 
-/* What a backend's health entry says, for show and the metrics: its state
- * name (as dmsc_health_out_name, or "ejected" while the kernel's own
- * ejection runs even if dmscd has not seen it) and a sentence why.
+/* What a backend's health entries say (its counter's h, dmscd's v), for
+ * show and the metrics: its state name (as dmsc_health_out_name, or
+ * "ejected" while the counter's own ejection runs even if dmscd has not
+ * seen it) and a sentence why.
  * eject_after: the service's consecutive_failures; l7: an http service,
  * whose failures dmsc-l7 counts (5xx responses too). now_ns:
  * CLOCK_MONOTONIC. Returns the state name. */
-const char *dmsc_health_describe(const struct dmsc_be_health *h, __u32 eject_after, bool l7,
-				 __u64 now_ns, char *why, size_t len);
+const char *dmsc_health_describe(const struct dmsc_be_health *h, const struct dmsc_be_verdict *v,
+				 __u32 eject_after, bool l7, __u64 now_ns, char *why, size_t len);
 
 #endif /* DMSC_DATAPATH_HEALTH_H */

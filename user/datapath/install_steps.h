@@ -54,6 +54,8 @@ int ensure_dir(const char *path);
 int ensure_bpffs(const char *pin_dir);
 void pin_path(char *buf, size_t len, const char *pin_dir, const char *kind, const char *name);
 int lock_dir(const char *pin_dir, int *fd_out);
+/* Takes the writer lock on the open pin directory fd. */
+int lock_fd(int fd, const char *pin_dir);
 int rename_former_pins(const char *pin_dir);
 int link_get(const char *pin_dir, const struct dmsc_hook *h);
 int link_cgroup_id(int link_fd, unsigned long long *id);

@@ -42,6 +42,11 @@
  *    insert by fd. A new sockhash starts empty: sockets already in the old
  *    one keep the old sk_msg program (attached to the old map) until they
  *    close, new connections go into the new one;
+ *  - a value of a known earlier layout is converted (conversions[]): an
+ *    entry of dmsc_be_health of the layout before docs/design.md decision
+ *    53 gives its counter's fields to the new dmsc_be_health and dmscd's
+ *    to dmsc_be_verdict (a new map, made by the same load), so an ejected
+ *    backend stays ejected and dmscd's verdicts stay;
  *  - a map whose type or key changed, or whose value shrank: there is no
  *    safe reading of the old entries. It starts empty and the log says so;
  *    for a policy map the next `dmscctl apply` (or dmscd) writes the
@@ -68,14 +73,32 @@
 #include <bpf/libbpf.h>
 
 #include "datapath.h"
+#include "dmsc/shared.h"
 #include "log.h"
 #include "migrate.h"
 
 /* More than the maps of every object (dmsc_map_names). */
 #define MIGRATE_MAX 64
+/* The largest value of a conversion's other map. */
+#define ASIDE_VALUE_MAX 256
+
+struct migrate_map;
+
+/* A value of a known earlier layout, converted entry by entry into the new
+ * map's and, when `aside` names one, a value of that other (new) map. */
+struct conversion {
+	const char *map;
+	__u32 old_size;
+	const char *aside;
+	/* old -> cur (and aside's value); returns whether aside's is to be
+	 * written. */
+	bool (*convert)(const void *old, void *cur, void *aside);
+};
 
 struct migrate_map {
 	char name[BPF_OBJ_NAME_LEN];
+	const struct conversion *conv;
+	int aside_fd;
 	char path[PATH_MAX];
 	int old_fd, new_fd;
 	enum dmsc_migrate_how how;
@@ -108,6 +131,68 @@ static bool type_copyable(__u32 type)
 	default:
 		return false;
 	}
+}
+
+/* dmsc_be_health before decision 53: the counter's fields as now, then
+ * dmscd's, which went to dmsc_be_verdict. */
+struct be_health_v0 {
+	struct bpf_spin_lock lock;
+	__u32 consecutive;
+	__u64 failures, ejected_at_ns, ejected_until_ns;
+	__u32 ejections;
+	__u32 out;
+	__u64 out_since_ns;
+	__u32 probe_ok, probe_failed;
+	__s32 probe_detail;
+	__u32 probes;
+};
+_Static_assert(sizeof(struct be_health_v0) == DMSC_BE_HEALTH_V0_SIZE,
+	       "the layout dmsc_be_health had before docs/design.md decision 53");
+
+bool dmsc_migrate_split_be_health(const void *old, struct dmsc_be_health *h,
+				  struct dmsc_be_verdict *v)
+{
+	struct be_health_v0 o;
+
+	memcpy(&o, old, sizeof(o));
+	memset(h, 0, sizeof(*h));
+	memset(v, 0, sizeof(*v));
+	h->consecutive = o.consecutive;
+	h->failures = o.failures;
+	h->ejected_at_ns = o.ejected_at_ns;
+	h->ejected_until_ns = o.ejected_until_ns;
+	h->ejections = o.ejections;
+	v->out = o.out;
+	v->out_since_ns = o.out_since_ns;
+	v->probe_ok = o.probe_ok;
+	v->probe_failed = o.probe_failed;
+	v->probe_detail = o.probe_detail;
+	v->probes = o.probes;
+	return o.out || o.out_since_ns || o.probe_ok || o.probe_failed || o.probe_detail ||
+	       o.probes;
+}
+
+static bool convert_be_health(const void *old, void *cur, void *aside)
+{
+	return dmsc_migrate_split_be_health(old, cur, aside);
+}
+
+static const struct conversion conversions[] = {
+    {DMSC_MAP_BE_HEALTH, DMSC_BE_HEALTH_V0_SIZE, DMSC_MAP_BE_VERDICT, convert_be_health},
+};
+
+static const struct conversion *find_conversion(const char *name,
+						const struct dmsc_map_shape *old,
+						const struct dmsc_map_shape *cur)
+{
+	size_t i;
+
+	if (old->type != cur->type || old->key_size != cur->key_size)
+		return NULL;
+	for (i = 0; i < sizeof(conversions) / sizeof(conversions[0]); i++)
+		if (!strcmp(conversions[i].map, name) && conversions[i].old_size == old->value_size)
+			return &conversions[i];
+	return NULL;
 }
 
 static void append(char *why, size_t len, const char *fmt, unsigned long long a,
@@ -188,6 +273,8 @@ void dmsc_migrate_free(struct dmsc_migrate *m)
 			close(m->maps[i].old_fd);
 		if (m->maps[i].new_fd >= 0)
 			close(m->maps[i].new_fd);
+		if (m->maps[i].aside_fd >= 0)
+			close(m->maps[i].aside_fd);
 	}
 	free(m);
 }
@@ -266,7 +353,9 @@ int dmsc_migrate_prepare(struct dmsc_migrate *m, struct bpf_map *map, const char
 	snprintf(e->why, sizeof(e->why), "%s", why);
 	e->old_fd = fd;
 	e->new_fd = -1;
-	e->how = how;
+	e->aside_fd = -1;
+	e->conv = find_conversion(name, &old, &cur);
+	e->how = e->conv ? DMSC_MIGRATE_CONVERT : how;
 	e->old = old;
 	e->cur = cur;
 	/* No pin path: the load creates the map, dmsc_migrate_commit pins it. */
@@ -281,7 +370,7 @@ static int copy_entries(const struct migrate_map *e, unsigned long long *copied,
 	bool percpu = dmsc_map_type_percpu(e->cur.type);
 	int ncpus = percpu ? libbpf_num_possible_cpus() : 0;
 	size_t ostride = e->old.value_size, nstride = e->cur.value_size, n = 1;
-	char *key = NULL, *next = NULL, *oval = NULL, *nval = NULL;
+	char *key = NULL, *next = NULL, *oval = NULL, *nval = NULL, *aval = NULL;
 	unsigned long long i;
 	int err = 0;
 	void *prev = NULL;
@@ -298,7 +387,8 @@ static int copy_entries(const struct migrate_map *e, unsigned long long *copied,
 	next = malloc(e->old.key_size);
 	oval = calloc(n, ostride);
 	nval = calloc(n, nstride);
-	if (!key || !next || !oval || !nval) {
+	aval = calloc(1, ASIDE_VALUE_MAX);
+	if (!key || !next || !oval || !nval || !aval) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -317,7 +407,16 @@ static int copy_entries(const struct migrate_map *e, unsigned long long *copied,
 			err = -errno;
 			break;
 		}
-		dmsc_migrate_value(oval, e->old.value_size, nval, e->cur.value_size, ncpus);
+		if (!e->conv) {
+			dmsc_migrate_value(oval, e->old.value_size, nval, e->cur.value_size, ncpus);
+		} else if (e->conv->convert(oval, nval, aval) &&
+			   bpf_map_update_elem(e->aside_fd, key, aval, BPF_ANY) &&
+			   errno != E2BIG && errno != ENOSPC) {
+			err = -errno;
+			pr_warn("map %s: cannot write an entry converted from %s: %s\n",
+				e->conv->aside, e->name, strerror(-err));
+			break;
+		}
 		if (bpf_map_update_elem(e->new_fd, key, nval, BPF_ANY) == 0) {
 			(*copied)++;
 			continue;
@@ -337,6 +436,7 @@ out:
 	free(next);
 	free(oval);
 	free(nval);
+	free(aval);
 	return err;
 }
 
@@ -371,6 +471,22 @@ int dmsc_migrate_loaded(struct dmsc_migrate *m, struct bpf_object *obj)
 				      "userspace");
 			continue;
 		}
+		if (e->conv) {
+			map = bpf_object__find_map_by_name(obj, e->conv->aside);
+			if (!map || bpf_map__fd(map) < 0 ||
+			    bpf_map__value_size(map) > ASIDE_VALUE_MAX) {
+				pr_warn("map %s: its conversion needs the map %s of the same "
+					"object\n",
+					e->name, e->conv->aside);
+				return -ENOENT;
+			}
+			e->aside_fd = fcntl(bpf_map__fd(map), F_DUPFD_CLOEXEC, 0);
+			if (e->aside_fd < 0) {
+				err = -errno;
+				pr_warn("map %s: %s\n", e->conv->aside, strerror(-err));
+				return err;
+			}
+		}
 		err = copy_entries(e, &copied, &dropped);
 		if (err)
 			return err;
@@ -378,8 +494,9 @@ int dmsc_migrate_loaded(struct dmsc_migrate *m, struct bpf_object *obj)
 			pr_warn("map %s migrated (%s): %llu entries carried, %llu did not fit\n",
 				e->name, e->why, copied, dropped);
 		else
-			pr_info("map %s migrated (%s): %llu entries carried\n", e->name, e->why,
-				copied);
+			pr_info("map %s migrated (%s): %llu entries carried%s%s\n", e->name,
+				e->why, copied, e->conv ? ", converted, dmscd's part into " : "",
+				e->conv ? e->conv->aside : "");
 	}
 	return 0;
 }

@@ -19,9 +19,11 @@ struct dmsc_map_shape {
 };
 
 enum dmsc_migrate_how {
-	DMSC_MIGRATE_REUSE, /* the same definition: the pinned map is reused */
-	DMSC_MIGRATE_COPY,  /* a new map, the old entries copied (values padded) */
-	DMSC_MIGRATE_EMPTY, /* a new map that starts empty */
+	DMSC_MIGRATE_REUSE,   /* the same definition: the pinned map is reused */
+	DMSC_MIGRATE_COPY,    /* a new map, the old entries copied (values padded) */
+	DMSC_MIGRATE_EMPTY,   /* a new map that starts empty */
+	DMSC_MIGRATE_CONVERT, /* a new map, each old entry converted (a known
+			       * earlier layout of its value: migrate.c) */
 };
 
 /* The decision for a map pinned with *old whose new definition is *cur;
@@ -36,6 +38,16 @@ enum dmsc_migrate_how dmsc_migrate_decide(const struct dmsc_map_shape *old,
 void dmsc_migrate_value(const void *old, __u32 old_size, void *cur, __u32 new_size, int ncpus);
 
 bool dmsc_map_type_percpu(__u32 type);
+
+struct dmsc_be_health;
+struct dmsc_be_verdict;
+
+/* dmsc_be_health's value before decision 53 (64 bytes: the counter's
+ * fields, then dmscd's) split into this build's two maps' values. Returns
+ * whether the verdict holds anything (else it need not be written). */
+bool dmsc_migrate_split_be_health(const void *old, struct dmsc_be_health *h,
+				  struct dmsc_be_verdict *v);
+#define DMSC_BE_HEALTH_V0_SIZE 64
 
 struct dmsc_migrate;
 

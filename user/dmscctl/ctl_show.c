@@ -53,7 +53,8 @@ static void backend_health(const struct dmsc_datapath *dp, const struct dmsc_sta
 			   size_t i, struct json_object *b, char *txt, size_t len)
 {
 	struct json_object *h = json_object_new_object();
-	struct dmsc_be_health v;
+	struct dmsc_be_verdict v;
+	struct dmsc_be_health c;
 	struct timespec ts;
 	const char *state;
 	char why[192];
@@ -61,18 +62,18 @@ static void backend_health(const struct dmsc_datapath *dp, const struct dmsc_sta
 
 	txt[0] = '\0';
 	if (!(s->svc.flags & DMSC_SVC_F_HEALTH) ||
-	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &id, &v, BPF_F_LOCK)) {
+	    dmsc_health_read(dp, id, &c, &v)) {
 		json_object_put(h);
 		return;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	state = dmsc_health_describe(
-	    &v, s->svc.health.eject_after, (s->svc.flags & DMSC_SVC_F_L7) != 0,
+	    &c, &v, s->svc.health.eject_after, (s->svc.flags & DMSC_SVC_F_L7) != 0,
 	    (__u64)ts.tv_sec * 1000000000ull + (__u64)ts.tv_nsec, why, sizeof(why));
 	json_add(h, "state", json_object_new_string(state));
 	json_add(h, "why", json_object_new_string(why));
-	json_add(h, "connect_failures", json_object_new_int64((int64_t)v.failures));
-	json_add(h, "ejections", json_object_new_int64(v.ejections));
+	json_add(h, "connect_failures", json_object_new_int64((int64_t)c.failures));
+	json_add(h, "ejections", json_object_new_int64(c.ejections));
 	json_add(h, "probes", json_object_new_int64(v.probes));
 	json_add(b, "health", h);
 	snprintf(txt, len, "  health %s: %s", state, why);

@@ -154,6 +154,7 @@ int main(int argc, char **argv)
 	int c, r, rc = 1;
 
 	dmsc_log_init("dmscd", DMSC_LOG_INFO);
+	dmsc_datapath_init(&ag.dp);
 	/* A block of 1 MiB or more (a read's response) that the heap has no
 	 * room for is mapped and unmapped with its use, rather than grow the
 	 * heap as glibc's moving threshold would. glibc still serves it from
@@ -289,15 +290,11 @@ int main(int argc, char **argv)
 		};
 		pr_info("metrics at http://%s/metrics\n", bound);
 	}
-	{
-		struct dmsc_datapath dp;
-
-		if (dmsc_datapath_open(&dp, ag.pin_dir, true) == 0) {
-			if (dmsc_mirror_load(&ag.mirror, &dp) == 0)
-				pr_info("the maps hold %zu services and %zu backends\n",
-					ag.mirror.n, ag.mirror.n_backends);
-			dmsc_datapath_close(&dp);
-		}
+	if (write_lock(&ag) == 0) {
+		if (dmsc_mirror_load(&ag.mirror, &ag.dp) == 0)
+			pr_info("the maps hold %zu services and %zu backends\n", ag.mirror.n,
+				ag.mirror.n_backends);
+		write_unlock(&ag);
 	}
 	if (l7_listen && ag.l7_mode == DMSC_L7_OFF) {
 		pr_warn("--l7-listen and --l7 off contradict each other\n");
@@ -375,6 +372,9 @@ int main(int argc, char **argv)
 			while (read(ag.signal_fd, &si, sizeof(si)) == sizeof(si)) {
 				if (si.ssi_signo == SIGHUP) {
 					pr_info("SIGHUP: applying %s now\n", ag.policy);
+					/* and opening the maps afresh, whatever
+					 * their directory says */
+					dmsc_datapath_close(&ag.dp);
 					dmsc_debounce_event(&ag.debounce, dmsc_now_ms());
 					ag.debounce.first_ms -= ag.debounce.max_ms;
 				} else {
@@ -452,6 +452,7 @@ out:
 	if (ag.etcd)
 		dmsc_etcd_sync_stop(ag.etcd);
 	dmsc_mirror_free(&ag.mirror);
+	dmsc_datapath_close(&ag.dp);
 	if (ag.http_fd >= 0)
 		close(ag.http_fd);
 	dmsc_policy_watch_close(&ag.watch);

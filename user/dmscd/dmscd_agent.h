@@ -55,6 +55,9 @@ struct agent {
 	struct dmsc_etcd_sync *etcd; /* --etcd: the policy comes from etcd */
 	bool etcd_read;              /* its first read arrived */
 	struct dmsc_mirror mirror;
+	/* The pinned maps, kept open between writes (dmsc_datapath_hold);
+	 * write_lock/write_unlock around each write. */
+	struct dmsc_datapath dp;
 	struct dmsc_agent_stats stats;
 	struct dmsc_debounce debounce;
 	int signal_fd, http_fd;
@@ -110,6 +113,10 @@ void tunnel_follow(struct agent *ag, const struct dmsc_policy *policy);
 void apply_policy(struct agent *ag, const char *why);
 void reresolve(struct agent *ag);
 void flush_drops(struct agent *ag, bool force);
+/* The held datapath, locked for one write (0, or -errno when it cannot be
+ * opened: not installed, ...), and released. */
+int write_lock(struct agent *ag);
+void write_unlock(struct agent *ag);
 
 /* dmscd_serve.c */
 int l7_start(struct agent *ag, const char *bin, const char *listen);

@@ -81,7 +81,6 @@ void apply_policy(struct agent *ag, const char *why)
 	struct dmsc_apply_result res = {0};
 	struct dmsc_policy_set set = {0};
 	struct dmsc_msgs msgs = {0};
-	struct dmsc_datapath dp;
 	double t0, t1, t2, t3, c2, c3;
 	struct rusage ru2, ru3;
 	struct dmsc_svc_digest *digests = NULL;
@@ -135,7 +134,7 @@ void apply_policy(struct agent *ag, const char *why)
 	}
 	t1 = dmsc_now_seconds();
 
-	err = dmsc_datapath_open(&dp, ag->pin_dir, true);
+	err = write_lock(ag);
 	if (err) {
 		pr_warn("%s: not applied: the datapath at %s cannot be opened: %s%s\n", ag->policy,
 			ag->pin_dir, strerror(-err),
@@ -144,21 +143,21 @@ void apply_policy(struct agent *ag, const char *why)
 		goto out;
 	}
 	if (etcd_view &&
-	    !dmsc_etcd_sync_view_ready(ag->etcd, &ag->mirror, &dp, &set.policy, digests)) {
-		dmsc_datapath_close(&dp);
+	    !dmsc_etcd_sync_view_ready(ag->etcd, &ag->mirror, &ag->dp, &set.policy, digests)) {
+		write_unlock(ag);
 		goto out; /* applied when the store has them whole again */
 	}
 	getrusage(RUSAGE_THREAD, &ru2);
 	t2 = dmsc_now_seconds();
 	c2 = dmsc_clock_seconds(CLOCK_THREAD_CPUTIME_ID);
-	err = dmsc_mirror_apply(&ag->mirror, &dp, &set.policy, digests, false, &res);
+	err = dmsc_mirror_apply(&ag->mirror, &ag->dp, &set.policy, digests, false, &res);
 	t3 = dmsc_now_seconds();
 	c3 = dmsc_clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 	getrusage(RUSAGE_THREAD, &ru3);
 	pr_debug("apply: %ld minor page faults, %ld context switches\n",
 		 ru3.ru_minflt - ru2.ru_minflt,
 		 ru3.ru_nivcsw - ru2.ru_nivcsw + ru3.ru_nvcsw - ru2.ru_nvcsw);
-	dmsc_datapath_close(&dp);
+	write_unlock(ag);
 	if (err) {
 		pr_warn("%s: apply failed: %s; the datapath is as it was%s\n", ag->policy,
 			strerror(-err), res.rolled_back ? " (rolled back)" : "");
@@ -219,7 +218,7 @@ out:
 void reresolve(struct agent *ag)
 {
 	struct dmsc_allow_entry *rules = NULL;
-	struct dmsc_datapath dp;
+	struct dmsc_datapath *dp = &ag->dp;
 	size_t n = 0;
 	bool in_step;
 	__u64 gen = 0;
@@ -230,36 +229,51 @@ void reresolve(struct agent *ag)
 	if (!ag->cg_watch.root[0] &&
 	    dmsc_cgroup2_mount(ag->cg_watch.root, sizeof(ag->cg_watch.root)))
 		return;
-	if (dmsc_datapath_open(&dp, ag->pin_dir, true))
+	if (write_lock(ag))
 		return;
-	in_step = ag->mirror.loaded && dmsc_datapath_generation(&dp, &gen) == 0 &&
+	in_step = ag->mirror.loaded && dmsc_datapath_generation(dp, &gen) == 0 &&
 		  gen == ag->mirror.generation &&
-		  dmsc_map_id(dp.fd[DMSC_M_SERVICES]) == ag->mirror.services_map_id;
+		  dmsc_map_id(dp->fd[DMSC_M_SERVICES]) == ag->mirror.services_map_id;
 	/* The watches first: a cgroup made after its path is resolved below
 	 * is an event then. */
-	if (dmsc_allow_rules(&dp, &rules, &n) == 0)
+	if (dmsc_allow_rules(dp, &rules, &n) == 0)
 		dmsc_cgroup_watch_set(&ag->cg_watch, rules, n);
 	free(rules);
 	rules = NULL;
-	changed = dmsc_allow_reresolve(&dp, ag->cg_watch.root, &rules, &n);
-	if (changed > 0 && dmsc_datapath_bump_generation(&dp) == 0 && in_step &&
+	changed = dmsc_allow_reresolve(dp, ag->cg_watch.root, &rules, &n);
+	if (changed > 0 && dmsc_datapath_bump_generation(dp) == 0 && in_step &&
 	    dmsc_mirror_take_allow(&ag->mirror, rules, n) == 0)
 		ag->mirror.generation = gen + 1;
 	free(rules);
-	dmsc_datapath_close(&dp);
+	write_unlock(ag);
 }
 
 void flush_drops(struct agent *ag, bool force)
 {
-	struct dmsc_datapath dp;
 	int n;
 
 	if (!ag->mirror.n_drops)
 		return;
-	if (dmsc_datapath_open(&dp, ag->pin_dir, true))
+	if (write_lock(ag))
 		return;
-	n = dmsc_mirror_flush_drops(&ag->mirror, &dp, dmsc_now_ms(), force);
-	dmsc_datapath_close(&dp);
+	n = dmsc_mirror_flush_drops(&ag->mirror, &ag->dp, dmsc_now_ms(), force);
+	write_unlock(ag);
 	if (n > 0)
 		pr_debug("cleared %d removed backend entr%s\n", n, n == 1 ? "y" : "ies");
+}
+
+int write_lock(struct agent *ag)
+{
+	bool reopened;
+	int err;
+
+	err = dmsc_datapath_hold(&ag->dp, ag->pin_dir, &reopened);
+	if (reopened && !err)
+		ag->stats.datapath_opens++;
+	return err;
+}
+
+void write_unlock(struct agent *ag)
+{
+	dmsc_datapath_release(&ag->dp);
 }

@@ -24,6 +24,10 @@
 #define READ_TIMEOUT_MAX_MS 80000
 #define WATCH_MSG_MAX (8u << 20)
 #define VIEW_MSGS_MAX 16
+/* The watch's poll: woken by data, by libcurl's own timers (which cap the
+ * wait) and by a stop or refill (wake_watch); this bound is a safety net
+ * only. */
+#define WATCH_POLL_MAX_MS 60000
 
 enum { WATCH_OK, WATCH_LOST, WATCH_COMPACTED, WATCH_STOPPED, WATCH_REFILL };
 
@@ -45,6 +49,13 @@ static void wake(struct dmsc_etcd_sync *s)
 
 	if (write(s->event_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		pr_warn("etcd: cannot wake the apply: %s\n", strerror(errno));
+}
+
+/* Under s->lock: the watch's poll returns now (a stop, a refill). */
+static void wake_watch(struct dmsc_etcd_sync *s)
+{
+	if (s->watch_multi)
+		curl_multi_wakeup(s->watch_multi);
 }
 
 static void set_connected(struct dmsc_etcd_sync *s, bool up, const char *why)
@@ -186,10 +197,14 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 	}
 	if (m.canceled) {
 		if (m.compact_revision) {
-			pr_warn("etcd: revision %" PRId64
-				" of %s was compacted (oldest kept %" PRId64
-				"): reading the namespaces again\n",
-				s->ns_rev[w->ns] + 1, s->nsp[w->ns], m.compact_revision);
+			/* ns_rev: the last revision this host saw, the watch's
+			 * start the next one; etcd compacted at a later one. */
+			pr_warn("etcd: %s: the changes after revision %" PRId64
+				" (the last this host saw) are gone: etcd compacted its "
+				"history at revision %" PRId64
+				"; reading the namespaces again (only what differs is "
+				"applied)\n",
+				s->nsp[w->ns], s->ns_rev[w->ns], m.compact_revision);
 			w->outcome = WATCH_COMPACTED;
 		} else {
 			pr_warn("etcd watch %s canceled: %s\n", s->nsp[w->ns],
@@ -288,6 +303,9 @@ static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
 		curl_easy_setopt(w[i].curl, CURLOPT_PRIVATE, &w[i]);
 		curl_multi_add_handle(multi, w[i].curl);
 	}
+	pthread_mutex_lock(&s->lock);
+	s->watch_multi = multi;
+	pthread_mutex_unlock(&s->lock);
 	while (running && !s->stop && !s->refill) {
 		CURLMsg *msg;
 		int left;
@@ -313,13 +331,16 @@ static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
 			running = 0;
 		}
 		if (running)
-			curl_multi_poll(multi, NULL, 0, 100, NULL);
+			curl_multi_poll(multi, NULL, 0, WATCH_POLL_MAX_MS, NULL);
 	}
 	if (s->stop)
 		outcome = WATCH_STOPPED;
 	else if (s->refill)
 		outcome = WATCH_REFILL;
 out:
+	pthread_mutex_lock(&s->lock);
+	s->watch_multi = NULL;
+	pthread_mutex_unlock(&s->lock);
 	for (i = 0; i < s->n_ns; i++) {
 		if (w[i].curl) {
 			curl_multi_remove_handle(multi, w[i].curl);
@@ -520,6 +541,7 @@ bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
 		"again to apply their services whole\n",
 		in_step ? "services it held are gone or out of date" : "another writer");
 	s->refill = 1;
+	wake_watch(s); /* the lock is held since the view */
 	return false;
 }
 
@@ -607,6 +629,11 @@ void dmsc_etcd_sync_stop(struct dmsc_etcd_sync *s)
 	size_t i;
 
 	s->stop = 1;
+	if (s->started) {
+		pthread_mutex_lock(&s->lock);
+		wake_watch(s);
+		pthread_mutex_unlock(&s->lock);
+	}
 	if (s->started)
 		pthread_join(s->thread, NULL);
 	s->started = false;

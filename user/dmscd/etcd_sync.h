@@ -36,6 +36,10 @@ struct dmsc_etcd_sync {
 	volatile int refill;  /* read the namespaces again, parsing slim keys */
 	bool read_whole;      /* a read of every namespace since the last apply */
 	pthread_mutex_t lock; /* the store and the figures below */
+	/* The watch's multi handle while it runs (under lock): a stop or a
+	 * refill wakes its poll (curl_multi_wakeup), which waits otherwise
+	 * for a stream's data or libcurl's own timers, never a fixed tick. */
+	void *watch_multi;
 	struct dmsc_etcd_store store;
 	bool connected;
 	int64_t revision; /* the highest revision seen */

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * Backend health in dmscd's metrics, from dmsc_be_health and the services'
+ * Backend health in dmscd's metrics, from dmsc_be_health, dmsc_be_verdict and the services'
  * flags: each backend's state (with why in the state label), its connect
  * failures and probes, and each service's panic mode.
  */
@@ -44,11 +44,12 @@ static void backend_samples(struct dmsc_buf *b, const struct dmsc_mirror_svc *ms
 	dmsc_format_svc_key(&ms->key, ms->family, ms->vip6, vip, sizeof(vip));
 	for (j = 0; j < ms->n_be; j++) {
 		struct dmsc_prom_label l[4] = {{"service", ms->name}, {"vip", vip}, {"backend", be}};
+		struct dmsc_be_verdict v;
 		struct dmsc_be_health h;
 		const char *state;
 		__u32 id = ms->be[j].id;
 
-		if (bpf_map_lookup_elem_flags(dp->fd[DMSC_M_BE_HEALTH], &id, &h, BPF_F_LOCK))
+		if (dmsc_health_read(dp, id, &h, &v))
 			continue;
 		dmsc_format_ip_port(ms->family, ms->be[j].addr, ms->be[j].addr6,
 				    ntohs(ms->be[j].port), be, sizeof(be));
@@ -57,10 +58,10 @@ static void backend_samples(struct dmsc_buf *b, const struct dmsc_mirror_svc *ms
 			continue;
 		}
 		if (f == FAM_PROBES) {
-			dmsc_prom_sample(b, fams[f].name, l, 3, h.probes);
+			dmsc_prom_sample(b, fams[f].name, l, 3, v.probes);
 			continue;
 		}
-		state = dmsc_health_describe(&h, 0, false, now, why, sizeof(why));
+		state = dmsc_health_describe(&h, &v, 0, false, now, why, sizeof(why));
 		for (s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
 			l[3] = (struct dmsc_prom_label){"state", dmsc_health_out_name(states[s])};
 			dmsc_prom_sample(b, fams[f].name, l, 4,

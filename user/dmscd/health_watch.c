@@ -5,9 +5,11 @@
  * One thread owns the probes and the decisions (made every
  * DMSC_HEALTH_TICK_MS: a probe's result counts within one tick, whatever
  * the number of backends); the main loop hands it the backends of each
- * policy applied and takes back the services to apply again. Only this thread writes dmscd's fields
- * of dmsc_be_health (a read and a write under the element's lock: a kernel failure counted between
- * the two is lost, which costs at most one more failure to eject again).
+ * policy applied and takes back the services to apply again. Only this thread writes
+ * dmsc_be_verdict; it reads the kernel's (or dmsc-l7's) dmsc_be_health and never writes it, so a
+ * failure they count is never overwritten (docs/design.md decision 53). A restarted backend's
+ * ejection is ended by naming it in the verdict (ejection_ended), which every reader honours and
+ * the counter's writer applies to its own element.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -232,31 +234,61 @@ static void replan(struct dmsc_health_watch *w, const struct dmsc_health_svc *k)
 		pr_warn("health: cannot wake the main loop: %s\n", strerror(errno));
 }
 
-static int map_fd(struct dmsc_health_watch *w)
+static void maps_close(struct dmsc_health_watch *w)
 {
-	if (w->map_fd < 0)
-		w->map_fd = bpf_obj_get(w->map_path);
-	return w->map_fd;
+	if (w->health_fd >= 0)
+		close(w->health_fd);
+	if (w->verdict_fd >= 0)
+		close(w->verdict_fd);
+	w->health_fd = w->verdict_fd = -1;
 }
 
-/* Decides whether t is out, writes dmscd's fields when they changed, and
- * says so. Returns whether t is out. */
+/* Opens both maps when they are not open; 0 or -1. */
+static int maps_open(struct dmsc_health_watch *w)
+{
+	char path[sizeof(w->pin_dir) + 64];
+
+	if (w->health_fd >= 0 && w->verdict_fd >= 0)
+		return 0;
+	maps_close(w);
+	snprintf(path, sizeof(path), "%s/maps/%s", w->pin_dir, DMSC_MAP_BE_HEALTH);
+	w->health_fd = bpf_obj_get(path);
+	snprintf(path, sizeof(path), "%s/maps/%s", w->pin_dir, DMSC_MAP_BE_VERDICT);
+	w->verdict_fd = bpf_obj_get(path);
+	if (w->health_fd >= 0 && w->verdict_fd >= 0)
+		return 0;
+	maps_close(w);
+	return -1;
+}
+
+/* Backend id's counter and verdict; 0, or -1 (maps closed on a failure
+ * other than ENOENT: a reinstall, the new maps are opened next time). */
+static int read_both(struct dmsc_health_watch *w, __u32 id, struct dmsc_be_health *h,
+		     struct dmsc_be_verdict *v)
+{
+	if (maps_open(w))
+		return -1;
+	if (!bpf_map_lookup_elem_flags(w->health_fd, &id, h, BPF_F_LOCK) &&
+	    !bpf_map_lookup_elem_flags(w->verdict_fd, &id, v, BPF_F_LOCK))
+		return 0;
+	if (errno != ENOENT)
+		maps_close(w);
+	return -1;
+}
+
+/* Decides whether t is out, writes its verdict when it changed, and says
+ * so. Returns whether t is out. */
 static bool evaluate(struct dmsc_health_watch *w, struct dmsc_health_target *t, __u64 now_ns)
 {
+	struct dmsc_be_verdict v;
 	struct dmsc_be_health h;
 	char why[160], d[64];
 	bool restarted = false;
 	__u32 want, was;
-	int fd = map_fd(w);
 
-	if (fd < 0 || bpf_map_lookup_elem_flags(fd, &t->id, &h, BPF_F_LOCK)) {
-		if (fd >= 0 && errno != ENOENT) {
-			close(w->map_fd); /* a reinstall: open the new map */
-			w->map_fd = -1;
-		}
+	if (read_both(w, t->id, &h, &v))
 		return t->out != DMSC_HEALTH_IN;
-	}
-	if (!dmsc_health_ejected(&h, now_ns)) {
+	if (!dmsc_health_ejected(&h, v.ejection_ended, now_ns)) {
 		t->ejected_at = 0;
 		t->down_in_ejection = false;
 	} else if (h.ejected_at_ns != t->ejected_at) {
@@ -265,34 +297,34 @@ static bool evaluate(struct dmsc_health_watch *w, struct dmsc_health_target *t, 
 	}
 	if (t->ejected_at && t->cfg.has_active && t->down_in_ejection &&
 	    t->ok_run >= t->cfg.active.healthy_threshold) {
-		/* Restarted: the kernel's ejection ends now. */
+		/* Restarted: the kernel's ejection ends now (its counter ends
+		 * it in its own element at its next failure). */
 		restarted = true;
-		h.ejected_until_ns = 0;
-		h.consecutive = 0;
+		v.ejection_ended = t->ejected_at;
 		t->ejected_at = 0;
 		t->down_in_ejection = false;
 	}
-	if (dmsc_health_ejected(&h, now_ns))
+	if (dmsc_health_ejected(&h, v.ejection_ended, now_ns))
 		want = DMSC_HEALTH_OUT_EJECTED;
 	else if (t->cfg.has_active && t->unhealthy)
 		want = DMSC_HEALTH_OUT_PROBE;
 	else
 		want = DMSC_HEALTH_IN;
-	if (want == h.out && h.probe_ok == t->ok_run && h.probe_failed == t->fail_run &&
-	    h.probe_detail == t->detail && h.probes == t->probes && !restarted) {
+	if (want == v.out && v.probe_ok == t->ok_run && v.probe_failed == t->fail_run &&
+	    v.probe_detail == t->detail && v.probes == t->probes && !restarted) {
 		t->out = want;
 		return want != DMSC_HEALTH_IN;
 	}
-	was = h.out;
+	was = v.out;
 	if (want != was)
-		h.out_since_ns = now_ns;
-	h.out = want;
-	h.probe_ok = t->ok_run;
-	h.probe_failed = t->fail_run;
-	h.probe_detail = t->detail;
-	h.probes = t->probes;
-	if (bpf_map_update_elem(fd, &t->id, &h, BPF_F_LOCK)) {
-		pr_warn("health: cannot write backend %u in %s: %s\n", t->id, DMSC_MAP_BE_HEALTH,
+		v.out_since_ns = now_ns;
+	v.out = want;
+	v.probe_ok = t->ok_run;
+	v.probe_failed = t->fail_run;
+	v.probe_detail = t->detail;
+	v.probes = t->probes;
+	if (bpf_map_update_elem(w->verdict_fd, &t->id, &v, BPF_F_LOCK)) {
+		pr_warn("health: cannot write backend %u in %s: %s\n", t->id, DMSC_MAP_BE_VERDICT,
 			strerror(errno));
 		return t->out != DMSC_HEALTH_IN;
 	}
@@ -370,15 +402,14 @@ static bool same_backend(const struct dmsc_health_target *a, const struct dmsc_h
  * `out` is cleared, so that nothing keeps it out. */
 static void forget(struct dmsc_health_watch *w, struct dmsc_health_target *t)
 {
+	struct dmsc_be_verdict v;
 	struct dmsc_be_health h;
-	int fd = map_fd(w);
 
 	probe_close(t);
-	if (fd < 0 || bpf_map_lookup_elem_flags(fd, &t->id, &h, BPF_F_LOCK) ||
-	    h.out == DMSC_HEALTH_IN)
+	if (read_both(w, t->id, &h, &v) || v.out == DMSC_HEALTH_IN)
 		return;
-	h.out = DMSC_HEALTH_IN;
-	bpf_map_update_elem(fd, &t->id, &h, BPF_F_LOCK);
+	v.out = DMSC_HEALTH_IN;
+	bpf_map_update_elem(w->verdict_fd, &t->id, &v, BPF_F_LOCK);
 }
 
 /* A backend this dmscd has not watched yet starts from what the map holds
@@ -386,17 +417,17 @@ static void forget(struct dmsc_health_watch *w, struct dmsc_health_target *t)
  * the datapath): a backend its probes took out stays out until they pass. */
 static void resume(struct dmsc_health_watch *w, struct dmsc_health_target *t)
 {
+	struct dmsc_be_verdict v;
 	struct dmsc_be_health h;
-	int fd = map_fd(w);
 
-	if (fd < 0 || bpf_map_lookup_elem_flags(fd, &t->id, &h, BPF_F_LOCK))
+	if (read_both(w, t->id, &h, &v))
 		return;
-	t->out = h.out;
-	t->unhealthy = h.out == DMSC_HEALTH_OUT_PROBE;
-	t->ok_run = h.probe_ok;
-	t->fail_run = h.probe_failed;
-	t->probes = h.probes;
-	t->detail = h.probe_detail;
+	t->out = v.out;
+	t->unhealthy = v.out == DMSC_HEALTH_OUT_PROBE;
+	t->ok_run = v.probe_ok;
+	t->fail_run = v.probe_failed;
+	t->probes = v.probes;
+	t->detail = v.probe_detail;
 }
 
 /* Takes the targets of the last policy, keeping what the probes learned of
@@ -445,6 +476,14 @@ static void adopt(struct dmsc_health_watch *w)
 	w->n = n;
 }
 
+static void wake_thread(struct dmsc_health_watch *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pr_warn("health: cannot wake its thread: %s\n", strerror(errno));
+}
+
 static void *run(void *arg)
 {
 	struct dmsc_health_watch *w = arg;
@@ -458,10 +497,10 @@ static void *run(void *arg)
 		int timeout;
 
 		adopt(w);
-		if (cap < w->n) {
+		if (cap < w->n + 1) {
 			free(pfd);
 			free(which);
-			cap = w->n;
+			cap = w->n + 1;
 			pfd = calloc(cap, sizeof(*pfd));
 			which = calloc(cap, sizeof(*which));
 			if (!pfd || !which) {
@@ -471,6 +510,11 @@ static void *run(void *arg)
 		}
 		for (i = 0; i < w->n; i++)
 			in_flight += w->t[i].phase != PROBE_IDLE;
+		/* pfd[0]: woken by new targets or a stop */
+		pfd[n_pfd].fd = w->wake_fd;
+		pfd[n_pfd].events = POLLIN;
+		pfd[n_pfd].revents = 0;
+		which[n_pfd++] = 0;
 		wake = now + DMSC_HEALTH_TICK_MS;
 		for (i = 0; i < w->n; i++) {
 			struct dmsc_health_target *t = &w->t[i];
@@ -505,11 +549,19 @@ static void *run(void *arg)
 		if (next_tick < wake)
 			wake = next_tick;
 		timeout = (int)(wake > now ? wake - now : 0);
+		if (!w->n)
+			timeout = -1; /* nothing to probe or look at: asleep */
 		if (poll(pfd, n_pfd, timeout) < 0 && errno != EINTR) {
 			pr_warn("health: poll: %s\n", strerror(errno));
 			break;
 		}
-		for (i = 0; i < n_pfd; i++) {
+		if (pfd[0].revents) {
+			uint64_t v;
+
+			if (read(w->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				pr_warn("health: eventfd: %s\n", strerror(errno));
+		}
+		for (i = 1; i < n_pfd; i++) {
 			struct dmsc_health_target *t = &w->t[which[i]];
 
 			if (!pfd[i].revents)
@@ -530,12 +582,17 @@ int dmsc_health_watch_start(struct dmsc_health_watch *w, const char *pin_dir)
 	int err;
 
 	memset(w, 0, sizeof(*w));
-	w->map_fd = -1;
-	snprintf(w->map_path, sizeof(w->map_path), "%s/maps/%s", pin_dir, DMSC_MAP_BE_HEALTH);
+	w->health_fd = w->verdict_fd = -1;
+	snprintf(w->pin_dir, sizeof(w->pin_dir), "%s", pin_dir);
 	w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (w->event_fd < 0) {
+	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (w->event_fd < 0 || w->wake_fd < 0) {
 		err = -errno;
 		pr_warn("health: eventfd: %s\n", strerror(-err));
+		if (w->event_fd >= 0)
+			close(w->event_fd);
+		if (w->wake_fd >= 0)
+			close(w->wake_fd);
 		return err;
 	}
 	pthread_mutex_init(&w->lock, NULL);
@@ -543,7 +600,9 @@ int dmsc_health_watch_start(struct dmsc_health_watch *w, const char *pin_dir)
 	if (err) {
 		pr_warn("health: cannot start its thread: %s\n", strerror(-err));
 		close(w->event_fd);
+		close(w->wake_fd);
 		w->event_fd = -1;
+		w->wake_fd = -1;
 		return err;
 	}
 	w->running = true;
@@ -557,6 +616,7 @@ void dmsc_health_watch_stop(struct dmsc_health_watch *w)
 	if (!w->running)
 		return;
 	w->stop = true;
+	wake_thread(w);
 	pthread_join(w->thread, NULL);
 	w->running = false;
 	for (i = 0; i < w->n; i++)
@@ -564,9 +624,9 @@ void dmsc_health_watch_stop(struct dmsc_health_watch *w)
 	free(w->t);
 	free(w->next);
 	free(w->replan);
-	if (w->map_fd >= 0)
-		close(w->map_fd);
+	maps_close(w);
 	close(w->event_fd);
+	close(w->wake_fd);
 	pthread_mutex_destroy(&w->lock);
 }
 
@@ -639,12 +699,18 @@ int dmsc_health_watch_set(struct dmsc_health_watch *w, const struct dmsc_policy 
 	/* Every service's first target holds its panic state. */
 	for (i = 0; i < n; i++)
 		v[i].first = i == 0 || memcmp(&v[i].key, &v[i - 1].key, sizeof(v[i].key)) != 0;
+	if (!n && !w->n_set) {
+		free(v); /* none before, none now: the thread sleeps on */
+		return 0;
+	}
 	pthread_mutex_lock(&w->lock);
 	free(w->next);
 	w->next = v;
 	w->n_next = n;
 	w->have_next = true;
 	pthread_mutex_unlock(&w->lock);
+	w->n_set = n;
+	wake_thread(w);
 	return 0;
 }
 

@@ -4,9 +4,11 @@
  * of its own: the active probes (tcp connect, http GET) of every backend of
  * a service with `health.active`, sent from the host to the backend's own
  * address, non-blocking, at most DMSC_HEALTH_PROBES_MAX at once; and every
- * DMSC_HEALTH_TICK_MS a look at the kernel's passive ejections. It decides
- * whether each backend is out of its slot table (dmsc_be_health.out: the
- * kernel ejected it, or its probes failed) and, when that changes, tells
+ * DMSC_HEALTH_TICK_MS a look at the kernel's passive ejections (read in
+ * dmsc_be_health, never written: decision 53). It decides whether each
+ * backend is out of its slot table (dmsc_be_verdict.out, which only this
+ * thread writes: the kernel ejected it, or its probes failed) and, when
+ * that changes, tells
  * the main loop (an eventfd) which services to apply again: the apply lays
  * their tables out without the backends that are out (datapath/health.h).
  */
@@ -38,9 +40,10 @@ struct dmsc_health_svc {
 };
 
 struct dmsc_health_watch {
-	char map_path[4096];
-	int map_fd;
+	char pin_dir[4096];
+	int health_fd, verdict_fd; /* dmsc_be_health (read), dmsc_be_verdict */
 	int event_fd; /* readable: services to apply again */
+	int wake_fd;  /* the thread's: new targets, or stop */
 	pthread_t thread;
 	bool running;
 	pthread_mutex_t lock;
@@ -49,6 +52,7 @@ struct dmsc_health_watch {
 	struct dmsc_health_target *next;
 	size_t n_next;
 	bool have_next;
+	size_t n_set; /* targets handed over last (main thread's) */
 	struct dmsc_health_svc *replan;
 	size_t n_replan, cap_replan;
 	struct dmsc_health_stats stats;
@@ -58,7 +62,8 @@ struct dmsc_health_watch {
 	volatile bool stop;
 };
 
-/* Starts the thread (idle until a policy with health is applied). */
+/* Starts the thread: asleep until a policy with health is applied (no
+ * tick without a backend to watch). */
 int dmsc_health_watch_start(struct dmsc_health_watch *w, const char *pin_dir);
 void dmsc_health_watch_stop(struct dmsc_health_watch *w);
 int dmsc_health_watch_fd(const struct dmsc_health_watch *w);

@@ -305,6 +305,11 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 	}
 	dmsc_prom_single(b, "dmsc_apply_entries_written_total", "counter",
 			 "Map entries written or deleted by applies.", a->entries_written);
+	dmsc_prom_single(b, "dmsc_datapath_opens_total", "counter",
+			 "Times dmscd opened the pinned maps afresh: at its start, after an "
+			 "install re-created or re-pinned one, an uninstall, or SIGHUP; "
+			 "between those it keeps them open.",
+			 a->datapath_opens);
 	dmsc_prom_histogram(b, "dmsc_apply_duration_seconds",
 			    "Time to diff a compiled policy against the maps and write the "
 			    "difference (parsing excluded).",

@@ -26,6 +26,7 @@ enum dmsc_apply_outcome {
 struct dmsc_agent_stats {
 	uint64_t applies[DMSC_APPLY_OUTCOMES];
 	uint64_t entries_written;
+	uint64_t datapath_opens; /* the held datapath opened afresh */
 	struct dmsc_histogram apply_seconds;
 	size_t policy_services;
 	double start_time;	/* seconds since the epoch */

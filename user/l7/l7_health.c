@@ -5,10 +5,13 @@
  * Per http service with health, the helper knows each backend's id (from
  * the service's entries in dmsc_services / dmsc_svc_meta / dmsc_backends,
  * looked up again every second: an apply may give a backend a new id) and
- * a mask of the backends that are out, read from dmsc_be_health at most
- * every HEALTH_READ_MS and at once after its own ejection. Writes to an
- * entry (a failure counted, a run ended) are read-modify-writes under the
- * service's lock, so the workers never lose one another's counts.
+ * a mask of the backends that are out, read from dmsc_be_health and
+ * dmscd's dmsc_be_verdict at most every HEALTH_READ_MS and at once after
+ * its own ejection. Writes to a dmsc_be_health entry (a failure counted, a
+ * run ended) are read-modify-writes under the service's lock, so the
+ * workers never lose one another's counts; the helper is that entry's only
+ * writer (the kernel does not count these backends, dmscd writes its
+ * verdicts in their own map: decision 53).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -58,7 +61,7 @@ struct svc {
 };
 
 static struct svc *svcs; /* parallel to cfg.svcs */
-static int fd_health = -1, fd_services = -1, fd_meta = -1, fd_backends = -1;
+static int fd_health = -1, fd_verdict = -1, fd_services = -1, fd_meta = -1, fd_backends = -1;
 /* IPv6 services' and backends' entries: opened when one has health */
 static int fd_services6 = -1, fd_backends6 = -1;
 
@@ -109,6 +112,7 @@ int dmsc_l7_health_open(const char *pin_dir)
 	if (!any)
 		return 0;
 	if ((err = open_map(pin_dir, DMSC_MAP_BE_HEALTH, &fd_health)) ||
+	    (err = open_map(pin_dir, DMSC_MAP_BE_VERDICT, &fd_verdict)) ||
 	    (err = open_map(pin_dir, DMSC_MAP_SERVICES, &fd_services)) ||
 	    (err = open_map(pin_dir, DMSC_MAP_SVC_META, &fd_meta)) ||
 	    (err = open_map(pin_dir, DMSC_MAP_BACKENDS, &fd_backends)))
@@ -131,6 +135,8 @@ void dmsc_l7_health_close(void)
 	svcs = NULL;
 	if (fd_health >= 0)
 		close(fd_health);
+	if (fd_verdict >= 0)
+		close(fd_verdict);
 	if (fd_services >= 0)
 		close(fd_services);
 	if (fd_meta >= 0)
@@ -141,7 +147,8 @@ void dmsc_l7_health_close(void)
 		close(fd_services6);
 	if (fd_backends6 >= 0)
 		close(fd_backends6);
-	fd_health = fd_services = fd_meta = fd_backends = fd_services6 = fd_backends6 = -1;
+	fd_health = fd_verdict = fd_services = fd_meta = fd_backends = -1;
+	fd_services6 = fd_backends6 = -1;
 }
 
 /* The service's id, from the entry of its family's services map; -1:
@@ -209,6 +216,7 @@ out:
  * HEALTH_READ_MS (or force). Under s->lock. */
 static void refresh(const struct dmsc_l7_service *ls, struct svc *s, uint64_t now, bool force)
 {
+	struct dmsc_be_verdict v;
 	struct dmsc_be_health h;
 	size_t i, n = ls->src->n_backends < 64 ? ls->src->n_backends : 64;
 	uint64_t out = 0;
@@ -222,11 +230,13 @@ static void refresh(const struct dmsc_l7_service *ls, struct svc *s, uint64_t no
 	}
 	for (i = 0; i < n; i++) {
 		if (!s->be[i].id ||
-		    bpf_map_lookup_elem_flags(fd_health, &s->be[i].id, &h, BPF_F_LOCK))
+		    bpf_map_lookup_elem_flags(fd_health, &s->be[i].id, &h, BPF_F_LOCK) ||
+		    bpf_map_lookup_elem_flags(fd_verdict, &s->be[i].id, &v, BPF_F_LOCK))
 			continue;
-		if (h.out != DMSC_HEALTH_IN || dmsc_health_ejected(&h, now))
+		if (v.out != DMSC_HEALTH_IN || dmsc_health_ejected(&h, v.ejection_ended, now))
 			out |= 1ull << i;
-		if (h.out == DMSC_HEALTH_OUT_EJECTED || dmsc_health_ejected(&h, now))
+		if (v.out == DMSC_HEALTH_OUT_EJECTED ||
+		    dmsc_health_ejected(&h, v.ejection_ended, now))
 			ejected++;
 	}
 	s->ejected = ejected;
@@ -280,6 +290,7 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 	struct svc *s = svcs ? &svcs[ls - cfg.svcs] : NULL;
 	bool failed = status <= 0 || status >= 500;
 	int room = 1;
+	struct dmsc_be_verdict v;
 	struct dmsc_be_health h;
 	struct be *be;
 	uint64_t now;
@@ -302,6 +313,10 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 			goto out;
 		h.consecutive = 0;
 	} else {
+		/* dmscd's end of an ejection (a restarted backend) */
+		if (bpf_map_lookup_elem_flags(fd_verdict, &be->id, &v, BPF_F_LOCK))
+			v.ejection_ended = 0;
+		dmsc_health_take_end(&h, v.ejection_ended);
 		be->dirty = true;
 		if (status == DMSC_L7_HEALTH_TIMEOUT)
 			be->fail_timeout++;
@@ -309,7 +324,7 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 			be->fail_5xx++;
 		else
 			be->fail_connect++;
-		if (dmsc_health_would_eject(&h, &s->passive, now) && s->passive.max_eject_pct &&
+		if (dmsc_health_would_eject(&h, 0, &s->passive, now) && s->passive.max_eject_pct &&
 		    s->passive.max_eject_pct < 100) {
 			refresh(ls, s, now, true); /* a fresh count of the ejected */
 			room = dmsc_health_may_eject(&s->passive, s->ejected,
@@ -333,7 +348,7 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 	if (bpf_map_update_elem(fd_health, &be->id, &h, BPF_F_LOCK))
 		pr_warn("health: cannot write backend %u in %s: %s\n", be->id, DMSC_MAP_BE_HEALTH,
 			strerror(errno));
-	else if (dmsc_health_ejected(&h, now))
+	else if (dmsc_health_ejected(&h, 0, now))
 		refresh(ls, s, now, true); /* this worker passes over it at once */
 out:
 	pthread_mutex_unlock(&s->lock);
