@@ -203,6 +203,7 @@ void client_read(struct conn *c)
 			break;
 		}
 		c->cin_len += (size_t)n;
+		c->spoke = true;
 		if (c->state == S_IDLE)
 			c->deadline = now_ns() + (uint64_t)opt.head_ms * 1000000;
 		if ((size_t)n < room)

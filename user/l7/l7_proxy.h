@@ -187,6 +187,7 @@ struct conn {
 	uint32_t retries_left;
 	uint32_t attempts;
 	bool idempotent, is_head, client_keepalive, close_after;
+	bool spoke; /* the client has sent something: a drain may close it idle */
 	bool retain;	 /* uout still holds the whole request from offset 0 */
 	bool connecting; /* ufd: connect() in progress */
 	bool up_reused;	 /* ufd came from the idle pool */

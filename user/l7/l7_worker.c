@@ -334,8 +334,11 @@ void sweep(struct worker *w, uint64_t now)
 			else
 				c->deadline = 0; /* waiting on the backend: up_deadline */
 		}
+		/* Idle keep-alive connections close at the drain; one accepted
+		 * moments before that has not sent its first request yet: it
+		 * is answered (and closed after) within --drain-ms. */
 		if (draining && c->cfd >= 0 && c->state == S_IDLE && c->cin_len == 0 &&
-		    !buf_pending(&c->cout))
+		    c->spoke && !buf_pending(&c->cout))
 			conn_close_client(c);
 		if (!c->dead)
 			conn_step(c);
