@@ -205,7 +205,11 @@ bulk_len() {
 # FIRST_BULK_SECONDS (4) direct and through its VIP, interleaved. Prints the
 # ratio to direct (min/median/max) and how many first flows left the fast
 # path (any fallback counter of the fresh service) and were given the
-# native path back (released). FIRST_BULK_COMPARE=1 adds, in each trial, the
+# native path back (released), the times the reader's TCP pruned its queue
+# over its buffer (TcpExtPruneCalled + TcpExtTCPRcvQDrop in the server's
+# namespace, summed over the first flows), and the noise floor: the ratio of
+# each direct run to the previous trial's (no fast path in either).
+# FIRST_BULK_COMPARE=1 adds, in each trial, the
 # same with DMSC_FP_NO_RELEASE=1 (a writer that left stays on tcp_bpf's
 # path, as before the native path came back). Writes
 # build/bench/first-bulk.txt.
@@ -229,27 +233,31 @@ if [[ ${1:-} == --first-bulk ]]; then
 		"$CTL" stats -o json | jq -r --arg n "$1" '.services[] | select(.name == $n) | .fastpath |
 			"\(.backlog_fallback + .budget_fallback + .pressure_fallback + .bulk_fallback) \(.released)"'
 	}
+	fb_prunes() {
+		dmsc_net_exec s nstat -asz TcpExtPruneCalled TcpExtTCPRcvQDrop | awk '/^TcpExt/ { n += $2 } END { print n + 0 }'
+	}
 	first_flow() {
-		local g l0 r0 l1 r1
+		local g l0 r0 l1 r1 p0
 		jq --arg n "$1" '.services += [{ name: $n, vip: "198.19.1.1", port: 5201,
 			backends: [ { address: "'"$S_ADDR"'", port: 5201 } ] }]' \
 			"$T/policy.json" >"$T/policy-fb.json"
 		"$CTL" apply "$T/policy.json" >/dev/null || die "dmscctl apply (first bulk, removal) failed"
 		"$CTL" apply "$T/policy-fb.json" >/dev/null || die "dmscctl apply (first bulk) failed"
 		read -r l0 r0 < <(fb_counters "$1")
+		p0=$(fb_prunes)
 		g=$(BULK_SECONDS=$FB_SECONDS bulk_len f "$2" | cut -d' ' -f1)
 		read -r l1 r1 < <(fb_counters "$1")
-		echo "$g $((${l1:-0} - ${l0:-0})) $((${r1:-0} - ${r0:-0}))"
+		echo "$g $((${l1:-0} - ${l0:-0})) $((${r1:-0} - ${r0:-0})) $(($(fb_prunes) - p0))"
 	}
 	for ((i = 1; i <= TRIALS; i++)); do
 		for len in 16K 128K; do
 			ga=$(BULK_SECONDS=$FB_SECONDS bulk_len a "$len" | cut -d' ' -f1)
-			read -r gb left rel < <(first_flow "first-$i-$len" "$len")
-			line="$len $ga $gb ${left:-nan} ${rel:-0}"
-			msg=$(printf 'direct %s, first flow %s Gbit/s (left %s, released %s)' "$ga" "$gb" "$left" "$rel")
+			read -r gb left rel pruned < <(first_flow "first-$i-$len" "$len")
+			line="$len $ga $gb ${left:-nan} ${rel:-0} ${pruned:-0}"
+			msg=$(printf 'direct %s, first flow %s Gbit/s (left %s, released %s, pruned %s)' "$ga" "$gb" "$left" "$rel" "$pruned")
 			if [[ $COMPARE == 1 ]]; then
 				DMSC_FP_NO_RELEASE=1 "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install (no release) failed"
-				read -r gc leftc relc < <(first_flow "first-$i-$len-nr" "$len")
+				read -r gc leftc relc _ < <(first_flow "first-$i-$len-nr" "$len")
 				"$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install failed"
 				line="$line $gc ${leftc:-nan}"
 				msg="$msg; without the native path back $gc (left $leftc)"
@@ -269,12 +277,22 @@ if [[ ${1:-} == --first-bulk ]]; then
 					      printf "%s, %4s writes: ratio to direct min %.2fx median %.2fx max %.2fx over %d trials; %d left the fast path\n", label, len, r[1], med, r[NR], NR, left }'
 		done
 	}
+	# noise: each direct run against the previous trial's, same write size
+	noise() {
+		for len in 16K 128K; do
+			awk -v len="$len" '$1 == len && $2 + 0 > 0 { if (prev) printf "%.3f\n", $2 / prev; prev = $2 }' "$T/fb.txt" |
+				sort -g | awk -v len="$len" '{ r[NR] = $1 } END { if (NR < 2) exit
+					printf "noise floor, %4s writes: direct against the previous direct run min %.2fx median %.2fx max %.2fx\n", len, r[1], NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2, r[NR] }'
+			awk -v len="$len" '$1 == len { p += $6 } END { printf "reader TCP prunes after a first flow left, %4s writes: %d\n", len, p }' "$T/fb.txt"
+		done
+	}
 	{
 		summary 3 4 "first flow"
-		[[ $COMPARE == 1 ]] && summary 6 7 "first flow, no native path back"
+		[[ $COMPARE == 1 ]] && summary 7 8 "first flow, no native path back"
+		noise
 		echo "goals: min >= 0.9x, median >= 1.0x direct"
 	} | tee -a "$OUT/first-bulk.txt"
-	echo "  columns: write direct_gbit first_gbit left released [no_release_gbit left]" >>"$OUT/first-bulk.txt"
+	echo "  columns: write direct_gbit first_gbit left released pruned [no_release_gbit left]" >>"$OUT/first-bulk.txt"
 	sed 's/^/  /' "$T/fb.txt" >>"$OUT/first-bulk.txt"
 	echo "bench: wrote $OUT/first-bulk.txt"
 	exit 0

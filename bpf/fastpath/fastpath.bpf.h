@@ -25,6 +25,10 @@ extern const volatile __u32 fp_no_release;
 /* sk_msg verdicts. */
 #define FP_SK_PASS 1
 
+/* The share of its reader's receive buffer a redirecting writer may fill
+ * (docs/design.md decision 49): 2, half. */
+#define DMSC_FP_RMEM_SHARE 2
+
 /* How many bytes a "stack" verdict covers before the program runs again. */
 #define FP_STACK_APPLY_BYTES (1u << 30)
 /* SK_USER_DATA_NOCOPY | SK_USER_DATA_BPF | SK_USER_DATA_PSOCK */

@@ -41,7 +41,9 @@ static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *
 }
 
 /* Whether redirecting SIZE more bytes would take the reader's receive memory
- * past its receive buffer. Linux 6.18 charges redirected bytes to the
+ * past half of its receive buffer (docs/design.md decisions 37 and 49: the
+ * other half is room for what TCP carries once the writer left, so the
+ * reader's TCP finds its window open and prunes nothing). Linux 6.18 charges redirected bytes to the
  * reader's sk_rmem_alloc (5.10 to 6.12 do not), and TCP drops every packet
  * that arrives while the reader's own recv() holds the socket once receive
  * memory and backlog pass 2 * sk_rcvbuf + sk_sndbuf / 2 + 64 KiB
@@ -61,8 +63,9 @@ static __always_inline bool fp_peer_rmem_full(__u64 peer_sk, __u32 size)
 	    bpf_core_read(&rcvbuf, sizeof(rcvbuf), &sk->sk_rcvbuf))
 		return false;
 	/* rmem 0: nothing charged (a kernel that does not charge redirected
-	 * bytes, 5.10 to 6.12): a message larger than the buffer stays. */
-	return rcvbuf > 0 && rmem > 0 && (__s64)rmem + size > rcvbuf;
+	 * bytes, 5.10 to 6.12, or an empty queue): the message goes, whatever
+	 * its size. */
+	return rcvbuf > 0 && rmem > 0 && (__s64)rmem + size > rcvbuf / DMSC_FP_RMEM_SHARE;
 }
 
 /* Whether TCP memory is short host-wide: the socket's protocol under memory

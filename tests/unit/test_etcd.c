@@ -411,6 +411,91 @@ Test(etcd_store, slim_entries_keep_identity_and_fingerprint)
 	dmsc_etcd_store_free(&s);
 }
 
+/* plain service NAME at VIP 198.19.0.I, port 80, one backend of weight W */
+static void put_plain(struct dmsc_etcd_store *s, const char *name, int i, int w, int64_t rev,
+		      int want)
+{
+	char key[64], val[256];
+
+	snprintf(key, sizeof(key), "/p/%s", name);
+	snprintf(val, sizeof(val),
+		 "{\"name\":\"%s\",\"vip\":\"198.19.0.%d\",\"port\":80,\"backends\":"
+		 "[{\"address\":\"198.18.1.2\",\"port\":8080,\"weight\":%d}]}",
+		 name, i, w);
+	cr_assert_eq(dmsc_etcd_store_put(s, key, name, val, strlen(val), rev), want, "%s", key);
+}
+
+static uint64_t weight_fp(const struct dmsc_policy_service *svc)
+{
+	return 1000 + svc->backends[0].weight;
+}
+
+/* After an apply (a whole view, then slimmed), the view of the changed
+ * keys holds the services whose value changed since, in key order, with
+ * their fingerprints; a key that came, went or moved, or a service the
+ * whole view keeps parsed, asks for the whole view (-EAGAIN). */
+Test(etcd_store, view_of_the_changed_keys)
+{
+	struct dmsc_etcd_store s = {.fp_of = weight_fp};
+	struct dmsc_policy view;
+	uint64_t *fps;
+	char *msgs[4];
+	size_t n;
+
+	put_plain(&s, "a", 1, 1, 10, 1);
+	put_plain(&s, "b", 2, 1, 11, 1);
+	put_plain(&s, "c", 3, 1, 12, 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "keys came");
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 3);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s); /* applied */
+
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(view.n_services, 0, "nothing changed since");
+	dmsc_etcd_store_view_free(&view, fps);
+
+	put_plain(&s, "c", 3, 7, 13, 1);
+	put_plain(&s, "a", 1, 5, 14, 1);
+	put_plain(&s, "b", 2, 1, 11, 0); /* a revision held: not a change */
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(view.n_services, 2);
+	cr_assert_str_eq(view.services[0].name, "a");
+	cr_assert_eq(view.services[0].backends[0].weight, 5);
+	cr_assert_eq(fps[0], 1005);
+	cr_assert_str_eq(view.services[1].name, "c");
+	cr_assert_eq(fps[1], 1007);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+
+	put_plain(&s, "b", 9, 1, 15, 1); /* moved to another VIP */
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "a key moved");
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	cr_assert_eq(dmsc_etcd_store_delete(&s, "/p/c", 16), 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "a key went");
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	dmsc_etcd_store_view_free(&view, fps);
+
+	/* an http service stays parsed for the whole view: so is it asked */
+	{
+		const char *http = "{\"name\":\"h\",\"vip\":\"198.19.0.20\",\"port\":80,"
+				   "\"protocol\":\"http\",\"backends\":[{\"address\":"
+				   "\"198.18.1.2\",\"port\":8080}]}";
+
+		cr_assert_eq(dmsc_etcd_store_put(&s, "/p/h", "h", http, strlen(http), 17), 1);
+	}
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "an http service");
+	dmsc_etcd_store_free(&s);
+}
+
 /* A TLS failure names its cause and the option to look at; with an alert
  * in libcurl's detail no second connection is made. CURLcodes: 60 peer
  * verification, 77 CA file, 58 client certificate, 56 receive error. */

@@ -498,18 +498,24 @@ void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s)
 }
 
 int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
-			struct dmsc_svc_digest **d)
+			struct dmsc_svc_digest **d, bool *changed_only)
 {
 	char *msgs[VIEW_MSGS_MAX];
 	uint64_t *fps = NULL;
 	size_t n = 0, i;
-	int e;
+	int e = -EAGAIN;
 
 	*d = NULL;
 	pthread_mutex_lock(&s->lock);
 	if (s->pending_since && !s->pend_view)
 		s->pend_view = dmsc_clock_seconds(CLOCK_REALTIME);
-	e = dmsc_etcd_store_view(&s->store, out, &fps, msgs, VIEW_MSGS_MAX, &n);
+	/* not after a read of every namespace: the maps get its whole
+	 * policy (a refill among others) */
+	if (*changed_only && !s->read_whole && !s->refill)
+		e = dmsc_etcd_store_view_changed(&s->store, out, &fps);
+	*changed_only = !e;
+	if (e == -EAGAIN)
+		e = dmsc_etcd_store_view(&s->store, out, &fps, msgs, VIEW_MSGS_MAX, &n);
 	for (i = 0; i < n; i++) {
 		pr_warn("%s\n", msgs[i]);
 		free(msgs[i]);
@@ -566,8 +572,9 @@ bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
 	return false;
 }
 
-void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s)
+void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s, bool changed_only)
 {
+	s->changed_views += changed_only;
 	/* the lock is held since the view: nothing arrived meanwhile */
 	if (s->pending_since) {
 		s->last_rx = s->pend_rx;
@@ -642,6 +649,9 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 			 "service values refused (invalid; the key is in the log)",
 			 s->store.refused);
 	dmsc_prom_single(b, "dmsc_etcd_keys", "gauge", "service keys held", s->store.n);
+	dmsc_prom_single(b, "dmsc_etcd_changed_key_applies_total", "counter",
+			 "applies that took a view of the changed keys only, not of every key",
+			 s->changed_views);
 	pthread_mutex_unlock(&s->lock);
 }
 

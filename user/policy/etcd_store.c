@@ -13,9 +13,11 @@
 
 #include <json-c/json.h>
 
+#include "array.h"
 #include "etcd_store.h"
 #include "log.h"
 #include "mapmem.h"
+#include "policy_parse.h" /* errors_add */
 
 bool dmsc_etcd_ns_valid(const char *ns)
 {
@@ -74,28 +76,6 @@ const char *dmsc_etcd_key_name(const char *key, const char *ns_prefix)
 	return key + n;
 }
 
-static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (errs->count == errs->cap) {
-		size_t cap = errs->cap ? errs->cap * 2 : 4;
-		struct dmsc_policy_error *items = realloc(errs->items, cap * sizeof(*items));
-
-		if (!items)
-			return;
-		errs->items = items;
-		errs->cap = cap;
-	}
-	snprintf(errs->items[errs->count].path, sizeof(errs->items[0].path), "%s", path);
-	va_start(ap, fmt);
-	vsnprintf(errs->items[errs->count].message, sizeof(errs->items[0].message), fmt, ap);
-	va_end(ap);
-	errs->count++;
-}
-
 int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 			    struct dmsc_policy *out, struct dmsc_policy_errors *errs)
 {
@@ -109,7 +89,7 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 	memset(out, 0, sizeof(*out));
 	errs->count = 0;
 	if (len > DMSC_ETCD_VALUE_MAX) {
-		add_error(errs, "", "the value is %zu bytes, more than the %u a service may take",
+		errors_add(errs, "", "the value is %zu bytes, more than the %u a service may take",
 			  len, DMSC_ETCD_VALUE_MAX);
 		return -EINVAL;
 	}
@@ -120,7 +100,7 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 		return -ENOMEM;
 	o = json_tokener_parse_ex(tok, value, (int)len);
 	if (!o || json_tokener_get_error(tok) != json_tokener_success) {
-		add_error(
+		errors_add(
 		    errs, "", "not JSON: %s",
 		    json_tokener_error_desc(json_tokener_get_error(tok) == json_tokener_continue
 						? json_tokener_error_parse_eof
@@ -129,18 +109,18 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 	}
 	for (i = json_tokener_get_parse_end(tok); i < len; i++) {
 		if (value[i] != ' ' && value[i] != '\n' && value[i] != '\t' && value[i] != '\r') {
-			add_error(errs, "", "more than one JSON value (trailing text at byte %zu)",
+			errors_add(errs, "", "more than one JSON value (trailing text at byte %zu)",
 				  i);
 			goto out;
 		}
 	}
 	if (!json_object_is_type(o, json_type_object)) {
-		add_error(errs, "", "not a JSON object (one service of policy v1)");
+		errors_add(errs, "", "not a JSON object (one service of policy v1)");
 		goto out;
 	}
 	if (!json_object_object_get_ex(o, "name", &n) ||
 	    !json_object_is_type(n, json_type_string) || strcmp(json_object_get_string(n), name)) {
-		add_error(errs, "name", "must be \"%s\", the name in the key", name);
+		errors_add(errs, "name", "must be \"%s\", the name in the key", name);
 		goto out;
 	}
 	doc = malloc(sizeof(head) + len + sizeof(tail));
@@ -166,7 +146,7 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 		}
 	} else if (!e && out->n_services != 1) {
 		dmsc_policy_free(out);
-		add_error(errs, "", "not one service");
+		errors_add(errs, "", "not one service");
 		e = -EINVAL;
 	}
 out:
@@ -281,17 +261,13 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 	}
 	dmsc_policy_errors_free(&errs);
 	if (!found) {
-		if (s->n == s->cap) {
-			size_t cap = s->cap ? s->cap * 2 : 16;
-			struct dmsc_etcd_entry *ne = realloc(s->e, cap * sizeof(*ne));
+		struct dmsc_etcd_entry *ne = dmsc_array_room(s->e, s->n, &s->cap, sizeof(*ne), 16);
 
-			if (!ne) {
-				free_service(svc);
-				return -ENOMEM;
-			}
-			s->e = ne;
-			s->cap = cap;
+		if (!ne) {
+			free_service(svc);
+			return -ENOMEM;
 		}
+		s->e = ne;
 		memmove(&s->e[i + 1], &s->e[i], (s->n - i) * sizeof(*s->e));
 		s->n++;
 		memset(&s->e[i], 0, sizeof(s->e[i]));
@@ -713,4 +689,39 @@ void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps)
 	dmsc_mapmem_free(view->services);
 	dmsc_mapmem_free(fps);
 	memset(view, 0, sizeof(*view));
+}
+
+int dmsc_etcd_store_view_changed(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
+				 uint64_t **fps)
+{
+	size_t i, n = 0;
+
+	memset(out, 0, sizeof(*out));
+	*fps = NULL;
+	if (s->ids_dirty || s->keep_all || !s->fp_of)
+		return -EAGAIN;
+	for (i = 0; i < s->n; i++) {
+		const struct dmsc_etcd_entry *en = &s->e[i];
+
+		if (!en->svc)
+			continue;
+		/* one the whole policy's view keeps parsed, or left out */
+		if (!en->valid || en->dropped || !en->fp || !slimmable(en->svc))
+			return -EAGAIN;
+		n++;
+	}
+	out->services = dmsc_mapmem_calloc(n + 1, sizeof(*out->services));
+	*fps = dmsc_mapmem_calloc(n + 1, sizeof(**fps));
+	if (!out->services || !*fps) {
+		dmsc_etcd_store_view_free(out, *fps);
+		*fps = NULL;
+		return -ENOMEM;
+	}
+	for (i = 0; i < s->n; i++) {
+		if (!s->e[i].svc)
+			continue;
+		(*fps)[out->n_services] = s->e[i].fp;
+		out->services[out->n_services++] = *s->e[i].svc;
+	}
+	return 0;
 }

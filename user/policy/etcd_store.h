@@ -157,4 +157,18 @@ int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uin
 /* Releases a view and its fingerprints (fps may be NULL). */
 void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps);
 
+/*
+ * The view of only the keys whose value changed since the store was last
+ * slimmed (the services an apply has not taken yet: after it, a plain
+ * service is held slim), in key order, with their fingerprints: what an
+ * apply needs when no key came, went or moved and every other service is
+ * in the maps as the mirror holds it (docs/design.md decision 57). -EAGAIN
+ * when the whole view is needed: keys came, went or moved (conflicts to
+ * find), the store keeps services parsed for a view of the whole policy
+ * (keep_all; an http, health, IPv6 or allow_from service), or a changed
+ * key is left out. Release with dmsc_etcd_store_view_free.
+ */
+int dmsc_etcd_store_view_changed(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
+				 uint64_t **fps);
+
 #endif /* DMSC_ETCD_STORE_H */
