@@ -106,8 +106,11 @@ $(PROGS): $(BUILD)/%: $$(call prog_src,$$*) $$(call archives,$$*,$(BUILD)) $(HEA
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,$*,$(BUILD)) $(LIBS) -o $@
 
 # The test tools call the product's own helpers (user/common), not copies.
+# dmsc-grpcsrv, the gRPC backend of scripts/bench-h2.sh, speaks HTTP/2 with
+# Debian's libnghttp2, as dmsc-l7 does.
+$(BUILD)/tools/dmsc-grpcsrv: TOOL_LIBS := -lnghttp2
 $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libdmsc-common.a $(HEADERS) | $(BUILD)/tools
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc-common.a -o $@
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(BUILD)/libdmsc-common.a $(TOOL_LIBS) -o $@
 
 $(BUILD)/bench-cp: tests/bench/bench-cp.c $(call archives,dmscd,$(BUILD)) $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) $< $(call archives,dmscd,$(BUILD)) $(LIBS) -o $@

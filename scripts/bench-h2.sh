@@ -5,9 +5,9 @@
 # cgroup; dmsc-l7 through its VIP, the others at their address):
 #   h2    GET of a 3-byte file from nghttpd (nginx: grpc_pass, its only
 #         HTTP/2 upstream; HAProxy: proto h2 both sides)
-#   grpc  unary calls with a fixed 32-byte message to Python grpcio servers
-#         (h2load posting a gRPC-framed body; the backend answers with
-#         trailers)
+#   grpc  unary calls with a fixed 32-byte message to dmsc-grpcsrv
+#         (tests/tools/: C, nghttp2, one thread; h2load posting a gRPC-framed
+#         body; the backend echoes it after "NAME:", then the trailers)
 # at BENCH_STREAMS concurrent streams (default "4 64": 4 connections x 1
 # stream, 4 x 16). Per proxy: requests/s, p50/p99 (h2load's per-request
 # log), requests per CPU-second of the proxy's processes (/proc/PID/stat);
@@ -19,36 +19,33 @@
 # Figures only: nothing passes or fails on speed. Shared machines are noisy:
 # compare the rows of one run, as ratios (the load average is printed).
 # BENCH_SECONDS (default 8) per proxy, kind and round, BENCH_ROUNDS
-# (default 2) in alternating order. Writes $BUILD/bench-h2.json.
+# (default 2) in alternating order. BENCH_L7: the dmsc-l7 binary (default
+# $BUILD/dmsc-l7; another build, to compare two). BENCH_PERF=KIND:STREAMS
+# (e.g. grpc:64): perf samples dmsc-l7 in that run of round 1 and prints its
+# top symbols. BENCH_PROXIES: which of "dmsc-l7 haproxy nginx" run.
+# Writes $BUILD/bench-h2.json.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/netns.sh"
 . "$TOP/scripts/bench-lib.sh"
-BUILD=${BUILD:-$TOP/build}
+bench_begin bench-h2
 SECS=${BENCH_SECONDS:-8}
 ROUNDS=${BENCH_ROUNDS:-2}
 STREAMS_LIST=${BENCH_STREAMS:-4 64}
 IDLE=${BENCH_IDLE:-1000}
 KINDS=${BENCH_KINDS:-h2 grpc}
+PROXIES=${BENCH_PROXIES:-dmsc-l7 haproxy nginx}
+L7BIN=${BENCH_L7:-$BUILD/dmsc-l7} # another build of the helper, to compare two
 P=bh2$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-h2.XXXXXX")
 VIP=198.19.0.40
 GVIP=198.19.0.41
-PIDS=()
 
-if [[ $(id -u) -ne 0 ]]; then
-	echo "bench-h2: needs root (BPF, namespaces); skipped"
-	exit 0
-fi
 PATH=$PATH:/usr/sbin
 for tool in h2load nghttpd haproxy nginx; do
 	command -v "$tool" >/dev/null || { echo "bench-h2: $tool is missing (scripts/install-deps.sh --bench)"; exit 1; }
 done
-PY=
-for p in python3 /usr/bin/python3; do
-	if "$p" -c 'import grpc' 2>/dev/null; then PY=$p; break; fi
-done
-[[ -n $PY ]] || { echo "bench-h2: python3-grpcio is missing (scripts/install-deps.sh)"; exit 1; }
+[[ -x $BUILD/tools/dmsc-grpcsrv ]] || { echo "bench-h2: $BUILD/tools/dmsc-grpcsrv is missing (make)"; exit 1; }
+PY=/usr/bin/python3 # tests/lib/h2idle.py: the standard library only
 
 cleanup() {
 	local p
@@ -73,22 +70,8 @@ for k in all default lo; do
 	dmsc_net_exec c sysctl -qw "net.ipv6.conf.$k.disable_ipv6=1" || exit 1
 done
 
-# backends: nghttpd (h2) on :8080 and a grpcio server on :50051 in each
-cat >"$T/server.py" <<'EOF'
-import sys
-from concurrent import futures
-import grpc
-name, addr = sys.argv[1], sys.argv[2]
-answer = (name + ":").encode() + b"y" * 29
-h = grpc.method_handlers_generic_handler("bench.Echo", {
-    "Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: answer)})
-s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), maximum_concurrent_rpcs=None)
-s.add_generic_rpc_handlers((h,))
-s.add_insecure_port(addr)
-s.start()
-print("ready", flush=True)
-s.wait_for_termination(timeout=3600)
-EOF
+# backends: nghttpd (h2) on :8080 and dmsc-grpcsrv (gRPC: C, nghttp2, one
+# thread, tests/tools/) on :50051 in each
 for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	IFS=: read -r host addr name <<<"$b"
 	mkdir -p "$T/www-$name"
@@ -96,7 +79,8 @@ for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
 	ip netns exec "${P}$host" nghttpd --no-tls -n 1 -d "$T/www-$name" --address "$addr" 8080 \
 		>"$T/nghttpd-$name.out" 2>&1 &
 	PIDS+=($!)
-	ip netns exec "${P}$host" "$PY" "$T/server.py" "$name" "$addr:50051" >"$T/grpc-$name.out" 2>&1 &
+	ip netns exec "${P}$host" "$BUILD/tools/dmsc-grpcsrv" --listen "$addr:50051" --name "$name" \
+		--max-seconds 3600 >"$T/grpc-$name.out" 2>&1 &
 	PIDS+=($!)
 	dmsc_wait_ready "$T/grpc-$name.out" 20 || { cat "$T/grpc-$name.out"; exit 1; }
 done
@@ -117,16 +101,9 @@ EOF
 "$BUILD/dmscctl" install --cgroup "$MESH" >/dev/null || exit 1
 "$BUILD/dmscctl" apply "$T/policy.json" >/dev/null || exit 1
 
-cat >"$T/haproxy.cfg" <<EOF
-global
-	nbthread 2
-	maxconn 8000
-defaults
-	mode http
-	timeout connect 5s
-	timeout client 60s
-	timeout server 60s
-	http-reuse safe
+{
+	bench_haproxy_head 2 8000 http 60s
+	cat <<EOF
 frontend h2
 	bind 198.18.0.1:15002 proto h2
 	default_backend h2
@@ -142,45 +119,22 @@ backend grpc
 	server v1 198.18.1.2:50051 weight 75 proto h2
 	server v2 198.18.1.3:50051 weight 25 proto h2
 EOF
-mkdir -p "$T/nginx"
-cat >"$T/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $T/nginx.pid;
-error_log $T/nginx.err warn;
-events { worker_connections 20000; }
-http {
-	access_log off;
-	client_body_temp_path $T/nginx/body;
-	proxy_temp_path $T/nginx/proxy;
-	fastcgi_temp_path $T/nginx/fastcgi;
-	uwsgi_temp_path $T/nginx/uwsgi;
-	scgi_temp_path $T/nginx/scgi;
+} >"$T/haproxy.cfg"
+bench_nginx_conf "$T" 20000 <<EOF || exit 1
 	http2_max_concurrent_streams 128;
 	keepalive_requests 1000000;
 	upstream h2 { random; server 198.18.1.2:8080 weight=75; server 198.18.1.3:8080 weight=25; keepalive 64; }
 	upstream grpc { random; server 198.18.1.2:50051 weight=75; server 198.18.1.3:50051 weight=25; keepalive 64; }
 	server { listen 198.18.0.1:15003 http2 reuseport; location / { grpc_pass grpc://h2; } }
 	server { listen 198.18.0.1:15013 http2 reuseport; location / { grpc_pass grpc://grpc; } }
-}
 EOF
 
-ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+ip netns exec "${P}n" "$L7BIN" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 --no-netns --max-conns-per-client 100000 >"$T/l7.out" 2>"$T/l7.err" &
 L7=$!
 PIDS+=("$L7")
-ip netns exec "${P}n" haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.out" 2>&1 &
-HAP=$!
-PIDS+=("$HAP")
-ip netns exec "${P}n" nginx -c "$T/nginx.conf" >"$T/nginx.out" 2>&1 &
-NGX=$!
-PIDS+=("$NGX")
 dmsc_wait_ready "$T/l7.out" 10 || { cat "$T/l7.err"; exit 1; }
-up() { ip netns exec "${P}n" ss -Htln "sport = :$1" | grep -q .; }
-for port in 15002 15003 15012 15013; do
-	for i in $(seq 50); do up "$port" && break; sleep 0.1; done
-done
-for p in "$HAP" "$NGX"; do kill -0 "$p" 2>/dev/null || { echo "bench-h2: a proxy did not start"; cat "$T"/*.out "$T/nginx.err" 2>/dev/null; exit 1; }; done
+bench_start_proxies "${P}n" 15002 15003 15012 15013
 
 in_c() { dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" "$@"; }
 HZ=$(getconf CLK_TCK)
@@ -207,9 +161,21 @@ run() {
 	log=$T/log-$kind-$name-$round-$streams.tsv
 	[[ $kind == grpc ]] && args=(-d "$T/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers')
 	c0=$(cpu_ticks "$pid")
+	if [[ ${BENCH_PERF:-} == "$kind:$streams" && $name == dmsc-l7 && $round == 1 ]] &&
+		command -v perf >/dev/null; then
+		perf record -q -F 999 -g -o "$T/perf.data" -p "$pid" -- sleep "$SECS" >"$T/perf.out" 2>&1 &
+		PERF_PID=$!
+	fi
 	in_c timeout $((SECS + 30)) h2load -c "$conns" -m "$m" -D "$SECS" --warm-up-time 1 \
 		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
 	c1=$(cpu_ticks "$pid")
+	if [[ -n ${PERF_PID:-} ]]; then
+		wait "$PERF_PID"
+		PERF_PID=
+		echo "bench-h2: perf, dmsc-l7 under $kind at $streams streams, top symbols (self):"
+		perf report -q -i "$T/perf.data" --no-children --sort dso,symbol --stdio -g none 2>&1 |
+			grep -v '^$' | head -30
+	fi
 	# the warm-up second is in the CPU figure: counted as part of the
 	# requests' cost at the same rate (CPU scaled by SECS/(SECS+1))
 	sort -n -k3,3 "$log" 2>/dev/null | awk -v kind="$kind" -v name="$name" -v streams="$streams" \
@@ -231,7 +197,9 @@ for kind in $KINDS; do
 		echo "bench-h2: $kind, ${ROUNDS} round(s) of ${SECS}s per proxy, h2load -c4 -m$((streams / 4 > 0 ? streams / 4 : 1)) ($streams streams)"
 		for ((r = 1; r <= ROUNDS; r++)); do
 			if ((r % 2)); then order="dmsc-l7 haproxy nginx"; else order="nginx haproxy dmsc-l7"; fi
-			for name in $order; do run "$kind" "$name" "$r" "$streams"; done
+			for name in $order; do
+				[[ " $PROXIES " == *" $name "* ]] && run "$kind" "$name" "$r" "$streams"
+			done
 		done
 		awk -v kind="$kind" -v streams="$streams" '
 			$1 != kind || $3 != streams { next }
@@ -247,28 +215,30 @@ for kind in $KINDS; do
 	done
 done
 
-# memory per idle HTTP/2 connection: IDLE connections opened and held
-echo "bench-h2: memory per idle HTTP/2 connection ($IDLE connections held, RSS of the proxy's processes)"
-printf '%-9s %12s %12s %14s\n' proxy "RSS before" "RSS after" "kB/connection"
-for name in dmsc-l7 haproxy nginx; do
-	pid=$(pid_of "$name")
-	case $name in dmsc-l7) addr=$VIP port=80 ;; haproxy) addr=198.18.0.1 port=15002 ;; nginx) addr=198.18.0.1 port=15003 ;; esac
-	r0=$(rss_kb "$pid")
-	rm -f "$T/idle.in" && mkfifo "$T/idle.in"
-	in_c "$PY" "$TOP/tests/lib/h2idle.py" "$addr" "$port" "$IDLE" 120 <"$T/idle.in" >"$T/idle-$name.out" 2>&1 &
-	exec 7>"$T/idle.in"
-	for i in $(seq 300); do grep -q '^ready' "$T/idle-$name.out" && break; sleep 0.1; done
-	r1=$(rss_kb "$pid")
-	if grep -q "^ready $IDLE\$" "$T/idle-$name.out"; then
-		awk -v name="$name" -v a="$r0" -v b="$r1" -v n="$IDLE" 'BEGIN {
-			printf "%-9s %12d %12d %14.1f\n", name, a, b, (b - a) / n
-			printf "idle %s %d %d %d\n", name, a, b, n >> "'"$T/results.txt"'" }'
-	else
-		echo "$name: the $IDLE idle connections were not all taken: $(head -c 200 "$T/idle-$name.out")"
-	fi
-	exec 7>&-
-	wait $! 2>/dev/null
-done
+# memory per idle HTTP/2 connection: IDLE connections opened and held (BENCH_IDLE=0: not measured)
+if ((IDLE > 0)); then
+	echo "bench-h2: memory per idle HTTP/2 connection ($IDLE connections held, RSS of the proxy's processes)"
+	printf '%-9s %12s %12s %14s\n' proxy "RSS before" "RSS after" "kB/connection"
+	for name in $PROXIES; do
+		pid=$(pid_of "$name")
+		case $name in dmsc-l7) addr=$VIP port=80 ;; haproxy) addr=198.18.0.1 port=15002 ;; nginx) addr=198.18.0.1 port=15003 ;; esac
+		r0=$(rss_kb "$pid")
+		rm -f "$T/idle.in" && mkfifo "$T/idle.in"
+		in_c "$PY" "$TOP/tests/lib/h2idle.py" "$addr" "$port" "$IDLE" 120 <"$T/idle.in" >"$T/idle-$name.out" 2>&1 &
+		exec 7>"$T/idle.in"
+		for i in $(seq 300); do grep -q '^ready' "$T/idle-$name.out" && break; sleep 0.1; done
+		r1=$(rss_kb "$pid")
+		if grep -q "^ready $IDLE\$" "$T/idle-$name.out"; then
+			awk -v name="$name" -v a="$r0" -v b="$r1" -v n="$IDLE" 'BEGIN {
+				printf "%-9s %12d %12d %14.1f\n", name, a, b, (b - a) / n
+				printf "idle %s %d %d %d\n", name, a, b, n >> "'"$T/results.txt"'" }'
+		else
+			echo "$name: the $IDLE idle connections were not all taken: $(head -c 200 "$T/idle-$name.out")"
+		fi
+		exec 7>&-
+		wait $! 2>/dev/null
+	done
+fi
 echo "bench-h2: load average after $(cut -d' ' -f1-3 /proc/loadavg)"
 
 mkdir -p "$BUILD"

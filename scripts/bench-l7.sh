@@ -15,23 +15,14 @@ set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/kernel.sh"
 . "$TOP/scripts/bench-lib.sh"
-BUILD=${BUILD:-$TOP/build}
+bench_begin bench-l7
 SECS=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-2}
 CONNS_LIST=${BENCH_CONNS:-4 32}
 P=bl7$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-l7.XXXXXX")
 VIP=198.19.0.30
-PIDS=()
 
-if [[ $(id -u) -ne 0 ]]; then
-	echo "bench-l7: needs root (BPF, namespaces); skipped"
-	exit 0
-fi
-for tool in wrk haproxy nginx; do
-	command -v "$tool" >/dev/null || PATH=$PATH:/usr/sbin
-	command -v "$tool" >/dev/null || { echo "bench-l7: $tool is missing (scripts/install-deps.sh)"; exit 1; }
-done
+bench_need bench-l7 wrk haproxy nginx
 
 # the servers first, then what dmsc_suite_cleanup (tests/lib/kernel.sh) removes
 suite_cleanup() {
@@ -67,16 +58,9 @@ EOF
 "$BUILD/dmscctl" install --cgroup "$MESH" >/dev/null || exit 1
 "$BUILD/dmscctl" apply "$T/policy.json" >/dev/null || exit 1
 
-cat >"$T/haproxy.cfg" <<EOF
-global
-	nbthread 2
-	maxconn 8000
-defaults
-	mode http
-	timeout connect 5s
-	timeout client 30s
-	timeout server 30s
-	http-reuse safe
+{
+	bench_haproxy_head 2 8000 http 30s
+	cat <<EOF
 frontend f
 	bind 198.18.0.1:15002
 	acl v2 path_beg /v2/
@@ -89,20 +73,8 @@ backend main
 backend v2
 	server v2 198.18.1.3:8080
 EOF
-mkdir -p "$T/nginx"
-cat >"$T/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $T/nginx.pid;
-error_log $T/nginx.err warn;
-events { worker_connections 8192; }
-http {
-	access_log off;
-	client_body_temp_path $T/nginx/body;
-	proxy_temp_path $T/nginx/proxy;
-	fastcgi_temp_path $T/nginx/fastcgi;
-	uwsgi_temp_path $T/nginx/uwsgi;
-	scgi_temp_path $T/nginx/scgi;
+} >"$T/haproxy.cfg"
+bench_nginx_conf "$T" 8192 <<EOF || exit 1
 	upstream main { server 198.18.1.2:8080 weight=75; server 198.18.1.3:8080 weight=25; keepalive 64; }
 	upstream v2 { server 198.18.1.3:8080; keepalive 64; }
 	server {
@@ -110,22 +82,14 @@ http {
 		location /v2/ { proxy_pass http://v2; proxy_http_version 1.1; proxy_set_header Connection ""; }
 		location /api/ { proxy_pass http://main; proxy_http_version 1.1; proxy_set_header Connection ""; }
 	}
-}
 EOF
 
 ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 >"$T/l7.out" 2>"$T/l7.err" &
 L7=$!
 PIDS+=("$L7")
-ip netns exec "${P}n" haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.out" 2>&1 &
-HAP=$!
-PIDS+=("$HAP")
-ip netns exec "${P}n" nginx -c "$T/nginx.conf" >"$T/nginx.out" 2>&1 &
-NGX=$!
-PIDS+=("$NGX")
 dmsc_wait_ready "$T/l7.out" 10 || { cat "$T/l7.err"; exit 1; }
-sleep 1
-for p in "$HAP" "$NGX"; do kill -0 "$p" 2>/dev/null || { echo "bench-l7: a proxy did not start"; cat "$T"/*.out "$T/nginx.err" 2>/dev/null; exit 1; }; done
+bench_start_proxies "${P}n" 15002 15003
 
 HZ=$(getconf CLK_TCK)
 

@@ -30,3 +30,89 @@ to_ms() {
 		else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
 		else print "nan" }'
 }
+
+# bench_need NAME TOOL...: each TOOL on PATH (/usr/sbin added: haproxy and
+# nginx live there), or NAME says which is missing and the benchmark ends.
+bench_need() {
+	local name=$1 tool
+	shift
+	PATH=$PATH:/usr/sbin
+	for tool in "$@"; do
+		command -v "$tool" >/dev/null && continue
+		echo "$name: $tool is missing (scripts/install-deps.sh --bench)"
+		exit 1
+	done
+}
+
+# bench_haproxy_head THREADS MAXCONN MODE TIMEOUT [LINE...]: the global and
+# defaults sections of a haproxy.cfg on stdout (LINEs join global); in mode
+# http idle backend connections are reused. The proxies follow it.
+bench_haproxy_head() {
+	local threads=$1 maxconn=$2 mode=$3 timeout=$4 line
+	shift 4
+	printf 'global\n\tnbthread %s\n\tmaxconn %s\n' "$threads" "$maxconn"
+	for line in "$@"; do printf '\t%s\n' "$line"; done
+	printf 'defaults\n\tmode %s\n' "$mode"
+	printf '\ttimeout %s %s\n' connect 5s client "$timeout" server "$timeout"
+	[[ $mode == http ]] && printf '\thttp-reuse safe\n'
+	return 0
+}
+
+# bench_nginx_conf DIR WORKER_CONNECTIONS < HTTP-LINES: writes DIR/nginx.conf,
+# two workers in the foreground with their pid, error log and temporary
+# files under DIR, no access log, and the lines read from stdin (upstreams
+# and servers) inside its http block.
+bench_nginx_conf() {
+	local dir=$1 conns=$2 kind
+	mkdir -p "$dir/nginx" || return 1
+	{
+		printf 'worker_processes 2;\ndaemon off;\npid %s/nginx.pid;\n' "$dir"
+		printf 'error_log %s/nginx.err warn;\n' "$dir"
+		printf 'events { worker_connections %s; }\nhttp {\n\taccess_log off;\n' "$conns"
+		for kind in client_body proxy fastcgi uwsgi scgi; do
+			printf '\t%s_temp_path %s/nginx/%s;\n' "$kind" "$dir" "${kind#client_}"
+		done
+		cat
+		echo "}"
+	} >"$dir/nginx.conf"
+}
+
+# bench_start_proxies NETNS PORT...: HAProxy ($T/haproxy.cfg) and nginx
+# ($T/nginx.conf) in NETNS, their pids in HAP and NGX (and PIDS); waits (at
+# most 5 s a port) until each PORT listens there. Either proxy gone: it
+# prints what they said and the benchmark ends.
+bench_start_proxies() {
+	local ns=$1 port i p
+	shift
+	ip netns exec "$ns" haproxy -db -f "$T/haproxy.cfg" >"$T/haproxy.out" 2>&1 &
+	HAP=$!
+	ip netns exec "$ns" nginx -c "$T/nginx.conf" >"$T/nginx.out" 2>&1 &
+	NGX=$!
+	PIDS+=("$HAP" "$NGX")
+	for port in "$@"; do
+		for ((i = 0; i < 50; i++)); do
+			ip netns exec "$ns" ss -Htln "sport = :$port" | grep -q . && break
+			sleep 0.1
+		done
+	done
+	for p in "$HAP" "$NGX"; do
+		kill -0 "$p" 2>/dev/null && continue
+		echo "a proxy did not start:"
+		cat "$T/haproxy.out" "$T/nginx.out" "$T/nginx.err" 2>/dev/null
+		exit 1
+	done
+}
+
+# bench_begin NAME: the start every proxy benchmark shares. Not root: NAME
+# says it is skipped and the benchmark ends (0). Else BUILD defaults to
+# $TOP/build, T is a new temporary directory, PIDS (what the cleanup stops)
+# is empty.
+bench_begin() {
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "$1: needs root (BPF, namespaces); skipped"
+		exit 0
+	fi
+	BUILD=${BUILD:-$TOP/build}
+	T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-$1.XXXXXX") || exit 1
+	PIDS=()
+}

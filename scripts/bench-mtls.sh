@@ -23,22 +23,13 @@ set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/kernel.sh"
 . "$TOP/scripts/bench-lib.sh"
-BUILD=${BUILD:-$TOP/build}
+bench_begin bench-mtls
 SECS=${BENCH_SECONDS:-5}
 P=bmt$$
-T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-bench-mtls.XXXXXX")
 A=198.18.15.1 B=198.18.15.2 VIP=198.19.15.1
 CIPHER=TLS_AES_256_GCM_SHA384 # what OpenSSL 3 picks first, as in the tunnel
-PIDS=()
 
-if [[ $(id -u) -ne 0 ]]; then
-	echo "bench-mtls: needs root (BPF, namespaces); skipped"
-	exit 0
-fi
-for tool in wrk haproxy iperf3 jq; do
-	command -v "$tool" >/dev/null || PATH=$PATH:/usr/sbin
-	command -v "$tool" >/dev/null || { echo "bench-mtls: $tool is missing (scripts/install-deps.sh)"; exit 1; }
-done
+bench_need bench-mtls wrk haproxy iperf3 jq
 
 suite_cleanup() {
 	local p
@@ -108,22 +99,10 @@ TUN_B=$(pgrep -P "$DPID_B" -f "dmsc-l7 tunnel" | head -1)
 
 # ---- the HAProxy pair ---------------------------------------------------
 hap_cfg() { # FRONTEND-LINES BACKEND-LINES
-	cat <<EOF
-global
-	nbthread 1
-	maxconn 4000
-	ssl-default-bind-ciphersuites $CIPHER
-	ssl-default-server-ciphersuites $CIPHER
-	ssl-default-bind-options ssl-min-ver TLSv1.3
-	ssl-default-server-options ssl-min-ver TLSv1.3
-defaults
-	mode tcp
-	timeout connect 5s
-	timeout client 60s
-	timeout server 60s
-$1
-$2
-EOF
+	bench_haproxy_head 1 4000 tcp 60s "ssl-default-bind-ciphersuites $CIPHER" \
+		"ssl-default-server-ciphersuites $CIPHER" "ssl-default-bind-options ssl-min-ver TLSv1.3" \
+		"ssl-default-server-options ssl-min-ver TLSv1.3"
+	printf '%s\n%s\n' "$1" "$2"
 }
 hap_cfg "listen web
 	bind $A:10080

@@ -125,6 +125,48 @@ Test(mirror, one_weight_among_many_writes_two_entries)
 	dmsc_policy_free(&p);
 }
 
+/* dmscd's view of the changed keys: dmsc_mirror_apply_some() of the
+ * changed services only (out of the policy's order) writes what the whole
+ * apply would, keeps every other service, adds a new one, and leaves the
+ * maps holding the whole policy. */
+Test(mirror, some_services_applied_keep_the_others)
+{
+	struct dmsc_policy p = { 0 }, some = { 0 };
+	struct dmsc_policy_service two[2];
+	struct dmsc_svc_digest d[2];
+	struct dmsc_apply_result res;
+
+	fixture_policy(&p, 300, 4, NULL);
+	mapply(&p, false, NULL);
+	p.services[250].backends[1].weight = 9;
+	p.services[17].backends[3].weight = 0;
+	two[0] = p.services[250];
+	two[1] = p.services[17];
+	some.services = two;
+	some.n_services = 2;
+	dmsc_policy_digests(&some, d);
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, &res), 0);
+	cr_assert_eq(res.n_changes, 2);
+	cr_assert_eq(res.entries_written, 4, "meta and service of each");
+	cr_assert_eq(res.n_services, 300, "every service the mirror holds");
+	dmsc_apply_result_free(&res);
+	assert_maps_hold(&p);
+	cr_assert_eq(mapply(&p, false, NULL), 0, "the whole apply after it writes nothing");
+	/* unchanged: nothing written; the last one of p, new to the mirror: added */
+	p.n_services = 299;
+	mapply(&p, false, NULL);
+	two[0] = p.services[5];
+	two[1] = p.services[299];
+	dmsc_policy_digests(&some, d);
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, &res), 0);
+	cr_assert_eq(res.n_changes, 1);
+	cr_assert_eq(res.n_services, 300);
+	dmsc_apply_result_free(&res);
+	p.n_services = 300;
+	assert_maps_hold(&p);
+	dmsc_policy_free(&p);
+}
+
 Test(mirror, adds_removes_and_moves)
 {
 	struct dmsc_policy p = { 0 };

@@ -109,7 +109,7 @@ static bool target_ok(const char *t, size_t n)
 
 static void check_head(const struct dmsc_l7_req_parser *p, struct run *r)
 {
-	int n_host = 0, n_te = 0, n_cl = 0;
+	struct dmsc_l7_http_framing f;
 	const char *m = http_method_str((enum http_method)p->hp.method);
 	uint32_t i;
 
@@ -129,22 +129,14 @@ static void check_head(const struct dmsc_l7_req_parser *p, struct run *r)
 		CHECK(h->name_len > 0);
 		CHECK((size_t)h->name_off + h->name_len <= p->head_len);
 		CHECK((size_t)h->val_off + h->val_len <= p->head_len);
-		CHECK(!memchr(p->head + h->name_off, ' ', h->name_len));
-		CHECK(!memchr(p->head + h->name_off, '\t', h->name_len));
-		if (dmsc_l7_http_hdr_is(p, h, "host"))
-			n_host++;
-		else if (dmsc_l7_http_hdr_is(p, h, "content-length"))
-			n_cl++;
-		else if (dmsc_l7_http_hdr_is(p, h, "transfer-encoding")) {
-			n_te++;
-			CHECK(dmsc_l7_http_val_is(p, h, "chunked"));
-		}
 	}
-	CHECK(n_cl <= 1 && n_te <= 1 && !(n_cl && n_te));
-	CHECK(p->hp.http_minor >= 1 ? n_host == 1 : n_host <= 1);
-	CHECK(p->req_chunked == (n_te == 1));
+	dmsc_l7_http_framing(p, &f);
+	CHECK(!f.bad);
+	CHECK(f.n_cl <= 1 && f.n_te <= 1 && !(f.n_cl && f.n_te));
+	CHECK(p->hp.http_minor >= 1 ? f.n_host == 1 : f.n_host <= 1);
+	CHECK(p->req_chunked == (f.n_te == 1));
 	r->has_cl = (p->hp.flags & F_CONTENTLENGTH) != 0;
-	CHECK(r->has_cl == (n_cl == 1));
+	CHECK(r->has_cl == (f.n_cl == 1));
 	r->cl = r->has_cl ? p->hp.content_length : 0;
 	r->head_ok = true;
 }

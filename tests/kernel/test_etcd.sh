@@ -376,7 +376,10 @@ kept_answers() {
 }
 o0=$(opens)
 t_check "h1 applies kept" kept 1 1
+ck0=$(metric 1 dmsc_etcd_changed_key_applies_total)
 t_check "and a change of it" kept 1 2
+t_check "which took the view of the changed key only (changed-key applies: $ck0, then more)" \
+	test "$(metric 1 dmsc_etcd_changed_key_applies_total)" -gt "$ck0"
 t_eq "through the maps it held open (opened $o0 times, none since)" "$(opens)" "$o0"
 svcmap=$H1/maps/dmsc_services
 id0=$(bpftool map show pinned "$svcmap" -j | jq .id)
@@ -400,6 +403,8 @@ kept_answers "the new maps"
 o1=$(opens) h1=$(t_nlines "$T/h1.log" '^dmscd: applied .*\(changed\)')
 kill -HUP "$D1"
 t_check "SIGHUP applies" t_wait_lines "$T/h1.log" '^dmscd: applied .*\(changed\)' $((h1 + 1)) 20
+t_check "the whole view, after applies of changed keys, finds the maps as they should be: $(grep -E '^dmscd: applied .*\(changed\)' "$T/h1.log" | tail -n 1)" \
+	grep -qE '\(changed\): 1 service, 0 changes, 0 map entries written' <(grep -E '^dmscd: applied .*\(changed\)' "$T/h1.log" | tail -n 1)
 t_eq "and opens the maps afresh" "$(opens)" $((o1 + 1))
 publish "$T/empty.json" --namespace a >/dev/null
 t_check "h1's maps drop kept" t_wait 20 test "$(names "$H1")" = '[]'

@@ -29,9 +29,7 @@ policy() {
 	cat <<EOF
 { "services": [
   { "name": "reviews", "vip": "$VIP", "port": 9080,
-    "backends": [
-      { "address": "198.18.141.2", "port": 9080 },
-      { "address": "198.18.141.3", "port": 9080 } ],
+    "backends": $(dmsc_json_backends 198.18.141.2:9080 198.18.141.3:9080),
     "health": $1 } ] }
 EOF
 }
@@ -79,9 +77,7 @@ t_check "connect4 passed over the ejected backend" test "$(reason health_repick)
 cat >"$T/capped.json" <<EOF
 { "services": [
   { "name": "capped", "vip": "$VIP", "port": 9090,
-    "backends": [
-      { "address": "198.18.141.2", "port": 9090 },
-      { "address": "198.18.141.3", "port": 9090 } ],
+    "backends": $(dmsc_json_backends 198.18.141.2:9090 198.18.141.3:9090),
     "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
                              "max_ejection_ms": 600000, "max_ejection_percent": 50 } } } ] }
 EOF
@@ -113,16 +109,12 @@ dmscd_start() {
 cat >"$POL" <<EOF
 { "services": [
   { "name": "ratings", "vip": "$VIP", "port": 9081,
-    "backends": [
-      { "address": "198.18.141.2", "port": 9080 },
-      { "address": "198.18.141.3", "port": 9080 } ],
+    "backends": $(dmsc_json_backends 198.18.141.2:9080 198.18.141.3:9080),
     "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000, "max_ejection_ms": 600000 },
                 "active": { "type": "tcp", "interval_ms": 200, "timeout_ms": 150,
                             "unhealthy_threshold": 2, "healthy_threshold": 2 } } },
   { "name": "pages", "vip": "$VIP", "port": 80,
-    "backends": [
-      { "address": "198.18.141.2", "port": 8080 },
-      { "address": "198.18.141.3", "port": 8080 } ],
+    "backends": $(dmsc_json_backends 198.18.141.2:8080 198.18.141.3:8080),
     "health": { "active": { "type": "http", "path": "/healthz", "interval_ms": 200,
                             "timeout_ms": 150, "unhealthy_threshold": 2,
                             "healthy_threshold": 2 } } } ] }

@@ -24,13 +24,9 @@ policy() {
 	cat <<EOF
 { "services": [
   { "name": "reviews", "vip": "$VIP", "port": 9080,
-    "backends": [
-      { "address": "198.18.1.2", "port": 9080, "weight": $1, "labels": { "version": "v1" } },
-      { "address": "198.18.1.3", "port": 9080, "weight": $2, "labels": { "version": "v2" } } ] },
+    "backends": $(dmsc_json_backends "198.18.1.2:9080,$1,v1" "198.18.1.3:9080,$2,v2") },
   { "name": "web", "vip": "$HTTP_VIP", "port": 80,
-    "backends": [
-      { "address": "198.18.1.2", "port": 8080 },
-      { "address": "198.18.1.3", "port": 8080 } ] } ] }
+    "backends": $(dmsc_json_backends 198.18.1.2:8080 198.18.1.3:8080) } ] }
 EOF
 }
 

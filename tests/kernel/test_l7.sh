@@ -62,16 +62,12 @@ cat >"$T/policy.json" <<EOF
       { "match": { "path_prefix": "/patient" }, "timeout_ms": 6000 },
       { "match": { "path_prefix": "/" }, "timeout_ms": 500, "retries": 0 } ] },
   { "name": "retrysvc", "vip": "$RETRY", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.1.7", "port": 8080 },
-      { "address": "198.18.1.2", "port": 8080 } ],
+    "backends": $(dmsc_json_backends 198.18.1.7:8080 198.18.1.2:8080),
     "routes": [
       { "match": { "path_prefix": "/noretry" }, "retries": 0 },
       { "match": { "path_prefix": "/" }, "retries": 2 } ] },
   { "name": "postsvc", "vip": "$POST", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.1.6", "port": 8080 },
-      { "address": "198.18.1.3", "port": 8080 } ],
+    "backends": $(dmsc_json_backends 198.18.1.6:8080 198.18.1.3:8080),
     "routes": [ { "match": { "path_prefix": "/" }, "retries": 3 } ] },
   { "name": "limited", "vip": "$LIMITED", "port": 80, "protocol": "http",
     "rate_limit": { "requests_per_second": 1, "burst": 50 },

@@ -86,9 +86,7 @@ dmsc_backends_ready "$T/b3.out" "$T/b3busy.out"
 cat >"$T/policy.json" <<EOF
 { "services": [
   { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.1.2", "port": 8080, "weight": 1, "labels": { "version": "v1" } },
-      { "address": "198.18.1.3", "port": 8080, "weight": 1, "labels": { "version": "v2" } } ],
+    "backends": $(dmsc_json_backends 198.18.1.2:8080,1,v1 198.18.1.3:8080,1,v2),
     "routes": [
       { "match": { "path_prefix": "/canary/" }, "backends": { "version": "v2" } },
       { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } }, "backends": { "version": "v2" } },
@@ -100,9 +98,7 @@ cat >"$T/policy.json" <<EOF
     "backends": [ { "address": "198.18.1.4", "port": 8080 } ],
     "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 500, "retries": 0 } ] },
   { "name": "retry", "vip": "$RETRY", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.1.9", "port": 8080 },
-      { "address": "198.18.1.2", "port": 8080 } ],
+    "backends": $(dmsc_json_backends 198.18.1.9:8080 198.18.1.2:8080),
     "routes": [
       { "match": { "path_prefix": "/noretry" }, "retries": 0 },
       { "match": { "path_prefix": "/" }, "retries": 2 } ] },
@@ -111,9 +107,7 @@ cat >"$T/policy.json" <<EOF
   { "name": "silent", "vip": "$SILENT", "port": 80, "protocol": "http",
     "backends": [ { "address": "198.18.1.4", "port": 8080 } ] },
   { "name": "busy", "vip": "$BUSY", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.1.4", "port": 8081 },
-      { "address": "198.18.1.2", "port": 8080 } ],
+    "backends": $(dmsc_json_backends 198.18.1.4:8081 198.18.1.2:8080),
     "routes": [ { "match": { "path_prefix": "/canary/" }, "idempotent": true } ] } ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"

@@ -45,6 +45,8 @@ dmsc_net_addr6 n 2001:2:150::1/64 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 POOL6=2001:2:151::10
 SHOP6=2001:2:151::11
+PLAIN4=198.19.150.15
+HUNG2=198.19.150.16
 
 # backend NAME HOST ADDR EXTRA...: dmsc-testsrv http on ADDR:8080
 backend() {
@@ -66,6 +68,13 @@ pyback() { # HOST ADDR MODE
 }
 pyback v6a 2001:2:150::21 peerport || { t_fail "backend v6a ready"; t_summary; exit 1; }
 pyback v6b 2001:2:150::22 fail || { t_fail "backend v6b ready"; t_summary; exit 1; }
+# HTTP/2 backends (h2c) on v6a's and v6b's IPv4 addresses: nghttpd, and
+# one that takes streams and never answers them.
+mkdir -p "$T/www" && echo h2ok >"$T/www/id"
+dmsc_net_exec v6a nghttpd --no-tls -d "$T/www" --address 198.18.151.7 8443 >"$T/h2ok.out" 2>&1 &
+dmsc_net_exec v6b /usr/bin/python3 "$TOP/tests/tools/l7-backend.py" --listen 198.18.151.8:8443 \
+	--mode h2silent --max-seconds 600 >"$T/h2hung.out" 2>&1 &
+dmsc_wait_ready "$T/h2hung.out" 10 || { t_fail "backend h2hung ready"; t_summary; exit 1; }
 
 cat >"$T/policy.json" <<EOF
 { "services": [
@@ -98,6 +107,15 @@ cat >"$T/policy.json" <<EOF
       { "address": "198.18.151.5", "port": 8080 } ],
     "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
                              "max_ejection_ms": 600000, "max_ejection_percent": 50 } } },
+  { "name": "plain4", "vip": "$PLAIN4", "port": 80, "protocol": "http",
+    "backends": [ { "address": "198.18.151.2", "port": 8080 } ] },
+  { "name": "hung2", "vip": "$HUNG2", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.151.7", "port": 8443 },
+      { "address": "198.18.151.8", "port": 8443 } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 300 } ],
+    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 } } },
   { "name": "pool6", "vip": "$POOL6", "port": 80, "protocol": "http",
     "backends": [ { "address": "2001:2:150::21", "port": 8080 } ] },
   { "name": "shop6", "vip": "$SHOP6", "port": 80, "protocol": "http",
@@ -163,6 +181,20 @@ t_check "slow: the helper logs why" grep -q \
 	'health: slow 198.18.151.6:8080 ejected after 2 failures in a row (last: no response within timeout_ms)' "$T/l7.err"
 t_check "slow: metrics count two timeouts" t_wait 10 grep -q \
 	'^dmsc_l7_backend_failures_total{service="slow",backend="198.18.151.6:8080",kind="timeout"} 2$' "$T/metrics.prom"
+
+# 1c. The same for HTTP/2 (docs/design.md decision 41): a stream that gets
+# no response head within the route's 300 ms is answered 504 and counts
+# one failure of its backend; the second in a row ejects it.
+h2up() { dmsc_net_exec v6a ss -Htln "sport = :8443" | grep -q .; }
+t_check "nghttpd on 198.18.151.7:8443" t_wait 10 h2up
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c h2load -n 12 -c 1 -m 1 "http://$HUNG2/id" >"$T/h2load.out" 2>&1
+t_check "hung2 (HTTP/2, 12 streams on one connection): exactly 2 answered 5xx (the 504s of timeout_ms), 10 2xx" \
+	grep -q 'status codes: 10 2xx, 0 3xx, 0 4xx, 2 5xx' "$T/h2load.out"
+t_eq "hung2: the backend that never answers is ejected" "$(health hung2 1 .health.state)" ejected
+t_check "hung2: the helper logs why" grep -q \
+	'health: hung2 198.18.151.8:8443 ejected after 2 failures in a row (last: no response within timeout_ms)' "$T/l7.err"
+t_check "hung2: metrics count two timeouts, one per 504" t_wait 10 grep -q \
+	'^dmsc_l7_backend_failures_total{service="hung2",backend="198.18.151.8:8443",kind="timeout"} 2$' "$T/metrics.prom"
 
 # 2. Healthy again: back once its ejection is over (service "back": 1 s,
 # twice as long each time it is ejected again while still answering 503).
@@ -230,5 +262,38 @@ t_check "the helper logs the ejection, bracketed" grep -q \
 t_check "metrics: one ejection, three 5xx, bracketed" t_wait 10 bash -c \
 	"grep -q '^dmsc_l7_backend_ejections_total{service=\"shop6\",backend=\"\[2001:2:150::22\]:8080\"} 1\$' '$T/metrics.prom' &&
 	 grep -q '^dmsc_l7_backend_failures_total{service=\"shop6\",backend=\"\[2001:2:150::22\]:8080\",kind=\"5xx\"} 3\$' '$T/metrics.prom'"
+
+# 5. --max-conns-per-client counts each client address, IPv6 ones too, in
+# the namespace they come from: c's IPv4 clients (127.0.0.1 at its
+# 127.77.x.y listener) and its IPv6 ones (::1 at its [::1] listener) are
+# two clients. A helper with a bound of 2, one worker.
+kill -TERM "$L7PID" && wait "$L7PID"
+nsenter --net="/run/netns/${P}n" "$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 1 \
+	--max-conns-per-client 2 --metrics-file "$T/metrics2.prom" >"$T/l7b.out" 2>"$T/l7b.err" &
+L7PID=$!
+dmsc_wait_ready "$T/l7b.out" 10 || t_fail "dmsc-l7 (--max-conns-per-client 2) ready"
+t_wait 10 grep -q "listening in network namespace $c_ino .* and \[::1\]" "$T/l7b.err"
+hold() { # NAME TARGET: 2 idle connections from c, held until $T/NAME.in is closed
+	mkfifo "$T/$1.in"
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c /usr/bin/python3 "$TOP/tests/tools/l7-client.py" \
+		hold "$2" --count 2 --seconds 30 <"$T/$1.in" >"$T/$1.out" 2>&1 &
+}
+code6() { ip6_curl "$POOL6" 1 -o /dev/null -w '%{http_code}'; }
+code4() {
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 10 -o /dev/null \
+		-w '%{http_code}' "http://$PLAIN4/"
+}
+hold hold4 "$PLAIN4:80"
+exec {H4}>"$T/hold4.in"
+t_check "c holds 2 IPv4 connections to the helper" t_wait 10 grep -q 'held 2' "$T/hold4.out"
+t_eq "a third IPv4 one from c: 503 (its bound)" "$(code4)" 503
+t_eq "an IPv6 one from c: answered (another client address)" "$(code6)" 200
+hold hold6 "[$POOL6]:80"
+exec {H6}>"$T/hold6.in"
+t_check "c holds 2 IPv6 connections to the helper" t_wait 10 grep -q 'held 2' "$T/hold6.out"
+t_eq "a third IPv6 one from c: 503 (::1's bound)" "$(code6)" 503
+exec {H4}>&- {H6}>&-
+t_check "metrics: 2 refused for client_limit" t_wait 10 grep -q \
+	'^dmsc_l7_refused_connections_total{reason="client_limit"} 2$' "$T/metrics2.prom"
 
 t_summary

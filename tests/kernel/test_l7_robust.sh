@@ -60,9 +60,7 @@ dmsc_backends_ready "$T"/{v1,v2,slow,stale,stale8081,late408,503silent,slowread,
 cat >"$T/policy.json" <<JSON
 { "services": [
   { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.1.2", "port": 8080, "weight": 100, "labels": { "version": "v1" } },
-      { "address": "198.18.1.3", "port": 8080, "weight": 1, "labels": { "version": "v2" } } ],
+    "backends": $(dmsc_json_backends 198.18.1.2:8080,100,v1 198.18.1.3:8080,1,v2),
     "routes": [ { "match": { "path_prefix": "/v2/" }, "backends": { "version": "v2" } } ] },
   { "name": "limited", "vip": "$LIMITED", "port": 80, "protocol": "http",
     "rate_limit": { "requests_per_second": 1, "burst": 2 },

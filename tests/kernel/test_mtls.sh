@@ -26,7 +26,11 @@
 # cgroup (counted; permissive: let in and counted), and b's connect4
 # refusing a workload of b outside allow_from straight to that backend's
 # address as through the VIP, with b's tunnel in b's mesh cgroup (what it
-# delivers is exempt) (docs/mtls.md).
+# delivers is exempt); a change of CA (b to a new CA under a running
+# download: a's connection retired, its new ones refused until it holds a
+# certificate of the new CA, an old and an expired certificate refused at
+# b's handshake); the policy from etcd, with the hosts' tunnel addresses
+# under /dmsc/hosts/NAME (docs/mtls.md, docs/etcd.md).
 #
 # Prints "ok - ..." / "not ok - ..." per check, then "N passed, M failed".
 # Exit: 0 all passed, 1 a check failed, 77 skipped (not root, tools missing).
@@ -150,12 +154,17 @@ dmsc_net_exec b "$stream" server --listen "$B:9000" --max-seconds 300 >"$work/st
 # a reader that waits 4 s before it reads: its connections outlive a rotation
 dmsc_net_exec b "$stream" server --listen "$B:9001" --stall-ms 4000 --max-seconds 300 \
 	>"$work/stream-slow.out" 2>&1 &
+# one that waits 12 s: its connection outlives a change of CA on a loaded
+# machine
+dmsc_net_exec b "$stream" server --listen "$B:9002" --stall-ms 12000 --max-seconds 300 \
+	>"$work/stream-slower.out" 2>&1 &
 dmsc_net_exec b iperf3 -s -B "$B" -p 5201 >"$work/iperf-srv.out" 2>&1 &
 dmsc_net_exec b "$testsrv" --listen "$B:8081" --name admin --mode http --max-seconds 300 \
 	>"$work/admin.out" 2>&1 &
 dmsc_wait_ready "$work/web.out" 5 && dmsc_wait_ready "$work/admin.out" 5 &&
 	dmsc_wait_ready "$work/stream-srv.out" 5 &&
-	dmsc_wait_ready "$work/stream-slow.out" 5
+	dmsc_wait_ready "$work/stream-slow.out" 5 &&
+	dmsc_wait_ready "$work/stream-slower.out" 5
 t_eq "backends on b are up" "$?" 0
 
 # b's policy: which identities may reach which of its backends
@@ -163,7 +172,8 @@ cat >"$work/b-policy.json" <<EOP
 { "services": [
   { "name": "web", "vip": "198.19.13.1", "port": 80, "allow_from": [ "$ID" ],
     "backends": [ { "address": "$B", "port": 8080 }, { "address": "$B", "port": 9000 },
-                  { "address": "$B", "port": 9001 }, { "address": "$B", "port": 5201 } ] },
+                  { "address": "$B", "port": 9001 }, { "address": "$B", "port": 9002 },
+                  { "address": "$B", "port": 5201 } ] },
   { "name": "admin", "vip": "198.19.13.2", "port": 80, "allow_from": [ "ops.slice" ],
     "backends": [ { "address": "$B", "port": 8081 } ] } ] }
 EOP
@@ -173,7 +183,8 @@ t_check "b's helper starts" start_helper b "${b_args[@]}"
 t_check "a's helper starts" start_helper a --peer-idle-ms 1500 \
 	--forward "$(fwd 18080 "$B:8080")" --forward "$(fwd 19000 "$B:9000")" \
 	--forward "$(fwd 15201 "$B:5201")" --forward "$(fwd 18081 "127.0.0.1:8080")" \
-	--forward "$(fwd 19001 "$B:9001")" --forward "$(fwd 18082 "$B:8081")" \
+	--forward "$(fwd 19001 "$B:9001")" --forward "$(fwd 19002 "$B:9002")" \
+	--forward "$(fwd 18082 "$B:8081")" \
 	--forward "$(fwd 18083 "$B:8081" ops.slice/tool.service)" --forward "$(fwd 18084 "$B:9999")"
 t_check "c's helper starts" start_helper c --forward "127.0.0.1:18080=$B:15008,$B:8080,intruder"
 
@@ -306,6 +317,63 @@ wait "$stream_pid"
 t_eq "dmsc-stream across the rotation: 4 connections byte-exact both ways" \
 	"$(jq -r .ok "$work/stream-rot.json" 2>/dev/null)" 4
 
+# ---- a change of CA: b moves to a new CA while a holds the old one's ------
+# certificate (docs/design.md decision 54): a's connection takes no new
+# streams (its open ones finish), a's new connections are refused, and work
+# again once a holds a certificate of the new CA too
+"$ctl" ca init "$work/ca2" --trust-domain mesh.test >/dev/null
+t_eq "a new mesh CA" "$?" 0
+# a stream to a reader that waits 12 s holds the connection of a's forward
+# 19002 (a forward's streams share one connection): a new stream of that
+# forward would go on it
+dmsc_net_exec a "$stream" client --connect 127.0.0.1:19002 --conns 1 --count 1 \
+	--bytes 1000000 --back-bytes 1000000 --max-seconds 60 >"$work/stream-ca.json" 2>&1 &
+slow_pid=$!
+t_wait 5 bash -c "[[ \$(ip netns exec ${DMSC_NET_PREFIX}b ss -Htn state established '( sport = :9002 )' 2>/dev/null | wc -l) -ge 1 ]]" 2>/dev/null
+reloads=$(grep -c "certificates in .* reloaded" "$work/b-helper.log")
+"$ctl" ca issue "$work/ca2" --host node-b --out "$work/b" >/dev/null
+t_eq "b takes the new CA's ca.crt and a certificate from it while a's stream runs" "$?" 0
+t_check "b reloads its certificates" \
+	t_wait 5 bash -c "[[ \$(grep -c 'certificates in .* reloaded' '$work/b-helper.log') -gt $reloads ]]"
+t_check "a new connection from a is refused at once" refused a 19002
+# (the chain a sent ends in the old CA, which has the new one's name; a
+# resumed session kept a's certificate alone)
+t_check "b retired a's connection and said why (a's certificate is not the new CA's)" \
+	log_has b "connection from $A:[0-9]+ \\(host node-a\\) takes no new streams: its certificate /O=dmsc/CN=node-a does not verify under the current ca.crt: (self-signed certificate in certificate chain|unable to get local issuer certificate)"
+# at a's handshake, not on the connection it had (b sends the new CA's
+# certificate in its chain: a's ca.crt has the old one)
+t_check "a's new connection was refused at a's handshake, b's certificate of a CA it does not know" \
+	log_has a "connection to $B:15008 refused: its certificate /O=dmsc/CN=dmsc CA mesh.test: self-signed certificate in certificate chain"
+# a's certificate of the old CA offered to b by a client that trusts the new
+# one (so it goes on after b's certificate): b names why it refuses it
+dmsc_net_exec a timeout 10 openssl s_client -connect "$B:15008" -tls1_3 -CAfile "$work/ca2/ca.crt" \
+	-cert "$work/a/host.crt" -key "$work/a/host.key" </dev/null >"$work/s_client.out" 2>&1
+t_check "b refuses a's certificate of the old CA at the handshake and names the reason" \
+	log_has b "peer $A:[0-9]+ refused: its certificate /O=dmsc/CN=node-a: unable to get local issuer certificate \\(depth 0\\)"
+# an expired certificate of the new CA (openssl: ca issue makes none)
+mkdir -p "$work/expired" &&
+	openssl ecparam -name prime256v1 -genkey -noout -out "$work/expired/host.key" 2>/dev/null &&
+	openssl req -new -key "$work/expired/host.key" -subj "/O=dmsc/CN=node-a" \
+		-out "$work/expired/host.csr" 2>/dev/null &&
+	printf '%s\n' "subjectAltName=URI:spiffe://mesh.test/host/node-a" "basicConstraints=CA:FALSE" \
+		"keyUsage=digitalSignature" "extendedKeyUsage=serverAuth,clientAuth" >"$work/expired/ext" &&
+	openssl x509 -req -in "$work/expired/host.csr" -CA "$work/ca2/ca.crt" -CAkey "$work/ca2/ca.key" \
+		-set_serial 7 -days -1 -extfile "$work/expired/ext" -out "$work/expired/host.crt" 2>/dev/null
+t_eq "an expired certificate for node-a from the new CA" "$?" 0
+dmsc_net_exec a timeout 10 openssl s_client -connect "$B:15008" -tls1_3 -CAfile "$work/ca2/ca.crt" \
+	-cert "$work/expired/host.crt" -key "$work/expired/host.key" </dev/null >"$work/s_client.out" 2>&1
+t_check "b refuses an expired certificate and names the reason" \
+	log_has b "peer $A:[0-9]+ refused: its certificate /O=dmsc/CN=node-a: certificate has expired \\(depth 0\\)"
+wait "$slow_pid"
+t_eq "the stream open across the change of CA finished, byte-exact both ways" \
+	"$(jq -r .ok "$work/stream-ca.json" 2>/dev/null)" 1
+"$ctl" ca issue "$work/ca2" --host node-a --out "$work/a" >/dev/null
+t_eq "a takes the new CA's ca.crt and a certificate from it" "$?" 0
+a_reaches_b() {
+	[[ $(dmsc_net_exec a curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:18080/" 2>/dev/null) == 200 ]]
+}
+t_check "a reaches b again" t_wait 10 a_reaches_b
+
 # ---- dmscd --mtls-dir: the agent runs b's tunnel with the policy applied --
 # (nsenter, not ip netns exec: that remounts /sys and hides the cgroup2 mount)
 kill "$(cat "$work/b-helper.pid")"
@@ -384,28 +452,43 @@ mesh_policy "" >"$work/mesh-a.json"
 # start_dmscd HOST PIN_DIR POLICY ADDR [CGROUP]: prints dmscd's pid
 # (nsenter: ip netns exec would hide the cgroup2 mount the tunnel resolves
 # cgroup ids in)
+# (POLICY: a file, or etcd's URL: its namespace "mesh")
 start_dmscd() {
-	local in_cg=()
+	local in_cg=() src=(--policy "$3")
 	[[ -n ${5-} ]] && in_cg=(dmsc_run_in_cgroup "$5")
+	[[ $3 == http://* ]] && src=(--etcd "$3" --namespace mesh)
 	# shellcheck disable=SC2016 # expanded by the inner shell
 	"${in_cg[@]}" nsenter --net="/run/netns/${DMSC_NET_PREFIX}$1" bash -c 'echo $$ >"$0"; exec "$@"' \
-		"$work/dmscd-$1.pid" "$root/build/dmscd" --pin-dir "$2" --policy "$3" \
+		"$work/dmscd-$1.pid" "$root/build/dmscd" --pin-dir "$2" "${src[@]}" \
 		--mtls-dir "$work/$1" --mtls-listen "$4:15008" --metrics off \
 		>>"$work/dmscd-$1.log" 2>&1 &
 	t_wait 5 test -s "$work/dmscd-$1.pid" && cat "$work/dmscd-$1.pid"
 }
-rm -f "$work"/dmscd-*.pid
-# b's dmscd in b's mesh cgroup: its tunnel's sockets are exempt from the
-# check of allow_from around the VIP (decision 44), or nothing below passes
-dpid=$(start_dmscd b "$DMSC_PIN_DIR" "$work/mesh-b.json" "$B" "$cg/infra")
-apid=$(start_dmscd a "$pin_a" "$work/mesh-a.json" "$A")
+# start_pair POLICY_B POLICY_A: dmscd on b (dpid) and a (apid); b's in b's
+# mesh cgroup: its tunnel's sockets are exempt from the check of
+# allow_from around the VIP (decision 44), or nothing below passes
+start_pair() {
+	rm -f "$work"/dmscd-*.pid
+	dpid=$(start_dmscd b "$DMSC_PIN_DIR" "$1" "$B" "$cg/infra")
+	apid=$(start_dmscd a "$pin_a" "$2" "$A")
+}
+stop_pair() {
+	local pid
+	for pid in $apid $dpid; do
+		kill "$pid"
+		t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"
+	done
+	apid='' dpid=''
+}
+b_tunnel_up() { ip netns exec "${DMSC_NET_PREFIX}b" ss -Htln '( sport = :15008 )' | grep -q .; }
+start_pair "$work/mesh-b.json" "$work/mesh-a.json"
 t_check "b's tunnel probed kTLS and logged the path its records take" \
 	t_wait 10 grep -qE "kTLS: (not available \\(TCP_ULP tls: .*\\); OpenSSL seals|available)" "$work/dmscd-b.log"
 t_check "a's dmscd names this host from its certificate" \
 	t_wait 10 grep -q "this host is node-a" "$work/dmscd-a.log"
 t_check "a's tunnel takes the kernel's handoffs" \
 	t_wait 20 grep -q "takes the kernel's handoffs on 127.0.0.1:15009" "$work/dmscd-a.log"
-t_check "b's tunnel is up" t_wait 20 bash -c "ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
+t_check "b's tunnel is up" t_wait 20 b_tunnel_up
 as_client() { dmsc_run_in_cgroup "$cga/client" dmsc_net_exec a "$@"; }
 as_stranger() { dmsc_run_in_cgroup "$cga/stranger" dmsc_net_exec a "$@"; }
 
@@ -525,10 +608,49 @@ t_check "and fails at once ($((SECONDS - start)) s)" test $((SECONDS - start)) -
 kill -CONT "$dpid"
 client_ok() { [[ $(as_client curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$VIP/" 2>/dev/null) == 200 ]]; }
 t_check "it works again once dmscd restarted b's tunnel" t_wait 20 client_ok
-for pid in $apid $dpid; do
-	kill "$pid"
-	t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"
-done
-apid= dpid=
+stop_pair
+
+# ---- the policy from etcd: the hosts' tunnel addresses under -------------
+# PREFIX/hosts/NAME (docs/design.md decision 55), published with the
+# services, watched by both dmscds; etcd runs on b's address
+E=http://$B:23790
+dmsc_net_exec b etcd --name mtls --data-dir "$work/etcd" --listen-client-urls "$E" \
+	--advertise-client-urls "$E" --listen-peer-urls http://127.0.0.1:23800 \
+	--initial-advertise-peer-urls http://127.0.0.1:23800 --initial-cluster mtls=http://127.0.0.1:23800 \
+	>"$work/etcd.log" 2>&1 &
+etcd_up() { dmsc_net_exec a curl -sf --max-time 1 "$E/health" -o /dev/null; }
+t_check "etcd serves $E" t_wait 20 etcd_up
+ectl() { dmsc_net_exec a "$ctl" "$@" --etcd "$E" --namespace mesh; }
+mesh_policy "$b_allow" >"$work/mesh-etcd.json"
+out=$(ectl publish "$work/mesh-etcd.json")
+t_check "publish writes the services and the tunnel address of the host its backends name" \
+	grep -q 'create /dmsc/hosts/node-b' <<<"$out"
+t_eq "get shows it" "$(ectl get -o json | jq -c .hosts)" "{\"node-b\":\"$B:15008\"}"
+t_eq "a service value carries the document's mtls default" \
+	"$(ectl get shop -o json | jq -r '.services[0].mtls')" required
+start_pair "$E" "$E"
+t_check "a's dmscd applies the policy from etcd" \
+	t_wait 20 grep -q "dmscd: applied .*(etcd)" "$work/dmscd-a.log"
+t_check "b's dmscd applies the policy from etcd" \
+	t_wait 20 grep -q "dmscd: applied .*(etcd)" "$work/dmscd-b.log"
+t_check "b's tunnel is up" t_wait 20 b_tunnel_up
+got=$(as_client curl -sS -m 10 "http://$VIP/" | sha256sum | cut -d' ' -f1)
+t_eq "a workload on a reaches b's backend through the tunnels: 3 MB byte-exact" "$got" "$want"
+aprom=/run/dmsc/dmsc-tunnel.$apid.prom
+t_check "a's tunnel opened the stream to b's tunnel, at the address etcd gave" t_wait 5 \
+	grep -qE "streams_total\{side=\"source\",peer=\"$B\",identity=\"$cg_rel/client\",verdict=\"opened\"\} [1-9]" "$aprom"
+# node-b's key deleted: a's dmscd names the backend's host without an
+# address; its tunnel, replaced, resets what goes to b
+dmsc_net_exec a curl -sf --max-time 5 "$E/v3/kv/deleterange" -o /dev/null \
+	-d "{\"key\":\"$(printf /dmsc/hosts/node-b | base64 -w0)\"}"
+t_eq "node-b's key deleted from etcd" "$?" 0
+t_check "a's dmscd says node-b has no tunnel address in etcd" \
+	t_wait 10 grep -q 'backends\[0\].host "node-b" has no hosts/node-b key' "$work/dmscd-a.log"
+t_check "a's new connection to the VIP fails at once" t_wait 10 vip_refused as_client
+out=$(ectl publish "$work/mesh-etcd.json")
+t_check "publishing again writes node-b's address back, nothing else" \
+	bash -c "[[ \$(grep -c '^create\|^update\|^delete' <<<'$out') == 1 ]] && grep -q 'create /dmsc/hosts/node-b' <<<'$out'"
+t_check "and a reaches b again" t_wait 20 client_ok
+stop_pair
 
 t_summary

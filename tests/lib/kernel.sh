@@ -10,6 +10,22 @@ KERNEL_SH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$KERNEL_SH_DIR/assert.sh"
 . "$KERNEL_SH_DIR/netns.sh"
 
+# dmsc_json_backends ADDR:PORT[,WEIGHT[,VERSION]]...: a service's "backends"
+# array for a policy, one IPv4 backend per argument, with its weight and a
+# label "version" when given: "$(dmsc_json_backends 198.18.1.2:8080,1,v1)".
+dmsc_json_backends() {
+	local b ap weight version sep="" out="["
+	for b in "$@"; do
+		IFS=, read -r ap weight version <<<"$b"
+		out+="$sep { \"address\": \"${ap%:*}\", \"port\": ${ap##*:}"
+		[[ -n $weight ]] && out+=", \"weight\": $weight"
+		[[ -n $version ]] && out+=", \"labels\": { \"version\": \"$version\" }"
+		out+=" }"
+		sep=","
+	done
+	echo "$out ]"
+}
+
 # dmsc_stop SIGNAL PID...: signals each pid given (empty ones skipped) and
 # reaps it.
 dmsc_stop() {

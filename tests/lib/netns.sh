@@ -445,6 +445,16 @@ dmsc_wait_ready() {
 	return 1
 }
 
+# dmsc_net_no_ipv6 HOST: no IPv6 in host HOST's namespace. gRPC's core opens
+# dual-stack sockets (an IPv4 address as ::ffff:a.b.c.d) when IPv6 works;
+# without it a gRPC client opens IPv4 sockets, which the IPv4 hooks see.
+dmsc_net_no_ipv6() {
+	local k
+	for k in all default lo; do
+		dmsc_net_exec "${1-}" sysctl -qw "net.ipv6.conf.$k.disable_ipv6=1" || return 1
+	done
+}
+
 # dmsc_net_stop HOST: kills every process in host HOST's namespace (its
 # servers) at once, and waits (at most 10 s) until none is left.
 dmsc_net_stop() {

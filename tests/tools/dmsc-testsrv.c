@@ -199,6 +199,17 @@ static size_t conn_out_room(const struct conn *c)
 	return sizeof(c->out) - c->out_len;
 }
 
+/* After a send() or recv() that failed (errno): 1 to try again (EINTR), 0
+ * when it would block, else -errno: the connection is dead. */
+static int io_failed(void)
+{
+	if (errno == EINTR)
+		return 1;
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return 0;
+	return -errno;
+}
+
 /* Returns 0, or a negative errno when the connection is dead. */
 static int conn_flush(struct conn *c)
 {
@@ -206,11 +217,11 @@ static int conn_flush(struct conn *c)
 		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len, MSG_NOSIGNAL);
 
 		if (n < 0) {
-			if (errno == EINTR)
+			int e = io_failed();
+
+			if (e > 0)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			return -errno;
+			return e;
 		}
 		c->out_off += (size_t)n;
 		c->out_len -= (size_t)n;
@@ -446,11 +457,11 @@ static int conn_read(struct conn *c)
 			return 0; /* back-pressure: resume once output drains */
 		n = recv(c->fd, dst, room, 0);
 		if (n < 0) {
-			if (errno == EINTR)
+			int e = io_failed();
+
+			if (e > 0)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			return -errno;
+			return e;
 		}
 		if (n == 0) {
 			c->peer_eof = true;

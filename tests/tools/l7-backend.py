@@ -26,6 +26,10 @@ Modes:
             connected from as the body ("PORT\n"): requests that came on one
             connection answer alike.
   fail      answers every request 503 (keep-alive).
+  h2silent  speaks HTTP/2 (h2c, prior knowledge) up to its SETTINGS and their
+            acknowledgement, then reads every frame and answers none: a
+            stream gets no response head. Prints "h2-request" at each
+            HEADERS frame.
 Prints "ready" once listening. Exits after --max-seconds (default 300).
 Standard library only; one thread per connection; every loop is bounded.
 """
@@ -144,8 +148,39 @@ def serve(conn, mode):
                          b"%x\r\n%s\r\n0\r\n\r\n" % (len(head) - cut, head[cut:]))
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # empty SETTINGS
+H2_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+
+def h2silent(conn):
+    buf = b""
+    while len(buf) < len(H2_PREFACE):
+        data = conn.recv(65536)
+        if not data:
+            return
+        buf += data
+    conn.sendall(H2_SETTINGS)
+    buf = buf[len(H2_PREFACE):]
+    for _ in range(100000):  # frames; the peer's close ends it
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            n, kind, flags = int.from_bytes(buf[:3], "big"), buf[3], buf[4]
+            if kind == 4 and not flags & 1:  # SETTINGS, not an ACK
+                conn.sendall(H2_SETTINGS_ACK)
+            elif kind == 1:  # HEADERS: a request, never answered
+                say("h2-request")
+            buf = buf[9 + n:]
+        data = conn.recv(65536)
+        if not data:
+            return
+        buf += data
+
+
 def handle(conn, mode):
     try:
+        if mode == "h2silent":
+            h2silent(conn)
+            return
         serve(conn, mode)
     except OSError:
         pass
@@ -158,7 +193,7 @@ def main():
     ap.add_argument("--listen", required=True)
     ap.add_argument("--mode", required=True,
                     choices=["stale", "late408", "503silent", "slowread", "echohead",
-                             "peerport", "fail"])
+                             "peerport", "fail", "h2silent"])
     ap.add_argument("--max-seconds", type=int, default=300)
     a = ap.parse_args()
     host, port = a.listen.rsplit(":", 1)

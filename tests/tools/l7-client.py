@@ -12,6 +12,7 @@
     l7-client.py hold ADDR:PORT --count N [--seconds S]
         opens N connections, sends nothing, prints "held N" and keeps them
         until stdin closes or S seconds (default 60) pass.
+ADDR is an IPv4 address or a bracketed IPv6 one ("[2001:2::1]").
 Standard library only; every wait is bounded.
 """
 import argparse
@@ -28,7 +29,10 @@ SO_MARK = 36
 
 def connect(target, mark=None, timeout=10):
     host, port = target.rsplit(":", 1)
-    s = socket.socket()
+    family = socket.AF_INET
+    if host.startswith("["):  # a bracketed IPv6 address
+        host, family = host[1:-1], socket.AF_INET6
+    s = socket.socket(family)
     if mark is not None:
         s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
     s.settimeout(timeout)

@@ -22,8 +22,8 @@
 Test(etcd_b64, round_trips_every_tail_length)
 {
 	const char *in[] = {"", "a", "ab", "abc", "abcd", "/dmsc/ns/a/services/x"};
-	const char *want[] = {"", "YQ==", "YWI=", "YWJj", "YWJjZA==",
-			      "L2Rtc2MvbnMvYS9zZXJ2aWNlcy94"};
+	const char *want[] = {
+	    "", "YQ==", "YWI=", "YWJj", "YWJjZA==", "L2Rtc2MvbnMvYS9zZXJ2aWNlcy94"};
 	size_t i;
 
 	for (i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
@@ -94,10 +94,11 @@ Test(etcd_body, range_txn_and_watch_bodies)
 /* Answers as etcd 3.4.23's gateway writes them. */
 Test(etcd_parse, range_answer)
 {
-	const char *j = "{\"header\":{\"cluster_id\":\"1\",\"revision\":\"2\",\"raft_term\":\"2\"},"
-			"\"kvs\":[{\"key\":\"L2Rtc2MvbnMvYS9zZXJ2aWNlcy94\",\"create_revision\":\"2\","
-			"\"mod_revision\":\"2\",\"version\":\"1\",\"value\":\"eyJhIjoxfQ==\"}],"
-			"\"count\":\"1\"}";
+	const char *j =
+	    "{\"header\":{\"cluster_id\":\"1\",\"revision\":\"2\",\"raft_term\":\"2\"},"
+	    "\"kvs\":[{\"key\":\"L2Rtc2MvbnMvYS9zZXJ2aWNlcy94\",\"create_revision\":\"2\","
+	    "\"mod_revision\":\"2\",\"version\":\"1\",\"value\":\"eyJhIjoxfQ==\"}],"
+	    "\"count\":\"1\"}";
 	struct dmsc_etcd_kvs kvs;
 	char err[256];
 
@@ -137,10 +138,11 @@ Test(etcd_parse, txn_answer)
 
 Test(etcd_parse, watch_events_progress_and_compaction)
 {
-	const char *ev = "{\"result\":{\"header\":{\"revision\":\"3\"},\"events\":[{\"kv\":{\"key\":"
-			 "\"L2s=\",\"create_revision\":\"2\",\"mod_revision\":\"2\",\"value\":"
-			 "\"e30=\"}},{\"type\":\"DELETE\",\"kv\":{\"key\":\"L2s=\",\"mod_revision\":"
-			 "\"3\"}}]}}";
+	const char *ev =
+	    "{\"result\":{\"header\":{\"revision\":\"3\"},\"events\":[{\"kv\":{\"key\":"
+	    "\"L2s=\",\"create_revision\":\"2\",\"mod_revision\":\"2\",\"value\":"
+	    "\"e30=\"}},{\"type\":\"DELETE\",\"kv\":{\"key\":\"L2s=\",\"mod_revision\":"
+	    "\"3\"}}]}}";
 	const char *cmp = "{\"result\":{\"header\":{\"raft_term\":\"2\"},\"canceled\":true,"
 			  "\"compact_revision\":\"5\"}}";
 	const char *created = "{\"result\":{\"header\":{\"revision\":\"3\"},\"created\":true}}";
@@ -202,8 +204,8 @@ Test(etcd_split, an_oversized_message_is_an_error)
 
 /* ---- one service value ---------------------------------------------- */
 
-#define SVC(name) \
-	"{\"name\":\"" name "\",\"vip\":\"198.19.0.10\",\"port\":80,\"backends\":" \
+#define SVC(name)                                                                                  \
+	"{\"name\":\"" name "\",\"vip\":\"198.19.0.10\",\"port\":80,\"backends\":"                 \
 	"[{\"address\":\"198.18.1.2\",\"port\":8080}]}"
 
 Test(etcd_value, keys_and_names)
@@ -273,8 +275,10 @@ Test(etcd_store, revisions_apply_once_and_refused_values_keep_the_last_good_one)
 	char *msgs[4];
 	size_t n;
 
-	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/web", "web", SVC("web"), strlen(SVC("web")), 5), 1);
-	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/web", "web", SVC("web"), strlen(SVC("web")), 5), 0);
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/web", "web", SVC("web"), strlen(SVC("web")), 5),
+		     1);
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/web", "web", SVC("web"), strlen(SVC("web")), 5),
+		     0);
 	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/web", "web", "{", 1, 6), 0);
 	cr_assert_eq(s.refused, 1);
 	cr_assert(dmsc_etcd_store_find(&s, "/p/web")->valid);
@@ -283,8 +287,10 @@ Test(etcd_store, revisions_apply_once_and_refused_values_keep_the_last_good_one)
 	cr_assert_null(dmsc_etcd_store_find(&s, "/p/web"));
 
 	/* same VIP under two keys: the first key wins */
-	cr_assert_eq(dmsc_etcd_store_put(&s, "/b/web", "web", SVC("web"), strlen(SVC("web")), 8), 1);
-	cr_assert_eq(dmsc_etcd_store_put(&s, "/a/api", "api", SVC("api"), strlen(SVC("api")), 9), 1);
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/b/web", "web", SVC("web"), strlen(SVC("web")), 8),
+		     1);
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/a/api", "api", SVC("api"), strlen(SVC("api")), 9),
+		     1);
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
 	cr_assert_eq(view.n_services, 1);
 	cr_assert_str_eq(view.services[0].name, "api");
@@ -292,6 +298,54 @@ Test(etcd_store, revisions_apply_once_and_refused_values_keep_the_last_good_one)
 	cr_assert(strstr(msgs[0], "etcd key /b/web: its vip:port is used by /a/api"), "%s",
 		  msgs[0]);
 	free(msgs[0]);
+	dmsc_etcd_store_view_free(&view, NULL);
+	dmsc_etcd_store_free(&s);
+}
+
+/* A backend's host is resolved through PREFIX/hosts/NAME at the view
+ * (docs/design.md decision 55): a value names it without a "hosts" table. */
+Test(etcd_store, backend_hosts_resolve_through_the_hosts_keys)
+{
+	static const char v[] = "{\"name\":\"web\",\"vip\":\"198.19.0.1\",\"port\":80,"
+				"\"mtls\":\"required\",\"backends\":[{\"address\":\"198.18.1.2\","
+				"\"port\":8080,\"host\":\"node-b\"}]}";
+	struct dmsc_etcd_store s = {0};
+	struct dmsc_policy view;
+	char *msgs[4];
+	size_t n, i;
+
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/d/ns/a/services/web", "web", v, strlen(v), 3), 1);
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
+	cr_assert_str_eq(view.services[0].backends[0].host, "node-b");
+	cr_assert_eq(view.services[0].backends[0].host_addr, 0);
+	cr_assert_eq(n, 1);
+	cr_assert(strstr(msgs[0], "backends[0].host \"node-b\" has no hosts/node-b key"), "%s",
+		  msgs[0]);
+	free(msgs[0]);
+	dmsc_etcd_store_view_free(&view, NULL);
+
+	/* not IPv4:PORT: refused, nothing changes */
+	cr_assert_eq(dmsc_etcd_store_host_put(&s, "/d/hosts/node-b", "node-b", "x", 1, 4), 0);
+	cr_assert_eq(s.refused, 1);
+	cr_assert_eq(
+	    dmsc_etcd_store_host_put(&s, "/d/hosts/node-b", "node-b", "198.18.13.2:15008", 17, 5),
+	    1);
+	cr_assert_eq(
+	    dmsc_etcd_store_host_put(&s, "/d/hosts/node-b", "node-b", "198.18.13.2:15008", 17, 5),
+	    0);
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(view.services[0].backends[0].host_addr, inet_addr("198.18.13.2"));
+	cr_assert_eq(view.services[0].backends[0].host_port, 15008);
+	dmsc_etcd_store_view_free(&view, NULL);
+
+	/* deleted: unresolved again, and said */
+	cr_assert_eq(dmsc_etcd_store_host_delete(&s, "/d/hosts/node-b", 6), 1);
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
+	cr_assert_eq(view.services[0].backends[0].host_addr, 0);
+	cr_assert_eq(n, 1);
+	for (i = 0; i < n; i++)
+		free(msgs[i]);
 	dmsc_etcd_store_view_free(&view, NULL);
 	dmsc_etcd_store_free(&s);
 }
@@ -320,7 +374,8 @@ Test(etcd_store, slim_entries_keep_identity_and_fingerprint)
 			 "{\"name\":\"%s\",\"vip\":\"198.19.%zu.%zu\",\"port\":80,%s\"backends\":"
 			 "[{\"address\":\"198.18.1.2\",\"port\":8080}]}",
 			 name, i >> 8, i & 255, i == 7 ? "\"protocol\":\"http\"," : "");
-		cr_assert_eq(dmsc_etcd_store_put(&s, key, name, val, strlen(val), 10 + (int64_t)i), 1);
+		cr_assert_eq(dmsc_etcd_store_put(&s, key, name, val, strlen(val), 10 + (int64_t)i),
+			     1);
 	}
 	dmsc_etcd_store_slim(&s);
 	cr_assert_eq(s.n_slim, total - 1);
@@ -348,9 +403,96 @@ Test(etcd_store, slim_entries_keep_identity_and_fingerprint)
 	cr_assert_not_null(dmsc_etcd_store_find(&s, "/p/s0300")->svc);
 	cr_assert_eq(s.n_slim, total - 2);
 	/* a new revision of a slim one, a delete: kept right */
-	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/s0301", "s0301", SVC("s0301"), strlen(SVC("s0301")), 2000), 1);
+	cr_assert_eq(
+	    dmsc_etcd_store_put(&s, "/p/s0301", "s0301", SVC("s0301"), strlen(SVC("s0301")), 2000),
+	    1);
 	cr_assert_eq(dmsc_etcd_store_delete(&s, "/p/s0302", 2001), 1);
 	cr_assert_eq(s.n_slim, total - 4);
+	dmsc_etcd_store_free(&s);
+}
+
+/* plain service NAME at VIP 198.19.0.I, port 80, one backend of weight W */
+static void put_plain(struct dmsc_etcd_store *s, const char *name, int i, int w, int64_t rev,
+		      int want)
+{
+	char key[64], val[256];
+
+	snprintf(key, sizeof(key), "/p/%s", name);
+	snprintf(val, sizeof(val),
+		 "{\"name\":\"%s\",\"vip\":\"198.19.0.%d\",\"port\":80,\"backends\":"
+		 "[{\"address\":\"198.18.1.2\",\"port\":8080,\"weight\":%d}]}",
+		 name, i, w);
+	cr_assert_eq(dmsc_etcd_store_put(s, key, name, val, strlen(val), rev), want, "%s", key);
+}
+
+static uint64_t weight_fp(const struct dmsc_policy_service *svc)
+{
+	return 1000 + svc->backends[0].weight;
+}
+
+/* After an apply (a whole view, then slimmed), the view of the changed
+ * keys holds the services whose value changed since, in key order, with
+ * their fingerprints; a key that came, went or moved, or a service the
+ * whole view keeps parsed, asks for the whole view (-EAGAIN). */
+Test(etcd_store, view_of_the_changed_keys)
+{
+	struct dmsc_etcd_store s = {.fp_of = weight_fp};
+	struct dmsc_policy view;
+	uint64_t *fps;
+	char *msgs[4];
+	size_t n;
+
+	put_plain(&s, "a", 1, 1, 10, 1);
+	put_plain(&s, "b", 2, 1, 11, 1);
+	put_plain(&s, "c", 3, 1, 12, 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "keys came");
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 3);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s); /* applied */
+
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(view.n_services, 0, "nothing changed since");
+	dmsc_etcd_store_view_free(&view, fps);
+
+	put_plain(&s, "c", 3, 7, 13, 1);
+	put_plain(&s, "a", 1, 5, 14, 1);
+	put_plain(&s, "b", 2, 1, 11, 0); /* a revision held: not a change */
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(view.n_services, 2);
+	cr_assert_str_eq(view.services[0].name, "a");
+	cr_assert_eq(view.services[0].backends[0].weight, 5);
+	cr_assert_eq(fps[0], 1005);
+	cr_assert_str_eq(view.services[1].name, "c");
+	cr_assert_eq(fps[1], 1007);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+
+	put_plain(&s, "b", 9, 1, 15, 1); /* moved to another VIP */
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "a key moved");
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	cr_assert_eq(dmsc_etcd_store_delete(&s, "/p/c", 16), 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "a key went");
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	dmsc_etcd_store_view_free(&view, fps);
+
+	/* an http service stays parsed for the whole view: so is it asked */
+	{
+		const char *http = "{\"name\":\"h\",\"vip\":\"198.19.0.20\",\"port\":80,"
+				   "\"protocol\":\"http\",\"backends\":[{\"address\":"
+				   "\"198.18.1.2\",\"port\":8080}]}";
+
+		cr_assert_eq(dmsc_etcd_store_put(&s, "/p/h", "h", http, strlen(http), 17), 1);
+	}
+	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "an http service");
 	dmsc_etcd_store_free(&s);
 }
 
@@ -364,14 +506,16 @@ Test(etcd_tls, refusals_name_the_cause_and_the_option)
 	char out[512];
 
 	cr_assert_eq(dmsc_etcd_init(&c, "https://127.0.0.1:1", &tls), 0);
-	dmsc_etcd_describe(&c, 60, "SSL certificate problem: unable to get local issuer certificate",
-			   out, sizeof(out));
-	cr_expect(strstr(out, "etcd's certificate is not trusted") && strstr(out, "/x/ca.crt"), "%s",
-		  out);
+	dmsc_etcd_describe(&c, 60,
+			   "SSL certificate problem: unable to get local issuer certificate", out,
+			   sizeof(out));
+	cr_expect(strstr(out, "etcd's certificate is not trusted") && strstr(out, "/x/ca.crt"),
+		  "%s", out);
 	dmsc_etcd_describe(&c, 77, "error setting certificate file", out, sizeof(out));
 	cr_expect(strstr(out, "--etcd-cacert /x/ca.crt cannot be used"), "%s", out);
-	dmsc_etcd_describe(&c, 56, "OpenSSL SSL_read: error:0A000412:SSL routines::sslv3 alert bad "
-				   "certificate, errno 0",
+	dmsc_etcd_describe(&c, 56,
+			   "OpenSSL SSL_read: error:0A000412:SSL routines::sslv3 alert bad "
+			   "certificate, errno 0",
 			   out, sizeof(out));
 	cr_expect(strstr(out, "etcd refused the connection's client certificate") &&
 		      strstr(out, "give --etcd-cert FILE and --etcd-key FILE"),
@@ -379,7 +523,8 @@ Test(etcd_tls, refusals_name_the_cause_and_the_option)
 	c.tls.cert = "/x/host.crt";
 	c.tls.key = "/x/host.key";
 	dmsc_etcd_describe(&c, 58, "could not load PEM client certificate", out, sizeof(out));
-	cr_expect(strstr(out, "--etcd-cert /x/host.crt (key /x/host.key) cannot be used"), "%s", out);
+	cr_expect(strstr(out, "--etcd-cert /x/host.crt (key /x/host.key) cannot be used"), "%s",
+		  out);
 	dmsc_etcd_describe(&c, 56, "alert certificate required", out, sizeof(out));
 	cr_expect(strstr(out, "is --etcd-cert signed by a CA etcd trusts"), "%s", out);
 	dmsc_etcd_describe(&c, 7, "Failed to connect to 127.0.0.1 port 1", out, sizeof(out));

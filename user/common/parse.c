@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include <ctype.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -57,6 +58,29 @@ int dmsc_parse_u32(const char *flag, const char *arg, __u32 min, __u32 max, __u3
 		return 0;
 	pr_warn("%s: \"%s\" is not a number from %u to %u\n", flag, arg, min, max);
 	return -EINVAL;
+}
+
+void dmsc_num_opt_rows(const struct dmsc_num_opt *nums, size_t n, int base, struct option *rows)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		rows[k] = (struct option){nums[k].name, required_argument, NULL, base + (int)k};
+}
+
+int dmsc_num_opt_parse(const struct dmsc_num_opt *nums, size_t n, int base, int c,
+		       const char *arg)
+{
+	char flag[64];
+	size_t k;
+
+	if (c < base || c >= base + (int)n)
+		return 0;
+	k = (size_t)(c - base);
+	snprintf(flag, sizeof(flag), "--%s", nums[k].name);
+	if (dmsc_parse_u32(flag, arg, nums[k].min, nums[k].max, nums[k].val))
+		return -EINVAL;
+	return 1;
 }
 
 int dmsc_parse_output(const char *arg, bool *json)

@@ -7,6 +7,7 @@
 
 #include <linux/types.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 
 /* Parses a byte count for an option: digits with an optional K, M or G
@@ -19,6 +20,22 @@ int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out);
  * flag. */
 int dmsc_parse_u32_quiet(const char *arg, __u32 min, __u32 max, __u32 *out);
 int dmsc_parse_u32(const char *flag, const char *arg, __u32 min, __u32 max, __u32 *out);
+
+/* A numeric option --NAME N of a command: N from min to max, into *val.
+ * A command keeps a table of them; getopt returns base + k for the k-th. */
+struct dmsc_num_opt {
+	const char *name;
+	__u32 *val;
+	__u32 min, max;
+};
+struct option;
+/* The getopt_long rows of nums[0..n), values base + k, into rows[0..n). */
+void dmsc_num_opt_rows(const struct dmsc_num_opt *nums, size_t n, int base, struct option *rows);
+/* Takes one getopt result, as dmsc_install_opt does: 1 when it was one of
+ * nums (its argument parsed into it), 0 when it was not, -EINVAL when its
+ * argument is refused (dmsc_parse_u32's message). */
+int dmsc_num_opt_parse(const struct dmsc_num_opt *nums, size_t n, int base, int c,
+		       const char *arg);
 
 /* -o text|json: 0 with *json set, or -EINVAL (message printed). */
 int dmsc_parse_output(const char *arg, bool *json);

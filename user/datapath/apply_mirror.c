@@ -260,9 +260,11 @@ static bool matched(const struct dmsc_mirror *m, const struct dmsc_svc_digest *d
 	return m->hot[j].pass == m->pass || (j < n_pol && key_eq(&m->dig[j], &d[j].key, d[j].vip6));
 }
 
-int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
-		      const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
-		      struct dmsc_apply_result *res)
+/* partial: p holds only services that changed or are new; every other
+ * service the mirror holds stays (none is removed, the order is kept). */
+static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
+			const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
+			bool partial, struct dmsc_apply_result *res)
 {
 	struct apply_ctx c = { .dp = dp, .res = res, .dry_run = dry_run };
 	struct ptrs changed = { 0 }, removed = { 0 }, new_svc_ids = { 0 }, new_be_ids = { 0 };
@@ -395,7 +397,7 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (err)
 			goto undo_ids;
 	}
-	if (seen < m->n) {
+	if (!partial && seen < m->n) {
 		for (i = 0; i < m->n; i++) {
 			if (matched(m, d, n_pol, i))
 				continue;
@@ -510,13 +512,15 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 				goto fatal;
 		}
 	}
-	if (removed.n || !aligned) {
+	if (!partial && (removed.n || !aligned)) {
 		err = reorder(m, d, p->n_services);
 		if (err)
 			goto fatal;
 	}
 	m->n_backends = (size_t)((long)m->n_backends + be_delta);
 	in_step_after(m, &c);
+	if (partial)
+		res->n_services = m->n;
 	err = 0;
 	goto out;
 fatal:
@@ -548,6 +552,20 @@ out:
 	free(new_svc_ids.v);
 	free(new_be_ids.v);
 	return err;
+}
+
+int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
+		      const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
+		      struct dmsc_apply_result *res)
+{
+	return mirror_apply(m, dp, p, d, dry_run, false, res);
+}
+
+int dmsc_mirror_apply_some(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
+			   const struct dmsc_policy *p, const struct dmsc_svc_digest *d,
+			   struct dmsc_apply_result *res)
+{
+	return mirror_apply(m, dp, p, d, false, true, res);
 }
 
 int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *dp, int64_t now_ms,

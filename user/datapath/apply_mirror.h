@@ -143,6 +143,15 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		      const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
 		      struct dmsc_apply_result *res);
 
+/* dmsc_mirror_apply() of some services only: p holds services that changed
+ * or are new, and every other service m holds stays as it is (none is
+ * removed). For a writer that knows which services changed (dmscd's etcd
+ * store, docs/design.md decision 57); the mirror must be in step with dp
+ * for that knowledge to hold. res->n_services: every service m holds. */
+int dmsc_mirror_apply_some(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
+			   const struct dmsc_policy *p, const struct dmsc_svc_digest *d,
+			   struct dmsc_apply_result *res);
+
 /* Zeroes pending backend entries that are due (all of them with force).
  * Returns the number written, or a negative errno. dp must be locked. */
 int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *dp, int64_t now_ms,

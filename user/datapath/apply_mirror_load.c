@@ -289,15 +289,7 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	memset(ms, 0, sizeof(*ms));
 	memset(hot, 0, sizeof(*hot));
 	memset(&m->dig[m->n], 0, sizeof(m->dig[m->n]));
-	ms->family = AF_INET;
-	if (key6) {
-		ms->family = AF_INET6;
-		ms->key.port = key6->port;
-		ms->key.proto = key6->proto;
-		memcpy(ms->vip6, key6->vip, sizeof(ms->vip6));
-	} else {
-		ms->key = *key;
-	}
+	svc_ident(key, key6, &ms->family, &ms->key, ms->vip6);
 	m->dig[m->n].key = ms->key;
 	memcpy(m->dig[m->n].vip6, ms->vip6, sizeof(ms->vip6));
 	m->dig[m->n].fp = 0;

@@ -147,27 +147,40 @@ static int read_entries(int fd, size_t key_size, size_t entry_size,
 	return 0;
 }
 
+/* read_entries() of map m, sorted by cmp */
+static int read_sorted(const struct dmsc_datapath *dp, enum dmsc_map_id m, size_t entry_size,
+		       int (*cmp)(const void *, const void *), void **out, size_t *n)
+{
+	int err = read_entries(dp->fd[m], dmsc_map_key_sizes[m], entry_size, out, n);
+
+	if (!err && *n)
+		qsort(*out, *n, entry_size, cmp);
+	return err;
+}
+
 int dmsc_read_allow(const struct dmsc_datapath *dp, struct dmsc_allow_entry **out, size_t *n)
 {
-	int err;
-
-	err = read_entries(dp->fd[DMSC_M_ALLOW], sizeof(struct dmsc_allow_key),
-			   sizeof(struct dmsc_allow_entry), (void **)out, n);
-	if (!err && *n)
-		qsort(*out, *n, sizeof(**out), allow_cmp);
-	return err;
+	return read_sorted(dp, DMSC_M_ALLOW, sizeof(**out), allow_cmp, (void **)out, n);
 }
 
 int dmsc_read_be_index(const struct dmsc_datapath *dp, struct dmsc_be_index_entry **out,
 		       size_t *n)
 {
-	int err;
+	return read_sorted(dp, DMSC_M_BE_INDEX, sizeof(**out), be_index_cmp, (void **)out, n);
+}
 
-	err = read_entries(dp->fd[DMSC_M_BE_INDEX], sizeof(struct dmsc_svc_key),
-			   sizeof(struct dmsc_be_index_entry), (void **)out, n);
-	if (!err && *n)
-		qsort(*out, *n, sizeof(**out), be_index_cmp);
-	return err;
+void svc_ident(const struct dmsc_svc_key *key, const struct dmsc_svc6_key *key6, int *family,
+	       struct dmsc_svc_key *k, __u32 vip6[4])
+{
+	if (!key6) {
+		*family = AF_INET;
+		*k = *key;
+		return;
+	}
+	*family = AF_INET6;
+	k->port = key6->port;
+	k->proto = key6->proto;
+	memcpy(vip6, key6->vip, sizeof(key6->vip));
 }
 
 /* key6: an IPv6 service's key in dmsc_services6; NULL: key, IPv4. */
@@ -178,19 +191,10 @@ static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *k
 	__u32 i, j, id;
 
 	memset(s, 0, sizeof(*s));
-	s->family = AF_INET;
-	if (key6) {
-		s->family = AF_INET6;
-		s->key.port = key6->port;
-		s->key.proto = key6->proto;
-		memcpy(s->vip6, key6->vip, sizeof(s->vip6));
-		if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES6], key6, &s->svc))
-			return -errno;
-	} else {
-		s->key = *key;
-		if (bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &s->svc))
-			return -errno;
-	}
+	if (key6 ? bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES6], key6, &s->svc)
+		 : bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES], key, &s->svc))
+		return -errno;
+	svc_ident(key, key6, &s->family, &s->key, s->vip6);
 	id = s->svc.id;
 	if (id == 0 || id >= dp->max_services ||
 	    bpf_map_lookup_elem(dp->fd[DMSC_M_SVC_META], &id, &s->meta))

@@ -143,9 +143,11 @@ const struct dmsc_state_svc *find_cur(const struct dmsc_state *st,
 
 /* apply_state.c */
 int allow_cmp(const void *a, const void *b);
-
-/* apply_txn.c */
-size_t key_size(enum dmsc_map_id m);
+/* A service's identity from its key in dmsc_services (key) or, when key6
+ * is not NULL, in dmsc_services6: its family, its port and protocol (and
+ * IPv4 VIP) in *k, its IPv6 VIP in vip6 (left as it is for IPv4: zeros). */
+void svc_ident(const struct dmsc_svc_key *key, const struct dmsc_svc6_key *key6, int *family,
+	       struct dmsc_svc_key *k, __u32 vip6[4]);
 
 /* apply_plan.c */
 void change(struct apply_ctx *c, enum dmsc_change_op op, const char *name, const char *detail);

@@ -27,55 +27,6 @@
 /* ---- apply ---------------------------------------------------------- */
 
 
-static size_t value_size(enum dmsc_map_id m)
-{
-	switch (m) {
-	case DMSC_M_SERVICES:
-	case DMSC_M_SERVICES6:
-		return sizeof(struct dmsc_svc);
-	case DMSC_M_BACKENDS:
-		return sizeof(struct dmsc_backend);
-	case DMSC_M_BACKENDS6:
-		return sizeof(struct dmsc_backend6);
-	case DMSC_M_SVC_META:
-		return sizeof(struct dmsc_svc_meta);
-	case DMSC_M_LIMITS:
-		return sizeof(struct dmsc_limits);
-	case DMSC_M_ALLOW:
-		return sizeof(struct dmsc_allow_rule);
-	case DMSC_M_BE_INDEX:
-	case DMSC_M_BE_INDEX6:
-	case DMSC_M_BE_MTLS:
-		return sizeof(__u32);
-	default:
-		return 0;
-	}
-}
-
-size_t key_size(enum dmsc_map_id m)
-{
-	switch (m) {
-	case DMSC_M_SERVICES:
-	case DMSC_M_BE_INDEX:
-	case DMSC_M_BE_MTLS:
-		return sizeof(struct dmsc_svc_key);
-	case DMSC_M_SERVICES6:
-	case DMSC_M_BE_INDEX6:
-		return sizeof(struct dmsc_svc6_key);
-	case DMSC_M_ALLOW:
-		return sizeof(struct dmsc_allow_key);
-	default:
-		return sizeof(__u32);
-	}
-}
-
-/* Hash maps lose an element on delete; arrays are "deleted" with zeros. */
-static bool is_hash(enum dmsc_map_id m)
-{
-	return m == DMSC_M_SERVICES || m == DMSC_M_SERVICES6 || m == DMSC_M_ALLOW ||
-	       m == DMSC_M_BE_INDEX || m == DMSC_M_BE_INDEX6 || m == DMSC_M_BE_MTLS;
-}
-
 /* dmsc_limits elements hold a spin lock: userspace reads and writes them
  * under it, so the kernel never sees half a bucket. */
 static __u64 elem_flags(enum dmsc_map_id m)
@@ -86,7 +37,7 @@ static __u64 elem_flags(enum dmsc_map_id m)
 static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 {
 	struct undo *u, *grown;
-	size_t vs = value_size(m);
+	size_t vs = dmsc_map_value_sizes[m];
 
 	grown = dmsc_array_room(c->undo, c->n_undo, &c->cap_undo, sizeof(*c->undo), 64);
 	if (!grown)
@@ -95,7 +46,7 @@ static int undo_push(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	u = &c->undo[c->n_undo];
 	memset(u, 0, sizeof(*u));
 	u->map = m;
-	memcpy(&u->key, key, key_size(m));
+	memcpy(&u->key, key, dmsc_map_key_sizes[m]);
 	u->old = calloc(1, vs);
 	if (!u->old)
 		return -ENOMEM;
@@ -173,7 +124,7 @@ int dmsc_apply_drop(struct apply_ctx *c, enum dmsc_map_id m, const void *key)
 	static const char zeros[sizeof(struct dmsc_svc_meta)];
 	int err;
 
-	if (!is_hash(m))
+	if (!dmsc_map_is_hash[m])
 		return dmsc_apply_put(c, m, key, zeros);
 	err = write_begin(c, m, key);
 	if (err)
@@ -197,10 +148,10 @@ void dmsc_apply_rollback(struct apply_ctx *c)
 
 		if (u->existed) {
 			bpf_map_update_elem(fd, &u->key, u->old, elem_flags(u->map));
-		} else if (is_hash(u->map)) {
+		} else if (dmsc_map_is_hash[u->map]) {
 			bpf_map_delete_elem(fd, &u->key);
 		} else {
-			memset(u->old, 0, value_size(u->map));
+			memset(u->old, 0, dmsc_map_value_sizes[u->map]);
 			bpf_map_update_elem(fd, &u->key, u->old, elem_flags(u->map));
 		}
 	}

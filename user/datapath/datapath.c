@@ -8,6 +8,15 @@ const char *const dmsc_map_names[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_NAME) };
 #define DMSC_M_SIZE(id, name, size, ...) [DMSC_M_##id] = DMSC_MAP_SIZE_##size,
 const enum dmsc_map_size dmsc_map_sizes[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_SIZE) };
 #undef DMSC_M_SIZE
+#define DMSC_M_KEY(id, name, size, type, max, key, value) [DMSC_M_##id] = sizeof(key),
+const size_t dmsc_map_key_sizes[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_KEY) };
+#undef DMSC_M_KEY
+#define DMSC_M_VALUE(id, name, size, type, max, key, value) [DMSC_M_##id] = sizeof(value),
+const size_t dmsc_map_value_sizes[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_VALUE) };
+#undef DMSC_M_VALUE
+#define DMSC_M_HASH(id, name, size, type, ...) [DMSC_M_##id] = BPF_MAP_TYPE_##type == BPF_MAP_TYPE_HASH,
+const bool dmsc_map_is_hash[DMSC_M_COUNT] = { DMSC_MAPS(DMSC_M_HASH) };
+#undef DMSC_M_HASH
 
 /* The BPF objects, embedded in the programs by their skeletons. Each
  * defines every map (bpf/common/maps.bpf.h); pinning makes them one set. */

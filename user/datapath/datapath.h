@@ -45,6 +45,11 @@ enum dmsc_attach {
 extern const char *const dmsc_map_names[DMSC_M_COUNT];
 /* What each map's capacity follows at install (dmsc/maps.h). */
 extern const enum dmsc_map_size dmsc_map_sizes[DMSC_M_COUNT];
+/* Each map's key and value sizes, and whether it is a plain hash (an
+ * element is deleted, not zeroed), from its row of DMSC_MAPS. */
+extern const size_t dmsc_map_key_sizes[DMSC_M_COUNT];
+extern const size_t dmsc_map_value_sizes[DMSC_M_COUNT];
+extern const bool dmsc_map_is_hash[DMSC_M_COUNT];
 
 /* One attached program: the skeleton's program name is the link's pin
  * name. */

@@ -79,61 +79,86 @@ static void backend_health(const struct dmsc_datapath *dp, const struct dmsc_sta
 	snprintf(txt, len, "  health %s: %s", state, why);
 }
 
-int cmd_show_services(const struct opts *o)
+/* One service of a show command: what it says of s, into js and as text
+ * (key: its VIP, formatted). */
+typedef void (*show_one_fn)(const struct opts *o, const struct dmsc_datapath *dp,
+			    const struct dmsc_state *st, const struct dmsc_state_svc *s,
+			    const char *key, struct json_object *js);
+
+/* A show command: one object per service that one() fills, printed as a
+ * JSON array or one() left its text. empty: the text when there is no
+ * service, or NULL. Returns the exit code. */
+static int show_each(const struct opts *o, const char *empty, show_one_fn one)
 {
 	struct json_object *arr = json_object_new_array();
 	struct dmsc_datapath dp;
 	struct dmsc_state st;
-	char key[DMSC_ADDR_PORT_LEN + 8], ap[DMSC_ADDR_PORT_LEN];
-	size_t i, j;
+	char key[DMSC_ADDR_PORT_LEN + 8];
+	size_t i;
 	int rc;
 
 	rc = open_state(&dp, &st, o, "show");
 	if (rc)
 		goto out_put;
-	if (!o->json && st.n_svcs == 0)
-		printf("no services: apply a policy with `dmscctl apply FILE`\n");
+	if (!o->json && st.n_svcs == 0 && empty)
+		printf("%s\n", empty);
 	for (i = 0; i < st.n_svcs; i++) {
-		const struct dmsc_state_svc *s = &st.svcs[i];
-		struct json_object *js = json_object_new_object(), *bes = json_object_new_array();
+		struct json_object *js = json_object_new_object();
 
-		dmsc_format_service(s, key, sizeof(key));
-		json_add(js, "name", json_object_new_string(s->meta.name));
-		json_add(js, "id", json_object_new_int64(s->svc.id));
-		json_add(js, "vip", json_object_new_string(key));
-		json_add(js, "refuses_connections",
-			 json_object_new_boolean(s->svc.flags & DMSC_SVC_F_NO_BACKEND));
-		if (s->svc.flags & DMSC_SVC_F_HEALTH)
-			json_add(js, "health_panic",
-				 json_object_new_boolean(s->svc.flags & DMSC_SVC_F_HEALTH_PANIC));
-		if (!o->json)
-			printf("%s  %s%s%s\n", s->meta.name, key,
-			       s->svc.flags & DMSC_SVC_F_NO_BACKEND
-				       ? "  (every weight is 0: new connections refused)"
-				       : "",
-			       s->svc.flags & DMSC_SVC_F_HEALTH_PANIC
-				       ? "  (panic: every backend is unhealthy, all are kept)"
-				       : "");
-		for (j = 0; j < s->meta.n_backends; j++) {
-			struct json_object *b = backend_json(s, j, ap, sizeof(ap));
-			char health[256];
-
-			json_add(b, "slots", json_object_new_int64(s->be_slots[j]));
-			json_add(b, "share", json_object_new_double((double)s->be_slots[j] / DMSC_SLOTS));
-			backend_health(&dp, s, j, b, health, sizeof(health));
-			json_object_array_add(bes, b);
-			if (!o->json)
-				printf("  -> %-21s weight %-5u slots %3u/%u (%.1f%%)%s\n", ap,
-				       s->meta.weight[j], s->be_slots[j], DMSC_SLOTS,
-				       100.0 * s->be_slots[j] / DMSC_SLOTS, health);
-		}
-		json_add(js, "backends", bes);
+		dmsc_format_service(&st.svcs[i], key, sizeof(key));
+		one(o, &dp, &st, &st.svcs[i], key, js);
 		json_object_array_add(arr, js);
 	}
 	dmsc_state_free(&st);
 	dmsc_datapath_close(&dp);
 out_put:
 	return print_services(o, rc, arr);
+}
+
+static void show_service(const struct opts *o, const struct dmsc_datapath *dp,
+			 const struct dmsc_state *st, const struct dmsc_state_svc *s,
+			 const char *key, struct json_object *js)
+{
+	struct json_object *bes = json_object_new_array();
+	char ap[DMSC_ADDR_PORT_LEN];
+	size_t j;
+
+	(void)st;
+	json_add(js, "name", json_object_new_string(s->meta.name));
+	json_add(js, "id", json_object_new_int64(s->svc.id));
+	json_add(js, "vip", json_object_new_string(key));
+	json_add(js, "refuses_connections",
+		 json_object_new_boolean(s->svc.flags & DMSC_SVC_F_NO_BACKEND));
+	if (s->svc.flags & DMSC_SVC_F_HEALTH)
+		json_add(js, "health_panic",
+			 json_object_new_boolean(s->svc.flags & DMSC_SVC_F_HEALTH_PANIC));
+	if (!o->json)
+		printf("%s  %s%s%s\n", s->meta.name, key,
+		       s->svc.flags & DMSC_SVC_F_NO_BACKEND
+			       ? "  (every weight is 0: new connections refused)"
+			       : "",
+		       s->svc.flags & DMSC_SVC_F_HEALTH_PANIC
+			       ? "  (panic: every backend is unhealthy, all are kept)"
+			       : "");
+	for (j = 0; j < s->meta.n_backends; j++) {
+		struct json_object *b = backend_json(s, j, ap, sizeof(ap));
+		char health[256];
+
+		json_add(b, "slots", json_object_new_int64(s->be_slots[j]));
+		json_add(b, "share", json_object_new_double((double)s->be_slots[j] / DMSC_SLOTS));
+		backend_health(dp, s, j, b, health, sizeof(health));
+		json_object_array_add(bes, b);
+		if (!o->json)
+			printf("  -> %-21s weight %-5u slots %3u/%u (%.1f%%)%s\n", ap,
+			       s->meta.weight[j], s->be_slots[j], DMSC_SLOTS,
+			       100.0 * s->be_slots[j] / DMSC_SLOTS, health);
+	}
+	json_add(js, "backends", bes);
+}
+
+int cmd_show_services(const struct opts *o)
+{
+	return show_each(o, "no services: apply a policy with `dmscctl apply FILE`", show_service);
 }
 
 /* The fast path's counters, in struct dmsc_fp_stats order. */
@@ -287,56 +312,46 @@ out_put:
 	return rc;
 }
 
+static void show_access(const struct opts *o, const struct dmsc_datapath *dp,
+			const struct dmsc_state *st, const struct dmsc_state_svc *s, const char *key,
+			struct json_object *js)
+{
+	size_t j, n;
+	const struct dmsc_allow_entry *rules = dmsc_state_allow(st, s->svc.id, &n);
+	bool listed = s->svc.flags & DMSC_SVC_F_ALLOW_LIST;
+	struct json_object *jr = json_object_new_array();
+
+	(void)dp;
+	json_add(js, "name", json_object_new_string(s->meta.name));
+	json_add(js, "vip", json_object_new_string(key));
+	json_add(js, "open_to_all", json_object_new_boolean(!listed));
+	if (!o->json)
+		printf("%s  %s: %s\n", s->meta.name, key,
+		       !listed ? "open to every cgroup in the mesh"
+		       : n	 ? "only these cgroups and their descendants"
+				 : "closed to everyone (allow_from is empty)");
+	for (j = 0; j < n; j++) {
+		struct json_object *r = json_object_new_object();
+		bool resolved = !(rules[j].key.cgroup_id & DMSC_ALLOW_UNRESOLVED);
+
+		json_add(r, "cgroup", json_object_new_string(rules[j].rule.path));
+		json_add(r, "resolved", json_object_new_boolean(resolved));
+		if (resolved)
+			json_add(r, "cgroup_id",
+				 json_object_new_int64((int64_t)rules[j].key.cgroup_id));
+		json_object_array_add(jr, r);
+		if (!o->json && resolved)
+			printf("  allow %s (cgroup id %llu)\n", rules[j].rule.path,
+			       (unsigned long long)rules[j].key.cgroup_id);
+		else if (!o->json)
+			printf("  allow %s (does not exist yet: nobody matches it until it "
+			       "appears and the policy is applied again)\n",
+			       rules[j].rule.path);
+	}
+	json_add(js, "allow", jr);
+}
+
 int cmd_show_access(const struct opts *o)
 {
-	struct json_object *arr = json_object_new_array();
-	struct dmsc_datapath dp;
-	struct dmsc_state st;
-	char key[DMSC_ADDR_PORT_LEN + 8];
-	size_t i, j, n;
-	int rc;
-
-	rc = open_state(&dp, &st, o, "show");
-	if (rc)
-		goto out_put;
-	for (i = 0; i < st.n_svcs; i++) {
-		const struct dmsc_state_svc *s = &st.svcs[i];
-		const struct dmsc_allow_entry *rules = dmsc_state_allow(&st, s->svc.id, &n);
-		bool listed = s->svc.flags & DMSC_SVC_F_ALLOW_LIST;
-		struct json_object *js = json_object_new_object(), *jr = json_object_new_array();
-
-		dmsc_format_service(s, key, sizeof(key));
-		json_add(js, "name", json_object_new_string(s->meta.name));
-		json_add(js, "vip", json_object_new_string(key));
-		json_add(js, "open_to_all", json_object_new_boolean(!listed));
-		if (!o->json)
-			printf("%s  %s: %s\n", s->meta.name, key,
-			       !listed ? "open to every cgroup in the mesh"
-			       : n	 ? "only these cgroups and their descendants"
-					 : "closed to everyone (allow_from is empty)");
-		for (j = 0; j < n; j++) {
-			struct json_object *r = json_object_new_object();
-			bool resolved = !(rules[j].key.cgroup_id & DMSC_ALLOW_UNRESOLVED);
-
-			json_add(r, "cgroup", json_object_new_string(rules[j].rule.path));
-			json_add(r, "resolved", json_object_new_boolean(resolved));
-			if (resolved)
-				json_add(r, "cgroup_id",
-					 json_object_new_int64((int64_t)rules[j].key.cgroup_id));
-			json_object_array_add(jr, r);
-			if (!o->json && resolved)
-				printf("  allow %s (cgroup id %llu)\n", rules[j].rule.path,
-				       (unsigned long long)rules[j].key.cgroup_id);
-			else if (!o->json)
-				printf("  allow %s (does not exist yet: nobody matches it until it "
-				       "appears and the policy is applied again)\n",
-				       rules[j].rule.path);
-		}
-		json_add(js, "allow", jr);
-		json_object_array_add(arr, js);
-	}
-	dmsc_state_free(&st);
-	dmsc_datapath_close(&dp);
-out_put:
-	return print_services(o, rc, arr);
+	return show_each(o, NULL, show_access);
 }

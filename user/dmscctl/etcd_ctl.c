@@ -6,6 +6,7 @@
  * ones, in one transaction guarded by the revision it read.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -90,6 +91,14 @@ static int service_texts(const struct dmsc_policy_set *set, char **texts)
 				if (set->svc_file[i] != f || texts[i] ||
 				    strcmp(set->policy.services[i].name, json_object_get_string(n)))
 					continue;
+				/* the document's default "mtls" goes into each
+				 * service it applies to: a key holds one service */
+				if (!json_object_object_get_ex(s, "mtls", NULL) &&
+				    set->policy.services[i].mtls != DMSC_MTLS_OFF)
+					json_object_object_add(
+					    s, "mtls",
+					    json_object_new_string(
+						dmsc_mtls_mode_name(set->policy.services[i].mtls)));
 				texts[i] = strdup(json_object_to_json_string_ext(
 				    s, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 				break;
@@ -119,11 +128,57 @@ static bool same_service(const struct dmsc_etcd_kv *kv, const char *name,
 	return same;
 }
 
+/* The hosts the policy's backends name, with their tunnel addresses
+ * ("IPv4:PORT"), into a JSON object; a name with two addresses (two files
+ * of a directory) is an error. */
+static int policy_hosts(const struct dmsc_policy *p, const char *path, struct json_object *out)
+{
+	char addr[INET_ADDRSTRLEN], ap[INET_ADDRSTRLEN + 8];
+	struct json_object *have;
+	size_t i, j;
+
+	for (i = 0; i < p->n_services; i++)
+		for (j = 0; j < p->services[i].n_backends; j++) {
+			const struct dmsc_policy_backend *b = &p->services[i].backends[j];
+
+			if (!b->host)
+				continue;
+			inet_ntop(AF_INET, &b->host_addr, addr, sizeof(addr));
+			snprintf(ap, sizeof(ap), "%s:%u", addr, b->host_port);
+			if (json_object_object_get_ex(out, b->host, &have)) {
+				if (strcmp(json_object_get_string(have), ap)) {
+					fprintf(stderr,
+						"%s: host \"%s\" is %s in one file's \"hosts\" and "
+						"%s in another's: nothing was published\n",
+						path, b->host, json_object_get_string(have), ap);
+					return -EINVAL;
+				}
+				continue;
+			}
+			json_object_object_add(out, b->host, json_object_new_string(ap));
+		}
+	return 0;
+}
+
+static void add_change(struct json_object *changes, const char *op, const char *what,
+		       const char *name, const char *key)
+{
+	struct json_object *ch = json_object_new_object();
+
+	json_object_object_add(ch, "op", json_object_new_string(op));
+	json_object_object_add(ch, what, json_object_new_string(name));
+	json_object_object_add(ch, "key", json_object_new_string(key));
+	json_object_array_add(changes, ch);
+}
+
 static int cmd_publish(struct ctl *c, const char *path)
 {
 	struct dmsc_policy_set set = {0};
 	struct dmsc_msgs msgs = {0};
-	struct dmsc_etcd_kvs kvs = {0};
+	struct dmsc_etcd_kvs kvs = {0}, hkvs = {0};
+	struct json_object *hosts = json_object_new_object();
+	char **hkeys = NULL, *hp = NULL;
+	size_t n_hkeys = 0;
 	struct dmsc_etcd etcd;
 	struct dmsc_etcd_op *ops = NULL;
 	struct dmsc_etcd_cmp *cmps = NULL;
@@ -150,8 +205,14 @@ static int cmd_publish(struct ctl *c, const char *path)
 	}
 	if (c->timeout_s)
 		etcd.timeout_ms = (c->timeout_s > 86400 ? 86400 : c->timeout_s) * 1000;
+	if (!hosts || policy_hosts(&set.policy, path, hosts))
+		goto out_etcd;
 	texts = calloc(set.policy.n_services + 1, sizeof(*texts));
 	keys = calloc(set.policy.n_services + 1, sizeof(*keys));
+	hkeys = calloc((size_t)json_object_object_length(hosts) + 1, sizeof(*hkeys));
+	hp = dmsc_etcd_hosts_prefix(c->prefix);
+	if (!hkeys || !hp)
+		goto out_etcd;
 	nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns);
 	nsend = nsp ? dmsc_etcd_prefix_end(nsp) : NULL;
 	if (!texts || !keys || !nsend || service_texts(&set, texts))
@@ -169,13 +230,21 @@ static int cmd_publish(struct ctl *c, const char *path)
 		fprintf(stderr, "cannot read %s from etcd: %s\n", nsp, etcd.err);
 		goto out_etcd;
 	}
+	/* the hosts this policy names, read at the same revision */
+	if (json_object_object_length(hosts) &&
+	    dmsc_etcd_range_prefix(&etcd, hp, kvs.revision, &hkvs)) {
+		fprintf(stderr, "cannot read %s from etcd: %s\n", hp, etcd.err);
+		goto out_etcd;
+	}
 	rev = kvs.revision;
 	/* the guard's revision: the one read, or an older one the caller saw */
 	if (c->revision && c->revision < kvs.revision)
 		kvs.revision = c->revision;
 	kept = calloc(kvs.n + 1, sizeof(*kept));
-	ops = calloc(set.policy.n_services + kvs.n + 1, sizeof(*ops));
-	cmps = calloc(set.policy.n_services + kvs.n + 2, sizeof(*cmps));
+	ops = calloc(set.policy.n_services + kvs.n + (size_t)json_object_object_length(hosts) + 1,
+		     sizeof(*ops));
+	cmps = calloc(set.policy.n_services + kvs.n + (size_t)json_object_object_length(hosts) + 2,
+		      sizeof(*cmps));
 	if (!kept || !ops || !cmps)
 		goto out_etcd;
 	/* Nothing in the namespace changed after the revision read ... */
@@ -203,17 +272,9 @@ static int cmd_publish(struct ctl *c, const char *path)
 		cmps[n_cmps++] = (struct dmsc_etcd_cmp){keys[n_keys - 1], NULL, DMSC_ETCD_EQUAL,
 							have ? have->mod_rev : 0};
 		ops[n_ops++] = (struct dmsc_etcd_op){DMSC_ETCD_PUT, keys[n_keys - 1], texts[i]};
-		{
-			struct json_object *ch = json_object_new_object();
-
-			json_object_object_add(ch, "op", json_object_new_string(op));
-			json_object_object_add(ch, "service", json_object_new_string(s->name));
-			json_object_object_add(ch, "key", json_object_new_string(keys[n_keys - 1]));
-			json_object_array_add(changes, ch);
-		}
+		add_change(changes, op, "service", s->name, keys[n_keys - 1]);
 	}
 	for (j = 0; j < kvs.n; j++) {
-		struct json_object *ch;
 		const char *name;
 
 		if (kept[j])
@@ -222,11 +283,30 @@ static int cmd_publish(struct ctl *c, const char *path)
 		cmps[n_cmps++] =
 		    (struct dmsc_etcd_cmp){kvs.kv[j].key, NULL, DMSC_ETCD_EQUAL, kvs.kv[j].mod_rev};
 		ops[n_ops++] = (struct dmsc_etcd_op){DMSC_ETCD_DELETE, kvs.kv[j].key, NULL};
-		ch = json_object_new_object();
-		json_object_object_add(ch, "op", json_object_new_string("delete"));
-		json_object_object_add(ch, "service", json_object_new_string(name ? name : ""));
-		json_object_object_add(ch, "key", json_object_new_string(kvs.kv[j].key));
-		json_object_array_add(changes, ch);
+		add_change(changes, "delete", "service", name ? name : "", kvs.kv[j].key);
+	}
+	/* The hosts' tunnel addresses (docs/design.md decision 55): written
+	 * where etcd has none or another; never deleted (other namespaces'
+	 * backends may name them). */
+	json_object_object_foreach(hosts, hname, hval)
+	{
+		const struct dmsc_etcd_kv *have = NULL;
+		const char *want = json_object_get_string(hval);
+
+		hkeys[n_hkeys] = dmsc_etcd_host_key(c->prefix, hname);
+		if (!hkeys[n_hkeys])
+			goto out_etcd;
+		for (j = 0; j < hkvs.n; j++)
+			if (!strcmp(hkvs.kv[j].key, hkeys[n_hkeys]))
+				have = &hkvs.kv[j];
+		n_hkeys++;
+		if (have && have->value_len == strlen(want) &&
+		    !memcmp(have->value, want, have->value_len))
+			continue;
+		cmps[n_cmps++] = (struct dmsc_etcd_cmp){hkeys[n_hkeys - 1], NULL, DMSC_ETCD_EQUAL,
+							have ? have->mod_rev : 0};
+		ops[n_ops++] = (struct dmsc_etcd_op){DMSC_ETCD_PUT, hkeys[n_hkeys - 1], want};
+		add_change(changes, have ? "update" : "create", "host", hname, hkeys[n_hkeys - 1]);
 	}
 	if (!c->dry_run && n_ops) {
 		bool succeeded;
@@ -235,8 +315,10 @@ static int cmd_publish(struct ctl *c, const char *path)
 		e = dmsc_etcd_txn(&etcd, cmps, n_cmps, ops, n_ops, &succeeded, &rev);
 		txn_at[1] = dmsc_clock_seconds(CLOCK_REALTIME);
 		if (e) {
-			fprintf(stderr, "namespace %s: the transaction failed: %s; nothing was "
-					"published\n", c->ns, etcd.err);
+			fprintf(stderr,
+				"namespace %s: the transaction failed: %s; nothing was "
+				"published\n",
+				c->ns, etcd.err);
 			goto out_etcd;
 		}
 		if (!succeeded) {
@@ -256,31 +338,36 @@ out_etcd:
 			json_object_object_add(top, "namespace", json_object_new_string(c->ns));
 			json_object_object_add(top, "dry_run", json_object_new_boolean(c->dry_run));
 			json_object_object_add(top, "revision", json_object_new_int64(rev));
-			json_object_object_add(top, "services",
-					       json_object_new_int64((int64_t)set.policy.n_services));
+			json_object_object_add(
+			    top, "services", json_object_new_int64((int64_t)set.policy.n_services));
+			json_object_object_add(top, "hosts", json_object_get(hosts));
 			json_object_object_add(top, "changes", json_object_get(changes));
 			/* when the transaction was sent and answered (wall clock):
 			 * a publish's way to the hosts starts there, dmscctl's own
 			 * start, validation and read apart (docs/bench.md) */
 			json_object_object_add(top, "transaction_sent_at",
-					       txn_at[0] ? json_object_new_double(txn_at[0]) : NULL);
+					       txn_at[0] ? json_object_new_double(txn_at[0])
+							 : NULL);
 			json_object_object_add(top, "transaction_answered_at",
-					       txn_at[1] ? json_object_new_double(txn_at[1]) : NULL);
+					       txn_at[1] ? json_object_new_double(txn_at[1])
+							 : NULL);
 			print_json(top);
 			json_object_put(top);
 		} else {
 			for (i = 0; i < json_object_array_length(changes); i++) {
-				struct json_object *ch = json_object_array_get_idx(changes, i), *a, *b;
+				struct json_object *ch = json_object_array_get_idx(changes, i), *a,
+						   *b;
 
 				json_object_object_get_ex(ch, "op", &a);
 				json_object_object_get_ex(ch, "key", &b);
-				printf("%s%s %s\n", c->dry_run ? "would " : "", json_object_get_string(a),
-				       json_object_get_string(b));
+				printf("%s%s %s\n", c->dry_run ? "would " : "",
+				       json_object_get_string(a), json_object_get_string(b));
 			}
 			printf("%s %zu change%s to namespace %s (%zu services) %s revision %" PRId64
 			       "\n",
-			       c->dry_run ? "would publish" : "published", n_ops, n_ops == 1 ? "" : "s",
-			       c->ns, set.policy.n_services, c->dry_run ? "against" : "at", rev);
+			       c->dry_run ? "would publish" : "published", n_ops,
+			       n_ops == 1 ? "" : "s", c->ns, set.policy.n_services,
+			       c->dry_run ? "against" : "at", rev);
 		}
 		rc = 0;
 	}
@@ -288,6 +375,8 @@ out_etcd:
 		free(texts[i]);
 	for (i = 0; i < n_keys; i++)
 		free(keys[i]);
+	for (i = 0; i < n_hkeys; i++)
+		free(hkeys[i]);
 	dmsc_etcd_free(&etcd);
 out:
 	free(texts);
@@ -297,8 +386,12 @@ out:
 	free(cmps);
 	free(nsp);
 	free(nsend);
+	free(hkeys);
+	free(hp);
 	json_object_put(changes);
+	json_object_put(hosts);
 	dmsc_etcd_kvs_free(&kvs);
+	dmsc_etcd_kvs_free(&hkvs);
 	dmsc_policy_set_free(&set);
 	dmsc_msgs_free(&msgs);
 	return rc;
@@ -306,10 +399,11 @@ out:
 
 static int cmd_get(struct ctl *c, const char *only)
 {
-	struct dmsc_etcd_kvs kvs = {0};
+	struct dmsc_etcd_kvs kvs = {0}, hkvs = {0};
 	struct dmsc_etcd etcd;
 	struct json_object *svcs = json_object_new_array(), *bad = json_object_new_array();
-	char *nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns);
+	struct json_object *hosts = json_object_new_object();
+	char *nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns), *hp = dmsc_etcd_hosts_prefix(c->prefix);
 	size_t i;
 	int rc = 1;
 
@@ -351,12 +445,31 @@ static int cmd_get(struct ctl *c, const char *only)
 		}
 		dmsc_policy_errors_free(&errs);
 	}
+	/* the hosts' tunnel addresses, which backends' "host" names (mesh-wide:
+	 * every namespace's), at the same revision */
+	if (!only && dmsc_etcd_range_prefix(&etcd, hp, kvs.revision, &hkvs)) {
+		fprintf(stderr, "cannot read %s from etcd: %s\n", hp, etcd.err);
+		goto out_etcd;
+	}
+	for (i = 0; i < hkvs.n; i++) {
+		const char *name = dmsc_etcd_key_name(hkvs.kv[i].key, hp);
+
+		if (!name)
+			continue;
+		json_object_object_add(
+		    hosts, name,
+		    json_object_new_string_len(hkvs.kv[i].value, (int)hkvs.kv[i].value_len));
+		if (!c->json)
+			printf("%s (revision %" PRId64 ")\n  %.*s\n", hkvs.kv[i].key,
+			       hkvs.kv[i].mod_rev, (int)hkvs.kv[i].value_len, hkvs.kv[i].value);
+	}
 	if (c->json) {
 		struct json_object *top = json_object_new_object();
 
 		json_object_object_add(top, "namespace", json_object_new_string(c->ns));
 		json_object_object_add(top, "revision", json_object_new_int64(kvs.revision));
 		json_object_object_add(top, "services", json_object_get(svcs));
+		json_object_object_add(top, "hosts", json_object_get(hosts));
 		json_object_object_add(top, "invalid", json_object_get(bad));
 		print_json(top);
 		json_object_put(top);
@@ -368,9 +481,12 @@ out_etcd:
 	dmsc_etcd_free(&etcd);
 out:
 	free(nsp);
+	free(hp);
 	json_object_put(svcs);
 	json_object_put(bad);
+	json_object_put(hosts);
 	dmsc_etcd_kvs_free(&kvs);
+	dmsc_etcd_kvs_free(&hkvs);
 	return rc;
 }
 
@@ -407,15 +523,17 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 		if (w->c->json) {
 			struct json_object *o = json_object_new_object();
 
-			json_object_object_add(o, "revision", json_object_new_int64(ev->kv.mod_rev));
-			json_object_object_add(o, "type",
-					       json_object_new_string(ev->deleted ? "delete" : "put"));
+			json_object_object_add(o, "revision",
+					       json_object_new_int64(ev->kv.mod_rev));
+			json_object_object_add(
+			    o, "type", json_object_new_string(ev->deleted ? "delete" : "put"));
 			json_object_object_add(o, "key", json_object_new_string(ev->kv.key));
 			if (!ev->deleted)
 				json_object_object_add(o, "value",
 						       json_object_new_string(ev->kv.value));
-			printf("%s\n", json_object_to_json_string_ext(
-					   o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+			printf("%s\n",
+			       json_object_to_json_string_ext(
+				   o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 			json_object_put(o);
 		} else {
 			printf("%" PRId64 " %s %s%s%s\n", ev->kv.mod_rev,

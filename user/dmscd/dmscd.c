@@ -112,23 +112,18 @@ int main(int argc, char **argv)
 	enum {
 		OPT_POLICY = 256,
 		OPT_METRICS,
-		OPT_DEBOUNCE,
-		OPT_DEBOUNCE_MAX,
-		OPT_DROP_DELAY,
 		OPT_L7_LISTEN,
 		OPT_L7_BINARY,
 		OPT_L7_MODE,
 		OPT_METRICS_BACKENDS,
 		OPT_MTLS_DIR,
 		OPT_MTLS_LISTEN,
+		OPT_NUM, /* OPT_NUM + k: nums[k] */
 	};
-	static const struct option longopts[] = {
+	static const struct option named[] = {
 	    {"policy", required_argument, NULL, OPT_POLICY},
 	    {"metrics", required_argument, NULL, OPT_METRICS},
 	    {"metrics-backends", required_argument, NULL, OPT_METRICS_BACKENDS},
-	    {"debounce-ms", required_argument, NULL, OPT_DEBOUNCE},
-	    {"debounce-max-ms", required_argument, NULL, OPT_DEBOUNCE_MAX},
-	    {"drop-delay-ms", required_argument, NULL, OPT_DROP_DELAY},
 	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
 	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
 	    {"l7", required_argument, NULL, OPT_L7_MODE},
@@ -136,13 +131,20 @@ int main(int argc, char **argv)
 	    {"mtls-listen", required_argument, NULL, OPT_MTLS_LISTEN},
 	    DMSC_INSTALL_LONGOPTS,
 	    DMSC_ETCD_LONGOPTS,
-	    DMSC_LONGOPTS_END,
 	};
+	static const struct option end[] = {DMSC_LONGOPTS_END};
 	struct agent ag = {
 	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1};
 	const char *metrics = DEFAULT_METRICS;
-	unsigned int debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
-	unsigned int drop_delay = DEFAULT_DROP_DELAY_MS;
+	__u32 debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
+	__u32 drop_delay = DEFAULT_DROP_DELAY_MS;
+	const struct dmsc_num_opt nums[] = {
+	    {"debounce-ms", &debounce, 0, 60000},
+	    {"debounce-max-ms", &debounce_max, 0, 600000},
+	    {"drop-delay-ms", &drop_delay, 0, 60000},
+	};
+	enum { N_NAMED = sizeof(named) / sizeof(named[0]), N_NUMS = sizeof(nums) / sizeof(nums[0]) };
+	struct option longopts[N_NAMED + N_NUMS + sizeof(end) / sizeof(end[0])];
 	struct dmsc_install_args ia = {0};
 	const char *l7_listen = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
 	char bound[64], l7_bin[PATH_MAX] = "";
@@ -162,6 +164,9 @@ int main(int argc, char **argv)
 	 * change (an apply's view of a large store) is mapped on its own
 	 * (mapmem.h; docs/etcd.md, memory). */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
+	memcpy(longopts, named, sizeof(named));
+	dmsc_num_opt_rows(nums, N_NUMS, OPT_NUM, &longopts[N_NAMED]);
+	memcpy(&longopts[N_NAMED + N_NUMS], end, sizeof(end));
 	dmsc_etcd_opts_init(&eo, DMSC_ETCD_NAMESPACES_MAX);
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -184,18 +189,6 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			break;
-		case OPT_DEBOUNCE:
-			if (dmsc_parse_u32("--debounce-ms", optarg, 0, 60000, &debounce))
-				return EXIT_USAGE;
-			break;
-		case OPT_DEBOUNCE_MAX:
-			if (dmsc_parse_u32("--debounce-max-ms", optarg, 0, 600000, &debounce_max))
-				return EXIT_USAGE;
-			break;
-		case OPT_DROP_DELAY:
-			if (dmsc_parse_u32("--drop-delay-ms", optarg, 0, 60000, &drop_delay))
-				return EXIT_USAGE;
-			break;
 		case OPT_L7_LISTEN:
 			l7_listen = optarg;
 			break;
@@ -215,9 +208,11 @@ int main(int argc, char **argv)
 			mtls_listen = optarg;
 			break;
 		default:
-			/* the install and etcd options (datapath.h, etcd_opts.h), or
-			 * -v, -h, a usage error */
-			r = dmsc_install_opt(&ia, c, optarg);
+			/* the numeric, install and etcd options (nums, datapath.h,
+			 * etcd_opts.h), or -v, -h, a usage error */
+			r = dmsc_num_opt_parse(nums, N_NUMS, OPT_NUM, c, optarg);
+			if (!r)
+				r = dmsc_install_opt(&ia, c, optarg);
 			if (!r)
 				r = dmsc_etcd_opt(&eo, c, optarg);
 			if (r < 0)

@@ -85,7 +85,7 @@ void apply_policy(struct agent *ag, const char *why)
 	struct rusage ru2, ru3;
 	struct dmsc_svc_digest *digests = NULL;
 	char buf[512];
-	bool etcd_view = false, trim = true;
+	bool etcd_view = false, changed_only = false, trim = true;
 	size_t i, n_changes;
 	int err;
 
@@ -100,8 +100,11 @@ void apply_policy(struct agent *ag, const char *why)
 	t0 = dmsc_now_seconds();
 	if (ag->etcd) {
 		/* a view of the store and its digests, locked until
-		 * _view_done */
-		err = dmsc_etcd_sync_view(ag->etcd, &set.policy, &digests);
+		 * _view_done: of the changed keys only when the mirror holds
+		 * every other service (checked again under the lock); never
+		 * for SIGHUP, health (services to plan again) or a retry */
+		changed_only = ag->mirror.loaded && !strcmp(why, "etcd");
+		err = dmsc_etcd_sync_view(ag->etcd, &set.policy, &digests, &changed_only);
 		etcd_view = !err;
 	} else {
 		err = dmsc_policy_set_load(ag->policy, &set, &msgs);
@@ -142,7 +145,21 @@ void apply_policy(struct agent *ag, const char *why)
 		ag->stats.applies[DMSC_APPLY_FAILED]++;
 		goto out;
 	}
-	if (etcd_view &&
+	if (changed_only && !dmsc_mirror_in_step(&ag->mirror, &ag->dp)) {
+		/* another writer since the last apply: the whole view */
+		dmsc_etcd_sync_view_done(ag->etcd, &set.policy, digests);
+		digests = NULL;
+		changed_only = false;
+		err = dmsc_etcd_sync_view(ag->etcd, &set.policy, &digests, &changed_only);
+		etcd_view = !err;
+		if (err) {
+			write_unlock(ag);
+			pr_warn("%s: not applied: %s\n", ag->policy, strerror(-err));
+			ag->stats.applies[DMSC_APPLY_FAILED]++;
+			goto out;
+		}
+	}
+	if (etcd_view && !changed_only &&
 	    !dmsc_etcd_sync_view_ready(ag->etcd, &ag->mirror, &ag->dp, &set.policy, digests)) {
 		write_unlock(ag);
 		goto out; /* applied when the store has them whole again */
@@ -150,7 +167,10 @@ void apply_policy(struct agent *ag, const char *why)
 	getrusage(RUSAGE_THREAD, &ru2);
 	t2 = dmsc_now_seconds();
 	c2 = dmsc_clock_seconds(CLOCK_THREAD_CPUTIME_ID);
-	err = dmsc_mirror_apply(&ag->mirror, &ag->dp, &set.policy, digests, false, &res);
+	if (changed_only)
+		err = dmsc_mirror_apply_some(&ag->mirror, &ag->dp, &set.policy, digests, &res);
+	else
+		err = dmsc_mirror_apply(&ag->mirror, &ag->dp, &set.policy, digests, false, &res);
 	t3 = dmsc_now_seconds();
 	c3 = dmsc_clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 	getrusage(RUSAGE_THREAD, &ru3);
@@ -165,7 +185,7 @@ void apply_policy(struct agent *ag, const char *why)
 		goto out;
 	}
 	if (etcd_view)
-		dmsc_etcd_sync_applied(ag->etcd);
+		dmsc_etcd_sync_applied(ag->etcd, changed_only);
 	for (i = 0; i < res.n_changes; i++)
 		pr_info("%s %s: %s\n", dmsc_change_op_name(res.changes[i].op),
 			res.changes[i].service, res.changes[i].detail);
@@ -184,12 +204,18 @@ void apply_policy(struct agent *ag, const char *why)
 		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
 		 (c3 - c2) * 1e3, (t1 - t0) * 1e3);
 	ag->stats.applies[DMSC_APPLY_OK]++;
+	/* A view of the changed keys has no http, health or tunnel service
+	 * (the store keeps those parsed, which makes the whole view): what
+	 * the helpers and the probes run is as it was. */
+	if (changed_only)
+		goto done;
 	if (dmsc_health_watch_set(&ag->health, &set.policy, &ag->mirror))
 		pr_warn("health: out of memory: the backends of this policy are not watched\n");
 	if (ag->l7)
 		l7_follow(ag, &set.policy);
 	if (ag->tunnel)
 		tunnel_follow(ag, &set.policy);
+done:
 	ag->stats.entries_written += res.entries_written;
 	dmsc_histogram_observe(&ag->stats.apply_seconds, t3 - t2);
 	ag->stats.policy_services = res.n_services;

@@ -119,16 +119,34 @@ static bool in_range(const char *key, void *arg)
 	return false;
 }
 
-/* Every namespace at one revision; the store takes only what differs. */
+/* A key of prefix i into the store: a service of a namespace, or a host
+ * (PREFIX/hosts/NAME, the last prefix). 1 when the store changed. */
+static int put_kv(struct dmsc_etcd_sync *s, size_t i, const struct dmsc_etcd_kv *kv)
+{
+	const char *name = dmsc_etcd_key_name(kv->key, s->nsp[i]);
+
+	if (!name) {
+		pr_warn("etcd key %s: not %s; ignored\n", kv->key,
+			i == s->n_ns ? "PREFIX/hosts/NAME" : "PREFIX/ns/NS/services/NAME");
+		return 0;
+	}
+	if (i == s->n_ns)
+		return dmsc_etcd_store_host_put(&s->store, kv->key, name, kv->value, kv->value_len,
+						kv->mod_rev);
+	return dmsc_etcd_store_put(&s->store, kv->key, name, kv->value, kv->value_len, kv->mod_rev);
+}
+
+/* Every namespace (and the hosts) at one revision; the store takes only
+ * what differs. */
 static int full_read(struct dmsc_etcd_sync *s)
 {
-	struct dmsc_etcd_kvs kvs[DMSC_ETCD_NAMESPACES_MAX] = {0};
+	struct dmsc_etcd_kvs kvs[DMSC_ETCD_NAMESPACES_MAX + 1] = {0};
 	uint64_t rx0 = s->etcd.bytes_rx;
 	int64_t rev = 0;
 	size_t i, j;
 	int e = 0, changed = 0;
 
-	for (i = 0; i < s->n_ns && !e; i++) {
+	for (i = 0; i < s->n_pfx && !e; i++) {
 		e = dmsc_etcd_range_prefix(&s->etcd, s->nsp[i], rev, &kvs[i]);
 		if (!e && !rev)
 			rev = kvs[i].revision;
@@ -140,24 +158,19 @@ static int full_read(struct dmsc_etcd_sync *s)
 		goto out;
 	pthread_mutex_lock(&s->lock);
 	s->store.refill = s->refill;
-	for (i = 0; i < s->n_ns; i++) {
+	for (i = 0; i < s->n_pfx; i++) {
 		for (j = 0; j < kvs[i].n; j++) {
 			const struct dmsc_etcd_kv *kv = &kvs[i].kv[j];
-			const char *name = dmsc_etcd_key_name(kv->key, s->nsp[i]);
-			int r;
 
-			if (!name) {
-				pr_warn("etcd key %s: not PREFIX/ns/NS/services/NAME; ignored\n",
-					kv->key);
-				continue;
-			}
-			r = dmsc_etcd_store_put(&s->store, kv->key, name, kv->value, kv->value_len,
-						kv->mod_rev);
-			if (r > 0)
+			if (put_kv(s, i, kv) > 0)
 				changed = 1;
 		}
-		if (dmsc_etcd_store_retain(&s->store, s->nsp[i], in_range, &kvs[i]) > 0)
+		if (i == s->n_ns) {
+			if (dmsc_etcd_store_host_retain(&s->store, in_range, &kvs[i]) > 0)
+				changed = 1;
+		} else if (dmsc_etcd_store_retain(&s->store, s->nsp[i], in_range, &kvs[i]) > 0) {
 			changed = 1;
+		}
 		s->ns_rev[i] = rev;
 	}
 	if (s->store.refill) {
@@ -172,11 +185,12 @@ static int full_read(struct dmsc_etcd_sync *s)
 	s->full_reads++;
 	s->read_whole = true;
 	pthread_mutex_unlock(&s->lock);
-	pr_info("etcd: read %zu namespace%s at revision %" PRId64 "%s\n", s->n_ns,
-		s->n_ns == 1 ? "" : "s", rev, changed ? "" : " (nothing changed)");
+	pr_info("etcd: read %zu namespace%s%s at revision %" PRId64 "%s\n", s->n_ns,
+		s->n_ns == 1 ? "" : "s", s->n_pfx > s->n_ns ? " and the hosts" : "", rev,
+		changed ? "" : " (nothing changed)");
 	wake(s); /* the first read is applied even when it is empty */
 out:
-	for (i = 0; i < s->n_ns; i++)
+	for (i = 0; i < s->n_pfx; i++)
 		dmsc_etcd_kvs_free(&kvs[i]);
 	return e;
 }
@@ -217,23 +231,19 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 	pthread_mutex_lock(&s->lock);
 	for (i = 0; i < m.n_events; i++) {
 		const struct dmsc_etcd_kv *kv = &m.events[i].kv;
-		const char *name = dmsc_etcd_key_name(kv->key, s->nsp[w->ns]);
 		int r;
 
 		s->events++;
 		if (kv->mod_rev > s->ns_rev[w->ns])
 			s->ns_rev[w->ns] = kv->mod_rev;
-		if (!name) {
-			pr_warn("etcd key %s: not PREFIX/ns/NS/services/NAME; ignored\n", kv->key);
-			continue;
-		}
 		if (m.events[i].deleted) {
-			r = dmsc_etcd_store_delete(&s->store, kv->key, kv->mod_rev);
+			r = w->ns == s->n_ns
+				? dmsc_etcd_store_host_delete(&s->store, kv->key, kv->mod_rev)
+				: dmsc_etcd_store_delete(&s->store, kv->key, kv->mod_rev);
 			pr_debug("etcd: %s deleted at revision %" PRId64 "\n", kv->key,
 				 kv->mod_rev);
 		} else {
-			r = dmsc_etcd_store_put(&s->store, kv->key, name, kv->value, kv->value_len,
-						kv->mod_rev);
+			r = put_kv(s, w->ns, kv);
 			pr_debug("etcd: %s put at revision %" PRId64 "\n", kv->key, kv->mod_rev);
 		}
 		if (r > 0)
@@ -276,7 +286,7 @@ static size_t watch_data(char *data, size_t size, size_t nmemb, void *arg)
  * ends (or on stop) with what happened. */
 static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
 {
-	struct watch w[DMSC_ETCD_NAMESPACES_MAX] = {0};
+	struct watch w[DMSC_ETCD_NAMESPACES_MAX + 1] = {0};
 	CURLM *multi = curl_multi_init();
 	int outcome = WATCH_LOST, running = 1;
 	size_t i;
@@ -284,7 +294,7 @@ static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
 	snprintf(why, why_len, "the watch ended");
 	if (!multi)
 		return WATCH_LOST;
-	for (i = 0; i < s->n_ns; i++) {
+	for (i = 0; i < s->n_pfx; i++) {
 		char *end = dmsc_etcd_prefix_end(s->nsp[i]);
 
 		w[i].s = s;
@@ -341,7 +351,7 @@ out:
 	pthread_mutex_lock(&s->lock);
 	s->watch_multi = NULL;
 	pthread_mutex_unlock(&s->lock);
-	for (i = 0; i < s->n_ns; i++) {
+	for (i = 0; i < s->n_pfx; i++) {
 		if (w[i].curl) {
 			curl_multi_remove_handle(multi, w[i].curl);
 			curl_easy_cleanup(w[i].curl);
@@ -447,6 +457,17 @@ int dmsc_etcd_sync_start(struct dmsc_etcd_sync *s, const char *urls,
 		}
 		s->n_ns++;
 	}
+	s->n_pfx = s->n_ns;
+	/* with the tunnel (which keeps every service parsed), the hosts'
+	 * tunnel addresses too (docs/design.md decision 55) */
+	if (keep_parsed) {
+		s->nsp[s->n_ns] = dmsc_etcd_hosts_prefix(prefix);
+		if (!s->nsp[s->n_ns]) {
+			e = -ENOMEM;
+			goto fail;
+		}
+		s->n_pfx++;
+	}
 	s->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (s->event_fd < 0) {
 		e = -errno;
@@ -477,18 +498,24 @@ void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s)
 }
 
 int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
-			struct dmsc_svc_digest **d)
+			struct dmsc_svc_digest **d, bool *changed_only)
 {
 	char *msgs[VIEW_MSGS_MAX];
 	uint64_t *fps = NULL;
 	size_t n = 0, i;
-	int e;
+	int e = -EAGAIN;
 
 	*d = NULL;
 	pthread_mutex_lock(&s->lock);
 	if (s->pending_since && !s->pend_view)
 		s->pend_view = dmsc_clock_seconds(CLOCK_REALTIME);
-	e = dmsc_etcd_store_view(&s->store, out, &fps, msgs, VIEW_MSGS_MAX, &n);
+	/* not after a read of every namespace: the maps get its whole
+	 * policy (a refill among others) */
+	if (*changed_only && !s->read_whole && !s->refill)
+		e = dmsc_etcd_store_view_changed(&s->store, out, &fps);
+	*changed_only = !e;
+	if (e == -EAGAIN)
+		e = dmsc_etcd_store_view(&s->store, out, &fps, msgs, VIEW_MSGS_MAX, &n);
 	for (i = 0; i < n; i++) {
 		pr_warn("%s\n", msgs[i]);
 		free(msgs[i]);
@@ -545,8 +572,9 @@ bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
 	return false;
 }
 
-void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s)
+void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s, bool changed_only)
 {
+	s->changed_views += changed_only;
 	/* the lock is held since the view: nothing arrived meanwhile */
 	if (s->pending_since) {
 		s->last_rx = s->pend_rx;
@@ -621,6 +649,9 @@ void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b)
 			 "service values refused (invalid; the key is in the log)",
 			 s->store.refused);
 	dmsc_prom_single(b, "dmsc_etcd_keys", "gauge", "service keys held", s->store.n);
+	dmsc_prom_single(b, "dmsc_etcd_changed_key_applies_total", "counter",
+			 "applies that took a view of the changed keys only, not of every key",
+			 s->changed_views);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -637,9 +668,11 @@ void dmsc_etcd_sync_stop(struct dmsc_etcd_sync *s)
 	if (s->started)
 		pthread_join(s->thread, NULL);
 	s->started = false;
-	for (i = 0; i < s->n_ns; i++)
+	for (i = 0; i < sizeof(s->nsp) / sizeof(s->nsp[0]); i++) {
 		free(s->nsp[i]);
-	s->n_ns = 0;
+		s->nsp[i] = NULL;
+	}
+	s->n_ns = s->n_pfx = 0;
 	if (s->event_fd >= 0)
 		close(s->event_fd);
 	s->event_fd = -1;

@@ -26,9 +26,11 @@
 struct dmsc_etcd_sync {
 	struct dmsc_etcd etcd;
 	const char *prefix;
-	char *nsp[DMSC_ETCD_NAMESPACES_MAX]; /* namespace prefixes */
-	size_t n_ns;
-	int64_t ns_rev[DMSC_ETCD_NAMESPACES_MAX]; /* last revision seen, thread only */
+	/* the namespaces' prefixes, then (with the tunnel) PREFIX/hosts/:
+	 * read and watched alike (n_pfx of them) */
+	char *nsp[DMSC_ETCD_NAMESPACES_MAX + 1];
+	size_t n_ns, n_pfx;
+	int64_t ns_rev[DMSC_ETCD_NAMESPACES_MAX + 1]; /* last revision seen, thread only */
 	pthread_t thread;
 	bool started;
 	int event_fd;
@@ -44,6 +46,7 @@ struct dmsc_etcd_sync {
 	bool connected;
 	int64_t revision; /* the highest revision seen */
 	uint64_t events, bytes_rx, reconnects, full_reads, compactions;
+	uint64_t changed_views; /* applies of a view of the changed keys */
 	/* Lag (docs/etcd.md): head is the highest revision etcd's answers
 	 * reported (header.revision); applied, the head when nothing received
 	 * was left to apply last; pending_since, the monotonic time the
@@ -67,10 +70,12 @@ int dmsc_etcd_sync_fd(const struct dmsc_etcd_sync *s);
 void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s);
 /* Locks the store and fills out with a view of it and d with its digests
  * (see dmsc_etcd_store_view; both mapped on their own when large:
- * mapmem.h); conflicts are logged. Release
- * with _view_done. */
+ * mapmem.h); conflicts are logged. *changed_only, when true, asks for
+ * the view of the changed keys only (dmsc_etcd_store_view_changed, for
+ * dmsc_mirror_apply_some) and says whether that is what out holds.
+ * Release with _view_done. */
 int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
-			struct dmsc_svc_digest **d);
+			struct dmsc_svc_digest **d, bool *changed_only);
 /* Between _view and _view_done, before the apply: whether the mirror,
  * in step with dp, holds every slim service of the view as it is (a slim
  * service has no backends to plan from). When not, the store is asked to
@@ -80,8 +85,9 @@ bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
 			       const struct dmsc_datapath *dp, const struct dmsc_policy *view,
 			       const struct dmsc_svc_digest *d);
 /* Between _view and _view_done, once the view is in the maps: every
- * change received is applied (the lag falls to 0). */
-void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s);
+ * change received is applied (the lag falls to 0). changed_only: the
+ * view was of the changed keys (counted). */
+void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s, bool changed_only);
 /* Releases the view; returns whether a read of every namespace came since
  * the last view (much was parsed and freed: the heap is worth trimming). */
 bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "httpd.h"
+#include "http_reason.h"
 #include "log.h"
 #include "apply_mirror.h"
 
@@ -121,22 +122,6 @@ static int send_all(int fd, const char *p, size_t len)
 	return 0;
 }
 
-static const char *status_text(int status)
-{
-	switch (status) {
-	case 200:
-		return "OK";
-	case 400:
-		return "Bad Request";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	default:
-		return "Internal Server Error";
-	}
-}
-
 /* Reads one request from fd (non-blocking), answers it with what handler
  * renders and closes fd. The request has DMSC_HTTPD_TIMEOUT_MS to arrive;
  * the answer may take as long as the client reads, but gives up after
@@ -176,12 +161,12 @@ static void serve_conn(int fd, dmsc_httpd_handler handler, void *ctx)
 answer:
 	if (status != 200) {
 		dmsc_buf_free(&body);
-		dmsc_buf_printf(&body, "%d %s\n", status, status_text(status));
+		dmsc_buf_printf(&body, "%d %s\n", status, dmsc_http_reason(status));
 	}
 	snprintf(head, sizeof(head),
 		 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 		 "Connection: close\r\n\r\n",
-		 status, status_text(status),
+		 status, dmsc_http_reason(status),
 		 status == 200 ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain",
 		 body.len);
 	if (send_all(fd, head, strlen(head)) == 0 && !head_only)

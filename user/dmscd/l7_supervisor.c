@@ -250,12 +250,31 @@ int dmsc_l7_sup_fd(const struct dmsc_l7_supervisor *s)
 	return s->ready_fd;
 }
 
-int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
+/* SIGTERM to pid, and up to timeout_ms for it to end; then SIGKILL. Its
+ * wait status into *status. Returns true when it ended on its own. */
+static bool term_wait(pid_t pid, unsigned int timeout_ms, int *status)
 {
 	struct timespec tick = {0, 10 * 1000000};
 	unsigned int waited;
-	int status = 0;
 	pid_t r = 0;
+
+	kill(pid, SIGTERM);
+	for (waited = 0; waited <= timeout_ms; waited += 10) {
+		r = waitpid(pid, status, WNOHANG);
+		if (r == pid || r < 0)
+			break;
+		nanosleep(&tick, NULL);
+	}
+	if (r == pid)
+		return true;
+	kill(pid, SIGKILL);
+	waitpid(pid, status, 0);
+	return false;
+}
+
+int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
+{
+	int status = 0;
 
 	ready_close(s);
 	s->state = DMSC_L7_SUP_STOPPED;
@@ -264,35 +283,14 @@ int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
 		close(s->policy_fd);
 	s->policy_fd = -1;
 	if (s->old_pid > 0) {
-		kill(s->old_pid, SIGTERM);
-		for (waited = 0; waited <= timeout_ms; waited += 10) {
-			r = waitpid(s->old_pid, &status, WNOHANG);
-			if (r == s->old_pid || r < 0)
-				break;
-			nanosleep(&tick, NULL);
-		}
-		if (r != s->old_pid) {
-			kill(s->old_pid, SIGKILL);
-			waitpid(s->old_pid, &status, 0);
-		}
+		term_wait(s->old_pid, timeout_ms, &status);
 		s->old_pid = -1;
-		r = 0;
 	}
 	if (s->pid <= 0)
 		return 0;
-	kill(s->pid, SIGTERM);
-	for (waited = 0; waited <= timeout_ms; waited += 10) {
-		r = waitpid(s->pid, &status, WNOHANG);
-		if (r == s->pid || r < 0)
-			break;
-		nanosleep(&tick, NULL);
-	}
-	if (r != s->pid) {
-		pr_warn("dmsc-l7 (pid %d) did not drain within %u ms: killing it\n", (int)s->pid,
+	if (!term_wait(s->pid, timeout_ms, &status))
+		pr_warn("dmsc-l7 (pid %d) did not drain within %u ms: killed it\n", (int)s->pid,
 			timeout_ms);
-		kill(s->pid, SIGKILL);
-		waitpid(s->pid, &status, 0);
-	}
 	s->pid = -1;
 	s->last_status = status;
 	if (WIFEXITED(status))

@@ -119,11 +119,7 @@ static void usage(FILE *f)
 }
 
 /* The numeric options: each a number from min to max. */
-static const struct {
-	const char *name;
-	uint32_t *val;
-	uint32_t min, max;
-} nums[] = {
+static const struct dmsc_num_opt nums[] = {
     {"max-header-bytes", &opt.max_header_bytes, 256, 1 << 20},
     {"max-headers", &opt.max_headers, 1, 1024},
     {"max-target", &opt.max_target, 16, 1 << 20},
@@ -217,13 +213,12 @@ static int parse_args(int argc, char **argv)
 	struct option longopts[sizeof(named) / sizeof(named[0]) + N_NUMS + 3];
 	size_t n = 0, k;
 	uint32_t u;
-	int c;
+	int c, r;
 
 	for (k = 0; k < sizeof(named) / sizeof(named[0]); k++)
 		longopts[n++] = named[k];
-	for (k = 0; k < N_NUMS; k++)
-		longopts[n++] = (struct option){nums[k].name, required_argument, NULL,
-						(int)(O_NUM + k)};
+	dmsc_num_opt_rows(nums, N_NUMS, O_NUM, &longopts[n]);
+	n += N_NUMS;
 	for (k = 0; k < sizeof(end) / sizeof(end[0]); k++)
 		longopts[n++] = end[k];
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
@@ -265,16 +260,11 @@ static int parse_args(int argc, char **argv)
 			opt.no_netns = true;
 			break;
 		default:
-			if (c >= O_NUM && c < O_NUM + (int)N_NUMS) {
-				k = (size_t)(c - O_NUM);
-				if (dmsc_parse_u32_quiet(optarg, nums[k].min, nums[k].max,
-							 nums[k].val)) {
-					fprintf(stderr, "dmsc-l7: --%s \"%s\": %u to %u\n",
-						nums[k].name, optarg, nums[k].min, nums[k].max);
-					return -EINVAL;
-				}
+			r = dmsc_num_opt_parse(nums, N_NUMS, O_NUM, c, optarg);
+			if (r < 0)
+				return -EINVAL;
+			if (r)
 				break;
-			}
 			c = dmsc_opt_common(c, "dmsc-l7", usage);
 			if (c >= 0)
 				exit(c);

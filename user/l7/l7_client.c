@@ -111,10 +111,10 @@ static void h2_takeover(struct conn *c)
 	epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, fd, NULL);
 	c->cfd = -1; /* conn_step frees the rest */
 	c->counted = false;
-	if (dmsc_l7_h2_start(&c->w->h2, fd, c->client_id, c->svc, c->svc_idx, c->cin,
+	if (dmsc_l7_h2_start(&c->w->h2, fd, c->client, c->svc, c->svc_idx, c->cin,
 			     c->cin_len)) {
 		close(fd);
-		client_release(c->client_id);
+		client_release(c->client);
 	}
 	c->cin_len = c->cin_off = 0;
 }
@@ -203,6 +203,7 @@ void client_read(struct conn *c)
 			break;
 		}
 		c->cin_len += (size_t)n;
+		c->spoke = true;
 		if (c->state == S_IDLE)
 			c->deadline = now_ns() + (uint64_t)opt.head_ms * 1000000;
 		if ((size_t)n < room)

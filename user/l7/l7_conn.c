@@ -6,42 +6,51 @@
  */
 #define _GNU_SOURCE
 #include "l7_proxy.h"
+#include "http_reason.h"
 
 /* ---- connections per client address ------------------------------------ */
-/* The identity is the client's IPv4 address as the accepted 4-tuple shows
- * it (the handoff record is keyed by that tuple; no NAT sits between a
- * client and the helper). Workloads that share an address share the bound. */
-struct client_count {
-	struct client_count *next;
-	uint32_t addr;
+/* The identity is the client's address as the accepted socket shows it,
+ * within its namespace (struct dmsc_l7_client_key); no NAT sits between a
+ * client and the helper. Workloads that share an address share the bound. */
+struct dmsc_l7_client {
+	struct dmsc_l7_client *next;
+	struct dmsc_l7_client_key key;
 	uint32_t n;
 };
 
 static struct {
 	pthread_mutex_t lock;
-	struct client_count *bucket[CLIENT_BUCKETS];
+	struct dmsc_l7_client *bucket[CLIENT_BUCKETS];
 } clients = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static size_t client_hash(uint32_t addr)
+static size_t client_hash(const struct dmsc_l7_client_key *k)
 {
-	return (size_t)((addr * 2654435761u) >> 20) % CLIENT_BUCKETS;
+	uint64_t h = k->scope * 0x9e3779b97f4a7c15ull;
+	size_t i;
+
+	for (i = 0; i < sizeof(k->addr); i++)
+		h = (h ^ k->addr[i]) * 0x100000001b3ull; /* FNV-1a's prime */
+	return (size_t)(h >> 32) % CLIENT_BUCKETS;
 }
 
-/* Takes one of addr's connections; false past --max-conns-per-client (or
- * out of memory). */
-bool client_take(uint32_t addr)
+static bool client_is(const struct dmsc_l7_client *cc, const struct dmsc_l7_client_key *k)
 {
-	struct client_count **pp, *cc;
+	return cc->key.scope == k->scope && !memcmp(cc->key.addr, k->addr, sizeof(k->addr));
+}
+
+struct dmsc_l7_client *client_take(const struct dmsc_l7_client_key *k)
+{
+	struct dmsc_l7_client **pp, *cc;
 	bool ok = false;
 
 	pthread_mutex_lock(&clients.lock);
-	pp = &clients.bucket[client_hash(addr)];
-	for (cc = *pp; cc && cc->addr != addr; cc = cc->next)
+	pp = &clients.bucket[client_hash(k)];
+	for (cc = *pp; cc && !client_is(cc, k); cc = cc->next)
 		;
 	if (!cc) {
 		cc = calloc(1, sizeof(*cc));
 		if (cc) {
-			cc->addr = addr;
+			cc->key = *k;
 			cc->next = *pp;
 			*pp = cc;
 		}
@@ -51,16 +60,18 @@ bool client_take(uint32_t addr)
 		ok = true;
 	}
 	pthread_mutex_unlock(&clients.lock);
-	return ok;
+	return ok ? cc : NULL;
 }
 
-void client_release(uint32_t addr)
+void client_release(struct dmsc_l7_client *client)
 {
-	struct client_count **pp, *cc;
+	struct dmsc_l7_client **pp, *cc;
 
+	if (!client)
+		return;
 	pthread_mutex_lock(&clients.lock);
-	for (pp = &clients.bucket[client_hash(addr)]; (cc = *pp); pp = &cc->next) {
-		if (cc->addr != addr)
+	for (pp = &clients.bucket[client_hash(&client->key)]; (cc = *pp); pp = &cc->next) {
+		if (cc != client)
 			continue;
 		if (cc->n > 0)
 			cc->n--;
@@ -212,7 +223,7 @@ void conn_free(struct conn *c)
 		request_finished(c);
 	upstream_close(c, false);
 	if (c->counted)
-		client_release(c->client_id);
+		client_release(c->client);
 	c->counted = false;
 	if (c->cfd >= 0)
 		close(c->cfd);
@@ -242,34 +253,6 @@ void conn_reap(struct worker *w)
 	}
 }
 
-static const char *reason_phrase(int status)
-{
-	switch (status) {
-	case 400:
-		return "Bad Request";
-	case 408:
-		return "Request Timeout";
-	case 414:
-		return "URI Too Long";
-	case 429:
-		return "Too Many Requests";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 501:
-		return "Not Implemented";
-	case 502:
-		return "Bad Gateway";
-	case 503:
-		return "Service Unavailable";
-	case 504:
-		return "Gateway Timeout";
-	case 505:
-		return "HTTP Version Not Supported";
-	default:
-		return "Error";
-	}
-}
-
 /* Answering before the request's body is in: the rest is read and dropped
  * to keep the connection, unless it is large or of unknown length. */
 bool body_left_large(const struct conn *c)
@@ -282,7 +265,7 @@ bool body_left_large(const struct conn *c)
 /* Queues a response of our own; close: "Connection: close" and close after. */
 void respond_local(struct conn *c, int status, bool close, uint64_t retry_after_s)
 {
-	const char *reason = reason_phrase(status);
+	const char *reason = dmsc_http_reason(status);
 	char extra[64] = "";
 
 	if (retry_after_s)

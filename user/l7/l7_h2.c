@@ -444,7 +444,7 @@ void l7h2_conn_close(struct dmsc_l7_h2 *hc)
 	nghttp2_session_del(hc->s);
 	hc->s = NULL;
 	l7h2_hb_free(&hc->out);
-	env->release_client(hc->client_id);
+	env->release_client(hc->counted_as);
 	if (hc->prev)
 		hc->prev->next = hc->next;
 	else
@@ -484,7 +484,7 @@ static int callbacks_init(void)
 	return 0;
 }
 
-int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, uint32_t client_id,
+int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, struct dmsc_l7_client *client,
 		     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len)
 {
 	static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
@@ -502,7 +502,7 @@ int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, uint32_t client_id,
 	hc->ep.kind = EP_H2_CLIENT;
 	hc->env = env;
 	hc->fd = cfd;
-	hc->client_id = client_id;
+	hc->counted_as = client;
 	hc->svc = svc;
 	hc->svc_idx = svc_idx;
 	if (dmsc_l7_h2_client_addr(cfd, hc->client, sizeof(hc->client)))

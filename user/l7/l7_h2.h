@@ -45,6 +45,10 @@
 struct dmsc_l7_h2;
 
 /* What the helper's worker lends the HTTP/2 code: one per worker. */
+/* A client's count in --max-conns-per-client (l7_proxy.h), released when
+ * its connection ends. */
+struct dmsc_l7_client;
+
 struct dmsc_l7_h2_env {
 	int epfd;
 	void *worker;
@@ -56,7 +60,7 @@ struct dmsc_l7_h2_env {
 	/* a stream answered: metrics and access log */
 	void (*finished)(void *worker, const struct dmsc_l7_service *svc, size_t svc_idx, int route,
 			 int status, uint64_t dur_ns, uint32_t attempts, int grpc_status);
-	void (*release_client)(uint32_t client_id);
+	void (*release_client)(struct dmsc_l7_client *client);
 	uint32_t default_timeout_ms, default_retries, idle_ms;
 	bool xff, forwarded; /* --forwarded: X-Forwarded-For, Forwarded appended */
 	/* the worker's HTTP/2 connections */
@@ -81,7 +85,7 @@ int dmsc_l7_h2_preface(const char *buf, size_t len);
  * (in: the preface and what followed). 0, or a negative errno (the caller
  * then closes cfd).
  */
-int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, uint32_t client_id,
+int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, struct dmsc_l7_client *client,
 		     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len);
 
 /* An epoll event for EP_H2_CLIENT or EP_H2_UP: input taken; what it makes

@@ -97,7 +97,7 @@ struct dmsc_l7_h2 {
 	struct dmsc_l7_h2_env *env;
 	struct dmsc_l7_h2 *prev, *next, *dead_next;
 	int fd;
-	uint32_t client_id;
+	struct dmsc_l7_client *counted_as; /* --max-conns-per-client */
 	const struct dmsc_l7_service *svc;
 	size_t svc_idx;
 	nghttp2_session *s;

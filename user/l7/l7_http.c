@@ -207,10 +207,35 @@ bool dmsc_l7_http_val_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l
 	return h->val_len == n && strncasecmp(p->head + h->val_off, value, n) == 0;
 }
 
+void dmsc_l7_http_framing(const struct dmsc_l7_req_parser *p, struct dmsc_l7_http_framing *f)
+{
+	uint32_t i;
+
+	*f = (struct dmsc_l7_http_framing){0};
+	for (i = 0; i < p->n_hdrs; i++) {
+		const struct dmsc_l7_http_hdr *h = &p->hdrs[i];
+
+		/* RFC 9112 5.1: no whitespace between a field name and the
+		 * colon; a server must reject it (the parser lets it pass) */
+		if (memchr(p->head + h->name_off, ' ', h->name_len) ||
+		    memchr(p->head + h->name_off, '\t', h->name_len))
+			f->bad = true;
+		if (dmsc_l7_http_hdr_is(p, h, "host"))
+			f->n_host++;
+		else if (dmsc_l7_http_hdr_is(p, h, "content-length"))
+			f->n_cl++;
+		else if (dmsc_l7_http_hdr_is(p, h, "transfer-encoding")) {
+			f->n_te++;
+			if (!dmsc_l7_http_val_is(p, h, "chunked"))
+				f->bad = true;
+		}
+	}
+}
+
 static int on_req_headers(http_parser *hp)
 {
 	struct dmsc_l7_req_parser *p = hp->data;
-	int n_host = 0, n_te = 0, n_cl = 0;
+	struct dmsc_l7_http_framing f;
 	uint32_t i;
 
 	/* RFC 9110 5.5: a field value with NUL must be refused; the parser
@@ -225,30 +250,14 @@ static int on_req_headers(http_parser *hp)
 		if (ch <= 0x20 || ch == 0x7f)
 			p->status = 400;
 	}
-	for (i = 0; i < p->n_hdrs; i++) {
-		const struct dmsc_l7_http_hdr *h = &p->hdrs[i];
-
-		/* RFC 9112 5.1: no whitespace between a field name and the
-		 * colon; a server must reject it (the parser lets it pass) */
-		if (memchr(p->head + h->name_off, ' ', h->name_len) ||
-		    memchr(p->head + h->name_off, '\t', h->name_len))
-			p->status = 400;
-		if (dmsc_l7_http_hdr_is(p, h, "host"))
-			n_host++;
-		else if (dmsc_l7_http_hdr_is(p, h, "content-length"))
-			n_cl++;
-		else if (dmsc_l7_http_hdr_is(p, h, "transfer-encoding")) {
-			n_te++;
-			/* the only coding a request may carry here: exactly "chunked" */
-			if (!dmsc_l7_http_val_is(p, h, "chunked"))
-				p->status = 400;
-		}
-	}
+	dmsc_l7_http_framing(p, &f);
+	if (f.bad)
+		p->status = 400;
 	/* RFC 9112 6.1 and 6.3: both framings at once is how requests are
 	 * smuggled; refuse and close (never guess which one the backend
 	 * would believe). Host exactly once in HTTP/1.1 (RFC 9112 3.2). */
-	if ((n_te && n_cl) || n_te > 1 || n_cl > 1 ||
-	    ((hp->http_major == 1 && hp->http_minor >= 1) ? n_host != 1 : n_host > 1))
+	if ((f.n_te && f.n_cl) || f.n_te > 1 || f.n_cl > 1 ||
+	    ((hp->http_major == 1 && hp->http_minor >= 1) ? f.n_host != 1 : f.n_host > 1))
 		p->status = 400;
 	if (hp->upgrade || hp->method == HTTP_CONNECT)
 		p->status = 501;
@@ -260,7 +269,7 @@ static int on_req_headers(http_parser *hp)
 	 * "Transfer-Encodingx: 1") as one, drops chunked and fails only after
 	 * this callback, when the head has been routed and sent on without a
 	 * body (found by fuzz_http). */
-	if (p->req_chunked != (n_te == 1) || !!(hp->flags & F_CONTENTLENGTH) != (n_cl == 1))
+	if (p->req_chunked != (f.n_te == 1) || !!(hp->flags & F_CONTENTLENGTH) != (f.n_cl == 1))
 		p->status = 400;
 	p->paused_head = true;
 	http_parser_pause(hp, 1);

@@ -88,6 +88,16 @@ bool dmsc_l7_http_hdr_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l
 bool dmsc_l7_http_val_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h,
 			 const char *value);
 
+/* What a request head's fields say of its framing: how many Host,
+ * Content-Length and Transfer-Encoding fields; bad: a field name with
+ * whitespace before its colon (RFC 9112 5.1), or a Transfer-Encoding other
+ * than exactly "chunked" (the only coding a request may carry here). */
+struct dmsc_l7_http_framing {
+	int n_host, n_cl, n_te;
+	bool bad;
+};
+void dmsc_l7_http_framing(const struct dmsc_l7_req_parser *p, struct dmsc_l7_http_framing *f);
+
 /* Does a Connection header of the request name header h (RFC 9110 7.6.1:
  * then h is hop-by-hop and must not be forwarded)? */
 bool dmsc_l7_http_conn_lists(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h);

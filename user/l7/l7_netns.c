@@ -619,15 +619,6 @@ bool dmsc_l7_netns_addr(uint32_t addr)
 	return (ntohl(addr) & DMSC_L7_NETNS_MASK) == DMSC_L7_NETNS_NET;
 }
 
-uint32_t dmsc_l7_netns_addr_of(uint64_t cookie)
-{
-	struct dmsc_l7_conf val;
-
-	if (ns.map_fd < 0 || bpf_map_lookup_elem(ns.map_fd, &cookie, &val))
-		return 0;
-	return val.addr;
-}
-
 unsigned int dmsc_l7_netns_count(void)
 {
 	return __atomic_load_n(&ns.active, __ATOMIC_RELAXED);

@@ -94,13 +94,10 @@ void dmsc_l7_netns_stop_scanning(void);
 void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg);
 
 /* Whether addr (network order) is a namespace listener's address: the
- * connection's client is then counted per namespace, not per address
- * (every namespace's clients come from its own 127.0.0.1). */
+ * connection's client address is then one of that namespace's loopback,
+ * counted within the namespace (--max-conns-per-client). */
 bool dmsc_l7_netns_addr(uint32_t addr);
 
-/* The IPv4 listener address (network order) of the namespace whose cookie
- * is given, 0 if it has none. */
-uint32_t dmsc_l7_netns_addr_of(uint64_t cookie);
 
 /* Namespaces with a listener now (for the metrics). */
 unsigned int dmsc_l7_netns_count(void);

@@ -165,7 +165,7 @@ struct conn {
 	const struct dmsc_l7_service *svc;
 	size_t svc_idx;
 	struct sockaddr_storage peer;
-	uint32_t client_id; /* what --max-conns-per-client counts it as */
+	struct dmsc_l7_client *client; /* its count in --max-conns-per-client */
 
 	http_parser sp;
 	enum cstate state;
@@ -187,6 +187,7 @@ struct conn {
 	uint32_t retries_left;
 	uint32_t attempts;
 	bool idempotent, is_head, client_keepalive, close_after;
+	bool spoke; /* the client has sent something: a drain may close it idle */
 	bool retain;	 /* uout still holds the whole request from offset 0 */
 	bool connecting; /* ufd: connect() in progress */
 	bool up_reused;	 /* ufd came from the idle pool */
@@ -260,8 +261,25 @@ static inline uint32_t rnd(struct worker *w)
 
 
 /* l7_conn.c */
-bool client_take(uint32_t addr);
-void client_release(uint32_t addr);
+/*
+ * What --max-conns-per-client counts a connection as: its client's address
+ * as the accepted socket shows it (an IPv4 one as ::ffff:a.b.c.d), within
+ * the namespace it came from where addresses repeat: 0 for --listen, the
+ * IPv4 listener's address tagged DMSC_L7_SCOPE_NS4 for a namespace's
+ * listener (every client there is 127.0.0.1 or another loopback address of
+ * its own), the namespace's cookie for a [::1] listener (cookies count up
+ * from 1 and never reach the tag). docs/l7.md "Connections per client".
+ */
+#define DMSC_L7_SCOPE_NS4 (1ull << 63)
+struct dmsc_l7_client_key {
+	uint64_t scope;
+	uint8_t addr[16];
+};
+
+/* One of the client's connections; NULL past --max-conns-per-client (or
+ * out of memory). */
+struct dmsc_l7_client *client_take(const struct dmsc_l7_client_key *k);
+void client_release(struct dmsc_l7_client *client);
 int buf_add(struct buf *b, const void *data, size_t len);
 int __attribute__((format(printf, 2, 3))) buf_fmt(struct buf *b, const char *fmt, ...);
 size_t buf_pending(const struct buf *b);

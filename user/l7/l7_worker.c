@@ -12,10 +12,11 @@
  * reset that destroys the answer (bytes that arrive later still may). */
 static void refuse_busy(int fd)
 {
+#define BUSY_BODY "too many connections from client\n"
 	static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
-				   "Content-Type: text/plain\r\nContent-Length: 34\r\n"
-				   "Retry-After: 1\r\nConnection: close\r\n\r\n"
-				   "too many connections from client\n";
+				   "Content-Type: text/plain\r\nContent-Length: 33\r\n"
+				   "Retry-After: 1\r\nConnection: close\r\n\r\n" BUSY_BODY;
+	_Static_assert(sizeof(BUSY_BODY) - 1 == 33, "Content-Length is the body's");
 	char sink[4096];
 	int i;
 
@@ -33,11 +34,11 @@ static void refuse_busy(int fd)
  * (docs/design.md decision 48): its dmsc_l7_handoff6 record, keyed by the
  * peer, the listener's port and the namespace's cookie (the accepted
  * socket's); false if there is none. *svc: NULL for a VIP the policy
- * lacks. *client_id: the namespace's IPv4 listener address, so its
- * clients count as one in --max-conns-per-client whichever family.
+ * lacks. *who: the client's address in the namespace's cookie's scope
+ * (--max-conns-per-client, struct dmsc_l7_client_key).
  */
 static bool handoff6(int fd, const struct sockaddr_in6 *peer, const struct sockaddr_in6 *local,
-		     const struct dmsc_l7_service **svc, uint32_t *client_id)
+		     const struct dmsc_l7_service **svc, struct dmsc_l7_client_key *who)
 {
 	struct dmsc_l7_handoff6_key key;
 	struct dmsc_l7_handoff6 val;
@@ -53,7 +54,8 @@ static bool handoff6(int fd, const struct sockaddr_in6 *peer, const struct socka
 	    (bpf_map_lookup_elem(handoff6_fd, &key, &val) != 0 ||
 	     (bpf_map_delete_elem(handoff6_fd, &key), false)))
 		return false;
-	*client_id = dmsc_l7_netns_addr_of(key.netns);
+	who->scope = key.netns;
+	memcpy(who->addr, &peer->sin6_addr, sizeof(who->addr));
 	*svc = dmsc_l7_service_find6(&cfg, (const uint8_t *)val.vip, val.vport);
 	return true;
 }
@@ -73,8 +75,9 @@ static void accept_one(struct worker *w, int fd)
 	    .max_headers = opt.max_headers,
 	    .max_target = opt.max_target,
 	};
+	struct dmsc_l7_client_key who = {0};
+	struct dmsc_l7_client *client;
 	struct conn *c;
-	uint32_t client_id;
 	int one = 1;
 
 	if (getpeername(fd, (struct sockaddr *)&peer_ss, &len) < 0 ||
@@ -84,7 +87,7 @@ static void accept_one(struct worker *w, int fd)
 	}
 	if (peer_ss.ss_family == AF_INET6) {
 		if (!handoff6(fd, (struct sockaddr_in6 *)&peer_ss, (struct sockaddr_in6 *)&local_ss,
-			      &svc, &client_id)) {
+			      &svc, &who)) {
 			ctr_add(&w->m.no_handoff, 1);
 			close(fd);
 			return;
@@ -105,10 +108,12 @@ static void accept_one(struct worker *w, int fd)
 		return;
 	}
 	svc = dmsc_l7_service_find(&cfg, val.vip, val.vport);
-	/* Through a namespace's own listener every client is 127.0.0.1:
-	 * count them per namespace (its listener's address). */
-	client_id = dmsc_l7_netns_addr(local->sin_addr.s_addr) ? local->sin_addr.s_addr
-							       : peer->sin_addr.s_addr;
+	/* Through a namespace's own listener the client's address is one of
+	 * that namespace's loopback: scoped by the listener's address. */
+	if (dmsc_l7_netns_addr(local->sin_addr.s_addr))
+		who.scope = DMSC_L7_SCOPE_NS4 | ntohl(local->sin_addr.s_addr);
+	who.addr[10] = who.addr[11] = 0xff;
+	memcpy(&who.addr[12], &peer->sin_addr, 4);
 found:
 	if (!svc) {
 		ctr_add(&w->m.unknown_service, 1);
@@ -120,7 +125,8 @@ found:
 		close(fd);
 		return;
 	}
-	if (!client_take(client_id)) {
+	client = client_take(&who);
+	if (!client) {
 		ctr_add(&w->m.client_limit, 1);
 		refuse_busy(fd);
 		return;
@@ -129,11 +135,11 @@ found:
 	if (!c || dmsc_l7_http_init(&c->rq, &lim, &req_hooks, c)) {
 		free(c);
 		close(fd);
-		client_release(client_id);
+		client_release(client);
 		return;
 	}
 	c->counted = true;
-	c->client_id = client_id;
+	c->client = client;
 	c->cep.kind = EP_CLIENT;
 	c->uep.kind = EP_UPSTREAM;
 	c->w = w;
@@ -154,7 +160,7 @@ found:
 		dmsc_l7_http_free(&c->rq);
 		free(c);
 		close(fd);
-		client_release(client_id);
+		client_release(client);
 		return;
 	}
 	c->next = w->conns;
@@ -328,8 +334,11 @@ void sweep(struct worker *w, uint64_t now)
 			else
 				c->deadline = 0; /* waiting on the backend: up_deadline */
 		}
+		/* Idle keep-alive connections close at the drain; one accepted
+		 * moments before that has not sent its first request yet: it
+		 * is answered (and closed after) within --drain-ms. */
 		if (draining && c->cfd >= 0 && c->state == S_IDLE && c->cin_len == 0 &&
-		    !buf_pending(&c->cout))
+		    c->spoke && !buf_pending(&c->cout))
 			conn_close_client(c);
 		if (!c->dead)
 			conn_step(c);

@@ -215,8 +215,30 @@ static void reap(struct tunnel *t)
 	}
 }
 
+/* A connection whose peer's certificate no longer holds (expired, or not
+ * signed by the CA of a new ca.crt) takes no new streams; its open ones
+ * finish (docs/design.md decision 54). Its peer is told with GOAWAY, so it
+ * opens its next streams on a new connection, whose handshake checks the
+ * certificate again; an OPEN already in flight is reset with why. */
+static void conn_retire(struct conn *c, const char *why)
+{
+	if (c->draining)
+		return;
+	pr_warn("tunnel: connection %s %s (host %s) takes no new streams: %s\n",
+		c->server ? "from" : "to", c->name, c->peer_host, why);
+	snprintf(c->why, sizeof(c->why), "%s", why);
+	c->draining = true;
+	if (c->n_streams == 0 && !c->server) {
+		tn_conn_close(c, "drained");
+		return;
+	}
+	tn_conn_frame(c, DMSC_TF_GOAWAY, 0, NULL, 0);
+	tn_conn_flush(c);
+}
+
 /* Every second: new certificate files (rotation: new connections use
- * them, the old ones drain), handshakes that take too long, metrics. */
+ * them, the old ones drain; peers the new CA does not vouch for are
+ * retired), handshakes that take too long, metrics. */
 static void tick(struct tunnel *t)
 {
 	char why[DMSC_MTLS_WHY_MAX], td[DMSC_MTLS_TD_MAX + 1];
@@ -239,6 +261,10 @@ static void tick(struct tunnel *t)
 			}
 			for (c = t->conns; c; c = next) {
 				next = c->next;
+				if (c->up && tn_conn_reverify(c, why, sizeof(why))) {
+					conn_retire(c, why);
+					continue;
+				}
 				if (c->server)
 					continue;
 				c->draining = true;
@@ -275,14 +301,8 @@ static void tick(struct tunnel *t)
 		/* A peer whose certificate ran out while connected gets no new
 		 * stream on this connection: a new one checks it again. */
 		peer = SSL_get0_peer_certificate(c->ssl);
-		if (peer && X509_cmp_current_time(X509_get0_notAfter(peer)) < 0) {
-			if (!c->draining)
-				pr_warn("tunnel: the certificate of host %s (%s) expired\n",
-					c->peer_host, c->name);
-			c->draining = true;
-			if (c->n_streams == 0)
-				tn_conn_close(c, "the peer's certificate expired");
-		}
+		if (peer && X509_cmp_current_time(X509_get0_notAfter(peer)) < 0)
+			conn_retire(c, "its certificate expired");
 	}
 	tn_metrics_write(t);
 }
@@ -438,6 +458,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 				break;
 			}
 		}
+		tn_conn_flush_marked(t);
 		reap(t);
 		if (tn_now_ms() >= next_tick) {
 			tick(t);

@@ -58,7 +58,8 @@ struct conn {
 	int peer_idx;  /* client: the forward's peer; server: -1 */
 	char name[64]; /* ADDR:PORT for logs */
 	char peer_host[DMSC_MTLS_HOST_MAX + 1];
-	char why[DMSC_MTLS_WHY_MAX]; /* the verify callback's reason */
+	/* the verify callback's reason; once up, why it takes no new streams */
+	char why[DMSC_MTLS_WHY_MAX];
 	time_t started;
 	uint64_t idle_since_ms; /* client: when its last stream ended; 0: busy */
 	struct buf in, out;
@@ -67,6 +68,9 @@ struct conn {
 	uint32_t next_id;
 	struct conn *next; /* all conns */
 	struct conn *next_dead;
+	/* frames queued in this batch of events, written after it */
+	bool flush_marked;
+	struct conn *next_flush;
 };
 
 struct stream {
@@ -112,6 +116,7 @@ struct tunnel {
 	struct dmsc_tunnel_handoff ho;
 	struct conn *conns;
 	struct conn *dead_conns;
+	struct conn *to_flush; /* tn_conn_flush_later's, this batch */
 	struct stream *dead_streams;
 	struct metric metrics[METRICS_MAX];
 	size_t n_metrics;
@@ -154,8 +159,15 @@ int tn_ctx_load(struct tunnel *t, SSL_CTX **out, char *td, char *why, size_t len
  * which path the tunnel's records take. */
 bool tn_ktls_probe(void);
 bool tn_files_changed(struct tunnel *t, bool remember);
+/* The peer's certificate checked again under t->ctx: 0, or -EACCES and why. */
+int tn_conn_reverify(struct conn *c, char *why, size_t len);
 void tn_conn_close(struct conn *c, const char *why);
 void tn_conn_flush(struct conn *c);
+/* The frames queued on c leave after this batch of events, with those of
+ * every other stream of c that had an event in it: one write of TLS
+ * records for all of them, not one per stream (tn_conn_flush_marked). */
+void tn_conn_flush_later(struct conn *c);
+void tn_conn_flush_marked(struct tunnel *t);
 void tn_conn_event(struct conn *c, uint32_t events);
 struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const struct sockaddr_in *sa);
 struct conn *tn_conn_to(struct tunnel *t, int idx);

@@ -203,7 +203,7 @@ static void stream_read_local(struct stream *s)
 		if ((size_t)n < want)
 			break;
 	}
-	tn_conn_flush(c);
+	tn_conn_flush_later(c);
 	if (!s->dead) {
 		tn_stream_events(s);
 		stream_maybe_done(s);
@@ -244,7 +244,7 @@ void tn_stream_event(struct stream *s, uint32_t events)
 		tn_stream_flush_local(s);
 	if (!s->dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		stream_read_local(s);
-	tn_conn_flush(c);
+	tn_conn_flush_later(c);
 }
 
 struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id)
@@ -310,6 +310,17 @@ void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len)
 		return;
 	}
 	inet_ntop(AF_INET, &o.dest_addr, addr, sizeof(addr));
+	if (c->draining) {
+		/* retired (its certificate no longer holds) or going away: an
+		 * OPEN sent before our GOAWAY reached the peer */
+		tn_metric_count(c->t, "dest", c->peer_host, o.identity, "denied_peer");
+		pr_info("tunnel: refused %s from host %s for %s: this connection takes no new "
+			"streams: %s\n",
+			addr, c->peer_host, o.identity,
+			c->why[0] ? c->why : "the peer is going away");
+		tn_conn_reset(c, id, DMSC_TF_R_DENIED, c->why[0] ? c->why : "going away");
+		return;
+	}
 	refused = dest_refused(o.dest_addr);
 	if (refused) {
 		tn_metric_count(c->t, "dest", c->peer_host, o.identity, "denied_dest");

@@ -176,12 +176,60 @@ bool tn_ktls_probe(void)
 		close(fd);
 	if (err == ENOENT || err == EOPNOTSUPP || err == EPERM || fd < 0) {
 		pr_info("tunnel: kTLS: not available (TCP_ULP tls: %s); OpenSSL seals and opens "
-			"records in userspace\n", strerror(err));
+			"records in userspace\n",
+			strerror(err));
 		return false;
 	}
 	pr_info("tunnel: kTLS: available; the kernel takes the records after each handshake "
 		"where OpenSSL can hand them over\n");
 	return true;
+}
+
+/* An established connection's peer certificate checked again under the
+ * current context: after a change of CA (ca.crt) a peer still holding a
+ * certificate of the old one no longer verifies (docs/design.md decision
+ * 54). The chain and validity as the handshake checked them, then the
+ * trust domain and host. */
+int tn_conn_reverify(struct conn *c, char *why, size_t len)
+{
+	X509 *peer = SSL_get0_peer_certificate(c->ssl);
+	X509_STORE_CTX *x = X509_STORE_CTX_new();
+	char host[DMSC_MTLS_HOST_MAX + 1], subject[256] = "?";
+	int err = 0;
+
+	if (!peer) {
+		snprintf(why, len, "it presented no certificate");
+		err = -EACCES;
+		goto out;
+	}
+	if (!x || !X509_STORE_CTX_init(x, SSL_CTX_get_cert_store(c->t->ctx), peer,
+				       SSL_get_peer_cert_chain(c->ssl))) {
+		snprintf(why, len, "X509_STORE_CTX: %s", tn_ssl_err());
+		err = -ENOMEM;
+		goto out;
+	}
+	if (X509_verify_cert(x) <= 0) {
+		X509 *bad = X509_STORE_CTX_get_current_cert(x);
+		char at[256] = "";
+
+		X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
+		/* the CA the peer sent in its chain has the new one's name:
+		 * say which certificate of the chain failed */
+		if (bad && bad != peer)
+			X509_NAME_oneline(X509_get_subject_name(bad), at, sizeof(at));
+		snprintf(why, len,
+			 "its certificate %s does not verify under the current ca.crt: %s "
+			 "(depth %d%s%s)",
+			 subject, X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)),
+			 X509_STORE_CTX_get_error_depth(x), at[0] ? ", " : "", at);
+		err = -EACCES;
+		goto out;
+	}
+	err = dmsc_mtls_peer_identity(peer, c->t->td, host, sizeof(host), why, len);
+out:
+	X509_STORE_CTX_free(x);
+	ERR_clear_error();
+	return err;
 }
 
 /* ---- TLS connections ---- */
@@ -222,6 +270,26 @@ void tn_conn_close(struct conn *c, const char *why)
 		}
 	c->next_dead = c->t->dead_conns;
 	c->t->dead_conns = c;
+}
+
+void tn_conn_flush_later(struct conn *c)
+{
+	if (c->flush_marked || c->dead)
+		return;
+	c->flush_marked = true;
+	c->next_flush = c->t->to_flush;
+	c->t->to_flush = c;
+}
+
+void tn_conn_flush_marked(struct tunnel *t)
+{
+	while (t->to_flush) {
+		struct conn *c = t->to_flush;
+
+		t->to_flush = c->next_flush;
+		c->flush_marked = false;
+		tn_conn_flush(c);
+	}
 }
 
 void tn_conn_flush(struct conn *c)
@@ -369,7 +437,7 @@ static void conn_read(struct conn *c)
 		if (c->dead)
 			return;
 	}
-	tn_conn_flush(c);
+	tn_conn_flush_later(c);
 }
 
 static void conn_handshake(struct conn *c)

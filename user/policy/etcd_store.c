@@ -13,9 +13,11 @@
 
 #include <json-c/json.h>
 
+#include "array.h"
 #include "etcd_store.h"
 #include "log.h"
 #include "mapmem.h"
+#include "policy_parse.h" /* errors_add */
 
 bool dmsc_etcd_ns_valid(const char *ns)
 {
@@ -51,6 +53,20 @@ char *dmsc_etcd_service_key(const char *prefix, const char *ns, const char *name
 	return s;
 }
 
+char *dmsc_etcd_hosts_prefix(const char *prefix)
+{
+	char *p;
+
+	return asprintf(&p, "%s/hosts/", prefix) < 0 ? NULL : p;
+}
+
+char *dmsc_etcd_host_key(const char *prefix, const char *name)
+{
+	char *p;
+
+	return asprintf(&p, "%s/hosts/%s", prefix, name) < 0 ? NULL : p;
+}
+
 const char *dmsc_etcd_key_name(const char *key, const char *ns_prefix)
 {
 	size_t n = strlen(ns_prefix);
@@ -58,28 +74,6 @@ const char *dmsc_etcd_key_name(const char *key, const char *ns_prefix)
 	if (strncmp(key, ns_prefix, n) || !key[n] || strchr(key + n, '/'))
 		return NULL;
 	return key + n;
-}
-
-static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void add_error(struct dmsc_policy_errors *errs, const char *path, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (errs->count == errs->cap) {
-		size_t cap = errs->cap ? errs->cap * 2 : 4;
-		struct dmsc_policy_error *items = realloc(errs->items, cap * sizeof(*items));
-
-		if (!items)
-			return;
-		errs->items = items;
-		errs->cap = cap;
-	}
-	snprintf(errs->items[errs->count].path, sizeof(errs->items[0].path), "%s", path);
-	va_start(ap, fmt);
-	vsnprintf(errs->items[errs->count].message, sizeof(errs->items[0].message), fmt, ap);
-	va_end(ap);
-	errs->count++;
 }
 
 int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
@@ -95,7 +89,7 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 	memset(out, 0, sizeof(*out));
 	errs->count = 0;
 	if (len > DMSC_ETCD_VALUE_MAX) {
-		add_error(errs, "", "the value is %zu bytes, more than the %u a service may take",
+		errors_add(errs, "", "the value is %zu bytes, more than the %u a service may take",
 			  len, DMSC_ETCD_VALUE_MAX);
 		return -EINVAL;
 	}
@@ -106,7 +100,7 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 		return -ENOMEM;
 	o = json_tokener_parse_ex(tok, value, (int)len);
 	if (!o || json_tokener_get_error(tok) != json_tokener_success) {
-		add_error(
+		errors_add(
 		    errs, "", "not JSON: %s",
 		    json_tokener_error_desc(json_tokener_get_error(tok) == json_tokener_continue
 						? json_tokener_error_parse_eof
@@ -115,18 +109,18 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 	}
 	for (i = json_tokener_get_parse_end(tok); i < len; i++) {
 		if (value[i] != ' ' && value[i] != '\n' && value[i] != '\t' && value[i] != '\r') {
-			add_error(errs, "", "more than one JSON value (trailing text at byte %zu)",
+			errors_add(errs, "", "more than one JSON value (trailing text at byte %zu)",
 				  i);
 			goto out;
 		}
 	}
 	if (!json_object_is_type(o, json_type_object)) {
-		add_error(errs, "", "not a JSON object (one service of policy v1)");
+		errors_add(errs, "", "not a JSON object (one service of policy v1)");
 		goto out;
 	}
 	if (!json_object_object_get_ex(o, "name", &n) ||
 	    !json_object_is_type(n, json_type_string) || strcmp(json_object_get_string(n), name)) {
-		add_error(errs, "name", "must be \"%s\", the name in the key", name);
+		errors_add(errs, "name", "must be \"%s\", the name in the key", name);
 		goto out;
 	}
 	doc = malloc(sizeof(head) + len + sizeof(tail));
@@ -137,7 +131,9 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 	memcpy(doc, head, sizeof(head) - 1);
 	memcpy(doc + sizeof(head) - 1, value, len);
 	memcpy(doc + sizeof(head) - 1 + len, tail, sizeof(tail));
-	e = dmsc_policy_parse(doc, sizeof(head) - 1 + len + sizeof(tail) - 1, "", out, errs);
+	/* a backend's host is resolved at the view, from PREFIX/hosts/ */
+	e = dmsc_policy_parse_flags(doc, sizeof(head) - 1 + len + sizeof(tail) - 1, "",
+				    DMSC_POLICY_HOSTS_ELSEWHERE, out, errs);
 	if (e == -EINVAL) {
 		/* paths relative to the service */
 		for (i = 0; i < errs->count; i++) {
@@ -150,7 +146,7 @@ int dmsc_etcd_parse_service(const char *value, size_t len, const char *name,
 		}
 	} else if (!e && out->n_services != 1) {
 		dmsc_policy_free(out);
-		add_error(errs, "", "not one service");
+		errors_add(errs, "", "not one service");
 		e = -EINVAL;
 	}
 out:
@@ -265,17 +261,13 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 	}
 	dmsc_policy_errors_free(&errs);
 	if (!found) {
-		if (s->n == s->cap) {
-			size_t cap = s->cap ? s->cap * 2 : 16;
-			struct dmsc_etcd_entry *ne = realloc(s->e, cap * sizeof(*ne));
+		struct dmsc_etcd_entry *ne = dmsc_array_room(s->e, s->n, &s->cap, sizeof(*ne), 16);
 
-			if (!ne) {
-				free_service(svc);
-				return -ENOMEM;
-			}
-			s->e = ne;
-			s->cap = cap;
+		if (!ne) {
+			free_service(svc);
+			return -ENOMEM;
 		}
+		s->e = ne;
 		memmove(&s->e[i + 1], &s->e[i], (s->n - i) * sizeof(*s->e));
 		s->n++;
 		memset(&s->e[i], 0, sizeof(s->e[i]));
@@ -350,6 +342,137 @@ int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
 	return changed;
 }
 
+static struct dmsc_etcd_host *host_find(const struct dmsc_etcd_store *s, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < s->n_hosts; i++)
+		if (!strcmp(s->hosts[i].key, key))
+			return &s->hosts[i];
+	return NULL;
+}
+
+int dmsc_etcd_store_host_put(struct dmsc_etcd_store *s, const char *key, const char *name,
+			     const char *value, size_t len, int64_t mod_rev)
+{
+	struct dmsc_etcd_host *h = host_find(s, key);
+	char why[256];
+	uint32_t addr;
+	uint16_t port;
+
+	if (h && h->mod_rev >= mod_rev)
+		return 0;
+	if (len > DMSC_ETCD_HOST_VALUE_MAX ||
+	    dmsc_policy_host_entry(name, value, len, &addr, &port, why, sizeof(why))) {
+		if (len > DMSC_ETCD_HOST_VALUE_MAX)
+			snprintf(why, sizeof(why), "the value is %zu bytes, not IPv4:PORT", len);
+		pr_warn("etcd key %s: %s; refused (revision %lld)%s\n", key, why,
+			(long long)mod_rev, h && h->addr ? ", the host keeps its address" : "");
+		s->refused++;
+		if (h)
+			h->mod_rev = mod_rev;
+		return 0;
+	}
+	if (!h) {
+		struct dmsc_etcd_host *nh = realloc(s->hosts, (s->n_hosts + 1) * sizeof(*nh));
+		char *k = strdup(key);
+
+		if (!nh || !k) {
+			if (nh)
+				s->hosts = nh;
+			free(k);
+			return -ENOMEM;
+		}
+		s->hosts = nh;
+		h = &s->hosts[s->n_hosts++];
+		memset(h, 0, sizeof(*h));
+		h->key = k;
+		h->name = k + strlen(k) - strlen(name);
+	}
+	h->mod_rev = mod_rev;
+	if (h->addr == addr && h->port == port)
+		return 0;
+	h->addr = addr;
+	h->port = port;
+	s->hosts_dirty = true;
+	return 1;
+}
+
+static void host_remove(struct dmsc_etcd_store *s, size_t i)
+{
+	free(s->hosts[i].key);
+	s->hosts[i] = s->hosts[--s->n_hosts];
+	s->hosts_dirty = true;
+}
+
+int dmsc_etcd_store_host_delete(struct dmsc_etcd_store *s, const char *key, int64_t mod_rev)
+{
+	struct dmsc_etcd_host *h = host_find(s, key);
+	bool had;
+
+	if (!h || h->mod_rev >= mod_rev)
+		return 0;
+	had = h->addr != 0;
+	host_remove(s, (size_t)(h - s->hosts));
+	return had;
+}
+
+int dmsc_etcd_store_host_retain(struct dmsc_etcd_store *s,
+				bool (*present)(const char *key, void *arg), void *arg)
+{
+	size_t i;
+	int changed = 0;
+
+	for (i = 0; i < s->n_hosts;) {
+		if (!present(s->hosts[i].key, arg)) {
+			changed |= s->hosts[i].addr != 0;
+			host_remove(s, i);
+		} else {
+			i++;
+		}
+	}
+	return changed;
+}
+
+/* Each parsed service's backends get their host's tunnel address from the
+ * hosts held (0: none yet); a name without one is logged once per change
+ * of keys or hosts. */
+static void resolve_hosts(struct dmsc_etcd_store *s, bool log, char **msgs, size_t max_msgs,
+			  size_t *n_msgs)
+{
+	size_t i, j, k;
+
+	for (i = 0; i < s->n; i++) {
+		struct dmsc_policy_service *svc = s->e[i].svc;
+
+		if (!svc || !s->e[i].valid || s->e[i].dropped)
+			continue;
+		for (j = 0; j < svc->n_backends; j++) {
+			struct dmsc_policy_backend *b = &svc->backends[j];
+
+			if (!b->host)
+				continue;
+			b->host_addr = 0;
+			b->host_port = 0;
+			for (k = 0; k < s->n_hosts; k++)
+				if (s->hosts[k].addr && !strcmp(s->hosts[k].name, b->host)) {
+					b->host_addr = s->hosts[k].addr;
+					b->host_port = s->hosts[k].port;
+					break;
+				}
+			if (!b->host_addr && log && *n_msgs < max_msgs &&
+			    asprintf(&msgs[*n_msgs],
+				     "etcd key %s: backends[%zu].host \"%s\" has no hosts/%s key "
+				     "(its tunnel's address): connections to this backend through "
+				     "the tunnel fail until one is published (unless %s is this "
+				     "host)",
+				     s->e[i].key, j, b->host, b->host, b->host) > 0)
+				(*n_msgs)++;
+		}
+	}
+	s->hosts_dirty = false;
+}
+
 /* Services slimmed at once past which the keys are packed. */
 #define PACK_KEYS_AFTER 1024
 
@@ -414,6 +537,9 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s)
 {
 	while (s->n)
 		entry_remove(s, s->n - 1);
+	while (s->n_hosts)
+		host_remove(s, s->n_hosts - 1);
+	free(s->hosts);
 	free(s->e);
 	free(s->keys);
 	memset(s, 0, sizeof(*s));
@@ -521,6 +647,7 @@ int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uin
 			 char **msgs, size_t max_msgs, size_t *n_msgs)
 {
 	uint64_t *fp = NULL;
+	bool log_hosts = s->ids_dirty || s->hosts_dirty;
 	size_t i;
 	int e;
 
@@ -533,6 +660,7 @@ int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uin
 		if (e)
 			return e;
 	}
+	resolve_hosts(s, log_hosts, msgs, max_msgs, n_msgs);
 	/* mapped on their own at 100,000 services (24 MB): a view is made
 	 * for each change and must not stay in the heap after it */
 	out->services = dmsc_mapmem_calloc(s->n + 1, sizeof(*out->services));
@@ -561,4 +689,39 @@ void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps)
 	dmsc_mapmem_free(view->services);
 	dmsc_mapmem_free(fps);
 	memset(view, 0, sizeof(*view));
+}
+
+int dmsc_etcd_store_view_changed(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
+				 uint64_t **fps)
+{
+	size_t i, n = 0;
+
+	memset(out, 0, sizeof(*out));
+	*fps = NULL;
+	if (s->ids_dirty || s->keep_all || !s->fp_of)
+		return -EAGAIN;
+	for (i = 0; i < s->n; i++) {
+		const struct dmsc_etcd_entry *en = &s->e[i];
+
+		if (!en->svc)
+			continue;
+		/* one the whole policy's view keeps parsed, or left out */
+		if (!en->valid || en->dropped || !en->fp || !slimmable(en->svc))
+			return -EAGAIN;
+		n++;
+	}
+	out->services = dmsc_mapmem_calloc(n + 1, sizeof(*out->services));
+	*fps = dmsc_mapmem_calloc(n + 1, sizeof(**fps));
+	if (!out->services || !*fps) {
+		dmsc_etcd_store_view_free(out, *fps);
+		*fps = NULL;
+		return -ENOMEM;
+	}
+	for (i = 0; i < s->n; i++) {
+		if (!s->e[i].svc)
+			continue;
+		(*fps)[out->n_services] = s->e[i].fp;
+		out->services[out->n_services++] = *s->e[i].svc;
+	}
+	return 0;
 }

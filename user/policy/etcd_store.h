@@ -22,6 +22,15 @@
 #define DMSC_ETCD_VALUE_MAX (128u << 10)
 #define DMSC_ETCD_NS_MAX 63
 
+/* Hosts: one key per host, PREFIX/hosts/NAME, whose value is the address
+ * of its tunnel, "IPv4:PORT", as an entry of a policy file's "hosts"
+ * (docs/design.md decision 55). Mesh-wide: a host's name is its
+ * certificate's, and its tunnel serves every namespace. */
+#define DMSC_ETCD_HOST_VALUE_MAX 64
+/* "PREFIX/hosts/" and "PREFIX/hosts/NAME" (malloc'd). */
+char *dmsc_etcd_hosts_prefix(const char *prefix);
+char *dmsc_etcd_host_key(const char *prefix, const char *name);
+
 /* Whether ns is a namespace name: 1-63 of [a-z0-9._-]. */
 bool dmsc_etcd_ns_valid(const char *ns);
 /* "PREFIX/ns/NS/services/" (malloc'd). */
@@ -68,9 +77,21 @@ struct dmsc_etcd_entry {
 					  * earlier key's */
 };
 
+/* A host's tunnel address (PREFIX/hosts/NAME). */
+struct dmsc_etcd_host {
+	char *key;
+	const char *name; /* into key */
+	int64_t mod_rev;
+	uint32_t addr; /* network order; 0: no valid value yet */
+	uint16_t port; /* host order */
+};
+
 struct dmsc_etcd_store {
 	struct dmsc_etcd_entry *e; /* sorted by key */
 	size_t n, cap;
+	struct dmsc_etcd_host *hosts; /* in arrival order */
+	size_t n_hosts;
+	bool hosts_dirty; /* a host came, went or moved: unresolved names to log */
 	uint64_t refused; /* values refused so far */
 	/* Set by the owner: the fingerprint of a service (NULL: no entry is
 	 * ever slimmed), and keep_all to keep every service parsed (a view of
@@ -97,6 +118,15 @@ struct dmsc_etcd_store {
  */
 int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *name,
 			const char *value, size_t len, int64_t mod_rev);
+/* A PUT or DELETE of PREFIX/hosts/NAME (name: NAME); a value that is not
+ * "IPv4:PORT" is refused and logged, the host keeping its last address.
+ * 1 when the store changed, 0 when not, -errno. */
+int dmsc_etcd_store_host_put(struct dmsc_etcd_store *s, const char *key, const char *name,
+			     const char *value, size_t len, int64_t mod_rev);
+int dmsc_etcd_store_host_delete(struct dmsc_etcd_store *s, const char *key, int64_t mod_rev);
+/* Removes every host that present() says is gone; 1 when any. */
+int dmsc_etcd_store_host_retain(struct dmsc_etcd_store *s,
+				bool (*present)(const char *key, void *arg), void *arg);
 /* A DELETE: 1 when the key was held. */
 int dmsc_etcd_store_delete(struct dmsc_etcd_store *s, const char *key, int64_t mod_rev);
 const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store *s,
@@ -118,11 +148,27 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s);
  * not NULL): the fingerprint of each service of out. A service
  * whose name or vip:port/protocol an earlier key uses already is left out
  * and named in msgs (up to max_msgs) when the keys changed since the last
- * view.
+ * view. A backend's "host" is resolved through the hosts held (host_addr
+ * and host_port; 0 when its host has no valid key, named in msgs when the
+ * keys or hosts changed since the last view).
  */
 int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uint64_t **fps,
 			 char **msgs, size_t max_msgs, size_t *n_msgs);
 /* Releases a view and its fingerprints (fps may be NULL). */
 void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps);
+
+/*
+ * The view of only the keys whose value changed since the store was last
+ * slimmed (the services an apply has not taken yet: after it, a plain
+ * service is held slim), in key order, with their fingerprints: what an
+ * apply needs when no key came, went or moved and every other service is
+ * in the maps as the mirror holds it (docs/design.md decision 57). -EAGAIN
+ * when the whole view is needed: keys came, went or moved (conflicts to
+ * find), the store keeps services parsed for a view of the whole policy
+ * (keep_all; an http, health, IPv6 or allow_from service), or a changed
+ * key is left out. Release with dmsc_etcd_store_view_free.
+ */
+int dmsc_etcd_store_view_changed(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
+				 uint64_t **fps);
 
 #endif /* DMSC_ETCD_STORE_H */

@@ -58,7 +58,9 @@ static struct json_object *backend_json(const struct dmsc_policy_backend *b, int
 	put(o, "weight", json_object_new_int64(b->weight), err);
 	if (b->n_labels)
 		put(o, "labels", string_map(b->labels, b->n_labels, err), err);
-	if (mtls && b->host)
+	/* a host with no tunnel address yet (etcd: no hosts/NAME key) is left
+	 * out: the tunnel resets what is handed to it for this backend */
+	if (mtls && b->host && b->host_addr)
 		put(o, "host", json_object_new_string(b->host), err);
 	return o;
 }
@@ -184,8 +186,8 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, boo
 			put(rl, "requests_per_second",
 			    json_object_new_int64((int64_t)s->rate_limit.requests_per_second), err);
 			if (s->rate_limit.has_burst)
-				put(rl, "burst", json_object_new_int64((int64_t)s->rate_limit.burst),
-				    err);
+				put(rl, "burst",
+				    json_object_new_int64((int64_t)s->rate_limit.burst), err);
 		}
 		put(o, "rate_limit", rl, err);
 	}
@@ -216,7 +218,8 @@ static struct json_object *hosts_json(const struct dmsc_policy *p, int *err)
 		for (j = 0; j < p->services[i].n_backends; j++) {
 			const struct dmsc_policy_backend *b = &p->services[i].backends[j];
 
-			if (!b->host || json_object_object_get_ex(o, b->host, NULL))
+			if (!b->host || !b->host_addr ||
+			    json_object_object_get_ex(o, b->host, NULL))
 				continue;
 			inet_ntop(AF_INET, &b->host_addr, addr, sizeof(addr));
 			snprintf(ap, sizeof(ap), "%s:%u", addr, b->host_port);

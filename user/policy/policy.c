@@ -86,8 +86,14 @@ static void begin(struct dmsc_policy *out, struct dmsc_policy_errors *errs)
 int dmsc_policy_parse(const char *text, size_t len, const char *source, struct dmsc_policy *out,
 		      struct dmsc_policy_errors *errs)
 {
+	return dmsc_policy_parse_flags(text, len, source, 0, out, errs);
+}
+
+int dmsc_policy_parse_flags(const char *text, size_t len, const char *source, unsigned int flags,
+			    struct dmsc_policy *out, struct dmsc_policy_errors *errs)
+{
 	struct json_object *root = NULL;
-	struct ctx c = {.errs = errs};
+	struct ctx c = {.errs = errs, .hosts_elsewhere = flags & DMSC_POLICY_HOSTS_ELSEWHERE};
 	int err;
 
 	/* Callers print the source before each error; see policy.h. */
@@ -285,11 +291,13 @@ static bool mtls_unsupported(const struct dmsc_policy_service *s, size_t i, char
 	if (b == s->n_backends)
 		return false;
 	if (s->protocol == DMSC_POLICY_HTTP)
-		snprintf(buf, len, "services[%zu].mtls: \"%s\" is not enforced for protocol "
+		snprintf(buf, len,
+			 "services[%zu].mtls: \"%s\" is not enforced for protocol "
 			 "\"http\" by this build (dmsc-l7 connects to the backends itself)",
 			 i, dmsc_mtls_mode_name(s->mtls));
 	else if (s->family == AF_INET6)
-		snprintf(buf, len, "services[%zu].mtls: \"%s\" is not enforced for IPv6 services "
+		snprintf(buf, len,
+			 "services[%zu].mtls: \"%s\" is not enforced for IPv6 services "
 			 "by this build (the tunnel between hosts is IPv4)",
 			 i, dmsc_mtls_mode_name(s->mtls));
 	else

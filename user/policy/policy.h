@@ -64,7 +64,7 @@ struct dmsc_policy_backend {
 /* A field that is absent has its has_* flag false. */
 struct dmsc_rate_limit {
 	bool has_connections_per_second, has_burst, has_bytes_per_second, has_bytes_burst,
-		has_requests_per_second;
+	    has_requests_per_second;
 	uint64_t connections_per_second;
 	uint64_t burst; /* connections and requests */
 	uint64_t bytes_per_second;
@@ -74,8 +74,8 @@ struct dmsc_rate_limit {
 
 struct dmsc_route_match {
 	char *path_prefix; /* NULL when absent */
-	char *path;        /* exact path; NULL when absent */
-	char *method;      /* NULL when absent */
+	char *path;	   /* exact path; NULL when absent */
+	char *method;	   /* NULL when absent */
 	struct dmsc_label *headers;
 	size_t n_headers;
 };
@@ -118,7 +118,7 @@ enum dmsc_probe_type {
 /* Probes dmscd sends to each backend's address from the host. */
 struct dmsc_health_active {
 	enum dmsc_probe_type type;
-	char *path; /* http: the request target; NULL for tcp */
+	char *path;		  /* http: the request target; NULL for tcp */
 	uint32_t expected_status; /* http */
 	uint32_t interval_ms, timeout_ms;
 	uint32_t unhealthy_threshold, healthy_threshold;
@@ -139,8 +139,8 @@ struct dmsc_health {
 
 struct dmsc_policy_service {
 	char *name;
-	int family;    /* AF_INET or AF_INET6: of the VIP and every backend */
-	uint32_t vip;  /* network order; 0 for IPv6 */
+	int family;   /* AF_INET or AF_INET6: of the VIP and every backend */
+	uint32_t vip; /* network order; 0 for IPv6 */
 	uint8_t vip6[16];
 	uint16_t port; /* host order */
 	enum dmsc_policy_proto protocol;
@@ -194,8 +194,18 @@ struct dmsc_policy_errors {
  * Messages never contain `source` (a file name, "<stdin>"): the caller
  * prints it before each formatted error, `FILE: PATH: message`.
  */
-int dmsc_policy_parse(const char *text, size_t len, const char *source,
-		      struct dmsc_policy *out, struct dmsc_policy_errors *errs);
+int dmsc_policy_parse(const char *text, size_t len, const char *source, struct dmsc_policy *out,
+		      struct dmsc_policy_errors *errs);
+/* A backend's "host" need not be in the document's "hosts" (etcd keeps the
+ * tunnel addresses under PREFIX/hosts/): a valid name is taken with
+ * host_addr 0, resolved by the caller (dmsc_etcd_store_view). */
+#define DMSC_POLICY_HOSTS_ELSEWHERE 1u
+int dmsc_policy_parse_flags(const char *text, size_t len, const char *source, unsigned int flags,
+			    struct dmsc_policy *out, struct dmsc_policy_errors *errs);
+/* A host's tunnel address as "hosts" has it: name, a host name, and value,
+ * "IPv4:PORT". 0, or -EINVAL with what is wrong in why. */
+int dmsc_policy_host_entry(const char *name, const char *value, size_t len, uint32_t *addr,
+			   uint16_t *port, char *why, size_t why_len);
 
 /* Reads a file ("-": stdin) and parses it; a file that cannot be read, or
  * that is larger than DMSC_POLICY_FILE_MAX, is one error whose path is empty

@@ -63,8 +63,7 @@ static int parse_host_addr(struct ctx *c, const char *path, const char *s, size_
 	if (colon[1] < '0' || colon[1] > '9' || *end || errno || p < 1 || p > 65535)
 		goto bad;
 	if (a.s_addr == htonl(INADDR_ANY) || (ntohl(a.s_addr) >> 28) == 14) {
-		report(c, path, "%s: the tunnel address must be a unicast address of the host",
-		       q);
+		report(c, path, "%s: the tunnel address must be a unicast address of the host", q);
 		return -EINVAL;
 	}
 	*addr = a.s_addr;
@@ -122,6 +121,28 @@ static void parse_hosts(struct ctx *c, const char *path, struct json_object *v)
 	c->hosts_ok = ok;
 }
 
+int dmsc_policy_host_entry(const char *name, const char *value, size_t len, uint32_t *addr,
+			   uint16_t *port, char *why, size_t why_len)
+{
+	struct dmsc_policy_errors errs = {0};
+	struct ctx c = {.errs = &errs};
+	char q[QUOTED_LEN];
+	const char *bad = host_name_why(name, strlen(name));
+	int e = 0;
+
+	if (bad) {
+		quote(q, sizeof(q), name, strlen(name));
+		snprintf(why, why_len, "%s is not a host name: %s", q, bad);
+		return -EINVAL;
+	}
+	if (parse_host_addr(&c, "", value, len, addr, port)) {
+		e = c.err ? c.err : -EINVAL;
+		snprintf(why, why_len, "%s", errs.count ? errs.items[0].message : strerror(-e));
+	}
+	dmsc_policy_errors_free(&errs);
+	return e;
+}
+
 void parse_mtls_top(struct ctx *c, struct json_object *root)
 {
 	struct json_object *f;
@@ -166,10 +187,16 @@ int parse_backend_host(struct ctx *c, const char *path, struct json_object *v,
 	}
 	/* A broken "hosts" was reported already: a name missing from it
 	 * might be one of its broken entries. */
+	if (!c->hosts && c->hosts_elsewhere) {
+		be->host = dup_str(c, s);
+		return be->host ? 0 : -ENOMEM;
+	}
 	if (!c->hosts || !json_object_object_get_ex(c->hosts, s, &idx)) {
 		if (c->hosts_ok)
-			report(c, path, "%s is not in the top-level \"hosts\" (the address of each "
-				  "host's tunnel)", q);
+			report(c, path,
+			       "%s is not in the top-level \"hosts\" (the address of each "
+			       "host's tunnel)",
+			       q);
 		return -EINVAL;
 	}
 	i = json_object_get_int64(idx);
@@ -194,8 +221,9 @@ void parse_service_mtls(struct ctx *c, const char *path, struct json_object *v,
 		return;
 	svc->mtls = e;
 	if (proto_ok && e != DMSC_MTLS_OFF && svc->protocol == DMSC_POLICY_UDP) {
-		report(c, p, "\"%s\" needs protocol \"tcp\" or \"http\": the tunnel between "
-			  "hosts carries TCP streams (this service's protocol is \"udp\")",
+		report(c, p,
+		       "\"%s\" needs protocol \"tcp\" or \"http\": the tunnel between "
+		       "hosts carries TCP streams (this service's protocol is \"udp\")",
 		       mtls_names[e]);
 		svc->mtls = DMSC_MTLS_OFF;
 	}

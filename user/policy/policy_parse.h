@@ -24,7 +24,6 @@
 #include "dmsc/slots.h"
 #include "policy.h"
 
-
 #define PATH_LEN sizeof(((struct dmsc_policy_error *)0)->path)
 #define NAME_LEN_MAX (DMSC_NAME_MAX - 1)
 #define LABEL_LEN_MAX 63
@@ -46,10 +45,10 @@ static const char *const service_fields[] = {"name",	 "vip",	       "port",	    
 					     "routes",	 "health",     "mtls",	     NULL};
 static const char *const backend_fields[] = {"address", "port", "weight", "labels", "host", NULL};
 static const char *const rate_limit_fields[] = {"connections_per_second", "burst",
-						"bytes_per_second", "bytes_burst",
-						"requests_per_second", NULL};
+						"bytes_per_second",	  "bytes_burst",
+						"requests_per_second",	  NULL};
 static const char *const route_fields[] = {"match",   "backends",   "timeout_ms",
-					    "retries", "idempotent", NULL};
+					   "retries", "idempotent", NULL};
 static const char *const match_fields[] = {"path_prefix", "path", "method", "headers", NULL};
 
 static const char *const proto_names[] = {
@@ -111,11 +110,13 @@ struct ctx {
 	uint32_t *host_addr; /* network order */
 	uint16_t *host_port; /* host order */
 	bool hosts_ok;	     /* "hosts" absent or valid: names can be checked */
+	/* a backend's "host" is resolved elsewhere (etcd's PREFIX/hosts/):
+	 * without a document "hosts", any valid name is taken unresolved */
+	bool hosts_elsewhere;
 	enum dmsc_mtls_mode mtls;
 	size_t dropped; /* errors found past DMSC_POLICY_ERRORS_MAX */
 	int err;	/* first failure that is not the document's fault */
 };
-
 
 /* policy_json.c */
 __attribute__((format(printf, 3, 4))) int errors_add(struct dmsc_policy_errors *errs,
@@ -145,8 +146,8 @@ int int_member(struct ctx *c, struct json_object *obj, const char *parent, const
 	       const struct int_rule *r, int64_t *out, bool *present);
 int parse_enum(struct ctx *c, const char *path, struct json_object *v, const char *const *names,
 	       const char *what, int *out);
-int parse_ip(struct ctx *c, const char *path, struct json_object *v, const char *role,
-	     int *family, uint32_t *v4, uint8_t v6[16]);
+int parse_ip(struct ctx *c, const char *path, struct json_object *v, const char *role, int *family,
+	     uint32_t *v4, uint8_t v6[16]);
 int parse_name(struct ctx *c, const char *path, struct json_object *v, char **out);
 int parse_string_map(struct ctx *c, const char *path, struct json_object *v,
 		     const struct map_rule *r, struct dmsc_label **out, size_t *n);
