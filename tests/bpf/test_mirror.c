@@ -74,7 +74,7 @@ static void assert_maps_hold(const struct dmsc_policy *p)
 	cr_assert_eq(fresh.n_backends, mir.n_backends);
 	for (i = 0; i < mir.n; i++) {
 		const struct dmsc_mirror_svc *a = &mir.svcs[i];
-		const struct dmsc_mirror_svc *b = dmsc_mirror_find(&fresh, &a->key, a->vip6);
+		const struct dmsc_mirror_svc *b = dmsc_mirror_find(&fresh, &a->key, dmsc_mirror_vip6(a));
 
 		cr_assert_not_null(b, "service %s is in the mirror, not in the maps", a->name);
 		cr_assert_str_eq(a->name, b->name);
@@ -82,6 +82,13 @@ static void assert_maps_hold(const struct dmsc_policy *p)
 		cr_assert_eq(a->flags, b->flags);
 		cr_assert_eq(a->n_be, b->n_be);
 		cr_assert_eq(memcmp(a->be, b->be, a->n_be * sizeof(*a->be)), 0);
+		cr_assert_eq(memcmp(dmsc_mirror_ext(a), dmsc_mirror_ext(b),
+				    offsetof(struct dmsc_mirror_ext, allow)),
+			     0, "service %s: VIP, limits or health differ", a->name);
+		cr_assert_eq(dmsc_mirror_ext(a)->n_be6, dmsc_mirror_ext(b)->n_be6);
+		cr_assert_eq(memcmp(dmsc_mirror_ext(a)->be6, dmsc_mirror_ext(b)->be6,
+				    dmsc_mirror_ext(a)->n_be6 * sizeof(dmsc_mirror_ext(a)->be6[0])),
+			     0);
 		cr_assert_not(fresh.hot[b - fresh.svcs].stale);
 	}
 	dmsc_mirror_free(&fresh);
@@ -422,15 +429,15 @@ Test(mirror, limits_and_allow_rules)
 	mapply(&p, false, &changes);
 	cr_assert_eq(changes, 3);
 	assert_maps_hold(&p);
-	cr_assert_eq(mir.svcs[1].limits.conn_rate, 50);
-	cr_assert_eq(mir.svcs[2].n_allow, 2);
+	cr_assert_eq(dmsc_mirror_ext(&mir.svcs[1])->limits.conn_rate, 50);
+	cr_assert_eq(dmsc_mirror_ext(&mir.svcs[2])->n_allow, 2);
 	cr_assert_eq(mir.dig[2].fp, 0, "unresolved rules: the next apply looks again");
 	cr_assert_eq(mapply(&p, false, &changes), 0, "nothing to write while still unresolved");
 	/* Adopted: a mirror read from the maps has them too. */
 	dmsc_mirror_free(&mir);
 	cr_assert_eq(dmsc_mirror_load(&mir, &dp), 0);
 	for (j = 0; j < mir.n; j++)
-		rules += mir.svcs[j].n_allow;
+		rules += dmsc_mirror_ext(&mir.svcs[j])->n_allow;
 	cr_assert_eq(rules, 2);
 	cr_assert_eq(mapply(&p, false, &changes), 0);
 	/* The limit changes: the limits element, and nothing else. */

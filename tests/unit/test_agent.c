@@ -3,6 +3,7 @@
  * dmscd's pure parts: debounce, policy directories, the Prometheus text
  * format, the HTTP request parser.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -504,29 +505,137 @@ Test(metrics, per_backend_series_by_mode_and_size)
 
 Test(metrics, a_snapshot_copies_what_the_page_names)
 {
-	struct dmsc_mirror_be be[2] = {{.id = 7, .addr = 1, .port = 2}, {.id = 8}};
-	struct dmsc_mirror_svc svcs[1] = {{.id = 3, .n_be = 2, .be = be}};
+	static const struct dmsc_limits no_limits;
+	static const struct dmsc_svc_health no_health;
+	const __u32 vip6[4] = {htonl(0x20010002), 0, 0, htonl(1)}, none6[4] = {0};
+	const __u32 be6[2][4] = {{htonl(0x20010002), 0, 0, htonl(7)}, {0}};
+	struct dmsc_mirror_svc svcs[2] = {{.id = 3, .family = AF_INET}, {.id = 5}};
 	struct dmsc_mirror m = {
-	    .svcs = svcs, .n = 1, .n_backends = 2, .generation = 9, .loaded = true};
+	    .svcs = svcs, .n = 2, .n_backends = 4, .generation = 9, .loaded = true};
 	struct dmsc_mirror snap;
 
-	snprintf(svcs[0].name, sizeof(svcs[0].name), "reviews");
+	cr_assert_eq(dmsc_mirror_svc_shape(&svcs[0], AF_INET, none6, "reviews", 2, NULL,
+					   &no_limits, &no_health, NULL, 0),
+		     0);
+	svcs[0].be[0] = (struct dmsc_mirror_be){.id = 7, .addr = 1, .port = 2};
+	svcs[0].be[1].id = 8;
+	cr_assert_eq(dmsc_mirror_svc_shape(&svcs[1], AF_INET6, vip6, "ratings", 2, be6,
+					   &no_limits, &no_health, NULL, 0),
+		     0);
 	cr_assert_eq(dmsc_metrics_snapshot(&m, true, &snap), 0);
 	svcs[0].id = 4;
-	snprintf(svcs[0].name, sizeof(svcs[0].name), "changed");
-	be[0].id = 70;
-	cr_assert_eq(snap.n, 1);
+	memcpy((char *)svcs[0].name, "changed", 7);
+	svcs[0].be[0].id = 70;
+	svcs[1].ext->vip6[3] = htonl(9);
+	svcs[1].ext->be6[0][3] = htonl(9);
+	cr_assert_eq(snap.n, 2);
 	cr_assert_eq(snap.svcs[0].id, 3);
 	cr_assert_str_eq(snap.svcs[0].name, "reviews");
 	cr_assert_eq(snap.svcs[0].n_be, 2);
 	cr_assert_eq(snap.svcs[0].be[0].id, 7, "a copy, not the mirror's backends");
 	cr_assert_eq(snap.svcs[0].be[1].id, 8);
+	cr_assert_null(snap.svcs[0].ext);
+	cr_assert_str_eq(snap.svcs[1].name, "ratings");
+	cr_assert_eq(snap.svcs[1].family, AF_INET6);
+	cr_assert_eq(memcmp(dmsc_mirror_vip6(&snap.svcs[1]), vip6, sizeof(vip6)), 0,
+		     "a copy of the VIP, not the mirror's");
+	cr_assert_eq(memcmp(dmsc_mirror_be6(&snap.svcs[1], 0), be6[0], sizeof(be6[0])), 0);
 	cr_assert_eq(snap.generation, 9);
 	dmsc_metrics_snapshot_free(&snap);
 	cr_assert_eq(dmsc_metrics_snapshot(&m, false, &snap), 0);
 	cr_assert_eq(snap.svcs[0].n_be, 0, "without backends");
 	cr_assert_null(snap.svcs[0].be);
+	cr_assert_eq(memcmp(dmsc_mirror_vip6(&snap.svcs[1]), vip6, 12), 0);
+	cr_assert_eq(memcmp(dmsc_mirror_be6(&snap.svcs[1], 0), none6, sizeof(none6)), 0);
 	dmsc_metrics_snapshot_free(&snap);
+	dmsc_mirror_svc_release(&svcs[0]);
+	dmsc_mirror_svc_release(&svcs[1]);
+}
+
+/* The mirror's compact record (docs/design.md decision 59): a plain service
+ * is its fixed part and one block of backends and name; whatever else it
+ * has goes to an ext, read back as it was given. */
+Test(mirror_record, a_plain_service_has_no_ext)
+{
+	static const struct dmsc_limits no_limits;
+	static const struct dmsc_svc_health no_health;
+	const __u32 none6[4] = {0}, zero_be6[3][4] = {{0}};
+	char longname[100];
+	struct dmsc_mirror_svc ms = {0};
+
+	cr_assert_leq(sizeof(struct dmsc_mirror_svc), 48);
+	cr_assert_leq(sizeof(struct dmsc_mirror_be), 16);
+	cr_assert_eq(dmsc_mirror_svc_shape(&ms, AF_INET, none6, "web", 3, zero_be6, &no_limits,
+					   &no_health, NULL, 0),
+		     0);
+	cr_assert_null(ms.ext, "IPv4, no limits, health or rules: no ext");
+	cr_assert_str_eq(ms.name, "web");
+	cr_assert_eq(ms.n_be, 3);
+	cr_assert_eq(ms.be[2].id, 0, "backends zeroed for the caller");
+	cr_assert_eq((const void *)ms.name, (const void *)(ms.be + 3), "one block");
+	cr_assert_eq(memcmp(dmsc_mirror_vip6(&ms), none6, sizeof(none6)), 0);
+	cr_assert_eq(memcmp(dmsc_mirror_be6(&ms, 1), none6, sizeof(none6)), 0);
+	cr_assert_eq(dmsc_mirror_ext(&ms)->n_allow, 0);
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	cr_assert_eq(dmsc_mirror_svc_shape(&ms, AF_INET, none6, longname, 0, NULL, &no_limits,
+					   &no_health, NULL, 0),
+		     0);
+	cr_assert_eq(strlen(ms.name), DMSC_NAME_MAX - 1, "cut as the map's name is");
+	cr_assert_eq(ms.n_be, 0);
+	dmsc_mirror_svc_release(&ms);
+	cr_assert_null(ms.be);
+	cr_assert_null(ms.ext);
+}
+
+Test(mirror_record, what_a_plain_service_lacks_goes_to_its_ext)
+{
+	static const struct dmsc_svc_health no_health;
+	const __u32 none6[4] = {0}, vip6[4] = {htonl(0x20010002), 0, 0, htonl(1)};
+	const __u32 be6[2][4] = {{htonl(0x20010002), 0, 0, htonl(2)},
+				 {htonl(0x20010002), 0, 0, htonl(3)}};
+	struct dmsc_limits limits = {0}, no_limits = {0};
+	struct dmsc_svc_health health;
+	struct dmsc_allow_entry rules[2];
+	struct dmsc_mirror_svc ms = {0};
+
+	limits.conn_rate = 100;
+	cr_assert_eq(dmsc_mirror_svc_shape(&ms, AF_INET, none6, "a", 1, NULL, &limits,
+					   &no_health, NULL, 0),
+		     0);
+	cr_assert_not_null(ms.ext, "rate limits: an ext");
+	cr_assert_eq(dmsc_mirror_ext(&ms)->limits.conn_rate, 100);
+	cr_assert_eq(dmsc_mirror_ext(&ms)->n_be6, 0);
+
+	memset(&health, 0, sizeof(health));
+	memset((char *)&health + sizeof(health) - 1, 1, 1);
+	cr_assert_eq(dmsc_mirror_svc_shape(&ms, AF_INET, none6, "a", 1, NULL, &no_limits,
+					   &health, NULL, 0),
+		     0);
+	cr_assert_not_null(ms.ext, "health settings: an ext");
+	cr_assert_eq(memcmp(&dmsc_mirror_ext(&ms)->health, &health, sizeof(health)), 0);
+	cr_assert_eq(dmsc_mirror_ext(&ms)->limits.conn_rate, 0, "the old ext is gone");
+
+	memset(rules, 0, sizeof(rules));
+	rules[0].key.svc_id = rules[1].key.svc_id = 4;
+	rules[1].key.cgroup_id = 77;
+	cr_assert_eq(dmsc_mirror_svc_shape(&ms, AF_INET, none6, "a", 1, NULL, &no_limits,
+					   &no_health, rules, 2),
+		     0);
+	cr_assert_eq(dmsc_mirror_ext(&ms)->n_allow, 2);
+	cr_assert_neq(dmsc_mirror_ext(&ms)->allow, rules, "a copy");
+	cr_assert_eq(dmsc_mirror_ext(&ms)->allow[1].key.cgroup_id, 77);
+
+	cr_assert_eq(dmsc_mirror_svc_shape(&ms, AF_INET6, vip6, "b", 2, be6, &no_limits,
+					   &no_health, NULL, 0),
+		     0);
+	cr_assert_eq(ms.family, AF_INET6);
+	cr_assert_eq(memcmp(dmsc_mirror_vip6(&ms), vip6, sizeof(vip6)), 0);
+	cr_assert_eq(memcmp(dmsc_mirror_be6(&ms, 0), be6[0], sizeof(be6[0])), 0);
+	cr_assert_eq(memcmp(dmsc_mirror_be6(&ms, 1), be6[1], sizeof(be6[1])), 0);
+	cr_assert_eq(dmsc_mirror_ext(&ms)->n_allow, 0);
+	cr_assert_str_eq(ms.name, "b");
+	dmsc_mirror_svc_release(&ms);
 }
 
 /* IPv6 VIPs across files: distinct addresses are distinct services (their

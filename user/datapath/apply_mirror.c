@@ -63,6 +63,7 @@ static int pend_drop(struct dmsc_mirror *m, __u32 id, int64_t due)
  * first, so no new connect() finds it, then its meta. */
 static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms)
 {
+	const struct dmsc_mirror_ext *x = dmsc_mirror_ext(ms);
 	__u32 id = ms->id;
 	size_t i;
 	int err;
@@ -71,7 +72,7 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 	if (ms->family == AF_INET6) {
 		struct dmsc_svc6_key key6;
 
-		dmsc_svc6_key(&ms->key, ms->vip6, &key6);
+		dmsc_svc6_key(&ms->key, dmsc_mirror_vip6(ms), &key6);
 		err = dmsc_apply_drop(c, DMSC_M_SERVICES6, &key6);
 	} else {
 		err = dmsc_apply_drop(c, DMSC_M_SERVICES, &ms->key);
@@ -79,14 +80,14 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 	if (err)
 		return err;
 	dmsc_apply_zero_stats(c, DMSC_M_SVC_STATS, id, sizeof(struct dmsc_svc_stats));
-	if (ms->limits.conn_rate || ms->limits.byte_rate) {
+	if (x->limits.conn_rate || x->limits.byte_rate) {
 		struct dmsc_limits none;
 
 		memset(&none, 0, sizeof(none));
 		err = dmsc_apply_put(c, DMSC_M_LIMITS, &id, &none);
 	}
-	for (i = 0; !err && i < ms->n_allow; i++)
-		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &ms->allow[i].key);
+	for (i = 0; !err && i < x->n_allow; i++)
+		err = dmsc_apply_drop(c, DMSC_M_ALLOW, &x->allow[i].key);
 	if (!err && (ms->flags & (DMSC_SVC_F_BYTES_LIMIT | DMSC_SVC_F_MTLS_GUARD))) {
 		struct dmsc_state_svc s;
 
@@ -101,48 +102,31 @@ static int remove_deferred(struct apply_ctx *c, const struct dmsc_mirror_svc *ms
 static int mirror_set(struct dmsc_mirror_svc *ms, struct dmsc_mirror_hot *hot,
 		      struct dmsc_svc_digest *dig, const struct plan_svc *p, uint64_t fp)
 {
-	struct dmsc_mirror_be *be = ms->be;
+	struct dmsc_limits limits = p->limits;
 	__u32 i, n = p->meta.n_backends;
+	int err;
 
-	if (!be || n > ms->n_be) {
-		be = realloc(ms->be, (n ? n : 1) * sizeof(*be));
-		if (!be)
-			return -ENOMEM;
-	}
-	ms->be = be;
+	limits_config_only(&limits);
+	err = dmsc_mirror_svc_shape(ms, p->want->family, (const __u32 *)p->want->vip6,
+				    p->meta.name, n, (const __u32(*)[4])p->be6, &limits,
+				    &p->svc.health, p->allow, p->n_allow);
+	if (err)
+		return err;
 	ms->key = p->key;
-	ms->family = p->want->family;
-	memcpy(ms->vip6, p->want->vip6, sizeof(ms->vip6));
 	ms->id = p->svc.id;
 	ms->flags = p->svc.flags;
-	ms->health = p->svc.health;
-	ms->n_be = n;
-	ms->limits = p->limits;
-	limits_config_only(&ms->limits);
-	free(ms->allow);
-	ms->allow = NULL;
-	ms->n_allow = 0;
-	if (p->n_allow) {
-		ms->allow = malloc(p->n_allow * sizeof(*ms->allow));
-		if (!ms->allow)
-			return -ENOMEM;
-		memcpy(ms->allow, p->allow, p->n_allow * sizeof(*ms->allow));
-		ms->n_allow = p->n_allow;
-	}
 	dig->key = p->key;
-	memcpy(dig->vip6, ms->vip6, sizeof(dig->vip6));
+	memcpy(dig->vip6, dmsc_mirror_vip6(ms), sizeof(dig->vip6));
 	/* Unknown while a rule waits for its cgroup: planned again next time. */
 	dig->fp = has_unresolved(p->allow, p->n_allow) ? 0 : fp;
 	hot->stale = 0;
-	snprintf(ms->name, sizeof(ms->name), "%s", p->meta.name);
 	for (i = 0; i < n; i++) {
-		be[i].id = p->meta.backend_id[i];
-		be[i].weight = p->meta.weight[i];
-		be[i].addr = p->be[i].addr;
-		memcpy(be[i].addr6, p->be6[i], sizeof(be[i].addr6));
-		be[i].port = p->be[i].port;
-		be[i].out = p->be_out[i];
-		be[i].flags = (__u8)p->be[i].flags;
+		ms->be[i].id = p->meta.backend_id[i];
+		ms->be[i].weight = p->meta.weight[i];
+		ms->be[i].addr = p->be[i].addr;
+		ms->be[i].port = p->be[i].port;
+		ms->be[i].out = p->be_out[i];
+		ms->be[i].flags = (__u8)p->be[i].flags;
 	}
 	return 0;
 }
@@ -216,8 +200,7 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 		dig[i] = m->dig[j];
 		/* Moved: free_svcs() below must not free what it points to. */
 		m->svcs[j].be = NULL;
-		m->svcs[j].allow = NULL;
-		m->svcs[j].n_allow = 0;
+		m->svcs[j].ext = NULL;
 	}
 	free_svcs(m);
 	free(m->svcs);
@@ -361,8 +344,8 @@ static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (mi >= 0) {
 			materialize(&m->svcs[mi], &m->hot[mi], &ch->cur);
 			ch->plan.cur = &ch->cur;
-			ch->plan.cur_allow = m->svcs[mi].allow;
-			ch->plan.n_cur_allow = m->svcs[mi].n_allow;
+			ch->plan.cur_allow = dmsc_mirror_ext(&m->svcs[mi])->allow;
+			ch->plan.n_cur_allow = dmsc_mirror_ext(&m->svcs[mi])->n_allow;
 		}
 		err = dmsc_plan_service(&c, &ch->plan, detail, sizeof(detail));
 		if (!err && mi < 0)
@@ -403,7 +386,8 @@ static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 				continue;
 			be_delta -= (long)m->svcs[i].n_be;
 			err = ptrs_push(&removed, (void *)(uintptr_t)i);
-			dmsc_format_svc_key(&m->svcs[i].key, m->svcs[i].family, m->svcs[i].vip6,
+			dmsc_format_svc_key(&m->svcs[i].key, m->svcs[i].family,
+					     dmsc_mirror_vip6(&m->svcs[i]),
 					     keybuf, sizeof(keybuf));
 			if (!err)
 				err = change_push(res, &changes_cap, DMSC_CHANGE_REMOVE,
@@ -444,7 +428,8 @@ static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			res->entries_deferred += ms->n_be;
 		} else {
 			materialize(ms, &m->hot[ri], &s);
-			err = dmsc_plan_remove(&c, &s, ms->allow, ms->n_allow);
+			err = dmsc_plan_remove(&c, &s, dmsc_mirror_ext(ms)->allow,
+					       dmsc_mirror_ext(ms)->n_allow);
 		}
 		if (err)
 			goto fail;

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "clock.h"
 #include "datapath.h"
@@ -32,8 +33,7 @@
 struct dmsc_mirror_be {
 	__u32 id;
 	__u32 weight;
-	__u32 addr; /* network order; 0 for IPv6 */
-	__u32 addr6[4]; /* an IPv6 service's backend */
+	__u32 addr; /* network order; 0 for IPv6 (its address: dmsc_mirror_be6) */
 	__u16 port; /* network order */
 	__u8 out;   /* health keeps it out of the slot table */
 	__u8 flags; /* enum dmsc_be_flags (each fits in 8 bits) */
@@ -54,20 +54,66 @@ struct dmsc_mirror_hot {
 	__u32 stale; /* the kernel's slot table is not what meta implies */
 };
 
-struct dmsc_mirror_svc {
-	struct dmsc_svc_key key; /* == dig[i].key */
-	int family;              /* AF_INET, AF_INET6 */
-	__u32 vip6[4];           /* == dig[i].vip6 */
-	__u32 id;
-	__u32 flags;
-	__u32 n_be;
-	char name[DMSC_NAME_MAX];
-	struct dmsc_mirror_be *be;
+/*
+ * What a service holds beyond the plain case (IPv4, no rate limits, no
+ * health settings, no allow rules): most services of a large mesh have
+ * none of it, and the mirror keeps a pointer for them instead of 140
+ * bytes (docs/design.md decision 59).
+ */
+struct dmsc_mirror_ext {
+	__u32 vip6[4];                  /* an IPv6 service's VIP; else zero */
 	struct dmsc_limits limits;      /* the configuration part only */
 	struct dmsc_svc_health health;  /* passive settings, as in the element */
 	struct dmsc_allow_entry *allow; /* its rules, sorted by key */
 	size_t n_allow;
+	__u32 n_be6;      /* n_be when a backend has an IPv6 address; else 0 */
+	__u32 be6[][4];   /* the backends' IPv6 addresses: n_be6 */
 };
+
+/* The ext of a service without one: every field zero. */
+extern const struct dmsc_mirror_ext dmsc_mirror_ext_none;
+
+struct dmsc_mirror_svc {
+	struct dmsc_svc_key key; /* == dig[i].key */
+	__u32 id;
+	__u32 flags;
+	__u32 n_be;
+	int family;                  /* AF_INET, AF_INET6 */
+	const char *name;            /* into be's block, after be[n_be] */
+	struct dmsc_mirror_be *be;   /* n_be, then the name: one block */
+	struct dmsc_mirror_ext *ext; /* NULL: none (dmsc_mirror_ext_none) */
+};
+
+static inline const struct dmsc_mirror_ext *dmsc_mirror_ext(const struct dmsc_mirror_svc *ms)
+{
+	return ms->ext ? ms->ext : &dmsc_mirror_ext_none;
+}
+
+/* == dig[i].vip6 */
+static inline const __u32 *dmsc_mirror_vip6(const struct dmsc_mirror_svc *ms)
+{
+	return dmsc_mirror_ext(ms)->vip6;
+}
+
+/* Backend j's IPv6 address (zero for an IPv4 service). */
+static inline const __u32 *dmsc_mirror_be6(const struct dmsc_mirror_svc *ms, size_t j)
+{
+	return ms->ext && j < ms->ext->n_be6 ? ms->ext->be6[j] : dmsc_mirror_ext_none.vip6;
+}
+
+/*
+ * Lays ms out anew: n_be backends (zeroed, for the caller to fill), the
+ * name (cut to DMSC_NAME_MAX - 1 bytes), and an ext only when one of
+ * vip6, limits (its configuration part), health, allow or be6 (n_be
+ * addresses; NULL: none) is not zero. On success the blocks ms held are
+ * freed; on -ENOMEM ms is as it was.
+ */
+int dmsc_mirror_svc_shape(struct dmsc_mirror_svc *ms, int family, const __u32 *vip6,
+			  const char *name, __u32 n_be, const __u32 (*be6)[4],
+			  const struct dmsc_limits *limits, const struct dmsc_svc_health *health,
+			  const struct dmsc_allow_entry *allow, size_t n_allow);
+/* Frees what ms points to (zeroing those fields). */
+void dmsc_mirror_svc_release(struct dmsc_mirror_svc *ms);
 
 /* A backend id that no service references any more, zeroed in the map
  * once no connect() can still hold the slot table that named it. */

@@ -126,31 +126,107 @@ static void slot_table(const struct dmsc_mirror_svc *ms, struct dmsc_svc *svc)
 void materialize(const struct dmsc_mirror_svc *ms, const struct dmsc_mirror_hot *hot,
 			struct dmsc_state_svc *s)
 {
+	const struct dmsc_mirror_ext *x = dmsc_mirror_ext(ms);
 	__u32 i;
 
 	memset(s, 0, sizeof(*s));
 	s->key = ms->key;
 	s->family = ms->family;
-	memcpy(s->vip6, ms->vip6, sizeof(s->vip6));
+	memcpy(s->vip6, x->vip6, sizeof(s->vip6));
 	s->svc.id = ms->id;
 	s->svc.flags = ms->flags;
-	s->svc.health = ms->health;
+	s->svc.health = x->health;
 	slot_table(ms, &s->svc);
 	s->svc.table_hash = dmsc_table_hash(s->svc.slot);
 	if (hot->stale)
 		s->svc.slot[0] = UINT32_MAX; /* never equal to a compiled table */
-	s->limits = ms->limits;
+	s->limits = x->limits;
 	snprintf(s->meta.name, sizeof(s->meta.name), "%s", ms->name);
 	s->meta.n_backends = ms->n_be;
 	for (i = 0; i < ms->n_be; i++) {
 		s->meta.backend_id[i] = ms->be[i].id;
 		s->meta.weight[i] = ms->be[i].weight;
 		s->be[i].addr = ms->be[i].addr;
-		memcpy(s->be6[i], ms->be[i].addr6, sizeof(s->be6[i]));
+		memcpy(s->be6[i], dmsc_mirror_be6(ms, i), sizeof(s->be6[i]));
 		s->be[i].port = ms->be[i].port;
 		s->be[i].flags = ms->be[i].flags;
 		s->be[i].svc_id = ms->id;
 	}
+}
+
+/* ---- the compact record (docs/design.md decision 59) ----------------- */
+
+const struct dmsc_mirror_ext dmsc_mirror_ext_none;
+
+static bool all_zero(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+void dmsc_mirror_svc_release(struct dmsc_mirror_svc *ms)
+{
+	free(ms->be);
+	if (ms->ext)
+		free(ms->ext->allow);
+	free(ms->ext);
+	ms->be = NULL;
+	ms->ext = NULL;
+	ms->name = NULL;
+}
+
+int dmsc_mirror_svc_shape(struct dmsc_mirror_svc *ms, int family, const __u32 *vip6,
+			  const char *name, __u32 n_be, const __u32 (*be6)[4],
+			  const struct dmsc_limits *limits, const struct dmsc_svc_health *health,
+			  const struct dmsc_allow_entry *allow, size_t n_allow)
+{
+	size_t len = strnlen(name, DMSC_NAME_MAX - 1);
+	bool has_be6 = be6 && !all_zero(be6, n_be * sizeof(*be6));
+	struct dmsc_allow_entry *rules = NULL;
+	struct dmsc_mirror_ext *ext = NULL;
+	struct dmsc_mirror_be *be;
+	char *nm;
+
+	be = calloc(1, n_be * sizeof(*be) + len + 1);
+	if (!be)
+		return -ENOMEM;
+	if (has_be6 || n_allow || !all_zero(vip6, sizeof(ext->vip6)) ||
+	    !all_zero(limits, sizeof(*limits)) || !all_zero(health, sizeof(*health))) {
+		ext = calloc(1, sizeof(*ext) + (has_be6 ? n_be : 0) * sizeof(ext->be6[0]));
+		rules = n_allow ? malloc(n_allow * sizeof(*rules)) : NULL;
+		if (!ext || (n_allow && !rules)) {
+			free(be);
+			free(ext);
+			free(rules);
+			return -ENOMEM;
+		}
+		memcpy(ext->vip6, vip6, sizeof(ext->vip6));
+		ext->limits = *limits;
+		ext->health = *health;
+		if (n_allow)
+			memcpy(rules, allow, n_allow * sizeof(*rules));
+		ext->allow = rules;
+		ext->n_allow = n_allow;
+		if (has_be6) {
+			ext->n_be6 = n_be;
+			memcpy(ext->be6, be6, n_be * sizeof(*be6));
+		}
+	}
+	nm = (char *)(be + n_be);
+	memcpy(nm, name, len);
+	nm[len] = '\0';
+	dmsc_mirror_svc_release(ms);
+	ms->family = family;
+	ms->n_be = n_be;
+	ms->be = be;
+	ms->name = nm;
+	ms->ext = ext;
+	return 0;
 }
 
 /* The buckets move with traffic; only the configuration is mirrored. */
@@ -166,6 +242,7 @@ void limits_config_only(struct dmsc_limits *l)
 /* Copies a service's rules out of a sorted array of every rule. */
 static int take_rules(struct dmsc_mirror_svc *ms, const struct dmsc_allow_entry *all, size_t n)
 {
+	struct dmsc_allow_entry *rules;
 	size_t i, first = n, count = 0;
 
 	for (i = 0; i < n; i++)
@@ -174,16 +251,22 @@ static int take_rules(struct dmsc_mirror_svc *ms, const struct dmsc_allow_entry 
 				first = i;
 			count++;
 		}
-	free(ms->allow);
-	ms->allow = NULL;
-	ms->n_allow = 0;
+	if (ms->ext) {
+		free(ms->ext->allow);
+		ms->ext->allow = NULL;
+		ms->ext->n_allow = 0;
+	}
 	if (!count)
 		return 0;
-	ms->allow = malloc(count * sizeof(*ms->allow));
-	if (!ms->allow)
+	rules = malloc(count * sizeof(*rules));
+	/* without an ext: an IPv4 service, whose ext has no be6 */
+	if (!rules || (!ms->ext && !(ms->ext = calloc(1, sizeof(*ms->ext))))) {
+		free(rules);
 		return -ENOMEM;
-	memcpy(ms->allow, &all[first], count * sizeof(*ms->allow));
-	ms->n_allow = count;
+	}
+	memcpy(rules, &all[first], count * sizeof(*rules));
+	ms->ext->allow = rules;
+	ms->ext->n_allow = count;
 	return 0;
 }
 
@@ -196,6 +279,11 @@ bool has_unresolved(const struct dmsc_allow_entry *a, size_t n)
 		if (a[i].key.cgroup_id & DMSC_ALLOW_UNRESOLVED)
 			return true;
 	return false;
+}
+
+static bool rules_unresolved(const struct dmsc_mirror_svc *ms)
+{
+	return has_unresolved(dmsc_mirror_ext(ms)->allow, dmsc_mirror_ext(ms)->n_allow);
 }
 
 void mark(unsigned char *used, __u32 max, __u32 id, unsigned char v)
@@ -279,8 +367,13 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	struct dmsc_mirror_hot *hot = &m->hot[m->n];
 	struct dmsc_svc svc, want;
 	struct dmsc_svc_meta meta;
+	struct dmsc_mirror_be bes[DMSC_BACKENDS_PER_SERVICE_MAX];
+	__u32 be_addr6[DMSC_BACKENDS_PER_SERVICE_MAX][4], vip6[4] = {0};
+	struct dmsc_limits limits;
 	struct dmsc_backend6 be6;
 	struct dmsc_backend be;
+	char name[DMSC_NAME_MAX];
+	int family;
 	__u32 i, id;
 
 	if (key6 ? bpf_map_lookup_elem(dp->fd[DMSC_M_SERVICES6], key6, &svc)
@@ -289,19 +382,18 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	memset(ms, 0, sizeof(*ms));
 	memset(hot, 0, sizeof(*hot));
 	memset(&m->dig[m->n], 0, sizeof(m->dig[m->n]));
-	svc_ident(key, key6, &ms->family, &ms->key, ms->vip6);
+	svc_ident(key, key6, &family, &ms->key, vip6);
 	m->dig[m->n].key = ms->key;
-	memcpy(m->dig[m->n].vip6, ms->vip6, sizeof(ms->vip6));
+	memcpy(m->dig[m->n].vip6, vip6, sizeof(vip6));
 	m->dig[m->n].fp = 0;
 	ms->id = svc.id;
 	ms->flags = svc.flags;
-	ms->health = svc.health;
 	id = svc.id;
 	if (id < dp->max_services &&
-	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_LIMITS], &id, &ms->limits, BPF_F_LOCK) == 0)
-		limits_config_only(&ms->limits);
+	    bpf_map_lookup_elem_flags(dp->fd[DMSC_M_LIMITS], &id, &limits, BPF_F_LOCK) == 0)
+		limits_config_only(&limits);
 	else
-		memset(&ms->limits, 0, sizeof(ms->limits));
+		memset(&limits, 0, sizeof(limits));
 	if (id == 0 || id >= dp->max_services ||
 	    bpf_map_lookup_elem(dp->fd[DMSC_M_SVC_META], &id, &meta))
 		memset(&meta, 0, sizeof(meta));
@@ -309,27 +401,29 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		meta.n_backends = 0;
 		hot->stale = true;
 	}
-	snprintf(ms->name, sizeof(ms->name), "%.*s", (int)sizeof(meta.name) - 1, meta.name);
-	ms->n_be = meta.n_backends;
-	ms->be = calloc(ms->n_be ? ms->n_be : 1, sizeof(*ms->be));
-	if (!ms->be)
-		return -ENOMEM;
-	for (i = 0; i < ms->n_be; i++) {
+	snprintf(name, sizeof(name), "%.*s", (int)sizeof(meta.name) - 1, meta.name);
+	memset(be_addr6, 0, sizeof(be_addr6));
+	memset(bes, 0, sizeof(bes));
+	for (i = 0; i < meta.n_backends; i++) {
 		id = meta.backend_id[i];
-		ms->be[i].id = id;
-		ms->be[i].weight = meta.weight[i];
+		bes[i].id = id;
+		bes[i].weight = meta.weight[i];
 		if (id && id < dp->max_backends && key6 &&
 		    bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS6], &id, &be6) == 0) {
-			memcpy(ms->be[i].addr6, be6.addr, sizeof(be6.addr));
-			ms->be[i].port = be6.port;
+			memcpy(be_addr6[i], be6.addr, sizeof(be6.addr));
+			bes[i].port = be6.port;
 		} else if (id && id < dp->max_backends && !key6 &&
 			   bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &be) == 0) {
-			ms->be[i].addr = be.addr;
-			ms->be[i].port = be.port;
-			ms->be[i].flags = (__u8)be.flags;
+			bes[i].addr = be.addr;
+			bes[i].port = be.port;
+			bes[i].flags = (__u8)be.flags;
 		}
 		mark(m->be_used, m->max_backends, id, 1);
 	}
+	if (dmsc_mirror_svc_shape(ms, family, vip6, name, meta.n_backends,
+				  (const __u32(*)[4])be_addr6, &limits, &svc.health, NULL, 0))
+		return -ENOMEM;
+	memcpy(ms->be, bes, ms->n_be * sizeof(*ms->be));
 	if (svc.flags & DMSC_SVC_F_HEALTH) {
 		unsigned char out[DMSC_BACKENDS_PER_SERVICE_MAX];
 
@@ -354,10 +448,8 @@ void free_svcs(struct dmsc_mirror *m)
 {
 	size_t i;
 
-	for (i = 0; i < m->n; i++) {
-		free(m->svcs[i].be);
-		free(m->svcs[i].allow);
-	}
+	for (i = 0; i < m->n; i++)
+		dmsc_mirror_svc_release(&m->svcs[i]);
 	m->n = 0;
 }
 
@@ -434,7 +526,7 @@ int dmsc_mirror_load(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 		err = take_rules(&m->svcs[i], rules, n_rules);
 		/* A rule still waiting for its cgroup: plan the service again
 		 * at the next apply, which resolves it once the cgroup exists. */
-		if (!err && has_unresolved(m->svcs[i].allow, m->svcs[i].n_allow))
+		if (!err && rules_unresolved(&m->svcs[i]))
 			m->dig[i].fp = 0;
 	}
 	free(rules);
@@ -460,7 +552,7 @@ int dmsc_mirror_take_allow(struct dmsc_mirror *m, const struct dmsc_allow_entry 
 		err = take_rules(&m->svcs[i], rules, n);
 		if (err)
 			return err;
-		if (has_unresolved(m->svcs[i].allow, m->svcs[i].n_allow))
+		if (rules_unresolved(&m->svcs[i]))
 			m->dig[i].fp = 0;
 	}
 	return 0;

@@ -41,7 +41,7 @@ static void backend_samples(struct dmsc_buf *b, const struct dmsc_mirror_svc *ms
 
 	if (!(ms->flags & DMSC_SVC_F_HEALTH))
 		return;
-	dmsc_format_svc_key(&ms->key, ms->family, ms->vip6, vip, sizeof(vip));
+	dmsc_format_svc_key(&ms->key, ms->family, dmsc_mirror_vip6(ms), vip, sizeof(vip));
 	for (j = 0; j < ms->n_be; j++) {
 		struct dmsc_prom_label l[4] = {{"service", ms->name}, {"vip", vip}, {"backend", be}};
 		struct dmsc_be_verdict v;
@@ -51,7 +51,7 @@ static void backend_samples(struct dmsc_buf *b, const struct dmsc_mirror_svc *ms
 
 		if (dmsc_health_read(dp, id, &h, &v))
 			continue;
-		dmsc_format_ip_port(ms->family, ms->be[j].addr, ms->be[j].addr6,
+		dmsc_format_ip_port(ms->family, ms->be[j].addr, dmsc_mirror_be6(ms, j),
 				    ntohs(ms->be[j].port), be, sizeof(be));
 		if (f == FAM_FAILURES) {
 			dmsc_prom_sample(b, fams[f].name, l, 3, h.failures);
@@ -88,7 +88,7 @@ void dmsc_health_metrics(struct dmsc_buf *b, const struct dmsc_mirror *m,
 
 		if (!(m->svcs[i].flags & DMSC_SVC_F_HEALTH))
 			continue;
-		dmsc_format_svc_key(&m->svcs[i].key, m->svcs[i].family, m->svcs[i].vip6, vip,
+		dmsc_format_svc_key(&m->svcs[i].key, m->svcs[i].family, dmsc_mirror_vip6(&m->svcs[i]), vip,
 				    sizeof(vip));
 		dmsc_prom_sample(b, "dmsc_service_health_panic", l, 2,
 				 !!(m->svcs[i].flags & DMSC_SVC_F_HEALTH_PANIC));

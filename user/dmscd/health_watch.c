@@ -690,7 +690,7 @@ int dmsc_health_watch_set(struct dmsc_health_watch *w, const struct dmsc_policy 
 			t->next_ms = now;
 			for (k = 0; k < ms->n_be; k++)
 				if (ms->be[k].addr == t->addr && ms->be[k].port == t->port &&
-				    !memcmp(ms->be[k].addr6, t->addr6, sizeof(t->addr6)))
+				    !memcmp(dmsc_mirror_be6(ms, k), t->addr6, sizeof(t->addr6)))
 					t->id = ms->be[k].id;
 			if (t->id)
 				n++;

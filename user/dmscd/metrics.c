@@ -132,35 +132,59 @@ static uint64_t field(const void *stats, size_t offset)
 	return v;
 }
 
+/* An IPv6 service's ext in a snapshot: its VIP, and its backends'
+ * addresses when they are copied. */
+static size_t snap_ext_size(const struct dmsc_mirror_svc *ms, bool backends)
+{
+	if (!ms->ext || ms->family != AF_INET6)
+		return 0;
+	return sizeof(*ms->ext) + (backends ? ms->ext->n_be6 * sizeof(ms->ext->be6[0]) : 0);
+}
+
 int dmsc_metrics_snapshot(const struct dmsc_mirror *m, bool backends, struct dmsc_mirror *out)
 {
-	size_t i, n_be = 0, k = 0;
+	size_t i, n_be = 0, n_ext = 0, n_names = 0, n_svcs = m->n ? m->n : 1;
 	struct dmsc_mirror_be *be;
+	char *ext, *name;
 
 	memset(out, 0, sizeof(*out));
-	for (i = 0; backends && i < m->n; i++)
-		n_be += m->svcs[i].n_be;
-	/* One block: the services, then their backends. */
-	out->svcs = malloc((m->n ? m->n : 1) * sizeof(*out->svcs) + n_be * sizeof(*be));
+	for (i = 0; i < m->n; i++) {
+		n_be += backends ? m->svcs[i].n_be : 0;
+		n_ext += snap_ext_size(&m->svcs[i], backends);
+		n_names += strlen(m->svcs[i].name) + 1;
+	}
+	/* One block: the services, their backends, the exts of IPv6 services
+	 * (VIP and backends' addresses; sizes multiples of 8), the names. */
+	out->svcs = malloc(n_svcs * sizeof(*out->svcs) + n_be * sizeof(*be) + n_ext + n_names);
 	if (!out->svcs)
 		return -ENOMEM;
-	be = (struct dmsc_mirror_be *)(out->svcs + (m->n ? m->n : 1));
+	be = (struct dmsc_mirror_be *)(out->svcs + n_svcs);
+	ext = (char *)(be + n_be);
+	name = ext + n_ext;
 	for (i = 0; i < m->n; i++) {
 		const struct dmsc_mirror_svc *from = &m->svcs[i];
 		struct dmsc_mirror_svc *to = &out->svcs[i];
+		size_t len = strlen(from->name) + 1, x = snap_ext_size(from, backends);
 
 		memset(to, 0, sizeof(*to));
 		to->key = from->key;
 		to->family = from->family;
-		memcpy(to->vip6, from->vip6, sizeof(to->vip6));
 		to->id = from->id;
 		to->flags = from->flags;
-		memcpy(to->name, from->name, sizeof(to->name));
+		to->name = memcpy(name, from->name, len);
+		name += len;
+		if (x) {
+			to->ext = memcpy(ext, from->ext, x);
+			to->ext->allow = NULL;
+			to->ext->n_allow = 0;
+			if (!backends)
+				to->ext->n_be6 = 0;
+			ext += x;
+		}
 		if (backends) {
 			to->n_be = from->n_be;
-			to->be = be + k;
-			memcpy(to->be, from->be, from->n_be * sizeof(*be));
-			k += from->n_be;
+			to->be = memcpy(be, from->be, from->n_be * sizeof(*be));
+			be += from->n_be;
 		}
 	}
 	out->n = out->cap = m->n;
@@ -226,7 +250,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			const struct dmsc_mirror_svc *ms = &m->svcs[i];
 			struct dmsc_prom_label l[3] = {{"service", ms->name}, {"vip", vip}};
 
-			dmsc_format_svc_key(&ms->key, ms->family, ms->vip6, vip, sizeof(vip));
+			dmsc_format_svc_key(&ms->key, ms->family, dmsc_mirror_vip6(ms), vip, sizeof(vip));
 			if (row->scope != PER_BACKEND) {
 				if (row->label)
 					l[2] = (struct dmsc_prom_label){row->label, row->value};
@@ -237,7 +261,7 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 				continue;
 			}
 			for (j = 0; j < ms->n_be; j++, k++) {
-				dmsc_format_ip_port(ms->family, ms->be[j].addr, ms->be[j].addr6,
+				dmsc_format_ip_port(ms->family, ms->be[j].addr, dmsc_mirror_be6(ms, j),
 						    ntohs(ms->be[j].port), be, sizeof(be));
 				l[2] = (struct dmsc_prom_label){"backend", be};
 				dmsc_prom_sample(b, row->name, l, 3, field(&bs[k], row->offset));
