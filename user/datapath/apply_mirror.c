@@ -4,13 +4,16 @@
 
 /* ---- apply ---------------------------------------------------------- */
 
-/* A service whose policy differs from the mirror. */
+/* A service whose policy differs from the mirror. 12 KB with its plan and
+ * what the maps hold (cur), times every service on a first apply or a
+ * restart: a new service's record stops before cur, and one found the
+ * same as the maps keeps only what precedes its plan. */
 struct mchange {
-	struct plan_svc plan;
-	struct dmsc_state_svc cur;
 	long mi;   /* mirror index; -1: new */
 	size_t pi; /* policy index */
 	bool same; /* compiled equal to what the maps hold: nothing to write */
+	struct plan_svc plan;      /* (not there when same) */
+	struct dmsc_state_svc cur; /* (not there when new) */
 };
 
 struct ptrs {
@@ -329,7 +332,7 @@ static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		} else if (i != m->n + n_new++) {
 			aligned = false;
 		}
-		ch = calloc(1, sizeof(*ch));
+		ch = calloc(1, mi >= 0 ? sizeof(*ch) : offsetof(struct mchange, cur));
 		if (!ch || ptrs_push(&changed, ch)) {
 			free(ch);
 			err = -ENOMEM;
@@ -375,7 +378,13 @@ static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			err = change_push(res, &changes_cap, DMSC_CHANGE_UPDATE, w->name,
 					  detail[0] ? detail : "slot table rebuilt");
 		} else {
+			struct mchange *small;
+
 			ch->same = true;
+			free(ch->plan.allow);
+			small = realloc(ch, offsetof(struct mchange, plan));
+			if (small)
+				changed.v[changed.n - 1] = small;
 		}
 		if (err)
 			goto undo_ids;
@@ -528,9 +537,13 @@ undo_ids:
 out:
 	dmsc_apply_ctx_release(&c);
 	for (i = 0; i < changed.n; i++) {
-		/* The rules dmsc_plan_service() allocated (mirror_set copied them). */
-		free(((struct mchange *)changed.v[i])->plan.allow);
-		free(changed.v[i]);
+		struct mchange *ch = changed.v[i];
+
+		/* The rules dmsc_plan_service() allocated (mirror_set copied
+		 * them; a record found the same freed them). */
+		if (!ch->same)
+			free(ch->plan.allow);
+		free(ch);
 	}
 	free(changed.v);
 	free(removed.v);
