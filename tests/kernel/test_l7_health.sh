@@ -9,8 +9,9 @@
 # timeout_ms (the client's 504) counts as failing too, for HTTP/1.1 and
 # HTTP/2 streams. The same for an IPv6 service (a 503 backend ejected, its
 # dmsc_be_health entry and the log bracketed), whose idle backend
-# connections are pooled and reused as IPv4 ones. Clients: curl, in the
-# mesh cgroup.
+# connections are pooled and reused as IPv4 ones. The same ejection by the
+# helper dmscd runs, and its counts exact while dmscd writes its verdicts
+# of the same backends (decision 53). Clients: curl, in the mesh cgroup.
 #
 # Addresses: hosts 198.18.150.0/24, 198.18.151.0/24 and 2001:2:150::/64,
 # VIPs 198.19.150.0/24 and 2001:2:151::/64.
@@ -18,8 +19,10 @@ set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 L7PID=
 SLEEPPID=
+DPID=
 suite_cleanup() {
 	[[ -n $L7PID ]] && kill -TERM "$L7PID" 2>/dev/null && wait "$L7PID" 2>/dev/null
+	dmsc_stop TERM "$DPID"
 	dmsc_stop KILL "$SLEEPPID"
 }
 dmsc_suite_begin l7-health dlh$$
@@ -47,6 +50,8 @@ POOL6=2001:2:151::10
 SHOP6=2001:2:151::11
 PLAIN4=198.19.150.15
 HUNG2=198.19.150.16
+OWN=198.19.150.17
+HAMMER=198.19.150.18
 
 # backend NAME HOST ADDR EXTRA...: dmsc-testsrv http on ADDR:8080
 backend() {
@@ -295,5 +300,105 @@ t_eq "a third IPv6 one from c: 503 (::1's bound)" "$(code6)" 503
 exec {H4}>&- {H6}>&-
 t_check "metrics: 2 refused for client_limit" t_wait 10 grep -q \
 	'^dmsc_l7_refused_connections_total{reason="client_limit"} 2$' "$T/metrics2.prom"
+
+# 6. The helper dmscd runs (not one started by hand): dmscd hands it the
+# services' health in its view (a view without it left dmscd's helper with
+# no passive health at all). dmscd and its helper run in n; the helper
+# listens in c's namespace too, where a mesh process lives.
+#  own: a 503 backend is ejected after exactly consecutive_failures.
+#  hammer: one writer per field set (docs/design.md decision 53), with the
+#  helper as the counter: it counts the 503s of 32 backends in their
+#  dmsc_be_health entries while dmscd writes its verdict of the same
+#  backends at every probe (tcp, every 100 ms, the shortest interval: 320
+#  writes/s). consecutive_failures 1000 keeps the runs short of an
+#  ejection; retries 0: one backend answer per client request. A dmscd
+#  that wrote the counter's element (as before decision 53) loses the
+#  failures counted between its read and its write: with a window of 1 ms
+#  about 1 % of them here. Its real window (microseconds) is rarely hit at
+#  this rate: the check holds dmscd to never writing the counter's element,
+#  it does not reproduce that race.
+s6=$SECONDS
+kill -TERM "$L7PID" && wait "$L7PID"
+L7PID=
+dmsc_net_exec bad2 "$SRV" --name own503 --mode http --listen 198.18.151.4:8081 --status 503 \
+	--max-seconds 600 >"$T/own503.out" 2>&1 &
+dmsc_wait_ready "$T/own503.out" 10 || t_fail "backend own503 ready"
+lst=() bes=
+for ((i = 0; i < 32; i++)); do
+	lst+=(--listen "198.18.151.5:$((9200 + i))")
+	bes+=", { \"address\": \"198.18.151.5\", \"port\": $((9200 + i)) }"
+done
+dmsc_net_exec bad3 /usr/bin/python3 "$TOP/tests/tools/l7-backend.py" "${lst[@]}" --mode fail \
+	--max-seconds 600 >"$T/hammer.out" 2>&1 &
+dmsc_wait_ready "$T/hammer.out" 10 || t_fail "backend hammer (32 ports) ready"
+cat >"$T/own.json" <<EOF
+{ "services": [
+  { "name": "own", "vip": "$OWN", "port": 80, "protocol": "http",
+    "backends": [
+      { "address": "198.18.151.2", "port": 8080 },
+      { "address": "198.18.151.4", "port": 8081 } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "retries": 0 } ],
+    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 } } },
+  { "name": "hammer", "vip": "$HAMMER", "port": 80, "protocol": "http",
+    "backends": [ ${bes#, } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "retries": 0 } ],
+    "health": { "passive": { "consecutive_failures": 1000, "base_ejection_ms": 600000,
+                             "max_ejection_ms": 600000 },
+                "active": { "type": "tcp", "interval_ms": 100, "timeout_ms": 50,
+                            "unhealthy_threshold": 100, "healthy_threshold": 1 } } } ] }
+EOF
+nsenter --net="/run/netns/${P}n" "$BIN/dmscd" --cgroup "$MESH" --policy "$T/own.json" \
+	--l7-listen "$HELPER" --metrics off --debounce-ms 100 >"$T/dmscd.log" 2>&1 &
+DPID=$!
+OWNPROM=/run/dmsc/dmsc-l7.$DPID.prom
+t_check "dmscd's helper is ready" t_wait 30 test -f "$OWNPROM"
+t_check "... and listens in c's namespace" \
+	t_wait 10 grep -q "listening in network namespace $c_ino" "$T/dmscd.log"
+codes "$OWN" 30 >"$T/codes-own"
+t_eq "own (dmscd's helper): 30 requests, exactly 3 answered 503 (the third ejected the backend), 27 200" \
+	"$(grep -c '^503$' "$T/codes-own"):$(grep -c '^200$' "$T/codes-own")" "3:27"
+t_eq "own: show services says the backend is ejected" "$(health own 1 .health.state)" ejected
+t_check "own: ... by dmsc-l7, after 3 failures in a row" grep -q \
+	'ejected after 3 failures (5xx responses or failed connects, seen by dmsc-l7) in a row' \
+	<<<"$(health own 1 .health.why)"
+t_check "own: dmscd takes it out of the slot table" t_wait 10 \
+	grep -q 'health: own 198.18.151.4:8081 out: ejected by dmsc-l7 after 3 failures' "$T/dmscd.log"
+# hsum FIELD: the sum of hammer's backends' health FIELD in show services.
+hsum() {
+	"$CTL" show services -o json |
+		jq "[.services[] | select(.name == \"hammer\") | .backends[].health.$1 // 0] | add // 0"
+}
+hprobed() {
+	[[ $("$CTL" show services -o json | jq '[.services[] | select(.name == "hammer") |
+		.backends[] | select(.health.probes > 0)] | length') == 32 ]]
+}
+hmetric() { # the helper's count of hammer's 5xx is N
+	[[ $(awk '/^dmsc_l7_backend_failures_total\{service="hammer",.*kind="5xx"\}/ { s += $NF }
+		END { print s + 0 }' "$OWNPROM") == "$1" ]]
+}
+t_check "dmscd probes hammer's 32 backends" t_wait 20 hprobed
+probes0=$(hsum probes)
+h0=$SECONDS
+HPIDS=()
+for k in 1 2; do
+	codes "$HAMMER" 1500 >"$T/codes-hammer$k" &
+	HPIDS+=($!)
+done
+wait "${HPIDS[@]}"
+n503=$(cat "$T/codes-hammer1" "$T/codes-hammer2" | grep -c '^503$')
+counted=$(hsum connect_failures)
+writes=$(($(hsum probes) - probes0))
+echo "# hammer: $n503 503s in $((SECONDS - h0)) s, the helper counted $counted in dmsc_be_health, dmscd wrote $writes probe results meanwhile"
+t_eq "hammer: 3000 requests, all answered 503 by the backends" "$n503" 3000
+t_check "hammer: dmscd wrote its verdicts meanwhile (>= 100 probe results)" test "$writes" -ge 100
+t_eq "hammer: the helper's count in dmsc_be_health is exactly the 503s" "$counted" 3000
+t_check "hammer: ... and so is the count in its metrics" t_wait 10 hmetric 3000
+t_eq "hammer: dmscd's verdicts intact: all 32 in, each with its probes counted" \
+	"$("$CTL" show services -o json | jq '[.services[] | select(.name == "hammer") | .backends[] |
+		select(.health.state == "in" and .health.probes > 0)] | length')" 32
+dmsc_stop TERM "$DPID"
+DPID=
+echo "# [6: $((SECONDS - s6)) s]"
 
 t_summary

@@ -149,12 +149,14 @@ t_check "an idle pooled backend connection is closed after --pool-idle-ms (4 s)"
 
 # ---- item 3: every retry has its deadline.
 req "$T/silent.txt" 'GET /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
-t0=$(date +%s%N)
 raw c "$SILENT" --file "$T/silent.txt" --timeout 8 >"$T/silent.out"
-ms=$((($(date +%s%N) - t0) / 1000000))
 t_eq "503 then silence (retries 1, timeout_ms 1000): the client gets a 504" \
 	"$(head -n 1 "$T/silent.out" | tr -d '\r')" "HTTP/1.1 504 Gateway Timeout"
-t_range "... within the retry's timeout (ms)" "$ms" 900 4000
+# the helper's own time for it (its access log), not the client's, whose
+# start in the namespace takes seconds on a loaded machine
+t_wait 5 grep -q '"GET /s" status=504' "$T/access.log"
+ms=$(grep '"GET /s" status=504' "$T/access.log" | tail -n 1 | sed -E 's/.* ms=([0-9]+).*/\1/')
+t_range "... within the retry's timeout (the helper's access log, ms)" "${ms:-0}" 900 4000
 
 # ---- item 4: input after a half-close.
 for ((i = 0; i < 600; i++)); do printf 'GET /v2/p%d HTTP/1.1\r\nHost: x\r\n\r\n' "$i"; done >"$T/600.txt"

@@ -2,9 +2,11 @@
 # SPDX-License-Identifier: GPL-2.0
 """Misbehaving HTTP/1.1 backends for tests/kernel/test_l7_robust.sh.
 
-    l7-backend.py --listen ADDR:PORT --mode MODE [--max-seconds N]
+    l7-backend.py --listen ADDR:PORT [--listen ADDR:PORT ...] --mode MODE [--max-seconds N]
 
-ADDR is an IPv4 address or a bracketed IPv6 one ("[2001:2::1]:80").
+ADDR is an IPv4 address or a bracketed IPv6 one ("[2001:2::1]:80"). Each
+--listen is a listener of its own (one accepting thread each), all in the
+same mode.
 
 Modes:
   stale     GET answers the path ("/p\\n", keep-alive); HEAD /h announces a
@@ -190,32 +192,43 @@ def handle(conn, mode):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--listen", required=True)
+    ap.add_argument("--listen", required=True, action="append")
     ap.add_argument("--mode", required=True,
                     choices=["stale", "late408", "503silent", "slowread", "echohead",
                              "peerport", "fail", "h2silent"])
     ap.add_argument("--max-seconds", type=int, default=300)
     a = ap.parse_args()
-    host, port = a.listen.rsplit(":", 1)
+    end = time.monotonic() + a.max_seconds
+    socks = [listener(addr, a.mode) for addr in a.listen]
+    for ls in socks[1:]:
+        threading.Thread(target=accept_loop, args=(ls, a.mode, end), daemon=True).start()
+    say("ready")
+    accept_loop(socks[0], a.mode, end)
+    return 0
+
+
+def listener(addr, mode):
+    host, port = addr.rsplit(":", 1)
     family = socket.AF_INET
     if host.startswith("["):
         host, family = host[1:-1], socket.AF_INET6
     ls = socket.socket(family)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if a.mode == "slowread":
+    if mode == "slowread":
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     ls.bind((host, int(port)))
     ls.listen(128)
     ls.settimeout(1)
-    say("ready")
-    end = time.monotonic() + a.max_seconds
+    return ls
+
+
+def accept_loop(ls, mode, end):
     while time.monotonic() < end:
         try:
             conn, _ = ls.accept()
         except socket.timeout:
             continue
-        threading.Thread(target=handle, args=(conn, a.mode), daemon=True).start()
-    return 0
+        threading.Thread(target=handle, args=(conn, mode), daemon=True).start()
 
 
 if __name__ == "__main__":

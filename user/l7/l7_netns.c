@@ -25,6 +25,7 @@
 #include "dmsc/shared.h"
 #include "l7_netns.h"
 #include "log.h"
+#include "reuseport.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71 /* Linux 5.14 */
@@ -215,6 +216,7 @@ static int listen6(void)
 		close(fd);
 		return -1;
 	}
+	dmsc_reuseport_migrate(fd);
 	return fd;
 }
 
@@ -304,6 +306,7 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 			 inet_ntoa(sa.sin_addr), ntohs(ns.port));
 		goto fail;
 	}
+	dmsc_reuseport_migrate(fd);
 	val.addr = sa.sin_addr.s_addr;
 	if (fd6 >= 0)
 		val.port6 = ns.port;

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "l7_proxy.h"
+#include "reuseport.h"
 
 /* ---- accept --------------------------------------------------------------- */
 /* A client past --max-conns-per-client: a 503 at once, then the close. What
@@ -363,6 +364,7 @@ int open_listener(void)
 		close(fd);
 		return err;
 	}
+	dmsc_reuseport_migrate(fd); /* a replacing helper inherits our queue */
 	return fd;
 }
 

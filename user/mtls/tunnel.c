@@ -38,6 +38,7 @@
 #include "log.h"
 #include "mtls_cert.h"
 #include "pin_dir.h"
+#include "reuseport.h"
 #include "tunnel.h"
 #include "tunnel_authz.h"
 #include "tunnel_int.h"
@@ -64,6 +65,7 @@ static int listen_on(struct tunnel *t, struct listener *l, const struct sockaddr
 		close(fd);
 		return err;
 	}
+	dmsc_reuseport_migrate(fd);
 	l->ev.kind = kind;
 	l->ev.fd = fd;
 	return tn_ev_add(t, &l->ev, EPOLLIN);
