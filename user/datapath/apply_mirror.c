@@ -414,10 +414,11 @@ static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 	 * that lose their last reference wait in m->drops when delayed. */
 	for (i = 0; i < changed.n; i++) {
 		struct mchange *ch = changed.v[i];
-		size_t n_drop = ch->plan.n_drop;
+		size_t n_drop;
 
 		if (ch->same)
-			continue;
+			continue; /* (its record has no plan) */
+		n_drop = ch->plan.n_drop;
 		if (m->drop_delay_ms) {
 			ch->plan.n_drop = 0;
 			res->entries_deferred += n_drop;
