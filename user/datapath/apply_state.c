@@ -43,30 +43,6 @@ void dmsc_format_backend(const struct dmsc_backend *be, const __u32 *be6, int fa
 	dmsc_format_ip_port(family, be->addr, be6, ntohs(be->port), buf, len);
 }
 
-void dmsc_policy_svc_key(const struct dmsc_policy_service *w, struct dmsc_svc_key *k)
-{
-	memset(k, 0, sizeof(*k));
-	k->vip = w->vip;
-	k->port = htons(w->port);
-	k->proto = w->protocol == DMSC_POLICY_UDP ? DMSC_PROTO_UDP : DMSC_PROTO_TCP;
-}
-
-int dmsc_svc_key_cmp(const struct dmsc_svc_key *a, const __u32 *a6, const struct dmsc_svc_key *b,
-		     const __u32 *b6)
-{
-	int r = memcmp(a, b, sizeof(*a));
-
-	return r ? r : memcmp(a6, b6, 4 * sizeof(__u32));
-}
-
-void dmsc_svc6_key(const struct dmsc_svc_key *k, const __u32 *vip6, struct dmsc_svc6_key *out)
-{
-	memset(out, 0, sizeof(*out));
-	memcpy(out->vip, vip6, sizeof(out->vip));
-	out->port = k->port;
-	out->proto = k->proto;
-}
-
 void dmsc_format_service(const struct dmsc_state_svc *s, char *buf, size_t len)
 {
 	char ap[DMSC_ADDR_PORT_LEN];
