@@ -247,7 +247,6 @@ void reresolve(struct agent *ag)
 	struct dmsc_datapath *dp = &ag->dp;
 	size_t n = 0;
 	bool in_step;
-	__u64 gen = 0;
 	int changed;
 
 	ag->reresolve_at_ms = 0;
@@ -257,9 +256,7 @@ void reresolve(struct agent *ag)
 		return;
 	if (write_lock(ag))
 		return;
-	in_step = ag->mirror.loaded && dmsc_datapath_generation(dp, &gen) == 0 &&
-		  gen == ag->mirror.generation &&
-		  dmsc_map_id(dp->fd[DMSC_M_SERVICES]) == ag->mirror.services_map_id;
+	in_step = dmsc_mirror_in_step(&ag->mirror, dp);
 	/* The watches first: a cgroup made after its path is resolved below
 	 * is an event then. */
 	if (dmsc_allow_rules(dp, &rules, &n) == 0)
@@ -269,7 +266,7 @@ void reresolve(struct agent *ag)
 	changed = dmsc_allow_reresolve(dp, ag->cg_watch.root, &rules, &n);
 	if (changed > 0 && dmsc_datapath_bump_generation(dp) == 0 && in_step &&
 	    dmsc_mirror_take_allow(&ag->mirror, rules, n) == 0)
-		ag->mirror.generation = gen + 1;
+		ag->mirror.generation++; /* in step: the generation just bumped */
 	free(rules);
 	write_unlock(ag);
 }
