@@ -317,7 +317,7 @@ Test(etcd_store, backend_hosts_resolve_through_the_hosts_keys)
 	cr_assert_eq(dmsc_etcd_store_put(&s, "/d/ns/a/services/web", "web", v, strlen(v), 3), 1);
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
 	cr_assert_str_eq(view.services[0].backends[0].host, "node-b");
-	cr_assert_eq(view.services[0].backends[0].host_addr, 0);
+	cr_assert_eq(view.services[0].backends[0].host_at.family, 0);
 	cr_assert_eq(n, 1);
 	cr_assert(strstr(msgs[0], "backends[0].host \"node-b\" has no hosts/node-b key"), "%s",
 		  msgs[0]);
@@ -335,14 +335,14 @@ Test(etcd_store, backend_hosts_resolve_through_the_hosts_keys)
 	    0);
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
 	cr_assert_eq(n, 0);
-	cr_assert_eq(view.services[0].backends[0].host_addr, inet_addr("198.18.13.2"));
-	cr_assert_eq(view.services[0].backends[0].host_port, 15008);
+	cr_assert_eq(view.services[0].backends[0].host_at.v4, inet_addr("198.18.13.2"));
+	cr_assert_eq(view.services[0].backends[0].host_at.port, 15008);
 	dmsc_etcd_store_view_free(&view, NULL);
 
 	/* deleted: unresolved again, and said */
 	cr_assert_eq(dmsc_etcd_store_host_delete(&s, "/d/hosts/node-b", 6), 1);
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
-	cr_assert_eq(view.services[0].backends[0].host_addr, 0);
+	cr_assert_eq(view.services[0].backends[0].host_at.family, 0);
 	cr_assert_eq(n, 1);
 	for (i = 0; i < n; i++)
 		free(msgs[i]);

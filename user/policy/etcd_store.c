@@ -356,18 +356,17 @@ int dmsc_etcd_store_host_put(struct dmsc_etcd_store *s, const char *key, const c
 			     const char *value, size_t len, int64_t mod_rev)
 {
 	struct dmsc_etcd_host *h = host_find(s, key);
+	struct dmsc_host_addr at;
 	char why[256];
-	uint32_t addr;
-	uint16_t port;
 
 	if (h && h->mod_rev >= mod_rev)
 		return 0;
 	if (len > DMSC_ETCD_HOST_VALUE_MAX ||
-	    dmsc_policy_host_entry(name, value, len, &addr, &port, why, sizeof(why))) {
+	    dmsc_policy_host_entry(name, value, len, &at, why, sizeof(why))) {
 		if (len > DMSC_ETCD_HOST_VALUE_MAX)
-			snprintf(why, sizeof(why), "the value is %zu bytes, not IPv4:PORT", len);
+			snprintf(why, sizeof(why), "the value is %zu bytes, not ADDRESS:PORT", len);
 		pr_warn("etcd key %s: %s; refused (revision %lld)%s\n", key, why,
-			(long long)mod_rev, h && h->addr ? ", the host keeps its address" : "");
+			(long long)mod_rev, h && h->at.family ? ", the host keeps its address" : "");
 		s->refused++;
 		if (h)
 			h->mod_rev = mod_rev;
@@ -390,10 +389,9 @@ int dmsc_etcd_store_host_put(struct dmsc_etcd_store *s, const char *key, const c
 		h->name = k + strlen(k) - strlen(name);
 	}
 	h->mod_rev = mod_rev;
-	if (h->addr == addr && h->port == port)
+	if (dmsc_host_addr_eq(&h->at, &at))
 		return 0;
-	h->addr = addr;
-	h->port = port;
+	h->at = at;
 	s->hosts_dirty = true;
 	return 1;
 }
@@ -412,7 +410,7 @@ int dmsc_etcd_store_host_delete(struct dmsc_etcd_store *s, const char *key, int6
 
 	if (!h || h->mod_rev >= mod_rev)
 		return 0;
-	had = h->addr != 0;
+	had = h->at.family != 0;
 	host_remove(s, (size_t)(h - s->hosts));
 	return had;
 }
@@ -425,7 +423,7 @@ int dmsc_etcd_store_host_retain(struct dmsc_etcd_store *s,
 
 	for (i = 0; i < s->n_hosts;) {
 		if (!present(s->hosts[i].key, arg)) {
-			changed |= s->hosts[i].addr != 0;
+			changed |= s->hosts[i].at.family != 0;
 			host_remove(s, i);
 		} else {
 			i++;
@@ -452,15 +450,13 @@ static void resolve_hosts(struct dmsc_etcd_store *s, bool log, char **msgs, size
 
 			if (!b->host)
 				continue;
-			b->host_addr = 0;
-			b->host_port = 0;
+			memset(&b->host_at, 0, sizeof(b->host_at));
 			for (k = 0; k < s->n_hosts; k++)
-				if (s->hosts[k].addr && !strcmp(s->hosts[k].name, b->host)) {
-					b->host_addr = s->hosts[k].addr;
-					b->host_port = s->hosts[k].port;
+				if (s->hosts[k].at.family && !strcmp(s->hosts[k].name, b->host)) {
+					b->host_at = s->hosts[k].at;
 					break;
 				}
-			if (!b->host_addr && log && *n_msgs < max_msgs &&
+			if (!b->host_at.family && log && *n_msgs < max_msgs &&
 			    asprintf(&msgs[*n_msgs],
 				     "etcd key %s: backends[%zu].host \"%s\" has no hosts/%s key "
 				     "(its tunnel's address): connections to this backend through "

@@ -23,7 +23,7 @@
 #define DMSC_ETCD_NS_MAX 63
 
 /* Hosts: one key per host, PREFIX/hosts/NAME, whose value is the address
- * of its tunnel, "IPv4:PORT", as an entry of a policy file's "hosts"
+ * of its tunnel, "IPv4:PORT" or "[IPv6]:PORT", as an entry of a policy file's "hosts"
  * (docs/design.md decision 55). Mesh-wide: a host's name is its
  * certificate's, and its tunnel serves every namespace. */
 #define DMSC_ETCD_HOST_VALUE_MAX 64
@@ -82,8 +82,7 @@ struct dmsc_etcd_host {
 	char *key;
 	const char *name; /* into key */
 	int64_t mod_rev;
-	uint32_t addr; /* network order; 0: no valid value yet */
-	uint16_t port; /* host order */
+	struct dmsc_host_addr at; /* family 0: no valid value yet */
 };
 
 struct dmsc_etcd_store {
@@ -119,7 +118,7 @@ struct dmsc_etcd_store {
 int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *name,
 			const char *value, size_t len, int64_t mod_rev);
 /* A PUT or DELETE of PREFIX/hosts/NAME (name: NAME); a value that is not
- * "IPv4:PORT" is refused and logged, the host keeping its last address.
+ * an address and port is refused and logged, the host keeping its last address.
  * 1 when the store changed, 0 when not, -errno. */
 int dmsc_etcd_store_host_put(struct dmsc_etcd_store *s, const char *key, const char *name,
 			     const char *value, size_t len, int64_t mod_rev);
@@ -148,8 +147,8 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s);
  * not NULL): the fingerprint of each service of out. A service
  * whose name or vip:port/protocol an earlier key uses already is left out
  * and named in msgs (up to max_msgs) when the keys changed since the last
- * view. A backend's "host" is resolved through the hosts held (host_addr
- * and host_port; 0 when its host has no valid key, named in msgs when the
+ * view. A backend's "host" is resolved through the hosts held (host_at;
+ * family 0 when its host has no valid key, named in msgs when the
  * keys or hosts changed since the last view).
  */
 int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uint64_t **fps,
