@@ -100,7 +100,7 @@ Test(apply, first_apply_writes_each_entry_once)
 	dmsc_policy_free(&p);
 }
 
-Test(apply, slot_table_in_the_kernel_follows_weights)
+Test(apply, slot_table_in_the_kernel_follows_weights_and_all_zero_flags_the_service)
 {
 	static const __u32 w[] = { 80, 20 };
 	struct dmsc_policy p = { 0 };
@@ -115,6 +115,13 @@ Test(apply, slot_table_in_the_kernel_follows_weights)
 	cr_assert_eq(st.svcs[0].be[0].addr, p.services[0].backends[0].addr);
 	cr_assert_eq(st.svcs[0].be[0].port, htons(8080));
 	cr_assert_eq(st.svcs[0].be[0].svc_id, st.svcs[0].svc.id);
+	cr_assert_not(st.svcs[0].svc.flags & DMSC_SVC_F_NO_BACKEND);
+	dmsc_state_free(&st);
+	/* All weights 0: the service is flagged, it refuses new connections. */
+	p.services[0].backends[0].weight = 0;
+	p.services[0].backends[1].weight = 0;
+	apply_read(&p, &st);
+	cr_assert(st.svcs[0].svc.flags & DMSC_SVC_F_NO_BACKEND);
 	dmsc_state_free(&st);
 	dmsc_policy_free(&p);
 }
@@ -220,19 +227,6 @@ Test(apply, accelerate_sets_the_service_flags)
 			     want[i], "mode %zu", i);
 		dmsc_state_free(&st);
 	}
-	dmsc_policy_free(&p);
-}
-
-Test(apply, all_weights_zero_flags_the_service)
-{
-	static const __u32 w[] = { 0, 0 };
-	struct dmsc_policy p = { 0 };
-	struct dmsc_state st;
-
-	fixture_policy(&p, 1, 2, w);
-	apply_read(&p, &st);
-	cr_assert(st.svcs[0].svc.flags & DMSC_SVC_F_NO_BACKEND);
-	dmsc_state_free(&st);
 	dmsc_policy_free(&p);
 }
 
