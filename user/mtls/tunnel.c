@@ -66,9 +66,7 @@ static int listen_on(struct tunnel *t, struct listener *l, const struct sockaddr
 		return err;
 	}
 	dmsc_reuseport_migrate(fd);
-	l->ev.kind = kind;
-	l->ev.fd = fd;
-	return tn_ev_add(t, &l->ev, EPOLLIN);
+	return tn_ev_add(t, &l->ev, kind, fd, EPOLLIN);
 }
 
 static void accept_peer(struct tunnel *t)

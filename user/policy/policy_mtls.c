@@ -163,9 +163,6 @@ void ctx_mtls_free(struct ctx *c)
 	json_object_put(c->hosts);
 	free(c->host_addr);
 	free(c->host_port);
-	c->hosts = NULL;
-	c->host_addr = NULL;
-	c->host_port = NULL;
 }
 
 int parse_backend_host(struct ctx *c, const char *path, struct json_object *v,
