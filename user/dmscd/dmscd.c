@@ -53,7 +53,8 @@ static const char usage_text[] =
     "                         with HOSTDIR's ca.crt, host.crt, host.key (dmscctl ca\n"
     "                         issue) and the policy applied (docs/mtls.md)\n"
     "  --mtls-listen ADDR:PORT  where other hosts' helpers reach the tunnel (with\n"
-    "                         --mtls-dir; port 15008 by convention)\n"
+    "                         --mtls-dir; port 15008 by convention; IPv6:\n"
+    "                         [ADDR]:PORT)\n"
     "  -v, --verbose          debug messages\n"
     "  -h, --help             this text\n"
     "\n"
@@ -353,7 +354,9 @@ int main(int argc, char **argv)
 			ag.reresolve_at_ms = dmsc_now_ms() + CGROUP_SETTLE_MS;
 		if (running && (pfd[5].revents & POLLIN)) {
 			dmsc_etcd_sync_take(ag.etcd);
-			ag.etcd_read = true; /* woken after a whole read at least */
+			/* woken after a page at least: until the read is
+			 * in, a view removes nothing (decision 61) */
+			ag.etcd_read = true;
 			apply_policy(&ag, "etcd");
 			reresolve(&ag); /* new rules, new paths to watch */
 		}

@@ -23,7 +23,7 @@ static const char usage_text[] =
     "  --mtls-dir HOSTDIR  ca.crt, host.crt, host.key (dmscctl ca issue); watched:\n"
     "                      new files are used by new connections\n"
     "  --listen ADDR:PORT  where other hosts' helpers connect (mutual TLS 1.3;\n"
-    "                      default port 15008)\n"
+    "                      default port 15008; IPv6: [ADDR]:PORT)\n"
     "  --forward LADDR:LPORT=PEER:PPORT,DEST:DPORT,IDENTITY\n"
     "                      local connections to LADDR:LPORT go as streams to the\n"
     "                      helper at PEER:PPORT, which connects to DEST:DPORT (an\n"
@@ -33,7 +33,8 @@ static const char usage_text[] =
     "                      destination is a backend of a service whose allow_from\n"
     "                      covers the identity the source host vouched for\n"
     "  --handoff-listen ADDR:PORT\n"
-    "                      take the connections connect4 hands over (a backend on\n"
+    "                      take the connections connect4 hands over (IPv4), and\n"
+    "                      connect6's on [::1] on the same port (a backend on\n"
     "                      another host, mtls required or permissive); registered\n"
     "                      in the datapath; each goes to the host the policy\n"
     "                      places its backend on, vouching for the caller's cgroup\n"
@@ -106,7 +107,8 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 		switch (opt) {
 		case O_LISTEN:
 			if (dmsc_tunnel_addr_parse(optarg, &o.listen)) {
-				pr_warn("--listen: \"%s\" is not an IPv4 ADDR:PORT\n", optarg);
+				pr_warn("--listen: \"%s\" is not an ADDR:PORT (IPv6: [ADDR]:PORT)\n",
+					optarg);
 				return 2;
 			}
 			break;
@@ -122,7 +124,8 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 			o.n_fwd++;
 			break;
 		case O_HANDOFF:
-			if (dmsc_tunnel_addr_parse(optarg, &o.handoff_listen)) {
+			if (dmsc_tunnel_addr_parse(optarg, &o.handoff_listen) ||
+			    o.handoff_listen.sa.sa_family != AF_INET) {
 				pr_warn("--handoff-listen: \"%s\" is not an IPv4 ADDR:PORT\n",
 					optarg);
 				return 2;
@@ -141,12 +144,13 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 		}
 	}
 	if (optind != argc || !o.mtls_dir ||
-	    (!o.listen.sin_port && !o.n_fwd && !o.handoff_listen.sin_port)) {
+	    (!dmsc_tunnel_sa_port(&o.listen) && !o.n_fwd &&
+	     !dmsc_tunnel_sa_port(&o.handoff_listen))) {
 		pr_warn("tunnel needs --mtls-dir and --listen, --forward or --handoff-listen\n");
 		usage(stderr);
 		return 2;
 	}
-	if (o.handoff_listen.sin_port && !policy_file) {
+	if (dmsc_tunnel_sa_port(&o.handoff_listen) && !policy_file) {
 		pr_warn("--handoff-listen needs --policy: it says which host each backend is on\n");
 		return 2;
 	}

@@ -55,7 +55,7 @@ struct conn {
 	struct tunnel *t;
 	SSL *ssl;
 	bool server, tcp_connecting, up, draining, dead, want_write;
-	struct sockaddr_in addr;
+	union dmsc_tunnel_sa addr;
 	int peer_idx;  /* client: the forward's peer; server: -1 */
 	char name[64]; /* ADDR:PORT for logs */
 	char peer_host[DMSC_MTLS_HOST_MAX + 1];
@@ -94,7 +94,7 @@ struct listener {
 
 struct peer {
 	SSL_SESSION *sess; /* the last ticket it gave us: resumption */
-	struct sockaddr_in addr;
+	union dmsc_tunnel_sa addr;
 };
 
 struct metric {
@@ -112,7 +112,7 @@ struct tunnel {
 	struct listener peer_l, fwd_l[DMSC_TUNNEL_FWD_MAX];
 	struct peer peers[PEERS_MAX];
 	size_t n_host_peers; /* used after the forwards' */
-	struct listener handoff_l;
+	struct listener handoff_l, handoff_l6; /* connect4's, connect6's ([::1]) */
 	struct dmsc_tunnel_handoff ho;
 	struct conn *conns;
 	struct conn *dead_conns;
@@ -170,11 +170,13 @@ void tn_conn_flush(struct conn *c);
 void tn_conn_flush_later(struct conn *c);
 void tn_conn_flush_marked(struct tunnel *t);
 void tn_conn_event(struct conn *c, uint32_t events);
-struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const struct sockaddr_in *sa);
+struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc_tunnel_sa *sa);
 struct conn *tn_conn_to(struct tunnel *t, int idx);
 
 /* streams */
 int tn_conn_frame(struct conn *c, uint8_t type, uint32_t stream, const void *payload, uint16_t len);
+int tn_conn_frame_flags(struct conn *c, uint8_t type, uint8_t flags, uint32_t stream,
+			const void *payload, uint16_t len);
 void tn_conn_reset(struct conn *c, uint32_t stream, enum dmsc_tf_reset reason, const char *text);
 struct stream *tn_stream_find(struct conn *c, uint32_t id);
 void tn_stream_close(struct stream *s, bool abort);
@@ -182,6 +184,6 @@ void tn_stream_events(struct stream *s);
 void tn_stream_flush_local(struct stream *s);
 void tn_stream_event(struct stream *s, uint32_t events);
 struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id);
-void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len);
+void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p, uint16_t len);
 
 #endif /* DMSC_TUNNEL_INT_H */

@@ -143,7 +143,7 @@ static int array_room(struct json_object *arr, const char *not_array, size_t ele
 int dmsc_etcd_parse_range(const char *json, size_t len, struct dmsc_etcd_kvs *out, char *err,
 			  size_t err_len)
 {
-	struct json_object *o = parse_object(json, len, err, err_len), *kvs;
+	struct json_object *o = parse_object(json, len, err, err_len), *kvs, *more;
 	size_t i, n;
 	void *room;
 	int e = -EINVAL;
@@ -155,6 +155,8 @@ int dmsc_etcd_parse_range(const char *json, size_t len, struct dmsc_etcd_kvs *ou
 		goto out;
 	if (header_revision(o, &out->revision, err, err_len))
 		goto out;
+	/* false is the default: the gateway leaves it out */
+	out->more = json_object_object_get_ex(o, "more", &more) && json_object_get_boolean(more);
 	if (!json_object_object_get_ex(o, "kvs", &kvs)) {
 		e = 0;
 		goto out;

@@ -104,11 +104,10 @@ static const struct map_rule header_rule = {"header name", "header value", 0, 0}
 
 struct ctx {
 	struct dmsc_policy_errors *errs;
-	/* the document's "hosts" (name -> index of host_addr/host_port) and
+	/* the document's "hosts" (name -> index of host_at) and
 	 * "mtls": a backend's "host" and a service's default read them */
 	struct json_object *hosts;
-	uint32_t *host_addr; /* network order */
-	uint16_t *host_port; /* host order */
+	struct dmsc_host_addr *host_at;
 	bool hosts_ok;	     /* "hosts" absent or valid: names can be checked */
 	/* a backend's "host" is resolved elsewhere (etcd's PREFIX/hosts/):
 	 * without a document "hosts", any valid name is taken unresolved */
