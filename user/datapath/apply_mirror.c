@@ -183,20 +183,15 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 	struct dmsc_mirror_hot *hot = calloc(cap, sizeof(*hot));
 	struct dmsc_svc_digest *dig = calloc(cap, sizeof(*dig));
 	long j;
+	int err = -ENOMEM;
 
-	if (!ordered || !hot || !dig) {
-		free(ordered);
-		free(hot);
-		free(dig);
-		return -ENOMEM;
-	}
+	if (!ordered || !hot || !dig)
+		goto out;
 	for (i = 0; i < n; i++) {
 		j = index_find(m, &d[i].key, d[i].vip6);
 		if (j < 0) { /* cannot happen: every policy service is in */
-			free(ordered);
-			free(hot);
-			free(dig);
-			return -EINVAL;
+			err = -EINVAL;
+			goto out;
 		}
 		ordered[i] = m->svcs[j];
 		hot[i] = m->hot[j];
@@ -215,6 +210,11 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 	m->n = n;
 	m->cap = cap;
 	return index_rebuild(m, m->n);
+out:
+	free(ordered);
+	free(hot);
+	free(dig);
+	return err;
 }
 
 static size_t total_backends(const struct dmsc_policy *p)

@@ -786,10 +786,8 @@ static int parse_long(const char *flag, const char *arg, long *out)
 
 int dmsc_etcd_ctl_main(int argc, char **argv)
 {
-	enum { O_DRY = 256, O_REV, O_COUNT, O_TIMEOUT };
-	static const struct option longopts[] = {
-	    DMSC_ETCD_LONGOPTS,
-	    {"dry-run", no_argument, NULL, O_DRY},
+	enum { O_REV = 256, O_COUNT, O_TIMEOUT };
+	static const struct option own[] = {
 	    {"revision", required_argument, NULL, O_REV},
 	    {"expect-revision", required_argument, NULL, O_REV},
 	    {"count", required_argument, NULL, O_COUNT},
@@ -799,12 +797,19 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 	};
 	struct dmsc_etcd_opts eo;
 	struct ctl c = {0};
+	const struct dmsc_opt stored[] = {
+	    DMSC_ETCD_OPTS(&eo, 1),
+	    DMSC_OPT_FLAG("dry-run", &c.dry_run),
+	    DMSC_OPT_END,
+	};
+	struct option longopts[DMSC_OPT_ROWS(stored, own)];
 	const char *cmd = NULL, *args[2];
 	size_t n_args = 0;
 	long rev = 0;
 	int opt, rc;
 
-	dmsc_etcd_opts_init(&eo, 1);
+	dmsc_etcd_opts_init(&eo);
+	dmsc_opt_rows(stored, own, longopts);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "-o:vh", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -817,9 +822,6 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 				fprintf(stderr, "%s: unexpected argument \"%s\"\n", cmd, optarg);
 				return EXIT_USAGE;
 			}
-			break;
-		case O_DRY:
-			c.dry_run = true;
 			break;
 		case O_REV:
 			if (parse_long("--revision", optarg, &rev))
@@ -839,11 +841,9 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 				return EXIT_USAGE;
 			break;
 		default:
-			/* the etcd options (etcd_opts.h), or -v, -h, a usage error */
-			if (dmsc_etcd_opt(&eo, opt, optarg) > 0)
-				break;
-			rc = dmsc_opt_common(opt, "dmscctl", usage);
-			if (rc >= 0)
+			/* the etcd options (etcd_opts.h), --dry-run, or -v, -h,
+			 * a usage error */
+			if ((rc = dmsc_opt_other(stored, opt, optarg, "dmscctl", usage)) >= 0)
 				return rc;
 			break;
 		}

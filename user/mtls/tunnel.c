@@ -69,9 +69,7 @@ static int listen_on(struct tunnel *t, struct listener *l, const union dmsc_tunn
 		return err;
 	}
 	dmsc_reuseport_migrate(fd);
-	l->ev.kind = kind;
-	l->ev.fd = fd;
-	return tn_ev_add(t, &l->ev, EPOLLIN);
+	return tn_ev_add(t, &l->ev, kind, fd, EPOLLIN);
 }
 
 /* OPEN for a stream to dest, vouching for identity; its payload's length

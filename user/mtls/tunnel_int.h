@@ -15,6 +15,7 @@
 
 #include <openssl/ssl.h>
 
+#include "mark.h"
 #include "mtls_cert.h"
 #include "tunnel.h"
 #include "tunnel_handoff.h"
@@ -69,8 +70,7 @@ struct conn {
 	struct conn *next; /* all conns */
 	struct conn *next_dead;
 	/* frames queued in this batch of events, written after it */
-	bool flush_marked;
-	struct conn *next_flush;
+	struct dmsc_mark flush;
 };
 
 struct stream {
@@ -116,7 +116,7 @@ struct tunnel {
 	struct dmsc_tunnel_handoff ho;
 	struct conn *conns;
 	struct conn *dead_conns;
-	struct conn *to_flush; /* tn_conn_flush_later's, this batch */
+	struct dmsc_mark *to_flush; /* tn_conn_flush_later's, this batch */
 	struct stream *dead_streams;
 	struct metric metrics[METRICS_MAX];
 	size_t n_metrics;
@@ -150,7 +150,8 @@ void tn_metrics_write(struct tunnel *t);
 
 /* epoll */
 void tn_ev_set(struct tunnel *t, struct ev *e, uint32_t events);
-int tn_ev_add(struct tunnel *t, struct ev *e, uint32_t events);
+/* e (kind, fd) added to the tunnel's epoll: 0 or a negative errno. */
+int tn_ev_add(struct tunnel *t, struct ev *e, enum ev_kind kind, int fd, uint32_t events);
 
 /* TLS context and connections */
 const char *tn_ssl_err(void);

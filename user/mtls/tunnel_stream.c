@@ -139,6 +139,18 @@ static void stream_maybe_done(struct stream *s)
 		tn_stream_close(s, false);
 }
 
+/* A read or write of the stream's local socket returned < 0: false when it
+ * only has to wait (EAGAIN, EINTR); else true, the stream reset to the peer
+ * and closed. */
+static bool stream_io_failed(struct stream *s)
+{
+	if (errno == EAGAIN || errno == EINTR)
+		return false;
+	tn_conn_reset(s->c, s->id, DMSC_TF_R_ERROR, strerror(errno));
+	tn_stream_close(s, true);
+	return true;
+}
+
 /* Writes what the tunnel brought to the local socket; credits it back.
  * The caller flushes the connection. */
 void tn_stream_flush_local(struct stream *s)
@@ -149,11 +161,9 @@ void tn_stream_flush_local(struct stream *s)
 	while (s->out.len) {
 		n = write(s->ev.fd, s->out.p + s->out.off, s->out.len);
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				break;
-			tn_conn_reset(c, s->id, DMSC_TF_R_ERROR, strerror(errno));
-			tn_stream_close(s, true);
-			return;
+			if (stream_io_failed(s))
+				return;
+			break;
 		}
 		tn_buf_consume(&s->out, (size_t)n);
 		s->unacked += (uint32_t)n;
@@ -192,10 +202,7 @@ static void stream_read_local(struct stream *s)
 			break;
 		n = read(s->ev.fd, data, want);
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				break;
-			tn_conn_reset(c, s->id, DMSC_TF_R_ERROR, strerror(errno));
-			tn_stream_close(s, true);
+			stream_io_failed(s);
 			break;
 		}
 		if (n == 0) {
@@ -261,13 +268,11 @@ struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id)
 
 	if (!s)
 		return NULL;
-	s->ev.kind = EV_STREAM;
-	s->ev.fd = fd;
 	s->c = c;
 	s->id = id;
 	s->credit = DMSC_TF_WINDOW_INITIAL;
 	s->recv_room = DMSC_TF_WINDOW_INITIAL;
-	if (tn_ev_add(c->t, &s->ev, 0)) {
+	if (tn_ev_add(c->t, &s->ev, EV_STREAM, fd, 0)) {
 		free(s);
 		return NULL;
 	}

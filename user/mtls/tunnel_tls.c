@@ -331,22 +331,16 @@ void tn_conn_close(struct conn *c, const char *why)
 
 void tn_conn_flush_later(struct conn *c)
 {
-	if (c->flush_marked || c->dead)
-		return;
-	c->flush_marked = true;
-	c->next_flush = c->t->to_flush;
-	c->t->to_flush = c;
+	if (!c->dead)
+		dmsc_mark_add(&c->t->to_flush, &c->flush);
 }
 
 void tn_conn_flush_marked(struct tunnel *t)
 {
-	while (t->to_flush) {
-		struct conn *c = t->to_flush;
+	struct dmsc_mark *m;
 
-		t->to_flush = c->next_flush;
-		c->flush_marked = false;
-		tn_conn_flush(c);
-	}
+	while ((m = dmsc_mark_take(&t->to_flush)))
+		tn_conn_flush(dmsc_container_of(m, struct conn, flush));
 }
 
 void tn_conn_flush(struct conn *c)
@@ -601,8 +595,6 @@ struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc
 
 	if (!c)
 		return NULL;
-	c->ev.kind = EV_CONN;
-	c->ev.fd = fd;
 	c->t = t;
 	c->server = server;
 	c->addr = *sa;
@@ -621,7 +613,7 @@ struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc
 	else
 		SSL_set_connect_state(c->ssl);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
-	if (tn_ev_add(t, &c->ev, EPOLLIN)) {
+	if (tn_ev_add(t, &c->ev, EV_CONN, fd, EPOLLIN)) {
 		SSL_free(c->ssl);
 		free(c);
 		return NULL;
