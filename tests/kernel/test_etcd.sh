@@ -569,15 +569,42 @@ t_wait 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 
 printf '#!/bin/sh\nexec nsenter --net=/run/netns/%sn %s "$@"\n' "$P" "$BIN/dmsc-l7" >"$T/l7-in-node"
 chmod 755 "$T/l7-in-node"
 DMSC_PIN_DIR="$T/bpffs/h3" "$DMSCD" --etcd "$ALL" --namespace web --cgroup "$CG3" \
-	--l7-listen 198.18.0.1:15001 --l7-binary "$T/l7-in-node" --metrics off >>"$T/h3.log" 2>&1 &
+	--l7-listen 198.18.0.1:15001 --l7-binary "$T/l7-in-node" --metrics 127.0.0.1:0 >>"$T/h3.log" 2>&1 &
 D3=$!
 canary() { dmsc_run_in_cgroup "$CG3" dmsc_net_exec c1 curl -sS --max-time 2 "http://$WEB/canary/x" 2>/dev/null; }
 routes_to() { [[ $(canary) == "$1" ]]; }
 t_check "an http service from etcd is routed by dmsc-l7 (/canary/ -> v2)" t_wait 20 routes_to v2
 t_eq "every /canary/ request goes to v2" "$(for i in 1 2 3 4 5 6; do canary; done | sort -u | tr '\n' ' ')" "v2 "
+ck3=$(metric 3 dmsc_etcd_changed_key_applies_total)
 web_policy v1
 t_wait 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
 t_check "a route change published to etcd reaches dmsc-l7 (/canary/ -> v1)" t_wait 20 routes_to v1
+# (docs/design.md decision 61) an http service's change takes the view of
+# the changed keys with the services kept parsed, not the whole store; a
+# plain service's change beside it the view of that key alone, and the
+# helper keeps running as it is
+ck3_above() { [[ $(metric 3 dmsc_etcd_changed_key_applies_total) -gt $1 ]]; }
+t_check "through a view of the changed key (changed-key applies: $ck3, then more)" \
+	t_wait 30 ck3_above "$ck3"
+# plain WEIGHT: web and a plain tcp service beside it, published to web
+plain() {
+	policy "$T/plain.json" plain "198.18.1.2:$1 198.18.1.3:1"
+	sed -i 's/198.19.0.10/198.19.0.21/' "$T/plain.json"
+	jq -s '{services: (.[0].services + .[1].services)}' "$T/web.json" "$T/plain.json" >"$T/web2.json"
+	t_wait 10 "$CTL" publish "$T/web2.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
+	t_wait 20 plain_is "[$1]"
+}
+plain_is() {
+	[[ $(DMSC_PIN_DIR="$T/bpffs/h3" "$CTL" show services -o json |
+		jq -c '[.services[] | select(.name == "plain") | .backends[0].weight]') == "$1" ]]
+}
+t_check "h3 applies a plain service beside web" plain 1
+ck3=$(metric 3 dmsc_etcd_changed_key_applies_total) r3=$(t_nlines "$T/h3.log" 'dmsc-l7: replacing it')
+t_check "and a change of its weight" plain 2
+t_check "through a view of that key (changed-key applies: $ck3, then more)" \
+	t_wait 30 ck3_above "$ck3"
+t_eq "dmsc-l7 was not replaced for it" "$(t_nlines "$T/h3.log" 'dmsc-l7: replacing it')" "$r3"
+t_check "and still routes /canary/ to v1" routes_to v1
 
 # 9. TLS: etcd asks every client for a certificate signed by its CA
 # (certificates made here, for 127.0.0.1). Publish, watch and dmscd work

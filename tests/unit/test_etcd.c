@@ -445,33 +445,41 @@ static uint64_t weight_fp(const struct dmsc_policy_service *svc)
 
 /* After an apply (a whole view, then slimmed), the view of the changed
  * keys holds the services whose value changed since, in key order, with
- * their fingerprints; a key that came, went or moved, or a service the
- * whole view keeps parsed, asks for the whole view (-EAGAIN). */
+ * their fingerprints; a key that came, went or moved asks for the whole
+ * view (-EAGAIN); a change of a service the whole view keeps parsed (http)
+ * brings every service kept parsed, and says so. */
 Test(etcd_store, view_of_the_changed_keys)
 {
+	static const char http[] = "{\"name\":\"h\",\"vip\":\"198.19.0.20\",\"port\":80,"
+				   "\"protocol\":\"http\",\"backends\":[{\"address\":"
+				   "\"198.18.1.2\",\"port\":8080}]}";
+	static const char http2[] = "{\"name\":\"h\",\"vip\":\"198.19.0.20\",\"port\":80,"
+				    "\"protocol\":\"http\",\"backends\":[{\"address\":"
+				    "\"198.18.1.3\",\"port\":8080}]}";
 	struct dmsc_etcd_store s = {.fp_of = weight_fp};
 	struct dmsc_policy view;
 	uint64_t *fps;
 	char *msgs[4];
+	bool parsed;
 	size_t n;
 
 	put_plain(&s, "a", 1, 1, 10, 1);
 	put_plain(&s, "b", 2, 1, 11, 1);
 	put_plain(&s, "c", 3, 1, 12, 1);
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "keys came");
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN, "keys came");
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
 	cr_assert_eq(view.n_services, 3);
 	dmsc_etcd_store_view_free(&view, fps);
 	dmsc_etcd_store_slim(&s); /* applied */
 
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
 	cr_assert_eq(view.n_services, 0, "nothing changed since");
 	dmsc_etcd_store_view_free(&view, fps);
 
 	put_plain(&s, "c", 3, 7, 13, 1);
 	put_plain(&s, "a", 1, 5, 14, 1);
 	put_plain(&s, "b", 2, 1, 11, 0); /* a revision held: not a change */
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
 	cr_assert_eq(view.n_services, 2);
 	cr_assert_str_eq(view.services[0].name, "a");
 	cr_assert_eq(view.services[0].backends[0].weight, 5);
@@ -482,30 +490,51 @@ Test(etcd_store, view_of_the_changed_keys)
 	dmsc_etcd_store_slim(&s);
 
 	put_plain(&s, "b", 9, 1, 15, 1); /* moved to another VIP */
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "a key moved");
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN, "a key moved");
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
 	dmsc_etcd_store_view_free(&view, fps);
 	dmsc_etcd_store_slim(&s);
 	cr_assert_eq(dmsc_etcd_store_delete(&s, "/p/c", 16), 1);
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "a key went");
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN, "a key went");
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
 	dmsc_etcd_store_view_free(&view, fps);
 	dmsc_etcd_store_slim(&s);
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
 	dmsc_etcd_store_view_free(&view, fps);
 
-	/* an http service stays parsed for the whole view: so is it asked */
-	{
-		const char *http = "{\"name\":\"h\",\"vip\":\"198.19.0.20\",\"port\":80,"
-				   "\"protocol\":\"http\",\"backends\":[{\"address\":"
-				   "\"198.18.1.2\",\"port\":8080}]}";
-
-		cr_assert_eq(dmsc_etcd_store_put(&s, "/p/h", "h", http, strlen(http), 17), 1);
-	}
+	/* an http service stays parsed for the whole view */
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/h", "h", http, strlen(http), 17), 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN, "a key came");
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
 	dmsc_etcd_store_view_free(&view, fps);
 	dmsc_etcd_store_slim(&s);
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "an http service");
+	cr_assert_not_null(dmsc_etcd_store_find(&s, "/p/h")->svc);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
+	cr_assert_eq(view.n_services, 0, "nothing changed since, http kept parsed or not");
+	cr_assert(!parsed);
+	dmsc_etcd_store_view_free(&view, fps);
+	/* a plain service changed beside it: that one only */
+	put_plain(&s, "a", 1, 6, 18, 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
+	cr_assert_eq(view.n_services, 1);
+	cr_assert_str_eq(view.services[0].name, "a");
+	cr_assert(!parsed, "dmsc-l7's view is as it was");
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	/* the http service changed: every service kept parsed */
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/h", "h", http2, strlen(http2), 19), 1);
+	put_plain(&s, "b", 9, 3, 20, 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
+	cr_assert(parsed);
+	cr_assert_eq(view.n_services, 2, "b (changed) and h (changed, kept parsed)");
+	cr_assert_str_eq(view.services[0].name, "b");
+	cr_assert_str_eq(view.services[1].name, "h");
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	/* the tunnel keeps every service parsed: its view is the whole one */
+	s.keep_all = true;
+	put_plain(&s, "a", 1, 7, 21, 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN);
 	dmsc_etcd_store_free(&s);
 }
 

@@ -211,12 +211,11 @@ void apply_policy(struct agent *ag, const char *why)
 		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
 		 (c3 - c2) * 1e3, (t1 - t0) * 1e3);
 	ag->stats.applies[DMSC_APPLY_OK]++;
-	/* A view of the changed keys has no http, health or tunnel service
-	 * (the store keeps those parsed, which makes the whole view): what
-	 * the helpers and the probes run is as it was; a page of a read
-	 * waits for the read's end. A view with keep holds every service
-	 * parsed: every one they run. */
-	if (changed_only && !keep)
+	/* A view of changed plain services only: what the helpers and the
+	 * probes run is as it was (a change of an http, health, IPv6 or
+	 * allow_from service brings every service kept parsed, all they
+	 * read); a page of a read waits for the read's end. */
+	if (etcd_view && !dmsc_etcd_sync_view_follows(ag->etcd))
 		goto done;
 	if (dmsc_health_watch_set(&ag->health, &set.policy, &ag->mirror))
 		pr_warn("health: out of memory: the backends of this policy are not watched\n");

@@ -645,7 +645,10 @@ void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s)
 		pr_warn("etcd: eventfd: %s\n", strerror(errno));
 }
 
-enum { VIEW_WHOLE, VIEW_CHANGED, VIEW_PAGE, VIEW_LEAN };
+/* A view of: every key; the changed keys; the changed keys with every
+ * key kept parsed; a page's changed keys; after a read, the parsed keys
+ * with every key's digest kept. */
+enum { VIEW_WHOLE, VIEW_CHANGED, VIEW_PARSED, VIEW_PAGE, VIEW_LEAN };
 
 /* Under s->lock, after a view of the parsed keys: the digest of every key
  * the whole view would hold, in the same order (mapped on its own when
@@ -705,9 +708,11 @@ int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 	} else if (*changed_only && !s->read_whole && !s->refill) {
 		/* not after a read of every namespace: the maps get its whole
 		 * policy (a refill among others) */
-		e = dmsc_etcd_store_view_changed(&s->store, out, &fps);
+		bool parsed;
+
+		e = dmsc_etcd_store_view_changed(&s->store, out, &fps, &parsed);
 		if (!e)
-			s->view_kind = VIEW_CHANGED;
+			s->view_kind = parsed ? VIEW_PARSED : VIEW_CHANGED;
 	}
 	if (e == -EAGAIN)
 		e = dmsc_etcd_store_view(&s->store, out, &fps, msgs, VIEW_MSGS_MAX, &n);
@@ -776,7 +781,7 @@ bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
 void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s, bool changed_only)
 {
 	(void)changed_only;
-	s->changed_views += s->view_kind == VIEW_CHANGED;
+	s->changed_views += s->view_kind == VIEW_CHANGED || s->view_kind == VIEW_PARSED;
 	/* the read is in the maps, what is gone removed */
 	if (s->view_kind == VIEW_WHOLE || s->view_kind == VIEW_LEAN)
 		s->lean = false;
@@ -791,6 +796,12 @@ void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s, bool changed_only)
 	s->applied_at = dmsc_clock_seconds(CLOCK_REALTIME);
 	/* the maps and the mirror hold them now */
 	dmsc_etcd_store_slim(&s->store);
+}
+
+bool dmsc_etcd_sync_view_follows(const struct dmsc_etcd_sync *s)
+{
+	return s->view_kind == VIEW_WHOLE || s->view_kind == VIEW_PARSED ||
+	       s->view_kind == VIEW_LEAN;
 }
 
 bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,

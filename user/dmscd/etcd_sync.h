@@ -108,6 +108,11 @@ bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
  * change received is applied (the lag falls to 0). changed_only: the
  * view was of the changed keys (counted). */
 void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s, bool changed_only);
+/* Between _view and _view_done: whether the view holds every service that
+ * dmsc-l7, the tunnel and the probes read (the whole view, or every
+ * service the store keeps parsed), for them to follow; not when it holds
+ * changed plain services only, or a page of a read under way. */
+bool dmsc_etcd_sync_view_follows(const struct dmsc_etcd_sync *s);
 /* Releases the view; returns whether a read of every namespace came since
  * the last view (much was parsed and freed: the heap is worth trimming). */
 bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,

@@ -795,37 +795,21 @@ void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps)
 	memset(view, 0, sizeof(*view));
 }
 
-int dmsc_etcd_store_view_changed(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
-				 uint64_t **fps)
+int dmsc_etcd_store_view_changed(struct dmsc_etcd_store *s, struct dmsc_policy *out,
+				 uint64_t **fps, bool *parsed)
 {
-	size_t i, n = 0;
+	size_t i, n;
 
 	memset(out, 0, sizeof(*out));
 	*fps = NULL;
+	*parsed = false;
 	if (s->ids_dirty || s->keep_all || !s->fp_of)
 		return -EAGAIN;
-	for (i = 0; i < s->n; i++) {
+	for (i = 0; i < s->n && !*parsed; i++) {
 		const struct dmsc_etcd_entry *en = &s->e[i];
 
-		if (!en->svc)
-			continue;
-		/* one the whole policy's view keeps parsed, or left out */
-		if (!en->valid || en->dropped || !en->fp || !slimmable(en->svc))
-			return -EAGAIN;
-		n++;
+		*parsed = en->dirty && en->svc && en->valid && !en->dropped && !slimmable(en->svc);
 	}
-	out->services = dmsc_mapmem_calloc(n + 1, sizeof(*out->services));
-	*fps = dmsc_mapmem_calloc(n + 1, sizeof(**fps));
-	if (!out->services || !*fps) {
-		dmsc_etcd_store_view_free(out, *fps);
-		*fps = NULL;
-		return -ENOMEM;
-	}
-	for (i = 0; i < s->n; i++) {
-		if (!s->e[i].svc)
-			continue;
-		(*fps)[out->n_services] = s->e[i].fp;
-		out->services[out->n_services++] = *s->e[i].svc;
-	}
-	return 0;
+	/* no key came, went or moved: no conflict to find, nothing to log */
+	return dmsc_etcd_store_view_some(s, *parsed, out, fps, NULL, 0, &n);
 }

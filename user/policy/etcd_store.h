@@ -182,17 +182,20 @@ void dmsc_etcd_entry_service(const struct dmsc_etcd_entry *en, struct dmsc_polic
 void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps);
 
 /*
- * The view of only the keys whose value changed since the store was last
- * slimmed (the services an apply has not taken yet: after it, a plain
- * service is held slim), in key order, with their fingerprints: what an
- * apply needs when no key came, went or moved and every other service is
- * in the maps as the mirror holds it (docs/design.md decision 57). -EAGAIN
- * when the whole view is needed: keys came, went or moved (conflicts to
- * find), the store keeps services parsed for a view of the whole policy
- * (keep_all; an http, health, IPv6 or allow_from service), or a changed
- * key is left out. Release with dmsc_etcd_store_view_free.
+ * The view of only the keys whose value changed since the last apply
+ * (dirty), in key order, with their fingerprints: what an apply needs when
+ * no key came, went or moved and every other service is in the maps as
+ * the mirror holds it (docs/design.md decision 57). When a changed key is
+ * one the store keeps parsed for a view of the whole policy (http for
+ * dmsc-l7, health for the probes, IPv6, allow_from), the view holds every
+ * key kept parsed instead, and *parsed says so: all that dmsc-l7, the
+ * probes and the checks of the build read of a policy (decision 61).
+ * -EAGAIN when the whole view is needed: keys came, went or moved
+ * (conflicts to find), the store keeps every service parsed (keep_all:
+ * the tunnel's view holds them all), or it has no fingerprints. Release
+ * with dmsc_etcd_store_view_free.
  */
-int dmsc_etcd_store_view_changed(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
-				 uint64_t **fps);
+int dmsc_etcd_store_view_changed(struct dmsc_etcd_store *s, struct dmsc_policy *out,
+				 uint64_t **fps, bool *parsed);
 
 #endif /* DMSC_ETCD_STORE_H */
