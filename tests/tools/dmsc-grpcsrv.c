@@ -414,18 +414,12 @@ static int parse_args(int argc, char **argv, struct sockaddr_in *sa, unsigned lo
 
 	*max_s = DEFAULT_MAX_SECONDS;
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		const char *a = argv[i], *v;
 
-		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			exit(0);
-		}
-		if (!v) {
-			fprintf(stderr, "dmsc-grpcsrv: %s: unknown option or missing value\n", a);
+		tool_help(a, usage);
+		v = tool_value("dmsc-grpcsrv", argc, argv, &i);
+		if (!v)
 			return -EINVAL;
-		}
-		i++;
 		if (!strcmp(a, "--listen")) {
 			if (parse_addr_port(v, sa)) {
 				fprintf(stderr, "dmsc-grpcsrv: --listen \"%s\": not A.B.C.D:PORT\n", v);

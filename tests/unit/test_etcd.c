@@ -70,12 +70,16 @@ Test(etcd_body, range_txn_and_watch_bodies)
 	    {.type = DMSC_ETCD_PUT, .key = "/k", .value = "{}"},
 	    {.type = DMSC_ETCD_DELETE, .key = "/d"},
 	};
-	char *b = dmsc_etcd_range_body("/a/", "/a0", 0);
+	char *b = dmsc_etcd_range_body("/a/", "/a0", 0, 0);
 
 	cr_assert_str_eq(b, "{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\"}");
 	free(b);
-	b = dmsc_etcd_range_body("/a/", "/a0", 42);
+	b = dmsc_etcd_range_body("/a/", "/a0", 42, 0);
 	cr_assert_str_eq(b, "{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\",\"revision\":\"42\"}");
+	free(b);
+	b = dmsc_etcd_range_body("/a/", "/a0", 42, 3);
+	cr_assert_str_eq(b, "{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\",\"revision\":\"42\","
+			    "\"limit\":\"3\"}");
 	free(b);
 	b = dmsc_etcd_txn_body(cmp, 2, ops, 2);
 	cr_assert_str_eq(
@@ -108,6 +112,15 @@ Test(etcd_parse, range_answer)
 	cr_assert_str_eq(kvs.kv[0].key, "/dmsc/ns/a/services/x");
 	cr_assert_str_eq(kvs.kv[0].value, "{\"a\":1}");
 	cr_assert_eq(kvs.kv[0].mod_rev, 2);
+	cr_assert(!kvs.more);
+	dmsc_etcd_kvs_free(&kvs);
+
+	/* a page of a limited range: keys remain */
+	j = "{\"header\":{\"revision\":\"7\"},\"kvs\":[{\"key\":\"L2E=\","
+	    "\"mod_revision\":\"3\",\"value\":\"e30=\"}],\"more\":true,\"count\":\"4\"}";
+	cr_assert_eq(dmsc_etcd_parse_range(j, strlen(j), &kvs, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(kvs.n, 1);
+	cr_assert(kvs.more);
 	dmsc_etcd_kvs_free(&kvs);
 
 	j = "{\"header\":{\"revision\":\"5\"}}";
@@ -493,6 +506,77 @@ Test(etcd_store, view_of_the_changed_keys)
 	dmsc_etcd_store_view_free(&view, fps);
 	dmsc_etcd_store_slim(&s);
 	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "an http service");
+	dmsc_etcd_store_free(&s);
+}
+
+static bool in_list(const char *key, void *arg)
+{
+	const char *const *l;
+
+	for (l = arg; *l; l++)
+		if (!strcmp(*l, key))
+			return true;
+	return false;
+}
+
+/* A read a page at a time (docs/design.md decision 61): the view of the
+ * dirty keys holds what changed since the last apply; a page's range
+ * drops the keys it covers and does not hold, and no other; a key that
+ * takes an earlier key's name or vip:port stays out of every view; the
+ * view of the parsed keys holds the dirty ones and those kept parsed. */
+Test(etcd_store, pages_of_a_read)
+{
+	static const char *page1[] = {"/p/a", "/p/c", NULL}, *page2[] = {"/p/e", NULL};
+	struct dmsc_etcd_store s = {.fp_of = weight_fp};
+	struct dmsc_policy view;
+	uint64_t *fps;
+	char *msgs[4];
+	size_t n;
+
+	put_plain(&s, "a", 1, 1, 10, 1);
+	put_plain(&s, "b", 2, 1, 11, 1);
+	put_plain(&s, "c", 3, 1, 12, 1);
+	put_plain(&s, "d", 4, 1, 13, 1);
+	cr_assert_eq(s.n_dirty, 4);
+	cr_assert_eq(dmsc_etcd_store_view_some(&s, false, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 4);
+	cr_assert_eq(n, 0);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s); /* applied */
+	cr_assert_eq(s.n_dirty, 0);
+	cr_assert_eq(s.n_slim, 4);
+	cr_assert_eq(dmsc_etcd_store_view_some(&s, false, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 0, "nothing changed since");
+	dmsc_etcd_store_view_free(&view, fps);
+
+	/* read again: page 1 holds a (as it was) and c (changed): b went */
+	put_plain(&s, "a", 1, 1, 10, 0);
+	put_plain(&s, "c", 3, 5, 20, 1);
+	cr_assert_eq(dmsc_etcd_store_retain_range(&s, "/p/", NULL, "/p/c", in_list, page1), 1);
+	cr_assert_null(dmsc_etcd_store_find(&s, "/p/b"));
+	cr_assert_not_null(dmsc_etcd_store_find(&s, "/p/d"), "past the page: not its to drop");
+	/* e comes with a's VIP: left out, named */
+	put_plain(&s, "e", 1, 1, 21, 1);
+	cr_assert_eq(dmsc_etcd_store_view_some(&s, false, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 1);
+	cr_assert_str_eq(view.services[0].name, "c");
+	cr_assert_eq(fps[0], 1005);
+	cr_assert_eq(n, 1);
+	cr_assert(strstr(msgs[0], "etcd key /p/e: its vip:port is used by /p/a"), "%s", msgs[0]);
+	free(msgs[0]);
+	dmsc_etcd_store_view_free(&view, fps);
+	/* the last page (to the prefix's end): d went */
+	cr_assert_eq(dmsc_etcd_store_retain_range(&s, "/p/", "/p/c", NULL, in_list, page2), 1);
+	cr_assert_null(dmsc_etcd_store_find(&s, "/p/d"));
+	cr_assert_eq(s.n, 3);
+	cr_assert_eq(dmsc_etcd_store_view_some(&s, true, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 1, "the parsed keys: c (e is left out, a slim)");
+	cr_assert_str_eq(view.services[0].name, "c");
+	while (n)
+		free(msgs[--n]);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	cr_assert_eq(s.n_dirty, 0);
 	dmsc_etcd_store_free(&s);
 }
 

@@ -390,7 +390,9 @@ int main(int argc, char **argv)
 			ag.reresolve_at_ms = dmsc_now_ms() + CGROUP_SETTLE_MS;
 		if (running && (pfd[5].revents & POLLIN)) {
 			dmsc_etcd_sync_take(ag.etcd);
-			ag.etcd_read = true; /* woken after a whole read at least */
+			/* woken after a page at least: until the read is
+			 * in, a view removes nothing (decision 61) */
+			ag.etcd_read = true;
 			apply_policy(&ag, "etcd");
 			reresolve(&ag); /* new rules, new paths to watch */
 		}

@@ -128,7 +128,7 @@ static int header_revision(struct json_object *o, int64_t *rev, char *err, size_
 int dmsc_etcd_parse_range(const char *json, size_t len, struct dmsc_etcd_kvs *out, char *err,
 			  size_t err_len)
 {
-	struct json_object *o = parse_object(json, len, err, err_len), *kvs;
+	struct json_object *o = parse_object(json, len, err, err_len), *kvs, *more;
 	size_t i, n;
 	int e = -EINVAL;
 
@@ -139,6 +139,8 @@ int dmsc_etcd_parse_range(const char *json, size_t len, struct dmsc_etcd_kvs *ou
 		goto out;
 	if (header_revision(o, &out->revision, err, err_len))
 		goto out;
+	/* false is the default: the gateway leaves it out */
+	out->more = json_object_object_get_ex(o, "more", &more) && json_object_get_boolean(more);
 	if (!json_object_object_get_ex(o, "kvs", &kvs)) {
 		e = 0;
 		goto out;

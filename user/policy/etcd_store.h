@@ -75,6 +75,7 @@ struct dmsc_etcd_entry {
 	bool valid;			 /* a valid value was seen: svc, or slim */
 	bool dropped;			 /* left out of the view: its name or vip:port is an
 					  * earlier key's */
+	bool dirty;			 /* its value changed since the last apply */
 };
 
 /* A host's tunnel address (PREFIX/hosts/NAME). */
@@ -102,6 +103,7 @@ struct dmsc_etcd_store {
 	bool refill;
 	bool ids_dirty; /* an entry came, went or moved: conflicts to find */
 	size_t n_slim;
+	size_t n_dirty; /* entries dirty */
 	/* The keys of the entries at the last slimming, packed in one block
 	 * (a key added since is malloc'd alone): keys left alone between
 	 * freed services would keep every page of the heap they sit in. */
@@ -133,8 +135,15 @@ const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store 
 /* Removes every key under ns_prefix that keep() says is gone; 1 when any. */
 int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
 			   bool (*present)(const char *key, void *arg), void *arg);
-/* After the view's services are in the maps: frees the parsed services
- * that no view of the whole policy needs (with fp_of set). */
+/* The same for the keys under ns_prefix after `after` (NULL: from the
+ * first) up to `last` included (NULL: to the last): what one page of a
+ * read in key order covers. present() is asked in key order. */
+int dmsc_etcd_store_retain_range(struct dmsc_etcd_store *s, const char *ns_prefix,
+				 const char *after, const char *last,
+				 bool (*present)(const char *key, void *arg), void *arg);
+/* After the view's services are in the maps: no entry is dirty, and the
+ * parsed services that no view of the whole policy needs are freed (with
+ * fp_of set). */
 void dmsc_etcd_store_slim(struct dmsc_etcd_store *s);
 void dmsc_etcd_store_free(struct dmsc_etcd_store *s);
 
@@ -153,6 +162,22 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s);
  */
 int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uint64_t **fps,
 			 char **msgs, size_t max_msgs, size_t *n_msgs);
+/*
+ * A view of some entries only, for an apply that leaves every other
+ * service as the mirror holds it (dmsc_mirror_apply_some): with parsed
+ * false, the keys whose value changed since the last apply (dirty); with
+ * parsed true, every key held parsed (the changed ones, and those a view
+ * of the whole policy needs: http, health, IPv6, allow_from), which is
+ * what dmsc-l7, the probes and the checks of the build read of a policy
+ * that keeps nothing parsed for the tunnel (keep_all). Conflicts are
+ * looked for first over every key (one left out is not in the view),
+ * hosts resolved, msgs as for dmsc_etcd_store_view
+ * (docs/design.md decision 61).
+ */
+int dmsc_etcd_store_view_some(struct dmsc_etcd_store *s, bool parsed, struct dmsc_policy *out,
+			      uint64_t **fps, char **msgs, size_t max_msgs, size_t *n_msgs);
+/* An entry's service as a view has it (shallow: see dmsc_etcd_store_view). */
+void dmsc_etcd_entry_service(const struct dmsc_etcd_entry *en, struct dmsc_policy_service *out);
 /* Releases a view and its fingerprints (fps may be NULL). */
 void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps);
 
