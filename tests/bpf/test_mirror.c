@@ -167,7 +167,7 @@ Test(mirror, some_services_applied_keep_the_others)
 	some.services = two;
 	some.n_services = 2;
 	dmsc_policy_digests(&some, d);
-	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, &res), 0);
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, NULL, 0, &res), 0);
 	cr_assert_eq(res.n_changes, 2);
 	cr_assert_eq(res.entries_written, 4, "meta and service of each");
 	cr_assert_eq(res.n_services, 300, "every service the mirror holds");
@@ -180,12 +180,68 @@ Test(mirror, some_services_applied_keep_the_others)
 	two[0] = p.services[5];
 	two[1] = p.services[299];
 	dmsc_policy_digests(&some, d);
-	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, &res), 0);
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, NULL, 0, &res), 0);
 	cr_assert_eq(res.n_changes, 1);
 	cr_assert_eq(res.n_services, 300);
 	dmsc_apply_result_free(&res);
 	p.n_services = 300;
 	assert_maps_hold(&p);
+	dmsc_policy_free(&p);
+}
+
+/* A read of etcd a page at a time (docs/design.md decision 61): a fresh
+ * mirror takes the policy a page at a time with dmsc_mirror_apply_some(),
+ * then one apply with keep (the digest of every service) removes what the
+ * maps hold beyond it; applied again page by page over those maps it
+ * writes nothing. */
+Test(mirror, pages_then_keep_removes_what_is_gone)
+{
+	struct dmsc_policy p = { 0 }, page = { 0 }, none = { 0 };
+	struct dmsc_svc_digest *d, *keep;
+	struct dmsc_apply_result res;
+	size_t i, written = 0;
+
+	fixture_policy(&p, 300, 4, NULL);
+	mapply(&p, false, NULL); /* the maps before: 300 services */
+	dmsc_mirror_free(&mir);	 /* a new dmscd: it reads them */
+	d = calloc(p.n_services, sizeof(*d));
+	cr_assert_not_null(d);
+	dmsc_policy_digests(&p, d);
+	/* etcd holds 280 of them (the last 20 were deleted), one changed */
+	p.services[3].backends[1].weight = 9;
+	dmsc_policy_digests(&p, d);
+	for (i = 0; i < 280; i += 64) {
+		page.services = &p.services[i];
+		page.n_services = i + 64 > 280 ? 280 - i : 64;
+		cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &page, &d[i], NULL, 0, &res), 0);
+		cr_assert_eq(res.n_services, 300, "a page removes nothing");
+		written += res.entries_written;
+		dmsc_apply_result_free(&res);
+	}
+	cr_assert_eq(written, 2, "the changed service only (meta and service)");
+	keep = d;
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &none, NULL, keep, 280, &res), 0);
+	cr_assert_eq(res.n_changes, 20, "the 20 services etcd no longer has");
+	cr_assert_eq(res.n_services, 280);
+	dmsc_apply_result_free(&res);
+	p.n_services = 280;
+	assert_maps_hold(&p);
+	cr_assert_eq(mapply(&p, false, NULL), 0, "the whole apply after it writes nothing");
+	/* again, as a dmscd restarted against the same store: nothing */
+	dmsc_mirror_free(&mir);
+	for (i = 0; i < 280; i += 100) {
+		page.services = &p.services[i];
+		page.n_services = i + 100 > 280 ? 280 - i : 100;
+		cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &page, &d[i], NULL, 0, &res), 0);
+		cr_assert_eq(res.entries_written, 0);
+		dmsc_apply_result_free(&res);
+	}
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &none, NULL, keep, 280, &res), 0);
+	cr_assert_eq(res.entries_written, 0);
+	cr_assert_eq(res.n_changes, 0);
+	dmsc_apply_result_free(&res);
+	p.n_services = 300;
+	free(d);
 	dmsc_policy_free(&p);
 }
 
