@@ -30,43 +30,22 @@
 # Writes $BUILD/bench-h2.json.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-. "$TOP/tests/lib/netns.sh"
 . "$TOP/scripts/bench-lib.sh"
-bench_begin bench-h2
-SECS=${BENCH_SECONDS:-8}
-ROUNDS=${BENCH_ROUNDS:-2}
+bench_begin bench-h2 bh2$$ 8
 STREAMS_LIST=${BENCH_STREAMS:-4 64}
 IDLE=${BENCH_IDLE:-1000}
 KINDS=${BENCH_KINDS:-h2 grpc}
 PROXIES=${BENCH_PROXIES:-dmsc-l7 haproxy nginx}
 L7BIN=${BENCH_L7:-$BUILD/dmsc-l7} # another build of the helper, to compare two
-P=bh2$$
 VIP=198.19.0.40
 GVIP=198.19.0.41
 
-PATH=$PATH:/usr/sbin
-for tool in h2load nghttpd haproxy nginx; do
-	command -v "$tool" >/dev/null || { echo "bench-h2: $tool is missing (scripts/install-deps.sh --bench)"; exit 1; }
-done
+bench_need bench-h2 h2load nghttpd haproxy nginx
 [[ -x $BUILD/tools/dmsc-grpcsrv ]] || { echo "bench-h2: $BUILD/tools/dmsc-grpcsrv is missing (make)"; exit 1; }
 PY=/usr/bin/python3 # tests/lib/h2idle.py: the standard library only
 
-cleanup() {
-	local p
-	exec 7>&- 2>/dev/null
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	[[ -n ${DMSC_PIN_DIR:-} ]] && "$BUILD/dmscctl" uninstall >/dev/null 2>&1
-	dmsc_net_cleanup
-	dmsc_cgroup_cleanup
-	mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-	rm -rf "$T"
-}
-trap cleanup EXIT
+suite_cleanup() { exec 7>&- 2>/dev/null; } # h2idle.py's input, if a failure left it open
 
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || exit 1
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-dmsc_net_init "$P" || exit 1
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 # gRPC's core would open dual-stack sockets; the client namespace is IPv4
@@ -102,12 +81,9 @@ cat >"$T/policy.json" <<EOF
       { "address": "198.18.1.2", "port": 50051, "weight": 75 },
       { "address": "198.18.1.3", "port": 50051, "weight": 25 } ] } ] }
 EOF
-"$BUILD/dmscctl" install --cgroup "$MESH" >/dev/null || exit 1
-"$BUILD/dmscctl" apply "$T/policy.json" >/dev/null || exit 1
+bench_apply "$MESH" "$T/policy.json"
 
-{
-	bench_haproxy_head 2 8000 http 60s
-	cat <<EOF
+bench_haproxy_conf 2 8000 http 60s <<EOF
 frontend h2
 	bind 198.18.0.1:15002 proto h2
 	default_backend h2
@@ -123,7 +99,6 @@ backend grpc
 	server v1 198.18.1.2:50051 weight 75 proto h2
 	server v2 198.18.1.3:50051 weight 25 proto h2
 EOF
-} >"$T/haproxy.cfg"
 bench_nginx_conf "$T" 20000 <<EOF || exit 1
 	http2_max_concurrent_streams 128;
 	keepalive_requests 1000000;

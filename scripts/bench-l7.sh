@@ -13,28 +13,13 @@
 # mostly idle; 32: throughput and CPU cost under load).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-. "$TOP/tests/lib/kernel.sh"
 . "$TOP/scripts/bench-lib.sh"
-bench_begin bench-l7
-SECS=${BENCH_SECONDS:-10}
-ROUNDS=${BENCH_ROUNDS:-2}
+bench_begin bench-l7 bl7$$ 10
 CONNS_LIST=${BENCH_CONNS:-4 32}
-P=bl7$$
 VIP=198.19.0.30
 
 bench_need bench-l7 wrk haproxy nginx
 
-# the servers first, then what dmsc_suite_cleanup (tests/lib/kernel.sh) removes
-suite_cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-}
-CTL=$BUILD/dmscctl
-trap dmsc_suite_cleanup EXIT
-
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || exit 1
-export DMSC_PIN_DIR=$T/bpffs/dmsc
-dmsc_net_init "$P" || exit 1
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 
@@ -55,12 +40,9 @@ cat >"$T/policy.json" <<EOF
     { "match": { "path_prefix": "/v2/" }, "backends": { "version": "v2" } },
     { "match": { "path_prefix": "/api/" } } ] } ] }
 EOF
-"$BUILD/dmscctl" install --cgroup "$MESH" >/dev/null || exit 1
-"$BUILD/dmscctl" apply "$T/policy.json" >/dev/null || exit 1
+bench_apply "$MESH" "$T/policy.json"
 
-{
-	bench_haproxy_head 2 8000 http 30s
-	cat <<EOF
+bench_haproxy_conf 2 8000 http 30s <<EOF
 frontend f
 	bind 198.18.0.1:15002
 	acl v2 path_beg /v2/
@@ -73,7 +55,6 @@ backend main
 backend v2
 	server v2 198.18.1.3:8080
 EOF
-} >"$T/haproxy.cfg"
 bench_nginx_conf "$T" 8192 <<EOF || exit 1
 	upstream main { server 198.18.1.2:8080 weight=75; server 198.18.1.3:8080 weight=25; keepalive 64; }
 	upstream v2 { server 198.18.1.3:8080; keepalive 64; }

@@ -1,5 +1,7 @@
 # shellcheck shell=bash
-# Helpers shared by the benchmarks that measure a proxy's processes.
+# Helpers shared by the benchmarks that measure a proxy's processes. Sources
+# tests/lib/kernel.sh (namespaces, cgroups, the common cleanup).
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/lib" && pwd)/kernel.sh"
 
 # cpu_ticks PID: user+system clock ticks of PID and its children (nginx's
 # workers); divide by `getconf CLK_TCK`.
@@ -76,6 +78,23 @@ bench_haproxy_head() {
 	return 0
 }
 
+# bench_haproxy_conf THREADS MAXCONN MODE TIMEOUT < PROXIES: writes
+# $T/haproxy.cfg, bench_haproxy_head's sections and then the proxies
+# (frontends, backends) read from stdin.
+bench_haproxy_conf() {
+	{
+		bench_haproxy_head "$@"
+		cat
+	} >"$T/haproxy.cfg"
+}
+
+# bench_apply CGROUP POLICY: dmsc installed on CGROUP and POLICY applied;
+# either failing ends the benchmark.
+bench_apply() {
+	"$CTL" install --cgroup "$1" >/dev/null || exit 1
+	"$CTL" apply "$2" >/dev/null || exit 1
+}
+
 # bench_nginx_conf DIR WORKER_CONNECTIONS < HTTP-LINES: writes DIR/nginx.conf,
 # two workers in the foreground with their pid, error log and temporary
 # files under DIR, no access log, and the lines read from stdin (upstreams
@@ -121,16 +140,38 @@ bench_start_proxies() {
 	done
 }
 
-# bench_begin NAME: the start every proxy benchmark shares. Not root: NAME
-# says it is skipped and the benchmark ends (0). Else BUILD defaults to
-# $TOP/build, T is a new temporary directory, PIDS (what the cleanup stops)
-# is empty.
+# bench_stop_pids: SIGTERM to each of PIDS, then up to 10 s each for it to
+# be gone.
+bench_stop_pids() {
+	local p
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do t_wait 10 bash -c "! kill -0 $p 2>/dev/null"; done
+}
+
+# bench_begin NAME PREFIX SECONDS: the start every proxy benchmark shares.
+# Not root: NAME says it is skipped and the benchmark ends (0). Else BUILD
+# defaults to $TOP/build and CTL is its dmscctl; SECS is BENCH_SECONDS or
+# SECONDS, ROUNDS BENCH_ROUNDS or 2; T is a new temporary directory with a
+# BPF filesystem of the benchmark's own (DMSC_PIN_DIR in it), P=PREFIX
+# names its namespaces (dmsc_net_init); PIDS (what the cleanup stops) is
+# empty. At the exit, also on Ctrl-C: bench_stop_pids, then
+# dmsc_suite_cleanup (a suite_cleanup of the benchmark's first).
 bench_begin() {
 	if [[ $(id -u) -ne 0 ]]; then
 		echo "$1: needs root (BPF, namespaces); skipped"
 		exit 0
 	fi
 	BUILD=${BUILD:-$TOP/build}
-	T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-$1.XXXXXX") || exit 1
+	CTL=$BUILD/dmscctl
+	SECS=${BENCH_SECONDS:-$3}
+	ROUNDS=${BENCH_ROUNDS:-2}
+	P=$2
 	PIDS=()
+	T=$(mktemp -d "${TMPDIR:-/tmp}/dmsc-$1.XXXXXX") || exit 1
+	trap 'bench_stop_pids; dmsc_suite_cleanup' EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || exit 1
+	export DMSC_PIN_DIR=$T/bpffs/dmsc
+	dmsc_net_init "$P" || exit 1
 }

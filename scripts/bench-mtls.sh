@@ -21,32 +21,20 @@
 # speed. BENCH_SECONDS (default 5) per measurement.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-. "$TOP/tests/lib/kernel.sh"
 . "$TOP/scripts/bench-lib.sh"
-bench_begin bench-mtls
-SECS=${BENCH_SECONDS:-5}
-P=bmt$$
+bench_begin bench-mtls bmt$$ 5
 A=198.18.15.1 B=198.18.15.2 VIP=198.19.15.1
 CIPHER=TLS_AES_256_GCM_SHA384 # what OpenSSL 3 picks first, as in the tunnel
 
 bench_need bench-mtls wrk haproxy iperf3 jq
 
-suite_cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do t_wait 10 bash -c "! kill -0 $p 2>/dev/null"; done
+suite_cleanup() { # after bench_stop_pids
 	rm -f /run/dmsc/dmsc-tunnel."${DPID_A:-x}".prom /run/dmsc/dmsc-tunnel."${DPID_B:-x}".prom
 	[[ -n ${PIN_A:-} ]] && DMSC_PIN_DIR=$PIN_A "$CTL" uninstall >/dev/null 2>&1
 }
-CTL=$BUILD/dmscctl
-trap dmsc_suite_cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
-mkdir -p "$T/bpffs" && mount -t bpf bpf "$T/bpffs" || exit 1
 PIN_A=$T/bpffs/dmsc-a
 export DMSC_PIN_DIR=$T/bpffs/dmsc-b
-dmsc_net_init "$P" || exit 1
 dmsc_net_hosts a="$A/16" b="$B/16" || exit 1
 MESH_A=$(dmsc_cgroup_make "$P/a") || exit 1
 MESH_B=$(dmsc_cgroup_make "$P/b") || exit 1

@@ -261,13 +261,21 @@ server_ok() { # FILE COUNT: server lines with every byte in order, up to EOF
 	t_wait 60 bash -c "(( \$(grep -c '^{\"conn\"' '$1') >= $2 ))"
 	grep '^{"conn"' "$1" | jq -s '[.[] | select(.first_bad == -1 and .eof and .got == .expected and .error == "")] | length'
 }
-dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[$VIP6]:7000" --conns 4 \
-	--bytes "${FPM}M" --back-bytes "${FPM}M" --seed 61 --max-seconds 120 >"$T/fp6.json"
-snap
-fp_read
-t_eq "fast path over IPv6: 4 x $FPM MiB each way, every connection ok at the client ($(jq -r .errors "$T/fp6.json"))" \
-	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp6.json")" "[4,0,-1]"
-t_eq "... the server got every byte in order" "$(server_ok "$T/st6.out" 4)" 4
+# fp_stream WHAT TARGET CONNS SEED SERVER: CONNS connections of dmsc-stream
+# from the mesh to TARGET, $FPM MiB each way, every one ok at the client
+# and byte-exact at the server (its lines in $T/SERVER.out); the counters
+# read after it (fp_read)
+fp_stream() {
+	local what=$1 target=$2 conns=$3 seed=$4 server=$5
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "$target" --conns "$conns" \
+		--bytes "${FPM}M" --back-bytes "${FPM}M" --seed "$seed" --max-seconds 120 >"$T/fp-$server.json"
+	snap
+	fp_read
+	t_eq "$what: $conns x $FPM MiB each way, every connection ok at the client ($(jq -r .errors "$T/fp-$server.json"))" \
+		"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp-$server.json")" "[$conns,0,-1]"
+	t_eq "... the server got every byte in order" "$(server_ok "$T/$server.out" "$conns")" "$conns"
+}
+fp_stream "fast path over IPv6" "[$VIP6]:7000" 4 61 st6
 t_eq "... each connection paired or its client wrote first (no_peer)" \
 	"$((st6_paired >= 1 && st6_paired <= 4 && st6_no_peer <= 4 && st6_paired + st6_no_peer >= 4))" 1
 # carried: all of it, or, where the kernel charges redirected bytes to the
@@ -279,13 +287,7 @@ carried() { # REDIRECTED-BYTES BACKLOG-FALLBACKS MIN-MiB MAX-MiB: 1 or 0
 }
 t_eq "... the fast path carried the bytes ($st6_red B, backlog_fallback $st6_fb)" \
 	"$(carried "$st6_red" "$st6_fb" "$FPM" $((8 * FPM + 1)))" 1
-dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$STREAM" client --connect "[::ffff:$VIP4]:7000" --conns 2 \
-	--bytes "${FPM}M" --back-bytes "${FPM}M" --seed 62 --max-seconds 120 >"$T/fp4d.json"
-snap
-fp_read
-t_eq "fast path, dual-stack socket to [::ffff:$VIP4]: every connection ok ($(jq -r .errors "$T/fp4d.json"))" \
-	"$(jq -c '[.ok, .failed, .first_bad]' "$T/fp4d.json")" "[2,0,-1]"
-t_eq "... the server got every byte in order" "$(server_ok "$T/st4.out" 2)" 2
+fp_stream "fast path, dual-stack socket to [::ffff:$VIP4]" "[::ffff:$VIP4]:7000" 2 62 st4
 t_eq "... paired and redirected as IPv4, on the IPv4 service ($st4_red B)" \
 	"$st4_paired:$(carried "$st4_red" "$st4_fb" "$FPM" 100000)" "2:1"
 echo "# fast path: st6 paired $st6_paired, redirected $((st6_red / MiB)) MiB; st4 (dual stack) paired $st4_paired"

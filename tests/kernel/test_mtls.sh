@@ -221,26 +221,38 @@ t_check "b counts streams from node-a for $ID, allowed" \
 	metric_ge b "streams_total\\{side=\"dest\",peer=\"node-a\",identity=\"$ID\",verdict=\"allowed\"\\}" 26
 
 # ---- no plaintext on the wire ---------------------------------------------
-marker="dmsc-marker-$RANDOM$RANDOM-plaintext"
-dmsc_net_exec hub tcpdump -i "${DMSC_NET_PREFIX}v1" -U -s 0 -w "$work/cap.pcap" \
-	>"$work/tcpdump.out" 2>&1 &
-tcpdump_pid=$!
-t_wait 5 grep -q "listening on" "$work/tcpdump.out"
-code=$(dmsc_net_exec a curl -sS -m 10 -o /dev/null -w '%{http_code}' -H "X-Marker: $marker" \
-	--data "$marker" "http://127.0.0.1:18080/")
-t_eq "a request carrying a marker through the tunnel" "$code" 200
-# the same marker around the tunnel, straight to b's backend: the capture
-# must see it, or it could not see the one above either
-code=$(dmsc_net_exec a curl -sS -m 10 -o /dev/null -w '%{http_code}' -H "X-Marker: $marker-direct" \
-	"http://$B:8080/")
-t_eq "the marker sent around the tunnel (the capture's control)" "$code" 200
-t_wait 5 bash -c "tcpdump -r '$work/cap.pcap' -A 2>/dev/null | grep -q -- '$marker-direct'"
-kill "$tcpdump_pid" 2>/dev/null
-wait "$tcpdump_pid" 2>/dev/null
-cap=$(tcpdump -r "$work/cap.pcap" -A 2>/dev/null)
-t_check "the capture holds the marker sent around the tunnel" grep -q -- "$marker-direct" <<<"$cap"
-t_check "the capture holds no marker sent through the tunnel" \
-	test "$(grep -o -- "$marker" <<<"$cap" | wc -l)" = "$(grep -o -- "$marker-direct" <<<"$cap" | wc -l)"
+# no_marker_on_wire NAME WHAT SEND: a capture of b's link (at the hub) while
+# SEND (a function printing the HTTP code of a request that carries $1)
+# sends a marker WHAT, and while the same marker with "-direct" goes around
+# the tunnel, straight to b's backend: the capture must hold that one, or
+# it could not see the other either, and no copy of the marker beyond the
+# control's. The capture stays in $work/NAME.pcap.
+no_marker_on_wire() {
+	local name=$1 what=$2 send=$3 marker="dmsc-marker-$RANDOM$RANDOM-$1" pid cap
+	dmsc_net_exec hub tcpdump -i "${DMSC_NET_PREFIX}v1" -U -s 0 -w "$work/$name.pcap" \
+		>"$work/$name.tcpdump" 2>&1 &
+	pid=$!
+	t_wait 5 grep -q "listening on" "$work/$name.tcpdump"
+	t_eq "a request carrying a marker $what" "$("$send" "$marker")" 200
+	t_eq "the marker sent around the tunnel, straight to b's backend (the capture's control)" \
+		"$(send_direct "$marker-direct")" 200
+	t_wait 5 bash -c "tcpdump -r '$work/$name.pcap' -A 2>/dev/null | grep -q -- '$marker-direct'"
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	cap=$(tcpdump -r "$work/$name.pcap" -A 2>/dev/null)
+	t_check "the capture holds the marker sent around the tunnel" grep -q -- "$marker-direct" <<<"$cap"
+	t_check "the capture holds no marker sent $what" \
+		test "$(grep -o -- "$marker" <<<"$cap" | wc -l)" = "$(grep -o -- "$marker-direct" <<<"$cap" | wc -l)"
+}
+post() { # URL MARKER FROM...: the HTTP code of a POST of MARKER (and a header
+	# with it) to URL, by FROM...
+	local url=$1 m=$2
+	shift 2
+	"$@" curl -sS -m 10 -o /dev/null -w '%{http_code}' -H "X-Marker: $m" --data "$m" "$url"
+}
+send_direct() { post "http://$B:8080/" "$1" dmsc_net_exec a; }
+send_tunnel() { post "http://127.0.0.1:18080/" "$1" dmsc_net_exec a; }
+no_marker_on_wire cap "through the tunnel" send_tunnel
 t_check "the capture holds the tunnel's TLS traffic" \
 	test "$(tcpdump -r "$work/cap.pcap" -n "tcp port 15008" 2>/dev/null | wc -l)" -gt 10
 
@@ -558,23 +570,8 @@ out=$(as_client iperf3 -c "$VIP" -p 5201 -t 2 -J)
 t_check "iperf3 to the VIP through the tunnel ($(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' <<<"$out" 2>/dev/null) Mbit/s)" \
 	jqe '.end.sum_received.bytes > 0 and (has("error") | not)' "$out"
 
-marker="dmsc-marker-$RANDOM$RANDOM-vip"
-dmsc_net_exec hub tcpdump -i "${DMSC_NET_PREFIX}v1" -U -s 0 -w "$work/cap2.pcap" \
-	>"$work/tcpdump2.out" 2>&1 &
-tcpdump_pid=$!
-t_wait 5 grep -q "listening on" "$work/tcpdump2.out"
-code=$(as_client curl -sS -m 10 -o /dev/null -w '%{http_code}' --data "$marker" "http://$VIP/")
-t_eq "a request carrying a marker to the VIP" "$code" 200
-code=$(dmsc_net_exec a curl -sS -m 10 -o /dev/null -w '%{http_code}' --data "$marker-direct" \
-	"http://$B:8080/")
-t_eq "the marker sent straight to b's backend (the capture's control)" "$code" 200
-t_wait 5 bash -c "tcpdump -r '$work/cap2.pcap' -A 2>/dev/null | grep -q -- '$marker-direct'"
-kill "$tcpdump_pid" 2>/dev/null
-wait "$tcpdump_pid" 2>/dev/null
-cap=$(tcpdump -r "$work/cap2.pcap" -A 2>/dev/null)
-t_check "the capture holds the marker sent around the tunnel" grep -q -- "$marker-direct" <<<"$cap"
-t_check "the capture holds no marker sent to the VIP" \
-	test "$(grep -o -- "$marker" <<<"$cap" | wc -l)" = "$(grep -o -- "$marker-direct" <<<"$cap" | wc -l)"
+send_vip() { post "http://$VIP/" "$1" as_client; }
+no_marker_on_wire vip "to the VIP" send_vip
 
 vip_refused() { # as_client|as_stranger
 	local rc
