@@ -22,7 +22,11 @@
 # (default 2) in alternating order. BENCH_L7: the dmsc-l7 binary (default
 # $BUILD/dmsc-l7; another build, to compare two). BENCH_PERF=KIND:STREAMS
 # (e.g. grpc:64): perf samples dmsc-l7 in that run of round 1 and prints its
-# top symbols. BENCH_PROXIES: which of "dmsc-l7 haproxy nginx" run.
+# top symbols. BENCH_SYSCALLS="KIND:STREAMS..." (e.g. grpc:4): a run of each
+# proxy before the rounds, apart from them (tracing slows the proxies), in
+# which `perf trace -s` counts its system calls; printed per request, with
+# its context switches and the TCP segments sent from the proxies'
+# namespace. BENCH_PROXIES: which of "dmsc-l7 haproxy nginx" run.
 # Writes $BUILD/bench-h2.json.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -151,15 +155,47 @@ url() { # KIND PROXY
 }
 pid_of() { case $1 in dmsc-l7) echo "$L7" ;; haproxy) echo "$HAP" ;; nginx) echo "$NGX" ;; esac; }
 
+# TCP segments sent from the proxies' namespace (to clients and backends)
+out_segs() { ip netns exec "${P}n" nstat -as TcpOutSegs | awk '$1 == "TcpOutSegs" { print $2 }'; }
+
+# syscalls_per_request PROXY "SWITCHES_BEFORE SWITCHES_AFTER" OUT_SEGS LOG
+# TRACE: the calls perf trace counted (all threads), per request of the run
+# (its log), the warm-up second counted as requests at the same rate;
+# failed ones (EAGAIN mostly) in brackets
+syscalls_per_request() {
+	awk -v name="$1" -v cs="$2" -v segs="$3" -v secs="$SECS" -v reqs="$(wc -l <"$4")" '
+		NF >= 8 && $1 ~ /^[a-z_0-9]+$/ && $2 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ { n[$1] += $2; e[$1] += $3 }
+		END {
+			r = reqs * (secs + 1) / secs
+			if (!r) { print "bench-h2: " name ": no requests, no syscall figures"; exit }
+			for (k in n) t += n[k]
+			split(cs, x, " ") # voluntary and involuntary, before and after
+			printf "bench-h2: %s, per request: TCP segments sent %.2f, context switches %.2f + %.2f involuntary, system calls %.2f:",
+				name, segs / r, (x[3] - x[1]) / r, (x[4] - x[2]) / r, t / r
+			while (1) { m = ""; for (k in n) if (m == "" || n[k] > n[m]) m = k
+				if (m == "" || n[m] / r < 0.01) break
+				printf " %s %.2f", m, n[m] / r; if (e[m]) printf " (%.2f failed)", e[m] / r
+				delete n[m] }
+			printf "\n" }' "$5"
+}
+
 # run KIND PROXY ROUND STREAMS
 run() {
-	local kind=$1 name=$2 round=$3 streams=$4 pid c0 c1 out log conns=4 m args=()
+	local kind=$1 name=$2 round=$3 streams=$4 pid c0 c1 x0 s0 out log conns=4 m args=()
 	pid=$(pid_of "$name")
 	m=$((streams / conns))
 	((m < 1)) && m=1
 	out=$T/h2load-$kind-$name-$round-$streams.txt
 	log=$T/log-$kind-$name-$round-$streams.tsv
 	[[ $kind == grpc ]] && args=(-d "$T/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers')
+	if ((round == 0)); then
+		x0=$(ctx_switches "$pid")
+		s0=$(out_segs)
+		# the warm-up second and the measured ones (SIGINT: the summary)
+		timeout -s INT $((SECS + 1)) perf trace -s -p "$(proc_pids "$pid")" \
+			-o "$T/trace-$name.txt" >/dev/null 2>&1 &
+		TRACE_PID=$!
+	fi
 	c0=$(cpu_ticks "$pid")
 	if [[ ${BENCH_PERF:-} == "$kind:$streams" && $name == dmsc-l7 && $round == 1 ]] &&
 		command -v perf >/dev/null; then
@@ -169,6 +205,13 @@ run() {
 	in_c timeout $((SECS + 30)) h2load -c "$conns" -m "$m" -D "$SECS" --warm-up-time 1 \
 		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
 	c1=$(cpu_ticks "$pid")
+	if [[ -n ${TRACE_PID:-} ]]; then
+		wait "$TRACE_PID"
+		TRACE_PID=
+		syscalls_per_request "$name" "$x0 $(ctx_switches "$pid")" "$(($(out_segs) - s0))" \
+			"$log" "$T/trace-$name.txt"
+		return # traced: not one of the rounds
+	fi
 	if [[ -n ${PERF_PID:-} ]]; then
 		wait "$PERF_PID"
 		PERF_PID=
@@ -195,6 +238,9 @@ echo "bench-h2: $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), $(np
 for kind in $KINDS; do
 	for streams in $STREAMS_LIST; do
 		echo "bench-h2: $kind, ${ROUNDS} round(s) of ${SECS}s per proxy, h2load -c4 -m$((streams / 4 > 0 ? streams / 4 : 1)) ($streams streams)"
+		if [[ " ${BENCH_SYSCALLS:-} " == *" $kind:$streams "* ]] && command -v perf >/dev/null; then
+			for name in $PROXIES; do run "$kind" "$name" 0 "$streams"; done
+		fi
 		for ((r = 1; r <= ROUNDS; r++)); do
 			if ((r % 2)); then order="dmsc-l7 haproxy nginx"; else order="nginx haproxy dmsc-l7"; fi
 			for name in $order; do

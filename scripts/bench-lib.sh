@@ -12,6 +12,24 @@ cpu_ticks() {
 	echo "$total"
 }
 
+# ctx_switches PID: the voluntary and the involuntary context switches of
+# every thread of PID and its children (a voluntary one is a wait that
+# ended in a wake-up; an involuntary one, the CPU taken by another task)
+ctx_switches() {
+	local p
+	for p in "$1" $(pgrep -P "$1"); do
+		cat /proc/"$p"/task/*/status 2>/dev/null
+	done | awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 }
+		END { print v + 0, n + 0 }'
+}
+
+# proc_pids PID: PID and its children, comma-separated (perf's -p)
+proc_pids() {
+	local p out=$1
+	for p in $(pgrep -P "$1"); do out+=",$p"; done
+	echo "$out"
+}
+
 # rss_kb PID: resident kB of PID and its children
 rss_kb() {
 	local total=0 p v

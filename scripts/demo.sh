@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The dmsc demo: test hosts in network namespaces, dmsc installed on a demo
 # cgroup, connections through a VIP split by weight inside the kernel, a
-# live weight change, a drain. Everything it makes is removed at the end,
+# live weight change, a drain, limits, health, IPv6, mutual TLS between
+# hosts and a change of CA, etcd, and the L7 helper (HTTP/2, and IPv6 in
+# its own namespace). Everything it makes is removed at the end,
 # also on Ctrl-C. Nothing leaves the machine: hosts use 198.18.0.0/16,
 # VIPs 198.19.0.0/16, and the client has no default route.
 set -u
@@ -45,7 +47,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-STEPS=12 STEP=0
+STEPS=14 STEP=0
 step() {
 	STEP=$((STEP + 1))
 	printf '\n== %d/%d %s\n' "$STEP" "$STEPS" "$*"
@@ -272,6 +274,37 @@ echo "   (the same policy on both hosts; mtb's tunnel would refuse it too, docs/
 dmsc_run_in_cgroup "$CGM/stranger" dmsc_net_exec mta curl -sS -m 10 -o /dev/null http://198.19.2.1/ 2>&1 |
 	sed 's/^/     /'
 
+step "a change of CA: mtb moves to a new CA, mta is refused until it holds the new CA's certificate"
+# (docs/design.md decision 54) Each tunnel reads its certificate files every
+# second. With mtb's from a new CA, mtb checks its connected peers again:
+# mta's certificate is of the old CA, so mta's connection takes no new
+# streams (the open ones finish) and mta's next handshake fails; once mta
+# holds a certificate of the new CA too, it reaches mtb again.
+reloads() { grep -c 'certificates in .* reloaded' "$T/dmscd-$1.log"; }
+reloaded_more() { (($(reloads "$1") > $2)); }
+post_orders() { # the workload of mta posts the mark to orders; curl's answer, or why not
+	dmsc_run_in_cgroup "$CGM/checkout" dmsc_net_exec mta curl -sS -m 10 --data "$MARK" \
+		-w ' (HTTP %{http_code})\n' http://198.19.2.1/ 2>&1
+}
+posted() { [[ $(post_orders) == *"(HTTP 200)"* ]]; }
+"$CTL" ca init "$T/ca2" --trust-domain demo.test >/dev/null || die "a new CA"
+n=$(reloads mtb)
+"$CTL" ca issue "$T/ca2" --host mtb --out "$T/mtb" >/dev/null || die "mtb's certificate of the new CA"
+echo "   dmscctl ca init NEWCA; ca issue NEWCA --host mtb --out <mtb's directory>"
+t_wait 10 reloaded_more mtb "$n" || die "mtb's tunnel did not take its new files (see $T/dmscd-mtb.log)"
+t_wait 3 grep -q 'takes no new streams' "$T/dmscd-mtb.log" &&
+	grep -h 'takes no new streams' "$T/dmscd-mtb.log" | tail -n 1 | sed 's/^.*tunnel: tunnel: /     mtb: /'
+echo "   the workload of mta posts to orders again:"
+post_orders | sed 's/^/     /'
+t_wait 5 grep -q 'connection to 198.18.2.2:15008 refused' "$T/dmscd-mta.log" &&
+	grep 'connection to 198.18.2.2:15008 refused' "$T/dmscd-mta.log" | tail -n 1 | sed 's/^.*tunnel: tunnel: /     mta: /'
+n=$(reloads mta)
+"$CTL" ca issue "$T/ca2" --host mta --out "$T/mta" >/dev/null || die "mta's certificate of the new CA"
+t_wait 10 reloaded_more mta "$n" || die "mta's tunnel did not take its new files (see $T/dmscd-mta.log)"
+echo "   ca issue NEWCA --host mta: both hosts on the new CA, the same post:"
+t_wait 10 posted
+post_orders | sed 's/^/     /'
+
 step "many hosts: the policy carried by etcd, each host gets only its namespaces"
 # The agents' host: a network namespace of its own on the demo's bridge
 # (198.18.0.1), so that what its agents and their L7 helper connect to is
@@ -342,6 +375,12 @@ echo "   one weight change published: on host A in $(((t1 - t0) / 1000000)) ms (
 grep '^dmscd: applied .*(etcd)' "$T/hosta.log" | tail -n 1 | sed 's/^/     host A: /'
 drive 500 etcd
 table etcd
+# (docs/design.md decision 55) a backend names its host; the host's tunnel
+# address is a key of its own, one for every namespace, that publish writes
+echo "   orders (its backend on host mtb) published to namespace orders: mtb's tunnel address is a key of"
+echo "   its own, PREFIX/hosts/NAME, which dmscd --mtls-dir watches. dmscctl publish, then dmscctl get:"
+in_agents "$CTL" publish "$T/mesh.json" --etcd "$EURL" --namespace orders | sed 's/^/     /'
+in_agents "$CTL" get --etcd "$EURL" --namespace orders | sed 's/^/     /'
 
 step "L7 with nothing configured: an http service from etcd, HTTP/2 routed per stream"
 # The application: a process of the mesh cgroup in the client's network
@@ -379,3 +418,32 @@ for ((i = 0; i < 10; i++)); do
 		http://198.19.0.14/canary/id
 done | sort | uniq -c | sed 's/^/     /'
 echo "   (each stream routed on its own: an L4 balancer sends a connection's 50 streams to one backend)"
+
+step "IPv6 http in the helper's own namespace: dmscd's host is the client's host too"
+# (docs/design.md decision 51) The agents' namespace plays a plain host (a
+# systemd service, no container): a process of the mesh cgroup there
+# connects to an IPv6 http service. connect6 hands it to the helper's [::1]
+# listener in that same namespace. web6h's only route sends everything to
+# version v2 (weight 1 of 100): an answer from v1 would be a connection
+# balanced at L4, without the helper.
+dmsc_net_addr6 agents 2001:2:1::1/64 || die "agents' IPv6 address"
+jq '.services += [{"name": "web6h", "vip": "2001:2:2::14", "port": 80, "protocol": "http",
+                   "backends": [{"address": "2001:2:1::12", "port": 8080, "weight": 99, "labels": {"version": "v1"}},
+                                {"address": "2001:2:1::13", "port": 8080, "weight": 1, "labels": {"version": "v2"}}],
+                   "routes": [{"match": {"path_prefix": "/"}, "backends": {"version": "v2"}}]}]' \
+	"$T/shopweb.json" >"$T/shopweb6.json"
+n=$(applied "$T/hosta.log")
+in_agents "$CTL" publish "$T/shopweb6.json" --etcd "$EURL" --namespace shop >/dev/null || die "publish web6h failed"
+t_wait 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply web6h"
+t_wait 20 grep -q "listening in the helper's own network namespace on \[::1\]" "$T/hosta.log" ||
+	die "the helper does not listen on [::1] in its own namespace (see $T/hosta.log)"
+grep -h "listening in the helper's own network namespace" "$T/hosta.log" | tail -n 1 | sed 's/^/   /'
+v6h() { dmsc_run_in_cgroup "$CG" in_agents curl -6 -g -s --max-time 10 "$@"; }
+v6h_routed() { [[ $(v6h http://[2001:2:2::14]/) == web6-v2 ]]; }
+# (until the helper has the new policy: dmscd hands it over)
+t_wait 20 v6h_routed || die "web6h was not routed by the helper"
+urls=()
+for ((i = 0; i < 20; i++)); do urls+=("http://[2001:2:2::14]/"); done
+echo "   curl -6 from the agents' namespace, 20 requests to [2001:2:2::14]:80 (weights 99/1, route: all to v2):"
+v6h "${urls[@]}" | sort | uniq -c | sed 's/^/     /'
+echo "   (every one routed by the helper, on the host where it runs; at L4, 99 in 100 would be web6-v1)"

@@ -7,7 +7,8 @@
 # service starts disabled (policy-rc.d), and the benchmark runs its own
 # instances in a network namespace. etcd-server likewise: its packaged
 # service stays down (policy-rc.d) and is disabled; the tests start their own
-# etcd on 127.0.0.1 with a private data directory.
+# etcd on 127.0.0.1 with a private data directory; redis-server and
+# postgresql the same (tests/kernel/test_apps.sh runs its own servers).
 set -euo pipefail
 
 PACKAGES=(
@@ -34,6 +35,10 @@ PACKAGES=(
 	nghttp2-client nghttp2-server
 	# gRPC through dmsc-l7 (tests/kernel/test_l7_grpc.sh)
 	python3-grpcio
+	# real applications through dmsc (tests/kernel/test_apps.sh): Redis and
+	# PostgreSQL servers with their own clients; their packaged services
+	# stay down (policy-rc.d) and the suite runs its own in namespaces
+	redis-server redis-tools postgresql postgresql-client
 )
 BENCH_PACKAGES=(haproxy nginx-light)
 
@@ -72,7 +77,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 policy_rc=
 starts_service=$bench
-[[ " ${missing[*]} " == *" etcd-server "* ]] && starts_service=true
+for p in etcd-server redis-server postgresql; do
+	[[ " ${missing[*]} " == *" $p "* ]] && starts_service=true
+done
 if $starts_service && [[ ! -e /usr/sbin/policy-rc.d ]]; then
 	# 101: "action not allowed": the packages install, their services stay down
 	policy_rc=/usr/sbin/policy-rc.d
@@ -81,8 +88,10 @@ if $starts_service && [[ ! -e /usr/sbin/policy-rc.d ]]; then
 	trap 'rm -f "$policy_rc"' EXIT
 fi
 apt-get install -y -q --no-install-recommends "${missing[@]}"
-if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null &&
-	[[ -d /run/systemd/system ]]; then
-	systemctl disable --now etcd.service >/dev/null 2>&1 || true
+if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+	for p in etcd-server:etcd redis-server:redis-server postgresql:postgresql; do
+		[[ " ${missing[*]} " == *" ${p%%:*} "* ]] &&
+			systemctl disable --now "${p#*:}.service" >/dev/null 2>&1
+	done
 fi
 echo "install-deps: done"

@@ -79,13 +79,12 @@ static __always_inline bool watched(struct bpf_sock_ops *ops, struct dmsc_svc_he
 	return health_on(bpf_map_lookup_elem(&dmsc_services6, &key6), w->svc_id, cfg);
 }
 
-/* max_ejection_percent: how many of the service's *n backends are ejected
- * at now, by their counter or in dmscd's verdict (read without their
- * locks: two CPUs ejecting at once may both find room, one backend over
- * the cap at most per CPU). */
-static __always_inline __u32 count_ejected(__u32 svc_id, __u64 now, __u32 *n)
+/* max_ejection_percent: how many of the service's *n backends (meta m)
+ * are ejected at now, by their counter or in dmscd's verdict (read
+ * without their locks: connect_failed's gate keeps two CPUs from both
+ * finding room). */
+static __always_inline __u32 count_ejected(struct dmsc_svc_meta *m, __u64 now, __u32 *n)
 {
-	struct dmsc_svc_meta *m = bpf_map_lookup_elem(&dmsc_svc_meta, &svc_id);
 	struct dmsc_be_verdict *v;
 	struct dmsc_be_health *h;
 	__u64 k = 0, until, out, ended;
@@ -118,10 +117,12 @@ static __always_inline __u32 count_ejected(__u32 svc_id, __u64 now, __u32 *n)
 static __always_inline void connect_failed(const struct watch *w,
 					   const struct dmsc_svc_health *cfg)
 {
-	__u32 backend_id = w->backend_id, n = 0, k;
+	__u32 backend_id = w->backend_id, svc_id = w->svc_id, n = 0, k, gen = 0, gate_id;
 	struct dmsc_be_health *h = bpf_map_lookup_elem(&dmsc_be_health, &backend_id);
+	struct dmsc_be_health *gate = NULL;
+	struct dmsc_svc_meta *m;
 	__u64 now = bpf_ktime_get_ns(), ended;
-	int ejected, room = 1;
+	int ejected, room = 1, held = 0;
 
 	if (!h) {
 		count_reason(DMSC_R_HEALTH_MISSING);
@@ -133,13 +134,41 @@ static __always_inline void connect_failed(const struct watch *w,
 	ended = health_ejection_ended(backend_id);
 	if (cfg->max_eject_pct && cfg->max_eject_pct < 100 &&
 	    dmsc_health_would_eject(h, ended, cfg, now)) {
-		k = count_ejected(w->svc_id, now, &n);
-		room = dmsc_health_may_eject(cfg, k, n);
+		/* The count and the ejection as one step per service: the
+		 * gate (in the first backend's element) is read under its
+		 * lock before the count, so the count sees every ejection
+		 * that closed the gate before; the gate is taken only if no
+		 * CPU took it since (then it may have ejected unseen: no
+		 * room now, the next failure asks again) and handed back
+		 * after the ejection is written. */
+		m = bpf_map_lookup_elem(&dmsc_svc_meta, &svc_id);
+		gate_id = m ? m->backend_id[0] : 0;
+		gate = m ? bpf_map_lookup_elem(&dmsc_be_health, &gate_id) : NULL;
+		if (gate) {
+			bpf_spin_lock(&gate->lock);
+			gen = gate->eject_gate;
+			bpf_spin_unlock(&gate->lock);
+		}
+		k = count_ejected(m, now, &n);
+		room = !(gen & 1) && dmsc_health_may_eject(cfg, k, n);
+		if (room && gate) {
+			bpf_spin_lock(&gate->lock);
+			held = gate->eject_gate == gen;
+			if (held)
+				gate->eject_gate = gen + 1;
+			bpf_spin_unlock(&gate->lock);
+			room = held;
+		}
 	}
 	bpf_spin_lock(&h->lock);
 	dmsc_health_take_end(h, ended);
 	ejected = dmsc_health_failed_room(h, cfg, now, room);
 	bpf_spin_unlock(&h->lock);
+	if (held && gate) {
+		bpf_spin_lock(&gate->lock);
+		gate->eject_gate = gen + 2;
+		bpf_spin_unlock(&gate->lock);
+	}
 	if (ejected)
 		count_reason(DMSC_R_HEALTH_EJECTED);
 }

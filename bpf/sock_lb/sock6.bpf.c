@@ -95,11 +95,60 @@ static __always_inline bool sock6_l7_handoff(struct bpf_sock_addr *ctx,
 	rec->svc_id = svc_id;
 	rec->backend_id = 0; /* the helper, not a backend */
 	rec->table_hash = 0;
+	rec->flags = 0;
 	rec->netns = netns;
 	ctx_set_ip6(ctx, lo);
 	ctx->user_port = conf->port6;
 	if (ss)
 		ss->connections += 1;
+	return true;
+}
+
+/*
+ * sock4_tunnel_handoff's twin (docs/design.md decision 64): a connection to
+ * a backend on another host goes to the tunnel's listener on [::1] (port6
+ * of dmsc_tunnel_conf). The record names that listener as the peer
+ * (getpeername6 answers the VIP) and carries the backend picked, flagged
+ * DMSC_SOCK_F_TUNNEL; the caller's cgroup goes to dmsc_sock_cgroup, and
+ * sockops publishes both in dmsc_tunnel_handoff6. No listener on [::1]
+ * (none registered, an older tunnel): false, the caller connects to the
+ * backend directly (fail open, counted; its host decides).
+ */
+static __always_inline bool sock6_tunnel_handoff(struct bpf_sock_addr *ctx,
+						 const struct dmsc_svc6_key *key, __u32 svc_id,
+						 __u32 backend_id)
+{
+	__u32 lo[4] = {0, 0, 0, bpf_htonl(1)}; /* [::1] */
+	struct dmsc_sock_vip6 *rec;
+	struct dmsc_l7_conf *conf;
+	__u32 zero = 0;
+	__u64 *cgroup;
+
+	conf = bpf_map_lookup_elem(&dmsc_tunnel_conf, &zero);
+	if (!conf || !conf->port6) {
+		count_reason(DMSC_R_TUNNEL_NO_HELPER);
+		return false;
+	}
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	rec = cgroup ? bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE)
+		     : NULL;
+	if (!rec) {
+		count_reason(DMSC_R_SOCK_STORAGE_FULL);
+		return false;
+	}
+	ip6_copy(rec->vip, key->vip);
+	ip6_copy(rec->backend, lo);
+	rec->vport = key->port;
+	rec->bport = conf->port6;
+	rec->svc_id = svc_id;
+	rec->backend_id = backend_id;
+	rec->table_hash = 0;
+	rec->flags = DMSC_SOCK_F_TUNNEL;
+	rec->netns = 0;
+	*cgroup = bpf_get_current_cgroup_id();
+	ctx_set_ip6(ctx, lo);
+	ctx->user_port = conf->port6;
+	count_reason(DMSC_R_TUNNEL_HANDOFF);
 	return true;
 }
 
@@ -139,6 +188,12 @@ static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		count_reason(DMSC_R_BACKEND_MISSING);
 		return SOCK_ADDR_PASS;
 	}
+	/* As connect4: TCP only, the tunnel's own sockets exempt. */
+	if ((be->flags & DMSC_BE_F_TUNNEL) && proto == DMSC_PROTO_TCP && !helper_socket(ctx) &&
+	    sock6_tunnel_handoff(ctx, &key, svc_id, backend_id)) {
+		count_connection(ss, backend_id);
+		return SOCK_ADDR_PASS;
+	}
 	/* As connect4: recorded before the rewrite, a failure counted. */
 	rec = bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (rec) {
@@ -149,6 +204,7 @@ static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 		rec->svc_id = svc_id;
 		rec->backend_id = backend_id;
 		rec->table_hash = svc->table_hash;
+		rec->flags = 0;
 		rec->netns = 0;
 	} else {
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);

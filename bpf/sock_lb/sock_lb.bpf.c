@@ -104,6 +104,55 @@ int dmsc_getpeername4(struct bpf_sock_addr *ctx)
 /* An IPv6 connection connect6 handed to the helper's [::1] listener:
  * its dmsc_l7_handoff6 record, keyed as the helper's accept() sees it plus
  * the namespace (docs/design.md decision 48). */
+/* An IPv6 connection connect6 handed to the tunnel's [::1] listener: its
+ * dmsc_tunnel_handoff6 record, the backend picked and the caller's cgroup
+ * (docs/design.md decision 64). */
+static __always_inline int tunnel_sockops6(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+					   const struct dmsc_sock_vip6 *rec)
+{
+	struct dmsc_tunnel_handoff6_key key = {};
+	struct dmsc_tunnel_handoff6 val = {};
+	__u32 backend_id = rec->backend_id;
+	struct dmsc_backend6 *be;
+	__u64 *cgroup;
+
+	if (skops->remote_ip6[0] != rec->backend[0] || skops->remote_ip6[1] != rec->backend[1] ||
+	    skops->remote_ip6[2] != rec->backend[2] || skops->remote_ip6[3] != rec->backend[3] ||
+	    sockops_remote_port(skops->remote_port) != rec->bport)
+		return 1;
+	/* as over IPv4: an id removed meanwhile reads as another service's */
+	be = bpf_map_lookup_elem(&dmsc_backends6, &backend_id);
+	if (!be || be->svc_id != rec->svc_id) {
+		count_reason(DMSC_R_BACKEND_MISSING);
+		return 1;
+	}
+	key.client_addr[0] = skops->local_ip6[0];
+	key.client_addr[1] = skops->local_ip6[1];
+	key.client_addr[2] = skops->local_ip6[2];
+	key.client_addr[3] = skops->local_ip6[3];
+	key.client_port = bpf_htons((__u16)skops->local_port);
+	key.helper_port = rec->bport;
+	val.vip[0] = rec->vip[0];
+	val.vip[1] = rec->vip[1];
+	val.vip[2] = rec->vip[2];
+	val.vip[3] = rec->vip[3];
+	val.backend_addr[0] = be->addr[0];
+	val.backend_addr[1] = be->addr[1];
+	val.backend_addr[2] = be->addr[2];
+	val.backend_addr[3] = be->addr[3];
+	val.vport = rec->vport;
+	val.backend_port = be->port;
+	val.svc_id = rec->svc_id;
+	val.backend_id = backend_id;
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
+	val.cgroup_id = cgroup ? *cgroup : 0; /* none: the tunnel refuses cgroup 0 */
+	if (bpf_map_update_elem(&dmsc_tunnel_handoff6, &key, &val, BPF_ANY))
+		count_reason(DMSC_R_L7_HANDOFF_FULL);
+	else
+		count_reason(DMSC_R_L7_HANDOFF);
+	return 1;
+}
+
 static __always_inline int l7_sockops6(struct bpf_sock_ops *skops, struct bpf_sock *sk)
 {
 	struct dmsc_l7_handoff6_key key = {};
@@ -111,6 +160,8 @@ static __always_inline int l7_sockops6(struct bpf_sock_ops *skops, struct bpf_so
 	struct dmsc_sock_vip6 *rec;
 
 	rec = bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0);
+	if (rec && (rec->flags & DMSC_SOCK_F_TUNNEL))
+		return tunnel_sockops6(skops, sk, rec);
 	if (!rec || rec->backend_id != 0 || !rec->netns)
 		return 1; /* not translated, or to a backend (L4) */
 	if (skops->remote_ip6[0] != rec->backend[0] || skops->remote_ip6[1] != rec->backend[1] ||

@@ -66,6 +66,12 @@ struct dmsc_be_health {
 	__u64 ejected_at_ns;	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last ejection */
 	__u64 ejected_until_ns; /* connect4 skips the backend until then */
 	__u32 ejections;	/* in a row: the back-off multiplier */
+	/* In the element of a service's first backend (dmsc_svc_meta's
+	 * backend_id[0]) only: the kernel's max_ejection_percent gate for the
+	 * whole service, a generation, odd while a CPU ejects one of its
+	 * backends (docs/design.md decision 35). What was padding: the
+	 * value's size is unchanged. */
+	__u32 eject_gate;
 };
 
 /*

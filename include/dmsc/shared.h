@@ -413,7 +413,9 @@ struct dmsc_l7_handoff6 {
 
 /* dmsc_tunnel_conf: ARRAY with one element, struct dmsc_l7_conf: where
  * the tunnel between hosts (dmsc-l7 tunnel --handoff-listen) takes the
- * connections connect4 hands it. addr 0: no tunnel; a backend flagged
+ * connections connect4 hands it, and in port6 the port of its listener on
+ * [::1], where connect6 hands IPv6 ones (docs/design.md decision 64).
+ * addr 0 (port6 0): no tunnel (for IPv6); a backend flagged
  * DMSC_BE_F_TUNNEL is then connected to directly (counted
  * DMSC_R_TUNNEL_NO_HELPER), and its host decides (docs/mtls.md). */
 #define DMSC_MAP_TUNNEL_CONF "dmsc_tunnel_conf"
@@ -634,7 +636,9 @@ struct dmsc_svc6_key {
 struct dmsc_backend6 {
 	__u32 addr[4]; /* network order */
 	__u16 port;    /* network order */
-	__u16 pad;     /* always zero */
+	/* enum dmsc_be_flags, of them DMSC_BE_F_TUNNEL only (docs/design.md
+	 * decision 64); was padding (zero): no flag */
+	__u16 flags;
 	__u32 svc_id;  /* owning service */
 };
 
@@ -648,8 +652,37 @@ struct dmsc_sock_vip6 {
 	__u32 svc_id;
 	__u32 backend_id; /* 0: handed to dmsc-l7 (backend: its [::1] listener) */
 	__u32 table_hash;
-	__u32 pad;   /* always zero */
+	__u32 flags; /* enum dmsc_sock_flags; was padding (zero) */
 	__u64 netns; /* handed to dmsc-l7: the client's namespace cookie */
+};
+
+/*
+ * dmsc_tunnel_handoff6: LRU_HASH, dmsc_l7_handoff's tunnel record for IPv6
+ * (docs/design.md decision 64). connect6 hands a connection to a backend
+ * on another host to the tunnel's listener on [::1] (port6 of
+ * dmsc_tunnel_conf), and sockops publishes the backend it picked and the
+ * caller's cgroup under the connection's ports as the tunnel's accept()
+ * sees them (client_addr: the client's address, [::1]). The tunnel and the
+ * workloads it takes handoffs from share the host's namespace, as over
+ * IPv4: no cookie in the key. Written and deleted as dmsc_l7_handoff.
+ */
+#define DMSC_MAP_TUNNEL_HANDOFF6 "dmsc_tunnel_handoff6"
+
+struct dmsc_tunnel_handoff6_key {
+	__u32 client_addr[4]; /* network order */
+	__u16 client_port;    /* network order */
+	__u16 helper_port;    /* network order */
+};
+
+struct dmsc_tunnel_handoff6 {
+	__u32 vip[4];	       /* network order */
+	__u32 backend_addr[4]; /* network order */
+	__u16 vport;	       /* network order */
+	__u16 backend_port;    /* network order */
+	__u32 svc_id;
+	__u32 backend_id;
+	__u32 pad; /* always zero */
+	__u64 cgroup_id;
 };
 
 /* The kernel picks a slot with one random number; shared so the unit tests

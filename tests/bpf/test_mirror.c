@@ -94,6 +94,23 @@ static void assert_maps_hold(const struct dmsc_policy *p)
 	dmsc_mirror_free(&fresh);
 }
 
+#define ANY_CHANGES ((size_t)-1)
+
+/* A mirror apply of p that writes ENTRIES map entries for CHANGES services
+ * (ANY_CHANGES: not checked), after which the maps hold exactly p; WHAT
+ * names the step in a failure. */
+static void mapply_holds(const struct dmsc_policy *p, size_t entries, size_t changes,
+			 const char *what)
+{
+	size_t written, n;
+
+	written = mapply(p, false, &n);
+	cr_assert_eq(written, entries, "%s: %zu entries written, not %zu", what, written, entries);
+	if (changes != ANY_CHANGES)
+		cr_assert_eq(n, changes, "%s: %zu services changed, not %zu", what, n, changes);
+	assert_maps_hold(p);
+}
+
 TestSuite(mirror, .init = setup, .fini = teardown);
 
 Test(mirror, first_apply_matches_dmsc_apply_counts)
@@ -104,9 +121,7 @@ Test(mirror, first_apply_matches_dmsc_apply_counts)
 	fixture_policy(&p, 50, 4, NULL);
 	cr_assert_eq(mapply(&p, true, &changes), 50 * 6, "dry run plans every entry");
 	cr_assert_eq(mir.n, 0, "a dry run leaves the mirror as it was");
-	cr_assert_eq(mapply(&p, false, &changes), 50 * 6);
-	cr_assert_eq(changes, 50);
-	assert_maps_hold(&p);
+	mapply_holds(&p, 50 * 6, 50, "the first apply");
 	cr_assert_eq(mapply(&p, false, &changes), 0);
 	cr_assert_eq(changes, 0);
 	dmsc_policy_free(&p);
@@ -152,7 +167,7 @@ Test(mirror, some_services_applied_keep_the_others)
 	some.services = two;
 	some.n_services = 2;
 	dmsc_policy_digests(&some, d);
-	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, &res), 0);
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, NULL, 0, &res), 0);
 	cr_assert_eq(res.n_changes, 2);
 	cr_assert_eq(res.entries_written, 4, "meta and service of each");
 	cr_assert_eq(res.n_services, 300, "every service the mirror holds");
@@ -165,7 +180,7 @@ Test(mirror, some_services_applied_keep_the_others)
 	two[0] = p.services[5];
 	two[1] = p.services[299];
 	dmsc_policy_digests(&some, d);
-	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, &res), 0);
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &some, d, NULL, 0, &res), 0);
 	cr_assert_eq(res.n_changes, 1);
 	cr_assert_eq(res.n_services, 300);
 	dmsc_apply_result_free(&res);
@@ -174,11 +189,66 @@ Test(mirror, some_services_applied_keep_the_others)
 	dmsc_policy_free(&p);
 }
 
+/* A read of etcd a page at a time (docs/design.md decision 61): a fresh
+ * mirror takes the policy a page at a time with dmsc_mirror_apply_some(),
+ * then one apply with keep (the digest of every service) removes what the
+ * maps hold beyond it; applied again page by page over those maps it
+ * writes nothing. */
+Test(mirror, pages_then_keep_removes_what_is_gone)
+{
+	struct dmsc_policy p = { 0 }, page = { 0 }, none = { 0 };
+	struct dmsc_svc_digest *d, *keep;
+	struct dmsc_apply_result res;
+	size_t i, written = 0;
+
+	fixture_policy(&p, 300, 4, NULL);
+	mapply(&p, false, NULL); /* the maps before: 300 services */
+	dmsc_mirror_free(&mir);	 /* a new dmscd: it reads them */
+	d = calloc(p.n_services, sizeof(*d));
+	cr_assert_not_null(d);
+	dmsc_policy_digests(&p, d);
+	/* etcd holds 280 of them (the last 20 were deleted), one changed */
+	p.services[3].backends[1].weight = 9;
+	dmsc_policy_digests(&p, d);
+	for (i = 0; i < 280; i += 64) {
+		page.services = &p.services[i];
+		page.n_services = i + 64 > 280 ? 280 - i : 64;
+		cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &page, &d[i], NULL, 0, &res), 0);
+		cr_assert_eq(res.n_services, 300, "a page removes nothing");
+		written += res.entries_written;
+		dmsc_apply_result_free(&res);
+	}
+	cr_assert_eq(written, 2, "the changed service only (meta and service)");
+	keep = d;
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &none, NULL, keep, 280, &res), 0);
+	cr_assert_eq(res.n_changes, 20, "the 20 services etcd no longer has");
+	cr_assert_eq(res.n_services, 280);
+	dmsc_apply_result_free(&res);
+	p.n_services = 280;
+	assert_maps_hold(&p);
+	cr_assert_eq(mapply(&p, false, NULL), 0, "the whole apply after it writes nothing");
+	/* again, as a dmscd restarted against the same store: nothing */
+	dmsc_mirror_free(&mir);
+	for (i = 0; i < 280; i += 100) {
+		page.services = &p.services[i];
+		page.n_services = i + 100 > 280 ? 280 - i : 100;
+		cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &page, &d[i], NULL, 0, &res), 0);
+		cr_assert_eq(res.entries_written, 0);
+		dmsc_apply_result_free(&res);
+	}
+	cr_assert_eq(dmsc_mirror_apply_some(&mir, &dp, &none, NULL, keep, 280, &res), 0);
+	cr_assert_eq(res.entries_written, 0);
+	cr_assert_eq(res.n_changes, 0);
+	dmsc_apply_result_free(&res);
+	p.n_services = 300;
+	free(d);
+	dmsc_policy_free(&p);
+}
+
 Test(mirror, adds_removes_and_moves)
 {
 	struct dmsc_policy p = { 0 };
 	struct dmsc_policy_service tmp;
-	size_t changes;
 
 	fixture_policy(&p, 20, 2, NULL);
 	mapply(&p, false, NULL);
@@ -187,28 +257,22 @@ Test(mirror, adds_removes_and_moves)
 	memmove(&p.services[5], &p.services[6], 14 * sizeof(tmp));
 	p.services[19] = tmp;
 	p.n_services = 19;
-	cr_assert_eq(mapply(&p, false, &changes), 4, "service, meta, two backends");
-	cr_assert_eq(changes, 1);
-	assert_maps_hold(&p);
+	mapply_holds(&p, 4, 1, "s5 removed: service, meta, two backends");
 	/* Put it back, first: an add in front of everything. */
 	memmove(&p.services[1], &p.services[0], 19 * sizeof(tmp));
 	p.services[0] = tmp;
 	p.n_services = 20;
-	cr_assert_eq(mapply(&p, false, &changes), 4, "two backends, meta, service");
-	cr_assert_eq(changes, 1);
-	assert_maps_hold(&p);
+	mapply_holds(&p, 4, 1, "s5 back in front: two backends, meta, service");
 	/* Reverse the order: nothing to write. */
 	for (size_t i = 0; i < 10; i++) {
 		tmp = p.services[i];
 		p.services[i] = p.services[19 - i];
 		p.services[19 - i] = tmp;
 	}
-	cr_assert_eq(mapply(&p, false, &changes), 0);
-	assert_maps_hold(&p);
+	mapply_holds(&p, 0, ANY_CHANGES, "the order reversed");
 	/* A backend replaced: one new entry, meta, service, one drop. */
 	p.services[3].backends[0].addr = htonl(0xc612ff01u);
-	cr_assert_eq(mapply(&p, false, &changes), 4);
-	assert_maps_hold(&p);
+	mapply_holds(&p, 4, ANY_CHANGES, "a backend replaced");
 	dmsc_policy_free(&p);
 }
 
@@ -472,13 +536,10 @@ Test(mirror, ipv6_services)
 	memcpy(p.services[4].vip6, p.services[2].vip6, 16);
 	memcpy(p.services[4].vip6 + 4, p.services[2].vip6 + 12, 4);
 	memcpy(p.services[4].vip6 + 12, p.services[2].vip6 + 4, 4);
-	cr_assert_eq(mapply(&p, false, &changes), 6 * 4);
-	cr_assert_eq(changes, 6);
-	assert_maps_hold(&p);
+	mapply_holds(&p, 6 * 4, 6, "the first apply");
 	cr_assert_eq(mapply(&p, false, &changes), 0);
 	p.services[4].backends[0].weight = 3;
-	cr_assert_eq(mapply(&p, false, &changes), 2);
-	assert_maps_hold(&p);
+	mapply_holds(&p, 2, ANY_CHANGES, "one weight of an IPv6 service");
 	/* Adopted by a restarted writer: nothing to write. */
 	dmsc_mirror_free(&mir);
 	memset(&mir, 0, sizeof(mir));

@@ -91,6 +91,11 @@ static i128 model_cap(uint64_t depth)
 	return (i128)clamped(depth) * DMSC_TB_SCALE;
 }
 
+static i128 clamp128(i128 v, i128 lo, i128 hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
 static void model_refill(struct model *m, uint64_t now, uint64_t rate, uint64_t depth)
 {
 	i128 cap = model_cap(depth), floor = -(i128)DMSC_TB_DEBT_DEPTHS * cap;
@@ -100,10 +105,7 @@ static void model_refill(struct model *m, uint64_t now, uint64_t rate, uint64_t 
 		m->last_ns = now;
 		return;
 	}
-	if (m->tokens > cap)
-		m->tokens = cap;
-	if (m->tokens < floor)
-		m->tokens = floor;
+	m->tokens = clamp128(m->tokens, floor, cap);
 	if (now <= m->last_ns)
 		return;
 	/* < 2^128: exact */
@@ -132,15 +134,12 @@ static int model_police(struct model *m, uint64_t now, uint64_t rate, uint64_t d
 	i128 need = (i128)cost * DMSC_TB_SCALE, floor = -(i128)DMSC_TB_DEBT_DEPTHS * model_cap(depth);
 
 	model_refill(m, now, rate, depth);
-	if (m->tokens >= need) {
-		m->tokens -= need;
-		return DMSC_TB_PASS;
-	}
-	if (m->tokens - need >= floor) {
-		m->tokens -= need;
-		return DMSC_TB_PASS_OVER;
-	}
-	return DMSC_TB_DROP;
+	/* past the floor of the debt: dropped; else taken, over the rate
+	 * when that leaves a debt */
+	if (m->tokens - need < floor)
+		return DMSC_TB_DROP;
+	m->tokens -= need;
+	return m->tokens >= 0 ? DMSC_TB_PASS : DMSC_TB_PASS_OVER;
 }
 
 /* Nanoseconds a refill from the floor to full takes at rate (> 0). */

@@ -7,13 +7,9 @@
 # dmscctl, the capacity check, and the metrics endpoint checked strictly.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
-DPID=
 LOADPIDS=()
 # Stops dmscd and the load before the common cleanup (kernel.sh).
-suite_cleanup() {
-	dmsc_keep_log
-	dmsc_stop KILL "${LOADPIDS[@]}" $DPID
-}
+suite_cleanup() { dmsc_stop KILL "${LOADPIDS[@]}" $DPID; }
 dmsc_suite_begin agent dag$$
 PROMCHECK=$TOP/tests/lib/promcheck.awk
 VIP=198.19.0.10

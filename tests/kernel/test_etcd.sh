@@ -8,7 +8,8 @@
 # arrives; dmscd SIGKILLed and restarted writes only the difference (0
 # entries against an unchanged etcd), and before its first read (etcd
 # down) a SIGHUP applies nothing; hostile values are refused with
-# their key named, the rest applied.
+# their key named, the rest applied; a read a page at a time converges
+# across a publish between its pages and writes nothing on a restart.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
 . "$(cd "$(dirname "$0")/../lib" && pwd)/etcd.sh"
@@ -320,6 +321,86 @@ a1=$(applied 1)
 start_host 1 a
 t_check "h1's dmscd reads etcd again" after_apply 1 "$a1"
 
+# 4c. A read a page at a time (docs/design.md decision 61): h1 on
+# namespaces a and pg with pages of 2 keys (DMSC_ETCD_PAGE_KEYS) applies
+# pg's 7 services a page at a time; a service deleted while h1 was down
+# leaves its maps once the whole read is in; a publish while the read
+# holds between two pages (DMSC_TEST_ETCD_PAGE_HOLD: a key already read
+# changed, a later one changed, one deleted, one added) arrives by the
+# watch from the read's revision on, and the maps converge to etcd
+# exactly; restarted against an unchanged etcd the pages write 0 entries.
+pg_policy() { # pg_policy FILE "N:W ...": services pN at 198.19.9.N
+	local sep="" nw
+	{
+		printf '{ "services": ['
+		for nw in $2; do
+			printf '%s{ "name": "p%s", "vip": "198.19.9.%s", "port": 9080, "backends": [ { "address": "198.18.1.2", "port": 9080, "weight": %s }, { "address": "198.18.1.3", "port": 9080, "weight": 1 } ] }' \
+				"$sep" "${nw%%:*}" "${nw%%:*}" "${nw##*:}"
+			sep=", "
+		done
+		printf '] }\n'
+	} >"$1"
+}
+# h1's services of namespace pg and their first backend's weight
+pg_is() { [[ $(pg_weights) == "$1" ]]; }
+pg_weights() { DMSC_PIN_DIR=$H1 "$CTL" show services -o json | jq -c '[.services[] | select(.name | test("^p[0-9]$")) | "\(.name):\(.backends[0].weight)"] | sort'; }
+# the applies after line $1 of h1's log, and the map entries they wrote
+applies_since() { tail -n +"$(($1 + 1))" "$T/h1.log" | grep -cE '^dmscd: applied .*\(etcd\)'; }
+written_since() {
+	tail -n +"$(($1 + 1))" "$T/h1.log" | grep -E '^dmscd: applied .*\(etcd\)' |
+		sed -nE 's/.* ([0-9]+) map entr(y|ies) written.*/\1/p' | awk '{ s += $1 } END { print s + 0 }'
+}
+# after line $1 of h1's log: a read of every namespace, and the apply after it
+read_in() {
+	tail -n +"$(($1 + 1))" "$T/h1.log" | grep -E '^dmscd: (etcd: read [0-9]+ namespace|applied .*\(etcd\))' |
+		grep -A1 'etcd: read' | grep -q '^dmscd: applied'
+}
+# paged_h1 [ENV=VALUE...]: h1 restarted on namespaces a and pg, pages of 2 keys
+paged_h1() {
+	kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
+	L0=$(wc -l <"$T/h1.log")
+	export DMSC_ETCD_PAGE_KEYS=2 "$@"
+	start_host 1 a --namespace pg
+	unset DMSC_ETCD_PAGE_KEYS DMSC_TEST_ETCD_PAGE_HOLD
+}
+pg_policy "$T/pg.json" "1:1 2:1 3:1 4:1 5:1 6:1 7:1"
+out=$(publish "$T/pg.json" --namespace pg)
+t_check "7 services published to namespace pg: $out" grep -q '^published 7 changes' <<<"$out"
+paged_h1
+t_check "h1 reads a and pg a page at a time" t_wait 30 read_in "$L0"
+t_check "each full page applied before the next ($(applies_since "$L0") applies: 3 pages and the read's end)" \
+	test "$(applies_since "$L0")" -ge 4
+t_eq "h1's maps hold reviews and p1-p7" "$(names "$H1")" \
+	'["p1","p2","p3","p4","p5","p6","p7","reviews"]'
+pg_policy "$T/pg.json" "1:1 2:1 3:1 4:1 5:1 6:1"
+publish "$T/pg.json" --namespace pg >/dev/null
+touch "$T/hold"
+w0=$(t_nlines "$T/h1.log" 'the next page waits')
+paged_h1 DMSC_TEST_ETCD_PAGE_HOLD="$T/hold"
+t_check "p7 deleted while h1 was down; h1 reads again and holds before pg's second page" \
+	t_wait_lines "$T/h1.log" 'the next page waits' $((w0 + 1)) 30
+pg_policy "$T/pg.json" "1:5 2:1 3:1 4:1 5:5 8:1"
+out=$(publish "$T/pg.json" --namespace pg)
+prev=${out##* }
+rm -f "$T/hold"
+t_check "a publish between two pages (p1 read already and p5 changed, p6 deleted, p8 added: $out)" \
+	grep -q '^published 4 changes' <<<"$out"
+t_check "h1's read goes on and is in" t_wait 30 read_in "$L0"
+rrev=$(tail -n +"$((L0 + 1))" "$T/h1.log" | sed -nE 's/.*etcd: read [0-9]+ namespaces at revision ([0-9]+).*/\1/p' | tail -n 1)
+t_check "the read was at revision $rrev, before the publish's $prev" \
+	test "${rrev:-0}" -gt 0 -a "${rrev:-0}" -lt "${prev:-0}"
+t_check "h1's maps converge to etcd exactly: p7 gone, p1 and p5 at weight 5, p6 gone, p8 in" \
+	t_wait 20 pg_is '["p1:5","p2:1","p3:1","p4:1","p5:5","p8:1"]'
+paged_h1
+t_check "h1 restarted against an unchanged etcd reads it a page at a time" t_wait 30 read_in "$L0"
+t_check "and its $(applies_since "$L0") applies wrote 0 map entries in all" \
+	test "$(written_since "$L0")" = 0 -a "$(applies_since "$L0")" -ge 3
+kill -KILL "$D1"; wait "$D1" 2>/dev/null; D1=
+L0=$(wc -l <"$T/h1.log")
+start_host 1 a
+t_check "h1 back on namespace a alone" t_wait 30 read_in "$L0"
+t_eq "pg's services left its maps once the read was in" "$(names "$H1")" '["reviews"]'
+
 # 5. Hostile values: refused with the key named; the rest applied.
 a1=$(applied 1)
 printf '{"name":' >"$T/bad1"
@@ -488,15 +569,42 @@ t_wait 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 
 printf '#!/bin/sh\nexec nsenter --net=/run/netns/%sn %s "$@"\n' "$P" "$BIN/dmsc-l7" >"$T/l7-in-node"
 chmod 755 "$T/l7-in-node"
 DMSC_PIN_DIR="$T/bpffs/h3" "$DMSCD" --etcd "$ALL" --namespace web --cgroup "$CG3" \
-	--l7-listen 198.18.0.1:15001 --l7-binary "$T/l7-in-node" --metrics off >>"$T/h3.log" 2>&1 &
+	--l7-listen 198.18.0.1:15001 --l7-binary "$T/l7-in-node" --metrics 127.0.0.1:0 >>"$T/h3.log" 2>&1 &
 D3=$!
 canary() { dmsc_run_in_cgroup "$CG3" dmsc_net_exec c1 curl -sS --max-time 2 "http://$WEB/canary/x" 2>/dev/null; }
 routes_to() { [[ $(canary) == "$1" ]]; }
 t_check "an http service from etcd is routed by dmsc-l7 (/canary/ -> v2)" t_wait 20 routes_to v2
 t_eq "every /canary/ request goes to v2" "$(for i in 1 2 3 4 5 6; do canary; done | sort -u | tr '\n' ' ')" "v2 "
+ck3=$(metric 3 dmsc_etcd_changed_key_applies_total)
 web_policy v1
 t_wait 10 "$CTL" publish "$T/web.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
 t_check "a route change published to etcd reaches dmsc-l7 (/canary/ -> v1)" t_wait 20 routes_to v1
+# (docs/design.md decision 61) an http service's change takes the view of
+# the changed keys with the services kept parsed, not the whole store; a
+# plain service's change beside it the view of that key alone, and the
+# helper keeps running as it is
+ck3_above() { [[ $(metric 3 dmsc_etcd_changed_key_applies_total) -gt $1 ]]; }
+t_check "through a view of the changed key (changed-key applies: $ck3, then more)" \
+	t_wait 30 ck3_above "$ck3"
+# plain WEIGHT: web and a plain tcp service beside it, published to web
+plain() {
+	policy "$T/plain.json" plain "198.18.1.2:$1 198.18.1.3:1"
+	sed -i 's/198.19.0.10/198.19.0.21/' "$T/plain.json"
+	jq -s '{services: (.[0].services + .[1].services)}' "$T/web.json" "$T/plain.json" >"$T/web2.json"
+	t_wait 10 "$CTL" publish "$T/web2.json" --namespace web --etcd "$ALL" >/dev/null 2>&1
+	t_wait 20 plain_is "[$1]"
+}
+plain_is() {
+	[[ $(DMSC_PIN_DIR="$T/bpffs/h3" "$CTL" show services -o json |
+		jq -c '[.services[] | select(.name == "plain") | .backends[0].weight]') == "$1" ]]
+}
+t_check "h3 applies a plain service beside web" plain 1
+ck3=$(metric 3 dmsc_etcd_changed_key_applies_total) r3=$(t_nlines "$T/h3.log" 'dmsc-l7: replacing it')
+t_check "and a change of its weight" plain 2
+t_check "through a view of that key (changed-key applies: $ck3, then more)" \
+	t_wait 30 ck3_above "$ck3"
+t_eq "dmsc-l7 was not replaced for it" "$(t_nlines "$T/h3.log" 'dmsc-l7: replacing it')" "$r3"
+t_check "and still routes /canary/ to v1" routes_to v1
 
 # 9. TLS: etcd asks every client for a certificate signed by its CA
 # (certificates made here, for 127.0.0.1). Publish, watch and dmscd work

@@ -39,9 +39,9 @@ STREAM=$BIN/tools/dmsc-stream
 MiB=$((1 << 20))
 # Sizes: the host's, or the matrix's (see above).
 if [[ -n ${DMSC_MATRIX:-} ]]; then
-	NU=40 NS=20 NP=15 FPM=1
+	NU=40 NS=20 NP=15 FPM=1 NH=10
 else
-	NU=100 NS=50 NP=30 FPM=4
+	NU=100 NS=50 NP=30 FPM=4 NH=20
 fi
 lap() { echo "# [$SECONDS s] $1"; }
 command -v curl >/dev/null || { echo "skip - needs curl"; exit 77; }
@@ -348,7 +348,101 @@ jq 'del(.services[] | select(.name == "bl6"))' "$T/drain.json" >"$T/nobl6.json"
 t_eq "... and not once bl6 is gone" "$(index6)" 0
 "$CTL" apply "$T/drain.json" >/dev/null || t_fail "apply with bl6 again"
 lap "limits, allow_from, drain"
+
+# http over IPv6 on every kernel (docs/design.md decisions 48, 51, 62):
+# dmsc-l7 (alone: dmscd's start costs minutes in a guest) runs in host n
+# with a mesh process in c. connect6 hands a connection to web6h's IPv6
+# VIP to the helper's [::1] listener of the client's namespace, named in
+# that namespace's dmsc_l7_netns entry, which needs the namespace's
+# cookie: SO_NETNS_COOKIE from Linux 5.14, before it a cgroup program of
+# the helper's (a cgroup dmsc-l7-netns.PID in its own, or else beside the
+# mesh cgroup: here beside it). On the host the
+# helper is made to use the program (DMSC_L7_NETNS_COOKIE=probe), so that
+# both ways are checked. Without a cookie connect6 balances at L4: b1
+# would answer (web6h's only route sends all to b2) and the access log
+# would not have the requests. A helper stopped removes its cgroup; on
+# the host, one killed (SIGKILL) leaves it, empty, and the next one
+# removes it.
+jq '.services += [{ "name": "web6h", "vip": "'"$VIP6"'", "port": 82, "protocol": "http",
+    "backends": [ { "address": "2001:2:60::11", "port": 8080, "weight": 99, "labels": { "v": "1" } },
+                  { "address": "2001:2:60::12", "port": 8080, "weight": 1, "labels": { "v": "2" } } ],
+    "routes": [ { "match": { "path_prefix": "/" }, "backends": { "v": "2" } } ] }]' \
+	"$T/drain.json" >"$T/web6h.json"
+"$CTL" apply "$T/web6h.json" >/dev/null || t_fail "apply an http service on [$VIP6]:82"
+dmsc_net_host n 198.18.60.1/16 || t_fail "host n for dmsc-l7"
+dmsc_net_addr6 n 2001:2:60::1/64 || t_fail "host n's IPv6 address"
+# A mesh process in c, so that the helper opens its listeners there.
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c sleep 600 &
+SLEEPPID=$!
+kmaj=$(uname -r | cut -d. -f1) kmin=$(uname -r | cut -d. -f2)
+if [[ -z ${DMSC_MATRIX:-} ]]; then
+	export DMSC_L7_NETNS_COOKIE=probe
+	probe=1
+elif ((kmaj < 5 || (kmaj == 5 && kmin < 14))); then
+	probe=1
+else
+	probe=0
+fi
+in_n() { nsenter --net="/run/netns/${P}n" "$@"; }
+l7_start() { # N: dmsc-l7 in n, its output in $T/l7-N.{out,err}; L7PID
+	nsenter --net="/run/netns/${P}n" "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/web6h.json" --workers 1 \
+		--access-log "$T/access6.log" >"$T/l7-$1.out" 2>"$T/l7-$1.err" &
+	L7PID=$!
+	dmsc_wait_ready "$T/l7-$1.out" 60 || t_fail "dmsc-l7 ready"
+}
+served6() { # N: requests of web6h the access log has, all routed to b2
+	[[ $(grep -c 'service=web6h .* status=200 backend=\[2001:2:60::12\]:8080' "$T/access6.log") -eq $1 ]]
+}
+rm -f "$T/access6.log"
+l7_start 1
+t_check "dmsc-l7 listens on [::1] in c's namespace" \
+	t_wait 20 grep -q "and \[::1\]" "$T/l7-1.err"
+probe_cg() { # N: the probe's cgroup that helper N names in its log
+	grep -o 'cgroup/sock_create program on [^ ]*' "$T/l7-$1.err" | head -n 1 | cut -d' ' -f4
+}
+CGMNT=$(dmsc_cgroup2_mount)
+if ((probe)); then
+	cg1=$(probe_cg 1)
+	t_check "... the cookies from a cgroup program on dmsc-l7-netns.$L7PID, not in the cgroup2 root" \
+		bash -c "[[ -d '$cg1' && '$cg1' == */dmsc-l7-netns.$L7PID && \$(dirname '$cg1') != '$CGMNT' ]]"
+fi
+snap
+nh0=${S[reasons.l7_no_helper]:-0}
+curl_vip "$MESH" "$NH" "http://[$VIP6]:82/" >"$T/l7v6a.out"
+t_eq "curl -6 to [$VIP6]:82 (http) from c: $NH answered, all by b2 (the helper's route)" \
+	"$(grep -c '^b2$' "$T/l7v6a.out")" "$NH"
+t_check "... all $NH through dmsc-l7 (its access log)" t_wait 10 served6 "$NH"
+dmsc_run_in_cgroup "$MESH" in_n curl -6 -g -s --max-time 60 "http://[$VIP6]:82/" "http://[$VIP6]:82/" \
+	"http://[$VIP6]:82/" "http://[$VIP6]:82/" "http://[$VIP6]:82/" >"$T/l7v6own.out"
+t_eq "a client in the helper's own namespace (n): 5 answered by b2" \
+	"$(grep -c '^b2$' "$T/l7v6own.out")" 5
+t_check "... all through dmsc-l7" t_wait 10 served6 $((NH + 5))
+snap
+t_eq "... none balanced at L4 (l7_no_helper unchanged)" "${S[reasons.l7_no_helper]:-0}" "$nh0"
+cg=${cg1:-}
+# (the sweep is userspace: on the host only, where a helper start is cheap)
+if ((probe)) && [[ -z ${DMSC_MATRIX:-} ]]; then
+	dmsc_stop KILL "$L7PID"
+	t_check "a helper killed (SIGKILL) leaves its cgroup" test -d "$cg1"
+	l7_start 2
+	t_check "... and listens in c's namespace again" t_wait 20 grep -q "and \[::1\]" "$T/l7-2.err"
+	cg=$(probe_cg 2)
+	t_check "... the next helper removes it (and says so)" \
+		bash -c "[[ ! -d '$cg1' ]] && grep -qF 'removed $cg1, left by a helper that is gone' '$T/l7-2.err'"
+	t_check "... and makes its own" bash -c "[[ -d '$cg' && '$cg' == */dmsc-l7-netns.$L7PID ]]"
+	curl_vip "$MESH" 5 "http://[$VIP6]:82/" >"$T/l7v6b.out"
+	t_check "... and serves c's IPv6 clients (5 more in its access log)" \
+		t_wait 10 served6 $((NH + 10))
+fi
+dmsc_stop TERM "$L7PID"
+L7PID=
+if ((probe)); then
+	t_check "a helper stopped removes its cgroup" bash -c "[[ -n '$cg' && ! -d '$cg' ]]"
+fi
+unset DMSC_L7_NETNS_COOKIE
+lap "http over IPv6"
 if [[ -n ${DMSC_MATRIX:-} ]]; then
+	dmsc_stop KILL "$SLEEPPID"
 	t_summary
 	exit
 fi
@@ -452,12 +546,8 @@ t_check "apply http services on $VIP4:82 and [$VIP6]:82, 83" "$CTL" apply "$T/l7
 # web6h2's backend: h2c (nghttpd) on b2's IPv6 address
 mkdir -p "$T/www-h2" && echo h2b2 >"$T/www-h2/id"
 dmsc_net_exec b2 nghttpd --no-tls -d "$T/www-h2" --address 2001:2:60::12 8443 >"$T/h2.out" 2>&1 &
-dmsc_net_host n 198.18.60.1/16 || t_fail "host n for dmsc-l7"
-dmsc_net_addr6 n 2001:2:60::1/64 || t_fail "host n's IPv6 address"
-# A mesh process in c, so that the helper opens its listeners there (the
-# IPv6 one on [::1] takes connect6's handoffs: docs/design.md decision 48).
-dmsc_run_in_cgroup "$MESH" dmsc_net_exec c sleep 600 &
-SLEEPPID=$!
+# (n and the mesh process in c, which makes the helper open its listeners
+# there, are the previous part's)
 # nsenter, not ip netns exec, which mounts a /sys without the cgroup2
 # mount the helper looks for the mesh's namespaces under.
 nsenter --net="/run/netns/${P}n" "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/l7.json" --workers 1 \
@@ -526,7 +616,6 @@ own6() { # TIMEOUT_MS: own6's policy, written whole (dmscd watches the file)
 EOF
 	mv "$T/own.tmp" "$T/own.json"
 }
-in_n() { nsenter --net="/run/netns/${P}n" "$@"; }
 own_pid() { pgrep -f -- "--metrics-file /run/dmsc/dmsc-l7.$DPID.prom" | head -n 1; }
 own6 5000
 nsenter --net="/run/netns/${P}n" "$BIN/dmscd" --cgroup "$MESH" --policy "$T/own.json" \

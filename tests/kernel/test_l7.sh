@@ -56,28 +56,18 @@ cat >"$T/policy.json" <<EOF
       { "match": { "path": "/exact", "method": "DELETE" }, "backends": { "version": "v3" } },
       { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } }, "backends": { "version": "v3" } },
       { "match": { "path_prefix": "/split/" }, "backends": { "pool": "main" } } ] },
-  { "name": "slowsvc", "vip": "$SLOW", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.5", "port": 8080 } ],
-    "routes": [
+  $(dmsc_json_http slowsvc "$SLOW" 198.18.1.5:8080 '"routes": [
       { "match": { "path_prefix": "/patient" }, "timeout_ms": 6000 },
-      { "match": { "path_prefix": "/" }, "timeout_ms": 500, "retries": 0 } ] },
-  { "name": "retrysvc", "vip": "$RETRY", "port": 80, "protocol": "http",
-    "backends": $(dmsc_json_backends 198.18.1.7:8080 198.18.1.2:8080),
-    "routes": [
+      { "match": { "path_prefix": "/" }, "timeout_ms": 500, "retries": 0 } ]'),
+  $(dmsc_json_http retrysvc "$RETRY" "198.18.1.7:8080 198.18.1.2:8080" '"routes": [
       { "match": { "path_prefix": "/noretry" }, "retries": 0 },
-      { "match": { "path_prefix": "/" }, "retries": 2 } ] },
-  { "name": "postsvc", "vip": "$POST", "port": 80, "protocol": "http",
-    "backends": $(dmsc_json_backends 198.18.1.6:8080 198.18.1.3:8080),
-    "routes": [ { "match": { "path_prefix": "/" }, "retries": 3 } ] },
-  { "name": "limited", "vip": "$LIMITED", "port": 80, "protocol": "http",
-    "rate_limit": { "requests_per_second": 1, "burst": 50 },
-    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
-  { "name": "diesvc", "vip": "$DIES", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.8", "port": 8080 } ] },
-  { "name": "loop", "vip": "$LOOP", "port": 80, "protocol": "http",
-    "backends": [ { "address": "$LOOP", "port": 80 } ] },
-  { "name": "bigsvc", "vip": "$BIG", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.9", "port": 8080 } ] } ] }
+      { "match": { "path_prefix": "/" }, "retries": 2 } ]'),
+  $(dmsc_json_http postsvc "$POST" "198.18.1.6:8080 198.18.1.3:8080" \
+	'"routes": [ { "match": { "path_prefix": "/" }, "retries": 3 } ]'),
+  $(dmsc_json_http limited "$LIMITED" 198.18.1.2:8080 '"rate_limit": { "requests_per_second": 1, "burst": 50 }'),
+  $(dmsc_json_http diesvc "$DIES" 198.18.1.8:8080),
+  $(dmsc_json_http loop "$LOOP" "$LOOP:80"),
+  $(dmsc_json_http bigsvc "$BIG" 198.18.1.9:8080) ] }
 EOF
 
 t_check "install on the test cgroup (3 hooks, sockops included)" "$CTL" install --cgroup "$MESH"

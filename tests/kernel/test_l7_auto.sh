@@ -114,8 +114,11 @@ if t_wait 10 grep -q "listening in network namespace $ctr_ino " "$T/dmscd.log"; 
 		t_wait 20 grep -q "network namespace $ctr_ino has no mesh process left" "$T/dmscd.log"
 	t_check "...nothing listens in the container any more" bash -c "! ctr_listens"
 	t_check "metrics: dmsc_l7_namespaces one less" t_wait 5 metric_le dmsc_l7_namespaces $((n_ns - 1))
-elif grep -q 'no SO_NETNS_COOKIE' "$T/dmscd.log"; then
-	echo "skip - listeners in other namespaces need SO_NETNS_COOKIE (Linux 5.14); $(uname -r)"
+elif grep -q "cannot learn a network namespace's cookie" "$T/dmscd.log"; then
+	# neither SO_NETNS_COOKIE (5.14) nor the helper's cgroup program
+	# (docs/design.md decision 62) works on this host: said in the log
+	echo "skip - the helper cannot learn a namespace's cookie here; $(uname -r)"
+	grep "cannot learn\|cgroup probe\|probe's" "$T/dmscd.log" | tail -n 3
 else
 	t_fail "the helper listens in the container's namespace"
 	grep -i 'namespace' "$T/dmscd.log" | tail -n 5

@@ -91,24 +91,16 @@ cat >"$T/policy.json" <<EOF
       { "match": { "path_prefix": "/canary/" }, "backends": { "version": "v2" } },
       { "match": { "path_prefix": "/", "headers": { "x-canary": "yes" } }, "backends": { "version": "v2" } },
       { "match": { "path_prefix": "/v1only/" }, "backends": { "version": "v1" } } ] },
-  { "name": "limited", "vip": "$LIMITED", "port": 80, "protocol": "http",
-    "rate_limit": { "requests_per_second": 1, "burst": 5 },
-    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
-  { "name": "slow", "vip": "$SLOW", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.4", "port": 8080 } ],
-    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 500, "retries": 0 } ] },
-  { "name": "retry", "vip": "$RETRY", "port": 80, "protocol": "http",
-    "backends": $(dmsc_json_backends 198.18.1.9:8080 198.18.1.2:8080),
-    "routes": [
+  $(dmsc_json_http limited "$LIMITED" 198.18.1.2:8080 '"rate_limit": { "requests_per_second": 1, "burst": 5 }'),
+  $(dmsc_json_http slow "$SLOW" 198.18.1.4:8080 \
+	'"routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 500, "retries": 0 } ]'),
+  $(dmsc_json_http retry "$RETRY" "198.18.1.9:8080 198.18.1.2:8080" '"routes": [
       { "match": { "path_prefix": "/noretry" }, "retries": 0 },
-      { "match": { "path_prefix": "/" }, "retries": 2 } ] },
-  { "name": "big", "vip": "$BIG", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
-  { "name": "silent", "vip": "$SILENT", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.4", "port": 8080 } ] },
-  { "name": "busy", "vip": "$BUSY", "port": 80, "protocol": "http",
-    "backends": $(dmsc_json_backends 198.18.1.4:8081 198.18.1.2:8080),
-    "routes": [ { "match": { "path_prefix": "/canary/" }, "idempotent": true } ] } ] }
+      { "match": { "path_prefix": "/" }, "retries": 2 } ]'),
+  $(dmsc_json_http big "$BIG" 198.18.1.2:8080),
+  $(dmsc_json_http silent "$SILENT" 198.18.1.4:8080),
+  $(dmsc_json_http busy "$BUSY" "198.18.1.4:8081 198.18.1.2:8080" \
+	'"routes": [ { "match": { "path_prefix": "/canary/" }, "idempotent": true } ]') ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply the policy" "$CTL" apply "$T/policy.json"

@@ -81,54 +81,25 @@ dmsc_net_exec v6b /usr/bin/python3 "$TOP/tests/tools/l7-backend.py" --listen 198
 	--mode h2silent --max-seconds 600 >"$T/h2hung.out" 2>&1 &
 dmsc_wait_ready "$T/h2hung.out" 10 || { t_fail "backend h2hung ready"; t_summary; exit 1; }
 
+passive() { # FAILURES BASE_MS MAX_MS [FIELD]: a "health" field of passive checks
+	echo "\"health\": { \"passive\": { \"consecutive_failures\": $1, \"base_ejection_ms\": $2," \
+		"\"max_ejection_ms\": $3${4:+, $4} } }"
+}
+TIMEOUT300='"routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 300 } ]'
 cat >"$T/policy.json" <<EOF
 { "services": [
-  { "name": "shop", "vip": "$SHOP", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.151.2", "port": 8080 },
-      { "address": "198.18.151.3", "port": 8080 } ],
-    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000 } } },
-  { "name": "allbad", "vip": "$ALLBAD", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.151.3", "port": 8080 } ],
-    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000 } } },
-  { "name": "back", "vip": "$BACK", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.151.2", "port": 8080 },
-      { "address": "198.18.151.3", "port": 8080 } ],
-    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 1000,
-                             "max_ejection_ms": 60000 } } },
-  { "name": "slow", "vip": "$SLOW", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.151.2", "port": 8080 },
-      { "address": "198.18.151.6", "port": 8080 } ],
-    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 300 } ],
-    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000 } } },
-  { "name": "pair", "vip": "$PAIR", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.151.4", "port": 8080 },
-      { "address": "198.18.151.5", "port": 8080 } ],
-    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000, "max_ejection_percent": 50 } } },
-  { "name": "plain4", "vip": "$PLAIN4", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.151.2", "port": 8080 } ] },
-  { "name": "hung2", "vip": "$HUNG2", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.151.7", "port": 8443 },
-      { "address": "198.18.151.8", "port": 8443 } ],
-    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 300 } ],
-    "health": { "passive": { "consecutive_failures": 2, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000 } } },
-  { "name": "pool6", "vip": "$POOL6", "port": 80, "protocol": "http",
-    "backends": [ { "address": "2001:2:150::21", "port": 8080 } ] },
-  { "name": "shop6", "vip": "$SHOP6", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "2001:2:150::21", "port": 8080 },
-      { "address": "2001:2:150::22", "port": 8080 } ],
-    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000 } } } ] }
+  $(dmsc_json_http shop "$SHOP" "198.18.151.2:8080 198.18.151.3:8080" "$(passive 3 600000 600000)"),
+  $(dmsc_json_http allbad "$ALLBAD" 198.18.151.3:8080 "$(passive 2 600000 600000)"),
+  $(dmsc_json_http back "$BACK" "198.18.151.2:8080 198.18.151.3:8080" "$(passive 2 1000 60000)"),
+  $(dmsc_json_http slow "$SLOW" "198.18.151.2:8080 198.18.151.6:8080" "$TIMEOUT300" \
+	"$(passive 2 600000 600000)"),
+  $(dmsc_json_http pair "$PAIR" "198.18.151.4:8080 198.18.151.5:8080" \
+	"$(passive 2 600000 600000 '"max_ejection_percent": 50')"),
+  $(dmsc_json_http plain4 "$PLAIN4" 198.18.151.2:8080),
+  $(dmsc_json_http hung2 "$HUNG2" "198.18.151.7:8443 198.18.151.8:8443" "$TIMEOUT300" \
+	"$(passive 2 600000 600000)"),
+  $(dmsc_json_http pool6 "$POOL6" 2001:2:150::21:8080),
+  $(dmsc_json_http shop6 "$SHOP6" "2001:2:150::21:8080 2001:2:150::22:8080" "$(passive 3 600000 600000)") ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply http services with passive health (no longer refused)" "$CTL" apply "$T/policy.json"
@@ -323,30 +294,23 @@ L7PID=
 dmsc_net_exec bad2 "$SRV" --name own503 --mode http --listen 198.18.151.4:8081 --status 503 \
 	--max-seconds 600 >"$T/own503.out" 2>&1 &
 dmsc_wait_ready "$T/own503.out" 10 || t_fail "backend own503 ready"
-lst=() bes=
+lst=() bes=()
 for ((i = 0; i < 32; i++)); do
 	lst+=(--listen "198.18.151.5:$((9200 + i))")
-	bes+=", { \"address\": \"198.18.151.5\", \"port\": $((9200 + i)) }"
+	bes+=("198.18.151.5:$((9200 + i))")
 done
 dmsc_net_exec bad3 /usr/bin/python3 "$TOP/tests/tools/l7-backend.py" "${lst[@]}" --mode fail \
 	--max-seconds 600 >"$T/hammer.out" 2>&1 &
 dmsc_wait_ready "$T/hammer.out" 10 || t_fail "backend hammer (32 ports) ready"
+NORETRY='"routes": [ { "match": { "path_prefix": "/" }, "retries": 0 } ]'
 cat >"$T/own.json" <<EOF
 { "services": [
-  { "name": "own", "vip": "$OWN", "port": 80, "protocol": "http",
-    "backends": [
-      { "address": "198.18.151.2", "port": 8080 },
-      { "address": "198.18.151.4", "port": 8081 } ],
-    "routes": [ { "match": { "path_prefix": "/" }, "retries": 0 } ],
-    "health": { "passive": { "consecutive_failures": 3, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000 } } },
-  { "name": "hammer", "vip": "$HAMMER", "port": 80, "protocol": "http",
-    "backends": [ ${bes#, } ],
-    "routes": [ { "match": { "path_prefix": "/" }, "retries": 0 } ],
-    "health": { "passive": { "consecutive_failures": 1000, "base_ejection_ms": 600000,
-                             "max_ejection_ms": 600000 },
-                "active": { "type": "tcp", "interval_ms": 100, "timeout_ms": 50,
-                            "unhealthy_threshold": 100, "healthy_threshold": 1 } } } ] }
+  $(dmsc_json_http own "$OWN" "198.18.151.2:8080 198.18.151.4:8081" "$NORETRY" "$(passive 3 600000 600000)"),
+  $(dmsc_json_http hammer "$HAMMER" "${bes[*]}" "$NORETRY" \
+	"\"health\": { \"passive\": { \"consecutive_failures\": 1000, \"base_ejection_ms\": 600000,
+                             \"max_ejection_ms\": 600000 },
+                \"active\": { \"type\": \"tcp\", \"interval_ms\": 100, \"timeout_ms\": 50,
+                            \"unhealthy_threshold\": 100, \"healthy_threshold\": 1 } }") ] }
 EOF
 nsenter --net="/run/netns/${P}n" "$BIN/dmscd" --cgroup "$MESH" --policy "$T/own.json" \
 	--l7-listen "$HELPER" --metrics off --debounce-ms 100 >"$T/dmscd.log" 2>&1 &

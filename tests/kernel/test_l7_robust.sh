@@ -59,28 +59,17 @@ dmsc_backends_ready "$T"/{v1,v2,slow,stale,stale8081,late408,503silent,slowread,
 
 cat >"$T/policy.json" <<JSON
 { "services": [
-  { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
-    "backends": $(dmsc_json_backends 198.18.1.2:8080,100,v1 198.18.1.3:8080,1,v2),
-    "routes": [ { "match": { "path_prefix": "/v2/" }, "backends": { "version": "v2" } } ] },
-  { "name": "limited", "vip": "$LIMITED", "port": 80, "protocol": "http",
-    "rate_limit": { "requests_per_second": 1, "burst": 2 },
-    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] },
-  { "name": "stalesvc", "vip": "$STALE", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.10", "port": 8080 } ] },
-  { "name": "shortsvc", "vip": "$SHORT", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.10", "port": 8081 } ] },
-  { "name": "latesvc", "vip": "$LATE", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.11", "port": 8080 } ] },
-  { "name": "silentsvc", "vip": "$SILENT", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.12", "port": 8080 } ],
-    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 1000, "retries": 1 } ] },
-  { "name": "uploadsvc", "vip": "$UPLOAD", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.13", "port": 8080 } ] },
-  { "name": "echosvc", "vip": "$ECHO", "port": 80, "protocol": "http",
-    "backends": [ { "address": "198.18.1.14", "port": 8080 } ] },
-  { "name": "guarded", "vip": "$GUARDED", "port": 80, "protocol": "http",
-    "allow_from": [ "dmsc-test/$P/mesh/in" ],
-    "backends": [ { "address": "198.18.1.2", "port": 8080 } ] } ] }
+  $(dmsc_json_http web "$WEB" "198.18.1.2:8080,100,v1 198.18.1.3:8080,1,v2" \
+	'"routes": [ { "match": { "path_prefix": "/v2/" }, "backends": { "version": "v2" } } ]'),
+  $(dmsc_json_http limited "$LIMITED" 198.18.1.2:8080 '"rate_limit": { "requests_per_second": 1, "burst": 2 }'),
+  $(dmsc_json_http stalesvc "$STALE" 198.18.1.10:8080),
+  $(dmsc_json_http shortsvc "$SHORT" 198.18.1.10:8081),
+  $(dmsc_json_http latesvc "$LATE" 198.18.1.11:8080),
+  $(dmsc_json_http silentsvc "$SILENT" 198.18.1.12:8080 \
+	'"routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 1000, "retries": 1 } ]'),
+  $(dmsc_json_http uploadsvc "$UPLOAD" 198.18.1.13:8080),
+  $(dmsc_json_http echosvc "$ECHO" 198.18.1.14:8080),
+  $(dmsc_json_http guarded "$GUARDED" 198.18.1.2:8080 "\"allow_from\": [ \"dmsc-test/$P/mesh/in\" ]") ] }
 JSON
 
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"

@@ -44,7 +44,7 @@ source "$root/tests/lib/assert.sh"
 source "$root/tests/lib/netns.sh"
 
 t_need_root
-for cmd in ip curl iperf3 tcpdump jq openssl timeout; do
+for cmd in ip curl iperf3 tcpdump jq openssl timeout python3; do
 	if ! command -v "$cmd" >/dev/null; then
 		echo "skip - $cmd is missing"
 		exit 77
@@ -89,9 +89,12 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 A=198.18.13.1 B=198.18.13.2 C=198.18.13.3
+# IPv6: the hosts' /64 and a VIP outside it (no route: only dmsc reaches it)
+A6=2001:2:13::1 B6=2001:2:13::2 VIP6=2001:2:113::10
 ID=shop.slice/frontend.service
 dmsc_net_init "mtls$$" || exit 1
-if ! dmsc_net_host a "$A/16" || ! dmsc_net_host b "$B/16" || ! dmsc_net_host c "$C/16"; then
+if ! dmsc_net_host a "$A/16" || ! dmsc_net_host b "$B/16" || ! dmsc_net_host c "$C/16" ||
+	! dmsc_net_addr6 a "$A6/64" || ! dmsc_net_addr6 b "$B6/64"; then
 	t_fail "make the hosts"
 	t_summary
 	exit 1
@@ -251,9 +254,48 @@ t_check "b counts the refused handshake" \
 # certificate) but holds a certificate of another CA: b checks it and says
 # why it refused
 dmsc_net_exec c timeout 10 openssl s_client -connect "$B:15008" -tls1_3 -CAfile "$work/ca/ca.crt" \
-	-cert "$work/c/host.crt" -key "$work/c/host.key" </dev/null >"$work/s_client.out" 2>&1
+	-cert "$work/c/host.crt" -key "$work/c/host.key" -alpn dmsc-tunnel/1 </dev/null \
+	>"$work/s_client.out" 2>&1
 t_check "b refuses a client certificate of another CA and names the reason" \
 	log_has b "peer $C:[0-9]+ refused: its certificate /O=dmsc/CN=node-c: unable to get local issuer certificate \\(depth 0\\)"
+
+# ---- ALPN: the tunnel's own protocol id (docs/design.md decision 64) -------
+# openssl s_client from a with a's own certificate: only the offer differs
+s_client_a() {
+	dmsc_net_exec a timeout 10 openssl s_client -connect "$B:15008" -tls1_3 \
+		-CAfile "$work/ca/ca.crt" -cert "$work/a/host.crt" -key "$work/a/host.key" "$@" \
+		</dev/null 2>&1
+}
+t_check "s_client offering dmsc-tunnel/1 with a's certificate: b selects it" \
+	grep -q '^ALPN protocol: dmsc-tunnel/1$' <<<"$(s_client_a -alpn dmsc-tunnel/1)"
+t_check "s_client offering h2 and http/1.1: b answers no_application_protocol" \
+	grep -q 'alert no application protocol' <<<"$(s_client_a -alpn h2,http/1.1)"
+t_check "b logs what it offered" \
+	log_has b "peer $A:[0-9]+ refused: it offered ALPN protocols h2, http/1.1, not dmsc-tunnel/1"
+t_check "s_client offering dmsc-tunnel/2: refused" \
+	grep -q 'alert no application protocol' <<<"$(s_client_a -alpn dmsc-tunnel/2)"
+t_check "s_client offering no ALPN: refused" \
+	grep -q 'alert no application protocol' <<<"$(s_client_a)"
+t_check "b logs that it offered none" \
+	log_has b "peer $A:[0-9]+ refused: it offered no ALPN protocol \\(dmsc-tunnel/1 required\\)"
+# the source's side: a TLS server of the mesh CA that chooses no ALPN
+# protocol (openssl s_server on c with b's certificate) is refused by a
+dmsc_net_exec c timeout 20 openssl s_server -www -accept "$C:15010" -tls1_3 -naccept 1 \
+	-cert "$work/b/host.crt" -key "$work/b/host.key" -CAfile "$work/ca/ca.crt" -Verify 1 \
+	</dev/null >"$work/s_server.out" 2>&1 &
+t_wait 5 grep -q ACCEPT "$work/s_server.out"
+dmsc_net_exec a timeout 20 "$l7" tunnel --mtls-dir "$work/a" --ready-fd 3 \
+	--forward "127.0.0.1:18090=$C:15010,$C:8080,$ID" 3>"$work/a2-helper.ready" \
+	2>"$work/a2-helper.log" &
+a2_pid=$!
+dmsc_wait_ready "$work/a2-helper.ready" 10
+t_check "a's helper to a server that chose no ALPN protocol: the connection fails" \
+	refused a 18090
+t_check "and a logs why" t_wait 5 grep -q \
+	"connection to $C:15010 refused: it chose no ALPN protocol (dmsc-tunnel/1 required)" \
+	"$work/a2-helper.log"
+kill "$a2_pid" 2>/dev/null
+wait "$a2_pid" 2>/dev/null
 
 t_check "a loopback destination on b is refused" refused a 18081
 t_check "b counts it as denied_dest for $ID" \
@@ -347,7 +389,8 @@ t_check "a's new connection was refused at a's handshake, b's certificate of a C
 # a's certificate of the old CA offered to b by a client that trusts the new
 # one (so it goes on after b's certificate): b names why it refuses it
 dmsc_net_exec a timeout 10 openssl s_client -connect "$B:15008" -tls1_3 -CAfile "$work/ca2/ca.crt" \
-	-cert "$work/a/host.crt" -key "$work/a/host.key" </dev/null >"$work/s_client.out" 2>&1
+	-cert "$work/a/host.crt" -key "$work/a/host.key" -alpn dmsc-tunnel/1 </dev/null \
+	>"$work/s_client.out" 2>&1
 t_check "b refuses a's certificate of the old CA at the handshake and names the reason" \
 	log_has b "peer $A:[0-9]+ refused: its certificate /O=dmsc/CN=node-a: unable to get local issuer certificate \\(depth 0\\)"
 # an expired certificate of the new CA (openssl: ca issue makes none)
@@ -361,7 +404,8 @@ mkdir -p "$work/expired" &&
 		-set_serial 7 -days -1 -extfile "$work/expired/ext" -out "$work/expired/host.crt" 2>/dev/null
 t_eq "an expired certificate for node-a from the new CA" "$?" 0
 dmsc_net_exec a timeout 10 openssl s_client -connect "$B:15008" -tls1_3 -CAfile "$work/ca2/ca.crt" \
-	-cert "$work/expired/host.crt" -key "$work/expired/host.key" </dev/null >"$work/s_client.out" 2>&1
+	-cert "$work/expired/host.crt" -key "$work/expired/host.key" -alpn dmsc-tunnel/1 </dev/null \
+	>"$work/s_client.out" 2>&1
 t_check "b refuses an expired certificate and names the reason" \
 	log_has b "peer $A:[0-9]+ refused: its certificate /O=dmsc/CN=node-a: certificate has expired \\(depth 0\\)"
 wait "$slow_pid"
@@ -467,10 +511,11 @@ start_dmscd() {
 # start_pair POLICY_B POLICY_A: dmscd on b (dpid) and a (apid); b's in b's
 # mesh cgroup: its tunnel's sockets are exempt from the check of
 # allow_from around the VIP (decision 44), or nothing below passes
+# (ADDR_B ADDR_A: the tunnels' addresses, IPv4 ones by default)
 start_pair() {
 	rm -f "$work"/dmscd-*.pid
-	dpid=$(start_dmscd b "$DMSC_PIN_DIR" "$1" "$B" "$cg/infra")
-	apid=$(start_dmscd a "$pin_a" "$2" "$A")
+	dpid=$(start_dmscd b "$DMSC_PIN_DIR" "$1" "${3:-$B}" "$cg/infra")
+	apid=$(start_dmscd a "$pin_a" "$2" "${4:-$A}")
 }
 stop_pair() {
 	local pid
@@ -486,8 +531,8 @@ t_check "b's tunnel probed kTLS and logged the path its records take" \
 	t_wait 10 grep -qE "kTLS: (not available \\(TCP_ULP tls: .*\\); OpenSSL seals|available)" "$work/dmscd-b.log"
 t_check "a's dmscd names this host from its certificate" \
 	t_wait 10 grep -q "this host is node-a" "$work/dmscd-a.log"
-t_check "a's tunnel takes the kernel's handoffs" \
-	t_wait 20 grep -q "takes the kernel's handoffs on 127.0.0.1:15009" "$work/dmscd-a.log"
+t_check "a's tunnel takes the kernel's handoffs, connect6's on [::1] too" \
+	t_wait 20 grep -q "takes the kernel's handoffs on 127.0.0.1:15009 and \[::1\] on the same port" "$work/dmscd-a.log"
 t_check "b's tunnel is up" t_wait 20 b_tunnel_up
 as_client() { dmsc_run_in_cgroup "$cga/client" dmsc_net_exec a "$@"; }
 as_stranger() { dmsc_run_in_cgroup "$cga/stranger" dmsc_net_exec a "$@"; }
@@ -652,5 +697,92 @@ t_check "publishing again writes node-b's address back, nothing else" \
 	bash -c "[[ \$(grep -c '^create\|^update\|^delete' <<<'$out') == 1 ]] && grep -q 'create /dmsc/hosts/node-b' <<<'$out'"
 t_check "and a reaches b again" t_wait 20 client_ok
 stop_pair
+
+# ---- IPv6 (docs/design.md decision 64): the tunnels at IPv6 addresses, ---
+# an IPv6 VIP whose backends are on b: connect6 on a hands the connection
+# to a's tunnel ([::1]), which carries it to b's over the bridge
+dmsc_net_exec b "$stream" server --listen "[$B6]:9006" --max-seconds 120 \
+	>"$work/stream6.out" 2>&1 &
+dmsc_net_exec b python3 "$root/tests/tools/v6-peer.py" serve --name b6 --listen "[$B6]:9007" \
+	--max-seconds 120 >"$work/peer6.out" 2>&1 &
+dmsc_wait_ready "$work/stream6.out" 5 && dmsc_wait_ready "$work/peer6.out" 5
+t_eq "IPv6 backends on b are up" "$?" 0
+mesh6_policy() { # ALLOW_FROM_FIELD
+	cat <<EOP
+{ "mtls": "required",
+  "hosts": { "node-a": "[$A6]:15008", "node-b": "[$B6]:15008" },
+  "services": [
+    { "name": "stream6", "vip": "$VIP6", "port": 9006 $1,
+      "backends": [ { "address": "$B6", "port": 9006, "host": "node-b" } ] },
+    { "name": "peer6", "vip": "$VIP6", "port": 9007 $1,
+      "backends": [ { "address": "$B6", "port": 9007, "host": "node-b" } ] },
+    { "name": "shop", "vip": "$VIP", "port": 80 $1,
+      "backends": [ { "address": "$B", "port": 8080, "host": "node-b" } ] } ] }
+EOP
+}
+mesh6_policy "$b_allow" >"$work/mesh6-b.json"
+mesh6_policy "" >"$work/mesh6-a.json"
+handoffs=$(grep -c "takes the kernel's handoffs" "$work/dmscd-a.log")
+start_pair "$work/mesh6-b.json" "$work/mesh6-a.json" "[$B6]" "[$A6]"
+b6_up() { ip netns exec "${DMSC_NET_PREFIX}b" ss -Htln "( sport = :15008 )" | grep -qF "[$B6]:15008"; }
+t_check "b's tunnel listens on [$B6]:15008" t_wait 20 b6_up
+t_check "a's tunnel takes the kernel's handoffs again" t_wait 20 \
+	bash -c "[[ \$(grep -c \"takes the kernel's handoffs\" '$work/dmscd-a.log') -gt $handoffs ]]"
+out=$(as_client "$stream" client --connect "[$VIP6]:9006" --conns 2 --count 1 --bytes 3000000 \
+	--back-bytes 3000000 --max-seconds 30 2>&1)
+t_eq "dmsc-stream to [$VIP6]:9006 from a: 2 connections, 3 MB each way byte-exact" \
+	"$(jq -r .ok <<<"$out" 2>/dev/null)" 2
+t_check "a's tunnel carried them to b's at $B6, vouching for the client's cgroup" t_wait 5 \
+	grep -qE "streams_total\{side=\"source\",peer=\"$B6\",identity=\"$cg_rel/client\",verdict=\"opened\"\} [2-9]" \
+	"/run/dmsc/dmsc-tunnel.$apid.prom"
+t_check "b's tunnel allowed them from node-a" t_wait 5 \
+	grep -qE "streams_total\{side=\"dest\",peer=\"node-a\",identity=\"$cg_rel/client\",verdict=\"allowed\"\} [2-9]" \
+	"/run/dmsc/dmsc-tunnel.$dpid.prom"
+t_eq "curl to [$VIP6]:9007: b's answer, the VIP as its peer (getpeername6)" \
+	"$(as_client curl -sS -g -m 10 -w '%{remote_ip}' "http://[$VIP6]:9007/")" "b6
+$VIP6"
+stranger6_refused() { ! as_stranger curl -sS -g -m 5 -o /dev/null "http://[$VIP6]:9007/" 2>/dev/null; }
+t_check "a cgroup outside b's allow_from is refused, over IPv6 too" stranger6_refused
+t_check "at b: denied_identity" t_wait 5 \
+	grep -qE "streams_total\{side=\"dest\",peer=\"node-a\",identity=\"$cg_rel/stranger\",verdict=\"denied_identity\"\} [1-9]" \
+	"/run/dmsc/dmsc-tunnel.$dpid.prom"
+got=$(as_client curl -sS -m 10 "http://$VIP/" | sha256sum | cut -d' ' -f1)
+t_eq "an IPv4 VIP through the tunnels at IPv6 addresses: 3 MB byte-exact" "$got" "$want"
+stop_pair
+
+# ---- host keys: watch shows them, publish deletes the ones no service ----
+# names any more (docs/design.md decision 63)
+jq --arg vip "$VIP" '.hosts["node-c"] = "198.18.13.3:15008" | .services += [{ "name": "extra",
+	"vip": $vip, "port": 81, "backends": [{ "address": "198.18.13.3", "port": 8080,
+	"host": "node-c" }] }]' "$work/mesh-etcd.json" >"$work/mesh-c.json"
+rev=$(ectl publish "$work/mesh-c.json" -o json | jq -r .revision)
+host_of() { ectl get -o json | jq -r ".hosts[\"$1\"] // \"none\""; }
+t_eq "a service on node-c published: node-c's key written (revision $rev)" \
+	"$(host_of node-c)" 198.18.13.3:15008
+out=$(ectl watch --revision "$rev" --count 2 --timeout 10 -o json)
+t_eq "watch -o json shows the host key put beside the service" \
+	"$(jq -sc '[.[] | select(.kind == "host")]' <<<"$out")" \
+	"[{\"revision\":$rev,\"type\":\"put\",\"kind\":\"host\",\"key\":\"/dmsc/hosts/node-c\",\"value\":\"198.18.13.3:15008\"}]"
+t_check "and as text" grep -qx "$rev put /dmsc/hosts/node-c 198.18.13.3:15008" \
+	<<<"$(ectl watch --revision "$rev" --count 2 --timeout 10)"
+octl() { dmsc_net_exec a "$ctl" "$@" --etcd "$E" --namespace other; }
+octl publish "$work/mesh-c.json" >/dev/null
+out=$(ectl publish "$work/mesh-etcd.json")
+t_check "extra removed from mesh: its service key deleted" \
+	grep -qx 'delete /dmsc/ns/mesh/services/extra' <<<"$out"
+t_eq "node-c's key kept: namespace other still names it" \
+	"$(grep -c hosts/node-c <<<"$out") $(host_of node-c)" "0 198.18.13.3:15008"
+out=$(octl publish "$work/mesh-etcd.json" --dry-run)
+t_check "--dry-run in other: would delete node-c's key, no service names it after" \
+	grep -qx 'would delete /dmsc/hosts/node-c' <<<"$out"
+t_eq "and wrote nothing" "$(host_of node-c)" 198.18.13.3:15008
+out=$(octl publish "$work/mesh-etcd.json" -o json)
+t_eq "publish in other deletes it in its transaction" \
+	"$(jq -c '[.changes[] | select(.host)]' <<<"$out")" \
+	'[{"op":"delete","host":"node-c","key":"/dmsc/hosts/node-c"}]'
+t_eq "etcd holds node-b's key only" "$(ectl get -o json | jq -c .hosts)" "{\"node-b\":\"$B:15008\"}"
+rev=$(jq -r .revision <<<"$out")
+t_check "watch shows the delete" grep -qx "$rev delete /dmsc/hosts/node-c" \
+	<<<"$(ectl watch --revision "$rev" --count 1 --timeout 10)"
 
 t_summary

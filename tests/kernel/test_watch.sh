@@ -10,12 +10,8 @@
 #   holds a connection that delays neither an apply nor SIGTERM.
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
-DPID=
 STALLPIDS=()
-suite_cleanup() {
-	dmsc_keep_log
-	dmsc_stop KILL "${STALLPIDS[@]}" $DPID
-}
+suite_cleanup() { dmsc_stop KILL "${STALLPIDS[@]}" $DPID; }
 dmsc_suite_begin watch dwa$$
 LOG=$T/dmscd.log
 : >"$LOG"

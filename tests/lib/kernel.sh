@@ -5,14 +5,16 @@
 # TOP BIN CTL DMSCD L7 SRV PROBE T, mounts a BPF filesystem of the suite's own (so
 # its pins never meet another's) as DMSC_PIN_DIR, and sets a trap that
 # removes everything: a suite with more to stop defines suite_cleanup,
-# which runs first.
+# which runs first; then $LOG is kept in $KEEP_LOG (dmsc_keep_log).
 KERNEL_SH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$KERNEL_SH_DIR/assert.sh"
 . "$KERNEL_SH_DIR/netns.sh"
+DPID= # the dmscd of dmsc_start_dmscd
 
 # dmsc_json_backends ADDR:PORT[,WEIGHT[,VERSION]]...: a service's "backends"
-# array for a policy, one IPv4 backend per argument, with its weight and a
-# label "version" when given: "$(dmsc_json_backends 198.18.1.2:8080,1,v1)".
+# array for a policy, one backend per argument (IPv4 or IPv6: the port is
+# after the last colon), with its weight and a label "version" when given:
+# "$(dmsc_json_backends 198.18.1.2:8080,1,v1)".
 dmsc_json_backends() {
 	local b ap weight version sep="" out="["
 	for b in "$@"; do
@@ -24,6 +26,20 @@ dmsc_json_backends() {
 		sep=","
 	done
 	echo "$out ]"
+}
+
+# dmsc_json_http NAME VIP "BACKEND..." [FIELD...]: an http service on VIP
+# port 80 for a policy, its backends as dmsc_json_backends takes them (in
+# one argument, apart by spaces) and after them each FIELD, JSON text
+# ("\"routes\": [ ... ]"): "$(dmsc_json_http web "$VIP" "198.18.1.2:8080 198.18.1.3:8080")".
+dmsc_json_http() {
+	local name=$1 vip=$2 backends f out
+	read -ra backends <<<"$3"
+	shift 3
+	out="{ \"name\": \"$name\", \"vip\": \"$vip\", \"port\": 80, \"protocol\": \"http\","
+	out+=" \"backends\": $(dmsc_json_backends "${backends[@]}")"
+	for f in "$@"; do out+=", $f"; done
+	echo "$out }"
 }
 
 # dmsc_stop SIGNAL PID...: signals each pid given (empty ones skipped) and
@@ -66,6 +82,7 @@ dmsc_keep_log() {
 
 dmsc_suite_cleanup() {
 	declare -F suite_cleanup >/dev/null && suite_cleanup
+	dmsc_keep_log
 	[[ -n ${DMSC_PIN_DIR:-} && -x ${CTL:-} ]] && "$CTL" uninstall >/dev/null 2>&1
 	dmsc_net_cleanup
 	dmsc_cgroup_cleanup

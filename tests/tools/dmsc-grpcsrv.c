@@ -36,6 +36,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "clock.h"
 #include "tool_args.h"
 
@@ -103,29 +104,13 @@ static void call_free(struct call *c)
 }
 
 /* Room for need bytes in *p (capacity *cap, doubled from first): 0 or -1. */
-static int room(uint8_t **p, size_t *cap, size_t need, size_t first)
-{
-	size_t c = *cap ? *cap : first;
-	uint8_t *q;
-
-	if (need <= *cap)
-		return 0;
-	while (c < need)
-		c *= 2;
-	q = realloc(*p, c);
-	if (!q)
-		return -1;
-	*p = q;
-	*cap = c;
-	return 0;
-}
-
 /* ---- nghttp2 callbacks ---- */
 
 static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags,
 		       void *user)
 {
 	struct conn *c = user;
+	uint8_t *out;
 
 	(void)s;
 	(void)flags;
@@ -133,8 +118,10 @@ static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int 
 		return NGHTTP2_ERR_WOULDBLOCK;
 	if (c->out_off && c->out_off == c->out_len)
 		c->out_off = c->out_len = 0;
-	if (room(&c->out, &c->out_cap, c->out_len + len, IO_CHUNK))
+	out = dmsc_bytes_room(c->out, &c->out_cap, c->out_len + len, IO_CHUNK);
+	if (!out)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	c->out = out;
 	memcpy(c->out + c->out_len, data, len);
 	c->out_len += len;
 	return (ssize_t)len;
@@ -179,6 +166,7 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
 		   size_t len, void *user)
 {
 	struct call *call = nghttp2_session_get_stream_user_data(s, id);
+	uint8_t *body;
 
 	(void)flags;
 	(void)user;
@@ -188,8 +176,10 @@ static int on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t 
 		call->too_large = true;
 		return 0;
 	}
-	if (room(&call->body, &call->cap, call->len + len, 256))
+	body = dmsc_bytes_room(call->body, &call->cap, call->len + len, 256);
+	if (!body)
 		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	call->body = body;
 	memcpy(call->body + call->len, data, len);
 	call->len += len;
 	return 0;
@@ -414,18 +404,12 @@ static int parse_args(int argc, char **argv, struct sockaddr_in *sa, unsigned lo
 
 	*max_s = DEFAULT_MAX_SECONDS;
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		const char *a = argv[i], *v;
 
-		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			exit(0);
-		}
-		if (!v) {
-			fprintf(stderr, "dmsc-grpcsrv: %s: unknown option or missing value\n", a);
+		tool_help(a, usage);
+		v = tool_value("dmsc-grpcsrv", argc, argv, &i);
+		if (!v)
 			return -EINVAL;
-		}
-		i++;
 		if (!strcmp(a, "--listen")) {
 			if (parse_addr_port(v, sa)) {
 				fprintf(stderr, "dmsc-grpcsrv: --listen \"%s\": not A.B.C.D:PORT\n", v);

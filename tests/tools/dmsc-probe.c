@@ -228,14 +228,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	o->interval_ms = DEFAULT_INTERVAL_MS;
 
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		const char *a = argv[i], *v;
 		int err = 0;
 
-		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			exit(0);
-		} else if (!strcmp(a, "--json")) {
+		tool_help(a, usage);
+		if (!strcmp(a, "--json")) {
 			o->json = true;
 			continue;
 		} else if (!strcmp(a, "--hold")) {
@@ -245,11 +242,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->rst = true;
 			continue;
 		}
-		if (!v) {
-			fprintf(stderr, "dmsc-probe: %s: unknown option or missing value\n", a);
+		v = tool_value("dmsc-probe", argc, argv, &i);
+		if (!v)
 			return -EINVAL;
-		}
-		i++;
 		if (!strcmp(a, "--connect")) {
 			err = parse_addr_port(v, &o->target);
 			have_target = !err;

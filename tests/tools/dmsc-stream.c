@@ -65,6 +65,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "tool_args.h"
 
 #define HDR_MAGIC 0x646d7363u /* "dmsc" */
 #define MAX_WRITE_DEFAULT (1u << 20)
@@ -709,8 +710,10 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (!strcmp(o, "--read-mode") && server) {
-			if (strcmp(a, "poll") && strcmp(a, "block") && strcmp(a, "waitall") &&
-			    strcmp(a, "lowat") && strcmp(a, "epoll"))
+			static const char *const read_modes[] = {"poll", "block", "waitall", "lowat",
+								 "epoll"};
+
+			if (TOOL_WORD(a, read_modes) < 0)
 				goto bad;
 			cfg.read_mode = a;
 			continue;

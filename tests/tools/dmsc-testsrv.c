@@ -63,6 +63,9 @@
 #define MAX_MAX_SECONDS (7 * 24 * 3600)
 
 enum mode { MODE_HTTP, MODE_ECHO, MODE_ID, MODE_SINK };
+static const char *const mode_names[] = { /* --mode's words */
+    [MODE_HTTP] = "http", [MODE_ECHO] = "echo", [MODE_ID] = "id", [MODE_SINK] = "sink",
+};
 
 enum tag { TAG_LISTENER, TAG_SIGNAL, TAG_CONN };
 
@@ -628,13 +631,11 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 	*nls = 0;
 	*max_s = DEFAULT_MAX_SECONDS;
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		const char *a = argv[i], *v;
+		int mode;
 
-		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			exit(0);
-		} else if (!strcmp(a, "--verbose")) {
+		tool_help(a, usage);
+		if (!strcmp(a, "--verbose")) {
 			srv.verbose = true;
 			continue;
 		} else if (!strcmp(a, "--truncate")) {
@@ -644,11 +645,9 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 			srv.log_requests = true;
 			continue;
 		}
-		if (!v) {
-			fprintf(stderr, "dmsc-testsrv: %s: unknown option or missing value\n", a);
+		v = tool_value("dmsc-testsrv", argc, argv, &i);
+		if (!v)
 			return -EINVAL;
-		}
-		i++;
 		for (n = 0; n < sizeof(nums) / sizeof(nums[0]) && strcmp(a, nums[n].name); n++)
 			;
 		if (n < sizeof(nums) / sizeof(nums[0])) {
@@ -683,19 +682,13 @@ static int parse_args(int argc, char **argv, struct listener *ls, int *nls, unsi
 			srv.name = v;
 			srv.name_len = len;
 		} else if (!strcmp(a, "--mode")) {
-			if (!strcmp(v, "http"))
-				srv.mode = MODE_HTTP;
-			else if (!strcmp(v, "echo"))
-				srv.mode = MODE_ECHO;
-			else if (!strcmp(v, "id"))
-				srv.mode = MODE_ID;
-			else if (!strcmp(v, "sink"))
-				srv.mode = MODE_SINK;
-			else {
+			mode = TOOL_WORD(v, mode_names);
+			if (mode < 0) {
 				fprintf(stderr,
 					"dmsc-testsrv: --mode \"%s\": http, echo, id or sink\n", v);
 				return -EINVAL;
 			}
+			srv.mode = (enum mode)mode;
 		} else {
 			fprintf(stderr, "dmsc-testsrv: unknown option %s\n", a);
 			return -EINVAL;

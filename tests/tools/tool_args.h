@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
-/* What the test tools (tests/tools/dmsc-*.c) share: their argument parsers.
- * A header of static functions: each tool is one file, built alone. */
+/* What the test tools (tests/tools/dmsc-*.c) share: their argument parsers
+ * and the steps of their option loops. A header of static functions: each
+ * tool is one file, built alone. */
 #ifndef DMSC_TOOL_ARGS_H
 #define DMSC_TOOL_ARGS_H
 
@@ -8,6 +9,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,5 +54,36 @@ static inline int parse_addr_port(const char *s, struct sockaddr_in *sa)
 	sa->sin_port = htons((uint16_t)port);
 	return 0;
 }
+
+/* --help or -h: the usage on stdout, and the tool ends (0). */
+static inline void tool_help(const char *arg, void (*usage)(FILE *))
+{
+	if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+		usage(stdout);
+		exit(0);
+	}
+}
+
+/* The value of the option argv[*i], *i moved onto it; NULL when the option
+ * is the last argument, said on stderr with TOOL's name. */
+static inline const char *tool_value(const char *tool, int argc, char **argv, int *i)
+{
+	if (*i + 1 >= argc) {
+		fprintf(stderr, "%s: %s: unknown option or missing value\n", tool, argv[*i]);
+		return NULL;
+	}
+	return argv[++*i];
+}
+
+/* The index of WORD among the N WORDS, or -1: an option's named values.
+ * TOOL_WORD: the same over an array. */
+static inline int tool_word(const char *word, const char *const *words, int n)
+{
+	for (int k = 0; k < n; k++)
+		if (words[k] && !strcmp(word, words[k]))
+			return k;
+	return -1;
+}
+#define TOOL_WORD(word, words) tool_word((word), (words), (int)(sizeof(words) / sizeof((words)[0])))
 
 #endif /* DMSC_TOOL_ARGS_H */

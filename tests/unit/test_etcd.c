@@ -70,12 +70,16 @@ Test(etcd_body, range_txn_and_watch_bodies)
 	    {.type = DMSC_ETCD_PUT, .key = "/k", .value = "{}"},
 	    {.type = DMSC_ETCD_DELETE, .key = "/d"},
 	};
-	char *b = dmsc_etcd_range_body("/a/", "/a0", 0);
+	char *b = dmsc_etcd_range_body("/a/", "/a0", 0, 0);
 
 	cr_assert_str_eq(b, "{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\"}");
 	free(b);
-	b = dmsc_etcd_range_body("/a/", "/a0", 42);
+	b = dmsc_etcd_range_body("/a/", "/a0", 42, 0);
 	cr_assert_str_eq(b, "{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\",\"revision\":\"42\"}");
+	free(b);
+	b = dmsc_etcd_range_body("/a/", "/a0", 42, 3);
+	cr_assert_str_eq(b, "{\"key\":\"L2Ev\",\"range_end\":\"L2Ew\",\"revision\":\"42\","
+			    "\"limit\":\"3\"}");
 	free(b);
 	b = dmsc_etcd_txn_body(cmp, 2, ops, 2);
 	cr_assert_str_eq(
@@ -108,6 +112,15 @@ Test(etcd_parse, range_answer)
 	cr_assert_str_eq(kvs.kv[0].key, "/dmsc/ns/a/services/x");
 	cr_assert_str_eq(kvs.kv[0].value, "{\"a\":1}");
 	cr_assert_eq(kvs.kv[0].mod_rev, 2);
+	cr_assert(!kvs.more);
+	dmsc_etcd_kvs_free(&kvs);
+
+	/* a page of a limited range: keys remain */
+	j = "{\"header\":{\"revision\":\"7\"},\"kvs\":[{\"key\":\"L2E=\","
+	    "\"mod_revision\":\"3\",\"value\":\"e30=\"}],\"more\":true,\"count\":\"4\"}";
+	cr_assert_eq(dmsc_etcd_parse_range(j, strlen(j), &kvs, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(kvs.n, 1);
+	cr_assert(kvs.more);
 	dmsc_etcd_kvs_free(&kvs);
 
 	j = "{\"header\":{\"revision\":\"5\"}}";
@@ -317,7 +330,7 @@ Test(etcd_store, backend_hosts_resolve_through_the_hosts_keys)
 	cr_assert_eq(dmsc_etcd_store_put(&s, "/d/ns/a/services/web", "web", v, strlen(v), 3), 1);
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
 	cr_assert_str_eq(view.services[0].backends[0].host, "node-b");
-	cr_assert_eq(view.services[0].backends[0].host_addr, 0);
+	cr_assert_eq(view.services[0].backends[0].host_at.family, 0);
 	cr_assert_eq(n, 1);
 	cr_assert(strstr(msgs[0], "backends[0].host \"node-b\" has no hosts/node-b key"), "%s",
 		  msgs[0]);
@@ -335,14 +348,14 @@ Test(etcd_store, backend_hosts_resolve_through_the_hosts_keys)
 	    0);
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
 	cr_assert_eq(n, 0);
-	cr_assert_eq(view.services[0].backends[0].host_addr, inet_addr("198.18.13.2"));
-	cr_assert_eq(view.services[0].backends[0].host_port, 15008);
+	cr_assert_eq(view.services[0].backends[0].host_at.v4, inet_addr("198.18.13.2"));
+	cr_assert_eq(view.services[0].backends[0].host_at.port, 15008);
 	dmsc_etcd_store_view_free(&view, NULL);
 
 	/* deleted: unresolved again, and said */
 	cr_assert_eq(dmsc_etcd_store_host_delete(&s, "/d/hosts/node-b", 6), 1);
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, NULL, msgs, 4, &n), 0);
-	cr_assert_eq(view.services[0].backends[0].host_addr, 0);
+	cr_assert_eq(view.services[0].backends[0].host_at.family, 0);
 	cr_assert_eq(n, 1);
 	for (i = 0; i < n; i++)
 		free(msgs[i]);
@@ -432,33 +445,41 @@ static uint64_t weight_fp(const struct dmsc_policy_service *svc)
 
 /* After an apply (a whole view, then slimmed), the view of the changed
  * keys holds the services whose value changed since, in key order, with
- * their fingerprints; a key that came, went or moved, or a service the
- * whole view keeps parsed, asks for the whole view (-EAGAIN). */
+ * their fingerprints; a key that came, went or moved asks for the whole
+ * view (-EAGAIN); a change of a service the whole view keeps parsed (http)
+ * brings every service kept parsed, and says so. */
 Test(etcd_store, view_of_the_changed_keys)
 {
+	static const char http[] = "{\"name\":\"h\",\"vip\":\"198.19.0.20\",\"port\":80,"
+				   "\"protocol\":\"http\",\"backends\":[{\"address\":"
+				   "\"198.18.1.2\",\"port\":8080}]}";
+	static const char http2[] = "{\"name\":\"h\",\"vip\":\"198.19.0.20\",\"port\":80,"
+				    "\"protocol\":\"http\",\"backends\":[{\"address\":"
+				    "\"198.18.1.3\",\"port\":8080}]}";
 	struct dmsc_etcd_store s = {.fp_of = weight_fp};
 	struct dmsc_policy view;
 	uint64_t *fps;
 	char *msgs[4];
+	bool parsed;
 	size_t n;
 
 	put_plain(&s, "a", 1, 1, 10, 1);
 	put_plain(&s, "b", 2, 1, 11, 1);
 	put_plain(&s, "c", 3, 1, 12, 1);
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "keys came");
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN, "keys came");
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
 	cr_assert_eq(view.n_services, 3);
 	dmsc_etcd_store_view_free(&view, fps);
 	dmsc_etcd_store_slim(&s); /* applied */
 
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
 	cr_assert_eq(view.n_services, 0, "nothing changed since");
 	dmsc_etcd_store_view_free(&view, fps);
 
 	put_plain(&s, "c", 3, 7, 13, 1);
 	put_plain(&s, "a", 1, 5, 14, 1);
 	put_plain(&s, "b", 2, 1, 11, 0); /* a revision held: not a change */
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
 	cr_assert_eq(view.n_services, 2);
 	cr_assert_str_eq(view.services[0].name, "a");
 	cr_assert_eq(view.services[0].backends[0].weight, 5);
@@ -469,30 +490,122 @@ Test(etcd_store, view_of_the_changed_keys)
 	dmsc_etcd_store_slim(&s);
 
 	put_plain(&s, "b", 9, 1, 15, 1); /* moved to another VIP */
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "a key moved");
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN, "a key moved");
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
 	dmsc_etcd_store_view_free(&view, fps);
 	dmsc_etcd_store_slim(&s);
 	cr_assert_eq(dmsc_etcd_store_delete(&s, "/p/c", 16), 1);
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "a key went");
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN, "a key went");
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
 	dmsc_etcd_store_view_free(&view, fps);
 	dmsc_etcd_store_slim(&s);
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), 0);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
 	dmsc_etcd_store_view_free(&view, fps);
 
-	/* an http service stays parsed for the whole view: so is it asked */
-	{
-		const char *http = "{\"name\":\"h\",\"vip\":\"198.19.0.20\",\"port\":80,"
-				   "\"protocol\":\"http\",\"backends\":[{\"address\":"
-				   "\"198.18.1.2\",\"port\":8080}]}";
-
-		cr_assert_eq(dmsc_etcd_store_put(&s, "/p/h", "h", http, strlen(http), 17), 1);
-	}
+	/* an http service stays parsed for the whole view */
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/h", "h", http, strlen(http), 17), 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN, "a key came");
 	cr_assert_eq(dmsc_etcd_store_view(&s, &view, &fps, msgs, 4, &n), 0);
 	dmsc_etcd_store_view_free(&view, fps);
 	dmsc_etcd_store_slim(&s);
-	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps), -EAGAIN, "an http service");
+	cr_assert_not_null(dmsc_etcd_store_find(&s, "/p/h")->svc);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
+	cr_assert_eq(view.n_services, 0, "nothing changed since, http kept parsed or not");
+	cr_assert(!parsed);
+	dmsc_etcd_store_view_free(&view, fps);
+	/* a plain service changed beside it: that one only */
+	put_plain(&s, "a", 1, 6, 18, 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
+	cr_assert_eq(view.n_services, 1);
+	cr_assert_str_eq(view.services[0].name, "a");
+	cr_assert(!parsed, "dmsc-l7's view is as it was");
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	/* the http service changed: every service kept parsed */
+	cr_assert_eq(dmsc_etcd_store_put(&s, "/p/h", "h", http2, strlen(http2), 19), 1);
+	put_plain(&s, "b", 9, 3, 20, 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), 0);
+	cr_assert(parsed);
+	cr_assert_eq(view.n_services, 2, "b (changed) and h (changed, kept parsed)");
+	cr_assert_str_eq(view.services[0].name, "b");
+	cr_assert_str_eq(view.services[1].name, "h");
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	/* the tunnel keeps every service parsed: its view is the whole one */
+	s.keep_all = true;
+	put_plain(&s, "a", 1, 7, 21, 1);
+	cr_assert_eq(dmsc_etcd_store_view_changed(&s, &view, &fps, &parsed), -EAGAIN);
+	dmsc_etcd_store_free(&s);
+}
+
+static bool in_list(const char *key, void *arg)
+{
+	const char *const *l;
+
+	for (l = arg; *l; l++)
+		if (!strcmp(*l, key))
+			return true;
+	return false;
+}
+
+/* A read a page at a time (docs/design.md decision 61): the view of the
+ * dirty keys holds what changed since the last apply; a page's range
+ * drops the keys it covers and does not hold, and no other; a key that
+ * takes an earlier key's name or vip:port stays out of every view; the
+ * view of the parsed keys holds the dirty ones and those kept parsed. */
+Test(etcd_store, pages_of_a_read)
+{
+	static const char *page1[] = {"/p/a", "/p/c", NULL}, *page2[] = {"/p/e", NULL};
+	struct dmsc_etcd_store s = {.fp_of = weight_fp};
+	struct dmsc_policy view;
+	uint64_t *fps;
+	char *msgs[4];
+	size_t n;
+
+	put_plain(&s, "a", 1, 1, 10, 1);
+	put_plain(&s, "b", 2, 1, 11, 1);
+	put_plain(&s, "c", 3, 1, 12, 1);
+	put_plain(&s, "d", 4, 1, 13, 1);
+	cr_assert_eq(s.n_dirty, 4);
+	cr_assert_eq(dmsc_etcd_store_view_some(&s, false, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 4);
+	cr_assert_eq(n, 0);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s); /* applied */
+	cr_assert_eq(s.n_dirty, 0);
+	cr_assert_eq(s.n_slim, 4);
+	cr_assert_eq(dmsc_etcd_store_view_some(&s, false, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 0, "nothing changed since");
+	dmsc_etcd_store_view_free(&view, fps);
+
+	/* read again: page 1 holds a (as it was) and c (changed): b went */
+	put_plain(&s, "a", 1, 1, 10, 0);
+	put_plain(&s, "c", 3, 5, 20, 1);
+	cr_assert_eq(dmsc_etcd_store_retain_range(&s, "/p/", NULL, "/p/c", in_list, page1), 1);
+	cr_assert_null(dmsc_etcd_store_find(&s, "/p/b"));
+	cr_assert_not_null(dmsc_etcd_store_find(&s, "/p/d"), "past the page: not its to drop");
+	/* e comes with a's VIP: left out, named */
+	put_plain(&s, "e", 1, 1, 21, 1);
+	cr_assert_eq(dmsc_etcd_store_view_some(&s, false, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 1);
+	cr_assert_str_eq(view.services[0].name, "c");
+	cr_assert_eq(fps[0], 1005);
+	cr_assert_eq(n, 1);
+	cr_assert(strstr(msgs[0], "etcd key /p/e: its vip:port is used by /p/a"), "%s", msgs[0]);
+	free(msgs[0]);
+	dmsc_etcd_store_view_free(&view, fps);
+	/* the last page (to the prefix's end): d went */
+	cr_assert_eq(dmsc_etcd_store_retain_range(&s, "/p/", "/p/c", NULL, in_list, page2), 1);
+	cr_assert_null(dmsc_etcd_store_find(&s, "/p/d"));
+	cr_assert_eq(s.n, 3);
+	cr_assert_eq(dmsc_etcd_store_view_some(&s, true, &view, &fps, msgs, 4, &n), 0);
+	cr_assert_eq(view.n_services, 1, "the parsed keys: c (e is left out, a slim)");
+	cr_assert_str_eq(view.services[0].name, "c");
+	while (n)
+		free(msgs[--n]);
+	dmsc_etcd_store_view_free(&view, fps);
+	dmsc_etcd_store_slim(&s);
+	cr_assert_eq(s.n_dirty, 0);
 	dmsc_etcd_store_free(&s);
 }
 

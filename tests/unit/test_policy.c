@@ -1353,10 +1353,25 @@ Test(policy_mtls, defaults_and_resolution)
 	cr_expect_eq(p.services[1].mtls, DMSC_MTLS_PERMISSIVE);
 	cr_expect_eq(p.services[2].mtls, DMSC_MTLS_OFF);
 	cr_expect_str_eq(p.services[0].backends[0].host, "node-b");
-	cr_expect_eq(p.services[0].backends[0].host_addr, inet_addr("198.18.13.2"));
-	cr_expect_eq(p.services[0].backends[0].host_port, 15008);
-	cr_expect_eq(p.services[1].backends[0].host_addr, inet_addr("198.18.13.3"));
-	cr_expect_eq(p.services[1].backends[0].host_port, 15009);
+	cr_expect_eq(p.services[0].backends[0].host_at.v4, inet_addr("198.18.13.2"));
+	cr_expect_eq(p.services[0].backends[0].host_at.port, 15008);
+	cr_expect_eq(p.services[1].backends[0].host_at.v4, inet_addr("198.18.13.3"));
+	cr_expect_eq(p.services[1].backends[0].host_at.port, 15009);
+	dmsc_policy_free(&p);
+
+	/* a tunnel at an IPv6 address, an IPv6 service on another host
+	 * (docs/design.md decision 64) */
+	parse_ok(MTLS_DOC("'mtls':'required','hosts':{'node-b':'[2001:2:13::2]:15008'},",
+			  "{'name':'a','vip':'2001:2:113::10','port':80,'backends':[{'address':"
+			  "'2001:2:13::2','port':8080,'host':'node-b'}]}"),
+		 &p);
+	cr_expect_eq(p.services[0].backends[0].host_at.family, AF_INET6);
+	cr_expect_eq(p.services[0].backends[0].host_at.v6[15], 2);
+	cr_expect_eq(p.services[0].backends[0].host_at.port, 15008);
+	expect_unsupported(MTLS_DOC("'mtls':'required','hosts':{'node-b':'[2001:2:13::2]:15008'},",
+				    "{'name':'a','vip':'2001:2:113::10','port':80,'backends':[{"
+				    "'address':'2001:2:13::2','port':8080,'host':'node-b'}]}"),
+			   NULL);
 	dmsc_policy_free(&p);
 }
 
@@ -1380,13 +1395,25 @@ Test(policy_mtls, values)
 	     {"hosts.-a", "\"-a\" is not a host name: a label starts or ends with \"-\""}},
 	    {MTLS_DOC("'hosts':{'b':'198.18.13.2'},", SVC()),
 	     {"hosts.b", "\"198.18.13.2\" is not the address of a host's tunnel: write "
-			 "IPv4ADDRESS:PORT, e.g. \"198.18.13.2:15008\""}},
+			 "IPv4ADDRESS:PORT or [IPv6ADDRESS]:PORT, e.g. \"198.18.13.2:15008\", "
+			 "\"[2001:2::2]:15008\""}},
 	    {MTLS_DOC("'hosts':{'b':'198.18.13.2:0'},", SVC()),
 	     {"hosts.b", "\"198.18.13.2:0\" is not the address of a host's tunnel: write "
-			 "IPv4ADDRESS:PORT, e.g. \"198.18.13.2:15008\""}},
+			 "IPv4ADDRESS:PORT or [IPv6ADDRESS]:PORT, e.g. \"198.18.13.2:15008\", "
+			 "\"[2001:2::2]:15008\""}},
 	    {MTLS_DOC("'hosts':{'b':'0.0.0.0:15008'},", SVC()),
 	     {"hosts.b", "\"0.0.0.0:15008\": the tunnel address must be a unicast address of "
 			 "the host"}},
+	    {MTLS_DOC("'hosts':{'b':'2001:2::2:15008'},", SVC()),
+	     {"hosts.b", "\"2001:2::2:15008\" is not the address of a host's tunnel: write "
+			 "IPv4ADDRESS:PORT or [IPv6ADDRESS]:PORT, e.g. \"198.18.13.2:15008\", "
+			 "\"[2001:2::2]:15008\""}},
+	    {MTLS_DOC("'hosts':{'b':'[ff02::1]:15008'},", SVC()),
+	     {"hosts.b", "\"[ff02::1]:15008\": the tunnel address must be a unicast address of "
+			 "the host"}},
+	    {MTLS_DOC("'hosts':{'b':'[::ffff:198.18.13.2]:15008'},", SVC()),
+	     {"hosts.b", "\"[::ffff:198.18.13.2]:15008\": the tunnel address must be a unicast "
+			 "address of the host (an IPv4 one written as IPv4)"}},
 	    {MTLS_DOC("'hosts':{'b':7},", SVC()), {"hosts.b", "expected a string, got integer 7"}},
 	    {MTLS_DOC(HOSTS ",", "{'name':'a','vip':'198.19.0.1','port':80," ON_HOST("'node-x'") "}"),
 	     {"services[0].backends[0].host",
@@ -1408,7 +1435,8 @@ Test(policy_mtls, broken_hosts_reported_once)
 	EXPECT_ERRORS(MTLS_DOC("'hosts':{'node-b':'x'},",
 			       "{'name':'a','vip':'198.19.0.1','port':80," ON_HOST("'node-b'") "}"),
 		      {"hosts.node-b", "\"x\" is not the address of a host's tunnel: write "
-				       "IPv4ADDRESS:PORT, e.g. \"198.18.13.2:15008\""});
+				       "IPv4ADDRESS:PORT or [IPv6ADDRESS]:PORT, e.g. \"198.18.13.2:15008\", "
+			 "\"[2001:2::2]:15008\""});
 }
 
 Test(policy_mtls, unsupported)

@@ -12,6 +12,7 @@
 #include "l7_snapshot.h"
 #include "tunnel_authz.h"
 #include "tunnel_frame.h"
+#include "view_round_trip.h"
 
 Test(tunnel_frame, header_round_trip_and_refusals)
 {
@@ -37,14 +38,17 @@ Test(tunnel_frame, header_round_trip_and_refusals)
 
 Test(tunnel_frame, open_round_trip_and_refusals)
 {
-	uint8_t p[6 + DMSC_TF_ID_MAX + 1];
+	static const uint8_t a6[16] = {0x20, 0x01, 0, 2, [15] = 2};
+	uint8_t p[DMSC_TF_OPEN_MAX + 1];
 	char id[DMSC_TF_ID_MAX + 2];
 	struct dmsc_tf_open o;
+	struct dmsc_tf_hdr h;
 	size_t n;
 
 	n = dmsc_tf_open_encode(p, htonl(0xc6120d02), htons(8080), "shop.slice/frontend.service");
 	cr_assert_eq(n, 6 + strlen("shop.slice/frontend.service"));
-	cr_assert(dmsc_tf_open_decode(p, n, &o));
+	cr_assert(dmsc_tf_open_decode(p, n, 0, &o));
+	cr_expect_not(o.ipv6);
 	cr_expect_eq(o.dest_addr, htonl(0xc6120d02));
 	cr_expect_eq(o.dest_port, htons(8080));
 	cr_expect_str_eq(o.identity, "shop.slice/frontend.service");
@@ -52,10 +56,28 @@ Test(tunnel_frame, open_round_trip_and_refusals)
 	memset(id, 'x', sizeof(id) - 1);
 	id[sizeof(id) - 1] = '\0';
 	cr_expect_eq(dmsc_tf_open_encode(p, 1, 1, id), 0, "an identity over the maximum");
-	cr_expect_not(dmsc_tf_open_decode(p, 6, &o), "no identity");
+	cr_expect_not(dmsc_tf_open_decode(p, 6, 0, &o), "no identity");
 	n = dmsc_tf_open_encode(p, 1, 1, "a/b");
 	p[7] = '\0';
-	cr_expect_not(dmsc_tf_open_decode(p, n, &o), "a NUL inside the identity");
+	cr_expect_not(dmsc_tf_open_decode(p, n, 0, &o), "a NUL inside the identity");
+	/* IPv6: the frame's flag says 16 bytes of address */
+	n = dmsc_tf_open_encode6(p, a6, htons(8080), "a/b");
+	cr_assert_eq(n, 18 + 3);
+	cr_assert(dmsc_tf_open_decode(p, n, DMSC_TF_OPEN_F_IPV6, &o));
+	cr_expect(o.ipv6);
+	cr_expect(!memcmp(o.dest_addr6, a6, 16));
+	cr_expect_eq(o.dest_port, htons(8080));
+	cr_expect_str_eq(o.identity, "a/b");
+	cr_expect_not(dmsc_tf_open_decode(p, 18, DMSC_TF_OPEN_F_IPV6, &o), "no identity");
+	memset(id, 'x', DMSC_TF_ID_MAX);
+	id[DMSC_TF_ID_MAX] = '\0';
+	cr_expect_eq(dmsc_tf_open_encode6(p, a6, 1, id), DMSC_TF_OPEN_MAX, "the largest OPEN");
+	dmsc_tf_put_hdr(p, DMSC_TF_OPEN, 10, 1);
+	p[1] = DMSC_TF_OPEN_F_IPV6;
+	cr_expect(dmsc_tf_get_hdr(p, &h), "OPEN's IPv6 flag");
+	dmsc_tf_put_hdr(p, DMSC_TF_DATA, 10, 1);
+	p[1] = DMSC_TF_OPEN_F_IPV6;
+	cr_expect_not(dmsc_tf_get_hdr(p, &h), "the flag on another frame");
 }
 
 Test(tunnel_frame, forward_option)
@@ -67,10 +89,22 @@ Test(tunnel_frame, forward_option)
 					       "shop.slice/web",
 					       &f, why, sizeof(why)),
 		     0, "%s", why);
-	cr_expect_eq(ntohs(f.listen.sin_port), 18080);
-	cr_expect_eq(f.peer.sin_addr.s_addr, inet_addr("198.18.13.2"));
-	cr_expect_eq(ntohs(f.dest.sin_port), 8080);
+	cr_expect_eq(ntohs(f.listen.v4.sin_port), 18080);
+	cr_expect_eq(f.peer.v4.sin_addr.s_addr, inet_addr("198.18.13.2"));
+	cr_expect_eq(ntohs(f.dest.v4.sin_port), 8080);
 	cr_expect_str_eq(f.identity, "shop.slice/web");
+	/* IPv6 peers and destinations, bracketed (docs/design.md decision 64) */
+	cr_assert_eq(dmsc_tunnel_forward_parse("[::1]:18080=[2001:2::d:2]:15008,[2001:2::d:2]:8080,"
+					       "shop.slice/web",
+					       &f, why, sizeof(why)),
+		     0, "%s", why);
+	cr_expect_eq(f.listen.sa.sa_family, AF_INET6);
+	cr_expect_eq(f.peer.sa.sa_family, AF_INET6);
+	cr_expect_eq(f.dest.v6.sin6_addr.s6_addr[15], 2);
+	cr_expect_eq(ntohs(f.dest.v6.sin6_port), 8080);
+	cr_expect_eq(dmsc_tunnel_forward_parse("127.0.0.1:1=2001:2::d:2:15008,1.2.3.4:6,x", &f, why,
+					       sizeof(why)),
+		     -EINVAL, "an IPv6 address without brackets");
 	cr_expect_eq(
 	    dmsc_tunnel_forward_parse("127.0.0.1:18080=198.18.13.2:15008", &f, why, sizeof(why)),
 	    -EINVAL);
@@ -142,14 +176,9 @@ Test(tunnel_authz, the_view_dmscd_hands_the_tunnel_keeps_what_it_checks)
 	    " \"routes\":[{\"match\":{\"path_prefix\":\"/a\"}}]},"
 	    "{\"name\":\"dns\",\"vip\":\"198.19.13.2\",\"port\":53,\"protocol\":\"udp\","
 	    " \"backends\":[{\"address\":\"198.18.13.3\",\"port\":53}]}]}";
-	struct dmsc_policy_errors errs = {0};
 	struct dmsc_policy p = {0}, q = {0};
-	char *view = NULL;
-	size_t len = 0;
+	char *view = view_round_trip(doc, dmsc_mtls_view_json, &p, &q);
 
-	cr_assert_eq(dmsc_policy_parse(doc, sizeof(doc) - 1, "t", &p, &errs), 0);
-	cr_assert_eq(dmsc_mtls_view_json(&p, &view, &len), 0);
-	cr_assert_eq(dmsc_policy_parse(view, len, "view", &q, &errs), 0, "%s", view);
 	cr_assert_eq(q.n_services, 2, "every service, not only http: %s", view);
 	cr_expect_eq(q.services[0].protocol, DMSC_POLICY_HTTP);
 	cr_expect_eq(q.services[1].protocol, DMSC_POLICY_UDP);
@@ -163,6 +192,34 @@ Test(tunnel_authz, the_view_dmscd_hands_the_tunnel_keeps_what_it_checks)
 	free(view);
 	dmsc_policy_free(&p);
 	dmsc_policy_free(&q);
+}
+
+Test(tunnel_frame, alpn_offered)
+{
+	static const uint8_t ours_last[] = "\x00\x11\x02h2\x0d"
+					   "dmsc-tunnel/1";
+	static const uint8_t other[] = "\x00\x0c\x02h2\x08http/1.1";
+	static const uint8_t v2[] = "\x00\x0e\x0d"
+				    "dmsc-tunnel/2";
+	static const uint8_t short_entry[] = "\x00\x03\x05h2";
+	static const uint8_t bad_list_len[] = "\x00\x09\x02h2";
+	char got[64];
+
+	cr_expect(dmsc_tf_alpn_offered(ours_last, sizeof(ours_last) - 1, got, sizeof(got)));
+	cr_expect_str_eq(got, "h2, dmsc-tunnel/1");
+	cr_expect_not(dmsc_tf_alpn_offered(other, sizeof(other) - 1, got, sizeof(got)));
+	cr_expect_str_eq(got, "h2, http/1.1");
+	cr_expect_not(dmsc_tf_alpn_offered(v2, sizeof(v2) - 1, got, sizeof(got)),
+		      "another version of the framing");
+	cr_expect_not(dmsc_tf_alpn_offered(short_entry, sizeof(short_entry) - 1, got, sizeof(got)),
+		      "an id longer than the list");
+	cr_expect_not(
+	    dmsc_tf_alpn_offered(bad_list_len, sizeof(bad_list_len) - 1, got, sizeof(got)),
+	    "a list length that is not the extension's");
+	cr_expect_not(dmsc_tf_alpn_offered(ours_last, 1, got, sizeof(got)), "one byte");
+	/* the log's copy is cut, never overrun */
+	cr_expect(dmsc_tf_alpn_offered(ours_last, sizeof(ours_last) - 1, got, 6));
+	cr_expect_str_eq(got, "h2, d");
 }
 
 /* readv's filling of n bytes into the iovecs, in order, from src */

@@ -60,27 +60,63 @@ int dmsc_parse_u32(const char *flag, const char *arg, __u32 min, __u32 max, __u3
 	return -EINVAL;
 }
 
-void dmsc_num_opt_rows(const struct dmsc_num_opt *nums, size_t n, int base, struct option *rows)
+void dmsc_opt_rows(const struct dmsc_opt *opts, const struct option *own, struct option *rows)
 {
-	size_t k;
+	size_t n;
 
-	for (k = 0; k < n; k++)
-		rows[k] = (struct option){nums[k].name, required_argument, NULL, base + (int)k};
+	for (n = 0; opts[n].name; n++) {
+		rows[n].name = opts[n].name;
+		rows[n].has_arg = opts[n].flag ? no_argument : required_argument;
+		rows[n].flag = NULL;
+		rows[n].val = DMSC_OPT_BASE + (int)n;
+	}
+	while (own->name)
+		rows[n++] = *own++;
+	rows[n] = *own;
 }
 
-int dmsc_num_opt_parse(const struct dmsc_num_opt *nums, size_t n, int base, int c,
-		       const char *arg)
+int dmsc_opt_take(const struct dmsc_opt *opts, int c, const char *arg)
 {
+	const struct dmsc_opt *o;
 	char flag[64];
-	size_t k;
+	int k;
 
-	if (c < base || c >= base + (int)n)
+	if (c < DMSC_OPT_BASE)
 		return 0;
-	k = (size_t)(c - base);
-	snprintf(flag, sizeof(flag), "--%s", nums[k].name);
-	if (dmsc_parse_u32(flag, arg, nums[k].min, nums[k].max, nums[k].val))
-		return -EINVAL;
+	for (k = 0; k < c - DMSC_OPT_BASE; k++)
+		if (!opts[k].name)
+			return 0;
+	o = &opts[k];
+	if (!o->name)
+		return 0;
+	if (o->str) {
+		*o->str = arg;
+	} else if (o->list) {
+		if (*o->n == o->n_max) {
+			pr_warn("--%s: at most %zu\n", o->name, o->n_max);
+			return -EINVAL;
+		}
+		o->list[(*o->n)++] = arg;
+	} else if (o->flag) {
+		*o->flag = true;
+	} else {
+		snprintf(flag, sizeof(flag), "--%s", o->name);
+		if (dmsc_parse_u32(flag, arg, o->min, o->max, o->num))
+			return -EINVAL;
+	}
 	return 1;
+}
+
+int dmsc_opt_other(const struct dmsc_opt *opts, int c, const char *arg, const char *prog,
+		   void (*usage)(FILE *f))
+{
+	int r = dmsc_opt_take(opts, c, arg);
+
+	if (r > 0)
+		return -1;
+	if (r < 0)
+		return 2;
+	return dmsc_opt_common(c, prog, usage);
 }
 
 int dmsc_parse_output(const char *arg, bool *json)

@@ -21,21 +21,48 @@ int dmsc_parse_bytes(const char *flag, const char *arg, __u32 *out);
 int dmsc_parse_u32_quiet(const char *arg, __u32 min, __u32 max, __u32 *out);
 int dmsc_parse_u32(const char *flag, const char *arg, __u32 min, __u32 max, __u32 *out);
 
-/* A numeric option --NAME N of a command: N from min to max, into *val.
- * A command keeps a table of them; getopt returns base + k for the k-th. */
-struct dmsc_num_opt {
+/* An option a command only stores: --NAME ARG into a string, --NAME ARG
+ * again and again appended to a list, --NAME N (a number from min to max)
+ * into a __u32, or --NAME alone setting a flag. A command lists them in one
+ * table of DMSC_OPT_STR, _LIST, _NUM and _FLAG rows, ended by DMSC_OPT_END,
+ * beside the getopt rows of the options it handles itself; getopt_long
+ * returns DMSC_OPT_BASE + k for the k-th. */
+struct dmsc_opt {
 	const char *name;
-	__u32 *val;
+	const char **str;
+	const char **list; /* list[*n], at most n_max */
+	size_t *n, n_max;
+	__u32 *num;
 	__u32 min, max;
+	bool *flag;
 };
+#define DMSC_OPT_STR(name_, p) {.name = (name_), .str = (p)}
+#define DMSC_OPT_LIST(name_, l, pn, most) {.name = (name_), .list = (l), .n = (pn), .n_max = (most)}
+#define DMSC_OPT_NUM(name_, p, lo, hi) {.name = (name_), .num = (p), .min = (lo), .max = (hi)}
+#define DMSC_OPT_FLAG(name_, p) {.name = (name_), .flag = (p)}
+#define DMSC_OPT_END {.name = NULL}
+
+/* getopt values of a command's stored options: above every single-character
+ * option and the install ones (datapath.h). */
+#define DMSC_OPT_BASE 0x300
+
 struct option;
-/* The getopt_long rows of nums[0..n), values base + k, into rows[0..n). */
-void dmsc_num_opt_rows(const struct dmsc_num_opt *nums, size_t n, int base, struct option *rows);
+/* A command's getopt_long table into rows: one row per option of opts, then
+ * own[] up to and with its end row (DMSC_LONGOPTS_END). rows has room for
+ * DMSC_OPT_ROWS(opts, own), both arrays of the command. */
+void dmsc_opt_rows(const struct dmsc_opt *opts, const struct option *own, struct option *rows);
+#define DMSC_OPT_ROWS(opts, own) (sizeof(opts) / sizeof((opts)[0]) + sizeof(own) / sizeof((own)[0]))
 /* Takes one getopt result, as dmsc_install_opt does: 1 when it was one of
- * nums (its argument parsed into it), 0 when it was not, -EINVAL when its
- * argument is refused (dmsc_parse_u32's message). */
-int dmsc_num_opt_parse(const struct dmsc_num_opt *nums, size_t n, int base, int c,
-		       const char *arg);
+ * opts (its value stored), 0 when it was not, -EINVAL when its argument is
+ * refused (the reason printed). */
+int dmsc_opt_take(const struct dmsc_opt *opts, int c, const char *arg);
+
+/* The default case of a command's getopt switch: one of its stored options
+ * (dmsc_opt_take), -v, -h or a usage error (dmsc_opt_common). -1 when
+ * parsing goes on; else the exit code: 2 after a refused value (its message
+ * printed) or a usage error, 0 after -h. */
+int dmsc_opt_other(const struct dmsc_opt *opts, int c, const char *arg, const char *prog,
+		   void (*usage)(FILE *f));
 
 /* -o text|json: 0 with *json set, or -EINVAL (message printed). */
 int dmsc_parse_output(const char *arg, bool *json);

@@ -183,20 +183,15 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 	struct dmsc_mirror_hot *hot = calloc(cap, sizeof(*hot));
 	struct dmsc_svc_digest *dig = calloc(cap, sizeof(*dig));
 	long j;
+	int err = -ENOMEM;
 
-	if (!ordered || !hot || !dig) {
-		free(ordered);
-		free(hot);
-		free(dig);
-		return -ENOMEM;
-	}
+	if (!ordered || !hot || !dig)
+		goto out;
 	for (i = 0; i < n; i++) {
 		j = index_find(m, &d[i].key, d[i].vip6);
 		if (j < 0) { /* cannot happen: every policy service is in */
-			free(ordered);
-			free(hot);
-			free(dig);
-			return -EINVAL;
+			err = -EINVAL;
+			goto out;
 		}
 		ordered[i] = m->svcs[j];
 		hot[i] = m->hot[j];
@@ -215,6 +210,11 @@ static int reorder(struct dmsc_mirror *m, const struct dmsc_svc_digest *d, size_
 	m->n = n;
 	m->cap = cap;
 	return index_rebuild(m, m->n);
+out:
+	free(ordered);
+	free(hot);
+	free(dig);
+	return err;
 }
 
 static size_t total_backends(const struct dmsc_policy *p)
@@ -246,11 +246,34 @@ static bool matched(const struct dmsc_mirror *m, const struct dmsc_svc_digest *d
 	return m->hot[j].pass == m->pass || (j < n_pol && key_eq(&m->dig[j], &d[j].key, d[j].vip6));
 }
 
+/* The mirror without the services at the indexes of removed (ascending),
+ * in its order. */
+static int drop_removed(struct dmsc_mirror *m, const struct ptrs *removed)
+{
+	size_t i, k = 0, r = 0;
+
+	for (i = 0; i < m->n; i++) {
+		if (r < removed->n && (uintptr_t)removed->v[r] == i) {
+			dmsc_mirror_svc_release(&m->svcs[i]);
+			r++;
+			continue;
+		}
+		m->svcs[k] = m->svcs[i];
+		m->hot[k] = m->hot[i];
+		m->dig[k] = m->dig[i];
+		k++;
+	}
+	m->n = k;
+	return index_rebuild(m, m->n);
+}
+
 /* partial: p holds only services that changed or are new; every other
- * service the mirror holds stays (none is removed, the order is kept). */
+ * service the mirror holds stays (the order is kept), unless keep: then
+ * those in neither p nor keep are removed. */
 static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
-			bool partial, struct dmsc_apply_result *res)
+			bool partial, const struct dmsc_svc_digest *keep, size_t n_keep,
+			struct dmsc_apply_result *res)
 {
 	struct apply_ctx c = { .dp = dp, .res = res, .dry_run = dry_run };
 	struct ptrs changed = { 0 }, removed = { 0 }, new_svc_ids = { 0 }, new_be_ids = { 0 };
@@ -389,7 +412,14 @@ static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		if (err)
 			goto undo_ids;
 	}
-	if (!partial && seen < m->n) {
+	/* every service kept is matched too */
+	for (i = 0; partial && keep && i < n_keep; i++) {
+		long kj = index_find(m, &keep[i].key, keep[i].vip6);
+
+		if (kj >= 0)
+			m->hot[kj].pass = m->pass;
+	}
+	if ((!partial && seen < m->n) || (partial && keep)) {
 		for (i = 0; i < m->n; i++) {
 			if (matched(m, d, n_pol, i))
 				continue;
@@ -511,6 +541,10 @@ static int mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		err = reorder(m, d, p->n_services);
 		if (err)
 			goto fatal;
+	} else if (partial && removed.n) {
+		err = drop_removed(m, &removed);
+		if (err)
+			goto fatal;
 	}
 	m->n_backends = (size_t)((long)m->n_backends + be_delta);
 	in_step_after(m, &c);
@@ -557,14 +591,15 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		      const struct dmsc_policy *p, const struct dmsc_svc_digest *d, bool dry_run,
 		      struct dmsc_apply_result *res)
 {
-	return mirror_apply(m, dp, p, d, dry_run, false, res);
+	return mirror_apply(m, dp, p, d, dry_run, false, NULL, 0, res);
 }
 
 int dmsc_mirror_apply_some(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			   const struct dmsc_policy *p, const struct dmsc_svc_digest *d,
+			   const struct dmsc_svc_digest *keep, size_t n_keep,
 			   struct dmsc_apply_result *res)
 {
-	return mirror_apply(m, dp, p, d, false, true, res);
+	return mirror_apply(m, dp, p, d, false, true, keep, n_keep, res);
 }
 
 int dmsc_mirror_flush_drops(struct dmsc_mirror *m, const struct dmsc_datapath *dp, int64_t now_ms,

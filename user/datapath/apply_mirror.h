@@ -190,11 +190,14 @@ int dmsc_mirror_apply(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 
 /* dmsc_mirror_apply() of some services only: p holds services that changed
  * or are new, and every other service m holds stays as it is (none is
- * removed). For a writer that knows which services changed (dmscd's etcd
- * store, docs/design.md decision 57); the mirror must be in step with dp
- * for that knowledge to hold. res->n_services: every service m holds. */
+ * removed), unless keep is given: then a service that is neither in p nor
+ * in keep (n_keep digests) is removed, and the others keep their order.
+ * For a writer that knows which services changed (dmscd's etcd store,
+ * docs/design.md decisions 57 and 61); the mirror must be in step with
+ * dp for that knowledge to hold. res->n_services: every service m holds. */
 int dmsc_mirror_apply_some(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 			   const struct dmsc_policy *p, const struct dmsc_svc_digest *d,
+			   const struct dmsc_svc_digest *keep, size_t n_keep,
 			   struct dmsc_apply_result *res);
 
 /* Zeroes pending backend entries that are due (all of them with force).

@@ -412,6 +412,7 @@ static int load_one(struct dmsc_mirror *m, const struct dmsc_datapath *dp,
 		    bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS6], &id, &be6) == 0) {
 			memcpy(be_addr6[i], be6.addr, sizeof(be6.addr));
 			bes[i].port = be6.port;
+			bes[i].flags = (__u8)be6.flags;
 		} else if (id && id < dp->max_backends && !key6 &&
 			   bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &be) == 0) {
 			bes[i].addr = be.addr;

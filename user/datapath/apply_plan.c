@@ -314,7 +314,8 @@ void dmsc_apply_set_host(const char *name)
  * this host is guarded against plain connections from other hosts
  * (decision 33), and, for a required service with an allow_from, against
  * workloads of this host outside it that connect to its address
- * (decision 44): TCP over IPv4 only, the tunnel carrying only TCP. */
+ * (decision 44): TCP over IPv4 only, the tunnel carrying only TCP (its
+ * handoff, DMSC_BE_F_TUNNEL, either family: decision 64). */
 static __u16 backend_flags(const struct dmsc_policy_service *w, const struct dmsc_policy_backend *b,
 			   __u8 proto)
 {
@@ -519,6 +520,7 @@ int dmsc_plan_write(struct apply_ctx *c, const struct plan_svc *p)
 			continue;
 		if (ipv6) {
 			struct dmsc_backend6 be6 = { .port = p->be[i].port,
+						     .flags = p->be[i].flags,
 						     .svc_id = p->be[i].svc_id };
 
 			memcpy(be6.addr, p->be6[i], sizeof(be6.addr));

@@ -192,6 +192,7 @@ static int read_one(const struct dmsc_datapath *dp, const struct dmsc_svc_key *k
 			bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS6], &id, &be6);
 			memcpy(s->be6[i], be6.addr, sizeof(s->be6[i]));
 			s->be[i].port = be6.port;
+			s->be[i].flags = be6.flags;
 			s->be[i].svc_id = be6.svc_id;
 		} else if (bpf_map_lookup_elem(dp->fd[DMSC_M_BACKENDS], &id, &s->be[i])) {
 			memset(&s->be[i], 0, sizeof(s->be[i]));

@@ -107,7 +107,7 @@ struct dmsc_install_result {
 /* The install options dmscctl install and dmscd both take: --cgroup,
  * --interface (repeated), --max-services, --max-backends (0: the default),
  * --fastpath-backlog BYTES|default, --pin-dir. getopt values: above every
- * single-character option, below the etcd ones (etcd_opts.h). */
+ * single-character option, below a command's stored ones (parse.h). */
 enum dmsc_install_opt {
 	DMSC_INSTALL_OPT_CGROUP = 0x180,
 	DMSC_INSTALL_OPT_IFACE,

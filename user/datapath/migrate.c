@@ -64,6 +64,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,26 +212,30 @@ static void append(char *why, size_t len, const char *fmt, unsigned long long a,
 		snprintf(why + used, len - used, fmt, a, b);
 }
 
+/* Whether a field changed from a to b; if so, said in why (fmt). */
+static bool changed(char *why, size_t len, const char *fmt, unsigned long long a,
+		    unsigned long long b)
+{
+	if (a == b)
+		return false;
+	append(why, len, fmt, a, b);
+	return true;
+}
+
 enum dmsc_migrate_how dmsc_migrate_decide(const struct dmsc_map_shape *old,
 					  const struct dmsc_map_shape *cur, char *why, size_t len)
 {
+	bool any = false;
+
 	if (why && len)
 		why[0] = '\0';
-	if (old->type != cur->type)
-		append(why, len, "type %llu -> %llu", old->type, cur->type);
-	if (old->key_size != cur->key_size)
-		append(why, len, "key %llu -> %llu bytes", old->key_size, cur->key_size);
-	if (old->value_size != cur->value_size)
-		append(why, len, "value %llu -> %llu bytes", old->value_size, cur->value_size);
-	if (old->max_entries != cur->max_entries)
-		append(why, len, "max_entries %llu -> %llu", old->max_entries, cur->max_entries);
-	if (old->flags != cur->flags)
-		append(why, len, "flags %#llx -> %#llx", old->flags, cur->flags);
-	if (old->extra != cur->extra)
-		append(why, len, "map_extra %#llx -> %#llx", old->extra, cur->extra);
-	if (old->type == cur->type && old->key_size == cur->key_size &&
-	    old->value_size == cur->value_size && old->max_entries == cur->max_entries &&
-	    old->flags == cur->flags && old->extra == cur->extra)
+	any |= changed(why, len, "type %llu -> %llu", old->type, cur->type);
+	any |= changed(why, len, "key %llu -> %llu bytes", old->key_size, cur->key_size);
+	any |= changed(why, len, "value %llu -> %llu bytes", old->value_size, cur->value_size);
+	any |= changed(why, len, "max_entries %llu -> %llu", old->max_entries, cur->max_entries);
+	any |= changed(why, len, "flags %#llx -> %#llx", old->flags, cur->flags);
+	any |= changed(why, len, "map_extra %#llx -> %#llx", old->extra, cur->extra);
+	if (!any)
 		return DMSC_MIGRATE_REUSE;
 	if (old->type != cur->type || old->key_size != cur->key_size ||
 	    old->value_size > cur->value_size || !type_copyable(cur->type))

@@ -165,23 +165,28 @@ print:
 
 int dmsc_ca_ctl_main(int argc, char **argv)
 {
-	enum { O_TD = 256, O_HOST, O_OUT, O_DAYS, O_HOURS };
-	static const struct option longopts[] = {
-	    {"trust-domain", required_argument, NULL, O_TD},
-	    {"host", required_argument, NULL, O_HOST},
-	    {"out", required_argument, NULL, O_OUT},
+	enum { O_DAYS = 256, O_HOURS };
+	static const struct option own[] = {
 	    {"days", required_argument, NULL, O_DAYS},
 	    {"hours", required_argument, NULL, O_HOURS},
 	    {"output", required_argument, NULL, 'o'},
 	    DMSC_LONGOPTS_END,
 	};
 	const char *sub = NULL, *dir = NULL, *td = NULL, *host = NULL, *out = NULL;
+	const struct dmsc_opt stored[] = {
+	    DMSC_OPT_STR("trust-domain", &td),
+	    DMSC_OPT_STR("host", &host),
+	    DMSC_OPT_STR("out", &out),
+	    DMSC_OPT_END,
+	};
+	struct option longopts[DMSC_OPT_ROWS(stored, own)];
 	char why[DMSC_MTLS_WHY_MAX];
 	struct dmsc_mtls_cert_info info;
 	bool json = false, seen_ca = false;
 	long seconds = 0;
 	int opt, err, rc;
 
+	dmsc_opt_rows(stored, own, longopts);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "-o:vh", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -196,15 +201,6 @@ int dmsc_ca_ctl_main(int argc, char **argv)
 				pr_warn("ca %s: unexpected argument \"%s\"\n", sub, optarg);
 				return EXIT_USAGE;
 			}
-			break;
-		case O_TD:
-			td = optarg;
-			break;
-		case O_HOST:
-			host = optarg;
-			break;
-		case O_OUT:
-			out = optarg;
 			break;
 		case O_DAYS:
 		case O_HOURS:
@@ -221,8 +217,7 @@ int dmsc_ca_ctl_main(int argc, char **argv)
 				return EXIT_USAGE;
 			break;
 		default:
-			rc = dmsc_opt_common(opt, "dmscctl", usage);
-			if (rc >= 0)
+			if ((rc = dmsc_opt_other(stored, opt, optarg, "dmscctl", usage)) >= 0)
 				return rc;
 			break;
 		}

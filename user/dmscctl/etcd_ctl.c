@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "addr.h"
 #include "clock.h"
 #include "policy_set.h"
 #include "etcd.h"
@@ -129,11 +130,11 @@ static bool same_service(const struct dmsc_etcd_kv *kv, const char *name,
 }
 
 /* The hosts the policy's backends name, with their tunnel addresses
- * ("IPv4:PORT"), into a JSON object; a name with two addresses (two files
- * of a directory) is an error. */
+ * ("IPv4:PORT", "[IPv6]:PORT"), into a JSON object; a name with two
+ * addresses (two files of a directory) is an error. */
 static int policy_hosts(const struct dmsc_policy *p, const char *path, struct json_object *out)
 {
-	char addr[INET_ADDRSTRLEN], ap[INET_ADDRSTRLEN + 8];
+	char ap[DMSC_ADDR_PORT_LEN];
 	struct json_object *have;
 	size_t i, j;
 
@@ -143,8 +144,7 @@ static int policy_hosts(const struct dmsc_policy *p, const char *path, struct js
 
 			if (!b->host)
 				continue;
-			inet_ntop(AF_INET, &b->host_addr, addr, sizeof(addr));
-			snprintf(ap, sizeof(ap), "%s:%u", addr, b->host_port);
+			dmsc_host_addr_format(&b->host_at, ap, sizeof(ap));
 			if (json_object_object_get_ex(out, b->host, &have)) {
 				if (strcmp(json_object_get_string(have), ap)) {
 					fprintf(stderr,
@@ -158,6 +158,76 @@ static int policy_hosts(const struct dmsc_policy *p, const char *path, struct js
 			json_object_object_add(out, b->host, json_object_new_string(ap));
 		}
 	return 0;
+}
+
+/* Adds to set the hosts that a service value's backends name ("host"),
+ * read as JSON only: a value that does not parse names none. */
+static void value_hosts(const struct dmsc_etcd_kv *kv, struct json_object *set)
+{
+	struct json_object *v = json_tokener_parse(kv->value), *arr, *h;
+	size_t i;
+
+	if (v && json_object_object_get_ex(v, "backends", &arr) &&
+	    json_object_is_type(arr, json_type_array))
+		for (i = 0; i < json_object_array_length(arr); i++)
+			if (json_object_object_get_ex(json_object_array_get_idx(arr, i), "host",
+						      &h) &&
+			    json_object_is_type(h, json_type_string))
+				json_object_object_add(set, json_object_get_string(h), NULL);
+	json_object_put(v);
+}
+
+/* The host keys this publish would leave named by no service (docs/design.md
+ * decision 63): hosts the namespace's services name in etcd now (kvs) and
+ * the policy does not (hosts), less those a service of another namespace
+ * names, read at the same revision. *all_read: the other namespaces were
+ * read (the transaction must then guard them). */
+static int stale_hosts(struct dmsc_etcd *etcd, const char *prefix, const char *nsp,
+		       const struct dmsc_etcd_kvs *kvs, int64_t rev, struct json_object *hosts,
+		       struct json_object *stale, bool *all_read)
+{
+	struct dmsc_etcd_kvs all = {0};
+	char *allp = NULL;
+	size_t i;
+	int e = 0;
+
+	for (i = 0; i < kvs->n; i++)
+		value_hosts(&kvs->kv[i], stale);
+	json_object_object_foreach(hosts, hname, hval)
+	{
+		(void)hval;
+		json_object_object_del(stale, hname);
+	}
+	if (!json_object_object_length(stale))
+		return 0;
+	if (asprintf(&allp, "%s/ns/", prefix) < 0)
+		return -ENOMEM;
+	e = dmsc_etcd_range_prefix(etcd, allp, rev, &all);
+	if (e) {
+		fprintf(stderr, "cannot read %s from etcd: %s\n", allp, etcd->err);
+		goto out;
+	}
+	*all_read = true;
+	for (i = 0; i < all.n; i++) {
+		struct json_object *named = json_object_new_object();
+
+		if (!named) {
+			e = -ENOMEM;
+			goto out;
+		}
+		if (strncmp(all.kv[i].key, nsp, strlen(nsp)))
+			value_hosts(&all.kv[i], named);
+		json_object_object_foreach(named, nname, nval)
+		{
+			(void)nval;
+			json_object_object_del(stale, nname);
+		}
+		json_object_put(named);
+	}
+out:
+	dmsc_etcd_kvs_free(&all);
+	free(allp);
+	return e;
 }
 
 static void add_change(struct json_object *changes, const char *op, const char *what,
@@ -176,8 +246,9 @@ static int cmd_publish(struct ctl *c, const char *path)
 	struct dmsc_policy_set set = {0};
 	struct dmsc_msgs msgs = {0};
 	struct dmsc_etcd_kvs kvs = {0}, hkvs = {0};
-	struct json_object *hosts = json_object_new_object();
-	char **hkeys = NULL, *hp = NULL;
+	struct json_object *hosts = json_object_new_object(), *stale = json_object_new_object();
+	char **hkeys = NULL, *hp = NULL, *allp = NULL, *allend = NULL;
+	bool all_read = false, stale_deleted = false;
 	size_t n_hkeys = 0;
 	struct dmsc_etcd etcd;
 	struct dmsc_etcd_op *ops = NULL;
@@ -230,20 +301,25 @@ static int cmd_publish(struct ctl *c, const char *path)
 		fprintf(stderr, "cannot read %s from etcd: %s\n", nsp, etcd.err);
 		goto out_etcd;
 	}
-	/* the hosts this policy names, read at the same revision */
-	if (json_object_object_length(hosts) &&
-	    dmsc_etcd_range_prefix(&etcd, hp, kvs.revision, &hkvs)) {
+	/* the hosts this policy names and those it would leave unnamed, read
+	 * at the same revision */
+	rev = kvs.revision;
+	if (!stale || stale_hosts(&etcd, c->prefix, nsp, &kvs, rev, hosts, stale, &all_read))
+		goto out_etcd;
+	if ((json_object_object_length(hosts) || json_object_object_length(stale)) &&
+	    dmsc_etcd_range_prefix(&etcd, hp, rev, &hkvs)) {
 		fprintf(stderr, "cannot read %s from etcd: %s\n", hp, etcd.err);
 		goto out_etcd;
 	}
-	rev = kvs.revision;
 	/* the guard's revision: the one read, or an older one the caller saw */
 	if (c->revision && c->revision < kvs.revision)
 		kvs.revision = c->revision;
 	kept = calloc(kvs.n + 1, sizeof(*kept));
-	ops = calloc(set.policy.n_services + kvs.n + (size_t)json_object_object_length(hosts) + 1,
+	ops = calloc(set.policy.n_services + kvs.n + (size_t)json_object_object_length(hosts) +
+			 hkvs.n + 1,
 		     sizeof(*ops));
-	cmps = calloc(set.policy.n_services + kvs.n + (size_t)json_object_object_length(hosts) + 2,
+	cmps = calloc(set.policy.n_services + kvs.n + (size_t)json_object_object_length(hosts) +
+			  hkvs.n + 3,
 		      sizeof(*cmps));
 	if (!kept || !ops || !cmps)
 		goto out_etcd;
@@ -285,9 +361,9 @@ static int cmd_publish(struct ctl *c, const char *path)
 		ops[n_ops++] = (struct dmsc_etcd_op){DMSC_ETCD_DELETE, kvs.kv[j].key, NULL};
 		add_change(changes, "delete", "service", name ? name : "", kvs.kv[j].key);
 	}
-	/* The hosts' tunnel addresses (docs/design.md decision 55): written
-	 * where etcd has none or another; never deleted (other namespaces'
-	 * backends may name them). */
+	/* The hosts' tunnel addresses (docs/design.md decisions 55, 63):
+	 * written where etcd has none or another, each guarded as read even
+	 * when unchanged (a concurrent publish elsewhere may delete it). */
 	json_object_object_foreach(hosts, hname, hval)
 	{
 		const struct dmsc_etcd_kv *have = NULL;
@@ -300,13 +376,31 @@ static int cmd_publish(struct ctl *c, const char *path)
 			if (!strcmp(hkvs.kv[j].key, hkeys[n_hkeys]))
 				have = &hkvs.kv[j];
 		n_hkeys++;
+		cmps[n_cmps++] = (struct dmsc_etcd_cmp){hkeys[n_hkeys - 1], NULL, DMSC_ETCD_EQUAL,
+							have ? have->mod_rev : 0};
 		if (have && have->value_len == strlen(want) &&
 		    !memcmp(have->value, want, have->value_len))
 			continue;
-		cmps[n_cmps++] = (struct dmsc_etcd_cmp){hkeys[n_hkeys - 1], NULL, DMSC_ETCD_EQUAL,
-							have ? have->mod_rev : 0};
 		ops[n_ops++] = (struct dmsc_etcd_op){DMSC_ETCD_PUT, hkeys[n_hkeys - 1], want};
 		add_change(changes, have ? "update" : "create", "host", hname, hkeys[n_hkeys - 1]);
+	}
+	/* The keys of hosts no service names any more, with every namespace
+	 * guarded as read: a service naming one may not appear meanwhile. */
+	for (j = 0; j < hkvs.n; j++) {
+		const char *name = dmsc_etcd_key_name(hkvs.kv[j].key, hp);
+
+		if (!name || !json_object_object_get_ex(stale, name, NULL))
+			continue;
+		cmps[n_cmps++] =
+		    (struct dmsc_etcd_cmp){hkvs.kv[j].key, NULL, DMSC_ETCD_EQUAL, hkvs.kv[j].mod_rev};
+		ops[n_ops++] = (struct dmsc_etcd_op){DMSC_ETCD_DELETE, hkvs.kv[j].key, NULL};
+		add_change(changes, "delete", "host", name, hkvs.kv[j].key);
+		stale_deleted = true;
+	}
+	if (stale_deleted && all_read) {
+		if (asprintf(&allp, "%s/ns/", c->prefix) < 0 || !(allend = dmsc_etcd_prefix_end(allp)))
+			goto out_etcd;
+		cmps[n_cmps++] = (struct dmsc_etcd_cmp){allp, allend, DMSC_ETCD_LESS, kvs.revision + 1};
 	}
 	if (!c->dry_run && n_ops) {
 		bool succeeded;
@@ -323,9 +417,12 @@ static int cmd_publish(struct ctl *c, const char *path)
 		}
 		if (!succeeded) {
 			fprintf(stderr,
-				"namespace %s changed in etcd after revision %" PRId64
+				"namespace %s%s changed in etcd after revision %" PRId64
 				" (another publisher?): nothing was published; publish again\n",
-				c->ns, kvs.revision);
+				c->ns,
+				allend ? ", another namespace or a host key"
+				       : n_hkeys ? " or a host key it names" : "",
+				kvs.revision);
 			goto out_etcd;
 		}
 	}
@@ -388,8 +485,11 @@ out:
 	free(nsend);
 	free(hkeys);
 	free(hp);
+	free(allp);
+	free(allend);
 	json_object_put(changes);
 	json_object_put(hosts);
+	json_object_put(stale);
 	dmsc_etcd_kvs_free(&kvs);
 	dmsc_etcd_kvs_free(&hkvs);
 	dmsc_policy_set_free(&set);
@@ -492,19 +592,31 @@ out:
 
 struct watch_ctx {
 	struct ctl *c;
-	struct dmsc_etcd_splitter sp;
 	long events;
 	bool done;
 	int rc;
 };
 
+/* One watch stream: the namespace's services, or the hosts' tunnel
+ * addresses (docs/design.md decision 55) */
+struct watch_stream {
+	struct watch_ctx *w;
+	const char *kind; /* "service", "host" */
+	struct dmsc_etcd_splitter sp;
+	char *body, url[512], cerr[DMSC_ETCD_CURL_ERR_SIZE];
+	CURL *curl;
+};
+
 static int watch_msg(const char *obj, size_t len, void *arg)
 {
-	struct watch_ctx *w = arg;
+	struct watch_stream *ws = arg;
+	struct watch_ctx *w = ws->w;
 	struct dmsc_etcd_watch_msg m;
 	char err[256];
 	size_t i;
 
+	if (w->done)
+		return -ECANCELED;
 	if (dmsc_etcd_parse_watch(obj, len, &m, err, sizeof(err))) {
 		fprintf(stderr, "watch: %s\n", err);
 		w->rc = 1;
@@ -527,6 +639,7 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 					       json_object_new_int64(ev->kv.mod_rev));
 			json_object_object_add(
 			    o, "type", json_object_new_string(ev->deleted ? "delete" : "put"));
+			json_object_object_add(o, "kind", json_object_new_string(ws->kind));
 			json_object_object_add(o, "key", json_object_new_string(ev->kv.key));
 			if (!ev->deleted)
 				json_object_object_add(o, "value",
@@ -552,63 +665,104 @@ static int watch_msg(const char *obj, size_t len, void *arg)
 
 static size_t watch_data(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct watch_ctx *w = arg;
+	struct watch_stream *ws = arg;
 
-	return dmsc_etcd_split(&w->sp, data, size * nmemb, watch_msg, w) ? 0 : size * nmemb;
+	return dmsc_etcd_split(&ws->sp, data, size * nmemb, watch_msg, ws) ? 0 : size * nmemb;
 }
 
+/* Watches the namespace's services and the hosts' keys, one stream each
+ * on one endpoint (each stream's events in revision order; the two
+ * streams' interleaved as they arrive). */
 static int cmd_watch(struct ctl *c)
 {
-	struct watch_ctx w = {.c = c, .sp = {.max = 4u << 20}};
+	struct watch_ctx w = {.c = c};
+	struct watch_stream ws[2] = {{.w = &w, .kind = "service", .sp = {.max = 4u << 20}},
+				     {.w = &w, .kind = "host", .sp = {.max = 4u << 20}}};
+	char *pfx[2] = {dmsc_etcd_ns_prefix(c->prefix, c->ns), dmsc_etcd_hosts_prefix(c->prefix)};
 	struct dmsc_etcd etcd;
-	char *nsp = dmsc_etcd_ns_prefix(c->prefix, c->ns), *end = NULL, *body = NULL, url[512];
-	char cerr[DMSC_ETCD_CURL_ERR_SIZE];
-	CURL *curl = NULL;
-	CURLcode cc = CURLE_OK;
-	size_t i;
+	CURLM *multi = NULL;
+	CURLcode cc[2] = {CURLE_OK, CURLE_OK};
+	size_t i, k;
 
 	if (dmsc_etcd_init(&etcd, c->etcd, &c->tls)) {
 		fprintf(stderr, "%s\n", etcd.err);
-		free(nsp);
+		free(pfx[0]);
+		free(pfx[1]);
 		return 1;
 	}
-	end = dmsc_etcd_prefix_end(nsp);
-	body = dmsc_etcd_watch_body(nsp, end, c->revision);
-	curl = curl_easy_init();
-	if (!curl || !body) {
-		w.rc = 1;
-		goto out;
+	multi = curl_multi_init();
+	for (k = 0; k < 2; k++) {
+		char *end = pfx[k] ? dmsc_etcd_prefix_end(pfx[k]) : NULL;
+
+		ws[k].body = end ? dmsc_etcd_watch_body(pfx[k], end, c->revision) : NULL;
+		ws[k].curl = curl_easy_init();
+		free(end);
+		if (!ws[k].body || !ws[k].curl || !multi) {
+			w.rc = 1;
+			goto out;
+		}
 	}
 	/* the first endpoint that connects serves the whole watch */
 	for (i = 0; i < etcd.n_endpoints; i++) {
-		curl_easy_reset(curl);
-		dmsc_etcd_setup_curl(&etcd, curl, "/watch", url, sizeof(url), cerr);
-		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-		curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, watch_data);
-		curl_easy_setopt(curl, CURLOPT_WRITEDATA, &w);
-		if (c->timeout_s)
-			curl_easy_setopt(curl, CURLOPT_TIMEOUT, c->timeout_s);
-		cc = curl_easy_perform(curl);
-		if (cc != CURLE_COULDNT_CONNECT)
+		int running = 1, left;
+		CURLMsg *msg;
+
+		for (k = 0; k < 2; k++) {
+			curl_easy_reset(ws[k].curl);
+			dmsc_etcd_setup_curl(&etcd, ws[k].curl, "/watch", ws[k].url,
+					     sizeof(ws[k].url), ws[k].cerr);
+			curl_easy_setopt(ws[k].curl, CURLOPT_POSTFIELDS, ws[k].body);
+			curl_easy_setopt(ws[k].curl, CURLOPT_WRITEFUNCTION, watch_data);
+			curl_easy_setopt(ws[k].curl, CURLOPT_WRITEDATA, &ws[k]);
+			curl_easy_setopt(ws[k].curl, CURLOPT_PRIVATE, &ws[k]);
+			if (c->timeout_s)
+				curl_easy_setopt(ws[k].curl, CURLOPT_TIMEOUT, c->timeout_s);
+			curl_multi_add_handle(multi, ws[k].curl);
+		}
+		/* until both streams end, or one fails or has had its count */
+		while (running && !w.done && !w.rc) {
+			curl_multi_perform(multi, &running);
+			while ((msg = curl_multi_info_read(multi, &left))) {
+				struct watch_stream *s;
+
+				if (msg->msg != CURLMSG_DONE)
+					continue;
+				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+				cc[s - ws] = msg->data.result;
+				if (msg->data.result != CURLE_OK &&
+				    msg->data.result != CURLE_COULDNT_CONNECT)
+					running = 0;
+			}
+			if (running && !w.done && !w.rc)
+				curl_multi_poll(multi, NULL, 0, 1000, NULL);
+		}
+		for (k = 0; k < 2; k++)
+			curl_multi_remove_handle(multi, ws[k].curl);
+		if (cc[0] != CURLE_COULDNT_CONNECT || cc[1] != CURLE_COULDNT_CONNECT)
 			break;
+		cc[0] = cc[1] = CURLE_OK;
 		etcd.cur = (etcd.cur + 1) % etcd.n_endpoints;
 	}
-	if (!w.done && !w.rc && cc != CURLE_OK &&
-	    !(cc == CURLE_OPERATION_TIMEDOUT && c->timeout_s)) {
+	for (k = 0; k < 2 && !w.done && !w.rc; k++) {
 		char why[512];
 
-		dmsc_etcd_describe(&etcd, cc, cerr, why, sizeof(why));
-		fprintf(stderr, "watch %s: %s\n", url, why);
+		if (cc[k] == CURLE_OK || (cc[k] == CURLE_OPERATION_TIMEDOUT && c->timeout_s))
+			continue;
+		dmsc_etcd_describe(&etcd, cc[k], ws[k].cerr, why, sizeof(why));
+		fprintf(stderr, "watch %s: %s\n", ws[k].url, why);
 		w.rc = 1;
 	}
 out:
-	if (curl)
-		curl_easy_cleanup(curl);
-	dmsc_etcd_splitter_free(&w.sp);
+	for (k = 0; k < 2; k++) {
+		if (ws[k].curl)
+			curl_easy_cleanup(ws[k].curl);
+		dmsc_etcd_splitter_free(&ws[k].sp);
+		free(ws[k].body);
+		free(pfx[k]);
+	}
+	if (multi)
+		curl_multi_cleanup(multi);
 	dmsc_etcd_free(&etcd);
-	free(nsp);
-	free(end);
-	free(body);
 	return w.rc;
 }
 
@@ -632,10 +786,8 @@ static int parse_long(const char *flag, const char *arg, long *out)
 
 int dmsc_etcd_ctl_main(int argc, char **argv)
 {
-	enum { O_DRY = 256, O_REV, O_COUNT, O_TIMEOUT };
-	static const struct option longopts[] = {
-	    DMSC_ETCD_LONGOPTS,
-	    {"dry-run", no_argument, NULL, O_DRY},
+	enum { O_REV = 256, O_COUNT, O_TIMEOUT };
+	static const struct option own[] = {
 	    {"revision", required_argument, NULL, O_REV},
 	    {"expect-revision", required_argument, NULL, O_REV},
 	    {"count", required_argument, NULL, O_COUNT},
@@ -645,12 +797,19 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 	};
 	struct dmsc_etcd_opts eo;
 	struct ctl c = {0};
+	const struct dmsc_opt stored[] = {
+	    DMSC_ETCD_OPTS(&eo, 1),
+	    DMSC_OPT_FLAG("dry-run", &c.dry_run),
+	    DMSC_OPT_END,
+	};
+	struct option longopts[DMSC_OPT_ROWS(stored, own)];
 	const char *cmd = NULL, *args[2];
 	size_t n_args = 0;
 	long rev = 0;
 	int opt, rc;
 
-	dmsc_etcd_opts_init(&eo, 1);
+	dmsc_etcd_opts_init(&eo);
+	dmsc_opt_rows(stored, own, longopts);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "-o:vh", longopts, NULL)) != -1) {
 		switch (opt) {
@@ -663,9 +822,6 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 				fprintf(stderr, "%s: unexpected argument \"%s\"\n", cmd, optarg);
 				return EXIT_USAGE;
 			}
-			break;
-		case O_DRY:
-			c.dry_run = true;
 			break;
 		case O_REV:
 			if (parse_long("--revision", optarg, &rev))
@@ -685,11 +841,9 @@ int dmsc_etcd_ctl_main(int argc, char **argv)
 				return EXIT_USAGE;
 			break;
 		default:
-			/* the etcd options (etcd_opts.h), or -v, -h, a usage error */
-			if (dmsc_etcd_opt(&eo, opt, optarg) > 0)
-				break;
-			rc = dmsc_opt_common(opt, "dmscctl", usage);
-			if (rc >= 0)
+			/* the etcd options (etcd_opts.h), --dry-run, or -v, -h,
+			 * a usage error */
+			if ((rc = dmsc_opt_other(stored, opt, optarg, "dmscctl", usage)) >= 0)
 				return rc;
 			break;
 		}

@@ -53,7 +53,8 @@ static const char usage_text[] =
     "                         with HOSTDIR's ca.crt, host.crt, host.key (dmscctl ca\n"
     "                         issue) and the policy applied (docs/mtls.md)\n"
     "  --mtls-listen ADDR:PORT  where other hosts' helpers reach the tunnel (with\n"
-    "                         --mtls-dir; port 15008 by convention)\n"
+    "                         --mtls-dir; port 15008 by convention; IPv6:\n"
+    "                         [ADDR]:PORT)\n"
     "  -v, --verbose          debug messages\n"
     "  -h, --help             this text\n"
     "\n"
@@ -109,47 +110,37 @@ static int install(const struct agent *ag, const struct dmsc_install_opts *opts)
 
 int main(int argc, char **argv)
 {
-	enum {
-		OPT_POLICY = 256,
-		OPT_METRICS,
-		OPT_L7_LISTEN,
-		OPT_L7_BINARY,
-		OPT_L7_MODE,
-		OPT_METRICS_BACKENDS,
-		OPT_MTLS_DIR,
-		OPT_MTLS_LISTEN,
-		OPT_NUM, /* OPT_NUM + k: nums[k] */
-	};
-	static const struct option named[] = {
-	    {"policy", required_argument, NULL, OPT_POLICY},
-	    {"metrics", required_argument, NULL, OPT_METRICS},
-	    {"metrics-backends", required_argument, NULL, OPT_METRICS_BACKENDS},
-	    {"l7-listen", required_argument, NULL, OPT_L7_LISTEN},
-	    {"l7-binary", required_argument, NULL, OPT_L7_BINARY},
-	    {"l7", required_argument, NULL, OPT_L7_MODE},
-	    {"mtls-dir", required_argument, NULL, OPT_MTLS_DIR},
-	    {"mtls-listen", required_argument, NULL, OPT_MTLS_LISTEN},
+	enum { OPT_METRICS_BACKENDS = 256, OPT_L7_MODE };
+	static const struct option own[] = {
 	    DMSC_INSTALL_LONGOPTS,
-	    DMSC_ETCD_LONGOPTS,
+	    {"metrics-backends", required_argument, NULL, OPT_METRICS_BACKENDS},
+	    {"l7", required_argument, NULL, OPT_L7_MODE},
+	    DMSC_LONGOPTS_END,
 	};
-	static const struct option end[] = {DMSC_LONGOPTS_END};
 	struct agent ag = {
 	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1};
 	const char *metrics = DEFAULT_METRICS;
+	const char *l7_listen = NULL, *l7_binary = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
 	__u32 debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
 	__u32 drop_delay = DEFAULT_DROP_DELAY_MS;
-	const struct dmsc_num_opt nums[] = {
-	    {"debounce-ms", &debounce, 0, 60000},
-	    {"debounce-max-ms", &debounce_max, 0, 600000},
-	    {"drop-delay-ms", &drop_delay, 0, 60000},
-	};
-	enum { N_NAMED = sizeof(named) / sizeof(named[0]), N_NUMS = sizeof(nums) / sizeof(nums[0]) };
-	struct option longopts[N_NAMED + N_NUMS + sizeof(end) / sizeof(end[0])];
-	struct dmsc_install_args ia = {0};
-	const char *l7_listen = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
-	char bound[64], l7_bin[PATH_MAX] = "";
-	sigset_t sigs;
 	struct dmsc_etcd_opts eo;
+	const struct dmsc_opt stored[] = {
+	    DMSC_OPT_STR("policy", &ag.policy),
+	    DMSC_OPT_STR("metrics", &metrics),
+	    DMSC_OPT_STR("l7-listen", &l7_listen),
+	    DMSC_OPT_STR("l7-binary", &l7_binary),
+	    DMSC_OPT_STR("mtls-dir", &mtls_dir),
+	    DMSC_OPT_STR("mtls-listen", &mtls_listen),
+	    DMSC_OPT_NUM("debounce-ms", &debounce, 0, 60000),
+	    DMSC_OPT_NUM("debounce-max-ms", &debounce_max, 0, 600000),
+	    DMSC_OPT_NUM("drop-delay-ms", &drop_delay, 0, 60000),
+	    DMSC_ETCD_OPTS(&eo, DMSC_ETCD_NAMESPACES_MAX),
+	    DMSC_OPT_END,
+	};
+	struct option longopts[DMSC_OPT_ROWS(stored, own)];
+	struct dmsc_install_args ia = {0};
+	char bound[64], l7_default[PATH_MAX];
+	sigset_t sigs;
 	struct dmsc_etcd_sync etcd_sync;
 	char etcd_label[256];
 	bool running = true;
@@ -164,18 +155,10 @@ int main(int argc, char **argv)
 	 * change (an apply's view of a large store) is mapped on its own
 	 * (mapmem.h; docs/etcd.md, memory). */
 	mallopt(M_MMAP_THRESHOLD, 1 << 20);
-	memcpy(longopts, named, sizeof(named));
-	dmsc_num_opt_rows(nums, N_NUMS, OPT_NUM, &longopts[N_NAMED]);
-	memcpy(&longopts[N_NAMED + N_NUMS], end, sizeof(end));
-	dmsc_etcd_opts_init(&eo, DMSC_ETCD_NAMESPACES_MAX);
+	dmsc_opt_rows(stored, own, longopts);
+	dmsc_etcd_opts_init(&eo);
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
-		case OPT_POLICY:
-			ag.policy = optarg;
-			break;
-		case OPT_METRICS:
-			metrics = optarg;
-			break;
 		case OPT_METRICS_BACKENDS:
 			if (!strcmp(optarg, "auto")) {
 				ag.metrics_backends = DMSC_METRICS_BACKENDS_AUTO;
@@ -189,35 +172,19 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			break;
-		case OPT_L7_LISTEN:
-			l7_listen = optarg;
-			break;
-		case OPT_L7_BINARY:
-			snprintf(l7_bin, sizeof(l7_bin), "%s", optarg);
-			break;
 		case OPT_L7_MODE:
 			if (dmsc_l7_mode_parse(optarg, &ag.l7_mode)) {
 				pr_warn("--l7: \"%s\" is not auto or off\n", optarg);
 				return EXIT_USAGE;
 			}
 			break;
-		case OPT_MTLS_DIR:
-			mtls_dir = optarg;
-			break;
-		case OPT_MTLS_LISTEN:
-			mtls_listen = optarg;
-			break;
 		default:
-			/* the numeric, install and etcd options (nums, datapath.h,
-			 * etcd_opts.h), or -v, -h, a usage error */
-			r = dmsc_num_opt_parse(nums, N_NUMS, OPT_NUM, c, optarg);
-			if (!r)
-				r = dmsc_install_opt(&ia, c, optarg);
-			if (!r)
-				r = dmsc_etcd_opt(&eo, c, optarg);
+			/* the install options (datapath.h), the stored ones,
+			 * or -v, -h, a usage error */
+			r = dmsc_install_opt(&ia, c, optarg);
 			if (r < 0)
 				return EXIT_USAGE;
-			if (!r && (r = dmsc_opt_common(c, "dmscd", usage)) >= 0)
+			if (!r && (r = dmsc_opt_other(stored, c, optarg, "dmscd", usage)) >= 0)
 				return r;
 			break;
 		}
@@ -295,20 +262,18 @@ int main(int argc, char **argv)
 		pr_warn("--l7-listen and --l7 off contradict each other\n");
 		goto out;
 	}
+	if (!l7_binary || !l7_binary[0]) {
+		l7_default_binary(l7_default, sizeof(l7_default));
+		l7_binary = l7_default;
+	}
 	if (ag.l7_mode == DMSC_L7_AUTO) {
 		if (!l7_listen)
 			l7_listen = DMSC_L7_DEFAULT_LISTEN;
-		if (!l7_bin[0])
-			l7_default_binary(l7_bin, sizeof(l7_bin));
-		if (l7_start(&ag, l7_bin, l7_listen))
+		if (l7_start(&ag, l7_binary, l7_listen))
 			goto out;
 	}
-	if (mtls_dir) {
-		if (!l7_bin[0])
-			l7_default_binary(l7_bin, sizeof(l7_bin));
-		if (tunnel_start(&ag, l7_bin, mtls_dir, mtls_listen))
-			goto out;
-	}
+	if (mtls_dir && tunnel_start(&ag, l7_binary, mtls_dir, mtls_listen))
+		goto out;
 	if (eo.urls) {
 		/* applied once the first read arrives (the eventfd) */
 		if (dmsc_etcd_sync_start(&etcd_sync, eo.urls, &eo.tls, eo.prefix, eo.ns,
@@ -389,7 +354,9 @@ int main(int argc, char **argv)
 			ag.reresolve_at_ms = dmsc_now_ms() + CGROUP_SETTLE_MS;
 		if (running && (pfd[5].revents & POLLIN)) {
 			dmsc_etcd_sync_take(ag.etcd);
-			ag.etcd_read = true; /* woken after a whole read at least */
+			/* woken after a page at least: until the read is
+			 * in, a view removes nothing (decision 61) */
+			ag.etcd_read = true;
 			apply_policy(&ag, "etcd");
 			reresolve(&ag); /* new rules, new paths to watch */
 		}

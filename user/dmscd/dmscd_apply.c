@@ -83,7 +83,8 @@ void apply_policy(struct agent *ag, const char *why)
 	struct dmsc_msgs msgs = {0};
 	double t0, t1, t2, t3, c2, c3;
 	struct rusage ru2, ru3;
-	struct dmsc_svc_digest *digests = NULL;
+	struct dmsc_svc_digest *digests = NULL, *keep = NULL;
+	size_t n_keep = 0;
 	char buf[512];
 	bool etcd_view = false, changed_only = false, trim = true;
 	size_t i, n_changes;
@@ -102,9 +103,12 @@ void apply_policy(struct agent *ag, const char *why)
 		/* a view of the store and its digests, locked until
 		 * _view_done: of the changed keys only when the mirror holds
 		 * every other service (checked again under the lock); never
-		 * for SIGHUP, health (services to plan again) or a retry */
+		 * for SIGHUP, health (services to plan again) or a retry.
+		 * During and right after a read of every namespace, what
+		 * its pages changed, then what is gone (keep: decision 61) */
 		changed_only = ag->mirror.loaded && !strcmp(why, "etcd");
-		err = dmsc_etcd_sync_view(ag->etcd, &set.policy, &digests, &changed_only);
+		err = dmsc_etcd_sync_view(ag->etcd, &set.policy, &digests, &changed_only, &keep,
+					  &n_keep);
 		etcd_view = !err;
 	} else {
 		err = dmsc_policy_set_load(ag->policy, &set, &msgs);
@@ -147,10 +151,11 @@ void apply_policy(struct agent *ag, const char *why)
 	}
 	if (changed_only && !dmsc_mirror_in_step(&ag->mirror, &ag->dp)) {
 		/* another writer since the last apply: the whole view */
-		dmsc_etcd_sync_view_done(ag->etcd, &set.policy, digests);
-		digests = NULL;
+		dmsc_etcd_sync_view_done(ag->etcd, &set.policy, digests, keep);
+		digests = keep = NULL;
 		changed_only = false;
-		err = dmsc_etcd_sync_view(ag->etcd, &set.policy, &digests, &changed_only);
+		err = dmsc_etcd_sync_view(ag->etcd, &set.policy, &digests, &changed_only, &keep,
+					  &n_keep);
 		etcd_view = !err;
 		if (err) {
 			write_unlock(ag);
@@ -159,8 +164,9 @@ void apply_policy(struct agent *ag, const char *why)
 			goto out;
 		}
 	}
-	if (etcd_view && !changed_only &&
-	    !dmsc_etcd_sync_view_ready(ag->etcd, &ag->mirror, &ag->dp, &set.policy, digests)) {
+	if (etcd_view && (!changed_only || keep) &&
+	    !dmsc_etcd_sync_view_ready(ag->etcd, &ag->mirror, &ag->dp,
+				       keep ? n_keep : set.policy.n_services, keep ? keep : digests)) {
 		write_unlock(ag);
 		goto out; /* applied when the store has them whole again */
 	}
@@ -168,7 +174,8 @@ void apply_policy(struct agent *ag, const char *why)
 	t2 = dmsc_now_seconds();
 	c2 = dmsc_clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 	if (changed_only)
-		err = dmsc_mirror_apply_some(&ag->mirror, &ag->dp, &set.policy, digests, &res);
+		err = dmsc_mirror_apply_some(&ag->mirror, &ag->dp, &set.policy, digests, keep,
+					     n_keep, &res);
 	else
 		err = dmsc_mirror_apply(&ag->mirror, &ag->dp, &set.policy, digests, false, &res);
 	t3 = dmsc_now_seconds();
@@ -204,10 +211,11 @@ void apply_policy(struct agent *ag, const char *why)
 		 res.entries_written == 1 ? "y" : "ies", res.entries_deferred, (t3 - t2) * 1e3,
 		 (c3 - c2) * 1e3, (t1 - t0) * 1e3);
 	ag->stats.applies[DMSC_APPLY_OK]++;
-	/* A view of the changed keys has no http, health or tunnel service
-	 * (the store keeps those parsed, which makes the whole view): what
-	 * the helpers and the probes run is as it was. */
-	if (changed_only)
+	/* A view of changed plain services only: what the helpers and the
+	 * probes run is as it was (a change of an http, health, IPv6 or
+	 * allow_from service brings every service kept parsed, all they
+	 * read); a page of a read waits for the read's end. */
+	if (etcd_view && !dmsc_etcd_sync_view_follows(ag->etcd))
 		goto done;
 	if (dmsc_health_watch_set(&ag->health, &set.policy, &ag->mirror))
 		pr_warn("health: out of memory: the backends of this policy are not watched\n");
@@ -225,7 +233,7 @@ out:
 	dmsc_apply_result_free(&res);
 	if (etcd_view) {
 		/* a view: nothing to free */
-		trim = dmsc_etcd_sync_view_done(ag->etcd, &set.policy, digests) ||
+		trim = dmsc_etcd_sync_view_done(ag->etcd, &set.policy, digests, keep) ||
 		       n_changes > ETCD_TRIM_CHANGES;
 	} else {
 		free(digests);

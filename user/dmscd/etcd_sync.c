@@ -24,6 +24,11 @@
 #define READ_TIMEOUT_MAX_MS 80000
 #define WATCH_MSG_MAX (8u << 20)
 #define VIEW_MSGS_MAX 16
+/* Keys a page of a read holds (DMSC_ETCD_PAGE_KEYS): what the apply of a
+ * page plans at once, about 6 KB a new service (docs/design.md decision
+ * 61). */
+#define PAGE_KEYS 1000
+#define PAGE_KEYS_MAX 1000000
 /* The watch's poll: woken by data, by libcurl's own timers (which cap the
  * wait) and by a stop or refill (wake_watch); this bound is a safety net
  * only. */
@@ -104,10 +109,6 @@ static void pause_ms(struct dmsc_etcd_sync *s, int ms)
 	}
 }
 
-struct range_keys {
-	const struct dmsc_etcd_kvs *kvs;
-};
-
 static bool in_range(const char *key, void *arg)
 {
 	const struct dmsc_etcd_kvs *kvs = arg;
@@ -117,6 +118,22 @@ static bool in_range(const char *key, void *arg)
 		if (!strcmp(kvs->kv[i].key, key))
 			return true;
 	return false;
+}
+
+/* A page's keys, asked in key order (dmsc_etcd_store_retain_range). */
+struct page_keys {
+	const struct dmsc_etcd_kvs *kvs;
+	size_t at;
+};
+
+static bool in_page(const char *key, void *arg)
+{
+	struct page_keys *pk = arg;
+	int c = 1;
+
+	while (pk->at < pk->kvs->n && (c = strcmp(pk->kvs->kv[pk->at].key, key)) < 0)
+		pk->at++;
+	return pk->at < pk->kvs->n && !c;
 }
 
 /* A key of prefix i into the store: a service of a namespace, or a host
@@ -136,45 +153,154 @@ static int put_kv(struct dmsc_etcd_sync *s, size_t i, const struct dmsc_etcd_kv 
 	return dmsc_etcd_store_put(&s->store, kv->key, name, kv->value, kv->value_len, kv->mod_rev);
 }
 
-/* Every namespace (and the hosts) at one revision; the store takes only
- * what differs. */
+/* Under s->lock: a page waiting for its apply goes on. */
+static void batch_release(struct dmsc_etcd_sync *s)
+{
+	if (!s->batch)
+		return;
+	s->batch = false;
+	pthread_cond_broadcast(&s->batch_done);
+}
+
+/* The keys a page changed go to the apply; returns once they are in the
+ * maps (or the apply gave up on them, or a stop). */
+static void page_apply(struct dmsc_etcd_sync *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->batch = true;
+	pthread_mutex_unlock(&s->lock);
+	wake(s);
+	pthread_mutex_lock(&s->lock);
+	while (s->batch && !s->stop)
+		pthread_cond_wait(&s->batch_done, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* The kernel suite's way to change etcd between two pages: the read
+ * waits while the file DMSC_TEST_ETCD_PAGE_HOLD names exists (30 s at
+ * most). */
+static void page_hold(struct dmsc_etcd_sync *s)
+{
+	int i;
+
+	for (i = 0; s->page_hold && i < 3000 && !s->stop && !access(s->page_hold, F_OK); i++) {
+		struct timespec ts = {0, 10 * 1000000L};
+
+		if (!i)
+			pr_info("etcd: %s exists: the next page waits\n", s->page_hold);
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int by_prefix(const void *a, const void *b, void *arg)
+{
+	char *const *nsp = arg;
+
+	return strcmp(nsp[*(const size_t *)a], nsp[*(const size_t *)b]);
+}
+
+/* One namespace a page at a time at revision *rev (0: the first answer's,
+ * set); once a page's worth of changes waits, they are applied before the
+ * next page is read, and the keys a page covers that it does not hold
+ * leave the store (the maps keep them until the read is in). */
+static int read_namespace(struct dmsc_etcd_sync *s, size_t ns, int64_t *rev, bool *changed,
+			  size_t *pages)
+{
+	char *end = dmsc_etcd_prefix_end(s->nsp[ns]), *after = NULL;
+	struct dmsc_etcd_kvs kvs = {0};
+	bool more = true;
+	size_t j;
+	int e = end ? 0 : -ENOMEM;
+
+	while (!e && more && !s->stop) {
+		struct page_keys pk = {&kvs, 0};
+		bool batch;
+
+		if (after)
+			page_hold(s);
+		/* from the last key of the page before, which is skipped */
+		e = dmsc_etcd_range(&s->etcd, after ? after : s->nsp[ns], end, *rev,
+				    (int64_t)s->page + (after ? 1 : 0), &kvs);
+		if (e)
+			break;
+		if (!*rev)
+			*rev = kvs.revision;
+		more = kvs.more && kvs.n;
+		pthread_mutex_lock(&s->lock);
+		for (j = 0; j < kvs.n; j++)
+			if ((!after || strcmp(kvs.kv[j].key, after)) && put_kv(s, ns, &kvs.kv[j]) > 0)
+				*changed = true;
+		if (dmsc_etcd_store_retain_range(&s->store, s->nsp[ns], after,
+						 more ? kvs.kv[kvs.n - 1].key : NULL, in_page,
+						 &pk) > 0)
+			*changed = true;
+		/* a page's worth of changes is applied before the next page;
+		 * fewer wait for the next pages or the read's end (a small
+		 * read is applied once, when it is in) */
+		batch = s->store.n_dirty >= s->page;
+		if (batch)
+			note_answer(s, *rev, true, 0);
+		pthread_mutex_unlock(&s->lock);
+		(*pages)++;
+		free(after);
+		after = more ? strdup(kvs.kv[kvs.n - 1].key) : NULL;
+		dmsc_etcd_kvs_free(&kvs);
+		if (more && !after)
+			e = -ENOMEM;
+		if (!e && batch)
+			page_apply(s);
+	}
+	free(after);
+	free(end);
+	return e;
+}
+
+/* Every namespace (and the hosts) at one revision, a page at a time; the
+ * store takes only what differs. */
 static int full_read(struct dmsc_etcd_sync *s)
 {
-	struct dmsc_etcd_kvs kvs[DMSC_ETCD_NAMESPACES_MAX + 1] = {0};
+	struct dmsc_etcd_kvs kvs = {0};
+	size_t order[DMSC_ETCD_NAMESPACES_MAX], i, j, pages = 0;
 	uint64_t rx0 = s->etcd.bytes_rx;
 	int64_t rev = 0;
-	size_t i, j;
-	int e = 0, changed = 0;
+	bool changed = false;
+	int e = 0;
 
-	for (i = 0; i < s->n_pfx && !e; i++) {
-		e = dmsc_etcd_range_prefix(&s->etcd, s->nsp[i], rev, &kvs[i]);
-		if (!e && !rev)
-			rev = kvs[i].revision;
-	}
 	pthread_mutex_lock(&s->lock);
-	s->bytes_rx += s->etcd.bytes_rx - rx0;
+	s->streaming = true;
+	s->lean = false;
+	s->store.refill = s->refill;
 	pthread_mutex_unlock(&s->lock);
-	if (e)
+	/* the hosts first, whole (a key per host): the read's revision is
+	 * theirs, and every page of services resolves its hosts */
+	if (s->n_pfx > s->n_ns) {
+		e = dmsc_etcd_range_prefix(&s->etcd, s->nsp[s->n_ns], 0, &kvs);
+		if (e)
+			goto out;
+		rev = kvs.revision;
+		pthread_mutex_lock(&s->lock);
+		for (j = 0; j < kvs.n; j++)
+			if (put_kv(s, s->n_ns, &kvs.kv[j]) > 0)
+				changed = true;
+		if (dmsc_etcd_store_host_retain(&s->store, in_range, &kvs) > 0)
+			changed = true;
+		pthread_mutex_unlock(&s->lock);
+		dmsc_etcd_kvs_free(&kvs);
+	}
+	/* the namespaces in key order: a key is left out for the name or
+	 * vip:port of an earlier key, and every earlier key is in by then */
+	for (i = 0; i < s->n_ns; i++)
+		order[i] = i;
+	qsort_r(order, s->n_ns, sizeof(order[0]), by_prefix, s->nsp);
+	for (i = 0; i < s->n_ns && !e && !s->stop; i++)
+		e = read_namespace(s, order[i], &rev, &changed, &pages);
+	if (e || s->stop)
 		goto out;
 	pthread_mutex_lock(&s->lock);
-	s->store.refill = s->refill;
-	for (i = 0; i < s->n_pfx; i++) {
-		for (j = 0; j < kvs[i].n; j++) {
-			const struct dmsc_etcd_kv *kv = &kvs[i].kv[j];
-
-			if (put_kv(s, i, kv) > 0)
-				changed = 1;
-		}
-		if (i == s->n_ns) {
-			if (dmsc_etcd_store_host_retain(&s->store, in_range, &kvs[i]) > 0)
-				changed = 1;
-		} else if (dmsc_etcd_store_retain(&s->store, s->nsp[i], in_range, &kvs[i]) > 0) {
-			changed = 1;
-		}
+	for (i = 0; i < s->n_pfx; i++)
 		s->ns_rev[i] = rev;
-	}
 	if (s->store.refill) {
-		changed = 1; /* the apply waits for these services */
+		changed = true; /* the apply waits for these services */
 		s->store.refill = false;
 		s->refill = 0;
 	}
@@ -184,14 +310,20 @@ static int full_read(struct dmsc_etcd_sync *s)
 	note_answer(s, rev, changed || !s->full_reads, 0);
 	s->full_reads++;
 	s->read_whole = true;
+	s->streaming = false;
+	s->lean = true;
 	pthread_mutex_unlock(&s->lock);
 	pr_info("etcd: read %zu namespace%s%s at revision %" PRId64 "%s\n", s->n_ns,
 		s->n_ns == 1 ? "" : "s", s->n_pfx > s->n_ns ? " and the hosts" : "", rev,
 		changed ? "" : " (nothing changed)");
+	pr_debug("etcd: the read took %zu page%s of up to %zu keys\n", pages,
+		 pages == 1 ? "" : "s", s->page);
 	wake(s); /* the first read is applied even when it is empty */
 out:
-	for (i = 0; i < s->n_pfx; i++)
-		dmsc_etcd_kvs_free(&kvs[i]);
+	pthread_mutex_lock(&s->lock);
+	s->bytes_rx += s->etcd.bytes_rx - rx0;
+	pthread_mutex_unlock(&s->lock);
+	dmsc_etcd_kvs_free(&kvs);
 	return e;
 }
 
@@ -426,6 +558,7 @@ int dmsc_etcd_sync_start(struct dmsc_etcd_sync *s, const char *urls,
 			 const struct dmsc_etcd_tls *tls, const char *prefix,
 			 const char *const *namespaces, size_t n_ns, bool keep_parsed)
 {
+	const char *env;
 	size_t i;
 	int e;
 
@@ -433,6 +566,20 @@ int dmsc_etcd_sync_start(struct dmsc_etcd_sync *s, const char *urls,
 	s->event_fd = -1;
 	s->store.fp_of = dmsc_policy_service_fp;
 	s->store.keep_all = keep_parsed;
+	s->page = PAGE_KEYS;
+	env = getenv("DMSC_ETCD_PAGE_KEYS");
+	if (env && *env) {
+		char *end;
+		unsigned long v = strtoul(env, &end, 10);
+
+		if (*end || !v || v > PAGE_KEYS_MAX) {
+			pr_warn("DMSC_ETCD_PAGE_KEYS=%s: give 1 to %d keys a page\n", env,
+				PAGE_KEYS_MAX);
+			return -EINVAL;
+		}
+		s->page = v;
+	}
+	s->page_hold = getenv("DMSC_TEST_ETCD_PAGE_HOLD");
 	if (!n_ns || n_ns > DMSC_ETCD_NAMESPACES_MAX) {
 		pr_warn("--namespace: give 1 to %d\n", DMSC_ETCD_NAMESPACES_MAX);
 		return -EINVAL;
@@ -474,6 +621,7 @@ int dmsc_etcd_sync_start(struct dmsc_etcd_sync *s, const char *urls,
 		goto fail;
 	}
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->batch_done, NULL);
 	e = -pthread_create(&s->thread, NULL, sync_thread, s);
 	if (e)
 		goto fail;
@@ -497,8 +645,39 @@ void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s)
 		pr_warn("etcd: eventfd: %s\n", strerror(errno));
 }
 
+/* A view of: every key; the changed keys; the changed keys with every
+ * key kept parsed; a page's changed keys; after a read, the parsed keys
+ * with every key's digest kept. */
+enum { VIEW_WHOLE, VIEW_CHANGED, VIEW_PARSED, VIEW_PAGE, VIEW_LEAN };
+
+/* Under s->lock, after a view of the parsed keys: the digest of every key
+ * the whole view would hold, in the same order (mapped on its own when
+ * large: 40 bytes a key, against the whole view's 280). */
+static int keep_digests(struct dmsc_etcd_sync *s, struct dmsc_svc_digest **keep, size_t *n_keep)
+{
+	size_t i, n = 0;
+
+	*keep = dmsc_mapmem_calloc(s->store.n + 1, sizeof(**keep));
+	if (!*keep)
+		return -ENOMEM;
+	for (i = 0; i < s->store.n; i++) {
+		const struct dmsc_etcd_entry *en = &s->store.e[i];
+		struct dmsc_policy_service v;
+
+		if (!en->valid || en->dropped)
+			continue;
+		dmsc_etcd_entry_service(en, &v);
+		dmsc_policy_svc_key(&v, &(*keep)[n].key);
+		memcpy((*keep)[n].vip6, v.vip6, sizeof((*keep)[n].vip6));
+		(*keep)[n++].fp = en->fp;
+	}
+	*n_keep = n;
+	return 0;
+}
+
 int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
-			struct dmsc_svc_digest **d, bool *changed_only)
+			struct dmsc_svc_digest **d, bool *changed_only,
+			struct dmsc_svc_digest **keep, size_t *n_keep)
 {
 	char *msgs[VIEW_MSGS_MAX];
 	uint64_t *fps = NULL;
@@ -506,16 +685,38 @@ int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 	int e = -EAGAIN;
 
 	*d = NULL;
+	*keep = NULL;
+	*n_keep = 0;
 	pthread_mutex_lock(&s->lock);
 	if (s->pending_since && !s->pend_view)
 		s->pend_view = dmsc_clock_seconds(CLOCK_REALTIME);
-	/* not after a read of every namespace: the maps get its whole
-	 * policy (a refill among others) */
-	if (*changed_only && !s->read_whole && !s->refill)
-		e = dmsc_etcd_store_view_changed(&s->store, out, &fps);
-	*changed_only = !e;
+	s->view_kind = VIEW_WHOLE;
+	if (s->streaming) {
+		/* a read under way: what its pages changed, nothing removed */
+		s->view_kind = VIEW_PAGE;
+		e = dmsc_etcd_store_view_some(&s->store, false, out, &fps, msgs, VIEW_MSGS_MAX, &n);
+	} else if (s->lean && s->store.fp_of && !s->store.keep_all) {
+		/* a read is in: the parsed keys, every key kept, the rest
+		 * removed (not a view of every key: 280 bytes a key) */
+		s->view_kind = VIEW_LEAN;
+		e = dmsc_etcd_store_view_some(&s->store, true, out, &fps, msgs, VIEW_MSGS_MAX, &n);
+		if (!e && keep_digests(s, keep, n_keep)) {
+			dmsc_etcd_store_view_free(out, fps);
+			fps = NULL;
+			e = -ENOMEM;
+		}
+	} else if (*changed_only && !s->read_whole && !s->refill) {
+		/* not after a read of every namespace: the maps get its whole
+		 * policy (a refill among others) */
+		bool parsed;
+
+		e = dmsc_etcd_store_view_changed(&s->store, out, &fps, &parsed);
+		if (!e)
+			s->view_kind = parsed ? VIEW_PARSED : VIEW_CHANGED;
+	}
 	if (e == -EAGAIN)
 		e = dmsc_etcd_store_view(&s->store, out, &fps, msgs, VIEW_MSGS_MAX, &n);
+	*changed_only = !e && s->view_kind != VIEW_WHOLE;
 	for (i = 0; i < n; i++) {
 		pr_warn("%s\n", msgs[i]);
 		free(msgs[i]);
@@ -537,13 +738,18 @@ int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
 		(*d)[i].fp = fps[i];
 	}
 	dmsc_mapmem_free(fps);
-	if (e)
+	if (e) {
+		dmsc_mapmem_free(*keep);
+		*keep = NULL;
+		*n_keep = 0;
+		batch_release(s);
 		pthread_mutex_unlock(&s->lock);
+	}
 	return e;
 }
 
 bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
-			       const struct dmsc_datapath *dp, const struct dmsc_policy *view,
+			       const struct dmsc_datapath *dp, size_t n,
 			       const struct dmsc_svc_digest *d)
 {
 	size_t i, k = 0, missing = 0;
@@ -553,7 +759,7 @@ bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
 		return true;
 	in_step = dmsc_mirror_in_step(m, dp);
 	/* the view's services are the valid entries not left out, in order */
-	for (i = 0; in_step && i < s->store.n && k < view->n_services; i++) {
+	for (i = 0; in_step && i < s->store.n && k < n; i++) {
 		const struct dmsc_etcd_entry *en = &s->store.e[i];
 
 		if (!en->valid || en->dropped)
@@ -574,7 +780,11 @@ bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
 
 void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s, bool changed_only)
 {
-	s->changed_views += changed_only;
+	(void)changed_only;
+	s->changed_views += s->view_kind == VIEW_CHANGED || s->view_kind == VIEW_PARSED;
+	/* the read is in the maps, what is gone removed */
+	if (s->view_kind == VIEW_WHOLE || s->view_kind == VIEW_LEAN)
+		s->lean = false;
 	/* the lock is held since the view: nothing arrived meanwhile */
 	if (s->pending_since) {
 		s->last_rx = s->pend_rx;
@@ -588,14 +798,22 @@ void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s, bool changed_only)
 	dmsc_etcd_store_slim(&s->store);
 }
 
+bool dmsc_etcd_sync_view_follows(const struct dmsc_etcd_sync *s)
+{
+	return s->view_kind == VIEW_WHOLE || s->view_kind == VIEW_PARSED ||
+	       s->view_kind == VIEW_LEAN;
+}
+
 bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
-			      struct dmsc_svc_digest *d)
+			      struct dmsc_svc_digest *d, struct dmsc_svc_digest *keep)
 {
 	bool read_whole = s->read_whole;
 
 	dmsc_etcd_store_view_free(out, NULL);
 	dmsc_mapmem_free(d);
+	dmsc_mapmem_free(keep);
 	s->read_whole = false;
+	batch_release(s);
 	pthread_mutex_unlock(&s->lock);
 	return read_whole;
 }
@@ -663,6 +881,7 @@ void dmsc_etcd_sync_stop(struct dmsc_etcd_sync *s)
 	if (s->started) {
 		pthread_mutex_lock(&s->lock);
 		wake_watch(s);
+		pthread_cond_broadcast(&s->batch_done); /* a page waiting for its apply */
 		pthread_mutex_unlock(&s->lock);
 	}
 	if (s->started)

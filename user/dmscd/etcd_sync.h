@@ -37,6 +37,19 @@ struct dmsc_etcd_sync {
 	volatile int stop;
 	volatile int refill;  /* read the namespaces again, parsing slim keys */
 	bool read_whole;      /* a read of every namespace since the last apply */
+	/* A read goes a page of `page` keys at a time, in key order, all at
+	 * the revision of its first answer; each page's changes are applied
+	 * (a view of the dirty keys) before the next page is read, and once
+	 * the last page is in, one apply removes what is gone (a view of the
+	 * parsed keys with the digest of every key kept): docs/design.md
+	 * decision 61. Under lock. */
+	size_t page;
+	const char *page_hold; /* DMSC_TEST_ETCD_PAGE_HOLD: a file that holds the next page */
+	bool streaming;	       /* a read under way (or failed half-way): views of the dirty keys */
+	bool batch;	       /* a page waits for its apply (batch_done) */
+	bool lean;	       /* the read is in: the apply that removes what is gone waits */
+	int view_kind;	       /* of the view being applied (etcd_sync.c) */
+	pthread_cond_t batch_done;
 	pthread_mutex_t lock; /* the store and the figures below */
 	/* The watch's multi handle while it runs (under lock): a stop or a
 	 * refill wakes its poll (curl_multi_wakeup), which waits otherwise
@@ -72,26 +85,38 @@ void dmsc_etcd_sync_take(struct dmsc_etcd_sync *s);
  * (see dmsc_etcd_store_view; both mapped on their own when large:
  * mapmem.h); conflicts are logged. *changed_only, when true, asks for
  * the view of the changed keys only (dmsc_etcd_store_view_changed, for
- * dmsc_mirror_apply_some) and says whether that is what out holds.
- * Release with _view_done. */
+ * dmsc_mirror_apply_some) and says whether out holds some services only
+ * (for dmsc_mirror_apply_some). While a read is under way out holds the
+ * keys changed since the last apply (a page's); right after one, the
+ * parsed keys, with *keep the digest of every key (the others stay, what
+ * the mirror holds beyond them goes); else *keep is NULL. Release with
+ * _view_done. */
 int dmsc_etcd_sync_view(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
-			struct dmsc_svc_digest **d, bool *changed_only);
+			struct dmsc_svc_digest **d, bool *changed_only,
+			struct dmsc_svc_digest **keep, size_t *n_keep);
 /* Between _view and _view_done, before the apply: whether the mirror,
  * in step with dp, holds every slim service of the view as it is (a slim
- * service has no backends to plan from). When not, the store is asked to
- * parse them again (the thread reads the namespaces again and wakes the
- * apply) and false is returned: nothing is to be applied now. */
+ * service has no backends to plan from); d: the digests of every key of
+ * the view (n of them; a whole view's, or _view's keep). When not, the
+ * store is asked to parse them again (the thread reads the namespaces
+ * again and wakes the apply) and false is returned: nothing is to be
+ * applied now. */
 bool dmsc_etcd_sync_view_ready(struct dmsc_etcd_sync *s, struct dmsc_mirror *m,
-			       const struct dmsc_datapath *dp, const struct dmsc_policy *view,
+			       const struct dmsc_datapath *dp, size_t n,
 			       const struct dmsc_svc_digest *d);
 /* Between _view and _view_done, once the view is in the maps: every
  * change received is applied (the lag falls to 0). changed_only: the
  * view was of the changed keys (counted). */
 void dmsc_etcd_sync_applied(struct dmsc_etcd_sync *s, bool changed_only);
+/* Between _view and _view_done: whether the view holds every service that
+ * dmsc-l7, the tunnel and the probes read (the whole view, or every
+ * service the store keeps parsed), for them to follow; not when it holds
+ * changed plain services only, or a page of a read under way. */
+bool dmsc_etcd_sync_view_follows(const struct dmsc_etcd_sync *s);
 /* Releases the view; returns whether a read of every namespace came since
  * the last view (much was parsed and freed: the heap is worth trimming). */
 bool dmsc_etcd_sync_view_done(struct dmsc_etcd_sync *s, struct dmsc_policy *out,
-			      struct dmsc_svc_digest *d);
+			      struct dmsc_svc_digest *d, struct dmsc_svc_digest *keep);
 void dmsc_etcd_sync_metrics(struct dmsc_etcd_sync *s, struct dmsc_buf *b);
 void dmsc_etcd_sync_stop(struct dmsc_etcd_sync *s);
 

@@ -209,9 +209,10 @@ bool dmsc_metrics_backends_on(enum dmsc_metrics_backends mode, size_t n_services
 	       (mode == DMSC_METRICS_BACKENDS_AUTO && n_services <= DMSC_METRICS_BACKENDS_AUTO_MAX);
 }
 
-int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
-			const struct dmsc_datapath *dp, const struct dmsc_agent_stats *a,
-			bool per_backend)
+/* The counters of counter_rows, per service, backend and fast path:
+ * 0 or -ENOMEM. */
+static int render_counters(struct dmsc_buf *b, const struct dmsc_mirror *m,
+			   const struct dmsc_datapath *dp, bool per_backend)
 {
 	struct dmsc_svc_stats *ss = NULL;
 	struct dmsc_be_stats *bs = NULL;
@@ -276,7 +277,35 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 					 field(&fs_direct, row->offset));
 		}
 	}
+out:
+	free(ss);
+	free(bs);
+	free(fs);
+	return err;
+}
 
+/* One gauge family of the services and the backends maps. */
+static void render_map_pair(struct dmsc_buf *b, const char *name, const char *help,
+			    uint64_t services, uint64_t backends)
+{
+	struct dmsc_prom_label l = {"map", DMSC_MAP_SERVICES};
+
+	dmsc_prom_family(b, name, "gauge", help);
+	dmsc_prom_sample(b, name, &l, 1, services);
+	l.value = DMSC_MAP_BACKENDS;
+	dmsc_prom_sample(b, name, &l, 1, backends);
+}
+
+int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
+			const struct dmsc_datapath *dp, const struct dmsc_agent_stats *a,
+			bool per_backend)
+{
+	size_t i;
+	int err;
+
+	err = render_counters(b, m, dp, per_backend);
+	if (err)
+		return err;
 	dmsc_prom_family(b, "dmsc_datapath_events_total", "counter",
 			 "Datapath events that belong to no service: fail-open paths and "
 			 "getpeername() rewrites, by reason.");
@@ -290,24 +319,11 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 
 	dmsc_health_metrics(b, m, dp, per_backend);
 
-	dmsc_prom_family(b, "dmsc_map_entries", "gauge",
-			 "Entries in use in a datapath map (ids in use for the array maps).");
-	{
-		struct dmsc_prom_label l = {"map", DMSC_MAP_SERVICES};
-
-		dmsc_prom_sample(b, "dmsc_map_entries", &l, 1, m->n);
-		l.value = DMSC_MAP_BACKENDS;
-		dmsc_prom_sample(b, "dmsc_map_entries", &l, 1, m->n_backends);
-	}
-	dmsc_prom_family(b, "dmsc_map_capacity", "gauge",
-			 "Entries a datapath map can hold (set at install).");
-	{
-		struct dmsc_prom_label l = {"map", DMSC_MAP_SERVICES};
-
-		dmsc_prom_sample(b, "dmsc_map_capacity", &l, 1, dp->max_services - 1);
-		l.value = DMSC_MAP_BACKENDS;
-		dmsc_prom_sample(b, "dmsc_map_capacity", &l, 1, dp->max_backends - 1);
-	}
+	render_map_pair(b, "dmsc_map_entries",
+			"Entries in use in a datapath map (ids in use for the array maps).", m->n,
+			m->n_backends);
+	render_map_pair(b, "dmsc_map_capacity", "Entries a datapath map can hold (set at install).",
+			dp->max_services - 1, dp->max_backends - 1);
 
 	dmsc_prom_single(b, "dmsc_metrics_backend_series", "gauge",
 			 "1 when the per-backend series are exported, 0 when left out "
@@ -355,11 +371,5 @@ int dmsc_metrics_render(struct dmsc_buf *b, const struct dmsc_mirror *m,
 			   a->last_apply_time);
 	dmsc_prom_single_f(b, "dmsc_agent_start_time_seconds", "gauge",
 			   "When this dmscd started, in seconds since the epoch.", a->start_time);
-	if (b->failed)
-		err = -ENOMEM;
-out:
-	free(ss);
-	free(bs);
-	free(fs);
-	return err;
+	return b->failed ? -ENOMEM : 0;
 }

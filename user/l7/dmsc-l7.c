@@ -118,36 +118,36 @@ static void usage(FILE *f)
 		DMSC_PIN_ROOT, DMSC_LAYOUT_VERSION);
 }
 
-/* The numeric options: each a number from min to max. */
-static const struct dmsc_num_opt nums[] = {
-    {"max-header-bytes", &opt.max_header_bytes, 256, 1 << 20},
-    {"max-headers", &opt.max_headers, 1, 1024},
-    {"max-target", &opt.max_target, 16, 1 << 20},
-    {"idle-timeout-ms", &opt.idle_ms, 1, 86400000},
-    {"head-timeout-ms", &opt.head_ms, 1, 86400000},
-    {"io-timeout-ms", &opt.io_ms, 1, 86400000},
-    {"default-timeout-ms", &opt.default_timeout_ms, 1, 86400000},
-    {"default-retries", &opt.default_retries, 0, 10},
-    {"drain-ms", &opt.drain_ms, 0, 3600000},
-    {"max-conns", &opt.max_conns, 1, 1 << 24},
-    {"max-conns-per-client", &opt.max_conns_per_client, 1, 1 << 24},
-    {"pool-idle-ms", &opt.pool_idle_ms, 1, 3600000},
+/* The options that only store their value; the numeric ones each a
+ * number from min to max. */
+static const struct dmsc_opt stored[] = {
+    DMSC_OPT_STR("policy", &opt.policy_file),
+    DMSC_OPT_STR("pin-dir", &opt.pin_dir),
+    DMSC_OPT_STR("access-log", &opt.access_log),
+    DMSC_OPT_STR("metrics-file", &opt.metrics_file),
+    DMSC_OPT_FLAG("no-register", &opt.no_register),
+    DMSC_OPT_FLAG("no-netns", &opt.no_netns),
+    DMSC_OPT_NUM("max-header-bytes", &opt.max_header_bytes, 256, 1 << 20),
+    DMSC_OPT_NUM("max-headers", &opt.max_headers, 1, 1024),
+    DMSC_OPT_NUM("max-target", &opt.max_target, 16, 1 << 20),
+    DMSC_OPT_NUM("idle-timeout-ms", &opt.idle_ms, 1, 86400000),
+    DMSC_OPT_NUM("head-timeout-ms", &opt.head_ms, 1, 86400000),
+    DMSC_OPT_NUM("io-timeout-ms", &opt.io_ms, 1, 86400000),
+    DMSC_OPT_NUM("default-timeout-ms", &opt.default_timeout_ms, 1, 86400000),
+    DMSC_OPT_NUM("default-retries", &opt.default_retries, 0, 10),
+    DMSC_OPT_NUM("drain-ms", &opt.drain_ms, 0, 3600000),
+    DMSC_OPT_NUM("max-conns", &opt.max_conns, 1, 1 << 24),
+    DMSC_OPT_NUM("max-conns-per-client", &opt.max_conns_per_client, 1, 1 << 24),
+    DMSC_OPT_NUM("pool-idle-ms", &opt.pool_idle_ms, 1, 3600000),
+    DMSC_OPT_END,
 };
-#define N_NUMS (sizeof(nums) / sizeof(nums[0]))
 
-/* getopt values; O_NUM + k is nums[k] */
+/* getopt values of the options parse_args handles itself */
 enum {
 	O_LISTEN = 0x100,
-	O_POLICY,
-	O_PIN_DIR,
-	O_ACCESS_LOG,
-	O_METRICS,
 	O_WORKERS,
 	O_READY,
-	O_NO_REGISTER,
-	O_NO_NETNS,
 	O_FORWARDED,
-	O_NUM,
 };
 
 static int parse_listen(const char *v)
@@ -197,30 +197,18 @@ static int parse_forwarded(const char *v)
  * option exit here. */
 static int parse_args(int argc, char **argv)
 {
-	static const struct option named[] = {
+	static const struct option own[] = {
 	    {"listen", required_argument, NULL, O_LISTEN},
-	    {"policy", required_argument, NULL, O_POLICY},
-	    {"pin-dir", required_argument, NULL, O_PIN_DIR},
-	    {"access-log", required_argument, NULL, O_ACCESS_LOG},
-	    {"metrics-file", required_argument, NULL, O_METRICS},
 	    {"workers", required_argument, NULL, O_WORKERS},
 	    {"ready-fd", required_argument, NULL, O_READY},
-	    {"no-register", no_argument, NULL, O_NO_REGISTER},
-	    {"no-netns", no_argument, NULL, O_NO_NETNS},
 	    {"forwarded", required_argument, NULL, O_FORWARDED},
+	    DMSC_LONGOPTS_END,
 	};
-	static const struct option end[] = {DMSC_LONGOPTS_END};
-	struct option longopts[sizeof(named) / sizeof(named[0]) + N_NUMS + 3];
-	size_t n = 0, k;
+	struct option longopts[DMSC_OPT_ROWS(stored, own)];
 	uint32_t u;
 	int c, r;
 
-	for (k = 0; k < sizeof(named) / sizeof(named[0]); k++)
-		longopts[n++] = named[k];
-	dmsc_num_opt_rows(nums, N_NUMS, O_NUM, &longopts[n]);
-	n += N_NUMS;
-	for (k = 0; k < sizeof(end) / sizeof(end[0]); k++)
-		longopts[n++] = end[k];
+	dmsc_opt_rows(stored, own, longopts);
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_LISTEN:
@@ -230,18 +218,6 @@ static int parse_args(int argc, char **argv)
 		case O_FORWARDED:
 			if (parse_forwarded(optarg))
 				return -EINVAL;
-			break;
-		case O_POLICY:
-			opt.policy_file = optarg;
-			break;
-		case O_PIN_DIR:
-			opt.pin_dir = optarg;
-			break;
-		case O_ACCESS_LOG:
-			opt.access_log = optarg;
-			break;
-		case O_METRICS:
-			opt.metrics_file = optarg;
 			break;
 		case O_WORKERS:
 			if (dmsc_parse_u32("--workers", optarg, 1, 1024, &u))
@@ -253,14 +229,8 @@ static int parse_args(int argc, char **argv)
 				return -EINVAL;
 			opt.ready_fd = (int)u;
 			break;
-		case O_NO_REGISTER:
-			opt.no_register = true;
-			break;
-		case O_NO_NETNS:
-			opt.no_netns = true;
-			break;
 		default:
-			r = dmsc_num_opt_parse(nums, N_NUMS, O_NUM, c, optarg);
+			r = dmsc_opt_take(stored, c, optarg);
 			if (r < 0)
 				return -EINVAL;
 			if (r)

@@ -350,33 +350,23 @@ static int feed(nghttp2_session *s, int fd)
 
 void l7h2_conn_dirty(struct dmsc_l7_h2 *hc)
 {
-	if (hc->dirty)
-		return;
-	hc->dirty = true;
-	hc->dirty_next = hc->env->dirty;
-	hc->env->dirty = hc;
+	dmsc_mark_add(&hc->env->dirty, &hc->dirty);
 }
 
 void dmsc_l7_h2_flush(struct dmsc_l7_h2_env *env)
 {
-	struct dmsc_l7_h2 *hc;
-	struct h2_up *up;
+	struct dmsc_mark *m;
 	int pass;
 
 	/* a client's session taking DATA acknowledges it to a backend and
 	 * the other way round: a few passes settle it; what is left waits
 	 * for the next batch (the sweep pumps everything) */
 	for (pass = 0; pass < 4 && (env->dirty || env->dirty_ups); pass++) {
-		while ((hc = env->dirty)) {
-			env->dirty = hc->dirty_next;
-			hc->dirty = false;
-			conn_pump(hc); /* a closed one returns at once */
-		}
-		while ((up = env->dirty_ups)) {
-			env->dirty_ups = up->dirty_next;
-			up->dirty = false;
-			l7h2_up_pump(up);
-		}
+		/* a closed connection's pump returns at once */
+		while ((m = dmsc_mark_take(&env->dirty)))
+			conn_pump(dmsc_container_of(m, struct dmsc_l7_h2, dirty));
+		while ((m = dmsc_mark_take(&env->dirty_ups)))
+			l7h2_up_pump(dmsc_container_of(m, struct h2_up, dirty));
 	}
 }
 

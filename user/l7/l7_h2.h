@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "l7_ep.h"
+#include "mark.h"
 #include "l7_route.h"
 
 #define DMSC_L7_H2_STREAM_WINDOW (64 * 1024)
@@ -65,9 +66,9 @@ struct dmsc_l7_h2_env {
 	bool xff, forwarded; /* --forwarded: X-Forwarded-For, Forwarded appended */
 	/* the worker's HTTP/2 connections */
 	struct dmsc_l7_h2 *conns, *dead;
-	struct dmsc_l7_h2 *dirty; /* had events in this batch: dmsc_l7_h2_flush */
+	struct dmsc_mark *dirty; /* connections with events in this batch: dmsc_l7_h2_flush */
 	void *ups;	/* the worker's backend connections (struct h2_up) */
-	void *dirty_ups; /* written to in this batch: dmsc_l7_h2_flush */
+	struct dmsc_mark *dirty_ups; /* backend connections written to in this batch */
 	void *dead_ups;	/* backend connections closed during this batch */
 	/* ended streams and header blocks kept with their buffers for the
 	 * next ones (at most DMSC_L7_H2_CACHE each) */

@@ -85,11 +85,11 @@ struct h2_up {
 	struct h2_buf out;
 	bool connecting, dead;
 	bool full;	   /* no new streams (stream ids used up, GOAWAY) */
-	bool dirty;	   /* on env->dirty_ups */
+	struct dmsc_mark dirty; /* on env->dirty_ups */
 	uint32_t nstreams; /* submitted and not closed */
 	uint32_t ev;
 	uint64_t idle_since;
-	struct h2_up *next, *dirty_next, *dead_next;
+	struct h2_up *next, *dead_next;
 };
 
 struct dmsc_l7_h2 {
@@ -106,8 +106,7 @@ struct dmsc_l7_h2 {
 	uint64_t idle_since;
 	uint32_t ev;
 	bool goaway, closed, eof;
-	bool dirty; /* on env->dirty: pumped once at the end of the batch */
-	struct dmsc_l7_h2 *dirty_next;
+	struct dmsc_mark dirty; /* on env->dirty: pumped once at the end of the batch */
 	char client[48];   /* its address, for --forwarded ("" unknown) */
 	size_t copy_bytes; /* the streams' req_copy together */
 };

@@ -229,11 +229,8 @@ int l7h2_up_not_sent(nghttp2_session *s, const nghttp2_frame *f, int error, void
 
 void l7h2_up_dirty(struct h2_up *up)
 {
-	if (up->dirty || up->dead)
-		return;
-	up->dirty = true;
-	up->dirty_next = up->env->dirty_ups;
-	up->env->dirty_ups = up;
+	if (!up->dead)
+		dmsc_mark_add(&up->env->dirty_ups, &up->dirty);
 }
 
 static struct h2_up *up_open(struct dmsc_l7_h2_env *env, const struct dmsc_l7_service *svc,
@@ -373,19 +370,15 @@ void l7h2_up_sweep(struct dmsc_l7_h2_env *env, uint64_t now, bool draining)
 void l7h2_stream_send(struct h2_stream *st)
 {
 	struct dmsc_l7_h2 *hc = st->hc;
-	const struct dmsc_l7_route *route = st->route >= 0 ? &hc->svc->routes[st->route] : NULL;
 	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = l7h2_req_read};
 	int idx, tries;
 
-	idx = dmsc_l7_health_pick(hc->svc, route ? &route->pick : &hc->svc->pick,
-				  hc->env->rnd(hc->env->worker), st->tried);
+	idx = dmsc_l7_attempt_pick(hc->svc, st->route, hc->env->rnd(hc->env->worker), &st->tried);
 	if (idx < 0) {
 		l7h2_respond_local(st, 503);
 		return;
 	}
 	st->backend = idx;
-	if (idx < 64)
-		st->tried |= 1ull << idx;
 	st->attempts++;
 	st->deadline = l7h2_h2_now() + (uint64_t)st->timeout_ms * 1000000;
 	for (tries = 0; tries < 2; tries++) {

@@ -62,8 +62,23 @@ struct svc {
 
 static struct svc *svcs; /* parallel to cfg.svcs */
 static int fd_health = -1, fd_verdict = -1, fd_services = -1, fd_meta = -1, fd_backends = -1;
-/* IPv6 services' and backends' entries: opened when one has health */
 static int fd_services6 = -1, fd_backends6 = -1;
+
+/* The datapath maps the checks read and write. The IPv6 services' and
+ * backends' (v6): opened when one of those has health. */
+static const struct {
+	const char *name;
+	int *fd;
+	bool v6;
+} maps[] = {
+    {DMSC_MAP_BE_HEALTH, &fd_health, false},
+    {DMSC_MAP_BE_VERDICT, &fd_verdict, false},
+    {DMSC_MAP_SERVICES, &fd_services, false},
+    {DMSC_MAP_SVC_META, &fd_meta, false},
+    {DMSC_MAP_BACKENDS, &fd_backends, false},
+    {DMSC_MAP_SERVICES6, &fd_services6, true},
+    {DMSC_MAP_BACKENDS6, &fd_backends6, true},
+};
 
 static uint64_t mono_ns(void)
 {
@@ -80,9 +95,11 @@ static int open_map(const char *pin_dir, const char *name, int *fd)
 	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, name);
 	*fd = bpf_obj_get(path);
 	if (*fd < 0) {
+		int err = -errno;
+
 		pr_warn("cannot open %s: %s (health of http services needs it)\n", path,
-			strerror(errno));
-		return -errno;
+			strerror(-err));
+		return err;
 	}
 	return 0;
 }
@@ -111,15 +128,13 @@ int dmsc_l7_health_open(const char *pin_dir)
 	}
 	if (!any)
 		return 0;
-	if ((err = open_map(pin_dir, DMSC_MAP_BE_HEALTH, &fd_health)) ||
-	    (err = open_map(pin_dir, DMSC_MAP_BE_VERDICT, &fd_verdict)) ||
-	    (err = open_map(pin_dir, DMSC_MAP_SERVICES, &fd_services)) ||
-	    (err = open_map(pin_dir, DMSC_MAP_SVC_META, &fd_meta)) ||
-	    (err = open_map(pin_dir, DMSC_MAP_BACKENDS, &fd_backends)))
-		return err;
-	if (any6 && ((err = open_map(pin_dir, DMSC_MAP_SERVICES6, &fd_services6)) ||
-		     (err = open_map(pin_dir, DMSC_MAP_BACKENDS6, &fd_backends6))))
-		return err;
+	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+		if (maps[i].v6 && !any6)
+			continue;
+		err = open_map(pin_dir, maps[i].name, maps[i].fd);
+		if (err)
+			return err;
+	}
 	return 0;
 }
 
@@ -133,22 +148,11 @@ void dmsc_l7_health_close(void)
 	}
 	free(svcs);
 	svcs = NULL;
-	if (fd_health >= 0)
-		close(fd_health);
-	if (fd_verdict >= 0)
-		close(fd_verdict);
-	if (fd_services >= 0)
-		close(fd_services);
-	if (fd_meta >= 0)
-		close(fd_meta);
-	if (fd_backends >= 0)
-		close(fd_backends);
-	if (fd_services6 >= 0)
-		close(fd_services6);
-	if (fd_backends6 >= 0)
-		close(fd_backends6);
-	fd_health = fd_verdict = fd_services = fd_meta = fd_backends = -1;
-	fd_services6 = fd_backends6 = -1;
+	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+		if (*maps[i].fd >= 0)
+			close(*maps[i].fd);
+		*maps[i].fd = -1;
+	}
 }
 
 /* The service's id, from the entry of its family's services map; -1:
@@ -252,6 +256,16 @@ static void backend_name(const struct dmsc_policy_service *ps, size_t idx, char 
 	const struct dmsc_policy_backend *b = &ps->backends[idx];
 
 	dmsc_format_ip_port(ps->family, b->addr, b->addr6, b->port, buf, len);
+}
+
+int dmsc_l7_attempt_pick(const struct dmsc_l7_service *svc, int route, uint32_t r, uint64_t *tried)
+{
+	const struct dmsc_l7_pick *pick = route >= 0 ? &svc->routes[route].pick : &svc->pick;
+	int idx = dmsc_l7_health_pick(svc, pick, r, *tried);
+
+	if (idx >= 0 && idx < 64)
+		*tried |= 1ull << idx;
+	return idx;
 }
 
 int dmsc_l7_health_pick(const struct dmsc_l7_service *ls, const struct dmsc_l7_pick *pick,

@@ -27,6 +27,11 @@ void dmsc_l7_health_close(void);
 int dmsc_l7_health_pick(const struct dmsc_l7_service *svc, const struct dmsc_l7_pick *pick,
 			uint32_t r, uint64_t tried);
 
+/* The backend of a request's next attempt: dmsc_l7_health_pick from its
+ * route's pick (route: an index of svc->routes; -1, none: the service's),
+ * recorded in *tried. -1: none. */
+int dmsc_l7_attempt_pick(const struct dmsc_l7_service *svc, int route, uint32_t r, uint64_t *tried);
+
 /* The outcome of an attempt on backend idx of svc: status 0 for a connect
  * that failed, DMSC_L7_HEALTH_TIMEOUT for no response head within the
  * route's timeout_ms (the client's 504), else the HTTP status of the

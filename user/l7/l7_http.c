@@ -10,7 +10,9 @@
 
 #include "l7_http.h"
 
-static int head_add(struct dmsc_l7_req_parser *p, const char *at, size_t len)
+/* A piece of the head (the target, a field's name or value) appended, its
+ * length counted in *piece_len: 0, or -1 past max_header_bytes (431). */
+static int head_add(struct dmsc_l7_req_parser *p, const char *at, size_t len, uint32_t *piece_len)
 {
 	if (p->head_len + len > p->lim.max_header_bytes) {
 		p->status = 431;
@@ -18,6 +20,7 @@ static int head_add(struct dmsc_l7_req_parser *p, const char *at, size_t len)
 	}
 	memcpy(p->head + p->head_len, at, len);
 	p->head_len += len;
+	*piece_len += (uint32_t)len;
 	return 0;
 }
 
@@ -43,10 +46,7 @@ static int on_req_url(http_parser *hp, const char *at, size_t len)
 		p->status = 414;
 		return -1;
 	}
-	if (head_add(p, at, len))
-		return -1;
-	p->url_len += (uint32_t)len;
-	return 0;
+	return head_add(p, at, len, &p->url_len);
 }
 
 static int on_req_field(http_parser *hp, const char *at, size_t len)
@@ -66,10 +66,7 @@ static int on_req_field(http_parser *hp, const char *at, size_t len)
 		p->in_value = false;
 	}
 	h = &p->hdrs[p->n_hdrs - 1];
-	if (head_add(p, at, len))
-		return -1;
-	h->name_len += (uint32_t)len;
-	return 0;
+	return head_add(p, at, len, &h->name_len);
 }
 
 static int on_req_value(http_parser *hp, const char *at, size_t len)
@@ -81,10 +78,7 @@ static int on_req_value(http_parser *hp, const char *at, size_t len)
 		p->in_value = true;
 		h->val_off = (uint32_t)p->head_len;
 	}
-	if (head_add(p, at, len))
-		return -1;
-	h->val_len += (uint32_t)len;
-	return 0;
+	return head_add(p, at, len, &h->val_len);
 }
 
 bool dmsc_l7_http_hdr_is(const struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_hdr *h,

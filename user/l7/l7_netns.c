@@ -24,12 +24,9 @@
 #include "datapath.h"
 #include "dmsc/shared.h"
 #include "l7_netns.h"
+#include "l7_nscookie.h"
 #include "log.h"
 #include "reuseport.h"
-
-#ifndef SO_NETNS_COOKIE
-#define SO_NETNS_COOKIE 71 /* Linux 5.14 */
-#endif
 
 #define NETNS_LISTEN_BACKLOG 4096
 #define CGROUP_DEPTH_MAX 32
@@ -54,7 +51,7 @@ static struct {
 	int stop_fd;
 	pthread_t th;
 	bool thread;
-	bool off; /* no SO_NETNS_COOKIE: nothing more is tried */
+	bool off; /* no way to learn a cookie (l7_nscookie.h): nothing more is tried */
 	struct dmsc_l7_nsl slots[DMSC_L7_NETNS_SLOTS];
 	unsigned int active;
 	struct found found[DMSC_L7_NETNS_SLOTS];
@@ -226,7 +223,6 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = ns.port};
 	struct dmsc_l7_conf val = {.port = ns.port};
 	struct dmsc_l7_nsl *slot = NULL;
-	socklen_t len = sizeof(uint64_t);
 	uint64_t cookie = 0;
 	char path[64], what[64] = "";
 	struct stat st;
@@ -258,13 +254,13 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 	err = fd < 0 ? -errno : 0;
 	if (!err)
 		fd6 = listen6();
-	close(nsfd);
 	if (setns(ns.own_fd, CLONE_NEWNET) < 0) {
 		/* cannot happen short of a kernel bug; stay out of trouble */
 		pr_warn("cannot return to the helper's own network namespace: %s; no more "
 			"namespace listeners\n",
 			strerror(errno));
 		ns.off = true;
+		close(nsfd);
 		if (fd >= 0)
 			close(fd);
 		if (fd6 >= 0)
@@ -272,22 +268,23 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 		return -EIO;
 	}
 	if (err) {
+		close(nsfd);
 		snprintf(what, sizeof(what), "socket");
 		goto fail;
 	}
-	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0) {
-		err = -errno;
-		if (err == -ENOPROTOOPT || err == -EINVAL) {
-			pr_warn("this kernel has no SO_NETNS_COOKIE (Linux 5.14): no listeners in "
-				"other network namespaces; their clients reach the helper at its "
-				"--listen address only\n");
-			ns.off = true;
-			close(fd);
-			if (fd6 >= 0)
-				close(fd6);
-			return err;
-		}
-		snprintf(what, sizeof(what), "SO_NETNS_COOKIE");
+	err = dmsc_l7_nscookie(fd, nsfd, ns.cg_root, &cookie);
+	close(nsfd);
+	if (err == -EOPNOTSUPP) {
+		pr_warn("no listeners in other network namespaces; their clients reach the "
+			"helper at its --listen address only\n");
+		ns.off = true;
+		close(fd);
+		if (fd6 >= 0)
+			close(fd6);
+		return err;
+	}
+	if (err) {
+		snprintf(what, sizeof(what), "learn its cookie");
 		goto fail;
 	}
 	sa.sin_addr.s_addr = address_for(cookie);
@@ -481,9 +478,8 @@ static int mesh_cgroup(const char *pin_dir, char *out, size_t len)
 static void open_own(const struct sockaddr_in *listen)
 {
 	struct dmsc_l7_conf val = {.port6 = ns.port};
-	socklen_t len = sizeof(uint64_t);
 	uint64_t cookie = 0;
-	int fd6;
+	int fd6, err;
 
 	if (!listen)
 		return;
@@ -494,9 +490,11 @@ static void open_own(const struct sockaddr_in *listen)
 			ntohs(ns.port), strerror(errno));
 		return;
 	}
-	if (getsockopt(fd6, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) < 0) {
-		pr_warn("no SO_NETNS_COOKIE (Linux 5.14): IPv6 http connections in the "
-			"helper's own network namespace are balanced at L4\n");
+	err = dmsc_l7_nscookie(fd6, ns.own_fd, ns.cg_root, &cookie);
+	if (err) {
+		pr_warn("cannot learn the helper's own network namespace's cookie: %s; its IPv6 "
+			"http connections are balanced at L4\n",
+			strerror(-err));
 		close(fd6);
 		return;
 	}
@@ -578,15 +576,18 @@ void dmsc_l7_netns_stop_scanning(void)
 {
 	uint64_t one = 1;
 
-	if (!ns.thread)
-		return;
-	if (write(ns.stop_fd, &one, sizeof(one)) != sizeof(one))
-		pr_warn("cannot stop the network namespace scanner: %s\n", strerror(errno));
-	pthread_join(ns.th, NULL);
-	ns.thread = false;
+	if (ns.thread) {
+		if (write(ns.stop_fd, &one, sizeof(one)) != sizeof(one))
+			pr_warn("cannot stop the network namespace scanner: %s\n",
+				strerror(errno));
+		pthread_join(ns.th, NULL);
+		ns.thread = false;
+	}
+	/* no more namespaces to learn: the probe's cgroup goes */
+	dmsc_l7_nscookie_cleanup();
 }
 
-void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg)
+void dmsc_l7_netns_close(void (*accept)(void *arg, int fd, uint64_t netns), void *arg)
 {
 	size_t i;
 
@@ -594,7 +595,7 @@ void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg)
 		/* its entry stays: the next helper binds [::1] beside us and
 		 * writes the same one */
 		ns.ops->unwatch(&ns.own);
-		accept(arg, ns.own.fd6);
+		accept(arg, ns.own.fd6, ns.own.cookie);
 		close(ns.own.fd6);
 		ns.own.fd6 = -1;
 	}
@@ -605,11 +606,11 @@ void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg)
 		if (l->fd < 0)
 			continue;
 		ns.ops->unwatch(l);
-		accept(arg, l->fd);
+		accept(arg, l->fd, l->cookie);
 		close(l->fd);
 		l->fd = -1;
 		if (l->fd6 >= 0) {
-			accept(arg, l->fd6);
+			accept(arg, l->fd6, l->cookie);
 			close(l->fd6);
 			l->fd6 = -1;
 		}

@@ -30,8 +30,10 @@
  * and an entry naming --listen for IPv4 (decision 51).
  *
  * The namespace's cookie comes from getsockopt(SO_NETNS_COOKIE), Linux
- * 5.14+; on older kernels the listeners stay off (logged once) and clients
- * reach the helper at --listen only.
+ * 5.14+, and before from a cgroup program of the helper's
+ * (l7_nscookie.h, docs/design.md decision 62); where neither works the
+ * listeners stay off (logged once) and clients reach the helper at
+ * --listen only.
  */
 #ifndef DMSC_L7_NETNS_H
 #define DMSC_L7_NETNS_H
@@ -83,15 +85,17 @@ struct dmsc_l7_netns_ops {
 int dmsc_l7_netns_start(const char *pin_dir, const struct sockaddr_in *listen, bool registered,
 			const struct dmsc_l7_netns_ops *ops);
 
-/* Stops the thread (the listeners stay open and watched). */
+/* Stops the thread (the listeners stay open and watched) and removes what
+ * learning cookies made (l7_nscookie.h). */
 void dmsc_l7_netns_stop_scanning(void);
 
 /*
  * For the drain: each listener is unwatched, what its queue holds is
- * handed to accept (called with the listener's fd, in the caller's
- * thread), then it is closed. The map entries stay for the next helper.
+ * handed to accept (called with the listener's fd and its namespace's
+ * cookie, in the caller's thread), then it is closed. The map entries
+ * stay for the next helper.
  */
-void dmsc_l7_netns_close(void (*accept)(void *arg, int fd), void *arg);
+void dmsc_l7_netns_close(void (*accept)(void *arg, int fd, uint64_t netns), void *arg);
 
 /* Whether addr (network order) is a namespace listener's address: the
  * connection's client address is then one of that namespace's loopback,

@@ -23,7 +23,7 @@ static const char usage_text[] =
     "  --mtls-dir HOSTDIR  ca.crt, host.crt, host.key (dmscctl ca issue); watched:\n"
     "                      new files are used by new connections\n"
     "  --listen ADDR:PORT  where other hosts' helpers connect (mutual TLS 1.3;\n"
-    "                      default port 15008)\n"
+    "                      default port 15008; IPv6: [ADDR]:PORT)\n"
     "  --forward LADDR:LPORT=PEER:PPORT,DEST:DPORT,IDENTITY\n"
     "                      local connections to LADDR:LPORT go as streams to the\n"
     "                      helper at PEER:PPORT, which connects to DEST:DPORT (an\n"
@@ -33,7 +33,8 @@ static const char usage_text[] =
     "                      destination is a backend of a service whose allow_from\n"
     "                      covers the identity the source host vouched for\n"
     "  --handoff-listen ADDR:PORT\n"
-    "                      take the connections connect4 hands over (a backend on\n"
+    "                      take the connections connect4 hands over (IPv4), and\n"
+    "                      connect6's on [::1] on the same port (a backend on\n"
     "                      another host, mtls required or permissive); registered\n"
     "                      in the datapath; each goes to the host the policy\n"
     "                      places its backend on, vouching for the caller's cgroup\n"
@@ -67,18 +68,12 @@ bool dmsc_l7_tunnel_command(int argc, char **argv)
 
 int dmsc_l7_tunnel_main(int argc, char **argv)
 {
-	enum { O_MTLS = 256, O_LISTEN, O_FWD, O_METRICS, O_READY, O_IDLE, O_POLICY, O_HANDOFF,
-	       O_PIN_DIR };
-	static const struct option longopts[] = {
-	    {"mtls-dir", required_argument, NULL, O_MTLS},
+	enum { O_LISTEN = 256, O_FWD, O_READY, O_HANDOFF };
+	static const struct option own[] = {
 	    {"listen", required_argument, NULL, O_LISTEN},
 	    {"forward", required_argument, NULL, O_FWD},
-	    {"metrics-file", required_argument, NULL, O_METRICS},
 	    {"ready-fd", required_argument, NULL, O_READY},
-	    {"peer-idle-ms", required_argument, NULL, O_IDLE},
-	    {"policy", required_argument, NULL, O_POLICY},
 	    {"handoff-listen", required_argument, NULL, O_HANDOFF},
-	    {"pin-dir", required_argument, NULL, O_PIN_DIR},
 	    DMSC_LONGOPTS_END,
 	};
 	struct dmsc_tunnel_opts o = {.ready_fd = -1,
@@ -87,6 +82,16 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	struct dmsc_policy_errors errs = {0};
 	struct dmsc_policy policy = {0};
 	const char *policy_file = NULL;
+	const struct dmsc_opt stored[] = {
+	    DMSC_OPT_STR("mtls-dir", &o.mtls_dir),
+	    DMSC_OPT_STR("metrics-file", &o.metrics_file),
+	    DMSC_OPT_STR("policy", &policy_file),
+	    DMSC_OPT_STR("pin-dir", &o.pin_dir),
+	    /* up to a day */
+	    DMSC_OPT_NUM("peer-idle-ms", &o.peer_idle_ms, 0, 86400000),
+	    DMSC_OPT_END,
+	};
+	struct option longopts[DMSC_OPT_ROWS(stored, own)];
 	__u32 fd;
 	size_t i;
 	int rc;
@@ -96,15 +101,14 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	int opt;
 
 	dmsc_log_init("dmsc-l7 tunnel", DMSC_LOG_INFO);
+	dmsc_opt_rows(stored, own, longopts);
 	optind = 2;
 	while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (opt) {
-		case O_MTLS:
-			o.mtls_dir = optarg;
-			break;
 		case O_LISTEN:
 			if (dmsc_tunnel_addr_parse(optarg, &o.listen)) {
-				pr_warn("--listen: \"%s\" is not an IPv4 ADDR:PORT\n", optarg);
+				pr_warn("--listen: \"%s\" is not an ADDR:PORT (IPv6: [ADDR]:PORT)\n",
+					optarg);
 				return 2;
 			}
 			break;
@@ -119,46 +123,34 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 			}
 			o.n_fwd++;
 			break;
-		case O_POLICY:
-			policy_file = optarg;
-			break;
 		case O_HANDOFF:
-			if (dmsc_tunnel_addr_parse(optarg, &o.handoff_listen)) {
+			if (dmsc_tunnel_addr_parse(optarg, &o.handoff_listen) ||
+			    o.handoff_listen.sa.sa_family != AF_INET) {
 				pr_warn("--handoff-listen: \"%s\" is not an IPv4 ADDR:PORT\n",
 					optarg);
 				return 2;
 			}
-			break;
-		case O_PIN_DIR:
-			o.pin_dir = optarg;
-			break;
-		case O_METRICS:
-			o.metrics_file = optarg;
 			break;
 		case O_READY:
 			if (dmsc_parse_u32("--ready-fd", optarg, 0, INT_MAX, &fd))
 				return 2;
 			o.ready_fd = (int)fd;
 			break;
-		case O_IDLE:
-			/* up to a day */
-			if (dmsc_parse_u32("--peer-idle-ms", optarg, 0, 86400000, &o.peer_idle_ms))
-				return 2;
-			break;
 		default:
-			rc = dmsc_opt_common(opt, "dmsc-l7 tunnel", usage);
+			rc = dmsc_opt_other(stored, opt, optarg, "dmsc-l7 tunnel", usage);
 			if (rc >= 0)
 				return rc;
 			break;
 		}
 	}
 	if (optind != argc || !o.mtls_dir ||
-	    (!o.listen.sin_port && !o.n_fwd && !o.handoff_listen.sin_port)) {
+	    (!dmsc_tunnel_sa_port(&o.listen) && !o.n_fwd &&
+	     !dmsc_tunnel_sa_port(&o.handoff_listen))) {
 		pr_warn("tunnel needs --mtls-dir and --listen, --forward or --handoff-listen\n");
 		usage(stderr);
 		return 2;
 	}
-	if (o.handoff_listen.sin_port && !policy_file) {
+	if (dmsc_tunnel_sa_port(&o.handoff_listen) && !policy_file) {
 		pr_warn("--handoff-listen needs --policy: it says which host each backend is on\n");
 		return 2;
 	}

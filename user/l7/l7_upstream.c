@@ -371,21 +371,17 @@ static void upstream_failed(struct conn *c, bool may_retry, int status)
 
 static void upstream_start(struct conn *c)
 {
-	const struct dmsc_l7_route *route = c->route >= 0 ? &c->svc->routes[c->route] : NULL;
 	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
 	struct sockaddr_storage sa;
 	unsigned int sa_len;
 	int idx, fd, one = 1;
 
-	idx =
-	    dmsc_l7_health_pick(c->svc, route ? &route->pick : &c->svc->pick, rnd(c->w), c->tried);
+	idx = dmsc_l7_attempt_pick(c->svc, c->route, rnd(c->w), &c->tried);
 	if (idx < 0) {
 		upstream_failed(c, false, 503);
 		return;
 	}
 	c->backend = idx;
-	if (idx < 64)
-		c->tried |= 1ull << idx;
 	c->attempts++;
 	/* every attempt has the route's whole timeout: a retry after a 503
 	 * must not wait for ever on a backend that then says nothing */

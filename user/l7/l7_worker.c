@@ -33,20 +33,26 @@ static void refuse_busy(int fd)
 /*
  * The service of a connection accepted on a namespace's [::1] listener
  * (docs/design.md decision 48): its dmsc_l7_handoff6 record, keyed by the
- * peer, the listener's port and the namespace's cookie (the accepted
- * socket's); false if there is none. *svc: NULL for a VIP the policy
- * lacks. *who: the client's address in the namespace's cookie's scope
- * (--max-conns-per-client, struct dmsc_l7_client_key).
+ * peer, the listener's port and the namespace's cookie; false if there is
+ * none. netns: the listener's namespace's cookie, the accepted socket's
+ * too (learned without SO_NETNS_COOKIE before Linux 5.14: decision 62);
+ * 0, not a namespace listener's: the accepted socket's SO_NETNS_COOKIE.
+ * *svc: NULL for a VIP the policy lacks. *who: the client's address in
+ * the namespace's cookie's scope (--max-conns-per-client, struct
+ * dmsc_l7_client_key).
  */
-static bool handoff6(int fd, const struct sockaddr_in6 *peer, const struct sockaddr_in6 *local,
-		     const struct dmsc_l7_service **svc, struct dmsc_l7_client_key *who)
+static bool handoff6(int fd, uint64_t netns, const struct sockaddr_in6 *peer,
+		     const struct sockaddr_in6 *local, const struct dmsc_l7_service **svc,
+		     struct dmsc_l7_client_key *who)
 {
 	struct dmsc_l7_handoff6_key key;
 	struct dmsc_l7_handoff6 val;
 	socklen_t len = sizeof(key.netns);
 
 	memset(&key, 0, sizeof(key));
-	if (handoff6_fd < 0 || getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &key.netns, &len) < 0)
+	key.netns = netns;
+	if (handoff6_fd < 0 ||
+	    (!key.netns && getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &key.netns, &len) < 0))
 		return false;
 	memcpy(key.client_addr, &peer->sin6_addr, sizeof(key.client_addr));
 	key.client_port = peer->sin6_port;
@@ -61,7 +67,9 @@ static bool handoff6(int fd, const struct sockaddr_in6 *peer, const struct socka
 	return true;
 }
 
-static void accept_one(struct worker *w, int fd)
+/* A connection accepted on a listener of the namespace whose cookie is
+ * netns (0: --listen, or unknown). */
+static void accept_one(struct worker *w, int fd, uint64_t netns)
 {
 	struct dmsc_l7_handoff_key key;
 	struct dmsc_l7_handoff val;
@@ -87,8 +95,8 @@ static void accept_one(struct worker *w, int fd)
 		return;
 	}
 	if (peer_ss.ss_family == AF_INET6) {
-		if (!handoff6(fd, (struct sockaddr_in6 *)&peer_ss, (struct sockaddr_in6 *)&local_ss,
-			      &svc, &who)) {
+		if (!handoff6(fd, netns, (struct sockaddr_in6 *)&peer_ss,
+			      (struct sockaddr_in6 *)&local_ss, &svc, &who)) {
 			ctr_add(&w->m.no_handoff, 1);
 			close(fd);
 			return;
@@ -172,9 +180,10 @@ found:
 	ctr_add(&w->m.accepted, 1);
 }
 
-/* Up to 64 connections from listener lfd: the worker's own or a
- * namespace's. Returns false once the queue is empty (or cannot be taken). */
-static bool accept_batch(struct worker *w, int lfd)
+/* Up to 64 connections from listener lfd: the worker's own (netns 0) or a
+ * namespace's (its cookie). Returns false once the queue is empty (or
+ * cannot be taken). */
+static bool accept_batch(struct worker *w, int lfd, uint64_t netns)
 {
 	int i, fd;
 
@@ -192,17 +201,17 @@ static bool accept_batch(struct worker *w, int lfd)
 			}
 			return false;
 		}
-		accept_one(w, fd);
+		accept_one(w, fd, netns);
 	}
 	return true;
 }
 
 /* A namespace listener at the drain: what its queue holds (bounded). */
-static void accept_queued(void *arg, int lfd)
+static void accept_queued(void *arg, int lfd, uint64_t netns)
 {
 	int i;
 
-	for (i = 0; i < 64 && accept_batch(arg, lfd); i++)
+	for (i = 0; i < 64 && accept_batch(arg, lfd, netns); i++)
 		;
 }
 
@@ -292,7 +301,7 @@ static void stop_listening(struct worker *w)
 	if (!w->listening)
 		return;
 	/* take what is queued already, then close: nothing is reset */
-	accept_batch(w, w->lfd);
+	accept_batch(w, w->lfd, 0);
 	/* (the main thread stopped the namespace scanner before the drain) */
 	if (w->id == 0)
 		dmsc_l7_netns_close(accept_queued, w);
@@ -388,7 +397,7 @@ void *worker_main(void *arg)
 
 			if (e->kind == EP_LISTEN) {
 				if (!draining)
-					accept_batch(w, w->lfd);
+					accept_batch(w, w->lfd, 0);
 				continue;
 			}
 			if (e->kind == EP_H2_CLIENT || e->kind == EP_H2_UP) {
@@ -396,13 +405,15 @@ void *worker_main(void *arg)
 				continue;
 			}
 			if (e->kind == EP_NS_LISTEN || e->kind == EP_NS_LISTEN6) {
-				int lfd = e->kind == EP_NS_LISTEN
-						  ? ((struct dmsc_l7_nsl *)e)->fd
-						  : ((struct dmsc_l7_nsl *)((char *)e -
-						     offsetof(struct dmsc_l7_nsl, ep6)))->fd6;
+				struct dmsc_l7_nsl *l =
+				    e->kind == EP_NS_LISTEN
+					? (struct dmsc_l7_nsl *)e
+					: (struct dmsc_l7_nsl *)((char *)e -
+								 offsetof(struct dmsc_l7_nsl, ep6));
+				int lfd = e->kind == EP_NS_LISTEN ? l->fd : l->fd6;
 
 				if (!draining && lfd >= 0)
-					accept_batch(w, lfd);
+					accept_batch(w, lfd, l->cookie);
 				continue;
 			}
 			if (e->kind == EP_POOL) {

@@ -36,6 +36,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "addr.h"
 #include "log.h"
 #include "mtls_cert.h"
 #include "pin_dir.h"
@@ -46,37 +47,51 @@
 
 /* ---- listeners ---- */
 
-static int listen_on(struct tunnel *t, struct listener *l, const struct sockaddr_in *sa,
+static int listen_on(struct tunnel *t, struct listener *l, const union dmsc_tunnel_sa *sa,
 		     enum ev_kind kind)
 {
-	char a[INET_ADDRSTRLEN];
+	char a[DMSC_ADDR_PORT_LEN];
 	int fd, err;
 
-	inet_ntop(AF_INET, &sa->sin_addr, a, sizeof(a));
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	dmsc_tunnel_sa_format(sa, a, sizeof(a));
+	fd = socket(sa->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &(int){1}, sizeof(int));
 	/* a replacement helper binds beside this one while it drains */
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &(int){1}, sizeof(int));
-	if (bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) || listen(fd, 1024)) {
+	/* [::] takes IPv6 only: an IPv4 listener on the port is another one */
+	if (sa->sa.sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &(int){1}, sizeof(int));
+	if (bind(fd, &sa->sa, dmsc_tunnel_sa_len(sa)) || listen(fd, 1024)) {
 		err = -errno;
-		pr_warn("tunnel: cannot listen on %s:%u: %s\n", a, ntohs(sa->sin_port),
-			strerror(errno));
+		pr_warn("tunnel: cannot listen on %s: %s\n", a, strerror(errno));
 		close(fd);
 		return err;
 	}
 	dmsc_reuseport_migrate(fd);
-	l->ev.kind = kind;
-	l->ev.fd = fd;
-	return tn_ev_add(t, &l->ev, EPOLLIN);
+	return tn_ev_add(t, &l->ev, kind, fd, EPOLLIN);
+}
+
+/* OPEN for a stream to dest, vouching for identity; its payload's length
+ * (0: the identity is empty or too long) */
+static size_t open_frame(uint8_t *p, const union dmsc_tunnel_sa *dest, const char *identity,
+			 uint8_t *flags)
+{
+	if (dest->sa.sa_family == AF_INET6) {
+		*flags = DMSC_TF_OPEN_F_IPV6;
+		return dmsc_tf_open_encode6(p, dest->v6.sin6_addr.s6_addr, dest->v6.sin6_port,
+					    identity);
+	}
+	*flags = 0;
+	return dmsc_tf_open_encode(p, dest->v4.sin_addr.s_addr, dest->v4.sin_port, identity);
 }
 
 static void accept_peer(struct tunnel *t)
 {
-	struct sockaddr_in sa;
+	union dmsc_tunnel_sa sa;
 	socklen_t l = sizeof(sa);
-	int fd = accept4(t->peer_l.ev.fd, (struct sockaddr *)&sa, &l, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	int fd = accept4(t->peer_l.ev.fd, &sa.sa, &l, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 	if (fd < 0)
 		return;
@@ -87,8 +102,8 @@ static void accept_peer(struct tunnel *t)
 static void accept_forward(struct tunnel *t, struct listener *l)
 {
 	const struct dmsc_tunnel_forward *f = &t->o->fwd[l->fwd];
-	uint8_t p[6 + DMSC_TF_ID_MAX];
-	char peer[INET_ADDRSTRLEN];
+	uint8_t p[DMSC_TF_OPEN_MAX], flags;
+	char peer[DMSC_ADDR_PORT_LEN];
 	struct stream *s;
 	struct conn *c;
 	size_t n;
@@ -96,7 +111,7 @@ static void accept_forward(struct tunnel *t, struct listener *l)
 
 	if (fd < 0)
 		return;
-	inet_ntop(AF_INET, &f->peer.sin_addr, peer, sizeof(peer));
+	dmsc_tunnel_sa_format_ip(&f->peer, peer, sizeof(peer));
 	c = tn_conn_to(t, l->fwd);
 	s = c ? tn_stream_new(c, fd, c->next_id) : NULL;
 	if (!s) {
@@ -111,22 +126,19 @@ static void accept_forward(struct tunnel *t, struct listener *l)
 	c->next_id += 2;
 	s->metric = tn_metric_idx(t, "source", peer, f->identity, "opened");
 	t->metrics[s->metric].n++;
-	n = dmsc_tf_open_encode(p, f->dest.sin_addr.s_addr, f->dest.sin_port, f->identity);
-	tn_conn_frame(c, DMSC_TF_OPEN, s->id, p, (uint16_t)n);
+	n = open_frame(p, &f->dest, f->identity, &flags);
+	tn_conn_frame_flags(c, DMSC_TF_OPEN, flags, s->id, p, (uint16_t)n);
 	tn_conn_flush(c);
 }
 
 /* A peer slot for a host's tunnel address; -1 when all are taken. */
-static int host_peer(struct tunnel *t, const struct sockaddr_in *addr)
+static int host_peer(struct tunnel *t, const union dmsc_tunnel_sa *addr)
 {
 	size_t i;
 
-	for (i = 0; i < t->n_host_peers; i++) {
-		const struct sockaddr_in *a = &t->peers[DMSC_TUNNEL_FWD_MAX + i].addr;
-
-		if (a->sin_addr.s_addr == addr->sin_addr.s_addr && a->sin_port == addr->sin_port)
+	for (i = 0; i < t->n_host_peers; i++)
+		if (dmsc_tunnel_sa_eq(&t->peers[DMSC_TUNNEL_FWD_MAX + i].addr, addr))
 			return (int)(DMSC_TUNNEL_FWD_MAX + i);
-	}
 	if (t->n_host_peers == DMSC_TUNNEL_HOSTS_MAX)
 		return -1;
 	t->peers[DMSC_TUNNEL_FWD_MAX + t->n_host_peers].addr = *addr;
@@ -136,17 +148,17 @@ static int host_peer(struct tunnel *t, const struct sockaddr_in *addr)
 /* A connection connect4 handed over (tunnel_handoff.h): a stream to the
  * backend's host, vouching for the caller's cgroup; refused (reset) when
  * it has no record: never guessed (docs/design.md decision 21). */
-static void accept_handoff(struct tunnel *t)
+static void accept_handoff(struct tunnel *t, struct listener *l)
 {
-	char identity[DMSC_TF_ID_MAX + 1], why[256], peer[INET_ADDRSTRLEN];
-	uint8_t p[6 + DMSC_TF_ID_MAX];
-	struct sockaddr_in to, dest;
+	char identity[DMSC_TF_ID_MAX + 1], why[256], peer[DMSC_ADDR_PORT_LEN];
+	uint8_t p[DMSC_TF_OPEN_MAX], flags;
+	union dmsc_tunnel_sa to, dest;
 	struct stream *s = NULL;
 	struct conn *c = NULL;
 	int fd, idx = -1;
 	size_t n;
 
-	fd = accept4(t->handoff_l.ev.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	fd = accept4(l->ev.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0)
 		return;
 	if (dmsc_tunnel_handoff_take(&t->ho, fd, t->o->policy, &to, &dest, identity,
@@ -155,7 +167,7 @@ static void accept_handoff(struct tunnel *t)
 		tn_metric_count(t, "source", "", "", "no_handoff");
 		goto refuse;
 	}
-	inet_ntop(AF_INET, &to.sin_addr, peer, sizeof(peer));
+	dmsc_tunnel_sa_format_ip(&to, peer, sizeof(peer));
 	idx = host_peer(t, &to);
 	c = idx >= 0 ? tn_conn_to(t, idx) : NULL;
 	s = c ? tn_stream_new(c, fd, c->next_id) : NULL;
@@ -167,8 +179,8 @@ static void accept_handoff(struct tunnel *t)
 	c->next_id += 2;
 	s->metric = tn_metric_idx(t, "source", peer, identity, "opened");
 	t->metrics[s->metric].n++;
-	n = dmsc_tf_open_encode(p, dest.sin_addr.s_addr, dest.sin_port, identity);
-	tn_conn_frame(c, DMSC_TF_OPEN, s->id, p, (uint16_t)n);
+	n = open_frame(p, &dest, identity, &flags);
+	tn_conn_frame_flags(c, DMSC_TF_OPEN, flags, s->id, p, (uint16_t)n);
 	tn_conn_flush(c);
 	return;
 refuse:;
@@ -179,20 +191,35 @@ refuse:;
 	close(fd);
 }
 
+/* The kernel's handoffs: connect4's on handoff_listen, connect6's on
+ * [::1] on the same port (docs/design.md decision 64), where the host has
+ * IPv6 and the datapath the map; without them IPv4 ones still come. */
 static int handoff_start(struct tunnel *t)
 {
 	const char *pin_dir = t->o->pin_dir ? t->o->pin_dir : dmsc_pin_dir();
+	union dmsc_tunnel_sa lo6 = {.v6 = {.sin6_family = AF_INET6,
+					   .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+					   .sin6_port = t->o->handoff_listen.v4.sin_port}};
+	char a[DMSC_ADDR_PORT_LEN];
+	uint16_t port6 = 0;
 	int err;
 
 	err = dmsc_tunnel_handoff_open(&t->ho, pin_dir);
 	if (!err)
 		err = listen_on(t, &t->handoff_l, &t->o->handoff_listen, EV_HANDOFF_LISTEN);
+	if (err)
+		return err;
+	if (t->ho.handoff6_fd >= 0 && !listen_on(t, &t->handoff_l6, &lo6, EV_HANDOFF_LISTEN))
+		port6 = lo6.v6.sin6_port;
+	else
+		pr_warn("tunnel: IPv6 connections are not handed over (no [::1] listener or no "
+			"%s map): connect6 connects them directly\n",
+			DMSC_MAP_TUNNEL_HANDOFF6);
+	err = dmsc_tunnel_handoff_register(&t->ho, &t->o->handoff_listen.v4, port6);
+	dmsc_tunnel_sa_format(&t->o->handoff_listen, a, sizeof(a));
 	if (!err)
-		err = dmsc_tunnel_handoff_register(&t->ho, &t->o->handoff_listen);
-	if (!err)
-		pr_info("tunnel: takes the kernel's handoffs on %s:%u\n",
-			inet_ntoa(t->o->handoff_listen.sin_addr),
-			ntohs(t->o->handoff_listen.sin_port));
+		pr_info("tunnel: takes the kernel's handoffs on %s%s\n", a,
+			port6 ? " and [::1] on the same port" : "");
 	return err;
 }
 
@@ -334,6 +361,7 @@ static void tunnel_drain(struct tunnel *t)
 	for (i = 0; i < t->o->n_fwd; i++)
 		listener_close(t, &t->fwd_l[i]);
 	listener_close(t, &t->handoff_l);
+	listener_close(t, &t->handoff_l6);
 	for (c = t->conns; c; c = next) {
 		next = c->next;
 		c->draining = true;
@@ -371,6 +399,8 @@ static void tunnel_free(struct tunnel *t)
 			close(t->fwd_l[i].ev.fd);
 	if (t->handoff_l.ev.fd > 0)
 		close(t->handoff_l.ev.fd);
+	if (t->handoff_l6.ev.fd > 0)
+		close(t->handoff_l6.ev.fd);
 	dmsc_tunnel_handoff_close(&t->ho);
 	for (i = 0; i < PEERS_MAX; i++)
 		SSL_SESSION_free(t->peers[i].sess);
@@ -393,7 +423,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	if (!t)
 		return -ENOMEM;
 	t->o = o;
-	t->ho.handoff_fd = t->ho.conf_fd = t->ho.own_fd = t->ho.cg_fd = -1;
+	t->ho.handoff_fd = t->ho.handoff6_fd = t->ho.conf_fd = t->ho.own_fd = t->ho.cg_fd = -1;
 	t->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (tn_conn_ex_idx < 0)
 		tn_conn_ex_idx = SSL_get_ex_new_index(0, "dmsc conn", NULL, NULL, NULL);
@@ -408,11 +438,12 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 		pr_warn("tunnel: %s\n", why);
 		goto out;
 	}
-	if (o->listen.sin_port && (err = listen_on(t, &t->peer_l, &o->listen, EV_PEER_LISTEN)))
+	if (dmsc_tunnel_sa_port(&o->listen) &&
+	    (err = listen_on(t, &t->peer_l, &o->listen, EV_PEER_LISTEN)))
 		goto out;
 	/* Without the kernel's handoff the tunnel still serves other hosts
 	 * (and its forwards); connect4 then connects directly, counted. */
-	if (o->handoff_listen.sin_port && handoff_start(t))
+	if (dmsc_tunnel_sa_port(&o->handoff_listen) && handoff_start(t))
 		pr_warn("tunnel: not taking the kernel's handoffs (see above)\n");
 	for (i = 0; i < o->n_fwd; i++) {
 		t->peers[i].addr = o->fwd[i].peer;
@@ -456,7 +487,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 				accept_forward(t, (struct listener *)e);
 				break;
 			case EV_HANDOFF_LISTEN:
-				accept_handoff(t);
+				accept_handoff(t, (struct listener *)e);
 				break;
 			case EV_CONN:
 				if (!((struct conn *)e)->dead)
@@ -484,30 +515,78 @@ out:
 
 /* ---- options ---- */
 
-int dmsc_tunnel_addr_parse(const char *arg, struct sockaddr_in *sa)
+int dmsc_tunnel_addr_parse(const char *arg, union dmsc_tunnel_sa *sa)
 {
-	char host[INET_ADDRSTRLEN];
+	char host[INET6_ADDRSTRLEN + 2];
 	const char *colon = strrchr(arg, ':');
+	size_t n;
 	char *end;
 	unsigned long port;
 
 	if (!colon || (size_t)(colon - arg) >= sizeof(host))
 		return -EINVAL;
-	memcpy(host, arg, (size_t)(colon - arg));
-	host[colon - arg] = '\0';
+	n = (size_t)(colon - arg);
+	memcpy(host, arg, n);
+	host[n] = '\0';
 	errno = 0;
 	port = strtoul(colon + 1, &end, 10);
 	if (errno || *end || end == colon + 1 || port == 0 || port > 65535)
 		return -EINVAL;
 	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	sa->sin_port = htons((uint16_t)port);
-	return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -EINVAL;
+	if (host[0] == '[') {
+		if (n < 3 || host[n - 1] != ']')
+			return -EINVAL;
+		host[n - 1] = '\0';
+		sa->v6.sin6_family = AF_INET6;
+		sa->v6.sin6_port = htons((uint16_t)port);
+		return inet_pton(AF_INET6, host + 1, &sa->v6.sin6_addr) == 1 ? 0 : -EINVAL;
+	}
+	sa->v4.sin_family = AF_INET;
+	sa->v4.sin_port = htons((uint16_t)port);
+	return inet_pton(AF_INET, host, &sa->v4.sin_addr) == 1 ? 0 : -EINVAL;
+}
+
+socklen_t dmsc_tunnel_sa_len(const union dmsc_tunnel_sa *a)
+{
+	return a->sa.sa_family == AF_INET6 ? sizeof(a->v6) : sizeof(a->v4);
+}
+
+uint16_t dmsc_tunnel_sa_port(const union dmsc_tunnel_sa *a)
+{
+	if (a->sa.sa_family == AF_INET6)
+		return ntohs(a->v6.sin6_port);
+	return a->sa.sa_family == AF_INET ? ntohs(a->v4.sin_port) : 0;
+}
+
+bool dmsc_tunnel_sa_eq(const union dmsc_tunnel_sa *a, const union dmsc_tunnel_sa *b)
+{
+	if (a->sa.sa_family != b->sa.sa_family)
+		return false;
+	if (a->sa.sa_family == AF_INET6)
+		return a->v6.sin6_port == b->v6.sin6_port &&
+		       !memcmp(&a->v6.sin6_addr, &b->v6.sin6_addr, 16);
+	return a->v4.sin_port == b->v4.sin_port && a->v4.sin_addr.s_addr == b->v4.sin_addr.s_addr;
+}
+
+void dmsc_tunnel_sa_format(const union dmsc_tunnel_sa *a, char *buf, size_t len)
+{
+	bool v6 = a->sa.sa_family == AF_INET6;
+
+	dmsc_format_ip_port(v6 ? AF_INET6 : AF_INET, a->v4.sin_addr.s_addr, &a->v6.sin6_addr,
+			    dmsc_tunnel_sa_port(a), buf, len);
+}
+
+void dmsc_tunnel_sa_format_ip(const union dmsc_tunnel_sa *a, char *buf, size_t len)
+{
+	bool v6 = a->sa.sa_family == AF_INET6;
+
+	dmsc_format_ip(v6 ? AF_INET6 : AF_INET, a->v4.sin_addr.s_addr, &a->v6.sin6_addr, buf,
+		       len);
 }
 
 int dmsc_tunnel_forward_parse(const char *arg, struct dmsc_tunnel_forward *f, char *why, size_t len)
 {
-	char buf[3 * 32 + DMSC_TF_ID_MAX + 4], *eq, *c1, *c2;
+	char buf[3 * 56 + DMSC_TF_ID_MAX + 4], *eq, *c1, *c2;
 
 	memset(f, 0, sizeof(*f));
 	if (strlen(arg) >= sizeof(buf)) {
@@ -524,15 +603,17 @@ int dmsc_tunnel_forward_parse(const char *arg, struct dmsc_tunnel_forward *f, ch
 	}
 	*eq = *c1 = *c2 = '\0';
 	if (dmsc_tunnel_addr_parse(buf, &f->listen)) {
-		snprintf(why, len, "\"%s\" is not an IPv4 ADDR:PORT to listen on", buf);
+		snprintf(why, len, "\"%s\" is not an ADDR:PORT ([ADDR]:PORT) to listen on", buf);
 		return -EINVAL;
 	}
 	if (dmsc_tunnel_addr_parse(eq + 1, &f->peer)) {
-		snprintf(why, len, "\"%s\" is not the peer helper's IPv4 ADDR:PORT", eq + 1);
+		snprintf(why, len, "\"%s\" is not the peer helper's ADDR:PORT ([ADDR]:PORT)",
+			 eq + 1);
 		return -EINVAL;
 	}
 	if (dmsc_tunnel_addr_parse(c1 + 1, &f->dest)) {
-		snprintf(why, len, "\"%s\" is not the destination's IPv4 ADDR:PORT", c1 + 1);
+		snprintf(why, len, "\"%s\" is not the destination's ADDR:PORT ([ADDR]:PORT)",
+			 c1 + 1);
 		return -EINVAL;
 	}
 	if (!c2[1] || strlen(c2 + 1) > DMSC_TF_ID_MAX) {

@@ -20,6 +20,8 @@
 #define DMSC_TUNNEL_H
 
 #include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stddef.h>
 
@@ -31,16 +33,25 @@
 /* hosts the kernel's handoffs go to, each with its connection */
 #define DMSC_TUNNEL_HOSTS_MAX 64
 
+/* An address of either family (sa.sa_family says which): the tunnel's
+ * listeners, its peers and its streams' destinations (docs/design.md
+ * decision 64). */
+union dmsc_tunnel_sa {
+	struct sockaddr sa;
+	struct sockaddr_in v4;
+	struct sockaddr_in6 v6;
+};
+
 struct dmsc_tunnel_forward {
-	struct sockaddr_in listen; /* local connections arrive here */
-	struct sockaddr_in peer;   /* the destination host's helper */
-	struct sockaddr_in dest;   /* where the destination host connects */
+	union dmsc_tunnel_sa listen; /* local connections arrive here */
+	union dmsc_tunnel_sa peer;   /* the destination host's helper */
+	union dmsc_tunnel_sa dest;   /* where the destination host connects */
 	char identity[DMSC_TF_ID_MAX + 1];
 };
 
 struct dmsc_tunnel_opts {
 	const char *mtls_dir;	   /* ca.crt, host.crt, host.key; watched */
-	struct sockaddr_in listen; /* peers connect here; port 0: no listener */
+	union dmsc_tunnel_sa listen; /* peers connect here; port 0: no listener */
 	struct dmsc_tunnel_forward fwd[DMSC_TUNNEL_FWD_MAX];
 	size_t n_fwd;
 	const char *metrics_file; /* Prometheus text, rewritten every second */
@@ -51,8 +62,9 @@ struct dmsc_tunnel_opts {
 	unsigned int peer_idle_ms; /* close a connection to a peer idle this long; 0: never */
 	unsigned int drain_ms;	   /* stopping: how long open streams may finish */
 	int ready_fd;		   /* "ready\n" once listening, then closed; -1: none */
-	/* connections connect4 hands over (tunnel_handoff.h); port 0: none */
-	struct sockaddr_in handoff_listen;
+	/* connections connect4 hands over (tunnel_handoff.h); port 0: none.
+	 * IPv4; connect6's go to [::1] on the same port (tunnel_handoff.h). */
+	union dmsc_tunnel_sa handoff_listen;
 	const char *pin_dir; /* NULL: dmsc_pin_dir() */
 };
 
@@ -63,8 +75,15 @@ struct dmsc_tunnel_opts {
  * -EINVAL with a message naming what is wrong in why. */
 int dmsc_tunnel_forward_parse(const char *arg, struct dmsc_tunnel_forward *f, char *why,
 			      size_t why_len);
-/* "ADDR:PORT" (IPv4). */
-int dmsc_tunnel_addr_parse(const char *arg, struct sockaddr_in *sa);
+/* "ADDR:PORT" (IPv4) or "[ADDR]:PORT" (IPv6). */
+int dmsc_tunnel_addr_parse(const char *arg, union dmsc_tunnel_sa *sa);
+socklen_t dmsc_tunnel_sa_len(const union dmsc_tunnel_sa *a);
+uint16_t dmsc_tunnel_sa_port(const union dmsc_tunnel_sa *a); /* host order */
+bool dmsc_tunnel_sa_eq(const union dmsc_tunnel_sa *a, const union dmsc_tunnel_sa *b);
+/* "198.18.13.2:15008", "[2001:2::2]:15008" */
+void dmsc_tunnel_sa_format(const union dmsc_tunnel_sa *a, char *buf, size_t len);
+/* The address alone, unbracketed */
+void dmsc_tunnel_sa_format_ip(const union dmsc_tunnel_sa *a, char *buf, size_t len);
 
 /* Runs until *stop is set, then drains: no new connection or stream, the
  * open streams get drain_ms to finish (then they are reset).

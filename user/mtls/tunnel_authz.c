@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /* The destination's authorization of a tunnel stream (tunnel_authz.h). */
 #include <string.h>
+#include <sys/socket.h>
 
 #include "tunnel_authz.h"
 
@@ -26,8 +27,9 @@ bool dmsc_tunnel_path_covers(const char *rule, const char *identity)
 	return ni == nr || identity[nr] == '/';
 }
 
-enum dmsc_tunnel_verdict dmsc_tunnel_authorize(const struct dmsc_policy *p, uint32_t addr,
-					       uint16_t port, const char *identity)
+/* family AF_INET: addr is 4 bytes (network order); AF_INET6: 16 */
+static enum dmsc_tunnel_verdict authorize(const struct dmsc_policy *p, int family,
+					  const void *addr, uint16_t port, const char *identity)
 {
 	bool backend = false;
 	size_t s, b, r;
@@ -35,8 +37,12 @@ enum dmsc_tunnel_verdict dmsc_tunnel_authorize(const struct dmsc_policy *p, uint
 	for (s = 0; s < p->n_services; s++) {
 		const struct dmsc_policy_service *svc = &p->services[s];
 
+		if (svc->family != family)
+			continue;
 		for (b = 0; b < svc->n_backends; b++)
-			if (svc->backends[b].addr == addr && svc->backends[b].port == port)
+			if (svc->backends[b].port == port &&
+			    (family == AF_INET6 ? !memcmp(svc->backends[b].addr6, addr, 16)
+						: !memcmp(&svc->backends[b].addr, addr, 4)))
 				break;
 		if (b == svc->n_backends)
 			continue;
@@ -48,4 +54,17 @@ enum dmsc_tunnel_verdict dmsc_tunnel_authorize(const struct dmsc_policy *p, uint
 				return DMSC_TV_ALLOWED;
 	}
 	return backend ? DMSC_TV_DENIED : DMSC_TV_NOT_A_BACKEND;
+}
+
+enum dmsc_tunnel_verdict dmsc_tunnel_authorize(const struct dmsc_policy *p, uint32_t addr,
+					       uint16_t port, const char *identity)
+{
+	return authorize(p, AF_INET, &addr, port, identity);
+}
+
+enum dmsc_tunnel_verdict dmsc_tunnel_authorize6(const struct dmsc_policy *p,
+						const uint8_t addr6[16], uint16_t port,
+						const char *identity)
+{
+	return authorize(p, AF_INET6, addr6, port, identity);
 }

@@ -28,5 +28,9 @@ bool dmsc_tunnel_path_covers(const char *rule, const char *identity);
  * without allow_from allows every identity. */
 enum dmsc_tunnel_verdict dmsc_tunnel_authorize(const struct dmsc_policy *p, uint32_t addr,
 					       uint16_t port, const char *identity);
+/* The same for an IPv6 backend (docs/design.md decision 64) */
+enum dmsc_tunnel_verdict dmsc_tunnel_authorize6(const struct dmsc_policy *p,
+						const uint8_t addr6[16], uint16_t port,
+						const char *identity);
 
 #endif /* DMSC_TUNNEL_AUTHZ_H */

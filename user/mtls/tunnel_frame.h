@@ -18,6 +18,12 @@
 #include <sys/uio.h>
 
 #define DMSC_TF_HDR 8
+/* The ALPN protocol id both ends of a tunnel connection require
+ * (docs/design.md decision 64): this framing, version 1. A change of the
+ * framing that an older helper cannot read gets a new id. */
+#define DMSC_TF_ALPN "dmsc-tunnel/1"
+/* ... as ALPN's wire list: one length byte, the id */
+#define DMSC_TF_ALPN_WIRE "\x0d" DMSC_TF_ALPN
 /* One TLS record holds 16 KiB of plaintext: a frame fits in one. */
 #define DMSC_TF_PAYLOAD_MAX (16384 - DMSC_TF_HDR)
 /* The identity the source host vouches for: a cgroup path as allow_from
@@ -25,7 +31,8 @@
 #define DMSC_TF_ID_MAX 1024
 
 enum dmsc_tf_type {
-	/* source -> destination: open a stream to dest, for identity */
+	/* source -> destination: open a stream to dest, for identity (flags:
+	 * DMSC_TF_OPEN_F_IPV6 or none) */
 	DMSC_TF_OPEN = 1,
 	/* destination -> source: the destination's connection is up */
 	DMSC_TF_OPEN_OK = 2,
@@ -40,6 +47,10 @@ enum dmsc_tf_type {
 	 * going away; its streams finish) */
 	DMSC_TF_GOAWAY = 7,
 };
+
+/* OPEN's one flag: its destination is an IPv6 address (16 bytes, not 4;
+ * docs/design.md decision 64). */
+#define DMSC_TF_OPEN_F_IPV6 0x01
 
 /* Why a stream was reset; the text after it says more. */
 enum dmsc_tf_reset {
@@ -59,7 +70,9 @@ struct dmsc_tf_hdr {
 
 /* What OPEN carries. Addresses in network order. */
 struct dmsc_tf_open {
+	bool ipv6;		  /* dest_addr6, not dest_addr */
 	uint32_t dest_addr;
+	uint8_t dest_addr6[16];
 	uint16_t dest_port;
 	uint16_t id_len;
 	char identity[DMSC_TF_ID_MAX + 1];
@@ -86,7 +99,8 @@ static inline bool dmsc_tf_get_hdr(const uint8_t *p, struct dmsc_tf_hdr *h)
 	h->stream = (uint32_t)p[4] << 24 | (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
 	if (h->type == DMSC_TF_GOAWAY)
 		return h->flags == 0 && h->len == 0 && h->stream == 0;
-	return h->type >= DMSC_TF_OPEN && h->type <= DMSC_TF_RESET && h->flags == 0 &&
+	return h->type >= DMSC_TF_OPEN && h->type <= DMSC_TF_RESET &&
+	       (h->flags == 0 || (h->type == DMSC_TF_OPEN && h->flags == DMSC_TF_OPEN_F_IPV6)) &&
 	       h->len <= DMSC_TF_PAYLOAD_MAX && h->stream != 0;
 }
 
@@ -115,7 +129,19 @@ size_t dmsc_tf_data_seal(uint8_t *base, size_t n, uint32_t stream);
  * Returns its length, or 0 when identity is empty or too long. */
 size_t dmsc_tf_open_encode(uint8_t *p, uint32_t dest_addr, uint16_t dest_port,
 			   const char *identity);
-/* false: malformed (short, empty or over-long identity, a NUL in it). */
-bool dmsc_tf_open_decode(const uint8_t *p, size_t len, struct dmsc_tf_open *o);
+/* With DMSC_TF_OPEN_F_IPV6: dest_addr6 (16) dest_port (2) identity. */
+size_t dmsc_tf_open_encode6(uint8_t *p, const uint8_t dest_addr6[16], uint16_t dest_port,
+			    const char *identity);
+/* The largest OPEN payload */
+#define DMSC_TF_OPEN_MAX (18 + DMSC_TF_ID_MAX)
+/* flags: the frame's (DMSC_TF_OPEN_F_IPV6 or 0). false: malformed (short,
+ * empty or over-long identity, a NUL in it). */
+bool dmsc_tf_open_decode(const uint8_t *p, size_t len, uint8_t flags, struct dmsc_tf_open *o);
+
+/* Whether a ClientHello's ALPN extension (ext: its body, the 2-byte list
+ * length then each id with its length byte) offers DMSC_TF_ALPN. Writes
+ * the ids offered into offered ("h2, http/1.1"; bytes outside printable
+ * ASCII as '?'; "" when none) for the log. A malformed list offers none. */
+bool dmsc_tf_alpn_offered(const uint8_t *ext, size_t len, char *offered, size_t offered_len);
 
 #endif /* DMSC_TUNNEL_FRAME_H */

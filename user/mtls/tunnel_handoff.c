@@ -16,6 +16,7 @@
 
 #include "datapath.h"
 #include "dmsc/shared.h"
+#include "addr.h"
 #include "log.h"
 #include "tunnel_handoff.h"
 
@@ -42,7 +43,7 @@ int dmsc_tunnel_handoff_open(struct dmsc_tunnel_handoff *h, const char *pin_dir)
 {
 	int err;
 
-	h->handoff_fd = h->conf_fd = h->own_fd = h->cg_fd = -1;
+	h->handoff_fd = h->handoff6_fd = h->conf_fd = h->own_fd = h->cg_fd = -1;
 	h->handoff_fd = pinned(pin_dir, DMSC_MAP_L7_HANDOFF);
 	if (h->handoff_fd < 0) {
 		err = h->handoff_fd;
@@ -58,6 +59,8 @@ int dmsc_tunnel_handoff_open(struct dmsc_tunnel_handoff *h, const char *pin_dir)
 		err = h->own_fd;
 		goto fail;
 	}
+	/* a datapath from before IPv6 handoffs: IPv4 ones still work */
+	h->handoff6_fd = pinned(pin_dir, DMSC_MAP_TUNNEL_HANDOFF6);
 	err = dmsc_cgroup2_mount(h->cg_root, sizeof(h->cg_root));
 	if (err) {
 		pr_warn("tunnel: no cgroup2 mount: %s\n", strerror(-err));
@@ -75,9 +78,11 @@ fail:
 	return err;
 }
 
-int dmsc_tunnel_handoff_register(struct dmsc_tunnel_handoff *h, const struct sockaddr_in *listen)
+int dmsc_tunnel_handoff_register(struct dmsc_tunnel_handoff *h, const struct sockaddr_in *listen,
+				 uint16_t port6)
 {
-	struct dmsc_l7_conf conf = {.addr = listen->sin_addr.s_addr, .port = listen->sin_port};
+	struct dmsc_l7_conf conf = {
+	    .addr = listen->sin_addr.s_addr, .port = listen->sin_port, .port6 = port6};
 	__u32 zero = 0;
 
 	if (bpf_map_update_elem(h->conf_fd, &zero, &conf, BPF_ANY)) {
@@ -92,13 +97,15 @@ void dmsc_tunnel_handoff_close(struct dmsc_tunnel_handoff *h)
 {
 	if (h->handoff_fd >= 0)
 		close(h->handoff_fd);
+	if (h->handoff6_fd >= 0)
+		close(h->handoff6_fd);
 	if (h->conf_fd >= 0)
 		close(h->conf_fd);
 	if (h->own_fd >= 0)
 		close(h->own_fd);
 	if (h->cg_fd >= 0)
 		close(h->cg_fd);
-	h->handoff_fd = h->conf_fd = h->own_fd = h->cg_fd = -1;
+	h->handoff_fd = h->handoff6_fd = h->conf_fd = h->own_fd = h->cg_fd = -1;
 }
 
 int dmsc_tunnel_handoff_own(const struct dmsc_tunnel_handoff *h, int fd)
@@ -150,77 +157,138 @@ out:
 	return err;
 }
 
-/* The tunnel address of the host the policy places addr:port on. */
-static const struct dmsc_policy_backend *placed(const struct dmsc_policy *p, __u32 addr,
-						__u16 port)
+/* The backend of the policy at addr:port (addr6 for IPv6) on a named host. */
+static const struct dmsc_policy_backend *placed(const struct dmsc_policy *p, int family,
+						__u32 addr, const __u32 addr6[4], __u16 port)
 {
 	size_t i, j;
 
-	for (i = 0; p && i < p->n_services; i++)
+	for (i = 0; p && i < p->n_services; i++) {
+		if (p->services[i].family != family)
+			continue;
 		for (j = 0; j < p->services[i].n_backends; j++) {
 			const struct dmsc_policy_backend *b = &p->services[i].backends[j];
 
-			if (b->host && b->addr == addr && b->port == port)
+			if (b->host && b->port == port &&
+			    (family == AF_INET6 ? !memcmp(b->addr6, addr6, 16) : b->addr == addr))
 				return b;
 		}
+	}
 	return NULL;
 }
 
-int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
-			     const struct dmsc_policy *p, struct sockaddr_in *peer,
-			     struct sockaddr_in *dest, char *identity, size_t id_len, char *why,
-			     size_t why_len)
-{
-	struct sockaddr_in client, local;
-	socklen_t cl = sizeof(client), ll = sizeof(local);
-	struct dmsc_l7_handoff_key key = {0};
-	struct dmsc_l7_handoff val;
-	const struct dmsc_policy_backend *b;
-	char be[INET_ADDRSTRLEN];
-	int err;
+/* A record of dmsc_l7_handoff or dmsc_tunnel_handoff6, as the take needs it */
+struct taken {
+	int family;
+	__u32 backend_addr, backend_addr6[4];
+	__u16 backend_port; /* network order */
+	__u64 cgroup_id;
+};
 
-	if (getpeername(fd, (struct sockaddr *)&client, &cl) ||
-	    getsockname(fd, (struct sockaddr *)&local, &ll)) {
-		snprintf(why, why_len, "its addresses: %s", strerror(errno));
-		return -errno;
+/* Reads and deletes the record of the connection from client to local. */
+static int take_record(const struct dmsc_tunnel_handoff *h, const union dmsc_tunnel_sa *client,
+		       const union dmsc_tunnel_sa *local, struct taken *t, char *why, size_t why_len)
+{
+	char from[DMSC_ADDR_PORT_LEN];
+	int fd = h->handoff_fd, e;
+	union {
+		struct dmsc_l7_handoff_key v4;
+		struct dmsc_tunnel_handoff6_key v6;
+	} key;
+	union {
+		struct dmsc_l7_handoff v4;
+		struct dmsc_tunnel_handoff6 v6;
+	} val;
+
+	memset(&key, 0, sizeof(key));
+	memset(t, 0, sizeof(*t));
+	t->family = client->sa.sa_family;
+	if (t->family == AF_INET6) {
+		fd = h->handoff6_fd;
+		memcpy(key.v6.client_addr, &client->v6.sin6_addr, 16);
+		key.v6.client_port = client->v6.sin6_port;
+		key.v6.helper_port = local->v6.sin6_port;
+	} else {
+		key.v4.client_addr = client->v4.sin_addr.s_addr;
+		key.v4.client_port = client->v4.sin_port;
+		key.v4.helper_addr = local->v4.sin_addr.s_addr;
+		key.v4.helper_port = local->v4.sin_port;
 	}
-	key.client_addr = client.sin_addr.s_addr;
-	key.client_port = client.sin_port;
-	key.helper_addr = local.sin_addr.s_addr;
-	key.helper_port = local.sin_port;
-	if (bpf_map_lookup_and_delete_elem(h->handoff_fd, &key, &val) &&
-	    bpf_map_lookup_elem(h->handoff_fd, &key, &val)) {
-		snprintf(why, why_len, "no handoff record from %s:%u (not handed over by connect4)",
-			 inet_ntoa(client.sin_addr), ntohs(client.sin_port));
+	dmsc_tunnel_sa_format(client, from, sizeof(from));
+	if (fd < 0 || (bpf_map_lookup_and_delete_elem(fd, &key, &val) &&
+		       bpf_map_lookup_elem(fd, &key, &val))) {
+		snprintf(why, why_len, "no handoff record from %s (not handed over by connect%c)",
+			 from, t->family == AF_INET6 ? '6' : '4');
 		return -ENOENT;
 	}
 	/* LRU hashes delete by lookup_and_delete only from Linux 5.14. */
-	bpf_map_delete_elem(h->handoff_fd, &key);
-	inet_ntop(AF_INET, &val.backend_addr, be, sizeof(be));
-	if (!(val.flags & DMSC_SOCK_F_TUNNEL)) {
-		snprintf(why, why_len, "the record of %s:%u is not a tunnel handoff",
-			 inet_ntoa(client.sin_addr), ntohs(client.sin_port));
-		return -EINVAL;
+	bpf_map_delete_elem(fd, &key);
+	if (t->family == AF_INET6) {
+		memcpy(t->backend_addr6, val.v6.backend_addr, 16);
+		t->backend_port = val.v6.backend_port;
+		t->cgroup_id = val.v6.cgroup_id;
+		return 0;
 	}
-	b = placed(p, val.backend_addr, ntohs(val.backend_port));
-	if (!b) {
-		snprintf(why, why_len, "backend %s:%u is on no host of the policy", be,
-			 ntohs(val.backend_port));
+	e = val.v4.flags & DMSC_SOCK_F_TUNNEL ? 0 : -EINVAL;
+	if (e)
+		snprintf(why, why_len, "the record of %s is not a tunnel handoff", from);
+	t->backend_addr = val.v4.backend_addr;
+	t->backend_port = val.v4.backend_port;
+	t->cgroup_id = val.v4.cgroup_id;
+	return e;
+}
+
+int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
+			     const struct dmsc_policy *p, union dmsc_tunnel_sa *peer,
+			     union dmsc_tunnel_sa *dest, char *identity, size_t id_len, char *why,
+			     size_t why_len)
+{
+	union dmsc_tunnel_sa client, local;
+	socklen_t cl = sizeof(client), ll = sizeof(local);
+	const struct dmsc_policy_backend *b;
+	char be[DMSC_ADDR_PORT_LEN];
+	struct taken t;
+	int err;
+
+	if (getpeername(fd, &client.sa, &cl) || getsockname(fd, &local.sa, &ll)) {
+		snprintf(why, why_len, "its addresses: %s", strerror(errno));
+		return -errno;
+	}
+	err = take_record(h, &client, &local, &t, why, why_len);
+	if (err)
+		return err;
+	dmsc_format_ip_port(t.family, t.backend_addr, t.backend_addr6, ntohs(t.backend_port), be,
+			    sizeof(be));
+	b = placed(p, t.family, t.backend_addr, t.backend_addr6, ntohs(t.backend_port));
+	if (!b || !b->host_at.family) {
+		snprintf(why, why_len, "backend %s is on no host of the policy", be);
 		return -EHOSTUNREACH;
 	}
-	err = cgroup_path(h, val.cgroup_id, identity, id_len);
+	err = cgroup_path(h, t.cgroup_id, identity, id_len);
 	if (err) {
 		snprintf(why, why_len, "the caller's cgroup %llu: %s",
-			 (unsigned long long)val.cgroup_id, strerror(-err));
+			 (unsigned long long)t.cgroup_id, strerror(-err));
 		return err;
 	}
 	memset(peer, 0, sizeof(*peer));
-	peer->sin_family = AF_INET;
-	peer->sin_addr.s_addr = b->host_addr;
-	peer->sin_port = htons(b->host_port);
+	if (b->host_at.family == AF_INET6) {
+		peer->v6.sin6_family = AF_INET6;
+		memcpy(&peer->v6.sin6_addr, b->host_at.v6, 16);
+		peer->v6.sin6_port = htons(b->host_at.port);
+	} else {
+		peer->v4.sin_family = AF_INET;
+		peer->v4.sin_addr.s_addr = b->host_at.v4;
+		peer->v4.sin_port = htons(b->host_at.port);
+	}
 	memset(dest, 0, sizeof(*dest));
-	dest->sin_family = AF_INET;
-	dest->sin_addr.s_addr = val.backend_addr;
-	dest->sin_port = val.backend_port;
+	if (t.family == AF_INET6) {
+		dest->v6.sin6_family = AF_INET6;
+		memcpy(&dest->v6.sin6_addr, t.backend_addr6, 16);
+		dest->v6.sin6_port = t.backend_port;
+	} else {
+		dest->v4.sin_family = AF_INET;
+		dest->v4.sin_addr.s_addr = t.backend_addr;
+		dest->v4.sin_port = t.backend_port;
+	}
 	return 0;
 }

@@ -6,6 +6,8 @@
  * under the connection's 4-tuple names the backend picked and the
  * caller's cgroup id, which becomes the cgroup path the tunnel vouches
  * for. The policy's backend "host" gives the peer helper to carry it to.
+ * connect6 hands IPv6 connections to a listener on [::1] on the same port,
+ * their records in dmsc_tunnel_handoff6 (docs/design.md decision 64).
  */
 #ifndef DMSC_TUNNEL_HANDOFF_H
 #define DMSC_TUNNEL_HANDOFF_H
@@ -15,11 +17,13 @@
 #include <stddef.h>
 
 #include "policy.h"
+#include "tunnel.h"
 
 #define DMSC_TUNNEL_HANDOFF_LISTEN_DEFAULT "127.0.0.1:15009"
 
 struct dmsc_tunnel_handoff {
 	int handoff_fd; /* the pinned dmsc_l7_handoff */
+	int handoff6_fd; /* the pinned dmsc_tunnel_handoff6; -1: none (an older datapath) */
 	int conf_fd;	/* the pinned dmsc_tunnel_conf */
 	int own_fd;	/* the pinned dmsc_l7_own: the sockets that deliver streams */
 	int cg_fd;	/* the cgroup2 mount: open_by_handle_at */
@@ -29,8 +33,10 @@ struct dmsc_tunnel_handoff {
 /* Opens the maps under pin_dir and the cgroup2 mount; 0 or a negative
  * errno, logged with the map or path. */
 int dmsc_tunnel_handoff_open(struct dmsc_tunnel_handoff *h, const char *pin_dir);
-/* Writes listen into dmsc_tunnel_conf: connect4 hands connections there. */
-int dmsc_tunnel_handoff_register(struct dmsc_tunnel_handoff *h, const struct sockaddr_in *listen);
+/* Writes listen into dmsc_tunnel_conf: connect4 hands connections there;
+ * connect6 to [::1] on port6 (network order; 0: no IPv6 listener). */
+int dmsc_tunnel_handoff_register(struct dmsc_tunnel_handoff *h, const struct sockaddr_in *listen,
+				 uint16_t port6);
 void dmsc_tunnel_handoff_close(struct dmsc_tunnel_handoff *h);
 /* Marks fd, before its connect(), as the tunnel's own in dmsc_l7_own: it
  * delivers a stream this host's tunnel authorized, which connect4 does not
@@ -46,8 +52,8 @@ int dmsc_tunnel_handoff_own(const struct dmsc_tunnel_handoff *h, int fd);
  * guessed, decision 21), a backend the policy does not place on a host,
  * a cgroup gone. */
 int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
-			     const struct dmsc_policy *p, struct sockaddr_in *peer,
-			     struct sockaddr_in *dest, char *identity, size_t id_len, char *why,
+			     const struct dmsc_policy *p, union dmsc_tunnel_sa *peer,
+			     union dmsc_tunnel_sa *dest, char *identity, size_t id_len, char *why,
 			     size_t why_len);
 
 #endif /* DMSC_TUNNEL_HANDOFF_H */

@@ -15,6 +15,7 @@
 
 #include <openssl/ssl.h>
 
+#include "mark.h"
 #include "mtls_cert.h"
 #include "tunnel.h"
 #include "tunnel_handoff.h"
@@ -64,7 +65,7 @@ struct conn {
 	struct tunnel *t;
 	SSL *ssl;
 	bool server, tcp_connecting, up, draining, dead, want_write;
-	struct sockaddr_in addr;
+	union dmsc_tunnel_sa addr;
 	int peer_idx;  /* client: the forward's peer; server: -1 */
 	char name[64]; /* ADDR:PORT for logs */
 	char peer_host[DMSC_MTLS_HOST_MAX + 1];
@@ -92,8 +93,7 @@ struct conn {
 	struct conn *next; /* all conns */
 	struct conn *next_dead;
 	/* frames queued in this batch of events, written after it */
-	bool flush_marked;
-	struct conn *next_flush;
+	struct dmsc_mark flush;
 };
 
 struct stream {
@@ -118,7 +118,7 @@ struct listener {
 
 struct peer {
 	SSL_SESSION *sess; /* the last ticket it gave us: resumption */
-	struct sockaddr_in addr;
+	union dmsc_tunnel_sa addr;
 };
 
 struct metric {
@@ -136,11 +136,11 @@ struct tunnel {
 	struct listener peer_l, fwd_l[DMSC_TUNNEL_FWD_MAX];
 	struct peer peers[PEERS_MAX];
 	size_t n_host_peers; /* used after the forwards' */
-	struct listener handoff_l;
+	struct listener handoff_l, handoff_l6; /* connect4's, connect6's ([::1]) */
 	struct dmsc_tunnel_handoff ho;
 	struct conn *conns;
 	struct conn *dead_conns;
-	struct conn *to_flush; /* tn_conn_flush_later's, this batch */
+	struct dmsc_mark *to_flush; /* tn_conn_flush_later's, this batch */
 	struct stream *dead_streams;
 	struct metric metrics[METRICS_MAX];
 	size_t n_metrics;
@@ -177,7 +177,8 @@ void tn_metrics_write(struct tunnel *t);
 
 /* epoll */
 void tn_ev_set(struct tunnel *t, struct ev *e, uint32_t events);
-int tn_ev_add(struct tunnel *t, struct ev *e, uint32_t events);
+/* e (kind, fd) added to the tunnel's epoll: 0 or a negative errno. */
+int tn_ev_add(struct tunnel *t, struct ev *e, enum ev_kind kind, int fd, uint32_t events);
 
 /* TLS context and connections */
 const char *tn_ssl_err(void);
@@ -200,11 +201,13 @@ void tn_conn_flush(struct conn *c);
 void tn_conn_flush_later(struct conn *c);
 void tn_conn_flush_marked(struct tunnel *t);
 void tn_conn_event(struct conn *c, uint32_t events);
-struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const struct sockaddr_in *sa);
+struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc_tunnel_sa *sa);
 struct conn *tn_conn_to(struct tunnel *t, int idx);
 
 /* streams */
 int tn_conn_frame(struct conn *c, uint8_t type, uint32_t stream, const void *payload, uint16_t len);
+int tn_conn_frame_flags(struct conn *c, uint8_t type, uint8_t flags, uint32_t stream,
+			const void *payload, uint16_t len);
 void tn_conn_reset(struct conn *c, uint32_t stream, enum dmsc_tf_reset reason, const char *text);
 struct stream *tn_stream_find(struct conn *c, uint32_t id);
 void tn_stream_close(struct stream *s, bool abort);
@@ -212,6 +215,6 @@ void tn_stream_events(struct stream *s);
 void tn_stream_flush_local(struct stream *s);
 void tn_stream_event(struct stream *s, uint32_t events);
 struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id);
-void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len);
+void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p, uint16_t len);
 
 #endif /* DMSC_TUNNEL_INT_H */

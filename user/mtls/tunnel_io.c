@@ -207,10 +207,12 @@ void tn_ev_set(struct tunnel *t, struct ev *e, uint32_t events)
 	e->events = events;
 }
 
-int tn_ev_add(struct tunnel *t, struct ev *e, uint32_t events)
+int tn_ev_add(struct tunnel *t, struct ev *e, enum ev_kind kind, int fd, uint32_t events)
 {
 	struct epoll_event ee = {.events = events, .data.ptr = e};
 
+	e->kind = kind;
+	e->fd = fd;
 	e->events = events;
 	return epoll_ctl(t->ep, EPOLL_CTL_ADD, e->fd, &ee) ? -errno : 0;
 }

@@ -21,6 +21,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "addr.h"
 #include "log.h"
 #include "mtls_cert.h"
 #include "tunnel.h"
@@ -50,9 +51,16 @@ static void stream_unlink(struct stream *s)
 
 int tn_conn_frame(struct conn *c, uint8_t type, uint32_t stream, const void *payload, uint16_t len)
 {
+	return tn_conn_frame_flags(c, type, 0, stream, payload, len);
+}
+
+int tn_conn_frame_flags(struct conn *c, uint8_t type, uint8_t flags, uint32_t stream,
+			const void *payload, uint16_t len)
+{
 	uint8_t hdr[DMSC_TF_HDR];
 
 	dmsc_tf_put_hdr(hdr, type, len, stream);
+	hdr[1] = flags;
 	if (tn_buf_reserve(&c->out, DMSC_TF_HDR + len))
 		return -ENOMEM;
 	tn_buf_append(&c->out, hdr, sizeof(hdr));
@@ -132,6 +140,18 @@ static void stream_maybe_done(struct stream *s)
 		tn_stream_close(s, false);
 }
 
+/* A read or write of the stream's local socket returned < 0: false when it
+ * only has to wait (EAGAIN, EINTR); else true, the stream reset to the peer
+ * and closed. */
+static bool stream_io_failed(struct stream *s)
+{
+	if (errno == EAGAIN || errno == EINTR)
+		return false;
+	tn_conn_reset(s->c, s->id, DMSC_TF_R_ERROR, strerror(errno));
+	tn_stream_close(s, true);
+	return true;
+}
+
 /* Writes what the tunnel brought to the local socket; credits it back.
  * The caller flushes the connection. */
 void tn_stream_flush_local(struct stream *s)
@@ -142,11 +162,9 @@ void tn_stream_flush_local(struct stream *s)
 	while (s->out.len) {
 		n = write(s->ev.fd, s->out.p + s->out.off, s->out.len);
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				break;
-			tn_conn_reset(c, s->id, DMSC_TF_R_ERROR, strerror(errno));
-			tn_stream_close(s, true);
-			return;
+			if (stream_io_failed(s))
+				return;
+			break;
 		}
 		tn_buf_consume(&s->out, (size_t)n);
 		s->unacked += (uint32_t)n;
@@ -198,10 +216,7 @@ static void stream_read_local(struct stream *s)
 	niov = dmsc_tf_data_iov(base, want, iov, STREAM_READ_FRAMES);
 	n = readv(s->ev.fd, iov, (int)niov);
 	if (n < 0) {
-		if (errno != EAGAIN && errno != EINTR) {
-			tn_conn_reset(c, s->id, DMSC_TF_R_ERROR, strerror(errno));
-			tn_stream_close(s, true);
-		}
+		stream_io_failed(s);
 		goto out;
 	}
 	if (n == 0) {
@@ -267,13 +282,11 @@ struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id)
 
 	if (!s)
 		return NULL;
-	s->ev.kind = EV_STREAM;
-	s->ev.fd = fd;
 	s->c = c;
 	s->id = id;
 	s->credit = DMSC_TF_WINDOW_INITIAL;
 	s->recv_room = DMSC_TF_WINDOW_INITIAL;
-	if (tn_ev_add(c->t, &s->ev, 0)) {
+	if (tn_ev_add(c->t, &s->ev, EV_STREAM, fd, 0)) {
 		free(s);
 		return NULL;
 	}
@@ -287,30 +300,50 @@ struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id)
 /* ---- the destination's checks ---- */
 
 /* An address this host owns (a bind() to it works), not loopback: a peer
- * may reach this host's workloads, not what listens on its loopback only. */
-static const char *dest_refused(uint32_t addr)
+ * may reach this host's workloads, not what listens on its loopback only.
+ * Either family (docs/design.md decision 64). */
+static const char *dest_refused(const union dmsc_tunnel_sa *dest)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = addr};
+	union dmsc_tunnel_sa any_port = *dest, *sa = &any_port;
 	int fd, err = 0;
 
-	if ((ntohl(addr) >> 24) == 127)
-		return "a loopback address";
-	if (addr == INADDR_ANY || addr == INADDR_BROADCAST)
-		return "not a host address";
-	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	/* the address alone: a socket of the destination's may hold the port */
+	if (sa->sa.sa_family == AF_INET6)
+		sa->v6.sin6_port = 0;
+	else
+		sa->v4.sin_port = 0;
+
+	if (sa->sa.sa_family == AF_INET6) {
+		const struct in6_addr *a = &sa->v6.sin6_addr;
+
+		if (IN6_IS_ADDR_LOOPBACK(a) ||
+		    (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127))
+			return "a loopback address";
+		if (IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_MULTICAST(a) ||
+		    IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_LINKLOCAL(a))
+			return "not a host address";
+	} else {
+		uint32_t addr = sa->v4.sin_addr.s_addr;
+
+		if ((ntohl(addr) >> 24) == 127)
+			return "a loopback address";
+		if (addr == INADDR_ANY || addr == INADDR_BROADCAST)
+			return "not a host address";
+	}
+	fd = socket(sa->sa.sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return "no socket";
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+	if (bind(fd, &sa->sa, dmsc_tunnel_sa_len(sa)))
 		err = errno;
 	close(fd);
 	return err ? "not an address of this host" : NULL;
 }
 
-void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len)
+void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p, uint16_t len)
 {
 	struct dmsc_tf_open o;
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	char addr[INET_ADDRSTRLEN];
+	union dmsc_tunnel_sa sa;
+	char addr[DMSC_ADDR_PORT_LEN];
 	const char *refused;
 	struct stream *s;
 	int fd;
@@ -319,11 +352,21 @@ void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len)
 		tn_conn_close(c, "OPEN on a stream it may not open");
 		return;
 	}
-	if (!dmsc_tf_open_decode(p, len, &o)) {
+	if (!dmsc_tf_open_decode(p, len, flags, &o)) {
 		tn_conn_reset(c, id, DMSC_TF_R_PROTOCOL, "malformed OPEN");
 		return;
 	}
-	inet_ntop(AF_INET, &o.dest_addr, addr, sizeof(addr));
+	memset(&sa, 0, sizeof(sa));
+	if (o.ipv6) {
+		sa.v6.sin6_family = AF_INET6;
+		memcpy(&sa.v6.sin6_addr, o.dest_addr6, 16);
+		sa.v6.sin6_port = o.dest_port;
+	} else {
+		sa.v4.sin_family = AF_INET;
+		sa.v4.sin_addr.s_addr = o.dest_addr;
+		sa.v4.sin_port = o.dest_port;
+	}
+	dmsc_tunnel_sa_format_ip(&sa, addr, sizeof(addr));
 	if (c->draining) {
 		/* retired (its certificate no longer holds) or going away: an
 		 * OPEN sent before our GOAWAY reached the peer */
@@ -335,7 +378,7 @@ void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len)
 		tn_conn_reset(c, id, DMSC_TF_R_DENIED, c->why[0] ? c->why : "going away");
 		return;
 	}
-	refused = dest_refused(o.dest_addr);
+	refused = dest_refused(&sa);
 	if (refused) {
 		tn_metric_count(c->t, "dest", c->peer_host, o.identity, "denied_dest");
 		pr_info("tunnel: refused %s from host %s for %s: %s\n", addr, c->peer_host,
@@ -344,26 +387,28 @@ void tn_handle_open(struct conn *c, uint32_t id, const uint8_t *p, uint16_t len)
 		return;
 	}
 	if (c->t->o->policy) {
-		enum dmsc_tunnel_verdict v = dmsc_tunnel_authorize(c->t->o->policy, o.dest_addr,
-								   ntohs(o.dest_port), o.identity);
+		enum dmsc_tunnel_verdict v =
+		    o.ipv6 ? dmsc_tunnel_authorize6(c->t->o->policy, o.dest_addr6,
+						    ntohs(o.dest_port), o.identity)
+			   : dmsc_tunnel_authorize(c->t->o->policy, o.dest_addr,
+						   ntohs(o.dest_port), o.identity);
 
 		if (v != DMSC_TV_ALLOWED) {
+			dmsc_tunnel_sa_format(&sa, addr, sizeof(addr));
 			refused = v == DMSC_TV_DENIED
 				      ? "no service with this backend allows the identity"
 				      : "not a backend of this host's policy";
 			tn_metric_count(c->t, "dest", c->peer_host, o.identity,
 					v == DMSC_TV_DENIED ? "denied_identity" : "denied_dest");
-			pr_info("tunnel: refused %s:%u from host %s for %s: %s\n", addr,
-				ntohs(o.dest_port), c->peer_host, o.identity, refused);
+			pr_info("tunnel: refused %s from host %s for %s: %s\n", addr,
+				c->peer_host, o.identity, refused);
 			tn_conn_reset(c, id, DMSC_TF_R_DENIED, refused);
 			return;
 		}
 	}
-	sa.sin_addr.s_addr = o.dest_addr;
-	sa.sin_port = o.dest_port;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(sa.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || dmsc_tunnel_handoff_own(&c->t->ho, fd) ||
-	    (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno != EINPROGRESS)) {
+	    (connect(fd, &sa.sa, dmsc_tunnel_sa_len(&sa)) && errno != EINPROGRESS)) {
 		tn_metric_count(c->t, "dest", c->peer_host, o.identity, "connect_failed");
 		tn_conn_reset(c, id, DMSC_TF_R_CONNECT, strerror(errno));
 		if (fd >= 0)

@@ -24,6 +24,7 @@
 #include "mtls_cert.h"
 #include "tunnel.h"
 #include "tunnel_authz.h"
+#include "tunnel_frame.h"
 #include "tunnel_int.h"
 
 int tn_conn_ex_idx = -1;
@@ -71,6 +72,52 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 	SSL_SESSION_free(p->sess);
 	p->sess = sess;
 	return 1; /* we keep the reference */
+}
+
+/* ALPN (docs/design.md decision 64): a peer must offer this framing's
+ * id. Checked at the ClientHello, before any certificate, so a client
+ * offering none or another gets the no_application_protocol alert and the
+ * log says what it offered. */
+static int client_hello_cb(SSL *ssl, int *al, void *arg)
+{
+	struct conn *c = SSL_get_ex_data(ssl, tn_conn_ex_idx);
+	char offered[128];
+	const unsigned char *ext;
+	size_t len;
+
+	(void)arg;
+	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation,
+				       &ext, &len)) {
+		if (c)
+			snprintf(c->why, sizeof(c->why),
+				 "it offered no ALPN protocol (" DMSC_TF_ALPN " required)");
+		*al = SSL_AD_NO_APPLICATION_PROTOCOL;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	if (!dmsc_tf_alpn_offered(ext, len, offered, sizeof(offered))) {
+		if (c)
+			snprintf(c->why, sizeof(c->why),
+				 "it offered ALPN protocol%s %s, not " DMSC_TF_ALPN,
+				 strchr(offered, ',') ? "s" : "", offered[0] ? offered : "(malformed)");
+		*al = SSL_AD_NO_APPLICATION_PROTOCOL;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+			  const unsigned char *in, unsigned int inlen, void *arg)
+{
+	static const unsigned char ours[] = DMSC_TF_ALPN_WIRE;
+	unsigned char *sel;
+
+	(void)ssl;
+	(void)arg;
+	if (SSL_select_next_proto(&sel, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+	    OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
 }
 
 static void files(const struct tunnel *t, char paths[3][4096])
@@ -123,6 +170,16 @@ int tn_ctx_load(struct tunnel *t, SSL_CTX **out, char *td, char *why, size_t len
 						SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
+	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, NULL);
+	/* 0 is success here */
+	if (SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)DMSC_TF_ALPN_WIRE,
+				    sizeof(DMSC_TF_ALPN_WIRE) - 1)) {
+		err = -ENOMEM;
+		snprintf(why, len, "SSL_CTX_set_alpn_protos: %s", tn_ssl_err());
+		SSL_CTX_free(ctx);
+		goto out;
+	}
 	if (!SSL_CTX_load_verify_locations(ctx, paths[0], NULL) ||
 	    !SSL_CTX_use_certificate_file(ctx, paths[1], SSL_FILETYPE_PEM) ||
 	    !SSL_CTX_use_PrivateKey_file(ctx, paths[2], SSL_FILETYPE_PEM) ||
@@ -400,22 +457,16 @@ void tn_conn_close(struct conn *c, const char *why)
 
 void tn_conn_flush_later(struct conn *c)
 {
-	if (c->flush_marked || c->dead)
-		return;
-	c->flush_marked = true;
-	c->next_flush = c->t->to_flush;
-	c->t->to_flush = c;
+	if (!c->dead)
+		dmsc_mark_add(&c->t->to_flush, &c->flush);
 }
 
 void tn_conn_flush_marked(struct tunnel *t)
 {
-	while (t->to_flush) {
-		struct conn *c = t->to_flush;
+	struct dmsc_mark *m;
 
-		t->to_flush = c->next_flush;
-		c->flush_marked = false;
-		tn_conn_flush(c);
-	}
+	while ((m = dmsc_mark_take(&t->to_flush)))
+		tn_conn_flush(dmsc_container_of(m, struct conn, flush));
 }
 
 /* The queued frames sealed and written: without kTLS up to WIRE_BATCH of
@@ -474,7 +525,7 @@ static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint
 			tn_conn_reset(c, h->stream, DMSC_TF_R_SHUTDOWN, "the helper is going away");
 			return;
 		}
-		tn_handle_open(c, h->stream, p, h->len);
+		tn_handle_open(c, h->stream, h->flags, p, h->len);
 		return;
 	}
 	if (h->type == DMSC_TF_GOAWAY) {
@@ -664,6 +715,8 @@ static void conn_handshake(struct conn *c)
 	struct tunnel *t = c->t;
 	char why[DMSC_MTLS_WHY_MAX];
 	int r = SSL_do_handshake(c->ssl), e, d;
+	const unsigned char *alpn = NULL;
+	unsigned int alpn_len = 0;
 	bool ktls[2];
 
 	if (r != 1) {
@@ -678,6 +731,18 @@ static void conn_handshake(struct conn *c)
 		pr_warn("tunnel: %s %s refused: %s%s%s\n", c->server ? "peer" : "connection to",
 			c->name, c->why[0] ? c->why : "", c->why[0] ? "; " : "",
 			ERR_peek_last_error() ? tn_ssl_err() : "the peer closed the handshake");
+		tn_conn_close(c, NULL);
+		return;
+	}
+	SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+	if (alpn_len != sizeof(DMSC_TF_ALPN) - 1 || memcmp(alpn, DMSC_TF_ALPN, alpn_len)) {
+		/* a client: the server chose none (it is no tunnel helper, or
+		 * one from before decision 64) or another */
+		t->hs_refused[c->server]++;
+		pr_warn("tunnel: %s %s refused: it chose %s%.*s%s (" DMSC_TF_ALPN " required)\n",
+			c->server ? "peer" : "connection to", c->name,
+			alpn_len ? "ALPN protocol \"" : "no ALPN protocol", (int)alpn_len,
+			alpn_len ? (const char *)alpn : "", alpn_len ? "\"" : "");
 		tn_conn_close(c, NULL);
 		return;
 	}
@@ -745,23 +810,19 @@ void tn_conn_event(struct conn *c, uint32_t events)
 		tn_conn_flush(c);
 }
 
-struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const struct sockaddr_in *sa)
+struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc_tunnel_sa *sa)
 {
 	struct conn *c = calloc(1, sizeof(*c));
-	char a[INET_ADDRSTRLEN];
 
 	if (!c)
 		return NULL;
-	c->ev.kind = EV_CONN;
-	c->ev.fd = fd;
 	c->t = t;
 	c->server = server;
 	c->addr = *sa;
 	c->peer_idx = -1;
 	c->next_id = 1;
 	c->started = time(NULL);
-	inet_ntop(AF_INET, &sa->sin_addr, a, sizeof(a));
-	snprintf(c->name, sizeof(c->name), "%s:%u", a, ntohs(sa->sin_port));
+	dmsc_tunnel_sa_format(sa, c->name, sizeof(c->name));
 	c->ssl = SSL_new(t->ctx);
 	if (!c->ssl || (t->ktls ? !SSL_set_fd(c->ssl, fd) : conn_set_bio(c) != 0) ||
 	    !SSL_set_ex_data(c->ssl, tn_conn_ex_idx, c)) {
@@ -774,7 +835,7 @@ struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const struct soc
 	else
 		SSL_set_connect_state(c->ssl);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
-	if (tn_ev_add(t, &c->ev, EPOLLIN)) {
+	if (tn_ev_add(t, &c->ev, EV_CONN, fd, EPOLLIN)) {
 		SSL_free(c->ssl);
 		free(c);
 		return NULL;
@@ -787,17 +848,17 @@ struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const struct soc
 /* A connection to the forward's peer that can take a new stream. */
 struct conn *tn_conn_to(struct tunnel *t, int idx)
 {
-	const struct sockaddr_in *peer = &t->peers[idx].addr;
+	const union dmsc_tunnel_sa *peer = &t->peers[idx].addr;
 	struct conn *c;
 	int fd;
 
 	for (c = t->conns; c; c = c->next)
 		if (!c->server && !c->dead && !c->draining && c->peer_idx == idx)
 			return c;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(peer->sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return NULL;
-	if (connect(fd, (const struct sockaddr *)peer, sizeof(*peer)) && errno != EINPROGRESS) {
+	if (connect(fd, &peer->sa, dmsc_tunnel_sa_len(peer)) && errno != EINPROGRESS) {
 		close(fd);
 		return NULL;
 	}

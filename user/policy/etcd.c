@@ -262,26 +262,35 @@ static int post(struct dmsc_etcd *c, const char *path, const char *body, struct 
 	return e;
 }
 
-int dmsc_etcd_range_prefix(struct dmsc_etcd *c, const char *prefix, int64_t revision,
-			   struct dmsc_etcd_kvs *out)
+int dmsc_etcd_range(struct dmsc_etcd *c, const char *key, const char *range_end,
+		    int64_t revision, int64_t limit, struct dmsc_etcd_kvs *out)
 {
-	char *end = dmsc_etcd_prefix_end(prefix), *body = NULL;
+	char *body = dmsc_etcd_range_body(key, range_end, revision, limit);
 	struct response r = {0};
 	int e = -ENOMEM;
 
 	memset(out, 0, sizeof(*out));
-	if (!end)
-		goto out;
-	body = dmsc_etcd_range_body(prefix, end, revision);
 	if (!body)
-		goto out;
+		return e;
 	e = post(c, "/kv/range", body, &r);
 	if (!e)
 		e = dmsc_etcd_parse_range(r.buf, r.len, out, c->err, sizeof(c->err));
-out:
-	free(end);
 	free(body);
 	free(r.buf);
+	return e;
+}
+
+int dmsc_etcd_range_prefix(struct dmsc_etcd *c, const char *prefix, int64_t revision,
+			   struct dmsc_etcd_kvs *out)
+{
+	char *end = dmsc_etcd_prefix_end(prefix);
+	int e;
+
+	memset(out, 0, sizeof(*out));
+	if (!end)
+		return -ENOMEM;
+	e = dmsc_etcd_range(c, prefix, end, revision, 0, out);
+	free(end);
 	return e;
 }
 

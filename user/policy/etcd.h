@@ -45,6 +45,7 @@ struct dmsc_etcd_kvs {
 	struct dmsc_etcd_kv *kv;
 	size_t n;
 	int64_t revision; /* the store's revision the range read */
+	bool more;	  /* a limited range: keys past the last one remain */
 };
 
 enum dmsc_etcd_op_type { DMSC_ETCD_PUT, DMSC_ETCD_DELETE };
@@ -89,7 +90,9 @@ int dmsc_b64_decode(const char *text, char **out, size_t *out_len);
  * its last byte incremented (a last byte 0xff is dropped first). */
 char *dmsc_etcd_prefix_end(const char *prefix);
 
-char *dmsc_etcd_range_body(const char *key, const char *range_end, int64_t revision);
+/* limit: at most that many keys, in key order (0: every key). */
+char *dmsc_etcd_range_body(const char *key, const char *range_end, int64_t revision,
+			   int64_t limit);
 char *dmsc_etcd_txn_body(const struct dmsc_etcd_cmp *cmps, size_t n_cmps,
 			 const struct dmsc_etcd_op *ops, size_t n_ops);
 char *dmsc_etcd_watch_body(const char *key, const char *range_end, int64_t start_revision);
@@ -130,6 +133,11 @@ void dmsc_etcd_free(struct dmsc_etcd *c);
 /* Every key with the prefix, at revision (0: the latest). */
 int dmsc_etcd_range_prefix(struct dmsc_etcd *c, const char *prefix, int64_t revision,
 			   struct dmsc_etcd_kvs *out);
+/* The keys of [key, range_end) at revision (0: the latest), at most limit
+ * of them (0: every one) in key order; out->more says whether keys remain
+ * past the last one. */
+int dmsc_etcd_range(struct dmsc_etcd *c, const char *key, const char *range_end,
+		    int64_t revision, int64_t limit, struct dmsc_etcd_kvs *out);
 int dmsc_etcd_txn(struct dmsc_etcd *c, const struct dmsc_etcd_cmp *cmps, size_t n_cmps,
 		  const struct dmsc_etcd_op *ops, size_t n_ops, bool *succeeded,
 		  int64_t *revision);

@@ -139,7 +139,8 @@ static void add_range_end(struct json_object *o, const char *range_end)
 		add_b64(o, "range_end", range_end);
 }
 
-char *dmsc_etcd_range_body(const char *key, const char *range_end, int64_t revision)
+char *dmsc_etcd_range_body(const char *key, const char *range_end, int64_t revision,
+			   int64_t limit)
 {
 	struct json_object *o = json_object_new_object();
 
@@ -147,6 +148,8 @@ char *dmsc_etcd_range_body(const char *key, const char *range_end, int64_t revis
 	add_range_end(o, range_end);
 	if (revision > 0)
 		add_int64(o, "revision", revision);
+	if (limit > 0)
+		add_int64(o, "limit", limit);
 	return finish(o);
 }
 

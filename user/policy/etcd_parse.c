@@ -125,11 +125,27 @@ static int header_revision(struct json_object *o, int64_t *rev, char *err, size_
 	return 0;
 }
 
+/* A JSON array of the answer: its length into *n and zeroed room for that
+ * many elements of elem bytes (one when empty) into *out. 0, -EINVAL when
+ * arr is no array (said as not_array), -ENOMEM. */
+static int array_room(struct json_object *arr, const char *not_array, size_t elem, void **out,
+		      size_t *n, char *err, size_t err_len)
+{
+	if (!json_object_is_type(arr, json_type_array)) {
+		etcd_seterr(err, err_len, "%s", not_array);
+		return -EINVAL;
+	}
+	*n = json_object_array_length(arr);
+	*out = calloc(*n ? *n : 1, elem);
+	return *out ? 0 : -ENOMEM;
+}
+
 int dmsc_etcd_parse_range(const char *json, size_t len, struct dmsc_etcd_kvs *out, char *err,
 			  size_t err_len)
 {
-	struct json_object *o = parse_object(json, len, err, err_len), *kvs;
+	struct json_object *o = parse_object(json, len, err, err_len), *kvs, *more;
 	size_t i, n;
+	void *room;
 	int e = -EINVAL;
 
 	memset(out, 0, sizeof(*out));
@@ -139,20 +155,17 @@ int dmsc_etcd_parse_range(const char *json, size_t len, struct dmsc_etcd_kvs *ou
 		goto out;
 	if (header_revision(o, &out->revision, err, err_len))
 		goto out;
+	/* false is the default: the gateway leaves it out */
+	out->more = json_object_object_get_ex(o, "more", &more) && json_object_get_boolean(more);
 	if (!json_object_object_get_ex(o, "kvs", &kvs)) {
 		e = 0;
 		goto out;
 	}
-	if (!json_object_is_type(kvs, json_type_array)) {
-		etcd_seterr(err, err_len, "etcd's kvs is not an array");
+	e = array_room(kvs, "etcd's kvs is not an array", sizeof(*out->kv), &room, &n, err,
+		       err_len);
+	if (e)
 		goto out;
-	}
-	n = json_object_array_length(kvs);
-	out->kv = calloc(n ? n : 1, sizeof(*out->kv));
-	if (!out->kv) {
-		e = -ENOMEM;
-		goto out;
-	}
+	out->kv = room;
 	for (i = 0; i < n; i++) {
 		e = parse_kv(json_object_array_get_idx(kvs, i), &out->kv[i], err, err_len);
 		if (e)
@@ -193,6 +206,7 @@ int dmsc_etcd_parse_watch(const char *json, size_t len, struct dmsc_etcd_watch_m
 {
 	struct json_object *o = parse_object(json, len, err, err_len), *r, *v, *evs;
 	size_t i, n;
+	void *room;
 	int e = -EINVAL;
 
 	memset(msg, 0, sizeof(*msg));
@@ -218,16 +232,11 @@ int dmsc_etcd_parse_watch(const char *json, size_t len, struct dmsc_etcd_watch_m
 	if (json_object_object_get_ex(r, "cancel_reason", &v))
 		snprintf(msg->error, sizeof(msg->error), "%s", json_object_get_string(v));
 	if (json_object_object_get_ex(r, "events", &evs)) {
-		if (!json_object_is_type(evs, json_type_array)) {
-			etcd_seterr(err, err_len, "a watch message whose events are not an array");
+		e = array_room(evs, "a watch message whose events are not an array",
+			       sizeof(*msg->events), &room, &n, err, err_len);
+		if (e)
 			goto out;
-		}
-		n = json_object_array_length(evs);
-		msg->events = calloc(n ? n : 1, sizeof(*msg->events));
-		if (!msg->events) {
-			e = -ENOMEM;
-			goto out;
-		}
+		msg->events = room;
 		for (i = 0; i < n; i++) {
 			struct json_object *ev = json_object_array_get_idx(evs, i), *kv, *t;
 

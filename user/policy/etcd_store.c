@@ -291,6 +291,10 @@ int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *
 	en->svc = svc;
 	en->fp = s->fp_of ? s->fp_of(svc) : 0;
 	en->valid = true;
+	/* for the next apply, also when parsed again for a refill */
+	if (!en->dirty)
+		s->n_dirty++;
+	en->dirty = true;
 	return refill ? 0 : 1;
 }
 
@@ -305,6 +309,8 @@ static void entry_remove(struct dmsc_etcd_store *s, size_t i)
 		s->n_slim--;
 	if (s->e[i].valid)
 		s->ids_dirty = true;
+	if (s->e[i].dirty)
+		s->n_dirty--;
 	if (!key_packed(s, s->e[i].key))
 		free(s->e[i].key);
 	free_service(s->e[i].svc);
@@ -342,6 +348,29 @@ int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
 	return changed;
 }
 
+int dmsc_etcd_store_retain_range(struct dmsc_etcd_store *s, const char *ns_prefix,
+				 const char *after, const char *last,
+				 bool (*present)(const char *key, void *arg), void *arg)
+{
+	size_t n = strlen(ns_prefix), i;
+	bool found;
+	int changed = 0;
+
+	i = store_pos(s, after ? after : ns_prefix, &found);
+	if (after && found)
+		i++;
+	while (i < s->n && !strncmp(s->e[i].key, ns_prefix, n) &&
+	       (!last || strcmp(s->e[i].key, last) <= 0)) {
+		if (present(s->e[i].key, arg)) {
+			i++;
+			continue;
+		}
+		changed |= s->e[i].valid;
+		entry_remove(s, i);
+	}
+	return changed;
+}
+
 static struct dmsc_etcd_host *host_find(const struct dmsc_etcd_store *s, const char *key)
 {
 	size_t i;
@@ -356,18 +385,17 @@ int dmsc_etcd_store_host_put(struct dmsc_etcd_store *s, const char *key, const c
 			     const char *value, size_t len, int64_t mod_rev)
 {
 	struct dmsc_etcd_host *h = host_find(s, key);
+	struct dmsc_host_addr at;
 	char why[256];
-	uint32_t addr;
-	uint16_t port;
 
 	if (h && h->mod_rev >= mod_rev)
 		return 0;
 	if (len > DMSC_ETCD_HOST_VALUE_MAX ||
-	    dmsc_policy_host_entry(name, value, len, &addr, &port, why, sizeof(why))) {
+	    dmsc_policy_host_entry(name, value, len, &at, why, sizeof(why))) {
 		if (len > DMSC_ETCD_HOST_VALUE_MAX)
-			snprintf(why, sizeof(why), "the value is %zu bytes, not IPv4:PORT", len);
+			snprintf(why, sizeof(why), "the value is %zu bytes, not ADDRESS:PORT", len);
 		pr_warn("etcd key %s: %s; refused (revision %lld)%s\n", key, why,
-			(long long)mod_rev, h && h->addr ? ", the host keeps its address" : "");
+			(long long)mod_rev, h && h->at.family ? ", the host keeps its address" : "");
 		s->refused++;
 		if (h)
 			h->mod_rev = mod_rev;
@@ -390,10 +418,9 @@ int dmsc_etcd_store_host_put(struct dmsc_etcd_store *s, const char *key, const c
 		h->name = k + strlen(k) - strlen(name);
 	}
 	h->mod_rev = mod_rev;
-	if (h->addr == addr && h->port == port)
+	if (dmsc_host_addr_eq(&h->at, &at))
 		return 0;
-	h->addr = addr;
-	h->port = port;
+	h->at = at;
 	s->hosts_dirty = true;
 	return 1;
 }
@@ -412,7 +439,7 @@ int dmsc_etcd_store_host_delete(struct dmsc_etcd_store *s, const char *key, int6
 
 	if (!h || h->mod_rev >= mod_rev)
 		return 0;
-	had = h->addr != 0;
+	had = h->at.family != 0;
 	host_remove(s, (size_t)(h - s->hosts));
 	return had;
 }
@@ -425,7 +452,7 @@ int dmsc_etcd_store_host_retain(struct dmsc_etcd_store *s,
 
 	for (i = 0; i < s->n_hosts;) {
 		if (!present(s->hosts[i].key, arg)) {
-			changed |= s->hosts[i].addr != 0;
+			changed |= s->hosts[i].at.family != 0;
 			host_remove(s, i);
 		} else {
 			i++;
@@ -452,15 +479,13 @@ static void resolve_hosts(struct dmsc_etcd_store *s, bool log, char **msgs, size
 
 			if (!b->host)
 				continue;
-			b->host_addr = 0;
-			b->host_port = 0;
+			memset(&b->host_at, 0, sizeof(b->host_at));
 			for (k = 0; k < s->n_hosts; k++)
-				if (s->hosts[k].addr && !strcmp(s->hosts[k].name, b->host)) {
-					b->host_addr = s->hosts[k].addr;
-					b->host_port = s->hosts[k].port;
+				if (s->hosts[k].at.family && !strcmp(s->hosts[k].name, b->host)) {
+					b->host_at = s->hosts[k].at;
 					break;
 				}
-			if (!b->host_addr && log && *n_msgs < max_msgs &&
+			if (!b->host_at.family && log && *n_msgs < max_msgs &&
 			    asprintf(&msgs[*n_msgs],
 				     "etcd key %s: backends[%zu].host \"%s\" has no hosts/%s key "
 				     "(its tunnel's address): connections to this backend through "
@@ -473,7 +498,7 @@ static void resolve_hosts(struct dmsc_etcd_store *s, bool log, char **msgs, size
 	s->hosts_dirty = false;
 }
 
-/* Services slimmed at once past which the keys are packed. */
+/* Keys malloc'd one by one past which the keys are packed. */
 #define PACK_KEYS_AFTER 1024
 
 /* A service that only the maps need: what a view of the whole policy
@@ -512,8 +537,13 @@ static void pack_keys(struct dmsc_etcd_store *s)
 
 void dmsc_etcd_store_slim(struct dmsc_etcd_store *s)
 {
-	size_t i, freed = 0;
+	size_t i, freed = 0, loose = 0;
 
+	for (i = 0; i < s->n; i++) {
+		s->e[i].dirty = false;
+		loose += !key_packed(s, s->e[i].key);
+	}
+	s->n_dirty = 0;
 	if (!s->fp_of || s->keep_all)
 		return;
 	for (i = 0; i < s->n; i++) {
@@ -529,7 +559,10 @@ void dmsc_etcd_store_slim(struct dmsc_etcd_store *s)
 		s->n_slim++;
 		freed++;
 	}
-	if (freed >= PACK_KEYS_AFTER)
+	/* once as many keys came one by one as are packed: a read a page at
+	 * a time packs a few times (each time the keys double), not at every
+	 * page */
+	if (freed && loose >= PACK_KEYS_AFTER && 2 * loose >= s->n)
 		pack_keys(s);
 }
 
@@ -547,7 +580,7 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s)
 
 /* An entry's service in a view: the parsed one, or what a slim entry
  * keeps of it. */
-static void entry_service(const struct dmsc_etcd_entry *en, struct dmsc_policy_service *out)
+void dmsc_etcd_entry_service(const struct dmsc_etcd_entry *en, struct dmsc_policy_service *out)
 {
 	const char *slash;
 
@@ -564,81 +597,116 @@ static void entry_service(const struct dmsc_etcd_entry *en, struct dmsc_policy_s
 	out->protocol = (enum dmsc_policy_proto)en->protocol;
 }
 
-struct view_ref {
-	struct dmsc_policy_service svc;
-	size_t entry;
+/* What two keys may not share: the kernel's key of a service (tcp and
+ * http share TCP's). */
+struct vip_id {
+	uint32_t vip;
+	uint8_t vip6[16];
+	uint16_t port;
+	uint8_t udp, pad;
 };
 
-static int by_name(const void *a, const void *b)
+static void entry_vip_id(const struct dmsc_etcd_entry *en, struct vip_id *id)
 {
-	const struct view_ref *x = a, *y = b;
-	int c = strcmp(x->svc.name, y->svc.name);
-
-	return c ? c : (x->entry > y->entry) - (x->entry < y->entry);
+	memset(id, 0, sizeof(*id));
+	if (en->svc) {
+		id->vip = en->svc->vip;
+		memcpy(id->vip6, en->svc->vip6, sizeof(id->vip6));
+		id->port = en->svc->port;
+		id->udp = en->svc->protocol == DMSC_POLICY_UDP;
+	} else {
+		id->vip = en->vip;
+		id->port = en->port;
+		id->udp = en->protocol == DMSC_POLICY_UDP;
+	}
 }
 
-/* tcp and http share the kernel's TCP key */
-static int vip_cmp(const struct dmsc_policy_service *x, const struct dmsc_policy_service *y)
+/* A service's name is its key's NAME (the parse checks it). */
+static const char *entry_name(const struct dmsc_etcd_entry *en)
 {
-	int xu = x->protocol == DMSC_POLICY_UDP, yu = y->protocol == DMSC_POLICY_UDP, c;
+	const char *slash = strrchr(en->key, '/');
 
-	if (x->vip != y->vip)
-		return x->vip < y->vip ? -1 : 1;
-	c = memcmp(x->vip6, y->vip6, sizeof(x->vip6));
-	if (c)
-		return c;
-	if (x->port != y->port)
-		return x->port < y->port ? -1 : 1;
-	return xu - yu;
+	return slash ? slash + 1 : en->key;
 }
 
-static int by_vip(const void *a, const void *b)
+static size_t fnv1a(const void *p, size_t n)
 {
-	const struct view_ref *x = a, *y = b;
-	int c = vip_cmp(&x->svc, &y->svc);
+	const unsigned char *b = p;
+	uint64_t h = 1469598103934665603ull;
+	size_t i;
 
-	return c ? c : (x->entry > y->entry) - (x->entry < y->entry);
+	for (i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	return (size_t)(h ^ (h >> 29));
+}
+
+/* Looks key i up in an open-addressing table of entry indexes + 1 (name
+ * or vip:port, as by_vip says); inserts it when absent. Returns the index
+ * + 1 of the earlier key that has it, 0 when none. */
+static uint32_t claim(const struct dmsc_etcd_store *s, uint32_t *tab, size_t mask, size_t i,
+		      bool by_vip)
+{
+	struct vip_id id, other;
+	const char *name = NULL;
+	size_t h;
+
+	if (by_vip) {
+		entry_vip_id(&s->e[i], &id);
+		h = fnv1a(&id, sizeof(id));
+	} else {
+		name = entry_name(&s->e[i]);
+		h = fnv1a(name, strlen(name));
+	}
+	for (h &= mask; tab[h]; h = (h + 1) & mask) {
+		const struct dmsc_etcd_entry *o = &s->e[tab[h] - 1];
+
+		if (by_vip) {
+			entry_vip_id(o, &other);
+			if (!memcmp(&id, &other, sizeof(id)))
+				return tab[h];
+		} else if (!strcmp(entry_name(o), name)) {
+			return tab[h];
+		}
+	}
+	tab[h] = (uint32_t)(i + 1);
+	return 0;
 }
 
 /* Two keys (two namespaces) with one name or one VIP: the first key in
- * byte order wins, the others are named and left out (dropped). */
+ * byte order wins, the others are named and left out (dropped); a key
+ * left out for its name still holds its VIP against later keys. One pass
+ * in key order over two hash tables of 4 bytes a slot: a paged read looks
+ * for conflicts at every page (docs/design.md decision 61). */
 static int find_conflicts(struct dmsc_etcd_store *s, char **msgs, size_t max_msgs, size_t *n_msgs)
 {
-	struct view_ref *refs = calloc(s->n + 1, sizeof(*refs));
-	size_t i, n = 0, k;
+	size_t cap = 64, i;
+	uint32_t *names, *vips;
 
-	if (!refs)
+	while (cap < 2 * (s->n + 1))
+		cap *= 2;
+	names = dmsc_mapmem_calloc(2 * cap, sizeof(*names));
+	if (!names)
 		return -ENOMEM;
+	vips = names + cap;
 	for (i = 0; i < s->n; i++) {
-		s->e[i].dropped = false;
-		if (!s->e[i].valid)
+		struct dmsc_etcd_entry *en = &s->e[i];
+		uint32_t by_name, by_vip;
+
+		en->dropped = false;
+		if (!en->valid)
 			continue;
-		entry_service(&s->e[i], &refs[n].svc);
-		refs[n++].entry = i;
+		by_name = claim(s, names, cap - 1, i, false);
+		by_vip = claim(s, vips, cap - 1, i, true);
+		if (!by_name && !by_vip)
+			continue;
+		en->dropped = true;
+		if (*n_msgs < max_msgs &&
+		    asprintf(&msgs[*n_msgs], "etcd key %s: %s is used by %s already; left out",
+			     en->key, by_name ? "its name" : "its vip:port",
+			     s->e[(by_name ? by_name : by_vip) - 1].key) >= 0)
+			(*n_msgs)++;
 	}
-	for (k = 0; k < 2; k++) {
-		size_t run = 0;
-
-		qsort(refs, n, sizeof(*refs), k ? by_vip : by_name);
-		for (i = 1; i < n; i++) {
-			bool same = k ? !vip_cmp(&refs[run].svc, &refs[i].svc)
-				      : !strcmp(refs[run].svc.name, refs[i].svc.name);
-			struct dmsc_etcd_entry *en = &s->e[refs[i].entry];
-
-			if (!same) {
-				run = i;
-				continue;
-			}
-			if (!en->dropped && *n_msgs < max_msgs &&
-			    asprintf(&msgs[*n_msgs],
-				     "etcd key %s: %s is used by %s already; left out", en->key,
-				     k ? "its vip:port" : "its name",
-				     s->e[refs[run].entry].key) >= 0)
-				(*n_msgs)++;
-			en->dropped = true;
-		}
-	}
-	free(refs);
+	dmsc_mapmem_free(names);
 	s->ids_dirty = false;
 	return 0;
 }
@@ -677,10 +745,46 @@ int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uin
 			continue;
 		if (fp)
 			fp[out->n_services] = s->e[i].fp;
-		entry_service(&s->e[i], &out->services[out->n_services++]);
+		dmsc_etcd_entry_service(&s->e[i], &out->services[out->n_services++]);
 	}
 	if (fps)
 		*fps = fp;
+	return 0;
+}
+
+int dmsc_etcd_store_view_some(struct dmsc_etcd_store *s, bool parsed, struct dmsc_policy *out,
+			      uint64_t **fps, char **msgs, size_t max_msgs, size_t *n_msgs)
+{
+	bool log_hosts = s->ids_dirty || s->hosts_dirty;
+	size_t i, n = 0;
+	int e;
+
+	memset(out, 0, sizeof(*out));
+	*fps = NULL;
+	*n_msgs = 0;
+	if (s->ids_dirty) {
+		e = find_conflicts(s, msgs, max_msgs, n_msgs);
+		if (e)
+			return e;
+	}
+	resolve_hosts(s, log_hosts, msgs, max_msgs, n_msgs);
+	for (i = 0; i < s->n; i++)
+		n += s->e[i].svc && (parsed || s->e[i].dirty);
+	out->services = dmsc_mapmem_calloc(n + 1, sizeof(*out->services));
+	*fps = dmsc_mapmem_calloc(n + 1, sizeof(**fps));
+	if (!out->services || !*fps) {
+		dmsc_etcd_store_view_free(out, *fps);
+		*fps = NULL;
+		return -ENOMEM;
+	}
+	for (i = 0; i < s->n; i++) {
+		const struct dmsc_etcd_entry *en = &s->e[i];
+
+		if (!en->svc || !en->valid || en->dropped || !(parsed || en->dirty))
+			continue;
+		(*fps)[out->n_services] = en->fp;
+		out->services[out->n_services++] = *en->svc;
+	}
 	return 0;
 }
 
@@ -691,37 +795,21 @@ void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps)
 	memset(view, 0, sizeof(*view));
 }
 
-int dmsc_etcd_store_view_changed(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
-				 uint64_t **fps)
+int dmsc_etcd_store_view_changed(struct dmsc_etcd_store *s, struct dmsc_policy *out,
+				 uint64_t **fps, bool *parsed)
 {
-	size_t i, n = 0;
+	size_t i, n;
 
 	memset(out, 0, sizeof(*out));
 	*fps = NULL;
+	*parsed = false;
 	if (s->ids_dirty || s->keep_all || !s->fp_of)
 		return -EAGAIN;
-	for (i = 0; i < s->n; i++) {
+	for (i = 0; i < s->n && !*parsed; i++) {
 		const struct dmsc_etcd_entry *en = &s->e[i];
 
-		if (!en->svc)
-			continue;
-		/* one the whole policy's view keeps parsed, or left out */
-		if (!en->valid || en->dropped || !en->fp || !slimmable(en->svc))
-			return -EAGAIN;
-		n++;
+		*parsed = en->dirty && en->svc && en->valid && !en->dropped && !slimmable(en->svc);
 	}
-	out->services = dmsc_mapmem_calloc(n + 1, sizeof(*out->services));
-	*fps = dmsc_mapmem_calloc(n + 1, sizeof(**fps));
-	if (!out->services || !*fps) {
-		dmsc_etcd_store_view_free(out, *fps);
-		*fps = NULL;
-		return -ENOMEM;
-	}
-	for (i = 0; i < s->n; i++) {
-		if (!s->e[i].svc)
-			continue;
-		(*fps)[out->n_services] = s->e[i].fp;
-		out->services[out->n_services++] = *s->e[i].svc;
-	}
-	return 0;
+	/* no key came, went or moved: no conflict to find, nothing to log */
+	return dmsc_etcd_store_view_some(s, *parsed, out, fps, NULL, 0, &n);
 }

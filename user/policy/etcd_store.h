@@ -23,7 +23,7 @@
 #define DMSC_ETCD_NS_MAX 63
 
 /* Hosts: one key per host, PREFIX/hosts/NAME, whose value is the address
- * of its tunnel, "IPv4:PORT", as an entry of a policy file's "hosts"
+ * of its tunnel, "IPv4:PORT" or "[IPv6]:PORT", as an entry of a policy file's "hosts"
  * (docs/design.md decision 55). Mesh-wide: a host's name is its
  * certificate's, and its tunnel serves every namespace. */
 #define DMSC_ETCD_HOST_VALUE_MAX 64
@@ -75,6 +75,7 @@ struct dmsc_etcd_entry {
 	bool valid;			 /* a valid value was seen: svc, or slim */
 	bool dropped;			 /* left out of the view: its name or vip:port is an
 					  * earlier key's */
+	bool dirty;			 /* its value changed since the last apply */
 };
 
 /* A host's tunnel address (PREFIX/hosts/NAME). */
@@ -82,8 +83,7 @@ struct dmsc_etcd_host {
 	char *key;
 	const char *name; /* into key */
 	int64_t mod_rev;
-	uint32_t addr; /* network order; 0: no valid value yet */
-	uint16_t port; /* host order */
+	struct dmsc_host_addr at; /* family 0: no valid value yet */
 };
 
 struct dmsc_etcd_store {
@@ -103,6 +103,7 @@ struct dmsc_etcd_store {
 	bool refill;
 	bool ids_dirty; /* an entry came, went or moved: conflicts to find */
 	size_t n_slim;
+	size_t n_dirty; /* entries dirty */
 	/* The keys of the entries at the last slimming, packed in one block
 	 * (a key added since is malloc'd alone): keys left alone between
 	 * freed services would keep every page of the heap they sit in. */
@@ -119,7 +120,7 @@ struct dmsc_etcd_store {
 int dmsc_etcd_store_put(struct dmsc_etcd_store *s, const char *key, const char *name,
 			const char *value, size_t len, int64_t mod_rev);
 /* A PUT or DELETE of PREFIX/hosts/NAME (name: NAME); a value that is not
- * "IPv4:PORT" is refused and logged, the host keeping its last address.
+ * an address and port is refused and logged, the host keeping its last address.
  * 1 when the store changed, 0 when not, -errno. */
 int dmsc_etcd_store_host_put(struct dmsc_etcd_store *s, const char *key, const char *name,
 			     const char *value, size_t len, int64_t mod_rev);
@@ -134,8 +135,15 @@ const struct dmsc_etcd_entry *dmsc_etcd_store_find(const struct dmsc_etcd_store 
 /* Removes every key under ns_prefix that keep() says is gone; 1 when any. */
 int dmsc_etcd_store_retain(struct dmsc_etcd_store *s, const char *ns_prefix,
 			   bool (*present)(const char *key, void *arg), void *arg);
-/* After the view's services are in the maps: frees the parsed services
- * that no view of the whole policy needs (with fp_of set). */
+/* The same for the keys under ns_prefix after `after` (NULL: from the
+ * first) up to `last` included (NULL: to the last): what one page of a
+ * read in key order covers. present() is asked in key order. */
+int dmsc_etcd_store_retain_range(struct dmsc_etcd_store *s, const char *ns_prefix,
+				 const char *after, const char *last,
+				 bool (*present)(const char *key, void *arg), void *arg);
+/* After the view's services are in the maps: no entry is dirty, and the
+ * parsed services that no view of the whole policy needs are freed (with
+ * fp_of set). */
 void dmsc_etcd_store_slim(struct dmsc_etcd_store *s);
 void dmsc_etcd_store_free(struct dmsc_etcd_store *s);
 
@@ -148,27 +156,46 @@ void dmsc_etcd_store_free(struct dmsc_etcd_store *s);
  * not NULL): the fingerprint of each service of out. A service
  * whose name or vip:port/protocol an earlier key uses already is left out
  * and named in msgs (up to max_msgs) when the keys changed since the last
- * view. A backend's "host" is resolved through the hosts held (host_addr
- * and host_port; 0 when its host has no valid key, named in msgs when the
+ * view. A backend's "host" is resolved through the hosts held (host_at;
+ * family 0 when its host has no valid key, named in msgs when the
  * keys or hosts changed since the last view).
  */
 int dmsc_etcd_store_view(struct dmsc_etcd_store *s, struct dmsc_policy *out, uint64_t **fps,
 			 char **msgs, size_t max_msgs, size_t *n_msgs);
+/*
+ * A view of some entries only, for an apply that leaves every other
+ * service as the mirror holds it (dmsc_mirror_apply_some): with parsed
+ * false, the keys whose value changed since the last apply (dirty); with
+ * parsed true, every key held parsed (the changed ones, and those a view
+ * of the whole policy needs: http, health, IPv6, allow_from), which is
+ * what dmsc-l7, the probes and the checks of the build read of a policy
+ * that keeps nothing parsed for the tunnel (keep_all). Conflicts are
+ * looked for first over every key (one left out is not in the view),
+ * hosts resolved, msgs as for dmsc_etcd_store_view
+ * (docs/design.md decision 61).
+ */
+int dmsc_etcd_store_view_some(struct dmsc_etcd_store *s, bool parsed, struct dmsc_policy *out,
+			      uint64_t **fps, char **msgs, size_t max_msgs, size_t *n_msgs);
+/* An entry's service as a view has it (shallow: see dmsc_etcd_store_view). */
+void dmsc_etcd_entry_service(const struct dmsc_etcd_entry *en, struct dmsc_policy_service *out);
 /* Releases a view and its fingerprints (fps may be NULL). */
 void dmsc_etcd_store_view_free(struct dmsc_policy *view, uint64_t *fps);
 
 /*
- * The view of only the keys whose value changed since the store was last
- * slimmed (the services an apply has not taken yet: after it, a plain
- * service is held slim), in key order, with their fingerprints: what an
- * apply needs when no key came, went or moved and every other service is
- * in the maps as the mirror holds it (docs/design.md decision 57). -EAGAIN
- * when the whole view is needed: keys came, went or moved (conflicts to
- * find), the store keeps services parsed for a view of the whole policy
- * (keep_all; an http, health, IPv6 or allow_from service), or a changed
- * key is left out. Release with dmsc_etcd_store_view_free.
+ * The view of only the keys whose value changed since the last apply
+ * (dirty), in key order, with their fingerprints: what an apply needs when
+ * no key came, went or moved and every other service is in the maps as
+ * the mirror holds it (docs/design.md decision 57). When a changed key is
+ * one the store keeps parsed for a view of the whole policy (http for
+ * dmsc-l7, health for the probes, IPv6, allow_from), the view holds every
+ * key kept parsed instead, and *parsed says so: all that dmsc-l7, the
+ * probes and the checks of the build read of a policy (decision 61).
+ * -EAGAIN when the whole view is needed: keys came, went or moved
+ * (conflicts to find), the store keeps every service parsed (keep_all:
+ * the tunnel's view holds them all), or it has no fingerprints. Release
+ * with dmsc_etcd_store_view_free.
  */
-int dmsc_etcd_store_view_changed(const struct dmsc_etcd_store *s, struct dmsc_policy *out,
-				 uint64_t **fps);
+int dmsc_etcd_store_view_changed(struct dmsc_etcd_store *s, struct dmsc_policy *out,
+				 uint64_t **fps, bool *parsed);
 
 #endif /* DMSC_ETCD_STORE_H */

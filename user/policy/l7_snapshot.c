@@ -60,7 +60,7 @@ static struct json_object *backend_json(const struct dmsc_policy_backend *b, int
 		put(o, "labels", string_map(b->labels, b->n_labels, err), err);
 	/* a host with no tunnel address yet (etcd: no hosts/NAME key) is left
 	 * out: the tunnel resets what is handed to it for this backend */
-	if (mtls && b->host && b->host_addr)
+	if (mtls && b->host && b->host_at.family)
 		put(o, "host", json_object_new_string(b->host), err);
 	return o;
 }
@@ -207,7 +207,7 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, boo
 static struct json_object *hosts_json(const struct dmsc_policy *p, int *err)
 {
 	struct json_object *o = json_object_new_object();
-	char addr[INET_ADDRSTRLEN], ap[INET_ADDRSTRLEN + 8];
+	char ap[DMSC_ADDR_PORT_LEN];
 	size_t i, j;
 
 	if (!o) {
@@ -218,11 +218,10 @@ static struct json_object *hosts_json(const struct dmsc_policy *p, int *err)
 		for (j = 0; j < p->services[i].n_backends; j++) {
 			const struct dmsc_policy_backend *b = &p->services[i].backends[j];
 
-			if (!b->host || !b->host_addr ||
+			if (!b->host || !b->host_at.family ||
 			    json_object_object_get_ex(o, b->host, NULL))
 				continue;
-			inet_ntop(AF_INET, &b->host_addr, addr, sizeof(addr));
-			snprintf(ap, sizeof(ap), "%s:%u", addr, b->host_port);
+			dmsc_host_addr_format(&b->host_at, ap, sizeof(ap));
 			put(o, b->host, json_object_new_string(ap), err);
 		}
 	return o;

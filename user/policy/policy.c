@@ -279,9 +279,10 @@ void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size
 		snprintf(buf, len, "%s", e->message);
 }
 
-/* The tunnel takes what connect4 hands it of IPv4 tcp services; dmsc-l7
- * connects to an http service's backends itself. Only a service that has
- * a backend on a named host is concerned. */
+/* The tunnel takes what connect4 and connect6 hand it of tcp services
+ * (docs/design.md decision 64); dmsc-l7 connects to an http service's
+ * backends itself. Only a service that has a backend on a named host is
+ * concerned. */
 static bool mtls_unsupported(const struct dmsc_policy_service *s, size_t i, char *buf, size_t len)
 {
 	size_t b;
@@ -290,18 +291,12 @@ static bool mtls_unsupported(const struct dmsc_policy_service *s, size_t i, char
 		;
 	if (b == s->n_backends)
 		return false;
-	if (s->protocol == DMSC_POLICY_HTTP)
-		snprintf(buf, len,
-			 "services[%zu].mtls: \"%s\" is not enforced for protocol "
-			 "\"http\" by this build (dmsc-l7 connects to the backends itself)",
-			 i, dmsc_mtls_mode_name(s->mtls));
-	else if (s->family == AF_INET6)
-		snprintf(buf, len,
-			 "services[%zu].mtls: \"%s\" is not enforced for IPv6 services "
-			 "by this build (the tunnel between hosts is IPv4)",
-			 i, dmsc_mtls_mode_name(s->mtls));
-	else
+	if (s->protocol != DMSC_POLICY_HTTP)
 		return false;
+	snprintf(buf, len,
+		 "services[%zu].mtls: \"%s\" is not enforced for protocol "
+		 "\"http\" by this build (dmsc-l7 connects to the backends itself)",
+		 i, dmsc_mtls_mode_name(s->mtls));
 	return true;
 }
 

@@ -45,6 +45,16 @@ struct dmsc_label {
 	char *value;
 };
 
+/* A host's tunnel address, as "hosts" writes it: "198.18.13.2:15008" or
+ * "[2001:2::2]:15008" (docs/design.md decision 64). family 0: none (a host
+ * whose etcd key is missing or not valid yet). */
+struct dmsc_host_addr {
+	uint8_t family;	 /* AF_INET, AF_INET6; 0: none */
+	uint16_t port;	 /* host order */
+	uint32_t v4;	 /* network order */
+	uint8_t v6[16];
+};
+
 /* Addresses: an IPv4 one in addr (network order), an IPv6 one in addr6;
  * the service's family says which (docs/design.md decision 12). */
 struct dmsc_policy_backend {
@@ -57,8 +67,7 @@ struct dmsc_policy_backend {
 	/* "host": the host the backend runs on, NULL when absent; resolved
 	 * through the document's "hosts" into that host's tunnel address */
 	char *host;
-	uint32_t host_addr; /* network order */
-	uint16_t host_port; /* host order */
+	struct dmsc_host_addr host_at;
 };
 
 /* A field that is absent has its has_* flag false. */
@@ -198,14 +207,17 @@ int dmsc_policy_parse(const char *text, size_t len, const char *source, struct d
 		      struct dmsc_policy_errors *errs);
 /* A backend's "host" need not be in the document's "hosts" (etcd keeps the
  * tunnel addresses under PREFIX/hosts/): a valid name is taken with
- * host_addr 0, resolved by the caller (dmsc_etcd_store_view). */
+ * host_at.family 0, resolved by the caller (dmsc_etcd_store_view). */
 #define DMSC_POLICY_HOSTS_ELSEWHERE 1u
 int dmsc_policy_parse_flags(const char *text, size_t len, const char *source, unsigned int flags,
 			    struct dmsc_policy *out, struct dmsc_policy_errors *errs);
 /* A host's tunnel address as "hosts" has it: name, a host name, and value,
- * "IPv4:PORT". 0, or -EINVAL with what is wrong in why. */
-int dmsc_policy_host_entry(const char *name, const char *value, size_t len, uint32_t *addr,
-			   uint16_t *port, char *why, size_t why_len);
+ * "IPv4:PORT" or "[IPv6]:PORT". 0, or -EINVAL with what is wrong in why. */
+int dmsc_policy_host_entry(const char *name, const char *value, size_t len,
+			   struct dmsc_host_addr *at, char *why, size_t why_len);
+/* As "hosts" writes it; "" for none. */
+void dmsc_host_addr_format(const struct dmsc_host_addr *at, char *buf, size_t len);
+bool dmsc_host_addr_eq(const struct dmsc_host_addr *a, const struct dmsc_host_addr *b);
 
 /* Reads a file ("-": stdin) and parses it; a file that cannot be read, or
  * that is larger than DMSC_POLICY_FILE_MAX, is one error whose path is empty

@@ -32,21 +32,6 @@ static const struct int_rule percent_rule = {1, 100, "a percentage of the backen
 static const struct int_rule ejection_rule = {
     DMSC_HEALTH_EJECTION_MS_MIN, DMSC_HEALTH_EJECTION_MS_MAX, "an ejection time in ms"};
 
-/* An optional uint32 member with a default; false when invalid. */
-static bool u32_member(struct ctx *c, struct json_object *obj, const char *parent, const char *key,
-		       const struct int_rule *r, uint32_t def, uint32_t *out)
-{
-	bool present;
-	int64_t i = 0;
-
-	*out = def;
-	if (int_member(c, obj, parent, key, r, &i, &present))
-		return false;
-	if (present)
-		*out = (uint32_t)i;
-	return true;
-}
-
 /* The request target of an HTTP probe: it goes into the request line as it
  * is, so it is printable ASCII without spaces. */
 static int parse_probe_path(struct ctx *c, const char *path, struct json_object *v, char **out)
@@ -104,22 +89,22 @@ static int parse_active(struct ctx *c, const char *path, struct json_object *v,
 		report(c, p, "required field is missing");
 		ok = false;
 	}
-	if (!u32_member(c, v, path, "expected_status", &status_rule,
-			DMSC_HEALTH_EXPECTED_STATUS_DEFAULT, &a->expected_status))
+	if (u32_member(c, v, path, "expected_status", &status_rule,
+		       DMSC_HEALTH_EXPECTED_STATUS_DEFAULT, &a->expected_status, NULL))
 		ok = false;
 	else if (type_ok && !http && json_object_object_get_ex(v, "expected_status", NULL)) {
 		path_key(p, path, "expected_status");
 		report(c, p, "only allowed when type is \"http\"");
 		ok = false;
 	}
-	if (!u32_member(c, v, path, "interval_ms", &interval_rule, DMSC_HEALTH_INTERVAL_MS_DEFAULT,
-			&a->interval_ms) ||
-	    !u32_member(c, v, path, "timeout_ms", &probe_timeout_rule,
-			DMSC_HEALTH_TIMEOUT_MS_DEFAULT, &a->timeout_ms) ||
-	    !u32_member(c, v, path, "unhealthy_threshold", &threshold_rule,
-			DMSC_HEALTH_UNHEALTHY_THRESHOLD_DEFAULT, &a->unhealthy_threshold) ||
-	    !u32_member(c, v, path, "healthy_threshold", &threshold_rule,
-			DMSC_HEALTH_HEALTHY_THRESHOLD_DEFAULT, &a->healthy_threshold))
+	if (u32_member(c, v, path, "interval_ms", &interval_rule, DMSC_HEALTH_INTERVAL_MS_DEFAULT,
+		       &a->interval_ms, NULL) ||
+	    u32_member(c, v, path, "timeout_ms", &probe_timeout_rule,
+		       DMSC_HEALTH_TIMEOUT_MS_DEFAULT, &a->timeout_ms, NULL) ||
+	    u32_member(c, v, path, "unhealthy_threshold", &threshold_rule,
+		       DMSC_HEALTH_UNHEALTHY_THRESHOLD_DEFAULT, &a->unhealthy_threshold, NULL) ||
+	    u32_member(c, v, path, "healthy_threshold", &threshold_rule,
+		       DMSC_HEALTH_HEALTHY_THRESHOLD_DEFAULT, &a->healthy_threshold, NULL))
 		ok = false;
 	else if (a->timeout_ms > a->interval_ms) {
 		path_key(p, path, "timeout_ms");
@@ -140,16 +125,16 @@ static int parse_passive(struct ctx *c, const char *path, struct json_object *v,
 		return -EINVAL;
 	if (check_fields(c, v, path, passive_fields))
 		ok = false;
-	if (!u32_member(c, v, path, "consecutive_failures", &failures_rule,
-			DMSC_HEALTH_CONSECUTIVE_FAILURES_DEFAULT, &pa->consecutive_failures))
+	if (u32_member(c, v, path, "consecutive_failures", &failures_rule,
+		       DMSC_HEALTH_CONSECUTIVE_FAILURES_DEFAULT, &pa->consecutive_failures, NULL))
 		ok = false;
-	if (!u32_member(c, v, path, "max_ejection_percent", &percent_rule,
-			DMSC_HEALTH_MAX_EJECTION_PERCENT_DEFAULT, &pa->max_ejection_percent))
+	if (u32_member(c, v, path, "max_ejection_percent", &percent_rule,
+		       DMSC_HEALTH_MAX_EJECTION_PERCENT_DEFAULT, &pa->max_ejection_percent, NULL))
 		ok = false;
-	if (!u32_member(c, v, path, "base_ejection_ms", &ejection_rule,
-			DMSC_HEALTH_BASE_EJECTION_MS_DEFAULT, &pa->base_ejection_ms) ||
-	    !u32_member(c, v, path, "max_ejection_ms", &ejection_rule,
-			DMSC_HEALTH_MAX_EJECTION_MS_DEFAULT, &pa->max_ejection_ms))
+	if (u32_member(c, v, path, "base_ejection_ms", &ejection_rule,
+		       DMSC_HEALTH_BASE_EJECTION_MS_DEFAULT, &pa->base_ejection_ms, NULL) ||
+	    u32_member(c, v, path, "max_ejection_ms", &ejection_rule,
+		       DMSC_HEALTH_MAX_EJECTION_MS_DEFAULT, &pa->max_ejection_ms, NULL))
 		ok = false;
 	else if (pa->max_ejection_ms < pa->base_ejection_ms) {
 		path_key(p, path, "max_ejection_ms");
@@ -168,11 +153,9 @@ int parse_health(struct ctx *c, const char *path, struct json_object *v,
 	char p[PATH_LEN];
 	int err = 0;
 
-	if (expect(c, path, v, json_type_object))
+	if (object_fields(c, path, v, health_fields, &err))
 		return -EINVAL;
 	svc->has_health = true;
-	if (check_fields(c, v, path, health_fields))
-		err = -EINVAL;
 	if (proto_ok && svc->protocol == DMSC_POLICY_UDP) {
 		report(c, path,
 		       "not for protocol \"udp\": there is no connection to probe or to see fail");

@@ -330,6 +330,39 @@ int int_member(struct ctx *c, struct json_object *obj, const char *parent, const
 	return 0;
 }
 
+int object_fields(struct ctx *c, const char *path, struct json_object *v,
+		  const char *const *allowed, int *err)
+{
+	if (expect(c, path, v, json_type_object))
+		return -EINVAL;
+	if (check_fields(c, v, path, allowed))
+		*err = -EINVAL;
+	return 0;
+}
+
+int u64_member(struct ctx *c, struct json_object *obj, const char *parent, const char *key,
+	       const struct int_rule *r, uint64_t def, uint64_t *out, bool *present)
+{
+	int64_t i = 0;
+	bool here;
+	int err = int_member(c, obj, parent, key, r, &i, &here);
+
+	*out = here ? (uint64_t)i : def;
+	if (present)
+		*present = here;
+	return err;
+}
+
+int u32_member(struct ctx *c, struct json_object *obj, const char *parent, const char *key,
+	       const struct int_rule *r, uint32_t def, uint32_t *out, bool *present)
+{
+	uint64_t v;
+	int err = u64_member(c, obj, parent, key, r, def, &v, present);
+
+	*out = (uint32_t)v; /* the rule's range fits 32 bits */
+	return err;
+}
+
 int parse_enum(struct ctx *c, const char *path, struct json_object *v,
 		      const char *const *names, const char *what, int *out)
 {

@@ -39,12 +39,14 @@ static const char *host_name_why(const char *s, size_t len)
 	return NULL;
 }
 
-/* "198.18.13.2:15008": an IPv4 address and a port, both required. */
+/* "198.18.13.2:15008" or "[2001:2::2]:15008": an address and a port,
+ * both required (docs/design.md decision 64: IPv6 too). */
 static int parse_host_addr(struct ctx *c, const char *path, const char *s, size_t len,
-			   uint32_t *addr, uint16_t *port)
+			   struct dmsc_host_addr *at)
 {
-	char buf[64], q[QUOTED_LEN], *colon, *end;
-	struct in_addr a;
+	char buf[64], q[QUOTED_LEN], *colon, *end, *host;
+	struct in6_addr a6 = IN6ADDR_ANY_INIT;
+	struct in_addr a = {0};
 	unsigned long p;
 
 	quote(q, sizeof(q), s, len);
@@ -56,25 +58,63 @@ static int parse_host_addr(struct ctx *c, const char *path, const char *s, size_
 	if (!colon)
 		goto bad;
 	*colon = '\0';
-	if (inet_pton(AF_INET, buf, &a) != 1)
+	host = buf;
+	memset(at, 0, sizeof(*at));
+	if (buf[0] == '[') {
+		if (colon == buf + 1 || colon[-1] != ']')
+			goto bad;
+		colon[-1] = '\0';
+		host = buf + 1;
+		if (inet_pton(AF_INET6, host, &a6) != 1)
+			goto bad;
+		at->family = AF_INET6;
+		memcpy(at->v6, &a6, 16);
+	} else if (inet_pton(AF_INET, host, &a) == 1) {
+		at->family = AF_INET;
+		at->v4 = a.s_addr;
+	} else {
 		goto bad;
+	}
 	errno = 0;
 	p = strtoul(colon + 1, &end, 10);
 	if (colon[1] < '0' || colon[1] > '9' || *end || errno || p < 1 || p > 65535)
 		goto bad;
-	if (a.s_addr == htonl(INADDR_ANY) || (ntohl(a.s_addr) >> 28) == 14) {
-		report(c, path, "%s: the tunnel address must be a unicast address of the host", q);
+	if (at->family == AF_INET
+		? a.s_addr == htonl(INADDR_ANY) || (ntohl(a.s_addr) >> 28) == 14
+		: IN6_IS_ADDR_UNSPECIFIED(&a6) || IN6_IS_ADDR_MULTICAST(&a6) ||
+		      IN6_IS_ADDR_V4MAPPED(&a6)) {
+		report(c, path, "%s: the tunnel address must be a unicast address of the host%s", q,
+		       at->family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a6)
+			   ? " (an IPv4 one written as IPv4)"
+			   : "");
+		memset(at, 0, sizeof(*at));
 		return -EINVAL;
 	}
-	*addr = a.s_addr;
-	*port = (uint16_t)p;
+	at->port = (uint16_t)p;
 	return 0;
 bad:
+	memset(at, 0, sizeof(*at));
 	report(c, path,
-	       "%s is not the address of a host's tunnel: write IPv4ADDRESS:PORT, e.g. "
-	       "\"198.18.13.2:15008\"",
+	       "%s is not the address of a host's tunnel: write IPv4ADDRESS:PORT or "
+	       "[IPv6ADDRESS]:PORT, e.g. \"198.18.13.2:15008\", \"[2001:2::2]:15008\"",
 	       q);
 	return -EINVAL;
+}
+
+void dmsc_host_addr_format(const struct dmsc_host_addr *at, char *buf, size_t len)
+{
+	if (!at->family) {
+		if (len)
+			buf[0] = '\0';
+		return;
+	}
+	dmsc_format_ip_port(at->family, at->v4, at->v6, at->port, buf, len);
+}
+
+bool dmsc_host_addr_eq(const struct dmsc_host_addr *a, const struct dmsc_host_addr *b)
+{
+	return a->family == b->family && a->port == b->port &&
+	       (a->family == AF_INET6 ? !memcmp(a->v6, b->v6, 16) : a->v4 == b->v4);
 }
 
 static void parse_hosts(struct ctx *c, const char *path, struct json_object *v)
@@ -89,9 +129,8 @@ static void parse_hosts(struct ctx *c, const char *path, struct json_object *v)
 		return;
 	n = (size_t)json_object_object_length(v);
 	c->hosts = json_object_new_object();
-	c->host_addr = alloc_array(c, n ? n : 1, sizeof(*c->host_addr));
-	c->host_port = alloc_array(c, n ? n : 1, sizeof(*c->host_port));
-	if (!c->hosts || !c->host_addr || !c->host_port) {
+	c->host_at = alloc_array(c, n ? n : 1, sizeof(*c->host_at));
+	if (!c->hosts || !c->host_at) {
 		c->err = -ENOMEM;
 		return;
 	}
@@ -109,7 +148,7 @@ static void parse_hosts(struct ctx *c, const char *path, struct json_object *v)
 			continue;
 		}
 		if (parse_string(c, p, json_object_iter_peek_value(&it), &s, &len) ||
-		    parse_host_addr(c, p, s, len, &c->host_addr[i], &c->host_port[i])) {
+		    parse_host_addr(c, p, s, len, &c->host_at[i])) {
 			ok = false;
 			continue;
 		}
@@ -121,8 +160,8 @@ static void parse_hosts(struct ctx *c, const char *path, struct json_object *v)
 	c->hosts_ok = ok;
 }
 
-int dmsc_policy_host_entry(const char *name, const char *value, size_t len, uint32_t *addr,
-			   uint16_t *port, char *why, size_t why_len)
+int dmsc_policy_host_entry(const char *name, const char *value, size_t len,
+			   struct dmsc_host_addr *at, char *why, size_t why_len)
 {
 	struct dmsc_policy_errors errs = {0};
 	struct ctx c = {.errs = &errs};
@@ -135,7 +174,7 @@ int dmsc_policy_host_entry(const char *name, const char *value, size_t len, uint
 		snprintf(why, why_len, "%s is not a host name: %s", q, bad);
 		return -EINVAL;
 	}
-	if (parse_host_addr(&c, "", value, len, addr, port)) {
+	if (parse_host_addr(&c, "", value, len, at)) {
 		e = c.err ? c.err : -EINVAL;
 		snprintf(why, why_len, "%s", errs.count ? errs.items[0].message : strerror(-e));
 	}
@@ -161,11 +200,9 @@ void parse_mtls_top(struct ctx *c, struct json_object *root)
 void ctx_mtls_free(struct ctx *c)
 {
 	json_object_put(c->hosts);
-	free(c->host_addr);
-	free(c->host_port);
+	free(c->host_at);
 	c->hosts = NULL;
-	c->host_addr = NULL;
-	c->host_port = NULL;
+	c->host_at = NULL;
 }
 
 int parse_backend_host(struct ctx *c, const char *path, struct json_object *v,
@@ -200,8 +237,7 @@ int parse_backend_host(struct ctx *c, const char *path, struct json_object *v,
 		return -EINVAL;
 	}
 	i = json_object_get_int64(idx);
-	be->host_addr = c->host_addr[i];
-	be->host_port = c->host_port[i];
+	be->host_at = c->host_at[i];
 	be->host = dup_str(c, s);
 	return be->host ? 0 : -ENOMEM;
 }

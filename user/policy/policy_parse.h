@@ -104,11 +104,10 @@ static const struct map_rule header_rule = {"header name", "header value", 0, 0}
 
 struct ctx {
 	struct dmsc_policy_errors *errs;
-	/* the document's "hosts" (name -> index of host_addr/host_port) and
+	/* the document's "hosts" (name -> index of host_at) and
 	 * "mtls": a backend's "host" and a service's default read them */
 	struct json_object *hosts;
-	uint32_t *host_addr; /* network order */
-	uint16_t *host_port; /* host order */
+	struct dmsc_host_addr *host_at;
 	bool hosts_ok;	     /* "hosts" absent or valid: names can be checked */
 	/* a backend's "host" is resolved elsewhere (etcd's PREFIX/hosts/):
 	 * without a document "hosts", any valid name is taken unresolved */
@@ -144,6 +143,18 @@ int parse_int(struct ctx *c, const char *path, struct json_object *v, const stru
 	      int64_t *out);
 int int_member(struct ctx *c, struct json_object *obj, const char *parent, const char *key,
 	       const struct int_rule *r, int64_t *out, bool *present);
+/* The start of reading an object: -EINVAL when v is none (reported: there
+ * is nothing more to read), else 0, with *err set to -EINVAL when v has a
+ * field that is not in allowed (reported; the allowed ones are still read). */
+int object_fields(struct ctx *c, const char *path, struct json_object *v,
+		  const char *const *allowed, int *err);
+/* An optional integer member of a field of that width: its value, or def
+ * when absent, into *out, and whether it was there into *present (unless
+ * NULL). 0 when valid or absent, else -EINVAL (reported). */
+int u64_member(struct ctx *c, struct json_object *obj, const char *parent, const char *key,
+	       const struct int_rule *r, uint64_t def, uint64_t *out, bool *present);
+int u32_member(struct ctx *c, struct json_object *obj, const char *parent, const char *key,
+	       const struct int_rule *r, uint32_t def, uint32_t *out, bool *present);
 int parse_enum(struct ctx *c, const char *path, struct json_object *v, const char *const *names,
 	       const char *what, int *out);
 int parse_ip(struct ctx *c, const char *path, struct json_object *v, const char *role, int *family,

@@ -86,37 +86,31 @@ static int parse_rate_limit(struct ctx *c, const char *path, struct json_object 
 {
 	struct dmsc_rate_limit *rl = &svc->rate_limit;
 	char p[PATH_LEN];
-	int64_t i = 0;
 	int err = 0;
 
-	if (expect(c, path, v, json_type_object))
+	if (object_fields(c, path, v, rate_limit_fields, &err))
 		return -EINVAL;
 	svc->has_rate_limit = true;
-	if (check_fields(c, v, path, rate_limit_fields))
+	if (u64_member(c, v, path, "connections_per_second", &rate_rule, 0,
+		       &rl->connections_per_second, &rl->has_connections_per_second))
 		err = -EINVAL;
-	if (int_member(c, v, path, "connections_per_second", &rate_rule, &i,
-		       &rl->has_connections_per_second))
+	if (u64_member(c, v, path, "burst", &burst_rule, 0, &rl->burst, &rl->has_burst))
 		err = -EINVAL;
-	rl->connections_per_second = rl->has_connections_per_second ? (uint64_t)i : 0;
-	if (int_member(c, v, path, "burst", &burst_rule, &i, &rl->has_burst))
+	if (u64_member(c, v, path, "bytes_per_second", &rate_rule, 0, &rl->bytes_per_second,
+		       &rl->has_bytes_per_second))
 		err = -EINVAL;
-	rl->burst = rl->has_burst ? (uint64_t)i : 0;
-	if (int_member(c, v, path, "bytes_per_second", &rate_rule, &i, &rl->has_bytes_per_second))
+	if (u64_member(c, v, path, "bytes_burst", &bytes_burst_rule, 0, &rl->bytes_burst,
+		       &rl->has_bytes_burst))
 		err = -EINVAL;
-	rl->bytes_per_second = rl->has_bytes_per_second ? (uint64_t)i : 0;
-	if (int_member(c, v, path, "bytes_burst", &bytes_burst_rule, &i, &rl->has_bytes_burst))
-		err = -EINVAL;
-	rl->bytes_burst = rl->has_bytes_burst ? (uint64_t)i : 0;
 	if (json_object_object_get_ex(v, "bytes_burst", NULL) &&
 	    !json_object_object_get_ex(v, "bytes_per_second", NULL)) {
 		path_key(p, path, "bytes_burst");
 		report(c, p, "a byte burst needs bytes_per_second");
 		err = -EINVAL;
 	}
-	if (int_member(c, v, path, "requests_per_second", &rate_rule, &i,
+	if (u64_member(c, v, path, "requests_per_second", &rate_rule, 0, &rl->requests_per_second,
 		       &rl->has_requests_per_second))
 		err = -EINVAL;
-	rl->requests_per_second = rl->has_requests_per_second ? (uint64_t)i : 0;
 
 	if (json_object_object_get_ex(v, "requests_per_second", NULL)) {
 		path_key(p, path, "requests_per_second");
@@ -147,10 +141,8 @@ static int parse_backend(struct ctx *c, const char *path, struct json_object *v,
 	int err = 0;
 
 	be->weight = 1;
-	if (expect(c, path, v, json_type_object))
+	if (object_fields(c, path, v, backend_fields, &err))
 		return -EINVAL;
-	if (check_fields(c, v, path, backend_fields))
-		err = -EINVAL;
 	if (member(c, v, path, "address", true, p, &f) ||
 	    parse_ip(c, p, f, "a backend", family, &be->addr, be->addr6))
 		err = -EINVAL;
@@ -304,10 +296,8 @@ static int parse_match(struct ctx *c, const char *path, struct json_object *v,
 	char p[PATH_LEN];
 	int err = 0, method;
 
-	if (expect(c, path, v, json_type_object))
+	if (object_fields(c, path, v, match_fields, &err))
 		return -EINVAL;
-	if (check_fields(c, v, path, match_fields))
-		err = -EINVAL;
 	if (!member(c, v, path, "path_prefix", false, p, &f) &&
 	    parse_url_path(c, p, f, &m->path_prefix))
 		err = -EINVAL;
@@ -336,13 +326,10 @@ static int parse_route(struct ctx *c, const char *path, struct json_object *v,
 {
 	char p[PATH_LEN], sel[512];
 	struct json_object *f;
-	int64_t i = 0;
 	int err = 0;
 
-	if (expect(c, path, v, json_type_object))
+	if (object_fields(c, path, v, route_fields, &err))
 		return -EINVAL;
-	if (check_fields(c, v, path, route_fields))
-		err = -EINVAL;
 	if (member(c, v, path, "match", true, p, &f) || parse_match(c, p, f, &r->match))
 		err = -EINVAL;
 	if (!member(c, v, path, "backends", false, p, &f)) {
@@ -354,12 +341,11 @@ static int parse_route(struct ctx *c, const char *path, struct json_object *v,
 			err = -EINVAL;
 		}
 	}
-	if (int_member(c, v, path, "timeout_ms", &timeout_rule, &i, &r->has_timeout_ms))
+	if (u32_member(c, v, path, "timeout_ms", &timeout_rule, 0, &r->timeout_ms,
+		       &r->has_timeout_ms))
 		err = -EINVAL;
-	r->timeout_ms = r->has_timeout_ms ? (uint32_t)i : 0;
-	if (int_member(c, v, path, "retries", &retries_rule, &i, &r->has_retries))
+	if (u32_member(c, v, path, "retries", &retries_rule, 0, &r->retries, &r->has_retries))
 		err = -EINVAL;
-	r->retries = r->has_retries ? (uint32_t)i : 0;
 	if (!member(c, v, path, "idempotent", false, p, &f)) {
 		if (expect(c, p, f, json_type_boolean))
 			err = -EINVAL;
