@@ -56,22 +56,20 @@
 #include "l7_proxy.h"
 #include "l7_tunnel.h"
 
+/* clang-format off: the defaults, a line per kind (docs/l7.md) */
 struct l7_opts opt = {
     .ready_fd = -1,
-    .max_header_bytes = 8192,
-    .max_headers = 64,
-    .max_target = 4096,
-    .idle_ms = 60000,
-    .head_ms = 10000,
-    .io_ms = 30000,
-    .default_timeout_ms = 15000,
+    /* a request's head */
+    .max_header_bytes = 8192, .max_headers = 64, .max_target = 4096,
+    /* times, ms */
+    .idle_ms = 60000, .head_ms = 10000, .io_ms = 30000, .default_timeout_ms = 15000,
+    .drain_ms = 10000, .pool_idle_ms = 4000,
+    /* connections */
+    .max_conns = 16384, .max_conns_per_client = 512,
     .default_retries = 1,
-    .drain_ms = 10000,
-    .max_conns = 16384,
-    .pool_idle_ms = 4000,
-    .max_conns_per_client = 512,
     .forwarded = 1, /* FWD_XFF */
 };
+/* clang-format on */
 
 struct dmsc_l7_config cfg;
 struct svc_rt *svc_rt; /* parallel to cfg.svcs */
