@@ -704,8 +704,8 @@ static int cmd_watch(struct ctl *c)
 	}
 	/* the first endpoint that connects serves the whole watch */
 	for (i = 0; i < etcd.n_endpoints; i++) {
-		int running = 1, left;
-		CURLMsg *msg;
+		int running = 1, res;
+		struct watch_stream *s;
 
 		for (k = 0; k < 2; k++) {
 			curl_easy_reset(ws[k].curl);
@@ -722,15 +722,9 @@ static int cmd_watch(struct ctl *c)
 		/* until both streams end, or one fails or has had its count */
 		while (running && !w.done && !w.rc) {
 			curl_multi_perform(multi, &running);
-			while ((msg = curl_multi_info_read(multi, &left))) {
-				struct watch_stream *s;
-
-				if (msg->msg != CURLMSG_DONE)
-					continue;
-				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-				cc[s - ws] = msg->data.result;
-				if (msg->data.result != CURLE_OK &&
-				    msg->data.result != CURLE_COULDNT_CONNECT)
+			while ((s = dmsc_etcd_next_done(multi, &res))) {
+				cc[s - ws] = res;
+				if (res != CURLE_OK && res != CURLE_COULDNT_CONNECT)
 					running = 0;
 			}
 			if (running && !w.done && !w.rc)

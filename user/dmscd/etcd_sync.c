@@ -449,26 +449,21 @@ static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
 	s->watch_multi = multi;
 	pthread_mutex_unlock(&s->lock);
 	while (running && !s->stop && !s->refill) {
-		CURLMsg *msg;
-		int left;
+		struct watch *ww;
+		int res;
 
 		curl_multi_perform(multi, &running);
-		while ((msg = curl_multi_info_read(multi, &left))) {
-			struct watch *ww;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&ww);
+		while ((ww = dmsc_etcd_next_done(multi, &res))) {
 			if (ww->outcome == WATCH_COMPACTED)
 				outcome = WATCH_COMPACTED;
-			if (msg->data.result == CURLE_OK) {
+			if (res == CURLE_OK) {
 				snprintf(why, why_len, "%s: the stream ended", ww->url);
 			} else {
 				int n = snprintf(why, why_len, "%s: ", ww->url);
 
 				if (n > 0 && (size_t)n < why_len)
-					dmsc_etcd_describe(&s->etcd, msg->data.result, ww->cerr,
-							   why + n, why_len - (size_t)n);
+					dmsc_etcd_describe(&s->etcd, res, ww->cerr, why + n,
+							   why_len - (size_t)n);
 			}
 			running = 0;
 		}
