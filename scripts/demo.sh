@@ -277,7 +277,7 @@ npk=$(tcpdump -r "$T/mtls.pcap" -n 'tcp port 15008' 2>/dev/null | wc -l)
 echo "   the capture on mta's link in the hub ($CAPLINK, tcpdump -i $CAPLINK):"
 echo "     $npk packets between the tunnels (tcp port 15008), $(seen 'tcp port 15008') holding \"$MARK\""
 echo "     $(tcpdump -r "$T/mtls.pcap" -n 'tcp port 8080' 2>/dev/null | wc -l) packets in plain text (tcp port 8080), $(seen 'tcp port 8080') holding \"$MARK\""
-((npk > 0)) || die "the capture saw no packet between the tunnels (see $T/tcpdump.out)"
+((npk > 0)) || die "the capture on $CAPLINK saw no packet between the tunnels"
 echo "   mtb's tunnel, streams by the identity mta vouched for:"
 t_wait 5 grep -q 'side="dest"' "${MTLS_PROMS[1]}"
 grep 'streams_total{side="dest"' "${MTLS_PROMS[1]}" | sed 's/^/     /'
