@@ -254,18 +254,30 @@ tunnels_up() {
 }
 t_wait 30 tunnels_up || die "the tunnels did not start (see $T/dmscd-mta.log, $T/dmscd-mtb.log)"
 MARK="card-4111-1111-$RANDOM"
-dmsc_net_exec hub tcpdump -i "${DMSC_NET_PREFIX}v1" -U -s 0 -w "$T/mtls.pcap" >"$T/tcpdump.out" 2>&1 &
+# The capture is on mta's link in the hub, which every packet between mta
+# and mtb crosses. ip netns exec execs tcpdump, so $! is tcpdump itself: a
+# SIGINT makes it write what it holds and exit, and the wait sees it gone.
+CAPLINK=$(dmsc_net_link mta) || die "mta's link in the hub"
+ip netns exec "${DMSC_NET_PREFIX}hub" tcpdump -i "$CAPLINK" -U -s 0 -w "$T/mtls.pcap" \
+	>"$T/tcpdump.out" 2>&1 &
 TDPID=$!
-t_wait 5 grep -q "listening on" "$T/tcpdump.out"
+t_wait 5 grep -q "listening on" "$T/tcpdump.out" || die "tcpdump on $CAPLINK did not start: $(cat "$T/tcpdump.out")"
 echo "   a workload of mta (cgroup checkout) posts \"$MARK\" to orders 198.19.2.1:80:"
 dmsc_run_in_cgroup "$CGM/checkout" dmsc_net_exec mta curl -sS -m 10 --data "$MARK" \
 	-w ' (HTTP %{http_code}, peer %{remote_ip})\n' http://198.19.2.1/ | sed 's/^/     /'
-t_wait 5 bash -c "tcpdump -r '$T/mtls.pcap' -n 'tcp port 15008' 2>/dev/null | grep -q ."
-kill "$TDPID" 2>/dev/null
+echo "   for contrast, mta posts it in plain text straight to orders' backend 198.18.2.2:8080:"
+dmsc_net_exec mta curl -sS -m 10 -o /dev/null --data "$MARK" \
+	-w '     (HTTP %{http_code}, peer %{remote_ip})\n' http://198.18.2.2:8080/
+cap() { tcpdump -r "$T/mtls.pcap" -n -A "$@" 2>/dev/null; }
+seen() { cap "$1" | grep -c -- "$MARK"; }
+t_wait 5 bash -c "tcpdump -r '$T/mtls.pcap' -A 'tcp port 8080' 2>/dev/null | grep -q -- '$MARK'"
+kill -INT "$TDPID" 2>/dev/null
 wait "$TDPID" 2>/dev/null
-echo "   the capture on the hosts' bridge: $(tcpdump -r "$T/mtls.pcap" -n 'tcp port 15008' 2>/dev/null |
-	wc -l) packets between the tunnels (:15008), $(tcpdump -r "$T/mtls.pcap" -A 2>/dev/null |
-	grep -c -- "$MARK") holding \"$MARK\""
+npk=$(tcpdump -r "$T/mtls.pcap" -n 'tcp port 15008' 2>/dev/null | wc -l)
+echo "   the capture on mta's link in the hub ($CAPLINK, tcpdump -i $CAPLINK):"
+echo "     $npk packets between the tunnels (tcp port 15008), $(seen 'tcp port 15008') holding \"$MARK\""
+echo "     $(tcpdump -r "$T/mtls.pcap" -n 'tcp port 8080' 2>/dev/null | wc -l) packets in plain text (tcp port 8080), $(seen 'tcp port 8080') holding \"$MARK\""
+((npk > 0)) || die "the capture on $CAPLINK saw no packet between the tunnels"
 echo "   mtb's tunnel, streams by the identity mta vouched for:"
 t_wait 5 grep -q 'side="dest"' "${MTLS_PROMS[1]}"
 grep 'streams_total{side="dest"' "${MTLS_PROMS[1]}" | sed 's/^/     /'

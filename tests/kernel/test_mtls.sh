@@ -221,26 +221,31 @@ t_check "b counts streams from node-a for $ID, allowed" \
 	metric_ge b "streams_total\\{side=\"dest\",peer=\"node-a\",identity=\"$ID\",verdict=\"allowed\"\\}" 26
 
 # ---- no plaintext on the wire ---------------------------------------------
-# no_marker_on_wire NAME WHAT SEND: a capture of b's link (at the hub) while
+# no_marker_on_wire NAME WHAT SEND: a capture of a's link (at the hub) while
 # SEND (a function printing the HTTP code of a request that carries $1)
 # sends a marker WHAT, and while the same marker with "-direct" goes around
 # the tunnel, straight to b's backend: the capture must hold that one, or
-# it could not see the other either, and no copy of the marker beyond the
-# control's. The capture stays in $work/NAME.pcap.
+# it could not see the other either, packets between the tunnels (:15008),
+# or it saw none of what it checks, and no copy of the marker beyond the
+# control's. The capture stays in $work/NAME.pcap. ip netns exec execs
+# tcpdump, so $! is tcpdump: a SIGINT ends it, and the wait sees it gone.
 no_marker_on_wire() {
-	local name=$1 what=$2 send=$3 marker="dmsc-marker-$RANDOM$RANDOM-$1" pid cap
-	dmsc_net_exec hub tcpdump -i "${DMSC_NET_PREFIX}v1" -U -s 0 -w "$work/$name.pcap" \
+	local name=$1 what=$2 send=$3 marker="dmsc-marker-$RANDOM$RANDOM-$1" pid cap link
+	link=$(dmsc_net_link a)
+	ip netns exec "${DMSC_NET_PREFIX}hub" tcpdump -i "$link" -U -s 0 -w "$work/$name.pcap" \
 		>"$work/$name.tcpdump" 2>&1 &
 	pid=$!
-	t_wait 5 grep -q "listening on" "$work/$name.tcpdump"
+	t_check "tcpdump listens on a's link $link" t_wait 5 grep -q "listening on" "$work/$name.tcpdump"
 	t_eq "a request carrying a marker $what" "$("$send" "$marker")" 200
 	t_eq "the marker sent around the tunnel, straight to b's backend (the capture's control)" \
 		"$(send_direct "$marker-direct")" 200
 	t_wait 5 bash -c "tcpdump -r '$work/$name.pcap' -A 2>/dev/null | grep -q -- '$marker-direct'"
-	kill "$pid" 2>/dev/null
+	kill -INT "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	cap=$(tcpdump -r "$work/$name.pcap" -A 2>/dev/null)
 	t_check "the capture holds the marker sent around the tunnel" grep -q -- "$marker-direct" <<<"$cap"
+	t_check "the capture holds packets between the tunnels (:15008)" \
+		test "$(tcpdump -r "$work/$name.pcap" -n "tcp port 15008" 2>/dev/null | wc -l)" -gt 0
 	t_check "the capture holds no marker sent $what" \
 		test "$(grep -o -- "$marker" <<<"$cap" | wc -l)" = "$(grep -o -- "$marker-direct" <<<"$cap" | wc -l)"
 }

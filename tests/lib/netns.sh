@@ -229,6 +229,25 @@ dmsc_net_hosts() {
 	done
 }
 
+# dmsc_net_link NAME: prints the name of host NAME's veth end in the hub
+# (${P}vN), where a capture sees all of that host's traffic over br0.
+dmsc_net_link() {
+	dmsc__need_init || return 1
+	local ns="${DMSC_NET_PREFIX}${1-}" peer link
+	if [[ -z "${1-}" || "$1" == hub ]] || ! dmsc__ns_exists "$ns"; then
+		dmsc__err "dmsc_net_link: no host \"${1-}\""
+		return 1
+	fi
+	# eth0@ifN: N is the index of the other end, in the hub
+	peer=$(ip -n "$ns" -o link show eth0 | sed -n 's/^[0-9]*: eth0@if\([0-9]*\):.*/\1/p')
+	link=$(ip -n "${DMSC_NET_PREFIX}hub" -o link show | sed -n "s/^$peer: \([^@:]*\)[@:].*/\1/p")
+	if [[ -z "$peer" || -z "$link" ]]; then
+		dmsc__err "dmsc_net_link $1: no veth end in ${DMSC_NET_PREFIX}hub for eth0 of $ns"
+		return 1
+	fi
+	echo "$link"
+}
+
 # dmsc_net_exec NAME cmd...: runs cmd in host NAME (or "hub").
 dmsc_net_exec() {
 	dmsc__need_init || return 1
