@@ -13,8 +13,12 @@
 # req/s, p50, p99), new connections per second (wrk, one request per
 # connection), bulk throughput (iperf3, one connection); CPU of the two
 # proxies (user+system of a's and b's) per request and per GB. With
-# BENCH_PERF=1, perf samples each side's proxy under request/response and
-# prints its top symbols.
+# BENCH_PERF=1 (or rr), perf samples each side's tunnel under
+# request/response and prints its top symbols; BENCH_PERF=bulk under
+# iperf3, BENCH_PERF=rr,bulk both, haproxy-bulk the HAProxy pair under
+# iperf3 (BENCH_PERF_TOP lines, 14; perf record
+# takes BENCH_PERF_ARGS too, and the samples are copied to the directory
+# BENCH_PERF_KEEP names). BENCH_ONLY=bulk measures bulk alone.
 #
 # Prints a table and the ratios against the HAProxy pair, and writes
 # $BUILD/bench-mtls.json. Figures only: nothing here passes or fails on
@@ -147,13 +151,16 @@ wrk_run() {
 }
 
 # bulk NAME ADDR PORT PIDS...: iperf3 one connection, a to b
+# (and appends "NAME a-ticks b-ticks" to sides.txt: each proxy's share)
 bulk_run() {
-	local name=$1 addr=$2 port=$3 c0 c1 out
+	local name=$1 addr=$2 port=$3 c0 c1 a0 a1 out
 	shift 3
 	out=$T/iperf-$name.json
-	c0=$(ticks "$@")
+	c0=$(ticks "$@") a0=0 a1=0
+	(($#)) && a0=$(ticks "$1")
 	client timeout $((SECS + 30)) iperf3 -c "$addr" -p "$port" -t "$SECS" -J >"$out" 2>&1
 	c1=$(ticks "$@")
+	(($#)) && a1=$(ticks "$1") && echo "$name $((a1 - a0)) $((c1 - c0 - a1 + a0))" >>"$T/sides.txt"
 	jq -r --arg name "$name" --argjson cpu "$(awk -v c="$((c1 - c0))" -v hz="$HZ" 'BEGIN { print c / hz }')" \
 		'"\($name) bulk \(.end.sum_received.bytes) \(.end.sum_received.bits_per_second / 1e9) 0 0 \($cpu) \(if has("error") then 1 else 0 end)"' \
 		"$out" >>"$T/results.txt" 2>/dev/null || echo "$name bulk 0 0 0 0 0 1" >>"$T/results.txt"
@@ -163,18 +170,44 @@ echo "bench-mtls: a -> b, ${SECS}s per measurement; wrk -t1 -c4 (GET, ~4-byte bo
 echo "  dmsc:    workload -> VIP -> connect4 -> a's tunnel =TLS 1.3, one connection, streams= b's tunnel -> backend"
 echo "  haproxy: workload -> a's HAProxy =TLS 1.3 per connection ($CIPHER)= b's HAProxy -> backend"
 echo "  plain:   workload -> backend (TCP, no proxy)"
-wrk_run rr dmsc "http://$VIP/" "$TUN_A" "$TUN_B"
-wrk_run rr haproxy "http://$A:10080/" "$HAP_A" "$HAP_B"
-wrk_run rr plain "http://$B:8080/"
-wrk_run conn dmsc "http://$VIP/" "$TUN_A" "$TUN_B"
-wrk_run conn haproxy "http://$A:10080/" "$HAP_A" "$HAP_B"
-wrk_run conn plain "http://$B:8080/"
-bulk_run dmsc "$VIP" 5201 "$TUN_A" "$TUN_B"
-bulk_run haproxy "$A" 15201 "$HAP_A" "$HAP_B"
+if [[ ${BENCH_ONLY:-} != bulk ]]; then
+	wrk_run rr dmsc "http://$VIP/" "$TUN_A" "$TUN_B"
+	wrk_run rr haproxy "http://$A:10080/" "$HAP_A" "$HAP_B"
+	wrk_run rr plain "http://$B:8080/"
+	wrk_run conn dmsc "http://$VIP/" "$TUN_A" "$TUN_B"
+	wrk_run conn haproxy "http://$A:10080/" "$HAP_A" "$HAP_B"
+	wrk_run conn plain "http://$B:8080/"
+fi
+# a's tunnel's stream stalls (its metrics file, rewritten every second:
+# read again after the HAProxy run, long past the tunnel's)
+stalls() {
+	awk '/^dmsc_tunnel_stream_stalls_total/ { match($0, /reason="[a-z]+"/)
+		printf "%s=%s ", substr($0, RSTART + 8, RLENGTH - 9), $NF }' \
+		"/run/dmsc/dmsc-tunnel.$DPID_A.prom" 2>/dev/null
+}
+stalls0=$(stalls)
+# BENCH_ROUNDS (1) rounds of the two, one after the other: on a loaded
+# machine a round's ratio moves with what else runs in it; the table sums
+# the rounds and the line below gives each round's
+for ((round = 1; round <= ${BENCH_ROUNDS:-1}; round++)); do
+	bulk_run dmsc "$VIP" 5201 "$TUN_A" "$TUN_B"
+	bulk_run haproxy "$A" 15201 "$HAP_A" "$HAP_B"
+done
+awk '$2 == "bulk" && $1 != "plain" { g[$1, ++n[$1]] = $4 }
+	END { printf "bench-mtls: bulk, dmsc / haproxy pair per round:"
+		for (i = 1; i <= n["dmsc"]; i++) printf " x%.2f", (g["haproxy", i] > 0 ? g["dmsc", i] / g["haproxy", i] : 0)
+		print "" }' "$T/results.txt"
+echo "bench-mtls: a's tunnel, stream stalls (window full, connection buffer full) before the bulk run: ${stalls0:-none}; after it: $(stalls)"
+awk -v hz="$HZ" 'NR == FNR { if ($2 == "bulk") bytes[$1] += $3; next }
+	{ ca[$1] += $2; cb[$1] += $3 }
+	END { for (p in ca) if (bytes[p] > 0)
+		printf "bench-mtls: bulk, CPU s/GB of each proxy: %s a %.2f, b %.2f\n", p,
+			ca[p] / hz * 1e9 / bytes[p], cb[p] / hz * 1e9 / bytes[p] }' "$T/results.txt" "$T/sides.txt"
 bulk_run plain "$B" 5201
 
 awk '
-	{ k = $1 " " $2; cnt[k] = $3; rate[k] = $4; p50[k] = $5; p99[k] = $6; cpu[k] = $7; bad[k] += $8 }
+	# bulk rounds: bytes and CPU summed, the rate averaged
+	{ k = $1 " " $2; nk[k]++; cnt[k] += $3; rsum[k] += $4; rate[k] = rsum[k] / nk[k]; p50[k] = $5; p99[k] = $6; cpu[k] += $7; bad[k] += $8 }
 	function per(k, scale) { return cnt[k] > 0 ? cpu[k] * scale / cnt[k] : 0 }
 	function r(a, b) { return b > 0 ? sprintf("x%.2f", a / b) : "-" }
 	END {
@@ -191,17 +224,41 @@ awk '
 			r(rate["dmsc bulk"], rate["haproxy bulk"]), r(per("dmsc bulk", 1), per("haproxy bulk", 1))
 	}' "$T/results.txt"
 
-# where the CPU goes: each side's proxy sampled under request/response
-if [[ ${BENCH_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
-	for side in a:"$TUN_A" b:"$TUN_B"; do
-		client timeout $((SECS + 30)) wrk -t 1 -c 4 -d "$((SECS + 1))s" "http://$VIP/" >/dev/null 2>&1 &
-		load=$!
-		perf record -q -F 999 -o "$T/perf-${side%%:*}.data" -p "${side#*:}" -- sleep "$SECS" \
-			>"$T/perf-${side%%:*}.out" 2>&1
-		wait "$load"
-		echo "bench-mtls: perf, ${side%%:*}'s tunnel under request/response, top symbols (self):"
-		perf report -q -i "$T/perf-${side%%:*}.data" --sort dso,symbol --stdio 2>&1 |
-			grep -v '^$' | head -14
+# where the CPU goes: each side's tunnel sampled under request/response
+# (BENCH_PERF=1 or rr), under bulk (bulk: iperf3 through the VIP), or both
+# (rr,bulk)
+perf_load() { # KIND: the load perf samples under, in the background
+	if [[ $1 == bulk ]]; then
+		client timeout $((SECS + 30)) iperf3 -c "$VIP" -p 5201 -t "$((SECS + 1))" \
+			>/dev/null 2>&1 &
+	elif [[ $1 == haproxy-bulk ]]; then
+		client timeout $((SECS + 30)) iperf3 -c "$A" -p 15201 -t "$((SECS + 1))" \
+			>/dev/null 2>&1 &
+	else
+		client timeout $((SECS + 30)) wrk -t 1 -c 4 -d "$((SECS + 1))s" "http://$VIP/" \
+			>/dev/null 2>&1 &
+	fi
+}
+PERF_KINDS=${BENCH_PERF:-0}
+[[ $PERF_KINDS == 1 ]] && PERF_KINDS=rr
+if [[ $PERF_KINDS != 0 ]] && command -v perf >/dev/null; then
+	for kind in ${PERF_KINDS//,/ }; do
+		sides=(a:"$TUN_A" b:"$TUN_B") who=tunnel
+		[[ $kind == haproxy-* ]] && sides=(a:"$HAP_A" b:"$HAP_B") who=HAProxy
+		for side in "${sides[@]}"; do
+			perf_load "$kind"
+			load=$!
+			# shellcheck disable=SC2086 # BENCH_PERF_ARGS: words
+			perf record -q -F 999 ${BENCH_PERF_ARGS:-} -o "$T/perf-$kind-${side%%:*}.data" \
+				-p "${side#*:}" -- sleep "$SECS" >"$T/perf-$kind-${side%%:*}.out" 2>&1
+			wait "$load"
+			[[ -n ${BENCH_PERF_KEEP:-} ]] && cp "$T/perf-$kind-${side%%:*}.data" "$BENCH_PERF_KEEP/"
+			echo "bench-mtls: perf, ${side%%:*}'s $who under $(sed 's,^rr$,request/response,; s,.*bulk,bulk,' <<<"$kind"), top symbols (self):"
+			perf report -q -i "$T/perf-$kind-${side%%:*}.data" --sort dso,symbol --stdio 2>&1 |
+				grep -v '^$' | head -"${BENCH_PERF_TOP:-14}"
+			echo "  by object: $(perf report -q -i "$T/perf-$kind-${side%%:*}.data" --sort dso \
+				--stdio 2>/dev/null | awk 'NF >= 2 && n++ < 5 { printf "%s %s  ", $2, $1 }')"
+		done
 	done
 fi
 

@@ -16,39 +16,22 @@
 
 #include "clock.h"
 #include "etcd_sync.h"
+#include "etcd_sync_int.h"
 #include "log.h"
 #include "mapmem.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define READ_TIMEOUT_MAX_MS 80000
-#define WATCH_MSG_MAX (8u << 20)
 #define VIEW_MSGS_MAX 16
 /* Keys a page of a read holds (DMSC_ETCD_PAGE_KEYS): what the apply of a
  * page plans at once, about 6 KB a new service (docs/design.md decision
  * 61). */
 #define PAGE_KEYS 1000
 #define PAGE_KEYS_MAX 1000000
-/* The watch's poll: woken by data, by libcurl's own timers (which cap the
- * wait) and by a stop or refill (wake_watch); this bound is a safety net
- * only. */
-#define WATCH_POLL_MAX_MS 60000
 
-enum { WATCH_OK, WATCH_LOST, WATCH_COMPACTED, WATCH_STOPPED, WATCH_REFILL };
 
-struct watch {
-	struct dmsc_etcd_sync *s;
-	size_t ns;
-	CURL *curl;
-	char *body;
-	struct dmsc_etcd_splitter sp;
-	double chunk_at; /* wall clock: the chunk being split was read */
-	int outcome;
-	char url[512];
-	char cerr[DMSC_ETCD_CURL_ERR_SIZE];
-};
-
-static void wake(struct dmsc_etcd_sync *s)
+void dmsc_etcd_sync_wake(struct dmsc_etcd_sync *s)
 {
 	uint64_t one = 1;
 
@@ -63,7 +46,7 @@ static void wake_watch(struct dmsc_etcd_sync *s)
 		curl_multi_wakeup(s->watch_multi);
 }
 
-static void set_connected(struct dmsc_etcd_sync *s, bool up, const char *why)
+void dmsc_etcd_sync_set_connected(struct dmsc_etcd_sync *s, bool up, const char *why)
 {
 	pthread_mutex_lock(&s->lock);
 	if (s->connected != up) {
@@ -82,7 +65,7 @@ static void set_connected(struct dmsc_etcd_sync *s, bool up, const char *why)
 /* Under the lock, after an answer of etcd at revision head: a change to
  * the store waits for the apply; with none waiting, the maps are as
  * current as what etcd has said. */
-static void note_answer(struct dmsc_etcd_sync *s, int64_t head, bool changed, double rx_at)
+void dmsc_etcd_sync_note_answer(struct dmsc_etcd_sync *s, int64_t head, bool changed, double rx_at)
 {
 	if (head > s->head)
 		s->head = head;
@@ -138,7 +121,7 @@ static bool in_page(const char *key, void *arg)
 
 /* A key of prefix i into the store: a service of a namespace, or a host
  * (PREFIX/hosts/NAME, the last prefix). 1 when the store changed. */
-static int put_kv(struct dmsc_etcd_sync *s, size_t i, const struct dmsc_etcd_kv *kv)
+int dmsc_etcd_sync_put_kv(struct dmsc_etcd_sync *s, size_t i, const struct dmsc_etcd_kv *kv)
 {
 	const char *name = dmsc_etcd_key_name(kv->key, s->nsp[i]);
 
@@ -169,7 +152,7 @@ static void page_apply(struct dmsc_etcd_sync *s)
 	pthread_mutex_lock(&s->lock);
 	s->batch = true;
 	pthread_mutex_unlock(&s->lock);
-	wake(s);
+	dmsc_etcd_sync_wake(s);
 	pthread_mutex_lock(&s->lock);
 	while (s->batch && !s->stop)
 		pthread_cond_wait(&s->batch_done, &s->lock);
@@ -228,7 +211,7 @@ static int read_namespace(struct dmsc_etcd_sync *s, size_t ns, int64_t *rev, boo
 		more = kvs.more && kvs.n;
 		pthread_mutex_lock(&s->lock);
 		for (j = 0; j < kvs.n; j++)
-			if ((!after || strcmp(kvs.kv[j].key, after)) && put_kv(s, ns, &kvs.kv[j]) > 0)
+			if ((!after || strcmp(kvs.kv[j].key, after)) && dmsc_etcd_sync_put_kv(s, ns, &kvs.kv[j]) > 0)
 				*changed = true;
 		if (dmsc_etcd_store_retain_range(&s->store, s->nsp[ns], after,
 						 more ? kvs.kv[kvs.n - 1].key : NULL, in_page,
@@ -239,7 +222,7 @@ static int read_namespace(struct dmsc_etcd_sync *s, size_t ns, int64_t *rev, boo
 		 * read is applied once, when it is in) */
 		batch = s->store.n_dirty >= s->page;
 		if (batch)
-			note_answer(s, *rev, true, 0);
+			dmsc_etcd_sync_note_answer(s, *rev, true, 0);
 		pthread_mutex_unlock(&s->lock);
 		(*pages)++;
 		free(after);
@@ -280,7 +263,7 @@ static int full_read(struct dmsc_etcd_sync *s)
 		rev = kvs.revision;
 		pthread_mutex_lock(&s->lock);
 		for (j = 0; j < kvs.n; j++)
-			if (put_kv(s, s->n_ns, &kvs.kv[j]) > 0)
+			if (dmsc_etcd_sync_put_kv(s, s->n_ns, &kvs.kv[j]) > 0)
 				changed = true;
 		if (dmsc_etcd_store_host_retain(&s->store, in_range, &kvs) > 0)
 			changed = true;
@@ -307,7 +290,7 @@ static int full_read(struct dmsc_etcd_sync *s)
 	if (rev > s->revision)
 		s->revision = rev;
 	/* the first read is applied even when nothing changed */
-	note_answer(s, rev, changed || !s->full_reads, 0);
+	dmsc_etcd_sync_note_answer(s, rev, changed || !s->full_reads, 0);
 	s->full_reads++;
 	s->read_whole = true;
 	s->streaming = false;
@@ -318,181 +301,13 @@ static int full_read(struct dmsc_etcd_sync *s)
 		changed ? "" : " (nothing changed)");
 	pr_debug("etcd: the read took %zu page%s of up to %zu keys\n", pages,
 		 pages == 1 ? "" : "s", s->page);
-	wake(s); /* the first read is applied even when it is empty */
+	dmsc_etcd_sync_wake(s); /* the first read is applied even when it is empty */
 out:
 	pthread_mutex_lock(&s->lock);
 	s->bytes_rx += s->etcd.bytes_rx - rx0;
 	pthread_mutex_unlock(&s->lock);
 	dmsc_etcd_kvs_free(&kvs);
 	return e;
-}
-
-static int watch_msg(const char *obj, size_t len, void *arg)
-{
-	struct watch *w = arg;
-	struct dmsc_etcd_sync *s = w->s;
-	struct dmsc_etcd_watch_msg m;
-	char err[256];
-	bool changed = false;
-	size_t i;
-
-	if (dmsc_etcd_parse_watch(obj, len, &m, err, sizeof(err))) {
-		pr_warn("etcd watch %s: %s\n", s->nsp[w->ns], err);
-		w->outcome = WATCH_LOST;
-		return -EINVAL;
-	}
-	if (m.canceled) {
-		if (m.compact_revision) {
-			/* ns_rev: the last revision this host saw, the watch's
-			 * start the next one; etcd compacted at a later one. */
-			pr_warn("etcd: %s: the changes after revision %" PRId64
-				" (the last this host saw) are gone: etcd compacted its "
-				"history at revision %" PRId64
-				"; reading the namespaces again (only what differs is "
-				"applied)\n",
-				s->nsp[w->ns], s->ns_rev[w->ns], m.compact_revision);
-			w->outcome = WATCH_COMPACTED;
-		} else {
-			pr_warn("etcd watch %s canceled: %s\n", s->nsp[w->ns],
-				m.error[0] ? m.error : "no reason given");
-			w->outcome = WATCH_LOST;
-		}
-		dmsc_etcd_watch_msg_free(&m);
-		return -ECANCELED;
-	}
-	pthread_mutex_lock(&s->lock);
-	for (i = 0; i < m.n_events; i++) {
-		const struct dmsc_etcd_kv *kv = &m.events[i].kv;
-		int r;
-
-		s->events++;
-		if (kv->mod_rev > s->ns_rev[w->ns])
-			s->ns_rev[w->ns] = kv->mod_rev;
-		if (m.events[i].deleted) {
-			r = w->ns == s->n_ns
-				? dmsc_etcd_store_host_delete(&s->store, kv->key, kv->mod_rev)
-				: dmsc_etcd_store_delete(&s->store, kv->key, kv->mod_rev);
-			pr_debug("etcd: %s deleted at revision %" PRId64 "\n", kv->key,
-				 kv->mod_rev);
-		} else {
-			r = put_kv(s, w->ns, kv);
-			pr_debug("etcd: %s put at revision %" PRId64 "\n", kv->key, kv->mod_rev);
-		}
-		if (r > 0)
-			changed = true;
-	}
-	/* A progress message (no events): every change up to its revision
-	 * was sent already. */
-	if (!m.n_events && m.revision > s->ns_rev[w->ns])
-		s->ns_rev[w->ns] = m.revision;
-	if (s->ns_rev[w->ns] > s->revision)
-		s->revision = s->ns_rev[w->ns];
-	note_answer(s, m.revision, changed, w->chunk_at);
-	pthread_mutex_unlock(&s->lock);
-	dmsc_etcd_watch_msg_free(&m);
-	if (m.created)
-		set_connected(s, true, NULL);
-	if (changed)
-		wake(s);
-	return s->stop ? -ECANCELED : 0;
-}
-
-static size_t watch_data(char *data, size_t size, size_t nmemb, void *arg)
-{
-	struct watch *w = arg;
-	size_t n = size * nmemb;
-
-	w->chunk_at = dmsc_clock_seconds(CLOCK_REALTIME);
-	pthread_mutex_lock(&w->s->lock);
-	w->s->bytes_rx += n;
-	pthread_mutex_unlock(&w->s->lock);
-	if (dmsc_etcd_split(&w->sp, data, n, watch_msg, w)) {
-		if (w->outcome == WATCH_OK)
-			w->outcome = WATCH_LOST;
-		return 0;
-	}
-	return n;
-}
-
-/* One stream per namespace, all on one multi handle; returns when one
- * ends (or on stop) with what happened. */
-static int watch_all(struct dmsc_etcd_sync *s, char *why, size_t why_len)
-{
-	struct watch w[DMSC_ETCD_NAMESPACES_MAX + 1] = {0};
-	CURLM *multi = curl_multi_init();
-	int outcome = WATCH_LOST, running = 1;
-	size_t i;
-
-	snprintf(why, why_len, "the watch ended");
-	if (!multi)
-		return WATCH_LOST;
-	for (i = 0; i < s->n_pfx; i++) {
-		char *end = dmsc_etcd_prefix_end(s->nsp[i]);
-
-		w[i].s = s;
-		w[i].ns = i;
-		w[i].sp.max = WATCH_MSG_MAX;
-		w[i].body = end ? dmsc_etcd_watch_body(s->nsp[i], end, s->ns_rev[i] + 1) : NULL;
-		free(end);
-		w[i].curl = curl_easy_init();
-		if (!w[i].body || !w[i].curl)
-			goto out;
-		dmsc_etcd_setup_curl(&s->etcd, w[i].curl, "/watch", w[i].url, sizeof(w[i].url),
-				     w[i].cerr);
-		curl_easy_setopt(w[i].curl, CURLOPT_POSTFIELDS, w[i].body);
-		curl_easy_setopt(w[i].curl, CURLOPT_WRITEFUNCTION, watch_data);
-		curl_easy_setopt(w[i].curl, CURLOPT_WRITEDATA, &w[i]);
-		curl_easy_setopt(w[i].curl, CURLOPT_PRIVATE, &w[i]);
-		curl_multi_add_handle(multi, w[i].curl);
-	}
-	pthread_mutex_lock(&s->lock);
-	s->watch_multi = multi;
-	pthread_mutex_unlock(&s->lock);
-	while (running && !s->stop && !s->refill) {
-		CURLMsg *msg;
-		int left;
-
-		curl_multi_perform(multi, &running);
-		while ((msg = curl_multi_info_read(multi, &left))) {
-			struct watch *ww;
-
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&ww);
-			if (ww->outcome == WATCH_COMPACTED)
-				outcome = WATCH_COMPACTED;
-			if (msg->data.result == CURLE_OK) {
-				snprintf(why, why_len, "%s: the stream ended", ww->url);
-			} else {
-				int n = snprintf(why, why_len, "%s: ", ww->url);
-
-				if (n > 0 && (size_t)n < why_len)
-					dmsc_etcd_describe(&s->etcd, msg->data.result, ww->cerr,
-							   why + n, why_len - (size_t)n);
-			}
-			running = 0;
-		}
-		if (running)
-			curl_multi_poll(multi, NULL, 0, WATCH_POLL_MAX_MS, NULL);
-	}
-	if (s->stop)
-		outcome = WATCH_STOPPED;
-	else if (s->refill)
-		outcome = WATCH_REFILL;
-out:
-	pthread_mutex_lock(&s->lock);
-	s->watch_multi = NULL;
-	pthread_mutex_unlock(&s->lock);
-	for (i = 0; i < s->n_pfx; i++) {
-		if (w[i].curl) {
-			curl_multi_remove_handle(multi, w[i].curl);
-			curl_easy_cleanup(w[i].curl);
-		}
-		free(w[i].body);
-		dmsc_etcd_splitter_free(&w[i].sp);
-	}
-	curl_multi_cleanup(multi);
-	return outcome;
 }
 
 static void *sync_thread(void *arg)
@@ -507,7 +322,7 @@ static void *sync_thread(void *arg)
 
 		if (need_read) {
 			if (full_read(s)) {
-				set_connected(s, false, s->etcd.err);
+				dmsc_etcd_sync_set_connected(s, false, s->etcd.err);
 				/* a large namespace on a busy etcd may take longer
 				 * to read than one request is given: each failed
 				 * read gives the next one twice as long */
@@ -522,9 +337,9 @@ static void *sync_thread(void *arg)
 			}
 			need_read = false;
 			backoff = BACKOFF_MIN_MS;
-			set_connected(s, true, NULL);
+			dmsc_etcd_sync_set_connected(s, true, NULL);
 		}
-		outcome = watch_all(s, why, sizeof(why));
+		outcome = dmsc_etcd_sync_watch_all(s, why, sizeof(why));
 		if (outcome == WATCH_STOPPED)
 			break;
 		if (outcome == WATCH_REFILL) {
@@ -543,7 +358,7 @@ static void *sync_thread(void *arg)
 		/* a stream that was up: the first retry comes soon */
 		if (s->connected)
 			backoff = BACKOFF_MIN_MS;
-		set_connected(s, false, why);
+		dmsc_etcd_sync_set_connected(s, false, why);
 		/* next endpoint; resume from the revisions seen */
 		s->etcd.cur = (s->etcd.cur + 1) % s->etcd.n_endpoints;
 		pr_info("etcd: resuming the watch after revision %" PRId64 " in %d ms\n",

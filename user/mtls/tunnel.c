@@ -12,7 +12,8 @@
  * written DMSC_TF_WINDOW_CREDIT_BATCH bytes to its local socket (a batch,
  * not every write: one frame per request would be a TLS record and a
  * wake-up of both sides per request); a stream's buffer towards its local
- * socket is so bounded by the window. A TLS connection's outgoing buffer
+ * socket is so bounded by the window, kept small on purpose (docs/design.md
+ * decision 65: a larger one measured slower). A TLS connection's outgoing buffer
  * past CONN_OUT_HIGH stops every stream of it from reading its socket, so a
  * slow peer link slows the workloads down instead of filling memory.
  */
@@ -240,6 +241,8 @@ static void reap(struct tunnel *t)
 		SSL_free(c->ssl);
 		tn_buf_free(&c->in);
 		tn_buf_free(&c->out);
+		tn_buf_free(&c->wire);
+		tn_buf_free(&c->rx);
 		free(c);
 	}
 }
@@ -402,6 +405,7 @@ static void tunnel_free(struct tunnel *t)
 	for (i = 0; i < PEERS_MAX; i++)
 		SSL_SESSION_free(t->peers[i].sess);
 	SSL_CTX_free(t->ctx);
+	tn_wire_method_free();
 	if (t->ep >= 0)
 		close(t->ep);
 	free(t);
@@ -425,6 +429,10 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 		tn_conn_ex_idx = SSL_get_ex_new_index(0, "dmsc conn", NULL, NULL, NULL);
 	tn_files_changed(t, true);
 	t->ktls = tn_ktls_probe();
+	if ((err = tn_wire_method_init())) {
+		pr_warn("tunnel: BIO_meth_new: %s\n", tn_ssl_err());
+		goto out;
+	}
 	err = tn_ctx_load(t, &t->ctx, t->td, why, sizeof(why));
 	if (err) {
 		pr_warn("tunnel: %s\n", why);

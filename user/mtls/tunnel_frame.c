@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
-/* The tunnel's OPEN payload and its ALPN id (tunnel_frame.h). */
+/* The tunnel's OPEN payload, its ALPN id and DATA frames read in place
+ * (tunnel_frame.h). */
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -83,4 +84,33 @@ bool dmsc_tf_alpn_offered(const uint8_t *ext, size_t len, char *offered, size_t 
 		off += n;
 	}
 	return ours;
+}
+
+size_t dmsc_tf_data_iov(uint8_t *base, size_t want, struct iovec *iov, size_t max)
+{
+	size_t k;
+
+	for (k = 0; k < max && want; k++) {
+		size_t m = want < DMSC_TF_PAYLOAD_MAX ? want : DMSC_TF_PAYLOAD_MAX;
+
+		iov[k].iov_base = base + k * (DMSC_TF_HDR + DMSC_TF_PAYLOAD_MAX) + DMSC_TF_HDR;
+		iov[k].iov_len = m;
+		want -= m;
+	}
+	return k;
+}
+
+size_t dmsc_tf_data_seal(uint8_t *base, size_t n, uint32_t stream)
+{
+	size_t k, got;
+
+	/* readv fills its iovecs in order: every frame but the last is full */
+	for (k = 0, got = 0; got < n; k++) {
+		size_t m = n - got < DMSC_TF_PAYLOAD_MAX ? n - got : DMSC_TF_PAYLOAD_MAX;
+
+		dmsc_tf_put_hdr(base + k * (DMSC_TF_HDR + DMSC_TF_PAYLOAD_MAX), DMSC_TF_DATA,
+				(uint16_t)m, stream);
+		got += m;
+	}
+	return n + k * DMSC_TF_HDR;
 }

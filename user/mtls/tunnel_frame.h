@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #define DMSC_TF_HDR 8
 /* The ALPN protocol id both ends of a tunnel connection require
@@ -102,6 +103,27 @@ static inline bool dmsc_tf_get_hdr(const uint8_t *p, struct dmsc_tf_hdr *h)
 	       (h->flags == 0 || (h->type == DMSC_TF_OPEN && h->flags == DMSC_TF_OPEN_F_IPV6)) &&
 	       h->len <= DMSC_TF_PAYLOAD_MAX && h->stream != 0;
 }
+
+/* Flow control, per stream and direction: the sender may send
+ * DMSC_TF_WINDOW_INITIAL bytes of DATA before any WINDOW credit (both
+ * sides assume it: a protocol constant), then what WINDOW frames add; the
+ * receiver returns credit as it writes to its local socket. 256 KiB is
+ * also the best size measured for bulk (docs/design.md decision 65). */
+#define DMSC_TF_WINDOW_INITIAL (256u << 10)
+
+/* DATA frames read in place (docs/design.md decision 65): the iovecs for
+ * one readv() of up to want payload bytes into base, each a frame's
+ * payload with DMSC_TF_HDR bytes left before it; base needs
+ * dmsc_tf_data_room(want) bytes. Returns how many iovecs (at most max). */
+static inline size_t dmsc_tf_data_room(size_t want)
+{
+	return want + (want + DMSC_TF_PAYLOAD_MAX - 1) / DMSC_TF_PAYLOAD_MAX * DMSC_TF_HDR;
+}
+size_t dmsc_tf_data_iov(uint8_t *base, size_t want, struct iovec *iov, size_t max);
+/* Once readv returned n (> 0): the headers of the frames it filled, for
+ * stream. Returns the bytes of those frames from base (n and their
+ * headers). */
+size_t dmsc_tf_data_seal(uint8_t *base, size_t n, uint32_t stream);
 
 /* OPEN's payload: dest_addr (4) dest_port (2) identity (the rest, no NUL).
  * Returns its length, or 0 when identity is empty or too long. */

@@ -20,14 +20,24 @@
 #include "tunnel.h"
 #include "tunnel_handoff.h"
 
-#define DMSC_TF_WINDOW_INITIAL (256u << 10)
 /* what a destination writes locally before it credits the sender back */
 #define DMSC_TF_WINDOW_CREDIT_BATCH (DMSC_TF_WINDOW_INITIAL / 4)
+
 #define CONN_OUT_HIGH (512u << 10)
 #define CONN_OUT_LOW (128u << 10)
+/* Bulk (docs/design.md decision 65): one readv() of a local socket takes
+ * up to this many frames' payloads, straight into the connection's
+ * buffer behind room left for their headers */
+#define STREAM_READ_FRAMES 16
+/* records sealed into the connection's wire buffer before one write() of
+ * them to its socket (without kTLS), and plaintext per SSL_write call */
+#define WIRE_BATCH (256u << 10)
+#define SEAL_MAX (64u << 10)
+/* without kTLS, one read() of a connection's socket takes up to this many
+ * bytes of records, which OpenSSL then reads from memory */
+#define WIRE_READ (256u << 10)
 #define STREAM_BUCKETS 256
 #define EPOLL_BATCH 64
-#define READS_PER_EVENT 4
 #define METRICS_MAX 512
 #define TICK_MS 1000
 #define HANDSHAKE_TIMEOUT_S 10
@@ -63,8 +73,21 @@ struct conn {
 	char why[DMSC_MTLS_WHY_MAX];
 	time_t started;
 	uint64_t idle_since_ms; /* client: when its last stream ended; 0: busy */
+	/* the frame being read: its header (rd_hdr_len bytes of it so far),
+	 * then rd_left bytes of its payload; a DATA payload for no stream is
+	 * dropped */
+	uint8_t rd_hdr[DMSC_TF_HDR];
+	size_t rd_hdr_len, rd_left;
+	struct dmsc_tf_hdr rd;
+	bool rd_body, rd_drop;
 	struct buf in, out;
+	/* without kTLS: the records OpenSSL sealed, not yet written to the
+	 * socket (tn_conn_flush writes them in one write()), and those read
+	 * from the socket that OpenSSL has not taken yet */
+	struct buf wire, rx;
 	struct stream *bucket[STREAM_BUCKETS];
+	/* streams DATA came for in this read, written to after it */
+	struct stream *to_write;
 	unsigned int n_streams;
 	uint32_t next_id;
 	struct conn *next; /* all conns */
@@ -83,8 +106,9 @@ struct stream {
 	uint32_t credit;    /* DATA bytes we may still send */
 	uint32_t unacked;   /* written locally, not yet credited back */
 	uint32_t recv_room; /* DATA bytes the peer may still send */
-	bool open_ok, connecting, rd_eof, peer_fin, wr_shut, dead;
+	bool open_ok, connecting, rd_eof, peer_fin, wr_shut, dead, write_marked;
 	struct stream *next_dead;
+	struct stream *next_write; /* c->to_write */
 };
 
 struct listener {
@@ -122,6 +146,9 @@ struct tunnel {
 	size_t n_metrics;
 	unsigned long long hs_ok[2], hs_refused[2], hs_resumed[2]; /* [server] */
 	unsigned long long bytes_in, bytes_out, reloads, reload_failures;
+	/* a stream stopped reading its socket: no credit left (the peer's
+	 * window is full), or its connection's buffer past CONN_OUT_HIGH */
+	unsigned long long stalls_window, stalls_conn;
 	/* kTLS (docs/design.md decision 45): whether this kernel has it, and
 	 * per direction [0 send, 1 receive] the TLS connections whose records
 	 * the kernel seals or opens, and those OpenSSL does in userspace */
@@ -155,6 +182,10 @@ int tn_ev_add(struct tunnel *t, struct ev *e, enum ev_kind kind, int fd, uint32_
 
 /* TLS context and connections */
 const char *tn_ssl_err(void);
+/* The BIO that collects a connection's records for one write() (decision
+ * 65); tn_wire_method_free at the end. */
+int tn_wire_method_init(void);
+void tn_wire_method_free(void);
 int tn_ctx_load(struct tunnel *t, SSL_CTX **out, char *td, char *why, size_t len);
 /* Whether this kernel has kTLS (the "tls" TCP upper layer protocol); logs
  * which path the tunnel's records take. */

@@ -41,11 +41,18 @@ int tn_buf_reserve(struct buf *b, size_t more)
 	size_t need;
 	uint8_t *p;
 
-	if (b->off && b->off + b->len + more > b->cap) {
+	if (b->off + b->len + more <= b->cap)
+		return 0;
+	/* what is left moves to the front when it is no more than what was
+	 * consumed before it (each byte moved at most about once); else the
+	 * buffer grows: a bulk stream's buffers keep a record or a window's
+	 * worth queued, which moved before every append was most of the
+	 * copying (decision 65) */
+	if (b->off && b->len <= b->off) {
 		memmove(b->p, b->p + b->off, b->len);
 		b->off = 0;
 	}
-	need = b->len + more;
+	need = b->off + b->len + more;
 	if (need <= b->cap)
 		return 0;
 	if (need < 2 * b->cap)
@@ -162,6 +169,13 @@ void tn_metrics_write(struct tunnel *t)
 			 1, t->bytes_in);
 	dmsc_prom_sample(&b, "dmsc_tunnel_bytes_total",
 			 &(struct dmsc_prom_label){"direction", "out"}, 1, t->bytes_out);
+	dmsc_prom_family(&b, "dmsc_tunnel_stream_stalls_total", "counter",
+			 "Times a stream stopped reading its local socket: its window at the "
+			 "peer was full (window) or its connection's buffer was (connection).");
+	dmsc_prom_sample(&b, "dmsc_tunnel_stream_stalls_total",
+			 &(struct dmsc_prom_label){"reason", "window"}, 1, t->stalls_window);
+	dmsc_prom_sample(&b, "dmsc_tunnel_stream_stalls_total",
+			 &(struct dmsc_prom_label){"reason", "connection"}, 1, t->stalls_conn);
 	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_cert_reloads_total counter\n");
 	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",
 			 &(struct dmsc_prom_label){"result", "ok"}, 1, t->reloads);

@@ -289,6 +289,127 @@ out:
 	return err;
 }
 
+/* ---- the wire: records written and read in batches ---- */
+
+/* Without kTLS OpenSSL would write each sealed record (16 KiB) with a
+ * write() of its own, and read records with a read() each (read-ahead and
+ * a larger read buffer do not help: OpenSSL 3.0 moves what is left in its
+ * buffer to the front before each record, so a buffer of many records is
+ * copied over and over). The connection's BIO is this one instead: it
+ * appends the records OpenSSL writes to c->wire, which tn_conn_flush
+ * writes in one write(), and serves OpenSSL's reads from c->rx, filled by
+ * one read() of up to WIRE_READ (docs/design.md decision 65). With kTLS
+ * the records are the kernel's: plain socket BIOs. */
+static BIO_METHOD *wire_method;
+
+static int wire_write(BIO *b, const char *data, int len)
+{
+	struct conn *c = BIO_get_data(b);
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	return tn_buf_append(&c->wire, data, (size_t)len) ? -1 : len;
+}
+
+/* OpenSSL reads a record's header, then its body (no read-ahead: it asks
+ * for what it needs, so nothing is left over in its buffer to move) */
+static int wire_read(BIO *b, char *out, int len)
+{
+	struct conn *c = BIO_get_data(b);
+	size_t n;
+
+	BIO_clear_retry_flags(b);
+	if (len <= 0)
+		return 0;
+	if (!c->rx.len) {
+		ssize_t r;
+
+		if (tn_buf_reserve(&c->rx, WIRE_READ))
+			return -1;
+		r = read(c->ev.fd, c->rx.p, WIRE_READ);
+		if (r <= 0) {
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				BIO_set_retry_read(b);
+			return (int)r;
+		}
+		c->rx.len = (size_t)r;
+	}
+	n = (size_t)len < c->rx.len ? (size_t)len : c->rx.len;
+	memcpy(out, c->rx.p + c->rx.off, n);
+	tn_buf_consume(&c->rx, n);
+	return (int)n;
+}
+
+static long wire_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)b;
+	(void)num;
+	(void)ptr;
+	/* a flush is ours to do after the call that sealed the records */
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int wire_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+int tn_wire_method_init(void)
+{
+	if (wire_method)
+		return 0;
+	wire_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "dmsc tunnel wire");
+	if (!wire_method || !BIO_meth_set_write(wire_method, wire_write) ||
+	    !BIO_meth_set_read(wire_method, wire_read) ||
+	    !BIO_meth_set_ctrl(wire_method, wire_ctrl) ||
+	    !BIO_meth_set_create(wire_method, wire_create)) {
+		tn_wire_method_free();
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void tn_wire_method_free(void)
+{
+	BIO_meth_free(wire_method);
+	wire_method = NULL;
+}
+
+/* The connection's SSL reads and writes through c->rx and c->wire. */
+static int conn_set_bio(struct conn *c)
+{
+	BIO *b = BIO_new(wire_method);
+
+	if (!b)
+		return -ENOMEM;
+	BIO_set_data(b, c);
+	SSL_set_bio(c->ssl, b, b);
+	SSL_set_read_ahead(c->ssl, 0);
+	return 0;
+}
+
+/* c->wire to the socket, until it is empty or the socket full: 0, or
+ * -EPIPE when the connection is lost (and closed here). */
+static int conn_wire_send(struct conn *c)
+{
+	while (c->wire.len) {
+		ssize_t n = write(c->ev.fd, c->wire.p + c->wire.off, c->wire.len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			tn_conn_close(c, strerror(errno));
+			return -EPIPE;
+		}
+		tn_buf_consume(&c->wire, (size_t)n);
+	}
+	return 0;
+}
+
 /* ---- TLS connections ---- */
 
 static void conn_events(struct conn *c)
@@ -297,7 +418,7 @@ static void conn_events(struct conn *c)
 
 	if (c->dead)
 		return;
-	if (c->tcp_connecting || c->want_write || (c->up && c->out.len))
+	if (c->tcp_connecting || c->want_write || c->wire.len || (c->up && c->out.len))
 		ev |= EPOLLOUT;
 	tn_ev_set(c->t, &c->ev, ev);
 }
@@ -316,9 +437,14 @@ void tn_conn_close(struct conn *c, const char *why)
 	for (b = 0; b < STREAM_BUCKETS; b++)
 		while (c->bucket[b])
 			tn_stream_close(c->bucket[b], true);
+	c->to_write = NULL;
 	epoll_ctl(c->t->ep, EPOLL_CTL_DEL, c->ev.fd, NULL);
 	if (c->ssl && c->up)
 		SSL_shutdown(c->ssl);
+	/* the close_notify behind what is still queued, if the socket takes
+	 * it now: the connection ends either way */
+	if (c->wire.len && write(c->ev.fd, c->wire.p + c->wire.off, c->wire.len) < 0)
+		c->wire.len = 0;
 	close(c->ev.fd);
 	for (pp = &c->t->conns; *pp; pp = &(*pp)->next)
 		if (*pp == c) {
@@ -343,33 +469,42 @@ void tn_conn_flush_marked(struct tunnel *t)
 		tn_conn_flush(dmsc_container_of(m, struct conn, flush));
 }
 
+/* The queued frames sealed and written: without kTLS up to WIRE_BATCH of
+ * records per write() (c->wire), with it SSL_write writes them itself. */
 void tn_conn_flush(struct conn *c)
 {
-	bool was_high = c->out.len >= CONN_OUT_HIGH;
+	bool was_high = c->out.len >= CONN_OUT_HIGH, waits = false;
 	int b;
 
 	if (c->dead || !c->up)
 		return;
 	c->want_write = false;
-	while (c->out.len) {
-		size_t n = c->out.len < 16384 ? c->out.len : 16384;
-		int r = SSL_write(c->ssl, c->out.p + c->out.off, (int)n);
+	for (;;) {
+		while (c->out.len && c->wire.len < WIRE_BATCH && !waits) {
+			size_t n = c->out.len < SEAL_MAX ? c->out.len : SEAL_MAX;
+			int r = SSL_write(c->ssl, c->out.p + c->out.off, (int)n);
 
-		if (r > 0) {
-			tn_buf_consume(&c->out, (size_t)r);
-			continue;
+			if (r > 0) {
+				tn_buf_consume(&c->out, (size_t)r);
+				continue;
+			}
+			switch (SSL_get_error(c->ssl, r)) {
+			case SSL_ERROR_WANT_WRITE:
+				c->want_write = true;
+				break;
+			case SSL_ERROR_WANT_READ:
+				break;
+			default:
+				tn_conn_close(c, tn_ssl_err());
+				return;
+			}
+			waits = true;
 		}
-		switch (SSL_get_error(c->ssl, r)) {
-		case SSL_ERROR_WANT_WRITE:
-			c->want_write = true;
-			break;
-		case SSL_ERROR_WANT_READ:
-			break;
-		default:
-			tn_conn_close(c, tn_ssl_err());
+		if (conn_wire_send(c))
 			return;
-		}
-		break;
+		/* the socket is full, all is written, or OpenSSL waits */
+		if (c->wire.len || !c->out.len || waits)
+			break;
 	}
 	conn_events(c);
 	if (was_high && c->out.len < CONN_OUT_LOW)
@@ -411,17 +546,6 @@ static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint
 		s->open_ok = true;
 		tn_stream_events(s);
 		break;
-	case DMSC_TF_DATA:
-		if (h->len > s->recv_room || s->peer_fin) {
-			tn_conn_reset(c, s->id, DMSC_TF_R_PROTOCOL, "DATA past the window or FIN");
-			tn_stream_close(s, true);
-			break;
-		}
-		s->recv_room -= h->len;
-		tn_buf_append(&s->out, p, h->len);
-		c->t->bytes_in += h->len;
-		tn_stream_flush_local(s);
-		break;
 	case DMSC_TF_WINDOW: {
 		uint32_t v;
 
@@ -447,47 +571,142 @@ static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint
 	}
 }
 
+/* What the last read brought each stream, to its local socket. */
+static void conn_write_streams(struct conn *c)
+{
+	while (c->to_write) {
+		struct stream *s = c->to_write;
+
+		c->to_write = s->next_write;
+		s->write_marked = false;
+		if (!s->dead)
+			tn_stream_flush_local(s);
+	}
+}
+
+/* SSL_read into buf: the bytes read, 0 when OpenSSL needs more from the
+ * socket, -1 when the connection is gone (closed here). */
+static int conn_ssl_read(struct conn *c, void *buf, size_t n)
+{
+	int r = SSL_read(c->ssl, buf, (int)n), e;
+
+	if (r > 0)
+		return r;
+	e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ)
+		return 0;
+	if (e == SSL_ERROR_WANT_WRITE) {
+		c->want_write = true;
+		return 0;
+	}
+	tn_conn_close(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the peer"
+			 : ERR_peek_last_error()    ? tn_ssl_err()
+						    : "connection lost");
+	return -1;
+}
+
+/* A DATA frame's header: the stream it is for takes its payload, or the
+ * payload is dropped (a stream reset a moment ago, or one the frame
+ * would overrun). */
+static void data_begin(struct conn *c)
+{
+	struct stream *s = tn_stream_find(c, c->rd.stream);
+
+	c->rd_drop = !s;
+	if (s && (c->rd.len > s->recv_room || s->peer_fin)) {
+		tn_conn_reset(c, s->id, DMSC_TF_R_PROTOCOL, "DATA past the window or FIN");
+		tn_stream_close(s, true);
+		c->rd_drop = true;
+	} else if (s) {
+		s->recv_room -= c->rd.len;
+	}
+}
+
+/* Where the next bytes of the current frame's payload go: a DATA frame's
+ * straight to its stream's buffer towards the local socket (no copy
+ * through c->in: decision 65), the others' to c->in. NULL: out of
+ * memory. */
+static uint8_t *payload_dest(struct conn *c, struct stream **to)
+{
+	struct buf *b = &c->in;
+
+	*to = NULL;
+	if (c->rd.type == DMSC_TF_DATA && !c->rd_drop) {
+		*to = tn_stream_find(c, c->rd.stream);
+		if (*to)
+			b = &(*to)->out;
+		else
+			c->rd_drop = true; /* closed while its frame arrived */
+	}
+	if (c->rd.type == DMSC_TF_DATA && c->rd_drop)
+		b->len = b->off = 0; /* c->in: a scratch buffer */
+	if (tn_buf_reserve(b, c->rd_left))
+		return NULL;
+	return b->p + b->off + b->len;
+}
+
+/* The frames of what arrived: headers and control payloads into c->in,
+ * DATA payloads into their streams, which are written to their local
+ * sockets after the read (one write() for many frames). A frame may span
+ * reads: c->rd_hdr_len and c->rd_left say where the last one stopped. */
 static void conn_read(struct conn *c)
 {
 	for (;;) {
-		struct dmsc_tf_hdr h;
+		struct stream *s;
+		uint8_t *dst;
 		int r;
 
-		if (tn_buf_reserve(&c->in, 16384)) {
-			tn_conn_close(c, "out of memory");
-			return;
-		}
-		r = SSL_read(c->ssl, c->in.p + c->in.off + c->in.len, 16384);
-		if (r <= 0) {
-			int e = SSL_get_error(c->ssl, r);
-
-			if (e == SSL_ERROR_WANT_READ)
+		if (!c->rd_body) {
+			r = conn_ssl_read(c, c->rd_hdr + c->rd_hdr_len, DMSC_TF_HDR - c->rd_hdr_len);
+			if (r <= 0)
 				break;
-			if (e == SSL_ERROR_WANT_WRITE) {
-				c->want_write = true;
-				break;
-			}
-			tn_conn_close(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the peer"
-					 : ERR_peek_last_error()    ? tn_ssl_err()
-								    : "connection lost");
-			return;
-		}
-		c->in.len += (size_t)r;
-		while (c->in.len >= DMSC_TF_HDR && !c->dead) {
-			const uint8_t *p = c->in.p + c->in.off;
-
-			if (!dmsc_tf_get_hdr(p, &h)) {
+			c->rd_hdr_len += (size_t)r;
+			if (c->rd_hdr_len < DMSC_TF_HDR)
+				continue;
+			c->rd_hdr_len = 0;
+			if (!dmsc_tf_get_hdr(c->rd_hdr, &c->rd)) {
 				tn_conn_close(c, "malformed frame header");
 				return;
 			}
-			if (c->in.len < DMSC_TF_HDR + (size_t)h.len)
-				break;
-			handle_frame(c, &h, p + DMSC_TF_HDR);
-			tn_buf_consume(&c->in, DMSC_TF_HDR + (size_t)h.len);
+			c->rd_body = true;
+			c->rd_left = c->rd.len;
+			c->in.len = c->in.off = 0;
+			if (c->rd.type == DMSC_TF_DATA)
+				data_begin(c);
 		}
+		if (c->rd_left) {
+			dst = payload_dest(c, &s);
+			if (!dst) {
+				tn_conn_close(c, "out of memory");
+				return;
+			}
+			r = conn_ssl_read(c, dst, c->rd_left);
+			if (r <= 0)
+				break;
+			c->rd_left -= (size_t)r;
+			if (s) {
+				s->out.len += (size_t)r;
+				c->t->bytes_in += (unsigned long long)r;
+				if (!s->write_marked) {
+					s->write_marked = true;
+					s->next_write = c->to_write;
+					c->to_write = s;
+				}
+			} else if (c->rd.type != DMSC_TF_DATA) {
+				c->in.len += (size_t)r;
+			}
+			if (c->rd_left)
+				continue;
+		}
+		c->rd_body = false;
+		if (c->rd.type != DMSC_TF_DATA)
+			handle_frame(c, &c->rd, c->in.p + c->in.off);
 		if (c->dead)
 			return;
 	}
+	if (c->dead)
+		return;
+	conn_write_streams(c);
 	tn_conn_flush_later(c);
 }
 
@@ -504,7 +723,8 @@ static void conn_handshake(struct conn *c)
 		e = SSL_get_error(c->ssl, r);
 		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
 			c->want_write = e == SSL_ERROR_WANT_WRITE;
-			conn_events(c);
+			if (conn_wire_send(c) == 0)
+				conn_events(c);
 			return;
 		}
 		t->hs_refused[c->server]++;
@@ -583,7 +803,8 @@ void tn_conn_event(struct conn *c, uint32_t events)
 		if (!c->up)
 			return;
 	}
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+	/* records the handshake's read left in c->rx are read now */
+	if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || c->rx.len)
 		conn_read(c);
 	if (!c->dead && (events & EPOLLOUT))
 		tn_conn_flush(c);
@@ -603,7 +824,8 @@ struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc
 	c->started = time(NULL);
 	dmsc_tunnel_sa_format(sa, c->name, sizeof(c->name));
 	c->ssl = SSL_new(t->ctx);
-	if (!c->ssl || !SSL_set_fd(c->ssl, fd) || !SSL_set_ex_data(c->ssl, tn_conn_ex_idx, c)) {
+	if (!c->ssl || (t->ktls ? !SSL_set_fd(c->ssl, fd) : conn_set_bio(c) != 0) ||
+	    !SSL_set_ex_data(c->ssl, tn_conn_ex_idx, c)) {
 		SSL_free(c->ssl);
 		free(c);
 		return NULL;

@@ -311,3 +311,19 @@ int dmsc_etcd_txn(struct dmsc_etcd *c, const struct dmsc_etcd_cmp *cmps, size_t 
 	free(r.buf);
 	return e;
 }
+
+void *dmsc_etcd_next_done(void *multi, int *curl_code)
+{
+	CURLMsg *msg;
+	int left;
+	char *priv = NULL;
+
+	while ((msg = curl_multi_info_read(multi, &left))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+		*curl_code = msg->data.result;
+		return priv;
+	}
+	return NULL;
+}

@@ -153,5 +153,10 @@ void dmsc_etcd_setup_curl(const struct dmsc_etcd *c, void *curl, const char *pat
  * --etcd-cert, --etcd-key). */
 void dmsc_etcd_describe(const struct dmsc_etcd *c, int curl_code, const char *errbuf, char *out,
 			size_t len);
+/* The next transfer of a curl multi handle that has finished: its
+ * CURLOPT_PRIVATE pointer, *curl_code its result (a CURLcode); NULL when
+ * none has finished since the last call. For the watch streams of dmscd
+ * and `dmscctl watch`. */
+void *dmsc_etcd_next_done(void *multi, int *curl_code);
 
 #endif /* DMSC_ETCD_H */
