@@ -34,6 +34,7 @@ for v in v1 v2; do
 	echo "$v" >"$T/www-$v/v1only/id"
 done
 head -c 20000000 /dev/zero >"$T/www-v1/big"
+for v in v1 v2; do head -c 1000000 /dev/zero >"$T/www-$v/mid"; done
 dmsc_net_exec b1 nghttpd --no-tls -d "$T/www-v1" --address 198.18.1.2 8080 >"$T/b1.out" 2>&1 &
 dmsc_net_exec b2 nghttpd --no-tls -d "$T/www-v2" --address 198.18.1.3 8080 >"$T/b2.out" 2>&1 &
 # b3: a backend that accepts and never answers (the kernel's backlog
@@ -206,9 +207,10 @@ t_eq "SIGTERM: the helper drains and exits 0" "$?" 0
 L7PID=
 
 # 8. --max-conns counts HTTP/2 connections: one worker, at most 2; with 2
-# idle HTTP/2 connections open a third is closed unanswered
+# idle HTTP/2 connections open a third is closed unanswered. --no-netns
+# (as scripts/bench-h2.sh runs it): its drain below.
 ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
-	--workers 1 --max-conns 2 --metrics-file "$T/m2.prom" >"$T/l7b.out" 2>"$T/l7b.err" &
+	--workers 1 --max-conns 2 --no-netns --metrics-file "$T/m2.prom" >"$T/l7b.out" 2>"$T/l7b.err" &
 L7PID=$!
 dmsc_wait_ready "$T/l7b.out" 10 || { t_fail "dmsc-l7 --max-conns 2 ready"; cat "$T/l7b.err"; t_summary; exit 1; }
 mkfifo "$T/idle.in"
@@ -222,5 +224,26 @@ t_check "...counted as over_capacity" t_wait 5 \
 exec 7>&-
 ok200() { [[ $(h2curl -o /dev/null -w '%{http_code}' "http://$WEB/id") == 200 ]]; }
 t_check "...and served once the idle ones closed" t_wait 10 ok200
+
+# 9. SIGTERM with an idle HTTP/2 connection and a stream in flight (1 MB
+# read at 500 kB/s) on the --no-netns helper: it exits 0 (no crash), and
+# the GOAWAY's drain lets the stream finish (once the connections above
+# are gone: --max-conns 2)
+l7idle() { [[ -z $(dmsc_net_exec n ss -Htn state established '( sport = :15001 )') ]]; }
+t_check "the helper holds no connection" t_wait 10 l7idle
+in_c python3 "$(dirname "$0")/../lib/h2idle.py" "$WEB" 80 1 30 <"$T/idle.in" >"$T/idle1.out" 2>&1 &
+exec 7>"$T/idle.in"
+t_check "an idle HTTP/2 connection held" t_wait 30 grep -q '^ready 1$' "$T/idle1.out"
+in_c curl -sS --http2-prior-knowledge --limit-rate 500k --max-time 20 -o "$T/mid.out" \
+	-w '%{http_version} %{http_code} %{size_download}' "http://$WEB/mid" >"$T/mid.code" 2>&1 &
+MIDPID=$!
+t_check "...and a stream in flight" t_wait 10 test -s "$T/mid.out"
+kill -TERM "$L7PID"
+wait "$L7PID"
+t_eq "SIGTERM (--no-netns, idle connection, stream in flight): exits 0" "$?" 0
+L7PID=
+wait "$MIDPID"
+t_eq "...the stream in flight finished whole" "$? $(cat "$T/mid.code")" "0 2 200 1000000"
+exec 7>&-
 t_check "uninstall" "$CTL" uninstall
 t_summary

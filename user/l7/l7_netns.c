@@ -591,6 +591,10 @@ void dmsc_l7_netns_close(void (*accept)(void *arg, int fd, uint64_t netns), void
 {
 	size_t i;
 
+	/* never started (--no-netns): the slots were never set to -1 and
+	 * hold no listener */
+	if (!ns.ops)
+		return;
 	if (ns.own.fd6 >= 0) {
 		/* its entry stays: the next helper binds [::1] beside us and
 		 * writes the same one */
