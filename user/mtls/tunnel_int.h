@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
  * The tunnel's private parts, shared by tunnel.c (the loop, listeners,
- * options), tunnel_io.c (buffers, metrics, epoll), tunnel_tls.c (the TLS
- * context and connections) and tunnel_stream.c (streams, the destination's
- * checks). Not for use outside user/mtls.
+ * options), tunnel_io.c (buffers, metrics, epoll), tunnel_ctx.c (the TLS
+ * context), tunnel_tls.c (the TLS connections) and tunnel_stream.c
+ * (streams, the destination's checks). Not for use outside user/mtls.
  */
 #ifndef DMSC_TUNNEL_INT_H
 #define DMSC_TUNNEL_INT_H
