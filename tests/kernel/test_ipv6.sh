@@ -59,7 +59,7 @@ dmsc_net_hosts c=198.18.60.2/16 b1=198.18.60.11/16 b2=198.18.60.12/16 || exit 1
 dmsc_net_addr6 c 2001:2:60::2/64 || exit 1
 dmsc_net_addr6 b1 2001:2:60::11/64 || exit 1
 dmsc_net_addr6 b2 2001:2:60::12/64 || exit 1
-dmsc_cgroups MESH=mesh ALLOWED=mesh/allowed OUTSIDE=outside || exit 1
+dmsc_cgroups MESH=mesh ALLOWED=mesh/allowed OUTSIDE=outside L7CG=l7 || exit 1
 REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
 
 for b in b1 b2; do
@@ -358,7 +358,7 @@ lap "limits, allow_from, drain"
 # that namespace's dmsc_l7_netns entry, which needs the namespace's
 # cookie: SO_NETNS_COOKIE from Linux 5.14, before it a cgroup program of
 # the helper's (a cgroup dmsc-l7-netns.PID in its own, or else beside the
-# mesh cgroup: here beside it). On the host the
+# mesh cgroup: here in its own, a cgroup of the test's). On the host the
 # helper is made to use the program (DMSC_L7_NETNS_COOKIE=probe), so that
 # both ways are checked. Without a cookie connect6 balances at L4: b1
 # would answer (web6h's only route sends all to b2) and the access log
@@ -386,8 +386,12 @@ else
 	probe=0
 fi
 in_n() { nsenter --net="/run/netns/${P}n" "$@"; }
+# The helper runs in a cgroup of the test's (L7CG), so that the probe's
+# cgroup it makes in its own is in the test's tree whatever cgroup the
+# test runs in (exec keeps the pid: L7PID is dmsc-l7's).
 l7_start() { # N: dmsc-l7 in n, its output in $T/l7-N.{out,err}; L7PID
-	nsenter --net="/run/netns/${P}n" "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/web6h.json" --workers 1 \
+	bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$L7CG" \
+		nsenter --net="/run/netns/${P}n" "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/web6h.json" --workers 1 \
 		--access-log "$T/access6.log" >"$T/l7-$1.out" 2>"$T/l7-$1.err" &
 	L7PID=$!
 	dmsc_wait_ready "$T/l7-$1.out" 60 || t_fail "dmsc-l7 ready"
@@ -407,6 +411,7 @@ if ((probe)); then
 	cg1=$(probe_cg 1)
 	t_check "... the cookies from a cgroup program on dmsc-l7-netns.$L7PID, not in the cgroup2 root" \
 		bash -c "[[ -d '$cg1' && '$cg1' == */dmsc-l7-netns.$L7PID && \$(dirname '$cg1') != '$CGMNT' ]]"
+	t_eq "... made in the helper's own cgroup (the test's)" "$(dirname "$cg1")" "$L7CG"
 fi
 snap
 nh0=${S[reasons.l7_no_helper]:-0}
