@@ -161,13 +161,18 @@ dmsc_net_exec b "$stream" server --listen "$B:9001" --stall-ms 4000 --max-second
 # machine
 dmsc_net_exec b "$stream" server --listen "$B:9002" --stall-ms 12000 --max-seconds 300 \
 	>"$work/stream-slower.out" 2>&1 &
+# one that reads 16 MB as they come, then stops for 2 s: a stream's window
+# grows, then shrinks back (docs/design.md decision 69)
+dmsc_net_exec b "$stream" server --listen "$B:9003" --stall-after 16000000 --stall-ms 2000 \
+	--max-seconds 300 >"$work/stream-pause.out" 2>&1 &
 dmsc_net_exec b iperf3 -s -B "$B" -p 5201 >"$work/iperf-srv.out" 2>&1 &
 dmsc_net_exec b "$testsrv" --listen "$B:8081" --name admin --mode http --max-seconds 300 \
 	>"$work/admin.out" 2>&1 &
 dmsc_wait_ready "$work/web.out" 5 && dmsc_wait_ready "$work/admin.out" 5 &&
 	dmsc_wait_ready "$work/stream-srv.out" 5 &&
 	dmsc_wait_ready "$work/stream-slow.out" 5 &&
-	dmsc_wait_ready "$work/stream-slower.out" 5
+	dmsc_wait_ready "$work/stream-slower.out" 5 &&
+	dmsc_wait_ready "$work/stream-pause.out" 5
 t_eq "backends on b are up" "$?" 0
 
 # b's policy: which identities may reach which of its backends
@@ -176,6 +181,7 @@ cat >"$work/b-policy.json" <<EOP
   { "name": "web", "vip": "198.19.13.1", "port": 80, "allow_from": [ "$ID" ],
     "backends": [ { "address": "$B", "port": 8080 }, { "address": "$B", "port": 9000 },
                   { "address": "$B", "port": 9001 }, { "address": "$B", "port": 9002 },
+                  { "address": "$B", "port": 9003 },
                   { "address": "$B", "port": 5201 } ] },
   { "name": "admin", "vip": "198.19.13.2", "port": 80, "allow_from": [ "ops.slice" ],
     "backends": [ { "address": "$B", "port": 8081 } ] } ] }
@@ -187,6 +193,7 @@ t_check "a's helper starts" start_helper a --peer-idle-ms 1500 \
 	--forward "$(fwd 18080 "$B:8080")" --forward "$(fwd 19000 "$B:9000")" \
 	--forward "$(fwd 15201 "$B:5201")" --forward "$(fwd 18081 "127.0.0.1:8080")" \
 	--forward "$(fwd 19001 "$B:9001")" --forward "$(fwd 19002 "$B:9002")" \
+	--forward "$(fwd 19003 "$B:9003")" \
 	--forward "$(fwd 18082 "$B:8081")" \
 	--forward "$(fwd 18083 "$B:8081" ops.slice/tool.service)" --forward "$(fwd 18084 "$B:9999")"
 t_check "c's helper starts" start_helper c --forward "127.0.0.1:18080=$B:15008,$B:8080,intruder"
@@ -215,6 +222,20 @@ t_check "iperf3 through the tunnel ($(jq -r '.end.sum_received.bits_per_second /
 out=$(dmsc_net_exec a iperf3 -c 127.0.0.1 -p 15201 -t 2 -R -J)
 t_check "iperf3 -R through the tunnel" \
 	jqe '.end.sum_received.bytes > 0 and (has("error") | not)' "$out"
+
+# ---- a stream's window follows its reader (decision 69) -------------------
+# the bulk runs above filled their windows while b's readers kept up: b
+# grew them. A reader that keeps up, then stops: its window shrinks back,
+# and what the windows held past the initial one is given back at close
+t_check "b grew a stream's window under iperf3" \
+	metric_ge b 'window_changes_total\{change="grown"\}' 1
+out=$(dmsc_net_exec a "$stream" client --connect 127.0.0.1:19003 --conns 1 --count 1 \
+	--bytes 40000000 --max-seconds 60)
+t_eq "40 MB to a reader that stops for 2 s after 16 MB, byte-exact" "$(jq -r .ok <<<"$out")" 1
+t_check "b shrank that stream's window when its reader stopped" \
+	metric_ge b 'window_changes_total\{change="shrunk"\}' 1
+t_check "b's streams hold no window past the initial one once closed" \
+	t_wait 5 grep -qx 'dmsc_tunnel_stream_window_extra_bytes 0' "$work/b.prom"
 
 # ---- the identity a vouched for, per stream, in b's metrics ----------------
 t_check "b counts streams from node-a for $ID, allowed" \
