@@ -14,7 +14,7 @@
  * wake-up of both sides per request); a stream's buffer towards its local
  * socket is so bounded by the window, which the receiver grows while its
  * local reader keeps up and shrinks back when it stops (docs/design.md
- * decision 69: at most 4 MiB a stream, 64 MiB past the initial windows
+ * decision 69: at most 1 MiB a stream, 64 MiB past the initial windows
  * for all). A TLS connection's outgoing buffer
  * past CONN_OUT_HIGH stops every stream of it from reading its socket, so a
  * slow peer link slows the workloads down instead of filling memory.

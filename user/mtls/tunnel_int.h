@@ -26,7 +26,7 @@
  * sender fills it and the local reader keeps up, up to STREAM_WINDOW_MAX,
  * and all streams' growth together up to TUNNEL_WINDOW_EXTRA_MAX
  * (docs/design.md decision 69) */
-#define STREAM_WINDOW_MAX (4u << 20)
+#define STREAM_WINDOW_MAX (1u << 20)
 #define TUNNEL_WINDOW_EXTRA_MAX (64u << 20)
 
 #define CONN_OUT_HIGH (512u << 10)
@@ -117,6 +117,7 @@ struct stream {
 	uint32_t window;
 	bool window_filled; /* the peer came near its end since the last credit */
 	bool local_blocked; /* the local socket took less than we had since then */
+	bool reader_slow;   /* it did once: the window grows no more */
 	bool open_ok, connecting, rd_eof, peer_fin, wr_shut, dead, write_marked;
 	struct stream *next_dead;
 	struct stream *next_write; /* c->to_write */

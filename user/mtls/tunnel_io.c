@@ -185,7 +185,7 @@ void tn_metrics_write(struct tunnel *t)
 			 &(struct dmsc_prom_label){"change", "shrunk"}, 1, t->window_shrunk);
 	dmsc_prom_family(&b, "dmsc_tunnel_stream_window_extra_bytes", "gauge",
 			 "What the open streams' windows hold past the initial 256 KiB, together "
-			 "(bounded by 64 MiB).");
+			 "(at most 64 MiB).");
 	dmsc_prom_sample(&b, "dmsc_tunnel_stream_window_extra_bytes", NULL, 0, t->window_extra);
 	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_cert_reloads_total counter\n");
 	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",

@@ -154,24 +154,28 @@ static bool stream_io_failed(struct stream *s)
 }
 
 /* At a credit: how the stream's window changes (docs/design.md decision
- * 69). The peer filled it since the last credit while the local socket
- * took all we had: the window, not the reader, holds the stream back, so
- * it doubles (up to STREAM_WINDOW_MAX, and while the tunnel's streams
- * together stay under TUNNEL_WINDOW_EXTRA_MAX). The local socket blocked:
- * the reader is the limit, so what the window has past the initial one is
- * withheld from the credit (returned as negative, at most the credit) and
- * the bytes buffered here fall back towards the initial bound. */
+ * 69). The peer came near its end since the last credit and the local
+ * socket has never refused a write: the window, not the reader, holds the
+ * stream back, so it doubles (up to STREAM_WINDOW_MAX, and while the
+ * tunnel's streams together stay under TUNNEL_WINDOW_EXTRA_MAX). Once the
+ * local socket blocked, the reader is the limit: what the window has past
+ * the initial one is withheld from the credits (returned as negative, at
+ * most the credit) until it is back at the initial bound, and it grows no
+ * more (a larger window for a reader that falls behind only buffers more
+ * here, in memory the copies then miss in cache: decision 65). */
 static int64_t stream_window_change(struct stream *s)
 {
 	struct tunnel *t = s->c->t;
 	int64_t d = 0;
 
-	if (s->local_blocked && s->window > DMSC_TF_WINDOW_INITIAL) {
+	if (s->local_blocked)
+		s->reader_slow = true;
+	if (s->reader_slow && s->window > DMSC_TF_WINDOW_INITIAL) {
 		uint32_t over = s->window - DMSC_TF_WINDOW_INITIAL;
 
 		d = -(int64_t)(over < s->unacked ? over : s->unacked);
 		t->window_shrunk++;
-	} else if (!s->local_blocked && s->window_filled && s->window < STREAM_WINDOW_MAX &&
+	} else if (!s->reader_slow && s->window_filled && s->window < STREAM_WINDOW_MAX &&
 		   t->window_extra + s->window <= TUNNEL_WINDOW_EXTRA_MAX) {
 		d = s->window;
 		t->window_grown++;
