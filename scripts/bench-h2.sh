@@ -27,6 +27,11 @@
 # which `perf trace -s` counts its system calls; printed per request, with
 # its context switches and the TCP segments sent from the proxies'
 # namespace. BENCH_PROXIES: which of "dmsc-l7 haproxy nginx" run.
+# BENCH_SCHED=KIND:STREAMS: `perf sched record` for 2 s of that run of
+# round 1, each proxy, and the scheduling delays (wake-up to CPU) of the
+# proxy, h2load and the backends. BENCH_LOGS=DIR: h2load's per-request logs
+# are copied there. Each run prints the proxy's CPU by thread (how evenly
+# its workers share the load) and the backend connections it holds halfway.
 # Writes $BUILD/bench-h2.json.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
