@@ -51,7 +51,8 @@ int h2_move_init(struct worker *w)
 }
 
 /* The worker that should serve a new HTTP/2 connection accepted by w: w,
- * unless another holds fewer (the first of the fewest). */
+ * unless another holds fewer (the first of the fewest) and has room under
+ * --max-conns (per worker: w checked its own at accept). */
 static struct worker *h2_move_target(struct worker *w)
 {
 	struct worker *best = w;
@@ -61,7 +62,8 @@ static struct worker *h2_move_target(struct worker *w)
 	for (i = 0; i < opt.workers; i++) {
 		uint32_t n = h2_load(&workers[i]);
 
-		if (n < least) {
+		if (n < least &&
+		    __atomic_load_n(&workers[i].n_conns, __ATOMIC_RELAXED) + n < opt.max_conns) {
 			least = n;
 			best = &workers[i];
 		}
@@ -101,7 +103,9 @@ bool h2_move(struct worker *w, int fd, struct dmsc_l7_client *client,
 }
 
 /* Takes the connections other workers queued for w: served (serve) or,
- * at exit, closed. */
+ * at exit, closed. (Nothing moves once draining is set; a connection a
+ * worker queued just before, for a worker that has exited since, ends
+ * with the process, which the drain ends.) */
 static void h2_move_take(struct worker *w, bool serve)
 {
 	struct h2_moved *m, *next;
@@ -116,8 +120,8 @@ static void h2_move_take(struct worker *w, bool serve)
 	pthread_mutex_unlock(&w->move_lock);
 	for (; m; m = next) {
 		next = m->next;
-		if (!serve || dmsc_l7_h2_start(&w->h2, m->fd, m->client, m->svc, m->svc_idx,
-					       m->in, m->len)) {
+		if (!serve ||
+		    dmsc_l7_h2_start(&w->h2, m->fd, m->client, m->svc, m->svc_idx, m->in, m->len)) {
 			close(m->fd);
 			client_release(m->client);
 		}

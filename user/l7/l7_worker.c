@@ -176,7 +176,7 @@ found:
 	if (w->conns)
 		w->conns->prev = c;
 	w->conns = c;
-	w->n_conns++;
+	__atomic_add_fetch(&w->n_conns, 1, __ATOMIC_RELAXED);
 	ctr_add(&w->m.accepted, 1);
 }
 
