@@ -26,7 +26,8 @@
 # cgroup (counted; permissive: let in and counted), and b's connect4
 # refusing a workload of b outside allow_from straight to that backend's
 # address as through the VIP, with b's tunnel in b's mesh cgroup (what it
-# delivers is exempt); a change of CA (b to a new CA under a running
+# delivers is exempt), both over IPv6 too (b's IPv6 backends, decision
+# 70); a change of CA (b to a new CA under a running
 # download: a's connection retired, its new ones refused until it holds a
 # certificate of the new CA, an old and an expired certificate refused at
 # b's handshake); the policy from etcd, with the hosts' tunnel addresses
