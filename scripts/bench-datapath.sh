@@ -270,10 +270,10 @@ if [[ ${1:-} == --first-bulk ]]; then
 			msg=$(printf 'direct %s, first flow %s Gbit/s (left %s, released %s, pruned %s)' "$ga" "$gb" "$left" "$rel" "$pruned")
 			if [[ $COMPARE != 0 ]]; then
 				env "$CMP_ENV" "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install ($CMP_ENV) failed"
-				read -r gc leftc relc _ < <(first_flow "first-$i-$len-cmp" "$len")
+				read -r gc leftc relc prc < <(first_flow "first-$i-$len-cmp" "$len")
 				"$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install failed"
-				line="$line $gc ${leftc:-nan}"
-				msg="$msg; $CMP_LABEL $gc (left $leftc)"
+				line="$line $gc ${leftc:-nan} ${prc:-0}"
+				msg="$msg; $CMP_LABEL $gc (left $leftc, pruned $prc)"
 			fi
 			echo "$line" >>"$T/fb.txt"
 			printf '  trial %d/%d %5s: %s\n' "$i" "$TRIALS" "$len" "$msg"
@@ -315,7 +315,8 @@ if [[ ${1:-} == --first-bulk ]]; then
 				last="$(awk -v len="$len" '$1 == len { print $2 }' "$T/fb-last.txt")" "$T/fb.txt" |
 				sort -g | awk -v len="$len" '{ r[NR] = $1 } END { if (NR < 2) exit
 					printf "noise floor, %4s writes: direct against the mean of the direct runs before and after it min %.2fx median %.2fx max %.2fx over %d runs\n", len, r[1], NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2, r[NR], NR }'
-			awk -v len="$len" '$1 == len { p += $6 } END { printf "reader TCP prunes after a first flow left, %4s writes: %d\n", len, p }' "$T/fb.txt"
+			awk -v len="$len" -v cmp="${CMP_LABEL:-}" '$1 == len { p += $6; c += $9 }
+				END { printf "reader TCP prunes after a first flow left, %4s writes: %d%s\n", len, p, cmp == "" ? "" : sprintf(" (%s: %d)", cmp, c) }' "$T/fb.txt"
 		done
 	}
 	{
@@ -325,7 +326,7 @@ if [[ ${1:-} == --first-bulk ]]; then
 		echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 		echo "goals: min >= 0.9x, median >= 1.0x direct"
 	} | tee -a "$OUT/first-bulk.txt"
-	echo "  columns: write direct_gbit first_gbit left released pruned [compared_gbit left] direct_reference_gbit" >>"$OUT/first-bulk.txt"
+	echo "  columns: write direct_gbit first_gbit left released pruned [compared_gbit left pruned] direct_reference_gbit" >>"$OUT/first-bulk.txt"
 	sed 's/^/  /' "$T/fb.txt" >>"$OUT/first-bulk.txt"
 	echo "bench: wrote $OUT/first-bulk.txt"
 	exit 0
