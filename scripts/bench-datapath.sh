@@ -207,20 +207,33 @@ bulk_len() {
 # path (any fallback counter of the fresh service) and were given the
 # native path back (released), the times the reader's TCP pruned its queue
 # over its buffer (TcpExtPruneCalled + TcpExtTCPRcvQDrop in the server's
-# namespace, summed over the first flows), and the noise floor: the ratio of
-# each direct run to the previous trial's (no fast path in either).
-# FIRST_BULK_COMPARE=1 adds, in each trial, the
-# same with DMSC_FP_NO_RELEASE=1 (a writer that left stays on tcp_bpf's
-# path, as before the native path came back). Writes
+# namespace, summed over the first flows), the host's load average, and the
+# noise floor. A first flow's ratio is to the mean of the direct runs of its
+# write size right before and right after it (one more direct run per size
+# closes the series), so a slow moment of the shared host weighs on both
+# sides alike; the noise floor is the same estimator with no fast path in
+# it: each direct run against the mean of the direct runs before and after
+# it. FIRST_BULK_COMPARE=1 adds, in each trial, the same with
+# DMSC_FP_NO_RELEASE=1 (a writer that left stays on tcp_bpf's path, as
+# before the native path came back); FIRST_BULK_COMPARE=whole, with
+# DMSC_FP_WHOLE_FIRST=1 (a first message goes whole into its reader's empty
+# queue, as before docs/design.md decision 72). Writes
 # build/bench/first-bulk.txt.
 if [[ ${1:-} == --first-bulk ]]; then
 	TRIALS=${FIRST_BULK_TRIALS:-20}
 	FB_SECONDS=${FIRST_BULK_SECONDS:-4}
 	COMPARE=${FIRST_BULK_COMPARE:-0}
+	case $COMPARE in
+	0) ;;
+	1) CMP_ENV=DMSC_FP_NO_RELEASE=1 CMP_LABEL="without the native path back" ;;
+	whole) CMP_ENV=DMSC_FP_WHOLE_FIRST=1 CMP_LABEL="first message whole" ;;
+	*) die "FIRST_BULK_COMPARE: \"$COMPARE\" is not 0, 1 or whole" ;;
+	esac
 	WAY_BULK[f]=198.19.1.1:5201 WAY_CG[f]=$MESH
 	: >"$T/fb.txt"
 	{
 		echo "first bulk flow of a new service, kernel $(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ); $TRIALS trials per write size, iperf3 ${FB_SECONDS}s, direct TCP interleaved; $QOS_NOTE"
+		echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 		echo "fast path: $FASTPATH_NOTE"
 	} | tee "$OUT/first-bulk.txt"
 	# first_flow NAME LEN: applies a new service NAME, runs the first bulk
@@ -255,44 +268,65 @@ if [[ ${1:-} == --first-bulk ]]; then
 			read -r gb left rel pruned < <(first_flow "first-$i-$len" "$len")
 			line="$len $ga $gb ${left:-nan} ${rel:-0} ${pruned:-0}"
 			msg=$(printf 'direct %s, first flow %s Gbit/s (left %s, released %s, pruned %s)' "$ga" "$gb" "$left" "$rel" "$pruned")
-			if [[ $COMPARE == 1 ]]; then
-				DMSC_FP_NO_RELEASE=1 "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install (no release) failed"
-				read -r gc leftc relc _ < <(first_flow "first-$i-$len-nr" "$len")
+			if [[ $COMPARE != 0 ]]; then
+				env "$CMP_ENV" "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install ($CMP_ENV) failed"
+				read -r gc leftc relc prc < <(first_flow "first-$i-$len-cmp" "$len")
 				"$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install failed"
-				line="$line $gc ${leftc:-nan}"
-				msg="$msg; without the native path back $gc (left $leftc)"
+				line="$line $gc ${leftc:-nan} ${prc:-0}"
+				msg="$msg; $CMP_LABEL $gc (left $leftc, pruned $prc)"
 			fi
 			echo "$line" >>"$T/fb.txt"
 			printf '  trial %d/%d %5s: %s\n' "$i" "$TRIALS" "$len" "$msg"
 		done
 	done
+	# The direct runs that close each write size's series, then each
+	# trial's direct reference: the mean of the direct runs before and
+	# after it (the last column of fb.txt; nan if either failed).
+	for len in 16K 128K; do
+		echo "$len $(BULK_SECONDS=$FB_SECONDS bulk_len a "$len" | cut -d' ' -f1)"
+	done >"$T/fb-last.txt"
+	awk 'NR == FNR { last[$1] = $2; next }
+		{ line[FNR] = $0; len[FNR] = $1; d[FNR] = $2; n = FNR }
+		END { for (i = 1; i <= n; i++) {
+			after = last[len[i]]
+			for (j = i + 1; j <= n; j++) if (len[j] == len[i]) { after = d[j]; break }
+			ok = d[i] + 0 > 0 && after + 0 > 0
+			print line[i], ok ? sprintf("%.3f", (d[i] + after) / 2) : "nan" } }' \
+		"$T/fb-last.txt" "$T/fb.txt" >"$T/fb-ref.txt"
+	mv "$T/fb-ref.txt" "$T/fb.txt"
 	"$CTL" apply "$T/policy.json" >/dev/null
-	# summary COLUMN LEFT_COLUMN LABEL
+	# summary COLUMN LEFT_COLUMN LABEL: COLUMN's ratio to the reference
 	summary() {
 		for len in 16K 128K; do
-			awk -v len="$len" -v c="$1" -v l="$2" '$1 == len && $2 + 0 > 0 && $c != "" && $c != "nan" { printf "%.3f %d\n", $c / $2, ($l > 0) }' "$T/fb.txt" |
+			awk -v len="$len" -v c="$1" -v l="$2" '$1 == len && $NF + 0 > 0 && $c != "" && $c != "nan" { printf "%.3f %d\n", $c / $NF, ($l > 0) }' "$T/fb.txt" |
 				sort -g | awk -v len="$len" -v label="$3" '{ r[NR] = $1; left += $2 }
 					END { if (!NR) { print len ": no trial ran"; exit }
 					      med = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
 					      printf "%s, %4s writes: ratio to direct min %.2fx median %.2fx max %.2fx over %d trials; %d left the fast path\n", label, len, r[1], med, r[NR], NR, left }'
 		done
 	}
-	# noise: each direct run against the previous trial's, same write size
+	# noise: each direct run against the mean of the direct runs before and
+	# after it, same write size (the first flows' estimator, no fast path)
 	noise() {
 		for len in 16K 128K; do
-			awk -v len="$len" '$1 == len && $2 + 0 > 0 { if (prev) printf "%.3f\n", $2 / prev; prev = $2 }' "$T/fb.txt" |
+			awk -v len="$len" '$1 == len { d[++n] = $2 }
+				END { for (i = 2; i <= n; i++) { after = i < n ? d[i + 1] : last
+					if (d[i] + 0 > 0 && d[i - 1] + 0 > 0 && after + 0 > 0) printf "%.3f\n", 2 * d[i] / (d[i - 1] + after) } }' \
+				last="$(awk -v len="$len" '$1 == len { print $2 }' "$T/fb-last.txt")" "$T/fb.txt" |
 				sort -g | awk -v len="$len" '{ r[NR] = $1 } END { if (NR < 2) exit
-					printf "noise floor, %4s writes: direct against the previous direct run min %.2fx median %.2fx max %.2fx\n", len, r[1], NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2, r[NR] }'
-			awk -v len="$len" '$1 == len { p += $6 } END { printf "reader TCP prunes after a first flow left, %4s writes: %d\n", len, p }' "$T/fb.txt"
+					printf "noise floor, %4s writes: direct against the mean of the direct runs before and after it min %.2fx median %.2fx max %.2fx over %d runs\n", len, r[1], NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2, r[NR], NR }'
+			awk -v len="$len" -v cmp="${CMP_LABEL:-}" '$1 == len { p += $6; c += $9 }
+				END { printf "reader TCP prunes after a first flow left, %4s writes: %d%s\n", len, p, cmp == "" ? "" : sprintf(" (%s: %d)", cmp, c) }' "$T/fb.txt"
 		done
 	}
 	{
 		summary 3 4 "first flow"
-		[[ $COMPARE == 1 ]] && summary 7 8 "first flow, no native path back"
+		[[ $COMPARE != 0 ]] && summary 7 8 "first flow, $CMP_LABEL"
 		noise
+		echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 		echo "goals: min >= 0.9x, median >= 1.0x direct"
 	} | tee -a "$OUT/first-bulk.txt"
-	echo "  columns: write direct_gbit first_gbit left released pruned [no_release_gbit left]" >>"$OUT/first-bulk.txt"
+	echo "  columns: write direct_gbit first_gbit left released pruned [compared_gbit left pruned] direct_reference_gbit" >>"$OUT/first-bulk.txt"
 	sed 's/^/  /' "$T/fb.txt" >>"$OUT/first-bulk.txt"
 	echo "bench: wrote $OUT/first-bulk.txt"
 	exit 0

@@ -46,6 +46,10 @@ const volatile __u32 fp_cork_bytes = 0;
 /* Experiments only (bench-datapath.sh --first-bulk): 1 keeps a connection
  * whose writer left on tcp_bpf's path (no fp_release), as before. */
 const volatile __u32 fp_no_release = 0;
+/* Experiments only (bench-datapath.sh --first-bulk): 1 lets a message into
+ * its reader's empty queue go whole whatever its size (msg.bpf.c,
+ * fp_peer_rmem_full), as before docs/design.md decision 72. */
+const volatile __u32 fp_whole_first = 0;
 
 /* auto: did this service run bulk (a reader fell behind) lately? */
 static __always_inline bool fp_svc_ran_bulk(__u32 svc_id, __u32 flags)

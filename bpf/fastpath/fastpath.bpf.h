@@ -21,6 +21,7 @@ extern const volatile __u32 fp_host_budget;
 extern const volatile __u32 fp_apply_bytes;
 extern const volatile __u32 fp_cork_bytes;
 extern const volatile __u32 fp_no_release;
+extern const volatile __u32 fp_whole_first;
 
 /* sk_msg verdicts. */
 #define FP_SK_PASS 1

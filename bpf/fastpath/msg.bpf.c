@@ -40,6 +40,15 @@ static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *
 	}
 }
 
+/* Set once a reader was seen holding redirected bytes (sk_psock.msg_tot_len)
+ * with nothing charged to its receive memory: this kernel does not charge
+ * them (5.10 to 6.12 before late 2026), so there an empty receive memory
+ * says nothing of the reader's queue. Host-wide, for the life of this load;
+ * never cleared (a kernel does not start charging). Not static: clang
+ * shrinks a static flag to a byte, whose .bss the kernel's BTF check
+ * refuses. */
+__u32 fp_rmem_uncharged = 0;
+
 /* Whether redirecting SIZE more bytes would take the reader's receive memory
  * past half of its receive buffer (docs/design.md decisions 37 and 49: the
  * other half is room for what TCP carries once the writer left, so the
@@ -50,22 +59,45 @@ static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *
  * (tcp_add_backlog(), net/ipv4/tcp_ipv4.c), a RST too, which nobody sends
  * again: a reader whose writer reset the connection then waits for ever.
  * Plain TCP's window keeps receive memory within the buffer; this keeps the
- * fast path there too. Where redirected bytes are not charged, the reader's
- * receive memory stays empty and this never holds. Read like
- * fp_peer_backlog(): a freed peer reads as "not full". */
+ * fast path there too. Read like fp_peer_backlog(): a freed peer reads as
+ * "not full".
+ *
+ * A message into an empty queue counts too (docs/design.md decision 72): a
+ * first message larger than half the buffer (a 128 KiB bulk write into a
+ * 128 KiB buffer) would fill it on its own, and the writer leaves before it
+ * instead of one message later with the reader's queue over its buffer.
+ * That needs to know the kernel charges: where the reader's queue can be
+ * read (sk_psock.msg_tot_len, the kernels whose writers get the native TCP
+ * path back) an empty receive memory means an empty queue until a reader
+ * is seen with redirected bytes and nothing charged (fp_rmem_uncharged);
+ * where it cannot (5.10, 6.1), auto sends such writes to the stack anyway
+ * (fp_must_leave) and this keeps to the receive memory it sees. */
 static __always_inline bool fp_peer_rmem_full(__u64 peer_sk, __u32 size)
 {
 	struct sock *sk = (struct sock *)peer_sk;
 	int rmem = 0, rcvbuf = 0;
+	bool known = false;
+	__u32 backlog;
 
 	if (!fp_has_psock(peer_sk) ||
 	    bpf_core_read(&rmem, sizeof(rmem), &sk->sk_backlog.rmem_alloc.counter) ||
-	    bpf_core_read(&rcvbuf, sizeof(rcvbuf), &sk->sk_rcvbuf))
+	    bpf_core_read(&rcvbuf, sizeof(rcvbuf), &sk->sk_rcvbuf) || rcvbuf <= 0)
 		return false;
-	/* rmem 0: nothing charged (a kernel that does not charge redirected
-	 * bytes, 5.10 to 6.12, or an empty queue): the message goes, whatever
-	 * its size. */
-	return rcvbuf > 0 && rmem > 0 && (__s64)rmem + size > rcvbuf / DMSC_FP_RMEM_SHARE;
+	if (rmem > 0)
+		return (__s64)rmem + size > rcvbuf / DMSC_FP_RMEM_SHARE;
+	backlog = fp_peer_backlog(peer_sk, &known);
+	if (!known)
+		return false;
+	/* More queued than the whole buffer with nothing charged: a charging
+	 * kernel never gets there (this bound keeps the queue within half the
+	 * buffer), and a reader's recv() that uncharges before it shortens the
+	 * queue (read before it here) is off by one read, not by a buffer. */
+	if (backlog > (__u32)rcvbuf) {
+		fp_rmem_uncharged = 1;
+		return false;
+	}
+	return !fp_whole_first && !fp_rmem_uncharged && !backlog &&
+	       size > (__u32)rcvbuf / DMSC_FP_RMEM_SHARE;
 }
 
 /* Whether TCP memory is short host-wide: the socket's protocol under memory
