@@ -182,7 +182,8 @@ dmsc_net_host() {
 		fresh=1
 	fi
 	if ((fresh)) || ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
-		n=$(($(cat "${DMSC_NET_STATE}/links") + 1))
+		read -r n <"${DMSC_NET_STATE}/links" || return 1
+		n=$((n + 1))
 		echo "$n" >"${DMSC_NET_STATE}/links"
 		link="${DMSC_NET_PREFIX}v${n}"
 		if ((${#link} > 15)); then
@@ -322,7 +323,8 @@ dmsc_net_cleanup() {
 	if dmsc__ns_exists "$hub"; then
 		# deleting one end of a veth deletes both: ours are ${P}v1..N, one ip
 		# process for all of them (-force: on past one already gone)
-		n=$(cat "$state/links" 2>/dev/null)
+		n=0
+		read -r n 2>/dev/null <"$state/links"
 		for ((i = 1; i <= ${n:-0}; i++)); do
 			echo "link del ${DMSC_NET_PREFIX}v$i"
 		done | ip -n "$hub" -force -batch - >/dev/null 2>&1
