@@ -27,6 +27,11 @@
 # which `perf trace -s` counts its system calls; printed per request, with
 # its context switches and the TCP segments sent from the proxies'
 # namespace. BENCH_PROXIES: which of "dmsc-l7 haproxy nginx" run.
+# BENCH_SCHED=KIND:STREAMS: `perf sched record` for 2 s of that run of
+# round 1, each proxy, and the scheduling delays (wake-up to CPU) of the
+# proxy, h2load and the backends. BENCH_LOGS=DIR: h2load's per-request logs
+# are copied there. Each run prints the proxy's CPU by thread (how evenly
+# its workers share the load) and the backend connections it holds halfway.
 # Writes $BUILD/bench-h2.json.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -156,7 +161,7 @@ syscalls_per_request() {
 
 # run KIND PROXY ROUND STREAMS
 run() {
-	local kind=$1 name=$2 round=$3 streams=$4 pid c0 c1 x0 s0 out log conns=4 m args=()
+	local kind=$1 name=$2 round=$3 streams=$4 pid c0 c1 t0 x0 s0 out log conns=4 m args=()
 	pid=$(pid_of "$name")
 	m=$((streams / conns))
 	((m < 1)) && m=1
@@ -172,14 +177,31 @@ run() {
 		TRACE_PID=$!
 	fi
 	c0=$(cpu_ticks "$pid")
+	t0=$(thread_ticks "$pid")
 	if [[ ${BENCH_PERF:-} == "$kind:$streams" && $name == dmsc-l7 && $round == 1 ]] &&
 		command -v perf >/dev/null; then
 		perf record -q -F 999 -g -o "$T/perf.data" -p "$pid" -- sleep "$SECS" >"$T/perf.out" 2>&1 &
 		PERF_PID=$!
 	fi
+	# the backend connections the proxy holds halfway through the run
+	(sleep $((SECS / 2 + 1)) && ip netns exec "${P}n" ss -tnpH state established \
+		'( dport = :8080 or dport = :50051 )' | grep -c "\"$name\"" >"$T/upconns") &
+	if [[ ${BENCH_SCHED:-} == "$kind:$streams" && $round == 1 ]]; then
+		(sleep 2 && perf sched record -q -o "$T/sched-$name.data" -- sleep 2 >/dev/null 2>&1) &
+		SCHED_PID=$!
+	fi
 	in_c timeout $((SECS + 30)) h2load -c "$conns" -m "$m" -D "$SECS" --warm-up-time 1 \
 		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
 	c1=$(cpu_ticks "$pid")
+	if [[ -n ${SCHED_PID:-} ]]; then
+		wait "$SCHED_PID"
+		SCHED_PID=
+		echo "bench-h2: $name, scheduling delays (perf sched latency, 2 s):"
+		perf sched latency -i "$T/sched-$name.data" --sort max 2>/dev/null |
+			grep -E 'h2load|nghttpd|dmsc-l7|haproxy|nginx|TOTAL' | head -12
+	fi
+	[[ -n ${BENCH_LOGS:-} ]] && cp "$log" "$BENCH_LOGS/"
+	echo "bench-h2: $kind $streams $name round $round: CPU by thread $(thread_split "$t0" "$(thread_ticks "$pid")"), $(cat "$T/upconns" 2>/dev/null) backend connections"
 	if [[ -n ${TRACE_PID:-} ]]; then
 		wait "$TRACE_PID"
 		TRACE_PID=

@@ -25,6 +25,28 @@ ctx_switches() {
 		END { print v + 0, n + 0 }'
 }
 
+# thread_ticks PID: "TID TICKS" per thread of PID and its children, user +
+# system clock ticks (how a proxy's work spreads over its workers)
+thread_ticks() {
+	local p f
+	for p in "$1" $(pgrep -P "$1"); do
+		for f in /proc/"$p"/task/*/stat; do
+			awk '{ sub(/^.*\) /, ""); print FILENAME, $12 + $13 }' "$f" 2>/dev/null
+		done
+	done | sed 's|^/proc/[0-9]*/task/\([0-9]*\)/stat|\1|'
+}
+
+# thread_split "BEFORE" "AFTER": the busiest threads' shares of the CPU
+# between two thread_ticks, e.g. "61% 38% 1%" (those of 1% or more)
+thread_split() {
+	awk 'NR == FNR { b[$1] = $2; next } { d[$1] = $2 - b[$1]; t += d[$1] }
+		END { if (!t) exit
+			while (1) { m = ""; for (k in d) if (m == "" || d[k] > d[m]) m = k
+				if (m == "" || d[m] * 100 < t) break
+				printf "%s%.0f%%", (o++ ? " " : ""), d[m] * 100 / t; delete d[m] }
+			printf "\n" }' <(echo "$1") <(echo "$2")
+}
+
 # proc_pids PID: PID and its children, comma-separated (perf's -p)
 proc_pids() {
 	local p out=$1

@@ -180,11 +180,13 @@ if [[ ${BENCH_ONLY:-} != bulk ]]; then
 fi
 # a's tunnel's stream stalls (its metrics file, rewritten every second:
 # read again after the HAProxy run, long past the tunnel's)
-stalls() {
-	awk '/^dmsc_tunnel_stream_stalls_total/ { match($0, /reason="[a-z]+"/)
-		printf "%s=%s ", substr($0, RSTART + 8, RLENGTH - 9), $NF }' \
-		"/run/dmsc/dmsc-tunnel.$DPID_A.prom" 2>/dev/null
+# and b's window changes (decision 69): a family's samples as label=value
+tunnel_counts() { # PID FAMILY LABEL
+	awk -v f="$2" -v l="$3" '$1 ~ "^" f "[{]" { match($0, l "=\"[a-z]+\"")
+		printf "%s=%s ", substr($0, RSTART + length(l) + 2, RLENGTH - length(l) - 3), $NF }' \
+		"/run/dmsc/dmsc-tunnel.$1.prom" 2>/dev/null
 }
+stalls() { tunnel_counts "$DPID_A" dmsc_tunnel_stream_stalls_total reason; }
 stalls0=$(stalls)
 # BENCH_ROUNDS (1) rounds of the two, one after the other: on a loaded
 # machine a round's ratio moves with what else runs in it; the table sums
@@ -198,6 +200,7 @@ awk '$2 == "bulk" && $1 != "plain" { g[$1, ++n[$1]] = $4 }
 		for (i = 1; i <= n["dmsc"]; i++) printf " x%.2f", (g["haproxy", i] > 0 ? g["dmsc", i] / g["haproxy", i] : 0)
 		print "" }' "$T/results.txt"
 echo "bench-mtls: a's tunnel, stream stalls (window full, connection buffer full) before the bulk run: ${stalls0:-none}; after it: $(stalls)"
+echo "bench-mtls: b's tunnel, stream windows grown and shrunk: $(tunnel_counts "$DPID_B" dmsc_tunnel_stream_window_changes_total change)"
 awk -v hz="$HZ" 'NR == FNR { if ($2 == "bulk") bytes[$1] += $3; next }
 	{ ca[$1] += $2; cb[$1] += $3 }
 	END { for (p in ca) if (bytes[p] > 0)

@@ -57,6 +57,21 @@ static __always_inline void count_reason(__u32 reason)
 		*n += 1;
 }
 
+/* The backend of this host that dmsc_be_mtls or dmsc_be_mtls6 (`index`)
+ * names at `key`, from its family's `backends`; NULL: none, or not TCP,
+ * the guard's only protocol (docs/design.md decisions 33, 44 and 70). The
+ * caller compares the entry's address and port with the key: userspace
+ * drops an index entry after its backend, so a stale one names another. */
+static __always_inline void *mtls_backend(void *index, void *backends, const void *key, __u8 proto)
+{
+	__u32 *id;
+
+	if (proto != DMSC_PROTO_TCP)
+		return NULL;
+	id = bpf_map_lookup_elem(index, key);
+	return id ? bpf_map_lookup_elem(backends, id) : NULL;
+}
+
 static __always_inline struct dmsc_svc_stats *svc_stats(__u32 svc_id)
 {
 	return bpf_map_lookup_elem(&dmsc_svc_stats, &svc_id);

@@ -29,6 +29,7 @@
  * the datapath without them and says so.
  */
 #include "fastpath.bpf.h"
+#include "ipv6.bpf.h"
 
 /* The most a reader may have unread before its writer leaves the fast path;
  * set at load time. 0: no bound. */
@@ -59,14 +60,6 @@ static __always_inline bool fp_svc_ran_bulk(__u32 svc_id, __u32 flags)
 		return false;
 	seen = fs->bulk_seen_ns;
 	return seen && bpf_ktime_get_ns() - seen < DMSC_FP_BULK_HOLD_NS;
-}
-
-static __always_inline void fp_ip6_copy(__u32 to[4], const __u32 from[4])
-{
-	to[0] = from[0];
-	to[1] = from[1];
-	to[2] = from[2];
-	to[3] = from[3];
 }
 
 /* The record connect4 or connect6 (map: dmsc_sock_vip, dmsc_sock_vip6)
@@ -122,7 +115,7 @@ static __always_inline void fp_service_of6(struct bpf_sock_ops *ops, struct dmsc
 
 	if (!rec)
 		return;
-	fp_ip6_copy(key->vip, rec->vip);
+	ip6_copy(key->vip, rec->vip);
 	key->port = rec->vport;
 	key->proto = DMSC_PROTO_TCP;
 	fp_service_now(bpf_map_lookup_elem(&dmsc_services6, key), rec->svc_id, svc_id, flags, key,

@@ -6,7 +6,7 @@
  * socket is translated when cgroup/connect4 or connect6 (bpf/sock_lb/) left
  * its record in dmsc_sock_vip or dmsc_sock_vip6. Ingress also guards this
  * host's backends of mtls services against plain connections from other
- * hosts (docs/design.md decisions 24 and 33).
+ * hosts (docs/design.md decisions 24, 33 and 70).
  *
  * Linked into the dmsc_sock object with bpf/sock_lb/ and bpf/fastpath/.
  */
@@ -15,6 +15,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "maps.bpf.h"
+#include "ipv6.bpf.h"
 
 /* Return codes of cgroup_skb programs. On egress, bit 1 asks for congestion
  * notification (Linux 5.3): TCP then shrinks its window as it would for
@@ -180,45 +181,125 @@ int dmsc_skb_egress(struct __sk_buff *skb)
  * the tunnel delivering a connection to a backend of its own host. */
 #define SKB_LOOPBACK_IFINDEX 1
 
+/* An IPv4 fragment's bits: the kernel reassembles before TCP, so only a
+ * packet it did not (none is known) would have them. */
+#define SKB_IP_FRAGMENT 0x3fff /* IP_MF | IP_OFFSET */
+
+/* A guarded backend of this host (DMSC_BE_F_MTLS_GUARD) that a packet to
+ * a listener names, and where the packet's TCP header is. */
+struct skb_guard {
+	__u32 svc_id;
+	__u32 tcp_off; /* 0: not found (see skb_mtls_refused) */
+	__u16 be_flags;
+};
+
+/* Fills g with a guarded backend's facts; true. */
+static __always_inline bool skb_guard_found(struct skb_guard *g, __u32 svc_id, __u16 be_flags,
+					    __u32 tcp_off)
+{
+	g->svc_id = svc_id;
+	g->be_flags = be_flags;
+	g->tcp_off = tcp_off;
+	return true;
+}
+
+/* The backend at an IPv4 packet's destination and the listener's port
+ * (network order), if guarded. */
+static __always_inline bool skb_guard4(const struct iphdr *ip, __u16 port, struct skb_guard *g)
+{
+	struct dmsc_svc_key key = {.vip = ip->daddr, .port = port, .proto = DMSC_PROTO_TCP};
+	struct dmsc_backend *be = mtls_backend(&dmsc_be_mtls, &dmsc_backends, &key, ip->protocol);
+
+	if (!be || be->addr != ip->daddr || be->port != port)
+		return false;
+	return skb_guard_found(g, be->svc_id, be->flags,
+			       (ip->frag_off & bpf_htons(SKB_IP_FRAGMENT)) ? 0 : ip->ihl * 4);
+}
+
+/* Where TCP starts after an IPv6 header whose next header is `nexthdr`:
+ * past at most IPV6_EXT_MAX extension headers; 0 past more of them, or
+ * past any other header. */
+static __always_inline __u32 skb_ipv6_tcp_off(struct __sk_buff *skb, __u8 nexthdr)
+{
+	__u32 off = sizeof(struct ipv6hdr);
+	struct ipv6_opt_hdr opt;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < IPV6_EXT_MAX; i++) {
+		if (nexthdr == IPPROTO_TCP)
+			return off;
+		if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING &&
+		    nexthdr != NEXTHDR_DEST && nexthdr != NEXTHDR_FRAGMENT)
+			return 0;
+		if (bpf_skb_load_bytes(skb, off, &opt, sizeof(opt)))
+			return 0;
+		/* a fragment header is 8 bytes, its second byte reserved */
+		off += nexthdr == NEXTHDR_FRAGMENT ? 8 : (opt.hdrlen + 1) * 8;
+		nexthdr = opt.nexthdr;
+	}
+	return nexthdr == IPPROTO_TCP ? off : 0;
+}
+
+/* skb_guard4's twin for an IPv6 packet (docs/design.md decision 70): its
+ * index is dmsc_be_mtls6. A ::ffff: destination is in no IPv6 index
+ * (decision 27; the kernel does not take one from the wire anyway). */
+static __always_inline bool skb_guard6(struct __sk_buff *skb, const struct ipv6hdr *ip6,
+				       __u16 port, struct skb_guard *g)
+{
+	struct dmsc_svc6_key key = {.port = port, .proto = DMSC_PROTO_TCP};
+	struct dmsc_backend6 *be;
+
+	ip6_copy(key.vip, ip6->daddr.in6_u.u6_addr32);
+	/* the next header may be an extension header: TCP is what a TCP
+	 * listener receives */
+	be = mtls_backend(&dmsc_be_mtls6, &dmsc_backends6, &key, DMSC_PROTO_TCP);
+	if (!be || !ip6_eq(be->addr, key.vip) || be->port != port)
+		return false;
+	return skb_guard_found(g, be->svc_id, be->flags, skb_ipv6_tcp_off(skb, ip6->nexthdr));
+}
+
 /*
  * A new TCP connection (a SYN) from another host straight to a backend of
  * this host of a required or permissive service (DMSC_BE_F_MTLS_*, indexed
- * in dmsc_be_mtls) did not come through this host's tunnel, which connects
- * from this host: required drops it, permissive counts it. IPv4 only. The
- * SYN reaches cgroup_skb/ingress on the listener's socket (tcp_filter, the
- * listener in the mesh cgroup); only SYNs pay the lookup, so connections
- * open before an apply keep running. At ingress skb data starts at the IP
- * header (__cgroup_bpf_run_filter_skb pushes it back).
+ * in dmsc_be_mtls or dmsc_be_mtls6) did not come through this host's
+ * tunnel, which connects from this host: required drops it, permissive
+ * counts it. The SYN reaches cgroup_skb/ingress on the listener's socket
+ * (tcp_filter, the listener in the mesh cgroup), whose port is the
+ * packet's; its destination address is at a fixed offset in either
+ * family, so the index is looked up before any header is walked. Only a
+ * SYN counts, so connections open before an apply keep running; a packet
+ * whose TCP header is not found (more IPv6 extension headers than walked,
+ * an IPv4 fragment) counts as one, or adding headers would pass the guard.
+ * At ingress skb data starts at the IP header (__cgroup_bpf_run_filter_skb
+ * pushes it back). bpf_sock.src_port: host order.
  */
-static __always_inline bool skb_mtls_refused(struct __sk_buff *skb)
+static __always_inline bool skb_mtls_refused(struct __sk_buff *skb, struct bpf_sock *sk)
 {
-	struct dmsc_svc_key key = {};
+	__u16 port = bpf_htons((__u16)sk->src_port);
+	struct skb_guard g = {};
 	struct dmsc_svc_stats *ss;
-	struct dmsc_backend *be;
 	struct tcphdr th;
-	struct iphdr ip;
-	__u32 *id;
+	/* 40 bytes: a TCP packet of either family has them */
+	union {
+		struct iphdr v4;
+		struct ipv6hdr v6;
+	} ip;
+	bool found;
 
-	if (skb->ifindex == SKB_LOOPBACK_IFINDEX ||
-	    bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.version != 4 ||
-	    ip.protocol != IPPROTO_TCP || (ip.frag_off & bpf_htons(0x1fff)))
+	if (skb->ifindex == SKB_LOOPBACK_IFINDEX || bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
 		return false;
-	if (bpf_skb_load_bytes(skb, ip.ihl * 4, &th, sizeof(th)) || !th.syn || th.ack)
+	if (ip.v4.version == 4)
+		found = skb_guard4(&ip.v4, port, &g);
+	else
+		found = ip.v6.version == 6 && skb_guard6(skb, &ip.v6, port, &g);
+	if (!found || !(g.be_flags & DMSC_BE_F_MTLS_GUARD))
 		return false;
-	key.vip = ip.daddr;
-	key.port = th.dest;
-	key.proto = DMSC_PROTO_TCP;
-	id = bpf_map_lookup_elem(&dmsc_be_mtls, &key);
-	if (!id)
+	if (g.tcp_off &&
+	    (bpf_skb_load_bytes(skb, g.tcp_off, &th, sizeof(th)) || !th.syn || th.ack))
 		return false;
-	be = bpf_map_lookup_elem(&dmsc_backends, id);
-	/* userspace drops the index entry after the backend: a stale one
-	 * names another address, or no guard */
-	if (!be || be->addr != ip.daddr || be->port != th.dest ||
-	    !(be->flags & DMSC_BE_F_MTLS_GUARD))
-		return false;
-	ss = svc_stats(be->svc_id);
-	if (be->flags & DMSC_BE_F_MTLS_REQUIRED) {
+	ss = svc_stats(g.svc_id);
+	if (g.be_flags & DMSC_BE_F_MTLS_REQUIRED) {
 		if (ss)
 			ss->mtls_plain_refused += 1;
 		return true;
@@ -237,7 +318,7 @@ int dmsc_skb_ingress(struct __sk_buff *skb)
 
 	/* A SYN arrives on its listener: packets of established sockets,
 	 * nearly all of them, skip the header reads. */
-	if (sk && sk->state == BPF_TCP_LISTEN && skb_mtls_refused(skb))
+	if (sk && sk->state == BPF_TCP_LISTEN && skb_mtls_refused(skb, sk))
 		return SKB_DROP;
 	return skb_account(skb, skb_svc_id(sk, skb_record(sk)), 0) == DMSC_TB_DROP ? SKB_DROP
 										    : SKB_PASS;

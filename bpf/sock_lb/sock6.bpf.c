@@ -21,6 +21,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "sock_addr.bpf.h"
+#include "ipv6.bpf.h"
 
 /* user_ip6 into a[]: four u32 loads, the access the verifier allows on
  * every kernel. */
@@ -44,19 +45,6 @@ static __always_inline void ctx_set_ip6(struct bpf_sock_addr *ctx, const __u32 a
 static __always_inline bool ip6_v4mapped(const __u32 a[4])
 {
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
-}
-
-static __always_inline bool ip6_eq(const __u32 a[4], const __u32 b[4])
-{
-	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
-}
-
-static __always_inline void ip6_copy(__u32 to[4], const __u32 from[4])
-{
-	to[0] = from[0];
-	to[1] = from[1];
-	to[2] = from[2];
-	to[3] = from[3];
 }
 
 /*
@@ -150,6 +138,16 @@ static __always_inline bool sock6_tunnel_handoff(struct bpf_sock_addr *ctx,
 	return true;
 }
 
+/* sock4_direct's twin for an IPv6 address (docs/design.md decision 70). */
+static __always_inline int sock6_direct(struct bpf_sock_addr *ctx, const struct dmsc_svc6_key *key)
+{
+	struct dmsc_backend6 *be = mtls_backend(&dmsc_be_mtls6, &dmsc_backends6, key, key->proto);
+
+	if (!be || !ip6_eq(be->addr, key->vip) || be->port != key->port)
+		return SOCK_ADDR_PASS;
+	return direct_verdict(ctx, be->flags, be->svc_id);
+}
+
 /* Rewrites ctx to an IPv6 service's backend; returns the SOCK_ADDR_* verdict. */
 static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto,
 					   const __u32 vip[4])
@@ -167,7 +165,7 @@ static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	key.proto = proto;
 	svc = bpf_map_lookup_elem(&dmsc_services6, &key);
 	if (!svc)
-		return SOCK_ADDR_PASS; /* not a VIP: untouched */
+		return sock6_direct(ctx, &key); /* not a VIP: only a guarded backend's check */
 	svc_id = svc->id;
 	ss = svc_stats(svc_id);
 	verdict = svc_admit(ctx, svc, ss);

@@ -310,35 +310,34 @@ static __always_inline bool sock4_tunnel_handoff(struct bpf_sock_addr *ctx,
 }
 
 /*
- * A connection that names no VIP: if its address and port are a backend
- * of this host of a required service with an allow_from (DMSC_BE_F_MTLS_
- * ALLOW_LIST, indexed in dmsc_be_mtls), the caller, a workload of this
+ * A connection that names no VIP, to a backend of this host (found by its
+ * address and port in dmsc_be_mtls or dmsc_be_mtls6, flags and service
+ * read off its entry): if it is a backend of a required service with an
+ * allow_from (DMSC_BE_F_MTLS_ALLOW_LIST), the caller, a workload of this
  * host going around the VIP, must be in that allow_from as through the VIP
- * (docs/design.md decision 44); refused and counted refused_access
+ * (docs/design.md decisions 44 and 70); refused and counted refused_access
  * otherwise. The tunnel's and dmsc-l7's own sockets (dmsc_l7_own) deliver
- * what their side already authorized. TCP only, as the guard; one hash
- * lookup per connect() that names no VIP.
+ * what their side already authorized.
  */
+static __always_inline int direct_verdict(struct bpf_sock_addr *ctx, __u16 be_flags, __u32 svc_id)
+{
+	if ((be_flags & (DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_ALLOW_LIST)) !=
+		    (DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_ALLOW_LIST) ||
+	    caller_allowed(svc_id) || helper_socket(ctx))
+		return SOCK_ADDR_PASS;
+	count_refused_access(svc_id);
+	return SOCK_ADDR_REFUSE;
+}
+
+/* direct_verdict for an IPv4 address (or a dual-stack socket's
+ * ::ffff:a.b.c.d). One hash lookup per TCP connect() that names no VIP. */
 static __always_inline int sock4_direct(struct bpf_sock_addr *ctx, struct dmsc_svc_key *key)
 {
-	struct dmsc_backend *be;
-	__u32 *id;
+	struct dmsc_backend *be = mtls_backend(&dmsc_be_mtls, &dmsc_backends, key, key->proto);
 
-	if (key->proto != DMSC_PROTO_TCP)
+	if (!be || be->addr != key->vip || be->port != key->port)
 		return SOCK_ADDR_PASS;
-	id = bpf_map_lookup_elem(&dmsc_be_mtls, key);
-	if (!id)
-		return SOCK_ADDR_PASS;
-	be = bpf_map_lookup_elem(&dmsc_backends, id);
-	/* a stale index entry names another address or no guard */
-	if (!be || be->addr != key->vip || be->port != key->port ||
-	    (be->flags & (DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_ALLOW_LIST)) !=
-		(DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_ALLOW_LIST))
-		return SOCK_ADDR_PASS;
-	if (caller_allowed(be->svc_id) || helper_socket(ctx))
-		return SOCK_ADDR_PASS;
-	count_refused_access(be->svc_id);
-	return SOCK_ADDR_REFUSE;
+	return direct_verdict(ctx, be->flags, be->svc_id);
 }
 
 /* Rewrites ctx to the backend; returns the SOCK_ADDR_* verdict. */

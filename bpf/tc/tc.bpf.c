@@ -16,6 +16,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "maps.bpf.h"
+#include "ipv6.bpf.h"
 
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
@@ -24,13 +25,6 @@
 #define ETH_HLEN 14
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
-/* IPv6 extension headers that may come before TCP or UDP, walked up to
- * this many (the kernel accepts any number; more than a few is unusual). */
-#define IPV6_EXT_MAX 4
-#define NEXTHDR_HOP 0
-#define NEXTHDR_ROUTING 43
-#define NEXTHDR_FRAGMENT 44
-#define NEXTHDR_DEST 60
 #define IP6_OFFSET 0xfff8 /* the offset bits of a fragment header's frag_off */
 
 /* The destination ports of a TCP or UDP packet; both headers start with

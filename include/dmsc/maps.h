@@ -94,7 +94,9 @@
 	X(BE_VERDICT,  dmsc_be_verdict,  BE,    ARRAY,        0,                                   \
 	  __u32, struct dmsc_be_verdict)                                                           \
 	X(TUNNEL_HANDOFF6, dmsc_tunnel_handoff6, FIXED, LRU_HASH, DMSC_L7_HANDOFF_MAX,             \
-	  struct dmsc_tunnel_handoff6_key, struct dmsc_tunnel_handoff6)
+	  struct dmsc_tunnel_handoff6_key, struct dmsc_tunnel_handoff6)                            \
+	X(BE_MTLS6,    dmsc_be_mtls6,    BE,    HASH,         0,                                   \
+	  struct dmsc_svc6_key, __u32)
 
 enum dmsc_map_size {
 	DMSC_MAP_SIZE_FIXED,

@@ -151,16 +151,16 @@ enum dmsc_be_flags {
 	 * permissive: connect4 hands the connection to the local tunnel
 	 * (dmsc_tunnel_conf) instead (docs/design.md decision 24). */
 	DMSC_BE_F_TUNNEL = 1u << 0,
-	/* On this host (its "host" is this host's name), of a TCP IPv4
-	 * service whose "mtls" is required: cgroup_skb/ingress drops a new
+	/* On this host (its "host" is this host's name), of a TCP service
+	 * whose "mtls" is required: cgroup_skb/ingress drops a new
 	 * connection to it that arrives from another host, as it did not
 	 * come through this host's tunnel; permissive: counts it and lets
-	 * it in (docs/design.md decisions 24 and 33). Indexed by its
-	 * address:port in dmsc_be_mtls. */
+	 * it in (docs/design.md decisions 24, 33 and 70). Indexed by its
+	 * address:port in dmsc_be_mtls, or dmsc_be_mtls6 for an IPv6 one. */
 	DMSC_BE_F_MTLS_REQUIRED = 1u << 1,
 	DMSC_BE_F_MTLS_PERMISSIVE = 1u << 2,
 	/* With DMSC_BE_F_MTLS_REQUIRED: its service has an allow_from, which
-	 * connect4 checks when a workload of this host connects straight to
+	 * connect4 (connect6) checks when a workload of this host connects straight to
 	 * the backend's address, around the VIP (docs/design.md decision 44). */
 	DMSC_BE_F_MTLS_ALLOW_LIST = 1u << 3,
 };
@@ -624,6 +624,12 @@ struct dmsc_fp_host {
  * address:port:proto (the key layout of dmsc_svc6_key) -> service id. */
 #define DMSC_MAP_BE_INDEX6 "dmsc_be_index6"
 
+/* dmsc_be_mtls6: HASH, dmsc_be_mtls's twin for IPv6 backends: a backend's
+ * address:port:proto (the key layout of dmsc_svc6_key) -> the id of the
+ * backend flagged DMSC_BE_F_MTLS_GUARD there (docs/design.md decision 70).
+ * A map of its own: dmsc_be_mtls keeps its 8-byte key (decision 27). */
+#define DMSC_MAP_BE_MTLS6 "dmsc_be_mtls6"
+
 /* dmsc_services6: HASH, BPF_F_NO_PREALLOC, value struct dmsc_svc. */
 struct dmsc_svc6_key {
 	__u32 vip[4]; /* network order, as bpf_sock_addr.user_ip6 */
@@ -636,8 +642,8 @@ struct dmsc_svc6_key {
 struct dmsc_backend6 {
 	__u32 addr[4]; /* network order */
 	__u16 port;    /* network order */
-	/* enum dmsc_be_flags, of them DMSC_BE_F_TUNNEL only (docs/design.md
-	 * decision 64); was padding (zero): no flag */
+	/* enum dmsc_be_flags (docs/design.md decisions 64 and 70); was
+	 * padding (zero): no flag */
 	__u16 flags;
 	__u32 svc_id;  /* owning service */
 };

@@ -305,6 +305,44 @@ Test(apply, limits_flags_and_backend_index)
 	dmsc_policy_free(&p);
 }
 
+/* docs/design.md decision 70: an IPv6 backend of this host of a required
+ * service is flagged as an IPv4 one and indexed in dmsc_be_mtls6 (the
+ * guard's and connect6's index), one of another host goes through the
+ * tunnel; the entry goes with the mtls that set it. */
+Test(apply, ipv6_guarded_backend_indexed_in_be_mtls6)
+{
+	static const __u32 w[] = { 1, 1 };
+	struct dmsc_policy p = { 0 };
+	struct dmsc_svc6_key k6 = { 0 };
+	struct dmsc_backend6 be6;
+	__u32 id = 0;
+
+	fixture_policy(&p, 1, 2, w);
+	fixture_ipv6(&p, 0, 0x61);
+	p.services[0].mtls = DMSC_MTLS_REQUIRED;
+	p.services[0].has_allow_from = true;
+	p.services[0].backends[0].host = strdup("node-b");
+	p.services[0].backends[1].host = strdup("node-a");
+	dmsc_apply_set_host("node-b");
+	apply(&p, false, NULL);
+	memcpy(k6.vip, p.services[0].backends[0].addr6, sizeof(k6.vip));
+	k6.port = htons(8080);
+	k6.proto = DMSC_PROTO_TCP;
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BE_MTLS6], &k6, &id), 0);
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BACKENDS6], &id, &be6), 0);
+	cr_assert_eq(memcmp(be6.addr, k6.vip, sizeof(k6.vip)), 0);
+	cr_assert_eq(be6.flags, DMSC_BE_F_MTLS_REQUIRED | DMSC_BE_F_MTLS_ALLOW_LIST);
+	k6.vip[3] ^= htonl(3); /* backend 1's address: another host's */
+	cr_assert_neq(bpf_map_lookup_elem(dp.fd[DMSC_M_BE_MTLS6], &k6, &id), 0);
+	k6.vip[3] ^= htonl(3);
+	p.services[0].mtls = DMSC_MTLS_OFF;
+	apply(&p, false, NULL);
+	dmsc_apply_set_host(NULL);
+	cr_assert_neq(bpf_map_lookup_elem(dp.fd[DMSC_M_BE_MTLS6], &k6, &id), 0,
+		      "mtls off: the index entry is gone");
+	dmsc_policy_free(&p);
+}
+
 /* A connection rate above the deepest bucket without a burst: the default
  * burst (one second's worth) is clamped to DMSC_TB_DEPTH_MAX, and the
  * bucket the kernel runs with what was written lets every connection of a

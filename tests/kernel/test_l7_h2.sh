@@ -200,6 +200,26 @@ t_eq "...and a fast reader gets the whole 20 MB" \
 t_check "metrics: HTTP/2 streams counted per service, route and code" t_wait 5 \
 	grep -q '^dmsc_l7_requests_total{service="web",route="0",code="200"} [1-9]' "$T/metrics.prom"
 t_check "access log: a line per stream (proto=h2)" grep -q 'service=web route=0 proto=h2 status=200' "$T/access.log"
+
+# 7b. HTTP/2 connections spread evenly over the workers (docs/design.md
+# decision 71): with none open, 20 idle ones held are served 10 and 10 by
+# the 2 workers (the kernel's SO_REUSEPORT hash alone splits 20 connections
+# 10:10 about one time in 6)
+h2split() {
+	awk '/^dmsc_l7_h2_connections\{worker="[01]"\}/ { n[$1] = $2 }
+		END { print n["dmsc_l7_h2_connections{worker=\"0\"}"] + 0, n["dmsc_l7_h2_connections{worker=\"1\"}"] + 0 }' \
+		"$T/metrics.prom"
+}
+split_is() { [[ $(h2split) == "$1" ]]; }
+t_check "metrics: no HTTP/2 connection open on either worker" t_wait 10 split_is "0 0"
+mkfifo "$T/spread.in"
+in_c python3 "$(dirname "$0")/../lib/h2idle.py" "$WEB" 80 20 30 <"$T/spread.in" >"$T/spread.out" 2>&1 &
+exec 8>"$T/spread.in"
+t_check "20 idle HTTP/2 connections held" t_wait 30 grep -q '^ready 20$' "$T/spread.out"
+t_wait 5 split_is "10 10"
+t_eq "...served 10 and 10 by the 2 workers" "$(h2split)" "10 10"
+exec 8>&-
+t_check "...and closed with their client" t_wait 10 split_is "0 0"
 t_check "dmsc-l7 still running" kill -0 "$L7PID"
 kill -TERM "$L7PID"
 wait "$L7PID"

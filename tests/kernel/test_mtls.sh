@@ -26,7 +26,8 @@
 # cgroup (counted; permissive: let in and counted), and b's connect4
 # refusing a workload of b outside allow_from straight to that backend's
 # address as through the VIP, with b's tunnel in b's mesh cgroup (what it
-# delivers is exempt); a change of CA (b to a new CA under a running
+# delivers is exempt), both over IPv6 too (b's IPv6 backends, decision
+# 70); a change of CA (b to a new CA under a running
 # download: a's connection retired, its new ones refused until it holds a
 # certificate of the new CA, an old and an expired certificate refused at
 # b's handshake); the policy from etcd, with the hosts' tunnel addresses
@@ -161,13 +162,18 @@ dmsc_net_exec b "$stream" server --listen "$B:9001" --stall-ms 4000 --max-second
 # machine
 dmsc_net_exec b "$stream" server --listen "$B:9002" --stall-ms 12000 --max-seconds 300 \
 	>"$work/stream-slower.out" 2>&1 &
+# one that reads 16 MB as they come, then stops for 2 s: a stream's window
+# grows, then shrinks back (docs/design.md decision 69)
+dmsc_net_exec b "$stream" server --listen "$B:9003" --stall-after 16000000 --stall-ms 2000 \
+	--max-seconds 300 >"$work/stream-pause.out" 2>&1 &
 dmsc_net_exec b iperf3 -s -B "$B" -p 5201 >"$work/iperf-srv.out" 2>&1 &
 dmsc_net_exec b "$testsrv" --listen "$B:8081" --name admin --mode http --max-seconds 300 \
 	>"$work/admin.out" 2>&1 &
 dmsc_wait_ready "$work/web.out" 5 && dmsc_wait_ready "$work/admin.out" 5 &&
 	dmsc_wait_ready "$work/stream-srv.out" 5 &&
 	dmsc_wait_ready "$work/stream-slow.out" 5 &&
-	dmsc_wait_ready "$work/stream-slower.out" 5
+	dmsc_wait_ready "$work/stream-slower.out" 5 &&
+	dmsc_wait_ready "$work/stream-pause.out" 5
 t_eq "backends on b are up" "$?" 0
 
 # b's policy: which identities may reach which of its backends
@@ -176,6 +182,7 @@ cat >"$work/b-policy.json" <<EOP
   { "name": "web", "vip": "198.19.13.1", "port": 80, "allow_from": [ "$ID" ],
     "backends": [ { "address": "$B", "port": 8080 }, { "address": "$B", "port": 9000 },
                   { "address": "$B", "port": 9001 }, { "address": "$B", "port": 9002 },
+                  { "address": "$B", "port": 9003 },
                   { "address": "$B", "port": 5201 } ] },
   { "name": "admin", "vip": "198.19.13.2", "port": 80, "allow_from": [ "ops.slice" ],
     "backends": [ { "address": "$B", "port": 8081 } ] } ] }
@@ -187,6 +194,7 @@ t_check "a's helper starts" start_helper a --peer-idle-ms 1500 \
 	--forward "$(fwd 18080 "$B:8080")" --forward "$(fwd 19000 "$B:9000")" \
 	--forward "$(fwd 15201 "$B:5201")" --forward "$(fwd 18081 "127.0.0.1:8080")" \
 	--forward "$(fwd 19001 "$B:9001")" --forward "$(fwd 19002 "$B:9002")" \
+	--forward "$(fwd 19003 "$B:9003")" \
 	--forward "$(fwd 18082 "$B:8081")" \
 	--forward "$(fwd 18083 "$B:8081" ops.slice/tool.service)" --forward "$(fwd 18084 "$B:9999")"
 t_check "c's helper starts" start_helper c --forward "127.0.0.1:18080=$B:15008,$B:8080,intruder"
@@ -215,6 +223,20 @@ t_check "iperf3 through the tunnel ($(jq -r '.end.sum_received.bits_per_second /
 out=$(dmsc_net_exec a iperf3 -c 127.0.0.1 -p 15201 -t 2 -R -J)
 t_check "iperf3 -R through the tunnel" \
 	jqe '.end.sum_received.bytes > 0 and (has("error") | not)' "$out"
+
+# ---- a stream's window follows its reader (decision 69) -------------------
+# the bulk runs above filled their windows while b's readers kept up: b
+# grew them. A reader that keeps up, then stops: its window shrinks back,
+# and what the windows held past the initial one is given back at close
+t_check "b grew a stream's window under iperf3" \
+	metric_ge b 'window_changes_total\{change="grown"\}' 1
+out=$(dmsc_net_exec a "$stream" client --connect 127.0.0.1:19003 --conns 1 --count 1 \
+	--bytes 40000000 --max-seconds 60)
+t_eq "40 MB to a reader that stops for 2 s after 16 MB, byte-exact" "$(jq -r .ok <<<"$out")" 1
+t_check "b shrank that stream's window when its reader stopped" \
+	metric_ge b 'window_changes_total\{change="shrunk"\}' 1
+t_check "b's streams hold no window past the initial one once closed" \
+	t_wait 5 grep -qx 'dmsc_tunnel_stream_window_extra_bytes 0' "$work/b.prom"
 
 # ---- the identity a vouched for, per stream, in b's metrics ----------------
 t_check "b counts streams from node-a for $ID, allowed" \
@@ -603,10 +625,10 @@ dmsc_wait_ready "$work/g8090.out" 5 && dmsc_wait_ready "$work/g8091.out" 5
 b_stat() { # SERVICE FIELD: b's counter (dmscctl stats)
 	"$ctl" stats -o json | jq -r --arg s "$1" --arg f "$2" '.services[] | select(.name == $s) | .[$f]'
 }
-plain() { # HOST PORT: curl's exit code and HTTP code, straight to b's backend
+plain() { # HOST PORT [ADDR]: curl's exit code and HTTP code, straight to b's backend
 	local code
-	code=$(dmsc_net_exec "$1" curl -sS --connect-timeout 2 -m 4 -o /dev/null -w '%{http_code}' \
-		"http://$B:$2/" 2>/dev/null)
+	code=$(dmsc_net_exec "$1" curl -sS -g --connect-timeout 2 -m 4 -o /dev/null -w '%{http_code}' \
+		"http://${3:-$B}:$2/" 2>/dev/null)
 	echo "$?:$code"
 }
 t_eq "a plain client on a straight to b's backend of a required service: no answer (SYN dropped)" \
@@ -620,7 +642,7 @@ t_eq "and straight from b itself (loopback: not another host's)" "$(plain b 8090
 # (decision 44); through the VIP it always did
 as_b() { # CGROUP URL: curl's exit code and HTTP code from b's CGROUP
 	local code
-	code=$(dmsc_run_in_cgroup "$cg/$1" dmsc_net_exec b curl -sS --connect-timeout 2 -m 4 \
+	code=$(dmsc_run_in_cgroup "$cg/$1" dmsc_net_exec b curl -sS -g --connect-timeout 2 -m 4 \
 		-o /dev/null -w '%{http_code}' "$2" 2>/dev/null)
 	echo "$?:$code"
 }
@@ -707,17 +729,20 @@ stop_pair
 
 # ---- IPv6 (docs/design.md decision 64): the tunnels at IPv6 addresses, ---
 # an IPv6 VIP whose backends are on b: connect6 on a hands the connection
-# to a's tunnel ([::1]), which carries it to b's over the bridge
-dmsc_net_exec b "$stream" server --listen "[$B6]:9006" --max-seconds 120 \
+# to a's tunnel ([::1]), which carries it to b's over the bridge. The
+# backends are in b's mesh cgroup: b's kernel guards them (decision 70),
+# 9006 and 9007 of required services with b's allow_from, 9008 permissive
+dmsc_run_in_cgroup "$cg" dmsc_net_exec b "$stream" server --listen "[$B6]:9006" --max-seconds 120 \
 	>"$work/stream6.out" 2>&1 &
-dmsc_net_exec b python3 "$root/tests/tools/v6-peer.py" serve --name b6 --listen "[$B6]:9007" \
-	--max-seconds 120 >"$work/peer6.out" 2>&1 &
+dmsc_run_in_cgroup "$cg" dmsc_net_exec b python3 "$root/tests/tools/v6-peer.py" serve --name b6 \
+	--listen "[$B6]:9007" --listen "[$B6]:9008" --max-seconds 120 >"$work/peer6.out" 2>&1 &
 dmsc_wait_ready "$work/stream6.out" 5 && dmsc_wait_ready "$work/peer6.out" 5
 t_eq "IPv6 backends on b are up" "$?" 0
 mesh6_policy() { # ALLOW_FROM_FIELD
 	mesh_doc "{ \"node-a\": \"[$A6]:15008\", \"node-b\": \"[$B6]:15008\" }" \
 		"$(mesh_svc stream6 "$VIP6" 9006 "$B6" 9006 "$1")" \
-		"$(mesh_svc peer6 "$VIP6" 9007 "$B6" 9007 "$1")" "$(mesh_svc shop "$VIP" 80 "$B" 8080 "$1")"
+		"$(mesh_svc peer6 "$VIP6" 9007 "$B6" 9007 "$1")" "$(mesh_svc shop "$VIP" 80 "$B" 8080 "$1")" \
+		"$(mesh_svc loose6 "$VIP6" 9008 "$B6" 9008 ', "mtls": "permissive"')"
 }
 mesh6_policy "$b_allow" >"$work/mesh6-b.json"
 mesh6_policy "" >"$work/mesh6-a.json"
@@ -747,6 +772,23 @@ t_check "at b: denied_identity" t_wait 5 \
 	"/run/dmsc/dmsc-tunnel.$dpid.prom"
 got=$(as_client curl -sS -m 10 "http://$VIP/" | sha256sum | cut -d' ' -f1)
 t_eq "an IPv4 VIP through the tunnels at IPv6 addresses: 3 MB byte-exact" "$got" "$want"
+# b's kernel refuses what went around its tunnel over IPv6 too (decision 70)
+t_eq "a plain IPv6 client on a straight to [$B6]:9007 (required): no answer (SYN dropped)" \
+	"$(plain a 9007 "[$B6]")" "28:000"
+plain6_refused_counted() { [[ $(b_stat peer6 mtls_plain_refused) -ge 1 ]]; }
+t_check "b counts it as mtls_plain_refused for that service" t_wait 5 plain6_refused_counted
+t_eq "and straight from b itself (loopback: not another host's)" "$(plain b 9007 "[$B6]")" "0:200"
+t_eq "a plain IPv6 client on a straight to [$B6]:9008 (permissive): let in" \
+	"$(plain a 9008 "[$B6]")" "0:200"
+t_eq "b counts it as mtls_plain_admitted, none refused" \
+	"$(b_stat loose6 mtls_plain_admitted):$(b_stat loose6 mtls_plain_refused)" "1:0"
+n_refused=$(b_stat peer6 refused_access)
+t_eq "a workload of b outside allow_from straight to [$B6]:9007: refused (EPERM, connect6)" \
+	"$(as_b stranger "http://[$B6]:9007/")" "7:000"
+t_eq "b counts it as refused_access" "$(b_stat peer6 refused_access)" $((n_refused + 1))
+t_eq "a workload of b in allow_from straight to [$B6]:9007" "$(as_b friend "http://[$B6]:9007/")" "0:200"
+t_eq "a permissive IPv6 backend is not checked around the VIP" \
+	"$(as_b stranger "http://[$B6]:9008/")" "0:200"
 stop_pair
 
 # ---- host keys: watch shows them, publish deletes the ones no service ----

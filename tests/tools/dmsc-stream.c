@@ -31,7 +31,8 @@
  * after writing N bytes; --no-read (client) closes right after writing,
  * without reading, while its bytes may still be in flight; --close-after N
  * (server) closes after reading N bytes; --stall-ms N (server) reads
- * nothing for N ms after the header, a slow reader; --fastopen (client)
+ * nothing for N ms after the header, a slow reader (with --stall-after M:
+ * after the first M bytes, a reader that keeps up, then stops); --fastopen (client)
  * sends the header with TCP Fast Open (in the SYN, given a cookie); --corrupt-at N (client) flips
  * one bit of byte N it sends, to show that the checker sees it. --read-mode (server,
  * for connections with nothing to send back) reads in one of the ways a reader
@@ -84,7 +85,7 @@ static struct {
 	struct sockaddr_storage addr; /* IPv4, or IPv6 written [ADDR]:PORT */
 	socklen_t addr_len;
 	unsigned conns, count, max_seconds;
-	uint64_t bytes, back_bytes, seed, rst_after, close_after, corrupt_at, stall_ms;
+	uint64_t bytes, back_bytes, seed, rst_after, close_after, corrupt_at, stall_ms, stall_after;
 	uint32_t max_write;
 	bool no_read, fastopen;
 	const char *read_mode;
@@ -389,7 +390,7 @@ static void *serve_conn(void *arg)
 		pthread_mutex_unlock(&cfg.lock);
 		goto out_free;
 	}
-	if (cfg.stall_ms) /* a slow reader: the writer fills what it may */
+	if (cfg.stall_ms && !cfg.stall_after) /* a slow reader: the writer fills what it may */
 		usleep((useconds_t)(cfg.stall_ms * 1000));
 	pattern_init(&s.rx, h.seed, h.conn, 0);
 	pattern_init(&s.tx, h.seed, h.conn, 1);
@@ -401,9 +402,14 @@ static void *serve_conn(void *arg)
 		shutdown(fd, SHUT_WR);
 	if (cfg.read_mode && strcmp(cfg.read_mode, "poll") && s.tx_done && !cfg.close_after)
 		read_only(fd, &s, deadline);
-	else
+	else {
+		if (cfg.stall_after) { /* keeps up, then stops reading a while */
+			pump(fd, &s, deadline, UINT64_MAX, cfg.stall_after, true);
+			usleep((useconds_t)(cfg.stall_ms * 1000));
+		}
 		pump(fd, &s, deadline, UINT64_MAX, cfg.close_after ? cfg.close_after : UINT64_MAX,
 		     true);
+	}
 	pthread_mutex_lock(&cfg.lock);
 	printf("{\"conn\":%u,\"expected\":%" PRIu64 ",\"got\":%" PRIu64
 	       ",\"first_bad\":%lld,\"eof\":%s,\"sent\":%" PRIu64 ",\"error\":\"%s\"}\n",
@@ -607,7 +613,7 @@ static int run_client(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: dmsc-stream server --listen ADDR:PORT [--close-after N] [--stall-ms N] "
+	fprintf(f, "usage: dmsc-stream server --listen ADDR:PORT [--close-after N] [--stall-ms N [--stall-after M]] "
 		   "[--read-mode poll|block|waitall|lowat|epoll] [--max-seconds S]\n"
 		   "       dmsc-stream client --connect ADDR:PORT [--conns N] [--count M] "
 		   "[--bytes B] [--back-bytes B]\n"
@@ -738,6 +744,8 @@ int main(int argc, char **argv)
 			cfg.corrupt_at = v + 1; /* 0 stays "off" */
 		else if (!strcmp(o, "--stall-ms") && server && v <= 60000)
 			cfg.stall_ms = v;
+		else if (!strcmp(o, "--stall-after") && server)
+			cfg.stall_after = v;
 		else if (!strcmp(o, "--close-after"))
 			cfg.close_after = v;
 		else if (!strcmp(o, "--max-seconds") && v >= 1 && v <= 3600)

@@ -314,8 +314,8 @@ void dmsc_apply_set_host(const char *name)
  * this host is guarded against plain connections from other hosts
  * (decision 33), and, for a required service with an allow_from, against
  * workloads of this host outside it that connect to its address
- * (decision 44): TCP over IPv4 only, the tunnel carrying only TCP (its
- * handoff, DMSC_BE_F_TUNNEL, either family: decision 64). */
+ * (decision 44): TCP only, the tunnel carrying only TCP; either family
+ * (decisions 64 and 70). */
 static __u16 backend_flags(const struct dmsc_policy_service *w, const struct dmsc_policy_backend *b,
 			   __u8 proto)
 {
@@ -323,27 +323,40 @@ static __u16 backend_flags(const struct dmsc_policy_service *w, const struct dms
 		return 0;
 	if (strcmp(b->host, apply_host))
 		return DMSC_BE_F_TUNNEL;
-	if (proto != DMSC_PROTO_TCP || w->family == AF_INET6)
+	if (proto != DMSC_PROTO_TCP)
 		return 0;
 	if (w->mtls != DMSC_MTLS_REQUIRED)
 		return DMSC_BE_F_MTLS_PERMISSIVE;
-	/* decision 44: connect4 checks allow_from straight to the address */
+	/* decision 44: connect4/6 check allow_from straight to the address */
 	return DMSC_BE_F_MTLS_REQUIRED | (w->has_allow_from ? DMSC_BE_F_MTLS_ALLOW_LIST : 0);
 }
 
+/* A guarded backend's key in its family's index: dmsc_be_mtls, or
+ * dmsc_be_mtls6 for an IPv6 one. */
+static enum dmsc_map_id be_mtls_of(int family, const struct dmsc_backend *be, const __u32 *be6,
+				   __u8 proto, struct dmsc_svc_key *k, struct dmsc_svc6_key *k6)
+{
+	return be_index_of(family, be, be6, proto, k, k6) == DMSC_M_BE_INDEX6 ? DMSC_M_BE_MTLS6
+									       : DMSC_M_BE_MTLS;
+}
+
 /* This host's guarded backends, by address:port, for cgroup_skb/ingress
- * (bpf/skb/): each new id is indexed; one already indexed is kept. */
+ * (bpf/skb/) and connect4/6: each new id is indexed; one already indexed
+ * is kept. */
 static int be_mtls_adds(struct apply_ctx *c, const struct plan_svc *p)
 {
+	struct dmsc_svc6_key k6;
 	struct dmsc_svc_key k;
+	enum dmsc_map_id m;
 	size_t i;
 	int err;
 
 	for (i = 0; i < p->meta.n_backends; i++) {
 		if (!(p->be[i].flags & DMSC_BE_F_MTLS_GUARD) || !p->be_new[i])
 			continue;
-		be_index_key(&k, &p->be[i], p->key.proto);
-		err = dmsc_apply_put(c, DMSC_M_BE_MTLS, &k, &p->meta.backend_id[i]);
+		m = be_mtls_of(p->want->family, &p->be[i], p->be6[i], p->key.proto, &k, &k6);
+		err = dmsc_apply_put(c, m, m == DMSC_M_BE_MTLS6 ? (const void *)&k6 : &k,
+				     &p->meta.backend_id[i]);
 		if (err)
 			return err;
 	}
@@ -355,7 +368,10 @@ static int be_mtls_adds(struct apply_ctx *c, const struct plan_svc *p)
 int be_mtls_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 		  const struct plan_svc *p)
 {
+	struct dmsc_svc6_key k6;
 	struct dmsc_svc_key k;
+	enum dmsc_map_id m;
+	const void *key;
 	__u32 id, owner;
 	size_t i, j;
 	int err;
@@ -369,10 +385,11 @@ int be_mtls_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 				break;
 		if (p && j < p->meta.n_backends)
 			continue;
-		be_index_key(&k, &cur->be[i], cur->key.proto);
-		if (bpf_map_lookup_elem(c->dp->fd[DMSC_M_BE_MTLS], &k, &owner) || owner != id)
+		m = be_mtls_of(cur->family, &cur->be[i], cur->be6[i], cur->key.proto, &k, &k6);
+		key = m == DMSC_M_BE_MTLS6 ? (const void *)&k6 : &k;
+		if (bpf_map_lookup_elem(c->dp->fd[m], key, &owner) || owner != id)
 			continue;
-		err = dmsc_apply_drop(c, DMSC_M_BE_MTLS, &k);
+		err = dmsc_apply_drop(c, m, key);
 		if (err)
 			return err;
 	}

@@ -388,9 +388,13 @@ int main(int argc, char **argv)
 		}
 		w->epfd = epoll_create1(EPOLL_CLOEXEC);
 		worker_h2_init(w);
+		if (w->epfd < 0 || h2_move_init(w) < 0) {
+			pr_warn("worker %d: cannot make its epoll or eventfd: %s\n", i, strerror(errno));
+			return 1;
+		}
 		w->lfd = open_listener();
-		if (w->epfd < 0 || w->lfd < 0) {
-			err = w->lfd < 0 ? w->lfd : -errno;
+		if (w->lfd < 0) {
+			err = w->lfd;
 			pr_warn("cannot listen on %s:%u: %s\n", inet_ntoa(opt.listen.sin_addr),
 				ntohs(opt.listen.sin_port), strerror(-err));
 			return 1;

@@ -234,7 +234,7 @@ void conn_free(struct conn *c)
 		w->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	w->n_conns--;
+	__atomic_sub_fetch(&w->n_conns, 1, __ATOMIC_RELAXED); /* read by l7_h2_move.c */
 	c->dead = true;
 	c->dead_next = w->dead;
 	w->dead = c;

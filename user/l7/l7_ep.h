@@ -15,6 +15,7 @@ enum ep_kind {
 	EP_NS_LISTEN6, /* its IPv6 twin on [::1] */
 	EP_H2_CLIENT, /* an HTTP/2 client connection (l7_h2.h) */
 	EP_H2_UP,     /* one of its backend connections */
+	EP_H2_MOVE,   /* HTTP/2 connections another worker hands over (eventfd) */
 };
 
 struct ep {

@@ -441,7 +441,7 @@ void l7h2_conn_close(struct dmsc_l7_h2 *hc)
 		env->conns = hc->next;
 	if (hc->next)
 		hc->next->prev = hc->prev;
-	env->n_conns--;
+	__atomic_sub_fetch(&env->n_conns, 1, __ATOMIC_RELAXED); /* read by l7_h2_move.c */
 	hc->dead_next = env->dead;
 	env->dead = hc;
 }
@@ -508,7 +508,7 @@ int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, struct dmsc_l7_client 
 	if (env->conns)
 		env->conns->prev = hc;
 	env->conns = hc;
-	env->n_conns++;
+	__atomic_add_fetch(&env->n_conns, 1, __ATOMIC_RELAXED);
 	if (len && nghttp2_session_mem_recv(hc->s, (const uint8_t *)in, len) < 0) {
 		l7h2_conn_close(hc);
 		return 0; /* closed: the client's fd went with it */

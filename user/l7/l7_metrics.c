@@ -239,6 +239,21 @@ void metrics_write(void)
 				 : k == 2 ? SUM_WORKERS(w_->m.over_capacity)
 					  : SUM_WORKERS(w_->m.client_limit));
 	}
+	dmsc_prom_family(&b, "dmsc_l7_h2_connections", "gauge",
+			 "HTTP/2 client connections each worker serves.");
+	for (i = 0; i < (size_t)opt.workers; i++) {
+		char id[24];
+		struct dmsc_prom_label l = {"worker", id};
+
+		snprintf(id, sizeof(id), "%zu", i);
+		dmsc_prom_sample(&b, "dmsc_l7_h2_connections", &l, 1,
+				 __atomic_load_n(&workers[i].h2.n_conns, __ATOMIC_RELAXED));
+	}
+	dmsc_prom_family(&b, "dmsc_l7_h2_connections_moved_total", "counter",
+			 "HTTP/2 client connections handed to a worker with fewer of them than "
+			 "the one that accepted them.");
+	dmsc_prom_sample(&b, "dmsc_l7_h2_connections_moved_total", NULL, 0,
+			 SUM_WORKERS(w_->m.h2_moved));
 	dmsc_prom_family(&b, "dmsc_l7_namespaces", "gauge",
 			 "Network namespaces the helper listens in besides its own.");
 	dmsc_prom_sample(&b, "dmsc_l7_namespaces", NULL, 0, dmsc_l7_netns_count());

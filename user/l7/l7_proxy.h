@@ -121,6 +121,7 @@ struct metrics {
 	struct route_metrics *rm; /* [svc][route + 1]; slot 0 is "no route" */
 	size_t *rm_base;	  /* per service: first index in rm */
 	uint64_t accepted, no_handoff, unknown_service, over_capacity, client_limit;
+	uint64_t h2_moved; /* HTTP/2 connections handed to a less busy worker */
 };
 
 static inline void ctr_add(uint64_t *c, uint64_t n)
@@ -236,6 +237,12 @@ struct worker {
 	bool listening;
 	bool accept_paused; /* out of fds: listener out of epoll until the next sweep */
 	struct dmsc_l7_h2_env h2; /* its HTTP/2 connections (l7_h2.h) */
+	/* HTTP/2 connections other workers hand over (l7_h2_move.c) */
+	struct ep move_ep; /* EP_H2_MOVE */
+	int move_efd;
+	pthread_mutex_t move_lock;
+	struct h2_moved *moved;
+	uint32_t h2_incoming; /* queued for it, not yet in h2.n_conns */
 };
 
 extern struct worker *workers;
@@ -259,6 +266,16 @@ static inline uint32_t rnd(struct worker *w)
 
 #define CONTAINER(ptr, field) ((struct conn *)((char *)(ptr)-offsetof(struct conn, field)))
 
+
+/* l7_h2_move.c: HTTP/2 client connections spread over the workers */
+int h2_move_init(struct worker *w);
+/* true: the connection (fd, its place in the per-client count, the bytes
+ * read so far) went to a worker with fewer HTTP/2 connections than w */
+bool h2_move(struct worker *w, int fd, struct dmsc_l7_client *client,
+	     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len);
+void h2_move_event(struct worker *w);
+/* at the worker's exit: what is queued for it closes */
+void h2_move_close(struct worker *w);
 
 /* l7_conn.c */
 /*

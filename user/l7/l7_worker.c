@@ -176,7 +176,7 @@ found:
 	if (w->conns)
 		w->conns->prev = c;
 	w->conns = c;
-	w->n_conns++;
+	__atomic_add_fetch(&w->n_conns, 1, __ATOMIC_RELAXED);
 	ctr_add(&w->m.accepted, 1);
 }
 
@@ -400,6 +400,10 @@ void *worker_main(void *arg)
 					accept_batch(w, w->lfd, 0);
 				continue;
 			}
+			if (e->kind == EP_H2_MOVE) {
+				h2_move_event(w);
+				continue;
+			}
 			if (e->kind == EP_H2_CLIENT || e->kind == EP_H2_UP) {
 				dmsc_l7_h2_event(e, ev);
 				continue;
@@ -475,6 +479,7 @@ void *worker_main(void *arg)
 		conn_free(w->conns);
 	conn_reap(w);
 	dmsc_l7_h2_close_all(&w->h2);
+	h2_move_close(w);
 	pool_expire(w, now_ns());
 	return NULL;
 }

@@ -12,8 +12,10 @@
  * written DMSC_TF_WINDOW_CREDIT_BATCH bytes to its local socket (a batch,
  * not every write: one frame per request would be a TLS record and a
  * wake-up of both sides per request); a stream's buffer towards its local
- * socket is so bounded by the window, kept small on purpose (docs/design.md
- * decision 65: a larger one measured slower). A TLS connection's outgoing buffer
+ * socket is so bounded by the window, which the receiver grows while its
+ * local reader keeps up and shrinks back when it stops (docs/design.md
+ * decision 69: at most 1 MiB a stream, 64 MiB past the initial windows
+ * for all). A TLS connection's outgoing buffer
  * past CONN_OUT_HIGH stops every stream of it from reading its socket, so a
  * slow peer link slows the workloads down instead of filling memory.
  */

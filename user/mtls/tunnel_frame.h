@@ -107,8 +107,9 @@ static inline bool dmsc_tf_get_hdr(const uint8_t *p, struct dmsc_tf_hdr *h)
 /* Flow control, per stream and direction: the sender may send
  * DMSC_TF_WINDOW_INITIAL bytes of DATA before any WINDOW credit (both
  * sides assume it: a protocol constant), then what WINDOW frames add; the
- * receiver returns credit as it writes to its local socket. 256 KiB is
- * also the best size measured for bulk (docs/design.md decision 65). */
+ * receiver returns credit as it writes to its local socket, and may
+ * return more than it was given back: it grows a window while its reader
+ * keeps up (docs/design.md decision 69). */
 #define DMSC_TF_WINDOW_INITIAL (256u << 10)
 
 /* DATA frames read in place (docs/design.md decision 65): the iovecs for

@@ -22,6 +22,12 @@
 
 /* what a destination writes locally before it credits the sender back */
 #define DMSC_TF_WINDOW_CREDIT_BATCH (DMSC_TF_WINDOW_INITIAL / 4)
+/* A destination grows a stream's window past the initial one while the
+ * sender fills it and the local reader keeps up, up to STREAM_WINDOW_MAX,
+ * and all streams' growth together up to TUNNEL_WINDOW_EXTRA_MAX
+ * (docs/design.md decision 69) */
+#define STREAM_WINDOW_MAX (1u << 20)
+#define TUNNEL_WINDOW_EXTRA_MAX (64u << 20)
 
 #define CONN_OUT_HIGH (512u << 10)
 #define CONN_OUT_LOW (128u << 10)
@@ -106,6 +112,12 @@ struct stream {
 	uint32_t credit;    /* DATA bytes we may still send */
 	uint32_t unacked;   /* written locally, not yet credited back */
 	uint32_t recv_room; /* DATA bytes the peer may still send */
+	/* what we let the peer have in flight, buffered here or written and
+	 * not yet credited: recv_room + out.len + unacked (decision 69) */
+	uint32_t window;
+	bool window_filled; /* the peer came near its end since the last credit */
+	bool local_blocked; /* the local socket took less than we had since then */
+	bool reader_slow;   /* it did once: the window grows no more */
 	bool open_ok, connecting, rd_eof, peer_fin, wr_shut, dead, write_marked;
 	struct stream *next_dead;
 	struct stream *next_write; /* c->to_write */
@@ -149,6 +161,9 @@ struct tunnel {
 	/* a stream stopped reading its socket: no credit left (the peer's
 	 * window is full), or its connection's buffer past CONN_OUT_HIGH */
 	unsigned long long stalls_window, stalls_conn;
+	/* streams' windows past the initial one, in bytes (decision 69), and
+	 * how often one grew or shrank */
+	unsigned long long window_extra, window_grown, window_shrunk;
 	/* kTLS (docs/design.md decision 45): whether this kernel has it, and
 	 * per direction [0 send, 1 receive] the TLS connections whose records
 	 * the kernel seals or opens, and those OpenSSL does in userspace */

@@ -176,6 +176,17 @@ void tn_metrics_write(struct tunnel *t)
 			 &(struct dmsc_prom_label){"reason", "window"}, 1, t->stalls_window);
 	dmsc_prom_sample(&b, "dmsc_tunnel_stream_stalls_total",
 			 &(struct dmsc_prom_label){"reason", "connection"}, 1, t->stalls_conn);
+	dmsc_prom_family(&b, "dmsc_tunnel_stream_window_changes_total", "counter",
+			 "Times a stream's window grew (its sender filled it while the local "
+			 "reader kept up) or shrank back (the local reader blocked).");
+	dmsc_prom_sample(&b, "dmsc_tunnel_stream_window_changes_total",
+			 &(struct dmsc_prom_label){"change", "grown"}, 1, t->window_grown);
+	dmsc_prom_sample(&b, "dmsc_tunnel_stream_window_changes_total",
+			 &(struct dmsc_prom_label){"change", "shrunk"}, 1, t->window_shrunk);
+	dmsc_prom_family(&b, "dmsc_tunnel_stream_window_extra_bytes", "gauge",
+			 "What the open streams' windows hold past the initial 256 KiB, together "
+			 "(at most 64 MiB).");
+	dmsc_prom_sample(&b, "dmsc_tunnel_stream_window_extra_bytes", NULL, 0, t->window_extra);
 	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_cert_reloads_total counter\n");
 	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",
 			 &(struct dmsc_prom_label){"result", "ok"}, 1, t->reloads);

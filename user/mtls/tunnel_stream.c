@@ -105,6 +105,7 @@ void tn_stream_close(struct stream *s, bool abort)
 	close(s->ev.fd);
 	s->ev.fd = -1;
 	s->dead = true;
+	c->t->window_extra -= s->window - DMSC_TF_WINDOW_INITIAL;
 	stream_unlink(s);
 	c->n_streams--;
 	s->next_dead = c->t->dead_streams;
@@ -152,6 +153,40 @@ static bool stream_io_failed(struct stream *s)
 	return true;
 }
 
+/* At a credit: how the stream's window changes (docs/design.md decision
+ * 69). The peer came near its end since the last credit and the local
+ * socket has never refused a write: the window, not the reader, holds the
+ * stream back, so it doubles (up to STREAM_WINDOW_MAX, and while the
+ * tunnel's streams together stay under TUNNEL_WINDOW_EXTRA_MAX). Once the
+ * local socket blocked, the reader is the limit: what the window has past
+ * the initial one is withheld from the credits (returned as negative, at
+ * most the credit) until it is back at the initial bound, and it grows no
+ * more (a larger window for a reader that falls behind only buffers more
+ * here, in memory the copies then miss in cache: decision 65). */
+static int64_t stream_window_change(struct stream *s)
+{
+	struct tunnel *t = s->c->t;
+	int64_t d = 0;
+
+	if (s->local_blocked)
+		s->reader_slow = true;
+	if (s->reader_slow && s->window > DMSC_TF_WINDOW_INITIAL) {
+		uint32_t over = s->window - DMSC_TF_WINDOW_INITIAL;
+
+		d = -(int64_t)(over < s->unacked ? over : s->unacked);
+		t->window_shrunk++;
+	} else if (!s->reader_slow && s->window_filled && s->window < STREAM_WINDOW_MAX &&
+		   t->window_extra + s->window <= TUNNEL_WINDOW_EXTRA_MAX) {
+		d = s->window;
+		t->window_grown++;
+	}
+	s->window = (uint32_t)((int64_t)s->window + d);
+	t->window_extra = t->window_extra + (unsigned long long)d; /* d < 0: wraps back */
+	s->window_filled = false;
+	s->local_blocked = false;
+	return d;
+}
+
 /* Writes what the tunnel brought to the local socket; credits it back.
  * The caller flushes the connection. */
 void tn_stream_flush_local(struct stream *s)
@@ -164,6 +199,7 @@ void tn_stream_flush_local(struct stream *s)
 		if (n < 0) {
 			if (stream_io_failed(s))
 				return;
+			s->local_blocked = true;
 			break;
 		}
 		tn_buf_consume(&s->out, (size_t)n);
@@ -175,8 +211,11 @@ void tn_stream_flush_local(struct stream *s)
 		 * request (docs/bench.md). No stall: a sender out of credit
 		 * means a window's worth here, which is past the batch once
 		 * written. */
-		conn_frame_u32(c, DMSC_TF_WINDOW, s->id, s->unacked);
-		s->recv_room += s->unacked;
+		uint32_t credit = (uint32_t)((int64_t)s->unacked + stream_window_change(s));
+
+		if (credit)
+			conn_frame_u32(c, DMSC_TF_WINDOW, s->id, credit);
+		s->recv_room += credit;
 		s->unacked = 0;
 	}
 	if (!s->out.len && s->peer_fin && !s->wr_shut) {
@@ -286,6 +325,7 @@ struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id)
 	s->id = id;
 	s->credit = DMSC_TF_WINDOW_INITIAL;
 	s->recv_room = DMSC_TF_WINDOW_INITIAL;
+	s->window = DMSC_TF_WINDOW_INITIAL;
 	if (tn_ev_add(c->t, &s->ev, EV_STREAM, fd, 0)) {
 		free(s);
 		return NULL;

@@ -358,6 +358,10 @@ static void data_begin(struct conn *c)
 		c->rd_drop = true;
 	} else if (s) {
 		s->recv_room -= c->rd.len;
+		/* the peer is within a credit batch of its window's end:
+		 * it may stall before our next credit reaches it */
+		if (s->recv_room < DMSC_TF_WINDOW_CREDIT_BATCH)
+			s->window_filled = true;
 	}
 }
 
