@@ -48,78 +48,31 @@ static __always_inline bool ip6_v4mapped(const __u32 a[4])
 }
 
 /*
- * sock4_l7_handoff's twin (docs/design.md decision 48): the connection goes
- * to the helper's IPv6 listener on [::1] in the client's own namespace
- * (port6 of its dmsc_l7_netns entry). The record names that listener as the
- * backend (getpeername6 answers the VIP) and keeps the namespace's cookie,
- * which dmsc_l7_sockops puts in the dmsc_l7_handoff6 key. No such listener
- * (no entry, an older helper, the helper's own namespace): false, the
- * caller balances at L4, counted. bpf_get_netns_cookie: Linux 5.7.
+ * What the two handoffs to a listener on [::1] share: conf is the
+ * listener's entry (none, or no port6: false, counted no_helper, the caller
+ * goes on at L4). The socket's record names the listener as the peer
+ * (getpeername6 answers the VIP) and carries backend_id, flags and netns as
+ * the caller says; a tunnel's (DMSC_SOCK_F_TUNNEL) also keeps the caller's
+ * cgroup in dmsc_sock_cgroup. No storage: false, counted.
  */
-static __always_inline bool sock6_l7_handoff(struct bpf_sock_addr *ctx,
-					     const struct dmsc_svc6_key *key, __u32 svc_id,
-					     struct dmsc_svc_stats *ss)
-{
-	struct dmsc_sock_vip6 *rec;
-	struct dmsc_l7_conf *conf;
-	__u32 lo[4] = {0, 0, 0, bpf_htonl(1)}; /* [::1] */
-	__u64 netns;
-
-	netns = bpf_get_netns_cookie(ctx);
-	conf = bpf_map_lookup_elem(&dmsc_l7_netns, &netns);
-	if (!conf || !conf->port6) {
-		count_reason(DMSC_R_L7_NO_HELPER);
-		return false;
-	}
-	rec = bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!rec) {
-		count_reason(DMSC_R_SOCK_STORAGE_FULL);
-		return false;
-	}
-	ip6_copy(rec->vip, key->vip);
-	ip6_copy(rec->backend, lo);
-	rec->vport = key->port;
-	rec->bport = conf->port6;
-	rec->svc_id = svc_id;
-	rec->backend_id = 0; /* the helper, not a backend */
-	rec->table_hash = 0;
-	rec->flags = 0;
-	rec->netns = netns;
-	ctx_set_ip6(ctx, lo);
-	ctx->user_port = conf->port6;
-	if (ss)
-		ss->connections += 1;
-	return true;
-}
-
-/*
- * sock4_tunnel_handoff's twin (docs/design.md decision 64): a connection to
- * a backend on another host goes to the tunnel's listener on [::1] (port6
- * of dmsc_tunnel_conf). The record names that listener as the peer
- * (getpeername6 answers the VIP) and carries the backend picked, flagged
- * DMSC_SOCK_F_TUNNEL; the caller's cgroup goes to dmsc_sock_cgroup, and
- * sockops publishes both in dmsc_tunnel_handoff6. No listener on [::1]
- * (none registered, an older tunnel): false, the caller connects to the
- * backend directly (fail open, counted; its host decides).
- */
-static __always_inline bool sock6_tunnel_handoff(struct bpf_sock_addr *ctx,
-						 const struct dmsc_svc6_key *key, __u32 svc_id,
-						 __u32 backend_id)
+static __always_inline bool sock6_handoff(struct bpf_sock_addr *ctx,
+					  const struct dmsc_svc6_key *key,
+					  const struct dmsc_l7_conf *conf, __u32 no_helper,
+					  __u32 svc_id, __u32 backend_id, __u32 flags, __u64 netns)
 {
 	__u32 lo[4] = {0, 0, 0, bpf_htonl(1)}; /* [::1] */
-	struct dmsc_sock_vip6 *rec;
-	struct dmsc_l7_conf *conf;
-	__u32 zero = 0;
-	__u64 *cgroup;
+	struct dmsc_sock_vip6 *rec = NULL;
+	__u64 *cgroup = NULL;
 
-	conf = bpf_map_lookup_elem(&dmsc_tunnel_conf, &zero);
 	if (!conf || !conf->port6) {
-		count_reason(DMSC_R_TUNNEL_NO_HELPER);
+		count_reason(no_helper);
 		return false;
 	}
-	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	rec = cgroup ? bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE)
-		     : NULL;
+	if (flags & DMSC_SOCK_F_TUNNEL)
+		cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, ctx->sk, 0,
+					    BPF_SK_STORAGE_GET_F_CREATE);
+	if (cgroup || !(flags & DMSC_SOCK_F_TUNNEL))
+		rec = bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!rec) {
 		count_reason(DMSC_R_SOCK_STORAGE_FULL);
 		return false;
@@ -131,11 +84,56 @@ static __always_inline bool sock6_tunnel_handoff(struct bpf_sock_addr *ctx,
 	rec->svc_id = svc_id;
 	rec->backend_id = backend_id;
 	rec->table_hash = 0;
-	rec->flags = DMSC_SOCK_F_TUNNEL;
-	rec->netns = 0;
-	*cgroup = bpf_get_current_cgroup_id();
+	rec->flags = flags;
+	rec->netns = netns;
+	if (cgroup)
+		*cgroup = bpf_get_current_cgroup_id();
 	ctx_set_ip6(ctx, lo);
 	ctx->user_port = conf->port6;
+	return true;
+}
+
+/*
+ * sock4_l7_handoff's twin (docs/design.md decision 48): the connection goes
+ * to the helper's IPv6 listener on [::1] in the client's own namespace
+ * (port6 of its dmsc_l7_netns entry), backend 0 (the helper, not a
+ * backend); the record keeps the namespace's cookie, which dmsc_l7_sockops
+ * puts in the dmsc_l7_handoff6 key. No such listener (no entry, an older
+ * helper, the helper's own namespace): false, the caller balances at L4,
+ * counted. bpf_get_netns_cookie: Linux 5.7.
+ */
+static __always_inline bool sock6_l7_handoff(struct bpf_sock_addr *ctx,
+					     const struct dmsc_svc6_key *key, __u32 svc_id,
+					     struct dmsc_svc_stats *ss)
+{
+	__u64 netns = bpf_get_netns_cookie(ctx);
+
+	if (!sock6_handoff(ctx, key, bpf_map_lookup_elem(&dmsc_l7_netns, &netns),
+			   DMSC_R_L7_NO_HELPER, svc_id, 0, 0, netns))
+		return false;
+	if (ss)
+		ss->connections += 1;
+	return true;
+}
+
+/*
+ * sock4_tunnel_handoff's twin (docs/design.md decision 64): a connection to
+ * a backend on another host goes to the tunnel's listener on [::1] (port6
+ * of dmsc_tunnel_conf), the record carrying the backend picked, flagged
+ * DMSC_SOCK_F_TUNNEL; sockops publishes it and the caller's cgroup in
+ * dmsc_tunnel_handoff6. No listener on [::1] (none registered, an older
+ * tunnel): false, the caller connects to the backend directly (fail open,
+ * counted; its host decides).
+ */
+static __always_inline bool sock6_tunnel_handoff(struct bpf_sock_addr *ctx,
+						 const struct dmsc_svc6_key *key, __u32 svc_id,
+						 __u32 backend_id)
+{
+	__u32 zero = 0;
+
+	if (!sock6_handoff(ctx, key, bpf_map_lookup_elem(&dmsc_tunnel_conf, &zero),
+			   DMSC_R_TUNNEL_NO_HELPER, svc_id, backend_id, DMSC_SOCK_F_TUNNEL, 0))
+		return false;
 	count_reason(DMSC_R_TUNNEL_HANDOFF);
 	return true;
 }

@@ -96,14 +96,35 @@ int dmsc_getpeername4(struct bpf_sock_addr *ctx)
 }
 
 /*
- * sockops on the mesh cgroup: when a connection handed to dmsc-l7 is
- * established (client side), publish its service under the 4-tuple the
- * helper will see (see dmsc_l7_handoff in shared.h). bpf_sock_ops.sk and
- * bpf_sk_storage_get from sockops need Linux 5.10.
+ * What the IPv6 connections handed to a listener on [::1] share: key gets
+ * the client's address and port as the listener's accept() sees them
+ * (client_addr, client_port) and the listener's port (helper_port), val
+ * the VIP (vip), and the record goes into map; the rest of key and val is
+ * the caller's. The two maps' keys and values are different structs
+ * (include/dmsc/shared.h), hence the fields' addresses.
  */
-/* An IPv6 connection connect6 handed to the helper's [::1] listener:
- * its dmsc_l7_handoff6 record, keyed as the helper's accept() sees it plus
- * the namespace (docs/design.md decision 48). */
+static __always_inline void sockops6_publish(struct bpf_sock_ops *skops,
+					     const struct dmsc_sock_vip6 *rec, void *map,
+					     const void *key, __u32 client_addr[4],
+					     __u16 *client_port, __u16 *helper_port,
+					     const void *val, __u32 vip[4])
+{
+	client_addr[0] = skops->local_ip6[0];
+	client_addr[1] = skops->local_ip6[1];
+	client_addr[2] = skops->local_ip6[2];
+	client_addr[3] = skops->local_ip6[3];
+	*client_port = bpf_htons((__u16)skops->local_port);
+	*helper_port = rec->bport;
+	vip[0] = rec->vip[0];
+	vip[1] = rec->vip[1];
+	vip[2] = rec->vip[2];
+	vip[3] = rec->vip[3];
+	if (bpf_map_update_elem(map, key, val, BPF_ANY))
+		count_reason(DMSC_R_L7_HANDOFF_FULL);
+	else
+		count_reason(DMSC_R_L7_HANDOFF);
+}
+
 /* An IPv6 connection connect6 handed to the tunnel's [::1] listener: its
  * dmsc_tunnel_handoff6 record, the backend picked and the caller's cgroup
  * (docs/design.md decision 64). */
@@ -116,26 +137,12 @@ static __always_inline int tunnel_sockops6(struct bpf_sock_ops *skops, struct bp
 	struct dmsc_backend6 *be;
 	__u64 *cgroup;
 
-	if (skops->remote_ip6[0] != rec->backend[0] || skops->remote_ip6[1] != rec->backend[1] ||
-	    skops->remote_ip6[2] != rec->backend[2] || skops->remote_ip6[3] != rec->backend[3] ||
-	    sockops_remote_port(skops->remote_port) != rec->bport)
-		return 1;
 	/* as over IPv4: an id removed meanwhile reads as another service's */
 	be = bpf_map_lookup_elem(&dmsc_backends6, &backend_id);
 	if (!be || be->svc_id != rec->svc_id) {
 		count_reason(DMSC_R_BACKEND_MISSING);
 		return 1;
 	}
-	key.client_addr[0] = skops->local_ip6[0];
-	key.client_addr[1] = skops->local_ip6[1];
-	key.client_addr[2] = skops->local_ip6[2];
-	key.client_addr[3] = skops->local_ip6[3];
-	key.client_port = bpf_htons((__u16)skops->local_port);
-	key.helper_port = rec->bport;
-	val.vip[0] = rec->vip[0];
-	val.vip[1] = rec->vip[1];
-	val.vip[2] = rec->vip[2];
-	val.vip[3] = rec->vip[3];
 	val.backend_addr[0] = be->addr[0];
 	val.backend_addr[1] = be->addr[1];
 	val.backend_addr[2] = be->addr[2];
@@ -146,13 +153,14 @@ static __always_inline int tunnel_sockops6(struct bpf_sock_ops *skops, struct bp
 	val.backend_id = backend_id;
 	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
 	val.cgroup_id = cgroup ? *cgroup : 0; /* none: the tunnel refuses cgroup 0 */
-	if (bpf_map_update_elem(&dmsc_tunnel_handoff6, &key, &val, BPF_ANY))
-		count_reason(DMSC_R_L7_HANDOFF_FULL);
-	else
-		count_reason(DMSC_R_L7_HANDOFF);
+	sockops6_publish(skops, rec, &dmsc_tunnel_handoff6, &key, key.client_addr,
+			 &key.client_port, &key.helper_port, &val, val.vip);
 	return 1;
 }
 
+/* An IPv6 connection connect6 handed to the helper's [::1] listener (its
+ * dmsc_l7_handoff6 record, keyed as the helper's accept() sees it plus the
+ * namespace, docs/design.md decision 48) or to the tunnel's. */
 static __always_inline int l7_sockops6(struct bpf_sock_ops *skops, struct bpf_sock *sk)
 {
 	struct dmsc_l7_handoff6_key key = {};
@@ -160,34 +168,28 @@ static __always_inline int l7_sockops6(struct bpf_sock_ops *skops, struct bpf_so
 	struct dmsc_sock_vip6 *rec;
 
 	rec = bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0);
-	if (rec && (rec->flags & DMSC_SOCK_F_TUNNEL))
-		return tunnel_sockops6(skops, sk, rec);
-	if (!rec || rec->backend_id != 0 || !rec->netns)
+	if (!rec || (!(rec->flags & DMSC_SOCK_F_TUNNEL) && (rec->backend_id != 0 || !rec->netns)))
 		return 1; /* not translated, or to a backend (L4) */
 	if (skops->remote_ip6[0] != rec->backend[0] || skops->remote_ip6[1] != rec->backend[1] ||
 	    skops->remote_ip6[2] != rec->backend[2] || skops->remote_ip6[3] != rec->backend[3] ||
 	    sockops_remote_port(skops->remote_port) != rec->bport)
 		return 1;
-	key.client_addr[0] = skops->local_ip6[0];
-	key.client_addr[1] = skops->local_ip6[1];
-	key.client_addr[2] = skops->local_ip6[2];
-	key.client_addr[3] = skops->local_ip6[3];
-	key.client_port = bpf_htons((__u16)skops->local_port);
-	key.helper_port = rec->bport;
+	if (rec->flags & DMSC_SOCK_F_TUNNEL)
+		return tunnel_sockops6(skops, sk, rec);
 	key.netns = rec->netns;
-	val.vip[0] = rec->vip[0];
-	val.vip[1] = rec->vip[1];
-	val.vip[2] = rec->vip[2];
-	val.vip[3] = rec->vip[3];
 	val.vport = rec->vport;
 	val.svc_id = rec->svc_id;
-	if (bpf_map_update_elem(&dmsc_l7_handoff6, &key, &val, BPF_ANY))
-		count_reason(DMSC_R_L7_HANDOFF_FULL);
-	else
-		count_reason(DMSC_R_L7_HANDOFF);
+	sockops6_publish(skops, rec, &dmsc_l7_handoff6, &key, key.client_addr, &key.client_port,
+			 &key.helper_port, &val, val.vip);
 	return 1;
 }
 
+/*
+ * sockops on the mesh cgroup: when a connection handed to dmsc-l7 is
+ * established (client side), publish its service under the 4-tuple the
+ * helper will see (see dmsc_l7_handoff in shared.h). bpf_sock_ops.sk and
+ * bpf_sk_storage_get from sockops need Linux 5.10.
+ */
 SEC("sockops")
 int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 {

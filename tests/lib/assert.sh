@@ -5,15 +5,32 @@
 
 T_PASSED=0
 T_FAILED=0
+# With DMSC_TIMES=FILE (tests/matrix/guest.sh sets it), each check also
+# appends to FILE the seconds since the suite started and since the check
+# before it, then the check: where a suite's time goes. Read from the
+# shell's clock, no command run.
+T__T0=${EPOCHREALTIME/./}
+T__PREV=$T__T0
+t__time() {
+	[[ -n ${DMSC_TIMES:-} ]] || return 0
+	local now=${EPOCHREALTIME/./} all since
+	all=$(((now - T__T0) / 100000))
+	since=$(((now - T__PREV) / 100000))
+	T__PREV=$now
+	printf '%5d.%d %5d.%d %s\n' $((all / 10)) $((all % 10)) $((since / 10)) $((since % 10)) \
+		"${1:0:100}" >>"$DMSC_TIMES"
+}
 
 t_ok() {
 	T_PASSED=$((T_PASSED + 1))
 	echo "ok - $*"
+	t__time "ok - $*"
 }
 
 t_fail() {
 	T_FAILED=$((T_FAILED + 1))
 	echo "not ok - $*"
+	t__time "not ok - $*"
 }
 
 # t_check WHAT CMD...: passes when CMD exits 0.

@@ -83,7 +83,9 @@ dmsc_keep_log() {
 dmsc_suite_cleanup() {
 	declare -F suite_cleanup >/dev/null && suite_cleanup
 	dmsc_keep_log
-	[[ -n ${DMSC_PIN_DIR:-} && -x ${CTL:-} ]] && "$CTL" uninstall >/dev/null 2>&1
+	# (nothing pinned, nothing to uninstall: the suite did it, or never
+	# installed; a command costs seconds in a loaded TCG guest)
+	[[ -n ${DMSC_PIN_DIR:-} && -e $DMSC_PIN_DIR && -x ${CTL:-} ]] && "$CTL" uninstall >/dev/null 2>&1
 	dmsc_net_cleanup
 	dmsc_cgroup_cleanup
 	[[ -n ${T:-} ]] && mountpoint -q "$T/bpffs" && umount "$T/bpffs"

@@ -101,10 +101,13 @@ dmsc__ns_up() {
 	ip -n "$2" link set lo up
 }
 
-# dmsc_net_hub: namespace ${P}hub with bridge br0 up.
+# dmsc_net_hub: namespace ${P}hub with bridge br0 up. Once made, known
+# from the state directory: no command runs again (a command costs seconds
+# in a loaded TCG guest).
 dmsc_net_hub() {
 	dmsc__need_init || return 1
 	local hub="${DMSC_NET_PREFIX}hub"
+	[[ -f "${DMSC_NET_STATE}/hub" ]] && dmsc__ns_exists "$hub" && return 0
 	dmsc__ns_up dmsc_net_hub "$hub" || return 1
 	if ! ip -n "$hub" link show br0 >/dev/null 2>&1; then
 		ip -n "$hub" link add br0 type bridge || {
@@ -113,6 +116,7 @@ dmsc_net_hub() {
 		}
 	fi
 	ip -n "$hub" link set br0 up || return 1
+	: >"${DMSC_NET_STATE}/hub"
 }
 
 # dmsc__check_addr ADDR/PLEN: 198.18.0.0/16 only, prefix length 16..32.
@@ -151,7 +155,7 @@ dmsc__no_default_route() {
 # dmsc_net_host NAME ADDR/PLEN [ADDR/PLEN...]
 dmsc_net_host() {
 	dmsc__need_init || return 1
-	local name="${1-}" hub="${DMSC_NET_PREFIX}hub" ns link n a
+	local name="${1-}" hub="${DMSC_NET_PREFIX}hub" ns link n a fresh
 	if [[ ! "$name" =~ ^[A-Za-z0-9_-]{1,32}$ || "$name" == hub ]]; then
 		dmsc__err "dmsc_net_host: host name \"$name\": [A-Za-z0-9_-], not \"hub\""
 		return 1
@@ -166,9 +170,20 @@ dmsc_net_host() {
 	done
 	dmsc_net_hub || return 1
 	ns="${DMSC_NET_PREFIX}${name}"
-	dmsc__ns_up dmsc_net_host "$ns" || return 1
-	if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
-		n=$(($(cat "${DMSC_NET_STATE}/links") + 1))
+	# Each end is set up by one ip process (-batch): a command costs seconds
+	# in a loaded TCG guest.
+	fresh=0
+	if ! dmsc__ns_exists "$ns"; then
+		dmsc__record netns "$ns" || return 1
+		ip netns add "$ns" || {
+			dmsc__err "dmsc_net_host $name: ip netns add $ns failed"
+			return 1
+		}
+		fresh=1
+	fi
+	if ((fresh)) || ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
+		read -r n <"${DMSC_NET_STATE}/links" || return 1
+		n=$((n + 1))
 		echo "$n" >"${DMSC_NET_STATE}/links"
 		link="${DMSC_NET_PREFIX}v${n}"
 		if ((${#link} > 15)); then
@@ -177,22 +192,21 @@ dmsc_net_host() {
 		fi
 		# Both ends are made inside namespaces: nothing appears, even for a
 		# moment, in the caller's namespace.
-		ip -n "$hub" link add "$link" type veth peer name eth0 netns "$ns" || {
-			dmsc__err "dmsc_net_host $name: cannot create veth $link/eth0"
+		printf '%s\n' "link add $link type veth peer name eth0 netns $ns" \
+			"link set $link master br0" "link set $link up" | ip -n "$hub" -batch - || {
+			dmsc__err "dmsc_net_host $name: cannot create veth $link/eth0 on br0"
 			return 1
 		}
-		ip -n "$hub" link set "$link" master br0 || return 1
-		ip -n "$hub" link set "$link" up || return 1
 	fi
-	for a in "$@"; do
-		ip -n "$ns" addr replace "$a" dev eth0 || {
-			dmsc__err "dmsc_net_host $name: cannot add $a"
-			return 1
-		}
-	done
-	ip -n "$ns" link set eth0 up || return 1
-	ip -n "$ns" route replace 198.18.0.0/16 dev eth0 || {
-		dmsc__err "dmsc_net_host $name: cannot add the route 198.18.0.0/16"
+	{
+		echo "link set lo up"
+		for a in "$@"; do
+			echo "addr replace $a dev eth0"
+		done
+		echo "link set eth0 up"
+		echo "route replace 198.18.0.0/16 dev eth0"
+	} | ip -n "$ns" -batch - || {
+		dmsc__err "dmsc_net_host $name: cannot set up eth0 ($*, the route 198.18.0.0/16)"
 		return 1
 	}
 	# belt and braces: a default route must never exist in a test host
@@ -286,30 +300,38 @@ dmsc__kill_pids() {
 # dmsc_net_cleanup: kills what runs in our namespaces, deletes them and their
 # links, removes our cgroups. Safe to call twice and from a trap.
 dmsc_net_cleanup() {
-	local state="${DMSC_NET_STATE-}" ns hub link
+	local state="${DMSC_NET_STATE-}" ns hub pid n i
 	local -a all=() pids=()
 	[[ -n "$state" && -d "$state" ]] || return 0
 	dmsc_cgroup_cleanup
 	if [[ -f "$state/netns" ]]; then
 		mapfile -t all <"$state/netns"
 	fi
-	for ns in "${all[@]}"; do
-		dmsc__ns_exists "$ns" || continue
-		mapfile -t -O "${#pids[@]}" pids < <(ip netns pids "$ns" 2>/dev/null)
-	done
+	# The processes of our namespaces, as `ip netns pids` finds them (the
+	# same network namespace file), without a command per namespace: a
+	# command costs seconds in a loaded TCG guest.
+	for pid in /proc/[0-9]*; do
+		for ns in "${all[@]}"; do
+			if [[ "$pid/ns/net" -ef "/run/netns/$ns" ]]; then
+				pids+=("${pid#/proc/}")
+				break
+			fi
+		done
+	done 2>/dev/null
 	dmsc__kill_pids "${pids[@]}"
 	hub="${DMSC_NET_PREFIX}hub"
 	if dmsc__ns_exists "$hub"; then
-		# deleting one end of a veth deletes both
-		while read -r link; do
-			[[ "$link" == "${DMSC_NET_PREFIX}v"* ]] || continue
-			ip -n "$hub" link del "$link" 2>/dev/null
-		done < <(ip -n "$hub" -o link show type veth 2>/dev/null |
-			sed -n 's/^[0-9]*: \([^:@]*\).*/\1/p')
+		# deleting one end of a veth deletes both: ours are ${P}v1..N, one ip
+		# process for all of them (-force: on past one already gone)
+		n=0
+		read -r n 2>/dev/null <"$state/links"
+		for ((i = 1; i <= ${n:-0}; i++)); do
+			echo "link del ${DMSC_NET_PREFIX}v$i"
+		done | ip -n "$hub" -force -batch - >/dev/null 2>&1
 	fi
 	for ns in "${all[@]}"; do
-		dmsc__ns_exists "$ns" && ip netns del "$ns" 2>/dev/null
-	done
+		dmsc__ns_exists "$ns" && echo "netns del $ns"
+	done | ip -force -batch - >/dev/null 2>&1
 	rm -rf -- "$state"
 	DMSC_NET_STATE=
 	return 0
@@ -356,9 +378,21 @@ dmsc_cgroups() {
 	done
 }
 
-# dmsc__cgroup_procs DIR: every pid in DIR and below.
+# dmsc__cgroup_procs DIR: every pid in DIR and below (read by the shell
+# itself: a command costs seconds in a loaded TCG guest).
 dmsc__cgroup_procs() {
-	find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null
+	local f p had=0
+	local -a files=()
+	shopt -q globstar && had=1
+	shopt -s globstar
+	files=("$1"/**/cgroup.procs)
+	((had)) || shopt -u globstar
+	for f in "${files[@]}"; do
+		[[ -f "$f" ]] || continue
+		while read -r p; do
+			printf '%s\n' "$p"
+		done <"$f"
+	done 2>/dev/null
 }
 
 dmsc__cgroup_populated() {
@@ -394,17 +428,17 @@ dmsc_cgroup_cleanup() {
 		while read -r dir; do
 			dirs+=("$dir")
 		done < <(find "$path" -depth -type d 2>/dev/null)
-		dir=$(dirname -- "$path")
+		dir=${path%/*}
 		while [[ "$dir" == "$base/"* ]]; do
 			dirs+=("$dir")
-			dir=$(dirname -- "$dir")
+			dir=${dir%/*}
 		done
 	done
-	# deepest first over all of them, so a shared parent goes after its children
-	while IFS= read -r dir; do
-		[[ -d "$dir" ]] && rmdir -- "$dir" 2>/dev/null
-	done < <(printf '%s\n' "${dirs[@]}" | awk -F/ 'NF { print NF "\t" $0 }' |
+	# deepest first over all of them, so a shared parent goes after its
+	# children: one rmdir for all (it goes on past one it cannot remove)
+	mapfile -t dirs < <(printf '%s\n' "${dirs[@]}" | awk -F/ 'NF { print NF "\t" $0 }' |
 		sort -u -t $'\t' -k1,1nr -k2 | cut -f2-)
+	((${#dirs[@]})) && rmdir -- "${dirs[@]}" 2>/dev/null
 	for path in "${all[@]}"; do
 		[[ -d "$path" ]] && dmsc__err "dmsc_cgroup_cleanup: $path is still there (busy?)"
 	done

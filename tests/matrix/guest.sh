@@ -4,7 +4,8 @@
 # Prepares what virtme-ng's init may lack (cgroup2, /run/netns), then:
 #   1. the feature probe: dmscctl features -o json > OUT/features.json
 #   2. each kernel suite: OUT/NAME.log, its "N passed, M failed" line and
-#      exit code in OUT/NAME.rc (77: skipped)
+#      exit code in OUT/NAME.rc (77: skipped), its seconds in
+#      OUT/NAME.seconds and each check's in OUT/NAME.times
 #   3. the verifier's figures of every program: dmscctl verifier -o json >
 #      OUT/verifier.json (instructions processed, states, xlated/jited size)
 # The runner (scripts/test-kernels.sh) reads OUT/; this prints progress only.
@@ -35,10 +36,13 @@ for suite in "${SUITES[@]}"; do
 	name=$(basename "$suite" .sh)
 	echo "== $name on $(uname -r)"
 	t0=$(date +%s)
-	DMSC_TOOLS=$BIN/tools "$suite" >"$OUT/$name.log" 2>&1
+	: >"$OUT/$name.times"
+	DMSC_TIMES=$OUT/$name.times DMSC_TOOLS=$BIN/tools "$suite" >"$OUT/$name.log" 2>&1
 	echo $? >"$OUT/$name.rc"
 	echo $(($(date +%s) - t0)) >"$OUT/$name.seconds"
 	grep -E '^(not ok|[0-9]+ passed)' "$OUT/$name.log" | sed 's/^/  /'
+	# the steps that took longest (seconds to the check, from the one before)
+	sort -k2,2 -n -r "$OUT/$name.times" | head -n 5 | sed 's/^/  slowest: /'
 done
 
 # The verifier's figures for every program (what veristat would print):

@@ -14,10 +14,12 @@
  *
  * Hold mode:
  *   dmsc-probe --connect ADDR:PORT --hold-seconds S [--interval-ms I]
- *              [--timeout-ms T] [--max-seconds S] [--json]
+ *              [--stop-file F] [--timeout-ms T] [--max-seconds S] [--json]
  * keeps ONE connection for S seconds and every I ms sends "ping K\n" and
  * expects it echoed back, to show that an established connection survives a
- * change of weights. Exits 1 when the connection broke.
+ * change of weights. Exits 1 when the connection broke. With --stop-file the
+ * hold ends early, as held, once F exists (looked for between exchanges): a
+ * test ends it when what it waited for has happened.
  *
  * Exit codes: 0 ran (count mode: even if connects failed), 1 hold failed or an
  * internal error, 2 usage error. Plain libc, no dependencies.
@@ -85,6 +87,7 @@ struct opts {
 	struct sockaddr_in target;
 	unsigned long count, parallel, timeout_ms, max_seconds, hold_ms;
 	unsigned long hold_seconds, interval_ms;
+	const char *stop_file;
 	bool hold, max_seconds_set, json, rst;
 };
 
@@ -200,7 +203,7 @@ static void usage(FILE *f)
 	    "usage: dmsc-probe --connect ADDR:PORT --count N [--parallel P] [--timeout-ms T]\n"
 	    "                  [--max-seconds S] [--hold-ms H] [--rst] [--json]\n"
 	    "       dmsc-probe --connect ADDR:PORT [--hold] --hold-seconds S [--interval-ms I]\n"
-	    "                  [--timeout-ms T] [--max-seconds S] [--json]\n"
+	    "                  [--stop-file F] [--timeout-ms T] [--max-seconds S] [--json]\n"
 	    "  --count N        connections to make (1..%lu)\n"
 	    "  --parallel P     connections in flight at once (1..%lu, default 1)\n"
 	    "  --timeout-ms T   limit for connect, and again for each read (default %lu)\n"
@@ -208,6 +211,7 @@ static void usage(FILE *f)
 	    "  --hold-ms H      keep each connection open H ms after its first line\n"
 	    "  --rst            close with RST (SO_LINGER 0): no TIME_WAIT, for huge counts\n"
 	    "  --hold-seconds S one connection, ping/echo every --interval-ms (default %lu)\n"
+	    "  --stop-file F    hold: end as held once file F exists (between exchanges)\n"
 	    "  --json           one JSON object instead of text\n"
 	    "failure reasons: errno names (ECONNREFUSED, EPERM, ENETUNREACH, ETIMEDOUT...),\n"
 	    "  EOF, LINE_TOO_LONG, READ_TIMEOUT, MAX_SECONDS, ECHO_MISMATCH\n"
@@ -268,6 +272,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		} else if (!strcmp(a, "--interval-ms")) {
 			err = parse_ulong(v, 1, MAX_HOLD_MS, &o->interval_ms);
 			have_interval = true;
+		} else if (!strcmp(a, "--stop-file")) {
+			o->stop_file = v;
 		} else {
 			fprintf(stderr, "dmsc-probe: unknown option %s\n", a);
 			return -EINVAL;
@@ -297,8 +303,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		}
 		return 0;
 	}
-	if (!have_count || have_interval) {
-		fprintf(stderr, "dmsc-probe: count mode takes --count and not --interval-ms\n");
+	if (!have_count || have_interval || o->stop_file) {
+		fprintf(stderr, "dmsc-probe: count mode takes --count and not --interval-ms or "
+				"--stop-file\n");
 		return -EINVAL;
 	}
 	return 0;
@@ -767,7 +774,7 @@ static void run_hold(const struct opts *o, struct hold_result *h)
 		char ping[64], echo[64];
 		int64_t now = dmsc_now_ms(), deadline;
 
-		if (next >= hold_end)
+		if (next >= hold_end || (o->stop_file && access(o->stop_file, F_OK) == 0))
 			break;
 		if (now < next) {
 			/* sleeping in poll() notices a closed connection early */
