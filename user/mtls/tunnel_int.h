@@ -116,8 +116,9 @@ struct stream {
 	 * not yet credited: recv_room + out.len + unacked (decision 69) */
 	uint32_t window;
 	bool window_filled; /* the peer came near its end since the last credit */
-	bool local_blocked; /* the local socket took less than we had since then */
-	bool reader_slow;   /* it did once: the window grows no more */
+	/* a write to the local socket would have blocked once: the window
+	 * grows no more */
+	bool reader_slow;
 	bool open_ok, connecting, rd_eof, peer_fin, wr_shut, dead, write_marked;
 	struct stream *next_dead;
 	struct stream *next_write; /* c->to_write */

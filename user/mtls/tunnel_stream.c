@@ -168,8 +168,6 @@ static int64_t stream_window_change(struct stream *s)
 	struct tunnel *t = s->c->t;
 	int64_t d = 0;
 
-	if (s->local_blocked)
-		s->reader_slow = true;
 	if (s->reader_slow && s->window > DMSC_TF_WINDOW_INITIAL) {
 		uint32_t over = s->window - DMSC_TF_WINDOW_INITIAL;
 
@@ -183,7 +181,6 @@ static int64_t stream_window_change(struct stream *s)
 	s->window = (uint32_t)((int64_t)s->window + d);
 	t->window_extra = t->window_extra + (unsigned long long)d; /* d < 0: wraps back */
 	s->window_filled = false;
-	s->local_blocked = false;
 	return d;
 }
 
@@ -199,7 +196,7 @@ void tn_stream_flush_local(struct stream *s)
 		if (n < 0) {
 			if (stream_io_failed(s))
 				return;
-			s->local_blocked = true;
+			s->reader_slow = true;
 			break;
 		}
 		tn_buf_consume(&s->out, (size_t)n);
