@@ -4,6 +4,7 @@
 
     v6-peer.py serve --name NAME --listen ADDR:PORT [--listen ...] [--max-seconds N]
     v6-peer.py tcp --to ADDR:PORT --count N [--dual] [--timeout S] [--until-file FILE]
+                   [--after-errors K:M]
     v6-peer.py udp --to ADDR:PORT --count N [--dual] [--connected] [--timeout S]
                    [--per-socket K] [--pause-file FILE [--pause-seconds S]]
     v6-peer.py batch < JOBS
@@ -22,7 +23,11 @@ the peer: getpeername() for TCP and connected UDP, recvfrom()'s source for
 unconnected UDP. --dual makes every socket AF_INET6 with IPV6_V6ONLY off
 (what Java, Go and many runtimes use) and writes an IPv4 target as
 ::ffff:a.b.c.d. tcp --until-file: stop before the next socket once FILE
-exists (COUNT still bounds it). udp --per-socket K: K exchanges on each socket;
+exists (COUNT still bounds it). tcp --after-errors K:M: once K
+exchanges have failed, M more sockets and stop (COUNT still bounds it);
+the summary's "after" holds what those M did, as {"replies", "backends",
+"errors"} (a random split need not pick a dead backend K times in a fixed
+number of connects; this does). udp --per-socket K: K exchanges on each socket;
 --pause-file: after the first one, print "paused" on stderr and wait (at
 most --pause-seconds, default 120) for FILE to exist. Every loop is bounded (COUNT, K, --timeout per
 operation).
@@ -161,8 +166,15 @@ def client(args, kind):
     per_socket = getattr(args, "per_socket", 1)
     res = {"replies": 0, "backends": {}, "peer_is_target": 0, "errors": {}}
     until = getattr(args, "until_file", None)
+    after = getattr(args, "after_errors", None)
+    whole = res
     for _ in range(args.count):
         if until and os.path.exists(until):
+            break
+        if after and res is whole and sum(whole["errors"].values()) >= after[0]:
+            res = {"replies": 0, "backends": {}, "peer_is_target": 0, "errors": {}}
+            whole["after"] = res
+        if after and res is not whole and sum(res["errors"].values()) + res["replies"] >= after[1]:
             break
         s = new_socket(family, kind, args.dual)
         s.settimeout(args.timeout)
@@ -179,9 +191,16 @@ def client(args, kind):
                 count(res["errors"], errno.errorcode.get(e.errno, "timeout")
                       if e.errno else "timeout")
         s.close()
-    json.dump(res, sys.stdout, sort_keys=True)
+    json.dump(whole, sys.stdout, sort_keys=True)
     print()
     return 0
+
+
+def errors_then(s):
+    k, _, m = s.partition(":")
+    if not (k.isdigit() and m.isdigit()) or int(k) < 1:
+        raise argparse.ArgumentTypeError("want K:M, two counts, K at least 1")
+    return int(k), int(m)
 
 
 def main():
@@ -204,6 +223,7 @@ def main():
             c.add_argument("--pause-seconds", type=float, default=120)
         else:
             c.add_argument("--until-file")
+            c.add_argument("--after-errors", type=errors_then)
     sub.add_parser("batch")
     args = ap.parse_args()
     if args.cmd == "serve":
