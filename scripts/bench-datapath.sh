@@ -217,7 +217,9 @@ bulk_len() {
 # DMSC_FP_NO_RELEASE=1 (a writer that left stays on tcp_bpf's path, as
 # before the native path came back); FIRST_BULK_COMPARE=whole, with
 # DMSC_FP_WHOLE_FIRST=1 (a first message goes whole into its reader's empty
-# queue, as before docs/design.md decision 72). Writes
+# queue, as before docs/design.md decision 72); FIRST_BULK_COMPARE=window,
+# with DMSC_FP_NO_WINDOW=1 (a writer keeps no room for its reader's
+# advertised window, as before decision 73). Writes
 # build/bench/first-bulk.txt.
 if [[ ${1:-} == --first-bulk ]]; then
 	TRIALS=${FIRST_BULK_TRIALS:-20}
@@ -227,7 +229,8 @@ if [[ ${1:-} == --first-bulk ]]; then
 	0) ;;
 	1) CMP_ENV=DMSC_FP_NO_RELEASE=1 CMP_LABEL="without the native path back" ;;
 	whole) CMP_ENV=DMSC_FP_WHOLE_FIRST=1 CMP_LABEL="first message whole" ;;
-	*) die "FIRST_BULK_COMPARE: \"$COMPARE\" is not 0, 1 or whole" ;;
+	window) CMP_ENV=DMSC_FP_NO_WINDOW=1 CMP_LABEL="without the window rule" ;;
+	*) die "FIRST_BULK_COMPARE: \"$COMPARE\" is not 0, 1, whole or window" ;;
 	esac
 	WAY_BULK[f]=198.19.1.1:5201 WAY_CG[f]=$MESH
 	: >"$T/fb.txt"

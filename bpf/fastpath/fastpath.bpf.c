@@ -48,8 +48,12 @@ const volatile __u32 fp_cork_bytes = 0;
 const volatile __u32 fp_no_release = 0;
 /* Experiments only (bench-datapath.sh --first-bulk): 1 lets a message into
  * its reader's empty queue go whole whatever its size (msg.bpf.c,
- * fp_peer_rmem_full), as before docs/design.md decision 72. */
+ * fp_peer_room), as before docs/design.md decision 72. */
 const volatile __u32 fp_whole_first = 0;
+/* Experiments only (bench-datapath.sh --first-bulk, test_fastpath.sh's
+ * proof that 6b can fail): 1 turns the window rule of fp_peer_room off, as
+ * before docs/design.md decision 73. */
+const volatile __u32 fp_no_window = 0;
 
 /* auto: did this service run bulk (a reader fell behind) lately? */
 static __always_inline bool fp_svc_ran_bulk(__u32 svc_id, __u32 flags)

@@ -22,6 +22,7 @@ extern const volatile __u32 fp_apply_bytes;
 extern const volatile __u32 fp_cork_bytes;
 extern const volatile __u32 fp_no_release;
 extern const volatile __u32 fp_whole_first;
+extern const volatile __u32 fp_no_window;
 
 /* sk_msg verdicts. */
 #define FP_SK_PASS 1

@@ -49,18 +49,52 @@ static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *
  * refuses. */
 __u32 fp_rmem_uncharged = 0;
 
-/* Whether redirecting SIZE more bytes would take the reader's receive memory
- * past half of its receive buffer (docs/design.md decisions 37 and 49: the
- * other half is room for what TCP carries once the writer left, so the
- * reader's TCP finds its window open and prunes nothing). Linux 6.18 charges redirected bytes to the
- * reader's sk_rmem_alloc (5.10 to 6.12 do not), and TCP drops every packet
- * that arrives while the reader's own recv() holds the socket once receive
- * memory and backlog pass 2 * sk_rcvbuf + sk_sndbuf / 2 + 64 KiB
- * (tcp_add_backlog(), net/ipv4/tcp_ipv4.c), a RST too, which nobody sends
- * again: a reader whose writer reset the connection then waits for ever.
- * Plain TCP's window keeps receive memory within the buffer; this keeps the
- * fast path there too. Read like fp_peer_backlog(): a freed peer reads as
- * "not full".
+/* What the reader's TCP has promised its peer and not yet received: the
+ * right edge of the window it advertised last (rcv_wup + rcv_wnd; TCP never
+ * moves it left) less rcv_nxt, tcp_receive_window() in the kernel. The peer
+ * is the writer's own socket: once the writer leaves, its TCP may send that
+ * much at once, whatever the reader's queue holds by then. Read through the
+ * reader's address like fp_peer_backlog() (CO-RE; every field since 2.6); a
+ * read that fails answers 0, no window: the half-buffer bound still holds. */
+static __always_inline __u32 fp_peer_wnd_left(struct sock *sk)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u32 wnd = 0, wup = 0, nxt = 0;
+	__s32 left;
+
+	if (bpf_core_read(&wnd, sizeof(wnd), &tp->rcv_wnd) ||
+	    bpf_core_read(&wup, sizeof(wup), &tp->rcv_wup) ||
+	    bpf_core_read(&nxt, sizeof(nxt), &tp->rcv_nxt))
+		return 0;
+	left = (__s32)(wup + wnd - nxt);
+	return left > 0 ? (__u32)left : 0;
+}
+
+/* Why a redirect of SIZE more bytes finds no room at its reader. */
+enum fp_room {
+	FP_ROOM_OK,     /* room: redirect */
+	FP_ROOM_HALF,   /* past half the reader's receive buffer */
+	FP_ROOM_WINDOW, /* within half, but what is left would not hold the
+			 * window the reader's TCP advertised */
+};
+
+/* Whether the reader's receive buffer has room for SIZE more redirected
+ * bytes (docs/design.md decisions 37, 49 and 73). Linux 6.18 charges
+ * redirected bytes to the reader's sk_rmem_alloc (5.10 to 6.12 do not), and
+ * TCP drops every packet that arrives while the reader's own recv() holds
+ * the socket once receive memory and backlog pass 2 * sk_rcvbuf +
+ * sk_sndbuf / 2 + 64 KiB (tcp_add_backlog(), net/ipv4/tcp_ipv4.c), a RST
+ * too, which nobody sends again: a reader whose writer reset the connection
+ * then waits for ever. Plain TCP's window keeps receive memory within the
+ * buffer; this keeps the fast path there too, by two rules:
+ * - half: the reader's receive memory stays within half its buffer, so TCP
+ *   takes over with its window open (decision 49);
+ * - window: what the buffer has left after this message still holds the
+ *   window the reader's TCP advertised before (fp_peer_wnd_left), so the
+ *   segments the writer's TCP sends once it left find room, and the reader
+ *   prunes nothing (decision 73). TCP advertises at most what the buffer it
+ *   saw could take, but that was before the redirected bytes were charged.
+ * Read like fp_peer_backlog(): a freed peer reads as "room".
  *
  * A message into an empty queue counts too (docs/design.md decision 72): a
  * first message larger than half the buffer (a 128 KiB bulk write into a
@@ -71,8 +105,9 @@ __u32 fp_rmem_uncharged = 0;
  * path back) an empty receive memory means an empty queue until a reader
  * is seen with redirected bytes and nothing charged (fp_rmem_uncharged);
  * where it cannot (5.10, 6.1), auto sends such writes to the stack anyway
- * (fp_must_leave) and this keeps to the receive memory it sees. */
-static __always_inline bool fp_peer_rmem_full(__u64 peer_sk, __u32 size)
+ * (fp_must_leave) and this keeps to the receive memory it sees. Both rules
+ * hold there alike: a first message is charged as any other. */
+static __always_inline enum fp_room fp_peer_room(__u64 peer_sk, __u32 size)
 {
 	struct sock *sk = (struct sock *)peer_sk;
 	int rmem = 0, rcvbuf = 0;
@@ -82,22 +117,29 @@ static __always_inline bool fp_peer_rmem_full(__u64 peer_sk, __u32 size)
 	if (!fp_has_psock(peer_sk) ||
 	    bpf_core_read(&rmem, sizeof(rmem), &sk->sk_backlog.rmem_alloc.counter) ||
 	    bpf_core_read(&rcvbuf, sizeof(rcvbuf), &sk->sk_rcvbuf) || rcvbuf <= 0)
-		return false;
-	if (rmem > 0)
-		return (__s64)rmem + size > rcvbuf / DMSC_FP_RMEM_SHARE;
-	backlog = fp_peer_backlog(peer_sk, &known);
-	if (!known)
-		return false;
-	/* More queued than the whole buffer with nothing charged: a charging
-	 * kernel never gets there (this bound keeps the queue within half the
-	 * buffer), and a reader's recv() that uncharges before it shortens the
-	 * queue (read before it here) is off by one read, not by a buffer. */
-	if (backlog > (__u32)rcvbuf) {
-		fp_rmem_uncharged = 1;
-		return false;
+		return FP_ROOM_OK;
+	if (rmem <= 0) {
+		backlog = fp_peer_backlog(peer_sk, &known);
+		if (!known)
+			return FP_ROOM_OK;
+		/* More queued than the whole buffer with nothing charged: a
+		 * charging kernel never gets there (this bound keeps the queue
+		 * within half the buffer), and a reader's recv() that uncharges
+		 * before it shortens the queue (read before it here) is off by
+		 * one read, not by a buffer. */
+		if (backlog > (__u32)rcvbuf) {
+			fp_rmem_uncharged = 1;
+			return FP_ROOM_OK;
+		}
+		if (fp_whole_first || fp_rmem_uncharged || backlog)
+			return FP_ROOM_OK;
+		rmem = 0;
 	}
-	return !fp_whole_first && !fp_rmem_uncharged && !backlog &&
-	       size > (__u32)rcvbuf / DMSC_FP_RMEM_SHARE;
+	if ((__s64)rmem + size > (__u32)rcvbuf / DMSC_FP_RMEM_SHARE)
+		return FP_ROOM_HALF;
+	if (!fp_no_window && (__s64)rcvbuf - rmem - size < (__s64)fp_peer_wnd_left(sk))
+		return FP_ROOM_WINDOW;
+	return FP_ROOM_OK;
 }
 
 /* Whether TCP memory is short host-wide: the socket's protocol under memory
@@ -157,6 +199,7 @@ static __always_inline bool fp_must_leave(struct bpf_sock *sk, struct dmsc_fp_so
 {
 	struct dmsc_fp_host *h;
 	struct dmsc_svc *svc;
+	enum fp_room room;
 	bool known = false;
 	__u64 inflight;
 	__u32 backlog, zero = 0;
@@ -177,11 +220,15 @@ static __always_inline bool fp_must_leave(struct bpf_sock *sk, struct dmsc_fp_so
 			st->pressure_fallback += 1;
 		return true;
 	}
-	if (fp_peer_rmem_full(me->peer_sk, size)) {
+	room = fp_peer_room(me->peer_sk, size);
+	if (room != FP_ROOM_OK) {
 		/* A reader behind by its receive buffer: as a slow reader. */
 		fp_svc_mark_bulk(me->svc_id);
-		if (st)
+		if (st) {
 			st->backlog_fallback += 1;
+			if (room == FP_ROOM_WINDOW)
+				st->window_fallback += 1;
+		}
 		return true;
 	}
 	if (!fp_backlog_max && !fp_host_budget)

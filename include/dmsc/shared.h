@@ -590,6 +590,8 @@ struct dmsc_fp_stats {
 	__u64 budget_fallback;  /* the host budget of redirected bytes was spent: left */
 	__u64 pressure_fallback; /* TCP memory at tcp_mem[0] or under pressure: left */
 	__u64 released;         /* sockets given their native TCP path back (see above) */
+	__u64 window_fallback;  /* of backlog_fallback: left to keep room for the window
+				 * the reader's TCP advertised (half the buffer was not reached) */
 };
 
 /* dmsc_fp_svc: ARRAY indexed by service id: what the fast path learned. */

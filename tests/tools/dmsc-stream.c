@@ -2,11 +2,11 @@
 /*
  * dmsc-stream: byte-exact data integrity over TCP, for the fast path tests.
  *
- *   dmsc-stream server --listen ADDR:PORT [--close-after N] [--stall-ms N]
+ *   dmsc-stream server --listen ADDR:PORT [--close-after N] [--stall-ms N] [--rcvbuf N]
  *               [--read-mode poll|block|waitall|lowat|epoll] [--max-seconds S]
  *   dmsc-stream client --connect ADDR:PORT [--conns N] [--count M]
  *               [--bytes B] [--back-bytes B] [--seed S] [--max-write W]
- *               [--rst-after N] [--no-read] [--max-seconds S]
+ *               [--rst-after N] [--no-read] [--delay-ms N] [--max-seconds S]
  *
  * ADDR:PORT is A.B.C.D:PORT or [IPV6]:PORT ([::ffff:A.B.C.D]:PORT: an IPv6
  * socket's IPv4 connection, as dual-stack runtimes make).
@@ -32,7 +32,11 @@
  * without reading, while its bytes may still be in flight; --close-after N
  * (server) closes after reading N bytes; --stall-ms N (server) reads
  * nothing for N ms after the header, a slow reader (with --stall-after M:
- * after the first M bytes, a reader that keeps up, then stops); --fastopen (client)
+ * after the first M bytes, a reader that keeps up, then stops); --rcvbuf N
+ * (server) sets SO_RCVBUF N on each accepted connection, after the
+ * handshake advertised a window for the default buffer (with --delay-ms N,
+ * client: it connects, then waits N ms before its first write, so that the
+ * server has set it); --fastopen (client)
  * sends the header with TCP Fast Open (in the SYN, given a cookie); --corrupt-at N (client) flips
  * one bit of byte N it sends, to show that the checker sees it. --read-mode (server,
  * for connections with nothing to send back) reads in one of the ways a reader
@@ -86,6 +90,7 @@ static struct {
 	socklen_t addr_len;
 	unsigned conns, count, max_seconds;
 	uint64_t bytes, back_bytes, seed, rst_after, close_after, corrupt_at, stall_ms, stall_after;
+	uint64_t rcvbuf, delay_ms;
 	uint32_t max_write;
 	bool no_read, fastopen;
 	const char *read_mode;
@@ -382,6 +387,12 @@ static void *serve_conn(void *arg)
 
 	if (stream_alloc(&s))
 		goto out;
+	if (cfg.rcvbuf) {
+		int v = (int)cfg.rcvbuf;
+
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)))
+			perror("dmsc-stream: SO_RCVBUF");
+	}
 	fcntl(fd, F_SETFL, O_NONBLOCK);
 	if (!read_full(fd, &h, sizeof(h), deadline) || h.magic != HDR_MAGIC) {
 		pthread_mutex_lock(&cfg.lock);
@@ -498,7 +509,8 @@ static void run_one(uint32_t conn, struct result *r)
 	} else if (fd < 0 || connect(fd, (struct sockaddr *)&cfg.addr, cfg.addr_len)) {
 		r->error = errname(errno);
 		goto out;
-	} else if (send(fd, &h, sizeof(h), MSG_NOSIGNAL) != (ssize_t)sizeof(h)) {
+	} else if ((cfg.delay_ms && usleep((useconds_t)(cfg.delay_ms * 1000)) && errno != EINTR) ||
+		   send(fd, &h, sizeof(h), MSG_NOSIGNAL) != (ssize_t)sizeof(h)) {
 		r->error = errname(errno);
 		goto out;
 	}
@@ -614,11 +626,12 @@ static int run_client(void)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: dmsc-stream server --listen ADDR:PORT [--close-after N] [--stall-ms N [--stall-after M]] "
+		   "[--rcvbuf N] "
 		   "[--read-mode poll|block|waitall|lowat|epoll] [--max-seconds S]\n"
 		   "       dmsc-stream client --connect ADDR:PORT [--conns N] [--count M] "
 		   "[--bytes B] [--back-bytes B]\n"
 		   "                   [--seed S] [--max-write W] [--rst-after N] [--no-read] "
-		   "[--fastopen] [--max-seconds S]\n");
+		   "[--fastopen] [--delay-ms N] [--max-seconds S]\n");
 }
 
 /* A.B.C.D:PORT, or [IPV6]:PORT (an IPv6 socket; [::ffff:A.B.C.D] is a
@@ -746,6 +759,10 @@ int main(int argc, char **argv)
 			cfg.stall_ms = v;
 		else if (!strcmp(o, "--stall-after") && server)
 			cfg.stall_after = v;
+		else if (!strcmp(o, "--rcvbuf") && server && v >= 1 && v <= (64u << 20))
+			cfg.rcvbuf = v;
+		else if (!strcmp(o, "--delay-ms") && !server && v <= 60000)
+			cfg.delay_ms = v;
 		else if (!strcmp(o, "--close-after"))
 			cfg.close_after = v;
 		else if (!strcmp(o, "--max-seconds") && v >= 1 && v <= 3600)

@@ -211,8 +211,8 @@ int fastpath_backlog(const struct dmsc_install_opts *opts, const struct dmsc_ins
 
 /* Load-time settings of the fast path: the backlog bound chosen above, the
  * host budget, and $DMSC_FP_APPLY_BYTES, $DMSC_FP_CORK_BYTES,
- * $DMSC_FP_NO_RELEASE, $DMSC_FP_WHOLE_FIRST: experiments of scripts/bench-datapath.sh --variants
- * and --first-bulk, off by default. */
+ * $DMSC_FP_NO_RELEASE, $DMSC_FP_WHOLE_FIRST, $DMSC_FP_NO_WINDOW: experiments of
+ * scripts/bench-datapath.sh --variants and --first-bulk, off by default. */
 static int fastpath_settings(struct dmsc_sock *skel, const struct dmsc_install *rec)
 {
 	const struct {
@@ -223,6 +223,7 @@ static int fastpath_settings(struct dmsc_sock *skel, const struct dmsc_install *
 		{ "DMSC_FP_CORK_BYTES", &skel->rodata->fp_cork_bytes },
 		{ "DMSC_FP_NO_RELEASE", &skel->rodata->fp_no_release },
 		{ "DMSC_FP_WHOLE_FIRST", &skel->rodata->fp_whole_first },
+		{ "DMSC_FP_NO_WINDOW", &skel->rodata->fp_no_window },
 	};
 	const char *env;
 	size_t i;

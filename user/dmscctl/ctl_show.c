@@ -166,7 +166,7 @@ static const char *const fp_stat_names[] = {
 	"registered", "paired",	   "redirected_msgs", "redirected_bytes", "stack_msgs",
 	"stack_bytes", "miss",	   "no_peer",	      "accel_off",	  "register_failed",
 	"backlog_fallback", "backlog_unknown", "bulk_fallback", "policy_fallback", "bulk_skip",
-	"early_data", "budget_fallback", "pressure_fallback", "released",
+	"early_data", "budget_fallback", "pressure_fallback", "released", "window_fallback",
 };
 #define FP_N_STATS (sizeof(struct dmsc_fp_stats) / sizeof(__u64))
 _Static_assert(sizeof(fp_stat_names) / sizeof(fp_stat_names[0]) == FP_N_STATS,
