@@ -105,8 +105,8 @@ enum fp_room {
  * path back) an empty receive memory means an empty queue until a reader
  * is seen with redirected bytes and nothing charged (fp_rmem_uncharged);
  * where it cannot (5.10, 6.1), auto sends such writes to the stack anyway
- * (fp_must_leave) and this keeps to the receive memory it sees. Both rules
- * hold there alike: a first message is charged as any other. */
+ * (fp_must_leave) and this keeps to the receive memory it sees. The window
+ * rule waits for charged bytes: the message after the first is checked. */
 static __always_inline enum fp_room fp_peer_room(__u64 peer_sk, __u32 size)
 {
 	struct sock *sk = (struct sock *)peer_sk;
@@ -133,7 +133,11 @@ static __always_inline enum fp_room fp_peer_room(__u64 peer_sk, __u32 size)
 		}
 		if (fp_whole_first || fp_rmem_uncharged || backlog)
 			return FP_ROOM_OK;
-		rmem = 0;
+		/* Only the half rule here: an empty receive memory does not
+		 * prove a charging kernel, and where nothing is charged the
+		 * window does not matter; the next message, once this one
+		 * shows charged, is checked against it. */
+		return size > (__u32)rcvbuf / DMSC_FP_RMEM_SHARE ? FP_ROOM_HALF : FP_ROOM_OK;
 	}
 	if ((__s64)rmem + size > (__u32)rcvbuf / DMSC_FP_RMEM_SHARE)
 		return FP_ROOM_HALF;
