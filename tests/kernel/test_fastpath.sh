@@ -282,8 +282,10 @@ if ((RMEM_CHARGED)); then
 		"$(jq -n --argjson l "$sl_l" --argjson n "$sl_np" --argjson r "$sl_r" --argjson p "$sl_p" --argjson m "$rmem_max" \
 			'($l >= 1 or $n >= 2) and $r < 2 * $m and $p == 0')" true
 	# (Debian's 6.1.0-57 and 6.12.95 pruned now and then in the CI's TCG
-	# guests while the bound kept only half the buffer: the window TCP had
-	# advertised could need more; docs/design.md decision 73)
+	# guests before the bound kept room for the window TCP advertised; at
+	# default settings half the buffer holds that window's payload, and
+	# what a slow guest could still meet is its segments' own overhead:
+	# docs/design.md decision 73. The lines above tell which, if it fails.)
 	wait "$sl_ss"
 	sl_pr=$(($(tcp_prunes s) - prune0))
 	echo "# slow reader: $(($(fp slow window_fallback) - sl_wf0)) writers left for the reader's window; fullest reader socket seen: $(
