@@ -292,7 +292,6 @@ void mark(unsigned char *used, __u32 max, __u32 id, unsigned char v)
 		used[id] = v;
 }
 
-/* Backend index entries of ids that no service holds. */
 /* The backend index entries the mirrored services own. */
 static int owned_index(const struct dmsc_mirror *m, struct dmsc_be_index_entry **keep,
 		       size_t *n_keep)
@@ -314,12 +313,36 @@ static int owned_index(const struct dmsc_mirror *m, struct dmsc_be_index_entry *
 	return err;
 }
 
+/* The guard's index entries the mirrored services need (docs/design.md
+ * decision 74). */
+static int owned_mtls(const struct dmsc_mirror *m, struct dmsc_be_mtls_entry **keep,
+		      size_t *n_keep)
+{
+	struct dmsc_state_svc s;
+	size_t i, cap = 0;
+	int err = 0;
+
+	*keep = NULL;
+	*n_keep = 0;
+	for (i = 0; !err && i < m->n; i++) {
+		if (!(m->svcs[i].flags & DMSC_SVC_F_MTLS_GUARD))
+			continue;
+		materialize(&m->svcs[i], &(struct dmsc_mirror_hot){ 0 }, &s);
+		err = dmsc_be_mtls_own(keep, n_keep, &cap, &s);
+	}
+	dmsc_be_mtls_sort(*keep, *n_keep);
+	return err;
+}
+
 /* Backend index entries of ids that no service holds, or of backends their
- * service no longer has. */
+ * service no longer has; the guard's index entries no guarded backend
+ * needs, or that name none. */
 static int find_orphan_index(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 {
 	struct dmsc_be_index_entry *bi = NULL, *keep = NULL;
-	size_t n = 0, n_keep = 0, i;
+	struct dmsc_be_mtls_entry *keep_mtls = NULL;
+	size_t n = 0, n_keep = 0, n_keep_mtls = 0, i;
+	bool stale = false;
 	int err;
 
 	err = dmsc_read_be_index(dp, &bi, &n);
@@ -328,8 +351,15 @@ static int find_orphan_index(struct dmsc_mirror *m, const struct dmsc_datapath *
 	for (i = 0; !err && i < n; i++)
 		if (!dmsc_be_index_owned(keep, n_keep, &bi[i]))
 			m->orphans = true;
+	if (!err)
+		err = owned_mtls(m, &keep_mtls, &n_keep_mtls);
+	if (!err)
+		err = dmsc_be_mtls_stale(dp, keep_mtls, n_keep_mtls, &stale);
+	if (stale)
+		m->orphans = true;
 	free(bi);
 	free(keep);
+	free(keep_mtls);
 	return err;
 }
 
@@ -340,7 +370,8 @@ int repair(struct dmsc_mirror *m, struct apply_ctx *c, bool interrupted)
 {
 	struct dmsc_allow_entry *allow = NULL;
 	struct dmsc_be_index_entry *bi = NULL, *keep = NULL;
-	size_t n_allow = 0, n_bi = 0, n_keep = 0;
+	struct dmsc_be_mtls_entry *keep_mtls = NULL;
+	size_t n_allow = 0, n_bi = 0, n_keep = 0, n_keep_mtls = 0, n_mtls = 0;
 	int err;
 
 	err = dmsc_read_allow(c->dp, &allow, &n_allow);
@@ -349,13 +380,19 @@ int repair(struct dmsc_mirror *m, struct apply_ctx *c, bool interrupted)
 	if (!err)
 		err = owned_index(m, &keep, &n_keep);
 	if (!err)
+		err = owned_mtls(m, &keep_mtls, &n_keep_mtls);
+	if (!err)
 		err = dmsc_apply_sweep(c, m->svc_used, allow, n_allow, bi, n_bi, keep, n_keep,
 				       interrupted, &c->res->repaired);
+	if (!err)
+		err = dmsc_be_mtls_sweep(c, keep_mtls, n_keep_mtls, &n_mtls);
+	c->res->repaired += n_mtls;
 	if (!err)
 		m->orphans = false;
 	free(allow);
 	free(bi);
 	free(keep);
+	free(keep_mtls);
 	return err;
 }
 
