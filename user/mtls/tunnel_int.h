@@ -91,6 +91,10 @@ struct conn {
 	 * socket (tn_conn_flush writes them in one write()), and those read
 	 * from the socket that OpenSSL has not taken yet */
 	struct buf wire, rx;
+	/* the last read() of the socket came back short: the socket had
+	 * nothing more then, so OpenSSL's next ask for bytes waits for
+	 * epoll (level-triggered) instead of a read() that says EAGAIN */
+	bool rx_drained;
 	struct stream *bucket[STREAM_BUCKETS];
 	/* streams DATA came for in this read, written to after it */
 	struct stream *to_write;

@@ -64,6 +64,10 @@ static int wire_read(BIO *b, char *out, int len)
 	if (!c->rx.len) {
 		ssize_t r;
 
+		if (c->rx_drained) {
+			BIO_set_retry_read(b);
+			return -1;
+		}
 		if (tn_buf_reserve(&c->rx, WIRE_READ))
 			return -1;
 		r = read(c->ev.fd, c->rx.p, WIRE_READ);
@@ -73,6 +77,7 @@ static int wire_read(BIO *b, char *out, int len)
 			return (int)r;
 		}
 		c->rx.len = (size_t)r;
+		c->rx_drained = (size_t)r < WIRE_READ;
 	}
 	n = (size_t)len < c->rx.len ? (size_t)len : c->rx.len;
 	memcpy(out, c->rx.p + c->rx.off, n);
@@ -527,6 +532,7 @@ static void conn_handshake(struct conn *c)
 
 void tn_conn_event(struct conn *c, uint32_t events)
 {
+	c->rx_drained = false;
 	if (c->tcp_connecting) {
 		int err = 0;
 		socklen_t l = sizeof(err);
