@@ -10,7 +10,8 @@
 #
 # Environment: DMSC_MATRIX_SUITES (suites to run, default test_l4.sh,
 # test_features.sh, test_udp.sh, test_limits.sh, test_fastpath.sh,
-# test_ipv6.sh: its kernel checks, DMSC_MATRIX), DMSC_MATRIX_TIMEOUT (seconds
+# test_ipv6.sh and test_mtls_guard.sh: their kernel checks, DMSC_MATRIX),
+# DMSC_MATRIX_TIMEOUT (seconds
 # per guest, default 1200: a bound for a hung guest, not a speed; a guest
 # takes ~4 min on an idle 2-core machine and over 15 min on a loaded one;
 # CI must end within 90 min, so three hung guests may not take more than an hour),
@@ -26,7 +27,7 @@ TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP" || exit 1
 . scripts/kernels.sh
 BUILD=${BUILD:-build}
-SUITES=${DMSC_MATRIX_SUITES:-tests/kernel/test_l4.sh tests/kernel/test_features.sh tests/kernel/test_udp.sh tests/kernel/test_limits.sh tests/kernel/test_fastpath.sh tests/kernel/test_ipv6.sh}
+SUITES=${DMSC_MATRIX_SUITES:-tests/kernel/test_l4.sh tests/kernel/test_features.sh tests/kernel/test_udp.sh tests/kernel/test_limits.sh tests/kernel/test_fastpath.sh tests/kernel/test_ipv6.sh tests/kernel/test_mtls_guard.sh}
 TIMEOUT=${DMSC_MATRIX_TIMEOUT:-1200}
 MEMORY=${DMSC_MATRIX_MEMORY:-2G}
 MATRIX=$TOP/$BUILD/matrix

@@ -549,3 +549,93 @@ Test(mirror, ipv6_services)
 	p.n_services = 6;
 	dmsc_policy_free(&p);
 }
+
+/* The number of entries of the guard's index map m. */
+static size_t index_entries(enum dmsc_map_id m)
+{
+	unsigned char key[sizeof(struct dmsc_svc6_key)], next[sizeof(key)];
+	size_t n = 0;
+	void *prev = NULL;
+
+	while (bpf_map_get_next_key(dp.fd[m], prev, next) == 0) {
+		memcpy(key, next, sizeof(key));
+		prev = key;
+		n++;
+	}
+	return n;
+}
+
+/* docs/design.md decision 74: entries of dmsc_be_mtls and dmsc_be_mtls6
+ * that no guarded backend needs (an interrupted apply's), or that name no
+ * guarded backend at their address:port, are put right by the next writer
+ * that adopts the maps (dmscd's mirror) and by dmsc_apply; the ones the
+ * guarded backends need stay. */
+Test(mirror, stale_guard_index_entries_are_swept)
+{
+	struct dmsc_policy p = { 0 };
+	struct dmsc_apply_result res;
+	struct dmsc_svc_key k4 = { 0 }, stale4 = { 0 };
+	struct dmsc_svc6_key k6 = { 0 }, stale6 = { 0 };
+	__u32 id4 = 0, id6 = 0, got = 0, bogus;
+	size_t i, b;
+
+	fixture_policy(&p, 2, 2, NULL);
+	fixture_ipv6(&p, 1, 0x61);
+	for (i = 0; i < 2; i++) {
+		p.services[i].mtls = DMSC_MTLS_REQUIRED;
+		for (b = 0; b < 2; b++)
+			p.services[i].backends[b].host = strdup("node-b");
+	}
+	dmsc_apply_set_host("node-b");
+	mapply(&p, false, NULL);
+	cr_assert_eq(index_entries(DMSC_M_BE_MTLS), 2);
+	cr_assert_eq(index_entries(DMSC_M_BE_MTLS6), 2);
+	k4.vip = p.services[0].backends[0].addr;
+	k4.port = htons(8080);
+	k4.proto = DMSC_PROTO_TCP;
+	memcpy(k6.vip, p.services[1].backends[0].addr6, sizeof(k6.vip));
+	k6.port = htons(8080);
+	k6.proto = DMSC_PROTO_TCP;
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BE_MTLS], &k4, &id4), 0);
+	cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BE_MTLS6], &k6, &id6), 0);
+	/* What a killed apply leaves: an address no backend has, in either
+	 * map, and a live backend's entry naming another backend (its guard
+	 * off, since the kernel compares the backend's address). */
+	stale4 = k4;
+	stale4.vip = htonl(0xc6126301u);
+	stale6 = k6;
+	stale6.vip[3] = htonl(0x99);
+	bogus = id6;
+	for (i = 0; i < 2; i++) {
+		cr_assert_eq(bpf_map_update_elem(dp.fd[DMSC_M_BE_MTLS], &stale4, &id4, BPF_ANY), 0);
+		cr_assert_eq(bpf_map_update_elem(dp.fd[DMSC_M_BE_MTLS6], &stale6, &id6, BPF_ANY), 0);
+		cr_assert_eq(bpf_map_update_elem(dp.fd[DMSC_M_BE_MTLS], &k4, &bogus, BPF_ANY), 0);
+		if (i == 0) {
+			/* a new dmscd adopts the maps: its first apply sweeps */
+			dmsc_mirror_free(&mir);
+			memset(&mir, 0, sizeof(mir));
+			cr_assert_eq(dmsc_mirror_load(&mir, &dp), 0);
+			cr_assert(mir.orphans, "the load saw the stale entries");
+			cr_assert_eq(mapply(&p, false, NULL), 3, "two deleted, one pointed back");
+		} else {
+			/* dmsc_apply (dmscctl) reads everything at each apply */
+			cr_assert_eq(dmsc_apply(&dp, &p, false, &res), 0);
+			cr_assert_eq(res.repaired, 3);
+			dmsc_apply_result_free(&res);
+		}
+		cr_assert_neq(bpf_map_lookup_elem(dp.fd[DMSC_M_BE_MTLS], &stale4, &got), 0,
+			      "pass %zu: the stale IPv4 entry is gone", i);
+		cr_assert_neq(bpf_map_lookup_elem(dp.fd[DMSC_M_BE_MTLS6], &stale6, &got), 0,
+			      "pass %zu: the stale IPv6 entry is gone", i);
+		cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BE_MTLS], &k4, &got), 0);
+		cr_assert_eq(got, id4, "pass %zu: the live entry names its backend again", i);
+		cr_assert_eq(bpf_map_lookup_elem(dp.fd[DMSC_M_BE_MTLS6], &k6, &got), 0);
+		cr_assert_eq(got, id6);
+		cr_assert_eq(index_entries(DMSC_M_BE_MTLS), 2, "pass %zu", i);
+		cr_assert_eq(index_entries(DMSC_M_BE_MTLS6), 2, "pass %zu", i);
+	}
+	/* nothing stale: the mirror's next apply writes nothing */
+	cr_assert_eq(mapply(&p, false, NULL), 0);
+	dmsc_apply_set_host(NULL);
+	dmsc_policy_free(&p);
+}

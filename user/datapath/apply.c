@@ -107,7 +107,8 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 	struct dmsc_state st = { 0 };
 	unsigned char *matched = NULL, *live = NULL;
 	struct dmsc_be_index_entry *keep = NULL;
-	size_t n_keep = 0, cap_keep = 0;
+	struct dmsc_be_mtls_entry *keep_mtls = NULL;
+	size_t n_keep = 0, cap_keep = 0, n_keep_mtls = 0, cap_keep_mtls = 0, n_mtls = 0;
 	struct plan_svc *plan = NULL;
 	const struct dmsc_state_svc **idx = NULL;
 	const struct dmsc_allow_entry *rules;
@@ -196,12 +197,19 @@ int dmsc_apply(const struct dmsc_datapath *dp, const struct dmsc_policy *p, bool
 			err = dmsc_be_index_own(&keep, &n_keep, &cap_keep, &st.svcs[i].key,
 						st.svcs[i].svc.id, st.svcs[i].svc.flags,
 						st.svcs[i].be, st.svcs[i].meta.n_backends);
+			if (!err)
+				err = dmsc_be_mtls_own(&keep_mtls, &n_keep_mtls, &cap_keep_mtls,
+						       &st.svcs[i]);
 		}
 		dmsc_be_index_sort(keep, n_keep);
+		dmsc_be_mtls_sort(keep_mtls, n_keep_mtls);
 		if (!err)
 			err = dmsc_apply_sweep(&c, live, st.allow, st.n_allow, st.be_index,
 					       st.n_be_index, keep, n_keep, interrupted,
 					       &res->repaired);
+		if (!err)
+			err = dmsc_be_mtls_sweep(&c, keep_mtls, n_keep_mtls, &n_mtls);
+		res->repaired += n_mtls;
 		if (err)
 			goto out;
 	}
@@ -235,6 +243,7 @@ out:
 	dmsc_apply_ctx_release(&c);
 	free(live);
 	free(keep);
+	free(keep_mtls);
 	free(c.svc_used);
 	free(c.be_used);
 	for (i = 0; plan && i < p->n_services; i++)

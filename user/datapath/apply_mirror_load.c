@@ -292,44 +292,66 @@ void mark(unsigned char *used, __u32 max, __u32 id, unsigned char v)
 		used[id] = v;
 }
 
-/* Backend index entries of ids that no service holds. */
-/* The backend index entries the mirrored services own. */
-static int owned_index(const struct dmsc_mirror *m, struct dmsc_be_index_entry **keep,
-		       size_t *n_keep)
+/* What the mirrored services need of the two indexes: the backend index
+ * entries they own, and the guard's entries (docs/design.md decision 74). */
+struct owned {
+	struct dmsc_be_index_entry *index;
+	struct dmsc_be_mtls_entry *mtls;
+	size_t n_index, n_mtls;
+};
+
+static int owned(const struct dmsc_mirror *m, struct owned *o)
 {
+	size_t i, cap = 0, cap_mtls = 0;
 	struct dmsc_state_svc s;
-	size_t i, cap = 0;
 	int err = 0;
 
-	*keep = NULL;
-	*n_keep = 0;
+	memset(o, 0, sizeof(*o));
 	for (i = 0; !err && i < m->n; i++) {
-		if (!(m->svcs[i].flags & DMSC_SVC_F_BYTES_LIMIT))
+		__u32 flags = m->svcs[i].flags;
+
+		if (!(flags & (DMSC_SVC_F_BYTES_LIMIT | DMSC_SVC_F_MTLS_GUARD)))
 			continue;
 		materialize(&m->svcs[i], &(struct dmsc_mirror_hot){ 0 }, &s);
-		err = dmsc_be_index_own(keep, n_keep, &cap, &s.key, s.svc.id, s.svc.flags, s.be,
+		err = dmsc_be_index_own(&o->index, &o->n_index, &cap, &s.key, s.svc.id, flags, s.be,
 					s.meta.n_backends);
+		if (!err)
+			err = dmsc_be_mtls_own(&o->mtls, &o->n_mtls, &cap_mtls, &s);
 	}
-	dmsc_be_index_sort(*keep, *n_keep);
+	dmsc_be_index_sort(o->index, o->n_index);
+	dmsc_be_mtls_sort(o->mtls, o->n_mtls);
 	return err;
 }
 
+static void owned_free(struct owned *o)
+{
+	free(o->index);
+	free(o->mtls);
+}
+
 /* Backend index entries of ids that no service holds, or of backends their
- * service no longer has. */
+ * service no longer has; the guard's index entries no guarded backend
+ * needs, or that name none. */
 static int find_orphan_index(struct dmsc_mirror *m, const struct dmsc_datapath *dp)
 {
-	struct dmsc_be_index_entry *bi = NULL, *keep = NULL;
-	size_t n = 0, n_keep = 0, i;
+	struct dmsc_be_index_entry *bi = NULL;
+	struct owned keep = { 0 };
+	size_t n = 0, i;
+	bool stale = false;
 	int err;
 
 	err = dmsc_read_be_index(dp, &bi, &n);
 	if (!err)
-		err = owned_index(m, &keep, &n_keep);
+		err = owned(m, &keep);
 	for (i = 0; !err && i < n; i++)
-		if (!dmsc_be_index_owned(keep, n_keep, &bi[i]))
+		if (!dmsc_be_index_owned(keep.index, keep.n_index, &bi[i]))
 			m->orphans = true;
+	if (!err)
+		err = dmsc_be_mtls_stale(dp, keep.mtls, keep.n_mtls, &stale);
+	if (stale)
+		m->orphans = true;
 	free(bi);
-	free(keep);
+	owned_free(&keep);
 	return err;
 }
 
@@ -339,23 +361,27 @@ static int find_orphan_index(struct dmsc_mirror *m, const struct dmsc_datapath *
 int repair(struct dmsc_mirror *m, struct apply_ctx *c, bool interrupted)
 {
 	struct dmsc_allow_entry *allow = NULL;
-	struct dmsc_be_index_entry *bi = NULL, *keep = NULL;
-	size_t n_allow = 0, n_bi = 0, n_keep = 0;
+	struct dmsc_be_index_entry *bi = NULL;
+	size_t n_allow = 0, n_bi = 0, n_mtls = 0;
+	struct owned keep = { 0 };
 	int err;
 
 	err = dmsc_read_allow(c->dp, &allow, &n_allow);
 	if (!err)
 		err = dmsc_read_be_index(c->dp, &bi, &n_bi);
 	if (!err)
-		err = owned_index(m, &keep, &n_keep);
+		err = owned(m, &keep);
 	if (!err)
-		err = dmsc_apply_sweep(c, m->svc_used, allow, n_allow, bi, n_bi, keep, n_keep,
-				       interrupted, &c->res->repaired);
+		err = dmsc_apply_sweep(c, m->svc_used, allow, n_allow, bi, n_bi, keep.index,
+				       keep.n_index, interrupted, &c->res->repaired);
+	if (!err)
+		err = dmsc_be_mtls_sweep(c, keep.mtls, keep.n_mtls, &n_mtls);
+	c->res->repaired += n_mtls;
 	if (!err)
 		m->orphans = false;
 	free(allow);
 	free(bi);
-	free(keep);
+	owned_free(&keep);
 	return err;
 }
 

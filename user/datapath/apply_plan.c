@@ -15,6 +15,7 @@
 
 #include <bpf/bpf.h>
 
+#include "array.h"
 #include "dmsc/slots.h"
 #include "allow_resolve.h"
 #include "log.h"
@@ -392,6 +393,33 @@ int be_mtls_drops(struct apply_ctx *c, const struct dmsc_state_svc *cur,
 		err = dmsc_apply_drop(c, m, key);
 		if (err)
 			return err;
+	}
+	return 0;
+}
+
+int dmsc_be_mtls_own(struct dmsc_be_mtls_entry **v, size_t *n, size_t *cap,
+		     const struct dmsc_state_svc *s)
+{
+	struct dmsc_be_mtls_entry *grown, *e;
+	struct dmsc_svc6_key k6;
+	struct dmsc_svc_key k;
+	size_t i;
+
+	for (i = 0; i < s->meta.n_backends && i < DMSC_BACKENDS_PER_SERVICE_MAX; i++) {
+		if (!(s->be[i].flags & DMSC_BE_F_MTLS_GUARD))
+			continue;
+		grown = dmsc_array_room(*v, *n, cap, sizeof(**v), 64);
+		if (!grown)
+			return -ENOMEM;
+		*v = grown;
+		e = &(*v)[(*n)++];
+		memset(e, 0, sizeof(*e));
+		e->map = be_mtls_of(s->family, &s->be[i], s->be6[i], s->key.proto, &k, &k6);
+		if (e->map == DMSC_M_BE_MTLS6)
+			memcpy(e->key, &k6, sizeof(k6));
+		else
+			memcpy(e->key, &k, sizeof(k));
+		e->id = s->meta.backend_id[i];
 	}
 	return 0;
 }

@@ -102,6 +102,33 @@ bool dmsc_be_index_owned(const struct dmsc_be_index_entry *keep, size_t n_keep,
 int dmsc_read_be_index(const struct dmsc_datapath *dp, struct dmsc_be_index_entry **out,
 		       size_t *n);
 
+/* An entry of dmsc_be_mtls (map DMSC_M_BE_MTLS, the 8-byte key in the
+ * first bytes of key, the rest zero) or dmsc_be_mtls6: the guard's index of
+ * this host's backends (docs/design.md decisions 33, 70 and 74). */
+struct dmsc_be_mtls_entry {
+	enum dmsc_map_id map;
+	unsigned char key[sizeof(struct dmsc_svc6_key)];
+	__u32 id; /* the backend id it names */
+};
+
+/* The index entries a service the maps hold needs (each guarded backend's
+ * address:port under its id), appended to *v; sort with
+ * dmsc_be_mtls_sort when complete. */
+int dmsc_be_mtls_own(struct dmsc_be_mtls_entry **v, size_t *n, size_t *cap,
+		     const struct dmsc_state_svc *s);
+void dmsc_be_mtls_sort(struct dmsc_be_mtls_entry *v, size_t n);
+/* Whether dmsc_be_mtls or dmsc_be_mtls6 holds an entry that dmsc_be_mtls_sweep
+ * would write: *found. */
+int dmsc_be_mtls_stale(const struct dmsc_datapath *dp, const struct dmsc_be_mtls_entry *keep,
+		       size_t n_keep, bool *found);
+/* docs/design.md decision 74: makes both indexes hold what keep (sorted)
+ * needs and nothing else: an entry whose address:port no guarded backend
+ * has is deleted; one whose address:port a guarded backend has but that
+ * names no such backend is pointed at one (before any deletion). Not
+ * undone by a rollback; logged, counted in *n. */
+int dmsc_be_mtls_sweep(struct apply_ctx *c, const struct dmsc_be_mtls_entry *keep, size_t n_keep,
+		       size_t *n);
+
 /* Puts back every write recorded in c, newest first. */
 void dmsc_apply_rollback(struct apply_ctx *c);
 void dmsc_apply_zero_stats(struct apply_ctx *c, enum dmsc_map_id m, __u32 id, size_t vs);

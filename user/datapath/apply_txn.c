@@ -337,6 +337,149 @@ int dmsc_apply_sweep(struct apply_ctx *c, const unsigned char *live,
 	return err;
 }
 
+/* ---- the guard's index (docs/design.md decision 74) ------------------- */
+
+static int be_mtls_cmp(const void *a, const void *b)
+{
+	const struct dmsc_be_mtls_entry *x = a, *y = b;
+	int k;
+
+	if (x->map != y->map)
+		return x->map < y->map ? -1 : 1;
+	k = memcmp(x->key, y->key, sizeof(x->key));
+	return k ? k : (x->id > y->id) - (x->id < y->id);
+}
+
+/* The same map and address:port, whatever the id. */
+static int be_mtls_key_cmp(const void *a, const void *b)
+{
+	const struct dmsc_be_mtls_entry *x = a, *y = b;
+
+	if (x->map != y->map)
+		return x->map < y->map ? -1 : 1;
+	return memcmp(x->key, y->key, sizeof(x->key));
+}
+
+void dmsc_be_mtls_sort(struct dmsc_be_mtls_entry *v, size_t n)
+{
+	if (n)
+		qsort(v, n, sizeof(*v), be_mtls_cmp);
+}
+
+/* Every entry of dmsc_be_mtls and dmsc_be_mtls6, read before any is
+ * deleted (a walk resumed from a deleted key starts over). */
+static int read_be_mtls(const struct dmsc_datapath *dp, struct dmsc_be_mtls_entry **v, size_t *n)
+{
+	static const enum dmsc_map_id maps[] = { DMSC_M_BE_MTLS, DMSC_M_BE_MTLS6 };
+	unsigned char key[sizeof(struct dmsc_svc6_key)], next[sizeof(key)];
+	struct dmsc_be_mtls_entry *grown, *e;
+	size_t cap = 0, i;
+	void *prev;
+
+	*v = NULL;
+	*n = 0;
+	for (i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+		size_t ks = dmsc_map_key_sizes[maps[i]];
+		int fd = dp->fd[maps[i]];
+
+		for (prev = NULL; bpf_map_get_next_key(fd, prev, next) == 0; prev = key) {
+			memcpy(key, next, ks);
+			grown = dmsc_array_room(*v, *n, &cap, sizeof(**v), 64);
+			if (!grown) {
+				free(*v);
+				*v = NULL;
+				return -ENOMEM;
+			}
+			*v = grown;
+			e = &(*v)[*n];
+			memset(e, 0, sizeof(*e));
+			e->map = maps[i];
+			memcpy(e->key, key, ks);
+			if (bpf_map_lookup_elem(fd, key, &e->id) == 0)
+				(*n)++;
+		}
+	}
+	return 0;
+}
+
+/* What an entry of the maps needs: nothing (it names a guarded backend at
+ * its address:port), a new id (*id: it names none, and one is there), or
+ * to go (no guarded backend is at its address:port). */
+enum be_mtls_verdict { BE_MTLS_KEEP, BE_MTLS_REPOINT, BE_MTLS_DROP };
+
+static enum be_mtls_verdict be_mtls_judge(const struct dmsc_be_mtls_entry *keep, size_t n_keep,
+					  const struct dmsc_be_mtls_entry *e, __u32 *id)
+{
+	const struct dmsc_be_mtls_entry *hit;
+
+	if (!n_keep)
+		return BE_MTLS_DROP;
+	if (bsearch(e, keep, n_keep, sizeof(*keep), be_mtls_cmp))
+		return BE_MTLS_KEEP;
+	hit = bsearch(e, keep, n_keep, sizeof(*keep), be_mtls_key_cmp);
+	if (!hit)
+		return BE_MTLS_DROP;
+	*id = hit->id;
+	return BE_MTLS_REPOINT;
+}
+
+int dmsc_be_mtls_stale(const struct dmsc_datapath *dp, const struct dmsc_be_mtls_entry *keep,
+		       size_t n_keep, bool *found)
+{
+	struct dmsc_be_mtls_entry *have;
+	size_t n_have, i;
+	__u32 id;
+	int err = read_be_mtls(dp, &have, &n_have);
+
+	*found = false;
+	for (i = 0; !err && i < n_have && !*found; i++)
+		*found = be_mtls_judge(keep, n_keep, &have[i], &id) != BE_MTLS_KEEP;
+	free(have);
+	return err;
+}
+
+int dmsc_be_mtls_sweep(struct apply_ctx *c, const struct dmsc_be_mtls_entry *keep, size_t n_keep,
+		       size_t *n)
+{
+	struct dmsc_be_mtls_entry *have;
+	size_t n_have, i, n_drop = 0, n_repoint = 0;
+	int pass, err;
+	__u32 id;
+
+	*n = 0;
+	if (c->dry_run)
+		return 0;
+	err = read_be_mtls(c->dp, &have, &n_have);
+	if (err) {
+		pr_warn("cannot read %s and %s: %s\n", dmsc_map_names[DMSC_M_BE_MTLS],
+			dmsc_map_names[DMSC_M_BE_MTLS6], strerror(-err));
+		return err;
+	}
+	/* Entries a guarded backend needs are put right before anything is
+	 * deleted, so that no guarded backend is unguarded for a moment. */
+	for (pass = 0; !err && pass < 2; pass++) {
+		for (i = 0; !err && i < n_have; i++) {
+			enum be_mtls_verdict v = be_mtls_judge(keep, n_keep, &have[i], &id);
+
+			if (pass == 0 && v == BE_MTLS_REPOINT) {
+				err = sweep_put(c, have[i].map, have[i].key, &id, n);
+				n_repoint++;
+			} else if (pass == 1 && v == BE_MTLS_DROP) {
+				err = sweep_put(c, have[i].map, have[i].key, NULL, n);
+				n_drop++;
+			}
+		}
+	}
+	if (n_drop || n_repoint)
+		pr_warn("%s, %s: deleted %zu entr%s that no guarded backend needs, pointed %zu "
+			"back at their guarded backend (left by an interrupted apply)\n",
+			dmsc_map_names[DMSC_M_BE_MTLS], dmsc_map_names[DMSC_M_BE_MTLS6], n_drop,
+			n_drop == 1 ? "y" : "ies",
+			n_repoint);
+	free(have);
+	return err;
+}
+
 __u32 dmsc_alloc_id(unsigned char *used, __u32 max, __u32 *next)
 {
 	__u32 n, id;
