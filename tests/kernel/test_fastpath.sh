@@ -282,18 +282,24 @@ if ((RMEM_CHARGED)); then
 		"$(jq -n --argjson l "$sl_l" --argjson n "$sl_np" --argjson r "$sl_r" --argjson p "$sl_p" --argjson m "$rmem_max" \
 			'($l >= 1 or $n >= 2) and $r < 2 * $m and $p == 0')" true
 	# (Debian's 6.1.0-57 and 6.12.95 pruned now and then in the CI's TCG
-	# guests before the bound kept room for the window TCP advertised; at
-	# default settings half the buffer holds that window's payload, and
-	# what a slow guest could still meet is its segments' own overhead:
-	# docs/design.md decision 73. The lines above tell which, if it fails.)
+	# guests; at default settings half the buffer holds the advertised
+	# window's payload, and what a slow guest can still meet is its
+	# segments' own overhead, which the window rule does not bound:
+	# docs/design.md decision 73. So below 6.13 the count is printed, not
+	# checked; the lines above tell the cause if it is not 0.)
 	wait "$sl_ss"
 	sl_pr=$(($(tcp_prunes s) - prune0))
 	echo "# slow reader: $(($(fp slow window_fallback) - sl_wf0)) writers left for the reader's window; fullest reader socket seen: $(
 		awk 'match($0, /skmem:\(r[0-9]+,rb[0-9]+/) { split(substr($0, RSTART + 8, RLENGTH - 8), v, ",rb"); if (v[2] > 0 && v[1] / v[2] >= m) { m = v[1] / v[2]; l = $0 } } END { print l }' "$T/slow-ss.txt" |
 			grep -oE 'skmem:\([^)]*\)|rcv_(space|ssthresh|wnd):[0-9]+|bytes_received:[0-9]+|segs_in:[0-9]+' | paste -sd' ')"
 	echo "# slow reader: the reader's TCP meanwhile: $(tcp_ext s | awk 'NR == FNR { a[$1] = $2; next } $2 != a[$1] { printf "%s +%d ", $1, $2 - a[$1] }' "$T/slow-nstat0.txt" -)"
-	t_eq "slow reader: the reader's TCP pruned or dropped nothing after the writers left (TcpExtPruneCalled + TcpExtTCPRcvQDrop)" \
-		"$sl_pr" 0
+	IFS=. read -r kv_maj kv_min _ < /proc/sys/kernel/osrelease
+	if ((kv_maj > 6 || (kv_maj == 6 && kv_min >= 13))); then
+		t_eq "slow reader: the reader's TCP pruned or dropped nothing after the writers left (TcpExtPruneCalled + TcpExtTCPRcvQDrop)" \
+			"$sl_pr" 0
+	else
+		echo "# slow reader: the reader's TCP pruned or dropped $sl_pr times after the writers left (not checked before 6.13)"
+	fi
 elif ((BACKLOG_KNOWN)); then
 	# (the servers' 1 MiB answers may leave too: the two stalled queues
 	# are the host budget, and a writer's share is refreshed only when it
