@@ -354,14 +354,15 @@ fi
 # 6d. The window TCP advertised before the reader shrank its buffer: the
 #     reader sets SO_RCVBUF 16 KiB (a 32 KiB buffer) once accepted, after its
 #     handshake advertised ~64 KiB for the default one, and reads nothing
-#     for 0.5 s after the header; the client writes 0.2 s after connect(). Where redirected bytes are charged, the writer leaves at
+#     for 0.5 s after the header; the client writes once the server's
+#     byte says the buffer is set (--await-ready). Where redirected bytes are charged, the writer leaves at
 #     its first message that finds the buffer's room short of that window,
 #     though half the buffer is not reached (4 KiB writes): what TCP may
 #     send then is the window, not the half (docs/design.md decision 73).
 #     (A client that wrote before its peer registered, no_peer, never
 #     redirects: then nothing is left for the window.)
 n0=$(lines "$T/s7004.out") wf0=$(fp shrunk window_fallback) np0=$(fp shrunk no_peer)
-mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.44:7004 --delay-ms 200 --bytes 1M --max-write 4096 \
+mesh_run "$MESH" c "$STREAM" client --connect 198.19.0.44:7004 --await-ready --bytes 1M --max-write 4096 \
 	--seed 19 >"$T/shrunk.json"
 t_eq "shrunk buffer: the connection is ok, every byte in order" \
 	"$(jq -c '[.ok, .failed]' "$T/shrunk.json"):$(server_check "$T/s7004.out" "$n0" 1)" "[1,0]:[1,1]"

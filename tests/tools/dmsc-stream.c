@@ -6,7 +6,7 @@
  *               [--read-mode poll|block|waitall|lowat|epoll] [--max-seconds S]
  *   dmsc-stream client --connect ADDR:PORT [--conns N] [--count M]
  *               [--bytes B] [--back-bytes B] [--seed S] [--max-write W]
- *               [--rst-after N] [--no-read] [--delay-ms N] [--max-seconds S]
+ *               [--rst-after N] [--no-read] [--await-ready] [--max-seconds S]
  *
  * ADDR:PORT is A.B.C.D:PORT or [IPV6]:PORT ([::ffff:A.B.C.D]:PORT: an IPv6
  * socket's IPv4 connection, as dual-stack runtimes make).
@@ -34,9 +34,10 @@
  * nothing for N ms after the header, a slow reader (with --stall-after M:
  * after the first M bytes, a reader that keeps up, then stops); --rcvbuf N
  * (server) sets SO_RCVBUF N on each accepted connection, after the
- * handshake advertised a window for the default buffer (with --delay-ms N,
- * client: it connects, then waits N ms before its first write, so that the
- * server has set it); --fastopen (client)
+ * handshake advertised a window for the default buffer, then writes one
+ * byte, 'R', before the stream (with --await-ready, client: it reads that
+ * byte before its first write, so that it writes only once the server has
+ * set the buffer: a signal, not a guess of how long that takes); --fastopen (client)
  * sends the header with TCP Fast Open (in the SYN, given a cookie); --corrupt-at N (client) flips
  * one bit of byte N it sends, to show that the checker sees it. --read-mode (server,
  * for connections with nothing to send back) reads in one of the ways a reader
@@ -90,9 +91,9 @@ static struct {
 	socklen_t addr_len;
 	unsigned conns, count, max_seconds;
 	uint64_t bytes, back_bytes, seed, rst_after, close_after, corrupt_at, stall_ms, stall_after;
-	uint64_t rcvbuf, delay_ms;
+	uint64_t rcvbuf;
 	uint32_t max_write;
-	bool no_read, fastopen;
+	bool no_read, fastopen, await_ready;
 	const char *read_mode;
 	pthread_mutex_t lock;
 } cfg = {.conns = 1,
@@ -392,6 +393,9 @@ static void *serve_conn(void *arg)
 
 		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)))
 			perror("dmsc-stream: SO_RCVBUF");
+		/* the buffer is set: a client with --await-ready may write */
+		if (send(fd, "R", 1, MSG_NOSIGNAL) != 1)
+			perror("dmsc-stream: ready byte");
 	}
 	fcntl(fd, F_SETFL, O_NONBLOCK);
 	if (!read_full(fd, &h, sizeof(h), deadline) || h.magic != HDR_MAGIC) {
@@ -482,6 +486,7 @@ static void run_one(uint32_t conn, struct result *r)
 	struct stream_state s;
 	struct linger lg = {1, 0};
 	struct hdr h = {.magic = HDR_MAGIC, .conn = conn, .seed = cfg.seed};
+	char ready = 0;
 	int fd;
 
 	memset(r, 0, sizeof(*r));
@@ -509,8 +514,10 @@ static void run_one(uint32_t conn, struct result *r)
 	} else if (fd < 0 || connect(fd, (struct sockaddr *)&cfg.addr, cfg.addr_len)) {
 		r->error = errname(errno);
 		goto out;
-	} else if ((cfg.delay_ms && usleep((useconds_t)(cfg.delay_ms * 1000)) && errno != EINTR) ||
-		   send(fd, &h, sizeof(h), MSG_NOSIGNAL) != (ssize_t)sizeof(h)) {
+	} else if (cfg.await_ready && (!read_full(fd, &ready, 1, deadline) || ready != 'R')) {
+		r->error = "no ready byte";
+		goto out;
+	} else if (send(fd, &h, sizeof(h), MSG_NOSIGNAL) != (ssize_t)sizeof(h)) {
 		r->error = errname(errno);
 		goto out;
 	}
@@ -631,7 +638,7 @@ static void usage(FILE *f)
 		   "       dmsc-stream client --connect ADDR:PORT [--conns N] [--count M] "
 		   "[--bytes B] [--back-bytes B]\n"
 		   "                   [--seed S] [--max-write W] [--rst-after N] [--no-read] "
-		   "[--fastopen] [--delay-ms N] [--max-seconds S]\n");
+		   "[--fastopen] [--await-ready] [--max-seconds S]\n");
 }
 
 /* A.B.C.D:PORT, or [IPV6]:PORT (an IPv6 socket; [::ffff:A.B.C.D] is a
@@ -717,6 +724,10 @@ int main(int argc, char **argv)
 			cfg.fastopen = true;
 			continue;
 		}
+		if (!strcmp(o, "--await-ready") && !server) {
+			cfg.await_ready = true;
+			continue;
+		}
 		if (!a) {
 			usage(stderr);
 			return 2;
@@ -761,8 +772,6 @@ int main(int argc, char **argv)
 			cfg.stall_after = v;
 		else if (!strcmp(o, "--rcvbuf") && server && v >= 1 && v <= (64u << 20))
 			cfg.rcvbuf = v;
-		else if (!strcmp(o, "--delay-ms") && !server && v <= 60000)
-			cfg.delay_ms = v;
 		else if (!strcmp(o, "--close-after"))
 			cfg.close_after = v;
 		else if (!strcmp(o, "--max-seconds") && v >= 1 && v <= 3600)
