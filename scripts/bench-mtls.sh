@@ -22,13 +22,17 @@
 #
 # Prints a table and the ratios against the HAProxy pair, and writes
 # $BUILD/bench-mtls.json. Figures only: nothing here passes or fails on
-# speed. BENCH_SECONDS (default 5) per measurement.
+# speed. BENCH_SECONDS (default 5) per measurement. BENCH_TUNNEL_FASTPATH=off
+# runs the tunnels with dmscd --tunnel-fastpath off (docs/design.md
+# decision 76: the workloads' connections to a's tunnel then go over
+# loopback TCP instead of the same-host fast path), to compare the two.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/scripts/bench-lib.sh"
 bench_begin bench-mtls bmt$$ 5
 A=198.18.15.1 B=198.18.15.2 VIP=198.19.15.1
 CIPHER=TLS_AES_256_GCM_SHA384 # what OpenSSL 3 picks first, as in the tunnel
+TUNNEL_FP=${BENCH_TUNNEL_FASTPATH:-on} # dmscd --tunnel-fastpath (off: the tunnel over loopback TCP)
 
 bench_need bench-mtls wrk haproxy iperf3 jq
 
@@ -75,7 +79,7 @@ start_dmscd() { # HOST PIN_DIR ADDR: dmscd's pid
 	# shellcheck disable=SC2016 # expanded by the inner shell
 	nsenter --net="/run/netns/${P}$1" bash -c 'echo $$ >"$0"; exec "$@"' "$T/dmscd-$1.pid" \
 		"$BUILD/dmscd" --pin-dir "$2" --policy "$T/mesh.json" --mtls-dir "$T/$1" \
-		--mtls-listen "$3:15008" --metrics off >>"$T/dmscd-$1.log" 2>&1 &
+		--mtls-listen "$3:15008" --tunnel-fastpath "$TUNNEL_FP" --metrics off >>"$T/dmscd-$1.log" 2>&1 &
 	t_wait 5 test -s "$T/dmscd-$1.pid" && cat "$T/dmscd-$1.pid"
 }
 DPID_B=$(start_dmscd b "$DMSC_PIN_DIR" "$B") && PIDS+=("$DPID_B")

@@ -465,11 +465,15 @@ t_check "install the datapath on a test cgroup (dmscd's)" \
 	"$ctl" install --cgroup "$cg" -o json >/dev/null
 # shellcheck disable=SC2016 # expanded by the inner shell
 nsenter --net="/run/netns/${DMSC_NET_PREFIX}b" bash -c 'echo $$ >"$0"; exec "$@"' "$work/dmscd.pid" "$root/build/dmscd" \
-	--policy "$work/b-policy.json" --mtls-dir "$work/b" --mtls-listen "$B:15008" \
+	--policy "$work/b-policy.json" --mtls-dir "$work/b" --mtls-listen "$B:15008" --tunnel-fastpath off \
 	--metrics off --debounce-ms 100 --debounce-max-ms 300 >>"$work/dmscd.log" 2>&1 &
 t_wait 5 test -s "$work/dmscd.pid"
 dpid=$(cat "$work/dmscd.pid")
 t_check "dmscd starts the tunnel" t_wait 20 test -f "/run/dmsc/dmsc-tunnel.$dpid.prom"
+t_check "with --tunnel-fastpath off, in dmscd's cgroup: none made under the mesh's" test ! -e "$cg/dmsc-tunnel"
+"$root/build/dmscd" --policy "$work/b-policy.json" --tunnel-fastpath maybe >"$work/tfp.out" 2>&1
+t_eq "--tunnel-fastpath maybe: a usage error that names the value" \
+	"$?:$(grep -c 'tunnel-fastpath: "maybe" is not on or off' "$work/tfp.out")" "2:1"
 code=$(dmsc_net_exec a curl -sS -m 10 -w '%{http_code}' "http://127.0.0.1:18083/")
 t_eq "through dmscd's tunnel: ops.slice/tool.service reaches admin" "$code" "admin
 200"
@@ -583,6 +587,18 @@ got=$(as_client curl -sS -m 10 "http://$VIP/" | sha256sum | cut -d' ' -f1)
 t_eq "a workload on a reaches the VIP of b's backend: 3 MB byte-exact" "$got" "$want"
 t_eq "curl sees the VIP as its peer (getpeername)" \
 	"$(as_client curl -sS -m 10 -o /dev/null -w '%{remote_ip}:%{remote_port}' "http://$VIP/")" "$VIP:80"
+# a's dmscd runs outside a's mesh cgroup: its tunnel runs in a cgroup of
+# its own under it, so that the client's connection to the tunnel is a pair
+# of the same-host fast path (docs/design.md decision 76); b's dmscd runs
+# in b's mesh (infra): its tunnel stays with it, inside already
+a_tunnel_cg() { grep -qx "$(pgrep -P "$apid" -f "dmsc-l7 tunnel" | head -1)" "$cga/dmsc-tunnel/cgroup.procs"; }
+t_check "a's tunnel runs in $cg_rel/dmsc-tunnel, under a's mesh cgroup" t_wait 5 a_tunnel_cg
+t_check "b's dmscd says its tunnel is in the mesh already, with it" \
+	grep -q "the tunnel runs in dmscd's cgroup, inside the mesh cgroup" "$work/dmscd-b.log"
+shop_fp() { DMSC_PIN_DIR=$pin_a "$ctl" stats -o json | jq -r ".services[] | select(.name == \"shop\") | .fastpath.$1"; }
+t_check "a's client and a's tunnel were paired on the fast path ($(shop_fp paired) pairs, $(shop_fp redirected_bytes) bytes redirected)" \
+	jqe '.paired >= 1 and .redirected_bytes > 0' \
+	"$(DMSC_PIN_DIR=$pin_a "$ctl" stats -o json | jq -c '.services[] | select(.name == "shop") | .fastpath')"
 bprom=/run/dmsc/dmsc-tunnel.$dpid.prom aprom=/run/dmsc/dmsc-tunnel.$apid.prom
 t_check "a's tunnel opened streams to node-b vouching for the client's cgroup" t_wait 5 \
 	grep -qE "streams_total\{side=\"source\",peer=\"$B\",identity=\"$cg_rel/client\",verdict=\"opened\"\} [1-9]" "$aprom"
@@ -653,6 +669,7 @@ kill -CONT "$dpid"
 client_ok() { [[ $(as_client curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$VIP/" 2>/dev/null) == 200 ]]; }
 t_check "it works again once dmscd restarted b's tunnel" t_wait 20 client_ok
 stop_pair
+t_check "a's dmscd removed its tunnel's cgroup at exit" test ! -d "$cga/dmsc-tunnel"
 
 # ---- the policy from etcd: the hosts' tunnel addresses under -------------
 # PREFIX/hosts/NAME (docs/design.md decision 55), published with the

@@ -55,6 +55,10 @@ static const char usage_text[] =
     "  --mtls-listen ADDR:PORT  where other hosts' helpers reach the tunnel (with\n"
     "                         --mtls-dir; port 15008 by convention; IPv6:\n"
     "                         [ADDR]:PORT)\n"
+    "  --tunnel-fastpath on|off  on (default): the tunnel runs in a cgroup of its\n"
+    "                         own under the mesh cgroup (dmsc-tunnel), so that this\n"
+    "                         host's workloads reach it on the same-host fast path;\n"
+    "                         off: in dmscd's cgroup, over loopback TCP\n"
     "  -v, --verbose          debug messages\n"
     "  -h, --help             this text\n"
     "\n"
@@ -66,8 +70,9 @@ static void usage(FILE *f)
 		DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS, DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
 }
 
-/* Installs, or adopts and replaces the programs in place; says which. */
-static int install(const struct agent *ag, const struct dmsc_install_opts *opts)
+/* Installs, or adopts and replaces the programs in place; says which, and
+ * keeps the mesh cgroup's path. */
+static int install(struct agent *ag, const struct dmsc_install_opts *opts)
 {
 	struct dmsc_install_opts io = *opts;
 	struct dmsc_link_info before[8], after[8];
@@ -95,6 +100,7 @@ static int install(const struct agent *ag, const struct dmsc_install_opts *opts)
 		return err;
 	}
 	dmsc_datapath_links(ag->pin_dir, after, 8);
+	snprintf(ag->mesh_cgroup, sizeof(ag->mesh_cgroup), "%s", res.cgroup_path);
 	if (!res.adopted) {
 		pr_info("installed the datapath at %s on cgroup %s (%u hooks)\n", ag->pin_dir,
 			res.cgroup_path, res.n_links);
@@ -110,15 +116,17 @@ static int install(const struct agent *ag, const struct dmsc_install_opts *opts)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_METRICS_BACKENDS = 256, OPT_L7_MODE };
+	enum { OPT_METRICS_BACKENDS = 256, OPT_L7_MODE, OPT_TUNNEL_FASTPATH };
 	static const struct option own[] = {
 	    DMSC_INSTALL_LONGOPTS,
 	    {"metrics-backends", required_argument, NULL, OPT_METRICS_BACKENDS},
 	    {"l7", required_argument, NULL, OPT_L7_MODE},
+	    {"tunnel-fastpath", required_argument, NULL, OPT_TUNNEL_FASTPATH},
 	    DMSC_LONGOPTS_END,
 	};
 	struct agent ag = {
-	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1};
+	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1,
+	    .tunnel_fastpath = true};
 	const char *metrics = DEFAULT_METRICS;
 	const char *l7_listen = NULL, *l7_binary = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
 	__u32 debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;
@@ -171,6 +179,13 @@ int main(int argc, char **argv)
 					optarg);
 				return EXIT_USAGE;
 			}
+			break;
+		case OPT_TUNNEL_FASTPATH:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				pr_warn("--tunnel-fastpath: \"%s\" is not on or off\n", optarg);
+				return EXIT_USAGE;
+			}
+			ag.tunnel_fastpath = !strcmp(optarg, "on");
 			break;
 		case OPT_L7_MODE:
 			if (dmsc_l7_mode_parse(optarg, &ag.l7_mode)) {
@@ -407,6 +422,7 @@ out:
 	}
 	if (ag.tunnel) {
 		dmsc_l7_sup_stop(&ag.tunnel_sup, L7_STOP_MS);
+		tunnel_cgroup_remove(&ag);
 		unlink(ag.tunnel_metrics);
 		free(ag.tunnel_view);
 	}

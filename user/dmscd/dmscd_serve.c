@@ -5,7 +5,10 @@
  * (with dmsc-l7's own families appended).
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
+
 #include "dmscd_agent.h"
+#include "cgroup.h"
 #include "apply.h"
 #include "mtls_cert.h"
 #include "tunnel_handoff.h"
@@ -100,6 +103,66 @@ int tunnel_host(const char *dir)
 	return 0;
 }
 
+/* The cgroup the tunnel runs in: MESH/dmsc-tunnel, so that the sockets it
+ * makes (its handoff listeners, whose accepted connections inherit their
+ * cgroup, and its connections to this host's backends) are mesh sockets:
+ * sockops pairs them with the workloads' ends, and their bytes take the
+ * same-host fast path instead of loopback TCP (docs/design.md decision 76).
+ * connect4 leaves them alone as before (dmsc_l7_own). Not when dmscd runs
+ * in the mesh already (its children are mesh processes), or with
+ * --tunnel-fastpath off. A failure is said and leaves the tunnel where
+ * dmscd is: it works, over loopback TCP. */
+static void tunnel_cgroup(struct agent *ag)
+{
+	char root[PATH_MAX], line[PATH_MAX + 8], own[sizeof(line)] = "";
+	size_t mesh_len = strlen(ag->mesh_cgroup);
+	FILE *f;
+	int fd;
+
+	if (!ag->tunnel_fastpath || !mesh_len || dmsc_cgroup2_mount(root, sizeof(root)))
+		return;
+	f = fopen("/proc/self/cgroup", "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::/", 4)) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(own, sizeof(own), "%s", line + 4);
+		}
+	if (f)
+		fclose(f);
+	if (!strncmp(own, ag->mesh_cgroup, mesh_len) && (!own[mesh_len] || own[mesh_len] == '/')) {
+		pr_info("the tunnel runs in dmscd's cgroup, inside the mesh cgroup %s\n",
+			ag->mesh_cgroup);
+		return;
+	}
+	if ((size_t)snprintf(ag->tunnel_cgroup, sizeof(ag->tunnel_cgroup), "%s/%s/dmsc-tunnel",
+			     root, ag->mesh_cgroup) >= sizeof(ag->tunnel_cgroup))
+		goto fail;
+	if (mkdir(ag->tunnel_cgroup, 0755) && errno != EEXIST)
+		goto fail;
+	fd = open(ag->tunnel_cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		goto fail;
+	ag->tunnel_sup.cgroup_fd = fd;
+	pr_info("the tunnel runs in %s: this host's workloads reach it on the same-host "
+		"fast path\n", ag->tunnel_cgroup);
+	return;
+fail:
+	pr_warn("cannot make the tunnel's cgroup %s: %s; it runs in dmscd's, reached over "
+		"loopback TCP\n", ag->tunnel_cgroup, strerror(errno));
+	ag->tunnel_cgroup[0] = '\0';
+}
+
+/* At exit, once the tunnel is gone: its cgroup goes too. */
+void tunnel_cgroup_remove(struct agent *ag)
+{
+	if (ag->tunnel_sup.cgroup_fd >= 0)
+		close(ag->tunnel_sup.cgroup_fd);
+	ag->tunnel_sup.cgroup_fd = -1;
+	if (ag->tunnel_cgroup[0] && rmdir(ag->tunnel_cgroup) && errno != ENOENT)
+		pr_warn("cannot remove %s: %s\n", ag->tunnel_cgroup, strerror(errno));
+	ag->tunnel_cgroup[0] = '\0';
+}
+
 /* The tunnel's command line: dmsc-l7 tunnel with the host's certificates,
  * listening for other hosts' helpers; it starts with the first policy
  * applied (tunnel_follow). connect4 hands it what goes to another host's
@@ -124,6 +187,7 @@ int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char 
 	if (err)
 		return err;
 	ag->tunnel = true;
+	tunnel_cgroup(ag);
 	pr_info("%s tunnel on %s with the certificates of %s, once a policy is applied\n", bin,
 		listen, dir);
 	return 0;

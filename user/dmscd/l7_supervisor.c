@@ -36,10 +36,33 @@ int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv)
 	s->old_pid = -1;
 	s->ready_fd = -1;
 	s->policy_fd = -1;
+	s->cgroup_fd = -1;
 	s->last_status = -1;
 	s->backoff_ms = DMSC_L7_SUP_BACKOFF_MIN_MS;
 	s->state = DMSC_L7_SUP_STOPPED;
 	return 0;
+}
+
+/* In the child, before exec: moves it to the cgroup at dir, so that every
+ * socket it makes belongs there. Only async-signal-safe calls (the parent
+ * may have threads). A helper that cannot move runs where it is: it works,
+ * its sockets outside the mesh (said). */
+static void join_cgroup(int dir)
+{
+	static const char why[] = "dmsc-l7: cannot join its cgroup under the mesh cgroup: "
+				  "it runs in dmscd's, off the same-host fast path\n";
+	int fd;
+
+	if (dir < 0)
+		return;
+	fd = openat(dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "0", 1) != 1) {
+		if (write(STDERR_FILENO, why, sizeof(why) - 1) < 0) {
+			/* nothing more to say it with */
+		}
+	}
+	if (fd >= 0)
+		close(fd);
 }
 
 int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
@@ -70,6 +93,7 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 			_exit(127);
 		if (fd < 0)
 			_exit(127);
+		join_cgroup(s->cgroup_fd);
 		snprintf(s->ready_arg, sizeof(s->ready_arg), "%d", fd);
 		s->argv[n++] = "--ready-fd";
 		s->argv[n++] = s->ready_arg;

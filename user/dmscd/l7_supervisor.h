@@ -42,6 +42,10 @@ struct dmsc_l7_supervisor {
 	char ready_arg[16];
 	char policy_arg[40];
 	int policy_fd;	     /* sealed memfd with the policy; -1: none */
+	/* A cgroup directory the helper joins before exec (the tunnel's
+	 * under the mesh cgroup, docs/design.md decision 76); -1: none,
+	 * it stays in its supervisor's. */
+	int cgroup_fd;
 	bool replace_queued; /* a replace asked for during a hand-over */
 	enum dmsc_l7_sup_state state;
 	pid_t pid;
