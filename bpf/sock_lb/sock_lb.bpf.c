@@ -197,6 +197,7 @@ int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 	struct dmsc_l7_handoff val = {};
 	struct dmsc_sock_vip *rec;
 	struct bpf_sock *sk;
+	__u64 *cgroup;
 
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
@@ -236,11 +237,12 @@ int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 		val.backend_port = be->port;
 		val.backend_id = backend_id;
 		val.flags = DMSC_SOCK_F_TUNNEL;
-		__u64 *cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
-
-		/* no identity: the tunnel refuses cgroup 0 */
-		val.cgroup_id = cgroup ? *cgroup : 0;
 	}
+	/* The caller's cgroup, for the tunnel's handoffs and dmsc-l7's alike
+	 * (dmsc-l7 vouches for it through the tunnel, decision 75); none:
+	 * 0, which the tunnel refuses. */
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
+	val.cgroup_id = cgroup ? *cgroup : 0;
 	if (bpf_map_update_elem(&dmsc_l7_handoff, &key, &val, BPF_ANY))
 		count_reason(DMSC_R_L7_HANDOFF_FULL);
 	else

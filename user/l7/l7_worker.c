@@ -87,6 +87,7 @@ static void accept_one(struct worker *w, int fd, uint64_t netns)
 	struct dmsc_l7_client_key who = {0};
 	struct dmsc_l7_client *client;
 	struct conn *c;
+	uint64_t cgroup = 0; /* IPv6: its record has none (docs/l7.md) */
 	int one = 1;
 
 	if (getpeername(fd, (struct sockaddr *)&peer_ss, &len) < 0 ||
@@ -117,6 +118,7 @@ static void accept_one(struct worker *w, int fd, uint64_t netns)
 		return;
 	}
 	svc = dmsc_l7_service_find(&cfg, val.vip, val.vport);
+	cgroup = val.cgroup_id;
 	/* Through a namespace's own listener the client's address is one of
 	 * that namespace's loopback: scoped by the listener's address. */
 	if (dmsc_l7_netns_addr(local->sin_addr.s_addr))
@@ -156,6 +158,7 @@ found:
 	c->ufd = -1;
 	c->svc = svc;
 	c->svc_idx = (size_t)(svc - cfg.svcs);
+	c->cgroup = cgroup;
 	c->peer = peer_ss;
 	c->route = -1;
 	c->backend = -1;
@@ -285,6 +288,7 @@ void worker_h2_init(struct worker *w)
 	    .worker = w,
 	    .rnd = h2_rnd,
 	    .own_socket = h2_own_socket,
+	    .via = &via,
 	    .bucket_wait = h2_bucket_wait,
 	    .finished = h2_finished,
 	    .release_client = client_release,
