@@ -166,6 +166,7 @@ static __always_inline int l7_sockops6(struct bpf_sock_ops *skops, struct bpf_so
 	struct dmsc_l7_handoff6_key key = {};
 	struct dmsc_l7_handoff6 val = {};
 	struct dmsc_sock_vip6 *rec;
+	__u64 *cgroup;
 
 	rec = bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0);
 	if (!rec || (!(rec->flags & DMSC_SOCK_F_TUNNEL) && (rec->backend_id != 0 || !rec->netns)))
@@ -179,6 +180,9 @@ static __always_inline int l7_sockops6(struct bpf_sock_ops *skops, struct bpf_so
 	key.netns = rec->netns;
 	val.vport = rec->vport;
 	val.svc_id = rec->svc_id;
+	/* the client's identity for dmsc-l7 (decision 75); none: 0 */
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
+	val.cgroup_id = cgroup ? *cgroup : 0;
 	sockops6_publish(skops, rec, &dmsc_l7_handoff6, &key, key.client_addr, &key.client_port,
 			 &key.helper_port, &val, val.vip);
 	return 1;
