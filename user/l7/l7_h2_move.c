@@ -123,9 +123,8 @@ static void h2_move_take(struct worker *w, bool serve)
 	pthread_mutex_unlock(&w->move_lock);
 	for (; m; m = next) {
 		next = m->next;
-		if (!serve ||
-		    dmsc_l7_h2_start(&w->h2, m->fd, m->client, m->svc, m->svc_idx, m->cgroup, m->in,
-				     m->len)) {
+		if (!serve || dmsc_l7_h2_start(&w->h2, m->fd, m->client, m->svc, m->svc_idx,
+					       m->cgroup, m->in, m->len)) {
 			close(m->fd);
 			client_release(m->client);
 		}

@@ -87,7 +87,7 @@ struct l7_opts {
 	uint32_t pool_idle_ms;	       /* an idle pooled backend connection lives this long */
 	uint32_t max_conns_per_client; /* per client address, all workers together */
 	unsigned int forwarded;	       /* FWD_* */
-	const char *host; /* --host: this host's name (l7_via.h) */
+	const char *host;	       /* --host: this host's name (l7_via.h) */
 };
 extern struct l7_opts opt;
 

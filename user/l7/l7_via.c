@@ -56,8 +56,7 @@ void dmsc_l7_via_close(struct dmsc_l7_via *v)
 	v->conf_fd = v->handoff_fd = v->handoff6_fd = -1;
 }
 
-bool dmsc_l7_via_tunnel(const struct dmsc_l7_via *v, const struct dmsc_l7_service *svc,
-			int backend)
+bool dmsc_l7_via_tunnel(const struct dmsc_l7_via *v, const struct dmsc_l7_service *svc, int backend)
 {
 	return v->host && backend >= 0 && (size_t)backend < svc->src->n_backends &&
 	       dmsc_policy_backend_tunneled(svc->src, &svc->src->backends[backend], v->host);
@@ -70,8 +69,8 @@ static void count(uint64_t *c)
 
 /* The IPv4 record: the tunnel takes it at accept (user/mtls/tunnel_handoff.c). */
 static int record4(struct dmsc_l7_via *v, int fd, const struct dmsc_l7_conf *conf,
-		   const struct sockaddr_in *be, const struct dmsc_l7_service *svc,
-		   uint64_t cgroup, struct sockaddr_storage *listener, socklen_t *len)
+		   const struct sockaddr_in *be, const struct dmsc_l7_service *svc, uint64_t cgroup,
+		   struct sockaddr_storage *listener, socklen_t *len)
 {
 	struct sockaddr_in self = {.sin_family = AF_INET, .sin_addr.s_addr = conf->addr};
 	struct sockaddr_in *to = (struct sockaddr_in *)listener;
