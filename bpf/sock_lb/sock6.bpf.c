@@ -52,8 +52,10 @@ static __always_inline bool ip6_v4mapped(const __u32 a[4])
  * listener's entry (none, or no port6: false, counted no_helper, the caller
  * goes on at L4). The socket's record names the listener as the peer
  * (getpeername6 answers the VIP) and carries backend_id, flags and netns as
- * the caller says; a tunnel's (DMSC_SOCK_F_TUNNEL) also keeps the caller's
- * cgroup in dmsc_sock_cgroup. No storage: false, counted.
+ * the caller says; the caller's cgroup goes in dmsc_sock_cgroup, the
+ * identity the tunnel vouches for (a tunnel's handoff, DMSC_SOCK_F_TUNNEL:
+ * no storage, false, counted) or dmsc-l7 does through the tunnel
+ * (docs/design.md decision 75: without it, 0, which the tunnel refuses).
  */
 static __always_inline bool sock6_handoff(struct bpf_sock_addr *ctx,
 					  const struct dmsc_svc6_key *key,
@@ -68,9 +70,7 @@ static __always_inline bool sock6_handoff(struct bpf_sock_addr *ctx,
 		count_reason(no_helper);
 		return false;
 	}
-	if (flags & DMSC_SOCK_F_TUNNEL)
-		cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, ctx->sk, 0,
-					    BPF_SK_STORAGE_GET_F_CREATE);
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (cgroup || !(flags & DMSC_SOCK_F_TUNNEL))
 		rec = bpf_sk_storage_get(&dmsc_sock_vip6, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!rec) {

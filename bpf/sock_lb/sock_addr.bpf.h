@@ -244,7 +244,7 @@ static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
 	struct dmsc_sock_vip *rec;
 	struct dmsc_svc_stats *ss;
 	__u32 zero = 0;
-	__u64 netns;
+	__u64 netns, *cgroup;
 
 	/* The helper's listener in the client's own network namespace, if
 	 * it has one (user/l7/l7_netns.h); else its --listen address. */
@@ -265,6 +265,13 @@ static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
 	}
 	/* backend_id 0: the helper, not a backend */
 	sock4_handoff_to(ctx, rec, key, conf, svc_id, 0, mapped);
+	/* The caller's identity, which dmsc-l7 vouches for when it carries a
+	 * request to a backend on another host through the tunnel
+	 * (docs/design.md decision 75). None (storage full): the record's
+	 * cgroup is 0, which the tunnel refuses. */
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (cgroup)
+		*cgroup = bpf_get_current_cgroup_id();
 	ss = svc_stats(svc_id);
 	if (ss)
 		ss->connections += 1;

@@ -166,6 +166,7 @@ static __always_inline int l7_sockops6(struct bpf_sock_ops *skops, struct bpf_so
 	struct dmsc_l7_handoff6_key key = {};
 	struct dmsc_l7_handoff6 val = {};
 	struct dmsc_sock_vip6 *rec;
+	__u64 *cgroup;
 
 	rec = bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0);
 	if (!rec || (!(rec->flags & DMSC_SOCK_F_TUNNEL) && (rec->backend_id != 0 || !rec->netns)))
@@ -179,6 +180,9 @@ static __always_inline int l7_sockops6(struct bpf_sock_ops *skops, struct bpf_so
 	key.netns = rec->netns;
 	val.vport = rec->vport;
 	val.svc_id = rec->svc_id;
+	/* the client's identity for dmsc-l7 (decision 75); none: 0 */
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
+	val.cgroup_id = cgroup ? *cgroup : 0;
 	sockops6_publish(skops, rec, &dmsc_l7_handoff6, &key, key.client_addr, &key.client_port,
 			 &key.helper_port, &val, val.vip);
 	return 1;
@@ -197,6 +201,7 @@ int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 	struct dmsc_l7_handoff val = {};
 	struct dmsc_sock_vip *rec;
 	struct bpf_sock *sk;
+	__u64 *cgroup;
 
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
@@ -236,11 +241,12 @@ int dmsc_l7_sockops(struct bpf_sock_ops *skops)
 		val.backend_port = be->port;
 		val.backend_id = backend_id;
 		val.flags = DMSC_SOCK_F_TUNNEL;
-		__u64 *cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
-
-		/* no identity: the tunnel refuses cgroup 0 */
-		val.cgroup_id = cgroup ? *cgroup : 0;
 	}
+	/* The caller's cgroup, for the tunnel's handoffs and dmsc-l7's alike
+	 * (dmsc-l7 vouches for it through the tunnel, decision 75); none:
+	 * 0, which the tunnel refuses. */
+	cgroup = bpf_sk_storage_get(&dmsc_sock_cgroup, sk, 0, 0);
+	val.cgroup_id = cgroup ? *cgroup : 0;
 	if (bpf_map_update_elem(&dmsc_l7_handoff, &key, &val, BPF_ANY))
 		count_reason(DMSC_R_L7_HANDOFF_FULL);
 	else

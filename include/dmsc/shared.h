@@ -378,7 +378,9 @@ struct dmsc_l7_handoff {
 	__u16 pad;   /* always zero */
 	__u32 svc_id;
 	/* A connection handed to the tunnel (dmsc_tunnel_conf): the backend
-	 * connect4 picked and the caller's cgroup; zero for dmsc-l7's. */
+	 * connect4 picked; zero for dmsc-l7's. Both: the caller's cgroup,
+	 * which dmsc-l7 vouches for through the tunnel (docs/design.md
+	 * decision 75); 0: unknown (socket storage full). */
 	__u32 backend_addr; /* network order */
 	__u16 backend_port; /* network order */
 	__u16 flags;	    /* enum dmsc_sock_flags */
@@ -409,6 +411,11 @@ struct dmsc_l7_handoff6 {
 	__u16 vport;  /* network order */
 	__u16 pad;    /* always zero */
 	__u32 svc_id;
+	/* The client's cgroup id, which dmsc-l7 vouches for through the
+	 * tunnel (docs/design.md decision 75); 0: unknown. Appended: an
+	 * install copies the entries of a map pinned with the 24-byte value
+	 * into a new one (DMSC_MIGRATE_COPY, the tail zeroed). */
+	__u64 cgroup_id;
 };
 
 /* dmsc_tunnel_conf: ARRAY with one element, struct dmsc_l7_conf: where

@@ -43,7 +43,7 @@ source "$root/tests/lib/assert.sh"
 source "$root/tests/lib/netns.sh"
 
 t_need_root
-for cmd in ip curl iperf3 tcpdump jq openssl timeout python3; do
+for cmd in ip curl iperf3 tcpdump jq openssl timeout python3 nghttpd; do
 	if ! command -v "$cmd" >/dev/null; then
 		echo "skip - $cmd is missing"
 		exit 77
@@ -68,7 +68,7 @@ cleanup() {
 	for pid in ${dpid:-} ${apid:-}; do
 		kill "$pid" 2>/dev/null
 		t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"
-		rm -f "/run/dmsc/dmsc-tunnel.$pid.prom"
+		rm -f "/run/dmsc/dmsc-tunnel.$pid.prom" "/run/dmsc/dmsc-l7.$pid.prom"
 	done
 	[[ -n ${DMSC_PIN_DIR:-} ]] && "$ctl" uninstall >/dev/null 2>&1
 	[[ -n ${pin_a:-} ]] && DMSC_PIN_DIR=$pin_a "$ctl" uninstall >/dev/null 2>&1
@@ -506,8 +506,10 @@ dpid=
 # workloads connect to a VIP whose backends are on b: connect4 on a hands
 # them to a's tunnel, which vouches for the caller's cgroup; b's tunnel
 # checks it against allow_from. a's policy has no allow_from (b decides).
+# Two http services too (docs/design.md decision 75): a's dmsc-l7 sends
+# their requests through a's tunnel, vouching for the client's cgroup.
 pin_a=$work/bpffs/dmsc-a
-cga=$(dmsc_cgroup_make "mtls$$-a") && mkdir "$cga/client" "$cga/stranger"
+cga=$(dmsc_cgroup_make "mtls$$-a") && mkdir "$cga/client" "$cga/client2" "$cga/stranger"
 cg_rel=${cga#"$(dmsc_cgroup2_mount)"/}
 t_check "install a datapath for host a on a test cgroup" \
 	env DMSC_PIN_DIR="$pin_a" "$ctl" install --cgroup "$cga" -o json >/dev/null
@@ -530,13 +532,24 @@ mesh_policy() { # ALLOW_FROM_FIELD
 	mesh_doc "{ \"node-a\": \"$A:15008\", \"node-b\": \"$B:15008\" }" \
 		"$(mesh_svc shop "$VIP" 80 "$B" 8080 "$1")" "$(mesh_svc bulk "$VIP" 5201 "$B" 5201 "$1")" \
 		"$(mesh_svc guarded "$VIP" 8090 "$B" 8090 "${GUARDED_MTLS-} $1")" \
-		"$(mesh_svc loose "$VIP" 8091 "$B" 8091 ', "mtls": "permissive"')"
+		"$(mesh_svc loose "$VIP" 8091 "$B" 8091 ', "mtls": "permissive"')" \
+		"$(mesh_svc web1 "$VIP" 8088 "$B" 8096 ", \"protocol\": \"http\" $1")" \
+		"$(mesh_svc web2 "$VIP" 8089 "$B" 8095 ", \"protocol\": \"http\" $1")"
 }
+# the http services' backends on b: HTTP/1.1 (the 3 MB answer of "web")
+# and h2c (nghttpd, a file naming it)
+dmsc_net_exec b "$testsrv" --listen "$B:8096" --name web --mode http --response-bytes 3000000 \
+	--max-seconds 300 >"$work/web1.out" 2>&1 &
+mkdir -p "$work/www" && echo b-h2 >"$work/www/id"
+dmsc_net_exec b nghttpd --no-tls -d "$work/www" --address "$B" 8095 >"$work/web2.out" 2>&1 &
+h2_up() { ip netns exec "${DMSC_NET_PREFIX}b" ss -Htln '( sport = :8095 )' | grep -q .; }
+dmsc_wait_ready "$work/web1.out" 5 && t_wait 5 h2_up
+t_eq "the http services' backends on b are up" "$?" 0
 # b's workloads: friend in allow_from (beside a's client), stranger not,
 # infra runs b's dmscd and its tunnel (what it delivers is exempt)
 mkdir "$cg/friend" "$cg/stranger" "$cg/infra"
 cgb_rel=${cg#"$(dmsc_cgroup2_mount)"/}
-b_allow=", \"allow_from\": [ \"$cg_rel/client\", \"$cgb_rel/friend\" ]"
+b_allow=", \"allow_from\": [ \"$cg_rel/client\", \"$cg_rel/client2\", \"$cgb_rel/friend\" ]"
 mesh_policy "$b_allow" >"$work/mesh-b.json"
 mesh_policy "" >"$work/mesh-a.json"
 # start_dmscd HOST PIN_DIR POLICY ADDR [CGROUP]: prints dmscd's pid
@@ -582,6 +595,7 @@ t_check "a's tunnel takes the kernel's handoffs, connect6's on [::1] too" \
 t_check "b's tunnel is up" t_wait 20 b_tunnel_up
 as_client() { dmsc_run_in_cgroup "$cga/client" dmsc_net_exec a "$@"; }
 as_stranger() { dmsc_run_in_cgroup "$cga/stranger" dmsc_net_exec a "$@"; }
+as_client2() { dmsc_run_in_cgroup "$cga/client2" dmsc_net_exec a "$@"; }
 
 got=$(as_client curl -sS -m 10 "http://$VIP/" | sha256sum | cut -d' ' -f1)
 t_eq "a workload on a reaches the VIP of b's backend: 3 MB byte-exact" "$got" "$want"
@@ -629,6 +643,58 @@ t_check "a cgroup outside b's allow_from is refused at b through the VIP" vip_re
 t_check "b counts it as denied_identity for that cgroup" t_wait 5 \
 	grep -qE "identity=\"$cg_rel/stranger\",verdict=\"denied_identity\"\} [1-9]" "$bprom"
 
+# ---- http services across hosts (docs/design.md decision 75) -------------
+# a's dmscd runs dmsc-l7 with this host's name; connect4 hands it the
+# client's connection with the client's cgroup; dmsc-l7 writes the
+# tunnel's handoff record for its own connection to the backend on b
+l7prom=/run/dmsc/dmsc-l7.$apid.prom
+l7_named() {
+	local pid
+	pid=$(pgrep -P "$apid" -f "dmsc-l7 --listen" | head -1)
+	[[ -n $pid ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--host node-a "
+}
+t_check "a's dmscd runs dmsc-l7 with --host node-a (from its certificate)" t_wait 20 l7_named
+# b_dest IDENTITY VERDICT: b's tunnel's count of streams from node-a
+b_dest() {
+	local v
+	v=$(grep -E "streams_total\{side=\"dest\",peer=\"node-a\",identity=\"$cg_rel/$1\",verdict=\"$2\"\}" \
+		"$bprom" 2>/dev/null | awk '{print $NF}')
+	echo "${v:-0}"
+}
+b_dest_above() { [[ $(b_dest "$1" "$2") -gt $3 ]]; }
+http_ok() { [[ $(as_client curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$VIP:8088/" 2>/dev/null) == 200 ]]; }
+t_check "a's dmsc-l7 serves the http VIP" t_wait 20 http_ok
+allowed0=$(b_dest client allowed)
+got=$(as_client curl -sS -m 10 "http://$VIP:8088/" | sha256sum | cut -d' ' -f1)
+t_eq "HTTP/1.1 to an http VIP of b's backend (mtls required): 3 MB byte-exact" "$got" "$want"
+t_eq "HTTP/2 (h2c) to an http VIP of b's h2c backend" \
+	"$(as_client curl -sS -m 10 --http2-prior-knowledge -w ' %{http_version}' "http://$VIP:8089/id")" "b-h2
+ 2"
+t_check "a's dmsc-l7 counts its connections to b through the tunnel" t_wait 5 \
+	grep -qE 'dmsc_l7_upstream_tunnel_total\{result="tunneled"\} [2-9]' "$l7prom"
+t_check "b's tunnel allowed dmsc-l7's streams, vouched for the client's cgroup" \
+	t_wait 5 b_dest_above client allowed "$allowed0"
+send_http() { post "http://$VIP:8088/" "$1" as_client; }
+no_marker_on_wire http "to the http VIP" send_http
+# a pooled connection to b carries one identity: the stranger (outside b's
+# allow_from) never gets the answer of one that a's dmsc-l7 keeps for the
+# client, though the client's requests just left some in each worker's pool
+for _ in 1 2 3 4 5 6; do as_client curl -sS -m 5 -o /dev/null "http://$VIP:8088/"; done
+as_client curl -sS -m 5 -o /dev/null --http2-prior-knowledge "http://$VIP:8089/id"
+denied0=$(b_dest stranger denied_identity)
+codes=$(for _ in 1 2 3 4; do
+	as_stranger curl -sS -m 5 -o /dev/null -w '%{http_code} ' "http://$VIP:8088/" 2>/dev/null
+done)
+t_eq "the stranger's 4 requests to the http VIP: 502 each (refused at b)" "$codes" "502 502 502 502 "
+t_eq "and over HTTP/2, beside the client's connection to b's h2c backend" \
+	"$(as_stranger curl -sS -m 5 -o /dev/null --http2-prior-knowledge -w '%{http_code}' "http://$VIP:8089/id" 2>/dev/null)" 502
+t_check "b counts the stranger's streams as denied_identity" \
+	t_wait 5 b_dest_above stranger denied_identity $((denied0 + 4))
+t_eq "client2 (in b's allow_from too) reaches the http VIP" \
+	"$(as_client2 curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$VIP:8088/")" 200
+t_check "b sees client2's own identity, not the client's connection reused" \
+	t_wait 5 b_dest_above client2 allowed 0
+
 # b's kernel refuses what went around its tunnel (docs/design.md decision
 # 33), and lets in what its tunnel delivers: a backend in b's mesh cgroup
 # of a required service (the guard's own checks, both families, permissive
@@ -647,20 +713,21 @@ t_eq "a plain client on a straight to b's backend of a required service: no answ
 t_eq "the same backend through the VIP (a's and b's tunnels)" \
 	"$(as_client curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://$VIP:8090/")" 200
 # the guard goes with the mtls that set it: b's policy turns guarded's off
-# (b's four backends are guarded: every service is required or permissive)
+# (b's six backends are guarded: every service is required or permissive)
 n_guard=$(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)
 GUARDED_MTLS=', "mtls": "off"' mesh_policy "$b_allow" \
 	>"$work/mesh-b.tmp" && mv "$work/mesh-b.tmp" "$work/mesh-b.json"
 plain_in() { [[ $(plain a 8090) == 0:200 ]]; }
 t_check "b's policy turning that service's mtls off lets the plain client in" t_wait 15 plain_in
 t_eq "and b's dmsc_be_mtls indexes one backend fewer" \
-	"$n_guard -> $(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)" "4 -> 3"
+	"$n_guard -> $(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)" "6 -> 5"
 
 # b's tunnel killed: dmscd restarts it; meanwhile new connections fail
 # (dmscd held stopped meanwhile, or it would restart it within 100 ms)
-tpid=$(pgrep -P "$dpid" -f "dmsc-l7 tunnel" | head -1)
+# (every tunnel it runs: one replaced by the change of policy above may
+# still drain the streams of a's dmsc-l7's idle HTTP/2 connection)
 kill -STOP "$dpid"
-kill -9 "$tpid"
+for tpid in $(pgrep -P "$dpid" -f "dmsc-l7 tunnel"); do kill -9 "$tpid"; done
 t_wait 5 bash -c "! ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
 start=$SECONDS
 t_check "with b's tunnel gone a new connection to the VIP fails" vip_refused as_client
@@ -723,14 +790,16 @@ stop_pair
 dmsc_run_in_cgroup "$cg" dmsc_net_exec b "$stream" server --listen "[$B6]:9006" --max-seconds 120 \
 	>"$work/stream6.out" 2>&1 &
 dmsc_run_in_cgroup "$cg" dmsc_net_exec b python3 "$root/tests/tools/v6-peer.py" serve --name b6 \
-	--listen "[$B6]:9007" --listen "[$B6]:9008" --max-seconds 120 >"$work/peer6.out" 2>&1 &
+	--listen "[$B6]:9007" --listen "[$B6]:9008" --listen "[$B6]:9009" --max-seconds 120 \
+	>"$work/peer6.out" 2>&1 &
 dmsc_wait_ready "$work/stream6.out" 5 && dmsc_wait_ready "$work/peer6.out" 5
 t_eq "IPv6 backends on b are up" "$?" 0
 mesh6_policy() { # ALLOW_FROM_FIELD
 	mesh_doc "{ \"node-a\": \"[$A6]:15008\", \"node-b\": \"[$B6]:15008\" }" \
 		"$(mesh_svc stream6 "$VIP6" 9006 "$B6" 9006 "$1")" \
 		"$(mesh_svc peer6 "$VIP6" 9007 "$B6" 9007 "$1")" "$(mesh_svc shop "$VIP" 80 "$B" 8080 "$1")" \
-		"$(mesh_svc loose6 "$VIP6" 9008 "$B6" 9008 ', "mtls": "permissive"')"
+		"$(mesh_svc loose6 "$VIP6" 9008 "$B6" 9008 ', "mtls": "permissive"')" \
+		"$(mesh_svc web6 "$VIP6" 8088 "$B6" 9009 ", \"protocol\": \"http\" $1")"
 }
 mesh6_policy "$b_allow" >"$work/mesh6-b.json"
 mesh6_policy "" >"$work/mesh6-a.json"
@@ -760,6 +829,16 @@ t_check "at b: denied_identity" t_wait 5 \
 	"/run/dmsc/dmsc-tunnel.$dpid.prom"
 got=$(as_client curl -sS -m 10 "http://$VIP/" | sha256sum | cut -d' ' -f1)
 t_eq "an IPv4 VIP through the tunnels at IPv6 addresses: 3 MB byte-exact" "$got" "$want"
+# an http service at an IPv6 VIP (decision 75): connect6 records the
+# client's cgroup with its handoff to dmsc-l7's [::1] listener, dmsc-l7
+# goes through the tunnel's [::1] listener, vouching for it
+bprom=/run/dmsc/dmsc-tunnel.$dpid.prom
+allowed0=$(b_dest client allowed)
+http6_ok() { [[ $(as_client curl -sS -g -m 5 "http://[$VIP6]:8088/" 2>/dev/null) == b6 ]]; }
+t_check "an http service at [$VIP6]:8088: b's answer through dmsc-l7 and the tunnels" t_wait 20 http6_ok
+t_check "b's tunnel allowed it for the client's cgroup" t_wait 5 b_dest_above client allowed "$allowed0"
+t_eq "the stranger's request to it: 502 (refused at b)" \
+	"$(as_stranger curl -sS -g -m 5 -o /dev/null -w '%{http_code}' "http://[$VIP6]:8088/" 2>/dev/null)" 502
 stop_pair
 
 # ---- host keys: watch shows them, publish deletes the ones no service ----

@@ -182,6 +182,46 @@ Test(l7_view, changes_with_every_field_the_helper_uses_and_only_those)
 	free(sel);
 }
 
+/* dmsc-l7 sends what goes to another host's backend through the tunnel
+ * (docs/design.md decision 75): its view says which services have mtls
+ * and where their backends are, without the tunnels' addresses, and the
+ * helper reads it with DMSC_POLICY_HOSTS_ELSEWHERE. */
+Test(l7_view, names_the_hosts_of_an_mtls_service)
+{
+	static const char doc[] =
+	    "{ \"mtls\": \"required\", \"hosts\": { \"node-b\": \"198.18.13.2:15008\" },"
+	    "  \"services\": ["
+	    "  { \"name\": \"web\", \"vip\": \"198.19.0.1\", \"port\": 80, \"protocol\": \"http\","
+	    "    \"backends\": [ { \"address\": \"198.18.13.2\", \"port\": 8080, \"host\": \"node-b\" },"
+	    "                  { \"address\": \"198.18.0.1\", \"port\": 8080 } ] },"
+	    "  { \"name\": \"plain\", \"vip\": \"198.19.0.2\", \"port\": 80, \"protocol\": \"http\","
+	    "    \"mtls\": \"off\","
+	    "    \"backends\": [ { \"address\": \"198.18.13.2\", \"port\": 8081, \"host\": \"node-b\" } ] } ] }";
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0}, q = {0};
+	char *v = NULL, *again = NULL;
+	size_t len = 0;
+
+	cr_assert_eq(dmsc_policy_parse(doc, strlen(doc), "t", &p, &errs), 0);
+	cr_assert_eq(dmsc_l7_view_json(&p, &v, &len), 0);
+	cr_expect_null(strstr(v, "15008"), "no tunnel address: %s", v);
+	cr_assert_eq(dmsc_policy_parse_flags(v, len, "view", DMSC_POLICY_HOSTS_ELSEWHERE, &q, &errs),
+		     0, "%s", v);
+	cr_expect_eq(q.services[0].mtls, DMSC_MTLS_REQUIRED, "%s", v);
+	cr_expect_str_eq(q.services[0].backends[0].host, "node-b", "%s", v);
+	cr_expect_null(q.services[0].backends[1].host, "%s", v);
+	cr_expect(dmsc_policy_backend_tunneled(&q.services[0], &q.services[0].backends[0], "node-a"));
+	cr_expect_eq(q.services[1].mtls, DMSC_MTLS_OFF, "%s", v);
+	cr_expect_null(q.services[1].backends[0].host, "mtls off: direct, no host needed: %s", v);
+	cr_assert_eq(dmsc_l7_view_json(&q, &again, &len), 0);
+	cr_expect_str_eq(again, v, "the same policy, the same bytes");
+	free(again);
+	free(v);
+	dmsc_policy_free(&p);
+	dmsc_policy_free(&q);
+	dmsc_policy_errors_free(&errs);
+}
+
 Test(l7_view, keeps_an_ipv6_service_and_its_health)
 {
 	static const char doc[] =

@@ -1439,13 +1439,40 @@ Test(policy_mtls, broken_hosts_reported_once)
 			 "\"[2001:2::2]:15008\""});
 }
 
-Test(policy_mtls, unsupported)
+Test(policy_mtls, http_across_hosts_supported)
 {
+	/* dmsc-l7 goes through the tunnel (docs/design.md decision 75): an
+	 * http service with mtls and a backend on another host is applied,
+	 * required or permissive, and by the document's default */
 	expect_unsupported(MTLS_DOC(HOSTS ",", "{'name':'a','vip':'198.19.0.1','port':80,"
 					       "'protocol':'http','mtls':'required',"
 					       ON_HOST("'node-b'") "}"),
-			   "services[0].mtls: \"required\" is not enforced for protocol \"http\" "
-			   "by this build (dmsc-l7 connects to the backends itself)");
-	/* without a named host nothing crosses hosts */
+			   NULL);
+	expect_unsupported(MTLS_DOC(HOSTS ",", "{'name':'a','vip':'198.19.0.1','port':80,"
+					       "'protocol':'http','mtls':'permissive',"
+					       ON_HOST("'node-b'") "}"),
+			   NULL);
+	expect_unsupported(MTLS_DOC(HOSTS ",'mtls':'required',",
+				    "{'name':'a','vip':'198.19.0.1','port':80,'protocol':'http',"
+				    ON_HOST("'node-b'") "}"),
+			   NULL);
 	expect_unsupported(DOC(HTTP_SVC(",'mtls':'required'")), NULL);
+}
+
+/* The one rule for what crosses hosts through the tunnel, the kernel's
+ * and dmsc-l7's (dmsc_policy_backend_tunneled). */
+Test(policy_mtls, backend_tunneled)
+{
+	struct dmsc_policy_backend on_b = {.host = "node-b"}, local = {0};
+	struct dmsc_policy_service s = {.mtls = DMSC_MTLS_REQUIRED};
+
+	cr_expect(dmsc_policy_backend_tunneled(&s, &on_b, "node-a"));
+	cr_expect_not(dmsc_policy_backend_tunneled(&s, &on_b, "node-b"), "its own host");
+	cr_expect_not(dmsc_policy_backend_tunneled(&s, &local, "node-a"), "no host named");
+	cr_expect_not(dmsc_policy_backend_tunneled(&s, &on_b, NULL), "no name of its own");
+	cr_expect_not(dmsc_policy_backend_tunneled(&s, &on_b, ""), "no name of its own");
+	s.mtls = DMSC_MTLS_PERMISSIVE;
+	cr_expect(dmsc_policy_backend_tunneled(&s, &on_b, "node-a"));
+	s.mtls = DMSC_MTLS_OFF;
+	cr_expect_not(dmsc_policy_backend_tunneled(&s, &on_b, "node-a"), "mtls off");
 }

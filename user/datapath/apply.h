@@ -104,6 +104,8 @@ void dmsc_apply_set_progress(dmsc_progress_fn fn, void *arg);
  * service whose "mtls" is not off, is flagged DMSC_BE_F_TUNNEL. NULL (the
  * default, dmscctl apply): no backend is, every one is reached directly. */
 void dmsc_apply_set_host(const char *name);
+/* The name set, "" for none. */
+const char *dmsc_apply_host(void);
 
 const char *dmsc_change_op_name(enum dmsc_change_op op);
 

@@ -309,6 +309,11 @@ void dmsc_apply_set_host(const char *name)
 	snprintf(apply_host, sizeof(apply_host), "%s", name ? name : "");
 }
 
+const char *dmsc_apply_host(void)
+{
+	return apply_host;
+}
+
 /* docs/design.md decision 24: over the tunnel when the backend is on a
  * named host other than this one. Without a host of its own an apply
  * cannot tell which backends are remote, so none is. A backend named on
@@ -320,10 +325,10 @@ void dmsc_apply_set_host(const char *name)
 static __u16 backend_flags(const struct dmsc_policy_service *w, const struct dmsc_policy_backend *b,
 			   __u8 proto)
 {
+	if (dmsc_policy_backend_tunneled(w, b, apply_host))
+		return DMSC_BE_F_TUNNEL;
 	if (w->mtls == DMSC_MTLS_OFF || !b->host || !apply_host[0])
 		return 0;
-	if (strcmp(b->host, apply_host))
-		return DMSC_BE_F_TUNNEL;
 	if (proto != DMSC_PROTO_TCP)
 		return 0;
 	if (w->mtls != DMSC_MTLS_REQUIRED)

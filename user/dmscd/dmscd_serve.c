@@ -61,7 +61,12 @@ static int helper_init(struct dmsc_l7_supervisor *sup, const char **dst, size_t 
  * with the first policy applied (l7_follow), which it gets from dmscd. */
 int l7_start(struct agent *ag, const char *bin, const char *listen)
 {
-	const char *argv[] = {bin, "--listen", listen, "--pin-dir", ag->pin_dir, NULL};
+	/* this host's name (--mtls-dir, tunnel_host): what dmsc-l7 sends to
+	 * another host's backend goes through the tunnel (decision 75) */
+	const char *host = dmsc_apply_host();
+	const char *argv[] = {bin,	   "--listen",	listen,
+			      "--pin-dir", ag->pin_dir, host[0] ? "--host" : NULL,
+			      host,	   NULL};
 	int err;
 
 	err = helper_init(&ag->l7_sup, ag->l7_argv, sizeof(ag->l7_argv) / sizeof(ag->l7_argv[0]), ag->l7_metrics,

@@ -76,6 +76,7 @@ struct svc_rt *svc_rt; /* parallel to cfg.svcs */
 int handoff_fd = -1;
 int handoff6_fd = -1;
 int own_fd = -1; /* dmsc_l7_own */
+struct dmsc_l7_via via = {.conf_fd = -1, .handoff_fd = -1, .handoff6_fd = -1};
 int access_fd = -1;
 volatile int draining;
 size_t n_route_slots;
@@ -95,6 +96,9 @@ static void usage(FILE *f)
 		"  --metrics-file FILE     Prometheus text, rewritten every second\n"
 		"  --no-register           do not write the listen address to the datapath\n"
 		"  --no-netns              no listeners in the mesh's other network namespaces\n"
+		"  --host NAME             this host's name (its certificate's): a backend on\n"
+		"                          another host, of a service whose mtls is not off,\n"
+		"                          is reached through this host's tunnel\n"
 		"  --max-header-bytes N    request line + headers (default 8192; past it 431)\n"
 		"  --max-headers N         header fields (default 64; past it 431)\n"
 		"  --max-target N          request target (default 4096; past it 414)\n"
@@ -123,6 +127,7 @@ static const struct dmsc_opt stored[] = {
     DMSC_OPT_STR("pin-dir", &opt.pin_dir),
     DMSC_OPT_STR("access-log", &opt.access_log),
     DMSC_OPT_STR("metrics-file", &opt.metrics_file),
+    DMSC_OPT_STR("host", &opt.host),
     DMSC_OPT_FLAG("no-register", &opt.no_register),
     DMSC_OPT_FLAG("no-netns", &opt.no_netns),
     DMSC_OPT_NUM("max-header-bytes", &opt.max_header_bytes, 256, 1 << 20),
@@ -258,7 +263,9 @@ static int load_policy(void)
 	size_t i, k;
 	int err;
 
-	err = dmsc_policy_load_file(opt.policy_file, &p, &errs);
+	/* dmscd's view names the backends' hosts without their tunnels'
+	 * addresses: the tunnel has those (l7_via.h) */
+	err = dmsc_policy_load_file_flags(opt.policy_file, DMSC_POLICY_HOSTS_ELSEWHERE, &p, &errs);
 	if (err) {
 		for (i = 0; i < errs.count; i++) {
 			dmsc_policy_error_format(&errs.items[i], line, sizeof(line));
@@ -352,6 +359,8 @@ int main(int argc, char **argv)
 	if (open_maps(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), &conf_fd))
 		return 1;
 	if (dmsc_l7_health_open(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir()))
+		return 1;
+	if (dmsc_l7_via_open(&via, opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), opt.host))
 		return 1;
 	if (opt.access_log) {
 		access_fd =

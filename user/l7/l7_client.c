@@ -111,11 +111,11 @@ static void h2_takeover(struct conn *c)
 	epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, fd, NULL);
 	c->cfd = -1; /* conn_step frees the rest */
 	c->counted = false;
-	if (h2_move(c->w, fd, c->client, c->svc, c->svc_idx, c->cin, c->cin_len)) {
+	if (h2_move(c->w, fd, c->client, c->svc, c->svc_idx, c->cgroup, c->cin, c->cin_len)) {
 		c->cin_len = c->cin_off = 0;
 		return;
 	}
-	if (dmsc_l7_h2_start(&c->w->h2, fd, c->client, c->svc, c->svc_idx, c->cin,
+	if (dmsc_l7_h2_start(&c->w->h2, fd, c->client, c->svc, c->svc_idx, c->cgroup, c->cin,
 			     c->cin_len)) {
 		close(fd);
 		client_release(c->client);

@@ -200,7 +200,7 @@ void upstream_close(struct conn *c, bool reuse)
 		struct sockaddr_storage to;
 
 		dmsc_l7_backend_sa(c->svc, c->backend, &to);
-		pool_put(w, c->ufd, c->u_reg, &to);
+		pool_put(w, c->ufd, c->u_reg, &to, c->up_key);
 	} else {
 		close(c->ufd);
 	}

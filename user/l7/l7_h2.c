@@ -475,7 +475,8 @@ static int callbacks_init(void)
 }
 
 int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, struct dmsc_l7_client *client,
-		     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len)
+		     const struct dmsc_l7_service *svc, size_t svc_idx, uint64_t cgroup,
+		     const char *in, size_t len)
 {
 	static pthread_mutex_t once = PTHREAD_MUTEX_INITIALIZER;
 	struct dmsc_l7_h2 *hc;
@@ -495,6 +496,7 @@ int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, struct dmsc_l7_client 
 	hc->counted_as = client;
 	hc->svc = svc;
 	hc->svc_idx = svc_idx;
+	hc->cgroup = cgroup;
 	if (dmsc_l7_h2_client_addr(cfd, hc->client, sizeof(hc->client)))
 		hc->client[0] = '\0';
 	if (nghttp2_session_server_new2(&hc->s, l7h2_client_cbs, hc, l7h2_h2_opt) ||

@@ -25,6 +25,7 @@
 #include "l7_ep.h"
 #include "mark.h"
 #include "l7_route.h"
+#include "l7_via.h"
 
 #define DMSC_L7_H2_STREAM_WINDOW (64 * 1024)
 #define DMSC_L7_H2_CONN_WINDOW (256 * 1024)
@@ -56,6 +57,8 @@ struct dmsc_l7_h2_env {
 	uint32_t (*rnd)(void *worker);
 	/* marks fd as the helper's own before connect() (dmsc_l7_own); 0 or -errno */
 	int (*own_socket)(int fd);
+	/* backends on other hosts: through the tunnel (l7_via.h) */
+	struct dmsc_l7_via *via;
 	/* the service's request bucket: 0 to go, else ns until a token */
 	uint64_t (*bucket_wait)(size_t svc_idx, uint64_t now_ns);
 	/* a stream answered: metrics and access log */
@@ -83,11 +86,13 @@ int dmsc_l7_h2_preface(const char *buf, size_t len);
 
 /*
  * Takes over client socket cfd (not in epoll) with the bytes read already
- * (in: the preface and what followed). 0, or a negative errno (the caller
+ * (in: the preface and what followed); cgroup: the client's (its handoff
+ * record's, 0 unknown), vouched for through the tunnel. 0, or a negative errno (the caller
  * then closes cfd).
  */
 int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, struct dmsc_l7_client *client,
-		     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len);
+		     const struct dmsc_l7_service *svc, size_t svc_idx, uint64_t cgroup,
+		     const char *in, size_t len);
 
 /* An epoll event for EP_H2_CLIENT or EP_H2_UP: input taken; what it makes
  * the connection send waits for dmsc_l7_h2_flush. */

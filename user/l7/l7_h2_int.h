@@ -81,6 +81,9 @@ struct h2_up {
 	const struct dmsc_l7_service *svc;
 	int fd;
 	int backend;
+	/* the identity it carries (dmsc_l7_via_key): through the tunnel, one
+	 * client cgroup's streams only (docs/design.md decision 75) */
+	uint64_t key;
 	nghttp2_session *s;
 	struct h2_buf out;
 	bool connecting, dead;
@@ -100,6 +103,7 @@ struct dmsc_l7_h2 {
 	struct dmsc_l7_client *counted_as; /* --max-conns-per-client */
 	const struct dmsc_l7_service *svc;
 	size_t svc_idx;
+	uint64_t cgroup; /* the client's (dmsc_l7_h2_start) */
 	nghttp2_session *s;
 	struct h2_buf out;
 	struct h2_stream *streams;

@@ -25,6 +25,7 @@ struct h2_moved {
 	int fd;
 	struct dmsc_l7_client *client;
 	const struct dmsc_l7_service *svc;
+	uint64_t cgroup;
 	size_t svc_idx, len;
 	char in[]; /* the bytes read so far: the preface and what followed */
 };
@@ -72,7 +73,8 @@ static struct worker *h2_move_target(struct worker *w)
 }
 
 bool h2_move(struct worker *w, int fd, struct dmsc_l7_client *client,
-	     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len)
+	     const struct dmsc_l7_service *svc, size_t svc_idx, uint64_t cgroup, const char *in,
+	     size_t len)
 {
 	struct worker *to = draining ? w : h2_move_target(w);
 	struct h2_moved *m;
@@ -87,6 +89,7 @@ bool h2_move(struct worker *w, int fd, struct dmsc_l7_client *client,
 	m->client = client;
 	m->svc = svc;
 	m->svc_idx = svc_idx;
+	m->cgroup = cgroup;
 	m->len = len;
 	memcpy(m->in, in, len);
 	__atomic_add_fetch(&to->h2_incoming, 1, __ATOMIC_RELAXED);
@@ -120,8 +123,8 @@ static void h2_move_take(struct worker *w, bool serve)
 	pthread_mutex_unlock(&w->move_lock);
 	for (; m; m = next) {
 		next = m->next;
-		if (!serve ||
-		    dmsc_l7_h2_start(&w->h2, m->fd, m->client, m->svc, m->svc_idx, m->in, m->len)) {
+		if (!serve || dmsc_l7_h2_start(&w->h2, m->fd, m->client, m->svc, m->svc_idx,
+					       m->cgroup, m->in, m->len)) {
 			close(m->fd);
 			client_release(m->client);
 		}

@@ -234,7 +234,7 @@ void l7h2_up_dirty(struct h2_up *up)
 }
 
 static struct h2_up *up_open(struct dmsc_l7_h2_env *env, const struct dmsc_l7_service *svc,
-			     int backend)
+			     int backend, uint64_t cgroup)
 {
 	struct sockaddr_storage sa;
 	unsigned int sa_len = dmsc_l7_backend_sa(svc, backend, &sa);
@@ -248,13 +248,16 @@ static struct h2_up *up_open(struct dmsc_l7_h2_env *env, const struct dmsc_l7_se
 	up->env = env;
 	up->svc = svc;
 	up->backend = backend;
+	up->key = dmsc_l7_via_key(env->via, svc, backend, cgroup);
 	up->fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (up->fd < 0 || env->own_socket(up->fd) ||
 	    nghttp2_session_client_new2(&up->s, l7h2_up_cbs, up, l7h2_h2_opt) ||
 	    l7h2_set_window(up->s, DMSC_L7_H2_UP_CONN_WINDOW))
 		goto fail;
 	setsockopt(up->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(up->fd, (struct sockaddr *)&sa, sa_len) < 0) {
+	/* directly, or through the tunnel (l7_via.h); EACCES, no identity
+	 * to vouch for: failed as a refused connect */
+	if (dmsc_l7_via_connect(env->via, up->fd, &sa, sa_len, svc, backend, cgroup) < 0) {
 		if (errno != EINPROGRESS)
 			goto fail;
 		up->connecting = true;
@@ -281,10 +284,12 @@ static struct h2_up *up_get(struct dmsc_l7_h2 *hc, int backend)
 {
 	struct dmsc_l7_h2_env *env = hc->env;
 	struct h2_up *up, *least = NULL;
+	uint64_t key = dmsc_l7_via_key(env->via, hc->svc, backend, hc->cgroup);
 	int n = 0;
 
 	for (up = env->ups; up; up = up->next) {
-		if (up->dead || up->full || up->svc != hc->svc || up->backend != backend)
+		if (up->dead || up->full || up->svc != hc->svc || up->backend != backend ||
+		    up->key != key)
 			continue;
 		if (up->nstreams < DMSC_L7_H2_UP_STREAMS &&
 		    up->nstreams < nghttp2_session_get_remote_settings(
@@ -295,7 +300,7 @@ static struct h2_up *up_get(struct dmsc_l7_h2 *hc, int backend)
 		n++;
 	}
 	if (n < DMSC_L7_H2_UPS_PER_BACKEND) {
-		up = up_open(env, hc->svc, backend);
+		up = up_open(env, hc->svc, backend, hc->cgroup);
 		if (up)
 			return up;
 	}

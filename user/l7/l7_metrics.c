@@ -254,6 +254,18 @@ void metrics_write(void)
 			 "the one that accepted them.");
 	dmsc_prom_sample(&b, "dmsc_l7_h2_connections_moved_total", NULL, 0,
 			 SUM_WORKERS(w_->m.h2_moved));
+	dmsc_prom_family(&b, "dmsc_l7_upstream_tunnel_total", "counter",
+			 "Connections to backends on other hosts (of services whose mtls is not "
+			 "off): through this host's tunnel, direct for want of a tunnel "
+			 "(no_tunnel), or refused for want of a client identity (no_identity).");
+	for (k = 0; k < 3; k++) {
+		static const char *const results[] = {"tunneled", "no_tunnel", "no_identity"};
+		const uint64_t *c[] = {&via.tunneled, &via.no_tunnel, &via.no_identity};
+		struct dmsc_prom_label l = {"result", results[k]};
+
+		dmsc_prom_sample(&b, "dmsc_l7_upstream_tunnel_total", &l, 1,
+				 __atomic_load_n(c[k], __ATOMIC_RELAXED));
+	}
 	dmsc_prom_family(&b, "dmsc_l7_namespaces", "gauge",
 			 "Network namespaces the helper listens in besides its own.");
 	dmsc_prom_sample(&b, "dmsc_l7_namespaces", NULL, 0, dmsc_l7_netns_count());

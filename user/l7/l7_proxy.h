@@ -44,6 +44,7 @@
 #include "l7_http.h"
 #include "l7_netns.h"
 #include "l7_route.h"
+#include "l7_via.h"
 #include "log.h"
 #include "parse.h"
 #include "policy.h"
@@ -86,6 +87,7 @@ struct l7_opts {
 	uint32_t pool_idle_ms;	       /* an idle pooled backend connection lives this long */
 	uint32_t max_conns_per_client; /* per client address, all workers together */
 	unsigned int forwarded;	       /* FWD_* */
+	const char *host;	       /* --host: this host's name (l7_via.h) */
 };
 extern struct l7_opts opt;
 
@@ -140,6 +142,7 @@ extern struct svc_rt *svc_rt; /* parallel to cfg.svcs */
 extern int handoff_fd;
 extern int handoff6_fd;
 extern int own_fd; /* dmsc_l7_own */
+extern struct dmsc_l7_via via; /* backends on other hosts: the tunnel */
 extern int access_fd;
 extern volatile int draining;
 extern size_t n_route_slots;
@@ -167,6 +170,8 @@ struct conn {
 	size_t svc_idx;
 	struct sockaddr_storage peer;
 	struct dmsc_l7_client *client; /* its count in --max-conns-per-client */
+	uint64_t cgroup; /* the client's, from its handoff record; 0: unknown (IPv6) */
+	uint64_t up_key; /* the identity ufd carries (dmsc_l7_via_key) */
 
 	http_parser sp;
 	enum cstate state;
@@ -219,7 +224,11 @@ struct pooled {
 	int fd;
 	uint8_t addr[16]; /* the backend's; an IPv4 one as ::ffff:a.b.c.d */
 	uint16_t port;	  /* network order */
-	uint64_t since;	  /* ns: idle since */
+	/* the identity it carries (dmsc_l7_via_key): a connection through
+	 * the tunnel is vouched for one client's cgroup, and carries no other
+	 * client's requests (docs/design.md decision 75); 0: direct */
+	uint64_t key;
+	uint64_t since; /* ns: idle since */
 };
 
 struct worker {
@@ -272,7 +281,8 @@ int h2_move_init(struct worker *w);
 /* true: the connection (fd, its place in the per-client count, the bytes
  * read so far) went to a worker with fewer HTTP/2 connections than w */
 bool h2_move(struct worker *w, int fd, struct dmsc_l7_client *client,
-	     const struct dmsc_l7_service *svc, size_t svc_idx, const char *in, size_t len);
+	     const struct dmsc_l7_service *svc, size_t svc_idx, uint64_t cgroup, const char *in,
+	     size_t len);
 void h2_move_event(struct worker *w);
 /* at the worker's exit: what is queued for it closes */
 void h2_move_close(struct worker *w);
@@ -320,7 +330,8 @@ void conn_step(struct conn *c);
 /* l7_upstream.c */
 void pool_drop(struct worker *w, struct pooled *p);
 bool pool_quiet(int fd);
-void pool_put(struct worker *w, int fd, bool registered, const struct sockaddr_storage *to);
+void pool_put(struct worker *w, int fd, bool registered, const struct sockaddr_storage *to,
+	      uint64_t key);
 void pool_expire(struct worker *w, uint64_t now);
 void dispatch(struct conn *c);
 void upstream_write(struct conn *c);

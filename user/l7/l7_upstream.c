@@ -44,7 +44,8 @@ static void pool_key(const struct sockaddr_storage *to, uint8_t addr[16], uint16
 
 /* Keeps fd for the next request to the backend at `to`; closes it when
  * the pool is full. registered: fd is in epoll already. */
-void pool_put(struct worker *w, int fd, bool registered, const struct sockaddr_storage *to)
+void pool_put(struct worker *w, int fd, bool registered, const struct sockaddr_storage *to,
+	      uint64_t key)
 {
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
 	struct pooled *p = NULL;
@@ -63,14 +64,15 @@ void pool_put(struct worker *w, int fd, bool registered, const struct sockaddr_s
 	p->ep.kind = EP_POOL;
 	p->fd = fd;
 	pool_key(to, p->addr, &p->port);
+	p->key = key;
 	p->since = now_ns();
 	w->n_pool++;
 }
 
-/* An idle connection to the backend at `to` that can carry a request, or
- * -1. Those that cannot (the backend wrote, closed, or they are too old)
- * are closed on the way. */
-static int pool_take(struct worker *w, const struct sockaddr_storage *to)
+/* An idle connection to the backend at `to`, carrying the identity key,
+ * that can carry a request, or -1. Those that cannot (the backend wrote,
+ * closed, or they are too old) are closed on the way. */
+static int pool_take(struct worker *w, const struct sockaddr_storage *to, uint64_t key)
 {
 	uint64_t oldest = now_ns() - (uint64_t)opt.pool_idle_ms * 1000000;
 	uint8_t addr[16];
@@ -81,7 +83,8 @@ static int pool_take(struct worker *w, const struct sockaddr_storage *to)
 	for (i = 0; i < POOL_MAX && w->n_pool > 0; i++) {
 		struct pooled *p = &w->pool[i];
 
-		if (p->fd < 0 || p->port != port || memcmp(p->addr, addr, sizeof(addr)))
+		if (p->fd < 0 || p->port != port || p->key != key ||
+		    memcmp(p->addr, addr, sizeof(addr)))
 			continue;
 		if (p->since < oldest || !pool_quiet(p->fd)) {
 			pool_drop(w, p);
@@ -396,7 +399,8 @@ static void upstream_start(struct conn *c)
 
 	/* A pooled connection may have been closed by the backend a moment
 	 * ago; only requests that are safe to send twice use one. */
-	fd = c->idempotent ? pool_take(c->w, &sa) : -1;
+	c->up_key = dmsc_l7_via_key(&via, c->svc, idx, c->cgroup);
+	fd = c->idempotent ? pool_take(c->w, &sa, c->up_key) : -1;
 	c->up_reused = fd >= 0;
 	c->connecting = false;
 	if (fd < 0) {
@@ -415,7 +419,15 @@ static void upstream_start(struct conn *c)
 			return;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (connect(fd, (struct sockaddr *)&sa, sa_len) < 0) {
+		/* directly, or through the tunnel (l7_via.h) */
+		if (dmsc_l7_via_connect(&via, fd, &sa, sa_len, c->svc, idx, c->cgroup) < 0) {
+			if (errno == EACCES) {
+				/* no identity to vouch for: no backend would
+				 * take it, nor is the backend at fault */
+				close(fd);
+				upstream_failed(c, false, 502);
+				return;
+			}
 			if (errno != EINPROGRESS) {
 				close(fd);
 				dmsc_l7_health_result(c->svc, idx, 0);

@@ -39,11 +39,11 @@ static void refuse_busy(int fd)
  * 0, not a namespace listener's: the accepted socket's SO_NETNS_COOKIE.
  * *svc: NULL for a VIP the policy lacks. *who: the client's address in
  * the namespace's cookie's scope (--max-conns-per-client, struct
- * dmsc_l7_client_key).
+ * dmsc_l7_client_key). *cgroup: the client's (0: unknown).
  */
 static bool handoff6(int fd, uint64_t netns, const struct sockaddr_in6 *peer,
 		     const struct sockaddr_in6 *local, const struct dmsc_l7_service **svc,
-		     struct dmsc_l7_client_key *who)
+		     struct dmsc_l7_client_key *who, uint64_t *cgroup)
 {
 	struct dmsc_l7_handoff6_key key;
 	struct dmsc_l7_handoff6 val;
@@ -64,6 +64,7 @@ static bool handoff6(int fd, uint64_t netns, const struct sockaddr_in6 *peer,
 	who->scope = key.netns;
 	memcpy(who->addr, &peer->sin6_addr, sizeof(who->addr));
 	*svc = dmsc_l7_service_find6(&cfg, (const uint8_t *)val.vip, val.vport);
+	*cgroup = val.cgroup_id;
 	return true;
 }
 
@@ -87,6 +88,7 @@ static void accept_one(struct worker *w, int fd, uint64_t netns)
 	struct dmsc_l7_client_key who = {0};
 	struct dmsc_l7_client *client;
 	struct conn *c;
+	uint64_t cgroup = 0; /* the client's, from its record (l7_via.h) */
 	int one = 1;
 
 	if (getpeername(fd, (struct sockaddr *)&peer_ss, &len) < 0 ||
@@ -96,7 +98,7 @@ static void accept_one(struct worker *w, int fd, uint64_t netns)
 	}
 	if (peer_ss.ss_family == AF_INET6) {
 		if (!handoff6(fd, netns, (struct sockaddr_in6 *)&peer_ss,
-			      (struct sockaddr_in6 *)&local_ss, &svc, &who)) {
+			      (struct sockaddr_in6 *)&local_ss, &svc, &who, &cgroup)) {
 			ctr_add(&w->m.no_handoff, 1);
 			close(fd);
 			return;
@@ -117,6 +119,7 @@ static void accept_one(struct worker *w, int fd, uint64_t netns)
 		return;
 	}
 	svc = dmsc_l7_service_find(&cfg, val.vip, val.vport);
+	cgroup = val.cgroup_id;
 	/* Through a namespace's own listener the client's address is one of
 	 * that namespace's loopback: scoped by the listener's address. */
 	if (dmsc_l7_netns_addr(local->sin_addr.s_addr))
@@ -156,6 +159,7 @@ found:
 	c->ufd = -1;
 	c->svc = svc;
 	c->svc_idx = (size_t)(svc - cfg.svcs);
+	c->cgroup = cgroup;
 	c->peer = peer_ss;
 	c->route = -1;
 	c->backend = -1;
@@ -285,6 +289,7 @@ void worker_h2_init(struct worker *w)
 	    .worker = w,
 	    .rnd = h2_rnd,
 	    .own_socket = h2_own_socket,
+	    .via = &via,
 	    .bucket_wait = h2_bucket_wait,
 	    .finished = h2_finished,
 	    .release_client = client_release,

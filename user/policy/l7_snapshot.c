@@ -43,7 +43,7 @@ static struct json_object *string_map(const struct dmsc_label *l, size_t n, int 
 
 /* family: the service's (an IPv6 service's backends are IPv6). */
 static struct json_object *backend_json(const struct dmsc_policy_backend *b, int family, bool mtls,
-					int *err)
+					bool l7_via_host, int *err)
 {
 	struct json_object *o = json_object_new_object();
 	char addr[INET6_ADDRSTRLEN];
@@ -59,8 +59,12 @@ static struct json_object *backend_json(const struct dmsc_policy_backend *b, int
 	if (b->n_labels)
 		put(o, "labels", string_map(b->labels, b->n_labels, err), err);
 	/* a host with no tunnel address yet (etcd: no hosts/NAME key) is left
-	 * out: the tunnel resets what is handed to it for this backend */
-	if (mtls && b->host && b->host_at.family)
+	 * out: the tunnel resets what is handed to it for this backend.
+	 * dmsc-l7's view names every host of a service whose mtls is not off,
+	 * without addresses (it reads it with DMSC_POLICY_HOSTS_ELSEWHERE):
+	 * it sends what goes to another host's backend through this host's
+	 * tunnel (docs/design.md decision 75), which knows the addresses. */
+	if (b->host && (mtls ? b->host_at.family != 0 : l7_via_host))
 		put(o, "host", json_object_new_string(b->host), err);
 	return o;
 }
@@ -167,8 +171,11 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, boo
 	put(o, "protocol", json_object_new_string(proto_names[s->protocol]), err);
 	a = json_object_new_array();
 	for (i = 0; a && i < s->n_backends; i++)
-		push(a, backend_json(&s->backends[i], s->family, mtls, err), err);
+		push(a, backend_json(&s->backends[i], s->family, mtls, s->mtls != DMSC_MTLS_OFF, err),
+		     err);
 	put(o, "backends", a, err);
+	if (!mtls && s->mtls != DMSC_MTLS_OFF)
+		put(o, "mtls", json_object_new_string(dmsc_mtls_mode_name(s->mtls)), err);
 	if (mtls) {
 		put(o, "mtls", json_object_new_string(dmsc_mtls_mode_name(s->mtls)), err);
 		if (s->has_allow_from) {

@@ -175,6 +175,12 @@ cleanup:
 int dmsc_policy_load_file(const char *file, struct dmsc_policy *out,
 			  struct dmsc_policy_errors *errs)
 {
+	return dmsc_policy_load_file_flags(file, 0, out, errs);
+}
+
+int dmsc_policy_load_file_flags(const char *file, unsigned int flags, struct dmsc_policy *out,
+				struct dmsc_policy_errors *errs)
+{
 	bool use_stdin = !strcmp(file, "-");
 	const char *failed = "cannot read";
 	char *text = NULL;
@@ -191,7 +197,7 @@ int dmsc_policy_load_file(const char *file, struct dmsc_policy *out,
 	err = read_fd(fd, &text, &len);
 	if (err)
 		goto cleanup;
-	err = dmsc_policy_parse(text, len, use_stdin ? "<stdin>" : file, out, errs);
+	err = dmsc_policy_parse_flags(text, len, use_stdin ? "<stdin>" : file, flags, out, errs);
 	/* The document's own errors are recorded already. */
 	failed = NULL;
 cleanup:
@@ -279,42 +285,23 @@ void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size
 		snprintf(buf, len, "%s", e->message);
 }
 
-/* The tunnel takes what connect4 and connect6 hand it of tcp services
- * (docs/design.md decision 64); dmsc-l7 connects to an http service's
- * backends itself. Only a service that has a backend on a named host is
- * concerned. */
-static bool mtls_unsupported(const struct dmsc_policy_service *s, size_t i, char *buf, size_t len)
-{
-	size_t b;
-
-	for (b = 0; b < s->n_backends && !s->backends[b].host; b++)
-		;
-	if (b == s->n_backends)
-		return false;
-	if (s->protocol != DMSC_POLICY_HTTP)
-		return false;
-	snprintf(buf, len,
-		 "services[%zu].mtls: \"%s\" is not enforced for protocol "
-		 "\"http\" by this build (dmsc-l7 connects to the backends itself)",
-		 i, dmsc_mtls_mode_name(s->mtls));
-	return true;
-}
-
 const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size_t len)
 {
 	/* A field that a build parses but cannot enforce is named here, with
-	 * its path, so that apply refuses it instead of pretending. IPv6
-	 * services have everything (docs/design.md decisions 27, 34, 40 and
-	 * 48). */
-	const struct dmsc_policy_service *s;
-	size_t i;
-
-	for (i = 0; i < p->n_services; i++) {
-		s = &p->services[i];
-		if (s->mtls != DMSC_MTLS_OFF && mtls_unsupported(s, i, buf, len))
-			return buf;
-	}
+	 * its path, so that apply refuses it instead of pretending. This one
+	 * enforces every field: the last, mtls of an http service whose
+	 * backends are on other hosts, is dmsc-l7's since docs/design.md
+	 * decision 75. */
+	(void)p;
+	(void)buf;
+	(void)len;
 	return NULL;
+}
+
+bool dmsc_policy_backend_tunneled(const struct dmsc_policy_service *s,
+				  const struct dmsc_policy_backend *b, const char *self)
+{
+	return s->mtls != DMSC_MTLS_OFF && b->host && self && self[0] && strcmp(b->host, self);
 }
 
 const char *dmsc_policy_proto_name(enum dmsc_policy_proto p)

@@ -225,6 +225,9 @@ bool dmsc_host_addr_eq(const struct dmsc_host_addr *a, const struct dmsc_host_ad
  * directory"; the caller names the file), returned as a negative errno. */
 int dmsc_policy_load_file(const char *file, struct dmsc_policy *out,
 			  struct dmsc_policy_errors *errs);
+/* The same with dmsc_policy_parse_flags's flags. */
+int dmsc_policy_load_file_flags(const char *file, unsigned int flags, struct dmsc_policy *out,
+				struct dmsc_policy_errors *errs);
 
 void dmsc_policy_free(struct dmsc_policy *p);
 void dmsc_policy_errors_free(struct dmsc_policy_errors *errs);
@@ -237,6 +240,14 @@ void dmsc_policy_error_format(const struct dmsc_policy_error *e, char *buf, size
  * yet: returns NULL when the policy uses none, else a sentence naming the
  * first such field with its path. */
 const char *dmsc_policy_unsupported(const struct dmsc_policy *p, char *buf, size_t len);
+
+/* Whether a connection to backend b of service s goes through this host's
+ * tunnel (docs/design.md decisions 24 and 75): s's "mtls" is not off and b
+ * is on a named host other than self, this host's name (NULL or "": a host
+ * without a name cannot tell which backends are remote, so none is). The
+ * one rule for the kernel's (DMSC_BE_F_TUNNEL) and dmsc-l7's. */
+bool dmsc_policy_backend_tunneled(const struct dmsc_policy_service *s,
+				  const struct dmsc_policy_backend *b, const char *self);
 
 const char *dmsc_policy_proto_name(enum dmsc_policy_proto p);
 const char *dmsc_mtls_mode_name(enum dmsc_mtls_mode m);
