@@ -230,12 +230,18 @@ echo "   dmscctl ca init; ca issue --host mta, --host mtb (ECDSA P-256, 24 h, sp
 dmsc_net_exec mtb "$SRV" --name orders --mode http --listen 198.18.2.2:8080 --max-seconds 600 \
 	>"$T/orders.out" 2>&1 &
 dmsc_wait_ready "$T/orders.out" 10 || die "backend orders did not start"
+dmsc_net_exec mtb "$SRV" --name catalog --mode http --listen 198.18.2.2:8081 --max-seconds 600 \
+	>"$T/catalog.out" 2>&1 &
+dmsc_wait_ready "$T/catalog.out" 10 || die "backend catalog did not start"
 CGM=$(dmsc_cgroup_make "$P/mta") && mkdir "$CGM/checkout" "$CGM/stranger" || die "cgroup"
 cat >"$T/mesh.json" <<EOF
 { "mtls": "required", "hosts": { "mta": "198.18.2.1:15008", "mtb": "198.18.2.2:15008" },
   "services": [ { "name": "orders", "vip": "198.19.2.1", "port": 80,
     "allow_from": [ "${CGM#"$(dmsc_cgroup2_mount)"/}/checkout" ],
-    "backends": [ { "address": "198.18.2.2", "port": 8080, "host": "mtb" } ] } ] }
+    "backends": [ { "address": "198.18.2.2", "port": 8080, "host": "mtb" } ] },
+    { "name": "catalog", "vip": "198.19.2.2", "port": 80, "protocol": "http",
+    "allow_from": [ "${CGM#"$(dmsc_cgroup2_mount)"/}/checkout" ],
+    "backends": [ { "address": "198.18.2.2", "port": 8081, "host": "mtb" } ] } ] }
 EOF
 for h in mta mtb; do
 	DMSC_PIN_DIR=$T/bpffs/$h "$CTL" install --cgroup "$(dmsc_cgroup_make "$P/$h")" >/dev/null ||
@@ -278,8 +284,20 @@ echo "   the capture on mta's link in the hub ($CAPLINK, tcpdump -i $CAPLINK):"
 echo "     $npk packets between the tunnels (tcp port 15008), $(seen 'tcp port 15008') holding \"$MARK\""
 echo "     $(tcpdump -r "$T/mtls.pcap" -n 'tcp port 8080' 2>/dev/null | wc -l) packets in plain text (tcp port 8080), $(seen 'tcp port 8080') holding \"$MARK\""
 ((npk > 0)) || die "the capture on $CAPLINK saw no packet between the tunnels"
+echo "   an http service across the hosts too, catalog 198.19.2.2:80: mta's dmsc-l7 routes the request"
+echo "   and hands its connection to mta's tunnel, vouching for the client's cgroup (decision 75):"
+catalog() { dmsc_run_in_cgroup "$CGM/checkout" dmsc_net_exec mta curl -sS -m 5 -o /dev/null -w '%{http_code}' http://198.19.2.2/ 2>/dev/null; }
+catalog_ok() { [[ $(catalog) == 200 ]]; }
+t_wait 20 catalog_ok || die "catalog did not answer through mta's dmsc-l7 (see $T/dmscd-mta.log)"
+dmsc_run_in_cgroup "$CGM/checkout" dmsc_net_exec mta curl -sS -m 10 -o /dev/null \
+	-w '     (HTTP %{http_code}, peer %{remote_ip}, through dmsc-l7 and the tunnel)\n' http://198.19.2.2/
+echo "   mta's workload reached mta's tunnel on the same-host fast path, not loopback TCP (decision 76):"
+DMSC_PIN_DIR=$T/bpffs/mta "$CTL" stats -o json | jq -r '.services[] | select(.name == "orders") | .fastpath |
+	"     orders: \(.paired) connection paired with the tunnel, \(.redirected_bytes) bytes moved socket to socket"'
 echo "   mtb's tunnel, streams by the identity mta vouched for:"
-t_wait 5 grep -q 'side="dest"' "${MTLS_PROMS[1]}"
+# (the metrics file is rewritten every second: orders' stream and catalog's)
+dest_streams() { (($(awk '/streams_total\{side="dest"/ { n += $NF } END { print n + 0 }' "${MTLS_PROMS[1]}" 2>/dev/null) >= 2)); }
+t_wait 5 dest_streams
 grep 'streams_total{side="dest"' "${MTLS_PROMS[1]}" | sed 's/^/     /'
 echo "   a workload of mta outside allow_from (cgroup stranger), same VIP: refused by mta's connect4"
 echo "   (the same policy on both hosts; mtb's tunnel would refuse it too, docs/mtls.md):"
