@@ -27,7 +27,8 @@
 # which `perf trace -s` counts its system calls; printed per request, with
 # its context switches and the TCP segments sent from the proxies'
 # namespace. BENCH_PROXIES: which of "dmsc-l7 haproxy nginx" run.
-# BENCH_SCHED=KIND:STREAMS: `perf sched record` for 2 s of that run of
+# BENCH_L7_FASTPATH=on: dmsc-l7 under the mesh cgroup, as dmscd
+# --l7-fastpath on runs it (decision 76). BENCH_SCHED=KIND:STREAMS: `perf sched record` for 2 s of that run of
 # round 1, each proxy, and the scheduling delays (wake-up to CPU) of the
 # proxy, h2load and the backends. BENCH_LOGS=DIR: h2load's per-request logs
 # are copied there. Each run prints the proxy's CPU by thread (how evenly
@@ -113,11 +114,25 @@ bench_nginx_conf "$T" 20000 <<EOF || exit 1
 	server { listen 198.18.0.1:15013 http2 reuseport; location / { grpc_pass grpc://grpc; } }
 EOF
 
-ip netns exec "${P}n" "$L7BIN" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+# BENCH_L7_FASTPATH=on: dmsc-l7 as dmscd --l7-fastpath on runs it
+# (docs/design.md decision 76), in a cgroup of its own under the mesh
+# cgroup, so that the clients' connections to it are fast-path pairs (the
+# backends run outside the mesh: their hop is TCP either way, as for the
+# other proxies); by default outside, as dmscd runs it by default
+L7CG=()
+if [[ ${BENCH_L7_FASTPATH:-off} == on ]]; then
+	mkdir -p "$MESH/dmsc-l7" && L7CG=(dmsc_run_in_cgroup "$MESH/dmsc-l7")
+fi
+"${L7CG[@]}" ip netns exec "${P}n" "$L7BIN" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 --no-netns --max-conns-per-client 100000 >"$T/l7.out" 2>"$T/l7.err" &
 L7=$!
 PIDS+=("$L7")
 dmsc_wait_ready "$T/l7.out" 10 || { cat "$T/l7.err"; exit 1; }
+if ((${#L7CG[@]})); then # $! is the shell that joined the cgroup: the helper is its child
+	L7=$(pgrep -f "^$L7BIN --listen 198.18.0.1:15001 " | head -n 1)
+	[[ -n $L7 ]] && grep -qx "$L7" "$MESH/dmsc-l7/cgroup.procs" || { echo "bench-h2: dmsc-l7 is not in $MESH/dmsc-l7"; exit 1; }
+	PIDS+=("$L7")
+fi
 bench_start_proxies "${P}n" 15002 15003 15012 15013
 
 in_c() { dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" "$@"; }

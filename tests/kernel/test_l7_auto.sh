@@ -155,5 +155,21 @@ t_eq "tcp only: no helper started" "$(l7_pids | wc -l)" 0
 t_eq "tcp only: dmsc_l7_http_services 0" "$(metric dmsc_l7_http_services)" 0
 stop_dmscd
 
+# 6. --l7-fastpath on: dmsc-l7 runs in MESH/dmsc-l7, so that a client's
+# connection to it is a pair of the same-host fast path (docs/design.md
+# decision 76); the cgroup goes with dmscd.
+start_dmscd --policy "$T/pol" --l7-fastpath on
+in_l7_cg() { local p; p=$(l7_pids | head -n 1); [[ -n $p ]] && grep -qx "$p" "$MESH/dmsc-l7/cgroup.procs"; }
+t_check "--l7-fastpath on: dmsc-l7 runs in the mesh's dmsc-l7 cgroup" t_wait 20 in_l7_cg
+t_check "--l7-fastpath on: routed by path as before" t_wait 10 routed curl_node
+web_fp() { "$CTL" stats -o json | jq -c '.services[] | select(.name == "web") | .fastpath | [.paired, .redirected_msgs > 0]'; }
+paired_up() { jq -e '.[0] >= 1 and .[1]' >/dev/null <<<"$(web_fp)"; }
+t_check "--l7-fastpath on: the clients' connections to the helper were fast-path pairs ($(web_fp))" paired_up
+stop_dmscd
+t_check "--l7-fastpath on: dmscd removed the cgroup at exit" test ! -d "$MESH/dmsc-l7"
+"$BIN/dmscd" --policy "$T/pol" --l7-fastpath yes >"$T/lfp.out" 2>&1
+t_eq "--l7-fastpath yes: a usage error that names the value" \
+	"$?:$(grep -c -- '--l7-fastpath: "yes" is not on or off' "$T/lfp.out")" "2:1"
+
 t_check "uninstall" "$CTL" uninstall
 t_summary

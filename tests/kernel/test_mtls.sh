@@ -473,7 +473,7 @@ t_check "dmscd starts the tunnel" t_wait 20 test -f "/run/dmsc/dmsc-tunnel.$dpid
 t_check "with --tunnel-fastpath off, in dmscd's cgroup: none made under the mesh's" test ! -e "$cg/dmsc-tunnel"
 "$root/build/dmscd" --policy "$work/b-policy.json" --tunnel-fastpath maybe >"$work/tfp.out" 2>&1
 t_eq "--tunnel-fastpath maybe: a usage error that names the value" \
-	"$?:$(grep -c 'tunnel-fastpath: "maybe" is not on or off' "$work/tfp.out")" "2:1"
+	"$?:$(grep -c -- '--tunnel-fastpath: "maybe" is not on or off' "$work/tfp.out")" "2:1"
 code=$(dmsc_net_exec a curl -sS -m 10 -w '%{http_code}' "http://127.0.0.1:18083/")
 t_eq "through dmscd's tunnel: ops.slice/tool.service reaches admin" "$code" "admin
 200"
@@ -608,7 +608,7 @@ t_eq "curl sees the VIP as its peer (getpeername)" \
 a_tunnel_cg() { grep -qx "$(pgrep -P "$apid" -f "dmsc-l7 tunnel" | head -1)" "$cga/dmsc-tunnel/cgroup.procs"; }
 t_check "a's tunnel runs in $cg_rel/dmsc-tunnel, under a's mesh cgroup" t_wait 5 a_tunnel_cg
 t_check "b's dmscd says its tunnel is in the mesh already, with it" \
-	grep -q "the tunnel runs in dmscd's cgroup, inside the mesh cgroup" "$work/dmscd-b.log"
+	grep -q "dmsc-tunnel runs in dmscd's cgroup, inside the mesh cgroup" "$work/dmscd-b.log"
 shop_fp() { DMSC_PIN_DIR=$pin_a "$ctl" stats -o json | jq -r ".services[] | select(.name == \"shop\") | .fastpath.$1"; }
 t_check "a's client and a's tunnel were paired on the fast path ($(shop_fp paired) pairs, $(shop_fp redirected_bytes) bytes redirected)" \
 	jqe '.paired >= 1 and .redirected_bytes > 0' \

@@ -59,6 +59,7 @@ static const char usage_text[] =
     "                         own under the mesh cgroup (dmsc-tunnel), so that this\n"
     "                         host's workloads reach it on the same-host fast path;\n"
     "                         off: in dmscd's cgroup, over loopback TCP\n"
+    "  --l7-fastpath on|off   the same for dmsc-l7 (MESH/dmsc-l7; default off)\n"
     "  -v, --verbose          debug messages\n"
     "  -h, --help             this text\n"
     "\n"
@@ -116,12 +117,13 @@ static int install(struct agent *ag, const struct dmsc_install_opts *opts)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_METRICS_BACKENDS = 256, OPT_L7_MODE, OPT_TUNNEL_FASTPATH };
+	enum { OPT_METRICS_BACKENDS = 256, OPT_L7_MODE, OPT_TUNNEL_FASTPATH, OPT_L7_FASTPATH };
 	static const struct option own[] = {
 	    DMSC_INSTALL_LONGOPTS,
 	    {"metrics-backends", required_argument, NULL, OPT_METRICS_BACKENDS},
 	    {"l7", required_argument, NULL, OPT_L7_MODE},
 	    {"tunnel-fastpath", required_argument, NULL, OPT_TUNNEL_FASTPATH},
+	    {"l7-fastpath", required_argument, NULL, OPT_L7_FASTPATH},
 	    DMSC_LONGOPTS_END,
 	};
 	struct agent ag = {
@@ -181,11 +183,14 @@ int main(int argc, char **argv)
 			}
 			break;
 		case OPT_TUNNEL_FASTPATH:
+		case OPT_L7_FASTPATH:
 			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
-				pr_warn("--tunnel-fastpath: \"%s\" is not on or off\n", optarg);
+				pr_warn("--%s-fastpath: \"%s\" is not on or off\n",
+					c == OPT_L7_FASTPATH ? "l7" : "tunnel", optarg);
 				return EXIT_USAGE;
 			}
-			ag.tunnel_fastpath = !strcmp(optarg, "on");
+			*(c == OPT_L7_FASTPATH ? &ag.l7_fastpath : &ag.tunnel_fastpath) =
+			    !strcmp(optarg, "on");
 			break;
 		case OPT_L7_MODE:
 			if (dmsc_l7_mode_parse(optarg, &ag.l7_mode)) {
@@ -416,13 +421,14 @@ out:
 	 * until the next dmscd starts one (fail open, not a closed port). */
 	if (ag.l7) {
 		dmsc_l7_sup_stop(&ag.l7_sup, L7_STOP_MS);
+		helper_cgroup_remove(&ag.l7_sup, ag.l7_cgroup);
 		dmsc_l7_unregister(ag.pin_dir);
 		unlink(ag.l7_metrics);
 		free(ag.l7_view);
 	}
 	if (ag.tunnel) {
 		dmsc_l7_sup_stop(&ag.tunnel_sup, L7_STOP_MS);
-		tunnel_cgroup_remove(&ag);
+		helper_cgroup_remove(&ag.tunnel_sup, ag.tunnel_cgroup);
 		unlink(ag.tunnel_metrics);
 		free(ag.tunnel_view);
 	}

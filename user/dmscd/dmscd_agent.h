@@ -81,14 +81,15 @@ struct agent {
 	char tunnel_metrics[PATH_MAX];
 	char *tunnel_view;
 	size_t tunnel_view_len;
-	/* The mesh cgroup (relative to the cgroup2 mount), and the cgroup
-	 * under it that the tunnel runs in, so that its sockets meet the
-	 * workloads' on the fast path (docs/design.md decision 76): made
-	 * here, removed at exit; "" when none. tunnel_fastpath: false with
-	 * --tunnel-fastpath off. */
+	/* The mesh cgroup (relative to the cgroup2 mount), and the cgroups
+	 * under it that the tunnel and dmsc-l7 run in, so that their sockets
+	 * meet the workloads' on the fast path (docs/design.md decision 76):
+	 * made here, removed at exit; "" when none. tunnel_fastpath: on
+	 * unless --tunnel-fastpath off; l7_fastpath: off unless
+	 * --l7-fastpath on. */
 	char mesh_cgroup[DMSC_CGROUP_PATH_MAX];
-	bool tunnel_fastpath;
-	char tunnel_cgroup[PATH_MAX];
+	bool tunnel_fastpath, l7_fastpath;
+	char tunnel_cgroup[PATH_MAX], l7_cgroup[PATH_MAX];
 	/* allow_from paths with no cgroup yet: applied again until they
 	 * resolve (dmsc_apply_result.unresolved). */
 	int64_t retry_at_ms; /* 0: none */
@@ -130,7 +131,7 @@ void write_unlock(struct agent *ag);
 int l7_start(struct agent *ag, const char *bin, const char *listen);
 int tunnel_host(const char *dir);
 int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char *listen);
-void tunnel_cgroup_remove(struct agent *ag);
+void helper_cgroup_remove(struct dmsc_l7_supervisor *sup, char *cg);
 void l7_default_binary(char *buf, size_t len);
 void *scrape_job_make(void *ctx);
 void scrape_job_free(void *job);

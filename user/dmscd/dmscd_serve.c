@@ -57,6 +57,9 @@ static int helper_init(struct dmsc_l7_supervisor *sup, const char **dst, size_t 
 	return dmsc_l7_sup_init(sup, dst) ? -E2BIG : 0;
 }
 
+static void helper_cgroup(const struct agent *ag, struct dmsc_l7_supervisor *sup,
+			  const char *name, char *cg, size_t cg_len);
+
 /* Builds the helper's command line for its supervisor; the helper starts
  * with the first policy applied (l7_follow), which it gets from dmscd. */
 int l7_start(struct agent *ag, const char *bin, const char *listen)
@@ -74,6 +77,8 @@ int l7_start(struct agent *ag, const char *bin, const char *listen)
 	if (err)
 		return err;
 	ag->l7 = true;
+	if (ag->l7_fastpath)
+		helper_cgroup(ag, &ag->l7_sup, "dmsc-l7", ag->l7_cgroup, sizeof(ag->l7_cgroup));
 	pr_info("%s on %s serves http services once a policy with some is applied\n", bin,
 		listen);
 	return 0;
@@ -108,23 +113,26 @@ int tunnel_host(const char *dir)
 	return 0;
 }
 
-/* The cgroup the tunnel runs in: MESH/dmsc-tunnel, so that the sockets it
- * makes (its handoff listeners, whose accepted connections inherit their
- * cgroup, and its connections to this host's backends) are mesh sockets:
- * sockops pairs them with the workloads' ends, and their bytes take the
- * same-host fast path instead of loopback TCP (docs/design.md decision 76).
- * connect4 leaves them alone as before (dmsc_l7_own). Not when dmscd runs
- * in the mesh already (its children are mesh processes), or with
- * --tunnel-fastpath off. A failure is said and leaves the tunnel where
- * dmscd is: it works, over loopback TCP. */
-static void tunnel_cgroup(struct agent *ag)
+/* The cgroup a helper runs in: MESH/NAME (dmsc-tunnel, dmsc-l7), so that
+ * the sockets it makes (its listeners, whose accepted connections inherit
+ * their cgroup, and its connections to this host's backends) are mesh
+ * sockets: sockops pairs them with the workloads' ends, and their bytes
+ * take the same-host fast path instead of loopback TCP (docs/design.md
+ * decision 76). connect4 leaves them alone as before (dmsc_l7_own). Not
+ * when dmscd runs in the mesh already (its children are mesh processes),
+ * or when turned off (--tunnel-fastpath, --l7-fastpath). A failure is said
+ * and leaves the helper where dmscd is: it works, over loopback TCP. The
+ * path made is kept in cg ("" when none). */
+static void helper_cgroup(const struct agent *ag, struct dmsc_l7_supervisor *sup,
+			  const char *name, char *cg, size_t cg_len)
 {
 	char root[PATH_MAX], line[PATH_MAX + 8], own[sizeof(line)] = "";
 	size_t mesh_len = strlen(ag->mesh_cgroup);
 	FILE *f;
 	int fd;
 
-	if (!ag->tunnel_fastpath || !mesh_len || dmsc_cgroup2_mount(root, sizeof(root)))
+	cg[0] = '\0';
+	if (!mesh_len || dmsc_cgroup2_mount(root, sizeof(root)))
 		return;
 	f = fopen("/proc/self/cgroup", "re");
 	while (f && fgets(line, sizeof(line), f))
@@ -135,37 +143,36 @@ static void tunnel_cgroup(struct agent *ag)
 	if (f)
 		fclose(f);
 	if (!strncmp(own, ag->mesh_cgroup, mesh_len) && (!own[mesh_len] || own[mesh_len] == '/')) {
-		pr_info("the tunnel runs in dmscd's cgroup, inside the mesh cgroup %s\n",
+		pr_info("%s runs in dmscd's cgroup, inside the mesh cgroup %s\n", name,
 			ag->mesh_cgroup);
 		return;
 	}
-	if ((size_t)snprintf(ag->tunnel_cgroup, sizeof(ag->tunnel_cgroup), "%s/%s/dmsc-tunnel",
-			     root, ag->mesh_cgroup) >= sizeof(ag->tunnel_cgroup))
+	if ((size_t)snprintf(cg, cg_len, "%s/%s/%s", root, ag->mesh_cgroup, name) >= cg_len)
 		goto fail;
-	if (mkdir(ag->tunnel_cgroup, 0755) && errno != EEXIST)
+	if (mkdir(cg, 0755) && errno != EEXIST)
 		goto fail;
-	fd = open(ag->tunnel_cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open(cg, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		goto fail;
-	ag->tunnel_sup.cgroup_fd = fd;
-	pr_info("the tunnel runs in %s: this host's workloads reach it on the same-host "
-		"fast path\n", ag->tunnel_cgroup);
+	sup->cgroup_fd = fd;
+	pr_info("%s runs in %s: this host's workloads reach it on the same-host fast path\n",
+		name, cg);
 	return;
 fail:
-	pr_warn("cannot make the tunnel's cgroup %s: %s; it runs in dmscd's, reached over "
-		"loopback TCP\n", ag->tunnel_cgroup, strerror(errno));
-	ag->tunnel_cgroup[0] = '\0';
+	pr_warn("cannot make %s's cgroup %s: %s; it runs in dmscd's, reached over loopback "
+		"TCP\n", name, cg, strerror(errno));
+	cg[0] = '\0';
 }
 
-/* At exit, once the tunnel is gone: its cgroup goes too. */
-void tunnel_cgroup_remove(struct agent *ag)
+/* At exit, once the helper is gone: its cgroup goes too. */
+void helper_cgroup_remove(struct dmsc_l7_supervisor *sup, char *cg)
 {
-	if (ag->tunnel_sup.cgroup_fd >= 0)
-		close(ag->tunnel_sup.cgroup_fd);
-	ag->tunnel_sup.cgroup_fd = -1;
-	if (ag->tunnel_cgroup[0] && rmdir(ag->tunnel_cgroup) && errno != ENOENT)
-		pr_warn("cannot remove %s: %s\n", ag->tunnel_cgroup, strerror(errno));
-	ag->tunnel_cgroup[0] = '\0';
+	if (sup->cgroup_fd >= 0)
+		close(sup->cgroup_fd);
+	sup->cgroup_fd = -1;
+	if (cg[0] && rmdir(cg) && errno != ENOENT)
+		pr_warn("cannot remove %s: %s\n", cg, strerror(errno));
+	cg[0] = '\0';
 }
 
 /* The tunnel's command line: dmsc-l7 tunnel with the host's certificates,
@@ -192,7 +199,9 @@ int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char 
 	if (err)
 		return err;
 	ag->tunnel = true;
-	tunnel_cgroup(ag);
+	if (ag->tunnel_fastpath)
+		helper_cgroup(ag, &ag->tunnel_sup, "dmsc-tunnel", ag->tunnel_cgroup,
+			      sizeof(ag->tunnel_cgroup));
 	pr_info("%s tunnel on %s with the certificates of %s, once a policy is applied\n", bin,
 		listen, dir);
 	return 0;
