@@ -13,6 +13,10 @@
 #     straight to the backend's address gets EPERM (connect4/connect6),
 #     counted refused_access; one inside it connects; a permissive
 #     backend is not checked.
+# And b's tunnel under b's mesh cgroup (decision 76): dmscd, outside the
+# mesh, runs it in MESH/dmsc-tunnel; a workload of b connects to a VIP
+# whose backend is on a (a's own `dmsc-l7 tunnel`, no dmscd there): its
+# connections to b's tunnel are fast-path pairs, 1 MB each way byte-exact.
 # On the host (not in the matrix, DMSC_MATRIX: userspace, and a dmscd
 # restart loads every program again) also the sweep of the guard's index
 # (decision 74): bpftool writes into the pinned dmsc_be_mtls and
@@ -47,8 +51,9 @@ dmsc_net_hosts a=$A/16 b=$B/16 && dmsc_net_addr6 a "$A6/64" && dmsc_net_addr6 b 
 dmsc_cgroups MESH=mesh FRIEND=mesh/friend STRANGER=mesh/stranger || exit 1
 REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
 "$CTL" ca init "$T/ca" --trust-domain mesh.test >/dev/null &&
-	"$CTL" ca issue "$T/ca" --host node-b --out "$T/b" >/dev/null
-t_eq "a mesh CA and node-b's certificate (dmscctl ca)" "$?" 0
+	"$CTL" ca issue "$T/ca" --host node-b --out "$T/b" >/dev/null &&
+	"$CTL" ca issue "$T/ca" --host node-a --out "$T/a" >/dev/null
+t_eq "a mesh CA, node-b's and node-a's certificates (dmscctl ca)" "$?" 0
 # b's backends, in b's mesh cgroup: 8090 of required services, 8091 of
 # permissive ones, on both families
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec b python3 "$TOP/tests/tools/v6-peer.py" serve --name g \
@@ -60,13 +65,25 @@ svc() { # NAME VIP PORT BACKEND MTLS [FIELDS]: one service, its backend on node-
 }
 allow=", \"allow_from\": [ \"$REL/friend\" ]"
 cat >"$T/policy.json" <<EOF
-{ "hosts": { "node-b": "$B:15008" },
+{ "hosts": { "node-b": "$B:15008", "node-a": "$A:15008" },
   "services": [
   $(svc g4 "$VIP" 8090 "$B" required "$allow"),
   $(svc p4 "$VIP" 8091 "$B" permissive),
   $(svc g6 "$VIP6" 8090 "$B6" required "$allow"),
-  $(svc p6 "$VIP6" 8091 "$B6" permissive) ] }
+  $(svc p6 "$VIP6" 8091 "$B6" permissive),
+  { "name": "far", "vip": "$VIP", "port": 8095, "mtls": "required",
+    "backends": [ { "address": "$A", "port": 8095, "host": "node-a" } ] } ] }
 EOF
+# a: far's backend, and a tunnel of its own (dmsc-l7 tunnel, no dmscd)
+# that takes b's streams to it
+STREAM=$BIN/tools/dmsc-stream
+dmsc_net_exec a "$STREAM" server --listen "$A:8095" --max-seconds 300 >"$T/far.out" 2>&1 &
+cat >"$T/a-policy.json" <<EOF
+{ "services": [ { "name": "far", "vip": "$VIP", "port": 8095,
+    "backends": [ { "address": "$A", "port": 8095 } ] } ] }
+EOF
+dmsc_net_exec a "$L7" tunnel --mtls-dir "$T/a" --listen "$A:15008" --policy "$T/a-policy.json" \
+	--metrics-file "$T/a.prom" --ready-fd 3 3>"$T/a-tunnel.ready" 2>>"$T/a-tunnel.log" &
 
 # start_dmscd: dmscd in b (nsenter: ip netns exec remounts /sys and hides
 # the cgroup2 mount), installing or adopting the datapath on the mesh
@@ -138,6 +155,23 @@ for f in 4 6; do
 	t_eq "IPv$f: the direct connect outside allow_from counted refused_access" \
 		"${ACCESS[g$f]:-none}" 1
 done
+
+# ---- b's tunnel under b's mesh cgroup (docs/design.md decision 76) -------
+# dmscd runs outside the mesh: its tunnel runs in MESH/dmsc-tunnel, so a
+# workload of b reaches it on the same-host fast path; through it and a's
+# tunnel to far's backend on a, every byte as sent.
+b_tunnel_cg() { grep -qx "$(pgrep -P "$DPID" -f "dmsc-l7 tunnel" | head -n 1)" "$MESH/dmsc-tunnel/cgroup.procs"; }
+t_check "b's tunnel runs in the mesh's dmsc-tunnel cgroup" t_wait 10 b_tunnel_cg
+t_check "a's tunnel is up" dmsc_wait_ready "$T/a-tunnel.ready" 60
+t_check "far's backend is up" dmsc_wait_ready "$T/far.out" 30
+far=$(dmsc_run_in_cgroup "$FRIEND" dmsc_net_exec b "$STREAM" client --connect "$VIP:8095" --conns 2 \
+	--bytes 1000000 --back-bytes 1000000 --seed 76 --max-seconds 120 2>&1)
+t_eq "a workload of b through b's tunnel and a's to far: 2 connections, 1 MB each way byte-exact" \
+	"$(jq -c '[.ok, .failed]' <<<"$far" 2>/dev/null)" "[2,0]"
+far_fp=$("$CTL" stats -o json | jq -c '.services[] | select(.name == "far") | .fastpath | [.paired, .redirected_msgs > 0]')
+t_eq "...their connections to b's tunnel were fast-path pairs ($far_fp)" \
+	"$(jq '.[0] >= 1 and .[1]' <<<"$far_fp" 2>/dev/null)" true
+lap "the tunnel on the fast path"
 
 if [[ -n ${DMSC_MATRIX:-} ]]; then
 	t_summary

@@ -160,8 +160,8 @@ int dmsc_l7_via_connect(struct dmsc_l7_via *v, int fd, const struct sockaddr_sto
 		return connect(fd, (const struct sockaddr *)to, to_len);
 	}
 	/* The tunnel vouches for nobody without an identity: refuse here
-	 * rather than have it reset the connection (a client of an IPv6 VIP,
-	 * whose handoff record has no cgroup, docs/l7.md). */
+	 * rather than have it reset the connection (a handoff record that
+	 * carries no cgroup: socket storage full, docs/l7.md). */
 	if (!cgroup) {
 		count(&v->no_identity);
 		errno = EACCES;
