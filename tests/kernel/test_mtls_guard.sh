@@ -16,7 +16,7 @@
 # And b's tunnel under b's mesh cgroup (decision 76): dmscd, outside the
 # mesh, runs it in MESH/dmsc-tunnel; a workload of b connects to a VIP
 # whose backend is on a (a's own `dmsc-l7 tunnel`, no dmscd there): its
-# connections to b's tunnel are fast-path pairs, 1 MB each way byte-exact.
+# connections to b's tunnel are fast-path pairs, 200 KB each way byte-exact.
 # On the host (not in the matrix, DMSC_MATRIX: userspace, and a dmscd
 # restart loads every program again) also the sweep of the guard's index
 # (decision 74): bpftool writes into the pinned dmsc_be_mtls and
@@ -165,8 +165,8 @@ t_check "b's tunnel runs in the mesh's dmsc-tunnel cgroup" t_wait 10 b_tunnel_cg
 t_check "a's tunnel is up" dmsc_wait_ready "$T/a-tunnel.ready" 60
 t_check "far's backend is up" dmsc_wait_ready "$T/far.out" 30
 far=$(dmsc_run_in_cgroup "$FRIEND" dmsc_net_exec b "$STREAM" client --connect "$VIP:8095" --conns 2 \
-	--bytes 1000000 --back-bytes 1000000 --seed 76 --max-seconds 120 2>&1)
-t_eq "a workload of b through b's tunnel and a's to far: 2 connections, 1 MB each way byte-exact" \
+	--bytes 200000 --back-bytes 200000 --seed 76 --max-seconds 120 2>&1)
+t_eq "a workload of b through b's tunnel and a's to far: 2 connections, 200 KB each way byte-exact" \
 	"$(jq -c '[.ok, .failed]' <<<"$far" 2>/dev/null)" "[2,0]"
 far_fp=$("$CTL" stats -o json | jq -c '.services[] | select(.name == "far") | .fastpath | [.paired, .redirected_msgs > 0]')
 t_eq "...their connections to b's tunnel were fast-path pairs ($far_fp)" \
