@@ -22,17 +22,17 @@
 #
 # Prints a table and the ratios against the HAProxy pair, and writes
 # $BUILD/bench-mtls.json. Figures only: nothing here passes or fails on
-# speed. BENCH_SECONDS (default 5) per measurement. BENCH_TUNNEL_FASTPATH=off
-# runs the tunnels with dmscd --tunnel-fastpath off (docs/design.md
-# decision 76: the workloads' connections to a's tunnel then go over
-# loopback TCP instead of the same-host fast path), to compare the two.
+# speed. BENCH_SECONDS (default 5) per measurement. BENCH_TUNNEL_FASTPATH=on
+# runs the tunnels with dmscd --tunnel-fastpath on (docs/design.md
+# decision 76: the workloads' connections to a's tunnel then take the
+# same-host fast path instead of loopback TCP), to compare the two.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/scripts/bench-lib.sh"
 bench_begin bench-mtls bmt$$ 5
 A=198.18.15.1 B=198.18.15.2 VIP=198.19.15.1
 CIPHER=TLS_AES_256_GCM_SHA384 # what OpenSSL 3 picks first, as in the tunnel
-TUNNEL_FP=${BENCH_TUNNEL_FASTPATH:-on} # dmscd --tunnel-fastpath (off: the tunnel over loopback TCP)
+TUNNEL_FP=${BENCH_TUNNEL_FASTPATH:-off} # dmscd --tunnel-fastpath (on: the tunnel under the mesh cgroup)
 
 bench_need bench-mtls wrk haproxy iperf3 jq
 

@@ -291,9 +291,6 @@ catalog_ok() { [[ $(catalog) == 200 ]]; }
 t_wait 20 catalog_ok || die "catalog did not answer through mta's dmsc-l7 (see $T/dmscd-mta.log)"
 dmsc_run_in_cgroup "$CGM/checkout" dmsc_net_exec mta curl -sS -m 10 -o /dev/null \
 	-w '     (HTTP %{http_code}, peer %{remote_ip}, through dmsc-l7 and the tunnel)\n' http://198.19.2.2/
-echo "   mta's workload reached mta's tunnel on the same-host fast path, not loopback TCP (decision 76):"
-DMSC_PIN_DIR=$T/bpffs/mta "$CTL" stats -o json | jq -r '.services[] | select(.name == "orders") | .fastpath |
-	"     orders: \(.paired) connection paired with the tunnel, \(.redirected_bytes) bytes moved socket to socket"'
 echo "   mtb's tunnel, streams by the identity mta vouched for:"
 # (the metrics file is rewritten every second: orders' stream and catalog's)
 dest_streams() { (($(awk '/streams_total\{side="dest"/ { n += $NF } END { print n + 0 }' "${MTLS_PROMS[1]}" 2>/dev/null) >= 2)); }

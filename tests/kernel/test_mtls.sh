@@ -465,12 +465,12 @@ t_check "install the datapath on a test cgroup (dmscd's)" \
 	"$ctl" install --cgroup "$cg" -o json >/dev/null
 # shellcheck disable=SC2016 # expanded by the inner shell
 nsenter --net="/run/netns/${DMSC_NET_PREFIX}b" bash -c 'echo $$ >"$0"; exec "$@"' "$work/dmscd.pid" "$root/build/dmscd" \
-	--policy "$work/b-policy.json" --mtls-dir "$work/b" --mtls-listen "$B:15008" --tunnel-fastpath off \
+	--policy "$work/b-policy.json" --mtls-dir "$work/b" --mtls-listen "$B:15008" \
 	--metrics off --debounce-ms 100 --debounce-max-ms 300 >>"$work/dmscd.log" 2>&1 &
 t_wait 5 test -s "$work/dmscd.pid"
 dpid=$(cat "$work/dmscd.pid")
 t_check "dmscd starts the tunnel" t_wait 20 test -f "/run/dmsc/dmsc-tunnel.$dpid.prom"
-t_check "with --tunnel-fastpath off, in dmscd's cgroup: none made under the mesh's" test ! -e "$cg/dmsc-tunnel"
+t_check "by default (--tunnel-fastpath off) in dmscd's cgroup: none made under the mesh's" test ! -e "$cg/dmsc-tunnel"
 "$root/build/dmscd" --policy "$work/b-policy.json" --tunnel-fastpath maybe >"$work/tfp.out" 2>&1
 t_eq "--tunnel-fastpath maybe: a usage error that names the value" \
 	"$?:$(grep -c -- '--tunnel-fastpath: "maybe" is not on or off' "$work/tfp.out")" "2:1"
@@ -563,7 +563,7 @@ start_dmscd() {
 	# shellcheck disable=SC2016 # expanded by the inner shell
 	"${in_cg[@]}" nsenter --net="/run/netns/${DMSC_NET_PREFIX}$1" bash -c 'echo $$ >"$0"; exec "$@"' \
 		"$work/dmscd-$1.pid" "$root/build/dmscd" --pin-dir "$2" "${src[@]}" \
-		--mtls-dir "$work/$1" --mtls-listen "$4:15008" --metrics off \
+		--mtls-dir "$work/$1" --mtls-listen "$4:15008" --tunnel-fastpath on --metrics off \
 		>>"$work/dmscd-$1.log" 2>&1 &
 	t_wait 5 test -s "$work/dmscd-$1.pid" && cat "$work/dmscd-$1.pid"
 }
@@ -601,8 +601,9 @@ got=$(as_client curl -sS -m 10 "http://$VIP/" | sha256sum | cut -d' ' -f1)
 t_eq "a workload on a reaches the VIP of b's backend: 3 MB byte-exact" "$got" "$want"
 t_eq "curl sees the VIP as its peer (getpeername)" \
 	"$(as_client curl -sS -m 10 -o /dev/null -w '%{remote_ip}:%{remote_port}' "http://$VIP/")" "$VIP:80"
-# a's dmscd runs outside a's mesh cgroup: its tunnel runs in a cgroup of
-# its own under it, so that the client's connection to the tunnel is a pair
+# a's dmscd runs outside a's mesh cgroup: with --tunnel-fastpath on its
+# tunnel runs in a cgroup of its own under it, so that the client's
+# connection to the tunnel is a pair
 # of the same-host fast path (docs/design.md decision 76); b's dmscd runs
 # in b's mesh (infra): its tunnel stays with it, inside already
 a_tunnel_cg() { grep -qx "$(pgrep -P "$apid" -f "dmsc-l7 tunnel" | head -1)" "$cga/dmsc-tunnel/cgroup.procs"; }

@@ -14,7 +14,7 @@
 #     counted refused_access; one inside it connects; a permissive
 #     backend is not checked.
 # And b's tunnel under b's mesh cgroup (decision 76): dmscd, outside the
-# mesh, runs it in MESH/dmsc-tunnel; a workload of b connects to a VIP
+# mesh, with --tunnel-fastpath on, runs it in MESH/dmsc-tunnel; a workload of b connects to a VIP
 # whose backend is on a (a's own `dmsc-l7 tunnel`, no dmscd there): its
 # connections to b's tunnel are fast-path pairs, 200 KB each way byte-exact.
 # On the host (not in the matrix, DMSC_MATRIX: userspace, and a dmscd
@@ -92,7 +92,7 @@ start_dmscd() {
 	local before re='applied .* \(start\)|not applied|apply failed'
 	before=$(t_nlines "$LOG" "$re")
 	nsenter --net="/run/netns/${DMSC_NET_PREFIX}b" "$DMSCD" --cgroup "$MESH" \
-		--policy "$T/policy.json" --mtls-dir "$T/b" --mtls-listen "$B:15008" --metrics off \
+		--policy "$T/policy.json" --mtls-dir "$T/b" --mtls-listen "$B:15008" --metrics off --tunnel-fastpath on \
 		--debounce-ms 100 >>"$LOG" 2>&1 &
 	DPID=$!
 	t_wait_lines "$LOG" "$re" $((before + 1)) 300 && grep -qE 'applied .* \(start\)' "$LOG"
@@ -157,7 +157,7 @@ for f in 4 6; do
 done
 
 # ---- b's tunnel under b's mesh cgroup (docs/design.md decision 76) -------
-# dmscd runs outside the mesh: its tunnel runs in MESH/dmsc-tunnel, so a
+# dmscd runs outside the mesh: --tunnel-fastpath on runs its tunnel in MESH/dmsc-tunnel, so a
 # workload of b reaches it on the same-host fast path; through it and a's
 # tunnel to far's backend on a, every byte as sent.
 b_tunnel_cg() { grep -qx "$(pgrep -P "$DPID" -f "dmsc-l7 tunnel" | head -n 1)" "$MESH/dmsc-tunnel/cgroup.procs"; }

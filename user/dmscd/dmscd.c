@@ -55,10 +55,10 @@ static const char usage_text[] =
     "  --mtls-listen ADDR:PORT  where other hosts' helpers reach the tunnel (with\n"
     "                         --mtls-dir; port 15008 by convention; IPv6:\n"
     "                         [ADDR]:PORT)\n"
-    "  --tunnel-fastpath on|off  on (default): the tunnel runs in a cgroup of its\n"
-    "                         own under the mesh cgroup (dmsc-tunnel), so that this\n"
-    "                         host's workloads reach it on the same-host fast path;\n"
-    "                         off: in dmscd's cgroup, over loopback TCP\n"
+    "  --tunnel-fastpath on|off  on: the tunnel runs in a cgroup of its own under\n"
+    "                         the mesh cgroup (dmsc-tunnel), so that this host's\n"
+    "                         workloads reach it on the same-host fast path; off\n"
+    "                         (default): in dmscd's cgroup, over loopback TCP\n"
     "  --l7-fastpath on|off   the same for dmsc-l7 (MESH/dmsc-l7; default off)\n"
     "  -v, --verbose          debug messages\n"
     "  -h, --help             this text\n"
@@ -128,7 +128,7 @@ int main(int argc, char **argv)
 	};
 	struct agent ag = {
 	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1,
-	    .tunnel_fastpath = true};
+	};
 	const char *metrics = DEFAULT_METRICS;
 	const char *l7_listen = NULL, *l7_binary = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
 	__u32 debounce = DEFAULT_DEBOUNCE_MS, debounce_max = DEFAULT_DEBOUNCE_MAX_MS;

@@ -84,9 +84,8 @@ struct agent {
 	/* The mesh cgroup (relative to the cgroup2 mount), and the cgroups
 	 * under it that the tunnel and dmsc-l7 run in, so that their sockets
 	 * meet the workloads' on the fast path (docs/design.md decision 76):
-	 * made here, removed at exit; "" when none. tunnel_fastpath: on
-	 * unless --tunnel-fastpath off; l7_fastpath: off unless
-	 * --l7-fastpath on. */
+	 * made here, removed at exit; "" when none. Off unless
+	 * --tunnel-fastpath on, --l7-fastpath on. */
 	char mesh_cgroup[DMSC_CGROUP_PATH_MAX];
 	bool tunnel_fastpath, l7_fastpath;
 	char tunnel_cgroup[PATH_MAX], l7_cgroup[PATH_MAX];
