@@ -388,6 +388,14 @@ struct dmsc_l7_handoff {
 	__u64 cgroup_id;
 };
 
+/* A handoff record's cgroup_id that names no cgroup (cgroup ids are kernfs
+ * node ids, far below these): dmscd's own health probe of a backend behind
+ * the tunnel, tcp (a connect) or http (a request), for which the tunnel
+ * vouches as a probe, not as a workload (docs/design.md decision 77). Only
+ * dmscd writes them; the kernel writes the caller's cgroup id. */
+#define DMSC_CGROUP_ID_PROBE_TCP 0xffffffffffffffffULL
+#define DMSC_CGROUP_ID_PROBE_HTTP 0xfffffffffffffffeULL
+
 /*
  * dmsc_l7_handoff6: LRU_HASH, dmsc_l7_handoff for a connection connect6
  * handed to the helper's IPv6 listener on [::1] (docs/design.md decision

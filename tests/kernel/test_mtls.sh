@@ -534,7 +534,14 @@ mesh_policy() { # ALLOW_FROM_FIELD
 		"$(mesh_svc guarded "$VIP" 8090 "$B" 8090 "${GUARDED_MTLS-} $1")" \
 		"$(mesh_svc loose "$VIP" 8091 "$B" 8091 ', "mtls": "permissive"')" \
 		"$(mesh_svc web1 "$VIP" 8088 "$B" 8096 ", \"protocol\": \"http\" $1")" \
-		"$(mesh_svc web2 "$VIP" 8089 "$B" 8095 ", \"protocol\": \"http\" $1")"
+		"$(mesh_svc web2 "$VIP" 8089 "$B" 8095 ", \"protocol\": \"http\" $1")" \
+		"$(mesh_svc probed "$VIP" 8093 "$B" 8093 ", $(probe tcp) $1")" \
+		"$(mesh_svc probedh "$VIP" 8094 "$B" 8094 ", $(probe http) $1")"
+}
+# probe TYPE: active health every 500 ms, out after 2 failures, back after 1
+probe() {
+	printf '"health": { "active": { "type": "%s"%s, "interval_ms": 500, "timeout_ms": 500, "unhealthy_threshold": 2, "healthy_threshold": 1 } }' \
+		"$1" "$([[ $1 == http ]] && echo ', "path": "/healthz"')"
 }
 # the http services' backends on b: HTTP/1.1 (the 3 MB answer of "web")
 # and h2c (nghttpd, a file naming it)
@@ -545,6 +552,15 @@ dmsc_net_exec b nghttpd --no-tls -d "$work/www" --address "$B" 8095 >"$work/web2
 h2_up() { ip netns exec "${DMSC_NET_PREFIX}b" ss -Htln '( sport = :8095 )' | grep -q .; }
 dmsc_wait_ready "$work/web1.out" 5 && t_wait 5 h2_up
 t_eq "the http services' backends on b are up" "$?" 0
+# the probed services' backends, in b's mesh cgroup (the guard drops a
+# plain SYN from a to them: a's probes must take the tunnel)
+probed_up() { # PORT
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec b "$testsrv" --listen "$B:$1" --name "p$1" \
+		--mode http --max-seconds 300 >"$work/p$1.out" 2>&1 &
+	dmsc_wait_ready "$work/p$1.out" 5
+}
+probed_up 8093 && probed_up 8094
+t_eq "the probed services' backends on b are up" "$?" 0
 # b's workloads: friend in allow_from (beside a's client), stranger not,
 # infra runs b's dmscd and its tunnel (what it delivers is exempt)
 mkdir "$cg/friend" "$cg/stranger" "$cg/infra"
@@ -644,6 +660,43 @@ t_check "a cgroup outside b's allow_from is refused at b through the VIP" vip_re
 t_check "b counts it as denied_identity for that cgroup" t_wait 5 \
 	grep -qE "identity=\"$cg_rel/stranger\",verdict=\"denied_identity\"\} [1-9]" "$bprom"
 
+# ---- health probes of backends behind the tunnel (decision 77) -----------
+# a's dmscd probes b's backends of required services through a's tunnel
+# (straight, b's kernel would drop its SYNs: every backend out), as a
+# probe, which b's tunnel lets past allow_from (a's dmscd is in none)
+# health_of PIN SERVICE: "STATE PROBES WHY" of the service's one backend
+health_of() {
+	DMSC_PIN_DIR=$1 "$ctl" show services -o json 2>/dev/null |
+		jq -r ".services[] | select(.name == \"$2\") | .backends[0].health | \"\\(.state) \\(.probes) \\(.why)\""
+}
+health_in() { # PIN SERVICE MIN_PROBES
+	local h
+	h=$(health_of "$1" "$2")
+	[[ $h == "in "* ]] && (($(cut -d' ' -f2 <<<"$h") >= $3))
+}
+t_check "a's probes of b's tcp backend pass through the tunnel" \
+	t_wait 15 health_in "$pin_a" probed 4
+t_check "and of b's http backend" \
+	t_wait 15 health_in "$pin_a" probedh 4
+probes_allowed() { # TYPE: b's tunnel counted at least two
+	grep -qE "identity=\"/dmsc-health/$1\",verdict=\"allowed\"\\} ([2-9]|[1-9][0-9]+)$" "$bprom"
+}
+probes_both() { probes_allowed tcp && probes_allowed http; }
+t_check "b's tunnel allowed them as probes, past allow_from" t_wait 5 probes_both
+t_check "b's dmscd, in b's mesh cgroup, probes them on its host (outside allow_from: exempt)" \
+	t_wait 15 health_in "$DMSC_PIN_DIR" probed 4
+health_out() { [[ $(health_of "$1" "$2") == "probe_failed "* ]]; }
+pkill -f -- "--name p8093 " && pkill -f -- "--name p8094 "
+t_check "b's backends stopped: a's probes fail through the tunnel" \
+	t_wait 15 health_out "$pin_a" probed
+t_check "the http one too" t_wait 15 health_out "$pin_a" probedh
+t_check "a's dmscd logs it" grep -q "probed .* out: 2 tcp probes failed in a row (last: .* through the tunnel)" \
+	"$work/dmscd-a.log"
+probed_up 8093 && probed_up 8094
+n=$(health_of "$pin_a" probed | cut -d' ' -f2)
+t_check "restarted, they are back in at a" t_wait 15 health_in "$pin_a" probed $((n + 1))
+t_check "the http one too" t_wait 15 health_in "$pin_a" probedh 1
+
 # ---- http services across hosts (docs/design.md decision 75) -------------
 # a's dmscd runs dmsc-l7 with this host's name; connect4 hands it the
 # client's connection with the client's cgroup; dmsc-l7 writes the
@@ -714,14 +767,14 @@ t_eq "a plain client on a straight to b's backend of a required service: no answ
 t_eq "the same backend through the VIP (a's and b's tunnels)" \
 	"$(as_client curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://$VIP:8090/")" 200
 # the guard goes with the mtls that set it: b's policy turns guarded's off
-# (b's six backends are guarded: every service is required or permissive)
+# (b's eight backends are guarded: every service is required or permissive)
 n_guard=$(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)
 GUARDED_MTLS=', "mtls": "off"' mesh_policy "$b_allow" \
 	>"$work/mesh-b.tmp" && mv "$work/mesh-b.tmp" "$work/mesh-b.json"
 plain_in() { [[ $(plain a 8090) == 0:200 ]]; }
 t_check "b's policy turning that service's mtls off lets the plain client in" t_wait 15 plain_in
 t_eq "and b's dmsc_be_mtls indexes one backend fewer" \
-	"$n_guard -> $(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)" "6 -> 5"
+	"$n_guard -> $(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)" "8 -> 7"
 
 # b's tunnel killed: dmscd restarts it; meanwhile new connections fail
 # (dmscd held stopped meanwhile, or it would restart it within 100 ms)

@@ -158,6 +158,14 @@ Test(tunnel_authz, the_vouched_identity_against_allow_from_of_the_backend)
 	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8081, "shop.slice/frontend.service"),
 		     DMSC_TV_DENIED);
 	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8082, "anyone"), DMSC_TV_ALLOWED);
+	/* dmscd's probes reach every backend, past allow_from (decision 77);
+	 * a cgroup path that looks like one, without the leading '/', does
+	 * not; nor does a probe reach what is no backend */
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8080, DMSC_TF_ID_PROBE_TCP), DMSC_TV_ALLOWED);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8081, DMSC_TF_ID_PROBE_HTTP), DMSC_TV_ALLOWED);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 8080, "dmsc-health/tcp"), DMSC_TV_DENIED);
+	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 9999, DMSC_TF_ID_PROBE_TCP),
+		     DMSC_TV_NOT_A_BACKEND);
 	cr_expect_eq(dmsc_tunnel_authorize(&p, b, 9999, "shop.slice/frontend.service"),
 		     DMSC_TV_NOT_A_BACKEND);
 	cr_expect_eq(dmsc_tunnel_authorize(&p, inet_addr("198.18.13.3"), 8080,

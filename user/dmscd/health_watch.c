@@ -33,6 +33,7 @@ enum probe_phase {
 	PROBE_IDLE,
 	PROBE_CONNECTING,
 	PROBE_READING, /* http: request sent, waiting for the status line */
+	PROBE_OPENING, /* tcp through the tunnel: waiting for the stream's end */
 };
 
 struct dmsc_health_target {
@@ -48,6 +49,10 @@ struct dmsc_health_target {
 	__u16 port; /* network order */
 	bool first; /* the service's first target: holds its panic state */
 	bool l7;    /* an http service: dmsc-l7 counts its failures */
+	/* on another host, of an mtls service: probed through this host's
+	 * tunnel (docs/design.md decision 77) */
+	bool tunneled;
+	bool via_tunnel; /* the probe in flight went through it */
 	bool panic;
 	/* The probe in flight. */
 	enum probe_phase phase;
@@ -121,30 +126,75 @@ static void probe_done(struct dmsc_health_watch *w, struct dmsc_health_target *t
 		t->unhealthy = true;
 }
 
+/* The tunnel's maps, opened at the first probe (after a failure, which
+ * is warned, again once a policy is applied: a datapath reinstalled). */
+static bool via_ready(struct dmsc_health_watch *w)
+{
+	if (w->via.conf_fd >= 0)
+		return true;
+	if (w->via_failed)
+		return false;
+	w->via_failed = dmsc_tunnel_via_open(&w->via, w->pin_dir) != 0;
+	return !w->via_failed;
+}
+
+/* connect() through this host's tunnel as a probe (tunnel_via.h); the
+ * tunnel's absence sends it directly, as connect4 does a workload's. */
+static int probe_connect_via(struct dmsc_health_watch *w, struct dmsc_health_target *t,
+			     const struct sockaddr_storage *to, socklen_t to_len)
+{
+	struct dmsc_tunnel_via_svc vs = {.vip = t->key.key.vip, .vport = t->key.key.port};
+	enum dmsc_tunnel_via_way way;
+	int rc;
+
+	memcpy(vs.vip6, t->key.vip6, sizeof(vs.vip6));
+	rc = dmsc_tunnel_via_connect(&w->via, t->fd, to, to_len, &vs,
+				     t->cfg.active.type == DMSC_PROBE_TCP ? DMSC_CGROUP_ID_PROBE_TCP
+									  : DMSC_CGROUP_ID_PROBE_HTTP,
+				     &way);
+	t->via_tunnel = way == DMSC_VIA_TUNNELED;
+	return rc;
+}
+
 static void probe_start(struct dmsc_health_watch *w, struct dmsc_health_target *t, int64_t now)
 {
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6};
-	struct sockaddr *to = (struct sockaddr *)&sa;
-	socklen_t to_len = sizeof(sa);
+	struct sockaddr_storage to = {0};
+	socklen_t to_len = sizeof(struct sockaddr_in);
+	int rc;
 
 	t->next_ms = now + t->cfg.active.interval_ms;
 	t->deadline_ms = now + t->cfg.active.timeout_ms;
+	t->via_tunnel = false;
 	t->fd = socket(t->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (t->fd < 0) {
 		probe_done(w, t, false, -errno);
 		return;
 	}
-	sa.sin_addr.s_addr = t->addr;
-	sa.sin_port = t->port;
 	if (t->family == AF_INET6) {
-		memcpy(&sa6.sin6_addr, t->addr6, sizeof(sa6.sin6_addr));
-		sa6.sin6_port = t->port;
-		to = (struct sockaddr *)&sa6;
-		to_len = sizeof(sa6);
+		struct sockaddr_in6 *sa6 = (struct sockaddr_in6 *)&to;
+
+		sa6->sin6_family = AF_INET6;
+		memcpy(&sa6->sin6_addr, t->addr6, sizeof(sa6->sin6_addr));
+		sa6->sin6_port = t->port;
+		to_len = sizeof(*sa6);
+	} else {
+		struct sockaddr_in *sa = (struct sockaddr_in *)&to;
+
+		sa->sin_family = AF_INET;
+		sa->sin_addr.s_addr = t->addr;
+		sa->sin_port = t->port;
 	}
+	/* A dmscd that runs in the mesh cgroup probes as a helper does: the
+	 * kernel's checks of workloads (allow_from around the VIP, decision
+	 * 44) are not for it. */
+	if (via_ready(w))
+		dmsc_tunnel_via_own(&w->via, t->fd);
 	t->phase = PROBE_CONNECTING;
-	if (connect(t->fd, to, to_len) && errno != EINPROGRESS)
+	if (t->tunneled && w->via.conf_fd >= 0)
+		rc = probe_connect_via(w, t, &to, to_len);
+	else
+		rc = connect(t->fd, (struct sockaddr *)&to, to_len);
+	if (rc && errno != EINPROGRESS)
 		probe_done(w, t, false, -errno);
 }
 
@@ -157,6 +207,12 @@ static void probe_connected(struct dmsc_health_watch *w, struct dmsc_health_targ
 
 	if (getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &err, &len) || err) {
 		probe_done(w, t, false, err ? -err : -errno);
+		return;
+	}
+	if (t->cfg.active.type == DMSC_PROBE_TCP && t->via_tunnel) {
+		/* connected to this host's tunnel: the backend's host says
+		 * whether the backend took it (an orderly end, or a reset) */
+		t->phase = PROBE_OPENING;
 		return;
 	}
 	if (t->cfg.active.type == DMSC_PROBE_TCP) {
@@ -173,6 +229,19 @@ static void probe_connected(struct dmsc_health_watch *w, struct dmsc_health_targ
 		return;
 	}
 	t->phase = PROBE_READING;
+}
+
+/* A tcp probe through the tunnel: the tunnel ends the connection in
+ * order once the stream to the backend is open, with a reset when the
+ * backend's host could not open it or refused it. */
+static void probe_opened(struct dmsc_health_watch *w, struct dmsc_health_target *t)
+{
+	char c;
+	ssize_t n = recv(t->fd, &c, 1, 0);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	probe_done(w, t, n >= 0, n < 0 ? -errno : 0);
 }
 
 /* "HTTP/1.1 200 ..." once the status line is in. */
@@ -198,12 +267,14 @@ static void probe_readable(struct dmsc_health_watch *w, struct dmsc_health_targe
 	probe_done(w, t, status == t->cfg.active.expected_status, (__s32)status);
 }
 
-static void describe_probe(__s32 detail, char *buf, size_t len)
+static void describe_probe(const struct dmsc_health_target *t, char *buf, size_t len)
 {
-	if (detail < 0)
-		snprintf(buf, len, "%s", strerror(-detail));
+	const char *via = t->tunneled ? " through the tunnel" : "";
+
+	if (t->detail < 0)
+		snprintf(buf, len, "%s%s", strerror(-t->detail), via);
 	else
-		snprintf(buf, len, "HTTP status %d", detail);
+		snprintf(buf, len, "HTTP status %d%s", t->detail, via);
 }
 
 static void replan(struct dmsc_health_watch *w, const struct dmsc_health_svc *k)
@@ -338,7 +409,7 @@ static bool evaluate(struct dmsc_health_watch *w, struct dmsc_health_target *t, 
 			 t->l7 ? "failures (5xx or connect)" : "connect failures",
 			 (double)(h.ejected_until_ns - h.ejected_at_ns) / 1e9, h.ejections);
 	} else if (want == DMSC_HEALTH_OUT_PROBE) {
-		describe_probe(t->detail, d, sizeof(d));
+		describe_probe(t, d, sizeof(d));
 		snprintf(why, sizeof(why), "%u %s probes failed in a row (last: %s)", t->fail_run,
 			 dmsc_probe_type_name(t->cfg.active.type), d);
 	} else if (restarted) {
@@ -448,6 +519,7 @@ static void adopt(struct dmsc_health_watch *w)
 	w->n_next = 0;
 	w->have_next = false;
 	pthread_mutex_unlock(&w->lock);
+	w->via_failed = false;
 	for (i = 0; i < n; i++) {
 		for (j = 0; j < w->n; j++) {
 			struct dmsc_health_target *old = &w->t[j];
@@ -570,6 +642,8 @@ static void *run(void *arg)
 				probe_connected(w, t);
 			else if (t->phase == PROBE_READING)
 				probe_readable(w, t);
+			else if (t->phase == PROBE_OPENING)
+				probe_opened(w, t);
 		}
 	}
 	free(pfd);
@@ -583,6 +657,7 @@ int dmsc_health_watch_start(struct dmsc_health_watch *w, const char *pin_dir)
 
 	memset(w, 0, sizeof(*w));
 	w->health_fd = w->verdict_fd = -1;
+	w->via.conf_fd = w->via.handoff_fd = w->via.handoff6_fd = w->via.own_fd = -1;
 	snprintf(w->pin_dir, sizeof(w->pin_dir), "%s", pin_dir);
 	w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -625,6 +700,7 @@ void dmsc_health_watch_stop(struct dmsc_health_watch *w)
 	free(w->next);
 	free(w->replan);
 	maps_close(w);
+	dmsc_tunnel_via_close(&w->via);
 	close(w->event_fd);
 	close(w->wake_fd);
 	pthread_mutex_destroy(&w->lock);
@@ -684,6 +760,8 @@ int dmsc_health_watch_set(struct dmsc_health_watch *w, const struct dmsc_policy 
 			t->port = htons(s->backends[j].port);
 			t->weight = s->backends[j].weight;
 			t->l7 = s->protocol == DMSC_POLICY_HTTP;
+			t->tunneled =
+			    dmsc_policy_backend_tunneled(s, &s->backends[j], dmsc_apply_host());
 			dmsc_format_ip_port(t->family, t->addr, t->addr6, ntohs(t->port), t->addr_text,
 					    sizeof(t->addr_text));
 			t->fd = -1;

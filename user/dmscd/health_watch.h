@@ -3,7 +3,8 @@
  * dmscd's part of backend health (docs/design.md decision 28), in a thread
  * of its own: the active probes (tcp connect, http GET) of every backend of
  * a service with `health.active`, sent from the host to the backend's own
- * address, non-blocking, at most DMSC_HEALTH_PROBES_MAX at once; and every
+ * address (one on another host of an mtls service through this host's
+ * tunnel, as a probe: decision 77), non-blocking, at most DMSC_HEALTH_PROBES_MAX at once; and every
  * DMSC_HEALTH_TICK_MS a look at the kernel's passive ejections (read in
  * dmsc_be_health, never written: decision 53). It decides whether each
  * backend is out of its slot table (dmsc_be_verdict.out, which only this
@@ -21,6 +22,7 @@
 
 #include "apply_mirror.h"
 #include "policy.h"
+#include "tunnel_via.h"
 
 #define DMSC_HEALTH_TICK_MS 100
 #define DMSC_HEALTH_PROBES_MAX 64
@@ -42,6 +44,9 @@ struct dmsc_health_svc {
 struct dmsc_health_watch {
 	char pin_dir[4096];
 	int health_fd, verdict_fd; /* dmsc_be_health (read), dmsc_be_verdict */
+	/* the thread's: probes of backends behind the tunnel, its own sockets */
+	struct dmsc_tunnel_via via;
+	bool via_failed; /* warned: tried again at the next policy */
 	int event_fd; /* readable: services to apply again */
 	int wake_fd;  /* the thread's: new targets, or stop */
 	pthread_t thread;

@@ -6,7 +6,7 @@
  * (dmsc-l7 tunnel --handoff-listen), vouching for the client's cgroup, the
  * way connect4 hands a tcp service's connection over: dmsc-l7 writes the
  * kernel's handoff record for its own socket, then connects to the
- * tunnel's listener.
+ * tunnel's listener (user/mtls/tunnel_via.h).
  */
 #ifndef DMSC_L7_VIA_H
 #define DMSC_L7_VIA_H
@@ -16,12 +16,11 @@
 #include <sys/socket.h>
 
 #include "l7_route.h"
+#include "tunnel_via.h"
 
 struct dmsc_l7_via {
 	const char *host; /* this host's name (--host); NULL: none, every backend direct */
-	int conf_fd;	  /* dmsc_tunnel_conf; -1: none */
-	int handoff_fd;	  /* dmsc_l7_handoff */
-	int handoff6_fd;  /* dmsc_tunnel_handoff6; -1: none (IPv6 backends direct) */
+	struct dmsc_tunnel_via t; /* the maps; fds -1 without a host */
 	/* relaxed atomics, all workers: connections through the tunnel, sent
 	 * directly for want of a tunnel, refused for want of an identity */
 	uint64_t tunneled, no_tunnel, no_identity;

@@ -179,6 +179,7 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 	c->next_id += 2;
+	s->probe_tcp = !strcmp(identity, DMSC_TF_ID_PROBE_TCP);
 	s->metric = tn_metric_idx(t, "source", peer, identity, "opened");
 	t->metrics[s->metric].n++;
 	n = open_frame(p, &dest, identity, &flags);

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include "tunnel_authz.h"
+#include "tunnel_frame.h"
 
 static void trim(const char **s, size_t *n)
 {
@@ -47,7 +48,11 @@ static enum dmsc_tunnel_verdict authorize(const struct dmsc_policy *p, int famil
 		if (b == svc->n_backends)
 			continue;
 		backend = true;
-		if (!svc->has_allow_from)
+		/* The peer host's dmscd probing a backend's health: any
+		 * backend of the policy, whatever its allow_from, which names
+		 * workloads (the host is trusted to vouch for those already:
+		 * docs/design.md decision 77) */
+		if (!svc->has_allow_from || dmsc_tf_id_probe(identity))
 			return DMSC_TV_ALLOWED;
 		for (r = 0; r < svc->n_allow_from; r++)
 			if (dmsc_tunnel_path_covers(svc->allow_from[r], identity))

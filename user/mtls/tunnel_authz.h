@@ -25,7 +25,8 @@ bool dmsc_tunnel_path_covers(const char *rule, const char *identity);
 
 /* addr network order, port host order. A backend shared by several
  * services is reachable by an identity any of them allows; a service
- * without allow_from allows every identity. */
+ * without allow_from allows every identity; a probe's identity
+ * (DMSC_TF_ID_PROBE_*) reaches every backend (docs/design.md decision 77). */
 enum dmsc_tunnel_verdict dmsc_tunnel_authorize(const struct dmsc_policy *p, uint32_t addr,
 					       uint16_t port, const char *identity);
 /* The same for an IPv6 backend (docs/design.md decision 64) */

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/uio.h>
 
 #define DMSC_TF_HDR 8
@@ -29,6 +30,16 @@
 /* The identity the source host vouches for: a cgroup path as allow_from
  * names it (at most PATH_MAX in the kernel; 1024 is plenty for a mesh). */
 #define DMSC_TF_ID_MAX 1024
+/* The identities of dmscd's health probes (DMSC_CGROUP_ID_PROBE_*): the
+ * destination lets them reach any backend of its policy, past allow_from,
+ * and the source ends a tcp probe's stream once it is open
+ * (docs/design.md decision 77). A cgroup path never begins with '/'. */
+#define DMSC_TF_ID_PROBE_TCP "/dmsc-health/tcp"
+#define DMSC_TF_ID_PROBE_HTTP "/dmsc-health/http"
+static inline bool dmsc_tf_id_probe(const char *identity)
+{
+	return !strcmp(identity, DMSC_TF_ID_PROBE_TCP) || !strcmp(identity, DMSC_TF_ID_PROBE_HTTP);
+}
 
 enum dmsc_tf_type {
 	/* source -> destination: open a stream to dest, for identity (flags:

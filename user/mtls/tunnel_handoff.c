@@ -18,7 +18,9 @@
 #include "dmsc/shared.h"
 #include "addr.h"
 #include "log.h"
+#include "tunnel_frame.h"
 #include "tunnel_handoff.h"
+#include "tunnel_via.h"
 
 /* Linux's linux/exportfs.h: a kernfs node (a cgroup) by its 64-bit id,
  * which is the cgroup id the BPF helpers return (Linux 5.5). */
@@ -26,17 +28,7 @@
 
 static int pinned(const char *pin_dir, const char *name)
 {
-	char path[PATH_MAX];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, name);
-	fd = bpf_obj_get(path);
-	if (fd < 0) {
-		fd = -errno;
-		pr_warn("tunnel: cannot open %s: %s (install the datapath with this build)\n", path,
-			strerror(errno));
-	}
-	return fd;
+	return dmsc_tunnel_pinned(pin_dir, name, "tunnel: ", true);
 }
 
 int dmsc_tunnel_handoff_open(struct dmsc_tunnel_handoff *h, const char *pin_dir)
@@ -264,7 +256,15 @@ int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
 		snprintf(why, why_len, "backend %s is on no host of the policy", be);
 		return -EHOSTUNREACH;
 	}
-	err = cgroup_path(h, t.cgroup_id, identity, id_len);
+	/* dmscd's probe (tunnel_via.h): vouched for as such, which no
+	 * cgroup path can be (those never begin with '/') */
+	err = 0;
+	if (t.cgroup_id == DMSC_CGROUP_ID_PROBE_TCP)
+		snprintf(identity, id_len, "%s", DMSC_TF_ID_PROBE_TCP);
+	else if (t.cgroup_id == DMSC_CGROUP_ID_PROBE_HTTP)
+		snprintf(identity, id_len, "%s", DMSC_TF_ID_PROBE_HTTP);
+	else
+		err = cgroup_path(h, t.cgroup_id, identity, id_len);
 	if (err) {
 		snprintf(why, why_len, "the caller's cgroup %llu: %s",
 			 (unsigned long long)t.cgroup_id, strerror(-err));

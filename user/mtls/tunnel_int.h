@@ -124,6 +124,8 @@ struct stream {
 	 * grows no more */
 	bool reader_slow;
 	bool open_ok, connecting, rd_eof, peer_fin, wr_shut, dead, write_marked;
+	/* source: dmscd's tcp probe (DMSC_TF_ID_PROBE_TCP), ended once open */
+	bool probe_tcp;
 	struct stream *next_dead;
 	struct stream *next_write; /* c->to_write */
 };

@@ -288,6 +288,16 @@ static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint
 			return;
 		}
 		s->open_ok = true;
+		if (s->probe_tcp) {
+			/* dmscd's tcp probe: the backend took the connection at
+			 * the other end, which is all it asks. A reset ends the
+			 * stream there at once (no half-closed leftover, whatever
+			 * the backend does with an end of file); an orderly
+			 * close here is the probe's "passed". */
+			tn_conn_reset(c, s->id, DMSC_TF_R_ERROR, "health probe done");
+			tn_stream_close(s, false);
+			break;
+		}
 		tn_stream_events(s);
 		break;
 	case DMSC_TF_WINDOW: {
