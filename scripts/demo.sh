@@ -238,6 +238,7 @@ cat >"$T/mesh.json" <<EOF
 { "mtls": "required", "hosts": { "mta": "198.18.2.1:15008", "mtb": "198.18.2.2:15008" },
   "services": [ { "name": "orders", "vip": "198.19.2.1", "port": 80,
     "allow_from": [ "${CGM#"$(dmsc_cgroup2_mount)"/}/checkout" ],
+    "health": { "active": { "type": "tcp", "interval_ms": 1000, "timeout_ms": 1000 } },
     "backends": [ { "address": "198.18.2.2", "port": 8080, "host": "mtb" } ] },
     { "name": "catalog", "vip": "198.19.2.2", "port": 80, "protocol": "http",
     "allow_from": [ "${CGM#"$(dmsc_cgroup2_mount)"/}/checkout" ],
@@ -291,9 +292,19 @@ catalog_ok() { [[ $(catalog) == 200 ]]; }
 t_wait 20 catalog_ok || die "catalog did not answer through mta's dmsc-l7 (see $T/dmscd-mta.log)"
 dmsc_run_in_cgroup "$CGM/checkout" dmsc_net_exec mta curl -sS -m 10 -o /dev/null \
 	-w '     (HTTP %{http_code}, peer %{remote_ip}, through dmsc-l7 and the tunnel)\n' http://198.19.2.2/
-echo "   mtb's tunnel, streams by the identity mta vouched for:"
-# (the metrics file is rewritten every second: orders' stream and catalog's)
-dest_streams() { (($(awk '/streams_total\{side="dest"/ { n += $NF } END { print n + 0 }' "${MTLS_PROMS[1]}" 2>/dev/null) >= 2)); }
+echo "   mta's dmscd probes orders' backend through the tunnel too, as a probe past allow_from"
+echo "   (straight, mtb's kernel would drop the SYN and the backend would be out: decision 77):"
+orders_health() {
+	DMSC_PIN_DIR=$T/bpffs/mta "$CTL" show services -o json 2>/dev/null |
+		jq -r '.services[] | select(.name == "orders") | .backends[0] |
+			"\(.address): \(.health.state), \(.health.probes) probes (\(.health.why))"'
+}
+probed() { [[ $(orders_health) =~ :\ in,\ ([0-9]+)\ probes && ${BASH_REMATCH[1]} -ge 2 ]]; }
+t_wait 10 probed || die "mta's probes of orders' backend did not pass: $(orders_health)"
+echo "     $(orders_health)"
+echo "   mtb's tunnel, streams by the identity mta vouched for (the probes' own, /dmsc-health/tcp):"
+# (the metrics file is rewritten every second: orders' stream, catalog's, the probes')
+dest_streams() { (($(awk '/streams_total\{side="dest"/ { n += $NF } END { print n + 0 }' "${MTLS_PROMS[1]}" 2>/dev/null) >= 4)); }
 t_wait 5 dest_streams
 grep 'streams_total{side="dest"' "${MTLS_PROMS[1]}" | sed 's/^/     /'
 echo "   a workload of mta outside allow_from (cgroup stranger), same VIP: refused by mta's connect4"
