@@ -851,8 +851,9 @@ t_eq "IPv6 backends on b are up" "$?" 0
 mesh6_policy() { # ALLOW_FROM_FIELD
 	mesh_doc "{ \"node-a\": \"[$A6]:15008\", \"node-b\": \"[$B6]:15008\" }" \
 		"$(mesh_svc stream6 "$VIP6" 9006 "$B6" 9006 "$1")" \
-		"$(mesh_svc peer6 "$VIP6" 9007 "$B6" 9007 "$1")" "$(mesh_svc shop "$VIP" 80 "$B" 8080 "$1")" \
-		"$(mesh_svc loose6 "$VIP6" 9008 "$B6" 9008 ', "mtls": "permissive"')" \
+		"$(mesh_svc peer6 "$VIP6" 9007 "$B6" 9007 ", $(probe http) $1")" \
+		"$(mesh_svc shop "$VIP" 80 "$B" 8080 "$1")" \
+		"$(mesh_svc loose6 "$VIP6" 9008 "$B6" 9008 ", \"mtls\": \"permissive\", $(probe tcp)")" \
 		"$(mesh_svc web6 "$VIP6" 8088 "$B6" 9009 ", \"protocol\": \"http\" $1")"
 }
 mesh6_policy "$b_allow" >"$work/mesh6-b.json"
@@ -893,6 +894,11 @@ t_check "an http service at [$VIP6]:8088: b's answer through dmsc-l7 and the tun
 t_check "b's tunnel allowed it for the client's cgroup" t_wait 5 b_dest_above client allowed "$allowed0"
 t_eq "the stranger's request to it: 502 (refused at b)" \
 	"$(as_stranger curl -sS -g -m 5 -o /dev/null -w '%{http_code}' "http://[$VIP6]:8088/" 2>/dev/null)" 502
+# a's probes of IPv6 backends on b go through the tunnel's [::1] listener
+t_check "a's http probes of b's IPv6 backend pass through the tunnel" \
+	t_wait 15 health_in "$pin_a" peer6 3
+t_check "and its tcp probes of a permissive one" t_wait 15 health_in "$pin_a" loose6 3
+t_check "b's tunnel allowed them as probes" t_wait 5 probes_both
 stop_pair
 
 # ---- host keys: watch shows them, publish deletes the ones no service ----
