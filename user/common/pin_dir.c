@@ -20,16 +20,24 @@ const char *dmsc_pin_dir(void)
 	return DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION;
 }
 
-int dmsc_pinned_map_open(const char *pin_dir, const char *name, const char *hint)
+int dmsc_pinned_map_try(const char *pin_dir, const char *name)
 {
 	char path[PATH_MAX];
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, name);
 	fd = bpf_obj_get(path);
+	return fd >= 0 ? fd : -errno;
+}
+
+int dmsc_pinned_map_open(const char *pin_dir, const char *name, const char *hint)
+{
+	char path[PATH_MAX];
+	int fd = dmsc_pinned_map_try(pin_dir, name);
+
 	if (fd >= 0)
 		return fd;
-	fd = -errno;
+	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, name);
 	if (hint)
 		pr_warn("cannot open %s: %s (%s)\n", path, strerror(-fd), hint);
 	else

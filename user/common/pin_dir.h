@@ -10,9 +10,14 @@
 /* $DMSC_PIN_DIR, else DMSC_PIN_ROOT/vDMSC_LAYOUT_VERSION. */
 const char *dmsc_pin_dir(void);
 
+/* The hint for a map this build's datapath has */
+#define DMSC_PIN_HINT_BUILD "install the datapath with this build"
+
 /* Opens the map pinned as pin_dir/maps/name: its fd, or a negative errno
  * with a message naming the path (and hint, when not NULL: what a missing
  * map means). */
 int dmsc_pinned_map_open(const char *pin_dir, const char *name, const char *hint);
+/* The same without a message: for a map an older datapath may lack. */
+int dmsc_pinned_map_try(const char *pin_dir, const char *name);
 
 #endif /* DMSC_PIN_DIR_H */

@@ -20,7 +20,7 @@
 #include "log.h"
 #include "tunnel_frame.h"
 #include "tunnel_handoff.h"
-#include "tunnel_via.h"
+#include "pin_dir.h"
 
 /* Linux's linux/exportfs.h: a kernfs node (a cgroup) by its 64-bit id,
  * which is the cgroup id the BPF helpers return (Linux 5.5). */
@@ -28,7 +28,7 @@
 
 static int pinned(const char *pin_dir, const char *name)
 {
-	return dmsc_tunnel_pinned(pin_dir, name, "tunnel: ", true);
+	return dmsc_pinned_map_open(pin_dir, name, DMSC_PIN_HINT_BUILD);
 }
 
 int dmsc_tunnel_handoff_open(struct dmsc_tunnel_handoff *h, const char *pin_dir)

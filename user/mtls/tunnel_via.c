@@ -1,44 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /* A helper's own connections through this host's tunnel (tunnel_via.h). */
-#define _GNU_SOURCE
 #include <errno.h>
-#include <limits.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
 
 #include "dmsc/shared.h"
-#include "log.h"
+#include "pin_dir.h"
 #include "tunnel_via.h"
-
-int dmsc_tunnel_pinned(const char *pin_dir, const char *name, const char *prefix, bool needed)
-{
-	char path[PATH_MAX];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, name);
-	fd = bpf_obj_get(path);
-	if (fd >= 0)
-		return fd;
-	fd = -errno;
-	if (needed)
-		pr_warn("%scannot open %s: %s (install the datapath with this build)\n", prefix, path,
-			strerror(-fd));
-	return fd;
-}
 
 int dmsc_tunnel_via_open(struct dmsc_tunnel_via *v, const char *pin_dir)
 {
 	int err;
 
-	v->conf_fd = dmsc_tunnel_pinned(pin_dir, DMSC_MAP_TUNNEL_CONF, "", true);
-	v->handoff_fd = dmsc_tunnel_pinned(pin_dir, DMSC_MAP_L7_HANDOFF, "", true);
+	v->conf_fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_TUNNEL_CONF, DMSC_PIN_HINT_BUILD);
+	v->handoff_fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_HANDOFF, DMSC_PIN_HINT_BUILD);
 	/* a datapath from before IPv6 handoffs: IPv6 backends go direct */
-	v->handoff6_fd = dmsc_tunnel_pinned(pin_dir, DMSC_MAP_TUNNEL_HANDOFF6, "", false);
-	v->own_fd = dmsc_tunnel_pinned(pin_dir, DMSC_MAP_L7_OWN, "", false);
+	v->handoff6_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_TUNNEL_HANDOFF6);
+	v->own_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_L7_OWN);
 	if (v->conf_fd >= 0 && v->handoff_fd >= 0)
 		return 0;
 	err = v->conf_fd < 0 ? v->conf_fd : v->handoff_fd;

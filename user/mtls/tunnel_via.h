@@ -24,10 +24,6 @@ struct dmsc_tunnel_via {
 	int own_fd;	 /* dmsc_l7_own; -1: none */
 };
 
-/* The pinned map pin_dir/maps/name: its fd, or a negative errno, warned
- * ("cannot open ...", after prefix) when needed. */
-int dmsc_tunnel_pinned(const char *pin_dir, const char *name, const char *prefix, bool needed);
-
 /* Opens the maps; 0, or a negative errno naming the map that failed
  * (warned). */
 int dmsc_tunnel_via_open(struct dmsc_tunnel_via *v, const char *pin_dir);
