@@ -240,6 +240,28 @@ t_check "b's streams hold no window past the initial one once closed" \
 t_check "b counts streams from node-a for $ID, allowed" \
 	metric_ge b "streams_total\\{side=\"dest\",peer=\"node-a\",identity=\"$ID\",verdict=\"allowed\"\\}" 26
 
+# ---- out of descriptors: the listeners wait, they do not spin ------------
+# a helper of a with 40 descriptors in all and 60 connections at once:
+# accept() fails with EMFILE while the first ones are open; the listeners
+# leave epoll until a stream closes (a level-triggered listener would
+# wake the loop for ever meanwhile), and every connection gets its turn
+lim=$work/a-lim
+dmsc_net_exec a prlimit --nofile=40:40 "$l7" tunnel --mtls-dir "$work/a" \
+	--metrics-file "$lim.prom" --ready-fd 3 --forward "$(fwd 19010 "$B:9000")" \
+	3>"$lim.ready" 2>"$lim.log" &
+lim_pid=$!
+t_check "a helper with 40 descriptors starts" dmsc_wait_ready "$lim.ready" 10
+out=$(dmsc_net_exec a "$stream" client --connect 127.0.0.1:19010 --conns 60 --count 1 \
+	--bytes 1000000 --back-bytes 1000000 --max-seconds 60 2>&1)
+t_eq "60 connections at once through it, 1 MB each way byte-exact" "$(jq -r .ok <<<"$out" 2>/dev/null)" 60
+pauses() { awk '/^dmsc_tunnel_accept_pauses_total / { print $2 }' "$lim.prom" 2>/dev/null; }
+lim_paused() { [[ $(pauses) -ge 1 ]]; }
+t_check "its accepts paused for want of descriptors" t_wait 5 lim_paused
+t_check "a few times, not in a loop ($(pauses) pauses for 60 connections)" test "$(pauses)" -le 100
+t_check "and said so" grep -q "Too many open files: new connections wait in the listeners' queues" "$lim.log"
+kill "$lim_pid" 2>/dev/null
+wait "$lim_pid" 2>/dev/null
+
 # ---- no plaintext on the wire ---------------------------------------------
 # no_marker_on_wire NAME WHAT SEND: a capture of a's link (at the hub) while
 # SEND (a function printing the HTTP code of a request that carries $1)

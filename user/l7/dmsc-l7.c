@@ -332,6 +332,13 @@ int main(int argc, char **argv)
 	size_t s, base;
 	uint64_t seed;
 
+	/* Two descriptors per proxied connection, for the tunnel too: the
+	 * soft limit a service gets by default (1024 under systemd) is far
+	 * below the hard one. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	if (dmsc_l7_tunnel_command(argc, argv))
 		return dmsc_l7_tunnel_main(argc, argv);
 	if (parse_args(argc, argv)) {
@@ -349,10 +356,6 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
 
 	if (load_policy())
 		return 1;

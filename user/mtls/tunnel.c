@@ -89,14 +89,60 @@ static size_t open_frame(uint8_t *p, const union dmsc_tunnel_sa *dest, const cha
 	return dmsc_tf_open_encode(p, dest->v4.sin_addr.s_addr, dest->v4.sin_port, identity);
 }
 
+/* Every listener's epoll events: EPOLLIN, or 0 while accepts pause. */
+static void listeners_set(struct tunnel *t, uint32_t events)
+{
+	struct listener *ls[DMSC_TUNNEL_FWD_MAX + 3];
+	size_t i, n = 0;
+
+	ls[n++] = &t->peer_l;
+	ls[n++] = &t->handoff_l;
+	ls[n++] = &t->handoff_l6;
+	for (i = 0; i < t->o->n_fwd; i++)
+		ls[n++] = &t->fwd_l[i];
+	for (i = 0; i < n; i++)
+		if (ls[i]->ev.fd > 0) /* made, and not closed by a drain */
+			tn_ev_set(t, &ls[i]->ev, events);
+}
+
+/* An accept() on l failed. Out of descriptors or memory, the
+ * level-triggered listener would wake the loop at once, for ever, while
+ * nothing frees one: every listener leaves epoll until a stream or a
+ * connection closes (reap) or the next tick (listeners_resume). */
+static void accept_failed(struct tunnel *t, struct listener *l)
+{
+	if (errno != EMFILE && errno != ENFILE && errno != ENOBUFS && errno != ENOMEM)
+		return;
+	/* said once a minute at most: a helper at its limit pauses often */
+	if (!t->accept_warned_ms || tn_now_ms() - t->accept_warned_ms >= 60000) {
+		pr_warn("tunnel: accept on fd %d: %s: new connections wait in the listeners' "
+			"queues until one closes (dmsc_tunnel_accept_pauses_total)\n",
+			l->ev.fd, strerror(errno));
+		t->accept_warned_ms = tn_now_ms();
+	}
+	t->accept_paused = true;
+	t->accept_pauses++;
+	listeners_set(t, 0);
+}
+
+static void listeners_resume(struct tunnel *t)
+{
+	if (!t->accept_paused)
+		return;
+	t->accept_paused = false;
+	listeners_set(t, EPOLLIN);
+}
+
 static void accept_peer(struct tunnel *t)
 {
 	union dmsc_tunnel_sa sa;
 	socklen_t l = sizeof(sa);
 	int fd = accept4(t->peer_l.ev.fd, &sa.sa, &l, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-	if (fd < 0)
+	if (fd < 0) {
+		accept_failed(t, &t->peer_l);
 		return;
+	}
 	if (!tn_conn_new(t, fd, true, &sa))
 		close(fd);
 }
@@ -111,8 +157,10 @@ static void accept_forward(struct tunnel *t, struct listener *l)
 	size_t n;
 	int fd = accept4(l->ev.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-	if (fd < 0)
+	if (fd < 0) {
+		accept_failed(t, l);
 		return;
+	}
 	dmsc_tunnel_sa_format_ip(&f->peer, peer, sizeof(peer));
 	c = tn_conn_to(t, l->fwd);
 	s = c ? tn_stream_new(c, fd, c->next_id) : NULL;
@@ -161,8 +209,10 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 	size_t n;
 
 	fd = accept4(l->ev.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0)
+	if (fd < 0) {
+		accept_failed(t, l);
 		return;
+	}
 	if (dmsc_tunnel_handoff_take(&t->ho, fd, t->o->policy, &to, &dest, identity,
 				     sizeof(identity), why, sizeof(why))) {
 		pr_warn("tunnel: handoff refused: %s\n", why);
@@ -230,6 +280,9 @@ static int handoff_start(struct tunnel *t)
 
 static void reap(struct tunnel *t)
 {
+	/* descriptors were closed: a paused accept may go on */
+	if (t->dead_streams || t->dead_conns)
+		listeners_resume(t);
 	while (t->dead_streams) {
 		struct stream *s = t->dead_streams;
 
@@ -339,6 +392,7 @@ static void tick(struct tunnel *t)
 		if (peer && X509_cmp_current_time(X509_get0_notAfter(peer)) < 0)
 			conn_retire(c, "its certificate expired");
 	}
+	listeners_resume(t); /* ENFILE: others may have closed theirs */
 	tn_metrics_write(t);
 }
 

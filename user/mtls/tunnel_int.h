@@ -177,6 +177,12 @@ struct tunnel {
 	bool ktls;
 	unsigned long long ktls_conns[2], user_crypto_conns[2];
 	bool draining; /* stopping: no new streams, the open ones finish */
+	/* out of descriptors (or memory) at an accept: the listeners are out
+	 * of epoll until a stream or connection closes, or the next tick;
+	 * the connections wait in their queues meanwhile */
+	bool accept_paused;
+	unsigned long long accept_pauses;
+	uint64_t accept_warned_ms;
 };
 
 /* the SSL ex_data index holding a connection (dmsc_tunnel_run sets it) */

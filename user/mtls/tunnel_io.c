@@ -187,6 +187,10 @@ void tn_metrics_write(struct tunnel *t)
 			 "What the open streams' windows hold past the initial 256 KiB, together "
 			 "(at most 64 MiB).");
 	dmsc_prom_sample(&b, "dmsc_tunnel_stream_window_extra_bytes", NULL, 0, t->window_extra);
+	dmsc_prom_family(&b, "dmsc_tunnel_accept_pauses_total", "counter",
+			 "Accepts that failed for want of a descriptor or memory: the listeners "
+			 "then wait until a connection closes.");
+	dmsc_prom_sample(&b, "dmsc_tunnel_accept_pauses_total", NULL, 0, t->accept_pauses);
 	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_cert_reloads_total counter\n");
 	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",
 			 &(struct dmsc_prom_label){"result", "ok"}, 1, t->reloads);
