@@ -262,6 +262,38 @@ t_check "and said so" grep -q "Too many open files: new connections wait in the 
 kill "$lim_pid" 2>/dev/null
 wait "$lim_pid" 2>/dev/null
 
+# ---- a connection's last stream ids: the next stream on a new one --------
+# (its first id moved near the top: DMSC_TUNNEL_FIRST_STREAM) a stream
+# opened before the ids ran out finishes on the old connection
+ids=$work/a-ids
+dmsc_net_exec a env DMSC_TUNNEL_FIRST_STREAM=4294967291 "$l7" tunnel --mtls-dir "$work/a" \
+	--metrics-file "$ids.prom" --ready-fd 3 --forward "$(fwd 19011 "$B:9001")" \
+	--forward "$(fwd 19012 "$B:9000")" 3>"$ids.ready" 2>"$ids.log" &
+ids_pid=$!
+t_check "a helper whose connections start at stream id 4294967291 starts" \
+	dmsc_wait_ready "$ids.ready" 10
+# the first stream (id 4294967291) to the reader that waits 4 s
+dmsc_net_exec a "$stream" client --connect 127.0.0.1:19011 --conns 1 --count 1 \
+	--bytes 1000000 --back-bytes 1000000 --max-seconds 60 >"$work/ids-long.json" 2>&1 &
+long_pid=$!
+t_wait 5 bash -c "[[ \$(ip netns exec ${DMSC_NET_PREFIX}b ss -Htn state established '( sport = :9001 )' 2>/dev/null | wc -l) -ge 1 ]]"
+ok=0
+for _ in 1 2 3; do # ids 4294967293, 4294967295 (the last), then 4294967291 again
+	out=$(dmsc_net_exec a "$stream" client --connect 127.0.0.1:19012 --conns 1 --count 1 \
+		--bytes 100000 --back-bytes 100000 --max-seconds 30 2>&1)
+	ok=$((ok + $(jq -r .ok <<<"$out" 2>/dev/null || echo 0)))
+done
+t_eq "3 streams after it, byte-exact" "$ok" 3
+t_check "the helper says the first connection's ids are spent" \
+	grep -q "its stream ids are spent: new streams go on a new connection" "$ids.log"
+t_eq "the third stream went on a second connection to b" \
+	"$(grep -c "is host node-b" "$ids.log")" 2
+wait "$long_pid"
+t_eq "the stream open on the first connection finished, byte-exact" \
+	"$(jq -r .ok "$work/ids-long.json" 2>/dev/null)" 1
+kill "$ids_pid" 2>/dev/null
+wait "$ids_pid" 2>/dev/null
+
 # ---- no plaintext on the wire ---------------------------------------------
 # no_marker_on_wire NAME WHAT SEND: a capture of a's link (at the hub) while
 # SEND (a function printing the HTTP code of a request that carries $1)

@@ -163,7 +163,7 @@ static void accept_forward(struct tunnel *t, struct listener *l)
 	}
 	dmsc_tunnel_sa_format_ip(&f->peer, peer, sizeof(peer));
 	c = tn_conn_to(t, l->fwd);
-	s = c ? tn_stream_new(c, fd, c->next_id) : NULL;
+	s = c ? tn_stream_new(c, fd, tn_conn_stream_id(c)) : NULL;
 	if (!s) {
 		struct linger lg = {.l_onoff = 1, .l_linger = 0};
 
@@ -173,7 +173,6 @@ static void accept_forward(struct tunnel *t, struct listener *l)
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
-	c->next_id += 2;
 	s->metric = tn_metric_idx(t, "source", peer, f->identity, "opened");
 	t->metrics[s->metric].n++;
 	n = open_frame(p, &f->dest, f->identity, &flags);
@@ -222,13 +221,12 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 	dmsc_tunnel_sa_format_ip(&to, peer, sizeof(peer));
 	idx = host_peer(t, &to);
 	c = idx >= 0 ? tn_conn_to(t, idx) : NULL;
-	s = c ? tn_stream_new(c, fd, c->next_id) : NULL;
+	s = c ? tn_stream_new(c, fd, tn_conn_stream_id(c)) : NULL;
 	if (!s) {
 		tn_metric_count(t, "source", peer, identity, "peer_unreachable");
 		goto refuse;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
-	c->next_id += 2;
 	s->probe_tcp = !strcmp(identity, DMSC_TF_ID_PROBE_TCP);
 	s->metric = tn_metric_idx(t, "source", peer, identity, "opened");
 	t->metrics[s->metric].n++;
@@ -468,6 +466,25 @@ static void tunnel_free(struct tunnel *t)
 	free(t);
 }
 
+/* 1, or an odd DMSC_TUNNEL_FIRST_STREAM: the tests' way to the last ids of
+ * a connection without opening two billion streams first. */
+static uint32_t first_stream_id(void)
+{
+	const char *e = getenv("DMSC_TUNNEL_FIRST_STREAM");
+	char *end;
+	unsigned long v;
+
+	if (!e || !*e)
+		return 1;
+	errno = 0;
+	v = strtoul(e, &end, 10);
+	if (errno || *end || !(v & 1) || v > UINT32_MAX) {
+		pr_warn("tunnel: DMSC_TUNNEL_FIRST_STREAM=%s is not an odd 32-bit number: 1\n", e);
+		return 1;
+	}
+	return (uint32_t)v;
+}
+
 int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *stop)
 {
 	struct epoll_event evs[EPOLL_BATCH];
@@ -480,6 +497,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	if (!t)
 		return -ENOMEM;
 	t->o = o;
+	t->first_stream_id = first_stream_id();
 	t->ho.handoff_fd = t->ho.handoff6_fd = t->ho.conf_fd = t->ho.own_fd = t->ho.cg_fd = -1;
 	t->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (tn_conn_ex_idx < 0)

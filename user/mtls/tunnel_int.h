@@ -183,6 +183,9 @@ struct tunnel {
 	bool accept_paused;
 	unsigned long long accept_pauses;
 	uint64_t accept_warned_ms;
+	/* the first stream id of a connection: 1 (DMSC_TUNNEL_FIRST_STREAM, odd,
+	 * lets a test reach the last ids) */
+	uint32_t first_stream_id;
 };
 
 /* the SSL ex_data index holding a connection (dmsc_tunnel_run sets it) */
@@ -231,6 +234,9 @@ void tn_conn_flush_marked(struct tunnel *t);
 void tn_conn_event(struct conn *c, uint32_t events);
 struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc_tunnel_sa *sa);
 struct conn *tn_conn_to(struct tunnel *t, int idx);
+/* The id of c's next stream (odd, rising); after the last one c takes no
+ * new streams (draining). */
+uint32_t tn_conn_stream_id(struct conn *c);
 
 /* streams */
 int tn_conn_frame(struct conn *c, uint8_t type, uint32_t stream, const void *payload, uint16_t len);

@@ -579,7 +579,7 @@ struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc
 	c->server = server;
 	c->addr = *sa;
 	c->peer_idx = -1;
-	c->next_id = 1;
+	c->next_id = t->first_stream_id;
 	c->started = time(NULL);
 	dmsc_tunnel_sa_format(sa, c->name, sizeof(c->name));
 	c->ssl = SSL_new(t->ctx);
@@ -605,6 +605,25 @@ struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc
 }
 
 /* A connection to the forward's peer that can take a new stream. */
+uint32_t tn_conn_stream_id(struct conn *c)
+{
+	uint32_t id = c->next_id;
+
+	c->next_id += 2;
+	if (c->next_id < id) {
+		/* That was the last id: a stream's id is never used twice on a
+		 * connection (the peer would take a second OPEN of one still
+		 * open as a protocol error, and close the connection with every
+		 * stream on it). Its open streams finish; the next one makes a
+		 * new connection. */
+		c->draining = true;
+		pr_info("tunnel: connection to %s: its stream ids are spent: new streams go "
+			"on a new connection\n",
+			c->name);
+	}
+	return id;
+}
+
 struct conn *tn_conn_to(struct tunnel *t, int idx)
 {
 	const union dmsc_tunnel_sa *peer = &t->peers[idx].addr;
