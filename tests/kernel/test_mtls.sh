@@ -586,7 +586,7 @@ mesh_policy() { # ALLOW_FROM_FIELD
 	mesh_doc "{ \"node-a\": \"$A:15008\", \"node-b\": \"$B:15008\" }" \
 		"$(mesh_svc shop "$VIP" 80 "$B" 8080 "$1")" "$(mesh_svc bulk "$VIP" 5201 "$B" 5201 "$1")" \
 		"$(mesh_svc guarded "$VIP" 8090 "$B" 8090 "${GUARDED_MTLS-} $1")" \
-		"$(mesh_svc loose "$VIP" 8091 "$B" 8091 ', "mtls": "permissive"')" \
+		"$(mesh_svc loose "$VIP" 8091 "$B" 8091 ', "mtls": "permissive", "health": { "passive": { "consecutive_failures": 3 } }')" \
 		"$(mesh_svc web1 "$VIP" 8088 "$B" 8096 ", \"protocol\": \"http\" $1")" \
 		"$(mesh_svc web2 "$VIP" 8089 "$B" 8095 ", \"protocol\": \"http\" $1")" \
 		"$(mesh_svc probed "$VIP" 8093 "$B" 8093 ", $(probe tcp) $1")" \
@@ -737,6 +737,10 @@ probes_allowed() { # TYPE: b's tunnel counted at least two
 }
 probes_both() { probes_allowed tcp && probes_allowed http; }
 t_check "b's tunnel allowed them as probes, past allow_from" t_wait 5 probes_both
+t_check "a's dmscd warns that passive health alone cannot see loose's backend on b" \
+	grep -q "health: loose $B:8091: passive health sees no failed connect to it (on another host, reached through the tunnel): only active probes" \
+	"$work/dmscd-a.log"
+t_check "and says nothing of the probed ones" bash -c "! grep -q 'health: probed.* passive health sees' '$work/dmscd-a.log'"
 t_check "b's dmscd, in b's mesh cgroup, probes them on its host (outside allow_from: exempt)" \
 	t_wait 15 health_in "$DMSC_PIN_DIR" probed 4
 health_out() { [[ $(health_of "$1" "$2") == "probe_failed "* ]]; }

@@ -501,6 +501,19 @@ static void resume(struct dmsc_health_watch *w, struct dmsc_health_target *t)
 	t->detail = v.probe_detail;
 }
 
+/* A backend on another host is reached through the tunnel: the connect
+ * that passive health counts is the one to this host's tunnel, which
+ * succeeds whatever becomes of the backend (docs/design.md decision 77).
+ * Said once per backend watched, when nothing else would take it out. */
+static void passive_blind(const struct dmsc_health_target *t)
+{
+	if (!t->tunneled || !t->cfg.has_passive || t->cfg.has_active)
+		return;
+	pr_warn("health: %s %s: passive health sees no failed connect to it (on another host, "
+		"reached through the tunnel)%s: only active probes take it out when it is down\n",
+		t->svc, t->addr_text, t->l7 ? "; its 5xx answers still count" : "");
+}
+
 /* Takes the targets of the last policy, keeping what the probes learned of
  * each backend that stays. */
 static void adopt(struct dmsc_health_watch *w)
@@ -537,8 +550,10 @@ static void adopt(struct dmsc_health_watch *w)
 			old->id = 0; /* carried over */
 			break;
 		}
-		if (j == w->n)
+		if (j == w->n) {
 			resume(w, &next[i]);
+			passive_blind(&next[i]);
+		}
 	}
 	for (j = 0; j < w->n; j++)
 		if (w->t[j].id)
