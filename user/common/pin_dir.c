@@ -30,6 +30,13 @@ int dmsc_pinned_map_try(const char *pin_dir, const char *name)
 	return fd >= 0 ? fd : -errno;
 }
 
+int dmsc_l7_own_mark(int own_fd, int fd)
+{
+	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
+
+	return bpf_map_update_elem(own_fd, &fd, &own, BPF_ANY) ? -errno : 0;
+}
+
 int dmsc_pinned_map_open(const char *pin_dir, const char *name, const char *hint)
 {
 	char path[PATH_MAX];

@@ -20,4 +20,9 @@ int dmsc_pinned_map_open(const char *pin_dir, const char *name, const char *hint
 /* The same without a message: for a map an older datapath may lack. */
 int dmsc_pinned_map_try(const char *pin_dir, const char *name);
 
+/* Marks fd, before its connect(), as a helper's own in dmsc_l7_own
+ * (own_fd), which connect4 and connect6 leave alone (docs/design.md
+ * decision 44): 0, or a negative errno for the caller to say. */
+int dmsc_l7_own_mark(int own_fd, int fd);
+
 #endif /* DMSC_PIN_DIR_H */

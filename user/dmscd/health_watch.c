@@ -28,6 +28,7 @@
 #include "health_watch.h"
 #include "log.h"
 #include "apply.h"
+#include "pin_dir.h"
 
 enum probe_phase {
 	PROBE_IDLE,
@@ -53,6 +54,7 @@ struct dmsc_health_target {
 	 * tunnel (docs/design.md decision 77) */
 	bool tunneled;
 	bool via_tunnel; /* the probe in flight went through it */
+	bool detail_via; /* and the one detail speaks of */
 	bool panic;
 	/* The probe in flight. */
 	enum probe_phase phase;
@@ -119,6 +121,7 @@ static void probe_done(struct dmsc_health_watch *w, struct dmsc_health_target *t
 		return;
 	}
 	t->detail = detail;
+	t->detail_via = t->via_tunnel;
 	t->down_in_ejection = t->ejected_at != 0;
 	t->fail_run++;
 	t->ok_run = 0;
@@ -135,6 +138,8 @@ static bool via_ready(struct dmsc_health_watch *w)
 	if (w->via_failed)
 		return false;
 	w->via_failed = dmsc_tunnel_via_open(&w->via, w->pin_dir) != 0;
+	if (!w->via_failed && w->own_fd < 0)
+		w->own_fd = dmsc_pinned_map_try(w->pin_dir, DMSC_MAP_L7_OWN);
 	return !w->via_failed;
 }
 
@@ -187,8 +192,8 @@ static void probe_start(struct dmsc_health_watch *w, struct dmsc_health_target *
 	/* A dmscd that runs in the mesh cgroup probes as a helper does: the
 	 * kernel's checks of workloads (allow_from around the VIP, decision
 	 * 44) are not for it. */
-	if (via_ready(w))
-		dmsc_tunnel_via_own(&w->via, t->fd);
+	if (via_ready(w) && w->own_fd >= 0)
+		dmsc_l7_own_mark(w->own_fd, t->fd);
 	t->phase = PROBE_CONNECTING;
 	if (t->tunneled && w->via.conf_fd >= 0)
 		rc = probe_connect_via(w, t, &to, to_len);
@@ -269,7 +274,7 @@ static void probe_readable(struct dmsc_health_watch *w, struct dmsc_health_targe
 
 static void describe_probe(const struct dmsc_health_target *t, char *buf, size_t len)
 {
-	const char *via = t->tunneled ? " through the tunnel" : "";
+	const char *via = t->detail_via ? " through the tunnel" : "";
 
 	if (t->detail < 0)
 		snprintf(buf, len, "%s%s", strerror(-t->detail), via);
@@ -672,7 +677,7 @@ int dmsc_health_watch_start(struct dmsc_health_watch *w, const char *pin_dir)
 
 	memset(w, 0, sizeof(*w));
 	w->health_fd = w->verdict_fd = -1;
-	w->via.conf_fd = w->via.handoff_fd = w->via.handoff6_fd = w->via.own_fd = -1;
+	w->via.conf_fd = w->via.handoff_fd = w->via.handoff6_fd = w->own_fd = -1;
 	snprintf(w->pin_dir, sizeof(w->pin_dir), "%s", pin_dir);
 	w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -716,6 +721,8 @@ void dmsc_health_watch_stop(struct dmsc_health_watch *w)
 	free(w->replan);
 	maps_close(w);
 	dmsc_tunnel_via_close(&w->via);
+	if (w->own_fd >= 0)
+		close(w->own_fd);
 	close(w->event_fd);
 	close(w->wake_fd);
 	pthread_mutex_destroy(&w->lock);

@@ -47,6 +47,7 @@ struct dmsc_health_watch {
 	/* the thread's: probes of backends behind the tunnel, its own sockets */
 	struct dmsc_tunnel_via via;
 	bool via_failed; /* warned: tried again at the next policy */
+	int own_fd;	 /* dmsc_l7_own; -1: none (an older datapath) */
 	int event_fd; /* readable: services to apply again */
 	int wake_fd;  /* the thread's: new targets, or stop */
 	pthread_t thread;

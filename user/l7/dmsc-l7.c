@@ -76,7 +76,7 @@ struct svc_rt *svc_rt; /* parallel to cfg.svcs */
 int handoff_fd = -1;
 int handoff6_fd = -1;
 int own_fd = -1; /* dmsc_l7_own */
-struct dmsc_l7_via via = {.t = {.conf_fd = -1, .handoff_fd = -1, .handoff6_fd = -1, .own_fd = -1}};
+struct dmsc_l7_via via = {.t = {.conf_fd = -1, .handoff_fd = -1, .handoff6_fd = -1}};
 int access_fd = -1;
 volatile int draining;
 size_t n_route_slots;

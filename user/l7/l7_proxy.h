@@ -47,6 +47,7 @@
 #include "l7_via.h"
 #include "log.h"
 #include "parse.h"
+#include "pin_dir.h"
 #include "policy.h"
 
 /* ---- limits (documented in docs/l7.md) --------------------------- */

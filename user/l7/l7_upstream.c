@@ -374,10 +374,9 @@ static void upstream_failed(struct conn *c, bool may_retry, int status)
 
 static void upstream_start(struct conn *c)
 {
-	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
 	struct sockaddr_storage sa;
 	unsigned int sa_len;
-	int idx, fd, one = 1;
+	int idx, fd, err, one = 1;
 
 	idx = dmsc_l7_attempt_pick(c->svc, c->route, rnd(c->w), &c->tried);
 	if (idx < 0) {
@@ -411,9 +410,9 @@ static void upstream_start(struct conn *c)
 		}
 		/* ours: connect4 must not hand it back to us (shared.h,
 		 * dmsc_l7_own); without the entry it could loop */
-		if (bpf_map_update_elem(own_fd, &fd, &own, BPF_ANY)) {
+		if ((err = dmsc_l7_own_mark(own_fd, fd))) {
 			pr_warn("cannot mark a backend socket in %s: %s\n", DMSC_MAP_L7_OWN,
-				strerror(errno));
+				strerror(-err));
 			close(fd);
 			upstream_failed(c, false, 502);
 			return;

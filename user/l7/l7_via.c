@@ -8,7 +8,7 @@
 int dmsc_l7_via_open(struct dmsc_l7_via *v, const char *pin_dir, const char *host)
 {
 	memset(v, 0, sizeof(*v));
-	v->t.conf_fd = v->t.handoff_fd = v->t.handoff6_fd = v->t.own_fd = -1;
+	v->t.conf_fd = v->t.handoff_fd = v->t.handoff6_fd = -1;
 	v->host = host && host[0] ? host : NULL;
 	return v->host ? dmsc_tunnel_via_open(&v->t, pin_dir) : 0;
 }

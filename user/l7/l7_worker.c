@@ -258,14 +258,12 @@ static uint32_t h2_rnd(void *w)
 
 static int h2_own_socket(int fd)
 {
-	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
+	int err = dmsc_l7_own_mark(own_fd, fd);
 
-	if (bpf_map_update_elem(own_fd, &fd, &own, BPF_ANY)) {
+	if (err)
 		pr_warn("cannot mark a backend socket in %s: %s\n", DMSC_MAP_L7_OWN,
-			strerror(errno));
-		return -errno;
-	}
-	return 0;
+			strerror(-err));
+	return err;
 }
 
 static uint64_t h2_bucket_wait(size_t svc_idx, uint64_t now)

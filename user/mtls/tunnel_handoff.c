@@ -102,16 +102,12 @@ void dmsc_tunnel_handoff_close(struct dmsc_tunnel_handoff *h)
 
 int dmsc_tunnel_handoff_own(const struct dmsc_tunnel_handoff *h, int fd)
 {
-	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
+	int err = h->own_fd < 0 ? 0 : dmsc_l7_own_mark(h->own_fd, fd);
 
-	if (h->own_fd < 0)
-		return 0;
-	if (bpf_map_update_elem(h->own_fd, &fd, &own, BPF_ANY)) {
+	if (err)
 		pr_warn("tunnel: cannot mark a socket in %s: %s\n", DMSC_MAP_L7_OWN,
-			strerror(errno));
-		return -errno;
-	}
-	return 0;
+			strerror(-err));
+	return err;
 }
 
 /* The cgroup path (relative to the cgroup2 mount) of a cgroup id. */

@@ -604,7 +604,6 @@ struct conn *tn_conn_new(struct tunnel *t, int fd, bool server, const union dmsc
 	return c;
 }
 
-/* A connection to the forward's peer that can take a new stream. */
 uint32_t tn_conn_stream_id(struct conn *c)
 {
 	uint32_t id = c->next_id;
@@ -624,6 +623,7 @@ uint32_t tn_conn_stream_id(struct conn *c)
 	return id;
 }
 
+/* A connection to the forward's peer that can take a new stream. */
 struct conn *tn_conn_to(struct tunnel *t, int idx)
 {
 	const union dmsc_tunnel_sa *peer = &t->peers[idx].addr;

@@ -19,7 +19,6 @@ int dmsc_tunnel_via_open(struct dmsc_tunnel_via *v, const char *pin_dir)
 	v->handoff_fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_HANDOFF, DMSC_PIN_HINT_BUILD);
 	/* a datapath from before IPv6 handoffs: IPv6 backends go direct */
 	v->handoff6_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_TUNNEL_HANDOFF6);
-	v->own_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_L7_OWN);
 	if (v->conf_fd >= 0 && v->handoff_fd >= 0)
 		return 0;
 	err = v->conf_fd < 0 ? v->conf_fd : v->handoff_fd;
@@ -29,7 +28,7 @@ int dmsc_tunnel_via_open(struct dmsc_tunnel_via *v, const char *pin_dir)
 
 void dmsc_tunnel_via_close(struct dmsc_tunnel_via *v)
 {
-	int *fds[] = {&v->conf_fd, &v->handoff_fd, &v->handoff6_fd, &v->own_fd};
+	int *fds[] = {&v->conf_fd, &v->handoff_fd, &v->handoff6_fd};
 	size_t i;
 
 	for (i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
@@ -37,15 +36,6 @@ void dmsc_tunnel_via_close(struct dmsc_tunnel_via *v)
 			close(*fds[i]);
 		*fds[i] = -1;
 	}
-}
-
-int dmsc_tunnel_via_own(const struct dmsc_tunnel_via *v, int fd)
-{
-	struct dmsc_l7_own own = {.magic = DMSC_L7_OWN_MAGIC};
-
-	if (v->own_fd < 0)
-		return 0;
-	return bpf_map_update_elem(v->own_fd, &fd, &own, BPF_ANY) ? -errno : 0;
 }
 
 /* Binds fd to the loopback of its family, port 0: the tunnel's listener is

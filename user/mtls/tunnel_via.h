@@ -21,7 +21,6 @@ struct dmsc_tunnel_via {
 	int conf_fd;	 /* dmsc_tunnel_conf: where the tunnel listens */
 	int handoff_fd;	 /* dmsc_l7_handoff: IPv4 records */
 	int handoff6_fd; /* dmsc_tunnel_handoff6; -1: none (IPv6 backends direct) */
-	int own_fd;	 /* dmsc_l7_own; -1: none */
 };
 
 /* Opens the maps; 0, or a negative errno naming the map that failed
@@ -58,10 +57,5 @@ int dmsc_tunnel_via_connect(const struct dmsc_tunnel_via *v, int fd,
 			    const struct sockaddr_storage *to, socklen_t to_len,
 			    const struct dmsc_tunnel_via_svc *svc, uint64_t cgroup,
 			    enum dmsc_tunnel_via_way *way);
-
-/* Marks fd, before its connect(), as a helper's own in dmsc_l7_own, which
- * connect4 and connect6 leave alone (docs/design.md decision 44). 0 when
- * there is no map, or a negative errno. */
-int dmsc_tunnel_via_own(const struct dmsc_tunnel_via *v, int fd);
 
 #endif /* DMSC_TUNNEL_VIA_H */
