@@ -11,8 +11,10 @@
  * by the application while connecting) adds one, and the failure that
  * completes a run of consecutive_failures ejects the backend
  * (dmsc/health.h), which connect4 then passes over (health.bpf.h). This
- * program is the only writer of a tcp service's dmsc_be_health elements;
- * dmscd's verdicts are in dmsc_be_verdict, read here (decision 53).
+ * program is the only writer of a tcp service's dmsc_be_health elements
+ * but for backends on other hosts that the tunnel carries connections to
+ * (it counts those, decision 78); dmscd's verdicts are in dmsc_be_verdict,
+ * read here (decision 53).
  *
  * bpf_sock_ops.sk and bpf_sk_storage_get from sockops need Linux 5.10;
  * BPF_SOCK_OPS_STATE_CB 4.16; bpf_spin_lock 5.1.
@@ -57,8 +59,10 @@ static __always_inline bool watched(struct bpf_sock_ops *ops, struct dmsc_svc_he
 		return false;
 	rec = bpf_sk_storage_get(&dmsc_sock_vip, sk, 0, 0);
 	if (rec) {
-		if (!rec->backend_id)
-			return false; /* handed to dmsc-l7 */
+		/* handed to dmsc-l7, or to the tunnel (which counts its
+		 * backends' connects itself: decision 78) */
+		if (!rec->backend_id || (rec->flags & DMSC_SOCK_F_TUNNEL))
+			return false;
 		key.vip = rec->vip;
 		key.port = rec->vport;
 		key.proto = DMSC_PROTO_TCP;
@@ -69,8 +73,8 @@ static __always_inline bool watched(struct bpf_sock_ops *ops, struct dmsc_svc_he
 	if (ops->family != DMSC_AF_INET6)
 		return false;
 	rec6 = bpf_sk_storage_get(&dmsc_sock_vip6, sk, 0, 0);
-	if (!rec6 || !rec6->backend_id)
-		return false; /* not translated */
+	if (!rec6 || !rec6->backend_id || (rec6->flags & DMSC_SOCK_F_TUNNEL))
+		return false; /* not translated, or handed over as above */
 	__builtin_memcpy(key6.vip, rec6->vip, sizeof(key6.vip));
 	key6.port = rec6->vport;
 	key6.proto = DMSC_PROTO_TCP;

@@ -737,10 +737,23 @@ probes_allowed() { # TYPE: b's tunnel counted at least two
 }
 probes_both() { probes_allowed tcp && probes_allowed http; }
 t_check "b's tunnel allowed them as probes, past allow_from" t_wait 5 probes_both
-t_check "a's dmscd warns that passive health alone cannot see loose's backend on b" \
-	grep -q "health: loose $B:8091: passive health sees no failed connect to it (on another host, reached through the tunnel): only active probes" \
+# passive health of a backend on b (decision 78): loose's backend does
+# not listen; each connect through the VIP reaches a's tunnel (which the
+# kernel no longer counts as the backend's success) and b's refusal comes
+# back as a failed connect, which a's tunnel counts in the backend's entry:
+# 3 in a row eject it
+t_check "a's dmscd does not warn that passive health cannot see loose's backend" \
+	bash -c "! grep -q 'passive health sees' '$work/dmscd-a.log'"
+loose_refused() { ! as_client curl -sS -m 5 -o /dev/null "http://$VIP:8091/" 2>/dev/null; }
+loose_refused3() { loose_refused && loose_refused && loose_refused; }
+t_check "loose's backend on b is down: 3 connects through the VIP fail" loose_refused3
+t_check "a's tunnel counted them as failed connects of the backend, and ejected it" t_wait 5 \
+	grep -qE 'dmsc_tunnel_backend_health_total\{event="ejected"\} 1$' "$aprom"
+t_check "a's tunnel logs the ejection" \
+	grep -q "tunnel: health: loose ejected backend $B:8091 for .* ms: 3 connects through the tunnel failed in a row" \
 	"$work/dmscd-a.log"
-t_check "and says nothing of the probed ones" bash -c "! grep -q 'health: probed.* passive health sees' '$work/dmscd-a.log'"
+loose_ejected() { [[ $(health_of "$pin_a" loose) == "ejected "* ]]; }
+t_check "a's dmscd shows it ejected" t_wait 10 loose_ejected
 t_check "b's dmscd, in b's mesh cgroup, probes them on its host (outside allow_from: exempt)" \
 	t_wait 15 health_in "$DMSC_PIN_DIR" probed 4
 health_out() { [[ $(health_of "$1" "$2") == "probe_failed "* ]]; }

@@ -154,8 +154,9 @@ static int probe_connect_via(struct dmsc_health_watch *w, struct dmsc_health_tar
 
 	memcpy(vs.vip6, t->key.vip6, sizeof(vs.vip6));
 	rc = dmsc_tunnel_via_connect(&w->via, t->fd, to, to_len, &vs,
-				     t->cfg.active.type == DMSC_PROBE_TCP ? DMSC_CGROUP_ID_PROBE_TCP
-									  : DMSC_CGROUP_ID_PROBE_HTTP,
+				     t->cfg.active.type == DMSC_PROBE_TCP
+					 ? DMSC_CGROUP_ID_PROBE_TCP
+					 : DMSC_CGROUP_ID_PROBE_HTTP,
 				     &way);
 	t->via_tunnel = way == DMSC_VIA_TUNNELED;
 	return rc;
@@ -410,7 +411,10 @@ static bool evaluate(struct dmsc_health_watch *w, struct dmsc_health_target *t, 
 	if (want == DMSC_HEALTH_OUT_EJECTED) {
 		snprintf(why, sizeof(why),
 			 "ejected by %s after %u %s in a row, for %.1f s (ejection %u in a row)",
-			 t->l7 ? "dmsc-l7" : "the kernel", t->cfg.passive.consecutive_failures,
+			 t->l7	       ? "dmsc-l7"
+			 : t->tunneled ? "the tunnel" /* decision 78 */
+				       : "the kernel",
+			 t->cfg.passive.consecutive_failures,
 			 t->l7 ? "failures (5xx or connect)" : "connect failures",
 			 (double)(h.ejected_until_ns - h.ejected_at_ns) / 1e9, h.ejections);
 	} else if (want == DMSC_HEALTH_OUT_PROBE) {
@@ -506,17 +510,21 @@ static void resume(struct dmsc_health_watch *w, struct dmsc_health_target *t)
 	t->detail = v.probe_detail;
 }
 
-/* A backend on another host is reached through the tunnel: the connect
- * that passive health counts is the one to this host's tunnel, which
- * succeeds whatever becomes of the backend (docs/design.md decision 77).
- * Said once per backend watched, when nothing else would take it out. */
+/* A backend of an http service on another host is reached by dmsc-l7
+ * through the tunnel: its connect is the one to this host's tunnel, which
+ * succeeds whatever becomes of the backend (docs/design.md decision 77),
+ * and a reset from the backend's host does not say whether the backend is
+ * down or the identity refused. A tcp service's backends are counted by
+ * the tunnel (decision 78). Said once per backend watched, when nothing
+ * else would take it out. */
 static void passive_blind(const struct dmsc_health_target *t)
 {
-	if (!t->tunneled || !t->cfg.has_passive || t->cfg.has_active)
+	if (!t->tunneled || !t->l7 || !t->cfg.has_passive || t->cfg.has_active)
 		return;
-	pr_warn("health: %s %s: passive health sees no failed connect to it (on another host, "
-		"reached through the tunnel)%s: only active probes take it out when it is down\n",
-		t->svc, t->addr_text, t->l7 ? "; its 5xx answers still count" : "");
+	pr_warn("health: %s %s: passive health sees no failed connect to it (an http service's "
+		"backend on another host, reached through the tunnel): its 5xx answers count, but "
+		"only active probes take it out when it is down\n",
+		t->svc, t->addr_text);
 }
 
 /* Takes the targets of the last policy, keeping what the probes learned of
@@ -784,8 +792,8 @@ int dmsc_health_watch_set(struct dmsc_health_watch *w, const struct dmsc_policy 
 			t->l7 = s->protocol == DMSC_POLICY_HTTP;
 			t->tunneled =
 			    dmsc_policy_backend_tunneled(s, &s->backends[j], dmsc_apply_host());
-			dmsc_format_ip_port(t->family, t->addr, t->addr6, ntohs(t->port), t->addr_text,
-					    sizeof(t->addr_text));
+			dmsc_format_ip_port(t->family, t->addr, t->addr6, ntohs(t->port),
+					    t->addr_text, sizeof(t->addr_text));
 			t->fd = -1;
 			t->next_ms = now;
 			for (k = 0; k < ms->n_be; k++)

@@ -202,6 +202,7 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 	char identity[DMSC_TF_ID_MAX + 1], why[256], peer[DMSC_ADDR_PORT_LEN];
 	uint8_t p[DMSC_TF_OPEN_MAX], flags;
 	union dmsc_tunnel_sa to, dest;
+	struct dmsc_tunnel_hkey hk;
 	struct stream *s = NULL;
 	struct conn *c = NULL;
 	int fd, idx = -1;
@@ -212,7 +213,7 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 		accept_failed(t, l);
 		return;
 	}
-	if (dmsc_tunnel_handoff_take(&t->ho, fd, t->o->policy, &to, &dest, identity,
+	if (dmsc_tunnel_handoff_take(&t->ho, fd, t->o->policy, &to, &dest, &hk, identity,
 				     sizeof(identity), why, sizeof(why))) {
 		pr_warn("tunnel: handoff refused: %s\n", why);
 		tn_metric_count(t, "source", "", "", "no_handoff");
@@ -224,10 +225,12 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 	s = c ? tn_stream_new(c, fd, tn_conn_stream_id(c)) : NULL;
 	if (!s) {
 		tn_metric_count(t, "source", peer, identity, "peer_unreachable");
+		dmsc_tunnel_health_result(&t->health, &hk, false);
 		goto refuse;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 	s->probe_tcp = !strcmp(identity, DMSC_TF_ID_PROBE_TCP);
+	s->hk = hk;
 	s->metric = tn_metric_idx(t, "source", peer, identity, "opened");
 	t->metrics[s->metric].n++;
 	n = open_frame(p, &dest, identity, &flags);
@@ -260,6 +263,7 @@ static int handoff_start(struct tunnel *t)
 		err = listen_on(t, &t->handoff_l, &t->o->handoff_listen, EV_HANDOFF_LISTEN);
 	if (err)
 		return err;
+	dmsc_tunnel_health_open(&t->health, pin_dir);
 	if (t->ho.handoff6_fd >= 0 && !listen_on(t, &t->handoff_l6, &lo6, EV_HANDOFF_LISTEN))
 		port6 = lo6.v6.sin6_port;
 	else
@@ -457,6 +461,7 @@ static void tunnel_free(struct tunnel *t)
 	if (t->handoff_l6.ev.fd > 0)
 		close(t->handoff_l6.ev.fd);
 	dmsc_tunnel_handoff_close(&t->ho);
+	dmsc_tunnel_health_close(&t->health);
 	for (i = 0; i < PEERS_MAX; i++)
 		SSL_SESSION_free(t->peers[i].sess);
 	SSL_CTX_free(t->ctx);
@@ -655,8 +660,7 @@ void dmsc_tunnel_sa_format_ip(const union dmsc_tunnel_sa *a, char *buf, size_t l
 {
 	bool v6 = a->sa.sa_family == AF_INET6;
 
-	dmsc_format_ip(v6 ? AF_INET6 : AF_INET, a->v4.sin_addr.s_addr, &a->v6.sin6_addr, buf,
-		       len);
+	dmsc_format_ip(v6 ? AF_INET6 : AF_INET, a->v4.sin_addr.s_addr, &a->v6.sin6_addr, buf, len);
 }
 
 int dmsc_tunnel_forward_parse(const char *arg, struct dmsc_tunnel_forward *f, char *why, size_t len)

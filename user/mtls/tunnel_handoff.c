@@ -146,8 +146,8 @@ out:
 }
 
 /* The backend of the policy at addr:port (addr6 for IPv6) on a named host. */
-static const struct dmsc_policy_backend *placed(const struct dmsc_policy *p, int family,
-						__u32 addr, const __u32 addr6[4], __u16 port)
+static const struct dmsc_policy_backend *placed(const struct dmsc_policy *p, int family, __u32 addr,
+						const __u32 addr6[4], __u16 port)
 {
 	size_t i, j;
 
@@ -171,11 +171,13 @@ struct taken {
 	__u32 backend_addr, backend_addr6[4];
 	__u16 backend_port; /* network order */
 	__u64 cgroup_id;
+	struct dmsc_tunnel_hkey hk; /* ids, service key: the kernel's records */
 };
 
 /* Reads and deletes the record of the connection from client to local. */
 static int take_record(const struct dmsc_tunnel_handoff *h, const union dmsc_tunnel_sa *client,
-		       const union dmsc_tunnel_sa *local, struct taken *t, char *why, size_t why_len)
+		       const union dmsc_tunnel_sa *local, struct taken *t, char *why,
+		       size_t why_len)
 {
 	char from[DMSC_ADDR_PORT_LEN];
 	int fd = h->handoff_fd, e;
@@ -215,6 +217,12 @@ static int take_record(const struct dmsc_tunnel_handoff *h, const union dmsc_tun
 		memcpy(t->backend_addr6, val.v6.backend_addr, 16);
 		t->backend_port = val.v6.backend_port;
 		t->cgroup_id = val.v6.cgroup_id;
+		t->hk.v6 = true;
+		t->hk.svc_id = val.v6.svc_id;
+		t->hk.backend_id = val.v6.backend_id;
+		memcpy(t->hk.key6.vip, val.v6.vip, 16);
+		t->hk.key6.port = val.v6.vport;
+		t->hk.key6.proto = DMSC_PROTO_TCP;
 		return 0;
 	}
 	e = val.v4.flags & DMSC_SOCK_F_TUNNEL ? 0 : -EINVAL;
@@ -223,13 +231,18 @@ static int take_record(const struct dmsc_tunnel_handoff *h, const union dmsc_tun
 	t->backend_addr = val.v4.backend_addr;
 	t->backend_port = val.v4.backend_port;
 	t->cgroup_id = val.v4.cgroup_id;
+	t->hk.svc_id = val.v4.svc_id;
+	t->hk.backend_id = val.v4.backend_id;
+	t->hk.key.vip = val.v4.vip;
+	t->hk.key.port = val.v4.vport;
+	t->hk.key.proto = DMSC_PROTO_TCP;
 	return e;
 }
 
 int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
 			     const struct dmsc_policy *p, union dmsc_tunnel_sa *peer,
-			     union dmsc_tunnel_sa *dest, char *identity, size_t id_len, char *why,
-			     size_t why_len)
+			     union dmsc_tunnel_sa *dest, struct dmsc_tunnel_hkey *hk,
+			     char *identity, size_t id_len, char *why, size_t why_len)
 {
 	union dmsc_tunnel_sa client, local;
 	socklen_t cl = sizeof(client), ll = sizeof(local);
@@ -286,5 +299,7 @@ int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
 		dest->v4.sin_addr.s_addr = t.backend_addr;
 		dest->v4.sin_port = t.backend_port;
 	}
+	*hk = t.hk;
+	hk->dest = *dest;
 	return 0;
 }

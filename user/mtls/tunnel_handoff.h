@@ -18,6 +18,7 @@
 
 #include "policy.h"
 #include "tunnel.h"
+#include "tunnel_health.h"
 
 #define DMSC_TUNNEL_HANDOFF_LISTEN_DEFAULT "127.0.0.1:15009"
 
@@ -50,10 +51,11 @@ int dmsc_tunnel_handoff_own(const struct dmsc_tunnel_handoff *h, int fd);
  * relative to the cgroup2 mount). 0, or a negative errno with why set:
  * no record (the connection did not come from connect4: refused, never
  * guessed, decision 21), a backend the policy does not place on a host,
- * a cgroup gone. */
+ * a cgroup gone. hk: what the tunnel's passive health counts the
+ * stream's outcome under (tunnel_health.h; zero ids: not counted). */
 int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
 			     const struct dmsc_policy *p, union dmsc_tunnel_sa *peer,
-			     union dmsc_tunnel_sa *dest, char *identity, size_t id_len, char *why,
-			     size_t why_len);
+			     union dmsc_tunnel_sa *dest, struct dmsc_tunnel_hkey *hk, char *identity,
+			     size_t id_len, char *why, size_t why_len);
 
 #endif /* DMSC_TUNNEL_HANDOFF_H */

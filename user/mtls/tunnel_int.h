@@ -126,6 +126,9 @@ struct stream {
 	bool open_ok, connecting, rd_eof, peer_fin, wr_shut, dead, write_marked;
 	/* source: dmscd's tcp probe (DMSC_TF_ID_PROBE_TCP), ended once open */
 	bool probe_tcp;
+	/* source: the backend whose passive health the stream's opening
+	 * counts for (tunnel_health.h); zero ids: none */
+	struct dmsc_tunnel_hkey hk;
 	struct stream *next_dead;
 	struct stream *next_write; /* c->to_write */
 };
@@ -157,6 +160,7 @@ struct tunnel {
 	size_t n_host_peers; /* used after the forwards' */
 	struct listener handoff_l, handoff_l6; /* connect4's, connect6's ([::1]) */
 	struct dmsc_tunnel_handoff ho;
+	struct dmsc_tunnel_health health; /* of the backends of ho's streams */
 	struct conn *conns;
 	struct conn *dead_conns;
 	struct dmsc_mark *to_flush; /* tn_conn_flush_later's, this batch */

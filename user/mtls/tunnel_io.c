@@ -165,8 +165,8 @@ void tn_metrics_write(struct tunnel *t)
 		}
 	}
 	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_bytes_total counter\n");
-	dmsc_prom_sample(&b, "dmsc_tunnel_bytes_total", &(struct dmsc_prom_label){"direction", "in"},
-			 1, t->bytes_in);
+	dmsc_prom_sample(&b, "dmsc_tunnel_bytes_total",
+			 &(struct dmsc_prom_label){"direction", "in"}, 1, t->bytes_in);
 	dmsc_prom_sample(&b, "dmsc_tunnel_bytes_total",
 			 &(struct dmsc_prom_label){"direction", "out"}, 1, t->bytes_out);
 	dmsc_prom_family(&b, "dmsc_tunnel_stream_stalls_total", "counter",
@@ -191,6 +191,18 @@ void tn_metrics_write(struct tunnel *t)
 			 "Accepts that failed for want of a descriptor or memory: the listeners "
 			 "then wait until a connection closes.");
 	dmsc_prom_sample(&b, "dmsc_tunnel_accept_pauses_total", NULL, 0, t->accept_pauses);
+	dmsc_prom_family(&b, "dmsc_tunnel_backend_health_total", "counter",
+			 "Passive health of backends on other hosts (decision 78): streams that "
+			 "could not reach their backend, counted in its dmsc_be_health entry; "
+			 "ejections they made; runs completed with no room under "
+			 "max_ejection_percent.");
+	dmsc_prom_sample(&b, "dmsc_tunnel_backend_health_total",
+			 &(struct dmsc_prom_label){"event", "connect_failed"}, 1,
+			 t->health.failures);
+	dmsc_prom_sample(&b, "dmsc_tunnel_backend_health_total",
+			 &(struct dmsc_prom_label){"event", "ejected"}, 1, t->health.ejections);
+	dmsc_prom_sample(&b, "dmsc_tunnel_backend_health_total",
+			 &(struct dmsc_prom_label){"event", "capped"}, 1, t->health.capped);
 	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_cert_reloads_total counter\n");
 	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",
 			 &(struct dmsc_prom_label){"result", "ok"}, 1, t->reloads);

@@ -179,8 +179,17 @@ void tn_conn_close(struct conn *c, const char *why)
 		pr_info("tunnel: connection %s %s%s closed: %s\n", c->server ? "from" : "to",
 			c->name, c->peer_host[0] ? "" : " (no identity yet)", why);
 	for (b = 0; b < STREAM_BUCKETS; b++)
-		while (c->bucket[b])
-			tn_stream_close(c->bucket[b], true);
+		while (c->bucket[b]) {
+			struct stream *s = c->bucket[b];
+
+			/* the backend's host not reached (its helper down,
+			 * a handshake refused) before the stream opened: a
+			 * failed connect, as the kernel counts an unanswered
+			 * SYN; not when this helper is the one stopping */
+			if (!c->server && !s->open_ok && !c->t->draining)
+				dmsc_tunnel_health_result(&c->t->health, &s->hk, false);
+			tn_stream_close(s, true);
+		}
 	c->to_write = NULL;
 	epoll_ctl(c->t->ep, EPOLL_CTL_DEL, c->ev.fd, NULL);
 	if (c->ssl && c->up)
@@ -288,6 +297,7 @@ static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint
 			return;
 		}
 		s->open_ok = true;
+		dmsc_tunnel_health_result(&c->t->health, &s->hk, true);
 		if (s->probe_tcp) {
 			/* dmscd's tcp probe: the backend took the connection at
 			 * the other end, which is all it asks. A reset ends the
@@ -320,6 +330,10 @@ static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint
 		if (!s->open_ok && h->len > 1)
 			pr_info("tunnel: stream %u to %s refused: %.*s\n", s->id, c->name,
 				(int)h->len - 1, (const char *)p + 1);
+		/* the backend's host could not connect to it: a failed
+		 * connect (a refused identity is no fault of the backend) */
+		if (!s->open_ok && h->len >= 1 && p[0] == DMSC_TF_R_CONNECT)
+			dmsc_tunnel_health_result(&c->t->health, &s->hk, false);
 		tn_stream_close(s, true);
 		break;
 	}
@@ -415,7 +429,8 @@ static void conn_read(struct conn *c)
 		int r;
 
 		if (!c->rd_body) {
-			r = conn_ssl_read(c, c->rd_hdr + c->rd_hdr_len, DMSC_TF_HDR - c->rd_hdr_len);
+			r = conn_ssl_read(c, c->rd_hdr + c->rd_hdr_len,
+					  DMSC_TF_HDR - c->rd_hdr_len);
 			if (r <= 0)
 				break;
 			c->rd_hdr_len += (size_t)r;
