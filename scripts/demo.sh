@@ -233,6 +233,9 @@ dmsc_wait_ready "$T/orders.out" 10 || die "backend orders did not start"
 dmsc_net_exec mtb "$SRV" --name catalog --mode http --listen 198.18.2.2:8081 --max-seconds 600 \
 	>"$T/catalog.out" 2>&1 &
 dmsc_wait_ready "$T/catalog.out" 10 || die "backend catalog did not start"
+dmsc_net_exec mtb "$SRV" --name payments --mode http --listen 198.18.2.2:8082 --max-seconds 600 \
+	>"$T/payments.out" 2>&1 &
+dmsc_wait_ready "$T/payments.out" 10 || die "backend payments did not start"
 CGM=$(dmsc_cgroup_make "$P/mta") && mkdir "$CGM/checkout" "$CGM/stranger" || die "cgroup"
 cat >"$T/mesh.json" <<EOF
 { "mtls": "required", "hosts": { "mta": "198.18.2.1:15008", "mtb": "198.18.2.2:15008" },
@@ -242,7 +245,12 @@ cat >"$T/mesh.json" <<EOF
     "backends": [ { "address": "198.18.2.2", "port": 8080, "host": "mtb" } ] },
     { "name": "catalog", "vip": "198.19.2.2", "port": 80, "protocol": "http",
     "allow_from": [ "${CGM#"$(dmsc_cgroup2_mount)"/}/checkout" ],
-    "backends": [ { "address": "198.18.2.2", "port": 8081, "host": "mtb" } ] } ] }
+    "backends": [ { "address": "198.18.2.2", "port": 8081, "host": "mtb" } ] },
+    { "name": "payments", "vip": "198.19.2.3", "port": 80,
+    "allow_from": [ "${CGM#"$(dmsc_cgroup2_mount)"/}/checkout" ],
+    "health": { "passive": { "consecutive_failures": 3 } },
+    "backends": [ { "address": "198.18.2.2", "port": 8082, "host": "mtb" },
+      { "address": "198.18.2.2", "port": 8083, "host": "mtb" } ] } ] }
 EOF
 for h in mta mtb; do
 	DMSC_PIN_DIR=$T/bpffs/$h "$CTL" install --cgroup "$(dmsc_cgroup_make "$P/$h")" >/dev/null ||
@@ -311,6 +319,18 @@ echo "   a workload of mta outside allow_from (cgroup stranger), same VIP: refus
 echo "   (the same policy on both hosts; mtb's tunnel would refuse it too, docs/mtls.md):"
 dmsc_run_in_cgroup "$CGM/stranger" dmsc_net_exec mta curl -sS -m 10 -o /dev/null http://198.19.2.1/ 2>&1 |
 	sed 's/^/     /'
+echo "   payments 198.19.2.3:80 has two backends on mtb, one of them down (nothing on :8083), and"
+echo "   passive health only: mta's tunnel counts the connects mtb could not make (decision 78)"
+printf '     20 connections from checkout: '
+for _ in $(seq 20); do
+	if dmsc_run_in_cgroup "$CGM/checkout" dmsc_net_exec mta curl -sS -m 5 -o /dev/null http://198.19.2.3/ 2>/dev/null; then
+		printf '.'
+	else
+		printf 'x'
+	fi
+done
+echo "  (x: a connect that failed; after the third, the backend is out)"
+grep -m1 "tunnel: health: payments ejected" "$T/dmscd-mta.log" | sed 's/^/     /'
 
 step "a change of CA: mtb moves to a new CA, mta is refused until it holds the new CA's certificate"
 # (docs/design.md decision 54) Each tunnel reads its certificate files every
