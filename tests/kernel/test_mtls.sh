@@ -754,6 +754,14 @@ t_check "a's tunnel logs the ejection" \
 	"$work/dmscd-a.log"
 loose_ejected() { [[ $(health_of "$pin_a" loose) == "ejected "* ]]; }
 t_check "a's dmscd shows it ejected" t_wait 10 loose_ejected
+# how each host's show says its backends are reached
+mtls_of() { # PIN SERVICE
+	DMSC_PIN_DIR=$1 "$ctl" show services -o json | jq -r ".services[] | select(.name == \"$2\") | .backends[0].mtls"
+}
+t_eq "a's show: shop's backend through the tunnel, loose's too" "$(mtls_of "$pin_a" shop) $(mtls_of "$pin_a" loose)" "tunnel tunnel"
+t_eq "b's show: shop's backend guarded (required), loose's counted (permissive)" \
+	"$(mtls_of "$DMSC_PIN_DIR" shop) $(mtls_of "$DMSC_PIN_DIR" loose)" "required permissive"
+t_check "and says so in text" bash -c "DMSC_PIN_DIR='$pin_a' '$ctl' show services | grep -q '$B:8080 .* on another host: through the tunnel'"
 t_check "b's dmscd, in b's mesh cgroup, probes them on its host (outside allow_from: exempt)" \
 	t_wait 15 health_in "$DMSC_PIN_DIR" probed 4
 health_out() { [[ $(health_of "$1" "$2") == "probe_failed "* ]]; }

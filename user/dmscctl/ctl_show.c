@@ -47,10 +47,32 @@ static struct json_object *backend_json(const struct dmsc_state_svc *s, size_t i
 	return b;
 }
 
+/* How connections reach a backend of an mtls service (its flags,
+ * docs/design.md decisions 24 and 33): on another host, through this
+ * host's tunnel; on this host, guarded against plain text from others.
+ * NULL for neither; *text: the text form. */
+static const char *backend_mtls(const struct dmsc_backend *be, const char **text)
+{
+	*text = "";
+	if (be->flags & DMSC_BE_F_TUNNEL) {
+		*text = "  on another host: through the tunnel";
+		return "tunnel";
+	}
+	if (be->flags & DMSC_BE_F_MTLS_REQUIRED) {
+		*text = "  here: plain text from other hosts dropped";
+		return "required";
+	}
+	if (be->flags & DMSC_BE_F_MTLS_PERMISSIVE) {
+		*text = "  here: plain text from other hosts counted";
+		return "permissive";
+	}
+	return NULL;
+}
+
 /* A backend's health, for a service with health: "in", "ejected" or
  * "probe_failed" and why, into b; the text form into txt. */
-static void backend_health(const struct dmsc_datapath *dp, const struct dmsc_state_svc *s,
-			   size_t i, struct json_object *b, char *txt, size_t len)
+static void backend_health(const struct dmsc_datapath *dp, const struct dmsc_state_svc *s, size_t i,
+			   struct json_object *b, char *txt, size_t len)
 {
 	struct json_object *h = json_object_new_object();
 	struct dmsc_be_verdict v;
@@ -61,8 +83,7 @@ static void backend_health(const struct dmsc_datapath *dp, const struct dmsc_sta
 	__u32 id = s->meta.backend_id[i];
 
 	txt[0] = '\0';
-	if (!(s->svc.flags & DMSC_SVC_F_HEALTH) ||
-	    dmsc_health_read(dp, id, &c, &v)) {
+	if (!(s->svc.flags & DMSC_SVC_F_HEALTH) || dmsc_health_read(dp, id, &c, &v)) {
 		json_object_put(h);
 		return;
 	}
@@ -135,23 +156,27 @@ static void show_service(const struct opts *o, const struct dmsc_datapath *dp,
 	if (!o->json)
 		printf("%s  %s%s%s\n", s->meta.name, key,
 		       s->svc.flags & DMSC_SVC_F_NO_BACKEND
-			       ? "  (every weight is 0: new connections refused)"
-			       : "",
+			   ? "  (every weight is 0: new connections refused)"
+			   : "",
 		       s->svc.flags & DMSC_SVC_F_HEALTH_PANIC
-			       ? "  (panic: every backend is unhealthy, all are kept)"
-			       : "");
+			   ? "  (panic: every backend is unhealthy, all are kept)"
+			   : "");
 	for (j = 0; j < s->meta.n_backends; j++) {
 		struct json_object *b = backend_json(s, j, ap, sizeof(ap));
 		char health[256];
 
 		json_add(b, "slots", json_object_new_int64(s->be_slots[j]));
 		json_add(b, "share", json_object_new_double((double)s->be_slots[j] / DMSC_SLOTS));
+		const char *where, *mtls = backend_mtls(&s->be[j], &where);
+
 		backend_health(dp, s, j, b, health, sizeof(health));
+		if (mtls)
+			json_add(b, "mtls", json_object_new_string(mtls));
 		json_object_array_add(bes, b);
 		if (!o->json)
-			printf("  -> %-21s weight %-5u slots %3u/%u (%.1f%%)%s\n", ap,
+			printf("  -> %-21s weight %-5u slots %3u/%u (%.1f%%)%s%s\n", ap,
 			       s->meta.weight[j], s->be_slots[j], DMSC_SLOTS,
-			       100.0 * s->be_slots[j] / DMSC_SLOTS, health);
+			       100.0 * s->be_slots[j] / DMSC_SLOTS, where, health);
 	}
 	json_add(js, "backends", bes);
 }
@@ -163,10 +188,26 @@ int cmd_show_services(const struct opts *o)
 
 /* The fast path's counters, in struct dmsc_fp_stats order. */
 static const char *const fp_stat_names[] = {
-	"registered", "paired",	   "redirected_msgs", "redirected_bytes", "stack_msgs",
-	"stack_bytes", "miss",	   "no_peer",	      "accel_off",	  "register_failed",
-	"backlog_fallback", "backlog_unknown", "bulk_fallback", "policy_fallback", "bulk_skip",
-	"early_data", "budget_fallback", "pressure_fallback", "released", "window_fallback",
+    "registered",
+    "paired",
+    "redirected_msgs",
+    "redirected_bytes",
+    "stack_msgs",
+    "stack_bytes",
+    "miss",
+    "no_peer",
+    "accel_off",
+    "register_failed",
+    "backlog_fallback",
+    "backlog_unknown",
+    "bulk_fallback",
+    "policy_fallback",
+    "bulk_skip",
+    "early_data",
+    "budget_fallback",
+    "pressure_fallback",
+    "released",
+    "window_fallback",
 };
 #define FP_N_STATS (sizeof(struct dmsc_fp_stats) / sizeof(__u64))
 _Static_assert(sizeof(fp_stat_names) / sizeof(fp_stat_names[0]) == FP_N_STATS,
@@ -213,7 +254,7 @@ int cmd_stats(const struct opts *o)
 	int rc;
 
 	struct json_object *fp = json_object_new_object();
-	struct dmsc_fp_stats fs, fp_total = { 0 };
+	struct dmsc_fp_stats fs, fp_total = {0};
 
 	json_add(top, "services", arr);
 	json_add(top, "reasons", reasons);
@@ -266,7 +307,7 @@ int cmd_stats(const struct opts *o)
 	{
 		/* Unread redirected bytes host-wide, as the writers last saw
 		 * them: what the host budget is checked against. */
-		struct dmsc_fp_host host = { 0 };
+		struct dmsc_fp_host host = {0};
 		__u32 zero = 0;
 
 		if (dp.fd[DMSC_M_FP_HOST] >= 0)
@@ -313,8 +354,8 @@ out_put:
 }
 
 static void show_access(const struct opts *o, const struct dmsc_datapath *dp,
-			const struct dmsc_state *st, const struct dmsc_state_svc *s, const char *key,
-			struct json_object *js)
+			const struct dmsc_state *st, const struct dmsc_state_svc *s,
+			const char *key, struct json_object *js)
 {
 	size_t j, n;
 	const struct dmsc_allow_entry *rules = dmsc_state_allow(st, s->svc.id, &n);
@@ -328,8 +369,8 @@ static void show_access(const struct opts *o, const struct dmsc_datapath *dp,
 	if (!o->json)
 		printf("%s  %s: %s\n", s->meta.name, key,
 		       !listed ? "open to every cgroup in the mesh"
-		       : n	 ? "only these cgroups and their descendants"
-				 : "closed to everyone (allow_from is empty)");
+		       : n     ? "only these cgroups and their descendants"
+			       : "closed to everyone (allow_from is empty)");
 	for (j = 0; j < n; j++) {
 		struct json_object *r = json_object_new_object();
 		bool resolved = !(rules[j].key.cgroup_id & DMSC_ALLOW_UNRESOLVED);
