@@ -296,6 +296,13 @@ enum dmsc_sock_flags {
 	/* backend_id is the backend picked; backend:bport is the local
 	 * tunnel, which carries the connection to it */
 	DMSC_SOCK_F_TUNNEL = 1u << 0,
+	/* Only in a record the tunnel writes back, under the key of a
+	 * helper's own connection through it (user/mtls/tunnel_via.h), before
+	 * it resets that connection: the backend's host could not connect to
+	 * the backend, or was not reached. The helper reads it at the reset
+	 * to tell a dead backend from a refusal (docs/design.md decision 79).
+	 * Never taken as a handoff. */
+	DMSC_SOCK_F_CONNECT_FAILED = 1u << 1,
 };
 
 /* dmsc_install: ARRAY with one element, written once by dmscctl install. */
@@ -395,6 +402,8 @@ struct dmsc_l7_handoff {
  * dmscd writes them; the kernel writes the caller's cgroup id. */
 #define DMSC_CGROUP_ID_PROBE_TCP 0xffffffffffffffffULL
 #define DMSC_CGROUP_ID_PROBE_HTTP 0xfffffffffffffffeULL
+#define DMSC_CGROUP_ID_IS_PROBE(id)                                                               \
+	((id) == DMSC_CGROUP_ID_PROBE_TCP || (id) == DMSC_CGROUP_ID_PROBE_HTTP)
 
 /*
  * dmsc_l7_handoff6: LRU_HASH, dmsc_l7_handoff for a connection connect6
@@ -704,7 +713,7 @@ struct dmsc_tunnel_handoff6 {
 	__u16 backend_port;    /* network order */
 	__u32 svc_id;
 	__u32 backend_id;
-	__u32 pad; /* always zero */
+	__u32 flags; /* enum dmsc_sock_flags: DMSC_SOCK_F_CONNECT_FAILED only; was padding */
 	__u64 cgroup_id;
 };
 

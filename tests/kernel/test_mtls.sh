@@ -590,7 +590,14 @@ mesh_policy() { # ALLOW_FROM_FIELD
 		"$(mesh_svc web1 "$VIP" 8088 "$B" 8096 ", \"protocol\": \"http\" $1")" \
 		"$(mesh_svc web2 "$VIP" 8089 "$B" 8095 ", \"protocol\": \"http\" $1")" \
 		"$(mesh_svc probed "$VIP" 8093 "$B" 8093 ", $(probe tcp) $1")" \
-		"$(mesh_svc probedh "$VIP" 8094 "$B" 8094 ", $(probe http) $1")"
+		"$(mesh_svc probedh "$VIP" 8094 "$B" 8094 ", $(probe http) $1")" \
+		"$(split_svc "$1")"
+}
+# split_svc ALLOW_FROM_FIELD: an http service with two backends on b, one
+# of which does not listen (:8098), and passive health only
+split_svc() {
+	printf '{ "name": "websplit", "vip": "%s", "port": 8087, "protocol": "http" %s,\n      "health": { "passive": { "consecutive_failures": 2 } },\n      "backends": [ { "address": "%s", "port": 8097, "host": "node-b" }, { "address": "%s", "port": 8098, "host": "node-b" } ] }' \
+		"$VIP" "$1" "$B" "$B"
 }
 # probe TYPE: active health every 500 ms, out after 2 failures, back after 1
 probe() {
@@ -604,7 +611,9 @@ dmsc_net_exec b "$testsrv" --listen "$B:8096" --name web --mode http --response-
 mkdir -p "$work/www" && echo b-h2 >"$work/www/id"
 dmsc_net_exec b nghttpd --no-tls -d "$work/www" --address "$B" 8095 >"$work/web2.out" 2>&1 &
 h2_up() { ip netns exec "${DMSC_NET_PREFIX}b" ss -Htln '( sport = :8095 )' | grep -q .; }
-dmsc_wait_ready "$work/web1.out" 5 && t_wait 5 h2_up
+dmsc_net_exec b "$testsrv" --listen "$B:8097" --name split --mode http --max-seconds 300 \
+	>"$work/split.out" 2>&1 &
+dmsc_wait_ready "$work/web1.out" 5 && t_wait 5 h2_up && dmsc_wait_ready "$work/split.out" 5
 t_eq "the http services' backends on b are up" "$?" 0
 # the probed services' backends, in b's mesh cgroup (the guard drops a
 # plain SYN from a to them: a's probes must take the tunnel)
@@ -827,6 +836,25 @@ t_eq "client2 (in b's allow_from too) reaches the http VIP" \
 	"$(as_client2 curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$VIP:8088/")" 200
 t_check "b sees client2's own identity, not the client's connection reused" \
 	t_wait 5 b_dest_above client2 allowed 0
+# a backend on b that does not listen (decision 79): b's tunnel cannot
+# connect to it, a's tunnel tells a's dmsc-l7 so, which takes it as a
+# failed connect: the request (a POST, not idempotent) goes to the other
+# backend, and 2 such failures eject the dead one
+codes=$(for _ in $(seq 20); do
+	as_client curl -sS -m 5 -o /dev/null -w '%{http_code} ' --data "order" "http://$VIP:8087/" 2>/dev/null
+done)
+t_eq "20 POSTs to websplit, one of whose 2 backends on b is down: all answered 200" \
+	"$codes" "$(printf '200 %.0s' $(seq 20))"
+unreached_ge() { grep -qE "dmsc_l7_upstream_tunnel_total\{result=\"unreached\"\} ([2-9]|[1-9][0-9]+)$" "$l7prom"; }
+t_check "a's dmsc-l7 counted the dead one's connections as not reaching it (at least 2)" t_wait 5 unreached_ge
+t_check "a's tunnel told it so" t_wait 5 grep -qE 'dmsc_tunnel_backend_health_total\{event="helper_told"\} ([2-9]|[1-9][0-9]+)$' "$aprom"
+split_dead_out() {
+	DMSC_PIN_DIR=$pin_a "$ctl" show services -o json |
+		jq -e '.services[] | select(.name == "websplit") | .backends[] | select(.address | endswith(":8098")) | .health.state == "ejected"' >/dev/null
+}
+t_check "and a's dmsc-l7 ejected it (show services)" t_wait 10 split_dead_out
+t_check "the stranger's refusals at b were not taken for a backend down" \
+	bash -c "! grep -q 'health: web1 .* out' '$work/dmscd-a.log'"
 
 # b's kernel refuses what went around its tunnel (docs/design.md decision
 # 33), and lets in what its tunnel delivers: a backend in b's mesh cgroup
@@ -846,14 +874,14 @@ t_eq "a plain client on a straight to b's backend of a required service: no answ
 t_eq "the same backend through the VIP (a's and b's tunnels)" \
 	"$(as_client curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://$VIP:8090/")" 200
 # the guard goes with the mtls that set it: b's policy turns guarded's off
-# (b's eight backends are guarded: every service is required or permissive)
+# (b's ten backends are guarded: every service is required or permissive)
 n_guard=$(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)
 GUARDED_MTLS=', "mtls": "off"' mesh_policy "$b_allow" \
 	>"$work/mesh-b.tmp" && mv "$work/mesh-b.tmp" "$work/mesh-b.json"
 plain_in() { [[ $(plain a 8090) == 0:200 ]]; }
 t_check "b's policy turning that service's mtls off lets the plain client in" t_wait 15 plain_in
 t_eq "and b's dmsc_be_mtls indexes one backend fewer" \
-	"$n_guard -> $(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)" "8 -> 7"
+	"$n_guard -> $(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)" "10 -> 9"
 
 # b's tunnel killed: dmscd restarts it; meanwhile new connections fail
 # (dmscd held stopped meanwhile, or it would restart it within 100 ms)

@@ -510,23 +510,6 @@ static void resume(struct dmsc_health_watch *w, struct dmsc_health_target *t)
 	t->detail = v.probe_detail;
 }
 
-/* A backend of an http service on another host is reached by dmsc-l7
- * through the tunnel: its connect is the one to this host's tunnel, which
- * succeeds whatever becomes of the backend (docs/design.md decision 77),
- * and a reset from the backend's host does not say whether the backend is
- * down or the identity refused. A tcp service's backends are counted by
- * the tunnel (decision 78). Said once per backend watched, when nothing
- * else would take it out. */
-static void passive_blind(const struct dmsc_health_target *t)
-{
-	if (!t->tunneled || !t->l7 || !t->cfg.has_passive || t->cfg.has_active)
-		return;
-	pr_warn("health: %s %s: passive health sees no failed connect to it (an http service's "
-		"backend on another host, reached through the tunnel): its 5xx answers count, but "
-		"only active probes take it out when it is down\n",
-		t->svc, t->addr_text);
-}
-
 /* Takes the targets of the last policy, keeping what the probes learned of
  * each backend that stays. */
 static void adopt(struct dmsc_health_watch *w)
@@ -563,10 +546,8 @@ static void adopt(struct dmsc_health_watch *w)
 			old->id = 0; /* carried over */
 			break;
 		}
-		if (j == w->n) {
+		if (j == w->n)
 			resume(w, &next[i]);
-			passive_blind(&next[i]);
-		}
 	}
 	for (j = 0; j < w->n; j++)
 		if (w->t[j].id)

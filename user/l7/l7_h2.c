@@ -394,6 +394,9 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 		}
 		if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
 		    feed(up->s, up->fd) < 0) {
+			/* through the tunnel to a backend it could not reach:
+			 * a failed connect (decision 79) */
+			dmsc_l7_via_unreached(up->env->via, up->fd, up->svc, up->backend);
 			l7h2_up_failed(up);
 			return;
 		}

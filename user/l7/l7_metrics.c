@@ -257,10 +257,14 @@ void metrics_write(void)
 	dmsc_prom_family(&b, "dmsc_l7_upstream_tunnel_total", "counter",
 			 "Connections to backends on other hosts (of services whose mtls is not "
 			 "off): through this host's tunnel, direct for want of a tunnel "
-			 "(no_tunnel), or refused for want of a client identity (no_identity).");
-	for (k = 0; k < 3; k++) {
-		static const char *const results[] = {"tunneled", "no_tunnel", "no_identity"};
-		const uint64_t *c[] = {&via.tunneled, &via.no_tunnel, &via.no_identity};
+			 "(no_tunnel), or refused for want of a client identity (no_identity); "
+			 "through the tunnel, ended as the backend was not reached (unreached, a "
+			 "failed connect: decision 79).");
+	for (k = 0; k < 4; k++) {
+		static const char *const results[] = {"tunneled", "no_tunnel", "no_identity",
+						      "unreached"};
+		const uint64_t *c[] = {&via.tunneled, &via.no_tunnel, &via.no_identity,
+				       &via.unreached};
 		struct dmsc_prom_label l = {"result", results[k]};
 
 		dmsc_prom_sample(&b, "dmsc_l7_upstream_tunnel_total", &l, 1,

@@ -354,6 +354,15 @@ void dispatch(struct conn *c)
 	upstream_start(c);
 }
 
+/* A fresh connection through the tunnel, nothing back yet, whose backend
+ * the tunnel could not reach (l7_via.h): counted as a failed connect; the
+ * request got no further than the tunnel, so it may go elsewhere. */
+static bool unreached(struct conn *c)
+{
+	return !c->up_reused && !c->uin_len && !c->resp_head &&
+	       dmsc_l7_via_unreached(&via, c->ufd, c->svc, c->backend);
+}
+
 /* After a failed attempt: retry, or answer status (if nothing was sent). */
 static void upstream_failed(struct conn *c, bool may_retry, int status)
 {
@@ -461,7 +470,7 @@ void upstream_write(struct conn *c)
 			 * A fresh connection that fails here: 502. */
 			if (c->idempotent && c->up_reused)
 				c->retries_left++;
-			upstream_failed(c, c->idempotent && c->up_reused, 502);
+			upstream_failed(c, (c->idempotent && c->up_reused) || unreached(c), 502);
 			return;
 		}
 		b->off += (size_t)n;
@@ -567,8 +576,13 @@ void upstream_read(struct conn *c)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
-			/* reset: the response, if any, is cut */
-			upstream_failed(c, false, 502);
+			/* reset: the response, if any, is cut; through the
+			 * tunnel to a backend not reached, a failed connect */
+			upstream_failed(c, unreached(c), 502);
+			return;
+		}
+		if (n == 0 && unreached(c)) {
+			upstream_failed(c, true, 502);
 			return;
 		}
 		if (n == 0) {

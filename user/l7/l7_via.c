@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "l7_health.h"
 #include "l7_via.h"
 
 int dmsc_l7_via_open(struct dmsc_l7_via *v, const char *pin_dir, const char *host)
@@ -48,4 +49,14 @@ int dmsc_l7_via_connect(struct dmsc_l7_via *v, int fd, const struct sockaddr_sto
 	rc = dmsc_tunnel_via_connect(&v->t, fd, to, to_len, &vs, cgroup, &way);
 	count(counters[way]);
 	return rc;
+}
+
+bool dmsc_l7_via_unreached(struct dmsc_l7_via *v, int fd, const struct dmsc_l7_service *svc,
+			   int backend)
+{
+	if (fd < 0 || !dmsc_l7_via_tunnel(v, svc, backend) || !dmsc_tunnel_via_unreached(&v->t, fd))
+		return false;
+	count(&v->unreached);
+	dmsc_l7_health_result(svc, backend, 0);
+	return true;
 }

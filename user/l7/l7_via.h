@@ -19,11 +19,12 @@
 #include "tunnel_via.h"
 
 struct dmsc_l7_via {
-	const char *host; /* this host's name (--host); NULL: none, every backend direct */
+	const char *host;	  /* this host's name (--host); NULL: none, every backend direct */
 	struct dmsc_tunnel_via t; /* the maps; fds -1 without a host */
 	/* relaxed atomics, all workers: connections through the tunnel, sent
-	 * directly for want of a tunnel, refused for want of an identity */
-	uint64_t tunneled, no_tunnel, no_identity;
+	 * directly for want of a tunnel, refused for want of an identity;
+	 * through the tunnel, ended because the backend was not reached */
+	uint64_t tunneled, no_tunnel, no_identity, unreached;
 };
 
 /* 0, or a negative errno naming the map that failed (warned). */
@@ -56,5 +57,16 @@ static inline uint64_t dmsc_l7_via_key(const struct dmsc_l7_via *v,
 int dmsc_l7_via_connect(struct dmsc_l7_via *v, int fd, const struct sockaddr_storage *to,
 			socklen_t to_len, const struct dmsc_l7_service *svc, int backend,
 			uint64_t cgroup);
+
+/*
+ * A fresh connection fd to backend `backend` of svc that ended before any
+ * byte came back: when it went through the tunnel and the tunnel says the
+ * backend was not reached (decision 79), a failed connect, counted for the
+ * backend's passive health, that nothing of the request got past (any
+ * request may then go to another backend); true. Else false: a refusal at
+ * the backend's host, or a direct connection, stays what it was.
+ */
+bool dmsc_l7_via_unreached(struct dmsc_l7_via *v, int fd, const struct dmsc_l7_service *svc,
+			   int backend);
 
 #endif /* DMSC_L7_VIA_H */

@@ -213,6 +213,16 @@ static int take_record(const struct dmsc_tunnel_handoff *h, const union dmsc_tun
 	}
 	/* LRU hashes delete by lookup_and_delete only from Linux 5.14. */
 	bpf_map_delete_elem(fd, &key);
+	/* a helper's own connection: where a failed connect is written back
+	 * (dmscd's probes read nothing back) */
+	t->hk.via = !(t->family == AF_INET6 ? val.v6.backend_id : val.v4.backend_id) &&
+		    !DMSC_CGROUP_ID_IS_PROBE(t->family == AF_INET6 ? val.v6.cgroup_id
+								   : val.v4.cgroup_id);
+	memcpy(&t->hk.via_key, &key, sizeof(t->hk.via_key));
+	if (t->family == AF_INET6 && (val.v6.flags & DMSC_SOCK_F_CONNECT_FAILED)) {
+		snprintf(why, why_len, "the record of %s is not a tunnel handoff", from);
+		return -EINVAL;
+	}
 	if (t->family == AF_INET6) {
 		memcpy(t->backend_addr6, val.v6.backend_addr, 16);
 		t->backend_port = val.v6.backend_port;

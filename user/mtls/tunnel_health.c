@@ -52,6 +52,8 @@ void dmsc_tunnel_health_open(struct dmsc_tunnel_health *th, const char *pin_dir)
 	th->services_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_SERVICES);
 	th->services6_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_SERVICES6);
 	th->meta_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_SVC_META);
+	th->handoff_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_L7_HANDOFF);
+	th->handoff6_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_TUNNEL_HANDOFF6);
 	if (th->health_fd < 0 || th->verdict_fd < 0 || th->services_fd < 0 || th->meta_fd < 0)
 		pr_warn("tunnel: the health maps are not under %s: passive health of the backends "
 			"on other hosts is not counted\n",
@@ -61,7 +63,7 @@ void dmsc_tunnel_health_open(struct dmsc_tunnel_health *th, const char *pin_dir)
 void dmsc_tunnel_health_close(struct dmsc_tunnel_health *th)
 {
 	int *fds[] = {&th->health_fd, &th->verdict_fd, &th->services_fd, &th->services6_fd,
-		      &th->meta_fd};
+		      &th->meta_fd,   &th->handoff_fd, &th->handoff6_fd};
 	size_t i;
 
 	if (!th->opened)
@@ -176,6 +178,25 @@ static bool room_to_eject(const struct dmsc_tunnel_health *th, uint32_t svc_id,
 	return room;
 }
 
+/* A helper's own connection that did not reach its backend: its record
+ * written back, flagged, for the helper to read at the reset (and delete;
+ * else it ages out of the LRU map). Never a handoff: no
+ * DMSC_SOCK_F_TUNNEL, and the tunnel refuses a record with this flag. */
+static void via_failed(struct dmsc_tunnel_health *th, const struct dmsc_tunnel_hkey *k)
+{
+	struct dmsc_tunnel_handoff6 v6 = {.flags = DMSC_SOCK_F_CONNECT_FAILED};
+	struct dmsc_l7_handoff v4 = {.flags = DMSC_SOCK_F_CONNECT_FAILED};
+	int err;
+
+	if (k->v6)
+		err = th->handoff6_fd < 0 ||
+		      bpf_map_update_elem(th->handoff6_fd, &k->via_key.v6, &v6, BPF_ANY);
+	else
+		err = th->handoff_fd < 0 ||
+		      bpf_map_update_elem(th->handoff_fd, &k->via_key.v4, &v4, BPF_ANY);
+	th->via_failed += !err;
+}
+
 void dmsc_tunnel_health_result(struct dmsc_tunnel_health *th, const struct dmsc_tunnel_hkey *k,
 			       bool ok)
 {
@@ -185,6 +206,8 @@ void dmsc_tunnel_health_result(struct dmsc_tunnel_health *th, const struct dmsc_
 	uint64_t now, ended;
 	int room = 1, ejected;
 
+	if (th->opened && k->via && !ok)
+		via_failed(th, k);
 	if (!th->opened || !k->backend_id || th->health_fd < 0 || th->verdict_fd < 0 ||
 	    th->services_fd < 0 || th->meta_fd < 0)
 		return;

@@ -31,6 +31,14 @@ struct dmsc_tunnel_hkey {
 	struct dmsc_svc_key key;
 	struct dmsc_svc6_key key6;
 	union dmsc_tunnel_sa dest; /* the backend, for the log */
+	/* a helper's own connection (no backend id; dmscd's probes aside):
+	 * the key of its record, under which a failed connect is written
+	 * back for the helper (DMSC_SOCK_F_CONNECT_FAILED, decision 79) */
+	bool via;
+	union {
+		struct dmsc_l7_handoff_key v4;
+		struct dmsc_tunnel_handoff6_key v6;
+	} via_key;
 };
 
 #define DMSC_TUNNEL_HEALTH_CLEAN_MAX 256
@@ -38,12 +46,14 @@ struct dmsc_tunnel_hkey {
 struct dmsc_tunnel_health {
 	bool opened;
 	int health_fd, verdict_fd, services_fd, services6_fd, meta_fd;
+	int handoff_fd, handoff6_fd; /* the records written back */
 	/* backends whose element has no run of failures, as last written or
 	 * read here (the tunnel is its only writer): a stream that opens
 	 * needs no map access for them */
 	uint32_t clean[DMSC_TUNNEL_HEALTH_CLEAN_MAX];
 	unsigned int n_clean;
 	unsigned long long failures, ejections, capped;
+	unsigned long long via_failed; /* records written back */
 };
 
 /* Opens the maps under pin_dir; without them (an older datapath, no
@@ -51,7 +61,9 @@ struct dmsc_tunnel_health {
 void dmsc_tunnel_health_open(struct dmsc_tunnel_health *th, const char *pin_dir);
 void dmsc_tunnel_health_close(struct dmsc_tunnel_health *th);
 
-/* The outcome of a stream to the backend of k: opened (ok) or not. */
+/* The outcome of a stream to the backend of k: opened (ok) or not. Not
+ * opened, a helper's own connection gets its record written back with
+ * DMSC_SOCK_F_CONNECT_FAILED: call it before the local socket's reset. */
 void dmsc_tunnel_health_result(struct dmsc_tunnel_health *th, const struct dmsc_tunnel_hkey *k,
 			       bool ok);
 

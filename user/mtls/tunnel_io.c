@@ -195,7 +195,8 @@ void tn_metrics_write(struct tunnel *t)
 			 "Passive health of backends on other hosts (decision 78): streams that "
 			 "could not reach their backend, counted in its dmsc_be_health entry; "
 			 "ejections they made; runs completed with no room under "
-			 "max_ejection_percent.");
+			 "max_ejection_percent; a helper's own streams that did not reach theirs, "
+			 "told back to it (decision 79).");
 	dmsc_prom_sample(&b, "dmsc_tunnel_backend_health_total",
 			 &(struct dmsc_prom_label){"event", "connect_failed"}, 1,
 			 t->health.failures);
@@ -203,6 +204,9 @@ void tn_metrics_write(struct tunnel *t)
 			 &(struct dmsc_prom_label){"event", "ejected"}, 1, t->health.ejections);
 	dmsc_prom_sample(&b, "dmsc_tunnel_backend_health_total",
 			 &(struct dmsc_prom_label){"event", "capped"}, 1, t->health.capped);
+	dmsc_prom_sample(&b, "dmsc_tunnel_backend_health_total",
+			 &(struct dmsc_prom_label){"event", "helper_told"}, 1,
+			 t->health.via_failed);
 	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_cert_reloads_total counter\n");
 	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",
 			 &(struct dmsc_prom_label){"result", "ok"}, 1, t->reloads);

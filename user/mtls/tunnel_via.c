@@ -58,8 +58,8 @@ static int bind_loopback(int fd, const struct dmsc_l7_conf *conf, bool v6,
 		s4->sin_family = AF_INET;
 		s4->sin_addr.s_addr = conf->addr;
 	}
-	if (bind(fd, (struct sockaddr *)self, v6 ? sizeof(struct sockaddr_in6)
-						 : sizeof(struct sockaddr_in)) ||
+	if (bind(fd, (struct sockaddr *)self,
+		 v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in)) ||
 	    getsockname(fd, (struct sockaddr *)self, &sl))
 		return -errno;
 	return 0;
@@ -146,4 +146,40 @@ int dmsc_tunnel_via_connect(const struct dmsc_tunnel_via *v, int fd,
 		((struct sockaddr_in *)&listener)->sin_port = conf.port;
 	return connect(fd, (struct sockaddr *)&listener,
 		       v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+}
+
+bool dmsc_tunnel_via_unreached(const struct dmsc_tunnel_via *v, int fd)
+{
+	struct dmsc_tunnel_handoff6_key key6 = {0};
+	struct dmsc_l7_handoff_key key = {0};
+	struct dmsc_tunnel_handoff6 val6;
+	struct dmsc_l7_handoff val;
+	struct dmsc_l7_conf conf = {0};
+	struct sockaddr_storage self;
+	socklen_t sl = sizeof(self);
+	__u32 zero = 0;
+
+	/* our end keeps its address after a reset (the peer's is gone) */
+	if (v->conf_fd < 0 || bpf_map_lookup_elem(v->conf_fd, &zero, &conf) ||
+	    getsockname(fd, (struct sockaddr *)&self, &sl))
+		return false;
+	if (self.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&self;
+
+		memcpy(key6.client_addr, &s6->sin6_addr, 16);
+		key6.client_port = s6->sin6_port;
+		key6.helper_port = conf.port6;
+		if (v->handoff6_fd < 0 || bpf_map_lookup_elem(v->handoff6_fd, &key6, &val6))
+			return false;
+		bpf_map_delete_elem(v->handoff6_fd, &key6);
+		return val6.flags & DMSC_SOCK_F_CONNECT_FAILED;
+	}
+	key.client_addr = ((const struct sockaddr_in *)&self)->sin_addr.s_addr;
+	key.client_port = ((const struct sockaddr_in *)&self)->sin_port;
+	key.helper_addr = conf.addr;
+	key.helper_port = conf.port;
+	if (bpf_map_lookup_elem(v->handoff_fd, &key, &val))
+		return false;
+	bpf_map_delete_elem(v->handoff_fd, &key);
+	return val.flags & DMSC_SOCK_F_CONNECT_FAILED;
 }

@@ -58,4 +58,15 @@ int dmsc_tunnel_via_connect(const struct dmsc_tunnel_via *v, int fd,
 			    const struct dmsc_tunnel_via_svc *svc, uint64_t cgroup,
 			    enum dmsc_tunnel_via_way *way);
 
+/*
+ * After fd's connection through the tunnel (DMSC_VIA_TUNNELED) was reset
+ * or closed before any byte came back: whether the tunnel wrote back that
+ * the backend was not reached (its host could not connect to it, or that
+ * host was not reached: DMSC_SOCK_F_CONNECT_FAILED, docs/design.md
+ * decision 79), which makes it a failed connect that nothing of the
+ * request got past; false for a refusal or anything else. Takes the
+ * record.
+ */
+bool dmsc_tunnel_via_unreached(const struct dmsc_tunnel_via *v, int fd);
+
 #endif /* DMSC_TUNNEL_VIA_H */
