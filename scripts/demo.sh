@@ -33,6 +33,7 @@ cleanup() {
 	for p in "${DPIDS[@]}" $EPID; do
 		kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
 	done
+	dmsc_helpers_stop "$T" # dmscd's helpers outlive it (decision 80)
 	"$CTL" uninstall >/dev/null 2>&1
 	[[ -d $T/bpffs/hostb ]] && DMSC_PIN_DIR=$T/bpffs/hostb "$CTL" uninstall >/dev/null 2>&1
 	for p in mta mtb; do

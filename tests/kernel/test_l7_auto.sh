@@ -125,7 +125,12 @@ else
 fi
 first=$(l7_pids | head -n 1)
 stop_dmscd
-t_check "SIGTERM: dmscd's helper is gone with it" bash -c "! kill -0 '${first:-0}' 2>/dev/null"
+# dmscd's helper outlives it until the next dmscd's takes over
+# (docs/design.md decision 80); stopped with none to take over, it
+# unregisters, as dmscd did
+t_check "SIGTERM: dmscd's helper serves on without it" kill -0 "${first:-0}"
+dmsc_helpers_stop "$T"
+t_check "...until stopped itself" bash -c "! kill -0 '${first:-0}' 2>/dev/null"
 t_eq "...and dmsc_l7_netns is empty" \
 	"$(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_l7_netns" | jq length)" 0
 
@@ -166,7 +171,10 @@ web_fp() { "$CTL" stats -o json | jq -c '.services[] | select(.name == "web") | 
 paired_up() { jq -e '.[0] >= 1 and .[1]' >/dev/null <<<"$(web_fp)"; }
 t_check "--l7-fastpath on: the clients' connections to the helper were fast-path pairs ($(web_fp))" paired_up
 stop_dmscd
-t_check "--l7-fastpath on: dmscd removed the cgroup at exit" test ! -d "$MESH/dmsc-l7"
+# its helper serves on there (decision 80) until stopped itself
+t_check "--l7-fastpath on: the helper serves on in its cgroup after dmscd" grep -q . "$MESH/dmsc-l7/cgroup.procs"
+dmsc_helpers_stop "$T"
+t_check "...until stopped itself" bash -c "! grep -q . '$MESH/dmsc-l7/cgroup.procs'"
 "$BIN/dmscd" --policy "$T/pol" --l7-fastpath yes >"$T/lfp.out" 2>&1
 t_eq "--l7-fastpath yes: a usage error that names the value" \
 	"$?:$(grep -c -- '--l7-fastpath: "yes" is not on or off' "$T/lfp.out")" "2:1"

@@ -70,6 +70,7 @@ cleanup() {
 		t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"
 		rm -f "/run/dmsc/dmsc-tunnel.$pid.prom" "/run/dmsc/dmsc-l7.$pid.prom"
 	done
+	dmsc_helpers_stop "$work" # dmscd's helpers outlive it (decision 80)
 	[[ -n ${DMSC_PIN_DIR:-} ]] && "$ctl" uninstall >/dev/null 2>&1
 	[[ -n ${pin_a:-} ]] && DMSC_PIN_DIR=$pin_a "$ctl" uninstall >/dev/null 2>&1
 	dmsc_net_cleanup
@@ -551,8 +552,11 @@ wait "$hand_pid"
 t_eq "the streams open across the hand-over: 2 connections byte-exact" \
 	"$(jq -r .ok "$work/stream-hand.json" 2>/dev/null)" 2
 kill "$dpid"
-t_check "dmscd exits on SIGTERM and its tunnel with it" \
-	t_wait 15 bash -c "! kill -0 $dpid 2>/dev/null && ! ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
+t_check "dmscd exits on SIGTERM; its tunnel serves on (decision 80)" \
+	t_wait 15 bash -c "! kill -0 $dpid 2>/dev/null && ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
+pkill -TERM -f -- "dmsc-tunnel.$dpid.prom"
+t_check "...until stopped itself" \
+	t_wait 15 bash -c "! ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
 dpid=
 
 # ---- the kernel's handoff (docs/design.md decision 24) ---------------------
@@ -655,11 +659,14 @@ start_pair() {
 	dpid=$(start_dmscd b "$DMSC_PIN_DIR" "$1" "${3:-$B}" "$cg/infra")
 	apid=$(start_dmscd a "$pin_a" "$2" "${4:-$A}")
 }
+# (their helpers outlive them, decision 80: stopped here too, so that
+# the next pair starts afresh; the hand-over has a check of its own)
 stop_pair() {
 	local pid
 	for pid in $apid $dpid; do
 		kill "$pid"
 		t_wait 15 bash -c "! kill -0 $pid 2>/dev/null"
+		dmsc_helpers_stop "/run/dmsc/dmsc-[lt].*\.$pid\.prom"
 	done
 	apid='' dpid=''
 }
@@ -856,6 +863,32 @@ t_check "and a's dmsc-l7 ejected it (show services)" t_wait 10 split_dead_out
 t_check "the stranger's refusals at b were not taken for a backend down" \
 	bash -c "! grep -q 'health: web1 .* out' '$work/dmscd-a.log'"
 
+# a's dmscd restarted (an upgrade) under requests through its helpers:
+# they serve on meanwhile and the new dmscd's take over (decision 80),
+# so no connection is refused, at L4 (probed: the tunnel alone) or L7
+# (websplit: dmsc-l7 and the tunnel)
+old_helpers=$(pgrep -P "$apid" -f "dmsc-l7" | tr '\n' ' ')
+restart_loop() { # N: requests to both VIPs, one after the other; the failures
+	local i bad=0
+	for ((i = 0; i < $1; i++)); do
+		[[ $(as_client curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$VIP:8093/" 2>/dev/null) == 200 ]] || bad=$((bad + 1))
+		[[ $(as_client curl -sS -m 5 -o /dev/null -w '%{http_code}' --data x "http://$VIP:8087/" 2>/dev/null) == 200 ]] || bad=$((bad + 1))
+	done
+	echo "$bad"
+}
+restart_loop 150 >"$work/restart.bad" &
+rl=$!
+kill "$apid"
+t_wait 15 bash -c "! kill -0 $apid 2>/dev/null"
+rm -f "$work/dmscd-a.pid"
+apid=$(start_dmscd a "$pin_a" "$work/mesh-a.json" "$A")
+wait "$rl"
+t_eq "300 requests across a restart of a's dmscd: none failed" "$(cat "$work/restart.bad")" 0
+t_check "the old dmscd's helpers served on, then drained for the new one's" \
+	t_wait 15 bash -c "for p in $old_helpers; do ! kill -0 \$p 2>/dev/null || exit 1; done"
+t_check "a's log says so" grep -q "the next dmscd's tunnel serves: draining" "$work/dmscd-a.log"
+aprom=/run/dmsc/dmsc-tunnel.$apid.prom l7prom=/run/dmsc/dmsc-l7.$apid.prom
+
 # b's kernel refuses what went around its tunnel (docs/design.md decision
 # 33), and lets in what its tunnel delivers: a backend in b's mesh cgroup
 # of a required service (the guard's own checks, both families, permissive
@@ -896,8 +929,13 @@ t_check "and fails at once ($((SECONDS - start)) s)" test $((SECONDS - start)) -
 kill -CONT "$dpid"
 client_ok() { [[ $(as_client curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$VIP/" 2>/dev/null) == 200 ]]; }
 t_check "it works again once dmscd restarted b's tunnel" t_wait 20 client_ok
+kill "$apid"
+t_wait 15 bash -c "! kill -0 $apid 2>/dev/null"
+# its helpers outlive it (decision 80): the tunnel in its cgroup, until
+# the next dmscd's takes over or it is stopped itself
+t_check "a's tunnel serves on in $cg_rel/dmsc-tunnel after a's dmscd" grep -q . "$cga/dmsc-tunnel/cgroup.procs"
 stop_pair
-t_check "a's dmscd removed its tunnel's cgroup at exit" test ! -d "$cga/dmsc-tunnel"
+t_check "...until stopped itself" t_wait 15 bash -c "! grep -q . '$cga/dmsc-tunnel/cgroup.procs'"
 
 # ---- the policy from etcd: the hosts' tunnel addresses under -------------
 # PREFIX/hosts/NAME (docs/design.md decision 55), published with the

@@ -82,6 +82,9 @@ dmsc_keep_log() {
 
 dmsc_suite_cleanup() {
 	declare -F suite_cleanup >/dev/null && suite_cleanup
+	dmsc_stop_dmscd
+	# dmscd's helpers outlive it (decision 80): this suite's end here
+	[[ -n ${T:-} ]] && dmsc_helpers_stop "$T"
 	dmsc_keep_log
 	# (nothing pinned, nothing to uninstall: the suite did it, or never
 	# installed; a command costs seconds in a loaded TCG guest)

@@ -541,6 +541,31 @@ dmsc_backends_ready() {
 	done
 }
 
+# dmsc_helpers_stop DIR: SIGTERM to every dmsc-l7 (helper or tunnel) whose
+# command line names DIR (a suite's pin or work directory), and up to 10 s
+# for them to end. dmscd's helpers outlive it until the next dmscd's take
+# over (docs/design.md decision 80): a suite that ran dmscd ends them.
+dmsc_helpers_stop() {
+	local dir=$1 pid i
+	local -a pids=()
+	[[ -n $dir ]] || return 0
+	for pid in $(pgrep -f -- "dmsc-l7 .*$dir" 2>/dev/null); do
+		[[ $pid != "$$" ]] && pids+=("$pid")
+	done
+	((${#pids[@]})) || return 0
+	kill -TERM "${pids[@]}" 2>/dev/null
+	for ((i = 0; i < 100; i++)); do
+		for pid in "${pids[@]}"; do
+			kill -0 "$pid" 2>/dev/null && break
+			pid=
+		done
+		[[ -z $pid ]] && return 0
+		sleep 0.1
+	done
+	kill -KILL "${pids[@]}" 2>/dev/null
+	return 0
+}
+
 # dmsc_kill_jobs: SIGTERM to each background job of this shell.
 dmsc_kill_jobs() {
 	local pid

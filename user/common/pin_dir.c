@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <bpf/bpf.h>
 
@@ -50,4 +51,34 @@ int dmsc_pinned_map_open(const char *pin_dir, const char *name, const char *hint
 	else
 		pr_warn("cannot open %s: %s\n", path, strerror(-fd));
 	return fd;
+}
+
+int dmsc_l7_unregister(const char *pin_dir)
+{
+	struct dmsc_l7_conf none = {0};
+	char path[PATH_MAX];
+	__u32 zero = 0;
+	int fd, err = 0, n;
+
+	fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_CONF, NULL);
+	if (fd < 0)
+		return fd;
+	if (bpf_map_update_elem(fd, &zero, &none, BPF_ANY)) {
+		err = -errno;
+		pr_warn("cannot clear %s/maps/%s: %s\n", pin_dir, DMSC_MAP_L7_CONF, strerror(-err));
+	}
+	close(fd);
+	/* and its listeners in other network namespaces (a datapath of an
+	 * older build has no such map: nothing to clear) */
+	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_NETNS);
+	fd = bpf_obj_get(path);
+	if (fd >= 0) {
+		__u64 key;
+
+		/* bounded: the map's capacity */
+		for (n = 0; n < DMSC_L7_NETNS_MAX && bpf_map_get_next_key(fd, NULL, &key) == 0; n++)
+			bpf_map_delete_elem(fd, &key);
+		close(fd);
+	}
+	return err;
 }

@@ -25,4 +25,12 @@ int dmsc_pinned_map_try(const char *pin_dir, const char *name);
  * decision 44): 0, or a negative errno for the caller to say. */
 int dmsc_l7_own_mark(int own_fd, int fd);
 
+/* For a helper stopped for good (not restarted): clears its address from
+ * the datapath's dmsc_l7_conf, so connect4 balances http services at L4
+ * again instead of sending them to a closed port. A helper that exits
+ * leaves its registration on purpose: the next one (restarted by the
+ * supervisor, on the same address) takes over without a window in which
+ * requests bypass routes and limits. 0 or a negative errno. */
+int dmsc_l7_unregister(const char *pin_dir);
+
 #endif /* DMSC_PIN_DIR_H */

@@ -68,7 +68,8 @@ static const char usage_text[] =
 static void usage(FILE *f)
 {
 	fprintf(f, usage_text, DMSC_METRICS_BACKENDS_AUTO_MAX, DEFAULT_DEBOUNCE_MS,
-		DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS, DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
+		DEFAULT_DEBOUNCE_MAX_MS, DEFAULT_DROP_DELAY_MS,
+		DMSC_PIN_ROOT "/v" DMSC_LAYOUT_VERSION);
 }
 
 /* Installs, or adopts and replaces the programs in place; says which, and
@@ -115,6 +116,18 @@ static int install(struct agent *ag, const struct dmsc_install_opts *opts)
 	return 0;
 }
 
+/* At exit: the helper of sup, if one runs, stays (decision 80); true
+ * then, said in the log. */
+static bool leave_helper(struct dmsc_l7_supervisor *sup, const char *what)
+{
+	pid_t pid = dmsc_l7_sup_leave(sup);
+
+	if (pid)
+		pr_info("%s (pid %d) serves on until the next dmscd's takes over\n", what,
+			(int)pid);
+	return pid != 0;
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_METRICS_BACKENDS = 256, OPT_L7_MODE, OPT_TUNNEL_FASTPATH, OPT_L7_FASTPATH };
@@ -127,7 +140,10 @@ int main(int argc, char **argv)
 	    DMSC_LONGOPTS_END,
 	};
 	struct agent ag = {
-	    .watch = {.fd = -1}, .cg_watch = {.fd = -1}, .signal_fd = -1, .http_fd = -1,
+	    .watch = {.fd = -1},
+	    .cg_watch = {.fd = -1},
+	    .signal_fd = -1,
+	    .http_fd = -1,
 	};
 	const char *metrics = DEFAULT_METRICS;
 	const char *l7_listen = NULL, *l7_binary = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
@@ -296,8 +312,8 @@ int main(int argc, char **argv)
 		goto out;
 	if (eo.urls) {
 		/* applied once the first read arrives (the eventfd) */
-		if (dmsc_etcd_sync_start(&etcd_sync, eo.urls, &eo.tls, eo.prefix, eo.ns,
-					 eo.n_ns, ag.tunnel))
+		if (dmsc_etcd_sync_start(&etcd_sync, eo.urls, &eo.tls, eo.prefix, eo.ns, eo.n_ns,
+					 ag.tunnel))
 			goto out;
 		ag.etcd = &etcd_sync;
 		pr_info("watching %s: %zu namespace%s at %s\n", ag.policy, eo.n_ns,
@@ -417,19 +433,25 @@ int main(int argc, char **argv)
 	}
 	rc = 0;
 out:
-	/* The helper drains and goes; http services fall back to L4 balancing
-	 * until the next dmscd starts one (fail open, not a closed port). */
+	/* The helpers serve on, until the next dmscd's take over (or the
+	 * datapath goes, or --orphan-ms): connections the kernel hands them
+	 * meanwhile are served, not refused (docs/design.md decision 80).
+	 * What they hold (registration, cgroup, metrics file) stays with
+	 * them; without one, it goes: http services fall back to L4
+	 * balancing until the next dmscd starts one. */
 	if (ag.l7) {
-		dmsc_l7_sup_stop(&ag.l7_sup, L7_STOP_MS);
-		helper_cgroup_remove(&ag.l7_sup, ag.l7_cgroup);
-		dmsc_l7_unregister(ag.pin_dir);
-		unlink(ag.l7_metrics);
+		if (!leave_helper(&ag.l7_sup, "dmsc-l7")) {
+			helper_cgroup_remove(&ag.l7_sup, ag.l7_cgroup);
+			dmsc_l7_unregister(ag.pin_dir);
+			unlink(ag.l7_metrics);
+		}
 		free(ag.l7_view);
 	}
 	if (ag.tunnel) {
-		dmsc_l7_sup_stop(&ag.tunnel_sup, L7_STOP_MS);
-		helper_cgroup_remove(&ag.tunnel_sup, ag.tunnel_cgroup);
-		unlink(ag.tunnel_metrics);
+		if (!leave_helper(&ag.tunnel_sup, "dmsc-l7 tunnel")) {
+			helper_cgroup_remove(&ag.tunnel_sup, ag.tunnel_cgroup);
+			unlink(ag.tunnel_metrics);
+		}
 		free(ag.tunnel_view);
 	}
 	dmsc_health_watch_stop(&ag.health);

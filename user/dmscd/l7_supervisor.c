@@ -15,6 +15,7 @@
 
 #include <bpf/bpf.h>
 
+#include "baton.h"
 #include "dmsc/shared.h"
 #include "l7_supervisor.h"
 #include "log.h"
@@ -86,10 +87,11 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 		int fd = fcntl(p[1], F_DUPFD, 3); /* a copy without O_CLOEXEC */
 		int n = s->argc;
 
-		/* The helper goes with its supervisor (kept across exec). The
-		 * parent may have died before the prctl: then it is too late
-		 * for the signal, so look. */
-		if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+		/* The helper hears when its supervisor goes (kept across
+		 * exec): it serves on until the next one's helper takes over
+		 * (baton.h). The parent may have died before the prctl: then
+		 * it is too late for the signal, so look. */
+		if (prctl(PR_SET_PDEATHSIG, DMSC_HELPER_ORPHAN_SIGNAL) < 0 || getppid() != parent)
 			_exit(127);
 		if (fd < 0)
 			_exit(127);
@@ -97,6 +99,7 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 		snprintf(s->ready_arg, sizeof(s->ready_arg), "%d", fd);
 		s->argv[n++] = "--ready-fd";
 		s->argv[n++] = s->ready_arg;
+		s->argv[n++] = "--baton"; /* hands over across dmscd's restarts */
 		if (s->policy_fd >= 0) {
 			fd = fcntl(s->policy_fd, F_DUPFD, 3);
 			if (fd < 0)
@@ -322,6 +325,18 @@ int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
 	return -EINTR;
 }
 
+pid_t dmsc_l7_sup_leave(struct dmsc_l7_supervisor *s)
+{
+	ready_close(s);
+	s->state = DMSC_L7_SUP_STOPPED;
+	if (s->policy_fd >= 0)
+		close(s->policy_fd);
+	s->policy_fd = -1;
+	/* one draining after a hand-over ends on its own */
+	s->old_pid = -1;
+	return s->pid > 0 ? s->pid : 0;
+}
+
 int dmsc_l7_metrics_append(const char *metrics_file, FILE *out)
 {
 	char buf[8192];
@@ -350,35 +365,4 @@ const char *dmsc_l7_sup_state_name(enum dmsc_l7_sup_state st)
 	};
 
 	return (size_t)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
-}
-
-int dmsc_l7_unregister(const char *pin_dir)
-{
-	struct dmsc_l7_conf none = {0};
-	char path[PATH_MAX];
-	__u32 zero = 0;
-	int fd, err = 0, n;
-
-	fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_CONF, NULL);
-	if (fd < 0)
-		return fd;
-	if (bpf_map_update_elem(fd, &zero, &none, BPF_ANY)) {
-		err = -errno;
-		pr_warn("cannot clear %s/maps/%s: %s\n", pin_dir, DMSC_MAP_L7_CONF, strerror(-err));
-	}
-	close(fd);
-	/* and its listeners in other network namespaces (a datapath of an
-	 * older build has no such map: nothing to clear) */
-	snprintf(path, sizeof(path), "%s/maps/%s", pin_dir, DMSC_MAP_L7_NETNS);
-	fd = bpf_obj_get(path);
-	if (fd >= 0) {
-		__u64 key;
-
-		/* bounded: the map's capacity */
-		for (n = 0; n < DMSC_L7_NETNS_MAX && bpf_map_get_next_key(fd, NULL, &key) == 0;
-		     n++)
-			bpf_map_delete_elem(fd, &key);
-		close(fd);
-	}
-	return err;
 }

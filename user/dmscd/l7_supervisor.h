@@ -37,7 +37,7 @@ enum dmsc_l7_sup_state {
 };
 
 struct dmsc_l7_supervisor {
-	const char *argv[DMSC_L7_SUP_ARGS_MAX + 5]; /* + --ready-fd N --policy P + NULL */
+	const char *argv[DMSC_L7_SUP_ARGS_MAX + 6]; /* + --ready-fd N --baton --policy P + NULL */
 	int argc;
 	char ready_arg[16];
 	char policy_arg[40];
@@ -95,6 +95,11 @@ int dmsc_l7_sup_fd(const struct dmsc_l7_supervisor *s);
 /* SIGTERM (the helper drains), waits up to timeout_ms, then SIGKILL.
  * Returns the helper's exit code (0: drained), or a negative errno. */
 int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms);
+/* dmscd goes, its helper stays: it gets DMSC_HELPER_ORPHAN_SIGNAL when
+ * dmscd's process ends and serves on until the next dmscd's helper takes
+ * over (baton.h, docs/design.md decision 80). Returns its pid, 0 if none
+ * runs. */
+pid_t dmsc_l7_sup_leave(struct dmsc_l7_supervisor *s);
 
 /* Copies the helper's Prometheus text (its --metrics-file) into out, so the
  * agent's own metrics output includes it. A missing file is not an error
@@ -103,12 +108,5 @@ int dmsc_l7_metrics_append(const char *metrics_file, FILE *out);
 
 const char *dmsc_l7_sup_state_name(enum dmsc_l7_sup_state st);
 
-/* For a helper stopped for good (not restarted): clears its address from
- * the datapath's dmsc_l7_conf, so connect4 balances http services at L4
- * again instead of sending them to a closed port. A helper that exits
- * leaves its registration on purpose: the next one (restarted by the
- * supervisor, on the same address) takes over without a window in which
- * requests bypass routes and limits. 0 or a negative errno. */
-int dmsc_l7_unregister(const char *pin_dir);
 
 #endif /* DMSC_L7_SUPERVISOR_H */

@@ -53,6 +53,8 @@
 #define _GNU_SOURCE
 #include <getopt.h>
 
+#include "baton.h"
+#include "clock.h"
 #include "l7_proxy.h"
 #include "l7_tunnel.h"
 
@@ -60,12 +62,20 @@
 struct l7_opts opt = {
     .ready_fd = -1,
     /* a request's head */
-    .max_header_bytes = 8192, .max_headers = 64, .max_target = 4096,
+    .max_header_bytes = 8192,
+    .max_headers = 64,
+    .max_target = 4096,
     /* times, ms */
-    .idle_ms = 60000, .head_ms = 10000, .io_ms = 30000, .default_timeout_ms = 15000,
-    .drain_ms = 10000, .pool_idle_ms = 4000,
+    .idle_ms = 60000,
+    .head_ms = 10000,
+    .io_ms = 30000,
+    .default_timeout_ms = 15000,
+    .drain_ms = 10000,
+    .pool_idle_ms = 4000,
+    .orphan_ms = DMSC_HELPER_ORPHAN_MS_DEFAULT,
     /* connections */
-    .max_conns = 16384, .max_conns_per_client = 512,
+    .max_conns = 16384,
+    .max_conns_per_client = 512,
     .default_retries = 1,
     .forwarded = 1, /* FWD_XFF */
 };
@@ -108,6 +118,11 @@ static void usage(FILE *f)
 		"  --default-timeout-ms N  a route without timeout_ms (default 15000)\n"
 		"  --default-retries N     a route without retries (default 1)\n"
 		"  --drain-ms N            SIGTERM: finish in-flight requests within N (10000)\n"
+		"  --baton                 dmscd's helper: the helper of the dmscd before, if it\n"
+		"                          serves still, drains once this one is ready\n"
+		"  --orphan-ms N           its dmscd gone (SIGUSR2): serve on until the next\n"
+		"                          dmscd's helper takes over, the datapath is\n"
+		"                          uninstalled, or N ms pass (60000), then drain\n"
 		"  --max-conns N           connections per worker (default 16384)\n"
 		"  --max-conns-per-client N  connections from one client address, all\n"
 		"                          workers together (default 512; past it 503 + close)\n"
@@ -130,6 +145,7 @@ static const struct dmsc_opt stored[] = {
     DMSC_OPT_STR("host", &opt.host),
     DMSC_OPT_FLAG("no-register", &opt.no_register),
     DMSC_OPT_FLAG("no-netns", &opt.no_netns),
+    DMSC_OPT_FLAG("baton", &opt.baton),
     DMSC_OPT_NUM("max-header-bytes", &opt.max_header_bytes, 256, 1 << 20),
     DMSC_OPT_NUM("max-headers", &opt.max_headers, 1, 1024),
     DMSC_OPT_NUM("max-target", &opt.max_target, 16, 1 << 20),
@@ -139,6 +155,7 @@ static const struct dmsc_opt stored[] = {
     DMSC_OPT_NUM("default-timeout-ms", &opt.default_timeout_ms, 1, 86400000),
     DMSC_OPT_NUM("default-retries", &opt.default_retries, 0, 10),
     DMSC_OPT_NUM("drain-ms", &opt.drain_ms, 0, 3600000),
+    DMSC_OPT_NUM("orphan-ms", &opt.orphan_ms, 0, 86400000),
     DMSC_OPT_NUM("max-conns", &opt.max_conns, 1, 1 << 24),
     DMSC_OPT_NUM("max-conns-per-client", &opt.max_conns_per_client, 1, 1 << 24),
     DMSC_OPT_NUM("pool-idle-ms", &opt.pool_idle_ms, 1, 3600000),
@@ -287,8 +304,8 @@ static int load_policy(void)
 		pthread_mutex_init(&svc_rt[i].lock, NULL);
 		/* starts full (last_ns 0): a burst is allowed at once */
 		svc_rt[i].rate = cfg.svcs[i].requests_per_second;
-		svc_rt[i].depth = dmsc_tb_request_depth(cfg.svcs[i].requests_per_second,
-							cfg.svcs[i].burst);
+		svc_rt[i].depth =
+		    dmsc_tb_request_depth(cfg.svcs[i].requests_per_second, cfg.svcs[i].burst);
 	}
 	for (k = 0; k < cfg.n_svcs; k++)
 		n_route_slots += cfg.svcs[k].n_routes + 1;
@@ -297,8 +314,9 @@ static int load_policy(void)
 
 static int open_maps(const char *pin_dir, int *conf_fd)
 {
-	handoff_fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_HANDOFF,
-					  "is dmsc installed there, by a build with the L7 handoff?");
+	handoff_fd =
+	    dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_HANDOFF,
+				 "is dmsc installed there, by a build with the L7 handoff?");
 	if (handoff_fd < 0)
 		return handoff_fd;
 	/* Optional: without it (a datapath of an older build) the [::1]
@@ -331,6 +349,11 @@ int main(int argc, char **argv)
 	int conf_fd = -1, i, err, sig;
 	size_t s, base;
 	uint64_t seed;
+	struct dmsc_baton baton;
+	char listen_text[DMSC_ADDR_PORT_LEN];
+	int64_t orphan_since = 0; /* dmsc_now_ms() when dmscd died */
+	bool handed_over = false; /* the next helper took the baton */
+	int64_t metrics_ms = 0;
 
 	/* Two descriptors per proxied connection, for the tunnel too: the
 	 * soft limit a service gets by default (1024 under systemd) is far
@@ -355,6 +378,7 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGPIPE);
+	sigaddset(&mask, DMSC_HELPER_ORPHAN_SIGNAL);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
 
 	if (load_policy())
@@ -401,7 +425,8 @@ int main(int argc, char **argv)
 		w->epfd = epoll_create1(EPOLL_CLOEXEC);
 		worker_h2_init(w);
 		if (w->epfd < 0 || h2_move_init(w) < 0) {
-			pr_warn("worker %d: cannot make its epoll or eventfd: %s\n", i, strerror(errno));
+			pr_warn("worker %d: cannot make its epoll or eventfd: %s\n", i,
+				strerror(errno));
 			return 1;
 		}
 		w->lfd = open_listener();
@@ -425,9 +450,8 @@ int main(int argc, char **argv)
 		}
 	}
 	/* Listeners in the mesh's other network namespaces, before "ready". */
-	if (!opt.no_netns &&
-	    dmsc_l7_netns_start(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), &opt.listen,
-				!opt.no_register, &netns_ops))
+	if (!opt.no_netns && dmsc_l7_netns_start(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(),
+						 &opt.listen, !opt.no_register, &netns_ops))
 		return 1;
 	if (!opt.no_register) {
 		conf.addr = opt.listen.sin_addr.s_addr;
@@ -449,14 +473,43 @@ int main(int argc, char **argv)
 		close(opt.ready_fd);
 	}
 
+	snprintf(listen_text, sizeof(listen_text), "%s:%u", inet_ntoa(opt.listen.sin_addr),
+		 ntohs(opt.listen.sin_port));
+	dmsc_baton_init(&baton, "l7", opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), listen_text);
+	if (opt.baton)
+		dmsc_baton_take(&baton);
 	for (;;) {
-		struct timespec one_s = {1, 0};
+		/* an orphan looks for its successor every 100 ms: the two
+		 * serve side by side (SO_REUSEPORT) until it drains */
+		struct timespec wait = {orphan_since ? 0 : 1, orphan_since ? 100000000 : 0};
+		int64_t now;
 
-		sig = sigtimedwait(&mask, NULL, &one_s);
+		sig = sigtimedwait(&mask, NULL, &wait);
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
-		metrics_write();
+		if (sig == DMSC_HELPER_ORPHAN_SIGNAL && !orphan_since) {
+			orphan_since = dmsc_now_ms();
+			pr_info(
+			    "dmscd is gone: serving on until the next dmscd's helper takes over "
+			    "(at most %u ms)\n",
+			    opt.orphan_ms);
+		}
+		now = dmsc_now_ms();
+		if (now - metrics_ms >= 1000) {
+			metrics_write();
+			metrics_ms = now;
+		}
+		if (opt.baton && dmsc_baton_passed(&baton)) {
+			pr_info("the next helper serves: draining\n");
+			handed_over = true;
+			break;
+		}
+		if (orphan_since &&
+		    dmsc_helper_orphan_over(orphan_since, opt.orphan_ms,
+					    opt.pin_dir ? opt.pin_dir : dmsc_pin_dir()))
+			break;
 	}
+	dmsc_baton_close(&baton);
 	/* Drain: workers stop accepting, finish what is in flight within
 	 * --drain-ms, and return. The registration stays: a restarted helper
 	 * takes the same address (SO_REUSEPORT), so no connection is balanced
@@ -468,5 +521,14 @@ int main(int argc, char **argv)
 		pthread_join(workers[i].th, NULL);
 	metrics_write();
 	pr_info("drained\n");
+	/* An orphan that no helper took over from: stopped for good (its
+	 * dmscd gone, then its time up, the datapath uninstalled, or a
+	 * SIGTERM): connect4 balances http services at L4 again rather than
+	 * send them to a closed port, as dmscd did when it stopped its
+	 * helper; its metrics are no one's. */
+	if (orphan_since && !handed_over && !opt.no_register)
+		dmsc_l7_unregister(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir());
+	if (orphan_since && opt.metrics_file)
+		unlink(opt.metrics_file);
 	return 0;
 }

@@ -75,6 +75,7 @@ struct l7_opts {
 	int ready_fd;
 	bool no_register;
 	bool no_netns; /* --no-netns: no listeners in other namespaces */
+	bool baton;    /* --baton: dmscd's helper, handing over across its restarts (baton.h) */
 	uint32_t max_header_bytes; /* request line + headers: past it 431 */
 	uint32_t max_headers;	   /* header fields: past it 431 */
 	uint32_t max_target;	   /* request target: past it 414 */
@@ -84,6 +85,7 @@ struct l7_opts {
 	uint32_t default_timeout_ms;
 	uint32_t default_retries;
 	uint32_t drain_ms;
+	uint32_t orphan_ms; /* serving on after dmscd died (baton.h) */
 	uint32_t max_conns; /* per worker */
 	uint32_t pool_idle_ms;	       /* an idle pooled backend connection lives this long */
 	uint32_t max_conns_per_client; /* per client address, all workers together */

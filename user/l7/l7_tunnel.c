@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "baton.h"
 #include "l7_tunnel.h"
 #include "log.h"
 #include "parse.h"
@@ -45,6 +46,11 @@ static const char usage_text[] =
     "                      the next one resumes the TLS session (default 60000,\n"
     "                      0: never)\n"
     "  --ready-fd FD       write \"ready\\n\" to FD once listening\n"
+    "  --baton             dmscd's tunnel: the tunnel of the dmscd before, if it\n"
+    "                      serves still, drains once this one is ready\n"
+    "  --orphan-ms N       its dmscd gone (SIGUSR2): serve on until the next dmscd's\n"
+    "                      tunnel takes over, the datapath is uninstalled, or N ms\n"
+    "                      pass (default 60000), then drain\n"
     "SIGTERM: no new streams; the open ones get 10 s to finish.\n"
     "Exit: 0 stopped by a signal, 1 failed, 2 usage.\n";
 
@@ -53,12 +59,14 @@ static void usage(FILE *f)
 	fputs(usage_text, f);
 }
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, orphaned;
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stop = 1;
+	if (sig == DMSC_HELPER_ORPHAN_SIGNAL)
+		orphaned = 1;
+	else
+		stop = 1;
 }
 
 bool dmsc_l7_tunnel_command(int argc, char **argv)
@@ -78,7 +86,9 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	};
 	struct dmsc_tunnel_opts o = {.ready_fd = -1,
 				     .peer_idle_ms = DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT,
-				     .drain_ms = DMSC_TUNNEL_DRAIN_MS_DEFAULT};
+				     .drain_ms = DMSC_TUNNEL_DRAIN_MS_DEFAULT,
+				     .orphaned = &orphaned,
+				     .orphan_ms = DMSC_HELPER_ORPHAN_MS_DEFAULT};
 	struct dmsc_policy_errors errs = {0};
 	struct dmsc_policy policy = {0};
 	const char *policy_file = NULL;
@@ -89,6 +99,8 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	    DMSC_OPT_STR("pin-dir", &o.pin_dir),
 	    /* up to a day */
 	    DMSC_OPT_NUM("peer-idle-ms", &o.peer_idle_ms, 0, 86400000),
+	    DMSC_OPT_NUM("orphan-ms", &o.orphan_ms, 0, 86400000),
+	    DMSC_OPT_FLAG("baton", &o.baton),
 	    DMSC_OPT_END,
 	};
 	struct option longopts[DMSC_OPT_ROWS(stored, own)];
@@ -107,8 +119,9 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 		switch (opt) {
 		case O_LISTEN:
 			if (dmsc_tunnel_addr_parse(optarg, &o.listen)) {
-				pr_warn("--listen: \"%s\" is not an ADDR:PORT (IPv6: [ADDR]:PORT)\n",
-					optarg);
+				pr_warn(
+				    "--listen: \"%s\" is not an ADDR:PORT (IPv6: [ADDR]:PORT)\n",
+				    optarg);
 				return 2;
 			}
 			break;
@@ -172,6 +185,7 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	sigprocmask(SIG_SETMASK, &unblock, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(DMSC_HELPER_ORPHAN_SIGNAL, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	rc = dmsc_tunnel_run(&o, &stop) ? 1 : 0;
 	dmsc_policy_free(&policy);

@@ -45,6 +45,8 @@
 #include "reuseport.h"
 #include "tunnel.h"
 #include "tunnel_authz.h"
+#include "baton.h"
+#include "clock.h"
 #include "tunnel_int.h"
 
 /* ---- listeners ---- */
@@ -490,8 +492,35 @@ static uint32_t first_stream_id(void)
 	return (uint32_t)v;
 }
 
+/* At a tick: whether to drain for the next dmscd's tunnel, which took
+ * the baton, or as an orphan (its dmscd gone since *since, ms) whose time
+ * is up or whose datapath went (baton.h). */
+static bool handing_over(struct tunnel *t, struct dmsc_baton *b, int64_t *since)
+{
+	const struct dmsc_tunnel_opts *o = t->o;
+
+	if (o->baton && dmsc_baton_passed(b)) {
+		pr_info("tunnel: the next dmscd's tunnel serves: draining\n");
+		return true;
+	}
+	if (!o->orphaned || !*o->orphaned)
+		return false;
+	if (!*since) {
+		*since = dmsc_now_ms();
+		pr_info("tunnel: dmscd is gone: serving on until the next dmscd's tunnel takes "
+			"over (at most %u ms)\n",
+			o->orphan_ms);
+	}
+	return dmsc_helper_orphan_over(*since, o->orphan_ms,
+				       o->pin_dir ? o->pin_dir : dmsc_pin_dir());
+}
+
 int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *stop)
 {
+	char listen_text[DMSC_ADDR_PORT_LEN];
+	struct dmsc_baton baton = {.fd = -1};
+	int64_t orphan_since = 0;
+	bool handed_over = false;
 	struct epoll_event evs[EPOLL_BATCH];
 	char why[DMSC_MTLS_WHY_MAX];
 	struct tunnel *t = calloc(1, sizeof(*t));
@@ -538,10 +567,18 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	}
 	next_tick = tn_now_ms() + TICK_MS;
 	tn_metrics_write(t);
+	/* the tunnel of a dmscd before this one, if it serves still, drains
+	 * (baton.h, docs/design.md decision 80) */
+	dmsc_tunnel_sa_format(dmsc_tunnel_sa_port(&o->handoff_listen) ? &o->handoff_listen
+								      : &o->listen,
+			      listen_text, sizeof(listen_text));
+	dmsc_baton_init(&baton, "tunnel", o->pin_dir ? o->pin_dir : dmsc_pin_dir(), listen_text);
+	if (o->baton)
+		dmsc_baton_take(&baton);
 	for (;;) {
 		uint64_t now = tn_now_ms();
 
-		if (*stop && !t->draining) {
+		if ((*stop || handed_over) && !t->draining) {
 			tunnel_drain(t);
 			reap(t);
 			drain_end = now + o->drain_ms;
@@ -549,6 +586,14 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 		if (t->draining && (!streams_open(t) || now >= drain_end))
 			break;
 		int timeout = now >= next_tick ? 0 : (int)(next_tick - now);
+
+		/* an orphan looks for its successor every 100 ms: the two
+		 * serve side by side (SO_REUSEPORT) until it drains */
+		if (o->orphaned && *o->orphaned && !t->draining) {
+			if (timeout > 100)
+				timeout = 100;
+			handed_over = handed_over || handing_over(t, &baton, &orphan_since);
+		}
 
 		n = epoll_wait(t->ep, evs, EPOLL_BATCH, timeout);
 		if (n < 0 && errno != EINTR) {
@@ -585,9 +630,15 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 			tick(t);
 			reap(t);
 			next_tick = tn_now_ms() + TICK_MS;
+			if (!t->draining)
+				handed_over = handed_over || handing_over(t, &baton, &orphan_since);
 		}
 	}
 	tn_metrics_write(t);
+	dmsc_baton_close(&baton);
+	/* an orphan's metrics: no dmscd serves them any more */
+	if ((orphan_since || (o->orphaned && *o->orphaned)) && o->metrics_file)
+		unlink(o->metrics_file);
 out:
 	tunnel_free(t);
 	return err;

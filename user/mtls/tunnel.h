@@ -66,6 +66,12 @@ struct dmsc_tunnel_opts {
 	 * IPv4; connect6's go to [::1] on the same port (tunnel_handoff.h). */
 	union dmsc_tunnel_sa handoff_listen;
 	const char *pin_dir; /* NULL: dmsc_pin_dir() */
+	/* set by DMSC_HELPER_ORPHAN_SIGNAL (its dmscd died): serve on until
+	 * the next dmscd's tunnel takes over, the datapath goes, or
+	 * orphan_ms pass (baton.h); NULL: never */
+	volatile sig_atomic_t *orphaned;
+	unsigned int orphan_ms;
+	bool baton; /* dmscd's: hands over across dmscd's restarts */
 };
 
 #define DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT 60000u

@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * A helper's hand-over to its successor across a restart of dmscd
+ * (docs/design.md decision 80). dmscd's helpers (dmsc-l7, its tunnel)
+ * outlive it: when dmscd dies they get DMSC_HELPER_ORPHAN_SIGNAL (their
+ * parent-death signal) and serve on, so that the connections the kernel
+ * keeps handing them meanwhile are not refused. The next dmscd's helper
+ * of the same role, datapath and address, once ready, tells the one
+ * before it to drain through the baton: an abstract unix socket named
+ * after them, held (listened on) by the helper that serves. An orphan
+ * also drains once its datapath is uninstalled, or after its
+ * --orphan-ms.
+ */
+#ifndef DMSC_BATON_H
+#define DMSC_BATON_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+/* What dmscd's helpers get when dmscd dies (PR_SET_PDEATHSIG): serve on.
+ * SIGTERM still means: drain now. */
+#define DMSC_HELPER_ORPHAN_SIGNAL SIGUSR2
+
+/* How long an orphan serves without a successor, by default */
+#define DMSC_HELPER_ORPHAN_MS_DEFAULT 60000
+
+struct dmsc_baton {
+	int fd;	    /* listening once held; -1: not yet */
+	bool asked; /* the predecessor was told to drain */
+	bool gone;  /* passed on (or closed): never taken again */
+	struct sockaddr_un sa;
+	socklen_t len;
+};
+
+/* The baton of role ("l7", "tunnel") for the datapath at pin_dir and the
+ * address the helper listens on (text). */
+void dmsc_baton_init(struct dmsc_baton *b, const char *role, const char *pin_dir,
+		     const char *listen);
+/* Once ready: takes the baton, telling a helper that holds it to drain
+ * (which lets go of it); until it is free, dmsc_baton_passed() tries again. */
+void dmsc_baton_take(struct dmsc_baton *b);
+/* Every second or so: true when a successor asked for the baton (then
+ * drain: it serves); it is let go of. Also takes it once it is free. */
+bool dmsc_baton_passed(struct dmsc_baton *b);
+void dmsc_baton_close(struct dmsc_baton *b);
+
+/* An orphan since since_ms (dmsc_now_ms): whether it should drain now,
+ * its datapath at pin_dir uninstalled or orphan_ms passed (said in the
+ * log). */
+bool dmsc_helper_orphan_over(int64_t since_ms, unsigned int orphan_ms, const char *pin_dir);
+
+#endif /* DMSC_BATON_H */
