@@ -446,9 +446,13 @@ kill -TERM "$DPID"
 wait "$DPID"
 t_eq "SIGTERM: dmscd exits 0" "$?" 0
 DPID=
-t_check "...and its helper is gone" bash -c "! kill -0 '${second:-0}' 2>/dev/null"
+# its helper outlives it until the next dmscd's takes over (decision 80)
+t_check "...and its helper serves on" kill -0 "${second:-0}"
+t_eq "...routing as before" "$(curl_c "http://$WEB/v2/page")" v2
+dmsc_helpers_stop "$T"
+t_check "stopped itself with no successor, the helper is gone" bash -c "! kill -0 '${second:-0}' 2>/dev/null"
 got=$(curl_c "http://$WEB/v2/page")
-[[ $got == v1 || $got == v2 || $got == v3 ]] && t_ok "with the helper gone, http falls back to L4 ($got)" ||
+[[ $got == v1 || $got == v2 || $got == v3 ]] && t_ok "with the helper gone (unregistered), http falls back to L4 ($got)" ||
 	t_fail "with the helper gone, curl got '$got'"
 
 t_check "uninstall" "$CTL" uninstall

@@ -99,7 +99,6 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 		snprintf(s->ready_arg, sizeof(s->ready_arg), "%d", fd);
 		s->argv[n++] = "--ready-fd";
 		s->argv[n++] = s->ready_arg;
-		s->argv[n++] = "--baton"; /* hands over across dmscd's restarts */
 		if (s->policy_fd >= 0) {
 			fd = fcntl(s->policy_fd, F_DUPFD, 3);
 			if (fd < 0)
@@ -108,6 +107,7 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 			s->argv[n++] = "--policy";
 			s->argv[n++] = s->policy_arg;
 		}
+		s->argv[n++] = "--baton"; /* hands over across dmscd's restarts */
 		s->argv[n] = NULL;
 		execv(s->argv[0], (char *const *)s->argv);
 		_exit(127);

@@ -37,7 +37,7 @@ enum dmsc_l7_sup_state {
 };
 
 struct dmsc_l7_supervisor {
-	const char *argv[DMSC_L7_SUP_ARGS_MAX + 6]; /* + --ready-fd N --baton --policy P + NULL */
+	const char *argv[DMSC_L7_SUP_ARGS_MAX + 6]; /* + --ready-fd N --policy P --baton + NULL */
 	int argc;
 	char ready_arg[16];
 	char policy_arg[40];
