@@ -60,9 +60,14 @@ int dmsc_l7_unregister(const char *pin_dir)
 	__u32 zero = 0;
 	int fd, err = 0, n;
 
-	fd = dmsc_pinned_map_open(pin_dir, DMSC_MAP_L7_CONF, NULL);
-	if (fd < 0)
+	/* none: nothing to clear (an orphaned helper's datapath uninstalled) */
+	fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_L7_CONF);
+	if (fd == -ENOENT)
+		return 0;
+	if (fd < 0) {
+		pr_warn("cannot open %s/maps/%s: %s\n", pin_dir, DMSC_MAP_L7_CONF, strerror(-fd));
 		return fd;
+	}
 	if (bpf_map_update_elem(fd, &zero, &none, BPF_ANY)) {
 		err = -errno;
 		pr_warn("cannot clear %s/maps/%s: %s\n", pin_dir, DMSC_MAP_L7_CONF, strerror(-err));
