@@ -62,20 +62,12 @@
 struct l7_opts opt = {
     .ready_fd = -1,
     /* a request's head */
-    .max_header_bytes = 8192,
-    .max_headers = 64,
-    .max_target = 4096,
+    .max_header_bytes = 8192, .max_headers = 64, .max_target = 4096,
     /* times, ms */
-    .idle_ms = 60000,
-    .head_ms = 10000,
-    .io_ms = 30000,
-    .default_timeout_ms = 15000,
-    .drain_ms = 10000,
-    .pool_idle_ms = 4000,
-    .orphan_ms = DMSC_HELPER_ORPHAN_MS_DEFAULT,
+    .idle_ms = 60000, .head_ms = 10000, .io_ms = 30000, .default_timeout_ms = 15000,
+    .drain_ms = 10000, .pool_idle_ms = 4000, .orphan_ms = DMSC_HELPER_ORPHAN_MS_DEFAULT,
     /* connections */
-    .max_conns = 16384,
-    .max_conns_per_client = 512,
+    .max_conns = 16384, .max_conns_per_client = 512,
     .default_retries = 1,
     .forwarded = 1, /* FWD_XFF */
 };

@@ -579,6 +579,9 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 		uint64_t now = tn_now_ms();
 
 		if ((*stop || handed_over) && !t->draining) {
+			/* draining, it serves no new connection: the next
+			 * tunnel may take the baton at once */
+			dmsc_baton_close(&baton);
 			tunnel_drain(t);
 			reap(t);
 			drain_end = now + o->drain_ms;
