@@ -125,6 +125,15 @@ static inline int dmsc_health_ejected(const struct dmsc_be_health *h, __u64 ende
 	return h->ejected_until_ns > now && h->ejected_at_ns != ended;
 }
 
+/* For max_ejection_percent: is the backend ejected at now, by its counter
+ * or in dmscd's verdict? (Userspace's count; the kernel's, branch-free,
+ * is health.bpf.c's count_ejected.) */
+static inline int dmsc_health_counts_ejected(const struct dmsc_be_health *h,
+					     const struct dmsc_be_verdict *v, __u64 now)
+{
+	return v->out == DMSC_HEALTH_OUT_EJECTED || dmsc_health_ejected(h, v->ejection_ended, now);
+}
+
 /* The counter's writer, under h->lock, before it counts: an ejection dmscd
  * ended (ended, as above) ends in the counter's own element too, so the
  * failures after it count towards a new run. */

@@ -28,6 +28,7 @@
 
 #include "addr.h"
 #include "apply.h"
+#include "clock.h"
 #include "dmsc/shared.h"
 #include "health.h"
 #include "l7_health.h"
@@ -79,14 +80,6 @@ static const struct {
     {DMSC_MAP_SERVICES6, &fd_services6, true},
     {DMSC_MAP_BACKENDS6, &fd_backends6, true},
 };
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts); /* bpf_ktime_get_ns's clock */
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static int open_map(const char *pin_dir, const char *name, int *fd)
 {
@@ -239,9 +232,7 @@ static void refresh(const struct dmsc_l7_service *ls, struct svc *s, uint64_t no
 			continue;
 		if (v.out != DMSC_HEALTH_IN || dmsc_health_ejected(&h, v.ejection_ended, now))
 			out |= 1ull << i;
-		if (v.out == DMSC_HEALTH_OUT_EJECTED ||
-		    dmsc_health_ejected(&h, v.ejection_ended, now))
-			ejected++;
+		ejected += dmsc_health_counts_ejected(&h, &v, now);
 	}
 	s->ejected = ejected;
 	if (out != s->out)
@@ -278,7 +269,7 @@ int dmsc_l7_health_pick(const struct dmsc_l7_service *ls, const struct dmsc_l7_p
 	if (!s || !s->on)
 		return dmsc_l7_pick_backend(pick, r, tried);
 	pthread_mutex_lock(&s->lock);
-	refresh(ls, s, mono_ns(), false);
+	refresh(ls, s, dmsc_now_ns(), false);
 	out = s->out;
 	pthread_mutex_unlock(&s->lock);
 	idx = dmsc_l7_pick_backend(pick, r, tried | out);
@@ -316,7 +307,7 @@ void dmsc_l7_health_result(const struct dmsc_l7_service *ls, int idx, int status
 	pthread_mutex_lock(&s->lock);
 	if (!failed && !be->dirty)
 		goto out; /* the common case: no map access */
-	now = mono_ns();
+	now = dmsc_now_ns();
 	if (!s->resolved_ns)
 		refresh(ls, s, now, true);
 	if (!be->id || bpf_map_lookup_elem_flags(fd_health, &be->id, &h, BPF_F_LOCK))

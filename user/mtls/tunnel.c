@@ -265,7 +265,7 @@ static int handoff_start(struct tunnel *t)
 		err = listen_on(t, &t->handoff_l, &t->o->handoff_listen, EV_HANDOFF_LISTEN);
 	if (err)
 		return err;
-	dmsc_tunnel_health_open(&t->health, pin_dir);
+	dmsc_tunnel_health_open(&t->health, pin_dir, t->ho.handoff_fd, t->ho.handoff6_fd);
 	if (t->ho.handoff6_fd >= 0 && !listen_on(t, &t->handoff_l6, &lo6, EV_HANDOFF_LISTEN))
 		port6 = lo6.v6.sin6_port;
 	else

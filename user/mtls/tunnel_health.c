@@ -22,12 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
 
 #include "addr.h"
+#include "clock.h"
 #include "dmsc/health.h"
 #include "log.h"
 #include "pin_dir.h"
@@ -35,25 +35,18 @@
 
 #define GATE_READS 64 /* an odd gate read again at most this often */
 
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts); /* bpf_ktime_get_ns's clock */
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-void dmsc_tunnel_health_open(struct dmsc_tunnel_health *th, const char *pin_dir)
+void dmsc_tunnel_health_open(struct dmsc_tunnel_health *th, const char *pin_dir,
+			     int handoff_fd, int handoff6_fd)
 {
 	memset(th, 0, sizeof(*th));
+	th->handoff_fd = handoff_fd;
+	th->handoff6_fd = handoff6_fd;
 	th->opened = true;
 	th->health_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_BE_HEALTH);
 	th->verdict_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_BE_VERDICT);
 	th->services_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_SERVICES);
 	th->services6_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_SERVICES6);
 	th->meta_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_SVC_META);
-	th->handoff_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_L7_HANDOFF);
-	th->handoff6_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_TUNNEL_HANDOFF6);
 	if (th->health_fd < 0 || th->verdict_fd < 0 || th->services_fd < 0 || th->meta_fd < 0)
 		pr_warn("tunnel: the health maps are not under %s: passive health of the backends "
 			"on other hosts is not counted\n",
@@ -169,8 +162,7 @@ static bool room_to_eject(const struct dmsc_tunnel_health *th, uint32_t svc_id,
 			if (bpf_map_lookup_elem_flags(th->health_fd, &id, &h, BPF_F_LOCK) ||
 			    bpf_map_lookup_elem_flags(th->verdict_fd, &id, &v, BPF_F_LOCK))
 				continue;
-			k += dmsc_health_ejected(&h, v.ejection_ended, now) ||
-			     v.out == DMSC_HEALTH_OUT_EJECTED;
+			k += dmsc_health_counts_ejected(&h, &v, now);
 		}
 		room = dmsc_health_may_eject(cfg, k, n);
 	}
@@ -231,7 +223,7 @@ void dmsc_tunnel_health_result(struct dmsc_tunnel_health *th, const struct dmsc_
 		return;
 	}
 	set_clean(th, k->backend_id, false);
-	now = mono_ns();
+	now = dmsc_now_ns(); /* bpf_ktime_get_ns's clock */
 	ended = ejection_ended(th, k->backend_id);
 	if (cfg.max_eject_pct && cfg.max_eject_pct < 100 &&
 	    dmsc_health_would_eject(&h, ended, &cfg, now))

@@ -46,7 +46,7 @@ struct dmsc_tunnel_hkey {
 struct dmsc_tunnel_health {
 	bool opened;
 	int health_fd, verdict_fd, services_fd, services6_fd, meta_fd;
-	int handoff_fd, handoff6_fd; /* the records written back */
+	int handoff_fd, handoff6_fd; /* the records written back: the handoff's, borrowed */
 	/* backends whose element has no run of failures, as last written or
 	 * read here (the tunnel is its only writer): a stream that opens
 	 * needs no map access for them */
@@ -58,7 +58,8 @@ struct dmsc_tunnel_health {
 
 /* Opens the maps under pin_dir; without them (an older datapath, no
  * --pin-dir) nothing is counted, said once. */
-void dmsc_tunnel_health_open(struct dmsc_tunnel_health *th, const char *pin_dir);
+void dmsc_tunnel_health_open(struct dmsc_tunnel_health *th, const char *pin_dir,
+			     int handoff_fd, int handoff6_fd);
 void dmsc_tunnel_health_close(struct dmsc_tunnel_health *th);
 
 /* The outcome of a stream to the backend of k: opened (ok) or not. Not
