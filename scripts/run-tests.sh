@@ -10,13 +10,16 @@ cd "$TOP" || exit 1
 BUILD=${BUILD:-build}
 
 passed=0 failed=0 skipped=0
+# Seconds per suite, printed at the end: where the run's time goes.
+timings=()
 
 # run_criterion NAME BINARY: a Criterion binary; its synthesis line counts.
 run_criterion() {
-	local name=$1 bin=$2 rc syn tested pass fail crash
+	local name=$1 bin=$2 rc syn tested pass fail crash t0=$SECONDS
 	echo "== $name"
 	"$bin" --jobs 2 2>&1 | tee "$bin.log"
 	rc=${PIPESTATUS[0]}
+	timings+=("$((SECONDS - t0)) $name")
 	syn=$(grep -o 'Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$bin.log" | tail -n 1)
 	if [[ -z $syn ]]; then
 		echo "$name printed no synthesis line"
@@ -38,11 +41,12 @@ run_criterion "BPF tests" "$BUILD/bpf-tests"
 # run_suite NAME CMD...: one suite that prints "N passed, M failed" last
 # and exits 77 when it cannot run (counted as skipped, never as passed).
 run_suite() {
-	local name=$1 rc line p f
+	local name=$1 rc line p f t0=$SECONDS
 	shift
 	echo "== $name"
 	"$@" 2>&1 | tee "$BUILD/suite.log"
 	rc=${PIPESTATUS[0]}
+	timings+=("$((SECONDS - t0)) $name")
 	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$BUILD/suite.log" | tail -n 1)
 	if [[ $rc -eq 77 ]]; then
 		skipped=$((skipped + 1))
@@ -83,6 +87,8 @@ if [[ ${#fuzz_names[@]} -gt 0 ]]; then
 		scripts/fuzz.sh "${FUZZ_TEST_SECONDS:-30}" "${fuzz_names[@]}"
 fi
 
+echo "== seconds per suite, slowest first"
+printf '%s\n' "${timings[@]}" | sort -n -r | awk '{ printf "%6d s  ", $1; $1 = ""; print substr($0, 2) }'
 echo "== all suites"
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 [[ $failed -eq 0 ]]
