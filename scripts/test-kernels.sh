@@ -11,11 +11,20 @@
 # Environment: DMSC_MATRIX_SUITES (suites to run, default test_l4.sh,
 # test_features.sh, test_udp.sh, test_limits.sh, test_fastpath.sh,
 # test_ipv6.sh and test_mtls_guard.sh: their kernel checks, DMSC_MATRIX),
+# DMSC_MATRIX_HOST_SUITES (the host's, default the same; empty: none),
 # DMSC_MATRIX_TIMEOUT (seconds
 # per guest, default 1200: a bound for a hung guest, not a speed; a guest
 # takes ~4 min on an idle 2-core machine and over 15 min on a loaded one;
 # CI must end within 90 min, so three hung guests may not take more than an hour),
-# DMSC_MATRIX_MEMORY (default 2G), DMSC_KERNEL_CACHE (scripts/kernels.sh).
+# DMSC_MATRIX_MEMORY (default 2G), DMSC_KERNEL_CACHE (scripts/kernels.sh),
+# DMSC_MATRIX_JOBS (guests booted at once, default 2) and
+# DMSC_MATRIX_CPUS (vCPUs per guest; default 1 when guests run side by
+# side, else 2). Measured on a 2-core machine: a guest of 2 vCPUs keeps
+# about one core busy and runs no faster than one of 1 vCPU (test_l4 and
+# test_limits on 5.10: 146 s, 151 s); two guests of 1 vCPU side by side
+# took 164 s for both, and two of 2 vCPUs 3.4 times as long as one alone
+# (their vCPU threads thrash). So the guests are uniprocessors; the host's
+# own run, first and alone (its suites measure), is the SMP one.
 #
 # Prints per kernel one line with its suites' pass/fail counts and time,
 # then the verifier's figures of every program on every kernel, then
@@ -28,8 +37,13 @@ cd "$TOP" || exit 1
 . scripts/kernels.sh
 BUILD=${BUILD:-build}
 SUITES=${DMSC_MATRIX_SUITES:-tests/kernel/test_l4.sh tests/kernel/test_features.sh tests/kernel/test_udp.sh tests/kernel/test_limits.sh tests/kernel/test_fastpath.sh tests/kernel/test_ipv6.sh tests/kernel/test_mtls_guard.sh}
+# the host's own: the same unless set (CI sets none: make test ran them on
+# this kernel just before; the host's row then has its features and verifier)
+HOST_SUITES=${DMSC_MATRIX_HOST_SUITES-$SUITES}
 TIMEOUT=${DMSC_MATRIX_TIMEOUT:-1200}
 MEMORY=${DMSC_MATRIX_MEMORY:-2G}
+JOBS=${DMSC_MATRIX_JOBS:-2}
+CPUS=${DMSC_MATRIX_CPUS:-$(((JOBS > 1) ? 1 : 2))}
 MATRIX=$TOP/$BUILD/matrix
 
 names=("$@")
@@ -45,36 +59,44 @@ for bin in dmscctl tools/dmsc-testsrv tools/dmsc-probe; do
 	}
 done
 
-guest_pid=
+declare -A running=() # the guests booted and not ended: pid -> kernel name
 cleanup() {
-	# The guest runs in a process group of its own (setsid): end it, not
-	# anything else.
-	if [[ -n $guest_pid ]] && kill -0 "$guest_pid" 2>/dev/null; then
-		kill -TERM -- "-$guest_pid" 2>/dev/null
-		sleep 1
-		kill -KILL -- "-$guest_pid" 2>/dev/null
-	fi
+	# Each guest runs in a process group of its own (setsid): end them,
+	# not anything else.
+	local pid
+	for pid in "${!running[@]}"; do
+		kill -TERM -- "-$pid" 2>/dev/null
+	done
+	((${#running[@]})) && sleep 1
+	for pid in "${!running[@]}"; do
+		kill -KILL -- "-$pid" 2>/dev/null
+	done
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# suite_paths: absolute paths, for the guest.
-suite_paths=()
+# suite_paths, host_suite_paths: absolute paths, for the guest.
+suite_paths=() host_suite_paths=()
 for s in $SUITES; do
 	suite_paths+=("$TOP/$s")
 done
+for s in $HOST_SUITES; do
+	host_suite_paths+=("$TOP/$s")
+done
 
 passed=0 failed=0
-summary=()
+declare -A summary=() # kernel name -> its line
 rm -rf "$MATRIX"
 mkdir -p "$MATRIX"
 
 # report NAME OUT SECONDS: the kernel's line, and its counts added up.
 report() {
-	local name=$1 out=$2 secs=$3 kver s sname rc line p f kp=0 kf=0 parts=() ok=1 feat
+	local name=$1 out=$2 secs=$3 kver s sname rc line p f kp=0 kf=0 parts=() ok=1 feat suites=$SUITES
 	kver=$(cat "$out/kernel" 2>/dev/null || echo "did not boot")
-	for s in $SUITES; do
+	[[ $name == host ]] && suites=$HOST_SUITES
+	[[ -z $suites ]] && parts+=("no suites (make test runs them on this kernel)")
+	for s in $suites; do
 		sname=$(basename "$s" .sh)
 		rc=$(cat "$out/$sname.rc" 2>/dev/null || echo none)
 		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out/$sname.log" 2>/dev/null | tail -n 1)
@@ -102,46 +124,76 @@ report() {
 		echo "features: no report")
 	passed=$((passed + kp))
 	failed=$((failed + kf))
-	summary+=("$(printf '%-5s %-22s %s  [%s]  %s, %ds total  => %s' "$name" "$kver" \
+	summary[$name]=$(printf '%-5s %-22s %s  [%s]  %s, %ds total  => %s' "$name" "$kver" \
 		"$(IFS=';'; echo "${parts[*]}" | sed 's/;/; /g')" "$feat" \
 		"$([[ $name == host ]] && echo "on the host" || echo "TCG guest")" "$secs" \
-		"$([[ $ok -eq 1 ]] && echo PASS || echo FAIL)")")
-	echo "${summary[-1]}"
+		"$([[ $ok -eq 1 ]] && echo PASS || echo FAIL)")
+	echo "${summary[$name]}"
 }
 
-for name in "${names[@]}"; do
-	out=$MATRIX/$name
-	mkdir -p "$out"
-	echo "== kernel $name"
-	t0=$(date +%s)
-	if [[ $name == host ]]; then
-		tests/matrix/guest.sh "$out" "${suite_paths[@]}" 2>&1 | tee "$out/console.log"
-	else
-		if ! line=$(scripts/fetch-kernels.sh "$name"); then
-			echo "test-kernels: cannot fetch kernel $name" >&2
-			failed=$((failed + 1))
-			summary+=("$(printf '%-5s %-22s => FAIL (kernel image not fetched)' "$name" -)")
-			continue
-		fi
-		read -r _ kver kdir <<<"$line"
-		# virtme-ng: the host's root read-only, $out read-write at
-		# /tmp/dmsc-matrix-out (the guest's /tmp is a tmpfs: a mount point
-		# elsewhere on the read-only root is refused), no KVM.
-		setsid timeout --kill-after=10 "$TIMEOUT" \
-			vng --disable-kvm --run "$kdir/boot/vmlinuz-$kver" --cpus 2 --memory "$MEMORY" \
-			--rwdir="/tmp/dmsc-matrix-out=$out" \
-			--exec "$TOP/tests/matrix/guest.sh /tmp/dmsc-matrix-out ${suite_paths[*]}" \
-			</dev/null >"$out/console.log" 2>&1 &
-		guest_pid=$!
-		wait "$guest_pid"
-		rc=$?
-		guest_pid=
-		grep -v '^qemu-system-x86_64: warning: 9p' "$out/console.log"
-		[[ $rc -eq 124 ]] && echo "test-kernels: guest $name timed out after ${TIMEOUT}s"
+# guest_start NAME: boots the guest of kernel NAME in the background (in
+# running, its start time in OUT/started); 1 when its image cannot be
+# fetched.
+guest_start() {
+	local name=$1 out=$MATRIX/$1 line kver kdir
+	if ! line=$(scripts/fetch-kernels.sh "$name"); then
+		echo "test-kernels: cannot fetch kernel $name" >&2
+		return 1
 	fi
-	report "$name" "$out" $(($(date +%s) - t0))
-done
+	read -r _ kver kdir <<<"$line"
+	date +%s >"$out/started"
+	# virtme-ng: the host's root read-only, $out read-write at
+	# /tmp/dmsc-matrix-out (the guest's /tmp is a tmpfs: a mount point
+	# elsewhere on the read-only root is refused), no KVM.
+	setsid timeout --kill-after=10 "$TIMEOUT" \
+		vng --disable-kvm --run "$kdir/boot/vmlinuz-$kver" --cpus "$CPUS" --memory "$MEMORY" \
+		--rwdir="/tmp/dmsc-matrix-out=$out" \
+		--exec "$TOP/tests/matrix/guest.sh /tmp/dmsc-matrix-out ${suite_paths[*]}" \
+		</dev/null >"$out/console.log" 2>&1 &
+	running[$!]=$name
+	echo "== kernel $name: guest started (pid $!)"
+}
 
+# guest_done NAME RC: what the guest printed, and its line.
+guest_done() {
+	local name=$1 rc=$2 out=$MATRIX/$1
+	echo "== kernel $name"
+	grep -v '^qemu-system-x86_64: warning: 9p' "$out/console.log"
+	[[ $rc -eq 124 ]] && echo "test-kernels: guest $name timed out after ${TIMEOUT}s"
+	report "$name" "$out" $(($(date +%s) - $(cat "$out/started")))
+}
+
+# The host first, alone; then the guests, JOBS at a time, each reported
+# when it ends (the closing summary keeps the order of the names).
+guests=()
+for name in "${names[@]}"; do
+	mkdir -p "$MATRIX/$name"
+	if [[ $name == host ]]; then
+		echo "== kernel host"
+		t0=$(date +%s)
+		tests/matrix/guest.sh "$MATRIX/host" "${host_suite_paths[@]}" 2>&1 | tee "$MATRIX/host/console.log"
+		report host "$MATRIX/host" $(($(date +%s) - t0))
+	else
+		guests+=("$name")
+	fi
+done
+next=0
+while ((next < ${#guests[@]} || ${#running[@]} > 0)); do
+	while ((next < ${#guests[@]} && ${#running[@]} < JOBS)); do
+		name=${guests[next]}
+		next=$((next + 1))
+		if ! guest_start "$name"; then
+			failed=$((failed + 1))
+			summary[$name]=$(printf '%-5s %-22s => FAIL (kernel image not fetched)' "$name" -)
+		fi
+	done
+	((${#running[@]})) || break
+	# the first guest to end (wait -n -p: bash 5.1)
+	wait -n -p done_pid "${!running[@]}"
+	rc=$?
+	guest_done "${running[$done_pid]}" "$rc"
+	unset "running[$done_pid]"
+done
 echo
 echo "== verifier figures (dmscctl verifier): instructions in the object, processed by"
 echo "   the verifier, states (total/peak), verified_insns (5.16+), xlated/jited bytes"
@@ -159,6 +211,8 @@ done
 
 echo
 echo "== kernel matrix"
-printf '%s\n' "${summary[@]}"
+for name in "${names[@]}"; do
+	[[ -n ${summary[$name]:-} ]] && echo "${summary[$name]}"
+done
 echo "${passed} passed, ${failed} failed"
 [[ $failed -eq 0 ]]
