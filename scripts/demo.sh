@@ -321,7 +321,8 @@ echo "   (the same policy on both hosts; mtb's tunnel would refuse it too, docs/
 dmsc_run_in_cgroup "$CGM/stranger" dmsc_net_exec mta curl -sS -m 10 -o /dev/null http://198.19.2.1/ 2>&1 |
 	sed 's/^/     /'
 echo "   payments 198.19.2.3:80 has two backends on mtb, one of them down (nothing on :8083), and"
-echo "   passive health only: mta's tunnel counts the connects mtb could not make (decision 78)"
+echo "   passive health only: mta's tunnel counts the connects mtb could not make (decision 78),"
+echo "   and moves such a connection to the other backend before the workload's bytes left (decision 81)"
 printf '     20 connections from checkout: '
 for _ in $(seq 20); do
 	if dmsc_run_in_cgroup "$CGM/checkout" dmsc_net_exec mta curl -sS -m 5 -o /dev/null http://198.19.2.3/ 2>/dev/null; then
@@ -330,7 +331,11 @@ for _ in $(seq 20); do
 		printf 'x'
 	fi
 done
-echo "  (x: a connect that failed; after the third, the backend is out)"
+echo "  (x: a connection that failed)"
+moved() { grep -oE 'connect_retries_total\{result="moved"\} [0-9]+' "${MTLS_PROMS[0]}" 2>/dev/null | cut -d' ' -f2; }
+moved_some() { (($(moved) >= 1)); }
+t_wait 3 moved_some # (the metrics file is rewritten every second)
+echo "     mta's tunnel moved $(moved) of them to the live backend, then ejected the dead one:"
 grep -m1 "tunnel: health: payments ejected" "$T/dmscd-mta.log" | sed 's/^/     /'
 
 step "a change of CA: mtb moves to a new CA, mta is refused until it holds the new CA's certificate"
