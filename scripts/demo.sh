@@ -321,7 +321,8 @@ echo "   (the same policy on both hosts; mtb's tunnel would refuse it too, docs/
 dmsc_run_in_cgroup "$CGM/stranger" dmsc_net_exec mta curl -sS -m 10 -o /dev/null http://198.19.2.1/ 2>&1 |
 	sed 's/^/     /'
 echo "   payments 198.19.2.3:80 has two backends on mtb, one of them down (nothing on :8083), and"
-echo "   passive health only: mta's tunnel counts the connects mtb could not make (decision 78)"
+echo "   passive health only: mta's tunnel counts the connects mtb could not make (decision 78),"
+echo "   and moves such a connection to the other backend before the workload's bytes left (decision 81)"
 printf '     20 connections from checkout: '
 for _ in $(seq 20); do
 	if dmsc_run_in_cgroup "$CGM/checkout" dmsc_net_exec mta curl -sS -m 5 -o /dev/null http://198.19.2.3/ 2>/dev/null; then
@@ -330,7 +331,11 @@ for _ in $(seq 20); do
 		printf 'x'
 	fi
 done
-echo "  (x: a connect that failed; after the third, the backend is out)"
+echo "  (x: a connection that failed)"
+moved() { grep -oE 'connect_retries_total\{result="moved"\} [0-9]+' "${MTLS_PROMS[0]}" 2>/dev/null | cut -d' ' -f2; }
+moved_some() { (($(moved) >= 1)); }
+t_wait 3 moved_some # (the metrics file is rewritten every second)
+echo "     mta's tunnel moved $(moved) of them to the live backend, then ejected the dead one:"
 grep -m1 "tunnel: health: payments ejected" "$T/dmscd-mta.log" | sed 's/^/     /'
 
 step "a change of CA: mtb moves to a new CA, mta is refused until it holds the new CA's certificate"
@@ -454,12 +459,18 @@ for h in 1 2; do
 	dmsc_net_exec "node$h" nghttpd --no-tls -d "$T/www$h" --address "198.18.1.$((h + 1))" 8443 \
 		>"$T/nghttpd$h.out" 2>&1 &
 done
+# a WebSocket echo server (Python's websockets) for "chat"
+dmsc_net_exec node1 /usr/bin/python3 "$TOP/tests/tools/ws-peer.py" server 198.18.1.2 8444 \
+	--max-seconds 600 >"$T/ws.out" 2>&1 &
 h2up() { dmsc_net_exec "$1" ss -Htln "sport = :8443" | grep -q .; }
-t_wait 10 h2up node1 && t_wait 10 h2up node2 || die "nghttpd did not start"
+t_wait 10 h2up node1 && t_wait 10 h2up node2 && t_wait 10 grep -q ready "$T/ws.out" ||
+	die "nghttpd or the WebSocket server did not start"
 jq '.services += [{"name": "web", "vip": "198.19.0.14", "port": 80, "protocol": "http",
                    "backends": [{"address": "198.18.1.2", "port": 8443, "weight": 80, "labels": {"version": "v1"}},
                                 {"address": "198.18.1.3", "port": 8443, "weight": 20, "labels": {"version": "v2"}}],
-                   "routes": [{"match": {"path_prefix": "/canary/"}, "backends": {"version": "v2"}}]}]' \
+                   "routes": [{"match": {"path_prefix": "/canary/"}, "backends": {"version": "v2"}}]},
+                  {"name": "chat", "vip": "198.19.0.15", "port": 80, "protocol": "http",
+                   "backends": [{"address": "198.18.1.2", "port": 8444}]}]' \
 	"$T/shop5050.json" >"$T/shopweb.json"
 in_agents "$CTL" publish "$T/shopweb.json" --etcd "$EURL" --namespace shop >/dev/null || die "publish web failed"
 ino=$(stat -L -c %i "/run/netns/${DMSC_NET_PREFIX}client")
@@ -477,6 +488,10 @@ for ((i = 0; i < 10; i++)); do
 		http://198.19.0.14/canary/id
 done | sort | uniq -c | sed 's/^/     /'
 echo "   (each stream routed on its own: an L4 balancer sends a connection's 50 streams to one backend)"
+echo "   a WebSocket to chat 198.19.0.15:80 (Python's websockets): the helper forwards the Upgrade, then"
+echo "   carries bytes both ways (decision 82): 3 echoes, 1 MiB byte-exact, the server's close code:"
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 /usr/bin/python3 \
+	"$TOP/tests/tools/ws-peer.py" client ws://198.19.0.15/chat | sed 's/^/     /'
 
 step "IPv6 http in the helper's own namespace: dmscd's host is the client's host too"
 # (docs/design.md decision 51) The agents' namespace plays a plain host (a

@@ -35,6 +35,8 @@ PACKAGES=(
 	nghttp2-client nghttp2-server
 	# gRPC through dmsc-l7 (tests/kernel/test_l7_grpc.sh)
 	python3-grpcio
+	# WebSocket through dmsc-l7 (tests/kernel/test_l7.sh, tests/tools/ws-peer.py)
+	python3-websockets
 	# real applications through dmsc (tests/kernel/test_apps.sh): Redis and
 	# PostgreSQL servers with their own clients; their packaged services
 	# stay down (policy-rc.d) and the suite runs its own in namespaces

@@ -122,7 +122,9 @@ static void check_head(const struct dmsc_l7_req_parser *p, struct run *r)
 	CHECK(!memchr(p->head, '\r', p->head_len) && !memchr(p->head, '\n', p->head_len));
 	CHECK(p->n_hdrs <= p->lim.max_headers);
 	CHECK(p->hp.http_major == 1);
-	CHECK(!p->hp.upgrade && p->hp.method != HTTP_CONNECT);
+	/* an accepted switch is one the helper forwards (decision 82) */
+	CHECK(!!p->hp.upgrade == p->upgrade && p->hp.method != HTTP_CONNECT);
+	CHECK(!p->upgrade || p->hp.http_minor >= 1);
 	for (i = 0; i < p->n_hdrs; i++) {
 		const struct dmsc_l7_http_hdr *h = &p->hdrs[i];
 

@@ -20,11 +20,12 @@ LIMITED=198.19.0.24
 DIES=198.19.0.25
 LOOP=198.19.0.26
 BIG=198.19.0.27
+WS=198.19.0.28
 # wrk's 30 s load; L7_LOAD_SECONDS=0 skips it (counted as skipped, not passed)
 LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 || exit 1
 i=2
-for h in b1 b2 b3 slow s503 refused dies big; do
+for h in b1 b2 b3 slow s503 refused dies big ws; do
 	dmsc_net_host "$h" "198.18.1.$i/16" || exit 1
 	i=$((i + 1))
 done
@@ -42,7 +43,12 @@ backend s503 s503 198.18.1.6 --status 503 --log-requests
 backend dies dies 198.18.1.8 --truncate
 backend big big 198.18.1.9 --response-bytes 20000000
 # "refused" (198.18.1.7) runs nothing: connections to it are refused.
-dmsc_backends_ready "$T/v1.out" "$T/v2.out" "$T/v3.out" "$T/slow.out" "$T/s503.out" "$T/dies.out" "$T/big.out"
+# "ws" (198.18.1.10): a WebSocket echo server (python3-websockets)
+WSPEER=$TOP/tests/tools/ws-peer.py
+dmsc_net_exec ws /usr/bin/python3 "$WSPEER" server 198.18.1.10 8080 --max-seconds 3600 \
+	>"$T/ws.out" 2>&1 &
+dmsc_backends_ready "$T/v1.out" "$T/v2.out" "$T/v3.out" "$T/slow.out" "$T/s503.out" "$T/dies.out" "$T/big.out" \
+	"$T/ws.out"
 
 cat >"$T/policy.json" <<EOF
 { "services": [
@@ -67,7 +73,8 @@ cat >"$T/policy.json" <<EOF
   $(dmsc_json_http limited "$LIMITED" 198.18.1.2:8080 '"rate_limit": { "requests_per_second": 1, "burst": 50 }'),
   $(dmsc_json_http diesvc "$DIES" 198.18.1.8:8080),
   $(dmsc_json_http loop "$LOOP" "$LOOP:80"),
-  $(dmsc_json_http bigsvc "$BIG" 198.18.1.9:8080) ] }
+  $(dmsc_json_http bigsvc "$BIG" 198.18.1.9:8080),
+  $(dmsc_json_http wssvc "$WS" 198.18.1.10:8080) ] }
 EOF
 
 t_check "install on the test cgroup (3 hooks, sockops included)" "$CTL" install --cgroup "$MESH"
@@ -285,11 +292,29 @@ hostile "two Host headers" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n
 hostile "header line without a colon" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n"
 hostile "space before the colon" "[400]" "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"
 hostile "CONNECT" "[501]" "CONNECT 198.18.1.2:8080 HTTP/1.1\r\nHost: 198.18.1.2:8080\r\n\r\n"
-hostile "Upgrade: websocket" "[501]" "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
 hostile "a TLS ClientHello" "[400]" '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03'
 hostile "request line, then silence (head timeout)" "[408]" "GET / HTTP/1.1\r\n"
 hostile "a good request, then a bad one pipelined" "[200,400]" \
 	"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+# Upgrade (docs/design.md decision 82): forwarded; a backend that does not
+# switch answers as it would straight, and the connection closes after
+# (the client may already speak what it asked for)
+printf 'GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n' >"$T/up.txt"
+t_eq "Upgrade: websocket to a backend that does not switch: its answer, then closed" \
+	"$(httpc "$WEB" --raw "$T/up.txt" --timeout-ms 4000 | jq -c '[.statuses, .closed]')" "[[200],true]"
+t_eq "curl --http2 (an h2c upgrade) is answered in HTTP/1.1, not refused" \
+	"$(curl_c --http2 -o /dev/null -w '%{http_code} %{http_version}' "http://$WEB/v2/x")" "200 1.1"
+wsc() { # ARGS: ws-peer.py's client, from the client namespace in the mesh
+	dmsc_run_in_cgroup "$MESH" dmsc_net_exec c timeout 60 /usr/bin/python3 "$WSPEER" client "$@"
+}
+out=$(wsc "ws://$WS/chat")
+t_eq "WebSocket through the VIP (python3-websockets both ends): echoes, 1 MiB byte-exact, the server's close" \
+	"$out" '{"echoed": 3, "big_ok": true, "after_idle": true, "close_code": 4000}'
+out=$(wsc "ws://$WS/idle" --big 16 --idle-ms 2500)
+t_eq "a WebSocket idle past the helper's 1 s head timeout still carries messages" \
+	"$out" '{"echoed": 3, "big_ok": true, "after_idle": true, "close_code": 4000}'
+ws_101() { grep -q '"GET /chat" status=101' "$T/access.log"; }
+t_check "the switch is logged with status 101" t_wait 5 ws_101
 printf 'GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n\r\n' >"$T/slowloris.txt"
 got=$(httpc "$WEB" --raw "$T/slowloris.txt" --slow-ms 100 --timeout-ms 4000 | jq -c '[.statuses, .closed]')
 t_eq "bad input: slowloris (1 byte / 100 ms, head timeout 1 s) -> [408], closed" "$got" "[[408],true]"

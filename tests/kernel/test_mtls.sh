@@ -587,7 +587,7 @@ mesh_doc() {
 		"$(IFS=,; echo "$*")"
 }
 mesh_policy() { # ALLOW_FROM_FIELD
-	mesh_doc "{ \"node-a\": \"$A:15008\", \"node-b\": \"$B:15008\" }" \
+	mesh_doc "{ \"node-a\": \"$A:15008\", \"node-b\": \"$B:15008\", \"node-gone\": \"$C:15998\" }" \
 		"$(mesh_svc shop "$VIP" 80 "$B" 8080 "$1")" "$(mesh_svc bulk "$VIP" 5201 "$B" 5201 "$1")" \
 		"$(mesh_svc guarded "$VIP" 8090 "$B" 8090 "${GUARDED_MTLS-} $1")" \
 		"$(mesh_svc loose "$VIP" 8091 "$B" 8091 ', "mtls": "permissive", "health": { "passive": { "consecutive_failures": 3 } }')" \
@@ -595,7 +595,14 @@ mesh_policy() { # ALLOW_FROM_FIELD
 		"$(mesh_svc web2 "$VIP" 8089 "$B" 8095 ", \"protocol\": \"http\" $1")" \
 		"$(mesh_svc probed "$VIP" 8093 "$B" 8093 ", $(probe tcp) $1")" \
 		"$(mesh_svc probedh "$VIP" 8094 "$B" 8094 ", $(probe http) $1")" \
-		"$(split_svc "$1")"
+		"$(split_svc "$1")" "$(retry_svc "$1")"
+}
+# retry_svc ALLOW_FROM_FIELD: a tcp service with a backend on b that
+# listens (:8092), one on b that does not (:8086) and one on node-gone, a
+# host whose tunnel address has nothing listening (decision 81)
+retry_svc() {
+	printf '{ "name": "retry", "vip": "%s", "port": 8092 %s,\n      "backends": [ { "address": "%s", "port": 8092, "host": "node-b" }, { "address": "%s", "port": 8086, "host": "node-b" }, { "address": "198.18.13.9", "port": 8092, "host": "node-gone" } ] }' \
+		"$VIP" "$1" "$B" "$B"
 }
 # split_svc ALLOW_FROM_FIELD: an http service with two backends on b, one
 # of which does not listen (:8098), and passive health only
@@ -617,7 +624,10 @@ dmsc_net_exec b nghttpd --no-tls -d "$work/www" --address "$B" 8095 >"$work/web2
 h2_up() { ip netns exec "${DMSC_NET_PREFIX}b" ss -Htln '( sport = :8095 )' | grep -q .; }
 dmsc_net_exec b "$testsrv" --listen "$B:8097" --name split --mode http --max-seconds 300 \
 	>"$work/split.out" 2>&1 &
-dmsc_wait_ready "$work/web1.out" 5 && t_wait 5 h2_up && dmsc_wait_ready "$work/split.out" 5
+dmsc_net_exec b "$testsrv" --listen "$B:8092" --name retry --mode http --log-requests --max-seconds 300 \
+	>"$work/retry.out" 2>&1 &
+dmsc_wait_ready "$work/web1.out" 5 && t_wait 5 h2_up && dmsc_wait_ready "$work/split.out" 5 &&
+	dmsc_wait_ready "$work/retry.out" 5
 t_eq "the http services' backends on b are up" "$?" 0
 # the probed services' backends, in b's mesh cgroup (the guard drops a
 # plain SYN from a to them: a's probes must take the tunnel)
@@ -770,6 +780,30 @@ t_check "a's tunnel logs the ejection" \
 	"$work/dmscd-a.log"
 loose_ejected() { [[ $(health_of "$pin_a" loose) == "ejected "* ]]; }
 t_check "a's dmscd shows it ejected" t_wait 10 loose_ejected
+loose_none_left() {
+	grep -qE 'dmsc_tunnel_connect_retries_total\{result="none_left"\} ([3-9]|[1-9][0-9]+)$' "$aprom"
+}
+t_check "loose has no other backend to try: each was reset, counted as none left" \
+	t_wait 5 loose_none_left
+# another backend for a connection whose stream never opened (decision
+# 81): of retry's three backends only one answers; the other two are
+# refused at b, or on a host a's tunnel cannot reach. The workload's bytes
+# wait in its socket until a stream opens, so a's tunnel moves the
+# connection to another backend: every request is answered.
+retry_get() { as_client curl -fsS -m 5 -o /dev/null "http://$VIP:8092/retry"; }
+retry20() {
+	local i
+	for i in $(seq 20); do retry_get || return 1; done
+}
+t_check "retry: 20 requests through the VIP, 2 of its 3 backends unreachable: all answered" retry20
+retries() { # RESULT
+	grep -oE "dmsc_tunnel_connect_retries_total\\{result=\"$1\"\\} [0-9]+" "$aprom" | cut -d' ' -f2
+}
+retry_moved() { (($(retries moved) >= 1)); }
+t_check "a's tunnel moved connections to another backend" t_wait 5 retry_moved
+t_eq "the live backend answered all 20" "$(grep -c '^request GET /retry' "$work/retry.out")" 20
+t_check "some went first to node-gone's backend, whose host a's tunnel could not reach" \
+	grep -qE "streams_total\\{side=\"source\",peer=\"$C\",[^}]*verdict=\"opened\"\\} [1-9]" "$aprom"
 # how each host's show says its backends are reached
 mtls_of() { # PIN SERVICE
 	DMSC_PIN_DIR=$1 "$ctl" show services -o json | jq -r ".services[] | select(.name == \"$2\") | .backends[0].mtls"
@@ -907,14 +941,14 @@ t_eq "a plain client on a straight to b's backend of a required service: no answ
 t_eq "the same backend through the VIP (a's and b's tunnels)" \
 	"$(as_client curl -sS -m 10 -o /dev/null -w '%{http_code}' "http://$VIP:8090/")" 200
 # the guard goes with the mtls that set it: b's policy turns guarded's off
-# (b's ten backends are guarded: every service is required or permissive)
+# (b's twelve backends are guarded: every service is required or permissive)
 n_guard=$(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)
 GUARDED_MTLS=', "mtls": "off"' mesh_policy "$b_allow" \
 	>"$work/mesh-b.tmp" && mv "$work/mesh-b.tmp" "$work/mesh-b.json"
 plain_in() { [[ $(plain a 8090) == 0:200 ]]; }
 t_check "b's policy turning that service's mtls off lets the plain client in" t_wait 15 plain_in
 t_eq "and b's dmsc_be_mtls indexes one backend fewer" \
-	"$n_guard -> $(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)" "10 -> 9"
+	"$n_guard -> $(bpftool -j map dump pinned "$DMSC_PIN_DIR/maps/dmsc_be_mtls" | jq length)" "12 -> 11"
 
 # b's tunnel killed: dmscd restarts it; meanwhile new connections fail
 # (dmscd held stopped meanwhile, or it would restart it within 100 ms)
@@ -952,7 +986,7 @@ mesh_policy "$b_allow" >"$work/mesh-etcd.json"
 out=$(ectl publish "$work/mesh-etcd.json")
 t_check "publish writes the services and the tunnel address of the host its backends name" \
 	grep -q 'create /dmsc/hosts/node-b' <<<"$out"
-t_eq "get shows it" "$(ectl get -o json | jq -c .hosts)" "{\"node-b\":\"$B:15008\"}"
+t_eq "get shows it" "$(ectl get -o json | jq -c .hosts)" "{\"node-b\":\"$B:15008\",\"node-gone\":\"$C:15998\"}"
 t_eq "a service value carries the document's mtls default" \
 	"$(ectl get shop -o json | jq -r '.services[0].mtls')" required
 start_pair "$E" "$E"
@@ -1076,7 +1110,8 @@ out=$(octl publish "$work/mesh-etcd.json" -o json)
 t_eq "publish in other deletes it in its transaction" \
 	"$(jq -c '[.changes[] | select(.host)]' <<<"$out")" \
 	'[{"op":"delete","host":"node-c","key":"/dmsc/hosts/node-c"}]'
-t_eq "etcd holds node-b's key only" "$(ectl get -o json | jq -c .hosts)" "{\"node-b\":\"$B:15008\"}"
+t_eq "etcd holds the keys of node-b and node-gone only" "$(ectl get -o json | jq -c .hosts)" \
+	"{\"node-b\":\"$B:15008\",\"node-gone\":\"$C:15998\"}"
 rev=$(jq -r .revision <<<"$out")
 t_check "watch shows the delete" grep -qx "$rev delete /dmsc/hosts/node-c" \
 	<<<"$(ectl watch --revision "$rev" --count 1 --timeout 10)"

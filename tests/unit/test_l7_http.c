@@ -41,6 +41,73 @@ Test(l7_http, control_bytes_in_the_target_are_refused)
 	dmsc_l7_http_free(&p);
 }
 
+/* Feeds a head and the bytes after it, resumed past the head's pause as
+ * dmsc-l7 resumes it: how many bytes the parser took in all. */
+static size_t fed(struct dmsc_l7_req_parser *p, const char *req)
+{
+	size_t used, all = 0, len = strlen(req);
+	int status = 0;
+
+	cr_assert_eq(dmsc_l7_http_init(p, &lim, NULL, NULL), 0);
+	while (all < len && !p->req_done) {
+		cr_assert_eq(dmsc_l7_http_feed(p, req + all, len - all, &used, &status), 0, "%s",
+			     req);
+		if (!used)
+			break;
+		all += used;
+	}
+	return all;
+}
+
+Test(l7_http, an_upgrade_is_forwarded_but_h2c_and_http10_ones_are_ignored)
+{
+	static const char ws[] =
+	    "GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+	static const char h2c[] =
+	    "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+	    "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+	struct dmsc_l7_req_parser p;
+
+	/* a WebSocket handshake: accepted, marked, nothing taken past it */
+	cr_expect_eq(head_status(&p, ws), 0);
+	cr_expect(p.upgrade);
+	dmsc_l7_http_free(&p);
+	cr_expect_eq(fed(&p, "GET /chat HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n"
+			     "Upgrade: websocket\r\n\r\n\x81\x05hello"),
+		     strlen(ws));
+	cr_expect(p.req_done && p.upgrade);
+	dmsc_l7_http_free(&p);
+	/* h2c: served as HTTP/1.1; the next request is parsed as one */
+	cr_expect_eq(head_status(&p, h2c), 0);
+	cr_expect_not(p.upgrade);
+	dmsc_l7_http_free(&p);
+	cr_expect_eq(fed(&p, "POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+			     "Content-Length: 2\r\n\r\nabGET"),
+		     strlen("POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+			    "Content-Length: 2\r\n\r\nab"));
+	cr_expect_not(p.upgrade);
+	dmsc_l7_http_free(&p);
+	/* h2c among others is a switch the backend may take */
+	cr_expect_eq(head_status(&p, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+				     "Upgrade: h2c\r\nUpgrade: websocket\r\n\r\n"),
+		     0);
+	cr_expect(p.upgrade);
+	dmsc_l7_http_free(&p);
+	/* HTTP/1.0: ignored (RFC 9110 7.8) */
+	cr_expect_eq(
+	    head_status(&p, "GET / HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+	    0);
+	cr_expect_not(p.upgrade);
+	dmsc_l7_http_free(&p);
+	/* Upgrade not named by Connection: a field like another */
+	cr_expect_eq(head_status(&p, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"), 0);
+	cr_expect_not(p.upgrade);
+	dmsc_l7_http_free(&p);
+	/* CONNECT stays refused */
+	cr_expect_eq(head_status(&p, "CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n"), 501);
+	dmsc_l7_http_free(&p);
+}
+
 Test(l7_http, tokens_of_a_list)
 {
 	const char *v = " keep-alive ,X-Secret,, \tUpgrade\t";

@@ -125,6 +125,17 @@ static void h2_takeover(struct conn *c)
 
 void client_parse(struct conn *c)
 {
+	if (c->state == S_TUNNEL) {
+		/* after a 101: the client's bytes go as they are (decision 82) */
+		if (c->cin_len > c->cin_off && buf_pending(&c->uout) < OUT_HIGH) {
+			if (buf_add(&c->uout, c->cin + c->cin_off, c->cin_len - c->cin_off)) {
+				tunnel_abort(c);
+				return;
+			}
+			c->cin_len = c->cin_off = 0;
+		}
+		return;
+	}
 	if (!c->h1 && c->cin_len > c->cin_off) {
 		int h2 = dmsc_l7_h2_preface(c->cin + c->cin_off, c->cin_len - c->cin_off);
 
@@ -223,7 +234,7 @@ void conn_step(struct conn *c)
 	if (c->ufd >= 0 && !c->connecting && buf_pending(&c->uout)) {
 		upstream_write(c);
 		/* the backend took some: parse the body bytes waiting */
-		if (c->cfd >= 0 && c->cin_len && c->state == S_UPSTREAM &&
+		if (c->cfd >= 0 && c->cin_len && (c->state == S_UPSTREAM || c->state == S_TUNNEL) &&
 		    buf_pending(&c->uout) < OUT_HIGH) {
 			client_parse(c);
 			if (c->ufd >= 0 && !c->connecting && buf_pending(&c->uout))
@@ -232,6 +243,8 @@ void conn_step(struct conn *c)
 	}
 	if (c->cfd >= 0 && buf_pending(&c->cout))
 		client_write(c);
+	if (c->cfd >= 0 && c->state == S_TUNNEL)
+		tunnel_step(c);
 	if (c->cfd >= 0 && c->cin_eof && c->state == S_IDLE && c->cin_len == 0 &&
 	    !buf_pending(&c->cout))
 		conn_close_client(c);

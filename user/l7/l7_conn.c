@@ -172,7 +172,8 @@ void conn_update(struct conn *c)
 	if (c->ufd >= 0) {
 		if (c->connecting || buf_pending(&c->uout))
 			uw |= EPOLLOUT;
-		if (!c->connecting && buf_pending(&c->cout) < OUT_HIGH && c->uin_len < UIN_SIZE)
+		if (!c->connecting && !c->up_eof && buf_pending(&c->cout) < OUT_HIGH &&
+		    c->uin_len < UIN_SIZE)
 			uw |= EPOLLIN;
 		if (!c->u_reg) {
 			struct epoll_event ev = {.events = uw, .data.ptr = &c->uep};

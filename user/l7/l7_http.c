@@ -32,7 +32,7 @@ static int on_req_begin(http_parser *hp)
 	p->n_hdrs = 0;
 	p->in_value = false;
 	p->status = 0;
-	p->req_done = p->req_chunked = false;
+	p->req_done = p->req_chunked = p->upgrade = false;
 	if (p->hooks && p->hooks->begin)
 		return p->hooks->begin(p);
 	return 0;
@@ -226,6 +226,25 @@ void dmsc_l7_http_framing(const struct dmsc_l7_req_parser *p, struct dmsc_l7_htt
 	}
 }
 
+/* Does the request ask to upgrade to h2c alone (every Upgrade field says
+ * exactly "h2c")? */
+static bool upgrade_h2c(const struct dmsc_l7_req_parser *p)
+{
+	bool h2c = false;
+	uint32_t i;
+
+	for (i = 0; i < p->n_hdrs; i++) {
+		const struct dmsc_l7_http_hdr *h = &p->hdrs[i];
+
+		if (!dmsc_l7_http_hdr_is(p, h, "upgrade"))
+			continue;
+		if (!dmsc_l7_http_val_is(p, h, "h2c"))
+			return false;
+		h2c = true;
+	}
+	return h2c;
+}
+
 static int on_req_headers(http_parser *hp)
 {
 	struct dmsc_l7_req_parser *p = hp->data;
@@ -253,8 +272,16 @@ static int on_req_headers(http_parser *hp)
 	if ((f.n_te && f.n_cl) || f.n_te > 1 || f.n_cl > 1 ||
 	    ((hp->http_major == 1 && hp->http_minor >= 1) ? f.n_host != 1 : f.n_host > 1))
 		p->status = 400;
-	if (hp->upgrade || hp->method == HTTP_CONNECT)
+	if (hp->method == HTTP_CONNECT)
 		p->status = 501;
+	else if (hp->upgrade && (hp->http_minor == 0 || upgrade_h2c(p)))
+		/* RFC 9110 7.8: an HTTP/1.0 request's Upgrade is ignored; RFC
+		 * 9113 3.1: so may h2c's be (HTTP/2 is served with prior
+		 * knowledge): answered in HTTP/1.1, as a server without it
+		 * answers (decision 82) */
+		hp->upgrade = 0;
+	else if (hp->upgrade)
+		p->upgrade = true;
 	if (hp->http_major != 1)
 		p->status = 505;
 	p->req_chunked = (hp->flags & F_CHUNKED) != 0;

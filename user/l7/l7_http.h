@@ -61,6 +61,11 @@ struct dmsc_l7_req_parser {
 	bool in_value;
 	int status; /* 0, or the status that refuses this request */
 	bool req_done, req_chunked;
+	/* it asks to switch protocols (Upgrade, named by Connection; HTTP/1.1,
+	 * not h2c): forwarded as such, and after the backend's 101 the
+	 * connection carries bytes both ways (docs/design.md decision 82);
+	 * the parser takes no byte past its head */
+	bool upgrade;
 	bool paused_head, paused_done; /* set by the last feed */
 };
 
@@ -73,7 +78,7 @@ void dmsc_l7_http_free(struct dmsc_l7_req_parser *p);
  * Feeds len bytes (len > 0; a pause stops early: *used says how many were
  * consumed) and resumes a paused parser first. Returns 0, or -EBADMSG when
  * the bytes are not a request it accepts: *status is then the status to
- * answer with (400, 414, 431, 501, 505) and the parser is done for this
+ * answer with (400, 414, 431, 501 for CONNECT, 505) and the parser is done for this
  * connection. A head parsed with p->status set must be refused with it too.
  */
 int dmsc_l7_http_feed(struct dmsc_l7_req_parser *p, const char *buf, size_t len, size_t *used,

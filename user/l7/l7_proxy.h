@@ -99,7 +99,7 @@ extern struct l7_opts opt;
 #define FWD_FORWARDED 2u /* Forwarded: for=...;proto=http appended (RFC 7239) */
 
 /* ---- metrics ----------------------------------------------------------- */
-static const int status_codes[] = {100, 200, 201, 202, 204, 206, 301, 302, 304,
+static const int status_codes[] = {100, 101, 200, 201, 202, 204, 206, 301, 302, 304,
 				   307, 308, 400, 401, 403, 404, 405, 408, 409,
 				   413, 414, 429, 431, 500, 501, 502, 503, 504};
 #define N_CODES (sizeof(status_codes) / sizeof(status_codes[0]))
@@ -155,6 +155,9 @@ enum cstate {
 	S_HEAD,	    /* a request head is arriving */
 	S_LOCAL,    /* answering it ourselves; its body is read and dropped */
 	S_UPSTREAM, /* forwarding it */
+	/* after a 101 to its Upgrade: bytes both ways, unparsed, until both
+	 * ends close (decision 82) */
+	S_TUNNEL,
 };
 
 struct buf {
@@ -214,6 +217,8 @@ struct conn {
 	uint32_t timeout_ms;
 	uint32_t cev, uev; /* what epoll watches */
 	bool lingering;	   /* answered and shut down; dropping input until EOF */
+	/* S_TUNNEL: the backend ended its side; each side's end passed on */
+	bool up_eof, c_wr_shut, u_wr_shut;
 	bool dead;	   /* freed after the current batch of events */
 	struct conn *dead_next;
 };
@@ -340,6 +345,10 @@ void dispatch(struct conn *c);
 void upstream_write(struct conn *c);
 void upstream_on_connected(struct conn *c);
 void upstream_read(struct conn *c);
+/* S_TUNNEL (decision 82): ends passed on, the connection closed once both
+ * sides ended; a reset on either side resets both */
+void tunnel_step(struct conn *c);
+void tunnel_abort(struct conn *c);
 
 /* l7_worker.c */
 void sweep(struct worker *w, uint64_t now);

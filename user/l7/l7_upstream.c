@@ -257,6 +257,20 @@ static int build_upstream_head(struct conn *c)
 	else if (!err && (c->rq.hp.flags & F_CONTENTLENGTH))
 		err = buf_fmt(b, "Content-Length: %llu\r\n",
 			      (unsigned long long)c->rq.hp.content_length);
+	if (c->rq.upgrade) {
+		/* the switch the client asks for, for the backend to take or
+		 * not (decision 82): its Upgrade fields, named by Connection */
+		for (i = 0; !err && i < c->rq.n_hdrs; i++) {
+			const struct dmsc_l7_http_hdr *h = &c->rq.hdrs[i];
+
+			if (!dmsc_l7_http_hdr_is(&c->rq, h, "upgrade"))
+				continue;
+			err = buf_add(b, "Upgrade: ", 9);
+			err = err ?: buf_add(b, c->rq.head + h->val_off, h->val_len);
+			err = err ?: buf_add(b, "\r\n", 2);
+		}
+		return err ?: buf_add(b, "Connection: upgrade\r\n\r\n", 23);
+	}
 	err = err ?: buf_add(b, "Connection: keep-alive\r\n\r\n", 26);
 	return err;
 }
@@ -464,6 +478,10 @@ void upstream_write(struct conn *c)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
+			if (c->state == S_TUNNEL) {
+				tunnel_abort(c);
+				return;
+			}
 			/* A pooled connection the backend closed meanwhile (the
 			 * keep-alive race): only idempotent requests use those,
 			 * and such a retry does not spend the route's retries.
@@ -557,8 +575,89 @@ static int response_head_10(struct conn *c, size_t end)
 	return buf_add(&c->cout, out, (size_t)n);
 }
 
+/* ---- after a 101: bytes both ways (decision 82) ------------------------ */
+/* A reset on one side: the other side gets one too (linger 0), as a
+ * client straight to the backend would have seen. */
+void tunnel_abort(struct conn *c)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	if (c->cfd >= 0)
+		setsockopt(c->cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	if (c->ufd >= 0)
+		setsockopt(c->ufd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	conn_close_client(c);
+}
+
+/* The backend's 101 ended at uin[parsed] (its head queued to the client):
+ * what followed it is the new protocol's, and so is everything after. */
+static void tunnel_start(struct conn *c, size_t parsed)
+{
+	if (buf_add(&c->cout, c->uin + parsed, c->uin_len - parsed)) {
+		conn_close_client(c);
+		return;
+	}
+	c->uin_len = 0;
+	request_finished(c);
+	c->state = S_TUNNEL;
+	/* no timeout: a switched connection (a WebSocket) may idle for
+	 * long, as it would straight to the backend */
+	c->deadline = c->up_deadline = 0;
+	c->retain = false;
+	if (!buf_pending(&c->uout))
+		buf_reset(&c->uout);
+}
+
+static void tunnel_read(struct conn *c)
+{
+	while (!c->up_eof && buf_pending(&c->cout) < OUT_HIGH) {
+		ssize_t n = recv(c->ufd, c->uin, UIN_SIZE, 0);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			tunnel_abort(c);
+			return;
+		}
+		if (n == 0) {
+			c->up_eof = true;
+			break;
+		}
+		if (buf_add(&c->cout, c->uin, (size_t)n)) {
+			tunnel_abort(c);
+			return;
+		}
+		if ((size_t)n < UIN_SIZE)
+			break; /* drained, most likely: epoll says if not */
+	}
+}
+
+void tunnel_step(struct conn *c)
+{
+	/* an end goes on once every byte before it did */
+	if (c->cin_eof && !c->cin_len && !buf_pending(&c->uout) && c->ufd >= 0 &&
+	    !c->u_wr_shut) {
+		shutdown(c->ufd, SHUT_WR);
+		c->u_wr_shut = true;
+	}
+	if (c->up_eof && !buf_pending(&c->cout) && c->cfd >= 0 && !c->c_wr_shut) {
+		shutdown(c->cfd, SHUT_WR);
+		c->c_wr_shut = true;
+	}
+	/* the backend's connection, done both ways, has nothing more to say
+	 * (and would wake epoll for ever: EPOLLHUP) */
+	if (c->up_eof && c->u_wr_shut)
+		upstream_close(c, false);
+	if (c->c_wr_shut && c->ufd < 0)
+		conn_close_client(c);
+}
+
 void upstream_read(struct conn *c)
 {
+	if (c->state == S_TUNNEL) {
+		tunnel_read(c);
+		return;
+	}
 	for (;;) {
 		size_t parsed, fwd, room;
 		ssize_t n;
@@ -626,6 +725,15 @@ void upstream_read(struct conn *c)
 				return;
 			}
 			if (!head_before && c->resp_head) {
+				if (c->status == 101 && !c->rq.upgrade) {
+					/* a switch nobody asked for */
+					upstream_failed(c, false, 502);
+					return;
+				}
+				/* an upgrade the backend did not take: the client
+				 * may already speak the protocol it asked for */
+				if (c->rq.upgrade && c->status != 101)
+					c->close_after = true;
 				dmsc_l7_health_result(c->svc, c->backend, c->status);
 				if ((c->status == 502 || c->status == 503) && c->idempotent &&
 				    c->retain && c->rq.req_done && c->retries_left > 0) {
@@ -650,6 +758,10 @@ void upstream_read(struct conn *c)
 		 * and the connection is not reused */
 		if (!c->dechunk && buf_add(&c->cout, c->uin + fwd, parsed - fwd)) {
 			conn_close_client(c);
+			return;
+		}
+		if (c->resp_done && c->status == 101) {
+			tunnel_start(c, parsed);
 			return;
 		}
 		if (c->resp_done) {

@@ -196,19 +196,85 @@ static int host_peer(struct tunnel *t, const union dmsc_tunnel_sa *addr)
 	return (int)(DMSC_TUNNEL_FWD_MAX + t->n_host_peers++);
 }
 
+/* A stream for fd to dest through the tunnel of the host at to; NULL when
+ * that host's connection cannot be had (a failed connect of hk's backend). */
+static struct stream *handoff_open(struct tunnel *t, int fd, const union dmsc_tunnel_sa *to,
+				   const union dmsc_tunnel_sa *dest,
+				   const struct dmsc_tunnel_hkey *hk, const char *identity)
+{
+	char peer[DMSC_ADDR_PORT_LEN];
+	uint8_t p[DMSC_TF_OPEN_MAX], flags;
+	struct stream *s;
+	struct conn *c;
+	int idx;
+	size_t n;
+
+	dmsc_tunnel_sa_format_ip(to, peer, sizeof(peer));
+	idx = host_peer(t, to);
+	c = idx >= 0 ? tn_conn_to(t, idx) : NULL;
+	s = c ? tn_stream_new(c, fd, tn_conn_stream_id(c)) : NULL;
+	if (!s) {
+		tn_metric_count(t, "source", peer, identity, "peer_unreachable");
+		dmsc_tunnel_health_result(&t->health, hk, false);
+		return NULL;
+	}
+	s->probe_tcp = !strcmp(identity, DMSC_TF_ID_PROBE_TCP);
+	s->hk = *hk;
+	s->metric = tn_metric_idx(t, "source", peer, identity, "opened");
+	t->metrics[s->metric].n++;
+	n = open_frame(p, dest, identity, &flags);
+	tn_conn_frame_flags(c, DMSC_TF_OPEN, flags, s->id, p, (uint16_t)n);
+	tn_conn_flush(c);
+	return s;
+}
+
+/* A stream for fd: to the backend of hk, or, while the hosts picked cannot
+ * be reached, to another backend of its service (o: NULL, none; moved: hk
+ * is such another one already). false: to none, fd the caller's. */
+static bool handoff_carry(struct tunnel *t, int fd, union dmsc_tunnel_sa *to,
+			  union dmsc_tunnel_sa *dest, struct dmsc_tunnel_hkey *hk,
+			  struct dmsc_tunnel_origin *o, const char *identity, bool moved)
+{
+	struct stream *s;
+
+	while (!(s = handoff_open(t, fd, to, dest, hk, identity))) {
+		union dmsc_tunnel_sa down = *to;
+
+		if (!o)
+			return false;
+		if (dmsc_tunnel_repick(&t->repick, &t->health, t->o->policy, hk, o, &down, to, dest,
+				       hk)) {
+			t->repick.none_left++;
+			return false;
+		}
+		moved = true;
+	}
+	s->orig = o;
+	t->repick.moved += moved;
+	return true;
+}
+
+/* A reset, not an orderly close: the client sees an error. */
+static void refuse(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
 /* A connection connect4 handed over (tunnel_handoff.h): a stream to the
  * backend's host, vouching for the caller's cgroup; refused (reset) when
- * it has no record: never guessed (docs/design.md decision 21). */
+ * it has no record: never guessed (docs/design.md decision 21). One the
+ * kernel picked a backend for may go to another one of its service while
+ * its stream has not opened (decision 81): it keeps an origin until then. */
 static void accept_handoff(struct tunnel *t, struct listener *l)
 {
-	char identity[DMSC_TF_ID_MAX + 1], why[256], peer[DMSC_ADDR_PORT_LEN];
-	uint8_t p[DMSC_TF_OPEN_MAX], flags;
+	char identity[DMSC_TF_ID_MAX + 1], why[256];
 	union dmsc_tunnel_sa to, dest;
+	struct dmsc_tunnel_origin *o = NULL;
 	struct dmsc_tunnel_hkey hk;
-	struct stream *s = NULL;
-	struct conn *c = NULL;
-	int fd, idx = -1;
-	size_t n;
+	int fd;
 
 	fd = accept4(l->ev.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0) {
@@ -219,32 +285,46 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 				     sizeof(identity), why, sizeof(why))) {
 		pr_warn("tunnel: handoff refused: %s\n", why);
 		tn_metric_count(t, "source", "", "", "no_handoff");
-		goto refuse;
-	}
-	dmsc_tunnel_sa_format_ip(&to, peer, sizeof(peer));
-	idx = host_peer(t, &to);
-	c = idx >= 0 ? tn_conn_to(t, idx) : NULL;
-	s = c ? tn_stream_new(c, fd, tn_conn_stream_id(c)) : NULL;
-	if (!s) {
-		tn_metric_count(t, "source", peer, identity, "peer_unreachable");
-		dmsc_tunnel_health_result(&t->health, &hk, false);
-		goto refuse;
+		refuse(fd);
+		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
-	s->probe_tcp = !strcmp(identity, DMSC_TF_ID_PROBE_TCP);
-	s->hk = hk;
-	s->metric = tn_metric_idx(t, "source", peer, identity, "opened");
-	t->metrics[s->metric].n++;
-	n = open_frame(p, &dest, identity, &flags);
-	tn_conn_frame_flags(c, DMSC_TF_OPEN, flags, s->id, p, (uint16_t)n);
-	tn_conn_flush(c);
-	return;
-refuse:;
-	/* a reset, not an orderly close: the client sees an error */
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	/* the kernel's pick (a helper's own connection and dmscd's probes
+	 * name their backend themselves: a probe tests that one) */
+	if (hk.backend_id && !hk.via && strcmp(identity, DMSC_TF_ID_PROBE_TCP) &&
+	    strcmp(identity, DMSC_TF_ID_PROBE_HTTP) && (o = malloc(sizeof(*o)))) {
+		o->tried[0] = hk.backend_id;
+		o->n_tried = 1;
+		snprintf(o->identity, sizeof(o->identity), "%s", identity);
+	}
+	if (handoff_carry(t, fd, &to, &dest, &hk, o, identity, false))
+		return;
+	free(o);
+	refuse(fd);
+}
 
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
+bool tn_stream_repick(struct stream *s, bool host_down)
+{
+	struct tunnel *t = s->c->t;
+	struct dmsc_tunnel_origin *o = s->orig;
+	union dmsc_tunnel_sa to, dest;
+	struct dmsc_tunnel_hkey hk;
+	int fd;
+
+	if (!o || s->open_ok || t->draining)
+		return false;
+	if (dmsc_tunnel_repick(&t->repick, &t->health, t->o->policy, &s->hk, o,
+			       host_down ? &s->c->addr : NULL, &to, &dest, &hk)) {
+		t->repick.none_left++;
+		return false;
+	}
+	s->orig = NULL;
+	fd = tn_stream_detach(s);
+	if (handoff_carry(t, fd, &to, &dest, &hk, o, o->identity, true))
+		return true;
+	free(o);
+	refuse(fd);
+	return true;
 }
 
 /* The kernel's handoffs: connect4's on handoff_listen, connect6's on
@@ -266,6 +346,7 @@ static int handoff_start(struct tunnel *t)
 	if (err)
 		return err;
 	dmsc_tunnel_health_open(&t->health, pin_dir, t->ho.handoff_fd, t->ho.handoff6_fd);
+	dmsc_tunnel_repick_open(&t->repick, pin_dir);
 	if (t->ho.handoff6_fd >= 0 && !listen_on(t, &t->handoff_l6, &lo6, EV_HANDOFF_LISTEN))
 		port6 = lo6.v6.sin6_port;
 	else
@@ -292,6 +373,7 @@ static void reap(struct tunnel *t)
 
 		t->dead_streams = s->next_dead;
 		tn_buf_free(&s->out);
+		free(s->orig);
 		free(s);
 	}
 	while (t->dead_conns) {
@@ -464,6 +546,7 @@ static void tunnel_free(struct tunnel *t)
 		close(t->handoff_l6.ev.fd);
 	dmsc_tunnel_handoff_close(&t->ho);
 	dmsc_tunnel_health_close(&t->health);
+	dmsc_tunnel_repick_close(&t->repick);
 	for (i = 0; i < PEERS_MAX; i++)
 		SSL_SESSION_free(t->peers[i].sess);
 	SSL_CTX_free(t->ctx);

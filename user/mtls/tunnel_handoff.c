@@ -145,9 +145,8 @@ out:
 	return err;
 }
 
-/* The backend of the policy at addr:port (addr6 for IPv6) on a named host. */
-static const struct dmsc_policy_backend *placed(const struct dmsc_policy *p, int family, __u32 addr,
-						const __u32 addr6[4], __u16 port)
+const struct dmsc_policy_backend *dmsc_tunnel_placed(const struct dmsc_policy *p, int family,
+						     __u32 addr, const __u32 addr6[4], __u16 port)
 {
 	size_t i, j;
 
@@ -157,12 +156,41 @@ static const struct dmsc_policy_backend *placed(const struct dmsc_policy *p, int
 		for (j = 0; j < p->services[i].n_backends; j++) {
 			const struct dmsc_policy_backend *b = &p->services[i].backends[j];
 
-			if (b->host && b->port == port &&
+			if (b->host && b->host_at.family && b->port == port &&
 			    (family == AF_INET6 ? !memcmp(b->addr6, addr6, 16) : b->addr == addr))
 				return b;
 		}
 	}
 	return NULL;
+}
+
+void dmsc_tunnel_host_sa(const struct dmsc_policy_backend *b, union dmsc_tunnel_sa *peer)
+{
+	memset(peer, 0, sizeof(*peer));
+	if (b->host_at.family == AF_INET6) {
+		peer->v6.sin6_family = AF_INET6;
+		memcpy(&peer->v6.sin6_addr, b->host_at.v6, 16);
+		peer->v6.sin6_port = htons(b->host_at.port);
+	} else {
+		peer->v4.sin_family = AF_INET;
+		peer->v4.sin_addr.s_addr = b->host_at.v4;
+		peer->v4.sin_port = htons(b->host_at.port);
+	}
+}
+
+void dmsc_tunnel_dest_sa(int family, __u32 addr, const __u32 addr6[4], __u16 port,
+			 union dmsc_tunnel_sa *dest)
+{
+	memset(dest, 0, sizeof(*dest));
+	if (family == AF_INET6) {
+		dest->v6.sin6_family = AF_INET6;
+		memcpy(&dest->v6.sin6_addr, addr6, 16);
+		dest->v6.sin6_port = port;
+	} else {
+		dest->v4.sin_family = AF_INET;
+		dest->v4.sin_addr.s_addr = addr;
+		dest->v4.sin_port = port;
+	}
 }
 
 /* A record of dmsc_l7_handoff or dmsc_tunnel_handoff6, as the take needs it */
@@ -270,8 +298,8 @@ int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
 		return err;
 	dmsc_format_ip_port(t.family, t.backend_addr, t.backend_addr6, ntohs(t.backend_port), be,
 			    sizeof(be));
-	b = placed(p, t.family, t.backend_addr, t.backend_addr6, ntohs(t.backend_port));
-	if (!b || !b->host_at.family) {
+	b = dmsc_tunnel_placed(p, t.family, t.backend_addr, t.backend_addr6, ntohs(t.backend_port));
+	if (!b) {
 		snprintf(why, why_len, "backend %s is on no host of the policy", be);
 		return -EHOSTUNREACH;
 	}
@@ -289,26 +317,8 @@ int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
 			 (unsigned long long)t.cgroup_id, strerror(-err));
 		return err;
 	}
-	memset(peer, 0, sizeof(*peer));
-	if (b->host_at.family == AF_INET6) {
-		peer->v6.sin6_family = AF_INET6;
-		memcpy(&peer->v6.sin6_addr, b->host_at.v6, 16);
-		peer->v6.sin6_port = htons(b->host_at.port);
-	} else {
-		peer->v4.sin_family = AF_INET;
-		peer->v4.sin_addr.s_addr = b->host_at.v4;
-		peer->v4.sin_port = htons(b->host_at.port);
-	}
-	memset(dest, 0, sizeof(*dest));
-	if (t.family == AF_INET6) {
-		dest->v6.sin6_family = AF_INET6;
-		memcpy(&dest->v6.sin6_addr, t.backend_addr6, 16);
-		dest->v6.sin6_port = t.backend_port;
-	} else {
-		dest->v4.sin_family = AF_INET;
-		dest->v4.sin_addr.s_addr = t.backend_addr;
-		dest->v4.sin_port = t.backend_port;
-	}
+	dmsc_tunnel_host_sa(b, peer);
+	dmsc_tunnel_dest_sa(t.family, t.backend_addr, t.backend_addr6, t.backend_port, dest);
 	*hk = t.hk;
 	hk->dest = *dest;
 	return 0;

@@ -58,4 +58,14 @@ int dmsc_tunnel_handoff_take(const struct dmsc_tunnel_handoff *h, int fd,
 			     union dmsc_tunnel_sa *dest, struct dmsc_tunnel_hkey *hk, char *identity,
 			     size_t id_len, char *why, size_t why_len);
 
+/* The backend of the policy at addr:port (addr6 for IPv6, port in host
+ * order) placed on a host the policy resolves; NULL when none is. */
+const struct dmsc_policy_backend *dmsc_tunnel_placed(const struct dmsc_policy *p, int family,
+						     __u32 addr, const __u32 addr6[4], __u16 port);
+/* The tunnel address of b's host (b from dmsc_tunnel_placed). */
+void dmsc_tunnel_host_sa(const struct dmsc_policy_backend *b, union dmsc_tunnel_sa *peer);
+/* A backend's address as the kernel's records hold it (network order). */
+void dmsc_tunnel_dest_sa(int family, __u32 addr, const __u32 addr6[4], __u16 port,
+			 union dmsc_tunnel_sa *dest);
+
 #endif /* DMSC_TUNNEL_HANDOFF_H */

@@ -170,6 +170,20 @@ static bool room_to_eject(const struct dmsc_tunnel_health *th, uint32_t svc_id,
 	return room;
 }
 
+bool dmsc_tunnel_health_out(const struct dmsc_tunnel_health *th, uint32_t id, uint64_t now)
+{
+	struct dmsc_be_verdict v;
+	struct dmsc_be_health h;
+
+	if (!th->opened || th->health_fd < 0 || th->verdict_fd < 0 ||
+	    bpf_map_lookup_elem_flags(th->verdict_fd, &id, &v, BPF_F_LOCK))
+		return false;
+	if (v.out != DMSC_HEALTH_IN)
+		return true;
+	return !bpf_map_lookup_elem_flags(th->health_fd, &id, &h, BPF_F_LOCK) &&
+	       dmsc_health_ejected(&h, v.ejection_ended, now);
+}
+
 /* A helper's own connection that did not reach its backend: its record
  * written back, flagged, for the helper to read at the reset (and delete;
  * else it ages out of the LRU map). Never a handoff: no

@@ -68,4 +68,9 @@ void dmsc_tunnel_health_close(struct dmsc_tunnel_health *th);
 void dmsc_tunnel_health_result(struct dmsc_tunnel_health *th, const struct dmsc_tunnel_hkey *k,
 			       bool ok);
 
+/* Is backend id kept out of its service's picks at now: ejected by its
+ * counter, or out in dmscd's verdict (ejected, or failing active probes)?
+ * false without the maps. */
+bool dmsc_tunnel_health_out(const struct dmsc_tunnel_health *th, uint32_t id, uint64_t now);
+
 #endif /* DMSC_TUNNEL_HEALTH_H */

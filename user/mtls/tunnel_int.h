@@ -19,6 +19,7 @@
 #include "mtls_cert.h"
 #include "tunnel.h"
 #include "tunnel_handoff.h"
+#include "tunnel_repick.h"
 
 /* what a destination writes locally before it credits the sender back */
 #define DMSC_TF_WINDOW_CREDIT_BATCH (DMSC_TF_WINDOW_INITIAL / 4)
@@ -129,6 +130,9 @@ struct stream {
 	/* source: the backend whose passive health the stream's opening
 	 * counts for (tunnel_health.h); zero ids: none */
 	struct dmsc_tunnel_hkey hk;
+	/* source: a handover that may go to another backend while it has not
+	 * opened (tunnel_repick.h); NULL for other streams, and once open */
+	struct dmsc_tunnel_origin *orig;
 	struct stream *next_dead;
 	struct stream *next_write; /* c->to_write */
 };
@@ -161,6 +165,7 @@ struct tunnel {
 	struct listener handoff_l, handoff_l6; /* connect4's, connect6's ([::1]) */
 	struct dmsc_tunnel_handoff ho;
 	struct dmsc_tunnel_health health; /* of the backends of ho's streams */
+	struct dmsc_tunnel_repick repick; /* another backend for them */
 	struct conn *conns;
 	struct conn *dead_conns;
 	struct dmsc_mark *to_flush; /* tn_conn_flush_later's, this batch */
@@ -249,6 +254,15 @@ int tn_conn_frame_flags(struct conn *c, uint8_t type, uint8_t flags, uint32_t st
 void tn_conn_reset(struct conn *c, uint32_t stream, enum dmsc_tf_reset reason, const char *text);
 struct stream *tn_stream_find(struct conn *c, uint32_t id);
 void tn_stream_close(struct stream *s, bool abort);
+/* Ends the stream as tn_stream_close does, its local socket left open
+ * and out of epoll: the descriptor, for another stream. */
+int tn_stream_detach(struct stream *s);
+/* A stream the kernel handed over failed before it opened (its backend's
+ * host could not connect, or was not reached: host_down): true when its
+ * connection went to another backend of its service (decision 81), s
+ * gone; false when it may not or no other backend is left: the caller
+ * closes s. */
+bool tn_stream_repick(struct stream *s, bool host_down);
 void tn_stream_events(struct stream *s);
 void tn_stream_flush_local(struct stream *s);
 void tn_stream_event(struct stream *s, uint32_t events);

@@ -207,6 +207,14 @@ void tn_metrics_write(struct tunnel *t)
 	dmsc_prom_sample(&b, "dmsc_tunnel_backend_health_total",
 			 &(struct dmsc_prom_label){"event", "helper_told"}, 1,
 			 t->health.via_failed);
+	dmsc_prom_family(&b, "dmsc_tunnel_connect_retries_total", "counter",
+			 "Connections handed over whose backend's host could not connect to it, "
+			 "or was not reached, before their stream opened (decision 81): moved "
+			 "to another backend of their service, or reset as none was left.");
+	dmsc_prom_sample(&b, "dmsc_tunnel_connect_retries_total",
+			 &(struct dmsc_prom_label){"result", "moved"}, 1, t->repick.moved);
+	dmsc_prom_sample(&b, "dmsc_tunnel_connect_retries_total",
+			 &(struct dmsc_prom_label){"result", "none_left"}, 1, t->repick.none_left);
 	dmsc_buf_printf(&b, "# TYPE dmsc_tunnel_cert_reloads_total counter\n");
 	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",
 			 &(struct dmsc_prom_label){"result", "ok"}, 1, t->reloads);

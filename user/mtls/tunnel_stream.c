@@ -88,21 +88,14 @@ void tn_conn_reset(struct conn *c, uint32_t stream, enum dmsc_tf_reset reason, c
 	tn_conn_frame(c, DMSC_TF_RESET, stream, p, (uint16_t)(n + 1));
 }
 
-/* Closes the local socket; abort sends a TCP reset to the local peer, so a
- * refused or broken stream is an error there, not an orderly end. */
-void tn_stream_close(struct stream *s, bool abort)
+/* The stream out of its connection and epoll, on the dead list: its
+ * local socket is the caller's. */
+static int stream_end(struct stream *s)
 {
 	struct conn *c = s->c;
+	int fd = s->ev.fd;
 
-	if (s->dead)
-		return;
-	if (abort) {
-		struct linger l = {.l_onoff = 1, .l_linger = 0};
-
-		setsockopt(s->ev.fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-	}
-	epoll_ctl(c->t->ep, EPOLL_CTL_DEL, s->ev.fd, NULL);
-	close(s->ev.fd);
+	epoll_ctl(c->t->ep, EPOLL_CTL_DEL, fd, NULL);
 	s->ev.fd = -1;
 	s->dead = true;
 	c->t->window_extra -= s->window - DMSC_TF_WINDOW_INITIAL;
@@ -114,6 +107,26 @@ void tn_stream_close(struct stream *s, bool abort)
 		c->idle_since_ms = tn_now_ms();
 	if (c->draining && c->n_streams == 0 && !c->server)
 		tn_conn_close(c, "drained");
+	return fd;
+}
+
+int tn_stream_detach(struct stream *s)
+{
+	return s->dead ? -1 : stream_end(s);
+}
+
+/* Closes the local socket; abort sends a TCP reset to the local peer, so a
+ * refused or broken stream is an error there, not an orderly end. */
+void tn_stream_close(struct stream *s, bool abort)
+{
+	if (s->dead)
+		return;
+	if (abort) {
+		struct linger l = {.l_onoff = 1, .l_linger = 0};
+
+		setsockopt(s->ev.fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+	}
+	close(stream_end(s));
 }
 
 void tn_stream_events(struct stream *s)

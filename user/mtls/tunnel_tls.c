@@ -186,8 +186,12 @@ void tn_conn_close(struct conn *c, const char *why)
 			 * a handshake refused) before the stream opened: a
 			 * failed connect, as the kernel counts an unanswered
 			 * SYN; not when this helper is the one stopping */
-			if (!c->server && !s->open_ok && !c->t->draining)
+			if (!c->server && !s->open_ok && !c->t->draining) {
 				dmsc_tunnel_health_result(&c->t->health, &s->hk, false);
+				/* to a backend on another host (decision 81) */
+				if (tn_stream_repick(s, true))
+					continue;
+			}
 			tn_stream_close(s, true);
 		}
 	c->to_write = NULL;
@@ -297,6 +301,8 @@ static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint
 			return;
 		}
 		s->open_ok = true;
+		free(s->orig); /* it stays with this backend */
+		s->orig = NULL;
 		dmsc_tunnel_health_result(&c->t->health, &s->hk, true);
 		if (s->probe_tcp) {
 			/* dmscd's tcp probe: the backend took the connection at
@@ -332,8 +338,13 @@ static void handle_frame(struct conn *c, const struct dmsc_tf_hdr *h, const uint
 				(int)h->len - 1, (const char *)p + 1);
 		/* the backend's host could not connect to it: a failed
 		 * connect (a refused identity is no fault of the backend) */
-		if (!s->open_ok && h->len >= 1 && p[0] == DMSC_TF_R_CONNECT)
+		if (!s->open_ok && h->len >= 1 && p[0] == DMSC_TF_R_CONNECT) {
 			dmsc_tunnel_health_result(&c->t->health, &s->hk, false);
+			/* the workload's bytes are still in its socket: another
+			 * backend may take them (decision 81) */
+			if (tn_stream_repick(s, false))
+				break;
+		}
 		tn_stream_close(s, true);
 		break;
 	}
