@@ -333,8 +333,11 @@ for _ in $(seq 20); do
 done
 echo "  (x: a connection that failed)"
 moved() { grep -oE 'connect_retries_total\{result="moved"\} [0-9]+' "${MTLS_PROMS[0]}" 2>/dev/null | cut -d' ' -f2; }
-moved_some() { (($(moved) >= 1)); }
-t_wait 3 moved_some # (the metrics file is rewritten every second)
+failed() { grep -oE 'backend_health_total\{event="connect_failed"\} [0-9]+' "${MTLS_PROMS[0]}" 2>/dev/null | cut -d' ' -f2; }
+# (the metrics file is rewritten every second: until it holds the three
+# failed connects that ejected the dead backend, and their moves)
+moved_all() { (($(failed) >= 3 && $(moved) == $(failed))); }
+t_wait 5 moved_all
 echo "     mta's tunnel moved $(moved) of them to the live backend, then ejected the dead one:"
 grep -m1 "tunnel: health: payments ejected" "$T/dmscd-mta.log" | sed 's/^/     /'
 
