@@ -166,6 +166,13 @@ t_check "a's tunnel is up" dmsc_wait_ready "$T/a-tunnel.ready" 60
 t_check "far's backend is up" dmsc_wait_ready "$T/far.out" 30
 far=$(dmsc_run_in_cgroup "$FRIEND" dmsc_net_exec b "$STREAM" client --connect "$VIP:8095" --conns 2 \
 	--bytes 200000 --back-bytes 200000 --seed 76 --max-seconds 120 2>&1)
+if [[ $(jq -c '[.ok, .failed]' <<<"$far" 2>/dev/null) != "[2,0]" ]]; then
+	# what the client saw, and both tunnels' last words (a one-off in a
+	# 6.12 guest that did not come back in four runs)
+	echo "# the client: $far"
+	tail -n 8 "$T/a-tunnel.log" | sed 's/^/# a: /'
+	grep 'tunnel' "$LOG" | tail -n 12 | sed 's/^/# b: /'
+fi
 t_eq "a workload of b through b's tunnel and a's to far: 2 connections, 200 KB each way byte-exact" \
 	"$(jq -c '[.ok, .failed]' <<<"$far" 2>/dev/null)" "[2,0]"
 far_fp=$("$CTL" stats -o json | jq -c '.services[] | select(.name == "far") | .fastpath | [.paired, .redirected_msgs > 0]')
