@@ -167,11 +167,8 @@ static void accept_forward(struct tunnel *t, struct listener *l)
 	c = tn_conn_to(t, l->fwd);
 	s = c ? tn_stream_new(c, fd, tn_conn_stream_id(c)) : NULL;
 	if (!s) {
-		struct linger lg = {.l_onoff = 1, .l_linger = 0};
-
 		tn_metric_count(t, "source", peer, f->identity, "peer_unreachable");
-		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-		close(fd);
+		tn_fd_reset(fd);
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
@@ -254,15 +251,6 @@ static bool handoff_carry(struct tunnel *t, int fd, union dmsc_tunnel_sa *to,
 	return true;
 }
 
-/* A reset, not an orderly close: the client sees an error. */
-static void refuse(int fd)
-{
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-}
-
 /* A connection connect4 handed over (tunnel_handoff.h): a stream to the
  * backend's host, vouching for the caller's cgroup; refused (reset) when
  * it has no record: never guessed (docs/design.md decision 21). One the
@@ -285,7 +273,7 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 				     sizeof(identity), why, sizeof(why))) {
 		pr_warn("tunnel: handoff refused: %s\n", why);
 		tn_metric_count(t, "source", "", "", "no_handoff");
-		refuse(fd);
+		tn_fd_reset(fd);
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
@@ -300,7 +288,7 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 	if (handoff_carry(t, fd, &to, &dest, &hk, o, identity, false))
 		return;
 	free(o);
-	refuse(fd);
+	tn_fd_reset(fd);
 }
 
 bool tn_stream_repick(struct stream *s, bool host_down)
@@ -323,7 +311,7 @@ bool tn_stream_repick(struct stream *s, bool host_down)
 	if (handoff_carry(t, fd, &to, &dest, &hk, o, o->identity, true))
 		return true;
 	free(o);
-	refuse(fd);
+	tn_fd_reset(fd);
 	return true;
 }
 

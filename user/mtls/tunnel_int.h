@@ -215,6 +215,10 @@ void tn_metric_count(struct tunnel *t, const char *side, const char *peer, const
 		     const char *verdict);
 void tn_metrics_write(struct tunnel *t);
 
+/* Closes fd with a TCP reset (linger 0), not an orderly end: the local
+ * peer sees an error. */
+void tn_fd_reset(int fd);
+
 /* epoll */
 void tn_ev_set(struct tunnel *t, struct ev *e, uint32_t events);
 /* e (kind, fd) added to the tunnel's epoll: 0 or a negative errno. */

@@ -233,6 +233,16 @@ void tn_metrics_write(struct tunnel *t)
 	dmsc_buf_free(&b);
 }
 
+/* ---- local sockets ---- */
+
+void tn_fd_reset(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
 /* ---- epoll ---- */
 
 void tn_ev_set(struct tunnel *t, struct ev *e, uint32_t events)

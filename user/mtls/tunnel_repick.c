@@ -2,10 +2,11 @@
 /*
  * Another backend for a handed-over connection whose stream never opened
  * (tunnel_repick.h, docs/design.md decision 81). The candidates are what
- * the kernel holds for the service (dmsc_svc_meta: its backend ids and
- * weights; dmsc_backends: where each is and whether it is on another
- * host), not the policy the tunnel started with: an apply since then is
- * what counts. The policy only says which host's tunnel carries to one.
+ * the kernel holds for the service (dmsc_svc_meta, read through the
+ * health's descriptor: its backend ids and weights; dmsc_backends: where
+ * each is and whether it is on another host), not the policy the tunnel
+ * started with: an apply since then is what counts. The policy only says
+ * which host's tunnel carries to one.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,14 +26,13 @@ void dmsc_tunnel_repick_open(struct dmsc_tunnel_repick *r, const char *pin_dir)
 {
 	memset(r, 0, sizeof(*r));
 	r->opened = true;
-	r->meta_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_SVC_META);
 	r->backends_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_BACKENDS);
 	r->backends6_fd = dmsc_pinned_map_try(pin_dir, DMSC_MAP_BACKENDS6);
 }
 
 void dmsc_tunnel_repick_close(struct dmsc_tunnel_repick *r)
 {
-	int *fds[] = {&r->meta_fd, &r->backends_fd, &r->backends6_fd};
+	int *fds[] = {&r->backends_fd, &r->backends6_fd};
 	size_t i;
 
 	if (!r->opened)
@@ -108,11 +108,12 @@ int dmsc_tunnel_repick(struct dmsc_tunnel_repick *r, const struct dmsc_tunnel_he
 	uint32_t i, n, k = 0, rnd;
 	int err = -ENOENT;
 
-	if (!r->opened || o->n_tried >= DMSC_TUNNEL_TRIES || r->meta_fd < 0 || !failed->svc_id)
+	if (!r->opened || !th->opened || th->meta_fd < 0 || o->n_tried >= DMSC_TUNNEL_TRIES ||
+	    !failed->svc_id)
 		return -ENOENT;
 	m = malloc(sizeof(*m));
 	c = calloc(DMSC_BACKENDS_PER_SERVICE_MAX, sizeof(*c));
-	if (!m || !c || bpf_map_lookup_elem(r->meta_fd, &failed->svc_id, m))
+	if (!m || !c || bpf_map_lookup_elem(th->meta_fd, &failed->svc_id, m))
 		goto out;
 	n = m->n_backends < DMSC_BACKENDS_PER_SERVICE_MAX ? m->n_backends
 							  : DMSC_BACKENDS_PER_SERVICE_MAX;

@@ -34,7 +34,7 @@ struct dmsc_tunnel_origin {
 
 struct dmsc_tunnel_repick {
 	bool opened;
-	int meta_fd, backends_fd, backends6_fd;
+	int backends_fd, backends6_fd; /* dmsc_svc_meta: the health's, borrowed */
 	/* connections moved to another backend; connections reset as no
 	 * other backend was left to try */
 	unsigned long long moved, none_left;

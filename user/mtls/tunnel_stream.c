@@ -119,14 +119,15 @@ int tn_stream_detach(struct stream *s)
  * refused or broken stream is an error there, not an orderly end. */
 void tn_stream_close(struct stream *s, bool abort)
 {
+	int fd;
+
 	if (s->dead)
 		return;
-	if (abort) {
-		struct linger l = {.l_onoff = 1, .l_linger = 0};
-
-		setsockopt(s->ev.fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-	}
-	close(stream_end(s));
+	fd = stream_end(s);
+	if (abort)
+		tn_fd_reset(fd);
+	else
+		close(fd);
 }
 
 void tn_stream_events(struct stream *s)
