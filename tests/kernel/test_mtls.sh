@@ -533,24 +533,47 @@ code=$(dmsc_net_exec a curl -sS -m 10 -w '%{http_code}' "http://127.0.0.1:18083/
 t_eq "through dmscd's tunnel: ops.slice/tool.service reaches admin" "$code" "admin
 200"
 t_check "and $ID does not (the policy dmscd applied)" refused a 18082
-# a change of allow_from replaces the tunnel; a stream open across the
-# hand-over finishes on the old one (GOAWAY: the next streams go to the new)
+# A change of allow_from goes to the running tunnel (docs/design.md
+# decision 83): no second tunnel, and every stream open across it goes on
+# (one to the reader that waits 12 s: a replaced tunnel's drain gave up
+# after 10 s) except one whose identity the new policy no longer allows,
+# reset at once.
 dmsc_net_exec a "$stream" client --connect 127.0.0.1:19001 --conns 2 --count 1 \
 	--bytes 1000000 --back-bytes 1000000 --max-seconds 60 >"$work/stream-hand.json" 2>&1 &
 hand_pid=$!
-t_wait 5 bash -c "[[ \$(ip netns exec ${DMSC_NET_PREFIX}b ss -Htn state established '( sport = :9001 )' 2>/dev/null | wc -l) -ge 2 ]]"
+dmsc_net_exec a "$stream" client --connect 127.0.0.1:19002 --conns 1 --count 1 \
+	--bytes 1000000 --back-bytes 1000000 --max-seconds 60 >"$work/stream-long.json" 2>&1 &
+long_pid=$!
+dmsc_net_exec a python3 "$root/tests/tools/l7-client.py" keep 127.0.0.1:18083 --marker admin \
+	--seconds 30 >"$work/keep-ops.out" 2>&1 &
+keep_pid=$!
+t_wait 5 bash -c "[[ \$(ip netns exec ${DMSC_NET_PREFIX}b ss -Htn state established '( sport = :9001 or sport = :9002 )' 2>/dev/null | wc -l) -ge 3 ]]"
+t_check "ops.slice/tool.service holds a kept-alive connection to admin" \
+	t_wait 10 grep -qx answered "$work/keep-ops.out"
+tpid=$(pgrep -f -- "dmsc-tunnel.$dpid.prom")
 sed -e 's|"ops.slice"|"shop.slice"|' "$work/b-policy.json" >"$work/b-policy.tmp" &&
 	mv "$work/b-policy.tmp" "$work/b-policy.json"
-t_check "dmscd replaces the tunnel with the new policy" \
-	t_wait 15 grep -q "dmsc-l7 tunnel: replacing it" "$work/dmscd.log"
+t_check "dmscd hands the new policy to its tunnel in place" \
+	t_wait 15 grep -q "dmsc-l7 tunnel: the policy applied handed to it in place" "$work/dmscd.log"
+t_check "the tunnel takes it, keeping its open streams" \
+	t_wait 5 grep -q "tunnel: policy 1 taken in place (2 services); open streams kept, 1 reset" "$work/dmscd.log"
+t_eq "the same tunnel process serves on (no replacement)" "$(pgrep -f -- "dmsc-tunnel.$dpid.prom")" "$tpid"
+t_check "and counts the policy taken" \
+	t_wait 5 grep -q 'dmsc_tunnel_policy_updates_total{result="taken"} 1' "/run/dmsc/dmsc-tunnel.$dpid.prom"
+wait "$keep_pid"
+t_eq "ops.slice/tool.service's kept-alive connection is reset, no longer allowed" \
+	"$(tail -1 "$work/keep-ops.out")" reset
+t_check "b's tunnel says why and counts it revoked" \
+	t_wait 5 bash -c "grep -q 'reset the stream to $B:8081 from host node-a for ops.slice/tool.service: the policy no longer allows its identity' '$work/dmscd.log' &&
+		grep -q 'identity=\"ops.slice/tool.service\",verdict=\"revoked\"} 1' '/run/dmsc/dmsc-tunnel.$dpid.prom'"
 admin_for_shop() {
 	[[ $(dmsc_net_exec a curl -sS -m 5 "http://127.0.0.1:18082/" 2>/dev/null) == admin ]]
 }
 t_check "$ID now reaches admin (shop.slice in its allow_from)" t_wait 15 admin_for_shop
 t_check "and ops.slice/tool.service no longer does" refused a 18083
-wait "$hand_pid"
-t_eq "the streams open across the hand-over: 2 connections byte-exact" \
-	"$(jq -r .ok "$work/stream-hand.json" 2>/dev/null)" 2
+wait "$hand_pid" "$long_pid"
+t_eq "the streams open across the update: 3 connections byte-exact, one past 12 s" \
+	"$(jq -r .ok "$work/stream-hand.json" 2>/dev/null)+$(jq -r .ok "$work/stream-long.json" 2>/dev/null)" 2+1
 kill "$dpid"
 t_check "dmscd exits on SIGTERM; its tunnel serves on (decision 80)" \
 	t_wait 15 bash -c "! kill -0 $dpid 2>/dev/null && ip netns exec ${DMSC_NET_PREFIX}b ss -Htln '( sport = :15008 )' | grep -q ."
@@ -726,6 +749,22 @@ t_check "b counts its TLS connections' record path ($ktls_path as probed, none $
 out=$(as_client iperf3 -c "$VIP" -p 5201 -t 2 -J)
 t_check "iperf3 to the VIP through the tunnel ($(jq -r '.end.sum_received.bits_per_second / 1e6 | floor' <<<"$out" 2>/dev/null) Mbit/s)" \
 	jqe '.end.sum_received.bytes > 0 and (has("error") | not)' "$out"
+
+# a's policy changes under a transfer (a weight): a's tunnel takes it in
+# place (decision 83), the transfer goes on
+as_client iperf3 -c "$VIP" -p 5201 -t 3 -J >"$work/iperf-upd.json" 2>&1 &
+upd_pid=$!
+t_wait 5 bash -c "[[ \$(ip netns exec ${DMSC_NET_PREFIX}b ss -Htn state established '( sport = :5201 )' 2>/dev/null | wc -l) -ge 2 ]]"
+atpid=$(pgrep -P "$apid" -f "dmsc-l7 tunnel" | head -1)
+jq '(.services[] | select(.name == "shop") | .backends[0].weight) = 2' "$work/mesh-a.json" \
+	>"$work/mesh-a.tmp" && mv "$work/mesh-a.tmp" "$work/mesh-a.json"
+t_check "a's dmscd hands a weight change to its tunnel in place" \
+	t_wait 15 grep -q "dmsc-l7 tunnel: the policy applied handed to it in place" "$work/dmscd-a.log"
+t_check "which takes it" t_wait 5 grep -qE "tunnel: policy [0-9]+ taken in place" "$work/dmscd-a.log"
+t_eq "the same tunnel serves on" "$(pgrep -P "$apid" -f "dmsc-l7 tunnel" | head -1)" "$atpid"
+wait "$upd_pid"
+t_check "iperf3 across the change ended without an error" \
+	jqe '.end.sum_received.bytes > 0 and (has("error") | not)' "$(cat "$work/iperf-upd.json")"
 
 send_vip() { post "http://$VIP/" "$1" as_client; }
 no_marker_on_wire vip "to the VIP" send_vip

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0
-"""Raw TCP clients for tests/kernel/test_l7_robust.sh.
+"""Raw TCP clients for tests/kernel/test_l7_robust.sh and test_mtls.sh.
 
     l7-client.py raw ADDR:PORT [--file F] [--body-bytes N] [--shut] [--mark M]
                  [--timeout S]
@@ -12,6 +12,12 @@
     l7-client.py hold ADDR:PORT --count N [--seconds S]
         opens N connections, sends nothing, prints "held N" and keeps them
         until stdin closes or S seconds (default 60) pass.
+    l7-client.py keep ADDR:PORT --marker M [--seconds S]
+        connects, sends one HTTP/1.1 GET / (kept alive), reads until the
+        answer holds M, prints "answered", then waits for the peer to end
+        the connection and prints how: "reset", "closed" (an orderly end)
+        or "open" after S seconds (default 60). Exit 0; 3 when the connect
+        failed, 4 when no answer holding M came.
 ADDR is an IPv4 address or a bracketed IPv6 one ("[2001:2::1]").
 Standard library only; every wait is bounded.
 """
@@ -95,6 +101,33 @@ def hold(a):
     return 0
 
 
+def keep(a):
+    got = b""
+    try:
+        s = connect(a.target)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: keep\r\n\r\n")
+        while a.marker.encode() not in got:
+            b = s.recv(65536)
+            if not b:
+                return 4
+            got += b
+    except OSError as e:
+        print("keep: %s" % errno.errorcode.get(e.errno, str(e)), file=sys.stderr)
+        return 3 if not got else 4
+    print("answered", flush=True)
+    s.settimeout(a.seconds)
+    try:
+        how = "closed" if not s.recv(65536) else "more bytes"
+    except socket.timeout:
+        how = "open"
+    except ConnectionResetError:
+        how = "reset"
+    except OSError as e:
+        how = errno.errorcode.get(e.errno, str(e))
+    print(how, flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -109,8 +142,12 @@ def main():
     h.add_argument("target")
     h.add_argument("--count", type=int, required=True)
     h.add_argument("--seconds", type=float, default=60)
+    k = sub.add_parser("keep")
+    k.add_argument("target")
+    k.add_argument("--marker", required=True)
+    k.add_argument("--seconds", type=float, default=60)
     a = ap.parse_args()
-    return raw(a) if a.cmd == "raw" else hold(a)
+    return {"raw": raw, "hold": hold, "keep": keep}[a.cmd](a)
 
 
 if __name__ == "__main__":

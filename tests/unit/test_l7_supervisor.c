@@ -3,8 +3,10 @@
  * given --ready-fd N like the real one. Every wait is bounded. */
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -189,6 +191,87 @@ Test(l7_supervisor, the_helper_goes_when_its_supervisor_dies)
 		usleep(10000);
 	cr_expect_neq(kill(helper, 0), 0, "the helper (pid %d) exited with its supervisor", helper);
 	unlink(pidfile);
+}
+
+/* A helper that takes policies in place (docs/design.md decision 83), in
+ * Python (bash cannot take a descriptor from a socket): it appends each
+ * policy it gets on --policy-updates to the file in argv[1] and answers
+ * "ok N", or "fail N: bad" for a policy that starts with "bad". SIGTERM
+ * ends it (killed: no handler, Python's would wait on its blocked read). */
+static const char updates_helper[] =
+    "import os, socket, sys\n"
+    "a = sys.argv\n"
+    "os.write(int(a[a.index('--ready-fd') + 1]), b'ready\\n')\n"
+    "s = socket.socket(fileno=int(a[a.index('--policy-updates') + 1]))\n"
+    "for _ in range(100):\n"
+    "    msg, fds, _, _ = socket.recv_fds(s, 64, 1)\n"
+    "    if not msg:\n"
+    "        break\n"
+    "    text = open('/proc/self/fd/%d' % fds[0]).read()\n"
+    "    open(a[1], 'a').write(text)\n"
+    "    seq = msg.split()[1].decode()\n"
+    "    s.send(('fail %s: bad' % seq if text.startswith('bad') else 'ok ' + seq).encode())\n";
+
+/* Whether file holds want, polling for up to 3 s. */
+static bool file_has(const char *file, const char *want)
+{
+	char buf[256];
+	size_t n;
+	FILE *f;
+	int i;
+
+	for (i = 0; i < 300; i++) {
+		f = fopen(file, "r");
+		n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+		if (f)
+			fclose(f);
+		buf[n] = '\0';
+		if (strstr(buf, want))
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+Test(l7_supervisor, a_policy_goes_to_the_running_helper_in_place)
+{
+	char out[] = "/tmp/dmsc-sup-upd-XXXXXX";
+	int fd = mkstemp(out), i;
+	const char *argv[] = {"/usr/bin/python3", "-c", updates_helper, out, NULL};
+	struct dmsc_l7_supervisor s;
+	pid_t first;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(dmsc_l7_sup_init(&s, argv), 0);
+	cr_expect_eq(dmsc_l7_sup_update(&s), -ENOTCONN, "nothing runs");
+	s.updates = true;
+	cr_assert_eq(dmsc_l7_sup_set_policy(&s, "v1\n", 3), 0);
+	cr_assert_eq(dmsc_l7_sup_start(&s, ms()), 0);
+	cr_assert_eq(poll_until(&s, DMSC_L7_SUP_READY, 5000), DMSC_L7_SUP_READY);
+	first = s.pid;
+	cr_assert_eq(dmsc_l7_sup_set_policy(&s, "v2\n", 3), 0);
+	cr_assert_eq(dmsc_l7_sup_update(&s), 0);
+	cr_expect(file_has(out, "v2\n"), "the running helper got the new policy");
+	for (i = 0; i < 20; i++) { /* its "ok 1" read, nothing else done */
+		dmsc_l7_sup_poll(&s, ms());
+		usleep(5000);
+	}
+	cr_expect_eq(s.pid, first, "no second helper");
+	cr_expect_eq(s.old_pid, -1);
+	/* one it cannot take: replaced, the new one started with it */
+	cr_assert_eq(dmsc_l7_sup_set_policy(&s, "bad\n", 4), 0);
+	cr_assert_eq(dmsc_l7_sup_update(&s), 0);
+	for (i = 0; i < 300 && s.pid == first; i++) {
+		dmsc_l7_sup_poll(&s, ms());
+		usleep(10000);
+	}
+	cr_expect_neq(s.pid, first, "replaced after its \"fail\"");
+	cr_expect_eq(poll_until(&s, DMSC_L7_SUP_READY, 5000), DMSC_L7_SUP_READY);
+	dmsc_l7_sup_stop(&s, 3000);
+	cr_expect(WIFSIGNALED(s.last_status) && WTERMSIG(s.last_status) == SIGTERM,
+		  "stopped by SIGTERM (wait status %#x)", s.last_status);
+	unlink(out);
 }
 
 Test(l7_supervisor, a_dying_helper_is_restarted_with_backoff)

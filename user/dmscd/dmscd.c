@@ -327,7 +327,7 @@ int main(int argc, char **argv)
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[8] = {
+		struct pollfd pfd[9] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
@@ -336,6 +336,7 @@ int main(int argc, char **argv)
 		    {.fd = ag.etcd ? dmsc_etcd_sync_fd(ag.etcd) : -1, .events = POLLIN},
 		    {.fd = ag.tunnel ? dmsc_l7_sup_fd(&ag.tunnel_sup) : -1, .events = POLLIN},
 		    {.fd = dmsc_health_watch_fd(&ag.health), .events = POLLIN},
+		    {.fd = ag.tunnel ? dmsc_l7_sup_update_fd(&ag.tunnel_sup) : -1, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);

@@ -16,8 +16,10 @@
  * goes to the helper in a sealed memfd (never the user's file, which may
  * have changed since). Any change of that view (routes, timeouts, retries,
  * labels, weights, requests_per_second: also those no kernel map holds)
- * replaces the helper without refusing or cutting a connection; one asked
- * for during a hand-over is queued (dmsc_l7_sup_replace).
+ * reaches the helper without refusing or cutting a connection: handed to
+ * the running one where it takes updates (the tunnel, docs/design.md
+ * decision 83), else by replacing it (one asked for during a hand-over is
+ * queued: dmsc_l7_sup_replace).
  */
 static void helper_follow(const char *name, struct dmsc_l7_supervisor *sup,
 			  const char *const *argv, char **cur, size_t *cur_len,
@@ -25,6 +27,7 @@ static void helper_follow(const char *name, struct dmsc_l7_supervisor *sup,
 			  const struct dmsc_policy *policy)
 {
 	uint64_t now = (uint64_t)dmsc_now_ms();
+	const char *how = "starting it with the policy applied";
 	char *view;
 	size_t len;
 	int err;
@@ -41,14 +44,20 @@ static void helper_follow(const char *name, struct dmsc_l7_supervisor *sup,
 		return;
 	}
 	err = dmsc_l7_sup_set_policy(sup, view, len);
-	if (!err)
-		err = *cur ? dmsc_l7_sup_replace(sup, argv, now) : dmsc_l7_sup_start(sup, now);
+	if (!err && !*cur) {
+		err = dmsc_l7_sup_start(sup, now);
+	} else if (!err && dmsc_l7_sup_update(sup) == 0) {
+		how = "the policy applied handed to it in place";
+	} else if (!err) {
+		how = "replacing it with the policy applied";
+		err = dmsc_l7_sup_replace(sup, argv, now);
+	}
 	if (err) {
 		pr_warn("%s: cannot hand it the policy applied: %s\n", name, strerror(-err));
 		free(view);
 		return;
 	}
-	pr_info("%s: %s with the policy applied\n", name, *cur ? "replacing it" : "starting it");
+	pr_info("%s: %s\n", name, how);
 	free(*cur);
 	*cur = view;
 	*cur_len = len;

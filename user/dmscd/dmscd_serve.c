@@ -198,6 +198,9 @@ int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char 
 			  ag->tunnel_metrics, sizeof(ag->tunnel_metrics), "dmsc-tunnel", argv);
 	if (err)
 		return err;
+	/* a new policy goes to the running tunnel, whose streams it keeps
+	 * (docs/design.md decision 83) */
+	ag->tunnel_sup.updates = true;
 	ag->tunnel = true;
 	if (ag->tunnel_fastpath)
 		helper_cgroup(ag, &ag->tunnel_sup, "dmsc-tunnel", ag->tunnel_cgroup,

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 
 #include "baton.h"
 #include "dmsc/shared.h"
+#include "fd_pass.h"
 #include "l7_supervisor.h"
 #include "log.h"
 #include "pin_dir.h"
@@ -38,6 +40,7 @@ int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv)
 	s->ready_fd = -1;
 	s->policy_fd = -1;
 	s->cgroup_fd = -1;
+	s->update_fd = -1;
 	s->last_status = -1;
 	s->backoff_ms = DMSC_L7_SUP_BACKOFF_MIN_MS;
 	s->state = DMSC_L7_SUP_STOPPED;
@@ -66,21 +69,40 @@ static void join_cgroup(int dir)
 		close(fd);
 }
 
+static void update_close(struct dmsc_l7_supervisor *s)
+{
+	if (s->update_fd >= 0)
+		close(s->update_fd);
+	s->update_fd = -1;
+}
+
 int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 {
 	pid_t pid, parent = getpid();
-	int p[2], err;
+	int p[2], u[2] = {-1, -1}, err;
 
 	if (s->pid > 0)
 		return -EALREADY;
 	/* The write end must survive exec in the child only. */
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
+	/* a socket per helper: a replaced one hears the end of its own */
+	update_close(s);
+	if (s->updates && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, u) < 0) {
+		err = -errno;
+		close(p[0]);
+		close(p[1]);
+		return err;
+	}
 	pid = fork();
 	if (pid < 0) {
 		err = -errno;
 		close(p[0]);
 		close(p[1]);
+		if (u[0] >= 0) {
+			close(u[0]);
+			close(u[1]);
+		}
 		return err;
 	}
 	if (pid == 0) {
@@ -107,6 +129,14 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 			s->argv[n++] = "--policy";
 			s->argv[n++] = s->policy_arg;
 		}
+		if (u[1] >= 0) {
+			fd = fcntl(u[1], F_DUPFD, 3);
+			if (fd < 0)
+				_exit(127);
+			snprintf(s->updates_arg, sizeof(s->updates_arg), "%d", fd);
+			s->argv[n++] = "--policy-updates";
+			s->argv[n++] = s->updates_arg;
+		}
 		s->argv[n++] = "--baton"; /* hands over across dmscd's restarts */
 		s->argv[n] = NULL;
 		execv(s->argv[0], (char *const *)s->argv);
@@ -115,6 +145,10 @@ int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 	close(p[1]);
 	fcntl(p[0], F_SETFL, O_NONBLOCK);
 	s->ready_fd = p[0];
+	if (u[1] >= 0) {
+		close(u[1]);
+		s->update_fd = u[0];
+	}
 	s->pid = pid;
 	s->started_ms = now_ms;
 	s->state = DMSC_L7_SUP_STARTING;
@@ -130,12 +164,43 @@ static void ready_close(struct dmsc_l7_supervisor *s)
 }
 
 static int sup_replace(struct dmsc_l7_supervisor *s, uint64_t now_ms);
+static int replace_or_queue(struct dmsc_l7_supervisor *s, uint64_t now_ms);
+
+/* The helper's answers to updates: "ok N", or "fail N: why", upon which
+ * it is replaced (the new one reads the policy at its start). Its end of
+ * the socket closing: it died (restarted with the policy set last) or was
+ * replaced. */
+static void update_answers(struct dmsc_l7_supervisor *s, uint64_t now_ms)
+{
+	char msg[512];
+	ssize_t n;
+	int fd;
+
+	while (s->update_fd >= 0) {
+		n = dmsc_fd_recv(s->update_fd, msg, sizeof(msg), &fd);
+		if (fd >= 0)
+			close(fd);
+		if (n == -EAGAIN)
+			return;
+		if (n <= 0) {
+			update_close(s);
+			return;
+		}
+		if (strncmp(msg, "fail", 4))
+			continue;
+		pr_warn("dmsc-l7 (pid %d) could not take the policy in place (%s): replacing it\n",
+			(int)s->pid, msg);
+		if (replace_or_queue(s, now_ms))
+			s->replace_queued = true; /* again at the next poll */
+	}
+}
 
 enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 {
 	int status;
 	pid_t r;
 
+	update_answers(s, now_ms);
 	if (s->state == DMSC_L7_SUP_STARTING && s->ready_fd >= 0) {
 		char buf[16];
 		ssize_t n = read(s->ready_fd, buf, sizeof(buf));
@@ -244,6 +309,11 @@ int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, u
 	memcpy(s->argv, copy, (size_t)n * sizeof(copy[0]));
 	s->argv[n] = NULL;
 	s->argc = n;
+	return replace_or_queue(s, now_ms);
+}
+
+static int replace_or_queue(struct dmsc_l7_supervisor *s, uint64_t now_ms)
+{
 	if (s->old_pid > 0 || (s->replace_queued && s->pid > 0)) {
 		/* one hand-over at a time: this one follows */
 		s->replace_queued = true;
@@ -251,6 +321,16 @@ int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, u
 	}
 	s->replace_queued = false;
 	return sup_replace(s, now_ms);
+}
+
+int dmsc_l7_sup_update(struct dmsc_l7_supervisor *s)
+{
+	char msg[32];
+
+	if (s->update_fd < 0 || s->pid <= 0 || s->policy_fd < 0 || s->replace_queued)
+		return -ENOTCONN;
+	snprintf(msg, sizeof(msg), "policy %u", ++s->update_seq);
+	return dmsc_fd_send(s->update_fd, msg, strlen(msg), s->policy_fd);
 }
 
 /* The hand-over itself: argv and the policy are set. */
@@ -275,6 +355,11 @@ static int sup_replace(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 int dmsc_l7_sup_fd(const struct dmsc_l7_supervisor *s)
 {
 	return s->ready_fd;
+}
+
+int dmsc_l7_sup_update_fd(const struct dmsc_l7_supervisor *s)
+{
+	return s->update_fd;
 }
 
 /* SIGTERM to pid, and up to timeout_ms for it to end; then SIGKILL. Its
@@ -304,6 +389,7 @@ int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
 	int status = 0;
 
 	ready_close(s);
+	update_close(s);
 	s->state = DMSC_L7_SUP_STOPPED;
 	s->replace_queued = false;
 	if (s->policy_fd >= 0)
@@ -328,6 +414,7 @@ int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
 pid_t dmsc_l7_sup_leave(struct dmsc_l7_supervisor *s)
 {
 	ready_close(s);
+	update_close(s);
 	s->state = DMSC_L7_SUP_STOPPED;
 	if (s->policy_fd >= 0)
 		close(s->policy_fd);

@@ -10,8 +10,11 @@
  * until it has, it is "starting". Given a policy (dmsc_l7_sup_set_policy),
  * it reads that one, from an inherited sealed memfd (--policy
  * /proc/self/fd/N), never a file that may have changed since. It gets
- * SIGTERM (and drains) when the process that started it dies: no helper
- * outlives its dmscd to serve an old policy beside the next one's. Its exit codes: 0 drained (asked to stop),
+ * DMSC_HELPER_ORPHAN_SIGNAL when the process that started it dies, and
+ * serves on until the next dmscd's helper takes over (baton.h). A helper
+ * that takes updates (updates) gets a unix socket too (--policy-updates
+ * N): dmsc_l7_sup_update hands it each new policy there, in place of a
+ * replacement (docs/design.md decision 83). Its exit codes: 0 drained (asked to stop),
  * 1 failed, 2 usage (a configuration error: restarting cannot fix it, so the
  * back-off goes straight to its maximum).
  */
@@ -37,10 +40,17 @@ enum dmsc_l7_sup_state {
 };
 
 struct dmsc_l7_supervisor {
-	const char *argv[DMSC_L7_SUP_ARGS_MAX + 6]; /* + --ready-fd N --policy P --baton + NULL */
+	/* + --ready-fd N --policy P --policy-updates N --baton + NULL */
+	const char *argv[DMSC_L7_SUP_ARGS_MAX + 8];
 	int argc;
 	char ready_arg[16];
 	char policy_arg[40];
+	char updates_arg[16];
+	/* the helper takes new policies in place (set before the first
+	 * start): each helper started gets a socket for them */
+	bool updates;
+	int update_fd;		 /* our end of the running helper's; -1: none */
+	unsigned int update_seq; /* the last policy sent on it */
 	int policy_fd;	     /* sealed memfd with the policy; -1: none */
 	/* A cgroup directory the helper joins before exec (the tunnel's
 	 * under the mesh cgroup, docs/design.md decision 76); -1: none,
@@ -78,6 +88,16 @@ enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t n
 int dmsc_l7_sup_set_policy(struct dmsc_l7_supervisor *s, const char *text, size_t len);
 
 /*
+ * The policy set last (dmsc_l7_sup_set_policy), handed to the running
+ * helper in place: no second helper, no drain, no connection of the
+ * running one touched. The helper answers on the socket; one that could
+ * not take it is replaced (dmsc_l7_sup_poll reads the answers). 0, or a
+ * negative errno when it cannot be sent (no helper that takes updates
+ * runs, or a replace is queued): then replace it.
+ */
+int dmsc_l7_sup_update(struct dmsc_l7_supervisor *s);
+
+/*
  * A new policy (or binary): starts a second helper beside the running one
  * (both listen on the same address with SO_REUSEPORT) and, once the new one
  * is ready, sends the old one SIGTERM so that it drains; dmsc_l7_sup_poll
@@ -91,6 +111,8 @@ int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, u
 
 /* The fd to watch for readiness (-1 when none), for the agent's epoll. */
 int dmsc_l7_sup_fd(const struct dmsc_l7_supervisor *s);
+/* The fd the helper answers updates on (-1 when none), the same. */
+int dmsc_l7_sup_update_fd(const struct dmsc_l7_supervisor *s);
 
 /* SIGTERM (the helper drains), waits up to timeout_ms, then SIGKILL.
  * Returns the helper's exit code (0: drained), or a negative errno. */

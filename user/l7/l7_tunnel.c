@@ -46,6 +46,8 @@ static const char usage_text[] =
     "                      the next one resumes the TLS session (default 60000,\n"
     "                      0: never)\n"
     "  --ready-fd FD       write \"ready\\n\" to FD once listening\n"
+    "  --policy-updates FD a unix socket on which dmscd sends each new policy (a\n"
+    "                      memfd): taken in place, the open streams kept\n"
     "  --baton             dmscd's tunnel: the tunnel of the dmscd before, if it\n"
     "                      serves still, drains once this one is ready\n"
     "  --orphan-ms N       its dmscd gone (SIGUSR2): serve on until the next dmscd's\n"
@@ -76,15 +78,17 @@ bool dmsc_l7_tunnel_command(int argc, char **argv)
 
 int dmsc_l7_tunnel_main(int argc, char **argv)
 {
-	enum { O_LISTEN = 256, O_FWD, O_READY, O_HANDOFF };
+	enum { O_LISTEN = 256, O_FWD, O_READY, O_HANDOFF, O_UPDATES };
 	static const struct option own[] = {
 	    {"listen", required_argument, NULL, O_LISTEN},
 	    {"forward", required_argument, NULL, O_FWD},
 	    {"ready-fd", required_argument, NULL, O_READY},
 	    {"handoff-listen", required_argument, NULL, O_HANDOFF},
+	    {"policy-updates", required_argument, NULL, O_UPDATES},
 	    DMSC_LONGOPTS_END,
 	};
 	struct dmsc_tunnel_opts o = {.ready_fd = -1,
+				     .updates_fd = -1,
 				     .peer_idle_ms = DMSC_TUNNEL_PEER_IDLE_MS_DEFAULT,
 				     .drain_ms = DMSC_TUNNEL_DRAIN_MS_DEFAULT,
 				     .orphaned = &orphaned,
@@ -148,6 +152,11 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 			if (dmsc_parse_u32("--ready-fd", optarg, 0, INT_MAX, &fd))
 				return 2;
 			o.ready_fd = (int)fd;
+			break;
+		case O_UPDATES:
+			if (dmsc_parse_u32("--policy-updates", optarg, 0, INT_MAX, &fd))
+				return 2;
+			o.updates_fd = (int)fd;
 			break;
 		default:
 			rc = dmsc_opt_other(stored, opt, optarg, "dmsc-l7 tunnel", usage);

@@ -239,7 +239,7 @@ static bool handoff_carry(struct tunnel *t, int fd, union dmsc_tunnel_sa *to,
 
 		if (!o)
 			return false;
-		if (dmsc_tunnel_repick(&t->repick, &t->health, t->o->policy, hk, o, &down, to, dest,
+		if (dmsc_tunnel_repick(&t->repick, &t->health, t->policy, hk, o, &down, to, dest,
 				       hk)) {
 			t->repick.none_left++;
 			return false;
@@ -269,7 +269,7 @@ static void accept_handoff(struct tunnel *t, struct listener *l)
 		accept_failed(t, l);
 		return;
 	}
-	if (dmsc_tunnel_handoff_take(&t->ho, fd, t->o->policy, &to, &dest, &hk, identity,
+	if (dmsc_tunnel_handoff_take(&t->ho, fd, t->policy, &to, &dest, &hk, identity,
 				     sizeof(identity), why, sizeof(why))) {
 		pr_warn("tunnel: handoff refused: %s\n", why);
 		tn_metric_count(t, "source", "", "", "no_handoff");
@@ -301,7 +301,7 @@ bool tn_stream_repick(struct stream *s, bool host_down)
 
 	if (!o || s->open_ok || t->draining)
 		return false;
-	if (dmsc_tunnel_repick(&t->repick, &t->health, t->o->policy, &s->hk, o,
+	if (dmsc_tunnel_repick(&t->repick, &t->health, t->policy, &s->hk, o,
 			       host_down ? &s->c->addr : NULL, &to, &dest, &hk)) {
 		t->repick.none_left++;
 		return false;
@@ -362,6 +362,7 @@ static void reap(struct tunnel *t)
 		t->dead_streams = s->next_dead;
 		tn_buf_free(&s->out);
 		free(s->orig);
+		free(s->identity);
 		free(s);
 	}
 	while (t->dead_conns) {
@@ -539,6 +540,7 @@ static void tunnel_free(struct tunnel *t)
 		SSL_SESSION_free(t->peers[i].sess);
 	SSL_CTX_free(t->ctx);
 	tn_wire_method_free();
+	tn_policy_free(t);
 	if (t->ep >= 0)
 		close(t->ep);
 	free(t);
@@ -602,6 +604,8 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	if (!t)
 		return -ENOMEM;
 	t->o = o;
+	t->policy = o->policy;
+	t->updates.fd = -1;
 	t->first_stream_id = first_stream_id();
 	t->ho.handoff_fd = t->ho.handoff6_fd = t->ho.conf_fd = t->ho.own_fd = t->ho.cg_fd = -1;
 	t->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -631,6 +635,8 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 		if ((err = listen_on(t, &t->fwd_l[i], &o->fwd[i].listen, EV_FWD_LISTEN)))
 			goto out;
 	}
+	if (o->updates_fd >= 0 && tn_ev_add(t, &t->updates, EV_UPDATES, o->updates_fd, EPOLLIN))
+		pr_warn("tunnel: cannot watch --policy-updates: %s\n", strerror(errno));
 	if (o->ready_fd >= 0) {
 		if (write(o->ready_fd, "ready\n", 6) != 6)
 			pr_warn("tunnel: --ready-fd: %s\n", strerror(errno));
@@ -695,6 +701,9 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 			case EV_STREAM:
 				if (!((struct stream *)e)->dead)
 					tn_stream_event((struct stream *)e, evs[k].events);
+				break;
+			case EV_UPDATES:
+				tn_policy_updates(t);
 				break;
 			}
 		}

@@ -59,6 +59,9 @@ struct dmsc_tunnel_opts {
 	 * whose backend it asks for (tunnel_authz.h); NULL: any address of
 	 * this host */
 	const struct dmsc_policy *policy;
+	/* dmscd's end of a unix socket on which each new policy comes as a
+	 * sealed memfd, taken in place (docs/design.md decision 83); -1: none */
+	int updates_fd;
 	unsigned int peer_idle_ms; /* close a connection to a peer idle this long; 0: never */
 	unsigned int drain_ms;	   /* stopping: how long open streams may finish */
 	int ready_fd;		   /* "ready\n" once listening, then closed; -1: none */

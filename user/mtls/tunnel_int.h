@@ -49,7 +49,7 @@
 #define TICK_MS 1000
 #define HANDSHAKE_TIMEOUT_S 10
 
-enum ev_kind { EV_PEER_LISTEN, EV_FWD_LISTEN, EV_HANDOFF_LISTEN, EV_CONN, EV_STREAM };
+enum ev_kind { EV_PEER_LISTEN, EV_FWD_LISTEN, EV_HANDOFF_LISTEN, EV_CONN, EV_STREAM, EV_UPDATES };
 
 /* peers: one per forward, then the hosts handoffs went to */
 #define PEERS_MAX (DMSC_TUNNEL_FWD_MAX + DMSC_TUNNEL_HOSTS_MAX)
@@ -133,6 +133,10 @@ struct stream {
 	/* source: a handover that may go to another backend while it has not
 	 * opened (tunnel_repick.h); NULL for other streams, and once open */
 	struct dmsc_tunnel_origin *orig;
+	/* destination: the backend and the identity it was allowed for,
+	 * checked again when a new policy comes (decision 83) */
+	union dmsc_tunnel_sa dest;
+	char *identity;
 	struct stream *next_dead;
 	struct stream *next_write; /* c->to_write */
 };
@@ -154,6 +158,13 @@ struct metric {
 
 struct tunnel {
 	const struct dmsc_tunnel_opts *o;
+	/* this host's policy: o->policy, then the last one dmscd handed over
+	 * (own_policy, decision 83) */
+	const struct dmsc_policy *policy;
+	struct dmsc_policy *own_policy;
+	struct ev updates; /* o->updates_fd */
+	/* policies dmscd handed over: [0] taken, [1] not */
+	unsigned long long policy_updates[2];
 	int ep;
 	SSL_CTX *ctx;
 	char td[DMSC_MTLS_TD_MAX + 1];
@@ -272,5 +283,10 @@ void tn_stream_flush_local(struct stream *s);
 void tn_stream_event(struct stream *s, uint32_t events);
 struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id);
 void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p, uint16_t len);
+
+/* policies dmscd hands over (tunnel_policy.c, decision 83): what waits on
+ * t->updates taken, each answered; the policy taken freed at the end */
+void tn_policy_updates(struct tunnel *t);
+void tn_policy_free(struct tunnel *t);
 
 #endif /* DMSC_TUNNEL_INT_H */

@@ -187,6 +187,15 @@ void tn_metrics_write(struct tunnel *t)
 			 "What the open streams' windows hold past the initial 256 KiB, together "
 			 "(at most 64 MiB).");
 	dmsc_prom_sample(&b, "dmsc_tunnel_stream_window_extra_bytes", NULL, 0, t->window_extra);
+	dmsc_prom_family(&b, "dmsc_tunnel_policy_updates_total", "counter",
+			 "Policies dmscd handed to this tunnel in place (decision 83): taken, or "
+			 "not (then it is replaced). Streams reset because a policy taken no "
+			 "longer allows their identity: dmsc_tunnel_streams_total{verdict="
+			 "\"revoked\"}.");
+	dmsc_prom_sample(&b, "dmsc_tunnel_policy_updates_total",
+			 &(struct dmsc_prom_label){"result", "taken"}, 1, t->policy_updates[0]);
+	dmsc_prom_sample(&b, "dmsc_tunnel_policy_updates_total",
+			 &(struct dmsc_prom_label){"result", "failed"}, 1, t->policy_updates[1]);
 	dmsc_prom_family(&b, "dmsc_tunnel_accept_pauses_total", "counter",
 			 "Accepts that failed for want of a descriptor or memory: the listeners "
 			 "then wait until a connection closes.");

@@ -437,11 +437,11 @@ void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p
 		tn_conn_reset(c, id, DMSC_TF_R_DENIED, refused);
 		return;
 	}
-	if (c->t->o->policy) {
+	if (c->t->policy) {
 		enum dmsc_tunnel_verdict v =
-		    o.ipv6 ? dmsc_tunnel_authorize6(c->t->o->policy, o.dest_addr6,
+		    o.ipv6 ? dmsc_tunnel_authorize6(c->t->policy, o.dest_addr6,
 						    ntohs(o.dest_port), o.identity)
-			   : dmsc_tunnel_authorize(c->t->o->policy, o.dest_addr,
+			   : dmsc_tunnel_authorize(c->t->policy, o.dest_addr,
 						   ntohs(o.dest_port), o.identity);
 
 		if (v != DMSC_TV_ALLOWED) {
@@ -468,8 +468,15 @@ void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 	s = tn_stream_new(c, fd, id);
-	if (!s) {
-		close(fd);
+	if (s) {
+		s->dest = sa;
+		s->identity = strdup(o.identity);
+	}
+	if (!s || !s->identity) {
+		if (s)
+			tn_stream_close(s, true);
+		else
+			close(fd);
 		tn_conn_reset(c, id, DMSC_TF_R_ERROR, "out of memory");
 		return;
 	}
