@@ -46,6 +46,10 @@
  *   exactly is never pooled, so no client can read another's answer.
  * - Connections per client address are bounded (--max-conns-per-client):
  *   past the bound a client gets an immediate 503 and a close.
+ * - Out of descriptors, a listener whose accept() fails leaves epoll until
+ *   the next sweep (l7_worker.c accept_pause), a namespace's that of every
+ *   worker: level-triggered and readable, it would wake the workers for
+ *   ever while its queue waits.
  *
  * Exit codes, for the supervisor (user/dmscd/l7_supervisor.c): 0 drained after
  * SIGTERM/SIGINT; 1 could not start (bind, maps, policy) or died; 2 usage.

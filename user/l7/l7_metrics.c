@@ -239,6 +239,17 @@ void metrics_write(void)
 				 : k == 2 ? SUM_WORKERS(w_->m.over_capacity)
 					  : SUM_WORKERS(w_->m.client_limit));
 	}
+	dmsc_prom_family(&b, "dmsc_l7_accept_pauses_total", "counter",
+			 "Times a listener left epoll as accept() found no descriptor (or no "
+			 "memory): the worker's --listen socket (listen) or a network namespace's "
+			 "(namespace), until the next sweep.");
+	for (k = 0; k < 2; k++) {
+		struct dmsc_prom_label l = {"listener", k ? "namespace" : "listen"};
+
+		dmsc_prom_sample(&b, "dmsc_l7_accept_pauses_total", &l, 1,
+				 k ? SUM_WORKERS(w_->m.accept_pauses_ns)
+				   : SUM_WORKERS(w_->m.accept_pauses));
+	}
 	dmsc_prom_family(&b, "dmsc_l7_h2_connections", "gauge",
 			 "HTTP/2 client connections each worker serves.");
 	for (i = 0; i < (size_t)opt.workers; i++) {

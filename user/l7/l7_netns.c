@@ -57,10 +57,30 @@ static struct {
 	struct found found[DMSC_L7_NETNS_SLOTS];
 	size_t n_found, n_pids, n_cgroups;
 	bool full_logged;
+	/* this scan could not read every cgroup for want of descriptors or
+	 * memory: a namespace it missed may well have its processes still */
+	bool scan_short;
 	uint64_t failed[FAILED_LOGGED];
 	size_t n_failed;
 	uint8_t used[65536 / 8]; /* addresses in 127.77.0.0/16 taken, per scan */
 } ns = {.map_fd = -1, .own_fd = -1, .stop_fd = -1, .own = {.fd = -1, .fd6 = -1}};
+
+/*
+ * Workers pause and resume listeners (dmsc_l7_netns_pause) while the
+ * scanner opens and closes them, and worker 0 closes them at the drain:
+ * the lock orders these, so that a listener put back in epoll is one still
+ * open (never a descriptor number that a closed one left to another
+ * socket) and a listener being closed stays out of every epoll.
+ */
+static pthread_mutex_t pause_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned int n_paused; /* listeners paused now; read without the lock */
+
+/* What a failed open() says when the helper is out of descriptors or
+ * memory (its own limit, the host's, the kernel's). */
+static bool out_of_fds(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
 
 static uint64_t mono_ms(void)
 {
@@ -121,10 +141,15 @@ static void walk(const char *path, int depth)
 		while (fscanf(f, "%d", &pid) == 1)
 			note_pid(pid);
 		fclose(f);
+	} else if (out_of_fds(errno)) {
+		ns.scan_short = true;
 	}
 	d = opendir(path);
-	if (!d)
+	if (!d) {
+		if (out_of_fds(errno))
+			ns.scan_short = true;
 		return;
+	}
 	while ((de = readdir(d))) {
 		if (de->d_type != DT_DIR || de->d_name[0] == '.')
 			continue;
@@ -215,6 +240,30 @@ static int listen6(void)
 	}
 	dmsc_reuseport_migrate(fd);
 	return fd;
+}
+
+/* l's listeners into every worker's epoll; under pause_lock. */
+static void watch_locked(struct dmsc_l7_nsl *l)
+{
+	int err = l->fd >= 0 ? ns.ops->watch(l->fd, &l->ep) : 0;
+	int err6 = l->fd6 >= 0 ? ns.ops->watch(l->fd6, &l->ep6) : 0;
+
+	if (err || err6)
+		pr_warn("a worker cannot watch the listener in network namespace %llu: %s\n",
+			(unsigned long long)l->ino, strerror(err ? -err : -err6));
+	l->watched = true;
+}
+
+/* l's listeners out of every worker's epoll for good, paused or not (the
+ * listener closes next); under pause_lock. */
+static void unwatch_locked(struct dmsc_l7_nsl *l)
+{
+	__atomic_sub_fetch(&n_paused, (unsigned int)l->paused + l->paused6, __ATOMIC_RELAXED);
+	l->paused = l->paused6 = l->watched = false;
+	if (l->fd >= 0)
+		ns.ops->unwatch(l->fd);
+	if (l->fd6 >= 0)
+		ns.ops->unwatch(l->fd6);
 }
 
 /* A listener in the namespace of pid (inode ino). */
@@ -312,6 +361,7 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 		snprintf(what, sizeof(what), "write %s", DMSC_MAP_L7_NETNS);
 		goto fail;
 	}
+	pthread_mutex_lock(&pause_lock);
 	*slot = (struct dmsc_l7_nsl){.ep.kind = EP_NS_LISTEN,
 				     .fd = fd,
 				     .ino = ino,
@@ -320,7 +370,8 @@ static int open_in(uint64_t ino, int pid, uint64_t now)
 				     .last_seen_ms = now,
 				     .ep6.kind = EP_NS_LISTEN6,
 				     .fd6 = fd6};
-	ns.ops->watch(slot);
+	watch_locked(slot);
+	pthread_mutex_unlock(&pause_lock);
 	__atomic_add_fetch(&ns.active, 1, __ATOMIC_RELAXED);
 	pr_info("listening in network namespace %llu (pid %d's) on %s:%u%s\n",
 		(unsigned long long)ino, pid, inet_ntoa(sa.sin_addr), ntohs(ns.port),
@@ -350,12 +401,14 @@ static void unmap(struct dmsc_l7_nsl *l)
 
 static void release(struct dmsc_l7_nsl *l)
 {
-	ns.ops->unwatch(l);
+	pthread_mutex_lock(&pause_lock);
+	unwatch_locked(l);
 	close(l->fd);
 	l->fd = -1;
 	if (l->fd6 >= 0)
 		close(l->fd6);
 	l->fd6 = -1;
+	pthread_mutex_unlock(&pause_lock);
 	__atomic_sub_fetch(&ns.active, 1, __ATOMIC_RELAXED);
 }
 
@@ -367,6 +420,7 @@ static void scan(void)
 	size_t i;
 
 	ns.n_found = ns.n_pids = ns.n_cgroups = 0;
+	ns.scan_short = false;
 	walk(ns.cg_root, 0);
 	for (i = 0; i < ns.n_found && !ns.off; i++) {
 		l = slot_of(ns.found[i].ino);
@@ -383,7 +437,10 @@ static void scan(void)
 				l->unmapped = false;
 		}
 	}
-	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++) {
+	/* A listener not seen: its namespace's processes left, or the walk
+	 * missed them, short of descriptors (the helper at its limit, whose
+	 * accepts pause: dmsc_l7_netns_pause). Only the first ages it. */
+	for (i = 0; i < DMSC_L7_NETNS_SLOTS && !ns.scan_short; i++) {
 		l = &ns.slots[i];
 		if (l->fd < 0 || l->last_seen_ms == now)
 			continue;
@@ -507,6 +564,7 @@ static void open_own(const struct sockaddr_in *listen)
 		close(fd6);
 		return;
 	}
+	pthread_mutex_lock(&pause_lock);
 	ns.own = (struct dmsc_l7_nsl){.ep.kind = EP_NS_LISTEN,
 				      .fd = -1,
 				      .ino = ns.own_ino,
@@ -514,7 +572,8 @@ static void open_own(const struct sockaddr_in *listen)
 				      .addr = val.addr,
 				      .ep6.kind = EP_NS_LISTEN6,
 				      .fd6 = fd6};
-	ns.ops->watch(&ns.own);
+	watch_locked(&ns.own);
+	pthread_mutex_unlock(&pause_lock);
 	pr_info("listening in the helper's own network namespace on [::1]:%u\n", ntohs(ns.port));
 }
 
@@ -587,6 +646,28 @@ void dmsc_l7_netns_stop_scanning(void)
 	dmsc_l7_nscookie_cleanup();
 }
 
+/* One listener at the drain: out of every epoll (a paused one stays out,
+ * and no worker's sweep puts it back: unwatched), what its queues hold
+ * handed to accept, then closed. */
+static void close_one(struct dmsc_l7_nsl *l, void (*accept)(void *arg, int fd, uint64_t netns),
+		      void *arg)
+{
+	pthread_mutex_lock(&pause_lock);
+	unwatch_locked(l);
+	pthread_mutex_unlock(&pause_lock);
+	if (l->fd >= 0)
+		accept(arg, l->fd, l->cookie);
+	if (l->fd6 >= 0)
+		accept(arg, l->fd6, l->cookie);
+	pthread_mutex_lock(&pause_lock);
+	if (l->fd >= 0)
+		close(l->fd);
+	if (l->fd6 >= 0)
+		close(l->fd6);
+	l->fd = l->fd6 = -1;
+	pthread_mutex_unlock(&pause_lock);
+}
+
 void dmsc_l7_netns_close(void (*accept)(void *arg, int fd, uint64_t netns), void *arg)
 {
 	size_t i;
@@ -598,10 +679,7 @@ void dmsc_l7_netns_close(void (*accept)(void *arg, int fd, uint64_t netns), void
 	if (ns.own.fd6 >= 0) {
 		/* its entry stays: the next helper binds [::1] beside us and
 		 * writes the same one */
-		ns.ops->unwatch(&ns.own);
-		accept(arg, ns.own.fd6, ns.own.cookie);
-		close(ns.own.fd6);
-		ns.own.fd6 = -1;
+		close_one(&ns.own, accept, arg);
 	}
 
 	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++) {
@@ -609,17 +687,60 @@ void dmsc_l7_netns_close(void (*accept)(void *arg, int fd, uint64_t netns), void
 
 		if (l->fd < 0)
 			continue;
-		ns.ops->unwatch(l);
-		accept(arg, l->fd, l->cookie);
-		close(l->fd);
-		l->fd = -1;
-		if (l->fd6 >= 0) {
-			accept(arg, l->fd6, l->cookie);
-			close(l->fd6);
-			l->fd6 = -1;
-		}
+		close_one(l, accept, arg);
 		__atomic_sub_fetch(&ns.active, 1, __ATOMIC_RELAXED);
 	}
+}
+
+bool dmsc_l7_netns_pause(struct dmsc_l7_nsl *l, int fd)
+{
+	bool *paused = NULL, done = false;
+
+	pthread_mutex_lock(&pause_lock);
+	if (fd >= 0 && l->watched)
+		paused = fd == l->fd ? &l->paused : fd == l->fd6 ? &l->paused6 : NULL;
+	if (paused) {
+		/* also when paused already: a resume that could put it back
+		 * in some workers' epoll only (dmsc_l7_netns_resume) */
+		ns.ops->unwatch(fd);
+		done = !*paused;
+		*paused = true;
+		if (done)
+			__atomic_add_fetch(&n_paused, 1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&pause_lock);
+	return done;
+}
+
+/* under pause_lock */
+static void resume_locked(struct dmsc_l7_nsl *l)
+{
+	if (!l->watched)
+		return;
+	/* a watch that failed (no memory for epoll's entry) is tried again
+	 * at the next sweep */
+	if (l->paused && ns.ops->watch(l->fd, &l->ep) == 0) {
+		l->paused = false;
+		__atomic_sub_fetch(&n_paused, 1, __ATOMIC_RELAXED);
+	}
+	if (l->paused6 && ns.ops->watch(l->fd6, &l->ep6) == 0) {
+		l->paused6 = false;
+		__atomic_sub_fetch(&n_paused, 1, __ATOMIC_RELAXED);
+	}
+}
+
+void dmsc_l7_netns_resume(void)
+{
+	size_t i;
+
+	if (!__atomic_load_n(&n_paused, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&pause_lock);
+	resume_locked(&ns.own);
+	for (i = 0; i < DMSC_L7_NETNS_SLOTS; i++)
+		if (ns.slots[i].fd >= 0)
+			resume_locked(&ns.slots[i]);
+	pthread_mutex_unlock(&pause_lock);
 }
 
 bool dmsc_l7_netns_addr(uint32_t addr)

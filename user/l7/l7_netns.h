@@ -64,13 +64,18 @@ struct dmsc_l7_nsl {
 	bool unmapped; /* its entry was deleted; the listener closes next scan */
 	struct ep ep6; /* EP_NS_LISTEN6 */
 	int fd6;       /* the [::1] listener, -1: none */
+	/* Under the pause lock (l7_netns.c): in the workers' epoll (not yet,
+	 * or no longer: being closed), and each listener out of it for want
+	 * of descriptors (dmsc_l7_netns_pause). */
+	bool watched, paused, paused6;
 };
 
-/* What the workers do with a listener: watch it (every worker's epoll)
- * and stop watching it. */
+/* What the workers do with a listening socket: watch it (every worker's
+ * epoll, its events pointing at ep; 0, or the first failure's negative
+ * errno, one already watched being none) and stop watching it. */
 struct dmsc_l7_netns_ops {
-	void (*watch)(struct dmsc_l7_nsl *l);
-	void (*unwatch)(struct dmsc_l7_nsl *l);
+	int (*watch)(int fd, struct ep *ep);
+	void (*unwatch)(int fd);
 };
 
 /*
@@ -97,6 +102,18 @@ void dmsc_l7_netns_stop_scanning(void);
  */
 void dmsc_l7_netns_close(void (*accept)(void *arg, int fd, uint64_t netns), void *arg);
 
+/*
+ * accept() on fd, one of l's two listeners, failed for want of descriptors
+ * or memory: the level-triggered listener would wake the workers at once,
+ * for ever, while nothing frees one. It leaves every worker's epoll until
+ * dmsc_l7_netns_resume; its queue waits meanwhile. True when this call
+ * paused it; false when it was paused already, or is being closed (the
+ * scanner, or the drain, unwatched it: nothing to do).
+ */
+bool dmsc_l7_netns_pause(struct dmsc_l7_nsl *l, int fd);
+/* Every paused listener back in every worker's epoll (each worker's
+ * sweep); nothing to do, the usual case, costs one atomic load. */
+void dmsc_l7_netns_resume(void);
 /* Whether addr (network order) is a namespace listener's address: the
  * connection's client address is then one of that namespace's loopback,
  * counted within the namespace (--max-conns-per-client). */

@@ -127,6 +127,9 @@ struct metrics {
 	size_t *rm_base;	  /* per service: first index in rm */
 	uint64_t accepted, no_handoff, unknown_service, over_capacity, client_limit;
 	uint64_t h2_moved; /* HTTP/2 connections handed to a less busy worker */
+	/* accepts paused for want of descriptors (l7_worker.c accept_pause):
+	 * the worker's --listen socket, a namespace's listener */
+	uint64_t accept_pauses, accept_pauses_ns;
 };
 
 static inline void ctr_add(uint64_t *c, uint64_t n)
@@ -252,7 +255,7 @@ struct worker {
 	int n_pool; /* slots in use */
 	struct metrics m;
 	bool listening;
-	bool accept_paused; /* out of fds: listener out of epoll until the next sweep */
+	bool accept_paused; /* out of fds: lfd out of epoll until the next sweep */
 	struct dmsc_l7_h2_env h2; /* its HTTP/2 connections (l7_h2.h) */
 	/* HTTP/2 connections other workers hand over (l7_h2_move.c) */
 	struct ep move_ep; /* EP_H2_MOVE */

@@ -184,25 +184,77 @@ found:
 	ctr_add(&w->m.accepted, 1);
 }
 
-/* Up to 64 connections from listener lfd: the worker's own (netns 0) or a
- * namespace's (its cookie). Returns false once the queue is empty (or
- * cannot be taken). */
-static bool accept_batch(struct worker *w, int lfd, uint64_t netns)
+/*
+ * accept() on lfd failed with err. Out of descriptors or memory, the
+ * level-triggered listener would wake the workers at once, for ever, while
+ * nothing frees one: it leaves epoll until the next sweep (resume_accepts),
+ * and its queue waits meanwhile. nsl: the namespace listener lfd is one of
+ * (it leaves every worker's epoll); NULL: the worker's own --listen socket,
+ * or a namespace's at the drain (closed next: nothing to pause).
+ */
+static void accept_pause(struct worker *w, int lfd, struct dmsc_l7_nsl *nsl, int err)
+{
+	static uint64_t warned_ms; /* all workers': said once a minute at most */
+	uint64_t now = now_ns() / 1000000, last;
+	char what[96], a[INET6_ADDRSTRLEN];
+
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+		return;
+	if (nsl) {
+		if (!dmsc_l7_netns_pause(nsl, lfd))
+			return;
+		ctr_add(&w->m.accept_pauses_ns, 1);
+		if (lfd == nsl->fd6)
+			snprintf(a, sizeof(a), "[::1]");
+		else
+			inet_ntop(AF_INET, &nsl->addr, a, sizeof(a));
+		snprintf(what, sizeof(what), "network namespace %llu's listener %s:%u",
+			 (unsigned long long)nsl->ino, a, ntohs(opt.listen.sin_port));
+	} else if (lfd == w->lfd && !w->accept_paused) {
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
+		w->accept_paused = true;
+		ctr_add(&w->m.accept_pauses, 1);
+		inet_ntop(AF_INET, &opt.listen.sin_addr, a, sizeof(a));
+		snprintf(what, sizeof(what), "--listen %s:%u", a, ntohs(opt.listen.sin_port));
+	} else {
+		return;
+	}
+	/* a helper at its limit pauses ten times a second: one line a minute */
+	last = __atomic_load_n(&warned_ms, __ATOMIC_RELAXED);
+	if ((last && now - last < 60000) ||
+	    !__atomic_compare_exchange_n(&warned_ms, &last, now, false, __ATOMIC_RELAXED,
+					 __ATOMIC_RELAXED))
+		return;
+	pr_warn("accept on %s: %s: new connections wait in its queue until descriptors are "
+		"free (tried again every %d ms; dmsc_l7_accept_pauses_total)\n",
+		what, strerror(err), SWEEP_MS);
+}
+
+/* Paused listeners (accept_pause) back in epoll: at each sweep, as
+ * connections have closed meanwhile (this worker's or another's, or other
+ * processes' for ENFILE). */
+static void resume_accepts(struct worker *w)
+{
+	if (w->accept_paused && w->listening) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->lep};
+
+		if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &ev) == 0)
+			w->accept_paused = false;
+	}
+	dmsc_l7_netns_resume();
+}
+
+/* Up to 64 connections from listener lfd: the worker's own (netns 0, nsl
+ * NULL) or a namespace's (its cookie, and nsl its listener; NULL at the
+ * drain). Returns false once the queue is empty (or cannot be taken). */
+static bool accept_batch(struct worker *w, int lfd, uint64_t netns, struct dmsc_l7_nsl *nsl)
 {
 	int i, fd;
 
 	for (i = 0; i < 64; i++) {
 		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			/* Out of descriptors: the level-triggered listener would
-			 * wake us at once, for ever. Stop watching it until the
-			 * next sweep; the backlog waits meanwhile. */
-			if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-			     errno == ENOMEM) &&
-			    lfd == w->lfd && !w->accept_paused) {
-				epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->lfd, NULL);
-				w->accept_paused = true;
-			}
+			accept_pause(w, lfd, nsl, errno);
 			return false;
 		}
 		accept_one(w, fd, netns);
@@ -210,39 +262,37 @@ static bool accept_batch(struct worker *w, int lfd, uint64_t netns)
 	return true;
 }
 
-/* A namespace listener at the drain: what its queue holds (bounded). */
+/* A namespace listener at the drain: what its queue holds (bounded). It
+ * is out of epoll already and closes next: out of descriptors, the rest
+ * of its queue goes to the next helper (dmsc_reuseport_migrate), or is
+ * reset. */
 static void accept_queued(void *arg, int lfd, uint64_t netns)
 {
 	int i;
 
-	for (i = 0; i < 64 && accept_batch(arg, lfd, netns); i++)
+	for (i = 0; i < 64 && accept_batch(arg, lfd, netns, NULL); i++)
 		;
 }
 
 /* Namespace listeners (l7_netns.h): in every worker's epoll, one woken. */
-static void netns_watch(struct dmsc_l7_nsl *l)
+static int netns_watch(int fd, struct ep *ep)
 {
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &l->ep};
-	struct epoll_event ev6 = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &l->ep6};
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = ep};
+	int i, err = 0;
+
+	for (i = 0; i < opt.workers; i++)
+		if (epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, fd, &ev) < 0 && errno != EEXIST &&
+		    !err)
+			err = -errno;
+	return err;
+}
+
+static void netns_unwatch(int fd)
+{
 	int i;
 
 	for (i = 0; i < opt.workers; i++)
-		if ((l->fd >= 0 && epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd, &ev) < 0) ||
-		    (l->fd6 >= 0 && epoll_ctl(workers[i].epfd, EPOLL_CTL_ADD, l->fd6, &ev6) < 0))
-			pr_warn("worker %d cannot watch a namespace listener: %s\n", i,
-				strerror(errno));
-}
-
-static void netns_unwatch(struct dmsc_l7_nsl *l)
-{
-	int i;
-
-	for (i = 0; i < opt.workers; i++) {
-		if (l->fd >= 0) /* -1: the helper's own namespace (no IPv4 one) */
-			epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, l->fd, NULL);
-		if (l->fd6 >= 0)
-			epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, l->fd6, NULL);
-	}
+		epoll_ctl(workers[i].epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
 const struct dmsc_l7_netns_ops netns_ops = {
@@ -304,7 +354,7 @@ static void stop_listening(struct worker *w)
 	if (!w->listening)
 		return;
 	/* take what is queued already, then close: nothing is reset */
-	accept_batch(w, w->lfd, 0);
+	accept_batch(w, w->lfd, 0, NULL);
 	/* (the main thread stopped the namespace scanner before the drain) */
 	if (w->id == 0)
 		dmsc_l7_netns_close(accept_queued, w);
@@ -400,7 +450,7 @@ void *worker_main(void *arg)
 
 			if (e->kind == EP_LISTEN) {
 				if (!draining)
-					accept_batch(w, w->lfd, 0);
+					accept_batch(w, w->lfd, 0, NULL);
 				continue;
 			}
 			if (e->kind == EP_H2_MOVE) {
@@ -420,7 +470,7 @@ void *worker_main(void *arg)
 				int lfd = e->kind == EP_NS_LISTEN ? l->fd : l->fd6;
 
 				if (!draining && lfd >= 0)
-					accept_batch(w, lfd, l->cookie);
+					accept_batch(w, lfd, l->cookie, l);
 				continue;
 			}
 			if (e->kind == EP_POOL) {
@@ -463,12 +513,7 @@ void *worker_main(void *arg)
 			drain_end = now + (uint64_t)opt.drain_ms * 1000000;
 		}
 		if (now >= next_sweep || draining) {
-			if (w->accept_paused && w->listening) {
-				struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->lep};
-
-				if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->lfd, &ev) == 0)
-					w->accept_paused = false;
-			}
+			resume_accepts(w);
 			sweep(w, now);
 			dmsc_l7_h2_sweep(&w->h2, now, draining);
 			next_sweep = now + SWEEP_MS * 1000000ull;
