@@ -18,6 +18,7 @@
 #include "mark.h"
 #include "mtls_cert.h"
 #include "tunnel.h"
+#include "tunnel_authz.h"
 #include "tunnel_handoff.h"
 #include "tunnel_repick.h"
 
@@ -283,6 +284,10 @@ void tn_stream_flush_local(struct stream *s);
 void tn_stream_event(struct stream *s, uint32_t events);
 struct stream *tn_stream_new(struct conn *c, int fd, uint32_t id);
 void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p, uint16_t len);
+/* The destination's check of identity for the backend at dest under p
+ * (tunnel_authz.h), at a stream's OPEN and again for a new policy */
+enum dmsc_tunnel_verdict tn_authorize(const struct dmsc_policy *p, const union dmsc_tunnel_sa *dest,
+				     const char *identity);
 
 /* policies dmscd hands over (tunnel_policy.c, decision 83): what waits on
  * t->updates taken, each answered; the policy taken freed at the end */

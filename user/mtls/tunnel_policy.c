@@ -24,7 +24,6 @@
 #include "addr.h"
 #include "fd_pass.h"
 #include "log.h"
-#include "tunnel_authz.h"
 #include "tunnel_int.h"
 
 void tn_policy_free(struct tunnel *t)
@@ -37,19 +36,6 @@ void tn_policy_free(struct tunnel *t)
 	if (t->updates.fd >= 0)
 		close(t->updates.fd);
 	t->updates.fd = -1;
-}
-
-static bool allowed(const struct dmsc_policy *p, const struct stream *s)
-{
-	enum dmsc_tunnel_verdict v;
-
-	if (s->dest.sa.sa_family == AF_INET6)
-		v = dmsc_tunnel_authorize6(p, s->dest.v6.sin6_addr.s6_addr,
-					   ntohs(s->dest.v6.sin6_port), s->identity);
-	else
-		v = dmsc_tunnel_authorize(p, s->dest.v4.sin_addr.s_addr, ntohs(s->dest.v4.sin_port),
-					  s->identity);
-	return v != DMSC_TV_DENIED;
 }
 
 /* The streams delivered here that the policy p no longer allows: reset.
@@ -69,7 +55,8 @@ static unsigned int revoke_denied(struct tunnel *t, const struct dmsc_policy *p)
 		for (b = 0; b < STREAM_BUCKETS; b++)
 			for (s = c->bucket[b]; s; s = next) {
 				next = s->hnext;
-				if (s->dead || !s->identity || allowed(p, s))
+				if (s->dead || !s->identity ||
+				    tn_authorize(p, &s->dest, s->identity) != DMSC_TV_DENIED)
 					continue;
 				dmsc_tunnel_sa_format(&s->dest, addr, sizeof(addr));
 				pr_info("tunnel: reset the stream to %s from host %s for %s: %s\n",
@@ -105,7 +92,7 @@ static int take(struct tunnel *t, int fd, unsigned int *revoked, char *why, size
 			snprintf(why, len, "cannot read it: %s", strerror(-err));
 		dmsc_policy_errors_free(&errs);
 		free(p);
-		return err ? err : -EINVAL;
+		return err;
 	}
 	dmsc_policy_errors_free(&errs);
 	*revoked = revoke_denied(t, p);

@@ -390,6 +390,16 @@ static const char *dest_refused(const union dmsc_tunnel_sa *dest)
 	return err ? "not an address of this host" : NULL;
 }
 
+enum dmsc_tunnel_verdict tn_authorize(const struct dmsc_policy *p, const union dmsc_tunnel_sa *dest,
+				     const char *identity)
+{
+	if (dest->sa.sa_family == AF_INET6)
+		return dmsc_tunnel_authorize6(p, dest->v6.sin6_addr.s6_addr,
+					      ntohs(dest->v6.sin6_port), identity);
+	return dmsc_tunnel_authorize(p, dest->v4.sin_addr.s_addr, ntohs(dest->v4.sin_port),
+				     identity);
+}
+
 void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p, uint16_t len)
 {
 	struct dmsc_tf_open o;
@@ -438,11 +448,7 @@ void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p
 		return;
 	}
 	if (c->t->policy) {
-		enum dmsc_tunnel_verdict v =
-		    o.ipv6 ? dmsc_tunnel_authorize6(c->t->policy, o.dest_addr6,
-						    ntohs(o.dest_port), o.identity)
-			   : dmsc_tunnel_authorize(c->t->policy, o.dest_addr,
-						   ntohs(o.dest_port), o.identity);
+		enum dmsc_tunnel_verdict v = tn_authorize(c->t->policy, &sa, o.identity);
 
 		if (v != DMSC_TV_ALLOWED) {
 			dmsc_tunnel_sa_format(&sa, addr, sizeof(addr));
