@@ -167,6 +167,25 @@ Test(l7_http, response_head_for_an_http10_client)
 	cr_expect_eq(dmsc_l7_resp_head_rewrite("", 0, 0, out, sizeof(out)), -EINVAL);
 }
 
+/* A draining helper tells an HTTP/1.1 client that the connection ends
+ * after this response: only the persistence fields change. */
+Test(l7_http, response_head_closed_at_the_drain)
+{
+	static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+				   "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+				   "X-Folded: a\r\n b\r\nTrailer: X-Sum\r\n\r\n";
+	char out[512];
+	int n;
+
+	n = dmsc_l7_resp_head_rewrite(head, sizeof(head) - 1,
+				      DMSC_L7_RESP_CLOSE | DMSC_L7_RESP_SAME_VERSION, out,
+				      sizeof(out));
+	cr_assert_gt(n, 0);
+	out[n] = '\0';
+	cr_expect_str_eq(out, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+			      "X-Folded: a\r\n b\r\nTrailer: X-Sum\r\nConnection: close\r\n\r\n");
+}
+
 /* ---- the L7 view ---- */
 static const char *const doc_fmt =
     "{ \"services\": ["
@@ -247,6 +266,33 @@ Test(l7_view, changes_with_every_field_the_helper_uses_and_only_those)
 	free(rps);
 	free(label);
 	free(sel);
+}
+
+/* A change of weights alone is taken in place by the running helper
+ * (docs/design.md decision 85); any other change of the view is not. */
+Test(l7_view, weights_only_says_when_the_helper_takes_a_change_in_place)
+{
+	char *base = view("a.slice", 10, "v1", "v1", 250);
+	char *timeout = view("a.slice", 10, "v1", "v1", 300);
+	char *rps = view("a.slice", 11, "v1", "v1", 250);
+	char *label = view("a.slice", 10, "v2", "v1", 250);
+	char *weights = strdup(base), *w;
+
+	cr_assert_not_null(weights);
+	w = strstr(weights, "\"weight\":80");
+	cr_assert_not_null(w, "%s", base);
+	memcpy(w, "\"weight\":55", 11);
+	cr_expect(dmsc_l7_view_weights_only(base, base));
+	cr_expect(dmsc_l7_view_weights_only(base, weights), "%s\n%s", base, weights);
+	cr_expect_not(dmsc_l7_view_weights_only(base, timeout));
+	cr_expect_not(dmsc_l7_view_weights_only(base, rps));
+	cr_expect_not(dmsc_l7_view_weights_only(weights, label));
+	cr_expect_not(dmsc_l7_view_weights_only(base, "{ \"services\": [ broken"));
+	free(base);
+	free(timeout);
+	free(rps);
+	free(label);
+	free(weights);
 }
 
 /* dmsc-l7 sends what goes to another host's backend through the tunnel

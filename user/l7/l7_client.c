@@ -157,7 +157,8 @@ void client_parse(struct conn *c)
 			c->state = S_IDLE;
 			if (!c->client_keepalive)
 				c->close_after = true;
-			c->deadline = now_ns() + (uint64_t)opt.idle_ms * 1000000;
+			c->idle_since = now_ns();
+			c->deadline = c->idle_since + (uint64_t)opt.idle_ms * 1000000;
 			continue;
 		}
 		if (c->state == S_IDLE && (buf_pending(&c->cout) >= OUT_HIGH || c->ufd >= 0))

@@ -97,6 +97,8 @@ static int buf_reserve(struct buf *b, size_t more)
 
 int buf_add(struct buf *b, const void *data, size_t len)
 {
+	if (!len)
+		return 0; /* (an empty buffer has no room to reserve) */
 	if (buf_reserve(b, len))
 		return -ENOMEM;
 	memcpy(b->p + b->len, data, len);

@@ -522,6 +522,43 @@ int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, struct dmsc_l7_client 
 	return 0;
 }
 
+static void h2_goaway(struct dmsc_l7_h2 *hc, uint64_t now)
+{
+	hc->goaway = true;
+	hc->goaway_at = now;
+	nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE,
+			      nghttp2_session_get_last_proc_stream_id(hc->s), NGHTTP2_NO_ERROR,
+			      NULL, 0);
+}
+
+/*
+ * One connection of a draining helper (decision 84): a GOAWAY notice first
+ * (last stream 2^31-1: the client opens no new stream here, and those it
+ * sent meanwhile are still served), the final GOAWAY one
+ * DMSC_L7_DRAIN_IDLE_MS later, and the close one more after that, once no
+ * stream is left: a single GOAWAY would refuse the streams already on
+ * their way, which a client counts as failed. True: closed.
+ */
+static bool h2_drain(struct dmsc_l7_h2 *hc, uint64_t now)
+{
+	const uint64_t step = DMSC_L7_DRAIN_IDLE_MS * 1000000ull;
+
+	if (!hc->notice_at && !hc->goaway) {
+		hc->notice_at = now;
+		if (nghttp2_submit_shutdown_notice(hc->s))
+			h2_goaway(hc, now);
+	}
+	if (!hc->goaway && now - hc->notice_at >= step)
+		h2_goaway(hc, now);
+	if (hc->goaway && !hc->streams && now - hc->goaway_at >= step) {
+		conn_pump(hc);
+		if (!hc->closed)
+			l7h2_conn_close(hc);
+		return true;
+	}
+	return false;
+}
+
 void dmsc_l7_h2_sweep(struct dmsc_l7_h2_env *env, uint64_t now, bool draining)
 {
 	struct dmsc_l7_h2 *hc, *next;
@@ -545,21 +582,12 @@ void dmsc_l7_h2_sweep(struct dmsc_l7_h2_env *env, uint64_t now, bool draining)
 			}
 			l7h2_respond_local(st, 504);
 		}
-		if (draining && !hc->goaway) {
-			hc->goaway = true;
-			nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE,
-					      nghttp2_session_get_last_proc_stream_id(hc->s),
-					      NGHTTP2_NO_ERROR, NULL, 0);
-		}
-		if (!hc->streams && hc->idle_since &&
-		    (draining || now - hc->idle_since >= (uint64_t)env->idle_ms * 1000000)) {
-			if (!hc->goaway) {
-				hc->goaway = true;
-				nghttp2_submit_goaway(
-				    hc->s, NGHTTP2_FLAG_NONE,
-				    nghttp2_session_get_last_proc_stream_id(hc->s),
-				    NGHTTP2_NO_ERROR, NULL, 0);
-			}
+		if (draining && h2_drain(hc, now))
+			continue;
+		if (!draining && !hc->streams && hc->idle_since &&
+		    now - hc->idle_since >= (uint64_t)env->idle_ms * 1000000) {
+			if (!hc->goaway)
+				h2_goaway(hc, now);
 			conn_pump(hc);
 			if (!hc->closed)
 				l7h2_conn_close(hc);

@@ -102,8 +102,16 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events);
  * sessions have, one send() per socket for the whole batch. */
 void dmsc_l7_h2_flush(struct dmsc_l7_h2_env *env);
 
-/* Deadlines (each stream's timeout, idle connections); draining: a GOAWAY
- * to each connection, which closes once its streams are done. */
+/* Draining (decision 84): an HTTP/1.1 keep-alive connection idle this long
+ * is closed (one in use is told "Connection: close" with its next
+ * response); an HTTP/2 client gets the final GOAWAY this long after the
+ * notice, and its connection closes this long after that, once its
+ * streams are done. */
+#define DMSC_L7_DRAIN_IDLE_MS 1000
+
+/* Deadlines (each stream's timeout, idle connections); draining: each
+ * connection gets a GOAWAY notice, then the final GOAWAY, and closes once
+ * its streams are done. */
 void dmsc_l7_h2_sweep(struct dmsc_l7_h2_env *env, uint64_t now_ns, bool draining);
 
 /* Frees the connections closed during the last batch of events. */

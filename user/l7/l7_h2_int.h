@@ -108,6 +108,7 @@ struct dmsc_l7_h2 {
 	struct h2_buf out;
 	struct h2_stream *streams;
 	uint64_t idle_since;
+	uint64_t notice_at, goaway_at; /* the drain's two GOAWAYs, ns (h2_drain) */
 	uint32_t ev;
 	bool goaway, closed, eof;
 	struct dmsc_mark dirty; /* on env->dirty: pumped once at the end of the batch */

@@ -111,6 +111,12 @@ static bool name_is(const char *name, size_t len, const char *what)
 
 /* RFC 9110 7.6.1: the hop-by-hop fields of a response (besides those its
  * Connection names); Transfer-Encoding is the next hop's framing. */
+static bool resp_persistence(const char *name, size_t len)
+{
+	return name_is(name, len, "connection") || name_is(name, len, "keep-alive") ||
+	       name_is(name, len, "proxy-connection");
+}
+
 static bool resp_hop_by_hop(const char *name, size_t len)
 {
 	static const char *const names[] = {"connection",	 "keep-alive", "proxy-connection",
@@ -173,6 +179,14 @@ int dmsc_l7_resp_head_rewrite(const char *head, size_t len, unsigned int flags, 
 		}
 		colon = memchr(head + s, ':', e - s);
 		nlen = colon ? (size_t)(colon - (head + s)) : e - s;
+		if (flags & DMSC_L7_RESP_SAME_VERSION) {
+			drop = colon && resp_persistence(head + s, nlen);
+			if (!drop) {
+				OUT(head + s, e - s);
+				OUT("\r\n", 2);
+			}
+			continue;
+		}
 		drop = !colon || resp_hop_by_hop(head + s, nlen) ||
 		       ((flags & DMSC_L7_RESP_NO_LENGTH) && name_is(head + s, nlen, "content-length"));
 		/* a field that the response's own Connection names */

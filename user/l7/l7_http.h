@@ -110,13 +110,18 @@ bool dmsc_l7_http_conn_lists(const struct dmsc_l7_req_parser *p, const struct dm
 /* dmsc_l7_resp_head_rewrite flags */
 #define DMSC_L7_RESP_CLOSE 1u	  /* "Connection: close" (else keep-alive) */
 #define DMSC_L7_RESP_NO_LENGTH 2u /* drop Content-Length too (close-delimited body) */
+/* the client speaks the backend's version: only Connection, Keep-Alive and
+ * Proxy-Connection go (the framing and the rest pass as they came) */
+#define DMSC_L7_RESP_SAME_VERSION 4u
 
 /*
  * A response head (status line to the empty line, as a parser accepted it)
  * for a client of another HTTP version than the backend's: the hop-by-hop
  * fields (Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade,
  * Transfer-Encoding, and every field that Connection names) are dropped and
- * one Connection field is added as flags say. Writes at most cap bytes to
+ * one Connection field is added as flags say (with DMSC_L7_RESP_SAME_VERSION,
+ * for a draining helper's "Connection: close", only the fields that say
+ * whether the connection persists go). Writes at most cap bytes to
  * out; returns the length, -ENOSPC, or -EINVAL (no status line).
  */
 int dmsc_l7_resp_head_rewrite(const char *head, size_t len, unsigned int flags, char *out,

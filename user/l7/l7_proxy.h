@@ -215,6 +215,7 @@ struct conn {
 	bool dechunk;  /* the response body is de-chunked for a 1.0 client */
 	int status;
 	uint64_t t_req;	      /* head parsed, ns */
+	uint64_t idle_since;  /* its last response complete, ns (the drain's idle close) */
 	uint64_t deadline;    /* client side, ns; 0: none */
 	uint64_t up_deadline; /* backend side, ns; 0: none */
 	uint32_t timeout_ms;

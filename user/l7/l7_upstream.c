@@ -526,27 +526,20 @@ static void response_complete(struct conn *c)
 			      !c->close_after);
 	request_finished(c);
 	c->state = S_IDLE;
-	if (!c->client_keepalive || !c->rq.req_done || draining)
+	/* draining, a connection whose head said keep-alive (the drain began
+	 * after it) waits idle for its next request, answered with a close,
+	 * or for the drain's idle close (l7_worker.c sweep) */
+	if (!c->client_keepalive || !c->rq.req_done)
 		c->close_after = true;
-	c->deadline = now_ns() + (uint64_t)opt.idle_ms * 1000000;
+	c->idle_since = now_ns();
+	c->deadline = c->idle_since + (uint64_t)opt.idle_ms * 1000000;
 }
 
 
-/*
- * The response head for an HTTP/1.0 client, queued to it: uin[0, end) holds
- * the final head, after any 1xx heads (a 1.0 client gets none: RFC 9110
- * 15.2). A chunked body is de-chunked and the connection closed after it
- * (1.0 has no chunked coding); a body with a Content-Length keeps the
- * connection if the client asked for keep-alive; hop-by-hop fields go.
- */
-static int response_head_10(struct conn *c, size_t end)
+/* Where the final head starts in uin[0, end): after any 1xx heads. */
+static size_t head_start(const struct conn *c, size_t end)
 {
-	bool body = !c->is_head && c->status != 204 && c->status != 304;
-	char out[UIN_SIZE + 64];
-	unsigned int flags = 0;
 	size_t start = 0, i;
-	bool keep;
-	int n;
 
 	for (i = 0; i + 2 < end; i++) {
 		size_t next = 0;
@@ -560,6 +553,25 @@ static int response_head_10(struct conn *c, size_t end)
 		if (next && next < end)
 			start = next;
 	}
+	return start;
+}
+
+/*
+ * The response head for an HTTP/1.0 client, queued to it: uin[0, end) holds
+ * the final head, after any 1xx heads (a 1.0 client gets none: RFC 9110
+ * 15.2). A chunked body is de-chunked and the connection closed after it
+ * (1.0 has no chunked coding); a body with a Content-Length keeps the
+ * connection if the client asked for keep-alive; hop-by-hop fields go.
+ */
+static int response_head_10(struct conn *c, size_t end)
+{
+	bool body = !c->is_head && c->status != 204 && c->status != 304;
+	char out[UIN_SIZE + 64];
+	size_t start = head_start(c, end);
+	unsigned int flags = 0;
+	bool keep;
+	int n;
+
 	c->dechunk = body && (c->sp.flags & F_CHUNKED);
 	keep = c->client_keepalive && !c->close_after && !draining && !c->dechunk &&
 	       http_should_keep_alive(&c->sp) && (!body || (c->sp.flags & F_CONTENTLENGTH));
@@ -572,6 +584,30 @@ static int response_head_10(struct conn *c, size_t end)
 	n = dmsc_l7_resp_head_rewrite(c->uin + start, end - start, flags, out, sizeof(out));
 	if (n < 0)
 		return n;
+	return buf_add(&c->cout, out, (size_t)n);
+}
+
+/*
+ * A draining helper's answer to an HTTP/1.1 client that would keep the
+ * connection: its head says "Connection: close" (decision 84), the 1xx
+ * heads before it and the framing as they came. A client told so opens a
+ * new connection for its next request (to the next helper); one closed
+ * after a keep-alive head would see its next request fail.
+ */
+static int response_head_close(struct conn *c, size_t end)
+{
+	char out[UIN_SIZE + 64];
+	size_t start = head_start(c, end);
+	int n;
+
+	c->close_after = true;
+	n = dmsc_l7_resp_head_rewrite(c->uin + start, end - start,
+				      DMSC_L7_RESP_CLOSE | DMSC_L7_RESP_SAME_VERSION, out,
+				      sizeof(out));
+	if (n < 0)
+		return n;
+	if (start && buf_add(&c->cout, c->uin, start))
+		return -ENOMEM;
 	return buf_add(&c->cout, out, (size_t)n);
 }
 
@@ -659,7 +695,7 @@ void upstream_read(struct conn *c)
 		return;
 	}
 	for (;;) {
-		size_t parsed, fwd, room;
+		size_t parsed, fwd, room, head_end;
 		ssize_t n;
 		enum http_errno e;
 
@@ -742,12 +778,23 @@ void upstream_read(struct conn *c)
 				}
 				c->resp_started = true;
 				c->up_deadline = now_ns() + (uint64_t)opt.io_ms * 1000000;
+				/* Paused in on_headers_complete, the parser stops on
+				 * the head's last byte (its final LF), taken at the
+				 * next call: the head ends one past `parsed`. */
+				head_end = parsed + (parsed < c->uin_len && c->uin[parsed] == '\n');
 				if (c->client10) {
-					if (response_head_10(c, parsed)) {
+					if (response_head_10(c, head_end)) {
 						conn_close_client(c);
 						return;
 					}
-					fwd = parsed; /* the head went rewritten */
+					fwd = head_end; /* the head went rewritten */
+				} else if (draining && c->status != 101 && !c->close_after &&
+					   http_should_keep_alive(&c->sp)) {
+					if (response_head_close(c, head_end)) {
+						conn_close_client(c);
+						return;
+					}
+					fwd = head_end;
 				}
 			}
 		}
@@ -756,7 +803,7 @@ void upstream_read(struct conn *c)
 		/* everything up to `parsed` goes to the client; bytes past the
 		 * message end are garbage (or a pipelining backend): dropped,
 		 * and the connection is not reused */
-		if (!c->dechunk && buf_add(&c->cout, c->uin + fwd, parsed - fwd)) {
+		if (!c->dechunk && parsed > fwd && buf_add(&c->cout, c->uin + fwd, parsed - fwd)) {
 			conn_close_client(c);
 			return;
 		}

@@ -397,11 +397,14 @@ void sweep(struct worker *w, uint64_t now)
 			else
 				c->deadline = 0; /* waiting on the backend: up_deadline */
 		}
-		/* Idle keep-alive connections close at the drain; one accepted
-		 * moments before that has not sent its first request yet: it
-		 * is answered (and closed after) within --drain-ms. */
+		/* Keep-alive connections idle for DMSC_L7_DRAIN_IDLE_MS close at the
+		 * drain (one in use gets "Connection: close" with its next
+		 * response, decision 84); one accepted moments before that has
+		 * not sent its first request yet: it is answered (and closed
+		 * after) within --drain-ms. */
 		if (draining && c->cfd >= 0 && c->state == S_IDLE && c->cin_len == 0 &&
-		    c->spoke && !buf_pending(&c->cout))
+		    c->spoke && !buf_pending(&c->cout) &&
+		    now - c->idle_since >= DMSC_L7_DRAIN_IDLE_MS * 1000000ull)
 			conn_close_client(c);
 		if (!c->dead)
 			conn_step(c);

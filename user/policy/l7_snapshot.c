@@ -276,3 +276,42 @@ int dmsc_mtls_view_json(const struct dmsc_policy *p, char **out, size_t *len)
 {
 	return view_json(p, true, out, len);
 }
+
+/* Drops "weight" from every backend of every service of a view. */
+static void strip_weights(struct json_object *view)
+{
+	struct json_object *svcs, *backends;
+	size_t i, j;
+
+	if (!json_object_object_get_ex(view, "services", &svcs) ||
+	    !json_object_is_type(svcs, json_type_array))
+		return;
+	for (i = 0; i < json_object_array_length(svcs); i++) {
+		struct json_object *svc = json_object_array_get_idx(svcs, i);
+
+		if (!json_object_object_get_ex(svc, "backends", &backends) ||
+		    !json_object_is_type(backends, json_type_array))
+			continue;
+		for (j = 0; j < json_object_array_length(backends); j++) {
+			struct json_object *b = json_object_array_get_idx(backends, j);
+
+			if (json_object_is_type(b, json_type_object))
+				json_object_object_del(b, "weight");
+		}
+	}
+}
+
+bool dmsc_l7_view_weights_only(const char *cur, const char *next)
+{
+	struct json_object *a = json_tokener_parse(cur), *b = json_tokener_parse(next);
+	bool same = false;
+
+	if (a && b) {
+		strip_weights(a);
+		strip_weights(b);
+		same = json_object_equal(a, b);
+	}
+	json_object_put(a);
+	json_object_put(b);
+	return same;
+}

@@ -12,6 +12,7 @@
 #ifndef DMSC_L7_SNAPSHOT_H
 #define DMSC_L7_SNAPSHOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "policy.h"
@@ -24,5 +25,11 @@ int dmsc_l7_view_json(const struct dmsc_policy *p, char **out, size_t *len);
  * backends and its allow_from, which the destination host's tunnel checks
  * a vouched identity against. Same contract as dmsc_l7_view_json. */
 int dmsc_mtls_view_json(const struct dmsc_policy *p, char **out, size_t *len);
+
+/* Do two L7 views (NUL-terminated) differ in their backends' weights
+ * alone, or not at all? Then the running helper takes the second in place
+ * (docs/design.md decision 85); any other change replaces it. False too
+ * when either does not parse. */
+bool dmsc_l7_view_weights_only(const char *cur, const char *next);
 
 #endif /* DMSC_L7_SNAPSHOT_H */
