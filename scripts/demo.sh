@@ -495,6 +495,23 @@ echo "   a WebSocket to chat 198.19.0.15:80 (Python's websockets): the helper fo
 echo "   carries bytes both ways (decision 82): 3 echoes, 1 MiB byte-exact, the server's close code:"
 dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 /usr/bin/python3 \
 	"$TOP/tests/tools/ws-peer.py" client ws://198.19.0.15/chat | sed 's/^/     /'
+# (decision 85) A change of weights alone goes to the running helper.
+taken() { grep -c 'taken in place: the weights' "$T/hosta.log"; }
+taken_more() { [[ $(taken) -gt $1 ]]; }
+nrep=$(grep -c 'replaced by' "$T/hosta.log")
+ntaken=$(taken)
+jq '(.services[] | select(.name == "web") | .backends) |= map(.weight = (if .labels.version == "v1" then 0 else 100 end))' \
+	"$T/shopweb.json" >"$T/shopweb2.json"
+in_agents "$CTL" publish "$T/shopweb2.json" --etcd "$EURL" --namespace shop >/dev/null ||
+	die "publish web's weights failed"
+t_wait 20 taken_more "$ntaken" || die "host A's dmsc-l7 did not take the weights (see $T/hosta.log)"
+echo "   web shifted to v2 (weights 0/100), published to etcd: a change of weights alone, which"
+echo "   host A's running dmsc-l7 takes in place (decision 85), every open connection kept:"
+grep 'taken in place: the weights' "$T/hosta.log" | tail -n 1 | sed 's/^/     /'
+echo "     (dmsc-l7 hand-overs since: $(($(grep -c 'replaced by' "$T/hosta.log") - nrep)))"
+echo "   nghttp, 50 streams for /id again:"
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 nghttp "${urls[@]}" |
+	sort | uniq -c | sed 's/^/     /'
 
 step "IPv6 http in the helper's own namespace: dmscd's host is the client's host too"
 # (docs/design.md decision 51) The agents' namespace plays a plain host (a
@@ -508,7 +525,7 @@ jq '.services += [{"name": "web6h", "vip": "2001:2:2::14", "port": 80, "protocol
                    "backends": [{"address": "2001:2:1::12", "port": 8080, "weight": 99, "labels": {"version": "v1"}},
                                 {"address": "2001:2:1::13", "port": 8080, "weight": 1, "labels": {"version": "v2"}}],
                    "routes": [{"match": {"path_prefix": "/"}, "backends": {"version": "v2"}}]}]' \
-	"$T/shopweb.json" >"$T/shopweb6.json"
+	"$T/shopweb2.json" >"$T/shopweb6.json"
 n=$(applied "$T/hosta.log")
 in_agents "$CTL" publish "$T/shopweb6.json" --etcd "$EURL" --namespace shop >/dev/null || die "publish web6h failed"
 t_wait 20 applied_more "$T/hosta.log" "$n" || die "host A did not apply web6h"

@@ -300,26 +300,63 @@ t_eq "the request in flight during both hand-overs is answered" "$(cat "$T/slowr
 # Keep-alive clients across hand-overs (decision 84): a draining helper
 # says "Connection: close" with the next response on each connection and
 # closes only those idle for a second, so a client that keeps its
-# connections (wrk) sees no error across three weight changes; a helper
-# that closed them after a keep-alive answer failed some requests with
-# each change.
+# connections (wrk) sees no error across three changes of routes; a
+# helper that closed them after a keep-alive answer failed some requests
+# with each change.
 handovers() { grep -c 'replaced by' "$T/dmscd.log"; }
 handed_over() { [[ $(handovers) -gt $1 ]]; } # N: more hand-overs than N
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c wrk -t1 -c8 -d12s --timeout 5s "http://$WEB/x" \
 	>"$T/wrk.out" 2>&1 &
 WRK=$!
-for weight in 2 3 4; do
+n=0
+for sel in v2 v1 v2; do
 	n0=$(handovers)
-	dpolicy v1 "$weight"
+	dpolicy "$sel" 3
 	t_wait 10 handed_over "$n0" || break
+	n=$((n + 1))
 done
-echo "# weight $weight, hand-overs $(handovers) (was $n0), wrk $(kill -0 $WRK 2>/dev/null && echo runs || echo ended)"
 t_check "three hand-overs while wrk keeps 8 connections busy" \
-	bash -c "kill -0 $WRK && [[ $(handovers) -gt $n0 && $weight == 4 ]]"
+	bash -c "kill -0 $WRK && [[ $n == 3 ]]"
 wait "$WRK"
-sed 's/^/# /' "$T/wrk.out"
 t_check "... wrk answered throughout, no socket error, no non-2xx" \
 	bash -c "grep -q 'requests in' '$T/wrk.out' && ! grep -Eq 'Socket errors|Non-2xx' '$T/wrk.out'"
+# A change of weights alone is taken in place by the running helper
+# (decision 85): no hand-over, every connection kept, an idle keep-alive
+# one too (a drain would close it after a second idle).
+taken() { grep -c 'taken in place: the weights' "$T/dmscd.log"; }
+taken_more() { [[ $(taken) -gt $1 ]]; }
+pid=$(l7_pid "$DPID")
+n0=$(handovers)
+t0=$(taken)
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PY" "$TOOLS/l7-client.py" keep "$WEB:80" \
+	--marker v --seconds 8 >"$T/keep.out" 2>&1 &
+KEEP=$!
+t_wait 5 grep -q answered "$T/keep.out"
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c wrk -t1 -c8 -d6s --timeout 5s "http://$WEB/x" \
+	>"$T/wrk2.out" 2>&1 &
+WRK=$!
+n=0
+for weight in 0 2 0; do
+	t=$(taken)
+	dpolicy v2 "$weight"
+	t_wait 10 taken_more "$t" || break
+	n=$((n + 1))
+done
+t_check "three changes of weights taken in place, no hand-over" \
+	bash -c "[[ $n == 3 && $(taken) == $((t0 + 3)) && $(handovers) == $n0 ]]"
+t_check "... by the helper that ran before them" test "$(l7_pid "$DPID")" == "$pid"
+t_check "... while the kept-alive connection still waits" \
+	bash -c "grep -q answered '$T/keep.out' && ! grep -Eq '^(open|closed|reset)' '$T/keep.out'"
+got=
+for ((i = 0; i < 20; i++)); do got+="$(curl_c "http://$WEB/x") "; done
+t_eq "v2 at weight 0: every request to v1" "$got" "$(for ((i = 0; i < 20; i++)); do printf 'v1 '; done)"
+wait "$WRK"
+t_check "... wrk across them: no socket error, no non-2xx" \
+	bash -c "grep -q 'requests in' '$T/wrk2.out' && ! grep -Eq 'Socket errors|Non-2xx' '$T/wrk2.out'"
+wait "$KEEP"
+t_eq "the kept-alive connection was never closed" "$(tail -n 1 "$T/keep.out")" open
+t_check "dmsc_l7_policy_updates_total counts them" t_wait 5 \
+	grep -q '^dmsc_l7_policy_updates_total{result="taken"} 3$' "/run/dmsc/dmsc-l7.$DPID.prom"
 kill -TERM "$DPID"
 wait "$DPID"
 DPID=

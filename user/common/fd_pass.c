@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "fd_pass.h"
+#include "log.h"
 
 int dmsc_fd_send(int sock, const void *msg, size_t len, int fd)
 {
@@ -78,4 +80,37 @@ ssize_t dmsc_fd_recv(int sock, char *buf, size_t len, int *fd)
 		return -EMSGSIZE;
 	}
 	return n;
+}
+
+void dmsc_policy_updates_serve(int *sock, dmsc_policy_take_fn take, void *ctx, const char *who)
+{
+	char msg[64], answer[320], why[256];
+	ssize_t n;
+	int fd;
+
+	while (*sock >= 0) {
+		n = dmsc_fd_recv(*sock, msg, sizeof(msg), &fd);
+		if (n == -EAGAIN)
+			return;
+		if (n <= 0) {
+			close(*sock);
+			*sock = -1;
+			if (fd >= 0)
+				close(fd);
+			return;
+		}
+		if (strncmp(msg, "policy ", 7) || fd < 0) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		why[0] = '\0';
+		if (take(ctx, fd, msg, why, sizeof(why)) == 0)
+			snprintf(answer, sizeof(answer), "ok %s", msg + 7);
+		else
+			snprintf(answer, sizeof(answer), "fail %s: %s", msg + 7, why);
+		close(fd);
+		if (dmsc_fd_send(*sock, answer, strlen(answer), -1))
+			pr_warn("%s: cannot answer dmscd about %s\n", who, msg);
+	}
 }

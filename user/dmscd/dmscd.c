@@ -327,7 +327,7 @@ int main(int argc, char **argv)
 
 	while (running) {
 		/* poll() passes over the entries whose fd is -1. */
-		struct pollfd pfd[9] = {
+		struct pollfd pfd[10] = {
 		    {.fd = ag.signal_fd, .events = POLLIN},
 		    {.fd = ag.watch.fd, .events = POLLIN},
 		    {.fd = ag.http_fd, .events = POLLIN},
@@ -337,6 +337,7 @@ int main(int argc, char **argv)
 		    {.fd = ag.tunnel ? dmsc_l7_sup_fd(&ag.tunnel_sup) : -1, .events = POLLIN},
 		    {.fd = dmsc_health_watch_fd(&ag.health), .events = POLLIN},
 		    {.fd = ag.tunnel ? dmsc_l7_sup_update_fd(&ag.tunnel_sup) : -1, .events = POLLIN},
+		    {.fd = ag.l7 ? dmsc_l7_sup_update_fd(&ag.l7_sup) : -1, .events = POLLIN},
 		};
 		int64_t now = dmsc_now_ms();
 		int wait = dmsc_debounce_wait_ms(&ag.debounce, now);
@@ -359,7 +360,7 @@ int main(int argc, char **argv)
 		 * back-off; looked at every second at least. */
 		if ((ag.l7 || ag.tunnel) && (wait < 0 || wait > L7_POLL_MS))
 			wait = L7_POLL_MS;
-		if (poll(pfd, 8, wait) < 0 && errno != EINTR) {
+		if (poll(pfd, sizeof(pfd) / sizeof(pfd[0]), wait) < 0 && errno != EINTR) {
 			pr_warn("poll: %s\n", strerror(errno));
 			break;
 		}

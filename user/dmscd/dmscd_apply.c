@@ -17,9 +17,10 @@
  * have changed since). Any change of that view (routes, timeouts, retries,
  * labels, weights, requests_per_second: also those no kernel map holds)
  * reaches the helper without refusing or cutting a connection: handed to
- * the running one where it takes updates (the tunnel, docs/design.md
- * decision 83), else by replacing it (one asked for during a hand-over is
- * queued: dmsc_l7_sup_replace).
+ * the running one where it takes updates (the tunnel every one,
+ * docs/design.md decision 83; dmsc-l7 a change of weights alone, decision
+ * 85), else by replacing it (one asked for during a hand-over is queued:
+ * dmsc_l7_sup_replace).
  */
 static void helper_follow(const char *name, struct dmsc_l7_supervisor *sup,
 			  const char *const *argv, char **cur, size_t *cur_len,
@@ -46,7 +47,8 @@ static void helper_follow(const char *name, struct dmsc_l7_supervisor *sup,
 	err = dmsc_l7_sup_set_policy(sup, view, len);
 	if (!err && !*cur) {
 		err = dmsc_l7_sup_start(sup, now);
-	} else if (!err && dmsc_l7_sup_update(sup) == 0) {
+	} else if (!err && (!sup->takes || sup->takes(*cur, view)) &&
+		   dmsc_l7_sup_update(sup) == 0) {
 		how = "the policy applied handed to it in place";
 	} else if (!err) {
 		how = "replacing it with the policy applied";

@@ -49,6 +49,9 @@ struct dmsc_l7_supervisor {
 	/* the helper takes new policies in place (set before the first
 	 * start): each helper started gets a socket for them */
 	bool updates;
+	/* which changes of the policy it takes so (NULL: every one): the
+	 * others replace it (dmscd_apply.c helper_follow) */
+	bool (*takes)(const char *cur, const char *next);
 	int update_fd;		 /* our end of the running helper's; -1: none */
 	unsigned int update_seq; /* the last policy sent on it */
 	int policy_fd;	     /* sealed memfd with the policy; -1: none */

@@ -56,6 +56,8 @@
  */
 #define _GNU_SOURCE
 #include <getopt.h>
+#include <poll.h>
+#include <sys/signalfd.h>
 
 #include "baton.h"
 #include "clock.h"
@@ -64,7 +66,7 @@
 
 /* clang-format off: the defaults, a line per kind (docs/l7.md) */
 struct l7_opts opt = {
-    .ready_fd = -1,
+    .ready_fd = -1, .updates_fd = -1,
     /* a request's head */
     .max_header_bytes = 8192, .max_headers = 64, .max_target = 4096,
     /* times, ms */
@@ -98,6 +100,8 @@ static void usage(FILE *f)
 		"  --pin-dir DIR           the datapath (default $DMSC_PIN_DIR or %s/v%s)\n"
 		"  --workers N             worker threads (default: CPUs)\n"
 		"  --ready-fd FD           write \"ready\\n\" to FD and close it once serving\n"
+		"  --policy-updates FD     dmscd's: a unix socket on which it sends the\n"
+		"                          changes of weights, taken in place\n"
 		"  --access-log FILE|-     one line per request (default: off)\n"
 		"  --metrics-file FILE     Prometheus text, rewritten every second\n"
 		"  --no-register           do not write the listen address to the datapath\n"
@@ -163,6 +167,7 @@ enum {
 	O_LISTEN = 0x100,
 	O_WORKERS,
 	O_READY,
+	O_UPDATES,
 	O_FORWARDED,
 };
 
@@ -217,6 +222,7 @@ static int parse_args(int argc, char **argv)
 	    {"listen", required_argument, NULL, O_LISTEN},
 	    {"workers", required_argument, NULL, O_WORKERS},
 	    {"ready-fd", required_argument, NULL, O_READY},
+	    {"policy-updates", required_argument, NULL, O_UPDATES},
 	    {"forwarded", required_argument, NULL, O_FORWARDED},
 	    DMSC_LONGOPTS_END,
 	};
@@ -244,6 +250,11 @@ static int parse_args(int argc, char **argv)
 			if (dmsc_parse_u32("--ready-fd", optarg, 0, INT_MAX, &u))
 				return -EINVAL;
 			opt.ready_fd = (int)u;
+			break;
+		case O_UPDATES:
+			if (dmsc_parse_u32("--policy-updates", optarg, 0, INT_MAX, &u))
+				return -EINVAL;
+			opt.updates_fd = (int)u;
 			break;
 		default:
 			r = dmsc_opt_take(stored, c, optarg);
@@ -305,7 +316,11 @@ static int load_policy(void)
 	}
 	for (k = 0; k < cfg.n_svcs; k++)
 		n_route_slots += cfg.svcs[k].n_routes + 1;
-	return 0;
+	err = opt.updates_fd >= 0 ? l7_update_keep_view(opt.policy_file) : 0;
+	if (err)
+		pr_warn("%s: cannot keep it for the changes to come: %s\n", opt.policy_file,
+			strerror(-err));
+	return err;
 }
 
 static int open_maps(const char *pin_dir, int *conf_fd)
@@ -342,7 +357,7 @@ int main(int argc, char **argv)
 	struct rlimit rl;
 	sigset_t mask;
 	__u32 zero = 0;
-	int conf_fd = -1, i, err, sig;
+	int conf_fd = -1, sig_fd, i, err, sig;
 	size_t s, base;
 	uint64_t seed;
 	struct dmsc_baton baton;
@@ -369,13 +384,19 @@ int main(int argc, char **argv)
 
 		opt.workers = n > 0 && n < 1024 ? (int)n : 1;
 	}
-	/* Signals are taken by the main thread alone (sigtimedwait below). */
+	/* Signals are taken by the main thread alone (its signalfd, polled
+	 * with dmscd's changes of weights below). */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGPIPE);
 	sigaddset(&mask, DMSC_HELPER_ORPHAN_SIGNAL);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sig_fd < 0) {
+		pr_warn("cannot make a signalfd: %s\n", strerror(errno));
+		return 1;
+	}
 
 	if (load_policy())
 		return 1;
@@ -477,10 +498,17 @@ int main(int argc, char **argv)
 	for (;;) {
 		/* an orphan looks for its successor every 100 ms: the two
 		 * serve side by side (SO_REUSEPORT) until it drains */
-		struct timespec wait = {orphan_since ? 0 : 1, orphan_since ? 100000000 : 0};
+		struct pollfd pfd[2] = {{.fd = sig_fd, .events = POLLIN},
+					{.fd = opt.updates_fd, .events = POLLIN}};
+		struct signalfd_siginfo si;
 		int64_t now;
 
-		sig = sigtimedwait(&mask, NULL, &wait);
+		sig = 0;
+		if (poll(pfd, 2, orphan_since ? 100 : 1000) > 0 && (pfd[0].revents & POLLIN) &&
+		    read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+			sig = (int)si.ssi_signo;
+		if (pfd[1].revents)
+			l7_policy_updates(&opt.updates_fd);
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
 		if (sig == DMSC_HELPER_ORPHAN_SIGNAL && !orphan_since) {

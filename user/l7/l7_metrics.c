@@ -250,6 +250,7 @@ void metrics_write(void)
 				 k ? SUM_WORKERS(w_->m.accept_pauses_ns)
 				   : SUM_WORKERS(w_->m.accept_pauses));
 	}
+	l7_update_metrics(&b);
 	dmsc_prom_family(&b, "dmsc_l7_h2_connections", "gauge",
 			 "HTTP/2 client connections each worker serves.");
 	for (i = 0; i < (size_t)opt.workers; i++) {

@@ -73,6 +73,7 @@ struct l7_opts {
 	const char *metrics_file;
 	int workers;
 	int ready_fd;
+	int updates_fd; /* --policy-updates: dmscd's changes of weights (l7_update.c) */
 	bool no_register;
 	bool no_netns; /* --no-netns: no listeners in other namespaces */
 	bool baton;    /* --baton: dmscd's helper, handing over across its restarts (baton.h) */
@@ -369,5 +370,14 @@ void request_finished(struct conn *c);
 void h2_finished(void *worker, const struct dmsc_l7_service *svc, size_t svc_idx, int route,
 		 int status, uint64_t dur, uint32_t attempts, int grpc_status);
 void metrics_write(void);
+
+/* l7_update.c: a change of weights taken in place (decision 85) */
+/* Keeps the view at path, what the next one is compared with. */
+int l7_update_keep_view(const char *path);
+/* What dmscd sent on *sock (--policy-updates), each answered; *sock
+ * becomes -1 once dmscd's end is gone. */
+void l7_policy_updates(int *sock);
+struct dmsc_buf;
+void l7_update_metrics(struct dmsc_buf *b);
 
 #endif

@@ -57,11 +57,14 @@ int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t t
 	uint32_t start = dmsc_slot_index(r), i;
 	int first = -1;
 
-	if (pick->empty)
+	/* (relaxed loads: dmsc-l7 copies a change of weights over the table
+	 * while workers pick, docs/design.md decision 85) */
+	if (__atomic_load_n(&pick->empty, __ATOMIC_RELAXED))
 		return -1;
 	/* Bounded: one walk over the table from a random slot. */
 	for (i = 0; i < DMSC_SLOTS; i++) {
-		uint16_t id = pick->slot[(start + i) & DMSC_SLOT_MASK];
+		uint16_t id =
+		    __atomic_load_n(&pick->slot[(start + i) & DMSC_SLOT_MASK], __ATOMIC_RELAXED);
 		int idx;
 
 		if (!id)

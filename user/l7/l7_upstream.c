@@ -335,7 +335,8 @@ void dispatch(struct conn *c)
 			return;
 		}
 	}
-	if ((route ? &route->pick : &c->svc->pick)->empty) {
+	/* (a change of weights may empty it meanwhile: decision 85) */
+	if (__atomic_load_n(&(route ? &route->pick : &c->svc->pick)->empty, __ATOMIC_RELAXED)) {
 		c->state = S_LOCAL;
 		respond_local(c, 503, false, 0);
 		return;

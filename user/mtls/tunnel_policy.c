@@ -71,80 +71,40 @@ static unsigned int revoke_denied(struct tunnel *t, const struct dmsc_policy *p)
 	return n;
 }
 
-/* One policy from fd: taken, or why not into why. */
-static int take(struct tunnel *t, int fd, unsigned int *revoked, char *why, size_t len)
+/* One policy from fd: taken, or why not into why (dmsc_policy_take_fn). */
+static int take(void *ctx, int fd, const char *msg, char *why, size_t len)
 {
-	struct dmsc_policy_errors errs = {0};
+	struct tunnel *t = ctx;
 	struct dmsc_policy *p = calloc(1, sizeof(*p));
-	char path[40];
+	unsigned int revoked;
 	int err;
 
-	if (!p) {
-		snprintf(why, len, "out of memory");
-		return -ENOMEM;
-	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	err = dmsc_policy_load_file(path, p, &errs);
+	err = p ? dmsc_policy_load_fd(fd, 0, p, why, len) : -ENOMEM;
 	if (err) {
-		if (errs.count)
-			dmsc_policy_error_format(&errs.items[0], why, len);
-		else
-			snprintf(why, len, "cannot read it: %s", strerror(-err));
-		dmsc_policy_errors_free(&errs);
+		if (!p)
+			snprintf(why, len, "out of memory");
 		free(p);
+		t->policy_updates[1]++;
+		pr_warn("tunnel: cannot take %s: %s; serving the last one\n", msg, why);
 		return err;
 	}
-	dmsc_policy_errors_free(&errs);
-	*revoked = revoke_denied(t, p);
+	revoked = revoke_denied(t, p);
 	if (t->own_policy) {
 		dmsc_policy_free(t->own_policy);
 		free(t->own_policy);
 	}
 	t->own_policy = p;
 	t->policy = p;
+	t->policy_updates[0]++;
+	pr_info("tunnel: %s taken in place (%zu services); open streams kept, %u reset as no "
+		"longer allowed\n",
+		msg, p->n_services, revoked);
 	return 0;
 }
 
 void tn_policy_updates(struct tunnel *t)
 {
-	char msg[64], answer[320], why[256];
-	unsigned int revoked;
-	ssize_t n;
-	int fd;
-
-	for (;;) {
-		n = dmsc_fd_recv(t->updates.fd, msg, sizeof(msg), &fd);
-		if (n == -EAGAIN)
-			return;
-		if (n <= 0) {
-			/* dmscd is gone (the orphan's signal says what to
-			 * do) or replaced this tunnel: no more policies */
-			epoll_ctl(t->ep, EPOLL_CTL_DEL, t->updates.fd, NULL);
-			close(t->updates.fd);
-			t->updates.fd = -1;
-			if (fd >= 0)
-				close(fd);
-			return;
-		}
-		if (strncmp(msg, "policy ", 7) || fd < 0) {
-			if (fd >= 0)
-				close(fd);
-			continue;
-		}
-		revoked = 0;
-		if (take(t, fd, &revoked, why, sizeof(why)) == 0) {
-			t->policy_updates[0]++;
-			pr_info("tunnel: %s taken in place (%zu services); open streams kept, %u "
-				"reset as no longer allowed\n",
-				msg, t->policy->n_services, revoked);
-			snprintf(answer, sizeof(answer), "ok %s", msg + 7);
-		} else {
-			t->policy_updates[1]++;
-			pr_warn("tunnel: cannot take %s: %s; serving the last one\n", msg, why);
-			snprintf(answer, sizeof(answer), "fail %s: %s", msg + 7, why);
-		}
-		close(fd);
-		if (dmsc_fd_send(t->updates.fd, answer, strlen(answer), -1))
-			pr_warn("tunnel: cannot answer dmscd about %s\n", msg);
-	}
+	/* (closed once dmscd is gone, the orphan's signal saying what to
+	 * do, or once it replaced this tunnel: no more policies) */
+	dmsc_policy_updates_serve(&t->updates.fd, take, t, "tunnel");
 }

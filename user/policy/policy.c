@@ -218,6 +218,22 @@ cleanup:
 	return err;
 }
 
+int dmsc_policy_load_fd(int fd, unsigned int flags, struct dmsc_policy *out, char *why, size_t len)
+{
+	struct dmsc_policy_errors errs = {0};
+	char path[40];
+	int err;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	err = dmsc_policy_load_file_flags(path, flags, out, &errs);
+	if (err && errs.count)
+		dmsc_policy_error_format(&errs.items[0], why, len);
+	else if (err)
+		snprintf(why, len, "cannot read it: %s", strerror(-err));
+	dmsc_policy_errors_free(&errs);
+	return err;
+}
+
 static void labels_free(struct dmsc_label *l, size_t n)
 {
 	size_t i;

@@ -229,6 +229,11 @@ int dmsc_policy_load_file(const char *file, struct dmsc_policy *out,
 int dmsc_policy_load_file_flags(const char *file, unsigned int flags, struct dmsc_policy *out,
 				struct dmsc_policy_errors *errs);
 
+/* The policy in a descriptor a helper was handed (dmscd's sealed memfd,
+ * docs/design.md decision 83), its first error (or why it could not be
+ * read) said into why. 0 or a negative errno. */
+int dmsc_policy_load_fd(int fd, unsigned int flags, struct dmsc_policy *out, char *why, size_t len);
+
 void dmsc_policy_free(struct dmsc_policy *p);
 void dmsc_policy_errors_free(struct dmsc_policy_errors *errs);
 
