@@ -496,7 +496,7 @@ echo "   carries bytes both ways (decision 82): 3 echoes, 1 MiB byte-exact, the 
 dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 /usr/bin/python3 \
 	"$TOP/tests/tools/ws-peer.py" client ws://198.19.0.15/chat | sed 's/^/     /'
 # (decision 85) A change of weights alone goes to the running helper.
-taken() { grep -c 'taken in place: the weights' "$T/hosta.log"; }
+taken() { grep -c 'taken in place: the weights, timeouts' "$T/hosta.log"; }
 taken_more() { [[ $(taken) -gt $1 ]]; }
 nrep=$(grep -c 'replaced by' "$T/hosta.log")
 ntaken=$(taken)
@@ -505,9 +505,9 @@ jq '(.services[] | select(.name == "web") | .backends) |= map(.weight = (if .lab
 in_agents "$CTL" publish "$T/shopweb2.json" --etcd "$EURL" --namespace shop >/dev/null ||
 	die "publish web's weights failed"
 t_wait 20 taken_more "$ntaken" || die "host A's dmsc-l7 did not take the weights (see $T/hosta.log)"
-echo "   web shifted to v2 (weights 0/100), published to etcd: a change of weights alone, which"
+echo "   web shifted to v2 (weights 0/100), published to etcd: a change of values alone, which"
 echo "   host A's running dmsc-l7 takes in place (decision 85), every open connection kept:"
-grep 'taken in place: the weights' "$T/hosta.log" | tail -n 1 | sed 's/^/     /'
+grep 'taken in place: the weights, timeouts' "$T/hosta.log" | tail -n 1 | sed 's/^/     /'
 echo "     (dmsc-l7 hand-overs since: $(($(grep -c 'replaced by' "$T/hosta.log") - nrep)))"
 echo "   nghttp, 50 streams for /id again:"
 dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 nghttp "${urls[@]}" |

@@ -237,17 +237,22 @@ wait "$L7PID"
 L7PID=
 
 # ---- item 2: dmscd hands the helper exactly the policy it applied.
+# (DRATE: web's requests_per_second and burst; DSLOW_MS: slowsvc's timeout)
 dpolicy() { # SELECTOR [WEIGHT]: the /r/ route's version, v2's weight (default 1)
+	local rate=
+	[[ -n ${DRATE:-} ]] &&
+		rate="\"rate_limit\": { \"requests_per_second\": $DRATE, \"burst\": $DRATE },"
 	cat >"$T/d.tmp" <<JSON
 { "services": [
   { "name": "web", "vip": "$WEB", "port": 80, "protocol": "http",
+    $rate
     "backends": [
       { "address": "198.18.1.2", "port": 8080, "labels": { "version": "v1" } },
       { "address": "198.18.1.3", "port": 8080, "weight": ${2:-1}, "labels": { "version": "v2" } } ],
     "routes": [ { "match": { "path_prefix": "/r/" }, "backends": { "version": "$1" } } ] },
   { "name": "slowsvc", "vip": "$SLOW", "port": 80, "protocol": "http",
     "backends": [ { "address": "198.18.1.4", "port": 8080 } ],
-    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": 20000 } ] } ] }
+    "routes": [ { "match": { "path_prefix": "/" }, "timeout_ms": ${DSLOW_MS:-20000} } ] } ] }
 JSON
 	mv "$T/d.tmp" "$T/d.json"
 }
@@ -323,7 +328,7 @@ t_check "... wrk answered throughout, no socket error, no non-2xx" \
 # A change of weights alone is taken in place by the running helper
 # (decision 85): no hand-over, every connection kept, an idle keep-alive
 # one too (a drain would close it after a second idle).
-taken() { grep -c 'taken in place: the weights' "$T/dmscd.log"; }
+taken() { grep -c 'taken in place: the weights, timeouts' "$T/dmscd.log"; }
 taken_more() { [[ $(taken) -gt $1 ]]; }
 pid=$(l7_pid "$DPID")
 n0=$(handovers)
@@ -357,6 +362,24 @@ wait "$KEEP"
 t_eq "the kept-alive connection was never closed" "$(tail -n 1 "$T/keep.out")" open
 t_check "dmsc_l7_policy_updates_total counts them" t_wait 5 \
 	grep -q '^dmsc_l7_policy_updates_total{result="taken"} 3$' "/run/dmsc/dmsc-l7.$DPID.prom"
+# A request limit set, then lifted, and a route's timeout, in place too.
+codes_web() { for ((i = 0; i < 20; i++)); do curl_c -o /dev/null -w '%{http_code}\n' "http://$WEB/x"; done; }
+t=$(taken)
+DRATE=2 dpolicy v2 0
+t_check "a request limit (2/s) taken in place" t_wait 10 taken_more "$t"
+n429=$(codes_web | grep -c '^429$')
+t_check "... 20 requests at once: the limit answers 429 (got $n429)" test "$n429" -ge 10
+t=$(taken)
+dpolicy v2 0
+t_check "the limit lifted in place" t_wait 10 taken_more "$t"
+t_eq "... 20 requests at once: none refused" "$(codes_web | grep -vc '^200$')" 0
+t=$(taken)
+DSLOW_MS=1000 dpolicy v2 0
+t_check "a route's timeout (20 s to 1 s) taken in place" t_wait 10 taken_more "$t"
+t_eq "... the 8 s backend's request: 504 after it" \
+	"$(curl_c -o /dev/null -w '%{http_code}' "http://$SLOW/late")" 504
+t_check "... all by the helper that ran before them, no hand-over" \
+	bash -c "[[ $(l7_pid "$DPID") == $pid && $(handovers) == $n0 ]]"
 kill -TERM "$DPID"
 wait "$DPID"
 DPID=

@@ -268,30 +268,34 @@ Test(l7_view, changes_with_every_field_the_helper_uses_and_only_those)
 	free(sel);
 }
 
-/* A change of weights alone is taken in place by the running helper
- * (docs/design.md decision 85); any other change of the view is not. */
-Test(l7_view, weights_only_says_when_the_helper_takes_a_change_in_place)
+/* A change of weights, routes' timeouts and retries, and services' rate
+ * limits is taken in place by the running helper (docs/design.md decision
+ * 85); any other change of the view is not. */
+Test(l7_view, values_only_says_when_the_helper_takes_a_change_in_place)
 {
 	char *base = view("a.slice", 10, "v1", "v1", 250);
 	char *timeout = view("a.slice", 10, "v1", "v1", 300);
 	char *rps = view("a.slice", 11, "v1", "v1", 250);
 	char *label = view("a.slice", 10, "v2", "v1", 250);
+	char *sel = view("a.slice", 10, "v2", "v2", 250);
 	char *weights = strdup(base), *w;
 
 	cr_assert_not_null(weights);
 	w = strstr(weights, "\"weight\":80");
 	cr_assert_not_null(w, "%s", base);
 	memcpy(w, "\"weight\":55", 11);
-	cr_expect(dmsc_l7_view_weights_only(base, base));
-	cr_expect(dmsc_l7_view_weights_only(base, weights), "%s\n%s", base, weights);
-	cr_expect_not(dmsc_l7_view_weights_only(base, timeout));
-	cr_expect_not(dmsc_l7_view_weights_only(base, rps));
-	cr_expect_not(dmsc_l7_view_weights_only(weights, label));
-	cr_expect_not(dmsc_l7_view_weights_only(base, "{ \"services\": [ broken"));
+	cr_expect(dmsc_l7_view_values_only(base, base));
+	cr_expect(dmsc_l7_view_values_only(base, weights), "%s\n%s", base, weights);
+	cr_expect(dmsc_l7_view_values_only(base, timeout));
+	cr_expect(dmsc_l7_view_values_only(weights, rps));
+	cr_expect_not(dmsc_l7_view_values_only(base, label), "a label moves a backend between routes");
+	cr_expect_not(dmsc_l7_view_values_only(label, sel), "a route's selector");
+	cr_expect_not(dmsc_l7_view_values_only(base, "{ \"services\": [ broken"));
 	free(base);
 	free(timeout);
 	free(rps);
 	free(label);
+	free(sel);
 	free(weights);
 }
 

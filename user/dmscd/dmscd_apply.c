@@ -18,7 +18,7 @@
  * labels, weights, requests_per_second: also those no kernel map holds)
  * reaches the helper without refusing or cutting a connection: handed to
  * the running one where it takes updates (the tunnel every one,
- * docs/design.md decision 83; dmsc-l7 a change of weights alone, decision
+ * docs/design.md decision 83; dmsc-l7 a change of values alone, decision
  * 85), else by replacing it (one asked for during a hand-over is queued:
  * dmsc_l7_sup_replace).
  */

@@ -76,10 +76,11 @@ int l7_start(struct agent *ag, const char *bin, const char *listen)
 			  sizeof(ag->l7_metrics), "dmsc-l7", argv);
 	if (err)
 		return err;
-	/* a change of weights alone goes to the running helper, whose
-	 * connections it keeps (docs/design.md decision 85) */
+	/* a change of values alone (weights, timeouts, retries, limits)
+	 * goes to the running helper, whose connections it keeps
+	 * (docs/design.md decision 85) */
 	ag->l7_sup.updates = true;
-	ag->l7_sup.takes = dmsc_l7_view_weights_only;
+	ag->l7_sup.takes = dmsc_l7_view_values_only;
 	ag->l7 = true;
 	if (ag->l7_fastpath)
 		helper_cgroup(ag, &ag->l7_sup, "dmsc-l7", ag->l7_cgroup, sizeof(ag->l7_cgroup));

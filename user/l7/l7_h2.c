@@ -241,7 +241,7 @@ void l7h2_stream_dispatch(struct h2_stream *st)
 	req.n_headers = n;
 	st->route = dmsc_l7_route_match(hc->svc, &req);
 	route = st->route >= 0 ? &hc->svc->routes[st->route] : NULL;
-	if (hc->svc->has_request_limit && hc->env->bucket_wait(hc->svc_idx, now)) {
+	if (dmsc_l7_service_limited(hc->svc) && hc->env->bucket_wait(hc->svc_idx, now)) {
 		l7h2_respond_local(st, 429);
 		return;
 	}
@@ -250,11 +250,10 @@ void l7h2_stream_dispatch(struct h2_stream *st)
 		l7h2_respond_local(st, 431);
 		return;
 	}
-	st->retries_left = route && route->has_retries ? route->retries : hc->env->default_retries;
+	st->retries_left = dmsc_l7_route_retries(route, hc->env->default_retries);
 	st->idempotent = (route && route->idempotent) || h2_method_idempotent(m);
 	st->replay = st->idempotent && st->retries_left > 0;
-	st->timeout_ms =
-	    route && route->has_timeout_ms ? route->timeout_ms : hc->env->default_timeout_ms;
+	st->timeout_ms = dmsc_l7_route_timeout_ms(route, hc->env->default_timeout_ms);
 	/* a gRPC deadline shorter than the route's wins */
 	gms = gt ? grpc_timeout_ms(gt) : 0;
 	if (gms && gms < st->timeout_ms)

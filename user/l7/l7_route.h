@@ -66,6 +66,28 @@ struct dmsc_l7_request {
 	size_t n_headers;
 };
 
+/* A route's timeout and retries (def: none set) and whether a service
+ * limits its requests, as a change taken in place may rewrite them while
+ * workers read (docs/design.md decision 85): relaxed loads. */
+static inline uint32_t dmsc_l7_route_timeout_ms(const struct dmsc_l7_route *r, uint32_t def)
+{
+	return r && __atomic_load_n(&r->has_timeout_ms, __ATOMIC_RELAXED)
+		   ? __atomic_load_n(&r->timeout_ms, __ATOMIC_RELAXED)
+		   : def;
+}
+
+static inline uint32_t dmsc_l7_route_retries(const struct dmsc_l7_route *r, uint32_t def)
+{
+	return r && __atomic_load_n(&r->has_retries, __ATOMIC_RELAXED)
+		   ? __atomic_load_n(&r->retries, __ATOMIC_RELAXED)
+		   : def;
+}
+
+static inline bool dmsc_l7_service_limited(const struct dmsc_l7_service *s)
+{
+	return __atomic_load_n(&s->has_request_limit, __ATOMIC_RELAXED);
+}
+
 /* Takes the policy (moved: *policy is emptied). 0 or -ENOMEM. */
 int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy);
 void dmsc_l7_config_free(struct dmsc_l7_config *cfg);

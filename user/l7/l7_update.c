@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * A change of weights taken in place (docs/design.md decision 85). dmscd
+ * A change of values taken in place (docs/design.md decision 85). dmscd
  * sends the helper a new view (the message "policy N" with its sealed
  * memfd, as it does the tunnel: decision 83) only when it differs from the
- * last one in its backends' weights alone (dmsc_l7_view_weights_only); any
- * other change replaces the helper. The helper checks that again, builds
- * the new routing tables aside and copies their pick tables over the
- * running ones, slot by slot: the services, routes and backends keep their
- * places, so nothing a connection, a stream, a metric or a health table
- * holds changes; a worker that picks during the copy gets a backend of the
- * old table or of the new one, both valid. Each policy is answered,
- * "ok N" or "fail N: why", upon which dmscd replaces the helper.
+ * last one in values alone (dmsc_l7_view_values_only: backends' weights,
+ * routes' timeout_ms and retries, services' rate_limit); any other change
+ * replaces the helper. The helper checks that again, builds the new
+ * routing tables aside and copies their values over the running ones: the
+ * pick tables slot by slot, the rest field by field (relaxed atomics; the
+ * request buckets under their lock). The services, routes and backends
+ * keep their places, so nothing a connection, a stream, a metric or a
+ * health table holds changes; a worker that picks during the copy gets a
+ * backend of the old table or of the new one, both valid. Each policy is
+ * answered, "ok N" or "fail N: why", upon which dmscd replaces the helper.
  */
 #define _GNU_SOURCE
 #include "fd_pass.h"
@@ -72,6 +74,40 @@ static void pick_copy(struct dmsc_l7_pick *to, const struct dmsc_l7_pick *from)
 	__atomic_store_n(&to->empty, from->empty, __ATOMIC_RELAXED);
 }
 
+#define STORE(field, from) __atomic_store_n(&(field), (from), __ATOMIC_RELAXED)
+
+/* One service's values from n (the same places): weights and their pick
+ * tables, routes' timeouts and retries, the request limit (its bucket
+ * keeps its tokens, up to a new depth; a new limit starts full). */
+static void values_copy(struct dmsc_l7_service *s, const struct dmsc_l7_service *n,
+			struct svc_rt *rt)
+{
+	struct dmsc_policy_backend *b = cfg.policy.services[s->src - cfg.policy.services].backends;
+	size_t j;
+
+	for (j = 0; j < s->src->n_backends; j++)
+		STORE(b[j].weight, n->src->backends[j].weight);
+	pick_copy(&s->pick, &n->pick);
+	for (j = 0; j < s->n_routes; j++) {
+		struct dmsc_l7_route *r = &s->routes[j];
+
+		pick_copy(&r->pick, &n->routes[j].pick);
+		STORE(r->timeout_ms, n->routes[j].timeout_ms);
+		STORE(r->has_timeout_ms, n->routes[j].has_timeout_ms);
+		STORE(r->retries, n->routes[j].retries);
+		STORE(r->has_retries, n->routes[j].has_retries);
+	}
+	pthread_mutex_lock(&rt->lock);
+	if (n->has_request_limit && !s->has_request_limit)
+		rt->bucket = (struct dmsc_tb){0};
+	rt->rate = n->requests_per_second;
+	rt->depth = dmsc_tb_request_depth(n->requests_per_second, n->burst);
+	STORE(s->requests_per_second, n->requests_per_second);
+	STORE(s->burst, n->burst);
+	STORE(s->has_request_limit, n->has_request_limit);
+	pthread_mutex_unlock(&rt->lock);
+}
+
 /* Do the tables of next have the places of the running ones? */
 static bool same_places(const struct dmsc_l7_config *next)
 {
@@ -93,22 +129,21 @@ static bool same_places(const struct dmsc_l7_config *next)
 	return true;
 }
 
-/* The policy in fd: its weights taken, or why not into why
- * (dmsc_policy_take_fn). */
-static int take_weights(int fd, char *why, size_t len)
+/* The policy in fd: its values taken, or why not into why. */
+static int take_values(int fd, char *why, size_t len)
 {
 	struct dmsc_l7_config next = {0};
 	struct dmsc_policy p = {0};
 	char *text = read_all(fd);
-	size_t i, j;
+	size_t i;
 	int err;
 
 	if (!text) {
 		snprintf(why, len, "cannot read it: %s", strerror(errno ? errno : ENOMEM));
 		return -EIO;
 	}
-	if (!view_text || !dmsc_l7_view_weights_only(view_text, text)) {
-		snprintf(why, len, "more than the weights changed");
+	if (!view_text || !dmsc_l7_view_values_only(view_text, text)) {
+		snprintf(why, len, "more than weights, timeouts, retries and limits changed");
 		free(text);
 		return -EINVAL;
 	}
@@ -125,19 +160,8 @@ static int take_weights(int fd, char *why, size_t len)
 		free(text);
 		return err ? err : -EINVAL;
 	}
-	for (i = 0; i < cfg.n_svcs; i++) {
-		struct dmsc_l7_service *s = &cfg.svcs[i];
-		const struct dmsc_l7_service *n = &next.svcs[i];
-		struct dmsc_policy_backend *b =
-		    cfg.policy.services[s->src - cfg.policy.services].backends;
-
-		for (j = 0; j < s->src->n_backends; j++)
-			__atomic_store_n(&b[j].weight, n->src->backends[j].weight,
-					 __ATOMIC_RELAXED);
-		pick_copy(&s->pick, &n->pick);
-		for (j = 0; j < s->n_routes; j++)
-			pick_copy(&s->routes[j].pick, &n->routes[j].pick);
-	}
+	for (i = 0; i < cfg.n_svcs; i++)
+		values_copy(&cfg.svcs[i], &next.svcs[i], &svc_rt[i]);
 	dmsc_l7_config_free(&next);
 	dmsc_policy_free(&p);
 	free(view_text);
@@ -147,7 +171,7 @@ static int take_weights(int fd, char *why, size_t len)
 
 static int take(void *ctx, int fd, const char *msg, char *why, size_t len)
 {
-	int err = take_weights(fd, why, len);
+	int err = take_values(fd, why, len);
 
 	(void)ctx;
 	if (err) {
@@ -156,8 +180,9 @@ static int take(void *ctx, int fd, const char *msg, char *why, size_t len)
 		return err;
 	}
 	taken++;
-	pr_info("%s taken in place: the weights of %zu service%s; every connection kept\n", msg,
-		cfg.n_svcs, cfg.n_svcs == 1 ? "" : "s");
+	pr_info("%s taken in place: the weights, timeouts, retries and limits of %zu service%s; "
+		"every connection kept\n",
+		msg, cfg.n_svcs, cfg.n_svcs == 1 ? "" : "s");
 	return 0;
 }
 

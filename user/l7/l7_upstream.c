@@ -321,7 +321,7 @@ void dispatch(struct conn *c)
 	if (route && route->idempotent)
 		c->idempotent = true; /* the policy says it is safe to send twice */
 
-	if (c->svc->has_request_limit) {
+	if (dmsc_l7_service_limited(c->svc)) {
 		struct svc_rt *rt = &svc_rt[c->svc_idx];
 
 		pthread_mutex_lock(&rt->lock);
@@ -341,8 +341,8 @@ void dispatch(struct conn *c)
 		respond_local(c, 503, false, 0);
 		return;
 	}
-	c->retries_left = route && route->has_retries ? route->retries : opt.default_retries;
-	c->timeout_ms = route && route->has_timeout_ms ? route->timeout_ms : opt.default_timeout_ms;
+	c->retries_left = dmsc_l7_route_retries(route, opt.default_retries);
+	c->timeout_ms = dmsc_l7_route_timeout_ms(route, opt.default_timeout_ms);
 	c->up_deadline = now + (uint64_t)c->timeout_ms * 1000000;
 	buf_reset(&c->uout);
 	c->retain = true;

@@ -277,38 +277,49 @@ int dmsc_mtls_view_json(const struct dmsc_policy *p, char **out, size_t *len)
 	return view_json(p, true, out, len);
 }
 
-/* Drops "weight" from every backend of every service of a view. */
-static void strip_weights(struct json_object *view)
+/* Drops from obj[key] (an array of objects) each member named in drop. */
+static void strip_each(struct json_object *obj, const char *key, const char *const *drop)
 {
-	struct json_object *svcs, *backends;
-	size_t i, j;
+	struct json_object *a;
+	size_t i, k;
 
+	if (!json_object_object_get_ex(obj, key, &a) || !json_object_is_type(a, json_type_array))
+		return;
+	for (i = 0; i < json_object_array_length(a); i++) {
+		struct json_object *o = json_object_array_get_idx(a, i);
+
+		if (json_object_is_type(o, json_type_object))
+			for (k = 0; drop[k]; k++)
+				json_object_object_del(o, drop[k]);
+	}
+}
+
+/* Drops from a view what a running helper takes in place. */
+static void strip_values(struct json_object *view)
+{
+	static const char *const svc[] = {"rate_limit", NULL}, *const backend[] = {"weight", NULL},
+				 *const route[] = {"timeout_ms", "retries", NULL};
+	struct json_object *svcs;
+	size_t i;
+
+	strip_each(view, "services", svc);
 	if (!json_object_object_get_ex(view, "services", &svcs) ||
 	    !json_object_is_type(svcs, json_type_array))
 		return;
 	for (i = 0; i < json_object_array_length(svcs); i++) {
-		struct json_object *svc = json_object_array_get_idx(svcs, i);
-
-		if (!json_object_object_get_ex(svc, "backends", &backends) ||
-		    !json_object_is_type(backends, json_type_array))
-			continue;
-		for (j = 0; j < json_object_array_length(backends); j++) {
-			struct json_object *b = json_object_array_get_idx(backends, j);
-
-			if (json_object_is_type(b, json_type_object))
-				json_object_object_del(b, "weight");
-		}
+		strip_each(json_object_array_get_idx(svcs, i), "backends", backend);
+		strip_each(json_object_array_get_idx(svcs, i), "routes", route);
 	}
 }
 
-bool dmsc_l7_view_weights_only(const char *cur, const char *next)
+bool dmsc_l7_view_values_only(const char *cur, const char *next)
 {
 	struct json_object *a = json_tokener_parse(cur), *b = json_tokener_parse(next);
 	bool same = false;
 
 	if (a && b) {
-		strip_weights(a);
-		strip_weights(b);
+		strip_values(a);
+		strip_values(b);
 		same = json_object_equal(a, b);
 	}
 	json_object_put(a);

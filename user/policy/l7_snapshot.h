@@ -26,10 +26,10 @@ int dmsc_l7_view_json(const struct dmsc_policy *p, char **out, size_t *len);
  * a vouched identity against. Same contract as dmsc_l7_view_json. */
 int dmsc_mtls_view_json(const struct dmsc_policy *p, char **out, size_t *len);
 
-/* Do two L7 views (NUL-terminated) differ in their backends' weights
- * alone, or not at all? Then the running helper takes the second in place
- * (docs/design.md decision 85); any other change replaces it. False too
- * when either does not parse. */
-bool dmsc_l7_view_weights_only(const char *cur, const char *next);
+/* Do two L7 views (NUL-terminated) differ only in values the running
+ * helper takes in place (docs/design.md decision 85): backends' weights,
+ * routes' timeout_ms and retries, services' rate_limit (or not at all)?
+ * Any other change replaces it. False too when either does not parse. */
+bool dmsc_l7_view_values_only(const char *cur, const char *next);
 
 #endif /* DMSC_L7_SNAPSHOT_H */
