@@ -613,21 +613,22 @@ L7PID=
 # helper run there and so do the clients. The helper listens on [::1] in
 # n too and names it in n's dmsc_l7_netns entry; own6's only route sends
 # everything to b2 (weight 1 of 100), so an answer from b1 is a connection
-# balanced at L4. A change of the route's timeout_ms makes dmscd replace
+# balanced at L4. A route added in front (a change of the routes, which a
+# running helper cannot take in place: decision 85) makes dmscd replace
 # its helper while a client opens connection after connection: the new
 # helper binds [::1] beside the old one, which takes what its queue holds
 # and closes; no connection fails.
-own6() { # TIMEOUT_MS: own6's policy, written whole (dmscd watches the file)
+own6() { # [ROUTE,]: own6's policy, written whole (dmscd watches the file)
 	cat >"$T/own.tmp" <<EOF
 { "services": [ { "name": "own6", "vip": "$VIP6", "port": 84, "protocol": "http",
     "backends": [ { "address": "2001:2:60::11", "port": 8080, "weight": 99, "labels": { "v": "1" } },
                   { "address": "2001:2:60::12", "port": 8080, "weight": 1, "labels": { "v": "2" } } ],
-    "routes": [ { "match": { "path_prefix": "/" }, "backends": { "v": "2" }, "timeout_ms": $1 } ] } ] }
+    "routes": [ $1 { "match": { "path_prefix": "/" }, "backends": { "v": "2" }, "timeout_ms": 5000 } ] } ] }
 EOF
 	mv "$T/own.tmp" "$T/own.json"
 }
 own_pid() { pgrep -f -- "--metrics-file /run/dmsc/dmsc-l7.$DPID.prom" | head -n 1; }
-own6 5000
+own6 ""
 nsenter --net="/run/netns/${P}n" "$BIN/dmscd" --cgroup "$MESH" --policy "$T/own.json" \
 	--l7-listen 198.18.60.1:15001 --metrics off --debounce-ms 100 >"$T/dmscd-own.log" 2>&1 &
 DPID=$!
@@ -654,8 +655,8 @@ own_reqs() { awk '/^dmsc_l7_requests_total\{/ { s += $NF } END { print s + 0 }' 
 own_reqs_over() { [[ $(own_reqs) -ge $1 ]]; }
 r0=$(own_reqs)
 t_check "... the load goes through the old helper" t_wait 30 own_reqs_over $((r0 + 20))
-own6 6000
-t_check "a change of the route: dmscd replaces its helper" \
+own6 '{ "match": { "path_prefix": "/admin" }, "backends": { "v": "2" } },'
+t_check "a route added: dmscd replaces its helper" \
 	t_wait 20 bash -c "[[ \$(grep -c 'replaced by' '$T/dmscd-own.log') -gt $n0 ]]"
 t_check "... the old helper is gone" t_wait 20 bash -c "! kill -0 '${old:-0}' 2>/dev/null"
 t_check "... while the client was still connecting" kill -0 "$LOADPID"
