@@ -48,7 +48,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-STEPS=14 STEP=0
+STEPS=15 STEP=0
 step() {
 	STEP=$((STEP + 1))
 	printf '\n== %d/%d %s\n' "$STEP" "$STEPS" "$*"
@@ -398,9 +398,13 @@ EPID=$!
 t_wait 20 in_agents curl -sf --max-time 1 "$EURL/health" -o /dev/null || die "etcd did not start (see $T/etcd.log)"
 echo "   etcd $(etcd --version | head -n 1 | awk '{print $3}') on $EURL"
 CGB=$(dmsc_cgroup_make "$P/ads") || die "cgroup"
-DMSC_PIN_DIR=$T/bpffs/dmsc nsenter --net="/run/netns/$AGENTS" "$BIN/dmscd" --etcd "$EURL" --namespace shop \
-	--metrics 127.0.0.1:0 >"$T/hosta.log" 2>&1 &
-DPIDS+=($!)
+hosta() { # host A's dmscd (again after a restart: the same command line)
+	DMSC_PIN_DIR=$T/bpffs/dmsc nsenter --net="/run/netns/$AGENTS" "$BIN/dmscd" --etcd "$EURL" \
+		--namespace shop --metrics 127.0.0.1:0 >>"$T/hosta.log" 2>&1 &
+	HOSTA=$!
+	DPIDS+=("$HOSTA")
+}
+hosta
 DMSC_PIN_DIR=$T/bpffs/hostb nsenter --net="/run/netns/$AGENTS" "$BIN/dmscd" --etcd "$EURL" --namespace ads --cgroup "$CGB" \
 	--metrics 127.0.0.1:0 >"$T/hostb.log" 2>&1 &
 DPIDS+=($!)
@@ -541,3 +545,30 @@ for ((i = 0; i < 20; i++)); do urls+=("http://[2001:2:2::14]/"); done
 echo "   curl -6 from the agents' namespace, 20 requests to [2001:2:2::14]:80 (weights 99/1, route: all to v2):"
 v6h "${urls[@]}" | sort | uniq -c | sed 's/^/     /'
 echo "   (every one routed by the helper, on the host where it runs; at L4, 99 in 100 would be web6-v1)"
+
+step "dmscd restarted: the next one adopts its helpers, connections open across it live on"
+# (docs/design.md decision 86) A WebSocket through host A's dmsc-l7 goes
+# idle for 12 s; host A's dmscd is stopped and started again meanwhile.
+# The new dmscd runs the same binaries with the same options, so it
+# adopts the helper that served on instead of starting one that the old
+# one would drain for (10 s, then what is open is closed).
+dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 60 /usr/bin/python3 \
+	"$TOP/tests/tools/ws-peer.py" client ws://198.19.0.15/chat --big 1024 --idle-ms 12000 \
+	>"$T/ws-restart.out" 2>&1 &
+WSPID=$!
+ws_open() { dmsc_net_exec node1 ss -Htn state established "sport = :8444" | grep -q .; }
+t_wait 10 ws_open || die "the WebSocket to chat did not open (see $T/ws-restart.out)"
+l7pid=$(pgrep -f -- "--metrics-file /run/dmsc/dmsc-l7.$HOSTA.prom" | head -n 1)
+echo "   a WebSocket to chat is open through dmsc-l7 (pid $l7pid); host A's dmscd stopped and started:"
+kill -TERM "$HOSTA" && wait "$HOSTA" 2>/dev/null
+hosta
+t_wait 20 grep -q "dmsc-l7 (pid $l7pid) of the dmscd before adopted" "$T/hosta.log" ||
+	die "host A's new dmscd did not adopt dmsc-l7 (see $T/hosta.log)"
+grep -h -e "of the dmscd before adopted" -e "adopted by dmscd" "$T/hosta.log" | sed 's/^/     /'
+wait "$WSPID" || die "the WebSocket across the restart failed: $(cat "$T/ws-restart.out")"
+echo "   the WebSocket, idle across the restart, echoes 12 s later on the same connection:"
+sed 's/^/     /' "$T/ws-restart.out"
+kill -0 "$l7pid" && [[ -s /run/dmsc/dmsc-l7.$HOSTA.prom ]] ||
+	die "dmsc-l7 $l7pid is gone or writes no metrics for the new dmscd"
+echo "   (the same dmsc-l7, pid $l7pid, now writes the new dmscd's /run/dmsc/dmsc-l7.$HOSTA.prom;"
+echo "    an upgrade, a new binary, is still handed over to a new helper)"

@@ -380,6 +380,30 @@ t_eq "... the 8 s backend's request: 504 after it" \
 	"$(curl_c -o /dev/null -w '%{http_code}' "http://$SLOW/late")" 504
 t_check "... all by the helper that ran before them, no hand-over" \
 	bash -c "[[ $(l7_pid "$DPID") == $pid && $(handovers) == $n0 ]]"
+# dmscd restarted, the same binaries and options (docs/design.md decision
+# 86): the next dmscd adopts the helper that serves on, so a connection
+# open across the restart lives on past the 10 s an orphan's drain would
+# give it (and past its 60 s without a successor, were it longer).
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$PY" "$TOOLS/l7-client.py" keep "$WEB:80" \
+	--marker v --seconds 13 >"$T/keep2.out" 2>&1 &
+KEEP=$!
+t_wait 5 grep -q answered "$T/keep2.out"
+kill -TERM "$DPID"
+wait "$DPID"
+OLD=$DPID
+start_dmscd
+t_check "dmscd restarted: it adopts the helper of the one before" \
+	t_wait 10 grep -q "dmsc-l7 (pid $pid) of the dmscd before adopted" "$T/dmscd.log"
+t_check "... which says so" grep -q "adopted by dmscd (pid $DPID): serving on as its helper" "$T/dmscd.log"
+t_check "... and writes the new dmscd's metrics file, the old one's gone" \
+	bash -c "kill -0 $pid && [[ -s /run/dmsc/dmsc-l7.$DPID.prom && ! -e /run/dmsc/dmsc-l7.$OLD.prom ]]"
+t=$(taken)
+dpolicy v2 2
+t_check "... and takes the new dmscd's change of weights in place" t_wait 10 taken_more "$t"
+t_check "... no hand-over" bash -c "[[ $(handovers) == $n0 ]] && kill -0 $pid"
+wait "$KEEP"
+t_eq "the kept-alive connection open across the restart was never closed (13 s)" \
+	"$(tail -n 1 "$T/keep2.out")" open
 kill -TERM "$DPID"
 wait "$DPID"
 DPID=
@@ -400,6 +424,9 @@ t_check "...and answers (v1)" routes_to v1
 dpolicy v2
 start_dmscd
 t_check "a new dmscd serves the new policy" t_wait 10 routes_to v2
+t_check "... which adopted the killed one's helper first, and replaced it: a change of routes" \
+	bash -c "grep -q 'dmsc-l7 (pid $pid) of the dmscd before adopted' '$T/dmscd.log' &&
+		grep -q 'dmsc-l7 (pid $pid) could not take the policy in place' '$T/dmscd.log'"
 t_check "the helper of the killed dmscd drains once the new one serves" \
 	t_wait 15 bash -c "! kill -0 ${pid:-1} 2>/dev/null"
 t_check "...and takes its metrics file with it" t_wait 5 test ! -e "/run/dmsc/dmsc-l7.$KILLED.prom"

@@ -199,14 +199,14 @@ Test(l7_supervisor, the_helper_goes_when_its_supervisor_dies)
  * "ok N", or "fail N: bad" for a policy that starts with "bad". SIGTERM
  * ends it (killed: no handler, Python's would wait on its blocked read). */
 static const char updates_helper[] =
-    "import os, socket, sys\n"
+    "import os, signal, socket, sys\n"
     "a = sys.argv\n"
     "os.write(int(a[a.index('--ready-fd') + 1]), b'ready\\n')\n"
     "s = socket.socket(fileno=int(a[a.index('--policy-updates') + 1]))\n"
     "for _ in range(100):\n"
     "    msg, fds, _, _ = socket.recv_fds(s, 64, 1)\n"
     "    if not msg:\n"
-    "        break\n"
+    "        signal.pause()  # as a helper does: its end comes with SIGTERM\n"
     "    text = open('/proc/self/fd/%d' % fds[0]).read()\n"
     "    open(a[1], 'a').write(text)\n"
     "    seq = msg.split()[1].decode()\n"
@@ -271,6 +271,92 @@ Test(l7_supervisor, a_policy_goes_to_the_running_helper_in_place)
 	dmsc_l7_sup_stop(&s, 3000);
 	cr_expect(WIFSIGNALED(s.last_status) && WTERMSIG(s.last_status) == SIGTERM,
 		  "stopped by SIGTERM (wait status %#x)", s.last_status);
+	unlink(out);
+}
+
+/* An orphan of a dmscd before, as far as adoption goes (baton.h): it
+ * offers itself on the abstract name of role l7 and datapath argv[1],
+ * says so in argv[2], takes the first "adopt METRICS" that comes with a
+ * socket (a connection that says nothing is not one), answers, and then
+ * takes every policy on that socket. */
+static const char adopt_helper[] =
+    "import os, signal, socket, sys\n"
+    "a = sys.argv\n"
+    "l = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+    "l.bind(b'\\0dmsc-adopt l7 ' + a[1].encode())\n"
+    "l.listen(4)\n"
+    "open(a[2], 'a').write('offered\\n')\n"
+    "while True:\n"
+    "    c, _ = l.accept()\n"
+    "    msg, fds, _, _ = socket.recv_fds(c, 4096, 1)\n"
+    "    if msg and fds:\n"
+    "        break\n"
+    "c.send(b'adopted %d' % os.getpid())\n"
+    "open(a[2], 'a').write(msg.decode() + '\\n')\n"
+    "u = socket.socket(fileno=fds[0])\n"
+    "while True:\n"
+    "    msg, fds, _, _ = socket.recv_fds(u, 64, 1)\n"
+    "    if not msg:\n"
+    "        signal.pause()\n"
+    "    u.send(b'ok ' + msg.split()[1])\n";
+
+/* A supervisor of argv that adopts the helper of role l7 for pin. */
+static void adopter_init(struct dmsc_l7_supervisor *s, const char **argv, const char *pin)
+{
+	cr_assert_eq(dmsc_l7_sup_init(s, argv), 0);
+	s->updates = true;
+	s->role = "l7";
+	s->pin_dir = pin;
+	s->metrics_file = "/run/dmsc/dmsc-l7.unit.prom";
+}
+
+Test(l7_supervisor, an_orphan_running_the_same_is_adopted_and_watched)
+{
+	char out[] = "/tmp/dmsc-sup-adopt-XXXXXX", pin[64];
+	int fd = mkstemp(out), status, i;
+	const char *argv[] = {"/usr/bin/python3", "-c", adopt_helper, pin, out, NULL};
+	const char *other[] = {"/usr/bin/python3", "-c", adopt_helper, pin, "/dev/null", NULL};
+	struct dmsc_l7_supervisor s, s2;
+	pid_t orphan;
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	/* a name of this test's own (abstract names are per namespace) */
+	snprintf(pin, sizeof(pin), "/sys/fs/bpf/dmsc-unit-adopt-%d", (int)getpid());
+	adopter_init(&s, argv, pin);
+	cr_expect_eq(dmsc_l7_sup_adopt(&s, ms()), -ENOENT, "none to adopt yet");
+	orphan = fork();
+	cr_assert_geq(orphan, 0);
+	if (orphan == 0) {
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	cr_assert(file_has(out, "offered\n"), "the stand-in offers itself");
+	/* one whose options differ is not adopted (and not told anything) */
+	adopter_init(&s2, other, pin);
+	cr_expect_eq(dmsc_l7_sup_adopt(&s2, ms()), -ESTALE, "another command line");
+	cr_expect_eq(s2.pid, -1);
+	/* the same: adopted, ready at once, told its metrics file */
+	cr_assert_eq(dmsc_l7_sup_adopt(&s, ms()), 0);
+	cr_expect_eq(s.pid, orphan);
+	cr_expect_eq(s.state, DMSC_L7_SUP_READY);
+	cr_expect(file_has(out, "adopt /run/dmsc/dmsc-l7.unit.prom\n"));
+	/* policies go to it, answered; no second helper */
+	cr_assert_eq(dmsc_l7_sup_set_policy(&s, "v1\n", 3), 0);
+	cr_expect_eq(dmsc_l7_sup_update(&s), 0);
+	for (i = 0; i < 20; i++) {
+		dmsc_l7_sup_poll(&s, ms());
+		usleep(5000);
+	}
+	cr_expect_eq(s.pid, orphan, "no second helper");
+	cr_expect_eq(s.update_fd >= 0, true, "its answer read, the socket kept");
+	/* not our child to reap: its end is seen by its pidfd, and it is
+	 * restarted after the back-off as any helper that died */
+	kill(orphan, SIGKILL);
+	cr_assert_eq(waitpid(orphan, &status, 0), orphan);
+	cr_expect_eq(poll_until(&s, DMSC_L7_SUP_BACKOFF, 3000), DMSC_L7_SUP_BACKOFF);
+	cr_expect_eq(s.last_status, -1, "an adopted helper's status is not ours to read");
+	dmsc_l7_sup_stop(&s, 1000);
 	unlink(out);
 }
 

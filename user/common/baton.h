@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <sys/un.h>
 
 /* What dmscd's helpers get when dmscd dies (PR_SET_PDEATHSIG): serve on.
@@ -46,6 +47,31 @@ void dmsc_baton_take(struct dmsc_baton *b);
  * drain: it serves); it is let go of. Also takes it once it is free. */
 bool dmsc_baton_passed(struct dmsc_baton *b);
 void dmsc_baton_close(struct dmsc_baton *b);
+
+/*
+ * Adoption (docs/design.md decision 86): an orphan offers itself to the
+ * next dmscd on a second abstract name, of its role and datapath (not its
+ * address: dmscd compares the whole command line). The dmscd that finds
+ * one running its own binary with its own options sends "adopt
+ * METRICS_FILE" with a new update socket; the orphan answers "adopted
+ * PID" and serves on as that dmscd's helper, every connection kept. An
+ * adopted helper is not that dmscd's child: the end of its update socket
+ * is how it hears that dmscd went.
+ */
+struct dmsc_adopt {
+	int fd; /* listening while offered; -1: not */
+	struct sockaddr_un sa;
+	socklen_t len;
+};
+
+void dmsc_adopt_init(struct dmsc_adopt *a, const char *role, const char *pin_dir);
+/* An orphan: offers itself (listens; once is enough, again is a no-op). */
+void dmsc_adopt_offer(struct dmsc_adopt *a);
+/* At a tick of an orphan: the update socket a dmscd adopting it handed
+ * over (>= 0; the metrics file it names into metrics, that dmscd's pid
+ * into *by), or -1 when none did. Offers it again if it could not yet. */
+int dmsc_adopt_taken(struct dmsc_adopt *a, char *metrics, size_t len, pid_t *by);
+void dmsc_adopt_close(struct dmsc_adopt *a);
 
 /* An orphan since since_ms (dmsc_now_ms): whether it should drain now,
  * its datapath at pin_dir uninstalled or orphan_ms passed (said in the

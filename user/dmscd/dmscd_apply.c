@@ -45,7 +45,14 @@ static void helper_follow(const char *name, struct dmsc_l7_supervisor *sup,
 		return;
 	}
 	err = dmsc_l7_sup_set_policy(sup, view, len);
-	if (!err && !*cur) {
+	if (!err && !*cur && dmsc_l7_sup_adopt(sup, now) == 0) {
+		/* the one of the dmscd before: the policy it runs is not
+		 * known here, so it is handed over; one it cannot take in
+		 * place replaces it (decision 86) */
+		how = "adopted; the policy applied handed to it";
+		if (dmsc_l7_sup_update(sup))
+			err = dmsc_l7_sup_replace(sup, argv, now);
+	} else if (!err && !*cur) {
 		err = dmsc_l7_sup_start(sup, now);
 	} else if (!err && (!sup->takes || sup->takes(*cur, view)) &&
 		   dmsc_l7_sup_update(sup) == 0) {

@@ -34,12 +34,14 @@ static int append_l7_metrics(const char *file, struct dmsc_buf *body)
 
 /* A helper's command line, kept in dst (its supervisor and its later
  * replacements point into it), with --metrics-file /run/dmsc/NAME.PID.prom
- * appended (the path kept in metrics). */
+ * appended (the path kept in metrics). What finds the helper of the dmscd
+ * before to adopt: its role and datapath (pin_dir). */
 static int helper_init(struct dmsc_l7_supervisor *sup, const char **dst, size_t dst_n,
 		       char *metrics, size_t metrics_len, const char *name,
-		       const char *const *argv)
+		       const char *const *argv, const char *role, const char *pin_dir)
 {
 	size_t n = 0;
+	int err;
 
 	snprintf(metrics, metrics_len, "/run/dmsc/%s.%d.prom", name, (int)getpid());
 	if (mkdir("/run/dmsc", 0755) && errno != EEXIST) {
@@ -54,7 +56,11 @@ static int helper_init(struct dmsc_l7_supervisor *sup, const char **dst, size_t 
 	dst[n++] = "--metrics-file";
 	dst[n++] = metrics;
 	dst[n] = NULL;
-	return dmsc_l7_sup_init(sup, dst) ? -E2BIG : 0;
+	err = dmsc_l7_sup_init(sup, dst) ? -E2BIG : 0;
+	sup->role = role;
+	sup->pin_dir = pin_dir;
+	sup->metrics_file = metrics;
+	return err;
 }
 
 static void helper_cgroup(const struct agent *ag, struct dmsc_l7_supervisor *sup,
@@ -73,7 +79,7 @@ int l7_start(struct agent *ag, const char *bin, const char *listen)
 	int err;
 
 	err = helper_init(&ag->l7_sup, ag->l7_argv, sizeof(ag->l7_argv) / sizeof(ag->l7_argv[0]), ag->l7_metrics,
-			  sizeof(ag->l7_metrics), "dmsc-l7", argv);
+			  sizeof(ag->l7_metrics), "dmsc-l7", argv, "l7", ag->pin_dir);
 	if (err)
 		return err;
 	/* a change of values alone (weights, timeouts, retries, limits)
@@ -200,7 +206,8 @@ int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char 
 	int err;
 
 	err = helper_init(&ag->tunnel_sup, ag->tunnel_argv, sizeof(ag->tunnel_argv) / sizeof(ag->tunnel_argv[0]),
-			  ag->tunnel_metrics, sizeof(ag->tunnel_metrics), "dmsc-tunnel", argv);
+			  ag->tunnel_metrics, sizeof(ag->tunnel_metrics), "dmsc-tunnel", argv,
+			  "tunnel", ag->pin_dir);
 	if (err)
 		return err;
 	/* a new policy goes to the running tunnel, whose streams it keeps

@@ -2,12 +2,15 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +44,9 @@ int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv)
 	s->policy_fd = -1;
 	s->cgroup_fd = -1;
 	s->update_fd = -1;
+	s->pidfd = -1;
+	s->old_pidfd = -1;
+	s->old_update_fd = -1;
 	s->last_status = -1;
 	s->backoff_ms = DMSC_L7_SUP_BACKOFF_MIN_MS;
 	s->state = DMSC_L7_SUP_STOPPED;
@@ -74,6 +80,171 @@ static void update_close(struct dmsc_l7_supervisor *s)
 	if (s->update_fd >= 0)
 		close(s->update_fd);
 	s->update_fd = -1;
+}
+
+static void old_update_close(struct dmsc_l7_supervisor *s)
+{
+	if (s->old_update_fd >= 0)
+		close(s->old_update_fd);
+	s->old_update_fd = -1;
+}
+
+/* How the log names the helper of s. */
+static const char *who(const struct dmsc_l7_supervisor *s)
+{
+	return s->role && !strcmp(s->role, "tunnel") ? "dmsc-l7 tunnel" : "dmsc-l7";
+}
+
+/* The next argument of v (n of them) from *i on that is not one each
+ * start adds (--ready-fd N, --policy P, --policy-updates N, --metrics-file
+ * P, --baton): what an adoption compares. NULL at the end. */
+static const char *kept_arg(const char *const *v, size_t n, size_t *i)
+{
+	static const char *const with_value[] = {"--ready-fd", "--policy", "--policy-updates",
+						 "--metrics-file"};
+	size_t k;
+
+	while (*i < n) {
+		const char *a = v[(*i)++];
+		bool skip = !strcmp(a, "--baton");
+
+		for (k = 0; !skip && k < sizeof(with_value) / sizeof(with_value[0]); k++)
+			if (!strcmp(a, with_value[k])) {
+				skip = true;
+				(*i)++;
+			}
+		if (!skip)
+			return a;
+	}
+	return NULL;
+}
+
+/* Does process pid run what s would start: the same binary (the file,
+ * not its name: an upgrade installs a new one) and the same options?
+ * If not, why into why. */
+static bool same_helper(const struct dmsc_l7_supervisor *s, pid_t pid, char *why, size_t len)
+{
+	const char *theirs[DMSC_L7_SUP_ARGS_MAX + 16], *a, *b;
+	char path[64], cmdline[8192];
+	struct stat st_run, st_bin;
+	size_t n = 0, off = 0, i = 1, j = 1;
+	ssize_t got;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	if (stat(path, &st_run) || stat(s->argv[0], &st_bin) || st_run.st_dev != st_bin.st_dev ||
+	    st_run.st_ino != st_bin.st_ino) {
+		snprintf(why, len, "it runs another binary than %s", s->argv[0]);
+		return false;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	got = fd >= 0 ? read(fd, cmdline, sizeof(cmdline) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (got <= 0 || (size_t)got == sizeof(cmdline) - 1) {
+		snprintf(why, len, "its command line cannot be read");
+		return false;
+	}
+	cmdline[got] = '\0';
+	while (off < (size_t)got && n < sizeof(theirs) / sizeof(theirs[0])) {
+		theirs[n++] = cmdline + off;
+		off += strlen(cmdline + off) + 1;
+	}
+	do {
+		a = kept_arg(s->argv, (size_t)s->argc, &i);
+		b = kept_arg(theirs, n, &j);
+		if ((a || b) && (!a || !b || strcmp(a, b))) {
+			snprintf(why, len, "its options differ (%s where this dmscd gives %s)",
+				 b ? b : "none", a ? a : "none");
+			return false;
+		}
+	} while (a);
+	return true;
+}
+
+int dmsc_l7_sup_adopt(struct dmsc_l7_supervisor *s, uint64_t now_ms)
+{
+	struct pollfd p = {.events = POLLIN};
+	struct dmsc_adopt a;
+	struct ucred cr;
+	socklen_t cl = sizeof(cr);
+	char msg[PATH_MAX + 16], why[256];
+	int u[2] = {-1, -1}, pidfd = -1, fd = -1, got = 0, err = -ENOENT;
+
+	if (!s->role || !s->pin_dir || !s->metrics_file || !s->updates || s->pid > 0)
+		return -ENOENT;
+	dmsc_adopt_init(&a, s->role, s->pin_dir);
+	p.fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (p.fd < 0)
+		return -errno;
+	/* none offers itself: the first dmscd, or the one before left no
+	 * helper (or one of a build before adoption, which the baton
+	 * hands over from) */
+	if (connect(p.fd, (struct sockaddr *)&a.sa, a.len) ||
+	    getsockopt(p.fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) ||
+	    (cr.uid != 0 && cr.uid != geteuid()) || cr.pid <= 0)
+		goto out;
+	if (!same_helper(s, cr.pid, why, sizeof(why))) {
+		pr_info("%s (pid %d) of the dmscd before serves on, but %s: starting a new one, "
+			"which takes over from it\n",
+			who(s), (int)cr.pid, why);
+		err = -ESTALE;
+		goto out;
+	}
+	pidfd = (int)syscall(SYS_pidfd_open, cr.pid, 0);
+	if (pidfd < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, u)) {
+		err = -errno;
+		goto out;
+	}
+	snprintf(msg, sizeof(msg), "adopt %s", s->metrics_file);
+	err = dmsc_fd_send(p.fd, msg, strlen(msg), u[1]);
+	close(u[1]);
+	u[1] = -1;
+	/* it looks every 100 ms */
+	if (!err && (poll(&p, 1, 2000) != 1 || dmsc_fd_recv(p.fd, msg, sizeof(msg), &fd) <= 0 ||
+		     sscanf(msg, "adopted %d", &got) != 1 || got != (int)cr.pid))
+		err = -ETIMEDOUT;
+	if (err) {
+		pr_warn("%s (pid %d) of the dmscd before did not take this one's adoption (%s): "
+			"starting a new one, which takes over from it\n",
+			who(s), (int)cr.pid, strerror(-err));
+		goto out;
+	}
+	close(p.fd);
+	s->pid = cr.pid;
+	s->pidfd = pidfd;
+	s->update_fd = u[0];
+	s->state = DMSC_L7_SUP_READY;
+	s->started_ms = now_ms;
+	pr_info("%s (pid %d) of the dmscd before adopted: it serves on as this one's, every "
+		"connection kept\n",
+		who(s), (int)cr.pid);
+	return 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (u[0] >= 0)
+		close(u[0]);
+	if (pidfd >= 0)
+		close(pidfd);
+	close(p.fd);
+	return err;
+}
+
+/* An adopted helper (pidfd) that ended; waits up to ms for it. */
+static bool pidfd_ended(int pidfd, int ms)
+{
+	struct pollfd p = {.fd = pidfd, .events = POLLIN};
+
+	return poll(&p, 1, ms) == 1;
+}
+
+static void pidfd_close(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
 }
 
 int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
@@ -211,13 +382,18 @@ enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t n
 			if (s->old_pid > 0) {
 				/* the new one serves: the old one drains */
 				kill(s->old_pid, SIGTERM);
+				old_update_close(s);
 				pr_info("dmsc-l7 (pid %d) replaced by pid %d: draining\n",
 					(int)s->old_pid, (int)s->pid);
 			}
 		}
 	}
-	if (s->old_pid > 0 && waitpid(s->old_pid, &status, WNOHANG) == s->old_pid)
+	if (s->old_pid > 0 &&
+	    (s->old_pidfd >= 0 ? pidfd_ended(s->old_pidfd, 0)
+			       : waitpid(s->old_pid, &status, WNOHANG) == s->old_pid)) {
 		s->old_pid = -1;
+		pidfd_close(&s->old_pidfd);
+	}
 	/* a replace that waited for the hand-over before it */
 	if (s->replace_queued && s->old_pid <= 0 && s->state == DMSC_L7_SUP_READY) {
 		s->replace_queued = false;
@@ -226,22 +402,32 @@ enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t n
 			s->replace_queued = true; /* again at the next poll */
 	}
 	if (s->pid > 0) {
-		r = waitpid(s->pid, &status, WNOHANG);
+		/* an adopted one's status is its parent's to read, not ours */
+		status = -1;
+		if (s->pidfd >= 0)
+			r = pidfd_ended(s->pidfd, 0) ? s->pid : 0;
+		else
+			r = waitpid(s->pid, &status, WNOHANG);
 		if (r == s->pid) {
-			bool usage = WIFEXITED(status) && WEXITSTATUS(status) == 2;
+			bool usage = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 2;
 
 			s->last_status = status;
 			s->pid = -1;
+			pidfd_close(&s->pidfd);
 			ready_close(s);
 			if (now_ms - s->started_ms >= DMSC_L7_SUP_STABLE_MS)
 				s->backoff_ms = DMSC_L7_SUP_BACKOFF_MIN_MS;
 			if (usage)
 				s->backoff_ms = DMSC_L7_SUP_BACKOFF_MAX_MS;
 			s->next_start_ms = now_ms + s->backoff_ms;
-			pr_warn("dmsc-l7 (pid %d) %s %d; restarting in %u ms\n", (int)r,
-				WIFEXITED(status) ? "exited with" : "was killed by signal",
-				WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-				s->backoff_ms);
+			if (status == -1)
+				pr_warn("%s (pid %d, adopted) ended; restarting in %u ms\n", who(s),
+					(int)r, s->backoff_ms);
+			else
+				pr_warn("%s (pid %d) %s %d; restarting in %u ms\n", who(s), (int)r,
+					WIFEXITED(status) ? "exited with" : "was killed by signal",
+					WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+					s->backoff_ms);
 			s->backoff_ms = s->backoff_ms * 2 > DMSC_L7_SUP_BACKOFF_MAX_MS
 					    ? DMSC_L7_SUP_BACKOFF_MAX_MS
 					    : s->backoff_ms * 2;
@@ -341,12 +527,21 @@ static int sup_replace(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 	if (s->pid <= 0) /* nothing running: a plain start */
 		return dmsc_l7_sup_start(s, now_ms);
 	s->old_pid = s->pid;
+	s->old_pidfd = s->pidfd;
+	old_update_close(s);
+	s->old_update_fd = s->update_fd;
+	s->update_fd = -1;
 	s->pid = -1;
+	s->pidfd = -1;
 	ready_close(s);
 	err = dmsc_l7_sup_start(s, now_ms);
 	if (err) {
 		s->pid = s->old_pid; /* keep the running one */
+		s->pidfd = s->old_pidfd;
+		s->update_fd = s->old_update_fd;
 		s->old_pid = -1;
+		s->old_pidfd = -1;
+		s->old_update_fd = -1;
 		s->state = DMSC_L7_SUP_READY;
 	}
 	return err;
@@ -363,14 +558,24 @@ int dmsc_l7_sup_update_fd(const struct dmsc_l7_supervisor *s)
 }
 
 /* SIGTERM to pid, and up to timeout_ms for it to end; then SIGKILL. Its
- * wait status into *status. Returns true when it ended on its own. */
-static bool term_wait(pid_t pid, unsigned int timeout_ms, int *status)
+ * wait status into *status (an adopted one's, pidfd >= 0: 0 when it
+ * ended on its own). Returns true when it ended on its own. */
+static bool term_wait(pid_t pid, int pidfd, unsigned int timeout_ms, int *status)
 {
 	struct timespec tick = {0, 10 * 1000000};
 	unsigned int waited;
 	pid_t r = 0;
 
 	kill(pid, SIGTERM);
+	if (pidfd >= 0) {
+		*status = 0;
+		if (pidfd_ended(pidfd, (int)timeout_ms))
+			return true;
+		kill(pid, SIGKILL);
+		pidfd_ended(pidfd, 1000);
+		*status = SIGKILL; /* as a wait status: killed by it */
+		return false;
+	}
 	for (waited = 0; waited <= timeout_ms; waited += 10) {
 		r = waitpid(pid, status, WNOHANG);
 		if (r == pid || r < 0)
@@ -390,21 +595,24 @@ int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
 
 	ready_close(s);
 	update_close(s);
+	old_update_close(s);
 	s->state = DMSC_L7_SUP_STOPPED;
 	s->replace_queued = false;
 	if (s->policy_fd >= 0)
 		close(s->policy_fd);
 	s->policy_fd = -1;
 	if (s->old_pid > 0) {
-		term_wait(s->old_pid, timeout_ms, &status);
+		term_wait(s->old_pid, s->old_pidfd, timeout_ms, &status);
 		s->old_pid = -1;
+		pidfd_close(&s->old_pidfd);
 	}
 	if (s->pid <= 0)
 		return 0;
-	if (!term_wait(s->pid, timeout_ms, &status))
-		pr_warn("dmsc-l7 (pid %d) did not drain within %u ms: killed it\n", (int)s->pid,
+	if (!term_wait(s->pid, s->pidfd, timeout_ms, &status))
+		pr_warn("%s (pid %d) did not drain within %u ms: killed it\n", who(s), (int)s->pid,
 			timeout_ms);
 	s->pid = -1;
+	pidfd_close(&s->pidfd);
 	s->last_status = status;
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
@@ -415,12 +623,15 @@ pid_t dmsc_l7_sup_leave(struct dmsc_l7_supervisor *s)
 {
 	ready_close(s);
 	update_close(s);
+	old_update_close(s);
 	s->state = DMSC_L7_SUP_STOPPED;
 	if (s->policy_fd >= 0)
 		close(s->policy_fd);
 	s->policy_fd = -1;
 	/* one draining after a hand-over ends on its own */
 	s->old_pid = -1;
+	pidfd_close(&s->old_pidfd);
+	pidfd_close(&s->pidfd);
 	return s->pid > 0 ? s->pid : 0;
 }
 

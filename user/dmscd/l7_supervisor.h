@@ -53,6 +53,9 @@ struct dmsc_l7_supervisor {
 	 * others replace it (dmscd_apply.c helper_follow) */
 	bool (*takes)(const char *cur, const char *next);
 	int update_fd;		 /* our end of the running helper's; -1: none */
+	/* the replaced helper's, closed once it is told to drain: until
+	 * then it must not think dmscd gone (decision 86) */
+	int old_update_fd;
 	unsigned int update_seq; /* the last policy sent on it */
 	int policy_fd;	     /* sealed memfd with the policy; -1: none */
 	/* A cgroup directory the helper joins before exec (the tunnel's
@@ -60,9 +63,16 @@ struct dmsc_l7_supervisor {
 	 * it stays in its supervisor's. */
 	int cgroup_fd;
 	bool replace_queued; /* a replace asked for during a hand-over */
+	/* What a helper of the dmscd before this one is found by, to adopt
+	 * it (dmsc_l7_sup_adopt): its role ("l7", "tunnel"), datapath and
+	 * the metrics file it should write now; NULL: none is adopted. */
+	const char *role, *pin_dir, *metrics_file;
 	enum dmsc_l7_sup_state state;
 	pid_t pid;
 	pid_t old_pid; /* replaced helper, told to drain once pid is ready */
+	/* an adopted helper is not our child: watched by its pidfd
+	 * (-1: a child, reaped with waitpid) */
+	int pidfd, old_pidfd;
 	int ready_fd;  /* read end; -1 when none */
 	unsigned int restarts;
 	unsigned int backoff_ms;
@@ -74,6 +84,18 @@ struct dmsc_l7_supervisor {
 /* argv: the helper and its arguments (copied as pointers: they must live as
  * long as the supervisor), without --ready-fd. 0 or -E2BIG. */
 int dmsc_l7_sup_init(struct dmsc_l7_supervisor *s, const char *const *argv);
+
+/*
+ * The helper of the dmscd before this one, serving on as an orphan
+ * (baton.h), made this one's (docs/design.md decision 86): if it runs the
+ * binary this supervisor would start, with the same options, it gets a
+ * new update socket and the metrics file to write, and is ready at once,
+ * every connection kept; then hand it the policy (dmsc_l7_sup_update),
+ * which replaces it if it cannot take that in place. 0 once adopted; a
+ * negative errno when there is none to adopt (-ENOENT) or it differs
+ * (-ESTALE, said in the log): start one, which takes over from it.
+ */
+int dmsc_l7_sup_adopt(struct dmsc_l7_supervisor *s, uint64_t now_ms);
 
 /* Starts the helper now. 0 or a negative errno (fork, pipe). */
 int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms);

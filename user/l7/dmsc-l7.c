@@ -121,9 +121,10 @@ static void usage(FILE *f)
 		"  --drain-ms N            SIGTERM: finish in-flight requests within N (10000)\n"
 		"  --baton                 dmscd's helper: the helper of the dmscd before, if it\n"
 		"                          serves still, drains once this one is ready\n"
-		"  --orphan-ms N           its dmscd gone (SIGUSR2): serve on until the next\n"
-		"                          dmscd's helper takes over, the datapath is\n"
-		"                          uninstalled, or N ms pass (60000), then drain\n"
+		"  --orphan-ms N           its dmscd gone (SIGUSR2, or the end of\n"
+		"                          --policy-updates): serve on until the next dmscd\n"
+		"                          adopts it or its helper takes over, the datapath\n"
+		"                          is uninstalled, or N ms pass (60000), then drain\n"
 		"  --max-conns N           connections per worker (default 16384)\n"
 		"  --max-conns-per-client N  connections from one client address, all\n"
 		"                          workers together (default 512; past it 503 + close)\n"
@@ -362,8 +363,11 @@ int main(int argc, char **argv)
 	size_t s, base;
 	uint64_t seed;
 	struct dmsc_baton baton;
+	struct dmsc_adopt adopt;
+	static char metrics_path[PATH_MAX]; /* named by a dmscd that adopted it */
 	char listen_text[DMSC_ADDR_PORT_LEN];
 	int64_t orphan_since = 0; /* dmsc_now_ms() when dmscd died */
+	bool dmscd_sends = false; /* dmscd's update socket is how it hears dmscd go */
 	bool handed_over = false; /* the next helper took the baton */
 	int64_t metrics_ms = 0;
 
@@ -494,6 +498,8 @@ int main(int argc, char **argv)
 	snprintf(listen_text, sizeof(listen_text), "%s:%u", inet_ntoa(opt.listen.sin_addr),
 		 ntohs(opt.listen.sin_port));
 	dmsc_baton_init(&baton, "l7", opt.pin_dir ? opt.pin_dir : dmsc_pin_dir(), listen_text);
+	dmsc_adopt_init(&adopt, "l7", opt.pin_dir ? opt.pin_dir : dmsc_pin_dir());
+	dmscd_sends = opt.baton && opt.updates_fd >= 0;
 	if (opt.baton)
 		dmsc_baton_take(&baton);
 	for (;;) {
@@ -512,12 +518,34 @@ int main(int argc, char **argv)
 			l7_policy_updates(&opt.updates_fd);
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
-		if (sig == DMSC_HELPER_ORPHAN_SIGNAL && !orphan_since) {
+		/* its parent-death signal, or (adopted, so no child of the
+		 * dmscd that is gone) the end of that dmscd's update socket */
+		if ((sig == DMSC_HELPER_ORPHAN_SIGNAL || (dmscd_sends && opt.updates_fd < 0)) &&
+		    !orphan_since) {
 			orphan_since = dmsc_now_ms();
+			dmsc_adopt_offer(&adopt);
 			pr_info(
-			    "dmscd is gone: serving on until the next dmscd's helper takes over "
-			    "(at most %u ms)\n",
+			    "dmscd is gone: serving on until the next dmscd adopts this helper or "
+			    "its own takes over (at most %u ms)\n",
 			    opt.orphan_ms);
+		}
+		if (orphan_since && dmscd_sends) {
+			pid_t by = 0;
+			int fd = dmsc_adopt_taken(&adopt, metrics_path, sizeof(metrics_path), &by);
+
+			if (fd >= 0) {
+				if (opt.updates_fd >= 0)
+					close(opt.updates_fd);
+				opt.updates_fd = fd;
+				if (opt.metrics_file && strcmp(opt.metrics_file, metrics_path))
+					unlink(opt.metrics_file);
+				opt.metrics_file = metrics_path;
+				metrics_ms = 0;
+				orphan_since = 0;
+				pr_info("adopted by dmscd (pid %d): serving on as its helper, every "
+					"connection kept\n",
+					(int)by);
+			}
 		}
 		now = dmsc_now_ms();
 		if (now - metrics_ms >= 1000) {
@@ -535,6 +563,7 @@ int main(int argc, char **argv)
 			break;
 	}
 	dmsc_baton_close(&baton);
+	dmsc_adopt_close(&adopt);
 	/* Drain: workers stop accepting, finish what is in flight within
 	 * --drain-ms, and return. The registration stays: a restarted helper
 	 * takes the same address (SO_REUSEPORT), so no connection is balanced

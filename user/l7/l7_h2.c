@@ -385,7 +385,11 @@ void dmsc_l7_h2_event(struct ep *e, uint32_t events)
 			if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 				return;
 			if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
-				dmsc_l7_health_result(up->svc, up->backend, 0);
+				/* (a reset by the tunnel, which could not
+				 * reach the backend, is counted as that) */
+				if (!dmsc_l7_via_unreached(up->env->via, up->fd, up->svc,
+							   up->backend))
+					dmsc_l7_health_result(up->svc, up->backend, 0);
 				l7h2_up_failed(up);
 				return;
 			}

@@ -50,9 +50,10 @@ static const char usage_text[] =
     "                      memfd): taken in place, the open streams kept\n"
     "  --baton             dmscd's tunnel: the tunnel of the dmscd before, if it\n"
     "                      serves still, drains once this one is ready\n"
-    "  --orphan-ms N       its dmscd gone (SIGUSR2): serve on until the next dmscd's\n"
-    "                      tunnel takes over, the datapath is uninstalled, or N ms\n"
-    "                      pass (default 60000), then drain\n"
+    "  --orphan-ms N       its dmscd gone (SIGUSR2, or the end of --policy-updates):\n"
+    "                      serve on until the next dmscd adopts it or its tunnel\n"
+    "                      takes over, the datapath is uninstalled, or N ms pass\n"
+    "                      (default 60000), then drain\n"
     "SIGTERM: no new streams; the open ones get 10 s to finish.\n"
     "Exit: 0 stopped by a signal, 1 failed, 2 usage.\n";
 

@@ -510,8 +510,12 @@ void upstream_on_connected(struct conn *c)
 	if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
 		err = errno;
 	if (err) {
-		dmsc_l7_health_result(c->svc, c->backend, 0);
-		/* refused or unreachable: nothing reached a backend */
+		/* refused or unreachable: nothing reached a backend. Through
+		 * the tunnel, a reset that came before we saw the connect
+		 * complete is the tunnel's word that it could not reach the
+		 * backend: counted as that (unreached() counts the failure) */
+		if (!unreached(c))
+			dmsc_l7_health_result(c->svc, c->backend, 0);
 		upstream_failed(c, true, 502);
 		return;
 	}

@@ -565,10 +565,38 @@ static uint32_t first_stream_id(void)
 	return (uint32_t)v;
 }
 
+/* An orphan: whether the next dmscd adopted it (decision 86); then it
+ * takes that dmscd's policies and writes its metrics where it says. */
+static bool adopted(struct tunnel *t, struct dmsc_adopt *a)
+{
+	const char *before = t->metrics_file;
+	pid_t by = 0;
+	int fd = dmsc_adopt_taken(a, t->metrics_path, sizeof(t->metrics_path), &by);
+
+	if (fd < 0)
+		return false;
+	if (tn_ev_add(t, &t->updates, EV_UPDATES, fd, EPOLLIN)) {
+		pr_warn("tunnel: adopted by dmscd (pid %d) but cannot watch its updates: %s\n",
+			(int)by, strerror(errno));
+		close(fd);
+		return false;
+	}
+	if (before && strcmp(before, t->metrics_path))
+		unlink(before);
+	t->metrics_file = t->metrics_path;
+	tn_metrics_write(t);
+	pr_info("tunnel: adopted by dmscd (pid %d): serving on as its tunnel, every stream "
+		"kept\n",
+		(int)by);
+	return true;
+}
+
 /* At a tick: whether to drain for the next dmscd's tunnel, which took
  * the baton, or as an orphan (its dmscd gone since *since, ms) whose time
- * is up or whose datapath went (baton.h). */
-static bool handing_over(struct tunnel *t, struct dmsc_baton *b, int64_t *since)
+ * is up or whose datapath went (baton.h); an orphan the next dmscd
+ * adopts serves on. */
+static bool handing_over(struct tunnel *t, struct dmsc_baton *b, struct dmsc_adopt *a,
+			 int64_t *since)
 {
 	const struct dmsc_tunnel_opts *o = t->o;
 
@@ -576,13 +604,23 @@ static bool handing_over(struct tunnel *t, struct dmsc_baton *b, int64_t *since)
 		pr_info("tunnel: the next dmscd's tunnel serves: draining\n");
 		return true;
 	}
+	/* adopted, it is no child of its dmscd: the end of its updates
+	 * is how it hears that dmscd went */
+	if (o->orphaned && t->dmscd_sends && t->updates.fd < 0)
+		*o->orphaned = 1;
 	if (!o->orphaned || !*o->orphaned)
 		return false;
 	if (!*since) {
 		*since = dmsc_now_ms();
-		pr_info("tunnel: dmscd is gone: serving on until the next dmscd's tunnel takes "
-			"over (at most %u ms)\n",
+		dmsc_adopt_offer(a);
+		pr_info("tunnel: dmscd is gone: serving on until the next dmscd adopts this "
+			"tunnel or its own takes over (at most %u ms)\n",
 			o->orphan_ms);
+	}
+	if (t->dmscd_sends && adopted(t, a)) {
+		*o->orphaned = 0;
+		*since = 0;
+		return false;
 	}
 	return dmsc_helper_orphan_over(*since, o->orphan_ms,
 				       o->pin_dir ? o->pin_dir : dmsc_pin_dir());
@@ -592,6 +630,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 {
 	char listen_text[DMSC_ADDR_PORT_LEN];
 	struct dmsc_baton baton = {.fd = -1};
+	struct dmsc_adopt adopt = {.fd = -1};
 	int64_t orphan_since = 0;
 	bool handed_over = false;
 	struct epoll_event evs[EPOLL_BATCH];
@@ -606,6 +645,8 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	t->o = o;
 	t->policy = o->policy;
 	t->updates.fd = -1;
+	t->metrics_file = o->metrics_file;
+	t->dmscd_sends = o->baton && o->updates_fd >= 0;
 	t->first_stream_id = first_stream_id();
 	t->ho.handoff_fd = t->ho.handoff6_fd = t->ho.conf_fd = t->ho.own_fd = t->ho.cg_fd = -1;
 	t->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -650,6 +691,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 								      : &o->listen,
 			      listen_text, sizeof(listen_text));
 	dmsc_baton_init(&baton, "tunnel", o->pin_dir ? o->pin_dir : dmsc_pin_dir(), listen_text);
+	dmsc_adopt_init(&adopt, "tunnel", o->pin_dir ? o->pin_dir : dmsc_pin_dir());
 	if (o->baton)
 		dmsc_baton_take(&baton);
 	for (;;) {
@@ -659,6 +701,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 			/* draining, it serves no new connection: the next
 			 * tunnel may take the baton at once */
 			dmsc_baton_close(&baton);
+			dmsc_adopt_close(&adopt);
 			tunnel_drain(t);
 			reap(t);
 			drain_end = now + o->drain_ms;
@@ -672,7 +715,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 		if (o->orphaned && *o->orphaned && !t->draining) {
 			if (timeout > 100)
 				timeout = 100;
-			handed_over = handed_over || handing_over(t, &baton, &orphan_since);
+			handed_over = handed_over || handing_over(t, &baton, &adopt, &orphan_since);
 		}
 
 		n = epoll_wait(t->ep, evs, EPOLL_BATCH, timeout);
@@ -714,14 +757,15 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 			reap(t);
 			next_tick = tn_now_ms() + TICK_MS;
 			if (!t->draining)
-				handed_over = handed_over || handing_over(t, &baton, &orphan_since);
+				handed_over = handed_over || handing_over(t, &baton, &adopt, &orphan_since);
 		}
 	}
 	tn_metrics_write(t);
 	dmsc_baton_close(&baton);
+	dmsc_adopt_close(&adopt);
 	/* an orphan's metrics: no dmscd serves them any more */
-	if ((orphan_since || (o->orphaned && *o->orphaned)) && o->metrics_file)
-		unlink(o->metrics_file);
+	if ((orphan_since || (o->orphaned && *o->orphaned)) && t->metrics_file)
+		unlink(t->metrics_file);
 out:
 	tunnel_free(t);
 	return err;

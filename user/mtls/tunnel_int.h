@@ -163,7 +163,12 @@ struct tunnel {
 	 * (own_policy, decision 83) */
 	const struct dmsc_policy *policy;
 	struct dmsc_policy *own_policy;
-	struct ev updates; /* o->updates_fd */
+	struct ev updates; /* o->updates_fd, or the one of a dmscd that adopted it */
+	/* dmscd sends it policies: the end of their socket says dmscd went
+	 * (its parent-death signal cannot, once adopted: decision 86) */
+	bool dmscd_sends;
+	const char *metrics_file; /* o->metrics_file, or metrics_path */
+	char metrics_path[PATH_MAX]; /* named by a dmscd that adopted it */
 	/* policies dmscd handed over: [0] taken, [1] not */
 	unsigned long long policy_updates[2];
 	int ep;

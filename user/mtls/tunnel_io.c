@@ -127,7 +127,7 @@ void tn_metrics_write(struct tunnel *t)
 	FILE *f;
 	int s;
 
-	if (!t->o->metrics_file)
+	if (!t->metrics_file)
 		return;
 	dmsc_prom_family(&b, "dmsc_tunnel_streams_total", "counter",
 			 "Tunnel streams by side, peer host, vouched identity and verdict.");
@@ -229,13 +229,13 @@ void tn_metrics_write(struct tunnel *t)
 			 &(struct dmsc_prom_label){"result", "ok"}, 1, t->reloads);
 	dmsc_prom_sample(&b, "dmsc_tunnel_cert_reloads_total",
 			 &(struct dmsc_prom_label){"result", "failed"}, 1, t->reload_failures);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", t->o->metrics_file);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", t->metrics_file);
 	f = b.failed ? NULL : fopen(tmp, "w");
 	if (f) {
 		bool written = fwrite(b.p, 1, b.len, f) == b.len;
 
 		if (fclose(f) == 0 && written)
-			rename(tmp, t->o->metrics_file);
+			rename(tmp, t->metrics_file);
 		else
 			unlink(tmp);
 	}
