@@ -467,6 +467,26 @@ t_check "...as a new process" test -n "$second" -a "$second" != "$first"
 # (the helper rewrites its metrics file every second)
 t_check "dmscd's metrics include the helper's (dmsc_l7_requests_total)" t_wait 10 \
 	bash -c "nsenter --net='/run/netns/${P}n' curl -sS --max-time 5 http://127.0.0.1:19464/metrics | grep -q '^dmsc_l7_requests_total'"
+# A change of routes replaces the helper (only values are taken in place,
+# decision 85); the replaced one keeps what it still carries until that
+# ends (decision 87): a WebSocket idle across the hand-over echoes 13 s
+# later on the same connection, past the 10 s a drain used to give it.
+wsc "ws://$WS/long" --big 16 --idle-ms 13000 >"$T/ws-handover.out" 2>&1 &
+WSC=$!
+ws_open() { dmsc_net_exec ws ss -Htn state established "sport = :8080" | grep -q .; }
+t_check "a WebSocket through dmscd's helper is open" t_wait 10 ws_open
+before=$(l7_pids | head -n 1)
+jq '(.services[] | select(.name == "web") | .routes) += [{ "match": { "path_prefix": "/none/" }, "backends": { "version": "v3" } }]' \
+	"$T/policy.json" >"$T/policy.tmp" && mv "$T/policy.tmp" "$T/policy.json"
+t_check "a route added: dmscd replaces its helper" \
+	t_wait 10 grep -q "dmsc-l7 (pid $before) replaced by pid" "$T/dmscd.log"
+t_check "... which serves the routes" routes_work
+wait "$WSC"
+t_eq "the WebSocket idle across the hand-over still echoes 13 s later (the old helper drains it)" \
+	"$(cat "$T/ws-handover.out")" '{"echoed": 3, "big_ok": true, "after_idle": true, "close_code": 4000}'
+t_check "... and once it closed, the old helper is gone" \
+	t_wait 10 bash -c "! kill -0 ${before:-0} 2>/dev/null"
+second=$(l7_pids | head -n 1)
 kill -TERM "$DPID"
 wait "$DPID"
 t_eq "SIGTERM: dmscd exits 0" "$?" 0

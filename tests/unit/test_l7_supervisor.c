@@ -85,21 +85,22 @@ Test(l7_supervisor, replace_drains_the_old_one_once_the_new_one_is_ready)
 	cr_expect_neq(s.pid, first);
 	cr_expect_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
 	/* the old one got SIGTERM and exits 0; poll reaps it */
-	for (int i = 0; i < 300 && s.old_pid > 0; i++) {
+	cr_expect_eq(s.old_pid, -1, "told to drain");
+	for (int i = 0; i < 300 && s.n_draining; i++) {
 		dmsc_l7_sup_poll(&s, ms());
 		usleep(10000);
 	}
-	cr_expect_eq(s.old_pid, -1, "the old helper was reaped");
+	cr_expect_eq(s.n_draining, 0u, "the old helper was reaped");
 	cr_expect_eq(waitpid(first, &status, WNOHANG), -1, "no zombie left");
 	cr_expect_eq(dmsc_l7_sup_stop(&s, 3000), 0);
 }
 
-Test(l7_supervisor, a_replace_during_a_hand_over_is_queued_not_dropped)
+Test(l7_supervisor, a_replace_while_one_starts_is_queued_none_waits_for_a_drain)
 {
-	/* the old helper takes 300 ms to drain */
+	/* a helper is ready after 300 ms and takes 2 s to drain */
 	const char *argv[] = {"/bin/bash", "-c",
-			      "trap 'sleep 0.3; exit 0' TERM; eval \"echo ready >&$2\"; "
-			      "i=0; while [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; exit 1",
+			      "trap 'sleep 2; exit 0' TERM; sleep 0.3; eval \"echo ready >&$2\"; "
+			      "i=0; while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; exit 1",
 			      "sh", NULL};
 	struct dmsc_l7_supervisor s;
 	pid_t first, second;
@@ -109,20 +110,52 @@ Test(l7_supervisor, a_replace_during_a_hand_over_is_queued_not_dropped)
 	first = s.pid;
 	cr_assert_eq(dmsc_l7_sup_replace(&s, argv, ms()), 0);
 	second = s.pid;
-	cr_assert_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
-	cr_assert_eq(s.old_pid, first, "the first one drains");
+	cr_expect_eq(s.old_pid, first, "the first one serves until the second is ready");
 	cr_expect_eq(dmsc_l7_sup_replace(&s, argv, ms()), 0, "queued, not refused");
 	cr_expect(s.replace_queued);
-	cr_expect_eq(s.pid, second, "nothing started during the hand-over");
-	for (i = 0; i < 300 && (s.replace_queued || s.old_pid != second); i++) {
+	cr_expect_eq(s.pid, second, "nothing else started while the second starts");
+	for (i = 0; i < 300 && (s.replace_queued || s.pid == second); i++) {
 		dmsc_l7_sup_poll(&s, ms());
 		usleep(10000);
 	}
 	cr_expect_not(s.replace_queued);
-	cr_expect_eq(s.old_pid, second, "the queued replace followed: the second one drains now");
-	cr_expect_neq(s.pid, second);
+	cr_expect_neq(s.pid, second, "the queued replace followed once the second was ready");
+	cr_expect_eq(s.old_pid, second);
+	cr_expect_eq(s.n_draining, 1u, "... without waiting for the first one's drain");
+	cr_expect_eq(s.draining[0].pid, first);
 	cr_expect_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
+	cr_expect_eq(s.n_draining, 2u, "both replaced ones drain side by side");
+	for (i = 0; i < 600 && s.n_draining; i++) {
+		dmsc_l7_sup_poll(&s, ms());
+		usleep(10000);
+	}
+	cr_expect_eq(s.n_draining, 0u, "reaped as they end");
+	cr_expect_eq(waitpid(first, NULL, WNOHANG), -1, "no zombie left");
 	cr_expect_eq(dmsc_l7_sup_stop(&s, 3000), 0);
+}
+
+Test(l7_supervisor, at_most_so_many_drain_the_longest_is_stopped)
+{
+	/* helpers that never end on their own while the test runs */
+	const char *argv[] = {"/bin/bash", "-c",
+			      "trap '' TERM; eval \"echo ready >&$2\"; "
+			      "i=0; while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; exit 1",
+			      "sh", NULL};
+	struct dmsc_l7_supervisor s;
+	pid_t first;
+	int i;
+
+	start_until(&s, argv, DMSC_L7_SUP_READY);
+	first = s.pid;
+	for (i = 0; i <= DMSC_L7_SUP_DRAINING_MAX; i++) {
+		cr_assert_eq(dmsc_l7_sup_replace(&s, argv, ms()), 0);
+		cr_assert_eq(poll_until(&s, DMSC_L7_SUP_READY, 3000), DMSC_L7_SUP_READY);
+	}
+	cr_expect_eq(s.n_draining, (unsigned)DMSC_L7_SUP_DRAINING_MAX);
+	cr_expect_neq(s.draining[0].pid, first, "the one that drained longest went");
+	cr_expect_neq(kill(first, 0), 0, "stopped and reaped");
+	dmsc_l7_sup_stop(&s, 200);
+	cr_expect_eq(s.n_draining, 0u);
 }
 
 Test(l7_supervisor, the_helper_reads_the_policy_it_was_given)

@@ -28,6 +28,12 @@
 /* How long an orphan serves without a successor, by default */
 #define DMSC_HELPER_ORPHAN_MS_DEFAULT 60000
 
+/* How long dmscd's helpers may drain once replaced (--drain-ms): what
+ * they still carry then is long-lived (a WebSocket, a stream, a session),
+ * and the next helper serves everything new meanwhile (docs/design.md
+ * decision 87). As text, for a command line. */
+#define DMSC_HELPER_DRAIN_MS "600000"
+
 struct dmsc_baton {
 	int fd;	    /* listening once held; -1: not yet */
 	bool asked; /* the predecessor was told to drain */

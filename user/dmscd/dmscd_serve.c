@@ -10,6 +10,7 @@
 #include "dmscd_agent.h"
 #include "cgroup.h"
 #include "apply.h"
+#include "baton.h"
 #include "mtls_cert.h"
 #include "tunnel_handoff.h"
 
@@ -73,9 +74,11 @@ int l7_start(struct agent *ag, const char *bin, const char *listen)
 	/* this host's name (--mtls-dir, tunnel_host): what dmsc-l7 sends to
 	 * another host's backend goes through the tunnel (decision 75) */
 	const char *host = dmsc_apply_host();
-	const char *argv[] = {bin,	   "--listen",	listen,
-			      "--pin-dir", ag->pin_dir, host[0] ? "--host" : NULL,
-			      host,	   NULL};
+	/* (--drain-ms: a replaced helper keeps what it carries until it
+	 * ends, up to 10 minutes; decision 87) */
+	const char *argv[] = {bin,	   "--listen",	listen,		     "--drain-ms",
+			      DMSC_HELPER_DRAIN_MS, "--pin-dir", ag->pin_dir,
+			      host[0] ? "--host" : NULL, host, NULL};
 	int err;
 
 	err = helper_init(&ag->l7_sup, ag->l7_argv, sizeof(ag->l7_argv) / sizeof(ag->l7_argv[0]), ag->l7_metrics,
@@ -202,6 +205,8 @@ int tunnel_start(struct agent *ag, const char *bin, const char *dir, const char 
 			      DMSC_TUNNEL_HANDOFF_LISTEN_DEFAULT,
 			      "--pin-dir",
 			      ag->pin_dir,
+			      "--drain-ms",
+			      DMSC_HELPER_DRAIN_MS,
 			      NULL};
 	int err;
 

@@ -247,6 +247,53 @@ static void pidfd_close(int *fd)
 	*fd = -1;
 }
 
+/* Whether a helper (a child, or adopted: pidfd) ended; a child reaped. */
+static bool helper_ended(pid_t pid, int pidfd)
+{
+	int status;
+
+	return pidfd >= 0 ? pidfd_ended(pidfd, 0) : waitpid(pid, &status, WNOHANG) == pid;
+}
+
+/* A replaced helper told to drain, watched until it ends. The one that has
+ * drained longest is stopped when DMSC_L7_SUP_DRAINING_MAX already do: a
+ * policy changed often must not pile up processes (decision 87). */
+static void draining_add(struct dmsc_l7_supervisor *s, pid_t pid, int pidfd)
+{
+	if (s->n_draining == DMSC_L7_SUP_DRAINING_MAX) {
+		pr_warn("%s (pid %d) still drains after %d later hand-overs: stopped, with what "
+			"it still carried\n",
+			who(s), (int)s->draining[0].pid, DMSC_L7_SUP_DRAINING_MAX);
+		kill(s->draining[0].pid, SIGKILL);
+		if (s->draining[0].pidfd >= 0)
+			pidfd_close(&s->draining[0].pidfd);
+		else
+			waitpid(s->draining[0].pid, NULL, 0);
+		memmove(&s->draining[0], &s->draining[1],
+			(DMSC_L7_SUP_DRAINING_MAX - 1) * sizeof(s->draining[0]));
+		s->n_draining--;
+	}
+	s->draining[s->n_draining].pid = pid;
+	s->draining[s->n_draining].pidfd = pidfd;
+	s->n_draining++;
+}
+
+static void draining_reap(struct dmsc_l7_supervisor *s)
+{
+	unsigned int i = 0;
+
+	while (i < s->n_draining) {
+		if (!helper_ended(s->draining[i].pid, s->draining[i].pidfd)) {
+			i++;
+			continue;
+		}
+		pidfd_close(&s->draining[i].pidfd);
+		memmove(&s->draining[i], &s->draining[i + 1],
+			(s->n_draining - i - 1) * sizeof(s->draining[0]));
+		s->n_draining--;
+	}
+}
+
 int dmsc_l7_sup_start(struct dmsc_l7_supervisor *s, uint64_t now_ms)
 {
 	pid_t pid, parent = getpid();
@@ -385,16 +432,19 @@ enum dmsc_l7_sup_state dmsc_l7_sup_poll(struct dmsc_l7_supervisor *s, uint64_t n
 				old_update_close(s);
 				pr_info("dmsc-l7 (pid %d) replaced by pid %d: draining\n",
 					(int)s->old_pid, (int)s->pid);
+				draining_add(s, s->old_pid, s->old_pidfd);
+				s->old_pid = -1;
+				s->old_pidfd = -1;
 			}
 		}
 	}
-	if (s->old_pid > 0 &&
-	    (s->old_pidfd >= 0 ? pidfd_ended(s->old_pidfd, 0)
-			       : waitpid(s->old_pid, &status, WNOHANG) == s->old_pid)) {
+	/* one that ended before its replacement was ready: reaped */
+	if (s->old_pid > 0 && helper_ended(s->old_pid, s->old_pidfd)) {
 		s->old_pid = -1;
 		pidfd_close(&s->old_pidfd);
 	}
-	/* a replace that waited for the hand-over before it */
+	draining_reap(s);
+	/* a replace that waited for the start before it */
 	if (s->replace_queued && s->old_pid <= 0 && s->state == DMSC_L7_SUP_READY) {
 		s->replace_queued = false;
 		pr_info("dmsc-l7: starting the replacement queued during the last hand-over\n");
@@ -606,6 +656,12 @@ int dmsc_l7_sup_stop(struct dmsc_l7_supervisor *s, unsigned int timeout_ms)
 		s->old_pid = -1;
 		pidfd_close(&s->old_pidfd);
 	}
+	while (s->n_draining) {
+		s->n_draining--;
+		term_wait(s->draining[s->n_draining].pid, s->draining[s->n_draining].pidfd,
+			  timeout_ms, &status);
+		pidfd_close(&s->draining[s->n_draining].pidfd);
+	}
 	if (s->pid <= 0)
 		return 0;
 	if (!term_wait(s->pid, s->pidfd, timeout_ms, &status))
@@ -628,9 +684,11 @@ pid_t dmsc_l7_sup_leave(struct dmsc_l7_supervisor *s)
 	if (s->policy_fd >= 0)
 		close(s->policy_fd);
 	s->policy_fd = -1;
-	/* one draining after a hand-over ends on its own */
+	/* those draining after a hand-over end on their own */
 	s->old_pid = -1;
 	pidfd_close(&s->old_pidfd);
+	while (s->n_draining)
+		pidfd_close(&s->draining[--s->n_draining].pidfd);
 	pidfd_close(&s->pidfd);
 	return s->pid > 0 ? s->pid : 0;
 }

@@ -31,6 +31,9 @@
 #define DMSC_L7_SUP_BACKOFF_MAX_MS 30000
 /* A helper that ran this long resets the back-off. */
 #define DMSC_L7_SUP_STABLE_MS 60000
+/* Replaced helpers that may drain at once (docs/design.md decision 87):
+ * one more, and the one that has drained longest is stopped. */
+#define DMSC_L7_SUP_DRAINING_MAX 4
 
 enum dmsc_l7_sup_state {
 	DMSC_L7_SUP_STOPPED,  /* not started, or stopped on purpose */
@@ -73,6 +76,14 @@ struct dmsc_l7_supervisor {
 	/* an adopted helper is not our child: watched by its pidfd
 	 * (-1: a child, reaped with waitpid) */
 	int pidfd, old_pidfd;
+	/* replaced helpers told to drain, oldest first, until they end: what
+	 * they carry (a WebSocket, a stream) may last, and the next replace
+	 * does not wait for them */
+	struct {
+		pid_t pid;
+		int pidfd;
+	} draining[DMSC_L7_SUP_DRAINING_MAX];
+	unsigned int n_draining;
 	int ready_fd;  /* read end; -1 when none */
 	unsigned int restarts;
 	unsigned int backoff_ms;
@@ -125,12 +136,13 @@ int dmsc_l7_sup_update(struct dmsc_l7_supervisor *s);
 /*
  * A new policy (or binary): starts a second helper beside the running one
  * (both listen on the same address with SO_REUSEPORT) and, once the new one
- * is ready, sends the old one SIGTERM so that it drains; dmsc_l7_sup_poll
- * does the hand-over and reaps the old one. No connection is refused and
- * none is cut. argv may change. One hand-over at a time: asked for during
- * one, the replace is queued (replace_queued) and dmsc_l7_sup_poll starts
- * it once the old helper is gone, with the policy and argv set last, so
- * the last change always reaches a helper. 0 or a negative errno.
+ * is ready, sends the old one SIGTERM so that it drains (draining[]);
+ * dmsc_l7_sup_poll does the hand-over and reaps the old ones as they end.
+ * No connection is refused and none is cut. argv may change. One start at
+ * a time: asked for while the replacement starts, the replace is queued
+ * (replace_queued) and dmsc_l7_sup_poll starts it once that one is ready,
+ * with the policy and argv set last, so the last change always reaches a
+ * helper. 0 or a negative errno.
  */
 int dmsc_l7_sup_replace(struct dmsc_l7_supervisor *s, const char *const *argv, uint64_t now_ms);
 

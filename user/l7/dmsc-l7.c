@@ -564,6 +564,13 @@ int main(int argc, char **argv)
 	}
 	dmsc_baton_close(&baton);
 	dmsc_adopt_close(&adopt);
+	/* An orphan that no helper took over from: stopped for good (its
+	 * dmscd gone, then its time up, the datapath uninstalled, or a
+	 * SIGTERM): connect4 balances http services at L4 again rather than
+	 * send them to a listener that no longer accepts, as dmscd did when it
+	 * stopped its helper; before the drain, which may be long. */
+	if (orphan_since && !handed_over && !opt.no_register)
+		dmsc_l7_unregister(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir());
 	/* Drain: workers stop accepting, finish what is in flight within
 	 * --drain-ms, and return. The registration stays: a restarted helper
 	 * takes the same address (SO_REUSEPORT), so no connection is balanced
@@ -573,15 +580,11 @@ int main(int argc, char **argv)
 	draining = 1;
 	for (i = 0; i < opt.workers; i++)
 		pthread_join(workers[i].th, NULL);
-	metrics_write();
+	/* (dmscd's helper: the file is its successor's by now) */
+	if (!opt.baton)
+		metrics_write();
 	pr_info("drained\n");
-	/* An orphan that no helper took over from: stopped for good (its
-	 * dmscd gone, then its time up, the datapath uninstalled, or a
-	 * SIGTERM): connect4 balances http services at L4 again rather than
-	 * send them to a closed port, as dmscd did when it stopped its
-	 * helper; its metrics are no one's. */
-	if (orphan_since && !handed_over && !opt.no_register)
-		dmsc_l7_unregister(opt.pin_dir ? opt.pin_dir : dmsc_pin_dir());
+	/* an orphan's metrics are no one's */
 	if (orphan_since && opt.metrics_file)
 		unlink(opt.metrics_file);
 	return 0;

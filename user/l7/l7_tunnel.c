@@ -54,7 +54,8 @@ static const char usage_text[] =
     "                      serve on until the next dmscd adopts it or its tunnel\n"
     "                      takes over, the datapath is uninstalled, or N ms pass\n"
     "                      (default 60000), then drain\n"
-    "SIGTERM: no new streams; the open ones get 10 s to finish.\n"
+    "  --drain-ms N        SIGTERM: no new streams; the open ones get N ms to\n"
+    "                      finish (default 10000)\n"
     "Exit: 0 stopped by a signal, 1 failed, 2 usage.\n";
 
 static void usage(FILE *f)
@@ -105,6 +106,7 @@ int dmsc_l7_tunnel_main(int argc, char **argv)
 	    /* up to a day */
 	    DMSC_OPT_NUM("peer-idle-ms", &o.peer_idle_ms, 0, 86400000),
 	    DMSC_OPT_NUM("orphan-ms", &o.orphan_ms, 0, 86400000),
+	    DMSC_OPT_NUM("drain-ms", &o.drain_ms, 0, 86400000),
 	    DMSC_OPT_FLAG("baton", &o.baton),
 	    DMSC_OPT_END,
 	};

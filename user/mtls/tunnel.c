@@ -632,7 +632,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 	struct dmsc_baton baton = {.fd = -1};
 	struct dmsc_adopt adopt = {.fd = -1};
 	int64_t orphan_since = 0;
-	bool handed_over = false;
+	bool handed_over = false, orphan_at_drain = false;
 	struct epoll_event evs[EPOLL_BATCH];
 	char why[DMSC_MTLS_WHY_MAX];
 	struct tunnel *t = calloc(1, sizeof(*t));
@@ -700,6 +700,7 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 		if ((*stop || handed_over) && !t->draining) {
 			/* draining, it serves no new connection: the next
 			 * tunnel may take the baton at once */
+			orphan_at_drain = orphan_since || (o->orphaned && *o->orphaned);
 			dmsc_baton_close(&baton);
 			dmsc_adopt_close(&adopt);
 			tunnel_drain(t);
@@ -760,11 +761,16 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 				handed_over = handed_over || handing_over(t, &baton, &adopt, &orphan_since);
 		}
 	}
-	tn_metrics_write(t);
+	/* dmscd's tunnel: by the end of a drain the file is its successor's
+	 * (the same name), whose counters a last write would set back */
+	if (!o->baton)
+		tn_metrics_write(t);
 	dmsc_baton_close(&baton);
 	dmsc_adopt_close(&adopt);
-	/* an orphan's metrics: no dmscd serves them any more */
-	if ((orphan_since || (o->orphaned && *o->orphaned)) && t->metrics_file)
+	/* an orphan's metrics (named after the dmscd that is gone): no dmscd
+	 * serves them any more. One that its dmscd replaced, orphaned only
+	 * while it drains, leaves its successor's file alone. */
+	if (orphan_at_drain && t->metrics_file)
 		unlink(t->metrics_file);
 out:
 	tunnel_free(t);
