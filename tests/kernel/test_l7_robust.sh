@@ -401,6 +401,16 @@ t=$(taken)
 dpolicy v2 2
 t_check "... and takes the new dmscd's change of weights in place" t_wait 10 taken_more "$t"
 t_check "... no hand-over" bash -c "[[ $(handovers) == $n0 ]] && kill -0 $pid"
+kill -TERM "$DPID"
+wait "$DPID"
+OLD=$DPID
+start_dmscd
+adopted_again() {
+	grep -q "adopted by dmscd (pid $DPID)" "$T/dmscd.log" && kill -0 "$pid" &&
+		[[ -s /run/dmsc/dmsc-l7.$DPID.prom && ! -e /run/dmsc/dmsc-l7.$OLD.prom ]]
+}
+t_check "restarted once more: adopted again, the metrics file of the dmscd before gone too" \
+	t_wait 10 adopted_again
 wait "$KEEP"
 t_eq "the kept-alive connection open across the restart was never closed (13 s)" \
 	"$(tail -n 1 "$T/keep2.out")" open

@@ -530,15 +530,19 @@ int main(int argc, char **argv)
 			    opt.orphan_ms);
 		}
 		if (orphan_since && dmscd_sends) {
+			char next[PATH_MAX];
 			pid_t by = 0;
-			int fd = dmsc_adopt_taken(&adopt, metrics_path, sizeof(metrics_path), &by);
+			int fd = dmsc_adopt_taken(&adopt, next, sizeof(next), &by);
 
 			if (fd >= 0) {
 				if (opt.updates_fd >= 0)
 					close(opt.updates_fd);
 				opt.updates_fd = fd;
-				if (opt.metrics_file && strcmp(opt.metrics_file, metrics_path))
+				/* (the gone dmscd's name; one adopted before
+				 * keeps it in metrics_path) */
+				if (opt.metrics_file && strcmp(opt.metrics_file, next))
 					unlink(opt.metrics_file);
+				snprintf(metrics_path, sizeof(metrics_path), "%s", next);
 				opt.metrics_file = metrics_path;
 				metrics_ms = 0;
 				orphan_since = 0;

@@ -569,9 +569,9 @@ static uint32_t first_stream_id(void)
  * takes that dmscd's policies and writes its metrics where it says. */
 static bool adopted(struct tunnel *t, struct dmsc_adopt *a)
 {
-	const char *before = t->metrics_file;
+	char next[PATH_MAX];
 	pid_t by = 0;
-	int fd = dmsc_adopt_taken(a, t->metrics_path, sizeof(t->metrics_path), &by);
+	int fd = dmsc_adopt_taken(a, next, sizeof(next), &by);
 
 	if (fd < 0)
 		return false;
@@ -581,8 +581,10 @@ static bool adopted(struct tunnel *t, struct dmsc_adopt *a)
 		close(fd);
 		return false;
 	}
-	if (before && strcmp(before, t->metrics_path))
-		unlink(before);
+	/* the gone dmscd's name (in metrics_path once adopted before) */
+	if (t->metrics_file && strcmp(t->metrics_file, next))
+		unlink(t->metrics_file);
+	snprintf(t->metrics_path, sizeof(t->metrics_path), "%s", next);
 	t->metrics_file = t->metrics_path;
 	tn_metrics_write(t);
 	pr_info("tunnel: adopted by dmscd (pid %d): serving on as its tunnel, every stream "
