@@ -553,6 +553,15 @@ dmsc_helpers_stop() {
 		[[ $pid != "$$" ]] && pids+=("$pid")
 	done
 	((${#pids[@]})) || return 0
+	# the metrics files they name: one killed below (a replaced helper
+	# that still drains a long connection, design decision 87) cannot
+	# remove its own
+	local -a files=()
+	local f
+	for pid in "${pids[@]}"; do
+		f=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -A1 -x -- --metrics-file | tail -n 1)
+		[[ $f == /run/dmsc/*.prom ]] && files+=("$f")
+	done
 	kill -TERM "${pids[@]}" 2>/dev/null
 	for ((i = 0; i < 100; i++)); do
 		for pid in "${pids[@]}"; do
@@ -563,6 +572,7 @@ dmsc_helpers_stop() {
 		sleep 0.1
 	done
 	kill -KILL "${pids[@]}" 2>/dev/null
+	((${#files[@]})) && rm -f "${files[@]}"
 	return 0
 }
 
