@@ -123,6 +123,7 @@ bench: all $(BUILD)/bench-cp
 	scripts/bench-etcd.sh
 	scripts/bench-datapath.sh
 	scripts/bench-datapath.sh --first-bulk
+	scripts/bench-datapath.sh --outside
 	scripts/bench-l7.sh
 	scripts/bench-health.sh
 	scripts/bench-h2.sh

@@ -35,6 +35,9 @@
 # only: cork would hold a 64 B request for ever), plus the 64 B round trip
 # where it applies.
 # Writes build/bench/variants.txt.
+#
+# --outside: a mesh client and a server outside the mesh (no peer), with
+# and without the release of such sockets (see the block below).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/tests/lib/kernel.sh"
@@ -332,6 +335,64 @@ if [[ ${1:-} == --first-bulk ]]; then
 	echo "  columns: write direct_gbit first_gbit left released pruned [compared_gbit left pruned] direct_reference_gbit" >>"$OUT/first-bulk.txt"
 	sed 's/^/  /' "$T/fb.txt" >>"$OUT/first-bulk.txt"
 	echo "bench: wrote $OUT/first-bulk.txt"
+	exit 0
+fi
+
+# --outside: a client in the mesh and a server outside it (another host,
+# a database not in the mesh: no peer, nothing to pair), on the default
+# install (the socket leaves the sockhash at its first ACK, docs/design.md
+# decision 88) and with DMSC_FP_NO_RELEASE=1 (it stays on tcp_bpf's path for
+# its life, as before), against direct TCP from outside the mesh,
+# interleaved ROUNDS times: iperf3 with 16 KiB and 128 KiB writes, and the
+# 64 B round trip. Writes build/bench/outside.txt.
+if [[ ${1:-} == --outside ]]; then
+	OUT_PORT_RR=$((RR_PORT + 100)) OUT_PORT_BULK=$((BULK_PORT + 100)) VIP_OUT=198.19.0.32
+	run "$PLAIN" s timeout 3600 sockperf sr --tcp -i "$S_ADDR" -p $OUT_PORT_RR >"$T/sockperf-out.out" 2>&1 &
+	run "$PLAIN" s timeout 3600 iperf3 -s -p $OUT_PORT_BULK >"$T/iperf3-out.out" 2>&1 &
+	jq --arg vip "$VIP_OUT" --arg be "$S_ADDR" --argjson rr $OUT_PORT_RR --argjson bulk $OUT_PORT_BULK \
+		'.services += [{name: "out-rr", vip: $vip, port: $rr, backends: [{address: $be, port: $rr}]},
+			{name: "out-bulk", vip: $vip, port: $bulk, backends: [{address: $be, port: $bulk}]}]' \
+		"$T/policy.json" >"$T/policy-out.json"
+	WAY_CG[o]=$PLAIN WAY_RR[o]=$S_ADDR:$OUT_PORT_RR WAY_BULK[o]=$S_ADDR:$OUT_PORT_BULK
+	WAY_CG[m]=$MESH WAY_RR[m]=$VIP_OUT:$OUT_PORT_RR WAY_BULK[m]=$VIP_OUT:$OUT_PORT_BULK
+	install_as() { # ENV...: the datapath installed with that environment, the policy applied
+		env "$@" "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 &&
+			"$CTL" apply "$T/policy-out.json" >/dev/null 2>&1 || die "install ($*) failed"
+	}
+	{
+		echo "a server outside the mesh, kernel $(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ), load average $(cut -d' ' -f1-3 /proc/loadavg); medians of $ROUNDS rounds, ${BULK_SECONDS}s iperf3 runs; $QOS_NOTE"
+		printf '%-30s %10s %10s %10s
+' "client" "16K Gbit/s" "128K Gbit/s" "p50 64B us"
+	} | tee "$OUT/outside.txt"
+	: >"$T/o.txt"
+	: >"$T/rr.txt"
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for way in o m n; do
+			if [[ $way == n ]]; then install_as DMSC_FP_NO_RELEASE=1; else install_as; fi
+			w=$way
+			[[ $way == n ]] && w=m
+			for len in 16K 128K; do
+				echo "$way $len $(bulk_len "$w" "$len")" >>"$T/o.txt"
+			done
+			rr "$w" 64
+			sed -i "\$s/^$w /$way /" "$T/rr.txt"
+		done
+	done
+	for way in o m n; do
+		case $way in
+		o) name="outside the mesh (direct TCP)" ;;
+		m) name="in the mesh" ;;
+		n) name="in the mesh, no release" ;;
+		esac
+		printf '%-30s %10s %10s %10s
+' "$name" \
+			"$(awk -v w=$way '$1 == w && $2 == "16K" && $3 != "nan" { print $3 }' "$T/o.txt" | median)" \
+			"$(awk -v w=$way '$1 == w && $2 == "128K" && $3 != "nan" { print $3 }' "$T/o.txt" | median)" \
+			"$(awk -v w=$way '$1 == w && $3 != "nan" { print $3 }' "$T/rr.txt" | median)" | tee -a "$OUT/outside.txt"
+	done
+	"$CTL" stats -o json | jq -c '[.services[] | select(.name | startswith("out-")) | {name, fastpath: (.fastpath | {registered, no_peer, released})}]' |
+		sed 's/^/  counters: /' | tee -a "$OUT/outside.txt"
+	echo "bench: wrote $OUT/outside.txt"
 	exit 0
 fi
 

@@ -21,8 +21,9 @@
 # BENCH_SECONDS (default 8) per proxy, kind and round, BENCH_ROUNDS
 # (default 2) in alternating order. BENCH_L7: the dmsc-l7 binary (default
 # $BUILD/dmsc-l7; another build, to compare two). BENCH_PERF=KIND:STREAMS
-# (e.g. grpc:64): perf samples dmsc-l7 in that run of round 1 and prints its
-# top symbols. BENCH_SYSCALLS="KIND:STREAMS..." (e.g. grpc:4): a run of each
+# (e.g. grpc:64) or KIND:STREAMS:PROXY (h2:64:haproxy): perf samples dmsc-l7
+# (or PROXY) in that run of round 1 and prints its shares by object and its
+# top symbols. Each run prints the proxy's share of CPU in user space. BENCH_SYSCALLS="KIND:STREAMS..." (e.g. grpc:4): a run of each
 # proxy before the rounds, apart from them (tracing slows the proxies), in
 # which `perf trace -s` counts its system calls; printed per request, with
 # its context switches and the TCP segments sent from the proxies'
@@ -176,7 +177,7 @@ syscalls_per_request() {
 
 # run KIND PROXY ROUND STREAMS
 run() {
-	local kind=$1 name=$2 round=$3 streams=$4 pid c0 c1 t0 x0 s0 out log conns=4 m args=()
+	local kind=$1 name=$2 round=$3 streams=$4 pid c0 c1 u0 u1 t0 x0 s0 out log conns=4 m args=()
 	pid=$(pid_of "$name")
 	m=$((streams / conns))
 	((m < 1)) && m=1
@@ -192,8 +193,10 @@ run() {
 		TRACE_PID=$!
 	fi
 	c0=$(cpu_ticks "$pid")
+	u0=$(cpu_user_system "$pid")
 	t0=$(thread_ticks "$pid")
-	if [[ ${BENCH_PERF:-} == "$kind:$streams" && $name == dmsc-l7 && $round == 1 ]] &&
+	if [[ ${BENCH_PERF:-} == "$kind:$streams" || ${BENCH_PERF:-} == "$kind:$streams:$name" ]] &&
+		[[ ${BENCH_PERF:-} == *:$name || $name == dmsc-l7 ]] && [[ $round == 1 ]] &&
 		command -v perf >/dev/null; then
 		perf record -q -F 999 -g -o "$T/perf.data" -p "$pid" -- sleep "$SECS" >"$T/perf.out" 2>&1 &
 		PERF_PID=$!
@@ -208,6 +211,7 @@ run() {
 	in_c timeout $((SECS + 30)) h2load -c "$conns" -m "$m" -D "$SECS" --warm-up-time 1 \
 		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
 	c1=$(cpu_ticks "$pid")
+	u1=$(cpu_user_system "$pid")
 	if [[ -n ${SCHED_PID:-} ]]; then
 		wait "$SCHED_PID"
 		SCHED_PID=
@@ -216,7 +220,7 @@ run() {
 			grep -E 'h2load|nghttpd|dmsc-l7|haproxy|nginx|TOTAL' | head -12
 	fi
 	[[ -n ${BENCH_LOGS:-} ]] && cp "$log" "$BENCH_LOGS/"
-	echo "bench-h2: $kind $streams $name round $round: CPU by thread $(thread_split "$t0" "$(thread_ticks "$pid")"), $(cat "$T/upconns" 2>/dev/null) backend connections"
+	echo "bench-h2: $kind $streams $name round $round: CPU by thread $(thread_split "$t0" "$(thread_ticks "$pid")"), $(user_share "$u0" "$u1") in user space, $(cat "$T/upconns" 2>/dev/null) backend connections"
 	if [[ -n ${TRACE_PID:-} ]]; then
 		wait "$TRACE_PID"
 		TRACE_PID=
@@ -227,7 +231,10 @@ run() {
 	if [[ -n ${PERF_PID:-} ]]; then
 		wait "$PERF_PID"
 		PERF_PID=
-		echo "bench-h2: perf, dmsc-l7 under $kind at $streams streams, top symbols (self):"
+		echo "bench-h2: perf, $name under $kind at $streams streams, shares by object:"
+		perf report -q -i "$T/perf.data" --no-children --sort dso --stdio -g none 2>&1 |
+			awk 'NF >= 2 && $1 ~ /%$/ { printf " %s %s", $2, $1; if (++n == 6) exit } END { printf "\n" }'
+		echo "bench-h2: perf, $name under $kind at $streams streams, top symbols (self):"
 		perf report -q -i "$T/perf.data" --no-children --sort dso,symbol --stdio -g none 2>&1 |
 			grep -v '^$' | head -30
 	fi

@@ -14,6 +14,26 @@ cpu_ticks() {
 	echo "$total"
 }
 
+# cpu_user_system PID: "USER SYSTEM" clock ticks of PID and its children
+cpu_user_system() {
+	local u=0 s=0 p f
+	for p in "$1" $(pgrep -P "$1"); do
+		f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
+		u=$((u + ${f% *}))
+		s=$((s + ${f#* }))
+	done
+	echo "$u $s"
+}
+
+# user_share "BEFORE" "AFTER": the share of user time between two
+# cpu_user_system, e.g. "38%"
+user_share() {
+	local b=($1) a=($2) u s
+	u=$((a[0] - b[0]))
+	s=$((a[1] - b[1]))
+	((u + s > 0)) && echo "$((100 * u / (u + s)))%" || echo "-"
+}
+
 # ctx_switches PID: the voluntary and the involuntary context switches of
 # every thread of PID and its children (a voluntary one is a wait that
 # ended in a wake-up; an involuntary one, the CPU taken by another task)

@@ -428,8 +428,12 @@ static __always_inline bool fp_is_ipv4(struct bpf_sock_ops *ops)
  * the queue check makes it unlikely, not impossible.
  * Only where the queues can be read (sk_psock.msg_tot_len, Linux 6.x): on
  * older kernels a socket that left stays in the sockhash, on tcp_bpf's
- * path. sockops may delete from a sockhash; sk_msg may not (Linux 6.x). */
-static __always_inline void fp_release(struct bpf_sock_ops *ops, struct dmsc_fp_sock *me)
+ * path. A connecting socket that found no peer (another host, a server
+ * outside the mesh) goes at its first sample on every kernel: no peer,
+ * nothing redirected to it (docs/design.md decision 88). sockops may
+ * delete from a sockhash; sk_msg may not (Linux 6.x). */
+static __always_inline void fp_release(struct bpf_sock_ops *ops, struct bpf_sock *sk,
+				       struct dmsc_fp_sock *me)
 {
 	struct dmsc_fp_stats *st;
 	bool known = false;
@@ -445,10 +449,24 @@ static __always_inline void fp_release(struct bpf_sock_ops *ops, struct dmsc_fp_
 			goto done;
 		return;
 	}
+	st = fp_stats(me->svc_id);
+	if (!me->peer_cookie && me->active && !fp_no_release && sk) {
+		/* No peer: a connection to another host, or to a socket
+		 * outside the mesh. One that joined late is taken now;
+		 * with none, nothing knows our cookie, nothing was or
+		 * can be redirected to us: out at once, on every kernel. */
+		fp_pending_take(sk, me, FP_PEND_LAST);
+		if (!me->peer_cookie) {
+			key = me->cookie;
+			if (!bpf_map_delete_elem(&dmsc_fp_socks, &key) && st)
+				st->released += 1;
+			me->released |= DMSC_FP_RELEASED_SELF;
+			goto done;
+		}
+	}
 	if (fp_no_release || !me->peer_cookie || !bpf_core_field_exists(struct sk_psock, msg_tot_len) ||
 	    me->released == (DMSC_FP_RELEASED_PEER | DMSC_FP_RELEASED_SELF))
 		goto done;
-	st = fp_stats(me->svc_id);
 	if (!(me->released & DMSC_FP_RELEASED_PEER)) {
 		if (fp_peer_backlog(me->peer_sk, &known) || !known)
 			return;
@@ -497,7 +515,7 @@ int dmsc_fp_sockops(struct bpf_sock_ops *ops)
 		sk = ops->sk;
 		me = sk ? bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0) : NULL;
 		if (me)
-			fp_release(ops, me);
+			fp_release(ops, sk, me);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		/* args[1] is the new state. The sockhash entry goes by itself
@@ -509,8 +527,8 @@ int dmsc_fp_sockops(struct bpf_sock_ops *ops)
 		me = bpf_sk_storage_get(&dmsc_fp_sock, sk, 0, 0);
 		if (!me)
 			break;
-		if (me->active && me->mode == DMSC_FP_UNDECIDED)
-			fp_pending_take(sk, me, false);
+		if (me->active && !me->peer_cookie)
+			fp_pending_take(sk, me, FP_PEND_DROP);
 		fp_host_hold(me, 0);
 		break;
 	default:

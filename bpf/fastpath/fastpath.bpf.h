@@ -138,36 +138,57 @@ static __always_inline bool fp_has_psock(__u64 sk_addr)
 	return psock && !bpf_core_read(&back, sizeof(back), &psock->sk) && back == sk;
 }
 
-/* The connecting end's own pending entry goes (the IPv6 one is keyed by
- * its dmsc_fp_sock6); when it takes its peer from it (at its first
- * message), the peer's cookie and address come with it. */
+/* What the connecting end does with its pending entry (the IPv6 one is
+ * keyed by its dmsc_fp_sock6). */
+enum fp_pend_how {
+	FP_PEND_DROP, /* it closes: the entry goes */
+	/* At its first message: the peer's cookie and address, if the peer
+	 * published them, and the entry goes; if not, the entry stays for a
+	 * peer still joining (a client that writes before its SYN-ACK's ACK
+	 * reached the server), until FP_PEND_LAST. */
+	FP_PEND_FIRST,
+	/* At its first ACK of data (fp_release): the peer's if it joined
+	 * since, and the entry goes. A server acks data only once established,
+	 * after its PASSIVE_ESTABLISHED joined, so no peer can join later. */
+	FP_PEND_LAST,
+};
+
 static __always_inline void fp_pending_take(struct bpf_sock *sk, struct dmsc_fp_sock *me,
-					    bool take_peer)
+					    enum fp_pend_how how)
 {
 	struct dmsc_fp_pending *pend = NULL;
 	struct dmsc_fp_pending6 *pend6;
 	struct dmsc_fp_sock6 *me6;
+	__u64 cookie = 0, peer_sk = 0;
 
 	if (me->family == DMSC_FP_IPV6) {
 		me6 = bpf_sk_storage_get(&dmsc_fp_sock6, sk, 0, 0);
 		if (!me6)
 			return;
 		pend6 = bpf_map_lookup_elem(&dmsc_fp_pending6, &me6->conn);
-		if (pend6 && take_peer && pend6->p.server_cookie) {
-			me->peer_cookie = pend6->p.server_cookie;
-			me->peer_sk = pend6->p.server_sk;
+		if (!pend6)
+			return;
+		if (how != FP_PEND_DROP) {
+			cookie = pend6->p.server_cookie;
+			peer_sk = pend6->p.server_sk;
 		}
-		if (pend6)
+		if (cookie || how != FP_PEND_FIRST)
 			bpf_map_delete_elem(&dmsc_fp_pending6, &me6->conn);
-		return;
+	} else {
+		pend = bpf_map_lookup_elem(&dmsc_fp_pending, &me->conn);
+		if (!pend)
+			return;
+		if (how != FP_PEND_DROP) {
+			cookie = pend->server_cookie;
+			peer_sk = pend->server_sk;
+		}
+		if (cookie || how != FP_PEND_FIRST)
+			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
 	}
-	pend = bpf_map_lookup_elem(&dmsc_fp_pending, &me->conn);
-	if (pend && take_peer && pend->server_cookie) {
-		me->peer_cookie = pend->server_cookie;
-		me->peer_sk = pend->server_sk;
+	if (cookie) {
+		me->peer_cookie = cookie;
+		me->peer_sk = peer_sk;
 	}
-	if (pend)
-		bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
 }
 
 #endif /* DMSC_FASTPATH_BPF_H */

@@ -26,7 +26,7 @@ static __always_inline void fp_decide(struct bpf_sock *sk, struct dmsc_fp_sock *
 				      struct dmsc_fp_stats *st)
 {
 	if (me->active)
-		fp_pending_take(sk, me, true);
+		fp_pending_take(sk, me, FP_PEND_FIRST);
 	if (me->peer_cookie && !fp_sent_nothing(sk, me)) {
 		me->mode = DMSC_FP_STACK;
 		if (st)

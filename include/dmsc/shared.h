@@ -584,7 +584,9 @@ struct dmsc_fp_sock {
 /* A socket on the stack for good takes its peer, then itself, out of the
  * sockhash once nothing can be redirected into either and their queues of
  * redirected bytes are empty: the kernel then gives both their own TCP
- * operations back (tcp_bpf's are slower for bulk: 0.55-0.62x direct). */
+ * operations back (tcp_bpf's are slower for bulk: 0.55-0.62x direct). A
+ * connecting socket that found no peer takes itself out at its first ACK
+ * (docs/design.md decision 88). */
 #define DMSC_FP_RELEASED_PEER 1
 #define DMSC_FP_RELEASED_SELF 2
 

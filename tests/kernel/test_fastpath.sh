@@ -420,6 +420,10 @@ t_eq "server outside the mesh: not paired, nothing redirected, the client fell b
 # (A stack verdict stands for the next 1 GiB without running the program
 # again, so the counter sees each socket's first write to the stack.)
 t_range "server outside the mesh: the client's writes went to the stack" "$(fp remote stack_msgs)" 2 100000
+# (no peer: out of the sockhash at the first ACK of its data, on every
+# kernel, so tcp_bpf's calls are no longer on its path: decision 88)
+t_eq "server outside the mesh: both clients gave the native path back (released)" \
+	"$(fp remote released)" 2
 before=$("$CTL" stats -o json | jq -c .fastpath.total)
 mesh_run "$OUTSIDE" c "$STREAM" client --connect 198.18.1.2:7000 --conns 2 --bytes 8M --back-bytes 8M >"$T/outc.json"
 t_eq "client outside the mesh to a mesh server: data ok" "$(jq -c '[.ok, .failed]' "$T/outc.json")" "[2,0]"

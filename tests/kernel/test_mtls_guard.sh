@@ -175,6 +175,14 @@ if [[ $(jq -c '[.ok, .failed]' <<<"$far" 2>/dev/null) != "[2,0]" ]]; then
 fi
 t_eq "a workload of b through b's tunnel and a's to far: 2 connections, 200 KB each way byte-exact" \
 	"$(jq -c '[.ok, .failed]' <<<"$far" 2>/dev/null)" "[2,0]"
+# b's tunnel's TLS connection to a's is a direct one of b's mesh with no
+# peer here: it leaves the sockhash at its first ACK (decision 88), before
+# its handshake ends and the tunnel turns kTLS on where the kernel has it
+# (a kTLS socket in a sockhash ran its records through tcp_bpf: a one-off
+# reset after 32 KiB in a 6.12 guest)
+direct=$("$CTL" stats -o json | jq -c '.fastpath.direct | {registered, paired, no_peer, released}')
+t_eq "b's tunnel's connection to a found no peer and left the sockhash ($direct)" \
+	"$(jq '.no_peer >= 1 and .released >= .no_peer' <<<"$direct" 2>/dev/null)" true
 far_fp=$("$CTL" stats -o json | jq -c '.services[] | select(.name == "far") | .fastpath | [.paired, .redirected_msgs > 0]')
 t_eq "...their connections to b's tunnel were fast-path pairs ($far_fp)" \
 	"$(jq '.[0] >= 1 and .[1]' <<<"$far_fp" 2>/dev/null)" true
