@@ -247,4 +247,15 @@ t_eq "the index holds what it held before, and nothing else" "$(index)" "$(cat "
 t_eq "the plain client's SYN to g4's backend is dropped" "$(plain a "$B" 8090)" "28:000"
 t_eq "over IPv6 too" "$(plain a "[$B6]" 8090)" "28:000"
 lap "sweep at a restart"
+
+# The end: dmscd stopped, then its tunnel, which this dmscd adopted from the
+# one before (decision 86): no child of it, it hears its dmscd go by the end
+# of its update socket, at once, and so ends as an orphan whose metrics
+# file no dmscd serves (it was left behind when the SIGTERM came before
+# the tunnel's next tick)
+dmsc_stop TERM "$DPID"
+dmsc_helpers_stop "$T"
+t_check "the adopted tunnel, stopped after its dmscd, removed its metrics file" \
+	test ! -e "/run/dmsc/dmsc-tunnel.$DPID.prom"
+DPID=
 t_summary

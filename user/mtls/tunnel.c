@@ -750,6 +750,13 @@ int dmsc_tunnel_run(const struct dmsc_tunnel_opts *o, volatile sig_atomic_t *sto
 				break;
 			case EV_UPDATES:
 				tn_policy_updates(t);
+				/* an adopted tunnel is no child of its dmscd: the
+				 * end of the updates is how it hears at once (a
+				 * SIGTERM before the next tick then found it no
+				 * orphan, and left its metrics file behind) */
+				if (t->updates.fd < 0 && !t->draining)
+					handed_over = handed_over ||
+						      handing_over(t, &baton, &adopt, &orphan_since);
 				break;
 			}
 		}
