@@ -355,27 +355,24 @@ if [[ ${1:-} == --outside ]]; then
 		"$T/policy.json" >"$T/policy-out.json"
 	WAY_CG[o]=$PLAIN WAY_RR[o]=$S_ADDR:$OUT_PORT_RR WAY_BULK[o]=$S_ADDR:$OUT_PORT_BULK
 	WAY_CG[m]=$MESH WAY_RR[m]=$VIP_OUT:$OUT_PORT_RR WAY_BULK[m]=$VIP_OUT:$OUT_PORT_BULK
+	WAY_CG[n]=$MESH WAY_RR[n]=${WAY_RR[m]} WAY_BULK[n]=${WAY_BULK[m]} # m, DMSC_FP_NO_RELEASE=1
 	install_as() { # ENV...: the datapath installed with that environment, the policy applied
 		env "$@" "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 &&
 			"$CTL" apply "$T/policy-out.json" >/dev/null 2>&1 || die "install ($*) failed"
 	}
 	{
 		echo "a server outside the mesh, kernel $(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ), load average $(cut -d' ' -f1-3 /proc/loadavg); medians of $ROUNDS rounds, ${BULK_SECONDS}s iperf3 runs; $QOS_NOTE"
-		printf '%-30s %10s %10s %10s
-' "client" "16K Gbit/s" "128K Gbit/s" "p50 64B us"
+		printf '%-30s %10s %10s %10s\n' "client" "16K Gbit/s" "128K Gbit/s" "p50 64B us"
 	} | tee "$OUT/outside.txt"
 	: >"$T/o.txt"
 	: >"$T/rr.txt"
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for way in o m n; do
 			if [[ $way == n ]]; then install_as DMSC_FP_NO_RELEASE=1; else install_as; fi
-			w=$way
-			[[ $way == n ]] && w=m
 			for len in 16K 128K; do
-				echo "$way $len $(bulk_len "$w" "$len")" >>"$T/o.txt"
+				echo "$way $len $(bulk_len "$way" "$len")" >>"$T/o.txt"
 			done
-			rr "$w" 64
-			sed -i "\$s/^$w /$way /" "$T/rr.txt"
+			rr "$way" 64
 		done
 	done
 	for way in o m n; do
@@ -384,8 +381,7 @@ if [[ ${1:-} == --outside ]]; then
 		m) name="in the mesh" ;;
 		n) name="in the mesh, no release" ;;
 		esac
-		printf '%-30s %10s %10s %10s
-' "$name" \
+		printf '%-30s %10s %10s %10s\n' "$name" \
 			"$(awk -v w=$way '$1 == w && $2 == "16K" && $3 != "nan" { print $3 }' "$T/o.txt" | median)" \
 			"$(awk -v w=$way '$1 == w && $2 == "128K" && $3 != "nan" { print $3 }' "$T/o.txt" | median)" \
 			"$(awk -v w=$way '$1 == w && $3 != "nan" { print $3 }' "$T/rr.txt" | median)" | tee -a "$OUT/outside.txt"

@@ -23,7 +23,8 @@
 # $BUILD/dmsc-l7; another build, to compare two). BENCH_PERF=KIND:STREAMS
 # (e.g. grpc:64) or KIND:STREAMS:PROXY (h2:64:haproxy): perf samples dmsc-l7
 # (or PROXY) in that run of round 1 and prints its shares by object and its
-# top symbols. Each run prints the proxy's share of CPU in user space. BENCH_SYSCALLS="KIND:STREAMS..." (e.g. grpc:4): a run of each
+# top symbols. Each run prints the proxy's share of CPU in user space.
+# BENCH_SYSCALLS="KIND:STREAMS..." (e.g. grpc:4): a run of each
 # proxy before the rounds, apart from them (tracing slows the proxies), in
 # which `perf trace -s` counts its system calls; printed per request, with
 # its context switches and the TCP segments sent from the proxies'
@@ -192,8 +193,8 @@ run() {
 			-o "$T/trace-$name.txt" >/dev/null 2>&1 &
 		TRACE_PID=$!
 	fi
-	c0=$(cpu_ticks "$pid")
 	u0=$(cpu_user_system "$pid")
+	c0=$((${u0% *} + ${u0#* }))
 	t0=$(thread_ticks "$pid")
 	if [[ ${BENCH_PERF:-} == "$kind:$streams" || ${BENCH_PERF:-} == "$kind:$streams:$name" ]] &&
 		[[ ${BENCH_PERF:-} == *:$name || $name == dmsc-l7 ]] && [[ $round == 1 ]] &&
@@ -210,8 +211,8 @@ run() {
 	fi
 	in_c timeout $((SECS + 30)) h2load -c "$conns" -m "$m" -D "$SECS" --warm-up-time 1 \
 		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
-	c1=$(cpu_ticks "$pid")
 	u1=$(cpu_user_system "$pid")
+	c1=$((${u1% *} + ${u1#* }))
 	if [[ -n ${SCHED_PID:-} ]]; then
 		wait "$SCHED_PID"
 		SCHED_PID=

@@ -6,12 +6,9 @@
 # cpu_ticks PID: user+system clock ticks of PID and its children (nginx's
 # workers); divide by `getconf CLK_TCK`.
 cpu_ticks() {
-	local total=0 p f
-	for p in "$1" $(pgrep -P "$1"); do
-		f=$(cut -d' ' -f14,15 "/proc/$p/stat" 2>/dev/null) || continue
-		total=$((total + ${f% *} + ${f#* }))
-	done
-	echo "$total"
+	local t
+	t=$(cpu_user_system "$1")
+	echo $((${t% *} + ${t#* }))
 }
 
 # cpu_user_system PID: "USER SYSTEM" clock ticks of PID and its children

@@ -449,7 +449,6 @@ static __always_inline void fp_release(struct bpf_sock_ops *ops, struct bpf_sock
 			goto done;
 		return;
 	}
-	st = fp_stats(me->svc_id);
 	if (!me->peer_cookie && me->active && !fp_no_release && sk) {
 		/* No peer: a connection to another host, or to a socket
 		 * outside the mesh. One that joined late is taken now;
@@ -458,6 +457,7 @@ static __always_inline void fp_release(struct bpf_sock_ops *ops, struct bpf_sock
 		fp_pending_take(sk, me, FP_PEND_LAST);
 		if (!me->peer_cookie) {
 			key = me->cookie;
+			st = fp_stats(me->svc_id);
 			if (!bpf_map_delete_elem(&dmsc_fp_socks, &key) && st)
 				st->released += 1;
 			me->released |= DMSC_FP_RELEASED_SELF;
@@ -467,6 +467,7 @@ static __always_inline void fp_release(struct bpf_sock_ops *ops, struct bpf_sock
 	if (fp_no_release || !me->peer_cookie || !bpf_core_field_exists(struct sk_psock, msg_tot_len) ||
 	    me->released == (DMSC_FP_RELEASED_PEER | DMSC_FP_RELEASED_SELF))
 		goto done;
+	st = fp_stats(me->svc_id);
 	if (!(me->released & DMSC_FP_RELEASED_PEER)) {
 		if (fp_peer_backlog(me->peer_sk, &known) || !known)
 			return;

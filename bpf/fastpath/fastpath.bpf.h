@@ -156,39 +156,30 @@ enum fp_pend_how {
 static __always_inline void fp_pending_take(struct bpf_sock *sk, struct dmsc_fp_sock *me,
 					    enum fp_pend_how how)
 {
-	struct dmsc_fp_pending *pend = NULL;
 	struct dmsc_fp_pending6 *pend6;
-	struct dmsc_fp_sock6 *me6;
-	__u64 cookie = 0, peer_sk = 0;
+	struct dmsc_fp_pending *pend;
+	struct dmsc_fp_sock6 *me6 = NULL;
+	__u64 cookie = 0;
 
 	if (me->family == DMSC_FP_IPV6) {
 		me6 = bpf_sk_storage_get(&dmsc_fp_sock6, sk, 0, 0);
-		if (!me6)
-			return;
-		pend6 = bpf_map_lookup_elem(&dmsc_fp_pending6, &me6->conn);
-		if (!pend6)
-			return;
-		if (how != FP_PEND_DROP) {
-			cookie = pend6->p.server_cookie;
-			peer_sk = pend6->p.server_sk;
-		}
-		if (cookie || how != FP_PEND_FIRST)
-			bpf_map_delete_elem(&dmsc_fp_pending6, &me6->conn);
+		pend6 = me6 ? bpf_map_lookup_elem(&dmsc_fp_pending6, &me6->conn) : NULL;
+		pend = pend6 ? &pend6->p : NULL;
 	} else {
 		pend = bpf_map_lookup_elem(&dmsc_fp_pending, &me->conn);
-		if (!pend)
-			return;
-		if (how != FP_PEND_DROP) {
-			cookie = pend->server_cookie;
-			peer_sk = pend->server_sk;
-		}
-		if (cookie || how != FP_PEND_FIRST)
-			bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
 	}
-	if (cookie) {
+	if (!pend)
+		return;
+	if (how != FP_PEND_DROP && (cookie = pend->server_cookie)) {
 		me->peer_cookie = cookie;
-		me->peer_sk = peer_sk;
+		me->peer_sk = pend->server_sk;
 	}
+	if (!cookie && how == FP_PEND_FIRST)
+		return; /* kept for a peer still joining */
+	if (me6)
+		bpf_map_delete_elem(&dmsc_fp_pending6, &me6->conn);
+	else
+		bpf_map_delete_elem(&dmsc_fp_pending, &me->conn);
 }
 
 #endif /* DMSC_FASTPATH_BPF_H */
