@@ -43,6 +43,25 @@ const char *tn_ssl_err(void)
 	return buf;
 }
 
+/* Why an SSL_read or SSL_write that failed with SSL_get_error() E (not a
+ * WANT_*) ended the connection; ERRNO: errno right after the call (a
+ * failed send or receive of the socket, kTLS's included, leaves only
+ * that). */
+const char *tn_ssl_io_why(int e, int err)
+{
+	static char buf[128];
+
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return "closed by the peer";
+	if (ERR_peek_last_error())
+		return tn_ssl_err();
+	if (e == SSL_ERROR_SYSCALL && err) {
+		snprintf(buf, sizeof(buf), "the socket: %s", strerror(err));
+		return buf;
+	}
+	return "connection lost (closed without close_notify)";
+}
+
 static int verify_cb(int ok, X509_STORE_CTX *x)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());

@@ -64,6 +64,13 @@ struct ev {
 struct buf {
 	uint8_t *p;
 	size_t off, len, cap;
+	/* Another holds a pointer to the bytes at p + off (a connection's out
+	 * while OpenSSL waits to write them with kTLS: decision 89): they stay
+	 * where they are, as they are, until it lets go (tn_buf_release). An
+	 * append that needs room then takes a new block; the one held is
+	 * kept, unchanged, in retired. */
+	bool held;
+	uint8_t *retired;
 };
 
 struct tunnel;
@@ -73,6 +80,7 @@ struct conn {
 	struct tunnel *t;
 	SSL *ssl;
 	bool server, tcp_connecting, up, draining, dead, want_write;
+	bool ktls_send; /* the kernel seals what SSL_write takes (decision 89) */
 	union dmsc_tunnel_sa addr;
 	int peer_idx;  /* client: the forward's peer; server: -1 */
 	char name[64]; /* ADDR:PORT for logs */
@@ -223,6 +231,7 @@ uint64_t tn_now_ms(void);
 int tn_buf_reserve(struct buf *b, size_t more);
 int tn_buf_append(struct buf *b, const void *data, size_t n);
 void tn_buf_consume(struct buf *b, size_t n);
+void tn_buf_release(struct buf *b);
 void tn_buf_free(struct buf *b);
 
 /* metrics */
@@ -243,6 +252,7 @@ int tn_ev_add(struct tunnel *t, struct ev *e, enum ev_kind kind, int fd, uint32_
 
 /* TLS context and connections */
 const char *tn_ssl_err(void);
+const char *tn_ssl_io_why(int e, int err);
 /* The BIO that collects a connection's records for one write() (decision
  * 65); tn_wire_method_free at the end. */
 int tn_wire_method_init(void);

@@ -36,6 +36,31 @@ uint64_t tn_now_ms(void)
 
 /* ---- buffers ---- */
 
+/* Room in a held buffer: its bytes to a new block (of the same size when
+ * they fit, so that a buffer held again and again does not grow), the old
+ * block kept as it is until the holder lets go. Only the first block is
+ * held: one that came after it was never handed out, and goes. */
+static int buf_reserve_held(struct buf *b, size_t more)
+{
+	size_t need = b->len + more, cap = b->cap;
+	uint8_t *p;
+
+	if (need > cap)
+		cap = need < 2 * cap ? 2 * cap : need;
+	p = malloc(cap);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, b->p + b->off, b->len);
+	if (b->retired)
+		free(b->p);
+	else
+		b->retired = b->p;
+	b->p = p;
+	b->off = 0;
+	b->cap = cap;
+	return 0;
+}
+
 int tn_buf_reserve(struct buf *b, size_t more)
 {
 	size_t need;
@@ -43,6 +68,8 @@ int tn_buf_reserve(struct buf *b, size_t more)
 
 	if (b->off + b->len + more <= b->cap)
 		return 0;
+	if (b->held)
+		return buf_reserve_held(b, more);
 	/* what is left moves to the front when it is no more than what was
 	 * consumed before it (each byte moved at most about once); else the
 	 * buffer grows: a bulk stream's buffers keep a record or a window's
@@ -82,8 +109,17 @@ void tn_buf_consume(struct buf *b, size_t n)
 		b->off = 0;
 }
 
+/* The holder let go of the buffer's bytes: the block it held goes. */
+void tn_buf_release(struct buf *b)
+{
+	b->held = false;
+	free(b->retired);
+	b->retired = NULL;
+}
+
 void tn_buf_free(struct buf *b)
 {
+	free(b->retired);
 	free(b->p);
 	memset(b, 0, sizeof(*b));
 }

@@ -239,20 +239,28 @@ void tn_conn_flush(struct conn *c)
 	for (;;) {
 		while (c->out.len && c->wire.len < WIRE_BATCH && !waits) {
 			size_t n = c->out.len < SEAL_MAX ? c->out.len : SEAL_MAX;
-			int r = SSL_write(c->ssl, c->out.p + c->out.off, (int)n);
+			int r, e, err;
 
+			errno = 0;
+			r = SSL_write(c->ssl, c->out.p + c->out.off, (int)n);
+			err = errno;
 			if (r > 0) {
+				tn_buf_release(&c->out);
 				tn_buf_consume(&c->out, (size_t)r);
 				continue;
 			}
-			switch (SSL_get_error(c->ssl, r)) {
+			switch ((e = SSL_get_error(c->ssl, r))) {
 			case SSL_ERROR_WANT_WRITE:
 				c->want_write = true;
-				break;
+				/* fall through */
 			case SSL_ERROR_WANT_READ:
+				/* With kTLS OpenSSL writes from our buffer, and
+				 * its retry goes on from the address of this
+				 * call: those bytes stay put (decision 89). */
+				c->out.held = c->ktls_send;
 				break;
 			default:
-				tn_conn_close(c, tn_ssl_err());
+				tn_conn_close(c, tn_ssl_io_why(e, err));
 				return;
 			}
 			waits = true;
@@ -367,8 +375,11 @@ static void conn_write_streams(struct conn *c)
  * socket, -1 when the connection is gone (closed here). */
 static int conn_ssl_read(struct conn *c, void *buf, size_t n)
 {
-	int r = SSL_read(c->ssl, buf, (int)n), e;
+	int r, e, err;
 
+	errno = 0;
+	r = SSL_read(c->ssl, buf, (int)n);
+	err = errno;
 	if (r > 0)
 		return r;
 	e = SSL_get_error(c->ssl, r);
@@ -378,9 +389,7 @@ static int conn_ssl_read(struct conn *c, void *buf, size_t n)
 		c->want_write = true;
 		return 0;
 	}
-	tn_conn_close(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the peer"
-			 : ERR_peek_last_error()    ? tn_ssl_err()
-						    : "connection lost");
+	tn_conn_close(c, tn_ssl_io_why(e, err));
 	return -1;
 }
 
@@ -545,6 +554,7 @@ static void conn_handshake(struct conn *c)
 		t->hs_resumed[c->server]++;
 	ktls[0] = BIO_get_ktls_send(SSL_get_wbio(c->ssl)) > 0;
 	ktls[1] = BIO_get_ktls_recv(SSL_get_rbio(c->ssl)) > 0;
+	c->ktls_send = ktls[0];
 	for (d = 0; d < 2; d++) {
 		t->ktls_conns[d] += ktls[d];
 		t->user_crypto_conns[d] += !ktls[d];
