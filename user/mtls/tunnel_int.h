@@ -64,13 +64,14 @@ struct ev {
 struct buf {
 	uint8_t *p;
 	size_t off, len, cap;
-	/* Another holds a pointer to the bytes at p + off (a connection's out
-	 * while OpenSSL waits to write them with kTLS: decision 89): they stay
-	 * where they are, as they are, until it lets go (tn_buf_release). An
-	 * append that needs room then takes a new block; the one held is
-	 * kept, unchanged, in retired. */
+	/* Another holds a pointer into the bytes (a connection's out while
+	 * OpenSSL waits to write them with kTLS: decision 89): they stay where
+	 * they are, as they are, until it lets go (tn_buf_release). An append
+	 * that needs room then takes a new block; the ones before are kept,
+	 * unchanged, in retired. */
 	bool held;
-	uint8_t *retired;
+	uint8_t **retired;
+	size_t n_retired;
 };
 
 struct tunnel;

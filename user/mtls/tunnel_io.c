@@ -37,24 +37,26 @@ uint64_t tn_now_ms(void)
 /* ---- buffers ---- */
 
 /* Room in a held buffer: its bytes to a new block (of the same size when
- * they fit, so that a buffer held again and again does not grow), the old
- * block kept as it is until the holder lets go. Only the first block is
- * held: one that came after it was never handed out, and goes. */
+ * they fit, so that a buffer held again and again does not grow), every
+ * block before kept as it is until the holder lets go. Not only the first:
+ * OpenSSL's retry finishes the write it holds, goes on with the bytes of
+ * the address it is given now, and may stop there in turn. */
 static int buf_reserve_held(struct buf *b, size_t more)
 {
 	size_t need = b->len + more, cap = b->cap;
-	uint8_t *p;
+	uint8_t **r, *p;
 
 	if (need > cap)
 		cap = need < 2 * cap ? 2 * cap : need;
+	r = realloc(b->retired, (b->n_retired + 1) * sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	b->retired = r;
 	p = malloc(cap);
 	if (!p)
 		return -ENOMEM;
 	memcpy(p, b->p + b->off, b->len);
-	if (b->retired)
-		free(b->p);
-	else
-		b->retired = b->p;
+	r[b->n_retired++] = b->p;
 	b->p = p;
 	b->off = 0;
 	b->cap = cap;
@@ -109,17 +111,19 @@ void tn_buf_consume(struct buf *b, size_t n)
 		b->off = 0;
 }
 
-/* The holder let go of the buffer's bytes: the block it held goes. */
+/* The holder let go of the buffer's bytes: the blocks kept for it go. */
 void tn_buf_release(struct buf *b)
 {
 	b->held = false;
+	while (b->n_retired)
+		free(b->retired[--b->n_retired]);
 	free(b->retired);
 	b->retired = NULL;
 }
 
 void tn_buf_free(struct buf *b)
 {
-	free(b->retired);
+	tn_buf_release(b);
 	free(b->p);
 	memset(b, 0, sizeof(*b));
 }
