@@ -115,6 +115,11 @@ in_c() { dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$@"; }
 h2curl() { in_c curl -sS --http2-prior-knowledge --max-time 10 "$@"; }
 # the helper's peak resident memory so far (kB)
 hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$L7PID/status"; }
+# glibc's per-thread cache of freed blocks as the helper runs with it
+# (docs/design.md decision 90): its environment, read by glibc at start
+tcache_of() { tr '\0' '\n' <"/proc/$1/environ" | sed -n 's/^GLIBC_TUNABLES=.*glibc\.malloc\.tcache_count=\([0-9]*\).*/\1/p'; }
+t_eq "the helper started itself with glibc's cache of 128 freed blocks per size, its name kept" \
+	"$(tcache_of "$L7PID") $(cat "/proc/$L7PID/comm")" "128 dmsc-l7"
 
 # 1. routing per stream
 t_eq "curl --http2-prior-knowledge speaks HTTP/2 through the VIP" \
@@ -229,10 +234,12 @@ L7PID=
 # 8. --max-conns counts HTTP/2 connections: one worker, at most 2; with 2
 # idle HTTP/2 connections open a third is closed unanswered. --no-netns
 # (as scripts/bench-h2.sh runs it): its drain below.
-ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+GLIBC_TUNABLES=glibc.malloc.tcache_count=7 \
+	ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 1 --max-conns 2 --no-netns --metrics-file "$T/m2.prom" >"$T/l7b.out" 2>"$T/l7b.err" &
 L7PID=$!
 dmsc_wait_ready "$T/l7b.out" 10 || { t_fail "dmsc-l7 --max-conns 2 ready"; cat "$T/l7b.err"; t_summary; exit 1; }
+t_eq "a cache size the user set (glibc's 7) is left as it is" "$(tcache_of "$L7PID")" 7
 mkfifo "$T/idle.in"
 in_c python3 "$(dirname "$0")/../lib/h2idle.py" "$WEB" 80 2 30 <"$T/idle.in" >"$T/idle.out" 2>&1 &
 exec 7>"$T/idle.in"

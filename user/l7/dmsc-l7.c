@@ -353,6 +353,46 @@ static int open_maps(const char *pin_dir, int *conf_fd)
 	return *conf_fd < 0 ? *conf_fd : 0;
 }
 
+/*
+ * glibc's per-thread cache keeps 7 freed blocks of a size by default. A
+ * worker with dozens of streams in flight frees nghttp2's stream, frame and
+ * header blocks in bursts larger than that, and every block past the 7th
+ * goes through the arena's shared lists (malloc and free were about 6% of
+ * the helper's CPU at 64 HTTP/2 streams). glibc sizes the cache from the
+ * environment alone, read when the program starts: so the helper starts
+ * itself once more with the size set, the same process and arguments
+ * (docs/design.md decision 90). A size the user set is left alone; if the
+ * path of the running binary cannot be read or run, the helper goes on
+ * with glibc's default.
+ */
+#define TCACHE_TUNABLE "glibc.malloc.tcache_count="
+#define TCACHE_COUNT 128
+
+static void tcache_sized(char **argv)
+{
+	const char *cur = getenv("GLIBC_TUNABLES");
+	char path[PATH_MAX], val[1024], *was = cur ? strdup(cur) : NULL;
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+	int len;
+
+	if ((cur && strstr(cur, TCACHE_TUNABLE)) || n <= 0 || (cur && !was))
+		goto out;
+	path[n] = '\0'; /* execv by path, not /proc/self/exe: comm stays "dmsc-l7" */
+	if (cur && *cur)
+		len = snprintf(val, sizeof(val), "%s:" TCACHE_TUNABLE "%d", cur, TCACHE_COUNT);
+	else
+		len = snprintf(val, sizeof(val), TCACHE_TUNABLE "%d", TCACHE_COUNT);
+	if (len < 0 || (size_t)len >= sizeof(val) || setenv("GLIBC_TUNABLES", val, 1))
+		goto out;
+	execv(path, argv);
+	if (was) /* not run again: the environment as it came */
+		setenv("GLIBC_TUNABLES", was, 1);
+	else
+		unsetenv("GLIBC_TUNABLES");
+out:
+	free(was);
+}
+
 int main(int argc, char **argv)
 {
 	struct dmsc_l7_conf conf = {0};
@@ -371,6 +411,7 @@ int main(int argc, char **argv)
 	bool handed_over = false; /* the next helper took the baton */
 	int64_t metrics_ms = 0;
 
+	tcache_sized(argv);
 	/* Two descriptors per proxied connection, for the tunnel too: the
 	 * soft limit a service gets by default (1024 under systemd) is far
 	 * below the hard one. */

