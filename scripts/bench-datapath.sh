@@ -40,7 +40,7 @@
 # and without the release of such sockets (see the block below).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-. "$TOP/tests/lib/kernel.sh"
+. "$TOP/scripts/bench-lib.sh" # tests/lib/kernel.sh, and steal_ticks
 
 ROUNDS=${ROUNDS:-3}
 RR_SECONDS=${RR_SECONDS:-3}
@@ -210,8 +210,9 @@ bulk_len() {
 # path (any fallback counter of the fresh service) and were given the
 # native path back (released), the times the reader's TCP pruned its queue
 # over its buffer (TcpExtPruneCalled + TcpExtTCPRcvQDrop in the server's
-# namespace, summed over the first flows), the host's load average, and the
-# noise floor. A first flow's ratio is to the mean of the direct runs of its
+# namespace, summed over the first flows), the host's load average, the CPU
+# time the hypervisor stole (per trial and in all), and the noise floor. A
+# first flow's ratio is to the mean of the direct runs of its
 # write size right before and right after it (one more direct run per size
 # closes the series), so a slow moment of the shared host weighs on both
 # sides alike; the noise floor is the same estimator with no fast path in
@@ -237,6 +238,7 @@ if [[ ${1:-} == --first-bulk ]]; then
 	esac
 	WAY_BULK[f]=198.19.1.1:5201 WAY_CG[f]=$MESH
 	: >"$T/fb.txt"
+	FB_STEAL0=$(steal_ticks)
 	{
 		echo "first bulk flow of a new service, kernel $(uname -r), $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%M:%SZ); $TRIALS trials per write size, iperf3 ${FB_SECONDS}s, direct TCP interleaved; $QOS_NOTE"
 		echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -270,10 +272,12 @@ if [[ ${1:-} == --first-bulk ]]; then
 	}
 	for ((i = 1; i <= TRIALS; i++)); do
 		for len in 16K 128K; do
+			st0=$(steal_ticks)
 			ga=$(BULK_SECONDS=$FB_SECONDS bulk_len a "$len" | cut -d' ' -f1)
 			read -r gb left rel pruned < <(first_flow "first-$i-$len" "$len")
 			line="$len $ga $gb ${left:-nan} ${rel:-0} ${pruned:-0}"
-			msg=$(printf 'direct %s, first flow %s Gbit/s (left %s, released %s, pruned %s)' "$ga" "$gb" "$left" "$rel" "$pruned")
+			msg=$(printf 'direct %s, first flow %s Gbit/s (left %s, released %s, pruned %s; CPU stolen %s)' \
+				"$ga" "$gb" "$left" "$rel" "$pruned" "$(steal_share "$st0")")
 			if [[ $COMPARE != 0 ]]; then
 				env "$CMP_ENV" "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install ($CMP_ENV) failed"
 				read -r gc leftc relc prc < <(first_flow "first-$i-$len-cmp" "$len")
@@ -329,7 +333,7 @@ if [[ ${1:-} == --first-bulk ]]; then
 		summary 3 4 "first flow"
 		[[ $COMPARE != 0 ]] && summary 7 8 "first flow, $CMP_LABEL"
 		noise
-		echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+		echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); CPU stolen by the hypervisor over the trials $(steal_share "$FB_STEAL0") (a trial's own share is on its line: a ratio whose direct or first flow ran while CPU was stolen says more of the host than of the fast path)"
 		echo "goals: min >= 0.9x, median >= 1.0x direct"
 	} | tee -a "$OUT/first-bulk.txt"
 	echo "  columns: write direct_gbit first_gbit left released pruned [compared_gbit left pruned] direct_reference_gbit" >>"$OUT/first-bulk.txt"

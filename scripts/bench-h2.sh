@@ -17,7 +17,8 @@
 # 198.18.0.0/15; the proxies run outside the mesh cgroup.
 #
 # Figures only: nothing passes or fails on speed. Shared machines are noisy:
-# compare the rows of one run, as ratios (the load average is printed).
+# compare the rows of one run, as ratios (the load average and the CPU
+# time the hypervisor stole, per run and in all, are printed).
 # BENCH_SECONDS (default 8) per proxy, kind and round, BENCH_ROUNDS
 # (default 2) in alternating order. BENCH_L7: the dmsc-l7 binary (default
 # $BUILD/dmsc-l7; another build, to compare two). BENCH_PERF=KIND:STREAMS
@@ -196,6 +197,7 @@ run() {
 	u0=$(cpu_user_system "$pid")
 	c0=$((${u0% *} + ${u0#* }))
 	t0=$(thread_ticks "$pid")
+	st0=$(steal_ticks)
 	if [[ ${BENCH_PERF:-} == "$kind:$streams" || ${BENCH_PERF:-} == "$kind:$streams:$name" ]] &&
 		[[ ${BENCH_PERF:-} == *:$name || $name == dmsc-l7 ]] && [[ $round == 1 ]] &&
 		command -v perf >/dev/null; then
@@ -213,6 +215,7 @@ run() {
 		"${args[@]}" --log-file "$log" "$(url "$kind" "$name")" >"$out" 2>&1
 	u1=$(cpu_user_system "$pid")
 	c1=$((${u1% *} + ${u1#* }))
+	stolen=$(steal_share "$st0")
 	if [[ -n ${SCHED_PID:-} ]]; then
 		wait "$SCHED_PID"
 		SCHED_PID=
@@ -221,7 +224,7 @@ run() {
 			grep -E 'h2load|nghttpd|dmsc-l7|haproxy|nginx|TOTAL' | head -12
 	fi
 	[[ -n ${BENCH_LOGS:-} ]] && cp "$log" "$BENCH_LOGS/"
-	echo "bench-h2: $kind $streams $name round $round: CPU by thread $(thread_split "$t0" "$(thread_ticks "$pid")"), $(user_share "$u0" "$u1") in user space, $(cat "$T/upconns" 2>/dev/null) backend connections"
+	echo "bench-h2: $kind $streams $name round $round: CPU by thread $(thread_split "$t0" "$(thread_ticks "$pid")"), $(user_share "$u0" "$u1") in user space, $(cat "$T/upconns" 2>/dev/null) backend connections, CPU stolen by the hypervisor $stolen"
 	if [[ -n ${TRACE_PID:-} ]]; then
 		wait "$TRACE_PID"
 		TRACE_PID=
@@ -255,6 +258,7 @@ run() {
 }
 
 echo "bench-h2: $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
+STEAL0=$(steal_ticks)
 for kind in $KINDS; do
 	for streams in $STREAMS_LIST; do
 		echo "bench-h2: $kind, ${ROUNDS} round(s) of ${SECS}s per proxy, h2load -c4 -m$((streams / 4 > 0 ? streams / 4 : 1)) ($streams streams)"
@@ -305,11 +309,11 @@ if ((IDLE > 0)); then
 		wait $! 2>/dev/null
 	done
 fi
-echo "bench-h2: load average after $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "bench-h2: load average after $(cut -d' ' -f1-3 /proc/loadavg); CPU stolen by the hypervisor over the whole run $(steal_share "$STEAL0") (figures of a run with CPU stolen are not a quiet run's)"
 
 mkdir -p "$BUILD"
-awk -v secs="$SECS" -v kernel="$(uname -r)" '
-	BEGIN { printf "{\"seconds\":%d,\"kernel\":\"%s\",\"runs\":[", secs, kernel }
+awk -v secs="$SECS" -v kernel="$(uname -r)" -v steal="$(steal_share "$STEAL0" | tr -d %)" '
+	BEGIN { printf "{\"seconds\":%d,\"kernel\":\"%s\",\"steal_percent\":%s,\"runs\":[", secs, kernel, steal == "-" ? "null" : steal }
 	$1 == "idle" { idle = idle sprintf("%s{\"proxy\":\"%s\",\"rss_before_kb\":%d,\"rss_after_kb\":%d,\"connections\":%d}", (idle != "" ? "," : ""), $2, $3, $4, $5); next }
 	{ printf "%s{\"kind\":\"%s\",\"proxy\":\"%s\",\"streams\":%d,\"requests\":%d,\"rps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"cpu_s\":%.2f,\"req_per_cpu_s\":%.0f,\"non_2xx\":%d}", (runs++ ? "," : ""), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }
 	END { printf "],\"idle\":[%s]}\n", idle }' "$T/results.txt" >"$BUILD/bench-h2.json"

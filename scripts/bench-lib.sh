@@ -22,6 +22,22 @@ cpu_user_system() {
 	echo "$u $s"
 }
 
+# steal_ticks: "STOLEN ALL", clock ticks of every CPU of this machine, those
+# the hypervisor gave to other machines ("steal" in /proc/stat) and all
+steal_ticks() {
+	awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# steal_share "BEFORE": the share of this machine's CPU time the hypervisor
+# took since a steal_ticks, e.g. "12%". On a shared host a run with CPU
+# stolen is slowed by work no one here sees: its figures are not those of
+# a quiet run, and one proxy can lose more than another.
+steal_share() {
+	local b=($1) a
+	a=($(steal_ticks))
+	((a[1] > b[1])) && echo "$((100 * (a[0] - b[0]) / (a[1] - b[1])))%" || echo "-"
+}
+
 # user_share "BEFORE" "AFTER": the share of user time between two
 # cpu_user_system, e.g. "38%"
 user_share() {

@@ -20,7 +20,8 @@
 # takes BENCH_PERF_ARGS too, and the samples are copied to the directory
 # BENCH_PERF_KEEP names). BENCH_ONLY=bulk measures bulk alone.
 #
-# Prints a table and the ratios against the HAProxy pair, and writes
+# Prints a table and the ratios against the HAProxy pair, the CPU time the
+# hypervisor stole during each measurement (steal in /proc/stat), and writes
 # $BUILD/bench-mtls.json. Figures only: nothing here passes or fails on
 # speed. BENCH_SECONDS (default 5) per measurement. BENCH_TUNNEL_FASTPATH=on
 # runs the tunnels with dmscd --tunnel-fastpath on (docs/design.md
@@ -136,15 +137,16 @@ ticks() {
 # rr NAME URL PIDS... / conn NAME URL PIDS...: wrk, kept-alive or one
 # request per connection; appends "NAME KIND count per-second p50 p99 cpu-s"
 wrk_run() {
-	local kind=$1 name=$2 url=$3 c0 c1 out hdr=()
+	local kind=$1 name=$2 url=$3 c0 c1 s0 out hdr=()
 	shift 3
 	[[ $kind == conn ]] && hdr=(-H "Connection: close")
 	out=$T/wrk-$name-$kind.txt
 	client wrk -t 1 -c 4 -d 1s "${hdr[@]}" "$url" >/dev/null 2>&1
-	c0=$(ticks "$@")
+	c0=$(ticks "$@") s0=$(steal_ticks)
 	client timeout $((SECS + 30)) wrk -t 1 -c 4 -d "${SECS}s" --latency "${hdr[@]}" "$url" \
 		>"$out" 2>&1
 	c1=$(ticks "$@")
+	echo "$kind $name $(steal_share "$s0")" >>"$T/steal.txt"
 	awk -v name="$name" -v kind="$kind" -v cpu="$((c1 - c0))" -v hz="$HZ" -v secs="$SECS" \
 		-v p50="$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")" \
 		-v p99="$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")" '
@@ -157,13 +159,14 @@ wrk_run() {
 # bulk NAME ADDR PORT PIDS...: iperf3 one connection, a to b
 # (and appends "NAME a-ticks b-ticks" to sides.txt: each proxy's share)
 bulk_run() {
-	local name=$1 addr=$2 port=$3 c0 c1 a0 a1 out
+	local name=$1 addr=$2 port=$3 c0 c1 a0 a1 s0 out
 	shift 3
 	out=$T/iperf-$name.json
-	c0=$(ticks "$@") a0=0 a1=0
+	c0=$(ticks "$@") a0=0 a1=0 s0=$(steal_ticks)
 	(($#)) && a0=$(ticks "$1")
 	client timeout $((SECS + 30)) iperf3 -c "$addr" -p "$port" -t "$SECS" -J >"$out" 2>&1
 	c1=$(ticks "$@")
+	echo "bulk $name $(steal_share "$s0")" >>"$T/steal.txt"
 	(($#)) && a1=$(ticks "$1") && echo "$name $((a1 - a0)) $((c1 - c0 - a1 + a0))" >>"$T/sides.txt"
 	jq -r --arg name "$name" --argjson cpu "$(awk -v c="$((c1 - c0))" -v hz="$HZ" 'BEGIN { print c / hz }')" \
 		'"\($name) bulk \(.end.sum_received.bytes) \(.end.sum_received.bits_per_second / 1e9) 0 0 \($cpu) \(if has("error") then 1 else 0 end)"' \
@@ -230,6 +233,13 @@ awk '
 			r(per("dmsc rr", 1), per("haproxy rr", 1)), r(rate["dmsc conn"], rate["haproxy conn"]),
 			r(rate["dmsc bulk"], rate["haproxy bulk"]), r(per("dmsc bulk", 1), per("haproxy bulk", 1))
 	}' "$T/results.txt"
+
+# each measurement's CPU the hypervisor gave to other machines: a pair
+# compared with one side's CPU stolen is not a quiet comparison
+awk '{ k = $1 " " $2; if (k in v) v[k] = v[k] " " $3; else { o[++n] = k; v[k] = $3 } }
+	END { printf "bench-mtls: CPU stolen by the hypervisor during each measurement:"
+		for (i = 1; i <= n; i++) printf "%s %s %s", (i > 1 ? "," : ""), o[i], v[o[i]]
+		print "" }' "$T/steal.txt"
 
 # where the CPU goes: each side's tunnel sampled under request/response
 # (BENCH_PERF=1 or rr), under bulk (bulk: iperf3 through the VIP), or both
