@@ -172,8 +172,7 @@ static void accept_forward(struct tunnel *t, struct listener *l)
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
-	s->metric = tn_metric_idx(t, "source", peer, f->identity, "opened");
-	t->metrics[s->metric].n++;
+	s->metric = tn_metric_count(t, "source", peer, f->identity, "opened");
 	n = open_frame(p, &f->dest, f->identity, &flags);
 	tn_conn_frame_flags(c, DMSC_TF_OPEN, flags, s->id, p, (uint16_t)n);
 	tn_conn_flush(c);
@@ -217,8 +216,7 @@ static struct stream *handoff_open(struct tunnel *t, int fd, const union dmsc_tu
 	}
 	s->probe_tcp = !strcmp(identity, DMSC_TF_ID_PROBE_TCP);
 	s->hk = *hk;
-	s->metric = tn_metric_idx(t, "source", peer, identity, "opened");
-	t->metrics[s->metric].n++;
+	s->metric = tn_metric_count(t, "source", peer, identity, "opened");
 	n = open_frame(p, dest, identity, &flags);
 	tn_conn_frame_flags(c, DMSC_TF_OPEN, flags, s->id, p, (uint16_t)n);
 	tn_conn_flush(c);
@@ -541,6 +539,7 @@ static void tunnel_free(struct tunnel *t)
 	SSL_CTX_free(t->ctx);
 	tn_wire_method_free();
 	tn_policy_free(t);
+	tn_metrics_free(t);
 	if (t->ep >= 0)
 		close(t->ep);
 	free(t);

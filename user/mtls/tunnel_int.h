@@ -46,7 +46,11 @@
 #define WIRE_READ (256u << 10)
 #define STREAM_BUCKETS 256
 #define EPOLL_BATCH 64
-#define METRICS_MAX 512
+/* rows of dmsc_tunnel_streams_total (side, peer, identity, verdict); past
+ * them a new pair is counted as peer and identity "(other)" */
+#define METRICS_MAX 16384
+#define METRIC_BUCKETS 1024
+#define METRIC_OTHER "(other)"
 #define TICK_MS 1000
 #define HANDSHAKE_TIMEOUT_S 10
 
@@ -122,7 +126,7 @@ struct stream {
 	struct conn *c;
 	struct stream *hnext;
 	uint32_t id;
-	int metric;	    /* index in t->metrics */
+	int metric;	    /* index in t->metrics; -1: not counted (no memory) */
 	struct buf out;	    /* from the tunnel, to the local socket */
 	uint32_t credit;    /* DATA bytes we may still send */
 	uint32_t unacked;   /* written locally, not yet credited back */
@@ -161,9 +165,14 @@ struct peer {
 	union dmsc_tunnel_sa addr;
 };
 
+/* A row of dmsc_tunnel_streams_total. Rows are never removed: an index
+ * stays valid, and so do peer and identity (their own blocks) when the
+ * table grows. */
 struct metric {
-	char side[8], peer[DMSC_MTLS_HOST_MAX + 1], identity[DMSC_TF_ID_MAX + 1], verdict[24];
+	char side[8], verdict[24];
+	char *peer, *identity;
 	unsigned long long n;
+	int next; /* the next row of its bucket, or -1 */
 };
 
 struct tunnel {
@@ -196,8 +205,10 @@ struct tunnel {
 	struct conn *dead_conns;
 	struct dmsc_mark *to_flush; /* tn_conn_flush_later's, this batch */
 	struct stream *dead_streams;
-	struct metric metrics[METRICS_MAX];
-	size_t n_metrics;
+	struct metric *metrics;
+	size_t n_metrics, cap_metrics;
+	int metric_heads[METRIC_BUCKETS]; /* each bucket's first row + 1; 0: none */
+	bool metrics_full_said;
 	unsigned long long hs_ok[2], hs_refused[2], hs_resumed[2]; /* [server] */
 	unsigned long long bytes_in, bytes_out, reloads, reload_failures;
 	/* a stream stopped reading its socket: no credit left (the peer's
@@ -236,10 +247,9 @@ void tn_buf_release(struct buf *b);
 void tn_buf_free(struct buf *b);
 
 /* metrics */
-int tn_metric_idx(struct tunnel *t, const char *side, const char *peer, const char *identity,
-		  const char *verdict);
-void tn_metric_count(struct tunnel *t, const char *side, const char *peer, const char *identity,
-		     const char *verdict);
+int tn_metric_count(struct tunnel *t, const char *side, const char *peer, const char *identity,
+		    const char *verdict);
+void tn_metrics_free(struct tunnel *t);
 void tn_metrics_write(struct tunnel *t);
 
 /* Closes fd with a TCP reset (linger 0), not an orderly end: the local

@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "array.h"
 #include "log.h"
 #include "mtls_cert.h"
 #include "prom.h"
@@ -130,32 +131,101 @@ void tn_buf_free(struct buf *b)
 
 /* ---- metrics ---- */
 
-int tn_metric_idx(struct tunnel *t, const char *side, const char *peer, const char *identity,
-		  const char *verdict)
+/* FNV-1a over the four labels, each with its terminating NUL */
+static unsigned int metric_bucket(const char *const labels[4])
+{
+	uint32_t h = 2166136261u;
+	const char *p;
+	int i;
+
+	for (i = 0; i < 4; i++) {
+		p = labels[i];
+		do
+			h = (h ^ (uint8_t)*p) * 16777619u;
+		while (*p++);
+	}
+	return h % METRIC_BUCKETS;
+}
+
+static int metric_find(const struct tunnel *t, unsigned int b, const char *const l[4])
+{
+	int i;
+
+	for (i = t->metric_heads[b] - 1; i >= 0; i = t->metrics[i].next) {
+		const struct metric *m = &t->metrics[i];
+
+		if (!strcmp(m->identity, l[2]) && !strcmp(m->peer, l[1]) &&
+		    !strcmp(m->verdict, l[3]) && !strcmp(m->side, l[0]))
+			return i;
+	}
+	return -1;
+}
+
+static int metric_add(struct tunnel *t, unsigned int b, const char *const l[4])
+{
+	struct metric *arr = dmsc_array_room(t->metrics, t->n_metrics, &t->cap_metrics,
+					     sizeof(*arr), 64);
+	struct metric *m;
+
+	if (!arr)
+		return -1;
+	t->metrics = arr;
+	m = &arr[t->n_metrics];
+	memset(m, 0, sizeof(*m));
+	m->peer = strdup(l[1]);
+	m->identity = strdup(l[2]);
+	if (!m->peer || !m->identity) {
+		free(m->peer);
+		free(m->identity);
+		return -1;
+	}
+	snprintf(m->side, sizeof(m->side), "%s", l[0]);
+	snprintf(m->verdict, sizeof(m->verdict), "%s", l[3]);
+	m->next = t->metric_heads[b] - 1;
+	t->metric_heads[b] = (int)++t->n_metrics;
+	return (int)t->n_metrics - 1;
+}
+
+/* One more stream counted in its row of dmsc_tunnel_streams_total, the row
+ * made on its first count: its index, or -1 when out of memory. Past
+ * METRICS_MAX rows a new pair is counted as peer and identity "(other)",
+ * said once in the log: the counts stay true, and the table bounded. */
+int tn_metric_count(struct tunnel *t, const char *side, const char *peer, const char *identity,
+		    const char *verdict)
+{
+	const char *l[4] = {side, peer, identity, verdict};
+	unsigned int b = metric_bucket(l);
+	int i = metric_find(t, b, l);
+
+	if (i < 0 && t->n_metrics >= METRICS_MAX) {
+		if (!t->metrics_full_said)
+			pr_warn("tunnel: %d rows of stream metrics: streams of further peers and "
+				"identities are counted as \"" METRIC_OTHER "\"\n",
+				METRICS_MAX);
+		t->metrics_full_said = true;
+		l[1] = l[2] = METRIC_OTHER; /* a row per side and verdict at most */
+		b = metric_bucket(l);
+		i = metric_find(t, b, l);
+	}
+	if (i < 0)
+		i = metric_add(t, b, l);
+	if (i >= 0)
+		t->metrics[i].n++;
+	return i;
+}
+
+void tn_metrics_free(struct tunnel *t)
 {
 	size_t i;
 
 	for (i = 0; i < t->n_metrics; i++) {
-		struct metric *m = &t->metrics[i];
-
-		if (!strcmp(m->side, side) && !strcmp(m->peer, peer) &&
-		    !strcmp(m->identity, identity) && !strcmp(m->verdict, verdict))
-			return (int)i;
+		free(t->metrics[i].peer);
+		free(t->metrics[i].identity);
 	}
-	if (t->n_metrics == METRICS_MAX)
-		return (int)METRICS_MAX - 1; /* the last row takes the rest */
-	i = t->n_metrics++;
-	snprintf(t->metrics[i].side, sizeof(t->metrics[i].side), "%s", side);
-	snprintf(t->metrics[i].peer, sizeof(t->metrics[i].peer), "%s", peer);
-	snprintf(t->metrics[i].identity, sizeof(t->metrics[i].identity), "%s", identity);
-	snprintf(t->metrics[i].verdict, sizeof(t->metrics[i].verdict), "%s", verdict);
-	return (int)i;
-}
-
-void tn_metric_count(struct tunnel *t, const char *side, const char *peer, const char *identity,
-		     const char *verdict)
-{
-	t->metrics[tn_metric_idx(t, side, peer, identity, verdict)].n++;
+	free(t->metrics);
+	t->metrics = NULL;
+	t->n_metrics = t->cap_metrics = 0;
+	memset(t->metric_heads, 0, sizeof(t->metric_heads));
 }
 
 void tn_metrics_write(struct tunnel *t)

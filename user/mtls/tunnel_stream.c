@@ -302,10 +302,13 @@ void tn_stream_event(struct stream *s, uint32_t events)
 		getsockopt(s->ev.fd, SOL_SOCKET, SO_ERROR, &err, &l);
 		s->connecting = false;
 		if (err) {
-			struct metric *m = &c->t->metrics[s->metric];
+			if (s->metric >= 0) { /* counted as allowed: now as connect_failed */
+				struct metric *m = &c->t->metrics[s->metric];
+				const char *peer = m->peer, *identity = m->identity;
 
-			tn_metric_count(c->t, "dest", m->peer, m->identity, "connect_failed");
-			m->n--;
+				m->n--; /* m may move below; peer and identity do not */
+				tn_metric_count(c->t, "dest", peer, identity, "connect_failed");
+			}
 			pr_info("tunnel: stream %u from %s: connect: %s\n", s->id, c->peer_host,
 				strerror(err));
 			tn_conn_reset(c, s->id, DMSC_TF_R_CONNECT, strerror(err));
@@ -487,7 +490,6 @@ void tn_handle_open(struct conn *c, uint32_t id, uint8_t flags, const uint8_t *p
 		return;
 	}
 	s->connecting = true;
-	s->metric = tn_metric_idx(c->t, "dest", c->peer_host, o.identity, "allowed");
-	c->t->metrics[s->metric].n++;
+	s->metric = tn_metric_count(c->t, "dest", c->peer_host, o.identity, "allowed");
 	tn_stream_events(s);
 }
