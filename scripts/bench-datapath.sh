@@ -213,9 +213,8 @@ bulk_len() {
 # namespace, summed over the first flows), the host's load average, the CPU
 # time the hypervisor stole (per trial and in all; the distribution once
 # more over the trials with at most FIRST_BULK_QUIET % stolen, 5), and the
-# noise floor. A
-# first flow's ratio is to the mean of the direct runs of its
-# write size right before and right after it (one more direct run per size
+# noise floor. A first flow's ratio is to the mean of the direct runs of
+# its write size right before and right after it (one more direct run per size
 # closes the series), so a slow moment of the shared host weighs on both
 # sides alike; the noise floor is the same estimator with no fast path in
 # it: each direct run against the mean of the direct runs before and after
@@ -280,8 +279,7 @@ if [[ ${1:-} == --first-bulk ]]; then
 			ga=$(BULK_SECONDS=$FB_SECONDS bulk_len a "$len" | cut -d' ' -f1)
 			read -r gb left rel pruned < <(first_flow "first-$i-$len" "$len")
 			line="$len $ga $gb ${left:-nan} ${rel:-0} ${pruned:-0}"
-			msg=$(printf 'direct %s, first flow %s Gbit/s (left %s, released %s, pruned %s; CPU stolen %s)' \
-				"$ga" "$gb" "$left" "$rel" "$pruned" "$(steal_share "$st0")")
+			msg=$(printf 'direct %s, first flow %s Gbit/s (left %s, released %s, pruned %s)' "$ga" "$gb" "$left" "$rel" "$pruned")
 			if [[ $COMPARE != 0 ]]; then
 				env "$CMP_ENV" "$CTL" install --cgroup "$MESH" >/dev/null 2>&1 || die "install ($CMP_ENV) failed"
 				read -r gc leftc relc prc < <(first_flow "first-$i-$len-cmp" "$len")
@@ -289,9 +287,10 @@ if [[ ${1:-} == --first-bulk ]]; then
 				line="$line $gc ${leftc:-nan} ${prc:-0}"
 				msg="$msg; $CMP_LABEL $gc (left $leftc, pruned $prc)"
 			fi
+			stolen=$(steal_share "$st0") # the trial's runs, the compared one too
 			echo "$line" >>"$T/fb.txt"
-			steal_share "$st0" | tr -d % >>"$T/fb-steal.txt"
-			printf '  trial %d/%d %5s: %s\n' "$i" "$TRIALS" "$len" "$msg"
+			echo "${stolen%\%}" >>"$T/fb-steal.txt"
+			printf '  trial %d/%d %5s: %s; CPU stolen %s\n' "$i" "$TRIALS" "$len" "$msg" "$stolen"
 		done
 	done
 	# The direct runs that close each write size's series, then each

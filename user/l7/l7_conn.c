@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "l7_proxy.h"
+#include "hash.h"
 #include "http_reason.h"
 
 /* ---- connections per client address ------------------------------------ */
@@ -25,11 +26,8 @@ static struct {
 
 static size_t client_hash(const struct dmsc_l7_client_key *k)
 {
-	uint64_t h = k->scope * 0x9e3779b97f4a7c15ull;
-	size_t i;
+	uint64_t h = dmsc_fnv1a(k->scope * 0x9e3779b97f4a7c15ull, k->addr, sizeof(k->addr));
 
-	for (i = 0; i < sizeof(k->addr); i++)
-		h = (h ^ k->addr[i]) * 0x100000001b3ull; /* FNV-1a's prime */
 	return (size_t)(h >> 32) % CLIENT_BUCKETS;
 }
 

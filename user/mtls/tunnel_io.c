@@ -20,6 +20,7 @@
 #include <openssl/x509v3.h>
 
 #include "array.h"
+#include "hash.h"
 #include "log.h"
 #include "mtls_cert.h"
 #include "prom.h"
@@ -131,20 +132,15 @@ void tn_buf_free(struct buf *b)
 
 /* ---- metrics ---- */
 
-/* FNV-1a over the four labels, each with its terminating NUL */
+/* the four labels hashed, each with its terminating NUL */
 static unsigned int metric_bucket(const char *const labels[4])
 {
-	uint32_t h = 2166136261u;
-	const char *p;
+	uint64_t h = DMSC_FNV1A_INIT;
 	int i;
 
-	for (i = 0; i < 4; i++) {
-		p = labels[i];
-		do
-			h = (h ^ (uint8_t)*p) * 16777619u;
-		while (*p++);
-	}
-	return h % METRIC_BUCKETS;
+	for (i = 0; i < 4; i++)
+		h = dmsc_fnv1a(h, labels[i], strlen(labels[i]) + 1);
+	return (unsigned int)((h ^ (h >> 32)) % METRIC_BUCKETS);
 }
 
 static int metric_find(const struct tunnel *t, unsigned int b, const char *const l[4])
@@ -223,9 +219,6 @@ void tn_metrics_free(struct tunnel *t)
 		free(t->metrics[i].identity);
 	}
 	free(t->metrics);
-	t->metrics = NULL;
-	t->n_metrics = t->cap_metrics = 0;
-	memset(t->metric_heads, 0, sizeof(t->metric_heads));
 }
 
 void tn_metrics_write(struct tunnel *t)

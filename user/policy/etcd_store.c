@@ -15,6 +15,7 @@
 
 #include "array.h"
 #include "etcd_store.h"
+#include "hash.h"
 #include "log.h"
 #include "mapmem.h"
 #include "policy_parse.h" /* errors_add */
@@ -631,12 +632,8 @@ static const char *entry_name(const struct dmsc_etcd_entry *en)
 
 static size_t fnv1a(const void *p, size_t n)
 {
-	const unsigned char *b = p;
-	uint64_t h = 1469598103934665603ull;
-	size_t i;
+	uint64_t h = dmsc_fnv1a(DMSC_FNV1A_INIT, p, n);
 
-	for (i = 0; i < n; i++)
-		h = (h ^ b[i]) * 1099511628211ull;
 	return (size_t)(h ^ (h >> 29));
 }
 
