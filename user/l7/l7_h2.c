@@ -461,6 +461,9 @@ static int callbacks_init(void)
 	/* WINDOW_UPDATE only for what the other side took (flow control end
 	 * to end: l7_h2.h) */
 	nghttp2_option_set_no_auto_window_update(l7h2_h2_opt, 1);
+	/* no priority tree to keep closed streams for (decision 91): each
+	 * stream's open and close reshaped the retained ones' */
+	nghttp2_option_set_no_closed_streams(l7h2_h2_opt, 1);
 	if (nghttp2_session_callbacks_new(&l7h2_client_cbs) ||
 	    nghttp2_session_callbacks_new(&l7h2_up_cbs))
 		return -ENOMEM;
