@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # HTTP/2 and gRPC through dmsc-l7 against HAProxy and nginx, with the same
-# routing (two backends weighted 75:25, h2c to the backends), the same
+# routing (two backends weighted 75:25, h2c to the backends, X-Forwarded-For
+# added as dmsc-l7 adds it by default), the same
 # backends and the same load (h2load, from a client namespace in the mesh
 # cgroup; dmsc-l7 through its VIP, the others at their address):
 #   h2    GET of a 3-byte file from nghttpd (nginx: grpc_pass, its only
@@ -113,6 +114,7 @@ bench_nginx_conf "$T" 20000 <<EOF || exit 1
 	keepalive_requests 1000000;
 	upstream h2 { random; server 198.18.1.2:8080 weight=75; server 198.18.1.3:8080 weight=25; keepalive 64; }
 	upstream grpc { random; server 198.18.1.2:50051 weight=75; server 198.18.1.3:50051 weight=25; keepalive 64; }
+	grpc_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
 	server { listen 198.18.0.1:15003 http2 reuseport; location / { grpc_pass grpc://h2; } }
 	server { listen 198.18.0.1:15013 http2 reuseport; location / { grpc_pass grpc://grpc; } }
 EOF

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dmsc-l7 against HAProxy (HTTP mode) and nginx (reverse proxy), with the same
 # routing (/v2/ -> v2; /api/ -> v1:v2 weighted 75:25, keep-alive to the
-# backends), the same two backends (dmsc-testsrv) and the same load (wrk,
+# backends, X-Forwarded-For added as dmsc-l7 adds it by default), the same two backends (dmsc-testsrv) and the same load (wrk,
 # from a client namespace, in the mesh cgroup; dmsc-l7 through its VIP, the
 # others at their address). Each proxy gets 2 workers/threads.
 #
@@ -58,6 +58,7 @@ EOF
 bench_nginx_conf "$T" 8192 <<EOF || exit 1
 	upstream main { server 198.18.1.2:8080 weight=75; server 198.18.1.3:8080 weight=25; keepalive 64; }
 	upstream v2 { server 198.18.1.3:8080; keepalive 64; }
+	proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
 	server {
 		listen 198.18.0.1:15003 reuseport;
 		location /v2/ { proxy_pass http://v2; proxy_http_version 1.1; proxy_set_header Connection ""; }

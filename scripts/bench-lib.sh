@@ -129,7 +129,9 @@ bench_haproxy_head() {
 	for line in "$@"; do printf '\t%s\n' "$line"; done
 	printf 'defaults\n\tmode %s\n' "$mode"
 	printf '\ttimeout %s %s\n' connect 5s client "$timeout" server "$timeout"
-	[[ $mode == http ]] && printf '\thttp-reuse safe\n'
+	# in http mode it adds X-Forwarded-For, as dmsc-l7 does by default
+	# (--forwarded xff): the same work per request
+	[[ $mode == http ]] && printf '\thttp-reuse safe\n\toption forwardfor\n'
 	return 0
 }
 
