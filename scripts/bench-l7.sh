@@ -58,11 +58,12 @@ EOF
 bench_nginx_conf "$T" 8192 <<EOF || exit 1
 	upstream main { server 198.18.1.2:8080 weight=75; server 198.18.1.3:8080 weight=25; keepalive 64; }
 	upstream v2 { server 198.18.1.3:8080; keepalive 64; }
-	proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
 	server {
 		listen 198.18.0.1:15003 reuseport;
-		location /v2/ { proxy_pass http://v2; proxy_http_version 1.1; proxy_set_header Connection ""; }
-		location /api/ { proxy_pass http://main; proxy_http_version 1.1; proxy_set_header Connection ""; }
+		location /v2/ { proxy_pass http://v2; proxy_http_version 1.1; proxy_set_header Connection "";
+			proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+		location /api/ { proxy_pass http://main; proxy_http_version 1.1; proxy_set_header Connection "";
+			proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
 	}
 EOF
 
