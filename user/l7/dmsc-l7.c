@@ -472,7 +472,7 @@ int main(int argc, char **argv)
 		struct epoll_event ev = {.events = EPOLLIN};
 
 		w->id = i;
-		for (s = 0; s < POOL_MAX; s++)
+		for (s = 0; s < POOL_SLOTS; s++)
 			w->pool[s].fd = -1;
 		if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
 			seed = now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)i;

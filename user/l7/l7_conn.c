@@ -172,9 +172,11 @@ void conn_update(struct conn *c)
 	if (c->ufd >= 0) {
 		if (c->connecting || buf_pending(&c->uout))
 			uw |= EPOLLOUT;
+		/* EPOLLRDHUP with EPOLLIN only, as on the client's side: a
+		 * close is seen by the read that returns 0 */
 		if (!c->connecting && !c->up_eof && buf_pending(&c->cout) < OUT_HIGH &&
 		    c->uin_len < UIN_SIZE)
-			uw |= EPOLLIN;
+			uw |= EPOLLIN | EPOLLRDHUP;
 		if (!c->u_reg) {
 			struct epoll_event ev = {.events = uw, .data.ptr = &c->uep};
 
@@ -186,7 +188,7 @@ void conn_update(struct conn *c)
 			c->u_reg = true;
 			c->uev = uw;
 		}
-		ep_set(c->w, c->ufd, &c->uep, &c->uev, uw);
+		ep_set(c->w, c->ufd, c->uslot ? &c->uslot->ep : &c->uep, &c->uev, uw);
 	}
 }
 
@@ -201,11 +203,14 @@ void upstream_close(struct conn *c, bool reuse)
 		struct sockaddr_storage to;
 
 		dmsc_l7_backend_sa(c->svc, c->backend, &to);
-		pool_put(w, c->ufd, c->u_reg, &to, c->up_key);
+		pool_put(w, c, &to, c->up_key);
+	} else if (c->uslot) {
+		pool_release(w, c->uslot);
 	} else {
 		close(c->ufd);
 	}
 	c->ufd = -1;
+	c->uslot = NULL;
 	c->uev = 0;
 	c->u_reg = false;
 	c->connecting = false;

@@ -58,6 +58,12 @@
 #define MAX_EVENTS 256
 #define SWEEP_MS 100
 #define POOL_MAX 256 /* idle keep-alive backend connections per worker */
+/* pool slots per worker: the idle ones and those lent to a request */
+#define POOL_SLOTS 1024
+/* what epoll watches on a backend connection that reads (and on an idle
+ * one): the same mask, so that lending and returning one costs no
+ * epoll_ctl */
+#define POOL_EV (EPOLLIN | EPOLLRDHUP)
 #define CLIENT_BUCKETS 4096 /* hash buckets of the per-client connection counts */
 #define LISTEN_BACKLOG 4096
 /* After an answer that closes the connection, its input is read and
@@ -210,6 +216,9 @@ struct conn {
 	bool resp_head, resp_done, resp_started, resp_interim;
 	bool up_reusable;
 	bool u_reg; /* ufd is in epoll (added lazily, after a first write) */
+	/* the pool slot ufd came from: it stays in epoll as that slot's
+	 * (EP_POOL, its events this connection's while lent) */
+	struct pooled *uslot;
 	bool counted;  /* holds one of its client address's connections */
 	bool h1;       /* its first bytes were not the HTTP/2 preface */
 	bool client10; /* the request is HTTP/1.0: answered in 1.0 framing */
@@ -228,13 +237,15 @@ struct conn {
 	struct conn *dead_next;
 };
 
-/* An idle keep-alive backend connection. It stays in epoll (EPOLLIN |
- * EPOLLRDHUP, as EP_POOL): anything the backend sends or a close while it is
- * idle means it cannot carry a request any more. Slots do not move (epoll
- * points at them); fd -1 is a free slot. */
+/* A keep-alive backend connection of the pool. It stays in epoll (POOL_EV,
+ * as EP_POOL) from its first return to the pool until it closes: idle,
+ * anything the backend sends or a close means it cannot carry a request
+ * any more; lent to a request (lent), its events are that connection's.
+ * Slots do not move (epoll points at them); fd -1 is a free slot. */
 struct pooled {
 	struct ep ep;
 	int fd;
+	struct conn *lent; /* carrying this connection's request; NULL: idle */
 	uint8_t addr[16]; /* the backend's; an IPv4 one as ::ffff:a.b.c.d */
 	uint16_t port;	  /* network order */
 	/* the identity it carries (dmsc_l7_via_key): a connection through
@@ -253,8 +264,9 @@ struct worker {
 	struct conn *dead; /* events of this batch may still name them */
 	uint32_t n_conns;
 	uint64_t rng;
-	struct pooled pool[POOL_MAX];
-	int n_pool; /* slots in use */
+	struct pooled pool[POOL_SLOTS];
+	int n_pool;  /* idle connections (at most POOL_MAX) */
+	int n_slots; /* slots in use: idle and lent */
 	struct metrics m;
 	bool listening;
 	bool accept_paused; /* out of fds: lfd out of epoll until the next sweep */
@@ -342,9 +354,9 @@ void conn_step(struct conn *c);
 
 /* l7_upstream.c */
 void pool_drop(struct worker *w, struct pooled *p);
+void pool_release(struct worker *w, struct pooled *p);
 bool pool_quiet(int fd);
-void pool_put(struct worker *w, int fd, bool registered, const struct sockaddr_storage *to,
-	      uint64_t key);
+void pool_put(struct worker *w, struct conn *c, const struct sockaddr_storage *to, uint64_t key);
 void pool_expire(struct worker *w, uint64_t now);
 void dispatch(struct conn *c);
 void upstream_write(struct conn *c);

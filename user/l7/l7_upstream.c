@@ -8,11 +8,22 @@
 #include "l7_proxy.h"
 
 /* ---- the idle backend connections -------------------------------------- */
+/* An idle connection closes: its slot is free. */
 void pool_drop(struct worker *w, struct pooled *p)
 {
 	close(p->fd); /* leaves epoll with it */
 	p->fd = -1;
 	w->n_pool--;
+	w->n_slots--;
+}
+
+/* A lent connection closes with its request: its slot is free. */
+void pool_release(struct worker *w, struct pooled *p)
+{
+	close(p->fd);
+	p->fd = -1;
+	p->lent = NULL;
+	w->n_slots--;
 }
 
 /* Idle and quiet: nothing to read and not closed by the backend. */
@@ -42,61 +53,79 @@ static void pool_key(const struct sockaddr_storage *to, uint8_t addr[16], uint16
 	*port = a4->sin_port;
 }
 
-/* Keeps fd for the next request to the backend at `to`; closes it when
- * the pool is full. registered: fd is in epoll already. */
-void pool_put(struct worker *w, int fd, bool registered, const struct sockaddr_storage *to,
-	      uint64_t key)
+/* Keeps c's backend connection for the next request to the backend at
+ * `to`; closes it when the pool is full. One that came from the pool goes
+ * back to its slot, in epoll as it was (POOL_EV: no system call); a new one
+ * takes a free slot. */
+void pool_put(struct worker *w, struct conn *c, const struct sockaddr_storage *to, uint64_t key)
 {
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
-	struct pooled *p = NULL;
+	struct epoll_event ev = {.events = POOL_EV};
+	struct pooled *p = c->uslot;
 	int i;
 
-	for (i = 0; i < POOL_MAX && w->n_pool < POOL_MAX; i++)
+	if (p) {
+		ev.data.ptr = &p->ep;
+		if (w->n_pool >= POOL_MAX ||
+		    (c->uev != POOL_EV && epoll_ctl(w->epfd, EPOLL_CTL_MOD, p->fd, &ev) < 0)) {
+			pool_release(w, p);
+			return;
+		}
+		p->lent = NULL;
+		p->since = now_ns();
+		w->n_pool++;
+		return;
+	}
+	for (i = 0; i < POOL_SLOTS && w->n_pool < POOL_MAX; i++)
 		if (w->pool[i].fd < 0) {
 			p = &w->pool[i];
 			break;
 		}
 	ev.data.ptr = p ? &p->ep : NULL;
-	if (!p || epoll_ctl(w->epfd, registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) < 0) {
-		close(fd);
+	if (!p || epoll_ctl(w->epfd, c->u_reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->ufd, &ev) < 0) {
+		close(c->ufd);
 		return;
 	}
 	p->ep.kind = EP_POOL;
-	p->fd = fd;
+	p->fd = c->ufd;
+	p->lent = NULL;
 	pool_key(to, p->addr, &p->port);
 	p->key = key;
 	p->since = now_ns();
 	w->n_pool++;
+	w->n_slots++;
 }
 
 /* An idle connection to the backend at `to`, carrying the identity key,
- * that can carry a request, or -1. Those that cannot (the backend wrote,
- * closed, or they are too old) are closed on the way. */
-static int pool_take(struct worker *w, const struct sockaddr_storage *to, uint64_t key)
+ * lent to c; or NULL. Those too old are closed on the way. One the backend
+ * wrote to or closed while idle is gone already: epoll said so, and the
+ * batch's events on idle connections ran first (pool_events). A close that
+ * comes after is the race every keep-alive pool has: only requests that are
+ * safe to send twice take a pooled connection, and they go again on a new
+ * one. */
+static struct pooled *pool_take(struct worker *w, struct conn *c,
+				const struct sockaddr_storage *to, uint64_t key)
 {
 	uint64_t oldest = now_ns() - (uint64_t)opt.pool_idle_ms * 1000000;
 	uint8_t addr[16];
 	uint16_t port;
-	int i, fd;
+	int i;
 
 	pool_key(to, addr, &port);
-	for (i = 0; i < POOL_MAX && w->n_pool > 0; i++) {
+	for (i = 0; i < POOL_SLOTS && w->n_pool > 0; i++) {
 		struct pooled *p = &w->pool[i];
 
-		if (p->fd < 0 || p->port != port || p->key != key ||
+		if (p->fd < 0 || p->lent || p->port != port || p->key != key ||
 		    memcmp(p->addr, addr, sizeof(addr)))
 			continue;
-		if (p->since < oldest || !pool_quiet(p->fd)) {
+		if (p->since < oldest) {
 			pool_drop(w, p);
 			continue;
 		}
-		fd = p->fd;
-		epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
-		p->fd = -1;
+		p->lent = c;
 		w->n_pool--;
-		return fd;
+		return p;
 	}
-	return -1;
+	return NULL;
 }
 
 /* The sweep: idle connections past --pool-idle-ms go (all of them when
@@ -106,8 +135,9 @@ void pool_expire(struct worker *w, uint64_t now)
 	uint64_t oldest = now - (uint64_t)opt.pool_idle_ms * 1000000;
 	int i;
 
-	for (i = 0; i < POOL_MAX && w->n_pool > 0; i++)
-		if (w->pool[i].fd >= 0 && (draining || w->pool[i].since < oldest))
+	for (i = 0; i < POOL_SLOTS && w->n_pool > 0; i++)
+		if (w->pool[i].fd >= 0 && !w->pool[i].lent &&
+		    (draining || w->pool[i].since < oldest))
 			pool_drop(w, &w->pool[i]);
 }
 
@@ -399,6 +429,7 @@ static void upstream_failed(struct conn *c, bool may_retry, int status)
 static void upstream_start(struct conn *c)
 {
 	struct sockaddr_storage sa;
+	struct pooled *slot;
 	unsigned int sa_len;
 	int idx, fd, err, one = 1;
 
@@ -423,7 +454,8 @@ static void upstream_start(struct conn *c)
 	/* A pooled connection may have been closed by the backend a moment
 	 * ago; only requests that are safe to send twice use one. */
 	c->up_key = dmsc_l7_via_key(&via, c->svc, idx, c->cgroup);
-	fd = c->idempotent ? pool_take(c->w, &sa, c->up_key) : -1;
+	slot = c->idempotent ? pool_take(c->w, c, &sa, c->up_key) : NULL;
+	fd = slot ? slot->fd : -1;
 	c->up_reused = fd >= 0;
 	c->connecting = false;
 	if (fd < 0) {
@@ -461,12 +493,15 @@ static void upstream_start(struct conn *c)
 			c->connecting = true;
 		}
 	}
-	/* Not in epoll yet: conn_step writes the request first and
-	 * conn_update adds the fd with what is left to wait for, which saves
-	 * an epoll_ctl per request on a pooled connection. */
+	/* A new connection is not in epoll yet: conn_step writes the request
+	 * first and conn_update adds the fd with what is left to wait for. One
+	 * from the pool stays in epoll as its slot's, watched for POOL_EV,
+	 * which is what conn_update asks of it while the response comes: no
+	 * epoll_ctl per request. */
 	c->ufd = fd;
-	c->uev = 0;
-	c->u_reg = false;
+	c->uslot = slot;
+	c->uev = slot ? POOL_EV : 0;
+	c->u_reg = slot != NULL;
 }
 
 void upstream_write(struct conn *c)

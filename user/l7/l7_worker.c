@@ -433,6 +433,25 @@ int open_listener(void)
 	return fd;
 }
 
+/* The batch's events on idle pooled connections go first: one the backend
+ * wrote to or closed leaves the pool before any request of the batch can
+ * take it (pool_take trusts what epoll said: no system call per request). */
+static void pool_events(struct worker *w, struct epoll_event *evs, int n)
+{
+	int i;
+
+	for (i = 0; i < n && w->n_pool > 0; i++) {
+		struct ep *e = evs[i].data.ptr;
+		struct pooled *p = (struct pooled *)e;
+
+		if (e->kind != EP_POOL || p->lent)
+			continue;
+		if (p->fd >= 0 && !pool_quiet(p->fd))
+			pool_drop(w, p);
+		evs[i].data.ptr = NULL;
+	}
+}
+
 void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -446,11 +465,14 @@ void *worker_main(void *arg)
 		/* HTTP/2 output left over from the last batch: no waiting */
 		n = epoll_wait(w->epfd, evs, MAX_EVENTS,
 			       w->h2.dirty || w->h2.dirty_ups ? 0 : SWEEP_MS);
+		pool_events(w, evs, n);
 		for (i = 0; i < n; i++) {
 			struct ep *e = evs[i].data.ptr;
 			uint32_t ev = evs[i].events;
 			struct conn *c;
 
+			if (!e)
+				continue; /* taken by pool_events */
 			if (e->kind == EP_LISTEN) {
 				if (!draining)
 					accept_batch(w, w->lfd, 0, NULL);
@@ -477,15 +499,20 @@ void *worker_main(void *arg)
 				continue;
 			}
 			if (e->kind == EP_POOL) {
-				/* an idle backend connection wrote or closed:
-				 * it can carry no request any more */
 				struct pooled *p = (struct pooled *)e;
 
-				if (p->fd >= 0 && !pool_quiet(p->fd))
-					pool_drop(w, p);
-				continue;
-			}
-			if (e->kind == EP_CLIENT) {
+				if (p->fd < 0)
+					continue;
+				/* an idle backend connection wrote or closed:
+				 * it can carry no request any more */
+				if (!p->lent) {
+					if (!pool_quiet(p->fd))
+						pool_drop(w, p);
+					continue;
+				}
+				/* lent: the event is its request's */
+				c = p->lent;
+			} else if (e->kind == EP_CLIENT) {
 				c = CONTAINER(e, cep);
 				if (c->dead || c->cfd < 0)
 					continue;
@@ -498,6 +525,8 @@ void *worker_main(void *arg)
 				}
 			} else {
 				c = CONTAINER(e, uep);
+			}
+			if (e->kind != EP_CLIENT) { /* c's backend connection */
 				if (c->dead || c->ufd < 0)
 					continue;
 				if (c->connecting && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
