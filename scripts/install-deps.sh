@@ -21,6 +21,8 @@ PACKAGES=(
 	tcpdump
 	# tests
 	libcriterion-dev iproute2 curl procps psmisc jq iperf3 util-linux wrk
+	# the helper's system calls counted (tests/kernel/test_l7.sh)
+	strace
 	# sanitizers and fuzzing: libFuzzer and the ASan/UBSan runtimes come with
 	# clang (libclang-rt-14-dev), valgrind for memcheck
 	libclang-rt-14-dev valgrind
