@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dmsc-l7 against HAProxy (HTTP mode) and nginx (reverse proxy), with the same
 # routing (/v2/ -> v2; /api/ -> v1:v2 weighted 75:25, keep-alive to the
-# backends, X-Forwarded-For added as dmsc-l7 adds it by default), the same two backends (dmsc-testsrv) and the same load (wrk,
+# backends, X-Forwarded-For added as dmsc-l7 adds it by default), the same
+# two backends (dmsc-testsrv) and the same load (wrk,
 # from a client namespace, in the mesh cgroup; dmsc-l7 through its VIP, the
 # others at their address). Each proxy gets 2 workers/threads.
 #

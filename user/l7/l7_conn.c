@@ -205,7 +205,7 @@ void upstream_close(struct conn *c, bool reuse)
 		dmsc_l7_backend_sa(c->svc, c->backend, &to);
 		pool_put(w, c, &to, c->up_key);
 	} else if (c->uslot) {
-		pool_release(w, c->uslot);
+		pool_drop(w, c->uslot);
 	} else {
 		close(c->ufd);
 	}

@@ -265,8 +265,7 @@ struct worker {
 	uint32_t n_conns;
 	uint64_t rng;
 	struct pooled pool[POOL_SLOTS];
-	int n_pool;  /* idle connections (at most POOL_MAX) */
-	int n_slots; /* slots in use: idle and lent */
+	int n_pool; /* idle connections (at most POOL_MAX) */
 	struct metrics m;
 	bool listening;
 	bool accept_paused; /* out of fds: lfd out of epoll until the next sweep */
@@ -354,7 +353,6 @@ void conn_step(struct conn *c);
 
 /* l7_upstream.c */
 void pool_drop(struct worker *w, struct pooled *p);
-void pool_release(struct worker *w, struct pooled *p);
 bool pool_quiet(int fd);
 void pool_put(struct worker *w, struct conn *c, const struct sockaddr_storage *to, uint64_t key);
 void pool_expire(struct worker *w, uint64_t now);

@@ -8,22 +8,15 @@
 #include "l7_proxy.h"
 
 /* ---- the idle backend connections -------------------------------------- */
-/* An idle connection closes: its slot is free. */
+/* A pooled connection closes, idle or lent (with its request): its slot
+ * is free. */
 void pool_drop(struct worker *w, struct pooled *p)
 {
 	close(p->fd); /* leaves epoll with it */
 	p->fd = -1;
-	w->n_pool--;
-	w->n_slots--;
-}
-
-/* A lent connection closes with its request: its slot is free. */
-void pool_release(struct worker *w, struct pooled *p)
-{
-	close(p->fd);
-	p->fd = -1;
+	if (!p->lent)
+		w->n_pool--;
 	p->lent = NULL;
-	w->n_slots--;
 }
 
 /* Idle and quiet: nothing to read and not closed by the backend. */
@@ -67,7 +60,7 @@ void pool_put(struct worker *w, struct conn *c, const struct sockaddr_storage *t
 		ev.data.ptr = &p->ep;
 		if (w->n_pool >= POOL_MAX ||
 		    (c->uev != POOL_EV && epoll_ctl(w->epfd, EPOLL_CTL_MOD, p->fd, &ev) < 0)) {
-			pool_release(w, p);
+			pool_drop(w, p);
 			return;
 		}
 		p->lent = NULL;
@@ -92,7 +85,6 @@ void pool_put(struct worker *w, struct conn *c, const struct sockaddr_storage *t
 	p->key = key;
 	p->since = now_ns();
 	w->n_pool++;
-	w->n_slots++;
 }
 
 /* An idle connection to the backend at `to`, carrying the identity key,

@@ -501,15 +501,11 @@ void *worker_main(void *arg)
 			if (e->kind == EP_POOL) {
 				struct pooled *p = (struct pooled *)e;
 
-				if (p->fd < 0)
+				/* idle now, lent when pool_events ran: the
+				 * event was its request's, read by then (a close
+				 * since is the next batch's) */
+				if (p->fd < 0 || !p->lent)
 					continue;
-				/* an idle backend connection wrote or closed:
-				 * it can carry no request any more */
-				if (!p->lent) {
-					if (!pool_quiet(p->fd))
-						pool_drop(w, p);
-					continue;
-				}
 				/* lent: the event is its request's */
 				c = p->lent;
 			} else if (e->kind == EP_CLIENT) {
