@@ -173,9 +173,8 @@ curl_vip "$MESH" 200 "http://[$VIP6]:80/" >"$T/curl.out"
 snap
 lap "curl -6"
 t_eq "curl -6: 200 requests to [$VIP6]:80 all answered" "$(grep -c '^b[12]$' "$T/curl.out")" 200
-# 70/30 is 90 of 128 slots, 70.3%; 200 samples: +- 10 is over 3 sigma.
-t_range "b1's share of 200 connections is its slot share 70.3% +- 10" \
-	"$(awk '$0 == "b1" { n++ } END { print n / 2 }' "$T/curl.out")" 60.3 80.3
+# 70/30 is 90 of 128 slots, 70.3%.
+t_share "b1's share of 200 connections is its slot share" "$(grep -c '^b1$' "$T/curl.out")" 200 70.31
 t_eq "stats count web6's 200 connections" "$(stat_of web6 connections)" 200
 
 t_check "cgroup_skb counts web6's bytes over IPv6, to and from" \
@@ -567,7 +566,7 @@ dmsc_wait_ready "$T/l7.out" 20 || t_fail "dmsc-l7 ready"
 curl_vip "$MESH" 100 "http://[::ffff:$VIP4]:82/" >"$T/l7dual.out"
 t_eq "dual-stack curl to [::ffff:$VIP4]:82 (http): 100 answered through dmsc-l7" \
 	"$(grep -c '^b[12]$' "$T/l7dual.out")" 100
-t_range "... b1's share is its weight 70% +- 15" "$(grep -c '^b1$' "$T/l7dual.out")" 55 85
+t_share "... b1's share is its slot share of 70/30" "$(grep -c '^b1$' "$T/l7dual.out")" 100 70.31
 t_eq "... the header route sends all 20 to b2" \
 	"$(curl_vip "$MESH" 20 "http://[::ffff:$VIP4]:82/" -H 'x-canary: yes' | grep -c '^b2$')" 20
 peer "$MESH" tcp --dual --to "$VIP4:82" --count 10 >"$T/l7peer.json"
@@ -588,8 +587,8 @@ curl_vip "$MESH" 100 "http://[$VIP6]:82/" >"$T/l7v6.out"
 t_eq "curl -6 to [$VIP6]:82 (http): 100 answered" "$(grep -c '^b[12]$' "$T/l7v6.out")" 100
 t_check "... all 100 through dmsc-l7 (access log, IPv6 backends bracketed)" \
 	t_wait 10 bash -c "(( \$(grep -c 'service=web6h .* status=200 backend=\[2001:2:60::1[12]\]:8080' '$T/access.log') == 100 ))"
-t_range "... b1's share by the access log is its weight 70% +- 15" \
-	"$(grep -c 'service=web6h .* backend=\[2001:2:60::11\]:8080' "$T/access.log")" 55 85
+t_share "... b1's share by the access log is its slot share of 70/30" \
+	"$(grep -c 'service=web6h .* backend=\[2001:2:60::11\]:8080' "$T/access.log")" 100 70.31
 t_eq "... the header route sends all 20 to b2" \
 	"$(curl_vip "$MESH" 20 "http://[$VIP6]:82/" -H 'x-canary: yes' | grep -c '^b2$')" 20
 peer "$MESH" tcp --to "[$VIP6]:82" --count 10 >"$T/l7peer6.json"

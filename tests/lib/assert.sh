@@ -54,6 +54,22 @@ t_range() {
 	fi
 }
 
+# t_share DESC HITS N PERCENT: HITS of N random picks is PERCENT% of them
+# within 5 standard deviations of a binomial draw (sqrt(p(1-p)/N)). A split
+# by random slots strays by chance: at 3 deviations about one check in a
+# thousand fails, and with a dozen such checks on each of CI's kernels
+# that is a red run in a hundred (one saw 59.5% of 200 against 70.3% +-
+# 10). At 5 a chance failure is one in millions; the bound still tells a
+# weight off by 5 points at 2000 picks (80/20: +- 4.5).
+t_share() {
+	local range
+	range=$(awk -v n="$3" -v p="$4" 'BEGIN {
+		q = p / 100; d = n > 0 ? 500 * sqrt(q * (1 - q) / n) : 0
+		printf "%.1f %.1f", p - d, p + d }')
+	t_range "$1: $4% of $3 +- 5 sd" \
+		"$(awk -v h="$2" -v n="$3" 'BEGIN { printf "%.1f", (n > 0 ? 100 * h / n : 0) }')" $range
+}
+
 # t_wait SECONDS CMD...: polls CMD (every 0.05 s) until it exits 0; returns
 # 1 if it has not after SECONDS. For checks whose condition becomes true a
 # moment later (a server bound, a counter written, a reader woken): a fixed
