@@ -239,10 +239,19 @@ t_check "metrics: one ejection, three 5xx, bracketed" t_wait 10 bash -c \
 	"grep -q '^dmsc_l7_backend_ejections_total{service=\"shop6\",backend=\"\[2001:2:150::22\]:8080\"} 1\$' '$T/metrics.prom' &&
 	 grep -q '^dmsc_l7_backend_failures_total{service=\"shop6\",backend=\"\[2001:2:150::22\]:8080\",kind=\"5xx\"} 3\$' '$T/metrics.prom'"
 
-# 5. --max-conns-per-client counts each client address, IPv6 ones too, in
+# 5. By default the bound of connections per client is half of what the
+# helper can hold (docs/design.md decision 93): wrk's 600 connections from
+# one client at once, more than the 512 the default was, all answered, as
+# they would be without dmsc. Then --max-conns-per-client counts each
+# client address, IPv6 ones too, in
 # the namespace they come from: c's IPv4 clients (127.0.0.1 at its
 # 127.77.x.y listener) and its IPv6 ones (::1 at its [::1] listener) are
 # two clients. A helper with a bound of 2, one worker.
+t_check "the helper logs its bound per client: half of what it can hold, over 600 here" \
+	awk 'match($0, /up to [0-9]+ connections per client/) { n = substr($0, RSTART + 6) + 0 } END { exit !(n > 600) }' "$T/l7.err"
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c wrk -t 2 -c 600 -d 2s --timeout 10s "http://$PLAIN4/" >"$T/wrk600.txt" 2>&1
+t_eq "wrk -c 600 from one client: every answer 2xx, no socket error (more than 600 requests)" \
+	"$(grep -cE 'Non-2xx|Socket errors' "$T/wrk600.txt"):$(awk '/requests in/ { print ($1 > 600) }' "$T/wrk600.txt")" "0:1"
 kill -TERM "$L7PID" && wait "$L7PID"
 nsenter --net="/run/netns/${P}n" "$L7" --listen "$HELPER" --policy "$T/policy.json" --workers 1 \
 	--max-conns-per-client 2 --metrics-file "$T/metrics2.prom" >"$T/l7b.out" 2>"$T/l7b.err" &

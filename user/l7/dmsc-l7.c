@@ -44,7 +44,8 @@
  *   again (MSG_PEEK) before it carries a request; they expire after
  *   --pool-idle-ms. A connection whose response framing was not consumed
  *   exactly is never pooled, so no client can read another's answer.
- * - Connections per client address are bounded (--max-conns-per-client):
+ * - Connections per client address are bounded (--max-conns-per-client,
+ *   by default half of what the helper can hold: conns_per_client_auto):
  *   past the bound a client gets an immediate 503 and a close.
  * - Out of descriptors, a listener whose accept() fails leaves epoll until
  *   the next sweep (l7_worker.c accept_pause), a namespace's that of every
@@ -73,7 +74,7 @@ struct l7_opts opt = {
     .idle_ms = 60000, .head_ms = 10000, .io_ms = 30000, .default_timeout_ms = 15000,
     .drain_ms = 10000, .pool_idle_ms = 4000, .orphan_ms = DMSC_HELPER_ORPHAN_MS_DEFAULT,
     /* connections */
-    .max_conns = 16384, .max_conns_per_client = 512,
+    .max_conns = 16384, .max_conns_per_client = 0, /* 0: conns_per_client_auto() */
     .default_retries = 1,
     .forwarded = 1, /* FWD_XFF */
 };
@@ -127,7 +128,8 @@ static void usage(FILE *f)
 		"                          is uninstalled, or N ms pass (60000), then drain\n"
 		"  --max-conns N           connections per worker (default 16384)\n"
 		"  --max-conns-per-client N  connections from one client address, all\n"
-		"                          workers together (default 512; past it 503 + close)\n"
+		"                          workers together (default: half of what the helper\n"
+		"                          can hold; past it 503 + close)\n"
 		"  --pool-idle-ms N        an idle keep-alive backend connection is closed\n"
 		"                          after N ms (default 4000)\n"
 		"  --forwarded MODE        xff (default: X-Forwarded-For), forwarded\n"
@@ -393,6 +395,28 @@ out:
 	free(was);
 }
 
+/* --max-conns-per-client by default: half of the client connections the
+ * helper can hold, so that no one client (a namespace's workloads share an
+ * address) can lock the others out, while one that opens many (a pool, a
+ * load generator) is never refused where a direct connection would not be
+ * (docs/design.md decision 93). It can hold --max-conns per worker, and
+ * two descriptors per connection within its limit of open files, less an
+ * eighth kept for listeners, maps and the pools' idle connections. */
+static uint32_t conns_per_client_auto(void)
+{
+	uint64_t cap = (uint64_t)opt.max_conns * (uint64_t)opt.workers;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		uint64_t fds = (uint64_t)rl.rlim_cur - (uint64_t)rl.rlim_cur / 8;
+
+		if (fds / 2 < cap)
+			cap = fds / 2;
+	}
+	cap /= 2;
+	return cap ? (uint32_t)(cap < (1u << 24) ? cap : 1u << 24) : 1;
+}
+
 int main(int argc, char **argv)
 {
 	struct dmsc_l7_conf conf = {0};
@@ -430,6 +454,8 @@ int main(int argc, char **argv)
 
 		opt.workers = n > 0 && n < 1024 ? (int)n : 1;
 	}
+	if (!opt.max_conns_per_client)
+		opt.max_conns_per_client = conns_per_client_auto();
 	/* Signals are taken by the main thread alone (its signalfd, polled
 	 * with dmscd's changes of weights below). */
 	sigemptyset(&mask);
@@ -524,9 +550,10 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	pr_info("serving %zu http service%s on %s:%u with %d workers\n", cfg.n_svcs,
-		cfg.n_svcs == 1 ? "" : "s", inet_ntoa(opt.listen.sin_addr),
-		ntohs(opt.listen.sin_port), opt.workers);
+	pr_info("serving %zu http service%s on %s:%u with %d workers, up to %u connections "
+		"per client\n",
+		cfg.n_svcs, cfg.n_svcs == 1 ? "" : "s", inet_ntoa(opt.listen.sin_addr),
+		ntohs(opt.listen.sin_port), opt.workers, opt.max_conns_per_client);
 	printf("ready\n");
 	fflush(stdout);
 	if (opt.ready_fd >= 0) {
