@@ -7,11 +7,12 @@
  * client_parse() feeds it: in pieces, resuming after each pause.
  *
  * Input: byte 0 picks the limits (bit 0: small ones, to reach 414 and 431
- * often; else dmsc-l7's defaults), bytes 1-2 where the rest is split into
- * two feeds (streaming), the rest is the client's byte stream.
+ * often; else dmsc-l7's defaults, 60 KiB of head), bytes 1-2 where the
+ * rest is split into two feeds (streaming), the rest is the client's byte
+ * stream.
  *
  * Beyond "no crash, no sanitizer report" it checks, and aborts when not:
- *   - a refusal's status is 400, 414, 431, 501 or 505;
+ *   - a refusal's status is 400, 414, 431, 501 or 505 (503: out of memory);
  *   - a feed that does not fail and does not pause consumes at least one
  *     byte (else dmsc-l7's loop would spin), never more than it was given;
  *   - a head that is accepted has a known method, a target within the limit
@@ -90,7 +91,8 @@ static const struct dmsc_l7_http_hooks hooks = {
 
 static bool status_documented(int status)
 {
-	return status == 400 || status == 414 || status == 431 || status == 501 || status == 505;
+	return status == 400 || status == 414 || status == 431 || status == 501 || status == 503 ||
+	       status == 505;
 }
 
 static bool target_ok(const char *t, size_t n)
@@ -115,6 +117,7 @@ static void check_head(const struct dmsc_l7_req_parser *p, struct run *r)
 
 	CHECK(m && strcmp(m, "<unknown>") != 0);
 	CHECK(p->head_len <= p->lim.max_header_bytes);
+	CHECK(p->head_len <= p->head_cap && p->head_cap <= p->lim.max_header_bytes);
 	CHECK(p->url_len <= p->lim.max_target);
 	CHECK((size_t)p->url_off + p->url_len <= p->head_len);
 	CHECK(target_ok(p->head + p->url_off, p->url_len));
@@ -185,7 +188,7 @@ static bool feed(struct dmsc_l7_req_parser *p, struct run *r, const char *buf, s
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct dmsc_l7_http_limits helper = {8192, 64, 4096}, small = {256, 8, 64};
+	static const struct dmsc_l7_http_limits helper = {61440, 100, 61440}, small = {256, 8, 64};
 	struct dmsc_l7_req_parser p;
 	struct run r = {0};
 	const char *buf;

@@ -124,6 +124,13 @@ t_eq "the helper started itself with glibc's cache of 128 freed blocks per size,
 # 1. routing per stream
 t_eq "curl --http2-prior-knowledge speaks HTTP/2 through the VIP" \
 	"$(h2curl -o /dev/null -w '%{http_version} %{http_code}' "http://$WEB/id")" "2 200"
+# a header block of a mesh proxy's size (60 KiB, 100 fields: decision 94):
+# a 20 KB cookie and 90 fields pass (431 with the 16 KiB and 64 of before)
+cookie=$(head -c 20000 /dev/zero | tr '\0' c)
+fields=()
+for i in $(seq 1 90); do fields+=(-H "x-f$i: v"); done
+t_eq "a 20 KB cookie and 90 header fields over HTTP/2: answered by the backend, not 431" \
+	"$(h2curl -o /dev/null -w '%{http_code}' -H "cookie: k=$cookie" "http://$WEB/id") $(h2curl -o /dev/null -w '%{http_code}' "${fields[@]}" "http://$WEB/id")" "200 200"
 t_eq "/canary/ goes to v2 (5 requests)" \
 	"$(for i in 1 2 3 4 5; do h2curl "http://$WEB/canary/id"; done | sort | uniq -c | awk '{ print $1 $2 }')" "5v2"
 t_eq "header x-canary: yes goes to v2 (5 requests)" \

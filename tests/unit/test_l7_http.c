@@ -41,6 +41,55 @@ Test(l7_http, control_bytes_in_the_target_are_refused)
 	dmsc_l7_http_free(&p);
 }
 
+/* The head buffer starts small and grows as a head needs it (decision
+ * 94): a 20,000-byte field fed 1,000 bytes at a time, across several
+ * moves of the buffer, comes out whole; past max_header_bytes, 431. */
+Test(l7_http, a_large_head_grows_its_buffer_and_keeps_every_byte)
+{
+	static const struct dmsc_l7_http_limits big = {61440, 100, 61440};
+	struct dmsc_l7_req_parser p;
+	size_t used, all = 0, len, vlen = 20000, i;
+	char *req = malloc(vlen + 128), *v;
+	int status = 0;
+
+	cr_assert(req);
+	len = (size_t)sprintf(req, "GET /x HTTP/1.1\r\nHost: x\r\nCookie: ");
+	for (i = 0; i < vlen; i++)
+		req[len++] = (char)('a' + i % 26);
+	len += (size_t)sprintf(req + len, "\r\nX-After: y\r\n\r\n");
+	cr_assert_eq(dmsc_l7_http_init(&p, &big, NULL, NULL), 0);
+	cr_expect_lt(p.head_cap, vlen, "a parser starts with a small buffer");
+	while (all < len && !p.paused_head) {
+		size_t n = len - all < 1000 ? len - all : 1000;
+
+		cr_assert_eq(dmsc_l7_http_feed(&p, req + all, n, &used, &status), 0);
+		all += used;
+	}
+	cr_assert(p.paused_head);
+	cr_assert_eq(p.status, 0);
+	cr_assert_eq(p.n_hdrs, 3);
+	cr_expect(dmsc_l7_http_hdr_is(&p, &p.hdrs[1], "cookie"));
+	cr_assert_eq(p.hdrs[1].val_len, vlen);
+	v = p.head + p.hdrs[1].val_off;
+	for (i = 0; i < vlen && v[i] == (char)('a' + i % 26); i++)
+		;
+	cr_expect_eq(i, vlen, "the value differs at byte %zu", i);
+	cr_expect(dmsc_l7_http_val_is(&p, &p.hdrs[2], "y"));
+	dmsc_l7_http_free(&p);
+
+	/* the same head with a bound below it: 431 */
+	{
+		static const struct dmsc_l7_http_limits small = {16384, 100, 61440};
+
+		cr_assert_eq(dmsc_l7_http_init(&p, &small, NULL, NULL), 0);
+		status = 0;
+		cr_expect_neq(dmsc_l7_http_feed(&p, req, len, &used, &status), 0);
+		cr_expect_eq(status, 431);
+		dmsc_l7_http_free(&p);
+	}
+	free(req);
+}
+
 /* Feeds a head and the bytes after it, resumed past the head's pause as
  * dmsc-l7 resumes it: how many bytes the parser took in all. */
 static size_t fed(struct dmsc_l7_req_parser *p, const char *req)

@@ -69,7 +69,7 @@
 struct l7_opts opt = {
     .ready_fd = -1, .updates_fd = -1,
     /* a request's head */
-    .max_header_bytes = 8192, .max_headers = 64, .max_target = 4096,
+    .max_header_bytes = 61440, .max_headers = 100, .max_target = 61440, /* decision 94 */
     /* times, ms */
     .idle_ms = 60000, .head_ms = 10000, .io_ms = 30000, .default_timeout_ms = 15000,
     .drain_ms = 10000, .pool_idle_ms = 4000, .orphan_ms = DMSC_HELPER_ORPHAN_MS_DEFAULT,
@@ -111,9 +111,9 @@ static void usage(FILE *f)
 		"  --host NAME             this host's name (its certificate's): a backend on\n"
 		"                          another host, of a service whose mtls is not off,\n"
 		"                          is reached through this host's tunnel\n"
-		"  --max-header-bytes N    request line + headers (default 8192; past it 431)\n"
-		"  --max-headers N         header fields (default 64; past it 431)\n"
-		"  --max-target N          request target (default 4096; past it 414)\n"
+		"  --max-header-bytes N    request line + headers (default 61440; past it 431)\n"
+		"  --max-headers N         header fields (default 100; past it 431)\n"
+		"  --max-target N          request target (default 61440; past it 414)\n"
 		"  --idle-timeout-ms N     keep-alive idle (default 60000)\n"
 		"  --head-timeout-ms N     a whole request head (default 10000; then 408)\n"
 		"  --io-timeout-ms N       no progress on a body or a write (default 30000)\n"
@@ -398,10 +398,12 @@ out:
 /* --max-conns-per-client by default: half of the client connections the
  * helper can hold, so that no one client (a namespace's workloads share an
  * address) can lock the others out, while one that opens many (a pool, a
- * load generator) is never refused where a direct connection would not be
- * (docs/design.md decision 93). It can hold --max-conns per worker, and
- * two descriptors per connection within its limit of open files, less an
+ * load generator) is not refused where a direct connection would not be
+ * (docs/design.md decision 93); never below the 512 of before, or all it
+ * can hold when that is less. It can hold --max-conns per worker, and two
+ * descriptors per connection within its limit of open files, less an
  * eighth kept for listeners, maps and the pools' idle connections. */
+#define CONNS_PER_CLIENT_MIN 512u
 static uint32_t conns_per_client_auto(void)
 {
 	uint64_t cap = (uint64_t)opt.max_conns * (uint64_t)opt.workers;
@@ -413,7 +415,12 @@ static uint32_t conns_per_client_auto(void)
 		if (fds / 2 < cap)
 			cap = fds / 2;
 	}
-	cap /= 2;
+	/* half, but not below the fixed default of before (512) where the
+	 * helper holds more than that */
+	if (cap / 2 > CONNS_PER_CLIENT_MIN)
+		cap /= 2;
+	else if (cap > CONNS_PER_CLIENT_MIN)
+		cap = CONNS_PER_CLIENT_MIN;
 	return cap ? (uint32_t)(cap < (1u << 24) ? cap : 1u << 24) : 1;
 }
 

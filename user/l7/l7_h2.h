@@ -30,7 +30,7 @@
 #define DMSC_L7_H2_STREAM_WINDOW (64 * 1024)
 #define DMSC_L7_H2_CONN_WINDOW (256 * 1024)
 #define DMSC_L7_H2_MAX_STREAMS 128	  /* concurrent, per client connection */
-#define DMSC_L7_H2_HEADER_BYTES (16 * 1024) /* a stream's header block, stored */
+#define DMSC_L7_H2_HEADER_BYTES (60 * 1024) /* a stream's header block, stored (decision 94) */
 /* backend connections per backend per worker, shared by the worker's
  * client connections: another opens when each has DMSC_L7_H2_UP_STREAMS
  * (or the backend's SETTINGS_MAX_CONCURRENT_STREAMS) streams open */

@@ -22,7 +22,7 @@
 #define H2_READ_SIZE (16 * 1024)
 #define H2_READS_PER_EVENT 4
 #define H2_WRITE_BATCH (16 * 1024)
-#define H2_MAX_HEADERS 64
+#define H2_MAX_HEADERS 100
 /* a worker keeps this many ended streams and header blocks for reuse */
 #define DMSC_L7_H2_CACHE 128
 /* buffers up to this size stay with a kept stream or header block */

@@ -10,6 +10,9 @@
 
 #include "l7_http.h"
 
+/* the head buffer a parser starts with; it grows to max_header_bytes */
+#define HEAD_FIRST_CAP 4096u
+
 /* A piece of the head (the target, a field's name or value) appended, its
  * length counted in *piece_len: 0, or -1 past max_header_bytes (431). */
 static int head_add(struct dmsc_l7_req_parser *p, const char *at, size_t len, uint32_t *piece_len)
@@ -17,6 +20,25 @@ static int head_add(struct dmsc_l7_req_parser *p, const char *at, size_t len, ui
 	if (p->head_len + len > p->lim.max_header_bytes) {
 		p->status = 431;
 		return -1;
+	}
+	if (p->head_len + len > p->head_cap) {
+		/* grown as a head needs it: a connection whose heads are small
+		 * keeps a small buffer (the head is held by offsets: no view
+		 * into it lives across a call) */
+		size_t cap = p->head_cap * 2;
+		char *head;
+
+		if (cap < p->head_len + len)
+			cap = p->head_len + len;
+		if (cap > p->lim.max_header_bytes)
+			cap = p->lim.max_header_bytes;
+		head = realloc(p->head, cap);
+		if (!head) {
+			p->status = 503;
+			return -1;
+		}
+		p->head = head;
+		p->head_cap = cap;
 	}
 	memcpy(p->head + p->head_len, at, len);
 	p->head_len += len;
@@ -349,7 +371,8 @@ int dmsc_l7_http_init(struct dmsc_l7_req_parser *p, const struct dmsc_l7_http_li
 	p->lim = *lim;
 	p->hooks = hooks;
 	p->owner = owner;
-	p->head = malloc(lim->max_header_bytes ? lim->max_header_bytes : 1);
+	p->head_cap = lim->max_header_bytes < HEAD_FIRST_CAP ? lim->max_header_bytes : HEAD_FIRST_CAP;
+	p->head = malloc(p->head_cap ? p->head_cap : 1);
 	p->hdrs = calloc(lim->max_headers ? lim->max_headers : 1, sizeof(*p->hdrs));
 	if (!p->head || !p->hdrs) {
 		dmsc_l7_http_free(p);

@@ -53,8 +53,8 @@ struct dmsc_l7_req_parser {
 	void *owner;
 
 	/* the request being parsed */
-	char *head; /* lim.max_header_bytes */
-	size_t head_len;
+	char *head; /* grows to lim.max_header_bytes */
+	size_t head_len, head_cap;
 	uint32_t url_off, url_len;
 	struct dmsc_l7_http_hdr *hdrs; /* lim.max_headers */
 	uint32_t n_hdrs;
