@@ -21,11 +21,13 @@ DIES=198.19.0.25
 LOOP=198.19.0.26
 BIG=198.19.0.27
 WS=198.19.0.28
+LAZY=198.19.0.29
+PAUSE=198.19.0.30
 # wrk's 30 s load; L7_LOAD_SECONDS=0 skips it (counted as skipped, not passed)
 LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 || exit 1
 i=2
-for h in b1 b2 b3 slow s503 refused dies big ws; do
+for h in b1 b2 b3 slow s503 refused dies big ws lazy pause; do
 	dmsc_net_host "$h" "198.18.1.$i/16" || exit 1
 	i=$((i + 1))
 done
@@ -47,8 +49,24 @@ backend big big 198.18.1.9 --response-bytes 20000000
 WSPEER=$TOP/tests/tools/ws-peer.py
 dmsc_net_exec ws /usr/bin/python3 "$WSPEER" server 198.18.1.10 8080 --max-seconds 3600 \
 	>"$T/ws.out" 2>&1 &
+# "lazy" (198.18.1.11) answers after 16 s, past the 15 s a route without
+# timeout_ms used to get; "pause" (198.18.1.12) sends its answer's head and
+# 5 bytes, then the other 5 after 35 s, past the 30 s of the old
+# --io-timeout-ms (decision 95).
+backend lazy lazy 198.18.1.11 --delay-ms 16000
+dmsc_net_exec pause /usr/bin/python3 -c '
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.18.1.12", 8080)); s.listen(8)
+print("ready", flush=True)
+c, _ = s.accept()
+c.recv(65536)
+c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+time.sleep(35)
+c.sendall(b"world")
+time.sleep(5)' >"$T/pause.out" 2>&1 &
 dmsc_backends_ready "$T/v1.out" "$T/v2.out" "$T/v3.out" "$T/slow.out" "$T/s503.out" "$T/dies.out" "$T/big.out" \
-	"$T/ws.out"
+	"$T/ws.out" "$T/lazy.out" "$T/pause.out"
 
 cat >"$T/policy.json" <<EOF
 { "services": [
@@ -74,7 +92,9 @@ cat >"$T/policy.json" <<EOF
   $(dmsc_json_http diesvc "$DIES" 198.18.1.8:8080),
   $(dmsc_json_http loop "$LOOP" "$LOOP:80"),
   $(dmsc_json_http bigsvc "$BIG" 198.18.1.9:8080),
-  $(dmsc_json_http wssvc "$WS" 198.18.1.10:8080) ] }
+  $(dmsc_json_http wssvc "$WS" 198.18.1.10:8080),
+  $(dmsc_json_http lazysvc "$LAZY" 198.18.1.11:8080),
+  $(dmsc_json_http pausesvc "$PAUSE" 198.18.1.12:8080) ] }
 EOF
 
 t_check "install on the test cgroup (3 hooks, sockops included)" "$CTL" install --cgroup "$MESH"
@@ -105,6 +125,13 @@ start_helper() {
 }
 start_helper || { t_fail "dmsc-l7 ready"; cat "$T/l7.err"; t_summary; exit 1; }
 t_ok "dmsc-l7 starts and says ready"
+# Waits as long as a direct client's (decision 95), run beside the sections
+# below and checked before section 12: a route without timeout_ms and a
+# backend that answers after 16 s; an answer whose body stalls for 35 s.
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 60 -o "$T/lazy.body" \
+	-w '%{http_code}' "http://$LAZY/" >"$T/lazy.code" 2>"$T/lazy.err" &
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c curl -sS --max-time 60 -o "$T/pause.body" \
+	-w '%{http_code}' "http://$PAUSE/" >"$T/pause.code" 2>"$T/pause.err" &
 
 # httpc VIP ARGS...: dmsc-httpc from the client, in the mesh cgroup.
 httpc() {
@@ -447,6 +474,12 @@ if [[ $LOAD_SECONDS -gt 0 ]] && command -v wrk >/dev/null; then
 else
 	echo "skip - wrk load (L7_LOAD_SECONDS=0 or no wrk)"
 fi
+
+# The waits started with the helper (decision 95): answered whole.
+t_check "a route without timeout_ms waits for a backend that answers after 16 s (curl: 200)" \
+	t_wait 60 grep -qx 200 "$T/lazy.code"
+t_check "an answer whose body stalls for 35 s arrives whole (curl: 200, hello world)" \
+	t_wait 60 bash -c "grep -qx 200 '$T/pause.code' && [[ \$(cat '$T/pause.body') == helloworld ]]"
 
 # 12. SIGTERM drains: an in-flight request finishes, the helper exits 0.
 patient0=$(grep -c '^request GET /patient' "$T/slow.out")

@@ -71,7 +71,7 @@ struct l7_opts opt = {
     /* a request's head */
     .max_header_bytes = 61440, .max_headers = 100, .max_target = 61440, /* decision 94 */
     /* times, ms */
-    .idle_ms = 60000, .head_ms = 10000, .io_ms = 30000, .default_timeout_ms = 15000,
+    .idle_ms = 60000, .head_ms = 10000, .io_ms = 300000, .default_timeout_ms = 0, /* 95 */
     .drain_ms = 10000, .pool_idle_ms = 4000, .orphan_ms = DMSC_HELPER_ORPHAN_MS_DEFAULT,
     /* connections */
     .max_conns = 16384, .max_conns_per_client = 0, /* 0: conns_per_client_auto() */
@@ -116,8 +116,8 @@ static void usage(FILE *f)
 		"  --max-target N          request target (default 61440; past it 414)\n"
 		"  --idle-timeout-ms N     keep-alive idle (default 60000)\n"
 		"  --head-timeout-ms N     a whole request head (default 10000; then 408)\n"
-		"  --io-timeout-ms N       no progress on a body or a write (default 30000)\n"
-		"  --default-timeout-ms N  a route without timeout_ms (default 15000)\n"
+		"  --io-timeout-ms N       no progress on a body or a write (default 300000)\n"
+		"  --default-timeout-ms N  a route without timeout_ms (default 0: none)\n"
 		"  --default-retries N     a route without retries (default 1)\n"
 		"  --drain-ms N            SIGTERM: finish in-flight requests within N (10000)\n"
 		"  --baton                 dmscd's helper: the helper of the dmscd before, if it\n"
@@ -156,7 +156,7 @@ static const struct dmsc_opt stored[] = {
     DMSC_OPT_NUM("idle-timeout-ms", &opt.idle_ms, 1, 86400000),
     DMSC_OPT_NUM("head-timeout-ms", &opt.head_ms, 1, 86400000),
     DMSC_OPT_NUM("io-timeout-ms", &opt.io_ms, 1, 86400000),
-    DMSC_OPT_NUM("default-timeout-ms", &opt.default_timeout_ms, 1, 86400000),
+    DMSC_OPT_NUM("default-timeout-ms", &opt.default_timeout_ms, 0, 86400000),
     DMSC_OPT_NUM("default-retries", &opt.default_retries, 0, 10),
     DMSC_OPT_NUM("drain-ms", &opt.drain_ms, 0, 3600000),
     DMSC_OPT_NUM("orphan-ms", &opt.orphan_ms, 0, 86400000),
@@ -580,13 +580,17 @@ int main(int argc, char **argv)
 	for (;;) {
 		/* an orphan looks for its successor every 100 ms: the two
 		 * serve side by side (SO_REUSEPORT) until it drains */
-		struct pollfd pfd[2] = {{.fd = sig_fd, .events = POLLIN},
-					{.fd = opt.updates_fd, .events = POLLIN}};
+		/* (the baton's socket too: a successor that asks is heard at
+		 * once, so the two serve side by side for moments, not for up
+		 * to a second of new connections meeting the old routes) */
+		struct pollfd pfd[3] = {{.fd = sig_fd, .events = POLLIN},
+					{.fd = opt.updates_fd, .events = POLLIN},
+					{.fd = opt.baton && !baton.gone ? baton.fd : -1, .events = POLLIN}};
 		struct signalfd_siginfo si;
 		int64_t now;
 
 		sig = 0;
-		if (poll(pfd, 2, orphan_since ? 100 : 1000) > 0 && (pfd[0].revents & POLLIN) &&
+		if (poll(pfd, 3, orphan_since ? 100 : 1000) > 0 && (pfd[0].revents & POLLIN) &&
 		    read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
 			sig = (int)si.ssi_signo;
 		if (pfd[1].revents)

@@ -256,8 +256,8 @@ void l7h2_stream_dispatch(struct h2_stream *st)
 	st->timeout_ms = dmsc_l7_route_timeout_ms(route, hc->env->default_timeout_ms);
 	/* a gRPC deadline shorter than the route's wins */
 	gms = gt ? grpc_timeout_ms(gt) : 0;
-	if (gms && gms < st->timeout_ms)
-		st->timeout_ms = (uint32_t)gms;
+	if (gms && (!st->timeout_ms || gms < st->timeout_ms))
+		st->timeout_ms = gms < UINT32_MAX ? (uint32_t)gms : UINT32_MAX;
 	l7h2_stream_send(st);
 }
 

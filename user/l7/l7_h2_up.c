@@ -385,7 +385,7 @@ void l7h2_stream_send(struct h2_stream *st)
 	}
 	st->backend = idx;
 	st->attempts++;
-	st->deadline = l7h2_h2_now() + (uint64_t)st->timeout_ms * 1000000;
+	st->deadline = dmsc_l7_deadline(l7h2_h2_now(), st->timeout_ms);
 	for (tries = 0; tries < 2; tries++) {
 		st->up = up_get(hc, idx);
 		if (!st->up)

@@ -66,6 +66,14 @@ struct dmsc_l7_request {
 	size_t n_headers;
 };
 
+/* When a wait of ms milliseconds from now (ns) ends; 0, no end, when ms
+ * is 0 (a route without timeout_ms waits as a direct client would:
+ * docs/design.md decision 95). */
+static inline uint64_t dmsc_l7_deadline(uint64_t now, uint32_t ms)
+{
+	return ms ? now + (uint64_t)ms * 1000000 : 0;
+}
+
 /* A route's timeout and retries (def: none set) and whether a service
  * limits its requests, as a change taken in place may rewrite them while
  * workers read (docs/design.md decision 85): relaxed loads. */

@@ -365,7 +365,7 @@ void dispatch(struct conn *c)
 	}
 	c->retries_left = dmsc_l7_route_retries(route, opt.default_retries);
 	c->timeout_ms = dmsc_l7_route_timeout_ms(route, opt.default_timeout_ms);
-	c->up_deadline = now + (uint64_t)c->timeout_ms * 1000000;
+	c->up_deadline = dmsc_l7_deadline(now, c->timeout_ms);
 	buf_reset(&c->uout);
 	c->retain = true;
 	if (build_upstream_head(c)) {
@@ -434,7 +434,7 @@ static void upstream_start(struct conn *c)
 	c->attempts++;
 	/* every attempt has the route's whole timeout: a retry after a 503
 	 * must not wait for ever on a backend that then says nothing */
-	c->up_deadline = now_ns() + (uint64_t)c->timeout_ms * 1000000;
+	c->up_deadline = dmsc_l7_deadline(now_ns(), c->timeout_ms);
 	sa_len = dmsc_l7_backend_sa(c->svc, idx, &sa);
 	http_parser_init(&c->sp, HTTP_RESPONSE);
 	c->sp.data = c;
