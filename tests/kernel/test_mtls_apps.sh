@@ -18,19 +18,8 @@
 # Prints "ok - ..." / "not ok - ..." per check, then "N passed, M failed".
 set -u
 . "$(cd "$(dirname "$0")/../lib" && pwd)/kernel.sh"
-for tool in redis-server redis-cli redis-benchmark pgbench psql pg_isready; do
-	if ! command -v "$tool" >/dev/null; then
-		echo "# $tool is not installed (scripts/install-deps.sh)"
-		echo "0 passed, 0 failed, 1 skipped"
-		exit 0
-	fi
-done
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-if [[ ! -x $PGBIN/initdb ]] || ! id postgres >/dev/null 2>&1; then
-	echo "# PostgreSQL's server (initdb, the postgres user) is not installed (scripts/install-deps.sh)"
-	echo "0 passed, 0 failed, 1 skipped"
-	exit 0
-fi
+. "$(cd "$(dirname "$0")/../lib" && pwd)/apps.sh"
+apps_need
 dmsc_suite_begin mtls-apps dma$$
 A=198.18.75.1 B=198.18.75.2
 CACHE_VIP=198.19.75.1 DB_VIP=198.19.75.2 LOAD_VIP=198.19.75.3
@@ -75,17 +64,7 @@ policy "" >"$T/policy-a.json"
 # The servers, in b's mesh cgroup: the guard of a required service drops a
 # plain connection from another host to them; what b's tunnel delivers gets
 # in.
-mkdir -p "$T/redis"
-dmsc_run_in_cgroup "$MESH_B" dmsc_net_exec b redis-server --bind "$B" --port 6379 \
-	--save '' --appendonly no --protected-mode no --dir "$T/redis" --maxclients 1000 \
-	>"$T/redis.out" 2>&1 &
-runuser -u postgres -- "$PGBIN/initdb" -D "$PGD/data" -A trust -U postgres --no-sync \
-	>"$T/initdb.out" 2>&1 || t_fail "initdb: $(tail -n 3 "$T/initdb.out")"
-echo "host all all 198.18.0.0/16 trust" >>"$PGD/data/pg_hba.conf"
-dmsc_run_in_cgroup "$MESH_B" dmsc_net_exec b runuser -u postgres -- "$PGBIN/postgres" \
-	-D "$PGD/data" -c listen_addresses="$B" -c unix_socket_directories="$PGD" \
-	-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=40 \
-	>"$T/postgres.out" 2>&1 &
+apps_servers "$MESH_B" b "$B" b "$B" "$PGD"
 
 # start_dmscd HOST PIN_DIR POLICY [CGROUP]: dmscd in HOST's namespace with
 # HOST's certificate, its tunnel on HOST's address; its pid on stdout.
@@ -109,10 +88,6 @@ t_check "b's tunnel listens" t_wait 30 b_tunnel_up
 t_check "a's tunnel takes the kernel's handoffs" \
 	t_wait 30 grep -q "takes the kernel's handoffs" "$T/dmscd-a.log"
 
-redis_up() { [[ $(dmsc_net_exec b redis-cli -h "$B" ping 2>/dev/null) == PONG ]]; }
-pg_up() { dmsc_net_exec b pg_isready -q -h "$B" -t 1; }
-t_wait 30 redis_up || { t_fail "redis-server ready: $(tail -n 3 "$T/redis.out")"; t_summary; exit 1; }
-t_wait 60 pg_up || { t_fail "postgres ready: $(tail -n 3 "$T/postgres.out")"; t_summary; exit 1; }
 lap "two hosts, their dmscd and tunnels, Redis and PostgreSQL on b"
 
 # in_a CMD...: CMD on host a, in its mesh cgroup's "apps".
@@ -129,18 +104,7 @@ streams_ge() { (($(streams "$1") >= $2)); }
 # 1. Redis: redis-benchmark's own tests through the VIP and the tunnel,
 # plain, pipelined and with large values. --csv prints one line per test;
 # any error makes it print a line that is not one, or exit non-zero.
-bench() { # NAME ARGS...
-	local name=$1 tests n
-	shift
-	tests=$(sed -n 's/.*-t \([a-z,]*\).*/\1/p' <<<"$*")
-	n=$(tr ',' '\n' <<<"$tests" | wc -l)
-	if ! in_a timeout 180 redis-benchmark -h "$CACHE_VIP" -p 6379 --csv "$@" >"$T/$name.csv" 2>"$T/$name.err"; then
-		t_fail "$name: redis-benchmark failed: $(tail -n 2 "$T/$name.err")"
-		return
-	fi
-	t_eq "$name: every test answered, no error ($tests)" \
-		"$(grep -c '^"[A-Z]' "$T/$name.csv"):$(grep -ci error "$T/$name.csv" "$T/$name.err" | awk -F: '{ n += $NF } END { print n }')" "$n:0"
-}
+bench() { apps_redis_bench in_a "$CACHE_VIP" "$@"; }
 bench "redis 50 clients" -c 50 -n 20000 -t set,get,incr,lpush,lpop
 bench "redis pipelined 32" -c 20 -n 100000 -P 32 -t set,get
 bench "redis 64 KiB values" -c 10 -n 2000 -d 65536 -t set,get
@@ -166,26 +130,11 @@ t_eq "a workload of a outside allow_from is refused at b (redis-cli ping)" \
 
 # 2. PostgreSQL: pgbench's TPC-B-like load. The initial load (COPY of
 # 200,000 rows) goes through db-load; the transactions through db.
-PGOPT=(-h "$DB_VIP" -U postgres)
-in_a timeout 300 pgbench -h "$LOAD_VIP" -U postgres -i -s 2 -q postgres >"$T/pgbench-init.out" 2>&1
-t_eq "pgbench -i through the VIP loads 200,000 accounts" \
-	"$(in_a psql "${PGOPT[@]}" -Atc 'select count(*) from pgbench_accounts' postgres)" 200000
-in_a timeout 300 pgbench "${PGOPT[@]}" -c 8 -j 2 -t 250 postgres >"$T/pgbench.out" 2>&1
-t_eq "pgbench: 2000 of 2000 transactions, none failed" \
-	"$(awk -F': ' '/actually processed/ { p = $2 } /failed transactions/ { split($2, f, " "); x = f[1] } END { print p "," x }' "$T/pgbench.out")" \
-	"2000/2000,0"
-t_eq "every transaction's update is there once, as b's server sees it" \
-	"$(on_b psql -h "$B" -U postgres -Atc 'select (select sum(abalance) from pgbench_accounts) = (select coalesce(sum(delta), 0) from pgbench_history) and (select count(*) from pgbench_history) = 2000' postgres)" t
-# A new connection per transaction (-C): a stream of the tunnel each time.
-in_a timeout 300 pgbench "${PGOPT[@]}" -C -c 4 -j 2 -t 50 -S postgres >"$T/pgbench-C.out" 2>&1
-t_eq "pgbench -C: 200 of 200 transactions, a new connection each" \
-	"$(awk -F': ' '/actually processed/ { print $2 }' "$T/pgbench-C.out")" 200/200
+b_sql() { on_b psql -h "$B" -U postgres -Atc "$1" postgres; }
+apps_pgbench in_a "$LOAD_VIP" "$DB_VIP" b_sql "as b's server sees it"
 lap "pgbench"
 # A large result (about 8 MB) through the tunnel, and read on b itself.
-Q="copy (select g, md5(g::text) from generate_series(1, 200000) g) to stdout"
-via=$(in_a psql -h "$LOAD_VIP" -U postgres -Atc "$Q" postgres | sha256sum)
-ref=$(on_b psql -h "$B" -U postgres -Atc "$Q" postgres | sha256sum)
-t_eq "an 8 MB query result through the tunnel is the one read on b" "$via" "$ref"
+apps_large_result in_a "$LOAD_VIP" b_sql "on b"
 
 # 3. The tunnel carried all of it: b's tunnel counted the streams from
 # node-a (one per connection: at least pgbench -C's 200 and
