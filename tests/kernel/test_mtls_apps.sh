@@ -32,6 +32,8 @@ suite_cleanup() {
 	dmsc_stop TERM "${APID:-}" "${BPID:-}"
 	dmsc_helpers_stop "--pin-dir $PIN_A "
 	dmsc_helpers_stop "--pin-dir $DMSC_PIN_DIR "
+	# (b's datapath is the suite's own, uninstalled by kernel.sh's cleanup)
+	DMSC_PIN_DIR=$PIN_A "$CTL" uninstall >/dev/null 2>&1
 	[[ -n ${PGD:-} && $PGD == /tmp/dmsc-mtls-apps-pg.* ]] && rm -rf "$PGD"
 }
 chown postgres: "$PGD"

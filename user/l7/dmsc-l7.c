@@ -579,10 +579,10 @@ int main(int argc, char **argv)
 		dmsc_baton_take(&baton);
 	for (;;) {
 		/* an orphan looks for its successor every 100 ms: the two
-		 * serve side by side (SO_REUSEPORT) until it drains */
-		/* (the baton's socket too: a successor that asks is heard at
-		 * once, so the two serve side by side for moments, not for up
-		 * to a second of new connections meeting the old routes) */
+		 * serve side by side (SO_REUSEPORT) until it drains; the
+		 * baton's socket is polled too, so a successor that asks is
+		 * heard at once, not up to a second later while new
+		 * connections still meet the old routes */
 		struct pollfd pfd[3] = {{.fd = sig_fd, .events = POLLIN},
 					{.fd = opt.updates_fd, .events = POLLIN},
 					{.fd = opt.baton && !baton.gone ? baton.fd : -1, .events = POLLIN}};
