@@ -247,11 +247,16 @@ static __always_inline bool sock4_l7_handoff(struct bpf_sock_addr *ctx,
 	__u64 netns, *cgroup;
 
 	/* The helper's listener in the client's own network namespace, if
-	 * it has one (user/l7/l7_netns.h); else its --listen address. */
+	 * it has one (user/l7/l7_netns.h); else its --listen address, unless
+	 * the helper's own namespace has an entry: then the client's is one
+	 * the helper has not found yet (docs/design.md decision 96). */
 	netns = bpf_get_netns_cookie(ctx);
 	conf = bpf_map_lookup_elem(&dmsc_l7_netns, &netns);
-	if (!conf)
+	if (!conf) {
 		conf = bpf_map_lookup_elem(&dmsc_l7_conf, &zero);
+		if (conf && (conf->port6 & DMSC_L7_CONF_F_NETNS))
+			conf = NULL;
+	}
 	if (!conf || !conf->addr || !conf->port) {
 		count_reason(DMSC_R_L7_NO_HELPER);
 		return false;

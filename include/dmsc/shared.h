@@ -344,12 +344,21 @@ struct dmsc_install {
 struct dmsc_l7_conf {
 	__u32 addr; /* network order */
 	__u16 port; /* network order */
-	/* dmsc_l7_netns only: the port (network order) of the helper's IPv6
+	/* dmsc_l7_netns: the port (network order) of the helper's IPv6
 	 * listener on [::1] in that namespace, where connect6 hands an http
 	 * service's IPv6 connections (docs/design.md decision 48); 0: none,
-	 * such connections are balanced at L4 (DMSC_R_L7_NO_HELPER). */
+	 * such connections are balanced at L4 (DMSC_R_L7_NO_HELPER).
+	 * dmsc_l7_conf: DMSC_L7_CONF_F_NETNS or 0. */
 	__u16 port6;
 };
+
+/* dmsc_l7_conf's port6: the helper's own namespace has its entry in
+ * dmsc_l7_netns, so a client whose namespace has none is in a namespace
+ * the helper has not found yet, where --listen is nobody's address: its
+ * connection is balanced at L4 (DMSC_R_L7_NO_HELPER), not sent to a
+ * loopback where nothing listens (docs/design.md decision 96). 0 (an older
+ * helper, or one that cannot learn cookies): --listen, as before. */
+#define DMSC_L7_CONF_F_NETNS 1
 
 /*
  * dmsc_l7_handoff: LRU_HASH. How the helper learns a connection's service.

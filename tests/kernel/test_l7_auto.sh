@@ -22,7 +22,8 @@ TCPV=198.19.77.1
 WEB=198.19.77.2
 METRICS=127.0.0.1:19477
 BIG=200000 # the bytes of 'x' after "big\n" in each of big's answers
-dmsc_net_hosts n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 b3=198.18.1.4/16 || exit 1
+dmsc_net_hosts n=198.18.0.1/16 b1=198.18.1.2/16 b2=198.18.1.3/16 b3=198.18.1.4/16 \
+	f1=198.18.2.1/16 f2=198.18.2.2/16 f3=198.18.2.3/16 f4=198.18.2.4/16 f5=198.18.2.5/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
 dmsc_testsrv b1 v1 http 198.18.1.2:8080 600 "$T/v1.out"
 dmsc_testsrv b2 v2 http 198.18.1.3:8080 600 "$T/v2.out"
@@ -123,6 +124,27 @@ if t_wait 10 grep -q "listening in network namespace $ctr_ino " "$T/dmscd.log"; 
 		t_wait 20 grep -q "network namespace $ctr_ino has no mesh process left" "$T/dmscd.log"
 	t_check "...nothing listens in the container any more" bash -c "! ctr_listens"
 	t_check "metrics: dmsc_l7_namespaces one less" t_wait 5 metric_le dmsc_l7_namespaces $((n_ns - 1))
+
+	# 2b. Five "containers" whose first and only mesh process is one curl
+	# (docs/design.md decision 96): the helper hears of its exec from the
+	# kernel and listens there before curl connects, or the connection is
+	# balanced at L4; never sent to a loopback where nothing listens
+	# (connection refused, as before). Each namespace reaches the backends
+	# on the bridge, so the L4 fallback is answered too.
+	reasons() { "$CTL" stats -o json | jq -c '[.reasons.l7_handoff, .reasons.l7_no_helper]'; }
+	r0=$(reasons)
+	answers=
+	for f in f1 f2 f3 f4 f5; do
+		answers+="$(dmsc_run_in_cgroup "$MESH" nsenter --net="/run/netns/${P}$f" \
+			curl -sS --max-time 3 "http://$WEB/v2/a" 2>&1) "
+	done
+	r1=$(reasons)
+	t_eq "a curl as a new namespace's first process: answered, each of 5 (handoff, L4: $r0 -> $r1)" \
+		"$(grep -oE 'v1|v2|big' <<<"$answers" | wc -l)" 5
+	handed=$(jq -n "$r1[0] - $r0[0]")
+	t_range "...at least 3 of 5 by the helper, which listened before curl connected (the rest at L4)" \
+		"$handed" 3 5
+	t_eq "...each one either way" "$(jq -n "$r1[0] - $r0[0] + $r1[1] - $r0[1]")" 5
 elif grep -q "cannot learn a network namespace's cookie" "$T/dmscd.log"; then
 	# neither SO_NETNS_COOKIE (5.14) nor the helper's cgroup program
 	# (docs/design.md decision 62) works on this host: said in the log

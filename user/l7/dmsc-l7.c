@@ -552,6 +552,7 @@ int main(int argc, char **argv)
 	if (!opt.no_register) {
 		conf.addr = opt.listen.sin_addr.s_addr;
 		conf.port = opt.listen.sin_port;
+		conf.port6 = dmsc_l7_netns_own_entry() ? DMSC_L7_CONF_F_NETNS : 0;
 		if (bpf_map_update_elem(conf_fd, &zero, &conf, BPF_ANY)) {
 			pr_warn("cannot register in %s: %s\n", DMSC_MAP_L7_CONF, strerror(errno));
 			return 1;

@@ -25,6 +25,7 @@
 #include "dmsc/shared.h"
 #include "l7_netns.h"
 #include "l7_nscookie.h"
+#include "l7_procev.h"
 #include "log.h"
 #include "reuseport.h"
 
@@ -48,6 +49,10 @@ static struct {
 	 * names --listen (docs/design.md decision 51). cookie 0: none. */
 	struct dmsc_l7_nsl own;
 	char cg_root[PATH_MAX];
+	/* the same as /proc/PID/cgroup names it ("/" and the install
+	 * record's path), and the kernel's process events (l7_procev.h) */
+	char cg_rel[PATH_MAX];
+	int ev_fd;
 	int stop_fd;
 	pthread_t th;
 	bool thread;
@@ -63,7 +68,7 @@ static struct {
 	uint64_t failed[FAILED_LOGGED];
 	size_t n_failed;
 	uint8_t used[65536 / 8]; /* addresses in 127.77.0.0/16 taken, per scan */
-} ns = {.map_fd = -1, .own_fd = -1, .stop_fd = -1, .own = {.fd = -1, .fd6 = -1}};
+} ns = {.map_fd = -1, .own_fd = -1, .ev_fd = -1, .stop_fd = -1, .own = {.fd = -1, .fd6 = -1}};
 
 /*
  * Workers pause and resume listeners (dmsc_l7_netns_pause) while the
@@ -102,6 +107,12 @@ static int ns_ino(int pid, uint64_t *ino)
 	return 0;
 }
 
+/* Where the clients of a namespace without a listener go (decision 96). */
+static const char *elsewhere(void)
+{
+	return ns.own.cookie ? "are balanced at L4" : "reach the helper at --listen only";
+}
+
 static void note_pid(int pid)
 {
 	uint64_t ino = 0;
@@ -114,9 +125,9 @@ static void note_pid(int pid)
 			return;
 	if (ns.n_found == DMSC_L7_NETNS_SLOTS) {
 		if (!ns.full_logged)
-			pr_warn("more than %d network namespaces in the mesh: the others reach "
-				"the helper at its --listen address only\n",
-				DMSC_L7_NETNS_SLOTS);
+			pr_warn("more than %d network namespaces in the mesh: the others' "
+				"clients %s\n",
+				DMSC_L7_NETNS_SLOTS, elsewhere());
 		ns.full_logged = true;
 		return;
 	}
@@ -383,9 +394,10 @@ fail:
 	if (fd6 >= 0)
 		close(fd6);
 	if (!failure_logged(ino))
-		pr_warn("network namespace %llu (pid %d's): cannot %s: %s; its clients reach the "
-			"helper at --listen only (tried again every %d ms)\n",
-			(unsigned long long)ino, pid, what, strerror(-err), DMSC_L7_NETNS_SCAN_MS);
+		pr_warn("network namespace %llu (pid %d's): cannot %s: %s; its clients %s "
+			"(tried again every %d ms)\n",
+			(unsigned long long)ino, pid, what, strerror(-err), elsewhere(),
+			DMSC_L7_NETNS_SCAN_MS);
 	return err;
 }
 
@@ -412,9 +424,68 @@ static void release(struct dmsc_l7_nsl *l)
 	__atomic_sub_fetch(&ns.active, 1, __ATOMIC_RELAXED);
 }
 
-static void scan(void)
+/* A process of l's namespace is in the mesh at now. */
+static void seen(struct dmsc_l7_nsl *l, uint64_t now)
 {
 	struct dmsc_l7_conf val = {.port = ns.port};
+
+	l->last_seen_ms = now;
+	if (l->unmapped) {
+		/* back within a scan: its entry again */
+		val.addr = l->addr;
+		val.port6 = l->fd6 >= 0 ? ns.port : 0;
+		if (bpf_map_update_elem(ns.map_fd, &l->cookie, &val, BPF_ANY) == 0)
+			l->unmapped = false;
+	}
+}
+
+/* Whether pid's cgroup (v2) is the mesh cgroup or one under it. */
+static bool in_mesh(int pid)
+{
+	char path[64], line[PATH_MAX + 8];
+	size_t n = strlen(ns.cg_rel);
+	bool in = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false; /* gone already */
+	while (!in && fgets(line, sizeof(line), f)) {
+		char *p = line + 3;
+
+		if (strncmp(line, "0::", 3))
+			continue;
+		p[strcspn(p, "\n")] = '\0';
+		in = !strncmp(p, ns.cg_rel, n) && (p[n] == '\0' || p[n] == '/' || n == 1);
+		break;
+	}
+	fclose(f);
+	return in;
+}
+
+/* An exec the kernel told of (l7_procev.h): a mesh process in a namespace
+ * without a listener gets one now, before its first connect() in the
+ * usual case, instead of at the next scan (docs/design.md decision 96). */
+static void on_exec(int tgid, void *arg)
+{
+	uint64_t ino = 0, now = mono_ms();
+	struct dmsc_l7_nsl *l;
+
+	(void)arg;
+	if (ns.off || ns_ino(tgid, &ino) || ino == ns.own_ino)
+		return;
+	l = slot_of(ino);
+	if (l) {
+		seen(l, now);
+		return;
+	}
+	if (in_mesh(tgid))
+		open_in(ino, tgid, now);
+}
+
+static void scan(void)
+{
 	uint64_t now = mono_ms();
 	struct dmsc_l7_nsl *l;
 	size_t i;
@@ -428,14 +499,7 @@ static void scan(void)
 			open_in(ns.found[i].ino, ns.found[i].pid, now);
 			continue;
 		}
-		l->last_seen_ms = now;
-		if (l->unmapped) {
-			/* back within a scan: its entry again */
-			val.addr = l->addr;
-			val.port6 = l->fd6 >= 0 ? ns.port : 0;
-			if (bpf_map_update_elem(ns.map_fd, &l->cookie, &val, BPF_ANY) == 0)
-				l->unmapped = false;
-		}
+		seen(l, now);
 	}
 	/* A listener not seen: its namespace's processes left, or the walk
 	 * missed them, short of descriptors (the helper at its limit, whose
@@ -480,15 +544,27 @@ static void sweep_stale(void)
 
 static void *scan_main(void *arg)
 {
-	struct pollfd p = {.fd = ns.stop_fd, .events = POLLIN};
+	struct pollfd p[2] = {{.fd = ns.stop_fd, .events = POLLIN},
+			      {.fd = ns.ev_fd, .events = POLLIN}};
+	uint64_t next = mono_ms() + DMSC_L7_NETNS_SCAN_MS, now;
 
 	(void)arg;
 	while (!ns.off) {
-		int r = poll(&p, 1, DMSC_L7_NETNS_SCAN_MS);
+		int r;
 
-		if (r > 0 || (r < 0 && errno != EINTR))
+		now = mono_ms();
+		r = poll(p, 2, next > now ? (int)(next - now) : 0);
+		if ((r > 0 && p[0].revents) || (r < 0 && errno != EINTR))
 			break;
-		scan();
+		/* events lost (a burst of execs): every process is looked at */
+		if (r > 0 && p[1].revents &&
+		    dmsc_l7_procev_read(ns.ev_fd, on_exec, NULL) == -ENOBUFS)
+			next = 0;
+		now = mono_ms();
+		if (now >= next) {
+			scan();
+			next = now + DMSC_L7_NETNS_SCAN_MS;
+		}
 	}
 	return NULL;
 }
@@ -517,6 +593,9 @@ static int mesh_cgroup(const char *pin_dir, char *out, size_t len)
 	err = dmsc_cgroup2_mount(mnt, sizeof(mnt));
 	if (err)
 		return err;
+	snprintf(ns.cg_rel, sizeof(ns.cg_rel), "/%s", rec.cgroup_path);
+	while (strlen(ns.cg_rel) > 1 && ns.cg_rel[strlen(ns.cg_rel) - 1] == '/')
+		ns.cg_rel[strlen(ns.cg_rel) - 1] = '\0';
 	if (snprintf(out, len, "%s/%s", mnt, rec.cgroup_path) >= (int)len)
 		return -ENAMETOOLONG;
 	return 0;
@@ -616,6 +695,12 @@ int dmsc_l7_netns_start(const char *pin_dir, const struct sockaddr_in *listen, b
 	if (ns.off)
 		return 0;
 	sweep_stale();
+	ns.ev_fd = dmsc_l7_procev_open(ns.own_fd);
+	if (ns.ev_fd < 0)
+		pr_warn("no process events from the kernel (%s): a new network namespace is "
+			"found by the scan alone, and its first connections within %d ms are "
+			"balanced at L4\n",
+			strerror(-ns.ev_fd), DMSC_L7_NETNS_SCAN_MS);
 	ns.stop_fd = eventfd(0, EFD_CLOEXEC);
 	if (ns.stop_fd < 0)
 		return -errno;
@@ -626,8 +711,8 @@ int dmsc_l7_netns_start(const char *pin_dir, const struct sockaddr_in *listen, b
 		return -err;
 	}
 	ns.thread = true;
-	pr_info("looking for network namespaces in %s every %d ms\n", ns.cg_root,
-		DMSC_L7_NETNS_SCAN_MS);
+	pr_info("looking for network namespaces in %s every %d ms%s\n", ns.cg_root,
+		DMSC_L7_NETNS_SCAN_MS, ns.ev_fd >= 0 ? " and at each exec" : "");
 	return 0;
 }
 
@@ -642,6 +727,9 @@ void dmsc_l7_netns_stop_scanning(void)
 		pthread_join(ns.th, NULL);
 		ns.thread = false;
 	}
+	if (ns.ev_fd >= 0)
+		close(ns.ev_fd);
+	ns.ev_fd = -1;
 	/* no more namespaces to learn: the probe's cgroup goes */
 	dmsc_l7_nscookie_cleanup();
 }
@@ -741,6 +829,11 @@ void dmsc_l7_netns_resume(void)
 		if (ns.slots[i].fd >= 0)
 			resume_locked(&ns.slots[i]);
 	pthread_mutex_unlock(&pause_lock);
+}
+
+bool dmsc_l7_netns_own_entry(void)
+{
+	return ns.own.cookie != 0;
 }
 
 bool dmsc_l7_netns_addr(uint32_t addr)

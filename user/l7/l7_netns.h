@@ -11,8 +11,12 @@
  * an address of its own in 127.77.0.0/16 and the helper's port, and writes
  * the namespace's cookie -> that address into the pinned map dmsc_l7_netns.
  * cgroup/connect4 sends a client's http connection to the address its own
- * namespace has there (the address of --listen, dmsc_l7_conf, when it has
- * none). Each namespace's address differs, so the 4-tuple the helper's
+ * namespace has there; one that has none yet is balanced at L4 (the
+ * address of --listen, dmsc_l7_conf, only where the helper's own namespace
+ * has no entry either: docs/design.md decision 96). Besides the scan, the
+ * kernel's process events (l7_procev.h) have a process looked at as it
+ * execs, so that a namespace's listener is there before its first
+ * connect(). Each namespace's address differs, so the 4-tuple the helper's
  * accept() sees, the handoff key, stays unique across namespaces.
  *
  * Every worker's epoll watches every such listener (EPOLLEXCLUSIVE: one
@@ -118,6 +122,10 @@ void dmsc_l7_netns_resume(void);
  * connection's client address is then one of that namespace's loopback,
  * counted within the namespace (--max-conns-per-client). */
 bool dmsc_l7_netns_addr(uint32_t addr);
+/* Whether the helper's own namespace has its entry (decision 51): then a
+ * namespace without one is one not found yet, and dmsc_l7_conf says so
+ * (DMSC_L7_CONF_F_NETNS, docs/design.md decision 96). */
+bool dmsc_l7_netns_own_entry(void);
 
 
 /* Namespaces with a listener now (for the metrics). */
