@@ -22,6 +22,7 @@ RETRY=198.19.78.4
 BIG=198.19.78.5
 SILENT=198.19.78.6
 BUSY=198.19.78.7
+DEAD=198.19.78.8
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 \
 	b2=198.18.1.3/16 b3=198.18.1.4/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
@@ -100,6 +101,7 @@ cat >"$T/policy.json" <<EOF
       { "match": { "path_prefix": "/" }, "retries": 2 } ]'),
   $(dmsc_json_http big "$BIG" 198.18.1.2:8080),
   $(dmsc_json_http silent "$SILENT" 198.18.1.4:8080),
+  $(dmsc_json_http dead "$DEAD" 198.18.1.9:8080 '"routes": [ { "match": { "path_prefix": "/" }, "retries": 0 } ]'),
   $(dmsc_json_http busy "$BUSY" "198.18.1.4:8081 198.18.1.2:8080" \
 	'"routes": [ { "match": { "path_prefix": "/canary/" }, "idempotent": true } ]') ] }
 EOF
@@ -197,6 +199,19 @@ t_range "...20 POSTs: some get the 503 (a POST is not sent twice)" \
 	"$(grep -o '[0-9]*503' <<<"$out" | sed 's/503$//')" 1 19
 t_eq "...20 POSTs on a route marked \"idempotent\": all answered 200" \
 	"$(codes 20 POST /canary/id)" "20200 "
+
+# An answer before the request body was read (a backend's 503, the
+# helper's own 502): what the client still sends is acknowledged and
+# dropped, so it finishes its upload and reads the answer; without that
+# its window stayed shut and curl waited for it until --max-time.
+head -c 1000000 /dev/urandom >"$T/body.bin"
+post() { h2curl -o /dev/null -w '%{http_code}' --data-binary @"$T/body.bin" "$@"; echo " $?"; }
+t_eq "a 1 MB POST to a service with no backend up: 502 at once (curl's exit 0)" \
+	"$(post "http://$DEAD/id")" "502 0"
+got=$(for i in $(seq 1 16); do post "http://$BUSY/id"; done)
+t_eq "16 POSTs of 1 MB to a service one of whose backends answers 503 unread: each ends, curl's exit 0 ($(sort <<<"$got" | uniq -c | awk '{ printf "%s x %s %s; ", $1, $2, $3 }'))" \
+	"$(awk '$2 != 0' <<<"$got" | wc -l)" 0
+t_check "...and some of them were answered 503 by that backend" grep -qx '503 0' <<<"$got"
 
 # 6. flow control: a slow reader of a 20 MB body does not make the helper
 # buffer it (it holds at most the windows it advertises)

@@ -131,6 +131,33 @@ static int c_on_close(nghttp2_session *s, int32_t sid, uint32_t error, void *use
 	return 0;
 }
 
+/*
+ * The response to a client's stream is complete (END_STREAM sent) while
+ * the client is still sending its request: a backend that answered before
+ * reading the body (413, 401, a gRPC status), or the helper's own answer
+ * (502, 429, 404). What the client sent that nobody took is acknowledged
+ * and dropped, as what follows will be (c_on_data), so that its window
+ * opens and it finishes: a client waits for the window before it reads the
+ * answer (curl uploading 100 KB: a timeout instead of the 502). Not
+ * RST_STREAM NO_ERROR, which RFC 9113 (8.1) allows here, but curl 7.88
+ * takes for a failed transfer.
+ */
+static int c_on_frame_sent(nghttp2_session *s, const nghttp2_frame *frame, void *user)
+{
+	int32_t sid = frame->hd.stream_id;
+	struct h2_stream *st;
+
+	(void)user;
+	if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && sid > 0 &&
+	    nghttp2_session_get_stream_remote_close(s, sid) == 0) {
+		st = nghttp2_session_get_stream_user_data(s, sid);
+		if (st)
+			l7h2_req_discard(st);
+	}
+	return 0;
+}
+
 /* grpc-timeout (gRPC over HTTP/2): an integer and a unit, H M S m u n. */
 static uint64_t grpc_timeout_ms(const nghttp2_nv *nv)
 {
@@ -474,6 +501,7 @@ static int callbacks_init(void)
 	nghttp2_session_callbacks_set_on_frame_recv_callback(l7h2_client_cbs, c_on_frame);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(l7h2_client_cbs, c_on_data);
 	nghttp2_session_callbacks_set_on_stream_close_callback(l7h2_client_cbs, c_on_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(l7h2_client_cbs, c_on_frame_sent);
 	nghttp2_session_callbacks_set_send_callback(l7h2_up_cbs, l7h2_no_send);
 	nghttp2_session_callbacks_set_on_header_callback(l7h2_up_cbs, l7h2_up_on_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(l7h2_up_cbs, l7h2_up_on_frame);

@@ -134,6 +134,7 @@ ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
 ssize_t l7h2_resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
 		       nghttp2_data_source *src, void *user);
 void l7h2_respond_local(struct h2_stream *st, int status);
+void l7h2_req_discard(struct h2_stream *st);
 void l7h2_stream_finish(struct h2_stream *st);
 void l7h2_stream_free(struct h2_stream *st);
 void l7h2_stream_maybe_free(struct h2_stream *st);

@@ -385,6 +385,21 @@ ssize_t l7h2_req_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t len,
 	return (ssize_t)n;
 }
 
+/* The response is complete while the client still sends (l7_h2.c,
+ * c_on_frame_sent): what its request body holds is acknowledged and
+ * dropped; c_on_data drops what follows. */
+void l7h2_req_discard(struct h2_stream *st)
+{
+	size_t n = l7h2_hb_pending(&st->req_body);
+
+	if (!n || st->c_closed)
+		return;
+	l7h2_hb_free(&st->req_body);
+	st->req_acked += n;
+	nghttp2_session_consume(st->hc->s, st->cid, n);
+	l7h2_conn_dirty(st->hc);
+}
+
 /* The stream will not be sent again: its request copy goes. */
 void l7h2_copy_drop(struct h2_stream *st)
 {
