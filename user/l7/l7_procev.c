@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdalign.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -58,14 +59,32 @@ static int socket_in_init_net(int own_netns_fd)
 	return err ? err : fd;
 }
 
-int dmsc_l7_procev_open(int own_netns_fd)
+/* A request to the connector: LISTEN alone, or (Linux 6.6 and later) LISTEN
+ * with the events wanted, the kernel's struct proc_input; a kernel before
+ * 6.6 ignores a request of the second size. */
+static int subscribe(int fd, bool exec_only)
 {
-	struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
 	struct {
 		alignas(NLMSG_ALIGNTO) struct nlmsghdr nl;
 		struct cn_msg cn;
-		enum proc_cn_mcast_op op;
+		__u32 op;
+		__u32 events;
 	} __attribute__((packed)) req = {0};
+	size_t len = exec_only ? 8 : 4;
+
+	req.nl.nlmsg_len = (__u32)(sizeof(req.nl) + sizeof(req.cn) + len);
+	req.nl.nlmsg_type = NLMSG_DONE;
+	req.cn.id.idx = CN_IDX_PROC;
+	req.cn.id.val = CN_VAL_PROC;
+	req.cn.len = (__u16)len;
+	req.op = PROC_CN_MCAST_LISTEN;
+	req.events = PROC_EVENT_EXEC;
+	return send(fd, &req, req.nl.nlmsg_len, 0) == (ssize_t)req.nl.nlmsg_len ? 0 : -errno;
+}
+
+int dmsc_l7_procev_open(int own_netns_fd)
+{
+	struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
 	int fd, size = PROCEV_RCVBUF, err;
 
 	fd = socket_in_init_net(own_netns_fd);
@@ -73,23 +92,21 @@ int dmsc_l7_procev_open(int own_netns_fd)
 		return fd;
 	/* best effort: the default buffer overruns sooner, and is told */
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		goto fail;
-	req.nl.nlmsg_len = sizeof(req);
-	req.nl.nlmsg_type = NLMSG_DONE;
-	req.nl.nlmsg_pid = 0;
-	req.cn.id.idx = CN_IDX_PROC;
-	req.cn.id.val = CN_VAL_PROC;
-	/* the operation alone: kernels before 6.6 take no event filter */
-	req.cn.len = sizeof(req.op);
-	req.op = PROC_CN_MCAST_LISTEN;
-	if (send(fd, &req, sizeof(req), 0) != (ssize_t)sizeof(req))
-		goto fail;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	/* every event (any kernel), then execs only where the kernel can
+	 * filter (6.6: forks and exits no longer wake the helper) */
+	err = subscribe(fd, false);
+	if (!err)
+		err = subscribe(fd, true);
+	if (err) {
+		close(fd);
+		return err;
+	}
 	return fd;
-fail:
-	err = -errno;
-	close(fd);
-	return err ? err : -EIO;
 }
 
 int dmsc_l7_procev_read(int fd, void (*exec)(int tgid, void *arg), void *arg)
