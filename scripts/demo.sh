@@ -495,6 +495,18 @@ for ((i = 0; i < 10; i++)); do
 		http://198.19.0.14/canary/id
 done | sort | uniq -c | sed 's/^/     /'
 echo "   (each stream routed on its own: an L4 balancer sends a connection's 50 streams to one backend)"
+# (decision 96) A namespace the helper has not met: it hears of the exec
+# from the kernel and listens there before curl connects.
+for i in 1 2 3 4 5; do
+	dmsc_net_host "ctr$i" "198.18.0.$((40 + i))/16" || die "host ctr$i"
+done
+echo "   5 new containers (a namespace each, made now), one curl for /canary/id as each one's only process:"
+for i in 1 2 3 4 5; do
+	dmsc_run_in_cgroup "$CG" dmsc_net_exec "ctr$i" curl -sS --http2-prior-knowledge --max-time 10 \
+		http://198.19.0.14/canary/id 2>&1
+done | sort | uniq -c | sed 's/^/     /'
+echo "   (the helper listened in each before its curl connected: routed from the first request;"
+echo "    one it had not met yet would be balanced at L4, never refused)"
 echo "   a WebSocket to chat 198.19.0.15:80 (Python's websockets): the helper forwards the Upgrade, then"
 echo "   carries bytes both ways (decision 82): 3 echoes, 1 MiB byte-exact, the server's close code:"
 dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 /usr/bin/python3 \
