@@ -12,6 +12,7 @@
 
 #include <criterion/criterion.h>
 
+#include "cgroup.h"
 #include "debounce.h"
 #include "policy_set.h"
 #include "httpd.h"
@@ -655,4 +656,40 @@ Test(policy_dir, ipv6_addresses_across_files)
 			 "b.json: services[1] (w): [2001:2:61::2]:80/tcp is also the address of "
 			 "services[1] (y) in a.json");
 	merge_free(&m);
+}
+
+/* ---- a process's cgroup v2 ------------------------------------------- */
+Test(cgroup, within)
+{
+	cr_assert(dmsc_cgroup_within("/shop.slice", "/shop.slice"));
+	cr_assert(dmsc_cgroup_within("/shop.slice/web.service", "/shop.slice"));
+	cr_assert(!dmsc_cgroup_within("/shop.slice2", "/shop.slice"), "a sibling's prefix");
+	cr_assert(!dmsc_cgroup_within("/shop", "/shop.slice"));
+	cr_assert(dmsc_cgroup_within("shop.slice/a", "shop.slice"), "relative paths alike");
+}
+
+Test(cgroup, of_self)
+{
+	char cg[4096], small[2];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	char line[4200], want[4200] = "";
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "0::", 3)) {
+			line[strcspn(line, "\n")] = '\0';
+			snprintf(want, sizeof(want), "%s", line + 3);
+		}
+	fclose(f);
+	if (!want[0]) {
+		cr_assert_eq(dmsc_cgroup2_of(0, cg, sizeof(cg)), -ENOENT, "no cgroup v2 line");
+		return;
+	}
+	cr_assert_eq(dmsc_cgroup2_of(0, cg, sizeof(cg)), 0);
+	cr_assert_str_eq(cg, want);
+	cr_assert_eq(dmsc_cgroup2_of(getpid(), cg, sizeof(cg)), 0);
+	cr_assert_str_eq(cg, want);
+	cr_assert_eq(dmsc_cgroup2_of(0, small, sizeof(small)),
+		     strlen(want) < sizeof(small) ? 0 : -ENAMETOOLONG);
+	cr_assert_eq(dmsc_cgroup2_of(-5, cg, sizeof(cg)), -ENOENT, "no such process");
 }

@@ -31,3 +31,34 @@ int dmsc_cgroup2_mount(char *buf, size_t len)
 		pr_warn("no cgroup2 filesystem is mounted: dmsc attaches to cgroup v2 only\n");
 	return err;
 }
+
+int dmsc_cgroup2_of(int pid, char *buf, size_t len)
+{
+	char path[64], line[PATH_MAX + 8];
+	int err = -ENOENT;
+	FILE *f;
+
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/cgroup");
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "0::", 3) != 0)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		err = snprintf(buf, len, "%s", line + 3) < (int)len ? 0 : -ENAMETOOLONG;
+		break;
+	}
+	fclose(f);
+	return err;
+}
+
+bool dmsc_cgroup_within(const char *path, const char *top)
+{
+	size_t n = strlen(top);
+
+	return strncmp(path, top, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}

@@ -7,10 +7,20 @@
 #ifndef DMSC_CGROUP_H
 #define DMSC_CGROUP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The cgroup2 mount point, read from /proc/mounts (hybrid hosts mount it
  * at /sys/fs/cgroup/unified): 0, or a negative errno (said). */
 int dmsc_cgroup2_mount(char *buf, size_t len);
+
+/* The cgroup v2 of process pid (0: the caller) as /proc/PID/cgroup names
+ * it, from the mount: "/" or "/a/b". 0, -ENOENT (no v2 line), or the
+ * negative errno of the read (the process gone: -ENOENT). */
+int dmsc_cgroup2_of(int pid, char *buf, size_t len);
+
+/* Whether cgroup path is top or one under it (both as the same kind of
+ * path, no trailing '/'). */
+bool dmsc_cgroup_within(const char *path, const char *top);
 
 #endif /* DMSC_CGROUP_H */

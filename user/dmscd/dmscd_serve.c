@@ -140,23 +140,15 @@ int tunnel_host(const char *dir)
 static void helper_cgroup(const struct agent *ag, struct dmsc_l7_supervisor *sup,
 			  const char *name, char *cg, size_t cg_len)
 {
-	char root[PATH_MAX], line[PATH_MAX + 8], own[sizeof(line)] = "";
-	size_t mesh_len = strlen(ag->mesh_cgroup);
-	FILE *f;
+	char root[PATH_MAX], own[PATH_MAX];
 	int fd;
 
 	cg[0] = '\0';
-	if (!mesh_len || dmsc_cgroup2_mount(root, sizeof(root)))
+	if (!ag->mesh_cgroup[0] || dmsc_cgroup2_mount(root, sizeof(root)))
 		return;
-	f = fopen("/proc/self/cgroup", "re");
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, "0::/", 4)) {
-			line[strcspn(line, "\n")] = '\0';
-			snprintf(own, sizeof(own), "%s", line + 4);
-		}
-	if (f)
-		fclose(f);
-	if (!strncmp(own, ag->mesh_cgroup, mesh_len) && (!own[mesh_len] || own[mesh_len] == '/')) {
+	/* own: "/a/b", the mesh cgroup "a": compared without the '/' */
+	if (dmsc_cgroup2_of(0, own, sizeof(own)) == 0 &&
+	    dmsc_cgroup_within(own + 1, ag->mesh_cgroup)) {
 		pr_info("%s runs in dmscd's cgroup, inside the mesh cgroup %s\n", name,
 			ag->mesh_cgroup);
 		return;

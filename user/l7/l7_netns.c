@@ -21,6 +21,7 @@
 
 #include <bpf/bpf.h>
 
+#include "cgroup.h"
 #include "datapath.h"
 #include "dmsc/shared.h"
 #include "l7_netns.h"
@@ -442,26 +443,9 @@ static void seen(struct dmsc_l7_nsl *l, uint64_t now)
 /* Whether pid's cgroup (v2) is the mesh cgroup or one under it. */
 static bool in_mesh(int pid)
 {
-	char path[64], line[PATH_MAX + 8];
-	size_t n = strlen(ns.cg_rel);
-	bool in = false;
-	FILE *f;
+	char cg[PATH_MAX];
 
-	snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
-	f = fopen(path, "re");
-	if (!f)
-		return false; /* gone already */
-	while (!in && fgets(line, sizeof(line), f)) {
-		char *p = line + 3;
-
-		if (strncmp(line, "0::", 3))
-			continue;
-		p[strcspn(p, "\n")] = '\0';
-		in = !strncmp(p, ns.cg_rel, n) && (p[n] == '\0' || p[n] == '/' || n == 1);
-		break;
-	}
-	fclose(f);
-	return in;
+	return dmsc_cgroup2_of(pid, cg, sizeof(cg)) == 0 && dmsc_cgroup_within(cg, ns.cg_rel);
 }
 
 /* An exec the kernel told of (l7_procev.h): a mesh process in a namespace
@@ -593,9 +577,8 @@ static int mesh_cgroup(const char *pin_dir, char *out, size_t len)
 	err = dmsc_cgroup2_mount(mnt, sizeof(mnt));
 	if (err)
 		return err;
+	/* (realpath's, less the mount: no '/' at either end) */
 	snprintf(ns.cg_rel, sizeof(ns.cg_rel), "/%s", rec.cgroup_path);
-	while (strlen(ns.cg_rel) > 1 && ns.cg_rel[strlen(ns.cg_rel) - 1] == '/')
-		ns.cg_rel[strlen(ns.cg_rel) - 1] = '\0';
 	if (snprintf(out, len, "%s/%s", mnt, rec.cgroup_path) >= (int)len)
 		return -ENAMETOOLONG;
 	return 0;

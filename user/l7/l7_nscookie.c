@@ -128,25 +128,16 @@ static void strip_slashes(char *s)
  * 0, or -ENOENT when there is no such choice. */
 static int parent_dir(int i, const char *mnt, const char *mesh_cg, char *out, size_t len)
 {
-	char line[PATH_MAX + 8], *slash;
-	FILE *f;
-	int err = -ENOENT;
+	char own[PATH_MAX], *slash;
+	int err;
 
 	if (i == 0) {
-		f = fopen("/proc/self/cgroup", "re");
-		if (!f)
-			return -errno;
-		while (fgets(line, sizeof(line), f)) {
-			if (strncmp(line, "0::", 3) != 0)
-				continue;
-			line[strcspn(line, "\n")] = '\0';
-			if (strcmp(line + 3, "/") != 0 &&
-			    snprintf(out, len, "%s%s", mnt, line + 3) < (int)len)
-				err = 0;
-			break;
-		}
-		fclose(f);
-		return err;
+		err = dmsc_cgroup2_of(0, own, sizeof(own));
+		if (err)
+			return err;
+		if (strcmp(own, "/") == 0 || snprintf(out, len, "%s%s", mnt, own) >= (int)len)
+			return -ENOENT;
+		return 0;
 	}
 	if (i != 1 || !mesh_cg || snprintf(out, len, "%s", mesh_cg) >= (int)len)
 		return -ENOENT;
