@@ -48,7 +48,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-STEPS=15 STEP=0
+STEPS=16 STEP=0
 step() {
 	STEP=$((STEP + 1))
 	printf '\n== %d/%d %s\n' "$STEP" "$STEPS" "$*"
@@ -149,6 +149,19 @@ jq '.services[0].backends[0].weight = 50 | .services[0].backends[1].weight = 50'
 "$CTL" apply "$T/5050.json"
 drive $((CONNECTIONS / 2)) half
 table half
+
+step "session affinity: with \"affinity\": \"client\" each client keeps one backend"
+jq '.services[0].affinity = "client"' "$T/5050.json" >"$T/affinity.json"
+"$CTL" apply "$T/affinity.json" >/dev/null || die "apply failed"
+echo "   still 50/50; five clients (cgroups of the shop), 40 connections each:"
+for i in 1 2 3 4 5; do
+	cg=$(dmsc_cgroup_make "$P/shop/client$i") || die "cgroup"
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec client "$PROBE" --connect 198.19.0.10:9080 \
+		--count 40 --parallel 4 --json |
+		jq -r --arg c "client$i" '"     \($c): " + ([.backends | to_entries[] | "\(.value) to \(.key)"] | join(", "))'
+done
+echo "   (each client: all its connections on one backend; iperf3, FTP, in-memory sessions need that)"
+"$CTL" apply "$T/5050.json" >/dev/null || die "apply failed"
 
 step "drain reviews-v2 (weight 0), then refuse everything (all weights 0)"
 jq '.services[0].backends[1].weight = 0' "$POLICY" >"$T/drain.json"

@@ -144,10 +144,21 @@ static __always_inline int svc_admit(struct bpf_sock_addr *ctx, const struct dms
 	return l7 ? SVC_L7 : SVC_BACKEND;
 }
 
-/* A backend id from the slot table, or 0 (counted: left untranslated). */
-static __always_inline __u32 svc_pick(const struct dmsc_svc *svc)
+/* A backend id from the slot table, or 0 (counted: left untranslated).
+ * affinity "client": the slot is the client's own, hashed from its network
+ * namespace and its cgroup (docs/design.md decision 97), so that its
+ * connections meet on one backend while the table stays the same; the
+ * network namespace cookie needs Linux 5.7, the cgroup id 4.18. */
+static __always_inline __u32 svc_pick(struct bpf_sock_addr *ctx, const struct dmsc_svc *svc)
 {
-	__u32 backend_id = health_pick(svc, dmsc_slot_index(bpf_get_prandom_u32()));
+	__u32 r, backend_id;
+
+	if (svc->flags & DMSC_SVC_F_AFFINITY)
+		r = dmsc_affinity_hash(bpf_get_netns_cookie(ctx), bpf_get_current_cgroup_id(),
+				       svc->id);
+	else
+		r = bpf_get_prandom_u32();
+	backend_id = health_pick(svc, dmsc_slot_index(r));
 
 	if (!backend_id)
 		count_reason(DMSC_R_SLOT_EMPTY);
@@ -383,7 +394,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	if (svc_empty(svc, ss))
 		return SOCK_ADDR_REFUSE;
 
-	backend_id = svc_pick(svc);
+	backend_id = svc_pick(ctx, svc);
 	if (!backend_id)
 		return SOCK_ADDR_PASS;
 	be = bpf_map_lookup_elem(&dmsc_backends, &backend_id);

@@ -109,6 +109,10 @@ enum dmsc_svc_flags {
 	/* A backend of it carries DMSC_BE_F_MTLS_REQUIRED or _PERMISSIVE:
 	 * its entries in dmsc_be_mtls go when it goes. */
 	DMSC_SVC_F_MTLS_GUARD = 1u << 9,
+	/* affinity "client": a client's connections all pick the same slot,
+	 * one hashed from who it is instead of a random one (docs/design.md
+	 * decision 97). An older datapath ignores it: random picks. */
+	DMSC_SVC_F_AFFINITY = 1u << 10,
 };
 
 struct dmsc_svc {
@@ -733,6 +737,26 @@ struct dmsc_tunnel_handoff6 {
 static inline __u32 dmsc_slot_index(__u32 random)
 {
 	return random & DMSC_SLOT_MASK;
+}
+
+/* What stands in for the random number of a pick under affinity "client"
+ * (docs/design.md decision 97): a mix of who the client is (the kernel:
+ * its network namespace's cookie and its cgroup id; dmsc-l7: its cgroup
+ * id and address) and of the service, so that one client's services do
+ * not all land on their first backend. Both halves of every input reach
+ * every bit of the result (a 64-bit finalizer). */
+static inline __u32 dmsc_affinity_hash(__u64 who, __u64 where, __u32 svc_id)
+{
+	__u64 h = who * 0x9e3779b97f4a7c15ULL;
+
+	h ^= where + 0x632be59bd9b4e019ULL + (h << 6) + (h >> 2);
+	h ^= (__u64)svc_id << 32;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return (__u32)h;
 }
 
 /* The fast path over IPv6 (docs/design.md decision 34). The IPv4 tables

@@ -418,6 +418,7 @@ Test(fingerprint, every_field_counts)
 	CHANGED(s.port = 81, s.port = 80);
 	CHANGED(s.protocol = DMSC_POLICY_UDP, s.protocol = DMSC_POLICY_TCP);
 	CHANGED(s.accelerate = DMSC_ACCEL_OFF, s.accelerate = DMSC_ACCEL_AUTO);
+	CHANGED(s.affinity = DMSC_AFFINITY_CLIENT, s.affinity = DMSC_AFFINITY_NONE);
 	CHANGED(be.addr = 9, be.addr = 1);
 	CHANGED(be.addr6[0] = 0x20, be.addr6[0] = 0);
 	CHANGED(be.port = 9, be.port = 2);
@@ -637,5 +638,37 @@ Test(mirror, stale_guard_index_entries_are_swept)
 	/* nothing stale: the mirror's next apply writes nothing */
 	cr_assert_eq(mapply(&p, false, NULL), 0);
 	dmsc_apply_set_host(NULL);
+	dmsc_policy_free(&p);
+}
+
+/* affinity "client" (docs/design.md decision 97): its table is laid out
+ * by address, and the mirror lays out what the maps hold, IPv4 and IPv6,
+ * before and after a weight change and when adopted afresh. */
+Test(mirror, affinity_tables)
+{
+	struct dmsc_policy p = {0};
+	struct dmsc_state st;
+	size_t changes, i;
+
+	fixture_policy(&p, 6, 3, NULL);
+	fixture_ipv6(&p, 4, 0x64);
+	p.services[1].affinity = DMSC_AFFINITY_CLIENT;
+	p.services[4].affinity = DMSC_AFFINITY_CLIENT;
+	mapply_holds(&p, 6 * 5, 6, "the first apply");
+	cr_assert_eq(dmsc_state_read(&dp, &st), 0);
+	for (i = 0; i < st.n_svcs; i++)
+		cr_expect_eq(!!(st.svcs[i].svc.flags & DMSC_SVC_F_AFFINITY),
+			     !strcmp(st.svcs[i].meta.name, p.services[1].name) ||
+				 !strcmp(st.svcs[i].meta.name, p.services[4].name),
+			     "service %s", st.svcs[i].meta.name);
+	dmsc_state_free(&st);
+	p.services[1].backends[0].weight = 7;
+	p.services[4].backends[2].weight = 5;
+	mapply_holds(&p, 2 * 2, 2, "a weight of each");
+	dmsc_mirror_free(&mir);
+	memset(&mir, 0, sizeof(mir));
+	cr_assert_eq(mapply(&p, false, &changes), 0, "adopted: nothing to write");
+	p.services[1].affinity = DMSC_AFFINITY_NONE;
+	mapply_holds(&p, 1, 1, "affinity off: the service element only");
 	dmsc_policy_free(&p);
 }

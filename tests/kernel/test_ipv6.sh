@@ -89,6 +89,9 @@ policy() { # web6's weights, the cgroup under mesh that acl6u allows
   { "name": "dns6", "vip": "$VIP6", "port": 53, "protocol": "udp",
     "backends": [ { "address": "2001:2:60::11", "port": 8080 },
                   { "address": "2001:2:60::12", "port": 8080 } ] },
+  { "name": "aff6", "vip": "$VIP6", "port": 88, "affinity": "client",
+    "backends": [ { "address": "2001:2:60::11", "port": 8080 },
+                  { "address": "2001:2:60::12", "port": 8080 } ] },
   { "name": "lim6", "vip": "$LIM6", "port": 80,
     "rate_limit": { "connections_per_second": 1, "burst": 3 },
     "backends": [ { "address": "2001:2:60::11", "port": 8080 } ] },
@@ -181,7 +184,7 @@ t_check "cgroup_skb counts web6's bytes over IPv6, to and from" \
 	test "$(stat_of web6 bytes_to)" -gt 0 -a "$(stat_of web6 bytes_from)" -gt 0
 # The mesh cgroup's clients of the checks below, in one Python process
 # (each start costs seconds in an emulated guest): one JSON line per job.
-mesh_jobs=(tcp6 udp6 udp6c dual dualu dualuc lim acl-no direct pv6 pv4d)
+mesh_jobs=(tcp6 udp6 udp6c dual dualu dualuc lim acl-no direct pv6 pv4d aff6)
 peer "$MESH" batch >"$T/mesh.jsonl" <<EOF
 tcp --to [$VIP6]:80 --count 20
 udp --to [$VIP6]:53 --count $NU
@@ -194,6 +197,7 @@ tcp --to [$ACL6]:80 --count 5
 tcp --to [2001:2:60::11]:8080 --count 5
 tcp --to [$PV6]:80 --count 200 --after-errors 3:$((NP - 3))
 tcp --dual --to $VIP4:81 --count 200 --after-errors 3:$((NP - 3))
+tcp --to [$VIP6]:88 --count 20
 EOF
 # J[JOB.rp]: [replies, peer_is_target]; J[JOB.keys]: the backends that
 # answered; J[JOB.refused]: [ECONNREFUSED, then (--after-errors) replies,
@@ -211,6 +215,11 @@ snap
 lap "the mesh's Python clients"
 t_eq "TCP over IPv6: getpeername() shows the VIP (getpeername6)" \
 	"${J[tcp6.rp]}" "[20,20]"
+
+# affinity "client" (docs/design.md decision 97): connect6 too; 20
+# connections at 50/50 all on one backend by chance: one time in 2^19
+t_eq "affinity client over IPv6: 20 connections answered, all by one backend" \
+	"$(jq -c '.[0]' <<<"${J[aff6.rp]}") $(jq length <<<"${J[aff6.keys]}")" "20 1"
 
 t_eq "UDP over IPv6: every answer comes from the VIP (sendmsg6, recvmsg6)" \
 	"${J[udp6.rp]}" "[$NU,$NU]"

@@ -23,6 +23,7 @@ BIG=198.19.0.27
 WS=198.19.0.28
 LAZY=198.19.0.29
 PAUSE=198.19.0.30
+STICKY=198.19.0.31
 # wrk's 30 s load; L7_LOAD_SECONDS=0 skips it (counted as skipped, not passed)
 LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 || exit 1
@@ -94,7 +95,8 @@ cat >"$T/policy.json" <<EOF
   $(dmsc_json_http bigsvc "$BIG" 198.18.1.9:8080),
   $(dmsc_json_http wssvc "$WS" 198.18.1.10:8080),
   $(dmsc_json_http lazysvc "$LAZY" 198.18.1.11:8080),
-  $(dmsc_json_http pausesvc "$PAUSE" 198.18.1.12:8080) ] }
+  $(dmsc_json_http pausesvc "$PAUSE" 198.18.1.12:8080),
+  $(dmsc_json_http sticky "$STICKY" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": "client"') ] }
 EOF
 
 t_check "install on the test cgroup (3 hooks, sockops included)" "$CTL" install --cgroup "$MESH"
@@ -212,6 +214,27 @@ printf 'GET /v2/a HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\nx-can
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c bash -c "exec 3<>/dev/tcp/$WEB/80; cat '$T/alt.txt' >&3; timeout 5 cat <&3" >"$T/alt.out" 2>&1
 t_eq "keep-alive: answers alternate v2 v3 v2 on one connection" \
 	"$(grep -a -E '^v[0-9]' "$T/alt.out" | tr -d '\r' | tr '\n' ' ')" "v2 v3 v2 "
+
+# 2b. affinity "client" (docs/design.md decision 97): every request of one
+# client goes to one backend, whatever connection carries it; clients
+# (here: cgroups) are spread over the backends by weight (50/50). HTTP/2
+# streams: test_l7_h2.sh 1.
+httpc "$STICKY" --path /a --count 100 --conns 4 >"$T/sticky.json"
+t_eq "affinity: 100 requests of one client on 4 connections, one backend" \
+	"$(jq -c '[.status."200", ([.bodies[]] | max)]' "$T/sticky.json")" "[100,100]"
+seen=""
+one_each=0
+for i in $(seq 1 16); do
+	cg=$(dmsc_cgroup_make "$P/mesh/sticky$i") || t_fail "cgroup mesh/sticky$i"
+	dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$HTTPC" --connect "$STICKY:80" --path /c \
+		--count 6 --conns 2 >"$T/sticky$i.json"
+	[[ $(jq -c '[.status."200", ([.bodies[]] | max)]' "$T/sticky$i.json") == "[6,6]" ]] &&
+		((one_each++))
+	seen+=" $(jq -r '.bodies | keys[]' "$T/sticky$i.json")"
+done
+t_eq "affinity: each of 16 clients has all its requests on one backend" "$one_each" 16
+t_eq "affinity: the 16 clients are spread over both backends" \
+	"$(tr ' ' '\n' <<<"$seen" | sort -u | grep -c .)" 2
 
 # 3. Bodies: large Content-Length and chunked, streamed.
 httpc "$WEB" --method POST --path /v2/upload --body-bytes 20000000 >"$T/bigpost.json"

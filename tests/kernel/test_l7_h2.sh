@@ -23,6 +23,7 @@ BIG=198.19.78.5
 SILENT=198.19.78.6
 BUSY=198.19.78.7
 DEAD=198.19.78.8
+STICKY=198.19.78.9
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 \
 	b2=198.18.1.3/16 b3=198.18.1.4/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
@@ -103,7 +104,8 @@ cat >"$T/policy.json" <<EOF
   $(dmsc_json_http silent "$SILENT" 198.18.1.4:8080),
   $(dmsc_json_http dead "$DEAD" 198.18.1.9:8080 '"routes": [ { "match": { "path_prefix": "/" }, "retries": 0 } ]'),
   $(dmsc_json_http busy "$BUSY" "198.18.1.4:8081 198.18.1.2:8080" \
-	'"routes": [ { "match": { "path_prefix": "/canary/" }, "idempotent": true } ]') ] }
+	'"routes": [ { "match": { "path_prefix": "/canary/" }, "idempotent": true } ]'),
+  $(dmsc_json_http sticky "$STICKY" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": "client"') ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply the policy" "$CTL" apply "$T/policy.json"
@@ -150,7 +152,6 @@ for i in $(seq 1 20); do urls+=("http://$WEB/canary/id?n=$i" "http://$WEB/v1only
 in_c nghttp "${urls[@]}" >"$T/mixed.out" 2>&1
 t_eq "20 /canary/ and 20 /v1only/ streams on one connection: 20 v2, 20 v1" \
 	"$(grep -cx v2 "$T/mixed.out") $(grep -cx v1 "$T/mixed.out")" "20 20"
-
 # 2. h2load: many streams, several connections
 in_c h2load -n 2000 -c 4 -m 16 "http://$WEB/id" >"$T/h2load.out" 2>&1
 t_check "h2load: 2000 requests, 2000 succeeded" grep -q 'requests: 2000 total, 2000 started, 2000 done, 2000 succeeded' "$T/h2load.out"
@@ -163,6 +164,14 @@ for h in b1 b2; do
 	t_range "backend connections to $h after the 4 clients left: shared, at most 4 per worker" \
 		"$(dmsc_net_exec "$h" ss -Htn state established '( sport = :8080 )' | wc -l)" 1 8
 done
+# (after the count above: another service has backend connections of its own)
+# affinity "client" (decision 97): 40 streams of one client, weights 1:1,
+# all on one backend (by chance: one time in 2^39)
+urls=()
+for i in $(seq 1 40); do urls+=("http://$STICKY/id?n=$i"); done
+in_c nghttp "${urls[@]}" >"$T/sticky.out" 2>&1
+t_eq "affinity client: 40 streams on one connection, all answered by one backend" \
+	"$(sort "$T/sticky.out" | uniq -c | awk '{ print $1 }' | sort -n | tail -1) $(grep -cx 'v[12]' "$T/sticky.out")" "40 40"
 
 # 3. request limits per stream: burst 5, then 429
 in_c h2load -n 20 -c 1 -m 1 "http://$LIMITED/id" >"$T/limited.out" 2>&1

@@ -304,7 +304,7 @@ Test(policy_service, unknown_field_lists_the_allowed_ones)
 	EXPECT_ERRORS(DOC(SVC(",'foo':1")),
 		      {"services[0].foo",
 		       "unknown field \"foo\" (allowed: name, vip, port, protocol, backends, "
-		       "rate_limit, allow_from, accelerate, routes, health, mtls)"});
+		       "rate_limit, allow_from, accelerate, routes, health, mtls, affinity)"});
 }
 
 #define BAD_NAME "is not a valid name: use 1 to 63 characters from A-Z a-z 0-9 . _ -"
@@ -389,7 +389,29 @@ Test(policy_service, protocol_and_accelerate)
 	    {DOC(SVC(",'accelerate':'fast'")),
 	     {"services[0].accelerate", "\"fast\" is not an accelerate mode (auto, on, off)"}},
 	    {DOC(SVC(",'accelerate':true")),
-	     {"services[0].accelerate", "expected a string, got boolean true"}});
+	     {"services[0].accelerate", "expected a string, got boolean true"}},
+	    {DOC(SVC(",'affinity':'ClientIP'")),
+	     {"services[0].affinity", "\"ClientIP\" is not an affinity (none, client)"}},
+	    {DOC(SVC(",'affinity':1")),
+	     {"services[0].affinity", "expected a string, got integer 1"}});
+}
+
+/* affinity: absent is none; client on every protocol, kept as written. */
+Test(policy_service, affinity)
+{
+	struct dmsc_policy p = {0};
+
+	parse_ok(
+	    DOC(SVC("") ",{'name':'dns','vip':'198.19.0.1','port':53,'protocol':'udp'," ONE_BACKEND
+			",'affinity':'client'},"
+			"{'name':'api','vip':'198.19.0.2','port':80,'protocol':'http'," ONE_BACKEND
+			",'affinity':'none'}"),
+	    &p);
+	cr_assert_eq(p.n_services, 3);
+	cr_expect_eq(p.services[0].affinity, DMSC_AFFINITY_NONE);
+	cr_expect_eq(p.services[1].affinity, DMSC_AFFINITY_CLIENT);
+	cr_expect_eq(p.services[2].affinity, DMSC_AFFINITY_NONE);
+	dmsc_policy_free(&p);
 }
 
 Test(policy_service, vip_port_protocol_is_unique)
@@ -802,7 +824,7 @@ Test(policy_errors, every_problem_is_collected_in_order)
 	    {"extra", "unknown field \"extra\" (allowed: services, mtls, hosts)"},
 	    {"services[0].x",
 	     "unknown field \"x\" (allowed: name, vip, port, protocol, backends, rate_limit, "
-	     "allow_from, accelerate, routes, health, mtls)"},
+	     "allow_from, accelerate, routes, health, mtls, affinity)"},
 	    {"services[0].name", "\"a b\" " BAD_NAME},
 	    {"services[0].vip", "\"10.0.0.300\" is not an IPv4 or IPv6 address"},
 	    {"services[0].port", "expected an integer, got string \"80\""},

@@ -108,6 +108,8 @@ static void slot_table(const struct dmsc_mirror_svc *ms, struct dmsc_svc *svc)
 {
 	__u32 ids[DMSC_BACKENDS_PER_SERVICE_MAX], w[DMSC_BACKENDS_PER_SERVICE_MAX],
 		eff[DMSC_BACKENDS_PER_SERVICE_MAX], counts[DMSC_BACKENDS_PER_SERVICE_MAX];
+	struct dmsc_backend be[DMSC_BACKENDS_PER_SERVICE_MAX];
+	__u32 be6[DMSC_BACKENDS_PER_SERVICE_MAX][4];
 	unsigned char out[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 i;
 
@@ -115,11 +117,14 @@ static void slot_table(const struct dmsc_mirror_svc *ms, struct dmsc_svc *svc)
 		ids[i] = ms->be[i].id;
 		w[i] = ms->be[i].weight;
 		out[i] = ms->be[i].out;
+		be[i].addr = ms->be[i].addr;
+		be[i].port = ms->be[i].port;
+		memcpy(be6[i], dmsc_mirror_be6(ms, i), sizeof(be6[i]));
 	}
 	/* As dmsc_plan_service lays it out: health's out backends get none. */
 	dmsc_health_weights(w, out, ms->n_be, eff);
 	dmsc_slot_counts(eff, ms->n_be, counts);
-	dmsc_slot_layout(counts, ids, ms->n_be, svc->slot);
+	dmsc_svc_layout(ms->flags, counts, ids, be, be6, ms->n_be, svc->slot);
 }
 
 /* What dmsc_state_read() would have read for this service. */

@@ -60,6 +60,8 @@ static void plan_limits(struct plan_svc *p)
 		p->svc.flags |= DMSC_SVC_F_ACCEL_ON;
 	if (w->protocol == DMSC_POLICY_HTTP)
 		p->svc.flags |= DMSC_SVC_F_L7;
+	if (w->affinity == DMSC_AFFINITY_CLIENT)
+		p->svc.flags |= DMSC_SVC_F_AFFINITY;
 	if (w->has_allow_from)
 		p->svc.flags |= DMSC_SVC_F_ALLOW_LIST;
 	if (!w->has_rate_limit)
@@ -506,7 +508,8 @@ int dmsc_plan_service(struct apply_ctx *c, struct plan_svc *p, char *detail, siz
 		return err;
 	if (cur && allow_changed(p))
 		append(detail, dlen, "allow_from changed; ");
-	dmsc_slot_layout(counts, p->meta.backend_id, (__u32)w->n_backends, p->svc.slot);
+	dmsc_svc_layout(p->svc.flags, counts, p->meta.backend_id, p->be, p->be6,
+			(__u32)w->n_backends, p->svc.slot);
 	p->svc.table_hash = dmsc_table_hash(p->svc.slot);
 	i = strlen(detail);
 	if (i >= 2 && detail[i - 2] == ';')

@@ -153,8 +153,11 @@ static void show_service(const struct opts *o, const struct dmsc_datapath *dp,
 	if (s->svc.flags & DMSC_SVC_F_HEALTH)
 		json_add(js, "health_panic",
 			 json_object_new_boolean(s->svc.flags & DMSC_SVC_F_HEALTH_PANIC));
+	json_add(js, "affinity",
+		 json_object_new_string(s->svc.flags & DMSC_SVC_F_AFFINITY ? "client" : "none"));
 	if (!o->json)
-		printf("%s  %s%s%s\n", s->meta.name, key,
+		printf("%s  %s%s%s%s\n", s->meta.name, key,
+		       s->svc.flags & DMSC_SVC_F_AFFINITY ? "  affinity client" : "",
 		       s->svc.flags & DMSC_SVC_F_NO_BACKEND
 			   ? "  (every weight is 0: new connections refused)"
 			   : "",

@@ -187,6 +187,7 @@ struct conn {
 	struct sockaddr_storage peer;
 	struct dmsc_l7_client *client; /* its count in --max-conns-per-client */
 	uint64_t cgroup; /* the client's, from its handoff record; 0: unknown (IPv6) */
+	uint64_t affinity_key; /* dmsc_l7_pick_seed's; 0: not read yet */
 	uint64_t up_key; /* the identity ufd carries (dmsc_l7_via_key) */
 
 	http_parser sp;

@@ -4,9 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 
 #include "dmsc/slots.h"
 #include "cmp.h"
+#include "hash.h"
 #include "l7_route.h"
 
 static bool backend_selected(const struct dmsc_policy_backend *b, const struct dmsc_label *sel,
@@ -31,15 +34,20 @@ void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_serv
 {
 	__u32 weight[DMSC_BACKENDS_PER_SERVICE_MAX], counts[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 ids[DMSC_BACKENDS_PER_SERVICE_MAX], slot[DMSC_SLOTS];
+	__u64 key[DMSC_BACKENDS_PER_SERVICE_MAX];
 	__u32 k = 0;
 	size_t i;
 
 	memset(pick, 0, sizeof(*pick));
 	for (i = 0; i < svc->n_backends && k < DMSC_BACKENDS_PER_SERVICE_MAX; i++) {
-		if (!backend_selected(&svc->backends[i], selector, n))
+		const struct dmsc_policy_backend *b = &svc->backends[i];
+
+		if (!backend_selected(b, selector, n))
 			continue;
-		weight[k] = svc->backends[i].weight;
+		weight[k] = b->weight;
 		ids[k] = (__u32)i + 1;
+		key[k] = svc->family == AF_INET6 ? dmsc_slot_key(b->addr6, 16, htons(b->port))
+						 : dmsc_slot_key(&b->addr, 4, htons(b->port));
 		k++;
 	}
 	pick->n_backends = k;
@@ -47,9 +55,52 @@ void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_serv
 		pick->empty = true;
 		return;
 	}
-	dmsc_slot_layout(counts, ids, k, slot);
+	/* affinity: a change of weights moves few clients (decision 97) */
+	if (svc->affinity == DMSC_AFFINITY_CLIENT)
+		dmsc_slot_layout_stable(counts, ids, key, k, slot);
+	else
+		dmsc_slot_layout(counts, ids, k, slot);
 	for (i = 0; i < DMSC_SLOTS; i++)
 		pick->slot[i] = (uint16_t)slot[i];
+}
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 /* Linux 5.14 */
+#endif
+
+/* Who the client of fd is: its namespace's cookie and its address (the
+ * port left out: every connection of a client has its own), with its
+ * cgroup; never 0. */
+static uint64_t client_key(int fd, uint64_t cgroup)
+{
+	struct sockaddr_storage ss;
+	uint64_t netns = 0, h = DMSC_FNV1A_INIT;
+	socklen_t len;
+
+	len = sizeof(netns);
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &netns, &len) < 0)
+		netns = 0;
+	h = dmsc_fnv1a(h, &netns, sizeof(netns));
+	h = dmsc_fnv1a(h, &cgroup, sizeof(cgroup));
+	len = sizeof(ss);
+	memset(&ss, 0, sizeof(ss));
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET)
+			h = dmsc_fnv1a(h, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+		else if (ss.ss_family == AF_INET6)
+			h = dmsc_fnv1a(h, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+	}
+	return h ? h : 1;
+}
+
+uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, int fd, uint64_t cgroup,
+			   uint64_t *key, uint32_t r)
+{
+	if (!svc->affinity_salt)
+		return r;
+	if (!*key)
+		*key = client_key(fd, cgroup);
+	return dmsc_affinity_hash(*key, cgroup, svc->affinity_salt);
 }
 
 int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t tried)
@@ -187,6 +238,9 @@ int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy)
 			memcpy(s->vip6, ps->vip6, sizeof(s->vip6));
 		s->vport = htons(ps->port);
 		dmsc_l7_pick_build(&s->pick, ps, NULL, 0);
+		if (ps->affinity == DMSC_AFFINITY_CLIENT)
+			s->affinity_salt =
+			    (uint32_t)dmsc_fnv1a(DMSC_FNV1A_INIT, ps->name, strlen(ps->name)) | 1u;
 		if (ps->has_rate_limit && ps->rate_limit.has_requests_per_second) {
 			s->has_request_limit = true;
 			s->requests_per_second = ps->rate_limit.requests_per_second;

@@ -43,6 +43,9 @@ struct dmsc_l7_service {
 	struct dmsc_l7_pick pick; /* no route matched: every backend */
 	bool has_request_limit;
 	uint64_t requests_per_second, burst;
+	/* affinity "client": a hash of the service's name, mixed into each
+	 * client's pick (dmsc_l7_pick_seed); 0: none, picks are random. */
+	uint32_t affinity_salt;
 };
 
 /* Owns the policy it was built from. */
@@ -128,6 +131,17 @@ void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_serv
  * another one is left, so that a retry goes elsewhere. -1: empty pick.
  */
 int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t tried);
+
+/*
+ * What a pick for one request of a client connection starts from: the
+ * random number r, or under affinity "client" (docs/design.md decision
+ * 97) the client's own, so that its requests meet on one backend while the
+ * weights stay the same. *key caches who the client is (0: not yet known):
+ * its network namespace's cookie (SO_NETNS_COOKIE of the accepted socket,
+ * Linux 5.14; 0 before), its cgroup and its address, read from fd once.
+ */
+uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, int fd, uint64_t cgroup,
+			   uint64_t *key, uint32_t r);
 
 /* The path of a request target: origin-form "/p?q" -> "/p"; absolute-form
  * "http://host/p?q" -> "/p"; "*" and anything else -> itself. */

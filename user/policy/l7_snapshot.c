@@ -200,6 +200,8 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, boo
 	}
 	if (s->has_health)
 		put(o, "health", health_json(&s->health, err), err);
+	if (s->affinity == DMSC_AFFINITY_CLIENT)
+		put(o, "affinity", json_object_new_string("client"), err);
 	if (s->n_routes) {
 		a = json_object_new_array();
 		for (i = 0; a && i < s->n_routes; i++)

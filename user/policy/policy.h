@@ -27,6 +27,14 @@ enum dmsc_accelerate {
 	DMSC_ACCEL_OFF,
 };
 
+/* "affinity" of a service (docs/design.md decision 97): none, each
+ * connection (each HTTP request) picks a backend by weight; client, each
+ * client's connections go to one backend, the weights spread clients. */
+enum dmsc_affinity {
+	DMSC_AFFINITY_NONE,
+	DMSC_AFFINITY_CLIENT,
+};
+
 /* "mtls" of a service (docs/design.md decision 24): how a connection to a
  * backend on another host travels, and whether the backend's host lets in
  * plain text from other hosts. */
@@ -161,6 +169,7 @@ struct dmsc_policy_service {
 	char **allow_from;
 	size_t n_allow_from;
 	enum dmsc_accelerate accelerate;
+	enum dmsc_affinity affinity;
 	struct dmsc_route *routes;
 	size_t n_routes;
 	bool has_health; /* absent: every backend is always in */

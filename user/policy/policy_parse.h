@@ -40,9 +40,9 @@
 #define TOKEN_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~"
 
 static const char *const policy_fields[] = {"services", "mtls", "hosts", NULL};
-static const char *const service_fields[] = {"name",	 "vip",	       "port",	     "protocol",
-					     "backends", "rate_limit", "allow_from", "accelerate",
-					     "routes",	 "health",     "mtls",	     NULL};
+static const char *const service_fields[] = {
+    "name",	  "vip",    "port",   "protocol", "backends", "rate_limit", "allow_from",
+    "accelerate", "routes", "health", "mtls",	  "affinity", NULL};
 static const char *const backend_fields[] = {"address", "port", "weight", "labels", "host", NULL};
 static const char *const rate_limit_fields[] = {"connections_per_second", "burst",
 						"bytes_per_second",	  "bytes_burst",
@@ -61,6 +61,11 @@ static const char *const accelerate_names[] = {
     [DMSC_ACCEL_AUTO] = "auto",
     [DMSC_ACCEL_ON] = "on",
     [DMSC_ACCEL_OFF] = "off",
+    NULL,
+};
+static const char *const affinity_names[] = {
+    [DMSC_AFFINITY_NONE] = "none",
+    [DMSC_AFFINITY_CLIENT] = "client",
     NULL,
 };
 static const char *const mtls_names[] = {

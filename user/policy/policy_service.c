@@ -482,6 +482,9 @@ static void parse_service(struct ctx *c, const char *path, struct json_object *v
 	if (!member(c, v, path, "accelerate", false, p, &f) &&
 	    !parse_enum(c, p, f, accelerate_names, "an accelerate mode", &e))
 		svc->accelerate = e;
+	if (!member(c, v, path, "affinity", false, p, &f) &&
+	    !parse_enum(c, p, f, affinity_names, "an affinity", &e))
+		svc->affinity = e;
 	if (!member(c, v, path, "routes", false, p, &f))
 		parse_routes(c, p, f, svc, proto_ok, backends_ok);
 	if (!member(c, v, path, "health", false, p, &f))
