@@ -176,7 +176,7 @@ static __always_inline int sock6_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	/* No IPv6 listener of the helper: balanced at L4 (fail open). */
 	if (svc_empty(svc, ss))
 		return SOCK_ADDR_REFUSE;
-	backend_id = svc_pick(ctx, svc);
+	backend_id = svc_pick(ctx, svc, dmsc_affinity_salt(key.vip, 4, key.port));
 	if (!backend_id)
 		return SOCK_ADDR_PASS;
 	be = bpf_map_lookup_elem(&dmsc_backends6, &backend_id);

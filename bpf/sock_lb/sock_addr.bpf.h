@@ -146,16 +146,18 @@ static __always_inline int svc_admit(struct bpf_sock_addr *ctx, const struct dms
 
 /* A backend id from the slot table, or 0 (counted: left untranslated).
  * affinity "client": the slot is the client's own, hashed from its network
- * namespace and its cgroup (docs/design.md decision 97), so that its
- * connections meet on one backend while the table stays the same; the
- * network namespace cookie needs Linux 5.7, the cgroup id 4.18. */
-static __always_inline __u32 svc_pick(struct bpf_sock_addr *ctx, const struct dmsc_svc *svc)
+ * namespace and its cgroup (docs/design.md decision 97) and salted with
+ * the service's address (dmsc_affinity_salt), so that its connections meet
+ * on one backend while the table stays the same; the network namespace
+ * cookie needs Linux 5.7, the cgroup id 4.18. */
+static __always_inline __u32 svc_pick(struct bpf_sock_addr *ctx, const struct dmsc_svc *svc,
+				      __u32 salt)
 {
 	__u32 r, backend_id;
 
 	if (svc->flags & DMSC_SVC_F_AFFINITY)
 		r = dmsc_affinity_hash(bpf_get_netns_cookie(ctx), bpf_get_current_cgroup_id(),
-				       svc->id);
+				       salt);
 	else
 		r = bpf_get_prandom_u32();
 	backend_id = health_pick(svc, dmsc_slot_index(r));
@@ -394,7 +396,7 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, __u8 proto
 	if (svc_empty(svc, ss))
 		return SOCK_ADDR_REFUSE;
 
-	backend_id = svc_pick(ctx, svc);
+	backend_id = svc_pick(ctx, svc, dmsc_affinity_salt(&key.vip, 1, key.port));
 	if (!backend_id)
 		return SOCK_ADDR_PASS;
 	be = bpf_map_lookup_elem(&dmsc_backends, &backend_id);

@@ -740,23 +740,37 @@ static inline __u32 dmsc_slot_index(__u32 random)
 }
 
 /* What stands in for the random number of a pick under affinity "client"
- * (docs/design.md decision 97): a mix of who the client is (the kernel:
- * its network namespace's cookie and its cgroup id; dmsc-l7: its cgroup
- * id and address) and of the service, so that one client's services do
- * not all land on their first backend. Both halves of every input reach
- * every bit of the result (a 64-bit finalizer). */
-static inline __u32 dmsc_affinity_hash(__u64 who, __u64 where, __u32 svc_id)
+ * (docs/design.md decision 97): a mix of who the client is (its network
+ * namespace's cookie and its cgroup id) and of the service's address, so
+ * that one client's services do not all land on their first backend. The
+ * address, not the service: a tcp and a udp service on one VIP and port
+ * (iperf3 -u, SIP) with the same backends have the same table, and a
+ * client's TCP and UDP then meet on one backend. Both halves of every
+ * input reach every bit of the result (a 64-bit finalizer). */
+static inline __u32 dmsc_affinity_hash(__u64 who, __u64 where, __u32 salt)
 {
 	__u64 h = who * 0x9e3779b97f4a7c15ULL;
 
 	h ^= where + 0x632be59bd9b4e019ULL + (h << 6) + (h >> 2);
-	h ^= (__u64)svc_id << 32;
+	h ^= (__u64)salt << 32;
 	h ^= h >> 33;
 	h *= 0xff51afd7ed558ccdULL;
 	h ^= h >> 33;
 	h *= 0xc4ceb9fe1a85ec53ULL;
 	h ^= h >> 33;
 	return (__u32)h;
+}
+
+/* The salt of a service's address: its VIP (network order; an IPv6 VIP's
+ * four words folded) and port (network order). */
+static inline __u32 dmsc_affinity_salt(const __u32 *vip, int words, __u16 port)
+{
+	__u32 s = (__u32)port * 0x9e3779b1u;
+	int i;
+
+	for (i = 0; i < words && i < 4; i++)
+		s ^= vip[i] * (0x85ebca6bu + 2 * (__u32)i);
+	return s;
 }
 
 /* The fast path over IPv6 (docs/design.md decision 34). The IPv4 tables

@@ -19,7 +19,13 @@ for f in b1-id b2-id b1-http b2-http; do
 	dmsc_backends_ready "$T/$f.out"
 done
 # iperf3 on both backends, for affinity (section 8): its control and data
-# connections must meet on one server.
+# connections must meet on one server. UDP servers named as the TCP ones,
+# on the same port: a client's TCP and UDP meet on one backend too.
+for b in b1:198.18.1.2:v1 b2:198.18.1.3:v2; do
+	IFS=: read -r host addr name <<<"$b"
+	dmsc_net_exec "$host" "$BIN/tools/dmsc-udp" serve --listen "$addr:9080" --name "$name" \
+		--max-seconds 3600 >"$T/$host-udp.out" 2>&1 &
+done
 for hp in b1:198.18.1.2 b2:198.18.1.3; do
 	dmsc_net_exec "${hp%%:*}" timeout 3600 iperf3 -s -B "${hp#*:}" -p 5201 >/dev/null 2>&1 &
 done
@@ -159,6 +165,8 @@ aff_policy() {
 { "services": [
   { "name": "reviews", "vip": "$VIP", "port": 9080, "affinity": "client",
     "backends": $(dmsc_json_backends "198.18.1.2:9080,1,v1" "198.18.1.3:9080,1,v2") },
+  { "name": "reviews-udp", "vip": "$VIP", "port": 9080, "protocol": "udp", "affinity": "client",
+    "backends": $(dmsc_json_backends "198.18.1.2:9080,1,v1" "198.18.1.3:9080,1,v2") },
   { "name": "perf", "vip": "$VIP", "port": 5201, "affinity": "client",
     "backends": $(dmsc_json_backends 198.18.1.2:5201 198.18.1.3:5201) } ] }
 EOF
@@ -170,6 +178,14 @@ t_eq "show services says affinity client" \
 probe "$MESH" --connect "$VIP:9080" --count 200 --parallel 4 >"$T/aff-one.json"
 t_eq "200 connections of one client all go to one backend" \
 	"$(jq -c '[.ok, ([.backends[]] | max)]' "$T/aff-one.json")" "[200,200]"
+# the udp service on the same VIP and port, same backends: the client's
+# datagrams, from 20 sockets, go where its TCP connections went
+dmsc_backends_ready "$T/b1-udp.out" "$T/b2-udp.out"
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c "$BIN/tools/dmsc-udp" send --json --timeout-ms 30000 \
+	--to "$VIP:9080" --sockets 20 --per-socket 1 >"$T/aff-udp.json"
+t_eq "UDP of the same client, 20 sockets: all to the backend of its TCP connections" \
+	"$(jq -c '[.replies, (.backends | keys)]' "$T/aff-udp.json")" \
+	"[20,$(jq -c '.backends | keys' "$T/aff-one.json")]"
 # 16 clients (cgroups), 10 connections each: each client on one backend,
 # and not all on the same one (at 50/50, all 16 alike is a 1-in-32768
 # draw). One subshell moves itself from cgroup to cgroup, and each probe

@@ -68,20 +68,17 @@ void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_serv
 #define SO_NETNS_COOKIE 71 /* Linux 5.14 */
 #endif
 
-/* Who the client of fd is: its namespace's cookie and its address (the
- * port left out: every connection of a client has its own), with its
- * cgroup; never 0. */
-static uint64_t client_key(int fd, uint64_t cgroup)
+/* Who the client of fd is: its namespace's cookie, or where the kernel
+ * cannot tell it (before 5.14) its address (the port left out: every
+ * connection of a client has its own), hashed; never 0. */
+static uint64_t client_key(int fd)
 {
 	struct sockaddr_storage ss;
 	uint64_t netns = 0, h = DMSC_FNV1A_INIT;
-	socklen_t len;
+	socklen_t len = sizeof(netns);
 
-	len = sizeof(netns);
-	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &netns, &len) < 0)
-		netns = 0;
-	h = dmsc_fnv1a(h, &netns, sizeof(netns));
-	h = dmsc_fnv1a(h, &cgroup, sizeof(cgroup));
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &netns, &len) == 0 && netns)
+		return netns;
 	len = sizeof(ss);
 	memset(&ss, 0, sizeof(ss));
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
@@ -96,10 +93,10 @@ static uint64_t client_key(int fd, uint64_t cgroup)
 uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, int fd, uint64_t cgroup,
 			   uint64_t *key, uint32_t r)
 {
-	if (!svc->affinity_salt)
+	if (!svc->affinity)
 		return r;
 	if (!*key)
-		*key = client_key(fd, cgroup);
+		*key = client_key(fd);
 	return dmsc_affinity_hash(*key, cgroup, svc->affinity_salt);
 }
 
@@ -238,9 +235,15 @@ int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy)
 			memcpy(s->vip6, ps->vip6, sizeof(s->vip6));
 		s->vport = htons(ps->port);
 		dmsc_l7_pick_build(&s->pick, ps, NULL, 0);
-		if (ps->affinity == DMSC_AFFINITY_CLIENT)
-			s->affinity_salt =
-			    (uint32_t)dmsc_fnv1a(DMSC_FNV1A_INIT, ps->name, strlen(ps->name)) | 1u;
+		if (ps->affinity == DMSC_AFFINITY_CLIENT) {
+			__u32 vip6[4];
+
+			memcpy(vip6, s->vip6, sizeof(vip6));
+			s->affinity = true;
+			s->affinity_salt = ps->family == AF_INET6
+					       ? dmsc_affinity_salt(vip6, 4, s->vport)
+					       : dmsc_affinity_salt(&s->vip, 1, s->vport);
+		}
 		if (ps->has_rate_limit && ps->rate_limit.has_requests_per_second) {
 			s->has_request_limit = true;
 			s->requests_per_second = ps->rate_limit.requests_per_second;

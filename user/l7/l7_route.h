@@ -43,8 +43,10 @@ struct dmsc_l7_service {
 	struct dmsc_l7_pick pick; /* no route matched: every backend */
 	bool has_request_limit;
 	uint64_t requests_per_second, burst;
-	/* affinity "client": a hash of the service's name, mixed into each
-	 * client's pick (dmsc_l7_pick_seed); 0: none, picks are random. */
+	/* affinity "client": each client's pick is its own
+	 * (dmsc_l7_pick_seed), salted as the kernel salts it, from the VIP
+	 * and port; else picks are random. */
+	bool affinity;
 	uint32_t affinity_salt;
 };
 
@@ -135,10 +137,11 @@ int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t t
 /*
  * What a pick for one request of a client connection starts from: the
  * random number r, or under affinity "client" (docs/design.md decision
- * 97) the client's own, so that its requests meet on one backend while the
- * weights stay the same. *key caches who the client is (0: not yet known):
- * its network namespace's cookie (SO_NETNS_COOKIE of the accepted socket,
- * Linux 5.14; 0 before), its cgroup and its address, read from fd once.
+ * 97) the client's own, as the kernel would hash it at connect(), so that
+ * its requests meet on one backend while the weights stay the same. *key
+ * caches who the client is (0: not yet known), read from fd once: its
+ * network namespace's cookie (SO_NETNS_COOKIE of the accepted socket,
+ * Linux 5.14), or before 5.14 a hash of its address.
  */
 uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, int fd, uint64_t cgroup,
 			   uint64_t *key, uint32_t r);
