@@ -24,11 +24,19 @@ static struct {
 	struct dmsc_l7_client *bucket[CLIENT_BUCKETS];
 } clients = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+static uint64_t key_hash(const struct dmsc_l7_client_key *k)
+{
+	return dmsc_fnv1a(k->scope * 0x9e3779b97f4a7c15ull, k->addr, sizeof(k->addr));
+}
+
 static size_t client_hash(const struct dmsc_l7_client_key *k)
 {
-	uint64_t h = dmsc_fnv1a(k->scope * 0x9e3779b97f4a7c15ull, k->addr, sizeof(k->addr));
+	return (size_t)(key_hash(k) >> 32) % CLIENT_BUCKETS;
+}
 
-	return (size_t)(h >> 32) % CLIENT_BUCKETS;
+uint64_t client_id(const struct dmsc_l7_client *client)
+{
+	return client ? key_hash(&client->key) : 0;
 }
 
 static bool client_is(const struct dmsc_l7_client *cc, const struct dmsc_l7_client_key *k)

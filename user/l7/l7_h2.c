@@ -534,6 +534,8 @@ int dmsc_l7_h2_start(struct dmsc_l7_h2_env *env, int cfd, struct dmsc_l7_client 
 	hc->svc = svc;
 	hc->svc_idx = svc_idx;
 	hc->cgroup = cgroup;
+	if (svc->affinity)
+		hc->affinity_key = env->client_id(client);
 	if (dmsc_l7_h2_client_addr(cfd, hc->client, sizeof(hc->client)))
 		hc->client[0] = '\0';
 	if (nghttp2_session_server_new2(&hc->s, l7h2_client_cbs, hc, l7h2_h2_opt) ||

@@ -65,6 +65,7 @@ struct dmsc_l7_h2_env {
 	void (*finished)(void *worker, const struct dmsc_l7_service *svc, size_t svc_idx, int route,
 			 int status, uint64_t dur_ns, uint32_t attempts, int grpc_status);
 	void (*release_client)(struct dmsc_l7_client *client);
+	uint64_t (*client_id)(const struct dmsc_l7_client *client);
 	uint32_t default_timeout_ms, default_retries, idle_ms;
 	bool xff, forwarded; /* --forwarded: X-Forwarded-For, Forwarded appended */
 	/* the worker's HTTP/2 connections */

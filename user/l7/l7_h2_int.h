@@ -104,7 +104,7 @@ struct dmsc_l7_h2 {
 	const struct dmsc_l7_service *svc;
 	size_t svc_idx;
 	uint64_t cgroup; /* the client's (dmsc_l7_h2_start) */
-	uint64_t affinity_key; /* dmsc_l7_pick_seed's; 0: not read yet */
+	uint64_t affinity_key; /* env->client_id(counted_as), if svc has affinity */
 	nghttp2_session *s;
 	struct h2_buf out;
 	struct h2_stream *streams;

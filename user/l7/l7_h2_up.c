@@ -378,10 +378,10 @@ void l7h2_stream_send(struct h2_stream *st)
 	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = l7h2_req_read};
 	int idx, tries;
 
-	idx = dmsc_l7_attempt_pick(hc->svc, st->route,
-				   dmsc_l7_pick_seed(hc->svc, hc->fd, hc->cgroup, &hc->affinity_key,
-						     hc->env->rnd(hc->env->worker)),
-				   &st->tried);
+	idx = dmsc_l7_attempt_pick(
+	    hc->svc, st->route,
+	    dmsc_l7_pick_seed(hc->svc, hc->affinity_key, hc->cgroup, hc->env->rnd(hc->env->worker)),
+	    &st->tried);
 	if (idx < 0) {
 		l7h2_respond_local(st, 503);
 		return;

@@ -187,7 +187,7 @@ struct conn {
 	struct sockaddr_storage peer;
 	struct dmsc_l7_client *client; /* its count in --max-conns-per-client */
 	uint64_t cgroup; /* the client's, from its handoff record; 0: unknown (IPv6) */
-	uint64_t affinity_key; /* dmsc_l7_pick_seed's; 0: not read yet */
+	uint64_t affinity_key; /* client_id(client), if its service has affinity */
 	uint64_t up_key; /* the identity ufd carries (dmsc_l7_via_key) */
 
 	http_parser sp;
@@ -332,6 +332,9 @@ struct dmsc_l7_client_key {
  * out of memory). */
 struct dmsc_l7_client *client_take(const struct dmsc_l7_client_key *k);
 void client_release(struct dmsc_l7_client *client);
+/* Who the client is, its key hashed (affinity "client", dmsc_l7_pick_seed);
+ * 0 for NULL. */
+uint64_t client_id(const struct dmsc_l7_client *client);
 int buf_add(struct buf *b, const void *data, size_t len);
 int __attribute__((format(printf, 2, 3))) buf_fmt(struct buf *b, const char *fmt, ...);
 size_t buf_pending(const struct buf *b);

@@ -4,12 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
 
 #include "dmsc/slots.h"
 #include "cmp.h"
-#include "hash.h"
 #include "l7_route.h"
 
 static bool backend_selected(const struct dmsc_policy_backend *b, const struct dmsc_label *sel,
@@ -64,40 +61,10 @@ void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_serv
 		pick->slot[i] = (uint16_t)slot[i];
 }
 
-#ifndef SO_NETNS_COOKIE
-#define SO_NETNS_COOKIE 71 /* Linux 5.14 */
-#endif
-
-/* Who the client of fd is: its namespace's cookie, or where the kernel
- * cannot tell it (before 5.14) its address (the port left out: every
- * connection of a client has its own), hashed; never 0. */
-static uint64_t client_key(int fd)
+uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, uint64_t who, uint64_t cgroup,
+			   uint32_t r)
 {
-	struct sockaddr_storage ss;
-	uint64_t netns = 0, h = DMSC_FNV1A_INIT;
-	socklen_t len = sizeof(netns);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &netns, &len) == 0 && netns)
-		return netns;
-	len = sizeof(ss);
-	memset(&ss, 0, sizeof(ss));
-	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
-		if (ss.ss_family == AF_INET)
-			h = dmsc_fnv1a(h, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-		else if (ss.ss_family == AF_INET6)
-			h = dmsc_fnv1a(h, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-	}
-	return h ? h : 1;
-}
-
-uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, int fd, uint64_t cgroup,
-			   uint64_t *key, uint32_t r)
-{
-	if (!svc->affinity)
-		return r;
-	if (!*key)
-		*key = client_key(fd);
-	return dmsc_affinity_hash(*key, cgroup, svc->affinity_salt);
+	return svc->affinity ? dmsc_affinity_hash(who, cgroup, svc->affinity_salt) : r;
 }
 
 int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t tried)

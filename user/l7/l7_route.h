@@ -137,14 +137,12 @@ int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t t
 /*
  * What a pick for one request of a client connection starts from: the
  * random number r, or under affinity "client" (docs/design.md decision
- * 97) the client's own, as the kernel would hash it at connect(), so that
- * its requests meet on one backend while the weights stay the same. *key
- * caches who the client is (0: not yet known), read from fd once: its
- * network namespace's cookie (SO_NETNS_COOKIE of the accepted socket,
- * Linux 5.14), or before 5.14 a hash of its address.
+ * 97) the client's own, so that its requests meet on one backend while the
+ * weights stay the same: who, its identity as --max-conns-per-client
+ * knows it (client_id: its address within its namespace), and its cgroup.
  */
-uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, int fd, uint64_t cgroup,
-			   uint64_t *key, uint32_t r);
+uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, uint64_t who, uint64_t cgroup,
+			   uint32_t r);
 
 /* The path of a request target: origin-form "/p?q" -> "/p"; absolute-form
  * "http://host/p?q" -> "/p"; "*" and anything else -> itself. */

@@ -425,9 +425,9 @@ static void upstream_start(struct conn *c)
 	unsigned int sa_len;
 	int idx, fd, err, one = 1;
 
-	idx = dmsc_l7_attempt_pick(
-	    c->svc, c->route,
-	    dmsc_l7_pick_seed(c->svc, c->cfd, c->cgroup, &c->affinity_key, rnd(c->w)), &c->tried);
+	idx = dmsc_l7_attempt_pick(c->svc, c->route,
+				   dmsc_l7_pick_seed(c->svc, c->affinity_key, c->cgroup, rnd(c->w)),
+				   &c->tried);
 	if (idx < 0) {
 		upstream_failed(c, false, 503);
 		return;

@@ -160,6 +160,8 @@ found:
 	c->svc = svc;
 	c->svc_idx = (size_t)(svc - cfg.svcs);
 	c->cgroup = cgroup;
+	if (svc->affinity)
+		c->affinity_key = client_id(client);
 	c->peer = peer_ss;
 	c->route = -1;
 	c->backend = -1;
@@ -341,6 +343,7 @@ void worker_h2_init(struct worker *w)
 	    .bucket_wait = h2_bucket_wait,
 	    .finished = h2_finished,
 	    .release_client = client_release,
+	    .client_id = client_id,
 	    .default_timeout_ms = opt.default_timeout_ms,
 	    .default_retries = opt.default_retries,
 	    .idle_ms = opt.idle_ms,
