@@ -17,7 +17,9 @@
 # takes ~4 min on an idle 2-core machine and over 15 min on a loaded one;
 # CI must end within 90 min, so three hung guests may not take more than an hour),
 # DMSC_MATRIX_MEMORY (default 2G), DMSC_KERNEL_CACHE (scripts/kernels.sh),
-# DMSC_MATRIX_JOBS (guests booted at once, default 2) and
+# DMSC_MATRIX_APART (suites that run in a guest of their own, beside the
+# kernel's other guest: default test_fastpath.sh, which alone takes as long
+# as the others together), DMSC_MATRIX_JOBS (guests booted at once, default 2) and
 # DMSC_MATRIX_CPUS (vCPUs per guest; default 1 when guests run side by
 # side, else 2). Measured on a 2-core machine: a guest of 2 vCPUs keeps
 # about one core busy and runs no faster than one of 1 vCPU (test_l4 and
@@ -40,6 +42,7 @@ SUITES=${DMSC_MATRIX_SUITES:-tests/kernel/test_l4.sh tests/kernel/test_features.
 # the host's own: the same unless set (CI sets none: make test ran them on
 # this kernel just before; the host's row then has its features and verifier)
 HOST_SUITES=${DMSC_MATRIX_HOST_SUITES-$SUITES}
+APART=${DMSC_MATRIX_APART-tests/kernel/test_fastpath.sh}
 TIMEOUT=${DMSC_MATRIX_TIMEOUT:-1200}
 MEMORY=${DMSC_MATRIX_MEMORY:-2G}
 JOBS=${DMSC_MATRIX_JOBS:-2}
@@ -76,10 +79,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# suite_paths, host_suite_paths: absolute paths, for the guest.
-suite_paths=() host_suite_paths=()
+# suite_paths, apart_paths, host_suite_paths: absolute paths, for the
+# guest (apart_paths: the suites of SUITES that are in APART)
+suite_paths=() apart_paths=() host_suite_paths=()
 for s in $SUITES; do
-	suite_paths+=("$TOP/$s")
+	if [[ " $APART " == *" $s "* ]]; then
+		apart_paths+=("$TOP/$s")
+	else
+		suite_paths+=("$TOP/$s")
+	fi
 done
 for s in $HOST_SUITES; do
 	host_suite_paths+=("$TOP/$s")
@@ -92,14 +100,17 @@ mkdir -p "$MATRIX"
 
 # report NAME OUT SECONDS: the kernel's line, and its counts added up.
 report() {
-	local name=$1 out=$2 secs=$3 kver s sname rc line p f kp=0 kf=0 parts=() ok=1 feat suites=$SUITES
+	local name=$1 out=$2 secs=$3 kver s sname dir rc line p f kp=0 kf=0 parts=() ok=1 feat suites=$SUITES
 	kver=$(cat "$out/kernel" 2>/dev/null || echo "did not boot")
 	[[ $name == host ]] && suites=$HOST_SUITES
 	[[ -z $suites ]] && parts+=("no suites (make test runs them on this kernel)")
 	for s in $suites; do
 		sname=$(basename "$s" .sh)
-		rc=$(cat "$out/$sname.rc" 2>/dev/null || echo none)
-		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out/$sname.log" 2>/dev/null | tail -n 1)
+		# (a suite of APART ran in the kernel's other guest: OUT/apart)
+		dir=$out
+		[[ $name != host && " $APART " == *" $s "* ]] && dir=$out/apart
+		rc=$(cat "$dir/$sname.rc" 2>/dev/null || echo none)
+		line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$dir/$sname.log" 2>/dev/null | tail -n 1)
 		if [[ $rc == 77 ]]; then
 			parts+=("$sname: skipped")
 			ok=0
@@ -117,72 +128,93 @@ report() {
 		kp=$((kp + p))
 		kf=$((kf + f))
 		[[ $f -ne 0 ]] && ok=0
-		parts+=("$sname: $p passed, $f failed ($(cat "$out/$sname.seconds" 2>/dev/null)s)")
+		parts+=("$sname: $p passed, $f failed ($(cat "$dir/$sname.seconds" 2>/dev/null)s)")
 	done
 	feat=$(jq -r '"features: \([.features[] | select(.present)] | length)/\(.features | length) present" +
 		(if .usable then "" else ", UNUSABLE" end)' "$out/features.json" 2>/dev/null ||
 		echo "features: no report")
 	passed=$((passed + kp))
 	failed=$((failed + kf))
-	summary[$name]=$(printf '%-5s %-22s %s  [%s]  %s, %ds total  => %s' "$name" "$kver" \
+	summary[$name]=$(printf '%-5s %-22s %s  [%s]  %s, %s total  => %s' "$name" "$kver" \
 		"$(IFS=';'; echo "${parts[*]}" | sed 's/;/; /g')" "$feat" \
-		"$([[ $name == host ]] && echo "on the host" || echo "TCG guest")" "$secs" \
+		"$([[ $name == host ]] && echo "on the host" || echo "TCG guests")" "$secs" \
 		"$([[ $ok -eq 1 ]] && echo PASS || echo FAIL)")
 	echo "${summary[$name]}"
 }
 
-# guest_start NAME: boots the guest of kernel NAME in the background (in
-# running, its start time in OUT/started); 1 when its image cannot be
-# fetched.
+# A guest job is a kernel's name (its suites but those of APART, the
+# feature probe and the verifier's figures: OUT=$MATRIX/NAME) or NAME/apart
+# (the suites of APART alone: OUT=$MATRIX/NAME/apart). Both end before the
+# kernel's line is printed.
+# guest_start JOB: boots the guest of JOB in the background (in running,
+# its start time in OUT/started); 1 when its image cannot be fetched.
 guest_start() {
-	local name=$1 out=$MATRIX/$1 line kver kdir
+	local job=$1 name=${1%/apart} out=$MATRIX/$1 line kver kdir args
 	if ! line=$(scripts/fetch-kernels.sh "$name"); then
 		echo "test-kernels: cannot fetch kernel $name" >&2
 		return 1
 	fi
 	read -r _ kver kdir <<<"$line"
+	mkdir -p "$out"
 	date +%s >"$out/started"
+	args="/tmp/dmsc-matrix-out ${suite_paths[*]}"
+	[[ $job == */apart ]] && args="--suites-only /tmp/dmsc-matrix-out ${apart_paths[*]}"
 	# virtme-ng: the host's root read-only, $out read-write at
 	# /tmp/dmsc-matrix-out (the guest's /tmp is a tmpfs: a mount point
 	# elsewhere on the read-only root is refused), no KVM.
 	setsid timeout --kill-after=10 "$TIMEOUT" \
 		vng --disable-kvm --run "$kdir/boot/vmlinuz-$kver" --cpus "$CPUS" --memory "$MEMORY" \
 		--rwdir="/tmp/dmsc-matrix-out=$out" \
-		--exec "$TOP/tests/matrix/guest.sh /tmp/dmsc-matrix-out ${suite_paths[*]}" \
+		--exec "$TOP/tests/matrix/guest.sh $args" \
 		</dev/null >"$out/console.log" 2>&1 &
-	running[$!]=$name
-	echo "== kernel $name: guest started (pid $!)"
+	running[$!]=$job
+	echo "== kernel $job: guest started (pid $!)"
 }
 
-# guest_done NAME RC: what the guest printed, and its line.
+# guest_done JOB RC: what the guest printed; the kernel's line once its
+# last job ended.
+declare -A jobs_left=() # kernel name -> its jobs not ended
 guest_done() {
-	local name=$1 rc=$2 out=$MATRIX/$1
-	echo "== kernel $name"
+	local job=$1 name=${1%/apart} rc=$2 out=$MATRIX/$1 secs
+	secs=$(($(date +%s) - $(cat "$out/started")))
+	echo "$secs" >"$out/seconds"
+	echo "== kernel $job (${secs}s)"
 	grep -v '^qemu-system-x86_64: warning: 9p' "$out/console.log"
-	[[ $rc -eq 124 ]] && echo "test-kernels: guest $name timed out after ${TIMEOUT}s"
-	report "$name" "$out" $(($(date +%s) - $(cat "$out/started")))
+	[[ $rc -eq 124 ]] && echo "test-kernels: guest $job timed out after ${TIMEOUT}s"
+	jobs_left[$name]=$((jobs_left[$name] - 1))
+	((jobs_left[$name] > 0)) && return
+	secs="$(cat "$MATRIX/$name/seconds" 2>/dev/null)s"
+	[[ -f $MATRIX/$name/apart/seconds ]] && secs="$secs + $(cat "$MATRIX/$name/apart/seconds")s"
+	report "$name" "$MATRIX/$name" "$secs"
 }
 
-# The host first, alone; then the guests, JOBS at a time, each reported
-# when it ends (the closing summary keeps the order of the names).
-guests=()
+# The host first, alone; then the guests, JOBS at a time, each kernel
+# reported when its last guest ends (the closing summary keeps the order of
+# the names). The jobs of APART first (each as long as a kernel's others
+# together), then the others, so that the two lanes end close together.
+jobs=() rest=()
 for name in "${names[@]}"; do
 	mkdir -p "$MATRIX/$name"
 	if [[ $name == host ]]; then
 		echo "== kernel host"
 		t0=$(date +%s)
 		tests/matrix/guest.sh "$MATRIX/host" "${host_suite_paths[@]}" 2>&1 | tee "$MATRIX/host/console.log"
-		report host "$MATRIX/host" $(($(date +%s) - t0))
+		report host "$MATRIX/host" "$(($(date +%s) - t0))s"
 	else
-		guests+=("$name")
+		jobs_left[$name]=1
+		((${#apart_paths[@]})) && jobs+=("$name/apart") && jobs_left[$name]=2
+		rest+=("$name")
 	fi
 done
+jobs+=("${rest[@]}")
 next=0
-while ((next < ${#guests[@]} || ${#running[@]} > 0)); do
-	while ((next < ${#guests[@]} && ${#running[@]} < JOBS)); do
-		name=${guests[next]}
+while ((next < ${#jobs[@]} || ${#running[@]} > 0)); do
+	while ((next < ${#jobs[@]} && ${#running[@]} < JOBS)); do
+		job=${jobs[next]}
+		name=${job%/apart}
 		next=$((next + 1))
-		if ! guest_start "$name"; then
+		[[ -n ${summary[$name]:-} ]] && continue # its image was not fetched
+		if ! guest_start "$job"; then
 			failed=$((failed + 1))
 			summary[$name]=$(printf '%-5s %-22s => FAIL (kernel image not fetched)' "$name" -)
 		fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# guest.sh OUT_DIR [SUITE...]: the part of the kernel matrix that runs inside
-# a virtme-ng guest (or directly on the host for the running kernel).
+# guest.sh [--suites-only] OUT_DIR [SUITE...]: the part of the kernel matrix
+# that runs inside a virtme-ng guest (or directly on the host for the running
+# kernel). --suites-only: step 2 alone (a kernel's second guest, beside the
+# one that probes).
 # Prepares what virtme-ng's init may lack (cgroup2, /run/netns), then:
 #   1. the feature probe: dmscctl features -o json > OUT/features.json
 #   2. each kernel suite: OUT/NAME.log, its "N passed, M failed" line and
@@ -10,7 +12,9 @@
 #      OUT/verifier.json (instructions processed, states, xlated/jited size)
 # The runner (scripts/test-kernels.sh) reads OUT/; this prints progress only.
 set -u
-OUT=${1:?usage: guest.sh OUT_DIR [SUITE...]}
+PROBES=1
+[[ ${1:-} == --suites-only ]] && PROBES=0 && shift
+OUT=${1:?usage: guest.sh [--suites-only] OUT_DIR [SUITE...]}
 shift
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 export BIN=${BIN:-$TOP/build}
@@ -25,9 +29,11 @@ if ! grep -q ' cgroup2 ' /proc/mounts; then
 fi
 mkdir -p /run/netns
 
-"$BIN/dmscctl" features -o json >"$OUT/features.json" 2>"$OUT/features.err"
-echo $? >"$OUT/features.rc"
-"$BIN/dmscctl" features 2>&1 | sed 's/^/  /'
+if ((PROBES)); then
+	"$BIN/dmscctl" features -o json >"$OUT/features.json" 2>"$OUT/features.err"
+	echo $? >"$OUT/features.rc"
+	"$BIN/dmscctl" features 2>&1 | sed 's/^/  /'
+fi
 
 # Suites may keep to their kernel checks here (test_ipv6.sh does).
 export DMSC_MATRIX=1
@@ -46,7 +52,9 @@ done
 
 # The verifier's figures for every program (what veristat would print):
 # loaded privately, nothing attached or pinned.
-"$BIN/dmscctl" -o json verifier >"$OUT/verifier.json" 2>"$OUT/verifier.err"
-echo $? >"$OUT/verifier.rc"
-"$BIN/dmscctl" verifier 2>&1 | sed 's/^/  /'
+if ((PROBES)); then
+	"$BIN/dmscctl" -o json verifier >"$OUT/verifier.json" 2>"$OUT/verifier.err"
+	echo $? >"$OUT/verifier.rc"
+	"$BIN/dmscctl" verifier 2>&1 | sed 's/^/  /'
+fi
 exit 0
