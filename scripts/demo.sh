@@ -524,20 +524,37 @@ echo "   a WebSocket to chat 198.19.0.15:80 (Python's websockets): the helper fo
 echo "   carries bytes both ways (decision 82): 3 echoes, 1 MiB byte-exact, the server's close code:"
 dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 /usr/bin/python3 \
 	"$TOP/tests/tools/ws-peer.py" client ws://198.19.0.15/chat | sed 's/^/     /'
+# publish_web FILE PATTERN WHAT: publishes FILE for host A and waits until
+# its log has one more line matching PATTERN
+log_count() { grep -c "$1" "$T/hosta.log"; }
+log_more() { [[ $(log_count "$1") -gt $2 ]]; }
+publish_web() {
+	local n
+	n=$(log_count "$2")
+	in_agents "$CTL" publish "$1" --etcd "$EURL" --namespace shop >/dev/null || die "publish $3 failed"
+	t_wait 20 log_more "$2" "$n" || die "host A's dmsc-l7 did not take $3 (see $T/hosta.log)"
+}
+# (decision 98) Affinity by header: a user's requests meet on one backend.
+jq '(.services[] | select(.name == "web")) += {"affinity": {"header": "x-user"}}' \
+	"$T/shopweb.json" >"$T/shopweb-aff.json"
+publish_web "$T/shopweb-aff.json" 'replaced by' "web's affinity"
+echo "   \"affinity\": {\"header\": \"x-user\"} on web: each user's streams on one backend, whichever"
+echo "   connection or client carries them (users spread 80/20), 20 streams per user:"
+for u in alice bob erin judy; do
+	printf '     %-6s' "$u"
+	dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 nghttp -H "x-user: $u" "${urls[@]:0:20}" |
+		sort | uniq -c | tr '\n' ' ' | tr -s ' '
+	echo
+done
 # (decision 85) A change of weights alone goes to the running helper.
-taken() { grep -c 'taken in place: the weights, timeouts' "$T/hosta.log"; }
-taken_more() { [[ $(taken) -gt $1 ]]; }
-nrep=$(grep -c 'replaced by' "$T/hosta.log")
-ntaken=$(taken)
+nrep=$(log_count 'replaced by')
 jq '(.services[] | select(.name == "web") | .backends) |= map(.weight = (if .labels.version == "v1" then 0 else 100 end))' \
-	"$T/shopweb.json" >"$T/shopweb2.json"
-in_agents "$CTL" publish "$T/shopweb2.json" --etcd "$EURL" --namespace shop >/dev/null ||
-	die "publish web's weights failed"
-t_wait 20 taken_more "$ntaken" || die "host A's dmsc-l7 did not take the weights (see $T/hosta.log)"
+	"$T/shopweb-aff.json" >"$T/shopweb2.json"
+publish_web "$T/shopweb2.json" 'taken in place: the weights, timeouts' "web's weights"
 echo "   web shifted to v2 (weights 0/100), published to etcd: a change of values alone, which"
 echo "   host A's running dmsc-l7 takes in place (decision 85), every open connection kept:"
 grep 'taken in place: the weights, timeouts' "$T/hosta.log" | tail -n 1 | sed 's/^/     /'
-echo "     (dmsc-l7 hand-overs since: $(($(grep -c 'replaced by' "$T/hosta.log") - nrep)))"
+echo "     (dmsc-l7 hand-overs since: $(($(log_count 'replaced by') - nrep)))"
 echo "   nghttp, 50 streams for /id again:"
 dmsc_run_in_cgroup "$CG" dmsc_net_exec client timeout 30 nghttp "${urls[@]}" |
 	sort | uniq -c | sed 's/^/     /'

@@ -419,6 +419,7 @@ Test(fingerprint, every_field_counts)
 	CHANGED(s.protocol = DMSC_POLICY_UDP, s.protocol = DMSC_POLICY_TCP);
 	CHANGED(s.accelerate = DMSC_ACCEL_OFF, s.accelerate = DMSC_ACCEL_AUTO);
 	CHANGED(s.affinity = DMSC_AFFINITY_CLIENT, s.affinity = DMSC_AFFINITY_NONE);
+	CHANGED(s.affinity_name = "x-user", s.affinity_name = NULL);
 	CHANGED(be.addr = 9, be.addr = 1);
 	CHANGED(be.addr6[0] = 0x20, be.addr6[0] = 0);
 	CHANGED(be.port = 9, be.port = 2);

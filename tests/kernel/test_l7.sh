@@ -24,6 +24,8 @@ WS=198.19.0.28
 LAZY=198.19.0.29
 PAUSE=198.19.0.30
 STICKY=198.19.0.31
+STICKY_H=198.19.0.32
+STICKY_C=198.19.0.33
 # wrk's 30 s load; L7_LOAD_SECONDS=0 skips it (counted as skipped, not passed)
 LOAD_SECONDS=${L7_LOAD_SECONDS:-30}
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 || exit 1
@@ -96,7 +98,9 @@ cat >"$T/policy.json" <<EOF
   $(dmsc_json_http wssvc "$WS" 198.18.1.10:8080),
   $(dmsc_json_http lazysvc "$LAZY" 198.18.1.11:8080),
   $(dmsc_json_http pausesvc "$PAUSE" 198.18.1.12:8080),
-  $(dmsc_json_http sticky "$STICKY" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": "client"') ] }
+  $(dmsc_json_http sticky "$STICKY" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": "client"'),
+  $(dmsc_json_http stickyh "$STICKY_H" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": { "header": "X-User" }'),
+  $(dmsc_json_http stickyc "$STICKY_C" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": { "cookie": "session" }') ] }
 EOF
 
 t_check "install on the test cgroup (3 hooks, sockops included)" "$CTL" install --cgroup "$MESH"
@@ -235,6 +239,42 @@ done
 t_eq "affinity: each of 16 clients has all its requests on one backend" "$one_each" 16
 t_eq "affinity: the 16 clients are spread over both backends" \
 	"$(tr ' ' '\n' <<<"$seen" | sort -u | grep -c .)" 2
+
+# 2c. affinity by header and by cookie (decision 98): the requests that
+# carry one value go to one backend whichever client sends them (the 16
+# clients of 2b, which client affinity spread over both); values are
+# spread by weight, each on one backend; a request without one keeps to
+# its client's backend.
+# sticky_by VIP NAME: each of the 16 clients of 2b sends 6 requests with
+# header NAME (user "alice"), then one client 6 for each of 16 users;
+# prints "backends-of-alice users-on-one-backend backends-of-the-users"
+sticky_by() {
+	local vip=$1 hdr=$2 i cg alice="" users="" one=0
+	for i in $(seq 1 16); do
+		cg=$MESH/sticky$i
+		dmsc_run_in_cgroup "$cg" dmsc_net_exec c "$HTTPC" --connect "$vip:80" --path /c \
+			--count 6 --conns 2 --header "$(printf "$hdr" alice)" >"$T/by$i.json"
+		[[ $(jq '.status."200"' "$T/by$i.json") == 6 ]] && alice+=" $(jq -r '.bodies | keys[]' "$T/by$i.json")"
+		httpc "$vip" --path /c --count 6 --conns 2 --header "$(printf "$hdr" "user$i")" >"$T/byu$i.json"
+		[[ $(jq -c '[.status."200", ([.bodies[]] | max)]' "$T/byu$i.json") == "[6,6]" ]] && ((one++))
+		users+=" $(jq -r '.bodies | keys[]' "$T/byu$i.json")"
+	done
+	echo "$(tr ' ' '\n' <<<"$alice" | grep -c .):$(tr ' ' '\n' <<<"$alice" | sort -u | grep -c .)" \
+		"$one" "$(tr ' ' '\n' <<<"$users" | sort -u | grep -c .)"
+}
+read -r alice one users < <(sticky_by "$STICKY_H" 'x-user: %s')
+t_eq "affinity by header: one user's requests from 16 clients, all answered by one backend" \
+	"$alice" "16:1"
+t_eq "affinity by header: each of 16 users on one backend" "$one" 16
+t_eq "affinity by header: the 16 users are spread over both backends" "$users" 2
+httpc "$STICKY_H" --path /a --count 30 --conns 3 >"$T/stickyh-none.json"
+t_eq "affinity by header: requests without it keep to their client's backend" \
+	"$(jq -c '[.status."200", ([.bodies[]] | max)]' "$T/stickyh-none.json")" "[30,30]"
+read -r alice one users < <(sticky_by "$STICKY_C" 'Cookie: theme=dark; session=s-%s; lang=en')
+t_eq "affinity by cookie: one session's requests from 16 clients, all answered by one backend" \
+	"$alice" "16:1"
+t_eq "affinity by cookie: each of 16 sessions on one backend" "$one" 16
+t_eq "affinity by cookie: the 16 sessions are spread over both backends" "$users" 2
 
 # 3. Bodies: large Content-Length and chunked, streamed.
 httpc "$WEB" --method POST --path /v2/upload --body-bytes 20000000 >"$T/bigpost.json"

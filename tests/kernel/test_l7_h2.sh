@@ -24,6 +24,8 @@ SILENT=198.19.78.6
 BUSY=198.19.78.7
 DEAD=198.19.78.8
 STICKY=198.19.78.9
+STICKY_H=198.19.78.10
+STICKY_C=198.19.78.11
 dmsc_net_hosts c=198.18.0.2/16 n=198.18.0.1/16 b1=198.18.1.2/16 \
 	b2=198.18.1.3/16 b3=198.18.1.4/16 || exit 1
 MESH=$(dmsc_cgroup_make "$P/mesh") || exit 1
@@ -105,7 +107,9 @@ cat >"$T/policy.json" <<EOF
   $(dmsc_json_http dead "$DEAD" 198.18.1.9:8080 '"routes": [ { "match": { "path_prefix": "/" }, "retries": 0 } ]'),
   $(dmsc_json_http busy "$BUSY" "198.18.1.4:8081 198.18.1.2:8080" \
 	'"routes": [ { "match": { "path_prefix": "/canary/" }, "idempotent": true } ]'),
-  $(dmsc_json_http sticky "$STICKY" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": "client"') ] }
+  $(dmsc_json_http sticky "$STICKY" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": "client"'),
+  $(dmsc_json_http stickyh "$STICKY_H" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": { "header": "x-user" }'),
+  $(dmsc_json_http stickyc "$STICKY_C" "198.18.1.2:8080 198.18.1.3:8080" '"affinity": { "cookie": "session" }') ] }
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply the policy" "$CTL" apply "$T/policy.json"
@@ -172,6 +176,28 @@ for i in $(seq 1 40); do urls+=("http://$STICKY/id?n=$i"); done
 in_c nghttp "${urls[@]}" >"$T/sticky.out" 2>&1
 t_eq "affinity client: 40 streams on one connection, all answered by one backend" \
 	"$(sort "$T/sticky.out" | uniq -c | awk '{ print $1 }' | sort -n | tail -1) $(grep -cx 'v[12]' "$T/sticky.out")" "40 40"
+# affinity by header and by cookie (decision 98): 16 users of one client,
+# each a connection of 5 streams: each user on one backend, the users on
+# both (client affinity would put them all on one). HTTP/2 may carry the
+# cookies in fields of their own (RFC 9113 8.2.3): nghttp sends two.
+for by in h c; do
+	one=0 seen=""
+	for i in $(seq 1 16); do
+		if [[ $by == h ]]; then
+			in_c nghttp -H "x-user: user$i" "http://$STICKY_H/id?n="{1..5} >"$T/by$i.out" 2>&1
+		else
+			in_c nghttp -H "cookie: theme=dark" -H "cookie: session=s$i" \
+				"http://$STICKY_C/id?n="{1..5} >"$T/by$i.out" 2>&1
+		fi
+		[[ $(grep -x 'v[12]' "$T/by$i.out" | sort | uniq -c | awk '{ print $1 }') == 5 ]] && ((one++))
+		seen+=" $(grep -x 'v[12]' "$T/by$i.out" | sort -u | tr '\n' ' ')"
+	done
+	what=header
+	[[ $by == c ]] && what="cookie (two fields)"
+	t_eq "affinity by $what: each of 16 users' 5 streams answered by one backend" "$one" 16
+	t_eq "affinity by $what: the 16 users are spread over both backends" \
+		"$(tr ' ' '\n' <<<"$seen" | sort -u | grep -c .)" 2
+done
 
 # 3. request limits per stream: burst 5, then 429
 in_c h2load -n 20 -c 1 -m 1 "http://$LIMITED/id" >"$T/limited.out" 2>&1

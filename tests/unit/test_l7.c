@@ -4,6 +4,7 @@
  * the request token bucket driven by a fake clock. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -327,4 +328,113 @@ Test(l7_h2_forward, appends_the_hop_after_the_values_the_client_sent)
 	cr_expect_str_eq(out, "203.0.113.9, 198.51.100.1, 10.0.0.1, 198.18.0.2",
 			 "empty values left out");
 	cr_expect_eq(dmsc_l7_h2_forward_value(vals, lens, 3, "198.18.0.2", out, 40), -ENOSPC);
+}
+
+/* Affinity by header and by cookie (docs/design.md decision 98): a value
+ * picks the same backend whoever sends it; without one, the client's own
+ * pick (decision 97). */
+static const char affinity_doc[] =
+    "{ \"services\": ["
+    "  { \"name\": \"h\", \"vip\": \"198.19.0.7\", \"port\": 80, \"protocol\": \"http\","
+    "    \"affinity\": { \"header\": \"X-User\" },"
+    "    \"backends\": [ { \"address\": \"198.18.1.2\", \"port\": 80 },"
+    "                    { \"address\": \"198.18.1.3\", \"port\": 80 } ] },"
+    "  { \"name\": \"c\", \"vip\": \"198.19.0.8\", \"port\": 80, \"protocol\": \"http\","
+    "    \"affinity\": { \"cookie\": \"session\" },"
+    "    \"backends\": [ { \"address\": \"198.18.1.2\", \"port\": 80 },"
+    "                    { \"address\": \"198.18.1.3\", \"port\": 80 } ] } ] }";
+
+static struct dmsc_l7_config acfg;
+static const struct dmsc_l7_service *by_header, *by_cookie;
+
+static void affinity_setup(void)
+{
+	struct dmsc_policy_errors errs = {0};
+	struct dmsc_policy p = {0};
+
+	cr_assert_eq(dmsc_policy_parse(affinity_doc, strlen(affinity_doc), "t", &p, &errs), 0);
+	dmsc_policy_errors_free(&errs);
+	cr_assert_eq(dmsc_l7_config_build(&acfg, &p), 0);
+	by_header = dmsc_l7_service_find(&acfg, inet_addr("198.19.0.7"), htons(80));
+	by_cookie = dmsc_l7_service_find(&acfg, inet_addr("198.19.0.8"), htons(80));
+	cr_assert(by_header && by_cookie);
+	cr_assert(by_header->affinity && by_cookie->affinity);
+}
+
+static void affinity_teardown(void)
+{
+	dmsc_l7_config_free(&acfg);
+}
+
+TestSuite(l7_affinity, .init = affinity_setup, .fini = affinity_teardown);
+
+/* the seed of a GET / with the headers given as "name", "value" pairs */
+static uint32_t seed_of(const struct dmsc_l7_service *svc, uint64_t who, uint64_t cgroup, size_t n,
+			const char *const *nv)
+{
+	struct dmsc_l7_header h[4];
+	struct dmsc_l7_request r = {.method = "GET", .method_len = 3, .path = "/", .path_len = 1};
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		h[i] = (struct dmsc_l7_header){nv[2 * i], nv[2 * i + 1], strlen(nv[2 * i]),
+					       strlen(nv[2 * i + 1])};
+	r.headers = h;
+	r.n_headers = n;
+	return dmsc_l7_request_seed(svc, &r, who, cgroup);
+}
+
+Test(l7_affinity, one_header_value_one_seed_whoever_sends_it)
+{
+	const char *const u7[] = {"accept", "*/*", "x-user", "u7"};
+	const char *const u7_upper[] = {"X-USER", "u7"};
+	const char *const u8[] = {"x-user", "u8"};
+	const char *const empty[] = {"x-user", ""};
+	uint32_t s = seed_of(by_header, 1, 10, 2, u7);
+
+	cr_expect_eq(seed_of(by_header, 2, 20, 2, u7), s, "another client, the same user");
+	cr_expect_eq(seed_of(by_header, 3, 30, 1, u7_upper), s, "header names ignore case");
+	cr_expect_neq(seed_of(by_header, 1, 10, 1, u8), s, "another user");
+	/* no value (absent or empty): the client's own seed */
+	cr_expect_eq(seed_of(by_header, 1, 10, 0, NULL), seed_of(by_header, 1, 10, 1, empty));
+	cr_expect_neq(seed_of(by_header, 1, 10, 0, NULL), seed_of(by_header, 2, 10, 0, NULL));
+	cr_expect_eq(dmsc_l7_pick_seed(by_header, s, 12345), s);
+	cr_expect_eq(dmsc_l7_pick_seed(&(struct dmsc_l7_service){0}, s, 12345), 12345u,
+		     "no affinity: random");
+}
+
+Test(l7_affinity, a_cookie_is_found_among_others_and_across_fields)
+{
+	const char *const alone[] = {"cookie", "session=abc"};
+	const char *const among[] = {"Cookie", "a=1; session=abc; z=9"};
+	const char *const split[] = {"cookie", "a=1", "cookie", "sessionx=2; session=abc"};
+	const char *const other[] = {"cookie", "session=abd"};
+	const char *const prefix_only[] = {"cookie", "sessionx=abc; xsession=abc"};
+	const char *const no_value[] = {"cookie", "session=; a=1"};
+	uint32_t s = seed_of(by_cookie, 1, 10, 1, alone), mine = seed_of(by_cookie, 5, 50, 0, NULL);
+
+	cr_expect_eq(seed_of(by_cookie, 2, 20, 1, among), s);
+	cr_expect_eq(seed_of(by_cookie, 3, 30, 2, split), s, "HTTP/2 splits cookies over fields");
+	cr_expect_neq(seed_of(by_cookie, 1, 10, 1, other), s);
+	cr_expect_eq(seed_of(by_cookie, 5, 50, 1, prefix_only), mine,
+		     "not the cookie: the client's");
+	cr_expect_eq(seed_of(by_cookie, 5, 50, 1, no_value), mine);
+}
+
+/* Users spread over both backends by weight (50/50), each on one. */
+Test(l7_affinity, users_spread_over_the_backends)
+{
+	char user[16];
+	const char *nv[] = {"x-user", user};
+	int hits[2] = {0, 0}, i, b;
+
+	for (i = 0; i < 200; i++) {
+		snprintf(user, sizeof(user), "user%d", i);
+		b = dmsc_l7_pick_backend(&by_header->pick, seed_of(by_header, 1, 1, 1, nv), 0);
+		cr_assert(b == 0 || b == 1);
+		cr_expect_eq(
+		    dmsc_l7_pick_backend(&by_header->pick, seed_of(by_header, 9, 9, 1, nv), 0), b);
+		hits[b]++;
+	}
+	cr_expect(hits[0] > 70 && hits[1] > 70, "200 users: %d and %d", hits[0], hits[1]);
 }

@@ -414,3 +414,32 @@ Test(l7_view, keeps_an_ipv6_service_and_its_health)
 	dmsc_policy_free(&p);
 	dmsc_policy_free(&q);
 }
+
+/* The helper hashes what dmscd hashes: affinity by header and by cookie
+ * reach it as written (docs/design.md decision 98). */
+Test(l7_view, keeps_affinity_by_header_and_by_cookie)
+{
+	static const char doc[] =
+	    "{ \"services\": ["
+	    "  { \"name\": \"h\", \"vip\": \"198.19.0.7\", \"port\": 80, \"protocol\": \"http\","
+	    "    \"affinity\": { \"header\": \"X-User\" },"
+	    "    \"backends\": [ { \"address\": \"198.18.1.2\", \"port\": 80 } ] },"
+	    "  { \"name\": \"c\", \"vip\": \"198.19.0.8\", \"port\": 80, \"protocol\": \"http\","
+	    "    \"affinity\": { \"cookie\": \"Session\" },"
+	    "    \"backends\": [ { \"address\": \"198.18.1.2\", \"port\": 80 } ] },"
+	    "  { \"name\": \"k\", \"vip\": \"198.19.0.9\", \"port\": 80, \"protocol\": \"http\","
+	    "    \"affinity\": \"client\","
+	    "    \"backends\": [ { \"address\": \"198.18.1.2\", \"port\": 80 } ] } ] }";
+	struct dmsc_policy p = {0}, q = {0};
+	char *v = view_round_trip(doc, dmsc_l7_view_json, &p, &q);
+
+	cr_assert_eq(q.n_services, 3, "%s", v);
+	cr_expect_eq(q.services[0].affinity, DMSC_AFFINITY_HEADER, "%s", v);
+	cr_expect_str_eq(q.services[0].affinity_name, "x-user");
+	cr_expect_eq(q.services[1].affinity, DMSC_AFFINITY_COOKIE, "%s", v);
+	cr_expect_str_eq(q.services[1].affinity_name, "Session");
+	cr_expect_eq(q.services[2].affinity, DMSC_AFFINITY_CLIENT, "%s", v);
+	free(v);
+	dmsc_policy_free(&p);
+	dmsc_policy_free(&q);
+}

@@ -391,9 +391,38 @@ Test(policy_service, protocol_and_accelerate)
 	    {DOC(SVC(",'accelerate':true")),
 	     {"services[0].accelerate", "expected a string, got boolean true"}},
 	    {DOC(SVC(",'affinity':'ClientIP'")),
-	     {"services[0].affinity", "\"ClientIP\" is not an affinity (none, client)"}},
+	     {"services[0].affinity",
+	      "\"ClientIP\" is not an affinity (none, client, {\"header\": NAME} or "
+	      "{\"cookie\": NAME})"}},
 	    {DOC(SVC(",'affinity':1")),
-	     {"services[0].affinity", "expected a string, got integer 1"}});
+	     {"services[0].affinity", "expected a string or an object, got integer 1"}});
+}
+
+/* affinity by header or cookie: http only, one of them, a token. */
+Test(policy_service, affinity_by_header_or_cookie_errors)
+{
+	CHECK_CASES(
+	    {DOC(SVC(",'affinity':{'header':'x-user'}")),
+	     {"services[0].affinity", "only allowed when protocol is \"http\" (this service's "
+				      "protocol is \"tcp\")"}},
+	    {DOC(SVC(",'protocol':'http','affinity':{'header':'x-user','cookie':'s'}")),
+	     {"services[0].affinity",
+	      "both a header and a cookie: name one header or one cookie, as {\"header\": "
+	      "\"x-user\"} or {\"cookie\": \"session\"}"}},
+	    {DOC(SVC(",'protocol':'http','affinity':{}")),
+	     {"services[0].affinity",
+	      "nothing to hash: name one header or one cookie, as {\"header\": \"x-user\"} or "
+	      "{\"cookie\": \"session\"}"}},
+	    {DOC(SVC(",'protocol':'http','affinity':{'header':'x user'}")),
+	     {"services[0].affinity.header",
+	      "\"x user\" is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"}},
+	    {DOC(SVC(",'protocol':'http','affinity':{'cookie':''}")),
+	     {"services[0].affinity.cookie",
+	      "\"\" is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)"}},
+	    {DOC(SVC(",'protocol':'http','affinity':{'cookie':7}")),
+	     {"services[0].affinity.cookie", "expected a string, got integer 7"}},
+	    {DOC(SVC(",'protocol':'http','affinity':{'header':'x-user','ttl':5}")),
+	     {"services[0].affinity.ttl", "unknown field \"ttl\" (allowed: header, cookie)"}});
 }
 
 /* affinity: absent is none; client on every protocol, kept as written. */
@@ -411,6 +440,21 @@ Test(policy_service, affinity)
 	cr_expect_eq(p.services[0].affinity, DMSC_AFFINITY_NONE);
 	cr_expect_eq(p.services[1].affinity, DMSC_AFFINITY_CLIENT);
 	cr_expect_eq(p.services[2].affinity, DMSC_AFFINITY_NONE);
+	cr_expect_null(p.services[1].affinity_name);
+	dmsc_policy_free(&p);
+
+	/* a header's name in lower case (one header, however written); a
+	 * cookie's as written (cookie names are case-sensitive) */
+	parse_ok(DOC("{'name':'a','vip':'198.19.0.2','port':80,'protocol':'http'," ONE_BACKEND
+		     ",'affinity':{'header':'X-User'}},"
+		     "{'name':'b','vip':'198.19.0.3','port':80,'protocol':'http'," ONE_BACKEND
+		     ",'affinity':{'cookie':'Session'}}"),
+		 &p);
+	cr_assert_eq(p.n_services, 2);
+	cr_expect_eq(p.services[0].affinity, DMSC_AFFINITY_HEADER);
+	cr_expect_str_eq(p.services[0].affinity_name, "x-user");
+	cr_expect_eq(p.services[1].affinity, DMSC_AFFINITY_COOKIE);
+	cr_expect_str_eq(p.services[1].affinity_name, "Session");
 	dmsc_policy_free(&p);
 }
 

@@ -65,6 +65,7 @@ uint64_t dmsc_policy_service_fp(const struct dmsc_policy_service *s)
 	h = fnv_u64(h, s->protocol);
 	h = fnv_u64(h, s->accelerate);
 	h = fnv_u64(h, s->affinity);
+	h = fnv_str(h, s->affinity_name);
 	h = fnv_u64(h, s->n_backends);
 	for (i = 0; i < s->n_backends; i++) {
 		const struct dmsc_policy_backend *b = &s->backends[i];

@@ -60,7 +60,9 @@ static void plan_limits(struct plan_svc *p)
 		p->svc.flags |= DMSC_SVC_F_ACCEL_ON;
 	if (w->protocol == DMSC_POLICY_HTTP)
 		p->svc.flags |= DMSC_SVC_F_L7;
-	if (w->affinity == DMSC_AFFINITY_CLIENT)
+	/* (affinity by header or cookie: connections that the kernel balances,
+	 * at L4, as under client: decision 98) */
+	if (w->affinity != DMSC_AFFINITY_NONE)
 		p->svc.flags |= DMSC_SVC_F_AFFINITY;
 	if (w->has_allow_from)
 		p->svc.flags |= DMSC_SVC_F_ALLOW_LIST;

@@ -267,6 +267,7 @@ void l7h2_stream_dispatch(struct h2_stream *st)
 	req.headers = hv;
 	req.n_headers = n;
 	st->route = dmsc_l7_route_match(hc->svc, &req);
+	st->seed = dmsc_l7_request_seed(hc->svc, &req, hc->affinity_key, hc->cgroup);
 	route = st->route >= 0 ? &hc->svc->routes[st->route] : NULL;
 	if (dmsc_l7_service_limited(hc->svc) && hc->env->bucket_wait(hc->svc_idx, now)) {
 		l7h2_respond_local(st, 429);

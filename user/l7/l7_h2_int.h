@@ -64,6 +64,7 @@ struct h2_stream {
 	bool finished;
 	int route, backend, status, grpc_status;
 	uint64_t tried;
+	uint32_t seed; /* under an affinity (dmsc_l7_request_seed) */
 	uint32_t retries_left, attempts, timeout_ms;
 	uint64_t t_req, deadline;
 	bool idempotent; /* by its method or its route: may be sent again after a 502/503 */

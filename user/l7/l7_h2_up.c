@@ -379,8 +379,7 @@ void l7h2_stream_send(struct h2_stream *st)
 	int idx, tries;
 
 	idx = dmsc_l7_attempt_pick(
-	    hc->svc, st->route,
-	    dmsc_l7_pick_seed(hc->svc, hc->affinity_key, hc->cgroup, hc->env->rnd(hc->env->worker)),
+	    hc->svc, st->route, dmsc_l7_pick_seed(hc->svc, st->seed, hc->env->rnd(hc->env->worker)),
 	    &st->tried);
 	if (idx < 0) {
 		l7h2_respond_local(st, 503);

@@ -188,6 +188,7 @@ struct conn {
 	struct dmsc_l7_client *client; /* its count in --max-conns-per-client */
 	uint64_t cgroup; /* the client's, from its handoff record; 0: unknown (IPv6) */
 	uint64_t affinity_key; /* client_id(client), if its service has affinity */
+	uint32_t seed;	       /* the request's, under an affinity (dmsc_l7_request_seed) */
 	uint64_t up_key; /* the identity ufd carries (dmsc_l7_via_key) */
 
 	http_parser sp;

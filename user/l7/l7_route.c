@@ -7,6 +7,7 @@
 
 #include "dmsc/slots.h"
 #include "cmp.h"
+#include "hash.h"
 #include "l7_route.h"
 
 static bool backend_selected(const struct dmsc_policy_backend *b, const struct dmsc_label *sel,
@@ -53,7 +54,7 @@ void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_serv
 		return;
 	}
 	/* affinity: a change of weights moves few clients (decision 97) */
-	if (svc->affinity == DMSC_AFFINITY_CLIENT)
+	if (svc->affinity != DMSC_AFFINITY_NONE)
 		dmsc_slot_layout_stable(counts, ids, key, k, slot);
 	else
 		dmsc_slot_layout(counts, ids, k, slot);
@@ -61,10 +62,73 @@ void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_serv
 		pick->slot[i] = (uint16_t)slot[i];
 }
 
-uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, uint64_t who, uint64_t cgroup,
-			   uint32_t r)
+/* The value of the first header named name (lower case) that has one. */
+static bool header_value(const struct dmsc_l7_request *req, const char *name, const char **v,
+			 size_t *len)
 {
-	return svc->affinity ? dmsc_affinity_hash(who, cgroup, svc->affinity_salt) : r;
+	size_t n = strlen(name), i;
+
+	for (i = 0; i < req->n_headers; i++) {
+		const struct dmsc_l7_header *h = &req->headers[i];
+
+		if (h->name_len == n && strncasecmp(h->name, name, n) == 0 && h->value_len) {
+			*v = h->value;
+			*len = h->value_len;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The value of cookie name in the Cookie fields of req ("a=1; b=2", RFC
+ * 6265 5.4; HTTP/2 may split them over several fields, RFC 9113 8.2.3):
+ * the first non-empty one. */
+static bool cookie_value(const struct dmsc_l7_request *req, const char *name, const char **v,
+			 size_t *len)
+{
+	size_t n = strlen(name), i;
+
+	for (i = 0; i < req->n_headers; i++) {
+		const struct dmsc_l7_header *h = &req->headers[i];
+		const char *p = h->value, *end = h->value + h->value_len, *e;
+
+		if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
+			continue;
+		while (p < end) {
+			while (p < end && (*p == ' ' || *p == '\t' || *p == ';'))
+				p++;
+			e = memchr(p, ';', (size_t)(end - p));
+			if (!e)
+				e = end;
+			if ((size_t)(e - p) > n + 1 && memcmp(p, name, n) == 0 && p[n] == '=') {
+				*v = p + n + 1;
+				*len = (size_t)(e - *v);
+				return true;
+			}
+			p = e;
+		}
+	}
+	return false;
+}
+
+uint32_t dmsc_l7_request_seed(const struct dmsc_l7_service *svc, const struct dmsc_l7_request *req,
+			      uint64_t who, uint64_t cgroup)
+{
+	const char *v = NULL;
+	size_t len = 0;
+	bool found = false;
+
+	if (!svc->affinity)
+		return 0;
+	if (svc->src->affinity == DMSC_AFFINITY_HEADER)
+		found = header_value(req, svc->src->affinity_name, &v, &len);
+	else if (svc->src->affinity == DMSC_AFFINITY_COOKIE)
+		found = cookie_value(req, svc->src->affinity_name, &v, &len);
+	/* a value names a user wherever it comes from: no cgroup in it */
+	if (found)
+		return dmsc_affinity_hash(dmsc_fnv1a(DMSC_FNV1A_INIT, v, len), 0,
+					  svc->affinity_salt);
+	return dmsc_affinity_hash(who, cgroup, svc->affinity_salt);
 }
 
 int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t tried)
@@ -202,7 +266,7 @@ int dmsc_l7_config_build(struct dmsc_l7_config *cfg, struct dmsc_policy *policy)
 			memcpy(s->vip6, ps->vip6, sizeof(s->vip6));
 		s->vport = htons(ps->port);
 		dmsc_l7_pick_build(&s->pick, ps, NULL, 0);
-		if (ps->affinity == DMSC_AFFINITY_CLIENT) {
+		if (ps->affinity != DMSC_AFFINITY_NONE) {
 			__u32 vip6[4];
 
 			memcpy(vip6, s->vip6, sizeof(vip6));

@@ -43,9 +43,10 @@ struct dmsc_l7_service {
 	struct dmsc_l7_pick pick; /* no route matched: every backend */
 	bool has_request_limit;
 	uint64_t requests_per_second, burst;
-	/* affinity "client": each client's pick is its own
-	 * (dmsc_l7_pick_seed), salted as the kernel salts it, from the VIP
-	 * and port; else picks are random. */
+	/* any affinity: each client's pick is its own (dmsc_l7_request_seed),
+	 * salted as the kernel salts it, from the VIP and port; else picks
+	 * are random. By header or cookie (src->affinity), a request that
+	 * carries one hashes its value instead. */
 	bool affinity;
 	uint32_t affinity_salt;
 };
@@ -135,14 +136,24 @@ void dmsc_l7_pick_build(struct dmsc_l7_pick *pick, const struct dmsc_policy_serv
 int dmsc_l7_pick_backend(const struct dmsc_l7_pick *pick, uint32_t r, uint64_t tried);
 
 /*
- * What a pick for one request of a client connection starts from: the
- * random number r, or under affinity "client" (docs/design.md decision
- * 97) the client's own, so that its requests meet on one backend while the
- * weights stay the same: who, its identity as --max-conns-per-client
- * knows it (client_id: its address within its namespace), and its cgroup.
+ * A request's own seed under an affinity (0 without one): the value of the
+ * service's header or cookie when req carries it (docs/design.md decision
+ * 98), so that one user's requests meet on one backend whichever client
+ * sends them; else the client's (decision 97): who, its identity as
+ * --max-conns-per-client knows it (client_id: its address within its
+ * namespace), and its cgroup. Either keeps to one backend while the
+ * weights stay the same.
  */
-uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, uint64_t who, uint64_t cgroup,
-			   uint32_t r);
+uint32_t dmsc_l7_request_seed(const struct dmsc_l7_service *svc, const struct dmsc_l7_request *req,
+			      uint64_t who, uint64_t cgroup);
+
+/* What a pick starts from: the request's seed under an affinity, else the
+ * random number r. */
+static inline uint32_t dmsc_l7_pick_seed(const struct dmsc_l7_service *svc, uint32_t seed,
+					 uint32_t r)
+{
+	return svc->affinity ? seed : r;
+}
 
 /* The path of a request target: origin-form "/p?q" -> "/p"; absolute-form
  * "http://host/p?q" -> "/p"; "*" and anything else -> itself. */

@@ -338,6 +338,7 @@ void dispatch(struct conn *c)
 	req.headers = hv;
 	req.n_headers = n;
 	c->route = dmsc_l7_route_match(c->svc, &req);
+	c->seed = dmsc_l7_request_seed(c->svc, &req, c->affinity_key, c->cgroup);
 	if (c->route >= 0)
 		route = &c->svc->routes[c->route];
 	if (route && route->idempotent)
@@ -425,8 +426,7 @@ static void upstream_start(struct conn *c)
 	unsigned int sa_len;
 	int idx, fd, err, one = 1;
 
-	idx = dmsc_l7_attempt_pick(c->svc, c->route,
-				   dmsc_l7_pick_seed(c->svc, c->affinity_key, c->cgroup, rnd(c->w)),
+	idx = dmsc_l7_attempt_pick(c->svc, c->route, dmsc_l7_pick_seed(c->svc, c->seed, rnd(c->w)),
 				   &c->tried);
 	if (idx < 0) {
 		upstream_failed(c, false, 503);

@@ -202,6 +202,14 @@ static struct json_object *service_json(const struct dmsc_policy_service *s, boo
 		put(o, "health", health_json(&s->health, err), err);
 	if (s->affinity == DMSC_AFFINITY_CLIENT)
 		put(o, "affinity", json_object_new_string("client"), err);
+	if (s->affinity == DMSC_AFFINITY_HEADER || s->affinity == DMSC_AFFINITY_COOKIE) {
+		struct json_object *a = json_object_new_object();
+
+		if (a)
+			put(a, s->affinity == DMSC_AFFINITY_HEADER ? "header" : "cookie",
+			    json_object_new_string(s->affinity_name), err);
+		put(o, "affinity", a, err);
+	}
 	if (s->n_routes) {
 		a = json_object_new_array();
 		for (i = 0; a && i < s->n_routes; i++)

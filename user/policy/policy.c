@@ -269,6 +269,7 @@ static void service_free(struct dmsc_policy_service *s)
 	}
 	free(s->routes);
 	free(s->health.active.path);
+	free(s->affinity_name);
 }
 
 void dmsc_policy_free(struct dmsc_policy *p)

@@ -29,10 +29,15 @@ enum dmsc_accelerate {
 
 /* "affinity" of a service (docs/design.md decision 97): none, each
  * connection (each HTTP request) picks a backend by weight; client, each
- * client's connections go to one backend, the weights spread clients. */
+ * client's connections go to one backend, the weights spread clients.
+ * header, cookie (http services, decision 98): the requests that carry
+ * one value of a header (of a cookie) go to one backend, whichever client
+ * sends them; the others, and connections at L4, as under client. */
 enum dmsc_affinity {
 	DMSC_AFFINITY_NONE,
 	DMSC_AFFINITY_CLIENT,
+	DMSC_AFFINITY_HEADER,
+	DMSC_AFFINITY_COOKIE,
 };
 
 /* "mtls" of a service (docs/design.md decision 24): how a connection to a
@@ -170,6 +175,7 @@ struct dmsc_policy_service {
 	size_t n_allow_from;
 	enum dmsc_accelerate accelerate;
 	enum dmsc_affinity affinity;
+	char *affinity_name; /* header (lower case) or cookie; NULL otherwise */
 	struct dmsc_route *routes;
 	size_t n_routes;
 	bool has_health; /* absent: every backend is always in */

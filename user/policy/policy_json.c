@@ -120,7 +120,7 @@ void quote_str(char *dst, size_t size, const char *s)
 }
 
 /* Names a JSON value for "expected X, got Y". */
-static void describe(char *dst, size_t size, struct json_object *v)
+void describe(char *dst, size_t size, struct json_object *v)
 {
 	char q[QUOTED_LEN];
 

@@ -8,6 +8,7 @@
 #define DMSC_POLICY_PARSE_H
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -68,6 +69,8 @@ static const char *const affinity_names[] = {
     [DMSC_AFFINITY_CLIENT] = "client",
     NULL,
 };
+/* the object form of "affinity", in enum dmsc_affinity's order after client */
+static const char *const affinity_fields[] = {"header", "cookie", NULL};
 static const char *const mtls_names[] = {
     [DMSC_MTLS_OFF] = "off",
     [DMSC_MTLS_PERMISSIVE] = "permissive",
@@ -135,6 +138,8 @@ int alloc_json_array(struct ctx *c, const char *path, struct json_object *v, siz
 char *dup_str(struct ctx *c, const char *s);
 void quote(char *dst, size_t size, const char *s, size_t len);
 void quote_str(char *dst, size_t size, const char *s);
+/* v as a message names it: its type and, cut, its value ("integer 1") */
+void describe(char *dst, size_t size, struct json_object *v);
 void path_key(char *dst, const char *parent, const char *key);
 void path_index(char *dst, const char *parent, size_t i);
 int expect(struct ctx *c, const char *path, struct json_object *v, enum json_type t);

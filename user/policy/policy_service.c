@@ -81,6 +81,73 @@ static int http_only(struct ctx *c, const char *path, const struct dmsc_policy_s
 	return -EINVAL;
 }
 
+/* "affinity": "none" | "client" | {"header": NAME} | {"cookie": NAME}
+ * (docs/design.md decisions 97 and 98). */
+static int parse_affinity(struct ctx *c, const char *path, struct json_object *v,
+			  struct dmsc_policy_service *svc, bool proto_ok)
+{
+	char p[PATH_LEN], q[QUOTED_LEN], got[QUOTED_LEN + 16];
+	struct json_object *f;
+	const char *s;
+	size_t len, i, n = 0;
+	int err = 0;
+
+	if (json_object_is_type(v, json_type_string)) {
+		if (parse_string(c, path, v, &s, &len))
+			return -EINVAL;
+		for (i = 0; affinity_names[i]; i++) {
+			if (!strcmp(s, affinity_names[i])) {
+				svc->affinity = (enum dmsc_affinity)i;
+				return 0;
+			}
+		}
+		quote(q, sizeof(q), s, len);
+		report(c, path,
+		       "%s is not an affinity (none, client, {\"header\": NAME} or "
+		       "{\"cookie\": NAME})",
+		       q);
+		return -EINVAL;
+	}
+	if (!json_object_is_type(v, json_type_object)) {
+		describe(got, sizeof(got), v);
+		report(c, path, "expected a string or an object, got %s", got);
+		return -EINVAL;
+	}
+	/* the kernel sees no header: only dmsc-l7 can keep such a promise */
+	if (http_only(c, path, svc, proto_ok))
+		return -EINVAL;
+	if (check_fields(c, v, path, affinity_fields))
+		err = -EINVAL;
+	for (i = 0; affinity_fields[i]; i++) {
+		if (member(c, v, path, affinity_fields[i], false, p, &f))
+			continue;
+		if (n++ || parse_string(c, p, f, &s, &len))
+			continue;
+		if (!len || strspn(s, TOKEN_CHARS) != len) {
+			quote(q, sizeof(q), s, len);
+			report(c, p,
+			       "%s is not a valid %s name (letters, digits and !#$%%&'*+-.^_`|~)",
+			       q, affinity_fields[i]);
+			err = -EINVAL;
+			continue;
+		}
+		svc->affinity = (enum dmsc_affinity)(DMSC_AFFINITY_HEADER + i);
+		svc->affinity_name = dup_str(c, s);
+		/* header names are case-insensitive (RFC 9110, 5.1): one form */
+		for (len = 0; i == 0 && svc->affinity_name && svc->affinity_name[len]; len++)
+			svc->affinity_name[len] =
+			    (char)tolower((unsigned char)svc->affinity_name[len]);
+	}
+	if (n != 1) {
+		report(c, path,
+		       "%s: name one header or one cookie, as {\"header\": \"x-user\"} or "
+		       "{\"cookie\": \"session\"}",
+		       n ? "both a header and a cookie" : "nothing to hash");
+		err = -EINVAL;
+	}
+	return err;
+}
+
 static int parse_rate_limit(struct ctx *c, const char *path, struct json_object *v,
 			    struct dmsc_policy_service *svc, bool proto_ok)
 {
@@ -482,9 +549,8 @@ static void parse_service(struct ctx *c, const char *path, struct json_object *v
 	if (!member(c, v, path, "accelerate", false, p, &f) &&
 	    !parse_enum(c, p, f, accelerate_names, "an accelerate mode", &e))
 		svc->accelerate = e;
-	if (!member(c, v, path, "affinity", false, p, &f) &&
-	    !parse_enum(c, p, f, affinity_names, "an affinity", &e))
-		svc->affinity = e;
+	if (!member(c, v, path, "affinity", false, p, &f))
+		parse_affinity(c, p, f, svc, proto_ok);
 	if (!member(c, v, path, "routes", false, p, &f))
 		parse_routes(c, p, f, svc, proto_ok, backends_ok);
 	if (!member(c, v, path, "health", false, p, &f))
