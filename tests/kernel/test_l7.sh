@@ -218,6 +218,12 @@ printf 'GET /v2/a HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\nx-can
 dmsc_run_in_cgroup "$MESH" dmsc_net_exec c bash -c "exec 3<>/dev/tcp/$WEB/80; cat '$T/alt.txt' >&3; timeout 5 cat <&3" >"$T/alt.out" 2>&1
 t_eq "keep-alive: answers alternate v2 v3 v2 on one connection" \
 	"$(grep -a -E '^v[0-9]' "$T/alt.out" | tr -d '\r' | tr '\n' ' ')" "v2 v3 v2 "
+# a field value's trailing whitespace is not part of it (RFC 9110 5.5): a
+# server reads "x-canary: yes \t" as "yes", and so does the route
+printf 'GET /a HTTP/1.1\r\nHost: x\r\nx-canary: yes \t\r\nConnection: close\r\n\r\n' >"$T/ows.txt"
+dmsc_run_in_cgroup "$MESH" dmsc_net_exec c bash -c "exec 3<>/dev/tcp/$WEB/80; cat '$T/ows.txt' >&3; timeout 5 cat <&3" >"$T/ows.out" 2>&1
+t_eq "a header route matches a value sent with trailing whitespace (v3)" \
+	"$(grep -a -E '^v[0-9]' "$T/ows.out" | tr -d '\r')" "v3"
 
 # 2b. affinity "client" (docs/design.md decision 97): every request of one
 # client goes to one backend, whatever connection carries it; clients

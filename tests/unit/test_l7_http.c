@@ -90,6 +90,39 @@ Test(l7_http, a_large_head_grows_its_buffer_and_keeps_every_byte)
 	free(req);
 }
 
+/* A field value is what a server reads: without the whitespace around it
+ * (RFC 9110 5.5), fed at once or a byte at a time, so that a route's
+ * header and an affinity's value match it. */
+Test(l7_http, field_values_lose_their_surrounding_whitespace)
+{
+	static const char req[] = "GET /x HTTP/1.1\r\nHost: x\r\nX-Canary:  yes \t \r\nA:\r\n"
+				  "B: y z \r\nC:  \r\n\r\n";
+	static const char *const want[][2] = {
+	    {"Host", "x"}, {"X-Canary", "yes"}, {"A", ""}, {"B", "y z"}, {"C", ""}};
+	struct dmsc_l7_req_parser p;
+	size_t used, all, step, i;
+	int status = 0;
+
+	for (step = 1; step <= sizeof(req); step += sizeof(req) - 1) {
+		cr_assert_eq(dmsc_l7_http_init(&p, &lim, NULL, NULL), 0);
+		for (all = 0; all < sizeof(req) - 1 && !p.paused_head; all += used) {
+			size_t n = sizeof(req) - 1 - all < step ? sizeof(req) - 1 - all : step;
+
+			cr_assert_eq(dmsc_l7_http_feed(&p, req + all, n, &used, &status), 0);
+		}
+		cr_assert(p.paused_head);
+		cr_assert_eq(p.n_hdrs, 5);
+		for (i = 0; i < 5; i++) {
+			cr_expect(dmsc_l7_http_hdr_is(&p, &p.hdrs[i], want[i][0]));
+			cr_expect_eq(p.hdrs[i].val_len, strlen(want[i][1]),
+				     "%s, %zu bytes at a time", want[i][0], step);
+			cr_expect(
+			    !memcmp(p.head + p.hdrs[i].val_off, want[i][1], strlen(want[i][1])));
+		}
+		dmsc_l7_http_free(&p);
+	}
+}
+
 /* Feeds a head and the bytes after it, resumed past the head's pause as
  * dmsc-l7 resumes it: how many bytes the parser took in all. */
 static size_t fed(struct dmsc_l7_req_parser *p, const char *req)

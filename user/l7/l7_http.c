@@ -71,12 +71,26 @@ static int on_req_url(http_parser *hp, const char *at, size_t len)
 	return head_add(p, at, len, &p->url_len);
 }
 
+/* The last field's value ends: without its trailing whitespace, which
+ * is not part of it (RFC 9110 5.5; the parser drops only the leading), so
+ * that "x-canary: yes " matches a route's "yes" as a server reads it. */
+static void value_end(struct dmsc_l7_req_parser *p)
+{
+	struct dmsc_l7_http_hdr *h = &p->hdrs[p->n_hdrs - 1];
+
+	while (h->val_len && (p->head[h->val_off + h->val_len - 1] == ' ' ||
+			      p->head[h->val_off + h->val_len - 1] == '\t'))
+		h->val_len--;
+}
+
 static int on_req_field(http_parser *hp, const char *at, size_t len)
 {
 	struct dmsc_l7_req_parser *p = hp->data;
 	struct dmsc_l7_http_hdr *h;
 
 	if (p->n_hdrs == 0 || p->in_value) {
+		if (p->in_value)
+			value_end(p);
 		if (p->n_hdrs >= p->lim.max_headers) {
 			p->status = 431;
 			return -1;
@@ -287,6 +301,8 @@ static int on_req_headers(http_parser *hp)
 	struct dmsc_l7_http_framing f;
 	uint32_t i;
 
+	if (p->n_hdrs && p->in_value)
+		value_end(p);
 	/* RFC 9110 5.5: a field value with NUL must be refused; the parser
 	 * lets one through as a value's first byte (found by fuzz_http) */
 	if (memchr(p->head, '\0', p->head_len))
