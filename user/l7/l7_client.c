@@ -119,6 +119,7 @@ static void h2_takeover(struct conn *c)
 			     c->cin_len)) {
 		close(fd);
 		client_release(c->client);
+		h2_unplace(c->w);
 	}
 	c->cin_len = c->cin_off = 0;
 }

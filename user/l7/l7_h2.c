@@ -475,7 +475,8 @@ void l7h2_conn_close(struct dmsc_l7_h2 *hc)
 		env->conns = hc->next;
 	if (hc->next)
 		hc->next->prev = hc->prev;
-	__atomic_sub_fetch(&env->n_conns, 1, __ATOMIC_RELAXED); /* read by l7_h2_move.c */
+	__atomic_sub_fetch(&env->n_conns, 1, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&env->placed, 1, __ATOMIC_RELAXED); /* read by l7_h2_move.c */
 	hc->dead_next = env->dead;
 	env->dead = hc;
 }

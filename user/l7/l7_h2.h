@@ -79,6 +79,9 @@ struct dmsc_l7_h2_env {
 	void *free_streams, *free_hdrs;
 	uint32_t n_free_streams, n_free_hdrs;
 	uint32_t n_conns;
+	/* connections placed on this worker (l7_h2_move.c), queued or served:
+	 * counted at the choice, down when one closes */
+	uint32_t placed;
 };
 
 /* Does buf (len bytes: the first of a connection) start the HTTP/2 client

@@ -277,7 +277,6 @@ struct worker {
 	int move_efd;
 	pthread_mutex_t move_lock;
 	struct h2_moved *moved;
-	uint32_t h2_incoming; /* queued for it, not yet in h2.n_conns */
 };
 
 extern struct worker *workers;
@@ -305,10 +304,12 @@ static inline uint32_t rnd(struct worker *w)
 /* l7_h2_move.c: HTTP/2 client connections spread over the workers */
 int h2_move_init(struct worker *w);
 /* true: the connection (fd, its place in the per-client count, the bytes
- * read so far) went to a worker with fewer HTTP/2 connections than w */
+ * read so far) went to a worker with fewer HTTP/2 connections than w;
+ * false: w serves it, and calls h2_unplace(w) if it cannot start it */
 bool h2_move(struct worker *w, int fd, struct dmsc_l7_client *client,
 	     const struct dmsc_l7_service *svc, size_t svc_idx, uint64_t cgroup, const char *in,
 	     size_t len);
+void h2_unplace(struct worker *w);
 void h2_move_event(struct worker *w);
 /* at the worker's exit: what is queued for it closes */
 void h2_move_close(struct worker *w);
