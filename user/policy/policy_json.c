@@ -481,19 +481,23 @@ int parse_name(struct ctx *c, const char *path, struct json_object *v, char **ou
 	return *out ? 0 : -ENOMEM;
 }
 
+int check_token(struct ctx *c, const char *path, const char *s, size_t len, const char *what)
+{
+	char q[QUOTED_LEN];
+
+	if (len && strspn(s, TOKEN_CHARS) == len)
+		return 0;
+	quote(q, sizeof(q), s, len);
+	report(c, path, "%s is not a valid %s (letters, digits and !#$%%&'*+-.^_`|~)", q, what);
+	return -EINVAL;
+}
+
 static int check_map_key(struct ctx *c, const char *path, const char *key, const struct map_rule *r)
 {
 	size_t len = strlen(key);
-	char q[QUOTED_LEN];
 
-	if (!r->key_max) {
-		if (len && strspn(key, TOKEN_CHARS) == len)
-			return 0;
-		quote(q, sizeof(q), key, len);
-		report(c, path, "%s is not a valid %s (letters, digits and !#$%%&'*+-.^_`|~)", q,
-		       r->key_what);
-		return -EINVAL;
-	}
+	if (!r->key_max)
+		return check_token(c, path, key, len, r->key_what);
 	if (len >= 1 && len <= r->key_max)
 		return 0;
 	report(c, path, "a %s must be 1 to %zu bytes long, not %zu", r->key_what, r->key_max, len);

@@ -138,6 +138,9 @@ int alloc_json_array(struct ctx *c, const char *path, struct json_object *v, siz
 char *dup_str(struct ctx *c, const char *s);
 void quote(char *dst, size_t size, const char *s, size_t len);
 void quote_str(char *dst, size_t size, const char *s);
+/* 0 if s (len bytes) is an HTTP token (RFC 9110 tchar, TOKEN_CHARS), else
+ * reported at path as not a valid `what` */
+int check_token(struct ctx *c, const char *path, const char *s, size_t len, const char *what);
 /* v as a message names it: its type and, cut, its value ("integer 1") */
 void describe(char *dst, size_t size, struct json_object *v);
 void path_key(char *dst, const char *parent, const char *key);

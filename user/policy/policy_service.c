@@ -123,11 +123,7 @@ static int parse_affinity(struct ctx *c, const char *path, struct json_object *v
 			continue;
 		if (n++ || parse_string(c, p, f, &s, &len))
 			continue;
-		if (!len || strspn(s, TOKEN_CHARS) != len) {
-			quote(q, sizeof(q), s, len);
-			report(c, p,
-			       "%s is not a valid %s name (letters, digits and !#$%%&'*+-.^_`|~)",
-			       q, affinity_fields[i]);
+		if (check_token(c, p, s, len, i ? "cookie name" : "header name")) {
 			err = -EINVAL;
 			continue;
 		}
