@@ -31,8 +31,9 @@
 # which `perf trace -s` counts its system calls; printed per request, with
 # its context switches and the TCP segments sent from the proxies'
 # namespace. BENCH_PROXIES: which of "dmsc-l7 haproxy nginx" run.
-# BENCH_L7_FASTPATH=on: dmsc-l7 under the mesh cgroup, as dmscd
-# --l7-fastpath on runs it (decision 76). BENCH_SCHED=KIND:STREAMS: `perf sched record` for 2 s of that run of
+# BENCH_L7_FASTPATH=off: dmsc-l7 outside the mesh cgroup, as dmscd
+# --l7-fastpath off runs it (by default in it, as dmscd runs it: decision
+# 99). BENCH_SCHED=KIND:STREAMS: `perf sched record` for 2 s of that run of
 # round 1, each proxy, and the scheduling delays (wake-up to CPU) of the
 # proxy, h2load and the backends. BENCH_LOGS=DIR: h2load's per-request logs
 # are copied there. Each run prints the proxy's CPU by thread (how evenly
@@ -119,13 +120,13 @@ bench_nginx_conf "$T" 20000 <<EOF || exit 1
 	server { listen 198.18.0.1:15013 http2 reuseport; location / { grpc_pass grpc://grpc; } }
 EOF
 
-# BENCH_L7_FASTPATH=on: dmsc-l7 as dmscd --l7-fastpath on runs it
-# (docs/design.md decision 76), in a cgroup of its own under the mesh
-# cgroup, so that the clients' connections to it are fast-path pairs (the
-# backends run outside the mesh: their hop is TCP either way, as for the
-# other proxies); by default outside, as dmscd runs it by default
+# dmsc-l7 as dmscd runs it by default (docs/design.md decisions 76 and 99):
+# in a cgroup of its own under the mesh cgroup, so that the clients'
+# connections to it are fast-path pairs (the backends run outside the
+# mesh: their hop is TCP either way, as for the other proxies);
+# BENCH_L7_FASTPATH=off: outside, as dmscd --l7-fastpath off runs it
 L7CG=()
-if [[ ${BENCH_L7_FASTPATH:-off} == on ]]; then
+if [[ ${BENCH_L7_FASTPATH:-on} == on ]]; then
 	mkdir -p "$MESH/dmsc-l7" && L7CG=(dmsc_run_in_cgroup "$MESH/dmsc-l7")
 fi
 "${L7CG[@]}" ip netns exec "${P}n" "$L7BIN" --listen 198.18.0.1:15001 --policy "$T/policy.json" \

@@ -12,6 +12,8 @@
 # BENCH_ROUNDS (default 2) rounds in alternating order, BENCH_CONNS: the
 # wrk connection counts to run, default "4 32" (4: latency with the machine
 # mostly idle; 32: throughput and CPU cost under load).
+# BENCH_L7_FASTPATH=off: dmsc-l7 outside the mesh cgroup (dmscd
+# --l7-fastpath off), by default in it.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/scripts/bench-lib.sh"
@@ -68,7 +70,14 @@ bench_nginx_conf "$T" 8192 <<EOF || exit 1
 	}
 EOF
 
-ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+# dmsc-l7 as dmscd runs it by default (docs/design.md decision 99): in a
+# cgroup of its own under the mesh cgroup, its clients' connections
+# fast-path pairs; BENCH_L7_FASTPATH=off: outside, as --l7-fastpath off
+L7CG=()
+if [[ ${BENCH_L7_FASTPATH:-on} == on ]]; then
+	mkdir -p "$MESH/dmsc-l7" && L7CG=(dmsc_exec_in_cgroup "$MESH/dmsc-l7")
+fi
+"${L7CG[@]}" ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 >"$T/l7.out" 2>"$T/l7.err" &
 L7=$!
 PIDS+=("$L7")

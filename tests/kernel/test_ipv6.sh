@@ -59,7 +59,7 @@ dmsc_net_hosts c=198.18.60.2/16 b1=198.18.60.11/16 b2=198.18.60.12/16 || exit 1
 dmsc_net_addr6 c 2001:2:60::2/64 || exit 1
 dmsc_net_addr6 b1 2001:2:60::11/64 || exit 1
 dmsc_net_addr6 b2 2001:2:60::12/64 || exit 1
-dmsc_cgroups MESH=mesh ALLOWED=mesh/allowed OUTSIDE=outside L7CG=l7 || exit 1
+dmsc_cgroups MESH=mesh ALLOWED=mesh/allowed OUTSIDE=outside L7CG=mesh/dmsc-l7 || exit 1
 REL=dmsc-test/$P/mesh # allow_from paths are relative to the cgroup2 mount
 
 for b in b1 b2; do
@@ -399,7 +399,8 @@ fi
 in_n() { nsenter --net="/run/netns/${P}n" "$@"; }
 # The helper runs in a cgroup of the test's (L7CG), so that the probe's
 # cgroup it makes in its own is in the test's tree whatever cgroup the
-# test runs in (exec keeps the pid: L7PID is dmsc-l7's).
+# test runs in (exec keeps the pid: L7PID is dmsc-l7's); in the mesh, as
+# dmscd runs it by default (docs/design.md decision 99).
 l7_start() { # N: dmsc-l7 in n, its output in $T/l7-N.{out,err}; L7PID
 	bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$L7CG" \
 		nsenter --net="/run/netns/${P}n" "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/web6h.json" --workers 1 \

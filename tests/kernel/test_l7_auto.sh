@@ -191,21 +191,32 @@ t_eq "tcp only: no helper started" "$(l7_pids | wc -l)" 0
 t_eq "tcp only: dmsc_l7_http_services 0" "$(metric dmsc_l7_http_services)" 0
 stop_dmscd
 
-# 6. --l7-fastpath on: dmsc-l7 runs in MESH/dmsc-l7, so that a client's
+# 6. By default dmsc-l7 runs in MESH/dmsc-l7, so that a client's
 # connection to it is a pair of the same-host fast path (docs/design.md
-# decision 76); the cgroup goes with dmscd.
-start_dmscd --policy "$T/pol" --l7-fastpath on
+# decisions 76 and 99); the cgroup goes with dmscd.
+start_dmscd --policy "$T/pol"
 in_l7_cg() { local p; p=$(l7_pids | head -n 1); [[ -n $p ]] && grep -qx "$p" "$MESH/dmsc-l7/cgroup.procs"; }
-t_check "--l7-fastpath on: dmsc-l7 runs in the mesh's dmsc-l7 cgroup" t_wait 20 in_l7_cg
-t_check "--l7-fastpath on: routed by path as before" t_wait 10 routed curl_node
+t_check "by default: dmsc-l7 runs in the mesh's dmsc-l7 cgroup" t_wait 20 in_l7_cg
+t_check "by default: routed by path as before" t_wait 10 routed curl_node
 web_fp() { "$CTL" stats -o json | jq -c '.services[] | select(.name == "web") | .fastpath | [.paired, .redirected_msgs > 0]'; }
 paired_up() { jq -e '.[0] >= 1 and .[1]' >/dev/null <<<"$(web_fp)"; }
-t_check "--l7-fastpath on: the clients' connections to the helper were fast-path pairs ($(web_fp))" paired_up
+t_check "by default: the clients' connections to the helper were fast-path pairs ($(web_fp))" paired_up
 stop_dmscd
 # its helper serves on there (decision 80) until stopped itself
-t_check "--l7-fastpath on: the helper serves on in its cgroup after dmscd" grep -q . "$MESH/dmsc-l7/cgroup.procs"
+t_check "the helper serves on in its cgroup after dmscd" grep -q . "$MESH/dmsc-l7/cgroup.procs"
 dmsc_helpers_stop "$T"
 t_check "...until stopped itself" bash -c "! grep -q . '$MESH/dmsc-l7/cgroup.procs'"
+rmdir "$MESH/dmsc-l7" 2>/dev/null
+# --l7-fastpath off: the helper beside dmscd, its clients over loopback TCP
+paired0=$(web_fp | jq '.[0]')
+start_dmscd --policy "$T/pol" --l7-fastpath off
+t_check "--l7-fastpath off: routed by path" t_wait 20 routed curl_node
+lp=$(l7_pids | head -n 1)
+t_check "--l7-fastpath off: dmsc-l7 ($lp) runs in dmscd's cgroup, no cgroup made" \
+	bash -c "[[ -n '$lp' && \$(cat /proc/$lp/cgroup) == \$(cat /proc/$DPID/cgroup) && ! -e '$MESH/dmsc-l7' ]]"
+t_eq "--l7-fastpath off: no more fast-path pairs" "$(web_fp | jq '.[0]')" "$paired0"
+stop_dmscd
+dmsc_helpers_stop "$T"
 "$BIN/dmscd" --policy "$T/pol" --l7-fastpath yes >"$T/lfp.out" 2>&1
 t_eq "--l7-fastpath yes: a usage error that names the value" \
 	"$?:$(grep -c -- '--l7-fastpath: "yes" is not on or off' "$T/lfp.out")" "2:1"

@@ -148,7 +148,10 @@ cat >"$T/policy.json" <<EOF
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply the policy" "$CTL" apply "$T/policy.json"
-ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+# the helper in a cgroup of the mesh, as dmscd runs it by default
+# (docs/design.md decision 99): its clients' connections are fast-path pairs
+mkdir -p "$MESH/dmsc-l7"
+dmsc_exec_in_cgroup "$MESH/dmsc-l7" ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 --metrics-file "$T/metrics.prom" >"$T/l7.out" 2>"$T/l7.err" &
 L7PID=$!
 dmsc_wait_ready "$T/l7.out" 10 || { t_fail "dmsc-l7 ready"; cat "$T/l7.err"; t_summary; exit 1; }
@@ -159,6 +162,9 @@ t_eq "the benchmark's gRPC backend (dmsc-grpcsrv) answers a grpcio client: 3 mes
 out=$(client unary 40 | sort | uniq -c | awk '{ printf "%s=%s ", $2, $1 }')
 v1=$(grep -o 'v1=[0-9]*' <<<"$out" | cut -d= -f2)
 t_eq "unary: 40 calls answered" "$(client unary 40 | grep -c '^v[12]$')" 40
+fp_echo() { "$CTL" stats -o json | jq -c '.services[] | select(.name == "echo") | .fastpath | [.paired, .redirected_msgs > 0]'; }
+t_check "the client's connections to the helper were fast-path pairs ($(fp_echo))" \
+	jq -e '.[0] >= 1 and .[1]' <<<"$(fp_echo)"
 t_range "unary: split by weight 1:1 (v1 answered)" "${v1:-0}" 8 32
 t_eq "unary with metadata x-version: v2: all 20 to v2" \
 	"$(client unary 20 x-version=v2 | sort | uniq -c | awk '{ print $1 $2 }')" "20v2"

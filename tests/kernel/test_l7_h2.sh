@@ -113,7 +113,10 @@ cat >"$T/policy.json" <<EOF
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply the policy" "$CTL" apply "$T/policy.json"
-ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
+# the helper in a cgroup of the mesh, as dmscd runs it by default
+# (docs/design.md decision 99): its clients' connections are fast-path pairs
+mkdir -p "$MESH/dmsc-l7"
+dmsc_exec_in_cgroup "$MESH/dmsc-l7" ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 --metrics-file "$T/metrics.prom" --access-log "$T/access.log" \
 	>"$T/l7.out" 2>"$T/l7.err" &
 L7PID=$!
@@ -160,6 +163,9 @@ t_eq "20 /canary/ and 20 /v1only/ streams on one connection: 20 v2, 20 v1" \
 in_c h2load -n 2000 -c 4 -m 16 "http://$WEB/id" >"$T/h2load.out" 2>&1
 t_check "h2load: 2000 requests, 2000 succeeded" grep -q 'requests: 2000 total, 2000 started, 2000 done, 2000 succeeded' "$T/h2load.out"
 t_check "h2load: all 2xx" grep -q 'status codes: 2000 2xx' "$T/h2load.out"
+fp_web() { "$CTL" stats -o json | jq -c '.services[] | select(.name == "web") | .fastpath | [.paired, .redirected_msgs > 0]'; }
+t_check "the clients' connections to the helper were fast-path pairs ($(fp_web))" \
+	jq -e '.[0] >= 4 and .[1]' <<<"$(fp_web)"
 # the streams of all client connections share the helper's backend
 # connections (docs/design.md decision 46): at most 4 per backend per
 # worker (2), however many clients, and they outlive the clients (closed

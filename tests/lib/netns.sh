@@ -481,6 +481,21 @@ dmsc_run_in_cgroup() {
 	} 3>&2 2>/dev/null
 }
 
+# dmsc_exec_in_cgroup CGPATH cmd...: this shell joins CGPATH and becomes cmd
+# (a program): run it in the background (`dmsc_exec_in_cgroup CG prog &`),
+# and $! is the program's pid, for kill and wait. As dmscd starts a helper
+# in a cgroup of the mesh (docs/design.md decision 99): the sockets it makes
+# are the cgroup's from the start. Join before `ip netns exec`, as above.
+dmsc_exec_in_cgroup() {
+	local cg="${1-}"
+	shift
+	echo "$BASHPID" >"$cg/cgroup.procs" || {
+		dmsc__err "dmsc_exec_in_cgroup: cannot join \"$cg\""
+		exit 125
+	}
+	exec "$@"
+}
+
 # dmsc_wait_ready FILE SECONDS: waits until FILE has a line "ready".
 dmsc_wait_ready() {
 	local file="${1-}" secs="${2-}" i

@@ -59,7 +59,10 @@ static const char usage_text[] =
     "                         the mesh cgroup (dmsc-tunnel), so that this host's\n"
     "                         workloads reach it on the same-host fast path; off\n"
     "                         (default): in dmscd's cgroup, over loopback TCP\n"
-    "  --l7-fastpath on|off   the same for dmsc-l7 (MESH/dmsc-l7; default off)\n"
+    "  --l7-fastpath on|off   on (default): dmsc-l7 runs in a cgroup of its own under\n"
+    "                         the mesh cgroup (dmsc-l7), so that this host's\n"
+    "                         workloads reach it on the same-host fast path; off:\n"
+    "                         in dmscd's cgroup, over loopback TCP\n"
     "  -v, --verbose          debug messages\n"
     "  -h, --help             this text\n"
     "\n"
@@ -144,6 +147,8 @@ int main(int argc, char **argv)
 	    .cg_watch = {.fd = -1},
 	    .signal_fd = -1,
 	    .http_fd = -1,
+	    /* docs/design.md decision 99 */
+	    .l7_fastpath = true,
 	};
 	const char *metrics = DEFAULT_METRICS;
 	const char *l7_listen = NULL, *l7_binary = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
