@@ -217,9 +217,29 @@ t_check "--l7-fastpath off: dmsc-l7 ($lp) runs in dmscd's cgroup, no cgroup made
 t_eq "--l7-fastpath off: no more fast-path pairs" "$(web_fp | jq '.[0]')" "$paired0"
 stop_dmscd
 dmsc_helpers_stop "$T"
+# auto (the default) keeps the helper out of a mesh cgroup that is a
+# systemd unit's own (.service, .scope): the unit's stop empties its
+# subtree, the helper with it (decision 99); on puts it there anyway.
+APP=$(dmsc_cgroup_make "$P/app.service") || t_fail "cgroup app.service"
+APP_PINS=$T/bpffs/app
+t_check "install on a cgroup named as a systemd unit's (app.service)" \
+	env DMSC_PIN_DIR="$APP_PINS" "$CTL" install --cgroup "$APP"
+start_dmscd --pin-dir "$APP_PINS" --policy "$T/pol"
+t_check "auto, a mesh cgroup that is a unit's: said in the log" t_wait 20 \
+	grep -q "dmsc-l7 runs in dmscd's cgroup, reached over loopback TCP: the mesh cgroup .*app.service is a systemd unit's" "$T/dmscd.log"
+t_check "...and the helper runs in dmscd's cgroup, none made in the unit's" t_wait 20 \
+	bash -c "p=\$(pgrep -f -- '--metrics-file /run/dmsc/dmsc-l7.$DPID.prom' | head -n 1); [[ -n \$p && \$(cat /proc/\$p/cgroup) == \$(cat /proc/$DPID/cgroup) && ! -e '$APP/dmsc-l7' ]]"
+stop_dmscd
+dmsc_helpers_stop "$T"
+start_dmscd --pin-dir "$APP_PINS" --policy "$T/pol" --l7-fastpath on
+app_l7() { local p; p=$(l7_pids | head -n 1); [[ -n $p ]] && grep -qx "$p" "$APP/dmsc-l7/cgroup.procs"; }
+t_check "--l7-fastpath on, a mesh cgroup that is a unit's: the helper runs in app.service/dmsc-l7" t_wait 20 app_l7
+stop_dmscd
+dmsc_helpers_stop "$T"
+DMSC_PIN_DIR=$APP_PINS "$CTL" uninstall >/dev/null || t_fail "uninstall from app.service"
 "$BIN/dmscd" --policy "$T/pol" --l7-fastpath yes >"$T/lfp.out" 2>&1
 t_eq "--l7-fastpath yes: a usage error that names the value" \
-	"$?:$(grep -c -- '--l7-fastpath: "yes" is not on or off' "$T/lfp.out")" "2:1"
+	"$?:$(grep -c -- '--l7-fastpath: "yes" is not auto, on or off' "$T/lfp.out")" "2:1"
 
 # 7. Out of descriptors (docs/l7.md, "Descriptors"): the helper's limit
 # lowered (prlimit) to what it holds plus 40, a client in the container

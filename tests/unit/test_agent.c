@@ -668,6 +668,16 @@ Test(cgroup, within)
 	cr_assert(dmsc_cgroup_within("shop.slice/a", "shop.slice"), "relative paths alike");
 }
 
+Test(cgroup, is_unit)
+{
+	cr_assert(dmsc_cgroup_is_unit("shop.slice/web.service"));
+	cr_assert(dmsc_cgroup_is_unit("/user.slice/session-2.scope/"), "a trailing '/'");
+	cr_assert(!dmsc_cgroup_is_unit("shop.slice"), "a slice is not emptied when a unit stops");
+	cr_assert(!dmsc_cgroup_is_unit("mesh"));
+	cr_assert(!dmsc_cgroup_is_unit(".service"), "a name that is only the suffix");
+	cr_assert(!dmsc_cgroup_is_unit("web.service/x"), "only the last component counts");
+}
+
 Test(cgroup, of_self)
 {
 	char cg[4096], small[2];

@@ -62,3 +62,19 @@ bool dmsc_cgroup_within(const char *path, const char *top)
 
 	return strncmp(path, top, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
+
+static bool ends_with(const char *s, size_t n, const char *suffix)
+{
+	size_t k = strlen(suffix);
+
+	return n > k && !memcmp(s + n - k, suffix, k);
+}
+
+bool dmsc_cgroup_is_unit(const char *path)
+{
+	size_t n = strlen(path);
+
+	while (n && path[n - 1] == '/')
+		n--;
+	return ends_with(path, n, ".service") || ends_with(path, n, ".scope");
+}

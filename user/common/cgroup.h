@@ -23,4 +23,9 @@ int dmsc_cgroup2_of(int pid, char *buf, size_t len);
  * path, no trailing '/'). */
 bool dmsc_cgroup_within(const char *path, const char *top);
 
+/* Whether path's last component is a systemd unit's own cgroup, which
+ * systemd empties (kills every process in it and under it) when the unit
+ * stops: a ".service" or ".scope", not a ".slice". */
+bool dmsc_cgroup_is_unit(const char *path);
+
 #endif /* DMSC_CGROUP_H */

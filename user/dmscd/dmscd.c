@@ -59,10 +59,12 @@ static const char usage_text[] =
     "                         the mesh cgroup (dmsc-tunnel), so that this host's\n"
     "                         workloads reach it on the same-host fast path; off\n"
     "                         (default): in dmscd's cgroup, over loopback TCP\n"
-    "  --l7-fastpath on|off   on (default): dmsc-l7 runs in a cgroup of its own under\n"
-    "                         the mesh cgroup (dmsc-l7), so that this host's\n"
-    "                         workloads reach it on the same-host fast path; off:\n"
-    "                         in dmscd's cgroup, over loopback TCP\n"
+    "  --l7-fastpath auto|on|off  on: dmsc-l7 runs in a cgroup of its own under the\n"
+    "                         mesh cgroup (dmsc-l7), so that this host's workloads\n"
+    "                         reach it on the same-host fast path; off: in dmscd's\n"
+    "                         cgroup, over loopback TCP; auto (default): on, unless\n"
+    "                         the mesh cgroup is a systemd unit's (.service, .scope),\n"
+    "                         which systemd empties when the unit stops\n"
     "  -v, --verbose          debug messages\n"
     "  -h, --help             this text\n"
     "\n"
@@ -149,6 +151,7 @@ int main(int argc, char **argv)
 	    .http_fd = -1,
 	    /* docs/design.md decision 99 */
 	    .l7_fastpath = true,
+	    .l7_fastpath_auto = true,
 	};
 	const char *metrics = DEFAULT_METRICS;
 	const char *l7_listen = NULL, *l7_binary = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
@@ -204,14 +207,19 @@ int main(int argc, char **argv)
 			}
 			break;
 		case OPT_TUNNEL_FASTPATH:
-		case OPT_L7_FASTPATH:
 			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
-				pr_warn("--%s-fastpath: \"%s\" is not on or off\n",
-					c == OPT_L7_FASTPATH ? "l7" : "tunnel", optarg);
+				pr_warn("--tunnel-fastpath: \"%s\" is not on or off\n", optarg);
 				return EXIT_USAGE;
 			}
-			*(c == OPT_L7_FASTPATH ? &ag.l7_fastpath : &ag.tunnel_fastpath) =
-			    !strcmp(optarg, "on");
+			ag.tunnel_fastpath = !strcmp(optarg, "on");
+			break;
+		case OPT_L7_FASTPATH:
+			if (strcmp(optarg, "auto") && strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				pr_warn("--l7-fastpath: \"%s\" is not auto, on or off\n", optarg);
+				return EXIT_USAGE;
+			}
+			ag.l7_fastpath = strcmp(optarg, "off") != 0;
+			ag.l7_fastpath_auto = !strcmp(optarg, "auto");
 			break;
 		case OPT_L7_MODE:
 			if (dmsc_l7_mode_parse(optarg, &ag.l7_mode)) {

@@ -84,10 +84,11 @@ struct agent {
 	/* The mesh cgroup (relative to the cgroup2 mount), and the cgroups
 	 * under it that the tunnel and dmsc-l7 run in, so that their sockets
 	 * meet the workloads' on the fast path (docs/design.md decision 76):
-	 * made here, removed at exit; "" when none. Off unless
-	 * --tunnel-fastpath on, --l7-fastpath on. */
+	 * made here, removed at exit; "" when none. The tunnel's only with
+	 * --tunnel-fastpath on; dmsc-l7's unless --l7-fastpath off, and by
+	 * default (auto) not in a systemd unit's own cgroup (decision 99). */
 	char mesh_cgroup[DMSC_CGROUP_PATH_MAX];
-	bool tunnel_fastpath, l7_fastpath;
+	bool tunnel_fastpath, l7_fastpath, l7_fastpath_auto;
 	char tunnel_cgroup[PATH_MAX], l7_cgroup[PATH_MAX];
 	/* allow_from paths with no cgroup yet: applied again until they
 	 * resolve (dmsc_apply_result.unresolved). */

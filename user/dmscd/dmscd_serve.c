@@ -91,7 +91,14 @@ int l7_start(struct agent *ag, const char *bin, const char *listen)
 	ag->l7_sup.updates = true;
 	ag->l7_sup.takes = dmsc_l7_view_values_only;
 	ag->l7 = true;
-	if (ag->l7_fastpath)
+	if (ag->l7_fastpath && ag->l7_fastpath_auto && dmsc_cgroup_is_unit(ag->mesh_cgroup))
+		/* the unit's stop would take the helper with it, and the
+		 * unit's next start could find none (docs/design.md decision
+		 * 99) */
+		pr_info("dmsc-l7 runs in dmscd's cgroup, reached over loopback TCP: the mesh cgroup "
+			"%s is a systemd unit's, emptied when the unit stops (--l7-fastpath on to "
+			"run it there anyway)\n", ag->mesh_cgroup);
+	else if (ag->l7_fastpath)
 		helper_cgroup(ag, &ag->l7_sup, "dmsc-l7", ag->l7_cgroup, sizeof(ag->l7_cgroup));
 	pr_info("%s on %s serves http services once a policy with some is applied\n", bin,
 		listen);
