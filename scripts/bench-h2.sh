@@ -31,13 +31,13 @@
 # which `perf trace -s` counts its system calls; printed per request, with
 # its context switches and the TCP segments sent from the proxies'
 # namespace. BENCH_PROXIES: which of "dmsc-l7 haproxy nginx" run.
-# BENCH_L7_FASTPATH=off: dmsc-l7 outside the mesh cgroup, as dmscd
-# --l7-fastpath off runs it (by default in it, as dmscd runs it: decision
-# 99). BENCH_SCHED=KIND:STREAMS: `perf sched record` for 2 s of that run of
+# BENCH_L7_FASTPATH=on: dmsc-l7 under the mesh cgroup, as dmscd
+# --l7-fastpath on runs it (decisions 76, 99). BENCH_SCHED=KIND:STREAMS: `perf sched record` for 2 s of that run of
 # round 1, each proxy, and the scheduling delays (wake-up to CPU) of the
 # proxy, h2load and the backends. BENCH_LOGS=DIR: h2load's per-request logs
 # are copied there. Each run prints the proxy's CPU by thread (how evenly
-# its workers share the load) and the backend connections it holds halfway.
+# its workers share the load), the backend connections it holds halfway,
+# and the whole machine's CPU per request (client and backends included).
 # Writes $BUILD/bench-h2.json.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -120,13 +120,13 @@ bench_nginx_conf "$T" 20000 <<EOF || exit 1
 	server { listen 198.18.0.1:15013 http2 reuseport; location / { grpc_pass grpc://grpc; } }
 EOF
 
-# dmsc-l7 as dmscd runs it by default (docs/design.md decisions 76 and 99):
-# in a cgroup of its own under the mesh cgroup, so that the clients'
-# connections to it are fast-path pairs (the backends run outside the
-# mesh: their hop is TCP either way, as for the other proxies);
-# BENCH_L7_FASTPATH=off: outside, as dmscd --l7-fastpath off runs it
+# BENCH_L7_FASTPATH=on: dmsc-l7 as dmscd --l7-fastpath on runs it
+# (docs/design.md decisions 76 and 99), in a cgroup of its own under the
+# mesh cgroup, so that the clients' connections to it are fast-path pairs
+# (the backends run outside the mesh: their hop is TCP either way, as for
+# the other proxies); by default outside, as dmscd runs it by default
 L7CG=()
-if [[ ${BENCH_L7_FASTPATH:-on} == on ]]; then
+if [[ ${BENCH_L7_FASTPATH:-off} == on ]]; then
 	mkdir -p "$MESH/dmsc-l7" && L7CG=(dmsc_run_in_cgroup "$MESH/dmsc-l7")
 fi
 "${L7CG[@]}" ip netns exec "${P}n" "$L7BIN" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
@@ -182,7 +182,7 @@ syscalls_per_request() {
 
 # run KIND PROXY ROUND STREAMS
 run() {
-	local kind=$1 name=$2 round=$3 streams=$4 pid c0 c1 u0 u1 t0 x0 s0 out log conns=4 m args=()
+	local kind=$1 name=$2 round=$3 streams=$4 pid c0 c1 u0 u1 t0 x0 s0 b0 machine out log conns=4 m args=()
 	pid=$(pid_of "$name")
 	m=$((streams / conns))
 	((m < 1)) && m=1
@@ -201,6 +201,7 @@ run() {
 	c0=$((${u0% *} + ${u0#* }))
 	t0=$(thread_ticks "$pid")
 	st0=$(steal_ticks)
+	b0=$(busy_ticks)
 	if [[ ${BENCH_PERF:-} == "$kind:$streams" || ${BENCH_PERF:-} == "$kind:$streams:$name" ]] &&
 		[[ ${BENCH_PERF:-} == *:$name || $name == dmsc-l7 ]] && [[ $round == 1 ]] &&
 		command -v perf >/dev/null; then
@@ -219,6 +220,10 @@ run() {
 	u1=$(cpu_user_system "$pid")
 	c1=$((${u1% *} + ${u1#* }))
 	stolen=$(steal_share "$st0")
+	# the whole machine's CPU per request (client, proxy, backends; the
+	# warm-up second counted as the requests' cost at the same rate)
+	machine=$(awk -v t="$(($(busy_ticks) - b0))" -v n="$(wc -l <"$log")" -v hz="$HZ" -v secs="$SECS" \
+		'BEGIN { printf "%.1f", (n > 0 ? t / hz * secs / (secs + 1) / n * 1e6 : 0) }')
 	if [[ -n ${SCHED_PID:-} ]]; then
 		wait "$SCHED_PID"
 		SCHED_PID=
@@ -227,7 +232,7 @@ run() {
 			grep -E 'h2load|nghttpd|dmsc-l7|haproxy|nginx|TOTAL' | head -12
 	fi
 	[[ -n ${BENCH_LOGS:-} ]] && cp "$log" "$BENCH_LOGS/"
-	echo "bench-h2: $kind $streams $name round $round: CPU by thread $(thread_split "$t0" "$(thread_ticks "$pid")"), $(user_share "$u0" "$u1") in user space, $(cat "$T/upconns" 2>/dev/null) backend connections, CPU stolen by the hypervisor $stolen"
+	echo "bench-h2: $kind $streams $name round $round: CPU by thread $(thread_split "$t0" "$(thread_ticks "$pid")"), $(user_share "$u0" "$u1") in user space, $(cat "$T/upconns" 2>/dev/null) backend connections, the machine's CPU ${machine} us per request, CPU stolen by the hypervisor $stolen"
 	if [[ -n ${TRACE_PID:-} ]]; then
 		wait "$TRACE_PID"
 		TRACE_PID=

@@ -12,8 +12,8 @@
 # BENCH_ROUNDS (default 2) rounds in alternating order, BENCH_CONNS: the
 # wrk connection counts to run, default "4 32" (4: latency with the machine
 # mostly idle; 32: throughput and CPU cost under load).
-# BENCH_L7_FASTPATH=off: dmsc-l7 outside the mesh cgroup (dmscd
-# --l7-fastpath off), by default in it.
+# BENCH_L7_FASTPATH=on: dmsc-l7 under the mesh cgroup (dmscd
+# --l7-fastpath on), by default outside it, as dmscd runs it.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 . "$TOP/scripts/bench-lib.sh"
@@ -70,11 +70,11 @@ bench_nginx_conf "$T" 8192 <<EOF || exit 1
 	}
 EOF
 
-# dmsc-l7 as dmscd runs it by default (docs/design.md decision 99): in a
-# cgroup of its own under the mesh cgroup, its clients' connections
-# fast-path pairs; BENCH_L7_FASTPATH=off: outside, as --l7-fastpath off
+# BENCH_L7_FASTPATH=on: dmsc-l7 as dmscd --l7-fastpath on runs it
+# (docs/design.md decision 99), in a cgroup of its own under the mesh
+# cgroup, its clients' connections fast-path pairs; by default outside
 L7CG=()
-if [[ ${BENCH_L7_FASTPATH:-on} == on ]]; then
+if [[ ${BENCH_L7_FASTPATH:-off} == on ]]; then
 	mkdir -p "$MESH/dmsc-l7" && L7CG=(dmsc_exec_in_cgroup "$MESH/dmsc-l7")
 fi
 "${L7CG[@]}" ip netns exec "${P}n" "$BUILD/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \

@@ -28,6 +28,13 @@ steal_ticks() {
 	awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat
 }
 
+# busy_ticks: clock ticks every CPU of this machine spent busy (user, nice,
+# system, irq, softirq): a run's cost to the whole machine, the client's and
+# the backends' included
+busy_ticks() {
+	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat
+}
+
 # steal_share "BEFORE": the share of this machine's CPU time the hypervisor
 # took since a steal_ticks, e.g. "12%". On a shared host a run with CPU
 # stolen is slowed by work no one here sees: its figures are not those of

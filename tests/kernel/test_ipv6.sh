@@ -400,7 +400,7 @@ in_n() { nsenter --net="/run/netns/${P}n" "$@"; }
 # The helper runs in a cgroup of the test's (L7CG), so that the probe's
 # cgroup it makes in its own is in the test's tree whatever cgroup the
 # test runs in (exec keeps the pid: L7PID is dmsc-l7's); in the mesh, as
-# dmscd runs it by default (docs/design.md decision 99).
+# dmscd --l7-fastpath on runs it (docs/design.md decision 99).
 l7_start() { # N: dmsc-l7 in n, its output in $T/l7-N.{out,err}; L7PID
 	bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$L7CG" \
 		nsenter --net="/run/netns/${P}n" "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/web6h.json" --workers 1 \

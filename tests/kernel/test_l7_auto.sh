@@ -191,40 +191,41 @@ t_eq "tcp only: no helper started" "$(l7_pids | wc -l)" 0
 t_eq "tcp only: dmsc_l7_http_services 0" "$(metric dmsc_l7_http_services)" 0
 stop_dmscd
 
-# 6. By default dmsc-l7 runs in MESH/dmsc-l7, so that a client's
-# connection to it is a pair of the same-host fast path (docs/design.md
-# decisions 76 and 99); the cgroup goes with dmscd.
-start_dmscd --policy "$T/pol"
+# 6. --l7-fastpath auto: dmsc-l7 runs in MESH/dmsc-l7 (the mesh cgroup is
+# not a systemd unit's), so that a client's connection to it is a pair of
+# the same-host fast path (docs/design.md decisions 76 and 99); the cgroup
+# goes with dmscd.
+start_dmscd --policy "$T/pol" --l7-fastpath auto
 in_l7_cg() { local p; p=$(l7_pids | head -n 1); [[ -n $p ]] && grep -qx "$p" "$MESH/dmsc-l7/cgroup.procs"; }
-t_check "by default: dmsc-l7 runs in the mesh's dmsc-l7 cgroup" t_wait 20 in_l7_cg
-t_check "by default: routed by path as before" t_wait 10 routed curl_node
+t_check "--l7-fastpath auto: dmsc-l7 runs in the mesh's dmsc-l7 cgroup" t_wait 20 in_l7_cg
+t_check "--l7-fastpath auto: routed by path as before" t_wait 10 routed curl_node
 web_fp() { "$CTL" stats -o json | jq -c '.services[] | select(.name == "web") | .fastpath | [.paired, .redirected_msgs > 0]'; }
 paired_up() { jq -e '.[0] >= 1 and .[1]' >/dev/null <<<"$(web_fp)"; }
-t_check "by default: the clients' connections to the helper were fast-path pairs ($(web_fp))" paired_up
+t_check "--l7-fastpath auto: the clients' connections to the helper were fast-path pairs ($(web_fp))" paired_up
 stop_dmscd
 # its helper serves on there (decision 80) until stopped itself
 t_check "the helper serves on in its cgroup after dmscd" grep -q . "$MESH/dmsc-l7/cgroup.procs"
 dmsc_helpers_stop "$T"
 t_check "...until stopped itself" bash -c "! grep -q . '$MESH/dmsc-l7/cgroup.procs'"
 rmdir "$MESH/dmsc-l7" 2>/dev/null
-# --l7-fastpath off: the helper beside dmscd, its clients over loopback TCP
+# by default (off): the helper beside dmscd, its clients over loopback TCP
 paired0=$(web_fp | jq '.[0]')
-start_dmscd --policy "$T/pol" --l7-fastpath off
-t_check "--l7-fastpath off: routed by path" t_wait 20 routed curl_node
+start_dmscd --policy "$T/pol"
+t_check "by default: routed by path" t_wait 20 routed curl_node
 lp=$(l7_pids | head -n 1)
-t_check "--l7-fastpath off: dmsc-l7 ($lp) runs in dmscd's cgroup, no cgroup made" \
+t_check "by default: dmsc-l7 ($lp) runs in dmscd's cgroup, no cgroup made" \
 	bash -c "[[ -n '$lp' && \$(cat /proc/$lp/cgroup) == \$(cat /proc/$DPID/cgroup) && ! -e '$MESH/dmsc-l7' ]]"
-t_eq "--l7-fastpath off: no more fast-path pairs" "$(web_fp | jq '.[0]')" "$paired0"
+t_eq "by default: no more fast-path pairs" "$(web_fp | jq '.[0]')" "$paired0"
 stop_dmscd
 dmsc_helpers_stop "$T"
-# auto (the default) keeps the helper out of a mesh cgroup that is a
+# auto keeps the helper out of a mesh cgroup that is a
 # systemd unit's own (.service, .scope): the unit's stop empties its
 # subtree, the helper with it (decision 99); on puts it there anyway.
 APP=$(dmsc_cgroup_make "$P/app.service") || t_fail "cgroup app.service"
 APP_PINS=$T/bpffs/app
 t_check "install on a cgroup named as a systemd unit's (app.service)" \
 	env DMSC_PIN_DIR="$APP_PINS" "$CTL" install --cgroup "$APP"
-start_dmscd --pin-dir "$APP_PINS" --policy "$T/pol"
+start_dmscd --pin-dir "$APP_PINS" --policy "$T/pol" --l7-fastpath auto
 t_check "auto, a mesh cgroup that is a unit's: said in the log" t_wait 20 \
 	grep -q "dmsc-l7 runs in dmscd's cgroup, reached over loopback TCP: the mesh cgroup .*app.service is a systemd unit's" "$T/dmscd.log"
 t_check "...and the helper runs in dmscd's cgroup, none made in the unit's" t_wait 20 \

@@ -148,7 +148,7 @@ cat >"$T/policy.json" <<EOF
 EOF
 t_check "install on the test cgroup" "$CTL" install --cgroup "$MESH"
 t_check "apply the policy" "$CTL" apply "$T/policy.json"
-# the helper in a cgroup of the mesh, as dmscd runs it by default
+# the helper in a cgroup of the mesh, as dmscd --l7-fastpath on runs it
 # (docs/design.md decision 99): its clients' connections are fast-path pairs
 mkdir -p "$MESH/dmsc-l7"
 dmsc_exec_in_cgroup "$MESH/dmsc-l7" ip netns exec "${P}n" "$BIN/dmsc-l7" --listen 198.18.0.1:15001 --policy "$T/policy.json" \

@@ -483,9 +483,9 @@ dmsc_run_in_cgroup() {
 
 # dmsc_exec_in_cgroup CGPATH cmd...: this shell joins CGPATH and becomes cmd
 # (a program): run it in the background (`dmsc_exec_in_cgroup CG prog &`),
-# and $! is the program's pid, for kill and wait. As dmscd starts a helper
-# in a cgroup of the mesh (docs/design.md decision 99): the sockets it makes
-# are the cgroup's from the start. Join before `ip netns exec`, as above.
+# and $! is the program's pid, for kill and wait. As dmscd --l7-fastpath on
+# starts a helper in a cgroup of the mesh (docs/design.md decision 99): the
+# sockets it makes are the cgroup's from the start. Join before `ip netns exec`, as above.
 dmsc_exec_in_cgroup() {
 	local cg="${1-}"
 	shift

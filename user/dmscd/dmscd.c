@@ -62,7 +62,7 @@ static const char usage_text[] =
     "  --l7-fastpath auto|on|off  on: dmsc-l7 runs in a cgroup of its own under the\n"
     "                         mesh cgroup (dmsc-l7), so that this host's workloads\n"
     "                         reach it on the same-host fast path; off: in dmscd's\n"
-    "                         cgroup, over loopback TCP; auto (default): on, unless\n"
+    "                         cgroup, over loopback TCP (default); auto: on, unless\n"
     "                         the mesh cgroup is a systemd unit's (.service, .scope),\n"
     "                         which systemd empties when the unit stops\n"
     "  -v, --verbose          debug messages\n"
@@ -149,9 +149,6 @@ int main(int argc, char **argv)
 	    .cg_watch = {.fd = -1},
 	    .signal_fd = -1,
 	    .http_fd = -1,
-	    /* docs/design.md decision 99 */
-	    .l7_fastpath = true,
-	    .l7_fastpath_auto = true,
 	};
 	const char *metrics = DEFAULT_METRICS;
 	const char *l7_listen = NULL, *l7_binary = NULL, *mtls_dir = NULL, *mtls_listen = NULL;
@@ -214,7 +211,8 @@ int main(int argc, char **argv)
 			ag.tunnel_fastpath = !strcmp(optarg, "on");
 			break;
 		case OPT_L7_FASTPATH:
-			if (strcmp(optarg, "auto") && strcmp(optarg, "on") && strcmp(optarg, "off")) {
+			if (strcmp(optarg, "auto") && strcmp(optarg, "on") &&
+			    strcmp(optarg, "off")) {
 				pr_warn("--l7-fastpath: \"%s\" is not auto, on or off\n", optarg);
 				return EXIT_USAGE;
 			}

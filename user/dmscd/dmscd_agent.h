@@ -85,8 +85,8 @@ struct agent {
 	 * under it that the tunnel and dmsc-l7 run in, so that their sockets
 	 * meet the workloads' on the fast path (docs/design.md decision 76):
 	 * made here, removed at exit; "" when none. The tunnel's only with
-	 * --tunnel-fastpath on; dmsc-l7's unless --l7-fastpath off, and by
-	 * default (auto) not in a systemd unit's own cgroup (decision 99). */
+	 * --tunnel-fastpath on; dmsc-l7's with --l7-fastpath on, or auto
+	 * where the mesh cgroup is not a systemd unit's own (decision 99). */
 	char mesh_cgroup[DMSC_CGROUP_PATH_MAX];
 	bool tunnel_fastpath, l7_fastpath, l7_fastpath_auto;
 	char tunnel_cgroup[PATH_MAX], l7_cgroup[PATH_MAX];

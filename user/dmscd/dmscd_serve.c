@@ -95,9 +95,11 @@ int l7_start(struct agent *ag, const char *bin, const char *listen)
 		/* the unit's stop would take the helper with it, and the
 		 * unit's next start could find none (docs/design.md decision
 		 * 99) */
-		pr_info("dmsc-l7 runs in dmscd's cgroup, reached over loopback TCP: the mesh cgroup "
-			"%s is a systemd unit's, emptied when the unit stops (--l7-fastpath on to "
-			"run it there anyway)\n", ag->mesh_cgroup);
+		pr_info(
+		    "dmsc-l7 runs in dmscd's cgroup, reached over loopback TCP: the mesh cgroup "
+		    "%s is a systemd unit's, emptied when the unit stops (--l7-fastpath on to "
+		    "run it there anyway)\n",
+		    ag->mesh_cgroup);
 	else if (ag->l7_fastpath)
 		helper_cgroup(ag, &ag->l7_sup, "dmsc-l7", ag->l7_cgroup, sizeof(ag->l7_cgroup));
 	pr_info("%s on %s serves http services once a policy with some is applied\n", bin,
