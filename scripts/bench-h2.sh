@@ -127,18 +127,13 @@ EOF
 # the other proxies); by default outside, as dmscd runs it by default
 L7CG=()
 if [[ ${BENCH_L7_FASTPATH:-off} == on ]]; then
-	mkdir -p "$MESH/dmsc-l7" && L7CG=(dmsc_run_in_cgroup "$MESH/dmsc-l7")
+	mkdir -p "$MESH/dmsc-l7" && L7CG=(dmsc_exec_in_cgroup "$MESH/dmsc-l7")
 fi
 "${L7CG[@]}" ip netns exec "${P}n" "$L7BIN" --listen 198.18.0.1:15001 --policy "$T/policy.json" \
 	--workers 2 --no-netns --max-conns-per-client 100000 >"$T/l7.out" 2>"$T/l7.err" &
 L7=$!
 PIDS+=("$L7")
 dmsc_wait_ready "$T/l7.out" 10 || { cat "$T/l7.err"; exit 1; }
-if ((${#L7CG[@]})); then # $! is the shell that joined the cgroup: the helper is its child
-	L7=$(pgrep -f "^$L7BIN --listen 198.18.0.1:15001 " | head -n 1)
-	[[ -n $L7 ]] && grep -qx "$L7" "$MESH/dmsc-l7/cgroup.procs" || { echo "bench-h2: dmsc-l7 is not in $MESH/dmsc-l7"; exit 1; }
-	PIDS+=("$L7")
-fi
 bench_start_proxies "${P}n" 15002 15003 15012 15013
 
 in_c() { dmsc_run_in_cgroup "$MESH" ip netns exec "${P}c" "$@"; }

@@ -402,8 +402,7 @@ in_n() { nsenter --net="/run/netns/${P}n" "$@"; }
 # test runs in (exec keeps the pid: L7PID is dmsc-l7's); in the mesh, as
 # dmscd --l7-fastpath on runs it (docs/design.md decision 99).
 l7_start() { # N: dmsc-l7 in n, its output in $T/l7-N.{out,err}; L7PID
-	bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$L7CG" \
-		nsenter --net="/run/netns/${P}n" "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/web6h.json" --workers 1 \
+	dmsc_exec_in_cgroup "$L7CG" nsenter --net="/run/netns/${P}n" "$BIN/dmsc-l7" --listen 198.18.60.1:15001 --policy "$T/web6h.json" --workers 1 \
 		--access-log "$T/access6.log" >"$T/l7-$1.out" 2>"$T/l7-$1.err" &
 	L7PID=$!
 	dmsc_wait_ready "$T/l7-$1.out" 60 || t_fail "dmsc-l7 ready"

@@ -212,9 +212,13 @@ rmdir "$MESH/dmsc-l7" 2>/dev/null
 paired0=$(web_fp | jq '.[0]')
 start_dmscd --policy "$T/pol"
 t_check "by default: routed by path" t_wait 20 routed curl_node
-lp=$(l7_pids | head -n 1)
-t_check "by default: dmsc-l7 ($lp) runs in dmscd's cgroup, no cgroup made" \
-	bash -c "[[ -n '$lp' && \$(cat /proc/$lp/cgroup) == \$(cat /proc/$DPID/cgroup) && ! -e '$MESH/dmsc-l7' ]]"
+# beside_dmscd DIR: the helper runs in dmscd's cgroup, and DIR was not made
+beside_dmscd() {
+	local p
+	p=$(l7_pids | head -n 1)
+	[[ -n $p && $(cat "/proc/$p/cgroup") == $(cat "/proc/$DPID/cgroup") && ! -e $1 ]]
+}
+t_check "by default: dmsc-l7 runs in dmscd's cgroup, no cgroup made" t_wait 20 beside_dmscd "$MESH/dmsc-l7"
 t_eq "by default: no more fast-path pairs" "$(web_fp | jq '.[0]')" "$paired0"
 stop_dmscd
 dmsc_helpers_stop "$T"
@@ -228,8 +232,7 @@ t_check "install on a cgroup named as a systemd unit's (app.service)" \
 start_dmscd --pin-dir "$APP_PINS" --policy "$T/pol" --l7-fastpath auto
 t_check "auto, a mesh cgroup that is a unit's: said in the log" t_wait 20 \
 	grep -q "dmsc-l7 runs in dmscd's cgroup, reached over loopback TCP: the mesh cgroup .*app.service is a systemd unit's" "$T/dmscd.log"
-t_check "...and the helper runs in dmscd's cgroup, none made in the unit's" t_wait 20 \
-	bash -c "p=\$(pgrep -f -- '--metrics-file /run/dmsc/dmsc-l7.$DPID.prom' | head -n 1); [[ -n \$p && \$(cat /proc/\$p/cgroup) == \$(cat /proc/$DPID/cgroup) && ! -e '$APP/dmsc-l7' ]]"
+t_check "...and the helper runs in dmscd's cgroup, none made in the unit's" t_wait 20 beside_dmscd "$APP/dmsc-l7"
 stop_dmscd
 dmsc_helpers_stop "$T"
 start_dmscd --pin-dir "$APP_PINS" --policy "$T/pol" --l7-fastpath on

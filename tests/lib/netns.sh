@@ -485,7 +485,8 @@ dmsc_run_in_cgroup() {
 # (a program): run it in the background (`dmsc_exec_in_cgroup CG prog &`),
 # and $! is the program's pid, for kill and wait. As dmscd --l7-fastpath on
 # starts a helper in a cgroup of the mesh (docs/design.md decision 99): the
-# sockets it makes are the cgroup's from the start. Join before `ip netns exec`, as above.
+# sockets it makes are the cgroup's from the start. Join before
+# `ip netns exec` or `nsenter`, as above.
 dmsc_exec_in_cgroup() {
 	local cg="${1-}"
 	shift
